@@ -1,0 +1,462 @@
+"""The one training engine: K configurations trained at once.
+
+Every parameter is stacked with a leading dimension K (one row per configuration), the forward
+and backward run once per step for all K, and each configuration's loss is its own mean, so the
+gradient of row k is exactly configuration k's gradient. A single run is a sweep of one.
+
+The optimizer is a real ``torch.optim`` optimizer. Configurations that share the optimizer's
+settings (class, options, lr, mode, and for ``builtin`` the weight decay) form one parameter
+group whose tensors are *views* of the stacked rows, so torch's own update code runs, any
+element-wise torch optimizer and lr scheduler works, and per-configuration weight decay is
+applied by :mod:`wdlab.decay` with one value per row.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from wdlab import decay as D
+from wdlab.data import Dataset
+from wdlab.models import BatchedForward, ModelSpec
+
+OPTIMIZERS: dict[str, str] = {
+    "sgd": "SGD",
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "rmsprop": "RMSprop",
+    "adagrad": "Adagrad",
+    "adamax": "Adamax",
+    "nadam": "NAdam",
+    "radam": "RAdam",
+}
+
+# Optimizers that are not element-wise (their update of one coordinate depends on others) would
+# mix configurations when stacked, so they are refused.
+NOT_ELEMENTWISE = {"LBFGS", "SparseAdam", "Adafactor", "Muon"}
+
+
+def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
+    """The torch optimizer class for a short name (``sgd``, ``adamw``…) or a class name."""
+    cls_name = OPTIMIZERS.get(name.lower(), name)
+    cls = getattr(torch.optim, cls_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
+        raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(OPTIMIZERS)}")
+    if cls_name in NOT_ELEMENTWISE:
+        raise ValueError(f"optimizer {cls_name} is not element-wise and cannot be batched")
+    return cls
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One configuration: decay mode and strength, optimizer and its settings, seed.
+
+    ``options`` are extra optimizer keywords as sorted ``(name, value)`` pairs, e.g.
+    ``(("momentum", 0.9),)``. ``label`` names the run in tables (default: the mode).
+    """
+
+    mode: str = "none"
+    weight_decay: float = 0.0
+    lr: float = 0.1
+    optimizer: str = "sgd"
+    options: tuple[tuple[str, object], ...] = ()
+    seed: int = 0
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        D.check_mode(self.mode)
+        D.check_weight_decay(self.weight_decay)
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        optimizer_class(self.optimizer)
+        if any(k in ("lr", "weight_decay", "params") for k, _ in self.options):
+            raise ValueError("lr and weight_decay are set by the config, not in options")
+
+    @property
+    def name(self) -> str:
+        """The label, or the mode when no label was given."""
+        return self.label or self.mode
+
+    def opt_key(self) -> tuple:
+        """Configurations with the same key share one optimizer parameter group."""
+        wd = self.weight_decay if self.mode == "builtin" else 0.0
+        return (optimizer_class(self.optimizer).__name__, self.options, self.lr, self.mode, wd)
+
+    def to_dict(self) -> dict:
+        """JSON-ready form."""
+        return {
+            "mode": self.mode,
+            "weight_decay": self.weight_decay,
+            "lr": self.lr,
+            "optimizer": self.optimizer,
+            "options": dict(self.options),
+            "seed": self.seed,
+            "label": self.name,
+        }
+
+
+@dataclass
+class RunResult:
+    """What one configuration's training produced: curves, final metrics and status.
+
+    ``curves`` holds ``epoch``, ``train_loss`` (the loss each step computed, before its update)
+    and ``weight_norm`` every epoch; ``eval_epoch`` and ``train_loss_eval``,
+    ``<split>_loss``/``<split>_acc``/… at each evaluation, all made with the weights after
+    that epoch's update. ``final`` holds the last evaluation (``train_loss`` there is the
+    evaluated one, so ``test_loss − train_loss`` compares the same weights). ``params`` are
+    the final weights when asked for.
+    """
+
+    config: RunConfig
+    curves: dict[str, list[float]]
+    final: dict[str, float]
+    status: str = "done"
+    diverged_epoch: int | None = None
+    best: dict[str, float] = field(default_factory=dict)
+    params: dict[str, Tensor] | None = None
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (without the weights)."""
+        return {
+            "config": self.config.to_dict(),
+            "status": self.status,
+            "diverged_epoch": self.diverged_epoch,
+            "final": self.final,
+            "best": self.best,
+            "curves": self.curves,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses and metrics, per configuration: outputs (K, n, out), targets (n,) → (K,)
+
+
+def per_config_loss(task: str, out: Tensor, y: Tensor) -> Tensor:
+    """Mean loss of each configuration: BCE-with-logits, cross-entropy or MSE."""
+    k, n = out.shape[0], out.shape[1]
+    if task == "binary":
+        return F.binary_cross_entropy_with_logits(
+            out.squeeze(-1), y.expand(k, n), reduction="none"
+        ).mean(1)
+    if task == "multiclass":
+        return F.cross_entropy(
+            out.reshape(k * n, -1), y.repeat(k), reduction="none"
+        ).view(k, n).mean(1)
+    return (out.squeeze(-1) - y).pow(2).mean(1)
+
+
+def per_config_metrics(task: str, out: Tensor, y: Tensor) -> dict[str, Tensor]:
+    """Accuracy for classification; RMSE and R² for regression (each (K,))."""
+    if task == "binary":
+        return {"acc": ((out.squeeze(-1) > 0).to(y.dtype) == y).float().mean(1)}
+    if task == "multiclass":
+        return {"acc": (out.argmax(-1) == y).float().mean(1)}
+    err = (out.squeeze(-1) - y).pow(2).mean(1)
+    var = (y - y.mean()).pow(2).mean()
+    return {"rmse": err.sqrt(), "r2": 1 - err / var}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_init(spec: ModelSpec) -> Callable[[int], nn.Module]:
+    """Initial weights for a seed: ``torch.manual_seed(seed)`` then ``spec.build()``."""
+
+    def init(seed: int) -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return spec.build()
+
+    return init
+
+
+def make_scheduler(
+    optimizer: torch.optim.Optimizer, schedule: str | None, epochs: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """An lr scheduler from a short spec: ``constant``, ``cosine``, ``step:SIZE:GAMMA``."""
+    if schedule in (None, "", "constant"):
+        return None
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs))
+    if schedule.startswith("step:"):
+        try:
+            _, size, gamma = schedule.split(":")
+            return torch.optim.lr_scheduler.StepLR(optimizer, int(size), float(gamma))
+        except ValueError:
+            pass
+    raise ValueError(
+        f"unknown lr schedule {schedule!r}; valid: constant, cosine, step:SIZE:GAMMA"
+    )
+
+
+@dataclass
+class _Group:
+    key: tuple
+    rows: slice
+    mode: str
+    wd: D.WD  # float if uniform over the rows, else a (rows,) tensor
+    uniform_wd: bool
+
+
+def _group_configs(configs: Sequence[RunConfig], device: torch.device) -> list[_Group]:
+    groups: list[_Group] = []
+    start = 0
+    for k in range(1, len(configs) + 1):
+        if k == len(configs) or configs[k].opt_key() != configs[start].opt_key():
+            wds = [c.weight_decay for c in configs[start:k]]
+            uniform = all(w == wds[0] for w in wds)
+            wd: D.WD = wds[0] if uniform else torch.tensor(wds, device=device)
+            groups.append(
+                _Group(configs[start].opt_key(), slice(start, k), configs[start].mode, wd, uniform)
+            )
+            start = k
+    return groups
+
+
+def train(
+    spec: ModelSpec,
+    data: Dataset,
+    configs: Sequence[RunConfig],
+    *,
+    epochs: int,
+    eval_every: int = 10,
+    rule: D.DecayRule = D.DEFAULT_RULE,
+    init: Callable[[int], nn.Module] | None = None,
+    schedule: str | None = None,
+    device: torch.device | str | None = None,
+    keep_params: bool = False,
+    progress: bool = False,
+    progress_desc: str = "training",
+) -> list[RunResult]:
+    """Train every configuration in ``configs`` together for ``epochs`` full-batch steps.
+
+    Returns one :class:`RunResult` per configuration, in the order given. Evaluation runs
+    every ``eval_every`` epochs and at the last one, under ``torch.no_grad()``, after that
+    epoch's update; it never changes the trajectory.
+    """
+    if not configs:
+        raise ValueError("no configurations to train")
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if not isinstance(eval_every, int) or eval_every < 1:
+        raise ValueError(f"eval_every must be a positive integer, got {eval_every!r}")
+    t_start = time.perf_counter()
+    device = torch.device(device) if device is not None else default_device()
+    if spec.in_dim == 0:
+        spec = replace(spec, in_dim=data.in_dim, out_dim=data.out_dim)
+    init = init or default_init(spec)
+    for c in configs:
+        for msg in D.surprise_warnings(
+            c.mode, c.weight_decay, c.lr, optimizer_class(c.optimizer).__name__
+        ):
+            warnings.warn(msg, UserWarning, stacklevel=2)
+
+    # Order configurations so that each optimizer group is a contiguous block of rows.
+    order = sorted(range(len(configs)), key=lambda i: (repr(configs[i].opt_key()), i))
+    cfgs = [configs[i] for i in order]
+    K = len(cfgs)
+    data = data.to(device)
+    X, y = data.X_train, data.y_train
+
+    # Initial weights: one nn.Module per distinct seed, stacked row by row.
+    modules: dict[int, nn.Module] = {}
+    for c in cfgs:
+        if c.seed not in modules:
+            modules[c.seed] = init(c.seed)
+    template = modules[cfgs[0].seed]
+    table = D.decay_table(template, rule)
+    decays = {r["name"]: r["decays"] for r in table.rows}
+    names = [n for n, _ in template.named_parameters()]
+    states = {s: dict(m.named_parameters()) for s, m in modules.items()}
+    full: dict[str, Tensor] = {
+        n: torch.stack([states[c.seed][n].detach() for c in cfgs])
+        .to(device)
+        .requires_grad_(True)
+        for n in names
+    }
+    forward = BatchedForward(spec, template.to(device))
+
+    # Optimizer parameter groups: views of the stacked rows.
+    groups = _group_configs(cfgs, device)
+    torch_groups: list[dict] = []
+    for g in groups:
+        opt_name, options, lr, mode, builtin_wd = g.key
+        for flag in (True, False):
+            group_names = [n for n in names if decays[n] is flag]
+            if not group_names:
+                continue
+            views = [full[n].detach()[g.rows].requires_grad_(True) for n in group_names]
+            entry = {
+                "params": views,
+                "lr": lr,
+                "weight_decay": builtin_wd if flag else 0.0,
+                **dict(options),
+                "decay": flag,
+                "_names": group_names,
+                "_group": g,
+            }
+            if mode == "to_init" and flag:
+                entry["anchor"] = [v.detach().clone() for v in views]
+            torch_groups.append(entry)
+    opt_cls = optimizer_class(cfgs[0].optimizer)
+    if len({g.key[0] for g in groups}) > 1:
+        raise ValueError("one batch trains one optimizer class; split the sweep by optimizer")
+    clean = [{k: v for k, v in tg.items() if not k.startswith("_")} for tg in torch_groups]
+    base_kwargs = {"lr": groups[0].key[2]}
+    optimizer = opt_cls(clean, **base_kwargs)
+    for tg, pg in zip(torch_groups, optimizer.param_groups, strict=True):
+        pg["_names"], pg["_group"] = tg["_names"], tg["_group"]
+        pg["lr0"] = tg["lr"]
+    scheduler = make_scheduler(optimizer, schedule, epochs)
+    l2_groups = [g for g in groups if g.mode == "l2"]
+    decayed = [n for n in names if decays[n]]
+    eval_splits = {k: v for k, v in data.splits().items() if k != "train"}
+
+    # Records, kept on the device until the end.
+    train_loss = torch.full((epochs, K), math.nan, device=device)
+    weight_norm = torch.full((epochs, K), math.nan, device=device)
+    eval_epochs = [e for e in range(epochs) if e % eval_every == 0 or e == epochs - 1]
+    ev: dict[str, list[Tensor]] = {}
+    pending_train_eval: int | None = None
+    alive = torch.ones(K, dtype=torch.bool, device=device)
+    diverged_at = [None] * K
+
+    def record_eval(name: str, values: Tensor) -> None:
+        ev.setdefault(name, []).append(values.detach().float())
+
+    def norms() -> Tensor:
+        if not decayed:
+            return torch.zeros(K, device=device)
+        per = [torch.linalg.vector_norm(full[n].detach().flatten(1), dim=1) for n in decayed]
+        return torch.linalg.vector_norm(torch.stack(per), dim=0)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=epochs, desc=progress_desc, unit="epoch", leave=False)
+
+    for epoch in range(epochs):
+        out = forward(full, X)
+        losses = per_config_loss(data.task, out, y)
+        train_loss[epoch] = losses.detach()
+        if pending_train_eval is not None:
+            # Train metrics after the previous eval epoch's update: this forward's weights.
+            record_eval("train_loss_eval", losses)
+            for m, v in per_config_metrics(data.task, out.detach(), y).items():
+                record_eval(f"train_{m}", v)
+            pending_train_eval = None
+        total = losses.sum()
+        for g in l2_groups:
+            params = [full[n][g.rows] for n in decayed]
+            total = total + D.l2_penalty(params, g.wd, per_row=True).sum()
+        for t in full.values():
+            t.grad = None
+        total.backward()
+        with torch.no_grad():
+            bad = ~torch.isfinite(losses.detach()) & alive
+            if bool(bad.any()):
+                for k in torch.nonzero(bad).flatten().tolist():
+                    diverged_at[k] = epoch
+                alive &= ~bad
+            for pg in optimizer.param_groups:
+                for n, v in zip(pg["_names"], pg["params"], strict=True):
+                    v.grad = full[n].grad[pg["_group"].rows]
+                if pg["decay"]:
+                    D.apply_before_step(pg["_group"].mode, pg, pg["_group"].wd)
+            if not bool(alive.all()):
+                for t in full.values():
+                    t.grad[~alive] = 0
+            optimizer.step()
+            if not bool(alive.all()):
+                for t in full.values():
+                    t[~alive] = 0
+            if scheduler is not None:
+                scheduler.step()
+            weight_norm[epoch] = norms()
+            if epoch in eval_epochs:
+                for split, (Xs, ys) in eval_splits.items():
+                    o = forward(full, Xs)
+                    record_eval(f"{split}_loss", per_config_loss(data.task, o, ys))
+                    for m, v in per_config_metrics(data.task, o, ys).items():
+                        record_eval(f"{split}_{m}", v)
+                pending_train_eval = epoch
+        if bar is not None:
+            bar.update(1)
+    if pending_train_eval is not None:
+        with torch.no_grad():
+            out = forward(full, X)
+            record_eval("train_loss_eval", per_config_loss(data.task, out, y))
+            for m, v in per_config_metrics(data.task, out, y).items():
+                record_eval(f"train_{m}", v)
+    if bar is not None:
+        bar.close()
+
+    seconds = time.perf_counter() - t_start
+    train_loss_c = train_loss.cpu()
+    weight_norm_c = weight_norm.cpu()
+    ev_c = {k: torch.stack(v).cpu() for k, v in ev.items()}  # (n_eval, K)
+    results: list[RunResult | None] = [None] * K
+    for row, orig in enumerate(order):
+        curves: dict[str, list[float]] = {
+            "epoch": list(range(epochs)),
+            "train_loss": train_loss_c[:, row].tolist(),
+            "weight_norm": weight_norm_c[:, row].tolist(),
+            "eval_epoch": list(eval_epochs),
+        }
+        for k, v in ev_c.items():
+            curves[k] = v[:, row].tolist()
+        final = {k: curves[k][-1] for k in ev_c}
+        final["train_loss"] = final.pop("train_loss_eval")
+        final["weight_norm"] = curves["weight_norm"][-1]
+        status = "done"
+        if diverged_at[row] is not None:
+            status = "diverged"
+            cut = diverged_at[row]
+            for k in list(curves):
+                if k in ("epoch", "eval_epoch"):
+                    continue
+                src = curves["epoch"] if k in ("train_loss", "weight_norm") else eval_epochs
+                curves[k] = [
+                    (v if e < cut else math.nan) for e, v in zip(src, curves[k], strict=True)
+                ]
+            final = {k: math.nan for k in final}
+        best = _best(curves, "val_loss" if "val_loss" in curves else "test_loss")
+        params = (
+            {n: full[n].detach()[row].cpu().clone() for n in names} if keep_params else None
+        )
+        results[orig] = RunResult(
+            config=cfgs[row],
+            curves=curves,
+            final=final,
+            status=status,
+            diverged_epoch=diverged_at[row],
+            best=best,
+            params=params,
+            seconds=seconds,
+        )
+    return results  # type: ignore[return-value]
+
+
+def _best(curves: dict[str, list[float]], key: str) -> dict[str, float]:
+    values = curves.get(key)
+    if not values:
+        return {}
+    finite = [(v, i) for i, v in enumerate(values) if math.isfinite(v)]
+    if not finite:
+        return {}
+    v, i = min(finite)
+    return {"metric": key, "value": v, "epoch": curves["eval_epoch"][i]}

@@ -1,0 +1,218 @@
+"""Model specs: how to build one configuration's ``nn.Module`` and how to run K of them at once.
+
+A spec builds an ordinary ``nn.Module`` (so initial weights are exactly PyTorch's) and knows a
+batched forward over *stacked* parameters: every parameter gets a leading dimension K, one row
+per configuration. Built-in specs (the article's MLP, a configurable MLP, linear) have a
+hand-written batched forward whose first layer is one GEMM for all K configurations; any other
+``nn.Module`` factory runs through ``torch.func.functional_call`` under ``torch.vmap``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "relu": torch.relu,
+    "gelu": F.gelu,
+}
+
+
+class SeedMLP(nn.Module):
+    """The article's model: Linear(dim, dim//2) → sigmoid → Linear(dim//2, 1) (→ sigmoid).
+
+    The final sigmoid is folded into the loss (BCE on logits: the same maths, stable), so
+    ``forward`` returns logits.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.hidden_layer = nn.Linear(dim, dim // 2)
+        self.last_layer = nn.Linear(dim // 2, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits of shape (n, 1)."""
+        return self.last_layer(torch.sigmoid(self.hidden_layer(x)))
+
+
+class MLP(nn.Module):
+    """A configurable MLP: Linear layers with an activation, optional LayerNorm after each."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden: tuple[int, ...],
+        out_dim: int,
+        activation: str = "relu",
+        layernorm: bool = False,
+    ) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(
+                f"unknown activation {activation!r}; valid: {', '.join(ACTIVATIONS)}"
+            )
+        self.activation = activation
+        sizes = [in_dim, *hidden]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+        self.norms = nn.ModuleList(nn.LayerNorm(b) for b in hidden) if layernorm else None
+        self.head = nn.Linear(sizes[-1], out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Outputs (logits or predictions) of shape (n, out_dim)."""
+        act = ACTIVATIONS[self.activation]
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if self.norms is not None:
+                x = self.norms[i](x)
+            x = act(x)
+        return self.head(x)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model to train: ``kind`` is ``seed-mlp``, ``mlp``, ``linear`` or ``custom``.
+
+    ``in_dim``/``out_dim`` are filled from the data when left at 0. For ``custom``,
+    ``factory`` is a callable (or ``"module:function"``) returning an ``nn.Module``; it is
+    called with ``in_dim`` and ``out_dim`` as keywords when it accepts them.
+    """
+
+    kind: str = "seed-mlp"
+    in_dim: int = 0
+    out_dim: int = 1
+    hidden: tuple[int, ...] = ()
+    activation: str = "sigmoid"
+    layernorm: bool = False
+    factory: Callable[..., nn.Module] | str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("seed-mlp", "mlp", "linear", "custom"):
+            raise ValueError(
+                f"unknown model {self.kind!r}; valid: seed-mlp, mlp, linear, custom"
+            )
+        if self.kind == "custom" and self.factory is None:
+            raise ValueError("model 'custom' needs a factory (module:function)")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}"
+            )
+
+    def build(self) -> nn.Module:
+        """One freshly initialised ``nn.Module`` (draws from torch's global RNG)."""
+        if self.kind == "seed-mlp":
+            return SeedMLP(self.in_dim)
+        if self.kind == "mlp":
+            return MLP(self.in_dim, self.hidden, self.out_dim, self.activation, self.layernorm)
+        if self.kind == "linear":
+            return nn.Linear(self.in_dim, self.out_dim)
+        factory = resolve_factory(self.factory)
+        try:
+            return factory(in_dim=self.in_dim, out_dim=self.out_dim)
+        except TypeError:
+            return factory()
+
+    def describe(self) -> str:
+        """A short human name, e.g. ``mlp 64-32-10 relu``."""
+        if self.kind == "seed-mlp":
+            return f"seed-mlp {self.in_dim}-{self.in_dim // 2}-1 sigmoid"
+        if self.kind == "linear":
+            return f"linear {self.in_dim}-{self.out_dim}"
+        if self.kind == "mlp":
+            sizes = "-".join(map(str, (self.in_dim, *self.hidden, self.out_dim)))
+            return f"mlp {sizes} {self.activation}" + (" +layernorm" if self.layernorm else "")
+        return f"custom {self.factory}"
+
+
+def resolve_factory(factory: Callable[..., nn.Module] | str | None) -> Callable[..., nn.Module]:
+    """Turn ``"module:function"`` into the function (callables pass through)."""
+    if callable(factory):
+        return factory
+    if not isinstance(factory, str) or ":" not in factory:
+        raise ValueError(f"model factory must be 'module:function', got {factory!r}")
+    mod_name, _, attr = factory.partition(":")
+    try:
+        obj = getattr(importlib.import_module(mod_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot load model factory {factory!r}: {exc}") from None
+    if not callable(obj):
+        raise ValueError(f"model factory {factory!r} is not callable")
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# Batched forward over stacked parameters (leading dim K).
+
+
+def _linear(x: Tensor, w: Tensor, b: Tensor | None, shared: bool) -> Tensor:
+    """K linear layers. ``shared``: x is (n, in), the same for all K: one GEMM of (n, K·out)."""
+    k, out, inp = w.shape
+    if shared:
+        flat_b = b.reshape(-1) if b is not None else None
+        flat_w = w.reshape(k * out, inp)
+        y = torch.addmm(flat_b, x, flat_w.t()) if flat_b is not None else x @ flat_w.t()
+        return y.view(x.shape[0], k, out).transpose(0, 1)  # (K, n, out)
+    if out == 1:
+        # A matrix-vector product per configuration: element-wise is faster than bmm here and
+        # keeps x's (possibly transposed) layout without a copy.
+        y = (x * w).sum(-1, keepdim=True)
+        return y + b.unsqueeze(1) if b is not None else y
+    wt = w.transpose(1, 2)
+    if b is not None:
+        return torch.baddbmm(b.unsqueeze(1), x, wt)
+    return torch.bmm(x, wt)
+
+
+def _layer_norm(x: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor:
+    return F.layer_norm(x, x.shape[-1:], eps=eps) * w.unsqueeze(1) + b.unsqueeze(1)
+
+
+class BatchedForward:
+    """Forward of K stacked copies of one architecture: ``(params, x) -> (K, n, out)``."""
+
+    def __init__(self, spec: ModelSpec, template: nn.Module) -> None:
+        self.spec = spec
+        self.template = template
+        self._vmapped = None
+        if spec.kind not in ("seed-mlp", "mlp", "linear"):
+            self._vmapped = _vmapped_forward(template)
+
+    def __call__(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
+        """Outputs for every configuration; ``x`` is (n, d) shared by all K."""
+        kind = self.spec.kind
+        if kind == "seed-mlp":
+            h = torch.sigmoid(
+                _linear(x, params["hidden_layer.weight"], params["hidden_layer.bias"], True)
+            )
+            return _linear(h, params["last_layer.weight"], params["last_layer.bias"], False)
+        if kind == "linear":
+            return _linear(x, params["weight"], params.get("bias"), True)
+        if kind == "mlp":
+            act = ACTIVATIONS[self.spec.activation]
+            norms = self.template.norms
+            h, shared = x, True
+            for i in range(len(self.spec.hidden)):
+                h = _linear(h, params[f"layers.{i}.weight"], params[f"layers.{i}.bias"], shared)
+                shared = False
+                if norms is not None:
+                    h = _layer_norm(
+                        h, params[f"norms.{i}.weight"], params[f"norms.{i}.bias"], norms[i].eps
+                    )
+                h = act(h)
+            return _linear(h, params["head.weight"], params["head.bias"], shared)
+        return self._vmapped(params, x)
+
+
+def _vmapped_forward(template: nn.Module) -> Callable[[dict[str, Tensor], Tensor], Tensor]:
+    buffers = {k: v for k, v in template.named_buffers()}
+
+    def one(params: dict[str, Tensor], x: Tensor) -> Tensor:
+        return torch.func.functional_call(template, (params, buffers), (x,))
+
+    return torch.vmap(one, in_dims=(0, None))

@@ -1,0 +1,1 @@
+"""Plots (matplotlib) and, later, the HTML report."""

@@ -1,0 +1,41 @@
+"""Matplotlib figures. Every function returns a ``Figure`` and never shows it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from wdlab.engine import RunResult  # noqa: E402
+
+
+def loss_curves(runs: Sequence[RunResult], title: str = "", split: str = "test") -> Figure:
+    """Train loss (solid) and ``split`` loss (dashed) per run on one shared epoch axis.
+
+    Train points come every epoch, evaluation points every ``eval_every`` epochs, both drawn
+    against their true epoch numbers (the article drew its 11 test points on a 0–10 axis).
+    The best evaluation epoch of each run is marked.
+    """
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, r in enumerate(runs):
+        c = r.curves
+        color = colors[i % len(colors)]
+        ax.plot(c["epoch"], c["train_loss"], color=color, lw=1.6, label=f"{r.config.name} train")
+        key = f"{split}_loss"
+        if key in c:
+            ax.plot(c["eval_epoch"], c[key], color=color, lw=1.6, ls="--",
+                    label=f"{r.config.name} {split}")
+            if r.best.get("metric") == key:
+                ax.plot([r.best["epoch"]], [r.best["value"]], marker="o", color=color, ms=5)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (BCE)" if runs and "test_acc" in runs[0].curves else "loss")
+    ax.set_title(title or "Loss curves", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    return fig
