@@ -154,16 +154,26 @@ def build_parser() -> Parser:
         "summary, write results.json, curves.csv and losses.png, and check that manual and "
         "built-in decay give identical weights.",
     )
-    demo.add_argument("--epochs", type=positive_int, default=1000,
-                      help="epochs; steps run at 0..EPOCHS inclusive (default 1000)")
-    demo.add_argument("--dim", type=positive_int, default=1000,
-                      help="rows and features of X (default 1000)")
+    demo.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=1000,
+        help="epochs; steps run at 0..EPOCHS inclusive (default 1000)",
+    )
+    demo.add_argument(
+        "--dim", type=positive_int, default=1000, help="rows and features of X (default 1000)"
+    )
     demo.add_argument("--lr", type=positive_float, default=0.1, help="SGD learning rate (0.1)")
-    demo.add_argument("--weight-decay", type=nonneg_float, default=0.1,
-                      help="decay for manual and builtin (0.1)")
+    demo.add_argument(
+        "--weight-decay", type=nonneg_float, default=0.1, help="decay for manual and builtin (0.1)"
+    )
     demo.add_argument("--seed", type=int, default=0, help="torch seed for data and init (0)")
-    demo.add_argument("--eval-every", type=positive_int, default=10,
-                      help="evaluate every N epochs and at the last (10)")
+    demo.add_argument(
+        "--eval-every",
+        type=positive_int,
+        default=10,
+        help="evaluate every N epochs and at the last (10)",
+    )
     demo.add_argument("--out", default="wdlab-out/demo", help="output folder (wdlab-out/demo)")
     demo.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     demo.add_argument("--json", action="store_true", help="print one JSON document, no table")
@@ -191,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _format_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
+def _format_warning(message, category, filename, lineno, line=None) -> str:
     return f"wdlab: warning: {message}\n"
 
 

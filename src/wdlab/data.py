@@ -70,7 +70,10 @@ def seed_noise_tensors(dim: int = 1000, seed: int = 0) -> tuple[Tensor, Tensor]:
     torch.manual_seed(seed)
     X = torch.randn((dim, dim), dtype=torch.float64)
     y = torch.cat(
-        (torch.zeros(dim // 2, dtype=torch.float64), torch.ones(dim - dim // 2, dtype=torch.float64))
+        (
+            torch.zeros(dim // 2, dtype=torch.float64),
+            torch.ones(dim - dim // 2, dtype=torch.float64),
+        )
     )
     return X, y
 

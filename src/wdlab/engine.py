@@ -147,9 +147,11 @@ def per_config_loss(task: str, out: Tensor, y: Tensor) -> Tensor:
             out.squeeze(-1), y.expand(k, n), reduction="none"
         ).mean(1)
     if task == "multiclass":
-        return F.cross_entropy(
-            out.reshape(k * n, -1), y.repeat(k), reduction="none"
-        ).view(k, n).mean(1)
+        return (
+            F.cross_entropy(out.reshape(k * n, -1), y.repeat(k), reduction="none")
+            .view(k, n)
+            .mean(1)
+        )
     return (out.squeeze(-1) - y).pow(2).mean(1)
 
 
@@ -197,9 +199,7 @@ def make_scheduler(
             return torch.optim.lr_scheduler.StepLR(optimizer, int(size), float(gamma))
         except ValueError:
             pass
-    raise ValueError(
-        f"unknown lr schedule {schedule!r}; valid: constant, cosine, step:SIZE:GAMMA"
-    )
+    raise ValueError(f"unknown lr schedule {schedule!r}; valid: constant, cosine, step:SIZE:GAMMA")
 
 
 @dataclass
@@ -282,9 +282,7 @@ def train(
     names = [n for n, _ in template.named_parameters()]
     states = {s: dict(m.named_parameters()) for s, m in modules.items()}
     full: dict[str, Tensor] = {
-        n: torch.stack([states[c.seed][n].detach() for c in cfgs])
-        .to(device)
-        .requires_grad_(True)
+        n: torch.stack([states[c.seed][n].detach() for c in cfgs]).to(device).requires_grad_(True)
         for n in names
     }
     forward = BatchedForward(spec, template.to(device))
@@ -293,7 +291,7 @@ def train(
     groups = _group_configs(cfgs, device)
     torch_groups: list[dict] = []
     for g in groups:
-        opt_name, options, lr, mode, builtin_wd = g.key
+        _opt_name, options, lr, mode, builtin_wd = g.key
         for flag in (True, False):
             group_names = [n for n in names if decays[n] is flag]
             if not group_names:
@@ -435,9 +433,7 @@ def train(
                 ]
             final = {k: math.nan for k in final}
         best = _best(curves, "val_loss" if "val_loss" in curves else "test_loss")
-        params = (
-            {n: full[n].detach()[row].cpu().clone() for n in names} if keep_params else None
-        )
+        params = {n: full[n].detach()[row].cpu().clone() for n in names} if keep_params else None
         results[orig] = RunResult(
             config=cfgs[row],
             curves=curves,

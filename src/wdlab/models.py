@@ -10,6 +10,7 @@ hand-written batched forward whose first layer is one GEMM for all K configurati
 from __future__ import annotations
 
 import importlib
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -55,12 +56,10 @@ class MLP(nn.Module):
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise ValueError(
-                f"unknown activation {activation!r}; valid: {', '.join(ACTIVATIONS)}"
-            )
+            raise ValueError(f"unknown activation {activation!r}; valid: {', '.join(ACTIVATIONS)}")
         self.activation = activation
         sizes = [in_dim, *hidden]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes, sizes[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(sizes))
         self.norms = nn.ModuleList(nn.LayerNorm(b) for b in hidden) if layernorm else None
         self.head = nn.Linear(sizes[-1], out_dim)
 
@@ -94,9 +93,7 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in ("seed-mlp", "mlp", "linear", "custom"):
-            raise ValueError(
-                f"unknown model {self.kind!r}; valid: seed-mlp, mlp, linear, custom"
-            )
+            raise ValueError(f"unknown model {self.kind!r}; valid: seed-mlp, mlp, linear, custom")
         if self.kind == "custom" and self.factory is None:
             raise ValueError("model 'custom' needs a factory (module:function)")
         if self.activation not in ACTIVATIONS:
@@ -151,7 +148,13 @@ def resolve_factory(factory: Callable[..., nn.Module] | str | None) -> Callable[
 
 
 def _linear(x: Tensor, w: Tensor, b: Tensor | None, shared: bool) -> Tensor:
-    """K linear layers. ``shared``: x is (n, in), the same for all K: one GEMM of (n, K·out)."""
+    """K linear layers. ``shared``: x is (n, in), the same for all K: one GEMM of (n, K·out).
+
+    Batched rows agree with a configuration trained alone to float rounding, not bitwise:
+    CPU kernels compute the last few elements of a tensor (and of each thread's chunk) on a
+    scalar path whose rounding differs from the vector path, so a row's exact bits depend on
+    where it sits. Where bitwise identity is the point (the demo), train configurations apart.
+    """
     k, out, inp = w.shape
     if shared:
         flat_b = b.reshape(-1) if b is not None else None

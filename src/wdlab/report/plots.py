@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
-from wdlab.engine import RunResult  # noqa: E402
+from wdlab.engine import RunResult
 
 
 def loss_curves(runs: Sequence[RunResult], title: str = "", split: str = "test") -> Figure:
@@ -28,8 +28,14 @@ def loss_curves(runs: Sequence[RunResult], title: str = "", split: str = "test")
         ax.plot(c["epoch"], c["train_loss"], color=color, lw=1.6, label=f"{r.config.name} train")
         key = f"{split}_loss"
         if key in c:
-            ax.plot(c["eval_epoch"], c[key], color=color, lw=1.6, ls="--",
-                    label=f"{r.config.name} {split}")
+            ax.plot(
+                c["eval_epoch"],
+                c[key],
+                color=color,
+                lw=1.6,
+                ls="--",
+                label=f"{r.config.name} {split}",
+            )
             if r.best.get("metric") == key:
                 ax.plot([r.best["epoch"]], [r.best["value"]], marker="o", color=color, ms=5)
     ax.set_xlabel("epoch")

@@ -1,0 +1,84 @@
+"""The article's data split, the model shapes and the batched forward."""
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from wdlab.data import seed_noise, seed_noise_tensors
+from wdlab.models import MLP, BatchedForward, ModelSpec, SeedMLP
+
+
+def test_seed_noise_split_is_the_articles():
+    data = seed_noise(dim=100, seed=3)
+    assert data.X_train.shape == (67, 100) and data.X_test.shape == (33, 100)
+    assert data.X_train.dtype == torch.float32 and data.task == "binary"
+    torch.manual_seed(3)
+    X = torch.randn((100, 100), dtype=torch.float64)
+    y = torch.cat((torch.zeros(50, dtype=torch.float64), torch.ones(50, dtype=torch.float64)))
+    X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.33, random_state=42)
+    assert torch.equal(data.X_train, X_tr.float()) and torch.equal(data.X_test, X_te.float())
+    assert torch.equal(data.y_train, y_tr.float()) and torch.equal(data.y_test, y_te.float())
+    assert data.y_train.sum() + data.y_test.sum() == 50  # half ones
+
+
+def test_seed_noise_is_deterministic_and_leaves_global_rng_alone():
+    state = torch.get_rng_state()
+    a, b = seed_noise(64, seed=0), seed_noise(64, seed=0)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(a.X_train, b.X_train)
+    assert not torch.equal(a.X_train, seed_noise(64, seed=1).X_train)
+
+
+def test_seed_noise_tensors_shapes():
+    X, y = seed_noise_tensors(10, 0)
+    assert X.shape == (10, 10) and X.dtype == torch.float64
+    assert y.tolist() == [0.0] * 5 + [1.0] * 5
+
+
+def test_seed_mlp_shapes():
+    m = SeedMLP(40)
+    shapes = {n: tuple(p.shape) for n, p in m.named_parameters()}
+    assert shapes == {
+        "hidden_layer.weight": (20, 40),
+        "hidden_layer.bias": (20,),
+        "last_layer.weight": (1, 20),
+        "last_layer.bias": (1,),
+    }
+    assert m(torch.randn(7, 40)).shape == (7, 1)
+
+
+def _stack(modules):
+    names = [n for n, _ in modules[0].named_parameters()]
+    return {
+        n: torch.stack([dict(m.named_parameters())[n].detach() for m in modules]) for n in names
+    }
+
+
+def test_batched_forward_matches_each_module():
+    for spec in (
+        ModelSpec("seed-mlp", in_dim=12),
+        ModelSpec("mlp", in_dim=12, hidden=(8, 6), out_dim=3, activation="tanh", layernorm=True),
+        ModelSpec("linear", in_dim=12, out_dim=1),
+    ):
+        modules = [spec.build() for _ in range(3)]
+        fwd = BatchedForward(spec, modules[0])
+        x = torch.randn(9, 12)
+        out = fwd(_stack(modules), x)
+        assert out.shape == (3, 9, spec.out_dim)
+        for k, m in enumerate(modules):
+            np.testing.assert_allclose(out[k].detach(), m(x).detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_custom_module_runs_through_vmap():
+    spec = ModelSpec(
+        "custom",
+        in_dim=5,
+        out_dim=2,
+        factory=lambda in_dim, out_dim: MLP(in_dim, (4,), out_dim, "gelu"),
+    )
+    modules = [spec.build() for _ in range(2)]
+    fwd = BatchedForward(spec, modules[0])
+    x = torch.randn(6, 5)
+    out = fwd(_stack(modules), x)
+    for k, m in enumerate(modules):
+        np.testing.assert_allclose(out[k].detach(), m(x).detach(), rtol=1e-5, atol=1e-6)

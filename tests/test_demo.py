@@ -1,0 +1,170 @@
+"""The article's experiment: `wdlab demo` and its Python API, at small sizes."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from wdlab.cli import main
+from wdlab.data import seed_noise
+from wdlab.experiments.seed import DemoSettings, run_demo, seed_init
+
+SMALL = DemoSettings(epochs=200, dim=64, lr=0.1, weight_decay=0.1, seed=0, eval_every=10)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return run_demo(SMALL, device="cpu")
+
+
+def test_manual_equals_builtin_bitwise(small):
+    by = {r.config.label: r for r in small.runs}
+    assert small.check.identical and small.check.max_abs_diff == 0.0
+    for name, p in by["manual"].params.items():
+        assert torch.equal(p, by["builtin"].params[name]), name
+    assert by["manual"].curves["train_loss"] == by["builtin"].curves["train_loss"]
+    # and decay really changed something: none differs from manual
+    assert not torch.equal(
+        by["none"].params["hidden_layer.weight"], by["manual"].params["hidden_layer.weight"]
+    )
+
+
+def test_decay_shrinks_weight_norm(small):
+    by = {r.config.label: r for r in small.runs}
+    assert by["manual"].final["weight_norm"] < 0.5 * by["none"].final["weight_norm"]
+    assert by["builtin"].final["weight_norm"] == by["manual"].final["weight_norm"]
+
+
+def test_no_decay_overfits(small):
+    none = next(r for r in small.runs if r.config.label == "none")
+    test_loss = none.curves["test_loss"]
+    assert test_loss[-1] > min(test_loss) + 0.01
+    assert none.best["epoch"] < SMALL.epochs
+    # it memorises the random labels: train accuracy well above the test accuracy
+    assert none.final["train_acc"] > none.final["test_acc"] + 0.15
+
+
+def test_demo_is_deterministic(small):
+    again = run_demo(SMALL, device="cpu")
+    for a, b in zip(small.runs, again.runs, strict=True):
+        assert a.curves == b.curves
+        for name in a.params:
+            assert torch.equal(a.params[name], b.params[name])
+    other = run_demo(DemoSettings(epochs=20, dim=64, seed=1), device="cpu")
+    assert other.runs[0].curves["train_loss"][0] != small.runs[0].curves["train_loss"][0]
+
+
+def test_engine_matches_the_articles_plain_loop():
+    """The batched engine trains each regime exactly as the article's loop would, alone."""
+    s = DemoSettings(epochs=30, dim=48, eval_every=5)
+    ours = {r.config.label: r for r in run_demo(s, device="cpu").runs}
+    data = seed_noise(s.dim, s.seed)
+    for regime in ("none", "manual", "builtin"):
+        model = seed_init(s.dim)(s.seed)
+        wd_opt = s.weight_decay if regime == "builtin" else 0.0
+        opt = torch.optim.SGD(model.parameters(), lr=s.lr, weight_decay=wd_opt)
+        losses = []
+        for _ in range(s.epochs + 1):
+            loss = F.binary_cross_entropy_with_logits(model(data.X_train).squeeze(-1), data.y_train)
+            losses.append(loss.item())
+            opt.zero_grad()
+            loss.backward()
+            if regime == "manual":
+                for w in model.parameters():
+                    w.grad.add_(w, alpha=s.weight_decay)
+            opt.step()
+        assert ours[regime].curves["train_loss"] == pytest.approx(losses, rel=1e-5)
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(ours[regime].params[name], p.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_evaluation_does_not_change_training():
+    a = run_demo(DemoSettings(epochs=20, dim=32, eval_every=1), device="cpu")
+    b = run_demo(DemoSettings(epochs=20, dim=32, eval_every=7), device="cpu")
+    for ra, rb in zip(a.runs, b.runs, strict=True):
+        assert ra.curves["train_loss"] == rb.curves["train_loss"]
+        assert ra.final == rb.final
+    assert b.runs[0].curves["eval_epoch"] == [0, 7, 14, 20]
+
+
+def test_final_train_loss_is_evaluated_after_the_last_update(small):
+    r = small.runs[0]
+    # the eval at epoch e uses the weights after step e, i.e. the ones step e+1 computes with
+    i = r.curves["eval_epoch"].index(100)
+    assert r.curves["train_loss_eval"][i] == r.curves["train_loss"][101]
+
+
+def test_json_contract_and_files(tmp_path, capsys):
+    out = tmp_path / "demo"
+    rc = main(["demo", "--epochs", "20", "--dim", "32", "--json", "--out", str(out)])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    doc = json.loads(printed)  # exactly one JSON document, nothing else
+    assert [r["regime"] for r in doc["runs"]] == ["none", "manual", "builtin"]
+    for run in doc["runs"]:
+        assert set(run["final"]) >= {
+            "train_loss",
+            "test_loss",
+            "train_acc",
+            "test_acc",
+            "weight_norm",
+        }
+        c = run["curves"]
+        assert c["epoch"] == list(range(21)) and len(c["train_loss"]) == 21
+        assert c["test_epoch"] == [0, 10, 20] and len(c["test_loss"]) == 3
+        assert isinstance(run["weight_decay"], float)
+    assert doc["runs"][0]["weight_decay"] == 0.0 and doc["runs"][1]["weight_decay"] == 0.1
+    chk = doc["checks"]["manual_equals_builtin"]
+    assert chk["identical"] is True and chk["max_abs_diff"] == 0.0
+    assert isinstance(doc["seconds"], float)
+    assert json.loads((out / "results.json").read_text())["runs"] == doc["runs"]
+    lines = (out / "curves.csv").read_text().splitlines()
+    assert lines[0].startswith("regime,epoch,train_loss,weight_norm")
+    assert len(lines) == 1 + 3 * 21
+    assert (out / "losses.png").stat().st_size > 10_000
+
+
+def test_table_output(tmp_path, capsys):
+    rc = main(["demo", "--epochs", "10", "--dim", "32", "--out", str(tmp_path)])
+    assert rc == 0
+    text = capsys.readouterr().out
+    for word in ("regime", "none", "manual", "builtin", "IDENTICAL", "losses.png"):
+        assert word in text
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--epochs", "0"], "--epochs"),
+        (["--epochs", "-3"], "--epochs"),
+        (["--weight-decay", "-0.1"], "--weight-decay"),
+        (["--out", "/proc/wdlab-cannot-write"], "--out"),
+        (["--frobnicate"], "unrecognized arguments"),
+        (["--lr", "nan"], "--lr"),
+    ],
+)
+def test_bad_input_is_refused_in_one_line(args, fragment):
+    proc = subprocess.run(
+        [sys.executable, "-m", "wdlab.cli", "demo", "--dim", "8", "--epochs", "1", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], proc.stderr
+    assert proc.stdout == ""
+
+
+def test_settings_refuse_bad_values_in_the_api():
+    with pytest.raises(ValueError, match="epochs"):
+        DemoSettings(epochs=0)
+    with pytest.raises(ValueError, match="weight decay"):
+        DemoSettings(weight_decay=-1.0)
+    with pytest.raises(ValueError, match="lr"):
+        DemoSettings(lr=math.inf)
