@@ -1,10 +1,11 @@
 """The article's data split, the model shapes and the batched forward."""
 
 import numpy as np
+import pytest
 import torch
 from sklearn.model_selection import train_test_split
 
-from wdlab.data import seed_noise, seed_noise_tensors
+from wdlab.data import seed_noise, seed_noise_tensors, shuffle_split
 from wdlab.models import MLP, BatchedForward, ModelSpec, SeedMLP
 
 
@@ -19,6 +20,14 @@ def test_seed_noise_split_is_the_articles():
     assert torch.equal(data.X_train, X_tr.float()) and torch.equal(data.X_test, X_te.float())
     assert torch.equal(data.y_train, y_tr.float()) and torch.equal(data.y_test, y_te.float())
     assert data.y_train.sum() + data.y_test.sum() == 50  # half ones
+
+
+@pytest.mark.parametrize("n, test_size, seed", [(1000, 0.33, 42), (64, 0.33, 42), (37, 0.25, 7)])
+def test_shuffle_split_is_sklearns(n, test_size, seed):
+    idx = np.arange(n)
+    tr, te = train_test_split(idx, test_size=test_size, random_state=seed)
+    ours_tr, ours_te = shuffle_split(n, test_size, seed)
+    assert ours_tr.tolist() == tr.tolist() and ours_te.tolist() == te.tolist()
 
 
 def test_seed_noise_is_deterministic_and_leaves_global_rng_alone():

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import math
+
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 from torch import Tensor
 
 TASKS = ("binary", "multiclass", "regression")
@@ -60,6 +61,18 @@ class Dataset:
         return Dataset(**moved)
 
 
+def shuffle_split(n: int, test_size: float = 0.33, random_state: int = 42) -> tuple[Tensor, Tensor]:
+    """(train, test) indices exactly as ``sklearn.model_selection.train_test_split`` draws them.
+
+    sklearn's ShuffleSplit takes ``RandomState(random_state).permutation(n)``, the first
+    ``ceil(test_size·n)`` for test and the rest for train. Doing the same here keeps scikit-learn
+    (and SciPy, ~60 MiB of resident memory) out of the demo; a test checks the equality.
+    """
+    n_test = math.ceil(test_size * n)
+    perm = np.random.RandomState(random_state).permutation(n)
+    return torch.from_numpy(perm[n_test:]), torch.from_numpy(perm[:n_test])
+
+
 def seed_noise_tensors(dim: int = 1000, seed: int = 0) -> tuple[Tensor, Tensor]:
     """The article's X and y, drawn exactly as it draws them from torch's global RNG.
 
@@ -88,15 +101,13 @@ def seed_noise(dim: int = 1000, seed: int = 0, test_size: float = 0.33) -> Datas
         raise ValueError(f"dim must be >= 4, got {dim}")
     with torch.random.fork_rng(devices=[]):
         X, y = seed_noise_tensors(dim, seed)
-    X_tr, X_te, y_tr, y_te = train_test_split(
-        X.numpy(), y.numpy(), test_size=test_size, random_state=42
-    )
+    train, test = shuffle_split(dim, test_size, 42)
     return Dataset(
         name="seed-noise",
         task="binary",
-        X_train=torch.from_numpy(np.ascontiguousarray(X_tr)).float(),
-        y_train=torch.from_numpy(y_tr).float(),
-        X_test=torch.from_numpy(np.ascontiguousarray(X_te)).float(),
-        y_test=torch.from_numpy(y_te).float(),
+        X_train=X[train].float(),
+        y_train=y[train].float(),
+        X_test=X[test].float(),
+        y_test=y[test].float(),
         meta={"dim": dim, "seed": seed, "labels": "random (nothing to learn)"},
     )
