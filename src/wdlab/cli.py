@@ -14,6 +14,11 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from wdlab.decay import DecayRule
+    from wdlab.models import ModelSpec
 
 EXIT_BAD_INPUT = 2
 
@@ -141,6 +146,136 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Run every equivalence check; exit 1 if any fails."""
+    from wdlab.verify import checks_table, run_checks
+
+    checks = run_checks(progress=show_progress(args))
+    if args.json:
+        emit_json({"checks": [c.to_dict() for c in checks],
+                   "passed": all(c.passed for c in checks)})  # fmt: skip
+    else:
+        print(checks_table(checks))
+    return 0 if all(c.passed for c in checks) else 1
+
+
+def parse_model(args: argparse.Namespace) -> ModelSpec:
+    """A ModelSpec from the model flags shared by several commands."""
+    from wdlab.models import ModelSpec
+
+    name = args.model
+    hidden = tuple(int(h) for h in args.hidden.split(",")) if args.hidden else ()
+    if name in ("seed-mlp", "mlp", "linear"):
+        if name == "mlp" and not hidden:
+            raise UsageError("--model mlp needs --hidden, e.g. --hidden 64,32")
+        return ModelSpec(name, in_dim=args.in_dim, out_dim=args.out_dim, hidden=hidden,
+                         activation=args.activation, layernorm=args.layernorm)  # fmt: skip
+    if ":" in name:
+        return ModelSpec("custom", in_dim=args.in_dim, out_dim=args.out_dim, factory=name)
+    raise UsageError(f"unknown model {name!r}; use seed-mlp, mlp, linear or module:factory")
+
+
+def parse_rule(args: argparse.Namespace) -> DecayRule:
+    """A DecayRule from the no-decay flags."""
+    from torch import nn
+
+    from wdlab.decay import DecayRule
+
+    types = []
+    for name in args.exclude_type or []:
+        cls = getattr(nn, name, None)
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise UsageError(f"--exclude-type {name!r} is not a torch.nn module class")
+        types.append(cls)
+    return DecayRule(
+        everything=args.decay_all,
+        embeddings=not args.no_embeddings,
+        exclude=tuple(args.exclude or ()),
+        include=tuple(args.include or ()),
+        exclude_types=tuple(types),
+        use_model_hook=not args.ignore_model_hook,
+    )
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Print which parameters of a model decay, and the decay's formula."""
+    from wdlab.decay import check_mode, decay_table, formula, surprise_warnings
+    from wdlab.engine import optimizer_class
+
+    mode = check_mode(args.mode)
+    if mode == "independent" and args.lr is None:
+        raise UsageError("mode 'independent' needs the base lr: pass --lr")
+    spec = parse_model(args)
+    model = spec.build()
+    table = decay_table(model, parse_rule(args))
+    opt_name = optimizer_class(args.optimizer).__name__
+    notes = surprise_warnings(mode, args.weight_decay, args.lr or 0.0, opt_name)
+    if args.json:
+        doc = {"model": spec.describe(), "mode": mode, "weight_decay": args.weight_decay}
+        emit_json(doc | {"formula": formula(mode, opt_name), "warnings": notes} | table.to_dict())
+        return 0
+    print(f"model: {spec.describe()}")
+    print(table.to_text())
+    print(f"mode {mode}, wd {args.weight_decay:g}, {opt_name}: {formula(mode, opt_name)}")
+    for note in notes:
+        sys.stderr.write(f"wdlab: warning: {note}\n")
+    return 0
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    """--model, --in-dim, --out-dim, --hidden, --activation, --layernorm."""
+    p.add_argument(
+        "model",
+        nargs="?",
+        default="seed-mlp",
+        help="seed-mlp, mlp, linear or module:factory (default seed-mlp)",
+    )
+    p.add_argument("--in-dim", type=positive_int, default=1000, help="input features (1000)")
+    p.add_argument("--out-dim", type=positive_int, default=1, help="outputs (1)")
+    p.add_argument("--hidden", default="", help="hidden sizes for mlp, e.g. 64,32")
+    p.add_argument(
+        "--activation",
+        default="sigmoid",
+        choices=["sigmoid", "tanh", "relu", "gelu"],
+        help="activation (sigmoid)",
+    )
+    p.add_argument("--layernorm", action="store_true", help="LayerNorm after each hidden layer")
+
+
+def add_rule_flags(p: argparse.ArgumentParser) -> None:
+    """The no-decay rule flags."""
+    g = p.add_argument_group("which parameters decay (default: ndim >= 2 decays)")
+    g.add_argument(
+        "--decay-all",
+        action="store_true",
+        help="decay every tensor, biases and norms too (the article does)",
+    )
+    g.add_argument("--no-embeddings", action="store_true", help="embeddings do not decay")
+    g.add_argument(
+        "--exclude",
+        action="append",
+        metavar="PATTERN",
+        help="fnmatch pattern of names that never decay (repeatable)",
+    )
+    g.add_argument(
+        "--include",
+        action="append",
+        metavar="PATTERN",
+        help="fnmatch pattern of names that always decay (repeatable)",
+    )
+    g.add_argument(
+        "--exclude-type",
+        action="append",
+        metavar="CLASS",
+        help="torch.nn module class whose parameters never decay, e.g. LayerNorm",
+    )
+    g.add_argument(
+        "--ignore-model-hook",
+        action="store_true",
+        help="ignore the model's no_weight_decay() method",
+    )
+
+
 def build_parser() -> Parser:
     """The ``wdlab`` argument parser with every subcommand."""
     parser = Parser(prog="wdlab", description="The weight-decay lab for PyTorch.")
@@ -178,6 +313,30 @@ def build_parser() -> Parser:
     demo.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
     demo.add_argument("--json", action="store_true", help="print one JSON document, no table")
     demo.set_defaults(func=cmd_demo)
+
+    verify = sub.add_parser(
+        "verify",
+        help="check every decay mode against torch.optim and scikit-learn",
+        description="Train small models with each wdlab decay mode and with its reference "
+        "(torch's own optimizers, AdamW, sklearn's Ridge), and compare the final weights.",
+    )
+    verify.add_argument("--json", action="store_true", help="print one JSON document")
+    verify.set_defaults(func=cmd_verify)
+
+    inspect = sub.add_parser(
+        "inspect",
+        help="show which parameters of a model decay",
+        description="Print each parameter's name, shape, count and whether it decays under "
+        "the rule, with the decay mode's formula.",
+    )
+    add_model_flags(inspect)
+    add_rule_flags(inspect)
+    inspect.add_argument("--mode", default="coupled", help="decay mode (coupled)")
+    inspect.add_argument("--weight-decay", type=nonneg_float, default=0.01, help="(0.01)")
+    inspect.add_argument("--optimizer", default="sgd", help="optimizer name (sgd)")
+    inspect.add_argument("--lr", type=positive_float, default=None, help="learning rate")
+    inspect.add_argument("--json", action="store_true", help="print one JSON document")
+    inspect.set_defaults(func=cmd_inspect)
     return parser
 
 

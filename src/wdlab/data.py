@@ -5,9 +5,8 @@ Every draw takes an explicit seed; nothing is downloaded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch

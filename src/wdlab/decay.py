@@ -51,6 +51,17 @@ FORMULAS: dict[str, str] = {
     "to_init": "g ← g + wd·(w − w₀)   (L2-SP: decay toward the initial weights)",
 }
 
+
+def formula(mode: str, optimizer: str | None = None) -> str:
+    """The update of ``mode``; for ``builtin`` with a known optimizer, what it does with wd."""
+    check_mode(mode)
+    if mode == "builtin" and optimizer is not None:
+        meaning = BUILTIN_MEANING.get(optimizer)
+        if meaning is not None:
+            return f"{optimizer}(weight_decay=wd) is {meaning}: {FORMULAS[meaning]}"
+    return FORMULAS[mode]
+
+
 #: Where each mode acts: "loss", "grad", "param", "optimizer" or None.
 HOOK_POINT: dict[str, str | None] = {
     "none": None,
