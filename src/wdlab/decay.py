@@ -191,7 +191,7 @@ def l2_penalty(params: Iterable[Tensor], wd: WD, *, per_row: bool = False) -> Te
     """(wd/2)·Σ‖w‖²; with ``per_row`` one value per leading row (configuration)."""
     terms = []
     for p in params:
-        sq = p.pow(2).flatten(1).sum(1) if per_row else p.pow(2).sum()
+        sq = p.pow(2).reshape(p.shape[0], -1).sum(1) if per_row else p.pow(2).sum()
         terms.append(sq)
     if not terms:
         return torch.zeros(())
