@@ -22,20 +22,18 @@ def loss_curves(runs: Sequence[RunResult], title: str = "", split: str = "test")
     """
     fig, ax = plt.subplots(figsize=(8, 4.5))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    key = f"{split}_loss"
     for i, r in enumerate(runs):
         c = r.curves
         color = colors[i % len(colors)]
-        ax.plot(c["epoch"], c["train_loss"], color=color, lw=1.6, label=f"{r.config.name} train")
-        key = f"{split}_loss"
+        # A run whose curves equal a later one's (manual ≡ builtin) is drawn wide and pale
+        # underneath, so both stay visible instead of one hiding the other.
+        twin = any(o.curves["train_loss"] == c["train_loss"] for o in runs[i + 1 :])
+        lw, alpha = (5.0, 0.35) if twin else (1.6, 1.0)
+        style = {"color": color, "lw": lw, "alpha": alpha}
+        ax.plot(c["epoch"], c["train_loss"], **style, label=f"{r.config.name} train")
         if key in c:
-            ax.plot(
-                c["eval_epoch"],
-                c[key],
-                color=color,
-                lw=1.6,
-                ls="--",
-                label=f"{r.config.name} {split}",
-            )
+            ax.plot(c["eval_epoch"], c[key], ls="--", **style, label=f"{r.config.name} {split}")
             if r.best.get("metric") == key:
                 ax.plot([r.best["epoch"]], [r.best["value"]], marker="o", color=color, ms=5)
     ax.set_xlabel("epoch")
