@@ -310,7 +310,7 @@ def check_engine_rows() -> Check:
     spec = ModelSpec("mlp", in_dim=8, hidden=(16, 12), out_dim=3, activation="gelu",
                      layernorm=True)  # fmt: skip
     configs = [
-        RunConfig(mode=m, weight_decay=wd, lr=0.01, optimizer="adam", seed=0, label=m)
+        RunConfig(mode=m, weight_decay=wd, lr=0.003, optimizer="adam", seed=0, label=m)
         for m, wd in [("none", 0.0), ("l2", 0.1), ("coupled", 0.05), ("decoupled", 0.1),
                       ("independent", 1e-3), ("to_init", 0.1), ("builtin", 0.05)]
     ]  # fmt: skip
