@@ -2,11 +2,13 @@
 
     .venv/bin/python bench/bench_demo.py [--epochs 1000]
 
-Runs ../shared/reference/seed_loop.py once per regime (none, manual, builtin) and
-`wdlab demo --json` once, each as a child process (so each has its own peak RSS), then a
-`torch.mm` of the demo's GEMM shape in this process. Prints the time ratio (goal ≤ 0.85),
-the demo's achieved GFLOP/s as a share of torch.mm's (goal ≥ 85%) and both peak RSS figures
-(goal ≤ 400 MiB for the demo).
+Runs ../shared/reference/seed_loop.py once per regime (none, manual, builtin), then
+`wdlab demo --json` twice — with the exact Gram fast path (the default) and with
+`--no-fast-path` (the standard path) — each as a child process (so each has its own peak RSS),
+then a `torch.mm` of the demo's GEMM shape in this process. Prints each demo's time ratio to
+the summed baseline (goals: ≤ 0.85 standard, ≤ 0.45 fast path), the standard path's achieved
+GFLOP/s as a share of torch.mm's (goal ≥ 85%), the peak RSS figures (goal ≤ 400 MiB) and the
+deviation of the fast path's final losses from the standard path's.
 """
 
 from __future__ import annotations
@@ -60,40 +62,78 @@ def main() -> None:
     dim = 1000
     n_train, h = 670, dim // 2
 
-    with tempfile.TemporaryDirectory() as tmp:
-        out, wall, demo_rss = run_child(
-            [str(ROOT / ".venv/bin/wdlab"), "demo", "--json", "--epochs", str(args.epochs),
-             "--out", tmp]
-        )  # fmt: skip
-    demo = json.loads(out)
+    demos = {}
+    for label, extra in (("fast path", []), ("standard path", ["--no-fast-path"])):
+        with tempfile.TemporaryDirectory() as tmp:
+            out, wall, rss = run_child(
+                [
+                    str(ROOT / ".venv/bin/wdlab"),
+                    "demo",
+                    "--json",
+                    "--epochs",
+                    str(args.epochs),
+                    "--out",
+                    tmp,
+                    *extra,
+                ]
+            )
+        demos[label] = json.loads(out) | {"rss": rss, "wall": wall}
     base = {}
     for mode in ("none", "manual", "builtin"):
         out, _, rss = run_child(
-            [sys.executable, str(SEED_LOOP), "--mode", mode, "--json", "--epochs",
-             str(args.epochs)]
-        )  # fmt: skip
+            [sys.executable, str(SEED_LOOP), "--mode", mode, "--json", "--epochs", str(args.epochs)]
+        )
         base[mode] = json.loads(out.strip().splitlines()[-1]) | {"rss": rss}
     mm = mm_gflops(n_train, dim, h)
 
     base_s = sum(b["train_seconds"] for b in base.values())
     steps = 3 * (args.epochs + 1)
     flops = steps * 2 * (2 * n_train * dim * h)  # forward GEMM + weight-gradient GEMM
-    demo_gflops = flops / demo["seconds"] / 1e9
     print(f"# bench_demo: full-size demo vs the article's loop ({args.epochs + 1} steps x 3)")
     for mode, b in base.items():
-        print(f"baseline {mode:<8} train {b['train_seconds']:7.2f} s   peak RSS {b['rss']:7.0f} MiB"
-              f"   final test loss {b['final_test_loss']:.5f}")  # fmt: skip
-    finals = {r["regime"]: r["final"]["test_loss"] for r in demo["runs"]}
-    print(f"wdlab demo        total {demo['seconds']:7.2f} s   peak RSS {demo_rss:7.0f} MiB"
-          f"   final test loss " + " / ".join(f"{finals[m]:.5f}" for m in base))  # fmt: skip
-    print(f"time ratio demo / baseline (3 runs summed): {demo['seconds'] / base_s:.3f}"
-          "   (goal <= 0.85)")  # fmt: skip
-    print(f"demo GFLOP/s {demo_gflops:.1f} vs torch.mm {mm:.1f}: {demo_gflops / mm:.1%}"
-          "   (goal >= 85%)")  # fmt: skip
-    print(f"demo peak RSS {demo_rss:.0f} MiB (goal <= 400); baseline up to "
-          f"{max(b['rss'] for b in base.values()):.0f} MiB")  # fmt: skip
-    print(f"manual == builtin bitwise: {demo['checks']['manual_equals_builtin']['identical']}")
-    print(f"(demo wall time with start-up: {wall:.1f} s)")
+        print(
+            f"baseline {mode:<8}  train {b['train_seconds']:7.2f} s   "
+            f"peak RSS {b['rss']:6.0f} MiB   final test loss {b['final_test_loss']:.5f}"
+        )
+    for label, d in demos.items():
+        finals = {r["regime"]: r["final"]["test_loss"] for r in d["runs"]}
+        print(
+            f"wdlab demo, {label:<13} total {d['seconds']:7.2f} s   peak RSS {d['rss']:6.0f} MiB"
+            "   final test loss " + " / ".join(f"{finals[m]:.5f}" for m in base)
+        )
+    fast, std = demos["fast path"], demos["standard path"]
+    print(
+        f"time ratio, standard path / baseline (3 runs summed): {std['seconds'] / base_s:.3f}"
+        "   (goal <= 0.85)"
+    )
+    print(
+        f"time ratio, fast path / baseline (3 runs summed):     {fast['seconds'] / base_s:.3f}"
+        "   (goal <= 0.45)"
+    )
+    std_gflops = flops / std["seconds"] / 1e9
+    print(
+        f"standard path GFLOP/s {std_gflops:.1f} vs torch.mm {mm:.1f}: {std_gflops / mm:.1%}"
+        "   (goal >= 85%)"
+    )
+    print(
+        f"fast path: {fast['engine']}; effective GFLOP/s (standard-path FLOPs / time) "
+        f"{flops / fast['seconds'] / 1e9:.1f}"
+    )
+    dev = max(
+        abs(a["final"][k] - b["final"][k]) / abs(b["final"][k])
+        for a, b in zip(fast["runs"], std["runs"], strict=True)
+        for k in ("train_loss", "test_loss")
+    )
+    print(f"fast vs standard path, max relative deviation of final losses: {dev:.2e}")
+    print(
+        f"peak RSS: fast {fast['rss']:.0f} MiB, standard {std['rss']:.0f} MiB (goal <= 400);"
+        f" baseline up to {max(b['rss'] for b in base.values()):.0f} MiB"
+    )
+    for label, d in demos.items():
+        print(
+            f"manual == builtin bitwise ({label}): "
+            f"{d['checks']['manual_equals_builtin']['identical']}"
+        )
 
 
 if __name__ == "__main__":

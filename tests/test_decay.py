@@ -67,14 +67,28 @@ def test_engine_batch_equals_alone_for_every_mode_with_sgd():
     data = Dataset("t", "binary", X, y, X[:10], y[:10])
     spec = ModelSpec("mlp", in_dim=6, hidden=(8,), out_dim=1, activation="tanh")
     configs = [
-        RunConfig(mode=m, weight_decay=wd, lr=lr, optimizer="sgd", options=(("momentum", 0.9),),
-                  seed=s, label=f"{m}-{i}")
-        for i, (m, wd, lr, s) in enumerate([
-            ("none", 0.0, 0.1, 0), ("l2", 0.05, 0.1, 1), ("coupled", 0.05, 0.05, 0),
-            ("coupled", 0.2, 0.05, 2), ("decoupled", 0.1, 0.1, 0), ("independent", 0.01, 0.1, 1),
-            ("to_init", 0.1, 0.1, 0), ("builtin", 0.05, 0.1, 3),
-        ])
-    ]  # fmt: skip
+        RunConfig(
+            mode=m,
+            weight_decay=wd,
+            lr=lr,
+            optimizer="sgd",
+            options=(("momentum", 0.9),),
+            seed=s,
+            label=f"{m}-{i}",
+        )
+        for i, (m, wd, lr, s) in enumerate(
+            [
+                ("none", 0.0, 0.1, 0),
+                ("l2", 0.05, 0.1, 1),
+                ("coupled", 0.05, 0.05, 0),
+                ("coupled", 0.2, 0.05, 2),
+                ("decoupled", 0.1, 0.1, 0),
+                ("independent", 0.01, 0.1, 1),
+                ("to_init", 0.1, 0.1, 0),
+                ("builtin", 0.05, 0.1, 3),
+            ]
+        )
+    ]
     batched = train(spec, data, configs, epochs=50, keep_params=True, device="cpu")
     assert [r.config for r in batched] == configs  # results come back in the order given
     for cfg, run in zip(configs, batched, strict=True):
@@ -130,8 +144,7 @@ def test_decay_validation():
         apply_param_point("independent", {"params": [], "lr": 0.1}, 0.1)
     with pytest.raises(ValueError, match="weight decay"):
         RunConfig(mode="coupled", weight_decay=float("nan"))
-    assert set(MODES) == {"none", "l2", "coupled", "builtin", "decoupled", "independent",
-                          "to_init"}  # fmt: skip
+    assert set(MODES) == {"none", "l2", "coupled", "builtin", "decoupled", "independent", "to_init"}
 
 
 def test_independent_uses_initial_lr_from_a_scheduler():
@@ -182,8 +195,14 @@ def _decays(model, rule):
 
 def test_default_rule_is_ndim_at_least_two():
     d = _decays(MLP(5, (4,), 2, "relu", layernorm=True), DEFAULT_RULE)
-    assert d == {"layers.0.weight": True, "layers.0.bias": False, "norms.0.weight": False,
-                 "norms.0.bias": False, "head.weight": True, "head.bias": False}  # fmt: skip
+    assert d == {
+        "layers.0.weight": True,
+        "layers.0.bias": False,
+        "norms.0.weight": False,
+        "norms.0.bias": False,
+        "head.weight": True,
+        "head.bias": False,
+    }
 
 
 def test_rules_everything_embeddings_patterns_types_and_hook():
@@ -224,8 +243,7 @@ def test_verify_cli_json(capsys):
 
 
 def test_inspect_cli(capsys):
-    assert main(["inspect", "mlp", "--in-dim", "6", "--hidden", "4", "--layernorm",
-                 "--json"]) == 0  # fmt: skip
+    assert main(["inspect", "mlp", "--in-dim", "6", "--hidden", "4", "--layernorm", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["decayed_tensors"] == 2 and doc["kept_tensors"] == 4
     assert main(["inspect", "linear", "--in-dim", "3", "--decay-all"]) == 0
@@ -244,8 +262,12 @@ def test_inspect_cli(capsys):
     ],
 )
 def test_inspect_bad_input(args, fragment):
-    proc = subprocess.run([sys.executable, "-m", "wdlab.cli", "inspect", "--in-dim", "4", *args],
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "wdlab.cli", "inspect", "--in-dim", "4", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0], proc.stderr

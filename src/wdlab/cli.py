@@ -126,7 +126,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         eval_every=args.eval_every,
     )
     out = writable_dir(Path(args.out))
-    result = run_demo(settings, progress=show_progress(args), device=args.device)
+    result = run_demo(
+        settings,
+        progress=show_progress(args),
+        device=args.device,
+        fast_path=False if args.no_fast_path else None,
+    )
     paths = result.write(out)
     doc = _json_safe(result.to_dict())
     if args.json:
@@ -152,8 +157,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     checks = run_checks(progress=show_progress(args))
     if args.json:
-        emit_json({"checks": [c.to_dict() for c in checks],
-                   "passed": all(c.passed for c in checks)})  # fmt: skip
+        emit_json(
+            {"checks": [c.to_dict() for c in checks], "passed": all(c.passed for c in checks)}
+        )
     else:
         print(checks_table(checks))
     return 0 if all(c.passed for c in checks) else 1
@@ -168,8 +174,14 @@ def parse_model(args: argparse.Namespace) -> ModelSpec:
     if name in ("seed-mlp", "mlp", "linear"):
         if name == "mlp" and not hidden:
             raise UsageError("--model mlp needs --hidden, e.g. --hidden 64,32")
-        return ModelSpec(name, in_dim=args.in_dim, out_dim=args.out_dim, hidden=hidden,
-                         activation=args.activation, layernorm=args.layernorm)  # fmt: skip
+        return ModelSpec(
+            name,
+            in_dim=args.in_dim,
+            out_dim=args.out_dim,
+            hidden=hidden,
+            activation=args.activation,
+            layernorm=args.layernorm,
+        )
     if ":" in name:
         return ModelSpec("custom", in_dim=args.in_dim, out_dim=args.out_dim, factory=name)
     raise UsageError(f"unknown model {name!r}; use seed-mlp, mlp, linear or module:factory")
@@ -311,6 +323,11 @@ def build_parser() -> Parser:
     )
     demo.add_argument("--out", default="wdlab-out/demo", help="output folder (wdlab-out/demo)")
     demo.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    demo.add_argument(
+        "--no-fast-path",
+        action="store_true",
+        help="train with the standard path even where the exact Gram path applies",
+    )
     demo.add_argument("--json", action="store_true", help="print one JSON document, no table")
     demo.set_defaults(func=cmd_demo)
 

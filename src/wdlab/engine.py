@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from wdlab import decay as D
 from wdlab.data import Dataset
 from wdlab.models import BatchedForward, ModelSpec
+from wdlab.params import DirectParams, GramParams, gram_applies
 
 OPTIMIZERS: dict[str, str] = {
     "sgd": "SGD",
@@ -122,6 +123,7 @@ class RunResult:
     best: dict[str, float] = field(default_factory=dict)
     params: dict[str, Tensor] | None = None
     seconds: float = 0.0
+    engine: str = ""
 
     def to_dict(self) -> dict:
         """JSON-ready form (without the weights)."""
@@ -131,6 +133,7 @@ class RunResult:
             "diverged_epoch": self.diverged_epoch,
             "final": self.final,
             "best": self.best,
+            "engine": self.engine,
             "curves": self.curves,
         }
 
@@ -240,12 +243,15 @@ def train(
     keep_params: bool = False,
     progress: bool = False,
     progress_desc: str = "training",
+    fast_path: bool | None = None,
 ) -> list[RunResult]:
     """Train every configuration in ``configs`` together for ``epochs`` full-batch steps.
 
     Returns one :class:`RunResult` per configuration, in the order given. Evaluation runs
     every ``eval_every`` epochs and at the last one, under ``torch.no_grad()``, after that
-    epoch's update; it never changes the trajectory.
+    epoch's update; it never changes the trajectory. ``fast_path``: ``None`` uses the exact
+    Gram-matrix path (:mod:`wdlab.params`) wherever it applies, ``False`` never, ``True``
+    insists (``ValueError`` saying why not, where it does not apply).
     """
     if not configs:
         raise ValueError("no configurations to train")
@@ -281,11 +287,22 @@ def train(
     decays = {r["name"]: r["decays"] for r in table.rows}
     names = [n for n, _ in template.named_parameters()]
     states = {s: dict(m.named_parameters()) for s, m in modules.items()}
-    full: dict[str, Tensor] = {
-        n: torch.stack([states[c.seed][n].detach() for c in cfgs]).to(device).requires_grad_(True)
-        for n in names
-    }
+    stacked = {n: torch.stack([states[c.seed][n].detach() for c in cfgs]).to(device) for n in names}
     forward = BatchedForward(spec, template.to(device))
+    eval_splits = {k: v for k, v in data.splits().items() if k != "train"}
+    eval_X = {k: v[0] for k, v in eval_splits.items()}
+    opt_cls = optimizer_class(cfgs[0].optimizer)
+    applies, why = gram_applies(
+        forward, opt_cls.__name__, {c.mode for c in cfgs}, X.shape[0], X.shape[1]
+    )
+    if fast_path and not applies:
+        raise ValueError(f"the fast path does not apply: {why}")
+    use_fast = applies if fast_path is None else bool(fast_path)
+    P = (GramParams if use_fast else DirectParams)(forward, stacked, X, eval_X)
+    engine_note = why if use_fast else "standard path" + (f" ({why})" if not applies else "")
+    full = P.tensors
+    decays = {n: decays[P.origin(n)] for n in full}
+    names = list(full)
 
     # Optimizer parameter groups: views of the stacked rows.
     groups = _group_configs(cfgs, device)
@@ -309,7 +326,6 @@ def train(
             if mode == "to_init" and flag:
                 entry["anchor"] = [v.detach().clone() for v in views]
             torch_groups.append(entry)
-    opt_cls = optimizer_class(cfgs[0].optimizer)
     if len({g.key[0] for g in groups}) > 1:
         raise ValueError("one batch trains one optimizer class; split the sweep by optimizer")
     clean = [{k: v for k, v in tg.items() if not k.startswith("_")} for tg in torch_groups]
@@ -321,7 +337,8 @@ def train(
     scheduler = make_scheduler(optimizer, schedule, epochs)
     l2_groups = [g for g in groups if g.mode == "l2"]
     decayed = [n for n in names if decays[n]]
-    eval_splits = {k: v for k, v in data.splits().items() if k != "train"}
+    penalised = [n for n in decayed if n not in P.l2_as_grad]
+    decayed_model = sorted({P.origin(n) for n in decayed})
 
     # Records, kept on the device until the end.
     train_loss = torch.full((epochs, K), math.nan, device=device)
@@ -336,10 +353,9 @@ def train(
         ev.setdefault(name, []).append(values.detach().float())
 
     def norms() -> Tensor:
-        if not decayed:
+        if not decayed_model:
             return torch.zeros(K, device=device)
-        per = [torch.linalg.vector_norm(full[n].detach().flatten(1), dim=1) for n in decayed]
-        return torch.linalg.vector_norm(torch.stack(per), dim=0)
+        return P.sq_norms(decayed_model).clamp_min(0).sqrt()
 
     bar = None
     if progress:
@@ -348,7 +364,11 @@ def train(
         bar = tqdm(total=epochs, desc=progress_desc, unit="epoch", leave=False)
 
     for epoch in range(epochs):
-        out = forward(full, X)
+        out = P.forward("train")
+        if epoch > 0:
+            # The norm after the previous update: computed now, when the fast path has G·B.
+            with torch.no_grad():
+                weight_norm[epoch - 1] = norms()
         losses = per_config_loss(data.task, out, y)
         train_loss[epoch] = losses.detach()
         if pending_train_eval is not None:
@@ -359,11 +379,12 @@ def train(
             pending_train_eval = None
         total = losses.sum()
         for g in l2_groups:
-            params = [full[n][g.rows] for n in decayed]
+            params = [full[n][g.rows] for n in penalised]
             total = total + D.l2_penalty(params, g.wd, per_row=True).sum()
         for t in full.values():
             t.grad = None
         total.backward()
+        P.after_backward()
         with torch.no_grad():
             bad = ~torch.isfinite(losses.detach()) & alive
             if bool(bad.any()):
@@ -375,28 +396,38 @@ def train(
                     v.grad = full[n].grad[pg["_group"].rows]
                 if pg["decay"]:
                     D.apply_before_step(pg["_group"].mode, pg, pg["_group"].wd)
+                    if pg["_group"].mode == "l2" and P.l2_as_grad:
+                        # the l2 term of reparametrised weights enters as its gradient
+                        grad_point = [
+                            v
+                            for n, v in zip(pg["_names"], pg["params"], strict=True)
+                            if n in P.l2_as_grad
+                        ]
+                        D.coupled(grad_point, pg["_group"].wd)
             if not bool(alive.all()):
                 for t in full.values():
                     t.grad[~alive] = 0
             optimizer.step()
+            if P.fast:
+                P.invalidate()
             if not bool(alive.all()):
                 for t in full.values():
                     t[~alive] = 0
             if scheduler is not None:
                 scheduler.step()
-            weight_norm[epoch] = norms()
             if epoch in eval_epochs:
-                for split, (Xs, ys) in eval_splits.items():
-                    o = forward(full, Xs)
+                for split, (_, ys) in eval_splits.items():
+                    o = P.forward(split)
                     record_eval(f"{split}_loss", per_config_loss(data.task, o, ys))
                     for m, v in per_config_metrics(data.task, o, ys).items():
                         record_eval(f"{split}_{m}", v)
                 pending_train_eval = epoch
         if bar is not None:
             bar.update(1)
-    if pending_train_eval is not None:
-        with torch.no_grad():
-            out = forward(full, X)
+    with torch.no_grad():
+        out = P.forward("train")
+        weight_norm[epochs - 1] = norms()
+        if pending_train_eval is not None:
             record_eval("train_loss_eval", per_config_loss(data.task, out, y))
             for m, v in per_config_metrics(data.task, out, y).items():
                 record_eval(f"train_{m}", v)
@@ -433,7 +464,7 @@ def train(
                 ]
             final = {k: math.nan for k in final}
         best = _best(curves, "val_loss" if "val_loss" in curves else "test_loss")
-        params = {n: full[n].detach()[row].cpu().clone() for n in names} if keep_params else None
+        params = P.weights(row) if keep_params else None
         results[orig] = RunResult(
             config=cfgs[row],
             curves=curves,
@@ -443,6 +474,7 @@ def train(
             best=best,
             params=params,
             seconds=seconds,
+            engine=engine_note,
         )
     return results  # type: ignore[return-value]
 

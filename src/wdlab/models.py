@@ -161,9 +161,9 @@ def _linear(x: Tensor, w: Tensor, b: Tensor | None, shared: bool) -> Tensor:
         flat_w = w.reshape(k * out, inp)
         y = torch.addmm(flat_b, x, flat_w.t()) if flat_b is not None else x @ flat_w.t()
         return y.view(x.shape[0], k, out).transpose(0, 1)  # (K, n, out)
-    if out == 1:
-        # A matrix-vector product per configuration: element-wise is faster than bmm here and
-        # keeps x's (possibly transposed) layout without a copy.
+    if out == 1 and not x.is_contiguous():
+        # A matrix-vector product per configuration on a transposed x (the shared first layer's
+        # output): element-wise is faster than bmm here, which would copy x first.
         y = (x * w).sum(-1, keepdim=True)
         return y + b.unsqueeze(1) if b is not None else y
     wt = w.transpose(1, 2)
@@ -177,39 +177,54 @@ def _layer_norm(x: Tensor, w: Tensor, b: Tensor, eps: float) -> Tensor:
 
 
 class BatchedForward:
-    """Forward of K stacked copies of one architecture: ``(params, x) -> (K, n, out)``."""
+    """Forward of K stacked copies of one architecture: ``(params, x) -> (K, n, out)``.
+
+    Built-in specs split into :attr:`first` (the names of the first Linear layer, which sees
+    the shared input) and :meth:`rest` (everything after its pre-activation), so the engine can
+    compute that pre-activation another way (the exact Gram-matrix fast path).
+    """
 
     def __init__(self, spec: ModelSpec, template: nn.Module) -> None:
         self.spec = spec
         self.template = template
         self._vmapped = None
-        if spec.kind not in ("seed-mlp", "mlp", "linear"):
+        self.first: tuple[str, str] | None = {
+            "seed-mlp": ("hidden_layer.weight", "hidden_layer.bias"),
+            "mlp": ("layers.0.weight", "layers.0.bias")
+            if spec.hidden
+            else ("head.weight", "head.bias"),
+            "linear": ("weight", "bias"),
+        }.get(spec.kind)
+        if self.first is None:
             self._vmapped = _vmapped_forward(template)
 
     def __call__(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
         """Outputs for every configuration; ``x`` is (n, d) shared by all K."""
+        if self.first is None:
+            return self._vmapped(params, x)
+        w, b = self.first
+        return self.rest(params, _linear(x, params[w], params.get(b), True))
+
+    def rest(self, params: dict[str, Tensor], z: Tensor) -> Tensor:
+        """From the first layer's pre-activation z (K, n, h) to the outputs (K, n, out)."""
         kind = self.spec.kind
         if kind == "seed-mlp":
-            h = torch.sigmoid(
-                _linear(x, params["hidden_layer.weight"], params["hidden_layer.bias"], True)
-            )
+            h = torch.sigmoid(z)
             return _linear(h, params["last_layer.weight"], params["last_layer.bias"], False)
-        if kind == "linear":
-            return _linear(x, params["weight"], params.get("bias"), True)
-        if kind == "mlp":
-            act = ACTIVATIONS[self.spec.activation]
-            norms = self.template.norms
-            h, shared = x, True
-            for i in range(len(self.spec.hidden)):
-                h = _linear(h, params[f"layers.{i}.weight"], params[f"layers.{i}.bias"], shared)
-                shared = False
-                if norms is not None:
-                    h = _layer_norm(
-                        h, params[f"norms.{i}.weight"], params[f"norms.{i}.bias"], norms[i].eps
-                    )
-                h = act(h)
-            return _linear(h, params["head.weight"], params["head.bias"], shared)
-        return self._vmapped(params, x)
+        if kind == "linear" or not self.spec.hidden:
+            return z
+        act = ACTIVATIONS[self.spec.activation]
+        norms = self.template.norms
+        h = z
+        for i in range(len(self.spec.hidden)):
+            if i > 0:
+                h = _linear(h, params[f"layers.{i}.weight"], params[f"layers.{i}.bias"], False)
+            if norms is not None:
+                h = _layer_norm(
+                    h, params[f"norms.{i}.weight"], params[f"norms.{i}.bias"], norms[i].eps
+                )
+            h = act(h)
+        return _linear(h, params["head.weight"], params["head.bias"], False)
 
 
 def _vmapped_forward(template: nn.Module) -> Callable[[dict[str, Tensor], Tensor], Tensor]:

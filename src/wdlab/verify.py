@@ -307,13 +307,19 @@ def check_engine_rows() -> Check:
 
     _, X, y, _ = _problem("ln")
     data = Dataset("check", "multiclass", X, y, X[:8], y[:8], n_classes=3)
-    spec = ModelSpec("mlp", in_dim=8, hidden=(16, 12), out_dim=3, activation="gelu",
-                     layernorm=True)  # fmt: skip
+    spec = ModelSpec("mlp", in_dim=8, hidden=(16, 12), out_dim=3, activation="gelu", layernorm=True)
     configs = [
         RunConfig(mode=m, weight_decay=wd, lr=0.003, optimizer="adam", seed=0, label=m)
-        for m, wd in [("none", 0.0), ("l2", 0.1), ("coupled", 0.05), ("decoupled", 0.1),
-                      ("independent", 1e-3), ("to_init", 0.1), ("builtin", 0.05)]
-    ]  # fmt: skip
+        for m, wd in [
+            ("none", 0.0),
+            ("l2", 0.1),
+            ("coupled", 0.05),
+            ("decoupled", 0.1),
+            ("independent", 1e-3),
+            ("to_init", 0.1),
+            ("builtin", 0.05),
+        ]
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Adam + builtin warns, on purpose
         batched = train(spec, data, configs, epochs=STEPS, keep_params=True, device="cpu")
@@ -339,30 +345,73 @@ def all_checks() -> list[Callable[[], Check]]:
     """Every check ``wdlab verify`` runs, in order."""
     return [
         lambda: _oracle("coupled + SGD", "coupled", "sgd", "SGD(weight_decay)", 0.0),
-        lambda: _oracle("coupled + SGD momentum", "coupled", "sgd", "SGD(momentum=0.9, "
-                        "weight_decay)", 0.0, problem="ln", options={"momentum": 0.9}),
-        lambda: _oracle("coupled + SGD nesterov", "coupled", "sgd", "SGD(nesterov, weight_decay)",
-                        0.0, problem="ln", options={"momentum": 0.9, "nesterov": True}),
-        lambda: _oracle("coupled + Adam", "coupled", "adam", "Adam(weight_decay)", 1e-6,
-                        problem="ln", lr=0.01),
-        lambda: _oracle("coupled + RMSprop", "coupled", "rmsprop", "RMSprop(weight_decay)", 1e-6,
-                        lr=0.01),
+        lambda: _oracle(
+            "coupled + SGD momentum",
+            "coupled",
+            "sgd",
+            "SGD(momentum=0.9, weight_decay)",
+            0.0,
+            problem="ln",
+            options={"momentum": 0.9},
+        ),
+        lambda: _oracle(
+            "coupled + SGD nesterov",
+            "coupled",
+            "sgd",
+            "SGD(nesterov, weight_decay)",
+            0.0,
+            problem="ln",
+            options={"momentum": 0.9, "nesterov": True},
+        ),
+        lambda: _oracle(
+            "coupled + Adam", "coupled", "adam", "Adam(weight_decay)", 1e-6, problem="ln", lr=0.01
+        ),
+        lambda: _oracle(
+            "coupled + RMSprop", "coupled", "rmsprop", "RMSprop(weight_decay)", 1e-6, lr=0.01
+        ),
         lambda: _oracle("coupled + Adagrad", "coupled", "adagrad", "Adagrad(weight_decay)", 1e-6),
-        lambda: _oracle("decoupled + Adam", "decoupled", "adam", "AdamW(weight_decay)", 1e-6,
-                        problem="ln", reference_optimizer="adamw", lr=0.01, wd=0.1),
-        lambda: _oracle("decoupled + Adam, StepLR", "decoupled", "adam", "AdamW + StepLR", 1e-6,
-                        problem="ln", reference_optimizer="adamw", lr=0.01, wd=0.1,
-                        schedule="step:20:0.5"),
-        lambda: _oracle("decoupled + Adam, cosine", "decoupled", "adam", "AdamW + cosine", 1e-6,
-                        problem="ln", reference_optimizer="adamw", lr=0.01, wd=0.1,
-                        schedule="cosine"),
+        lambda: _oracle(
+            "decoupled + Adam",
+            "decoupled",
+            "adam",
+            "AdamW(weight_decay)",
+            1e-6,
+            problem="ln",
+            reference_optimizer="adamw",
+            lr=0.01,
+            wd=0.1,
+        ),
+        lambda: _oracle(
+            "decoupled + Adam, StepLR",
+            "decoupled",
+            "adam",
+            "AdamW + StepLR",
+            1e-6,
+            problem="ln",
+            reference_optimizer="adamw",
+            lr=0.01,
+            wd=0.1,
+            schedule="step:20:0.5",
+        ),
+        lambda: _oracle(
+            "decoupled + Adam, cosine",
+            "decoupled",
+            "adam",
+            "AdamW + cosine",
+            1e-6,
+            problem="ln",
+            reference_optimizer="adamw",
+            lr=0.01,
+            wd=0.1,
+            schedule="cosine",
+        ),
         check_l2_vs_coupled,
         check_adam_l2_differs_from_decoupled,
         check_ridge,
         check_independent,
         check_to_init,
         check_engine_rows,
-    ]  # fmt: skip
+    ]
 
 
 def run_checks(progress: bool = False) -> list[Check]:

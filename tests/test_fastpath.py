@@ -1,0 +1,119 @@
+"""The exact Gram-matrix fast path gives the standard path's numbers, and is chosen honestly."""
+
+import pytest
+import torch
+
+from wdlab import decay as D
+from wdlab.data import Dataset, seed_noise
+from wdlab.engine import RunConfig, train
+from wdlab.experiments.seed import DemoSettings, run_demo, seed_init
+from wdlab.models import ModelSpec
+
+MODES = [
+    ("none", 0.0),
+    ("l2", 0.05),
+    ("coupled", 0.05),
+    ("builtin", 0.05),
+    ("decoupled", 0.1),
+    ("independent", 0.01),
+    ("to_init", 0.1),
+]
+
+
+def _data(n=30, d=48, seed=0, task="binary"):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n + 10, d, generator=g)
+    if task == "multiclass":
+        y = torch.randint(0, 3, (n + 10,), generator=g)
+        return Dataset("t", task, X[:n], y[:n], X[n:], y[n:], n_classes=3)
+    y = (torch.rand(n + 10, generator=g) > 0.5).float()
+    return Dataset("t", task, X[:n], y[:n], X[n:], y[n:])
+
+
+@pytest.mark.parametrize(
+    "spec, task",
+    [
+        (ModelSpec("seed-mlp", in_dim=48), "binary"),
+        (
+            ModelSpec(
+                "mlp", in_dim=48, hidden=(16, 8), out_dim=3, activation="relu", layernorm=True
+            ),
+            "multiclass",
+        ),
+        (ModelSpec("linear", in_dim=48, out_dim=1), "binary"),
+    ],
+)
+@pytest.mark.parametrize(
+    "options", [(), (("momentum", 0.9),), (("momentum", 0.9), ("nesterov", True))]
+)
+def test_fast_path_equals_standard_path_for_every_mode(spec, task, options):
+    data = _data(task=task)
+    configs = [
+        RunConfig(
+            mode=m, weight_decay=wd, lr=0.05, optimizer="sgd", options=options, seed=i % 2, label=m
+        )
+        for i, (m, wd) in enumerate(MODES)
+    ]
+    kw = dict(epochs=40, eval_every=5, keep_params=True, device="cpu", rule=D.DEFAULT_RULE)
+    fast = train(spec, data, configs, fast_path=True, **kw)
+    std = train(spec, data, configs, fast_path=False, **kw)
+    assert "Gram" in fast[0].engine and std[0].engine.startswith("standard")
+    for f, s in zip(fast, std, strict=True):
+        assert f.curves["train_loss"] == pytest.approx(s.curves["train_loss"], rel=1e-5)
+        assert f.curves["weight_norm"] == pytest.approx(s.curves["weight_norm"], rel=1e-5)
+        assert f.curves["test_loss"] == pytest.approx(s.curves["test_loss"], rel=1e-5)
+        for name, t in s.params.items():
+            torch.testing.assert_close(f.params[name], t, rtol=1e-5, atol=1e-6)
+
+
+def test_fast_path_is_chosen_only_where_it_applies():
+    data = _data()
+    spec = ModelSpec("seed-mlp", in_dim=48)
+    sgd = [RunConfig(mode="coupled", weight_decay=0.1, lr=0.1)]
+    assert "n_train 30 < d_in 48" in train(spec, data, sgd, epochs=2, device="cpu")[0].engine
+    adam = [RunConfig(mode="coupled", weight_decay=0.1, lr=0.01, optimizer="adam")]
+    run = train(spec, data, adam, epochs=2, device="cpu")[0]
+    assert run.engine.startswith("standard path") and "Adam" in run.engine
+    with pytest.raises(ValueError, match="not an SGD-family"):
+        train(spec, data, adam, epochs=2, device="cpu", fast_path=True)
+    tall = _data(n=60, d=20)
+    run = train(ModelSpec("seed-mlp", in_dim=20), tall, sgd, epochs=2, device="cpu")[0]
+    assert "n_train 60 >= d_in 20" in run.engine
+
+
+def test_demo_fast_and_standard_agree_and_stay_bitwise():
+    s = DemoSettings(epochs=60, dim=64)
+    fast, std = run_demo(s, device="cpu"), run_demo(s, device="cpu", fast_path=False)
+    assert "Gram" in fast.runs[0].engine
+    assert fast.check.identical and std.check.identical
+    for f, r in zip(fast.runs, std.runs, strict=True):
+        assert f.final["test_loss"] == pytest.approx(r.final["test_loss"], rel=1e-5)
+
+
+def test_fast_path_reproduces_a_plain_torch_loop():
+    """Independent of the standard path: SGD with momentum on an nn.Module, the article's way."""
+    data = seed_noise(40, 0)
+    spec = ModelSpec("seed-mlp", in_dim=40)
+    cfg = RunConfig(mode="coupled", weight_decay=0.05, lr=0.1, options=(("momentum", 0.9),))
+    run = train(
+        spec,
+        data,
+        [cfg],
+        epochs=30,
+        rule=D.EVERYTHING,
+        init=seed_init(40),
+        keep_params=True,
+        device="cpu",
+        fast_path=True,
+    )[0]
+    model = seed_init(40)(0)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=0.05)
+    for _ in range(30):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            model(data.X_train).squeeze(-1), data.y_train
+        )
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(run.params[name], p.detach(), rtol=1e-5, atol=1e-6)
