@@ -13,6 +13,7 @@ applied by :mod:`wdlab.decay` with one value per row.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -229,7 +230,7 @@ def _group_configs(configs: Sequence[RunConfig], device: torch.device) -> list[_
     return groups
 
 
-def train(
+def _train(
     spec: ModelSpec,
     data: Dataset,
     configs: Sequence[RunConfig],
@@ -477,6 +478,29 @@ def train(
             engine=engine_note,
         )
     return results  # type: ignore[return-value]
+
+
+@functools.wraps(_train)
+def train(*args: object, **kwargs: object) -> list[RunResult]:
+    """Train every configuration together (signature and docs: those of ``_train``).
+
+    The batch's tensors are released, and freed heap handed back to the OS, before returning.
+    """
+    try:
+        return _train(*args, **kwargs)
+    finally:
+        release_memory()
+
+
+def release_memory() -> None:
+    """Hand freed heap back to the OS (glibc keeps it otherwise, and RSS only grows)."""
+    import contextlib
+    import ctypes
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _best(curves: dict[str, list[float]], key: str) -> dict[str, float]:

@@ -143,9 +143,6 @@ class DemoResult:
         write_curves_csv(self.runs, paths["curves"])
         fig = loss_curves(self.runs, title=_title(self.settings))
         fig.savefig(paths["losses"], dpi=110, bbox_inches="tight")
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
         return paths
 
 

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from matplotlib import rcParams
 from matplotlib.figure import Figure
 
 from wdlab.engine import RunResult
@@ -20,8 +17,9 @@ def loss_curves(runs: Sequence[RunResult], title: str = "", split: str = "test")
     against their true epoch numbers (the article drew its 11 test points on a 0–10 axis).
     The best evaluation epoch of each run is marked.
     """
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = Figure(figsize=(8, 4.5))  # no pyplot: no global figure state, no GUI backend
+    ax = fig.subplots()
+    colors = rcParams["axes.prop_cycle"].by_key()["color"]
     key = f"{split}_loss"
     for i, r in enumerate(runs):
         c = r.curves
