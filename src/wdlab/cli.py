@@ -288,6 +288,98 @@ def add_rule_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
+RUN_OVERRIDES = {
+    "data": "data.source",
+    "target": "data.target",
+    "features": "data.features",
+    "impute": "data.impute",
+    "task": "data.task",
+    "data_seed": "data.seed",
+    "model": "model.kind",
+    "hidden": "model.hidden",
+    "activation": "model.activation",
+    "optimizer": "train.optimizer",
+    "lr": "train.lr",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "eval_every": "train.eval_every",
+    "schedule": "train.schedule",
+    "seeds": "train.seeds",
+    "device": "train.device",
+    "mode": "decay.modes",
+    "wd": "decay.weight_decay",
+    "rule": "decay.rule",
+}
+
+
+def run_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """CLI flags as ``section.key`` overrides of the config file."""
+    out: dict[str, object] = {}
+    for flag, dotted in RUN_OVERRIDES.items():
+        value = getattr(args, flag, None)
+        if value is None:
+            continue
+        if flag == "model" and ":" in value:
+            out["model.kind"], out["model.factory"] = "custom", value
+            continue
+        out[dotted] = value
+    if getattr(args, "layernorm", False):
+        out["model.layernorm"] = True
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run one experiment from a TOML file and/or flags."""
+    from wdlab.experiments.config import load_config, merge, validate
+    from wdlab.experiments.run import run_experiment
+
+    cfg = load_config(args.config) if args.config else validate({})
+    cfg = merge(cfg, run_overrides(args))
+    out = writable_dir(Path(args.out))
+    result = run_experiment(cfg, progress=show_progress(args))
+    paths = result.write(out)
+    if args.json:
+        emit_json(result.to_dict())
+        return 0
+    print(result.table())
+    print()
+    for label, path in paths.items():
+        print(f"{label:>8}: {path}")
+    print(f"{'time':>8}: {result.seconds:.1f} s")
+    return 0
+
+
+def add_experiment_flags(p: argparse.ArgumentParser) -> None:
+    """Flags that override an experiment file's values."""
+    p.add_argument("config", nargs="?", help="experiment TOML file (optional)")
+    g = p.add_argument_group("overrides (each wins over the file)")
+    g.add_argument(
+        "--data",
+        help="seed-noise, teacher, teacher-classification, d2l, digits, "
+        "breast_cancer, wine, diabetes, or a .csv/.parquet path",
+    )
+    g.add_argument("--target", help="target column of a data file")
+    g.add_argument("--features", help="feature columns of a data file, comma-separated")
+    g.add_argument("--impute", choices=["mean", "median"], help="fill missing feature values")
+    g.add_argument("--task", choices=["binary", "multiclass", "regression"])
+    g.add_argument("--data-seed", type=int, help="seed of the data draw and split")
+    g.add_argument("--model", help="seed-mlp, mlp, linear or module:factory")
+    g.add_argument("--hidden", help="hidden sizes, e.g. 64,32")
+    g.add_argument("--activation", choices=["sigmoid", "tanh", "relu", "gelu"])
+    g.add_argument("--layernorm", action="store_true", help="LayerNorm after hidden layers")
+    g.add_argument("--optimizer", help="sgd, adam, adamw, rmsprop, adagrad, ...")
+    g.add_argument("--lr", help="learning rate(s): 0.1 or 1e-3,3e-3")
+    g.add_argument("--mode", help="decay mode(s): coupled or l2,decoupled")
+    g.add_argument("--wd", help="weight decay(s): 0,1e-4,1e-3 or LO..HI:N (log-spaced)")
+    g.add_argument("--seeds", help="seeds: a count like 3, or a list like 0,1,2")
+    g.add_argument("--epochs", type=positive_int)
+    g.add_argument("--batch-size", type=int, help="0: full batch (default)")
+    g.add_argument("--eval-every", type=positive_int)
+    g.add_argument("--schedule", help="constant, cosine or step:SIZE:GAMMA")
+    g.add_argument("--rule", choices=["default", "everything"], help="which tensors decay")
+    g.add_argument("--device", help="cpu or cuda")
+
+
 def build_parser() -> Parser:
     """The ``wdlab`` argument parser with every subcommand."""
     parser = Parser(prog="wdlab", description="The weight-decay lab for PyTorch.")
@@ -354,6 +446,18 @@ def build_parser() -> Parser:
     inspect.add_argument("--lr", type=positive_float, default=None, help="learning rate")
     inspect.add_argument("--json", action="store_true", help="print one JSON document")
     inspect.set_defaults(func=cmd_inspect)
+
+    run = sub.add_parser(
+        "run",
+        help="run an experiment (TOML file and/or flags)",
+        description="Train every configuration of an experiment (mode × weight decay × lr × "
+        "seed) in one batched computation, choose the weight decay on validation, report "
+        "test. Writes results.json, curves.csv and losses.png.",
+    )
+    add_experiment_flags(run)
+    run.add_argument("--out", default="wdlab-out/run", help="output folder (wdlab-out/run)")
+    run.add_argument("--json", action="store_true", help="print one JSON document")
+    run.set_defaults(func=cmd_run)
     return parser
 
 

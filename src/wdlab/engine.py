@@ -245,6 +245,8 @@ def _train(
     progress: bool = False,
     progress_desc: str = "training",
     fast_path: bool | None = None,
+    batch_size: int | None = None,
+    shuffle_seed: int = 0,
 ) -> list[RunResult]:
     """Train every configuration in ``configs`` together for ``epochs`` full-batch steps.
 
@@ -252,7 +254,10 @@ def _train(
     every ``eval_every`` epochs and at the last one, under ``torch.no_grad()``, after that
     epoch's update; it never changes the trajectory. ``fast_path``: ``None`` uses the exact
     Gram-matrix path (:mod:`wdlab.params`) wherever it applies, ``False`` never, ``True``
-    insists (``ValueError`` saying why not, where it does not apply).
+    insists (``ValueError`` saying why not, where it does not apply). ``batch_size`` below
+    the training rows trains on shuffled mini-batches (one permutation per epoch, shared by
+    every configuration, drawn from ``shuffle_seed``); the train loss of an epoch is then the
+    mean over its batches, and the fast path does not apply.
     """
     if not configs:
         raise ValueError("no configurations to train")
@@ -293,9 +298,14 @@ def _train(
     eval_splits = {k: v for k, v in data.splits().items() if k != "train"}
     eval_X = {k: v[0] for k, v in eval_splits.items()}
     opt_cls = optimizer_class(cfgs[0].optimizer)
+    if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    minibatch = batch_size is not None and batch_size < X.shape[0]
     applies, why = gram_applies(
         forward, opt_cls.__name__, {c.mode for c in cfgs}, X.shape[0], X.shape[1]
     )
+    if minibatch:
+        applies, why = False, "mini-batches"
     if fast_path and not applies:
         raise ValueError(f"the fast path does not apply: {why}")
     use_fast = applies if fast_path is None else bool(fast_path)
@@ -364,20 +374,9 @@ def _train(
 
         bar = tqdm(total=epochs, desc=progress_desc, unit="epoch", leave=False)
 
-    for epoch in range(epochs):
-        out = P.forward("train")
-        if epoch > 0:
-            # The norm after the previous update: computed now, when the fast path has G·B.
-            with torch.no_grad():
-                weight_norm[epoch - 1] = norms()
-        losses = per_config_loss(data.task, out, y)
-        train_loss[epoch] = losses.detach()
-        if pending_train_eval is not None:
-            # Train metrics after the previous eval epoch's update: this forward's weights.
-            record_eval("train_loss_eval", losses)
-            for m, v in per_config_metrics(data.task, out.detach(), y).items():
-                record_eval(f"train_{m}", v)
-            pending_train_eval = None
+    def step(losses: Tensor, epoch: int) -> None:
+        """One optimizer step of every configuration from its (K,) losses."""
+        nonlocal alive
         total = losses.sum()
         for g in l2_groups:
             params = [full[n][g.rows] for n in penalised]
@@ -391,7 +390,7 @@ def _train(
             if bool(bad.any()):
                 for k in torch.nonzero(bad).flatten().tolist():
                     diverged_at[k] = epoch
-                alive &= ~bad
+                alive = alive & ~bad
             for pg in optimizer.param_groups:
                 for n, v in zip(pg["_names"], pg["params"], strict=True):
                     v.grad = full[n].grad[pg["_group"].rows]
@@ -414,20 +413,65 @@ def _train(
             if not bool(alive.all()):
                 for t in full.values():
                     t[~alive] = 0
+
+    def evaluate(with_train: bool) -> None:
+        """Metrics on every evaluation split (and, when asked, a full train pass)."""
+        with torch.no_grad():
+            for split, (_, ys) in eval_splits.items():
+                o = P.forward(split)
+                record_eval(f"{split}_loss", per_config_loss(data.task, o, ys))
+                for m, v in per_config_metrics(data.task, o, ys).items():
+                    record_eval(f"{split}_{m}", v)
+            if with_train:
+                o = P.forward("train")
+                record_eval("train_loss_eval", per_config_loss(data.task, o, y))
+                for m, v in per_config_metrics(data.task, o, y).items():
+                    record_eval(f"train_{m}", v)
+
+    n_train = X.shape[0]
+    shuffle = torch.Generator(device="cpu").manual_seed(shuffle_seed)
+    for epoch in range(epochs):
+        if minibatch:
+            perm = torch.randperm(n_train, generator=shuffle).to(device)
+            epoch_loss = torch.zeros(K, device=device)
+            for i in range(0, n_train, batch_size):
+                idx = perm[i : i + batch_size]
+                losses = per_config_loss(data.task, P.forward("train", idx), y[idx])
+                epoch_loss += losses.detach() * len(idx)
+                step(losses, epoch)
+            train_loss[epoch] = epoch_loss / n_train
+            with torch.no_grad():
+                weight_norm[epoch] = norms()
             if scheduler is not None:
                 scheduler.step()
             if epoch in eval_epochs:
-                for split, (_, ys) in eval_splits.items():
-                    o = P.forward(split)
-                    record_eval(f"{split}_loss", per_config_loss(data.task, o, ys))
-                    for m, v in per_config_metrics(data.task, o, ys).items():
-                        record_eval(f"{split}_{m}", v)
+                evaluate(with_train=True)
+        else:
+            out = P.forward("train")
+            if epoch > 0:
+                # The norm after the previous update: computed now, when the fast path has G·B.
+                with torch.no_grad():
+                    weight_norm[epoch - 1] = norms()
+            losses = per_config_loss(data.task, out, y)
+            train_loss[epoch] = losses.detach()
+            if pending_train_eval is not None:
+                # Train metrics after the previous eval epoch's update: this forward's weights.
+                record_eval("train_loss_eval", losses)
+                for m, v in per_config_metrics(data.task, out.detach(), y).items():
+                    record_eval(f"train_{m}", v)
+                pending_train_eval = None
+            step(losses, epoch)
+            if scheduler is not None:
+                scheduler.step()
+            if epoch in eval_epochs:
+                evaluate(with_train=False)
                 pending_train_eval = epoch
         if bar is not None:
             bar.update(1)
     with torch.no_grad():
         out = P.forward("train")
-        weight_norm[epochs - 1] = norms()
+        if not minibatch:
+            weight_norm[epochs - 1] = norms()
         if pending_train_eval is not None:
             record_eval("train_loss_eval", per_config_loss(data.task, out, y))
             for m, v in per_config_metrics(data.task, out, y).items():
@@ -496,9 +540,9 @@ def release_memory() -> None:
     """Hand freed heap back to the OS (glibc keeps it otherwise, and RSS only grows)."""
     import contextlib
     import ctypes
-    import gc
 
-    gc.collect()
+    # No gc.collect(): tensors are reference-counted and already freed here, and a full
+    # collection costs ~0.15 s once torch._dynamo's many objects are loaded.
     with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 

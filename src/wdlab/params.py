@@ -70,9 +70,11 @@ class DirectParams:
         """The model parameter a tensor belongs to."""
         return name
 
-    def forward(self, split: str = "train") -> Tensor:
-        """Outputs (K, n, out) on a split."""
-        return self.fwd(self.tensors, self.X if split == "train" else self.eval_X[split])
+    def forward(self, split: str = "train", idx: Tensor | None = None) -> Tensor:
+        """Outputs (K, n, out) on a split (``idx``: a mini-batch of the training rows)."""
+        if split != "train":
+            return self.fwd(self.tensors, self.eval_X[split])
+        return self.fwd(self.tensors, self.X if idx is None else self.X[idx])
 
     def after_backward(self) -> None:
         """Nothing to do: autograd's gradients are the optimizer's gradients."""

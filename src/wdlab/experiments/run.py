@@ -1,0 +1,287 @@
+"""Run an experiment config: load the data, expand the grid, train it in the engine, choose on
+validation, report on test."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from wdlab import data as data_mod
+from wdlab import engine
+from wdlab.decay import DEFAULT_RULE, EVERYTHING, DecayRule
+from wdlab.models import ModelSpec
+
+
+def dataset_from(cfg: dict[str, Any]) -> data_mod.Dataset:
+    """The Dataset a validated config's [data] section describes."""
+    d = cfg["data"]
+    src = d["source"]
+    options = dict(d["options"])
+    if src.lower().endswith((".csv", ".parquet", ".pq")):
+        return data_mod.read_table(
+            src, d["target"], d["features"], d["impute"], d["task"], seed=d["seed"]
+        )
+    if src in data_mod.SKLEARN_SETS:
+        options.setdefault("val_size", d["val_size"])
+        options.setdefault("test_size", d["test_size"])
+    try:
+        ds = data_mod.load(src, seed=d["seed"], **options)
+    except TypeError as exc:
+        raise ValueError(f"data.options: {exc}") from None
+    if d["task"] and d["task"] != ds.task:
+        raise ValueError(f"data.task: {src} is a {ds.task} data set, not {d['task']}")
+    return ds
+
+
+def spec_from(cfg: dict[str, Any], ds: data_mod.Dataset) -> ModelSpec:
+    """The ModelSpec of a validated config, sized to the data."""
+    m = cfg["model"]
+    return ModelSpec(
+        m["kind"],
+        in_dim=ds.in_dim,
+        out_dim=ds.out_dim,
+        hidden=tuple(m["hidden"]),
+        activation=m["activation"],
+        layernorm=m["layernorm"],
+        factory=m["factory"],
+    )
+
+
+def rule_from(cfg: dict[str, Any]) -> DecayRule:
+    """The no-decay rule of a validated config."""
+    d = cfg["decay"]
+    base = EVERYTHING if d["rule"] == "everything" else DEFAULT_RULE
+    return DecayRule(
+        everything=base.everything, exclude=tuple(d["exclude"]), include=tuple(d["include"])
+    )
+
+
+def grid(cfg: dict[str, Any]) -> list[engine.RunConfig]:
+    """mode × weight decay × lr × seed, one RunConfig each (mode 'none' once per lr and seed)."""
+    t, dec = cfg["train"], cfg["decay"]
+    options = tuple(sorted(t["options"].items()))
+    out = []
+    seen = set()
+    for mode, wd, lr, seed in itertools.product(
+        dec["modes"], dec["weight_decay"], t["lr"], t["seeds"]
+    ):
+        if mode == "none":
+            wd = 0.0
+        key = (mode, wd, lr, seed)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(
+            engine.RunConfig(
+                mode=mode,
+                weight_decay=wd,
+                lr=lr,
+                optimizer=t["optimizer"],
+                options=options,
+                seed=seed,
+                label=f"{mode} wd={wd:g}",
+            )
+        )
+    return out
+
+
+def metric_for(task: str) -> tuple[str, str, bool]:
+    """(metric key, display name, higher is better) used to choose on validation."""
+    if task == "regression":
+        return "rmse", "RMSE", False
+    return "acc", "accuracy", True
+
+
+@dataclass
+class ExperimentResult:
+    """Runs of one experiment, with the choice made on validation and reported on test."""
+
+    config: dict[str, Any]
+    data: dict[str, Any]
+    task: str
+    runs: list[engine.RunResult]
+    seconds: float
+    engine_note: str = ""
+    selection: list[dict] = field(default_factory=list)
+
+    def select(self) -> list[dict]:
+        """For each (mode, lr): the weight decay with the best mean validation metric over
+        seeds (final epoch), its test metric mean ± std, and the test metric at wd = 0."""
+        key, _, higher = metric_for(self.task)
+        split = "val"
+        if not any(f"val_{key}" in r.final for r in self.runs):
+            self.selection = []  # no validation split: nothing may be chosen (never on test)
+            return []
+        by: dict[tuple, dict[float, list[engine.RunResult]]] = {}
+        for r in self.runs:
+            c = r.config
+            by.setdefault((c.mode, c.lr), {}).setdefault(c.weight_decay, []).append(r)
+        zero = {}
+        for (_mode, lr), wds in by.items():
+            if 0.0 in wds:
+                zero[lr] = wds[0.0]
+        rows = []
+        for (mode, lr), wds in sorted(by.items()):
+            scored = []
+            for wd, runs in wds.items():
+                vals = [r.final.get(f"{split}_{key}", math.nan) for r in runs]
+                vals = [v for v in vals if math.isfinite(v)]
+                if vals:
+                    scored.append((statistics.fmean(vals), wd))
+            if not scored:
+                continue
+            best_val, best_wd = (max if higher else min)(scored)
+            tests = [r.final.get(f"test_{key}", math.nan) for r in wds[best_wd]]
+            base = [r.final.get(f"test_{key}", math.nan) for r in zero.get(lr, [])]
+            rows.append(
+                {
+                    "mode": mode,
+                    "lr": lr,
+                    "best_wd": best_wd,
+                    "chosen_on": split,
+                    f"{split}_{key}": best_val,
+                    f"test_{key}_mean": statistics.fmean(tests),
+                    f"test_{key}_std": statistics.pstdev(tests) if len(tests) > 1 else 0.0,
+                    f"test_{key}_at_wd0": statistics.fmean(base) if base else math.nan,
+                    "seeds": len(tests),
+                }
+            )
+        self.selection = rows
+        return rows
+
+    def to_dict(self) -> dict:
+        """The JSON document."""
+        return {
+            "config": self.config,
+            "data": self.data,
+            "task": self.task,
+            "engine": self.engine_note,
+            "seconds": self.seconds,
+            "selection": self.selection or self.select(),
+            "runs": [r.to_dict() for r in self.runs],
+        }
+
+    def table(self) -> str:
+        """Terminal tables: every run's final metrics, then the choice per (mode, lr)."""
+        key, name, _ = metric_for(self.task)
+        cols = [
+            ("train_loss", "train loss"),
+            ("val_loss", "val loss"),
+            ("test_loss", "test loss"),
+            (f"val_{key}", f"val {name[:3]}"),
+            (f"test_{key}", f"test {name[:3]}"),
+            ("weight_norm", "|w|"),
+        ]
+        cols = [(k, h) for k, h in cols if any(k in r.final for r in self.runs)]
+        head = f"{'mode':<12} {'wd':>9} {'lr':>8} {'seed':>4} " + " ".join(
+            f"{h:>10}" for _, h in cols
+        )
+        lines = [head, "-" * len(head)]
+        for r in self.runs:
+            c = r.config
+            vals = " ".join(f"{r.final.get(k, math.nan):>10.4f}" for k, _ in cols)
+            flag = "" if r.status == "done" else f"  {r.status}"
+            lines.append(
+                f"{c.mode:<12} {c.weight_decay:>9.3g} {c.lr:>8.3g} {c.seed:>4} {vals}{flag}"
+            )
+        sel = self.selection or self.select()
+        if not sel and not any("val_loss" in r.final for r in self.runs):
+            lines += [
+                "",
+                "no validation split (the article's data has train/test only): "
+                "no weight decay is chosen",
+            ]
+        if sel:
+            split = sel[0]["chosen_on"]
+            lines += [
+                "",
+                f"best weight decay per (mode, lr), chosen on {split} {name}, "
+                f"reported on test (mean ± std over seeds):",
+            ]
+            for s in sel:
+                lines.append(
+                    f"  {s['mode']:<12} lr {s['lr']:<8.3g} wd* {s['best_wd']:<9.3g} "
+                    f"{split} {s[f'{split}_{key}']:.4f}   test {s[f'test_{key}_mean']:.4f} ± "
+                    f"{s[f'test_{key}_std']:.4f}   test at wd=0 {s[f'test_{key}_at_wd0']:.4f}"
+                )
+        lines.append(f"engine: {self.engine_note}")
+        return "\n".join(lines)
+
+    def write(self, out: Path) -> dict[str, Path]:
+        """results.json, curves.csv and losses.png in ``out``."""
+        from wdlab.experiments.seed import write_curves_csv
+        from wdlab.report.plots import loss_curves
+
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {
+            "results": out / "results.json",
+            "curves": out / "curves.csv",
+            "losses": out / "losses.png",
+        }
+        paths["results"].write_text(json.dumps(_json_safe(self.to_dict()), indent=1) + "\n")
+        write_curves_csv(self.runs, paths["curves"])
+        split = "val" if any("val_loss" in r.curves for r in self.runs) else "test"
+        shown = self.runs if len(self.runs) <= 8 else _representative(self.runs)
+        fig = loss_curves(
+            shown,
+            title=f"{self.data.get('name', '')}: train (solid) and {split} (dashed) loss",
+            split=split,
+        )
+        fig.savefig(paths["losses"], dpi=110, bbox_inches="tight")
+        return paths
+
+
+def _representative(runs: list[engine.RunResult]) -> list[engine.RunResult]:
+    """At most 8 runs to plot: for seed 0, the smallest and largest wd of each mode."""
+    picked = []
+    for mode in dict.fromkeys(r.config.mode for r in runs):
+        rs = sorted(
+            (r for r in runs if r.config.mode == mode and r.config.seed == runs[0].config.seed),
+            key=lambda r: r.config.weight_decay,
+        )
+        picked += [rs[0], rs[-1]] if len(rs) > 1 else rs
+    return picked[:8]
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def run_experiment(cfg: dict[str, Any], *, progress: bool = False) -> ExperimentResult:
+    """Train every configuration of a validated config together and choose on validation."""
+    t0 = time.perf_counter()
+    ds = dataset_from(cfg)
+    spec = spec_from(cfg, ds)
+    configs = grid(cfg)
+    t = cfg["train"]
+    runs = engine.train(
+        spec,
+        ds,
+        configs,
+        epochs=t["epochs"],
+        eval_every=t["eval_every"],
+        rule=rule_from(cfg),
+        schedule=t["schedule"],
+        device=t["device"],
+        progress=progress,
+        progress_desc=f"{ds.name}: {len(configs)} configurations",
+        batch_size=t["batch_size"] or None,
+        shuffle_seed=cfg["data"]["seed"],
+    )
+    result = ExperimentResult(
+        cfg, {"name": ds.name, **ds.meta}, ds.task, runs, time.perf_counter() - t0, runs[0].engine
+    )
+    result.select()
+    return result
