@@ -130,18 +130,17 @@ SKLEARN_SETS = ("digits", "breast_cancer", "wine", "diabetes")
 
 
 def infer_task(y: np.ndarray) -> str:
-    """binary, multiclass or regression, from the target's values."""
-    values = np.unique(y[~pd_isna(y)]) if y.dtype == object else np.unique(y)
-    if y.dtype.kind in "fc" and not np.all(np.mod(values, 1) == 0):
-        return "regression"
-    if y.dtype.kind in "fc" and len(values) > 20:
-        return "regression"
-    return "binary" if len(values) == 2 else ("multiclass" if len(values) > 2 else "single")
+    """binary, multiclass or regression from the target's values ("single": one value only).
 
-
-def pd_isna(a: np.ndarray) -> np.ndarray:
-    """Missing values in an object array (None or NaN)."""
-    return np.array([v is None or (isinstance(v, float) and math.isnan(v)) for v in a], bool)
+    Non-integer floats, or more than 20 distinct integer-valued floats, are regression;
+    everything else (integers, strings, booleans) is classification.
+    """
+    values = np.unique(y)
+    if len(values) < 2:
+        return "single"
+    if y.dtype.kind in "fc" and (len(values) > 20 or not np.all(np.mod(values, 1) == 0)):
+        return "regression"
+    return "binary" if len(values) == 2 else "multiclass"
 
 
 def split_indices(
@@ -200,6 +199,7 @@ def from_arrays(
         counts = np.bincount(y_idx)
         if counts.min() < 3:
             rare = classes[counts.argmin()]
+            rare = rare.item() if hasattr(rare, "item") else rare
             raise ValueError(
                 f"class {rare!r} has {counts.min()} rows; each class needs >= 3 "
                 "to appear in train, validation and test"

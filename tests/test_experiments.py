@@ -1,0 +1,306 @@
+"""Data sources, tasks, models, splits and experiment configs (`wdlab run`)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from wdlab import data as D
+from wdlab.cli import main
+from wdlab.engine import RunConfig, train
+from wdlab.experiments.config import load_config, merge, parse_float_list, validate
+from wdlab.experiments.run import run_experiment
+from wdlab.models import ModelSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
+
+
+@pytest.mark.parametrize(
+    "name, task, classes",
+    [
+        ("digits", "multiclass", 10),
+        ("breast_cancer", "binary", 2),
+        ("wine", "multiclass", 3),
+        ("diabetes", "regression", 1),
+    ],
+)
+def test_sklearn_sets_split_stratified_and_standardised(name, task, classes):
+    ds = D.load(name, seed=0)
+    assert ds.task == task and ds.n_classes == classes
+    n = len(ds.y_train) + len(ds.y_val) + len(ds.y_test)
+    assert abs(len(ds.y_test) / n - 0.2) < 0.02 and abs(len(ds.y_val) / n - 0.2) < 0.02
+    # standardisation fitted on the training split only
+    assert ds.X_train.mean(0).abs().max() < 1e-4
+    assert ds.X_test.mean(0).abs().max() > 1e-3
+    if task != "regression":
+        fr = lambda y: torch.bincount(y.long(), minlength=max(2, classes)).float() / len(y)  # noqa: E731
+        assert (fr(ds.y_train) - fr(ds.y_test)).abs().max() < 0.05  # stratified
+    assert D.load(name, seed=0).X_train.equal(ds.X_train)  # seeded
+
+
+def test_teacher_records_bayes_alpha_and_d2l_shapes():
+    t = D.teacher_regression(n=100, d=10, noise=2.0, sigma_w=0.5, seed=1)
+    assert t.meta["alpha_star"] == pytest.approx(16.0)
+    assert t.task == "regression" and len(t.y_train) == 75 and len(t.y_val) == 25
+    c = D.teacher_classification(n=200, d=8, informative=3, label_noise=0.1, seed=0)
+    assert c.task == "binary" and set(c.y_train.unique().tolist()) <= {0.0, 1.0}
+    d = D.d2l()
+    assert d.X_train.shape == (20, 200) and d.X_val.shape == (100, 200) and d.task == "regression"
+    with pytest.raises(ValueError, match="informative"):
+        D.teacher_classification(d=4, informative=9)
+
+
+def test_arrays_from_numpy_and_tensors_infer_the_task():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 4))
+    assert D.from_arrays(X, rng.integers(0, 2, 90)).task == "binary"
+    assert D.from_arrays(torch.tensor(X), torch.tensor(rng.integers(0, 3, 90))).task == "multiclass"
+    assert D.from_arrays(X, rng.normal(size=90)).task == "regression"
+    labels = np.array(["cat", "dog"] * 45)
+    ds = D.from_arrays(X, labels)
+    assert ds.meta["classes"] == ["cat", "dog"]
+    assert D.from_arrays(X, rng.integers(0, 2, 90).astype(float), task="regression").task == (
+        "regression"
+    )
+    with pytest.raises(ValueError, match="single value"):
+        D.from_arrays(X, np.ones(90))
+    with pytest.raises(ValueError, match=r"class 2\.0 has 1 rows"):
+        D.from_arrays(X, np.r_[np.zeros(45), np.ones(44), [2]])
+
+
+def _table(tmp_path, suffix=".csv", **cols):
+    df = pd.DataFrame(cols)
+    path = tmp_path / f"data{suffix}"
+    df.to_parquet(path) if suffix == ".parquet" else df.to_csv(path, index=False)
+    return str(path)
+
+
+def test_files_one_hot_impute_and_refuse(tmp_path):
+    rng = np.random.default_rng(1)
+    n = 60
+    a = rng.normal(size=n)
+    colour = np.array(["red", "green", "blue"] * 20)
+    y = (a > 0).astype(int)
+    path = _table(tmp_path, a=a, colour=colour, y=y)
+    ds = D.read_table(path, "y")
+    assert ds.task == "binary" and ds.in_dim == 4 and ds.meta["one_hot"] == ["colour"]
+    pq = _table(tmp_path, ".parquet", a=a, colour=colour, y=y)
+    assert D.read_table(pq, "y").X_train.equal(ds.X_train)
+    assert D.read_table(path, "y", features=["a"]).in_dim == 1
+    a_missing = a.copy()
+    a_missing[[3, 7]] = np.nan
+    holes = _table(tmp_path, a=a_missing, b=a, y=y)
+    with pytest.raises(ValueError, match=r"missing values in 2 rows, columns: a \(2\)"):
+        D.read_table(holes, "y")
+    assert D.read_table(holes, "y", impute="median").in_dim == 2
+    with pytest.raises(ValueError, match="target column 'z' not in"):
+        D.read_table(path, "z")
+    with pytest.raises(ValueError, match="single value"):
+        D.read_table(_table(tmp_path, a=a, y=np.zeros(n)), "y")
+
+
+def test_every_model_kind_trains():
+    ds = D.load("wine")
+    for spec in (
+        ModelSpec("mlp", hidden=(8, 6), activation="gelu", layernorm=True),
+        ModelSpec("linear"),
+        ModelSpec("custom", factory="custom_model:make"),
+    ):
+        runs = train(
+            spec,
+            ds,
+            [RunConfig(mode="decoupled", weight_decay=0.01, lr=1e-2, optimizer="adam")],
+            epochs=5,
+            device="cpu",
+        )
+        assert runs[0].status == "done" and 0 <= runs[0].final["test_acc"] <= 1
+
+
+def test_minibatch_batched_equals_alone():
+    ds = D.load("breast_cancer")
+    spec = ModelSpec("mlp", hidden=(8,), activation="tanh")
+    cfgs = [
+        RunConfig(mode=m, weight_decay=wd, lr=0.05, optimizer="sgd", seed=s)
+        for m, wd, s in [("coupled", 0.01, 0), ("decoupled", 0.05, 1), ("l2", 0.02, 0)]
+    ]
+    both = train(spec, ds, cfgs, epochs=4, batch_size=64, keep_params=True, device="cpu")
+    assert both[0].engine.startswith("standard path")
+    for c, r in zip(cfgs, both, strict=True):
+        alone = train(spec, ds, [c], epochs=4, batch_size=64, keep_params=True, device="cpu")[0]
+        assert r.curves["train_loss"] == pytest.approx(alone.curves["train_loss"], rel=1e-5)
+        for name, t in alone.params.items():
+            torch.testing.assert_close(r.params[name], t, rtol=1e-5, atol=1e-6)
+
+
+def _test_rmse(cfg):
+    res = run_experiment(validate(cfg))
+    return {r.config.weight_decay: r.final["test_rmse"] for r in res.runs}, res
+
+
+def test_decay_lowers_test_error_on_d2l():
+    rmse, res = _test_rmse(
+        {
+            "data": {"source": "d2l"},
+            "model": {"kind": "linear"},
+            "train": {"lr": 0.003, "epochs": 60, "batch_size": 5},
+            "decay": {"modes": ["l2"], "weight_decay": [0, 3]},
+        }
+    )
+    assert rmse[3.0] < 0.5 * rmse[0.0]  # measured here: 0.14 vs 0.50
+    assert res.selection[0]["best_wd"] == 3.0 and res.selection[0]["chosen_on"] == "val"
+
+
+def test_decay_lowers_test_error_on_teacher_regression():
+    rmse, res = _test_rmse(
+        {
+            "data": {
+                "source": "teacher",
+                "options": {"n": 80, "d": 60, "noise": 2.0, "sigma_w": 0.5},
+            },
+            "model": {"kind": "linear"},
+            "train": {"lr": 0.05, "epochs": 200},
+            "decay": {"modes": ["coupled"], "weight_decay": [0, 0.1, 0.5, 2.0]},
+        }
+    )
+    best = res.selection[0]["best_wd"]
+    assert best > 0 and rmse[best] < rmse[0.0] - 0.05
+    assert res.data["alpha_star"] == pytest.approx(16.0)
+
+
+def test_config_validation_names_the_key():
+    with pytest.raises(ValueError, match=r"unknown key train\.epoch; valid: optimizer, lr"):
+        validate({"train": {"epoch": 3}})
+    with pytest.raises(ValueError, match=r"unknown section \[trian\]"):
+        validate({"trian": {}})
+    with pytest.raises(ValueError, match=r"decay\.modes: 'adamw' is not allowed; valid: none"):
+        validate({"decay": {"modes": ["adamw"]}})
+    with pytest.raises(ValueError, match=r"train\.epochs: expected an integer >= 1"):
+        validate({"train": {"epochs": 0}})
+    with pytest.raises(ValueError, match=r"decay\.weight_decay: weight decays must be"):
+        validate({"decay": {"weight_decay": [-1]}})
+    with pytest.raises(ValueError, match=r"data\.target"):
+        validate({"data": {"source": "x.csv"}})
+    assert parse_float_list("1e-4..1e-1:4", "k") == [1e-4, 1e-3, 1e-2, 1e-1]
+    assert validate({"train": {"seeds": "3"}})["train"]["seeds"] == [0, 1, 2]
+
+
+def test_flags_override_the_file(tmp_path):
+    cfg = load_config(ROOT / "examples" / "d2l.toml")
+    assert cfg["train"]["epochs"] == 100
+    merged = merge(cfg, {"train.epochs": 7, "decay.weight_decay": "0,1"})
+    assert merged["train"]["epochs"] == 7 and merged["decay"]["weight_decay"] == [0.0, 1.0]
+    assert merged["train"]["lr"] == cfg["train"]["lr"]
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_examples_run_at_reduced_size(path, tmp_path, capsys):
+    args = [
+        "run",
+        str(path),
+        "--epochs",
+        "3",
+        "--eval-every",
+        "1",
+        "--out",
+        str(tmp_path),
+        "--json",
+    ]
+    if "article" in path.name:
+        args += ["--data", "seed-noise"]
+    rc = main(args)
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["runs"] and all(r["status"] == "done" for r in doc["runs"])
+    assert (tmp_path / "losses.png").exists() and (tmp_path / "curves.csv").exists()
+
+
+def test_run_cli_custom_model_and_table(tmp_path, capsys):
+    rc = main(
+        [
+            "run",
+            "--data",
+            "wine",
+            "--model",
+            "custom_model:make",
+            "--optimizer",
+            "adam",
+            "--lr",
+            "0.01",
+            "--mode",
+            "l2,decoupled",
+            "--wd",
+            "0,1e-3",
+            "--epochs",
+            "5",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "chosen on val accuracy" in out and "decoupled" in out
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--data", "mnist"], "unknown data 'mnist'"),
+        (["--data", "/nonexistent/x.csv", "--target", "y"], "data file not found"),
+        (["--data", "wine", "--mode", "bogus"], "decay.modes"),
+        (["--data", "wine", "--wd", "-1"], "decay.weight_decay"),
+        (["--data", "wine", "--model", "nomodule:make"], "cannot load model factory"),
+        (["/nonexistent.toml"], "config file not found"),
+    ],
+)
+def test_run_bad_input(args, fragment, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "wdlab.cli", "run", *args, "--epochs", "1", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0], proc.stderr
+
+
+def test_run_bad_file_input(tmp_path):
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=30)
+    a[0] = np.nan
+    path = _table(tmp_path, a=a, y=rng.integers(0, 2, 30))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wdlab.cli",
+            "run",
+            "--data",
+            path,
+            "--target",
+            "y",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "missing values in 1 rows, columns: a (1)" in proc.stderr
+    bad_toml = tmp_path / "bad.toml"
+    bad_toml.write_text("[train]\nepochz = 3\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "wdlab.cli", "run", str(bad_toml), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "unknown key train.epochz" in proc.stderr
