@@ -91,6 +91,13 @@ def grid(cfg: dict[str, Any]) -> list[engine.RunConfig]:
     return out
 
 
+LOSS_NAMES = {
+    "binary": "loss (BCE)",
+    "multiclass": "loss (cross-entropy)",
+    "regression": "loss (MSE)",
+}
+
+
 def metric_for(task: str) -> tuple[str, str, bool]:
     """(metric key, display name, higher is better) used to choose on validation."""
     if task == "regression":
@@ -216,7 +223,7 @@ class ExperimentResult:
     def write(self, out: Path) -> dict[str, Path]:
         """results.json, curves.csv and losses.png in ``out``."""
         from wdlab.experiments.seed import write_curves_csv
-        from wdlab.report.plots import loss_curves
+        from wdlab.report.plots import loss_curves, wd_curve
 
         out.mkdir(parents=True, exist_ok=True)
         paths = {
@@ -232,8 +239,15 @@ class ExperimentResult:
             shown,
             title=f"{self.data.get('name', '')}: train (solid) and {split} (dashed) loss",
             split=split,
+            ylabel=LOSS_NAMES[self.task],
         )
         fig.savefig(paths["losses"], dpi=110, bbox_inches="tight")
+        if len({r.config.weight_decay for r in self.runs}) > 2 and self.selection:
+            key, name, _ = metric_for(self.task)
+            chosen = {(s["mode"], s["lr"]): s["best_wd"] for s in self.selection}
+            fig = wd_curve(self.runs, key, f"{name} ({self.data.get('name', '')})", chosen)
+            paths["wd_curve"] = out / "wd_curve.png"
+            fig.savefig(paths["wd_curve"], dpi=110, bbox_inches="tight")
         return paths
 
 

@@ -141,7 +141,7 @@ class DemoResult:
         }
         paths["results"].write_text(json.dumps(self.to_dict(), indent=1) + "\n")
         write_curves_csv(self.runs, paths["curves"])
-        fig = loss_curves(self.runs, title=_title(self.settings))
+        fig = loss_curves(self.runs, title=_title(self.settings), ylabel="loss (BCE)")
         fig.savefig(paths["losses"], dpi=110, bbox_inches="tight")
         return paths
 

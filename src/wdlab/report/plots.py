@@ -10,7 +10,9 @@ from matplotlib.figure import Figure
 from wdlab.engine import RunResult
 
 
-def loss_curves(runs: Sequence[RunResult], title: str = "", split: str = "test") -> Figure:
+def loss_curves(
+    runs: Sequence[RunResult], title: str = "", split: str = "test", ylabel: str = "loss"
+) -> Figure:
     """Train loss (solid) and ``split`` loss (dashed) per run on one shared epoch axis.
 
     Train points come every epoch, evaluation points every ``eval_every`` epochs, both drawn
@@ -35,9 +37,78 @@ def loss_curves(runs: Sequence[RunResult], title: str = "", split: str = "test")
             if r.best.get("metric") == key:
                 ax.plot([r.best["epoch"]], [r.best["value"]], marker="o", color=color, ms=5)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("loss (BCE)" if runs and "test_acc" in runs[0].curves else "loss")
+    ax.set_ylabel(ylabel)
     ax.set_title(title or "Loss curves", fontsize=10)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def wd_curve(
+    runs: Sequence[RunResult],
+    metric: str,
+    metric_name: str,
+    chosen: dict[tuple[str, float], float] | None = None,
+    title: str = "",
+) -> Figure:
+    """Validation (solid) and test (dashed) ``metric`` against weight decay on a log axis.
+
+    One colour per (mode, lr); the band spans the seeds' min..max around their mean; wd = 0
+    is drawn as a horizontal reference line (it has no place on a log axis); the weight decay
+    chosen on validation is marked with a star.
+    """
+    import math
+    import statistics
+
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
+    colors = rcParams["axes.prop_cycle"].by_key()["color"]
+    keys = list(dict.fromkeys((r.config.mode, r.config.lr) for r in runs))
+    for i, (mode, lr) in enumerate(keys):
+        color = colors[i % len(colors)]
+        mine = [r for r in runs if (r.config.mode, r.config.lr) == (mode, lr)]
+        label = f"{mode}, lr {lr:g}" if len({k[1] for k in keys}) > 1 else mode
+        for split, ls in (("val", "-"), ("test", "--")):
+            key = f"{split}_{metric}"
+            by: dict[float, list[float]] = {}
+            for r in mine:
+                v = r.final.get(key, math.nan)
+                if math.isfinite(v):
+                    by.setdefault(r.config.weight_decay, []).append(v)
+            if not by:
+                continue
+            pos = sorted(w for w in by if w > 0)
+            if pos:
+                mean = [statistics.fmean(by[w]) for w in pos]
+                ax.plot(pos, mean, ls=ls, color=color, marker="o", ms=3, label=f"{label} {split}")
+                ax.fill_between(
+                    pos,
+                    [min(by[w]) for w in pos],
+                    [max(by[w]) for w in pos],
+                    color=color,
+                    alpha=0.15,
+                    lw=0,
+                )
+            if 0.0 in by:
+                ax.axhline(statistics.fmean(by[0.0]), color=color, ls=ls, lw=0.8, alpha=0.6)
+            if split == "val" and chosen and (mode, lr) in chosen and chosen[(mode, lr)] > 0:
+                w = chosen[(mode, lr)]
+                ax.plot(
+                    [w],
+                    [statistics.fmean(by[w])],
+                    marker="*",
+                    ms=14,
+                    color=color,
+                    markeredgecolor="black",
+                )
+    ax.set_xscale("log")
+    ax.set_xlabel("weight decay (log scale; thin horizontal lines: wd = 0)")
+    ax.set_ylabel(metric_name)
+    ax.set_title(
+        title or f"{metric_name} against weight decay (★ chosen on validation)", fontsize=10
+    )
+    ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     return fig
