@@ -349,6 +349,98 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Run (or resume) a sweep into its study directory."""
+    from wdlab.experiments.config import load_config, merge, validate
+    from wdlab.study import default_out, run_sweep
+
+    cfg = load_config(args.config) if args.config else validate({})
+    cfg = merge(cfg, run_overrides(args))
+    out = writable_dir(Path(args.out) if args.out else default_out(cfg))
+    result = run_sweep(
+        cfg,
+        out,
+        max_memory_mb=args.max_memory,
+        max_batch=args.max_batch,
+        progress=show_progress(args),
+    )
+    if args.json:
+        emit_json(result.to_dict() | {"directory": str(out), "counts": result.counts})
+        return 0
+    print(result.table())
+    print(f"\nstudy: {out}  ({_counts_line(result.counts)})")
+    return 0
+
+
+def _counts_line(counts: dict[str, int]) -> str:
+    return ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    """List the studies under a folder."""
+    from wdlab.store import Store, find_studies
+
+    rows = []
+    for d in find_studies(args.root):
+        with Store(d) as store:
+            info = store.study() or {}
+            counts = store.counts()
+        rows.append(
+            {
+                "study": str(d),
+                "created": info.get("created", ""),
+                "data": (info.get("data") or {}).get("name", ""),
+                "runs": sum(counts.values()),
+                "done": counts["done"],
+                "diverged": counts["diverged"],
+                "pending": counts["pending"],
+            }
+        )
+    if args.json:
+        emit_json({"studies": rows})
+        return 0
+    if not rows:
+        print(f"no studies under {args.root}")
+        return 0
+    w = max(len("study"), *(len(r["study"]) for r in rows))
+    print(
+        f"{'study':<{w}}  {'created':<19}  {'data':<14} {'runs':>5} {'done':>5} {'div':>4} "
+        f"{'todo':>5}"
+    )
+    for r in rows:
+        print(
+            f"{r['study']:<{w}}  {r['created']:<19}  {r['data']:<14} {r['runs']:>5} "
+            f"{r['done']:>5} {r['diverged']:>4} {r['pending']:>5}"
+        )
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Print a study's result table from its store."""
+    from wdlab.study import load_study
+
+    result = load_study(args.study)
+    if args.json:
+        emit_json(result.to_dict() | {"directory": str(args.study), "counts": result.counts})
+        return 0
+    print(result.table())
+    print(f"\nstudy: {args.study}  ({_counts_line(result.counts)})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a study's runs and tidy curves as CSV or Parquet."""
+    from wdlab.study import export_study
+
+    paths = export_study(args.study, args.format, args.out)
+    if args.json:
+        emit_json({k: str(v) for k, v in paths.items()})
+    else:
+        for label, path in paths.items():
+            print(f"{label:>7}: {path}")
+    return 0
+
+
 def add_experiment_flags(p: argparse.ArgumentParser) -> None:
     """Flags that override an experiment file's values."""
     p.add_argument("config", nargs="?", help="experiment TOML file (optional)")
@@ -458,6 +550,55 @@ def build_parser() -> Parser:
     run.add_argument("--out", default="wdlab-out/run", help="output folder (wdlab-out/run)")
     run.add_argument("--json", action="store_true", help="print one JSON document")
     run.set_defaults(func=cmd_run)
+
+    sweep = sub.add_parser(
+        "sweep",
+        help="sweep weight decay × lr × mode × seed into a resumable study",
+        description="Train the whole grid batch by batch (each batch one batched computation), "
+        "store every batch in the study's SQLite file, and print the weight decay chosen on "
+        "validation per (mode, lr) with its test metric. The same command again resumes.",
+    )
+    add_experiment_flags(sweep)
+    sweep.add_argument("--out", help="study folder (default: wdlab-out/sweep-DATA-CONFIGHASH)")
+    sweep.add_argument(
+        "--max-memory",
+        type=positive_float,
+        default=2048,
+        help="memory budget per batch in MB (2048)",
+    )
+    sweep.add_argument(
+        "--max-batch",
+        type=positive_int,
+        default=None,
+        help="at most this many configurations per batch",
+    )
+    sweep.add_argument("--json", action="store_true", help="print one JSON document")
+    sweep.set_defaults(func=cmd_sweep)
+
+    ls = sub.add_parser("ls", help="list studies", description="List the studies under ROOT.")
+    ls.add_argument("root", nargs="?", default="wdlab-out", help="folder (wdlab-out)")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(func=cmd_ls)
+
+    show = sub.add_parser(
+        "show",
+        help="print a study's results",
+        description="Print a study's result table, read from its store.",
+    )
+    show.add_argument("study", help="study folder")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_show)
+
+    export = sub.add_parser(
+        "export",
+        help="export a study's runs and curves",
+        description="Write runs and tidy curves (run, metric, epoch, value).",
+    )
+    export.add_argument("study", help="study folder")
+    export.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    export.add_argument("--out", default=None, help="folder for the files (default: the study)")
+    export.add_argument("--json", action="store_true")
+    export.set_defaults(func=cmd_export)
     return parser
 
 

@@ -63,11 +63,30 @@ def rule_from(cfg: dict[str, Any]) -> DecayRule:
 
 
 def grid(cfg: dict[str, Any]) -> list[engine.RunConfig]:
-    """mode × weight decay × lr × seed, one RunConfig each (mode 'none' once per lr and seed)."""
+    """mode × weight decay × lr × seed, one RunConfig each.
+
+    Every (lr, seed) also gets the wd = 0 reference (mode ``none``) unless the grid already
+    has a zero-decay run for it: a weight decay is only worth choosing against no decay.
+    """
     t, dec = cfg["train"], cfg["decay"]
     options = tuple(sorted(t["options"].items()))
     out = []
     seen = set()
+    has_zero = 0.0 in dec["weight_decay"] or "none" in dec["modes"]
+    if not has_zero:
+        for lr, seed in itertools.product(t["lr"], t["seeds"]):
+            seen.add(("none", 0.0, lr, seed))
+            out.append(
+                engine.RunConfig(
+                    mode="none",
+                    weight_decay=0.0,
+                    lr=lr,
+                    optimizer=t["optimizer"],
+                    options=options,
+                    seed=seed,
+                    label="none wd=0",
+                )
+            )
     for mode, wd, lr, seed in itertools.product(
         dec["modes"], dec["weight_decay"], t["lr"], t["seeds"]
     ):
@@ -174,8 +193,9 @@ class ExperimentResult:
             "runs": [r.to_dict() for r in self.runs],
         }
 
-    def table(self) -> str:
-        """Terminal tables: every run's final metrics, then the choice per (mode, lr)."""
+    def table(self, max_runs: int = 24) -> str:
+        """Terminal tables: every run's final metrics (up to ``max_runs`` runs), then the
+        choice per (mode, lr)."""
         key, name, _ = metric_for(self.task)
         cols = [
             ("train_loss", "train loss"),
@@ -190,7 +210,9 @@ class ExperimentResult:
             f"{h:>10}" for _, h in cols
         )
         lines = [head, "-" * len(head)]
-        for r in self.runs:
+        if len(self.runs) > max_runs:
+            lines = [f"{len(self.runs)} runs (wdlab show --json or wdlab export for each one)"]
+        for r in self.runs if len(self.runs) <= max_runs else []:
             c = r.config
             vals = " ".join(f"{r.final.get(k, math.nan):>10.4f}" for k, _ in cols)
             flag = "" if r.status == "done" else f"  {r.status}"

@@ -1,0 +1,209 @@
+"""Sweeps: the store, resume after SIGKILL, divergence, ls/show/export, notebook objects."""
+
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from wdlab.cli import main
+from wdlab.engine import RunConfig
+from wdlab.experiments.config import validate
+from wdlab.study import load_study, plan_batches, run_sweep
+
+SMALL = {
+    "data": {"source": "wine"},
+    "model": {"kind": "mlp", "hidden": [8]},
+    "train": {"optimizer": "adam", "lr": [0.01], "epochs": 6, "eval_every": 2, "seeds": [0, 1]},
+    "decay": {"modes": ["l2", "decoupled"], "weight_decay": [1e-3, 1e-2]},
+}
+
+
+def test_sweep_stores_everything_and_reads_back(tmp_path):
+    cfg = validate(SMALL)
+    res = run_sweep(cfg, tmp_path / "s", max_batch=3)
+    # 2 modes × 2 wd × 2 seeds + the wd = 0 reference for each seed
+    assert len(res.runs) == 10 and res.counts["done"] == 10
+    assert {r.config.mode for r in res.runs} == {"none", "l2", "decoupled"}
+    r = res.runs[0]
+    assert r.curves["epoch"] == list(range(6)) and r.curves["eval_epoch"] == [0, 2, 4, 5]
+    assert len(r.curves["val_acc"]) == 4 and "test_loss" in r.final
+    sel = {(s["mode"], s["lr"]): s for s in res.selection}
+    assert sel[("l2", 0.01)]["chosen_on"] == "val" and sel[("l2", 0.01)]["seeds"] == 2
+    assert sel[("l2", 0.01)]["best_wd"] in (1e-3, 1e-2)
+    assert sel[("l2", 0.01)]["test_acc_at_wd0"] == sel[("none", 0.01)]["test_acc_mean"]
+    # running it again trains nothing and changes nothing
+    again = run_sweep(cfg, tmp_path / "s", max_batch=3)
+    assert [x.final for x in again.runs] == [x.final for x in res.runs]
+    with sqlite3.connect(tmp_path / "s" / "study.db") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("SELECT MAX(attempts) FROM runs").fetchone()[0] == 1
+
+
+def test_notebook_objects(tmp_path):
+    res = run_sweep(validate(SMALL), tmp_path / "s")
+    html = res._repr_html_()
+    assert html.startswith("<table>") and "decoupled" in html and "best wd" in html
+    assert isinstance(res.plot("wd"), Figure) and isinstance(res.plot("loss"), Figure)
+    with pytest.raises(ValueError, match="unknown plot"):
+        res.plot("pie")
+
+
+def test_divergence_is_stored_and_the_batch_goes_on(tmp_path):
+    cfg = validate(
+        {
+            "data": {"source": "diabetes"},
+            "model": {"kind": "linear"},
+            "train": {"optimizer": "sgd", "lr": [0.01, 50.0], "epochs": 30, "eval_every": 5},
+            "decay": {"modes": ["coupled"], "weight_decay": [0.0]},
+        }
+    )
+    res = run_sweep(cfg, tmp_path / "d")
+    by = {r.config.lr: r for r in res.runs}
+    assert by[50.0].status == "diverged" and by[50.0].diverged_epoch is not None
+    assert by[0.01].status == "done" and by[0.01].final["test_rmse"] < 1.0
+    assert res.counts == {"pending": 0, "running": 0, "done": 1, "diverged": 1, "failed": 0}
+
+
+def test_plan_batches_respects_the_budget():
+    cfgs = [RunConfig(mode="coupled", weight_decay=w, lr=0.1) for w in range(10)]
+    cfgs += [RunConfig(mode="coupled", weight_decay=w, lr=0.1, optimizer="adam") for w in range(3)]
+    batches = plan_batches(cfgs, per_config=2**20, max_memory_mb=4)
+    assert [len(b) for b in batches] == [4, 4, 2, 3]
+    assert all(len({c.optimizer for c in b}) == 1 for b in batches)
+    with pytest.raises(ValueError, match="max-memory"):
+        plan_batches(cfgs, 1, 0)
+
+
+def test_another_config_in_the_same_folder_is_refused(tmp_path, capsys):
+    run_sweep(validate(SMALL), tmp_path / "s")
+    other = dict(SMALL, train=dict(SMALL["train"], epochs=7))
+    with pytest.raises(ValueError, match="holds another study"):
+        run_sweep(validate(other), tmp_path / "s")
+    rc = main(["sweep", "--data", "wine", "--epochs", "2", "--out", str(tmp_path / "s")])
+    assert rc == 2 and "holds another study" in capsys.readouterr().err
+
+
+def test_ls_show_export_cli(tmp_path, capsys):
+    root = tmp_path / "studies"
+    assert (
+        main(
+            [
+                "sweep",
+                "--data",
+                "wine",
+                "--model",
+                "linear",
+                "--optimizer",
+                "adam",
+                "--lr",
+                "0.01",
+                "--mode",
+                "decoupled",
+                "--wd",
+                "1e-3..1e-1:3",
+                "--epochs",
+                "4",
+                "--out",
+                str(root / "a"),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["counts"]["done"] == 4 and doc["selection"]
+    assert main(["ls", str(root), "--json"]) == 0
+    studies = json.loads(capsys.readouterr().out)["studies"]
+    assert len(studies) == 1 and studies[0]["done"] == 4 and studies[0]["data"] == "wine"
+    assert main(["show", str(root / "a")]) == 0
+    assert "chosen on val accuracy" in capsys.readouterr().out
+    for fmt in ("csv", "parquet"):
+        assert main(["export", str(root / "a"), "--format", fmt, "--out", str(tmp_path / fmt)]) == 0
+        read = pd.read_csv if fmt == "csv" else pd.read_parquet
+        runs = read(tmp_path / fmt / f"runs.{fmt}")
+        curves = read(tmp_path / fmt / f"curves.{fmt}")
+        assert len(runs) == 4 and set(runs["status"]) == {"done"}
+        assert set(curves.columns) == {"run_id", "metric", "epoch", "value"}
+        assert len(curves[curves.metric == "train_loss"]) == 4 * 4
+    capsys.readouterr()
+    assert main(["show", str(tmp_path / "nothing")]) == 2
+    assert "no study in" in capsys.readouterr().err
+
+
+def test_sigkill_halfway_then_resume(tmp_path):
+    """Kill a real sweep with SIGKILL after its first batches; the same command finishes it
+    without redoing finished runs, losing or duplicating anything."""
+    out = tmp_path / "crash"
+    cmd = [
+        sys.executable,
+        "-m",
+        "wdlab.cli",
+        "sweep",
+        "--data",
+        "breast_cancer",
+        "--model",
+        "mlp",
+        "--hidden",
+        "32",
+        "--optimizer",
+        "sgd",
+        "--mode",
+        "coupled",
+        "--wd",
+        "1e-4..1e-1:11",
+        "--lr",
+        "0.05",
+        "--epochs",
+        "400",
+        "--eval-every",
+        "50",
+        "--max-batch",
+        "2",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    db_path = out / "study.db"
+    deadline = time.time() + 120
+    done_before = 0
+    while time.time() < deadline and proc.poll() is None:
+        if db_path.exists():
+            with sqlite3.connect(db_path, timeout=5) as db:
+                try:
+                    done_before = db.execute(
+                        "SELECT COUNT(*) FROM runs WHERE status = 'done'"
+                    ).fetchone()[0]
+                except sqlite3.OperationalError:
+                    done_before = 0
+            if done_before >= 2:
+                break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the sweep finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with sqlite3.connect(db_path) as db:
+        before = dict(db.execute("SELECT key, final FROM runs WHERE status = 'done'").fetchall())
+        total = db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    assert 2 <= len(before) < total == 12  # 11 wd + the wd = 0 reference
+    rerun = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    with sqlite3.connect(db_path) as db:
+        rows = db.execute("SELECT key, status, attempts, final FROM runs").fetchall()
+        n_curves = db.execute("SELECT COUNT(*) FROM curves WHERE metric = 'train_loss'").fetchone()[
+            0
+        ]
+        dupes = db.execute(
+            "SELECT COUNT(*) FROM (SELECT key FROM runs GROUP BY key HAVING COUNT(*) > 1)"
+        ).fetchone()[0]
+    assert len(rows) == 12 and dupes == 0 and n_curves == 12 * 400
+    assert all(status == "done" for _, status, _, _ in rows)
+    for key, _, attempts, final in rows:
+        if key in before:  # finished before the kill: not redone, unchanged
+            assert attempts == 1 and final == before[key]
+    assert load_study(out).counts["done"] == 12
