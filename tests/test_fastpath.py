@@ -117,3 +117,16 @@ def test_fast_path_reproduces_a_plain_torch_loop():
         opt.step()
     for name, p in model.named_parameters():
         torch.testing.assert_close(run.params[name], p.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_precision_runs_close_to_fp32_on_both_paths():
+    s = DemoSettings(epochs=40, dim=64)
+    for fast in (None, False):
+        fp32 = run_demo(s, device="cpu", fast_path=fast)
+        bf16 = run_demo(s, device="cpu", fast_path=fast, precision="bf16")
+        assert "bf16" in bf16.runs[0].engine and bf16.check.identical
+        for f, b in zip(fp32.runs, bf16.runs, strict=True):
+            assert b.final["test_loss"] == pytest.approx(f.final["test_loss"], rel=5e-2)
+            assert b.final["test_loss"] != f.final["test_loss"]  # it really ran in bf16
+    with pytest.raises(ValueError, match="precision"):
+        train(ModelSpec("linear", in_dim=48), _data(), [RunConfig()], epochs=1, precision="fp8")

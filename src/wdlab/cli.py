@@ -131,6 +131,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         progress=show_progress(args),
         device=args.device,
         fast_path=False if args.no_fast_path else None,
+        precision=args.precision,
     )
     paths = result.write(out)
     doc = _json_safe(result.to_dict())
@@ -309,6 +310,7 @@ RUN_OVERRIDES = {
     "mode": "decay.modes",
     "wd": "decay.weight_decay",
     "rule": "decay.rule",
+    "precision": "train.precision",
 }
 
 
@@ -470,6 +472,7 @@ def add_experiment_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--schedule", help="constant, cosine or step:SIZE:GAMMA")
     g.add_argument("--rule", choices=["default", "everything"], help="which tensors decay")
     g.add_argument("--device", help="cpu or cuda")
+    g.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: autocast forward passes")
 
 
 def build_parser() -> Parser:
@@ -511,6 +514,12 @@ def build_parser() -> Parser:
         "--no-fast-path",
         action="store_true",
         help="train with the standard path even where the exact Gram path applies",
+    )
+    demo.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="bf16: bfloat16 autocast for the forward passes (fp32)",
     )
     demo.add_argument("--json", action="store_true", help="print one JSON document, no table")
     demo.set_defaults(func=cmd_demo)

@@ -247,6 +247,7 @@ def _train(
     fast_path: bool | None = None,
     batch_size: int | None = None,
     shuffle_seed: int = 0,
+    precision: str = "fp32",
 ) -> list[RunResult]:
     """Train every configuration in ``configs`` together for ``epochs`` full-batch steps.
 
@@ -257,7 +258,9 @@ def _train(
     insists (``ValueError`` saying why not, where it does not apply). ``batch_size`` below
     the training rows trains on shuffled mini-batches (one permutation per epoch, shared by
     every configuration, drawn from ``shuffle_seed``); the train loss of an epoch is then the
-    mean over its batches, and the fast path does not apply.
+    mean over its batches, and the fast path does not apply. ``precision="bf16"`` runs the
+    forward passes (and so their GEMMs) under ``torch.autocast`` in bfloat16; weights,
+    optimizer state and losses stay float32.
     """
     if not configs:
         raise ValueError("no configurations to train")
@@ -311,6 +314,8 @@ def _train(
     use_fast = applies if fast_path is None else bool(fast_path)
     P = (GramParams if use_fast else DirectParams)(forward, stacked, X, eval_X)
     engine_note = why if use_fast else "standard path" + (f" ({why})" if not applies else "")
+    if precision == "bf16":
+        engine_note += "; bf16 autocast"
     full = P.tensors
     decays = {n: decays[P.origin(n)] for n in full}
     names = list(full)
@@ -418,15 +423,27 @@ def _train(
         """Metrics on every evaluation split (and, when asked, a full train pass)."""
         with torch.no_grad():
             for split, (_, ys) in eval_splits.items():
-                o = P.forward(split)
+                o = fwd(split)
                 record_eval(f"{split}_loss", per_config_loss(data.task, o, ys))
                 for m, v in per_config_metrics(data.task, o, ys).items():
                     record_eval(f"{split}_{m}", v)
             if with_train:
-                o = P.forward("train")
+                o = fwd("train")
                 record_eval("train_loss_eval", per_config_loss(data.task, o, y))
                 for m, v in per_config_metrics(data.task, o, y).items():
                     record_eval(f"train_{m}", v)
+
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"unknown precision {precision!r}; valid: fp32, bf16")
+    amp = precision == "bf16"
+
+    def fwd(split: str, idx: Tensor | None = None) -> Tensor:
+        """The forward pass, under bfloat16 autocast when asked; outputs in float32."""
+        if not amp:
+            return P.forward(split) if idx is None else P.forward(split, idx)
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            out = P.forward(split) if idx is None else P.forward(split, idx)
+        return out.float()
 
     n_train = X.shape[0]
     shuffle = torch.Generator(device="cpu").manual_seed(shuffle_seed)
@@ -436,7 +453,7 @@ def _train(
             epoch_loss = torch.zeros(K, device=device)
             for i in range(0, n_train, batch_size):
                 idx = perm[i : i + batch_size]
-                losses = per_config_loss(data.task, P.forward("train", idx), y[idx])
+                losses = per_config_loss(data.task, fwd("train", idx), y[idx])
                 epoch_loss += losses.detach() * len(idx)
                 step(losses, epoch)
             train_loss[epoch] = epoch_loss / n_train
@@ -447,7 +464,7 @@ def _train(
             if epoch in eval_epochs:
                 evaluate(with_train=True)
         else:
-            out = P.forward("train")
+            out = fwd("train")
             if epoch > 0:
                 # The norm after the previous update: computed now, when the fast path has G·B.
                 with torch.no_grad():
@@ -469,7 +486,7 @@ def _train(
         if bar is not None:
             bar.update(1)
     with torch.no_grad():
-        out = P.forward("train")
+        out = fwd("train")
         if not minibatch:
             weight_norm[epochs - 1] = norms()
         if pending_train_eval is not None:

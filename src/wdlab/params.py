@@ -133,8 +133,13 @@ class GramParams(DirectParams):
         a = self.tensors[self.w_name + A_SUFFIX].detach()
         B = self.tensors[self.w_name + B_SUFFIX].detach()
         with torch.no_grad():
-            gb = torch.mm(self.G[split], B[0]).unsqueeze(0) if len(B) == 1 else self.G[split] @ B
-            return gb.addcmul_(self.Z0[split], a.view(-1, 1, 1))
+            G = self.G[split]
+            if len(B) == 1:
+                gb = torch.mm(G, B[0]).unsqueeze(0)
+            else:  # an explicit batched GEMM: broadcasting matmul is ~8x slower for small n
+                gb = torch.bmm(G.expand(len(B), *G.shape), B)
+            # float32 from here on, also when the GEMM ran in bfloat16 under autocast
+            return gb.float().addcmul_(self.Z0[split], a.view(-1, 1, 1))
 
     def forward(self, split: str = "train") -> Tensor:
         """Outputs (K, n, out); on train, keeps the pre-activation for its gradient."""

@@ -168,6 +168,7 @@ def run_sweep(
         device=t["device"],
         batch_size=t["batch_size"] or None,
         shuffle_seed=config["data"]["seed"],
+        precision=t["precision"],
     )
     executor = executor or engine.train
     with Store(out) as store:

@@ -4,7 +4,8 @@ An experiment has four sections; every key is optional and unknown keys are refu
 
     [data]    source, seed, target, features, impute, task, val_size, test_size, options
     [model]   kind, hidden, activation, layernorm, factory
-    [train]   optimizer, lr, options, schedule, epochs, batch_size, eval_every, seeds, device
+    [train]   optimizer, lr, options, schedule, epochs, batch_size, eval_every, seeds, device,
+              precision
     [decay]   modes, weight_decay, rule, exclude, include
 
 ``lr``, ``modes``, ``weight_decay`` and ``seeds`` take one value or a list (the grid is their
@@ -215,6 +216,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "eval_every": Key(10, _int(1), "integer >= 1"),
         "seeds": Key([0], _seeds, "seeds"),
         "device": Key(None, _str_or_none, "cpu or cuda"),
+        "precision": Key("fp32", _one_of(("fp32", "bf16")), "fp32 or bf16 (autocast)"),
     },
     "decay": {
         "modes": Key(["coupled"], _modes, "decay modes"),

@@ -315,6 +315,7 @@ def run_experiment(cfg: dict[str, Any], *, progress: bool = False) -> Experiment
         progress_desc=f"{ds.name}: {len(configs)} configurations",
         batch_size=t["batch_size"] or None,
         shuffle_seed=cfg["data"]["seed"],
+        precision=t["precision"],
     )
     result = ExperimentResult(
         cfg, {"name": ds.name, **ds.meta}, ds.task, runs, time.perf_counter() - t0, runs[0].engine

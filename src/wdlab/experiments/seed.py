@@ -190,6 +190,7 @@ def run_demo(
     device: str | torch.device | None = None,
     data: Dataset | None = None,
     fast_path: bool | None = None,
+    precision: str = "fp32",
 ) -> DemoResult:
     """Train the article's three regimes and compare manual with builtin.
 
@@ -227,6 +228,7 @@ def run_demo(
             progress=progress,
             progress_desc=f"demo: {config.label}",
             fast_path=fast_path,
+            precision=precision,
         )[0]
         for config in configs
     ]
