@@ -134,6 +134,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         precision=args.precision,
     )
     paths = result.write(out)
+    paths["report"] = make_report(out)
     doc = _json_safe(result.to_dict())
     if args.json:
         emit_json(doc)
@@ -340,6 +341,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = writable_dir(Path(args.out))
     result = run_experiment(cfg, progress=show_progress(args))
     paths = result.write(out)
+    paths["report"] = make_report(out)
     if args.json:
         emit_json(result.to_dict())
         return 0
@@ -365,12 +367,38 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         max_memory_mb=args.max_memory,
         max_batch=args.max_batch,
         progress=show_progress(args),
+        name=args.name,
     )
+    report = make_report(out)
     if args.json:
-        emit_json(result.to_dict() | {"directory": str(out), "counts": result.counts})
+        emit_json(
+            result.to_dict()
+            | {"directory": str(out), "counts": result.counts, "report": str(report)}
+        )
         return 0
     print(result.table())
     print(f"\nstudy: {out}  ({_counts_line(result.counts)})")
+    print(f"report: {report}")
+    return 0
+
+
+def make_report(folder: Path) -> Path:
+    """Write the HTML report (and its PNGs) of a results folder or study; return its path."""
+    from wdlab.report.html import build_report
+
+    return build_report(folder)["report"]
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Make report.html and the PNGs from a demo/run folder or a study."""
+    from wdlab.report.html import build_report
+
+    paths = build_report(args.path, args.out)
+    if args.json:
+        emit_json({k: str(v) for k, v in paths.items()})
+    else:
+        for label, path in paths.items():
+            print(f"{label:>11}: {path}")
     return 0
 
 
@@ -581,6 +609,7 @@ def build_parser() -> Parser:
         default=None,
         help="at most this many configurations per batch",
     )
+    sweep.add_argument("--name", help="the study's name in tables and reports (default: folder)")
     sweep.add_argument("--json", action="store_true", help="print one JSON document")
     sweep.set_defaults(func=cmd_sweep)
 
@@ -597,6 +626,17 @@ def build_parser() -> Parser:
     show.add_argument("study", help="study folder")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=cmd_show)
+
+    report = sub.add_parser(
+        "report",
+        help="write report.html and PNG figures",
+        description="Make a self-contained report.html plus one PNG per figure from a demo or "
+        "run output folder (results.json) or a sweep's study folder (study.db).",
+    )
+    report.add_argument("path", help="output folder or study folder")
+    report.add_argument("--out", default=None, help="where to write (default: PATH)")
+    report.add_argument("--json", action="store_true")
+    report.set_defaults(func=cmd_report)
 
     export = sub.add_parser(
         "export",

@@ -72,48 +72,11 @@ def plan_batches(
 
 @dataclass
 class SweepResult(ExperimentResult):
-    """A sweep's results as read back from its store (a table in a notebook, plots on call)."""
+    """A sweep's results as read back from its store; the notebook table (``_repr_html_``)
+    and ``plot()`` come from :class:`ExperimentResult`."""
 
     directory: Path = field(default_factory=Path)
     counts: dict[str, int] = field(default_factory=dict)
-
-    def _repr_html_(self) -> str:
-        from html import escape
-
-        key, name, _ = _metric(self.task)
-        split = self.selection[0]["chosen_on"] if self.selection else "val"
-        head = (
-            "<tr><th>mode</th><th>lr</th><th>best wd</th>"
-            f"<th>{escape(split)} {escape(name)}</th><th>test {escape(name)} (mean ± std)</th>"
-            f"<th>test at wd=0</th><th>seeds</th></tr>"
-        )
-        rows = "".join(
-            f"<tr><td>{escape(s['mode'])}</td><td>{s['lr']:g}</td><td>{s['best_wd']:g}</td>"
-            f"<td>{s[f'{split}_{key}']:.4f}</td><td>{s[f'test_{key}_mean']:.4f} ± "
-            f"{s[f'test_{key}_std']:.4f}</td><td>{s[f'test_{key}_at_wd0']:.4f}</td>"
-            f"<td>{s['seeds']}</td></tr>"
-            for s in self.selection
-        )
-        title = escape(f"{self.directory.name}: {self.data.get('name', '')}, {len(self.runs)} runs")
-        return f"<table><caption>{title}</caption>{head}{rows}</table>"
-
-    def plot(self, kind: str = "wd") -> Any:
-        """A matplotlib Figure: ``wd`` (metric against weight decay) or ``loss`` curves."""
-        from wdlab.report.plots import loss_curves, wd_curve
-
-        key, name, _ = _metric(self.task)
-        if kind == "wd":
-            chosen = {(s["mode"], s["lr"]): s["best_wd"] for s in self.selection}
-            return wd_curve(self.runs, key, name, chosen)
-        if kind == "loss":
-            return loss_curves(self.runs[:8], split="val")
-        raise ValueError(f"unknown plot {kind!r}; valid: wd, loss")
-
-
-def _metric(task: str) -> tuple[str, str, bool]:
-    from wdlab.experiments.run import metric_for
-
-    return metric_for(task)
 
 
 def load_study(directory: str | Path) -> SweepResult:
@@ -128,6 +91,7 @@ def load_study(directory: str | Path) -> SweepResult:
         runs = store.runs()
         counts = store.counts()
     result = SweepResult(
+        decay_table=info["data"].get("decay_table"),
         config=info["config"],
         data=info["data"],
         task=info["task"] or "binary",
@@ -149,6 +113,7 @@ def run_sweep(
     max_batch: int | None = None,
     progress: bool = False,
     executor: Callable[..., list[engine.RunResult]] | None = None,
+    name: str | None = None,
 ) -> SweepResult:
     """Train every configuration of a validated config that the store does not hold yet,
     batch by batch, and return the study as read back from the store.
@@ -172,8 +137,11 @@ def run_sweep(
     )
     executor = executor or engine.train
     with Store(out) as store:
-        store.init_study(out.name, config, configs, __version__)
-        store.set_data({"name": ds.name, **ds.meta}, ds.task)
+        store.init_study(name or out.name, config, configs, __version__)
+        from wdlab.decay import decay_table
+
+        table = decay_table(spec.build(), rule_from(config)).to_dict()
+        store.set_data({"name": ds.name, **ds.meta, "decay_table": table}, ds.task)
         store.recover()
         todo = store.pending()
         batches = plan_batches(

@@ -135,6 +135,7 @@ class ExperimentResult:
     seconds: float
     engine_note: str = ""
     selection: list[dict] = field(default_factory=list)
+    decay_table: dict | None = None
 
     def select(self) -> list[dict]:
         """For each (mode, lr): the weight decay with the best mean validation metric over
@@ -181,6 +182,38 @@ class ExperimentResult:
         self.selection = rows
         return rows
 
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        key, name, _ = metric_for(self.task)
+        split = self.selection[0]["chosen_on"] if self.selection else "val"
+        head = (
+            "<tr><th>mode</th><th>lr</th><th>best wd</th>"
+            f"<th>{escape(split)} {escape(name)}</th><th>test {escape(name)} (mean ± std)</th>"
+            f"<th>test at wd=0</th><th>seeds</th></tr>"
+        )
+        rows = "".join(
+            f"<tr><td>{escape(s['mode'])}</td><td>{s['lr']:g}</td><td>{s['best_wd']:g}</td>"
+            f"<td>{s[f'{split}_{key}']:.4f}</td><td>{s[f'test_{key}_mean']:.4f} ± "
+            f"{s[f'test_{key}_std']:.4f}</td><td>{s[f'test_{key}_at_wd0']:.4f}</td>"
+            f"<td>{s['seeds']}</td></tr>"
+            for s in self.selection
+        )
+        title = escape(f"{self.data.get('name', '')}: {len(self.runs)} runs")
+        return f"<table><caption>{title}</caption>{head}{rows}</table>"
+
+    def plot(self, kind: str = "wd") -> Any:
+        """A matplotlib Figure: ``wd`` (metric against weight decay) or ``loss`` curves."""
+        from wdlab.report.plots import loss_curves, wd_curve
+
+        key, name, _ = metric_for(self.task)
+        if kind == "wd":
+            chosen = {(s["mode"], s["lr"]): s["best_wd"] for s in self.selection}
+            return wd_curve(self.runs, key, name, chosen)
+        if kind == "loss":
+            return loss_curves(self.runs[:8], split="val")
+        raise ValueError(f"unknown plot {kind!r}; valid: wd, loss")
+
     def to_dict(self) -> dict:
         """The JSON document."""
         return {
@@ -190,6 +223,7 @@ class ExperimentResult:
             "engine": self.engine_note,
             "seconds": self.seconds,
             "selection": self.selection or self.select(),
+            "decay_table": self.decay_table,
             "runs": [r.to_dict() for r in self.runs],
         }
 
@@ -317,8 +351,12 @@ def run_experiment(cfg: dict[str, Any], *, progress: bool = False) -> Experiment
         shuffle_seed=cfg["data"]["seed"],
         precision=t["precision"],
     )
+    from wdlab.decay import decay_table
+
+    table = decay_table(spec.build(), rule_from(cfg)).to_dict()
     result = ExperimentResult(
         cfg, {"name": ds.name, **ds.meta}, ds.task, runs, time.perf_counter() - t0, runs[0].engine
     )
+    result.decay_table = table
     result.select()
     return result

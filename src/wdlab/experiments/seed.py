@@ -129,6 +129,37 @@ class DemoResult:
         lines.append(f"engine: {self.runs[0].engine}")
         return "\n".join(lines)
 
+    def _repr_html_(self) -> str:
+        """The summary table, for notebooks."""
+        from html import escape
+
+        head = "".join(
+            f"<th>{h}</th>"
+            for h in ("regime", "wd", "train loss", "test loss", "train acc", "test acc", "|w|")
+        )
+        rows = "".join(
+            f"<tr><td>{escape(r.config.label)}</td><td>{r.config.weight_decay:g}</td>"
+            f"<td>{r.final['train_loss']:.4f}</td><td>{r.final['test_loss']:.4f}</td>"
+            f"<td>{r.final['train_acc']:.3f}</td><td>{r.final['test_acc']:.3f}</td>"
+            f"<td>{r.final['weight_norm']:.3f}</td></tr>"
+            for r in self.runs
+        )
+        verdict = "bitwise identical" if self.check.identical else "DIFFERENT"
+        return (
+            f"<table><caption>The article's experiment; manual vs builtin: {verdict}"
+            f"</caption><tr>{head}</tr>{rows}</table>"
+        )
+
+    def plot(self, kind: str = "loss") -> object:
+        """A matplotlib Figure: ``loss`` curves or ``weight_norm``."""
+        from wdlab.report.plots import loss_curves, weight_norm_curves
+
+        if kind == "loss":
+            return loss_curves(self.runs, title=_title(self.settings), ylabel="loss (BCE)")
+        if kind == "weight_norm":
+            return weight_norm_curves(self.runs)
+        raise ValueError(f"unknown plot {kind!r}; valid: loss, weight_norm")
+
     def write(self, out: Path) -> dict[str, Path]:
         """Write results.json, curves.csv and losses.png into ``out``; return their paths."""
         from wdlab.report.plots import loss_curves

@@ -112,3 +112,95 @@ def wd_curve(
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     return fig
+
+
+def gap_curves(runs: Sequence[RunResult], split: str = "test") -> Figure:
+    """``split`` loss − train loss (the same weights, after each evaluated epoch) per run."""
+    fig = Figure(figsize=(8, 3.6))
+    ax = fig.subplots()
+    colors = rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, r in enumerate(runs):
+        c = r.curves
+        if f"{split}_loss" not in c or "train_loss_eval" not in c:
+            continue
+        gap = [a - b for a, b in zip(c[f"{split}_loss"], c["train_loss_eval"], strict=True)]
+        twin = any(o.curves.get(f"{split}_loss") == c[f"{split}_loss"] for o in runs[i + 1 :])
+        lw, alpha = (5.0, 0.35) if twin else (1.6, 1.0)
+        ax.plot(
+            c["eval_epoch"],
+            gap,
+            color=colors[i % len(colors)],
+            lw=lw,
+            alpha=alpha,
+            label=r.config.name,
+        )
+    ax.axhline(0, color="black", lw=0.6)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{split} loss − train loss")
+    ax.set_title("Generalisation gap", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def weight_norm_curves(runs: Sequence[RunResult]) -> Figure:
+    """The L2 norm of the decayed tensors, every epoch, per run."""
+    fig = Figure(figsize=(8, 3.6))
+    ax = fig.subplots()
+    colors = rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, r in enumerate(runs):
+        c = r.curves
+        twin = any(o.curves.get("weight_norm") == c.get("weight_norm") for o in runs[i + 1 :])
+        lw, alpha = (5.0, 0.35) if twin else (1.6, 1.0)
+        ax.plot(
+            c["epoch"],
+            c["weight_norm"],
+            color=colors[i % len(colors)],
+            lw=lw,
+            alpha=alpha,
+            label=r.config.name,
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("‖w‖ of the decayed tensors")
+    ax.set_title("Weight norm", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def lr_wd_heatmap(runs: Sequence[RunResult], metric: str, metric_name: str) -> Figure:
+    """Validation ``metric`` (mean over seeds) over lr × weight decay, one panel per mode."""
+    import math
+    import statistics
+
+    modes = list(dict.fromkeys(r.config.mode for r in runs if r.config.weight_decay > 0))
+    lrs = sorted({r.config.lr for r in runs})
+    wds = sorted({r.config.weight_decay for r in runs if r.config.weight_decay > 0})
+    fig = Figure(figsize=(4.2 * max(1, len(modes)), 3.8))
+    axes = fig.subplots(1, max(1, len(modes)), squeeze=False)[0]
+    key = f"val_{metric}" if any(f"val_{metric}" in r.final for r in runs) else f"test_{metric}"
+    image = None
+    for ax, mode in zip(axes, modes, strict=False):
+        grid = []
+        for lr in lrs:
+            row = []
+            for wd in wds:
+                vals = [
+                    r.final.get(key, math.nan)
+                    for r in runs
+                    if (r.config.mode, r.config.lr, r.config.weight_decay) == (mode, lr, wd)
+                ]
+                vals = [v for v in vals if math.isfinite(v)]
+                row.append(statistics.fmean(vals) if vals else math.nan)
+            grid.append(row)
+        image = ax.imshow(grid, aspect="auto", origin="lower", cmap="viridis")
+        ax.set_xticks(range(len(wds)), [f"{w:.0e}" for w in wds], rotation=60, fontsize=7)
+        ax.set_yticks(range(len(lrs)), [f"{lr:g}" for lr in lrs], fontsize=8)
+        ax.set_xlabel("weight decay")
+        ax.set_ylabel("lr")
+        ax.set_title(mode, fontsize=10)
+    if image is not None:
+        fig.colorbar(image, ax=list(axes), label=f"{key.split('_')[0]} {metric_name}")
+    return fig

@@ -1,0 +1,146 @@
+"""The HTML report, opened in a real headless Chromium (Debian's, driven by Playwright)."""
+
+import os
+import shutil
+
+import pytest
+from matplotlib.figure import Figure
+
+from wdlab.cli import main
+from wdlab.experiments.config import validate
+from wdlab.experiments.seed import DemoSettings, run_demo
+from wdlab.report.html import build_report
+from wdlab.study import run_sweep
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+HAVE_BROWSER = os.path.exists(CHROMIUM)
+if not HAVE_BROWSER and os.environ.get("CI"):
+    raise RuntimeError("CI must install Debian's chromium (scripts/test.sh does)")
+browser_only = pytest.mark.skipif(not HAVE_BROWSER, reason="no chromium here (CI installs it)")
+
+EVIL = "<script>alert(1)</script>"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not HAVE_BROWSER:
+        pytest.skip("no chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-sync",
+                "--disable-quic",
+            ],
+        )
+        yield b
+        b.close()
+
+
+def open_report(browser, path, shot):
+    """Load a report; return (page, console errors, failed requests, dialogs)."""
+    page = browser.new_page(viewport={"width": 1100, "height": 900})
+    errors, failed, dialogs = [], [], []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("requestfailed", lambda r: failed.append(r.url))
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto(path.resolve().as_uri())
+    page.wait_for_load_state("load")
+    page.screenshot(path=str(shot), full_page=True)
+    return page, errors, failed, dialogs
+
+
+def figure_sizes(page):
+    return page.eval_on_selector_all(
+        "figure img",
+        "imgs => imgs.map(i => [i.alt, i.complete, i.naturalWidth, i.naturalHeight,"
+        " i.getBoundingClientRect().width])",
+    )
+
+
+@browser_only
+def test_demo_report_in_a_browser(browser, tmp_path):
+    out = tmp_path / "demo"
+    rc = main(["demo", "--epochs", "30", "--dim", "64", "--out", str(out), "--json"])
+    assert rc == 0 and (out / "report.html").exists()
+    page, errors, failed, dialogs = open_report(browser, out / "report.html", tmp_path / "d.png")
+    assert errors == [] and failed == [] and dialogs == []
+    sizes = figure_sizes(page)
+    assert [s[0] for s in sizes] == ["losses", "gap", "weight_norm"]
+    assert all(ok and w > 0 and h > 0 and shown > 0 for _, ok, w, h, shown in sizes)
+    rows = page.eval_on_selector_all(
+        "table.headline >> nth=0 >> tbody tr", "trs => trs.map(t => t.cells[0].textContent)"
+    )
+    assert rows == ["none", "manual", "builtin"]
+    assert "identical (bitwise)" in page.inner_text("body")
+    assert (tmp_path / "d.png").stat().st_size > 50_000  # the full-page screenshot
+
+
+@browser_only
+def test_sweep_report_escapes_a_hostile_name(browser, tmp_path):
+    cfg = validate(
+        {
+            "data": {"source": "wine"},
+            "model": {"kind": "mlp", "hidden": [8]},
+            "train": {"optimizer": "adam", "lr": [3e-3, 1e-2], "epochs": 8, "eval_every": 2},
+            "decay": {"modes": ["l2", "decoupled"], "weight_decay": [1e-3, 1e-2, 1e-1]},
+        }
+    )
+    out = tmp_path / "study"
+    run_sweep(cfg, out, name=EVIL)
+    paths = build_report(out)
+    html = paths["report"].read_text()
+    assert EVIL not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<script" not in html.lower()  # no script of any kind: offline and self-contained
+    assert "http://" not in html and "https://" not in html
+    page, errors, failed, dialogs = open_report(browser, paths["report"], tmp_path / "s.png")
+    assert dialogs == [] and errors == [] and failed == []
+    assert page.inner_text("h1") == f"sweep: {EVIL}"  # shown as text
+    sizes = figure_sizes(page)
+    assert [s[0] for s in sizes] == ["losses", "gap", "weight_norm", "wd_curve", "heatmap"]
+    assert all(ok and w > 0 and h > 0 for _, ok, w, h, _ in sizes)
+    n_rows = page.eval_on_selector("table.headline tbody", "b => b.rows.length")
+    assert n_rows == 3 * 2  # (none, l2, decoupled) × 2 learning rates
+    for stem in ("losses", "gap", "weight_norm", "wd_curve", "heatmap"):
+        assert paths[stem].stat().st_size > 5_000
+
+
+def test_report_cli_and_bad_input(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "run",
+                "--data",
+                "wine",
+                "--model",
+                "linear",
+                "--epochs",
+                "3",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "r" / "report.html").exists()
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "r"), "--out", str(tmp_path / "again"), "--json"]) == 0
+    assert (tmp_path / "again" / "report.html").exists()
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "nothing to report" in capsys.readouterr().err
+
+
+def test_notebook_views_of_demo_and_run(tmp_path):
+    demo = run_demo(DemoSettings(epochs=10, dim=32), device="cpu")
+    assert "<table>" in demo._repr_html_() and "bitwise identical" in demo._repr_html_()
+    assert isinstance(demo.plot(), Figure) and isinstance(demo.plot("weight_norm"), Figure)
