@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 TORCH_SPEC=${WDLAB_TORCH:-torch==2.13.0}
-EXTRAS=${WDLAB_EXTRAS:-dev}
+EXTRAS=${WDLAB_EXTRAS:-dev,ray}
 
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv

@@ -361,14 +361,31 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else validate({})
     cfg = merge(cfg, run_overrides(args))
     out = writable_dir(Path(args.out) if args.out else default_out(cfg))
-    result = run_sweep(
-        cfg,
-        out,
-        max_memory_mb=args.max_memory,
-        max_batch=args.max_batch,
-        progress=show_progress(args),
-        name=args.name,
-    )
+    executor = None
+    if args.backend == "ray":
+        from wdlab.executors import RayExecutor
+
+        executor = RayExecutor(
+            args.address,
+            num_cpus=args.cpus_per_task,
+            num_gpus=args.gpus_per_task,
+            max_retries=args.max_retries,
+        )
+    elif args.address:
+        raise UsageError("--address needs --backend ray")
+    try:
+        result = run_sweep(
+            cfg,
+            out,
+            max_memory_mb=args.max_memory,
+            max_batch=args.max_batch,
+            progress=show_progress(args),
+            name=args.name,
+            executor=executor,
+        )
+    finally:
+        if executor is not None:
+            executor.shutdown()
     report = make_report(out)
     if args.json:
         emit_json(
@@ -610,6 +627,29 @@ def build_parser() -> Parser:
         help="at most this many configurations per batch",
     )
     sweep.add_argument("--name", help="the study's name in tables and reports (default: folder)")
+    ray = sweep.add_argument_group("backend")
+    ray.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default="local",
+        help="local (in-process, default) or ray (one task per batch)",
+    )
+    ray.add_argument(
+        "--address",
+        help="join this Ray cluster (HOST:PORT); default: start a local runtime on 127.0.0.1",
+    )
+    ray.add_argument(
+        "--cpus-per-task", type=positive_float, default=1.0, help="CPUs per Ray task (1)"
+    )
+    ray.add_argument(
+        "--gpus-per-task",
+        type=float,
+        default=None,
+        help="GPUs per Ray task (default: 1 if CUDA is visible, else 0)",
+    )
+    ray.add_argument(
+        "--max-retries", type=int, default=3, help="retries of a task whose worker dies (3)"
+    )
     sweep.add_argument("--json", action="store_true", help="print one JSON document")
     sweep.set_defaults(func=cmd_sweep)
 

@@ -192,6 +192,11 @@ class Store:
         rows = self.db.execute("SELECT config FROM runs WHERE status = 'pending' ORDER BY id")
         return [_config(json.loads(c)) for (c,) in rows]
 
+    def running(self) -> list[RunConfig]:
+        """Configurations marked running (in flight, or left by a crash)."""
+        rows = self.db.execute("SELECT config FROM runs WHERE status = 'running' ORDER BY id")
+        return [_config(json.loads(c)) for (c,) in rows]
+
     def mark_running(self, configs: Iterable[RunConfig]) -> None:
         """One transaction: these configurations are being trained."""
         with self._tx():

@@ -5,13 +5,14 @@ results in one transaction. Running the same sweep again resumes it."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from wdlab import __version__, engine
 from wdlab.data import Dataset
+from wdlab.executors import LocalExecutor, RayExecutor
 from wdlab.experiments.run import (
     ExperimentResult,
     dataset_from,
@@ -112,13 +113,15 @@ def run_sweep(
     max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
     max_batch: int | None = None,
     progress: bool = False,
-    executor: Callable[..., list[engine.RunResult]] | None = None,
+    executor: LocalExecutor | RayExecutor | None = None,
     name: str | None = None,
 ) -> SweepResult:
     """Train every configuration of a validated config that the store does not hold yet,
     batch by batch, and return the study as read back from the store.
 
-    ``executor(spec, data, batch, **train_kwargs)`` trains one batch (default: in-process).
+    ``executor`` trains the batches (default: :class:`~wdlab.executors.LocalExecutor`, in this
+    process; :class:`~wdlab.executors.RayExecutor` for a Ray cluster). Each batch's results
+    are written here, by the driver, in one transaction as the batch finishes.
     """
     out = Path(out) if out is not None else default_out(config)
     ds = dataset_from(config)
@@ -135,7 +138,7 @@ def run_sweep(
         shuffle_seed=config["data"]["seed"],
         precision=t["precision"],
     )
-    executor = executor or engine.train
+    executor = executor or LocalExecutor()
     with Store(out) as store:
         store.init_study(name or out.name, config, configs, __version__)
         from wdlab.decay import decay_table
@@ -151,19 +154,19 @@ def run_sweep(
         finished = counts["done"] + counts["diverged"]
         bar = _progress(len(configs), finished, t["epochs"]) if progress else None
         t0, steps = time.perf_counter(), 0
-        for batch in batches:
-            store.mark_running(batch)
-            try:
-                results = executor(spec, ds, batch, **train_kwargs)
-            except (RuntimeError, ValueError) as exc:
-                store.mark_failed(batch, f"{type(exc).__name__}: {exc}")
-                raise
-            store.save_batch(results)
-            steps += len(batch) * t["epochs"]
-            if bar is not None:
-                rate = steps / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix_str(f"{rate:,.0f} model-steps/s")
-                bar.update(len(batch))
+        try:
+            for batch, results in executor.run(
+                spec, ds, batches, train_kwargs, on_start=store.mark_running
+            ):
+                store.save_batch(results)
+                steps += len(batch) * t["epochs"]
+                if bar is not None:
+                    rate = steps / max(time.perf_counter() - t0, 1e-9)
+                    bar.set_postfix_str(f"{rate:,.0f} model-steps/s")
+                    bar.update(len(batch))
+        except (RuntimeError, ValueError) as exc:
+            store.mark_failed(store.running(), f"{type(exc).__name__}: {exc}")
+            raise
         if bar is not None:
             bar.close()
     return load_study(out)

@@ -1,0 +1,163 @@
+"""The Ray backend, on a real local Ray runtime bound to 127.0.0.1 (one runtime per module:
+Ray takes seconds and ~1 GB to start). Only what this module starts is stopped."""
+
+import os
+
+# Before Ray is imported (it reads these at import): a local runtime then binds and advertises
+# 127.0.0.1 only, and sends no usage stats.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+import json
+import signal
+import sqlite3
+import subprocess
+import threading
+import time
+
+import pytest
+
+from wdlab.cli import main
+from wdlab.experiments.config import validate
+from wdlab.study import run_sweep
+
+ray = pytest.importorskip("ray") if not os.environ.get("CI") else __import__("ray")
+
+from wdlab.executors import RayExecutor  # noqa: E402
+
+CFG = {
+    "data": {"source": "wine"},
+    "model": {"kind": "mlp", "hidden": [8]},
+    "train": {"optimizer": "adam", "lr": [0.01], "epochs": 6, "eval_every": 2, "seeds": [0, 1]},
+    "decay": {"modes": ["l2", "decoupled"], "weight_decay": [1e-3, 1e-2]},
+}
+
+
+@pytest.fixture(scope="module")
+def executor(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ray")
+    pid_dir = tmp / "pids"
+    pid_dir.mkdir()
+    ex = RayExecutor(local_cpus=2, temp_dir=str(tmp / "rt"), pid_dir=str(pid_dir), max_retries=3)
+    ex._init()
+    yield ex
+    ex.shutdown()  # ray.shutdown() of our own runtime; never a bare `ray stop`
+
+
+def test_binds_and_advertises_loopback_only(executor):
+    assert {n["NodeManagerAddress"] for n in ray.nodes()} == {"127.0.0.1"}
+    ours = {str(p) for p in _ray_pids()}
+    listening = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True).stdout
+    checked = 0
+    for line in listening.splitlines():
+        if not any(f"pid={p}," in line for p in ours):
+            continue
+        local = line.split()[3]
+        assert local.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:", "[::1]:")), line
+        checked += 1
+    assert checked >= 3  # gcs_server, raylet, workers
+
+
+def _ray_pids():
+    out = subprocess.run(["ps", "-eo", "pid,comm,args"], capture_output=True, text=True).stdout
+    session = ray.get_runtime_context().gcs_address.split(":")[-1]
+    pids = []
+    for line in out.splitlines()[1:]:
+        pid, rest = line.strip().split(None, 1)
+        if "gcs_server" in rest or "raylet" in rest or "ray::" in rest or session in rest:
+            pids.append(int(pid))
+    return [*pids, os.getpid()]
+
+
+def test_ray_gives_the_local_answers(executor, tmp_path):
+    cfg = validate(CFG)
+    local = run_sweep(cfg, tmp_path / "local", max_batch=3)
+    remote = run_sweep(cfg, tmp_path / "ray", max_batch=3, executor=executor)
+    a = {r.config: r for r in local.runs}
+    b = {r.config: r for r in remote.runs}
+    assert a.keys() == b.keys() and len(a) == 10
+    for c in a:
+        for k, v in a[c].final.items():
+            assert b[c].final[k] == pytest.approx(v, rel=1e-5), (c, k)
+    assert local.selection == remote.selection
+
+
+def test_a_killed_worker_is_retried_and_nothing_is_lost(executor, tmp_path):
+    cfg = validate(
+        {
+            "data": {"source": "breast_cancer"},
+            "model": {"kind": "mlp", "hidden": [32]},
+            "train": {"optimizer": "sgd", "lr": [0.05], "epochs": 600, "eval_every": 50},
+            "decay": {"modes": ["coupled"], "weight_decay": [1e-4, 1e-3, 1e-2, 1e-1]},
+        }
+    )
+    pid_dir = executor.pid_dir
+    for f in os.listdir(pid_dir):
+        os.remove(os.path.join(pid_dir, f))
+    out = tmp_path / "faulty"
+    box = {}
+    worker = threading.Thread(
+        target=lambda: box.update(res=run_sweep(cfg, out, max_batch=2, executor=executor))
+    )
+    worker.start()
+    deadline = time.time() + 60
+    victim = None
+    while time.time() < deadline and victim is None:
+        files = sorted(os.listdir(pid_dir))
+        if files:
+            victim = int(files[0].rsplit("-", 1)[1].split(".")[0])
+        time.sleep(0.05)
+    assert victim is not None, "no batch started"
+    os.kill(victim, signal.SIGKILL)
+    worker.join(timeout=300)
+    assert not worker.is_alive()
+    res = box["res"]
+    assert res.counts["done"] == 5 and len(res.runs) == 5  # 4 wd + the wd = 0 reference
+    with sqlite3.connect(out / "study.db") as db:
+        keys = db.execute("SELECT COUNT(DISTINCT key), COUNT(*) FROM runs").fetchone()
+        n_curves = db.execute("SELECT COUNT(*) FROM curves WHERE metric = 'train_loss'").fetchone()[
+            0
+        ]
+    assert keys == (5, 5) and n_curves == 5 * 600
+    started = os.listdir(pid_dir)
+    assert len(started) > 3  # 3 batches, and the killed one started again
+
+
+def test_cli_backend_ray_and_its_refusals(executor, tmp_path, capsys, monkeypatch):
+    rc = main(
+        [
+            "sweep",
+            "--data",
+            "wine",
+            "--model",
+            "linear",
+            "--optimizer",
+            "adam",
+            "--lr",
+            "0.01",
+            "--mode",
+            "decoupled",
+            "--wd",
+            "1e-3,1e-2",
+            "--epochs",
+            "3",
+            "--backend",
+            "ray",
+            "--out",
+            str(tmp_path / "c"),
+            "--json",
+        ]
+    )
+    assert rc == 0
+    assert json.loads(capsys.readouterr().out)["counts"]["done"] == 3
+    assert ray.is_initialized()  # the CLI joined the running runtime and left it running
+    assert (
+        main(["sweep", "--data", "wine", "--address", "127.0.0.1:1", "--out", str(tmp_path / "d")])
+        == 2
+    )
+    assert "--address needs --backend ray" in capsys.readouterr().err
+    import wdlab.executors as ex
+
+    monkeypatch.setattr(ex, "ray_available", lambda: False)
+    assert main(["sweep", "--data", "wine", "--backend", "ray", "--out", str(tmp_path / "e")]) == 2
+    assert "pip install 'wdlab[ray]'" in capsys.readouterr().err
