@@ -110,8 +110,24 @@ def test_sweep_report_escapes_a_hostile_name(browser, tmp_path):
     assert all(ok and w > 0 and h > 0 for _, ok, w, h, _ in sizes)
     n_rows = page.eval_on_selector("table.headline tbody", "b => b.rows.length")
     assert n_rows == 3 * 2  # (none, l2, decoupled) × 2 learning rates
+    assert "Verification" not in page.inner_text("body")  # no checks were run for it
     for stem in ("losses", "gap", "weight_norm", "wd_curve", "heatmap"):
         assert paths[stem].stat().st_size > 5_000
+
+
+def test_report_shows_wdlab_verify_checks(tmp_path, capsys, monkeypatch):
+    from wdlab import verify
+
+    monkeypatch.setattr(verify, "all_checks", lambda: [verify.check_to_init])
+    assert (
+        main(
+            ["run", "--data", "wine", "--model", "linear", "--epochs", "2", "--out", str(tmp_path)]
+        )
+        == 0
+    )
+    assert main(["verify", "--out", str(tmp_path)]) == 0
+    html = build_report(tmp_path)["report"].read_text()
+    assert "Verification" in html and "to_init → w₀" in html
 
 
 def test_report_cli_and_bad_input(tmp_path, capsys):

@@ -158,7 +158,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from wdlab.verify import checks_table, run_checks
 
     checks = run_checks(progress=show_progress(args))
-    if args.json:
+    if args.out:
+        out = writable_dir(Path(args.out))
+        (out / "verify.json").write_text(
+            json.dumps({"checks": [c.to_dict() for c in checks]}, indent=1) + "\n"
+        )
         emit_json(
             {"checks": [c.to_dict() for c in checks], "passed": all(c.passed for c in checks)}
         )
@@ -574,6 +578,9 @@ def build_parser() -> Parser:
         help="check every decay mode against torch.optim and scikit-learn",
         description="Train small models with each wdlab decay mode and with its reference "
         "(torch's own optimizers, AdamW, sklearn's Ridge), and compare the final weights.",
+    )
+    verify.add_argument(
+        "--out", help="also write verify.json here (a report in this folder then shows the checks)"
     )
     verify.add_argument("--json", action="store_true", help="print one JSON document")
     verify.set_defaults(func=cmd_verify)

@@ -118,6 +118,14 @@ def _demo_runs(doc: dict) -> list[RunResult]:
 def load_report_data(path: str | Path) -> ReportData:
     """Read a demo or run output folder (results.json) or a sweep's study folder (study.db)."""
     p = Path(path)
+    data = _load(p)
+    verify = p / "verify.json"
+    if verify.exists():  # `wdlab verify --out FOLDER` wrote the oracle checks here
+        data.checks += json.loads(verify.read_text()).get("checks", [])
+    return data
+
+
+def _load(p: Path) -> ReportData:
     if (p / "study.db").exists():
         return _from_study(p)
     results = p / "results.json"
