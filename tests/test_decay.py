@@ -271,3 +271,36 @@ def test_inspect_bad_input(args, fragment):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0], proc.stderr
+
+
+@pytest.mark.parametrize("problem", ["mlp", "ln"])
+@pytest.mark.parametrize(
+    "mode, optimizer, reference, options, tol, schedule",
+    [
+        ("coupled", "sgd", None, {}, 0.0, None),
+        ("coupled", "sgd", None, {"momentum": 0.9}, 0.0, None),
+        ("coupled", "sgd", None, {"momentum": 0.9, "nesterov": True}, 0.0, None),
+        ("coupled", "adam", None, {}, 1e-6, None),
+        ("coupled", "rmsprop", None, {}, 1e-6, None),
+        ("coupled", "adagrad", None, {}, 1e-6, None),
+        ("decoupled", "adam", "adamw", {}, 1e-6, None),
+        ("decoupled", "adam", "adamw", {}, 1e-6, "step:20:0.5"),
+        ("decoupled", "adam", "adamw", {}, 1e-6, "cosine"),
+    ],
+)
+def test_every_oracle_on_both_models(problem, mode, optimizer, reference, options, tol, schedule):
+    """Each mode ≡ torch's own decay, on the small MLP and on the biases + LayerNorm model."""
+    check = verify._oracle(
+        f"{mode} + {optimizer}",
+        mode,
+        optimizer,
+        "torch",
+        tol,
+        problem=problem,
+        options=options,
+        schedule=schedule,
+        reference_optimizer=reference,
+        lr=0.01,
+        wd=0.1,
+    )
+    assert check.passed, check

@@ -220,6 +220,41 @@ def test_examples_run_at_reduced_size(path, tmp_path, capsys):
     assert (tmp_path / "losses.png").exists() and (tmp_path / "curves.csv").exists()
 
 
+@pytest.mark.parametrize(
+    "source, model",
+    [
+        ("seed-noise", "seed-mlp"),
+        ("teacher", "linear"),
+        ("teacher-classification", "mlp"),
+        ("d2l", "linear"),
+        ("digits", "mlp"),
+        ("breast_cancer", "linear"),
+        ("wine", "mlp"),
+        ("diabetes", "mlp"),
+    ],
+)
+def test_every_source_runs_from_the_cli(source, model, tmp_path, capsys):
+    args = [
+        "run",
+        "--data",
+        source,
+        "--model",
+        model,
+        "--epochs",
+        "2",
+        "--out",
+        str(tmp_path),
+        "--json",
+    ]
+    if source == "seed-noise":
+        args += ["--data-seed", "0"]
+    if model == "mlp":
+        args += ["--hidden", "8"]
+    assert main(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["data"]["name"] == source and doc["runs"]
+
+
 def test_run_cli_custom_model_and_table(tmp_path, capsys):
     rc = main(
         [
