@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from wdlab.jsonsafe import dumps, json_safe
+
 if TYPE_CHECKING:
     from wdlab.decay import DecayRule
     from wdlab.models import ModelSpec
@@ -96,17 +98,7 @@ def show_progress(args: argparse.Namespace) -> bool:
 
 def emit_json(doc: object) -> None:
     """Print exactly one JSON document on stdout (NaN/inf become null)."""
-    print(json.dumps(_json_safe(doc)))
-
-
-def _json_safe(obj: object) -> object:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
+    print(dumps(doc))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,7 +127,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     paths = result.write(out)
     paths["report"] = make_report(out)
-    doc = _json_safe(result.to_dict())
+    doc = json_safe(result.to_dict())
     if args.json:
         emit_json(doc)
     else:

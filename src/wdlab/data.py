@@ -256,6 +256,23 @@ def sklearn_dataset(name: str, seed: int = 0, **kw: object) -> Dataset:
     return from_arrays(bunch.data, bunch.target, task=task, name=name, seed=seed, **kw)
 
 
+def _teacher_splits(name: str, task: str, X: Tensor, y: Tensor, n: int, meta: dict) -> Dataset:
+    """The first n rows split 3:1 into train and validation; the rest are the test rows."""
+    n_tr = n - max(1, n // 4)
+    f = lambda t: t.float()  # noqa: E731
+    return Dataset(
+        name,
+        task,
+        f(X[:n_tr]),
+        f(y[:n_tr]),
+        f(X[n:]),
+        f(y[n:]),
+        f(X[n_tr:n]),
+        f(y[n_tr:n]),
+        meta=meta,
+    )
+
+
 def teacher_regression(
     n: int = 200,
     d: int = 50,
@@ -276,8 +293,6 @@ def teacher_regression(
     w = sigma_w * torch.randn(d, generator=g, dtype=torch.float64)
     X = torch.randn(n + n_test, d, generator=g, dtype=torch.float64)
     y = X @ w + noise * torch.randn(n + n_test, generator=g, dtype=torch.float64)
-    n_val = max(1, n // 4)
-    n_tr = n - n_val
     meta = {
         "n": n,
         "d": d,
@@ -287,18 +302,7 @@ def teacher_regression(
         "alpha_star": noise**2 / sigma_w**2,
         "alpha_star_note": "Bayes-optimal alpha for ||y - Xw||^2 + alpha ||w||^2",
     }
-    f = lambda t: t.float()  # noqa: E731
-    return Dataset(
-        "teacher",
-        "regression",
-        f(X[:n_tr]),
-        f(y[:n_tr]),
-        f(X[n:]),
-        f(y[n:]),
-        f(X[n_tr:n]),
-        f(y[n_tr:n]),
-        meta=meta,
-    )
+    return _teacher_splits("teacher", "regression", X, y, n, meta)
 
 
 def teacher_classification(
@@ -324,21 +328,8 @@ def teacher_classification(
     y = (torch.rand(n + n_test, generator=g, dtype=torch.float64) < p).double()
     flip = torch.rand(n + n_test, generator=g, dtype=torch.float64) < label_noise
     y = torch.where(flip, 1 - y, y)
-    n_val = max(1, n // 4)
-    n_tr = n - n_val
     meta = {"n": n, "d": d, "informative": informative, "label_noise": label_noise, "seed": seed}
-    f = lambda t: t.float()  # noqa: E731
-    return Dataset(
-        "teacher-classification",
-        "binary",
-        f(X[:n_tr]),
-        f(y[:n_tr]),
-        f(X[n:]),
-        f(y[n:]),
-        f(X[n_tr:n]),
-        f(y[n_tr:n]),
-        meta=meta,
-    )
+    return _teacher_splits("teacher-classification", "binary", X, y, n, meta)
 
 
 def d2l(

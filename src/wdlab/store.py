@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from wdlab.engine import RunConfig, RunResult
+from wdlab.jsonsafe import dumps
 
 DB_NAME = "study.db"
 STATUSES = ("pending", "running", "done", "diverged", "failed")
@@ -73,16 +74,7 @@ def _num(v: Any) -> Any:
 
 
 def _json(obj: Any) -> str:
-    def clean(o: Any) -> Any:
-        if isinstance(o, float):
-            return _num(o)
-        if isinstance(o, dict):
-            return {str(k): clean(v) for k, v in o.items()}
-        if isinstance(o, (list, tuple)):
-            return [clean(v) for v in o]
-        return o
-
-    return json.dumps(clean(obj), sort_keys=True)
+    return dumps(obj, sort_keys=True)
 
 
 def _unnan(obj: Any) -> Any:

@@ -4,7 +4,6 @@ validation, report on test."""
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import statistics
 import time
@@ -15,6 +14,7 @@ from typing import Any
 from wdlab import data as data_mod
 from wdlab import engine
 from wdlab.decay import DEFAULT_RULE, EVERYTHING, DecayRule
+from wdlab.jsonsafe import dumps
 from wdlab.models import ModelSpec
 
 
@@ -287,7 +287,7 @@ class ExperimentResult:
             "curves": out / "curves.csv",
             "losses": out / "losses.png",
         }
-        paths["results"].write_text(json.dumps(_json_safe(self.to_dict()), indent=1) + "\n")
+        paths["results"].write_text(dumps(self.to_dict(), indent=1) + "\n")
         write_curves_csv(self.runs, paths["curves"])
         split = "val" if any("val_loss" in r.curves for r in self.runs) else "test"
         shown = self.runs if len(self.runs) <= 8 else _representative(self.runs)
@@ -317,16 +317,6 @@ def _representative(runs: list[engine.RunResult]) -> list[engine.RunResult]:
         )
         picked += [rs[0], rs[-1]] if len(rs) > 1 else rs
     return picked[:8]
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
 
 
 def run_experiment(cfg: dict[str, Any], *, progress: bool = False) -> ExperimentResult:

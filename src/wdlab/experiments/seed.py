@@ -11,7 +11,6 @@ engine; the only difference between them is the regime:
 from __future__ import annotations
 
 import csv
-import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from torch import nn
 from wdlab import decay as D
 from wdlab import engine
 from wdlab.data import Dataset, seed_noise, seed_noise_tensors
+from wdlab.jsonsafe import dumps
 from wdlab.models import ModelSpec
 from wdlab.verify import Check, compare
 
@@ -170,7 +170,7 @@ class DemoResult:
             "curves": out / "curves.csv",
             "losses": out / "losses.png",
         }
-        paths["results"].write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        paths["results"].write_text(dumps(self.to_dict(), indent=1) + "\n")
         write_curves_csv(self.runs, paths["curves"])
         fig = loss_curves(self.runs, title=_title(self.settings), ylabel="loss (BCE)")
         fig.savefig(paths["losses"], dpi=110, bbox_inches="tight")
