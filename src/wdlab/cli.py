@@ -7,7 +7,6 @@ Bad input gets one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -153,8 +152,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.out:
         out = writable_dir(Path(args.out))
         (out / "verify.json").write_text(
-            json.dumps({"checks": [c.to_dict() for c in checks]}, indent=1) + "\n"
+            dumps({"checks": [c.to_dict() for c in checks]}, indent=1) + "\n"
         )
+    if args.json:
         emit_json(
             {"checks": [c.to_dict() for c in checks], "passed": all(c.passed for c in checks)}
         )
@@ -705,6 +705,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         sys.stderr.write(f"wdlab {args.command}: error: {exc}\n")
         return EXIT_BAD_INPUT
+    except BrokenPipeError:  # e.g. `wdlab ... | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         sys.stderr.write("wdlab: interrupted\n")
         return 130
