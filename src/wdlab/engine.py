@@ -421,6 +421,7 @@ def _train(
 
     def evaluate(with_train: bool) -> None:
         """Metrics on every evaluation split (and, when asked, a full train pass)."""
+        trim_heap()  # keeps a long run's resident memory flat (glibc otherwise holds freed heap)
         with torch.no_grad():
             for split, (_, ys) in eval_splits.items():
                 o = fwd(split)
@@ -553,15 +554,31 @@ def train(*args: object, **kwargs: object) -> list[RunResult]:
         release_memory()
 
 
-def release_memory() -> None:
-    """Hand freed heap back to the OS (glibc keeps it otherwise, and RSS only grows)."""
-    import contextlib
+def _malloc_trim() -> Callable[[int], int] | None:
     import ctypes
 
-    # No gc.collect(): tensors are reference-counted and already freed here, and a full
-    # collection costs ~0.15 s once torch._dynamo's many objects are loaded.
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to do
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def trim_heap() -> None:
+    """Hand freed heap back to the OS (glibc keeps it otherwise, and RSS only grows)."""
+    if _TRIM is not None:
+        _TRIM(0)
+
+
+def release_memory() -> None:
+    """Hand freed heap back to the OS at the end of a batch.
+
+    No gc.collect(): tensors are reference-counted and already freed here, and a full
+    collection costs ~0.15 s once torch._dynamo's many objects are loaded.
+    """
+    trim_heap()
 
 
 def _best(curves: dict[str, list[float]], key: str) -> dict[str, float]:
