@@ -14,6 +14,7 @@ applied by :mod:`wdlab.decay` with one value per row.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import time
 import warnings
@@ -345,7 +346,13 @@ def _train(
     if len({g.key[0] for g in groups}) > 1:
         raise ValueError("one batch trains one optimizer class; split the sweep by optimizer")
     clean = [{k: v for k, v in tg.items() if not k.startswith("_")} for tg in torch_groups]
-    base_kwargs = {"lr": groups[0].key[2]}
+    base_kwargs: dict[str, object] = {"lr": groups[0].key[2]}
+    if "foreach" in inspect.signature(opt_cls).parameters and not any(
+        "foreach" in dict(g.key[1]) for g in groups
+    ):
+        # One C++ call per update op for all of a group's tensors, instead of a Python loop
+        # over them: the same arithmetic, a fraction of the per-step overhead.
+        base_kwargs["foreach"] = True
     optimizer = opt_cls(clean, **base_kwargs)
     for tg, pg in zip(torch_groups, optimizer.param_groups, strict=True):
         pg["_names"], pg["_group"] = tg["_names"], tg["_group"]
@@ -421,7 +428,6 @@ def _train(
 
     def evaluate(with_train: bool) -> None:
         """Metrics on every evaluation split (and, when asked, a full train pass)."""
-        trim_heap()  # keeps a long run's resident memory flat (glibc otherwise holds freed heap)
         with torch.no_grad():
             for split, (_, ys) in eval_splits.items():
                 o = fwd(split)
@@ -484,6 +490,8 @@ def _train(
             if epoch in eval_epochs:
                 evaluate(with_train=False)
                 pending_train_eval = epoch
+        if epoch % 100 == 99:
+            trim_heap()  # keeps a long run's resident memory flat (glibc holds freed heap)
         if bar is not None:
             bar.update(1)
     with torch.no_grad():
