@@ -141,9 +141,10 @@ def main() -> None:
         f"standard path GFLOP/s {std_gflops:.1f} vs torch.mm {mm:.1f}: {std_gflops / mm:.1%}"
         "   (goal >= 85%)"
     )
+    eff = flops / fast["seconds"] / 1e9
     print(
-        f"fast path: {fast['engine']}; effective GFLOP/s (standard-path FLOPs / time) "
-        f"{flops / fast['seconds'] / 1e9:.1f}"
+        f"fast path ({fast['engine']}): the article's FLOPs / demo time = {eff:.1f} GFLOP/s, "
+        f"{eff / mm:.1%} of torch.mm (it executes ~1/3 of those FLOPs)"
     )
     dev = max(
         abs(a["final"][k] - b["final"][k]) / abs(b["final"][k])
