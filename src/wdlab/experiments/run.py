@@ -14,7 +14,6 @@ from typing import Any
 from wdlab import data as data_mod
 from wdlab import engine
 from wdlab.decay import DEFAULT_RULE, EVERYTHING, DecayRule
-from wdlab.jsonsafe import dumps
 from wdlab.models import ModelSpec
 
 
@@ -277,18 +276,10 @@ class ExperimentResult:
         return "\n".join(lines)
 
     def write(self, out: Path) -> dict[str, Path]:
-        """results.json, curves.csv and losses.png in ``out``."""
-        from wdlab.experiments.seed import write_curves_csv
+        """results.json, curves.csv, losses.png (and wd_curve.png for a wd grid) in ``out``."""
+        from wdlab.experiments.seed import write_results
         from wdlab.report.plots import loss_curves, wd_curve
 
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {
-            "results": out / "results.json",
-            "curves": out / "curves.csv",
-            "losses": out / "losses.png",
-        }
-        paths["results"].write_text(dumps(self.to_dict(), indent=1) + "\n")
-        write_curves_csv(self.runs, paths["curves"])
         split = "val" if any("val_loss" in r.curves for r in self.runs) else "test"
         shown = self.runs if len(self.runs) <= 8 else _representative(self.runs)
         fig = loss_curves(
@@ -297,7 +288,7 @@ class ExperimentResult:
             split=split,
             ylabel=LOSS_NAMES[self.task],
         )
-        fig.savefig(paths["losses"], dpi=110, bbox_inches="tight")
+        paths = write_results(out, self.to_dict(), self.runs, fig)
         if len({r.config.weight_decay for r in self.runs}) > 2 and self.selection:
             key, name, _ = metric_for(self.task)
             chosen = {(s["mode"], s["lr"]): s["best_wd"] for s in self.selection}

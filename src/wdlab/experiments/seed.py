@@ -162,19 +162,24 @@ class DemoResult:
 
     def write(self, out: Path) -> dict[str, Path]:
         """Write results.json, curves.csv and losses.png into ``out``; return their paths."""
-        from wdlab.report.plots import loss_curves
+        return write_results(out, self.to_dict(), self.runs, self.plot("loss"))
 
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {
-            "results": out / "results.json",
-            "curves": out / "curves.csv",
-            "losses": out / "losses.png",
-        }
-        paths["results"].write_text(dumps(self.to_dict(), indent=1) + "\n")
-        write_curves_csv(self.runs, paths["curves"])
-        fig = loss_curves(self.runs, title=_title(self.settings), ylabel="loss (BCE)")
-        fig.savefig(paths["losses"], dpi=110, bbox_inches="tight")
-        return paths
+
+def write_results(
+    out: Path, doc: dict, runs: list[engine.RunResult], losses: object
+) -> dict[str, Path]:
+    """The files every demo and run leaves: results.json (``doc``), curves.csv (tidy curves of
+    ``runs``) and losses.png (the ``losses`` figure)."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "results": out / "results.json",
+        "curves": out / "curves.csv",
+        "losses": out / "losses.png",
+    }
+    paths["results"].write_text(dumps(doc, indent=1) + "\n")
+    write_curves_csv(runs, paths["curves"])
+    losses.savefig(paths["losses"], dpi=110, bbox_inches="tight")
+    return paths
 
 
 def _title(s: DemoSettings) -> str:
