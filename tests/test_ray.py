@@ -87,7 +87,7 @@ def test_a_killed_worker_is_retried_and_nothing_is_lost(executor, tmp_path):
         {
             "data": {"source": "breast_cancer"},
             "model": {"kind": "mlp", "hidden": [32]},
-            "train": {"optimizer": "sgd", "lr": [0.05], "epochs": 600, "eval_every": 50},
+            "train": {"optimizer": "sgd", "lr": [0.05], "epochs": 1000, "eval_every": 50},
             "decay": {"modes": ["coupled"], "weight_decay": [1e-4, 1e-3, 1e-2, 1e-1]},
         }
     )
@@ -118,7 +118,7 @@ def test_a_killed_worker_is_retried_and_nothing_is_lost(executor, tmp_path):
         n_curves = db.execute("SELECT COUNT(*) FROM curves WHERE metric = 'train_loss'").fetchone()[
             0
         ]
-    assert keys == (5, 5) and n_curves == 5 * 600
+    assert keys == (5, 5) and n_curves == 5 * 1000
     started = os.listdir(pid_dir)
     assert len(started) > 3  # 3 batches, and the killed one started again
 
