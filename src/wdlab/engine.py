@@ -420,8 +420,7 @@ def _train(
                 for t in full.values():
                     t.grad[~alive] = 0
             optimizer.step()
-            if P.fast:
-                P.invalidate()
+            P.invalidate()
             if not bool(alive.all()):
                 for t in full.values():
                     t[~alive] = 0

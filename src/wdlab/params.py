@@ -52,8 +52,6 @@ def _rowdot(x: Tensor, y: Tensor) -> Tensor:
 class DirectParams:
     """Every parameter stacked as one leaf (K, *shape)."""
 
-    fast = False
-
     def __init__(
         self,
         forward: BatchedForward,
@@ -79,6 +77,9 @@ class DirectParams:
     def after_backward(self) -> None:
         """Nothing to do: autograd's gradients are the optimizer's gradients."""
 
+    def invalidate(self) -> None:
+        """Nothing cached here to forget after an update."""
+
     def sq_norms(self, names: list[str]) -> Tensor:
         """Per-configuration Σ‖w‖² over the named model parameters."""
         terms = [self.tensors[n].detach().pow(2).reshape(len(self), -1).sum(1) for n in names]
@@ -94,8 +95,6 @@ class DirectParams:
 
 class GramParams(DirectParams):
     """The first layer's weight as (a, B) coefficients; see the module docstring."""
-
-    fast = True
 
     def __init__(
         self,

@@ -43,9 +43,7 @@ def bytes_per_config(spec: ModelSpec, data: Dataset, batch_size: int | None) -> 
     )
     if batch_size:
         rows = max(min(batch_size, len(data.y_train)), len(data.y_test))
-    widths = [spec.in_dim if spec.kind == "seed-mlp" else 0, *spec.hidden, spec.out_dim]
-    if spec.kind == "seed-mlp":
-        widths = [spec.in_dim // 2, 1]
+    widths = [spec.in_dim // 2, 1] if spec.kind == "seed-mlp" else [*spec.hidden, spec.out_dim]
     activations = rows * sum(widths) * 4  # pre- and post-activations, their gradients
     return 4 * (5 * n_params) + activations
 
@@ -78,6 +76,7 @@ class SweepResult(ExperimentResult):
 
     directory: Path = field(default_factory=Path)
     counts: dict[str, int] = field(default_factory=dict)
+    name: str = ""
 
 
 def load_study(directory: str | Path) -> SweepResult:
@@ -101,6 +100,7 @@ def load_study(directory: str | Path) -> SweepResult:
         engine_note=runs[0].engine if runs else "",
         directory=d,
         counts=counts,
+        name=info["name"],
     )
     result.select()
     return result
@@ -152,7 +152,7 @@ def run_sweep(
         )
         counts = store.counts()
         finished = counts["done"] + counts["diverged"]
-        bar = _progress(len(configs), finished, t["epochs"]) if progress else None
+        bar = _progress(len(configs), finished) if progress else None
         t0, steps = time.perf_counter(), 0
         try:
             for batch, results in executor.run(
@@ -172,7 +172,7 @@ def run_sweep(
     return load_study(out)
 
 
-def _progress(total: int, done: int, epochs: int) -> Any:
+def _progress(total: int, done: int) -> Any:
     from tqdm import tqdm
 
     return tqdm(total=total, initial=done, desc="sweep", unit="config", leave=False)

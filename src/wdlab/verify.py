@@ -240,8 +240,11 @@ def check_ridge(n: int = 200, d: int = 6, wd: float = 0.02, steps: int = 3000) -
     )
 
 
-def _decay_only(decay: Decay, lr: float, schedule: str | None, steps: int) -> dict[str, Tensor]:
-    """Weights after ``steps`` SGD steps whose loss gradient is zero: only the decay acts."""
+def _decay_only(
+    decay: Decay, lr: float, schedule: str | None, steps: int
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """(weights after ``steps`` SGD steps whose loss gradient is zero — only the decay acts,
+    the initial weights)."""
     factory, X, _, _ = _problem("mlp")
     model = factory()
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -250,30 +253,24 @@ def _decay_only(decay: Decay, lr: float, schedule: str | None, steps: int) -> di
     from wdlab.engine import make_scheduler
 
     sched = make_scheduler(opt, schedule, steps)
-    if decay.mode == "to_init":  # anchor at the start, then move away from it
-        decay.attach(opt)
+    decay.attach(opt)
+    if decay.mode == "to_init":  # anchored at the start; now move away from it
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(torch.randn_like(p))
-    else:
-        decay.attach(opt)
     for _ in range(steps):
         opt.zero_grad()
         (0.0 * model(X).sum()).backward()  # gradients exist and are zero
         opt.step()
         if sched is not None:
             sched.step()
-    out = {n: p.detach().clone() for n, p in model.named_parameters()}
-    out.update({f"start/{n}": v for n, v in start.items()})
-    return out
+    return {n: p.detach().clone() for n, p in model.named_parameters()}, start
 
 
 def check_independent() -> Check:
     """``independent``: the base lr does not change the per-step decay factor."""
-    a = _decay_only(Decay("independent", 0.05), 0.1, "cosine", STEPS)
-    b = _decay_only(Decay("independent", 0.05), 0.01, "cosine", STEPS)
-    a = {k: v for k, v in a.items() if not k.startswith("start/")}
-    b = {k: v for k, v in b.items() if not k.startswith("start/")}
+    a, _ = _decay_only(Decay("independent", 0.05), 0.1, "cosine", STEPS)
+    b, _ = _decay_only(Decay("independent", 0.05), 0.01, "cosine", STEPS)
     return compare(
         "independent: base lr ×10",
         "same weights (factor 1 − wd·lr_t/lr₀)",
@@ -286,9 +283,7 @@ def check_independent() -> Check:
 
 def check_to_init() -> Check:
     """``to_init``: with a zero loss gradient the weights return to the anchor w₀."""
-    out = _decay_only(Decay("to_init", 1.0), 0.5, None, STEPS)
-    ours = {k: v for k, v in out.items() if not k.startswith("start/")}
-    anchor = {k[len("start/") :]: v for k, v in out.items() if k.startswith("start/")}
+    ours, anchor = _decay_only(Decay("to_init", 1.0), 0.5, None, STEPS)
     return compare(
         "to_init → w₀",
         "the initial weights",

@@ -207,10 +207,8 @@ def _from_study(p: Path) -> ReportData:
     from wdlab.study import load_study
 
     res = load_study(p)
-    with __import__("wdlab.store", fromlist=["Store"]).Store(p) as store:
-        info = store.study() or {}
     return _experiment_report(
-        info.get("name", p.name),
+        res.name or p.name,
         "sweep",
         res.task,
         res.runs,
