@@ -88,7 +88,7 @@ def bench_digits(scale: float) -> None:
         for lr in (1e-3, 3e-3)
         for s in range(4)
     ]
-    spec = ModelSpec("mlp", in_dim=64, hidden=(64, 32), out_dim=10, activation="relu")
+    spec = ModelSpec("mlp", in_dim=64, hidden=(32,), out_dim=10, activation="relu")
 
     def make(seed):
         torch.manual_seed(seed)

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from wdlab import decay as D
 from wdlab.data import Dataset
-from wdlab.models import BatchedForward, ModelSpec
+from wdlab.models import BatchedForward, ModelSpec, Tape
 from wdlab.params import DirectParams, GramParams, gram_applies
 
 OPTIMIZERS: dict[str, str] = {
@@ -152,12 +152,27 @@ def per_config_loss(task: str, out: Tensor, y: Tensor) -> Tensor:
             out.squeeze(-1), y.expand(k, n), reduction="none"
         ).mean(1)
     if task == "multiclass":
-        return (
-            F.cross_entropy(out.reshape(k * n, -1), y.repeat(k), reduction="none")
-            .view(k, n)
-            .mean(1)
-        )
+        # (K, C, n): built-in heads store logits this way, and the class reduction is fast
+        return F.cross_entropy(out.transpose(1, 2), y.expand(k, n), reduction="none").mean(1)
     return (out.squeeze(-1) - y).pow(2).mean(1)
+
+
+def per_config_loss_grad(task: str, out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`per_config_loss` and its gradient d(Σ_k loss_k)/d(out), by hand (no autograd)."""
+    k, n = out.shape[0], out.shape[1]
+    if task == "binary":
+        o = out.squeeze(-1)
+        losses = F.binary_cross_entropy_with_logits(o, y.expand(k, n), reduction="none").mean(1)
+        return losses, torch.sigmoid(o).sub_(y).div_(n).unsqueeze(-1)
+    if task == "multiclass":
+        logp = F.log_softmax(out.transpose(1, 2), 1)  # (K, C, n)
+        idx = y.view(1, 1, n).expand(k, 1, n)
+        losses = logp.gather(1, idx).squeeze(1).mean(1).neg_()
+        grad = logp.exp_().scatter_add_(1, idx, torch.full((k, 1, n), -1.0, device=out.device))
+        return losses, grad.div_(n).transpose(1, 2)
+    r = out.squeeze(-1) - y
+    losses = r.pow(2).mean(1)
+    return losses, r.mul_(2 / n).unsqueeze(-1)
 
 
 def per_config_metrics(task: str, out: Tensor, y: Tensor) -> dict[str, Tensor]:
@@ -358,15 +373,25 @@ def _train(
         pg["_names"], pg["_group"] = tg["_names"], tg["_group"]
         pg["lr0"] = tg["lr"]
     scheduler = make_scheduler(optimizer, schedule, epochs)
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"unknown precision {precision!r}; valid: fp32, bf16")
+    amp = precision == "bf16"
+    # Built-in models take their gradients from a hand-written backward (no autograd graph);
+    # custom models, and bf16 autocast, use autograd.
+    manual = forward.manual_backward and not amp
     l2_groups = [g for g in groups if g.mode == "l2"]
     decayed = [n for n in names if decays[n]]
-    penalised = [n for n in decayed if n not in P.l2_as_grad]
+    # l2 enters as a loss term under autograd; its gradient wd·w is added by hand where the
+    # backward is hand-written, and for the fast path's coefficients (P.l2_as_grad)
+    l2_grad = set(names) if manual else set(P.l2_as_grad)
+    penalised = [n for n in decayed if n not in l2_grad]
     decayed_model = sorted({P.origin(n) for n in decayed})
 
     # Records, kept on the device until the end.
     train_loss = torch.full((epochs, K), math.nan, device=device)
     weight_norm = torch.full((epochs, K), math.nan, device=device)
     eval_epochs = [e for e in range(epochs) if e % eval_every == 0 or e == epochs - 1]
+    eval_set = set(eval_epochs)
     ev: dict[str, list[Tensor]] = {}
     pending_train_eval: int | None = None
     alive = torch.ones(K, dtype=torch.bool, device=device)
@@ -386,9 +411,10 @@ def _train(
 
         bar = tqdm(total=epochs, desc=progress_desc, unit="epoch", leave=False)
 
-    def step(losses: Tensor, epoch: int) -> None:
-        """One optimizer step of every configuration from its (K,) losses."""
-        nonlocal alive
+    all_alive = True
+
+    def autograd_grads(losses: Tensor) -> None:
+        """Every tensor's gradient of Σ_k loss_k (+ the l2 terms), through autograd."""
         total = losses.sum()
         for g in l2_groups:
             params = [full[n][g.rows] for n in penalised]
@@ -397,31 +423,35 @@ def _train(
             t.grad = None
         total.backward()
         P.after_backward()
+
+    def update(losses: Tensor, epoch: int) -> None:
+        """One optimizer step of every configuration, from the gradients just computed."""
+        nonlocal alive, all_alive
         with torch.no_grad():
-            bad = ~torch.isfinite(losses.detach()) & alive
-            if bool(bad.any()):
+            if not bool(torch.isfinite(losses).all()):
+                bad = ~torch.isfinite(losses.detach()) & alive
                 for k in torch.nonzero(bad).flatten().tolist():
                     diverged_at[k] = epoch
                 alive = alive & ~bad
+                all_alive = bool(alive.all())
             for pg in optimizer.param_groups:
                 for n, v in zip(pg["_names"], pg["params"], strict=True):
                     v.grad = full[n].grad[pg["_group"].rows]
                 if pg["decay"]:
                     D.apply_before_step(pg["_group"].mode, pg, pg["_group"].wd)
-                    if pg["_group"].mode == "l2" and P.l2_as_grad:
-                        # the l2 term of reparametrised weights enters as its gradient
+                    if pg["_group"].mode == "l2" and l2_grad:
                         grad_point = [
                             v
                             for n, v in zip(pg["_names"], pg["params"], strict=True)
-                            if n in P.l2_as_grad
+                            if n in l2_grad
                         ]
                         D.coupled(grad_point, pg["_group"].wd)
-            if not bool(alive.all()):
+            if not all_alive:
                 for t in full.values():
                     t.grad[~alive] = 0
             optimizer.step()
             P.invalidate()
-            if not bool(alive.all()):
+            if not all_alive:
                 for t in full.values():
                     t[~alive] = 0
 
@@ -439,10 +469,6 @@ def _train(
                 for m, v in per_config_metrics(data.task, o, y).items():
                     record_eval(f"train_{m}", v)
 
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"unknown precision {precision!r}; valid: fp32, bf16")
-    amp = precision == "bf16"
-
     def fwd(split: str, idx: Tensor | None = None) -> Tensor:
         """The forward pass, under bfloat16 autocast when asked; outputs in float32."""
         if not amp:
@@ -450,6 +476,46 @@ def _train(
         with torch.autocast(device.type, dtype=torch.bfloat16):
             out = P.forward(split) if idx is None else P.forward(split, idx)
         return out.float()
+
+    def train_step(idx: Tensor | None, epoch: int, pending: bool) -> tuple[Tensor, Tensor]:
+        """Forward, gradients and update on the training rows (``idx``: a mini-batch);
+        returns the (K,) losses and the outputs, both from before the update."""
+        yb = y if idx is None else y[idx]
+        after_forward = record_previous_norm if idx is None and epoch > 0 else None
+        if manual:
+            with torch.no_grad():
+                tape = Tape()
+                out = (
+                    P.forward("train", tape=tape) if idx is None else P.forward("train", idx, tape)
+                )
+                if pending:  # metrics of these weights, before the backward reuses buffers
+                    record_train_metrics(out, yb)
+                if after_forward is not None:
+                    after_forward(epoch)
+                losses, dout = per_config_loss_grad(data.task, out, yb)
+                P.backward(tape, dout)
+        else:
+            out = fwd("train", idx)
+            if after_forward is not None:
+                after_forward(epoch)
+            losses = per_config_loss(data.task, out, yb)
+            if pending:
+                record_train_metrics(out.detach(), yb)
+            autograd_grads(losses)
+        losses = losses.detach()
+        if pending:
+            record_eval("train_loss_eval", losses)
+        update(losses, epoch)
+        return losses, out
+
+    def record_previous_norm(epoch: int) -> None:
+        """The norm after the previous update: computed now, when the fast path has G·B."""
+        with torch.no_grad():
+            weight_norm[epoch - 1] = norms()
+
+    def record_train_metrics(out: Tensor, yb: Tensor) -> None:
+        for m, v in per_config_metrics(data.task, out, yb).items():
+            record_eval(f"train_{m}", v)
 
     n_train = X.shape[0]
     shuffle = torch.Generator(device="cpu").manual_seed(shuffle_seed)
@@ -459,34 +525,23 @@ def _train(
             epoch_loss = torch.zeros(K, device=device)
             for i in range(0, n_train, batch_size):
                 idx = perm[i : i + batch_size]
-                losses = per_config_loss(data.task, fwd("train", idx), y[idx])
-                epoch_loss += losses.detach() * len(idx)
-                step(losses, epoch)
+                losses, _ = train_step(idx, epoch, False)
+                epoch_loss += losses * len(idx)
             train_loss[epoch] = epoch_loss / n_train
             with torch.no_grad():
                 weight_norm[epoch] = norms()
             if scheduler is not None:
                 scheduler.step()
-            if epoch in eval_epochs:
+            if epoch in eval_set:
                 evaluate(with_train=True)
         else:
-            out = fwd("train")
-            if epoch > 0:
-                # The norm after the previous update: computed now, when the fast path has G·B.
-                with torch.no_grad():
-                    weight_norm[epoch - 1] = norms()
-            losses = per_config_loss(data.task, out, y)
-            train_loss[epoch] = losses.detach()
-            if pending_train_eval is not None:
-                # Train metrics after the previous eval epoch's update: this forward's weights.
-                record_eval("train_loss_eval", losses)
-                for m, v in per_config_metrics(data.task, out.detach(), y).items():
-                    record_eval(f"train_{m}", v)
-                pending_train_eval = None
-            step(losses, epoch)
+            # train metrics after the previous eval epoch's update come from this forward
+            losses, _ = train_step(None, epoch, pending_train_eval is not None)
+            pending_train_eval = None
+            train_loss[epoch] = losses
             if scheduler is not None:
                 scheduler.step()
-            if epoch in eval_epochs:
+            if epoch in eval_set:
                 evaluate(with_train=False)
                 pending_train_eval = epoch
         if epoch % 100 == 99:

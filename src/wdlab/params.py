@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from wdlab.models import BatchedForward
+from wdlab.models import BatchedForward, Tape, _linear
 
 A_SUFFIX, B_SUFFIX = "#a", "#B"
 SGD_FAMILY = {"SGD"}
@@ -68,11 +68,31 @@ class DirectParams:
         """The model parameter a tensor belongs to."""
         return name
 
-    def forward(self, split: str = "train", idx: Tensor | None = None) -> Tensor:
-        """Outputs (K, n, out) on a split (``idx``: a mini-batch of the training rows)."""
-        if split != "train":
-            return self.fwd(self.tensors, self.eval_X[split])
-        return self.fwd(self.tensors, self.X if idx is None else self.X[idx])
+    def forward(
+        self, split: str = "train", idx: Tensor | None = None, tape: Tape | None = None
+    ) -> Tensor:
+        """Outputs (K, n, out) on a split (``idx``: a mini-batch of the training rows).
+
+        With a ``tape``, keeps what :meth:`backward` needs (call it under ``no_grad``).
+        """
+        x = self.eval_X[split] if split != "train" else self.X if idx is None else self.X[idx]
+        if tape is None:
+            return self.fwd(self.tensors, x)
+        w, b = self.fwd.first
+        tape.x = x
+        z = _linear(x, self.tensors[w], self.tensors.get(b), True)
+        return self.fwd.rest(self.tensors, z, tape)
+
+    def backward(self, tape: Tape, dout: Tensor) -> None:
+        """Hand-written backward from d(Σ loss)/d(outputs): sets every tensor's ``.grad``."""
+        grads, dz = self.fwd.rest_backward(self.tensors, tape, dout)
+        w, b = self.fwd.first
+        x = tape.x
+        grads[w] = torch.bmm(dz.transpose(1, 2), x.expand(len(self), *x.shape))
+        if b in self.tensors:
+            grads[b] = dz.sum(1)
+        for n, t in self.tensors.items():
+            t.grad = grads[n]
 
     def after_backward(self) -> None:
         """Nothing to do: autograd's gradients are the optimizer's gradients."""
@@ -140,15 +160,28 @@ class GramParams(DirectParams):
             # float32 from here on, also when the GEMM ran in bfloat16 under autocast
             return gb.float().addcmul_(self.Z0[split], a.view(-1, 1, 1))
 
-    def forward(self, split: str = "train") -> Tensor:
+    def forward(self, split: str = "train", tape: Tape | None = None) -> Tensor:  # type: ignore[override]
         """Outputs (K, n, out); on train, keeps the pre-activation for its gradient."""
         z = self._pre(split)
         if split == "train":
             self._z = z
-            if torch.is_grad_enabled():
+            if tape is None and torch.is_grad_enabled():
                 z = self._zc = z.detach().requires_grad_(True)
         bias = self.tensors.get(self.b_name)
-        return self.fwd.rest(self.tensors, z + bias.unsqueeze(1) if bias is not None else z)
+        # a new tensor either way: a tape's in-place activation must not touch self._z
+        zb = z + bias.unsqueeze(1) if bias is not None else z.clone()
+        return self.fwd.rest(self.tensors, zb, tape)
+
+    def backward(self, tape: Tape, dout: Tensor) -> None:
+        """Hand-written backward: the coefficients' gradients are (0, dZ)."""
+        grads, dz = self.fwd.rest_backward(self.tensors, tape, dout)
+        a = self.tensors[self.w_name + A_SUFFIX]
+        grads[self.w_name + A_SUFFIX] = torch.zeros_like(a)
+        grads[self.w_name + B_SUFFIX] = dz.contiguous()
+        if self.b_name in self.tensors:
+            grads[self.b_name] = dz.sum(1)
+        for n, t in self.tensors.items():
+            t.grad = grads[n]
 
     def after_backward(self) -> None:
         """The coefficients' gradients: (0, dZ)."""
