@@ -179,12 +179,14 @@ def _head(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
     return torch.baddbmm(b.unsqueeze(2), w, x.transpose(1, 2)).transpose(1, 2)
 
 
+_aten = torch.ops.aten
 _ACT_BACKWARD: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
-    # (grad of the output, the output, the input) -> grad of the input
-    "relu": lambda g, out, z: torch.ops.aten.threshold_backward(g, out, 0),
-    "sigmoid": lambda g, out, z: torch.ops.aten.sigmoid_backward(g, out),
-    "tanh": lambda g, out, z: torch.ops.aten.tanh_backward(g, out),
-    "gelu": lambda g, out, z: torch.ops.aten.gelu_backward(g, z),
+    # (grad of the output, the output, the input) -> grad of the input, written over the grad
+    # of the output (always a fresh tensor here): no new allocation
+    "relu": lambda g, out, z: _aten.threshold_backward.grad_input(g, out, 0, grad_input=g),
+    "sigmoid": lambda g, out, z: _aten.sigmoid_backward.grad_input(g, out, grad_input=g),
+    "tanh": lambda g, out, z: _aten.tanh_backward.grad_input(g, out, grad_input=g),
+    "gelu": lambda g, out, z: _aten.gelu_backward.grad_input(g, z, grad_input=g),
 }
 _ACT_INPLACE: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": torch.relu_,
