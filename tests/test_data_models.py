@@ -118,7 +118,9 @@ def _grads_both_ways(P_cls, spec, task, y, x, modules, **kw):
         (ModelSpec("mlp", in_dim=12, hidden=(8, 6), out_dim=4, activation="relu"), "multiclass"),
         (ModelSpec("mlp", in_dim=12, hidden=(8,), out_dim=1, activation="gelu"), "regression"),
         (
-            ModelSpec("mlp", in_dim=12, hidden=(8, 5), out_dim=3, activation="tanh", layernorm=True),
+            ModelSpec(
+                "mlp", in_dim=12, hidden=(8, 5), out_dim=3, activation="tanh", layernorm=True
+            ),
             "multiclass",
         ),
         (ModelSpec("mlp", in_dim=12, hidden=(7,), out_dim=1, activation="sigmoid"), "binary"),
