@@ -1,6 +1,7 @@
 """Sweeps: the store, resume after SIGKILL, divergence, ls/show/export, notebook objects."""
 
 import json
+import math
 import signal
 import sqlite3
 import subprocess
@@ -9,6 +10,7 @@ import time
 
 import pandas as pd
 import pytest
+import torch
 from matplotlib.figure import Figure
 
 from wdlab.cli import main
@@ -207,3 +209,28 @@ def test_sigkill_halfway_then_resume(tmp_path):
         if key in before:  # finished before the kill: not redone, unchanged
             assert attempts == 1 and final == before[key]
     assert load_study(out).counts["done"] == 12
+
+
+def test_divergence_is_dated_at_its_first_non_finite_loss_and_spares_the_batch():
+    """Divergence is checked at evaluation epochs, yet the epoch stored is the first one whose
+    loss was not finite (the same as checking every step), and the healthy rows of the batch
+    train exactly as they would alone."""
+    from wdlab import data as D
+    from wdlab.engine import train
+    from wdlab.models import ModelSpec
+
+    data = D.load("diabetes")
+    spec = ModelSpec("mlp", in_dim=data.in_dim, hidden=(8,), activation="tanh")
+    bad = RunConfig(mode="coupled", weight_decay=0.0, lr=3.0)
+    good = RunConfig(mode="coupled", weight_decay=1e-3, lr=0.01)
+    every = train(spec, data, [bad], epochs=40, eval_every=1, device="cpu")[0]
+    assert every.status == "diverged" and 0 < every.diverged_epoch < 30
+    e = every.diverged_epoch
+    assert all(math.isfinite(v) for v in every.curves["train_loss"][:e])
+    lazy = train(spec, data, [good, bad], epochs=40, eval_every=30, device="cpu", keep_params=True)
+    assert lazy[1].status == "diverged" and lazy[1].diverged_epoch == e
+    assert all(v == 0 for t in lazy[1].params.values() for v in t.flatten().tolist())
+    alone = train(spec, data, [good], epochs=40, eval_every=30, device="cpu", keep_params=True)[0]
+    assert lazy[0].status == "done"
+    for n, t in alone.params.items():
+        torch.testing.assert_close(lazy[0].params[n], t, rtol=1e-5, atol=1e-6)

@@ -205,7 +205,7 @@ def coupled(params: Sequence[Tensor], wd: WD) -> None:
         if p.grad is None:
             continue
         if isinstance(wd, Tensor):
-            p.grad.add_(p.detach() * _rows(wd, p))
+            p.grad.addcmul_(p.detach(), _rows(wd, p))
         else:
             p.grad.add_(p.detach(), alpha=wd)
 

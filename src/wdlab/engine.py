@@ -405,7 +405,12 @@ def _train(
 
     # Records, kept on the device until the end.
     train_loss = torch.full((epochs, K), math.nan, device=device)
-    weight_norm = torch.full((epochs, K), math.nan, device=device)
+    # Σ‖w‖² is recorded as a few (K,) parts per epoch and combined for all epochs at the end.
+    norm_parts = (
+        torch.full((epochs, P.sq_norm_parts(decayed_model), K), math.nan, device=device)
+        if decayed_model
+        else None
+    )
     eval_epochs = [e for e in range(epochs) if e % eval_every == 0 or e == epochs - 1]
     eval_set = set(eval_epochs)
     ev: dict[str, list[Tensor]] = {}
@@ -416,10 +421,35 @@ def _train(
     def record_eval(name: str, values: Tensor) -> None:
         ev.setdefault(name, []).append(values.detach().float())
 
-    def norms() -> Tensor:
-        if not decayed_model:
-            return torch.zeros(K, device=device)
-        return P.sq_norms(decayed_model).clamp_min(0).sqrt()
+    def record_norm(epoch: int) -> None:
+        """The decayed weights' norm after ``epoch``'s update (as parts, see above)."""
+        if norm_parts is not None:
+            with torch.no_grad():
+                P.write_sq_norm_parts(decayed_model, norm_parts[epoch])
+
+    checked = 0  # epochs before this one have been checked for divergence
+
+    def check_divergence(upto: int) -> None:
+        """Stop every configuration whose train loss became NaN or inf up to epoch ``upto``.
+
+        Checked at evaluation epochs rather than every step (no per-step sync): rows never
+        mix, so a diverged row until then harms no other; it is then marked ``diverged`` at its
+        first non-finite epoch, and its weights and gradients are held at zero.
+        """
+        nonlocal alive, all_alive, checked
+        block = train_loss[checked : upto + 1]
+        finite = torch.isfinite(block)
+        bad = ~finite.all(0) & alive
+        if bool(bad.any()):
+            first = (~finite).float().argmax(0)
+            for k in torch.nonzero(bad).flatten().tolist():
+                diverged_at[k] = checked + int(first[k])
+            alive = alive & ~bad
+            all_alive = False
+            with torch.no_grad():
+                for t in full.values():
+                    t[~alive] = 0
+        checked = upto + 1
 
     bar = None
     if progress:
@@ -440,16 +470,9 @@ def _train(
         total.backward()
         P.after_backward()
 
-    def update(losses: Tensor, epoch: int) -> None:
+    def update() -> None:
         """One optimizer step of every configuration, from the gradients just computed."""
-        nonlocal alive, all_alive
         with torch.no_grad():
-            if not bool(torch.isfinite(losses).all()):
-                bad = ~torch.isfinite(losses.detach()) & alive
-                for k in torch.nonzero(bad).flatten().tolist():
-                    diverged_at[k] = epoch
-                alive = alive & ~bad
-                all_alive = bool(alive.all())
             for pg in optimizer.param_groups:
                 for n, v in zip(pg["_names"], pg["params"], strict=True):
                     v.grad = full[n].grad[pg["_group"].rows]
@@ -521,13 +544,12 @@ def _train(
         losses = losses.detach()
         if pending:
             record_eval("train_loss_eval", losses)
-        update(losses, epoch)
+        update()
         return losses, out
 
     def record_previous_norm(epoch: int) -> None:
         """The norm after the previous update: computed now, when the fast path has G·B."""
-        with torch.no_grad():
-            weight_norm[epoch - 1] = norms()
+        record_norm(epoch - 1)
 
     def record_train_metrics(out: Tensor, yb: Tensor) -> None:
         for m, v in per_config_metrics(data.task, out, yb).items():
@@ -544,11 +566,11 @@ def _train(
                 losses, _ = train_step(idx, epoch, False)
                 epoch_loss += losses * len(idx)
             train_loss[epoch] = epoch_loss / n_train
-            with torch.no_grad():
-                weight_norm[epoch] = norms()
+            record_norm(epoch)
             if scheduler is not None:
                 scheduler.step()
             if epoch in eval_set:
+                check_divergence(epoch)
                 evaluate(with_train=True)
         else:
             # train metrics after the previous eval epoch's update come from this forward
@@ -558,6 +580,7 @@ def _train(
             if scheduler is not None:
                 scheduler.step()
             if epoch in eval_set:
+                check_divergence(epoch)
                 evaluate(with_train=False)
                 pending_train_eval = epoch
         if epoch % 100 == 99:
@@ -567,7 +590,7 @@ def _train(
     with torch.no_grad():
         out = fwd("train")
         if not minibatch:
-            weight_norm[epochs - 1] = norms()
+            record_norm(epochs - 1)
         if pending_train_eval is not None:
             record_eval("train_loss_eval", per_config_loss(data.task, out, y))
             for m, v in per_config_metrics(data.task, out, y).items():
@@ -577,7 +600,10 @@ def _train(
 
     seconds = time.perf_counter() - t_start
     train_loss_c = train_loss.cpu()
-    weight_norm_c = weight_norm.cpu()
+    if norm_parts is None:
+        weight_norm_c = torch.zeros(epochs, K)
+    else:
+        weight_norm_c = P.combine_sq_norms(norm_parts).clamp_min(0).sqrt().cpu()
     ev_c = {k: torch.stack(v).cpu() for k, v in ev.items()}  # (n_eval, K)
     results: list[RunResult | None] = [None] * K
     for row, orig in enumerate(order):

@@ -42,11 +42,12 @@ def gram_applies(
     return True, f"exact Gram fast path: n_train {n_train} < d_in {d_in}, SGD"
 
 
-def _rowdot(x: Tensor, y: Tensor) -> Tensor:
-    """Row-wise dot products of two (K, m) tensors (a BLAS dot for one row)."""
+def _rowdot(x: Tensor, y: Tensor, out: Tensor) -> None:
+    """Row-wise dot products of two (K, m) tensors into ``out`` (K,) (a BLAS dot for one row)."""
     if len(x) == 1:
-        return torch.dot(x[0], y[0]).view(1)
-    return torch.linalg.vecdot(x, y)
+        torch.dot(x[0], y[0], out=out[0])
+    else:
+        torch.linalg.vecdot(x, y, out=out)
 
 
 class DirectParams:
@@ -100,10 +101,29 @@ class DirectParams:
     def invalidate(self) -> None:
         """Nothing cached here to forget after an update."""
 
+    def sq_norm_parts(self, names: list[str]) -> int:
+        """How many (K,) parts :meth:`write_sq_norm_parts` writes for these parameters."""
+        return len(names)
+
+    def write_sq_norm_parts(self, names: list[str], out: Tensor) -> None:
+        """The parts of Σ‖w‖² over the named model parameters, into ``out`` (parts, K).
+
+        The engine records parts every epoch (a few kernels) and combines all epochs at
+        once at the end (:meth:`combine_sq_norms`).
+        """
+        for i, n in enumerate(names):
+            flat = self.tensors[n].detach().reshape(len(self), -1)
+            _rowdot(flat, flat, out[i])
+
+    def combine_sq_norms(self, parts: Tensor) -> Tensor:
+        """Σ‖w‖² from recorded parts: (..., parts, K) → (..., K)."""
+        return parts.sum(-2)
+
     def sq_norms(self, names: list[str]) -> Tensor:
-        """Per-configuration Σ‖w‖² over the named model parameters."""
-        terms = [self.tensors[n].detach().pow(2).reshape(len(self), -1).sum(1) for n in names]
-        return torch.stack(terms).sum(0)
+        """Per-configuration Σ‖w‖² over the named model parameters, now."""
+        parts = torch.zeros(self.sq_norm_parts(names), len(self), device=self.X.device)
+        self.write_sq_norm_parts(names, parts)
+        return self.combine_sq_norms(parts)
 
     def weights(self, row: int) -> dict[str, Tensor]:
         """One configuration's weights, by model parameter name."""
@@ -155,6 +175,8 @@ class GramParams(DirectParams):
             G = self.G[split]
             if len(B) == 1:
                 gb = torch.mm(G, B[0]).unsqueeze(0)
+            elif B.shape[2] == 1:  # one output (linear models): one GEMM for all K, (K,n)·Gᵀ
+                gb = torch.mm(B.view(len(B), -1), G.t()).unsqueeze(2)
             else:  # an explicit batched GEMM: broadcasting matmul is ~8x slower for small n
                 gb = torch.bmm(G.expand(len(B), *G.shape), B)
             # float32 from here on, also when the GEMM ran in bfloat16 under autocast
@@ -191,18 +213,33 @@ class GramParams(DirectParams):
         B.grad = self._zc.grad
         self._zc = None
 
-    def sq_norms(self, names: list[str]) -> Tensor:
-        """Σ‖w‖²; the first weight's is ‖a·W₀ + BᵀX‖² = a²‖W₀‖² + a⟨B, X·W₀ᵀ⟩ + ⟨B, z⟩ with
+    def sq_norm_parts(self, names: list[str]) -> int:
+        """The other parameters' parts, then (a, ⟨B, X·W₀ᵀ⟩, ⟨B, z⟩) for the first weight."""
+        self._norm_others = [n for n in names if n != self.w_name]
+        self._norm_first = self.w_name in names
+        return len(self._norm_others) + 3 * self._norm_first
+
+    def write_sq_norm_parts(self, names: list[str], out: Tensor) -> None:
+        """The first weight's ‖a·W₀ + BᵀX‖² = a²‖W₀‖² + a⟨B, X·W₀ᵀ⟩ + ⟨B, z⟩, with
         z = a·X·W₀ᵀ + G·B the current train pre-activation (so no extra GEMM)."""
-        others = [n for n in names if n != self.w_name]
-        total = super().sq_norms(others) if others else torch.zeros(len(self), device=self.X.device)
-        if self.w_name in names:
+        m = len(self._norm_others)
+        super().write_sq_norm_parts(self._norm_others, out)
+        if self._norm_first:
             a = self.tensors[self.w_name + A_SUFFIX].detach()
             B = self.tensors[self.w_name + B_SUFFIX].detach().flatten(1)
             if self._z is None:
                 self._z = self._pre("train")
-            cross = _rowdot(B, self.Z0["train"].flatten(1))
-            total = total + a * a * self.w0_sq + a * cross + _rowdot(B, self._z.flatten(1))
+            out[m].copy_(a)
+            _rowdot(B, self.Z0["train"].flatten(1), out[m + 1])
+            _rowdot(B, self._z.flatten(1), out[m + 2])
+
+    def combine_sq_norms(self, parts: Tensor) -> Tensor:
+        """Σ‖w‖² from recorded parts: (..., parts, K) → (..., K)."""
+        m = len(self._norm_others)
+        total = parts[..., :m, :].sum(-2)
+        if self._norm_first:
+            a, cross, bz = parts[..., m, :], parts[..., m + 1, :], parts[..., m + 2, :]
+            total = total + a * (a * self.w0_sq + cross) + bz
         return total
 
     def invalidate(self) -> None:
