@@ -103,17 +103,20 @@ class DirectParams:
 
     def sq_norm_parts(self, names: list[str]) -> int:
         """How many (K,) parts :meth:`write_sq_norm_parts` writes for these parameters."""
-        return len(names)
+        return 1 if names else 0
 
     def write_sq_norm_parts(self, names: list[str], out: Tensor) -> None:
         """The parts of Σ‖w‖² over the named model parameters, into ``out`` (parts, K).
 
         The engine records parts every epoch (a few kernels) and combines all epochs at
-        once at the end (:meth:`combine_sq_norms`).
+        once at the end (:meth:`combine_sq_norms`). Here: one part, the parameters'
+        flattened rows side by side dotted with themselves (two kernels for any number).
         """
-        for i, n in enumerate(names):
-            flat = self.tensors[n].detach().reshape(len(self), -1)
-            _rowdot(flat, flat, out[i])
+        if not names:
+            return
+        flats = [self.tensors[n].detach().reshape(len(self), -1) for n in names]
+        flat = flats[0] if len(flats) == 1 else torch.cat(flats, 1)
+        _rowdot(flat, flat, out[0])
 
     def combine_sq_norms(self, parts: Tensor) -> Tensor:
         """Σ‖w‖² from recorded parts: (..., parts, K) → (..., K)."""
@@ -173,6 +176,9 @@ class GramParams(DirectParams):
         B = self.tensors[self.w_name + B_SUFFIX].detach()
         with torch.no_grad():
             G = self.G[split]
+            if len(B) == 1 and not torch.is_autocast_enabled(G.device.type):
+                # a·Z0 + G·B in the GEMM itself (beta = a): no separate pass over (n, h)
+                return torch.addmm(self.Z0[split][0], G, B[0], beta=a.item()).unsqueeze(0)
             if len(B) == 1:
                 gb = torch.mm(G, B[0]).unsqueeze(0)
             elif B.shape[2] == 1:  # one output (linear models): one GEMM for all K, (K,n)·Gᵀ
@@ -214,15 +220,15 @@ class GramParams(DirectParams):
         self._zc = None
 
     def sq_norm_parts(self, names: list[str]) -> int:
-        """The other parameters' parts, then (a, ⟨B, X·W₀ᵀ⟩, ⟨B, z⟩) for the first weight."""
+        """The other parameters' part, then (a, ⟨B, X·W₀ᵀ⟩, ⟨B, z⟩) for the first weight."""
         self._norm_others = [n for n in names if n != self.w_name]
         self._norm_first = self.w_name in names
-        return len(self._norm_others) + 3 * self._norm_first
+        return super().sq_norm_parts(self._norm_others) + 3 * self._norm_first
 
     def write_sq_norm_parts(self, names: list[str], out: Tensor) -> None:
         """The first weight's ‖a·W₀ + BᵀX‖² = a²‖W₀‖² + a⟨B, X·W₀ᵀ⟩ + ⟨B, z⟩, with
         z = a·X·W₀ᵀ + G·B the current train pre-activation (so no extra GEMM)."""
-        m = len(self._norm_others)
+        m = super().sq_norm_parts(self._norm_others)
         super().write_sq_norm_parts(self._norm_others, out)
         if self._norm_first:
             a = self.tensors[self.w_name + A_SUFFIX].detach()
@@ -235,7 +241,7 @@ class GramParams(DirectParams):
 
     def combine_sq_norms(self, parts: Tensor) -> Tensor:
         """Σ‖w‖² from recorded parts: (..., parts, K) → (..., K)."""
-        m = len(self._norm_others)
+        m = super().sq_norm_parts(self._norm_others)
         total = parts[..., :m, :].sum(-2)
         if self._norm_first:
             a, cross, bz = parts[..., m, :], parts[..., m + 1, :], parts[..., m + 2, :]
