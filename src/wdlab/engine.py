@@ -388,7 +388,13 @@ def _train(
             group_names = [n for n in names if flag is None or decays[n] is flag]
             if not group_names:
                 continue
-            views = [full[n].detach()[g.rows].requires_grad_(True) for n in group_names]
+            # a group of every row trains the stacked tensors themselves (their .grad is set by
+            # the backward, nothing to hand over each step); otherwise views of its rows
+            whole = g.rows == slice(0, K)
+            views = [
+                full[n] if whole else full[n].detach()[g.rows].requires_grad_(True)
+                for n in group_names
+            ]
             decayed_here = [(n, v) for n, v in zip(group_names, views, strict=True) if decays[n]]
             entry = {
                 "params": views,
@@ -397,6 +403,7 @@ def _train(
                 **dict(options),
                 "_names": group_names,
                 "_group": g,
+                "_views": not whole,
                 "_decayed": [v for _, v in decayed_here],
                 "_l2_grad": [v for n, v in decayed_here if n in l2_grad],
             }
@@ -484,8 +491,9 @@ def _train(
         """One optimizer step of every configuration, from the gradients just computed."""
         with torch.no_grad():
             for pg in optimizer.param_groups:
-                for n, v in zip(pg["_names"], pg["params"], strict=True):
-                    v.grad = full[n].grad[pg["_group"].rows]
+                if pg["_views"]:
+                    for n, v in zip(pg["_names"], pg["params"], strict=True):
+                        v.grad = full[n].grad[pg["_group"].rows]
                 if pg["_decayed"]:
                     mode, wd = pg["_group"].mode, pg["_group"].wd
                     decayed_group = {
@@ -616,18 +624,21 @@ def _train(
         weight_norm_c = torch.zeros(epochs, K)
     else:
         weight_norm_c = P.combine_sq_norms(norm_parts).clamp_min(0).sqrt().cpu()
-    ev_c = {k: torch.stack(v).cpu() for k, v in ev.items()}  # (n_eval, K)
+    # one .tolist() per curve for all rows: (K, epochs) nested lists
+    rows_train_loss = train_loss_c.t().tolist()
+    rows_weight_norm = weight_norm_c.t().tolist()
+    rows_ev = {k: torch.stack(v).t().cpu().tolist() for k, v in ev.items()}
     results: list[RunResult | None] = [None] * K
     for row, orig in enumerate(order):
         curves: dict[str, list[float]] = {
             "epoch": list(range(epochs)),
-            "train_loss": train_loss_c[:, row].tolist(),
-            "weight_norm": weight_norm_c[:, row].tolist(),
+            "train_loss": rows_train_loss[row],
+            "weight_norm": rows_weight_norm[row],
             "eval_epoch": list(eval_epochs),
         }
-        for k, v in ev_c.items():
-            curves[k] = v[:, row].tolist()
-        final = {k: curves[k][-1] for k in ev_c}
+        for k, v in rows_ev.items():
+            curves[k] = v[row]
+        final = {k: curves[k][-1] for k in rows_ev}
         final["train_loss"] = final.pop("train_loss_eval")
         final["weight_norm"] = curves["weight_norm"][-1]
         status = "done"
