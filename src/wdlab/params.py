@@ -64,6 +64,7 @@ class DirectParams:
         self.tensors = {n: t.requires_grad_(True) for n, t in stacked.items()}
         self.X, self.eval_X = X, eval_X
         self.l2_as_grad: list[str] = []  # names whose l2 term is applied as its gradient
+        self._x1: dict[str, Tensor] = {}  # x with a column of ones, per split
 
     def origin(self, name: str) -> str:
         """The model parameter a tensor belongs to."""
@@ -77,12 +78,28 @@ class DirectParams:
         With a ``tape``, keeps what :meth:`backward` needs (call it under ``no_grad``).
         """
         x = self.eval_X[split] if split != "train" else self.X if idx is None else self.X[idx]
-        if tape is None:
+        if self.fwd.first is None:
             return self.fwd(self.tensors, x)
+        if tape is not None:
+            tape.x = x
+        return self.fwd.rest(self.tensors, self._first(split, idx, x), tape)
+
+    def _first(self, split: str, idx: Tensor | None, x: Tensor) -> Tensor:
+        """The first layer's pre-activation (K, n, h).
+
+        Without autograd, the bias rides in the GEMM as a column of ones appended to x (cached
+        per split): no separate pass to broadcast it, ~10-25% faster at a 64-configuration MLP.
+        """
         w, b = self.fwd.first
-        tape.x = x
-        z = _linear(x, self.tensors[w], self.tensors.get(b), True)
-        return self.fwd.rest(self.tensors, z, tape)
+        W, bias = self.tensors[w], self.tensors.get(b)
+        if bias is None or torch.is_grad_enabled() or torch.is_autocast_enabled(x.device.type):
+            return _linear(x, W, bias, True)
+        if split not in self._x1:
+            full = self.X if split == "train" else self.eval_X[split]
+            self._x1[split] = torch.cat([full, torch.ones(len(full), 1, device=x.device)], 1)
+        x1 = self._x1[split] if idx is None else self._x1[split][idx]
+        w1 = torch.cat([W.detach(), bias.detach().unsqueeze(2)], 2)
+        return torch.bmm(x1.expand(len(W), *x1.shape), w1.transpose(1, 2))
 
     def backward(self, tape: Tape, dout: Tensor) -> None:
         """Hand-written backward from d(Σ loss)/d(outputs): sets every tensor's ``.grad``."""
