@@ -13,6 +13,7 @@ applied by :mod:`wdlab.decay` with one value per row.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
@@ -590,36 +591,38 @@ def _train(
 
     n_train = X.shape[0]
     shuffle = torch.Generator(device="cpu").manual_seed(shuffle_seed)
-    for epoch in range(epochs):
-        if minibatch:
-            perm = torch.randperm(n_train, generator=shuffle).to(device)
-            epoch_loss = torch.zeros(K, device=device)
-            for i in range(0, n_train, batch_size):
-                idx = perm[i : i + batch_size]
-                losses, _ = train_step(idx, epoch, False)
-                epoch_loss += losses * len(idx)
-            train_loss[epoch] = epoch_loss / n_train
-            record_norm(epoch)
-            if scheduler is not None:
-                scheduler.step()
-            if epoch in eval_set:
-                check_divergence(epoch)
-                evaluate(with_train=True)
-        else:
-            # train metrics after the previous eval epoch's update come from this forward
-            losses, _ = train_step(None, epoch, pending_train_eval is not None)
-            pending_train_eval = None
-            train_loss[epoch] = losses
-            if scheduler is not None:
-                scheduler.step()
-            if epoch in eval_set:
-                check_divergence(epoch)
-                evaluate(with_train=False)
-                pending_train_eval = epoch
-        if epoch % 100 == 99:
-            trim_heap()  # keeps a long run's resident memory flat (glibc holds freed heap)
-        if bar is not None:
-            bar.update(1)
+    # The hand-written backward needs no autograd at all: one no_grad around the whole loop.
+    with torch.no_grad() if manual else contextlib.nullcontext():
+        for epoch in range(epochs):
+            if minibatch:
+                perm = torch.randperm(n_train, generator=shuffle).to(device)
+                epoch_loss = torch.zeros(K, device=device)
+                for i in range(0, n_train, batch_size):
+                    idx = perm[i : i + batch_size]
+                    losses, _ = train_step(idx, epoch, False)
+                    epoch_loss += losses * len(idx)
+                train_loss[epoch] = epoch_loss / n_train
+                record_norm(epoch)
+                if scheduler is not None:
+                    scheduler.step()
+                if epoch in eval_set:
+                    check_divergence(epoch)
+                    evaluate(with_train=True)
+            else:
+                # train metrics after the previous eval epoch's update come from this forward
+                losses, _ = train_step(None, epoch, pending_train_eval is not None)
+                pending_train_eval = None
+                train_loss[epoch] = losses
+                if scheduler is not None:
+                    scheduler.step()
+                if epoch in eval_set:
+                    check_divergence(epoch)
+                    evaluate(with_train=False)
+                    pending_train_eval = epoch
+            if epoch % 100 == 99:
+                trim_heap()  # keeps a long run's resident memory flat (glibc holds freed heap)
+            if bar is not None:
+                bar.update(1)
     with torch.no_grad():
         out = fwd("train")
         if not minibatch:
