@@ -448,7 +448,7 @@ def _train(
     diverged_at = [None] * K
 
     def record_eval(name: str, values: Tensor) -> None:
-        ev.setdefault(name, []).append(values.detach().float())
+        ev.setdefault(name, []).append(values.detach())
 
     def record_norm(epoch: int) -> None:
         """The decayed weights' norm after ``epoch``'s update (as parts, see above)."""
@@ -461,9 +461,10 @@ def _train(
     def check_divergence(upto: int) -> None:
         """Stop every configuration whose train loss became NaN or inf up to epoch ``upto``.
 
-        Checked at evaluation epochs rather than every step (no per-step sync): rows never
-        mix, so a diverged row until then harms no other; it is then marked ``diverged`` at its
-        first non-finite epoch, and its weights and gradients are held at zero.
+        Checked at the first evaluation epoch ≥ 100 epochs after the last check, and at the
+        end, rather than every step (no per-step sync): rows never mix, so a diverged row harms
+        no other meanwhile; it is then marked ``diverged`` at its first non-finite epoch, and its
+        weights and gradients are held at zero from there on.
         """
         nonlocal alive, all_alive, checked
         block = train_loss[checked : upto + 1]
@@ -531,16 +532,19 @@ def _train(
         with torch.no_grad():
             for split, (_, ys) in eval_splits.items():
                 o = fwd(split)
-                loss = per_config_loss(data.task, o, ys)
-                record_eval(f"{split}_loss", loss)
-                for m, v in per_config_metrics(data.task, o, ys, loss, y_var[split]).items():
-                    record_eval(f"{split}_{m}", v)
+                record_eval(f"{split}_loss", per_config_loss(data.task, o, ys))
+                record_class_metrics(split, o, ys)
             if with_train:
                 o = fwd("train")
-                loss = per_config_loss(data.task, o, y)
-                record_eval("train_loss_eval", loss)
-                for m, v in per_config_metrics(data.task, o, y, loss, y_var["train"]).items():
-                    record_eval(f"train_{m}", v)
+                record_eval("train_loss_eval", per_config_loss(data.task, o, y))
+                record_class_metrics("train", o, y)
+
+    def record_class_metrics(split: str, out: Tensor, ys: Tensor) -> None:
+        """Accuracy (classification); regression's RMSE and R² follow from the loss, and are
+        derived for all evaluations at once at the end."""
+        if data.task != "regression":
+            for m, v in per_config_metrics(data.task, out, ys).items():
+                record_eval(f"{split}_{m}", v)
 
     def fwd(split: str, idx: Tensor | None = None) -> Tensor:
         """The forward pass, under bfloat16 autocast when asked; outputs in float32."""
@@ -586,8 +590,7 @@ def _train(
         record_norm(epoch - 1)
 
     def record_train_metrics(out: Tensor, yb: Tensor, loss: Tensor) -> None:
-        for m, v in per_config_metrics(data.task, out, yb, loss, y_var["train"]).items():
-            record_eval(f"train_{m}", v)
+        record_class_metrics("train", out, yb)
 
     n_train = X.shape[0]
     shuffle = torch.Generator(device="cpu").manual_seed(shuffle_seed)
@@ -606,7 +609,8 @@ def _train(
                 if scheduler is not None:
                     scheduler.step()
                 if epoch in eval_set:
-                    check_divergence(epoch)
+                    if epoch + 1 - checked >= 100 or epoch == epochs - 1:
+                        check_divergence(epoch)
                     evaluate(with_train=True)
             else:
                 # train metrics after the previous eval epoch's update come from this forward
@@ -616,7 +620,8 @@ def _train(
                 if scheduler is not None:
                     scheduler.step()
                 if epoch in eval_set:
-                    check_divergence(epoch)
+                    if epoch + 1 - checked >= 100 or epoch == epochs - 1:
+                        check_divergence(epoch)
                     evaluate(with_train=False)
                     pending_train_eval = epoch
             if epoch % 100 == 99:
@@ -643,7 +648,14 @@ def _train(
     # one .tolist() per curve for all rows: (K, epochs) nested lists
     rows_train_loss = train_loss_c.t().tolist()
     rows_weight_norm = weight_norm_c.t().tolist()
-    rows_ev = {k: torch.stack(v).t().cpu().tolist() for k, v in ev.items()}
+    stacked_ev = {k: torch.stack(v).float() for k, v in ev.items()}  # (n_eval, K)
+    if data.task == "regression":
+        for split in ("train", *eval_splits):
+            loss = stacked_ev.get("train_loss_eval" if split == "train" else f"{split}_loss")
+            if loss is not None:
+                stacked_ev[f"{split}_rmse"] = loss.sqrt()
+                stacked_ev[f"{split}_r2"] = 1 - loss / y_var[split]
+    rows_ev = {k: v.t().cpu().tolist() for k, v in stacked_ev.items()}
     results: list[RunResult | None] = [None] * K
     for row, orig in enumerate(order):
         curves: dict[str, list[float]] = {

@@ -237,32 +237,37 @@ class GramParams(DirectParams):
         self._zc = None
 
     def sq_norm_parts(self, names: list[str]) -> int:
-        """The other parameters' part, then (a, ⟨B, X·W₀ᵀ⟩, ⟨B, z⟩) for the first weight."""
+        """The other parameters' part, then (a, ⟨B, z + a·X·W₀ᵀ⟩) for the first weight."""
         self._norm_others = [n for n in names if n != self.w_name]
         self._norm_first = self.w_name in names
-        return super().sq_norm_parts(self._norm_others) + 3 * self._norm_first
+        self._norm_m = super().sq_norm_parts(self._norm_others)
+        # views that stay valid: the optimizer updates a and B in place
+        self._a_view = self.tensors[self.w_name + A_SUFFIX].detach()
+        self._B_flat = self.tensors[self.w_name + B_SUFFIX].detach().flatten(1)
+        self._Z0_flat = self.Z0["train"].flatten(1)
+        return self._norm_m + 2 * self._norm_first
 
     def write_sq_norm_parts(self, names: list[str], out: Tensor) -> None:
-        """The first weight's ‖a·W₀ + BᵀX‖² = a²‖W₀‖² + a⟨B, X·W₀ᵀ⟩ + ⟨B, z⟩, with
-        z = a·X·W₀ᵀ + G·B the current train pre-activation (so no extra GEMM)."""
-        m = super().sq_norm_parts(self._norm_others)
-        super().write_sq_norm_parts(self._norm_others, out)
+        """The first weight's ‖a·W₀ + BᵀX‖² = a²‖W₀‖² + 2a⟨B, X·W₀ᵀ⟩ + ⟨B, G·B⟩
+        = a²‖W₀‖² + ⟨B, z + a·X·W₀ᵀ⟩, with z = a·X·W₀ᵀ + G·B the current train
+        pre-activation (so no extra GEMM, and one dot product)."""
+        m = self._norm_m
+        if m:
+            super().write_sq_norm_parts(self._norm_others, out)
         if self._norm_first:
-            a = self.tensors[self.w_name + A_SUFFIX].detach()
-            B = self.tensors[self.w_name + B_SUFFIX].detach().flatten(1)
             if self._z is None:
                 self._z = self._pre("train")
-            out[m].copy_(a)
-            _rowdot(B, self.Z0["train"].flatten(1), out[m + 1])
-            _rowdot(B, self._z.flatten(1), out[m + 2])
+            out[m].copy_(self._a_view)
+            zz = torch.addcmul(self._z.flatten(1), self._Z0_flat, self._a_view.view(-1, 1))
+            _rowdot(self._B_flat, zz, out[m + 1])
 
     def combine_sq_norms(self, parts: Tensor) -> Tensor:
         """Σ‖w‖² from recorded parts: (..., parts, K) → (..., K)."""
-        m = super().sq_norm_parts(self._norm_others)
+        m = self._norm_m
         total = parts[..., :m, :].sum(-2)
         if self._norm_first:
-            a, cross, bz = parts[..., m, :], parts[..., m + 1, :], parts[..., m + 2, :]
-            total = total + a * (a * self.w0_sq + cross) + bz
+            a, dot = parts[..., m, :], parts[..., m + 1, :]
+            total = total + a * a * self.w0_sq + dot
         return total
 
     def invalidate(self) -> None:
