@@ -177,24 +177,20 @@ def per_config_loss_grad(task: str, out: Tensor, y: Tensor) -> tuple[Tensor, Ten
     return losses, r.mul_(2 / n).unsqueeze(-1)
 
 
-def per_config_metrics(
-    task: str, out: Tensor, y: Tensor, loss: Tensor | None = None, var: Tensor | None = None
-) -> dict[str, Tensor]:
-    """Accuracy for classification; RMSE and R² for regression (each (K,)).
-
-    For regression, ``loss`` (the per-configuration MSE, when already computed) and ``var``
-    (the targets' variance) save recomputing them.
-    """
+def per_config_metrics(task: str, out: Tensor, y: Tensor) -> dict[str, Tensor]:
+    """Accuracy for classification; RMSE and R² for regression (each (K,))."""
     if task == "binary":
         return {"acc": ((out.squeeze(-1) > 0).to(y.dtype) == y).float().mean(1)}
     if task == "multiclass":
         # max over the class dim of the (K, C, n) layout: the first maximal index, as argmax
         # gives, several times faster than argmax here
         return {"acc": (out.transpose(1, 2).max(1).indices == y).float().mean(1)}
-    err = (out.squeeze(-1) - y).pow(2).mean(1) if loss is None else loss
-    if var is None:
-        var = (y - y.mean()).pow(2).mean()
-    return {"rmse": err.sqrt(), "r2": 1 - err / var}
+    return regression_metrics((out.squeeze(-1) - y).pow(2).mean(1), (y - y.mean()).pow(2).mean())
+
+
+def regression_metrics(mse: Tensor, var: Tensor) -> dict[str, Tensor]:
+    """RMSE and R² from mean squared errors (any shape) and the targets' variance."""
+    return {"rmse": mse.sqrt(), "r2": 1 - mse / var}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -653,8 +649,8 @@ def _train(
         for split in ("train", *eval_splits):
             loss = stacked_ev.get("train_loss_eval" if split == "train" else f"{split}_loss")
             if loss is not None:
-                stacked_ev[f"{split}_rmse"] = loss.sqrt()
-                stacked_ev[f"{split}_r2"] = 1 - loss / y_var[split]
+                for m, v in regression_metrics(loss, y_var[split]).items():
+                    stacked_ev[f"{split}_{m}"] = v
     rows_ev = {k: v.t().cpu().tolist() for k, v in stacked_ev.items()}
     results: list[RunResult | None] = [None] * K
     for row, orig in enumerate(order):
