@@ -193,8 +193,9 @@ class GramParams(DirectParams):
         B = self.tensors[self.w_name + B_SUFFIX].detach()
         with torch.no_grad():
             G = self.G[split]
-            if len(B) == 1 and not torch.is_autocast_enabled(G.device.type):
-                # a·Z0 + G·B in the GEMM itself (beta = a): no separate pass over (n, h)
+            if len(B) == 1 and G.device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
+                # a·Z0 + G·B in the GEMM itself (beta = a): no separate pass over (n, h); CPU
+                # only, where reading a back (.item()) costs no device sync
                 return torch.addmm(self.Z0[split][0], G, B[0], beta=a.item()).unsqueeze(0)
             if len(B) == 1:
                 gb = torch.mm(G, B[0]).unsqueeze(0)
