@@ -602,23 +602,19 @@ def _train(
                     epoch_loss += losses * len(idx)
                 train_loss[epoch] = epoch_loss / n_train
                 record_norm(epoch)
-                if scheduler is not None:
-                    scheduler.step()
-                if epoch in eval_set:
-                    if epoch + 1 - checked >= 100 or epoch == epochs - 1:
-                        check_divergence(epoch)
-                    evaluate(with_train=True)
             else:
                 # train metrics after the previous eval epoch's update come from this forward
                 losses, _ = train_step(None, epoch, pending_train_eval is not None)
                 pending_train_eval = None
                 train_loss[epoch] = losses
-                if scheduler is not None:
-                    scheduler.step()
-                if epoch in eval_set:
-                    if epoch + 1 - checked >= 100 or epoch == epochs - 1:
-                        check_divergence(epoch)
-                    evaluate(with_train=False)
+            if scheduler is not None:
+                scheduler.step()
+            if epoch in eval_set:
+                if epoch + 1 - checked >= 100 or epoch == epochs - 1:
+                    check_divergence(epoch)
+                # full batch: the next step's forward gives the train metrics of these weights
+                evaluate(with_train=minibatch)
+                if not minibatch:
                     pending_train_eval = epoch
             if epoch % 100 == 99:
                 trim_heap()  # keeps a long run's resident memory flat (glibc holds freed heap)
