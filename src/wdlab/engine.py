@@ -347,10 +347,6 @@ def _train(
     stacked = {n: torch.stack([states[c.seed][n].detach() for c in cfgs]).to(device) for n in names}
     forward = BatchedForward(spec, template.to(device))
     eval_splits = {k: v for k, v in data.splits().items() if k != "train"}
-    y_var = {  # targets' variance per split, for R² (regression)
-        k: (v[1] - v[1].mean()).pow(2).mean() if data.task == "regression" else None
-        for k, v in data.splits().items()
-    }
     eval_X = {k: v[0] for k, v in eval_splits.items()}
     opt_cls = optimizer_class(cfgs[0].optimizer)
     if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
@@ -565,7 +561,7 @@ def _train(
                     after_forward(epoch)
                 losses, dout = per_config_loss_grad(data.task, out, yb)
                 if pending:  # metrics of these weights, before the backward
-                    record_train_metrics(out, yb, losses)
+                    record_class_metrics("train", out, yb)
                 P.backward(tape, dout)
         else:
             out = fwd("train", idx)
@@ -573,7 +569,7 @@ def _train(
                 after_forward(epoch)
             losses = per_config_loss(data.task, out, yb)
             if pending:
-                record_train_metrics(out.detach(), yb, losses.detach())
+                record_class_metrics("train", out.detach(), yb)
             autograd_grads(losses)
         losses = losses.detach()
         if pending:
@@ -584,9 +580,6 @@ def _train(
     def record_previous_norm(epoch: int) -> None:
         """The norm after the previous update: computed now, when the fast path has G·B."""
         record_norm(epoch - 1)
-
-    def record_train_metrics(out: Tensor, yb: Tensor, loss: Tensor) -> None:
-        record_class_metrics("train", out, yb)
 
     n_train = X.shape[0]
     shuffle = torch.Generator(device="cpu").manual_seed(shuffle_seed)
@@ -625,9 +618,8 @@ def _train(
         if not minibatch:
             record_norm(epochs - 1)
         if pending_train_eval is not None:
-            loss = per_config_loss(data.task, out, y)
-            record_eval("train_loss_eval", loss)
-            record_train_metrics(out, y, loss)
+            record_eval("train_loss_eval", per_config_loss(data.task, out, y))
+            record_class_metrics("train", out, y)
     if bar is not None:
         bar.close()
 
@@ -641,11 +633,11 @@ def _train(
     rows_train_loss = train_loss_c.t().tolist()
     rows_weight_norm = weight_norm_c.t().tolist()
     stacked_ev = {k: torch.stack(v).float() for k, v in ev.items()}  # (n_eval, K)
-    if data.task == "regression":
-        for split in ("train", *eval_splits):
+    if data.task == "regression":  # RMSE and R² of every evaluation, from its loss
+        for split, (_, ys) in data.splits().items():
             loss = stacked_ev.get("train_loss_eval" if split == "train" else f"{split}_loss")
             if loss is not None:
-                for m, v in regression_metrics(loss, y_var[split]).items():
+                for m, v in regression_metrics(loss, (ys - ys.mean()).pow(2).mean()).items():
                     stacked_ev[f"{split}_{m}"] = v
     rows_ev = {k: v.t().cpu().tolist() for k, v in stacked_ev.items()}
     results: list[RunResult | None] = [None] * K

@@ -139,12 +139,6 @@ class DirectParams:
         """Σ‖w‖² from recorded parts: (..., parts, K) → (..., K)."""
         return parts.sum(-2)
 
-    def sq_norms(self, names: list[str]) -> Tensor:
-        """Per-configuration Σ‖w‖² over the named model parameters, now."""
-        parts = torch.zeros(self.sq_norm_parts(names), len(self), device=self.X.device)
-        self.write_sq_norm_parts(names, parts)
-        return self.combine_sq_norms(parts)
-
     def weights(self, row: int) -> dict[str, Tensor]:
         """One configuration's weights, by model parameter name."""
         return {n: t.detach()[row].cpu().clone() for n, t in self.tensors.items()}
