@@ -5,6 +5,7 @@ import pytest
 import torch
 from sklearn.model_selection import train_test_split
 
+from numerics import ONE_PASS, assert_normwise
 from wdlab.data import seed_noise, seed_noise_tensors, shuffle_split
 from wdlab.models import MLP, BatchedForward, ModelSpec, SeedMLP
 
@@ -63,6 +64,7 @@ def _stack(modules):
     }
 
 
+@pytest.mark.numerics
 def test_batched_forward_matches_each_module():
     for spec in (
         ModelSpec("seed-mlp", in_dim=12),
@@ -75,9 +77,10 @@ def test_batched_forward_matches_each_module():
         out = fwd(_stack(modules), x)
         assert out.shape == (3, 9, spec.out_dim)
         for k, m in enumerate(modules):
-            np.testing.assert_allclose(out[k].detach(), m(x).detach(), rtol=1e-5, atol=1e-6)
+            assert_normwise(out[k], m(x), ONE_PASS, f"{spec.kind} row {k}")
 
 
+@pytest.mark.numerics
 def test_custom_module_runs_through_vmap():
     spec = ModelSpec(
         "custom",
@@ -90,7 +93,7 @@ def test_custom_module_runs_through_vmap():
     x = torch.randn(6, 5)
     out = fwd(_stack(modules), x)
     for k, m in enumerate(modules):
-        np.testing.assert_allclose(out[k].detach(), m(x).detach(), rtol=1e-5, atol=1e-6)
+        assert_normwise(out[k], m(x), ONE_PASS, f"row {k}")
 
 
 def _grads_both_ways(P_cls, spec, task, y, x, modules, **kw):
@@ -111,6 +114,7 @@ def _grads_both_ways(P_cls, spec, task, y, x, modules, **kw):
     return (losses, auto.tensors), (hand_losses, hand.tensors)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize(
     ("spec", "task"),
     [
@@ -143,8 +147,8 @@ def test_hand_written_backward_equals_autograd(spec, task):
     modules = [spec.build() for _ in range(3)]
     for P_cls in (DirectParams, GramParams):
         (la, ta), (lh, th) = _grads_both_ways(P_cls, spec, task, y, x, modules)
-        torch.testing.assert_close(lh, la.detach(), rtol=1e-6, atol=1e-7)
+        assert_normwise(lh, la, ONE_PASS, "losses")
         assert set(ta) == set(th)
         for n in ta:
-            torch.testing.assert_close(th[n].grad, ta[n].grad, rtol=1e-5, atol=1e-7, msg=n)
+            assert_normwise(th[n].grad, ta[n].grad, ONE_PASS, n)
             assert th[n].grad.abs().sum() > 0 or ta[n].grad.abs().sum() == 0
