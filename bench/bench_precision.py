@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from wdlab.experiments.seed import DemoSettings, run_demo
+from wdlab.pipelines import DemoSettings, run_demo
 
 
 def main() -> None:

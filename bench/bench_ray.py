@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from wdlab.config import validate
 from wdlab.executors import RayExecutor
-from wdlab.experiments.config import validate
-from wdlab.study import run_sweep
+from wdlab.pipelines import run_sweep
 
 CFG = {
     "data": {"source": "digits"},

@@ -28,9 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from wdlab import data as D
-from wdlab.engine import RunConfig, import_optimizer_runtime, train
-from wdlab.experiments.seed import seed_init
 from wdlab.models import ModelSpec
+from wdlab.pipelines import seed_init
+from wdlab.records import RunConfig
+from wdlab.trainer import import_optimizer_runtime, train
 
 
 def plain_loops(make, X, y, loss_fn, configs, epochs, optimizer):

@@ -98,8 +98,8 @@ def test_custom_module_runs_through_vmap():
 
 def _grads_both_ways(P_cls, spec, task, y, x, modules, **kw):
     """(autograd's losses and gradients, the hand-written backward's) for one parameter holder."""
-    from wdlab.engine import per_config_loss, per_config_loss_grad
     from wdlab.models import Tape
+    from wdlab.tasks import per_config_loss, per_config_loss_grad
 
     fwd = BatchedForward(spec, modules[0])
     auto = P_cls(fwd, _stack(modules), x, {})

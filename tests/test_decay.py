@@ -25,8 +25,9 @@ from wdlab.decay import (
     param_groups,
     surprise_warnings,
 )
-from wdlab.engine import RunConfig, train
 from wdlab.models import MLP, ModelSpec
+from wdlab.records import RunConfig
+from wdlab.trainer import train
 
 CHECKS = verify.all_checks()
 

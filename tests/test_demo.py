@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from numerics import assert_normwise, per_steps
 from wdlab.cli import main
 from wdlab.data import seed_noise
-from wdlab.experiments.seed import DemoSettings, run_demo, seed_init
+from wdlab.pipelines import DemoSettings, run_demo, seed_init
 
 SMALL = DemoSettings(epochs=200, dim=64, lr=0.1, weight_decay=0.1, seed=0, eval_every=10)
 

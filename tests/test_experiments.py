@@ -13,10 +13,11 @@ import torch
 from numerics import assert_normwise, per_steps
 from wdlab import data as D
 from wdlab.cli import main
-from wdlab.engine import RunConfig, train
-from wdlab.experiments.config import load_config, merge, parse_float_list, validate
-from wdlab.experiments.run import run_experiment
+from wdlab.config import load_config, merge, parse_float_list, validate
 from wdlab.models import ModelSpec
+from wdlab.pipelines import run_experiment
+from wdlab.records import RunConfig
+from wdlab.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))

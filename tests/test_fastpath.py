@@ -6,9 +6,10 @@ import torch
 from numerics import assert_normwise, per_steps
 from wdlab import decay as D
 from wdlab.data import Dataset, seed_noise
-from wdlab.engine import RunConfig, train
-from wdlab.experiments.seed import DemoSettings, run_demo, seed_init
 from wdlab.models import ModelSpec
+from wdlab.pipelines import DemoSettings, run_demo, seed_init
+from wdlab.records import RunConfig
+from wdlab.trainer import train
 
 pytestmark = pytest.mark.numerics  # every test here compares kernel paths
 

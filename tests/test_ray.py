@@ -18,8 +18,8 @@ import time
 import pytest
 
 from wdlab.cli import main
-from wdlab.experiments.config import validate
-from wdlab.study import run_sweep
+from wdlab.config import validate
+from wdlab.pipelines import run_sweep
 
 ray = pytest.importorskip("ray") if not os.environ.get("CI") else __import__("ray")
 
@@ -41,7 +41,7 @@ def executor(tmp_path_factory):
     ex = RayExecutor(local_cpus=2, temp_dir=str(tmp / "rt"), pid_dir=str(pid_dir), max_retries=3)
     ex._init()
     yield ex
-    ex.shutdown()  # ray.shutdown() of our own runtime; never a bare `ray stop`
+    ex.close()  # ray.shutdown() of our own runtime; never a bare `ray stop`
 
 
 def test_binds_and_advertises_loopback_only(executor):

@@ -7,10 +7,8 @@ import pytest
 from matplotlib.figure import Figure
 
 from wdlab.cli import main
-from wdlab.experiments.config import validate
-from wdlab.experiments.seed import DemoSettings, run_demo
-from wdlab.report.html import build_report
-from wdlab.study import run_sweep
+from wdlab.config import validate
+from wdlab.pipelines import DemoSettings, build_report, run_demo, run_sweep
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 HAVE_BROWSER = os.path.exists(CHROMIUM)

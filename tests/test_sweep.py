@@ -14,9 +14,9 @@ from matplotlib.figure import Figure
 
 from numerics import assert_normwise, per_steps
 from wdlab.cli import main
-from wdlab.engine import RunConfig
-from wdlab.experiments.config import validate
-from wdlab.study import load_study, plan_batches, run_sweep
+from wdlab.config import validate
+from wdlab.pipelines import load_study, plan_batches, run_sweep
+from wdlab.records import RunConfig
 
 SMALL = {
     "data": {"source": "wine"},
@@ -217,8 +217,8 @@ def test_divergence_is_dated_at_its_first_non_finite_loss_and_spares_the_batch()
     loss was not finite (the same as checking every step), and the healthy rows of the batch
     train exactly as they would alone."""
     from wdlab import data as D
-    from wdlab.engine import train
     from wdlab.models import ModelSpec
+    from wdlab.trainer import train
 
     data = D.load("diabetes")
     spec = ModelSpec("mlp", in_dim=data.in_dim, hidden=(8,), activation="tanh")

@@ -16,17 +16,18 @@ from wdlab.decay import (
     decay_table,
     param_groups,
 )
-from wdlab.engine import RunConfig, RunResult, train
-from wdlab.experiments.seed import DemoResult, DemoSettings, run_demo
 from wdlab.models import ModelSpec
-
-__version__ = "0.1.0"
+from wdlab.pipelines import DemoResult, DemoSettings, SweepResult, run_demo, run_sweep
+from wdlab.records import Curves, Result, RunConfig, RunResult
+from wdlab.trainer import train
+from wdlab.version import __version__
 
 __all__ = [
     "DEFAULT_RULE",
     "EVERYTHING",
     "FORMULAS",
     "MODES",
+    "Curves",
     "Dataset",
     "Decay",
     "DecayRule",
@@ -34,12 +35,15 @@ __all__ = [
     "DemoResult",
     "DemoSettings",
     "ModelSpec",
+    "Result",
     "RunConfig",
     "RunResult",
+    "SweepResult",
     "__version__",
     "decay_table",
     "param_groups",
     "run_demo",
+    "run_sweep",
     "seed_noise",
     "train",
 ]

@@ -1,7 +1,9 @@
 """The ``wdlab`` command line: thin wrappers over the Python API.
 
 Each command parses its flags, calls the API and renders the result as a table, JSON or files.
-Bad input gets one line on stderr and exit status 2, never a traceback.
+The experiment flags are generated from the config schema (:mod:`wdlab.config`), the choices
+and help lists from the registries (modes, optimizers, models, data sources, executors). Bad
+input gets one line on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wdlab.jsonsafe import dumps, json_safe
+from wdlab.jsonsafe import dumps
+from wdlab.version import __version__
 
 if TYPE_CHECKING:
     from wdlab.decay import DecayRule
     from wdlab.models import ModelSpec
+    from wdlab.records import Result
 
 EXIT_BAD_INPUT = 2
 
@@ -100,13 +104,20 @@ def emit_json(doc: object) -> None:
     print(dumps(doc))
 
 
+def print_paths(paths: dict[str, Path], width: int = 8) -> None:
+    """One ``label: path`` line per written file."""
+    for label, path in paths.items():
+        print(f"{label:>{width}}: {path}")
+
+
 # ---------------------------------------------------------------------------------------------
 # Commands.
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Reproduce the article's experiment and check manual ≡ builtin."""
-    from wdlab.experiments.seed import DemoSettings, run_demo
+    from wdlab.pipelines import DemoSettings, run_demo
+    from wdlab.report.html import write_report
 
     settings = DemoSettings(
         epochs=args.epochs,
@@ -125,15 +136,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         precision=args.precision,
     )
     paths = result.write(out)
-    paths["report"] = make_report(out)
-    doc = json_safe(result.to_dict())
+    paths["report"] = write_report(result, out)["report"]
     if args.json:
-        emit_json(doc)
+        emit_json(result.to_dict())
     else:
         print(result.table())
         print()
-        for label, path in paths.items():
-            print(f"{label:>8}: {path}")
+        print_paths(paths)
         print(f"{'time':>8}: {result.seconds:.1f} s")
     if not result.check.identical:
         sys.stderr.write(
@@ -146,43 +155,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Run every equivalence check; exit 1 if any fails."""
-    from wdlab.verify import checks_table, run_checks
+    from wdlab.report.text import checks_table
+    from wdlab.verify import run_checks
 
+    out = writable_dir(Path(args.out)) if args.out else None
     checks = run_checks(progress=show_progress(args))
-    if args.out:
-        out = writable_dir(Path(args.out))
-        (out / "verify.json").write_text(
-            dumps({"checks": [c.to_dict() for c in checks]}, indent=1) + "\n"
-        )
+    doc = {"checks": [c.to_dict() for c in checks], "passed": all(c.passed for c in checks)}
+    if out is not None:
+        (out / "verify.json").write_text(dumps(doc, indent=1) + "\n")
     if args.json:
-        emit_json(
-            {"checks": [c.to_dict() for c in checks], "passed": all(c.passed for c in checks)}
-        )
+        emit_json(doc)
     else:
         print(checks_table(checks))
-    return 0 if all(c.passed for c in checks) else 1
+    return 0 if doc["passed"] else 1
 
 
 def parse_model(args: argparse.Namespace) -> ModelSpec:
-    """A ModelSpec from the model flags shared by several commands."""
+    """A ModelSpec from the model flags of ``inspect``."""
     from wdlab.models import ModelSpec
 
     name = args.model
     hidden = tuple(int(h) for h in args.hidden.split(",")) if args.hidden else ()
-    if name in ("seed-mlp", "mlp", "linear"):
-        if name == "mlp" and not hidden:
-            raise UsageError("--model mlp needs --hidden, e.g. --hidden 64,32")
-        return ModelSpec(
-            name,
-            in_dim=args.in_dim,
-            out_dim=args.out_dim,
-            hidden=hidden,
-            activation=args.activation,
-            layernorm=args.layernorm,
-        )
     if ":" in name:
         return ModelSpec("custom", in_dim=args.in_dim, out_dim=args.out_dim, factory=name)
-    raise UsageError(f"unknown model {name!r}; use seed-mlp, mlp, linear or module:factory")
+    if name == "mlp" and not hidden:
+        raise UsageError("--model mlp needs --hidden, e.g. --hidden 64,32")
+    return ModelSpec(
+        name,
+        in_dim=args.in_dim,
+        out_dim=args.out_dim,
+        hidden=hidden,
+        activation=args.activation,
+        layernorm=args.layernorm,
+    )
 
 
 def parse_rule(args: argparse.Namespace) -> DecayRule:
@@ -210,15 +215,14 @@ def parse_rule(args: argparse.Namespace) -> DecayRule:
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Print which parameters of a model decay, and the decay's formula."""
     from wdlab.decay import check_mode, decay_table, formula, surprise_warnings
-    from wdlab.engine import optimizer_class
+    from wdlab.optimizers import class_name, optimizer_spec
 
     mode = check_mode(args.mode)
     if mode == "independent" and args.lr is None:
         raise UsageError("mode 'independent' needs the base lr: pass --lr")
     spec = parse_model(args)
-    model = spec.build()
-    table = decay_table(model, parse_rule(args))
-    opt_name = optimizer_class(args.optimizer).__name__
+    table = decay_table(spec.build(), parse_rule(args))
+    opt_name = class_name(optimizer_spec(args.optimizer).cls_name)
     notes = surprise_warnings(mode, args.weight_decay, args.lr or 0.0, opt_name)
     if args.json:
         doc = {"model": spec.describe(), "mode": mode, "weight_decay": args.weight_decay}
@@ -232,143 +236,44 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_model_flags(p: argparse.ArgumentParser) -> None:
-    """--model, --in-dim, --out-dim, --hidden, --activation, --layernorm."""
-    p.add_argument(
-        "model",
-        nargs="?",
-        default="seed-mlp",
-        help="seed-mlp, mlp, linear or module:factory (default seed-mlp)",
-    )
-    p.add_argument("--in-dim", type=positive_int, default=1000, help="input features (1000)")
-    p.add_argument("--out-dim", type=positive_int, default=1, help="outputs (1)")
-    p.add_argument("--hidden", default="", help="hidden sizes for mlp, e.g. 64,32")
-    p.add_argument(
-        "--activation",
-        default="sigmoid",
-        choices=["sigmoid", "tanh", "relu", "gelu"],
-        help="activation (sigmoid)",
-    )
-    p.add_argument("--layernorm", action="store_true", help="LayerNorm after each hidden layer")
+def experiment_config(args: argparse.Namespace) -> object:
+    """The experiment of a TOML file (optional) with the flags' overrides applied."""
+    from wdlab.config import load_config, merge, validate
 
-
-def add_rule_flags(p: argparse.ArgumentParser) -> None:
-    """The no-decay rule flags."""
-    g = p.add_argument_group("which parameters decay (default: ndim >= 2 decays)")
-    g.add_argument(
-        "--decay-all",
-        action="store_true",
-        help="decay every tensor, biases and norms too (the article does)",
-    )
-    g.add_argument("--no-embeddings", action="store_true", help="embeddings do not decay")
-    g.add_argument(
-        "--exclude",
-        action="append",
-        metavar="PATTERN",
-        help="fnmatch pattern of names that never decay (repeatable)",
-    )
-    g.add_argument(
-        "--include",
-        action="append",
-        metavar="PATTERN",
-        help="fnmatch pattern of names that always decay (repeatable)",
-    )
-    g.add_argument(
-        "--exclude-type",
-        action="append",
-        metavar="CLASS",
-        help="torch.nn module class whose parameters never decay, e.g. LayerNorm",
-    )
-    g.add_argument(
-        "--ignore-model-hook",
-        action="store_true",
-        help="ignore the model's no_weight_decay() method",
-    )
-
-
-RUN_OVERRIDES = {
-    "data": "data.source",
-    "target": "data.target",
-    "features": "data.features",
-    "impute": "data.impute",
-    "task": "data.task",
-    "data_seed": "data.seed",
-    "model": "model.kind",
-    "hidden": "model.hidden",
-    "activation": "model.activation",
-    "optimizer": "train.optimizer",
-    "lr": "train.lr",
-    "epochs": "train.epochs",
-    "batch_size": "train.batch_size",
-    "eval_every": "train.eval_every",
-    "schedule": "train.schedule",
-    "seeds": "train.seeds",
-    "device": "train.device",
-    "mode": "decay.modes",
-    "wd": "decay.weight_decay",
-    "rule": "decay.rule",
-    "precision": "train.precision",
-}
-
-
-def run_overrides(args: argparse.Namespace) -> dict[str, object]:
-    """CLI flags as ``section.key`` overrides of the config file."""
-    out: dict[str, object] = {}
-    for flag, dotted in RUN_OVERRIDES.items():
-        value = getattr(args, flag, None)
-        if value is None:
-            continue
-        if flag == "model" and ":" in value:
-            out["model.kind"], out["model.factory"] = "custom", value
-            continue
-        out[dotted] = value
-    if getattr(args, "layernorm", False):
-        out["model.layernorm"] = True
-    return out
+    cfg = load_config(args.config) if args.config else validate({})
+    return merge(cfg, run_overrides(args))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run one experiment from a TOML file and/or flags."""
-    from wdlab.experiments.config import load_config, merge, validate
-    from wdlab.experiments.run import run_experiment
+    from wdlab.pipelines import run_experiment
+    from wdlab.report.html import write_report
 
-    cfg = load_config(args.config) if args.config else validate({})
-    cfg = merge(cfg, run_overrides(args))
+    cfg = experiment_config(args)
     out = writable_dir(Path(args.out))
     result = run_experiment(cfg, progress=show_progress(args))
     paths = result.write(out)
-    paths["report"] = make_report(out)
+    paths["report"] = write_report(result, out)["report"]
     if args.json:
         emit_json(result.to_dict())
         return 0
     print(result.table())
     print()
-    for label, path in paths.items():
-        print(f"{label:>8}: {path}")
+    print_paths(paths)
     print(f"{'time':>8}: {result.seconds:.1f} s")
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run (or resume) a sweep into its study directory."""
-    from wdlab.experiments.config import load_config, merge, validate
-    from wdlab.study import default_out, run_sweep
+    from wdlab.executors import EXECUTORS, make_executor
+    from wdlab.pipelines import default_out, run_sweep
+    from wdlab.report.html import write_report
 
-    cfg = load_config(args.config) if args.config else validate({})
-    cfg = merge(cfg, run_overrides(args))
+    cfg = experiment_config(args)
     out = writable_dir(Path(args.out) if args.out else default_out(cfg))
-    executor = None
-    if args.backend == "ray":
-        from wdlab.executors import RayExecutor
-
-        executor = RayExecutor(
-            args.address,
-            num_cpus=args.cpus_per_task,
-            num_gpus=args.gpus_per_task,
-            max_retries=args.max_retries,
-        )
-    elif args.address:
-        raise UsageError("--address needs --backend ray")
+    options = {o.name: getattr(args, o.name) for e in EXECUTORS.values() for o in e.options}
+    executor = make_executor(args.backend, **options)
     try:
         result = run_sweep(
             cfg,
@@ -380,14 +285,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             executor=executor,
         )
     finally:
-        if executor is not None:
-            executor.shutdown()
-    report = make_report(out)
+        executor.close()
+    report = write_report(result, out)["report"]
     if args.json:
-        emit_json(
-            result.to_dict()
-            | {"directory": str(out), "counts": result.counts, "report": str(report)}
-        )
+        emit_json(result.to_dict() | {"directory": str(out), "report": str(report)})
         return 0
     print(result.table())
     print(f"\nstudy: {out}  ({_counts_line(result.counts)})")
@@ -395,23 +296,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def make_report(folder: Path) -> Path:
-    """Write the HTML report (and its PNGs) of a results folder or study; return its path."""
-    from wdlab.report.html import build_report
-
-    return build_report(folder)["report"]
-
-
 def cmd_report(args: argparse.Namespace) -> int:
     """Make report.html and the PNGs from a demo/run folder or a study."""
-    from wdlab.report.html import build_report
+    from wdlab.pipelines import build_report
 
     paths = build_report(args.path, args.out)
     if args.json:
         emit_json({k: str(v) for k, v in paths.items()})
     else:
-        for label, path in paths.items():
-            print(f"{label:>11}: {path}")
+        print_paths(paths, 11)
     return 0
 
 
@@ -460,11 +353,11 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Print a study's result table from its store."""
-    from wdlab.study import load_study
+    from wdlab.pipelines import load_study
 
-    result = load_study(args.study)
+    result: Result = load_study(args.study)
     if args.json:
-        emit_json(result.to_dict() | {"directory": str(args.study), "counts": result.counts})
+        emit_json(result.to_dict() | {"directory": str(args.study)})
         return 0
     print(result.table())
     print(f"\nstudy: {args.study}  ({_counts_line(result.counts)})")
@@ -473,220 +366,217 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a study's runs and tidy curves as CSV or Parquet."""
-    from wdlab.study import export_study
+    from wdlab.pipelines import export_study
 
     paths = export_study(args.study, args.format, args.out)
     if args.json:
         emit_json({k: str(v) for k, v in paths.items()})
     else:
-        for label, path in paths.items():
-            print(f"{label:>7}: {path}")
+        print_paths(paths, 7)
     return 0
 
 
+# ---------------------------------------------------------------------------------------------
+# Flags.
+
+
+def add_json(p: argparse.ArgumentParser) -> None:
+    """--json."""
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    """The model of ``inspect``: a kind or module:factory, its sizes and activation."""
+    from wdlab.models import ACTIVATIONS, MODEL_KINDS
+
+    kinds = ", ".join(k for k in MODEL_KINDS if k != "custom")
+    p.add_argument(
+        "model", nargs="?", default="seed-mlp", help=f"{kinds} or module:factory (seed-mlp)"
+    )
+    p.add_argument("--in-dim", type=positive_int, default=1000, help="input features (1000)")
+    p.add_argument("--out-dim", type=positive_int, default=1, help="outputs (1)")
+    p.add_argument("--hidden", default="", help="hidden sizes for mlp, e.g. 64,32")
+    p.add_argument("--activation", default="sigmoid", choices=list(ACTIVATIONS))
+    p.add_argument("--layernorm", action="store_true", help="LayerNorm after each hidden layer")
+
+
+def add_rule_flags(p: argparse.ArgumentParser) -> None:
+    """The no-decay rule flags."""
+    g = p.add_argument_group("which parameters decay (default: ndim >= 2 decays)")
+    g.add_argument("--decay-all", action="store_true", help="decay every tensor (the article)")
+    g.add_argument("--no-embeddings", action="store_true", help="embeddings do not decay")
+    for flag, what in (("exclude", "never"), ("include", "always")):
+        g.add_argument(
+            f"--{flag}",
+            action="append",
+            metavar="PATTERN",
+            help=f"fnmatch pattern of names that {what} decay (repeatable)",
+        )
+    g.add_argument(
+        "--exclude-type",
+        action="append",
+        metavar="CLASS",
+        help="torch.nn module class whose parameters never decay, e.g. LayerNorm",
+    )
+    g.add_argument("--ignore-model-hook", action="store_true", help="ignore no_weight_decay()")
+
+
+def _experiment_keys() -> list[tuple[str, str, object]]:
+    """(section.key, argparse dest, Key) for every config key that has a flag."""
+    from wdlab.config import SECTIONS, section_keys
+
+    out = []
+    for section in SECTIONS:
+        for f, k in section_keys(section):
+            if k.flag:
+                out.append((f"{section}.{f.name}", k.flag[2:].replace("-", "_"), k))
+    return out
+
+
 def add_experiment_flags(p: argparse.ArgumentParser) -> None:
-    """Flags that override an experiment file's values."""
+    """A TOML file and one flag per config key that has one (each wins over the file)."""
     p.add_argument("config", nargs="?", help="experiment TOML file (optional)")
     g = p.add_argument_group("overrides (each wins over the file)")
-    g.add_argument(
-        "--data",
-        help="seed-noise, teacher, teacher-classification, d2l, digits, "
-        "breast_cancer, wine, diabetes, or a .csv/.parquet path",
+    for _dotted, dest, k in _experiment_keys():
+        if k.cli == "flag":
+            g.add_argument(k.flag, dest=dest, action="store_true", default=None, help=k.help)
+            continue
+        kind = int if k.cli == "int" else None
+        g.add_argument(k.flag, dest=dest, type=kind, choices=k.choices, help=k.help)
+
+
+def run_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The experiment flags given, as ``section.key`` overrides of the config file."""
+    return {dotted: getattr(args, dest, None) for dotted, dest, _ in _experiment_keys()}
+
+
+def add_demo_flags(p: argparse.ArgumentParser) -> None:
+    """The demo's numbers, output, device, path and precision."""
+    p.add_argument(
+        "--epochs", type=positive_int, default=1000, help="steps run at 0..EPOCHS (1000)"
     )
-    g.add_argument("--target", help="target column of a data file")
-    g.add_argument("--features", help="feature columns of a data file, comma-separated")
-    g.add_argument("--impute", choices=["mean", "median"], help="fill missing feature values")
-    g.add_argument("--task", choices=["binary", "multiclass", "regression"])
-    g.add_argument("--data-seed", type=int, help="seed of the data draw and split")
-    g.add_argument("--model", help="seed-mlp, mlp, linear or module:factory")
-    g.add_argument("--hidden", help="hidden sizes, e.g. 64,32")
-    g.add_argument("--activation", choices=["sigmoid", "tanh", "relu", "gelu"])
-    g.add_argument("--layernorm", action="store_true", help="LayerNorm after hidden layers")
-    g.add_argument("--optimizer", help="sgd, adam, adamw, rmsprop, adagrad, ...")
-    g.add_argument("--lr", help="learning rate(s): 0.1 or 1e-3,3e-3")
-    g.add_argument("--mode", help="decay mode(s): coupled or l2,decoupled")
-    g.add_argument("--wd", help="weight decay(s): 0,1e-4,1e-3 or LO..HI:N (log-spaced)")
-    g.add_argument("--seeds", help="seeds: a count like 3, or a list like 0,1,2")
-    g.add_argument("--epochs", type=positive_int)
-    g.add_argument("--batch-size", type=int, help="0: full batch (default)")
-    g.add_argument("--eval-every", type=positive_int)
-    g.add_argument("--schedule", help="constant, cosine or step:SIZE:GAMMA")
-    g.add_argument("--rule", choices=["default", "everything"], help="which tensors decay")
-    g.add_argument("--device", help="cpu or cuda")
-    g.add_argument("--precision", choices=["fp32", "bf16"], help="bf16: autocast forward passes")
+    p.add_argument("--dim", type=positive_int, default=1000, help="rows and features of X (1000)")
+    p.add_argument("--lr", type=positive_float, default=0.1, help="SGD learning rate (0.1)")
+    p.add_argument("--weight-decay", type=nonneg_float, default=0.1, help="manual/builtin (0.1)")
+    p.add_argument("--seed", type=int, default=0, help="torch seed for data and init (0)")
+    p.add_argument("--eval-every", type=positive_int, default=10, help="evaluate every N (10)")
+    p.add_argument("--out", default="wdlab-out/demo", help="output folder (wdlab-out/demo)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    p.add_argument(
+        "--no-fast-path", action="store_true", help="the standard path even where Gram applies"
+    )
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="(fp32)")
+    add_json(p)
+
+
+def add_verify_flags(p: argparse.ArgumentParser) -> None:
+    """--out, --json."""
+    p.add_argument("--out", help="also write verify.json here (that folder's report shows it)")
+    add_json(p)
+
+
+def add_inspect_flags(p: argparse.ArgumentParser) -> None:
+    """The model, the rule, and the decay whose formula to print."""
+    add_model_flags(p)
+    add_rule_flags(p)
+    p.add_argument("--mode", default="coupled", help="decay mode (coupled)")
+    p.add_argument("--weight-decay", type=nonneg_float, default=0.01, help="(0.01)")
+    p.add_argument("--optimizer", default="sgd", help="optimizer name (sgd)")
+    p.add_argument("--lr", type=positive_float, default=None, help="learning rate")
+    add_json(p)
+
+
+def add_run_flags(p: argparse.ArgumentParser) -> None:
+    """The experiment flags, --out and --json."""
+    add_experiment_flags(p)
+    p.add_argument("--out", default="wdlab-out/run", help="output folder (wdlab-out/run)")
+    add_json(p)
+
+
+def add_sweep_flags(p: argparse.ArgumentParser) -> None:
+    """The experiment flags, the study, the budget and the backend with its options."""
+    from wdlab.executors import EXECUTORS
+    from wdlab.pipelines import DEFAULT_MAX_MEMORY_MB
+
+    add_experiment_flags(p)
+    p.add_argument("--out", help="study folder (default: wdlab-out/sweep-DATA-CONFIGHASH)")
+    p.add_argument(
+        "--max-memory",
+        type=positive_float,
+        default=DEFAULT_MAX_MEMORY_MB,
+        help=f"memory budget per batch in MB ({DEFAULT_MAX_MEMORY_MB})",
+    )
+    p.add_argument("--max-batch", type=positive_int, help="at most N configurations per batch")
+    p.add_argument("--name", help="the study's name in tables and reports (default: folder)")
+    g = p.add_argument_group("backend")
+    g.add_argument("--backend", choices=list(EXECUTORS), default="local", help="(local)")
+    for e in EXECUTORS.values():
+        for o in e.options:
+            g.add_argument(o.cli_flag, dest=o.name, type=o.type, help=f"{e.name}: {o.help}")
+    add_json(p)
+
+
+def add_report_flags(p: argparse.ArgumentParser) -> None:
+    """PATH, --out, --json."""
+    p.add_argument("path", help="output folder or study folder")
+    p.add_argument("--out", default=None, help="where to write (default: PATH)")
+    add_json(p)
+
+
+def add_ls_flags(p: argparse.ArgumentParser) -> None:
+    """ROOT, --json."""
+    p.add_argument("root", nargs="?", default="wdlab-out", help="folder (wdlab-out)")
+    add_json(p)
+
+
+def add_show_flags(p: argparse.ArgumentParser) -> None:
+    """STUDY, --json."""
+    p.add_argument("study", help="study folder")
+    add_json(p)
+
+
+def add_export_flags(p: argparse.ArgumentParser) -> None:
+    """STUDY, --format, --out, --json."""
+    p.add_argument("study", help="study folder")
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    p.add_argument("--out", default=None, help="folder for the files (default: the study)")
+    add_json(p)
+
+
+#: Every command: (name, one-line help, flags, the function that runs it).
+COMMANDS: list[tuple[str, str, Callable, Callable[[argparse.Namespace], int]]] = [
+    (
+        "demo",
+        "reproduce the article's experiment (none / manual / builtin)",
+        add_demo_flags,
+        cmd_demo,
+    ),
+    (
+        "verify",
+        "check every decay mode against torch and scikit-learn",
+        add_verify_flags,
+        cmd_verify,
+    ),
+    ("inspect", "show which parameters of a model decay", add_inspect_flags, cmd_inspect),
+    ("run", "run an experiment (TOML file and/or flags)", add_run_flags, cmd_run),
+    ("sweep", "sweep wd × lr × mode × seed into a resumable study", add_sweep_flags, cmd_sweep),
+    ("report", "write report.html and PNG figures", add_report_flags, cmd_report),
+    ("ls", "list studies", add_ls_flags, cmd_ls),
+    ("show", "print a study's results", add_show_flags, cmd_show),
+    ("export", "export a study's runs and curves (CSV or Parquet)", add_export_flags, cmd_export),
+]
 
 
 def build_parser() -> Parser:
-    """The ``wdlab`` argument parser with every subcommand."""
+    """The ``wdlab`` argument parser: one subcommand per entry of :data:`COMMANDS`."""
     parser = Parser(prog="wdlab", description="The weight-decay lab for PyTorch.")
+    parser.add_argument("--version", action="version", version=f"wdlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-
-    demo = sub.add_parser(
-        "demo",
-        help="reproduce the article's experiment (none / manual / builtin decay)",
-        description="Train the article's three regimes from the same initial weights, print a "
-        "summary, write results.json, curves.csv and losses.png, and check that manual and "
-        "built-in decay give identical weights.",
-    )
-    demo.add_argument(
-        "--epochs",
-        type=positive_int,
-        default=1000,
-        help="epochs; steps run at 0..EPOCHS inclusive (default 1000)",
-    )
-    demo.add_argument(
-        "--dim", type=positive_int, default=1000, help="rows and features of X (default 1000)"
-    )
-    demo.add_argument("--lr", type=positive_float, default=0.1, help="SGD learning rate (0.1)")
-    demo.add_argument(
-        "--weight-decay", type=nonneg_float, default=0.1, help="decay for manual and builtin (0.1)"
-    )
-    demo.add_argument("--seed", type=int, default=0, help="torch seed for data and init (0)")
-    demo.add_argument(
-        "--eval-every",
-        type=positive_int,
-        default=10,
-        help="evaluate every N epochs and at the last (10)",
-    )
-    demo.add_argument("--out", default="wdlab-out/demo", help="output folder (wdlab-out/demo)")
-    demo.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
-    demo.add_argument(
-        "--no-fast-path",
-        action="store_true",
-        help="train with the standard path even where the exact Gram path applies",
-    )
-    demo.add_argument(
-        "--precision",
-        choices=["fp32", "bf16"],
-        default="fp32",
-        help="bf16: bfloat16 autocast for the forward passes (fp32)",
-    )
-    demo.add_argument("--json", action="store_true", help="print one JSON document, no table")
-    demo.set_defaults(func=cmd_demo)
-
-    verify = sub.add_parser(
-        "verify",
-        help="check every decay mode against torch.optim and scikit-learn",
-        description="Train small models with each wdlab decay mode and with its reference "
-        "(torch's own optimizers, AdamW, sklearn's Ridge), and compare the final weights.",
-    )
-    verify.add_argument(
-        "--out", help="also write verify.json here (a report in this folder then shows the checks)"
-    )
-    verify.add_argument("--json", action="store_true", help="print one JSON document")
-    verify.set_defaults(func=cmd_verify)
-
-    inspect = sub.add_parser(
-        "inspect",
-        help="show which parameters of a model decay",
-        description="Print each parameter's name, shape, count and whether it decays under "
-        "the rule, with the decay mode's formula.",
-    )
-    add_model_flags(inspect)
-    add_rule_flags(inspect)
-    inspect.add_argument("--mode", default="coupled", help="decay mode (coupled)")
-    inspect.add_argument("--weight-decay", type=nonneg_float, default=0.01, help="(0.01)")
-    inspect.add_argument("--optimizer", default="sgd", help="optimizer name (sgd)")
-    inspect.add_argument("--lr", type=positive_float, default=None, help="learning rate")
-    inspect.add_argument("--json", action="store_true", help="print one JSON document")
-    inspect.set_defaults(func=cmd_inspect)
-
-    run = sub.add_parser(
-        "run",
-        help="run an experiment (TOML file and/or flags)",
-        description="Train every configuration of an experiment (mode × weight decay × lr × "
-        "seed) in one batched computation, choose the weight decay on validation, report "
-        "test. Writes results.json, curves.csv and losses.png.",
-    )
-    add_experiment_flags(run)
-    run.add_argument("--out", default="wdlab-out/run", help="output folder (wdlab-out/run)")
-    run.add_argument("--json", action="store_true", help="print one JSON document")
-    run.set_defaults(func=cmd_run)
-
-    sweep = sub.add_parser(
-        "sweep",
-        help="sweep weight decay × lr × mode × seed into a resumable study",
-        description="Train the whole grid batch by batch (each batch one batched computation), "
-        "store every batch in the study's SQLite file, and print the weight decay chosen on "
-        "validation per (mode, lr) with its test metric. The same command again resumes.",
-    )
-    add_experiment_flags(sweep)
-    sweep.add_argument("--out", help="study folder (default: wdlab-out/sweep-DATA-CONFIGHASH)")
-    sweep.add_argument(
-        "--max-memory",
-        type=positive_float,
-        default=2048,
-        help="memory budget per batch in MB (2048)",
-    )
-    sweep.add_argument(
-        "--max-batch",
-        type=positive_int,
-        default=None,
-        help="at most this many configurations per batch",
-    )
-    sweep.add_argument("--name", help="the study's name in tables and reports (default: folder)")
-    ray = sweep.add_argument_group("backend")
-    ray.add_argument(
-        "--backend",
-        choices=["local", "ray"],
-        default="local",
-        help="local (in-process, default) or ray (one task per batch)",
-    )
-    ray.add_argument(
-        "--address",
-        help="join this Ray cluster (HOST:PORT); default: start a local runtime on 127.0.0.1",
-    )
-    ray.add_argument(
-        "--cpus-per-task", type=positive_float, default=1.0, help="CPUs per Ray task (1)"
-    )
-    ray.add_argument(
-        "--gpus-per-task",
-        type=float,
-        default=None,
-        help="GPUs per Ray task (default: 1 if CUDA is visible, else 0)",
-    )
-    ray.add_argument(
-        "--max-retries", type=int, default=3, help="retries of a task whose worker dies (3)"
-    )
-    sweep.add_argument("--json", action="store_true", help="print one JSON document")
-    sweep.set_defaults(func=cmd_sweep)
-
-    ls = sub.add_parser("ls", help="list studies", description="List the studies under ROOT.")
-    ls.add_argument("root", nargs="?", default="wdlab-out", help="folder (wdlab-out)")
-    ls.add_argument("--json", action="store_true")
-    ls.set_defaults(func=cmd_ls)
-
-    show = sub.add_parser(
-        "show",
-        help="print a study's results",
-        description="Print a study's result table, read from its store.",
-    )
-    show.add_argument("study", help="study folder")
-    show.add_argument("--json", action="store_true")
-    show.set_defaults(func=cmd_show)
-
-    report = sub.add_parser(
-        "report",
-        help="write report.html and PNG figures",
-        description="Make a self-contained report.html plus one PNG per figure from a demo or "
-        "run output folder (results.json) or a sweep's study folder (study.db).",
-    )
-    report.add_argument("path", help="output folder or study folder")
-    report.add_argument("--out", default=None, help="where to write (default: PATH)")
-    report.add_argument("--json", action="store_true")
-    report.set_defaults(func=cmd_report)
-
-    export = sub.add_parser(
-        "export",
-        help="export a study's runs and curves",
-        description="Write runs and tidy curves (run, metric, epoch, value).",
-    )
-    export.add_argument("study", help="study folder")
-    export.add_argument("--format", choices=["csv", "parquet"], default="csv")
-    export.add_argument("--out", default=None, help="folder for the files (default: the study)")
-    export.add_argument("--json", action="store_true")
-    export.set_defaults(func=cmd_export)
+    for name, help_text, add_flags, run in COMMANDS:
+        p = sub.add_parser(name, help=help_text, description=(run.__doc__ or help_text))
+        add_flags(p)
+        p.set_defaults(func=run)
     return parser
 
 

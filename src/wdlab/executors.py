@@ -1,5 +1,7 @@
 """Executors: who trains a sweep's batches. Each yields ``(batch, results)`` as batches finish;
-the driver (``study.run_sweep``) writes each to the store in one transaction.
+the driver (:func:`wdlab.pipelines.sweep.run_sweep`) writes each to the store in one
+transaction. Every executor follows the :class:`Executor` protocol and is one entry of
+:data:`EXECUTORS`, with the options the command line offers for it.
 
 * :class:`LocalExecutor` trains batch after batch in this process.
 * :class:`RayExecutor` runs one Ray task per batch — one call of the batched engine — on a local
@@ -12,19 +14,62 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from wdlab import engine
 from wdlab.data import Dataset
 from wdlab.models import ModelSpec
+from wdlab.records import RunConfig, RunResult
+from wdlab.trainer import train
 
-Batch = list[engine.RunConfig]
+Batch = list[RunConfig]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One keyword of an executor's constructor, offered as ``--FLAG`` on the command line."""
+
+    name: str
+    type: Callable[[str], Any]
+    default: Any
+    help: str
+    flag: str = ""
+
+    @property
+    def cli_flag(self) -> str:
+        """The command-line flag, e.g. ``--cpus-per-task``."""
+        return "--" + (self.flag or self.name.replace("_", "-"))
+
+
+class Executor(Protocol):
+    """Trains batches of configurations; yields each batch with its results as it finishes."""
+
+    name: str
+
+    def run(
+        self,
+        spec: ModelSpec,
+        data: Dataset,
+        batches: Sequence[Batch],
+        train_kwargs: dict[str, Any],
+        on_start: Callable[[Batch], None] = ...,
+    ) -> Iterator[tuple[Batch, list[RunResult]]]:
+        """Yield ``(batch, results)`` for every batch, in any order."""
+        ...
+
+    def close(self) -> None:
+        """Release what the executor started (a local runtime); never a cluster it joined."""
+        ...
 
 
 class LocalExecutor:
     """Train each batch in this process, in order."""
 
     name = "local"
+    options: tuple[Option, ...] = ()
+
+    def close(self) -> None:
+        """Nothing to release."""
 
     def run(
         self,
@@ -33,11 +78,11 @@ class LocalExecutor:
         batches: Sequence[Batch],
         train_kwargs: dict[str, Any],
         on_start: Callable[[Batch], None] = lambda b: None,
-    ) -> Iterator[tuple[Batch, list[engine.RunResult]]]:
+    ) -> Iterator[tuple[Batch, list[RunResult]]]:
         """Yield each batch with its results, one after the other."""
         for batch in batches:
             on_start(batch)
-            yield batch, engine.train(spec, data, batch, **train_kwargs)
+            yield batch, train(spec, data, batch, **train_kwargs)
 
 
 def ray_available() -> bool:
@@ -59,12 +104,12 @@ def _train_task(
     train_kwargs: dict[str, Any],
     pid_dir: str | None,
     index: int,
-) -> list[engine.RunResult]:
+) -> list[RunResult]:
     """The body of one Ray task: one call of the batched engine."""
     if pid_dir:  # lets operators (and the fault test) see which worker runs which batch
         with open(os.path.join(pid_dir, f"batch-{index}-{os.getpid()}.pid"), "w") as fh:
             fh.write(str(os.getpid()))
-    return engine.train(spec, data, batch, **train_kwargs)
+    return train(spec, data, batch, **train_kwargs)
 
 
 class RayExecutor:
@@ -77,6 +122,18 @@ class RayExecutor:
     """
 
     name = "ray"
+    options = (
+        Option("address", str, None, "join this Ray cluster (HOST:PORT); default: a local runtime"),
+        Option("num_cpus", float, 1.0, "CPUs per Ray task (1)", "cpus-per-task"),
+        Option(
+            "num_gpus",
+            float,
+            None,
+            "GPUs per Ray task (default: 1 if CUDA is visible, else 0)",
+            "gpus-per-task",
+        ),
+        Option("max_retries", int, 3, "retries of a task whose worker dies (3)"),
+    )
 
     def __init__(
         self,
@@ -123,7 +180,7 @@ class RayExecutor:
             self.started = True
         return ray
 
-    def shutdown(self) -> None:
+    def close(self) -> None:
         """Stop the local runtime this executor started (never a cluster it joined)."""
         if self.started:
             import ray
@@ -138,7 +195,7 @@ class RayExecutor:
         batches: Sequence[Batch],
         train_kwargs: dict[str, Any],
         on_start: Callable[[Batch], None] = lambda b: None,
-    ) -> Iterator[tuple[Batch, list[engine.RunResult]]]:
+    ) -> Iterator[tuple[Batch, list[RunResult]]]:
         """Submit every batch as a task; yield each as it finishes."""
         import torch
 
@@ -161,3 +218,20 @@ class RayExecutor:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 yield pending.pop(ref), ray.get(ref)
+
+
+#: Every executor by name.
+EXECUTORS: dict[str, type] = {e.name: e for e in (LocalExecutor, RayExecutor)}
+
+
+def make_executor(name: str, **options: Any) -> Executor:
+    """The executor called ``name`` with its options (``None`` keeps an option's default)."""
+    cls = EXECUTORS.get(name)
+    if cls is None:
+        raise ValueError(f"unknown backend {name!r}; valid: {', '.join(EXECUTORS)}")
+    given = {k: v for k, v in options.items() if v is not None}
+    owners = {o.name: (e.name, o.cli_flag) for e in EXECUTORS.values() for o in e.options}
+    for key in sorted(given.keys() - {o.name for o in cls.options}):
+        owner, flag = owners.get(key, ("?", key))
+        raise ValueError(f"{flag} needs --backend {owner}")
+    return cls(**given)

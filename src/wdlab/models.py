@@ -75,8 +75,85 @@ class MLP(nn.Module):
 
 
 @dataclass(frozen=True)
+class ModelKind:
+    """One built-in kind of model: how to build and describe it, and, for the hand-batched
+    kinds, the names of its first Linear layer and the stages after it (see
+    :class:`BatchedForward`). Kinds without ``first`` run through ``torch.func`` under vmap."""
+
+    name: str
+    help: str
+    build: Callable[[ModelSpec], nn.Module]
+    describe: Callable[[ModelSpec], str]
+    first: Callable[[ModelSpec], tuple[str, str]] | None = None
+    stages: Callable[[ModelSpec], list[tuple[str, str]]] = lambda spec: []
+
+
+def _mlp_stages(spec: ModelSpec) -> list[tuple[str, str]]:
+    stages: list[tuple[str, str]] = []
+    for i in range(len(spec.hidden)):
+        if i > 0:
+            stages.append(("linear", f"layers.{i}"))
+        if spec.layernorm:
+            stages.append(("norm", f"norms.{i}"))
+        stages.append(("act", spec.activation))
+    return [*stages, ("head", "head")] if spec.hidden else []
+
+
+def _mlp_sizes(spec: ModelSpec) -> str:
+    return "-".join(map(str, (spec.in_dim, *spec.hidden, spec.out_dim)))
+
+
+def _build_custom(spec: ModelSpec) -> nn.Module:
+    factory = resolve_factory(spec.factory)
+    try:
+        return factory(in_dim=spec.in_dim, out_dim=spec.out_dim)
+    except TypeError:
+        return factory()
+
+
+_KINDS = [
+    ModelKind(
+        "seed-mlp",
+        "the article's MLP: Linear(d, d/2), sigmoid, Linear(d/2, 1)",
+        lambda spec: SeedMLP(spec.in_dim),
+        lambda spec: f"seed-mlp {spec.in_dim}-{spec.in_dim // 2}-1 sigmoid",
+        first=lambda spec: ("hidden_layer.weight", "hidden_layer.bias"),
+        stages=lambda spec: [("act", "sigmoid"), ("head", "last_layer")],
+    ),
+    ModelKind(
+        "mlp",
+        "Linear layers (--hidden 64,32) with an activation, optional LayerNorm",
+        lambda spec: MLP(spec.in_dim, spec.hidden, spec.out_dim, spec.activation, spec.layernorm),
+        lambda spec: (
+            f"mlp {_mlp_sizes(spec)} {spec.activation}" + (" +layernorm" if spec.layernorm else "")
+        ),
+        first=lambda spec: (
+            ("layers.0.weight", "layers.0.bias") if spec.hidden else ("head.weight", "head.bias")
+        ),
+        stages=_mlp_stages,
+    ),
+    ModelKind(
+        "linear",
+        "linear / logistic regression",
+        lambda spec: nn.Linear(spec.in_dim, spec.out_dim),
+        lambda spec: f"linear {spec.in_dim}-{spec.out_dim}",
+        first=lambda spec: ("weight", "bias"),
+    ),
+    ModelKind(
+        "custom",
+        "any nn.Module factory, given as module:function",
+        _build_custom,
+        lambda spec: f"custom {spec.factory}",
+    ),
+]
+
+#: Every model kind by name.
+MODEL_KINDS: dict[str, ModelKind] = {k.name: k for k in _KINDS}
+
+
+@dataclass(frozen=True)
 class ModelSpec:
-    """A model to train: ``kind`` is ``seed-mlp``, ``mlp``, ``linear`` or ``custom``.
+    """A model to train: ``kind`` is one of :data:`MODEL_KINDS`.
 
     ``in_dim``/``out_dim`` are filled from the data when left at 0. For ``custom``,
     ``factory`` is a callable (or ``"module:function"``) returning an ``nn.Module``; it is
@@ -92,8 +169,8 @@ class ModelSpec:
     factory: Callable[..., nn.Module] | str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        if self.kind not in ("seed-mlp", "mlp", "linear", "custom"):
-            raise ValueError(f"unknown model {self.kind!r}; valid: seed-mlp, mlp, linear, custom")
+        if self.kind not in MODEL_KINDS:
+            raise ValueError(f"unknown model {self.kind!r}; valid: {', '.join(MODEL_KINDS)}")
         if self.kind == "custom" and self.factory is None:
             raise ValueError("model 'custom' needs a factory (module:function)")
         if self.activation not in ACTIVATIONS:
@@ -101,30 +178,39 @@ class ModelSpec:
                 f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}"
             )
 
+    @property
+    def model_kind(self) -> ModelKind:
+        """This spec's entry in :data:`MODEL_KINDS`."""
+        return MODEL_KINDS[self.kind]
+
     def build(self) -> nn.Module:
         """One freshly initialised ``nn.Module`` (draws from torch's global RNG)."""
-        if self.kind == "seed-mlp":
-            return SeedMLP(self.in_dim)
-        if self.kind == "mlp":
-            return MLP(self.in_dim, self.hidden, self.out_dim, self.activation, self.layernorm)
-        if self.kind == "linear":
-            return nn.Linear(self.in_dim, self.out_dim)
-        factory = resolve_factory(self.factory)
-        try:
-            return factory(in_dim=self.in_dim, out_dim=self.out_dim)
-        except TypeError:
-            return factory()
+        return self.model_kind.build(self)
 
     def describe(self) -> str:
         """A short human name, e.g. ``mlp 64-32-10 relu``."""
-        if self.kind == "seed-mlp":
-            return f"seed-mlp {self.in_dim}-{self.in_dim // 2}-1 sigmoid"
-        if self.kind == "linear":
-            return f"linear {self.in_dim}-{self.out_dim}"
-        if self.kind == "mlp":
-            sizes = "-".join(map(str, (self.in_dim, *self.hidden, self.out_dim)))
-            return f"mlp {sizes} {self.activation}" + (" +layernorm" if self.layernorm else "")
-        return f"custom {self.factory}"
+        return self.model_kind.describe(self)
+
+
+def activations_per_example(model: nn.Module, example: Tensor) -> int:
+    """How many activation values one example produces in a forward pass of ``model``: the
+    outputs of every leaf module, counted with forward hooks (for memory estimates)."""
+    total = 0
+
+    def count(_m: nn.Module, _inp: object, out: object) -> None:
+        nonlocal total
+        if isinstance(out, Tensor):
+            total += out.numel()
+
+    leaves = [m for m in model.modules() if not any(True for _ in m.children())]
+    handles = [m.register_forward_hook(count) for m in leaves]
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return max(1, total // max(1, len(example)))
 
 
 def resolve_factory(factory: Callable[..., nn.Module] | str | None) -> Callable[..., nn.Module]:
@@ -216,38 +302,16 @@ class BatchedForward:
         self.spec = spec
         self.template = template
         self._vmapped = None
-        self.first: tuple[str, str] | None = {
-            "seed-mlp": ("hidden_layer.weight", "hidden_layer.bias"),
-            "mlp": ("layers.0.weight", "layers.0.bias")
-            if spec.hidden
-            else ("head.weight", "head.bias"),
-            "linear": ("weight", "bias"),
-        }.get(spec.kind)
+        kind = spec.model_kind
+        self.first: tuple[str, str] | None = kind.first(spec) if kind.first else None
         if self.first is None:
             self._vmapped = _vmapped_forward(template)
-        self.stages = self._stages()
+        self.stages = kind.stages(spec)
 
     @property
     def manual_backward(self) -> bool:
         """Whether :meth:`rest_backward` exists (built-in specs)."""
         return self.first is not None
-
-    def _stages(self) -> list[tuple[str, str]]:
-        """The stages after the first layer's pre-activation: (kind, name or prefix)."""
-        spec = self.spec
-        if spec.kind == "seed-mlp":
-            return [("act", "sigmoid"), ("head", "last_layer")]
-        if spec.kind != "mlp" or not spec.hidden:
-            return []
-        stages: list[tuple[str, str]] = []
-        for i in range(len(spec.hidden)):
-            if i > 0:
-                stages.append(("linear", f"layers.{i}"))
-            if spec.layernorm:
-                stages.append(("norm", f"norms.{i}"))
-            stages.append(("act", spec.activation))
-        stages.append(("head", "head"))
-        return stages
 
     def __call__(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
         """Outputs for every configuration; ``x`` is (n, d) shared by all K."""

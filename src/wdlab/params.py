@@ -17,26 +17,37 @@ A step costs one n×n·h GEMM instead of two n×d·h ones: about a third of the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
+from wdlab.decay import Mode
 from wdlab.models import BatchedForward, Tape, _linear
+from wdlab.optimizers import OptimizerSpec
 
 A_SUFFIX, B_SUFFIX = "#a", "#B"
-SGD_FAMILY = {"SGD"}
-FAST_MODES = {"none", "l2", "coupled", "builtin", "decoupled", "independent", "to_init"}
 
 
 def gram_applies(
-    forward: BatchedForward, optimizer: str, modes: set[str], n_train: int, d_in: int
+    forward: BatchedForward,
+    optimizer: OptimizerSpec,
+    modes: Sequence[Mode],
+    n_train: int,
+    d_in: int,
 ) -> tuple[bool, str]:
-    """Whether the exact Gram fast path applies here, and why (not)."""
+    """Whether the exact Gram fast path applies here, and why (not): the model's first layer
+    is a known Linear, the optimizer's update and every decay mode are linear in the weights
+    (:attr:`OptimizerSpec.linear`, :attr:`Mode.fast_path`), and there are fewer rows than
+    inputs."""
     if forward.first is None:
         return False, "custom model: first layer unknown"
-    if optimizer not in SGD_FAMILY:
-        return False, f"{optimizer} is not an SGD-family optimizer (its update is not linear)"
-    if not modes <= FAST_MODES:
-        return False, f"modes {sorted(modes - FAST_MODES)} not supported"
+    if not optimizer.linear:
+        name = optimizer.cls_name
+        return False, f"{name} is not an SGD-family optimizer (its update is not linear)"
+    unsupported = sorted({m.name for m in modes if not m.fast_path})
+    if unsupported:
+        return False, f"modes {unsupported} not supported"
     if n_train >= d_in:
         return False, f"n_train {n_train} >= d_in {d_in}: no saving"
     return True, f"exact Gram fast path: n_train {n_train} < d_in {d_in}, SGD"

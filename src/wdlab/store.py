@@ -16,12 +16,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from wdlab.engine import RunConfig, RunResult
 from wdlab.jsonsafe import dumps
+from wdlab.records import PER_EPOCH, Curves, RunConfig, RunResult
 
 DB_NAME = "study.db"
 STATUSES = ("pending", "running", "done", "diverged", "failed")
-PER_EPOCH = ("train_loss", "weight_norm")  # recorded every epoch; other metrics at evaluations
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS study (
@@ -182,12 +181,12 @@ class Store:
     def pending(self) -> list[RunConfig]:
         """Configurations still to train, in insertion order."""
         rows = self.db.execute("SELECT config FROM runs WHERE status = 'pending' ORDER BY id")
-        return [_config(json.loads(c)) for (c,) in rows]
+        return [RunConfig.from_dict(json.loads(c)) for (c,) in rows]
 
     def running(self) -> list[RunConfig]:
         """Configurations marked running (in flight, or left by a crash)."""
         rows = self.db.execute("SELECT config FROM runs WHERE status = 'running' ORDER BY id")
-        return [_config(json.loads(c)) for (c,) in rows]
+        return [RunConfig.from_dict(json.loads(c)) for (c,) in rows]
 
     def mark_running(self, configs: Iterable[RunConfig]) -> None:
         """One transaction: these configurations are being trained."""
@@ -227,15 +226,12 @@ class Store:
                     ),
                 )
                 self.db.execute("DELETE FROM curves WHERE run_id = ?", (run_id,))
-                rows = []
                 c = r.curves
-                for metric, values in c.items():
-                    if metric in ("epoch", "eval_epoch"):
-                        continue
-                    epochs = c["epoch"] if metric in PER_EPOCH else c["eval_epoch"]
-                    rows += [
-                        (run_id, metric, e, _num(v)) for e, v in zip(epochs, values, strict=True)
-                    ]
+                rows = [
+                    (run_id, metric, e, _num(v))
+                    for metric, values in c.series.items()
+                    for e, v in zip(c.axis(metric), values, strict=True)
+                ]
                 self.db.executemany(
                     "INSERT INTO curves (run_id, metric, epoch, value) VALUES (?, ?, ?, ?)", rows
                 )
@@ -246,37 +242,33 @@ class Store:
             "SELECT id, config, status, final, best, engine, diverged_epoch, seconds FROM runs "
             "WHERE status IN ('done', 'diverged') ORDER BY id"
         ).fetchall()
-        out = []
-        for run_id, config, status, final, best, engine_note, div, seconds in rows:
-            curves: dict[str, list[float]] = {}
-            if with_curves:
-                per: dict[str, list[tuple[int, float]]] = {}
-                for metric, epoch, value in self.db.execute(
-                    "SELECT metric, epoch, value FROM curves WHERE run_id = ? ORDER BY metric, "
-                    "epoch",
-                    (run_id,),
-                ):
-                    per.setdefault(metric, []).append((epoch, math.nan if value is None else value))
-                if "train_loss" in per:
-                    curves["epoch"] = [e for e, _ in per["train_loss"]]
-                evals = [m for m in per if m not in PER_EPOCH]
-                if evals:
-                    curves["eval_epoch"] = [e for e, _ in per[evals[0]]]
-                for metric, pts in per.items():
-                    curves[metric] = [v for _, v in pts]
-            out.append(
-                RunResult(
-                    config=_config(json.loads(config)),
-                    curves=curves,
-                    final=_unnan(json.loads(final)) if final else {},
-                    status=status,
-                    diverged_epoch=div,
-                    best=json.loads(best) if best else {},
-                    seconds=seconds or 0.0,
-                    engine=engine_note or "",
-                )
-            )
-        return out
+        return [self._run(row, with_curves) for row in rows]
+
+    def _run(self, row: tuple, with_curves: bool) -> RunResult:
+        run_id, config, status, final, best, engine_note, div, seconds = row
+        curves = Curves()
+        if with_curves:
+            for metric, epoch, value in self.db.execute(
+                "SELECT metric, epoch, value FROM curves WHERE run_id = ? ORDER BY metric, epoch",
+                (run_id,),
+            ):
+                if metric not in curves.series:
+                    curves.series[metric] = []
+                    axis = curves.epoch if metric in PER_EPOCH else curves.eval_epoch
+                    fill = not axis
+                if fill:
+                    axis.append(epoch)
+                curves.series[metric].append(math.nan if value is None else value)
+        return RunResult(
+            config=RunConfig.from_dict(json.loads(config)),
+            curves=curves,
+            final=_unnan(json.loads(final)) if final else {},
+            status=status,
+            diverged_epoch=div,
+            best=json.loads(best) if best else {},
+            seconds=seconds or 0.0,
+            engine=engine_note or "",
+        )
 
     def run_rows(self) -> list[dict[str, Any]]:
         """Every run as a flat dict (config, status, attempts, final metrics), for exports."""
@@ -310,18 +302,6 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
-
-
-def _config(d: dict[str, Any]) -> RunConfig:
-    return RunConfig(
-        mode=d["mode"],
-        weight_decay=d["weight_decay"],
-        lr=d["lr"],
-        optimizer=d["optimizer"],
-        options=tuple(sorted(d["options"].items())),
-        seed=d["seed"],
-        label=d["label"],
-    )
 
 
 def find_studies(root: str | Path) -> list[Path]:

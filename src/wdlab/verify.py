@@ -5,32 +5,20 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from wdlab.data import Dataset
 from wdlab.decay import DEFAULT_RULE, EVERYTHING, Decay, DecayRule, param_groups
-from wdlab.models import MLP
+from wdlab.models import MLP, ModelSpec
+from wdlab.optimizers import optimizer_class
+from wdlab.records import Check, RunConfig
+from wdlab.report.text import checks_table
+from wdlab.trainer import make_scheduler, train
 
-
-@dataclass
-class Check:
-    """One equivalence check: what was compared with what, and how far apart they ended."""
-
-    name: str
-    reference: str
-    max_abs_diff: float
-    max_rel_diff: float
-    identical: bool
-    tolerance: float
-    passed: bool
-    detail: str = ""
-
-    def to_dict(self) -> dict:
-        """JSON-ready form."""
-        return asdict(self)
+__all__ = ["Check", "all_checks", "checks_table", "compare", "max_diffs", "run_checks"]
 
 
 def max_diffs(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> tuple[float, float, bool]:
@@ -115,8 +103,6 @@ def train_module(
 ) -> dict[str, Tensor]:
     """Train a fresh model with ``decay`` attached (or, with ``reference``, with torch's own
     ``weight_decay=wd`` on the decaying group) and return its final weights."""
-    from wdlab.engine import make_scheduler, optimizer_class
-
     model = factory()
     ref_decay = Decay("builtin", decay.weight_decay) if reference else decay
     groups, _ = param_groups(model, ref_decay, rule)
@@ -250,8 +236,6 @@ def _decay_only(
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
     groups, _ = param_groups(model, decay, EVERYTHING)
     opt = torch.optim.SGD(groups, lr=lr)
-    from wdlab.engine import make_scheduler
-
     sched = make_scheduler(opt, schedule, steps)
     decay.attach(opt)
     if decay.mode == "to_init":  # anchored at the start; now move away from it
@@ -296,10 +280,6 @@ def check_to_init() -> Check:
 
 def check_engine_rows() -> Check:
     """The batched engine: each configuration in a batch ≡ that configuration trained alone."""
-    from wdlab.data import Dataset
-    from wdlab.engine import RunConfig, train
-    from wdlab.models import ModelSpec
-
     _, X, y, _ = _problem("ln")
     data = Dataset("check", "multiclass", X, y, X[:8], y[:8], n_classes=3)
     spec = ModelSpec("mlp", in_dim=8, hidden=(16, 12), out_dim=3, activation="gelu", layernorm=True)
@@ -425,21 +405,3 @@ def run_checks(progress: bool = False) -> list[Check]:
     if bar is not None:
         bar.close()
     return out
-
-
-def checks_table(checks: list[Check]) -> str:
-    """The terminal table: check, reference, max difference, pass/fail."""
-    w1 = max(len("check"), *(len(c.name) for c in checks))
-    w2 = max(len("reference"), *(len(c.reference) for c in checks))
-    lines = [f"{'check':<{w1}}  {'reference':<{w2}}  {'max |Δ|':>9}  {'rel':>9}  result"]
-    for c in checks:
-        verdict = "pass" if c.passed else "FAIL"
-        if c.identical and c.passed:
-            verdict += " (bitwise)"
-        lines.append(
-            f"{c.name:<{w1}}  {c.reference:<{w2}}  {c.max_abs_diff:>9.2e}  "
-            f"{c.max_rel_diff:>9.2e}  {verdict}"
-        )
-    failed = sum(not c.passed for c in checks)
-    lines.append(f"{len(checks) - failed} passed, {failed} failed")
-    return "\n".join(lines)

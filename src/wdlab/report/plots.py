@@ -1,13 +1,20 @@
-"""Matplotlib figures. Every function returns a ``Figure`` and never shows it."""
+"""Matplotlib figures. Every function returns a ``Figure`` and never shows it.
+
+The drawing functions take runs; :data:`FIGURES` is the registry of the figures a report has,
+each drawn from a result value with its caption. Adding a figure is one entry there.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from matplotlib import rcParams
 from matplotlib.figure import Figure
 
-from wdlab.engine import RunResult
+from wdlab.records import Result, RunResult
+from wdlab.selection import eval_split, metric_for, representative
+from wdlab.tasks import get_task
 
 
 def loss_curves(
@@ -204,3 +211,116 @@ def lr_wd_heatmap(runs: Sequence[RunResult], metric: str, metric_name: str) -> F
     if image is not None:
         fig.colorbar(image, ax=list(axes), label=f"{key.split('_')[0]} {metric_name}")
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# The figures of a result value.
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """One report figure: its file stem, when it applies, its caption and how to draw it."""
+
+    name: str
+    applies: Callable[[Result], bool]
+    caption: Callable[[Result], str]
+    draw: Callable[[Result], Figure]
+
+
+def _loss_title(result: Result) -> str:
+    if result.kind == "demo":
+        s = result.config
+        return (
+            f"The article's experiment: random labels, dim {s['dim']}, SGD lr {s['lr']:g}, "
+            f"wd {s['weight_decay']:g}, {s['epochs'] + 1} steps"
+        )
+    split = eval_split(result.runs)
+    return f"{result.data.get('name', '')}: train (solid) and {split} (dashed) loss"
+
+
+def _shown(result: Result) -> list[RunResult]:
+    return representative(result.runs)
+
+
+def _chosen(result: Result) -> dict[tuple[str, float], float]:
+    return {(s["mode"], s["lr"]): s["best_wd"] for s in result.selection}
+
+
+def _swept(result: Result) -> bool:
+    wds = {r.config.weight_decay for r in result.runs}
+    return len(wds - {0.0}) >= 2 and bool(result.selection)
+
+
+def _draw_wd(result: Result) -> Figure:
+    key, name, _ = metric_for(result.task)
+    return wd_curve(result.runs, key, name, _chosen(result))
+
+
+def _draw_heatmap(result: Result) -> Figure:
+    key, name, _ = metric_for(result.task)
+    return lr_wd_heatmap(result.runs, key, name)
+
+
+FIGURES: dict[str, FigureSpec] = {
+    f.name: f
+    for f in (
+        FigureSpec(
+            "losses",
+            lambda r: True,
+            lambda r: (
+                f"Train loss (solid) and {eval_split(r.runs)} loss (dashed) on one epoch "
+                f"axis; dots mark each run's best {eval_split(r.runs)} epoch. Look for "
+                f"{eval_split(r.runs)} loss rising while train loss falls: overfitting."
+            ),
+            lambda r: loss_curves(
+                _shown(r), _loss_title(r), eval_split(r.runs), get_task(r.task).loss_name
+            ),
+        ),
+        FigureSpec(
+            "gap",
+            lambda r: True,
+            lambda r: (
+                f"Generalisation gap ({eval_split(r.runs)} loss − train loss) over "
+                "epochs. Decay should keep it small; a growing gap is memorisation."
+            ),
+            lambda r: gap_curves(_shown(r), eval_split(r.runs)),
+        ),
+        FigureSpec(
+            "weight_norm",
+            lambda r: True,
+            lambda r: "L2 norm of the decayed tensors over epochs. Decay visibly shrinks it.",
+            lambda r: weight_norm_curves(_shown(r)),
+        ),
+        FigureSpec(
+            "wd_curve",
+            _swept,
+            lambda r: (
+                f"Validation (solid) and test (dashed) {metric_for(r.task)[1]} against "
+                "weight decay (log axis), band over seeds; ★ the wd chosen on validation; thin "
+                "lines: wd = 0."
+            ),
+            _draw_wd,
+        ),
+        FigureSpec(
+            "heatmap",
+            lambda r: _swept(r) and len({x.config.lr for x in r.runs}) >= 2,
+            lambda r: (
+                f"Validation {metric_for(r.task)[1]} over lr × weight decay, one panel "
+                "per mode. Adam + l2 beside decoupled is Loshchilov & Hutter's picture: "
+                "decoupling makes the best wd independent of the lr."
+            ),
+            _draw_heatmap,
+        ),
+    )
+}
+
+#: Short names accepted by ``result.plot(kind)``.
+PLOT_KINDS = {"loss": "losses", "wd": "wd_curve", "weight_norm": "weight_norm", "gap": "gap"}
+
+
+def figure(result: Result, kind: str) -> Figure:
+    """The figure ``kind`` (a :data:`FIGURES` name or a :data:`PLOT_KINDS` short name)."""
+    spec = FIGURES.get(PLOT_KINDS.get(kind, kind))
+    if spec is None:
+        raise ValueError(f"unknown plot {kind!r}; valid: {', '.join(PLOT_KINDS)}")
+    return spec.draw(result)

@@ -1,0 +1,546 @@
+"""Experiment configs: TOML files, dicts or flags, validated key by key into frozen objects.
+
+An experiment has four sections; every key is optional and unknown keys are refused::
+
+    [data]    source, seed, target, features, impute, task, val_size, test_size, options
+    [model]   kind, hidden, activation, layernorm, factory
+    [train]   optimizer, lr, options, schedule, epochs, batch_size, eval_every, seeds, device,
+              precision
+    [decay]   modes, weight_decay, rule, exclude, include
+
+``lr``, ``modes``, ``weight_decay`` and ``seeds`` take one value or a list (the grid is their
+product); ``weight_decay`` also takes ``"LO..HI:N"`` (N log-spaced values). ``seeds`` also takes
+an integer count written as ``"N"`` (seeds 0..N−1).
+
+The section dataclasses below *are* the schema: each field carries its default, its checker,
+what it allows and its command-line flag, so the TOML keys, the Python objects and the CLI flags
+(:func:`wdlab.cli`) come from one place. Allowed values come from the registries (modes,
+optimizers, model kinds, data sources, schedules, tasks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import itertools
+import math
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import Field, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from wdlab.data import SOURCES, Dataset, is_table_path, load, read_table
+from wdlab.decay import DEFAULT_RULE, EVERYTHING, MODES, DecayRule
+from wdlab.models import ACTIVATIONS, MODEL_KINDS, ModelSpec
+from wdlab.optimizers import OPTIMIZERS, optimizer_spec
+from wdlab.records import RunConfig
+from wdlab.tasks import TASKS
+from wdlab.trainer.schedules import SCHEDULES, parse_schedule
+
+RULES = {"default": DEFAULT_RULE, "everything": EVERYTHING}
+PRECISIONS = ("fp32", "bf16")
+
+
+def parse_float_list(text: str | float | list, key: str) -> list[float]:
+    """A number, a list, ``"a,b,c"`` or a log range ``"LO..HI:N"`` → list of floats."""
+    if isinstance(text, bool):
+        raise ValueError(f"{key}: expected a number, got {text!r}")
+    if isinstance(text, (int, float)):
+        return [float(text)]
+    if isinstance(text, list):
+        return [v for item in text for v in parse_float_list(item, key)]
+    if not isinstance(text, str):
+        raise ValueError(f"{key}: expected a number or a list, got {text!r}")
+    text = text.strip()
+    if ".." in text:
+        try:
+            rng, _, count = text.partition(":")
+            lo, _, hi = rng.partition("..")
+            lo_f, hi_f, n = float(lo), float(hi), int(count)
+        except ValueError:
+            raise ValueError(
+                f"{key}: expected LO..HI:N (e.g. 1e-6..1e-1:11), got {text!r}"
+            ) from None
+        if not (0 < lo_f < hi_f) or n < 2:
+            raise ValueError(f"{key}: a log range needs 0 < LO < HI and N >= 2, got {text!r}")
+        step = (math.log10(hi_f) - math.log10(lo_f)) / (n - 1)
+        return [float(f"{10 ** (math.log10(lo_f) + i * step):.6g}") for i in range(n)]
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{key}: expected numbers separated by commas, got {text!r}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkers: (value, "section.key") -> the normalised value, or ValueError naming the key.
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key's checker, what it allows (for messages and help), and its CLI flag.
+
+    ``cli`` is how the flag's text is read before checking: ``str`` (the checker parses it),
+    ``int``, or ``flag`` (a switch that sets True). ``choices`` lists the allowed values.
+    """
+
+    check: Callable[[Any, str], Any]
+    allowed: str
+    flag: str | None = None
+    help: str = ""
+    cli: str = "str"
+    choices: tuple[str, ...] | None = None
+
+
+def key(
+    default: Any,
+    check: Callable[[Any, str], Any],
+    allowed: str,
+    flag: str | None = None,
+    help: str = "",
+    cli: str = "str",
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """A config field: its default and its :class:`Key`."""
+    meta = {"key": Key(check, allowed, flag, help, cli, choices)}
+    return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+
+
+def one_of(options: Mapping[str, Any] | tuple[str, ...]) -> Callable[[Any, str], Any]:
+    """A checker accepting one of ``options`` (a registry or a tuple of names)."""
+
+    def check(v: Any, key: str) -> Any:
+        if v not in options:
+            raise ValueError(f"{key}: {v!r} is not allowed; valid: {', '.join(options)}")
+        return v
+
+    return check
+
+
+def integer(lo: int = 0) -> Callable[[Any, str], Any]:
+    """A checker accepting an integer ≥ ``lo``."""
+
+    def check(v: Any, key: str) -> Any:
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ValueError(f"{key}: expected an integer >= {lo}, got {v!r}")
+        return v
+
+    return check
+
+
+def _fraction(v: Any, key: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 0.9:
+        raise ValueError(f"{key}: expected a fraction in (0, 0.9), got {v!r}")
+    return float(v)
+
+
+def _str_or_none(v: Any, key: str) -> Any:
+    if v is not None and not isinstance(v, str):
+        raise ValueError(f"{key}: expected a string, got {v!r}")
+    return v
+
+
+def _str_list(v: Any, key: str) -> list[str]:
+    if isinstance(v, str):
+        v = [s.strip() for s in v.split(",") if s.strip()]
+    if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
+        raise ValueError(f"{key}: expected a list of strings, got {v!r}")
+    return v
+
+
+def _bool(v: Any, key: str) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"{key}: expected true or false, got {v!r}")
+    return v
+
+
+def _table(v: Any, key: str) -> dict:
+    if not isinstance(v, dict):
+        raise ValueError(f"{key}: expected a table of options, got {v!r}")
+    return v
+
+
+def _hidden(v: Any, key: str) -> list[int]:
+    if isinstance(v, str):
+        try:
+            v = [int(s) for s in v.split(",") if s.strip()]
+        except ValueError:
+            raise ValueError(f"{key}: expected sizes like 64,32, got {v!r}") from None
+    if not isinstance(v, list) or not all(isinstance(h, int) and h > 0 for h in v):
+        raise ValueError(f"{key}: expected a list of positive integers, got {v!r}")
+    return v
+
+
+def _model_kind(v: Any, key: str) -> str:
+    if isinstance(v, str) and ":" in v:  # module:function, a custom factory
+        return v
+    return one_of(MODEL_KINDS)(v, key)
+
+
+def _modes(v: Any, key: str) -> list[str]:
+    modes = _str_list(v, key)
+    for m in modes:
+        one_of(MODES)(m, key)
+    if not modes:
+        raise ValueError(f"{key}: give at least one mode; valid: {', '.join(MODES)}")
+    return modes
+
+
+def _wds(v: Any, key: str) -> list[float]:
+    values = parse_float_list(v, key)
+    if not values or any(not math.isfinite(w) or w < 0 for w in values):
+        raise ValueError(f"{key}: weight decays must be finite numbers >= 0, got {v!r}")
+    return values
+
+
+def _lrs(v: Any, key: str) -> list[float]:
+    values = parse_float_list(v, key)
+    if not values or any(not math.isfinite(w) or w <= 0 for w in values):
+        raise ValueError(f"{key}: learning rates must be numbers > 0, got {v!r}")
+    return values
+
+
+def _seeds(v: Any, key: str) -> list[int]:
+    if isinstance(v, str) and v.strip().isdigit():
+        return list(range(int(v)))
+    if isinstance(v, str) and "," in v:
+        with contextlib.suppress(ValueError):
+            v = [int(s) for s in v.split(",") if s.strip()]
+    if isinstance(v, int) and not isinstance(v, bool):
+        return [v]
+    if isinstance(v, list) and v and all(isinstance(s, int) and not isinstance(s, bool) for s in v):
+        return v
+    raise ValueError(f'{key}: expected a seed, a list of seeds, or a count like "3", got {v!r}')
+
+
+def _optimizer(v: Any, key: str) -> str:
+    try:
+        optimizer_spec(v)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"{key}: unknown optimizer {v!r}; valid: {', '.join(OPTIMIZERS)}"
+        ) from None
+    return v
+
+
+def _schedule(v: Any, key: str) -> str:
+    try:
+        parse_schedule(v if isinstance(v, str) else repr(v))
+    except ValueError:
+        valid = ", ".join(s.syntax for s in SCHEDULES.values())
+        raise ValueError(f"{key}: {v!r} is not allowed; valid: {valid}") from None
+    return v
+
+
+# ---------------------------------------------------------------------------------------------
+# The sections: each field is one key.
+
+
+class _Section:
+    """Read a section like a dict: ``section["epochs"]``."""
+
+    def __getitem__(self, name: str) -> Any:
+        return getattr(self, name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The value of key ``name``, or ``default``."""
+        return getattr(self, name, default)
+
+
+@dataclass(frozen=True)
+class DataConfig(_Section):
+    """[data]: which data, its seed and split."""
+
+    source: str = key(
+        "seed-noise",
+        _str_or_none,
+        "a source name or a .csv/.parquet path",
+        "--data",
+        f"{', '.join(SOURCES)}, or a .csv/.parquet path",
+    )
+    seed: int = key(
+        0, integer(0), "integer >= 0", "--data-seed", "seed of the data draw and split", "int"
+    )
+    target: str | None = key(
+        None, _str_or_none, "the target column (files)", "--target", "target column of a data file"
+    )
+    features: list[str] | None = key(
+        None,
+        _str_list,
+        "list of feature columns (files)",
+        "--features",
+        "feature columns of a data file, comma-separated",
+    )
+    impute: str | None = key(
+        None,
+        one_of(("mean", "median")),
+        "mean or median",
+        "--impute",
+        "fill missing feature values",
+        choices=("mean", "median"),
+    )
+    task: str | None = key(
+        None, one_of(TASKS), "task", "--task", "override the inferred task", choices=tuple(TASKS)
+    )
+    val_size: float = key(0.2, _fraction, "fraction in (0, 0.9)")
+    test_size: float = key(0.2, _fraction, "fraction in (0, 0.9)")
+    options: dict = key({}, _table, "source options, e.g. {n = 200, d = 50}")
+
+    def load(self) -> Dataset:
+        """The Dataset this section describes."""
+        if is_table_path(self.source):
+            return read_table(
+                self.source, self.target, self.features, self.impute, self.task, seed=self.seed
+            )
+        options = dict(self.options)
+        source = SOURCES.get(self.source)
+        if source is not None and source.split_sizes:
+            options.setdefault("val_size", self.val_size)
+            options.setdefault("test_size", self.test_size)
+        try:
+            ds = load(self.source, seed=self.seed, **options)
+        except TypeError as exc:
+            raise ValueError(f"data.options: {exc}") from None
+        if self.task and self.task != ds.task:
+            raise ValueError(f"data.task: {self.source} is a {ds.task} data set, not {self.task}")
+        return ds
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Section):
+    """[model]: which model (a kind, or a ``module:function`` factory) and its sizes."""
+
+    kind: str = key(
+        "mlp",
+        _model_kind,
+        "model kind",
+        "--model",
+        f"{', '.join(k for k in MODEL_KINDS if k != 'custom')} or module:factory",
+    )
+    hidden: list[int] = key([64], _hidden, "hidden sizes", "--hidden", "hidden sizes, e.g. 64,32")
+    activation: str = key(
+        "relu",
+        one_of(ACTIVATIONS),
+        "activation",
+        "--activation",
+        "activation",
+        choices=tuple(ACTIVATIONS),
+    )
+    layernorm: bool = key(
+        False, _bool, "true or false", "--layernorm", "LayerNorm after hidden layers", "flag"
+    )
+    factory: str | None = key(None, _str_or_none, "module:function")
+
+    def spec(self, ds: Dataset) -> ModelSpec:
+        """The ModelSpec, sized to the data."""
+        return ModelSpec(
+            self.kind,
+            in_dim=ds.in_dim,
+            out_dim=ds.out_dim,
+            hidden=tuple(self.hidden),
+            activation=self.activation,
+            layernorm=self.layernorm,
+            factory=self.factory,
+        )
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Section):
+    """[train]: optimizer, learning rates, schedule, epochs, batches, seeds, device."""
+
+    optimizer: str = key("sgd", _optimizer, "optimizer name", "--optimizer", ", ".join(OPTIMIZERS))
+    lr: list[float] = key(
+        [0.1], _lrs, "learning rate(s) > 0", "--lr", "learning rate(s): 0.1 or 1e-3,3e-3"
+    )
+    options: dict = key({}, _table, "optimizer options, e.g. {momentum = 0.9}")
+    schedule: str = key(
+        "constant",
+        _schedule,
+        "constant, cosine or step:SIZE:GAMMA",
+        "--schedule",
+        ", ".join(s.syntax for s in SCHEDULES.values()),
+    )
+    epochs: int = key(100, integer(1), "integer >= 1", "--epochs", "epochs", "int")
+    batch_size: int = key(
+        0,
+        integer(0),
+        "integer >= 0 (0: full batch)",
+        "--batch-size",
+        "0: full batch (default)",
+        "int",
+    )
+    eval_every: int = key(
+        10, integer(1), "integer >= 1", "--eval-every", "evaluate every N epochs", "int"
+    )
+    seeds: list[int] = key(
+        [0], _seeds, "seeds", "--seeds", "seeds: a count like 3, or a list like 0,1,2"
+    )
+    device: str | None = key(
+        None, _str_or_none, "cpu or cuda", "--device", "cpu or cuda (default: cuda if present)"
+    )
+    precision: str = key(
+        "fp32",
+        one_of(PRECISIONS),
+        "fp32 or bf16 (autocast)",
+        "--precision",
+        "bf16: autocast forward passes",
+        choices=PRECISIONS,
+    )
+
+    def train_kwargs(self, shuffle_seed: int) -> dict[str, Any]:
+        """The keywords of :func:`wdlab.trainer.train` this section sets."""
+        return {
+            "epochs": self.epochs,
+            "eval_every": self.eval_every,
+            "schedule": self.schedule,
+            "device": self.device,
+            "batch_size": self.batch_size or None,
+            "shuffle_seed": shuffle_seed,
+            "precision": self.precision,
+        }
+
+
+@dataclass(frozen=True)
+class DecayConfig(_Section):
+    """[decay]: the modes and weight decays of the grid, and which tensors decay."""
+
+    modes: list[str] = key(
+        ["coupled"], _modes, "decay modes", "--mode", "decay mode(s): coupled or l2,decoupled"
+    )
+    weight_decay: list[float] = key(
+        [0.0],
+        _wds,
+        "weight decay(s) >= 0 or LO..HI:N",
+        "--wd",
+        "weight decay(s): 0,1e-4,1e-3 or LO..HI:N (log-spaced)",
+    )
+    rule: str = key(
+        "default",
+        one_of(RULES),
+        "default or everything",
+        "--rule",
+        "which tensors decay",
+        choices=tuple(RULES),
+    )
+    exclude: list[str] = key([], _str_list, "fnmatch patterns")
+    include: list[str] = key([], _str_list, "fnmatch patterns")
+
+    def decay_rule(self) -> DecayRule:
+        """The no-decay rule."""
+        base = RULES[self.rule]
+        return DecayRule(
+            everything=base.everything, exclude=tuple(self.exclude), include=tuple(self.include)
+        )
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "decay": DecayConfig,
+}
+
+
+def section_keys(section: str) -> Iterator[tuple[Field, Key]]:
+    """The fields of a section with their :class:`Key`."""
+    for f in fields(SECTIONS[section]):
+        yield f, f.metadata["key"]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A validated experiment: four typed sections, read as ``cfg.train.epochs`` or
+    ``cfg["train"]["epochs"]``."""
+
+    data: DataConfig
+    model: ModelConfig
+    train: TrainConfig
+    decay: DecayConfig
+
+    def __getitem__(self, section: str) -> Any:
+        return getattr(self, section)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """The plain dict (TOML's shape): what the store keeps and hashes."""
+        return {name: asdict(getattr(self, name)) for name in SECTIONS}
+
+    def grid(self) -> list[RunConfig]:
+        """mode × weight decay × lr × seed, one RunConfig each.
+
+        Every (lr, seed) also gets the wd = 0 reference (mode ``none``) unless the grid already
+        has a zero-decay run for it: a weight decay is only worth choosing against no decay.
+        """
+        t, dec = self.train, self.decay
+        options = tuple(sorted(t.options.items()))
+        out: list[RunConfig] = []
+        seen: set[tuple] = set()
+
+        def add(mode: str, wd: float, lr: float, seed: int) -> None:
+            if (mode, wd, lr, seed) not in seen:
+                seen.add((mode, wd, lr, seed))
+                label = f"{mode} wd={wd:g}"
+                out.append(RunConfig(mode, wd, lr, t.optimizer, options, seed, label))
+
+        if not (0.0 in dec.weight_decay or "none" in dec.modes):
+            for lr, seed in itertools.product(t.lr, t.seeds):
+                add("none", 0.0, lr, seed)
+        for mode, wd, lr, seed in itertools.product(dec.modes, dec.weight_decay, t.lr, t.seeds):
+            add(mode, 0.0 if mode == "none" else wd, lr, seed)
+        return out
+
+
+def validate(raw: Mapping[str, Any] | Experiment) -> Experiment:
+    """Check every section and key; return the typed config with defaults filled and values
+    normalised. Raises ``ValueError`` naming the key and what it allows."""
+    if isinstance(raw, Experiment):
+        raw = raw.to_dict()
+    if not isinstance(raw, Mapping):
+        raise ValueError("an experiment config must be a table")
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"unknown section [{unknown[0]}]; valid: {', '.join(SECTIONS)}")
+    sections = {}
+    for section, cls in SECTIONS.items():
+        given = raw.get(section, {})
+        if not isinstance(given, Mapping):
+            raise ValueError(f"[{section}] must be a table")
+        names = [f.name for f in fields(cls)]
+        bad = sorted(set(given) - set(names))
+        if bad:
+            raise ValueError(f"unknown key {section}.{bad[0]}; valid: {', '.join(names)}")
+        values = {}
+        for f, k in section_keys(section):
+            value = copy.deepcopy(given[f.name]) if f.name in given else f.default_factory()
+            values[f.name] = value if value is None else k.check(value, f"{section}.{f.name}")
+        sections[section] = values
+    model = sections["model"]
+    if ":" in model["kind"]:
+        model["kind"], model["factory"] = "custom", model["kind"]
+    if model["kind"] == "custom" and not model["factory"]:
+        raise ValueError("model.factory: model kind 'custom' needs factory = 'module:function'")
+    if is_table_path(sections["data"]["source"] or "") and not sections["data"]["target"]:
+        raise ValueError("data.target: a data file needs the target column")
+    return Experiment(**{name: SECTIONS[name](**v) for name, v in sections.items()})
+
+
+def load_config(path: str | Path) -> Experiment:
+    """Read and validate a TOML experiment file."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"config file not found: {p}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{p.name} is not valid TOML: {exc}") from None
+    return validate(raw)
+
+
+def merge(config: Experiment | Mapping[str, Any], overrides: Mapping[str, Any]) -> Experiment:
+    """Apply ``{"section.key": value}`` overrides (CLI flags) and validate again."""
+    raw = config.to_dict() if isinstance(config, Experiment) else copy.deepcopy(dict(config))
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        section, _, name = dotted.partition(".")
+        raw.setdefault(section, {})[name] = value
+    return validate(raw)

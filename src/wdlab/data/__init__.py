@@ -1,0 +1,41 @@
+"""Data: the in-memory :class:`Dataset`, the built-in sources (a registry), user arrays and
+tables. Every draw takes an explicit seed; nothing is downloaded."""
+
+from wdlab.data.arrays import from_arrays, infer_task, shuffle_split, split_indices
+from wdlab.data.dataset import Dataset
+from wdlab.data.sources import (
+    SKLEARN_SETS,
+    SOURCES,
+    Source,
+    d2l,
+    load,
+    seed_noise,
+    seed_noise_tensors,
+    sklearn_dataset,
+    teacher_classification,
+    teacher_regression,
+)
+from wdlab.data.tables import FILE_SUFFIXES, is_table_path, read_table
+from wdlab.tasks import TASKS
+
+__all__ = [
+    "FILE_SUFFIXES",
+    "SKLEARN_SETS",
+    "SOURCES",
+    "TASKS",
+    "Dataset",
+    "Source",
+    "d2l",
+    "from_arrays",
+    "infer_task",
+    "is_table_path",
+    "load",
+    "read_table",
+    "seed_noise",
+    "seed_noise_tensors",
+    "shuffle_split",
+    "sklearn_dataset",
+    "split_indices",
+    "teacher_classification",
+    "teacher_regression",
+]

@@ -1,0 +1,143 @@
+"""Arrays to a Dataset: task inference, seeded (stratified) splits, standardisation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from wdlab.data.dataset import Dataset
+from wdlab.tasks import TASKS
+
+
+def shuffle_split(n: int, test_size: float = 0.33, random_state: int = 42) -> tuple[Tensor, Tensor]:
+    """(train, test) indices exactly as ``sklearn.model_selection.train_test_split`` draws them.
+
+    sklearn's ShuffleSplit takes ``RandomState(random_state).permutation(n)``, the first
+    ``ceil(test_size·n)`` for test and the rest for train. Doing the same here keeps scikit-learn
+    (and SciPy, ~60 MiB of resident memory) out of the demo; a test checks the equality.
+    """
+    n_test = math.ceil(test_size * n)
+    perm = np.random.RandomState(random_state).permutation(n)
+    return torch.from_numpy(perm[n_test:]), torch.from_numpy(perm[:n_test])
+
+
+def infer_task(y: np.ndarray) -> str:
+    """binary, multiclass or regression from the target's values ("single": one value only).
+
+    Non-integer floats, or more than 20 distinct integer-valued floats, are regression;
+    everything else (integers, strings, booleans) is classification.
+    """
+    values = np.unique(y)
+    if len(values) < 2:
+        return "single"
+    if y.dtype.kind in "fc" and (len(values) > 20 or not np.all(np.mod(values, 1) == 0)):
+        return "regression"
+    return "binary" if len(values) == 2 else "multiclass"
+
+
+def split_indices(
+    n: int, y: np.ndarray | None, val_size: float, test_size: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One seeded train / val / test split, stratified on ``y`` when it is given."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(n)
+    rest, test = train_test_split(
+        idx, test_size=test_size, random_state=seed, stratify=None if y is None else y
+    )
+    rel_val = val_size / (1.0 - test_size)
+    train, val = train_test_split(
+        rest, test_size=rel_val, random_state=seed + 1, stratify=None if y is None else y[rest]
+    )
+    return train, val, test
+
+
+def from_arrays(
+    X: np.ndarray | Tensor,
+    y: np.ndarray | Tensor,
+    *,
+    task: str | None = None,
+    name: str = "arrays",
+    val_size: float = 0.2,
+    test_size: float = 0.2,
+    seed: int = 0,
+    standardize: bool = True,
+    meta: dict | None = None,
+) -> Dataset:
+    """A Dataset from a feature matrix and a target (tensors or numpy arrays).
+
+    The split is seeded and stratified for classification; standardisation (and, for
+    regression, the target's centring and scaling) is fitted on the training split only.
+    Class labels of any kind are mapped to 0..C−1.
+    """
+    X = np.asarray(X.cpu() if isinstance(X, Tensor) else X, dtype=np.float64)
+    y = np.asarray(y.cpu() if isinstance(y, Tensor) else y)
+    if X.ndim != 2 or len(X) != len(y):
+        raise ValueError(f"X must be 2-D with one row per target; got X {X.shape}, y {y.shape}")
+    if not np.isfinite(X).all():
+        raise ValueError("X has missing or infinite values; impute them first")
+    task = task or infer_task(y)
+    if task == "single":
+        raise ValueError(f"the target has a single value ({np.unique(y)[0]!r}): nothing to learn")
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+    classes, y_num = _encode_target(y, task)
+    stratify = y_num if classes is not None else None
+    train, val, test = split_indices(len(y), stratify, val_size, test_size, seed)
+    info = dict(meta or {})
+    if standardize:
+        mu, sd = X[train].mean(0), X[train].std(0)
+        sd[sd == 0] = 1.0
+        X = (X - mu) / sd
+        info["standardized"] = "features, fitted on the training split"
+    if task == "regression" and standardize:
+        ym, ys = y_num[train].mean(), y_num[train].std() or 1.0
+        y_num = (y_num - ym) / ys
+        info["target_scaling"] = {"mean": float(ym), "std": float(ys)}
+    as_y = (
+        (lambda a: torch.from_numpy(a).long())
+        if task == "multiclass"
+        else (lambda a: torch.from_numpy(np.asarray(a, np.float64)).float())
+    )
+    Xt = torch.from_numpy(X).float()
+    if classes is not None:
+        info["classes"] = [c.item() if hasattr(c, "item") else c for c in classes]
+    return Dataset(
+        name=name,
+        task=task,
+        X_train=Xt[train],
+        y_train=as_y(y_num[train]),
+        X_val=Xt[val],
+        y_val=as_y(y_num[val]),
+        X_test=Xt[test],
+        y_test=as_y(y_num[test]),
+        n_classes=len(classes) if classes is not None else 1,
+        meta=info | {"n_train": len(train), "n_val": len(val), "n_test": len(test)},
+    )
+
+
+def _encode_target(y: np.ndarray, task: str) -> tuple[np.ndarray | None, np.ndarray]:
+    """(classes, class indices 0..C−1) for classification, checked for a usable split;
+    (None, float targets) for regression."""
+    if task == "regression":
+        y_num = y.astype(np.float64)
+        if not np.isfinite(y_num).all():
+            raise ValueError("the target has missing or infinite values")
+        return None, y_num
+    classes, y_idx = np.unique(y, return_inverse=True)
+    if task == "binary" and len(classes) != 2:
+        raise ValueError(f"task binary needs 2 classes, the target has {len(classes)}")
+    if len(classes) < 2:
+        raise ValueError("the target has a single class: nothing to learn")
+    counts = np.bincount(y_idx)
+    if counts.min() < 3:
+        rare = classes[counts.argmin()]
+        rare = rare.item() if hasattr(rare, "item") else rare
+        raise ValueError(
+            f"class {rare!r} has {counts.min()} rows; each class needs >= 3 "
+            "to appear in train, validation and test"
+        )
+    return classes, y_idx

@@ -1,0 +1,53 @@
+"""The in-memory data set: train / validation / test tensors plus the task kind."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Dataset:
+    """Splits as float32 tensors. ``y`` is float for binary/regression, long for multiclass.
+
+    ``X_val``/``y_val`` may be ``None`` (the article's experiment has only train and test);
+    ``meta`` carries facts about the data worth storing (e.g. the Bayes-optimal penalty).
+    """
+
+    name: str
+    task: str
+    X_train: Tensor
+    y_train: Tensor
+    X_test: Tensor
+    y_test: Tensor
+    X_val: Tensor | None = None
+    y_val: Tensor | None = None
+    n_classes: int = 1
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def in_dim(self) -> int:
+        """Number of input features."""
+        return int(self.X_train.shape[1])
+
+    @property
+    def out_dim(self) -> int:
+        """Model outputs: 1 for binary and regression, the class count for multiclass."""
+        return self.n_classes if self.task == "multiclass" else 1
+
+    def splits(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """The available splits by name: train, val (if any), test."""
+        out = {"train": (self.X_train, self.y_train)}
+        if self.X_val is not None and self.y_val is not None:
+            out["val"] = (self.X_val, self.y_val)
+        out["test"] = (self.X_test, self.y_test)
+        return out
+
+    def to(self, device: torch.device | str) -> Dataset:
+        """A copy with every tensor on ``device``."""
+        moved = {
+            k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in self.__dict__.items()
+        }
+        return Dataset(**moved)

@@ -1,0 +1,251 @@
+"""Built-in data sources, each one registry entry: nothing is downloaded, every draw is seeded.
+
+Adding a source is one :class:`Source` entry in :data:`SOURCES` (and its test).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from wdlab.data.arrays import from_arrays, shuffle_split
+from wdlab.data.dataset import Dataset
+from wdlab.data.tables import is_table_path, read_table
+
+SKLEARN_SETS = ("digits", "breast_cancer", "wine", "diabetes")
+
+
+def seed_noise_tensors(dim: int = 1000, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """The article's X and y, drawn exactly as it draws them from torch's global RNG.
+
+    ``torch.manual_seed(seed)`` then ``X = torch.randn((dim, dim), dtype=float64)``; y is
+    ``dim//2`` zeros then ``dim - dim//2`` ones. The global RNG is left as the article leaves
+    it, so a model built right after gets the article's initial weights.
+    """
+    torch.manual_seed(seed)
+    X = torch.randn((dim, dim), dtype=torch.float64)
+    y = torch.cat(
+        (
+            torch.zeros(dim // 2, dtype=torch.float64),
+            torch.ones(dim - dim // 2, dtype=torch.float64),
+        )
+    )
+    return X, y
+
+
+def seed_noise(dim: int = 1000, seed: int = 0, test_size: float = 0.33) -> Dataset:
+    """The article's data: a dim×dim N(0,1) matrix, half-0/half-1 labels, a 67/33 split.
+
+    The split is ``train_test_split(test_size=0.33, random_state=42)`` as in the article; the
+    labels are random with respect to X, so nothing can be learnt, only memorised.
+    """
+    if dim < 4:
+        raise ValueError(f"dim must be >= 4, got {dim}")
+    with torch.random.fork_rng(devices=[]):
+        X, y = seed_noise_tensors(dim, seed)
+    train, test = shuffle_split(dim, test_size, 42)
+    return Dataset(
+        name="seed-noise",
+        task="binary",
+        X_train=X[train].float(),
+        y_train=y[train].float(),
+        X_test=X[test].float(),
+        y_test=y[test].float(),
+        meta={"dim": dim, "seed": seed, "labels": "random (nothing to learn)"},
+    )
+
+
+def sklearn_dataset(name: str, seed: int = 0, **kw: object) -> Dataset:
+    """digits, breast_cancer, wine or diabetes, from scikit-learn's bundled files."""
+    from sklearn import datasets
+
+    if name not in SKLEARN_SETS:
+        raise ValueError(
+            f"unknown scikit-learn data set {name!r}; valid: {', '.join(SKLEARN_SETS)}"
+        )
+    bunch = getattr(datasets, f"load_{name}")()
+    task = "regression" if name == "diabetes" else None
+    return from_arrays(bunch.data, bunch.target, task=task, name=name, seed=seed, **kw)
+
+
+def _teacher_splits(name: str, task: str, X: Tensor, y: Tensor, n: int, meta: dict) -> Dataset:
+    """The first n rows split 3:1 into train and validation; the rest are the test rows."""
+    n_tr = n - max(1, n // 4)
+    f = lambda t: t.float()  # noqa: E731
+    return Dataset(
+        name,
+        task,
+        f(X[:n_tr]),
+        f(y[:n_tr]),
+        f(X[n:]),
+        f(y[n:]),
+        f(X[n_tr:n]),
+        f(y[n_tr:n]),
+        meta=meta,
+    )
+
+
+def teacher_regression(
+    n: int = 200,
+    d: int = 50,
+    noise: float = 1.0,
+    sigma_w: float = 1.0,
+    seed: int = 0,
+    n_test: int = 1000,
+) -> Dataset:
+    """y = X·w* + ε with w* ~ N(0, σ_w²), ε ~ N(0, σ²); n rows split train/val, n_test held out.
+
+    The Bayes-optimal ridge penalty for ‖y − Xw‖² + α‖w‖² is α* = σ²/σ_w² (in the raw,
+    unstandardised units; recorded in ``meta``). Features are N(0, 1) and not rescaled.
+    """
+    _check_sizes(n=n, d=d, n_test=n_test)
+    if noise < 0 or sigma_w <= 0:
+        raise ValueError("noise must be >= 0 and sigma_w > 0")
+    g = torch.Generator().manual_seed(seed)
+    w = sigma_w * torch.randn(d, generator=g, dtype=torch.float64)
+    X = torch.randn(n + n_test, d, generator=g, dtype=torch.float64)
+    y = X @ w + noise * torch.randn(n + n_test, generator=g, dtype=torch.float64)
+    meta = {
+        "n": n,
+        "d": d,
+        "noise": noise,
+        "sigma_w": sigma_w,
+        "seed": seed,
+        "alpha_star": noise**2 / sigma_w**2,
+        "alpha_star_note": "Bayes-optimal alpha for ||y - Xw||^2 + alpha ||w||^2",
+    }
+    return _teacher_splits("teacher", "regression", X, y, n, meta)
+
+
+def teacher_classification(
+    n: int = 400,
+    d: int = 20,
+    informative: int = 5,
+    label_noise: float = 0.1,
+    seed: int = 0,
+    n_test: int = 1000,
+) -> Dataset:
+    """A logistic teacher: only ``informative`` features carry signal; labels flipped with
+    probability ``label_noise``."""
+    _check_sizes(n=n, d=d, n_test=n_test)
+    if not 1 <= informative <= d:
+        raise ValueError(f"informative must be in 1..d={d}, got {informative}")
+    if not 0 <= label_noise < 0.5:
+        raise ValueError(f"label_noise must be in [0, 0.5), got {label_noise}")
+    g = torch.Generator().manual_seed(seed)
+    w = torch.zeros(d, dtype=torch.float64)
+    w[:informative] = 2.0 * torch.randn(informative, generator=g, dtype=torch.float64)
+    X = torch.randn(n + n_test, d, generator=g, dtype=torch.float64)
+    p = torch.sigmoid(X @ w)
+    y = (torch.rand(n + n_test, generator=g, dtype=torch.float64) < p).double()
+    flip = torch.rand(n + n_test, generator=g, dtype=torch.float64) < label_noise
+    y = torch.where(flip, 1 - y, y)
+    meta = {"n": n, "d": d, "informative": informative, "label_noise": label_noise, "seed": seed}
+    return _teacher_splits("teacher-classification", "binary", X, y, n, meta)
+
+
+def d2l(
+    seed: int = 0, n_train: int = 20, n_val: int = 100, n_test: int = 100, d: int = 200
+) -> Dataset:
+    """The Dive into Deep Learning weight-decay setting: y = 0.05 + Σ 0.01·x_i + N(0, 0.01²).
+
+    d = 200 features and only 20 training rows, so an unregularised linear model overfits and
+    decay visibly helps. Validation and test rows are drawn from the same distribution.
+    """
+    _check_sizes(n=n_train, d=d, n_test=n_test)
+    g = torch.Generator().manual_seed(seed)
+    total = n_train + n_val + n_test
+    X = torch.randn(total, d, generator=g)
+    y = 0.05 + 0.01 * X.sum(1) + 0.01 * torch.randn(total, generator=g)
+    a, b = n_train, n_train + n_val
+    return Dataset(
+        "d2l",
+        "regression",
+        X[:a],
+        y[:a],
+        X[b:],
+        y[b:],
+        X[a:b],
+        y[a:b],
+        meta={
+            "d": d,
+            "n_train": n_train,
+            "seed": seed,
+            "formula": "y = 0.05 + sum(0.01 x_i) + N(0, 0.01^2)",
+        },
+    )
+
+
+def _check_sizes(**sizes: int) -> None:
+    for k, v in sizes.items():
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{k} must be a positive integer, got {v!r}")
+
+
+@dataclass(frozen=True)
+class Source:
+    """One data source: its name, task, a one-line description and how to load it.
+
+    ``load`` takes ``seed`` and the source's options as keywords; ``split_sizes``: it also
+    takes ``val_size`` and ``test_size`` (sources split by wdlab, not by their generator).
+    """
+
+    name: str
+    task: str
+    help: str
+    load: Callable[..., Dataset]
+    split_sizes: bool = False
+
+
+def _sklearn(name: str) -> Callable[..., Dataset]:
+    return lambda seed=0, **kw: sklearn_dataset(name, seed=seed, **kw)
+
+
+_SOURCES = [
+    Source(
+        "seed-noise",
+        "binary",
+        "the article's data: N(0,1) dim x dim, random half-0/half-1 labels, its 67/33 split",
+        lambda seed=0, dim=1000, **kw: seed_noise(int(dim), seed, **kw),
+    ),
+    Source(
+        "teacher",
+        "regression",
+        "y = X w* + noise; the Bayes-optimal ridge alpha is stored (options n, d, noise, ...)",
+        teacher_regression,
+    ),
+    Source(
+        "teacher-classification",
+        "binary",
+        "a logistic teacher with a few informative features (options n, d, informative, ...)",
+        teacher_classification,
+    ),
+    Source("d2l", "regression", "Dive into Deep Learning's setting: d = 200, 20 rows", d2l),
+    Source(
+        "digits", "multiclass", "scikit-learn's 8x8 digits, 10 classes", _sklearn("digits"), True
+    ),
+    Source(
+        "breast_cancer",
+        "binary",
+        "scikit-learn's breast cancer set",
+        _sklearn("breast_cancer"),
+        True,
+    ),
+    Source("wine", "multiclass", "scikit-learn's wine set, 3 classes", _sklearn("wine"), True),
+    Source("diabetes", "regression", "scikit-learn's diabetes set", _sklearn("diabetes"), True),
+]
+
+#: Every built-in data source by name (a .csv / .parquet path is a source too).
+SOURCES: dict[str, Source] = {s.name: s for s in _SOURCES}
+
+
+def load(name: str, *, seed: int = 0, **options: object) -> Dataset:
+    """Any data source by name (see :data:`SOURCES`), or a .csv / .parquet path."""
+    if name in SOURCES:
+        return SOURCES[name].load(seed=seed, **options)
+    if is_table_path(name):
+        return read_table(name, seed=seed, **options)
+    raise ValueError(f"unknown data {name!r}; valid: {', '.join(SOURCES)}, or a .csv/.parquet path")

@@ -1,0 +1,61 @@
+"""Weight decay as small pieces: modes (:mod:`.modes`), which parameters decay (:mod:`.rules`)
+and attaching a decay to any torch optimizer (:mod:`.attach`)."""
+
+from wdlab.decay.attach import Decay, formula, surprise_warnings, warn_if_surprising
+from wdlab.decay.modes import (
+    FORMULAS,
+    MODES,
+    WD,
+    Mode,
+    apply_after_backward,
+    apply_before_step,
+    apply_param_point,
+    check_mode,
+    check_weight_decay,
+    coupled,
+    decoupled_factor,
+    get_mode,
+    independent_factor,
+    l2_penalty,
+    shrink,
+    to_init,
+)
+from wdlab.decay.rules import (
+    DEFAULT_RULE,
+    EVERYTHING,
+    NORM_TYPES,
+    DecayRule,
+    DecayTable,
+    decay_table,
+    param_groups,
+)
+
+__all__ = [
+    "DEFAULT_RULE",
+    "EVERYTHING",
+    "FORMULAS",
+    "MODES",
+    "NORM_TYPES",
+    "WD",
+    "Decay",
+    "DecayRule",
+    "DecayTable",
+    "Mode",
+    "apply_after_backward",
+    "apply_before_step",
+    "apply_param_point",
+    "check_mode",
+    "check_weight_decay",
+    "coupled",
+    "decay_table",
+    "decoupled_factor",
+    "formula",
+    "get_mode",
+    "independent_factor",
+    "l2_penalty",
+    "param_groups",
+    "shrink",
+    "surprise_warnings",
+    "to_init",
+    "warn_if_surprising",
+]

@@ -1,0 +1,36 @@
+"""Pipelines: config → plan → result value. ``demo``, and ``sweep`` (``run`` is a sweep into a
+temporary store); reading results back. They return values and draw nothing."""
+
+from wdlab.pipelines.demo import REGIMES, DemoSettings, run_demo, seed_init
+from wdlab.pipelines.load import build_report, load_result
+from wdlab.pipelines.results import DemoResult, ExperimentResult, SweepResult
+from wdlab.pipelines.sweep import (
+    DEFAULT_MAX_MEMORY_MB,
+    bytes_per_config,
+    default_out,
+    export_study,
+    load_study,
+    plan_batches,
+    run_experiment,
+    run_sweep,
+)
+
+__all__ = [
+    "DEFAULT_MAX_MEMORY_MB",
+    "REGIMES",
+    "DemoResult",
+    "DemoSettings",
+    "ExperimentResult",
+    "SweepResult",
+    "build_report",
+    "bytes_per_config",
+    "default_out",
+    "export_study",
+    "load_result",
+    "load_study",
+    "plan_batches",
+    "run_demo",
+    "run_experiment",
+    "run_sweep",
+    "seed_init",
+]

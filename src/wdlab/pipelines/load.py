@@ -1,0 +1,44 @@
+"""Reading results back: a study folder (study.db) or a demo/run folder (results.json), plus the
+checks ``wdlab verify --out`` left there; and remaking a report from them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from wdlab.pipelines.results import DemoResult, SweepResult
+from wdlab.pipelines.sweep import load_study
+from wdlab.records import Check, Result
+from wdlab.report.html import write_report
+
+
+def load_result(path: str | Path) -> Result:
+    """The result value stored in a folder: a sweep's study.db, or a demo's or run's
+    results.json (any schema version this wdlab reads)."""
+    p = Path(path)
+    if (p / "study.db").exists():
+        result: Result = load_study(p)
+    else:
+        results = p / "results.json"
+        if not results.exists():
+            raise ValueError(f"nothing to report in {p}: no results.json and no study.db")
+        try:
+            doc = json.loads(results.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{results} is not valid JSON: {exc}") from None
+        base = Result.from_dict(doc)
+        cls = DemoResult if base.kind == "demo" else SweepResult
+        result = cls(**{k: v for k, v in vars(base).items()})
+        if not result.name:
+            result.name = p.name
+    verify = p / "verify.json"
+    if verify.exists():  # `wdlab verify --out FOLDER` wrote the oracle checks here
+        for c in json.loads(verify.read_text()).get("checks", []):
+            result.checks[c["name"]] = Check.from_dict(c)
+    return result
+
+
+def build_report(path: str | Path, out: str | Path | None = None) -> dict[str, Path]:
+    """Write ``report.html`` and its PNGs for the results in ``path`` into ``out`` (default:
+    ``path``), from the stored results alone."""
+    return write_report(load_result(path), out if out is not None else path)

@@ -1,0 +1,328 @@
+"""Records: one schema for what a run is and what it produced, for demo, run and sweep alike.
+
+* :class:`RunConfig`: one configuration (mode, weight decay, lr, optimizer and its options, seed).
+* :class:`Curves`: the per-epoch series (``train_loss``, ``weight_norm``) on ``epoch`` and the
+  per-evaluation series (``val_loss``, ``test_acc``…) on ``eval_epoch``; read like a dict.
+* :class:`RunResult`: one configuration's curves, final metrics, status and timing.
+* :class:`Check`: one equivalence check (ours against a reference) and how far apart they ended.
+* :class:`Result`: the result value every pipeline returns and every report, table, store and
+  results file reads: runs, the choice of weight decay, data facts, checks, timing.
+
+Each has ``to_dict``/``from_dict``. Documents carry ``"version"``: :data:`SCHEMA_VERSION`
+documents round-trip losslessly, version-1 files (wdlab 0.1's results.json, demo and run) still
+load, and a newer version is refused in one line.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from torch import Tensor
+
+from wdlab.decay.modes import check_mode, check_weight_decay
+from wdlab.optimizers import optimizer_spec
+
+SCHEMA = "wdlab.results"
+SCHEMA_VERSION = 2
+PER_EPOCH = ("train_loss", "weight_norm")  # recorded every epoch; the rest at evaluations
+
+
+def _nan(v: Any) -> Any:
+    """JSON's null back to NaN (JSON has no NaN; results files write null)."""
+    return math.nan if v is None else v
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One configuration: decay mode and strength, optimizer and its settings, seed.
+
+    ``options`` are extra optimizer keywords as sorted ``(name, value)`` pairs, e.g.
+    ``(("momentum", 0.9),)``. ``label`` names the run in tables (default: the mode).
+    """
+
+    mode: str = "none"
+    weight_decay: float = 0.0
+    lr: float = 0.1
+    optimizer: str = "sgd"
+    options: tuple[tuple[str, object], ...] = ()
+    seed: int = 0
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        check_mode(self.mode)
+        check_weight_decay(self.weight_decay)
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        optimizer_spec(self.optimizer)
+        if any(k in ("lr", "weight_decay", "params") for k, _ in self.options):
+            raise ValueError("lr and weight_decay are set by the config, not in options")
+
+    @property
+    def name(self) -> str:
+        """The label, or the mode when no label was given."""
+        return self.label or self.mode
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "mode": self.mode,
+            "weight_decay": self.weight_decay,
+            "lr": self.lr,
+            "optimizer": self.optimizer,
+            "options": dict(self.options),
+            "seed": self.seed,
+            "label": self.name,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RunConfig:
+        """The inverse of :meth:`to_dict`."""
+        return cls(
+            mode=d["mode"],
+            weight_decay=d["weight_decay"],
+            lr=d["lr"],
+            optimizer=d.get("optimizer", "sgd"),
+            options=tuple(sorted((d.get("options") or {}).items())),
+            seed=d.get("seed", 0),
+            label=d.get("label", ""),
+        )
+
+
+@dataclass(eq=False)
+class Curves(Mapping[str, list]):
+    """A run's curves: ``series`` by name, on two epoch axes.
+
+    Series named in :data:`PER_EPOCH` have one value per ``epoch``; every other series has one
+    value per ``eval_epoch`` (the evaluations, made with the weights after that epoch's update).
+    ``curves["name"]`` reads ``epoch``, ``eval_epoch`` or a series, as a dict would.
+    """
+
+    epoch: list[int] = field(default_factory=list)
+    eval_epoch: list[int] = field(default_factory=list)
+    series: dict[str, list[float]] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> list:
+        if key == "epoch":
+            return self.epoch
+        if key == "eval_epoch":
+            return self.eval_epoch
+        return self.series[key]
+
+    def __iter__(self) -> Iterator[str]:
+        per_epoch = [k for k in self.series if k in PER_EPOCH]
+        per_eval = [k for k in self.series if k not in PER_EPOCH]
+        yield from ["epoch", *per_epoch, "eval_epoch", *per_eval]
+
+    def __len__(self) -> int:
+        return 2 + len(self.series)
+
+    def axis(self, name: str) -> list[int]:
+        """The epochs of series ``name``: every epoch, or the evaluation epochs."""
+        return self.epoch if name in PER_EPOCH else self.eval_epoch
+
+    def cut(self, epoch: int) -> None:
+        """NaN from ``epoch`` on (a run that diverged there)."""
+        for name, values in self.series.items():
+            self.series[name] = [
+                v if e < epoch else math.nan for e, v in zip(self.axis(name), values, strict=True)
+            ]
+
+    def to_dict(self) -> dict[str, list]:
+        """JSON-ready form: ``epoch``, the per-epoch series, ``eval_epoch``, the rest."""
+        return {k: list(self[k]) for k in self}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, list]) -> Curves:
+        """The inverse of :meth:`to_dict` (JSON nulls become NaN)."""
+        series = {
+            k: [_nan(v) for v in vs] for k, vs in d.items() if k not in ("epoch", "eval_epoch")
+        }
+        return cls(list(d.get("epoch", [])), list(d.get("eval_epoch", [])), series)
+
+
+@dataclass
+class RunResult:
+    """What one configuration's training produced: curves, final metrics and status.
+
+    ``curves.series`` holds ``train_loss`` (the loss each step computed, before its update) and
+    ``weight_norm`` every epoch; ``train_loss_eval`` and ``<split>_loss``/``<split>_acc``/… at
+    each evaluation. ``final`` holds the last evaluation (``train_loss`` there is the evaluated
+    one, so ``test_loss − train_loss`` compares the same weights). ``best`` is the best
+    validation (else test) loss and its epoch. ``params`` are the final weights when asked for
+    (never stored). ``seconds`` is the wall time of the batch that trained it.
+    """
+
+    config: RunConfig
+    curves: Curves
+    final: dict[str, float]
+    status: str = "done"
+    diverged_epoch: int | None = None
+    best: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Tensor] | None = None
+    seconds: float = 0.0
+    engine: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (without the weights)."""
+        return {
+            "config": self.config.to_dict(),
+            "status": self.status,
+            "diverged_epoch": self.diverged_epoch,
+            "final": dict(self.final),
+            "best": dict(self.best),
+            "engine": self.engine,
+            "seconds": self.seconds,
+            "curves": self.curves.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RunResult:
+        """The inverse of :meth:`to_dict`."""
+        return cls(
+            config=RunConfig.from_dict(d["config"]),
+            curves=Curves.from_dict(d.get("curves") or {}),
+            final={k: _nan(v) for k, v in (d.get("final") or {}).items()},
+            status=d.get("status", "done"),
+            diverged_epoch=d.get("diverged_epoch"),
+            best=dict(d.get("best") or {}),
+            seconds=d.get("seconds") or 0.0,
+            engine=d.get("engine") or "",
+        )
+
+
+@dataclass
+class Check:
+    """One equivalence check: what was compared with what, and how far apart they ended."""
+
+    name: str
+    reference: str
+    max_abs_diff: float
+    max_rel_diff: float
+    identical: bool
+    tolerance: float
+    passed: bool
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Check:
+        """The inverse of :meth:`to_dict`."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass
+class Result:
+    """The result value of a demo, run or sweep: what every report, table and file reads.
+
+    ``kind`` is ``demo``, ``run`` or ``sweep``; ``config`` the validated experiment config (the
+    demo's settings for a demo) as a dict; ``data`` facts about the data (name, sizes, the
+    teacher's Bayes-optimal alpha…); ``selection`` the weight decay chosen per (mode, lr)
+    (:mod:`wdlab.selection`); ``checks`` equivalence checks by id; ``counts`` runs per status
+    (sweeps); ``seconds`` the wall time.
+    """
+
+    kind: str
+    runs: list[RunResult] = field(default_factory=list)
+    name: str = ""
+    task: str = "binary"
+    config: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    decay_table: dict[str, Any] | None = None
+    selection: list[dict[str, Any]] = field(default_factory=list)
+    checks: dict[str, Check] = field(default_factory=dict)
+    seconds: float = 0.0
+    engine: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def engine_note(self) -> str:
+        """How the runs were trained (the engine's note of the first run)."""
+        return self.engine or (self.runs[0].engine if self.runs else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The versioned JSON document (results.json, ``--json``)."""
+        return {
+            "schema": SCHEMA,
+            "version": SCHEMA_VERSION,
+            "kind": self.kind,
+            "name": self.name,
+            "task": self.task,
+            "config": self.config,
+            "data": self.data,
+            "decay_table": self.decay_table,
+            "engine": self.engine_note,
+            "seconds": self.seconds,
+            "selection": self.selection,
+            "checks": {k: c.to_dict() for k, c in self.checks.items()},
+            "counts": self.counts,
+            "runs": [r.to_dict() for r in self.runs],
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> Result:
+        """A result from its document: this version, or a version-1 results.json."""
+        if not isinstance(doc, Mapping):
+            raise ValueError("a results document must be a JSON object")
+        version = doc.get("version", 1)
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise ValueError(
+                f"results written by a newer wdlab (schema version {version!r}); this one "
+                f"reads versions 1 to {SCHEMA_VERSION}"
+            )
+        if version == 1:
+            doc = _from_v1(doc)
+        return cls(
+            kind=doc.get("kind", "run"),
+            runs=[RunResult.from_dict(r) for r in doc.get("runs", [])],
+            name=doc.get("name", ""),
+            task=doc.get("task") or "binary",
+            config=dict(doc.get("config") or {}),
+            data=dict(doc.get("data") or {}),
+            decay_table=doc.get("decay_table"),
+            selection=[{k: _nan(v) for k, v in s.items()} for s in doc.get("selection") or []],
+            checks={k: Check.from_dict(c) for k, c in (doc.get("checks") or {}).items()},
+            seconds=doc.get("seconds") or 0.0,
+            engine=doc.get("engine") or "",
+            counts=dict(doc.get("counts") or {}),
+        )
+
+
+def _from_v1(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """A version-1 document (wdlab 0.1: demo or run results.json) in this version's shape."""
+    if doc.get("experiment") != "seed":  # a run: the same shape, without kind and version
+        return {**doc, "kind": doc.get("kind", "run")}
+    s = doc.get("settings", {})
+    runs = []
+    for r in doc.get("runs", []):
+        c = dict(r["curves"])
+        c["eval_epoch"] = c.pop("test_epoch")
+        final = {k: v for k, v in r["final"].items() if not k.startswith("best_") and k != "gap"}
+        cfg = {"mode": r["mode"], "weight_decay": r["weight_decay"], "label": r["regime"]}
+        best = {"metric": "test_loss", "value": r["final"].get("best_test_loss")}
+        runs.append(
+            {
+                "config": cfg | {"lr": s.get("lr", 0.1), "seed": s.get("seed", 0)},
+                "status": r.get("status", "done"),
+                "final": final,
+                "best": best | {"epoch": r["final"].get("best_test_epoch")},
+                "engine": doc.get("engine", ""),
+                "curves": c,
+            }
+        )
+    return {
+        "kind": "demo",
+        "task": "binary",
+        "config": s,
+        "data": doc.get("data", {}),
+        "engine": doc.get("engine", ""),
+        "seconds": doc.get("seconds", 0.0),
+        "checks": doc.get("checks", {}),
+        "runs": runs,
+    }

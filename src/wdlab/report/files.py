@@ -1,0 +1,48 @@
+"""The files a demo or run leaves: results.json (the result value), curves.csv, losses.png."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from wdlab.jsonsafe import dumps
+from wdlab.records import Result, RunResult
+from wdlab.report.plots import FIGURES, figure
+
+
+def write_results(
+    result: Result, out: str | Path, doc: dict[str, Any] | None = None
+) -> dict[str, Path]:
+    """results.json (``doc``, default the result's document), curves.csv (tidy curves) and
+    losses.png in ``out``; wd_curve.png too for a weight-decay grid. Returns their paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "results": out / "results.json",
+        "curves": out / "curves.csv",
+        "losses": out / "losses.png",
+    }
+    paths["results"].write_text(dumps(doc or result.to_dict(), indent=1) + "\n")
+    write_curves_csv(result.runs, paths["curves"])
+    figure(result, "loss").savefig(paths["losses"], dpi=110, bbox_inches="tight")
+    if FIGURES["wd_curve"].applies(result):
+        paths["wd_curve"] = out / "wd_curve.png"
+        figure(result, "wd").savefig(paths["wd_curve"], dpi=110, bbox_inches="tight")
+    return paths
+
+
+def write_curves_csv(runs: list[RunResult], path: Path) -> None:
+    """Tidy curves: one row per (run, epoch); evaluated columns blank between evaluations."""
+    per_eval = sorted({k for r in runs for k in r.curves.series} - {"train_loss", "weight_norm"})
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["regime", "epoch", "train_loss", "weight_norm", *per_eval])
+        for r in runs:
+            c = r.curves
+            at = {e: i for i, e in enumerate(c.eval_epoch)}
+            for i, e in enumerate(c.epoch):
+                row = [r.config.label, e, c["train_loss"][i], c["weight_norm"][i]]
+                j = at.get(e)
+                row += [("" if j is None else c[k][j]) for k in per_eval]
+                w.writerow(row)

@@ -1,0 +1,107 @@
+"""Terminal tables of a result value: the demo's regimes, an experiment's runs and its choice of
+weight decay, and the oracle checks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from wdlab.records import Check, Result
+from wdlab.selection import metric_for
+
+MAX_RUNS = 24  # runs listed one by one; more are summarised (wdlab export has each)
+
+
+def demo_table(result: Result) -> str:
+    """The demo's summary: one row per regime, then the manual ≡ builtin verdict."""
+    head = (
+        f"{'regime':<8} {'wd':>6} {'train loss':>10} {'test loss':>10} {'train acc':>9} "
+        f"{'test acc':>8} {'gap':>7} {'|w|':>8} {'best epoch':>10}"
+    )
+    lines = [head, "-" * len(head)]
+    for r in result.runs:
+        f = r.final
+        lines.append(
+            f"{r.config.label:<8} {r.config.weight_decay:>6g} {f['train_loss']:>10.4f} "
+            f"{f['test_loss']:>10.4f} {f['train_acc']:>9.3f} {f['test_acc']:>8.3f} "
+            f"{f['test_loss'] - f['train_loss']:>7.3f} {f['weight_norm']:>8.3f} "
+            f"{r.best.get('epoch', -1):>10}"
+        )
+    c = result.checks["manual_equals_builtin"]
+    verdict = "IDENTICAL (bitwise)" if c.identical else "DIFFERENT"
+    lines.append("")
+    lines.append(
+        f"manual vs builtin: {verdict}, max |Δ| = {c.max_abs_diff:.3g} over all parameters"
+    )
+    lines.append(f"engine: {result.engine_note}")
+    return "\n".join(lines)
+
+
+def experiment_table(result: Result, max_runs: int = MAX_RUNS) -> str:
+    """Every run's final metrics (up to ``max_runs`` runs), then the choice per (mode, lr)."""
+    key, name, _ = metric_for(result.task)
+    runs = result.runs
+    cols = [
+        ("train_loss", "train loss"),
+        ("val_loss", "val loss"),
+        ("test_loss", "test loss"),
+        (f"val_{key}", f"val {name[:3]}"),
+        (f"test_{key}", f"test {name[:3]}"),
+        ("weight_norm", "|w|"),
+    ]
+    cols = [(k, h) for k, h in cols if any(k in r.final for r in runs)]
+    head = f"{'mode':<12} {'wd':>9} {'lr':>8} {'seed':>4} " + " ".join(f"{h:>10}" for _, h in cols)
+    lines = [head, "-" * len(head)]
+    if len(runs) > max_runs:
+        lines = [f"{len(runs)} runs (wdlab show --json or wdlab export for each one)"]
+    for r in runs if len(runs) <= max_runs else []:
+        c = r.config
+        vals = " ".join(f"{r.final.get(k, math.nan):>10.4f}" for k, _ in cols)
+        flag = "" if r.status == "done" else f"  {r.status}"
+        lines.append(f"{c.mode:<12} {c.weight_decay:>9.3g} {c.lr:>8.3g} {c.seed:>4} {vals}{flag}")
+    lines += _selection_lines(result, key, name)
+    lines.append(f"engine: {result.engine_note}")
+    return "\n".join(lines)
+
+
+def _selection_lines(result: Result, key: str, name: str) -> list[str]:
+    sel = result.selection
+    if not sel and not any("val_loss" in r.final for r in result.runs):
+        return [
+            "",
+            "no validation split (the article's data has train/test only): "
+            "no weight decay is chosen",
+        ]
+    if not sel:
+        return []
+    split = sel[0]["chosen_on"]
+    lines = [
+        "",
+        f"best weight decay per (mode, lr), chosen on {split} {name}, "
+        f"reported on test (mean ± std over seeds):",
+    ]
+    for s in sel:
+        lines.append(
+            f"  {s['mode']:<12} lr {s['lr']:<8.3g} wd* {s['best_wd']:<9.3g} "
+            f"{split} {s[f'{split}_{key}']:.4f}   test {s[f'test_{key}_mean']:.4f} ± "
+            f"{s[f'test_{key}_std']:.4f}   test at wd=0 {s[f'test_{key}_at_wd0']:.4f}"
+        )
+    return lines
+
+
+def checks_table(checks: Sequence[Check]) -> str:
+    """The terminal table: check, reference, max difference, pass/fail."""
+    w1 = max(len("check"), *(len(c.name) for c in checks))
+    w2 = max(len("reference"), *(len(c.reference) for c in checks))
+    lines = [f"{'check':<{w1}}  {'reference':<{w2}}  {'max |Δ|':>9}  {'rel':>9}  result"]
+    for c in checks:
+        verdict = "pass" if c.passed else "FAIL"
+        if c.identical and c.passed:
+            verdict += " (bitwise)"
+        lines.append(
+            f"{c.name:<{w1}}  {c.reference:<{w2}}  {c.max_abs_diff:>9.2e}  "
+            f"{c.max_rel_diff:>9.2e}  {verdict}"
+        )
+    failed = sum(not c.passed for c in checks)
+    lines.append(f"{len(checks) - failed} passed, {failed} failed")
+    return "\n".join(lines)

@@ -1,0 +1,89 @@
+"""The one training engine: K configurations trained at once (see :mod:`.loop`).
+
+:func:`train` is the entry point; :class:`~wdlab.trainer.plan.Plan` holds what it is asked,
+:class:`~wdlab.trainer.loop.Trainer` runs it in named steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from wdlab.data import Dataset
+from wdlab.decay import DEFAULT_RULE, DecayRule
+from wdlab.models import ModelSpec
+from wdlab.records import RunConfig, RunResult
+from wdlab.trainer.heap import release_memory
+from wdlab.trainer.loop import Trainer, default_device, default_init
+from wdlab.trainer.plan import Plan
+from wdlab.trainer.schedules import SCHEDULES, make_scheduler, parse_schedule
+
+
+def train(
+    spec: ModelSpec,
+    data: Dataset,
+    configs: Sequence[RunConfig],
+    *,
+    epochs: int,
+    eval_every: int = 10,
+    rule: DecayRule = DEFAULT_RULE,
+    init: Callable[[int], nn.Module] | None = None,
+    schedule: str | None = None,
+    device: torch.device | str | None = None,
+    keep_params: bool = False,
+    progress: bool = False,
+    progress_desc: str = "training",
+    fast_path: bool | None = None,
+    batch_size: int | None = None,
+    shuffle_seed: int = 0,
+    precision: str = "fp32",
+    on_epoch: Callable[[int], None] | None = None,
+) -> list[RunResult]:
+    """Train every configuration in ``configs`` together; one RunResult each, in order.
+
+    The keywords are those of :class:`~wdlab.trainer.plan.Plan`, which documents each. The
+    batch's tensors are released, and freed heap handed back to the OS, before returning.
+    """
+    plan = Plan(
+        spec,
+        data,
+        tuple(configs),
+        epochs,
+        eval_every=eval_every,
+        rule=rule,
+        init=init,
+        schedule=schedule,
+        device=device,
+        keep_params=keep_params,
+        fast_path=fast_path,
+        batch_size=batch_size,
+        shuffle_seed=shuffle_seed,
+        precision=precision,
+        progress=progress,
+        progress_desc=progress_desc,
+        on_epoch=on_epoch,
+    )
+    try:
+        return Trainer(plan).run()
+    finally:
+        release_memory()
+
+
+def import_optimizer_runtime() -> None:
+    """Import what torch.optim imports on its first optimizer (torch._dynamo, ~1 s, once)."""
+    import torch._dynamo  # noqa: F401
+
+
+__all__ = [
+    "SCHEDULES",
+    "Plan",
+    "Trainer",
+    "default_device",
+    "default_init",
+    "import_optimizer_runtime",
+    "make_scheduler",
+    "parse_schedule",
+    "train",
+]

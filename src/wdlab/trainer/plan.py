@@ -1,0 +1,148 @@
+"""The frozen plan of one batched training: what to train, on what, for how long, and how.
+
+A :class:`Plan` holds everything :func:`wdlab.trainer.train` is asked; the trainer reads it and
+never changes it. Configurations that share optimizer settings form one :class:`ConfigGroup`:
+one torch parameter group over their rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from wdlab.data import Dataset
+from wdlab.decay import DEFAULT_RULE, WD, DecayRule, Mode, get_mode
+from wdlab.models import ModelSpec
+from wdlab.optimizers import OptimizerSpec, optimizer_spec
+from wdlab.records import RunConfig
+from wdlab.trainer.schedules import parse_schedule
+
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Train every configuration in ``configs`` together for ``epochs`` epochs.
+
+    Evaluation runs every ``eval_every`` epochs and at the last one, under ``no_grad``, after
+    that epoch's update; it never changes the trajectory. ``rule`` says which tensors decay;
+    ``init(seed)`` builds a configuration's initial module (default: ``torch.manual_seed(seed)``
+    then ``spec.build()``). ``fast_path``: ``None`` uses the exact Gram-matrix path
+    (:mod:`wdlab.params`) wherever it applies, ``False`` never, ``True`` insists (``ValueError``
+    saying why not). ``batch_size`` below the training rows trains on shuffled mini-batches (one
+    permutation per epoch shared by every configuration, drawn from ``shuffle_seed``).
+    ``precision="bf16"`` runs the forward passes under bfloat16 autocast; weights, optimizer
+    state and losses stay float32. ``keep_params`` returns the final weights. ``on_epoch`` is
+    called after every epoch (progress), ``progress`` shows a bar of its own.
+    """
+
+    spec: ModelSpec
+    data: Dataset
+    configs: tuple[RunConfig, ...]
+    epochs: int
+    eval_every: int = 10
+    rule: DecayRule = DEFAULT_RULE
+    init: Callable[[int], nn.Module] | None = None
+    schedule: str | None = None
+    device: torch.device | str | None = None
+    keep_params: bool = False
+    fast_path: bool | None = None
+    batch_size: int | None = None
+    shuffle_seed: int = 0
+    precision: str = "fp32"
+    progress: bool = False
+    progress_desc: str = "training"
+    on_epoch: Callable[[int], None] | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.configs:
+            raise ValueError("no configurations to train")
+        _positive_int("epochs", self.epochs)
+        _positive_int("eval_every", self.eval_every)
+        if self.batch_size is not None:
+            _positive_int("batch_size", self.batch_size)
+        if self.precision not in PRECISIONS:
+            valid = ", ".join(PRECISIONS)
+            raise ValueError(f"unknown precision {self.precision!r}; valid: {valid}")
+        parse_schedule(self.schedule)
+        if len({optimizer_spec(c.optimizer).cls_name for c in self.configs}) > 1:
+            raise ValueError("one batch trains one optimizer class; split the sweep by optimizer")
+
+    @property
+    def optimizer(self) -> OptimizerSpec:
+        """The optimizer every configuration of this batch uses."""
+        return optimizer_spec(self.configs[0].optimizer)
+
+    @property
+    def minibatch(self) -> bool:
+        """Whether epochs are made of shuffled mini-batches."""
+        return self.batch_size is not None and self.batch_size < len(self.data.y_train)
+
+    @property
+    def eval_epochs(self) -> list[int]:
+        """The epochs after which the model is evaluated."""
+        last = self.epochs - 1
+        return [e for e in range(self.epochs) if e % self.eval_every == 0 or e == last]
+
+
+def _positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def opt_key(config: RunConfig) -> tuple:
+    """Configurations with the same key share one optimizer parameter group."""
+    mode = get_mode(config.mode)
+    wd = config.weight_decay if mode.optimizer_wd else 0.0
+    cls_name = optimizer_spec(config.optimizer).cls_name
+    return (cls_name, config.options, config.lr, config.mode, wd)
+
+
+@dataclass
+class ConfigGroup:
+    """A contiguous block of rows sharing optimizer settings (one torch parameter group).
+
+    ``wd`` is one float when every row has the same weight decay, else a (rows,) tensor.
+    """
+
+    key: tuple
+    rows: slice
+    mode: Mode
+    wd: WD
+
+    @property
+    def options(self) -> dict:
+        """The optimizer keywords of this group."""
+        return dict(self.key[1])
+
+    @property
+    def lr(self) -> float:
+        """The group's learning rate."""
+        return self.key[2]
+
+    @property
+    def builtin_wd(self) -> float:
+        """The weight decay handed to the optimizer itself (``builtin``), else 0."""
+        return self.key[4]
+
+
+def order_configs(configs: Sequence[RunConfig]) -> list[int]:
+    """An order in which each optimizer group is one contiguous block of rows."""
+    return sorted(range(len(configs)), key=lambda i: (repr(opt_key(configs[i])), i))
+
+
+def group_configs(configs: Sequence[RunConfig], device: torch.device) -> list[ConfigGroup]:
+    """Contiguous runs of configurations with the same :func:`opt_key`."""
+    groups: list[ConfigGroup] = []
+    start = 0
+    for k in range(1, len(configs) + 1):
+        if k == len(configs) or opt_key(configs[k]) != opt_key(configs[start]):
+            wds = [c.weight_decay for c in configs[start:k]]
+            wd: WD = wds[0] if all(w == wds[0] for w in wds) else torch.tensor(wds, device=device)
+            mode = get_mode(configs[start].mode)
+            groups.append(ConfigGroup(opt_key(configs[start]), slice(start, k), mode, wd))
+            start = k
+    return groups
