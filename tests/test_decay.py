@@ -147,7 +147,17 @@ def test_decay_validation():
         apply_param_point("independent", {"params": [], "lr": 0.1}, 0.1)
     with pytest.raises(ValueError, match="weight decay"):
         RunConfig(mode="coupled", weight_decay=float("nan"))
-    assert set(MODES) == {"none", "l2", "coupled", "builtin", "decoupled", "independent", "to_init"}
+    assert set(MODES) == {
+        "none",
+        "l2",
+        "coupled",
+        "builtin",
+        "decoupled",
+        "independent",
+        "to_init",
+        "cautious",
+        "corrected",
+    }
 
 
 def test_independent_uses_initial_lr_from_a_scheduler():
@@ -169,6 +179,10 @@ def test_surprise_warnings():
         Decay("builtin", 0.01).attach(torch.optim.AdamW(model.parameters(), lr=1e-3))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        decay = Decay("decoupled", 0.01)
+        groups, _ = param_groups(model, decay)
+        decay.attach(torch.optim.Adam(groups, lr=1e-3))
+    with pytest.warns(UserWarning, match=r"decays 1 tensors with ndim < 2 \(1 parameters"):
         Decay("decoupled", 0.01).attach(torch.optim.Adam(model.parameters(), lr=1e-3))
 
 

@@ -1,7 +1,14 @@
 """Weight decay as small pieces: modes (:mod:`.modes`), which parameters decay (:mod:`.rules`)
 and attaching a decay to any torch optimizer (:mod:`.attach`)."""
 
-from wdlab.decay.attach import Decay, formula, surprise_warnings, warn_if_surprising
+from wdlab.decay.attach import (
+    Attachment,
+    Decay,
+    attach_warnings,
+    formula,
+    surprise_warnings,
+    warn_on_attach,
+)
 from wdlab.decay.modes import (
     FORMULAS,
     MODES,
@@ -24,11 +31,13 @@ from wdlab.decay.rules import (
     DEFAULT_RULE,
     EVERYTHING,
     NORM_TYPES,
+    PRESETS,
     DecayRule,
     DecayTable,
     decay_table,
     param_groups,
 )
+from wdlab.decay.schedules import WDSchedule, cosine, linear
 
 __all__ = [
     "DEFAULT_RULE",
@@ -36,16 +45,21 @@ __all__ = [
     "FORMULAS",
     "MODES",
     "NORM_TYPES",
+    "PRESETS",
     "WD",
+    "Attachment",
     "Decay",
     "DecayRule",
     "DecayTable",
     "Mode",
+    "WDSchedule",
     "apply_after_backward",
     "apply_before_step",
     "apply_param_point",
+    "attach_warnings",
     "check_mode",
     "check_weight_decay",
+    "cosine",
     "coupled",
     "decay_table",
     "decoupled_factor",
@@ -53,9 +67,10 @@ __all__ = [
     "get_mode",
     "independent_factor",
     "l2_penalty",
+    "linear",
     "param_groups",
     "shrink",
     "surprise_warnings",
     "to_init",
-    "warn_if_surprising",
+    "warn_on_attach",
 ]

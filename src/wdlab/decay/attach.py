@@ -1,33 +1,52 @@
 """A decay strategy as a small piece of data, and attaching it to any torch optimizer.
 
-:class:`Decay` (mode, weight decay, options) applies its mode on every ``optimizer.step()`` of
-a user's own ``torch.optim`` optimizer (:meth:`Decay.attach`), through the very functions the
-batched engine uses (:mod:`wdlab.decay.modes`).
+:class:`Decay` (mode, weight decay, options) applies its mode on every ``optimizer.step()`` of a
+user's own ``torch.optim`` optimizer (:meth:`Decay.attach`), through the very functions the
+batched engine uses (:mod:`wdlab.decay.modes`). It stays exact in real training loops:
+
+* ``opt.step(closure)`` (LBFGS, Lightning's automatic optimization): the closure is wrapped, so
+  gradient-point decay is added after each evaluation (once the gradients exist) and
+  parameter-point decay once per step, after the first evaluation, as AdamW does;
+* ``GradScaler``: decay sees unscaled gradients, skipped steps are not decayed (also for fused
+  optimizers, which unscale inside their kernel);
+* gradient accumulation: decay acts once per optimizer step, never per ``backward()``;
+* ``maximize=True``: decay stays decay (see :mod:`wdlab.decay.modes`);
+* lr schedulers created before or after :meth:`Decay.attach`: lr₀ (the peak lr ``independent``
+  and ``corrected`` measure against) is fixed at the first step, from the group's ``max_lr``
+  (OneCycleLR), else its ``initial_lr``, else its lr then;
+* its state (lr₀, the ``to_init`` anchor, the step count) lives in the optimizer's param groups,
+  so it round-trips through ``optimizer.state_dict()`` whichever of ``load_state_dict`` and
+  ``attach`` comes first.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from wdlab.decay.modes import (
     FORMULAS,
-    apply_before_step,
-    check_mode,
+    Mode,
     check_weight_decay,
+    get_mode,
     l2_penalty,
 )
+from wdlab.decay.schedules import WDSchedule, checked, parse
 from wdlab.optimizers import BUILTIN_MEANING, class_name
+
+STATE = "wdlab"  # the param-group key of the decay's state
+ANCHOR = "anchor"  # the param-group key of to_init's anchor tensors
 
 
 def formula(mode: str, optimizer: str | None = None) -> str:
     """The update of ``mode``; for ``builtin`` with a known optimizer, what it does with wd."""
-    check_mode(mode)
+    get_mode(mode)
     if mode == "builtin" and optimizer is not None:
         meaning = BUILTIN_MEANING.get(class_name(optimizer))
         if meaning is not None:
@@ -39,73 +58,234 @@ def formula(mode: str, optimizer: str | None = None) -> str:
 class Decay:
     """A weight-decay strategy: the mode, its strength and its options.
 
-    ``base_lr`` is lr₀ for ``independent`` (taken from the optimizer's ``initial_lr`` when a
-    scheduler set one, else from the first step's lr). ``anchor`` gives the weights that
-    ``to_init`` decays toward; by default the weights at :meth:`attach` time.
+    ``base_lr`` fixes lr₀ for ``independent`` and ``corrected`` (default: the schedule's peak,
+    see the module docstring). ``anchor`` gives the weights that ``to_init`` decays toward
+    (default: the weights at :meth:`attach` time). ``schedule`` makes the weight decay a
+    function of the optimizer step: a callable ``step -> wd``, a :class:`WDSchedule`
+    (:func:`wdlab.decay.schedules.cosine`, ``linear``) or ``"cosine:START:END:STEPS"``; a group
+    with its own weight decay (``param_groups(..., weight_decays=...)``) is scaled by
+    ``schedule(step) / weight_decay``.
     """
 
     mode: str = "none"
     weight_decay: float = 0.0
     base_lr: float | None = None
     anchor: Sequence[Tensor] | None = field(default=None, compare=False, repr=False)
+    schedule: Callable[[int], float] | str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
-        check_mode(self.mode)
+        get_mode(self.mode)
         check_weight_decay(self.weight_decay)
         if self.base_lr is not None and not (self.base_lr > 0 and math.isfinite(self.base_lr)):
             raise ValueError(f"base_lr must be a positive number, got {self.base_lr!r}")
+        if isinstance(self.schedule, str):
+            object.__setattr__(self, "schedule", parse(self.schedule))
+        elif self.schedule is not None and not callable(self.schedule):
+            raise ValueError(f"schedule must be a callable step -> wd, got {self.schedule!r}")
 
     @property
     def formula(self) -> str:
         """The update this mode makes, in one line."""
         return FORMULAS[self.mode]
 
+    @property
+    def _mode(self) -> Mode:
+        return get_mode(self.mode)
+
+    def describe(self) -> str:
+        """The mode, the weight decay and its schedule, in one line."""
+        text = f"{self.mode}, wd {self.weight_decay:g}"
+        if isinstance(self.schedule, WDSchedule):
+            text += f", schedule {self.schedule.describe()}"
+        elif self.schedule is not None:
+            text += f", schedule {getattr(self.schedule, '__name__', 'callable')}"
+        return text
+
     def optimizer_weight_decay(self) -> float:
         """The ``weight_decay`` to hand the optimizer: ``wd`` for builtin, else 0."""
         return self.weight_decay if self.mode == "builtin" else 0.0
 
+    def wd_at(self, step: int, group: dict | None = None) -> float:
+        """The weight decay of a group at optimizer step ``step``."""
+        base = (group or {}).get("wdlab_wd", self.weight_decay)
+        if self.schedule is None:
+            return base
+        value = checked(self.schedule, step)
+        if group is not None and "wdlab_wd" in group:
+            return value * base / self.weight_decay if self.weight_decay > 0 else base
+        return value
+
     def penalty(self, optimizer: torch.optim.Optimizer) -> Tensor:
-        """The ``l2`` loss term for the decaying groups of ``optimizer`` (0 for other modes)."""
-        if self.mode != "l2":
+        """The ``l2`` loss term for the decaying groups of ``optimizer`` (0 for other modes).
+
+        Negated for ``maximize=True`` groups: their objective rises, so its penalty falls.
+        """
+        if not self._mode.penalty:
             return torch.zeros(())
         total = torch.zeros(())
-        for group in optimizer.param_groups:
-            if group.get("decay", True):
-                total = total + l2_penalty(group["params"], self.weight_decay)
+        for group in _decaying(optimizer):
+            term = l2_penalty(group["params"], self.wd_at(_step(group), group))
+            total = total + (-term if group.get("maximize") else term)
         return total
 
-    def attach(self, optimizer: torch.optim.Optimizer) -> torch.utils.hooks.RemovableHandle:
+    def attach(self, optimizer: torch.optim.Optimizer) -> Attachment:
         """Apply this decay on every ``optimizer.step()`` of any torch optimizer.
 
         Groups with ``"decay": False`` (see :func:`param_groups`) are left alone. For ``l2``,
-        add :meth:`penalty` to the loss yourself: a loss term cannot be hooked.
+        add :meth:`penalty` to the loss yourself: a loss term cannot be hooked. A second
+        ``Decay`` on one optimizer is refused (it would decay twice); surprising set-ups warn.
+        Returns a handle whose ``remove()`` detaches it.
         """
-        warn_if_surprising(self, optimizer)
-        if self.mode == "builtin":
-            for group in optimizer.param_groups:
-                if group.get("decay", True):
-                    group["weight_decay"] = self.weight_decay
-        if self.mode == "to_init":
-            params = [p for g in optimizer.param_groups for p in g["params"]]
-            anchors = list(self.anchor) if self.anchor is not None else None
-            if anchors is not None and len(anchors) != len(params):
-                raise ValueError(
-                    f"anchor has {len(anchors)} tensors but the optimizer has {len(params)}"
-                )
-            it = iter(anchors) if anchors is not None else None
-            for group in optimizer.param_groups:
-                group["anchor"] = [
-                    (next(it) if it is not None else p).detach().clone() for p in group["params"]
-                ]
-        for group in optimizer.param_groups:
-            group.setdefault("lr0", self.base_lr or group.get("initial_lr") or group["lr"])
+        if getattr(optimizer, "_wdlab_decay", None) is not None:
+            raise ValueError(
+                f"this optimizer already has a Decay attached ({optimizer._wdlab_decay.describe()})"
+                "; a second would decay twice — remove the first (handle.remove()) or use one"
+            )
+        warn_on_attach(self, optimizer)
+        self._init_state(optimizer)
+        return Attachment(self, optimizer)
 
-        def hook(opt: torch.optim.Optimizer, args: object, kwargs: object) -> None:
-            for group in opt.param_groups:
-                if group.get("decay", True):
-                    apply_before_step(self.mode, group, self.weight_decay)
+    def _init_state(self, optimizer: torch.optim.Optimizer) -> None:
+        """The state each decaying group carries, unless a loaded state_dict brought it."""
+        groups = list(_decaying(optimizer))
+        anchors = list(self.anchor) if self.anchor is not None else None
+        if anchors is not None and len(anchors) != sum(len(g["params"]) for g in groups):
+            n = sum(len(g["params"]) for g in groups)
+            raise ValueError(f"anchor has {len(anchors)} tensors but the optimizer has {n}")
+        it = iter(anchors or [])
+        for group in groups:
+            state = group.setdefault(STATE, {"mode": self.mode, "step": 0, "lr0_fixed": False})
+            if self.base_lr is not None and not state["lr0_fixed"]:
+                state["lr0_fixed"] = True
+                group["lr0"] = self.base_lr
+            if not state["lr0_fixed"]:
+                group["lr0"] = group.get("max_lr") or group.get("initial_lr") or group["lr"]
+            if self._mode.needs_anchor and ANCHOR not in group:
+                src = [next(it) for _ in group["params"]] if anchors else group["params"]
+                group[ANCHOR] = [a.detach().clone() for a in src]
+            if self._mode.optimizer_wd:
+                group["weight_decay"] = self.wd_at(state["step"], group)
 
-        return optimizer.register_step_pre_hook(hook)
+
+class Attachment:
+    """A :class:`Decay` attached to one optimizer: its step hooks (see the module docstring).
+
+    ``remove()`` detaches it (the state stays in the param groups).
+    """
+
+    def __init__(self, decay: Decay, optimizer: torch.optim.Optimizer) -> None:
+        self.decay, self.optimizer = decay, optimizer
+        self.mode = decay._mode
+        self._warned_lr: set[int] = set()
+        self._skipped = False
+        self._pre = optimizer.register_step_pre_hook(self._pre_hook)
+        self._post = optimizer.register_step_post_hook(self._post_hook)
+        optimizer._wdlab_decay = decay  # type: ignore[attr-defined]
+
+    def remove(self) -> None:
+        """Detach the decay from the optimizer."""
+        self._pre.remove()
+        self._post.remove()
+        if getattr(self.optimizer, "_wdlab_decay", None) is self.decay:
+            del self.optimizer._wdlab_decay
+
+    # -- the step ------------------------------------------------------------------------------
+
+    def _pre_hook(self, opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> Any:
+        self._skipped = _found_inf(opt)
+        if self._skipped:  # a fused optimizer under GradScaler skips this step: so do we
+            return None
+        # torch passes step's own arguments: (optimizer, closure?) and keywords
+        closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
+        if closure is None:
+            self._gradient_point(opt)
+            self._param_point(opt)
+            return None
+        wrapped = self._wrap(opt, closure)
+        if "closure" in kwargs:
+            return args, {**kwargs, "closure": wrapped}
+        return (args[0], wrapped, *args[2:]), kwargs
+
+    def _wrap(self, opt: torch.optim.Optimizer, closure: Callable[[], Any]) -> Callable[[], Any]:
+        """The closure, then gradient-point decay each time, parameter-point decay once."""
+        first = [True]
+
+        def wrapped() -> Any:
+            loss = closure()
+            self._gradient_point(opt)
+            if first[0]:
+                first[0] = False
+                self._param_point(opt)
+            return loss
+
+        return wrapped
+
+    def _gradient_point(self, opt: torch.optim.Optimizer) -> None:
+        if self.mode.hook != "grad":
+            return
+        scale = getattr(opt, "grad_scale", None)  # fused + GradScaler: still-scaled gradients
+        for group in _decaying(opt):
+            view = _view(group, ("grad_scale", scale))
+            self.mode.apply(view, self.decay.wd_at(_step(group), group))
+
+    def _param_point(self, opt: torch.optim.Optimizer) -> None:
+        for i, group in enumerate(_decaying(opt)):
+            state = group[STATE]
+            if not state["lr0_fixed"]:  # the first step: schedulers exist by now
+                group["lr0"] = group.get("max_lr") or group.get("initial_lr") or group["lr"]
+                state["lr0_fixed"] = True
+            wd = self.decay.wd_at(state["step"], group)
+            if self.mode.optimizer_wd:
+                group["weight_decay"] = wd
+            if self.mode.hook in ("param", "around"):
+                self._warn_lr_multiplier(i, group)
+                self.mode.apply(group, wd)
+
+    def _post_hook(self, opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        if self._skipped:
+            self._skipped = False
+            return
+        for group in _decaying(opt):
+            if self.mode.after_step is not None:
+                self.mode.finish(group, self.decay.wd_at(group[STATE]["step"], group))
+            group[STATE]["step"] += 1
+
+    def _warn_lr_multiplier(self, index: int, group: dict) -> None:
+        if not self.mode.needs_base_lr or index in self._warned_lr:
+            return
+        ratio = group["lr"] / group["lr0"]
+        if ratio > 1 + 1e-9:
+            self._warned_lr.add(index)
+            warnings.warn(
+                f"param group {index}: mode '{self.mode.name}' measures lr against lr₀ = "
+                f"{group['lr0']:g}, but the lr is now {group['lr']:g} (multiplier "
+                f"{ratio:.3g} > 1): pass Decay(..., base_lr=PEAK_LR) with the schedule's peak",
+                UserWarning,
+                stacklevel=4,
+            )
+
+
+def _decaying(optimizer: torch.optim.Optimizer) -> list[dict]:
+    return [g for g in optimizer.param_groups if g.get("decay", True)]
+
+
+def _step(group: dict) -> int:
+    return group.get(STATE, {}).get("step", 0)
+
+
+def _view(group: dict, *extra: tuple[str, Any]) -> dict:
+    """The group with extra keys set for one call (nothing is left in the optimizer's group)."""
+    view = dict(group)
+    for k, v in extra:
+        if v is not None:
+            view[k] = v
+    return view
+
+
+def _found_inf(opt: torch.optim.Optimizer) -> bool:
+    """Whether GradScaler told this (fused) optimizer to skip its step."""
+    found = getattr(opt, "found_inf", None)
+    return found is not None and bool(found.item() > 0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,12 +318,39 @@ def surprise_warnings(
     return out
 
 
-def warn_if_surprising(decay: Decay, optimizer: torch.optim.Optimizer) -> None:
-    """Emit :func:`surprise_warnings` for a decay attached to a live optimizer."""
+def attach_warnings(decay: Decay, optimizer: torch.optim.Optimizer) -> list[str]:
+    """What attaching ``decay`` to ``optimizer`` would do that the user probably does not mean:
+    the optimizer's own weight decay on top, and biases or norm weights decayed unasked."""
+    out = []
     name = class_name(optimizer)
-    for group in optimizer.param_groups:
-        for msg in surprise_warnings(
-            decay.mode, decay.weight_decay, group["lr"], name, group.get("momentum", 0.0)
-        ):
-            warnings.warn(msg, UserWarning, stacklevel=3)
-        break
+    decays = decay.mode != "none" and (decay.weight_decay > 0 or decay.schedule is not None)
+    for i, group in enumerate(optimizer.param_groups):
+        if not group.get("decay", True):
+            continue
+        own = group.get("weight_decay", 0.0)
+        if decay.mode != "builtin" and own > 0:
+            out.append(
+                f"param group {i} has weight_decay={own:g} of its own: {name} applies it on top "
+                f"of Decay('{decay.mode}'); set weight_decay=0 in that group "
+                "(wdlab.param_groups(model, decay) does)"
+            )
+        small = [p for p in group["params"] if p.dim() < 2]
+        if decays and "decay" not in group and small:
+            out.append(
+                f"Decay('{decay.mode}') decays {len(small)} tensors with ndim < 2 "
+                f"({sum(p.numel() for p in small):,} parameters: biases, norm weights) in param "
+                f"group {i}; build the groups with wdlab.param_groups(model, decay) to keep them "
+                "out, or with DecayRule(everything=True) if you mean it"
+            )
+    return out
+
+
+def warn_on_attach(decay: Decay, optimizer: torch.optim.Optimizer) -> None:
+    """Emit :func:`surprise_warnings` and :func:`attach_warnings` for a live optimizer."""
+    name = class_name(optimizer)
+    group = optimizer.param_groups[0]
+    msgs = surprise_warnings(
+        decay.mode, decay.weight_decay, group["lr"], name, group.get("momentum", 0.0)
+    )
+    for msg in msgs + attach_warnings(decay, optimizer):
+        warnings.warn(msg, UserWarning, stacklevel=3)

@@ -4,15 +4,25 @@
 * **grad** (after ``backward()``, before ``optimizer.step()``): ``coupled`` adds ``wd·w`` to the
   gradient, ``to_init`` adds ``wd·(w − w₀)``;
 * **param** (just before the optimizer's own update): ``decoupled`` multiplies ``w`` by
-  ``1 − lr_t·wd``; ``independent`` by ``1 − wd·lr_t/lr₀``;
+  ``1 − lr_t·wd``; ``independent`` by ``1 − wd·lr_t/lr₀``; ``corrected`` (AdamC) by
+  ``1 − wd·lr_t²/lr_max`` on normalized layers and ``1 − lr_t·wd`` elsewhere;
+* **around the step**: ``cautious`` (CWD) decays, after the optimizer's update, only the
+  coordinates whose update has the sign of the weight;
 * **optimizer**: ``builtin`` hands ``weight_decay=wd`` to the optimizer itself.
 
-Each mode's function works on one torch parameter group (a dict with ``params``, ``lr`` and
-whatever state the mode needs: ``anchor`` for ``to_init``, ``lr0`` for ``independent``), so the
-same code serves a user's own optimizer (:meth:`wdlab.decay.Decay.attach`) and the batched
-engine, where one group holds the rows of many configurations and ``wd`` may be a tensor with
-one value per row. A float ``wd`` takes exactly torch's own arithmetic (``add_(p, alpha=wd)``),
-so ``coupled`` is bitwise equal to ``SGD(weight_decay=wd)``.
+Each mode's functions work on one torch parameter group (a dict with ``params``, ``lr`` and
+whatever state the mode needs: ``anchor`` for ``to_init``, ``lr0`` — the schedule's peak lr —
+for ``independent`` and ``corrected``, ``normalized`` for ``corrected``, ``prev`` for
+``cautious``), so the same code serves a user's own optimizer (:meth:`wdlab.decay.Decay.attach`)
+and the batched engine, where one group holds the rows of many configurations and ``wd`` may be
+a tensor with one value per row. A float ``wd`` takes exactly torch's own arithmetic
+(``add_(p, alpha=wd)``), so ``coupled`` is bitwise equal to ``SGD(weight_decay=wd)``.
+
+A group with ``maximize`` set (torch's ``maximize=True``) ascends its objective: torch negates
+the gradient *before* adding its own ``weight_decay``, so the gradient-point modes subtract
+their term (torch's negation then turns it into decay, as torch's own ``weight_decay`` does).
+Under a ``GradScaler`` whose fused optimizer unscales inside its kernel, the group carries
+``grad_scale`` and the gradient-point terms are scaled to match the still-scaled gradients.
 
 Parameters whose ``.grad`` is ``None`` are skipped by every mode, exactly as torch's optimizers
 skip them: a parameter that took no part in the loss is neither updated nor decayed.
@@ -50,7 +60,7 @@ def l2_penalty(params: Iterable[Tensor], wd: WD, *, per_row: bool = False) -> Te
 
 
 def coupled(params: Sequence[Tensor], wd: WD) -> None:
-    """g ← g + wd·w, for every parameter that has a gradient."""
+    """g ← g + wd·w, for every parameter that has a gradient (``wd`` negative: g − |wd|·w)."""
     for p in params:
         if p.grad is None:
             continue
@@ -91,42 +101,95 @@ def independent_factor(lr: float, lr0: float, wd: WD) -> WD:
     return 1.0 - wd * (lr / lr0)
 
 
+def gradient_wd(group: dict, wd: WD) -> WD:
+    """The weight decay as a gradient term for this group: negated under ``maximize`` (torch
+    negates the gradient before its own decay) and multiplied by a pending ``grad_scale``."""
+    scale = group.get("grad_scale")
+    if scale is not None:
+        wd = wd * scale
+    return -wd if group.get("maximize") else wd
+
+
 def _coupled(group: dict, wd: WD) -> None:
-    coupled(group["params"], wd)
+    coupled(group["params"], gradient_wd(group, wd))
 
 
 def _to_init(group: dict, wd: WD) -> None:
-    to_init(group["params"], group["anchor"], wd)
+    to_init(group["params"], group["anchor"], gradient_wd(group, wd))
 
 
 def _decoupled(group: dict, wd: WD) -> None:
     shrink(group["params"], decoupled_factor(group["lr"], wd))
 
 
-def _independent(group: dict, wd: WD) -> None:
+def peak_lr(group: dict, mode: str) -> float:
+    """The schedule's peak lr of a group (``lr0``), which ``independent`` and ``corrected``
+    measure the current lr against."""
     lr0 = group.get("lr0") or group.get("initial_lr")
     if not lr0:
-        raise ValueError("mode 'independent' needs the base lr (lr0); none is known")
-    shrink(group["params"], independent_factor(group["lr"], lr0, wd))
+        raise ValueError(f"mode {mode!r} needs the base lr (lr0); none is known")
+    return lr0
+
+
+def _independent(group: dict, wd: WD) -> None:
+    shrink(group["params"], independent_factor(group["lr"], peak_lr(group, "independent"), wd))
+
+
+def corrected_factor(lr: float, lr_max: float, wd: WD) -> WD:
+    """1 − wd·lr_t²/lr_max, AdamC's factor for normalized layers."""
+    return 1.0 - wd * (lr * lr / lr_max)
+
+
+def _corrected(group: dict, wd: WD) -> None:
+    """AdamC: normalized layers by 1 − wd·lr_t²/lr_max, the rest as AdamW. ``normalized`` is
+    one flag for the whole group, or one per parameter."""
+    lr, params = group["lr"], group["params"]
+    flags = group.get("normalized", False)
+    if not isinstance(flags, list):
+        flags = [flags] * len(params)
+    normed = [p for p, f in zip(params, flags, strict=True) if f]
+    rest = [p for p, f in zip(params, flags, strict=True) if not f]
+    shrink(normed, corrected_factor(lr, peak_lr(group, "corrected"), wd))
+    shrink(rest, decoupled_factor(lr, wd))
+
+
+def _cautious_before(group: dict, wd: WD) -> None:
+    group["prev"] = [p.detach().clone() if p.grad is not None else None for p in group["params"]]
+
+
+def _cautious_after(group: dict, wd: WD) -> None:
+    """x ← x − lr_t·wd·𝟙(u ⊙ x_prev ≥ 0) ⊙ x_prev, with u ∝ x_prev − x (the update just made)."""
+    lr = group["lr"]
+    with torch.no_grad():
+        for p, x in zip(group["params"], group.pop("prev"), strict=True):
+            if x is None:
+                continue
+            mask = ((x - p) * x) >= 0
+            w = wd if not isinstance(wd, Tensor) else _rows(wd, p)
+            p.sub_(torch.where(mask, x, 0.0).mul_(lr * w))
 
 
 @dataclass(frozen=True)
 class Mode:
     """One decay mode.
 
-    ``hook`` names where it acts (``loss``, ``grad``, ``param``, ``optimizer`` or ``None``);
-    ``before_step`` is what it does to a parameter group between ``backward()`` and the
-    optimizer's update. ``penalty``: a loss term, ``(wd/2)·Σ‖w‖²``, whose gradient
-    ``as_gradient`` applies where the loss is not differentiated by autograd.
+    ``hook`` names where it acts (``loss``, ``grad``, ``param``, ``around``, ``optimizer`` or
+    ``None``); ``before_step`` is what it does to a parameter group between ``backward()`` and
+    the optimizer's update, ``after_step`` what it does right after the update. ``penalty``:
+    a loss term, ``(wd/2)·Σ‖w‖²``, whose gradient ``as_gradient`` applies where the loss is not
+    differentiated by autograd.
     ``optimizer_wd``: the optimizer's own ``weight_decay`` does the work. ``needs_anchor`` /
     ``needs_base_lr``: the state the group must carry. ``fast_path``: linear in the weights, so
-    the exact Gram fast path (``wdlab.params``) supports it.
+    the exact Gram fast path (``wdlab.params``) supports it. ``timescale``: how the weights'
+    averaging timescale τ follows from lr and wd (``decoupled``: 1/(lr·wd); ``coupled``: the
+    same for SGD only; ``none``: not defined), see :mod:`wdlab.timescale`.
     """
 
     name: str
     formula: str
     hook: str | None
     before_step: GroupFn | None = None
+    after_step: GroupFn | None = None
     penalty: bool = False
     as_gradient: GroupFn | None = None
     optimizer_wd: bool = False
@@ -134,11 +197,17 @@ class Mode:
     needs_base_lr: bool = False
     fast_path: bool = True
     known_as: str = ""
+    timescale: str = "none"
 
     def apply(self, group: dict, wd: WD) -> None:
         """Everything this mode does to ``group`` between ``backward()`` and the update."""
         if self.before_step is not None:
             self.before_step(group, wd)
+
+    def finish(self, group: dict, wd: WD) -> None:
+        """What this mode does to ``group`` right after the optimizer's update."""
+        if self.after_step is not None:
+            self.after_step(group, wd)
 
 
 _MODES = [
@@ -150,6 +219,7 @@ _MODES = [
         penalty=True,
         as_gradient=_coupled,
         known_as="textbooks, Andrew Ng's slide, Keras `kernel_regularizer=l2`",
+        timescale="coupled",
     ),
     Mode(
         "coupled",
@@ -157,6 +227,7 @@ _MODES = [
         "grad",
         _coupled,
         known_as="torch SGD/Adam `weight_decay`, fastai `l2_reg`",
+        timescale="coupled",
     ),
     Mode(
         "builtin",
@@ -164,6 +235,7 @@ _MODES = [
         "optimizer",
         optimizer_wd=True,
         known_as="torch.optim",
+        timescale="builtin",
     ),
     Mode(
         "decoupled",
@@ -171,6 +243,7 @@ _MODES = [
         "param",
         _decoupled,
         known_as="AdamW, SGDW, fastai `weight_decay`, optax `adamw`",
+        timescale="decoupled",
     ),
     Mode(
         "independent",
@@ -179,6 +252,7 @@ _MODES = [
         _independent,
         needs_base_lr=True,
         known_as="Loshchilov & Hutter's original, Composer `DecoupledAdamW`",
+        timescale="independent",
     ),
     Mode(
         "to_init",
@@ -187,6 +261,28 @@ _MODES = [
         _to_init,
         needs_anchor=True,
         known_as="transfer learning (L2-SP)",
+        timescale="coupled",
+    ),
+    Mode(
+        "cautious",
+        "w ← opt(w, g) − lr_t·wd·𝟙(u ⊙ w ≥ 0) ⊙ w   (decoupled, only where the update u "
+        "has the weight's sign; CWD)",
+        "around",
+        _cautious_before,
+        _cautious_after,
+        fast_path=False,
+        known_as="Cautious Weight Decay (Chen et al., 2025)",
+        timescale="decoupled",
+    ),
+    Mode(
+        "corrected",
+        "w ← w·(1 − wd·lr_t²/lr_max) on normalized layers, w·(1 − lr_t·wd) elsewhere   (AdamC)",
+        "param",
+        _corrected,
+        needs_base_lr=True,
+        fast_path=False,
+        known_as="AdamC (Defazio, 2025)",
+        timescale="decoupled",
     ),
 ]
 

@@ -9,6 +9,8 @@ turns it into torch parameter groups.
 from __future__ import annotations
 
 import fnmatch
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from torch import nn
@@ -30,9 +32,14 @@ class DecayRule:
     """Which parameters decay. The default: tensors with ndim ≥ 2 decay; 1-D ones do not.
 
     ``everything`` decays all tensors (the article decays biases too). ``exclude`` and
-    ``include`` are fnmatch patterns on parameter names, ``exclude_types`` module types whose
-    own parameters never decay; ``embeddings`` False keeps ``nn.Embedding`` weights from
-    decaying; ``use_model_hook`` honours the model's ``no_weight_decay()`` (timm's convention).
+    ``include`` are fnmatch patterns on parameter names, ``exclude_regex`` regular expressions
+    searched in the lower-cased names (Hugging Face's convention), ``exclude_types`` module
+    types whose own parameters never decay; ``embeddings`` False keeps ``nn.Embedding`` weights
+    from decaying; ``use_model_hook`` honours the model's ``no_weight_decay()`` (timm's
+    convention). ``normalized`` (fnmatch patterns) marks the tensors AdamC treats as normalized
+    layers (mode ``corrected``); by default every decaying Linear or convolution weight except
+    the output layer's (the last one), as in AdamC's Llama runs. :meth:`preset` gives the rules
+    of timm, nanoGPT and the Hugging Face Trainer.
     """
 
     everything: bool = False
@@ -41,9 +48,22 @@ class DecayRule:
     include: tuple[str, ...] = ()
     exclude_types: tuple[type[nn.Module], ...] = ()
     use_model_hook: bool = True
+    exclude_regex: tuple[str, ...] = ()
+    normalized: tuple[str, ...] = ()
+    name: str = ""
+
+    @staticmethod
+    def preset(name: str) -> DecayRule:
+        """The rule another library uses: ``timm``, ``nanogpt`` or ``hf`` (see :data:`PRESETS`)."""
+        rule = PRESETS.get(name)
+        if rule is None:
+            raise ValueError(f"unknown rule preset {name!r}; valid: {', '.join(PRESETS)}")
+        return rule
 
     def describe(self) -> str:
         """One line saying what this rule decays."""
+        if self.name:
+            return PRESET_TEXT[self.name]
         if self.everything:
             base = "every tensor decays (biases and norms too)"
         else:
@@ -55,6 +75,8 @@ class DecayRule:
             extra.append("excluded: " + ", ".join(self.exclude))
         if self.include:
             extra.append("forced: " + ", ".join(self.include))
+        if self.exclude_regex:
+            extra.append("excluded (regex): " + ", ".join(self.exclude_regex))
         if self.exclude_types:
             extra.append("types excluded: " + ", ".join(t.__name__ for t in self.exclude_types))
         return base + ("; " + "; ".join(extra) if extra else "")
@@ -75,6 +97,8 @@ class DecayRule:
                 out[name] = (True, "include pattern")
             elif any(fnmatch.fnmatchcase(name, pat) for pat in self.exclude):
                 out[name] = (False, "exclude pattern")
+            elif any(re.search(pat, name.lower()) for pat in self.exclude_regex):
+                out[name] = (False, "exclude regex")
             elif name in hook_names or any(fnmatch.fnmatchcase(name, h) for h in hook_names):
                 out[name] = (False, "model.no_weight_decay()")
             elif mod is not None and self.exclude_types and isinstance(mod, self.exclude_types):
@@ -90,9 +114,55 @@ class DecayRule:
                 out[name] = (False, "norm" if norm else "ndim < 2 (bias)")
         return out
 
+    def normalized_names(self, model: nn.Module, decaying: list[str]) -> set[str]:
+        """The decaying tensors AdamC (mode ``corrected``) treats as normalized layers."""
+        if self.normalized:
+            return {n for n in decaying if any(fnmatch.fnmatchcase(n, p) for p in self.normalized)}
+        layers = (nn.Linear, nn.modules.conv._ConvNd)
+        weights = [
+            f"{mod_name}.weight" if mod_name else "weight"
+            for mod_name, mod in model.named_modules()
+            if isinstance(mod, layers)
+        ]
+        weights = [w for w in weights if w in decaying]
+        return set(weights[:-1])  # the last Linear/conv is the output layer
+
 
 DEFAULT_RULE = DecayRule()
 EVERYTHING = DecayRule(everything=True)
+
+#: Other libraries' rules, transcribed (each cited; tests hold them to the library where it
+#: installs here): timm's ``param_groups_weight_decay`` (timm 1.0.31, timm/optim/_param_groups.py)
+#: decays unless ``ndim <= 1``, the name ends in ``.bias`` or the model's ``no_weight_decay()``
+#: lists it; nanoGPT's ``configure_optimizers`` (karpathy/nanoGPT model.py) decays exactly the
+#: tensors with ``dim() >= 2``; the Hugging Face Trainer's ``get_decay_parameter_names``
+#: (transformers 5.x) decays everything except LayerNorm modules' parameters and names matching
+#: bias / layernorm / rmsnorm / norm.
+HF_NO_DECAY = (r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)")
+PRESETS: dict[str, DecayRule] = {
+    "timm": DecayRule(exclude=("*.bias", "bias"), name="timm"),
+    "nanogpt": DecayRule(use_model_hook=False, name="nanogpt"),
+    "hf": DecayRule(
+        everything=True,
+        use_model_hook=False,
+        exclude_types=(nn.LayerNorm,),
+        exclude_regex=(
+            r"bias",
+            r"layernorm",
+            r"rmsnorm",
+            r"(?:^|\.)norm(?:$|\.)",
+            r"_norm(?:$|\.)",
+        ),
+        name="hf",
+    ),
+}
+PRESET_TEXT = {
+    "timm": "timm: tensors with ndim >= 2 decay, except names ending in .bias and the model's "
+    "no_weight_decay()",
+    "nanogpt": "nanoGPT: exactly the tensors with dim() >= 2 decay",
+    "hf": "Hugging Face Trainer: everything decays except LayerNorm parameters and names with "
+    "bias, layernorm, rmsnorm or a norm component",
+}
 
 
 @dataclass
@@ -122,18 +192,27 @@ class DecayTable:
             f"{kn:,} parameters ({self.rule})"
         )
 
-    def to_text(self) -> str:
-        """A fixed-width table of the rows and the summary line."""
+    def to_text(self, normalized: bool = False) -> str:
+        """A fixed-width table of the rows and the summary line; with ``normalized``, a column
+        saying which decaying tensors AdamC (mode ``corrected``) treats as normalized layers."""
         w = max([len("parameter")] + [len(r["name"]) for r in self.rows])
-        lines = [f"{'parameter':<{w}}  {'shape':<14} {'count':>10}  decays  why"]
+        extra = "  AdamC-normalized" if normalized else ""
+        lines = [f"{'parameter':<{w}}  {'shape':<14} {'count':>10}  decays  why{extra}"]
         for r in self.rows:
             shape = "×".join(map(str, r["shape"])) or "scalar"
-            lines.append(
+            line = (
                 f"{r['name']:<{w}}  {shape:<14} {r['numel']:>10,}  "
                 f"{'yes' if r['decays'] else 'no':<6}  {r['why']}"
             )
+            if normalized:
+                flag = ("yes" if r.get("normalized") else "no") if r["decays"] else "-"
+                line = f"{line:<{w + 50}}  {flag}"
+            lines.append(line)
         lines.append(self.summary())
         return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_text()
 
     def to_dict(self) -> dict:
         """JSON-ready form."""
@@ -149,8 +228,10 @@ class DecayTable:
 
 
 def decay_table(model: nn.Module, rule: DecayRule = DEFAULT_RULE) -> DecayTable:
-    """The table of which parameters of ``model`` decay under ``rule``."""
+    """The table of which parameters of ``model`` decay under ``rule`` (and which of them
+    AdamC's ``corrected`` mode treats as normalized layers)."""
     reasons = rule.reasons(model)
+    normalized = rule.normalized_names(model, [n for n, (d, _) in reasons.items() if d])
     rows = [
         {
             "name": name,
@@ -158,6 +239,7 @@ def decay_table(model: nn.Module, rule: DecayRule = DEFAULT_RULE) -> DecayTable:
             "numel": p.numel(),
             "decays": reasons[name][0],
             "why": reasons[name][1],
+            "normalized": name in normalized,
         }
         for name, p in model.named_parameters()
     ]
@@ -168,27 +250,69 @@ def param_groups(
     model: nn.Module,
     decay: Decay | None = None,
     rule: DecayRule = DEFAULT_RULE,
+    weight_decays: Mapping[str, float] | None = None,
     **group_options: object,
 ) -> tuple[list[dict], DecayTable]:
     """Torch parameter groups (decaying, not decaying) for ``model`` and the readable table.
 
-    Each group carries ``"decay": True/False`` for :meth:`Decay.attach`, and
-    ``weight_decay`` set for ``builtin`` (0 elsewhere, so AdamW's default 0.01 never sneaks in).
+    Each group carries ``"decay": True/False`` for :meth:`Decay.attach`, and ``weight_decay``
+    set for ``builtin`` (0 elsewhere, so AdamW's default 0.01 never sneaks in).
+    ``weight_decays`` maps fnmatch patterns of parameter names to their own weight decay (e.g.
+    ``{"emb.*": 1e-5}``): the decaying tensors a pattern matches get a group of their own with
+    ``"wdlab_wd"`` set. For mode ``corrected``, decaying groups are split into AdamC's normalized
+    layers and the rest (``"normalized": True/False``).
     """
     table = decay_table(model, rule)
     by_name = dict(model.named_parameters())
-    wd = decay.optimizer_weight_decay() if decay is not None else 0.0
+    base = decay.weight_decay if decay is not None else 0.0
+    to_optimizer = decay is not None and decay.mode == "builtin"
+    split_normalized = decay is not None and decay.mode == "corrected"
     groups = []
-    for flag in (True, False):
-        names = [r["name"] for r in table.rows if r["decays"] is flag]
-        if names:
-            groups.append(
-                {
-                    "params": [by_name[n] for n in names],
-                    "names": names,
-                    "decay": flag,
-                    "weight_decay": wd if flag else 0.0,
-                    **group_options,
-                }
-            )
+    for names, wd, extra in _group_names(table, weight_decays or {}, base, split_normalized):
+        groups.append(
+            {
+                "params": [by_name[n] for n in names],
+                "names": names,
+                "decay": wd is not None,
+                "weight_decay": (wd or 0.0) if to_optimizer else 0.0,
+                **extra,
+                **group_options,
+            }
+        )
     return groups, table
+
+
+def _group_names(
+    table: DecayTable, weight_decays: Mapping[str, float], base: float, split_normalized: bool
+) -> list[tuple[list[str], float | None, dict]]:
+    """(names, weight decay or None for no decay, extra group keys) of each group."""
+    from wdlab.decay.modes import check_weight_decay
+
+    decaying = [r for r in table.rows if r["decays"]]
+    out: list[tuple[list[str], float | None, dict]] = []
+    taken: set[str] = set()
+    for pattern, wd in weight_decays.items():
+        check_weight_decay(wd)
+        names = [r["name"] for r in decaying if fnmatch.fnmatchcase(r["name"], pattern)]
+        names = [n for n in names if n not in taken]
+        if not names:
+            raise ValueError(
+                f"weight decay for {pattern!r}: the pattern matches no decaying parameter"
+            )
+        taken |= set(names)
+        out.append((names, float(wd), {"wdlab_wd": float(wd), "pattern": pattern}))
+    rest = [r for r in decaying if r["name"] not in taken]
+    flags = (True, False) if split_normalized else (None,)
+    for flag in flags:
+        names = [r["name"] for r in rest if flag is None or r["normalized"] is flag]
+        if names:
+            out.append((names, base, {} if flag is None else {"normalized": flag}))
+    kept = [r["name"] for r in table.rows if not r["decays"]]
+    if kept:
+        out.append((kept, None, {}))
+    if split_normalized:  # a pattern's own group: the normalized flag per tensor
+        flag_of = {r["name"]: r["normalized"] for r in table.rows}
+        for names, _, extra in out:
+            if "wdlab_wd" in extra:
+                extra["normalized"] = [flag_of[n] for n in names]
+    return out

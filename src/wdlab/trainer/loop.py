@@ -118,9 +118,11 @@ class Trainer:
         # graph); custom models, and bf16 autocast, use autograd.
         self.manual = forward.manual_backward and not self.amp
         decays = {r["name"]: r["decays"] for r in self.table.rows}
+        normalized = {r["name"]: r["normalized"] for r in self.table.rows}
         self.full = self.P.tensors
         self.names = list(self.full)
         self.decays = {n: decays[self.P.origin(n)] for n in self.full}
+        self.normalized = {n: normalized[self.P.origin(n)] for n in self.full}
 
     def build_optimizer(self) -> None:
         """One torch parameter group per configuration group, over views of its rows (the
@@ -166,6 +168,7 @@ class Trainer:
             "_group": g,
             "_views": not whole,
             "_decayed": [v for _, v in decayed],
+            "_normalized": [self.normalized[n] for n, _ in decayed],
             "_l2_grad": [v for n, v in decayed if n in self.l2_grad],
         }
         if g.mode.needs_anchor:
@@ -289,7 +292,8 @@ class Trainer:
         total = losses.sum()
         for g in self.l2_groups:
             params = [self.full[n][g.rows] for n in self.penalised]
-            total = total + l2_penalty(params, g.wd, per_row=True).sum()
+            term = l2_penalty(params, g.wd, per_row=True).sum()
+            total = total - term if g.options.get("maximize") else total + term
         for t in self.full.values():
             t.grad = None
         total.backward()
@@ -297,8 +301,9 @@ class Trainer:
 
     def update(self) -> None:
         """One optimizer step of every configuration, from the gradients just computed: each
-        group's decay mode first, then torch's own update."""
+        group's decay mode first, then torch's own update, then what a mode does after it."""
         full = self.full
+        after = []
         with torch.no_grad():
             for pg in self.optimizer.param_groups:
                 g = pg["_group"]
@@ -311,14 +316,21 @@ class Trainer:
                         "lr": pg["lr"],
                         "lr0": pg["lr0"],
                         "anchor": pg.get("_anchor"),
+                        "maximize": pg.get("maximize", False),
+                        "normalized": pg["_normalized"],
                     }
                     g.mode.apply(decayed_group, g.wd)
+                    if g.mode.after_step is not None:
+                        after.append((g, decayed_group))
                     if g.mode.as_gradient is not None and pg["_l2_grad"]:
-                        g.mode.as_gradient({"params": pg["_l2_grad"]}, g.wd)
+                        l2 = {"params": pg["_l2_grad"], "maximize": decayed_group["maximize"]}
+                        g.mode.as_gradient(l2, g.wd)
             if not self.all_alive:
                 for t in full.values():
                     t.grad[~self.alive] = 0
             self.optimizer.step()
+            for g, decayed_group in after:
+                g.mode.finish(decayed_group, g.wd)
             self.P.invalidate()
             if not self.all_alive:
                 for t in full.values():
