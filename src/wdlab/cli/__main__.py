@@ -1,0 +1,5 @@
+"""``python -m wdlab.cli``."""
+
+from wdlab.cli import main
+
+raise SystemExit(main())

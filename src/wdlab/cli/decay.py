@@ -1,0 +1,172 @@
+"""``wdlab verify`` and ``wdlab inspect``: the oracle checks, and which parameters decay."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from wdlab.cli.common import (
+    Command,
+    UsageError,
+    add_json,
+    emit_json,
+    nonneg_float,
+    positive_float,
+    positive_int,
+    show_progress,
+    writable_dir,
+)
+from wdlab.jsonsafe import dumps
+
+if TYPE_CHECKING:
+    from wdlab.decay import DecayRule
+    from wdlab.models import ModelSpec
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Run every equivalence check; exit 1 if any fails."""
+    from wdlab.report.text import checks_table
+    from wdlab.verify import run_checks
+
+    out = writable_dir(Path(args.out)) if args.out else None
+    checks = run_checks(progress=show_progress(args))
+    doc = {"checks": [c.to_dict() for c in checks], "passed": all(c.passed for c in checks)}
+    if out is not None:
+        (out / "verify.json").write_text(dumps(doc, indent=1) + "\n")
+    if args.json:
+        emit_json(doc)
+    else:
+        print(checks_table(checks))
+    return 0 if doc["passed"] else 1
+
+
+def parse_model(args: argparse.Namespace) -> ModelSpec:
+    """A ModelSpec from the model flags of ``inspect``."""
+    from wdlab.models import ModelSpec
+
+    name = args.model
+    hidden = tuple(int(h) for h in args.hidden.split(",")) if args.hidden else ()
+    if ":" in name:
+        return ModelSpec("custom", in_dim=args.in_dim, out_dim=args.out_dim, factory=name)
+    if name == "mlp" and not hidden:
+        raise UsageError("--model mlp needs --hidden, e.g. --hidden 64,32")
+    return ModelSpec(
+        name,
+        in_dim=args.in_dim,
+        out_dim=args.out_dim,
+        hidden=hidden,
+        activation=args.activation,
+        layernorm=args.layernorm,
+    )
+
+
+def parse_rule(args: argparse.Namespace) -> DecayRule:
+    """A DecayRule from the no-decay flags."""
+    from torch import nn
+
+    from wdlab.decay import DecayRule
+
+    types = []
+    for name in args.exclude_type or []:
+        cls = getattr(nn, name, None)
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise UsageError(f"--exclude-type {name!r} is not a torch.nn module class")
+        types.append(cls)
+    return DecayRule(
+        everything=args.decay_all,
+        embeddings=not args.no_embeddings,
+        exclude=tuple(args.exclude or ()),
+        include=tuple(args.include or ()),
+        exclude_types=tuple(types),
+        use_model_hook=not args.ignore_model_hook,
+    )
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    """Print which parameters of a model decay, and the decay's formula."""
+    from wdlab.decay import check_mode, decay_table, formula, surprise_warnings
+    from wdlab.optimizers import class_name, optimizer_spec
+
+    mode = check_mode(args.mode)
+    if mode == "independent" and args.lr is None:
+        raise UsageError("mode 'independent' needs the base lr: pass --lr")
+    spec = parse_model(args)
+    table = decay_table(spec.build(), parse_rule(args))
+    opt_name = class_name(optimizer_spec(args.optimizer).cls_name)
+    notes = surprise_warnings(mode, args.weight_decay, args.lr or 0.0, opt_name)
+    if args.json:
+        doc = {"model": spec.describe(), "mode": mode, "weight_decay": args.weight_decay}
+        emit_json(doc | {"formula": formula(mode, opt_name), "warnings": notes} | table.to_dict())
+        return 0
+    print(f"model: {spec.describe()}")
+    print(table.to_text())
+    print(f"mode {mode}, wd {args.weight_decay:g}, {opt_name}: {formula(mode, opt_name)}")
+    for note in notes:
+        sys.stderr.write(f"wdlab: warning: {note}\n")
+    return 0
+
+
+def add_model_flags(p: argparse.ArgumentParser) -> None:
+    """The model of ``inspect``: a kind or module:factory, its sizes and activation."""
+    from wdlab.models import ACTIVATIONS, MODEL_KINDS
+
+    kinds = ", ".join(k for k in MODEL_KINDS if k != "custom")
+    p.add_argument(
+        "model", nargs="?", default="seed-mlp", help=f"{kinds} or module:factory (seed-mlp)"
+    )
+    p.add_argument("--in-dim", type=positive_int, default=1000, help="input features (1000)")
+    p.add_argument("--out-dim", type=positive_int, default=1, help="outputs (1)")
+    p.add_argument("--hidden", default="", help="hidden sizes for mlp, e.g. 64,32")
+    p.add_argument("--activation", default="sigmoid", choices=list(ACTIVATIONS))
+    p.add_argument("--layernorm", action="store_true", help="LayerNorm after each hidden layer")
+
+
+def add_rule_flags(p: argparse.ArgumentParser) -> None:
+    """The no-decay rule flags."""
+    g = p.add_argument_group("which parameters decay (default: ndim >= 2 decays)")
+    g.add_argument("--decay-all", action="store_true", help="decay every tensor (the article)")
+    g.add_argument("--no-embeddings", action="store_true", help="embeddings do not decay")
+    for flag, what in (("exclude", "never"), ("include", "always")):
+        g.add_argument(
+            f"--{flag}",
+            action="append",
+            metavar="PATTERN",
+            help=f"fnmatch pattern of names that {what} decay (repeatable)",
+        )
+    g.add_argument(
+        "--exclude-type",
+        action="append",
+        metavar="CLASS",
+        help="torch.nn module class whose parameters never decay, e.g. LayerNorm",
+    )
+    g.add_argument("--ignore-model-hook", action="store_true", help="ignore no_weight_decay()")
+
+
+def add_verify_flags(p: argparse.ArgumentParser) -> None:
+    """--out, --json."""
+    p.add_argument("--out", help="also write verify.json here (that folder's report shows it)")
+    add_json(p)
+
+
+def add_inspect_flags(p: argparse.ArgumentParser) -> None:
+    """The model, the rule, and the decay whose formula to print."""
+    add_model_flags(p)
+    add_rule_flags(p)
+    p.add_argument("--mode", default="coupled", help="decay mode (coupled)")
+    p.add_argument("--weight-decay", type=nonneg_float, default=0.01, help="(0.01)")
+    p.add_argument("--optimizer", default="sgd", help="optimizer name (sgd)")
+    p.add_argument("--lr", type=positive_float, default=None, help="learning rate")
+    add_json(p)
+
+
+COMMANDS = [
+    Command(
+        "verify",
+        "check every decay mode against torch and scikit-learn",
+        add_verify_flags,
+        cmd_verify,
+    ),
+    Command("inspect", "show which parameters of a model decay", add_inspect_flags, cmd_inspect),
+]
