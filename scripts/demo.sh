@@ -2,5 +2,5 @@
 # From nothing to the article's experiment: set up .venv, then run `wdlab demo` (flags pass on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+WDLAB_EXTRAS=${WDLAB_EXTRAS-} bash scripts/setup.sh  # the light core: torch, numpy, matplotlib, tqdm
 exec .venv/bin/wdlab demo "$@"

@@ -21,11 +21,11 @@ LAYERS = [
     {"wdlab.verify"},
     {"wdlab.executors", "wdlab.store", "wdlab.report", "wdlab.config"},
     {"wdlab.trainer", "wdlab.selection"},
-    {"wdlab.params"},
+    {"wdlab.params", "wdlab.timescale", "wdlab.diagnostics"},
     {"wdlab.models", "wdlab.data"},
     {"wdlab.records"},
     {"wdlab.decay"},
-    {"wdlab.optimizers", "wdlab.tasks", "wdlab.jsonsafe", "wdlab.version"},
+    {"wdlab.optimizers", "wdlab.tasks", "wdlab.jsonsafe", "wdlab.version", "wdlab.extras"},
 ]
 
 

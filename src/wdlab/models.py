@@ -74,6 +74,54 @@ class MLP(nn.Module):
         return self.head(x)
 
 
+class CNN(nn.Module):
+    """A small CNN for 1-D signals (C, L) or images (C, H, W).
+
+    Per entry of ``channels``: a 3-wide convolution, optional BatchNorm, ReLU, and a 2× max-pool
+    while the signal is at least 4 long; then global average pooling, optional Dropout and a
+    Linear head. Flat inputs (n, d) are read as one-channel signals of length d.
+    """
+
+    def __init__(
+        self,
+        in_shape: tuple[int, ...],
+        channels: tuple[int, ...],
+        out_dim: int,
+        batchnorm: bool = False,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if len(in_shape) not in (2, 3):
+            raise ValueError(f"cnn needs inputs of shape (C, L) or (C, H, W), got {in_shape}")
+        self.in_shape = tuple(in_shape)
+        two_d = len(in_shape) == 3
+        conv, norm, pool = (
+            (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d)
+            if two_d
+            else (nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d)
+        )
+        layers: list[nn.Module] = []
+        c, size = in_shape[0], min(in_shape[1:])
+        for ch in channels or (16, 32):
+            layers.append(conv(c, ch, 3, padding=1))
+            if batchnorm:
+                layers.append(norm(ch))
+            layers.append(nn.ReLU())
+            if size >= 4:
+                layers.append(pool(2))
+                size //= 2
+            c = ch
+        self.features = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.head = nn.Linear(c, out_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Outputs (logits or predictions) of shape (n, out_dim)."""
+        x = x.reshape(len(x), *self.in_shape)
+        h = self.features(x).flatten(2).mean(2)
+        return self.head(self.dropout(h))
+
+
 @dataclass(frozen=True)
 class ModelKind:
     """One built-in kind of model: how to build and describe it, and, for the hand-batched
@@ -140,6 +188,23 @@ _KINDS = [
         first=lambda spec: ("weight", "bias"),
     ),
     ModelKind(
+        "cnn",
+        "a small CNN for signals or images (--hidden gives the channels; BatchNorm, Dropout)",
+        lambda spec: CNN(
+            spec.in_shape or (1, spec.in_dim),
+            spec.hidden,
+            spec.out_dim,
+            spec.batchnorm,
+            spec.dropout,
+        ),
+        lambda spec: (
+            f"cnn {'x'.join(map(str, spec.in_shape or (1, spec.in_dim)))}"
+            f"-{'-'.join(map(str, spec.hidden or (16, 32)))}-{spec.out_dim}"
+            + (" +batchnorm" if spec.batchnorm else "")
+            + (f" +dropout {spec.dropout:g}" if spec.dropout else "")
+        ),
+    ),
+    ModelKind(
         "custom",
         "any nn.Module factory, given as module:function",
         _build_custom,
@@ -155,9 +220,11 @@ MODEL_KINDS: dict[str, ModelKind] = {k.name: k for k in _KINDS}
 class ModelSpec:
     """A model to train: ``kind`` is one of :data:`MODEL_KINDS`.
 
-    ``in_dim``/``out_dim`` are filled from the data when left at 0. For ``custom``,
-    ``factory`` is a callable (or ``"module:function"``) returning an ``nn.Module``; it is
-    called with ``in_dim`` and ``out_dim`` as keywords when it accepts them.
+    ``in_dim``/``out_dim`` are filled from the data when left at 0; ``in_shape`` is one
+    example's shape where inputs are not flat (signals, images). ``hidden`` gives the hidden
+    sizes (the channels for ``cnn``); ``batchnorm`` and ``dropout`` apply to ``cnn``. For
+    ``custom``, ``factory`` is a callable (or ``"module:function"``) returning an ``nn.Module``;
+    it is called with ``in_dim`` and ``out_dim`` as keywords when it accepts them.
     """
 
     kind: str = "seed-mlp"
@@ -167,6 +234,9 @@ class ModelSpec:
     activation: str = "sigmoid"
     layernorm: bool = False
     factory: Callable[..., nn.Module] | str | None = field(default=None, compare=False)
+    batchnorm: bool = False
+    dropout: float = 0.0
+    in_shape: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -177,6 +247,8 @@ class ModelSpec:
             raise ValueError(
                 f"unknown activation {self.activation!r}; valid: {', '.join(ACTIVATIONS)}"
             )
+        if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
 
     @property
     def model_kind(self) -> ModelKind:

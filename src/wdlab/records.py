@@ -28,6 +28,12 @@ from wdlab.optimizers import optimizer_spec
 SCHEMA = "wdlab.results"
 SCHEMA_VERSION = 2
 PER_EPOCH = ("train_loss", "weight_norm")  # recorded every epoch; the rest at evaluations
+DIAGNOSTIC_PREFIX = "diag."  # diagnostics' series (wdlab.diagnostics) are per epoch too
+
+
+def is_per_epoch(name: str) -> bool:
+    """Whether series ``name`` has one value per epoch (else one per evaluation)."""
+    return name in PER_EPOCH or name.startswith(DIAGNOSTIC_PREFIX)
 
 
 def _nan(v: Any) -> Any:
@@ -95,8 +101,9 @@ class RunConfig:
 class Curves(Mapping[str, list]):
     """A run's curves: ``series`` by name, on two epoch axes.
 
-    Series named in :data:`PER_EPOCH` have one value per ``epoch``; every other series has one
-    value per ``eval_epoch`` (the evaluations, made with the weights after that epoch's update).
+    Series named in :data:`PER_EPOCH` (and diagnostics, ``diag.…``) have one value per
+    ``epoch``; every other series has one value per ``eval_epoch`` (the evaluations, made with
+    the weights after that epoch's update).
     ``curves["name"]`` reads ``epoch``, ``eval_epoch`` or a series, as a dict would.
     """
 
@@ -112,8 +119,8 @@ class Curves(Mapping[str, list]):
         return self.series[key]
 
     def __iter__(self) -> Iterator[str]:
-        per_epoch = [k for k in self.series if k in PER_EPOCH]
-        per_eval = [k for k in self.series if k not in PER_EPOCH]
+        per_epoch = [k for k in self.series if is_per_epoch(k)]
+        per_eval = [k for k in self.series if not is_per_epoch(k)]
         yield from ["epoch", *per_epoch, "eval_epoch", *per_eval]
 
     def __len__(self) -> int:
@@ -121,7 +128,7 @@ class Curves(Mapping[str, list]):
 
     def axis(self, name: str) -> list[int]:
         """The epochs of series ``name``: every epoch, or the evaluation epochs."""
-        return self.epoch if name in PER_EPOCH else self.eval_epoch
+        return self.epoch if is_per_epoch(name) else self.eval_epoch
 
     def cut(self, epoch: int) -> None:
         """NaN from ``epoch`` on (a run that diverged there)."""

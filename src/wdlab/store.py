@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from wdlab.jsonsafe import dumps
-from wdlab.records import PER_EPOCH, Curves, RunConfig, RunResult
+from wdlab.records import Curves, RunConfig, RunResult, is_per_epoch
 
 DB_NAME = "study.db"
 STATUSES = ("pending", "running", "done", "diverged", "failed")
@@ -254,7 +254,7 @@ class Store:
             ):
                 if metric not in curves.series:
                     curves.series[metric] = []
-                    axis = curves.epoch if metric in PER_EPOCH else curves.eval_epoch
+                    axis = curves.epoch if is_per_epoch(metric) else curves.eval_epoch
                     fill = not axis
                 if fill:
                     axis.append(epoch)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from wdlab.data.dataset import Dataset
+from wdlab.extras import require
 from wdlab.tasks import TASKS
 
 
@@ -42,7 +43,7 @@ def split_indices(
     n: int, y: np.ndarray | None, val_size: float, test_size: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One seeded train / val / test split, stratified on ``y`` when it is given."""
-    from sklearn.model_selection import train_test_split
+    train_test_split = require("sklearn.model_selection", "a stratified split").train_test_split
 
     idx = np.arange(n)
     rest, test = train_test_split(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -28,9 +29,20 @@ class Dataset:
     meta: dict = field(default_factory=dict)
 
     @property
+    def in_shape(self) -> tuple[int, ...]:
+        """One example's shape: ``(d,)`` for tables, ``(C, L)`` or ``(C, H, W)`` otherwise."""
+        return tuple(self.X_train.shape[1:])
+
+    @property
     def in_dim(self) -> int:
-        """Number of input features."""
-        return int(self.X_train.shape[1])
+        """Number of input features (all of an example's values, for signals and images)."""
+        return int(math.prod(self.in_shape))
+
+    def __repr__(self) -> str:
+        splits = ", ".join(f"{k} {len(v[1])}" for k, v in self.splits().items())
+        shape = "x".join(map(str, self.in_shape))
+        classes = f", {self.n_classes} classes" if self.task == "multiclass" else ""
+        return f"Dataset({self.name!r}: {self.task}{classes}, inputs {shape}, rows {splits})"
 
     @property
     def out_dim(self) -> int:

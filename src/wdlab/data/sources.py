@@ -14,6 +14,7 @@ from torch import Tensor
 from wdlab.data.arrays import from_arrays, shuffle_split
 from wdlab.data.dataset import Dataset
 from wdlab.data.tables import is_table_path, read_table
+from wdlab.extras import require
 
 SKLEARN_SETS = ("digits", "breast_cancer", "wine", "diabetes")
 
@@ -60,8 +61,7 @@ def seed_noise(dim: int = 1000, seed: int = 0, test_size: float = 0.33) -> Datas
 
 def sklearn_dataset(name: str, seed: int = 0, **kw: object) -> Dataset:
     """digits, breast_cancer, wine or diabetes, from scikit-learn's bundled files."""
-    from sklearn import datasets
-
+    datasets = require("sklearn.datasets", f"data set {name!r}")
     if name not in SKLEARN_SETS:
         raise ValueError(
             f"unknown scikit-learn data set {name!r}; valid: {', '.join(SKLEARN_SETS)}"

@@ -8,6 +8,7 @@ import numpy as np
 
 from wdlab.data.arrays import from_arrays
 from wdlab.data.dataset import Dataset
+from wdlab.extras import require
 
 FILE_SUFFIXES = (".csv", ".parquet", ".pq")
 
@@ -32,7 +33,7 @@ def read_table(
     ``impute`` is ``mean`` or ``median`` (fitted on all rows of the numeric column; rows with a
     missing target are always refused).
     """
-    import pandas as pd
+    pd = require("pandas", "reading CSV and Parquet files")
 
     p = Path(path)
     if not p.exists():

@@ -21,6 +21,7 @@ from wdlab.config import Experiment, validate
 from wdlab.data import Dataset
 from wdlab.decay import decay_table
 from wdlab.executors import Executor, LocalExecutor
+from wdlab.extras import require
 from wdlab.models import ModelSpec, activations_per_example
 from wdlab.optimizers import optimizer_spec
 from wdlab.pipelines.results import SweepResult
@@ -182,7 +183,7 @@ def export_study(
 ) -> dict[str, Path]:
     """Write ``runs.<fmt>`` (one row per run) and ``curves.<fmt>`` (run_id, metric, epoch,
     value) from a study's store."""
-    import pandas as pd
+    pd = require("pandas", "wdlab export")
 
     d = Path(directory)
     if not (d / "study.db").exists():

@@ -40,6 +40,7 @@ def train(
     shuffle_seed: int = 0,
     precision: str = "fp32",
     on_epoch: Callable[[int], None] | None = None,
+    diagnostics: Sequence[str] = (),
 ) -> list[RunResult]:
     """Train every configuration in ``configs`` together; one RunResult each, in order.
 
@@ -64,6 +65,7 @@ def train(
         progress=progress,
         progress_desc=progress_desc,
         on_epoch=on_epoch,
+        diagnostics=tuple(diagnostics),
     )
     try:
         return Trainer(plan).run()

@@ -28,10 +28,12 @@ import torch
 from torch import Tensor, nn
 
 from wdlab.decay import decay_table, l2_penalty, surprise_warnings
+from wdlab.diagnostics import make as make_diagnostic
 from wdlab.models import BatchedForward, ModelSpec, Tape
 from wdlab.params import DirectParams, GramParams, gram_applies
 from wdlab.records import Curves, RunResult
 from wdlab.tasks import get_task
+from wdlab.timescale import timescales
 from wdlab.trainer.heap import trim_heap, tune_malloc
 from wdlab.trainer.plan import ConfigGroup, Plan, group_configs, order_configs
 from wdlab.trainer.schedules import make_scheduler
@@ -107,6 +109,8 @@ class Trainer:
         applies, why = gram_applies(forward, plan.optimizer, modes, *self.X.shape)
         if plan.minibatch:
             applies, why = False, "mini-batches"
+        if plan.diagnostics:
+            applies, why = False, "diagnostics need the weights themselves"
         if plan.fast_path and not applies:
             raise ValueError(f"the fast path does not apply: {why}")
         use_fast = applies if plan.fast_path is None else bool(plan.fast_path)
@@ -123,6 +127,10 @@ class Trainer:
         self.names = list(self.full)
         self.decays = {n: decays[self.P.origin(n)] for n in self.full}
         self.normalized = {n: normalized[self.P.origin(n)] for n in self.full}
+        weights = [n for n in self.names if self.decays[n] and self.full[n].dim() >= 3]
+        self.diagnostics = [
+            make_diagnostic(d, weights, self.cfgs, plan.optimizer) for d in plan.diagnostics
+        ]
 
     def build_optimizer(self) -> None:
         """One torch parameter group per configuration group, over views of its rows (the
@@ -223,6 +231,8 @@ class Trainer:
                         self.check_divergence(epoch)
                     self.evaluate(with_train=plan.minibatch)
                     pending = not plan.minibatch
+                for d in self.diagnostics:
+                    d.end_epoch(epoch)
                 if epoch % 100 == 99:
                     trim_heap()  # keeps a long run's resident memory flat
                 if bar is not None:
@@ -328,7 +338,11 @@ class Trainer:
             if not self.all_alive:
                 for t in full.values():
                     t.grad[~self.alive] = 0
+            for d in self.diagnostics:
+                d.before_step(full)
             self.optimizer.step()
+            for d in self.diagnostics:
+                d.after_step(full)
             for g, decayed_group in after:
                 g.mode.finish(decayed_group, g.wd)
             self.P.invalidate()
@@ -413,15 +427,20 @@ class Trainer:
         for row, orig in enumerate(self.order):
             series = {"train_loss": rows_train_loss[row], "weight_norm": rows_weight_norm[row]}
             series |= {k: v[row] for k, v in rows_ev.items()}
+            for d in self.diagnostics:
+                series |= d.series(row)
             curves = Curves(list(epochs), list(self.eval_epochs), series)
             final = {k: curves[k][-1] for k in rows_ev}
             final["train_loss"] = final.pop("train_loss_eval")
             final["weight_norm"] = curves["weight_norm"][-1]
+            final |= timescales(self.cfgs[row], self.plan.steps_per_epoch)
             status, cut = "done", self.diverged_at[row]
             if cut is not None:
                 status = "diverged"
                 curves.cut(cut)
-                final = {k: math.nan for k in final}
+                final = {k: math.nan for k in final} | timescales(
+                    self.cfgs[row], self.plan.steps_per_epoch
+                )
             results[orig] = RunResult(
                 config=self.cfgs[row],
                 curves=curves,

@@ -36,7 +36,8 @@ class Plan:
     permutation per epoch shared by every configuration, drawn from ``shuffle_seed``).
     ``precision="bf16"`` runs the forward passes under bfloat16 autocast; weights, optimizer
     state and losses stay float32. ``keep_params`` returns the final weights. ``on_epoch`` is
-    called after every epoch (progress), ``progress`` shows a bar of its own.
+    called after every epoch (progress), ``progress`` shows a bar of its own. ``diagnostics``
+    names opt-in per-layer recordings (:mod:`wdlab.diagnostics`, e.g. ``rotation``).
     """
 
     spec: ModelSpec
@@ -56,6 +57,7 @@ class Plan:
     progress: bool = False
     progress_desc: str = "training"
     on_epoch: Callable[[int], None] | None = field(default=None, compare=False)
+    diagnostics: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.configs:
@@ -80,6 +82,12 @@ class Plan:
     def minibatch(self) -> bool:
         """Whether epochs are made of shuffled mini-batches."""
         return self.batch_size is not None and self.batch_size < len(self.data.y_train)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch: 1 full batch, or the number of mini-batches."""
+        n = len(self.data.y_train)
+        return -(-n // self.batch_size) if self.minibatch else 1
 
     @property
     def eval_epochs(self) -> list[int]:
