@@ -17,15 +17,22 @@ MAX_FUNCTION_LINES = 80
 LAYERS = [
     {"wdlab", "wdlab.__main__"},
     {"wdlab.cli"},
-    {"wdlab.pipelines"},
-    {"wdlab.verify"},
+    {"wdlab.pipelines", "wdlab.integrations"},
+    {"wdlab.verify", "wdlab.audit"},
     {"wdlab.executors", "wdlab.store", "wdlab.report", "wdlab.config"},
     {"wdlab.trainer", "wdlab.selection"},
     {"wdlab.params", "wdlab.timescale", "wdlab.diagnostics"},
     {"wdlab.models", "wdlab.data"},
     {"wdlab.records"},
     {"wdlab.decay"},
-    {"wdlab.optimizers", "wdlab.tasks", "wdlab.jsonsafe", "wdlab.version", "wdlab.extras"},
+    {
+        "wdlab.optimizers",
+        "wdlab.tasks",
+        "wdlab.jsonsafe",
+        "wdlab.version",
+        "wdlab.extras",
+        "wdlab.devices",
+    },
 ]
 
 
