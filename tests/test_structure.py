@@ -23,6 +23,7 @@ LAYERS = [
     {"wdlab.trainer", "wdlab.selection"},
     {"wdlab.params", "wdlab.timescale", "wdlab.diagnostics"},
     {"wdlab.models", "wdlab.data"},
+    {"wdlab.cnn", "wdlab.func"},
     {"wdlab.records"},
     {"wdlab.decay"},
     {

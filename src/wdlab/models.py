@@ -4,12 +4,13 @@ A spec builds an ordinary ``nn.Module`` (so initial weights are exactly PyTorch'
 batched forward over *stacked* parameters: every parameter gets a leading dimension K, one row
 per configuration. Built-in specs (the article's MLP, a configurable MLP, linear) have a
 hand-written batched forward whose first layer is one GEMM for all K configurations; any other
-``nn.Module`` factory runs through ``torch.func.functional_call`` under ``torch.vmap``.
+module (the CNN, a user's factory) runs through ``torch.func`` (:mod:`wdlab.func`).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,9 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from wdlab.cnn import CNN, GroupedCNN
+from wdlab.func import FuncForward
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "sigmoid": torch.sigmoid,
@@ -74,59 +78,12 @@ class MLP(nn.Module):
         return self.head(x)
 
 
-class CNN(nn.Module):
-    """A small CNN for 1-D signals (C, L) or images (C, H, W).
-
-    Per entry of ``channels``: a 3-wide convolution, optional BatchNorm, ReLU, and a 2× max-pool
-    while the signal is at least 4 long; then global average pooling, optional Dropout and a
-    Linear head. Flat inputs (n, d) are read as one-channel signals of length d.
-    """
-
-    def __init__(
-        self,
-        in_shape: tuple[int, ...],
-        channels: tuple[int, ...],
-        out_dim: int,
-        batchnorm: bool = False,
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__()
-        if len(in_shape) not in (2, 3):
-            raise ValueError(f"cnn needs inputs of shape (C, L) or (C, H, W), got {in_shape}")
-        self.in_shape = tuple(in_shape)
-        two_d = len(in_shape) == 3
-        conv, norm, pool = (
-            (nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d)
-            if two_d
-            else (nn.Conv1d, nn.BatchNorm1d, nn.MaxPool1d)
-        )
-        layers: list[nn.Module] = []
-        c, size = in_shape[0], min(in_shape[1:])
-        for ch in channels or (16, 32):
-            layers.append(conv(c, ch, 3, padding=1))
-            if batchnorm:
-                layers.append(norm(ch))
-            layers.append(nn.ReLU())
-            if size >= 4:
-                layers.append(pool(2))
-                size //= 2
-            c = ch
-        self.features = nn.Sequential(*layers)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.head = nn.Linear(c, out_dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Outputs (logits or predictions) of shape (n, out_dim)."""
-        x = x.reshape(len(x), *self.in_shape)
-        h = self.features(x).flatten(2).mean(2)
-        return self.head(self.dropout(h))
-
-
 @dataclass(frozen=True)
 class ModelKind:
     """One built-in kind of model: how to build and describe it, and, for the hand-batched
     kinds, the names of its first Linear layer and the stages after it (see
-    :class:`BatchedForward`). Kinds without ``first`` run through ``torch.func`` under vmap."""
+    :class:`BatchedForward`); ``batched`` builds a hand-batched forward of another shape
+    (:class:`wdlab.cnn.GroupedCNN`). Other kinds run through ``torch.func`` under vmap."""
 
     name: str
     help: str
@@ -134,6 +91,7 @@ class ModelKind:
     describe: Callable[[ModelSpec], str]
     first: Callable[[ModelSpec], tuple[str, str]] | None = None
     stages: Callable[[ModelSpec], list[tuple[str, str]]] = lambda spec: []
+    batched: Callable[[nn.Module], object] | None = None
 
 
 def _mlp_stages(spec: ModelSpec) -> list[tuple[str, str]]:
@@ -154,9 +112,35 @@ def _mlp_sizes(spec: ModelSpec) -> str:
 def _build_custom(spec: ModelSpec) -> nn.Module:
     factory = resolve_factory(spec.factory)
     try:
-        return factory(in_dim=spec.in_dim, out_dim=spec.out_dim)
-    except TypeError:
-        return factory()
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        params = {}
+    wants = {"in_dim": spec.in_dim, "out_dim": spec.out_dim}
+    kwargs = {k: v for k, v in wants.items() if k in params}
+    return call_factory(factory, spec.factory, **kwargs)
+
+
+def call_factory(
+    factory: Callable[..., object], name: object, *args: object, **kw: object
+) -> nn.Module:
+    """Run a user's model factory; anything it raises (or a non-module it returns) becomes one
+    ``ValueError`` line naming the factory and the first line of the error."""
+    label = name if isinstance(name, str) else getattr(factory, "__qualname__", repr(factory))
+    try:
+        model = factory(*args, **kw)
+    except (Exception, SystemExit) as exc:  # user code: KeyboardInterrupt still stops us
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ValueError(f"model factory {label!r} raised {type(exc).__name__}: {first}") from None
+    return check_module(model, label)
+
+
+def check_module(model: object, what: object) -> nn.Module:
+    """``model`` if it is an ``nn.Module``, else a one-line ``ValueError``."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(
+            f"model factory {what!r} returned a {type(model).__name__}, not a torch.nn.Module"
+        )
+    return model
 
 
 _KINDS = [
@@ -203,6 +187,7 @@ _KINDS = [
             + (" +batchnorm" if spec.batchnorm else "")
             + (f" +dropout {spec.dropout:g}" if spec.dropout else "")
         ),
+        batched=GroupedCNN,
     ),
     ModelKind(
         "custom",
@@ -373,11 +358,11 @@ class BatchedForward:
     def __init__(self, spec: ModelSpec, template: nn.Module) -> None:
         self.spec = spec
         self.template = template
-        self._vmapped = None
         kind = spec.model_kind
         self.first: tuple[str, str] | None = kind.first(spec) if kind.first else None
+        self.func = None
         if self.first is None:
-            self._vmapped = _vmapped_forward(template)
+            self.func = kind.batched(template) if kind.batched else FuncForward(template)
         self.stages = kind.stages(spec)
 
     @property
@@ -385,10 +370,17 @@ class BatchedForward:
         """Whether :meth:`rest_backward` exists (built-in specs)."""
         return self.first is not None
 
-    def __call__(self, params: dict[str, Tensor], x: Tensor) -> Tensor:
-        """Outputs for every configuration; ``x`` is (n, d) shared by all K."""
-        if self.first is None:
-            return self._vmapped(params, x)
+    def __call__(
+        self,
+        params: dict[str, Tensor],
+        x: Tensor,
+        buffers: dict[str, Tensor] | None = None,
+        train: bool = True,
+    ) -> Tensor:
+        """Outputs for every configuration; ``x`` is (n, …) shared by all K. ``buffers`` and
+        ``train`` (the module's mode) matter for modules run through ``torch.func``."""
+        if self.func is not None:
+            return self.func(params, buffers or {}, x, train)
         w, b = self.first
         return self.rest(params, _linear(x, params[w], params.get(b), True))
 
@@ -462,12 +454,3 @@ class BatchedForward:
                 grads[f"{name}.bias"] = g.sum(1)
                 g = torch.bmm(g, params[f"{name}.weight"])
         return grads, g
-
-
-def _vmapped_forward(template: nn.Module) -> Callable[[dict[str, Tensor], Tensor], Tensor]:
-    buffers = {k: v for k, v in template.named_buffers()}
-
-    def one(params: dict[str, Tensor], x: Tensor) -> Tensor:
-        return torch.func.functional_call(template, (params, buffers), (x,))
-
-    return torch.vmap(one, in_dims=(0, None))

@@ -70,9 +70,11 @@ class DirectParams:
         stacked: dict[str, Tensor],
         X: Tensor,
         eval_X: dict[str, Tensor],
+        buffers: dict[str, Tensor] | None = None,
     ) -> None:
         self.fwd = forward
         self.tensors = {n: t.requires_grad_(True) for n, t in stacked.items()}
+        self.buffers = buffers or {}  # stacked too: BatchNorm's running statistics
         self.X, self.eval_X = X, eval_X
         self.l2_as_grad: list[str] = []  # names whose l2 term is applied as its gradient
         self._x1: dict[str, Tensor] = {}  # x with a column of ones, per split
@@ -82,15 +84,20 @@ class DirectParams:
         return name
 
     def forward(
-        self, split: str = "train", idx: Tensor | None = None, tape: Tape | None = None
+        self,
+        split: str = "train",
+        idx: Tensor | None = None,
+        tape: Tape | None = None,
+        train: bool = True,
     ) -> Tensor:
         """Outputs (K, n, out) on a split (``idx``: a mini-batch of the training rows).
 
         With a ``tape``, keeps what :meth:`backward` needs (call it under ``no_grad``).
+        ``train`` is the module's mode (BatchNorm, Dropout) for models run through torch.func.
         """
         x = self.eval_X[split] if split != "train" else self.X if idx is None else self.X[idx]
         if self.fwd.first is None:
-            return self.fwd(self.tensors, x)
+            return self.fwd(self.tensors, x, self.buffers, train)
         if tape is not None:
             tape.x = x
         return self.fwd.rest(self.tensors, self._first(split, idx, x), tape)
@@ -151,8 +158,9 @@ class DirectParams:
         return parts.sum(-2)
 
     def weights(self, row: int) -> dict[str, Tensor]:
-        """One configuration's weights, by model parameter name."""
-        return {n: t.detach()[row].cpu().clone() for n, t in self.tensors.items()}
+        """One configuration's weights and buffers (a state dict), by name."""
+        state = {**self.tensors, **self.buffers}
+        return {n: t.detach()[row].cpu().clone() for n, t in state.items()}
 
     def __len__(self) -> int:
         return next(iter(self.tensors.values())).shape[0]
@@ -211,8 +219,15 @@ class GramParams(DirectParams):
             # float32 from here on, also when the GEMM ran in bfloat16 under autocast
             return gb.float().addcmul_(self.Z0[split], a.view(-1, 1, 1))
 
-    def forward(self, split: str = "train", tape: Tape | None = None) -> Tensor:  # type: ignore[override]
-        """Outputs (K, n, out); on train, keeps the pre-activation for its gradient."""
+    def forward(
+        self,
+        split: str = "train",
+        idx: Tensor | None = None,
+        tape: Tape | None = None,
+        train: bool = True,
+    ) -> Tensor:
+        """Outputs (K, n, out); on train, keeps the pre-activation for its gradient (full batch
+        only: ``idx`` must be None; ``train`` is irrelevant to the built-in models)."""
         z = self._pre(split)
         if split == "train":
             self._z = z

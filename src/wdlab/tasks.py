@@ -139,3 +139,80 @@ def per_config_loss(task: str, out: Tensor, y: Tensor) -> Tensor:
 def per_config_loss_grad(task: str, out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """:func:`per_config_loss` and its gradient d(Σ_k loss_k)/d(out), by hand (no autograd)."""
     return get_task(task).loss_grad(out, y)
+
+
+# ---------------------------------------------------------------------------------------------
+# A user's own loss and metric.
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A user's metric: ``fn(outputs, targets) -> number`` for one configuration (outputs
+    ``(n, out)``), its name, and whether higher is better."""
+
+    fn: Callable[[Tensor, Tensor], object]
+    name: str = "metric"
+    higher: bool = True
+
+
+def _batched_loss(fn: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
+    """A per-configuration loss ``fn(outputs (n, out), targets) -> scalar`` for (K, n, out):
+    ``torch.vmap`` over the configurations, or a loop where ``fn`` cannot be vmapped."""
+    vmapped = torch.vmap(fn, in_dims=(0, None))
+    state = {"vmap": True}
+
+    def loss(out: Tensor, y: Tensor) -> Tensor:
+        if state["vmap"]:
+            try:
+                values = vmapped(out, y)
+            except Exception:
+                state["vmap"] = False
+        if not state["vmap"]:
+            values = torch.stack([torch.as_tensor(fn(o, y)) for o in out])
+        if values.shape != (out.shape[0],):
+            raise ValueError(
+                f"the loss must return one number per call, got shape {tuple(values.shape[1:])}"
+            )
+        return values
+
+    return loss
+
+
+def _metric_values(metric: Metric) -> Callable[[Tensor, Tensor], dict[str, Tensor]]:
+    def values(out: Tensor, y: Tensor) -> dict[str, Tensor]:
+        vals = []
+        for o in out:
+            v = metric.fn(o, y)
+            if isinstance(v, Tensor) and v.numel() == 1:
+                v = v.item()
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ValueError(
+                    f"metric {metric.name!r} returned {type(v).__name__} {v!r:.60}; it must "
+                    "return a number"
+                )
+            vals.append(float(v))
+        return {metric.name: torch.tensor(vals, device=out.device)}
+
+    return values
+
+
+def custom_task(
+    base: Task,
+    loss: Callable[[Tensor, Tensor], Tensor] | None = None,
+    metric: Metric | Callable[[Tensor, Tensor], object] | None = None,
+) -> Task:
+    """``base`` with a user's loss (``fn(outputs, targets) -> scalar tensor`` per configuration)
+    and/or metric in place of its own. A plain callable metric counts as higher-is-better."""
+    if metric is not None and not isinstance(metric, Metric):
+        metric = Metric(metric, getattr(metric, "__name__", "metric"), True)
+    return Task(
+        name=base.name,
+        loss_name="loss (custom)" if loss is not None else base.loss_name,
+        metric=metric.name if metric is not None else base.metric,
+        metric_name=metric.name if metric is not None else base.metric_name,
+        higher=metric.higher if metric is not None else base.higher,
+        loss=_batched_loss(loss) if loss is not None else base.loss,
+        loss_grad=None if loss is not None else base.loss_grad,
+        eval_metrics=_metric_values(metric) if metric is not None else base.eval_metrics,
+        loss_metrics=None if metric is not None else base.loss_metrics,
+    )

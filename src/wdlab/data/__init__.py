@@ -8,7 +8,9 @@ from wdlab.data.sources import (
     SOURCES,
     Source,
     d2l,
+    digits_images,
     load,
+    mnist1d,
     seed_noise,
     seed_noise_tensors,
     sklearn_dataset,
@@ -16,6 +18,7 @@ from wdlab.data.sources import (
     teacher_regression,
 )
 from wdlab.data.tables import FILE_SUFFIXES, is_table_path, read_table
+from wdlab.data.user import from_splits
 from wdlab.tasks import TASKS
 
 __all__ = [
@@ -26,10 +29,13 @@ __all__ = [
     "Dataset",
     "Source",
     "d2l",
+    "digits_images",
     "from_arrays",
+    "from_splits",
     "infer_task",
     "is_table_path",
     "load",
+    "mnist1d",
     "read_table",
     "seed_noise",
     "seed_noise_tensors",

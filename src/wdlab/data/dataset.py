@@ -57,6 +57,14 @@ class Dataset:
         out["test"] = (self.X_test, self.y_test)
         return out
 
+    def flattened(self) -> Dataset:
+        """A copy whose inputs are flat rows (n, d): what the built-in MLPs read."""
+        moved = {
+            k: (v.flatten(1) if k.startswith("X_") and isinstance(v, Tensor) else v)
+            for k, v in self.__dict__.items()
+        }
+        return Dataset(**moved)
+
     def to(self, device: torch.device | str) -> Dataset:
         """A copy with every tensor on ``device``."""
         moved = {

@@ -5,13 +5,15 @@ Adding a source is one :class:`Source` entry in :data:`SOURCES` (and its test).
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from wdlab.data.arrays import from_arrays, shuffle_split
+from wdlab.data.arrays import from_arrays, shuffle_split, split_indices
 from wdlab.data.dataset import Dataset
 from wdlab.data.tables import is_table_path, read_table
 from wdlab.extras import require
@@ -185,6 +187,73 @@ def _check_sizes(**sizes: int) -> None:
             raise ValueError(f"{k} must be a positive integer, got {v!r}")
 
 
+def mnist1d(seed: int = 0, num_samples: int = 5000, val_size: float = 0.2) -> Dataset:
+    """MNIST-1D (Greydanus, 2020): 10 classes of 1-D signals of length 40, made with the
+    ``mnist1d`` package's generator (never its download). ``num_samples`` are split 80/20 into
+    train and test by the generator; ``val_size`` of the training rows (stratified, seeded)
+    become the validation split. Inputs are (1, 40) signals."""
+    _check_sizes(num_samples=num_samples)
+    if num_samples < 100:
+        raise ValueError(
+            f"num_samples must be >= 100 (10 per class and a split), got {num_samples}"
+        )
+    data_mod = require("mnist1d.data", "data set 'mnist1d'")
+    args = data_mod.get_dataset_args()
+    args.num_samples, args.seed = int(num_samples), int(seed)
+    state_np, state_py = np.random.get_state(), random.getstate()
+    try:  # the generator reseeds Python's and NumPy's global RNGs: leave them as they were
+        raw = data_mod.make_dataset(args)
+    finally:
+        np.random.set_state(state_np)
+        random.setstate(state_py)
+    x, y = raw["x"], raw["y"]
+    split = require("sklearn.model_selection", "data set 'mnist1d'").train_test_split
+    train, val = split(np.arange(len(y)), test_size=val_size, random_state=seed, stratify=y)
+    signal = lambda a: torch.from_numpy(np.asarray(a, np.float64)).float().unsqueeze(1)  # noqa: E731
+    label = lambda a: torch.from_numpy(np.asarray(a)).long()  # noqa: E731
+    return Dataset(
+        name="mnist1d",
+        task="multiclass",
+        X_train=signal(x[train]),
+        y_train=label(y[train]),
+        X_val=signal(x[val]),
+        y_val=label(y[val]),
+        X_test=signal(raw["x_test"]),
+        y_test=label(raw["y_test"]),
+        n_classes=10,
+        meta={
+            "n_train": len(train),
+            "n_val": len(val),
+            "n_test": len(raw["y_test"]),
+            "generator": "mnist1d.data.make_dataset (no download)",
+            "num_samples": num_samples,
+            "seed": seed,
+        },
+    )
+
+
+def digits_images(seed: int = 0, val_size: float = 0.2, test_size: float = 0.2) -> Dataset:
+    """scikit-learn's digits as 1×8×8 images with values in [0, 1] (pixel / 16), split
+    60/20/20, stratified and seeded like the other scikit-learn sets."""
+    datasets = require("sklearn.datasets", "data set 'digits-images'")
+    bunch = datasets.load_digits()
+    X = torch.from_numpy(bunch.data / 16.0).float().view(-1, 1, 8, 8)
+    y = torch.from_numpy(bunch.target).long()
+    train, val, test = split_indices(len(y), bunch.target, val_size, test_size, seed)
+    return Dataset(
+        name="digits-images",
+        task="multiclass",
+        X_train=X[train],
+        y_train=y[train],
+        X_val=X[val],
+        y_val=y[val],
+        X_test=X[test],
+        y_test=y[test],
+        n_classes=10,
+        meta={"n_train": len(train), "n_val": len(val), "n_test": len(test), "scaled": "/16"},
+    )
+
+
 @dataclass(frozen=True)
 class Source:
     """One data source: its name, task, a one-line description and how to load it.
@@ -236,6 +305,20 @@ _SOURCES = [
     ),
     Source("wine", "multiclass", "scikit-learn's wine set, 3 classes", _sklearn("wine"), True),
     Source("diabetes", "regression", "scikit-learn's diabetes set", _sklearn("diabetes"), True),
+    Source(
+        "mnist1d",
+        "multiclass",
+        "MNIST-1D: 10 classes of length-40 signals, from the mnist1d generator (option "
+        "num_samples)",
+        mnist1d,
+    ),
+    Source(
+        "digits-images",
+        "multiclass",
+        "scikit-learn's digits as 1x8x8 images",
+        digits_images,
+        True,
+    ),
 ]
 
 #: Every built-in data source by name (a .csv / .parquet path is a source too).

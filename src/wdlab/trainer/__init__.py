@@ -15,6 +15,7 @@ from wdlab.data import Dataset
 from wdlab.decay import DEFAULT_RULE, DecayRule
 from wdlab.models import ModelSpec
 from wdlab.records import RunConfig, RunResult
+from wdlab.tasks import Task
 from wdlab.trainer.heap import release_memory
 from wdlab.trainer.loop import Trainer, default_device, default_init
 from wdlab.trainer.plan import Plan
@@ -41,6 +42,7 @@ def train(
     precision: str = "fp32",
     on_epoch: Callable[[int], None] | None = None,
     diagnostics: Sequence[str] = (),
+    task: Task | None = None,
 ) -> list[RunResult]:
     """Train every configuration in ``configs`` together; one RunResult each, in order.
 
@@ -66,6 +68,7 @@ def train(
         progress_desc=progress_desc,
         on_epoch=on_epoch,
         diagnostics=tuple(diagnostics),
+        task=task,
     )
     try:
         return Trainer(plan).run()

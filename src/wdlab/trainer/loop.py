@@ -29,7 +29,8 @@ from torch import Tensor, nn
 
 from wdlab.decay import decay_table, l2_penalty, surprise_warnings
 from wdlab.diagnostics import make as make_diagnostic
-from wdlab.models import BatchedForward, ModelSpec, Tape
+from wdlab.func import FuncForward, probe, stack_buffers
+from wdlab.models import BatchedForward, ModelSpec, Tape, check_module
 from wdlab.params import DirectParams, GramParams, gram_applies
 from wdlab.records import Curves, RunResult
 from wdlab.tasks import get_task
@@ -65,8 +66,14 @@ class Trainer:
         self.t_start = time.perf_counter()
         tune_malloc()
         self.device = torch.device(plan.device) if plan.device is not None else default_device()
-        self.task = get_task(plan.data.task)
+        self.task = plan.task or get_task(plan.data.task)
+        self.spec = plan.spec
+        if self.spec.in_dim == 0:
+            data = plan.data
+            self.spec = replace(self.spec, in_dim=data.in_dim, out_dim=data.out_dim)
         self.data = plan.data.to(self.device)
+        if self.spec.model_kind.first is not None and self.data.X_train.dim() > 2:
+            self.data = self.data.flattened()  # built-in MLPs read signals and images flat
         self.X, self.y = self.data.X_train, self.data.y_train
         self.eval_splits = {k: v for k, v in self.data.splits().items() if k != "train"}
         self.amp = plan.precision == "bf16"
@@ -89,24 +96,11 @@ class Trainer:
     def stack_weights(self) -> None:
         """Initial weights (one module per distinct seed) stacked row by row, held directly or
         through the exact Gram path; which tensors decay."""
-        plan, spec = self.plan, self.plan.spec
-        if spec.in_dim == 0:
-            spec = replace(spec, in_dim=self.data.in_dim, out_dim=self.data.out_dim)
-        init = plan.init or default_init(spec)
-        modules: dict[int, nn.Module] = {}
-        for c in self.cfgs:
-            if c.seed not in modules:
-                modules[c.seed] = init(c.seed)
-        template = modules[self.cfgs[0].seed]
-        self.table = decay_table(template, plan.rule)
-        states = {s: dict(m.named_parameters()) for s, m in modules.items()}
-        stacked = {
-            n: torch.stack([states[c.seed][n].detach() for c in self.cfgs]).to(self.device)
-            for n, _ in template.named_parameters()
-        }
-        forward = BatchedForward(spec, template.to(self.device))
+        plan = self.plan
+        template, stacked, buffers = self._initial_state()
+        forward = BatchedForward(self.spec, template.to(self.device))
         modes = [g.mode for g in group_configs(self.cfgs, self.device)]
-        applies, why = gram_applies(forward, plan.optimizer, modes, *self.X.shape)
+        applies, why = gram_applies(forward, plan.optimizer, modes, *self.X.shape[:2])
         if plan.minibatch:
             applies, why = False, "mini-batches"
         if plan.diagnostics:
@@ -115,12 +109,62 @@ class Trainer:
             raise ValueError(f"the fast path does not apply: {why}")
         use_fast = applies if plan.fast_path is None else bool(plan.fast_path)
         eval_X = {k: v[0] for k, v in self.eval_splits.items()}
-        self.P = (GramParams if use_fast else DirectParams)(forward, stacked, self.X, eval_X)
+        if use_fast:
+            self.P = GramParams(forward, stacked, self.X, eval_X)
+        else:
+            self.P = DirectParams(forward, stacked, self.X, eval_X, buffers)
         note = why if use_fast else "standard path" + (f" ({why})" if not applies else "")
+        if isinstance(forward.func, FuncForward):
+            note = self._check_vmap(forward)
+        elif forward.func is not None:
+            note = f"hand-batched {type(forward.func).__name__}"
         self.engine_note = note + ("; bf16 autocast" if self.amp else "")
         # Built-in models take their gradients from a hand-written backward (no autograd
-        # graph); custom models, and bf16 autocast, use autograd.
-        self.manual = forward.manual_backward and not self.amp
+        # graph); other models, custom losses and bf16 autocast use autograd.
+        self.manual = forward.manual_backward and not self.amp and self.task.loss_grad is not None
+        # models whose train and eval modes differ (BatchNorm, Dropout) are evaluated on the
+        # training split in eval mode, by a pass of its own
+        self.train_pass = plan.minibatch or (
+            forward.func is not None and forward.func.mode_dependent
+        )
+        self._decay_flags()
+
+    def _initial_state(self) -> tuple[nn.Module, dict[str, Tensor], dict[str, Tensor]]:
+        """(a template module, the stacked parameters, the stacked buffers): one module per
+        distinct seed, row k holding configuration k's."""
+        init = self.plan.init or default_init(self.spec)
+        modules: dict[int, nn.Module] = {}
+        for c in self.cfgs:
+            if c.seed not in modules:
+                modules[c.seed] = check_module(init(c.seed), c.seed)
+        template = modules[self.cfgs[0].seed]
+        self.table = decay_table(template, self.plan.rule)
+        rows = [modules[c.seed] for c in self.cfgs]
+        states = [dict(m.named_parameters()) for m in rows]
+        stacked = {
+            n: torch.stack([st[n].detach() for st in states]).to(self.device)
+            for n, _ in template.named_parameters()
+        }
+        return template, stacked, stack_buffers(rows, self.device)
+
+    def _check_vmap(self, forward: BatchedForward) -> str:
+        """Whether torch.vmap runs this module (else: one configuration after another)."""
+        idx = torch.arange(min(len(self.y), 8), device=self.device)
+        yb = self.y[idx]
+        why = probe(
+            forward.func,
+            self.P.tensors,
+            self.P.buffers,
+            self.X[idx],
+            lambda out: self.task.loss(out, yb).sum(),
+        )
+        if why is None:
+            return "torch.func: vmap over the configurations"
+        forward.func.vmap = False
+        return f"one configuration after another (torch.vmap failed: {why})"
+
+    def _decay_flags(self) -> None:
+        """Which stacked tensors decay, which are AdamC-normalized, and the diagnostics."""
         decays = {r["name"]: r["decays"] for r in self.table.rows}
         normalized = {r["name"]: r["normalized"] for r in self.table.rows}
         self.full = self.P.tensors
@@ -129,7 +173,8 @@ class Trainer:
         self.normalized = {n: normalized[self.P.origin(n)] for n in self.full}
         weights = [n for n in self.names if self.decays[n] and self.full[n].dim() >= 3]
         self.diagnostics = [
-            make_diagnostic(d, weights, self.cfgs, plan.optimizer) for d in plan.diagnostics
+            make_diagnostic(d, weights, self.cfgs, self.plan.optimizer)
+            for d in self.plan.diagnostics
         ]
 
     def build_optimizer(self) -> None:
@@ -203,46 +248,61 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------
 
     def run(self) -> list[RunResult]:
-        """Train every epoch; return one RunResult per configuration, in the order given."""
+        """Train every epoch; return one RunResult per configuration, in the order given.
+
+        Random draws inside the model (Dropout masks) come from torch's global RNG, seeded with
+        ``shuffle_seed`` for this run and restored after it: the same command gives the same
+        numbers, and the caller's RNG is left alone.
+        """
         plan = self.plan
         bar = None
         if plan.progress:
             from tqdm import tqdm
 
             bar = tqdm(total=plan.epochs, desc=plan.progress_desc, unit="epoch", leave=False)
-        eval_set = set(self.eval_epochs)
-        pending = False  # the next full-batch forward gives the train metrics of these weights
-        shuffle = torch.Generator(device="cpu").manual_seed(plan.shuffle_seed)
+        devices = [self.device] if self.device.type == "cuda" else []
         # The hand-written backward needs no autograd at all: one no_grad around the loop.
-        with torch.no_grad() if self.manual else contextlib.nullcontext():
-            for epoch in range(plan.epochs):
-                if plan.minibatch:
-                    self.train_epoch_minibatch(epoch, shuffle)
-                else:
-                    self.train_loss[epoch] = self.step(None, epoch, pending)
-                    pending = False
-                if self.scheduler is not None:
-                    self.scheduler.step()
-                if epoch in eval_set:
-                    if (
-                        epoch + 1 - self.checked >= DIVERGENCE_CHECK_EVERY
-                        or epoch == plan.epochs - 1
-                    ):
-                        self.check_divergence(epoch)
-                    self.evaluate(with_train=plan.minibatch)
-                    pending = not plan.minibatch
-                for d in self.diagnostics:
-                    d.end_epoch(epoch)
-                if epoch % 100 == 99:
-                    trim_heap()  # keeps a long run's resident memory flat
-                if bar is not None:
-                    bar.update(1)
-                if plan.on_epoch is not None:
-                    plan.on_epoch(epoch)
+        grad_off = torch.no_grad() if self.manual else contextlib.nullcontext()
+        with torch.random.fork_rng(devices=devices), grad_off:
+            torch.manual_seed(plan.shuffle_seed)
+            pending = self.epochs(bar)
         self.finish(pending)
         if bar is not None:
             bar.close()
         return self.collect_results()
+
+    def epochs(self, bar: object | None) -> bool:
+        """Every epoch: train, schedule, check divergence, evaluate. Returns whether the train
+        metrics of the last evaluation are still to be recorded."""
+        plan = self.plan
+        eval_set = set(self.eval_epochs)
+        pending = False  # the next full-batch forward gives the train metrics of these weights
+        shuffle = torch.Generator(device="cpu").manual_seed(plan.shuffle_seed)
+        for epoch in range(plan.epochs):
+            if plan.minibatch:
+                self.train_epoch_minibatch(epoch, shuffle)
+            else:
+                self.train_loss[epoch] = self.step(None, epoch, pending)
+                pending = False
+                if self.train_pass:
+                    self.record_norm(epoch)
+            if self.scheduler is not None:
+                self.scheduler.step()
+            if epoch in eval_set:
+                due = epoch + 1 - self.checked >= DIVERGENCE_CHECK_EVERY
+                if due or epoch == plan.epochs - 1:
+                    self.check_divergence(epoch)
+                self.evaluate(with_train=self.train_pass)
+                pending = not self.train_pass
+            for d in self.diagnostics:
+                d.end_epoch(epoch)
+            if epoch % 100 == 99:
+                trim_heap()  # keeps a long run's resident memory flat
+            if bar is not None:
+                bar.update(1)
+            if plan.on_epoch is not None:
+                plan.on_epoch(epoch)
+        return pending
 
     def train_epoch_minibatch(self, epoch: int, shuffle: torch.Generator) -> None:
         """One pass over shuffled mini-batches; the epoch's train loss is their mean."""
@@ -261,7 +321,8 @@ class Trainer:
         the (K,) losses from before the update. ``pending``: also record the train metrics of
         these weights (the previous evaluation's)."""
         yb = self.y if idx is None else self.y[idx]
-        norm_now = idx is None and epoch > 0  # the fast path has G·B only after this forward
+        # the fast path has G·B only after this forward: the norm of the previous update
+        norm_now = idx is None and epoch > 0 and not self.train_pass
         if self.manual:
             tape = Tape()
             out = (
@@ -276,7 +337,7 @@ class Trainer:
                 self.record_eval_metrics("train", out, yb)
             self.P.backward(tape, dout)
         else:
-            out = self.forward("train", idx)
+            out = self.forward("train", idx, train=True)
             if norm_now:
                 self.record_norm(epoch - 1)
             losses = self.task.loss(out, yb)
@@ -289,12 +350,13 @@ class Trainer:
         self.update()
         return losses
 
-    def forward(self, split: str, idx: Tensor | None = None) -> Tensor:
-        """The forward pass, under bfloat16 autocast when asked; outputs in float32."""
+    def forward(self, split: str, idx: Tensor | None = None, train: bool = False) -> Tensor:
+        """The forward pass (``train``: in training mode), under bfloat16 autocast when asked;
+        outputs in float32."""
         if not self.amp:
-            return self.P.forward(split) if idx is None else self.P.forward(split, idx)
+            return self.P.forward(split, idx=idx, train=train)
         with torch.autocast(self.device.type, dtype=torch.bfloat16):
-            out = self.P.forward(split) if idx is None else self.P.forward(split, idx)
+            out = self.P.forward(split, idx=idx, train=train)
         return out.float()
 
     def autograd_grads(self, losses: Tensor) -> None:
@@ -406,7 +468,7 @@ class Trainer:
         """After the last epoch: the last weight norm, and the pending train metrics."""
         with torch.no_grad():
             out = self.forward("train")
-            if not self.plan.minibatch:
+            if not self.train_pass:
                 self.record_norm(self.plan.epochs - 1)
             if pending:
                 self.record_eval("train_loss_eval", self.task.loss(out, self.y))

@@ -18,6 +18,7 @@ from wdlab.decay import DEFAULT_RULE, WD, DecayRule, Mode, get_mode
 from wdlab.models import ModelSpec
 from wdlab.optimizers import OptimizerSpec, optimizer_spec
 from wdlab.records import RunConfig
+from wdlab.tasks import Task
 from wdlab.trainer.schedules import parse_schedule
 
 PRECISIONS = ("fp32", "bf16")
@@ -37,7 +38,8 @@ class Plan:
     ``precision="bf16"`` runs the forward passes under bfloat16 autocast; weights, optimizer
     state and losses stay float32. ``keep_params`` returns the final weights. ``on_epoch`` is
     called after every epoch (progress), ``progress`` shows a bar of its own. ``diagnostics``
-    names opt-in per-layer recordings (:mod:`wdlab.diagnostics`, e.g. ``rotation``).
+    names opt-in per-layer recordings (:mod:`wdlab.diagnostics`, e.g. ``rotation``). ``task``
+    replaces the data's task (a custom loss or metric, :func:`wdlab.tasks.custom_task`).
     """
 
     spec: ModelSpec
@@ -58,6 +60,7 @@ class Plan:
     progress_desc: str = "training"
     on_epoch: Callable[[int], None] | None = field(default=None, compare=False)
     diagnostics: tuple[str, ...] = ()
+    task: Task | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not self.configs:
@@ -149,7 +152,10 @@ def group_configs(configs: Sequence[RunConfig], device: torch.device) -> list[Co
     for k in range(1, len(configs) + 1):
         if k == len(configs) or opt_key(configs[k]) != opt_key(configs[start]):
             wds = [c.weight_decay for c in configs[start:k]]
-            wd: WD = wds[0] if all(w == wds[0] for w in wds) else torch.tensor(wds, device=device)
+            # float64: each row's factor (e.g. 1 − lr·wd) is then rounded to float32 once, as a
+            # float wd is when a configuration trains alone
+            uniform = all(w == wds[0] for w in wds)
+            wd: WD = wds[0] if uniform else torch.tensor(wds, dtype=torch.float64, device=device)
             mode = get_mode(configs[start].mode)
             groups.append(ConfigGroup(opt_key(configs[start]), slice(start, k), mode, wd))
             start = k

@@ -1,0 +1,214 @@
+"""Any nn.Module trained K-at-once: the grouped CNN, torch.func for any module (BatchNorm,
+Dropout), the one-after-another fallback, custom losses and metrics, user data, bad input."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from numerics import ONE_PASS, assert_normwise, per_steps, rel_dist
+from wdlab.cnn import CNN, GroupedCNN
+from wdlab.data import Dataset, from_splits
+from wdlab.func import FuncForward, stack_buffers
+from wdlab.models import ModelSpec
+from wdlab.records import RunConfig
+from wdlab.tasks import Metric, custom_task, get_task
+from wdlab.trainer import train
+
+
+def _signals(n=96, L=16, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n + 40, 1, L, generator=g)
+    y = torch.randint(0, classes, (n + 40,), generator=g)
+    return Dataset(
+        "sig",
+        "multiclass",
+        X[:n],
+        y[:n],
+        X[n + 20 :],
+        y[n + 20 :],
+        X[n : n + 20],
+        y[n : n + 20],
+        n_classes=classes,
+    )
+
+
+def _cnn_spec(data, **kw):
+    return ModelSpec(
+        "cnn",
+        in_dim=data.in_dim,
+        out_dim=data.n_classes,
+        in_shape=data.in_shape,
+        hidden=(4, 6),
+        **kw,
+    )
+
+
+OPTIMIZERS = {"sgd": 0.05, "adamw": 3e-3}  # one optimizer class per batch
+
+
+def _configs(opt="sgd"):
+    return [
+        RunConfig("decoupled", wd, OPTIMIZERS[opt], opt, seed=s)
+        for wd in (0.0, 0.1)
+        for s in (0, 1)
+    ]
+
+
+CONFIGS = _configs()
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("two_d", [False, True])
+def test_grouped_cnn_is_each_cnn_in_train_and_eval(two_d):
+    torch.manual_seed(0)
+    shape = (2, 6, 6) if two_d else (2, 12)
+    models = [CNN(shape, (4, 5), 3, batchnorm=True) for _ in range(3)]
+    params = {
+        n: torch.stack([dict(m.named_parameters())[n].detach() for m in models])
+        for n, _ in models[0].named_parameters()
+    }
+    buffers = stack_buffers(models, torch.device("cpu"))
+    fwd = GroupedCNN(models[0])
+    x = torch.randn(7, *shape)
+    for train_mode in (True, False, True):
+        out = fwd(params, buffers, x, train_mode)
+        for k, m in enumerate(models):
+            m.train(train_mode)
+            assert_normwise(out[k], m(x), ONE_PASS, f"row {k}, train={train_mode}")
+            for name, b in m.named_buffers():  # running statistics: each row its own
+                assert_normwise(buffers[name][k], b, ONE_PASS, name)
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("opt", OPTIMIZERS)
+def test_cnn_batched_equals_alone_with_batchnorm(opt):
+    """The issue's claim: a configuration trained in a batch gives the weights and final
+    losses it gives alone (max_batch=1), to <= 1e-5 relative, norm-wise."""
+    data = _signals()
+    spec = _cnn_spec(data, batchnorm=True)
+    kw = dict(epochs=3, batch_size=32, keep_params=True, device="cpu")  # 3 x 3 = 9 steps
+    configs = _configs(opt)
+    batched = train(spec, data, configs, **kw)
+    assert batched[0].engine == "hand-batched GroupedCNN"
+    for c, r in zip(configs, batched, strict=True):
+        alone = train(spec, data, [c], **kw)[0]
+        assert_normwise(r.params, alone.params, min(1e-5, per_steps(9)), f"{c}")
+        for key in ("val_loss", "test_loss", "train_loss"):
+            assert r.final[key] == pytest.approx(alone.final[key], rel=1e-5)
+
+
+class ConvBN(nn.Module):
+    """A user's module the engine knows nothing about: runs through torch.func."""
+
+    def __init__(self, classes=3):
+        super().__init__()
+        self.conv = nn.Conv1d(1, 4, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm1d(4)
+        self.head = nn.Linear(4, classes)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.bn(self.conv(x))).mean(2))
+
+
+class ItemCaller(ConvBN):
+    """A module torch.vmap cannot run (``.item()`` on a batched tensor)."""
+
+    def forward(self, x):
+        scale = float(self.conv.weight.abs().max().item()) > -1
+        return super().forward(x) * scale
+
+
+@pytest.mark.numerics
+@pytest.mark.parametrize("opt", OPTIMIZERS)
+@pytest.mark.parametrize("cls, path", [(ConvBN, "torch.func"), (ItemCaller, "one configuration")])
+def test_any_module_batched_equals_alone(cls, path, opt):
+    data = _signals()
+    spec = ModelSpec("custom", factory=lambda: cls(), in_dim=data.in_dim, out_dim=3)
+    kw = dict(epochs=2, batch_size=32, keep_params=True, device="cpu")
+    configs = _configs(opt)
+    batched = train(spec, data, configs, **kw)
+    assert batched[0].engine.startswith(path), batched[0].engine
+    for c, r in zip(configs, batched, strict=True):
+        alone = train(spec, data, [c], **kw)[0]
+        assert_normwise(r.params, alone.params, min(1e-5, per_steps(6)), f"{c}")
+        assert "bn.running_mean" in r.params  # buffers come back with the weights
+
+
+def test_dropout_masks_differ_per_configuration_and_repeat_with_the_seed():
+    data = _signals()
+    spec = _cnn_spec(data, dropout=0.5)
+    twins = [RunConfig("decoupled", 0.0, 0.05, "sgd", seed=0, label=f"twin {i}") for i in range(2)]
+    a = train(spec, data, twins, epochs=2, batch_size=32, keep_params=True, device="cpu")
+    b = train(spec, data, twins, epochs=2, batch_size=32, keep_params=True, device="cpu")
+    assert rel_dist(a[0].params, a[1].params) > 1e-3  # same init, own dropout masks
+    for x, y in zip(a, b, strict=True):  # the same command gives the same numbers
+        assert all(torch.equal(x.params[n], y.params[n]) for n in x.params)
+
+
+def test_custom_loss_and_metric():
+    data = _signals()
+    spec = _cnn_spec(data)
+
+    def smoothed(out, y):
+        return F.cross_entropy(out, y, label_smoothing=0.1)
+
+    def top1(out, y):
+        return (out.argmax(1) == y).float().mean()
+
+    task = custom_task(get_task("multiclass"), loss=smoothed, metric=Metric(top1, "top1"))
+    runs = train(spec, data, CONFIGS[:2], epochs=2, batch_size=32, device="cpu", task=task)
+    assert "val_top1" in runs[0].final and 0 <= runs[0].final["val_top1"] <= 1
+    plain = train(spec, data, CONFIGS[:2], epochs=2, batch_size=32, device="cpu")
+    assert runs[0].final["train_loss"] != plain[0].final["train_loss"]  # the loss was used
+
+    bad = custom_task(get_task("multiclass"), metric=Metric(lambda o, y: "high", "words"))
+    with pytest.raises(ValueError, match="metric 'words' returned str"):
+        train(spec, data, CONFIGS[:1], epochs=1, device="cpu", task=bad)
+
+
+def test_user_splits_from_datasets_and_pairs():
+    data = _signals()
+    ds = torch.utils.data.TensorDataset(data.X_train, data.y_train)
+    user = from_splits({"train": ds, "test": (data.X_test, data.y_test)}, name="mine")
+    assert user.task == "multiclass" and user.n_classes == 3 and user.in_shape == (1, 16)
+    assert len(user.y_val) + len(user.y_train) == len(data.y_train)  # val drawn from train
+    assert "no validation split" in user.meta["val"]
+    loader = torch.utils.data.DataLoader(ds, batch_size=10)
+    again = from_splits({"train": loader, "val": ds, "test": ds})
+    assert torch.equal(again.X_train, data.X_train)
+
+
+@pytest.mark.parametrize(
+    "splits, fragment",
+    [
+        ({"train": [1, 2, 3], "test": [1]}, r"item 0 is int, not an \(x, y\) pair"),
+        ({"train": 5, "test": 5}, "expected a map-style Dataset"),
+        ({"training": None}, "data must map 'train' and 'test'"),
+    ],
+)
+def test_bad_user_data_is_one_line(splits, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        from_splits(splits)
+
+
+def test_bad_models_are_one_line():
+    data = _signals()
+
+    def raises():
+        raise RuntimeError("no GPU here\nsecond line")
+
+    cases = [
+        (lambda: 42, "returned a int, not a torch.nn.Module"),
+        (raises, "raised RuntimeError: no GPU here$"),
+        (lambda: nn.Linear(3, 2), r"fails on inputs of shape \(1, 16\)"),
+    ]
+    for factory, fragment in cases:
+        spec = ModelSpec("custom", factory=factory, in_dim=data.in_dim, out_dim=3)
+        with pytest.raises(ValueError, match=fragment):
+            train(spec, data, CONFIGS[:2], epochs=1, device="cpu")
+
+
+def test_func_forward_marks_mode_dependent_modules():
+    assert FuncForward(ConvBN()).mode_dependent
+    assert not FuncForward(nn.Sequential(nn.Linear(2, 2))).mode_dependent
