@@ -1,6 +1,8 @@
 """Any nn.Module trained K-at-once: the grouped CNN, torch.func for any module (BatchNorm,
 Dropout), the one-after-another fallback, custom losses and metrics, user data, bad input."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -45,6 +47,8 @@ def _cnn_spec(data, **kw):
 
 
 OPTIMIZERS = {"sgd": 0.05, "adamw": 3e-3}  # one optimizer class per batch
+# CUDA where present (a GPU machine runs these too); CI has none
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 
 
 def _configs(opt="sgd"):
@@ -81,13 +85,14 @@ def test_grouped_cnn_is_each_cnn_in_train_and_eval(two_d):
 
 
 @pytest.mark.numerics
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("opt", OPTIMIZERS)
-def test_cnn_batched_equals_alone_with_batchnorm(opt):
+def test_cnn_batched_equals_alone_with_batchnorm(opt, device):
     """The issue's claim: a configuration trained in a batch gives the weights and final
     losses it gives alone (max_batch=1), to <= 1e-5 relative, norm-wise."""
     data = _signals()
     spec = _cnn_spec(data, batchnorm=True)
-    kw = dict(epochs=3, batch_size=32, keep_params=True, device="cpu")  # 3 x 3 = 9 steps
+    kw = dict(epochs=3, batch_size=32, keep_params=True, device=device)  # 3 x 3 = 9 steps
     configs = _configs(opt)
     batched = train(spec, data, configs, **kw)
     assert batched[0].engine == "hand-batched GroupedCNN"
@@ -120,12 +125,13 @@ class ItemCaller(ConvBN):
 
 
 @pytest.mark.numerics
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("opt", OPTIMIZERS)
 @pytest.mark.parametrize("cls, path", [(ConvBN, "torch.func"), (ItemCaller, "one configuration")])
-def test_any_module_batched_equals_alone(cls, path, opt):
+def test_any_module_batched_equals_alone(cls, path, opt, device):
     data = _signals()
     spec = ModelSpec("custom", factory=lambda: cls(), in_dim=data.in_dim, out_dim=3)
-    kw = dict(epochs=2, batch_size=32, keep_params=True, device="cpu")
+    kw = dict(epochs=2, batch_size=32, keep_params=True, device=device)
     configs = _configs(opt)
     batched = train(spec, data, configs, **kw)
     assert batched[0].engine.startswith(path), batched[0].engine
@@ -212,3 +218,31 @@ def test_bad_models_are_one_line():
 def test_func_forward_marks_mode_dependent_modules():
     assert FuncForward(ConvBN()).mode_dependent
     assert not FuncForward(nn.Sequential(nn.Linear(2, 2))).mode_dependent
+
+
+def test_a_finite_blow_up_is_diverged():
+    """A loss that explodes but stays finite (SGD with a huge lr on a linear regression) is
+    stored as diverged at its first epoch above 1000 × max(first loss, 1), like NaN."""
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(60, 5, generator=g), torch.randn(60, generator=g)
+    data = Dataset("lin", "regression", X[:40], y[:40], X[40:], y[40:], X[40:50], y[40:50])
+    spec = ModelSpec("linear", in_dim=5, out_dim=1)
+    good, bad = RunConfig("coupled", 0.0, 0.01), RunConfig("coupled", 0.0, 1.3)
+    runs = train(spec, data, [good, bad], epochs=30, eval_every=5, device="cpu")
+    loss = runs[1].curves["train_loss"]
+    e = runs[1].diverged_epoch
+    assert runs[1].status == "diverged" and e is not None and runs[0].status == "done"
+    torch.manual_seed(0)  # the same run as a plain loop: its losses, uncut
+    model = nn.Linear(5, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=1.3)
+    plain = []
+    for _ in range(e + 1):
+        out = ((model(data.X_train).squeeze(-1) - data.y_train) ** 2).mean()
+        plain.append(out.item())
+        opt.zero_grad()
+        out.backward()
+        opt.step()
+    assert all(math.isfinite(v) for v in plain)  # finite all the way
+    assert plain[e] > 1000 * max(plain[0], 1) >= plain[e - 1]
+    assert loss[:e] == pytest.approx(plain[:e], rel=1e-4)
+    assert all(math.isnan(v) for v in loss[e:])  # NaN from there on in the stored curve

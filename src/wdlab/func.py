@@ -56,6 +56,13 @@ class FuncForward:
         return torch.stack(outs)
 
 
+def cuda_ids(device: torch.device) -> list[int]:
+    """The CUDA device indices ``torch.random.fork_rng`` must save and restore for ``device``."""
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
 def stack_buffers(modules: list[nn.Module], device: torch.device) -> dict[str, Tensor]:
     """Every buffer of the modules, stacked row by row (one row per module)."""
     names = [n for n, _ in modules[0].named_buffers()]
@@ -102,7 +109,7 @@ def _try(
     x: Tensor,
     loss: Callable[[Tensor], Tensor],
 ) -> str | None:
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=cuda_ids(x.device)):
         try:
             with torch.enable_grad():
                 trial = {n: p.detach().clone().requires_grad_(True) for n, p in params.items()}

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from wdlab.decay import decay_table, l2_penalty, surprise_warnings
 from wdlab.diagnostics import make as make_diagnostic
-from wdlab.func import FuncForward, probe, stack_buffers
+from wdlab.func import FuncForward, cuda_ids, probe, stack_buffers
 from wdlab.models import BatchedForward, ModelSpec, Tape, check_module
 from wdlab.params import DirectParams, GramParams, gram_applies
 from wdlab.records import Curves, RunResult
@@ -40,6 +40,7 @@ from wdlab.trainer.plan import ConfigGroup, Plan, group_configs, order_configs
 from wdlab.trainer.schedules import make_scheduler
 
 DIVERGENCE_CHECK_EVERY = 100  # epochs between divergence checks (and at the end)
+BLOWUP = 1000.0  # a train loss above BLOWUP × max(first epoch's loss, 1) has diverged
 
 
 def default_device() -> torch.device:
@@ -260,7 +261,7 @@ class Trainer:
             from tqdm import tqdm
 
             bar = tqdm(total=plan.epochs, desc=plan.progress_desc, unit="epoch", leave=False)
-        devices = [self.device] if self.device.type == "cuda" else []
+        devices = cuda_ids(self.device)
         # The hand-written backward needs no autograd at all: one no_grad around the loop.
         grad_off = torch.no_grad() if self.manual else contextlib.nullcontext()
         with torch.random.fork_rng(devices=devices), grad_off:
@@ -443,18 +444,20 @@ class Trainer:
                 self.record_eval_metrics("train", o, self.y)
 
     def check_divergence(self, upto: int) -> None:
-        """Stop every configuration whose train loss became NaN or inf up to epoch ``upto``.
+        """Stop every configuration whose train loss diverged up to epoch ``upto``: NaN, inf,
+        or blown up while finite (above ``BLOWUP`` × max(its first epoch's loss, 1)).
 
         Checked every ~100 epochs (at an evaluation epoch) and at the end rather than every
         step (no per-step sync): rows never mix, so a diverged row harms no other meanwhile; it
-        is then marked ``diverged`` at its first non-finite epoch, and its weights and
-        gradients are held at zero from there on.
+        is then marked ``diverged`` at its first diverged epoch, and its weights and gradients
+        are held at zero from there on.
         """
         block = self.train_loss[self.checked : upto + 1]
-        finite = torch.isfinite(block)
-        bad = ~finite.all(0) & self.alive
+        limit = BLOWUP * self.train_loss[0].clamp_min(1.0)
+        healthy = torch.isfinite(block) & (block <= limit)
+        bad = ~healthy.all(0) & self.alive
         if bool(bad.any()):
-            first = (~finite).float().argmax(0)
+            first = (~healthy).float().argmax(0)
             for k in torch.nonzero(bad).flatten().tolist():
                 self.diverged_at[k] = self.checked + int(first[k])
             self.alive = self.alive & ~bad
