@@ -6,9 +6,13 @@ import shutil
 import pytest
 from matplotlib.figure import Figure
 
+from test_selection import run, sweep_result
 from wdlab.cli import main
 from wdlab.config import validate
-from wdlab.pipelines import DemoSettings, build_report, run_demo, run_sweep
+from wdlab.pipelines import DemoSettings, SweepResult, build_report, run_demo, run_sweep
+from wdlab.report.html import write_report
+from wdlab.report.plots import FIGURES
+from wdlab.selection import NO_GAIN
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 HAVE_BROWSER = os.path.exists(CHROMIUM)
@@ -158,3 +162,76 @@ def test_notebook_views_of_demo_and_run(tmp_path):
     demo = run_demo(DemoSettings(epochs=10, dim=32), device="cpu")
     assert "<table>" in demo._repr_html_() and "bitwise identical" in demo._repr_html_()
     assert isinstance(demo.plot(), Figure) and isinstance(demo.plot("weight_norm"), Figure)
+
+
+# ---------------------------------------------------------------------------------------------
+# The answer at a glance, on hand-made results (nothing trained: tests/test_selection.py).
+
+
+def _legend(fig):
+    return [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().texts]
+
+
+def _stars(ax):
+    return [ln for ln in ax.get_lines() if ln.get_marker() == "*"]
+
+
+def test_report_opens_with_the_answer_in_short_notation(tmp_path):
+
+    res = sweep_result(lrs=(0.01, 0.001), modes=("l2", "decoupled"))
+    res.name = EVIL
+    html = write_report(res, tmp_path)["report"].read_text()
+    body = html[html.index("<body>") :]
+    assert body.index("Answer") < body.index("<figure")  # the answer comes first
+    assert (
+        NO_GAIN in body and "τ_epoch" in body and "12" in body and "(highest mean: 0.032)" in body
+    )
+    assert "0.0316228" not in body and "3.16228" not in body and "0.032" in body
+    assert EVIL not in html and "&lt;script&gt;" in html
+    assert "independent of the lr" not in html  # no canned conclusion
+
+
+def test_a_wd0_choice_is_starred_left_of_the_log_range():
+
+    runs = [run("l2", wd, s, v) for wd, v in ((0.0, 0.9), (1e-3, 0.8), (1e-2, 0.7)) for s in (0, 1)]
+    res = SweepResult(runs=runs, task="multiclass")
+    res.select()
+    assert res.selection[0]["weight_decay"] == 0.0
+    ax = res.plot("wd").axes[0]
+    (star,) = _stars(ax)
+    assert star.get_xdata()[0] < 1e-3  # wd = 0 has its own place, left of the smallest wd
+    assert "0" in [t.get_text() for t in ax.get_xticklabels()]
+
+
+def test_heatmap_marks_each_panels_best_cell():
+
+    table = {0.0: [0.5, 0.5], 1e-3: [0.6, 0.61], 1e-2: [0.9, 0.91]}
+    res = sweep_result(table, lrs=(0.01, 0.001), modes=("l2", "decoupled"))
+    fig = FIGURES["heatmap"].draw(res)
+    panels = [ax for ax in fig.axes if ax.get_title() in ("l2", "decoupled")]
+    assert len(panels) == 2
+    for ax in panels:
+        (star,) = _stars(ax)
+        assert star.get_xdata()[0] == 2 and star.get_ydata()[0] == 0  # wd 1e-2, lr 0.001
+    assert panels[1].get_ylabel() == ""  # one "lr" label, on the first panel only
+    caption = FIGURES["heatmap"].caption(res)
+    assert "l2: lr 0.001, wd 0.01" in caption and "independent" not in caption
+
+
+def test_loss_plot_draws_the_chosen_runs_and_wd0_each_named():
+    table = {0.0: [0.5, 0.5], 1e-3: [0.6, 0.61], 1e-2: [0.9, 0.91], 1e-1: [0.2, 0.2]}
+    res = sweep_result(table, lrs=(0.01, 0.001), modes=("l2", "decoupled"))
+    labels = [t for t in _legend(res.plot("loss")) if t not in ("train", "val")]
+    assert sorted(labels) == sorted(
+        [
+            "none wd=0 lr=0.001",
+            "none wd=0 lr=0.01",
+            "l2 wd=0.01 lr=0.001",
+            "l2 wd=0.01 lr=0.01",
+            "decoupled wd=0.01 lr=0.001",
+            "decoupled wd=0.01 lr=0.01",
+        ]
+    )
+    for kind in ("gap", "weight_norm"):
+        names = _legend(res.plot(kind))
+        assert len(names) == len(set(names)) == 6

@@ -11,11 +11,12 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from wdlab.records import Check, Result
+from wdlab.extras import require
+from wdlab.records import Check, Result, RunResult
 from wdlab.report.files import write_results
 from wdlab.report.plots import figure
-from wdlab.report.text import demo_table, experiment_table
-from wdlab.selection import metric_for, select
+from wdlab.report.text import demo_table, experiment_table, short
+from wdlab.selection import metric_for, select, settings
 
 
 @dataclass
@@ -91,18 +92,48 @@ class SweepResult(Result):
     kind: str = "sweep"
     directory: Path | None = field(default=None)
 
+    def __post_init__(self) -> None:
+        # a results file written before the verdicts existed: choose again from its runs
+        if self.runs and any("better_than_zero" not in s for s in self.selection):
+            self.select()
+
     def select(self) -> list[dict[str, Any]]:
-        """Choose the weight decay per (mode, lr) on validation (:func:`wdlab.selection.select`)."""
-        self.selection = select(self.runs, self.task)
+        """Choose the weight decay per (mode, lr) on validation (:func:`wdlab.selection.select`)
+        with the config's ``train.select`` and ``train.early_stopping``."""
+        metric, early = settings(self.config)
+        self.selection = select(self.runs, self.task, metric, early)
         return self.selection
+
+    @property
+    def best(self) -> list[dict[str, Any]]:
+        """One dict per (mode, lr) that decays: ``mode``, ``lr``, ``weight_decay`` (chosen on
+        validation), ``val``, ``test_mean``, ``test_std``, ``test_at_zero``,
+        ``better_than_zero`` and the ``verdict`` in words."""
+        keys = ("mode", "lr", "weight_decay", "val", "test_mean", "test_std", "test_at_zero")
+        return [
+            {k: s[k] for k in keys}
+            | {"better_than_zero": bool(s["better_than_zero"]), "verdict": s["verdict"]}
+            for s in self.selection
+            if s["mode"] != "none"
+        ]
+
+    def to_pandas(self) -> Any:
+        """Tidy runs: a pandas DataFrame with one row per run (configuration, status, final
+        metrics including ``tau_iter``/``tau_epoch``, best epoch, seconds)."""
+        pd = require("pandas", "SweepResult.to_pandas()")
+        return pd.DataFrame([run_row(r) for r in self.runs])
+
+    def to_dict(self) -> dict[str, Any]:
+        """The results document, with :attr:`best` beside the full selection rows."""
+        return super().to_dict() | {"best": self.best}
 
     def table(self, max_runs: int = 24) -> str:
         """Terminal tables: every run's final metrics, then the choice per (mode, lr)."""
         return experiment_table(self, max_runs)
 
     def plot(self, kind: str = "wd") -> Figure:
-        """A matplotlib Figure: ``wd`` (metric against weight decay), ``loss``, ``gap`` or
-        ``weight_norm`` curves."""
+        """A matplotlib Figure: ``wd`` (metric against weight decay), ``loss`` (the chosen runs
+        and wd = 0), ``gap`` or ``weight_norm`` curves."""
         return figure(self, kind)
 
     def write(self, out: str | Path) -> dict[str, Path]:
@@ -111,22 +142,49 @@ class SweepResult(Result):
 
     def _repr_html_(self) -> str:
         """The choice per (mode, lr) as an HTML table, for notebooks."""
-        key, name, _ = metric_for(self.task)
-        split = self.selection[0]["chosen_on"] if self.selection else "val"
-        head = (
-            "<tr><th>mode</th><th>lr</th><th>best wd</th>"
-            f"<th>{escape(split)} {escape(name)}</th><th>test {escape(name)} (mean ± std)</th>"
-            f"<th>test at wd=0</th><th>seeds</th></tr>"
+        name = self.selection[0]["metric_name"] if self.selection else metric_for(self.task)[1]
+        head = "".join(
+            f"<th>{escape(h)}</th>"
+            for h in (
+                "mode",
+                "lr",
+                "best wd",
+                f"val {name}",
+                f"test {name} (mean ± std)",
+                "test at wd=0",
+                "verdict",
+                "seeds",
+            )
         )
         rows = "".join(
-            f"<tr><td>{escape(s['mode'])}</td><td>{s['lr']:g}</td><td>{s['best_wd']:g}</td>"
-            f"<td>{s[f'{split}_{key}']:.4f}</td><td>{s[f'test_{key}_mean']:.4f} ± "
-            f"{s[f'test_{key}_std']:.4f}</td><td>{s[f'test_{key}_at_wd0']:.4f}</td>"
+            f"<tr><td>{escape(s['mode'])}</td><td>{short(s['lr'])}</td>"
+            f"<td>{short(s['weight_decay'])}</td><td>{s['val']:.4f}</td>"
+            f"<td>{s['test_mean']:.4f} ± {s['test_std']:.4f}</td>"
+            f"<td>{s['test_at_zero']:.4f}</td><td>{escape(s['verdict'])}</td>"
             f"<td>{s['seeds']}</td></tr>"
             for s in self.selection
         )
         title = escape(f"{self.data.get('name', '')}: {len(self.runs)} runs")
-        return f"<table><caption>{title}</caption>{head}{rows}</table>"
+        return f"<table><caption>{title}</caption><tr>{head}</tr>{rows}</table>"
+
+
+def run_row(run: RunResult) -> dict[str, Any]:
+    """One run as a flat dict: configuration, status, final metrics, best epoch, seconds."""
+    c = run.config
+    row: dict[str, Any] = {
+        "mode": c.mode,
+        "weight_decay": c.weight_decay,
+        "lr": c.lr,
+        "optimizer": c.optimizer,
+        "seed": c.seed,
+        "label": c.name,
+        **{f"option_{k}": v for k, v in c.options},
+        "status": run.status,
+        "diverged_epoch": run.diverged_epoch,
+    }
+    row |= dict(run.final)
+    row |= {"best_metric": run.best.get("metric"), "best_epoch": run.best.get("epoch")}
+    return row | {"seconds": run.seconds, "engine": run.engine}
 
 
 #: ``wdlab run``'s result: a sweep of one experiment into a temporary store.

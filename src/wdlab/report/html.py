@@ -22,7 +22,8 @@ from wdlab.decay import formula
 from wdlab.optimizers import class_name
 from wdlab.records import Result
 from wdlab.report.plots import FIGURES
-from wdlab.selection import metric_for
+from wdlab.report.text import short, verdict_summary
+from wdlab.selection import Criterion, describe, metric_for
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;
@@ -34,7 +35,8 @@ td,th{border:1px solid #ccd;padding:.25em .6em;text-align:right}th{background:#f
 td.l,th.l{text-align:left}figure{margin:1.2em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{color:#445;font-size:.92em}.pass{color:#11703a;font-weight:600}
 .fail{color:#b3161b;font-weight:700}code{background:#f4f4f7;padding:0 .25em}
-.meta{color:#556;font-size:.9em}
+.meta{color:#556;font-size:.9em}.answer{font-size:1.08em;font-weight:600}
+tr.gain td{background:#eaf6ee}tr.nogain td{background:#fbf4e6}tr.ref td{color:#556}
 """
 
 
@@ -56,33 +58,19 @@ def title(result: Result) -> str:
 
 
 def headline(result: Result) -> tuple[list[str], list[list[str]]]:
-    """The results table: the demo's regimes, else the weight decay chosen per (mode, lr)
-    (every run when nothing could be chosen)."""
+    """The results table: the demo's regimes, else the answer per (mode, lr) (every run when
+    nothing could be chosen)."""
     if result.kind == "demo":
         return _demo_headline(result)
-    key, metric, _ = metric_for(result.task)
     if result.selection:
-        head = ["mode", "lr", "best wd (chosen on val)", f"val {metric}"]
-        head += [f"test {metric} (mean ± std)", f"test {metric} at wd = 0", "seeds"]
-        rows = [
-            [
-                s["mode"],
-                _f(s["lr"], "g"),
-                _f(s["best_wd"], "g"),
-                _f(s.get(f"val_{key}")),
-                f"{_f(s[f'test_{key}_mean'])} ± {_f(s[f'test_{key}_std'])}",
-                _f(s[f"test_{key}_at_wd0"]),
-                str(s["seeds"]),
-            ]
-            for s in result.selection
-        ]
-        return head, rows
+        return answer_table(result.selection)
+    key, metric, _ = metric_for(result.task)
     head = ["mode", "wd", "lr", "seed", "train loss", "test loss", f"test {metric}"]
     rows = [
         [
             r.config.mode,
-            _f(r.config.weight_decay, "g"),
-            _f(r.config.lr, "g"),
+            short(r.config.weight_decay),
+            short(r.config.lr),
             str(r.config.seed),
             _f(r.final.get("train_loss")),
             _f(r.final.get("test_loss")),
@@ -91,6 +79,60 @@ def headline(result: Result) -> tuple[list[str], list[list[str]]]:
         for r in result.runs
     ]
     return head, rows
+
+
+def answer_table(selection: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Per (mode, lr): the chosen weight decay (short notation, τ_epoch where defined), the
+    verdict against wd = 0, validation and test beside wd = 0's, and the seeds."""
+    name = selection[0]["metric_name"]
+    taus = any(math.isfinite(s.get("tau_epoch", math.nan)) for s in selection)
+    head = ["mode", "lr", "chosen wd", *(["τ_epoch"] if taus else []), "verdict"]
+    head += [f"val {name}", "val at wd = 0", f"test {name} (mean ± std)", "test at wd = 0"]
+    rows = []
+    for s in selection:
+        wd = short(s["weight_decay"])
+        if s.get("best_mean_wd", s["weight_decay"]) != s["weight_decay"]:
+            wd += f" (highest mean: {short(s['best_mean_wd'])})"
+        tau = [short(s.get("tau_epoch", math.nan))] if taus else []
+        rows.append(
+            [
+                s["mode"],
+                short(s["lr"]),
+                wd,
+                *tau,
+                s["verdict"],
+                _f(s["val"]),
+                _f(s["val_at_zero"]),
+                f"{_f(s['test_mean'])} ± {_f(s['test_std'])}",
+                _f(s["test_at_zero"]),
+                str(s["seeds"]),
+            ]
+        )
+    return [*head, "seeds"], rows
+
+
+def _answer_html(result: Result) -> list[str]:
+    """The page's opening: the verdict in one sentence, the rule, and the answer table."""
+    sel = result.selection
+    if not sel:
+        if result.kind == "demo":
+            return ["<h2>Results</h2>", _table(*headline(result))]
+        note = "No validation split: no weight decay is chosen (never on test). Every run:"
+        return ["<h2>Results</h2>", f"<p>{escape(note)}</p>", _table(*headline(result))]
+    first = sel[0]
+    c = Criterion(first["metric"], first["metric_name"], first["higher"], first["early_stopping"])
+    marks = [
+        "ref" if s["mode"] == "none" else ("gain" if s["better_than_zero"] else "nogain")
+        for s in sel
+    ]
+    summary = verdict_summary(sel)
+    return [
+        "<h2>Answer: which weight decay?</h2>",
+        f'<p class="answer">{escape(summary[:1].upper() + summary[1:])}.</p>',
+        f'<p class="meta">{escape(describe(c, max(s["seeds"] for s in sel)))}; '
+        "reported on test (never used to choose).</p>",
+        _table(*headline(result), marks=marks),
+    ]
 
 
 def _demo_headline(result: Result) -> tuple[list[str], list[list[str]]]:
@@ -121,19 +163,26 @@ def formulas(result: Result) -> list[list[str]]:
     return [[m, formula(m, opt)] for m in modes]
 
 
-def _table(head: list[str], rows: list[list[str]], first_left: bool = True) -> str:
+def _table(
+    head: list[str],
+    rows: list[list[str]],
+    first_left: bool = True,
+    marks: list[str] | None = None,
+    left: tuple[str, ...] = ("verdict",),
+) -> str:
+    lefts = {i for i, h in enumerate(head) if (i == 0 and first_left) or h in left}
     th = "".join(
-        f'<th class="{"l" if i == 0 and first_left else ""}">{escape(h)}</th>'
-        for i, h in enumerate(head)
+        f'<th class="{"l" if i in lefts else ""}">{escape(h)}</th>' for i, h in enumerate(head)
     )
+    marks = marks or [""] * len(rows)
     body = "".join(
-        "<tr>"
+        f'<tr class="{escape(mark)}">'
         + "".join(
-            f'<td class="{"l" if i == 0 and first_left else ""}">{escape(str(c))}</td>'
+            f'<td class="{"l" if i in lefts else ""}">{escape(str(c))}</td>'
             for i, c in enumerate(row)
         )
         + "</tr>"
-        for row in rows
+        for row, mark in zip(rows, marks, strict=True)
     )
     return f'<table class="headline"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
 
@@ -162,8 +211,7 @@ def write_report(result: Result, out: str | Path) -> dict[str, Path]:
         f"<h1>{escape(name)}</h1>",
         f'<p class="meta">wdlab report · {escape(result.kind)} · task {escape(result.task)} · '
         f"{len(result.runs)} runs · data {escape(str(result.data.get('name', '')))}</p>",
-        "<h2>Results</h2>",
-        _table(*headline(result)),
+        *_answer_html(result),
         "<h2>Figures</h2>",
         *fig_html,
         *_checks_html(result),

@@ -6,43 +6,86 @@ each drawn from a result value with its caption. Adding a figure is one entry th
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from matplotlib import rcParams
 from matplotlib.figure import Figure
 
 from wdlab.records import Result, RunResult
-from wdlab.selection import eval_split, metric_for, representative
+from wdlab.report.text import short
+from wdlab.selection import (
+    Criterion,
+    chosen_runs,
+    eval_split,
+    metric_for,
+    representative,
+    run_scores,
+    zero_runs,
+)
 from wdlab.tasks import get_task
 
 
+def run_labels(runs: Sequence[RunResult]) -> list[str]:
+    """A legend label per run that tells every drawn run apart: its name (a named regime such
+    as the demo's ``manual``, else the mode) and wd, plus lr and seed where those vary."""
+    vary_lr = len({r.config.lr for r in runs}) > 1
+    vary_seed = len({r.config.seed for r in runs}) > 1
+    out = []
+    for r in runs:
+        c = r.config
+        named = c.label and c.label != c.mode and not c.label.startswith(f"{c.mode} wd=")
+        label = f"{c.label if named else c.mode} wd={short(c.weight_decay)}"
+        label += f" lr={short(c.lr)}" if vary_lr else ""
+        label += f" seed {c.seed}" if vary_seed else ""
+        out.append(label)
+    seen: dict[str, int] = {}
+    for i, label in enumerate(out):  # still alike (e.g. other optimizer options): number them
+        if out.count(label) > 1:
+            seen[label] = seen.get(label, 0) + 1
+            out[i] = f"{label} #{seen[label]}"
+    return out
+
+
+def _style(twin: bool) -> dict[str, float]:
+    """Runs whose curves equal a later run's (manual ≡ builtin) are drawn wide and pale
+    underneath, so both stay visible instead of one hiding the other."""
+    return {"lw": 5.0, "alpha": 0.35} if twin else {"lw": 1.6, "alpha": 1.0}
+
+
 def loss_curves(
-    runs: Sequence[RunResult], title: str = "", split: str = "test", ylabel: str = "loss"
+    runs: Sequence[RunResult],
+    title: str = "",
+    split: str = "test",
+    ylabel: str = "loss",
+    labels: Sequence[str] | None = None,
 ) -> Figure:
     """Train loss (solid) and ``split`` loss (dashed) per run on one shared epoch axis.
 
     Train points come every epoch, evaluation points every ``eval_every`` epochs, both drawn
     against their true epoch numbers (the article drew its 11 test points on a 0–10 axis).
-    The best evaluation epoch of each run is marked.
+    The best evaluation epoch of each run is marked. The legend names every run.
     """
     fig = Figure(figsize=(8, 4.5))  # no pyplot: no global figure state, no GUI backend
     ax = fig.subplots()
     colors = rcParams["axes.prop_cycle"].by_key()["color"]
+    labels = list(labels) if labels is not None else run_labels(runs)
     key = f"{split}_loss"
     for i, r in enumerate(runs):
         c = r.curves
         color = colors[i % len(colors)]
-        # A run whose curves equal a later one's (manual ≡ builtin) is drawn wide and pale
-        # underneath, so both stay visible instead of one hiding the other.
         twin = any(o.curves["train_loss"] == c["train_loss"] for o in runs[i + 1 :])
-        lw, alpha = (5.0, 0.35) if twin else (1.6, 1.0)
-        style = {"color": color, "lw": lw, "alpha": alpha}
-        ax.plot(c["epoch"], c["train_loss"], **style, label=f"{r.config.name} train")
+        style = {"color": color, **_style(twin)}
+        ax.plot(c["epoch"], c["train_loss"], **style, label=labels[i])
         if key in c:
-            ax.plot(c["eval_epoch"], c[key], ls="--", **style, label=f"{r.config.name} {split}")
+            ax.plot(c["eval_epoch"], c[key], ls="--", **style)
             if r.best.get("metric") == key:
                 ax.plot([r.best["epoch"]], [r.best["value"]], marker="o", color=color, ms=5)
+    ax.plot([], [], color="0.3", label="train")
+    ax.plot([], [], color="0.3", ls="--", label=split)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_title(title or "Loss curves", fontsize=10)
@@ -54,92 +97,119 @@ def loss_curves(
 
 def wd_curve(
     runs: Sequence[RunResult],
-    metric: str,
-    metric_name: str,
+    c: Criterion,
     chosen: dict[tuple[str, float], float] | None = None,
     title: str = "",
 ) -> Figure:
-    """Validation (solid) and test (dashed) ``metric`` against weight decay on a log axis.
+    """Validation (solid) and test (dashed) scores against weight decay on a log axis.
 
-    One colour per (mode, lr); the band spans the seeds' min..max around their mean; wd = 0
-    is drawn as a horizontal reference line (it has no place on a log axis); the weight decay
-    chosen on validation is marked with a star.
+    One colour per (mode, lr); the band spans the seeds' min..max around their mean. wd = 0
+    has its own place, a tick ``0`` left of the log range behind a dotted break, so a wd = 0
+    choice can be starred like any other; the weight decay chosen on validation is starred.
     """
-    import math
-    import statistics
-
     fig = Figure(figsize=(8, 4.5))
     ax = fig.subplots()
     colors = rcParams["axes.prop_cycle"].by_key()["color"]
     keys = list(dict.fromkeys((r.config.mode, r.config.lr) for r in runs))
+    keys = [k for k in keys if k[0] != "none"] or keys
+    pos = sorted({r.config.weight_decay for r in runs if r.config.weight_decay > 0})
+    x0 = _zero_position(pos)
     for i, (mode, lr) in enumerate(keys):
         color = colors[i % len(colors)]
-        mine = [r for r in runs if (r.config.mode, r.config.lr) == (mode, lr)]
-        label = f"{mode}, lr {lr:g}" if len({k[1] for k in keys}) > 1 else mode
-        for split, ls in (("val", "-"), ("test", "--")):
-            key = f"{split}_{metric}"
-            by: dict[float, list[float]] = {}
-            for r in mine:
-                v = r.final.get(key, math.nan)
-                if math.isfinite(v):
-                    by.setdefault(r.config.weight_decay, []).append(v)
-            if not by:
-                continue
-            pos = sorted(w for w in by if w > 0)
-            if pos:
-                mean = [statistics.fmean(by[w]) for w in pos]
-                ax.plot(pos, mean, ls=ls, color=color, marker="o", ms=3, label=f"{label} {split}")
-                ax.fill_between(
-                    pos,
-                    [min(by[w]) for w in pos],
-                    [max(by[w]) for w in pos],
-                    color=color,
-                    alpha=0.15,
-                    lw=0,
-                )
-            if 0.0 in by:
-                ax.axhline(statistics.fmean(by[0.0]), color=color, ls=ls, lw=0.8, alpha=0.6)
-            if split == "val" and chosen and (mode, lr) in chosen and chosen[(mode, lr)] > 0:
-                w = chosen[(mode, lr)]
-                ax.plot(
-                    [w],
-                    [statistics.fmean(by[w])],
-                    marker="*",
-                    ms=14,
-                    color=color,
-                    markeredgecolor="black",
-                )
+        label = f"{mode}, lr {short(lr)}" if len({k[1] for k in keys}) > 1 else mode
+        scores = _wd_scores(runs, mode, lr, c)
+        for part, (split, ls) in enumerate((("val", "-"), ("test", "--"))):
+            by = {w: [s[part] for s in v if math.isfinite(s[part])] for w, v in scores.items()}
+            by = {w: v for w, v in by.items() if v}
+            _draw_split(ax, by, x0, color, ls, f"{label} {split}")
+        w = (chosen or {}).get((mode, lr))
+        vals = [s[0] for s in scores.get(w, []) if math.isfinite(s[0])] if w is not None else []
+        if vals:
+            x = x0 if w == 0 else w
+            ax.plot([x], [statistics.fmean(vals)], marker="*", ms=15, color=color, mec="black")
     ax.set_xscale("log")
-    ax.set_xlabel("weight decay (log scale; thin horizontal lines: wd = 0)")
-    ax.set_ylabel(metric_name)
-    ax.set_title(
-        title or f"{metric_name} against weight decay (★ chosen on validation)", fontsize=10
-    )
-    ax.grid(alpha=0.3, which="both")
+    _zero_axis(ax, pos, x0)
+    ax.set_xlabel("weight decay (log scale; 0 left of the break)")
+    ax.set_ylabel(c.name)
+    ax.set_title(title or f"{c.name} against weight decay (★ chosen on validation)", fontsize=10)
+    ax.grid(alpha=0.3, which="major")
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     return fig
 
 
-def gap_curves(runs: Sequence[RunResult], split: str = "test") -> Figure:
+def _zero_position(pos: Sequence[float]) -> float:
+    """Where wd = 0 sits on a log axis: a little more than half a decade left of the smallest
+    positive weight decay (further for wide ranges)."""
+    if not pos:
+        return 1.0
+    decades = math.log10(pos[-1] / pos[0]) if len(pos) > 1 else 1.0
+    return pos[0] / 10 ** max(0.6, 0.12 * decades)
+
+
+def _zero_axis(ax: Any, pos: Sequence[float], x0: float) -> None:
+    """Ticks at 0 and at each swept weight decay (short notation), a dotted break between."""
+    from matplotlib.ticker import NullLocator
+
+    ticks = [x0, *pos]
+    every = max(1, math.ceil(len(ticks) / 12))
+    ax.set_xticks(ticks[::every], ["0", *(short(w) for w in pos)][::every], fontsize=8)
+    ax.xaxis.set_minor_locator(NullLocator())
+    if pos:
+        ax.axvline(math.sqrt(x0 * pos[0]), color="0.55", lw=1.0, ls=(0, (1, 2)))
+        ax.set_xlim(x0 / 10**0.3, pos[-1] * 10**0.3)
+
+
+def _wd_scores(
+    runs: Sequence[RunResult], mode: str, lr: float, c: Criterion
+) -> dict[float, list[tuple[float, float, int | None]]]:
+    """(val, test, epoch) per seed for each weight decay of (mode, lr), wd = 0 included."""
+    out: dict[float, list[tuple[float, float, int | None]]] = {}
+    for r in runs:
+        if (r.config.mode, r.config.lr) == (mode, lr):
+            out.setdefault(r.config.weight_decay, []).append(run_scores(r, c))
+    if 0.0 not in out:
+        zero = zero_runs(runs, mode, lr)
+        if zero:
+            out[0.0] = [run_scores(r, c) for r in zero]
+    return out
+
+
+def _draw_split(
+    ax: Any, by: dict[float, list[float]], x0: float, color: str, ls: str, label: str
+) -> None:
+    """One (mode, lr, split) series: the positive weight decays as a line with a min..max
+    band, wd = 0 as a point with its range, joined by a dotted segment across the break."""
+    pos = sorted(w for w in by if w > 0)
+    mean = {w: statistics.fmean(v) for w, v in by.items()}
+    if pos:
+        ax.plot(pos, [mean[w] for w in pos], ls=ls, color=color, marker="o", ms=3, label=label)
+        lo, hi = [min(by[w]) for w in pos], [max(by[w]) for w in pos]
+        ax.fill_between(pos, lo, hi, color=color, alpha=0.15, lw=0)
+    if 0.0 in by:
+        z = by[0.0]
+        err = [[mean[0.0] - min(z)], [max(z) - mean[0.0]]]
+        ax.errorbar([x0], [mean[0.0]], yerr=err, color=color, marker="o", ms=4, capsize=3)
+        if pos:
+            ax.plot([x0, pos[0]], [mean[0.0], mean[pos[0]]], ls=":", color=color, lw=0.9)
+
+
+def gap_curves(
+    runs: Sequence[RunResult], split: str = "test", labels: Sequence[str] | None = None
+) -> Figure:
     """``split`` loss − train loss (the same weights, after each evaluated epoch) per run."""
     fig = Figure(figsize=(8, 3.6))
     ax = fig.subplots()
     colors = rcParams["axes.prop_cycle"].by_key()["color"]
+    labels = list(labels) if labels is not None else run_labels(runs)
     for i, r in enumerate(runs):
         c = r.curves
         if f"{split}_loss" not in c or "train_loss_eval" not in c:
             continue
         gap = [a - b for a, b in zip(c[f"{split}_loss"], c["train_loss_eval"], strict=True)]
         twin = any(o.curves.get(f"{split}_loss") == c[f"{split}_loss"] for o in runs[i + 1 :])
-        lw, alpha = (5.0, 0.35) if twin else (1.6, 1.0)
         ax.plot(
-            c["eval_epoch"],
-            gap,
-            color=colors[i % len(colors)],
-            lw=lw,
-            alpha=alpha,
-            label=r.config.name,
+            c["eval_epoch"], gap, color=colors[i % len(colors)], **_style(twin), label=labels[i]
         )
     ax.axhline(0, color="black", lw=0.6)
     ax.set_xlabel("epoch")
@@ -151,22 +221,21 @@ def gap_curves(runs: Sequence[RunResult], split: str = "test") -> Figure:
     return fig
 
 
-def weight_norm_curves(runs: Sequence[RunResult]) -> Figure:
+def weight_norm_curves(runs: Sequence[RunResult], labels: Sequence[str] | None = None) -> Figure:
     """The L2 norm of the decayed tensors, every epoch, per run."""
     fig = Figure(figsize=(8, 3.6))
     ax = fig.subplots()
     colors = rcParams["axes.prop_cycle"].by_key()["color"]
+    labels = list(labels) if labels is not None else run_labels(runs)
     for i, r in enumerate(runs):
         c = r.curves
         twin = any(o.curves.get("weight_norm") == c.get("weight_norm") for o in runs[i + 1 :])
-        lw, alpha = (5.0, 0.35) if twin else (1.6, 1.0)
         ax.plot(
             c["epoch"],
             c["weight_norm"],
             color=colors[i % len(colors)],
-            lw=lw,
-            alpha=alpha,
-            label=r.config.name,
+            **_style(twin),
+            label=labels[i],
         )
     ax.set_xlabel("epoch")
     ax.set_ylabel("‖w‖ of the decayed tensors")
@@ -177,39 +246,69 @@ def weight_norm_curves(runs: Sequence[RunResult]) -> Figure:
     return fig
 
 
-def lr_wd_heatmap(runs: Sequence[RunResult], metric: str, metric_name: str) -> Figure:
-    """Validation ``metric`` (mean over seeds) over lr × weight decay, one panel per mode."""
-    import math
-    import statistics
+def heatmap_grid(
+    runs: Sequence[RunResult], mode: str, lrs: Sequence[float], wds: Sequence[float], c: Criterion
+) -> list[list[float]]:
+    """Mean validation score over seeds for each (lr, wd) of ``mode``; wd = 0 from the mode's
+    own runs or the wd = 0 reference at that lr; NaN where a seed did not finish."""
+    grid = []
+    for lr in lrs:
+        scores = _wd_scores(runs, mode, lr, c)
+        row = []
+        for wd in wds:
+            vals = [s[0] for s in scores.get(wd, [])]
+            ok = vals and all(math.isfinite(v) for v in vals)
+            row.append(statistics.fmean(vals) if ok else math.nan)
+        grid.append(row)
+    return grid
+
+
+def best_cell(grid: Sequence[Sequence[float]], higher: bool) -> tuple[int, int] | None:
+    """(row, column) of the best finite cell; ties go to the smaller wd, then the smaller lr."""
+    cells = [
+        (v if not higher else -v, j, i)
+        for i, row in enumerate(grid)
+        for j, v in enumerate(row)
+        if math.isfinite(v)
+    ]
+    if not cells:
+        return None
+    _, j, i = min(cells)
+    return i, j
+
+
+def lr_wd_heatmap(runs: Sequence[RunResult], c: Criterion) -> Figure:
+    """Validation score (mean over seeds) over lr × weight decay, one panel per mode, on one
+    shared colour scale (brighter is better); column 0 is wd = 0; ★ marks each panel's best
+    cell."""
+    from matplotlib.colors import Normalize
 
     modes = list(dict.fromkeys(r.config.mode for r in runs if r.config.weight_decay > 0))
     lrs = sorted({r.config.lr for r in runs})
-    wds = sorted({r.config.weight_decay for r in runs if r.config.weight_decay > 0})
-    fig = Figure(figsize=(4.2 * max(1, len(modes)), 3.8))
-    axes = fig.subplots(1, max(1, len(modes)), squeeze=False)[0]
-    key = f"val_{metric}" if any(f"val_{metric}" in r.final for r in runs) else f"test_{metric}"
+    wds = [0.0, *sorted({r.config.weight_decay for r in runs if r.config.weight_decay > 0})]
+    grids = [heatmap_grid(runs, m, lrs, wds, c) for m in modes]
+    finite = [v for g in grids for row in g for v in row if math.isfinite(v)]
+    norm = Normalize(min(finite), max(finite)) if finite else None
+    n = max(1, len(modes))
+    fig = Figure(figsize=(0.6 + 4.4 * n, 4.2), layout="constrained")
+    axes = fig.subplots(1, n, squeeze=False, sharey=True)[0]
     image = None
-    for ax, mode in zip(axes, modes, strict=False):
-        grid = []
-        for lr in lrs:
-            row = []
-            for wd in wds:
-                vals = [
-                    r.final.get(key, math.nan)
-                    for r in runs
-                    if (r.config.mode, r.config.lr, r.config.weight_decay) == (mode, lr, wd)
-                ]
-                vals = [v for v in vals if math.isfinite(v)]
-                row.append(statistics.fmean(vals) if vals else math.nan)
-            grid.append(row)
-        image = ax.imshow(grid, aspect="auto", origin="lower", cmap="viridis")
-        ax.set_xticks(range(len(wds)), [f"{w:.0e}" for w in wds], rotation=60, fontsize=7)
-        ax.set_yticks(range(len(lrs)), [f"{lr:g}" for lr in lrs], fontsize=8)
+    for k, (ax, mode, grid) in enumerate(zip(axes, modes, grids, strict=False)):
+        cmap = "viridis" if c.higher else "viridis_r"
+        image = ax.imshow(grid, aspect="auto", origin="lower", cmap=cmap, norm=norm)
+        ax.axvline(0.5, color="white", lw=3)  # wd = 0 is its own column, apart from the rest
+        cell = best_cell(grid, c.higher)
+        if cell is not None:
+            ax.plot([cell[1]], [cell[0]], marker="*", ms=16, color="white", mec="black")
+        ax.set_xticks(range(len(wds)), [short(w) for w in wds], rotation=60, fontsize=7)
+        ax.set_yticks(range(len(lrs)), [short(lr) for lr in lrs], fontsize=8)
         ax.set_xlabel("weight decay")
-        ax.set_ylabel("lr")
+        if k == 0:
+            ax.set_ylabel("lr")
         ax.set_title(mode, fontsize=10)
     if image is not None:
-        fig.colorbar(image, ax=list(axes), label=f"{key.split('_')[0]} {metric_name}")
+        better = "brighter is better" + ("" if c.higher else ": lower")
+        fig.colorbar(image, ax=list(axes), label=f"val {c.name}, mean over seeds ({better})")
     return fig
 
 
@@ -238,12 +337,28 @@ def _loss_title(result: Result) -> str:
     return f"{result.data.get('name', '')}: train (solid) and {split} (dashed) loss"
 
 
-def _shown(result: Result) -> list[RunResult]:
-    return representative(result.runs)
+MAX_SHOWN = 10  # runs drawn in the curve figures (one colour each)
+
+
+def shown(result: Result) -> list[RunResult]:
+    """The runs the curve figures draw: each (mode, lr)'s chosen run and wd = 0 (first seed),
+    or, where nothing was chosen, every run (at most :data:`MAX_SHOWN`, a spread of them)."""
+    if result.selection:
+        return chosen_runs(result.runs, result.selection)[:MAX_SHOWN]
+    return result.runs if len(result.runs) <= MAX_SHOWN else representative(result.runs)
+
+
+def criterion_of(result: Result) -> Criterion:
+    """The criterion the result's selection used (the task's headline metric by default)."""
+    if result.selection:
+        s = result.selection[0]
+        return Criterion(s["metric"], s["metric_name"], s["higher"], s["early_stopping"])
+    key, name, higher = metric_for(result.task)
+    return Criterion(key, name, higher)
 
 
 def _chosen(result: Result) -> dict[tuple[str, float], float]:
-    return {(s["mode"], s["lr"]): s["best_wd"] for s in result.selection}
+    return {(s["mode"], s["lr"]): s["weight_decay"] for s in result.selection}
 
 
 def _swept(result: Result) -> bool:
@@ -251,14 +366,83 @@ def _swept(result: Result) -> bool:
     return len(wds - {0.0}) >= 2 and bool(result.selection)
 
 
+def _heatmap_applies(result: Result) -> bool:
+    return _swept(result) and len({x.config.lr for x in result.runs}) >= 2
+
+
 def _draw_wd(result: Result) -> Figure:
-    key, name, _ = metric_for(result.task)
-    return wd_curve(result.runs, key, name, _chosen(result))
+    return wd_curve(result.runs, criterion_of(result), _chosen(result))
 
 
 def _draw_heatmap(result: Result) -> Figure:
-    key, name, _ = metric_for(result.task)
-    return lr_wd_heatmap(result.runs, key, name)
+    return lr_wd_heatmap(result.runs, criterion_of(result))
+
+
+def _last_values(result: Result, series: str, fmt: str = ".3g") -> str:
+    """'label value; …' at each shown run's last epoch (empty for more than 6 runs)."""
+    runs = shown(result)
+    if len(runs) > 6:
+        return ""
+    parts = []
+    for label, r in zip(run_labels(runs), runs, strict=True):
+        vals = [v for v in r.curves.series.get(series, []) if math.isfinite(v)]
+        if vals:
+            parts.append(f"{label} {format(vals[-1], fmt)}")
+    return f" Last value: {'; '.join(parts)}." if parts else ""
+
+
+def _which_runs(result: Result) -> str:
+    if not result.selection:
+        return "Every run" if len(shown(result)) == len(result.runs) else "A spread of the runs"
+    seed = min(r.config.seed for r in result.runs)
+    return f"The run chosen for each (mode, lr) and wd = 0, seed {seed}"
+
+
+def _loss_caption(r: Result) -> str:
+    split = eval_split(r.runs)
+    return (
+        f"{_which_runs(r)}: train loss (solid) and {split} loss (dashed) on one epoch axis; "
+        f"dots mark each run's lowest {split} loss."
+    )
+
+
+def _gap_caption(r: Result) -> str:
+    split = eval_split(r.runs)
+    gaps = []
+    for label, run in zip(run_labels(shown(r)), shown(r), strict=True):
+        f = run.final
+        if f"{split}_loss" in f and "train_loss" in f and len(shown(r)) <= 6:
+            gaps.append(f"{label} {f[f'{split}_loss'] - f['train_loss']:.3g}")
+    last = f" At the last evaluation: {'; '.join(gaps)}." if gaps else ""
+    return f"Generalisation gap ({split} loss − train loss) over epochs, same runs.{last}"
+
+
+def _wd_caption(r: Result) -> str:
+    c = criterion_of(r)
+    return (
+        f"Validation (solid) and test (dashed) {c.name} against weight decay (log axis; wd = 0 "
+        "left of the dotted break), mean over seeds with a min..max band; ★ the weight decay "
+        "chosen on validation for each (mode, lr)."
+    )
+
+
+def _heatmap_caption(r: Result) -> str:
+    c = criterion_of(r)
+    modes = list(dict.fromkeys(x.config.mode for x in r.runs if x.config.weight_decay > 0))
+    lrs = sorted({x.config.lr for x in r.runs})
+    wds = [0.0, *sorted({x.config.weight_decay for x in r.runs if x.config.weight_decay > 0})]
+    best = []
+    for mode in modes:
+        grid = heatmap_grid(r.runs, mode, lrs, wds, c)
+        cell = best_cell(grid, c.higher)
+        if cell is not None:
+            i, j = cell
+            best.append(f"{mode}: lr {short(lrs[i])}, wd {short(wds[j])} ({grid[i][j]:.4g})")
+    return (
+        f"Validation {c.name} (mean over seeds) over lr × weight decay, one panel per mode, one "
+        f"colour scale; the first column is wd = 0. ★ each panel's best cell: "
+        f"{'; '.join(best) or 'none'}."
+    )
 
 
 FIGURES: dict[str, FigureSpec] = {
@@ -267,50 +451,28 @@ FIGURES: dict[str, FigureSpec] = {
         FigureSpec(
             "losses",
             lambda r: True,
-            lambda r: (
-                f"Train loss (solid) and {eval_split(r.runs)} loss (dashed) on one epoch "
-                f"axis; dots mark each run's best {eval_split(r.runs)} epoch. Look for "
-                f"{eval_split(r.runs)} loss rising while train loss falls: overfitting."
-            ),
+            _loss_caption,
             lambda r: loss_curves(
-                _shown(r), _loss_title(r), eval_split(r.runs), get_task(r.task).loss_name
+                shown(r), _loss_title(r), eval_split(r.runs), get_task(r.task).loss_name
             ),
         ),
         FigureSpec(
             "gap",
             lambda r: True,
-            lambda r: (
-                f"Generalisation gap ({eval_split(r.runs)} loss − train loss) over "
-                "epochs. Decay should keep it small; a growing gap is memorisation."
-            ),
-            lambda r: gap_curves(_shown(r), eval_split(r.runs)),
+            _gap_caption,
+            lambda r: gap_curves(shown(r), eval_split(r.runs)),
         ),
         FigureSpec(
             "weight_norm",
             lambda r: True,
-            lambda r: "L2 norm of the decayed tensors over epochs. Decay visibly shrinks it.",
-            lambda r: weight_norm_curves(_shown(r)),
-        ),
-        FigureSpec(
-            "wd_curve",
-            _swept,
             lambda r: (
-                f"Validation (solid) and test (dashed) {metric_for(r.task)[1]} against "
-                "weight decay (log axis), band over seeds; ★ the wd chosen on validation; thin "
-                "lines: wd = 0."
+                "L2 norm of the decayed tensors over epochs, same runs."
+                + _last_values(r, "weight_norm")
             ),
-            _draw_wd,
+            lambda r: weight_norm_curves(shown(r)),
         ),
-        FigureSpec(
-            "heatmap",
-            lambda r: _swept(r) and len({x.config.lr for x in r.runs}) >= 2,
-            lambda r: (
-                f"Validation {metric_for(r.task)[1]} over lr × weight decay, one panel "
-                "per mode. Adam + l2 beside decoupled is Loshchilov & Hutter's picture: "
-                "decoupling makes the best wd independent of the lr."
-            ),
-            _draw_heatmap,
-        ),
+        FigureSpec("wd_curve", _swept, _wd_caption, _draw_wd),
+        FigureSpec("heatmap", _heatmap_applies, _heatmap_caption, _draw_heatmap),
     )
 }
 

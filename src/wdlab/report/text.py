@@ -4,10 +4,11 @@ weight decay, and the oracle checks."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from wdlab.records import Check, Result
-from wdlab.selection import metric_for
+from wdlab.selection import NO_GAIN, Criterion, describe, metric_for
 
 MAX_RUNS = 24  # runs listed one by one; more are summarised (wdlab export has each)
 
@@ -58,13 +59,15 @@ def experiment_table(result: Result, max_runs: int = MAX_RUNS) -> str:
         c = r.config
         vals = " ".join(f"{r.final.get(k, math.nan):>10.4f}" for k, _ in cols)
         flag = "" if r.status == "done" else f"  {r.status}"
-        lines.append(f"{c.mode:<12} {c.weight_decay:>9.3g} {c.lr:>8.3g} {c.seed:>4} {vals}{flag}")
-    lines += _selection_lines(result, key, name)
+        lines.append(
+            f"{c.mode:<12} {short(c.weight_decay):>9} {short(c.lr):>8} {c.seed:>4} {vals}{flag}"
+        )
+    lines += _selection_lines(result)
     lines.append(f"engine: {result.engine_note}")
     return "\n".join(lines)
 
 
-def _selection_lines(result: Result, key: str, name: str) -> list[str]:
+def _selection_lines(result: Result) -> list[str]:
     sel = result.selection
     if not sel and not any("val_loss" in r.final for r in result.runs):
         return [
@@ -74,19 +77,57 @@ def _selection_lines(result: Result, key: str, name: str) -> list[str]:
         ]
     if not sel:
         return []
-    split = sel[0]["chosen_on"]
+    first = sel[0]
+    c = Criterion(first["metric"], first["metric_name"], first["higher"], first["early_stopping"])
+    taus = any(math.isfinite(s.get("tau_epoch", math.nan)) for s in sel)
+    head = (
+        f"{'mode':<12} {'lr':<7} {'wd*':<7} {'τ_epoch':<8} "
+        if taus
+        else f"{'mode':<12} {'lr':<7} {'wd*':<7} "
+    ) + f"{'val':>7} {'val@0':>7}   {'test (mean ± std)':<17} {'test@0':>7}  verdict"
     lines = [
         "",
-        f"best weight decay per (mode, lr), chosen on {split} {name}, "
-        f"reported on test (mean ± std over seeds):",
+        f"best weight decay per (mode, lr), chosen on val {c.name}, reported on test "
+        f"(mean ± std over seeds):",
+        head,
     ]
-    for s in sel:
-        lines.append(
-            f"  {s['mode']:<12} lr {s['lr']:<8.3g} wd* {s['best_wd']:<9.3g} "
-            f"{split} {s[f'{split}_{key}']:.4f}   test {s[f'test_{key}_mean']:.4f} ± "
-            f"{s[f'test_{key}_std']:.4f}   test at wd=0 {s[f'test_{key}_at_wd0']:.4f}"
-        )
+    lines += [answer_line(s, taus) for s in sel]
+    lines.append(verdict_summary(sel))
+    lines.append(f"rule: {describe(c, max(s['seeds'] for s in sel))}")
     return lines
+
+
+def answer_line(s: Mapping[str, Any], tau: bool = True) -> str:
+    """One selection row in one line: mode, lr, chosen wd (and τ_epoch), scores, verdict."""
+    wd = short(s["weight_decay"])
+    tau_s = f"{short(s.get('tau_epoch', math.nan)):<8} " if tau else ""
+    test = f"{s['test_mean']:.4f} ± {s['test_std']:.4f}"
+    return (
+        f"{s['mode']:<12} {short(s['lr']):<7} {wd:<7} {tau_s}{s['val']:>7.4f} "
+        f"{s['val_at_zero']:>7.4f}   {test:<17} {s['test_at_zero']:>7.4f}  {s['verdict']}"
+    )
+
+
+def verdict_summary(sel: Sequence[Mapping[str, Any]]) -> str:
+    """How many (mode, lr) settings beat wd = 0 measurably, in one sentence."""
+    rows = [s for s in sel if s["mode"] != "none"]
+    won = sum(bool(s["better_than_zero"]) for s in rows)
+    if not rows:
+        return "only the wd = 0 reference was trained: nothing to choose"
+    if won == 0:
+        return f"{NO_GAIN}: no (mode, lr) setting beat wd = 0 by more than one standard error"
+    return f"weight decay beat wd = 0 measurably in {won} of {len(rows)} (mode, lr) settings"
+
+
+def short(v: Any) -> str:
+    """A number in at most two significant digits: ``0.032``, ``3.2e-5``, ``0`` (— if none)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return "—"
+    s = f"{v:.2g}"
+    if "e" in s:
+        mantissa, exp = s.split("e")
+        s = f"{mantissa}e{int(exp)}"
+    return s
 
 
 def checks_table(checks: Sequence[Check]) -> str:
