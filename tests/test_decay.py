@@ -161,7 +161,7 @@ def test_decay_validation():
 
 
 def test_independent_uses_initial_lr_from_a_scheduler():
-    model = nn.Linear(3, 1)
+    model = nn.Linear(3, 1, bias=False)
     opt = torch.optim.SGD(model.parameters(), lr=0.2)
     torch.optim.lr_scheduler.LinearLR(opt, start_factor=0.5, total_iters=4)
     Decay("independent", 0.1).attach(opt)
@@ -176,7 +176,8 @@ def test_surprise_warnings():
     assert len(adamw) == 1 and "mode 'decoupled'" in adamw[0]
     model = nn.Linear(3, 1)
     with pytest.warns(UserWarning, match="decoupled"):
-        Decay("builtin", 0.01).attach(torch.optim.AdamW(model.parameters(), lr=1e-3))
+        weight = [model.weight]  # the bias would add a second warning
+        Decay("builtin", 0.01).attach(torch.optim.AdamW(weight, lr=1e-3))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         decay = Decay("decoupled", 0.01)

@@ -2,4 +2,78 @@
 
 from __future__ import annotations
 
-COMMANDS: list = []
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from wdlab.cli.common import Command, UsageError, add_json, emit_json
+
+
+def load_setup(target: str) -> tuple[Any, Any]:
+    """Call ``MODULE:FUNCTION`` (or ``path/to/file.py:FUNCTION``), a zero-argument function
+    returning ``(model, optimizer)``, and return what it returns."""
+    where, sep, attr = target.rpartition(":")
+    if not sep or not where or not attr:
+        raise UsageError(f"expected MODULE:FUNCTION (e.g. mytrain:setup), got {target!r}")
+    try:
+        module = _import(where)
+        func = getattr(module, attr)
+    except (ImportError, AttributeError, OSError) as exc:
+        raise UsageError(f"cannot load {target!r}: {exc}") from None
+    if not callable(func):
+        raise UsageError(f"{target!r} is not a function")
+    result = func()
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise UsageError(f"{target}() must return (model, optimizer), got {type(result).__name__}")
+    return result
+
+
+def _import(where: str) -> Any:
+    """A module by dotted name (the current directory importable) or by file path."""
+    if where.endswith(".py"):
+        path = Path(where)
+        if not path.is_file():
+            raise ImportError(f"no file {where}")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+        return module
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    return importlib.import_module(where)
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Lint the weight decay of your (model, optimizer): per tensor whether and how it decays,
+    and the known mistakes. Exit 1 if any warning is found."""
+    from wdlab.audit import audit
+
+    model, optimizer = load_setup(args.target)
+    report = audit(optimizer, model)
+    if args.json:
+        emit_json(report.to_dict())
+    else:
+        print(report.to_text())
+    return 0 if report.ok else 1
+
+
+def add_audit_flags(p: argparse.ArgumentParser) -> None:
+    """The function that builds the model and optimizer, and --json."""
+    p.add_argument(
+        "target",
+        metavar="MODULE:FUNCTION",
+        help="a zero-argument function returning (model, optimizer), e.g. mytrain:setup or "
+        "path/to/train.py:setup",
+    )
+    add_json(p)
+
+
+COMMANDS = [
+    Command(
+        "audit", "lint the weight decay of your model and optimizer", add_audit_flags, cmd_audit
+    )
+]

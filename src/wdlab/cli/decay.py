@@ -21,7 +21,7 @@ from wdlab.cli.common import (
 from wdlab.jsonsafe import dumps
 
 if TYPE_CHECKING:
-    from wdlab.decay import DecayRule
+    from wdlab.decay import DecayRule, WDSchedule
     from wdlab.models import ModelSpec
 
 
@@ -62,12 +62,24 @@ def parse_model(args: argparse.Namespace) -> ModelSpec:
     )
 
 
+RULES = ("default", "everything", "timm", "nanogpt", "hf")
+_RULE_FLAGS = ("decay_all", "no_embeddings", "exclude", "include", "exclude_type")
+
+
 def parse_rule(args: argparse.Namespace) -> DecayRule:
-    """A DecayRule from the no-decay flags."""
+    """A DecayRule from ``--rule`` (a preset) or the no-decay flags."""
     from torch import nn
 
-    from wdlab.decay import DecayRule
+    from wdlab.decay import EVERYTHING, DecayRule
 
+    rule = getattr(args, "rule", "default")
+    if rule != "default":
+        flags = [f"--{f.replace('_', '-')}" for f in _RULE_FLAGS if getattr(args, f)]
+        if args.ignore_model_hook:
+            flags.append("--ignore-model-hook")
+        if flags:
+            raise UsageError(f"--rule {rule} is a whole rule; drop {', '.join(flags)}")
+        return EVERYTHING if rule == "everything" else DecayRule.preset(rule)
     types = []
     for name in args.exclude_type or []:
         cls = getattr(nn, name, None)
@@ -84,25 +96,54 @@ def parse_rule(args: argparse.Namespace) -> DecayRule:
     )
 
 
+def parse_group_wds(items: list[str] | None) -> dict[str, float]:
+    """``--group-wd PATTERN=WD`` flags as {pattern: wd}."""
+    out = {}
+    for item in items or []:
+        pattern, sep, value = item.rpartition("=")
+        if not sep or not pattern:
+            raise UsageError(f"--group-wd {item!r}: expected PATTERN=WD, e.g. 'emb.*=1e-5'")
+        try:
+            out[pattern] = nonneg_float(value)
+        except argparse.ArgumentTypeError as exc:
+            raise UsageError(f"--group-wd {item!r}: {exc}") from None
+    return out
+
+
+def schedule_points(schedule: WDSchedule) -> dict[int, float]:
+    """The schedule's weight decay at its start, quarters and end (what ``inspect`` shows)."""
+    steps = sorted({round(schedule.steps * q / 4) for q in range(5)})
+    return {s: schedule(s) for s in steps}
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
-    """Print which parameters of a model decay, and the decay's formula."""
-    from wdlab.decay import check_mode, decay_table, formula, surprise_warnings
+    """Print which parameters of a model decay, with what weight decay, and the formula."""
+    from wdlab.decay import Decay, check_mode, formula, param_groups, surprise_warnings
     from wdlab.optimizers import class_name, optimizer_spec
 
     mode = check_mode(args.mode)
-    if mode == "independent" and args.lr is None:
-        raise UsageError("mode 'independent' needs the base lr: pass --lr")
+    if mode in ("independent", "corrected") and args.lr is None:
+        raise UsageError(f"mode {mode!r} needs the base lr: pass --lr")
     spec = parse_model(args)
-    table = decay_table(spec.build(), parse_rule(args))
+    decay = Decay(mode, args.weight_decay, schedule=args.wd_schedule)
+    group_wds = parse_group_wds(args.group_wd)
+    groups, table = param_groups(spec.build(), decay, parse_rule(args), group_wds)
+    if group_wds:
+        table = table.with_weight_decays(groups, decay)
     opt_name = class_name(optimizer_spec(args.optimizer).cls_name)
     notes = surprise_warnings(mode, args.weight_decay, args.lr or 0.0, opt_name)
+    points = schedule_points(decay.schedule) if decay.schedule is not None else None
     if args.json:
         doc = {"model": spec.describe(), "mode": mode, "weight_decay": args.weight_decay}
-        emit_json(doc | {"formula": formula(mode, opt_name), "warnings": notes} | table.to_dict())
+        doc |= {"formula": formula(mode, opt_name), "warnings": notes}
+        doc |= {"wd_schedule": args.wd_schedule, "wd_at_step": points}
+        emit_json(doc | table.to_dict())
         return 0
     print(f"model: {spec.describe()}")
-    print(table.to_text())
-    print(f"mode {mode}, wd {args.weight_decay:g}, {opt_name}: {formula(mode, opt_name)}")
+    print(table.to_text(normalized=mode == "corrected"))
+    print(f"mode {decay.describe()}, {opt_name}: {formula(mode, opt_name)}")
+    if points:
+        print("wd by step: " + ", ".join(f"{s}: {v:.4g}" for s, v in points.items()))
     for note in notes:
         sys.stderr.write(f"wdlab: warning: {note}\n")
     return 0
@@ -142,6 +183,13 @@ def add_rule_flags(p: argparse.ArgumentParser) -> None:
         help="torch.nn module class whose parameters never decay, e.g. LayerNorm",
     )
     g.add_argument("--ignore-model-hook", action="store_true", help="ignore no_weight_decay()")
+    g.add_argument(
+        "--rule",
+        choices=RULES,
+        default="default",
+        help="a whole rule: wdlab's default, everything, or the rule of timm, nanoGPT or the "
+        "Hugging Face Trainer (default)",
+    )
 
 
 def add_verify_flags(p: argparse.ArgumentParser) -> None:
@@ -158,6 +206,18 @@ def add_inspect_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=nonneg_float, default=0.01, help="(0.01)")
     p.add_argument("--optimizer", default="sgd", help="optimizer name (sgd)")
     p.add_argument("--lr", type=positive_float, default=None, help="learning rate")
+    p.add_argument(
+        "--wd-schedule",
+        metavar="SHAPE:START:END:STEPS",
+        help="weight decay by step, e.g. cosine:0.04:0.4:1000 (DINO) or linear:…",
+    )
+    p.add_argument(
+        "--group-wd",
+        action="append",
+        metavar="PATTERN=WD",
+        help="a weight decay of its own for the decaying tensors PATTERN matches, e.g. "
+        "'emb.*=1e-5' (repeatable)",
+    )
     add_json(p)
 
 

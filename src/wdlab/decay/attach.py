@@ -5,7 +5,8 @@ user's own ``torch.optim`` optimizer (:meth:`Decay.attach`), through the very fu
 batched engine uses (:mod:`wdlab.decay.modes`). It stays exact in real training loops:
 
 * ``opt.step(closure)`` (LBFGS, Lightning's automatic optimization): the closure is wrapped, so
-  gradient-point decay is added after each evaluation (once the gradients exist) and
+  gradient-point decay is added after each evaluation (once the gradients exist), together
+  with its loss term in the loss the closure returns (LBFGS's line search reads it), and
   parameter-point decay once per step, after the first evaluation, as AdamW does;
 * ``GradScaler``: decay sees unscaled gradients, skipped steps are not decayed (also for fused
   optimizers, which unscale inside their kernel);
@@ -16,7 +17,8 @@ batched engine uses (:mod:`wdlab.decay.modes`). It stays exact in real training 
   (OneCycleLR), else its ``initial_lr``, else its lr then;
 * its state (lr₀, the ``to_init`` anchor, the step count) lives in the optimizer's param groups,
   so it round-trips through ``optimizer.state_dict()`` whichever of ``load_state_dict`` and
-  ``attach`` comes first.
+  ``attach`` comes first (a group added later, or one whose state a plain state_dict replaced,
+  starts afresh at its next step; the latter with a warning).
 """
 
 from __future__ import annotations
@@ -141,9 +143,22 @@ class Decay:
                 f"this optimizer already has a Decay attached ({optimizer._wdlab_decay.describe()})"
                 "; a second would decay twice — remove the first (handle.remove()) or use one"
             )
+        self._check_schedule(optimizer)
         warn_on_attach(self, optimizer)
         self._init_state(optimizer)
         return Attachment(self, optimizer)
+
+    def _check_schedule(self, optimizer: torch.optim.Optimizer) -> None:
+        """A schedule's first value, and a base for groups with their own weight decay."""
+        if self.schedule is None:
+            return
+        checked(self.schedule, 0)
+        own = [i for i, g in enumerate(optimizer.param_groups) if "wdlab_wd" in g]
+        if own and self.weight_decay == 0:
+            raise ValueError(
+                f"param group {own[0]} has its own weight decay, which a schedule scales by "
+                "schedule(step) / weight_decay: give the Decay its base weight_decay > 0"
+            )
 
     def _init_state(self, optimizer: torch.optim.Optimizer) -> None:
         """The state each decaying group carries, unless a loaded state_dict brought it."""
@@ -159,9 +174,9 @@ class Decay:
                 state["lr0_fixed"] = True
                 group["lr0"] = self.base_lr
             if not state["lr0_fixed"]:
-                group["lr0"] = group.get("max_lr") or group.get("initial_lr") or group["lr"]
+                group["lr0"] = _peak_lr(group)
+            src = [next(it) for _ in group["params"]] if anchors else group["params"]
             if self._mode.needs_anchor and ANCHOR not in group:
-                src = [next(it) for _ in group["params"]] if anchors else group["params"]
                 group[ANCHOR] = [a.detach().clone() for a in src]
             if self._mode.optimizer_wd:
                 group["weight_decay"] = self.wd_at(state["step"], group)
@@ -178,6 +193,7 @@ class Attachment:
         self.mode = decay._mode
         self._warned_lr: set[int] = set()
         self._skipped = False
+        self._seen = _param_ids(optimizer)
         self._pre = optimizer.register_step_pre_hook(self._pre_hook)
         self._post = optimizer.register_step_post_hook(self._post_hook)
         optimizer._wdlab_decay = decay  # type: ignore[attr-defined]
@@ -192,6 +208,7 @@ class Attachment:
     # -- the step ------------------------------------------------------------------------------
 
     def _pre_hook(self, opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> Any:
+        self._restore_state(opt)
         self._skipped = _found_inf(opt)
         if self._skipped:  # a fused optimizer under GradScaler skips this step: so do we
             return None
@@ -207,12 +224,19 @@ class Attachment:
         return (args[0], wrapped, *args[2:]), kwargs
 
     def _wrap(self, opt: torch.optim.Optimizer, closure: Callable[[], Any]) -> Callable[[], Any]:
-        """The closure, then gradient-point decay each time, parameter-point decay once."""
+        """The closure, then gradient-point decay each time, parameter-point decay once.
+
+        A gradient-point mode also adds its loss term ((wd/2)·‖w‖², or ‖w − w₀‖² for
+        ``to_init``) to the loss the closure returns, so that an optimizer that reads the loss
+        (LBFGS's line search) sees the objective whose gradient it is given.
+        """
         first = [True]
 
         def wrapped() -> Any:
             loss = closure()
             self._gradient_point(opt)
+            if self.mode.hook == "grad" and isinstance(loss, (Tensor, float, int)):
+                loss = loss + self._objective_term(opt)
             if first[0]:
                 first[0] = False
                 self._param_point(opt)
@@ -220,20 +244,36 @@ class Attachment:
 
         return wrapped
 
+    def _objective_term(self, opt: torch.optim.Optimizer) -> Tensor:
+        """The loss term whose gradient the gradient-point mode adds (negated under maximize)."""
+        total = torch.zeros(())
+        with torch.no_grad():
+            for group in _decaying(opt):
+                pairs = zip(group["params"], group.get(ANCHOR) or group["params"], strict=True)
+                diffs = [
+                    p - a if self.mode.needs_anchor else p for p, a in pairs if p.grad is not None
+                ]
+                term = l2_penalty(diffs, self.decay.wd_at(_step(group), group))
+                total = total + (-term if group.get("maximize") else term)
+        return total
+
     def _gradient_point(self, opt: torch.optim.Optimizer) -> None:
         if self.mode.hook != "grad":
             return
         scale = getattr(opt, "grad_scale", None)  # fused + GradScaler: still-scaled gradients
+        scale = None if scale is None else float(scale)
         for group in _decaying(opt):
             view = _view(group, ("grad_scale", scale))
             self.mode.apply(view, self.decay.wd_at(_step(group), group))
 
     def _param_point(self, opt: torch.optim.Optimizer) -> None:
-        for i, group in enumerate(_decaying(opt)):
+        for i, group in enumerate(opt.param_groups):
+            if not group.get("decay", True):
+                continue
             state = group[STATE]
             if not state["lr0_fixed"]:  # the first step: schedulers exist by now
-                group["lr0"] = group.get("max_lr") or group.get("initial_lr") or group["lr"]
-                state["lr0_fixed"] = True
+                group["lr0"] = _peak_lr(group)
+                group[STATE] = state = {**state, "lr0_fixed": True}
             wd = self.decay.wd_at(state["step"], group)
             if self.mode.optimizer_wd:
                 group["weight_decay"] = wd
@@ -246,9 +286,32 @@ class Attachment:
             self._skipped = False
             return
         for group in _decaying(opt):
+            state = group[STATE]
             if self.mode.after_step is not None:
-                self.mode.finish(group, self.decay.wd_at(group[STATE]["step"], group))
-            group[STATE]["step"] += 1
+                self.mode.finish(group, self.decay.wd_at(state["step"], group))
+            # a new dict, not a change in place: a state_dict() taken earlier keeps its step
+            group[STATE] = {**state, "step": state["step"] + 1}
+
+    def _restore_state(self, opt: torch.optim.Optimizer) -> None:
+        """Groups added since attach, or whose state a loaded state_dict without it removed,
+        start afresh (with a warning for the latter: a to_init anchor is the weights now)."""
+        lost = [
+            i for i, g in enumerate(opt.param_groups) if g.get("decay", True) and STATE not in g
+        ]
+        if not lost:
+            return
+        gone = [i for i in lost if any(id(p) in self._seen for p in opt.param_groups[i]["params"])]
+        if gone:
+            warnings.warn(
+                f"param group(s) {', '.join(map(str, gone))} lost the state of Decay("
+                f"'{self.mode.name}') (a state_dict saved without it was loaded): it starts "
+                "afresh from the current weights and step 0; load a state_dict saved with the "
+                "decay attached to resume it",
+                UserWarning,
+                stacklevel=4,
+            )
+        self.decay._init_state(opt)
+        self._seen = _param_ids(opt)
 
     def _warn_lr_multiplier(self, index: int, group: dict) -> None:
         if not self.mode.needs_base_lr or index in self._warned_lr:
@@ -267,6 +330,15 @@ class Attachment:
 
 def _decaying(optimizer: torch.optim.Optimizer) -> list[dict]:
     return [g for g in optimizer.param_groups if g.get("decay", True)]
+
+
+def _param_ids(optimizer: torch.optim.Optimizer) -> set[int]:
+    return {id(p) for g in _decaying(optimizer) for p in g["params"]}
+
+
+def _peak_lr(group: dict) -> float:
+    """lr₀: the schedule's peak (OneCycleLR's ``max_lr``), else its base lr, else the lr now."""
+    return group.get("max_lr") or group.get("initial_lr") or group["lr"]
 
 
 def _step(group: dict) -> int:
@@ -329,10 +401,14 @@ def attach_warnings(decay: Decay, optimizer: torch.optim.Optimizer) -> list[str]
             continue
         own = group.get("weight_decay", 0.0)
         if decay.mode != "builtin" and own > 0:
+            what = (
+                "although Decay('none') asks for none"
+                if decay.mode == "none"
+                else f"on top of Decay('{decay.mode}')"
+            )
             out.append(
-                f"param group {i} has weight_decay={own:g} of its own: {name} applies it on top "
-                f"of Decay('{decay.mode}'); set weight_decay=0 in that group "
-                "(wdlab.param_groups(model, decay) does)"
+                f"param group {i} has weight_decay={own:g} of its own: {name} applies it {what}"
+                "; set weight_decay=0 in that group (wdlab.param_groups(model, decay) does)"
             )
         small = [p for p in group["params"] if p.dim() < 2]
         if decays and "decay" not in group and small:

@@ -34,12 +34,12 @@ class DecayRule:
     ``everything`` decays all tensors (the article decays biases too). ``exclude`` and
     ``include`` are fnmatch patterns on parameter names, ``exclude_regex`` regular expressions
     searched in the lower-cased names (Hugging Face's convention), ``exclude_types`` module
-    types whose own parameters never decay; ``embeddings`` False keeps ``nn.Embedding`` weights
-    from decaying; ``use_model_hook`` honours the model's ``no_weight_decay()`` (timm's
-    convention). ``normalized`` (fnmatch patterns) marks the tensors AdamC treats as normalized
-    layers (mode ``corrected``); by default every decaying Linear or convolution weight except
-    the output layer's (the last one), as in AdamC's Llama runs. :meth:`preset` gives the rules
-    of timm, nanoGPT and the Hugging Face Trainer.
+    types whose parameters (at any depth) never decay; ``embeddings`` False keeps
+    ``nn.Embedding`` weights from decaying; ``use_model_hook`` honours the model's
+    ``no_weight_decay()`` (timm's convention). ``normalized`` (fnmatch patterns) marks the
+    tensors AdamC treats as normalized layers (mode ``corrected``); by default every decaying
+    Linear or convolution weight except the output layer's (the last one), as in AdamC's Llama
+    runs. :meth:`preset` gives the rules of timm, nanoGPT and the Hugging Face Trainer.
     """
 
     everything: bool = False
@@ -84,7 +84,8 @@ class DecayRule:
     def reasons(self, model: nn.Module) -> dict[str, tuple[bool, str]]:
         """For each parameter name: (decays?, why)."""
         owner: dict[str, nn.Module] = {}
-        for mod_name, mod in model.named_modules():
+        modules = dict(model.named_modules())
+        for mod_name, mod in modules.items():
             for p_name, _ in mod.named_parameters(recurse=False):
                 owner[f"{mod_name}.{p_name}" if mod_name else p_name] = mod
         hook_names: set[str] = set()
@@ -101,8 +102,8 @@ class DecayRule:
                 out[name] = (False, "exclude regex")
             elif name in hook_names or any(fnmatch.fnmatchcase(name, h) for h in hook_names):
                 out[name] = (False, "model.no_weight_decay()")
-            elif mod is not None and self.exclude_types and isinstance(mod, self.exclude_types):
-                out[name] = (False, f"type {type(mod).__name__}")
+            elif excluded := self._excluded_type(name, modules):
+                out[name] = (False, f"type {excluded}")
             elif not self.embeddings and isinstance(mod, nn.Embedding):
                 out[name] = (False, "embedding")
             elif self.everything:
@@ -113,6 +114,18 @@ class DecayRule:
                 norm = mod is not None and isinstance(mod, NORM_TYPES)
                 out[name] = (False, "norm" if norm else "ndim < 2 (bias)")
         return out
+
+    def _excluded_type(self, name: str, modules: dict[str, nn.Module]) -> str:
+        """The name of an ``exclude_types`` class that holds parameter ``name`` at any depth
+        (the Hugging Face Trainer's reading: every parameter inside a LayerNorm), else ''."""
+        if not self.exclude_types:
+            return ""
+        parts = name.split(".")[:-1]
+        for depth in range(len(parts) + 1):
+            mod = modules.get(".".join(parts[:depth]))
+            if mod is not None and isinstance(mod, self.exclude_types):
+                return type(mod).__name__
+        return ""
 
     def normalized_names(self, model: nn.Module, decaying: list[str]) -> set[str]:
         """The decaying tensors AdamC (mode ``corrected``) treats as normalized layers."""
@@ -140,19 +153,13 @@ EVERYTHING = DecayRule(everything=True)
 #: bias / layernorm / rmsnorm / norm.
 HF_NO_DECAY = (r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)")
 PRESETS: dict[str, DecayRule] = {
-    "timm": DecayRule(exclude=("*.bias", "bias"), name="timm"),
+    "timm": DecayRule(exclude=("*.bias",), name="timm"),
     "nanogpt": DecayRule(use_model_hook=False, name="nanogpt"),
     "hf": DecayRule(
         everything=True,
         use_model_hook=False,
         exclude_types=(nn.LayerNorm,),
-        exclude_regex=(
-            r"bias",
-            r"layernorm",
-            r"rmsnorm",
-            r"(?:^|\.)norm(?:$|\.)",
-            r"_norm(?:$|\.)",
-        ),
+        exclude_regex=HF_NO_DECAY,
         name="hf",
     ),
 }
@@ -194,22 +201,38 @@ class DecayTable:
 
     def to_text(self, normalized: bool = False) -> str:
         """A fixed-width table of the rows and the summary line; with ``normalized``, a column
-        saying which decaying tensors AdamC (mode ``corrected``) treats as normalized layers."""
+        saying which decaying tensors AdamC (mode ``corrected``) treats as normalized layers;
+        a ``wd`` column when the rows carry their weight decay (:meth:`with_weight_decays`)."""
         w = max([len("parameter")] + [len(r["name"]) for r in self.rows])
-        extra = "  AdamC-normalized" if normalized else ""
-        lines = [f"{'parameter':<{w}}  {'shape':<14} {'count':>10}  decays  why{extra}"]
+        why_w = max([len("why")] + [len(r["why"]) for r in self.rows])
+        has_wd = any("wd" in r for r in self.rows)
+        head = f"{'parameter':<{w}}  {'shape':<14} {'count':>10}  decays  {'why':<{why_w}}"
+        head += "  wd" + " " * 8 if has_wd else ""
+        lines = [(head + ("  AdamC-normalized" if normalized else "")).rstrip()]
         for r in self.rows:
             shape = "×".join(map(str, r["shape"])) or "scalar"
             line = (
                 f"{r['name']:<{w}}  {shape:<14} {r['numel']:>10,}  "
-                f"{'yes' if r['decays'] else 'no':<6}  {r['why']}"
+                f"{'yes' if r['decays'] else 'no':<6}  {r['why']:<{why_w}}"
             )
+            if has_wd:
+                wd = r.get("wd")
+                line += f"  {'-' if wd is None else f'{wd:g}':<10}"
             if normalized:
-                flag = ("yes" if r.get("normalized") else "no") if r["decays"] else "-"
-                line = f"{line:<{w + 50}}  {flag}"
-            lines.append(line)
+                line += "  " + (("yes" if r.get("normalized") else "no") if r["decays"] else "-")
+            lines.append(line.rstrip())
         lines.append(self.summary())
         return "\n".join(lines)
+
+    def with_weight_decays(self, groups: list[dict], decay: Decay, step: int = 0) -> DecayTable:
+        """This table with each row's weight decay at optimizer step ``step``, from
+        :func:`param_groups`' groups (``None`` where the tensor does not decay)."""
+        wd_of: dict[str, float | None] = {}
+        for g in groups:
+            for name in g.get("names", []):
+                wd_of[name] = decay.wd_at(step, g) if g.get("decay", True) else None
+        rows = [{**r, "wd": wd_of.get(r["name"])} for r in self.rows]
+        return DecayTable(rows, self.rule)
 
     def __str__(self) -> str:
         return self.to_text()
@@ -296,8 +319,15 @@ def _group_names(
         names = [r["name"] for r in decaying if fnmatch.fnmatchcase(r["name"], pattern)]
         names = [n for n in names if n not in taken]
         if not names:
+            others = [r["name"] for r in table.rows if fnmatch.fnmatchcase(r["name"], pattern)]
+            why = (
+                f"it matches only {len(others)} tensors that do not decay under the rule"
+                if others
+                else "check the names with `wdlab inspect` or model.named_parameters()"
+            )
             raise ValueError(
-                f"weight decay for {pattern!r}: the pattern matches no decaying parameter"
+                f"weight decay for {pattern!r}: the pattern matches no decaying parameter "
+                f"that an earlier pattern did not take ({why})"
             )
         taken |= set(names)
         out.append((names, float(wd), {"wdlab_wd": float(wd), "pattern": pattern}))

@@ -1,0 +1,330 @@
+"""A lint for weight decay in code you already have: :func:`audit`.
+
+``audit(optimizer, model)`` reads any torch optimizer's parameter groups (built by hand, by
+timm, Hugging Face, Lightning or :func:`wdlab.param_groups`) and says, tensor by tensor, whether
+it decays, by what formula for that optimizer class (coupled for SGD and Adam, decoupled for
+AdamW, … from :mod:`wdlab.optimizers`; an attached :class:`wdlab.Decay` too) and with what weight
+decay. It names the known mistakes (:data:`CHECKS`):
+
+* ``decayed-norm`` / ``decayed-bias``: norm weights or biases that decay (warnings);
+  ``decayed-embedding``: embedding tables that decay (a note: recipes differ);
+* ``adam-l2``: Adam-family ``weight_decay`` (L2 that Adam rescales) where AdamW was likely meant;
+* ``missing``: trainable parameters of the model in no param group (never updated);
+* ``duplicate``: a parameter in two groups (or twice in one, or in two optimizers);
+* ``lr-wd``: lr·wd ≥ 1, so a step multiplies the weights by 1 − lr·wd ≤ 0;
+* ``double-decay``: the optimizer's own ``weight_decay`` under an attached wdlab ``Decay``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from wdlab.decay import FORMULAS, NORM_TYPES
+from wdlab.optimizers import class_name, optimizer_spec
+
+#: Every finding code and its severity (``warning``: almost surely a mistake; ``note``: a
+#: choice worth knowing about).
+CHECKS: dict[str, str] = {
+    "decayed-norm": "warning",
+    "decayed-bias": "warning",
+    "decayed-embedding": "note",
+    "adam-l2": "warning",
+    "missing": "warning",
+    "duplicate": "warning",
+    "lr-wd": "warning",
+    "double-decay": "warning",
+}
+ADAM_FAMILY = ("Adam", "NAdam", "RAdam", "Adamax")
+_NORM_NAME = re.compile(r"norm|(?:^|\.)(?:ln|bn|gn)[_\d]*\.")
+SHOWN = 4  # names listed in one finding before "…"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One mistake found: its code (a key of :data:`CHECKS`), severity and one-line message
+    (what, where, and the fix); ``params`` the tensors it concerns, ``group`` the param group."""
+
+    code: str
+    severity: str
+    message: str
+    params: tuple[str, ...] = ()
+    group: int | None = None
+
+
+@dataclass
+class AuditReport:
+    """What :func:`audit` found: one row per tensor, the findings, printable and JSON-able."""
+
+    optimizer: str
+    rows: list[dict]
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """No warnings (notes allowed)."""
+        return not any(f.severity == "warning" for f in self.findings)
+
+    def codes(self) -> list[str]:
+        """The finding codes, in order."""
+        return [f.code for f in self.findings]
+
+    def to_dict(self) -> dict:
+        """JSON-ready form (the same content as :meth:`to_text`)."""
+        return {
+            "optimizer": self.optimizer,
+            "parameters": self.rows,
+            "findings": [asdict(f) | {"params": list(f.params)} for f in self.findings],
+            "ok": self.ok,
+        }
+
+    def to_text(self) -> str:
+        """The per-tensor table, the formulas it refers to, and the findings."""
+        cells = [
+            (
+                r["name"],
+                "×".join(map(str, r["shape"])) or "scalar",
+                ",".join(map(str, r["groups"])) or "-",
+                r["kind"],
+                "yes" if r["decays"] else "no",
+                " + ".join(f"{d['wd']:g}" for d in r["decay"]) or "0",
+                " + ".join(d["mode"] for d in r["decay"]) or "-",
+            )
+            for r in self.rows
+        ]
+        head = ("parameter", "shape", "group", "kind", "decays", "wd", "how")
+        widths = [max(len(c[i]) for c in [head, *cells]) for i in range(len(head))]
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+            for row in [head, *cells]
+        ]
+        formulas = {
+            f"{d['by']} is {d['mode']}: {d['formula']}" for r in self.rows for d in r["decay"]
+        }
+        lines += sorted(formulas)
+        n_dec = sum(r["decays"] for r in self.rows)
+        lines.append(f"{self.optimizer}: {n_dec} of {len(self.rows)} tensors decay")
+        lines += [f"{f.severity}: [{f.code}] {f.message}" for f in self.findings]
+        lines.append("no weight-decay mistakes found" if not self.findings else self._tally())
+        return "\n".join(lines)
+
+    def _tally(self) -> str:
+        n = {s: sum(f.severity == s for f in self.findings) for s in ("warning", "note")}
+        return f"{n['warning']} warning(s), {n['note']} note(s)"
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+
+def audit(
+    optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
+    model: nn.Module | None = None,
+) -> AuditReport:
+    """Lint the weight decay of ``optimizer`` (one, or several sharing ``model``): per tensor
+    whether and how it decays, and the known mistakes (see the module docstring)."""
+    opts = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
+    if not opts or not all(isinstance(o, torch.optim.Optimizer) for o in opts):
+        raise ValueError("audit needs a torch.optim optimizer (or a list of them)")
+    if model is not None and not isinstance(model, nn.Module):
+        raise ValueError(f"audit's model must be a torch.nn.Module, got {type(model).__name__}")
+    names, kinds = _names_and_kinds(model)
+    rows: dict[int, dict] = {}
+    findings: list[Finding] = []
+    gi = 0
+    for opt in opts:
+        label = class_name(opt) if len(opts) == 1 else f"{class_name(opt)} #{opts.index(opt)}"
+        for group in opt.param_groups:
+            entries = _group_decay(opt, group)
+            for j, p in enumerate(group["params"]):
+                name = names.get(id(p), f"group{gi}.params[{j}]")
+                row = rows.setdefault(id(p), _row(name, p, kinds.get(id(p))))
+                row["groups"].append(gi)
+                row["decay"] += entries
+                row["decays"] = bool(row["decay"])
+            findings += _group_findings(opt, label, gi, group, entries)
+            gi += 1
+    for name, p in model.named_parameters() if model is not None else ():
+        if p.requires_grad and id(p) not in rows:  # in no group: listed, and a finding
+            rows[id(p)] = _row(name, p, kinds.get(id(p)))
+    table = list(rows.values())
+    findings = _tensor_findings(table) + findings
+    return AuditReport(" + ".join(class_name(o) for o in opts), table, findings)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _names_and_kinds(model: nn.Module | None) -> tuple[dict[int, str], dict[int, str]]:
+    """Each parameter's name and kind (norm, bias, embedding, 1-D, weight) by ``id``."""
+    if model is None:
+        return {}, {}
+    names, kinds = {}, {}
+    for mod_name, mod in model.named_modules():
+        for p_name, p in mod.named_parameters(recurse=False):
+            full = f"{mod_name}.{p_name}" if mod_name else p_name
+            if id(p) in names:
+                continue
+            names[id(p)] = full
+            kinds[id(p)] = _kind(full, p, mod)
+    return names, kinds
+
+
+def _kind(name: str, p: torch.Tensor, owner: nn.Module) -> str:
+    last = name.rsplit(".", 1)[-1].lower()
+    if isinstance(owner, NORM_TYPES) or (p.dim() <= 1 and _NORM_NAME.search(name.lower())):
+        return "norm"
+    if isinstance(owner, (nn.Embedding, nn.EmbeddingBag)):
+        return "embedding"
+    if last == "bias" or (p.dim() <= 1 and "bias" in last):
+        return "bias"
+    return "1-D" if p.dim() < 2 else "weight"
+
+
+def _row(name: str, p: torch.Tensor, kind: str | None) -> dict:
+    if kind is None:
+        kind = "1-D" if p.dim() < 2 else "weight"
+    return {
+        "name": name,
+        "shape": list(p.shape),
+        "numel": p.numel(),
+        "kind": kind,
+        "groups": [],
+        "decays": False,
+        "decay": [],
+    }
+
+
+def _builtin_meaning(opt: torch.optim.Optimizer, group: dict) -> str | None:
+    """What the optimizer's own ``weight_decay`` means for this group: ``coupled``,
+    ``decoupled``, ``None`` (no weight decay) or ``unknown`` (a class wdlab does not know)."""
+    try:
+        spec = optimizer_spec(class_name(opt))
+    except ValueError:
+        return "unknown" if "weight_decay" in group else None
+    return spec.builtin_meaning(group)
+
+
+def _group_decay(opt: torch.optim.Optimizer, group: dict) -> list[dict]:
+    """How this group decays: the optimizer's own weight_decay, an attached wdlab Decay."""
+    out = []
+    name = class_name(opt)
+    own = float(group.get("weight_decay", 0.0) or 0.0)
+    meaning = _builtin_meaning(opt, group)
+    if own > 0 and meaning is not None:
+        text = FORMULAS.get(
+            meaning, "wdlab does not know whether it is coupled or decoupled; see its docs"
+        )
+        out.append({"by": f"{name}(weight_decay)", "mode": meaning, "wd": own, "formula": text})
+    decay = getattr(opt, "_wdlab_decay", None)
+    if decay is not None and group.get("decay", True) and decay.mode not in ("none", "builtin"):
+        wd = decay.wd_at(group.get("wdlab", {}).get("step", 0), group)
+        if wd > 0 or decay.schedule is not None:
+            out.append(
+                {"by": "wdlab Decay", "mode": decay.mode, "wd": wd, "formula": decay.formula}
+            )
+    return out
+
+
+def _finding(code: str, message: str, params: Sequence[str] = (), group: int | None = None):
+    return Finding(code, CHECKS[code], message, tuple(params), group)
+
+
+def _count(n: int, kind: str) -> str:
+    return f"{n} {kind} tensor{'s' if n != 1 else ''}"
+
+
+def _listed(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:SHOWN])
+    return shown + (f", … ({len(names) - SHOWN} more)" if len(names) > SHOWN else "")
+
+
+def _tensor_findings(rows: list[dict]) -> list[Finding]:
+    """Norms, biases and embeddings that decay; parameters in no group or in two."""
+    out = []
+    fixes = {
+        "norm": "norm gains decay toward 0, against what the normalisation learns",
+        "bias": "biases set offsets, not capacity; decaying them only pulls them to 0",
+        "embedding": "a choice: nanoGPT and timm decay embeddings, many fine-tuning recipes "
+        "do not (DecayRule(embeddings=False))",
+    }
+    for kind, why in fixes.items():
+        hit = [r for r in rows if r["decays"] and r["kind"] == kind]
+        if hit:
+            n, hit_names = sum(r["numel"] for r in hit), [r["name"] for r in hit]
+            keep = "" if kind == "embedding" else "; keep them out with wdlab.param_groups(model)"
+            verb = "decays" if len(hit) == 1 else "decay"
+            message = f"{_count(len(hit), kind)} ({n:,} parameters) {verb}: {_listed(hit_names)}"
+            out.append(_finding(f"decayed-{kind}", f"{message}; {why}{keep}", hit_names))
+    twice = [r for r in rows if len(r["groups"]) > 1]
+    if twice:
+        where = "; ".join(f"{r['name']} in groups {r['groups']}" for r in twice[:SHOWN])
+        out.append(
+            _finding(
+                "duplicate",
+                f"{_count(len(twice), 'shared')} in more than one param group ({where}): each step "
+                "updates (and decays) them once per group; keep each tensor in one group",
+                [r["name"] for r in twice],
+            )
+        )
+    missing = [r["name"] for r in rows if not r["groups"]]
+    if missing:
+        out.append(
+            _finding(
+                "missing",
+                f"{_count(len(missing), 'trainable')} in no param group: {_listed(missing)}; "
+                "the optimizer never updates or decays them (add them, or set "
+                "requires_grad=False if they are frozen on purpose)",
+                missing,
+            )
+        )
+    return out
+
+
+def _group_findings(
+    opt: torch.optim.Optimizer, label: str, gi: int, group: dict, entries: list[dict]
+) -> list[Finding]:
+    """Adam's L2 where AdamW was meant, lr·wd ≥ 1, and decay from two sources at once."""
+    out = []
+    name = class_name(opt)
+    own = float(group.get("weight_decay", 0.0) or 0.0)
+    if not group["params"]:
+        return out
+    if name in ADAM_FAMILY and own > 0 and _builtin_meaning(opt, group) == "coupled":
+        out.append(
+            _finding(
+                "adam-l2",
+                f"param group {gi}: {label}(weight_decay={own:g}) adds wd·w to the gradient, "
+                f"which {name} then divides by √v, so weights with large gradients barely decay"
+                f"; AdamW was likely meant: torch.optim.AdamW(..., weight_decay={own:g}) or "
+                f"{name}(..., decoupled_weight_decay=True)",
+                group=gi,
+            )
+        )
+    for e in entries:
+        lr = float(group.get("lr", 0.0))
+        rate = e["wd"] if e["mode"] == "independent" else lr * e["wd"]
+        if rate >= 1:
+            what = "wd" if e["mode"] == "independent" else "lr·wd"
+            out.append(
+                _finding(
+                    "lr-wd",
+                    f"param group {gi}: {what} = {rate:g} ≥ 1 ({e['by']}, {e['mode']}): for SGD "
+                    f"and decoupled decay a step multiplies the weights by {1 - rate:g} ≤ 0, "
+                    "which flips or zeroes them; use a smaller lr or weight decay",
+                    group=gi,
+                )
+            )
+    if len(entries) > 1:
+        out.append(
+            _finding(
+                "double-decay",
+                f"param group {gi} decays twice: {' and '.join(e['by'] for e in entries)}; set "
+                "weight_decay=0 in that group (wdlab.param_groups(model, decay) does)",
+                group=gi,
+            )
+        )
+    return out

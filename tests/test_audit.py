@@ -1,0 +1,270 @@
+"""``wdlab.audit`` and ``wdlab audit``: each known mistake is built here and must be named."""
+
+import json
+import sys
+import textwrap
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from wdlab.audit import CHECKS, audit
+from wdlab.cli import main
+from wdlab.decay import Decay, param_groups
+
+
+class Net(nn.Module):
+    """An embedding, two Linear layers with biases, a LayerNorm: 7 tensors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(10, 4)
+        self.fc = nn.Linear(4, 4)
+        self.norm = nn.LayerNorm(4)
+        self.head = nn.Linear(4, 2)
+
+
+def _rows(report) -> dict[str, dict]:
+    return {r["name"]: r for r in report.rows}
+
+
+def _only(report, code):
+    (finding,) = [f for f in report.findings if f.code == code]
+    return finding
+
+
+def test_decayed_norms_biases_and_embeddings_are_named():
+    model = Net()
+    report = audit(torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=1e-4), model)
+    norm = _only(report, "decayed-norm")
+    assert norm.severity == "warning" and norm.params == ("norm.weight", "norm.bias")
+    assert norm.message.startswith("2 norm tensors (8 parameters) decay: norm.weight, norm.bias")
+    assert "wdlab.param_groups(model)" in norm.message
+    bias = _only(report, "decayed-bias")
+    assert bias.params == ("fc.bias", "head.bias") and bias.severity == "warning"
+    emb = _only(report, "decayed-embedding")
+    assert emb.params == ("emb.weight",) and emb.severity == "note"
+    assert not report.ok
+    rows = _rows(report)
+    assert [rows[n]["kind"] for n in ("emb.weight", "fc.weight", "fc.bias", "norm.weight")] == [
+        "embedding",
+        "weight",
+        "bias",
+        "norm",
+    ]
+
+
+def test_adam_weight_decay_where_adamw_was_meant():
+    model = Net()
+    weights = [model.fc.weight, model.head.weight]
+    report = audit(torch.optim.Adam(weights, lr=1e-3, weight_decay=0.01), model)
+    f = _only(report, "adam-l2")
+    assert f.group == 0 and f.message.startswith("param group 0: Adam(weight_decay=0.01)")
+    assert "AdamW was likely meant: torch.optim.AdamW(..., weight_decay=0.01)" in f.message
+    for fine in (
+        torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01),
+        torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=0.01, decoupled_weight_decay=1),
+        torch.optim.Adam(model.parameters(), lr=1e-3),
+    ):
+        assert "adam-l2" not in audit(fine, model).codes()
+
+
+def test_effective_formula_per_optimizer_class():
+    model = Net()
+    cases = {
+        torch.optim.SGD: ("coupled", "g ← g + wd·w"),
+        torch.optim.Adam: ("coupled", "g ← g + wd·w"),
+        torch.optim.RMSprop: ("coupled", "g ← g + wd·w"),
+        torch.optim.AdamW: ("decoupled", "w ← w·(1 − lr_t·wd)"),
+    }
+    for cls, (mode, formula) in cases.items():
+        report = audit(cls(model.fc.parameters(), lr=1e-3, weight_decay=0.05), model)
+        (entry,) = _rows(report)["fc.weight"]["decay"]
+        assert entry["mode"] == mode and entry["wd"] == 0.05 and formula in entry["formula"]
+        assert entry["by"] == f"{cls.__name__}(weight_decay)"
+        assert f"{cls.__name__}(weight_decay) is {mode}: {formula}" in report.to_text()
+    # decoupled Adam, an optimizer without weight decay, one wdlab does not know
+    adam_d = torch.optim.Adam(model.parameters(), weight_decay=0.1, decoupled_weight_decay=True)
+    assert _rows(audit(adam_d, model))["fc.weight"]["decay"][0]["mode"] == "decoupled"
+    assert not _rows(audit(torch.optim.Rprop(model.parameters()), model))["fc.weight"]["decays"]
+    assert not _rows(audit(torch.optim.LBFGS(model.parameters()), model))["fc.weight"]["decays"]
+
+    class MyOpt(torch.optim.Optimizer):
+        def __init__(self, params):
+            super().__init__(params, {"lr": 0.1, "weight_decay": 0.02})
+
+    (entry,) = _rows(audit(MyOpt(model.parameters()), model))["fc.weight"]["decay"]
+    assert entry["mode"] == "unknown" and "does not know" in entry["formula"]
+
+
+def test_an_attached_decay_is_read_and_double_decay_named():
+    model = Net()
+    decay = Decay("decoupled", 0.1)
+    opt = torch.optim.Adam(param_groups(model, decay)[0], lr=1e-3)
+    decay.attach(opt)
+    report = audit(opt, model)
+    rows = _rows(report)
+    assert rows["fc.weight"]["decay"] == [
+        {"by": "wdlab Decay", "mode": "decoupled", "wd": 0.1, "formula": decay.formula}
+    ]
+    assert not rows["fc.bias"]["decays"] and not rows["norm.weight"]["decays"]
+    assert report.codes() == ["decayed-embedding"] and report.ok  # a note only
+
+    opt = torch.optim.AdamW([model.fc.weight], lr=1e-3)  # AdamW's default 0.01 stays
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Decay("decoupled", 0.1).attach(opt)
+    f = _only(audit(opt, model), "double-decay")
+    assert f.group == 0
+    assert f.message.startswith("param group 0 decays twice: AdamW(weight_decay) and wdlab Decay")
+    assert "set weight_decay=0 in that group" in f.message
+
+
+def test_parameters_missing_from_every_group():
+    model = Net()
+    model.emb.weight.requires_grad_(False)  # frozen on purpose: not a mistake
+    opt = torch.optim.AdamW([model.fc.weight, model.norm.weight, model.norm.bias], lr=1e-3)
+    f = _only(audit(opt, model), "missing")
+    assert f.params == ("fc.bias", "head.weight", "head.bias")
+    assert f.message.startswith("3 trainable tensors in no param group: fc.bias, head.weight")
+    assert _rows(audit(opt, model))["head.weight"]["groups"] == []
+
+
+def test_a_parameter_in_two_groups_or_two_optimizers():
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt.param_groups.append({**opt.param_groups[0], "params": [model.fc.weight]})
+    f = _only(audit(opt, model), "duplicate")
+    assert f.params == ("fc.weight",) and "fc.weight in groups [0, 1]" in f.message
+    with pytest.warns(UserWarning, match="duplicate parameters"):
+        twice = torch.optim.SGD([model.fc.weight, model.fc.weight], lr=0.1)
+    assert _only(audit(twice, model), "duplicate").params == ("fc.weight",)
+    a = torch.optim.SGD(model.parameters(), lr=0.1)
+    b = torch.optim.SGD(model.head.parameters(), lr=0.1)
+    report = audit([a, b], model)
+    assert _only(report, "duplicate").params == ("head.weight", "head.bias")
+    assert report.optimizer == "SGD + SGD"
+
+
+@pytest.mark.parametrize(
+    "make, fragment",
+    [
+        (
+            lambda p: torch.optim.SGD(p, lr=10, weight_decay=0.5),
+            "lr·wd = 5 ≥ 1 (SGD(weight_decay), coupled)",
+        ),
+        (
+            lambda p: torch.optim.AdamW(p, lr=2, weight_decay=0.5),
+            "lr·wd = 1 ≥ 1 (AdamW(weight_decay), decoupled)",
+        ),
+    ],
+)
+def test_lr_times_wd_at_least_one(make, fragment):
+    model = Net()
+    f = _only(audit(make([model.fc.weight, model.head.weight]), model), "lr-wd")
+    assert f.message.startswith("param group 0: " + fragment)
+    assert "flips or zeroes them" in f.message
+
+
+def test_lr_times_wd_through_an_attached_decay():
+    model = Net()
+    opt = torch.optim.SGD(param_groups(model)[0], lr=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Decay("decoupled", 0.5).attach(opt)
+    assert "(wdlab Decay, decoupled)" in _only(audit(opt, model), "lr-wd").message
+
+
+def test_clean_setup_and_without_a_model():
+    model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 1))
+    decay = Decay("decoupled", 0.01)
+    opt = torch.optim.Adam(param_groups(model, decay)[0], lr=1e-3)
+    decay.attach(opt)
+    report = audit(opt, model)
+    assert report.findings == [] and report.ok
+    assert report.to_text().endswith("Adam: 2 of 6 tensors decay\nno weight-decay mistakes found")
+    assert str(report) == report.to_text()
+    bare = audit(torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.1))
+    assert [r["name"] for r in bare.rows][:2] == ["group0.params[0]", "group0.params[1]"]
+    assert {r["kind"] for r in bare.rows} == {"weight", "1-D"}
+
+
+def test_bad_arguments_are_one_line():
+    with pytest.raises(ValueError, match=r"audit needs a torch\.optim optimizer"):
+        audit(nn.Linear(2, 2))
+    with pytest.raises(ValueError, match=r"model must be a torch\.nn\.Module, got SGD"):
+        opt = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
+        audit(opt, opt)
+
+
+def test_every_check_code_can_be_produced():
+    """The codes above cover CHECKS."""
+    assert set(CHECKS) == {
+        "decayed-norm",
+        "decayed-bias",
+        "decayed-embedding",
+        "adam-l2",
+        "missing",
+        "duplicate",
+        "lr-wd",
+        "double-decay",
+    }
+
+
+SETUP = """
+import torch
+from torch import nn
+
+def setup():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 1))
+    return model, torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=0.01)
+
+def clean():
+    model = nn.Linear(4, 1, bias=False)
+    return model, torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+
+def not_a_pair():
+    return 3
+"""
+
+
+@pytest.fixture
+def setup_module(tmp_path, monkeypatch):
+    (tmp_path / "mytrain_audit.py").write_text(textwrap.dedent(SETUP))
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    sys.modules.pop("mytrain_audit", None)
+
+
+def test_cli_text_json_and_exit_status(setup_module, capsys):
+    assert main(["audit", "mytrain_audit:setup"]) == 1  # warnings found
+    text = capsys.readouterr().out
+    assert "[adam-l2]" in text and "[decayed-norm]" in text and "[decayed-bias]" in text
+    assert main(["audit", "mytrain_audit:setup", "--json"]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    from mytrain_audit import setup
+
+    assert doc == json.loads(json.dumps(audit(*reversed(setup())).to_dict()))
+    assert [f["code"] for f in doc["findings"]] == ["decayed-norm", "decayed-bias", "adam-l2"]
+    assert doc["parameters"][0]["decay"][0]["mode"] == "coupled" and doc["ok"] is False
+    assert main(["audit", str(setup_module / "mytrain_audit.py") + ":clean"]) == 0
+    assert "no weight-decay mistakes found" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "target, fragment",
+    [
+        ("mytrain_audit", "expected MODULE:FUNCTION"),
+        ("no_such_module_xyz:setup", "cannot load 'no_such_module_xyz:setup'"),
+        ("mytrain_audit:nothing", "cannot load 'mytrain_audit:nothing'"),
+        ("mytrain_audit:not_a_pair", "must return (model, optimizer), got int"),
+        ("missing_file.py:setup", "no file missing_file.py"),
+    ],
+)
+def test_cli_bad_target_is_one_line_and_exit_2(setup_module, capsys, target, fragment):
+    assert main(["audit", target]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0], err

@@ -1,0 +1,416 @@
+"""Which tensors decay (rule presets held to the libraries they name), per-group weight decays,
+weight-decay schedules, and what ``wdlab inspect`` shows of them."""
+
+import json
+import math
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+from torch import nn
+
+from wdlab.cli import main
+from wdlab.data import Dataset
+from wdlab.decay import (
+    DEFAULT_RULE,
+    Decay,
+    DecayRule,
+    DecayTable,
+    cosine,
+    decay_table,
+    linear,
+    param_groups,
+)
+
+
+class Mixed(nn.Module):
+    """15 tensors on which the Hugging Face Trainer's rule and wdlab's default differ on 6:
+    BatchNorm and GroupNorm weights, a 1-D gain and a 0-D logit scale (HF decays them: not
+    LayerNorm, no bias/norm in the name), a 2-D relative-position bias and a Linear named
+    layernorm_proj (HF does not: "bias" / "layernorm" in the name)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+        self.proj = nn.Linear(4, 4)
+        self.ln = nn.LayerNorm(4)
+        self.bn = nn.BatchNorm1d(4)
+        self.gn = nn.GroupNorm(2, 4)
+        self.q_norm = nn.RMSNorm(4)
+        self.layernorm_proj = nn.Linear(4, 4, bias=False)
+        self.rel_pos_bias = nn.Parameter(torch.zeros(3, 3))
+        self.scale = nn.Parameter(torch.ones(4))
+        self.logit_scale = nn.Parameter(torch.tensor(1.0))
+        self.head = nn.Linear(4, 2, bias=False)
+
+
+class WithHook(nn.Module):
+    """timm's and nanoGPT's edge cases: a 2-D tensor named ``….bias``, a top-level 2-D tensor
+    named ``bias``, and a model ``no_weight_decay()`` naming a 2-D tensor and a wildcard."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = Mixed()
+        self.attn = nn.Module()
+        self.attn.bias = nn.Parameter(torch.zeros(2, 3))
+        self.bias = nn.Parameter(torch.zeros(2, 2))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 5, 4))
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, 4))
+
+    def no_weight_decay(self) -> set[str]:
+        return {"pos_embed", "body.emb.*"}
+
+
+def _decaying(model: nn.Module, rule: DecayRule) -> set[str]:
+    return {r["name"] for r in decay_table(model, rule).rows if r["decays"]}
+
+
+def test_hf_preset_equals_the_trainers_own_function():
+    """The real ``Trainer.get_decay_parameter_names`` (transformers installs here without a
+    CUDA torch); on Mixed it differs from wdlab's default on 6 of 15 tensors."""
+    trainer = pytest.importorskip("transformers.trainer")
+    for model in (Mixed(), WithHook()):
+        names = {n for n, _ in model.named_parameters()}
+        hf = set(trainer.Trainer.get_decay_parameter_names(None, model)) & names
+        assert _decaying(model, DecayRule.preset("hf")) == hf
+    model = Mixed()
+    assert len(list(model.parameters())) == 15
+    differ = _decaying(model, DEFAULT_RULE) ^ _decaying(model, DecayRule.preset("hf"))
+    assert differ == {
+        "bn.weight",
+        "gn.weight",
+        "scale",
+        "logit_scale",
+        "rel_pos_bias",
+        "layernorm_proj.weight",
+    }
+
+
+def _timm(model: nn.Module) -> set[str]:
+    """timm's ``param_groups_weight_decay`` (huggingface/pytorch-image-models,
+    timm/optim/_param_groups.py), transcribed: no decay if ``param.ndim <= 1 or
+    name.endswith(".bias") or _matches_pattern(name, no_weight_decay_list)``, the list being
+    ``model.no_weight_decay()`` and the match ``fnmatch``. (timm itself does not import here:
+    it needs torchvision.)"""
+    import fnmatch
+
+    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    return {
+        name
+        for name, param in model.named_parameters()
+        if not (
+            param.ndim <= 1
+            or name.endswith(".bias")
+            or any(fnmatch.fnmatch(name, pattern) for pattern in skip)
+        )
+    }
+
+
+def _nanogpt(model: nn.Module) -> set[str]:
+    """nanoGPT's ``configure_optimizers`` (karpathy/nanoGPT, model.py), transcribed:
+    ``decay_params = [p for n, p in param_dict.items() if p.dim() >= 2]``; it never asks the
+    model for ``no_weight_decay()``."""
+    return {name for name, p in model.named_parameters() if p.dim() >= 2}
+
+
+@pytest.mark.parametrize("model", [Mixed(), WithHook()], ids=["mixed", "with-hook"])
+def test_timm_and_nanogpt_presets_equal_their_transcriptions(model):
+    assert _decaying(model, DecayRule.preset("timm")) == _timm(model)
+    assert _decaying(model, DecayRule.preset("nanogpt")) == _nanogpt(model)
+
+
+def test_the_presets_differ_where_the_libraries_do():
+    model = WithHook()
+    default, timm = _decaying(model, DEFAULT_RULE), _decaying(model, DecayRule.preset("timm"))
+    nanogpt = _decaying(model, DecayRule.preset("nanogpt"))
+    assert default - timm == {"attn.bias"}  # 2-D, but its name ends in .bias
+    assert nanogpt - default == {"pos_embed", "body.emb.weight"}  # nanoGPT ignores the hook
+    assert "bias" in timm  # a top-level name "bias" does not end in ".bias"
+
+
+def test_unknown_preset_is_one_clear_line():
+    with pytest.raises(
+        ValueError, match=r"^unknown rule preset 'keras'; valid: timm, nanogpt, hf$"
+    ):
+        DecayRule.preset("keras")
+
+
+def test_exclude_types_reaches_parameters_at_any_depth():
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = nn.Linear(3, 3)
+
+    model = nn.Sequential(Block(), nn.Linear(3, 3))
+    rows = decay_table(model, DecayRule(exclude_types=(Block,))).rows
+    assert [(r["name"], r["decays"], r["why"]) for r in rows][:2] == [
+        ("0.inner.weight", False, "type Block"),
+        ("0.inner.bias", False, "type Block"),
+    ]
+
+
+# -- per-group weight decay -------------------------------------------------------------------
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb = nn.Embedding(6, 4)
+        self.proj = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 1)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.proj(self.emb(idx)))).squeeze(-1)
+
+
+IDX = torch.arange(6).repeat(3)
+TARGET = torch.linspace(-1, 1, 18)
+
+
+def _fit(model: nn.Module, opt: torch.optim.Optimizer, steps: int = 10, before_step=None):
+    for step in range(steps):
+        opt.zero_grad()
+        (model(IDX) - TARGET).pow(2).mean().backward()
+        if before_step is not None:
+            before_step(step)
+        opt.step()
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_per_group_weight_decay_equals_adamw_with_those_groups():
+    """``weight_decays={"emb.*": 1e-5}``: the embedding decays at 1e-5, the other weights at
+    0.1, biases not at all; the same groups handed to AdamW give the same weights, bitwise."""
+    decay = Decay("decoupled", 0.1)
+    model = Tiny()
+    groups, _ = param_groups(model, decay, weight_decays={"emb.*": 1e-5})
+    assert [(g["names"], g["decay"], g.get("wdlab_wd")) for g in groups] == [
+        (["emb.weight"], True, 1e-5),
+        (["proj.weight", "head.weight"], True, None),
+        (["proj.bias", "head.bias"], False, None),
+    ]
+    opt = torch.optim.Adam(groups, lr=0.05)
+    decay.attach(opt)
+    ours = _fit(model, opt)
+
+    ref = Tiny()
+    named = dict(ref.named_parameters())
+    adamw = torch.optim.AdamW(
+        [
+            {"params": [named["emb.weight"]], "weight_decay": 1e-5},
+            {"params": [named["proj.weight"], named["head.weight"]], "weight_decay": 0.1},
+            {"params": [named["proj.bias"], named["head.bias"]], "weight_decay": 0.0},
+        ],
+        lr=0.05,
+    )
+    assert torch.equal(ours, _fit(ref, adamw))
+
+
+def test_per_group_weight_decay_for_builtin_goes_to_the_optimizer():
+    groups, _ = param_groups(Tiny(), Decay("builtin", 0.1), weight_decays={"emb.*": 1e-5})
+    assert [g["weight_decay"] for g in groups] == [1e-5, 0.1, 0.0]
+
+
+@pytest.mark.parametrize(
+    "weight_decays, fragment",
+    [
+        ({"encoder.*": 1e-5}, "matches no decaying parameter"),
+        ({"*.bias": 0.0}, "it matches only 2 tensors that do not decay under the rule"),
+        ({"*.weight": 0.1, "emb.*": 1e-5}, "that an earlier pattern did not take"),
+        ({"emb.*": -1.0}, "weight decay must be a finite number >= 0"),
+    ],
+)
+def test_per_group_weight_decay_bad_input(weight_decays, fragment):
+    with pytest.raises(ValueError, match=fragment) as info:
+        param_groups(Tiny(), Decay("decoupled", 0.1), weight_decays=weight_decays)
+    assert "\n" not in str(info.value)
+
+
+# -- weight-decay schedules -------------------------------------------------------------------
+
+
+def test_cosine_and_linear_ramps():
+    s = cosine(0.04, 0.4, 100)
+    assert [s(0), s(50), s(100), s(1000)] == pytest.approx([0.04, 0.22, 0.4, 0.4], rel=1e-12)
+    assert linear(0.0, 1.0, 4)(1) == 0.25 and linear(0.0, 1.0, 4)(9) == 1.0
+    assert s.describe() == "cosine 0.04 → 0.4 over 100 steps"
+    assert Decay("decoupled", 0.04, schedule="cosine:0.04:0.4:100").schedule == s
+
+
+def test_cosine_equals_dinos_schedule():
+    """DINO's ``cosine_scheduler`` (facebookresearch/dino, utils.py), transcribed for the
+    weight decay (no warmup): ``final + 0.5·(base − final)·(1 + cos(π·i/len(iters)))``."""
+    base, final, n = 0.04, 0.4, 37
+    dino = [final + 0.5 * (base - final) * (1 + math.cos(math.pi * i / n)) for i in range(n)]
+    ours = cosine(base, final, n)
+    assert [ours(i) for i in range(n)] == pytest.approx(dino, rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.parametrize(
+    "schedule", [cosine(0.04, 0.4, 8), lambda step: 0.05 * (step % 3)], ids=["cosine", "callable"]
+)
+def test_scheduled_decay_equals_adamw_with_the_wd_set_each_step(schedule):
+    """DINO's loop sets ``param_group["weight_decay"] = wd_schedule[it]`` before each AdamW
+    step; a Decay with that schedule gives the same weights, bitwise. A group with its own
+    weight decay follows the schedule's shape: wd_group · schedule(step) / weight_decay."""
+    decay = Decay("decoupled", 0.1, schedule=schedule)
+    model = Tiny()
+    groups, _ = param_groups(model, decay, weight_decays={"emb.*": 0.01})
+    opt = torch.optim.Adam(groups, lr=0.05)
+    decay.attach(opt)
+    ours = _fit(model, opt)
+
+    ref = Tiny()
+    ref_groups, _ = param_groups(ref, Decay("builtin", 0.1), weight_decays={"emb.*": 0.01})
+    adamw = torch.optim.AdamW(ref_groups, lr=0.05)
+
+    def set_wd(step):
+        adamw.param_groups[0]["weight_decay"] = 0.01 * schedule(step) / 0.1
+        adamw.param_groups[1]["weight_decay"] = schedule(step)
+
+    assert torch.equal(ours, _fit(ref, adamw, before_step=set_wd))
+    assert opt.param_groups[0]["wdlab"]["step"] == 10
+
+
+@pytest.mark.parametrize(
+    "schedule, fragment",
+    [
+        (lambda step: -0.1 if step == 2 else 0.1, "returned -0.1 at step 2"),
+        (lambda step: math.nan, "returned nan at step 0"),
+        (lambda step: math.inf if step else 0.1, "returned inf at step 1"),
+    ],
+)
+def test_a_bad_schedule_value_is_one_clear_line(schedule, fragment):
+    """Refused when used (the first value already at attach), in one line."""
+    decay = Decay("decoupled", 0.1, schedule=schedule)
+    model = Tiny()
+    with pytest.raises(ValueError, match=fragment) as info:
+        opt = torch.optim.Adam(param_groups(model, decay)[0], lr=0.05)
+        decay.attach(opt)
+        _fit(model, opt, steps=3)
+    assert "\n" not in str(info.value) and "finite number >= 0" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "schedule, fragment",
+    [
+        ("cosine:0.04:0.4", "expected cosine|linear:START:END:STEPS"),
+        ("exp:0.04:0.4:10", "expected cosine|linear:START:END:STEPS"),
+        ("cosine:0.04:-1:10", "schedule end must be a finite number >= 0"),
+        ("linear:0:1:0", "schedule steps must be a positive integer"),
+        (0.1, "schedule must be a callable step -> wd"),
+    ],
+)
+def test_bad_schedule_specs(schedule, fragment):
+    with pytest.raises(ValueError, match=fragment):
+        Decay("decoupled", 0.1, schedule=schedule)
+
+
+def test_schedule_with_group_weight_decays_needs_a_base():
+    decay = Decay("decoupled", schedule=cosine(0.04, 0.4, 10))
+    groups, _ = param_groups(Tiny(), decay, weight_decays={"emb.*": 0.01})
+    with pytest.raises(ValueError, match="give the Decay its base weight_decay > 0"):
+        decay.attach(torch.optim.Adam(groups, lr=0.05))
+
+
+# -- what inspect and print show --------------------------------------------------------------
+
+
+def test_print_decay_table_shows_the_table():
+    table = decay_table(Mixed(), DecayRule.preset("hf"))
+    text = str(table)
+    assert text == table.to_text() and "DecayTable(" not in text
+    lines = text.splitlines()
+    assert lines[0].split() == ["parameter", "shape", "count", "decays", "why"]
+    assert lines[-1].startswith("decayed: 7 tensors") and "Hugging Face Trainer" in lines[-1]
+    assert any(line.split()[:4] == ["bn.weight", "4", "4", "yes"] for line in lines)
+    assert isinstance(table, DecayTable) and all(len(line) <= 100 for line in lines[:-1])
+
+
+def test_print_dataset_summarises():
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(30, 5, generator=g), torch.randint(0, 3, (30,), generator=g)
+    data = Dataset("toy", "multiclass", x[:20], y[:20], x[20:], y[20:], x[25:], y[25:], 3)
+    text = repr(data)
+    assert text == str(data) and "tensor(" not in text and len(text) < 120
+    assert text.startswith("Dataset('toy': multiclass, 3 classes, inputs 5")
+    assert text.endswith("rows train 20, val 5, test 10)")
+
+
+def test_inspect_rule_presets(capsys):
+    for rule, kept in (("hf", 4), ("nanogpt", 4), ("timm", 4), ("everything", 0)):
+        args = ["inspect", "mlp", "--in-dim", "6", "--hidden", "4", "--layernorm"]
+        assert main([*args, "--rule", rule, "--json"]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        assert doc["kept_tensors"] == kept, rule
+    assert main(["inspect", "mlp", "--in-dim", "6", "--hidden", "4", "--rule", "hf"]) == 0
+    out = capsys.readouterr().out
+    assert "Hugging Face Trainer" in out and "exclude regex" in out
+
+
+def test_inspect_shows_schedule_group_wds_and_adamc_column(capsys):
+    args = ["inspect", "mlp", "--in-dim", "6", "--hidden", "4,4", "--mode", "corrected"]
+    args += ["--lr", "0.1", "--weight-decay", "0.1", "--wd-schedule", "cosine:0.04:0.4:100"]
+    assert main([*args, "--group-wd", "head.*=0.01"]) == 0
+    out = capsys.readouterr().out
+    header = out.splitlines()[1].split()
+    assert header[-2:] == ["wd", "AdamC-normalized"]
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[2:8]}
+    assert rows["layers.0.weight"][-2:] == ["0.04", "yes"]  # the schedule's wd at step 0
+    assert rows["head.weight"][-2:] == ["0.004", "no"]  # 0.01 · 0.04 / 0.1; the output layer
+    assert rows["head.bias"][-2:] == ["-", "-"]
+    assert "schedule cosine 0.04 → 0.4 over 100 steps" in out
+    assert "wd by step: 0: 0.04, 25: 0.09272, 50: 0.22, 75: 0.3473, 100: 0.4" in out
+    assert main([*args, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["wd_at_step"]["100"] == pytest.approx(0.4)
+    assert [r["normalized"] for r in doc["parameters"] if r["decays"]] == [True, True, False]
+
+
+def _exit_and_stderr(args: list[str], capsys) -> tuple[int, str]:
+    try:
+        code = main(["inspect", "linear", "--in-dim", "4", *args])
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--rule", "keras"], "invalid choice: 'keras'"),
+        (["--rule", "hf", "--decay-all"], "--rule hf is a whole rule; drop --decay-all"),
+        (["--wd-schedule", "cosine:0.1:-1:10"], "schedule end must be a finite number >= 0"),
+        (["--wd-schedule", "cosine:1"], "expected cosine|linear:START:END:STEPS"),
+        (["--group-wd", "nothing.*=1e-5"], "matches no decaying parameter"),
+        (["--group-wd", "head.*"], "expected PATTERN=WD"),
+        (["--group-wd", "head.*=-1"], "must be >= 0"),
+    ],
+)
+def test_inspect_bad_input_is_one_line_and_exit_2(args, fragment, capsys):
+    code, err = _exit_and_stderr(args, capsys)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and fragment in lines[0], err
+
+
+def test_inspect_bad_input_from_the_shell_has_no_traceback():
+    proc = subprocess.run(
+        [sys.executable, "-m", "wdlab.cli", "inspect", "linear", "--wd-schedule", "cosine:1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_param_groups_quiet_for_presets():
+    """Groups built by param_groups under any preset attach without a warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for name in ("timm", "nanogpt", "hf"):
+            decay = Decay("decoupled", 0.1)
+            groups, _ = param_groups(Mixed(), decay, DecayRule.preset(name))
+            decay.attach(torch.optim.Adam(groups, lr=1e-3))
