@@ -4,6 +4,7 @@ Every flavour of weight decay as a small piece that works with any ``torch.optim
 verified against PyTorch and scikit-learn, trained many-configurations-at-once.
 """
 
+from wdlab.audit import audit
 from wdlab.data import Dataset, seed_noise
 from wdlab.decay import (
     DEFAULT_RULE,
@@ -40,6 +41,7 @@ __all__ = [
     "RunResult",
     "SweepResult",
     "__version__",
+    "audit",
     "decay_table",
     "param_groups",
     "run_demo",

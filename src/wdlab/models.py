@@ -109,13 +109,14 @@ def _mlp_sizes(spec: ModelSpec) -> str:
     return "-".join(map(str, (spec.in_dim, *spec.hidden, spec.out_dim)))
 
 
-def _build_custom(spec: ModelSpec) -> nn.Module:
+def _build_custom(spec: ModelSpec, seed: int | None = None) -> nn.Module:
+    """Call the factory with what it asks for by name: ``in_dim``, ``out_dim``, ``seed``."""
     factory = resolve_factory(spec.factory)
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):  # a builtin without a signature
         params = {}
-    wants = {"in_dim": spec.in_dim, "out_dim": spec.out_dim}
+    wants = {"in_dim": spec.in_dim, "out_dim": spec.out_dim, "seed": seed}
     kwargs = {k: v for k, v in wants.items() if k in params}
     return call_factory(factory, spec.factory, **kwargs)
 
@@ -209,7 +210,7 @@ class ModelSpec:
     example's shape where inputs are not flat (signals, images). ``hidden`` gives the hidden
     sizes (the channels for ``cnn``); ``batchnorm`` and ``dropout`` apply to ``cnn``. For
     ``custom``, ``factory`` is a callable (or ``"module:function"``) returning an ``nn.Module``;
-    it is called with ``in_dim`` and ``out_dim`` as keywords when it accepts them.
+    it is called with ``in_dim``, ``out_dim`` and ``seed`` as keywords when it accepts them.
     """
 
     kind: str = "seed-mlp"
@@ -240,8 +241,11 @@ class ModelSpec:
         """This spec's entry in :data:`MODEL_KINDS`."""
         return MODEL_KINDS[self.kind]
 
-    def build(self) -> nn.Module:
-        """One freshly initialised ``nn.Module`` (draws from torch's global RNG)."""
+    def build(self, seed: int | None = None) -> nn.Module:
+        """One freshly initialised ``nn.Module`` (draws from torch's global RNG); a custom
+        factory with a ``seed`` parameter is given ``seed``."""
+        if self.kind == "custom":
+            return _build_custom(self, seed)
         return self.model_kind.build(self)
 
     def describe(self) -> str:

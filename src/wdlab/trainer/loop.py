@@ -49,12 +49,12 @@ def default_device() -> torch.device:
 
 
 def default_init(spec: ModelSpec) -> Callable[[int], nn.Module]:
-    """Initial weights for a seed: ``torch.manual_seed(seed)`` then ``spec.build()``."""
+    """Initial weights for a seed: ``torch.manual_seed(seed)`` then ``spec.build(seed)``."""
 
     def init(seed: int) -> nn.Module:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return spec.build()
+            return spec.build(seed)
 
     return init
 
