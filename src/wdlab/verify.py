@@ -192,10 +192,33 @@ def check_adam_l2_differs_from_decoupled() -> Check:
     )
 
 
-def check_ridge(n: int = 200, d: int = 6, wd: float = 0.02, steps: int = 3000) -> Check:
-    """Full-batch GD with ``coupled`` decay on ½·MSE converges to sklearn's Ridge(alpha=n·wd)."""
-    from sklearn.linear_model import Ridge
+def ridge_reference(X: Tensor, y: Tensor, alpha: float) -> tuple[dict[str, Tensor], str]:
+    """argmin ‖y − Xw − b‖² + alpha·‖w‖² (intercept b not penalised): scikit-learn's Ridge
+    when it is installed, else the closed form (X̄ᵀX̄ + alpha·I)⁻¹X̄ᵀȳ on centred X̄, ȳ in
+    float64. Returns the weights and which of the two gave them."""
+    d = X.shape[1]
+    try:
+        from sklearn.linear_model import Ridge
+    except ImportError:
+        X64, y64 = X.double(), y.double()
+        mx, my = X64.mean(0), y64.mean()
+        Xc = X64 - mx
+        w = torch.linalg.solve(
+            Xc.T @ Xc + alpha * torch.eye(d, dtype=torch.float64), Xc.T @ (y64 - my)
+        )
+        b = my - mx @ w
+        return {"weight": w.view(1, d), "bias": b.view(1)}, "closed form, float64"
+    ridge = Ridge(alpha=alpha, fit_intercept=True).fit(X.numpy(), y.numpy())
+    weights = {
+        "weight": torch.from_numpy(ridge.coef_).view(1, d),
+        "bias": torch.tensor([float(ridge.intercept_)], dtype=torch.float64),
+    }
+    return weights, "sklearn Ridge"
 
+
+def check_ridge(n: int = 200, d: int = 6, wd: float = 0.02, steps: int = 3000) -> Check:
+    """Full-batch GD with ``coupled`` decay on ½·MSE converges to ridge with alpha = n·wd
+    (scikit-learn's Ridge where installed, else the closed form in float64)."""
     g = torch.Generator().manual_seed(0)
     X = torch.randn(n, d, generator=g, dtype=torch.float64)
     w_true = torch.randn(d, generator=g, dtype=torch.float64)
@@ -210,14 +233,11 @@ def check_ridge(n: int = 200, d: int = 6, wd: float = 0.02, steps: int = 3000) -
 
     # Default rule: the weight decays, the bias (intercept) does not, as in Ridge.
     ours = train_module(factory, X, y, half_mse, "sgd", 0.5, Decay("coupled", wd), steps=steps)
-    ridge = Ridge(alpha=n * wd, fit_intercept=True).fit(X.numpy(), y.numpy())
-    theirs = {
-        "weight": torch.from_numpy(ridge.coef_).view(1, d),
-        "bias": torch.tensor([float(ridge.intercept_)], dtype=torch.float64),
-    }
+    theirs, source = ridge_reference(X, y, n * wd)
+    alpha = f"alpha = n·wd = {n * wd:g}"
     return compare(
         "coupled GD → Ridge",
-        f"sklearn Ridge(alpha = n·wd = {n * wd:g})",
+        f"sklearn Ridge({alpha})" if source == "sklearn Ridge" else f"{source} ({alpha})",
         ours,
         theirs,
         tolerance=1e-4,
@@ -293,6 +313,8 @@ def check_engine_rows() -> Check:
             ("independent", 1e-3),
             ("to_init", 0.1),
             ("builtin", 0.05),
+            ("cautious", 0.1),
+            ("corrected", 0.1),
         ]
     ]
     with warnings.catch_warnings():
@@ -312,8 +334,163 @@ def check_engine_rows() -> Check:
         ours,
         theirs,
         tolerance=1e-5,
-        detail=f"7 modes batched, Adam, LayerNorm model, {STEPS} steps",
+        detail=f"{len(configs)} modes batched, Adam, LayerNorm model, {STEPS} steps",
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The two modes from recent papers, against their updates written out (float64, so that no
+# update is lost to rounding: cautious reads the update as applied, see wdlab.decay.modes).
+
+
+def _directions(optimizer: str, momentum: float = 0.9) -> Callable[[dict, Tensor], Tensor]:
+    """u_t from the gradient: SGD's momentum buffer (b₁ = g), or Adam's m̂/(√v̂ + ε)."""
+
+    def sgd(state: dict, g: Tensor) -> Tensor:
+        state["b"] = g.clone() if "b" not in state else momentum * state["b"] + g
+        return state["b"]
+
+    def adam(state: dict, g: Tensor, b1: float = 0.9, b2: float = 0.999) -> Tensor:
+        t = state["t"] = state.get("t", 0) + 1
+        state["m"] = b1 * state.get("m", torch.zeros_like(g)) + (1 - b1) * g
+        state["v"] = b2 * state.get("v", torch.zeros_like(g)) + (1 - b2) * g * g
+        return (state["m"] / (1 - b1**t)) / ((state["v"] / (1 - b2**t)).sqrt() + 1e-8)
+
+    return sgd if optimizer == "sgd" else adam
+
+
+def schedule_lrs(lr: float, schedule: str | None, steps: int) -> list[float]:
+    """The lr of each of ``steps`` steps under a wdlab schedule."""
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    sched = make_scheduler(opt, schedule, steps)
+    lrs = []
+    for _ in range(steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        if sched is not None:
+            opt.step()
+            sched.step()
+    return lrs
+
+
+def paper_update(
+    factory: Callable[[], nn.Module],
+    X: Tensor,
+    y: Tensor,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    mode: str,
+    optimizer: str,
+    lr: float,
+    wd: float,
+    schedule: str | None = None,
+    steps: int = STEPS,
+) -> dict[str, Tensor]:
+    """Train with the paper's update in plain tensor loops: CWD (Chen et al., Algorithm 1)
+    x ← x − η_t·(u + wd·𝟙(u ⊙ x ≥ 0) ⊙ x), or AdamC/SGDC (Defazio) x ← x − η_t·u −
+    (η_t²/η_max)·wd·x on normalized layers (every Linear weight but the last), − η_t·wd·x on the
+    other ≥2-D tensors; 1-D tensors do not decay."""
+    model = factory()
+    linear = [f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    normalized = set(linear[:-1])
+    lrs = schedule_lrs(lr, schedule, steps)
+    direction = _directions(optimizer)
+    state: dict[str, dict] = {n: {} for n, _ in model.named_parameters()}
+    for lr_t in lrs:
+        model.zero_grad()
+        loss_fn(model(X), y).backward()
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                u = direction(state[n], p.grad)
+                decay = torch.zeros_like(p)
+                if p.dim() >= 2 and mode == "cautious":
+                    decay = wd * (u * p >= 0).to(p.dtype) * p
+                elif p.dim() >= 2:
+                    decay = wd * (lr_t / max(lrs) if n in normalized else 1.0) * p
+                p.sub_(lr_t * (u + decay))
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _double(problem: str) -> tuple[Callable[[], nn.Module], Tensor, Tensor, Callable]:
+    factory, X, y, loss = _problem(problem)
+    y = y if y.dtype == torch.long else y.double()
+    return (lambda: factory().double()), X.double(), y, loss
+
+
+def check_paper(mode: str, optimizer: str, schedule: str | None, reference: str) -> Check:
+    """``mode`` through Decay.attach ≡ its paper's update written out (float64)."""
+    factory, X, y, loss = _double("ln")
+    lr, wd = (0.05, 0.1) if optimizer == "sgd" else (0.01, 0.5)
+    options = {"momentum": 0.9} if optimizer == "sgd" else None
+    ours = train_module(
+        factory, X, y, loss, optimizer, lr, Decay(mode, wd), options=options, schedule=schedule
+    )
+    theirs = paper_update(factory, X, y, loss, mode, optimizer, lr, wd, schedule)
+    name = f"{mode} + {'SGD momentum' if optimizer == 'sgd' else 'AdamW'}"
+    sched = f", {schedule}" if schedule else ""
+    return compare(
+        name + sched,
+        reference,
+        ours,
+        theirs,
+        tolerance=1e-10,
+        detail=f"LayerNorm model in float64, lr {lr:g}, wd {wd:g}, {STEPS} steps{sched}",
+    )
+
+
+def adamc_as_timm(
+    factory: Callable[[], nn.Module],
+    X: Tensor,
+    y: Tensor,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    lr: float,
+    wd: float,
+    schedule: str | None,
+    steps: int = STEPS,
+) -> dict[str, Tensor]:
+    """AdamC as timm's ``corrected_weight_decay`` builds it from torch's own AdamW: on the
+    normalized layers' group, weight_decay = wd·lr_t/lr_max each step (so AdamW's 1 − lr_t·wd
+    becomes 1 − wd·lr_t²/lr_max)."""
+    model = factory()
+    groups, _ = param_groups(model, Decay("corrected", wd))
+    for g in groups:
+        g["weight_decay"] = wd if g["decay"] else 0.0
+    opt = torch.optim.AdamW(groups, lr=lr)
+    sched = make_scheduler(opt, schedule, steps)
+    for _ in range(steps):
+        for g in opt.param_groups:
+            if g.get("normalized"):
+                g["weight_decay"] = wd * g["lr"] / lr
+        loss = loss_fn(model(X), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def check_corrected_timm() -> Check:
+    """``corrected`` + AdamW ≡ torch's AdamW with timm's per-step weight decay (cosine)."""
+    factory, X, y, loss = _problem("ln")
+    lr, wd = 0.01, 0.5
+    ours = train_module(factory, X, y, loss, "adamw", lr, Decay("corrected", wd), schedule="cosine")
+    theirs = adamc_as_timm(factory, X, y, loss, lr, wd, "cosine")
+    return compare(
+        "corrected ≡ timm's AdamC",
+        "AdamW, wd·lr_t/lr_max on normalized layers (timm)",
+        ours,
+        theirs,
+        tolerance=1e-6,
+        detail=f"LayerNorm model, lr {lr:g}, wd {wd:g}, {STEPS} steps, cosine; normalized: "
+        "every Linear but the output layer",
+    )
+
+
+PAPER_CHECKS = [
+    ("cautious", "sgd", None, "CWD (Chen et al. Alg. 1) written out"),
+    ("cautious", "adamw", "cosine", "CWD on Adam's m̂/(√v̂+ε) written out"),
+    ("corrected", "sgd", "cosine", "SGDC (Defazio) written out"),
+    ("corrected", "adamw", "cosine", "AdamC (Defazio) written out"),
+]
 
 
 def all_checks() -> list[Callable[[], Check]]:
@@ -386,6 +563,8 @@ def all_checks() -> list[Callable[[], Check]]:
         check_independent,
         check_to_init,
         check_engine_rows,
+        *[lambda args=args: check_paper(*args) for args in PAPER_CHECKS],
+        check_corrected_timm,
     ]
 
 

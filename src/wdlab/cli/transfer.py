@@ -1,5 +1,158 @@
-"""``wdlab transfer``: carry a tuned weight decay to a new lr, data size or batch size."""
+"""``wdlab transfer``: carry a tuned weight decay to a new lr, data size, batch size or epoch
+count (keeping τ_epoch); ``wdlab timescale``: check that rule on real data."""
 
 from __future__ import annotations
 
-COMMANDS: list = []
+import argparse
+from pathlib import Path
+
+from wdlab.cli.common import (
+    Command,
+    add_json,
+    emit_json,
+    positive_float,
+    positive_int,
+    print_paths,
+    writable_dir,
+)
+from wdlab.jsonsafe import dumps
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    """Carry a tuned weight decay to a new lr, data size, batch size or epoch count, keeping
+    the averaging timescale τ_epoch = B/(η·λ·N) (Wang & Aitchison, ICML 2025), and print the
+    formula used. N and B are in the same unit (examples, or tokens). --to-epochs (with
+    --epochs) keeps τ as the same fraction of the run: N·E takes the place of N."""
+    from wdlab.timescale import transfer
+
+    t = transfer(
+        args.wd,
+        args.lr,
+        args.n,
+        args.batch_size,
+        to_lr=args.to_lr,
+        to_n=args.to_n,
+        to_batch_size=args.to_batch_size,
+        epochs=args.epochs,
+        to_epochs=args.to_epochs,
+        mode=args.mode,
+    )
+    if args.json:
+        emit_json(t.to_dict())
+        return 0
+    a, b = t.source, t.target
+    print(f"weight decay: {a.weight_decay:g} → {b.weight_decay:.6g}")
+    print(f"formula:      {t.formula}")
+    print(f"              {t.substituted}")
+    print(f"{'':14}{'lr':>10} {'N':>12} {'batch':>8} {'epochs':>7} {'τ_iter':>12} {'τ_epoch':>10}")
+    for label, x in (("from", a), ("to", b)):
+        epochs = f"{x.epochs:g}" if x.epochs else "-"
+        print(
+            f"{label:<14}{x.lr:>10g} {x.n:>12g} {x.batch_size:>8g} {epochs:>7} "
+            f"{x.tau_iter:>12.6g} {x.tau_epoch:>10.4g}"
+        )
+    return 0
+
+
+def add_transfer_flags(p: argparse.ArgumentParser) -> None:
+    """The tuned setting (required) and what changes (optional)."""
+    g = p.add_argument_group("the setting the weight decay was tuned for")
+    g.add_argument(
+        "--wd", "--weight-decay", dest="wd", type=positive_float, required=True, help="λ"
+    )
+    g.add_argument("--lr", type=positive_float, required=True, help="η (the peak lr)")
+    g.add_argument("--n", type=positive_float, required=True, help="training set size N")
+    g.add_argument("--batch-size", type=positive_float, required=True, help="batch size B")
+    g.add_argument("--epochs", type=positive_float, help="epochs E (needed for --to-epochs)")
+    t = p.add_argument_group("the new setting (each defaults to the old value)")
+    t.add_argument("--to-lr", type=positive_float, help="η'")
+    t.add_argument("--to-n", type=positive_float, help="N'")
+    t.add_argument("--to-batch-size", type=positive_float, help="B'")
+    t.add_argument("--to-epochs", type=positive_float, help="E' (τ kept as a fraction of the run)")
+    p.add_argument(
+        "--mode",
+        choices=("decoupled", "independent"),
+        default="decoupled",
+        help="decoupled (AdamW: τ_iter = 1/(η·λ); default) or independent (τ_iter = 1/λ)",
+    )
+    add_json(p)
+
+
+def cmd_timescale(args: argparse.Namespace) -> int:
+    """Check the transfer rule: sweep AdamW's weight decay at N, 2N and 4N training rows
+    (several seeds, one batched training per size) and measure whether keeping τ_epoch
+    predicts the best λ at 4N better than keeping λ, in decades."""
+    from wdlab.pipelines.timescale import TimescaleSettings, run_timescale
+
+    out = writable_dir(Path(args.out)) if args.out else None
+    settings = TimescaleSettings(
+        data=args.data,
+        smallest=args.smallest,
+        seeds=tuple(range(args.seeds)),
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        hidden=args.hidden,
+        data_seed=args.data_seed,
+    )
+    result = run_timescale(settings, device=args.device)
+    doc = result.to_dict()
+    paths: dict[str, Path] = {}
+    if out is not None:
+        paths = {"results": out / "timescale.json", "figure": out / "timescale.png"}
+        paths["results"].write_text(dumps(doc, indent=1) + "\n")
+        result.plot().savefig(paths["figure"], dpi=110, bbox_inches="tight")
+    if args.json:
+        emit_json(doc)
+        return 0
+    print(result.table())
+    if paths:
+        print()
+        print_paths(paths)
+    return 0
+
+
+def sizes(text: str) -> tuple[int, ...]:
+    """Comma-separated positive integers, e.g. ``128,128``."""
+    try:
+        out = tuple(positive_int(part) for part in text.split(","))
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected sizes like 64 or 128,128, got {text!r}"
+        ) from None
+    return out
+
+
+def add_timescale_flags(p: argparse.ArgumentParser) -> None:
+    """The check's size, and where to write it."""
+    p.add_argument("--out", help="write timescale.json and timescale.png here")
+    p.add_argument("--data", default="digits", help="a classification data source (digits)")
+    p.add_argument("--smallest", type=positive_int, default=256, help="N, the smallest (256)")
+    p.add_argument("--seeds", type=positive_int, default=5, help="seeds per setting (5)")
+    p.add_argument("--epochs", type=positive_int, default=100, help="epochs (100)")
+    p.add_argument("--lr", type=positive_float, default=0.01, help="AdamW's lr (0.01)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="batch size (32)")
+    p.add_argument(
+        "--hidden", type=sizes, default=(64,), help="the MLP's hidden sizes, e.g. 128,128 (64)"
+    )
+    p.add_argument(
+        "--data-seed", type=int, default=0, help="seed of the split, subsets and batches (0)"
+    )
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    add_json(p)
+
+
+COMMANDS = [
+    Command(
+        "transfer",
+        "carry a weight decay to a new lr, data size or batch size (keeps τ_epoch)",
+        add_transfer_flags,
+        cmd_transfer,
+    ),
+    Command(
+        "timescale",
+        "check the τ_epoch rule: best AdamW weight decay at N, 2N, 4N",
+        add_timescale_flags,
+        cmd_timescale,
+    ),
+]

@@ -33,11 +33,13 @@ Adding a mode is one :class:`Mode` entry in :data:`MODES` (and its oracle test).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from wdlab.optimizers import optimizer_spec
 
 WD = float | Tensor  # one value for the whole group, or one per configuration row
 GroupFn = Callable[[dict, WD], None]
@@ -158,7 +160,13 @@ def _cautious_before(group: dict, wd: WD) -> None:
 
 
 def _cautious_after(group: dict, wd: WD) -> None:
-    """x ← x − lr_t·wd·𝟙(u ⊙ x_prev ≥ 0) ⊙ x_prev, with u ∝ x_prev − x (the update just made)."""
+    """x ← x − lr_t·wd·𝟙(u ⊙ x_prev ≥ 0) ⊙ x_prev, with lr_t·u = x_prev − x, the update the
+    optimizer just made (Chen et al.'s Algorithm 1, for any optimizer).
+
+    The update is read as applied, i.e. rounded: a coordinate whose update is lost to rounding
+    (|lr_t·u| below half a unit in the last place of its weight) counts as u = 0 and decays,
+    as Algorithm 1's ≥ decays u = 0, whatever the sign of the optimizer's exact u.
+    """
     lr = group["lr"]
     with torch.no_grad():
         for p, x in zip(group["params"], group.pop("prev"), strict=True):
@@ -167,6 +175,54 @@ def _cautious_after(group: dict, wd: WD) -> None:
             mask = ((x - p) * x) >= 0
             w = wd if not isinstance(wd, Tensor) else _rows(wd, p)
             p.sub_(torch.where(mask, x, 0.0).mul_(lr * w))
+
+
+def decay_rate(
+    mode: str,
+    lr: float,
+    wd: float,
+    optimizer: str = "sgd",
+    options: Mapping[str, object] | None = None,
+) -> tuple[float, str]:
+    """(r, why): the fraction of the weights the decay removes per step at the base (peak) lr,
+    so that τ_iter = 1/r (Wang & Aitchison); NaN where no single rate exists, 0 for wd = 0.
+
+    By the mode's ``timescale`` family: ``decoupled`` r = lr·wd (``cautious``: an upper bound,
+    its mask only removes decay; ``corrected``: at the peak, where lr_t²/lr_max = lr);
+    ``independent`` r = wd (its factor 1 − wd·lr_t/lr₀ at lr_t = lr₀); ``coupled`` (``l2``,
+    ``coupled``, ``to_init``) only for SGD, where momentum μ and dampening d carry the decay
+    term like a gradient, r = lr·wd·(1 − d)/(1 − μ), exact to first order in r (the slow
+    eigenvalue of the momentum recursion); ``builtin`` by what the optimizer's
+    ``weight_decay`` means (:mod:`wdlab.optimizers`). Adam-like optimizers rescale a coupled
+    decay per coordinate by their gradient statistics, so it has no timescale of its own.
+    """
+    opts = dict(options or {})
+    m = get_mode(mode)
+    family = m.timescale
+    spec = optimizer_spec(optimizer)
+    if family == "builtin":
+        family = spec.builtin_meaning(opts) or "none"
+        if family == "none":
+            return math.nan, f"{spec.cls_name} has no weight_decay of its own"
+    if family == "none":
+        return math.nan, "no decay, no timescale"
+    if family == "independent":
+        return float(wd), "w·(1 − wd·lr_t/lr₀): wd per step at the peak lr"
+    if family == "decoupled":
+        return lr * wd, m.timescale_note or "w·(1 − lr·wd) each step"
+    if not spec.linear:  # only (momentum) SGD leaves the decay term unscaled
+        return math.nan, (
+            f"{spec.cls_name} rescales the coupled decay term per coordinate by its gradient "
+            "statistics: no single timescale"
+        )
+    mu, damp = float(opts.get("momentum", 0.0)), float(opts.get("dampening", 0.0))
+    if mu >= 1.0:
+        return math.nan, f"SGD momentum {mu:g} >= 1 never forgets: no timescale"
+    if mu == 0.0:
+        return lr * wd, "SGD: g + wd·w shrinks w by lr·wd each step"
+    return lr * wd * (1.0 - damp) / (1.0 - mu), (
+        f"SGD momentum {mu:g}: the decay term rides the momentum, effective lr·(1 − d)/(1 − μ)"
+    )
 
 
 @dataclass(frozen=True)
@@ -180,9 +236,11 @@ class Mode:
     differentiated by autograd.
     ``optimizer_wd``: the optimizer's own ``weight_decay`` does the work. ``needs_anchor`` /
     ``needs_base_lr``: the state the group must carry. ``fast_path``: linear in the weights, so
-    the exact Gram fast path (``wdlab.params``) supports it. ``timescale``: how the weights'
-    averaging timescale τ follows from lr and wd (``decoupled``: 1/(lr·wd); ``coupled``: the
-    same for SGD only; ``none``: not defined), see :mod:`wdlab.timescale`.
+    the exact Gram fast path (``wdlab.params``) supports it. ``timescale``: the family that
+    says how the weights' averaging timescale τ follows from lr and wd (``decoupled``:
+    1/(lr·wd); ``independent``: 1/wd; ``coupled``: SGD's, through its momentum; ``builtin``:
+    by the optimizer; ``none``: not defined), see :func:`decay_rate` and :mod:`wdlab.timescale`;
+    ``timescale_note`` says what τ means for this mode where it is not the plain 1/(lr·wd).
     """
 
     name: str
@@ -198,6 +256,7 @@ class Mode:
     fast_path: bool = True
     known_as: str = ""
     timescale: str = "none"
+    timescale_note: str = ""
 
     def apply(self, group: dict, wd: WD) -> None:
         """Everything this mode does to ``group`` between ``backward()`` and the update."""
@@ -273,6 +332,7 @@ _MODES = [
         fast_path=False,
         known_as="Cautious Weight Decay (Chen et al., 2025)",
         timescale="decoupled",
+        timescale_note="lr·wd per step at most: the mask only removes decay",
     ),
     Mode(
         "corrected",
@@ -283,6 +343,8 @@ _MODES = [
         fast_path=False,
         known_as="AdamC (Defazio, 2025)",
         timescale="decoupled",
+        timescale_note="lr·wd per step at the peak lr; AdamC's normalized layers decay slower "
+        "as the lr falls",
     ),
 ]
 

@@ -1,0 +1,229 @@
+"""τ_iter and τ_epoch for every mode, and the built-in check of the τ_epoch rule."""
+
+import json
+import math
+
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from wdlab.cli import main
+from wdlab.data import Dataset
+from wdlab.decay import MODES
+from wdlab.models import ModelSpec
+from wdlab.pipelines.timescale import (
+    TimescaleSettings,
+    analyse,
+    best_log_wd,
+    nested_order,
+    run_timescale,
+)
+from wdlab.records import RunConfig
+from wdlab.timescale import explain, timescales
+from wdlab.trainer import train
+
+LR, WD = 0.01, 0.5
+
+
+def tau(mode, optimizer="sgd", options=(), lr=LR, wd=WD, m=4):
+    return timescales(RunConfig(mode, wd, lr, optimizer, tuple(options)), m)
+
+
+@pytest.mark.parametrize(
+    ("mode", "optimizer", "options", "expected"),
+    [
+        ("decoupled", "adamw", (), 1 / (LR * WD)),
+        ("decoupled", "sgd", (("momentum", 0.9),), 1 / (LR * WD)),  # outside the momentum
+        ("cautious", "adamw", (), 1 / (LR * WD)),
+        ("corrected", "adamw", (), 1 / (LR * WD)),
+        ("independent", "adam", (), 1 / WD),  # factor 1 − wd·lr_t/lr₀: wd at the peak
+        ("coupled", "sgd", (), 1 / (LR * WD)),
+        ("l2", "sgd", (), 1 / (LR * WD)),
+        ("to_init", "sgd", (), 1 / (LR * WD)),
+        ("coupled", "sgd", (("momentum", 0.9),), 0.1 / (LR * WD)),  # effective lr η/(1 − μ)
+        ("coupled", "sgd", (("dampening", 0.5), ("momentum", 0.9)), 0.2 / (LR * WD)),
+        ("builtin", "sgd", (("momentum", 0.5),), 0.5 / (LR * WD)),  # SGD's wd is coupled
+        ("builtin", "adamw", (), 1 / (LR * WD)),
+        ("builtin", "adam", (("decoupled_weight_decay", True),), 1 / (LR * WD)),
+    ],
+)
+def test_defined_timescales(mode, optimizer, options, expected):
+    t = tau(mode, optimizer, options)
+    assert t["tau_iter"] == pytest.approx(expected, rel=1e-12)
+    assert t["tau_epoch"] == pytest.approx(expected / 4, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("mode", "optimizer", "why"),
+    [
+        ("none", "adamw", "no decay"),
+        ("coupled", "adam", "rescales"),  # Adam divides the decay term by √v̂
+        ("l2", "rmsprop", "rescales"),
+        ("to_init", "adagrad", "rescales"),
+        ("builtin", "adam", "rescales"),  # torch Adam's weight_decay is coupled
+        ("builtin", "rprop", "no weight_decay"),
+    ],
+)
+def test_undefined_timescales_are_nan_with_a_reason(mode, optimizer, why):
+    t = tau(mode, optimizer)
+    assert math.isnan(t["tau_iter"]) and math.isnan(t["tau_epoch"])
+    assert why in explain(RunConfig(mode, WD, LR, optimizer))
+
+
+def test_every_mode_has_a_timescale_rule():
+    for mode in MODES:
+        t = tau(mode, "sgd")
+        assert set(t) == {"tau_iter", "tau_epoch"}
+    assert tau("decoupled", "adamw", wd=0.0)["tau_iter"] == math.inf
+    with pytest.raises(ValueError, match="iters_per_epoch"):
+        tau("decoupled", "adamw", m=0)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        (("momentum", 0.9),),
+        (("momentum", 0.9), ("nesterov", True)),
+        (("dampening", 0.3), ("momentum", 0.8)),
+    ],
+)
+def test_sgd_momentum_timescale_is_measured_by_torch(options):
+    """torch's SGD with coupled weight decay and a zero loss gradient: the weights shrink by the
+    slow root of the momentum recursion, e^(−1/τ) per step with τ = (1 − μ)/(η·λ·(1 − d)). The
+    formula is first order in r = 1/τ = 1e-4 (μ = 0.9): the root differs by O(r/(1 − μ)) ≈ 1e-3,
+    so 3e-3 bounds it; plain SGD's 1/(η·λ) (off by 10×) fails it."""
+    lr, wd = 0.01, 0.001
+    w = torch.randn(64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    w.requires_grad_(True)
+    opt = torch.optim.SGD([w], lr=lr, weight_decay=wd, **dict(options))
+    norms = []
+    for _ in range(3000):
+        w.grad = torch.zeros_like(w)
+        opt.step()
+        norms.append(float(w.detach().norm()))
+    measured = 1000 / math.log(norms[1999] / norms[2999])  # after the fast root (μ^t) died out
+    predicted = tau("builtin", "sgd", options, lr=lr, wd=wd)["tau_iter"]
+    assert measured == pytest.approx(predicted, rel=3e-3)
+    assert abs(measured * lr * wd - 1) > 0.5
+
+
+def test_every_run_records_its_timescales():
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(30, 4, generator=g), torch.randint(0, 3, (30,), generator=g)
+    data = Dataset("t", "multiclass", X, y, X[:6], y[:6], n_classes=3)
+    spec = ModelSpec("mlp", hidden=(5,), activation="tanh")
+    configs = [RunConfig("decoupled", 0.1, 0.01, "adamw"), RunConfig("l2", 0.1, 0.01, "adamw")]
+    runs = train(spec, data, configs, epochs=1, batch_size=10, device="cpu")  # M = 3
+    assert runs[0].final["tau_iter"] == pytest.approx(1000.0)
+    assert runs[0].final["tau_epoch"] == pytest.approx(1000.0 / 3)
+    assert math.isnan(runs[1].final["tau_epoch"])
+
+
+# -- the timescale check ----------------------------------------------------------------------
+
+
+def test_best_log_wd_finds_a_parabola_vertex_and_flags_edges():
+    wds = [10 ** (k / 4) for k in range(-4, 5)]
+    losses = [(math.log10(w) - 0.13) ** 2 for w in wds]
+    assert best_log_wd(wds, losses) == (pytest.approx(0.13), False)
+    rising = list(range(len(wds)))
+    assert best_log_wd(wds, rising) == (pytest.approx(-1.0), True)
+
+
+def test_nested_order_prefixes_are_stratified():
+    y = torch.tensor([0] * 60 + [1] * 30 + [2] * 10)
+    order = nested_order(y, seed=1)
+    assert sorted(order.tolist()) == list(range(100))
+    for n in (10, 20, 50):
+        counts = torch.bincount(y[order[:n]], minlength=3).tolist()
+        assert counts == [round(0.6 * n), round(0.3 * n), round(0.1 * n)]
+    assert torch.equal(order, nested_order(y, seed=1))
+
+
+def _synthetic(depends_on: str) -> tuple[list[dict], TimescaleSettings]:
+    """Rows whose validation loss is a parabola in log τ_epoch (or in log λ), best at 3."""
+    s = TimescaleSettings(smallest=64, weight_decays=tuple(10 ** (k / 4) for k in range(-8, 9)))
+    rows = []
+    for n in s.sizes:
+        m = s.iters_per_epoch(n)
+        for wd in s.weight_decays:
+            for seed in s.seeds:
+                x = 1 / (s.lr * wd * m) if depends_on == "tau" else wd
+                loss = (math.log10(x) - math.log10(3.0)) ** 2 + 0.01 * seed
+                metrics = {"val_loss": loss, "val_acc": 0.5, "test_loss": loss, "test_acc": 0.5}
+                tau_epoch = 1 / (s.lr * wd * m)
+                rows.append({"n": n, "weight_decay": wd, "seed": seed, "tau_epoch": tau_epoch})
+                rows[-1].update(metrics)
+    return rows, s
+
+
+def test_analysis_recovers_a_tau_law():
+    rows, s = _synthetic("tau")
+    r = analyse(rows, s)
+    assert [o["best_tau_epoch"] for o in r.optima] == pytest.approx([3.0] * 3)
+    assert r.prediction["keep_tau_decades"] == pytest.approx(0.0, abs=1e-9)
+    assert r.prediction["keep_wd_decades"] == pytest.approx(math.log10(4))
+    assert r.prediction["better"] == "keep τ_epoch" and r.slope["value"] == pytest.approx(-1)
+    assert r.prediction["seeds_keep_tau_better"] == len(s.seeds)
+
+
+def test_analysis_recovers_a_fixed_lambda():
+    rows, s = _synthetic("wd")
+    r = analyse(rows, s)
+    assert [o["best_wd"] for o in r.optima] == pytest.approx([3.0] * 3)
+    assert r.prediction["better"] == "keep λ" and r.slope["value"] == pytest.approx(0, abs=1e-9)
+    assert "keep λ predicts" in r.verdict
+
+
+def test_timescale_check_runs_end_to_end(tmp_path):
+    pytest.importorskip("sklearn")
+    s = TimescaleSettings(
+        smallest=64, factors=(1, 2), weight_decays=(0.1, 1.0, 10.0), seeds=(0, 1), epochs=2
+    )
+    r = run_timescale(s, device="cpu")
+    assert len(r.runs) == 2 * 3 * 2 and {x["n"] for x in r.runs} == {64, 128}
+    assert [o["iters_per_epoch"] for o in r.optima] == [2, 4]
+    assert r.runs[0]["tau_epoch"] == pytest.approx(1 / (0.01 * 0.1 * 2))
+    doc = json.loads(json.dumps(r.to_dict(), default=str))
+    assert doc["kind"] == "timescale" and doc["prediction"]["to_n"] == 128
+    assert "keep τ_epoch" in r.table() and "slope" in r.table()
+    fig = r.plot()
+    assert isinstance(fig, Figure) and len(fig.axes) == 4
+    assert fig.axes[0].get_xscale() == "log" and fig.axes[3].get_ylabel().startswith("best τ")
+
+
+def test_timescale_settings_are_validated():
+    for bad in (
+        {"factors": (1,)},
+        {"weight_decays": (0.1, 0.0, 1.0)},
+        {"smallest": 0},
+        {"seeds": ()},
+    ):
+        with pytest.raises(ValueError):
+            TimescaleSettings(**bad)
+
+
+def test_timescale_cli_writes_json_and_figure(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    args = [
+        "timescale",
+        "--smallest",
+        "40",
+        "--seeds",
+        "2",
+        "--epochs",
+        "2",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main([*args, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["settings"]["sizes"] == [40, 80, 160] and len(doc["runs"]) == 3 * 15 * 2
+    assert (tmp_path / "timescale.png").stat().st_size > 0
+    assert json.loads((tmp_path / "timescale.json").read_text())["kind"] == "timescale"
+    assert main(["timescale", "--smallest", "5000"]) == 2
+    assert "largest size" in capsys.readouterr().err
+    for bad in (["--hidden", "64,x"], ["--hidden", "0"], ["--seeds", "0"], ["--lr", "nan"]):
+        with pytest.raises(SystemExit) as exc:
+            main(["timescale", *bad])
+        assert exc.value.code == 2 and capsys.readouterr().err.count("\n") == 1

@@ -1,0 +1,113 @@
+"""``wdlab transfer`` and ``wdlab.timescale.transfer``: λ' = λ·(η·N·B')/(η'·N'·B)."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from wdlab.cli import main
+from wdlab.timescale import transfer
+
+BASE = ["transfer", "--wd", "0.1", "--lr", "1e-3", "--n", "50000", "--batch-size", "256"]
+
+
+@pytest.mark.parametrize(
+    ("wd", "lr", "n", "b", "lr2", "n2", "b2"),
+    [
+        (0.1, 1e-3, 50_000, 256, 3e-3, 200_000, 512),  # the issue's example
+        (0.05, 3e-4, 1_000, 32, None, 4_000, None),  # 4× the data: λ/4
+        (0.1, 1e-2, 60_000, 128, 1e-3, None, None),  # lr ÷ 10: λ·10
+        (1e-4, 6e-4, 2e12, 4e6, 3e-4, 1.5e13, 8e6),  # tokens
+        (0.3, 0.1, 500, 500, 0.05, 500, 250),  # full batch to half batches
+    ],
+)
+def test_transfer_keeps_tau_epoch(wd, lr, n, b, lr2, n2, b2):
+    t = transfer(wd, lr, n, b, to_lr=lr2, to_n=n2, to_batch_size=b2)
+    lr2, n2, b2 = lr2 or lr, n2 or n, b2 or b
+    assert t.weight_decay == pytest.approx(wd * (lr * n * b2) / (lr2 * n2 * b), rel=1e-12)
+    assert t.tau_epoch == pytest.approx(b / (lr * wd * n), rel=1e-12)
+    assert t.tau_iter == pytest.approx(1 / (lr2 * t.weight_decay), rel=1e-12)
+    doc = t.to_dict()
+    assert doc["weight_decay"] == t.weight_decay and doc["from"]["tau_epoch"] == pytest.approx(
+        doc["to"]["tau_epoch"]
+    )
+
+
+def test_epochs_keep_tau_as_a_fraction_of_the_run():
+    t = transfer(0.1, 1e-3, 10_000, 100, epochs=10, to_epochs=40)
+    assert t.weight_decay == pytest.approx(0.025)
+    assert t.tau_epoch == pytest.approx(4 * t.source.tau_epoch)
+    assert t.target.to_dict()["tau_run"] == pytest.approx(t.source.to_dict()["tau_run"])
+    assert "E'" in t.formula and "fraction of the run" in t.formula
+    # epochs known but unchanged: the plain rule
+    assert transfer(0.1, 1e-3, 10_000, 100, epochs=10).weight_decay == 0.1
+
+
+def test_independent_mode_drops_the_lr():
+    t = transfer(0.1, 1e-3, 10_000, 100, to_lr=1e-2, to_n=20_000, mode="independent")
+    assert t.weight_decay == pytest.approx(0.05)
+    assert t.tau_iter == pytest.approx(20.0) and "η" not in t.formula.split("keeps")[0]
+
+
+def test_the_formula_is_printed_with_its_numbers(capsys):
+    assert main([*BASE, "--to-lr", "3e-3", "--to-n", "200000", "--to-batch-size", "512"]) == 0
+    out = capsys.readouterr().out
+    assert "λ' = λ·(η·N·B')/(η'·N'·B)" in out
+    assert "0.1·(0.001·50000·512)/(0.003·200000·256) = 0.0166667" in out
+    assert "τ_epoch" in out and "51.2" in out
+
+
+def test_json():
+    proc = subprocess.run(
+        [sys.executable, "-m", "wdlab.cli", *BASE, "--to-n", "200000", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    doc = json.loads(proc.stdout)
+    assert doc["weight_decay"] == pytest.approx(0.025)
+    assert doc["tau_iter"] == pytest.approx(40_000) and doc["tau_epoch"] == pytest.approx(51.2)
+    assert doc["formula"].startswith("λ' = ") and doc["to"]["n"] == 200_000
+
+
+FLAGS = ["--wd", "--lr", "--n", "--batch-size", "--to-lr", "--to-n", "--to-batch-size"]
+
+
+@pytest.mark.parametrize("flag", [*FLAGS, "--epochs", "--to-epochs"])
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "ten"])
+def test_every_input_is_validated(flag, value, capsys):
+    args = [a for i, a in enumerate(BASE) if a != flag and (i == 0 or BASE[i - 1] != flag)]
+    args += [flag, value] + (["--epochs", "5"] if flag == "--to-epochs" else [])
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and flag in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--to-epochs", "3"], "needs epochs"),
+        (["--to-batch-size", "60000"], "larger than"),
+        (["--mode", "cautious"], "invalid choice"),
+    ],
+)
+def test_inconsistent_inputs_are_one_line_and_exit_2(extra, message, capsys):
+    try:
+        code = main([*BASE, *extra])
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("bad", [0, -0.1, math.nan, math.inf, True, "0.1", None])
+def test_python_api_validates(bad):
+    with pytest.raises(ValueError, match="positive finite number"):
+        transfer(bad, 1e-3, 1000, 10)
+    with pytest.raises(ValueError, match="positive finite number"):
+        transfer(0.1, 1e-3, 1000, 10, to_n=bad) if bad is not None else transfer(0.1, 0, 1, 1)
