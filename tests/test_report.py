@@ -10,8 +10,8 @@ from test_selection import run, sweep_result
 from wdlab.cli import main
 from wdlab.config import validate
 from wdlab.pipelines import DemoSettings, SweepResult, build_report, run_demo, run_sweep
+from wdlab.report.figures import FIGURES
 from wdlab.report.html import write_report
-from wdlab.report.plots import FIGURES
 from wdlab.selection import NO_GAIN
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

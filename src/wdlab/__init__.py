@@ -20,6 +20,7 @@ from wdlab.decay import (
 from wdlab.models import ModelSpec
 from wdlab.pipelines import DemoResult, DemoSettings, SweepResult, run_demo, run_sweep
 from wdlab.records import Curves, Result, RunConfig, RunResult
+from wdlab.timescale import timescales, transfer
 from wdlab.trainer import train
 from wdlab.version import __version__
 
@@ -47,5 +48,7 @@ __all__ = [
     "run_demo",
     "run_sweep",
     "seed_noise",
+    "timescales",
     "train",
+    "transfer",
 ]

@@ -13,8 +13,8 @@ from matplotlib.figure import Figure
 
 from wdlab.extras import require
 from wdlab.records import Check, Result, RunResult
+from wdlab.report.figures import figure
 from wdlab.report.files import write_results
-from wdlab.report.plots import figure
 from wdlab.report.text import demo_table, experiment_table, short
 from wdlab.selection import metric_for, select, settings
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from wdlab.jsonsafe import dumps
 from wdlab.records import Result, RunResult
-from wdlab.report.plots import FIGURES, figure
+from wdlab.report.figures import FIGURES, figure
 
 
 def write_results(

@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 from wdlab.decay import formula
 from wdlab.optimizers import class_name
 from wdlab.records import Result
-from wdlab.report.plots import FIGURES
+from wdlab.report.figures import FIGURES
 from wdlab.report.text import short, verdict_summary
 from wdlab.selection import Criterion, describe, metric_for
 

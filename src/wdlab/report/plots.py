@@ -1,7 +1,7 @@
 """Matplotlib figures. Every function returns a ``Figure`` and never shows it.
 
-The drawing functions take runs; :data:`FIGURES` is the registry of the figures a report has,
-each drawn from a result value with its caption. Adding a figure is one entry there.
+The drawing functions take runs; :data:`STANDARD` lists the standard figures of a report, each
+drawn from a result value with its caption (:mod:`wdlab.report.figures` is the registry).
 """
 
 from __future__ import annotations
@@ -445,44 +445,31 @@ def _heatmap_caption(r: Result) -> str:
     )
 
 
-FIGURES: dict[str, FigureSpec] = {
-    f.name: f
-    for f in (
-        FigureSpec(
-            "losses",
-            lambda r: True,
-            _loss_caption,
-            lambda r: loss_curves(
-                shown(r), _loss_title(r), eval_split(r.runs), get_task(r.task).loss_name
-            ),
+#: The standard figures, in report order (:mod:`wdlab.report.figures` is the registry).
+STANDARD: tuple[FigureSpec, ...] = (
+    FigureSpec(
+        "losses",
+        lambda r: True,
+        _loss_caption,
+        lambda r: loss_curves(
+            shown(r), _loss_title(r), eval_split(r.runs), get_task(r.task).loss_name
         ),
-        FigureSpec(
-            "gap",
-            lambda r: True,
-            _gap_caption,
-            lambda r: gap_curves(shown(r), eval_split(r.runs)),
+    ),
+    FigureSpec(
+        "gap",
+        lambda r: True,
+        _gap_caption,
+        lambda r: gap_curves(shown(r), eval_split(r.runs)),
+    ),
+    FigureSpec(
+        "weight_norm",
+        lambda r: True,
+        lambda r: (
+            "L2 norm of the decayed tensors over epochs, same runs."
+            + _last_values(r, "weight_norm")
         ),
-        FigureSpec(
-            "weight_norm",
-            lambda r: True,
-            lambda r: (
-                "L2 norm of the decayed tensors over epochs, same runs."
-                + _last_values(r, "weight_norm")
-            ),
-            lambda r: weight_norm_curves(shown(r)),
-        ),
-        FigureSpec("wd_curve", _swept, _wd_caption, _draw_wd),
-        FigureSpec("heatmap", _heatmap_applies, _heatmap_caption, _draw_heatmap),
-    )
-}
-
-#: Short names accepted by ``result.plot(kind)``.
-PLOT_KINDS = {"loss": "losses", "wd": "wd_curve", "weight_norm": "weight_norm", "gap": "gap"}
-
-
-def figure(result: Result, kind: str) -> Figure:
-    """The figure ``kind`` (a :data:`FIGURES` name or a :data:`PLOT_KINDS` short name)."""
-    spec = FIGURES.get(PLOT_KINDS.get(kind, kind))
-    if spec is None:
-        raise ValueError(f"unknown plot {kind!r}; valid: {', '.join(PLOT_KINDS)}")
-    return spec.draw(result)
+        lambda r: weight_norm_curves(shown(r)),
+    ),
+    FigureSpec("wd_curve", _swept, _wd_caption, _draw_wd),
+    FigureSpec("heatmap", _heatmap_applies, _heatmap_caption, _draw_heatmap),
+)

@@ -1,0 +1,30 @@
+"""The report's figures: one registry. Adding a figure is one :class:`FigureSpec` (beside its
+drawing function) and one entry here."""
+
+from __future__ import annotations
+
+from matplotlib.figure import Figure
+
+from wdlab.records import Result
+from wdlab.report.plots import STANDARD, FigureSpec
+from wdlab.report.rotation import ROTATION
+
+#: Every figure a report can have, in report order; each says when it applies.
+FIGURES: dict[str, FigureSpec] = {f.name: f for f in (*STANDARD, ROTATION)}
+
+#: Short names accepted by ``result.plot(kind)``.
+PLOT_KINDS = {
+    "loss": "losses",
+    "wd": "wd_curve",
+    "weight_norm": "weight_norm",
+    "gap": "gap",
+    "rotation": "rotation",
+}
+
+
+def figure(result: Result, kind: str) -> Figure:
+    """The figure ``kind`` (a :data:`FIGURES` name or a :data:`PLOT_KINDS` short name)."""
+    spec = FIGURES.get(PLOT_KINDS.get(kind, kind))
+    if spec is None:
+        raise ValueError(f"unknown plot {kind!r}; valid: {', '.join(PLOT_KINDS)}")
+    return spec.draw(result)
