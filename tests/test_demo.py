@@ -91,7 +91,9 @@ def test_evaluation_does_not_change_training():
     b = run_demo(DemoSettings(epochs=20, dim=32, eval_every=7), device="cpu")
     for ra, rb in zip(a.runs, b.runs, strict=True):
         assert ra.curves["train_loss"] == rb.curves["train_loss"]
-        assert ra.final == rb.final
+        assert ra.final.keys() == rb.final.keys()
+        for k, v in ra.final.items():  # NaN where a value is undefined (τ without decay)
+            assert v == rb.final[k] or (math.isnan(v) and math.isnan(rb.final[k])), k
     assert b.runs[0].curves["eval_epoch"] == [0, 7, 14, 20]
 
 
@@ -172,3 +174,22 @@ def test_settings_refuse_bad_values_in_the_api():
         DemoSettings(weight_decay=-1.0)
     with pytest.raises(ValueError, match="lr"):
         DemoSettings(lr=math.inf)
+
+
+def test_demo_checks_device_memory_and_out_before_training(tmp_path, capsys, monkeypatch):
+    import wdlab.pipelines
+
+    ran = []
+    monkeypatch.setattr(wdlab.pipelines, "run_demo", lambda *a, **k: ran.append(1))
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--device", "bogus"])
+    assert exc.value.code == 2 and "unknown device 'bogus'" in capsys.readouterr().err
+    assert main(["demo", "--dim", "300000", "--out", str(tmp_path)]) == 2
+    assert "needs about" in capsys.readouterr().err
+    (tmp_path / "f").write_text("")
+    assert main(["demo", "--epochs", "2", "--dim", "8", "--out", str(tmp_path / "f")]) == 2
+    assert "is a file" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["demo", "--device", "cuda", "--out", str(tmp_path)]) == 2
+        assert "CPU-only" in capsys.readouterr().err
+    assert ran == []

@@ -234,3 +234,82 @@ def test_divergence_is_dated_at_its_first_non_finite_loss_and_spares_the_batch()
     alone = train(spec, data, [good], epochs=40, eval_every=30, device="cpu", keep_params=True)[0]
     assert lazy[0].status == "done"
     assert_normwise(lazy[0].params, alone.params, per_steps(40), "healthy row")
+
+
+def test_a_finite_blow_up_is_stored_as_diverged_and_not_retrained(tmp_path):
+    """Loss above 1000 × max(first epoch's loss, 1) is divergence even while finite: plain
+    SGD at lr 1 on diabetes multiplies the loss ~20× an epoch, passing 1000× at epoch 3 and
+    staying finite for all 12 epochs."""
+    cfg = validate(
+        {
+            "data": {"source": "diabetes"},
+            "model": {"kind": "linear"},
+            "train": {"optimizer": "sgd", "lr": [0.01, 1.0], "epochs": 12, "eval_every": 4},
+            "decay": {"modes": ["coupled"], "weight_decay": [0.0]},
+        }
+    )
+    res = run_sweep(cfg, tmp_path / "s")
+    by = {r.config.lr: r for r in res.runs}
+    blown = by[1.0]
+    assert blown.status == "diverged" and blown.diverged_epoch == 3
+    kept = [v for v in blown.curves["train_loss"] if math.isfinite(v)]
+    assert kept[-1] < 1000 * kept[0]  # stored up to the last healthy epoch
+    assert by[0.01].status == "done"
+    again = run_sweep(cfg, tmp_path / "s")  # a rerun retries failed runs, never diverged ones
+    assert again.counts == res.counts
+    with sqlite3.connect(tmp_path / "s" / "study.db") as db:
+        assert db.execute("SELECT MAX(attempts) FROM runs").fetchone()[0] == 1
+
+
+class FakeBar:
+    def __init__(self):
+        self.n, self.updates, self.postfix = 0.0, [], ""
+
+    def update(self, k):
+        self.n += k
+        self.updates.append(k)
+
+    def set_postfix_str(self, text, refresh=True):
+        self.postfix = text
+
+    def close(self):
+        pass
+
+
+def test_progress_advances_per_epoch_and_counts_optimizer_steps(tmp_path, monkeypatch):
+    import wdlab.pipelines.sweep as sweep
+
+    bar, jobs = FakeBar(), []
+    monkeypatch.setattr(sweep, "_progress", lambda total, done: bar)
+    real_run = sweep._Job.run
+
+    def run(job, *a, **kw):
+        jobs.append(job)
+        return real_run(job, *a, **kw)
+
+    monkeypatch.setattr(sweep._Job, "run", run)
+    cfg = validate(
+        {
+            "data": {"source": "wine"},  # 106 training rows: 4 mini-batches of 32 an epoch
+            "model": {"kind": "linear"},
+            "train": {"optimizer": "adam", "lr": [0.01], "epochs": 5, "batch_size": 32},
+            "decay": {"modes": ["decoupled"], "weight_decay": [1e-3, 1e-2, 1e-1]},
+        }
+    )
+    run_sweep(cfg, tmp_path / "s", max_batch=2, progress=True)
+    # 4 configurations in batches of 2 and 2: the bar moves after every epoch of a batch
+    assert len([u for u in bar.updates if u > 0]) >= 2 * 5
+    assert bar.n == pytest.approx(4) and "model-steps/s" in bar.postfix
+    assert jobs[0].steps == 4 * 5 * 4  # configurations × epochs × optimizer steps per epoch
+
+
+def test_seconds_is_the_wall_time_of_the_sweep(tmp_path):
+    cfg = validate(SMALL)
+    t0 = time.perf_counter()
+    res = run_sweep(cfg, tmp_path / "s", max_batch=3)  # 4 batches
+    wall = time.perf_counter() - t0
+    batch_times = {r.seconds for r in res.runs}
+    assert 0 < res.seconds <= wall
+    assert res.seconds >= max(batch_times)  # covers every batch, each counted once
+    again = run_sweep(cfg, tmp_path / "s")  # nothing left to train adds no time
+    assert again.seconds == res.seconds and load_study(tmp_path / "s").seconds == res.seconds

@@ -2,15 +2,18 @@
 
 An experiment has four sections; every key is optional and unknown keys are refused::
 
-    [data]    source, seed, target, features, impute, task, val_size, test_size, options
-    [model]   kind, hidden, activation, layernorm, factory
+    [data]    source, seed, target, features, impute, task, val_size, test_size, options,
+              train_size
+    [model]   kind, hidden, activation, layernorm, factory, batchnorm, dropout
     [train]   optimizer, lr, options, schedule, epochs, batch_size, eval_every, seeds, device,
-              precision
+              precision, select, early_stopping, diagnostics
     [decay]   modes, weight_decay, rule, exclude, include
 
 ``lr``, ``modes``, ``weight_decay`` and ``seeds`` take one value or a list (the grid is their
 product); ``weight_decay`` also takes ``"LO..HI:N"`` (N log-spaced values). ``seeds`` also takes
-an integer count written as ``"N"`` (seeds 0..N−1).
+an integer count written as ``"N"`` (seeds 0..N−1). Numbers the engine computes with must fit
+float32; a log range or a seed count has at most :data:`MAX_RANGE` values, and a grid more than
+:data:`MAX_CONFIGS` configurations is refused unless the caller raises that limit.
 
 The section dataclasses below *are* the schema: each field carries its default, its checker,
 what it allows and its command-line flag, so the TOML keys, the Python objects and the CLI flags
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import itertools
 import math
 import tomllib
@@ -30,8 +34,13 @@ from dataclasses import Field, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from wdlab.data import SOURCES, Dataset, is_table_path, load, read_table
+from wdlab.data.arrays import subsample_train
 from wdlab.decay import DEFAULT_RULE, EVERYTHING, MODES, DecayRule
+from wdlab.devices import DEVICE_FORMS, check_device_name
+from wdlab.diagnostics import DIAGNOSTICS
 from wdlab.models import ACTIVATIONS, MODEL_KINDS, ModelSpec
 from wdlab.optimizers import OPTIMIZERS, optimizer_spec
 from wdlab.records import RunConfig
@@ -40,6 +49,19 @@ from wdlab.trainer.schedules import SCHEDULES, parse_schedule
 
 RULES = {"default": DEFAULT_RULE, "everything": EVERYTHING}
 PRECISIONS = ("fp32", "bf16")
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)  # weights, lr and wd are float32 in training
+MAX_RANGE = 1_000_000  # values in one log range or seed count (a hard limit)
+MAX_CONFIGS = 10_000  # configurations in a grid, unless the caller raises it (--max-configs)
+MAX_SEED = 2**32 - 2  # NumPy and scikit-learn take seeds below 2**32 (the split uses seed + 1)
+SELECT_METRICS = ("acc", "rmse", "r2")  # besides "auto" and "loss"
+KNOWN_DIAGNOSTICS = ("rotation",)  # accepted by the config; available when registered
+# Keys added after wdlab 0.2: left out of a study's identity while at their defaults, so a
+# study made before keeps its hash (and its default folder) and resumes.
+LATER_KEYS = {
+    "data": ("train_size",),
+    "model": ("batchnorm", "dropout"),
+    "train": ("select", "early_stopping", "diagnostics"),
+}
 
 
 def parse_float_list(text: str | float | list, key: str) -> list[float]:
@@ -62,14 +84,27 @@ def parse_float_list(text: str | float | list, key: str) -> list[float]:
             raise ValueError(
                 f"{key}: expected LO..HI:N (e.g. 1e-6..1e-1:11), got {text!r}"
             ) from None
-        if not (0 < lo_f < hi_f) or n < 2:
+        if not (0 < lo_f < hi_f < math.inf) or n < 2:
             raise ValueError(f"{key}: a log range needs 0 < LO < HI and N >= 2, got {text!r}")
+        if n > MAX_RANGE:
+            raise ValueError(f"{key}: a log range has at most {MAX_RANGE:,} values, got {n:,}")
         step = (math.log10(hi_f) - math.log10(lo_f)) / (n - 1)
         return [float(f"{10 ** (math.log10(lo_f) + i * step):.6g}") for i in range(n)]
     try:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise ValueError(f"{key}: expected numbers separated by commas, got {text!r}") from None
+
+
+def _float32(values: list[float], key: str, what: str) -> list[float]:
+    """``values`` if each fits float32 (what training computes in), else one line."""
+    big = [v for v in values if abs(v) > FLOAT32_MAX]
+    if big:
+        raise ValueError(
+            f"{key}: {what} {big[0]:g} overflows float32, in which wdlab trains "
+            f"(at most {FLOAT32_MAX:.3g})"
+        )
+    return values
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,15 +152,46 @@ def one_of(options: Mapping[str, Any] | tuple[str, ...]) -> Callable[[Any, str],
     return check
 
 
-def integer(lo: int = 0) -> Callable[[Any, str], Any]:
-    """A checker accepting an integer ≥ ``lo``."""
+def integer(lo: int = 0, hi: int | None = None) -> Callable[[Any, str], Any]:
+    """A checker accepting an integer ≥ ``lo`` (and ≤ ``hi``)."""
 
     def check(v: Any, key: str) -> Any:
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ValueError(f"{key}: expected an integer >= {lo}, got {v!r}")
+        if hi is not None and v > hi:
+            raise ValueError(f"{key}: expected an integer <= {hi}, got {v!r}")
         return v
 
     return check
+
+
+def _dropout(v: Any, key: str) -> float:
+    if isinstance(v, str):  # from the command line
+        with contextlib.suppress(ValueError):
+            v = float(v)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+        raise ValueError(f"{key}: expected a probability in [0, 1), got {v!r}")
+    return float(v)
+
+
+def _device(v: Any, key: str) -> Any:
+    return None if v is None else check_device_name(v, key)
+
+
+def _select(v: Any, key: str) -> str:
+    valid = ("auto", "loss", *SELECT_METRICS, *(t.metric for t in TASKS.values()))
+    if not isinstance(v, str) or v not in valid:
+        raise ValueError(f"{key}: {v!r} is not allowed; valid: {', '.join(dict.fromkeys(valid))}")
+    return v
+
+
+def _diagnostics(v: Any, key: str) -> list[str]:
+    names = _str_list(v, key)
+    valid = tuple(dict.fromkeys((*DIAGNOSTICS, *KNOWN_DIAGNOSTICS)))
+    for n in names:
+        if n not in valid:
+            raise ValueError(f"{key}: unknown diagnostic {n!r}; valid: {', '.join(valid)}")
+    return list(dict.fromkeys(names))
 
 
 def _fraction(v: Any, key: str) -> float:
@@ -189,28 +255,42 @@ def _modes(v: Any, key: str) -> list[str]:
 def _wds(v: Any, key: str) -> list[float]:
     values = parse_float_list(v, key)
     if not values or any(not math.isfinite(w) or w < 0 for w in values):
-        raise ValueError(f"{key}: weight decays must be finite numbers >= 0, got {v!r}")
-    return values
+        raise ValueError(f"{key}: weight decays must be finite numbers >= 0, got {_short(v)}")
+    return _float32(values, key, "weight decay")
 
 
 def _lrs(v: Any, key: str) -> list[float]:
     values = parse_float_list(v, key)
     if not values or any(not math.isfinite(w) or w <= 0 for w in values):
-        raise ValueError(f"{key}: learning rates must be numbers > 0, got {v!r}")
-    return values
+        raise ValueError(f"{key}: learning rates must be numbers > 0, got {_short(v)}")
+    return _float32(values, key, "learning rate")
+
+
+def _short(v: Any, limit: int = 60) -> str:
+    """``repr(v)`` cut to ``limit`` characters, for messages."""
+    text = repr(v)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _seeds(v: Any, key: str) -> list[int]:
     if isinstance(v, str) and v.strip().isdigit():
-        return list(range(int(v)))
+        n = int(v)
+        if n > MAX_RANGE:
+            raise ValueError(f"{key}: at most {MAX_RANGE:,} seeds, got {n:,}")
+        return list(range(n))
     if isinstance(v, str) and "," in v:
         with contextlib.suppress(ValueError):
             v = [int(s) for s in v.split(",") if s.strip()]
     if isinstance(v, int) and not isinstance(v, bool):
-        return [v]
+        v = [v]
     if isinstance(v, list) and v and all(isinstance(s, int) and not isinstance(s, bool) for s in v):
+        bad = [s for s in v if not 0 <= s <= MAX_SEED]
+        if bad:
+            raise ValueError(f"{key}: seeds must be integers in 0..{MAX_SEED}, got {bad[0]}")
         return v
-    raise ValueError(f'{key}: expected a seed, a list of seeds, or a count like "3", got {v!r}')
+    raise ValueError(
+        f'{key}: expected a seed, a list of seeds, or a count like "3", got {_short(v)}'
+    )
 
 
 def _optimizer(v: Any, key: str) -> str:
@@ -221,6 +301,62 @@ def _optimizer(v: Any, key: str) -> str:
             f"{key}: unknown optimizer {v!r}; valid: {', '.join(OPTIMIZERS)}"
         ) from None
     return v
+
+
+def _option_type(name: str, value: Any, default: Any, key: str) -> Any:
+    """One optimizer keyword's value, checked against the type of torch's default; lists
+    become tuples (``betas = [0.9, 0.99]``)."""
+    number = lambda x: (  # noqa: E731
+        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    )
+    if isinstance(default, bool) or (default is None and name in ("foreach", "fused")):
+        if not isinstance(value, bool):
+            raise ValueError(f"{key}.{name}: expected true or false, got {_short(value)}")
+        return value
+    if isinstance(default, tuple):
+        if not (
+            isinstance(value, (list, tuple))
+            and len(value) == len(default)
+            and all(number(x) for x in value)
+        ):
+            raise ValueError(
+                f"{key}.{name}: expected {len(default)} numbers like {list(default)}, "
+                f"got {_short(value)}"
+            )
+        return tuple(value)
+    if number(default) and not number(value):
+        raise ValueError(
+            f"{key}.{name}: expected a number (default {default}), got {_short(value)}"
+        )
+    return value
+
+
+def check_optimizer_options(optimizer: str, options: Mapping[str, Any], lr: float) -> dict:
+    """``options`` checked for ``optimizer``: every key one of its keywords (a misspelt key is
+    refused, naming the valid ones), every value of the type its default has, and torch's own
+    checks passed on one step of a tiny tensor. Returns them normalised."""
+    cls = optimizer_spec(optimizer).cls
+    params = inspect.signature(cls.__init__).parameters
+    valid = [n for n in params if n not in ("self", "params", "lr", "weight_decay")]
+    out = {}
+    for name, value in options.items():
+        if name in ("lr", "weight_decay", "params"):
+            where = {"lr": "train.lr", "weight_decay": "decay.weight_decay"}.get(name, "wdlab")
+            raise ValueError(f"train.options: {name} is set by {where}, not in options")
+        if name not in valid:
+            raise ValueError(
+                f"train.options: {cls.__name__} has no option {name!r}; valid: {', '.join(valid)}"
+            )
+        out[name] = _option_type(name, value, params[name].default, "train.options")
+    try:  # torch's own value checks, and those only a step makes
+        p = torch.zeros(2, requires_grad=True)
+        opt = cls([p], lr=lr, **out)
+        p.grad = torch.ones(2)
+        opt.step()
+    except (TypeError, ValueError, RuntimeError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ValueError(f"train.options: {cls.__name__} refuses {out}: {first}") from None
+    return out
 
 
 def _schedule(v: Any, key: str) -> str:
@@ -259,7 +395,12 @@ class DataConfig(_Section):
         f"{', '.join(SOURCES)}, or a .csv/.parquet path",
     )
     seed: int = key(
-        0, integer(0), "integer >= 0", "--data-seed", "seed of the data draw and split", "int"
+        0,
+        integer(0, MAX_SEED),
+        f"integer in 0..{MAX_SEED}",
+        "--data-seed",
+        "seed of the data draw and split",
+        "int",
     )
     target: str | None = key(
         None, _str_or_none, "the target column (files)", "--target", "target column of a data file"
@@ -285,9 +426,24 @@ class DataConfig(_Section):
     val_size: float = key(0.2, _fraction, "fraction in (0, 0.9)")
     test_size: float = key(0.2, _fraction, "fraction in (0, 0.9)")
     options: dict = key({}, _table, "source options, e.g. {n = 200, d = 50}")
+    train_size: int = key(
+        0,
+        integer(0),
+        "integer >= 0 (0: all training rows)",
+        "--train-size",
+        "train on a seeded subsample of N training rows (validation and test unchanged)",
+        "int",
+    )
 
     def load(self) -> Dataset:
-        """The Dataset this section describes."""
+        """The Dataset this section describes (its training split subsampled to
+        ``train_size`` rows when that is set)."""
+        ds = self._load()
+        if self.train_size:
+            ds = subsample_train(ds, self.train_size, self.seed, "data.train_size")
+        return ds
+
+    def _load(self) -> Dataset:
         if is_table_path(self.source):
             return read_table(
                 self.source, self.target, self.features, self.impute, self.task, seed=self.seed
@@ -330,9 +486,16 @@ class ModelConfig(_Section):
         False, _bool, "true or false", "--layernorm", "LayerNorm after hidden layers", "flag"
     )
     factory: str | None = key(None, _str_or_none, "module:function")
+    batchnorm: bool = key(
+        False, _bool, "true or false", "--batchnorm", "BatchNorm after convolutions (cnn)", "flag"
+    )
+    dropout: float = key(
+        0.0, _dropout, "probability in [0, 1)", "--dropout", "dropout before the head (cnn)"
+    )
 
     def spec(self, ds: Dataset) -> ModelSpec:
-        """The ModelSpec, sized to the data."""
+        """The ModelSpec, sized to the data (``in_shape`` for signals and images; flat rows
+        leave it empty, and a CNN reads them as one-channel signals)."""
         return ModelSpec(
             self.kind,
             in_dim=ds.in_dim,
@@ -341,6 +504,9 @@ class ModelConfig(_Section):
             activation=self.activation,
             layernorm=self.layernorm,
             factory=self.factory,
+            batchnorm=self.batchnorm,
+            dropout=self.dropout,
+            in_shape=ds.in_shape if len(ds.in_shape) > 1 else (),
         )
 
 
@@ -376,7 +542,7 @@ class TrainConfig(_Section):
         [0], _seeds, "seeds", "--seeds", "seeds: a count like 3, or a list like 0,1,2"
     )
     device: str | None = key(
-        None, _str_or_none, "cpu or cuda", "--device", "cpu or cuda (default: cuda if present)"
+        None, _device, DEVICE_FORMS, "--device", "cpu or cuda (default: cuda if present)"
     )
     precision: str = key(
         "fp32",
@@ -385,6 +551,28 @@ class TrainConfig(_Section):
         "--precision",
         "bf16: autocast forward passes",
         choices=PRECISIONS,
+    )
+    select: str = key(
+        "auto",
+        _select,
+        "auto, loss or a metric (acc, rmse, r2)",
+        "--select",
+        "choose wd on: auto (the task's metric), loss, or a metric such as acc or rmse",
+    )
+    early_stopping: bool = key(
+        False,
+        _bool,
+        "true or false",
+        "--early-stopping",
+        "choose on each run's best-validation epoch instead of its last",
+        "flag",
+    )
+    diagnostics: list[str] = key(
+        [],
+        _diagnostics,
+        'list of diagnostics, e.g. ["rotation"]',
+        "--diagnostics",
+        "opt-in recordings per layer, comma-separated (e.g. rotation)",
     )
 
     def train_kwargs(self, shuffle_seed: int) -> dict[str, Any]:
@@ -397,6 +585,7 @@ class TrainConfig(_Section):
             "batch_size": self.batch_size or None,
             "shuffle_seed": shuffle_seed,
             "precision": self.precision,
+            "diagnostics": tuple(self.diagnostics),
         }
 
 
@@ -461,8 +650,27 @@ class Experiment:
         return getattr(self, section)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        """The plain dict (TOML's shape): what the store keeps and hashes."""
+        """The plain dict (TOML's shape): what the store keeps."""
         return {name: asdict(getattr(self, name)) for name in SECTIONS}
+
+    def identity(self) -> dict[str, dict[str, Any]]:
+        """What identifies a study (hashed by the store and the default folder name): the
+        plain dict without the keys of :data:`LATER_KEYS` that are at their defaults."""
+        out = self.to_dict()
+        for section, names in LATER_KEYS.items():
+            for f, _ in section_keys(section):
+                if f.name in names and out[section][f.name] == f.default_factory():
+                    del out[section][f.name]
+        return out
+
+    def grid_size(self) -> int:
+        """How many configurations :meth:`grid` makes, counted without making them."""
+        t, dec = self.train, self.decay
+        wds = set(dec.weight_decay)
+        per = sum(1 if m == "none" else len(wds) for m in set(dec.modes))
+        if not (0.0 in wds or "none" in dec.modes):
+            per += 1
+        return per * len(set(t.lr)) * len(set(t.seeds))
 
     def grid(self) -> list[RunConfig]:
         """mode × weight decay × lr × seed, one RunConfig each.
@@ -520,6 +728,14 @@ def validate(raw: Mapping[str, Any] | Experiment) -> Experiment:
         raise ValueError("model.factory: model kind 'custom' needs factory = 'module:function'")
     if is_table_path(sections["data"]["source"] or "") and not sections["data"]["target"]:
         raise ValueError("data.target: a data file needs the target column")
+    data = sections["data"]
+    if data["val_size"] + data["test_size"] > 0.9:
+        raise ValueError(
+            f"data.val_size + data.test_size must leave >= 10% for training, got "
+            f"{data['val_size']:g} + {data['test_size']:g}"
+        )
+    train = sections["train"]
+    train["options"] = check_optimizer_options(train["optimizer"], train["options"], train["lr"][0])
     return Experiment(**{name: SECTIONS[name](**v) for name, v in sections.items()})
 
 
@@ -527,9 +743,15 @@ def load_config(path: str | Path) -> Experiment:
     """Read and validate a TOML experiment file."""
     p = Path(path)
     try:
-        raw = tomllib.loads(p.read_text())
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ValueError(f"config file not found: {p}") from None
+    except IsADirectoryError:
+        raise ValueError(f"config file {p} is a folder, not a TOML file") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read config file {p}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{p.name} is not valid TOML: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{p.name} is not valid TOML: {exc}") from None
     return validate(raw)

@@ -3,6 +3,11 @@ the driver (:func:`wdlab.pipelines.sweep.run_sweep`) writes each to the store in
 transaction. Every executor follows the :class:`Executor` protocol and is one entry of
 :data:`EXECUTORS`, with the options the command line offers for it.
 
+``batches`` may be any iterable, read lazily: the driver hands a generator that claims each
+batch in the store just before it is taken, so two processes on one study never train the same
+configuration. ``on_epoch(batch, epoch)`` reports progress within a batch where the executor
+can (the local one, after every epoch); ``on_start(batch)`` is called as a batch is taken.
+
 * :class:`LocalExecutor` trains batch after batch in this process.
 * :class:`RayExecutor` runs one Ray task per batch — one call of the batched engine — on a local
   Ray runtime (bound to 127.0.0.1) or an existing cluster (``address``). The data goes to the
@@ -13,7 +18,7 @@ transaction. Every executor follows the :class:`Executor` protocol and is one en
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,6 +28,7 @@ from wdlab.records import RunConfig, RunResult
 from wdlab.trainer import train
 
 Batch = list[RunConfig]
+OnEpoch = Callable[[Batch, int], None]
 
 
 @dataclass(frozen=True)
@@ -50,9 +56,10 @@ class Executor(Protocol):
         self,
         spec: ModelSpec,
         data: Dataset,
-        batches: Sequence[Batch],
+        batches: Iterable[Batch],
         train_kwargs: dict[str, Any],
         on_start: Callable[[Batch], None] = ...,
+        on_epoch: OnEpoch | None = None,
     ) -> Iterator[tuple[Batch, list[RunResult]]]:
         """Yield ``(batch, results)`` for every batch, in any order."""
         ...
@@ -75,14 +82,17 @@ class LocalExecutor:
         self,
         spec: ModelSpec,
         data: Dataset,
-        batches: Sequence[Batch],
+        batches: Iterable[Batch],
         train_kwargs: dict[str, Any],
         on_start: Callable[[Batch], None] = lambda b: None,
+        on_epoch: OnEpoch | None = None,
     ) -> Iterator[tuple[Batch, list[RunResult]]]:
-        """Yield each batch with its results, one after the other."""
+        """Yield each batch with its results, one after the other; ``on_epoch`` after every
+        epoch of each."""
         for batch in batches:
             on_start(batch)
-            yield batch, train(spec, data, batch, **train_kwargs)
+            tick = None if on_epoch is None else (lambda e, b=batch: on_epoch(b, e))
+            yield batch, train(spec, data, batch, **train_kwargs, on_epoch=tick)
 
 
 def ray_available() -> bool:
@@ -192,11 +202,13 @@ class RayExecutor:
         self,
         spec: ModelSpec,
         data: Dataset,
-        batches: Sequence[Batch],
+        batches: Iterable[Batch],
         train_kwargs: dict[str, Any],
         on_start: Callable[[Batch], None] = lambda b: None,
+        on_epoch: OnEpoch | None = None,
     ) -> Iterator[tuple[Batch, list[RunResult]]]:
-        """Submit every batch as a task; yield each as it finishes."""
+        """Submit every batch as a task; yield each as it finishes (progress advances per
+        batch: ``on_epoch`` is not called)."""
         import torch
 
         ray = self._init()

@@ -45,27 +45,89 @@ def build_parser() -> Parser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``wdlab`` console script."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    func: Callable[[argparse.Namespace], int] = args.func
+    """Entry point of the ``wdlab`` console script.
+
+    Exit status 0 on success (1 where a command's check fails, e.g. ``verify``), 2 with one
+    line on stderr for anything that went wrong (:func:`describe_error`), 130 on Ctrl-C (one
+    line too, also while torch is still being imported). ``WDLAB_DEBUG=1`` shows tracebacks.
+    """
+    prog = "wdlab"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("default")
-            warnings.formatwarning = _format_warning  # type: ignore[assignment]
-            return func(args)
-    except (UsageError, ValueError) as exc:
+        parser = build_parser()
+        args = parser.parse_args(argv)  # --help, --version and usage errors exit here
+        prog = f"wdlab {args.command}"
+        code = _run(args)
+        sys.stdout.flush()  # a reader that left shows up here, not at interpreter exit
+        return code
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: interrupted\n")
+        return 130
+    except BrokenPipeError:  # e.g. `wdlab ls | head -1`: the reader left; not an error of ours
+        _silence_stdout()
+        return 0
+    except Exception as exc:
         if os.environ.get("WDLAB_DEBUG"):
             raise
-        sys.stderr.write(f"wdlab {args.command}: error: {exc}\n")
+        sys.stderr.write(f"{prog}: error: {describe_error(exc)}\n")
         return EXIT_BAD_INPUT
-    except BrokenPipeError:  # e.g. `wdlab ... | head`: the reader left; not an error of ours
-        sys.stderr.close()
-        return 0
-    except KeyboardInterrupt:
-        sys.stderr.write("wdlab: interrupted\n")
-        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the command, with warnings as one ``wdlab: warning:`` line each; user code that
+    calls ``sys.exit`` (a model factory) is an error, not a silent exit."""
+    func: Callable[[argparse.Namespace], int] = args.func
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.formatwarning = _format_warning  # type: ignore[assignment]
+        try:
+            return func(args)
+        except SystemExit as exc:
+            raise UsageError(f"code called sys.exit({exc.code!r}) during {args.command}") from None
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for any exception: ours say what was wrong; the file system, SQLite, memory
+    and device errors say what failed where; anything else is named as unexpected."""
+    import sqlite3
+
+    text = _one_line(str(exc))
+    if isinstance(exc, (UsageError, ValueError)):
+        return text or type(exc).__name__
+    if isinstance(exc, MemoryError) or _is_oom(exc):
+        return f"out of memory ({text or type(exc).__name__}); try a smaller --max-memory or data"
+    if isinstance(exc, OSError):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or text or type(exc).__name__}"
+    if isinstance(exc, sqlite3.Error):
+        return f"study store: {text}"
+    if type(exc).__name__ == "AcceleratorError" or "CUDA" in text:
+        return f"device error: {text}"
+    return f"{type(exc).__name__}: {text} (unexpected; WDLAB_DEBUG=1 shows the traceback)"
+
+
+def _is_oom(exc: BaseException) -> bool:
+    name = type(exc).__name__
+    text = str(exc)
+    markers = ("can't allocate memory", "out of memory", "size calculation overflowed")
+    return name == "OutOfMemoryError" or (
+        isinstance(exc, RuntimeError) and any(m in text.lower() for m in markers)
+    )
+
+
+def _one_line(text: str, limit: int = 400) -> str:
+    """Every line of ``text`` joined into one, cut to ``limit`` characters."""
+    one = "; ".join(line.strip() for line in text.splitlines() if line.strip())
+    return one if len(one) <= limit else one[: limit - 1] + "…"
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:
-    return f"wdlab: warning: {message}\n"
+    return f"wdlab: warning: {_one_line(str(message))}\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from pathlib import Path
 from wdlab.jsonsafe import dumps
 
 EXIT_BAD_INPUT = 2
+FLOAT32_MAX = 3.4028234663852886e38  # numbers that reach training must fit float32
 
 
 class UsageError(Exception):
@@ -43,6 +45,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed(text: str) -> int:
+    """A seed: an integer in 0..2**63-1 (what torch.manual_seed takes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"a seed must be in 0..2**63-1, got {value}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """A finite number > 0."""
     value = _float(text)
@@ -66,18 +79,50 @@ def _float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    if abs(value) > FLOAT32_MAX:
+        raise argparse.ArgumentTypeError(
+            f"{text} overflows float32, in which wdlab trains (at most {FLOAT32_MAX:.3g})"
+        )
     return value
 
 
-def writable_dir(path: Path) -> Path:
-    """Create ``path`` if needed and check that files can be written there."""
+def hidden_sizes(text: str) -> tuple[int, ...]:
+    """Hidden sizes like ``64,32``: positive integers."""
+    try:
+        sizes = tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes like 64,32, got {text!r}") from None
+    if any(s < 1 for s in sizes):
+        raise argparse.ArgumentTypeError(f"hidden sizes must be positive integers, got {text!r}")
+    return sizes
+
+
+def device_name(text: str) -> str:
+    """A device by its form: cpu, cuda, cuda:N or mps (whether this machine has it is checked
+    when the command runs)."""
+    from wdlab.devices import check_device_name
+
+    try:
+        return check_device_name(text, "--device")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--device: ")) from None
+
+
+def writable_dir(path: Path, flag: str = "--out", hint: str = "") -> Path:
+    """Create ``path`` if needed and check that files can be written there (before any
+    training: a bad ``--out`` is said at once, not after the work). ``hint`` ends the message."""
+    tail = f"; {hint}" if hint else ""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path}: is a file, not a folder{tail}")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".wdlab-write-test"
+        probe = path / f".wdlab-write-test-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise UsageError(f"--out {path}: cannot write there ({exc.strerror or exc})") from None
+        raise UsageError(
+            f"{flag} {path}: cannot write there ({exc.strerror or exc}){tail}"
+        ) from None
     return path
 
 
@@ -115,3 +160,28 @@ def add_json(p: argparse.ArgumentParser) -> None:
 def counts_line(counts: dict[str, int]) -> str:
     """Runs per status, e.g. ``10 done, 1 diverged``."""
     return ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+
+
+def study_notes(directory: Path | str, counts: dict[str, int]) -> list[str]:
+    """Lines under a study's table: how many runs failed and why (a rerun retries them), and
+    how many are not trained yet (the table is then partial)."""
+    from wdlab.store import Store
+
+    with Store(directory, readonly=True) as store:
+        failures = store.failures()
+    lines = [
+        f"failed: {n} run{'s' if n > 1 else ''}: {error} (run the sweep again to retry)"
+        for error, n in failures.items()
+    ]
+    unfinished = counts.get("pending", 0) + counts.get("running", 0)
+    if unfinished:
+        lines.append(f"incomplete: {unfinished} runs not trained yet; the table is partial")
+    return lines
+
+
+def failed_runs(directory: Path | str) -> list[dict[str, object]]:
+    """Failed runs grouped by error, for JSON: ``[{"error": …, "runs": n}]``."""
+    from wdlab.store import Store
+
+    with Store(directory, readonly=True) as store:
+        return [{"error": e, "runs": n} for e, n in store.failures().items()]

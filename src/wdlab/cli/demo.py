@@ -9,11 +9,13 @@ from pathlib import Path
 from wdlab.cli.common import (
     Command,
     add_json,
+    device_name,
     emit_json,
     nonneg_float,
     positive_float,
     positive_int,
     print_paths,
+    seed,
     show_progress,
     writable_dir,
 )
@@ -21,6 +23,7 @@ from wdlab.cli.common import (
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Reproduce the article's experiment and check manual ≡ builtin."""
+    from wdlab.devices import check_fits, resolve_device
     from wdlab.pipelines import DemoSettings, run_demo
     from wdlab.report.html import write_report
 
@@ -32,11 +35,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         eval_every=args.eval_every,
     )
+    device = resolve_device(args.device, "--device")
+    what = f"the demo (--dim {args.dim}, --epochs {args.epochs})"
+    check_fits(demo_bytes(args.dim, args.epochs), what, device)
     out = writable_dir(Path(args.out))
     result = run_demo(
         settings,
         progress=show_progress(args),
-        device=args.device,
+        device=device,
         fast_path=False if args.no_fast_path else None,
         precision=args.precision,
     )
@@ -58,6 +64,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def demo_bytes(dim: int, epochs: int) -> int:
+    """A generous estimate of the demo's memory: X drawn in float64 and kept in float32
+    (12·dim²), the model with its gradients, momentum-free SGD and the kept final weights of
+    three regimes (dim²/2 parameters, ~8 copies: 16·dim²), and per-epoch records."""
+    return 28 * dim * dim + 3 * 200 * (epochs + 1)
+
+
 def add_demo_flags(p: argparse.ArgumentParser) -> None:
     """The demo's numbers, output, device, path and precision."""
     p.add_argument(
@@ -66,10 +79,12 @@ def add_demo_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dim", type=positive_int, default=1000, help="rows and features of X (1000)")
     p.add_argument("--lr", type=positive_float, default=0.1, help="SGD learning rate (0.1)")
     p.add_argument("--weight-decay", type=nonneg_float, default=0.1, help="manual/builtin (0.1)")
-    p.add_argument("--seed", type=int, default=0, help="torch seed for data and init (0)")
+    p.add_argument("--seed", type=seed, default=0, help="torch seed for data and init (0)")
     p.add_argument("--eval-every", type=positive_int, default=10, help="evaluate every N (10)")
     p.add_argument("--out", default="wdlab-out/demo", help="output folder (wdlab-out/demo)")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    p.add_argument(
+        "--device", type=device_name, default=None, help="cpu or cuda (default: cuda if present)"
+    )
     p.add_argument(
         "--no-fast-path", action="store_true", help="the standard path even where Gram applies"
     )

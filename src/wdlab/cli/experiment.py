@@ -11,10 +11,12 @@ from wdlab.cli.common import (
     add_json,
     counts_line,
     emit_json,
+    failed_runs,
     positive_float,
     positive_int,
     print_paths,
     show_progress,
+    study_notes,
     writable_dir,
 )
 
@@ -29,12 +31,16 @@ def experiment_config(args: argparse.Namespace) -> object:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run one experiment from a TOML file and/or flags."""
+    from wdlab.devices import resolve_device
     from wdlab.pipelines import run_experiment
     from wdlab.report.html import write_report
 
     cfg = experiment_config(args)
+    resolve_device(cfg.train.device, "--device")
     out = writable_dir(Path(args.out))
-    result = run_experiment(cfg, progress=show_progress(args))
+    result = run_experiment(
+        cfg, progress=show_progress(args), max_configs=_max_configs(args.max_configs)
+    )
     paths = result.write(out)
     paths["report"] = write_report(result, out)["report"]
     if args.json:
@@ -49,14 +55,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run (or resume) a sweep into its study directory."""
+    from wdlab.devices import resolve_device
     from wdlab.executors import EXECUTORS, make_executor
     from wdlab.pipelines import default_out, run_sweep
     from wdlab.report.html import write_report
 
     cfg = experiment_config(args)
-    out = writable_dir(Path(args.out) if args.out else default_out(cfg))
     options = {o.name: getattr(args, o.name) for e in EXECUTORS.values() for o in e.options}
     executor = make_executor(args.backend, **options)
+    if args.backend == "local":
+        resolve_device(cfg.train.device, "--device")
+    out = writable_dir(Path(args.out) if args.out else default_out(cfg))
     try:
         result = run_sweep(
             cfg,
@@ -66,17 +75,38 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             progress=show_progress(args),
             name=args.name,
             executor=executor,
+            max_configs=_max_configs(args.max_configs),
         )
     finally:
         executor.close()
     report = write_report(result, out)["report"]
     if args.json:
-        emit_json(result.to_dict() | {"directory": str(out), "report": str(report)})
+        doc = {"directory": str(out), "report": str(report), "failed": failed_runs(out)}
+        emit_json(result.to_dict() | doc)
         return 0
     print(result.table())
     print(f"\nstudy: {out}  ({counts_line(result.counts)})")
+    for line in study_notes(out, result.counts):
+        print(line)
     print(f"report: {report}")
     return 0
+
+
+def _max_configs(value: int | None) -> int | None:
+    """The grid limit: the flag's value, or the default limit."""
+    from wdlab.config import MAX_CONFIGS
+
+    return MAX_CONFIGS if value is None else value
+
+
+def add_max_configs(p: argparse.ArgumentParser) -> None:
+    """--max-configs: the grid limit, raised to confirm a larger grid."""
+    p.add_argument(
+        "--max-configs",
+        type=positive_int,
+        default=None,
+        help="refuse a grid of more configurations than this (10000); raise it to confirm",
+    )
 
 
 def _experiment_keys() -> list[tuple[str, str, object]]:
@@ -112,6 +142,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     """The experiment flags, --out and --json."""
     add_experiment_flags(p)
     p.add_argument("--out", default="wdlab-out/run", help="output folder (wdlab-out/run)")
+    add_max_configs(p)
     add_json(p)
 
 
@@ -126,9 +157,11 @@ def add_sweep_flags(p: argparse.ArgumentParser) -> None:
         "--max-memory",
         type=positive_float,
         default=DEFAULT_MAX_MEMORY_MB,
-        help=f"memory budget per batch in MB ({DEFAULT_MAX_MEMORY_MB})",
+        help=f"training memory per batch in MB ({DEFAULT_MAX_MEMORY_MB}); the process itself "
+        "(Python, torch, the data) comes on top",
     )
     p.add_argument("--max-batch", type=positive_int, help="at most N configurations per batch")
+    add_max_configs(p)
     p.add_argument("--name", help="the study's name in tables and reports (default: folder)")
     g = p.add_argument_group("backend")
     g.add_argument("--backend", choices=list(EXECUTORS), default="local", help="(local)")

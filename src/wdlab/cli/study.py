@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wdlab.cli.common import Command, add_json, counts_line, emit_json, print_paths
+from wdlab.cli.common import (
+    Command,
+    UsageError,
+    add_json,
+    counts_line,
+    emit_json,
+    failed_runs,
+    print_paths,
+    study_notes,
+    writable_dir,
+)
 
 if TYPE_CHECKING:
     from wdlab.records import Result
@@ -13,9 +24,16 @@ if TYPE_CHECKING:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Make report.html and the PNGs from a demo/run folder or a study."""
-    from wdlab.pipelines import build_report
+    from wdlab.pipelines import load_result
+    from wdlab.report.html import write_report
 
-    paths = build_report(args.path, args.out)
+    result = load_result(args.path)  # read-only; refuses a folder with nothing to report
+    out = writable_dir(
+        Path(args.out or args.path),
+        "--out" if args.out else "report folder",
+        "" if args.out else "write the report elsewhere with --out DIR",
+    )
+    paths = write_report(result, out)
     if args.json:
         emit_json({k: str(v) for k, v in paths.items()})
     else:
@@ -23,62 +41,89 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ls(args: argparse.Namespace) -> int:
-    """List the studies under a folder."""
-    from wdlab.store import Store, find_studies
+def study_row(d: Path) -> dict[str, object]:
+    """One study's line for ``ls`` (read-only); a study that cannot be read gets its reason
+    in ``error`` instead of its counts."""
+    import sqlite3
 
-    rows = []
-    for d in find_studies(args.root):
-        with Store(d) as store:
+    from wdlab.store import Store
+
+    row: dict[str, object] = {"study": str(d)}
+    try:
+        with Store(d, readonly=True) as store:
             info = store.study() or {}
             counts = store.counts()
-        rows.append(
-            {
-                "study": str(d),
-                "created": info.get("created", ""),
-                "data": (info.get("data") or {}).get("name", ""),
-                "runs": sum(counts.values()),
-                "done": counts["done"],
-                "diverged": counts["diverged"],
-                "pending": counts["pending"],
-            }
-        )
+    except (ValueError, OSError, sqlite3.Error) as exc:
+        return row | {"error": " ".join(str(exc).split()) or type(exc).__name__}
+    return row | {
+        "created": info.get("created", ""),
+        "data": (info.get("data") or {}).get("name", ""),
+        "runs": sum(counts.values()),
+        "done": counts["done"],
+        "diverged": counts["diverged"],
+        "failed": counts["failed"],
+        "pending": counts["pending"] + counts["running"],
+    }
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    """List the studies under a folder (those that cannot be read are marked, not fatal)."""
+    from wdlab.store import find_studies
+
+    root = Path(args.root)
+    if root.exists() and not root.is_dir():
+        raise UsageError(f"{root} is a file, not a folder of studies")
+    rows = [study_row(d) for d in find_studies(root)]
     if args.json:
         emit_json({"studies": rows})
         return 0
     if not rows:
         print(f"no studies under {args.root}")
         return 0
-    w = max(len("study"), *(len(r["study"]) for r in rows))
+    w = max(len("study"), *(len(str(r["study"])) for r in rows))
     print(
         f"{'study':<{w}}  {'created':<19}  {'data':<14} {'runs':>5} {'done':>5} {'div':>4} "
-        f"{'todo':>5}"
+        f"{'fail':>4} {'todo':>5}"
     )
     for r in rows:
+        if "error" in r:
+            print(f"{r['study']:<{w}}  unreadable: {r['error']}")
+            continue
         print(
-            f"{r['study']:<{w}}  {r['created']:<19}  {r['data']:<14} {r['runs']:>5} "
-            f"{r['done']:>5} {r['diverged']:>4} {r['pending']:>5}"
+            f"{r['study']:<{w}}  {r['created']:<19}  {r['data']!s:<14} {r['runs']:>5} "
+            f"{r['done']:>5} {r['diverged']:>4} {r['failed']:>4} {r['pending']:>5}"
         )
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    """Print a study's result table from its store."""
+    """Print a study's result table from its store (read-only), with how many runs failed
+    and why."""
     from wdlab.pipelines import load_study
 
     result: Result = load_study(args.study)
     if args.json:
-        emit_json(result.to_dict() | {"directory": str(args.study)})
+        doc = {"directory": str(args.study), "failed": failed_runs(args.study)}
+        emit_json(result.to_dict() | doc)
         return 0
     print(result.table())
     print(f"\nstudy: {args.study}  ({counts_line(result.counts)})")
+    for line in study_notes(args.study, result.counts):
+        print(line)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a study's runs and tidy curves as CSV or Parquet."""
     from wdlab.pipelines import export_study
+    from wdlab.store import Store
 
+    Store(args.study, readonly=True).close()  # a study, before any folder is made
+    writable_dir(
+        Path(args.out or args.study),
+        "--out" if args.out else "study folder",
+        "" if args.out else "write the files elsewhere with --out DIR",
+    )
     paths = export_study(args.study, args.format, args.out)
     if args.json:
         emit_json({k: str(v) for k, v in paths.items()})

@@ -77,12 +77,17 @@ def from_arrays(
     X = np.asarray(X.cpu() if isinstance(X, Tensor) else X, dtype=np.float64)
     y = np.asarray(y.cpu() if isinstance(y, Tensor) else y)
     if X.ndim != 2 or len(X) != len(y):
-        raise ValueError(f"X must be 2-D with one row per target; got X {X.shape}, y {y.shape}")
-    if not np.isfinite(X).all():
-        raise ValueError("X has missing or infinite values; impute them first")
+        raise ValueError(
+            f"X must be 2-D with one row per target; got X {tuple(X.shape)}, y {tuple(y.shape)}"
+        )
+    if len(y) < 5:
+        raise ValueError(f"{len(y)} rows: at least 5 are needed for train, validation and test")
+    check_finite(X)
     task = task or infer_task(y)
     if task == "single":
-        raise ValueError(f"the target has a single value ({np.unique(y)[0]!r}): nothing to learn")
+        raise ValueError(
+            f"the target has a single value ({plain(np.unique(y)[0])!r}): nothing to learn"
+        )
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
     classes, y_num = _encode_target(y, task)
@@ -105,7 +110,7 @@ def from_arrays(
     )
     Xt = torch.from_numpy(X).float()
     if classes is not None:
-        info["classes"] = [c.item() if hasattr(c, "item") else c for c in classes]
+        info["classes"] = [plain(c) for c in classes]
     return Dataset(
         name=name,
         task=task,
@@ -120,11 +125,66 @@ def from_arrays(
     )
 
 
+def plain(v: object) -> object:
+    """A NumPy scalar as the Python value it holds (messages say 1, not np.int64(1))."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def check_finite(X: np.ndarray, columns: list[str] | None = None) -> None:
+    """A one-line ``ValueError`` when X has missing (NaN) or infinite values, naming the
+    columns (or their indices) and counting the rows; infinities cannot be imputed."""
+    nan, inf = np.isnan(X), np.isinf(X)
+    if not (nan.any() or inf.any()):
+        return
+    bad = inf if inf.any() else nan
+    names = columns or [str(i) for i in range(X.shape[1])]
+    cols = [f"{names[j]} ({int(bad[:, j].sum())})" for j in np.flatnonzero(bad.any(0))]
+    rows = int(bad.any(1).sum())
+    if inf.any():
+        raise ValueError(
+            f"infinite values in {rows} rows, columns: {', '.join(cols[:10])}; imputing fills "
+            "only missing values: replace or drop them"
+        )
+    raise ValueError(
+        f"missing values in {rows} rows, columns: {', '.join(cols[:10])}; impute them first"
+    )
+
+
+def subsample_train(ds: Dataset, size: int, seed: int, key: str = "train_size") -> Dataset:
+    """``ds`` with a seeded random subsample of ``size`` training rows (kept in their order);
+    validation and test are unchanged. The facts (``meta``) record the sizes."""
+    n = len(ds.y_train)
+    if size > n:
+        raise ValueError(f"{key}: {size} is more than the {n} training rows of {ds.name}")
+    if size == n:
+        return ds
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(n, generator=g)[:size].sort().values
+    meta = ds.meta | {"n_train": size, "train_size": size, "n_train_full": n}
+    return Dataset(
+        name=ds.name,
+        task=ds.task,
+        X_train=ds.X_train[idx],
+        y_train=ds.y_train[idx],
+        X_test=ds.X_test,
+        y_test=ds.y_test,
+        X_val=ds.X_val,
+        y_val=ds.y_val,
+        n_classes=ds.n_classes,
+        meta=meta,
+    )
+
+
 def _encode_target(y: np.ndarray, task: str) -> tuple[np.ndarray | None, np.ndarray]:
     """(classes, class indices 0..C−1) for classification, checked for a usable split;
     (None, float targets) for regression."""
     if task == "regression":
-        y_num = y.astype(np.float64)
+        try:
+            y_num = y.astype(np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"task regression needs a numeric target; it holds values like {plain(y[0])!r}"
+            ) from None
         if not np.isfinite(y_num).all():
             raise ValueError("the target has missing or infinite values")
         return None, y_num
@@ -135,10 +195,9 @@ def _encode_target(y: np.ndarray, task: str) -> tuple[np.ndarray | None, np.ndar
         raise ValueError("the target has a single class: nothing to learn")
     counts = np.bincount(y_idx)
     if counts.min() < 3:
-        rare = classes[counts.argmin()]
-        rare = rare.item() if hasattr(rare, "item") else rare
+        rare = plain(classes[counts.argmin()])
         raise ValueError(
-            f"class {rare!r} has {counts.min()} rows; each class needs >= 3 "
+            f"class {rare!r} has {int(counts.min())} rows; each class needs >= 3 "
             "to appear in train, validation and test"
         )
     return classes, y_idx

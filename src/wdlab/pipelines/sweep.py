@@ -1,6 +1,16 @@
 """Sweeps: expand a config into configurations, split them into batches that fit a memory
 budget, train each batch through an executor (one batched computation), and store each batch's
-results in one transaction. Running the same sweep again resumes it.
+results in one transaction. Running the same sweep again resumes it (and retries failed runs).
+
+Several processes may run the same sweep into one folder: each claims a batch in the store just
+before training it, so they share the work and no configuration is trained twice; a process
+whose own work is done waits for the batches others hold (taking them over if their process
+ends) and then returns the whole study, never a partial one (:mod:`wdlab.store`).
+
+**The memory budget** (``max_memory_mb``) bounds one batch's training memory: stacked weights,
+gradients and optimizer state, the activations of the largest forward, the per-epoch records
+and the results the batch returns (:func:`bytes_per_config`, measured). It does not cover the
+process itself (Python, torch and the data: see :data:`PROCESS_BASELINE_MB`).
 
 ``wdlab run`` is the same pipeline into a temporary store (:func:`run_experiment`).
 Returns :class:`~wdlab.pipelines.results.SweepResult` values; draws nothing and writes no file
@@ -9,27 +19,45 @@ but the study's store.
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from wdlab.config import Experiment, validate
+from wdlab.config import MAX_CONFIGS, Experiment, validate
 from wdlab.data import Dataset
 from wdlab.decay import decay_table
-from wdlab.executors import Executor, LocalExecutor
+from wdlab.devices import available_memory, gib, resolve_device
+from wdlab.diagnostics import DIAGNOSTICS
+from wdlab.executors import Batch, Executor, LocalExecutor
 from wdlab.extras import require
 from wdlab.models import ModelSpec, activations_per_example
 from wdlab.optimizers import optimizer_spec
 from wdlab.pipelines.results import SweepResult
 from wdlab.records import RunConfig
-from wdlab.store import Store, hash_config
+from wdlab.store import Store, StoreError, hash_config, worker_id
+from wdlab.trainer import Plan
 from wdlab.version import __version__
 
 DEFAULT_MAX_MEMORY_MB = 2048  # a quarter of what a 2-core, 24 GiB CI machine has to spare
+PROCESS_BASELINE_MB = 500  # Python + torch + wdlab + a small data set, outside the budget
+POLL_SECONDS = 0.5  # how often a process waiting on others' batches looks at the store
+BEAT_SECONDS = 10.0  # heartbeat period of a training process (for workers on other hosts)
+# One configuration's memory in a batch, measured (bench figures in the README): bytes per
+# parameter (weights, gradient, temporaries; plus 4 per optimizer-state value), per activation
+# value of a training step (kept for the backward: hand-written, or autograd's graph), per
+# activation value of an evaluation pass, per per-epoch record and per evaluated record (on the
+# device, then as Python floats).
+BYTES_PER_PARAM = 20
+BYTES_PER_ACTIVATION = {"manual": 16, "autograd": 24, "eval": 8}
+BYTES_PER_EPOCH_VALUE = 48
+BYTES_PER_EVAL_VALUE = 32
+OPTIMIZER_STATES = {"SGD": 1, "Adagrad": 1, "RMSprop": 3}  # values per parameter; others 2
 
 
 def default_out(config: Experiment | Mapping[str, Any], root: str = "wdlab-out") -> Path:
@@ -37,22 +65,74 @@ def default_out(config: Experiment | Mapping[str, Any], root: str = "wdlab-out")
     config = validate(config)
     d = config.data.source
     name = Path(d).stem if "." in d else d
-    return Path(root) / f"sweep-{name}-{hash_config(config.to_dict())}"
+    return Path(root) / f"sweep-{name}-{hash_config(config.identity())}"
 
 
-def bytes_per_config(spec: ModelSpec, data: Dataset, batch_size: int | None) -> int:
-    """A generous estimate of one configuration's memory in a batch: weights, gradients and
-    optimizer state (5 copies of the parameters), and the activations of the largest forward
-    (counted on one example, see :func:`wdlab.models.activations_per_example`)."""
+def _meta_build(spec: ModelSpec) -> torch.nn.Module:
+    """The model with no memory behind it (the meta device) where that works; else a real one
+    (a user's factory may need real tensors)."""
     with torch.random.fork_rng(devices=[]):
-        model = spec.build()
+        if spec.kind != "custom":
+            try:
+                with torch.device("meta"):
+                    return spec.build()
+            except (RuntimeError, NotImplementedError, TypeError, ValueError):
+                pass
+        return spec.build()
+
+
+def bytes_per_config(
+    spec: ModelSpec,
+    data: Dataset,
+    batch_size: int | None,
+    epochs: int = 1,
+    eval_every: int = 10,
+    optimizer: str = "adam",
+    precision: str = "fp32",
+) -> int:
+    """One configuration's memory in a batch, as measured on the engine: the weights, their
+    gradients and the optimizer's state; the activations of the larger of a training step
+    (its rows, kept for the backward) and an evaluation pass (the largest split); and the
+    per-epoch and per-evaluation records. Activations are counted on one example
+    (:func:`wdlab.models.activations_per_example`, on the meta device where it runs)."""
+    model = _meta_build(spec)
     n_params = sum(p.numel() for p in model.parameters())
-    n_val = len(data.y_val) if data.y_val is not None else 0
-    rows = max(len(data.y_train), len(data.y_test), n_val)
-    if batch_size:
-        rows = max(min(batch_size, len(data.y_train)), len(data.y_test))
-    per_example = activations_per_example(model, data.X_train[:1])
-    return 4 * (5 * n_params) + 4 * rows * per_example
+    states = OPTIMIZER_STATES.get(optimizer_spec(optimizer).cls_name, 2)
+    per_example = _activations(model, spec, data)
+    n_train = len(data.y_train)
+    minibatch = bool(batch_size) and batch_size < n_train
+    step_rows = batch_size if minibatch else n_train
+    eval_rows = max(len(data.y_test), len(data.y_val) if data.y_val is not None else 0)
+    if minibatch:  # the training split is evaluated in a pass of its own
+        eval_rows = max(eval_rows, n_train)
+    autograd = spec.model_kind.first is None or precision != "fp32"
+    per_step = BYTES_PER_ACTIVATION["autograd" if autograd else "manual"]
+    activations = max(
+        per_step * step_rows * per_example, BYTES_PER_ACTIVATION["eval"] * eval_rows * per_example
+    )
+    n_evals = math.ceil(epochs / max(eval_every, 1)) + 1
+    return (
+        (BYTES_PER_PARAM + 4 * states) * n_params
+        + activations
+        + BYTES_PER_EPOCH_VALUE * 2 * epochs
+        + BYTES_PER_EVAL_VALUE * 8 * n_evals  # loss and metrics of each split
+    )
+
+
+def _activations(model: torch.nn.Module, spec: ModelSpec, data: Dataset) -> int:
+    """Activation values per example (on the meta device when the model is there)."""
+    example = data.X_train[:1]
+    if next(iter(model.parameters()), torch.empty(0)).is_meta:
+        try:
+            return activations_per_example(model, example.to("meta"))
+        except (RuntimeError, NotImplementedError, TypeError, ValueError):
+            model = _real(spec)  # a module the meta device cannot run
+    return activations_per_example(model, example)
+
+
+def _real(spec: ModelSpec) -> torch.nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        return spec.build()
 
 
 def plan_batches(
@@ -62,7 +142,7 @@ def plan_batches(
     max_batch: int | None = None,
 ) -> list[list[RunConfig]]:
     """Split configurations into batches: one optimizer class each, within the budget."""
-    if max_memory_mb <= 0:
+    if not max_memory_mb > 0:
         raise ValueError(f"--max-memory must be > 0 MB, got {max_memory_mb}")
     k = max(1, int(max_memory_mb * 2**20 // max(per_config, 1)))
     if max_batch:
@@ -76,15 +156,42 @@ def plan_batches(
     return out
 
 
+def check_budget(per_config: int, max_memory_mb: float, device: object = None) -> None:
+    """A one-line ``ValueError`` when one configuration alone exceeds the budget, or the
+    memory ``device`` has free (the host's by default; not checked where unknown)."""
+    budget = max_memory_mb * 2**20
+    if per_config > budget:
+        raise ValueError(
+            f"one configuration needs about {gib(per_config)} (weights, optimizer state, "
+            f"activations, records), more than --max-memory {max_memory_mb:g} MB; raise it, "
+            "or make the model, the data or the epochs smaller"
+        )
+    free = available_memory(device)
+    if free is not None and per_config > free:
+        where = f" on {device}" if device is not None else ""
+        raise ValueError(
+            f"one configuration needs about {gib(per_config)}, more than the {gib(free)} of "
+            f"memory free{where}"
+        )
+
+
+def check_grid(config: Experiment, max_configs: int | None) -> None:
+    """A one-line ``ValueError`` when the grid has more than ``max_configs`` configurations."""
+    n = config.grid_size()
+    if max_configs is not None and n > max_configs:
+        raise ValueError(
+            f"the grid has {n:,} configurations, more than the limit of {max_configs:,}; "
+            f"pass --max-configs {n} to run it anyway"
+        )
+
+
 def load_study(directory: str | Path) -> SweepResult:
-    """Read a study back from its store (the only source of a sweep's results)."""
+    """Read a study back from its store (read-only: the only source of a sweep's results)."""
     d = Path(directory)
-    if not (d / "study.db").exists():
-        raise ValueError(f"no study in {d} (no study.db)")
-    with Store(d) as store:
+    with Store(d, readonly=True) as store:
         info = store.study()
         if info is None:
-            raise ValueError(f"{d}/study.db holds no study")
+            raise StoreError(f"{d}/study.db holds no study")
         runs = store.runs()
         counts = store.counts()
     result = SweepResult(
@@ -94,14 +201,28 @@ def load_study(directory: str | Path) -> SweepResult:
         config=info["config"],
         data=info["data"],
         decay_table=info["data"].get("decay_table"),
-        # every run of a batch records that batch's wall time: count each batch once
-        seconds=sum({r.seconds for r in runs}),
+        seconds=info["seconds"],  # the wall time of the sweeps that trained it
         engine=runs[0].engine if runs else "",
         counts=counts,
         directory=d,
     )
     result.select()
     return result
+
+
+def _prepare(config: Experiment, max_configs: int | None) -> tuple[Dataset, ModelSpec, dict]:
+    """Checks that need no store (grid size, diagnostics), then the data, the model spec and
+    the trainer's keywords."""
+    check_grid(config, max_configs)
+    missing = [d for d in config.train.diagnostics if d not in DIAGNOSTICS]
+    if missing:
+        valid = ", ".join(DIAGNOSTICS) or "none in this wdlab"
+        raise ValueError(f"train.diagnostics: {missing[0]!r} is not available; valid: {valid}")
+    ds = config.data.load()
+    spec = config.model.spec(ds)
+    train_kwargs = config.train.train_kwargs(shuffle_seed=config.data.seed)
+    train_kwargs["rule"] = config.decay.decay_rule()
+    return ds, spec, train_kwargs
 
 
 def run_sweep(
@@ -113,60 +234,189 @@ def run_sweep(
     progress: bool = False,
     executor: Executor | None = None,
     name: str | None = None,
+    max_configs: int | None = MAX_CONFIGS,
 ) -> SweepResult:
     """Train every configuration of a config that the store does not hold yet, batch by batch,
     and return the study as read back from the store.
 
     ``executor`` trains the batches (default: :class:`~wdlab.executors.LocalExecutor`, in this
     process; :class:`~wdlab.executors.RayExecutor` for a Ray cluster). Each batch's results
-    are written here, by the driver, in one transaction as the batch finishes.
+    are written here, by the driver, in one transaction as the batch finishes. Failed runs of an
+    earlier attempt are retried. A grid larger than ``max_configs`` (None: no limit) and a
+    configuration larger than the budget are refused before anything is trained or written.
     """
+    t0 = time.perf_counter()
     config = validate(config)
     out = Path(out) if out is not None else default_out(config)
-    ds = config.data.load()
-    spec = config.model.spec(ds)
+    ds, spec, train_kwargs = _prepare(config, max_configs)
     configs = config.grid()
-    train_kwargs = config.train.train_kwargs(shuffle_seed=config.data.seed)
-    train_kwargs["rule"] = config.decay.decay_rule()
-    executor = executor or LocalExecutor()
+    t = config.train
+    per_config = bytes_per_config(
+        spec, ds, t.batch_size or None, t.epochs, t.eval_every, t.optimizer, t.precision
+    )
+    local = executor is None or isinstance(executor, LocalExecutor)  # Ray: the workers' device
+    device = resolve_device(t.device, "train.device") if local else None
+    check_budget(per_config, max_memory_mb, device)
+    table = decay_table(_meta_build(spec), train_kwargs["rule"]).to_dict()
     with Store(out) as store:
-        store.init_study(name or out.name, config.to_dict(), configs, __version__)
-        with torch.random.fork_rng(devices=[]):
-            table = decay_table(spec.build(), train_kwargs["rule"]).to_dict()
+        store.init_study(
+            name or out.name, config.to_dict(), configs, __version__, identity=config.identity()
+        )
         store.set_data({"name": ds.name, **ds.meta, "decay_table": table}, ds.task)
-        store.recover()
-        todo = store.pending()
-        per_config = bytes_per_config(spec, ds, config.train.batch_size or None)
-        batches = plan_batches(todo, per_config, max_memory_mb, max_batch)
-        counts = store.counts()
-        bar = _progress(len(configs), counts["done"] + counts["diverged"]) if progress else None
-        t0, steps = time.perf_counter(), 0
+        owner = worker_id()
+        store.register(owner)
         try:
-            for batch, results in executor.run(
-                spec, ds, batches, train_kwargs, on_start=store.mark_running
-            ):
-                store.save_batch(results)
-                steps += len(batch) * config.train.epochs
-                if bar is not None:
-                    rate = steps / max(time.perf_counter() - t0, 1e-9)
-                    bar.set_postfix_str(f"{rate:,.0f} model-steps/s")
-                    bar.update(len(batch))
-        except (RuntimeError, ValueError) as exc:
-            store.mark_failed(store.running(), f"{type(exc).__name__}: {exc}")
+            store.reclaim()
+            store.retry_failed()
+            plan = Plan(spec, ds, tuple(configs[:1]), 1, batch_size=train_kwargs["batch_size"])
+            job = _Job(store, owner, executor or LocalExecutor(), spec, ds, train_kwargs)
+            job.steps_per_epoch = plan.steps_per_epoch
+            job.run(len(configs), per_config, max_memory_mb, max_batch, progress, t0)
+        except Exception as exc:
+            store.mark_failed(owner, f"{type(exc).__name__}: {_first_line(exc)}")
             raise
-        if bar is not None:
-            bar.close()
+        finally:  # on Ctrl-C too: what this process still holds goes back to pending
+            store.unregister(owner)
     return load_study(out)
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [""])[0]
+
+
+class _Job:
+    """One process's share of a sweep: claim batches, train them, store them; then wait for
+    what other processes hold."""
+
+    def __init__(
+        self,
+        store: Store,
+        owner: str,
+        executor: Executor,
+        spec: ModelSpec,
+        ds: Dataset,
+        train_kwargs: dict[str, Any],
+    ) -> None:
+        self.store, self.owner, self.executor = store, owner, executor
+        self.spec, self.ds, self.train_kwargs = spec, ds, train_kwargs
+        self.steps_per_epoch = 1
+        self.bar: Any = None
+        self.epochs = int(train_kwargs["epochs"])
+        self.steps = 0  # optimizer steps of all configurations trained here
+        self.shown: dict[int, float] = {}  # progress shown per batch (by id), in configurations
+        self.last_beat = time.monotonic()
+        self.told = False
+
+    def run(
+        self,
+        total: int,
+        per_config: int,
+        max_memory_mb: float,
+        max_batch: int | None,
+        progress: bool,
+        t0: float,
+    ) -> None:
+        """Train every pending configuration (claiming batch by batch) until the study is
+        whole; add this process's wall time to the study."""
+        counts = self.store.counts()
+        if progress:
+            self.bar = _progress(total, counts["done"] + counts["diverged"])
+        self.t_train = time.perf_counter()
+        mark = t0
+        try:
+            while True:
+                todo = self.store.pending()
+                if todo:
+                    batches = plan_batches(todo, per_config, max_memory_mb, max_batch)
+                    for batch, results in self.executor.run(
+                        self.spec,
+                        self.ds,
+                        self._claimed(batches),
+                        self.train_kwargs,
+                        on_epoch=self._on_epoch,
+                    ):
+                        now = time.perf_counter()
+                        self.store.save_batch(results, seconds=now - mark)
+                        mark = now
+                        self._batch_done(batch)
+                    continue
+                if not self._wait():
+                    break
+        finally:
+            if self.steps or self.told:  # a process that only read the study adds no time
+                self.store.add_seconds(time.perf_counter() - mark)
+            if self.bar is not None:
+                self.bar.close()
+
+    def _claimed(self, batches: Sequence[Batch]) -> Iterator[Batch]:
+        """Each batch as it is taken, reduced to what this process could claim (nothing that
+        another process holds or has finished)."""
+        for batch in batches:
+            mine = self.store.claim(batch, self.owner)
+            if mine:
+                yield mine
+
+    def _wait(self) -> bool:
+        """Nothing pending: wait while other live processes hold runs (taking over those of
+        processes that end). False once the study is whole."""
+        held = self.store.holders(exclude=self.owner)
+        if not held:
+            return False
+        if not self.told:
+            who = ", ".join(f"{w.rsplit(':', 1)[0]} ({n} runs)" for w, n in held.items())
+            warnings.warn(f"waiting for the runs held by {who}", UserWarning, stacklevel=2)
+            self.told = True
+        time.sleep(POLL_SECONDS)
+        self._beat()
+        self.store.reclaim()
+        return True
+
+    def _beat(self) -> None:
+        if time.monotonic() - self.last_beat >= BEAT_SECONDS:
+            self.store.beat(self.owner)
+            self.last_beat = time.monotonic()
+
+    def _on_epoch(self, batch: Batch, epoch: int) -> None:
+        """Per epoch of a batch (local executor): the bar advances by the batch's share."""
+        self._beat()
+        self.steps += len(batch) * self.steps_per_epoch
+        if self.bar is not None:
+            step = len(batch) / self.epochs
+            self.shown[id(batch)] = self.shown.get(id(batch), 0.0) + step
+            self.bar.update(step)
+            self._rate()
+
+    def _batch_done(self, batch: Batch) -> None:
+        """A batch is stored: the bar shows it whole (Ray advances here only)."""
+        if id(batch) not in self.shown:
+            self.steps += len(batch) * self.steps_per_epoch * self.epochs
+        if self.bar is not None:
+            self.bar.update(len(batch) - self.shown.pop(id(batch), 0.0))
+            self._rate()
+
+    def _rate(self) -> None:
+        rate = self.steps / max(time.perf_counter() - self.t_train, 1e-9)
+        self.bar.set_postfix_str(f"{rate:,.0f} model-steps/s", refresh=False)
+
+
 def run_experiment(
-    config: Experiment | Mapping[str, Any], *, progress: bool = False
+    config: Experiment | Mapping[str, Any],
+    *,
+    progress: bool = False,
+    max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
+    max_configs: int | None = MAX_CONFIGS,
 ) -> SweepResult:
     """Train every configuration of a config and choose on validation: a sweep into a
     temporary store, read back and returned (``wdlab run``)."""
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="wdlab-run-") as tmp:
-        result = run_sweep(config, Path(tmp) / "study", progress=progress)
+        result = run_sweep(
+            config,
+            Path(tmp) / "study",
+            progress=progress,
+            max_memory_mb=max_memory_mb,
+            max_configs=max_configs,
+        )
     result.kind, result.name, result.directory = "run", "", None
     result.seconds = time.perf_counter() - t0
     return result
@@ -175,26 +425,31 @@ def run_experiment(
 def _progress(total: int, done: int) -> Any:
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=done, desc="sweep", unit="config", leave=False)
+    return tqdm(
+        total=total,
+        initial=done,
+        desc="sweep",
+        unit="config",
+        leave=False,
+        bar_format="{l_bar}{bar}| {n:.0f}/{total} configs [{elapsed}<{remaining}{postfix}]",
+    )
 
 
 def export_study(
     directory: str | Path, fmt: str = "csv", out: str | Path | None = None
 ) -> dict[str, Path]:
     """Write ``runs.<fmt>`` (one row per run) and ``curves.<fmt>`` (run_id, metric, epoch,
-    value) from a study's store."""
+    value) from a study's store (opened read-only)."""
     pd = require("pandas", "wdlab export")
 
     d = Path(directory)
-    if not (d / "study.db").exists():
-        raise ValueError(f"no study in {d} (no study.db)")
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"unknown format {fmt!r}; valid: csv, parquet")
-    target = Path(out) if out else d
-    target.mkdir(parents=True, exist_ok=True)
-    with Store(d) as store:
+    with Store(d, readonly=True) as store:
         runs = pd.DataFrame(store.run_rows())
         curves = pd.DataFrame(store.curve_rows(), columns=["run_id", "metric", "epoch", "value"])
+    target = Path(out) if out else d
+    target.mkdir(parents=True, exist_ok=True)
     paths = {"runs": target / f"runs.{fmt}", "curves": target / f"curves.{fmt}"}
     for name, df in (("runs", runs), ("curves", curves)):
         if fmt == "csv":
