@@ -4,7 +4,8 @@
 
 32 configurations (4 weight decays × 2 learning rates × 4 seeds), AdamW, mini-batches of 128,
 the built-in CNN (channels 16-32, BatchNorm) on mnist1d (3,200 training rows: 25 steps per
-epoch), evaluated once at the end on validation and test:
+epoch). Every side does the work wdlab does by default: it evaluates the training, validation
+and test splits (in eval mode) after the first epoch and after the last:
 
 1. **plain loops**: 32 sequential PyTorch loops, each with its own ``DataLoader`` and
    ``torch.optim.AdamW(weight_decay=wd)``, what a user writes by hand;
@@ -45,6 +46,14 @@ def make(spec: ModelSpec, seed: int) -> torch.nn.Module:
     return spec.build()
 
 
+SPLITS = ("train", "val", "test")
+
+
+def due(epoch, epochs):
+    """Whether an epoch ends with an evaluation: the first and the last, as wdlab's default."""
+    return epoch in (0, epochs - 1)
+
+
 def plain_loops(spec, data, configs, epochs, device):
     """The baseline: each configuration alone, the usual PyTorch way."""
     X, y = data.X_train.to(device), data.y_train.to(device)
@@ -54,17 +63,19 @@ def plain_loops(spec, data, configs, epochs, device):
         opt = torch.optim.AdamW(model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
         g = torch.Generator().manual_seed(0)
         loader = DataLoader(TensorDataset(X, y), batch_size=BATCH, shuffle=True, generator=g)
-        model.train()
-        for _ in range(epochs):
+        for epoch in range(epochs):
+            model.train()
             for xb, yb in loader:
                 loss = F.cross_entropy(model(xb), yb)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-        model.eval()
-        with torch.no_grad():
-            for Xs, ys in ((data.X_val, data.y_val), (data.X_test, data.y_test)):
-                F.cross_entropy(model(Xs.to(device)), ys.to(device)).item()
+            if due(epoch, epochs):
+                model.eval()
+                with torch.no_grad():
+                    for split in SPLITS:
+                        Xs, ys = data.splits()[split]
+                        F.cross_entropy(model(Xs.to(device)), ys.to(device)).item()
     return time.perf_counter() - t0
 
 
@@ -83,16 +94,19 @@ def recipe(spec, data, configs, epochs, device):
 
     lr, wd = rows([c.lr for c in configs]), rows([c.weight_decay for c in configs])
 
+    def forward(p, b, x):
+        return functional_call(base, (p, b), (x,))
+
     def loss_fn(p, b, xb, yb):
-        return F.cross_entropy(functional_call(base, (p, b), (xb,)), yb)
+        return F.cross_entropy(forward(p, b, xb), yb)
 
     grads_of = torch.vmap(grad(loss_fn), in_dims=(0, 0, None, None), randomness="different")
     m = {n: torch.zeros_like(p) for n, p in params.items()}
     v = {n: torch.zeros_like(p) for n, p in params.items()}
     b1, b2, eps, step = 0.9, 0.999, 1e-8, 0
     g = torch.Generator().manual_seed(0)
-    base.train()
-    for _ in range(epochs):
+    for epoch in range(epochs):
+        base.train()
         perm = torch.randperm(len(y), generator=g).to(device)
         for i in range(0, len(y), BATCH):
             idx = perm[i : i + BATCH]
@@ -106,19 +120,20 @@ def recipe(spec, data, configs, epochs, device):
                 v[n].mul_(b2).addcmul_(gr, gr, value=1 - b2)
                 denom = (v[n] / (1 - b2**step)).sqrt_().add_(eps)
                 p.sub_(lr_k / (1 - b1**step) * m[n] / denom)
-    base.eval()
-    with torch.no_grad():
-        for Xs, ys in ((data.X_val, data.y_val), (data.X_test, data.y_test)):
-            out = torch.vmap(lambda p, b, x: functional_call(base, (p, b), (x,)), (0, 0, None))(
-                params, buffers, Xs.to(device)
-            )
-            F.cross_entropy(out.flatten(0, 1), ys.to(device).repeat(K)).item()
+        if due(epoch, epochs):
+            base.eval()
+            with torch.no_grad():
+                for split in SPLITS:
+                    Xs, ys = data.splits()[split]
+                    out = torch.vmap(forward, (0, 0, None))(params, buffers, Xs.to(device))
+                    F.cross_entropy(out.flatten(0, 1), ys.to(device).repeat(K)).item()
     return time.perf_counter() - t0
 
 
 def engine(spec, data, configs, epochs, device):
     """wdlab: every configuration at once."""
     t0 = time.perf_counter()
+    # eval_every = epochs: evaluated after the first and the last epoch
     runs = train(
         spec, data, configs, epochs=epochs, eval_every=epochs, batch_size=BATCH, device=device
     )

@@ -27,6 +27,7 @@ from wdlab.models import BatchedForward, Tape, _linear
 from wdlab.optimizers import OptimizerSpec
 
 A_SUFFIX, B_SUFFIX = "#a", "#B"
+EVAL_CHUNK = 256  # rows per evaluation forward of a model run through torch.func or grouped
 
 
 def gram_applies(
@@ -97,7 +98,15 @@ class DirectParams:
         """
         x = self.eval_X[split] if split != "train" else self.X if idx is None else self.X[idx]
         if self.fwd.first is None:
-            return self.fwd(self.tensors, x, self.buffers, train)
+            if train or len(x) <= EVAL_CHUNK:
+                return self.fwd(self.tensors, x, self.buffers, train)
+            # evaluation in chunks of rows: the same outputs (eval mode is per example), with
+            # activations small enough to stay in cache (and in memory, for large splits)
+            chunks = [
+                self.fwd(self.tensors, x[i : i + EVAL_CHUNK], self.buffers, False)
+                for i in range(0, len(x), EVAL_CHUNK)
+            ]
+            return torch.cat(chunks, 1)
         if tape is not None:
             tape.x = x
         return self.fwd.rest(self.tensors, self._first(split, idx, x), tape)
