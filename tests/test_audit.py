@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from wdlab.audit import CHECKS, audit
+from wdlab.auditing import CHECKS, audit
 from wdlab.cli import main
 from wdlab.decay import Decay, param_groups
 

@@ -362,11 +362,11 @@ def test_a_bad_out_is_refused_before_training(tmp_path, capsys, monkeypatch):
     assert trained == []
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs inspect's --hidden to use cli.common.hidden_sizes (cli/decay.py)"
-)
 def test_inspect_refuses_a_hidden_size_of_zero(capsys):
-    assert main(["inspect", "mlp", "--hidden", "0"]) == 2
+    with pytest.raises(SystemExit) as exit_:  # a usage error: argparse exits, status 2
+        main(["inspect", "mlp", "--hidden", "0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1 and "positive integers" in err[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -388,9 +388,6 @@ raise SystemExit(main())
 """
 
 
-@pytest.mark.xfail(
-    strict=True, reason="needs a lazy wdlab/__init__.py: torch is imported before main() runs"
-)
 def test_ctrl_c_during_the_start_up_imports_is_one_line():
     proc = subprocess.run(
         [sys.executable, "-c", INTERRUPT_AT_IMPORT], capture_output=True, text=True, env=ENV

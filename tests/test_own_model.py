@@ -246,3 +246,54 @@ def test_a_finite_blow_up_is_diverged():
     assert plain[e] > 1000 * max(plain[0], 1) >= plain[e - 1]
     assert loss[:e] == pytest.approx(plain[:e], rel=1e-4)
     assert all(math.isnan(v) for v in loss[e:])  # NaN from there on in the stored curve
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (a GPU machine runs it)")
+@pytest.mark.parametrize("model", ["cnn", "custom"])
+def test_cuda_training_steps_do_not_sync_with_the_host(model):
+    """Stacked state lives on the GPU and a step makes no host sync: the synchronising calls
+    counted by torch's sync debug mode do not grow with the number of epochs."""
+    import warnings
+
+    data = _signals()
+    spec = (
+        _cnn_spec(data, batchnorm=True)
+        if model == "cnn"
+        else ModelSpec("custom", factory=lambda: ConvBN(), in_dim=data.in_dim, out_dim=3)
+    )
+
+    def syncs(epochs):
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                train(
+                    spec,
+                    data,
+                    _configs("adamw"),
+                    epochs=epochs,
+                    eval_every=1000,
+                    batch_size=32,
+                    device="cuda",
+                )
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(w.message) for w in caught)
+
+    assert syncs(4) == syncs(8)
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 9), (3, 4, 8), (3, 4, 7, 9)])
+def test_grouped_pooling_is_max_pool_in_values_and_gradients(shape):
+    """The grouped CNN's pooling promises max_pool's very bits, ties included (first wins)."""
+    from wdlab.cnn import pool2
+
+    x = torch.randn(*shape).relu()  # after a ReLU: many tied zeros
+    x[0, 0, 0] = x[0, 0, 1] = 0.5  # and a tie of equal positive values
+    ours, theirs = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    pool = F.max_pool2d if len(shape) == 4 else F.max_pool1d
+    a, b = pool2(ours), pool(theirs, 2)
+    g = torch.randn_like(a)
+    a.backward(g)
+    b.backward(g)
+    assert torch.equal(a, b) and torch.equal(ours.grad, theirs.grad)

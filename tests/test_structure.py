@@ -18,7 +18,7 @@ LAYERS = [
     {"wdlab", "wdlab.__main__"},
     {"wdlab.cli"},
     {"wdlab.pipelines", "wdlab.integrations"},
-    {"wdlab.verify", "wdlab.audit"},
+    {"wdlab.verify", "wdlab.auditing"},
     {"wdlab.executors", "wdlab.store", "wdlab.report", "wdlab.config"},
     {"wdlab.trainer", "wdlab.selection"},
     {"wdlab.params", "wdlab.timescale", "wdlab.diagnostics"},

@@ -2,27 +2,45 @@
 
 Every flavour of weight decay as a small piece that works with any ``torch.optim`` optimizer,
 verified against PyTorch and scikit-learn, trained many-configurations-at-once.
+
+The names below are imported on first use (PEP 562), so ``import wdlab.cli`` loads no torch:
+the command line imports it inside ``main``, where Ctrl-C is one line, not a traceback.
 """
 
-from wdlab.audit import audit
-from wdlab.data import Dataset, seed_noise
-from wdlab.decay import (
-    DEFAULT_RULE,
-    EVERYTHING,
-    FORMULAS,
-    MODES,
-    Decay,
-    DecayRule,
-    DecayTable,
-    decay_table,
-    param_groups,
-)
-from wdlab.models import ModelSpec
-from wdlab.pipelines import DemoResult, DemoSettings, SweepResult, run_demo, run_sweep
-from wdlab.records import Curves, Result, RunConfig, RunResult
-from wdlab.timescale import timescales, transfer
-from wdlab.trainer import train
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from wdlab.version import __version__
+
+_EXPORTS = {
+    "audit": "wdlab.auditing",
+    "Dataset": "wdlab.data",
+    "seed_noise": "wdlab.data",
+    "DEFAULT_RULE": "wdlab.decay",
+    "EVERYTHING": "wdlab.decay",
+    "FORMULAS": "wdlab.decay",
+    "MODES": "wdlab.decay",
+    "Decay": "wdlab.decay",
+    "DecayRule": "wdlab.decay",
+    "DecayTable": "wdlab.decay",
+    "decay_table": "wdlab.decay",
+    "param_groups": "wdlab.decay",
+    "ModelSpec": "wdlab.models",
+    "DemoResult": "wdlab.pipelines",
+    "DemoSettings": "wdlab.pipelines",
+    "SweepResult": "wdlab.pipelines",
+    "run_demo": "wdlab.pipelines",
+    "run_sweep": "wdlab.pipelines",
+    "Curves": "wdlab.records",
+    "Result": "wdlab.records",
+    "RunConfig": "wdlab.records",
+    "RunResult": "wdlab.records",
+    "train": "wdlab.trainer",
+    "timescales": "wdlab.timescale",
+    "transfer": "wdlab.timescale",
+}
 
 __all__ = [
     "DEFAULT_RULE",
@@ -52,3 +70,38 @@ __all__ = [
     "train",
     "transfer",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import an exported name on first use."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'wdlab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # next time without __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from wdlab.auditing import audit
+    from wdlab.data import Dataset, seed_noise
+    from wdlab.decay import (
+        DEFAULT_RULE,
+        EVERYTHING,
+        FORMULAS,
+        MODES,
+        Decay,
+        DecayRule,
+        DecayTable,
+        decay_table,
+        param_groups,
+    )
+    from wdlab.models import ModelSpec
+    from wdlab.pipelines import DemoResult, DemoSettings, SweepResult, run_demo, run_sweep
+    from wdlab.records import Curves, Result, RunConfig, RunResult
+    from wdlab.timescale import timescales, transfer
+    from wdlab.trainer import train

@@ -130,8 +130,12 @@ def call_factory(
     try:
         model = factory(*args, **kw)
     except (Exception, SystemExit) as exc:  # user code: KeyboardInterrupt still stops us
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise ValueError(f"model factory {label!r} raised {type(exc).__name__}: {first}") from None
+        text = str(exc).strip()
+        if isinstance(exc, SystemExit):
+            what = f"raised SystemExit: it called sys.exit({text})"
+        else:
+            what = f"raised {type(exc).__name__}" + (f": {text.splitlines()[0]}" if text else "")
+        raise ValueError(f"model factory {label!r} {what}") from None
     return check_module(model, label)
 
 

@@ -50,7 +50,7 @@ def _import(where: str) -> Any:
 def cmd_audit(args: argparse.Namespace) -> int:
     """Lint the weight decay of your (model, optimizer): per tensor whether and how it decays,
     and the known mistakes. Exit 1 if any warning is found."""
-    from wdlab.audit import audit
+    from wdlab.auditing import audit
 
     model, optimizer = load_setup(args.target)
     report = audit(optimizer, model)

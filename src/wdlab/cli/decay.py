@@ -12,6 +12,7 @@ from wdlab.cli.common import (
     UsageError,
     add_json,
     emit_json,
+    hidden_sizes,
     nonneg_float,
     positive_float,
     positive_int,
@@ -47,7 +48,7 @@ def parse_model(args: argparse.Namespace) -> ModelSpec:
     from wdlab.models import ModelSpec
 
     name = args.model
-    hidden = tuple(int(h) for h in args.hidden.split(",")) if args.hidden else ()
+    hidden = tuple(args.hidden)
     if ":" in name:
         return ModelSpec("custom", in_dim=args.in_dim, out_dim=args.out_dim, factory=name)
     if name == "mlp" and not hidden:
@@ -159,7 +160,9 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--in-dim", type=positive_int, default=1000, help="input features (1000)")
     p.add_argument("--out-dim", type=positive_int, default=1, help="outputs (1)")
-    p.add_argument("--hidden", default="", help="hidden sizes for mlp, e.g. 64,32")
+    p.add_argument(
+        "--hidden", type=hidden_sizes, default=(), help="hidden sizes for mlp, e.g. 64,32"
+    )
     p.add_argument("--activation", default="sigmoid", choices=list(ACTIVATIONS))
     p.add_argument("--layernorm", action="store_true", help="LayerNorm after each hidden layer")
 

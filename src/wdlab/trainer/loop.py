@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from wdlab.decay import decay_table, l2_penalty, surprise_warnings
+from wdlab.devices import resolve_device
 from wdlab.diagnostics import make as make_diagnostic
 from wdlab.func import FuncForward, cuda_ids, probe, stack_buffers
 from wdlab.models import BatchedForward, ModelSpec, Tape, check_module
@@ -45,7 +46,7 @@ BLOWUP = 1000.0  # a train loss above BLOWUP × max(first epoch's loss, 1) has d
 
 def default_device() -> torch.device:
     """CUDA when present, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device(None)
 
 
 def default_init(spec: ModelSpec) -> Callable[[int], nn.Module]:
@@ -66,7 +67,7 @@ class Trainer:
         self.plan = plan
         self.t_start = time.perf_counter()
         tune_malloc()
-        self.device = torch.device(plan.device) if plan.device is not None else default_device()
+        self.device = resolve_device(plan.device)
         self.task = plan.task or get_task(plan.data.task)
         self.spec = plan.spec
         if self.spec.in_dim == 0:
