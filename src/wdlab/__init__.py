@@ -28,11 +28,13 @@ _EXPORTS = {
     "decay_table": "wdlab.decay",
     "param_groups": "wdlab.decay",
     "ModelSpec": "wdlab.models",
+    "Metric": "wdlab.tasks",
     "DemoResult": "wdlab.pipelines",
     "DemoSettings": "wdlab.pipelines",
     "SweepResult": "wdlab.pipelines",
     "run_demo": "wdlab.pipelines",
     "run_sweep": "wdlab.pipelines",
+    "sweep": "wdlab.pipelines",
     "Curves": "wdlab.records",
     "Result": "wdlab.records",
     "RunConfig": "wdlab.records",
@@ -54,6 +56,7 @@ __all__ = [
     "DecayTable",
     "DemoResult",
     "DemoSettings",
+    "Metric",
     "ModelSpec",
     "Result",
     "RunConfig",
@@ -66,6 +69,7 @@ __all__ = [
     "run_demo",
     "run_sweep",
     "seed_noise",
+    "sweep",
     "timescales",
     "train",
     "transfer",
@@ -101,7 +105,15 @@ if TYPE_CHECKING:
         param_groups,
     )
     from wdlab.models import ModelSpec
-    from wdlab.pipelines import DemoResult, DemoSettings, SweepResult, run_demo, run_sweep
+    from wdlab.pipelines import (
+        DemoResult,
+        DemoSettings,
+        SweepResult,
+        run_demo,
+        run_sweep,
+        sweep,
+    )
     from wdlab.records import Curves, Result, RunConfig, RunResult
+    from wdlab.tasks import Metric
     from wdlab.timescale import timescales, transfer
     from wdlab.trainer import train

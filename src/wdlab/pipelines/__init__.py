@@ -3,6 +3,7 @@ temporary store); reading results back. They return values and draw nothing."""
 
 from wdlab.pipelines.demo import REGIMES, DemoSettings, run_demo, seed_init
 from wdlab.pipelines.load import build_report, load_result
+from wdlab.pipelines.own import sweep
 from wdlab.pipelines.results import DemoResult, ExperimentResult, SweepResult
 from wdlab.pipelines.sweep import (
     DEFAULT_MAX_MEMORY_MB,
@@ -33,4 +34,5 @@ __all__ = [
     "run_experiment",
     "run_sweep",
     "seed_init",
+    "sweep",
 ]

@@ -99,9 +99,14 @@ class SweepResult(Result):
 
     def select(self) -> list[dict[str, Any]]:
         """Choose the weight decay per (mode, lr) on validation (:func:`wdlab.selection.select`)
-        with the config's ``train.select`` and ``train.early_stopping``."""
+        with the config's ``train.select`` and ``train.early_stopping`` (and the direction of a
+        user's own metric, kept in the data facts)."""
         metric, early = settings(self.config)
-        self.selection = select(self.runs, self.task, metric, early)
+        custom = self.data.get("metric") or {}  # a user's own metric: its key and direction
+        if custom and metric == "auto":
+            metric = custom["key"]
+        higher = custom.get("higher") if metric == custom.get("key") else None
+        self.selection = select(self.runs, self.task, metric, early, higher)
         return self.selection
 
     @property

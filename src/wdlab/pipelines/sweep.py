@@ -24,6 +24,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,13 @@ def _activations(model: torch.nn.Module, spec: ModelSpec, data: Dataset) -> int:
             return activations_per_example(model, example.to("meta"))
         except (RuntimeError, NotImplementedError, TypeError, ValueError):
             model = _real(spec)  # a module the meta device cannot run
-    return activations_per_example(model, example)
+    try:
+        return activations_per_example(model, example)
+    except Exception as exc:  # the user's module and data: say which failed, in one line
+        raise ValueError(
+            f"the model fails on inputs of shape {tuple(example.shape[1:])}: "
+            f"{type(exc).__name__}: {_first_line(exc)}"
+        ) from None
 
 
 def _real(spec: ModelSpec) -> torch.nn.Module:
@@ -249,18 +256,71 @@ def run_sweep(
     config = validate(config)
     out = Path(out) if out is not None else default_out(config)
     ds, spec, train_kwargs = _prepare(config, max_configs)
-    configs = config.grid()
-    t = config.train
+    study = Study(
+        out,
+        name or out.name,
+        config.to_dict(),
+        config.identity(),
+        ds,
+        spec,
+        config.grid(),
+        train_kwargs,
+    )
+    return run_study(
+        study,
+        executor=executor,
+        max_memory_mb=max_memory_mb,
+        max_batch=max_batch,
+        progress=progress,
+        t0=t0,
+    )
+
+
+@dataclass
+class Study:
+    """What a sweep trains into its store: the configurations, the data, the model and the
+    trainer's keywords, with the config (stored) and its identity (hashed: the same identity,
+    the same study)."""
+
+    directory: Path
+    name: str
+    config: dict[str, Any]
+    identity: dict[str, Any]
+    data: Dataset
+    spec: ModelSpec
+    configs: list[RunConfig]
+    train_kwargs: dict[str, Any]
+
+
+def run_study(
+    study: Study,
+    *,
+    executor: Executor | None = None,
+    max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
+    max_batch: int | None = None,
+    progress: bool = False,
+    t0: float | None = None,
+) -> SweepResult:
+    """Train what ``study``'s store does not hold yet, batch by batch (see :func:`run_sweep`),
+    and return the study as read back from its store."""
+    t0 = time.perf_counter() if t0 is None else t0
+    ds, spec, kw = study.data, study.spec, study.train_kwargs
     per_config = bytes_per_config(
-        spec, ds, t.batch_size or None, t.epochs, t.eval_every, t.optimizer, t.precision
+        spec,
+        ds,
+        kw["batch_size"],
+        kw["epochs"],
+        kw["eval_every"],
+        study.configs[0].optimizer,
+        kw["precision"],
     )
     local = executor is None or isinstance(executor, LocalExecutor)  # Ray: the workers' device
-    device = resolve_device(t.device, "train.device") if local else None
+    device = resolve_device(kw.get("device"), "train.device") if local else None
     check_budget(per_config, max_memory_mb, device)
-    table = decay_table(_meta_build(spec), train_kwargs["rule"]).to_dict()
-    with Store(out) as store:
+    table = decay_table(_meta_build(spec), kw["rule"]).to_dict()
+    with Store(study.directory) as store:
         store.init_study(
-            name or out.name, config.to_dict(), configs, __version__, identity=config.identity()
+            study.name, study.config, study.configs, __version__, identity=study.identity
         )
         store.set_data({"name": ds.name, **ds.meta, "decay_table": table}, ds.task)
         owner = worker_id()
@@ -268,16 +328,16 @@ def run_sweep(
         try:
             store.reclaim()
             store.retry_failed()
-            plan = Plan(spec, ds, tuple(configs[:1]), 1, batch_size=train_kwargs["batch_size"])
-            job = _Job(store, owner, executor or LocalExecutor(), spec, ds, train_kwargs)
+            plan = Plan(spec, ds, tuple(study.configs[:1]), 1, batch_size=kw["batch_size"])
+            job = _Job(store, owner, executor or LocalExecutor(), spec, ds, kw)
             job.steps_per_epoch = plan.steps_per_epoch
-            job.run(len(configs), per_config, max_memory_mb, max_batch, progress, t0)
+            job.run(len(study.configs), per_config, max_memory_mb, max_batch, progress, t0)
         except Exception as exc:
             store.mark_failed(owner, f"{type(exc).__name__}: {_first_line(exc)}")
             raise
         finally:  # on Ctrl-C too: what this process still holds goes back to pending
             store.unregister(owner)
-    return load_study(out)
+    return load_study(study.directory)
 
 
 def _first_line(exc: BaseException) -> str:

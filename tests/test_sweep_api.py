@@ -1,0 +1,124 @@
+"""``wdlab.sweep``: a user's own model and data, through the whole pipeline (store, batches,
+choice on validation, report), as the issue's user runs it."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import wdlab
+from numerics import assert_normwise, per_steps
+from wdlab.data import Dataset
+from wdlab.pipelines import build_report
+
+
+def _signals(n=96, L=16, classes=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(n + 40, 1, L, generator=g)
+    y = torch.randint(0, classes, (n + 40,), generator=g)
+    return Dataset(
+        "sig",
+        "multiclass",
+        X[:n],
+        y[:n],
+        X[n + 20 :],
+        y[n + 20 :],
+        X[n : n + 20],
+        y[n : n + 20],
+        n_classes=classes,
+    )
+
+
+def make_model(seed):
+    """A user's factory: seed -> nn.Module (BatchNorm and Dropout)."""
+    return nn.Sequential(
+        nn.Conv1d(1, 4, 3, padding=1, bias=False),
+        nn.BatchNorm1d(4),
+        nn.ReLU(),
+        nn.Dropout(0.2),
+        nn.Flatten(),
+        nn.Linear(4 * 16, 3),
+    )
+
+
+def _splits(d):
+    datasets = torch.utils.data.TensorDataset
+    return {
+        "train": datasets(d.X_train, d.y_train),
+        "val": datasets(d.X_val, d.y_val),
+        "test": (d.X_test, d.y_test),
+    }
+
+
+GRID = dict(
+    optimizer="adamw", lr=[1e-3, 3e-3], weight_decay=[1e-3, 1e-1], seeds=2, epochs=2, batch_size=32
+)
+
+
+def test_a_users_model_and_datasets_end_to_end(tmp_path):
+    d = _signals()
+    res = wdlab.sweep(make_model, _splits(d), out=tmp_path / "cnn", **GRID)
+    assert res.engine.startswith("torch.func")  # which path ran, and why
+    # 2 lr x 2 wd x 2 seeds, plus wd = 0 for each lr and seed
+    assert len(res.runs) == 12 and res.counts["done"] == 12
+    rows = res.best
+    assert [(r["mode"], r["lr"]) for r in rows] == [("decoupled", 1e-3), ("decoupled", 3e-3)]
+    for r in rows:
+        assert {"weight_decay", "val", "test_mean", "test_std", "test_at_zero"} <= set(r)
+        assert isinstance(r["better_than_zero"], bool)
+    assert "val_loss" in res.runs[0].final and len(res.to_pandas()) == 12
+    again = wdlab.sweep(make_model, _splits(d), out=tmp_path / "cnn", **GRID)  # resumes
+    assert [r.final for r in again.runs] == [r.final for r in res.runs]
+    assert (build_report(tmp_path / "cnn")["report"]).exists()
+
+
+@pytest.mark.numerics
+def test_max_batch_one_is_the_reference_the_batch_matches():
+    d = _signals()
+
+    def no_dropout(seed):
+        return nn.Sequential(*[m for m in make_model(seed) if not isinstance(m, nn.Dropout)])
+
+    kw = dict(GRID, seeds=1, epochs=2)
+    batched = wdlab.sweep(no_dropout, d, **kw)
+    alone = wdlab.sweep(no_dropout, d, max_batch=1, **kw)
+    by = {r.config: r for r in alone.runs}
+    for r in batched.runs:
+        other = by[r.config]
+        assert r.final["val_loss"] == pytest.approx(other.final["val_loss"], rel=1e-5)
+        assert_normwise(r.curves["train_loss"], other.curves["train_loss"], per_steps(6))
+
+
+def test_custom_loss_and_metric_choose_with_their_direction():
+    d = _signals()
+
+    def error_rate(out, y):
+        return (out.argmax(1) != y).float().mean()
+
+    res = wdlab.sweep(
+        "cnn",
+        d,
+        loss=lambda out, y: F.cross_entropy(out, y, label_smoothing=0.1),
+        metric=wdlab.Metric(error_rate, "err", higher=False),
+        weight_decay=[0.0, 0.1],
+        epochs=2,
+        batch_size=32,
+    )
+    row = res.selection[0]
+    assert "val_err" in res.runs[0].final and row["higher"] is False
+    assert res.runs[0].engine == "hand-batched GroupedCNN"
+
+
+@pytest.mark.parametrize(
+    "model, data, fragment",
+    [
+        (lambda s: 3, None, "returned a int, not a torch.nn.Module"),
+        (lambda s: nn.Linear(2, 2), None, "fails on inputs of shape"),
+        (make_model, {"train": [1, 2], "test": [3]}, "not an (x, y) pair"),
+        (make_model, 42, "data must map"),
+    ],
+)
+def test_bad_input_is_one_line(model, data, fragment):
+    data = _splits(_signals()) if data is None else data
+    with pytest.raises(ValueError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        wdlab.sweep(model, data, epochs=1, batch_size=32, weight_decay=[0.1])
