@@ -1,5 +1,5 @@
 """Executors: who trains a sweep's batches. Each yields ``(batch, results)`` as batches finish;
-the driver (:func:`wdlab.pipelines.sweep.run_sweep`) writes each to the store in one
+the driver (:func:`wdlab.pipelines.study.run_sweep`) writes each to the store in one
 transaction. Every executor follows the :class:`Executor` protocol and is one entry of
 :data:`EXECUTORS`, with the options the command line offers for it.
 

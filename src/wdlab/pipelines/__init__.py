@@ -5,7 +5,7 @@ from wdlab.pipelines.demo import REGIMES, DemoSettings, run_demo, seed_init
 from wdlab.pipelines.load import build_report, load_result
 from wdlab.pipelines.own import sweep
 from wdlab.pipelines.results import DemoResult, ExperimentResult, SweepResult
-from wdlab.pipelines.sweep import (
+from wdlab.pipelines.study import (
     DEFAULT_MAX_MEMORY_MB,
     bytes_per_config,
     default_out,

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from wdlab.pipelines.results import DemoResult, SweepResult
-from wdlab.pipelines.sweep import load_study
+from wdlab.pipelines.study import load_study
 from wdlab.records import Check, Result
 from wdlab.report.html import write_report
 

@@ -23,7 +23,7 @@ from wdlab.data import Dataset, from_splits, load
 from wdlab.decay import DEFAULT_RULE, DecayRule
 from wdlab.models import ModelSpec, call_factory
 from wdlab.pipelines.results import SweepResult
-from wdlab.pipelines.sweep import DEFAULT_MAX_MEMORY_MB, Study, run_study
+from wdlab.pipelines.study import DEFAULT_MAX_MEMORY_MB, Study, run_study
 from wdlab.tasks import Metric, custom_task, get_task
 
 Model = Callable[..., nn.Module] | ModelSpec | str
