@@ -310,7 +310,9 @@ class Trainer:
         """One pass over shuffled mini-batches; the epoch's train loss is their mean."""
         n = self.X.shape[0]
         size = self.plan.batch_size
-        perm = torch.randperm(n, generator=shuffle).to(self.device)
+        perm = torch.randperm(n, generator=shuffle)  # on the CPU: the same order on every device
+        if self.device.type == "cuda":  # pinned and asynchronous: no host sync
+            perm = perm.pin_memory().to(self.device, non_blocking=True)
         epoch_loss = torch.zeros(self.K, device=self.device)
         for i in range(0, n, size):
             idx = perm[i : i + size]
