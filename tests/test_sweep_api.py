@@ -8,25 +8,8 @@ from torch import nn
 
 import wdlab
 from numerics import assert_normwise, per_steps
-from wdlab.data import Dataset
+from test_own_model import _signals
 from wdlab.pipelines import build_report
-
-
-def _signals(n=96, L=16, classes=3, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(n + 40, 1, L, generator=g)
-    y = torch.randint(0, classes, (n + 40,), generator=g)
-    return Dataset(
-        "sig",
-        "multiclass",
-        X[:n],
-        y[:n],
-        X[n + 20 :],
-        y[n + 20 :],
-        X[n : n + 20],
-        y[n : n + 20],
-        n_classes=classes,
-    )
 
 
 def make_model(seed):

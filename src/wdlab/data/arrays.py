@@ -160,19 +160,7 @@ def subsample_train(ds: Dataset, size: int, seed: int, key: str = "train_size") 
         return ds
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(n, generator=g)[:size].sort().values
-    meta = ds.meta | {"n_train": size, "train_size": size, "n_train_full": n}
-    return Dataset(
-        name=ds.name,
-        task=ds.task,
-        X_train=ds.X_train[idx],
-        y_train=ds.y_train[idx],
-        X_test=ds.X_test,
-        y_test=ds.y_test,
-        X_val=ds.X_val,
-        y_val=ds.y_val,
-        n_classes=ds.n_classes,
-        meta=meta,
-    )
+    return ds.with_train_rows(idx, train_size=size, n_train_full=n)
 
 
 def _encode_target(y: np.ndarray, task: str) -> tuple[np.ndarray | None, np.ndarray]:

@@ -57,6 +57,22 @@ class Dataset:
         out["test"] = (self.X_test, self.y_test)
         return out
 
+    def with_train_rows(self, rows: Tensor, **facts: object) -> Dataset:
+        """A copy that trains on the given training rows only (validation and test unchanged);
+        ``facts`` are added to its ``meta``."""
+        return Dataset(
+            name=self.name,
+            task=self.task,
+            X_train=self.X_train[rows],
+            y_train=self.y_train[rows],
+            X_test=self.X_test,
+            y_test=self.y_test,
+            X_val=self.X_val,
+            y_val=self.y_val,
+            n_classes=self.n_classes,
+            meta=self.meta | {"n_train": len(rows), **facts},
+        )
+
     def flattened(self) -> Dataset:
         """A copy whose inputs are flat rows (n, d): what the built-in MLPs read."""
         moved = {

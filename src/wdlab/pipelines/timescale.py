@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
-from wdlab.data import Dataset, load
+from wdlab.data import load
 from wdlab.models import ModelSpec
 from wdlab.records import RunConfig
 from wdlab.report.timescale import timescale_figure, timescale_table
@@ -129,21 +129,6 @@ def nested_order(y: torch.Tensor, seed: int) -> torch.Tensor:
     return perm[torch.sort(keys, stable=True).indices]
 
 
-def _subset(ds: Dataset, rows: torch.Tensor) -> Dataset:
-    return Dataset(
-        ds.name,
-        ds.task,
-        ds.X_train[rows],
-        ds.y_train[rows],
-        ds.X_test,
-        ds.y_test,
-        ds.X_val,
-        ds.y_val,
-        n_classes=ds.n_classes,
-        meta=ds.meta | {"n_train": len(rows)},
-    )
-
-
 def run_timescale(
     settings: TimescaleSettings | None = None,
     *,
@@ -171,7 +156,7 @@ def run_timescale(
         ]
         runs = train(
             spec,
-            _subset(ds, order[:n]),
+            ds.with_train_rows(order[:n]),
             configs,
             epochs=s.epochs,
             eval_every=s.epochs,
