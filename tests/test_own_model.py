@@ -103,6 +103,29 @@ def test_cnn_batched_equals_alone_with_batchnorm(opt, device):
             assert r.final[key] == pytest.approx(alone.final[key], rel=1e-5)
 
 
+def test_training_keeps_float32_exact_and_restores_the_callers_settings():
+    """PyTorch lets cuDNN convolutions use TF32 by default; with it a configuration's weights
+    depend on its batch partners (8e-4 on an H100). wdlab trains with TF32 off, then gives the
+    caller's settings back."""
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = cudnn.allow_tf32, matmul.allow_tf32
+    cudnn.allow_tf32 = matmul.allow_tf32 = True
+    seen = []
+    data = _signals()
+    try:
+        train(
+            _cnn_spec(data),
+            data,
+            _configs()[:1],
+            epochs=1,
+            on_epoch=lambda e: seen.append((cudnn.allow_tf32, matmul.allow_tf32)),
+        )
+        assert seen == [(False, False)]
+        assert (cudnn.allow_tf32, matmul.allow_tf32) == (True, True)
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = saved
+
+
 class ConvBN(nn.Module):
     """A user's module the engine knows nothing about: runs through torch.func."""
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from wdlab.data import Dataset
 from wdlab.decay import DEFAULT_RULE, DecayRule
+from wdlab.devices import exact_float32
 from wdlab.models import ModelSpec
 from wdlab.records import RunConfig, RunResult
 from wdlab.tasks import Task
@@ -46,8 +47,9 @@ def train(
 ) -> list[RunResult]:
     """Train every configuration in ``configs`` together; one RunResult each, in order.
 
-    The keywords are those of :class:`~wdlab.trainer.plan.Plan`, which documents each. The
-    batch's tensors are released, and freed heap handed back to the OS, before returning.
+    The keywords are those of :class:`~wdlab.trainer.plan.Plan`, which documents each. Float32
+    stays float32 while it trains (TF32 off, :func:`wdlab.devices.exact_float32`). The batch's
+    tensors are released, and freed heap handed back to the OS, before returning.
     """
     plan = Plan(
         spec,
@@ -71,7 +73,8 @@ def train(
         task=task,
     )
     try:
-        return Trainer(plan).run()
+        with exact_float32():
+            return Trainer(plan).run()
     finally:
         release_memory()
 
