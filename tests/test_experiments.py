@@ -420,3 +420,31 @@ def test_optimizer_options_are_normalised():
     cfg = validate({"train": {"optimizer": "adam", "options": {"betas": [0.8, 0.99]}}})
     assert cfg.train.options == {"betas": (0.8, 0.99)}
     assert cfg.grid()[0].options == (("betas", (0.8, 0.99)),)
+
+
+def test_a_factory_in_the_current_directory_loads_by_module_or_by_path(tmp_path):
+    """``wdlab`` (the installed script, whose sys.path lacks the current directory) finds
+    ``mypkg.models:make`` and ``mypkg/models.py:make`` where the user stands; a factory that
+    seeds torch with its ``seed`` is never given ``None``."""
+    pkg = tmp_path / "mypkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "models.py").write_text(
+        "import torch\n\n\n"
+        "def make(in_dim, out_dim, seed):\n"
+        "    torch.manual_seed(seed)\n"
+        "    return torch.nn.Linear(in_dim, out_dim)\n"
+    )
+    script = Path(sys.executable).with_name("wdlab")
+    for i, model in enumerate(["mypkg.models:make", "mypkg/models.py:make"]):
+        args = ["run", "--data", "wine", "--model", model, "--seeds", "2", "--epochs", "2"]
+        proc = subprocess.run(
+            [str(script), *args, "--out", f"o{i}", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+        assert proc.returncode == 0, proc.stderr
+        runs = json.loads(proc.stdout)["runs"]
+        assert {r["config"]["seed"] for r in runs} == {0, 1}

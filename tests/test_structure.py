@@ -33,6 +33,7 @@ LAYERS = [
         "wdlab.version",
         "wdlab.extras",
         "wdlab.devices",
+        "wdlab.loading",
     },
 ]
 

@@ -9,7 +9,6 @@ module (the CNN, a user's factory) runs through ``torch.func`` (:mod:`wdlab.func
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import itertools
 from collections.abc import Callable
@@ -21,6 +20,7 @@ from torch import Tensor, nn
 
 from wdlab.cnn import CNN, GroupedCNN
 from wdlab.func import FuncForward
+from wdlab.loading import load_attribute
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "sigmoid": torch.sigmoid,
@@ -116,7 +116,8 @@ def _build_custom(spec: ModelSpec, seed: int | None = None) -> nn.Module:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):  # a builtin without a signature
         params = {}
-    wants = {"in_dim": spec.in_dim, "out_dim": spec.out_dim, "seed": seed}
+    # a template built without a configuration (shapes, memory) gets seed 0, never None
+    wants = {"in_dim": spec.in_dim, "out_dim": spec.out_dim, "seed": 0 if seed is None else seed}
     kwargs = {k: v for k, v in wants.items() if k in params}
     return call_factory(factory, spec.factory, **kwargs)
 
@@ -247,7 +248,7 @@ class ModelSpec:
 
     def build(self, seed: int | None = None) -> nn.Module:
         """One freshly initialised ``nn.Module`` (draws from torch's global RNG); a custom
-        factory with a ``seed`` parameter is given ``seed``."""
+        factory with a ``seed`` parameter is given ``seed`` (0 when ``None``)."""
         if self.kind == "custom":
             return _build_custom(self, seed)
         return self.model_kind.build(self)
@@ -279,15 +280,18 @@ def activations_per_example(model: nn.Module, example: Tensor) -> int:
 
 
 def resolve_factory(factory: Callable[..., nn.Module] | str | None) -> Callable[..., nn.Module]:
-    """Turn ``"module:function"`` into the function (callables pass through)."""
+    """Turn ``"module:function"`` or ``"file.py:function"`` into the function (callables pass
+    through); a dotted module is importable from the current directory."""
     if callable(factory):
         return factory
-    if not isinstance(factory, str) or ":" not in factory:
-        raise ValueError(f"model factory must be 'module:function', got {factory!r}")
-    mod_name, _, attr = factory.partition(":")
+    where, _, attr = factory.rpartition(":") if isinstance(factory, str) else ("", "", "")
+    if not where or not attr:
+        raise ValueError(
+            f"model factory must be 'module:function' or 'file.py:function', got {factory!r}"
+        )
     try:
-        obj = getattr(importlib.import_module(mod_name), attr)
-    except (ImportError, AttributeError) as exc:
+        obj = load_attribute(factory)
+    except (ImportError, AttributeError, OSError) as exc:
         raise ValueError(f"cannot load model factory {factory!r}: {exc}") from None
     if not callable(obj):
         raise ValueError(f"model factory {factory!r} is not callable")

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
-import os
-import sys
-from pathlib import Path
 from typing import Any
 
 from wdlab.cli.common import Command, UsageError, add_json, emit_json
+from wdlab.loading import load_attribute
 
 
 def load_setup(target: str) -> tuple[Any, Any]:
@@ -20,8 +16,7 @@ def load_setup(target: str) -> tuple[Any, Any]:
     if not sep or not where or not attr:
         raise UsageError(f"expected MODULE:FUNCTION (e.g. mytrain:setup), got {target!r}")
     try:
-        module = _import(where)
-        func = getattr(module, attr)
+        func = load_attribute(target)
     except (ImportError, AttributeError, OSError) as exc:
         raise UsageError(f"cannot load {target!r}: {exc}") from None
     if not callable(func):
@@ -30,21 +25,6 @@ def load_setup(target: str) -> tuple[Any, Any]:
     if not (isinstance(result, tuple) and len(result) == 2):
         raise UsageError(f"{target}() must return (model, optimizer), got {type(result).__name__}")
     return result
-
-
-def _import(where: str) -> Any:
-    """A module by dotted name (the current directory importable) or by file path."""
-    if where.endswith(".py"):
-        path = Path(where)
-        if not path.is_file():
-            raise ImportError(f"no file {where}")
-        spec = importlib.util.spec_from_file_location(path.stem, path)
-        module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-        spec.loader.exec_module(module)  # type: ignore[union-attr]
-        return module
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    return importlib.import_module(where)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
