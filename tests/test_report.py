@@ -117,6 +117,36 @@ def test_sweep_report_escapes_a_hostile_name(browser, tmp_path):
         assert paths[stem].stat().st_size > 5_000
 
 
+@browser_only
+def test_rotation_figure_renders_in_a_browser(browser, tmp_path):
+    """``--diagnostics rotation`` adds its figure (per-layer norm and angle against Kosson et
+    al.'s equilibrium); in Chromium it loads, has a size, and the page has no error."""
+    cfg = validate(
+        {
+            "data": {"source": "wine"},
+            "model": {"kind": "mlp", "hidden": [8, 8]},
+            "train": {
+                "optimizer": "adamw",
+                "lr": [1e-2],
+                "epochs": 6,
+                "eval_every": 2,
+                "diagnostics": ["rotation"],
+            },
+            "decay": {"modes": ["decoupled"], "weight_decay": [0.1]},
+        }
+    )
+    out = tmp_path / "study"
+    run_sweep(cfg, out)
+    paths = build_report(out)
+    page, errors, failed, dialogs = open_report(browser, paths["report"], tmp_path / "r.png")
+    assert errors == [] and failed == [] and dialogs == []
+    sizes = {s[0]: s for s in figure_sizes(page)}
+    _, ok, w, h, shown = sizes["rotation"]
+    assert ok and w > 0 and h > 0 and shown > 0
+    assert "Kosson" in page.inner_text("body")  # the caption cites the equilibrium's source
+    assert paths["rotation"].stat().st_size > 5_000
+
+
 def test_report_shows_wdlab_verify_checks(tmp_path, capsys, monkeypatch):
     from wdlab import verify
 
