@@ -1,6 +1,7 @@
 """Benchmark: a weight-decay sweep of a CNN with BatchNorm on mnist1d, three ways, in one run.
 
     .venv/bin/python bench/bench_own_model.py [--epochs 2] [--repeat 2] [--device cpu|cuda]
+    .venv/bin/python bench/bench_own_model.py --profile     # where wdlab's time goes, by aten op
 
 32 configurations (4 weight decays × 2 learning rates × 4 seeds), AdamW, mini-batches of 128,
 the built-in CNN (channels 16-32, BatchNorm) on mnist1d (3,200 training rows: 25 steps per
@@ -140,12 +141,28 @@ def engine(spec, data, configs, epochs, device):
     return time.perf_counter() - t0, runs[0].engine
 
 
+def profile_engine(spec, data, configs, epochs, device) -> None:
+    """wdlab's side under torch.profiler (after one warm-up run): each aten op's share."""
+    from torch.profiler import ProfilerActivity, profile
+
+    engine(spec, data, configs, 1, device)
+    activities = [ProfilerActivity.CPU]
+    if device == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        t, _ = engine(spec, data, configs, epochs, device)
+    key = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+    print(f"# wdlab, {len(configs)} configs, {epochs} epochs, {t:.2f} s under the profiler")
+    print(prof.key_averages().table(sort_by=key, row_limit=15))
+
+
 def main() -> None:
     """Run the benchmark and print its figures."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--profile", action="store_true", help="profile wdlab's side only")
     args = ap.parse_args()
     import_optimizer_runtime()  # torch.optim's one-time import, outside every clock
     data = load("mnist1d")
@@ -160,6 +177,9 @@ def main() -> None:
     configs = [
         RunConfig("decoupled", wd, lr, "adamw", seed=s) for wd in WDS for lr in LRS for s in SEEDS
     ]
+    if args.profile:
+        profile_engine(spec, data, configs, args.epochs, args.device)
+        return
     steps = len(configs) * args.epochs * math.ceil(len(data.y_train) / BATCH)
     best = {"plain loops": math.inf, "torch.func recipe": math.inf, "wdlab": math.inf}
     note = ""
