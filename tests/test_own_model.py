@@ -320,3 +320,5 @@ def test_grouped_pooling_is_max_pool_in_values_and_gradients(shape):
     a.backward(g)
     b.backward(g)
     assert torch.equal(a, b) and torch.equal(ours.grad, theirs.grad)
+    with torch.no_grad():  # evaluation takes the native kernel
+        assert torch.equal(pool2(x), pool(x, 2))

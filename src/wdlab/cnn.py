@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 class _Pool2(torch.autograd.Function):
     """2× max-pooling along the last dimension, with a backward that writes each gradient
-    straight to the winning half (autograd's ``maximum`` backward costs ~10× more here)."""
+    straight to the winning half (autograd's ``maximum`` backward, and ``max_pool1d``'s, cost
+    2-10× more here)."""
 
     @staticmethod
     def forward(ctx: object, h: Tensor) -> Tensor:
@@ -28,6 +29,8 @@ class _Pool2(torch.autograd.Function):
         first = a >= b  # MaxPool's choice: the first of equal values
         ctx.save_for_backward(first)
         ctx.odd = h.shape[-1] % 2
+        if h.dim() == 3:  # (n, C, L): the native kernel gives the same values, ~3x faster
+            return F.max_pool1d(h, 2)
         return torch.where(first, a, b)
 
     @staticmethod
@@ -43,8 +46,10 @@ class _Pool2(torch.autograd.Function):
 def pool2(h: Tensor) -> Tensor:
     """2× max-pooling over every spatial dimension (odd ends dropped): exactly
     ``max_pool1d/2d(h, 2)``, values and gradients (ties go to the first), but several times
-    faster on the CPU with autograd. (:class:`CNN` itself keeps ``nn.MaxPool``, which
-    ``torch.func`` transforms can run.)"""
+    faster on the CPU with autograd; without a gradient to keep, the native kernel itself.
+    (:class:`CNN` itself keeps ``nn.MaxPool``, which ``torch.func`` transforms can run.)"""
+    if not (torch.is_grad_enabled() and h.requires_grad) and h.dim() in (3, 4):
+        return (F.max_pool1d if h.dim() == 3 else F.max_pool2d)(h, 2)
     for d in range(2, h.dim()):
         h = _Pool2.apply(h.movedim(d, -1)).movedim(-1, d)
     return h
