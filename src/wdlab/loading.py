@@ -31,8 +31,20 @@ def import_module(where: str) -> ModuleType:
     return importlib.import_module(where)
 
 
-def load_attribute(target: str) -> Any:
-    """``module:name`` or ``file.py:name`` → the object; ImportError/AttributeError/OSError
-    propagate for the caller to word."""
-    where, _, attr = target.rpartition(":")
-    return getattr(import_module(where), attr)
+def load_callable(target: object, what: str = "") -> Any:
+    """``module:function`` or ``file.py:function`` → the function; anything else, a module that
+    does not import or a name that is missing or not callable is one ``ValueError`` line, whose
+    text names ``what`` it was meant to be (e.g. ``"model factory "``)."""
+    where, _, attr = target.rpartition(":") if isinstance(target, str) else ("", "", "")
+    if not where or not attr:
+        raise ValueError(
+            f"expected MODULE:FUNCTION or FILE.py:FUNCTION for {what or 'the target '}"
+            f"(e.g. mytrain:setup), got {target!r}"
+        )
+    try:
+        func = getattr(import_module(where), attr)
+    except (ImportError, AttributeError, OSError) as exc:
+        raise ValueError(f"cannot load {what}{target!r}: {exc}") from None
+    if not callable(func):
+        raise ValueError(f"{what}{target!r} is not callable")
+    return func

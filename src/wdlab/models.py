@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from wdlab.cnn import CNN, GroupedCNN
 from wdlab.func import FuncForward
-from wdlab.loading import load_attribute
+from wdlab.loading import load_callable
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "sigmoid": torch.sigmoid,
@@ -284,18 +284,7 @@ def resolve_factory(factory: Callable[..., nn.Module] | str | None) -> Callable[
     through); a dotted module is importable from the current directory."""
     if callable(factory):
         return factory
-    where, _, attr = factory.rpartition(":") if isinstance(factory, str) else ("", "", "")
-    if not where or not attr:
-        raise ValueError(
-            f"model factory must be 'module:function' or 'file.py:function', got {factory!r}"
-        )
-    try:
-        obj = load_attribute(factory)
-    except (ImportError, AttributeError, OSError) as exc:
-        raise ValueError(f"cannot load model factory {factory!r}: {exc}") from None
-    if not callable(obj):
-        raise ValueError(f"model factory {factory!r} is not callable")
-    return obj
+    return load_callable(factory, "model factory ")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,21 +6,13 @@ import argparse
 from typing import Any
 
 from wdlab.cli.common import Command, UsageError, add_json, emit_json
-from wdlab.loading import load_attribute
+from wdlab.loading import load_callable
 
 
 def load_setup(target: str) -> tuple[Any, Any]:
     """Call ``MODULE:FUNCTION`` (or ``path/to/file.py:FUNCTION``), a zero-argument function
     returning ``(model, optimizer)``, and return what it returns."""
-    where, sep, attr = target.rpartition(":")
-    if not sep or not where or not attr:
-        raise UsageError(f"expected MODULE:FUNCTION (e.g. mytrain:setup), got {target!r}")
-    try:
-        func = load_attribute(target)
-    except (ImportError, AttributeError, OSError) as exc:
-        raise UsageError(f"cannot load {target!r}: {exc}") from None
-    if not callable(func):
-        raise UsageError(f"{target!r} is not a function")
+    func = load_callable(target)
     result = func()
     if not (isinstance(result, tuple) and len(result) == 2):
         raise UsageError(f"{target}() must return (model, optimizer), got {type(result).__name__}")
