@@ -214,3 +214,22 @@ def test_unknown_diagnostics_are_refused():
         make("spin", [], [ADAMW], optimizer_spec("adamw"))
     with pytest.raises(ValueError, match="unknown diagnostics"):
         train(SPEC, _data(), [ADAMW], epochs=1, diagnostics=("spin",), device="cpu")
+
+
+def test_curves_csv_writes_each_epochs_diagnostics(tmp_path):
+    """Diagnostics are per-epoch series: curves.csv has their value on every epoch's row, not
+    an evaluation's value on the evaluation rows only."""
+    import csv
+
+    from wdlab.report.files import write_curves_csv
+
+    runs = train(
+        SPEC, _data(), [ADAMW], epochs=5, eval_every=4, diagnostics=("rotation",), device="cpu"
+    )
+    write_curves_csv(runs, tmp_path / "c.csv")
+    rows = list(csv.DictReader((tmp_path / "c.csv").open()))
+    c = runs[0].curves
+    names = [k for k in c.series if k.startswith(PREFIX)]
+    assert names and [int(r["epoch"]) for r in rows] == c.epoch
+    for k in names:
+        assert [float(r[k]) for r in rows] == pytest.approx(c[k], nan_ok=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from wdlab.jsonsafe import dumps
-from wdlab.records import Result, RunResult
+from wdlab.records import PER_EPOCH, Result, RunResult, is_per_epoch
 from wdlab.report.figures import FIGURES, figure
 
 
@@ -33,16 +33,20 @@ def write_results(
 
 
 def write_curves_csv(runs: list[RunResult], path: Path) -> None:
-    """Tidy curves: one row per (run, epoch); evaluated columns blank between evaluations."""
-    per_eval = sorted({k for r in runs for k in r.curves.series} - {"train_loss", "weight_norm"})
+    """Tidy curves: one row per (run, epoch); per-epoch series (the loss, the weight norm,
+    diagnostics) fill every row, evaluated columns are blank between evaluations."""
+    names = sorted({k for r in runs for k in r.curves.series})
+    extra = [k for k in names if is_per_epoch(k) and k not in PER_EPOCH]
+    per_eval = [k for k in names if not is_per_epoch(k)]
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["regime", "epoch", "train_loss", "weight_norm", *per_eval])
+        w.writerow(["regime", "epoch", *PER_EPOCH, *extra, *per_eval])
         for r in runs:
             c = r.curves
             at = {e: i for i, e in enumerate(c.eval_epoch)}
             for i, e in enumerate(c.epoch):
-                row = [r.config.label, e, c["train_loss"][i], c["weight_norm"][i]]
+                row = [r.config.label, e, *(c[k][i] for k in PER_EPOCH)]
+                row += [c[k][i] if k in c.series else "" for k in extra]
                 j = at.get(e)
                 row += [("" if j is None else c[k][j]) for k in per_eval]
                 w.writerow(row)
