@@ -83,6 +83,7 @@ class Trainer:
         self.order = order_configs(plan.configs)
         self.cfgs = [plan.configs[i] for i in self.order]
         self.K = len(self.cfgs)
+        self.groups = group_configs(self.cfgs, self.device)
         self.stack_weights()
         self.build_optimizer()
         self.start_records()
@@ -101,7 +102,7 @@ class Trainer:
         plan = self.plan
         template, stacked, buffers = self._initial_state()
         forward = BatchedForward(self.spec, template.to(self.device))
-        modes = [g.mode for g in group_configs(self.cfgs, self.device)]
+        modes = [g.mode for g in self.groups]
         applies, why = gram_applies(forward, plan.optimizer, modes, *self.X.shape[:2])
         if plan.minibatch:
             applies, why = False, "mini-batches"
@@ -183,7 +184,6 @@ class Trainer:
         """One torch parameter group per configuration group, over views of its rows (the
         stacked tensors themselves for a group of every row), and the lr scheduler."""
         plan, names = self.plan, self.names
-        self.groups = group_configs(self.cfgs, self.device)
         decayed = [n for n in names if self.decays[n]]
         # l2 enters as a loss term under autograd; its gradient wd·w is added by hand where the
         # backward is hand-written, and for the fast path's coefficients (P.l2_as_grad)
@@ -329,11 +329,7 @@ class Trainer:
         norm_now = idx is None and epoch > 0 and not self.train_pass
         if self.manual:
             tape = Tape()
-            out = (
-                self.P.forward("train", tape=tape)
-                if idx is None
-                else self.P.forward("train", idx, tape)
-            )
+            out = self.P.forward("train", idx, tape)
             if norm_now:
                 self.record_norm(epoch - 1)
             losses, dout = self.task.loss_grad(out, yb)
@@ -473,10 +469,12 @@ class Trainer:
     def finish(self, pending: bool) -> None:
         """After the last epoch: the last weight norm, and the pending train metrics."""
         with torch.no_grad():
-            out = self.forward("train")
+            # only pending metrics need the train split's outputs (the Gram path's weight norm
+            # reuses that forward); a train pass has recorded both already
+            out = self.forward("train") if pending else None
             if not self.train_pass:
                 self.record_norm(self.plan.epochs - 1)
-            if pending:
+            if out is not None:
                 self.record_eval("train_loss_eval", self.task.loss(out, self.y))
                 self.record_eval_metrics("train", out, self.y)
 
@@ -501,14 +499,13 @@ class Trainer:
             final = {k: curves[k][-1] for k in rows_ev}
             final["train_loss"] = final.pop("train_loss_eval")
             final["weight_norm"] = curves["weight_norm"][-1]
-            final |= timescales(self.cfgs[row], self.plan.steps_per_epoch)
+            taus = timescales(self.cfgs[row], self.plan.steps_per_epoch)
+            final |= taus
             status, cut = "done", self.diverged_at[row]
             if cut is not None:
                 status = "diverged"
                 curves.cut(cut)
-                final = {k: math.nan for k in final} | timescales(
-                    self.cfgs[row], self.plan.steps_per_epoch
-                )
+                final = {k: math.nan for k in final} | taus
             results[orig] = RunResult(
                 config=self.cfgs[row],
                 curves=curves,
