@@ -11,7 +11,7 @@ from torch import nn
 from numerics import ONE_PASS, assert_normwise, per_steps, rel_dist
 from wdlab.cnn import CNN, GroupedCNN
 from wdlab.data import Dataset, from_splits
-from wdlab.func import FuncForward, stack_buffers
+from wdlab.func import FuncForward, stack_state
 from wdlab.models import ModelSpec
 from wdlab.records import RunConfig
 from wdlab.tasks import Metric, custom_task, get_task
@@ -72,7 +72,7 @@ def test_grouped_cnn_is_each_cnn_in_train_and_eval(two_d):
         n: torch.stack([dict(m.named_parameters())[n].detach() for m in models])
         for n, _ in models[0].named_parameters()
     }
-    buffers = stack_buffers(models, torch.device("cpu"))
+    buffers = stack_state(models, torch.device("cpu"))
     fwd = GroupedCNN(models[0])
     x = torch.randn(7, *shape)
     for train_mode in (True, False, True):

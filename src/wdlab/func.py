@@ -15,7 +15,7 @@ same trainer, K forwards per step. :func:`probe` finds out which, and why.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -63,10 +63,15 @@ def cuda_ids(device: torch.device) -> list[int]:
     return [device.index if device.index is not None else torch.cuda.current_device()]
 
 
-def stack_buffers(modules: list[nn.Module], device: torch.device) -> dict[str, Tensor]:
-    """Every buffer of the modules, stacked row by row (one row per module)."""
-    names = [n for n, _ in modules[0].named_buffers()]
-    states = [dict(m.named_buffers()) for m in modules]
+def stack_state(
+    modules: list[nn.Module],
+    device: torch.device,
+    named: Callable[[nn.Module], Iterable[tuple[str, Tensor]]] = nn.Module.named_buffers,
+) -> dict[str, Tensor]:
+    """Every buffer of the modules (or what ``named`` lists, e.g. ``nn.Module.named_parameters``),
+    stacked row by row (one row per module), in the first module's order."""
+    names = [n for n, _ in named(modules[0])]
+    states = [dict(named(m)) for m in modules]
     return {n: torch.stack([s[n].detach() for s in states]).to(device) for n in names}
 
 

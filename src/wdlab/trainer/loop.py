@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from wdlab.decay import decay_table, l2_penalty, surprise_warnings
 from wdlab.devices import resolve_device
 from wdlab.diagnostics import make as make_diagnostic
-from wdlab.func import FuncForward, cuda_ids, probe, stack_buffers
+from wdlab.func import FuncForward, cuda_ids, probe, stack_state
 from wdlab.models import BatchedForward, ModelSpec, Tape, check_module
 from wdlab.params import DirectParams, GramParams, gram_applies
 from wdlab.records import Curves, RunResult
@@ -143,12 +143,8 @@ class Trainer:
         template = modules[self.cfgs[0].seed]
         self.table = decay_table(template, self.plan.rule)
         rows = [modules[c.seed] for c in self.cfgs]
-        states = [dict(m.named_parameters()) for m in rows]
-        stacked = {
-            n: torch.stack([st[n].detach() for st in states]).to(self.device)
-            for n, _ in template.named_parameters()
-        }
-        return template, stacked, stack_buffers(rows, self.device)
+        stacked = stack_state(rows, self.device, nn.Module.named_parameters)
+        return template, stacked, stack_state(rows, self.device)
 
     def _check_vmap(self, forward: BatchedForward) -> str:
         """Whether torch.vmap runs this module (else: one configuration after another)."""
