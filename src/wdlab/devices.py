@@ -25,6 +25,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
+#: The default training-memory budget per batch of configurations (``--max-memory``), in MB:
+#: a quarter of what a 2-core, 24 GiB CI machine has to spare.
+DEFAULT_MAX_MEMORY_MB = 2048
+
 DEVICE_FORMS = "cpu, cuda, cuda:N or mps"
 _NAME = re.compile(r"^(cpu|cuda|mps)(:(\d+))?$")
 

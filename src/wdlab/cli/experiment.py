@@ -148,8 +148,8 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
 
 def add_sweep_flags(p: argparse.ArgumentParser) -> None:
     """The experiment flags, the study, the budget and the backend with its options."""
+    from wdlab.devices import DEFAULT_MAX_MEMORY_MB
     from wdlab.executors import EXECUTORS
-    from wdlab.pipelines import DEFAULT_MAX_MEMORY_MB
 
     add_experiment_flags(p)
     p.add_argument("--out", help="study folder (default: wdlab-out/sweep-DATA-CONFIGHASH)")

@@ -33,7 +33,7 @@ import torch
 from wdlab.config import MAX_CONFIGS, Experiment, validate
 from wdlab.data import Dataset
 from wdlab.decay import decay_table
-from wdlab.devices import available_memory, gib, resolve_device
+from wdlab.devices import DEFAULT_MAX_MEMORY_MB, available_memory, gib, resolve_device
 from wdlab.diagnostics import DIAGNOSTICS
 from wdlab.executors import Batch, Executor, LocalExecutor
 from wdlab.extras import require
@@ -45,7 +45,6 @@ from wdlab.store import Store, StoreError, hash_config, worker_id
 from wdlab.trainer import Plan
 from wdlab.version import __version__
 
-DEFAULT_MAX_MEMORY_MB = 2048  # a quarter of what a 2-core, 24 GiB CI machine has to spare
 PROCESS_BASELINE_MB = 500  # Python + torch + wdlab + a small data set, outside the budget
 POLL_SECONDS = 0.5  # how often a process waiting on others' batches looks at the store
 BEAT_SECONDS = 10.0  # heartbeat period of a training process (for workers on other hosts)
