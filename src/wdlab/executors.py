@@ -6,7 +6,7 @@ transaction. Every executor follows the :class:`Executor` protocol and is one en
 ``batches`` may be any iterable, read lazily: the driver hands a generator that claims each
 batch in the store just before it is taken, so two processes on one study never train the same
 configuration. ``on_epoch(batch, epoch)`` reports progress within a batch where the executor
-can (the local one, after every epoch); ``on_start(batch)`` is called as a batch is taken.
+can (the local one, after every epoch).
 
 * :class:`LocalExecutor` trains batch after batch in this process.
 * :class:`RayExecutor` runs one Ray task per batch — one call of the batched engine — on a local
@@ -58,7 +58,6 @@ class Executor(Protocol):
         data: Dataset,
         batches: Iterable[Batch],
         train_kwargs: dict[str, Any],
-        on_start: Callable[[Batch], None] = ...,
         on_epoch: OnEpoch | None = None,
     ) -> Iterator[tuple[Batch, list[RunResult]]]:
         """Yield ``(batch, results)`` for every batch, in any order."""
@@ -84,13 +83,11 @@ class LocalExecutor:
         data: Dataset,
         batches: Iterable[Batch],
         train_kwargs: dict[str, Any],
-        on_start: Callable[[Batch], None] = lambda b: None,
         on_epoch: OnEpoch | None = None,
     ) -> Iterator[tuple[Batch, list[RunResult]]]:
         """Yield each batch with its results, one after the other; ``on_epoch`` after every
         epoch of each."""
         for batch in batches:
-            on_start(batch)
             tick = None if on_epoch is None else (lambda e, b=batch: on_epoch(b, e))
             yield batch, train(spec, data, batch, **train_kwargs, on_epoch=tick)
 
@@ -204,7 +201,6 @@ class RayExecutor:
         data: Dataset,
         batches: Iterable[Batch],
         train_kwargs: dict[str, Any],
-        on_start: Callable[[Batch], None] = lambda b: None,
         on_epoch: OnEpoch | None = None,
     ) -> Iterator[tuple[Batch, list[RunResult]]]:
         """Submit every batch as a task; yield each as it finishes (progress advances per
@@ -224,7 +220,6 @@ class RayExecutor:
             kwargs["device"] = "cuda" if gpus else "cpu"
         pending = {}
         for i, b in enumerate(batches):
-            on_start(list(b))
             pending[task.remote(spec, data_ref, list(b), kwargs, self.pid_dir, i)] = list(b)
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)

@@ -460,10 +460,6 @@ class Store:
                 "(owner IS NULL OR owner NOT IN (SELECT id FROM workers))"
             ).rowcount
 
-    def recover(self) -> int:
-        """Runs left ``running`` by a process that is gone go back to ``pending``."""
-        return self.reclaim()
-
     def retry_failed(self) -> int:
         """Failed runs go back to ``pending`` (a rerun retries them); returns how many."""
         with self._tx():
@@ -516,11 +512,6 @@ class Store:
     def pending(self) -> list[RunConfig]:
         """Configurations still to train, in insertion order."""
         rows = self.db.execute("SELECT config FROM runs WHERE status = 'pending' ORDER BY id")
-        return [RunConfig.from_dict(json.loads(c)) for (c,) in rows]
-
-    def running(self) -> list[RunConfig]:
-        """Configurations marked running (in flight, or left by a crash)."""
-        rows = self.db.execute("SELECT config FROM runs WHERE status = 'running' ORDER BY id")
         return [RunConfig.from_dict(json.loads(c)) for (c,) in rows]
 
     def mark_failed(self, owner: str, error: str) -> int:
