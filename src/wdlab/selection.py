@@ -116,6 +116,22 @@ def describe(c: Criterion, seeds: int = 0) -> str:
     )
 
 
+def selection_criterion(selection: Sequence[Mapping[str, Any]]) -> Criterion:
+    """The criterion a stored selection (its rows, non-empty) was made on."""
+    s = selection[0]
+    return Criterion(s["metric"], s["metric_name"], s["higher"], s["early_stopping"])
+
+
+def selection_rule(selection: Sequence[Mapping[str, Any]]) -> str:
+    """:func:`describe` for a stored selection (its rows, non-empty)."""
+    return describe(selection_criterion(selection), max(s["seeds"] for s in selection))
+
+
+def has_timescale(selection: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether any row's τ_epoch is defined (a table then shows the column)."""
+    return any(math.isfinite(s.get("tau_epoch", math.nan)) for s in selection)
+
+
 def run_scores(run: RunResult, c: Criterion) -> tuple[float, float, int | None]:
     """(validation, test, epoch) of one run under ``c``: at its last evaluation, or at its
     best validation evaluation (the earliest on ties) with early stopping. NaN for a run that

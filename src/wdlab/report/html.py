@@ -23,7 +23,7 @@ from wdlab.optimizers import class_name
 from wdlab.records import Result
 from wdlab.report.figures import FIGURES
 from wdlab.report.text import short, verdict_summary
-from wdlab.selection import Criterion, describe, metric_for
+from wdlab.selection import has_timescale, metric_for, selection_rule
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;
@@ -85,7 +85,7 @@ def answer_table(selection: list[dict[str, Any]]) -> tuple[list[str], list[list[
     """Per (mode, lr): the chosen weight decay (short notation, τ_epoch where defined), the
     verdict against wd = 0, validation and test beside wd = 0's, and the seeds."""
     name = selection[0]["metric_name"]
-    taus = any(math.isfinite(s.get("tau_epoch", math.nan)) for s in selection)
+    taus = has_timescale(selection)
     head = ["mode", "lr", "chosen wd", *(["τ_epoch"] if taus else []), "verdict"]
     head += [f"val {name}", "val at wd = 0", f"test {name} (mean ± std)", "test at wd = 0"]
     rows = []
@@ -119,8 +119,6 @@ def _answer_html(result: Result) -> list[str]:
             return ["<h2>Results</h2>", _table(*headline(result))]
         note = "No validation split: no weight decay is chosen (never on test). Every run:"
         return ["<h2>Results</h2>", f"<p>{escape(note)}</p>", _table(*headline(result))]
-    first = sel[0]
-    c = Criterion(first["metric"], first["metric_name"], first["higher"], first["early_stopping"])
     marks = [
         "ref" if s["mode"] == "none" else ("gain" if s["better_than_zero"] else "nogain")
         for s in sel
@@ -129,7 +127,7 @@ def _answer_html(result: Result) -> list[str]:
     return [
         "<h2>Answer: which weight decay?</h2>",
         f'<p class="answer">{escape(summary[:1].upper() + summary[1:])}.</p>',
-        f'<p class="meta">{escape(describe(c, max(s["seeds"] for s in sel)))}; '
+        f'<p class="meta">{escape(selection_rule(sel))}; '
         "reported on test (never used to choose).</p>",
         _table(*headline(result), marks=marks),
     ]

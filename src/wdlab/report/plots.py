@@ -24,6 +24,7 @@ from wdlab.selection import (
     metric_for,
     representative,
     run_scores,
+    selection_criterion,
     zero_runs,
 )
 from wdlab.tasks import get_task
@@ -351,8 +352,7 @@ def shown(result: Result) -> list[RunResult]:
 def criterion_of(result: Result) -> Criterion:
     """The criterion the result's selection used (the task's headline metric by default)."""
     if result.selection:
-        s = result.selection[0]
-        return Criterion(s["metric"], s["metric_name"], s["higher"], s["early_stopping"])
+        return selection_criterion(result.selection)
     key, name, higher = metric_for(result.task)
     return Criterion(key, name, higher)
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from wdlab.records import Check, Result
-from wdlab.selection import NO_GAIN, Criterion, describe, metric_for
+from wdlab.selection import NO_GAIN, has_timescale, metric_for, selection_criterion, selection_rule
 
 MAX_RUNS = 24  # runs listed one by one; more are summarised (wdlab export has each)
 
@@ -77,9 +77,8 @@ def _selection_lines(result: Result) -> list[str]:
         ]
     if not sel:
         return []
-    first = sel[0]
-    c = Criterion(first["metric"], first["metric_name"], first["higher"], first["early_stopping"])
-    taus = any(math.isfinite(s.get("tau_epoch", math.nan)) for s in sel)
+    c = selection_criterion(sel)
+    taus = has_timescale(sel)
     head = (
         f"{'mode':<12} {'lr':<7} {'wd*':<7} {'τ_epoch':<8} "
         if taus
@@ -93,7 +92,7 @@ def _selection_lines(result: Result) -> list[str]:
     ]
     lines += [answer_line(s, taus) for s in sel]
     lines.append(verdict_summary(sel))
-    lines.append(f"rule: {describe(c, max(s['seeds'] for s in sel))}")
+    lines.append(f"rule: {selection_rule(sel)}")
     return lines
 
 
