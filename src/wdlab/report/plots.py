@@ -278,16 +278,24 @@ def best_cell(grid: Sequence[Sequence[float]], higher: bool) -> tuple[int, int] 
     return i, j
 
 
+def heatmap_cells(
+    runs: Sequence[RunResult], c: Criterion
+) -> tuple[list[str], list[float], list[float], list[list[list[float]]]]:
+    """(modes, lrs, weight decays with 0 first, one lr × wd grid of validation scores per
+    mode): what the heatmap draws and its caption names."""
+    modes = list(dict.fromkeys(r.config.mode for r in runs if r.config.weight_decay > 0))
+    lrs = sorted({r.config.lr for r in runs})
+    wds = [0.0, *sorted({r.config.weight_decay for r in runs if r.config.weight_decay > 0})]
+    return modes, lrs, wds, [heatmap_grid(runs, m, lrs, wds, c) for m in modes]
+
+
 def lr_wd_heatmap(runs: Sequence[RunResult], c: Criterion) -> Figure:
     """Validation score (mean over seeds) over lr × weight decay, one panel per mode, on one
     shared colour scale (brighter is better); column 0 is wd = 0; ★ marks each panel's best
     cell."""
     from matplotlib.colors import Normalize
 
-    modes = list(dict.fromkeys(r.config.mode for r in runs if r.config.weight_decay > 0))
-    lrs = sorted({r.config.lr for r in runs})
-    wds = [0.0, *sorted({r.config.weight_decay for r in runs if r.config.weight_decay > 0})]
-    grids = [heatmap_grid(runs, m, lrs, wds, c) for m in modes]
+    modes, lrs, wds, grids = heatmap_cells(runs, c)
     finite = [v for g in grids for row in g for v in row if math.isfinite(v)]
     norm = Normalize(min(finite), max(finite)) if finite else None
     n = max(1, len(modes))
@@ -408,10 +416,10 @@ def _loss_caption(r: Result) -> str:
 
 def _gap_caption(r: Result) -> str:
     split = eval_split(r.runs)
-    gaps = []
-    for label, run in zip(run_labels(shown(r)), shown(r), strict=True):
+    gaps, runs = [], shown(r)
+    for label, run in zip(run_labels(runs), runs, strict=True):
         f = run.final
-        if f"{split}_loss" in f and "train_loss" in f and len(shown(r)) <= 6:
+        if f"{split}_loss" in f and "train_loss" in f and len(runs) <= 6:
             gaps.append(f"{label} {f[f'{split}_loss'] - f['train_loss']:.3g}")
     last = f" At the last evaluation: {'; '.join(gaps)}." if gaps else ""
     return f"Generalisation gap ({split} loss − train loss) over epochs, same runs.{last}"
@@ -428,12 +436,9 @@ def _wd_caption(r: Result) -> str:
 
 def _heatmap_caption(r: Result) -> str:
     c = criterion_of(r)
-    modes = list(dict.fromkeys(x.config.mode for x in r.runs if x.config.weight_decay > 0))
-    lrs = sorted({x.config.lr for x in r.runs})
-    wds = [0.0, *sorted({x.config.weight_decay for x in r.runs if x.config.weight_decay > 0})]
+    modes, lrs, wds, grids = heatmap_cells(r.runs, c)
     best = []
-    for mode in modes:
-        grid = heatmap_grid(r.runs, mode, lrs, wds, c)
+    for mode, grid in zip(modes, grids, strict=True):
         cell = best_cell(grid, c.higher)
         if cell is not None:
             i, j = cell
