@@ -71,14 +71,13 @@ def default_out(config: Experiment | Mapping[str, Any], root: str = "wdlab-out")
 def _meta_build(spec: ModelSpec) -> torch.nn.Module:
     """The model with no memory behind it (the meta device) where that works; else a real one
     (a user's factory may need real tensors)."""
-    with torch.random.fork_rng(devices=[]):
-        if spec.kind != "custom":
-            try:
-                with torch.device("meta"):
-                    return spec.build()
-            except (RuntimeError, NotImplementedError, TypeError, ValueError):
-                pass
-        return spec.build()
+    if spec.kind != "custom":
+        try:
+            with torch.random.fork_rng(devices=[]), torch.device("meta"):
+                return spec.build()
+        except (RuntimeError, NotImplementedError, TypeError, ValueError):
+            pass
+    return _real(spec)
 
 
 def bytes_per_config(
@@ -89,13 +88,15 @@ def bytes_per_config(
     eval_every: int = 10,
     optimizer: str = "adam",
     precision: str = "fp32",
+    model: torch.nn.Module | None = None,
 ) -> int:
     """One configuration's memory in a batch, as measured on the engine: the weights, their
     gradients and the optimizer's state; the activations of the larger of a training step
     (its rows, kept for the backward) and an evaluation pass (the largest split); and the
     per-epoch and per-evaluation records. Activations are counted on one example
-    (:func:`wdlab.models.activations_per_example`, on the meta device where it runs)."""
-    model = _meta_build(spec)
+    (:func:`wdlab.models.activations_per_example`, on the meta device where it runs).
+    ``model``: the spec's model when the caller has built it already."""
+    model = _meta_build(spec) if model is None else model
     n_params = sum(p.numel() for p in model.parameters())
     states = OPTIMIZER_STATES.get(optimizer_spec(optimizer).cls_name, 2)
     per_example = _activations(model, spec, data)
@@ -304,6 +305,7 @@ def run_study(
     and return the study as read back from its store."""
     t0 = time.perf_counter() if t0 is None else t0
     ds, spec, kw = study.data, study.spec, study.train_kwargs
+    model = _meta_build(spec)  # one build (a user's factory runs once) for memory and the table
     per_config = bytes_per_config(
         spec,
         ds,
@@ -312,11 +314,12 @@ def run_study(
         kw["eval_every"],
         study.configs[0].optimizer,
         kw["precision"],
+        model=model,
     )
     local = executor is None or isinstance(executor, LocalExecutor)  # Ray: the workers' device
     device = resolve_device(kw.get("device"), "train.device") if local else None
     check_budget(per_config, max_memory_mb, device)
-    table = decay_table(_meta_build(spec), kw["rule"]).to_dict()
+    table = decay_table(model, kw["rule"]).to_dict()
     with Store(study.directory) as store:
         store.init_study(
             study.name, study.config, study.configs, __version__, identity=study.identity
