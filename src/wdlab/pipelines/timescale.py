@@ -34,6 +34,7 @@ from wdlab.data import load
 from wdlab.models import ModelSpec
 from wdlab.records import RunConfig
 from wdlab.report.timescale import timescale_figure, timescale_table
+from wdlab.timescale import timescales
 from wdlab.trainer import train
 
 #: 0.01 … 31.6, four points a decade.
@@ -176,14 +177,12 @@ def run_timescale(
 
 def _row(n: int, c: RunConfig, final: dict, status: str, m: int) -> dict[str, Any]:
     keys = ("val_loss", "val_acc", "test_loss", "test_acc", "train_loss")
-    tau_iter = 1.0 / (c.lr * c.weight_decay)
     return {
         "n": n,
         "weight_decay": c.weight_decay,
         "seed": c.seed,
         "iters_per_epoch": m,
-        "tau_iter": tau_iter,
-        "tau_epoch": tau_iter / m,
+        **timescales(c, m),  # AdamW: 1/(lr·wd) iterations
         "status": status,
         **{k: final.get(k, math.nan) for k in keys},
     }
