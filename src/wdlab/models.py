@@ -87,7 +87,7 @@ class ModelKind:
 
     name: str
     help: str
-    build: Callable[[ModelSpec], nn.Module]
+    build: Callable[[ModelSpec, int | None], nn.Module]  # (spec, seed): built-ins ignore the seed
     describe: Callable[[ModelSpec], str]
     first: Callable[[ModelSpec], tuple[str, str]] | None = None
     stages: Callable[[ModelSpec], list[tuple[str, str]]] = lambda spec: []
@@ -153,7 +153,7 @@ _KINDS = [
     ModelKind(
         "seed-mlp",
         "the article's MLP: Linear(d, d/2), sigmoid, Linear(d/2, 1)",
-        lambda spec: SeedMLP(spec.in_dim),
+        lambda spec, seed: SeedMLP(spec.in_dim),
         lambda spec: f"seed-mlp {spec.in_dim}-{spec.in_dim // 2}-1 sigmoid",
         first=lambda spec: ("hidden_layer.weight", "hidden_layer.bias"),
         stages=lambda spec: [("act", "sigmoid"), ("head", "last_layer")],
@@ -161,7 +161,9 @@ _KINDS = [
     ModelKind(
         "mlp",
         "Linear layers (--hidden 64,32) with an activation, optional LayerNorm",
-        lambda spec: MLP(spec.in_dim, spec.hidden, spec.out_dim, spec.activation, spec.layernorm),
+        lambda spec, seed: MLP(
+            spec.in_dim, spec.hidden, spec.out_dim, spec.activation, spec.layernorm
+        ),
         lambda spec: (
             f"mlp {_mlp_sizes(spec)} {spec.activation}" + (" +layernorm" if spec.layernorm else "")
         ),
@@ -173,14 +175,14 @@ _KINDS = [
     ModelKind(
         "linear",
         "linear / logistic regression",
-        lambda spec: nn.Linear(spec.in_dim, spec.out_dim),
+        lambda spec, seed: nn.Linear(spec.in_dim, spec.out_dim),
         lambda spec: f"linear {spec.in_dim}-{spec.out_dim}",
         first=lambda spec: ("weight", "bias"),
     ),
     ModelKind(
         "cnn",
         "a small CNN for signals or images (--hidden gives the channels; BatchNorm, Dropout)",
-        lambda spec: CNN(
+        lambda spec, seed: CNN(
             spec.in_shape or (1, spec.in_dim),
             spec.hidden,
             spec.out_dim,
@@ -249,9 +251,7 @@ class ModelSpec:
     def build(self, seed: int | None = None) -> nn.Module:
         """One freshly initialised ``nn.Module`` (draws from torch's global RNG); a custom
         factory with a ``seed`` parameter is given ``seed`` (0 when ``None``)."""
-        if self.kind == "custom":
-            return _build_custom(self, seed)
-        return self.model_kind.build(self)
+        return self.model_kind.build(self, seed)
 
     def describe(self) -> str:
         """A short human name, e.g. ``mlp 64-32-10 relu``."""
