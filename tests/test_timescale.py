@@ -198,9 +198,19 @@ def test_timescale_settings_are_validated():
         {"weight_decays": (0.1, 0.0, 1.0)},
         {"smallest": 0},
         {"seeds": ()},
+        {"data_seed": -5},
+        {"data_seed": 2**40},
     ):
         with pytest.raises(ValueError):
             TimescaleSettings(**bad)
+
+
+def test_a_bad_timescale_data_seed_is_one_line_before_out_is_made(tmp_path, capsys):
+    out = tmp_path / "never"
+    assert main(["timescale", "--data-seed", "-5", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "data_seed must be an integer in 0.." in err
+    assert not out.exists()
 
 
 def test_timescale_cli_writes_json_and_figure(tmp_path, capsys):

@@ -63,7 +63,6 @@ def parse_model(args: argparse.Namespace) -> ModelSpec:
     )
 
 
-RULES = ("default", "everything", "timm", "nanogpt", "hf")
 _RULE_FLAGS = ("decay_all", "no_embeddings", "exclude", "include", "exclude_type")
 
 
@@ -186,9 +185,11 @@ def add_rule_flags(p: argparse.ArgumentParser) -> None:
         help="torch.nn module class whose parameters never decay, e.g. LayerNorm",
     )
     g.add_argument("--ignore-model-hook", action="store_true", help="ignore no_weight_decay()")
+    from wdlab.decay.rules import PRESETS
+
     g.add_argument(
         "--rule",
-        choices=RULES,
+        choices=("default", "everything", *PRESETS),
         default="default",
         help="a whole rule: wdlab's default, everything, or the rule of timm, nanoGPT or the "
         "Hugging Face Trainer (default)",

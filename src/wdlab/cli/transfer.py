@@ -9,7 +9,9 @@ from pathlib import Path
 from wdlab.cli.common import (
     Command,
     add_json,
+    device_name,
     emit_json,
+    hidden_sizes,
     positive_float,
     positive_int,
     print_paths,
@@ -84,7 +86,6 @@ def cmd_timescale(args: argparse.Namespace) -> int:
     predicts the best λ at 4N better than keeping λ, in decades."""
     from wdlab.pipelines.timescale import TimescaleSettings, run_timescale
 
-    out = writable_dir(Path(args.out)) if args.out else None
     settings = TimescaleSettings(
         data=args.data,
         smallest=args.smallest,
@@ -94,7 +95,8 @@ def cmd_timescale(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         hidden=args.hidden,
         data_seed=args.data_seed,
-    )
+    )  # checked before --out is made
+    out = writable_dir(Path(args.out)) if args.out else None
     result = run_timescale(settings, device=args.device)
     doc = result.to_dict()
     paths: dict[str, Path] = {}
@@ -113,13 +115,10 @@ def cmd_timescale(args: argparse.Namespace) -> int:
 
 
 def sizes(text: str) -> tuple[int, ...]:
-    """Comma-separated positive integers, e.g. ``128,128``."""
-    try:
-        out = tuple(positive_int(part) for part in text.split(","))
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(
-            f"expected sizes like 64 or 128,128, got {text!r}"
-        ) from None
+    """:func:`~wdlab.cli.common.hidden_sizes`, at least one: the timescale MLP has a layer."""
+    out = hidden_sizes(text)
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected sizes like 64 or 128,128, got {text!r}")
     return out
 
 
@@ -138,7 +137,9 @@ def add_timescale_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-seed", type=int, default=0, help="seed of the split, subsets and batches (0)"
     )
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
+    p.add_argument(
+        "--device", type=device_name, default=None, help="cpu or cuda (default: cuda if present)"
+    )
     add_json(p)
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from matplotlib.figure import Figure
 
+from wdlab.config import MAX_SEED
 from wdlab.data import load
 from wdlab.models import ModelSpec
 from wdlab.records import RunConfig
@@ -73,6 +74,9 @@ class TimescaleSettings:
             raise ValueError("seeds: give at least one")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        seed = self.data_seed
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"data_seed must be an integer in 0..{MAX_SEED}, got {seed!r}")
 
     @property
     def sizes(self) -> list[int]:
