@@ -10,8 +10,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wdlab.jsonsafe import dumps
+
+if TYPE_CHECKING:
+    from wdlab.records import Result
 
 EXIT_BAD_INPUT = 2
 FLOAT32_MAX = 3.4028234663852886e38  # numbers that reach training must fit float32
@@ -162,26 +166,25 @@ def counts_line(counts: dict[str, int]) -> str:
     return ", ".join(f"{v} {k}" for k, v in counts.items() if v)
 
 
-def study_notes(directory: Path | str, counts: dict[str, int]) -> list[str]:
-    """Lines under a study's table: how many runs failed and why (a rerun retries them), and
-    how many are not trained yet (the table is then partial)."""
+def emit_study(
+    result: Result, directory: Path | str, as_json: bool, extra: dict[str, str] | None = None
+) -> None:
+    """A study's answer: one JSON document (the result, its folder, ``extra``, the failed runs
+    grouped by error), or its table, the runs per status, how many failed and why (a rerun
+    retries them) and how many are not trained yet (the table is then partial)."""
     from wdlab.store import Store
 
     with Store(directory, readonly=True) as store:
         failures = store.failures()
-    lines = [
-        f"failed: {n} run{'s' if n > 1 else ''}: {error} (run the sweep again to retry)"
-        for error, n in failures.items()
-    ]
-    unfinished = counts.get("pending", 0) + counts.get("running", 0)
+    if as_json:
+        failed = [{"error": e, "runs": n} for e, n in failures.items()]
+        where = {"directory": str(directory), **(extra or {}), "failed": failed}
+        emit_json(result.to_dict() | where)
+        return
+    print(result.table())
+    print(f"\nstudy: {directory}  ({counts_line(result.counts)})")
+    for error, n in failures.items():
+        print(f"failed: {n} run{'s' if n > 1 else ''}: {error} (run the sweep again to retry)")
+    unfinished = result.counts.get("pending", 0) + result.counts.get("running", 0)
     if unfinished:
-        lines.append(f"incomplete: {unfinished} runs not trained yet; the table is partial")
-    return lines
-
-
-def failed_runs(directory: Path | str) -> list[dict[str, object]]:
-    """Failed runs grouped by error, for JSON: ``[{"error": …, "runs": n}]``."""
-    from wdlab.store import Store
-
-    with Store(directory, readonly=True) as store:
-        return [{"error": e, "runs": n} for e, n in store.failures().items()]
+        print(f"incomplete: {unfinished} runs not trained yet; the table is partial")

@@ -9,14 +9,12 @@ from pathlib import Path
 from wdlab.cli.common import (
     Command,
     add_json,
-    counts_line,
     emit_json,
-    failed_runs,
+    emit_study,
     positive_float,
     positive_int,
     print_paths,
     show_progress,
-    study_notes,
     writable_dir,
 )
 
@@ -80,15 +78,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     finally:
         executor.close()
     report = write_report(result, out)["report"]
-    if args.json:
-        doc = {"directory": str(out), "report": str(report), "failed": failed_runs(out)}
-        emit_json(result.to_dict() | doc)
-        return 0
-    print(result.table())
-    print(f"\nstudy: {out}  ({counts_line(result.counts)})")
-    for line in study_notes(out, result.counts):
-        print(line)
-    print(f"report: {report}")
+    emit_study(result, out, args.json, {"report": str(report)})
+    if not args.json:
+        print(f"report: {report}")
     return 0
 
 

@@ -10,11 +10,9 @@ from wdlab.cli.common import (
     Command,
     UsageError,
     add_json,
-    counts_line,
     emit_json,
-    failed_runs,
+    emit_study,
     print_paths,
-    study_notes,
     writable_dir,
 )
 
@@ -102,14 +100,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from wdlab.pipelines import load_study
 
     result: Result = load_study(args.study)
-    if args.json:
-        doc = {"directory": str(args.study), "failed": failed_runs(args.study)}
-        emit_json(result.to_dict() | doc)
-        return 0
-    print(result.table())
-    print(f"\nstudy: {args.study}  ({counts_line(result.counts)})")
-    for line in study_notes(args.study, result.counts):
-        print(line)
+    emit_study(result, args.study, args.json)
     return 0
 
 
