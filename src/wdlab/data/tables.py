@@ -108,7 +108,7 @@ def _read(p: Path, target: str) -> Any:
     if p.is_dir():
         raise ValueError(f"data file {p} is a folder")
     suffix = p.suffix.lower()
-    if suffix not in (".csv", ".parquet", ".pq"):
+    if suffix not in FILE_SUFFIXES:
         raise ValueError(f"data file must be .csv or .parquet, got {p.name!r}")
     try:
         if suffix == ".csv":

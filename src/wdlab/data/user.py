@@ -30,8 +30,7 @@ MAX_BYTES = 8 << 30  # refuse to read more than 8 GiB of inputs into memory
 def _pair(split: str, obj: Any) -> tuple[Tensor, Tensor]:
     """(X, y) of one split, from a Dataset, a DataLoader or an (X, y) pair."""
     if isinstance(obj, tuple | list) and len(obj) == 2:
-        X, y = (torch.as_tensor(np.asarray(a)) if not isinstance(a, Tensor) else a for a in obj)
-        return X, y
+        return _item(split, obj, 0)  # the whole split as one (X, y) pair
     if isinstance(obj, torch.utils.data.DataLoader):
         items = [_item(split, b, i) for i, b in enumerate(obj)]
         return torch.cat([x for x, _ in items]), torch.cat([y for _, y in items])
