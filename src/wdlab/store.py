@@ -93,18 +93,21 @@ CREATE TABLE IF NOT EXISTS workers (
 );
 """
 
+# Schema 1 kept no wall time: each batch's time (stored on each of its runs), counted once.
+V1_WALL_TIME = (
+    "SELECT COALESCE(SUM(s), 0) FROM "
+    "(SELECT DISTINCT seconds AS s FROM runs WHERE seconds IS NOT NULL)"
+)
+
 # Schema 1 -> 2: the study's wall time, each run's owner, the workers; then the marks.
-MIGRATE_1_TO_2 = """
+MIGRATE_1_TO_2 = f"""
 ALTER TABLE study ADD COLUMN seconds REAL NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN owner TEXT;
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, started REAL NOT NULL,
     beat REAL NOT NULL
 );
-UPDATE study SET seconds = (
-    SELECT COALESCE(SUM(s), 0) FROM
-    (SELECT DISTINCT seconds AS s FROM runs WHERE seconds IS NOT NULL)
-);
+UPDATE study SET seconds = ({V1_WALL_TIME});
 """
 
 V1_TABLES = {
@@ -366,11 +369,8 @@ class Store:
         if row is None:
             return None
         name, config, chash, version, created, data, task, secs = row
-        if self.version < 2:  # schema 1 kept no wall time: each batch's time, counted once
-            secs = self.db.execute(
-                "SELECT COALESCE(SUM(s), 0) FROM "
-                "(SELECT DISTINCT seconds AS s FROM runs WHERE seconds IS NOT NULL)"
-            ).fetchone()[0]
+        if self.version < 2:
+            secs = self.db.execute(V1_WALL_TIME).fetchone()[0]
         return {
             "name": name,
             "config": json.loads(config),
