@@ -368,9 +368,14 @@ def check_mode(mode: str) -> str:
     return get_mode(mode).name
 
 
+def is_nonneg_finite(v: object) -> bool:
+    """Whether ``v`` is a real number (not a bool), finite and ≥ 0: a valid weight decay."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+
 def check_weight_decay(wd: float) -> float:
     """Return ``wd`` if it is a finite number ≥ 0, else raise ``ValueError``."""
-    if isinstance(wd, bool) or not isinstance(wd, (int, float)) or not math.isfinite(wd) or wd < 0:
+    if not is_nonneg_finite(wd):
         raise ValueError(f"weight decay must be a finite number >= 0, got {wd!r}")
     return float(wd)
 

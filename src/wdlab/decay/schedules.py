@@ -12,6 +12,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from wdlab.decay.modes import is_nonneg_finite
+
 
 def _cosine(t: float) -> float:
     return 0.5 * (1 - math.cos(math.pi * t))
@@ -34,9 +36,7 @@ class WDSchedule:
             raise ValueError(f"unknown schedule {self.shape!r}; valid: {', '.join(SHAPES)}")
         for name in ("start", "end"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"schedule {name} must be a finite number >= 0, got {v!r}")
-            if v < 0:
+            if not is_nonneg_finite(v):
                 raise ValueError(f"schedule {name} must be a finite number >= 0, got {v!r}")
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
             raise ValueError(f"schedule steps must be a positive integer, got {self.steps!r}")
@@ -79,12 +79,7 @@ def parse(text: str) -> WDSchedule:
 def checked(schedule: Callable[[int], float], step: int) -> float:
     """``schedule(step)``, refused in one line unless a finite number ≥ 0."""
     value = schedule(step)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(
-            f"weight-decay schedule returned {value!r} at step {step}; it must be a finite "
-            "number >= 0"
-        )
-    if value < 0:
+    if not is_nonneg_finite(value):
         raise ValueError(
             f"weight-decay schedule returned {value!r} at step {step}; it must be a finite "
             "number >= 0"
