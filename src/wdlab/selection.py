@@ -155,6 +155,7 @@ def run_scores(run: RunResult, c: Criterion) -> tuple[float, float, int | None]:
 
 
 def _num(v: Any) -> float:
+    """``v`` as a float if a finite number, else ``math.nan`` itself (so rows compare equal)."""
     return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else math.nan
 
 
@@ -295,8 +296,8 @@ def _row(
         "better_than_zero": measured,
         "verdict": verdict,
         "val_at_zero": _mean(ref) if ref is not None else math.nan,
-        "gain": _nan_if(g),
-        "gain_se": _nan_if(se),
+        "gain": _num(g),  # NaN itself when not finite
+        "gain_se": _num(se),
         "best_mean_wd": best,
         "metric": c.key,
         "metric_name": c.name,
@@ -313,11 +314,6 @@ def _row(
         f"test_{c.key}_at_wd0": test_zero,
         "seeds": len(tests),
     }
-
-
-def _nan_if(v: float) -> float:
-    """``math.nan`` itself for any non-finite value (rows then compare equal by identity)."""
-    return v if math.isfinite(v) else math.nan
 
 
 def representative(runs: Sequence[RunResult]) -> list[RunResult]:
