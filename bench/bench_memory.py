@@ -6,9 +6,10 @@ the batch (after a warm-up batch). The least-squares slope over K is the measure
 configuration; the baseline is the process's resident memory after imports and the data load,
 before any batch (outside the budget). Usage, from the repository root:
 
-    .venv/bin/python bench/bench_memory.py
+    .venv/bin/python bench/bench_memory.py [--only cnn]
 """
 
+import argparse
 import json
 import subprocess
 import sys
@@ -35,6 +36,11 @@ SCENARIOS = {
         "data": {"source": "wine"},
         "model": {"kind": "linear"},
         "train": {"optimizer": "adam", "epochs": 20000, "eval_every": 100},
+    },
+    "mnist1d cnn 16,32 batchnorm adamw bs128 3 ep": {
+        "data": {"source": "mnist1d"},
+        "model": {"kind": "cnn", "hidden": [16, 32], "batchnorm": True},
+        "train": {"optimizer": "adamw", "epochs": 3, "batch_size": 128, "eval_every": 3},
     },
     "digits custom (torch.func) adam 50 ep": {
         "data": {"source": "digits"},
@@ -87,10 +93,16 @@ def child(raw: dict, k: int) -> dict:
 
 
 def main() -> None:
+    """Measure every scenario (or those whose name contains ``--only``) and print the table."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default="", help="run only the scenarios whose name has this")
+    args = ap.parse_args()
     ks = (4, 16, 32)
     mb = 2**20
     print(f"{'scenario':<44} {'measured':>9} {'estimate':>9} {'ratio':>6} {'baseline':>9}")
     for name, raw in SCENARIOS.items():
+        if args.only not in name:
+            continue
         r = {k: child(raw, k) for k in ks}
         ys = [r[k]["peak"] - r[k]["base"] for k in ks]
         kbar, ybar = sum(ks) / len(ks), sum(ys) / len(ys)

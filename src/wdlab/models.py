@@ -93,6 +93,12 @@ class ModelKind:
     stages: Callable[[ModelSpec], list[tuple[str, str]]] = lambda spec: []
     batched: Callable[[nn.Module], object] | None = None
 
+    @property
+    def hand_backward(self) -> bool:
+        """Whether this kind trains with a hand-written backward (no autograd graph): the
+        hand-batched MLPs, and a ``batched`` forward that has its own (the grouped CNN)."""
+        return self.first is not None or bool(getattr(self.batched, "manual_backward", False))
+
 
 def _mlp_stages(spec: ModelSpec) -> list[tuple[str, str]]:
     stages: list[tuple[str, str]] = []
@@ -368,8 +374,9 @@ class BatchedForward:
 
     @property
     def manual_backward(self) -> bool:
-        """Whether :meth:`rest_backward` exists (built-in specs)."""
-        return self.first is not None
+        """Whether a hand-written backward exists: :meth:`rest_backward` (built-in MLPs) or
+        the hand-batched kind's own (:meth:`wdlab.cnn.GroupedCNN.backward`)."""
+        return self.first is not None or self.func.manual_backward
 
     def __call__(
         self,
@@ -377,13 +384,30 @@ class BatchedForward:
         x: Tensor,
         buffers: dict[str, Tensor] | None = None,
         train: bool = True,
+        tape: Tape | None = None,
     ) -> Tensor:
         """Outputs for every configuration; ``x`` is (n, …) shared by all K. ``buffers`` and
-        ``train`` (the module's mode) matter for modules run through ``torch.func``."""
-        if self.func is not None:
+        ``train`` (the module's mode) matter for modules with BatchNorm or Dropout; a ``tape``
+        (no autograd) keeps what :meth:`backward` needs."""
+        if self.func is None:
+            w, b = self.first
+            return self.rest(params, _linear(x, params[w], params.get(b), True))
+        if tape is None:
             return self.func(params, buffers or {}, x, train)
+        return self.func.forward(params, buffers or {}, x, train, tape.entries)
+
+    def backward(self, params: dict[str, Tensor], tape: Tape, dout: Tensor) -> dict[str, Tensor]:
+        """Every parameter's gradient from d(Σ loss)/d(outputs), by the hand-written backward
+        (:attr:`manual_backward`), from the ``tape`` of a forward."""
+        if self.func is not None:
+            return self.func.backward(params, tape.entries, dout)
+        grads, dz = self.rest_backward(params, tape, dout)
         w, b = self.first
-        return self.rest(params, _linear(x, params[w], params.get(b), True))
+        x = tape.x
+        grads[w] = torch.bmm(dz.transpose(1, 2), x.expand(len(dz), *x.shape))
+        if b in params:
+            grads[b] = dz.sum(1)
+        return grads
 
     def rest(self, params: dict[str, Tensor], z: Tensor, tape: Tape | None = None) -> Tensor:
         """From the first layer's pre-activation z (K, n, h) to the outputs (K, n, out).

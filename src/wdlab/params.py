@@ -99,7 +99,7 @@ class DirectParams:
         x = self.eval_X[split] if split != "train" else self.X if idx is None else self.X[idx]
         if self.fwd.first is None:
             if train or len(x) <= EVAL_CHUNK:
-                return self.fwd(self.tensors, x, self.buffers, train)
+                return self.fwd(self.tensors, x, self.buffers, train, tape)
             # evaluation in chunks of rows: the same outputs (eval mode is per example), with
             # activations small enough to stay in cache (and in memory, for large splits)
             chunks = [
@@ -130,12 +130,7 @@ class DirectParams:
 
     def backward(self, tape: Tape, dout: Tensor) -> None:
         """Hand-written backward from d(Σ loss)/d(outputs): sets every tensor's ``.grad``."""
-        grads, dz = self.fwd.rest_backward(self.tensors, tape, dout)
-        w, b = self.fwd.first
-        x = tape.x
-        grads[w] = torch.bmm(dz.transpose(1, 2), x.expand(len(self), *x.shape))
-        if b in self.tensors:
-            grads[b] = dz.sum(1)
+        grads = self.fwd.backward(self.tensors, tape, dout)
         for n, t in self.tensors.items():
             t.grad = grads[n]
 

@@ -39,6 +39,7 @@ from wdlab.executors import Batch, Executor, LocalExecutor
 from wdlab.extras import require
 from wdlab.models import ModelSpec, activations_per_example
 from wdlab.optimizers import optimizer_spec
+from wdlab.params import EVAL_CHUNK
 from wdlab.pipelines.results import SweepResult
 from wdlab.records import RunConfig
 from wdlab.store import Store, StoreError, hash_config, worker_id
@@ -106,7 +107,9 @@ def bytes_per_config(
     eval_rows = max(len(data.y_test), len(data.y_val) if data.y_val is not None else 0)
     if minibatch:  # the training split is evaluated in a pass of its own
         eval_rows = max(eval_rows, n_train)
-    autograd = spec.model_kind.first is None or precision != "fp32"
+    if spec.model_kind.first is None:  # evaluated in chunks of rows (DirectParams.forward)
+        eval_rows = min(eval_rows, EVAL_CHUNK)
+    autograd = not spec.model_kind.hand_backward or precision != "fp32"
     per_step = BYTES_PER_ACTIVATION["autograd" if autograd else "manual"]
     activations = max(
         per_step * step_rows * per_example, BYTES_PER_ACTIVATION["eval"] * eval_rows * per_example
