@@ -26,10 +26,7 @@ class FuncForward:
     """``(params, buffers, x, train) -> (K, n, out)`` for K stacked copies of ``template``.
 
     ``vmap`` False runs the configurations one after another (see the module docstring).
-    Gradients come from autograd (no hand-written backward).
     """
-
-    manual_backward = False
 
     def __init__(self, template: nn.Module, vmap: bool = True) -> None:
         self.template = copy.deepcopy(template).to("meta")  # structure only: tensors come in

@@ -374,9 +374,10 @@ class BatchedForward:
 
     @property
     def manual_backward(self) -> bool:
-        """Whether a hand-written backward exists: :meth:`rest_backward` (built-in MLPs) or
-        the hand-batched kind's own (:meth:`wdlab.cnn.GroupedCNN.backward`)."""
-        return self.first is not None or self.func.manual_backward
+        """Whether a hand-written backward exists (:attr:`ModelKind.hand_backward`):
+        :meth:`rest_backward` (built-in MLPs) or the hand-batched kind's own
+        (:meth:`wdlab.cnn.GroupedCNN.backward`)."""
+        return self.spec.model_kind.hand_backward
 
     def __call__(
         self,
