@@ -144,27 +144,12 @@ def tensors(split: str, obj: tuple[Any, Any]) -> TensorSource:
 
 
 def source(
-    split: str,
-    obj: object,
-    *,
-    batch_size: int | None,
-    seed: int,
-    num_workers: int,
-    pin: bool,
-    warn: bool = True,
+    split: str, obj: object, *, batch_size: int | None, seed: int, num_workers: int, pin: bool
 ) -> Source:
-    """What split ``split`` is, as a source of batches; a ``ValueError`` for anything else.
-    ``warn``: say so when a training DataLoader shuffles without a generator (re-seeded)."""
+    """What split ``split`` is, as a source of batches; a ``ValueError`` for anything else."""
     if is_pair(obj):
         return tensors(split, obj)  # type: ignore[arg-type]
     if isinstance(obj, DataLoader):
-        if warn and split == "train" and unseeded_shuffle(obj):
-            warnings.warn(
-                f"data[{split!r}]: DataLoader(shuffle=True) has no generator; wdlab re-seeds "
-                f"its order every epoch from the data seed ({seed})",
-                UserWarning,
-                stacklevel=3,
-            )
         return LoaderSource(split, obj, seed, pin)
     if isinstance(obj, IterableDataset):
         return LoaderSource(split, wrap(obj, batch_size, num_workers), seed, pin)
@@ -313,6 +298,14 @@ def stream_splits(
     its own); ``seed`` seeds every stream; ``progress`` shows a bar while a split is read.
     """
     check_keys(splits)
+    train = splits["train"]
+    if isinstance(train, DataLoader) and unseeded_shuffle(train):
+        warnings.warn(
+            "data['train']: DataLoader(shuffle=True) has no generator; wdlab re-seeds its order "
+            f"every epoch from the data seed ({seed})",
+            UserWarning,
+            stacklevel=2,
+        )
     dev = torch.device(device)
     pin = dev.type == "cuda"
     kw = {"batch_size": batch_size, "seed": seed, "num_workers": num_workers, "pin": pin}

@@ -43,7 +43,7 @@ def _sources(splits: Mapping[str, Any], seed: int) -> dict[str, Any]:
     """Each split as a source of batches, its inputs checked to be one tensor and the whole
     data's size checked against ``MAX_BYTES`` from a sample, before anything is read in full."""
     kw = {"batch_size": READ_BATCH, "seed": seed, "num_workers": 0, "pin": False}
-    sources = {k: source(k, v, **kw, warn=False) for k, v in splits.items()}
+    sources = {k: source(k, v, **kw) for k, v in splits.items()}
     total = 0.0
     for k, src in sources.items():
         x, _ = sample(k, src, seed, count=1)
