@@ -143,6 +143,17 @@ def test_same_seed_same_batches_whatever_the_caller_draws_between_them():
     assert not same(run(1)[:7], collect(other.streams["train"].epoch(0)))
 
 
+def test_a_copy_for_another_device_gives_the_same_batches():
+    data = stream_splits(splits(Augmented(30)), batch_size=8, n_classes=2)
+    moved = data.to("cpu")
+    for k in ("train", "val"):
+        assert same(collect(data.streams[k].epoch(1)), collect(moved.streams[k].epoch(1)))
+    assert data.example.shape == (1, 6) and data.streams["train"].batch_size == 8
+    X, y = torch.randn(20, 2), torch.arange(20) % 2
+    tensors = stream_splits({"train": (X, y), "test": (X, y)}).to("cpu")
+    assert tensors.streams["train"].batch_size == 128 and tensors.meta["n_train"] == 16
+
+
 def test_shuffled_multiworker_dataloader_gives_the_same_batches_twice():
     """DataLoader(shuffle=True, num_workers=2), no generator: re-seeded by wdlab (one warning
     line), the same batches from two separate calls, another order in the next epoch."""
@@ -414,7 +425,7 @@ def test_inputs_that_change_structure_mid_stream_are_one_line():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_batches_are_pinned_copies_without_a_host_sync():
-    data = stream_splits(splits(Augmented(64)), batch_size=16, n_classes=2, device="cuda")
+    data = stream_splits(splits(Augmented(64)), batch_size=16, n_classes=2).to("cuda")
     stream = data.streams["train"]
     assert stream.source.build(0).pin_memory
     torch.cuda.set_sync_debug_mode("error")

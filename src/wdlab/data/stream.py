@@ -215,6 +215,15 @@ class LoaderSource:
         """The DataLoader's dataset."""
         return self.template.dataset
 
+    @property
+    def batch_size(self) -> int | None:
+        """Examples per batch (``None``: the user's batch sampler decides)."""
+        return self.template.batch_size
+
+    def pinned(self, pin: bool) -> LoaderSource:
+        """The same source, its batches pinned (for a CUDA device) or not."""
+        return LoaderSource(self.split, self.template, self.seed, pin)
+
     def build(self, epoch: int | None) -> Iterable[Any]:
         """Epoch ``epoch``'s DataLoader (``None``: evaluation's)."""
         which = "evaluation" if epoch is None else epoch
@@ -238,9 +247,15 @@ class LoaderSource:
 class FactorySource:
     """A split given by the user's ``make_loader(split, seed, epoch)``."""
 
+    dataset = None
+    batch_size = None  # the factory's loaders decide
+
     def __init__(self, split: str, make_loader: LoaderFactory, seed: int) -> None:
         self.split, self.make, self.seed = split, make_loader, seed
-        self.dataset = None
+
+    def pinned(self, pin: bool) -> FactorySource:
+        """The same source (the factory's loaders pin, or not, as they were made)."""
+        return self
 
     def build(self, epoch: int | None) -> Iterable[Any]:
         """What ``make_loader`` gives for ``epoch`` (evaluation: epoch 0)."""
@@ -294,6 +309,20 @@ class Stream:
 
     def __repr__(self) -> str:
         return f"Stream({self.split!r}, {self.batches or '?'} batches per epoch)"
+
+    def to(self, device: torch.device | str) -> Stream:
+        """The same stream with its batches on ``device`` (pinned first when it is CUDA)."""
+        device = torch.device(device)
+        source = self.source.pinned(device.type == "cuda")
+        kw = {"layout": self.layout, "targets": self.targets, "n_classes": self.n_classes}
+        return Stream(
+            self.split, source, seed=self.seed, device=device, **kw, progress=self.progress
+        )
+
+    @property
+    def batch_size(self) -> int | None:
+        """Examples per batch, when the stream has one size."""
+        return self.source.batch_size
 
     @property
     def batches(self) -> int | None:
@@ -391,6 +420,11 @@ class TensorStream:
 
     def __repr__(self) -> str:
         return f"TensorStream({self.split!r}, {self.n} rows)"
+
+    def to(self, device: torch.device | str) -> TensorStream:
+        """The same split with its tensors on ``device`` (a fresh generator: the same orders)."""
+        kw = {"batch_size": self.batch_size, "seed": self.seed, "device": device}
+        return TensorStream(self.split, self.X, self.y, **kw)
 
     @property
     def batches(self) -> int:

@@ -37,7 +37,7 @@ import hashlib
 import math
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -73,7 +73,13 @@ class StreamedData:
     layout: Layout
     streams: dict[str, Stream | TensorStream]
     fingerprint: str
+    example: Inputs  # one training example, batch dimension 1, on the host (float32 floats)
     meta: dict = field(default_factory=dict)
+
+    def to(self, device: torch.device | str) -> StreamedData:
+        """A copy whose streams give their batches on ``device``."""
+        streams = {k: s.to(device) for k, s in self.streams.items()}
+        return replace(self, streams=streams, meta=dict(self.meta))
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -229,7 +235,10 @@ def declared_classes(dataset: object) -> int | None:
         return _label_count(dataset.y)
     targets = getattr(dataset, "targets", None)
     if targets is not None:
-        return _label_count(torch.as_tensor(np.asarray(targets)))
+        try:
+            return _label_count(torch.as_tensor(np.asarray(targets)))
+        except (TypeError, ValueError, RuntimeError):  # not numbers: count them instead
+            return None
     classes = getattr(dataset, "classes", None)
     if isinstance(classes, list | tuple) and classes:
         return len(classes)
@@ -331,7 +340,9 @@ def stream_splits(
         for k, s in sources.items()
     }
     meta |= {f"n_{k}": items(s) for k, s in sources.items()}
-    return StreamedData(name, task, classes, layout, streams, fingerprint(sources, samples), meta)
+    example = apply(lambda t: t[:1], as_inputs(samples["train"][0]))
+    digest = fingerprint(sources, samples)
+    return StreamedData(name, task, classes, layout, streams, digest, example, meta)
 
 
 def _classes(sources: Mapping[str, Source], given: int | None, seed: int, progress: bool) -> int:
