@@ -75,14 +75,16 @@ def derive(seed: int, *labels: object) -> int:
     return int.from_bytes(hashlib.sha256(text).digest()[:8], "little") >> 1
 
 
-def _capture() -> tuple[Tensor, Any, Any]:
-    return torch.get_rng_state(), random.getstate(), np.random.get_state()
+def _capture(full: bool) -> tuple[Any, ...]:
+    torch_state = torch.get_rng_state()
+    return (torch_state, random.getstate(), np.random.get_state()) if full else (torch_state,)
 
 
-def _restore(state: tuple[Tensor, Any, Any]) -> None:
+def _restore(state: tuple[Any, ...]) -> None:
     torch.set_rng_state(state[0])
-    random.setstate(state[1])
-    np.random.set_state(state[2])
+    if len(state) > 1:
+        random.setstate(state[1])
+        np.random.set_state(state[2])
 
 
 class GlobalRandom:
@@ -91,22 +93,24 @@ class GlobalRandom:
     :meth:`active` swaps it in and out again. CUDA generators are never touched."""
 
     def __init__(self, seed: int) -> None:
-        outer = _capture()
+        outer = _capture(True)
         torch.default_generator.manual_seed(seed)
         random.seed(seed)
         np.random.seed(seed % 2**32)
-        self.state = _capture()
+        self.state = _capture(True)
         _restore(outer)
 
     @contextmanager
-    def active(self) -> Iterator[None]:
-        """Inside: this stream's random state; after: the caller's, as it was."""
-        outer = _capture()
-        _restore(self.state)
+    def active(self, full: bool = True) -> Iterator[None]:
+        """Inside: this stream's random state; after: the caller's, as it was. ``full=False``
+        swaps torch's generator only (a small copy; Python's and NumPy's states are large ones):
+        enough when the transforms run in worker processes, which torch seeds itself."""
+        outer = _capture(full)
+        _restore(self.state[: len(outer)])
         try:
             yield
         finally:
-            self.state = _capture()
+            self.state = _capture(full) + self.state[len(outer) :]
             _restore(outer)
 
 
@@ -343,13 +347,14 @@ class Stream:
         self, iterable: Iterable[Any], rng: GlobalRandom, what: str, key: str
     ) -> Iterator[Batch]:
         expected = _length(iterable) or self._seen.get(key)
+        full = getattr(iterable, "num_workers", 0) == 0  # transforms run in this process
         with rng.active():
             it = iter(iterable)
         bar = _bar(self.progress, expected, f"{self.split} {what}")
         n = 0
         try:
             while True:
-                with rng.active():
+                with rng.active(full):
                     raw = next(it, _END)
                 if raw is _END:
                     break
