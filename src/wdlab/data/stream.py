@@ -13,14 +13,19 @@ fingerprint) and one stream per split, a :class:`Stream` or a :class:`TensorStre
   its batch: each mini-batch is read, collated and copied once per step, not K times.
 * **Evaluation** iterates ``stream.evaluation()``: every example once (no ``drop_last``), in the
   same order and with the same random state every time, so the same weights give the same
-  numbers; the engine weights each batch's mean by ``batches.rows(x)``.
+  numbers. The engine keeps each batch's outputs (K, rows, out) and computes the loss and
+  metrics once over the split (exact for any metric; outputs are far smaller than inputs), or
+  weights each batch's mean by ``batches.rows(x)`` (for means only).
+* **Devices.** ``StreamedData.to(device)`` gives the same streams with their batches on
+  ``device``; a copy on another device gives the same batches.
 * **Seeds.** Epoch ``e`` of a split depends only on ``(seed, split, e)``: the sampler's generator,
   the workers' seeds (a DataLoader seeds worker ``i`` with ``base_seed + i``, ``base_seed`` drawn
   from that generator) and the global random state (torch's CPU generator, Python's ``random``,
   NumPy's) that a Dataset's transforms draw from in the main process. The stream swaps that
-  global state in around each read and out again, so its batches do not depend on what the
-  model draws between reads: a batch of K configurations and K runs of ``max_batch=1`` with the
-  same seed see the same batches, and resuming at epoch ``e`` needs only ``e``.
+  global state in around each read and out again (torch's alone when workers do the reading),
+  so its batches do not depend on what the model draws between reads: a batch of K
+  configurations and K runs of ``max_batch=1`` with the same seed see the same batches, and
+  resuming at epoch ``e`` needs only ``e``.
 * **A user's DataLoader** is rebuilt each epoch from its dataset and settings (batch size,
   sampler, ``collate_fn``, ``num_workers``, ``pin_memory``, ``drop_last``, ``worker_init_fn``,
   ``prefetch_factor``…) with wdlab's generator; torch's random samplers are rebuilt with it too,
