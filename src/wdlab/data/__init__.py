@@ -1,5 +1,6 @@
 """Data: the in-memory :class:`Dataset`, the built-in sources (a registry), user arrays and
-tables. Every draw takes an explicit seed; nothing is downloaded."""
+tables, and user splits as streams (:func:`stream_splits`). Every draw takes an explicit seed;
+nothing is downloaded."""
 
 from wdlab.data.arrays import from_arrays, infer_task, shuffle_split, split_indices
 from wdlab.data.dataset import Dataset
@@ -17,6 +18,8 @@ from wdlab.data.sources import (
     teacher_classification,
     teacher_regression,
 )
+from wdlab.data.stream import Stream, TensorStream
+from wdlab.data.streamed import StreamedData, stream_splits
 from wdlab.data.tables import FILE_SUFFIXES, is_table_path, read_table
 from wdlab.data.user import from_splits
 from wdlab.tasks import TASKS
@@ -28,6 +31,9 @@ __all__ = [
     "TASKS",
     "Dataset",
     "Source",
+    "Stream",
+    "StreamedData",
+    "TensorStream",
     "d2l",
     "digits_images",
     "from_arrays",
@@ -42,6 +48,7 @@ __all__ = [
     "shuffle_split",
     "sklearn_dataset",
     "split_indices",
+    "stream_splits",
     "teacher_classification",
     "teacher_regression",
 ]

@@ -1,15 +1,22 @@
-"""A user's own data: torch Datasets, DataLoaders, tensors or arrays, split by split.
+"""A user's own data: torch Datasets, DataLoaders or tensors, split by split, read into memory.
 
 ``from_splits({"train": ..., "val": ..., "test": ...})`` reads each split once into memory (a
 sweep trains every configuration on the same mini-batches, drawn from these tensors by a seeded
 permutation: each mini-batch is loaded once and used by every configuration of a batch). A split
-may be a map-style ``torch.utils.data.Dataset`` whose items are ``(x, y)``, a ``DataLoader`` (read
-once, in its order), or an ``(X, y)`` pair of tensors or arrays. Without a validation split,
-one is drawn from the training rows (seeded, 20%) and the data facts say so: weight decay is
-never chosen on test.
+may be a map-style ``torch.utils.data.Dataset`` whose items are ``(x, y)``, an
+``IterableDataset``, a ``DataLoader`` or an ``(X, y)`` pair of tensors or arrays. Datasets and
+DataLoaders are read through :mod:`wdlab.data.stream`: every example once, in a fixed order,
+under a random state seeded from ``seed`` (a Dataset that draws a random transform gives the
+same tensors, and the study the same fingerprint, whatever the caller's RNG did before), with a
+progress bar when ``progress`` is set. The 8 GiB limit is checked from a sample of each split
+before the full read. :func:`wdlab.data.stream_splits` streams the splits instead (fresh
+augmentation each epoch, memory independent of the data's size).
 
-Targets of an integer dtype are classes (multiclass: cross-entropy over the model's outputs);
-floating targets are regression (MSE), unless ``task`` says otherwise.
+Without a validation split, one is drawn from the training rows (seeded, 20%) and the data
+facts say so: weight decay is never chosen on test. Floating inputs become float32; integer
+inputs stay integer (token ids). Targets of an integer dtype are classes (multiclass:
+cross-entropy over the model's outputs); floating targets are regression (MSE), unless ``task``
+says otherwise.
 """
 
 from __future__ import annotations
@@ -17,53 +24,89 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from wdlab.data.batches import Layout, as_inputs, parts
 from wdlab.data.dataset import Dataset
+from wdlab.data.stream import Stream
+from wdlab.data.streamed import TensorSource, check_keys, items, sample, source
+from wdlab.devices import gib
 from wdlab.tasks import TASKS
 
 MAX_BYTES = 8 << 30  # refuse to read more than 8 GiB of inputs into memory
+READ_BATCH = 256  # examples per batch while a Dataset is read
+Pair = tuple[Tensor, Tensor]
 
 
-def _pair(split: str, obj: Any) -> tuple[Tensor, Tensor]:
-    """(X, y) of one split, from a Dataset, a DataLoader or an (X, y) pair."""
-    if isinstance(obj, tuple | list) and len(obj) == 2:
-        return _item(split, obj, 0)  # the whole split as one (X, y) pair
-    if isinstance(obj, torch.utils.data.DataLoader):
-        items = [_item(split, b, i) for i, b in enumerate(obj)]
-        return torch.cat([x for x, _ in items]), torch.cat([y for _, y in items])
-    if not hasattr(obj, "__getitem__") or not hasattr(obj, "__len__"):
-        raise ValueError(
-            f"data[{split!r}]: expected a map-style Dataset of (x, y), a DataLoader or an (X, y) "
-            f"pair, got {type(obj).__name__}"
-        )
-    n = len(obj)
-    if n == 0:
-        raise ValueError(f"data[{split!r}] is empty")
-    xs, ys = zip(*(_item(split, obj[i], i) for i in range(n)), strict=True)
-    return torch.stack(xs), torch.stack(ys)
+def _sources(splits: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """Each split as a source of batches, its inputs checked to be one tensor and the whole
+    data's size checked against ``MAX_BYTES`` from a sample, before anything is read in full."""
+    kw = {"batch_size": READ_BATCH, "seed": seed, "num_workers": 0, "pin": False}
+    sources = {k: source(k, v, **kw) for k, v in splits.items()}
+    total = 0.0
+    for k, src in sources.items():
+        x, _ = sample(k, src, seed, count=1)
+        if not isinstance(x, Tensor):
+            raise ValueError(
+                f"data[{k!r}]: inputs are {Layout.of(x)}; a model with several inputs needs "
+                "the streamed path, not yet in wdlab.sweep"
+            )
+        n = items(src)
+        if n is not None and len(x):
+            total += n * as_inputs(x)[:1].nbytes
+    if total > MAX_BYTES:
+        raise ValueError(f"the inputs take {gib(total)} in memory; wdlab reads at most 8 GiB")
+    return sources
 
 
-def _item(split: str, item: Any, i: int) -> tuple[Tensor, Tensor]:
-    if not (isinstance(item, tuple | list) and len(item) == 2):
-        raise ValueError(f"data[{split!r}] item {i} is {type(item).__name__}, not an (x, y) pair")
-    x, y = (a if isinstance(a, Tensor) else torch.as_tensor(np.asarray(a)) for a in item)
-    return x, y
+def _read(split: str, src: Any, seed: int, progress: bool, room: float) -> Pair:
+    """(X, y) of one split, every example once in a fixed order; ``room``: bytes left. With a
+    known length the tensors are allocated once and filled (peak: the split plus one batch)."""
+    if isinstance(src, TensorSource):
+        return as_inputs(src.X), src.y  # type: ignore[return-value]
+    n = items(src)
+    xs: list[Tensor] = []
+    ys: list[Tensor] = []
+    used = at = 0
+    for x, y in Stream(split, src, seed=seed, progress=progress).evaluation():
+        used += sum(p.nbytes for p in parts(x))
+        if used > room:
+            raise ValueError(f"data[{split!r}] takes more than {gib(room)} more in memory")
+        if n is None:
+            xs.append(x)
+            ys.append(y)
+            continue
+        if not xs:
+            xs, ys = [x.new_empty((n, *x.shape[1:]))], [y.new_empty((n, *y.shape[1:]))]
+        if at + len(y) > n or x.shape[1:] != xs[0].shape[1:]:
+            raise ValueError(f"data[{split!r}]: its batches disagree with its len() of {n}")
+        xs[0][at : at + len(y)], ys[0][at : at + len(y)] = x, y
+        at += len(y)
+    return (xs[0][:at], ys[0][:at]) if n is not None else (torch.cat(xs), torch.cat(ys))
+
+
+def _pairs(splits: Mapping[str, Any], seed: int, progress: bool) -> dict[str, Pair]:
+    """Every split read into memory, within ``MAX_BYTES`` in all."""
+    sources = _sources(splits, seed)
+    pairs, used = {}, 0
+    for k, src in sources.items():
+        pairs[k] = _read(k, src, seed, progress, MAX_BYTES - used)
+        used += pairs[k][0].nbytes
+    return pairs
 
 
 def from_splits(
-    splits: Mapping[str, Any], *, task: str | None = None, name: str = "data", seed: int = 0
+    splits: Mapping[str, Any],
+    *,
+    task: str | None = None,
+    name: str = "data",
+    seed: int = 0,
+    progress: bool = False,
 ) -> Dataset:
     """A Dataset from the user's train / val / test splits (see the module docstring)."""
-    unknown = sorted(set(splits) - {"train", "val", "test"})
-    if unknown or "train" not in splits or "test" not in splits:
-        raise ValueError(
-            "data must map 'train' and 'test' (and optionally 'val') to Datasets or (X, y); "
-            f"got keys {sorted(splits)}"
-        )
-    pairs = {k: _pair(k, v) for k, v in splits.items()}
+    check_keys(splits)
+    pairs = _pairs(splits, seed, progress)
     facts: dict[str, Any] = {}
     if "val" not in pairs:
         X, y = pairs["train"]
@@ -77,11 +120,6 @@ def from_splits(
     shapes = {k: tuple(X.shape[1:]) for k, (X, _) in pairs.items()}
     if len(set(shapes.values())) > 1:
         raise ValueError(f"the splits' inputs differ in shape: {shapes}")
-    size = sum(X.numel() * 4 for X, _ in pairs.values())
-    if size > MAX_BYTES:
-        raise ValueError(
-            f"the inputs take {size / 2**30:.1f} GiB as float32; wdlab reads at most 8"
-        )
     y_train = pairs["train"][1]
     task = task or ("regression" if y_train.is_floating_point() else "multiclass")
     if task not in TASKS:
@@ -92,11 +130,11 @@ def from_splits(
     return Dataset(
         name=name,
         task=task,
-        X_train=pairs["train"][0].float(),
+        X_train=pairs["train"][0],
         y_train=ys["train"],
-        X_val=pairs["val"][0].float(),
+        X_val=pairs["val"][0],
         y_val=ys["val"],
-        X_test=pairs["test"][0].float(),
+        X_test=pairs["test"][0],
         y_test=ys["test"],
         n_classes=n_classes,
         meta=facts | {f"n_{k}": len(y) for k, y in ys.items()},

@@ -1,0 +1,473 @@
+"""Streams: one split's mini-batches, produced afresh each epoch, seeded by wdlab.
+
+The protocol the trainer consumes
+---------------------------------
+:func:`wdlab.data.stream_splits` gives a :class:`~wdlab.data.streamed.StreamedData`: the facts
+known up front (task, classes, the inputs' :class:`~wdlab.data.batches.Layout`, lengths, a
+fingerprint) and one stream per split, a :class:`Stream` or a :class:`TensorStream`.
+
+* **A training step** gets one ``(x, y)`` from ``for x, y in stream.epoch(e)``: ``x`` a tensor, a
+  tuple or a dict of tensors (``batches.model_args(x)`` gives the model's args and kwargs), float
+  inputs float32 and integer inputs as they are; ``y`` long for classes, float32 otherwise; both
+  already on the stream's device. The engine feeds that one batch to all K configurations of
+  its batch: each mini-batch is read, collated and copied once per step, not K times.
+* **Evaluation** iterates ``stream.evaluation()``: every example once (no ``drop_last``), in the
+  same order and with the same random state every time, so the same weights give the same
+  numbers. The engine keeps each batch's outputs (K, rows, out) and computes the loss and
+  metrics once over the split (exact for any metric; outputs are far smaller than inputs), or
+  weights each batch's mean by ``batches.rows(x)`` (for means only).
+* **Devices.** ``StreamedData.to(device)`` gives the same streams with their batches on
+  ``device``; a copy on another device gives the same batches.
+* **Seeds.** Epoch ``e`` of a split depends only on ``(seed, split, e)``: the sampler's generator,
+  the workers' seeds (a DataLoader seeds worker ``i`` with ``base_seed + i``, ``base_seed`` drawn
+  from that generator) and the global random state (torch's CPU generator, Python's ``random``,
+  NumPy's) that a Dataset's transforms draw from in the main process. The stream swaps that
+  global state in around each read and out again (torch's alone when workers do the reading),
+  so its batches do not depend on what the model draws between reads: a batch of K
+  configurations and K runs of ``max_batch=1`` with the same seed see the same batches, and
+  resuming at epoch ``e`` needs only ``e``.
+* **A user's DataLoader** is rebuilt each epoch from its dataset and settings (batch size,
+  sampler, ``collate_fn``, ``num_workers``, ``pin_memory``, ``drop_last``, ``worker_init_fn``,
+  ``prefetch_factor``…) with wdlab's generator; torch's random samplers are rebuilt with it too,
+  any other sampler is used as it is (its draws from the global RNG are seeded as above).
+  Workers are not persistent (each epoch's are seeded afresh). A factory
+  ``make_loader(split, seed, epoch)`` gives the user the whole say (evaluation calls it with
+  epoch 0). A bare Dataset is wrapped in ``DataLoader(ds, batch_size, shuffle=True)``.
+* **Tensors** keep the in-memory fast path (:class:`TensorStream`): a permutation per epoch from
+  one generator seeded once with ``seed``, epochs drawn in turn, the order the trainer has always
+  used; ``indices(e)`` gives the index batches for a trainer that holds the tensors itself.
+* **CUDA**: DataLoaders pin their batches and the copy is ``non_blocking``; nothing here reads
+  a device value, so a step adds no host sync. Loading overlaps training through the
+  DataLoader's workers and their prefetch.
+* **Bad input** is one ``ValueError`` line: a batch that is not ``(x, y)``, inputs whose
+  structure changes, a label outside the classes, a stream that ends before its length (its
+  ``len()``, else its first epoch's count).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import math
+import random
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+    SubsetRandomSampler,
+    WeightedRandomSampler,
+)
+
+from wdlab.data.batches import Batch, Inputs, Layout, apply, as_inputs, batch_of, to_device
+
+LoaderFactory = Callable[[str, int, int], Iterable[Any]]
+_END = object()
+
+
+def derive(seed: int, *labels: object) -> int:
+    """A 63-bit seed from ``seed`` and labels (split, purpose, epoch): independent draws for
+    each split, purpose and epoch, the same on every machine."""
+    text = repr((int(seed), *labels)).encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "little") >> 1
+
+
+def _capture(full: bool) -> tuple[Any, ...]:
+    torch_state = torch.get_rng_state()
+    return (torch_state, random.getstate(), np.random.get_state()) if full else (torch_state,)
+
+
+def _restore(state: tuple[Any, ...]) -> None:
+    torch.set_rng_state(state[0])
+    if len(state) > 1:
+        random.setstate(state[1])
+        np.random.set_state(state[2])
+
+
+class GlobalRandom:
+    """The process-wide random state a Dataset's transforms draw from in the main process
+    (torch's CPU generator, Python's ``random``, NumPy's global), held apart from the caller's:
+    :meth:`active` swaps it in and out again. CUDA generators are never touched."""
+
+    def __init__(self, seed: int) -> None:
+        outer = _capture(True)
+        torch.default_generator.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        self.state = _capture(True)
+        _restore(outer)
+
+    @contextmanager
+    def active(self, full: bool = True) -> Iterator[None]:
+        """Inside: this stream's random state; after: the caller's, as it was. ``full=False``
+        swaps torch's generator only (a small copy; Python's and NumPy's states are large ones):
+        enough when the transforms run in worker processes, which torch seeds itself."""
+        outer = _capture(full)
+        _restore(self.state[: len(outer)])
+        try:
+            yield
+        finally:
+            self.state = _capture(full) + self.state[len(outer) :]
+            _restore(outer)
+
+
+# -- a user's DataLoader, rebuilt with wdlab's generator -----------------------------------------
+
+_LOADER_PARAMS = set(inspect.signature(DataLoader).parameters)
+_KEPT = (
+    "num_workers",
+    "collate_fn",
+    "timeout",
+    "worker_init_fn",
+    "multiprocessing_context",
+    "prefetch_factor",
+    "pin_memory_device",
+    "in_order",
+)
+
+
+def _settings(loader: DataLoader, generator: torch.Generator | None, pin: bool) -> dict:
+    kw = {k: getattr(loader, k) for k in _KEPT if k in _LOADER_PARAMS and hasattr(loader, k)}
+    return kw | {"generator": generator, "pin_memory": bool(loader.pin_memory or pin)}
+
+
+def _seeded(sampler: Any, g: torch.Generator, evaluation: bool) -> Any:
+    """torch's random samplers rebuilt with ``g`` (for evaluation a shuffle becomes the plain
+    order); any other sampler as it is."""
+    kind = type(sampler)
+    if kind is BatchSampler:
+        inner = _seeded(sampler.sampler, g, evaluation)
+        return BatchSampler(inner, sampler.batch_size, sampler.drop_last and not evaluation)
+    if kind is RandomSampler:
+        n = getattr(sampler, "_num_samples", None)
+        if evaluation and not sampler.replacement and n is None:
+            return SequentialSampler(sampler.data_source)
+        return RandomSampler(sampler.data_source, sampler.replacement, n, generator=g)
+    if kind is SubsetRandomSampler:
+        if evaluation:
+            return [int(i) for i in sampler.indices]
+        return SubsetRandomSampler(sampler.indices, generator=g)
+    if kind is WeightedRandomSampler:
+        return WeightedRandomSampler(
+            sampler.weights, sampler.num_samples, sampler.replacement, generator=g
+        )
+    return sampler
+
+
+def rebuild(
+    loader: DataLoader, generator: torch.Generator, *, evaluation: bool = False, pin: bool = False
+) -> DataLoader:
+    """``loader`` anew with ``generator``: its dataset, batch size, sampler (re-seeded), collate_fn,
+    workers, pin_memory and drop_last; ``evaluation``: every example once, in a fixed order;
+    ``pin``: pinned batches (the device is CUDA)."""
+    kw = _settings(loader, generator, pin)
+    ds = loader.dataset
+    drop_last = loader.drop_last and not evaluation
+    if isinstance(ds, IterableDataset):
+        return DataLoader(ds, batch_size=loader.batch_size, drop_last=drop_last, **kw)
+    if loader.batch_size is None and loader.batch_sampler is not None:  # the user's own
+        batches = _seeded(loader.batch_sampler, generator, evaluation)
+        return DataLoader(ds, batch_sampler=batches, **kw)
+    sampler = _seeded(loader.sampler, generator, evaluation)
+    return DataLoader(ds, batch_size=loader.batch_size, sampler=sampler, drop_last=drop_last, **kw)
+
+
+def over(loader: DataLoader, dataset: Any) -> DataLoader:
+    """A DataLoader with ``loader``'s settings over another map-style ``dataset`` (shuffled when
+    ``loader`` shuffles); a ``ValueError`` for a sampler it cannot carry over."""
+    inner = loader.sampler
+    if loader.batch_size is None or type(inner) not in (RandomSampler, SequentialSampler):
+        raise ValueError(
+            f"a DataLoader with a {type(inner).__name__} cannot lend 20% of its rows to "
+            "validation: give data['val']"
+        )
+    kw = _settings(loader, loader.generator, False) | {"pin_memory": loader.pin_memory}
+    shuffle = type(inner) is RandomSampler
+    return DataLoader(
+        dataset, batch_size=loader.batch_size, shuffle=shuffle, drop_last=loader.drop_last, **kw
+    )
+
+
+def unseeded_shuffle(loader: DataLoader) -> bool:
+    """Whether ``loader`` shuffles with torch's RandomSampler and no generator of its own."""
+    sampler = loader.sampler if loader.batch_size is not None else loader.batch_sampler
+    sampler = getattr(sampler, "sampler", sampler)
+    return type(sampler) is RandomSampler and sampler.generator is None
+
+
+def wrap(dataset: Any, batch_size: int | None, num_workers: int = 0) -> DataLoader:
+    """A bare Dataset as a DataLoader: shuffled each epoch when map-style."""
+    iterable = isinstance(dataset, IterableDataset)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=not iterable, num_workers=num_workers)
+
+
+# -- sources: what a split gives for an epoch -----------------------------------------------------
+
+
+class LoaderSource:
+    """A split given as a DataLoader (a Dataset is wrapped in one): rebuilt each epoch with
+    wdlab's generator."""
+
+    def __init__(self, split: str, template: DataLoader, seed: int, pin: bool = False) -> None:
+        self.split, self.template, self.seed, self.pin = split, template, seed, pin
+
+    @property
+    def dataset(self) -> Any:
+        """The DataLoader's dataset."""
+        return self.template.dataset
+
+    @property
+    def batch_size(self) -> int | None:
+        """Examples per batch (``None``: the user's batch sampler decides)."""
+        return self.template.batch_size
+
+    def pinned(self, pin: bool) -> LoaderSource:
+        """The same source, its batches pinned (for a CUDA device) or not."""
+        return LoaderSource(self.split, self.template, self.seed, pin)
+
+    def build(self, epoch: int | None) -> Iterable[Any]:
+        """Epoch ``epoch``'s DataLoader (``None``: evaluation's)."""
+        which = "evaluation" if epoch is None else epoch
+        g = torch.Generator().manual_seed(derive(self.seed, self.split, "order", which))
+        return rebuild(self.template, g, evaluation=epoch is None, pin=self.pin)
+
+    def describe(self) -> dict[str, Any]:
+        """The settings that change the batches (for the fingerprint)."""
+        t = self.template
+        sampler = t.batch_sampler if t.batch_size is None else t.sampler
+        return {
+            "dataset": _qualname(t.dataset),
+            "batch_size": t.batch_size,
+            "drop_last": t.drop_last,
+            "sampler": _qualname(getattr(sampler, "sampler", sampler)),
+            "collate_fn": _qualname(t.collate_fn),
+            "num_workers": t.num_workers,
+        }
+
+
+class FactorySource:
+    """A split given by the user's ``make_loader(split, seed, epoch)``."""
+
+    dataset = None
+    batch_size = None  # the factory's loaders decide
+
+    def __init__(self, split: str, make_loader: LoaderFactory, seed: int) -> None:
+        self.split, self.make, self.seed = split, make_loader, seed
+
+    def pinned(self, pin: bool) -> FactorySource:
+        """The same source (the factory's loaders pin, or not, as they were made)."""
+        return self
+
+    def build(self, epoch: int | None) -> Iterable[Any]:
+        """What ``make_loader`` gives for ``epoch`` (evaluation: epoch 0)."""
+        return self.make(self.split, self.seed, 0 if epoch is None else epoch)
+
+    def describe(self) -> dict[str, Any]:
+        """The factory's name (for the fingerprint)."""
+        return {"make_loader": _qualname(self.make)}
+
+
+def _qualname(obj: object) -> str:
+    """A function's or class's dotted name; for any other object, its class's."""
+    named = obj if isinstance(obj, type) or inspect.isroutine(obj) else type(obj)
+    return f"{named.__module__}.{named.__qualname__}"
+
+
+def _length(iterable: Iterable[Any]) -> int | None:
+    try:
+        return len(iterable)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+# -- streams --------------------------------------------------------------------------------------
+
+
+class Stream:
+    """One split as mini-batches ``(x, y)``, afresh each epoch (see the module docstring).
+
+    ``layout``, ``targets`` (the targets' dtype) and ``n_classes`` are the data facts each batch
+    is checked against and converted to; left ``None`` a batch is only checked to be ``(x, y)``.
+    """
+
+    def __init__(
+        self,
+        split: str,
+        source: LoaderSource | FactorySource,
+        *,
+        seed: int,
+        device: torch.device | str = "cpu",
+        layout: Layout | None = None,
+        targets: torch.dtype | None = None,
+        n_classes: int | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.split, self.source, self.seed = split, source, seed
+        self.device = torch.device(device)
+        self.layout, self.targets, self.n_classes = layout, targets, n_classes
+        self.progress = progress
+        self._seen: dict[str, int] = {}  # batches of the first full pass, where len() is unknown
+
+    def __repr__(self) -> str:
+        return f"Stream({self.split!r}, {self.batches or '?'} batches per epoch)"
+
+    def to(self, device: torch.device | str) -> Stream:
+        """The same stream with its batches on ``device`` (pinned first when it is CUDA)."""
+        device = torch.device(device)
+        source = self.source.pinned(device.type == "cuda")
+        kw = {"layout": self.layout, "targets": self.targets, "n_classes": self.n_classes}
+        return Stream(
+            self.split, source, seed=self.seed, device=device, **kw, progress=self.progress
+        )
+
+    @property
+    def batch_size(self) -> int | None:
+        """Examples per batch, when the stream has one size."""
+        return self.source.batch_size
+
+    @property
+    def batches(self) -> int | None:
+        """Mini-batches per training epoch, when known (``len()``, else a full epoch's count)."""
+        return _length(self.source.build(0)) or self._seen.get("epoch")
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        """Epoch ``epoch``'s mini-batches, in its own seeded order, transforms drawn afresh."""
+        rng = GlobalRandom(derive(self.seed, self.split, "random", epoch))
+        return self._batches(self.source.build(epoch), rng, f"epoch {epoch}", "epoch")
+
+    def evaluation(self) -> Iterator[Batch]:
+        """Every example once, in the same order and random state each time."""
+        rng = GlobalRandom(derive(self.seed, self.split, "random", "evaluation"))
+        return self._batches(self.source.build(None), rng, "evaluation", "evaluation")
+
+    def _batches(
+        self, iterable: Iterable[Any], rng: GlobalRandom, what: str, key: str
+    ) -> Iterator[Batch]:
+        expected = _length(iterable) or self._seen.get(key)
+        full = getattr(iterable, "num_workers", 0) == 0  # transforms run in this process
+        with rng.active():
+            it = iter(iterable)
+        bar = _bar(self.progress, expected, f"{self.split} {what}")
+        n = 0
+        try:
+            while True:
+                with rng.active(full):
+                    raw = next(it, _END)
+                if raw is _END:
+                    break
+                yield self._prepared(raw, f"data[{self.split!r}] batch {n} ({what})")
+                n += 1
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+        self._ended(n, expected, what, key)
+
+    def _prepared(self, raw: object, where: str) -> Batch:
+        x, y = batch_of(raw, where)
+        if self.layout is not None:
+            self.layout.check(x, where)
+        x = as_inputs(x)
+        if self.targets is not None:
+            y = y.to(self.targets)
+        if self.n_classes is not None and y.device.type == "cpu" and y.numel():
+            low, high = int(y.min()), int(y.max())
+            if low < 0 or high >= self.n_classes:
+                bad = low if low < 0 else high
+                raise ValueError(f"{where}: label {bad} is outside 0..{self.n_classes - 1}")
+        return to_device((x, y), self.device)
+
+    def _ended(self, n: int, expected: int | None, what: str, key: str) -> None:
+        if n == 0:
+            raise ValueError(f"data[{self.split!r}] gave no batches ({what})")
+        if expected is not None and n < expected:
+            raise ValueError(
+                f"data[{self.split!r}] ended early: {n} of {expected} batches ({what})"
+            )
+        self._seen.setdefault(key, n)
+
+
+def _bar(progress: bool, total: int | None, desc: str) -> Any:
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="batch", leave=False)
+
+
+class TensorStream:
+    """A split held as tensors ``X`` (a tensor, a tuple or a dict of tensors) and ``y``: the
+    in-memory fast path. Each epoch is a permutation from one generator seeded once with
+    ``seed``, epochs drawn in turn; ``batch_size=None`` gives the whole split as one batch."""
+
+    def __init__(
+        self,
+        split: str,
+        X: Inputs,
+        y: Tensor,
+        *,
+        batch_size: int | None,
+        seed: int,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        self.split, self.seed, self.batch_size = split, seed, batch_size
+        self.device = torch.device(device)
+        self.X = apply(lambda t: t.to(self.device), as_inputs(X))
+        self.y = y.to(self.device)
+        self.layout = Layout.of(self.X)
+        self.n = len(y)
+        self._gen = torch.Generator(device="cpu").manual_seed(seed)
+        self._next, self._perm = 0, torch.arange(0)
+
+    def __repr__(self) -> str:
+        return f"TensorStream({self.split!r}, {self.n} rows)"
+
+    def to(self, device: torch.device | str) -> TensorStream:
+        """The same split with its tensors on ``device`` (a fresh generator: the same orders)."""
+        kw = {"batch_size": self.batch_size, "seed": self.seed, "device": device}
+        return TensorStream(self.split, self.X, self.y, **kw)
+
+    @property
+    def batches(self) -> int:
+        """Mini-batches per epoch."""
+        return 1 if self.batch_size is None else math.ceil(self.n / self.batch_size)
+
+    def permutation(self, epoch: int) -> Tensor:
+        """Epoch ``epoch``'s order of the rows (on the CPU: the same on every device)."""
+        if epoch < self._next - 1 or epoch < 0:
+            self._gen.manual_seed(self.seed)
+            self._next = 0
+        while self._next <= epoch:
+            self._perm = torch.randperm(self.n, generator=self._gen)
+            self._next += 1
+        return self._perm
+
+    def indices(self, epoch: int) -> Iterator[Tensor]:
+        """Epoch ``epoch``'s mini-batches as row indices on the device (pinned, asynchronous)."""
+        perm = self.permutation(epoch)
+        if self.device.type == "cuda":
+            perm = perm.pin_memory().to(self.device, non_blocking=True)
+        size = self.batch_size or self.n
+        for i in range(0, self.n, size):
+            yield perm[i : i + size]
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        """Epoch ``epoch``'s mini-batches ``(X[idx], y[idx])``."""
+        if self.batch_size is None:
+            yield self.X, self.y
+            return
+        for idx in self.indices(epoch):
+            yield apply(lambda t, i=idx: t[i], self.X), self.y[idx]
+
+    def evaluation(self) -> Iterator[Batch]:
+        """The whole split as one batch (the trainer chunks large ones itself)."""
+        yield self.X, self.y

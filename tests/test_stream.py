@@ -1,0 +1,436 @@
+"""Streams (wdlab.data.stream, wdlab.data.streamed): a user's splits as mini-batches produced
+afresh each epoch, seeded by wdlab, memory independent of the data's size."""
+
+import random
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
+
+from wdlab.data import from_splits, stream_splits
+from wdlab.data.batches import call, rows
+from wdlab.data.stream import TensorStream
+
+# -- datasets written the way users write them ----------------------------------------------------
+
+
+class Augmented(Dataset):
+    """(x + noise, y): the noise is a fresh draw from torch's global RNG on every call (a random
+    transform); ``calls`` counts __getitem__ per index."""
+
+    def __init__(self, n: int = 40, d: int = 6, noise: float = 0.1, offset: int = 0) -> None:
+        g = torch.Generator().manual_seed(offset)
+        self.X = torch.randn(n, d, generator=g)
+        self.y = (self.X[:, 0] > 0).long()
+        self.noise = noise
+        self.calls: Counter = Counter()
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int):
+        self.calls[i] += 1
+        return self.X[i] + self.noise * torch.randn(self.X.shape[1]), self.y[i]
+
+
+class Lazy(Dataset):
+    """n 3x32x32 images made in __getitem__ from the index (nothing held but 10 prototypes)."""
+
+    def __init__(self, n: int, offset: int = 0) -> None:
+        self.n, self.offset, self.calls = n, offset, 0
+        self.protos = torch.randn(10, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        self.calls += 1
+        g = torch.Generator().manual_seed(self.offset + i)
+        y = int(torch.randint(0, 10, (), generator=g))
+        return self.protos[y] + 2.0 * torch.randn(3, 32, 32, generator=g), y
+
+
+class Noisy(IterableDataset):
+    """An IterableDataset of n examples with random noise (``length``: what __len__ claims)."""
+
+    def __init__(self, n: int = 30, length: int | None = None) -> None:
+        self.n, self.length = n, length
+
+    def __iter__(self):
+        for i in range(self.n):
+            yield torch.full((4,), float(i)) + torch.rand(4), i % 3
+
+
+class Claims(Noisy):
+    def __len__(self) -> int:
+        return self.length
+
+
+def splits(train, n_val: int = 12, n_test: int = 12) -> dict:
+    return {"train": train, "val": Augmented(n_val, offset=1), "test": Augmented(n_test, offset=2)}
+
+
+def collect(batches) -> list[tuple]:
+    return [(x.clone() if isinstance(x, torch.Tensor) else x, y.clone()) for x, y in batches]
+
+
+def same(a: list[tuple], b: list[tuple]) -> bool:
+    return len(a) == len(b) and all(
+        torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b, strict=True)
+    )
+
+
+# -- fresh augmentation, one read per example per epoch --------------------------------------------
+
+
+def test_getitem_is_called_once_per_example_per_epoch():
+    ds = Augmented(40)
+    data = stream_splits(splits(ds), batch_size=8, n_classes=2)
+    ds.calls.clear()
+    for e in range(3):
+        seen = sum(rows(x) for x, _ in data.streams["train"].epoch(e))
+        assert seen == 40 and ds.calls == Counter(dict.fromkeys(range(40), e + 1))
+    ds.calls.clear()
+    assert sum(rows(x) for x, _ in data.streams["train"].evaluation()) == 40
+    assert ds.calls == Counter(dict.fromkeys(range(40), 1))
+
+
+class Indexed(Augmented):
+    """Augmented, labelled with the example's index."""
+
+    def __getitem__(self, i: int):
+        return super().__getitem__(i)[0], i
+
+
+def test_two_epochs_see_different_augmented_inputs():
+    """Every example in epochs 0 and 1 gets another random transform: its noise differs."""
+    ds = Indexed(32)
+    stream = stream_splits(splits(ds), batch_size=8, n_classes=32).streams["train"]
+    noise = []
+    for e in range(2):
+        x, i = (torch.cat(t) for t in zip(*stream.epoch(e), strict=True))
+        assert sorted(i.tolist()) == list(range(32))
+        noise.append((x - ds.X[i])[i.argsort()])
+    assert noise[0].abs().max() < 1 and (noise[0] - noise[1]).abs().min() > 0
+
+
+def test_same_seed_same_batches_whatever_the_caller_draws_between_them():
+    """A stream's batches depend on (seed, split, epoch) only: the caller may draw any amount
+    from torch's, Python's and NumPy's global RNGs between batches (K configurations' Dropout
+    masks, or one), and its own RNG state is left as it was."""
+
+    def run(draws: int) -> list[tuple]:
+        data = stream_splits(splits(Augmented(50)), batch_size=8, seed=3, n_classes=2)
+        out = []
+        for e in range(2):
+            for batch in data.streams["train"].epoch(e):
+                out.append(batch)
+                torch.randn(draws), random.random(), np.random.rand(draws)
+        return out
+
+    assert same(run(1), run(1000))
+    torch.manual_seed(0)
+    before = torch.get_rng_state(), random.getstate(), np.random.get_state()[1].copy()
+    stream = stream_splits(splits(Augmented(50)), batch_size=8, n_classes=2).streams["train"]
+    list(stream.epoch(0))
+    after = torch.get_rng_state(), random.getstate(), np.random.get_state()[1]
+    assert torch.equal(before[0], after[0]) and before[1] == after[1]
+    assert np.array_equal(before[2], after[2])
+    other = stream_splits(splits(Augmented(50)), batch_size=8, seed=4, n_classes=2)
+    assert not same(run(1)[:7], collect(other.streams["train"].epoch(0)))
+
+
+def test_a_copy_for_another_device_gives_the_same_batches():
+    data = stream_splits(splits(Augmented(30)), batch_size=8, n_classes=2)
+    moved = data.to("cpu")
+    for k in ("train", "val"):
+        assert same(collect(data.streams[k].epoch(1)), collect(moved.streams[k].epoch(1)))
+    assert data.example.shape == (1, 6) and data.streams["train"].batch_size == 8
+    X, y = torch.randn(20, 2), torch.arange(20) % 2
+    tensors = stream_splits({"train": (X, y), "test": (X, y)}).to("cpu")
+    assert tensors.streams["train"].batch_size == 128 and tensors.meta["n_train"] == 16
+
+
+def test_shuffled_multiworker_dataloader_gives_the_same_batches_twice():
+    """DataLoader(shuffle=True, num_workers=2), no generator: re-seeded by wdlab (one warning
+    line), the same batches from two separate calls, another order in the next epoch."""
+
+    def run() -> list[list[tuple]]:
+        loader = DataLoader(Augmented(48), batch_size=8, shuffle=True, num_workers=2)
+        with pytest.warns(UserWarning, match=r"no generator; wdlab re-seeds its order") as w:
+            data = stream_splits(splits(loader), n_classes=2)
+        assert len([m for m in w if "re-seeds" in str(m.message)]) == 1
+        return [collect(data.streams["train"].epoch(e)) for e in range(2)]
+
+    torch.manual_seed(1)
+    first = run()
+    torch.manual_seed(2)  # the caller's RNG state does not matter
+    second = run()
+    assert same(first[0], second[0]) and same(first[1], second[1])
+    assert not same(first[0], first[1])
+    assert all(len(y) == 8 for _, y in first[0]) and len(first[0]) == 6
+
+
+def test_the_dataloaders_settings_are_kept():
+    """Batch size, drop_last and collate_fn come from the user's DataLoader."""
+    seen = []
+
+    def collate(items):
+        seen.append(len(items))
+        return torch.stack([x for x, _ in items]) * 2, torch.stack([y for _, y in items])
+
+    ds = Augmented(30, noise=0.0)
+    loader = DataLoader(ds, batch_size=7, drop_last=True, collate_fn=collate)
+    stream = stream_splits(splits(loader), n_classes=2).streams["train"]
+    batches = collect(stream.epoch(0))
+    assert [len(y) for _, y in batches] == [7, 7, 7, 7] and stream.batches == 4
+    assert torch.equal(batches[0][0], ds.X[:7] * 2)  # sequential sampler kept, collate used
+    assert [len(y) for _, y in stream.evaluation()] == [7, 7, 7, 7, 2]  # evaluation: all
+
+
+def test_make_loader_factory():
+    calls = []
+
+    def make_loader(split, seed, epoch):
+        calls.append((split, seed, epoch))
+        g = torch.Generator().manual_seed(seed * 1000 + epoch)
+        return DataLoader(Augmented(20, offset=1), batch_size=5, shuffle=True, generator=g)
+
+    data = stream_splits({"train": make_loader, "val": make_loader, "test": make_loader}, seed=7)
+    assert data.task == "multiclass" and data.n_classes == 2
+    first = collect(data.streams["train"].epoch(3))
+    calls.clear()
+    assert same(first, collect(data.streams["train"].epoch(3)))
+    assert calls == [("train", 7, 3)]
+
+
+def test_evaluation_is_in_a_fixed_order_and_the_same_every_time():
+    ds = Augmented(30)
+    loader = DataLoader(ds, batch_size=8, shuffle=True, drop_last=True)
+    with pytest.warns(UserWarning):
+        stream = stream_splits(splits(loader), n_classes=2).streams["train"]
+    a, b = collect(stream.evaluation()), collect(stream.evaluation())
+    assert same(a, b)
+    assert torch.equal(torch.cat([y for _, y in a]), ds.y)  # every example once, in order
+
+
+# -- inputs as the model wants them --------------------------------------------------------------
+
+
+class TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(10, 4)
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, ids, scale):
+        return self.lin(self.emb(ids).mean(1) * scale)
+
+
+def test_integer_tuple_and_dict_inputs():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 10, (24, 5), generator=g)
+    scale = torch.rand(24, 1, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (24,), generator=g)
+    as_tuple = [((ids[i], scale[i]), y[i]) for i in range(24)]
+    as_dict = [({"ids": ids[i], "scale": scale[i]}, y[i]) for i in range(24)]
+    model = TwoInputs()
+    for items, kind in [(as_tuple, "tuple"), (as_dict, "dict")]:
+        data = stream_splits({"train": items, "val": items[:8], "test": items[:8]}, batch_size=6)
+        assert data.layout.kind == kind and data.n_classes == 3
+        x, yb = next(iter(data.streams["train"].epoch(0)))
+        parts = list(x.values()) if kind == "dict" else list(x)
+        assert parts[0].dtype == torch.int64 and parts[1].dtype == torch.float32
+        assert call(model, x).shape == (6, 3) and yb.dtype == torch.int64
+    tokens = stream_splits({"train": (ids, y), "test": (ids, y)}, batch_size=8)
+    assert isinstance(tokens.streams["train"], TensorStream)
+    assert next(iter(tokens.streams["train"].epoch(0)))[0].dtype == torch.int64
+    floats = stream_splits(splits(TensorDataset(ids.double(), y)), batch_size=8)
+    assert next(iter(floats.streams["train"].epoch(0)))[0].dtype == torch.float32
+
+
+def test_from_splits_keeps_integer_inputs_and_reads_independently_of_the_callers_rng():
+    g = torch.Generator().manual_seed(0)
+    ids, y = torch.randint(0, 10, (30, 5), generator=g), torch.randint(0, 3, (30,), generator=g)
+    assert from_splits({"train": TensorDataset(ids, y), "test": (ids, y)}).X_train.dtype == (
+        torch.int64
+    )
+    read = []
+    for state in (1, 2):
+        torch.manual_seed(state)
+        read.append(from_splits(splits(Augmented(20))).X_train)
+    assert torch.equal(read[0], read[1])  # same tensors: the same study fingerprint
+
+
+def test_an_iterable_dataset_streams_and_needs_a_validation_split():
+    data = stream_splits({"train": Noisy(30), "val": Noisy(9), "test": Noisy(9)}, batch_size=8)
+    stream = data.streams["train"]
+    assert data.n_classes == 3 and data.meta["n_train"] is None
+    assert same(collect(stream.epoch(1)), collect(stream.epoch(1)))
+    assert not same(collect(stream.epoch(0)), collect(stream.epoch(1)))  # fresh noise
+    assert [len(y) for _, y in stream.epoch(2)] == [8, 8, 8, 6] and stream.batches == 4
+    with pytest.raises(ValueError, match=r"data\['val'\] is needed"):
+        stream_splits({"train": Noisy(30), "test": Noisy(9)})
+
+
+def test_without_validation_split_the_rows_from_splits_would_pick():
+    ds = Augmented(50, noise=0.0)
+    data = stream_splits({"train": ds, "test": ds}, batch_size=50)
+    held = from_splits({"train": ds, "test": ds})
+    x_val = torch.cat([x for x, _ in data.streams["val"].evaluation()])
+    assert "no validation split" in data.meta["val"] and data.meta["n_val"] == 10
+    assert torch.equal(x_val, held.X_val) and data.meta["n_train"] == 40
+
+
+# -- facts without a full read ---------------------------------------------------------------------
+
+
+def test_facts_read_a_sample_unless_classes_must_be_counted():
+    ds = Augmented(200)
+    stream_splits(splits(ds), n_classes=2)
+    assert sum(ds.calls.values()) == 32  # the sample, nothing more
+    ds.calls.clear()
+    ds.targets = ds.y  # declared, as torchvision's datasets do
+    assert stream_splits(splits(ds)).n_classes == 2 and sum(ds.calls.values()) == 32
+    del ds.targets
+    ds.calls.clear()
+    assert stream_splits(splits(ds)).n_classes == 2 and sum(ds.calls.values()) == 232
+    reg = TensorDataset(torch.randn(20, 3), torch.randn(20))
+    data = stream_splits({"train": reg, "test": reg})
+    assert data.task == "regression" and data.out_dim == 1 and data.in_shape == (3,)
+
+
+def test_fingerprint_ignores_the_callers_rng_and_follows_the_data():
+    prints = []
+    for state in (1, 2):
+        torch.manual_seed(state)
+        prints.append(stream_splits(splits(Augmented(40)), n_classes=2).fingerprint)
+    assert prints[0] == prints[1]
+    assert stream_splits(splits(Augmented(41)), n_classes=2).fingerprint != prints[0]
+    shifted = Augmented(40)
+    shifted.X = shifted.X + 1
+    assert stream_splits(splits(shifted), n_classes=2).fingerprint != prints[0]
+    batched = DataLoader(Augmented(40), batch_size=5)
+    assert stream_splits(splits(batched), n_classes=2).fingerprint != prints[0]
+
+
+def test_tensor_stream_keeps_the_trainers_order():
+    """Epoch e's order is the e-th permutation of one generator seeded once (the trainer's fast
+    path), in any order of access."""
+    X, y = torch.randn(20, 3), torch.arange(20) % 2
+    stream = TensorStream("train", X, y, batch_size=6, seed=5)
+    g = torch.Generator().manual_seed(5)
+    perms = [torch.randperm(20, generator=g) for _ in range(3)]
+    for e in (2, 0, 1, 1, 2):
+        assert torch.equal(stream.permutation(e), perms[e])
+        assert torch.equal(torch.cat([y for _, y in stream.epoch(e)]), y[perms[e]])
+    assert stream.batches == 4
+
+
+# -- memory independent of the data's size --------------------------------------------------------
+
+
+def _kib(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith(field + ":"))
+
+
+def test_a_100k_lazily_generated_dataset_streams_in_bounded_memory():
+    """100,000 3x32x32 examples (1.2 GB as float32): 20 steps of 256 read 5,120 of them, and
+    the process's peak resident memory grows by less than 100 MiB.
+
+    The bound: one batch is 3 MiB; the stream holds the batch being collated, the one yielded
+    and its items (under 10 MiB), and glibc/torch keep freed chunks for reuse; 100 MiB is 12x
+    below the 1.2 GB that stacking the split takes (the peak today's in-memory read reaches).
+    The peak is read from /proc/self/status (VmHWM, reset through /proc/self/clear_refs; where
+    that is not allowed, the largest VmRSS seen after each step)."""
+    train = Lazy(100_000)
+    data = {"train": train, "val": Lazy(2_000, 10**6), "test": Lazy(2_000, 2 * 10**6)}
+    streams = stream_splits(data, batch_size=256, n_classes=10)
+    assert train.calls == 32  # the facts read a sample, not the split
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")  # VmHWM := VmRSS
+        field = "VmHWM"
+    except OSError:
+        field = "VmRSS"
+    start, peak = _kib("VmRSS"), 0
+    for step, (x, _) in enumerate(streams.streams["train"].epoch(0)):
+        assert x.shape == (256, 3, 32, 32)
+        peak = max(peak, _kib(field))
+        if step == 19:
+            break
+    assert train.calls == 32 + 20 * 256
+    assert (peak - start) / 1024 < 100, f"peak RSS grew by {(peak - start) / 1024:.0f} MiB"
+
+
+def test_from_splits_refuses_more_than_8_gib_before_reading():
+    huge = Lazy(3_000_000)  # 36.6 GB as float32
+    with pytest.raises(ValueError, match=r"the inputs take 34\.3 GiB in memory; wdlab reads"):
+        from_splits({"train": huge, "test": Lazy(10)})
+    assert huge.calls == 1
+
+
+# -- bad input: one line --------------------------------------------------------------------------
+
+
+def _one_line(match: str, fn) -> None:
+    with pytest.raises(ValueError, match=match) as info:
+        fn()
+    assert "\n" not in str(info.value)
+
+
+def test_bad_streams_are_one_line():
+    ds = Augmented(20)
+    bad_collate = DataLoader(ds, batch_size=4, collate_fn=lambda items: {"x": 1})
+    _one_line(
+        r"data\['train'\]: the collate_fn's batch is dict, not an \(x, y\) pair",
+        lambda: stream_splits(splits(bad_collate), n_classes=2),
+    )
+    triples = [(torch.zeros(2), torch.zeros(2), 0)] * 4
+    _one_line(
+        r"item 0 is a tuple of 3, not an \(x, y\) pair: a model with several inputs takes",
+        lambda: stream_splits(splits(triples)),
+    )
+    claims = {"train": Claims(30, length=50), "val": Noisy(9), "test": Noisy(9)}
+    short = stream_splits(claims, batch_size=8, n_classes=3)
+    _one_line(
+        r"data\['train'\] ended early: 4 of 7 batches \(epoch 0\)",
+        lambda: list(short.streams["train"].epoch(0)),
+    )
+    _one_line(
+        r"data\['train'\] batch 0 \(epoch 0\): label 1 is outside 0\.\.0",
+        lambda: list(stream_splits(splits(ds), n_classes=1).streams["train"].epoch(0)),
+    )
+    _one_line(r"data\['train'\]: expected a map-style Dataset", lambda: stream_splits(splits(5)))
+    _one_line(r"data\['train'\] is empty", lambda: stream_splits(splits([])))
+
+
+def test_inputs_that_change_structure_mid_stream_are_one_line():
+    def make_loader(split, seed, epoch):
+        return [(torch.zeros(2, 3), torch.zeros(2).long()), ((torch.zeros(2, 3),), torch.zeros(2))]
+
+    data = stream_splits({"train": make_loader, "val": make_loader, "test": make_loader})
+    _one_line(
+        r"batch 1 \(epoch 0\): inputs are tuple \(3 float32\), the first were tensor 3 float32",
+        lambda: list(data.streams["train"].epoch(0)),
+    )
+
+
+# -- CUDA ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_batches_are_pinned_copies_without_a_host_sync():
+    data = stream_splits(splits(Augmented(64)), batch_size=16, n_classes=2).to("cuda")
+    stream = data.streams["train"]
+    assert stream.source.build(0).pin_memory
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        batches = list(stream.epoch(0))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert all(x.is_cuda and y.is_cuda for x, y in batches)
