@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from wdlab.data.arrays import check_values
 from wdlab.data.dataset import Dataset
 from wdlab.tasks import TASKS
 
@@ -64,6 +65,9 @@ def from_splits(
             f"got keys {sorted(splits)}"
         )
     pairs = {k: _pair(k, v) for k, v in splits.items()}
+    for k, (X, y) in pairs.items():  # NaN, inf or beyond float32: refused, never trained on
+        check_values(f"data[{k!r}] inputs", X)
+        check_values(f"data[{k!r}] targets", y)
     facts: dict[str, Any] = {}
     if "val" not in pairs:
         X, y = pairs["train"]
