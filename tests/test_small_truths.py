@@ -169,6 +169,8 @@ def test_a_network_without_normalization_has_no_normalized_layers(capsys):
     assert "AdamC-normalized: none, the model has no normalization layer" in out
     assert main([*args, "--lr", "0.1", "--weight-decay", "0.1", "--json"]) == 0
     assert not any(r["normalized"] for r in json.loads(capsys.readouterr().out)["parameters"])
+    _, table = param_groups(model, Decay("corrected", 0.1))  # the table a Python user gets
+    assert table.normalized_note == note and note in table.to_text(normalized=True)
 
 
 class Conv1D(nn.Module):
