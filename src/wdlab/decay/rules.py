@@ -76,9 +76,12 @@ class DecayRule:
     types whose parameters (at any depth) never decay; ``embeddings`` False keeps
     ``nn.Embedding`` weights from decaying; ``use_model_hook`` honours the model's
     ``no_weight_decay()`` (timm's convention). ``normalized`` (fnmatch patterns) marks the
-    tensors AdamC treats as normalized layers (mode ``corrected``); by default every decaying
-    Linear or convolution weight except the output layer's (the last one), as in AdamC's Llama
-    runs. :meth:`preset` gives the rules of timm, nanoGPT and the Hugging Face Trainer.
+    tensors AdamC treats as normalized layers (mode ``corrected``); by default the decaying
+    weights that feed a normalization layer (:func:`norm_fed_weights`: in a Transformer every
+    projection, transformers' ``Conv1D`` included, but not the head, as in AdamC's Llama runs;
+    none in a network without normalization layers). Frozen tensors (``requires_grad=False``)
+    never decay, under every rule, as in timm, nanoGPT and the Hugging Face Trainer.
+    :meth:`preset` gives the rules of timm, nanoGPT and the Hugging Face Trainer.
     """
 
     everything: bool = False
