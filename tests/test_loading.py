@@ -2,6 +2,7 @@
 puts the file's folder first on ``sys.path``, so a model file imports its neighbours; audit,
 run and sweep share that loader; a module that does not load is one line naming the file."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,16 @@ def test_a_file_imports_its_neighbours(tmp_path, monkeypatch, clean_imports):
     # the module is registered under its name, once: a second load is the same module
     assert load_callable("work/sib1_model.py:make") is make
     assert sys.modules["sib1_model"].make is make
+
+
+def test_an_edited_file_loads_afresh_an_unchanged_one_once(tmp_path, clean_imports):
+    path = tmp_path / "edited_mod.py"
+    path.write_text("N = 1\ndef make():\n    return N\n")
+    first = load_callable(f"{path}:make")
+    assert load_callable(f"{path}:make") is first  # not run again
+    path.write_text("N = 2\ndef make():\n    return N\n")
+    os.utime(path, ns=(1, path.stat().st_mtime_ns + 10**9))  # a later modification time
+    assert load_callable(f"{path}:make")() == 2  # a notebook user's edit is seen
 
 
 def test_run_and_sweep_build_the_factory_through_the_same_loader(

@@ -21,6 +21,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+_LOADED: dict[Path, int] = {}  # file → its modification time when this loader ran it
+
 
 def import_module(where: str) -> ModuleType:
     """A module by dotted name (the current directory importable) or by ``.py`` file path
@@ -39,20 +41,23 @@ def _import_file(path: Path) -> ModuleType:
     _importable(str(path.parent))
     name = path.stem
     loaded = sys.modules.get(name)
-    if loaded is not None and _same_file(getattr(loaded, "__file__", None), path):
+    ours = loaded is not None and _same_file(getattr(loaded, "__file__", None), path)
+    if ours and _LOADED.get(path) in (None, path.stat().st_mtime_ns):
         return loaded  # already imported (e.g. by a neighbour): one module, not two copies
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"{path} is not a loadable Python file")
     module = importlib.util.module_from_spec(spec)
-    registered = name not in sys.modules  # never shadow another module of the same name
+    registered = ours or name not in sys.modules  # never shadow another module of that name
     if registered:
         sys.modules[name] = module  # as an import would: pickling, dataclasses, cycles work
+    _LOADED[path] = path.stat().st_mtime_ns  # an edited file (a notebook) loads afresh
     try:
         spec.loader.exec_module(module)
     except BaseException:
         if registered:
             sys.modules.pop(name, None)
+        _LOADED.pop(path, None)
         raise
     return module
 
