@@ -351,13 +351,15 @@ def test_inspect_rule_presets(capsys):
 
 
 def test_inspect_shows_schedule_group_wds_and_adamc_column(capsys):
-    args = ["inspect", "mlp", "--in-dim", "6", "--hidden", "4,4", "--mode", "corrected"]
-    args += ["--lr", "0.1", "--weight-decay", "0.1", "--wd-schedule", "cosine:0.04:0.4:100"]
+    # --layernorm: AdamC's normalized layers are those that feed a norm (none without one)
+    args = ["inspect", "mlp", "--in-dim", "6", "--hidden", "4,4", "--layernorm"]
+    args += ["--mode", "corrected", "--lr", "0.1", "--weight-decay", "0.1"]
+    args += ["--wd-schedule", "cosine:0.04:0.4:100"]
     assert main([*args, "--group-wd", "head.*=0.01"]) == 0
     out = capsys.readouterr().out
     header = out.splitlines()[1].split()
     assert header[-2:] == ["wd", "AdamC-normalized"]
-    rows = {line.split()[0]: line.split() for line in out.splitlines()[2:8]}
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[2:12]}
     assert rows["layers.0.weight"][-2:] == ["0.04", "yes"]  # the schedule's wd at step 0
     assert rows["head.weight"][-2:] == ["0.004", "no"]  # 0.01 · 0.04 / 0.1; the output layer
     assert rows["head.bias"][-2:] == ["-", "-"]

@@ -1,4 +1,5 @@
-"""``wdlab transfer`` and ``wdlab.timescale.transfer``: λ' = λ·(η·N·B')/(η'·N'·B)."""
+"""``wdlab transfer`` and ``wdlab.timescale.transfer``: λ' = λ·(η·M)/(η'·M'), M = ⌈N/B⌉ (the
+paper's λ·(η·N·B')/(η'·N'·B) where the batches divide the data)."""
 
 import json
 import math
@@ -26,8 +27,11 @@ BASE = ["transfer", "--wd", "0.1", "--lr", "1e-3", "--n", "50000", "--batch-size
 def test_transfer_keeps_tau_epoch(wd, lr, n, b, lr2, n2, b2):
     t = transfer(wd, lr, n, b, to_lr=lr2, to_n=n2, to_batch_size=b2)
     lr2, n2, b2 = lr2 or lr, n2 or n, b2 or b
-    assert t.weight_decay == pytest.approx(wd * (lr * n * b2) / (lr2 * n2 * b), rel=1e-12)
-    assert t.tau_epoch == pytest.approx(b / (lr * wd * n), rel=1e-12)
+    m, m2 = math.ceil(n / b), math.ceil(n2 / b2)  # steps per epoch, the last batch short
+    assert t.weight_decay == pytest.approx(wd * (lr * m) / (lr2 * m2), rel=1e-12)
+    assert t.tau_epoch == pytest.approx(1 / (lr * wd * m), rel=1e-12)
+    if n % b == 0 and n2 % b2 == 0:  # the paper's N/B
+        assert t.weight_decay == pytest.approx(wd * (lr * n * b2) / (lr2 * n2 * b), rel=1e-12)
     assert t.tau_iter == pytest.approx(1 / (lr2 * t.weight_decay), rel=1e-12)
     doc = t.to_dict()
     assert doc["weight_decay"] == t.weight_decay and doc["from"]["tau_epoch"] == pytest.approx(
@@ -54,9 +58,9 @@ def test_independent_mode_drops_the_lr():
 def test_the_formula_is_printed_with_its_numbers(capsys):
     assert main([*BASE, "--to-lr", "3e-3", "--to-n", "200000", "--to-batch-size", "512"]) == 0
     out = capsys.readouterr().out
-    assert "λ' = λ·(η·N·B')/(η'·N'·B)" in out
-    assert "0.1·(0.001·50000·512)/(0.003·200000·256) = 0.0166667" in out
-    assert "τ_epoch" in out and "51.2" in out
+    assert "λ' = λ·(η·M)/(η'·M'), M = ⌈N/B⌉" in out
+    assert "0.1·(0.001·196)/(0.003·391) = 0.0167093" in out  # ⌈50000/256⌉, ⌈200000/512⌉
+    assert "τ_epoch" in out and "51.02" in out
 
 
 def test_json():
@@ -67,8 +71,9 @@ def test_json():
         check=True,
     )
     doc = json.loads(proc.stdout)
-    assert doc["weight_decay"] == pytest.approx(0.025)
-    assert doc["tau_iter"] == pytest.approx(40_000) and doc["tau_epoch"] == pytest.approx(51.2)
+    assert doc["weight_decay"] == pytest.approx(0.1 * 196 / 782)  # M = ⌈50000/256⌉, ⌈200000/256⌉
+    assert doc["tau_iter"] == pytest.approx(782 / (1e-3 * 0.1 * 196))
+    assert doc["tau_epoch"] == pytest.approx(1 / (1e-3 * 0.1 * 196))
     assert doc["formula"].startswith("λ' = ") and doc["to"]["n"] == 200_000
 
 

@@ -3,7 +3,7 @@
 An experiment has four sections; every key is optional and unknown keys are refused::
 
     [data]    source, seed, target, features, impute, task, val_size, test_size, options,
-              train_size
+              train_size, categorical
     [model]   kind, hidden, activation, layernorm, factory, batchnorm, dropout
     [train]   optimizer, lr, options, schedule, epochs, batch_size, eval_every, seeds, device,
               precision, select, early_stopping, diagnostics
@@ -58,7 +58,7 @@ KNOWN_DIAGNOSTICS = ("rotation",)  # accepted by the config; available when regi
 # Keys added after wdlab 0.2: left out of a study's identity while at their defaults, so a
 # study made before keeps its hash (and its default folder) and resumes.
 LATER_KEYS = {
-    "data": ("train_size",),
+    "data": ("train_size", "categorical"),
     "model": ("batchnorm", "dropout"),
     "train": ("select", "early_stopping", "diagnostics"),
 }
@@ -417,8 +417,15 @@ class DataConfig(_Section):
         one_of(("mean", "median")),
         "mean or median",
         "--impute",
-        "fill missing feature values",
+        "fill missing feature values (mean or median of the training split)",
         choices=("mean", "median"),
+    )
+    categorical: list[str] | None = key(
+        None,
+        _str_list,
+        "list of columns to one-hot encode (files)",
+        "--categorical",
+        "columns of a data file to one-hot encode as categories, comma-separated",
     )
     task: str | None = key(
         None, one_of(TASKS), "task", "--task", "override the inferred task", choices=tuple(TASKS)
@@ -446,7 +453,13 @@ class DataConfig(_Section):
     def _load(self) -> Dataset:
         if is_table_path(self.source):
             return read_table(
-                self.source, self.target, self.features, self.impute, self.task, seed=self.seed
+                self.source,
+                self.target,
+                self.features,
+                self.impute,
+                self.task,
+                seed=self.seed,
+                categorical=self.categorical,
             )
         options = dict(self.options)
         source = SOURCES.get(self.source)

@@ -3,12 +3,20 @@
 With decoupled decay each step shrinks the weights by the factor 1 − η·λ, so the weights are an
 exponential moving average of the recent updates with timescale
 
-    τ_iter = 1/(η·λ) iterations,   τ_epoch = τ_iter / M epochs,   M = N/B iterations per epoch.
+    τ_iter = 1/(η·λ) iterations,   τ_epoch = τ_iter / M epochs,   M = ⌈N/B⌉ iterations per epoch.
+
+M is the one definition wdlab uses everywhere (a run's recorded τ_epoch, ``wdlab transfer``,
+``wdlab timescale``; :func:`steps_per_epoch`): the optimizer steps an epoch of N examples in
+batches of B actually takes, the last batch possibly short, as PyTorch's ``DataLoader`` and
+wdlab's own runs do. Wang & Aitchison write M = N/B: the same number when B divides N, and at
+most one step more otherwise. wdlab counts the steps taken because τ_iter counts steps, so
+τ_iter/⌈N/B⌉ is exactly how many epochs the average spans; at the paper's scale (N/B in the
+thousands) the two agree to a fraction of a percent.
 
 Wang & Aitchison find the best τ_epoch roughly constant as model and data size change, so λ
 must be rescaled whenever η, N or B changes: keeping τ_epoch fixed gives
 
-    λ' = λ·(η·N·B')/(η'·N'·B)                                        (:func:`transfer`).
+    λ' = λ·(η·M)/(η'·M'),   i.e. λ·(η·N·B')/(η'·N'·B) where B divides N  (:func:`transfer`).
 
 :func:`timescales` gives every run's τ from its mode's per-step rate r
 (:func:`wdlab.decay.modes.decay_rate`, τ_iter = 1/r), always at the base lr, which for wdlab's
@@ -33,6 +41,7 @@ schedules (constant, cosine, step) is the peak:
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import asdict, dataclass
 
 from wdlab.decay.modes import decay_rate
@@ -41,6 +50,38 @@ from wdlab.records import RunConfig
 #: The modes :func:`transfer` knows: the per-step rate is η·λ (decoupled and its kin:
 #: AdamW, cautious, corrected, coupled plain SGD) or λ (independent).
 TRANSFER_MODES = ("decoupled", "independent")
+
+
+def steps_per_epoch(n: float, batch_size: float) -> float:
+    """M = ⌈N/B⌉: optimizer steps per epoch of ``n`` examples in batches of ``batch_size`` (the
+    last batch may be short); 1 for a full batch (B ≥ N). Where N/B is beyond 2⁵³ every float
+    is a whole number, and N/B is M itself (``inf`` where it overflows)."""
+    log_m = math.log10(n) - math.log10(batch_size)
+    if log_m > 15:
+        return _pow10(log_m)
+    q = n / batch_size
+    whole = round(q)  # 3/0.1 is 30.000000000000004 in floats: 30 batches, not 31
+    return max(1.0, float(whole if abs(q - whole) <= 1e-9 * q else math.ceil(q)))
+
+
+def log10_steps(n: float, batch_size: float) -> float:
+    """log10 of M = ⌈N/B⌉ (:func:`steps_per_epoch`), finite for any positive finite N and B."""
+    log_m = math.log10(n) - math.log10(batch_size)
+    return math.log10(steps_per_epoch(n, batch_size)) if log_m <= 15 else log_m
+
+
+def _pow10(x: float) -> float:
+    """10**x, ``inf`` where that overflows a float (and 0.0 where it underflows)."""
+    try:
+        return 10.0**x
+    except OverflowError:
+        return math.inf
+
+
+def _in_range(plain: float, log10: float) -> float:
+    """``plain`` where it is a positive finite float, else 10**log10 (the same number computed
+    in logs; ``inf`` or 0.0 only where the true value is beyond float range)."""
+    return plain if 0 < plain < math.inf else _pow10(log10)
 
 
 def _tau(rate: float) -> float:
@@ -91,18 +132,26 @@ class Setting:
 
     @property
     def iters_per_epoch(self) -> float:
-        """M = N/B."""
-        return self.n / self.batch_size
+        """M = ⌈N/B⌉ (:func:`steps_per_epoch`)."""
+        return steps_per_epoch(self.n, self.batch_size)
+
+    @property
+    def log10_tau_iter(self) -> float:
+        """log10 τ_iter, computed in logs (η·λ may underflow where τ_iter does not)."""
+        lr = math.log10(self.lr) if self.mode == "decoupled" else 0.0
+        return -(math.log10(self.weight_decay) + lr) if self.weight_decay > 0 else math.inf
 
     @property
     def tau_iter(self) -> float:
         """1/(η·λ) iterations (``independent``: 1/λ)."""
-        return 1.0 / (self.weight_decay * (self.lr if self.mode == "decoupled" else 1.0))
+        rate = self.weight_decay * (self.lr if self.mode == "decoupled" else 1.0)
+        return _in_range(1.0 / rate if rate > 0 else math.inf, self.log10_tau_iter)
 
     @property
     def tau_epoch(self) -> float:
         """τ_iter / M epochs."""
-        return self.tau_iter / self.iters_per_epoch
+        log = self.log10_tau_iter - log10_steps(self.n, self.batch_size)
+        return _in_range(self.tau_iter / self.iters_per_epoch, log)
 
     def to_dict(self) -> dict[str, float | str | None]:
         """JSON-ready form, with the timescales."""
@@ -165,13 +214,16 @@ def transfer(
     to_epochs: float | None = None,
     mode: str = "decoupled",
 ) -> Transfer:
-    """Carry weight decay λ tuned at (η, N, B) to (η', N', B') keeping τ_epoch = B/(η·λ·N).
+    """Carry weight decay λ tuned at (η, N, B) to (η', N', B') keeping τ_epoch = 1/(η·λ·M).
 
-    λ' = λ·(η·N·B')/(η'·N'·B); ``mode="independent"`` (τ_iter = 1/λ) drops the η factors.
+    λ' = λ·(η·M)/(η'·M') with M = ⌈N/B⌉ (:func:`steps_per_epoch`; λ·(η·N·B')/(η'·N'·B) where
+    the batches divide the data); ``mode="independent"`` (τ_iter = 1/λ) drops the η factors.
     A ``to_*`` left out keeps its value. ``to_epochs`` (needs ``epochs``) keeps τ as the same
     *fraction of the run*: τ_epoch' = τ_epoch·E'/E, i.e. N·E, the examples seen, takes the
     place of N (as the tokens trained do in single-epoch LLM training), so λ' gains E/E'.
-    Every input must be a positive finite number, and a batch no larger than its data.
+    Every input must be a positive finite number, and a batch no larger than its data; the
+    answer is computed in logs where plain floats would overflow, and refused (one line) where
+    it lies beyond float range.
     """
     if mode not in TRANSFER_MODES:
         raise ValueError(f"transfer mode must be one of {', '.join(TRANSFER_MODES)}, got {mode!r}")
@@ -192,25 +244,52 @@ def transfer(
     for what, b, size in (("", src.batch_size, src.n), ("to-", b2, n2)):
         if b > size:
             raise ValueError(f"{what}batch size {b:g} is larger than {what}n {size:g}")
-    lr_ratio = src.lr / lr2 if mode == "decoupled" else 1.0
-    epoch_ratio = src.epochs / e2 if src.epochs and e2 else 1.0
-    wd2 = src.weight_decay * lr_ratio * (src.n / n2) * (b2 / src.batch_size) * epoch_ratio
-    target = Setting(wd2, lr2, n2, b2, e2, mode)
+    factors = [(src.weight_decay, 1.0), (steps_per_epoch(src.n, src.batch_size), 1.0)]
+    factors.append((1.0, steps_per_epoch(n2, b2)))  # keeps η·λ·M (and λ·M·E, with epochs)
+    if mode == "decoupled":
+        factors.append((src.lr, lr2))
+    if src.epochs and e2:
+        factors.append((src.epochs, e2))
+    log_wd2 = math.fsum(math.log10(a) - math.log10(b) for a, b in factors)
+    plain = 1.0
+    for a, b in factors:
+        plain = plain * a / b
+    target = Setting(_in_range(plain, log_wd2), lr2, n2, b2, e2, mode)
+    _check_range(src, "the tuned setting's", math.log10(src.weight_decay))
+    _check_range(target, "the new setting's", log_wd2)
     return Transfer(src, target, *_formula(src, target))
+
+
+def _check_range(s: Setting, whose: str, log_wd: float) -> None:
+    """A one-line ``ValueError`` where λ, M, τ_iter or τ_epoch of ``s`` lies beyond float
+    range (it would print as 0 or inf), said as a power of ten computed in logs."""
+    log_m = log10_steps(s.n, s.batch_size)
+    values = {
+        "weight decay": (s.weight_decay, log_wd),
+        "steps per epoch M": (s.iters_per_epoch, log_m),
+        "τ_iter": (s.tau_iter, s.log10_tau_iter),
+        "τ_epoch": (s.tau_epoch, s.log10_tau_iter - log_m),
+    }
+    for what, (value, log) in values.items():
+        if not sys.float_info.min <= value < math.inf:  # 0, subnormal or inf: digits lost
+            raise ValueError(
+                f"{whose} {what} would be about 1e{log:+.0f}, beyond the range of a float "
+                "(about 1e-308 to 1e+308); check the inputs"
+            )
 
 
 def _formula(a: Setting, b: Setting) -> tuple[str, str]:
     """The rule used, and the same with the numbers put in."""
     eta = a.mode == "decoupled"
     ep = a.epochs is not None and b.epochs is not None and a.epochs != b.epochs
-    top = ["η" if eta else "", "N", "B'", "E" if ep else ""]
-    bottom = ["η'" if eta else "", "N'", "B", "E'" if ep else ""]
-    vals_top = [a.lr if eta else None, a.n, b.batch_size, a.epochs if ep else None]
-    vals_bot = [b.lr if eta else None, b.n, a.batch_size, b.epochs if ep else None]
+    top = ["η" if eta else "", "M", "E" if ep else ""]
+    bottom = ["η'" if eta else "", "M'", "E'" if ep else ""]
+    vals_top = [a.lr if eta else None, a.iters_per_epoch, a.epochs if ep else None]
+    vals_bot = [b.lr if eta else None, b.iters_per_epoch, b.epochs if ep else None]
     rule = f"λ' = λ·({'·'.join(t for t in top if t)})/({'·'.join(t for t in bottom if t)})"
     num = "·".join(f"{v:g}" for v in vals_top if v is not None)
     den = "·".join(f"{v:g}" for v in vals_bot if v is not None)
     keep = "τ_epoch·E'/E (the same fraction of the run)" if ep else "τ_epoch"
-    tau = "B/(η·λ·N)" if eta else "B/(λ·N)"
-    rule += f"   keeps {keep}, τ_epoch = {tau}"
+    tau = "1/(η·λ·M)" if eta else "1/(λ·M)"
+    rule += f", M = ⌈N/B⌉   keeps {keep}, τ_epoch = {tau}"
     return rule, f"λ' = {a.weight_decay:g}·({num})/({den}) = {b.weight_decay:.6g}"

@@ -22,9 +22,10 @@ from wdlab.jsonsafe import dumps
 
 def cmd_transfer(args: argparse.Namespace) -> int:
     """Carry a tuned weight decay to a new lr, data size, batch size or epoch count, keeping
-    the averaging timescale τ_epoch = B/(η·λ·N) (Wang & Aitchison, ICML 2025), and print the
-    formula used. N and B are in the same unit (examples, or tokens). --to-epochs (with
-    --epochs) keeps τ as the same fraction of the run: N·E takes the place of N."""
+    the averaging timescale τ_epoch = 1/(η·λ·M), M = ⌈N/B⌉ steps per epoch (Wang & Aitchison,
+    ICML 2025), and print the formula used. N and B are in the same unit (examples, or tokens).
+    --to-epochs (with --epochs) keeps τ as the same fraction of the run: N·E takes the place of
+    N. A result beyond float range is refused."""
     from wdlab.timescale import transfer
 
     t = transfer(
@@ -46,12 +47,13 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     print(f"weight decay: {a.weight_decay:g} → {b.weight_decay:.6g}")
     print(f"formula:      {t.formula}")
     print(f"              {t.substituted}")
-    print(f"{'':14}{'lr':>10} {'N':>12} {'batch':>8} {'epochs':>7} {'τ_iter':>12} {'τ_epoch':>10}")
+    head = f"{'lr':>10} {'N':>12} {'batch':>8} {'M':>8} {'epochs':>7}"
+    print(f"{'':14}{head} {'τ_iter':>12} {'τ_epoch':>10}")
     for label, x in (("from", a), ("to", b)):
         epochs = f"{x.epochs:g}" if x.epochs else "-"
         print(
-            f"{label:<14}{x.lr:>10g} {x.n:>12g} {x.batch_size:>8g} {epochs:>7} "
-            f"{x.tau_iter:>12.6g} {x.tau_epoch:>10.4g}"
+            f"{label:<14}{x.lr:>10g} {x.n:>12g} {x.batch_size:>8g} {x.iters_per_epoch:>8g} "
+            f"{epochs:>7} {x.tau_iter:>12.6g} {x.tau_epoch:>10.4g}"
         )
     return 0
 

@@ -1,8 +1,11 @@
-"""Arrays to a Dataset: task inference, seeded (stratified) splits, standardisation."""
+"""Arrays to a Dataset: task inference, seeded (stratified) splits, imputation and
+standardisation fitted on the training split, and the checks that inputs are numbers training
+can use (finite, within float32)."""
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -11,6 +14,10 @@ from torch import Tensor
 from wdlab.data.dataset import Dataset
 from wdlab.extras import require
 from wdlab.tasks import TASKS
+
+#: How missing feature values may be filled (None: they are refused).
+IMPUTERS = (None, "mean", "median")
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # training computes in float32
 
 
 def shuffle_split(n: int, test_size: float = 0.33, random_state: int = 42) -> tuple[Tensor, Tensor]:
@@ -67,13 +74,20 @@ def from_arrays(
     seed: int = 0,
     standardize: bool = True,
     meta: dict | None = None,
+    impute: str | None = None,
+    columns: list[str] | None = None,
 ) -> Dataset:
     """A Dataset from a feature matrix and a target (tensors or numpy arrays).
 
-    The split is seeded and stratified for classification; standardisation (and, for
-    regression, the target's centring and scaling) is fitted on the training split only.
-    Class labels of any kind are mapped to 0..C−1.
+    The split is seeded and stratified for classification; imputation (``impute``: ``mean`` or
+    ``median`` fills missing values, NaN) and standardisation (and, for regression, the
+    target's centring and scaling) are fitted on the training split only, so validation and
+    test rows never move them. Class labels of any kind are mapped to 0..C−1. Infinite values,
+    missing ones without ``impute``, and values beyond float32's range are refused, naming
+    the ``columns`` (or their indices).
     """
+    if impute not in IMPUTERS:
+        raise ValueError(f"impute must be one of {', '.join(map(str, IMPUTERS))}, got {impute!r}")
     X = np.asarray(X.cpu() if isinstance(X, Tensor) else X, dtype=np.float64)
     y = np.asarray(y.cpu() if isinstance(y, Tensor) else y)
     if X.ndim != 2 or len(X) != len(y):
@@ -82,7 +96,8 @@ def from_arrays(
         )
     if len(y) < 5:
         raise ValueError(f"{len(y)} rows: at least 5 are needed for train, validation and test")
-    check_finite(X)
+    check_finite(X, columns, missing_ok=impute is not None)
+    check_float32(X, columns)
     task = task or infer_task(y)
     if task == "single":
         raise ValueError(
@@ -94,10 +109,11 @@ def from_arrays(
     stratify = y_num if classes is not None else None
     train, val, test = split_indices(len(y), stratify, val_size, test_size, seed)
     info = dict(meta or {})
+    if impute is not None:
+        X = _impute(X, train, impute, columns)
+        info["impute"] = f"{impute}, fitted on the training split"
     if standardize:
-        mu, sd = X[train].mean(0), X[train].std(0)
-        sd[sd == 0] = 1.0
-        X = (X - mu) / sd
+        X = _standardize(X, train, columns)
         info["standardized"] = "features, fitted on the training split"
     if task == "regression" and standardize:
         ym, ys = y_num[train].mean(), y_num[train].std() or 1.0
@@ -125,19 +141,64 @@ def from_arrays(
     )
 
 
+def _impute(X: np.ndarray, train: np.ndarray, how: str, columns: list[str] | None) -> np.ndarray:
+    """X with each column's missing values filled by the mean or median of its training rows."""
+    missing = np.isnan(X)
+    if not missing.any():
+        return X
+    fit = X[train]
+    empty = np.flatnonzero(np.isnan(fit).all(0) & missing.any(0))
+    if len(empty):
+        names = _names(columns, X.shape[1])
+        raise ValueError(
+            "nothing to impute from: no values in the training rows of "
+            + ", ".join(names[j] for j in empty[:10])
+        )
+    with warnings.catch_warnings():  # all-NaN columns without a missing value: left as they are
+        warnings.simplefilter("ignore", RuntimeWarning)
+        fill = np.nanmean(fit, 0) if how == "mean" else np.nanmedian(fit, 0)
+    return np.where(missing, fill, X)
+
+
+def _standardize(X: np.ndarray, train: np.ndarray, columns: list[str] | None) -> np.ndarray:
+    """(X − μ)/σ with μ and σ of the training rows (σ = 1 where a column is constant there).
+
+    Inputs are within float32's range, so the float64 moments cannot overflow; a validation
+    or test row far outside the training rows' spread can still leave float32's range after
+    scaling, and is refused rather than turned into an infinity.
+    """
+    mu, sd = X[train].mean(0), X[train].std(0)
+    sd[sd == 0] = 1.0
+    Z = (X - mu) / sd
+    big = ~(np.abs(Z) <= FLOAT32_MAX)
+    if big.any():
+        j = int(np.flatnonzero(big.any(0))[0])
+        raise ValueError(
+            f"column {_names(columns, X.shape[1])[j]}: standardised with the training rows' "
+            f"mean and std ({mu[j]:.3g}, {sd[j]:.3g}), {int(big[:, j].sum())} rows leave "
+            "float32's range; rescale that column yourself or leave it out"
+        )
+    return Z
+
+
 def plain(v: object) -> object:
     """A NumPy scalar as the Python value it holds (messages say 1, not np.int64(1))."""
     return v.item() if isinstance(v, np.generic) else v
 
 
-def check_finite(X: np.ndarray, columns: list[str] | None = None) -> None:
-    """A one-line ``ValueError`` when X has missing (NaN) or infinite values, naming the
-    columns (or their indices) and counting the rows; infinities cannot be imputed."""
+def _names(columns: list[str] | None, n: int) -> list[str]:
+    return list(columns) if columns is not None else [str(i) for i in range(n)]
+
+
+def check_finite(X: np.ndarray, columns: list[str] | None = None, missing_ok: bool = False) -> None:
+    """A one-line ``ValueError`` when X has infinite values, or missing (NaN) ones unless
+    ``missing_ok``, naming the columns (or their indices) and counting the rows; infinities
+    cannot be imputed."""
     nan, inf = np.isnan(X), np.isinf(X)
-    if not (nan.any() or inf.any()):
+    if not (inf.any() or (nan.any() and not missing_ok)):
         return
     bad = inf if inf.any() else nan
-    names = columns or [str(i) for i in range(X.shape[1])]
+    names = _names(columns, X.shape[1])
     cols = [f"{names[j]} ({int(bad[:, j].sum())})" for j in np.flatnonzero(bad.any(0))]
     rows = int(bad.any(1).sum())
     if inf.any():
@@ -148,6 +209,56 @@ def check_finite(X: np.ndarray, columns: list[str] | None = None) -> None:
     raise ValueError(
         f"missing values in {rows} rows, columns: {', '.join(cols[:10])}; impute them first"
     )
+
+
+def check_float32(X: np.ndarray, columns: list[str] | None = None) -> None:
+    """A one-line ``ValueError`` when finite values of X lie beyond float32's range (about
+    ±3.4e38), which training would turn into infinities: the columns, rows and a value."""
+    big = np.abs(X) > FLOAT32_MAX  # NaN compares False
+    if not big.any():
+        return
+    names = _names(columns, X.shape[1])
+    cols = [f"{names[j]} ({int(big[:, j].sum())})" for j in np.flatnonzero(big.any(0))]
+    i, j = np.argwhere(big)[0]
+    raise ValueError(
+        f"values beyond float32's range (±{FLOAT32_MAX:.3g}) in {int(big.any(1).sum())} rows, "
+        f"columns: {', '.join(cols[:10])} (e.g. {X[i, j]:g} in row {i + 1}); training computes "
+        "in float32: rescale them"
+    )
+
+
+def check_values(where: str, value: object) -> None:
+    """A one-line ``ValueError`` when a floating tensor or array in ``value`` (or in a tuple,
+    list or dict of them) holds NaN, ±inf or values beyond float32's range; ``where`` names it
+    (e.g. ``data['train'] inputs``). Integer tensors (classes, token ids) pass as they are."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            check_values(f"{where}[{k!r}]", v)
+        return
+    if isinstance(value, (tuple, list)):
+        for k, v in enumerate(value):
+            check_values(f"{where}[{k}]", v)
+        return
+    t = torch.as_tensor(value) if isinstance(value, np.ndarray) else value
+    if not isinstance(t, Tensor) or not t.is_floating_point() or t.numel() == 0:
+        return
+    rows = t.reshape(len(t), -1) if t.dim() else t.reshape(1, 1)
+    bad = ~torch.isfinite(rows).all(1)
+    if bad.any():
+        first = int(bad.nonzero()[0])
+        raise ValueError(
+            f"{where}: {int(bad.sum())} items hold NaN or infinite values (the first is item "
+            f"{first}); training cannot use them: drop or fill them first"
+        )
+    if t.dtype == torch.float64:
+        big = (rows.abs() > FLOAT32_MAX).any(1)
+        if big.any():
+            first = int(big.nonzero()[0])
+            raise ValueError(
+                f"{where}: {int(big.sum())} items hold values beyond float32's range "
+                f"(±{FLOAT32_MAX:.3g}; the first is item {first}); training computes in "
+                "float32: rescale them"
+            )
 
 
 def subsample_train(ds: Dataset, size: int, seed: int, key: str = "train_size") -> Dataset:
@@ -175,6 +286,11 @@ def _encode_target(y: np.ndarray, task: str) -> tuple[np.ndarray | None, np.ndar
             ) from None
         if not np.isfinite(y_num).all():
             raise ValueError("the target has missing or infinite values")
+        if (np.abs(y_num) > FLOAT32_MAX).any():
+            raise ValueError(
+                f"the target has values beyond float32's range (±{FLOAT32_MAX:.3g}), in which "
+                "wdlab trains: rescale it"
+            )
         return None, y_num
     classes, y_idx = np.unique(y, return_inverse=True)
     if task == "binary" and len(classes) != 2:

@@ -5,6 +5,7 @@ Adding a source is one :class:`Source` entry in :data:`SOURCES` (and its test).
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,6 +105,7 @@ def teacher_regression(
     unstandardised units; recorded in ``meta``). Features are N(0, 1) and not rescaled.
     """
     _check_sizes(n=n, d=d, n_test=n_test)
+    _check_finite(noise=noise, sigma_w=sigma_w)
     if noise < 0 or sigma_w <= 0:
         raise ValueError("noise must be >= 0 and sigma_w > 0")
     g = torch.Generator().manual_seed(seed)
@@ -133,6 +135,7 @@ def teacher_classification(
     """A logistic teacher: only ``informative`` features carry signal; labels flipped with
     probability ``label_noise``."""
     _check_sizes(n=n, d=d, n_test=n_test)
+    _check_finite(label_noise=label_noise)
     if not 1 <= informative <= d:
         raise ValueError(f"informative must be in 1..d={d}, got {informative}")
     if not 0 <= label_noise < 0.5:
@@ -183,8 +186,15 @@ def d2l(
 
 def _check_sizes(**sizes: int) -> None:
     for k, v in sizes.items():
-        if not isinstance(v, int) or v < 1:
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{k} must be a positive integer, got {v!r}")
+
+
+def _check_finite(**values: float) -> None:
+    """Each option a finite number (NaN passes every comparison test silently)."""
+    for k, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"{k} must be a finite number, got {v!r}")
 
 
 def mnist1d(seed: int = 0, num_samples: int = 5000, val_size: float = 0.2) -> Dataset:
@@ -254,6 +264,15 @@ def digits_images(seed: int = 0, val_size: float = 0.2, test_size: float = 0.2) 
     )
 
 
+def _whole(name: str, value: object) -> int:
+    """``value`` as an int if it is a whole number (``1000`` or ``1000.0``), else one line."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Source:
     """One data source: its name, task, a one-line description and how to load it.
@@ -278,7 +297,7 @@ _SOURCES = [
         "seed-noise",
         "binary",
         "the article's data: N(0,1) dim x dim, random half-0/half-1 labels, its 67/33 split",
-        lambda seed=0, dim=1000, **kw: seed_noise(int(dim), seed, **kw),
+        lambda seed=0, dim=1000, **kw: seed_noise(_whole("dim", dim), seed, **kw),
     ),
     Source(
         "teacher",

@@ -67,6 +67,7 @@ from torch.utils.data import (
     WeightedRandomSampler,
 )
 
+from wdlab.data.arrays import check_values
 from wdlab.data.batches import Batch, Inputs, Layout, apply, as_inputs, batch_of, to_device
 
 LoaderFactory = Callable[[str, int, int], Iterable[Any]]
@@ -376,6 +377,7 @@ class Stream:
         x, y = batch_of(raw, where)
         if self.layout is not None:
             self.layout.check(x, where)
+        check_values(f"{where} inputs", x)  # before float64 is rounded to float32
         x = as_inputs(x)
         if self.targets is not None:
             y = y.to(self.targets)

@@ -3,7 +3,10 @@
 Non-numeric feature columns are one-hot encoded, within a limit: the encoded matrix (float64,
 rows × columns) may take at most :data:`MAX_TABLE_BYTES`; a table whose categorical columns
 would make it larger (an ID column, free text) is refused, naming those columns and their
-numbers of distinct values.
+numbers of distinct values. A column that looks numeric but has a few cells that are not
+numbers (a typo, ``n/a``, a NUL byte) is refused, naming the rows and the values, unless it is
+named in ``categorical``; cells that hold lists (a Parquet list column) are refused. Only
+regular files are read (a FIFO or a device is refused, never waited on).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from wdlab.data.arrays import check_finite, from_arrays
+from wdlab.data.arrays import IMPUTERS, from_arrays
 from wdlab.data.dataset import Dataset
 from wdlab.extras import require
 
@@ -31,72 +34,147 @@ def is_table_path(name: str) -> bool:
 
 def read_table(
     path: str,
-    target: str,
+    target: str | None = None,
     features: list[str] | None = None,
     impute: str | None = None,
     task: str | None = None,
     seed: int = 0,
+    categorical: list[str] | None = None,
 ) -> Dataset:
     """A CSV or Parquet file: ``target`` column, optional ``features`` (default: the rest).
 
-    Numeric columns are used as they are; non-numeric feature columns are one-hot encoded.
-    Missing values are refused (the message names the columns and counts the rows) unless
-    ``impute`` is ``mean`` or ``median`` (fitted on all rows of the numeric column; rows with a
-    missing target are always refused).
+    Numeric columns are used as they are; non-numeric feature columns, and those named in
+    ``categorical``, are one-hot encoded. Missing values are refused (the message names the
+    columns and counts the rows) unless ``impute`` is ``mean`` or ``median`` of the numeric
+    column over the *training split* only (as the standardisation is; rows with a missing
+    target are always refused).
     """
     pd = require("pandas", "reading CSV and Parquet files")
     p = Path(path)
+    if not isinstance(target, str) or not target:
+        raise ValueError(
+            f"{p.name}: name the target column (target='y' in Python, --target y on the command "
+            "line)"
+        )
+    if impute not in IMPUTERS:
+        raise ValueError(f"impute must be one of {', '.join(map(str, IMPUTERS))}, got {impute!r}")
     df = _read(p, target)
     if len(df) == 0:
         raise ValueError(f"{p.name} has a header but no rows")
-    features = features or [c for c in df.columns if c != target]
-    missing_cols = [c for c in features if c not in df.columns]
-    if missing_cols:
-        raise ValueError(f"feature columns not in {p.name}: {', '.join(map(str, missing_cols))}")
-    if target in features:
-        raise ValueError(f"target column {target!r} is also listed as a feature")
+    features = _features(df, target, features, p.name)
+    categorical = _named(categorical, "categorical", features)
     if df[target].isna().any():
         raise ValueError(
             f"target column {target!r} has {int(df[target].isna().sum())} missing "
             "rows; drop them first"
         )
-    if not features:
-        raise ValueError(f"{p.name} has no feature columns besides the target {target!r}")
     X = df[features]
+    _check_cells(X, categorical)
     na = X.isna()
     if na.any().any():
         cols = [f"{c} ({int(na[c].sum())})" for c in features if na[c].any()]
         rows = int(na.any(axis=1).sum())
-        if impute not in ("mean", "median"):
+        if impute is None:
             raise ValueError(
                 f"missing values in {rows} rows, columns: {', '.join(cols)}; "
                 "pass --impute mean|median or clean the file"
             )
-        non_num = [c for c in features if na[c].any() and not pd.api.types.is_numeric_dtype(X[c])]
+        non_num = [
+            str(c)
+            for c in features
+            if na[c].any() and (c in categorical or not pd.api.types.is_numeric_dtype(X[c]))
+        ]
         if non_num:
             raise ValueError(f"cannot impute non-numeric columns: {', '.join(non_num)}")
-        X = X.fillna(getattr(X.select_dtypes("number"), impute)())
-        empty = [str(c) for c in features if X[c].isna().all()]
-        if empty:
-            raise ValueError(f"nothing to impute from: no values at all in {', '.join(empty)}")
-    categorical = [c for c in features if not pd.api.types.is_numeric_dtype(X[c])]
-    if categorical:
-        _check_one_hot(X, categorical, p.name)
-        X = pd.get_dummies(X, columns=categorical, dtype=float)
+    one_hot = [c for c in features if c in categorical or not pd.api.types.is_numeric_dtype(X[c])]
+    if one_hot:
+        _check_one_hot(X, one_hot, p.name)
+        X = X.astype({c: str for c in categorical})  # the values as categories: 1 and 2 too
+        X = pd.get_dummies(X, columns=one_hot, dtype=float)
     columns = list(map(str, X.columns))
-    values = X.to_numpy(np.float64)
-    check_finite(values, columns)
-    meta = {
-        "file": p.name,
-        "target": target,
-        "features": columns,
-        "one_hot": categorical,
-        "impute": impute,
-    }
+    meta = {"file": p.name, "target": target, "features": columns, "one_hot": one_hot}
     y = df[target].to_numpy()
     if y.dtype == object:  # mixed text and numbers: compare them as text
         y = y.astype(str)
-    return from_arrays(values, y, task=task, name=p.name, seed=seed, meta=meta)
+    values = X.to_numpy(np.float64)
+    kw = {"task": task, "name": p.name, "seed": seed, "meta": meta, "columns": columns}
+    return from_arrays(values, y, impute=impute, **kw)
+
+
+def _features(df: Any, target: str, features: list[str] | None, name: str) -> list[str]:
+    """The feature columns: given (each once, each in the file, not the target) or the rest."""
+    if features is None:
+        features = [c for c in df.columns if c != target]
+    elif isinstance(features, str) or not isinstance(features, (list, tuple)):
+        raise ValueError(f"features must be a list of column names, got {features!r}")
+    features = list(features)
+    twice = [str(c) for c, n in Counter(features).items() if n > 1]
+    if twice:
+        raise ValueError(f"features lists {', '.join(map(repr, twice))} more than once")
+    missing_cols = [c for c in features if c not in df.columns]
+    if missing_cols:
+        raise ValueError(f"feature columns not in {name}: {', '.join(map(str, missing_cols))}")
+    if target in features:
+        raise ValueError(f"target column {target!r} is also listed as a feature")
+    if not features:
+        raise ValueError(f"{name} has no feature columns besides the target {target!r}")
+    return features
+
+
+def _named(columns: list[str] | None, what: str, features: list[str]) -> list[str]:
+    """``columns`` (e.g. ``categorical``) checked: a list of feature columns, each once."""
+    if columns is None:
+        return []
+    if isinstance(columns, str) or not isinstance(columns, (list, tuple)):
+        raise ValueError(f"{what} must be a list of column names, got {columns!r}")
+    twice = [str(c) for c, n in Counter(columns).items() if n > 1]
+    if twice:
+        raise ValueError(f"{what} lists {', '.join(map(repr, twice))} more than once")
+    strays = [str(c) for c in columns if c not in features]
+    if strays:
+        raise ValueError(f"{what} names columns that are not features: {', '.join(strays)}")
+    return list(columns)
+
+
+def _check_cells(X: Any, categorical: list[str]) -> None:
+    """Refuse cells that hold lists or arrays (a Parquet list column), and text cells in a
+    column that otherwise holds numbers (unless the column is asked for as categorical)."""
+    pd = require("pandas", "reading CSV and Parquet files")
+    for c in X.columns:
+        col = X[c]
+        if pd.api.types.is_numeric_dtype(col):
+            continue
+        nested = col.map(lambda v: isinstance(v, (list, tuple, dict, set, np.ndarray)))
+        if nested.any():
+            i = int(np.flatnonzero(nested.to_numpy())[0])
+            raise ValueError(
+                f"column {c!r} holds lists, not one value per cell (row {i + 1}: "
+                f"{_shown(col.iloc[i])}); flatten it into columns or leave it out of the features"
+            )
+        if c in categorical:
+            continue
+        present = col.notna().to_numpy()
+        numeric = pd.to_numeric(col, errors="coerce").notna().to_numpy()
+        text = present & ~numeric
+        if (present & numeric).sum() > text.sum():  # mostly numbers: the text is a mistake
+            rows = np.flatnonzero(text)
+            said = ", ".join(f"row {i + 1} {_shown(col.iloc[i])}" for i in rows[:5])
+            more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+            raise ValueError(
+                f"column {c!r} holds numbers but {len(rows)} of its {int(present.sum())} cells "
+                f"are not numbers: {said}{more} (rows counted from 1 after the header); fix "
+                f"them, or pass categorical=[{str(c)!r}] (--categorical {c}) to treat the "
+                "column as categories"
+            )
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    """A cell as a short literal: repr (so NUL bytes show as \\x00), cut to ``limit``."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f"{len(value):,} characters" if isinstance(value, str) else type(value).__name__
+    return f"{text[: limit - 1]}… ({size})"
 
 
 def _read(p: Path, target: str) -> Any:
@@ -107,6 +185,8 @@ def _read(p: Path, target: str) -> Any:
         raise ValueError(f"data file not found: {p}")
     if p.is_dir():
         raise ValueError(f"data file {p} is a folder")
+    if not p.is_file():  # checked without opening it: a FIFO would block the read forever
+        raise ValueError(f"data file {p} is not a regular file (a FIFO, socket or device)")
     suffix = p.suffix.lower()
     if suffix not in FILE_SUFFIXES:
         raise ValueError(f"data file must be .csv or .parquet, got {p.name!r}")
@@ -140,7 +220,10 @@ def _read(p: Path, target: str) -> Any:
 def _csv_header(p: Path) -> list[str]:
     """The first row of a CSV file as written (pandas renames duplicates)."""
     with open(p, newline="", encoding="utf-8-sig") as fh:
-        return next(csv.reader(fh), [])
+        try:
+            return next(csv.reader(fh), [])
+        except csv.Error as exc:  # e.g. a 200,000-character name: over the field limit
+            raise ValueError(f"its header row: {exc}") from None
 
 
 def _check_one_hot(X: Any, categorical: list[str], name: str) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from wdlab.data.arrays import check_values
 from wdlab.data.batches import Layout, as_inputs, parts
 from wdlab.data.dataset import Dataset
 from wdlab.data.stream import Stream
@@ -63,7 +64,8 @@ def _sources(splits: Mapping[str, Any], seed: int) -> dict[str, Any]:
 def _read(split: str, src: Any, seed: int, progress: bool, room: float) -> Pair:
     """(X, y) of one split, every example once in a fixed order; ``room``: bytes left. With a
     known length the tensors are allocated once and filled (peak: the split plus one batch)."""
-    if isinstance(src, TensorSource):
+    if isinstance(src, TensorSource):  # checked before float64 is rounded to float32
+        check_values(f"data[{split!r}] inputs", src.X)
         return as_inputs(src.X), src.y  # type: ignore[return-value]
     n = items(src)
     xs: list[Tensor] = []
@@ -107,6 +109,9 @@ def from_splits(
     """A Dataset from the user's train / val / test splits (see the module docstring)."""
     check_keys(splits)
     pairs = _pairs(splits, seed, progress)
+    for k, (X, y) in pairs.items():  # NaN, inf or beyond float32: refused, never trained on
+        check_values(f"data[{k!r}] inputs", X)
+        check_values(f"data[{k!r}] targets", y)
     facts: dict[str, Any] = {}
     if "val" not in pairs:
         X, y = pairs["train"]

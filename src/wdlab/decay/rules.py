@@ -25,6 +25,45 @@ NORM_TYPES: tuple[type[nn.Module], ...] = (
     nn.modules.instancenorm._InstanceNorm,
     *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
 )
+#: A normalization layer that is not one of torch's: a class named like Hugging Face's
+#: ``LlamaRMSNorm`` or ``T5LayerNorm``, apex's ``FusedLayerNorm``, timm's ``LayerNorm2d``
+#: (``FrozenBatchNorm2d`` only rescales by fixed statistics: not a normalization).
+NORM_NAME = re.compile(r"Norm(?:[123][dD])?$")
+
+
+def is_norm_layer(module: nn.Module) -> bool:
+    """Whether ``module`` normalizes its input (torch's norm layers, or one named like them)."""
+    name = type(module).__name__
+    named = bool(NORM_NAME.search(name)) and not name.startswith("Frozen")
+    return isinstance(module, NORM_TYPES) or named
+
+
+def is_weight_layer(module: nn.Module) -> bool:
+    """A layer with a weight matrix whose scale a later normalization cancels: ``nn.Linear``,
+    a convolution, or any other module owning a >= 2-D ``weight`` (transformers' ``Conv1D``),
+    except embeddings and norms."""
+    if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
+        return True
+    weight = module._parameters.get("weight")
+    embedding = isinstance(module, (nn.Embedding, nn.EmbeddingBag))
+    return weight is not None and weight.dim() >= 2 and not embedding and not is_norm_layer(module)
+
+
+def norm_fed_weights(model: nn.Module) -> list[str]:
+    """AdamC's normalized layers by default: the weights of the layers that feed a normalization
+    layer, i.e. the weight layers declared before the model's last normalization layer (in a
+    Transformer every projection before the final norm; in a CNN every convolution before the
+    last BatchNorm; never the head after it). Modules are read in the order they are declared,
+    which is forward order in ``nn.Sequential``, torchvision, timm and Hugging Face models. A
+    model without normalization layers has none."""
+    names: list[str] = []
+    fed: list[str] = []
+    for mod_name, mod in model.named_modules():
+        if is_norm_layer(mod):
+            fed = list(names)
+        elif is_weight_layer(mod):
+            names.append(f"{mod_name}.weight" if mod_name else "weight")
+    return fed
 
 
 @dataclass(frozen=True)
@@ -37,9 +76,12 @@ class DecayRule:
     types whose parameters (at any depth) never decay; ``embeddings`` False keeps
     ``nn.Embedding`` weights from decaying; ``use_model_hook`` honours the model's
     ``no_weight_decay()`` (timm's convention). ``normalized`` (fnmatch patterns) marks the
-    tensors AdamC treats as normalized layers (mode ``corrected``); by default every decaying
-    Linear or convolution weight except the output layer's (the last one), as in AdamC's Llama
-    runs. :meth:`preset` gives the rules of timm, nanoGPT and the Hugging Face Trainer.
+    tensors AdamC treats as normalized layers (mode ``corrected``); by default the decaying
+    weights that feed a normalization layer (:func:`norm_fed_weights`: in a Transformer every
+    projection, transformers' ``Conv1D`` included, but not the head, as in AdamC's Llama runs;
+    none in a network without normalization layers). Frozen tensors (``requires_grad=False``)
+    never decay, under every rule, as in timm, nanoGPT and the Hugging Face Trainer.
+    :meth:`preset` gives the rules of timm, nanoGPT and the Hugging Face Trainer.
     """
 
     everything: bool = False
@@ -94,7 +136,9 @@ class DecayRule:
         out: dict[str, tuple[bool, str]] = {}
         for name, p in model.named_parameters():
             mod = owner.get(name)
-            if any(fnmatch.fnmatchcase(name, pat) for pat in self.include):
+            if not p.requires_grad:  # no gradient, no update: decaying it would only shrink it
+                out[name] = (False, FROZEN)
+            elif any(fnmatch.fnmatchcase(name, pat) for pat in self.include):
                 out[name] = (True, "include pattern")
             elif any(fnmatch.fnmatchcase(name, pat) for pat in self.exclude):
                 out[name] = (False, "exclude pattern")
@@ -111,7 +155,7 @@ class DecayRule:
             elif p.dim() >= 2:
                 out[name] = (True, "ndim >= 2")
             else:
-                norm = mod is not None and isinstance(mod, NORM_TYPES)
+                norm = mod is not None and is_norm_layer(mod)
                 out[name] = (False, "norm" if norm else "ndim < 2 (bias)")
         return out
 
@@ -131,16 +175,26 @@ class DecayRule:
         """The decaying tensors AdamC (mode ``corrected``) treats as normalized layers."""
         if self.normalized:
             return {n for n in decaying if any(fnmatch.fnmatchcase(n, p) for p in self.normalized)}
-        layers = (nn.Linear, nn.modules.conv._ConvNd)
-        weights = [
-            f"{mod_name}.weight" if mod_name else "weight"
-            for mod_name, mod in model.named_modules()
-            if isinstance(mod, layers)
-        ]
-        weights = [w for w in weights if w in decaying]
-        return set(weights[:-1])  # the last Linear/conv is the output layer
+        return set(norm_fed_weights(model)) & set(decaying)
+
+    def normalized_note(self, model: nn.Module, normalized: set[str]) -> str:
+        """One line saying which tensors ``corrected`` treats as normalized, and why."""
+        if self.normalized:
+            return (
+                f"AdamC-normalized: {len(normalized)} tensors matching {', '.join(self.normalized)}"
+            )
+        if not any(is_norm_layer(m) for m in model.modules()):
+            return (
+                "AdamC-normalized: none, the model has no normalization layer; corrected "
+                "decays every tensor as decoupled does"
+            )
+        return (
+            f"AdamC-normalized: {len(normalized)} weights that feed a normalization layer; the "
+            "layers after the last one (the head) decay as decoupled does"
+        )
 
 
+FROZEN = "frozen, not decayed (requires_grad=False)"
 DEFAULT_RULE = DecayRule()
 EVERYTHING = DecayRule(everything=True)
 
@@ -150,7 +204,8 @@ EVERYTHING = DecayRule(everything=True)
 #: lists it; nanoGPT's ``configure_optimizers`` (karpathy/nanoGPT model.py) decays exactly the
 #: tensors with ``dim() >= 2``; the Hugging Face Trainer's ``get_decay_parameter_names``
 #: (transformers 5.x) decays everything except LayerNorm modules' parameters and names matching
-#: bias / layernorm / rmsnorm / norm.
+#: bias / layernorm / rmsnorm / norm. All three leave frozen (``requires_grad=False``) tensors
+#: out of the optimizer, as every rule here does.
 HF_NO_DECAY = (r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)")
 PRESETS: dict[str, DecayRule] = {
     "timm": DecayRule(exclude=("*.bias",), name="timm"),
@@ -178,6 +233,7 @@ class DecayTable:
 
     rows: list[dict]
     rule: str
+    normalized_note: str = ""
 
     @property
     def decayed(self) -> tuple[int, int]:
@@ -194,8 +250,10 @@ class DecayTable:
     def summary(self) -> str:
         """The nanoGPT-style line: how many tensors and parameters decay."""
         (dt, dn), (kt, kn) = self.decayed, self.kept
+        frozen = sum(r["why"] == FROZEN for r in self.rows)
+        of_which = f" ({frozen} frozen)" if frozen else ""
         return (
-            f"decayed: {dt} tensors, {dn:,} parameters; not decayed: {kt} tensors, "
+            f"decayed: {dt} tensors, {dn:,} parameters; not decayed: {kt} tensors{of_which}, "
             f"{kn:,} parameters ({self.rule})"
         )
 
@@ -222,6 +280,8 @@ class DecayTable:
                 line += "  " + (("yes" if r.get("normalized") else "no") if r["decays"] else "-")
             lines.append(line.rstrip())
         lines.append(self.summary())
+        if normalized and self.normalized_note:
+            lines.append(self.normalized_note)
         return "\n".join(lines)
 
     def with_weight_decays(self, groups: list[dict], decay: Decay, step: int = 0) -> DecayTable:
@@ -232,7 +292,7 @@ class DecayTable:
             for name in g.get("names", []):
                 wd_of[name] = decay.wd_at(step, g) if g.get("decay", True) else None
         rows = [{**r, "wd": wd_of.get(r["name"])} for r in self.rows]
-        return DecayTable(rows, self.rule)
+        return DecayTable(rows, self.rule, self.normalized_note)
 
     def __str__(self) -> str:
         return self.to_text()
@@ -247,6 +307,7 @@ class DecayTable:
             "decayed_parameters": dn,
             "kept_tensors": kt,
             "kept_parameters": kn,
+            "normalized_note": self.normalized_note,
         }
 
 
@@ -266,7 +327,7 @@ def decay_table(model: nn.Module, rule: DecayRule = DEFAULT_RULE) -> DecayTable:
         }
         for name, p in model.named_parameters()
     ]
-    return DecayTable(rows, rule.describe())
+    return DecayTable(rows, rule.describe(), rule.normalized_note(model, normalized))
 
 
 def param_groups(

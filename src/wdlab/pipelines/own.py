@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from wdlab.config import validate
-from wdlab.data import Dataset, from_splits, load
+from wdlab.data import Dataset, from_splits, is_table_path, load, read_table
+from wdlab.data.arrays import check_values
 from wdlab.decay import DEFAULT_RULE, DecayRule
 from wdlab.models import ModelSpec, call_factory
 from wdlab.pipelines.results import SweepResult
@@ -54,22 +55,27 @@ def sweep(
     max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
     progress: bool = False,
     name: str | None = None,
+    target: str | None = None,
+    features: Sequence[str] | None = None,
+    impute: str | None = None,
+    categorical: Sequence[str] | None = None,
 ) -> SweepResult:
     """Sweep weight decay × lr × mode × seed for ``model`` on ``data``; choose on validation.
 
     ``model`` is a factory ``seed -> nn.Module`` (or one of no argument: it is called after
-    ``torch.manual_seed(seed)``), a :class:`~wdlab.models.ModelSpec` or a built-in kind
-    (``"cnn"``, ``"mlp"``…). ``data`` maps ``train``/``val``/``test`` to map-style Datasets of
-    ``(x, y)``, DataLoaders or ``(X, y)`` pairs (:func:`wdlab.data.from_splits`), or is a
-    Dataset or a source name. ``loss(outputs, targets)`` and ``metric`` replace the task's own
-    (``metric``: a recorded key such as ``"acc"``, a :class:`~wdlab.tasks.Metric`, or a callable
-    where higher is better); ``select`` chooses on ``"loss"`` or a metric key (default: the
-    metric). ``max_batch=1`` trains the configurations one after another: the reference the
-    batched path matches. ``out`` keeps the study (resumable, reportable); without it the store
-    is temporary. The result says which engine path ran and why (``result.engine``).
+    ``torch.manual_seed(seed)``), a :class:`~wdlab.models.ModelSpec` or a built-in kind (``"cnn"``,
+    ``"mlp"``…). ``data`` maps ``train``/``val``/``test`` to map-style Datasets of ``(x, y)``,
+    DataLoaders or ``(X, y)`` pairs (:func:`wdlab.data.from_splits`), or is a Dataset, a source
+    name or a .csv/.parquet path read with ``target=`` (required), ``features=``, ``impute=`` and
+    ``categorical=`` (:func:`wdlab.data.read_table`). ``loss(outputs, targets)`` and ``metric``
+    replace the task's own (``metric``: a recorded key such as ``"acc"``, a
+    :class:`~wdlab.tasks.Metric`, or a callable where higher is better); ``select`` chooses on
+    ``"loss"`` or a metric key (default: the metric). ``max_batch=1`` trains the configurations one
+    after another: the reference the batched path matches. ``out`` keeps the study (resumable,
+    reportable); without it the store is temporary. ``result.engine`` says which path ran and why.
     """
     t0 = time.perf_counter()
-    ds = _dataset(data)
+    ds = _dataset(data, target, features, impute, categorical)
     spec, init_name = _spec(model, ds)
     base = get_task(ds.task)
     custom_metric = metric if metric is not None and not isinstance(metric, str) else None
@@ -119,16 +125,30 @@ def _listed(value: object) -> object:
     return list(value) if isinstance(value, (tuple, list)) else value
 
 
-def _dataset(data: Data) -> Dataset:
+def _dataset(data: Data, *table_args: object) -> Dataset:
+    """The Dataset ``data`` names; ``table_args`` (target, features, impute, categorical): how
+    to read a .csv/.parquet path (refused for any other data). Inputs that are NaN, infinite or
+    beyond float32 are refused, whatever the data came as."""
+    table = dict(zip(("target", "features", "impute", "categorical"), table_args, strict=True))
+    given = [k for k, v in table.items() if v is not None]
+    if given and not (isinstance(data, str) and is_table_path(data)):
+        what = repr(data) if isinstance(data, str) else f"a {type(data).__name__}"
+        keys = ", ".join(f"{k}=" for k in given)
+        raise ValueError(f"{keys} apply to a .csv/.parquet file, and data is {what}")
     if isinstance(data, Dataset):
+        for split, (X, y) in data.splits().items():
+            check_values(f"data {split} inputs", X)
+            check_values(f"data {split} targets", y)
         return data
     if isinstance(data, str):
+        if is_table_path(data):
+            return read_table(data, **{k: _listed(v) for k, v in table.items()})
         return load(data)
     if isinstance(data, Mapping):
         return from_splits(data)
     raise ValueError(
-        f"data must map 'train', 'val', 'test' to Datasets or (X, y), or be a wdlab Dataset or "
-        f"a source name; got {type(data).__name__}"
+        f"data must map 'train', 'val', 'test' to Datasets or (X, y), or be a wdlab Dataset, "
+        f"a source name or a .csv/.parquet path; got {type(data).__name__}"
     )
 
 

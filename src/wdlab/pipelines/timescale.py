@@ -35,7 +35,7 @@ from wdlab.data import load
 from wdlab.models import ModelSpec
 from wdlab.records import RunConfig
 from wdlab.report.timescale import timescale_figure, timescale_table
-from wdlab.timescale import timescales
+from wdlab.timescale import steps_per_epoch, timescales
 from wdlab.trainer import train
 
 #: 0.01 … 31.6, four points a decade.
@@ -84,8 +84,8 @@ class TimescaleSettings:
         return [self.smallest * f for f in self.factors]
 
     def iters_per_epoch(self, n: int) -> int:
-        """M: optimizer steps per epoch on ``n`` rows (the last batch may be short)."""
-        return -(-n // self.batch_size)
+        """M = ⌈N/B⌉: optimizer steps per epoch on ``n`` rows (the last batch may be short)."""
+        return int(steps_per_epoch(n, self.batch_size))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

@@ -1,0 +1,131 @@
+"""Tables without leaks (issue 20 item 7): imputation and standardisation statistics come from
+the training split only, so validation and test rows never move them; ``wdlab.sweep`` reads a
+table with ``target=``, ``features=``, ``impute=`` (and ``categorical=``); a table without a
+target is one line."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+import wdlab
+from wdlab.data import from_arrays, load, read_table, split_indices
+
+N = 60
+
+
+def _frame(seed=0):
+    """60 rows, two classes; column b has holes in rows 0..9 (some land in each split)."""
+    rng = np.random.default_rng(seed)
+    y = np.r_[np.zeros(N // 2), np.ones(N // 2)].astype(int)
+    a = rng.normal(size=N) + y
+    b = rng.normal(loc=5.0, size=N).round(4)
+    b[:10] = np.nan
+    return pd.DataFrame({"a": a, "b": b, "c": rng.integers(0, 3, N), "y": y})
+
+
+def _splits(y, seed=0):
+    """The rows of train, val, test as from_arrays draws them (default sizes)."""
+    return split_indices(len(y), np.unique(y, return_inverse=True)[1], 0.2, 0.2, seed)
+
+
+@pytest.mark.parametrize("impute", ["mean", "median"])
+def test_validation_and_test_rows_do_not_move_the_training_rows(tmp_path, impute):
+    df = _frame()
+    _, val, test = _splits(df["y"].to_numpy())
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    df.to_csv(a, index=False)
+    moved = df.copy()
+    held_out = np.r_[val, test]
+    moved.loc[held_out, ["a", "b"]] = moved.loc[held_out, ["a", "b"]] * 1000 + 77  # wildly off
+    moved.to_csv(b, index=False)
+    one = read_table(str(a), "y", impute=impute)
+    two = read_table(str(b), "y", impute=impute)
+    # the same arithmetic on the same training numbers: equal to the bit
+    assert torch.equal(one.X_train, two.X_train)
+    assert not torch.equal(one.X_test, two.X_test)  # the held-out rows did change
+    assert "training split" in one.meta["impute"] and "training split" in one.meta["standardized"]
+
+
+@pytest.mark.parametrize("impute, fit", [("mean", np.nanmean), ("median", np.nanmedian)])
+def test_missing_values_are_filled_with_the_training_rows_statistic(impute, fit):
+    df = _frame()
+    X, y = df[["a", "b"]].to_numpy(), df["y"].to_numpy()
+    train, val, test = _splits(y)
+    ds = from_arrays(X, y, impute=impute, standardize=False)
+    fill = fit(X[train, 1])
+    assert fill != pytest.approx(fit(X[:, 1]), rel=1e-6)  # all rows would give another value
+    for rows, got in ((train, ds.X_train), (val, ds.X_val), (test, ds.X_test)):
+        holes = np.isnan(X[rows, 1])
+        assert holes.any()
+        assert np.all(got[torch.from_numpy(holes), 1].numpy() == np.float32(fill))
+        kept = got[torch.from_numpy(~holes), 1].numpy()
+        assert np.array_equal(kept, X[rows, 1][~holes].astype(np.float32))
+
+
+def test_nothing_to_impute_from_in_the_training_rows_is_one_line():
+    df = _frame()
+    X, y = df[["a", "b"]].to_numpy(copy=True), df["y"].to_numpy()
+    train, _, _ = _splits(y)
+    X[train, 1] = np.nan
+    with pytest.raises(ValueError, match="no values in the training rows of b"):
+        from_arrays(X, y, impute="mean", columns=["a", "b"])
+
+
+def test_standardisation_uses_the_training_rows_only():
+    df = _frame().drop(columns="b")
+    X, y = df[["a", "c"]].to_numpy(float), df["y"].to_numpy()
+    train, _, test = _splits(y)
+    ds = from_arrays(X, y)
+    mu, sd = X[train].mean(0), X[train].std(0)
+    want = torch.from_numpy((X[test] - mu) / sd).float()
+    assert torch.equal(ds.X_test, want)
+
+
+def make(in_dim):
+    torch.manual_seed(0)
+    return nn.Linear(in_dim, 1)
+
+
+def test_sweep_reads_a_table_with_target_features_and_impute(tmp_path):
+    path = tmp_path / "churn.csv"
+    _frame().to_csv(path, index=False)
+    grid = dict(lr=1e-2, weight_decay=[0.0, 1e-2], epochs=1, batch_size=16)
+    seen = []
+
+    def factory(seed):
+        model = nn.Linear(2, 1)  # a and b: the features asked for, not c
+        seen.append(model.in_features)
+        return model
+
+    result = wdlab.sweep(
+        factory, str(path), target="y", features=["a", "b"], impute="median", **grid
+    )
+    assert seen and result.best is not None
+    facts = result.data
+    assert facts["features"] == ["a", "b"] and facts["target"] == "y"
+    assert facts["impute"] == "median, fitted on the training split"
+    # c as categories: three one-hot columns
+    result = wdlab.sweep(
+        lambda: nn.Linear(5, 1), str(path), target="y", impute="mean", categorical=["c"], **grid
+    )
+    assert result.data["features"] == ["a", "b", "c_0", "c_1", "c_2"]
+
+
+def test_a_table_without_its_target_is_one_line(tmp_path):
+    path = tmp_path / "churn.csv"
+    _frame().to_csv(path, index=False)
+    for call in (
+        lambda: wdlab.sweep(make, str(path), epochs=1),
+        lambda: load(str(path)),
+        lambda: read_table(str(path)),
+    ):
+        with pytest.raises(ValueError, match="name the target column") as info:
+            call()
+        assert "\n" not in str(info.value)
+
+
+def test_table_keywords_on_other_data_are_one_line():
+    with pytest.raises(ValueError, match=r"target= apply to a \.csv/\.parquet file"):
+        wdlab.sweep(make, "wine", target="y", epochs=1)
