@@ -34,6 +34,7 @@ LAYERS = [
         "wdlab.extras",
         "wdlab.devices",
         "wdlab.loading",
+        "wdlab.stats",
     },
 ]
 
