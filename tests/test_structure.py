@@ -35,6 +35,7 @@ LAYERS = [
         "wdlab.devices",
         "wdlab.loading",
         "wdlab.stats",
+        "wdlab.usercode",
     },
 ]
 
