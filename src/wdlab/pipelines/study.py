@@ -157,6 +157,8 @@ def plan_batches(
     """Split configurations into batches: one optimizer class each, within the budget."""
     if not max_memory_mb > 0:
         raise ValueError(f"--max-memory must be > 0 MB, got {max_memory_mb}")
+    if max_batch is not None and max_batch < 1:  # would plan no batch, and wait forever
+        raise ValueError(f"max_batch must be >= 1 (or None), got {max_batch}")
     k = max(1, int(max_memory_mb * 2**20 // max(per_config, 1)))
     if max_batch:
         k = min(k, max_batch)
