@@ -8,6 +8,8 @@ import math
 import random
 import signal
 import sqlite3
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -352,3 +354,56 @@ def test_a_time_limit_restores_an_outer_timer():
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
+
+
+def test_the_identity_is_the_same_in_another_process(tmp_path):
+    """Fingerprints hold no memory addresses or other per-process facts: the same script run
+    twice resumes its study (the second run trains nothing and finds the same runs)."""
+    script = tmp_path / "study.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import json, sys
+            import torch
+            from torch import nn
+            import wdlab
+
+            X = torch.linspace(-1, 1, 120).reshape(60, 2)
+            y = (X[:, 0] > X[:, 1]).long()
+            data = {"train": (X[:40], y[:40]), "val": (X[40:50], y[40:50]),
+                    "test": (X[50:], y[50:])}
+
+            class Net(nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.body = nn.Sequential(nn.Linear(2, 4), nn.Tanh(), nn.Linear(4, 2))
+                    self.act = lambda t: t  # a repr with an address would break the identity
+
+                def forward(self, x):
+                    return self.act(self.body(x))
+
+            smooth = 0.05
+            res = wdlab.sweep(
+                lambda seed: Net(), data, epochs=1, seeds=2, out=sys.argv[1],
+                loss=lambda o, t: nn.functional.cross_entropy(o, t, label_smoothing=smooth),
+                metric=wdlab.Metric(nn.CrossEntropyLoss(), "xent", higher=False),
+            )
+            print(json.dumps([r.final["val_loss"] for r in res.runs]))
+            """
+        )
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, str(script), str(tmp_path / "s")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        for _ in range(2)
+    ]
+    assert [r.returncode for r in runs] == [0, 0], runs[1].stderr[-2000:]
+    assert runs[0].stdout == runs[1].stdout
+    config = load_study(tmp_path / "s").config  # what made the numbers, recorded
+    assert len(config["model"]["fingerprint"]) == 16
+    assert config["train"]["loss"]["name"] == "<lambda>" and config["train"]["loss"]["code"]
+    assert config["decay"]["metric"]["code"] and config["decay"]["rule"] == "default"

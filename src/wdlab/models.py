@@ -183,7 +183,7 @@ _KINDS = [
         "custom",
         "any nn.Module factory, given as module:function",
         _build_custom,
-        lambda spec: f"custom {spec.factory}",
+        lambda spec: f"custom {spec.label or spec.factory}",
     ),
 ]
 

@@ -33,6 +33,7 @@ import inspect
 import math
 import re
 import signal
+import sys
 import threading
 import time
 import types
@@ -229,7 +230,7 @@ def module_fingerprint(model: nn.Module) -> str:
         h.update(_tensor_bytes(t) if isinstance(t, torch.Tensor) else repr(t).encode())
     classes = {type(m) for m in model.modules()}
     for cls in sorted(classes, key=lambda c: f"{c.__module__}.{c.__qualname__}"):
-        if not cls.__module__.startswith("torch."):
+        if not _library(cls):
             h.update(_source(cls).encode())
     return h.hexdigest()[:16]
 
@@ -258,16 +259,32 @@ def _feed(h: Any, obj: object, depth: int) -> None:
         h.update(module_fingerprint(obj).encode())
     elif isinstance(obj, functools.partial):
         _feed(h, (obj.func, obj.args, obj.keywords), depth + 1)
+    elif _library(obj) and isinstance(obj, (type, types.FunctionType)):
+        h.update(f"{obj.__module__}.{obj.__qualname__}".encode())  # by name: stable across versions
     elif isinstance(obj, (types.FunctionType, types.MethodType)):
         fn = getattr(obj, "__func__", obj)
         h.update(_source(fn).encode())
         cells = [c.cell_contents for c in fn.__closure__ or () if _filled(c)]
         _feed(h, (cells, getattr(obj, "__self__", None)), depth + 1)
-    elif isinstance(obj, (type, types.BuiltinFunctionType, types.ModuleType)):
+    elif isinstance(obj, type):
+        h.update(_source(obj).encode())
+    elif isinstance(obj, (types.BuiltinFunctionType, types.ModuleType)):
         h.update(f"{getattr(obj, '__module__', '')}.{getattr(obj, '__qualname__', obj)}".encode())
-    else:  # another object: its class's code and its attributes
-        h.update(_source(type(obj)).encode())
+    else:  # another object: its class (by name, or its code) and its attributes
+        _feed(h, type(obj), depth + 1)
         _feed(h, dict(getattr(obj, "__dict__", {})), depth + 1)
+
+
+def _library(obj: Any) -> bool:
+    """Whether a class or function comes from an installed library or the standard library
+    (torch, numpy, …): named, not hashed by its code, so that a library upgrade is not a new
+    study. The user's own code, an editable install of it included, is hashed."""
+    name = getattr(obj, "__module__", None) or ""
+    root = name.partition(".")[0]
+    if root in sys.stdlib_module_names or root in ("builtins", "torch", "wdlab"):
+        return True
+    path = str(getattr(sys.modules.get(name), "__file__", "") or "")
+    return "site-packages" in path or "dist-packages" in path
 
 
 def _filled(cell: types.CellType) -> bool:

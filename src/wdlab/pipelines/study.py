@@ -400,14 +400,16 @@ def differences(stored: Mapping[str, Any], new: Mapping[str, Any], limit: int = 
             for k in sorted(set(a) | set(b)):
                 walk(a.get(k, _MISSING), b.get(k, _MISSING), f"{path}.{k}" if path else k)
         elif a != b:
-            found.append(f"{path} ({_value(a)} stored, {_value(b)} now)")
+            what = f" ({_MEANS[path]})" if path in _MEANS else ""
+            found.append(f"{path}{what}: {_value(a)} stored, {_value(b)} now")
 
     walk(dict(stored), new, "")
-    more = f" and {len(found) - limit} more" if len(found) > limit else ""
+    more = f"; and {len(found) - limit} more" if len(found) > limit else ""
     return "; ".join(found[:limit]) + more
 
 
 _MISSING = object()
+_MEANS = {"model.fingerprint": "the model built: its structure, initial weights or code"}
 
 
 def _value(v: Any) -> str:
