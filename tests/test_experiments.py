@@ -401,15 +401,16 @@ def test_train_size_subsamples_the_training_split_only():
 def test_a_study_made_before_the_new_keys_keeps_its_identity():
     """Keys added after wdlab 0.2 are left out of the identity at their defaults, so a study
     made by 0.2 (whose stored config lacks them) resumes, in the same default folder."""
-    from wdlab.config import LATER_KEYS
+    from wdlab.config import LATER_KEYS, NOT_IDENTITY
     from wdlab.pipelines import default_out
     from wdlab.store import hash_config
 
     cfg = validate({"data": {"source": "wine"}})
     old = cfg.to_dict()
-    for section, names in LATER_KEYS.items():
-        for name in names:
-            del old[section][name]
+    for keys in (LATER_KEYS, NOT_IDENTITY):  # (keys that change no number: never identity)
+        for section, names in keys.items():
+            for name in names:
+                del old[section][name]
     assert cfg.identity() == old
     assert default_out(cfg).name == f"sweep-wine-{hash_config(old)}"
     changed = validate({"data": {"source": "wine"}, "train": {"select": "loss"}})

@@ -34,6 +34,8 @@ LAYERS = [
         "wdlab.extras",
         "wdlab.devices",
         "wdlab.loading",
+        "wdlab.stats",
+        "wdlab.usercode",
     },
 ]
 

@@ -4,7 +4,7 @@ An experiment has four sections; every key is optional and unknown keys are refu
 
     [data]    source, seed, target, features, impute, task, val_size, test_size, options,
               train_size, categorical
-    [model]   kind, hidden, activation, layernorm, factory, batchnorm, dropout
+    [model]   kind, hidden, activation, layernorm, factory, batchnorm, dropout, factory_timeout
     [train]   optimizer, lr, options, schedule, epochs, batch_size, eval_every, seeds, device,
               precision, select, early_stopping, diagnostics
     [decay]   modes, weight_decay, rule, exclude, include
@@ -46,6 +46,7 @@ from wdlab.optimizers import OPTIMIZERS, optimizer_spec
 from wdlab.records import RunConfig
 from wdlab.tasks import TASKS
 from wdlab.trainer.schedules import SCHEDULES, parse_schedule
+from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT
 
 RULES = {"default": DEFAULT_RULE, "everything": EVERYTHING}
 PRECISIONS = ("fp32", "bf16")
@@ -62,6 +63,8 @@ LATER_KEYS = {
     "model": ("batchnorm", "dropout"),
     "train": ("select", "early_stopping", "diagnostics"),
 }
+# Keys that change no number a run gives: never part of a study's identity.
+NOT_IDENTITY = {"model": ("factory_timeout",)}
 
 
 def parse_float_list(text: str | float | list, key: str) -> list[float]:
@@ -192,6 +195,15 @@ def _diagnostics(v: Any, key: str) -> list[str]:
         if n not in valid:
             raise ValueError(f"{key}: unknown diagnostic {n!r}; valid: {', '.join(valid)}")
     return list(dict.fromkeys(names))
+
+
+def _seconds(v: Any, key: str) -> float:
+    if isinstance(v, str):  # from the command line
+        with contextlib.suppress(ValueError):
+            v = float(v)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+        raise ValueError(f"{key}: expected seconds > 0 (inf: no limit), got {v!r}")
+    return float(v)
 
 
 def _fraction(v: Any, key: str) -> float:
@@ -505,6 +517,13 @@ class ModelConfig(_Section):
     dropout: float = key(
         0.0, _dropout, "probability in [0, 1)", "--dropout", "dropout before the head (cnn)"
     )
+    factory_timeout: float = key(
+        DEFAULT_FACTORY_TIMEOUT,
+        _seconds,
+        "seconds > 0 (inf: no limit)",
+        "--factory-timeout",
+        f"stop a model factory that has not returned after S seconds ({DEFAULT_FACTORY_TIMEOUT:g})",
+    )
 
     def spec(self, ds: Dataset) -> ModelSpec:
         """The ModelSpec, sized to the data (``in_shape`` for signals and images; flat rows
@@ -520,6 +539,7 @@ class ModelConfig(_Section):
             batchnorm=self.batchnorm,
             dropout=self.dropout,
             in_shape=ds.in_shape if len(ds.in_shape) > 1 else (),
+            factory_timeout=self.factory_timeout,
         )
 
 
@@ -668,12 +688,17 @@ class Experiment:
 
     def identity(self) -> dict[str, dict[str, Any]]:
         """What identifies a study (hashed by the store and the default folder name): the
-        plain dict without the keys of :data:`LATER_KEYS` that are at their defaults."""
+        plain dict without the keys of :data:`LATER_KEYS` that are at their defaults, and
+        without :data:`NOT_IDENTITY` (a user's factory adds its fingerprint when it is built:
+        :func:`wdlab.pipelines.study.run_study`)."""
         out = self.to_dict()
         for section, names in LATER_KEYS.items():
             for f, _ in section_keys(section):
                 if f.name in names and out[section][f.name] == f.default_factory():
                     del out[section][f.name]
+        for section, names in NOT_IDENTITY.items():
+            for name in names:
+                del out[section][name]
         return out
 
     def grid_size(self) -> int:

@@ -9,7 +9,6 @@ module (the CNN, a user's factory) runs through ``torch.func`` (:mod:`wdlab.func
 
 from __future__ import annotations
 
-import inspect
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,8 @@ from torch import Tensor, nn
 from wdlab.cnn import CNN, GroupedCNN
 from wdlab.func import FuncForward
 from wdlab.loading import load_callable
+from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT, call_factory, factory_arguments
+from wdlab.usercode import check_module as check_module  # the trainer's check of a built module
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "sigmoid": torch.sigmoid,
@@ -116,43 +117,18 @@ def _mlp_sizes(spec: ModelSpec) -> str:
 
 
 def _build_custom(spec: ModelSpec, seed: int | None = None) -> nn.Module:
-    """Call the factory with what it asks for by name: ``in_dim``, ``out_dim``, ``seed``."""
+    """The user's factory called the one way, from ``wdlab sweep --model`` and ``wdlab.sweep``
+    alike: torch seeded with ``seed`` (0 for a template built without one), the seed and the
+    sizes given by name where it asks for them (:func:`wdlab.usercode.factory_arguments`),
+    within ``spec.factory_timeout``."""
     factory = resolve_factory(spec.factory)
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):  # a builtin without a signature
-        params = {}
-    # a template built without a configuration (shapes, memory) gets seed 0, never None
-    wants = {"in_dim": spec.in_dim, "out_dim": spec.out_dim, "seed": 0 if seed is None else seed}
-    kwargs = {k: v for k, v in wants.items() if k in params}
-    return call_factory(factory, spec.factory, **kwargs)
-
-
-def call_factory(
-    factory: Callable[..., object], name: object, *args: object, **kw: object
-) -> nn.Module:
-    """Run a user's model factory; anything it raises (or a non-module it returns) becomes one
-    ``ValueError`` line naming the factory and the first line of the error."""
-    label = name if isinstance(name, str) else getattr(factory, "__qualname__", repr(factory))
-    try:
-        model = factory(*args, **kw)
-    except (Exception, SystemExit) as exc:  # user code: KeyboardInterrupt still stops us
-        text = str(exc).strip()
-        if isinstance(exc, SystemExit):
-            what = f"raised SystemExit: it called sys.exit({text})"
-        else:
-            what = f"raised {type(exc).__name__}" + (f": {text.splitlines()[0]}" if text else "")
-        raise ValueError(f"model factory {label!r} {what}") from None
-    return check_module(model, label)
-
-
-def check_module(model: object, what: object) -> nn.Module:
-    """``model`` if it is an ``nn.Module``, else a one-line ``ValueError``."""
-    if not isinstance(model, nn.Module):
-        raise ValueError(
-            f"model factory {what!r} returned a {type(model).__name__}, not a torch.nn.Module"
-        )
-    return model
+    label = spec.factory if isinstance(spec.factory, str) else spec.label
+    seed = 0 if seed is None else seed
+    offered = {"seed": seed, "in_dim": spec.in_dim, "out_dim": spec.out_dim}
+    args, kwargs = factory_arguments(factory, label, offered)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return call_factory(factory, label, args, kwargs, spec.factory_timeout)
 
 
 _KINDS = [
@@ -207,7 +183,7 @@ _KINDS = [
         "custom",
         "any nn.Module factory, given as module:function",
         _build_custom,
-        lambda spec: f"custom {spec.factory}",
+        lambda spec: f"custom {spec.label or spec.factory}",
     ),
 ]
 
@@ -223,7 +199,9 @@ class ModelSpec:
     example's shape where inputs are not flat (signals, images). ``hidden`` gives the hidden
     sizes (the channels for ``cnn``); ``batchnorm`` and ``dropout`` apply to ``cnn``. For
     ``custom``, ``factory`` is a callable (or ``"module:function"``) returning an ``nn.Module``;
-    it is called with ``in_dim``, ``out_dim`` and ``seed`` as keywords when it accepts them.
+    it is called with ``seed``, ``in_dim`` and ``out_dim`` as keywords where it has parameters
+    of those names (a single required parameter of another name gets the seed), and stopped
+    after ``factory_timeout`` seconds (None: no limit); ``label`` names it in messages.
     """
 
     kind: str = "seed-mlp"
@@ -236,6 +214,8 @@ class ModelSpec:
     batchnorm: bool = False
     dropout: float = 0.0
     in_shape: tuple[int, ...] = ()
+    factory_timeout: float | None = field(default=DEFAULT_FACTORY_TIMEOUT, compare=False)
+    label: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -255,8 +235,9 @@ class ModelSpec:
         return MODEL_KINDS[self.kind]
 
     def build(self, seed: int | None = None) -> nn.Module:
-        """One freshly initialised ``nn.Module`` (draws from torch's global RNG); a custom
-        factory with a ``seed`` parameter is given ``seed`` (0 when ``None``)."""
+        """One freshly initialised ``nn.Module``: built-in kinds draw from torch's global RNG;
+        a custom factory runs with torch seeded by ``seed`` (0 when ``None``) and is given it
+        (see :func:`_build_custom`)."""
         return self.model_kind.build(self, seed)
 
     def describe(self) -> str:

@@ -15,20 +15,27 @@ The rule (documented in the README, tested in ``tests/test_selection.py``):
   competes only if every seed finished (status ``done``) with a finite score: a setting that
   diverged for one seed is not chosen on its lucky seeds.
 * **Noise.** Seeds are paired: seed *s* has the same initial weights and data order at every
-  weight decay. The noise of a comparison between weight decays *a* and *b* is the standard
-  error of their seed-by-seed differences, ``SE = stdev(a_s − b_s) / √n`` (sample standard
-  deviation, n − 1), over the seeds both have. With fewer than two common seeds the SE is
-  undefined: ties are then exact ties only, and no gain counts as measurable.
-* **Ties.** Two weight decays tie when their means differ by at most one SE. Among the weight
-  decays that tie with the best mean, the **smallest** is chosen (wd = 0 included when the
-  mode's grid has it): the burden of proof is on decay, so a larger weight decay is chosen only
-  when the data tell it apart from a smaller one. When the best mean is measurably better than
-  wd = 0, only weight decays that are themselves measurably better than wd = 0 may take its
-  place, so a tie-break never turns a measured gain into "no gain".
-* **Better than zero.** ``better_than_zero`` is true when the chosen weight decay's mean
-  validation score beats wd = 0's (the ``none`` reference at that lr, or the mode's own wd = 0)
-  by more than one SE of their seed-by-seed differences. Otherwise the row's verdict is "no
-  measurable gain from weight decay here".
+  weight decay. Weight decay *a* is compared with *b* by a **one-sided paired t-test** on their
+  seed-by-seed differences (over the seeds both have): ``t = mean(d) / (stdev(d) / √n)`` with
+  n − 1 degrees of freedom (:mod:`wdlab.stats`, no scipy). Differences with no spread beyond
+  float32 rounding make t infinite: the same lead on every seed counts (p = 0), no lead at all
+  is a tie (p = 1). (Seeds that duplicate each other would make such spurious leads: a model
+  factory that gives two seeds the same weights is refused at the start.)
+* **Ties.** A weight decay ties with the best mean unless the best beats it in that test at
+  level :data:`ALPHA` (with one seed: unless the means differ at all). Among the weight decays
+  that tie with the best mean, the **smallest** is chosen (wd = 0 included when the mode's grid
+  has it): the burden of proof is on decay, so a larger weight decay is chosen only when the
+  data tell it apart from a smaller one. When the best mean is better than wd = 0 (below), only
+  weight decays that are themselves better than wd = 0 may take its place, so a tie-break never
+  turns a measured gain into "no gain".
+* **Better than zero.** ``better_than_zero`` is true when the chosen weight decay beats wd = 0
+  (the ``none`` reference at that lr, or the mode's own wd = 0) in that test at level
+  :data:`ALPHA` / m, m the number of weight decays > 0 competing for that (mode, lr)
+  (Bonferroni). So whatever weight decay the choice picks, the chance that a (mode, lr) row
+  says "better than wd = 0" for a weight decay that is not better is at most 5% (given
+  roughly normal seed-by-seed differences, the t-test's assumption). With fewer than
+  :data:`MIN_SEEDS` seeds the verdict is "too few seeds to tell" and names how many are needed;
+  otherwise a gain the test does not support is "no measurable gain from weight decay here".
 """
 
 from __future__ import annotations
@@ -40,11 +47,21 @@ from dataclasses import dataclass
 from typing import Any
 
 from wdlab.records import RunResult
+from wdlab.stats import t_sf
 from wdlab.tasks import get_task
 
 NO_GAIN = "no measurable gain from weight decay here"
 GAIN = "better than wd = 0"
 REFERENCE = "wd = 0 reference"
+TOO_FEW = "too few seeds to tell"
+#: The error rate of "better than wd = 0" per (mode, lr) row, and the level of the tie test.
+ALPHA = 0.05
+#: Seeds a verdict needs: with two, the t-test has one degree of freedom and no way to see
+#: whether the differences are anywhere near normal; below it the verdict is "too few seeds".
+MIN_SEEDS = 3
+#: Seed-by-seed differences whose spread is below this fraction of the scores have none (the
+#: metrics are float32: a few units of its rounding, 1.2e-7).
+SPREAD = 1e-6
 #: Whether higher is better, for the metric keys wdlab records.
 HIGHER = {"acc": True, "r2": True, "loss": False, "rmse": False}
 #: Display names of the metric keys.
@@ -110,9 +127,10 @@ def describe(c: Criterion, seeds: int = 0) -> str:
     over = f"mean over {seeds} seeds" if seeds > 1 else "one seed: no noise estimate"
     return (
         f"chosen on validation {c.name} ({over}, each run {epoch}) among the weight decays "
-        "swept for each mode; those within one standard error of the best mean tie, and the "
-        "smallest of them is chosen; 'better than wd = 0' needs a gain larger than one "
-        "standard error of the seed-by-seed differences"
+        "swept for each mode: the smallest one that the best mean does not beat in a one-sided "
+        f"paired t-test over seeds ({ALPHA:.0%}); 'better than wd = 0' needs at least "
+        f"{MIN_SEEDS} seeds and that test at {ALPHA:.0%} / (the number of weight decays swept), "
+        f"so at most a {ALPHA:.0%} chance per (mode, lr) of claiming a gain that is not there"
     )
 
 
@@ -176,33 +194,72 @@ def se_diff(a: Scores, b: Scores) -> float:
     return statistics.stdev(d) / math.sqrt(len(d)) if len(d) >= 2 else math.nan
 
 
-def _ties(a: Scores, b: Scores) -> bool:
-    """Whether a's and b's mean validation scores differ by at most one SE (exactly equal,
-    to float rounding, when the SE is undefined)."""
-    ma, mb = _mean(a), _mean(b)
-    se = se_diff(a, b)
-    tol = se if math.isfinite(se) else 1e-12 * max(1.0, abs(ma), abs(mb))
-    return abs(ma - mb) <= tol
+@dataclass(frozen=True)
+class Paired:
+    """A one-sided paired comparison "a beats b" over n common seeds: the mean gain (in the
+    better direction), its standard error and the p-value (NaN with fewer than two seeds)."""
+
+    n: int
+    gain: float
+    se: float
+    p: float
 
 
-def gain(a: Scores, ref: Scores, higher: bool) -> tuple[float, float, bool]:
-    """(gain of a over ref in the better direction, its SE, whether it exceeds one SE)."""
-    g = _mean(a) - _mean(ref)
-    g = g if higher else -g
-    se = se_diff(a, ref)
-    return g, se, bool(math.isfinite(se) and math.isfinite(g) and g > se)
+def paired(a: Scores, b: Scores, higher: bool) -> Paired:
+    """The one-sided paired t-test (n − 1 degrees of freedom) that a's validation scores beat
+    b's, seed by seed (a lead with no spread beyond float32 rounding: p = 0, or 1 if none)."""
+    pairs = [(a[s][0], b[s][0]) for s in sorted(set(a) & set(b))]
+    pairs = [(x, y) for x, y in pairs if math.isfinite(x) and math.isfinite(y)]
+    d = [(x - y) if higher else (y - x) for x, y in pairs]
+    n = len(d)
+    if n < 2:
+        return Paired(n, d[0] if d else math.nan, math.nan, math.nan)
+    g, sd = statistics.fmean(d), statistics.stdev(d)
+    se = sd / math.sqrt(n)
+    tol = SPREAD * max(1e-30, *(abs(v) for pair in pairs for v in pair))
+    if sd <= tol:  # the same lead on every seed: t is ±infinite, or 0/0 (no lead at all)
+        return Paired(n, g, se, 0.0 if g > tol else 1.0)
+    return Paired(n, g, se, t_sf(g / se, n - 1))
+
+
+def _ties(a: Scores, best: Scores, higher: bool) -> bool:
+    """Whether a ties with the best: the best does not beat it in the paired test at level
+    ALPHA (with one seed: their means are equal, to float rounding)."""
+    test = paired(best, a, higher)
+    if test.n >= 2:
+        return not test.p < ALPHA
+    ma, mb = _mean(a), _mean(best)
+    return abs(ma - mb) <= 1e-12 * max(1.0, abs(ma), abs(mb))
+
+
+def beats_zero(a: Scores, ref: Scores, higher: bool, m: int = 1) -> bool:
+    """Whether a beats wd = 0's scores ``ref``: at least MIN_SEEDS common seeds and the paired
+    test's p-value below ALPHA / m (m: the weight decays competing, Bonferroni)."""
+    test = paired(a, ref, higher)
+    return test.n >= MIN_SEEDS and test.p < ALPHA / max(m, 1)
+
+
+def _candidates(by_wd: Mapping[float, Scores]) -> dict[float, Scores]:
+    """The weight decays whose every seed has a finite validation score."""
+    return {w: s for w, s in by_wd.items() if s and all(math.isfinite(v[0]) for v in s.values())}
+
+
+def family(by_wd: Mapping[float, Scores]) -> int:
+    """m: how many weight decays > 0 compete (the Bonferroni divisor of ALPHA), at least 1."""
+    return max(1, sum(w != 0 for w in _candidates(by_wd)))
 
 
 def choose(by_wd: Mapping[float, Scores], ref: Scores | None, higher: bool) -> tuple[float, float]:
     """(chosen weight decay, the weight decay with the best mean) among candidates whose every
     seed has a finite validation score, by the rule of this module."""
-    cands = {w: s for w, s in by_wd.items() if s and all(math.isfinite(v[0]) for v in s.values())}
+    cands = _candidates(by_wd)
     if not cands:
         raise ValueError("no weight decay has a finite validation score for every seed")
     best = min(cands, key=lambda w: ((-1 if higher else 1) * _mean(cands[w]), w))
-    tied = [w for w in cands if _ties(cands[w], cands[best])]
-    if ref is not None and gain(cands[best], ref, higher)[2]:
-        tied = [w for w in tied if gain(cands[w], ref, higher)[2]]
+    tied = [w for w in cands if _ties(cands[w], cands[best], higher)]
+    m = family(cands)
+    if ref is not None and beats_zero(cands[best], ref, higher, m):
+        tied = [w for w in tied if beats_zero(cands[w], ref, higher, m)]
     return min(tied), best
 
 
@@ -256,32 +313,29 @@ def select(
             chosen, best = choose(by_wd, ref, c.higher)
         except ValueError:
             continue  # every weight decay diverged for some seed: nothing to choose
-        rows.append(_row(mode, lr, chosen, best, by_wd[chosen], ref, wds[chosen], c))
+        m = family(by_wd)
+        rows.append(_row(mode, lr, (chosen, best, m), by_wd[chosen], ref, wds[chosen], c))
     return rows
 
 
 def _row(
     mode: str,
     lr: float,
-    chosen: float,
-    best: float,
+    choice: tuple[float, float, int],
     scores: Scores,
     ref: Scores | None,
     runs: Sequence[RunResult],
     c: Criterion,
 ) -> dict[str, Any]:
-    """One selection row: the issue's names, the legacy ones, the verdict and its numbers."""
+    """One selection row: the issue's names, the legacy ones, the verdict and its numbers.
+    ``choice``: (chosen weight decay, the best mean's, m the weight decays competing)."""
+    chosen, best, m = choice
     tests = [s[1] for s in scores.values()]
     test_std = statistics.stdev(tests) if len(tests) > 1 else 0.0
-    g, se, measured = gain(scores, ref, c.higher) if ref is not None else (math.nan,) * 2 + (False,)
-    if mode == "none":
-        verdict, measured = REFERENCE, False
-    elif ref is None:
-        verdict = "no wd = 0 run to compare with"
-    elif measured:
-        verdict = GAIN
-    else:
-        verdict = NO_GAIN if math.isfinite(se) else f"{NO_GAIN} (one seed: no noise estimate)"
+    test = paired(scores, ref, c.higher) if ref is not None else Paired(0, *(math.nan,) * 3)
+    measured = ref is not None and beats_zero(scores, ref, c.higher, m)
+    verdict = _verdict(mode, ref is not None, test.n, measured)
+    measured = measured and mode != "none"
     val, test_mean = _mean(scores), statistics.fmean(tests)
     test_zero = _mean(ref, 1) if ref is not None else math.nan
     tau = {k: _num(runs[0].final.get(k)) for k in ("tau_iter", "tau_epoch")}
@@ -296,8 +350,10 @@ def _row(
         "better_than_zero": measured,
         "verdict": verdict,
         "val_at_zero": _mean(ref) if ref is not None else math.nan,
-        "gain": _num(g),  # NaN itself when not finite
-        "gain_se": _num(se),
+        "gain": _num(test.gain),  # NaN itself when not finite
+        "gain_se": _num(test.se),
+        "p_value": _num(test.p),
+        "level": ALPHA / m,  # the p-value a gain must be under (ALPHA / m, Bonferroni)
         "best_mean_wd": best,
         "metric": c.key,
         "metric_name": c.name,
@@ -314,6 +370,23 @@ def _row(
         f"test_{c.key}_at_wd0": test_zero,
         "seeds": len(tests),
     }
+
+
+def _verdict(mode: str, has_ref: bool, n: int, measured: bool) -> str:
+    """The verdict in words, for a row whose chosen weight decay was compared with wd = 0 over
+    ``n`` common seeds."""
+    if mode == "none":
+        return REFERENCE
+    if not has_ref:
+        return "no wd = 0 run to compare with"
+    if n < MIN_SEEDS:
+        return too_few(n)
+    return GAIN if measured else NO_GAIN
+
+
+def too_few(n: int) -> str:
+    """The verdict with ``n`` < MIN_SEEDS seeds, naming how many the test needs."""
+    return f"{TOO_FEW} ({n} seed{'s' if n != 1 else ''}; the test needs {MIN_SEEDS} or more)"
 
 
 def representative(runs: Sequence[RunResult]) -> list[RunResult]:

@@ -165,7 +165,9 @@ def batch_of(obj: object, where: str) -> Batch:
     y = _tensor(y, f"{where}: y")
     if not parts(x):
         raise ValueError(f"{where}: x is an empty {type(x).__name__}")
-    sizes = {int(t.shape[0]) if t.dim() else 1 for t in [*parts(x), y]}
-    if len(sizes) > 1:
-        raise ValueError(f"{where}: x and y hold different numbers of examples {sorted(sizes)}")
+    size = lambda t: int(t.shape[0]) if t.dim() else 1  # noqa: E731
+    inputs = sorted({size(t) for t in parts(x)})
+    if len(inputs) > 1 or inputs[0] != size(y):
+        n_x = " or ".join(map(str, inputs))
+        raise ValueError(f"{where}: {n_x} inputs but {size(y)} targets")
     return x, y

@@ -8,7 +8,6 @@ Datasets or tensors, an optional loss and metric.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,10 +21,12 @@ from wdlab.config import validate
 from wdlab.data import Dataset, from_splits, is_table_path, load, read_table
 from wdlab.data.arrays import check_values
 from wdlab.decay import DEFAULT_RULE, DecayRule
-from wdlab.models import ModelSpec, call_factory
+from wdlab.models import ModelSpec
+from wdlab.pipelines import checks
 from wdlab.pipelines.results import SweepResult
 from wdlab.pipelines.study import DEFAULT_MAX_MEMORY_MB, Study, run_study
-from wdlab.tasks import Metric, custom_task, get_task
+from wdlab.tasks import Metric, Task, custom_task, get_task
+from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT, code_fingerprint
 
 Model = Callable[..., nn.Module] | ModelSpec | str
 Data = Mapping[str, Any] | Dataset | str
@@ -48,7 +49,7 @@ def sweep(
     max_batch: int | None = None,
     out: str | Path | None = None,
     device: str | None = None,
-    rule: DecayRule = DEFAULT_RULE,
+    rule: DecayRule | str = DEFAULT_RULE,
     options: Mapping[str, Any] | None = None,
     eval_every: int = 1,
     early_stopping: bool = False,
@@ -59,34 +60,41 @@ def sweep(
     features: Sequence[str] | None = None,
     impute: str | None = None,
     categorical: Sequence[str] | None = None,
+    factory_timeout: float | None = DEFAULT_FACTORY_TIMEOUT,
 ) -> SweepResult:
     """Sweep weight decay × lr × mode × seed for ``model`` on ``data``; choose on validation.
 
-    ``model`` is a factory ``seed -> nn.Module`` (or one of no argument: it is called after
-    ``torch.manual_seed(seed)``), a :class:`~wdlab.models.ModelSpec` or a built-in kind (``"cnn"``,
+    ``model`` is a factory returning an ``nn.Module``, called after ``torch.manual_seed(seed)``
+    with ``seed``, ``in_dim`` and ``out_dim`` by keyword where it has parameters of those names
+    (``def make(seed=0)`` gets each seed; a single required parameter of another name gets it
+    positionally), and stopped after ``factory_timeout`` seconds (``None``: no limit); or
+    ``"path/file.py:make"``, a :class:`~wdlab.models.ModelSpec`, or a built-in kind (``"cnn"``,
     ``"mlp"``…). ``data`` maps ``train``/``val``/``test`` to map-style Datasets of ``(x, y)``,
     DataLoaders or ``(X, y)`` pairs (:func:`wdlab.data.from_splits`), or is a Dataset, a source
-    name or a .csv/.parquet path read with ``target=`` (required), ``features=``, ``impute=`` and
-    ``categorical=`` (:func:`wdlab.data.read_table`). ``loss(outputs, targets)`` and ``metric``
-    replace the task's own (``metric``: a recorded key such as ``"acc"``, a
+    name or a .csv/.parquet path read with ``target=`` (required), ``features=``, ``impute=``
+    and ``categorical=`` (:func:`wdlab.data.read_table`). ``loss(outputs, targets)`` and
+    ``metric`` replace the task's own (``metric``: a recorded key such as ``"acc"``, a
     :class:`~wdlab.tasks.Metric`, or a callable where higher is better); ``select`` chooses on
-    ``"loss"`` or a metric key (default: the metric). ``max_batch=1`` trains the configurations one
-    after another: the reference the batched path matches. ``out`` keeps the study (resumable,
-    reportable); without it the store is temporary. ``result.engine`` says which path ran and why.
+    ``"loss"`` or a metric key (default: the metric). ``rule`` says which tensors decay: a
+    :class:`~wdlab.decay.DecayRule` or a name (``"default"``, ``"everything"``, ``"timm"``,
+    ``"nanogpt"``, ``"hf"``). ``max_batch=1`` trains the configurations one after another: the
+    reference the batched path matches. ``out`` keeps the study (resumable, reportable);
+    without it the store is temporary. ``result.engine`` says which path ran and why.
     """
     t0 = time.perf_counter()
-    ds = _dataset(data, target, features, impute, categorical)
-    spec, init_name = _spec(model, ds)
-    base = get_task(ds.task)
-    custom_metric = metric if metric is not None and not isinstance(metric, str) else None
-    task = custom_task(base, loss, custom_metric) if (loss or custom_metric) else None
+    checks.check_arguments(max_batch, max_memory_mb, out, factory_timeout)
+    rule = checks.decay_rule(rule)
+    table = (target, features, impute, categorical)
+    ds = checks.checked_data(lambda d: _dataset(d, *table), data)
+    spec, init_name = _spec(model, ds, factory_timeout)
+    task = _task(ds, loss, metric)
     chosen_on = select or (metric if isinstance(metric, str) else None) or "auto"
     config = validate(
         {
             "train": {
                 "optimizer": optimizer,
                 "lr": _listed(lr),
-                "seeds": list(range(seeds)) if isinstance(seeds, int) else list(seeds),
+                "seeds": checks.seed_list(seeds),
                 "epochs": epochs,
                 "batch_size": batch_size or 0,
                 "eval_every": eval_every,
@@ -99,26 +107,41 @@ def sweep(
         }
     )
     kw = config.train.train_kwargs(shuffle_seed=0) | {"rule": rule, "task": task}
-    if task is not None:  # stored with the data facts: the choice needs its direction
-        ds.meta["metric"] = {"key": task.metric, "higher": task.higher}
-    described = _describe(config.to_dict(), init_name, ds, loss, metric, task)
+    described = _describe(config.to_dict(), init_name, ds, (loss, metric), rule)
     study = Study(Path(), name or "", described, described, ds, spec, config.grid(), kw)
-    if out is not None:
-        study.directory, study.name = Path(out), name or Path(out).name
-        return _run(study, max_batch, max_memory_mb, progress, t0)
-    with tempfile.TemporaryDirectory(prefix="wdlab-sweep-") as tmp:
-        study.directory, study.name = Path(tmp) / "study", name or ds.name
-        result = _run(study, max_batch, max_memory_mb, progress, t0)
-    result.directory = None
-    return result
+    return _run(study, out, name, max_batch, max_memory_mb, progress, t0)
+
+
+def _task(ds: Dataset, loss: object, metric: object) -> Task | None:
+    """The data's task with the user's loss and metric (None: neither given); the metric's key
+    and direction join the data facts (the choice is read back with them)."""
+    custom_metric = metric if metric is not None and not isinstance(metric, str) else None
+    if not (loss or custom_metric):
+        return None
+    task = custom_task(get_task(ds.task), loss, custom_metric)
+    ds.meta["metric"] = {"key": task.metric, "higher": task.higher}
+    return task
 
 
 def _run(
-    study: Study, max_batch: int | None, max_memory_mb: float, progress: bool, t0: float
+    study: Study,
+    out: str | Path | None,
+    name: str | None,
+    max_batch: int | None,
+    max_memory_mb: float,
+    progress: bool,
+    t0: float,
 ) -> SweepResult:
-    return run_study(
-        study, max_batch=max_batch, max_memory_mb=max_memory_mb, progress=progress, t0=t0
-    )
+    """Train ``study`` into ``out`` (kept), or into a temporary store that is then deleted."""
+    kw = {"max_batch": max_batch, "max_memory_mb": max_memory_mb, "progress": progress, "t0": t0}
+    if out is not None:
+        study.directory, study.name = Path(out), name or Path(out).name
+        return run_study(study, **kw)
+    with tempfile.TemporaryDirectory(prefix="wdlab-sweep-") as tmp:
+        study.directory, study.name = Path(tmp) / "study", name or study.data.name
+        result = run_study(study, **kw)
+    result.directory = None
+    return result
 
 
 def _listed(value: object) -> object:
@@ -152,49 +175,41 @@ def _dataset(data: Data, *table_args: object) -> Dataset:
     )
 
 
-def _spec(model: Model, ds: Dataset) -> tuple[ModelSpec, str]:
-    """The ModelSpec for ``model``, sized to the data, and how to name the model."""
+def _spec(model: Model, ds: Dataset, timeout: float | None) -> tuple[ModelSpec, str]:
+    """The ModelSpec for ``model``, sized to the data, and how to name the model. A factory
+    becomes a ``custom`` spec: it is built the one way ``wdlab sweep --model`` builds it."""
     sizes = {"in_dim": ds.in_dim, "out_dim": ds.out_dim, "in_shape": ds.in_shape}
     if isinstance(model, ModelSpec):
         return model, model.describe()
+    if isinstance(model, str) and ":" in model:  # "module:function" or "path/file.py:function"
+        spec = ModelSpec("custom", factory=model, factory_timeout=timeout, label=model, **sizes)
+        return spec, model
     if isinstance(model, str):
         return ModelSpec(model, **sizes), model
     if not callable(model):
         raise ValueError(f"model must be a factory, a ModelSpec or a model kind, got {model!r}")
     label = getattr(model, "__qualname__", type(model).__name__)
-    takes_seed = _positional(model) >= 1
-
-    def factory(seed: int | None = None) -> nn.Module:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed or 0)
-            return call_factory(model, label, *([seed or 0] if takes_seed else []))
-
-    return ModelSpec("custom", factory=factory, **sizes), label
-
-
-def _positional(fn: Callable[..., object]) -> int:
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return 0
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return sum(p.kind in kinds and p.default is p.empty for p in params)
+    spec = ModelSpec("custom", factory=model, factory_timeout=timeout, label=label, **sizes)
+    return spec, label
 
 
 def _describe(
-    config: dict, model: str, ds: Dataset, loss: object, metric: object, task: object
+    config: dict, model: str, ds: Dataset, code: tuple[object, object], rule: DecayRule
 ) -> dict[str, Any]:
-    """The study's config as stored: the grid and training keys, and names and fingerprints of
-    the Python objects (a changed model, data, loss or metric is another study)."""
+    """The study's config as stored: the grid and training keys, the decay rule, and names and
+    fingerprints of the Python objects: a changed model (its fingerprint is added when it is
+    built: :func:`wdlab.pipelines.study.run_study`), data, loss or metric is another study."""
     digest = hashlib.sha256()
     for split, (X, y) in ds.splits().items():
         digest.update(split.encode())
         digest.update(X.detach().cpu().float().numpy().tobytes())
         digest.update(y.detach().cpu().numpy().tobytes())
     name = lambda f: getattr(f, "__qualname__", getattr(f, "name", repr(f)))  # noqa: E731
+    loss, metric = code
+    given = lambda f: {"name": name(f), "code": code_fingerprint(f)} if f else None  # noqa: E731
     return {
         "model": {"factory": model},
         "data": {"name": ds.name, "fingerprint": digest.hexdigest()[:16], "shape": ds.in_shape},
-        "train": config["train"] | {"loss": name(loss) if loss else None},
-        "decay": config["decay"] | {"metric": name(metric) if metric else None},
+        "train": config["train"] | {"loss": given(loss)},
+        "decay": config["decay"] | {"metric": given(metric), "rule": checks.rule_identity(rule)},
     }

@@ -19,6 +19,7 @@ but the study's store.
 
 from __future__ import annotations
 
+import json
 import math
 import tempfile
 import time
@@ -37,6 +38,7 @@ from wdlab.devices import DEFAULT_MAX_MEMORY_MB, available_memory, gib, resolve_
 from wdlab.diagnostics import DIAGNOSTICS
 from wdlab.executors import Batch, Executor, LocalExecutor
 from wdlab.extras import require
+from wdlab.jsonsafe import dumps
 from wdlab.models import ModelSpec, activations_per_example
 from wdlab.optimizers import optimizer_spec
 from wdlab.params import EVAL_CHUNK
@@ -44,6 +46,7 @@ from wdlab.pipelines.results import SweepResult
 from wdlab.records import RunConfig
 from wdlab.store import Store, StoreError, hash_config, worker_id
 from wdlab.trainer import Plan
+from wdlab.usercode import check_seeds_differ, module_fingerprint
 from wdlab.version import __version__
 
 PROCESS_BASELINE_MB = 500  # Python + torch + wdlab + a small data set, outside the budget
@@ -154,6 +157,8 @@ def plan_batches(
     """Split configurations into batches: one optimizer class each, within the budget."""
     if not max_memory_mb > 0:
         raise ValueError(f"--max-memory must be > 0 MB, got {max_memory_mb}")
+    if max_batch is not None and max_batch < 1:  # would plan no batch, and wait forever
+        raise ValueError(f"max_batch must be >= 1 (or None), got {max_batch}")
     k = max(1, int(max_memory_mb * 2**20 // max(per_config, 1)))
     if max_batch:
         k = min(k, max_batch)
@@ -308,7 +313,7 @@ def run_study(
     and return the study as read back from its store."""
     t0 = time.perf_counter() if t0 is None else t0
     ds, spec, kw = study.data, study.spec, study.train_kwargs
-    model = _meta_build(spec)  # one build (a user's factory runs once) for memory and the table
+    model = _template(study)  # for memory and the table (a user's factory: checked, identified)
     per_config = bytes_per_config(
         spec,
         ds,
@@ -324,9 +329,7 @@ def run_study(
     check_budget(per_config, max_memory_mb, device)
     table = decay_table(model, kw["rule"]).to_dict()
     with Store(study.directory) as store:
-        store.init_study(
-            study.name, study.config, study.configs, __version__, identity=study.identity
-        )
+        _init_study(store, study)
         store.set_data({"name": ds.name, **ds.meta, "decay_table": table}, ds.task)
         owner = worker_id()
         store.register(owner)
@@ -343,6 +346,77 @@ def run_study(
         finally:  # on Ctrl-C too: what this process still holds goes back to pending
             store.unregister(owner)
     return load_study(study.directory)
+
+
+def _template(study: Study) -> torch.nn.Module:
+    """One build of the model, for the memory estimate and the decay table. A user's factory
+    is built at the study's first two seeds (the same weights for both are refused: the seeds
+    would be duplicates), and the first build's fingerprint joins the study's identity (a
+    changed model is another study)."""
+    spec = study.spec
+    if spec.kind != "custom":
+        return _meta_build(spec)
+    seeds = list(dict.fromkeys(c.seed for c in study.configs))
+    first = spec.build(seeds[0])
+    if len(seeds) > 1:
+        label = spec.factory if isinstance(spec.factory, str) else spec.label
+        check_seeds_differ(first, spec.build(seeds[1]), seeds[:2], label)
+    fp = module_fingerprint(first)
+    for d in (study.config, study.identity):
+        d["model"] = {**d.get("model", {}), "fingerprint": fp}
+    return first
+
+
+def _init_study(store: Store, study: Study) -> None:
+    """Create the study in its store, or check that the store holds this same study: another
+    is refused in one line naming what differs (nothing stored is changed)."""
+    try:
+        store.init_study(
+            study.name, study.config, study.configs, __version__, identity=study.identity
+        )
+    except StoreError:
+        raise
+    except ValueError as exc:
+        info = store.study()
+        if info is None or "holds another study" not in str(exc):
+            raise
+        changed = differences(info["config"], study.config)
+        if not changed:
+            raise
+        raise ValueError(
+            f"{study.directory} holds another study: {changed}; choose another out= (--out) to "
+            "start a new one (the stored study is left as it is)"
+        ) from None
+
+
+def differences(stored: Mapping[str, Any], new: Mapping[str, Any], limit: int = 3) -> str:
+    """What differs between a stored study's config and a new one, in a few words: up to
+    ``limit`` dotted keys with both values."""
+    new = json.loads(dumps(new, sort_keys=True))
+    found: list[str] = []
+
+    def walk(a: Any, b: Any, path: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k, _MISSING), b.get(k, _MISSING), f"{path}.{k}" if path else k)
+        elif a != b:
+            what = f" ({_MEANS[path]})" if path in _MEANS else ""
+            found.append(f"{path}{what}: {_value(a)} stored, {_value(b)} now")
+
+    walk(dict(stored), new, "")
+    more = f"; and {len(found) - limit} more" if len(found) > limit else ""
+    return "; ".join(found[:limit]) + more
+
+
+_MISSING = object()
+_MEANS = {"model.fingerprint": "the model built: its structure, initial weights or code"}
+
+
+def _value(v: Any) -> str:
+    if v is _MISSING:
+        return "none"
+    text = json.dumps(v, sort_keys=True)
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def _first_line(exc: BaseException) -> str:

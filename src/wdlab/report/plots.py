@@ -189,7 +189,7 @@ def _draw_split(
         ax.fill_between(pos, lo, hi, color=color, alpha=0.15, lw=0)
     if 0.0 in by:
         z = by[0.0]
-        err = [[mean[0.0] - min(z)], [max(z) - mean[0.0]]]
+        err = [[max(0.0, mean[0.0] - min(z))], [max(0.0, max(z) - mean[0.0])]]  # rounding
         ax.errorbar([x0], [mean[0.0]], yerr=err, color=color, marker="o", ms=4, capsize=3)
         if pos:
             ax.plot([x0, pos[0]], [mean[0.0], mean[pos[0]]], ls=":", color=color, lw=0.9)

@@ -8,7 +8,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from wdlab.records import Check, Result
-from wdlab.selection import NO_GAIN, has_timescale, metric_for, selection_criterion, selection_rule
+from wdlab.selection import (
+    ALPHA,
+    MIN_SEEDS,
+    NO_GAIN,
+    TOO_FEW,
+    has_timescale,
+    metric_for,
+    selection_criterion,
+    selection_rule,
+)
 
 MAX_RUNS = 24  # runs listed one by one; more are summarised (wdlab export has each)
 
@@ -108,14 +117,17 @@ def answer_line(s: Mapping[str, Any], tau: bool = True) -> str:
 
 
 def verdict_summary(sel: Sequence[Mapping[str, Any]]) -> str:
-    """How many (mode, lr) settings beat wd = 0 measurably, in one sentence."""
+    """How many (mode, lr) settings beat wd = 0 in the test, in one sentence."""
     rows = [s for s in sel if s["mode"] != "none"]
     won = sum(bool(s["better_than_zero"]) for s in rows)
     if not rows:
         return "only the wd = 0 reference was trained: nothing to choose"
+    if all(s["verdict"].startswith(TOO_FEW) for s in rows):
+        return f"{TOO_FEW} whether weight decay beats wd = 0: run {MIN_SEEDS} or more seeds"
+    test = f"one-sided paired t-test over seeds, {ALPHA:.0%} error rate per setting"
     if won == 0:
-        return f"{NO_GAIN}: no (mode, lr) setting beat wd = 0 by more than one standard error"
-    return f"weight decay beat wd = 0 measurably in {won} of {len(rows)} (mode, lr) settings"
+        return f"{NO_GAIN}: no (mode, lr) setting beat wd = 0 ({test})"
+    return f"weight decay beat wd = 0 in {won} of {len(rows)} (mode, lr) settings ({test})"
 
 
 def short(v: Any) -> str:

@@ -1,0 +1,115 @@
+"""The arguments of :func:`wdlab.sweep`, checked before anything runs: each bad one is one
+``ValueError`` line naming the argument (the command line checks its flags the same way, in
+:mod:`wdlab.config` and :mod:`wdlab.cli`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from wdlab.data import Dataset
+from wdlab.decay import DEFAULT_RULE, EVERYTHING, PRESETS, DecayRule
+
+#: The decay rules ``rule=`` takes by name (those of ``--rule``, and the other libraries').
+RULE_NAMES: dict[str, DecayRule] = {"default": DEFAULT_RULE, "everything": EVERYTHING, **PRESETS}
+
+
+def seed_list(seeds: object) -> list[int] | str:
+    """``seeds=`` as the config takes it: a count N as seeds 0..N−1, a list as given, a string
+    (``"3"``, ``"0,1,2"``) for the config to read; anything else is one ``ValueError`` line."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if seeds < 1:
+            raise ValueError(f"seeds: expected a count >= 1, got {seeds}")
+        return list(range(seeds))
+    if isinstance(seeds, str):
+        return seeds
+    if isinstance(seeds, (list, tuple, range)):
+        return list(seeds)
+    raise ValueError(f"seeds: expected a count (an integer >= 1) or a list of seeds, got {seeds!r}")
+
+
+def check_arguments(
+    max_batch: object, max_memory_mb: object, out: object, factory_timeout: object
+) -> None:
+    """A one-line ``ValueError`` for the first of these arguments that is not usable."""
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    if max_batch is not None and not (
+        isinstance(max_batch, int) and not isinstance(max_batch, bool) and max_batch >= 1
+    ):
+        raise ValueError(f"max_batch: expected an integer >= 1 (or None), got {max_batch!r}")
+    if not (number(max_memory_mb) and math.isfinite(max_memory_mb) and max_memory_mb > 0):
+        raise ValueError(f"max_memory_mb: expected a finite number > 0, got {max_memory_mb!r}")
+    if factory_timeout is not None and not (
+        number(factory_timeout) and not math.isnan(factory_timeout) and factory_timeout > 0
+    ):
+        raise ValueError(
+            f"factory_timeout: expected seconds > 0 (or None: no limit), got {factory_timeout!r}"
+        )
+    if out is not None:
+        if not isinstance(out, (str, Path)):
+            raise ValueError(f"out: expected a folder path, got {type(out).__name__}")
+        if Path(out).exists() and not Path(out).is_dir():
+            raise ValueError(f"out: {out} is a file, not a study folder; choose another out=")
+
+
+def decay_rule(rule: object) -> DecayRule:
+    """``rule`` as a DecayRule: one, or one of :data:`RULE_NAMES`."""
+    if isinstance(rule, DecayRule):
+        return rule
+    if isinstance(rule, str) and rule in RULE_NAMES:
+        return RULE_NAMES[rule]
+    raise ValueError(
+        f"rule: {rule!r} is not a decay rule; valid: {', '.join(RULE_NAMES)}, or a wdlab.DecayRule"
+    )
+
+
+def rule_identity(rule: DecayRule) -> str | dict[str, Any]:
+    """How a study records its decay rule: its name where it has one (``default``,
+    ``everything``, a preset), else the fields that differ from the default rule."""
+    for name, named in RULE_NAMES.items():
+        if rule == named:
+            return name
+    out: dict[str, Any] = {}
+    for f in fields(DecayRule):
+        value = getattr(rule, f.name)
+        if value != getattr(DEFAULT_RULE, f.name):
+            if f.name == "exclude_types":
+                value = [f"{t.__module__}.{t.__qualname__}" for t in value]
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def checked_data(load: Callable[[Any], Dataset], data: Any) -> Dataset:
+    """``load(data)``, with inputs it cannot read as numbers, splits whose inputs and targets
+    differ in length, and empty splits each refused in one ``ValueError`` line."""
+    if isinstance(data, Mapping):  # before loading: an empty split fails deep inside it
+        for split, v in data.items():
+            pair = isinstance(v, (tuple, list)) and len(v) == 2
+            if _length(v[1] if pair else v) == 0:
+                raise ValueError(f"data: the {split} split is empty")
+    try:
+        ds = load(data)
+    except TypeError as exc:  # e.g. numpy arrays of strings: torch cannot hold them
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ValueError(
+            f"data: the splits must hold numbers (tensors or arrays): {first}"
+        ) from None
+    for split, (X, y) in ds.splits().items():
+        n_x = X.shape[0] if isinstance(X, Tensor) else len(X)
+        if n_x != len(y):
+            raise ValueError(f"data: the {split} split has {n_x} inputs but {len(y)} targets")
+        if len(y) == 0:
+            raise ValueError(f"data: the {split} split is empty")
+    return ds
+
+
+def _length(v: object) -> int | None:
+    try:
+        return len(v)  # type: ignore[arg-type]
+    except TypeError:
+        return None

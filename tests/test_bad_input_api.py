@@ -1,0 +1,99 @@
+"""``wdlab.sweep``'s arguments: each bad one is one ``ValueError`` line naming it, raised before
+anything is trained or written, never another exception type and never a hang."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import wdlab
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _data(n=60, d=4):
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(n, d, generator=g)
+    y = (X[:, 0] > 0).long()
+    return {"train": (X[:40], y[:40]), "val": (X[40:50], y[40:50]), "test": (X[50:], y[50:])}
+
+
+def make(seed):
+    return nn.Linear(4, 2)
+
+
+def refused(match, data=None, **kw):
+    """The sweep's error: a ValueError of one line that contains ``match``."""
+    with pytest.raises(ValueError) as exc:
+        wdlab.sweep(make, _data() if data is None else data, epochs=1, **kw)
+    text = str(exc.value)
+    assert "\n" not in text and match in text, text
+    return text
+
+
+def test_a_negative_max_batch_is_refused_not_looped_on():
+    """Before: ``max_batch=-1`` planned no batch and waited forever at 100% CPU. In a child
+    process with a deadline, so that a regression fails instead of hanging the suite."""
+    code = textwrap.dedent(
+        """
+        import torch, wdlab
+        from torch import nn
+        X = torch.randn(60, 4); y = (X[:, 0] > 0).long()
+        data = {"train": (X[:40], y[:40]), "val": (X[40:50], y[40:50]), "test": (X[50:], y[50:])}
+        try:
+            wdlab.sweep(lambda seed: nn.Linear(4, 2), data, epochs=1, max_batch=-1)
+        except ValueError as exc:
+            print("refused:", exc)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=240, cwd=ROOT
+    )
+    assert "refused: max_batch: expected an integer >= 1 (or None), got -1" in done.stdout
+    refused("max_batch", max_batch=0)
+    refused("max_batch", max_batch=2.5)
+
+
+def test_seeds_that_are_not_a_count_or_a_list():
+    refused("seeds: expected a count (an integer >= 1) or a list of seeds, got 2.5", seeds=2.5)
+    refused("seeds: expected a count >= 1, got 0", seeds=0)
+    refused("seeds", seeds=None)
+
+
+def test_out_an_existing_file(tmp_path):
+    f = tmp_path / "notes.txt"
+    f.write_text("mine")
+    refused("is a file, not a study folder", out=f)
+    assert f.read_text() == "mine"  # a file wdlab did not write is left as it was
+
+
+def test_a_rule_by_name_or_not_a_rule():
+    res = wdlab.sweep(make, _data(), epochs=1, rule="everything", weight_decay=[0.1])
+    assert res.config["decay"]["rule"] == "everything"
+    refused("rule: 'all' is not a decay rule; valid: default, everything, timm", rule="all")
+    refused("rule: 3 is not a decay rule", rule=3)
+
+
+def test_a_memory_budget_that_is_not_a_finite_positive_number():
+    for bad in (float("inf"), float("nan"), 0, -5, "2048"):
+        refused("max_memory_mb: expected a finite number > 0", max_memory_mb=bad)
+
+
+def test_a_factory_time_limit_that_is_not_positive():
+    for bad in (0, -1, float("nan"), "60"):
+        refused("factory_timeout: expected seconds > 0", factory_timeout=bad)
+
+
+def test_empty_or_mismatched_splits_and_string_inputs():
+    d = _data()
+    X, y = d["train"]
+    refused("data: the train split is empty", data=d | {"train": (X[:0], y[:0])})
+    refused("data['train']: 40 inputs but 39 targets", data=d | {"train": (X, y[:39])})
+    words = np.array([["a", "b", "c", "d"]] * 40)
+    refused("data: the splits must hold numbers", data=d | {"train": (words, y)})
+    refused("data: the splits must hold numbers", data=d | {"train": (X, np.array(["yes"] * 40))})
