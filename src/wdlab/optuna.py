@@ -187,7 +187,8 @@ def check_study(study: Any, space: Mapping[str, BaseDistribution], higher: bool)
     if directions[0] != want:
         raise ValueError(
             f"the study is set to {directions[0]}, but the metric wdlab tells it is "
-            f"{'higher' if higher else 'lower'}-is-better: create it with direction={want!r}"
+            f"{'higher' if higher else 'lower'}-is-better: use a study created with "
+            f"direction={want!r} (another study name)"
         )
     for trial in study.get_trials(deepcopy=False):
         for name, dist in space.items():
@@ -199,7 +200,7 @@ def check_study(study: Any, space: Mapping[str, BaseDistribution], higher: bool)
             except ValueError as exc:
                 raise ValueError(
                     f"{name}: {dist} does not match the study's earlier trials ({old}): "
-                    f"{exc}; search it in a new study"
+                    f"{str(exc).rstrip('.')}; search it in a new study"
                 ) from None
 
 
@@ -247,6 +248,17 @@ class SearchResult:
             out[t.state.name.lower()] = out.get(t.state.name.lower(), 0) + 1
         return out
 
+    def importance(self) -> dict[str, float]:
+        """Optuna's parameter importance over the study's complete trials (empty with fewer
+        than two, or where Optuna cannot compute it)."""
+        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if len(done) < 2:
+            return {}
+        try:
+            return dict(optuna.importance.get_param_importances(self.study))
+        except (ValueError, RuntimeError):
+            return {}
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary: the study, the metric, this search's trials and the best."""
         best = self.best_trial
@@ -259,6 +271,7 @@ class SearchResult:
             "seconds": self.seconds,
             "engine": self.engine,
             "best": _trial_dict(best) if best is not None else None,
+            "importance": self.importance(),
             "trials": [_trial_dict(t) for t in self.trials],
         }
 
@@ -276,7 +289,8 @@ class SearchResult:
                 f"{params}"
             )
         n = ", ".join(f"{v} {k}" for k, v in self.counts().items())
-        lines.append(f"\nthis search: {len(self.trials)} trials ({n}) in {self.batches} batches")
+        batches = f"{self.batches} batch{'es' if self.batches != 1 else ''}"
+        lines.append(f"\nthis search: {len(self.trials)} trials ({n}) in {batches}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -753,6 +767,56 @@ __all__ = [
     "latest",
     "open_study",
     "optimize",
+    "parse_range",
     "search",
     "search_config",
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranges written as text (the command line's --lr, --wd, --mode).
+
+
+def parse_range(name: str, text: str) -> Any:
+    """A parameter's values written as text: ``X`` (fixed), ``A,B,C`` (a choice),
+    ``LO..HI`` (uniform), ``LO..HI:log`` (log-uniform) or ``LO..HI:N`` (N log-spaced values to
+    choose from, as in a sweep). Returns the fixed value or an Optuna distribution."""
+    target = ALIASES.get(name, name)
+    text = text.strip()
+    if target in ("mode", "optimizer"):
+        names = [v.strip() for v in text.split(",") if v.strip()]
+        if not names:
+            raise ValueError(f"--{name}: give a name or a list like decoupled,l2")
+        return names[0] if len(names) == 1 else CategoricalDistribution(names)
+    if ".." not in text:
+        values = [_number(name, v) for v in text.split(",") if v.strip()]
+        if not values:
+            raise ValueError(f"--{name}: give a number, a list or a range like 1e-6..1:log")
+        return values[0] if len(values) == 1 else CategoricalDistribution(values)
+    rng, _, how = text.partition(":")
+    lo_text, _, hi_text = rng.partition("..")
+    lo, hi = _number(name, lo_text), _number(name, hi_text)
+    if not lo < hi:
+        raise ValueError(f"--{name} {text}: a range needs LO < HI, got {lo:g} >= {hi:g}")
+    if how in ("", "log"):
+        if how == "log" and lo <= 0:
+            raise ValueError(f"--{name} {text}: a log range needs LO > 0")
+        return FloatDistribution(lo, hi, log=how == "log")
+    if not how.isdigit() or int(how) < 2 or lo <= 0:
+        raise ValueError(
+            f"--{name} {text}: expected LO..HI, LO..HI:log or LO..HI:N (N >= 2, LO > 0)"
+        )
+    n = int(how)
+    step = (math.log10(hi) - math.log10(lo)) / (n - 1)
+    grid = [float(f"{10 ** (math.log10(lo) + i * step):.6g}") for i in range(n)]
+    return CategoricalDistribution(grid)
+
+
+def _number(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--{name}: expected a number, got {text.strip()!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"--{name}: expected a finite number, got {text.strip()!r}")
+    return value
