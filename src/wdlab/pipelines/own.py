@@ -21,6 +21,7 @@ from torch import nn
 from wdlab.config import validate
 from wdlab.data import Dataset, from_splits, load
 from wdlab.decay import DEFAULT_RULE, DecayRule
+from wdlab.integrations.logs import LogSpec
 from wdlab.models import ModelSpec, call_factory
 from wdlab.pipelines.results import SweepResult
 from wdlab.pipelines.study import DEFAULT_MAX_MEMORY_MB, Study, run_study
@@ -54,6 +55,7 @@ def sweep(
     max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
     progress: bool = False,
     name: str | None = None,
+    log: LogSpec = None,
 ) -> SweepResult:
     """Sweep weight decay × lr × mode × seed for ``model`` on ``data``; choose on validation.
 
@@ -66,7 +68,9 @@ def sweep(
     where higher is better); ``select`` chooses on ``"loss"`` or a metric key (default: the
     metric). ``max_batch=1`` trains the configurations one after another: the reference the
     batched path matches. ``out`` keeps the study (resumable, reportable); without it the store
-    is temporary. The result says which engine path ran and why (``result.engine``).
+    is temporary. The result says which engine path ran and why (``result.engine``). ``log``
+    logs each run as it finishes, and then the selection, to TensorBoard or MLflow
+    (``"tensorboard:DIR"``, ``"mlflow[:URI]"``, or a list).
     """
     t0 = time.perf_counter()
     ds = _dataset(data)
@@ -99,19 +103,29 @@ def sweep(
     study = Study(Path(), name or "", described, described, ds, spec, config.grid(), kw)
     if out is not None:
         study.directory, study.name = Path(out), name or Path(out).name
-        return _run(study, max_batch, max_memory_mb, progress, t0)
+        return _run(study, max_batch, max_memory_mb, progress, t0, log)
     with tempfile.TemporaryDirectory(prefix="wdlab-sweep-") as tmp:
         study.directory, study.name = Path(tmp) / "study", name or ds.name
-        result = _run(study, max_batch, max_memory_mb, progress, t0)
+        result = _run(study, max_batch, max_memory_mb, progress, t0, log)
     result.directory = None
     return result
 
 
 def _run(
-    study: Study, max_batch: int | None, max_memory_mb: float, progress: bool, t0: float
+    study: Study,
+    max_batch: int | None,
+    max_memory_mb: float,
+    progress: bool,
+    t0: float,
+    log: LogSpec = None,
 ) -> SweepResult:
     return run_study(
-        study, max_batch=max_batch, max_memory_mb=max_memory_mb, progress=progress, t0=t0
+        study,
+        max_batch=max_batch,
+        max_memory_mb=max_memory_mb,
+        progress=progress,
+        t0=t0,
+        log=log,
     )
 
 
