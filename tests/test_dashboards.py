@@ -121,6 +121,9 @@ def check_mlflow(uri: str, name: str, result) -> None:
     assert "report/report.html" in report
     path = client.download_artifacts(parent.info.run_id, "selection.json")
     assert json.loads(Path(path).read_text())[0]["verdict"] == result.selection[0]["verdict"]
+    db = Path(uri.removeprefix("sqlite:///"))
+    artifacts = Path(parent.info.artifact_uri.removeprefix("file://"))
+    assert artifacts.is_relative_to(db.parent / "mlruns")  # beside the store, not in the cwd
 
 
 def test_export_to_mlflow_round_trip(study_dir, mlflow_uri, capsys):

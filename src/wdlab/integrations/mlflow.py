@@ -5,7 +5,8 @@ Each child run has the configuration as parameters, its curves as metrics with s
 (``train_loss``, ``val_acc``…), its final metrics as ``final/<key>`` and its status as the tag
 ``wdlab.status`` (a diverged run ends ``FAILED``). The parent run holds the study's config as
 parameters, the selection (``selection.json``, ``selection.md``, and ``chosen_wd/<mode>/lr_<lr>``
-metrics) and the report (``report/report.html`` and its figures) as artifacts.
+metrics) and the report (``report/report.html`` and its figures) as artifacts, which a new
+experiment on a SQLite store keeps in ``mlruns/`` beside the file.
 
 The tracking URI is MLflow's: ``sqlite:///mlflow.db`` (a local file, no server), a server's
 ``http://host:5000`` (``mlflow server``; checked reachable within a few seconds before
@@ -73,7 +74,9 @@ class MlflowLog:
         """The experiment (if new) and the study's parent run, made on first use."""
         if self.parent is None:
             if self.experiment is None:
-                self.experiment = self.client.create_experiment(self.study)
+                self.experiment = self.client.create_experiment(
+                    self.study, artifact_location=_artifacts(self.uri)
+                )
             run = self.client.create_run(self.experiment, run_name=self.study)
             self.parent = run.info.run_id
             self._log(self.parent, params=_flatten(self.config))
@@ -194,6 +197,14 @@ def _check_sqlite(path: Path, uri: str) -> None:
         raise ValueError(f"mlflow: {uri}: cannot read {path} ({exc})") from None
     if not names >= MLFLOW_TABLES:
         raise ValueError(f"mlflow: {uri}: {path} is not an MLflow store; left as it is")
+
+
+def _artifacts(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a SQLite store (``mlruns/`` in its
+    folder, not in whatever folder the process runs in); the server's choice otherwise."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
 
 
 def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
