@@ -26,7 +26,7 @@ from wdlab.data import from_splits
 from wdlab.jsonsafe import dumps
 from wdlab.models import ModelSpec
 from wdlab.pipelines import load_study
-from wdlab.pipelines.own import _spec
+from wdlab.pipelines.own import resolve_model
 from wdlab.report.html import write_report
 from wdlab.selection import GAIN, NO_GAIN, select
 
@@ -114,7 +114,7 @@ def test_the_cli_and_python_build_a_factory_the_same_way(tmp_path, monkeypatch):
     import mymodel
 
     ds = from_splits(_data())
-    python, _ = _spec(mymodel.make, ds, 300.0)
+    python, _ = resolve_model(mymodel.make, ds, 300.0)
     cli = ModelSpec("custom", in_dim=ds.in_dim, out_dim=ds.out_dim, factory="mymodel.py:make")
     for seed in (0, 3):
         a, b = python.build(seed).state_dict(), cli.build(seed).state_dict()

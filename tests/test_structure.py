@@ -12,12 +12,15 @@ PACKAGE = SRC / "wdlab"
 MAX_FUNCTION_LINES = 80
 
 # Layers, top to bottom: a module may import only modules of a lower layer (or of its own
-# package, without cycles). CLI → pipelines → (executors, store, report, config) → trainer →
-# (records, decay, models, data) and the leaves under them.
+# package, without cycles). CLI → wdlab.optuna → pipelines → integrations (the dashboards a
+# sweep logs to, Lightning) → (executors, store, report, config) → trainer → (records, decay,
+# models, data) and the leaves under them.
 LAYERS = [
     {"wdlab", "wdlab.__main__"},
     {"wdlab.cli"},
-    {"wdlab.pipelines", "wdlab.integrations"},
+    {"wdlab.optuna"},
+    {"wdlab.pipelines"},
+    {"wdlab.integrations"},
     {"wdlab.verify", "wdlab.auditing"},
     {"wdlab.executors", "wdlab.store", "wdlab.report", "wdlab.config"},
     {"wdlab.trainer", "wdlab.selection"},

@@ -14,6 +14,9 @@ EXTRA_OF = {
     "pyarrow": "parquet",
     "ray": "ray",
     "lightning": "lightning",
+    "optuna": "optuna",
+    "tensorboard": "tensorboard",
+    "mlflow": "mlflow",
 }
 
 

@@ -16,7 +16,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
-from wdlab.cli import audit, decay, demo, experiment, study, transfer
+from wdlab.cli import audit, decay, demo, experiment, search, study, transfer
 from wdlab.cli.common import EXIT_BAD_INPUT, Parser, UsageError
 from wdlab.version import __version__
 
@@ -26,6 +26,7 @@ COMMANDS = [
     *decay.COMMANDS,
     *audit.COMMANDS,
     *experiment.COMMANDS,
+    *search.COMMANDS,
     *study.COMMANDS,
     *transfer.COMMANDS,
 ]

@@ -74,6 +74,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             name=args.name,
             executor=executor,
             max_configs=_max_configs(args.max_configs),
+            log=args.log,
         )
     finally:
         executor.close()
@@ -155,6 +156,13 @@ def add_sweep_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch", type=positive_int, help="at most N configurations per batch")
     add_max_configs(p)
     p.add_argument("--name", help="the study's name in tables and reports (default: folder)")
+    p.add_argument(
+        "--log",
+        action="append",
+        metavar="DASHBOARD[:TARGET]",
+        help="log each run as it finishes, then the selection: tensorboard:DIR or "
+        "mlflow[:URI] (repeatable)",
+    )
     g = p.add_argument_group("backend")
     g.add_argument("--backend", choices=list(EXECUTORS), default="local", help="(local)")
     for e in EXECUTORS.values():

@@ -105,11 +105,14 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Write a study's runs and tidy curves as CSV or Parquet."""
+    """Write a study's runs and tidy curves as CSV or Parquet, or log them to TensorBoard or
+    MLflow (--to)."""
     from wdlab.pipelines import export_study
     from wdlab.store import Store
 
     Store(args.study, readonly=True).close()  # a study, before any folder is made
+    if args.to:
+        return _export_to(args)
     writable_dir(
         Path(args.out or args.study),
         "--out" if args.out else "study folder",
@@ -120,6 +123,23 @@ def cmd_export(args: argparse.Namespace) -> int:
         emit_json({k: str(v) for k, v in paths.items()})
     else:
         print_paths(paths, 7)
+    return 0
+
+
+def _export_to(args: argparse.Namespace) -> int:
+    """``--to tensorboard DIR`` or ``--to mlflow [URI]``: every run, the selection, the report."""
+    from wdlab.pipelines import export_to
+
+    if len(args.to) > 2:
+        raise UsageError(f"--to takes a dashboard and one target, got {' '.join(args.to)}")
+    if args.out is not None or args.format != "csv":
+        raise UsageError("--to writes where its target says; --out and --format are for files")
+    to, target = args.to[0], (args.to[1] if len(args.to) > 1 else None)
+    done = export_to(args.study, to, target)
+    if args.json:
+        emit_json(done)
+    else:
+        print(f"{done['runs']} runs and the selection logged to {to}: {done['where']}")
     return 0
 
 
@@ -147,6 +167,13 @@ def add_export_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("study", help="study folder")
     p.add_argument("--format", choices=["csv", "parquet"], default="csv")
     p.add_argument("--out", default=None, help="folder for the files (default: the study)")
+    p.add_argument(
+        "--to",
+        nargs="+",
+        metavar=("DASHBOARD", "TARGET"),
+        help="log the study to a dashboard instead: tensorboard DIR, or mlflow [URI] "
+        "(default: MLflow's tracking URI, e.g. sqlite:///mlflow.db)",
+    )
     add_json(p)
 
 
@@ -155,6 +182,9 @@ COMMANDS = [
     Command("ls", "list studies", add_ls_flags, cmd_ls),
     Command("show", "print a study's results", add_show_flags, cmd_show),
     Command(
-        "export", "export a study's runs and curves (CSV or Parquet)", add_export_flags, cmd_export
+        "export",
+        "export a study's runs and curves (CSV, Parquet, TensorBoard, MLflow)",
+        add_export_flags,
+        cmd_export,
     ),
 ]

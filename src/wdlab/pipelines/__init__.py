@@ -2,6 +2,7 @@
 temporary store); reading results back. They return values and draw nothing."""
 
 from wdlab.pipelines.demo import REGIMES, DemoSettings, run_demo, seed_init
+from wdlab.pipelines.exports import export_to
 from wdlab.pipelines.load import build_report, load_result
 from wdlab.pipelines.own import sweep
 from wdlab.pipelines.results import DemoResult, ExperimentResult, SweepResult
@@ -27,6 +28,7 @@ __all__ = [
     "bytes_per_config",
     "default_out",
     "export_study",
+    "export_to",
     "load_result",
     "load_study",
     "plan_batches",

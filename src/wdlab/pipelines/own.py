@@ -21,6 +21,7 @@ from wdlab.config import validate
 from wdlab.data import Dataset, from_splits, is_table_path, load, read_table
 from wdlab.data.arrays import check_values
 from wdlab.decay import DEFAULT_RULE, DecayRule
+from wdlab.integrations.logs import LogSpec
 from wdlab.models import ModelSpec
 from wdlab.pipelines import checks
 from wdlab.pipelines.results import SweepResult
@@ -61,6 +62,7 @@ def sweep(
     impute: str | None = None,
     categorical: Sequence[str] | None = None,
     factory_timeout: float | None = DEFAULT_FACTORY_TIMEOUT,
+    log: LogSpec = None,
 ) -> SweepResult:
     """Sweep weight decay × lr × mode × seed for ``model`` on ``data``; choose on validation.
 
@@ -79,14 +81,15 @@ def sweep(
     :class:`~wdlab.decay.DecayRule` or a name (``"default"``, ``"everything"``, ``"timm"``,
     ``"nanogpt"``, ``"hf"``). ``max_batch=1`` trains the configurations one after another: the
     reference the batched path matches. ``out`` keeps the study (resumable, reportable);
-    without it the store is temporary. ``result.engine`` says which path ran and why.
+    without it the store is temporary. ``result.engine`` says which path ran and why. ``log``:
+    ``"tensorboard:DIR"``, ``"mlflow[:URI]"`` or a list (each run as it finishes).
     """
     t0 = time.perf_counter()
     checks.check_arguments(max_batch, max_memory_mb, out, factory_timeout)
     rule = checks.decay_rule(rule)
     table = (target, features, impute, categorical)
-    ds = checks.checked_data(lambda d: _dataset(d, *table), data)
-    spec, init_name = _spec(model, ds, factory_timeout)
+    ds = checks.checked_data(lambda d: resolve_data(d, *table), data)
+    spec, init_name = resolve_model(model, ds, factory_timeout)
     task = _task(ds, loss, metric)
     chosen_on = select or (metric if isinstance(metric, str) else None) or "auto"
     config = validate(
@@ -109,7 +112,7 @@ def sweep(
     kw = config.train.train_kwargs(shuffle_seed=0) | {"rule": rule, "task": task}
     described = _describe(config.to_dict(), init_name, ds, (loss, metric), rule)
     study = Study(Path(), name or "", described, described, ds, spec, config.grid(), kw)
-    return _run(study, out, name, max_batch, max_memory_mb, progress, t0)
+    return _run(study, out, name, max_batch, max_memory_mb, progress, t0, log)
 
 
 def _task(ds: Dataset, loss: object, metric: object) -> Task | None:
@@ -131,9 +134,16 @@ def _run(
     max_memory_mb: float,
     progress: bool,
     t0: float,
+    log: LogSpec = None,
 ) -> SweepResult:
     """Train ``study`` into ``out`` (kept), or into a temporary store that is then deleted."""
-    kw = {"max_batch": max_batch, "max_memory_mb": max_memory_mb, "progress": progress, "t0": t0}
+    kw = {
+        "max_batch": max_batch,
+        "max_memory_mb": max_memory_mb,
+        "progress": progress,
+        "t0": t0,
+        "log": log,
+    }
     if out is not None:
         study.directory, study.name = Path(out), name or Path(out).name
         return run_study(study, **kw)
@@ -148,11 +158,12 @@ def _listed(value: object) -> object:
     return list(value) if isinstance(value, (tuple, list)) else value
 
 
-def _dataset(data: Data, *table_args: object) -> Dataset:
-    """The Dataset ``data`` names; ``table_args`` (target, features, impute, categorical): how
-    to read a .csv/.parquet path (refused for any other data). Inputs that are NaN, infinite or
-    beyond float32 are refused, whatever the data came as."""
-    table = dict(zip(("target", "features", "impute", "categorical"), table_args, strict=True))
+def resolve_data(data: Data, *table_args: object) -> Dataset:
+    """The Dataset ``data`` names; ``table_args`` (target, features, impute, categorical, each
+    ``None`` when not given): how to read a .csv/.parquet path (refused for any other data).
+    Inputs that are NaN, infinite or beyond float32 are refused, whatever the data came as."""
+    keys = ("target", "features", "impute", "categorical")
+    table = dict(zip(keys, (*table_args, None, None, None, None)[:4], strict=True))
     given = [k for k, v in table.items() if v is not None]
     if given and not (isinstance(data, str) and is_table_path(data)):
         what = repr(data) if isinstance(data, str) else f"a {type(data).__name__}"
@@ -175,7 +186,9 @@ def _dataset(data: Data, *table_args: object) -> Dataset:
     )
 
 
-def _spec(model: Model, ds: Dataset, timeout: float | None) -> tuple[ModelSpec, str]:
+def resolve_model(
+    model: Model, ds: Dataset, timeout: float | None = DEFAULT_FACTORY_TIMEOUT
+) -> tuple[ModelSpec, str]:
     """The ModelSpec for ``model``, sized to the data, and how to name the model. A factory
     becomes a ``custom`` spec: it is built the one way ``wdlab sweep --model`` builds it."""
     sizes = {"in_dim": ds.in_dim, "out_dim": ds.out_dim, "in_shape": ds.in_shape}

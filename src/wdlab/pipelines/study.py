@@ -38,6 +38,7 @@ from wdlab.devices import DEFAULT_MAX_MEMORY_MB, available_memory, gib, resolve_
 from wdlab.diagnostics import DIAGNOSTICS
 from wdlab.executors import Batch, Executor, LocalExecutor
 from wdlab.extras import require
+from wdlab.integrations.logs import Logs, LogSpec, open_logs
 from wdlab.jsonsafe import dumps
 from wdlab.models import ModelSpec, activations_per_example
 from wdlab.optimizers import optimizer_spec
@@ -250,6 +251,7 @@ def run_sweep(
     executor: Executor | None = None,
     name: str | None = None,
     max_configs: int | None = MAX_CONFIGS,
+    log: LogSpec = None,
 ) -> SweepResult:
     """Train every configuration of a config that the store does not hold yet, batch by batch,
     and return the study as read back from the store.
@@ -259,6 +261,8 @@ def run_sweep(
     are written here, by the driver, in one transaction as the batch finishes. Failed runs of an
     earlier attempt are retried. A grid larger than ``max_configs`` (None: no limit) and a
     configuration larger than the budget are refused before anything is trained or written.
+    ``log`` logs each run to a dashboard as its batch is stored, then the selection
+    (``"tensorboard:DIR"``, ``"mlflow[:URI]"`` or a list: :mod:`wdlab.integrations.logs`).
     """
     t0 = time.perf_counter()
     config = validate(config)
@@ -281,6 +285,7 @@ def run_sweep(
         max_batch=max_batch,
         progress=progress,
         t0=t0,
+        log=log,
     )
 
 
@@ -308,6 +313,7 @@ def run_study(
     max_batch: int | None = None,
     progress: bool = False,
     t0: float | None = None,
+    log: LogSpec = None,
 ) -> SweepResult:
     """Train what ``study``'s store does not hold yet, batch by batch (see :func:`run_sweep`),
     and return the study as read back from its store."""
@@ -328,7 +334,10 @@ def run_study(
     device = resolve_device(kw.get("device"), "train.device") if local else None
     check_budget(per_config, max_memory_mb, device)
     table = decay_table(model, kw["rule"]).to_dict()
-    with Store(study.directory) as store:
+    with (
+        open_logs(log, study.name, study.config) as logs,  # checked before the store is made
+        Store(study.directory) as store,
+    ):
         _init_study(store, study)
         store.set_data({"name": ds.name, **ds.meta, "decay_table": table}, ds.task)
         owner = worker_id()
@@ -338,6 +347,7 @@ def run_study(
             store.retry_failed()
             plan = Plan(spec, ds, tuple(study.configs[:1]), 1, batch_size=kw["batch_size"])
             job = _Job(store, owner, executor or LocalExecutor(), spec, ds, kw)
+            job.logs = logs
             job.steps_per_epoch = plan.steps_per_epoch
             job.run(len(study.configs), per_config, max_memory_mb, max_batch, progress, t0)
         except Exception as exc:
@@ -345,7 +355,10 @@ def run_study(
             raise
         finally:  # on Ctrl-C too: what this process still holds goes back to pending
             store.unregister(owner)
-    return load_study(study.directory)
+    result = load_study(study.directory)
+    logs.summary(result)  # the selection, once the study is whole
+    logs.close()
+    return result
 
 
 def _template(study: Study) -> torch.nn.Module:
@@ -445,6 +458,7 @@ class _Job:
         self.shown: dict[int, float] = {}  # progress shown per batch (by id), in configurations
         self.last_beat = time.monotonic()
         self.told = False
+        self.logs = Logs()  # where each stored run is logged (dashboards)
 
     def run(
         self,
@@ -476,6 +490,7 @@ class _Job:
                     ):
                         now = time.perf_counter()
                         self.store.save_batch(results, seconds=now - mark)
+                        self.logs.runs(results)  # one call per stored batch's runs
                         mark = now
                         self._batch_done(batch)
                     continue

@@ -1,0 +1,181 @@
+"""``wdlab search``: an Optuna search over lr, weight decay, mode…, trained K trials at a time
+(:func:`wdlab.optuna.search_config`). Building the parser imports neither torch nor Optuna."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from wdlab.cli.common import Command, add_json, emit_json, positive_float, positive_int, seed
+from wdlab.devices import DEFAULT_MAX_MEMORY_MB
+
+# The flags this command reads as ranges (the sweep's grid flags of the same names).
+RANGE_FLAGS = {"lr": "train.lr", "wd": "decay.weight_decay", "mode": "decay.modes"}
+DEFAULT_SPACE = ("wd", "1e-6..1:log")  # searched when no flag or file gives a range
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One ``--sampler`` or ``--pruner``: how to make it (from optuna, the seed, the epochs)
+    and a line of help."""
+
+    make: Callable[[Any, int, int], Any]
+    help: str
+
+
+SAMPLERS = {
+    "tpe": Choice(lambda o, s, _: o.samplers.TPESampler(seed=s), "Tree-structured Parzen"),
+    "random": Choice(lambda o, s, _: o.samplers.RandomSampler(seed=s), "random search"),
+    "cmaes": Choice(lambda o, s, _: o.samplers.CmaEsSampler(seed=s), "CMA-ES"),
+    "gp": Choice(lambda o, s, _: o.samplers.GPSampler(seed=s), "Gaussian process"),
+    "qmc": Choice(lambda o, s, _: o.samplers.QMCSampler(seed=s), "quasi-Monte Carlo"),
+}
+PRUNERS = {
+    "median": Choice(lambda o, _, __: o.pruners.MedianPruner(), "below the median: stop"),
+    "halving": Choice(lambda o, _, __: o.pruners.SuccessiveHalvingPruner(), "ASHA"),
+    "hyperband": Choice(
+        lambda o, _, e: o.pruners.HyperbandPruner(min_resource=1, max_resource=e), "Hyperband"
+    ),
+    "none": Choice(lambda o, _, __: o.pruners.NopPruner(), "every trial runs to the end"),
+}
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Search lr, weight decay, mode… with Optuna, K trials trained as one batch; print the
+    best trials, their test metric and the parameters' importance."""
+    from wdlab.cli.experiment import _experiment_keys
+    from wdlab.config import load_config, merge, validate
+
+    space, fixed = _space(args)  # the ranges first: a bad one stores nothing
+    cfg = load_config(args.config) if args.config else validate({})
+    overrides: dict[str, object] = {
+        dotted: getattr(args, dest, None)
+        for dotted, dest, _ in _experiment_keys()
+        if dest not in RANGE_FLAGS
+    }
+    overrides |= fixed
+    if args.eval_every is None:
+        overrides["train.eval_every"] = 1  # every epoch reported, so pruners decide early
+    cfg = merge(cfg, overrides)
+    for flag, dotted in RANGE_FLAGS.items():  # a list in the file (no flag): a choice
+        section, _, key = dotted.partition(".")
+        values = cfg[section][key]
+        if flag not in space and f"{dotted}" not in fixed and len(values) > 1:
+            space[flag] = _choice(values)
+    if not space:
+        space[DEFAULT_SPACE[0]] = _parse(*DEFAULT_SPACE)
+    return _search(args, cfg, space)
+
+
+def _search(args: argparse.Namespace, cfg: Any, space: dict[str, Any]) -> int:
+    """Run the search and print (or emit as JSON) what it found."""
+    import optuna
+
+    from wdlab.cli.common import show_progress
+    from wdlab.optuna import search_config
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial otherwise
+    result = search_config(
+        cfg,
+        space,
+        n_trials=args.trials,
+        batch=args.batch,
+        storage=args.storage,
+        study_name=args.study_name,
+        sampler=SAMPLERS[args.sampler].make(optuna, args.seed, cfg.train.epochs),
+        pruner=PRUNERS[args.pruner].make(optuna, args.seed, cfg.train.epochs),
+        max_memory_mb=args.max_memory,
+        progress=show_progress(args),
+    )
+    if args.json:
+        emit_json(result.to_dict() | {"storage": args.storage})
+        return 0
+    print(result.table())
+    importance = result.importance()
+    if importance:
+        print("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in importance.items()))
+    print(f"time: {result.seconds:.1f} s  ({result.engine})")
+    if args.storage:
+        print(f"study: {result.study.study_name!r} in {args.storage}")
+        print(f"dashboard: optuna-dashboard {args.storage}")
+    else:
+        print("study: in memory (keep it with --storage sqlite:///search.db)")
+    return 0
+
+
+def _parse(name: str, text: str) -> Any:
+    from wdlab.optuna import parse_range
+
+    return parse_range(name, text)
+
+
+def _choice(values: list) -> Any:
+    from optuna.distributions import CategoricalDistribution
+
+    return CategoricalDistribution(list(dict.fromkeys(values)))
+
+
+def _space(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, object]]:
+    """(the searched parameters, the config overrides of the fixed ones) from the flags."""
+    from optuna.distributions import BaseDistribution
+
+    space: dict[str, Any] = {}
+    fixed: dict[str, object] = {}
+    for flag, dotted in RANGE_FLAGS.items():
+        text = getattr(args, flag)
+        if text is None:
+            continue
+        value = _parse(flag, text)
+        if isinstance(value, BaseDistribution):
+            space[flag] = value
+        else:
+            fixed[dotted] = [value]
+    return space, fixed
+
+
+def add_search_flags(p: argparse.ArgumentParser) -> None:
+    """The ranges, the trials, the study and its sampler and pruner, and the sweep's data,
+    model and training flags."""
+    from wdlab.cli.experiment import _experiment_keys
+
+    p.add_argument("config", nargs="?", help="experiment TOML file (optional)")
+    r = p.add_argument_group("search space: X, A,B,C, LO..HI, LO..HI:log or LO..HI:N")
+    r.add_argument("--lr", help="learning rate, e.g. 1e-4..1e-1:log")
+    r.add_argument("--wd", "--weight-decay", dest="wd", help="weight decay, e.g. 1e-6..1:log")
+    r.add_argument("--mode", help="decay mode(s) to choose from, e.g. decoupled,l2")
+    s = p.add_argument_group("the study")
+    s.add_argument("--trials", type=positive_int, default=32, help="trials to run (32)")
+    s.add_argument("--batch", type=positive_int, default=16, help="trials per batch (16)")
+    s.add_argument("--storage", help="Optuna storage URL, e.g. sqlite:///search.db (memory)")
+    s.add_argument("--study-name", help="the study's name (default: search-DATA)")
+    s.add_argument("--sampler", choices=list(SAMPLERS), default="tpe", help="(tpe)")
+    s.add_argument("--pruner", choices=list(PRUNERS), default="median", help="(median)")
+    s.add_argument("--seed", type=seed, default=0, help="the sampler's seed (0)")
+    s.add_argument(
+        "--max-memory",
+        type=positive_float,
+        default=DEFAULT_MAX_MEMORY_MB,
+        help=f"training memory per batch in MB ({DEFAULT_MAX_MEMORY_MB})",
+    )
+    g = p.add_argument_group("data, model and training (as in sweep)")
+    for _dotted, dest, k in _experiment_keys():
+        if dest in RANGE_FLAGS:
+            continue
+        if k.cli == "flag":
+            g.add_argument(k.flag, dest=dest, action="store_true", default=None, help=k.help)
+            continue
+        kind = int if k.cli == "int" else None
+        g.add_argument(k.flag, dest=dest, type=kind, choices=k.choices, help=k.help)
+    add_json(p)
+
+
+COMMANDS = [
+    Command(
+        "search",
+        "search lr, weight decay, mode… with Optuna, K trials per batch",
+        add_search_flags,
+        cmd_search,
+    )
+]

@@ -1,0 +1,86 @@
+"""What every dashboard logs of a study, the same way: run names, hyperparameters, the points
+of the curves, final metrics, the selection as a table."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from wdlab.records import Result, RunConfig, RunResult, is_per_epoch
+
+
+def run_name(c: RunConfig) -> str:
+    """A run's name on a dashboard: readable and unique within its study."""
+    opts = "".join(f"_{k}={v:g}" if isinstance(v, float) else f"_{k}={v}" for k, v in c.options)
+    return f"{c.mode}_wd={c.weight_decay:g}_lr={c.lr:g}_{c.optimizer}{opts}_seed={c.seed}"
+
+
+def safe_name(text: str) -> str:
+    """``text`` as one folder name (no separators, nothing hidden)."""
+    name = re.sub(r"[^\w.=+,-]+", "_", str(text)).strip("._")
+    return name or "study"
+
+
+def hparams(run: RunResult) -> dict[str, Any]:
+    """A run's configuration as flat hyperparameters (numbers, strings, booleans)."""
+    c = run.config
+    out: dict[str, Any] = {
+        "mode": c.mode,
+        "weight_decay": c.weight_decay,
+        "lr": c.lr,
+        "optimizer": c.optimizer,
+        "seed": c.seed,
+    }
+    for k, v in c.options:
+        out[f"option.{k}"] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out | {"status": run.status}
+
+
+def scalars(run: RunResult) -> Iterator[tuple[str, int, float]]:
+    """(series, epoch, value) of every finite point of a run's curves."""
+    curves = run.curves
+    for key, values in curves.series.items():
+        epochs = curves.epoch if is_per_epoch(key) else curves.eval_epoch
+        for epoch, v in zip(epochs, values, strict=False):
+            if isinstance(v, (int, float)) and math.isfinite(v):
+                yield key, int(epoch), float(v)
+
+
+def finals(run: RunResult) -> dict[str, float]:
+    """A run's finite final metrics."""
+    return {
+        k: float(v)
+        for k, v in run.final.items()
+        if isinstance(v, (int, float)) and math.isfinite(v)
+    }
+
+
+SELECTION_COLUMNS = (
+    ("mode", "mode"),
+    ("lr", "lr"),
+    ("weight_decay", "chosen wd"),
+    ("val", "val"),
+    ("test_mean", "test mean"),
+    ("test_std", "test std"),
+    ("test_at_zero", "test at wd = 0"),
+    ("verdict", "verdict"),
+    ("seeds", "seeds"),
+)
+
+
+def selection_markdown(result: Result) -> str:
+    """The selection as a Markdown table (what the report's table says)."""
+    head = "| " + " | ".join(h for _, h in SELECTION_COLUMNS) + " |"
+    rule = "|" + "---|" * len(SELECTION_COLUMNS)
+    rows = [
+        "| " + " | ".join(_cell(s.get(k)) for k, _ in SELECTION_COLUMNS) + " |"
+        for s in result.selection
+    ]
+    return "\n".join([head, rule, *rows]) if rows else "no selection (no validation split)"
+
+
+def _cell(v: object) -> str:
+    text = f"{v:.4g}" if isinstance(v, float) else str(v)
+    return text.replace("|", "\\|")

@@ -1,0 +1,166 @@
+"""The dashboards a study is logged to: TensorBoard and MLflow, one registry.
+
+A log receives each run as it finishes (its configuration as hyperparameters, its curves as
+scalars per epoch, its final metrics), then the study's selection as a summary (and, for
+MLflow, the report as an artifact). ``wdlab export STUDY --to tensorboard DIR`` feeds it every
+stored run; ``wdlab sweep --log tensorboard:DIR`` (``wdlab.sweep(..., log=...)``) the runs as
+their batches are stored. A log is opened before anything is trained or read, so a target that
+cannot be written (an unwritable folder, an unreachable MLflow server) is one line, and nothing
+is stored. Each dashboard's library is imported only when its log is opened: ``import wdlab``
+never imports TensorBoard or MLflow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from wdlab.records import Result, RunResult
+
+
+class RunLog(Protocol):
+    """Where one study is logged: runs one by one, then the summary."""
+
+    where: str
+
+    def log_run(self, run: RunResult) -> None:
+        """One finished run: hyperparameters, curves, final metrics."""
+
+    def log_summary(self, result: Result) -> None:
+        """The study's selection (and report) once its runs are logged."""
+
+    def close(self) -> None:
+        """Flush and release."""
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    """One dashboard: the extra that installs it, what its target is (and whether one must be
+    given), and how to open a log (target, study name, its config, fresh)."""
+
+    name: str
+    extra: str
+    target: str
+    needs_target: bool
+    open: Callable[[str | None, str, Mapping[str, Any], bool], RunLog]
+
+
+def _tensorboard(target: str | None, name: str, config: Mapping, fresh: bool) -> RunLog:
+    from wdlab.integrations.tensorboard import TensorBoardLog
+
+    return TensorBoardLog(str(target), name, config, fresh)
+
+
+def _mlflow(target: str | None, name: str, config: Mapping, fresh: bool) -> RunLog:
+    from wdlab.integrations.mlflow import MlflowLog
+
+    return MlflowLog(target, name, config, fresh)
+
+
+DASHBOARDS = {
+    d.name: d
+    for d in (
+        Dashboard(
+            "tensorboard", "tensorboard", "a folder (tensorboard --logdir DIR)", True, _tensorboard
+        ),
+        Dashboard(
+            "mlflow",
+            "mlflow",
+            "a tracking URI (default: MLflow's own, e.g. sqlite:///mlflow.db)",
+            False,
+            _mlflow,
+        ),
+    )
+}
+
+
+def parse_log(spec: str) -> tuple[str, str | None]:
+    """``tensorboard:DIR`` or ``mlflow[:URI]`` → (dashboard, target). ``ValueError`` naming
+    the valid forms."""
+    name, _, target = str(spec).partition(":")
+    forms = "; ".join(
+        f"{d.name}{':TARGET' if d.needs_target else '[:TARGET]'} ({d.target})"
+        for d in DASHBOARDS.values()
+    )
+    dash = DASHBOARDS.get(name.strip().lower())
+    if dash is None:
+        raise ValueError(f"--log {spec}: unknown dashboard {name!r}; valid: {forms}")
+    if dash.needs_target and not target:
+        raise ValueError(f"--log {spec}: {dash.name} needs {dash.target}: {dash.name}:TARGET")
+    return dash.name, target or None
+
+
+def open_log(
+    to: str, target: str | None, name: str, config: Mapping[str, Any], fresh: bool = False
+) -> RunLog:
+    """A log of study ``name`` on dashboard ``to`` at ``target``. ``fresh``: the target must
+    not hold this study's logs already (an export), else they are added to (a live log of a
+    resumed sweep)."""
+    dash = DASHBOARDS.get(to)
+    if dash is None:
+        raise ValueError(f"unknown dashboard {to!r}; valid: {', '.join(DASHBOARDS)}")
+    if dash.needs_target and not target:
+        raise ValueError(f"{dash.name} needs {dash.target}")
+    return dash.open(target, name, config, fresh)
+
+
+class Logs:
+    """The logs of one sweep (none, one or several): each run to each, then the summary."""
+
+    def __init__(self, logs: Sequence[RunLog] = ()) -> None:
+        self.logs = list(logs)
+
+    def runs(self, runs: Sequence[RunResult]) -> None:
+        """Runs just stored."""
+        for log in self.logs:
+            for run in runs:
+                log.log_run(run)
+
+    def summary(self, result: Result) -> None:
+        """The study, whole."""
+        for log in self.logs:
+            log.log_summary(result)
+
+    def close(self) -> None:
+        """Close every log."""
+        for log in self.logs:
+            log.close()
+
+    def __enter__(self) -> Logs:
+        return self
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        """On an error, close (the caller closes after the summary otherwise)."""
+        if exc is not None:
+            self.close()
+
+    def where(self) -> dict[str, str]:
+        """Where each log went."""
+        return {type(log).__name__: log.where for log in self.logs}
+
+
+#: What ``log=`` takes: a spec like ``"tensorboard:DIR"``, a RunLog, a list of them, or None.
+LogSpec = str | RunLog | Sequence[str | RunLog] | None
+
+
+def open_logs(log: LogSpec, name: str, config: Mapping[str, Any]) -> Logs:
+    """The logs a sweep's ``log=`` names: ``"tensorboard:DIR"``, ``"mlflow[:URI]"``, a
+    :class:`RunLog`, or a list of them. Each is opened (and checked) now."""
+    items = [] if log is None else [log] if isinstance(log, str) or _is_log(log) else list(log)
+    opened: list[RunLog] = []
+    try:
+        for item in items:
+            if _is_log(item):
+                opened.append(item)  # type: ignore[arg-type]
+                continue
+            to, target = parse_log(item)  # type: ignore[arg-type]
+            opened.append(open_log(to, target, name, config))
+    except BaseException:
+        Logs(opened).close()
+        raise
+    return Logs(opened)
+
+
+def _is_log(obj: object) -> bool:
+    return hasattr(obj, "log_run") and hasattr(obj, "log_summary")

@@ -1,0 +1,230 @@
+"""A study in MLflow: an experiment named after the study, a parent run for the study and one
+child run per wdlab run.
+
+Each child run has the configuration as parameters, its curves as metrics with step = epoch
+(``train_loss``, ``val_acc``…), its final metrics as ``final/<key>`` and its status as the tag
+``wdlab.status`` (a diverged run ends ``FAILED``). The parent run holds the study's config as
+parameters, the selection (``selection.json``, ``selection.md``, and ``chosen_wd/<mode>/lr_<lr>``
+metrics) and the report (``report/report.html`` and its figures) as artifacts, which a new
+experiment on a SQLite store keeps in ``mlruns/`` beside the file.
+
+The tracking URI is MLflow's: ``sqlite:///mlflow.db`` (a local file, no server), a server's
+``http://host:5000`` (``mlflow server``; checked reachable within a few seconds before
+anything is logged), or whatever ``MLFLOW_TRACKING_URI`` says when none is given. Talks to
+MLflow through ``MlflowClient`` only (no global active run); ``pip install 'wdlab[mlflow]'``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from wdlab.extras import require
+from wdlab.integrations.content import finals, hparams, run_name, scalars
+from wdlab.integrations.content import selection_markdown as markdown
+from wdlab.records import Result, RunResult
+from wdlab.report.html import write_report
+
+REACH_TIMEOUT = 5.0  # seconds to wait for a tracking server's answer before giving up
+BATCH = 1000  # MLflow's limit of metrics per log_batch call
+MLFLOW_TABLES = {"experiments", "runs", "metrics", "params"}
+
+
+class MlflowLog:
+    """Logs a study into the MLflow experiment named after it, at tracking URI ``uri`` (None:
+    MLflow's default). ``fresh``: the experiment must not hold runs already (an export)."""
+
+    def __init__(self, uri: str | None, study: str, config: Mapping[str, Any], fresh: bool) -> None:
+        self.mlflow = require("mlflow", "logging to MLflow")
+        self.entities = require("mlflow.entities", "logging to MLflow")
+        self.uri = uri or self.mlflow.get_tracking_uri()
+        new_file = check_uri(self.uri)
+        self.error = self.mlflow.exceptions.MlflowException
+        self.study, self.config = study or "wdlab", config
+        self._client: Any = None
+        found = None
+        with self._errors():
+            if not new_file:  # a new SQLite file is made with the first thing logged
+                found = self.client.get_experiment_by_name(self.study)
+            if fresh and found and self.client.search_runs([found.experiment_id], max_results=1):
+                raise ValueError(
+                    f"mlflow: the experiment {self.study!r} at {self.uri} holds runs already; "
+                    "export there with another study name, or to another tracking URI"
+                )
+        self.experiment = found.experiment_id if found else None
+        self.parent: str | None = None  # made with the first thing logged
+        self.where = f"{self.uri} (experiment {self.study!r})"
+
+    @property
+    def client(self) -> Any:
+        """The MlflowClient (made on first use: it creates a SQLite store's file)."""
+        if self._client is None:
+            self._client = self.mlflow.MlflowClient(tracking_uri=self.uri)
+        return self._client
+
+    def _start(self) -> str:
+        """The experiment (if new) and the study's parent run, made on first use."""
+        if self.parent is None:
+            if self.experiment is None:
+                self.experiment = self.client.create_experiment(
+                    self.study, artifact_location=_artifacts(self.uri)
+                )
+            run = self.client.create_run(self.experiment, run_name=self.study)
+            self.parent = run.info.run_id
+            self._log(self.parent, params=_flatten(self.config))
+        return self.parent
+
+    def log_run(self, run: RunResult) -> None:
+        """One child run: parameters, metrics per epoch, final metrics, status."""
+        with self._errors():
+            tags = {
+                "mlflow.parentRunId": self._start(),
+                "wdlab.status": run.status,
+                "wdlab.engine": run.engine,
+            }
+            child = self.client.create_run(
+                self.experiment, run_name=run_name(run.config), tags=tags
+            )
+            rid = child.info.run_id
+            last = max(run.curves.epoch, default=0)
+            points = [*scalars(run), *((f"final/{k}", last, v) for k, v in finals(run).items())]
+            self._log(rid, params=hparams(run), metrics=points)
+            self.client.set_terminated(rid, "FINISHED" if run.status == "done" else "FAILED")
+
+    def log_summary(self, result: Result) -> None:
+        """The selection and the report, on the parent run."""
+        with self._errors():
+            parent = self._start()
+            self.client.log_dict(parent, result.selection, "selection.json")
+            self.client.log_text(parent, markdown(result), "selection.md")
+            points = [
+                (f"chosen_wd/{s['mode']}/lr_{s['lr']:g}", 0, float(s["weight_decay"]))
+                for s in result.selection
+            ]
+            self._log(parent, metrics=points)
+            with tempfile.TemporaryDirectory(prefix="wdlab-mlflow-") as tmp:
+                write_report(result, tmp)
+                self.client.log_artifacts(parent, tmp, "report")
+
+    def close(self) -> None:
+        """End the parent run (if anything was logged)."""
+        if self.parent is not None:
+            with self._errors():
+                self.client.set_terminated(self.parent, "FINISHED")
+
+    def _log(
+        self,
+        run_id: str,
+        params: Mapping[str, Any] | None = None,
+        metrics: Sequence[tuple[str, int, float]] = (),
+    ) -> None:
+        """Parameters and metrics in as few calls as MLflow allows."""
+        e, now = self.entities, int(time.time() * 1000)
+        ps = [e.Param(k, _value(v)) for k, v in (params or {}).items()]
+        ms = [e.Metric(k, v, now, step) for k, step, v in metrics]
+        for chunk in _chunks(ps, 100):  # MLflow takes at most 100 parameters per call
+            self.client.log_batch(run_id, params=list(chunk))
+        for chunk in _chunks(ms, BATCH):
+            self.client.log_batch(run_id, metrics=list(chunk))
+
+    def _errors(self) -> Any:
+        return _OneLine(self.error, self.uri)
+
+
+class _OneLine:
+    """MLflow's errors (often several paragraphs) as one line naming the tracking URI; the
+    deprecation warnings of its own dependencies (SQLAlchemy's) are not the user's concern."""
+
+    def __init__(self, error: type[Exception], uri: str) -> None:
+        self.error, self.uri = error, uri
+        self.quiet = warnings.catch_warnings()
+
+    def __enter__(self) -> None:
+        self.quiet.__enter__()
+        warnings.simplefilter("ignore", DeprecationWarning)
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        self.quiet.__exit__(kind, exc, tb)
+        if exc is not None and isinstance(exc, self.error):
+            first = " ".join(str(exc).split()).split(". ")[0]
+            raise ValueError(f"mlflow ({self.uri}): {first}") from None
+
+
+def check_uri(uri: str) -> bool:
+    """A tracking URI that can take the logs, checked before anything is written: a server
+    answers within :data:`REACH_TIMEOUT` seconds; a SQLite file is new (in a folder that
+    exists) or MLflow's own. ``ValueError`` in one line. Returns whether it names a SQLite
+    file that does not exist yet."""
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=REACH_TIMEOUT):
+                pass
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ValueError(
+                f"mlflow: the tracking server {uri} is unreachable ({reason})"
+            ) from None
+    elif uri.startswith("sqlite:///"):
+        _check_sqlite(Path(uri.removeprefix("sqlite:///")), uri)
+
+
+def _check_sqlite(path: Path, uri: str) -> None:
+    if not path.parent.is_dir():
+        raise ValueError(f"mlflow: {uri}: the folder {path.parent} does not exist")
+    if not path.exists():
+        probe = path.parent / f".wdlab-write-test-{path.name}"
+        try:
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise ValueError(f"mlflow: {uri}: cannot write there ({exc.strerror})") from None
+        return
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            names = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise ValueError(f"mlflow: {uri}: cannot read {path} ({exc})") from None
+    if not names >= MLFLOW_TABLES:
+        raise ValueError(f"mlflow: {uri}: {path} is not an MLflow store; left as it is")
+
+
+def _artifacts(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a SQLite store (``mlruns/`` in its
+    folder, not in whatever folder the process runs in); the server's choice otherwise."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
+
+
+def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``section.key`` parameters."""
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out |= _flatten(v, key + ".")
+        else:
+            out[key] = v
+    return out
+
+
+def _value(v: object) -> str:
+    """A parameter's value as MLflow keeps it (text, at most 6000 characters)."""
+    text = v if isinstance(v, str) else json.dumps(v, default=str)
+    return text[:6000]
+
+
+def _chunks(items: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]

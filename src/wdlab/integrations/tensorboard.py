@@ -1,0 +1,87 @@
+"""A study in TensorBoard: one run folder per wdlab run under ``DIR/<study>/``.
+
+Each run's curves are scalars per epoch (``train_loss``, ``weight_norm``, ``val_acc``…, step =
+epoch), its final metrics scalars ``final/<key>``, and its configuration hyperparameters of
+TensorBoard's HParams dashboard (with the final metrics as the metrics there). The selection is
+a text summary (the report's table, in Markdown) and scalars ``chosen_wd/<mode>/lr=<lr>`` in
+``DIR/<study>/selection``. Written with ``torch.utils.tensorboard`` (``pip install
+'wdlab[tensorboard]'``); read back with TensorBoard's own ``EventAccumulator``. Open it with
+``tensorboard --logdir DIR``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from wdlab.extras import require
+from wdlab.integrations.content import finals, hparams, run_name, safe_name, scalars
+from wdlab.integrations.content import selection_markdown as markdown
+from wdlab.records import Result, RunResult
+from wdlab.selection import selection_rule
+
+
+class TensorBoardLog:
+    """Logs a study into ``DIR/<study name>/`` (checked writable when opened). ``fresh``: that
+    folder must be new or empty (an export never mixes with earlier files)."""
+
+    def __init__(self, directory: str, study: str, config: Mapping[str, Any], fresh: bool) -> None:
+        self.tb = require("torch.utils.tensorboard", "logging to TensorBoard")
+        require("tensorboard", "logging to TensorBoard")
+        self.root = Path(directory) / safe_name(study)
+        _check_writable(Path(directory), self.root, fresh)
+        self.where = str(self.root)
+
+    def log_run(self, run: RunResult) -> None:
+        """One run folder: curves, final metrics, hyperparameters."""
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        writer = self.tb.SummaryWriter(str(self.root / safe_name(run_name(run.config))))
+        try:
+            for key, epoch, value in scalars(run):
+                writer.add_scalar(key, value, epoch)
+            last = max(run.curves.epoch, default=0)
+            final = {f"final/{k}": v for k, v in finals(run).items()}
+            for key, value in final.items():
+                writer.add_scalar(key, value, last)
+            for summary in hparams_summary(hparams(run), final):
+                writer.file_writer.add_summary(summary)
+        finally:
+            writer.close()
+
+    def log_summary(self, result: Result) -> None:
+        """The selection: its table as text, each chosen weight decay as a scalar."""
+        writer = self.tb.SummaryWriter(str(self.root / "selection"))
+        try:
+            writer.add_text("selection", markdown(result), 0)
+            if result.selection:
+                writer.add_text("rule", selection_rule(result.selection), 0)
+            for s in result.selection:
+                writer.add_scalar(f"chosen_wd/{s['mode']}/lr={s['lr']:g}", s["weight_decay"], 0)
+        finally:
+            writer.close()
+
+    def close(self) -> None:
+        """Nothing held open between runs."""
+
+
+def _check_writable(directory: Path, root: Path, fresh: bool) -> None:
+    """A folder files can be written to (made if missing); ``fresh``: ``root`` new or empty.
+    One-line ``ValueError`` otherwise, before anything is written."""
+    if directory.exists() and not directory.is_dir():
+        raise ValueError(f"tensorboard: {directory} is a file, not a folder")
+    if fresh and root.exists() and any(root.iterdir()):
+        raise ValueError(
+            f"tensorboard: {root} holds logs already; export into another folder or remove it"
+        )
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".wdlab-write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ValueError(
+            f"tensorboard: cannot write to {directory} ({exc.strerror or exc})"
+        ) from None

@@ -1,0 +1,243 @@
+"""A study on TensorBoard and MLflow: ``wdlab export --to`` and ``--log`` / ``log=`` during a
+sweep, read back with each package's own reader (TensorBoard's EventAccumulator; MLflow's
+MlflowClient on a local SQLite store, no server); bad targets refused in one line with nothing
+stored."""
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import wdlab
+from wdlab.cli import main
+from wdlab.integrations.content import run_name, safe_name
+from wdlab.pipelines import export_to, load_study
+from wdlab.records import is_per_epoch
+
+SWEEP = {"weight_decay": [0.0, 1e-3, 1e-1], "seeds": 2, "epochs": 3, "batch_size": 64}
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("study") / "wine-study"
+    wdlab.sweep("mlp", "wine", out=out, **SWEEP)
+    return out
+
+
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory) -> str:
+    pytest.importorskip("mlflow")
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+def accumulator(path: Path):
+    ea_mod = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    ea = ea_mod.EventAccumulator(str(path), size_guidance={"scalars": 0, "tensors": 0})
+    ea.Reload()
+    return ea
+
+
+def f32(v: float) -> float:
+    """A value as TensorBoard keeps a scalar (float32)."""
+    return float(np.float32(v))
+
+
+def check_tensorboard(root: Path, result) -> None:
+    """Every run's curves, final metrics and hyperparameters, and the selection, as
+    TensorBoard reads them back."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    assert sorted(p.name for p in root.iterdir()) == sorted(
+        [safe_name(run_name(r.config)) for r in result.runs] + ["selection"]
+    )
+    for run in result.runs:
+        ea = accumulator(root / safe_name(run_name(run.config)))
+        for key, values in run.curves.series.items():
+            epochs = run.curves.epoch if is_per_epoch(key) else run.curves.eval_epoch
+            got = [(e.step, e.value) for e in ea.Scalars(key)]
+            assert got == [(ep, f32(v)) for ep, v in zip(epochs, values, strict=True)]
+        assert ea.Scalars("final/val_acc")[0].value == f32(run.final["val_acc"])
+        content = ea.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+        hp = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+        assert hp["mode"].string_value == run.config.mode
+        assert hp["weight_decay"].number_value == run.config.weight_decay
+        assert hp["seed"].number_value == run.config.seed
+    sel = accumulator(root / "selection")
+    text = sel.Tensors("selection/text_summary")[0].tensor_proto.string_val[0].decode()
+    (row,) = result.selection
+    assert row["verdict"] in text and "| chosen wd |" in text
+    (chosen,) = sel.Scalars("chosen_wd/decoupled/lr=0.001")
+    assert chosen.value == f32(row["weight_decay"])
+
+
+def test_export_to_tensorboard_round_trip(study_dir, tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    before = digest(study_dir / "study.db")
+    assert main(["export", str(study_dir), "--to", "tensorboard", str(tmp_path / "tb")]) == 0
+    assert "6 runs and the selection logged to tensorboard" in capsys.readouterr().out
+    check_tensorboard(tmp_path / "tb" / "wine-study", load_study(study_dir))
+    assert digest(study_dir / "study.db") == before  # read-only
+    # the same folder again: refused, nothing added
+    files = sorted((tmp_path / "tb").rglob("*"))
+    assert main(["export", str(study_dir), "--to", "tensorboard", str(tmp_path / "tb")]) == 2
+    assert "holds logs already" in capsys.readouterr().err
+    assert sorted((tmp_path / "tb").rglob("*")) == files
+
+
+def check_mlflow(uri: str, name: str, result) -> None:
+    """Every run as a child run (params, metric history, final metrics, status), the
+    selection and the report on the parent, as MlflowClient reads them back."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(name)
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    (parent,) = [r for r in runs if r.info.run_name == name]
+    children = {r.info.run_name: r for r in runs if r.info.run_name != name}
+    assert sorted(children) == sorted(run_name(r.config) for r in result.runs)
+    for run in result.runs:
+        child = children[run_name(run.config)]
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.data.tags["wdlab.status"] == run.status == "done"
+        assert float(child.data.params["weight_decay"]) == run.config.weight_decay
+        assert child.data.params["mode"] == run.config.mode
+        history = client.get_metric_history(child.info.run_id, "val_acc")
+        got = sorted((m.step, m.value) for m in history)
+        assert got == list(zip(run.curves.eval_epoch, run.curves["val_acc"], strict=True))
+        assert child.data.metrics["final/test_acc"] == run.final["test_acc"]
+        assert child.info.status == "FINISHED"
+    assert parent.data.params["train.epochs"] == "3"
+    arts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"selection.json", "selection.md", "report"} <= arts
+    report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert "report/report.html" in report
+    path = client.download_artifacts(parent.info.run_id, "selection.json")
+    assert json.loads(Path(path).read_text())[0]["verdict"] == result.selection[0]["verdict"]
+    db = Path(uri.removeprefix("sqlite:///"))
+    artifacts = Path(parent.info.artifact_uri.removeprefix("file://"))
+    assert artifacts.is_relative_to(db.parent / "mlruns")  # beside the store, not in the cwd
+
+
+def test_export_to_mlflow_round_trip(study_dir, mlflow_uri, capsys):
+    assert main(["export", str(study_dir), "--to", "mlflow", mlflow_uri, "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["to"] == "mlflow" and doc["runs"] == "6"
+    check_mlflow(mlflow_uri, "wine-study", load_study(study_dir))
+    # a second export into the same experiment is refused, the store left as it is
+    db = Path(mlflow_uri.removeprefix("sqlite:///"))
+    before = digest(db)
+    with pytest.raises(ValueError, match="holds runs already"):
+        export_to(study_dir, "mlflow", mlflow_uri)
+    assert digest(db) == before
+
+
+def test_live_logs_during_a_sweep(tmp_path, mlflow_uri, capsys):
+    """--log during a sweep logs what an export of the finished study logs."""
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "live-study"
+    args = ["sweep", "--data", "wine", "--optimizer", "adamw", "--lr", "0.001", "--epochs", "3"]
+    args += ["--mode", "decoupled", "--wd", "0,0.001,0.1", "--seeds", "2", "--batch-size", "64"]
+    args += ["--out", str(out), "--max-batch", "2", "--json"]
+    args += ["--log", f"tensorboard:{tmp_path / 'tb'}", "--log", f"mlflow:{mlflow_uri}"]
+    assert main(args) == 0
+    json.loads(capsys.readouterr().out)  # still exactly one JSON document
+    result = load_study(out)
+    check_tensorboard(tmp_path / "tb" / "live-study", result)
+    check_mlflow(mlflow_uri, "live-study", result)
+
+
+def test_python_sweep_log(tmp_path):
+    pytest.importorskip("tensorboard")
+    result = wdlab.sweep("mlp", "wine", log=f"tensorboard:{tmp_path}", name="py", **SWEEP)
+    check_tensorboard(tmp_path / "py", result)
+
+
+# -- bad targets: one line, exit 2, nothing stored ---------------------------------------------
+
+
+def test_unreachable_mlflow_server_fails_fast(study_dir, tmp_path, capsys):
+    pytest.importorskip("mlflow")
+    before = digest(study_dir / "study.db")
+    url = "http://127.0.0.1:9"  # the discard port: nothing listens there
+    assert main(["export", str(study_dir), "--to", "mlflow", url]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"the tracking server {url} is unreachable" in err
+    assert digest(study_dir / "study.db") == before
+    out = tmp_path / "never"
+    args = ["sweep", "--data", "wine", "--epochs", "2", "--out", str(out), "--log", f"mlflow:{url}"]
+    assert main(args) == 2
+    assert "unreachable" in capsys.readouterr().err
+    assert not (out / "study.db").exists()
+
+
+def test_unwritable_tensorboard_folder(study_dir, tmp_path, capsys):
+    pytest.importorskip("tensorboard")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for target, message in (
+        (blocker, "is a file, not a folder"),
+        (blocker / "sub", "cannot write"),
+    ):
+        assert main(["export", str(study_dir), "--to", "tensorboard", str(target)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err
+    out = tmp_path / "never"
+    args = ["sweep", "--data", "wine", "--epochs", "2", "--out", str(out)]
+    assert main([*args, "--log", f"tensorboard:{blocker / 'sub'}"]) == 2
+    assert "cannot write" in capsys.readouterr().err
+    assert not (out / "study.db").exists() and blocker.read_text() == "not a folder"
+
+
+def test_a_foreign_sqlite_file_is_not_an_mlflow_store(study_dir, tmp_path, capsys):
+    import sqlite3
+
+    pytest.importorskip("mlflow")
+    path = tmp_path / "other.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE t (x)")
+    db.commit()
+    db.close()
+    before = digest(path)
+    assert main(["export", str(study_dir), "--to", "mlflow", f"sqlite:///{path}"]) == 2
+    assert "is not an MLflow store; left as it is" in capsys.readouterr().err
+    assert digest(path) == before
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--log", "wandb:x"], "unknown dashboard 'wandb'"),
+        (["--log", "tensorboard"], "tensorboard needs a folder"),
+    ],
+)
+def test_bad_log_specs(tmp_path, capsys, extra, message):
+    out = tmp_path / "never"
+    assert main(["sweep", "--data", "wine", "--epochs", "2", "--out", str(out), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not (out / "study.db").exists()
+
+
+def test_export_to_flags(study_dir, tmp_path, capsys):
+    args = ["export", str(study_dir), "--to", "tensorboard", str(tmp_path), "x"]
+    assert main(args) == 2
+    assert "--to takes a dashboard and one target" in capsys.readouterr().err
+    assert main(["export", str(study_dir), "--to", "tensorboard", str(tmp_path), "--out", "y"]) == 2
+    assert "--out and --format are for files" in capsys.readouterr().err
+
+
+def test_import_wdlab_imports_no_dashboard_or_optuna():
+    code = (
+        "import sys, wdlab; wdlab.sweep; wdlab.train; import wdlab.pipelines; "
+        "from wdlab.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('optuna', 'tensorboard', 'mlflow') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "[]", out.stderr

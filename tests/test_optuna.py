@@ -1,0 +1,322 @@
+"""wdlab.optuna and ``wdlab search``: an Optuna study's trials trained K at a time as one batch,
+reported per evaluation (so pruners work), told their validation value; bad input refused
+before anything is stored."""
+
+import hashlib
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from optuna.distributions import (  # noqa: E402
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
+from optuna.trial import TrialState  # noqa: E402
+
+import wdlab.optuna as wo  # noqa: E402
+from wdlab.cli import main  # noqa: E402
+from wdlab.data import load  # noqa: E402
+from wdlab.models import ModelSpec  # noqa: E402
+from wdlab.records import RunConfig  # noqa: E402
+from wdlab.trainer import train  # noqa: E402
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+SPACE = {
+    "lr": FloatDistribution(1e-3, 1e-1, log=True),
+    "weight_decay": FloatDistribution(1e-6, 1.0, log=True),
+    "mode": CategoricalDistribution(["decoupled", "l2"]),
+}
+SMALL = {"epochs": 3, "batch_size": 64}
+
+
+def study(direction="maximize", sampler=None, pruner=None, storage=None):
+    return optuna.create_study(
+        direction=direction,
+        sampler=sampler or optuna.samplers.TPESampler(seed=0),
+        pruner=pruner or optuna.pruners.NopPruner(),
+        storage=storage,
+    )
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_told_values_are_the_batch_runs_values():
+    """Each trial's intermediate values and final value are its configuration's validation
+    accuracy per epoch, exactly as the same batch trained by wdlab.trainer.train gives them
+    (the trainer reorders rows; the values must come back to the right trial)."""
+    s = study()
+    result = wo.optimize(s, "mlp", "wine", SPACE, n_trials=4, batch=4, **SMALL)
+    assert result.batches == 1 and result.counts() == {"complete": 4}
+    ds = load("wine")
+    spec = ModelSpec("mlp", in_dim=ds.in_dim, out_dim=ds.out_dim, in_shape=ds.in_shape)
+    configs = [
+        RunConfig(t.params["mode"], t.params["weight_decay"], t.params["lr"], "adamw", (), 0, "x")
+        for t in result.trials
+    ]
+    runs = train(spec, ds, configs, epochs=3, eval_every=1, batch_size=64, shuffle_seed=0)
+    for trial, run in zip(result.trials, runs, strict=True):
+        assert trial.value == run.final["val_acc"]
+        assert trial.intermediate_values == dict(
+            zip([e + 1 for e in run.curves.eval_epoch], run.curves["val_acc"], strict=True)
+        )
+        assert trial.user_attrs["test_acc"] == run.final["test_acc"]
+    assert result.metric == "val_acc" and result.direction == "maximize"
+
+
+class PruneOdd(optuna.pruners.BasePruner):
+    """Prunes the odd-numbered trials once they report step 2 (deterministic)."""
+
+    def prune(self, study, trial):
+        return trial.number % 2 == 1 and trial.last_step is not None and trial.last_step >= 2
+
+
+def test_pruned_trials_are_told_during_the_batch_and_frozen():
+    s = study(pruner=PruneOdd())
+    result = wo.optimize(s, "mlp", "wine", SPACE, n_trials=4, batch=4, epochs=4, batch_size=64)
+    by_state = {t.number: t for t in result.trials}
+    for n in (1, 3):
+        t = by_state[n]
+        assert t.state == TrialState.PRUNED
+        assert sorted(t.intermediate_values) == [1, 2]  # nothing reported after its pruning
+    for n in (0, 2):
+        t = by_state[n]
+        assert t.state == TrialState.COMPLETE
+        assert sorted(t.intermediate_values) == [1, 2, 3, 4]
+        # told while the batch was still training, before any complete trial was told
+        assert by_state[1].datetime_complete < t.datetime_complete
+    assert result.counts() == {"complete": 2, "pruned": 2}
+
+
+def test_median_pruner_prunes_later_batches():
+    """Optuna's own MedianPruner, fed by the per-epoch reports: trials of later batches that
+    fall below the median of the completed ones are pruned."""
+    s = study(pruner=optuna.pruners.MedianPruner(n_startup_trials=4))
+    space = {"lr": FloatDistribution(1e-5, 1.0, log=True)}
+    result = wo.optimize(s, "mlp", "wine", space, n_trials=16, batch=4, **SMALL)
+    states = [t.state for t in result.trials]
+    assert states[:4] == [TrialState.COMPLETE] * 4  # nothing completed yet: nothing pruned
+    assert TrialState.PRUNED in states[4:]
+    assert result.batches == 4
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+@pytest.mark.parametrize("sampler", ["tpe", "random", "cmaes", "gp", "qmc"])
+def test_any_sampler(sampler):
+    from wdlab.cli.search import SAMPLERS
+
+    s = study(sampler=SAMPLERS[sampler].make(optuna, 0, 2))
+    space = {"lr": SPACE["lr"], "wd": SPACE["weight_decay"]}
+    result = wo.optimize(s, "mlp", "wine", space, n_trials=6, batch=3, epochs=2, batch_size=64)
+    assert result.counts() == {"complete": 6}
+    assert len({t.params["lr"] for t in result.trials}) == 6  # six configurations proposed
+
+
+def test_parameter_importance_and_seeds():
+    """Importance works on the study as on any Optuna study; with seeds each trial's value is
+    the mean of its seeds', their spread kept beside it."""
+    s = study()
+    result = wo.optimize(s, "mlp", "wine", SPACE, n_trials=6, batch=6, seeds=2, **SMALL)
+    imp = optuna.importance.get_param_importances(s)
+    assert set(imp) == {"lr", "weight_decay", "mode"}
+    assert math.isclose(sum(imp.values()), 1.0)
+    assert result.importance() == imp
+    t = result.trials[0]
+    assert t.user_attrs["val_acc_std"] >= 0
+    assert 0 <= t.value <= 1 and t.value == result.study.trials[0].value
+
+
+def test_diverged_trial_is_a_failure():
+    """SGD at lr = 1000 on a regression (RMSE: lower is better) diverges: told FAIL."""
+    s = study(direction="minimize")
+    space = {"lr": CategoricalDistribution([1e3])}
+    kw = SMALL | {"optimizer": "sgd"}
+    result = wo.optimize(s, "mlp", "diabetes", space, n_trials=1, batch=1, **kw)
+    (t,) = result.trials
+    assert t.state == TrialState.FAIL and t.user_attrs["status"] == "diverged"
+    assert result.best_trial is None and "no complete trial" in repr(result)
+
+
+def test_optimizer_keywords_and_an_optimizer_choice():
+    s = study()
+    space = {
+        "optimizer": CategoricalDistribution(["sgd", "adamw"]),
+        "lr": FloatDistribution(1e-3, 1e-1, log=True),
+    }
+    result = wo.optimize(s, "mlp", "wine", space, n_trials=4, batch=4, **SMALL)
+    assert result.counts() == {"complete": 4}
+    s2 = study()
+    space2 = {"momentum": FloatDistribution(0.0, 0.99)}
+    r2 = wo.optimize(s2, "mlp", "wine", space2, n_trials=2, batch=2, optimizer="sgd", **SMALL)
+    assert r2.counts() == {"complete": 2}
+
+
+def test_a_study_resumes_where_it_stopped(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    s = study(storage=url)
+    wo.optimize(s, "mlp", "wine", SPACE, n_trials=3, batch=3, **SMALL)
+    again = optuna.load_study(study_name=s.study_name, storage=url)
+    wo.optimize(again, "mlp", "wine", SPACE, n_trials=2, batch=2, **SMALL)
+    assert len(again.trials) == 5
+    assert again.user_attrs["wdlab"]["data"] == "wine"
+
+
+# -- bad input: one line, nothing stored -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({}, "the space is empty"),
+        ({"mode": FloatDistribution(0, 1)}, "mode: a FloatDistribution cannot choose"),
+        ({"lr": FloatDistribution(0.0, 1.0)}, "lr: every value must be a finite number > 0"),
+        ({"mode": CategoricalDistribution(["decoupled", "nope"])}, "'nope' is not a decay mode"),
+        ({"momentum": FloatDistribution(0.0, 0.9)}, "momentum: AdamW has no option 'momentum'"),
+        ({"lr": 0.1}, "lr: expected an Optuna distribution"),
+        ({"wd": IntDistribution(0, 3), "weight_decay": IntDistribution(0, 3)}, "twice"),
+    ],
+)
+def test_a_bad_space_is_refused_before_anything_is_stored(tmp_path, space, message):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    s = study(storage=url)
+    before = digest(tmp_path / "s.db")
+    with pytest.raises(ValueError, match=message) as info:
+        wo.optimize(s, "mlp", "wine", space, n_trials=2, batch=2, **SMALL)
+    assert "\n" not in str(info.value)
+    assert digest(tmp_path / "s.db") == before and s.trials == [] and s.user_attrs == {}
+
+
+def test_another_direction_or_distribution_or_setting_is_refused(tmp_path):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    s = study(direction="minimize", storage=url)
+    before = digest(tmp_path / "s.db")
+    with pytest.raises(ValueError, match=r"set to minimize, but .* higher-is-better"):
+        wo.optimize(s, "mlp", "wine", SPACE, n_trials=2, batch=2, **SMALL)
+    assert digest(tmp_path / "s.db") == before
+    # select="loss" is lower-is-better: the same study is right for it
+    wo.optimize(s, "mlp", "wine", SPACE, n_trials=2, batch=2, select="loss", **SMALL)
+    assert [t.state for t in s.trials] == [TrialState.COMPLETE] * 2
+    before = digest(tmp_path / "s.db")
+    other = dict(SPACE, lr=CategoricalDistribution([0.01, 0.1]))
+    with pytest.raises(ValueError, match=r"lr: .* does not match the study's earlier trials"):
+        wo.optimize(s, "mlp", "wine", other, n_trials=2, batch=2, select="loss", **SMALL)
+    with pytest.raises(ValueError, match="searched with epochs = 3, not 4"):
+        kw = SMALL | {"epochs": 4}
+        wo.optimize(s, "mlp", "wine", SPACE, n_trials=2, batch=2, select="loss", **kw)
+    with pytest.raises(ValueError, match="n_trials must be a positive integer"):
+        wo.optimize(s, "mlp", "wine", SPACE, n_trials=0, batch=2, select="loss", **SMALL)
+    assert digest(tmp_path / "s.db") == before and len(s.trials) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("1e-6..1:log", FloatDistribution(1e-6, 1.0, log=True)),
+        ("0..0.5", FloatDistribution(0.0, 0.5)),
+        ("1e-4..1e-2:3", CategoricalDistribution([1e-4, 1e-3, 1e-2])),
+        ("0,1e-3", CategoricalDistribution([0.0, 1e-3])),
+        ("0.01", 0.01),
+    ],
+)
+def test_ranges_written_as_text(text, expected):
+    assert wo.parse_range("wd", text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("1..1e-6:log", "a range needs LO < HI"),
+        ("0..1:log", "a log range needs LO > 0"),
+        ("1e-3..1:x", "expected LO..HI, LO..HI:log or LO..HI:N"),
+        ("a..b", "expected a number"),
+        ("nan", "expected a finite number"),
+    ],
+)
+def test_bad_ranges(text, message):
+    with pytest.raises(ValueError, match=message):
+        wo.parse_range("wd", text)
+
+
+# -- the command line --------------------------------------------------------------------------
+
+CLI = ["search", "--data", "wine", "--optimizer", "adamw", "--epochs", "2", "--batch-size", "64"]
+
+
+def test_cli_search_into_a_sqlite_storage(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    args = [*CLI, "--lr", "1e-3..1e-1:log", "--wd", "1e-6..1:log", "--mode", "decoupled,l2"]
+    code = main([*args, "--trials", "6", "--batch", "3", "--storage", url, "--json"])
+    assert code == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["counts"] == {"complete": 6} and doc["batches"] == 2
+    assert doc["study"] == "search-wine" and doc["metric"] == "val_acc"
+    s = optuna.load_study(study_name="search-wine", storage=url)
+    assert len(s.trials) == 6 and s.direction.name == "MAXIMIZE"
+    assert set(optuna.importance.get_param_importances(s)) == {"lr", "wd", "mode"}
+    # the same command again resumes the study; the table names the best trials
+    assert main([*args, "--trials", "3", "--batch", "3", "--storage", url]) == 0
+    out = capsys.readouterr().out
+    assert "this search: 3 trials (" in out and ") in 1 batch\n" in out
+    assert len(optuna.load_study(study_name="search-wine", storage=url).trials) == 9
+
+
+def test_cli_default_space_is_weight_decay(capsys):
+    assert main([*CLI, "--trials", "2", "--batch", "2", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert set(doc["best"]["params"]) == {"wd"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--wd", "1..1e-6:log"], "--wd 1..1e-6:log: a range needs LO < HI, got 1 >= 1e-06"),
+        (["--mode", "decoupled,bogus"], "'bogus' is not a decay mode"),
+        (["--select", "loss"], "the study is set to maximize"),
+        (["--wd", "0,1e-3"], "does not match the study's earlier trials"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_stores_nothing(tmp_path, capsys, extra, message):
+    db = tmp_path / "s.db"
+    url = f"sqlite:///{db}"
+    assert main([*CLI, "--trials", "1", "--batch", "1", "--storage", url]) == 0
+    before = digest(db)
+    capsys.readouterr()
+    assert main([*CLI, "--trials", "1", "--storage", url, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert digest(db) == before
+    fresh = tmp_path / "new.db"
+    if "--select" not in extra and "0,1e-3" not in extra:
+        assert main([*CLI, "--storage", f"sqlite:///{fresh}", *extra]) == 2
+        assert not fresh.exists()
+
+
+def test_cli_leaves_a_foreign_file_alone(tmp_path, capsys):
+    import sqlite3
+
+    path = tmp_path / "other.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE t (x)")
+    db.commit()
+    db.close()
+    before = digest(path)
+    assert main([*CLI, "--storage", f"sqlite:///{path}"]) == 2
+    assert "is not an Optuna storage; left as it is" in capsys.readouterr().err
+    assert digest(path) == before
+
+
+def test_search_help_imports_no_optuna():
+    code = (
+        "import sys; from wdlab.cli import build_parser; build_parser(); "
+        "print('optuna' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr
