@@ -15,11 +15,11 @@ from wdlab.extras import require
 from wdlab.records import Check, Result, RunResult
 from wdlab.report.figures import figure
 from wdlab.report.files import write_results
-from wdlab.report.text import demo_table, experiment_table, short
+from wdlab.report.text import demo_table, experiment_table, short, use_cell, verdict_text
 from wdlab.selection import metric_for, select, settings
 
 
-@dataclass
+@dataclass(repr=False)  # Result's repr: a one-line summary; str() is the table
 class DemoResult(Result):
     """The article's three regimes, the manual ≡ builtin check and the wall time."""
 
@@ -38,6 +38,9 @@ class DemoResult(Result):
     def table(self) -> str:
         """The terminal summary: one row per regime."""
         return demo_table(self)
+
+    def __str__(self) -> str:
+        return self.table()
 
     def plot(self, kind: str = "loss") -> Figure:
         """A matplotlib Figure: ``loss`` curves or ``weight_norm``."""
@@ -84,7 +87,7 @@ class DemoResult(Result):
         return write_results(self, out, self.to_dict())
 
 
-@dataclass
+@dataclass(repr=False)  # Result's repr: a one-line summary; str() is the table
 class SweepResult(Result):
     """Runs of an experiment or sweep, with the weight decay chosen on validation per
     (mode, lr) and reported on test. ``directory`` is the study folder (sweeps)."""
@@ -136,6 +139,9 @@ class SweepResult(Result):
         """Terminal tables: every run's final metrics, then the choice per (mode, lr)."""
         return experiment_table(self, max_runs)
 
+    def __str__(self) -> str:
+        return self.table()
+
     def plot(self, kind: str = "wd") -> Figure:
         """A matplotlib Figure: ``wd`` (metric against weight decay), ``loss`` (the chosen runs
         and wd = 0), ``gap`` or ``weight_norm`` curves."""
@@ -153,7 +159,7 @@ class SweepResult(Result):
             for h in (
                 "mode",
                 "lr",
-                "best wd",
+                "use wd",
                 f"val {name}",
                 f"test {name} (mean ± std)",
                 "test at wd=0",
@@ -163,9 +169,9 @@ class SweepResult(Result):
         )
         rows = "".join(
             f"<tr><td>{escape(s['mode'])}</td><td>{short(s['lr'])}</td>"
-            f"<td>{short(s['weight_decay'])}</td><td>{s['val']:.4f}</td>"
+            f"<td>{escape(use_cell(s))}</td><td>{s['val']:.4f}</td>"
             f"<td>{s['test_mean']:.4f} ± {s['test_std']:.4f}</td>"
-            f"<td>{s['test_at_zero']:.4f}</td><td>{escape(s['verdict'])}</td>"
+            f"<td>{s['test_at_zero']:.4f}</td><td>{escape(verdict_text(s))}</td>"
             f"<td>{s['seeds']}</td></tr>"
             for s in self.selection
         )
