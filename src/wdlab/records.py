@@ -299,7 +299,8 @@ class Result:
             return "no weight decay chosen" + ("" if self.selection else " (no validation split)")
         answers = {use_text(s) for s in rows}
         if len(rows) > 1 and len(answers) == 1:
-            return f"use {answers.pop()} in all {len(rows)} (mode, lr) settings"
+            n = "both" if len(rows) == 2 else f"all {len(rows)}"
+            return f"use {answers.pop()} in {n} (mode, lr) settings"
         parts = [f"{s['mode']} lr {s['lr']:g}: {use_text(s)}" for s in rows[:limit]]
         more = f"; … {len(rows) - limit} more" if len(rows) > limit else ""
         return "use " + "; ".join(parts) + more

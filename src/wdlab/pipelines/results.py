@@ -12,7 +12,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from wdlab.extras import require
-from wdlab.records import Check, Result, RunResult
+from wdlab.records import Check, Result, RunResult, use_wd
 from wdlab.report.figures import figure
 from wdlab.report.files import write_results
 from wdlab.report.text import demo_table, experiment_table, short, use_cell, verdict_text
@@ -116,11 +116,13 @@ class SweepResult(Result):
     def best(self) -> list[dict[str, Any]]:
         """One dict per (mode, lr) that decays: ``mode``, ``lr``, ``weight_decay`` (chosen on
         validation), ``val``, ``test_mean``, ``test_std``, ``test_at_zero``,
-        ``better_than_zero`` and the ``verdict`` in words."""
+        ``better_than_zero``, the ``verdict`` in words and ``use_wd``, the weight decay to use
+        (:func:`~wdlab.records.use_wd`: the chosen one where it beat wd = 0, else 0)."""
         keys = ("mode", "lr", "weight_decay", "val", "test_mean", "test_std", "test_at_zero")
         return [
             {k: s[k] for k in keys}
             | {"better_than_zero": bool(s["better_than_zero"]), "verdict": s["verdict"]}
+            | {"use_wd": use_wd(s)}
             for s in self.selection
             if s["mode"] != "none"
         ]
