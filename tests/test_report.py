@@ -1,18 +1,23 @@
 """The HTML report, opened in a real headless Chromium (Debian's, driven by Playwright)."""
 
+import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 
-from test_selection import run, sweep_result
+from test_selection import grid, run, sweep_result
 from wdlab.cli import main
 from wdlab.config import validate
 from wdlab.pipelines import DemoSettings, SweepResult, build_report, run_demo, run_sweep
+from wdlab.records import Check, Result, use_wd
 from wdlab.report.figures import FIGURES
 from wdlab.report.html import write_report
-from wdlab.selection import NO_GAIN
+from wdlab.report.text import short, verdict_summary
+from wdlab.selection import GAIN, NO_GAIN
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 HAVE_BROWSER = os.path.exists(CHROMIUM)
@@ -233,23 +238,29 @@ def test_a_wd0_choice_is_starred_left_of_the_log_range():
     assert "0" in [t.get_text() for t in ax.get_xticklabels()]
 
 
-def test_heatmap_marks_each_panels_best_cell():
-
-    table = {0.0: [0.5, 0.5], 1e-3: [0.6, 0.61], 1e-2: [0.9, 0.91]}
+def test_heatmap_marks_the_weight_decay_to_use_for_each_mode_and_lr():
+    """One ★ per (mode, lr): the row's weight decay to use, as in the answer table (it was
+    each panel's best-mean cell, which is not what the table and the wd plot mark)."""
+    table = {0.0: [0.5, 0.5, 0.52], 1e-3: [0.6, 0.61, 0.6], 1e-2: [0.9, 0.91, 0.92]}  # 3 seeds
     res = sweep_result(table, lrs=(0.01, 0.001), modes=("l2", "decoupled"))
     fig = FIGURES["heatmap"].draw(res)
     panels = [ax for ax in fig.axes if ax.get_title() in ("l2", "decoupled")]
     assert len(panels) == 2
     for ax in panels:
-        (star,) = _stars(ax)
-        assert star.get_xdata()[0] == 2 and star.get_ydata()[0] == 0  # wd 1e-2, lr 0.001
+        stars = sorted((s.get_ydata()[0], s.get_xdata()[0]) for s in _stars(ax))
+        assert stars == [(0, 2), (1, 2)]  # wd 1e-2 at lr 0.001 (row 0) and lr 0.01 (row 1)
     assert panels[1].get_ylabel() == ""  # one "lr" label, on the first panel only
     caption = FIGURES["heatmap"].caption(res)
     assert "l2: lr 0.001, wd 0.01" in caption and "independent" not in caption
 
 
 def test_loss_plot_draws_the_chosen_runs_and_wd0_each_named():
-    table = {0.0: [0.5, 0.5], 1e-3: [0.6, 0.61], 1e-2: [0.9, 0.91], 1e-1: [0.2, 0.2]}
+    table = {
+        0.0: [0.5, 0.5, 0.52],
+        1e-3: [0.6, 0.61, 0.6],
+        1e-2: [0.9, 0.91, 0.92],
+        1e-1: [0.2] * 3,
+    }
     res = sweep_result(table, lrs=(0.01, 0.001), modes=("l2", "decoupled"))
     labels = [t for t in _legend(res.plot("loss")) if t not in ("train", "val")]
     assert sorted(labels) == sorted(
@@ -265,3 +276,189 @@ def test_loss_plot_draws_the_chosen_runs_and_wd0_each_named():
     for kind in ("gap", "weight_norm"):
         names = _legend(res.plot(kind))
         assert len(names) == len(set(names)) == 6
+
+
+# ---------------------------------------------------------------------------------------------
+# One answer, marked the same way everywhere; every page titled; names shown as typed.
+
+GAIN_TABLE = {0.0: [0.5, 0.5, 0.52], 1e-3: [0.6, 0.61, 0.6], 1e-2: [0.9, 0.91, 0.92]}
+# 0 is not among the modes' weight decays: the smallest swept one (1e-4) ties with the best
+NO_GAIN_TABLE = {0.0: [0.8, 0.8, 0.8], 1e-4: [0.8, 0.8, 0.8], 0.0316228: [0.82, 0.79, 0.8]}
+
+
+def _gain_and_no_gain():
+    gain = sweep_result(GAIN_TABLE, lrs=(0.01, 0.001), modes=("l2", "decoupled"))
+    none = sweep_result(NO_GAIN_TABLE, lrs=(0.01, 0.001), modes=("l2", "decoupled"))
+    gain.name, none.name = "with a gain", "without a gain"
+    return gain, none
+
+
+def _answer_cells(res):
+    """{(mode, lr): wd} as the answer table, the wd plot and the heatmap each mark it."""
+    table = {(s["mode"], s["lr"]): use_wd(s) for s in res.selection if s["mode"] != "none"}
+    wd_ax = res.plot("wd").axes[0]
+    ticks = {t.get_position()[0]: t.get_text() for t in wd_ax.get_xticklabels()}
+    wd_stars = sorted(ticks[s.get_xdata()[0]] for s in _stars(wd_ax))
+    heat = FIGURES["heatmap"].draw(res)
+    panels = {ax.get_title(): ax for ax in heat.axes if ax.get_title() in ("l2", "decoupled")}
+    heat_cells = {}
+    for mode, ax in panels.items():
+        xs = [t.get_text() for t in ax.get_xticklabels()]
+        ys = sorted({r.config.lr for r in res.runs})  # the rows, bottom up
+        for s in _stars(ax):
+            heat_cells[(mode, ys[int(s.get_ydata()[0])])] = xs[int(s.get_xdata()[0])]
+    return table, wd_stars, heat_cells
+
+
+def test_the_table_the_wd_plot_and_the_heatmap_mark_the_same_cells():
+    """One definition of the answer (records.use_wd): a measured gain marks its weight decay,
+    no measurable gain marks wd = 0, never the tiny wd that tied with it; the terminal, the
+    HTML table, the wd plot's ★ and the heatmap's ★ agree cell by cell."""
+    gain, none = _gain_and_no_gain()
+    table, wd_stars, heat = _answer_cells(gain)
+    assert set(table.values()) == {1e-2}
+    assert heat == {k: short(v) for k, v in table.items()}
+    assert wd_stars == sorted(short(v) for v in table.values())
+    table, wd_stars, heat = _answer_cells(none)
+    assert {s["weight_decay"] for s in none.selection if s["mode"] != "none"} == {1e-4}
+    assert set(table.values()) == {0.0}  # no gain: use wd = 0, not the 1e-4 that tied
+    assert heat == {k: "0" for k in table} and wd_stars == ["0"] * 4
+    text = none.table()
+    answer = text[text.index("best weight decay per (mode, lr)") :]
+    rows = [ln.split() for ln in answer.splitlines() if ln.startswith(("l2 ", "decoupled "))]
+    assert [r[2] for r in rows] == ["0"] * 4 and text.count(": use wd = 0") == 4
+    assert "use wd = 0" in verdict_summary(none.selection)
+
+
+def test_each_heatmap_panel_has_its_own_colour_scale_and_the_caption_gives_it():
+    runs = grid({0.0: [0.5, 0.5, 0.5]})
+    runs += grid({1e-3: [0.6, 0.61, 0.6], 1e-2: [0.9, 0.91, 0.905]}, mode="l2")
+    runs += grid({1e-3: [0.50, 0.50, 0.50], 1e-2: [0.51, 0.52, 0.515]}, mode="decoupled")
+    runs += [run(r.config.mode, r.config.weight_decay, r.config.seed, 0.5, lr=0.001) for r in runs]
+    res = SweepResult(runs=runs, task="multiclass")
+    res.select()
+    fig = FIGURES["heatmap"].draw(res)
+    images = {ax.get_title(): ax.images[0] for ax in fig.axes if ax.images}
+    assert images["l2"].norm.vmin == 0.5 and images["l2"].norm.vmax == pytest.approx(0.905)
+    assert images["decoupled"].norm.vmax == pytest.approx(0.515)  # not washed out by l2's range
+    assert len([ax for ax in fig.axes if ax.get_label() == "<colorbar>"]) == 2
+    caption = FIGURES["heatmap"].caption(res)
+    assert "l2 0.5 to 0.905" in caption and "decoupled 0.5 to 0.515" in caption
+
+
+def test_where_the_answer_is_wd0_the_curves_still_show_the_nearest_swept_wd():
+    _, none = _gain_and_no_gain()
+    labels = sorted(t for t in _legend(none.plot("loss")) if t not in ("train", "val"))
+    assert labels == sorted(
+        f"{m} wd={w} lr={lr}"
+        for lr in ("0.001", "0.01")
+        for m, w in (("none", "0"), ("l2", "0.0001"), ("decoupled", "0.0001"))
+    )
+    assert "nearest swept" in FIGURES["losses"].caption(none)
+
+
+def test_every_page_has_a_title(tmp_path):
+    res = sweep_result()
+    res.kind, res.name = "run", ""
+    html = write_report(res, tmp_path)["report"].read_text()
+    assert "<h1>run: hand-made</h1>" in html  # the data's name when the run has none
+    res.data = {}
+    assert "<h1>run</h1>" in write_report(res, tmp_path)["report"].read_text()
+
+
+def test_results_read_well_in_a_repl():
+    """repr: one short line (kind, counts, the answer); str: the table; to_dict(): all."""
+    gain, none = _gain_and_no_gain()
+    for res in (gain, none):
+        text = repr(res)
+        assert "\n" not in text and len(text) < 300 and "30 runs (30 done)" in text
+        assert str(res) == res.table()
+        assert len(json.dumps(res.to_dict()["runs"])) > 10 * len(text)
+    assert repr(gain).endswith("; use wd 0.01 (better than wd = 0) in all 4 (mode, lr) settings>")
+    assert repr(none).endswith("; use wd 0 (no measurable gain) in all 4 (mode, lr) settings>")
+    mixed = sweep_result(GAIN_TABLE, lrs=(0.01,), modes=("l2",))
+    mixed.runs += grid(NO_GAIN_TABLE, lr=0.001)
+    mixed.select()
+    assert repr(mixed).endswith(
+        "use decoupled lr 0.001: wd 0 (no measurable gain); l2 lr 0.01: wd 0.01 (better than "
+        "wd = 0)>"
+    )
+    r = gain.runs[0]
+    assert repr(r).startswith("RunResult(none wd=0 lr=0.01 adam seed 0: done, ")
+    assert repr(r.curves) == (
+        "Curves(5 epochs, 3 evaluations: train_loss, weight_norm, train_loss_eval, val_loss, "
+        "test_loss, val_acc, test_acc)"
+    )
+    demo = Result("demo", checks={"manual_equals_builtin": Check("m", "b", 0, 0, True, 0, True)})
+    assert repr(demo) == "<Result demo: 0 runs (); manual vs builtin: identical (bitwise)>"
+
+
+def test_names_are_text_in_every_figure(tmp_path, capsys):
+    """A file or study name with $, _ and ^ (matplotlib's mathtext) is drawn as typed: the
+    run trains, writes its report and every text in the figures keeps its dollars."""
+    data = tmp_path / "prices_$US_vs_$EU^2.csv"
+    rows = ["a,b,y"] + [f"{i % 7},{(i * 3) % 5},{i % 2}" for i in range(60)]
+    data.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    argv = ["run", "--data", str(data), "--target", "y", "--model", "linear", "--epochs", "2"]
+    assert main([*argv, "--out", str(out), "--json"]) == 0, capsys.readouterr().err
+    assert "prices_$US_vs_$EU^2" in (out / "report.html").read_text()
+    res = sweep_result(NO_GAIN_TABLE, lrs=(0.01, 0.001))
+    res.name = res.data["name"] = "a_$b$^c"
+    for spec in FIGURES.values():
+        if spec.applies(res):
+            fig = spec.draw(res)
+            texts = [t for t in fig.findobj(Text) if t.get_text()]
+            assert texts and not any(t.get_parse_math() for t in texts), spec.name
+            fig.savefig(tmp_path / f"{spec.name}.png")
+    assert "a_$b$^c" in res.plot("loss").axes[0].get_title()
+
+
+def _table_answers(page):
+    """(mode, lr, use wd, verdict) of each decaying row of the answer table, as shown."""
+    rows = page.eval_on_selector_all(
+        "table.headline >> nth=0 >> tbody tr",
+        "trs => trs.map(t => Array.from(t.cells).map(c => c.textContent))",
+    )
+    head = page.eval_on_selector_all(
+        "table.headline thead th", "ths => ths.map(h => h.textContent)"
+    )
+    i_use, i_verdict = head.index("use wd"), head.index("verdict")
+    return [(r[0], r[1], r[i_use], r[i_verdict]) for r in rows if r[0] != "none"]
+
+
+@browser_only
+@pytest.mark.parametrize("which", ["gain", "no gain"])
+def test_report_screenshots_show_one_answer(browser, tmp_path, which):
+    """Screenshots of a report with a measured gain and of one without, checked for the marks
+    of one answer: the page's title, the answer table's weight decay to use (wd = 0 with "use
+    wd = 0" where there is no gain, never the tiny wd that tied), the same cells named by the
+    heatmap's and the wd plot's captions, each panel's colour range printed; every figure
+    drawn. WDLAB_SCREENSHOTS=DIR keeps the screenshots."""
+    gain, none = _gain_and_no_gain()
+    res = gain if which == "gain" else none
+    keep = os.environ.get("WDLAB_SCREENSHOTS")
+    shot = (Path(keep) if keep else tmp_path) / f"report-{which.replace(' ', '-')}.png"
+    shot.parent.mkdir(parents=True, exist_ok=True)
+    paths = write_report(res, tmp_path / "r")
+    page, errors, failed, dialogs = open_report(browser, paths["report"], shot)
+    assert errors == [] and failed == [] and dialogs == []
+    assert shot.stat().st_size > 50_000
+    assert page.inner_text("h1") == f"sweep: {res.name}"
+    sizes = figure_sizes(page)
+    assert [s[0] for s in sizes] == ["losses", "gap", "weight_norm", "wd_curve", "heatmap"]
+    assert all(ok and w > 0 and h > 0 and on_page > 0 for _, ok, w, h, on_page in sizes)
+    answers = _table_answers(page)
+    assert len(answers) == 4
+    heat = page.inner_text("#fig-heatmap figcaption")
+    assert "each on its own colour scale (l2 " in heat
+    for mode, lr, use, verdict in answers:
+        wd = use.split(" ")[0]
+        assert f"{mode}: lr {lr}, wd {wd} (" in heat  # the heatmap's ★, cell for cell
+        if which == "gain":
+            assert wd == "0.01" and verdict == GAIN
+        else:
+            assert wd == "0" and verdict.endswith("use wd = 0")
+    assert "as in the answer table" in page.inner_text("#fig-wd_curve figcaption")
+    answer = page.inner_text("p.answer")
+    assert ("use wd = 0" in answer) == (which == "no gain")

@@ -30,7 +30,7 @@ import itertools
 import math
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import Field, asdict, dataclass, field, fields
+from dataclasses import Field, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,8 @@ import torch
 
 from wdlab.data import SOURCES, Dataset, is_table_path, load, read_table
 from wdlab.data.arrays import subsample_train
-from wdlab.decay import DEFAULT_RULE, EVERYTHING, MODES, DecayRule
+from wdlab.decay import DEFAULT_RULE, EVERYTHING, MODES, PRESETS, DecayRule
+from wdlab.decay.schedules import parse as parse_wd_schedule
 from wdlab.devices import DEVICE_FORMS, check_device_name
 from wdlab.diagnostics import DIAGNOSTICS
 from wdlab.models import ACTIVATIONS, MODEL_KINDS, ModelSpec
@@ -48,7 +49,9 @@ from wdlab.tasks import TASKS
 from wdlab.trainer.schedules import SCHEDULES, parse_schedule
 from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT
 
-RULES = {"default": DEFAULT_RULE, "everything": EVERYTHING}
+#: The rules ``decay.rule`` (``--rule``) names: wdlab's default, everything, and the presets of
+#: other libraries (:data:`wdlab.decay.PRESETS`: timm, nanoGPT, the Hugging Face Trainer).
+RULES: dict[str, DecayRule] = {"default": DEFAULT_RULE, "everything": EVERYTHING, **PRESETS}
 PRECISIONS = ("fp32", "bf16")
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)  # weights, lr and wd are float32 in training
 MAX_RANGE = 1_000_000  # values in one log range or seed count (a hard limit)
@@ -62,6 +65,14 @@ LATER_KEYS = {
     "data": ("train_size", "categorical"),
     "model": ("batchnorm", "dropout"),
     "train": ("select", "early_stopping", "diagnostics"),
+    "decay": ("wd_schedule", "group_wd"),
+}
+#: What ``wdlab sweep`` tries when neither the file nor the flags name a grid (none of these
+#: keys given): two modes, weight decay 0 and a log range of five decades, three seeds.
+SWEEP_GRID: dict[str, Any] = {
+    "decay.modes": ["coupled", "decoupled"],
+    "decay.weight_decay": [0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0],
+    "train.seeds": [0, 1, 2],
 }
 # Keys that change no number a run gives: never part of a study's identity.
 NOT_IDENTITY = {"model": ("factory_timeout",)}
@@ -119,7 +130,8 @@ class Key:
     """One config key's checker, what it allows (for messages and help), and its CLI flag.
 
     ``cli`` is how the flag's text is read before checking: ``str`` (the checker parses it),
-    ``int``, or ``flag`` (a switch that sets True). ``choices`` lists the allowed values.
+    ``int``, ``flag`` (a switch that sets True) or ``append`` (repeatable; the checker gets the
+    list). ``choices`` lists the allowed values.
     """
 
     check: Callable[[Any, str], Any]
@@ -378,6 +390,43 @@ def _schedule(v: Any, key: str) -> str:
         valid = ", ".join(s.syntax for s in SCHEDULES.values())
         raise ValueError(f"{key}: {v!r} is not allowed; valid: {valid}") from None
     return v
+
+
+def _wd_schedule(v: Any, key: str) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"{key}: expected cosine|linear:START:END:STEPS, got {_short(v)}")
+    try:
+        s = parse_wd_schedule(v)
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc}") from None
+    _float32([s.start, s.end], key, "weight decay")
+    return v
+
+
+def _group_wd(v: Any, key: str) -> dict[str, float]:
+    """``{pattern: wd}``, or ``PATTERN=WD`` strings (the repeatable flag) → {pattern: wd}."""
+    if isinstance(v, str):
+        v = [v]
+    if isinstance(v, list):
+        pairs = {}
+        for item in v:
+            pattern, sep, value = item.rpartition("=") if isinstance(item, str) else ("", "", "")
+            if not sep or not pattern:
+                raise ValueError(f"{key}: expected PATTERN=WD, e.g. 'emb.*=1e-5', got {item!r}")
+            try:
+                pairs[pattern] = float(value)
+            except ValueError:
+                raise ValueError(f"{key}: {item!r}: the weight decay is not a number") from None
+        v = pairs
+    if not isinstance(v, dict) or not all(isinstance(p, str) and p for p in v):
+        raise ValueError(f"{key}: expected a table of pattern = weight decay, got {_short(v)}")
+    out = {}
+    for pattern, wd in v.items():
+        out[pattern] = _wds(wd, f"{key}.{pattern}")
+        if len(out[pattern]) != 1:
+            raise ValueError(f"{key}.{pattern}: expected one weight decay, got {_short(wd)}")
+        out[pattern] = out[pattern][0]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -639,17 +688,40 @@ class DecayConfig(_Section):
     rule: str = key(
         "default",
         one_of(RULES),
-        "default or everything",
+        ", ".join(RULES),
         "--rule",
-        "which tensors decay",
+        "which tensors decay: wdlab's default (ndim >= 2), everything, or the rule of timm, "
+        "nanoGPT or the Hugging Face Trainer",
         choices=tuple(RULES),
     )
     exclude: list[str] = key([], _str_list, "fnmatch patterns")
     include: list[str] = key([], _str_list, "fnmatch patterns")
+    wd_schedule: str | None = key(
+        None,
+        _wd_schedule,
+        "cosine|linear:START:END:STEPS",
+        "--wd-schedule",
+        "weight decay by step, e.g. cosine:0.04:0.4:1000 (DINO's ramp)",
+    )
+    group_wd: dict = key(
+        {},
+        _group_wd,
+        "{pattern = wd}, e.g. { 'emb.*' = 1e-5 }",
+        "--group-wd",
+        "PATTERN=WD: a weight decay of its own for the decaying tensors PATTERN matches "
+        "(repeatable)",
+        "append",
+    )
 
     def decay_rule(self) -> DecayRule:
-        """The no-decay rule."""
+        """The no-decay rule: the named one, with ``exclude`` and ``include`` added."""
         base = RULES[self.rule]
+        if self.rule in PRESETS:
+            return replace(
+                base,
+                exclude=(*base.exclude, *self.exclude),
+                include=(*base.include, *self.include),
+            )
         return DecayRule(
             everything=base.everything, exclude=tuple(self.exclude), include=tuple(self.include)
         )
@@ -779,9 +851,14 @@ def validate(raw: Mapping[str, Any] | Experiment) -> Experiment:
 
 def load_config(path: str | Path) -> Experiment:
     """Read and validate a TOML experiment file."""
+    return validate(read_config(path))
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The tables of a TOML experiment file as written (not validated: the keys it gives)."""
     p = Path(path)
     try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        return tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ValueError(f"config file not found: {p}") from None
     except IsADirectoryError:
@@ -792,7 +869,16 @@ def load_config(path: str | Path) -> Experiment:
         raise ValueError(f"{p.name} is not valid TOML: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{p.name} is not valid TOML: {exc}") from None
-    return validate(raw)
+
+
+def names_grid(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> bool:
+    """Whether a raw config or its overrides name any key of the grid (:data:`SWEEP_GRID`)."""
+    for dotted in SWEEP_GRID:
+        section, _, name = dotted.partition(".")
+        table = raw.get(section)
+        if overrides.get(dotted) is not None or (isinstance(table, Mapping) and name in table):
+            return True
+    return False
 
 
 def merge(config: Experiment | Mapping[str, Any], overrides: Mapping[str, Any]) -> Experiment:

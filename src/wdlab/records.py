@@ -126,6 +126,11 @@ class Curves(Mapping[str, list]):
     def __len__(self) -> int:
         return 2 + len(self.series)
 
+    def __repr__(self) -> str:
+        """A short summary: the epochs, the evaluations and the series' names."""
+        names = ", ".join(self.series)
+        return f"Curves({len(self.epoch)} epochs, {len(self.eval_epoch)} evaluations: {names})"
+
     def axis(self, name: str) -> list[int]:
         """The epochs of series ``name``: every epoch, or the evaluation epochs."""
         return self.epoch if is_per_epoch(name) else self.eval_epoch
@@ -171,6 +176,17 @@ class RunResult:
     params: dict[str, Tensor] | None = None
     seconds: float = 0.0
     engine: str = ""
+
+    def __repr__(self) -> str:
+        """A short summary: the configuration, the status and the final evaluated metrics (the
+        curves stay in ``curves``, everything in :meth:`to_dict`)."""
+        c = self.config
+        named = c.label and c.label != c.mode and not c.label.startswith(f"{c.mode} wd=")
+        head = f"{c.label if named else c.mode} wd={c.weight_decay:g} lr={c.lr:g} {c.optimizer}"
+        head += f" seed {c.seed}"
+        shown = [k for k in self.final if k.startswith(("val_", "test_"))][:4]
+        metrics = "".join(f", {k} {self.final[k]:.4g}" for k in shown)
+        return f"RunResult({head}: {self.status}{metrics})"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (without the weights)."""
@@ -253,6 +269,42 @@ class Result:
         """How the runs were trained (the engine's note of the first run)."""
         return self.engine or (self.runs[0].engine if self.runs else "")
 
+    def __repr__(self) -> str:
+        """A short summary in one line: the kind, the name, the runs per status and the answer
+        (``str()`` is the table; ``to_dict()`` holds everything)."""
+        counts = self.counts or _status_counts(self.runs)
+        statuses = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+        name = f" {self.name!r}" if self.name else ""
+        return (
+            f"<{type(self).__name__} {self.kind}{name}: {len(self.runs)} runs ({statuses}); "
+            f"{self.answer()}>"
+        )
+
+    def __str__(self) -> str:
+        return repr(self)
+
+    def answer(self, limit: int = 3) -> str:
+        """The answer in words: the weight decay to use per (mode, lr) (wd = 0 where decay
+        gave no measurable gain), the demo's check, or why there is none."""
+        if "manual_equals_builtin" in self.checks:
+            c = self.checks["manual_equals_builtin"]
+            same = (
+                "identical (bitwise)"
+                if c.identical
+                else f"DIFFERENT (max |Δ| {c.max_abs_diff:.3g})"
+            )
+            return f"manual vs builtin: {same}"
+        rows = [s for s in self.selection if s.get("mode") != "none"]
+        if not rows:
+            return "no weight decay chosen" + ("" if self.selection else " (no validation split)")
+        answers = {use_text(s) for s in rows}
+        if len(rows) > 1 and len(answers) == 1:
+            n = "both" if len(rows) == 2 else f"all {len(rows)}"
+            return f"use {answers.pop()} in {n} (mode, lr) settings"
+        parts = [f"{s['mode']} lr {s['lr']:g}: {use_text(s)}" for s in rows[:limit]]
+        more = f"; … {len(rows) - limit} more" if len(rows) > limit else ""
+        return "use " + "; ".join(parts) + more
+
     def to_dict(self) -> dict[str, Any]:
         """The versioned JSON document (results.json, ``--json``)."""
         return {
@@ -299,6 +351,26 @@ class Result:
             engine=doc.get("engine") or "",
             counts=dict(doc.get("counts") or {}),
         )
+
+
+def use_wd(row: Mapping[str, Any]) -> float:
+    """The weight decay a selection row recommends: its chosen one when that beat wd = 0
+    measurably, else 0 (a weight decay that gains nothing measurable is no answer)."""
+    return float(row["weight_decay"]) if row.get("better_than_zero") else 0.0
+
+
+def use_text(row: Mapping[str, Any]) -> str:
+    """``wd 0.01 (better than wd = 0)`` or ``wd 0 (no measurable gain)``: one row's answer."""
+    if row.get("better_than_zero"):
+        return f"wd {use_wd(row):g} (better than wd = 0)"
+    return "wd 0 (no measurable gain)"
+
+
+def _status_counts(runs: list[RunResult]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in runs:
+        out[r.status] = out.get(r.status, 0) + 1
+    return out
 
 
 def _from_v1(doc: Mapping[str, Any]) -> dict[str, Any]:

@@ -407,19 +407,3 @@ def zero_runs(runs: Sequence[RunResult], mode: str, lr: float) -> list[RunResult
     """The wd = 0 runs (every seed) that (mode, lr) is compared with: the mode's own, else the
     ``none`` reference, else any mode's wd = 0 at that lr; empty if there is none."""
     return _reference(_groups(runs), mode, lr) or []
-
-
-def chosen_runs(runs: Sequence[RunResult], rows: Sequence[Mapping[str, Any]]) -> list[RunResult]:
-    """The runs a loss plot should show, for the first seed: wd = 0 once per lr, then each
-    row's chosen run (a chosen wd = 0 is that same curve, so it is not drawn twice)."""
-    if not runs:
-        return []
-    seed = min(r.config.seed for r in runs)
-    groups = _groups([r for r in runs if r.config.seed == seed])
-    picked: list[RunResult] = []
-    for lr in dict.fromkeys(row["lr"] for row in rows):
-        picked += _reference(groups, "none", lr) or []
-    for row in rows:
-        if row["weight_decay"] != 0:
-            picked += groups.get((row["mode"], row["lr"]), {}).get(row["weight_decay"], [])
-    return picked

@@ -43,9 +43,10 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-from wdlab.decay.modes import decay_rate
-from wdlab.records import RunConfig
+if TYPE_CHECKING:  # transfer() is arithmetic: `wdlab transfer` runs without torch
+    from wdlab.records import RunConfig
 
 #: The modes :func:`transfer` knows: the per-step rate is η·λ (decoupled and its kin:
 #: AdamW, cautious, corrected, coupled plain SGD) or λ (independent).
@@ -92,6 +93,8 @@ def _tau(rate: float) -> float:
 
 def timescales(config: RunConfig, iters_per_epoch: float) -> dict[str, float]:
     """τ_iter and τ_epoch of one configuration (NaN where not defined, see the module)."""
+    from wdlab.decay.modes import decay_rate
+
     m = _positive("iters_per_epoch", iters_per_epoch)
     rate, _ = decay_rate(
         config.mode, config.lr, config.weight_decay, config.optimizer, dict(config.options)
@@ -102,6 +105,8 @@ def timescales(config: RunConfig, iters_per_epoch: float) -> dict[str, float]:
 
 def explain(config: RunConfig) -> str:
     """Why τ is what it is for this configuration (or why it is not defined), in one line."""
+    from wdlab.decay.modes import decay_rate
+
     rate, why = decay_rate(
         config.mode, config.lr, config.weight_decay, config.optimizer, dict(config.options)
     )

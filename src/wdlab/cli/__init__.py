@@ -2,22 +2,28 @@
 
 Each command module holds its commands (:class:`~wdlab.cli.common.Command`: flags and the
 function that runs them); each command parses its flags, calls the API and renders the result as
-a table, JSON or files. The experiment flags are generated from the config schema
+a table, JSON or files. Adding a command is one ``Command`` in its module's ``COMMANDS`` and that
+list in :data:`COMMANDS`. The experiment flags are generated from the config schema
 (:mod:`wdlab.config`), the choices and help lists from the registries (modes, optimizers,
-models, data sources, executors). Bad input gets one line on stderr and exit status 2, never a
-traceback.
+models, data sources, executors), both through :mod:`wdlab.cli.facts`, so that building the
+parser imports no torch: ``--help``, ``--version``, ``transfer`` and every usage error answer at
+once, and a command that needs torch says "loading torch…" on a terminal while it loads. Flags
+mean the same in every command (:mod:`wdlab.cli.flags`). Bad input gets one line on stderr and
+exit status 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 
 from wdlab.cli import audit, decay, demo, experiment, search, study, transfer
-from wdlab.cli.common import EXIT_BAD_INPUT, Parser, UsageError
+from wdlab.cli.common import EXIT_BAD_INPUT, Command, Parser, UsageError
+from wdlab.cli.flags import HelpFormatter
 from wdlab.version import __version__
 
 #: Every command, in the order ``wdlab --help`` lists them.
@@ -34,14 +40,21 @@ COMMANDS = [
 
 def build_parser() -> Parser:
     """The ``wdlab`` argument parser: one subcommand per entry of :data:`COMMANDS`."""
-    parser = Parser(prog="wdlab", description="The weight-decay lab for PyTorch.")
+    parser = Parser(
+        prog="wdlab", description="The weight-decay lab for PyTorch.", formatter_class=HelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"wdlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     for c in COMMANDS:
-        p = sub.add_parser(c.name, help=c.help, description=(c.run.__doc__ or c.help))
+        p = sub.add_parser(
+            c.name,
+            help=c.help,
+            description=(c.run.__doc__ or c.help),
+            formatter_class=HelpFormatter,
+        )
         c.add_flags(p)
-        p.set_defaults(func=c.run)
+        p.set_defaults(command_entry=c)
     return parser
 
 
@@ -55,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = "wdlab"
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)  # --help, --version and usage errors exit here
+        args = parse(parser, argv)  # --help, --version and usage errors exit here
         prog = f"wdlab {args.command}"
         code = _run(args)
         sys.stdout.flush()  # a reader that left shows up here, not at interpreter exit
@@ -73,10 +86,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
 
 
+def parse(parser: Parser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, where an unknown flag is named by its command with the flags it
+    resembles (``--weigth-decay``: did you mean --weight-decay?)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        sub = _subparser(parser, args.command)
+        unknown = [a for a in extra if a.startswith("--")]
+        known = [o for a in sub._actions for o in a.option_strings]
+        close = [m for a in unknown for m in _resembling(a.split("=")[0], known)]
+        hint = f" (did you mean {' or '.join(dict.fromkeys(close))}?)" if close else ""
+        sub.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+    return args
+
+
+def _resembling(flag: str, known: list[str]) -> list[str]:
+    return difflib.get_close_matches(flag, known, n=2, cutoff=0.75)
+
+
+def _subparser(parser: Parser, command: str) -> Parser:
+    """The subcommand's own parser (for its flags and its prog in messages)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[command]
+    return parser
+
+
 def _run(args: argparse.Namespace) -> int:
     """Run the command, with warnings as one ``wdlab: warning:`` line each; user code that
     calls ``sys.exit`` (a model factory) is an error, not a silent exit."""
-    func: Callable[[argparse.Namespace], int] = args.func
+    command: Command = args.command_entry
+    func: Callable[[argparse.Namespace], int] = command.run
+    if not command.light:
+        load_torch()
     with warnings.catch_warnings():
         warnings.simplefilter("default")
         warnings.formatwarning = _format_warning  # type: ignore[assignment]
@@ -84,6 +126,22 @@ def _run(args: argparse.Namespace) -> int:
             return func(args)
         except SystemExit as exc:
             raise UsageError(f"code called sys.exit({exc.code!r}) during {args.command}") from None
+
+
+def load_torch() -> None:
+    """Import torch now, with a one-line "loading torch…" on a terminal (stderr) meanwhile."""
+    if "torch" in sys.modules:
+        return
+    tty = sys.stderr.isatty()
+    if tty:
+        sys.stderr.write("loading torch…")
+        sys.stderr.flush()
+    try:
+        import torch  # noqa: F401
+    finally:
+        if tty:
+            sys.stderr.write("\r\033[K")  # the line goes away once torch is there
+            sys.stderr.flush()
 
 
 def describe_error(exc: BaseException) -> str:

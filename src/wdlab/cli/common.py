@@ -148,12 +148,18 @@ def print_paths(paths: dict[str, Path], width: int = 8) -> None:
 
 @dataclass(frozen=True)
 class Command:
-    """One subcommand: its name, one-line help, how to add its flags, and what runs it."""
+    """One subcommand: its name, one-line help, how to add its flags, and what runs it.
+
+    ``light`` commands run without torch; for the others the command line imports torch
+    before running them, saying so on a terminal. ``add_flags`` must not import torch (the
+    registries' facts come from :mod:`wdlab.cli.facts`).
+    """
 
     name: str
     help: str
     add_flags: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
+    light: bool = False
 
 
 def add_json(p: argparse.ArgumentParser) -> None:

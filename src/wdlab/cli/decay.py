@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from wdlab.cli import facts
 from wdlab.cli.common import (
     Command,
     UsageError,
@@ -19,6 +20,7 @@ from wdlab.cli.common import (
     show_progress,
     writable_dir,
 )
+from wdlab.cli.flags import add_key, names
 from wdlab.jsonsafe import dumps
 
 if TYPE_CHECKING:
@@ -72,7 +74,7 @@ def parse_rule(args: argparse.Namespace) -> DecayRule:
 
     from wdlab.decay import EVERYTHING, DecayRule
 
-    rule = getattr(args, "rule", "default")
+    rule = getattr(args, "rule", None) or "default"
     if rule != "default":
         flags = [f"--{f.replace('_', '-')}" for f in _RULE_FLAGS if getattr(args, f)]
         if args.ignore_model_hook:
@@ -125,16 +127,16 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if mode in ("independent", "corrected") and args.lr is None:
         raise UsageError(f"mode {mode!r} needs the base lr: pass --lr")
     spec = parse_model(args)
-    decay = Decay(mode, args.weight_decay, schedule=args.wd_schedule)
+    decay = Decay(mode, args.wd, schedule=args.wd_schedule)
     group_wds = parse_group_wds(args.group_wd)
     groups, table = param_groups(spec.build(), decay, parse_rule(args), group_wds)
     if group_wds:
         table = table.with_weight_decays(groups, decay)
     opt_name = class_name(optimizer_spec(args.optimizer).cls_name)
-    notes = surprise_warnings(mode, args.weight_decay, args.lr or 0.0, opt_name)
+    notes = surprise_warnings(mode, args.wd, args.lr or 0.0, opt_name)
     points = schedule_points(decay.schedule) if decay.schedule is not None else None
     if args.json:
-        doc = {"model": spec.describe(), "mode": mode, "weight_decay": args.weight_decay}
+        doc = {"model": spec.describe(), "mode": mode, "weight_decay": args.wd}
         doc |= {"formula": formula(mode, opt_name), "warnings": notes}
         doc |= {"wd_schedule": args.wd_schedule, "wd_at_step": points}
         emit_json(doc | table.to_dict())
@@ -151,24 +153,23 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
     """The model of ``inspect``: a kind or module:factory, its sizes and activation."""
-    from wdlab.models import ACTIVATIONS, MODEL_KINDS
-
-    kinds = ", ".join(k for k in MODEL_KINDS if k != "custom")
-    p.add_argument(
-        "model", nargs="?", default="seed-mlp", help=f"{kinds} or module:factory (seed-mlp)"
-    )
-    p.add_argument("--in-dim", type=positive_int, default=1000, help="input features (1000)")
-    p.add_argument("--out-dim", type=positive_int, default=1, help="outputs (1)")
+    known = facts.load()
+    kinds = ", ".join(known["model_kinds"])
+    p.add_argument("model", nargs="?", default="seed-mlp", help=f"{kinds} or module:factory")
+    p.add_argument("--in-dim", type=positive_int, default=1000, help="input features")
+    p.add_argument("--out-dim", type=positive_int, default=1, help="outputs")
     p.add_argument(
         "--hidden", type=hidden_sizes, default=(), help="hidden sizes for mlp, e.g. 64,32"
     )
-    p.add_argument("--activation", default="sigmoid", choices=list(ACTIVATIONS))
+    p.add_argument("--activation", default="sigmoid", choices=known["activations"])
     p.add_argument("--layernorm", action="store_true", help="LayerNorm after each hidden layer")
 
 
 def add_rule_flags(p: argparse.ArgumentParser) -> None:
-    """The no-decay rule flags."""
+    """The no-decay rule: ``--rule`` (the choices of ``run`` and ``sweep``) or the flags that
+    build one."""
     g = p.add_argument_group("which parameters decay (default: ndim >= 2 decays)")
+    add_key(g, "decay.rule")
     g.add_argument("--decay-all", action="store_true", help="decay every tensor (the article)")
     g.add_argument("--no-embeddings", action="store_true", help="embeddings do not decay")
     for flag, what in (("exclude", "never"), ("include", "always")):
@@ -185,15 +186,6 @@ def add_rule_flags(p: argparse.ArgumentParser) -> None:
         help="torch.nn module class whose parameters never decay, e.g. LayerNorm",
     )
     g.add_argument("--ignore-model-hook", action="store_true", help="ignore no_weight_decay()")
-    from wdlab.decay.rules import PRESETS
-
-    g.add_argument(
-        "--rule",
-        choices=("default", "everything", *PRESETS),
-        default="default",
-        help="a whole rule: wdlab's default, everything, or the rule of timm, nanoGPT or the "
-        "Hugging Face Trainer (default)",
-    )
 
 
 def add_verify_flags(p: argparse.ArgumentParser) -> None:
@@ -206,22 +198,12 @@ def add_inspect_flags(p: argparse.ArgumentParser) -> None:
     """The model, the rule, and the decay whose formula to print."""
     add_model_flags(p)
     add_rule_flags(p)
-    p.add_argument("--mode", default="coupled", help="decay mode (coupled)")
-    p.add_argument("--weight-decay", type=nonneg_float, default=0.01, help="(0.01)")
-    p.add_argument("--optimizer", default="sgd", help="optimizer name (sgd)")
+    p.add_argument("--mode", default="coupled", help="decay mode")
+    p.add_argument(*names("--wd"), dest="wd", type=nonneg_float, default=0.01, help="weight decay")
+    p.add_argument("--optimizer", default="sgd", help="optimizer name")
     p.add_argument("--lr", type=positive_float, default=None, help="learning rate")
-    p.add_argument(
-        "--wd-schedule",
-        metavar="SHAPE:START:END:STEPS",
-        help="weight decay by step, e.g. cosine:0.04:0.4:1000 (DINO) or linear:…",
-    )
-    p.add_argument(
-        "--group-wd",
-        action="append",
-        metavar="PATTERN=WD",
-        help="a weight decay of its own for the decaying tensors PATTERN matches, e.g. "
-        "'emb.*=1e-5' (repeatable)",
-    )
+    add_key(p, "decay.wd_schedule")
+    add_key(p, "decay.group_wd")
     add_json(p)
 
 

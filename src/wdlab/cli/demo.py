@@ -19,6 +19,7 @@ from wdlab.cli.common import (
     show_progress,
     writable_dir,
 )
+from wdlab.cli.flags import names
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -31,7 +32,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         dim=args.dim,
         lr=args.lr,
-        weight_decay=args.weight_decay,
+        weight_decay=args.wd,
         seed=args.seed,
         eval_every=args.eval_every,
     )
@@ -73,22 +74,31 @@ def demo_bytes(dim: int, epochs: int) -> int:
 
 def add_demo_flags(p: argparse.ArgumentParser) -> None:
     """The demo's numbers, output, device, path and precision."""
+    p.add_argument("--epochs", type=positive_int, default=1000, help="steps run at 0..EPOCHS")
+    p.add_argument("--dim", type=positive_int, default=1000, help="rows and features of X")
+    p.add_argument("--lr", type=positive_float, default=0.1, help="SGD learning rate")
     p.add_argument(
-        "--epochs", type=positive_int, default=1000, help="steps run at 0..EPOCHS (1000)"
+        *names("--wd"),
+        dest="wd",
+        type=nonneg_float,
+        default=0.1,
+        help="weight decay of the manual and builtin regimes",
     )
-    p.add_argument("--dim", type=positive_int, default=1000, help="rows and features of X (1000)")
-    p.add_argument("--lr", type=positive_float, default=0.1, help="SGD learning rate (0.1)")
-    p.add_argument("--weight-decay", type=nonneg_float, default=0.1, help="manual/builtin (0.1)")
-    p.add_argument("--seed", type=seed, default=0, help="torch seed for data and init (0)")
-    p.add_argument("--eval-every", type=positive_int, default=10, help="evaluate every N (10)")
-    p.add_argument("--out", default="wdlab-out/demo", help="output folder (wdlab-out/demo)")
+    p.add_argument("--seed", type=seed, default=0, help="torch seed for data and init")
+    p.add_argument("--eval-every", type=positive_int, default=10, help="evaluate every N epochs")
+    p.add_argument("--out", default="wdlab-out/demo", help="output folder")
     p.add_argument(
         "--device", type=device_name, default=None, help="cpu or cuda (default: cuda if present)"
     )
     p.add_argument(
         "--no-fast-path", action="store_true", help="the standard path even where Gram applies"
     )
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="(fp32)")
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="bf16: autocast forward passes",
+    )
     add_json(p)
 
 

@@ -4,8 +4,11 @@ config schema."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from wdlab.cli import facts
 from wdlab.cli.common import (
     Command,
     add_json,
@@ -17,14 +20,45 @@ from wdlab.cli.common import (
     show_progress,
     writable_dir,
 )
+from wdlab.cli.facts import OPTION_TYPES
+from wdlab.cli.flags import add_key, experiment_keys, overrides, shown
+
+if TYPE_CHECKING:
+    from wdlab.config import Experiment
 
 
-def experiment_config(args: argparse.Namespace) -> object:
+def experiment_config(args: argparse.Namespace) -> Experiment:
     """The experiment of a TOML file (optional) with the flags' overrides applied."""
-    from wdlab.config import load_config, merge, validate
+    return _config(args, default_grid=False)[0]
 
-    cfg = load_config(args.config) if args.config else validate({})
-    return merge(cfg, run_overrides(args))
+
+def sweep_config(args: argparse.Namespace) -> tuple[Experiment, str]:
+    """:func:`experiment_config` for a sweep: a file and flags that name no grid key (modes,
+    weight decays, seeds) get :data:`wdlab.config.SWEEP_GRID`; with the note saying what it
+    tries ('' when a grid was given)."""
+    return _config(args, default_grid=True)
+
+
+def _config(args: argparse.Namespace, default_grid: bool) -> tuple[Experiment, str]:
+    from wdlab.config import SWEEP_GRID, merge, names_grid, read_config, validate
+
+    raw = read_config(args.config) if args.config else {}
+    cfg = validate(raw)  # the file's own mistakes are named before the flags are applied
+    given = run_overrides(args)
+    if default_grid and not names_grid(raw, given):
+        cfg = merge(cfg, {**given, **SWEEP_GRID})
+        return cfg, grid_note(cfg)
+    return merge(cfg, given), ""
+
+
+def grid_note(cfg: Experiment) -> str:
+    """What a sweep without a grid tries, in one line."""
+    d, t = cfg.decay, cfg.train
+    return (
+        f"no grid given (--mode, --wd, --seeds), so it tries modes {', '.join(d.modes)} × wd "
+        f"{shown(d.weight_decay)} × {len(t.seeds)} seeds × lr {shown(t.lr)} "
+        f"= {cfg.grid_size()} runs"
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -58,7 +92,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from wdlab.pipelines import default_out, run_sweep
     from wdlab.report.html import write_report
 
-    cfg = experiment_config(args)
+    cfg, note = sweep_config(args)
+    if note and sys.stderr.isatty():  # said again with the answer
+        sys.stderr.write(f"wdlab sweep: {note}\n")
     options = {o.name: getattr(args, o.name) for e in EXECUTORS.values() for o in e.options}
     executor = make_executor(args.backend, **options)
     if args.backend == "local":
@@ -79,17 +115,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     finally:
         executor.close()
     report = write_report(result, out)["report"]
-    emit_study(result, out, args.json, {"report": str(report)})
+    extra = {"report": str(report)} | ({"grid": note} if note else {})
+    emit_study(result, out, args.json, extra)
     if not args.json:
-        print(f"report: {report}")
+        print(f"report: {report}" + (f"\ngrid: {note}" if note else ""))
     return 0
 
 
 def _max_configs(value: int | None) -> int | None:
     """The grid limit: the flag's value, or the default limit."""
-    from wdlab.config import MAX_CONFIGS
-
-    return MAX_CONFIGS if value is None else value
+    return facts.load()["max_configs"] if value is None else value
 
 
 def add_max_configs(p: argparse.ArgumentParser) -> None:
@@ -98,60 +133,47 @@ def add_max_configs(p: argparse.ArgumentParser) -> None:
         "--max-configs",
         type=positive_int,
         default=None,
-        help="refuse a grid of more configurations than this (10000); raise it to confirm",
+        help="refuse a grid of more configurations than this; raise it to confirm "
+        f"(default: {facts.load()['max_configs']})",
     )
 
 
-def _experiment_keys() -> list[tuple[str, str, object]]:
-    """(section.key, argparse dest, Key) for every config key that has a flag."""
-    from wdlab.config import SECTIONS, section_keys
-
-    out = []
-    for section in SECTIONS:
-        for f, k in section_keys(section):
-            if k.flag:
-                out.append((f"{section}.{f.name}", k.flag[2:].replace("-", "_"), k))
-    return out
-
-
-def add_experiment_flags(p: argparse.ArgumentParser) -> None:
-    """A TOML file and one flag per config key that has one (each wins over the file)."""
+def add_experiment_flags(p: argparse.ArgumentParser, sweep: bool = False) -> None:
+    """A TOML file and one flag per config key that has one (each wins over the file); a
+    sweep's grid keys show the grid it tries when none is given."""
     p.add_argument("config", nargs="?", help="experiment TOML file (optional)")
     g = p.add_argument_group("overrides (each wins over the file)")
-    for _dotted, dest, k in _experiment_keys():
-        if k.cli == "flag":
-            g.add_argument(k.flag, dest=dest, action="store_true", default=None, help=k.help)
-            continue
-        kind = int if k.cli == "int" else None
-        g.add_argument(k.flag, dest=dest, type=kind, choices=k.choices, help=k.help)
+    grid = facts.load()["sweep_grid"] if sweep else {}
+    for dotted, _ in experiment_keys():
+        if dotted in grid:
+            add_key(g, dotted, " when no grid key is given", grid[dotted])
+        else:
+            add_key(g, dotted)
 
 
 def run_overrides(args: argparse.Namespace) -> dict[str, object]:
     """The experiment flags given, as ``section.key`` overrides of the config file."""
-    return {dotted: getattr(args, dest, None) for dotted, dest, _ in _experiment_keys()}
+    return overrides(args, experiment_keys())
 
 
 def add_run_flags(p: argparse.ArgumentParser) -> None:
     """The experiment flags, --out and --json."""
     add_experiment_flags(p)
-    p.add_argument("--out", default="wdlab-out/run", help="output folder (wdlab-out/run)")
+    p.add_argument("--out", default="wdlab-out/run", help="output folder")
     add_max_configs(p)
     add_json(p)
 
 
 def add_sweep_flags(p: argparse.ArgumentParser) -> None:
     """The experiment flags, the study, the budget and the backend with its options."""
-    from wdlab.devices import DEFAULT_MAX_MEMORY_MB
-    from wdlab.executors import EXECUTORS
-
-    add_experiment_flags(p)
+    add_experiment_flags(p, sweep=True)
     p.add_argument("--out", help="study folder (default: wdlab-out/sweep-DATA-CONFIGHASH)")
     p.add_argument(
         "--max-memory",
         type=positive_float,
-        default=DEFAULT_MAX_MEMORY_MB,
-        help=f"training memory per batch in MB ({DEFAULT_MAX_MEMORY_MB}); the process itself "
-        "(Python, torch, the data) comes on top",
+        default=facts.load()["max_memory_mb"],
+        help="training memory per batch in MB; the process itself (Python, torch, the data) "
+        "comes on top",
     )
     p.add_argument("--max-batch", type=positive_int, help="at most N configurations per batch")
     add_max_configs(p)
@@ -164,10 +186,12 @@ def add_sweep_flags(p: argparse.ArgumentParser) -> None:
         "mlflow[:URI] (repeatable)",
     )
     g = p.add_argument_group("backend")
-    g.add_argument("--backend", choices=list(EXECUTORS), default="local", help="(local)")
-    for e in EXECUTORS.values():
-        for o in e.options:
-            g.add_argument(o.cli_flag, dest=o.name, type=o.type, help=f"{e.name}: {o.help}")
+    executors = facts.load()["executors"]
+    g.add_argument("--backend", choices=list(executors), default="local", help="where to train")
+    for name, options in executors.items():
+        for o in options:
+            kind = OPTION_TYPES[o["type"]]
+            g.add_argument(o["flag"], dest=o["name"], type=kind, help=f"{name}: {o['help']}")
     add_json(p)
 
 

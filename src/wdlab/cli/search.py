@@ -8,8 +8,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from wdlab.cli import facts
 from wdlab.cli.common import Command, add_json, emit_json, positive_float, positive_int, seed
-from wdlab.devices import DEFAULT_MAX_MEMORY_MB
+from wdlab.cli.flags import add_key, experiment_keys
+from wdlab.cli.flags import overrides as flag_overrides
 
 # The flags this command reads as ranges (the sweep's grid flags of the same names).
 RANGE_FLAGS = {"lr": "train.lr", "wd": "decay.weight_decay", "mode": "decay.modes"}
@@ -45,16 +47,12 @@ PRUNERS = {
 def cmd_search(args: argparse.Namespace) -> int:
     """Search lr, weight decay, mode… with Optuna, K trials trained as one batch; print the
     best trials, their test metric and the parameters' importance."""
-    from wdlab.cli.experiment import _experiment_keys
     from wdlab.config import load_config, merge, validate
 
     space, fixed = _space(args)  # the ranges first: a bad one stores nothing
     cfg = load_config(args.config) if args.config else validate({})
-    overrides: dict[str, object] = {
-        dotted: getattr(args, dest, None)
-        for dotted, dest, _ in _experiment_keys()
-        if dest not in RANGE_FLAGS
-    }
+    keys = [(dotted, to) for dotted, to in experiment_keys() if to not in RANGE_FLAGS]
+    overrides: dict[str, object] = flag_overrides(args, keys)
     overrides |= fixed
     if args.eval_every is None:
         overrides["train.eval_every"] = 1  # every epoch reported, so pruners decide early
@@ -138,8 +136,6 @@ def _space(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, object]]
 def add_search_flags(p: argparse.ArgumentParser) -> None:
     """The ranges, the trials, the study and its sampler and pruner, and the sweep's data,
     model and training flags."""
-    from wdlab.cli.experiment import _experiment_keys
-
     p.add_argument("config", nargs="?", help="experiment TOML file (optional)")
     r = p.add_argument_group("search space: X, A,B,C, LO..HI, LO..HI:log or LO..HI:N")
     r.add_argument("--lr", help="learning rate, e.g. 1e-4..1e-1:log")
@@ -156,18 +152,13 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--max-memory",
         type=positive_float,
-        default=DEFAULT_MAX_MEMORY_MB,
-        help=f"training memory per batch in MB ({DEFAULT_MAX_MEMORY_MB})",
+        default=facts.load()["max_memory_mb"],
+        help="training memory per batch in MB",
     )
     g = p.add_argument_group("data, model and training (as in sweep)")
-    for _dotted, dest, k in _experiment_keys():
-        if dest in RANGE_FLAGS:
-            continue
-        if k.cli == "flag":
-            g.add_argument(k.flag, dest=dest, action="store_true", default=None, help=k.help)
-            continue
-        kind = int if k.cli == "int" else None
-        g.add_argument(k.flag, dest=dest, type=kind, choices=k.choices, help=k.help)
+    for dotted, to in experiment_keys():
+        if to not in RANGE_FLAGS:
+            add_key(g, dotted)
     add_json(p)
 
 

@@ -152,7 +152,7 @@ def add_report_flags(p: argparse.ArgumentParser) -> None:
 
 def add_ls_flags(p: argparse.ArgumentParser) -> None:
     """ROOT, --json."""
-    p.add_argument("root", nargs="?", default="wdlab-out", help="folder (wdlab-out)")
+    p.add_argument("root", nargs="?", default="wdlab-out", help="folder of studies")
     add_json(p)
 
 

@@ -17,6 +17,7 @@ from wdlab.cli.common import (
     print_paths,
     writable_dir,
 )
+from wdlab.cli.flags import names
 from wdlab.jsonsafe import dumps
 
 
@@ -61,9 +62,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 def add_transfer_flags(p: argparse.ArgumentParser) -> None:
     """The tuned setting (required) and what changes (optional)."""
     g = p.add_argument_group("the setting the weight decay was tuned for")
-    g.add_argument(
-        "--wd", "--weight-decay", dest="wd", type=positive_float, required=True, help="λ"
-    )
+    g.add_argument(*names("--wd"), dest="wd", type=positive_float, required=True, help="λ")
     g.add_argument("--lr", type=positive_float, required=True, help="η (the peak lr)")
     g.add_argument("--n", type=positive_float, required=True, help="training set size N")
     g.add_argument("--batch-size", type=positive_float, required=True, help="batch size B")
@@ -127,17 +126,17 @@ def sizes(text: str) -> tuple[int, ...]:
 def add_timescale_flags(p: argparse.ArgumentParser) -> None:
     """The check's size, and where to write it."""
     p.add_argument("--out", help="write timescale.json and timescale.png here")
-    p.add_argument("--data", default="digits", help="a classification data source (digits)")
-    p.add_argument("--smallest", type=positive_int, default=256, help="N, the smallest (256)")
-    p.add_argument("--seeds", type=positive_int, default=5, help="seeds per setting (5)")
-    p.add_argument("--epochs", type=positive_int, default=100, help="epochs (100)")
-    p.add_argument("--lr", type=positive_float, default=0.01, help="AdamW's lr (0.01)")
-    p.add_argument("--batch-size", type=positive_int, default=32, help="batch size (32)")
+    p.add_argument("--data", default="digits", help="a classification data source")
+    p.add_argument("--smallest", type=positive_int, default=256, help="N, the smallest")
+    p.add_argument("--seeds", type=positive_int, default=5, help="seeds per setting")
+    p.add_argument("--epochs", type=positive_int, default=100, help="epochs")
+    p.add_argument("--lr", type=positive_float, default=0.01, help="AdamW's lr")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="batch size")
     p.add_argument(
-        "--hidden", type=sizes, default=(64,), help="the MLP's hidden sizes, e.g. 128,128 (64)"
+        "--hidden", type=sizes, default=(64,), help="the MLP's hidden sizes, e.g. 128,128"
     )
     p.add_argument(
-        "--data-seed", type=int, default=0, help="seed of the split, subsets and batches (0)"
+        "--data-seed", type=int, default=0, help="seed of the split, subsets and batches"
     )
     p.add_argument(
         "--device", type=device_name, default=None, help="cpu or cuda (default: cuda if present)"
@@ -151,6 +150,7 @@ COMMANDS = [
         "carry a weight decay to a new lr, data size or batch size (keeps τ_epoch)",
         add_transfer_flags,
         cmd_transfer,
+        light=True,
     ),
     Command(
         "timescale",

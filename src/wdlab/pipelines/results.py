@@ -12,14 +12,14 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from wdlab.extras import require
-from wdlab.records import Check, Result, RunResult
+from wdlab.records import Check, Result, RunResult, use_wd
 from wdlab.report.figures import figure
 from wdlab.report.files import write_results
-from wdlab.report.text import demo_table, experiment_table, short
+from wdlab.report.text import demo_table, experiment_table, short, use_cell, verdict_text
 from wdlab.selection import metric_for, select, settings
 
 
-@dataclass
+@dataclass(repr=False)  # Result's repr: a one-line summary; str() is the table
 class DemoResult(Result):
     """The article's three regimes, the manual ≡ builtin check and the wall time."""
 
@@ -38,6 +38,9 @@ class DemoResult(Result):
     def table(self) -> str:
         """The terminal summary: one row per regime."""
         return demo_table(self)
+
+    def __str__(self) -> str:
+        return self.table()
 
     def plot(self, kind: str = "loss") -> Figure:
         """A matplotlib Figure: ``loss`` curves or ``weight_norm``."""
@@ -84,7 +87,7 @@ class DemoResult(Result):
         return write_results(self, out, self.to_dict())
 
 
-@dataclass
+@dataclass(repr=False)  # Result's repr: a one-line summary; str() is the table
 class SweepResult(Result):
     """Runs of an experiment or sweep, with the weight decay chosen on validation per
     (mode, lr) and reported on test. ``directory`` is the study folder (sweeps)."""
@@ -113,11 +116,13 @@ class SweepResult(Result):
     def best(self) -> list[dict[str, Any]]:
         """One dict per (mode, lr) that decays: ``mode``, ``lr``, ``weight_decay`` (chosen on
         validation), ``val``, ``test_mean``, ``test_std``, ``test_at_zero``,
-        ``better_than_zero`` and the ``verdict`` in words."""
+        ``better_than_zero``, the ``verdict`` in words and ``use_wd``, the weight decay to use
+        (:func:`~wdlab.records.use_wd`: the chosen one where it beat wd = 0, else 0)."""
         keys = ("mode", "lr", "weight_decay", "val", "test_mean", "test_std", "test_at_zero")
         return [
             {k: s[k] for k in keys}
             | {"better_than_zero": bool(s["better_than_zero"]), "verdict": s["verdict"]}
+            | {"use_wd": use_wd(s)}
             for s in self.selection
             if s["mode"] != "none"
         ]
@@ -136,6 +141,9 @@ class SweepResult(Result):
         """Terminal tables: every run's final metrics, then the choice per (mode, lr)."""
         return experiment_table(self, max_runs)
 
+    def __str__(self) -> str:
+        return self.table()
+
     def plot(self, kind: str = "wd") -> Figure:
         """A matplotlib Figure: ``wd`` (metric against weight decay), ``loss`` (the chosen runs
         and wd = 0), ``gap`` or ``weight_norm`` curves."""
@@ -153,7 +161,7 @@ class SweepResult(Result):
             for h in (
                 "mode",
                 "lr",
-                "best wd",
+                "use wd",
                 f"val {name}",
                 f"test {name} (mean ± std)",
                 "test at wd=0",
@@ -163,9 +171,9 @@ class SweepResult(Result):
         )
         rows = "".join(
             f"<tr><td>{escape(s['mode'])}</td><td>{short(s['lr'])}</td>"
-            f"<td>{short(s['weight_decay'])}</td><td>{s['val']:.4f}</td>"
+            f"<td>{escape(use_cell(s))}</td><td>{s['val']:.4f}</td>"
             f"<td>{s['test_mean']:.4f} ± {s['test_std']:.4f}</td>"
-            f"<td>{s['test_at_zero']:.4f}</td><td>{escape(s['verdict'])}</td>"
+            f"<td>{s['test_at_zero']:.4f}</td><td>{escape(verdict_text(s))}</td>"
             f"<td>{s['seeds']}</td></tr>"
             for s in self.selection
         )

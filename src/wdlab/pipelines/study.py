@@ -226,10 +226,28 @@ def load_study(directory: str | Path) -> SweepResult:
     return result
 
 
+#: Decay keys the config accepts that the batched trainer cannot apply to its stacked rows yet
+#: (one decay driver for ``Decay.attach`` and the trainer will), with what to use meanwhile.
+NOT_APPLIED_YET = {
+    "wd_schedule": "a weight-decay schedule; in your own loop, wdlab.Decay(mode, wd, "
+    "schedule=...).attach(optimizer) applies it",
+    "group_wd": "per-group weight decays; in your own loop, wdlab.param_groups(model, decay, "
+    "weight_decays=...) makes the groups",
+}
+
+
+def check_decay_applies(config: Experiment) -> None:
+    """Refuse, in one line, a decay key set in ``config`` that training cannot apply yet."""
+    for name, what in NOT_APPLIED_YET.items():
+        if config.decay[name]:
+            raise ValueError(f"decay.{name}: sweeps cannot apply {what}")
+
+
 def _prepare(config: Experiment, max_configs: int | None) -> tuple[Dataset, ModelSpec, dict]:
     """Checks that need no store (grid size, diagnostics), then the data, the model spec and
     the trainer's keywords."""
     check_grid(config, max_configs)
+    check_decay_applies(config)
     missing = [d for d in config.train.diagnostics if d not in DIAGNOSTICS]
     if missing:
         valid = ", ".join(DIAGNOSTICS) or "none in this wdlab"

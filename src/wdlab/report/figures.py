@@ -6,11 +6,12 @@ from __future__ import annotations
 from matplotlib.figure import Figure
 
 from wdlab.records import Result
+from wdlab.report.heatmap import HEATMAP
 from wdlab.report.plots import STANDARD, FigureSpec
 from wdlab.report.rotation import ROTATION
 
 #: Every figure a report can have, in report order; each says when it applies.
-FIGURES: dict[str, FigureSpec] = {f.name: f for f in (*STANDARD, ROTATION)}
+FIGURES: dict[str, FigureSpec] = {f.name: f for f in (*STANDARD, HEATMAP, ROTATION)}
 
 #: Short names accepted by ``result.plot(kind)``.
 PLOT_KINDS = {

@@ -22,7 +22,7 @@ from wdlab.decay import formula
 from wdlab.optimizers import class_name
 from wdlab.records import Result
 from wdlab.report.figures import FIGURES
-from wdlab.report.text import short, verdict_summary
+from wdlab.report.text import short, use_cell, verdict_summary, verdict_text
 from wdlab.selection import has_timescale, metric_for, selection_rule
 
 CSS = """
@@ -51,10 +51,11 @@ def _png(fig: Figure) -> bytes:
 
 
 def title(result: Result) -> str:
-    """The report's heading."""
+    """The report's heading: the kind and the study's name (else the data's), never empty."""
     if result.kind == "demo":
         return "The article's experiment"
-    return f"{result.kind}: {result.name}"
+    name = result.name or str(result.data.get("name") or "")
+    return f"{result.kind}: {name}" if name else result.kind
 
 
 def headline(result: Result) -> tuple[list[str], list[list[str]]]:
@@ -82,25 +83,23 @@ def headline(result: Result) -> tuple[list[str], list[list[str]]]:
 
 
 def answer_table(selection: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Per (mode, lr): the chosen weight decay (short notation, τ_epoch where defined), the
-    verdict against wd = 0, validation and test beside wd = 0's, and the seeds."""
+    """Per (mode, lr): the weight decay to use (short notation; wd = 0 where decay gained
+    nothing measurable; τ_epoch where defined), the verdict against wd = 0, validation and test
+    beside wd = 0's, and the seeds."""
     name = selection[0]["metric_name"]
     taus = has_timescale(selection)
-    head = ["mode", "lr", "chosen wd", *(["τ_epoch"] if taus else []), "verdict"]
+    head = ["mode", "lr", "use wd", *(["τ_epoch"] if taus else []), "verdict"]
     head += [f"val {name}", "val at wd = 0", f"test {name} (mean ± std)", "test at wd = 0"]
     rows = []
     for s in selection:
-        wd = short(s["weight_decay"])
-        if s.get("best_mean_wd", s["weight_decay"]) != s["weight_decay"]:
-            wd += f" (highest mean: {short(s['best_mean_wd'])})"
         tau = [short(s.get("tau_epoch", math.nan))] if taus else []
         rows.append(
             [
                 s["mode"],
                 short(s["lr"]),
-                wd,
+                use_cell(s),
                 *tau,
-                s["verdict"],
+                verdict_text(s),
                 _f(s["val"]),
                 _f(s["val_at_zero"]),
                 f"{_f(s['test_mean'])} ± {_f(s['test_std'])}",

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from matplotlib import rcParams
 from matplotlib.figure import Figure
 
-from wdlab.records import Result, RunResult
+from wdlab.records import Result, RunResult, use_wd
+from wdlab.report.literal import literal
 from wdlab.report.text import short
 from wdlab.selection import (
     Criterion,
-    chosen_runs,
     eval_split,
     metric_for,
     representative,
@@ -57,6 +57,7 @@ def _style(twin: bool) -> dict[str, float]:
     return {"lw": 5.0, "alpha": 0.35} if twin else {"lw": 1.6, "alpha": 1.0}
 
 
+@literal
 def loss_curves(
     runs: Sequence[RunResult],
     title: str = "",
@@ -96,6 +97,7 @@ def loss_curves(
     return fig
 
 
+@literal
 def wd_curve(
     runs: Sequence[RunResult],
     c: Criterion,
@@ -118,7 +120,7 @@ def wd_curve(
     for i, (mode, lr) in enumerate(keys):
         color = colors[i % len(colors)]
         label = f"{mode}, lr {short(lr)}" if len({k[1] for k in keys}) > 1 else mode
-        scores = _wd_scores(runs, mode, lr, c)
+        scores = wd_scores(runs, mode, lr, c)
         for part, (split, ls) in enumerate((("val", "-"), ("test", "--"))):
             by = {w: [s[part] for s in v if math.isfinite(s[part])] for w, v in scores.items()}
             by = {w: v for w, v in by.items() if v}
@@ -161,7 +163,7 @@ def _zero_axis(ax: Any, pos: Sequence[float], x0: float) -> None:
         ax.set_xlim(x0 / 10**0.3, pos[-1] * 10**0.3)
 
 
-def _wd_scores(
+def wd_scores(
     runs: Sequence[RunResult], mode: str, lr: float, c: Criterion
 ) -> dict[float, list[tuple[float, float, int | None]]]:
     """(val, test, epoch) per seed for each weight decay of (mode, lr), wd = 0 included."""
@@ -195,6 +197,7 @@ def _draw_split(
             ax.plot([x0, pos[0]], [mean[0.0], mean[pos[0]]], ls=":", color=color, lw=0.9)
 
 
+@literal
 def gap_curves(
     runs: Sequence[RunResult], split: str = "test", labels: Sequence[str] | None = None
 ) -> Figure:
@@ -222,6 +225,7 @@ def gap_curves(
     return fig
 
 
+@literal
 def weight_norm_curves(runs: Sequence[RunResult], labels: Sequence[str] | None = None) -> Figure:
     """The L2 norm of the decayed tensors, every epoch, per run."""
     fig = Figure(figsize=(8, 3.6))
@@ -245,84 +249,6 @@ def weight_norm_curves(runs: Sequence[RunResult], labels: Sequence[str] | None =
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
     return fig
-
-
-def heatmap_grid(
-    runs: Sequence[RunResult], mode: str, lrs: Sequence[float], wds: Sequence[float], c: Criterion
-) -> list[list[float]]:
-    """Mean validation score over seeds for each (lr, wd) of ``mode``; wd = 0 from the mode's
-    own runs or the wd = 0 reference at that lr; NaN where a seed did not finish."""
-    grid = []
-    for lr in lrs:
-        scores = _wd_scores(runs, mode, lr, c)
-        row = []
-        for wd in wds:
-            vals = [s[0] for s in scores.get(wd, [])]
-            ok = vals and all(math.isfinite(v) for v in vals)
-            row.append(statistics.fmean(vals) if ok else math.nan)
-        grid.append(row)
-    return grid
-
-
-def best_cell(grid: Sequence[Sequence[float]], higher: bool) -> tuple[int, int] | None:
-    """(row, column) of the best finite cell; ties go to the smaller wd, then the smaller lr."""
-    cells = [
-        (v if not higher else -v, j, i)
-        for i, row in enumerate(grid)
-        for j, v in enumerate(row)
-        if math.isfinite(v)
-    ]
-    if not cells:
-        return None
-    _, j, i = min(cells)
-    return i, j
-
-
-def heatmap_cells(
-    runs: Sequence[RunResult], c: Criterion
-) -> tuple[list[str], list[float], list[float], list[list[list[float]]]]:
-    """(modes, lrs, weight decays with 0 first, one lr × wd grid of validation scores per
-    mode): what the heatmap draws and its caption names."""
-    modes = list(dict.fromkeys(r.config.mode for r in runs if r.config.weight_decay > 0))
-    lrs = sorted({r.config.lr for r in runs})
-    wds = [0.0, *sorted({r.config.weight_decay for r in runs if r.config.weight_decay > 0})]
-    return modes, lrs, wds, [heatmap_grid(runs, m, lrs, wds, c) for m in modes]
-
-
-def lr_wd_heatmap(runs: Sequence[RunResult], c: Criterion) -> Figure:
-    """Validation score (mean over seeds) over lr × weight decay, one panel per mode, on one
-    shared colour scale (brighter is better); column 0 is wd = 0; ★ marks each panel's best
-    cell."""
-    from matplotlib.colors import Normalize
-
-    modes, lrs, wds, grids = heatmap_cells(runs, c)
-    finite = [v for g in grids for row in g for v in row if math.isfinite(v)]
-    norm = Normalize(min(finite), max(finite)) if finite else None
-    n = max(1, len(modes))
-    fig = Figure(figsize=(0.6 + 4.4 * n, 4.2), layout="constrained")
-    axes = fig.subplots(1, n, squeeze=False, sharey=True)[0]
-    image = None
-    for k, (ax, mode, grid) in enumerate(zip(axes, modes, grids, strict=False)):
-        cmap = "viridis" if c.higher else "viridis_r"
-        image = ax.imshow(grid, aspect="auto", origin="lower", cmap=cmap, norm=norm)
-        ax.axvline(0.5, color="white", lw=3)  # wd = 0 is its own column, apart from the rest
-        cell = best_cell(grid, c.higher)
-        if cell is not None:
-            ax.plot([cell[1]], [cell[0]], marker="*", ms=16, color="white", mec="black")
-        ax.set_xticks(range(len(wds)), [short(w) for w in wds], rotation=60, fontsize=7)
-        ax.set_yticks(range(len(lrs)), [short(lr) for lr in lrs], fontsize=8)
-        ax.set_xlabel("weight decay")
-        if k == 0:
-            ax.set_ylabel("lr")
-        ax.set_title(mode, fontsize=10)
-    if image is not None:
-        better = "brighter is better" + ("" if c.higher else ": lower")
-        fig.colorbar(image, ax=list(axes), label=f"val {c.name}, mean over seeds ({better})")
-    return fig
-
-
-# ---------------------------------------------------------------------------------------------
-# The figures of a result value.
 
 
 @dataclass(frozen=True)
@@ -350,11 +276,34 @@ MAX_SHOWN = 10  # runs drawn in the curve figures (one colour each)
 
 
 def shown(result: Result) -> list[RunResult]:
-    """The runs the curve figures draw: each (mode, lr)'s chosen run and wd = 0 (first seed),
-    or, where nothing was chosen, every run (at most :data:`MAX_SHOWN`, a spread of them)."""
+    """The runs the curve figures draw: :func:`answer_runs`, or, where nothing was chosen,
+    every run (at most :data:`MAX_SHOWN`, a spread of them)."""
     if result.selection:
-        return chosen_runs(result.runs, result.selection)[:MAX_SHOWN]
+        return answer_runs(result.runs, result.selection)[:MAX_SHOWN]
     return result.runs if len(result.runs) <= MAX_SHOWN else representative(result.runs)
+
+
+def answer_runs(runs: Sequence[RunResult], rows: Sequence[Mapping[str, Any]]) -> list[RunResult]:
+    """For the first seed: wd = 0 once per lr, then each (mode, lr)'s run at the weight decay
+    to use (:func:`~wdlab.records.use_wd`); where that is wd = 0, the run at the nearest swept
+    weight decay instead, so the curves still compare decay with none."""
+    if not runs:
+        return []
+    seed = min(r.config.seed for r in runs)
+    first = [r for r in runs if r.config.seed == seed]
+    picked: list[RunResult] = []
+    for lr in dict.fromkeys(row["lr"] for row in rows):
+        picked += zero_runs(first, "none", lr)
+    for row in rows:
+        if row["mode"] == "none":
+            continue
+        own = [r for r in first if (r.config.mode, r.config.lr) == (row["mode"], row["lr"])]
+        swept = [r.config.weight_decay for r in own if r.config.weight_decay > 0]
+        wd = use_wd(row) or min(swept, default=None)
+        picked += [
+            r for r in own if r.config.weight_decay == wd and all(r is not p for p in picked)
+        ]
+    return picked
 
 
 def criterion_of(result: Result) -> Criterion:
@@ -365,25 +314,20 @@ def criterion_of(result: Result) -> Criterion:
     return Criterion(key, name, higher)
 
 
-def _chosen(result: Result) -> dict[tuple[str, float], float]:
-    return {(s["mode"], s["lr"]): s["weight_decay"] for s in result.selection}
+def answer_cells(result: Result) -> dict[tuple[str, float], float]:
+    """The weight decay to use per (mode, lr) (:func:`~wdlab.records.use_wd`): the one
+    definition the answer table, the wd plot's ★ and the heatmap's ★ all mark."""
+    return {(s["mode"], s["lr"]): use_wd(s) for s in result.selection}
 
 
-def _swept(result: Result) -> bool:
+def swept(result: Result) -> bool:
+    """Whether a result swept weight decay (two values besides 0) and chose one."""
     wds = {r.config.weight_decay for r in result.runs}
     return len(wds - {0.0}) >= 2 and bool(result.selection)
 
 
-def _heatmap_applies(result: Result) -> bool:
-    return _swept(result) and len({x.config.lr for x in result.runs}) >= 2
-
-
 def _draw_wd(result: Result) -> Figure:
-    return wd_curve(result.runs, criterion_of(result), _chosen(result))
-
-
-def _draw_heatmap(result: Result) -> Figure:
-    return lr_wd_heatmap(result.runs, criterion_of(result))
+    return wd_curve(result.runs, criterion_of(result), answer_cells(result))
 
 
 def _last_values(result: Result, series: str, fmt: str = ".3g") -> str:
@@ -403,7 +347,10 @@ def _which_runs(result: Result) -> str:
     if not result.selection:
         return "Every run" if len(shown(result)) == len(result.runs) else "A spread of the runs"
     seed = min(r.config.seed for r in result.runs)
-    return f"The run chosen for each (mode, lr) and wd = 0, seed {seed}"
+    return (
+        f"Seed {seed}: wd = 0, and for each (mode, lr) the run at the weight decay to use (the "
+        "nearest swept one where the answer is wd = 0)"
+    )
 
 
 def _loss_caption(r: Result) -> str:
@@ -425,28 +372,18 @@ def _gap_caption(r: Result) -> str:
     return f"Generalisation gap ({split} loss − train loss) over epochs, same runs.{last}"
 
 
+#: What the ★ of the wd plot and the heatmap mark, in their captions.
+ANSWER_MARK = (
+    "★ the weight decay to use for each (mode, lr), as in the answer table: the one chosen on "
+    "validation where it beat wd = 0 measurably, else wd = 0"
+)
+
+
 def _wd_caption(r: Result) -> str:
     c = criterion_of(r)
     return (
         f"Validation (solid) and test (dashed) {c.name} against weight decay (log axis; wd = 0 "
-        "left of the dotted break), mean over seeds with a min..max band; ★ the weight decay "
-        "chosen on validation for each (mode, lr)."
-    )
-
-
-def _heatmap_caption(r: Result) -> str:
-    c = criterion_of(r)
-    modes, lrs, wds, grids = heatmap_cells(r.runs, c)
-    best = []
-    for mode, grid in zip(modes, grids, strict=True):
-        cell = best_cell(grid, c.higher)
-        if cell is not None:
-            i, j = cell
-            best.append(f"{mode}: lr {short(lrs[i])}, wd {short(wds[j])} ({grid[i][j]:.4g})")
-    return (
-        f"Validation {c.name} (mean over seeds) over lr × weight decay, one panel per mode, one "
-        f"colour scale; the first column is wd = 0. ★ each panel's best cell: "
-        f"{'; '.join(best) or 'none'}."
+        f"left of the dotted break), mean over seeds with a min..max band; {ANSWER_MARK}."
     )
 
 
@@ -475,6 +412,5 @@ STANDARD: tuple[FigureSpec, ...] = (
         ),
         lambda r: weight_norm_curves(shown(r)),
     ),
-    FigureSpec("wd_curve", _swept, _wd_caption, _draw_wd),
-    FigureSpec("heatmap", _heatmap_applies, _heatmap_caption, _draw_heatmap),
+    FigureSpec("wd_curve", swept, _wd_caption, _draw_wd),
 )

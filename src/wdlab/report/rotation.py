@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 
 from wdlab.diagnostics import PREFIX
 from wdlab.records import Result, RunResult
+from wdlab.report.literal import literal
 from wdlab.report.plots import FigureSpec
 from wdlab.selection import representative
 
@@ -65,6 +66,7 @@ def reached(
     return first
 
 
+@literal
 def rotation_figure(runs: Sequence[RunResult]) -> Figure:
     """Two rows (norm, angle) by one column per recorded layer; one colour per run."""
     layers = rotation_layers(runs)

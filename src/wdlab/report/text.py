@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from wdlab.records import Check, Result
+from wdlab.records import Check, Result, use_wd
 from wdlab.selection import (
     ALPHA,
     MIN_SEEDS,
@@ -89,9 +89,9 @@ def _selection_lines(result: Result) -> list[str]:
     c = selection_criterion(sel)
     taus = has_timescale(sel)
     head = (
-        f"{'mode':<12} {'lr':<7} {'wd*':<7} {'τ_epoch':<8} "
+        f"{'mode':<12} {'lr':<7} {'use wd':<7} {'τ_epoch':<8} "
         if taus
-        else f"{'mode':<12} {'lr':<7} {'wd*':<7} "
+        else f"{'mode':<12} {'lr':<7} {'use wd':<7} "
     ) + f"{'val':>7} {'val@0':>7}   {'test (mean ± std)':<17} {'test@0':>7}  verdict"
     lines = [
         "",
@@ -106,14 +106,30 @@ def _selection_lines(result: Result) -> list[str]:
 
 
 def answer_line(s: Mapping[str, Any], tau: bool = True) -> str:
-    """One selection row in one line: mode, lr, chosen wd (and τ_epoch), scores, verdict."""
-    wd = short(s["weight_decay"])
+    """One selection row in one line: mode, lr, the wd to use (and τ_epoch), scores, verdict."""
+    wd = short(use_wd(s))
     tau_s = f"{short(s.get('tau_epoch', math.nan)):<8} " if tau else ""
     test = f"{s['test_mean']:.4f} ± {s['test_std']:.4f}"
     return (
         f"{s['mode']:<12} {short(s['lr']):<7} {wd:<7} {tau_s}{s['val']:>7.4f} "
-        f"{s['val_at_zero']:>7.4f}   {test:<17} {s['test_at_zero']:>7.4f}  {s['verdict']}"
+        f"{s['val_at_zero']:>7.4f}   {test:<17} {s['test_at_zero']:>7.4f}  {verdict_text(s)}"
     )
+
+
+def verdict_text(s: Mapping[str, Any]) -> str:
+    """A row's verdict, ending in what to do where decay gained nothing measurable: use wd = 0
+    (a weight decay that gains nothing is no answer, however small)."""
+    if s["mode"] == "none" or s.get("better_than_zero"):
+        return str(s["verdict"])
+    return f"{s['verdict']}: use wd = 0"
+
+
+def use_cell(s: Mapping[str, Any]) -> str:
+    """The weight decay to use (:func:`~wdlab.records.use_wd`), with the highest mean beside it
+    where that is another weight decay (it did not beat the one to use measurably)."""
+    wd = use_wd(s)
+    best = s.get("best_mean_wd", s["weight_decay"])
+    return short(wd) + (f" (highest mean: {short(best)})" if best != wd else "")
 
 
 def verdict_summary(sel: Sequence[Mapping[str, Any]]) -> str:
@@ -126,7 +142,7 @@ def verdict_summary(sel: Sequence[Mapping[str, Any]]) -> str:
         return f"{TOO_FEW} whether weight decay beats wd = 0: run {MIN_SEEDS} or more seeds"
     test = f"one-sided paired t-test over seeds, {ALPHA:.0%} error rate per setting"
     if won == 0:
-        return f"{NO_GAIN}: no (mode, lr) setting beat wd = 0 ({test})"
+        return f"{NO_GAIN}: no (mode, lr) setting beat wd = 0 ({test}); use wd = 0"
     return f"weight decay beat wd = 0 in {won} of {len(rows)} (mode, lr) settings ({test})"
 
 

@@ -10,6 +10,8 @@ from typing import Any
 from matplotlib import rcParams
 from matplotlib.figure import Figure
 
+from wdlab.report.literal import literal
+
 
 def _setup(s: Mapping[str, Any]) -> str:
     sched = s.get("schedule") or "constant"
@@ -111,6 +113,7 @@ def _optimum_panel(ax: Any, doc: Mapping[str, Any], tau: bool) -> None:
     ax.legend(fontsize=8)
 
 
+@literal
 def timescale_figure(doc: Mapping[str, Any]) -> Figure:
     """Four panels: validation loss against λ and against τ_epoch, one curve per N (dotted:
     each N's best); the best λ and the best τ_epoch against N with both predictions."""

@@ -1,0 +1,194 @@
+"""The command line's surface: it starts without torch, its flags mean the same in every
+command, its help shows the defaults, and a bare ``sweep`` tries a grid and says which."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from wdlab.cli import build_parser, main
+from wdlab.cli import facts as cli_facts
+from wdlab.cli.experiment import experiment_config, sweep_config
+from wdlab.cli.flags import HelpFormatter
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("no subcommands")
+
+
+COMMANDS = _subparsers(build_parser())
+
+
+def test_the_facts_file_says_what_the_registries_say():
+    """facts.json (what the parser is built from, without torch) is the registries' and the
+    config schema's own answer; after a change, `python -m wdlab.cli.facts` writes it again."""
+    current = json.loads(cli_facts.dumps(cli_facts.collect()))
+    assert cli_facts.load() == current, "facts.json is stale: run python -m wdlab.cli.facts"
+
+
+def test_help_version_transfer_and_usage_errors_import_no_torch():
+    """Built in a fresh interpreter: the parser, --version, --help of every command, transfer
+    and a usage error leave torch (and numpy, matplotlib) unimported."""
+    script = textwrap.dedent(
+        """
+        import contextlib, io, sys
+        from wdlab.cli import COMMANDS, build_parser, main
+
+        build_parser()
+        codes = []
+        for argv in (["--version"], ["--help"], *[[c.name, "--help"] for c in COMMANDS],
+                     ["sweep", "--weight-decay"], ["run", "--bogus"], ["demo", "--wd", "-1"]):
+            sys.stdout, sys.stderr = io.StringIO(), io.StringIO()
+            try:
+                main(argv)
+            except SystemExit as exc:
+                codes.append(exc.code)
+            sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            code = main(["transfer", "--wd", "0.1", "--lr", "1e-3", "--n", "5e4",
+                         "--batch-size", "256", "--to-n", "2e5"])
+        heavy = [m for m in ("torch", "numpy", "matplotlib") if m in sys.modules]
+        print(codes, code, "0.025" in out.getvalue(), heavy)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    n_help = len(COMMANDS) + 2
+    assert proc.stdout.strip() == f"{[0] * n_help + [2, 2, 2]} 0 True []"
+
+
+@pytest.mark.parametrize("terminal, said", [(True, "'loading torch…\\r\\x1b[K'"), (False, "''")])
+def test_loading_torch_is_said_on_a_terminal_only(terminal, said):
+    """A command that needs torch imports it before running, with one "loading torch…" line on
+    stderr that is erased once torch is there; nothing at all when stderr is not a terminal."""
+    script = textwrap.dedent(
+        f"""
+        import contextlib, io, sys
+        from wdlab.cli import load_torch
+
+        class Stream(io.StringIO):
+            def isatty(self):
+                return {terminal}
+
+        sys.stderr = err = Stream()
+        load_torch()
+        sys.stderr = sys.__stderr__
+        print("torch" in sys.modules, repr(err.getvalue()))
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"True {said}"
+
+
+@pytest.mark.parametrize("command", ["demo", "inspect", "run", "sweep", "transfer"])
+def test_wd_and_weight_decay_are_one_flag_everywhere(command):
+    """Every command with a weight decay spells it --wd and accepts --weight-decay."""
+    p = COMMANDS[command]
+    required = ["--lr", "1", "--n", "1", "--batch-size", "1"] if command == "transfer" else []
+    a = p.parse_args(["--wd", "0.5", *required])
+    b = p.parse_args(["--weight-decay", "0.5", *required])
+    assert vars(a) == vars(b) and a.wd in ("0.5", 0.5)
+
+
+def test_rule_choices_are_the_same_where_decay_is_trained_or_inspected():
+    from wdlab.config import RULES
+
+    for command in ("run", "sweep", "inspect"):
+        (rule,) = [a for a in COMMANDS[command]._actions if "--rule" in a.option_strings]
+        assert list(rule.choices) == list(RULES)
+    assert list(RULES) == ["default", "everything", "timm", "nanogpt", "hf"]
+
+
+@pytest.mark.parametrize("command", ["run", "sweep", "inspect"])
+def test_wd_schedule_and_group_wd_exist_where_decay_is_trained_or_inspected(command):
+    args = COMMANDS[command].parse_args(
+        ["--wd-schedule", "cosine:0.04:0.4:100", "--group-wd", "head.*=0.01", "--group-wd", "a=0"]
+    )
+    assert args.wd_schedule == "cosine:0.04:0.4:100" and args.group_wd == ["head.*=0.01", "a=0"]
+
+
+def test_a_run_with_a_wd_schedule_or_group_wd_is_refused_in_one_line(tmp_path, capsys):
+    """The config takes both keys (checked), but the batched trainer cannot apply them yet: a
+    run says so in one line, exit 2, before training."""
+    base = ["run", "--data", "wine", "--model", "linear", "--epochs", "1", "--out", str(tmp_path)]
+    cfg = experiment_config(COMMANDS["run"].parse_args([*base[1:], "--group-wd", "w*=1e-3"]))
+    assert cfg.decay.group_wd == {"w*": 1e-3}
+    for extra, fragment in (
+        (["--wd-schedule", "cosine:0.04:0.4:100"], "decay.wd_schedule: sweeps cannot apply"),
+        (["--group-wd", "w*=1e-3"], "decay.group_wd: sweeps cannot apply"),
+        (["--wd-schedule", "cosine:0.04"], "decay.wd_schedule: weight-decay schedule"),
+        (["--group-wd", "w*"], "decay.group_wd: expected PATTERN=WD"),
+        (["--group-wd", "w*=-1"], "decay.group_wd.w*: weight decays must be"),
+    ):
+        assert main([*base, *extra]) == 2
+        err = capsys.readouterr().err
+        assert fragment in err and err.count("\n") == 1, err
+
+
+def test_every_default_is_shown_in_help():
+    """Each flag with a default says it in its help: ``(default: …)``; the experiment flags
+    show the schema's default (their own argparse default is None: a given flag wins)."""
+    for name, p in COMMANDS.items():
+        formatter = HelpFormatter(prog=name)
+        for action in p._actions:
+            if isinstance(action, argparse._HelpAction) or action.dest == "config":
+                continue
+            text = formatter._get_help_string(action)
+            d = action.default
+            has_default = d not in (None, False, (), []) and d is not argparse.SUPPRESS
+            if has_default:
+                assert "(default" in text, (name, action.option_strings, text)
+    sweep_help = COMMANDS["sweep"].format_help()
+    for fragment in ("(default: 100)", "(default: mlp)", "(default: 2048)", "(default: local)"):
+        assert fragment in " ".join(sweep_help.split())
+
+
+def test_a_bare_sweep_tries_a_default_grid_and_says_so(tmp_path, capsys):
+    """`wdlab sweep --data X` with no grid key sweeps several modes, a log range of weight
+    decays with 0, over 3 seeds, and says so with its answer (and at the start, on a
+    terminal); any grid key given (flag or file) keeps the one-configuration defaults."""
+    from wdlab.config import SWEEP_GRID
+
+    sweep = COMMANDS["sweep"]
+    cfg, note = sweep_config(sweep.parse_args(["--data", "wine"]))
+    assert cfg.decay.modes == SWEEP_GRID["decay.modes"] and len(cfg.decay.modes) >= 2
+    wds = cfg.decay.weight_decay
+    assert wds[0] == 0 and len(wds) >= 5 and wds[-1] / wds[1] >= 1e3
+    assert cfg.train.seeds == [0, 1, 2]
+    assert note.startswith("no grid given") and note.endswith("= 36 runs")
+    given, note = sweep_config(sweep.parse_args(["--data", "wine", "--wd", "0.1"]))
+    assert given.decay.modes == ["coupled"] and given.train.seeds == [0] and note == ""
+    toml = tmp_path / "e.toml"
+    toml.write_text('[train]\nseeds = "2"\n')
+    from_file, note = sweep_config(sweep.parse_args([str(toml)]))
+    assert from_file.train.seeds == [0, 1] and from_file.decay.weight_decay == [0.0]
+    assert note == ""
+    run = experiment_config(COMMANDS["run"].parse_args(["--data", "wine"]))
+    assert run.grid_size() == 1
+    argv = ["sweep", "--data", "wine", "--model", "linear", "--epochs", "2", "--json"]
+    assert main([*argv, "--out", str(tmp_path / "s")]) == 0
+    out, err = capsys.readouterr()
+    doc = json.loads(out)
+    assert doc["grid"].startswith("no grid given") and doc["counts"]["done"] == 36
+    assert err == ""  # not a terminal: said with the answer only
+
+
+def test_an_unknown_flag_is_named_with_the_flags_it_resembles(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["sweep", "--weigth-decay", "0.1"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "wdlab sweep: error: unrecognized arguments: --weigth-decay "
+        "(did you mean --weight-decay?)\n"
+    )
