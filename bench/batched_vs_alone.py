@@ -243,9 +243,11 @@ def part_transformer() -> None:
 
         alone = wdlab.sweep(make, data, weight_decay=[0.1], seeds=[1], max_batch=1, **kw)
         batched = wdlab.sweep(make, data, weight_decay=[0.0, 0.01, 0.1, 1.0], seeds=[0, 1], **kw)
-        a = next(r for r in alone.runs).final["val_loss"]
-        b = next(r for r in batched.runs if r.config.weight_decay == 0.1 and r.config.seed == 1)
-        b = b.final["val_loss"]
+        a, b = (
+            next(r for r in res.runs if r.config.weight_decay == 0.1 and r.config.seed == 1)
+            for res in (alone, batched)
+        )
+        a, b = a.final["val_loss"], b.final["val_loss"]
         print(
             f"  dropout {p}: max_batch=1 {a:.7f} | batched (8 configs) {b:.7f}, rel {rel(b, a):.1e}"
         )
