@@ -1,7 +1,7 @@
 """Batched vs alone vs a plain PyTorch loop, on a ResNet-style CNN and a Transformer: how far
 apart they end, and why.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/batched_vs_alone.py [--part resnet|transformer]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/batched_vs_alone.py [--part resnet|transformer|noise]
 
 ResNet-style CNN (Conv2d without bias, BatchNorm2d, residual blocks; 640 synthetic 3×32×32
 images, SGD with momentum, 40 steps):
@@ -18,6 +18,10 @@ Transformer classifier on token ids (2 encoder layers, AdamW, 16 steps): batched
 ``max_batch=1`` with PyTorch's default dropout 0.1 (which includes attention's own dropout,
 a float attribute of ``nn.MultiheadAttention``) and with ``dropout=0.0``, and the engine text
 naming attention's key bias.
+
+Gradients that are rounding noise (``--part noise``; AdamW, 2 epochs, batched vs alone, the
+weights each configuration ends with): a Conv1d with and without a bias before BatchNorm1d, and
+the Transformer's attention key bias against the rest of its weights.
 """
 
 from __future__ import annotations
@@ -219,6 +223,22 @@ class Transformer(nn.Module):
         return self.head(self.norm(h.mean(1)))
 
 
+def _kept(make, data, configs):
+    """Each configuration's final weights, trained in a batch and alone (``wdlab.trainer``)."""
+    from wdlab.data import from_splits
+    from wdlab.models import ModelSpec
+    from wdlab.trainer import train
+
+    ds = from_splits(data)
+    spec = ModelSpec("custom", factory=make, in_dim=ds.in_dim, out_dim=ds.out_dim)
+    kw = dict(epochs=2, batch_size=64, keep_params=True, device="cpu")
+    batched = train(spec, ds, configs, **kw)
+    return [
+        (b.params, train(spec, ds, [c], **kw)[0].params)
+        for c, b in zip(configs, batched, strict=True)
+    ]
+
+
 def tokens() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """label: which of tokens 1..4 occurs most often in a sequence of 16 (of 20)."""
     g = torch.Generator().manual_seed(0)
@@ -254,12 +274,89 @@ def part_transformer() -> None:
     print(f"  engine: {batched.engine_note}")
 
 
+def conv_bn(bias: bool):
+    def make(seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        return nn.Sequential(
+            nn.Conv1d(1, 8, 5, padding=2, bias=bias),
+            nn.BatchNorm1d(8),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool1d(1),
+            nn.Flatten(),
+            nn.Linear(8, 3),
+        )
+
+    return make
+
+
+def part_noise() -> None:
+    from wdlab.records import RunConfig
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(800, 1, 32, generator=g)
+    y = (X[:, 0, :16].mean(1) > 0).long() + (X[:, 0, 16:].mean(1) > 0).long()
+    signals = {
+        "train": (X[:576], y[:576]),
+        "val": (X[576:688], y[576:688]),
+        "test": (X[688:], y[688:]),
+    }
+    configs = [
+        RunConfig("decoupled", wd, 1e-2, "adamw", seed=s)
+        for wd in (0.0, 1e-2, 0.1, 1.0)
+        for s in (0, 1)
+    ]
+    print("AdamW, 2 epochs (18 and 16 steps), batched vs alone, final weights (‖Δ‖/‖w‖):")
+    for bias in (True, False):
+        pairs = _kept(conv_bn(bias), signals, configs)
+        gaps = [_rel(b, a) for b, a in pairs]
+        print(f"  Conv1d(bias={bias}) + BatchNorm1d: {min(gaps):.1e} to {max(gaps):.1e}")
+    data = tokens()
+
+    def make(seed: int) -> nn.Module:
+        torch.manual_seed(seed)
+        return Transformer(0.0)
+
+    configs = [
+        RunConfig("decoupled", wd, 3e-3, "adamw", seed=s) for wd in (0.0, 0.1) for s in (0, 1)
+    ]
+    key, rest = [], []
+    for b, a in _kept(make, data, configs):
+        key.append(_rel(_key_part(b, True), _key_part(a, True)))
+        rest.append(_rel(_key_part(b, False), _key_part(a, False)))
+    print(
+        f"  Transformer (dropout 0): attention key biases {min(key):.1e} to {max(key):.1e}; "
+        f"every other weight {min(rest):.1e} to {max(rest):.1e}"
+    )
+
+
+def _key_part(w: dict, key: bool) -> dict:
+    """The key part (elements e..2e) of every attention input bias, or every weight but it."""
+    out = {}
+    for n, t in w.items():
+        if not n.endswith("in_proj_bias"):
+            out |= {} if key else {n: t}
+            continue
+        e = len(t) // 3
+        out[n] = t[e : 2 * e] if key else torch.cat([t[:e], t[2 * e :]])
+    return out
+
+
+def _rel(a: dict, b: dict) -> float:
+    names = [n for n in b if b[n].is_floating_point()]
+    fa = torch.cat([a[n].double().flatten() for n in names])
+    fb = torch.cat([b[n].double().flatten() for n in names])
+    return float((fa - fb).norm() / fb.norm())
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--part", choices=["resnet", "transformer", "both"], default="both")
+    ap.add_argument("--part", choices=["resnet", "transformer", "noise", "all"], default="all")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    if args.part in ("resnet", "both"):
-        part_resnet()
-    if args.part in ("transformer", "both"):
-        part_transformer()
+    for name, part in (
+        ("resnet", part_resnet),
+        ("transformer", part_transformer),
+        ("noise", part_noise),
+    ):
+        if args.part in (name, "all"):
+            part()
