@@ -9,12 +9,14 @@ ids, and a weight-tied model.
   BatchNorm): the same maths, rounded differently. Its *update* w_T − w₀ is compared with the
   one it makes alone, norm-wise, within ``per_steps(T)`` (:mod:`numerics`). The updates, not the
   weights: after 8 small steps the weights have barely moved, so comparing them would hide a
-  wrong update; measured 7e-8 to 4.5e-7 against the bound's 1.9e-6.
-* Rounding that a kink turns into a jump can break that bound: a ReLU input that is exactly 0
-  in one computation and 1 ulp above it in the other passes its gradient in one of them only
-  (seen once in 40 steps of the issue's ResNet: 1e-3 of that step's gradient). Here each run
-  has ~10⁵ ReLU inputs in all; at a density of ~0.4 per unit near 0 and an ulp of ~1e-7, the
-  chance of one within rounding of 0 is below 1%.
+  wrong update; measured 6e-8 to 5.8e-7 on the default, AVX2 and AVX-512 kernel paths, against
+  the bound's 1.9e-6.
+* The activations are GELU, smooth: a ReLU input within rounding of 0 passes its gradient in
+  one computation and not in the other, a jump of ~1e-3 in that step's gradient
+  (``bench/batched_vs_alone.py`` shows two in 40 steps of a larger ResNet). Each run here has
+  ~6·10⁴ activation inputs; at a density of ~0.4 near 0 and ~1e-7 of rounding either side, a
+  ReLU would put one there on roughly 1 CPU kernel path in 200 per run, and the test would
+  then fail there every time.
 * The Transformer's attention key bias has gradient 0 in exact arithmetic: float32 noise,
   which AdamW turns into lr-sized steps (:mod:`wdlab.zerograd`). Those 16 elements are compared
   apart (their effect on the outputs is exactly nil); everything else as above.
@@ -43,7 +45,8 @@ KEY = "encoder.layers.0.self_attn.in_proj_bias"
 
 
 class Block(nn.Module):
-    """A residual block as torchvision writes it: convolutions without bias, BatchNorm."""
+    """A residual block as torchvision writes it (convolutions without bias, BatchNorm), with
+    GELU for ReLU (see the module docstring)."""
 
     def __init__(self, cin, cout, stride):
         super().__init__()
@@ -56,15 +59,15 @@ class Block(nn.Module):
         )
 
     def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + self.short(x))
+        out = F.gelu(self.bn1(self.conv1(x)))
+        return F.gelu(self.bn2(self.conv2(out)) + self.short(x))
 
 
 class ResNetish(nn.Module):
     def __init__(self, classes=3, width=4):
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+            nn.Conv2d(3, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.GELU()
         )
         self.block = Block(width, 2 * width, 2)
         self.fc = nn.Linear(2 * width, classes)
@@ -74,13 +77,15 @@ class ResNetish(nn.Module):
 
 
 class TokenTransformer(nn.Module):
-    """Embedding + position, one encoder layer (dropout 0: see the README), mean, head."""
+    """Embedding + position, one encoder layer (dropout 0: see the README; GELU), mean, head."""
 
     def __init__(self, vocab=12, seq=8, d=16, classes=3):
         super().__init__()
         self.emb = nn.Embedding(vocab, d)
         self.pos = nn.Parameter(0.1 * torch.randn(1, seq, d))
-        layer = nn.TransformerEncoderLayer(d, 2, 32, dropout=0.0, batch_first=True)
+        layer = nn.TransformerEncoderLayer(
+            d, 2, 32, dropout=0.0, activation="gelu", batch_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, 1, enable_nested_tensor=False)
         self.head = nn.Linear(d, classes)
 
