@@ -10,6 +10,15 @@ which the trainer seeds.
 A module that ``torch.vmap`` cannot run (``.item()``, data-dependent control flow, an
 unsupported op…) is run one configuration after another instead: the same stacked tensors, the
 same trainer, K forwards per step. :func:`probe` finds out which, and why.
+
+A batch of one configuration runs that way too, through the module's own kernels, and hands the
+module the contiguous output gradient a plain loop's loss would: ``max_batch=1`` is then a
+plain PyTorch loop, bit for bit on the CPU. Under vmap, batched kernels (grouped convolutions,
+BatchNorm written out) round differently: the same maths, not the same bits.
+
+A tied model (``head.weight = emb.weight``) keeps its tie: the shared tensor is stacked once,
+under its first name, and :func:`meta_copy` keeps the template's names pointing at one tensor,
+so ``functional_call`` gives both names that configuration's row.
 """
 
 from __future__ import annotations
@@ -25,7 +34,8 @@ from torch.func import functional_call
 class FuncForward:
     """``(params, buffers, x, train) -> (K, n, out)`` for K stacked copies of ``template``.
 
-    ``vmap`` False runs the configurations one after another (see the module docstring).
+    ``vmap`` False runs the configurations one after another, as a batch of one always does
+    (see the module docstring).
     """
 
     def __init__(self, template: nn.Module, vmap: bool = True) -> None:
@@ -146,10 +156,10 @@ def probe(
     x: Tensor,
     loss: Callable[[Tensor], Tensor],
 ) -> str | None:
-    """Try one training forward and backward and one eval forward on ``x`` under vmap; ``None``
-    if they run, else why not (the error's first line). When one configuration alone fails too,
-    the model rejects the data itself: a ``ValueError`` quoting the error. Buffers and the RNG
-    are restored."""
+    """Try one training forward and backward and one eval forward on ``x`` (under vmap for more
+    than one configuration); ``None`` if they run, else why not (the error's first line). When
+    one configuration alone fails too, the model rejects the data itself: a ``ValueError``
+    quoting the error. Buffers and the RNG are restored."""
     saved = {n: b.clone() for n, b in buffers.items()}
     try:
         why = _try(fwd, params, buffers, x, loss)
