@@ -26,7 +26,7 @@ LAYERS = [
     {"wdlab.trainer", "wdlab.selection"},
     {"wdlab.params", "wdlab.timescale", "wdlab.diagnostics"},
     {"wdlab.models", "wdlab.data"},
-    {"wdlab.cnn", "wdlab.func"},
+    {"wdlab.cnn", "wdlab.func", "wdlab.zerograd"},
     {"wdlab.records"},
     {"wdlab.decay"},
     {

@@ -12,7 +12,9 @@ decay. It names the known mistakes (:data:`CHECKS`):
 * ``missing``: trainable parameters of the model in no param group (never updated);
 * ``duplicate``: a parameter in two groups (or twice in one, or in two optimizers);
 * ``lr-wd``: lr·wd ≥ 1, so a step multiplies the weights by 1 − lr·wd ≤ 0;
-* ``double-decay``: the optimizer's own ``weight_decay`` under an attached wdlab ``Decay``.
+* ``double-decay``: the optimizer's own ``weight_decay`` under an attached wdlab ``Decay``;
+* ``redundant-bias``: a bias that feeds only a norm which subtracts it again (a Conv's bias
+  before a BatchNorm): its gradient is rounding noise (:mod:`wdlab.zerograd`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from torch import nn
 
 from wdlab.decay import FORMULAS, NORM_TYPES
 from wdlab.optimizers import class_name, optimizer_spec
+from wdlab.zerograd import biases_before_norms
 
 #: Every finding code and its severity (``warning``: almost surely a mistake; ``note``: a
 #: choice worth knowing about).
@@ -38,6 +41,7 @@ CHECKS: dict[str, str] = {
     "duplicate": "warning",
     "lr-wd": "warning",
     "double-decay": "warning",
+    "redundant-bias": "warning",
 }
 ADAM_FAMILY = ("Adam", "NAdam", "RAdam", "Adamax")
 _NORM_NAME = re.compile(r"norm|(?:^|\.)(?:ln|bn|gn)[_\d]*\.")
@@ -151,7 +155,7 @@ def audit(
         if p.requires_grad and id(p) not in rows:  # in no group: listed, and a finding
             rows[id(p)] = _row(name, p, kinds.get(id(p)))
     table = list(rows.values())
-    findings = _tensor_findings(table) + findings
+    findings = _tensor_findings(table) + findings + _redundant_bias_findings(model)
     return AuditReport(" + ".join(class_name(o) for o in opts), table, findings)
 
 
@@ -328,3 +332,21 @@ def _group_findings(
             )
         )
     return out
+
+
+def _redundant_bias_findings(model: nn.Module | None) -> list[Finding]:
+    """Biases that feed only a BatchNorm/LayerNorm/GroupNorm which removes them again
+    (:func:`wdlab.zerograd.biases_before_norms`, read from the model's ``torch.fx`` graph)."""
+    found = biases_before_norms(model) if model is not None else []
+    if not found:
+        return []
+    names = [z.name for z in found]
+    where = "; ".join(f"{z.name}: {z.why}" for z in found[:SHOWN])
+    return [
+        _finding(
+            "redundant-bias",
+            f"redundant bias before a norm ({where}): its gradient is rounding noise; Adam "
+            "turns it into lr-sized steps; use bias=False (as torchvision and timm models do)",
+            names,
+        )
+    ]

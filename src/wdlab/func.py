@@ -10,6 +10,15 @@ which the trainer seeds.
 A module that ``torch.vmap`` cannot run (``.item()``, data-dependent control flow, an
 unsupported op…) is run one configuration after another instead: the same stacked tensors, the
 same trainer, K forwards per step. :func:`probe` finds out which, and why.
+
+A batch of one configuration runs that way too, through the module's own kernels, and hands the
+module the contiguous output gradient a plain loop's loss would: ``max_batch=1`` is then a
+plain PyTorch loop, bit for bit on the CPU. Under vmap, batched kernels (grouped convolutions,
+BatchNorm written out) round differently: the same maths, not the same bits.
+
+A tied model (``head.weight = emb.weight``) keeps its tie: the shared tensor is stacked once,
+under its first name, and :func:`meta_copy` keeps the template's names pointing at one tensor,
+so ``functional_call`` gives both names that configuration's row.
 """
 
 from __future__ import annotations
@@ -25,11 +34,12 @@ from torch.func import functional_call
 class FuncForward:
     """``(params, buffers, x, train) -> (K, n, out)`` for K stacked copies of ``template``.
 
-    ``vmap`` False runs the configurations one after another (see the module docstring).
+    ``vmap`` False runs the configurations one after another, as a batch of one always does
+    (see the module docstring).
     """
 
     def __init__(self, template: nn.Module, vmap: bool = True) -> None:
-        self.template = copy.deepcopy(template).to("meta")  # structure only: tensors come in
+        self.template = meta_copy(template)  # structure only: tensors come in
         self.vmap = vmap
         self.mode_dependent = any(
             isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd))
@@ -45,15 +55,79 @@ class FuncForward:
     ) -> Tensor:
         """Outputs of every configuration on the shared input ``x``."""
         self.template.train(train)
-        if self.vmap:
-            return self._batched(params, buffers, x)
         K = len(next(iter(params.values())))
+        if self.vmap and K > 1:
+            return self._batched(params, buffers, x)
+        # one configuration (or no vmap): the module's own kernels on row views, so a
+        # configuration trained alone is exactly a plain PyTorch loop
         outs = []
         for k in range(K):
             pk = {n: t[k] for n, t in params.items()}
             bk = {n: t[k] for n, t in buffers.items()}  # views: in-place updates land in row k
-            outs.append(self._one(pk, bk, x))
+            outs.append(_ContiguousGrad.apply(self._one(pk, bk, x)))
         return torch.stack(outs)
+
+
+class _ContiguousGrad(torch.autograd.Function):
+    """The identity, whose backward hands the module a contiguous gradient, as a plain loop's
+    loss does (the task's loss reads (K, n, C) outputs as (K, C, n): its gradient arrives
+    strided, and a Linear layer would then sum its bias gradient in another order)."""
+
+    @staticmethod
+    def forward(ctx: object, out: Tensor) -> Tensor:
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx: object, grad: Tensor) -> Tensor:
+        return grad.contiguous()
+
+
+def meta_copy(module: nn.Module) -> nn.Module:
+    """A copy of ``module`` whose parameters and buffers live on the meta device, with every
+    tie kept: a tensor shared by several names (``head.weight = emb.weight``) stays one tensor.
+    (``Module.to("meta")`` gives each name its own tensor, so a tied model's second name would
+    keep a meta tensor under ``functional_call``.)"""
+    copied = copy.deepcopy(module)  # deepcopy keeps ties; the memo below keeps them on meta
+    memo: dict[int, Tensor] = {}
+    for mod in copied.modules():
+        for table in (mod._parameters, mod._buffers):
+            for name, t in table.items():
+                if t is None:
+                    continue
+                if id(t) not in memo:
+                    meta = torch.empty_like(t, device="meta")
+                    if isinstance(t, nn.Parameter):
+                        meta = nn.Parameter(meta, requires_grad=t.requires_grad)
+                    memo[id(t)] = meta
+                table[name] = memo[id(t)]
+    return copied
+
+
+def tied_names(module: nn.Module) -> dict[str, str]:
+    """Every second (third…) name of a shared parameter or buffer, mapped to its first name
+    (the one ``named_parameters()`` / ``named_buffers()`` list, and the engine stacks)."""
+    first: dict[int, str] = {}
+    aliases: dict[str, str] = {}
+    for named in (module.named_parameters, module.named_buffers):
+        for name, t in named(remove_duplicate=False):
+            if id(t) in first:
+                aliases[name] = first[id(t)]
+            else:
+                first[id(t)] = name
+    return aliases
+
+
+def with_ties(state: dict[str, Tensor], ties: dict[str, str]) -> dict[str, Tensor]:
+    """A state dict with every tied name (``tied_names``) pointing at its first name's tensor:
+    the same tensor object, as in the module."""
+    return state | {alias: state[first] for alias, first in ties.items() if first in state}
+
+
+def vmap_note(k: int) -> str:
+    """The engine text of a module run through torch.func for ``k`` configurations."""
+    if k == 1:
+        return "torch.func: one configuration, the module's own kernels (a plain loop's numbers)"
+    return "torch.func: vmap over the configurations"
 
 
 def cuda_ids(device: torch.device) -> list[int]:
@@ -82,10 +156,10 @@ def probe(
     x: Tensor,
     loss: Callable[[Tensor], Tensor],
 ) -> str | None:
-    """Try one training forward and backward and one eval forward on ``x`` under vmap; ``None``
-    if they run, else why not (the error's first line). When one configuration alone fails too,
-    the model rejects the data itself: a ``ValueError`` quoting the error. Buffers and the RNG
-    are restored."""
+    """Try one training forward and backward and one eval forward on ``x`` (under vmap for more
+    than one configuration); ``None`` if they run, else why not (the error's first line). When
+    one configuration alone fails too, the model rejects the data itself: a ``ValueError``
+    quoting the error. Buffers and the RNG are restored."""
     saved = {n: b.clone() for n, b in buffers.items()}
     try:
         why = _try(fwd, params, buffers, x, loss)

@@ -61,6 +61,9 @@ def _binary_acc(out: Tensor, y: Tensor) -> dict[str, Tensor]:
 
 def _ce(out: Tensor, y: Tensor) -> Tensor:
     k, n = out.shape[0], out.shape[1]
+    if out.is_contiguous():  # (K, n, C) rows, as a module returns them: a plain loop's kernels
+        flat = F.cross_entropy(out.reshape(k * n, -1), y.repeat(k), reduction="none")
+        return flat.view(k, n).mean(1)
     return F.cross_entropy(out.transpose(1, 2), y.expand(k, n), reduction="none").mean(1)
 
 

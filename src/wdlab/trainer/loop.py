@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from wdlab.decay import decay_table, l2_penalty, surprise_warnings
 from wdlab.devices import resolve_device
 from wdlab.diagnostics import make as make_diagnostic
-from wdlab.func import FuncForward, cuda_ids, probe, stack_state
+from wdlab.func import FuncForward, cuda_ids, probe, stack_state, tied_names, vmap_note, with_ties
 from wdlab.models import BatchedForward, ModelSpec, Tape, check_module
 from wdlab.params import DirectParams, GramParams, gram_applies
 from wdlab.records import Curves, RunResult
@@ -39,6 +39,7 @@ from wdlab.timescale import timescales
 from wdlab.trainer.heap import trim_heap, tune_malloc
 from wdlab.trainer.plan import ConfigGroup, Plan, group_configs, order_configs
 from wdlab.trainer.schedules import make_scheduler
+from wdlab.zerograd import engine_note, noise_gradients, probe_batches
 
 DIVERGENCE_CHECK_EVERY = 100  # epochs between divergence checks (and at the end)
 BLOWUP = 1000.0  # a train loss above BLOWUP × max(first epoch's loss, 1) has diverged
@@ -122,6 +123,8 @@ class Trainer:
         elif forward.func is not None:
             note = f"hand-batched {type(forward.func).__name__}"
         self.engine_note = note + ("; bf16 autocast" if self.amp else "")
+        if forward.first is None:  # modules wdlab did not write: say which gradients are noise
+            self.engine_note += self._zero_grad_note(template)
         # Built-in models take their gradients from a hand-written backward (no autograd
         # graph); other models, custom losses and bf16 autocast use autograd.
         self.manual = forward.manual_backward and not self.amp and self.task.loss_grad is not None
@@ -141,6 +144,7 @@ class Trainer:
             if c.seed not in modules:
                 modules[c.seed] = check_module(init(c.seed), c.seed)
         template = modules[self.cfgs[0].seed]
+        self.ties = tied_names(template)  # a tied tensor is stacked once, under its first name
         self.table = decay_table(template, self.plan.rule)
         rows = [modules[c.seed] for c in self.cfgs]
         stacked = stack_state(rows, self.device, nn.Module.named_parameters)
@@ -158,9 +162,19 @@ class Trainer:
             lambda out: self.task.loss(out, yb).sum(),
         )
         if why is None:
-            return "torch.func: vmap over the configurations"
+            return vmap_note(self.K)
         forward.func.vmap = False
         return f"one configuration after another (torch.vmap failed: {why})"
+
+    def _zero_grad_note(self, template: nn.Module) -> str:
+        """The engine text naming parameters whose float32 gradient is rounding noise
+        (:mod:`wdlab.zerograd`), from two batches of training rows; '' when there are none."""
+        found = noise_gradients(
+            template,
+            probe_batches(self.X, self.y),
+            lambda out, yb: self.task.loss(out.unsqueeze(0), yb).sum(),
+        )
+        return engine_note(found)
 
     def _decay_flags(self) -> None:
         """Which stacked tensors decay, which are AdamC-normalized, and the diagnostics."""
@@ -509,7 +523,7 @@ class Trainer:
                 status=status,
                 diverged_epoch=cut,
                 best=_best(curves),
-                params=self.P.weights(row) if self.plan.keep_params else None,
+                params=with_ties(self.P.weights(row), self.ties) if self.plan.keep_params else None,
                 seconds=seconds,
                 engine=self.engine_note,
             )
