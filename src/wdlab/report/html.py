@@ -54,7 +54,8 @@ def title(result: Result) -> str:
     """The report's heading."""
     if result.kind == "demo":
         return "The article's experiment"
-    return f"{result.kind}: {result.name}"
+    partial = f" ({result.partial_note()})" if result.partial else ""
+    return f"{result.kind}: {result.name}{partial}"
 
 
 def headline(result: Result) -> tuple[list[str], list[list[str]]]:
