@@ -11,13 +11,14 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 
 from wdlab.cli import audit, decay, demo, experiment, study, transfer
-from wdlab.cli.common import EXIT_BAD_INPUT, Parser, UsageError
+from wdlab.cli.common import EXIT_BAD_INPUT, Parser, UsageError, user_output_aside
 from wdlab.version import __version__
 
 #: Every command, in the order ``wdlab --help`` lists them.
@@ -76,7 +77,8 @@ def _run(args: argparse.Namespace) -> int:
     """Run the command, with warnings as one ``wdlab: warning:`` line each; user code that
     calls ``sys.exit`` (a model factory) is an error, not a silent exit."""
     func: Callable[[argparse.Namespace], int] = args.func
-    with warnings.catch_warnings():
+    aside = user_output_aside() if getattr(args, "json", False) else contextlib.nullcontext()
+    with warnings.catch_warnings(), aside:
         warnings.simplefilter("default")
         warnings.formatwarning = _format_warning  # type: ignore[assignment]
         try:
