@@ -28,6 +28,8 @@ import copy
 import inspect
 import itertools
 import math
+import os
+import stat
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import Field, asdict, dataclass, field, fields
@@ -353,7 +355,7 @@ def check_optimizer_options(optimizer: str, options: Mapping[str, Any], lr: floa
         opt = cls([p], lr=lr, **out)
         p.grad = torch.ones(2)
         opt.step()
-    except (TypeError, ValueError, RuntimeError) as exc:
+    except (TypeError, ValueError, RuntimeError, AssertionError) as exc:  # torch asserts some
         first = (str(exc).strip().splitlines() or [""])[0]
         raise ValueError(f"train.options: {cls.__name__} refuses {out}: {first}") from None
     return out
@@ -740,10 +742,12 @@ def validate(raw: Mapping[str, Any] | Experiment) -> Experiment:
 
 
 def load_config(path: str | Path) -> Experiment:
-    """Read and validate a TOML experiment file."""
+    """Read and validate a TOML experiment file (a regular file: a pipe or a device is refused
+    at once, never waited on)."""
     p = Path(path)
     try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        text = _read_regular(p).decode("utf-8")
+        raw = tomllib.loads(text)
     except FileNotFoundError:
         raise ValueError(f"config file not found: {p}") from None
     except IsADirectoryError:
@@ -754,7 +758,31 @@ def load_config(path: str | Path) -> Experiment:
         raise ValueError(f"{p.name} is not valid TOML: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{p.name} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{p.name}: arrays or tables nested too deeply to read") from None
     return validate(raw)
+
+
+FILE_KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def _read_regular(p: Path) -> bytes:
+    """The bytes of ``p`` if it is a regular file; a one-line ``ValueError`` for a pipe, a
+    device or a socket (opened without blocking, checked on the open file, never read)."""
+    fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(p)
+        if not stat.S_ISREG(mode):
+            kind = FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+            raise ValueError(f"config file {p} is {kind}, not a TOML file; wdlab reads files only")
+        return fh.read()
 
 
 def merge(config: Experiment | Mapping[str, Any], overrides: Mapping[str, Any]) -> Experiment:
