@@ -345,7 +345,7 @@ def test_a_base_exception_from_user_code_while_training_is_one_line(tmp_path, us
     flags = ["--data", "wine", "--epochs", "2", "--wd", "0.01", "--mode", "decoupled"]
     assert main(["sweep", *flags, "--model", f"{user_code}:explodes", "--out", str(out)]) == 2
     line = one_error_line(capsys.readouterr().err)
-    assert "training stopped: the model's code raised Boom: the user's forward gave up" in line
+    assert "training stopped: user code raised Boom: the user's forward gave up" in line
     with sqlite3.connect(out / "study.db") as db:
         rows = db.execute("SELECT status, error FROM runs").fetchall()
     db.close()
@@ -364,7 +364,7 @@ def test_a_base_exception_from_user_code_is_a_value_error_in_python(tmp_path, us
     g = torch.Generator().manual_seed(0)
     X, y = torch.randn(40, 3, generator=g), torch.randint(0, 2, (40,), generator=g)
     data = {"train": (X[:24], y[:24]), "val": (X[24:32], y[24:32]), "test": (X[32:], y[32:])}
-    with pytest.raises(ValueError, match="the model's code raised Boom"):
+    with pytest.raises(ValueError, match="user code raised Boom"):
         wdlab.sweep(lambda: mod.Explodes(3, 2), data, epochs=2, weight_decay=[0.01])
 
 

@@ -45,7 +45,7 @@ from wdlab.params import EVAL_CHUNK
 from wdlab.pipelines.outputs import check_outputs, record_outputs
 from wdlab.pipelines.results import SweepResult
 from wdlab.records import RunConfig
-from wdlab.store import Store, StoreError, hash_config, worker_id
+from wdlab.store import LEASE_SECONDS, Store, StoreError, hash_config, worker_id
 from wdlab.store import lease_seconds as lease_of
 from wdlab.trainer import Plan
 from wdlab.version import __version__
@@ -393,7 +393,7 @@ class _Job:
     ) -> None:
         self.store, self.owner, self.executor = store, owner, executor
         self.spec, self.ds, self.train_kwargs = spec, ds, train_kwargs
-        self.lease = 60.0
+        self.lease = LEASE_SECONDS
         self.steps_per_epoch = 1
         self.bar: Any = None
         self.epochs = int(train_kwargs["epochs"])
@@ -421,7 +421,7 @@ class _Job:
         except BaseException as exc:  # a user's own BaseException subclass, while training
             why = f"{type(exc).__name__}: {_first_line(exc)}".rstrip(": ")
             store.mark_failed(owner, why)
-            raise ValueError(f"training stopped: the model's code raised {why}") from None
+            raise ValueError(f"training stopped: user code raised {why}") from None
         finally:
             keeper.stop()
             store.unregister(owner)
@@ -491,8 +491,8 @@ class _Job:
         if not self.told:
             who = ", ".join(f"{w.rsplit(':', 1)[0]} ({n} runs)" for w, n in held.items())
             warnings.warn(
-                f"waiting for the runs held by {who} (taken over if a holder stops renewing "
-                f"its lease for {self.lease:g} s)",
+                f"waiting for the runs held by {who} (taken over if a holder ends or stops "
+                "renewing its lease)",
                 UserWarning,
                 stacklevel=2,
             )
