@@ -299,3 +299,15 @@ def test_a_lease_that_is_not_a_number_of_seconds_is_refused_before_anything(
     monkeypatch.delenv("WDLAB_LEASE_SECONDS")
     with pytest.raises(ValueError, match="lease_seconds must be a number of seconds >= 1"):
         run_sweep(validate(TINY), tmp_path / "t", lease_seconds=0.1)
+
+
+def test_a_sweep_started_while_another_creates_the_store_trains(tmp_path, capsys):
+    """Two sweeps started together: one finds ``study.db`` just created by the other, still
+    empty. It neither stops on it nor takes it for a foreign file: it joins the study."""
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "study.db").touch()  # as the other process's first open leaves it for a moment
+    assert main(["sweep", *TINY_FLAGS, "--out", str(out), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["counts"]["done"] == 3 and doc["partial"] is False
+    assert main(["sweep", *TINY_FLAGS, "--out", str(out)]) == 0  # its report: replaced quietly

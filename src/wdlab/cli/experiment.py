@@ -89,7 +89,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     finally:
         executor.close()
     written = write_report(result, out)
-    record_outputs(out, written.values(), source)
+    record_outputs(out, written.values(), study_source(out))  # the hash the store holds
     report = written["report"]
     emit_study(result, out, args.json, {"report": str(report)})
     if not args.json:

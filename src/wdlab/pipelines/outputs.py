@@ -17,22 +17,29 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from wdlab.store import DB_NAME, Store
+from wdlab.store import DB_NAME, Store, StoreError
 
 MANIFEST = ".wdlab-files.json"
 
 
 def study_source(directory: str | Path, identity_hash: str | None = None) -> str:
-    """The source of the files written for the study in ``directory``: ``study HASH`` (the
-    study's config hash, read-only from its store; ``identity_hash`` where no store exists
-    yet)."""
+    """The source of the files written for the study in ``directory``: ``study HASH``, the
+    study's config hash read (read-only) from its store. Where there is no study to read yet
+    — no store, or one another process is creating at this moment — ``identity_hash`` (the
+    hash the sweep about to run will store); without it the store's error is raised."""
     d = Path(directory)
-    if (d / DB_NAME).is_file():
+    try:
         with Store(d, readonly=True) as store:
             info = store.study()
-        if info is not None:
-            return f"study {info['config_hash']}"
-    return f"study {identity_hash or '?'}"
+    except StoreError:
+        if identity_hash is None:
+            raise
+        info = None
+    if info is None:
+        if identity_hash is None:
+            raise StoreError(f"{d / DB_NAME} holds no study")
+        return f"study {identity_hash}"
+    return f"study {info['config_hash']}"
 
 
 def check_outputs(
