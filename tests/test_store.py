@@ -363,13 +363,14 @@ def test_a_waiting_sweep_takes_over_the_runs_of_a_killed_one(tmp_path):
     out = tmp_path / "s"
     cmd = [sys.executable, "-m", "wdlab.cli", "sweep", *TINY_FLAGS[:-4], "--wd", "1e-4..1e-1:5",
            "--epochs", "3000", "--eval-every", "100", "--json", "--out", str(out)]  # fmt: skip
-    a = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
+    env = dict(ENV, WDLAB_LEASE_SECONDS="600")  # A, stopped, keeps its runs until it is killed
+    a = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     wait_for(lambda: status_count(out, "running") == 6 or a.poll() is not None, "A's claim")
     a.send_signal(signal.SIGSTOP)
     assert a.poll() is None and status_count(out, "running") == 6, "A finished too soon"
     b_err = tmp_path / "b.err"
     with open(b_err, "w") as err:
-        b = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=ENV)
+        b = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
         wait_for(lambda: "waiting for the runs held by" in b_err.read_text(), "B to wait")
         a.send_signal(signal.SIGKILL)
         a.wait()

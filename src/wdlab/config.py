@@ -28,6 +28,8 @@ import copy
 import inspect
 import itertools
 import math
+import os
+import stat
 import tomllib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import Field, asdict, dataclass, field, fields, replace
@@ -377,7 +379,7 @@ def check_optimizer_options(optimizer: str, options: Mapping[str, Any], lr: floa
         opt = cls([p], lr=lr, **out)
         p.grad = torch.ones(2)
         opt.step()
-    except (TypeError, ValueError, RuntimeError) as exc:
+    except (TypeError, ValueError, RuntimeError, AssertionError) as exc:  # torch asserts some
         first = (str(exc).strip().splitlines() or [""])[0]
         raise ValueError(f"train.options: {cls.__name__} refuses {out}: {first}") from None
     return out
@@ -855,10 +857,11 @@ def load_config(path: str | Path) -> Experiment:
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
-    """The tables of a TOML experiment file as written (not validated: the keys it gives)."""
+    """The tables of a TOML experiment file as written (not validated: the keys it gives); a
+    regular file only (a pipe or a device is refused at once, never waited on)."""
     p = Path(path)
     try:
-        return tomllib.loads(p.read_text(encoding="utf-8"))
+        return tomllib.loads(_read_regular(p).decode("utf-8"))
     except FileNotFoundError:
         raise ValueError(f"config file not found: {p}") from None
     except IsADirectoryError:
@@ -869,6 +872,8 @@ def read_config(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{p.name} is not valid TOML: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ValueError(f"{p.name} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{p.name}: arrays or tables nested too deeply to read") from None
 
 
 def names_grid(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> bool:
@@ -879,6 +884,28 @@ def names_grid(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> bool:
         if overrides.get(dotted) is not None or (isinstance(table, Mapping) and name in table):
             return True
     return False
+
+
+FILE_KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def _read_regular(p: Path) -> bytes:
+    """The bytes of ``p`` if it is a regular file; a one-line ``ValueError`` for a pipe, a
+    device or a socket (opened without blocking, checked on the open file, never read)."""
+    fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(p)
+        if not stat.S_ISREG(mode):
+            kind = FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+            raise ValueError(f"config file {p} is {kind}, not a TOML file; wdlab reads files only")
+        return fh.read()
 
 
 def merge(config: Experiment | Mapping[str, Any], overrides: Mapping[str, Any]) -> Experiment:

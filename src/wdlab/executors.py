@@ -17,6 +17,7 @@ can (the local one, after every epoch).
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -119,6 +120,20 @@ def _train_task(
     return train(spec, data, batch, **train_kwargs)
 
 
+def _check_resources(num_cpus: float, num_gpus: float | None, max_retries: int) -> None:
+    """A one-line ``ValueError`` naming the flag of a Ray task resource out of range."""
+
+    def number(v: object) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if not (number(num_cpus) and num_cpus > 0):
+        raise ValueError(f"--cpus-per-task (num_cpus) must be a finite number > 0, got {num_cpus}")
+    if num_gpus is not None and not (number(num_gpus) and num_gpus >= 0):
+        raise ValueError(f"--gpus-per-task (num_gpus) must be a finite number >= 0, got {num_gpus}")
+    if not (isinstance(max_retries, int) and not isinstance(max_retries, bool)) or max_retries < 0:
+        raise ValueError(f"--max-retries must be an integer >= 0, got {max_retries}")
+
+
 class RayExecutor:
     """One Ray task per batch; see the module docstring.
 
@@ -153,6 +168,7 @@ class RayExecutor:
         temp_dir: str | None = None,
         pid_dir: str | None = None,
     ) -> None:
+        _check_resources(num_cpus, num_gpus, max_retries)  # before Ray is imported or started
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         if address is None:
             # Before Ray is imported: a local runtime then advertises and binds 127.0.0.1 only
@@ -160,8 +176,6 @@ class RayExecutor:
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         if not ray_available():
             raise ValueError(RAY_MISSING)
-        if num_cpus <= 0 or max_retries < 0:
-            raise ValueError("num_cpus must be > 0 and max_retries >= 0")
         self.address, self.num_cpus, self.max_retries = address, num_cpus, max_retries
         self.num_gpus = num_gpus
         self.local_cpus, self.temp_dir, self.pid_dir = local_cpus, temp_dir, pid_dir

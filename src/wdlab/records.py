@@ -305,6 +305,22 @@ class Result:
         more = f"; … {len(rows) - limit} more" if len(rows) > limit else ""
         return "use " + "; ".join(parts) + more
 
+    @property
+    def unfinished(self) -> int:
+        """Runs of the study not finished (pending, running or failed; 0 for a whole one)."""
+        return sum(self.counts.get(k, 0) for k in ("pending", "running", "failed"))
+
+    @property
+    def partial(self) -> bool:
+        """Whether the study is not whole: its answer and report are then marked partial."""
+        return self.unfinished > 0
+
+    def partial_note(self) -> str:
+        """``partial: N of M runs unfinished``, or "" for a whole study."""
+        if not self.partial:
+            return ""
+        return f"partial: {self.unfinished} of {sum(self.counts.values())} runs unfinished"
+
     def to_dict(self) -> dict[str, Any]:
         """The versioned JSON document (results.json, ``--json``)."""
         return {
@@ -321,6 +337,7 @@ class Result:
             "selection": self.selection,
             "checks": {k: c.to_dict() for k, c in self.checks.items()},
             "counts": self.counts,
+            "partial": self.partial,
             "runs": [r.to_dict() for r in self.runs],
         }
 

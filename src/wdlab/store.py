@@ -12,16 +12,23 @@ writes to it. Anything else — another program's SQLite file, random bytes, a s
 newer wdlab — is refused in one line (:class:`StoreError`), before SQLite opens it for writing,
 so its bytes stay as they were.
 
-**Reading never writes.** ``Store(dir, readonly=True)`` (``show``, ``export``, ``report``,
-``ls``) opens the file read-only (``immutable`` where no writer is attached), so read-only and
-foreign folders can be read and nothing is changed.
+**Reading never writes.** A file is recognised from its header and, where that has no
+wdlab mark, through an ``immutable`` connection, which opens no ``-wal`` or ``-shm`` file: a
+foreign SQLite file in WAL mode keeps its ``-shm`` byte for byte. ``Store(dir, readonly=True)``
+(``show``, ``export``, ``report``, ``ls``) then opens a wdlab store read-only (``immutable``
+where no writer is attached), so read-only folders can be read and nothing is changed.
 
-**Several processes.** Each sweep process registers as a *worker* (``host:pid:start``) and
-claims runs batch by batch (``running``, with itself as ``owner``); a run is claimed only while
-it is ``pending``, so no configuration is ever trained twice. Runs held by a worker that is gone
-(its process ended, or, on another host, its heartbeat is older than :data:`LEASE_SECONDS`) go
-back to ``pending`` (:meth:`Store.reclaim`). The first opens of a new store are serialised with
-a lock on the directory, so two sweeps started together create one study.
+**Several processes.** Each sweep process registers as a *worker* (``host:pid:start``) with a
+*lease* of :func:`lease_seconds` (:data:`LEASE_SECONDS` unless set) and claims runs batch by
+batch (``running``, with itself as ``owner``); a run is claimed only while it is ``pending``, so
+no configuration is ever trained twice at once. A :class:`LeaseKeeper` thread renews the lease
+every quarter of it while the process runs, whatever it is doing (an epoch or a Ray task can
+last longer than any lease). Runs held by a worker that is gone — its process ended, or it did
+not renew its lease in time (stopped, frozen, on another host and unreachable) — go back to
+``pending`` (:meth:`Store.reclaim`). A worker that comes back after losing its lease finds its
+runs taken: what it trained is not stored (:meth:`Store.save_batch` writes only the runs the
+worker still holds). The first opens of a new store are serialised with a lock on the
+directory, so two sweeps started together create one study.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import math
 import os
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -46,7 +54,9 @@ DB_NAME = "study.db"
 STATUSES = ("pending", "running", "done", "diverged", "failed")
 APPLICATION_ID = 0x77646C62  # "wdlb": marks a file as a wdlab study store
 SCHEMA_VERSION = 2  # PRAGMA user_version of the stores this wdlab writes
-LEASE_SECONDS = 600.0  # a worker on another host is gone when its heartbeat is older
+LEASE_SECONDS = 60.0  # a worker that has not renewed its lease for this long has lost it
+LEASE_ENV = "WDLAB_LEASE_SECONDS"  # sets the lease of the sweeps started with it
+LEGACY_LEASE_SECONDS = 600.0  # workers of an earlier wdlab (no lease stored), on another host
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
 SCHEMA = """
@@ -89,7 +99,8 @@ CREATE TABLE IF NOT EXISTS workers (
     host TEXT NOT NULL,
     pid INTEGER NOT NULL,
     started REAL NOT NULL,
-    beat REAL NOT NULL
+    beat REAL NOT NULL,
+    lease REAL
 );
 """
 
@@ -105,7 +116,7 @@ ALTER TABLE study ADD COLUMN seconds REAL NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN owner TEXT;
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL, started REAL NOT NULL,
-    beat REAL NOT NULL
+    beat REAL NOT NULL, lease REAL
 );
 UPDATE study SET seconds = ({V1_WALL_TIME});
 """
@@ -147,6 +158,31 @@ def _unnan(obj: Any) -> Any:
     return obj
 
 
+DAMAGE = (ValueError, TypeError, KeyError, AttributeError, IndexError, RecursionError)
+
+
+@contextlib.contextmanager
+def _rebuilt(path: Path, what: str) -> Iterator[None]:
+    """Rebuilding ``what`` from its stored text: anything wrong with it (not JSON, nested too
+    deeply, another shape) is one :class:`StoreError` naming the file and the row."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except DAMAGE as exc:
+        why = _why(exc)
+        raise StoreError(
+            f"{path}: {what} is damaged ({why}): it was changed outside wdlab; left as is"
+        ) from None
+
+
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 # ---------------------------------------------------------------------------------------------
 # Recognising a store without writing to it.
 
@@ -181,12 +217,21 @@ def _tables(db: sqlite3.Connection) -> dict[str, set[str]]:
     return {n: {row[1] for row in db.execute(f"PRAGMA table_info('{n}')")} for n in names}
 
 
+def _connect_immutable(path: Path) -> sqlite3.Connection:
+    """A connection that reads the database file alone: it opens no ``-wal`` or ``-shm`` file
+    (so it sees nothing that is only in another program's write-ahead log)."""
+    uri = f"file:{quote(str(path.resolve()))}?mode=ro&immutable=1"
+    return sqlite3.connect(uri, uri=True, isolation_level=None)
+
+
 def identify(path: str | Path) -> int:
     """The schema version of the wdlab store at ``path`` (0: an empty file, a new store), or a
     one-line :class:`StoreError` for anything that is not a wdlab store this wdlab reads.
 
-    The file is only read: its header first (a foreign SQLite file's application id), then,
-    for a file without an application id, its tables through a read-only connection.
+    The file is only read, and nothing beside it is opened: its header (the application id and
+    schema version a wdlab store writes there before anything else), then, for a file without
+    an application id, its tables through an ``immutable`` connection (a foreign file in WAL
+    mode keeps its ``-wal`` and ``-shm`` as they were).
     """
     path = Path(path)
     if path.stat().st_size == 0:
@@ -200,24 +245,29 @@ def identify(path: str | Path) -> int:
             f"{path} belongs to another program (SQLite application id {app_id:#x}), "
             "not a wdlab study store; left as is"
         )
-    db = _connect_ro(path)
-    try:
-        app_id = db.execute("PRAGMA application_id").fetchone()[0]  # through the WAL too
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        tables = _tables(db) if app_id != APPLICATION_ID else {}
-    except sqlite3.Error as exc:
-        raise StoreError(f"{path}: cannot read the study store ({exc}); left as is") from None
-    finally:
-        db.close()
     if app_id == APPLICATION_ID:
+        version = int.from_bytes(head[60:64], "big")
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"{path} was written by a newer wdlab (store schema {version}; this wdlab reads "
                 f"up to {SCHEMA_VERSION}): upgrade wdlab to read it"
             )
         return version
-    if all(set(cols) <= tables.get(t, set()) for t, cols in V1_TABLES.items()):
+    db = _connect_immutable(path)
+    try:
+        tables = _tables(db)
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path}: cannot read the study store ({exc}); left as is") from None
+    finally:
+        db.close()
+    if tables and all(set(cols) <= tables.get(t, set()) for t, cols in V1_TABLES.items()):
         return 1
+    if not tables and path.with_name(path.name + "-wal").exists():
+        raise StoreError(
+            f"{path} is an SQLite database whose tables are in a write-ahead log that another "
+            "program is writing; not a wdlab study store as far as can be told without writing "
+            "to it; left as is"
+        )
     found = ", ".join(sorted(tables)) or "no tables"
     raise StoreError(
         f"{path} is an SQLite database but not a wdlab study store ({found}); left as is"
@@ -267,24 +317,113 @@ def worker_id(pid: int | None = None) -> str:
     return f"{socket.gethostname()}:{pid}:{_start_time(pid) or '?'}"
 
 
-def _alive(worker: str, beat: float, now: float) -> bool:
-    """Whether a registered worker still runs: on this host, its process (same pid, same start
-    time); on another host, a heartbeat within :data:`LEASE_SECONDS`."""
+def lease_seconds(value: float | None = None) -> float:
+    """The lease a sweep process takes: ``value``, else ``$WDLAB_LEASE_SECONDS``, else
+    :data:`LEASE_SECONDS`; a one-line ``ValueError`` unless it is a finite number >= 1."""
+    where = "lease_seconds"
+    if value is None and os.environ.get(LEASE_ENV, "").strip():
+        where, value = LEASE_ENV, os.environ[LEASE_ENV]
+    if value is None:
+        return LEASE_SECONDS
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 1):
+        raise ValueError(f"{where} must be a number of seconds >= 1, got {value!r}")
+    return seconds
+
+
+def _gone(worker: str, beat: float, lease: float | None, now: float) -> str | None:
+    """Why a registered worker is gone ("its process ended", "no lease renewal for N s"), or
+    None while it holds its lease: renewed within ``lease`` seconds and, on this host, its
+    process (same pid, same start time) still there. A worker of an earlier wdlab (no lease):
+    its process on this host, a heartbeat within :data:`LEGACY_LEASE_SECONDS` on another."""
     host, _, rest = worker.partition(":")
     pid_text, _, start = rest.partition(":")
+    limit = LEGACY_LEASE_SECONDS if lease is None else lease
+    late = f"no lease renewal for {now - beat:.0f} s (lease {limit:g} s)"
     if host != socket.gethostname():
-        return now - beat < LEASE_SECONDS
+        return late if now - beat >= limit else None
     try:
         pid = int(pid_text)
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
+        return "its process ended"
     except (PermissionError, ValueError):
-        return True
-    fields = _stat(pid)
+        pid = 0
+    fields = _stat(pid) if pid else []
     if fields and fields[0] in ("Z", "X"):  # ended, not yet reaped by its parent
-        return False
-    return start == "?" or (len(fields) > 19 and fields[19] == start)
+        return "its process ended"
+    if pid and start != "?" and not (len(fields) > 19 and fields[19] == start):
+        return "its process ended"  # the pid is another process's now
+    if lease is not None and now - beat >= lease:
+        return late
+    return None
+
+
+def _renew(db: sqlite3.Connection, owner: str, lease: float) -> bool:
+    """One transaction: ``owner``'s lease runs from now. False when the worker had been
+    forgotten (its lease was lost): it is registered again, holding nothing."""
+    now = time.time()
+    host, _, rest = owner.partition(":")
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        kept = db.execute(
+            "UPDATE workers SET beat = ?, lease = ? WHERE id = ?", (now, lease, owner)
+        ).rowcount
+        if not kept:
+            db.execute(
+                "INSERT INTO workers (id, host, pid, started, beat, lease) VALUES (?,?,?,?,?,?)",
+                (owner, host, int(rest.split(":")[0]), now, now, lease),
+            )
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return bool(kept)
+
+
+class LeaseKeeper:
+    """Renews a worker's lease from a thread of its own, on a connection of its own, every
+    quarter of the lease, until :meth:`stop`.
+
+    A thread, not the training loop: an epoch (a user's DataLoader) or a Ray task has no
+    bound on its length, and the lease must hold through it. It stops renewing exactly when
+    the process stops running — killed, stopped (SIGSTOP, a debugger), frozen — so another
+    process takes the runs over one lease later. ``lost`` counts the renewals that found the
+    lease taken (the process had been stopped for longer than the lease).
+    """
+
+    def __init__(self, path: Path, owner: str, seconds: float) -> None:
+        self.path, self.owner, self.seconds = path, owner, seconds
+        self.lost = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="wdlab-lease", daemon=True)
+
+    def start(self) -> LeaseKeeper:
+        """Start renewing; returns self."""
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop renewing (and wait for the thread)."""
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        period = self.seconds / 4
+        db = sqlite3.connect(self.path, timeout=period, isolation_level=None)
+        try:
+            while not self._stop.wait(period):
+                try:
+                    if not _renew(db, self.owner, self.seconds):
+                        self.lost += 1
+                except sqlite3.Error:  # busy or full: the next period tries again
+                    pass
+        finally:
+            db.close()
 
 
 class Store:
@@ -332,6 +471,9 @@ class Store:
                 f"BEGIN IMMEDIATE;{MIGRATE_1_TO_2}PRAGMA application_id = {APPLICATION_ID};"
                 f"PRAGMA user_version = {SCHEMA_VERSION};COMMIT;"
             )
+        columns = {row[1] for row in db.execute("PRAGMA table_info('workers')")}
+        if "lease" not in columns:  # a schema-2 store of an earlier wdlab: leases are added
+            db.executescript("BEGIN IMMEDIATE;ALTER TABLE workers ADD COLUMN lease REAL;COMMIT;")
         db.execute("PRAGMA journal_mode=WAL")
         if version == 1:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the new marks into the header
@@ -371,16 +513,17 @@ class Store:
         name, config, chash, version, created, data, task, secs = row
         if self.version < 2:
             secs = self.db.execute(V1_WALL_TIME).fetchone()[0]
-        return {
-            "name": name,
-            "config": json.loads(config),
-            "config_hash": chash,
-            "code_version": version,
-            "created": created,
-            "data": json.loads(data) if data else {},
-            "task": task,
-            "seconds": secs or 0.0,
-        }
+        with _rebuilt(self.path, "the study row"):
+            return {
+                "name": name,
+                "config": dict(json.loads(config)),
+                "config_hash": chash,
+                "code_version": version,
+                "created": created,
+                "data": dict(json.loads(data)) if data else {},
+                "task": task,
+                "seconds": float(secs or 0.0),
+            }
 
     def init_study(
         self,
@@ -421,44 +564,60 @@ class Store:
 
     # -- workers and claims ------------------------------------------------------------------
 
-    def register(self, owner: str) -> None:
-        """Record this process as a worker of the study (its heartbeat starts now)."""
-        now = time.time()
-        host, _, rest = owner.partition(":")
-        with self._tx():
-            self.db.execute(
-                "INSERT OR REPLACE INTO workers (id, host, pid, started, beat) VALUES (?,?,?,?,?)",
-                (owner, host, int(rest.split(":")[0]), now, now),
-            )
+    def register(self, owner: str, lease: float = LEASE_SECONDS) -> None:
+        """Record this process as a worker of the study, holding a lease of ``lease`` seconds
+        from now (renewed by :meth:`beat` or a :class:`LeaseKeeper`)."""
+        if self.readonly:
+            raise StoreError(f"{self.path} was opened read-only")
+        _renew(self.db, owner, lease)
 
-    def beat(self, owner: str) -> None:
-        """This worker is alive (for workers on other hosts)."""
-        with self._tx():
-            self.db.execute("UPDATE workers SET beat = ? WHERE id = ?", (time.time(), owner))
+    def beat(self, owner: str, lease: float = LEASE_SECONDS) -> bool:
+        """Renew ``owner``'s lease; False when it had been lost (its runs were taken over)."""
+        if self.readonly:
+            raise StoreError(f"{self.path} was opened read-only")
+        return _renew(self.db, owner, lease)
+
+    def keep_lease(self, owner: str, lease: float) -> LeaseKeeper:
+        """A started :class:`LeaseKeeper` renewing ``owner``'s lease; stop it when done."""
+        return LeaseKeeper(self.path, owner, lease).start()
 
     def unregister(self, owner: str) -> int:
         """This worker leaves: runs it still holds go back to ``pending``; returns how many."""
         with self._tx():
-            n = self.db.execute(
-                "UPDATE runs SET status = 'pending', owner = NULL "
-                "WHERE owner = ? AND status = 'running'",
-                (owner,),
-            ).rowcount
+            n = self._release(owner)
             self.db.execute("DELETE FROM workers WHERE id = ?", (owner,))
         return n
 
-    def reclaim(self) -> int:
-        """Runs held by no live worker (a process killed, or a crash) go back to ``pending``;
-        workers that are gone are forgotten. Returns how many runs were reclaimed."""
+    def release(self, owner: str) -> int:
+        """Runs ``owner`` holds go back to ``pending`` (it stays a worker); returns how many."""
+        with self._tx():
+            return self._release(owner)
+
+    def _release(self, owner: str) -> int:
+        return self.db.execute(
+            "UPDATE runs SET status = 'pending', owner = NULL "
+            "WHERE owner = ? AND status = 'running'",
+            (owner,),
+        ).rowcount
+
+    def reclaim(self) -> dict[str, tuple[int, str]]:
+        """Runs held by no live worker (its process ended, its lease ran out, a crash) go back
+        to ``pending``; workers that are gone are forgotten. Returns, per worker whose runs
+        were taken back, how many and why (``""``: runs with no owner)."""
         now = time.time()
         with self._tx():
-            workers = self.db.execute("SELECT id, beat FROM workers").fetchall()
-            gone = [(w,) for w, beat in workers if not _alive(w, beat, now)]
-            self.db.executemany("DELETE FROM workers WHERE id = ?", gone)
-            return self.db.execute(
+            workers = self.db.execute("SELECT id, beat, lease FROM workers").fetchall()
+            gone = {w: why for w, beat, lease in workers if (why := _gone(w, beat, lease, now))}
+            self.db.executemany("DELETE FROM workers WHERE id = ?", [(w,) for w in gone])
+            rows = self.db.execute(
+                "SELECT COALESCE(owner, ''), COUNT(*) FROM runs WHERE status = 'running' AND "
+                "(owner IS NULL OR owner NOT IN (SELECT id FROM workers)) GROUP BY 1"
+            ).fetchall()
+            self.db.execute(
                 "UPDATE runs SET status = 'pending', owner = NULL WHERE status = 'running' AND "
                 "(owner IS NULL OR owner NOT IN (SELECT id FROM workers))"
-            ).rowcount
+            )
+        return {w: (n, gone.get(w, "no longer registered")) for w, n in rows}
 
     def retry_failed(self) -> int:
         """Failed runs go back to ``pending`` (a rerun retries them); returns how many."""
@@ -488,9 +647,13 @@ class Store:
             "SELECT owner, COUNT(*) FROM runs WHERE status = 'running' AND owner IS NOT NULL "
             "GROUP BY owner"
         ).fetchall()
-        beats = dict(self.db.execute("SELECT id, beat FROM workers").fetchall())
+        leases = {w: (b, ls) for w, b, ls in self.db.execute("SELECT id, beat, lease FROM workers")}
         now = time.time()
-        return {w: n for w, n in rows if w != exclude and w in beats and _alive(w, beats[w], now)}
+        return {
+            w: n
+            for w, n in rows
+            if w != exclude and w in leases and _gone(w, *leases[w], now) is None
+        }
 
     # -- runs --------------------------------------------------------------------------------
 
@@ -511,8 +674,12 @@ class Store:
 
     def pending(self) -> list[RunConfig]:
         """Configurations still to train, in insertion order."""
-        rows = self.db.execute("SELECT config FROM runs WHERE status = 'pending' ORDER BY id")
-        return [RunConfig.from_dict(json.loads(c)) for (c,) in rows]
+        rows = self.db.execute("SELECT id, config FROM runs WHERE status = 'pending' ORDER BY id")
+        out = []
+        for run_id, c in rows:
+            with _rebuilt(self.path, f"run {run_id}"):
+                out.append(RunConfig.from_dict(json.loads(c)))
+        return out
 
     def mark_failed(self, owner: str, error: str) -> int:
         """One transaction: the runs ``owner`` holds failed with ``error``; returns how many."""
@@ -528,18 +695,29 @@ class Store:
         with self._tx():
             self.db.execute("UPDATE study SET seconds = seconds + ? WHERE id = 1", (seconds,))
 
-    def save_batch(self, results: Sequence[RunResult], seconds: float = 0.0) -> None:
+    def save_batch(
+        self, results: Sequence[RunResult], seconds: float = 0.0, owner: str | None = None
+    ) -> list[RunResult]:
         """One transaction: a finished batch's runs and all their curves, and ``seconds`` of
-        wall time added to the study's."""
+        wall time added to the study's. With ``owner``, only the runs it still holds are
+        written (a worker that lost its lease does not overwrite the runs another took over).
+        Returns the runs written."""
         with self._tx():
-            for r in results:
-                self._save_run(r)
+            saved = [r for r in results if self._save_run(r, owner)]
             self.db.execute("UPDATE study SET seconds = seconds + ? WHERE id = 1", (seconds,))
+        return saved
 
-    def _save_run(self, r: RunResult) -> None:
-        (run_id,) = self.db.execute(
-            "SELECT id FROM runs WHERE key = ?", (config_key(r.config),)
+    def _save_run(self, r: RunResult, owner: str | None) -> bool:
+        held = "" if owner is None else " AND owner = ? AND status = 'running'"
+        row = self.db.execute(
+            f"SELECT id FROM runs WHERE key = ?{held}",
+            (config_key(r.config),) if owner is None else (config_key(r.config), owner),
         ).fetchone()
+        if row is None:
+            if owner is None:
+                raise StoreError(f"{self.path}: no run {r.config.name!r} in this study")
+            return False
+        (run_id,) = row
         self.db.execute(
             "UPDATE runs SET status = ?, final = ?, best = ?, engine = ?, diverged_epoch = ?, "
             "seconds = ?, error = NULL, owner = NULL, updated = ? WHERE id = ?",
@@ -564,6 +742,7 @@ class Store:
         self.db.executemany(
             "INSERT INTO curves (run_id, metric, epoch, value) VALUES (?, ?, ?, ?)", rows
         )
+        return True
 
     def runs(self, with_curves: bool = True) -> list[RunResult]:
         """Every finished (done or diverged) run, rebuilt as RunResults, in insertion order."""
@@ -571,7 +750,11 @@ class Store:
             "SELECT id, config, status, final, best, engine, diverged_epoch, seconds FROM runs "
             "WHERE status IN ('done', 'diverged') ORDER BY id"
         ).fetchall()
-        return [self._run(row, with_curves) for row in rows]
+        out = []
+        for row in rows:
+            with _rebuilt(self.path, f"run {row[0]}"):
+                out.append(self._run(row, with_curves))
+        return out
 
     def _run(self, row: tuple, with_curves: bool) -> RunResult:
         run_id, config, status, final, best, engine_note, div, seconds = row
@@ -591,10 +774,10 @@ class Store:
         return RunResult(
             config=RunConfig.from_dict(json.loads(config)),
             curves=curves,
-            final=_unnan(json.loads(final)) if final else {},
+            final=_unnan(dict(json.loads(final))) if final else {},
             status=status,
             diverged_epoch=div,
-            best=json.loads(best) if best else {},
+            best=dict(json.loads(best)) if best else {},
             seconds=seconds or 0.0,
             engine=engine_note or "",
         )
@@ -605,11 +788,13 @@ class Store:
         for run_id, config, status, attempts, final, error in self.db.execute(
             "SELECT id, config, status, attempts, final, error FROM runs ORDER BY id"
         ):
-            cfg = json.loads(config)
             row = {"run_id": run_id, "status": status, "attempts": attempts, "error": error}
-            row.update({k: v for k, v in cfg.items() if k != "options"})
-            row.update({f"opt_{k}": v for k, v in cfg.get("options", {}).items()})
-            row.update({f"final_{k}": v for k, v in (json.loads(final) if final else {}).items()})
+            with _rebuilt(self.path, f"run {run_id}"):
+                cfg = json.loads(config)
+                row.update({k: v for k, v in cfg.items() if k != "options"})
+                row.update({f"opt_{k}": v for k, v in dict(cfg.get("options") or {}).items()})
+                done = json.loads(final) if final else {}
+                row.update({f"final_{k}": v for k, v in done.items()})
             out.append(row)
         return out
 

@@ -15,6 +15,7 @@ exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import os
 import sys
@@ -22,7 +23,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 from wdlab.cli import audit, decay, demo, experiment, search, study, transfer
-from wdlab.cli.common import EXIT_BAD_INPUT, Command, Parser, UsageError
+from wdlab.cli.common import EXIT_BAD_INPUT, Command, Parser, UsageError, user_output_aside
 from wdlab.cli.flags import HelpFormatter
 from wdlab.version import __version__
 
@@ -119,7 +120,8 @@ def _run(args: argparse.Namespace) -> int:
     func: Callable[[argparse.Namespace], int] = command.run
     if not command.light:
         load_torch()
-    with warnings.catch_warnings():
+    aside = user_output_aside() if getattr(args, "json", False) else contextlib.nullcontext()
+    with warnings.catch_warnings(), aside:
         warnings.simplefilter("default")
         warnings.formatwarning = _format_warning  # type: ignore[assignment]
         try:

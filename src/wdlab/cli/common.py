@@ -4,13 +4,14 @@ progress and JSON."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from wdlab.jsonsafe import dumps
 
@@ -135,9 +136,45 @@ def show_progress(args: argparse.Namespace) -> bool:
     return sys.stdout.isatty() and not getattr(args, "json", False)
 
 
+_JSON_OUT: list[TextIO] = []  # the real stdout while a --json command runs (user_output_aside)
+
+
 def emit_json(doc: object) -> None:
     """Print exactly one JSON document on stdout (NaN/inf become null)."""
-    print(dumps(doc))
+    out = _JSON_OUT[-1] if _JSON_OUT else sys.stdout
+    out.write(dumps(doc) + "\n")
+    out.flush()
+
+
+@contextlib.contextmanager
+def user_output_aside() -> Iterator[None]:
+    """While a ``--json`` command runs, whatever else writes to stdout (a user's factory or
+    model that prints, a library, C code) goes to stderr: ``sys.stdout`` is stderr and file
+    descriptor 1 points at 2; :func:`emit_json` alone writes to the real stdout."""
+    sys.stdout.flush()
+    old = sys.stdout
+    try:
+        fd = old.fileno()
+        err = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (a notebook, a test's capture)
+        fd = err = -1
+    saved = os.dup(fd) if fd >= 0 else -1
+    real: TextIO = old
+    if saved >= 0:
+        real = os.fdopen(saved, "w", encoding=getattr(old, "encoding", None) or "utf-8")
+        os.dup2(err, fd)
+    _JSON_OUT.append(real)
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        sys.stdout = old
+        _JSON_OUT.pop()
+        sys.stderr.flush()
+        if saved >= 0:
+            os.dup2(saved, fd)
+            with contextlib.suppress(OSError):  # a reader that left: said by emit_json
+                real.close()
 
 
 def print_paths(paths: dict[str, Path], width: int = 8) -> None:
@@ -167,6 +204,27 @@ def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document")
 
 
+def add_force(p: argparse.ArgumentParser) -> None:
+    """--force."""
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace files in the output folder that wdlab did not write there for this "
+        "study (refused otherwise)",
+    )
+
+
+# The files a demo's or run's results are (wdlab.report.files.write_results).
+RESULT_FILES = ("results.json", "curves.csv", "losses.png", "wd_curve.png")
+
+
+def report_files() -> list[str]:
+    """The files a report may be: report.html and one PNG per figure."""
+    from wdlab.report.figures import FIGURES
+
+    return ["report.html", *(f"{name}.png" for name in FIGURES)]
+
+
 def counts_line(counts: dict[str, int]) -> str:
     """Runs per status, e.g. ``10 done, 1 diverged``."""
     return ", ".join(f"{v} {k}" for k, v in counts.items() if v)
@@ -187,6 +245,8 @@ def emit_study(
         where = {"directory": str(directory), **(extra or {}), "failed": failed}
         emit_json(result.to_dict() | where)
         return
+    if result.partial:  # the table's title: never a partial answer shown as the whole one
+        print(f"PARTIAL STUDY ({result.partial_note()}): the answer below is not final\n")
     print(result.table())
     print(f"\nstudy: {directory}  ({counts_line(result.counts)})")
     for error, n in failures.items():

@@ -7,7 +7,9 @@ import sys
 from pathlib import Path
 
 from wdlab.cli.common import (
+    RESULT_FILES,
     Command,
+    add_force,
     add_json,
     device_name,
     emit_json,
@@ -15,6 +17,7 @@ from wdlab.cli.common import (
     positive_float,
     positive_int,
     print_paths,
+    report_files,
     seed,
     show_progress,
     writable_dir,
@@ -26,6 +29,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Reproduce the article's experiment and check manual ≡ builtin."""
     from wdlab.devices import check_fits, resolve_device
     from wdlab.pipelines import DemoSettings, run_demo
+    from wdlab.pipelines.outputs import check_outputs, record_outputs
     from wdlab.report.html import write_report
 
     settings = DemoSettings(
@@ -40,6 +44,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     what = f"the demo (--dim {args.dim}, --epochs {args.epochs})"
     check_fits(demo_bytes(args.dim, args.epochs), what, device)
     out = writable_dir(Path(args.out))
+    check_outputs(out, [*RESULT_FILES, *report_files()], "demo", args.force)
     result = run_demo(
         settings,
         progress=show_progress(args),
@@ -48,7 +53,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         precision=args.precision,
     )
     paths = result.write(out)
-    paths["report"] = write_report(result, out)["report"]
+    figures = write_report(result, out)
+    paths["report"] = figures["report"]
+    record_outputs(out, [*paths.values(), *figures.values()], "demo")
     if args.json:
         emit_json(result.to_dict())
     else:
@@ -99,6 +106,7 @@ def add_demo_flags(p: argparse.ArgumentParser) -> None:
         default="fp32",
         help="bf16: autocast forward passes",
     )
+    add_force(p)
     add_json(p)
 
 

@@ -10,13 +10,16 @@ from typing import TYPE_CHECKING
 
 from wdlab.cli import facts
 from wdlab.cli.common import (
+    RESULT_FILES,
     Command,
+    add_force,
     add_json,
     emit_json,
     emit_study,
     positive_float,
     positive_int,
     print_paths,
+    report_files,
     show_progress,
     writable_dir,
 )
@@ -65,16 +68,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run one experiment from a TOML file and/or flags."""
     from wdlab.devices import resolve_device
     from wdlab.pipelines import run_experiment
+    from wdlab.pipelines.outputs import check_outputs, record_outputs
     from wdlab.report.html import write_report
 
     cfg = experiment_config(args)
     resolve_device(cfg.train.device, "--device")
     out = writable_dir(Path(args.out))
+    check_outputs(out, [*RESULT_FILES, *report_files()], "run", args.force)
     result = run_experiment(
         cfg, progress=show_progress(args), max_configs=_max_configs(args.max_configs)
     )
     paths = result.write(out)
-    paths["report"] = write_report(result, out)["report"]
+    figures = write_report(result, out)
+    paths["report"] = figures["report"]
+    record_outputs(out, [*paths.values(), *figures.values()], "run")
     if args.json:
         emit_json(result.to_dict())
         return 0
@@ -90,7 +97,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from wdlab.devices import resolve_device
     from wdlab.executors import EXECUTORS, make_executor
     from wdlab.pipelines import default_out, run_sweep
+    from wdlab.pipelines.outputs import check_outputs, record_outputs, study_source
     from wdlab.report.html import write_report
+    from wdlab.store import hash_config
 
     cfg, note = sweep_config(args)
     if note and sys.stderr.isatty():  # said again with the answer
@@ -100,6 +109,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.backend == "local":
         resolve_device(cfg.train.device, "--device")
     out = writable_dir(Path(args.out) if args.out else default_out(cfg))
+    source = study_source(out, hash_config(cfg.identity()))
+    check_outputs(out, report_files(), source, args.force)  # before anything is trained
     try:
         result = run_sweep(
             cfg,
@@ -114,7 +125,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         )
     finally:
         executor.close()
-    report = write_report(result, out)["report"]
+    written = write_report(result, out)
+    record_outputs(out, written.values(), study_source(out))  # the hash the store holds
+    report = written["report"]
     extra = {"report": str(report)} | ({"grid": note} if note else {})
     emit_study(result, out, args.json, extra)
     if not args.json:
@@ -161,6 +174,7 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     add_experiment_flags(p)
     p.add_argument("--out", default="wdlab-out/run", help="output folder")
     add_max_configs(p)
+    add_force(p)
     add_json(p)
 
 
@@ -192,6 +206,7 @@ def add_sweep_flags(p: argparse.ArgumentParser) -> None:
         for o in options:
             kind = OPTION_TYPES[o["type"]]
             g.add_argument(o["flag"], dest=o["name"], type=kind, help=f"{name}: {o['help']}")
+    add_force(p)
     add_json(p)
 
 

@@ -9,10 +9,12 @@ from typing import TYPE_CHECKING
 from wdlab.cli.common import (
     Command,
     UsageError,
+    add_force,
     add_json,
     emit_json,
     emit_study,
     print_paths,
+    report_files,
     writable_dir,
 )
 
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 def cmd_report(args: argparse.Namespace) -> int:
     """Make report.html and the PNGs from a demo/run folder or a study."""
     from wdlab.pipelines import load_result
+    from wdlab.pipelines.outputs import check_outputs, record_outputs, study_source
     from wdlab.report.html import write_report
 
     result = load_result(args.path)  # read-only; refuses a folder with nothing to report
@@ -31,7 +34,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         "--out" if args.out else "report folder",
         "" if args.out else "write the report elsewhere with --out DIR",
     )
+    study = (Path(args.path) / "study.db").exists()
+    source = study_source(args.path) if study else result.kind
+    check_outputs(out, report_files(), source, args.force)
     paths = write_report(result, out)
+    record_outputs(out, paths.values(), source)
     if args.json:
         emit_json({k: str(v) for k, v in paths.items()})
     else:
@@ -118,7 +125,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         "--out" if args.out else "study folder",
         "" if args.out else "write the files elsewhere with --out DIR",
     )
-    paths = export_study(args.study, args.format, args.out)
+    paths = export_study(args.study, args.format, args.out, force=args.force)
     if args.json:
         emit_json({k: str(v) for k, v in paths.items()})
     else:
@@ -147,6 +154,7 @@ def add_report_flags(p: argparse.ArgumentParser) -> None:
     """PATH, --out, --json."""
     p.add_argument("path", help="output folder or study folder")
     p.add_argument("--out", default=None, help="where to write (default: PATH)")
+    add_force(p)
     add_json(p)
 
 
@@ -174,6 +182,7 @@ def add_export_flags(p: argparse.ArgumentParser) -> None:
         help="log the study to a dashboard instead: tensorboard DIR, or mlflow [URI] "
         "(default: MLflow's tracking URI, e.g. sqlite:///mlflow.db)",
     )
+    add_force(p)
     add_json(p)
 
 

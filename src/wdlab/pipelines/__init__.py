@@ -8,6 +8,7 @@ from wdlab.pipelines.own import sweep
 from wdlab.pipelines.results import DemoResult, ExperimentResult, SweepResult
 from wdlab.pipelines.study import (
     DEFAULT_MAX_MEMORY_MB,
+    IncompleteStudy,
     bytes_per_config,
     default_out,
     export_study,
@@ -23,6 +24,7 @@ __all__ = [
     "DemoResult",
     "DemoSettings",
     "ExperimentResult",
+    "IncompleteStudy",
     "SweepResult",
     "build_report",
     "bytes_per_config",

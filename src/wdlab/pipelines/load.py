@@ -3,9 +3,9 @@ checks ``wdlab verify --out`` left there; and remaking a report from them."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from wdlab.jsonsafe import read_json
 from wdlab.pipelines.results import DemoResult, SweepResult
 from wdlab.pipelines.study import load_study
 from wdlab.records import Check, Result
@@ -22,19 +22,24 @@ def load_result(path: str | Path) -> Result:
         results = p / "results.json"
         if not results.exists():
             raise ValueError(f"nothing to report in {p}: no results.json and no study.db")
+        doc = read_json(results)
         try:
-            doc = json.loads(results.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{results} is not valid JSON: {exc}") from None
-        base = Result.from_dict(doc)
+            base = Result.from_dict(doc)
+        except (TypeError, KeyError, AttributeError, IndexError, RecursionError) as exc:
+            why = f"{type(exc).__name__}: {exc}"
+            raise ValueError(f"{results} is not a wdlab results document ({why})") from None
         cls = DemoResult if base.kind == "demo" else SweepResult
         result = cls(**{k: v for k, v in vars(base).items()})
         if not result.name:
             result.name = p.name
     verify = p / "verify.json"
     if verify.exists():  # `wdlab verify --out FOLDER` wrote the oracle checks here
-        for c in json.loads(verify.read_text()).get("checks", []):
-            result.checks[c["name"]] = Check.from_dict(c)
+        try:
+            for c in read_json(verify).get("checks", []):
+                result.checks[c["name"]] = Check.from_dict(c)
+        except (TypeError, KeyError, AttributeError) as exc:
+            why = f"{type(exc).__name__}: {exc}"
+            raise ValueError(f"{verify} is not a wdlab checks document ({why})") from None
     return result
 
 

@@ -3,9 +3,11 @@ budget, train each batch through an executor (one batched computation), and stor
 results in one transaction. Running the same sweep again resumes it (and retries failed runs).
 
 Several processes may run the same sweep into one folder: each claims a batch in the store just
-before training it, so they share the work and no configuration is trained twice; a process
-whose own work is done waits for the batches others hold (taking them over if their process
-ends) and then returns the whole study, never a partial one (:mod:`wdlab.store`).
+before training it, so they share the work and no configuration is trained twice at once; a
+process whose own work is done waits for the batches others hold, taking them over when their
+holder is gone (its process ended, or it stopped renewing its lease: :mod:`wdlab.store`). It
+returns the whole study, or raises :class:`IncompleteStudy` (one line: how many runs are not
+finished and how to finish them); never a partial study as if it were whole.
 
 **The memory budget** (``max_memory_mb``) bounds one batch's training memory: stacked weights,
 gradients and optimizer state, the activations of the largest forward, the per-epoch records
@@ -43,16 +45,18 @@ from wdlab.jsonsafe import dumps
 from wdlab.models import ModelSpec, activations_per_example
 from wdlab.optimizers import optimizer_spec
 from wdlab.params import EVAL_CHUNK
+from wdlab.pipelines.outputs import check_outputs, record_outputs
 from wdlab.pipelines.results import SweepResult
 from wdlab.records import RunConfig
-from wdlab.store import Store, StoreError, hash_config, worker_id
+from wdlab.store import LEASE_SECONDS, Store, StoreError, hash_config, worker_id
+from wdlab.store import lease_seconds as lease_of
 from wdlab.trainer import Plan
 from wdlab.usercode import check_seeds_differ, module_fingerprint
 from wdlab.version import __version__
 
 PROCESS_BASELINE_MB = 500  # Python + torch + wdlab + a small data set, outside the budget
 POLL_SECONDS = 0.5  # how often a process waiting on others' batches looks at the store
-BEAT_SECONDS = 10.0  # heartbeat period of a training process (for workers on other hosts)
+STOP_NOW = (KeyboardInterrupt, SystemExit, GeneratorExit)  # BaseExceptions that are not errors
 # One configuration's memory in a batch, measured (bench figures in the README): bytes per
 # parameter (weights, gradient, temporaries; plus 4 per optimizer-state value), per activation
 # value of a training step (kept for the backward: hand-written, or autograd's graph), per
@@ -63,6 +67,11 @@ BYTES_PER_ACTIVATION = {"manual": 16, "autograd": 24, "eval": 8}
 BYTES_PER_EPOCH_VALUE = 48
 BYTES_PER_EVAL_VALUE = 32
 OPTIMIZER_STATES = {"SGD": 1, "Adagrad": 1, "RMSprop": 3}  # values per parameter; others 2
+
+
+class IncompleteStudy(ValueError):
+    """A sweep ended with runs not finished (failed, or not trained): one line saying how many
+    and how to finish them."""
 
 
 def default_out(config: Experiment | Mapping[str, Any], root: str = "wdlab-out") -> Path:
@@ -270,6 +279,7 @@ def run_sweep(
     name: str | None = None,
     max_configs: int | None = MAX_CONFIGS,
     log: LogSpec = None,
+    lease_seconds: float | None = None,
 ) -> SweepResult:
     """Train every configuration of a config that the store does not hold yet, batch by batch,
     and return the study as read back from the store.
@@ -281,8 +291,12 @@ def run_sweep(
     configuration larger than the budget are refused before anything is trained or written.
     ``log`` logs each run to a dashboard as its batch is stored, then the selection
     (``"tensorboard:DIR"``, ``"mlflow[:URI]"`` or a list: :mod:`wdlab.integrations.logs`).
+    ``lease_seconds`` (default ``$WDLAB_LEASE_SECONDS``, else 60): how long this process's
+    claims outlive its last renewal (:func:`wdlab.store.lease_seconds`). Raises
+    :class:`IncompleteStudy` when runs are left unfinished (failed in another process).
     """
     t0 = time.perf_counter()
+    lease_of(lease_seconds)  # checked before anything starts
     config = validate(config)
     out = Path(out) if out is not None else default_out(config)
     ds, spec, train_kwargs = _prepare(config, max_configs)
@@ -304,6 +318,7 @@ def run_sweep(
         progress=progress,
         t0=t0,
         log=log,
+        lease_seconds=lease_seconds,
     )
 
 
@@ -332,10 +347,12 @@ def run_study(
     progress: bool = False,
     t0: float | None = None,
     log: LogSpec = None,
+    lease_seconds: float | None = None,
 ) -> SweepResult:
     """Train what ``study``'s store does not hold yet, batch by batch (see :func:`run_sweep`),
-    and return the study as read back from its store."""
+    and return the whole study as read back from its store (else :class:`IncompleteStudy`)."""
     t0 = time.perf_counter() if t0 is None else t0
+    lease = lease_of(lease_seconds)
     ds, spec, kw = study.data, study.spec, study.train_kwargs
     model = _template(study)  # for memory and the table (a user's factory: checked, identified)
     per_config = bytes_per_config(
@@ -358,21 +375,14 @@ def run_study(
     ):
         _init_study(store, study)
         store.set_data({"name": ds.name, **ds.meta, "decay_table": table}, ds.task)
-        owner = worker_id()
-        store.register(owner)
-        try:
-            store.reclaim()
-            store.retry_failed()
-            plan = Plan(spec, ds, tuple(study.configs[:1]), 1, batch_size=kw["batch_size"])
-            job = _Job(store, owner, executor or LocalExecutor(), spec, ds, kw)
-            job.logs = logs
-            job.steps_per_epoch = plan.steps_per_epoch
-            job.run(len(study.configs), per_config, max_memory_mb, max_batch, progress, t0)
-        except Exception as exc:
-            store.mark_failed(owner, f"{type(exc).__name__}: {_first_line(exc)}")
-            raise
-        finally:  # on Ctrl-C too: what this process still holds goes back to pending
-            store.unregister(owner)
+        job = _Job(store, worker_id(), executor or LocalExecutor(), spec, ds, kw)
+        job.lease, job.logs = lease, logs
+        job.steps_per_epoch = Plan(
+            spec, ds, tuple(study.configs[:1]), 1, batch_size=kw["batch_size"]
+        ).steps_per_epoch
+        job.share(len(study.configs), per_config, max_memory_mb, max_batch, progress, t0)
+        counts, failures = store.counts(), store.failures()
+    check_whole(study.directory, counts, failures)
     result = load_study(study.directory)
     logs.summary(result)  # the selection, once the study is whole
     logs.close()
@@ -450,13 +460,31 @@ def _value(v: Any) -> str:
     return text if len(text) <= 40 else text[:39] + "…"
 
 
+def check_whole(directory: Path, counts: Mapping[str, int], failures: Mapping[str, int]) -> None:
+    """:class:`IncompleteStudy` unless every run of the study is done or diverged: one line
+    with how many runs are not finished, why, and how to finish them."""
+    failed = counts.get("failed", 0)
+    untrained = counts.get("pending", 0) + counts.get("running", 0)
+    if not failed and not untrained:
+        return
+    why = []
+    if failed:
+        why.append(f"{failed} failed: {next(iter(failures), 'unknown error')}")
+    if untrained:
+        why.append(f"{untrained} not trained")
+    raise IncompleteStudy(
+        f"the study in {directory} is not whole: {failed + untrained} of {sum(counts.values())} "
+        f"runs unfinished ({'; '.join(why)}); run the same sweep again to finish them"
+    )
+
+
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [""])[0]
 
 
 class _Job:
     """One process's share of a sweep: claim batches, train them, store them; then wait for
-    what other processes hold."""
+    what other processes hold, taking over what their holders lost."""
 
     def __init__(
         self,
@@ -469,14 +497,39 @@ class _Job:
     ) -> None:
         self.store, self.owner, self.executor = store, owner, executor
         self.spec, self.ds, self.train_kwargs = spec, ds, train_kwargs
+        self.lease = LEASE_SECONDS
         self.steps_per_epoch = 1
         self.bar: Any = None
         self.epochs = int(train_kwargs["epochs"])
         self.steps = 0  # optimizer steps of all configurations trained here
         self.shown: dict[int, float] = {}  # progress shown per batch (by id), in configurations
-        self.last_beat = time.monotonic()
         self.told = False
         self.logs = Logs()  # where each stored run is logged (dashboards)
+
+    def share(self, *run_args: Any) -> None:
+        """Register with a lease (kept by a thread), train (:meth:`run`), and leave: what this
+        process still holds goes back to pending, on Ctrl-C too. Runs of a batch that raised
+        are marked failed; a ``BaseException`` of the user's code (not Ctrl-C or ``sys.exit``)
+        becomes a one-line ``ValueError``."""
+        store, owner = self.store, self.owner
+        store.register(owner, self.lease)
+        keeper = store.keep_lease(owner, self.lease)
+        try:
+            self._took_over(store.reclaim())
+            store.retry_failed()
+            self.run(*run_args)
+        except STOP_NOW:
+            raise
+        except Exception as exc:
+            store.mark_failed(owner, f"{type(exc).__name__}: {_first_line(exc)}")
+            raise
+        except BaseException as exc:  # a user's own BaseException subclass, while training
+            why = f"{type(exc).__name__}: {_first_line(exc)}".rstrip(": ")
+            store.mark_failed(owner, why)
+            raise ValueError(f"training stopped: user code raised {why}") from None
+        finally:
+            keeper.stop()
+            store.unregister(owner)
 
     def run(
         self,
@@ -487,8 +540,8 @@ class _Job:
         progress: bool,
         t0: float,
     ) -> None:
-        """Train every pending configuration (claiming batch by batch) until the study is
-        whole; add this process's wall time to the study."""
+        """Train every pending configuration (claiming batch by batch) until no run is pending
+        or held by anyone; add this process's wall time to the study."""
         counts = self.store.counts()
         if progress:
             self.bar = _progress(total, counts["done"] + counts["diverged"])
@@ -507,10 +560,10 @@ class _Job:
                         on_epoch=self._on_epoch,
                     ):
                         now = time.perf_counter()
-                        self.store.save_batch(results, seconds=now - mark)
-                        self.logs.runs(results)  # one call per stored batch's runs
+                        saved = self.store.save_batch(results, seconds=now - mark, owner=self.owner)
+                        self.logs.runs(saved)  # the runs this process stored, once each
                         mark = now
-                        self._batch_done(batch)
+                        self._batch_done(batch, len(results) - len(saved))
                     continue
                 if not self._wait():
                     break
@@ -529,28 +582,39 @@ class _Job:
                 yield mine
 
     def _wait(self) -> bool:
-        """Nothing pending: wait while other live processes hold runs (taking over those of
-        processes that end). False once the study is whole."""
-        held = self.store.holders(exclude=self.owner)
-        if not held:
+        """Nothing pending: take over the runs of holders that are gone, then wait a moment
+        while live ones hold runs. False once no run is pending or running."""
+        self._took_over(self.store.reclaim())
+        counts = self.store.counts()
+        if counts["pending"]:
+            return True
+        if not counts["running"]:
             return False
+        held = self.store.holders(exclude=self.owner)
+        if not held:  # running, yet held by no one else: this process's own, left over
+            self.store.release(self.owner)
+            return True
         if not self.told:
             who = ", ".join(f"{w.rsplit(':', 1)[0]} ({n} runs)" for w, n in held.items())
-            warnings.warn(f"waiting for the runs held by {who}", UserWarning, stacklevel=2)
+            warnings.warn(
+                f"waiting for the runs held by {who} (taken over if a holder ends or stops "
+                "renewing its lease)",
+                UserWarning,
+                stacklevel=2,
+            )
             self.told = True
         time.sleep(POLL_SECONDS)
-        self._beat()
-        self.store.reclaim()
         return True
 
-    def _beat(self) -> None:
-        if time.monotonic() - self.last_beat >= BEAT_SECONDS:
-            self.store.beat(self.owner)
-            self.last_beat = time.monotonic()
+    def _took_over(self, taken: Mapping[str, tuple[int, str]]) -> None:
+        """Say whose runs went back to pending, and why (its process ended, its lease)."""
+        for who, (n, why) in taken.items():
+            if who and who != self.owner:
+                name = who.rsplit(":", 1)[0]
+                warnings.warn(f"took over {n} runs held by {name}: {why}", UserWarning, 3)
 
     def _on_epoch(self, batch: Batch, epoch: int) -> None:
         """Per epoch of a batch (local executor): the bar advances by the batch's share."""
-        self._beat()
         self.steps += len(batch) * self.steps_per_epoch
         if self.bar is not None:
             step = len(batch) / self.epochs
@@ -558,8 +622,16 @@ class _Job:
             self.bar.update(step)
             self._rate()
 
-    def _batch_done(self, batch: Batch) -> None:
-        """A batch is stored: the bar shows it whole (Ray advances here only)."""
+    def _batch_done(self, batch: Batch, dropped: int = 0) -> None:
+        """A batch is stored: the bar shows it whole (Ray advances here only). ``dropped``:
+        runs of it another process had taken over (this one lost its lease), not stored."""
+        if dropped:
+            warnings.warn(
+                f"{dropped} runs trained here were not stored: this process had stopped "
+                f"renewing its lease for over {self.lease:g} s and another took them over",
+                UserWarning,
+                stacklevel=2,
+            )
         if id(batch) not in self.shown:
             self.steps += len(batch) * self.steps_per_epoch * self.epochs
         if self.bar is not None:
@@ -608,19 +680,27 @@ def _progress(total: int, done: int) -> Any:
 
 
 def export_study(
-    directory: str | Path, fmt: str = "csv", out: str | Path | None = None
+    directory: str | Path,
+    fmt: str = "csv",
+    out: str | Path | None = None,
+    force: bool = False,
 ) -> dict[str, Path]:
     """Write ``runs.<fmt>`` (one row per run) and ``curves.<fmt>`` (run_id, metric, epoch,
-    value) from a study's store (opened read-only)."""
+    value) from a study's store (opened read-only). A file of that name already in ``out``
+    is replaced only if wdlab exported it from this study (else a one-line ``ValueError``
+    before anything is written; ``force`` replaces it: :mod:`wdlab.pipelines.outputs`)."""
     pd = require("pandas", "wdlab export")
 
     d = Path(directory)
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"unknown format {fmt!r}; valid: csv, parquet")
+    target = Path(out) if out else d
     with Store(d, readonly=True) as store:
+        info = store.study()
+        source = f"study {info['config_hash'] if info else '?'}"
+        check_outputs(target, [f"runs.{fmt}", f"curves.{fmt}"], source, force)
         runs = pd.DataFrame(store.run_rows())
         curves = pd.DataFrame(store.curve_rows(), columns=["run_id", "metric", "epoch", "value"])
-    target = Path(out) if out else d
     target.mkdir(parents=True, exist_ok=True)
     paths = {"runs": target / f"runs.{fmt}", "curves": target / f"curves.{fmt}"}
     for name, df in (("runs", runs), ("curves", curves)):
@@ -628,4 +708,5 @@ def export_study(
             df.to_csv(paths[name], index=False)
         else:
             df.to_parquet(paths[name], index=False)
+    record_outputs(target, paths.values(), source)
     return paths

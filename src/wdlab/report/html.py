@@ -55,7 +55,8 @@ def title(result: Result) -> str:
     if result.kind == "demo":
         return "The article's experiment"
     name = result.name or str(result.data.get("name") or "")
-    return f"{result.kind}: {name}" if name else result.kind
+    partial = f" ({result.partial_note()})" if result.partial else ""
+    return (f"{result.kind}: {name}" if name else result.kind) + partial
 
 
 def headline(result: Result) -> tuple[list[str], list[list[str]]]:

@@ -1,0 +1,107 @@
+"""Which files wdlab may replace in a folder it writes to (reports, exports, results).
+
+Every file a command writes into a folder is recorded in that folder's
+``.wdlab-files.json``: its name, a hash of its bytes and what it was written for (its
+*source*: ``study HASH`` for a sweep's study, ``run`` or ``demo``). A file already there may be
+replaced only if wdlab wrote it for the same source and it is unchanged since; anything else —
+a file of the user's, another study's export, a report edited by hand — is refused in one line
+before anything is trained or written, naming the file; ``force`` replaces it anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from wdlab.store import DB_NAME, Store, StoreError
+
+MANIFEST = ".wdlab-files.json"
+
+
+def study_source(directory: str | Path, identity_hash: str | None = None) -> str:
+    """The source of the files written for the study in ``directory``: ``study HASH``, the
+    study's config hash read (read-only) from its store. Where there is no study to read yet
+    — no store, or one another process is creating at this moment — ``identity_hash`` (the
+    hash the sweep about to run will store); without it the store's error is raised."""
+    d = Path(directory)
+    try:
+        with Store(d, readonly=True) as store:
+            info = store.study()
+    except StoreError:
+        if identity_hash is None:
+            raise
+        info = None
+    if info is None:
+        if identity_hash is None:
+            raise StoreError(f"{d / DB_NAME} holds no study")
+        return f"study {identity_hash}"
+    return f"study {info['config_hash']}"
+
+
+def check_outputs(
+    folder: str | Path,
+    names: Iterable[str],
+    source: str,
+    force: bool = False,
+    how: str = "pass --force to replace it, or choose another --out",
+) -> None:
+    """A one-line ``ValueError`` for the first of ``names`` in ``folder`` that wdlab may not
+    replace (see the module docstring); nothing with ``force``."""
+    if force:
+        return
+    folder = Path(folder)
+    written = _manifest(folder)
+    for name in names:
+        path = folder / name
+        if not (path.exists() or path.is_symlink()):
+            continue
+        entry = written.get(name) or {}
+        if not entry or not path.is_file() or path.is_symlink():
+            why = "was not written by wdlab"
+        elif entry.get("source") != source:
+            why = f"was written by wdlab for {_what(str(entry.get('source')), source)}"
+        elif entry.get("sha256") != _digest(path):
+            why = "was changed since wdlab wrote it"
+        else:
+            continue
+        raise ValueError(f"{path} exists and {why}; {how}")
+
+
+def record_outputs(folder: str | Path, paths: Iterable[str | Path], source: str) -> None:
+    """Record ``paths`` (files just written into ``folder``) as written for ``source``."""
+    folder = Path(folder)
+    written = _manifest(folder)
+    for p in map(Path, paths):
+        if p.parent.resolve() == folder.resolve() and p.is_file():
+            written[p.name] = {"source": source, "sha256": _digest(p)}
+    tmp = folder / f"{MANIFEST}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(written, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, folder / MANIFEST)
+
+
+def _what(other: str, source: str) -> str:
+    """What another source was, in words."""
+    if other.startswith("study"):
+        return "another study" if source.startswith("study") else "a study"
+    return f"`wdlab {other}`"
+
+
+def _manifest(folder: Path) -> dict[str, dict[str, str]]:
+    """The record of ``folder`` (empty where there is none, or it cannot be read)."""
+    with contextlib.suppress(OSError, ValueError, RecursionError):
+        doc = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        if isinstance(doc, dict):
+            return {k: v for k, v in doc.items() if isinstance(v, dict)}
+    return {}
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
