@@ -362,7 +362,9 @@ def test_a_waiting_sweep_takes_over_the_runs_of_a_killed_one(tmp_path):
     whole study."""
     out = tmp_path / "s"
     cmd = [sys.executable, "-m", "wdlab.cli", "sweep", *TINY_FLAGS[:-4], "--wd", "1e-4..1e-1:5",
-           "--epochs", "3000", "--eval-every", "100", "--json", "--out", str(out)]  # fmt: skip
+           "--epochs", "12000", "--eval-every", "400", "--json", "--out", str(out)]  # fmt: skip
+    # 12,000 epochs: A's batch lasts several seconds, so a loaded machine that delays this
+    # process's polls (every 0.05 s) still sees A holding its runs before A can finish them
     env = dict(ENV, WDLAB_LEASE_SECONDS="600")  # A, stopped, keeps its runs until it is killed
     a = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     wait_for(lambda: status_count(out, "running") == 6 or a.poll() is not None, "A's claim")
@@ -380,7 +382,7 @@ def test_a_waiting_sweep_takes_over_the_runs_of_a_killed_one(tmp_path):
     doc = json.loads(stdout)
     assert doc["counts"]["done"] == 6  # B trained what A held, and printed the whole study
     assert {(st, n) for _, st, n in rows(out)} == {("done", 2)}  # A's attempt, then B's
-    assert rows(out, "SELECT COUNT(*) FROM curves WHERE metric = 'train_loss'")[0][0] == 6 * 3000
+    assert rows(out, "SELECT COUNT(*) FROM curves WHERE metric = 'train_loss'")[0][0] == 6 * 12000
 
 
 # ---------------------------------------------------------------------------------------------
