@@ -13,7 +13,7 @@ MAX_FUNCTION_LINES = 80
 
 # Layers, top to bottom: a module may import only modules of a lower layer (or of its own
 # package, without cycles). CLI → pipelines → (executors, store, report, config) → trainer →
-# (records, decay, models, data) and the leaves under them.
+# (models, data) → engines → (cnn, func) → (records, decay) and the leaves under them.
 LAYERS = [
     {"wdlab", "wdlab.__main__"},
     {"wdlab.cli"},
@@ -21,8 +21,9 @@ LAYERS = [
     {"wdlab.verify", "wdlab.auditing"},
     {"wdlab.executors", "wdlab.store", "wdlab.report", "wdlab.config"},
     {"wdlab.trainer", "wdlab.selection"},
-    {"wdlab.params", "wdlab.timescale", "wdlab.diagnostics"},
+    {"wdlab.timescale", "wdlab.diagnostics"},
     {"wdlab.models", "wdlab.data"},
+    {"wdlab.engines"},
     {"wdlab.cnn", "wdlab.func"},
     {"wdlab.records"},
     {"wdlab.decay"},

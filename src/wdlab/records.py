@@ -22,8 +22,7 @@ from typing import Any
 
 from torch import Tensor
 
-from wdlab.decay.modes import check_mode, check_weight_decay
-from wdlab.optimizers import optimizer_spec
+from wdlab.decay.modes import check_mode, check_pairing, check_weight_decay
 
 SCHEMA = "wdlab.results"
 SCHEMA_VERSION = 2
@@ -62,7 +61,7 @@ class RunConfig:
         check_weight_decay(self.weight_decay)
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        optimizer_spec(self.optimizer)
+        check_pairing(self.mode, self.optimizer)
         if any(k in ("lr", "weight_decay", "params") for k, _ in self.options):
             raise ValueError("lr and weight_decay are set by the config, not in options")
 

@@ -35,12 +35,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from wdlab.decay.modes import decay_rate
+from wdlab.decay.modes import MODES, decay_rate, get_mode
 from wdlab.records import RunConfig
 
-#: The modes :func:`transfer` knows: the per-step rate is η·λ (decoupled and its kin:
-#: AdamW, cautious, corrected, coupled plain SGD) or λ (independent).
-TRANSFER_MODES = ("decoupled", "independent")
+#: The modes :func:`transfer` knows (:attr:`wdlab.decay.Mode.transfer`): the per-step rate is
+#: η·λ (decoupled and its kin: AdamW, cautious, corrected, coupled plain SGD) or λ
+#: (independent), whatever the optimizer.
+TRANSFER_MODES = tuple(name for name, m in MODES.items() if m.transfer)
 
 
 def _tau(rate: float) -> float:
@@ -96,8 +97,8 @@ class Setting:
 
     @property
     def tau_iter(self) -> float:
-        """1/(η·λ) iterations (``independent``: 1/λ)."""
-        return 1.0 / (self.weight_decay * (self.lr if self.mode == "decoupled" else 1.0))
+        """1/r iterations: 1/(η·λ) (``independent``: 1/λ), r from :func:`decay_rate`."""
+        return 1.0 / decay_rate(self.mode, self.lr, self.weight_decay)[0]
 
     @property
     def tau_epoch(self) -> float:
@@ -192,7 +193,7 @@ def transfer(
     for what, b, size in (("", src.batch_size, src.n), ("to-", b2, n2)):
         if b > size:
             raise ValueError(f"{what}batch size {b:g} is larger than {what}n {size:g}")
-    lr_ratio = src.lr / lr2 if mode == "decoupled" else 1.0
+    lr_ratio = src.lr / lr2 if get_mode(mode).timescale.lr_in_rate else 1.0
     epoch_ratio = src.epochs / e2 if src.epochs and e2 else 1.0
     wd2 = src.weight_decay * lr_ratio * (src.n / n2) * (b2 / src.batch_size) * epoch_ratio
     target = Setting(wd2, lr2, n2, b2, e2, mode)
@@ -201,7 +202,7 @@ def transfer(
 
 def _formula(a: Setting, b: Setting) -> tuple[str, str]:
     """The rule used, and the same with the numbers put in."""
-    eta = a.mode == "decoupled"
+    eta = get_mode(a.mode).timescale.lr_in_rate
     ep = a.epochs is not None and b.epochs is not None and a.epochs != b.epochs
     top = ["η" if eta else "", "N", "B'", "E" if ep else ""]
     bottom = ["η'" if eta else "", "N'", "B", "E'" if ep else ""]

@@ -39,7 +39,6 @@ from wdlab.executors import Batch, Executor, LocalExecutor
 from wdlab.extras import require
 from wdlab.models import ModelSpec, activations_per_example
 from wdlab.optimizers import optimizer_spec
-from wdlab.params import EVAL_CHUNK
 from wdlab.pipelines.results import SweepResult
 from wdlab.records import RunConfig
 from wdlab.store import Store, StoreError, hash_config, worker_id
@@ -58,7 +57,6 @@ BYTES_PER_PARAM = 20
 BYTES_PER_ACTIVATION = {"manual": 16, "autograd": 24, "eval": 8}
 BYTES_PER_EPOCH_VALUE = 48
 BYTES_PER_EVAL_VALUE = 32
-OPTIMIZER_STATES = {"SGD": 1, "Adagrad": 1, "RMSprop": 3}  # values per parameter; others 2
 
 
 def default_out(config: Experiment | Mapping[str, Any], root: str = "wdlab-out") -> Path:
@@ -99,7 +97,7 @@ def bytes_per_config(
     ``model``: the spec's model when the caller has built it already."""
     model = _meta_build(spec) if model is None else model
     n_params = sum(p.numel() for p in model.parameters())
-    states = OPTIMIZER_STATES.get(optimizer_spec(optimizer).cls_name, 2)
+    states = optimizer_spec(optimizer).state_size
     per_example = _activations(model, spec, data)
     n_train = len(data.y_train)
     minibatch = bool(batch_size) and batch_size < n_train
@@ -107,8 +105,9 @@ def bytes_per_config(
     eval_rows = max(len(data.y_test), len(data.y_val) if data.y_val is not None else 0)
     if minibatch:  # the training split is evaluated in a pass of its own
         eval_rows = max(eval_rows, n_train)
-    if spec.model_kind.first is None:  # evaluated in chunks of rows (DirectParams.forward)
-        eval_rows = min(eval_rows, EVAL_CHUNK)
+    chunk = spec.model_kind.engine.eval_chunk  # rows per evaluation forward, if chunked
+    if chunk is not None:
+        eval_rows = min(eval_rows, chunk)
     autograd = not spec.model_kind.hand_backward or precision != "fp32"
     per_step = BYTES_PER_ACTIVATION["autograd" if autograd else "manual"]
     activations = max(
