@@ -325,7 +325,7 @@ def test_cuda_training_steps_do_not_sync_with_the_host(model):
 def test_grouped_pooling_is_max_pool_in_values_and_gradients(shape):
     """The grouped CNN's pooling (on its (K, C, *S, n) layout) promises max_pool's very bits,
     ties included: the first in row-major order wins, values and gradients."""
-    from wdlab.cnn import _pool, _pool_backward
+    from wdlab.cnn.ops import _pool, _pool_backward
 
     x = torch.randn(*shape).relu()  # after a ReLU: many tied zeros
     x[0, 0, 0] = x[0, 0, 1] = 0.5  # a tie of equal positive values
