@@ -30,6 +30,7 @@ from torch import nn
 
 from wdlab.decay import NORM_TYPES
 from wdlab.decay.findings import group_findings, sources
+from wdlab.decay.group import attached
 from wdlab.optimizers import class_name
 
 #: Every finding code and its severity (``warning``: almost surely a mistake; ``note``: a
@@ -141,7 +142,7 @@ def audit(
     gi = 0
     for opt in opts:
         label = class_name(opt) if len(opts) == 1 else f"{class_name(opt)} #{opts.index(opt)}"
-        decay = getattr(opt, "_wdlab_decay", None)
+        decay = attached(opt)
         for group in opt.param_groups:
             entries = sources(class_name(opt), group, decay)
             for j, p in enumerate(group["params"]):

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from wdlab.decay.driver import after_update, at_gradient, at_update, loss_term
 from wdlab.decay.findings import builtin_note, config_warnings, group_findings
-from wdlab.decay.group import DecayGroup, Keys, decays, step_of
+from wdlab.decay.group import ATTACHED, DecayGroup, Keys, attached, decays, step_of
 from wdlab.decay.modes import (
     FORMULAS,
     Mode,
@@ -138,9 +138,9 @@ class Decay:
         ``Decay`` on one optimizer is refused (it would decay twice); surprising set-ups warn.
         Returns a handle whose ``remove()`` detaches it.
         """
-        if getattr(optimizer, "_wdlab_decay", None) is not None:
+        if attached(optimizer) is not None:
             raise ValueError(
-                f"this optimizer already has a Decay attached ({optimizer._wdlab_decay.describe()})"
+                f"this optimizer already has a Decay attached ({attached(optimizer).describe()})"
                 "; a second would decay twice — remove the first (handle.remove()) or use one"
             )
         if _known(optimizer):
@@ -203,14 +203,14 @@ class Attachment:
         self._seen = _param_ids(optimizer)
         self._pre = optimizer.register_step_pre_hook(self._pre_hook)
         self._post = optimizer.register_step_post_hook(self._post_hook)
-        optimizer._wdlab_decay = decay  # type: ignore[attr-defined]
+        setattr(optimizer, ATTACHED, decay)
 
     def remove(self) -> None:
         """Detach the decay from the optimizer."""
         self._pre.remove()
         self._post.remove()
-        if getattr(self.optimizer, "_wdlab_decay", None) is self.decay:
-            del self.optimizer._wdlab_decay
+        if attached(self.optimizer) is self.decay:
+            delattr(self.optimizer, ATTACHED)
 
     # -- the step ------------------------------------------------------------------------------
 
@@ -356,10 +356,13 @@ def _found_inf(opt: torch.optim.Optimizer) -> bool:
 # Guarding the user: the rules of wdlab.decay.findings (audit's findings), as warnings.
 
 
-def surprise_warnings(mode: str, wd: float, lr: float, optimizer: str) -> list[str]:
-    """Warnings for one configuration's settings that do something other than the user
-    probably expects: audit's findings for the group it trains in, in the same words."""
-    return config_warnings(mode, wd, lr, optimizer)
+def surprise_warnings(
+    mode: str, wd: float, lr: float, optimizer: str, options: dict[str, Any] | None = None
+) -> list[str]:
+    """Warnings for one configuration's settings (``options``: the optimizer's keywords) that do
+    something other than the user probably expects: audit's findings for the group it trains
+    in, in the same words."""
+    return config_warnings(mode, wd, lr, optimizer, options)
 
 
 def attach_warnings(decay: Decay, optimizer: torch.optim.Optimizer) -> list[str]:

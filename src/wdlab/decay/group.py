@@ -29,6 +29,14 @@ class Keys:
     DECAY = "decay"  # False: the group does not decay
 
 
+ATTACHED = "_wdlab_decay"  # the optimizer attribute holding its attached Decay
+
+
+def attached(optimizer: object) -> Any:
+    """The :class:`~wdlab.decay.Decay` attached to ``optimizer``, or ``None``."""
+    return getattr(optimizer, ATTACHED, None)
+
+
 def state_of(group: dict) -> dict[str, Any]:
     """The decay state a torch param group carries ({} when none)."""
     return group.get(Keys.STATE) or {}

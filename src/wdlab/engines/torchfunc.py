@@ -4,6 +4,8 @@ the module (:func:`wdlab.func.probe` finds out, and why)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -31,7 +33,7 @@ class FuncEngine(Stacked):
             engine._probe(setup.probe)
         return engine
 
-    def _probe(self, loss: object) -> None:
+    def _probe(self, loss: Callable[[Tensor, Tensor], Tensor]) -> None:
         x = self.X[: min(len(self.X), PROBE_ROWS)]
         idx = torch.arange(len(x), device=x.device)
         why = probe(self.fwd, self.tensors, self.buffers, x, lambda out: loss(out, idx).sum())

@@ -99,8 +99,9 @@ def run_demo(
         for regime, mode in REGIMES.items()
     ]
     # One engine call per regime (each a sweep of one), as the article trains them: stacked
-    # in one batch, rows would agree only to rounding (see models._linear), and the point here
-    # is bitwise identity. At this size the work is GEMM-bound, so batching would gain little.
+    # in one batch, rows would agree only to rounding (see engines.layers._linear), and the
+    # point here is bitwise identity. At this size the work is GEMM-bound, so batching would
+    # gain little.
     runs = [
         train(
             ModelSpec("seed-mlp", in_dim=s.dim),

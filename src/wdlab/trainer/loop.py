@@ -58,7 +58,8 @@ class Trainer:
         self.eval_splits = {k: v for k, v in self.data.splits().items() if k != "train"}
         self.amp = plan.precision == "bf16"
         for c in plan.configs:
-            for msg in surprise_warnings(c.mode, c.weight_decay, c.lr, plan.optimizer.cls_name):
+            name = plan.optimizer.cls_name
+            for msg in surprise_warnings(c.mode, c.weight_decay, c.lr, name, dict(c.options)):
                 warnings.warn(msg, UserWarning, stacklevel=3)
         self.order = order_configs(plan.configs)
         cfgs = [plan.configs[i] for i in self.order]
@@ -67,9 +68,8 @@ class Trainer:
         self.engine, table = build_engine(plan, spec, cfgs, modes, self.data, self.task)
         self.note = self.engine.note + ("; bf16 autocast" if self.amp else "")
         # a hand-written backward differentiates no loss term: l2 is applied as its gradient
-        hand = self.engine.hand_backward and not self.amp and self.task.loss_grad is not None
-        self.manual = hand
-        by_gradient = set(self.engine.tensors) if hand else set(self.engine.by_gradient)
+        self.manual = self.engine.hand_backward and not self.amp and bool(self.task.loss_grad)
+        by_gradient = set(self.engine.tensors) if self.manual else set(self.engine.by_gradient)
         self.rows = RowOptimizer(plan, self.engine, groups, table, by_gradient)
         self.recorder = Recorder(plan, cfgs, self.engine, table, self.task, self.data)
         self.recorder.watch(self.rows.optimizer, self.rows.attach)

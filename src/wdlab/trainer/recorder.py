@@ -40,13 +40,8 @@ class Recorder:
         task: Task,
         data: Dataset,
     ) -> None:
-        self.plan, self.configs, self.engine, self.task, self.data = (
-            plan,
-            list(configs),
-            engine,
-            task,
-            data,
-        )
+        self.plan, self.configs, self.engine = plan, list(configs), engine
+        self.task, self.data = task, data
         device, epochs, K = data.X_train.device, plan.epochs, len(configs)
         self.train_loss = torch.full((epochs, K), math.nan, device=device)
         decays = {r["name"]: r["decays"] for r in table.rows}
