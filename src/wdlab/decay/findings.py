@@ -82,7 +82,7 @@ def lr_wd(name: str, index: int | None, group: dict, source: dict) -> str | None
     """``lr-wd``: one step of this decay multiplies the weights by 1 − r ≤ 0."""
     lr, wd, mode = float(group.get("lr", 0.0)), source["wd"], source["mode"]
     if mode == UNKNOWN:  # assume the plain factor 1 − lr·wd
-        rate, what = lr * wd, "lr·wd"
+        rate, what = decay_rate("decoupled", lr, wd)[0], "lr·wd"
     else:
         try:
             optimizer_spec(name)
