@@ -55,6 +55,7 @@ class Recorder:
         self.all_alive = True
         self.diverged_at: list[int | None] = [None] * K
         self.checked = 0  # epochs before this one have been checked for divergence
+        self.optimizer: torch.optim.Optimizer | None = None  # the one watch() hooks onto
         weights = [n for n in tensors if engine.tensors[n].dim() >= 3]
         self.diagnostics = [
             make_diagnostic(d, weights, self.configs, plan.optimizer) for d in plan.diagnostics
@@ -64,31 +65,32 @@ class Recorder:
 
     def watch(self, optimizer: torch.optim.Optimizer, attach_decay: Callable[[], None]) -> None:
         """Hook onto ``optimizer``'s step around the decay driver (``attach_decay`` hooks it
-        on; hooks run in the order they are registered): before the update, after the decay's
-        points, dead rows' gradients are zeroed and the diagnostics see the weights; after it,
-        the diagnostics see the new weights before a mode that acts after the update
-        (``cautious``) does, and dead rows' weights go back to zero last."""
-        optimizer.register_step_post_hook(self._diagnostics_after)
+        on; hooks run in the order they are registered): the diagnostics see the weights before
+        the update (after the decay's points before it) and after it (before a mode that acts
+        after the update, ``cautious``, does). Once a row diverges, its gradients and weights
+        are held at zero around every step (:meth:`check_divergence` adds those hooks)."""
+        self.optimizer = optimizer
+        if self.diagnostics:
+            optimizer.register_step_post_hook(self._diagnostics_after)
         attach_decay()
-        optimizer.register_step_pre_hook(self._before_step)
-        optimizer.register_step_post_hook(self._zero_dead_weights)
+        if self.diagnostics:
+            optimizer.register_step_pre_hook(self._diagnostics_before)
 
-    def _before_step(self, opt: object, args: tuple, kwargs: dict) -> None:
-        full = self.engine.tensors
-        if not self.all_alive:
-            for t in full.values():
-                t.grad[~self.alive] = 0
+    def _diagnostics_before(self, opt: object, args: tuple, kwargs: dict) -> None:
         for d in self.diagnostics:
-            d.before_step(full)
+            d.before_step(self.engine.tensors)
 
     def _diagnostics_after(self, opt: object, args: tuple, kwargs: dict) -> None:
         for d in self.diagnostics:
             d.after_step(self.engine.tensors)
 
+    def _zero_dead_grads(self, opt: object, args: tuple, kwargs: dict) -> None:
+        for t in self.engine.tensors.values():
+            t.grad[~self.alive] = 0
+
     def _zero_dead_weights(self, opt: object, args: tuple, kwargs: dict) -> None:
-        if not self.all_alive:
-            for t in self.engine.tensors.values():
-                t[~self.alive] = 0
+        for t in self.engine.tensors.values():
+            t[~self.alive] = 0
 
     # -- records -------------------------------------------------------------------------------
 
@@ -131,6 +133,9 @@ class Recorder:
             for k in torch.nonzero(bad).flatten().tolist():
                 self.diverged_at[k] = self.checked + int(first[k])
             self.alive = self.alive & ~bad
+            if self.all_alive and self.optimizer is not None:  # the first: hold dead rows
+                self.optimizer.register_step_pre_hook(self._zero_dead_grads)
+                self.optimizer.register_step_post_hook(self._zero_dead_weights)
             self.all_alive = False
             with torch.no_grad():
                 for t in self.engine.tensors.values():
