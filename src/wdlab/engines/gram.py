@@ -115,6 +115,7 @@ class GramEngine(Stacked):
                 self.G[split] = Xs @ X.t()
                 self.Z0[split] = torch.matmul(Xs, W0.transpose(1, 2))
         self.by_gradient = frozenset({w_name + A_SUFFIX, w_name + B_SUFFIX})
+        self._device = X.device.type
         self._zc: Tensor | None = None  # the train pre-activation being differentiated
         self._z: tuple[tuple, Tensor] | None = None  # (key, a·X·W₀ᵀ + G·B) on the train split
 
@@ -146,7 +147,7 @@ class GramEngine(Stacked):
         version counters move with every in-place update) or autocast does."""
         a = self.tensors[self.w_name + A_SUFFIX]
         B = self.tensors[self.w_name + B_SUFFIX]
-        key = (a._version, B._version, torch.is_autocast_enabled(B.device.type))
+        key = (a._version, B._version, torch.is_autocast_enabled(self._device))
         if self._z is None or self._z[0] != key:
             self._z = (key, self._pre("train"))
         return self._z[1]
