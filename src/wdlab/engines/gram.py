@@ -68,7 +68,8 @@ class GramNorm:
     def write(self, out: Tensor) -> None:
         """This epoch's parts into ``out`` (parts, K)."""
         m = self.others.parts
-        self.others.write(out)
+        if m:
+            self.others.write(out)
         if self.first:
             out[m].copy_(self._a)
             zz = torch.addcmul(self.engine.train_pre().flatten(1), self._Z0, self._a.view(-1, 1))

@@ -8,6 +8,7 @@ and gradients are held at zero (:meth:`Recorder.watch`), and its curves end ther
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -107,7 +108,7 @@ class Recorder:
     def weight_norm(self, epoch: int) -> None:
         """The decayed weights' norm after ``epoch``'s update (as the engine's parts)."""
         if self.norm_parts is not None:
-            with torch.no_grad():
+            with _no_grad():
                 self.norm.write(self.norm_parts[epoch])
 
     def end_epoch(self, epoch: int) -> None:
@@ -207,6 +208,12 @@ class Recorder:
                     for m, v in self.task.loss_metrics(stacked[key], var).items():
                         stacked[f"{split}_{m}"] = v
         return stacked
+
+
+def _no_grad() -> contextlib.AbstractContextManager:
+    """``torch.no_grad()``, or nothing where gradients are off already (the hand-written
+    backward's loop): one context less per step."""
+    return torch.no_grad() if torch.is_grad_enabled() else contextlib.nullcontext()
 
 
 def _best(curves: Curves) -> dict[str, float]:

@@ -12,6 +12,7 @@ the rows differ, applied by the same driver :meth:`wdlab.decay.Decay.attach` use
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -121,7 +122,7 @@ class RowOptimizer:
     def step(self) -> None:
         """One update of every configuration: the gradients into the views, then the
         optimizer's step (the decay driver acts at its points around it)."""
-        with torch.no_grad():
+        with torch.no_grad() if torch.is_grad_enabled() else contextlib.nullcontext():
             for rg in self.rows:
                 if not rg.whole:
                     for n, v in zip(rg.names, rg.views, strict=True):
