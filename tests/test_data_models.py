@@ -7,7 +7,8 @@ from sklearn.model_selection import train_test_split
 
 from numerics import ONE_PASS, assert_normwise
 from wdlab.data import seed_noise, seed_noise_tensors, shuffle_split
-from wdlab.models import MLP, BatchedForward, ModelSpec, SeedMLP
+from wdlab.engines import GramEngine, MLPEngine, Setup
+from wdlab.models import MLP, ModelSpec, SeedMLP
 
 
 def test_seed_noise_split_is_the_articles():
@@ -64,6 +65,14 @@ def _stack(modules):
     }
 
 
+def _engine(spec, modules, x, cls=None):
+    """The engine of ``spec`` (or engine class ``cls``) over the stacked ``modules``, on x."""
+    setup = Setup(modules[0], _stack(modules), x)
+    if cls is None:
+        return spec.model_kind.make_engine(spec, setup)
+    return cls(Setup(modules[0], _stack(modules), x, layout=spec.model_kind.layout(spec)))
+
+
 @pytest.mark.numerics
 def test_batched_forward_matches_each_module():
     for spec in (
@@ -72,9 +81,8 @@ def test_batched_forward_matches_each_module():
         ModelSpec("linear", in_dim=12, out_dim=1),
     ):
         modules = [spec.build() for _ in range(3)]
-        fwd = BatchedForward(spec, modules[0])
         x = torch.randn(9, 12)
-        out = fwd(_stack(modules), x)
+        out = _engine(spec, modules, x).forward("train")
         assert out.shape == (3, 9, spec.out_dim)
         for k, m in enumerate(modules):
             assert_normwise(out[k], m(x), ONE_PASS, f"{spec.kind} row {k}")
@@ -89,27 +97,23 @@ def test_custom_module_runs_through_vmap():
         factory=lambda in_dim, out_dim: MLP(in_dim, (4,), out_dim, "gelu"),
     )
     modules = [spec.build() for _ in range(2)]
-    fwd = BatchedForward(spec, modules[0])
     x = torch.randn(6, 5)
-    out = fwd(_stack(modules), x)
+    out = _engine(spec, modules, x).forward("train")
     for k, m in enumerate(modules):
         assert_normwise(out[k], m(x), ONE_PASS, f"row {k}")
 
 
 def _grads_both_ways(P_cls, spec, task, y, x, modules, **kw):
-    """(autograd's losses and gradients, the hand-written backward's) for one parameter holder."""
-    from wdlab.models import Tape
+    """(autograd's losses and gradients, the hand-written backward's) for one engine."""
     from wdlab.tasks import per_config_loss, per_config_loss_grad
 
-    fwd = BatchedForward(spec, modules[0])
-    auto = P_cls(fwd, _stack(modules), x, {})
+    auto = _engine(spec, modules, x, P_cls)
     losses = per_config_loss(task, auto.forward("train"), y)
-    losses.sum().backward()
-    auto.after_backward()
-    hand = P_cls(fwd, _stack(modules), x, {})
+    auto.backward_loss(losses.sum())
+    hand = _engine(spec, modules, x, P_cls)
     with torch.no_grad():
-        tape = Tape()
-        hand_losses, dout = per_config_loss_grad(task, hand.forward("train", tape=tape), y)
+        out, tape = hand.forward_tape()
+        hand_losses, dout = per_config_loss_grad(task, out, y)
         hand.backward(tape, dout)
     return (losses, auto.tensors), (hand_losses, hand.tensors)
 
@@ -135,7 +139,6 @@ def _grads_both_ways(P_cls, spec, task, y, x, modules, **kw):
 def test_hand_written_backward_equals_autograd(spec, task):
     """Every built-in model and loss: the engine's hand-written gradients are autograd's, for
     the direct weights and for the Gram fast path's coefficients."""
-    from wdlab.params import DirectParams, GramParams
 
     torch.manual_seed(0)
     x = torch.randn(9, 12)
@@ -145,7 +148,7 @@ def test_hand_written_backward_equals_autograd(spec, task):
         "regression": torch.randn(9),
     }[task]
     modules = [spec.build() for _ in range(3)]
-    for P_cls in (DirectParams, GramParams):
+    for P_cls in (MLPEngine, GramEngine):
         (la, ta), (lh, th) = _grads_both_ways(P_cls, spec, task, y, x, modules)
         assert_normwise(lh, la, ONE_PASS, "losses")
         assert set(ta) == set(th)

@@ -136,8 +136,8 @@ def test_minibatch_batched_equals_alone():
     assert both[0].engine.startswith("standard path")
     for c, r in zip(cfgs, both, strict=True):
         alone = train(spec, ds, [c], epochs=4, batch_size=64, keep_params=True, device="cpu")[0]
-        assert r.curves["train_loss"] == pytest.approx(alone.curves["train_loss"], rel=1e-5)
         # 4 epochs of 6 mini-batches (341 training rows / 64): 24 steps
+        assert_normwise(r.curves["train_loss"], alone.curves["train_loss"], per_steps(24))
         assert_normwise(r.params, alone.params, per_steps(24), c.mode)
 
 

@@ -63,9 +63,8 @@ def test_fast_path_equals_standard_path_for_every_mode(spec, task, options):
     std = train(spec, data, configs, fast_path=False, **kw)
     assert "Gram" in fast[0].engine and std[0].engine.startswith("standard")
     for f, s in zip(fast, std, strict=True):
-        assert f.curves["train_loss"] == pytest.approx(s.curves["train_loss"], rel=1e-5)
-        assert f.curves["weight_norm"] == pytest.approx(s.curves["weight_norm"], rel=1e-5)
-        assert f.curves["test_loss"] == pytest.approx(s.curves["test_loss"], rel=1e-5)
+        for curve in ("train_loss", "weight_norm", "test_loss"):
+            assert_normwise(f.curves[curve], s.curves[curve], per_steps(40), curve)
         assert_normwise(f.params, s.params, per_steps(40), f.config.mode)
 
 
@@ -90,7 +89,7 @@ def test_demo_fast_and_standard_agree_and_stay_bitwise():
     assert "Gram" in fast.runs[0].engine
     assert fast.check.identical and std.check.identical
     for f, r in zip(fast.runs, std.runs, strict=True):
-        assert f.final["test_loss"] == pytest.approx(r.final["test_loss"], rel=1e-5)
+        assert_normwise([f.final["test_loss"]], [r.final["test_loss"]], per_steps(s.epochs + 1))
 
 
 def test_fast_path_reproduces_a_plain_torch_loop():

@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 from wdlab.cli import main
 from wdlab.data import Dataset
 from wdlab.decay import MODES
+from wdlab.decay.modes import decay_rate
 from wdlab.models import ModelSpec
 from wdlab.pipelines.timescale import (
     TimescaleSettings,
@@ -61,13 +62,21 @@ def test_defined_timescales(mode, optimizer, options, expected):
         ("l2", "rmsprop", "rescales"),
         ("to_init", "adagrad", "rescales"),
         ("builtin", "adam", "rescales"),  # torch Adam's weight_decay is coupled
-        ("builtin", "rprop", "no weight_decay"),
     ],
 )
 def test_undefined_timescales_are_nan_with_a_reason(mode, optimizer, why):
     t = tau(mode, optimizer)
     assert math.isnan(t["tau_iter"]) and math.isnan(t["tau_epoch"])
     assert why in explain(RunConfig(mode, WD, LR, optimizer))
+
+
+def test_builtin_without_the_optimizers_weight_decay_has_no_timescale():
+    """Rprop has no weight_decay: the rate says so (and a configuration is refused, issue 25:
+    mode builtin would silently not decay)."""
+    rate, why = decay_rate("builtin", LR, WD, "rprop")
+    assert math.isnan(rate) and "no weight_decay" in why
+    with pytest.raises(ValueError, match="no weight_decay of its own"):
+        RunConfig("builtin", WD, LR, "rprop")
 
 
 def test_every_mode_has_a_timescale_rule():

@@ -15,6 +15,10 @@ decay. It names the known mistakes (:data:`CHECKS`):
 * ``double-decay``: the optimizer's own ``weight_decay`` under an attached wdlab ``Decay``;
 * ``redundant-bias``: a bias that feeds only a norm which subtracts it again (a Conv's bias
   before a BatchNorm): its gradient is rounding noise (:mod:`wdlab.zerograd`).
+
+The per-group rules (``adam-l2``, ``lr-wd``, ``double-decay``) are :mod:`wdlab.decay.findings`,
+which :meth:`wdlab.Decay.attach` and the trainer warn in the same words; the per-tensor ones
+(which need the model) are here.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from wdlab.decay import FORMULAS, NORM_TYPES
-from wdlab.optimizers import class_name, optimizer_spec
+from wdlab.decay import NORM_TYPES
+from wdlab.decay.findings import group_findings, sources
+from wdlab.decay.group import attached
+from wdlab.optimizers import class_name
 from wdlab.zerograd import biases_before_norms
 
 #: Every finding code and its severity (``warning``: almost surely a mistake; ``note``: a
@@ -43,7 +49,6 @@ CHECKS: dict[str, str] = {
     "double-decay": "warning",
     "redundant-bias": "warning",
 }
-ADAM_FAMILY = ("Adam", "NAdam", "RAdam", "Adamax")
 _NORM_NAME = re.compile(r"norm|(?:^|\.)(?:ln|bn|gn)[_\d]*\.")
 SHOWN = 4  # names listed in one finding before "…"
 
@@ -141,15 +146,19 @@ def audit(
     gi = 0
     for opt in opts:
         label = class_name(opt) if len(opts) == 1 else f"{class_name(opt)} #{opts.index(opt)}"
+        decay = attached(opt)
         for group in opt.param_groups:
-            entries = _group_decay(opt, group)
+            entries = sources(class_name(opt), group, decay)
             for j, p in enumerate(group["params"]):
                 name = names.get(id(p), f"group{gi}.params[{j}]")
                 row = rows.setdefault(id(p), _row(name, p, kinds.get(id(p))))
                 row["groups"].append(gi)
                 row["decay"] += entries
                 row["decays"] = bool(row["decay"])
-            findings += _group_findings(opt, label, gi, group, entries)
+            findings += [
+                _finding(code, msg, group=gi)
+                for code, msg in group_findings(class_name(opt), label, gi, group, decay)
+            ]
             gi += 1
     for name, p in model.named_parameters() if model is not None else ():
         if p.requires_grad and id(p) not in rows:  # in no group: listed, and a finding
@@ -202,37 +211,6 @@ def _row(name: str, p: torch.Tensor, kind: str | None) -> dict:
     }
 
 
-def _builtin_meaning(opt: torch.optim.Optimizer, group: dict) -> str | None:
-    """What the optimizer's own ``weight_decay`` means for this group: ``coupled``,
-    ``decoupled``, ``None`` (no weight decay) or ``unknown`` (a class wdlab does not know)."""
-    try:
-        spec = optimizer_spec(class_name(opt))
-    except ValueError:
-        return "unknown" if "weight_decay" in group else None
-    return spec.builtin_meaning(group)
-
-
-def _group_decay(opt: torch.optim.Optimizer, group: dict) -> list[dict]:
-    """How this group decays: the optimizer's own weight_decay, an attached wdlab Decay."""
-    out = []
-    name = class_name(opt)
-    own = float(group.get("weight_decay", 0.0) or 0.0)
-    meaning = _builtin_meaning(opt, group)
-    if own > 0 and meaning is not None:
-        text = FORMULAS.get(
-            meaning, "wdlab does not know whether it is coupled or decoupled; see its docs"
-        )
-        out.append({"by": f"{name}(weight_decay)", "mode": meaning, "wd": own, "formula": text})
-    decay = getattr(opt, "_wdlab_decay", None)
-    if decay is not None and group.get("decay", True) and decay.mode not in ("none", "builtin"):
-        wd = decay.wd_at(group.get("wdlab", {}).get("step", 0), group)
-        if wd > 0 or decay.schedule is not None:
-            out.append(
-                {"by": "wdlab Decay", "mode": decay.mode, "wd": wd, "formula": decay.formula}
-            )
-    return out
-
-
 def _finding(code: str, message: str, params: Sequence[str] = (), group: int | None = None):
     return Finding(code, CHECKS[code], message, tuple(params), group)
 
@@ -283,52 +261,6 @@ def _tensor_findings(rows: list[dict]) -> list[Finding]:
                 "the optimizer never updates or decays them (add them, or set "
                 "requires_grad=False if they are frozen on purpose)",
                 missing,
-            )
-        )
-    return out
-
-
-def _group_findings(
-    opt: torch.optim.Optimizer, label: str, gi: int, group: dict, entries: list[dict]
-) -> list[Finding]:
-    """Adam's L2 where AdamW was meant, lr·wd ≥ 1, and decay from two sources at once."""
-    out = []
-    name = class_name(opt)
-    own = float(group.get("weight_decay", 0.0) or 0.0)
-    if not group["params"]:
-        return out
-    if name in ADAM_FAMILY and own > 0 and _builtin_meaning(opt, group) == "coupled":
-        out.append(
-            _finding(
-                "adam-l2",
-                f"param group {gi}: {label}(weight_decay={own:g}) adds wd·w to the gradient, "
-                f"which {name} then divides by √v, so weights with large gradients barely decay"
-                f"; AdamW was likely meant: torch.optim.AdamW(..., weight_decay={own:g}) or "
-                f"{name}(..., decoupled_weight_decay=True)",
-                group=gi,
-            )
-        )
-    for e in entries:
-        lr = float(group.get("lr", 0.0))
-        rate = e["wd"] if e["mode"] == "independent" else lr * e["wd"]
-        if rate >= 1:
-            what = "wd" if e["mode"] == "independent" else "lr·wd"
-            out.append(
-                _finding(
-                    "lr-wd",
-                    f"param group {gi}: {what} = {rate:g} ≥ 1 ({e['by']}, {e['mode']}): for SGD "
-                    f"and decoupled decay a step multiplies the weights by {1 - rate:g} ≤ 0, "
-                    "which flips or zeroes them; use a smaller lr or weight decay",
-                    group=gi,
-                )
-            )
-    if len(entries) > 1:
-        out.append(
-            _finding(
-                "double-decay",
-                f"param group {gi} decays twice: {' and '.join(e['by'] for e in entries)}; set "
-                "weight_decay=0 in that group (wdlab.param_groups(model, decay) does)",
-                group=gi,
             )
         )
     return out

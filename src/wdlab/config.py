@@ -40,21 +40,29 @@ import torch
 
 from wdlab.data import SOURCES, Dataset, is_table_path, load, read_table
 from wdlab.data.arrays import subsample_train
-from wdlab.decay import DEFAULT_RULE, EVERYTHING, MODES, PRESETS, DecayRule
+from wdlab.decay import (
+    DEFAULT_RULE,
+    EVERYTHING,
+    MODES,
+    PRESETS,
+    REFERENCE_MODE,
+    DecayRule,
+    get_mode,
+)
 from wdlab.decay.schedules import parse as parse_wd_schedule
-from wdlab.devices import DEVICE_FORMS, check_device_name
+from wdlab.devices import check_device_name
 from wdlab.diagnostics import DIAGNOSTICS
 from wdlab.models import ACTIVATIONS, MODEL_KINDS, ModelSpec
 from wdlab.optimizers import OPTIMIZERS, optimizer_spec
 from wdlab.records import RunConfig
 from wdlab.tasks import TASKS
+from wdlab.trainer.plan import PRECISIONS
 from wdlab.trainer.schedules import SCHEDULES, parse_schedule
 from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT
 
 #: The rules ``decay.rule`` (``--rule``) names: wdlab's default, everything, and the presets of
 #: other libraries (:data:`wdlab.decay.PRESETS`: timm, nanoGPT, the Hugging Face Trainer).
 RULES: dict[str, DecayRule] = {"default": DEFAULT_RULE, "everything": EVERYTHING, **PRESETS}
-PRECISIONS = ("fp32", "bf16")
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)  # weights, lr and wd are float32 in training
 MAX_RANGE = 1_000_000  # values in one log range or seed count (a hard limit)
 MAX_CONFIGS = 10_000  # configurations in a grid, unless the caller raises it (--max-configs)
@@ -129,7 +137,7 @@ def _float32(values: list[float], key: str, what: str) -> list[float]:
 
 @dataclass(frozen=True)
 class Key:
-    """One config key's checker, what it allows (for messages and help), and its CLI flag.
+    """One config key's checker and its CLI flag (what it allows: its help and choices).
 
     ``cli`` is how the flag's text is read before checking: ``str`` (the checker parses it),
     ``int``, ``flag`` (a switch that sets True) or ``append`` (repeatable; the checker gets the
@@ -137,7 +145,6 @@ class Key:
     """
 
     check: Callable[[Any, str], Any]
-    allowed: str
     flag: str | None = None
     help: str = ""
     cli: str = "str"
@@ -147,14 +154,13 @@ class Key:
 def key(
     default: Any,
     check: Callable[[Any, str], Any],
-    allowed: str,
     flag: str | None = None,
     help: str = "",
     cli: str = "str",
     choices: tuple[str, ...] | None = None,
 ) -> Any:
     """A config field: its default and its :class:`Key`."""
-    meta = {"key": Key(check, allowed, flag, help, cli, choices)}
+    meta = {"key": Key(check, flag, help, cli, choices)}
     return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
 
 
@@ -453,32 +459,26 @@ class DataConfig(_Section):
     source: str = key(
         "seed-noise",
         _str_or_none,
-        "a source name or a .csv/.parquet path",
         "--data",
         f"{', '.join(SOURCES)}, or a .csv/.parquet path",
     )
     seed: int = key(
         0,
         integer(0, MAX_SEED),
-        f"integer in 0..{MAX_SEED}",
         "--data-seed",
         "seed of the data draw and split",
         "int",
     )
-    target: str | None = key(
-        None, _str_or_none, "the target column (files)", "--target", "target column of a data file"
-    )
+    target: str | None = key(None, _str_or_none, "--target", "target column of a data file")
     features: list[str] | None = key(
         None,
         _str_list,
-        "list of feature columns (files)",
         "--features",
         "feature columns of a data file, comma-separated",
     )
     impute: str | None = key(
         None,
         one_of(("mean", "median")),
-        "mean or median",
         "--impute",
         "fill missing feature values (mean or median of the training split)",
         choices=("mean", "median"),
@@ -486,20 +486,18 @@ class DataConfig(_Section):
     categorical: list[str] | None = key(
         None,
         _str_list,
-        "list of columns to one-hot encode (files)",
         "--categorical",
         "columns of a data file to one-hot encode as categories, comma-separated",
     )
     task: str | None = key(
-        None, one_of(TASKS), "task", "--task", "override the inferred task", choices=tuple(TASKS)
+        None, one_of(TASKS), "--task", "override the inferred task", choices=tuple(TASKS)
     )
-    val_size: float = key(0.2, _fraction, "fraction in (0, 0.9)")
-    test_size: float = key(0.2, _fraction, "fraction in (0, 0.9)")
-    options: dict = key({}, _table, "source options, e.g. {n = 200, d = 50}")
+    val_size: float = key(0.2, _fraction)
+    test_size: float = key(0.2, _fraction)
+    options: dict = key({}, _table)
     train_size: int = key(
         0,
         integer(0),
-        "integer >= 0 (0: all training rows)",
         "--train-size",
         "train on a seeded subsample of N training rows (validation and test unchanged)",
         "int",
@@ -545,33 +543,24 @@ class ModelConfig(_Section):
     kind: str = key(
         "mlp",
         _model_kind,
-        "model kind",
         "--model",
         f"{', '.join(k for k in MODEL_KINDS if k != 'custom')} or module:factory",
     )
-    hidden: list[int] = key([64], _hidden, "hidden sizes", "--hidden", "hidden sizes, e.g. 64,32")
+    hidden: list[int] = key([64], _hidden, "--hidden", "hidden sizes, e.g. 64,32")
     activation: str = key(
         "relu",
         one_of(ACTIVATIONS),
-        "activation",
         "--activation",
         "activation",
         choices=tuple(ACTIVATIONS),
     )
-    layernorm: bool = key(
-        False, _bool, "true or false", "--layernorm", "LayerNorm after hidden layers", "flag"
-    )
-    factory: str | None = key(None, _str_or_none, "module:function")
-    batchnorm: bool = key(
-        False, _bool, "true or false", "--batchnorm", "BatchNorm after convolutions (cnn)", "flag"
-    )
-    dropout: float = key(
-        0.0, _dropout, "probability in [0, 1)", "--dropout", "dropout before the head (cnn)"
-    )
+    layernorm: bool = key(False, _bool, "--layernorm", "LayerNorm after hidden layers", "flag")
+    factory: str | None = key(None, _str_or_none)
+    batchnorm: bool = key(False, _bool, "--batchnorm", "BatchNorm after convolutions (cnn)", "flag")
+    dropout: float = key(0.0, _dropout, "--dropout", "dropout before the head (cnn)")
     factory_timeout: float = key(
         DEFAULT_FACTORY_TIMEOUT,
         _seconds,
-        "seconds > 0 (inf: no limit)",
         "--factory-timeout",
         f"stop a model factory that has not returned after S seconds ({DEFAULT_FACTORY_TIMEOUT:g})",
     )
@@ -598,40 +587,29 @@ class ModelConfig(_Section):
 class TrainConfig(_Section):
     """[train]: optimizer, learning rates, schedule, epochs, batches, seeds, device."""
 
-    optimizer: str = key("sgd", _optimizer, "optimizer name", "--optimizer", ", ".join(OPTIMIZERS))
-    lr: list[float] = key(
-        [0.1], _lrs, "learning rate(s) > 0", "--lr", "learning rate(s): 0.1 or 1e-3,3e-3"
-    )
-    options: dict = key({}, _table, "optimizer options, e.g. {momentum = 0.9}")
+    optimizer: str = key("sgd", _optimizer, "--optimizer", ", ".join(OPTIMIZERS))
+    lr: list[float] = key([0.1], _lrs, "--lr", "learning rate(s): 0.1 or 1e-3,3e-3")
+    options: dict = key({}, _table)
     schedule: str = key(
         "constant",
         _schedule,
-        "constant, cosine or step:SIZE:GAMMA",
         "--schedule",
         ", ".join(s.syntax for s in SCHEDULES.values()),
     )
-    epochs: int = key(100, integer(1), "integer >= 1", "--epochs", "epochs", "int")
+    epochs: int = key(100, integer(1), "--epochs", "epochs", "int")
     batch_size: int = key(
         0,
         integer(0),
-        "integer >= 0 (0: full batch)",
         "--batch-size",
         "0: full batch (default)",
         "int",
     )
-    eval_every: int = key(
-        10, integer(1), "integer >= 1", "--eval-every", "evaluate every N epochs", "int"
-    )
-    seeds: list[int] = key(
-        [0], _seeds, "seeds", "--seeds", "seeds: a count like 3, or a list like 0,1,2"
-    )
-    device: str | None = key(
-        None, _device, DEVICE_FORMS, "--device", "cpu or cuda (default: cuda if present)"
-    )
+    eval_every: int = key(10, integer(1), "--eval-every", "evaluate every N epochs", "int")
+    seeds: list[int] = key([0], _seeds, "--seeds", "seeds: a count like 3, or a list like 0,1,2")
+    device: str | None = key(None, _device, "--device", "cpu or cuda (default: cuda if present)")
     precision: str = key(
         "fp32",
         one_of(PRECISIONS),
-        "fp32 or bf16 (autocast)",
         "--precision",
         "bf16: autocast forward passes",
         choices=PRECISIONS,
@@ -639,14 +617,12 @@ class TrainConfig(_Section):
     select: str = key(
         "auto",
         _select,
-        "auto, loss or a metric (acc, rmse, r2)",
         "--select",
         "choose wd on: auto (the task's metric), loss, or a metric such as acc or rmse",
     )
     early_stopping: bool = key(
         False,
         _bool,
-        "true or false",
         "--early-stopping",
         "choose on each run's best-validation epoch instead of its last",
         "flag",
@@ -654,7 +630,6 @@ class TrainConfig(_Section):
     diagnostics: list[str] = key(
         [],
         _diagnostics,
-        'list of diagnostics, e.g. ["rotation"]',
         "--diagnostics",
         "opt-in recordings per layer, comma-separated (e.g. rotation)",
     )
@@ -677,38 +652,32 @@ class TrainConfig(_Section):
 class DecayConfig(_Section):
     """[decay]: the modes and weight decays of the grid, and which tensors decay."""
 
-    modes: list[str] = key(
-        ["coupled"], _modes, "decay modes", "--mode", "decay mode(s): coupled or l2,decoupled"
-    )
+    modes: list[str] = key(["coupled"], _modes, "--mode", "decay mode(s): coupled or l2,decoupled")
     weight_decay: list[float] = key(
         [0.0],
         _wds,
-        "weight decay(s) >= 0 or LO..HI:N",
         "--wd",
         "weight decay(s): 0,1e-4,1e-3 or LO..HI:N (log-spaced)",
     )
     rule: str = key(
         "default",
         one_of(RULES),
-        ", ".join(RULES),
         "--rule",
         "which tensors decay: wdlab's default (ndim >= 2), everything, or the rule of timm, "
         "nanoGPT or the Hugging Face Trainer",
         choices=tuple(RULES),
     )
-    exclude: list[str] = key([], _str_list, "fnmatch patterns")
-    include: list[str] = key([], _str_list, "fnmatch patterns")
+    exclude: list[str] = key([], _str_list)
+    include: list[str] = key([], _str_list)
     wd_schedule: str | None = key(
         None,
         _wd_schedule,
-        "cosine|linear:START:END:STEPS",
         "--wd-schedule",
         "weight decay by step, e.g. cosine:0.04:0.4:1000 (DINO's ramp)",
     )
     group_wd: dict = key(
         {},
         _group_wd,
-        "{pattern = wd}, e.g. { 'emb.*' = 1e-5 }",
         "--group-wd",
         "PATTERN=WD: a weight decay of its own for the decaying tensors PATTERN matches "
         "(repeatable)",
@@ -779,8 +748,8 @@ class Experiment:
         """How many configurations :meth:`grid` makes, counted without making them."""
         t, dec = self.train, self.decay
         wds = set(dec.weight_decay)
-        per = sum(1 if m == "none" else len(wds) for m in set(dec.modes))
-        if not (0.0 in wds or "none" in dec.modes):
+        per = sum(len(wds) if get_mode(m).decays else 1 for m in set(dec.modes))
+        if not (0.0 in wds or any(not get_mode(m).decays for m in dec.modes)):
             per += 1
         return per * len(set(t.lr)) * len(set(t.seeds))
 
@@ -801,11 +770,11 @@ class Experiment:
                 label = f"{mode} wd={wd:g}"
                 out.append(RunConfig(mode, wd, lr, t.optimizer, options, seed, label))
 
-        if not (0.0 in dec.weight_decay or "none" in dec.modes):
+        if not (0.0 in dec.weight_decay or any(not get_mode(m).decays for m in dec.modes)):
             for lr, seed in itertools.product(t.lr, t.seeds):
-                add("none", 0.0, lr, seed)
+                add(REFERENCE_MODE, 0.0, lr, seed)
         for mode, wd, lr, seed in itertools.product(dec.modes, dec.weight_decay, t.lr, t.seeds):
-            add(mode, 0.0 if mode == "none" else wd, lr, seed)
+            add(mode, wd if get_mode(mode).decays else 0.0, lr, seed)
         return out
 
 

@@ -21,17 +21,11 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from wdlab.decay.modes import decay_rate
+from wdlab.decay.modes import decay_rate, get_mode
 from wdlab.optimizers import OptimizerSpec, optimizer_spec
 from wdlab.records import RunConfig
 
 PREFIX = "diag.rotation."  # series: diag.rotation.<weight>.<norm|angle|norm_eq|angle_eq>
-ADAM_LIKE = ("Adam", "AdamW")
-#: Modes with no rotational-equilibrium formula, and why.
-NO_EQUILIBRIUM = {
-    "cautious": "its mask decays only some coordinates (not covered by Kosson et al.)",
-    "to_init": "it decays toward w₀, not toward 0",
-}
 
 
 class Diagnostic(Protocol):
@@ -64,21 +58,42 @@ def equilibrium(
     """
     nan = math.nan
     opts = dict(config.options)
-    if config.mode in NO_EQUILIBRIUM:
-        return nan, nan, NO_EQUILIBRIUM[config.mode]
+    why_not = get_mode(config.mode).no_equilibrium
+    if why_not:
+        return nan, nan, why_not
     rate, why = decay_rate(config.mode, config.lr, config.weight_decay, config.optimizer, opts)
     if not rate > 0:
         return nan, nan, why if math.isnan(rate) else "no decay: no equilibrium"
-    lr, cls = config.lr, optimizer_spec(config.optimizer).cls_name
-    if cls in ADAM_LIKE:
-        beta1 = float(opts.get("betas", (0.9, 0.999))[0])
-        angle = math.sqrt(2 * rate * (1 - beta1) / (1 + beta1))
-        return lr * math.sqrt(neuron_size / (2 * rate)), angle, f"{cls}, Kosson et al."
-    if cls == "SGD" and not opts.get("nesterov") and not opts.get("dampening"):
-        a = float(opts.get("momentum", 0.0))
-        norm = (lr * lr * grad_sq / (2 * rate * (1 - a) ** 2)) ** 0.25
-        return norm, math.sqrt(2 * rate * (1 - a) / (1 + a)), "SGD, Kosson et al."
-    return nan, nan, f"no equilibrium formula for {cls} with these options"
+    spec = optimizer_spec(config.optimizer)
+    formula = EQUILIBRIA.get(spec.equilibrium or "")
+    if formula is None:
+        return nan, nan, f"no equilibrium formula for {spec.cls_name} with these options"
+    return formula(spec.cls_name, config.lr, rate, opts, neuron_size, grad_sq)
+
+
+def _adaptive(
+    cls: str, lr: float, rate: float, opts: dict, neuron_size: int, grad_sq: float
+) -> tuple[float, float, str]:
+    """Adam/AdamW (β₁): ‖ω‖ = η·√(C/(2r)), angle = √(2r·(1−β₁)/(1+β₁))."""
+    beta1 = float(opts.get("betas", (0.9, 0.999))[0])
+    angle = math.sqrt(2 * rate * (1 - beta1) / (1 + beta1))
+    return lr * math.sqrt(neuron_size / (2 * rate)), angle, f"{cls}, Kosson et al."
+
+
+def _momentum(
+    cls: str, lr: float, rate: float, opts: dict, neuron_size: int, grad_sq: float
+) -> tuple[float, float, str]:
+    """SGD, momentum α: ‖ω‖⁴ = η²·ĝ²/(2r·(1−α)²), angle = √(2r·(1−α)/(1+α)); not for nesterov
+    or dampening."""
+    if opts.get("nesterov") or opts.get("dampening"):
+        return math.nan, math.nan, f"no equilibrium formula for {cls} with these options"
+    a = float(opts.get("momentum", 0.0))
+    norm = (lr * lr * grad_sq / (2 * rate * (1 - a) ** 2)) ** 0.25
+    return norm, math.sqrt(2 * rate * (1 - a) / (1 + a)), f"{cls}, Kosson et al."
+
+
+#: The rotational-equilibrium formulas, by :attr:`wdlab.optimizers.OptimizerSpec.equilibrium`.
+EQUILIBRIA = {"adaptive": _adaptive, "momentum": _momentum}
 
 
 def _neurons(t: Tensor) -> Tensor:
@@ -126,7 +141,7 @@ class Rotation:
     ) -> None:
         self.weights = list(weights)
         self.configs = list(configs)
-        self.needs_grad = optimizer.cls_name == "SGD"
+        self.needs_grad = optimizer.equilibrium == "momentum"  # ĝ² enters its formula
         self.prev: dict[str, Tensor] = {}
         self.last: Mapping[str, Tensor] = {}
         self.steps = 0

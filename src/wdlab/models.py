@@ -1,34 +1,39 @@
-"""Model specs: how to build one configuration's ``nn.Module`` and how to run K of them at once.
+"""Model specs: how to build one configuration's ``nn.Module``, and which engine runs K of them.
 
-A spec builds an ordinary ``nn.Module`` (so initial weights are exactly PyTorch's) and knows a
-batched forward over *stacked* parameters: every parameter gets a leading dimension K, one row
-per configuration. Built-in specs (the article's MLP, a configurable MLP, linear) have a
-hand-written batched forward whose first layer is one GEMM for all K configurations; any other
-module (the CNN, a user's factory) runs through ``torch.func`` (:mod:`wdlab.func`).
+A spec builds an ordinary ``nn.Module`` (so initial weights are exactly PyTorch's). Its kind
+(:data:`MODEL_KINDS`) names the engine that trains K configurations at once over *stacked*
+parameters (every parameter with a leading dimension K, one row per configuration,
+:mod:`wdlab.engines`): the built-in MLPs have a hand-written batched forward and backward whose
+first layer is one GEMM for all K, the CNN a grouped one, and any other module (a user's
+factory) runs through ``torch.func``.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wdlab.cnn import CNN, GroupedCNN
-from wdlab.func import FuncForward
+from wdlab.cnn import CNN
+from wdlab.engines import (
+    ACTIVATIONS,
+    Act,
+    Engine,
+    FuncEngine,
+    GroupedCNNEngine,
+    Head,
+    Layout,
+    Linear,
+    MLPEngine,
+    Norm,
+    Setup,
+)
 from wdlab.loading import load_callable
 from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT, call_factory, factory_arguments
 from wdlab.usercode import check_module as check_module  # the trainer's check of a built module
-
-ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
-    "sigmoid": torch.sigmoid,
-    "tanh": torch.tanh,
-    "relu": torch.relu,
-    "gelu": F.gelu,
-}
 
 
 class SeedMLP(nn.Module):
@@ -81,35 +86,39 @@ class MLP(nn.Module):
 
 @dataclass(frozen=True)
 class ModelKind:
-    """One built-in kind of model: how to build and describe it, and, for the hand-batched
-    kinds, the names of its first Linear layer and the stages after it (see
-    :class:`BatchedForward`); ``batched`` builds a hand-batched forward of another shape
-    (:class:`wdlab.cnn.GroupedCNN`). Other kinds run through ``torch.func`` under vmap."""
+    """One built-in kind of model: how to build and describe it, and the engine that trains K
+    of them at once (:mod:`wdlab.engines`); for the hand-batched MLPs, their ``layout`` (the
+    first Linear layer and the stages after it)."""
 
     name: str
     help: str
     build: Callable[[ModelSpec, int | None], nn.Module]  # (spec, seed): built-ins ignore the seed
     describe: Callable[[ModelSpec], str]
-    first: Callable[[ModelSpec], tuple[str, str]] | None = None
-    stages: Callable[[ModelSpec], list[tuple[str, str]]] = lambda spec: []
-    batched: Callable[[nn.Module], object] | None = None
+    engine: type[Engine] = FuncEngine
+    layout: Callable[[ModelSpec], Layout] | None = None
 
     @property
     def hand_backward(self) -> bool:
-        """Whether this kind trains with a hand-written backward (no autograd graph): the
-        hand-batched MLPs, and a ``batched`` forward that has its own (the grouped CNN)."""
-        return self.first is not None or bool(getattr(self.batched, "manual_backward", False))
+        """Whether this kind trains with a hand-written backward (no autograd graph)."""
+        return self.engine.hand_backward
+
+    def make_engine(self, spec: ModelSpec, setup: Setup) -> Engine:
+        """This kind's engine over ``setup``'s stacked weights."""
+        if self.layout is not None:
+            setup = replace(setup, layout=self.layout(spec))
+        return self.engine.build(setup)
 
 
-def _mlp_stages(spec: ModelSpec) -> list[tuple[str, str]]:
-    stages: list[tuple[str, str]] = []
+def _mlp_layout(spec: ModelSpec) -> Layout:
+    first = ("layers.0.weight", "layers.0.bias") if spec.hidden else ("head.weight", "head.bias")
+    stages: list = []
     for i in range(len(spec.hidden)):
         if i > 0:
-            stages.append(("linear", f"layers.{i}"))
+            stages.append(Linear(f"layers.{i}"))
         if spec.layernorm:
-            stages.append(("norm", f"norms.{i}"))
-        stages.append(("act", spec.activation))
-    return [*stages, ("head", "head")] if spec.hidden else []
+            stages.append(Norm(f"norms.{i}"))
+        stages.append(Act(spec.activation))
+    return Layout(first, (*stages, Head("head")) if spec.hidden else ())
 
 
 def _mlp_sizes(spec: ModelSpec) -> str:
@@ -137,8 +146,10 @@ _KINDS = [
         "the article's MLP: Linear(d, d/2), sigmoid, Linear(d/2, 1)",
         lambda spec, seed: SeedMLP(spec.in_dim),
         lambda spec: f"seed-mlp {spec.in_dim}-{spec.in_dim // 2}-1 sigmoid",
-        first=lambda spec: ("hidden_layer.weight", "hidden_layer.bias"),
-        stages=lambda spec: [("act", "sigmoid"), ("head", "last_layer")],
+        MLPEngine,
+        lambda spec: Layout(
+            ("hidden_layer.weight", "hidden_layer.bias"), (Act("sigmoid"), Head("last_layer"))
+        ),
     ),
     ModelKind(
         "mlp",
@@ -149,17 +160,16 @@ _KINDS = [
         lambda spec: (
             f"mlp {_mlp_sizes(spec)} {spec.activation}" + (" +layernorm" if spec.layernorm else "")
         ),
-        first=lambda spec: (
-            ("layers.0.weight", "layers.0.bias") if spec.hidden else ("head.weight", "head.bias")
-        ),
-        stages=_mlp_stages,
+        MLPEngine,
+        _mlp_layout,
     ),
     ModelKind(
         "linear",
         "linear / logistic regression",
         lambda spec, seed: nn.Linear(spec.in_dim, spec.out_dim),
         lambda spec: f"linear {spec.in_dim}-{spec.out_dim}",
-        first=lambda spec: ("weight", "bias"),
+        MLPEngine,
+        lambda spec: Layout(("weight", "bias")),
     ),
     ModelKind(
         "cnn",
@@ -177,7 +187,7 @@ _KINDS = [
             + (" +batchnorm" if spec.batchnorm else "")
             + (f" +dropout {spec.dropout:g}" if spec.dropout else "")
         ),
-        batched=GroupedCNN,
+        GroupedCNNEngine,
     ),
     ModelKind(
         "custom",
@@ -272,192 +282,3 @@ def resolve_factory(factory: Callable[..., nn.Module] | str | None) -> Callable[
     if callable(factory):
         return factory
     return load_callable(factory, "model factory ")
-
-
-# ---------------------------------------------------------------------------------------------
-# Batched forward over stacked parameters (leading dim K).
-
-
-def _linear(x: Tensor, w: Tensor, b: Tensor | None, shared: bool) -> Tensor:
-    """K linear layers: x is (K, n, in), or (n, in) shared by all K when ``shared``.
-
-    One batched GEMM with a contiguous (K, n, out) result: element-wise work after it (the
-    activation and its backward) runs on contiguous memory, several times faster than on the
-    transposed view a single wide (n, K·out) GEMM would give.
-
-    Batched rows agree with a configuration trained alone to float rounding, not bitwise:
-    CPU kernels compute the last few elements of a tensor (and of each thread's chunk) on a
-    scalar path whose rounding differs from the vector path, so a row's exact bits depend on
-    where it sits. Where bitwise identity is the point (the demo), train configurations apart.
-    """
-    k = w.shape[0]
-    if shared:
-        x = x.expand(k, *x.shape)
-    wt = w.transpose(1, 2)
-    if b is not None:
-        return torch.baddbmm(b.unsqueeze(1), x, wt)
-    return torch.bmm(x, wt)
-
-
-def _head(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
-    """The last layer of K configurations, computed as (K, out, n) and returned as a
-    (K, n, out) view: per-configuration softmax/cross-entropy then reduces over a dimension
-    that is not the innermost, which CPU kernels run ~8x faster for few classes, and the
-    gradient flowing back into x comes out contiguous."""
-    return torch.baddbmm(b.unsqueeze(2), w, x.transpose(1, 2)).transpose(1, 2)
-
-
-_aten = torch.ops.aten
-_ACT_BACKWARD: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
-    # (grad of the output, the output, the input) -> grad of the input, written over the grad
-    # of the output (always a fresh tensor here): no new allocation
-    "relu": lambda g, out, z: _aten.threshold_backward.grad_input(g, out, 0, grad_input=g),
-    "sigmoid": lambda g, out, z: _aten.sigmoid_backward.grad_input(g, out, grad_input=g),
-    "tanh": lambda g, out, z: _aten.tanh_backward.grad_input(g, out, grad_input=g),
-    "gelu": lambda g, out, z: _aten.gelu_backward.grad_input(g, z, grad_input=g),
-}
-_ACT_INPLACE: dict[str, Callable[[Tensor], Tensor]] = {
-    "relu": torch.relu_,
-    "sigmoid": torch.sigmoid_,
-    "tanh": torch.tanh_,
-}
-
-
-class Tape:
-    """What a hand-written backward needs from its forward: one entry per stage."""
-
-    def __init__(self) -> None:
-        self.entries: list[tuple] = []
-        self.x: Tensor | None = None  # the first layer's input
-
-
-class BatchedForward:
-    """Forward of K stacked copies of one architecture: ``(params, x) -> (K, n, out)``.
-
-    Built-in specs split into :attr:`first` (the names of the first Linear layer, which sees
-    the shared input) and :meth:`rest` (everything after its pre-activation), so the engine can
-    compute that pre-activation another way (the exact Gram-matrix fast path). They also have a
-    hand-written backward (:meth:`rest_backward`): the same kernels autograd would call, without
-    autograd's per-node overhead and with in-place activations, checked against autograd in the
-    tests. Custom models run through ``torch.func.functional_call`` under ``torch.vmap`` and
-    autograd.
-    """
-
-    def __init__(self, spec: ModelSpec, template: nn.Module) -> None:
-        self.spec = spec
-        self.template = template
-        kind = spec.model_kind
-        self.first: tuple[str, str] | None = kind.first(spec) if kind.first else None
-        self.func = None
-        if self.first is None:
-            self.func = kind.batched(template) if kind.batched else FuncForward(template)
-        self.stages = kind.stages(spec)
-
-    @property
-    def manual_backward(self) -> bool:
-        """Whether a hand-written backward exists (:attr:`ModelKind.hand_backward`):
-        :meth:`rest_backward` (built-in MLPs) or the hand-batched kind's own
-        (:meth:`wdlab.cnn.GroupedCNN.backward`)."""
-        return self.spec.model_kind.hand_backward
-
-    def __call__(
-        self,
-        params: dict[str, Tensor],
-        x: Tensor,
-        buffers: dict[str, Tensor] | None = None,
-        train: bool = True,
-        tape: Tape | None = None,
-    ) -> Tensor:
-        """Outputs for every configuration; ``x`` is (n, …) shared by all K. ``buffers`` and
-        ``train`` (the module's mode) matter for modules with BatchNorm or Dropout; a ``tape``
-        (no autograd) keeps what :meth:`backward` needs."""
-        if self.func is None:
-            w, b = self.first
-            return self.rest(params, _linear(x, params[w], params.get(b), True))
-        if tape is None:
-            return self.func(params, buffers or {}, x, train)
-        return self.func.forward(params, buffers or {}, x, train, tape.entries)
-
-    def backward(self, params: dict[str, Tensor], tape: Tape, dout: Tensor) -> dict[str, Tensor]:
-        """Every parameter's gradient from d(Σ loss)/d(outputs), by the hand-written backward
-        (:attr:`manual_backward`), from the ``tape`` of a forward."""
-        if self.func is not None:
-            return self.func.backward(params, tape.entries, dout)
-        grads, dz = self.rest_backward(params, tape, dout)
-        w, b = self.first
-        x = tape.x
-        grads[w] = torch.bmm(dz.transpose(1, 2), x.expand(len(dz), *x.shape))
-        if b in params:
-            grads[b] = dz.sum(1)
-        return grads
-
-    def rest(self, params: dict[str, Tensor], z: Tensor, tape: Tape | None = None) -> Tensor:
-        """From the first layer's pre-activation z (K, n, h) to the outputs (K, n, out).
-
-        With a ``tape`` (no autograd), activations run in place and what
-        :meth:`rest_backward` needs is kept on it.
-        """
-        h = z
-        for kind, name in self.stages:
-            if kind == "linear":
-                x = h
-                h = _linear(x, params[f"{name}.weight"], params[f"{name}.bias"], False)
-                if tape is not None:
-                    tape.entries.append((x,))
-            elif kind == "norm":
-                eps = self.template.get_submodule(name).eps
-                normed, mean, rstd = torch.native_layer_norm(h, h.shape[-1:], None, None, eps)
-                if tape is not None:
-                    tape.entries.append((h, normed, mean, rstd))
-                w, b = params[f"{name}.weight"], params[f"{name}.bias"]
-                h = torch.addcmul(b.unsqueeze(1), normed, w.unsqueeze(1))
-            elif kind == "act":
-                if tape is None:
-                    h = ACTIVATIONS[name](h)
-                else:
-                    pre = h if name == "gelu" else None
-                    h = _ACT_INPLACE[name](h) if name in _ACT_INPLACE else ACTIVATIONS[name](h)
-                    tape.entries.append((h, pre))
-            else:  # head
-                x = h
-                h = _head(x, params[f"{name}.weight"], params[f"{name}.bias"])
-                if tape is not None:
-                    tape.entries.append((x,))
-        return h
-
-    def rest_backward(
-        self, params: dict[str, Tensor], tape: Tape, dout: Tensor
-    ) -> tuple[dict[str, Tensor], Tensor]:
-        """Gradients of :meth:`rest`'s parameters and of z, from d(Σ loss)/d(outputs)."""
-        grads: dict[str, Tensor] = {}
-        g = dout
-        for (kind, name), saved in zip(reversed(self.stages), reversed(tape.entries), strict=True):
-            if kind == "head":
-                (x,) = saved
-                gt = g.transpose(1, 2)  # (K, out, n)
-                grads[f"{name}.weight"] = torch.bmm(gt, x)
-                grads[f"{name}.bias"] = gt.sum(2)
-                g = torch.bmm(g, params[f"{name}.weight"])
-            elif kind == "act":
-                out, pre = saved
-                g = _ACT_BACKWARD[name](g, out, pre)
-            elif kind == "norm":
-                z, normed, mean, rstd = saved
-                grads[f"{name}.weight"] = (g * normed).sum(1)
-                grads[f"{name}.bias"] = g.sum(1)
-                g = torch.ops.aten.native_layer_norm_backward(
-                    g * params[f"{name}.weight"].unsqueeze(1),
-                    z,
-                    z.shape[-1:],
-                    mean,
-                    rstd,
-                    None,
-                    None,
-                    [True, False, False],
-                )[0]
-            else:  # linear
-                (x,) = saved
-                grads[f"{name}.weight"] = torch.bmm(g.transpose(1, 2), x)
-                grads[f"{name}.bias"] = g.sum(1)
-                g = torch.bmm(g, params[f"{name}.weight"])
-        return grads, g

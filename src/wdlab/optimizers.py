@@ -22,7 +22,13 @@ class OptimizerSpec:
     it has none). ``fused``: the engine runs torch's one-kernel-per-group implementation (the
     same update, ~2× less per-step overhead on CPU). ``foreach``: one C++ call per update op
     for a group's tensors. ``linear``: the update is linear in the gradient and the weights
-    (plain, momentum and nesterov SGD), so the exact Gram fast path applies.
+    (plain, momentum and nesterov SGD), so the exact Gram fast path applies. ``adam_family``:
+    the update divides by √v̂ (Adam, AdamW, NAdam, RAdam, Adamax), so a coupled (L2) decay term
+    is rescaled per coordinate and barely decays weights with large gradients.
+    ``equilibrium``: which rotational-equilibrium formula of Kosson et al. applies
+    (:data:`wdlab.diagnostics.EQUILIBRIA`: ``adaptive`` for Adam/AdamW, ``momentum`` for SGD),
+    ``None`` for none. ``state_size``: optimizer-state values kept per parameter (memory
+    estimates).
     """
 
     name: str
@@ -31,6 +37,14 @@ class OptimizerSpec:
     fused: bool = False
     foreach: bool = True
     linear: bool = False
+    adam_family: bool = False
+    equilibrium: str | None = None
+    state_size: int = 2
+
+    @property
+    def has_weight_decay(self) -> bool:
+        """Whether the optimizer has a ``weight_decay`` of its own (mode ``builtin`` needs it)."""
+        return self.builtin is not None
 
     @property
     def cls(self) -> type[torch.optim.Optimizer]:
@@ -56,14 +70,21 @@ class OptimizerSpec:
 # differently from wdlab's coupled mode (the demo checks their bits), and for a handful of
 # tensors its plain loop is the fastest.
 _SPECS = [
-    OptimizerSpec("sgd", "SGD", foreach=False, linear=True),
-    OptimizerSpec("adam", "Adam", fused=True),
-    OptimizerSpec("adamw", "AdamW", builtin="decoupled", fused=True),
-    OptimizerSpec("rmsprop", "RMSprop"),
-    OptimizerSpec("adagrad", "Adagrad"),
-    OptimizerSpec("adamax", "Adamax"),
-    OptimizerSpec("nadam", "NAdam"),
-    OptimizerSpec("radam", "RAdam"),
+    OptimizerSpec("sgd", "SGD", foreach=False, linear=True, equilibrium="momentum", state_size=1),
+    OptimizerSpec("adam", "Adam", fused=True, adam_family=True, equilibrium="adaptive"),
+    OptimizerSpec(
+        "adamw",
+        "AdamW",
+        builtin="decoupled",
+        fused=True,
+        adam_family=True,
+        equilibrium="adaptive",
+    ),
+    OptimizerSpec("rmsprop", "RMSprop", state_size=3),
+    OptimizerSpec("adagrad", "Adagrad", state_size=1),
+    OptimizerSpec("adamax", "Adamax", adam_family=True),
+    OptimizerSpec("nadam", "NAdam", adam_family=True),
+    OptimizerSpec("radam", "RAdam", adam_family=True),
     OptimizerSpec("asgd", "ASGD"),
     OptimizerSpec("adadelta", "Adadelta"),
     OptimizerSpec("rprop", "Rprop", builtin=None),
@@ -74,9 +95,6 @@ _BY_CLASS = {s.cls_name: s for s in _SPECS}
 #: Optimizers whose update of one coordinate depends on others: stacked, they would mix
 #: configurations, so the engine refuses them (``Decay.attach`` still works with them).
 NOT_ELEMENTWISE = frozenset({"LBFGS", "SparseAdam", "Adafactor", "Muon"})
-
-#: What ``weight_decay=`` means in each optimizer class, in wdlab's mode names.
-BUILTIN_MEANING: dict[str, str] = {s.cls_name: s.builtin for s in _SPECS if s.builtin}
 
 
 def optimizer_spec(name: str) -> OptimizerSpec:

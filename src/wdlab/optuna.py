@@ -37,13 +37,13 @@ from typing import Any
 
 from wdlab.config import Experiment, check_optimizer_options
 from wdlab.data import Dataset
-from wdlab.decay import DEFAULT_RULE, MODES, DecayRule
+from wdlab.decay import DEFAULT_RULE, MODES, DecayRule, get_mode
 from wdlab.devices import DEFAULT_MAX_MEMORY_MB, exact_float32, resolve_device
 from wdlab.extras import require
 from wdlab.models import ModelSpec
 from wdlab.optimizers import OPTIMIZERS, optimizer_spec
+from wdlab.pipelines.memory import bytes_per_config, check_budget
 from wdlab.pipelines.own import Data, Model, resolve_data, resolve_model
-from wdlab.pipelines.study import bytes_per_config, check_budget
 from wdlab.records import RunConfig, RunResult
 from wdlab.selection import Criterion, criterion, run_scores
 from wdlab.tasks import get_task
@@ -601,7 +601,7 @@ class _Search:
                 values[target] = value
             else:
                 options[target] = value
-        wd = 0.0 if values["mode"] == "none" else float(values["weight_decay"])
+        wd = float(values["weight_decay"]) if get_mode(values["mode"]).decays else 0.0
         opts = tuple(sorted(options.items()))
         return RunConfig(
             values["mode"], wd, float(values["lr"]), str(values["optimizer"]), opts, seed, label
@@ -726,7 +726,7 @@ def latest(trainer: Trainer, name: str) -> list[float]:
     """The last evaluation's ``name`` (``val_acc``, ``val_loss``…) of each configuration of a
     training in flight, in its plan's order (the one place that reads a trainer's records
     before it returns)."""
-    values = trainer.stacked_evals()[name][-1].tolist()
+    values = trainer.recorder.stacked_evals()[name][-1].tolist()
     out = [math.nan] * len(values)
     for row, orig in enumerate(trainer.order):
         out[orig] = values[row]

@@ -22,8 +22,7 @@ from typing import Any
 
 from torch import Tensor
 
-from wdlab.decay.modes import check_mode, check_weight_decay
-from wdlab.optimizers import optimizer_spec
+from wdlab.decay.modes import check_mode, check_pairing, check_weight_decay, get_mode
 
 SCHEMA = "wdlab.results"
 SCHEMA_VERSION = 2
@@ -62,7 +61,7 @@ class RunConfig:
         check_weight_decay(self.weight_decay)
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        optimizer_spec(self.optimizer)
+        check_pairing(self.mode, self.optimizer)
         if any(k in ("lr", "weight_decay", "params") for k, _ in self.options):
             raise ValueError("lr and weight_decay are set by the config, not in options")
 
@@ -294,7 +293,7 @@ class Result:
                 else f"DIFFERENT (max |Δ| {c.max_abs_diff:.3g})"
             )
             return f"manual vs builtin: {same}"
-        rows = [s for s in self.selection if s.get("mode") != "none"]
+        rows = [s for s in self.selection if not is_reference(s)]
         if not rows:
             return "no weight decay chosen" + ("" if self.selection else " (no validation split)")
         answers = {use_text(s) for s in rows}
@@ -368,6 +367,11 @@ class Result:
             engine=doc.get("engine") or "",
             counts=dict(doc.get("counts") or {}),
         )
+
+
+def is_reference(row: Mapping[str, Any]) -> bool:
+    """Whether a selection row is the wd = 0 reference: its mode does not decay (``none``)."""
+    return not get_mode(row["mode"]).decays
 
 
 def use_wd(row: Mapping[str, Any]) -> float:

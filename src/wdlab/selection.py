@@ -46,6 +46,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from wdlab.decay.modes import get_mode
 from wdlab.records import RunResult
 from wdlab.stats import t_sf
 from wdlab.tasks import get_task
@@ -271,12 +272,18 @@ def _groups(runs: Sequence[RunResult]) -> dict[tuple[str, float], dict[float, li
     return by
 
 
+def decays(mode: str) -> bool:
+    """Whether ``mode`` decays (the wd = 0 reference ``none`` does not): the registry's fact."""
+    return get_mode(mode).decays
+
+
 def _reference(
-    groups: Mapping[tuple[str, float], Mapping[float, list[RunResult]]], mode: str, lr: float
+    groups: Mapping[tuple[str, float], Mapping[float, list[RunResult]]], mode: str | None, lr: float
 ) -> list[RunResult] | None:
-    """wd = 0's runs for (mode, lr): the mode's own, else the ``none`` reference, else any
-    mode's wd = 0 at that lr."""
-    order = [(mode, lr), ("none", lr), *[k for k in groups if k[1] == lr]]
+    """wd = 0's runs for (mode, lr): the mode's own, else the reference's (a mode that does
+    not decay: ``none``), else any mode's wd = 0 at that lr. ``mode`` None: the reference's."""
+    at_lr = [k for k in groups if k[1] == lr]
+    order = [*([(mode, lr)] if mode else []), *[k for k in at_lr if not decays(k[0])], *at_lr]
     for k in order:
         if 0.0 in groups.get(k, {}):
             return groups[k][0.0]
@@ -335,7 +342,7 @@ def _row(
     test = paired(scores, ref, c.higher) if ref is not None else Paired(0, *(math.nan,) * 3)
     measured = ref is not None and beats_zero(scores, ref, c.higher, m)
     verdict = _verdict(mode, ref is not None, test.n, measured)
-    measured = measured and mode != "none"
+    measured = measured and decays(mode)
     val, test_mean = _mean(scores), statistics.fmean(tests)
     test_zero = _mean(ref, 1) if ref is not None else math.nan
     tau = {k: _num(runs[0].final.get(k)) for k in ("tau_iter", "tau_epoch")}
@@ -375,7 +382,7 @@ def _row(
 def _verdict(mode: str, has_ref: bool, n: int, measured: bool) -> str:
     """The verdict in words, for a row whose chosen weight decay was compared with wd = 0 over
     ``n`` common seeds."""
-    if mode == "none":
+    if not decays(mode):
         return REFERENCE
     if not has_ref:
         return "no wd = 0 run to compare with"
@@ -403,7 +410,8 @@ def representative(runs: Sequence[RunResult]) -> list[RunResult]:
     return picked[:8]
 
 
-def zero_runs(runs: Sequence[RunResult], mode: str, lr: float) -> list[RunResult]:
+def zero_runs(runs: Sequence[RunResult], mode: str | None, lr: float) -> list[RunResult]:
     """The wd = 0 runs (every seed) that (mode, lr) is compared with: the mode's own, else the
-    ``none`` reference, else any mode's wd = 0 at that lr; empty if there is none."""
+    ``none`` reference, else any mode's wd = 0 at that lr; empty if there is none (``mode``
+    None: the reference's)."""
     return _reference(_groups(runs), mode, lr) or []

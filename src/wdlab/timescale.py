@@ -48,9 +48,15 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # transfer() is arithmetic: `wdlab transfer` runs without torch
     from wdlab.records import RunConfig
 
-#: The modes :func:`transfer` knows: the per-step rate is η·λ (decoupled and its kin:
-#: AdamW, cautious, corrected, coupled plain SGD) or λ (independent).
-TRANSFER_MODES = ("decoupled", "independent")
+
+def transfer_modes() -> dict[str, bool]:
+    """The modes :func:`transfer` knows (:attr:`wdlab.decay.Mode.transfer`), each with whether
+    its per-step rate carries the lr: η·λ (decoupled and its kin: AdamW, cautious, corrected,
+    coupled plain SGD) or λ (independent), whatever the optimizer. Read from the mode registry
+    (which loads torch: the command line passes what it needs from its facts instead)."""
+    from wdlab.decay.modes import MODES
+
+    return {name: m.timescale.lr_in_rate for name, m in MODES.items() if m.transfer}
 
 
 def steps_per_epoch(n: float, batch_size: float) -> float:
@@ -134,6 +140,7 @@ class Setting:
     batch_size: float
     epochs: float | None = None
     mode: str = "decoupled"
+    lr_in_rate: bool = True  # the mode's per-step rate is η·λ (else λ): :func:`transfer_modes`
 
     @property
     def iters_per_epoch(self) -> float:
@@ -143,13 +150,13 @@ class Setting:
     @property
     def log10_tau_iter(self) -> float:
         """log10 τ_iter, computed in logs (η·λ may underflow where τ_iter does not)."""
-        lr = math.log10(self.lr) if self.mode == "decoupled" else 0.0
+        lr = math.log10(self.lr) if self.lr_in_rate else 0.0
         return -(math.log10(self.weight_decay) + lr) if self.weight_decay > 0 else math.inf
 
     @property
     def tau_iter(self) -> float:
-        """1/(η·λ) iterations (``independent``: 1/λ)."""
-        rate = self.weight_decay * (self.lr if self.mode == "decoupled" else 1.0)
+        """1/(η·λ) iterations (a mode whose rate has no η, ``independent``: 1/λ)."""
+        rate = self.weight_decay * (self.lr if self.lr_in_rate else 1.0)
         return _in_range(1.0 / rate if rate > 0 else math.inf, self.log10_tau_iter)
 
     @property
@@ -218,11 +225,13 @@ def transfer(
     epochs: float | None = None,
     to_epochs: float | None = None,
     mode: str = "decoupled",
+    lr_in_rate: bool | None = None,
 ) -> Transfer:
     """Carry weight decay λ tuned at (η, N, B) to (η', N', B') keeping τ_epoch = 1/(η·λ·M).
 
     λ' = λ·(η·M)/(η'·M') with M = ⌈N/B⌉ (:func:`steps_per_epoch`; λ·(η·N·B')/(η'·N'·B) where
-    the batches divide the data); ``mode="independent"`` (τ_iter = 1/λ) drops the η factors.
+    the batches divide the data); ``mode="independent"`` (τ_iter = 1/λ) drops the η factors
+    (``lr_in_rate``: the mode's fact, read from the registry when not given).
     A ``to_*`` left out keeps its value. ``to_epochs`` (needs ``epochs``) keeps τ as the same
     *fraction of the run*: τ_epoch' = τ_epoch·E'/E, i.e. N·E, the examples seen, takes the
     place of N (as the tokens trained do in single-epoch LLM training), so λ' gains E/E'.
@@ -230,8 +239,11 @@ def transfer(
     answer is computed in logs where plain floats would overflow, and refused (one line) where
     it lies beyond float range.
     """
-    if mode not in TRANSFER_MODES:
-        raise ValueError(f"transfer mode must be one of {', '.join(TRANSFER_MODES)}, got {mode!r}")
+    if lr_in_rate is None:
+        modes = transfer_modes()
+        if mode not in modes:
+            raise ValueError(f"transfer mode must be one of {', '.join(modes)}, got {mode!r}")
+        lr_in_rate = modes[mode]
     if to_epochs is not None and epochs is None:
         raise ValueError("to_epochs (--to-epochs) needs epochs (--epochs), the epochs tuned for")
     src = Setting(
@@ -241,6 +253,7 @@ def transfer(
         _positive("batch size", batch_size),
         None if epochs is None else _positive("epochs", epochs),
         mode,
+        lr_in_rate,
     )
     lr2 = src.lr if to_lr is None else _positive("to-lr", to_lr)
     n2 = src.n if to_n is None else _positive("to-n", to_n)
@@ -251,7 +264,7 @@ def transfer(
             raise ValueError(f"{what}batch size {b:g} is larger than {what}n {size:g}")
     factors = [(src.weight_decay, 1.0), (steps_per_epoch(src.n, src.batch_size), 1.0)]
     factors.append((1.0, steps_per_epoch(n2, b2)))  # keeps η·λ·M (and λ·M·E, with epochs)
-    if mode == "decoupled":
+    if lr_in_rate:
         factors.append((src.lr, lr2))
     if src.epochs and e2:
         factors.append((src.epochs, e2))
@@ -259,7 +272,7 @@ def transfer(
     plain = 1.0
     for a, b in factors:
         plain = plain * a / b
-    target = Setting(_in_range(plain, log_wd2), lr2, n2, b2, e2, mode)
+    target = Setting(_in_range(plain, log_wd2), lr2, n2, b2, e2, mode, lr_in_rate)
     _check_range(src, "the tuned setting's", math.log10(src.weight_decay))
     _check_range(target, "the new setting's", log_wd2)
     return Transfer(src, target, *_formula(src, target))
@@ -285,7 +298,7 @@ def _check_range(s: Setting, whose: str, log_wd: float) -> None:
 
 def _formula(a: Setting, b: Setting) -> tuple[str, str]:
     """The rule used, and the same with the numbers put in."""
-    eta = a.mode == "decoupled"
+    eta = a.lr_in_rate
     ep = a.epochs is not None and b.epochs is not None and a.epochs != b.epochs
     top = ["η" if eta else "", "M", "E" if ep else ""]
     bottom = ["η'" if eta else "", "M'", "E'" if ep else ""]

@@ -120,11 +120,12 @@ def schedule_points(schedule: WDSchedule) -> dict[int, float]:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Print which parameters of a model decay, with what weight decay, and the formula."""
-    from wdlab.decay import Decay, check_mode, formula, param_groups, surprise_warnings
+    from wdlab.decay import Decay, formula, get_mode, param_groups, surprise_warnings
     from wdlab.optimizers import class_name, optimizer_spec
 
-    mode = check_mode(args.mode)
-    if mode in ("independent", "corrected") and args.lr is None:
+    m = get_mode(args.mode)
+    mode = m.name
+    if m.needs_base_lr and args.lr is None:
         raise UsageError(f"mode {mode!r} needs the base lr: pass --lr")
     spec = parse_model(args)
     decay = Decay(mode, args.wd, schedule=args.wd_schedule)
@@ -142,7 +143,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         emit_json(doc | table.to_dict())
         return 0
     print(f"model: {spec.describe()}")
-    print(table.to_text(normalized=mode == "corrected"))
+    print(table.to_text(normalized=m.normalized))
     print(f"mode {decay.describe()}, {opt_name}: {formula(mode, opt_name)}")
     if points:
         print("wd by step: " + ", ".join(f"{s}: {v:.4g}" for s, v in points.items()))

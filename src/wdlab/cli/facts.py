@@ -29,6 +29,7 @@ def collect() -> dict[str, Any]:
     from wdlab.devices import DEFAULT_MAX_MEMORY_MB
     from wdlab.executors import EXECUTORS
     from wdlab.models import ACTIVATIONS, MODEL_KINDS
+    from wdlab.timescale import transfer_modes
 
     keys = []
     for section in SECTIONS:
@@ -64,6 +65,7 @@ def collect() -> dict[str, Any]:
         "model_kinds": [k for k in MODEL_KINDS if k != "custom"],
         "activations": list(ACTIVATIONS),
         "executors": executors,
+        "transfer_modes": transfer_modes(),
     }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from wdlab.cli import facts
 from wdlab.cli.common import (
     Command,
     add_json,
@@ -40,6 +41,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         to_epochs=args.to_epochs,
         mode=args.mode,
+        lr_in_rate=facts.load()["transfer_modes"][args.mode],  # the registry's, without torch
     )
     if args.json:
         emit_json(t.to_dict())
@@ -74,7 +76,7 @@ def add_transfer_flags(p: argparse.ArgumentParser) -> None:
     t.add_argument("--to-epochs", type=positive_float, help="E' (τ kept as a fraction of the run)")
     p.add_argument(
         "--mode",
-        choices=("decoupled", "independent"),
+        choices=list(facts.load()["transfer_modes"]),
         default="decoupled",
         help="decoupled (AdamW: τ_iter = 1/(η·λ); default) or independent (τ_iter = 1/λ)",
     )

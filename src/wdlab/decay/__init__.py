@@ -1,5 +1,7 @@
-"""Weight decay as small pieces: modes (:mod:`.modes`), which parameters decay (:mod:`.rules`)
-and attaching a decay to any torch optimizer (:mod:`.attach`)."""
+"""Weight decay as small pieces: modes (:mod:`.modes`), the one driver that applies them at
+their points of a step (:mod:`.driver`, over :mod:`.group`'s decay groups), which parameters
+decay (:mod:`.rules`), attaching a decay to any torch optimizer (:mod:`.attach`) and the
+mistakes it warns about (:mod:`.findings`)."""
 
 from wdlab.decay.attach import (
     Attachment,
@@ -9,13 +11,13 @@ from wdlab.decay.attach import (
     surprise_warnings,
     warn_on_attach,
 )
+from wdlab.decay.driver import Driver
+from wdlab.decay.group import WD, DecayGroup, Keys
 from wdlab.decay.modes import (
     FORMULAS,
     MODES,
-    WD,
+    REFERENCE_MODE,
     Mode,
-    apply_after_backward,
-    apply_before_step,
     apply_param_point,
     check_mode,
     check_weight_decay,
@@ -46,15 +48,17 @@ __all__ = [
     "MODES",
     "NORM_TYPES",
     "PRESETS",
+    "REFERENCE_MODE",
     "WD",
     "Attachment",
     "Decay",
+    "DecayGroup",
     "DecayRule",
     "DecayTable",
+    "Driver",
+    "Keys",
     "Mode",
     "WDSchedule",
-    "apply_after_backward",
-    "apply_before_step",
     "apply_param_point",
     "attach_warnings",
     "check_mode",

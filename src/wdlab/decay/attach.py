@@ -32,28 +32,34 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from wdlab.decay.driver import after_update, at_gradient, at_update, loss_term
+from wdlab.decay.findings import builtin_note, config_warnings, group_findings
+from wdlab.decay.group import ATTACHED, DecayGroup, Keys, attached, decays, step_of
 from wdlab.decay.modes import (
     FORMULAS,
     Mode,
+    acting_mode,
+    check_pairing,
     check_weight_decay,
     get_mode,
     l2_penalty,
 )
 from wdlab.decay.schedules import WDSchedule, checked, parse
-from wdlab.optimizers import BUILTIN_MEANING, class_name
-
-STATE = "wdlab"  # the param-group key of the decay's state
-ANCHOR = "anchor"  # the param-group key of to_init's anchor tensors
+from wdlab.optimizers import OPTIMIZERS, class_name
 
 
 def formula(mode: str, optimizer: str | None = None) -> str:
     """The update of ``mode``; for ``builtin`` with a known optimizer, what it does with wd."""
-    get_mode(mode)
-    if mode == "builtin" and optimizer is not None:
-        meaning = BUILTIN_MEANING.get(class_name(optimizer))
-        if meaning is not None:
-            return f"{class_name(optimizer)}(weight_decay=wd) is {meaning}: {FORMULAS[meaning]}"
+    m = get_mode(mode)
+    if m.optimizer_wd and optimizer is not None and _known(optimizer):
+        meaning = acting_mode(mode, class_name(optimizer))
+        if meaning.decays:
+            return f"{class_name(optimizer)}(weight_decay=wd) is {meaning.name}: {meaning.formula}"
     return FORMULAS[mode]
+
+
+def _known(optimizer: torch.optim.Optimizer | type | str) -> bool:
+    return class_name(optimizer) in {s.cls_name for s in OPTIMIZERS.values()}
 
 
 @dataclass(frozen=True)
@@ -103,17 +109,13 @@ class Decay:
             text += f", schedule {getattr(self.schedule, '__name__', 'callable')}"
         return text
 
-    def optimizer_weight_decay(self) -> float:
-        """The ``weight_decay`` to hand the optimizer: ``wd`` for builtin, else 0."""
-        return self.weight_decay if self.mode == "builtin" else 0.0
-
     def wd_at(self, step: int, group: dict | None = None) -> float:
         """The weight decay of a group at optimizer step ``step``."""
-        base = (group or {}).get("wdlab_wd", self.weight_decay)
+        base = (group or {}).get(Keys.OWN_WD, self.weight_decay)
         if self.schedule is None:
             return base
         value = checked(self.schedule, step)
-        if group is not None and "wdlab_wd" in group:
+        if group is not None and Keys.OWN_WD in group:
             return value * base / self.weight_decay if self.weight_decay > 0 else base
         return value
 
@@ -122,13 +124,11 @@ class Decay:
 
         Negated for ``maximize=True`` groups: their objective rises, so its penalty falls.
         """
-        if not self._mode.penalty:
-            return torch.zeros(())
-        total = torch.zeros(())
-        for group in _decaying(optimizer):
-            term = l2_penalty(group["params"], self.wd_at(_step(group), group))
-            total = total + (-term if group.get("maximize") else term)
-        return total
+        entries = [
+            (self._mode, DecayGroup.of(g, wd=self.wd_at(step_of(g), g)))
+            for g in _decaying(optimizer)
+        ]
+        return loss_term(entries)
 
     def attach(self, optimizer: torch.optim.Optimizer) -> Attachment:
         """Apply this decay on every ``optimizer.step()`` of any torch optimizer.
@@ -138,14 +138,16 @@ class Decay:
         ``Decay`` on one optimizer is refused (it would decay twice); surprising set-ups warn.
         Returns a handle whose ``remove()`` detaches it.
         """
-        if getattr(optimizer, "_wdlab_decay", None) is not None:
+        if attached(optimizer) is not None:
             raise ValueError(
-                f"this optimizer already has a Decay attached ({optimizer._wdlab_decay.describe()})"
+                f"this optimizer already has a Decay attached ({attached(optimizer).describe()})"
                 "; a second would decay twice — remove the first (handle.remove()) or use one"
             )
+        if _known(optimizer):
+            check_pairing(self.mode, class_name(optimizer))
         self._check_schedule(optimizer)
-        warn_on_attach(self, optimizer)
         self._init_state(optimizer)
+        warn_on_attach(self, optimizer)
         return Attachment(self, optimizer)
 
     def _check_schedule(self, optimizer: torch.optim.Optimizer) -> None:
@@ -153,7 +155,7 @@ class Decay:
         if self.schedule is None:
             return
         checked(self.schedule, 0)
-        own = [i for i, g in enumerate(optimizer.param_groups) if "wdlab_wd" in g]
+        own = [i for i, g in enumerate(optimizer.param_groups) if Keys.OWN_WD in g]
         if own and self.weight_decay == 0:
             raise ValueError(
                 f"param group {own[0]} has its own weight decay, which a schedule scales by "
@@ -169,21 +171,24 @@ class Decay:
             raise ValueError(f"anchor has {len(anchors)} tensors but the optimizer has {n}")
         it = iter(anchors or [])
         for group in groups:
-            state = group.setdefault(STATE, {"mode": self.mode, "step": 0, "lr0_fixed": False})
+            fresh = {"mode": self.mode, "step": 0, "lr0_fixed": False}
+            state = group.setdefault(Keys.STATE, fresh)
             if self.base_lr is not None and not state["lr0_fixed"]:
                 state["lr0_fixed"] = True
-                group["lr0"] = self.base_lr
+                group[Keys.LR0] = self.base_lr
             if not state["lr0_fixed"]:
-                group["lr0"] = _peak_lr(group)
+                group[Keys.LR0] = _peak_lr(group)
             src = [next(it) for _ in group["params"]] if anchors else group["params"]
-            if self._mode.needs_anchor and ANCHOR not in group:
-                group[ANCHOR] = [a.detach().clone() for a in src]
+            if self._mode.needs_anchor and Keys.ANCHOR not in group:
+                group[Keys.ANCHOR] = [a.detach().clone() for a in src]
             if self._mode.optimizer_wd:
                 group["weight_decay"] = self.wd_at(state["step"], group)
 
 
 class Attachment:
-    """A :class:`Decay` attached to one optimizer: its step hooks (see the module docstring).
+    """A :class:`Decay` attached to one optimizer: the decay driver's points
+    (:mod:`wdlab.decay.driver`) on its step hooks, with closures, GradScaler and state_dict
+    handled (see the module docstring).
 
     ``remove()`` detaches it (the state stays in the param groups).
     """
@@ -193,17 +198,19 @@ class Attachment:
         self.mode = decay._mode
         self._warned_lr: set[int] = set()
         self._skipped = False
+        self._entries: list[tuple[Mode, DecayGroup]] = []
+        self._indices: list[int] = []
         self._seen = _param_ids(optimizer)
         self._pre = optimizer.register_step_pre_hook(self._pre_hook)
         self._post = optimizer.register_step_post_hook(self._post_hook)
-        optimizer._wdlab_decay = decay  # type: ignore[attr-defined]
+        setattr(optimizer, ATTACHED, decay)
 
     def remove(self) -> None:
         """Detach the decay from the optimizer."""
         self._pre.remove()
         self._post.remove()
-        if getattr(self.optimizer, "_wdlab_decay", None) is self.decay:
-            del self.optimizer._wdlab_decay
+        if attached(self.optimizer) is self.decay:
+            delattr(self.optimizer, ATTACHED)
 
     # -- the step ------------------------------------------------------------------------------
 
@@ -212,19 +219,44 @@ class Attachment:
         self._skipped = _found_inf(opt)
         if self._skipped:  # a fused optimizer under GradScaler skips this step: so do we
             return None
+        self._start_step(opt)
         # torch passes step's own arguments: (optimizer, closure?) and keywords
         closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
         if closure is None:
-            self._gradient_point(opt)
-            self._param_point(opt)
+            at_gradient(self._entries)
+            self._update_point()
             return None
-        wrapped = self._wrap(opt, closure)
+        wrapped = self._wrap(closure)
         if "closure" in kwargs:
             return args, {**kwargs, "closure": wrapped}
         return (args[0], wrapped, *args[2:]), kwargs
 
-    def _wrap(self, opt: torch.optim.Optimizer, closure: Callable[[], Any]) -> Callable[[], Any]:
-        """The closure, then gradient-point decay each time, parameter-point decay once.
+    def _start_step(self, opt: torch.optim.Optimizer) -> None:
+        """This step's decay groups: lr₀ fixed at the first step (schedulers exist by now), the
+        weight decay of the step (handed to the optimizer for ``builtin``)."""
+        scale = getattr(opt, "grad_scale", None)  # fused + GradScaler: still-scaled gradients
+        scale = None if scale is None else float(scale)
+        self._entries, self._indices = [], []
+        for i, group in enumerate(opt.param_groups):
+            if not decays(group):
+                continue
+            state = group[Keys.STATE]
+            if not state["lr0_fixed"]:
+                group[Keys.LR0] = _peak_lr(group)
+                group[Keys.STATE] = {**state, "lr0_fixed": True}
+            wd = self.decay.wd_at(state["step"], group)
+            if self.mode.optimizer_wd:
+                group["weight_decay"] = wd
+            self._entries.append((self.mode, DecayGroup.of(group, wd=wd, grad_scale=scale)))
+            self._indices.append(i)
+
+    def _update_point(self) -> None:
+        for i, (_, g) in zip(self._indices, self._entries, strict=True):
+            self._warn_lr_multiplier(i, g)
+        at_update(self._entries)
+
+    def _wrap(self, closure: Callable[[], Any]) -> Callable[[], Any]:
+        """The closure, then gradient-point decay each time, update-point decay once.
 
         A gradient-point mode also adds its loss term ((wd/2)·‖w‖², or ‖w − w₀‖² for
         ``to_init``) to the loss the closure returns, so that an optimizer that reads the loss
@@ -234,70 +266,43 @@ class Attachment:
 
         def wrapped() -> Any:
             loss = closure()
-            self._gradient_point(opt)
+            at_gradient(self._entries)
             if self.mode.hook == "grad" and isinstance(loss, (Tensor, float, int)):
-                loss = loss + self._objective_term(opt)
+                loss = loss + self._objective_term()
             if first[0]:
                 first[0] = False
-                self._param_point(opt)
+                self._update_point()
             return loss
 
         return wrapped
 
-    def _objective_term(self, opt: torch.optim.Optimizer) -> Tensor:
+    def _objective_term(self) -> Tensor:
         """The loss term whose gradient the gradient-point mode adds (negated under maximize)."""
         total = torch.zeros(())
         with torch.no_grad():
-            for group in _decaying(opt):
-                pairs = zip(group["params"], group.get(ANCHOR) or group["params"], strict=True)
+            for _, g in self._entries:
+                pairs = zip(g.params, g.anchor or g.params, strict=True)
                 diffs = [
                     p - a if self.mode.needs_anchor else p for p, a in pairs if p.grad is not None
                 ]
-                term = l2_penalty(diffs, self.decay.wd_at(_step(group), group))
-                total = total + (-term if group.get("maximize") else term)
+                term = l2_penalty(diffs, g.wd_now())
+                total = total + (-term if g.maximize else term)
         return total
-
-    def _gradient_point(self, opt: torch.optim.Optimizer) -> None:
-        if self.mode.hook != "grad":
-            return
-        scale = getattr(opt, "grad_scale", None)  # fused + GradScaler: still-scaled gradients
-        scale = None if scale is None else float(scale)
-        for group in _decaying(opt):
-            view = _view(group, ("grad_scale", scale))
-            self.mode.apply(view, self.decay.wd_at(_step(group), group))
-
-    def _param_point(self, opt: torch.optim.Optimizer) -> None:
-        for i, group in enumerate(opt.param_groups):
-            if not group.get("decay", True):
-                continue
-            state = group[STATE]
-            if not state["lr0_fixed"]:  # the first step: schedulers exist by now
-                group["lr0"] = _peak_lr(group)
-                group[STATE] = state = {**state, "lr0_fixed": True}
-            wd = self.decay.wd_at(state["step"], group)
-            if self.mode.optimizer_wd:
-                group["weight_decay"] = wd
-            if self.mode.hook in ("param", "around"):
-                self._warn_lr_multiplier(i, group)
-                self.mode.apply(group, wd)
 
     def _post_hook(self, opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
         if self._skipped:
             self._skipped = False
             return
-        for group in _decaying(opt):
-            state = group[STATE]
-            if self.mode.after_step is not None:
-                self.mode.finish(group, self.decay.wd_at(state["step"], group))
+        after_update(self._entries)
+        for _, g in self._entries:
             # a new dict, not a change in place: a state_dict() taken earlier keeps its step
-            group[STATE] = {**state, "step": state["step"] + 1}
+            g.group[Keys.STATE] = {**g.group[Keys.STATE], "step": g.step}
+        self._entries = []
 
     def _restore_state(self, opt: torch.optim.Optimizer) -> None:
         """Groups added since attach, or whose state a loaded state_dict without it removed,
         start afresh (with a warning for the latter: a to_init anchor is the weights now)."""
-        lost = [
-            i for i, g in enumerate(opt.param_groups) if g.get("decay", True) and STATE not in g
-        ]
+        lost = [i for i, g in enumerate(opt.param_groups) if decays(g) and Keys.STATE not in g]
         if not lost:
             return
         gone = [i for i in lost if any(id(p) in self._seen for p in opt.param_groups[i]["params"])]
@@ -313,23 +318,23 @@ class Attachment:
         self.decay._init_state(opt)
         self._seen = _param_ids(opt)
 
-    def _warn_lr_multiplier(self, index: int, group: dict) -> None:
+    def _warn_lr_multiplier(self, index: int, g: DecayGroup) -> None:
         if not self.mode.needs_base_lr or index in self._warned_lr:
             return
-        ratio = group["lr"] / group["lr0"]
+        ratio = g.lr / g.lr0
         if ratio > 1 + 1e-9:
             self._warned_lr.add(index)
             warnings.warn(
                 f"param group {index}: mode '{self.mode.name}' measures lr against lr₀ = "
-                f"{group['lr0']:g}, but the lr is now {group['lr']:g} (multiplier "
+                f"{g.lr0:g}, but the lr is now {g.lr:g} (multiplier "
                 f"{ratio:.3g} > 1): pass Decay(..., base_lr=PEAK_LR) with the schedule's peak",
                 UserWarning,
-                stacklevel=4,
+                stacklevel=5,
             )
 
 
 def _decaying(optimizer: torch.optim.Optimizer) -> list[dict]:
-    return [g for g in optimizer.param_groups if g.get("decay", True)]
+    return [g for g in optimizer.param_groups if decays(g)]
 
 
 def _param_ids(optimizer: torch.optim.Optimizer) -> set[int]:
@@ -341,19 +346,6 @@ def _peak_lr(group: dict) -> float:
     return group.get("max_lr") or group.get("initial_lr") or group["lr"]
 
 
-def _step(group: dict) -> int:
-    return group.get(STATE, {}).get("step", 0)
-
-
-def _view(group: dict, *extra: tuple[str, Any]) -> dict:
-    """The group with extra keys set for one call (nothing is left in the optimizer's group)."""
-    view = dict(group)
-    for k, v in extra:
-        if v is not None:
-            view[k] = v
-    return view
-
-
 def _found_inf(opt: torch.optim.Optimizer) -> bool:
     """Whether GradScaler told this (fused) optimizer to skip its step."""
     found = getattr(opt, "found_inf", None)
@@ -361,57 +353,33 @@ def _found_inf(opt: torch.optim.Optimizer) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# Guarding the user.
+# Guarding the user: the rules of wdlab.decay.findings (audit's findings), as warnings.
 
 
 def surprise_warnings(
-    mode: str, wd: float, lr: float, optimizer: str, momentum: float = 0.0
+    mode: str, wd: float, lr: float, optimizer: str, options: dict[str, Any] | None = None
 ) -> list[str]:
-    """Warnings for settings that do something other than the user probably expects."""
-    out = []
-    optimizer = class_name(optimizer)
-    if optimizer == "SGD" and mode in ("coupled", "decoupled", "builtin", "l2") and wd > 0:
-        factor = 1.0 - lr * wd
-        if factor <= 0:
-            out.append(
-                f"lr·wd = {lr * wd:g} ≥ 1: each SGD step multiplies the weights by "
-                f"{factor:g}, which flips or zeroes them; use a smaller lr or weight decay"
-            )
-    if mode == "builtin" and wd > 0 and BUILTIN_MEANING.get(optimizer) == "decoupled":
-        out.append(
-            f"{optimizer}'s weight_decay is decoupled (w ← w·(1 − lr·wd)), not the L2/coupled "
-            "decay of SGD and Adam; mode 'decoupled' says this explicitly"
-        )
-    if mode == "builtin" and wd > 0 and optimizer == "Adam":
-        out.append(
-            "Adam's weight_decay is coupled L2 (g ← g + wd·w), which Adam rescales per "
-            "coordinate; for AdamW-style decay use mode 'decoupled'"
-        )
-    return out
+    """Warnings for one configuration's settings (``options``: the optimizer's keywords) that do
+    something other than the user probably expects: audit's findings for the group it trains
+    in, in the same words."""
+    return config_warnings(mode, wd, lr, optimizer, options)
 
 
 def attach_warnings(decay: Decay, optimizer: torch.optim.Optimizer) -> list[str]:
-    """What attaching ``decay`` to ``optimizer`` would do that the user probably does not mean:
-    the optimizer's own weight decay on top, and biases or norm weights decayed unasked."""
+    """What attaching ``decay`` to ``optimizer`` does that the user probably does not mean:
+    audit's findings for each param group (lr·wd ≥ 1, Adam's L2, the optimizer's own weight
+    decay on top), the ``builtin`` note, and biases or norm weights decayed unasked."""
     out = []
     name = class_name(optimizer)
-    decays = decay.mode != "none" and (decay.weight_decay > 0 or decay.schedule is not None)
     for i, group in enumerate(optimizer.param_groups):
-        if not group.get("decay", True):
-            continue
-        own = group.get("weight_decay", 0.0)
-        if decay.mode != "builtin" and own > 0:
-            what = (
-                "although Decay('none') asks for none"
-                if decay.mode == "none"
-                else f"on top of Decay('{decay.mode}')"
-            )
-            out.append(
-                f"param group {i} has weight_decay={own:g} of its own: {name} applies it {what}"
-                "; set weight_decay=0 in that group (wdlab.param_groups(model, decay) does)"
-            )
+        out += [msg for _, msg in group_findings(name, name, i, group, decay)]
+    first = optimizer.param_groups[0] if optimizer.param_groups else {}
+    note = builtin_note(decay.mode, decay.weight_decay, name, first) if _known(name) else None
+    out += [note] if note else []
+    decaying = decay._mode.decays and (decay.weight_decay > 0 or decay.schedule is not None)
+    for i, group in enumerate(optimizer.param_groups):
         small = [p for p in group["params"] if p.dim() < 2]
-        if decays and "decay" not in group and small:
+        if decaying and Keys.DECAY not in group and small:
             out.append(
                 f"Decay('{decay.mode}') decays {len(small)} tensors with ndim < 2 "
                 f"({sum(p.numel() for p in small):,} parameters: biases, norm weights) in param "
@@ -422,11 +390,6 @@ def attach_warnings(decay: Decay, optimizer: torch.optim.Optimizer) -> list[str]
 
 
 def warn_on_attach(decay: Decay, optimizer: torch.optim.Optimizer) -> None:
-    """Emit :func:`surprise_warnings` and :func:`attach_warnings` for a live optimizer."""
-    name = class_name(optimizer)
-    group = optimizer.param_groups[0]
-    msgs = surprise_warnings(
-        decay.mode, decay.weight_decay, group["lr"], name, group.get("momentum", 0.0)
-    )
-    for msg in msgs + attach_warnings(decay, optimizer):
+    """Emit :func:`attach_warnings` for a live optimizer."""
+    for msg in attach_warnings(decay, optimizer):
         warnings.warn(msg, UserWarning, stacklevel=3)

@@ -10,12 +10,12 @@
   coordinates whose update has the sign of the weight;
 * **optimizer**: ``builtin`` hands ``weight_decay=wd`` to the optimizer itself.
 
-Each mode's functions work on one torch parameter group (a dict with ``params``, ``lr`` and
-whatever state the mode needs: ``anchor`` for ``to_init``, ``lr0`` — the schedule's peak lr —
-for ``independent`` and ``corrected``, ``normalized`` for ``corrected``, ``prev`` for
-``cautious``), so the same code serves a user's own optimizer (:meth:`wdlab.decay.Decay.attach`)
-and the batched engine, where one group holds the rows of many configurations and ``wd`` may be
-a tensor with one value per row. A float ``wd`` takes exactly torch's own arithmetic
+Each mode's point functions work on one :class:`~wdlab.decay.group.DecayGroup` (the tensors,
+the lr, and the state the mode needs: the ``to_init`` anchor, lr₀ for ``independent`` and
+``corrected``, AdamC's normalized flags, the weights before the update for ``cautious``), and
+the one driver (:mod:`wdlab.decay.driver`) calls them at their points, for a user's optimizer
+(:meth:`wdlab.decay.Decay.attach`) and for the trainer's stacked rows, where ``wd`` may be a
+tensor with one value per row. A float ``wd`` takes exactly torch's own arithmetic
 (``add_(p, alpha=wd)``), so ``coupled`` is bitwise equal to ``SGD(weight_decay=wd)``.
 
 A group with ``maximize`` set (torch's ``maximize=True``) ascends its objective: torch negates
@@ -27,7 +27,9 @@ Under a ``GradScaler`` whose fused optimizer unscales inside its kernel, the gro
 Parameters whose ``.grad`` is ``None`` are skipped by every mode, exactly as torch's optimizers
 skip them: a parameter that took no part in the loss is neither updated nor decayed.
 
-Adding a mode is one :class:`Mode` entry in :data:`MODES` (and its oracle test).
+Every fact about a mode is a field of its :class:`Mode` (where it acts, the state it needs,
+its timescale, whether :func:`wdlab.timescale.transfer` carries it, whether the rotational
+equilibrium predicts it…); adding a mode is one entry in :data:`MODES` (and its oracle test).
 """
 
 from __future__ import annotations
@@ -39,10 +41,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from wdlab.decay.group import WD, DecayGroup
+from wdlab.decay.timescales import (
+    BY_OPTIMIZER,
+    COUPLED,
+    DECOUPLED,
+    INDEPENDENT,
+    NO_TIMESCALE,
+    Timescale,
+)
 from wdlab.optimizers import optimizer_spec
 
-WD = float | Tensor  # one value for the whole group, or one per configuration row
-GroupFn = Callable[[dict, WD], None]
+PointFn = Callable[[DecayGroup, WD], None]
 
 
 def _rows(wd: Tensor, p: Tensor) -> Tensor:
@@ -103,63 +113,57 @@ def independent_factor(lr: float, lr0: float, wd: WD) -> WD:
     return 1.0 - wd * (lr / lr0)
 
 
-def gradient_wd(group: dict, wd: WD) -> WD:
-    """The weight decay as a gradient term for this group: negated under ``maximize`` (torch
-    negates the gradient before its own decay) and multiplied by a pending ``grad_scale``."""
-    scale = group.get("grad_scale")
-    if scale is not None:
-        wd = wd * scale
-    return -wd if group.get("maximize") else wd
-
-
-def _coupled(group: dict, wd: WD) -> None:
-    coupled(group["params"], gradient_wd(group, wd))
-
-
-def _to_init(group: dict, wd: WD) -> None:
-    to_init(group["params"], group["anchor"], gradient_wd(group, wd))
-
-
-def _decoupled(group: dict, wd: WD) -> None:
-    shrink(group["params"], decoupled_factor(group["lr"], wd))
-
-
-def peak_lr(group: dict, mode: str) -> float:
-    """The schedule's peak lr of a group (``lr0``), which ``independent`` and ``corrected``
-    measure the current lr against."""
-    lr0 = group.get("lr0") or group.get("initial_lr")
-    if not lr0:
-        raise ValueError(f"mode {mode!r} needs the base lr (lr0); none is known")
-    return lr0
-
-
-def _independent(group: dict, wd: WD) -> None:
-    shrink(group["params"], independent_factor(group["lr"], peak_lr(group, "independent"), wd))
-
-
 def corrected_factor(lr: float, lr_max: float, wd: WD) -> WD:
     """1 − wd·lr_t²/lr_max, AdamC's factor for normalized layers."""
     return 1.0 - wd * (lr * lr / lr_max)
 
 
-def _corrected(group: dict, wd: WD) -> None:
-    """AdamC: normalized layers by 1 − wd·lr_t²/lr_max, the rest as AdamW. ``normalized`` is
-    one flag for the whole group, or one per parameter."""
-    lr, params = group["lr"], group["params"]
-    flags = group.get("normalized", False)
-    if not isinstance(flags, list):
-        flags = [flags] * len(params)
-    normed = [p for p, f in zip(params, flags, strict=True) if f]
-    rest = [p for p, f in zip(params, flags, strict=True) if not f]
-    shrink(normed, corrected_factor(lr, peak_lr(group, "corrected"), wd))
+def gradient_wd(g: DecayGroup, wd: WD) -> WD:
+    """The weight decay as a gradient term for this group: negated under ``maximize`` (torch
+    negates the gradient before its own decay) and multiplied by a pending ``grad_scale``."""
+    if g.grad_scale is not None:
+        wd = wd * g.grad_scale
+    return -wd if g.maximize else wd
+
+
+# -- each mode at its points -------------------------------------------------------------------
+
+
+def _coupled(g: DecayGroup, wd: WD) -> None:
+    coupled(g.params, gradient_wd(g, wd))
+
+
+def _l2_by_gradient(g: DecayGroup, wd: WD) -> None:
+    """l2's loss term as its gradient, for the tensors no autograd loss term reaches."""
+    coupled(g.by_gradient, gradient_wd(g, wd))
+
+
+def _to_init(g: DecayGroup, wd: WD) -> None:
+    to_init(g.params, g.anchor, gradient_wd(g, wd))
+
+
+def _decoupled(g: DecayGroup, wd: WD) -> None:
+    shrink(g.params, decoupled_factor(g.lr, wd))
+
+
+def _independent(g: DecayGroup, wd: WD) -> None:
+    shrink(g.params, independent_factor(g.lr, g.peak_lr("independent"), wd))
+
+
+def _corrected(g: DecayGroup, wd: WD) -> None:
+    """AdamC: normalized layers by 1 − wd·lr_t²/lr_max, the rest as AdamW."""
+    lr, flags = g.lr, g.flags()
+    normed = [p for p, f in zip(g.params, flags, strict=True) if f]
+    rest = [p for p, f in zip(g.params, flags, strict=True) if not f]
+    shrink(normed, corrected_factor(lr, g.peak_lr("corrected"), wd))
     shrink(rest, decoupled_factor(lr, wd))
 
 
-def _cautious_before(group: dict, wd: WD) -> None:
-    group["prev"] = [p.detach().clone() if p.grad is not None else None for p in group["params"]]
+def _cautious_before(g: DecayGroup, wd: WD) -> None:
+    g.prev = [p.detach().clone() if p.grad is not None else None for p in g.params]
 
 
-def _cautious_after(group: dict, wd: WD) -> None:
+def _cautious_after(g: DecayGroup, wd: WD) -> None:
     """x ← x − lr_t·wd·𝟙(u ⊙ x_prev ≥ 0) ⊙ x_prev, with lr_t·u = x_prev − x, the update the
     optimizer just made (Chen et al.'s Algorithm 1, for any optimizer).
 
@@ -167,9 +171,10 @@ def _cautious_after(group: dict, wd: WD) -> None:
     (|lr_t·u| below half a unit in the last place of its weight) counts as u = 0 and decays,
     as Algorithm 1's ≥ decays u = 0, whatever the sign of the optimizer's exact u.
     """
-    lr = group["lr"]
+    lr, prev = g.lr, g.prev or []
+    g.prev = None
     with torch.no_grad():
-        for p, x in zip(group["params"], group.pop("prev"), strict=True):
+        for p, x in zip(g.params, prev, strict=True):
             if x is None:
                 continue
             mask = ((x - p) * x) >= 0
@@ -177,96 +182,51 @@ def _cautious_after(group: dict, wd: WD) -> None:
             p.sub_(torch.where(mask, x, 0.0).mul_(lr * w))
 
 
-def decay_rate(
-    mode: str,
-    lr: float,
-    wd: float,
-    optimizer: str = "sgd",
-    options: Mapping[str, object] | None = None,
-) -> tuple[float, str]:
-    """(r, why): the fraction of the weights the decay removes per step at the base (peak) lr,
-    so that τ_iter = 1/r (Wang & Aitchison); NaN where no single rate exists, 0 for wd = 0.
-
-    By the mode's ``timescale`` family: ``decoupled`` r = lr·wd (``cautious``: an upper bound,
-    its mask only removes decay; ``corrected``: at the peak, where lr_t²/lr_max = lr);
-    ``independent`` r = wd (its factor 1 − wd·lr_t/lr₀ at lr_t = lr₀); ``coupled`` (``l2``,
-    ``coupled``, ``to_init``) only for SGD, where momentum μ and dampening d carry the decay
-    term like a gradient, r = lr·wd·(1 − d)/(1 − μ), exact to first order in r (the slow
-    eigenvalue of the momentum recursion); ``builtin`` by what the optimizer's
-    ``weight_decay`` means (:mod:`wdlab.optimizers`). Adam-like optimizers rescale a coupled
-    decay per coordinate by their gradient statistics, so it has no timescale of its own.
-    """
-    opts = dict(options or {})
-    m = get_mode(mode)
-    family = m.timescale
-    spec = optimizer_spec(optimizer)
-    if family == "builtin":
-        family = spec.builtin_meaning(opts) or "none"
-        if family == "none":
-            return math.nan, f"{spec.cls_name} has no weight_decay of its own"
-    if family == "none":
-        return math.nan, "no decay, no timescale"
-    if family == "independent":
-        return float(wd), "w·(1 − wd·lr_t/lr₀): wd per step at the peak lr"
-    if family == "decoupled":
-        return lr * wd, m.timescale_note or "w·(1 − lr·wd) each step"
-    if not spec.linear:  # only (momentum) SGD leaves the decay term unscaled
-        return math.nan, (
-            f"{spec.cls_name} rescales the coupled decay term per coordinate by its gradient "
-            "statistics: no single timescale"
-        )
-    mu, damp = float(opts.get("momentum", 0.0)), float(opts.get("dampening", 0.0))
-    if mu >= 1.0:
-        return math.nan, f"SGD momentum {mu:g} >= 1 never forgets: no timescale"
-    if mu == 0.0:
-        return lr * wd, "SGD: g + wd·w shrinks w by lr·wd each step"
-    return lr * wd * (1.0 - damp) / (1.0 - mu), (
-        f"SGD momentum {mu:g}: the decay term rides the momentum, effective lr·(1 − d)/(1 − μ)"
-    )
-
-
 @dataclass(frozen=True)
 class Mode:
-    """One decay mode.
+    """One decay mode: every fact about it.
 
     ``hook`` names where it acts (``loss``, ``grad``, ``param``, ``around``, ``optimizer`` or
-    ``None``); ``before_step`` is what it does to a parameter group between ``backward()`` and
-    the optimizer's update, ``after_step`` what it does right after the update. ``penalty``:
-    a loss term, ``(wd/2)·Σ‖w‖²``, whose gradient ``as_gradient`` applies where the loss is not
-    differentiated by autograd.
-    ``optimizer_wd``: the optimizer's own ``weight_decay`` does the work. ``needs_anchor`` /
-    ``needs_base_lr``: the state the group must carry. ``fast_path``: linear in the weights, so
-    the exact Gram fast path (``wdlab.params``) supports it. ``timescale``: the family that
-    says how the weights' averaging timescale τ follows from lr and wd (``decoupled``:
-    1/(lr·wd); ``independent``: 1/wd; ``coupled``: SGD's, through its momentum; ``builtin``:
-    by the optimizer; ``none``: not defined), see :func:`decay_rate` and :mod:`wdlab.timescale`;
-    ``timescale_note`` says what τ means for this mode where it is not the plain 1/(lr·wd).
+    ``None``). The driver calls ``gradient`` after ``backward()``, ``update`` just before the
+    optimizer's update and ``after`` right after it. ``penalty``: a loss term
+    ``(wd/2)·Σ‖w‖²`` (its gradient is applied by ``gradient`` where no loss term is
+    differentiated). ``optimizer_wd``: the optimizer's own ``weight_decay`` does the work.
+    ``needs_anchor`` / ``needs_base_lr`` / ``normalized``: the state the group must carry (the
+    anchor, lr₀, AdamC's normalized-layer flags). ``fast_path``: linear in the weights, so the
+    exact Gram fast path supports it. ``timescale``: how τ follows from lr and wd
+    (:func:`decay_rate`); ``timescale_note`` says what τ means where it is not the plain
+    1/r. ``transfer``: :func:`wdlab.timescale.transfer` carries it (its rate has no optimizer
+    in it). ``no_equilibrium``: why Kosson et al.'s rotational equilibrium does not predict it
+    (empty: it does).
     """
 
     name: str
     formula: str
     hook: str | None
-    before_step: GroupFn | None = None
-    after_step: GroupFn | None = None
+    gradient: PointFn | None = None
+    update: PointFn | None = None
+    after: PointFn | None = None
     penalty: bool = False
-    as_gradient: GroupFn | None = None
     optimizer_wd: bool = False
     needs_anchor: bool = False
     needs_base_lr: bool = False
+    normalized: bool = False
     fast_path: bool = True
     known_as: str = ""
-    timescale: str = "none"
+    timescale: Timescale = NO_TIMESCALE
     timescale_note: str = ""
+    transfer: bool = False
+    no_equilibrium: str = ""
 
-    def apply(self, group: dict, wd: WD) -> None:
-        """Everything this mode does to ``group`` between ``backward()`` and the update."""
-        if self.before_step is not None:
-            self.before_step(group, wd)
+    @property
+    def decays(self) -> bool:
+        """Whether the mode decays at all (``none`` does not)."""
+        return self.hook is not None
 
-    def finish(self, group: dict, wd: WD) -> None:
-        """What this mode does to ``group`` right after the optimizer's update."""
-        if self.after_step is not None:
-            self.after_step(group, wd)
+    @property
+    def by_wdlab(self) -> bool:
+        """Whether wdlab applies the decay (not the optimizer's own ``weight_decay``)."""
+        return self.decays and not self.optimizer_wd
 
 
 _MODES = [
@@ -275,18 +235,18 @@ _MODES = [
         "l2",
         "loss ← loss + (wd/2)·Σ‖w‖²   (so g ← g + wd·w through autograd)",
         "loss",
+        gradient=_l2_by_gradient,
         penalty=True,
-        as_gradient=_coupled,
         known_as="textbooks, Andrew Ng's slide, Keras `kernel_regularizer=l2`",
-        timescale="coupled",
+        timescale=COUPLED,
     ),
     Mode(
         "coupled",
         "g ← g + wd·w   (after backward, before the optimizer)",
         "grad",
-        _coupled,
+        gradient=_coupled,
         known_as="torch SGD/Adam `weight_decay`, fastai `l2_reg`",
-        timescale="coupled",
+        timescale=COUPLED,
     ),
     Mode(
         "builtin",
@@ -294,55 +254,60 @@ _MODES = [
         "optimizer",
         optimizer_wd=True,
         known_as="torch.optim",
-        timescale="builtin",
+        timescale=BY_OPTIMIZER,
     ),
     Mode(
         "decoupled",
         "w ← w·(1 − lr_t·wd)   (before the optimizer's update, as AdamW)",
         "param",
-        _decoupled,
+        update=_decoupled,
         known_as="AdamW, SGDW, fastai `weight_decay`, optax `adamw`",
-        timescale="decoupled",
+        timescale=DECOUPLED,
+        transfer=True,
     ),
     Mode(
         "independent",
         "w ← w·(1 − wd·lr_t/lr₀)   (not scaled by the base lr)",
         "param",
-        _independent,
+        update=_independent,
         needs_base_lr=True,
         known_as="Loshchilov & Hutter's original, Composer `DecoupledAdamW`",
-        timescale="independent",
+        timescale=INDEPENDENT,
+        transfer=True,
     ),
     Mode(
         "to_init",
         "g ← g + wd·(w − w₀)   (L2-SP: decay toward the initial weights)",
         "grad",
-        _to_init,
+        gradient=_to_init,
         needs_anchor=True,
         known_as="transfer learning (L2-SP)",
-        timescale="coupled",
+        timescale=COUPLED,
+        no_equilibrium="it decays toward w₀, not toward 0",
     ),
     Mode(
         "cautious",
         "w ← opt(w, g) − lr_t·wd·𝟙(u ⊙ w ≥ 0) ⊙ w   (decoupled, only where the update u "
         "has the weight's sign; CWD)",
         "around",
-        _cautious_before,
-        _cautious_after,
+        update=_cautious_before,
+        after=_cautious_after,
         fast_path=False,
         known_as="Cautious Weight Decay (Chen et al., 2025)",
-        timescale="decoupled",
+        timescale=DECOUPLED,
         timescale_note="lr·wd per step at most: the mask only removes decay",
+        no_equilibrium="its mask decays only some coordinates (not covered by Kosson et al.)",
     ),
     Mode(
         "corrected",
         "w ← w·(1 − wd·lr_t²/lr_max) on normalized layers, w·(1 − lr_t·wd) elsewhere   (AdamC)",
         "param",
-        _corrected,
+        update=_corrected,
         needs_base_lr=True,
+        normalized=True,
         fast_path=False,
         known_as="AdamC (Defazio, 2025)",
-        timescale="decoupled",
+        timescale=DECOUPLED,
         timescale_note="lr·wd per step at the peak lr; AdamC's normalized layers decay slower "
         "as the lr falls",
     ),
@@ -350,6 +315,8 @@ _MODES = [
 
 #: Every decay mode by name, in the order tables list them.
 MODES: dict[str, Mode] = {m.name: m for m in _MODES}
+#: The mode that does not decay: the wd = 0 reference every sweep trains beside the others.
+REFERENCE_MODE = next(name for name, m in MODES.items() if not m.decays)
 
 #: The update each mode makes, as shown in reports and ``wdlab verify``.
 FORMULAS: dict[str, str] = {m.name: m.formula for m in _MODES}
@@ -368,6 +335,19 @@ def check_mode(mode: str) -> str:
     return get_mode(mode).name
 
 
+def check_pairing(mode: str, optimizer: str) -> None:
+    """Refuse a mode that cannot act with this optimizer (``builtin`` with an optimizer that
+    has no ``weight_decay`` of its own, e.g. Rprop), naming the modes that do work with it."""
+    m, spec = get_mode(mode), optimizer_spec(optimizer)
+    if m.optimizer_wd and not spec.has_weight_decay:
+        works = ", ".join(n for n, other in MODES.items() if other.by_wdlab)
+        raise ValueError(
+            f"mode {m.name!r} hands weight_decay to the optimizer, but {spec.cls_name} has no "
+            f"weight_decay of its own (the decay would be ignored); modes that work with "
+            f"{spec.cls_name}: {works}"
+        )
+
+
 def is_nonneg_finite(v: object) -> bool:
     """Whether ``v`` is a real number (not a bool), finite and ≥ 0: a valid weight decay."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
@@ -380,20 +360,50 @@ def check_weight_decay(wd: float) -> float:
     return float(wd)
 
 
-def apply_before_step(mode: str, group: dict, wd: WD) -> None:
-    """Everything a mode does between ``backward()`` and the optimizer's update."""
-    get_mode(mode).apply(group, wd)
-
-
-def apply_after_backward(mode: str, group: dict, wd: WD) -> None:
-    """The grad-point modes (``coupled``, ``to_init``) on one parameter group."""
+def acting_mode(mode: str, optimizer: str, options: Mapping[str, object] | None = None) -> Mode:
+    """The mode that does the work: ``builtin`` is what the optimizer's ``weight_decay`` means
+    (``coupled`` for SGD and Adam, ``decoupled`` for AdamW; ``none`` for an optimizer without
+    one), every other mode itself."""
     m = get_mode(mode)
-    if m.hook == "grad":
-        m.apply(group, wd)
+    if not m.optimizer_wd:
+        return m
+    meaning = optimizer_spec(optimizer).builtin_meaning(dict(options or {}))
+    return get_mode(meaning or "none")
+
+
+def decay_rate(
+    mode: str,
+    lr: float,
+    wd: float,
+    optimizer: str = "sgd",
+    options: Mapping[str, object] | None = None,
+    *,
+    through_momentum: bool = True,
+) -> tuple[float, str]:
+    """(r, why): the fraction of the weights the decay removes per step at the base (peak) lr,
+    so that τ_iter = 1/r (Wang & Aitchison); NaN where no single rate exists, 0 for wd = 0.
+
+    The one place the per-step rate is computed: by the mode's :class:`Timescale`
+    (``decoupled`` r = lr·wd, an upper bound for ``cautious``, at the peak for ``corrected``;
+    ``independent`` r = wd; coupled modes only for SGD, through its momentum; ``builtin`` by
+    what the optimizer's ``weight_decay`` means, :mod:`wdlab.optimizers`). Adam-like optimizers
+    rescale a coupled decay per coordinate by their gradient statistics, so it has no timescale
+    of its own. ``through_momentum`` False: the immediate factor of one step, 1 − r.
+    """
+    opts = dict(options or {})
+    spec = optimizer_spec(optimizer)
+    m = acting_mode(mode, optimizer, opts)
+    if get_mode(mode).optimizer_wd and not m.decays:
+        return math.nan, f"{spec.cls_name} has no weight_decay of its own"
+    if m.timescale.rate is None:
+        return math.nan, "no decay, no timescale"
+    rate, why = m.timescale.rate(lr, wd, spec, opts, through_momentum)
+    return rate, (m.timescale_note or why) if math.isfinite(rate) else why
 
 
 def apply_param_point(mode: str, group: dict, wd: WD) -> None:
-    """The param-point modes (``decoupled``, ``independent``) on one parameter group."""
+    """A mode's parameter-point update on one torch param group (its state read from the
+    group's keys): what ``decoupled``, ``independent``, ``corrected`` do before the update."""
     m = get_mode(mode)
-    if m.hook == "param":
-        m.apply(group, wd)
+    if m.update is not None and m.after is None:
+        m.update(DecayGroup.of(group), wd)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from torch import nn
 
 from wdlab.decay.attach import Decay
+from wdlab.decay.group import Keys, decays
+from wdlab.decay.modes import check_weight_decay, get_mode
 
 NORM_TYPES: tuple[type[nn.Module], ...] = (
     nn.LayerNorm,
@@ -290,7 +292,7 @@ class DecayTable:
         wd_of: dict[str, float | None] = {}
         for g in groups:
             for name in g.get("names", []):
-                wd_of[name] = decay.wd_at(step, g) if g.get("decay", True) else None
+                wd_of[name] = decay.wd_at(step, g) if decays(g) else None
         rows = [{**r, "wd": wd_of.get(r["name"])} for r in self.rows]
         return DecayTable(rows, self.rule, self.normalized_note)
 
@@ -349,15 +351,16 @@ def param_groups(
     table = decay_table(model, rule)
     by_name = dict(model.named_parameters())
     base = decay.weight_decay if decay is not None else 0.0
-    to_optimizer = decay is not None and decay.mode == "builtin"
-    split_normalized = decay is not None and decay.mode == "corrected"
+    mode = get_mode(decay.mode) if decay is not None else None
+    to_optimizer = mode is not None and mode.optimizer_wd
+    split_normalized = mode is not None and mode.normalized
     groups = []
     for names, wd, extra in _group_names(table, weight_decays or {}, base, split_normalized):
         groups.append(
             {
                 "params": [by_name[n] for n in names],
                 "names": names,
-                "decay": wd is not None,
+                Keys.DECAY: wd is not None,
                 "weight_decay": (wd or 0.0) if to_optimizer else 0.0,
                 **extra,
                 **group_options,
@@ -370,8 +373,6 @@ def _group_names(
     table: DecayTable, weight_decays: Mapping[str, float], base: float, split_normalized: bool
 ) -> list[tuple[list[str], float | None, dict]]:
     """(names, weight decay or None for no decay, extra group keys) of each group."""
-    from wdlab.decay.modes import check_weight_decay
-
     decaying = [r for r in table.rows if r["decays"]]
     out: list[tuple[list[str], float | None, dict]] = []
     taken: set[str] = set()
@@ -391,19 +392,19 @@ def _group_names(
                 f"that an earlier pattern did not take ({why})"
             )
         taken |= set(names)
-        out.append((names, float(wd), {"wdlab_wd": float(wd), "pattern": pattern}))
+        out.append((names, float(wd), {Keys.OWN_WD: float(wd), "pattern": pattern}))
     rest = [r for r in decaying if r["name"] not in taken]
     flags = (True, False) if split_normalized else (None,)
     for flag in flags:
         names = [r["name"] for r in rest if flag is None or r["normalized"] is flag]
         if names:
-            out.append((names, base, {} if flag is None else {"normalized": flag}))
+            out.append((names, base, {} if flag is None else {Keys.NORMALIZED: flag}))
     kept = [r["name"] for r in table.rows if not r["decays"]]
     if kept:
         out.append((kept, None, {}))
     if split_normalized:  # a pattern's own group: the normalized flag per tensor
         flag_of = {r["name"]: r["normalized"] for r in table.rows}
         for names, _, extra in out:
-            if "wdlab_wd" in extra:
-                extra["normalized"] = [flag_of[n] for n in names]
+            if Keys.OWN_WD in extra:
+                extra[Keys.NORMALIZED] = [flag_of[n] for n in names]
     return out

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from wdlab.data import Dataset, seed_noise, seed_noise_tensors
-from wdlab.decay import EVERYTHING, check_weight_decay, decay_table
+from wdlab.decay import EVERYTHING, check_weight_decay, decay_table, get_mode
 from wdlab.models import ModelSpec
 from wdlab.pipelines.results import DemoResult
 from wdlab.records import RunConfig
@@ -90,7 +90,7 @@ def run_demo(
     configs = [
         RunConfig(
             mode=mode,
-            weight_decay=0.0 if regime == "none" else s.weight_decay,
+            weight_decay=s.weight_decay if get_mode(mode).decays else 0.0,
             lr=s.lr,
             optimizer="sgd",
             seed=s.seed,
@@ -99,8 +99,9 @@ def run_demo(
         for regime, mode in REGIMES.items()
     ]
     # One engine call per regime (each a sweep of one), as the article trains them: stacked
-    # in one batch, rows would agree only to rounding (see models._linear), and the point here
-    # is bitwise identity. At this size the work is GEMM-bound, so batching would gain little.
+    # in one batch, rows would agree only to rounding (see engines.layers._linear), and the
+    # point here is bitwise identity. At this size the work is GEMM-bound, so batching would
+    # gain little.
     runs = [
         train(
             ModelSpec("seed-mlp", in_dim=s.dim),

@@ -11,6 +11,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from wdlab.decay import get_mode
 from wdlab.extras import require
 from wdlab.records import Check, Result, RunResult, use_wd
 from wdlab.report.figures import figure
@@ -124,7 +125,7 @@ class SweepResult(Result):
             | {"better_than_zero": bool(s["better_than_zero"]), "verdict": s["verdict"]}
             | {"use_wd": use_wd(s)}
             for s in self.selection
-            if s["mode"] != "none"
+            if get_mode(s["mode"]).decays
         ]
 
     def to_pandas(self) -> Any:

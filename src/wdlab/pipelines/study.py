@@ -11,8 +11,8 @@ finished and how to finish them); never a partial study as if it were whole.
 
 **The memory budget** (``max_memory_mb``) bounds one batch's training memory: stacked weights,
 gradients and optimizer state, the activations of the largest forward, the per-epoch records
-and the results the batch returns (:func:`bytes_per_config`, measured). It does not cover the
-process itself (Python, torch and the data: see :data:`PROCESS_BASELINE_MB`).
+and the results the batch returns (:mod:`wdlab.pipelines.memory`, measured). It does not cover
+the process itself (Python, torch and the data: ``memory.PROCESS_BASELINE_MB``).
 
 ``wdlab run`` is the same pipeline into a temporary store (:func:`run_experiment`).
 Returns :class:`~wdlab.pipelines.results.SweepResult` values; draws nothing and writes no file
@@ -22,7 +22,6 @@ but the study's store.
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 import time
 import warnings
@@ -31,20 +30,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+from torch import nn
 
 from wdlab.config import MAX_CONFIGS, Experiment, validate
 from wdlab.data import Dataset
 from wdlab.decay import decay_table
-from wdlab.devices import DEFAULT_MAX_MEMORY_MB, available_memory, gib, resolve_device
+from wdlab.devices import DEFAULT_MAX_MEMORY_MB, resolve_device
 from wdlab.diagnostics import DIAGNOSTICS
 from wdlab.executors import Batch, Executor, LocalExecutor
 from wdlab.extras import require
 from wdlab.integrations.logs import Logs, LogSpec, open_logs
 from wdlab.jsonsafe import dumps
-from wdlab.models import ModelSpec, activations_per_example
-from wdlab.optimizers import optimizer_spec
-from wdlab.params import EVAL_CHUNK
+from wdlab.models import ModelSpec
+from wdlab.pipelines.memory import (
+    bytes_per_config,
+    check_budget,
+    first_line,
+    meta_build,
+    plan_batches,
+)
 from wdlab.pipelines.outputs import check_outputs, record_outputs
 from wdlab.pipelines.results import SweepResult
 from wdlab.records import RunConfig
@@ -54,19 +58,8 @@ from wdlab.trainer import Plan
 from wdlab.usercode import check_seeds_differ, module_fingerprint
 from wdlab.version import __version__
 
-PROCESS_BASELINE_MB = 500  # Python + torch + wdlab + a small data set, outside the budget
 POLL_SECONDS = 0.5  # how often a process waiting on others' batches looks at the store
 STOP_NOW = (KeyboardInterrupt, SystemExit, GeneratorExit)  # BaseExceptions that are not errors
-# One configuration's memory in a batch, measured (bench figures in the README): bytes per
-# parameter (weights, gradient, temporaries; plus 4 per optimizer-state value), per activation
-# value of a training step (kept for the backward: hand-written, or autograd's graph), per
-# activation value of an evaluation pass, per per-epoch record and per evaluated record (on the
-# device, then as Python floats).
-BYTES_PER_PARAM = 20
-BYTES_PER_ACTIVATION = {"manual": 16, "autograd": 24, "eval": 8}
-BYTES_PER_EPOCH_VALUE = 48
-BYTES_PER_EVAL_VALUE = 32
-OPTIMIZER_STATES = {"SGD": 1, "Adagrad": 1, "RMSprop": 3}  # values per parameter; others 2
 
 
 class IncompleteStudy(ValueError):
@@ -80,124 +73,6 @@ def default_out(config: Experiment | Mapping[str, Any], root: str = "wdlab-out")
     d = config.data.source
     name = Path(d).stem if "." in d else d
     return Path(root) / f"sweep-{name}-{hash_config(config.identity())}"
-
-
-def _meta_build(spec: ModelSpec) -> torch.nn.Module:
-    """The model with no memory behind it (the meta device) where that works; else a real one
-    (a user's factory may need real tensors)."""
-    if spec.kind != "custom":
-        try:
-            with torch.random.fork_rng(devices=[]), torch.device("meta"):
-                return spec.build()
-        except (RuntimeError, NotImplementedError, TypeError, ValueError):
-            pass
-    return _real(spec)
-
-
-def bytes_per_config(
-    spec: ModelSpec,
-    data: Dataset,
-    batch_size: int | None,
-    epochs: int = 1,
-    eval_every: int = 10,
-    optimizer: str = "adam",
-    precision: str = "fp32",
-    model: torch.nn.Module | None = None,
-) -> int:
-    """One configuration's memory in a batch, as measured on the engine: the weights, their
-    gradients and the optimizer's state; the activations of the larger of a training step
-    (its rows, kept for the backward) and an evaluation pass (the largest split); and the
-    per-epoch and per-evaluation records. Activations are counted on one example
-    (:func:`wdlab.models.activations_per_example`, on the meta device where it runs).
-    ``model``: the spec's model when the caller has built it already."""
-    model = _meta_build(spec) if model is None else model
-    n_params = sum(p.numel() for p in model.parameters())
-    states = OPTIMIZER_STATES.get(optimizer_spec(optimizer).cls_name, 2)
-    per_example = _activations(model, spec, data)
-    n_train = len(data.y_train)
-    minibatch = bool(batch_size) and batch_size < n_train
-    step_rows = batch_size if minibatch else n_train
-    eval_rows = max(len(data.y_test), len(data.y_val) if data.y_val is not None else 0)
-    if minibatch:  # the training split is evaluated in a pass of its own
-        eval_rows = max(eval_rows, n_train)
-    if spec.model_kind.first is None:  # evaluated in chunks of rows (DirectParams.forward)
-        eval_rows = min(eval_rows, EVAL_CHUNK)
-    autograd = not spec.model_kind.hand_backward or precision != "fp32"
-    per_step = BYTES_PER_ACTIVATION["autograd" if autograd else "manual"]
-    activations = max(
-        per_step * step_rows * per_example, BYTES_PER_ACTIVATION["eval"] * eval_rows * per_example
-    )
-    n_evals = math.ceil(epochs / max(eval_every, 1)) + 1
-    return (
-        (BYTES_PER_PARAM + 4 * states) * n_params
-        + activations
-        + BYTES_PER_EPOCH_VALUE * 2 * epochs
-        + BYTES_PER_EVAL_VALUE * 8 * n_evals  # loss and metrics of each split
-    )
-
-
-def _activations(model: torch.nn.Module, spec: ModelSpec, data: Dataset) -> int:
-    """Activation values per example (on the meta device when the model is there)."""
-    example = data.X_train[:1]
-    if next(iter(model.parameters()), torch.empty(0)).is_meta:
-        try:
-            return activations_per_example(model, example.to("meta"))
-        except (RuntimeError, NotImplementedError, TypeError, ValueError):
-            model = _real(spec)  # a module the meta device cannot run
-    try:
-        return activations_per_example(model, example)
-    except Exception as exc:  # the user's module and data: say which failed, in one line
-        raise ValueError(
-            f"the model fails on inputs of shape {tuple(example.shape[1:])}: "
-            f"{type(exc).__name__}: {_first_line(exc)}"
-        ) from None
-
-
-def _real(spec: ModelSpec) -> torch.nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        return spec.build()
-
-
-def plan_batches(
-    configs: Sequence[RunConfig],
-    per_config: int,
-    max_memory_mb: float,
-    max_batch: int | None = None,
-) -> list[list[RunConfig]]:
-    """Split configurations into batches: one optimizer class each, within the budget."""
-    if not max_memory_mb > 0:
-        raise ValueError(f"--max-memory must be > 0 MB, got {max_memory_mb}")
-    if max_batch is not None and max_batch < 1:  # would plan no batch, and wait forever
-        raise ValueError(f"max_batch must be >= 1 (or None), got {max_batch}")
-    k = max(1, int(max_memory_mb * 2**20 // max(per_config, 1)))
-    if max_batch:
-        k = min(k, max_batch)
-    by_opt: dict[str, list[RunConfig]] = {}
-    for c in configs:
-        by_opt.setdefault(optimizer_spec(c.optimizer).cls_name, []).append(c)
-    out = []
-    for group in by_opt.values():
-        out += [list(group[i : i + k]) for i in range(0, len(group), k)]
-    return out
-
-
-def check_budget(per_config: int, max_memory_mb: float, device: object = None) -> None:
-    """A one-line ``ValueError`` when one configuration alone exceeds the budget, or the
-    memory ``device`` has free (the host's by default; not checked where unknown)."""
-    budget = max_memory_mb * 2**20
-    if per_config > budget:
-        raise ValueError(
-            f"one configuration needs about {gib(per_config)} (weights, optimizer state, "
-            f"activations, records), more than --max-memory {max_memory_mb:g} MB; raise it, "
-            "or make the model, the data or the epochs smaller"
-        )
-    free = available_memory(device)
-    if free is not None and per_config > free:
-        where = f" on {device}" if device is not None else ""
-        raise ValueError(
-            f"one configuration needs about {gib(per_config)}, more than the {gib(free)} of "
-            f"memory free{where}"
-        )
 
 
 def check_grid(config: Experiment, max_configs: int | None) -> None:
@@ -389,14 +264,14 @@ def run_study(
     return result
 
 
-def _template(study: Study) -> torch.nn.Module:
+def _template(study: Study) -> nn.Module:
     """One build of the model, for the memory estimate and the decay table. A user's factory
     is built at the study's first two seeds (the same weights for both are refused: the seeds
     would be duplicates), and the first build's fingerprint joins the study's identity (a
     changed model is another study)."""
     spec = study.spec
     if spec.kind != "custom":
-        return _meta_build(spec)
+        return meta_build(spec)
     seeds = list(dict.fromkeys(c.seed for c in study.configs))
     first = spec.build(seeds[0])
     if len(seeds) > 1:
@@ -478,10 +353,6 @@ def check_whole(directory: Path, counts: Mapping[str, int], failures: Mapping[st
     )
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [""])[0]
-
-
 class _Job:
     """One process's share of a sweep: claim batches, train them, store them; then wait for
     what other processes hold, taking over what their holders lost."""
@@ -521,10 +392,10 @@ class _Job:
         except STOP_NOW:
             raise
         except Exception as exc:
-            store.mark_failed(owner, f"{type(exc).__name__}: {_first_line(exc)}")
+            store.mark_failed(owner, f"{type(exc).__name__}: {first_line(exc)}")
             raise
         except BaseException as exc:  # a user's own BaseException subclass, while training
-            why = f"{type(exc).__name__}: {_first_line(exc)}".rstrip(": ")
+            why = f"{type(exc).__name__}: {first_line(exc)}".rstrip(": ")
             store.mark_failed(owner, why)
             raise ValueError(f"training stopped: user code raised {why}") from None
         finally:

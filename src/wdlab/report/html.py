@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 
 from wdlab.decay import formula
 from wdlab.optimizers import class_name
-from wdlab.records import Result
+from wdlab.records import Result, is_reference
 from wdlab.report.figures import FIGURES
 from wdlab.report.text import short, use_cell, verdict_summary, verdict_text
 from wdlab.selection import has_timescale, metric_for, selection_rule
@@ -120,8 +120,7 @@ def _answer_html(result: Result) -> list[str]:
         note = "No validation split: no weight decay is chosen (never on test). Every run:"
         return ["<h2>Results</h2>", f"<p>{escape(note)}</p>", _table(*headline(result))]
     marks = [
-        "ref" if s["mode"] == "none" else ("gain" if s["better_than_zero"] else "nogain")
-        for s in sel
+        "ref" if is_reference(s) else ("gain" if s["better_than_zero"] else "nogain") for s in sel
     ]
     summary = verdict_summary(sel)
     return [

@@ -15,11 +15,12 @@ from typing import Any
 from matplotlib import rcParams
 from matplotlib.figure import Figure
 
-from wdlab.records import Result, RunResult, use_wd
+from wdlab.records import Result, RunResult, is_reference, use_wd
 from wdlab.report.literal import literal
 from wdlab.report.text import short
 from wdlab.selection import (
     Criterion,
+    decays,
     eval_split,
     metric_for,
     representative,
@@ -114,7 +115,7 @@ def wd_curve(
     ax = fig.subplots()
     colors = rcParams["axes.prop_cycle"].by_key()["color"]
     keys = list(dict.fromkeys((r.config.mode, r.config.lr) for r in runs))
-    keys = [k for k in keys if k[0] != "none"] or keys
+    keys = [k for k in keys if decays(k[0])] or keys
     pos = sorted({r.config.weight_decay for r in runs if r.config.weight_decay > 0})
     x0 = _zero_position(pos)
     for i, (mode, lr) in enumerate(keys):
@@ -293,9 +294,9 @@ def answer_runs(runs: Sequence[RunResult], rows: Sequence[Mapping[str, Any]]) ->
     first = [r for r in runs if r.config.seed == seed]
     picked: list[RunResult] = []
     for lr in dict.fromkeys(row["lr"] for row in rows):
-        picked += zero_runs(first, "none", lr)
+        picked += zero_runs(first, None, lr)
     for row in rows:
-        if row["mode"] == "none":
+        if is_reference(row):
             continue
         own = [r for r in first if (r.config.mode, r.config.lr) == (row["mode"], row["lr"])]
         swept = [r.config.weight_decay for r in own if r.config.weight_decay > 0]

@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from wdlab.records import Check, Result, use_wd
+from wdlab.records import Check, Result, is_reference, use_wd
 from wdlab.selection import (
     ALPHA,
     MIN_SEEDS,
@@ -119,7 +119,7 @@ def answer_line(s: Mapping[str, Any], tau: bool = True) -> str:
 def verdict_text(s: Mapping[str, Any]) -> str:
     """A row's verdict, ending in what to do where decay gained nothing measurable: use wd = 0
     (a weight decay that gains nothing is no answer, however small)."""
-    if s["mode"] == "none" or s.get("better_than_zero"):
+    if is_reference(s) or s.get("better_than_zero"):
         return str(s["verdict"])
     return f"{s['verdict']}: use wd = 0"
 
@@ -134,7 +134,7 @@ def use_cell(s: Mapping[str, Any]) -> str:
 
 def verdict_summary(sel: Sequence[Mapping[str, Any]]) -> str:
     """How many (mode, lr) settings beat wd = 0 in the test, in one sentence."""
-    rows = [s for s in sel if s["mode"] != "none"]
+    rows = [s for s in sel if not is_reference(s)]
     won = sum(bool(s["better_than_zero"]) for s in rows)
     if not rows:
         return "only the wd = 0 reference was trained: nothing to choose"

@@ -1,7 +1,9 @@
-"""The one training engine: K configurations trained at once (see :mod:`.loop`).
+"""The one trainer: K configurations trained at once (see :mod:`.loop`).
 
 :func:`train` is the entry point; :class:`~wdlab.trainer.plan.Plan` holds what it is asked,
-:class:`~wdlab.trainer.loop.Trainer` runs it in named steps.
+:class:`~wdlab.trainer.loop.Trainer` runs it: the loop, over an engine (:mod:`wdlab.engines`),
+an optimizer over the stacked rows with the decay driver attached (:mod:`.rows`) and a recorder
+(:mod:`.recorder`).
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from wdlab.models import ModelSpec
 from wdlab.records import RunConfig, RunResult
 from wdlab.tasks import Task
 from wdlab.trainer.heap import release_memory
-from wdlab.trainer.loop import Trainer, default_device, default_init
+from wdlab.trainer.loop import Trainer, default_device
 from wdlab.trainer.plan import Plan
 from wdlab.trainer.schedules import SCHEDULES, make_scheduler, parse_schedule
+from wdlab.trainer.setup import default_init
 
 
 def train(

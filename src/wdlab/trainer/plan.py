@@ -32,9 +32,10 @@ class Plan:
     that epoch's update; it never changes the trajectory. ``rule`` says which tensors decay;
     ``init(seed)`` builds a configuration's initial module (default: ``torch.manual_seed(seed)``
     then ``spec.build()``). ``fast_path``: ``None`` uses the exact Gram-matrix path
-    (:mod:`wdlab.params`) wherever it applies, ``False`` never, ``True`` insists (``ValueError``
-    saying why not). ``batch_size`` below the training rows trains on shuffled mini-batches (one
-    permutation per epoch shared by every configuration, drawn from ``shuffle_seed``).
+    (:mod:`wdlab.engines.gram`) wherever it applies, ``False`` never, ``True`` insists
+    (``ValueError`` saying why not). ``batch_size`` below the training rows trains on shuffled
+    mini-batches (one permutation per epoch shared by every configuration, drawn from
+    ``shuffle_seed``).
     ``precision="bf16"`` runs the forward passes under bfloat16 autocast; weights, optimizer
     state and losses stay float32. ``keep_params`` returns the final weights. ``on_epoch`` is
     called after every epoch (progress), ``progress`` shows a bar of its own. ``diagnostics``

@@ -1,10 +1,11 @@
-"""Equivalence checks: wdlab's decay modes against torch.optim and scikit-learn."""
+"""The oracle checks: a wdlab Decay attached to a plain torch optimizer against torch's own
+``weight_decay``, AdamW, scikit-learn's Ridge, and the engine's batched rows against each
+configuration trained alone."""
 
 from __future__ import annotations
 
-import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -13,45 +14,11 @@ from torch import Tensor, nn
 from wdlab.data import Dataset
 from wdlab.decay import DEFAULT_RULE, EVERYTHING, Decay, DecayRule, param_groups
 from wdlab.models import MLP, ModelSpec
+from wdlab.numerics import DIFFERS, U64, per_steps
 from wdlab.optimizers import optimizer_class
 from wdlab.records import Check, RunConfig
-from wdlab.report.text import checks_table
 from wdlab.trainer import make_scheduler, train
-
-__all__ = ["Check", "all_checks", "checks_table", "compare", "max_diffs", "run_checks"]
-
-
-def max_diffs(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> tuple[float, float, bool]:
-    """(max |a−b|, max |a−b| / max |b|, bitwise identical) over tensors with the same names."""
-    if set(a) != set(b):
-        raise ValueError(f"parameter names differ: {sorted(set(a) ^ set(b))}")
-    abs_diff, scale, identical = 0.0, 0.0, True
-    for name in a:
-        x, y = a[name].detach().double(), b[name].detach().double()
-        if x.shape != y.shape:
-            raise ValueError(f"shape of {name} differs: {tuple(x.shape)} vs {tuple(y.shape)}")
-        identical &= torch.equal(a[name], b[name])
-        if x.numel():
-            abs_diff = max(abs_diff, float((x - y).abs().max()))
-            scale = max(scale, float(y.abs().max()))
-    rel = abs_diff / scale if scale > 0 else (0.0 if abs_diff == 0 else math.inf)
-    return abs_diff, rel, identical
-
-
-def compare(
-    name: str,
-    reference: str,
-    ours: Mapping[str, Tensor],
-    theirs: Mapping[str, Tensor],
-    *,
-    tolerance: float = 0.0,
-    detail: str = "",
-) -> Check:
-    """Compare two sets of tensors; ``tolerance`` 0 asks for bitwise identity (relative else)."""
-    abs_diff, rel, identical = max_diffs(ours, theirs)
-    passed = identical if tolerance == 0 else rel <= tolerance
-    return Check(name, reference, abs_diff, rel, identical, tolerance, passed, detail)
-
+from wdlab.verify.compare import compare, max_diffs
 
 # ---------------------------------------------------------------------------------------------
 # The oracle checks. Each trains two small models from the same initial weights for ≥ 50 steps:
@@ -59,6 +26,8 @@ def compare(
 # weight_decay, AdamW, scikit-learn's closed form), and compares the final weights.
 
 STEPS = 60
+#: The same maths through other kernels, over STEPS float32 steps (:func:`wdlab.numerics.per_steps`)
+ROUNDING = per_steps(STEPS)
 
 
 def _problem(kind: str, seed: int = 0) -> tuple[Callable[[], nn.Module], Tensor, Tensor, Callable]:
@@ -169,7 +138,7 @@ def check_l2_vs_coupled() -> Check:
         "same maths, float rounding only",
         a,
         b,
-        tolerance=1e-5,
+        tolerance=ROUNDING,
         detail=f"LayerNorm model, {STEPS} steps; the difference is rounding",
     )
 
@@ -186,8 +155,8 @@ def check_adam_l2_differs_from_decoupled() -> Check:
         abs_diff,
         rel,
         identical,
-        1e-3,
-        rel > 1e-3,
+        DIFFERS,
+        rel > DIFFERS,
         f"LayerNorm model, lr 0.01, wd 0.1, {STEPS} steps; measured divergence rel {rel:.3g}",
     )
 
@@ -240,7 +209,7 @@ def check_ridge(n: int = 200, d: int = 6, wd: float = 0.02, steps: int = 3000) -
         f"sklearn Ridge({alpha})" if source == "sklearn Ridge" else f"{source} ({alpha})",
         ours,
         theirs,
-        tolerance=1e-4,
+        tolerance=per_steps(steps, U64),  # converged: float64 rounding only
         detail=f"linear, loss (1/2n)‖Xw−y‖², n {n}, d {d}, wd {wd:g}, {steps} steps, "
         "intercept not penalised",
     )
@@ -280,7 +249,7 @@ def check_independent() -> Check:
         "same weights (factor 1 − wd·lr_t/lr₀)",
         a,
         b,
-        tolerance=1e-6,
+        tolerance=ROUNDING,
         detail=f"zero loss gradient, cosine schedule, lr₀ 0.1 vs 0.01, {STEPS} steps",
     )
 
@@ -293,7 +262,7 @@ def check_to_init() -> Check:
         "the initial weights",
         ours,
         anchor,
-        tolerance=1e-6,
+        tolerance=ROUNDING,
         detail=f"weights moved by N(0,1) noise, zero loss gradient, lr 0.5, wd 1, {STEPS} steps",
     )
 
@@ -333,254 +302,6 @@ def check_engine_rows() -> Check:
         "each configuration trained alone",
         ours,
         theirs,
-        tolerance=1e-5,
+        tolerance=ROUNDING,
         detail=f"{len(configs)} modes batched, Adam, LayerNorm model, {STEPS} steps",
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# The two modes from recent papers, against their updates written out (float64, so that no
-# update is lost to rounding: cautious reads the update as applied, see wdlab.decay.modes).
-
-
-def _directions(optimizer: str, momentum: float = 0.9) -> Callable[[dict, Tensor], Tensor]:
-    """u_t from the gradient: SGD's momentum buffer (b₁ = g), or Adam's m̂/(√v̂ + ε)."""
-
-    def sgd(state: dict, g: Tensor) -> Tensor:
-        state["b"] = g.clone() if "b" not in state else momentum * state["b"] + g
-        return state["b"]
-
-    def adam(state: dict, g: Tensor, b1: float = 0.9, b2: float = 0.999) -> Tensor:
-        t = state["t"] = state.get("t", 0) + 1
-        state["m"] = b1 * state.get("m", torch.zeros_like(g)) + (1 - b1) * g
-        state["v"] = b2 * state.get("v", torch.zeros_like(g)) + (1 - b2) * g * g
-        return (state["m"] / (1 - b1**t)) / ((state["v"] / (1 - b2**t)).sqrt() + 1e-8)
-
-    return sgd if optimizer == "sgd" else adam
-
-
-def schedule_lrs(lr: float, schedule: str | None, steps: int) -> list[float]:
-    """The lr of each of ``steps`` steps under a wdlab schedule."""
-    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
-    sched = make_scheduler(opt, schedule, steps)
-    lrs = []
-    for _ in range(steps):
-        lrs.append(opt.param_groups[0]["lr"])
-        if sched is not None:
-            opt.step()
-            sched.step()
-    return lrs
-
-
-def paper_update(
-    factory: Callable[[], nn.Module],
-    X: Tensor,
-    y: Tensor,
-    loss_fn: Callable[[Tensor, Tensor], Tensor],
-    mode: str,
-    optimizer: str,
-    lr: float,
-    wd: float,
-    schedule: str | None = None,
-    steps: int = STEPS,
-) -> dict[str, Tensor]:
-    """Train with the paper's update in plain tensor loops: CWD (Chen et al., Algorithm 1)
-    x ← x − η_t·(u + wd·𝟙(u ⊙ x ≥ 0) ⊙ x), or AdamC/SGDC (Defazio) x ← x − η_t·u −
-    (η_t²/η_max)·wd·x on normalized layers (every Linear weight but the last), − η_t·wd·x on the
-    other ≥2-D tensors; 1-D tensors do not decay."""
-    model = factory()
-    linear = [f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    normalized = set(linear[:-1])
-    lrs = schedule_lrs(lr, schedule, steps)
-    direction = _directions(optimizer)
-    state: dict[str, dict] = {n: {} for n, _ in model.named_parameters()}
-    for lr_t in lrs:
-        model.zero_grad()
-        loss_fn(model(X), y).backward()
-        with torch.no_grad():
-            for n, p in model.named_parameters():
-                u = direction(state[n], p.grad)
-                decay = torch.zeros_like(p)
-                if p.dim() >= 2 and mode == "cautious":
-                    decay = wd * (u * p >= 0).to(p.dtype) * p
-                elif p.dim() >= 2:
-                    decay = wd * (lr_t / max(lrs) if n in normalized else 1.0) * p
-                p.sub_(lr_t * (u + decay))
-    return {n: p.detach().clone() for n, p in model.named_parameters()}
-
-
-def _double(problem: str) -> tuple[Callable[[], nn.Module], Tensor, Tensor, Callable]:
-    factory, X, y, loss = _problem(problem)
-    y = y if y.dtype == torch.long else y.double()
-    return (lambda: factory().double()), X.double(), y, loss
-
-
-def check_paper(mode: str, optimizer: str, schedule: str | None, reference: str) -> Check:
-    """``mode`` through Decay.attach ≡ its paper's update written out (float64)."""
-    factory, X, y, loss = _double("ln")
-    lr, wd = (0.05, 0.1) if optimizer == "sgd" else (0.01, 0.5)
-    options = {"momentum": 0.9} if optimizer == "sgd" else None
-    ours = train_module(
-        factory, X, y, loss, optimizer, lr, Decay(mode, wd), options=options, schedule=schedule
-    )
-    theirs = paper_update(factory, X, y, loss, mode, optimizer, lr, wd, schedule)
-    name = f"{mode} + {'SGD momentum' if optimizer == 'sgd' else 'AdamW'}"
-    sched = f", {schedule}" if schedule else ""
-    return compare(
-        name + sched,
-        reference,
-        ours,
-        theirs,
-        tolerance=1e-10,
-        detail=f"LayerNorm model in float64, lr {lr:g}, wd {wd:g}, {STEPS} steps{sched}",
-    )
-
-
-def adamc_as_timm(
-    factory: Callable[[], nn.Module],
-    X: Tensor,
-    y: Tensor,
-    loss_fn: Callable[[Tensor, Tensor], Tensor],
-    lr: float,
-    wd: float,
-    schedule: str | None,
-    steps: int = STEPS,
-) -> dict[str, Tensor]:
-    """AdamC as timm's ``corrected_weight_decay`` builds it from torch's own AdamW: on the
-    normalized layers' group, weight_decay = wd·lr_t/lr_max each step (so AdamW's 1 − lr_t·wd
-    becomes 1 − wd·lr_t²/lr_max)."""
-    model = factory()
-    groups, _ = param_groups(model, Decay("corrected", wd))
-    for g in groups:
-        g["weight_decay"] = wd if g["decay"] else 0.0
-    opt = torch.optim.AdamW(groups, lr=lr)
-    sched = make_scheduler(opt, schedule, steps)
-    for _ in range(steps):
-        for g in opt.param_groups:
-            if g.get("normalized"):
-                g["weight_decay"] = wd * g["lr"] / lr
-        loss = loss_fn(model(X), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if sched is not None:
-            sched.step()
-    return {n: p.detach().clone() for n, p in model.named_parameters()}
-
-
-def check_corrected_timm() -> Check:
-    """``corrected`` + AdamW ≡ torch's AdamW with timm's per-step weight decay (cosine)."""
-    factory, X, y, loss = _problem("ln")
-    lr, wd = 0.01, 0.5
-    ours = train_module(factory, X, y, loss, "adamw", lr, Decay("corrected", wd), schedule="cosine")
-    theirs = adamc_as_timm(factory, X, y, loss, lr, wd, "cosine")
-    return compare(
-        "corrected ≡ timm's AdamC",
-        "AdamW, wd·lr_t/lr_max on normalized layers (timm)",
-        ours,
-        theirs,
-        tolerance=1e-6,
-        detail=f"LayerNorm model, lr {lr:g}, wd {wd:g}, {STEPS} steps, cosine; normalized: "
-        "every Linear but the output layer",
-    )
-
-
-PAPER_CHECKS = [
-    ("cautious", "sgd", None, "CWD (Chen et al. Alg. 1) written out"),
-    ("cautious", "adamw", "cosine", "CWD on Adam's m̂/(√v̂+ε) written out"),
-    ("corrected", "sgd", "cosine", "SGDC (Defazio) written out"),
-    ("corrected", "adamw", "cosine", "AdamC (Defazio) written out"),
-]
-
-
-def all_checks() -> list[Callable[[], Check]]:
-    """Every check ``wdlab verify`` runs, in order."""
-    return [
-        lambda: _oracle("coupled + SGD", "coupled", "sgd", "SGD(weight_decay)", 0.0),
-        lambda: _oracle(
-            "coupled + SGD momentum",
-            "coupled",
-            "sgd",
-            "SGD(momentum=0.9, weight_decay)",
-            0.0,
-            problem="ln",
-            options={"momentum": 0.9},
-        ),
-        lambda: _oracle(
-            "coupled + SGD nesterov",
-            "coupled",
-            "sgd",
-            "SGD(nesterov, weight_decay)",
-            0.0,
-            problem="ln",
-            options={"momentum": 0.9, "nesterov": True},
-        ),
-        lambda: _oracle(
-            "coupled + Adam", "coupled", "adam", "Adam(weight_decay)", 1e-6, problem="ln", lr=0.01
-        ),
-        lambda: _oracle(
-            "coupled + RMSprop", "coupled", "rmsprop", "RMSprop(weight_decay)", 1e-6, lr=0.01
-        ),
-        lambda: _oracle("coupled + Adagrad", "coupled", "adagrad", "Adagrad(weight_decay)", 1e-6),
-        lambda: _oracle(
-            "decoupled + Adam",
-            "decoupled",
-            "adam",
-            "AdamW(weight_decay)",
-            1e-6,
-            problem="ln",
-            reference_optimizer="adamw",
-            lr=0.01,
-            wd=0.1,
-        ),
-        lambda: _oracle(
-            "decoupled + Adam, StepLR",
-            "decoupled",
-            "adam",
-            "AdamW + StepLR",
-            1e-6,
-            problem="ln",
-            reference_optimizer="adamw",
-            lr=0.01,
-            wd=0.1,
-            schedule="step:20:0.5",
-        ),
-        lambda: _oracle(
-            "decoupled + Adam, cosine",
-            "decoupled",
-            "adam",
-            "AdamW + cosine",
-            1e-6,
-            problem="ln",
-            reference_optimizer="adamw",
-            lr=0.01,
-            wd=0.1,
-            schedule="cosine",
-        ),
-        check_l2_vs_coupled,
-        check_adam_l2_differs_from_decoupled,
-        check_ridge,
-        check_independent,
-        check_to_init,
-        check_engine_rows,
-        *[lambda args=args: check_paper(*args) for args in PAPER_CHECKS],
-        check_corrected_timm,
-    ]
-
-
-def run_checks(progress: bool = False) -> list[Check]:
-    """Run every check and return the results (the ``wdlab verify`` API)."""
-    checks = all_checks()
-    out = []
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(checks), desc="verify", unit="check", leave=False)
-    for fn in checks:
-        out.append(fn())
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    return out

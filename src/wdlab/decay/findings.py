@@ -1,0 +1,193 @@
+"""The weight-decay mistakes of one param group, each one rule in one wording.
+
+:func:`wdlab.audit` reports these as findings (with the codes of :data:`wdlab.auditing.CHECKS`);
+:meth:`wdlab.Decay.attach` and the trainer warn them, with the same words:
+
+* ``lr-wd``: a step multiplies the weights by 1 − r ≤ 0 (r the decay's per-step rate,
+  :func:`wdlab.decay.modes.decay_rate`: lr·wd, or wd for ``independent``);
+* ``adam-l2``: an Adam-family optimizer's own (coupled) ``weight_decay``, which it rescales by
+  √v̂, where AdamW was likely meant;
+* ``double-decay``: the optimizer's own ``weight_decay`` under an attached wdlab ``Decay``.
+
+:func:`sources` says what decays a group (the optimizer's own ``weight_decay``, by what it
+means for that class, and an attached ``Decay``); :func:`group_findings` applies the rules.
+:func:`config_warnings` runs them on one configuration (a mode, wd, lr and optimizer, no live
+optimizer), plus the one note about mode ``builtin`` itself.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
+
+from wdlab.decay.group import decays, step_of
+from wdlab.decay.modes import FORMULAS, acting_mode, decay_rate, get_mode
+from wdlab.optimizers import optimizer_spec
+
+UNKNOWN = "unknown"  # what the weight_decay of an optimizer class wdlab does not know means
+
+
+class DecayLike(Protocol):
+    """What the rules read of a :class:`wdlab.decay.Decay`."""
+
+    mode: str
+    weight_decay: float
+    schedule: Callable[[int], float] | None
+
+    @property
+    def formula(self) -> str: ...
+
+    def wd_at(self, step: int, group: dict | None = None) -> float: ...
+
+
+def builtin_meaning(name: str, group: Mapping[str, Any]) -> str | None:
+    """What an optimizer class's own ``weight_decay`` means for this group: ``coupled``,
+    ``decoupled``, ``None`` (it has none) or ``unknown`` (a class wdlab does not know)."""
+    try:
+        spec = optimizer_spec(name)
+    except ValueError:
+        return UNKNOWN if "weight_decay" in group else None
+    return spec.builtin_meaning(dict(group))
+
+
+def _own_wd(group: Mapping[str, Any]) -> float:
+    return float(group.get("weight_decay", 0.0) or 0.0)
+
+
+def sources(name: str, group: dict, decay: DecayLike | None) -> list[dict]:
+    """What decays this param group: the optimizer's own ``weight_decay`` (by what it means for
+    class ``name``) and an attached wdlab ``Decay``; one dict each (by, mode, wd, formula)."""
+    out = []
+    own, meaning = _own_wd(group), builtin_meaning(name, group)
+    if own > 0 and meaning is not None:
+        text = FORMULAS.get(
+            meaning, "wdlab does not know whether it is coupled or decoupled; see its docs"
+        )
+        out.append({"by": f"{name}(weight_decay)", "mode": meaning, "wd": own, "formula": text})
+    if decay is not None and decays(group) and get_mode(decay.mode).by_wdlab:
+        wd = decay.wd_at(step_of(group), group)
+        if wd > 0 or decay.schedule is not None:
+            out.append(
+                {"by": "wdlab Decay", "mode": decay.mode, "wd": wd, "formula": decay.formula}
+            )
+    return out
+
+
+def _where(index: int | None) -> str:
+    return "" if index is None else f"param group {index}: "
+
+
+def lr_wd(name: str, index: int | None, group: dict, source: dict) -> str | None:
+    """``lr-wd``: one step of this decay multiplies the weights by 1 − r ≤ 0."""
+    lr, wd, mode = float(group.get("lr", 0.0)), source["wd"], source["mode"]
+    if mode == UNKNOWN:  # assume the plain factor 1 − lr·wd
+        rate, what = decay_rate("decoupled", lr, wd)[0], "lr·wd"
+    else:
+        try:
+            optimizer_spec(name)
+        except ValueError:
+            name = "sgd"  # a class wdlab does not know: take the plain (SGD) factor
+        rate, _ = decay_rate(mode, lr, wd, name, group, through_momentum=False)
+        what = "lr·wd" if acting_mode(mode, name, group).timescale.lr_in_rate else "wd"
+    if not rate >= 1:
+        return None
+    return (
+        f"{_where(index)}{what} = {rate:g} ≥ 1 ({source['by']}, {mode}): for SGD and decoupled "
+        f"decay a step multiplies the weights by {1 - rate:g} ≤ 0, which flips or zeroes them; "
+        "use a smaller lr or weight decay"
+    )
+
+
+def adam_l2(name: str, label: str, index: int | None, group: dict) -> str | None:
+    """``adam-l2``: an Adam-family optimizer's own coupled ``weight_decay``."""
+    own = _own_wd(group)
+    try:
+        spec = optimizer_spec(name)
+    except ValueError:
+        return None
+    if not (spec.adam_family and own > 0 and builtin_meaning(name, group) == "coupled"):
+        return None
+    alt = f"torch.optim.AdamW(..., weight_decay={own:g})"
+    if "decoupled_weight_decay" in inspect.signature(spec.cls).parameters:
+        alt += f" or {name}(..., decoupled_weight_decay=True)"
+    return (
+        f"{_where(index)}{label}(weight_decay={own:g}) adds wd·w to the gradient, which {name} "
+        f"then divides by √v, so weights with large gradients barely decay; AdamW was likely "
+        f"meant: {alt} (in wdlab: mode 'decoupled')"
+    )
+
+
+def double_decay(name: str, index: int | None, group: dict, decay: DecayLike) -> str | None:
+    """``double-decay``: the optimizer's own ``weight_decay`` under an attached ``Decay``."""
+    own, mode = _own_wd(group), get_mode(decay.mode)
+    if own <= 0 or mode.optimizer_wd or not decays(group) or builtin_meaning(name, group) is None:
+        return None
+    fix = "; set weight_decay=0 in that group (wdlab.param_groups(model, decay) does)"
+    has = f"param group {index} has weight_decay={own:g} of its own"
+    if not mode.decays:
+        return f"{has}: {name} applies it although Decay('{mode.name}') asks for none{fix}"
+    return (
+        f"param group {index} decays twice: {name}(weight_decay) and wdlab Decay('{mode.name}') "
+        f"({has}: {name} applies it on top of Decay('{mode.name}')){fix}"
+    )
+
+
+def group_findings(
+    name: str, label: str, index: int | None, group: dict, decay: DecayLike | None
+) -> list[tuple[str, str]]:
+    """(code, message) for each rule this param group breaks, in the order of the module
+    docstring's list (``adam-l2`` first)."""
+    out: list[tuple[str, str]] = []
+    if not group["params"]:
+        return out
+    if msg := adam_l2(name, label, index, group):
+        out.append(("adam-l2", msg))
+    for source in sources(name, group, decay):
+        if msg := lr_wd(name, index, group, source):
+            out.append(("lr-wd", msg))
+    if decay is not None and (msg := double_decay(name, index, group, decay)):
+        out.append(("double-decay", msg))
+    return out
+
+
+def builtin_note(mode: str, wd: float, name: str, options: Mapping[str, Any] | None) -> str | None:
+    """Mode ``builtin`` with an optimizer whose ``weight_decay`` is decoupled (AdamW): not the
+    L2/coupled decay ``builtin`` means for SGD and Adam."""
+    if not (get_mode(mode).optimizer_wd and wd > 0):
+        return None
+    if builtin_meaning(name, dict(options or {})) != "decoupled":
+        return None
+    return (
+        f"{name}'s weight_decay is decoupled (w ← w·(1 − lr·wd)), not the L2/coupled decay of "
+        "SGD and Adam; mode 'decoupled' says this explicitly"
+    )
+
+
+class _Config:
+    """A configuration as a :class:`DecayLike` (its Decay has no schedule)."""
+
+    def __init__(self, mode: str, wd: float) -> None:
+        self.mode, self.weight_decay, self.schedule = mode, wd, None
+
+    @property
+    def formula(self) -> str:
+        return FORMULAS[self.mode]
+
+    def wd_at(self, step: int, group: dict | None = None) -> float:
+        return self.weight_decay
+
+
+def config_warnings(
+    mode: str, wd: float, lr: float, optimizer: str, options: Mapping[str, Any] | None = None
+) -> list[str]:
+    """The rules' words for one configuration (no live optimizer): the group it would train
+    in, with ``weight_decay`` handed to the optimizer for ``builtin``."""
+    name = optimizer_spec(optimizer).cls_name
+    m = get_mode(mode)
+    group = {"params": [None], "lr": lr, "weight_decay": wd if m.optimizer_wd else 0.0}
+    group |= dict(options or {})
+    decay = _Config(mode, wd) if m.by_wdlab else None
+    out = [msg for _, msg in group_findings(name, name, None, group, decay)]
+    note = builtin_note(mode, wd, name, options)
+    return [*out, note] if note else out

@@ -1,0 +1,36 @@
+"""The built-in CNN's engine: K configurations through :class:`wdlab.cnn.GroupedCNN`, a
+hand-written batched forward and backward on a (K, C, *spatial, n) layout."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from wdlab.cnn import GroupedCNN
+from wdlab.engines.base import Setup, Stacked, Tape
+
+
+class GroupedCNNEngine(Stacked):
+    """:class:`wdlab.cnn.GroupedCNN` over the stacked weights and buffers."""
+
+    hand_backward = True
+
+    def __init__(self, setup: Setup) -> None:
+        super().__init__(setup)
+        self.fwd = GroupedCNN(setup.template)
+        self.eval_pass = self.fwd.mode_dependent  # BatchNorm, Dropout
+        self.note = "hand-batched GroupedCNN"
+
+    def _run(self, x: Tensor, train: bool) -> Tensor:
+        return self.fwd(self.tensors, self.buffers, x, train)
+
+    def forward_tape(self, idx: Tensor | None = None) -> tuple[Tensor, Tape]:
+        """The training outputs, and the tape :meth:`backward` needs (call under no_grad)."""
+        tape = Tape()
+        x = self.inputs("train", idx)
+        return self.fwd.forward(self.tensors, self.buffers, x, True, tape.entries), tape
+
+    def backward(self, tape: Tape, dout: Tensor) -> None:
+        """Every tensor's ``.grad`` by :meth:`wdlab.cnn.GroupedCNN.backward`."""
+        grads = self.fwd.backward(self.tensors, tape.entries, dout)
+        for n, t in self.tensors.items():
+            t.grad = grads[n]
