@@ -4,11 +4,11 @@ It is the single source of truth for a sweep's results: tables, plots and export
 from here. Runs are written one batch at a time, in one transaction each, so a crash loses at
 most the batch in flight.
 
-Three modules, imports one way: :mod:`wdlab.store.schema` (the file: its tables, its marks,
-the migration of older stores, recognising a store without writing to it) ←
-:mod:`wdlab.store.workers` (liveness: worker ids, leases, the thread that keeps them, taking
-back the runs of workers that are gone) ← :mod:`wdlab.store.database` (:class:`Store`: the
-study, its runs and their curves).
+Three modules, each importing only the ones after it: :mod:`wdlab.store.database`
+(:class:`Store`: the study, its runs and their curves) → :mod:`wdlab.store.workers` (liveness:
+worker ids, leases, the thread that keeps them, taking back the runs of workers that are gone)
+→ :mod:`wdlab.store.schema` (the file: its tables, its marks, the migration of older stores,
+recognising a store without writing to it).
 """
 
 from wdlab.store.database import Store, find_studies
