@@ -3,11 +3,12 @@
 Your Optuna study proposes the configurations (``lr``, ``weight_decay``, ``mode``,
 ``optimizer`` and the optimizer's own keywords, over any Optuna distribution, with any sampler:
 TPE, CMA-ES, random, GP, QMC); :func:`optimize` asks it for ``batch`` trials at once
-(``study.ask`` K times), trains them as one batched computation through the engine
-``wdlab.sweep`` uses, reports each trial's validation metric to Optuna at every evaluation
-(``trial.report(value, step)``, step = epochs trained, so Optuna's pruners decide) and tells
-Optuna each trial's final value. The study is an ordinary Optuna study afterwards: its
-storage, ``optuna.importance``, ``optuna.visualization`` and ``optuna-dashboard`` work on it.
+(``study.ask`` K times), trains them together through the engine ``wdlab.sweep`` uses (one
+batch per optimizer class, cut to the memory budget: one batched computation each), reports
+each trial's validation metric to Optuna at every evaluation (``trial.report(value, step)``,
+step = epochs trained, so Optuna's pruners decide) and tells Optuna each trial's final value.
+The study is an ordinary Optuna study afterwards: its storage, ``optuna.importance``,
+``optuna.visualization`` and ``optuna-dashboard`` work on it.
 
 * The value told is the validation metric wdlab chooses on (``select``: the task's metric by
   default, or ``"loss"``), the mean over ``seeds`` (each trial trains one row per seed), at
@@ -97,8 +98,9 @@ def optimize(
     max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
     progress: bool = False,
 ) -> SearchResult:
-    """Run ``n_trials`` trials of ``study`` over ``space``, ``batch`` at a time, each batch
-    trained as one batched computation; return what was done (:class:`SearchResult`).
+    """Run ``n_trials`` trials of ``study`` over ``space``, ``batch`` asked at a time and trained
+    together (one batched computation per optimizer class and memory budget); return what was
+    done (:class:`SearchResult`).
 
     ``space`` maps parameter names to Optuna distributions: ``lr``, ``weight_decay`` (or
     ``wd``), ``mode``, ``optimizer``, or a keyword of the optimizer (``momentum``…); what it

@@ -30,8 +30,8 @@ from wdlab.store.schema import (
     V1_WALL_TIME,
     StoreError,
     _connect_ro,
+    _finite_or_null,
     _json,
-    _num,
     _rebuilt,
     _unnan,
     config_key,
@@ -281,7 +281,7 @@ class Store(Workers):
         self.db.execute("DELETE FROM curves WHERE run_id = ?", (run_id,))
         c = r.curves
         rows = [
-            (run_id, metric, e, _num(v))
+            (run_id, metric, e, _finite_or_null(v))
             for metric, values in c.series.items()
             for e, v in zip(c.axis(metric), values, strict=True)
         ]

@@ -120,7 +120,8 @@ def hash_config(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def _num(v: Any) -> Any:
+def _finite_or_null(v: Any) -> Any:
+    """``v``, or None (SQL NULL) for a float that is not finite (the curves' NaN and inf)."""
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
