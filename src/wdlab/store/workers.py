@@ -195,16 +195,10 @@ class Workers:
 
     def register(self, owner: str, lease: float = LEASE_SECONDS) -> None:
         """Record this process as a worker of the study, holding a lease of ``lease`` seconds
-        from now (renewed by :meth:`beat` or a :class:`LeaseKeeper`)."""
+        from now (renewed by a :class:`LeaseKeeper`: :meth:`keep_lease`)."""
         if self.readonly:
             raise StoreError(f"{self.path} was opened read-only")
         _renew(self.db, owner, lease)
-
-    def beat(self, owner: str, lease: float = LEASE_SECONDS) -> bool:
-        """Renew ``owner``'s lease; False when it had been lost (its runs were taken over)."""
-        if self.readonly:
-            raise StoreError(f"{self.path} was opened read-only")
-        return _renew(self.db, owner, lease)
 
     def keep_lease(self, owner: str, lease: float) -> LeaseKeeper:
         """A started :class:`LeaseKeeper` renewing ``owner``'s lease; stop it when done."""
