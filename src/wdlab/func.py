@@ -165,7 +165,7 @@ def probe(
         why = _try(fwd, params, buffers, x, loss)
         if why is not None:
             fwd.vmap = False
-            alone = _try(fwd, _rows(params, 1), _rows(buffers, 1), x, loss)
+            alone = _try(fwd, _first_rows(params, 1), _first_rows(buffers, 1), x, loss)
             fwd.vmap = True
             if alone is not None:
                 raise ValueError(
@@ -177,7 +177,8 @@ def probe(
     return why
 
 
-def _rows(tensors: dict[str, Tensor], k: int) -> dict[str, Tensor]:
+def _first_rows(tensors: dict[str, Tensor], k: int) -> dict[str, Tensor]:
+    """Rows 0..k-1 of stacked tensors (the first ``k`` configurations)."""
     return {n: t[:k] for n, t in tensors.items()}
 
 

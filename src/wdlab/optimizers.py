@@ -8,19 +8,23 @@ one entry here.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+_RENAMED = "OptimizerSpec.{} is now OptimizerSpec.{}; the old name goes in the next release"
 
 
 @dataclass(frozen=True)
 class OptimizerSpec:
     """One torch optimizer as wdlab knows it.
 
-    ``builtin`` is what its ``weight_decay=`` does (``coupled`` or ``decoupled``; ``None`` when
-    it has none). ``fused``: the engine runs torch's one-kernel-per-group implementation (the
-    same update, ~2× less per-step overhead on CPU). ``foreach``: one C++ call per update op
+    ``own_wd_mode`` is what its own ``weight_decay=`` does, as a mode (``coupled`` or
+    ``decoupled``; ``None`` when it has none): what mode ``builtin`` means with it. ``fused``:
+    the engine runs torch's one-kernel-per-group implementation (the same update, ~2× less
+    per-step overhead on CPU). ``foreach``: one C++ call per update op
     for a group's tensors. ``linear``: the update is linear in the gradient and the weights
     (plain, momentum and nesterov SGD), so the exact Gram fast path applies. ``adam_family``:
     the update divides by √v̂ (Adam, AdamW, NAdam, RAdam, Adamax), so a coupled (L2) decay term
@@ -33,7 +37,7 @@ class OptimizerSpec:
 
     name: str
     cls_name: str
-    builtin: str | None = "coupled"
+    own_wd_mode: str | None = "coupled"
     fused: bool = False
     foreach: bool = True
     linear: bool = False
@@ -44,18 +48,30 @@ class OptimizerSpec:
     @property
     def has_weight_decay(self) -> bool:
         """Whether the optimizer has a ``weight_decay`` of its own (mode ``builtin`` needs it)."""
-        return self.builtin is not None
+        return self.own_wd_mode is not None
 
     @property
     def cls(self) -> type[torch.optim.Optimizer]:
         """The ``torch.optim`` class."""
         return getattr(torch.optim, self.cls_name)
 
-    def builtin_meaning(self, options: dict[str, Any] | None = None) -> str | None:
+    def own_wd_mode_with(self, options: dict[str, Any] | None = None) -> str | None:
         """What ``weight_decay=`` means with these options (Adam's ``decoupled_weight_decay``)."""
         if options and options.get("decoupled_weight_decay"):
             return "decoupled"
-        return self.builtin
+        return self.own_wd_mode
+
+    @property
+    def builtin(self) -> str | None:
+        """Deprecated: :attr:`own_wd_mode` (``builtin`` is a mode's name); goes in the next
+        release."""
+        warnings.warn(_RENAMED.format("builtin", "own_wd_mode"), DeprecationWarning, 2)
+        return self.own_wd_mode
+
+    def builtin_meaning(self, options: dict[str, Any] | None = None) -> str | None:
+        """Deprecated: :meth:`own_wd_mode_with`; goes in the next release."""
+        warnings.warn(_RENAMED.format("builtin_meaning", "own_wd_mode_with"), DeprecationWarning, 2)
+        return self.own_wd_mode_with(options)
 
     def implementation(self, options: dict[str, Any]) -> dict[str, bool]:
         """``fused``/``foreach`` keywords for the engine, unless the user's options set one."""
@@ -75,7 +91,7 @@ _SPECS = [
     OptimizerSpec(
         "adamw",
         "AdamW",
-        builtin="decoupled",
+        own_wd_mode="decoupled",
         fused=True,
         adam_family=True,
         equilibrium="adaptive",
@@ -87,7 +103,7 @@ _SPECS = [
     OptimizerSpec("radam", "RAdam", adam_family=True),
     OptimizerSpec("asgd", "ASGD"),
     OptimizerSpec("adadelta", "Adadelta"),
-    OptimizerSpec("rprop", "Rprop", builtin=None),
+    OptimizerSpec("rprop", "Rprop", own_wd_mode=None),
 ]
 OPTIMIZERS: dict[str, OptimizerSpec] = {s.name: s for s in _SPECS}
 _BY_CLASS = {s.cls_name: s for s in _SPECS}

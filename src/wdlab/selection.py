@@ -160,7 +160,11 @@ def run_scores(run: RunResult, c: Criterion) -> tuple[float, float, int | None]:
         return math.nan, math.nan, None
     epochs = list(run.curves.eval_epoch)
     if not c.early_stopping or val_key not in run.curves.series:
-        return _num(run.final.get(val_key)), _num(run.final.get(test_key)), _last(epochs)
+        return (
+            _finite_or_nan(run.final.get(val_key)),
+            _finite_or_nan(run.final.get(test_key)),
+            _last(epochs),
+        )
     vals = run.curves[val_key]
     finite = [i for i, v in enumerate(vals) if math.isfinite(v)]
     if not finite:
@@ -169,11 +173,11 @@ def run_scores(run: RunResult, c: Criterion) -> tuple[float, float, int | None]:
     best = pick(vals[i] for i in finite)
     i = next(i for i in finite if vals[i] == best)
     tests = run.curves.series.get(test_key)
-    test = _num(tests[i]) if tests is not None else math.nan
+    test = _finite_or_nan(tests[i]) if tests is not None else math.nan
     return best, test, epochs[i] if i < len(epochs) else None
 
 
-def _num(v: Any) -> float:
+def _finite_or_nan(v: Any) -> float:
     """``v`` as a float if a finite number, else ``math.nan`` itself (so rows compare equal)."""
     return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else math.nan
 
@@ -345,7 +349,7 @@ def _row(
     measured = measured and decays(mode)
     val, test_mean = _mean(scores), statistics.fmean(tests)
     test_zero = _mean(ref, 1) if ref is not None else math.nan
-    tau = {k: _num(runs[0].final.get(k)) for k in ("tau_iter", "tau_epoch")}
+    tau = {k: _finite_or_nan(runs[0].final.get(k)) for k in ("tau_iter", "tau_epoch")}
     return {
         "mode": mode,
         "lr": lr,
@@ -357,9 +361,9 @@ def _row(
         "better_than_zero": measured,
         "verdict": verdict,
         "val_at_zero": _mean(ref) if ref is not None else math.nan,
-        "gain": _num(test.gain),  # NaN itself when not finite
-        "gain_se": _num(test.se),
-        "p_value": _num(test.p),
+        "gain": _finite_or_nan(test.gain),  # NaN itself when not finite
+        "gain_se": _finite_or_nan(test.se),
+        "p_value": _finite_or_nan(test.p),
         "level": ALPHA / m,  # the p-value a gain must be under (ALPHA / m, Bonferroni)
         "best_mean_wd": best,
         "metric": c.key,

@@ -45,8 +45,6 @@ from torch import nn
 
 #: A factory's time limit in seconds, unless the caller sets another (``factory_timeout``).
 DEFAULT_FACTORY_TIMEOUT = 300.0
-#: What wdlab offers a factory by name.
-OFFERED = ("seed", "in_dim", "out_dim")
 _BY_NAME = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 

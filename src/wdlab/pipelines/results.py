@@ -4,6 +4,7 @@ thin call into :mod:`wdlab.report`."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
@@ -201,5 +202,19 @@ def run_row(run: RunResult) -> dict[str, Any]:
     return row | {"seconds": run.seconds, "engine": run.engine}
 
 
-#: ``wdlab run``'s result: a sweep of one experiment into a temporary store.
-ExperimentResult = SweepResult
+def former_name(module: str, name: str, stacklevel: int = 2) -> Any:
+    """``ExperimentResult``, the former name of :class:`SweepResult` (``wdlab run``'s result is
+    a SweepResult of kind ``run``), with a ``DeprecationWarning`` until the next release; an
+    ``AttributeError`` of ``module`` for any other name."""
+    if name != "ExperimentResult":
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    warnings.warn(
+        "ExperimentResult is SweepResult; the old name goes in the next release",
+        DeprecationWarning,
+        stacklevel=stacklevel + 1,
+    )
+    return SweepResult
+
+
+def __getattr__(name: str) -> Any:
+    return former_name(__name__, name)
