@@ -42,6 +42,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.overrides import TorchFunctionMode
 
+from wdlab.inputs import Inputs, model_args, shapes
+
 
 class FuncForward:
     """``(params, buffers, x, train) -> (K, n, out)`` for K stacked copies of ``template``.
@@ -59,13 +61,15 @@ class FuncForward:
         )
         self._batched = torch.vmap(self._one, in_dims=(0, 0, None), randomness="same")
 
-    def _one(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> Tensor:
-        return functional_call(self.template, (params, buffers), (x,))
+    def _one(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Inputs) -> Tensor:
+        args, kwargs = model_args(x)
+        return functional_call(self.template, (params, buffers), args, kwargs)
 
     def __call__(
-        self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor, train: bool
+        self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Inputs, train: bool
     ) -> Tensor:
-        """Outputs of every configuration on the shared input ``x``."""
+        """Outputs of every configuration on the shared input ``x`` (a tensor, or a tuple or
+        dict of tensors: ``model(*x)``, ``model(**x)``)."""
         self.template.train(train)
         K = len(next(iter(params.values())))
         if self.vmap and K > 1:
@@ -196,7 +200,7 @@ def probe(
     fwd: FuncForward,
     params: dict[str, Tensor],
     buffers: dict[str, Tensor],
-    x: Tensor,
+    x: Inputs,
     loss: Callable[[Tensor], Tensor],
 ) -> str | None:
     """Try one training forward and backward and one eval forward on ``x`` (under vmap for more
@@ -212,7 +216,7 @@ def probe(
             fwd.vmap = True
             if alone is not None:
                 raise ValueError(
-                    f"the model or its loss fails on inputs of shape {tuple(x.shape[1:])}: {alone}"
+                    f"the model or its loss fails on inputs of shape {shapes(x)}: {alone}"
                 ) from None
     finally:
         for n, b in buffers.items():
@@ -228,10 +232,11 @@ def _try(
     fwd: FuncForward,
     params: dict[str, Tensor],
     buffers: dict[str, Tensor],
-    x: Tensor,
+    x: Inputs,
     loss: Callable[[Tensor], Tensor],
 ) -> str | None:
-    with torch.random.fork_rng(devices=cuda_ids(x.device)):
+    device = next(iter(params.values())).device
+    with torch.random.fork_rng(devices=cuda_ids(device)):
         try:
             with torch.enable_grad():
                 trial = {n: p.detach().clone().requires_grad_(True) for n, p in params.items()}

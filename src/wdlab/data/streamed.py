@@ -75,6 +75,7 @@ class StreamedData:
     fingerprint: str
     example: Inputs  # one training example, batch dimension 1, on the host (float32 floats)
     meta: dict = field(default_factory=dict)
+    probe: Batch | None = None  # the training sample the facts were read from (host, checked)
 
     def to(self, device: torch.device | str) -> StreamedData:
         """A copy whose streams give their batches on ``device``."""
@@ -340,9 +341,10 @@ def stream_splits(
         for k, s in sources.items()
     }
     meta |= {f"n_{k}": items(s) for k, s in sources.items()}
-    example = apply(lambda t: t[:1], as_inputs(samples["train"][0]))
+    x, y = as_inputs(samples["train"][0]), samples["train"][1].to(targets)
+    example = apply(lambda t: t[:1], x)
     digest = fingerprint(sources, samples)
-    return StreamedData(name, task, classes, layout, streams, digest, example, meta)
+    return StreamedData(name, task, classes, layout, streams, digest, example, meta, (x, y))
 
 
 def _classes(sources: Mapping[str, Source], given: int | None, seed: int, progress: bool) -> int:
