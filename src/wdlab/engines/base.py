@@ -72,7 +72,7 @@ def fast_path_choice(setup: Setup, found: tuple[bool, str]) -> tuple[bool, str]:
     if not setup.full_batch:
         applies, why = False, "mini-batches"
     if setup.reads_weights:
-        applies, why = False, "diagnostics need the weights themselves"
+        applies, why = False, "diagnostics or gradient clipping need the weights themselves"
     if setup.fast_path and not applies:
         raise ValueError(f"the fast path does not apply: {why}")
     return (applies if setup.fast_path is None else bool(setup.fast_path)), why

@@ -28,11 +28,13 @@ from wdlab.devices import resolve_device
 from wdlab.func import cuda_ids
 from wdlab.records import RunResult
 from wdlab.tasks import get_task
+from wdlab.trainer.clipping import clip_rows
 from wdlab.trainer.feed import Rows, evaluate, in_dims, make_feed
 from wdlab.trainer.heap import trim_heap, tune_malloc
 from wdlab.trainer.plan import Plan, group_configs, order_configs
 from wdlab.trainer.recorder import Recorder
 from wdlab.trainer.rows import RowOptimizer
+from wdlab.trainer.schedules import parse_schedule
 from wdlab.trainer.setup import build_engine
 
 
@@ -73,12 +75,21 @@ class Trainer:
         modes = [g.mode for g in groups]
         self.engine, table = build_engine(plan, spec, cfgs, modes, self.feed, self.task)
         self.note = self.engine.note + ("; bf16 autocast" if self.amp else "")
-        # a hand-written backward differentiates no loss term: l2 is applied as its gradient
-        self.manual = self.engine.hand_backward and not self.amp and bool(self.task.loss_grad)
+        # a hand-written backward differentiates no loss term: l2 is applied as its gradient;
+        # clipping takes autograd's gradients, l2's term included, as a plain loop would
+        self.manual = (
+            self.engine.hand_backward
+            and not self.amp
+            and bool(self.task.loss_grad)
+            and plan.clip_grad_norm is None
+        )
         by_gradient = set(self.engine.tensors) if self.manual else set(self.engine.by_gradient)
         self.rows = RowOptimizer(plan, self.engine, groups, table, by_gradient)
         self.recorder = Recorder(plan, cfgs, self.engine, table, self.task, self.feed)
         self.recorder.watch(self.rows.optimizer, self.rows.attach)
+        sched = self.rows.scheduler
+        self.step_schedule = sched is not None and parse_schedule(plan.schedule)[0].per_step
+        self.steps_left = plan.steps  # None: every batch of every epoch
         # models whose train and eval modes differ (BatchNorm, Dropout) are evaluated on the
         # training split in eval mode, by a pass of its own
         self.train_pass = self.feed.minibatch or self.engine.eval_pass
@@ -118,7 +129,7 @@ class Trainer:
                 rec.train_loss[epoch] = self.step(next(self.feed.epoch(epoch)), pending)
                 pending = False
             rec.weight_norm(epoch)
-            if self.rows.scheduler is not None:
+            if self.rows.scheduler is not None and not self.step_schedule:
                 self.rows.scheduler.step()
             if epoch in eval_set:
                 if rec.due(epoch):
@@ -142,6 +153,10 @@ class Trainer:
         for rows in self.feed.epoch(epoch):
             epoch_loss += self.step(rows, False) * rows.n
             n, steps = n + rows.n, steps + 1
+            if self.steps_left is not None:
+                self.steps_left -= 1
+                if self.steps_left == 0:  # steps=: the last epoch ends here
+                    break
         self.recorder.train_loss[epoch] = epoch_loss / max(n, 1)
         if self.recorder.iters_per_epoch is None:
             self.recorder.iters_per_epoch = steps
@@ -166,7 +181,11 @@ class Trainer:
         losses = losses.detach()
         if pending:
             self.recorder.eval_value("train_loss_eval", losses)
+        if self.plan.clip_grad_norm is not None:
+            clip_rows(self.engine.tensors.values(), self.plan.clip_grad_norm)
         self.rows.step()
+        if self.step_schedule:
+            self.rows.scheduler.step()
         return losses
 
     def forward(self, rows: Rows, train: bool = False) -> Tensor:
