@@ -259,7 +259,8 @@ class ModelSpec:
 def activations_per_example(model: nn.Module, example: Inputs) -> int:
     """How many activation values one example produces in a forward pass of ``model`` (on
     ``example``: a tensor, or a tuple or dict of them): the outputs of every leaf module,
-    counted with forward hooks (for memory estimates)."""
+    counted with forward hooks (for memory estimates), in eval mode (a BatchNorm1d cannot take
+    one example in training mode; the shapes are the same)."""
     total = 0
 
     def count(_m: nn.Module, _inp: object, out: object) -> None:
@@ -269,10 +270,12 @@ def activations_per_example(model: nn.Module, example: Inputs) -> int:
 
     leaves = [m for m in model.modules() if not any(True for _ in m.children())]
     handles = [m.register_forward_hook(count) for m in leaves]
+    was = model.training
     try:
         with torch.no_grad():
-            call(model, example)
+            call(model.eval(), example)
     finally:
+        model.train(was)
         for h in handles:
             h.remove()
     return max(1, total // max(1, rows(example)))
