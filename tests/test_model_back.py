@@ -7,6 +7,7 @@ into the study folder only, recorded, and a corrupt one is one line."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -125,7 +126,7 @@ def test_a_corrupt_weights_file_is_one_line(tmp_path):
     out = tmp_path / "s"
     r = wdlab.sweep(make, _splits(), out=out, **KW)
     path = next(iter(r.best[0]["weights"].values()))
-    data = open(path, "rb").read()
+    data = Path(path).read_bytes()
     with open(path, "wb") as fh:  # cut short, as an interrupted copy leaves it
         fh.write(data[: len(data) // 2])
     with pytest.raises(ValueError, match=r"^weights file .* cannot be read: [^\n]*$"):
