@@ -411,3 +411,31 @@ def test_a_100k_lazily_generated_set_trains_in_bounded_memory():
     assert len(r.runs[0].curves["train_loss"]) == 1  # 20 steps: one epoch, cut short
     print(f"peak RSS grew by {grew:.0f} MiB")
     assert grew < 200, f"peak RSS grew by {grew:.0f} MiB"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (a GPU machine runs it)")
+def test_cuda_streamed_training_steps_do_not_sync_with_the_host():
+    """Streamed batches are pinned and copied asynchronously, labels checked on the host before
+    the copy, the epoch's loss and the clipping factor kept on the device: the synchronising
+    calls counted by torch's sync debug mode do not grow with the number of epochs."""
+    from wdlab.records import RunConfig
+    from wdlab.trainer import train
+
+    data = stream_splits(_splits(), batch_size=16, n_classes=2)
+    spec = ModelSpec("custom", factory=mlp, in_dim=6, out_dim=2)
+    configs = [RunConfig("decoupled", wd, 1e-2, "adamw", seed=s) for wd in (0, 0.1) for s in (0, 1)]
+
+    def syncs(epochs):
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                train(
+                    spec, data, configs, epochs=epochs, eval_every=1000, device="cuda",
+                    clip_grad_norm=1.0, schedule="warmup-linear:3",
+                )  # fmt: skip
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(w.message) for w in caught)
+
+    assert syncs(4) == syncs(8)

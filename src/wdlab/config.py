@@ -94,7 +94,8 @@ SWEEP_GRID: dict[str, Any] = {
 }
 # Keys that change no number a run gives: never part of a study's identity.
 NOT_IDENTITY = {"model": ("factory_timeout",), "train": ("keep",)}
-#: What a sweep keeps of the trained weights in its study (``train.keep``, ``--keep``).
+#: What a sweep keeps of the trained weights in its study (``train.keep``, ``--keep``); the
+#: first two keep some.
 KEEP = ("best", "all", "none")
 
 
@@ -705,7 +706,7 @@ class TrainConfig(_Section):
             "diagnostics": tuple(self.diagnostics),
             "steps": self.steps or None,
             "clip_grad_norm": self.clip_grad_norm,
-            "keep_params": self.keep != "none",
+            "keep_params": self.keep in KEEP[:2],  # best, all
         }
 
 

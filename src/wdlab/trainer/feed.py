@@ -23,14 +23,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from wdlab.data import Dataset, StreamedData
 from wdlab.inputs import Inputs, apply, rows, take
+from wdlab.models import ModelSpec
 from wdlab.tasks import Task
+from wdlab.trainer.plan import Plan
 
 Data = Dataset | StreamedData
 
@@ -260,3 +262,22 @@ def in_dims(data: Data) -> tuple[int, int]:
     if isinstance(data, StreamedData) and data.layout.kind != "tensor":
         return 0, data.out_dim
     return data.in_dim, data.out_dim
+
+
+def feed_for(plan: Plan, device: torch.device) -> tuple[ModelSpec, Feed]:
+    """The plan's model spec sized to its data (where it has no sizes), and the feed its
+    engine reads (flat or float inputs as the engine wants them)."""
+    spec = plan.spec
+    if spec.in_dim == 0:
+        in_dim, out_dim = in_dims(plan.data)
+        spec = replace(spec, in_dim=in_dim, out_dim=out_dim)
+    kind = spec.model_kind.engine
+    feed = make_feed(
+        plan.data,
+        device,
+        flat=kind.flat_inputs,
+        floats=kind.float_inputs,
+        batch_size=plan.batch_size,
+        seed=plan.shuffle_seed,
+    )
+    return spec, feed

@@ -9,8 +9,9 @@ stacked weights; the optimizer over the rows (:mod:`.rows`) is a real ``torch.op
 optimizer with the decay driver attached; the recorder (:mod:`.recorder`) keeps the curves,
 norms and diagnostics, stops diverged rows and assembles the results. One epoch:
 :meth:`Trainer.step` for each (mini-)batch (forward, gradients, update), then the scheduler,
-the divergence check and :meth:`Trainer.evaluate`. Built-in models take their gradients from a
-hand-written backward; custom models and bf16 autocast use autograd.
+the divergence check and :meth:`Trainer.evaluate`; the batches come from the feed (:mod:`.feed`:
+tensors held in memory, or the user's streams). Built-in models take their gradients from a
+hand-written backward; custom models, bf16 autocast and gradient clipping use autograd.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from dataclasses import replace
 
 import torch
 from torch import Tensor
@@ -29,7 +29,7 @@ from wdlab.func import cuda_ids
 from wdlab.records import RunResult
 from wdlab.tasks import get_task
 from wdlab.trainer.clipping import clip_rows
-from wdlab.trainer.feed import Rows, evaluate, in_dims, make_feed
+from wdlab.trainer.feed import Rows, evaluate, feed_for
 from wdlab.trainer.heap import trim_heap, tune_malloc
 from wdlab.trainer.plan import Plan, group_configs, order_configs
 from wdlab.trainer.recorder import Recorder
@@ -51,19 +51,7 @@ class Trainer:
         tune_malloc()
         self.device = resolve_device(plan.device)
         self.task = plan.task or get_task(plan.data.task)
-        spec = plan.spec
-        if spec.in_dim == 0:
-            in_dim, out_dim = in_dims(plan.data)
-            spec = replace(spec, in_dim=in_dim, out_dim=out_dim)
-        kind = spec.model_kind.engine
-        self.feed = make_feed(
-            plan.data,
-            self.device,
-            flat=kind.flat_inputs,
-            floats=kind.float_inputs,
-            batch_size=plan.batch_size,
-            seed=plan.shuffle_seed,
-        )
+        spec, self.feed = feed_for(plan, self.device)  # the data path: held or streamed
         self.amp = plan.precision == "bf16"
         for c in plan.configs:
             name = plan.optimizer.cls_name
@@ -75,23 +63,17 @@ class Trainer:
         modes = [g.mode for g in groups]
         self.engine, table = build_engine(plan, spec, cfgs, modes, self.feed, self.task)
         self.note = self.engine.note + ("; bf16 autocast" if self.amp else "")
-        # a hand-written backward differentiates no loss term: l2 is applied as its gradient;
-        # clipping takes autograd's gradients, l2's term included, as a plain loop would
-        self.manual = (
-            self.engine.hand_backward
-            and not self.amp
-            and bool(self.task.loss_grad)
-            and plan.clip_grad_norm is None
-        )
+        # a hand-written backward takes l2 as its gradient; clipping, autograd's (l2 in them)
+        hand = self.engine.hand_backward and not self.amp and bool(self.task.loss_grad)
+        self.manual = hand and plan.clip_grad_norm is None
         by_gradient = set(self.engine.tensors) if self.manual else set(self.engine.by_gradient)
         self.rows = RowOptimizer(plan, self.engine, groups, table, by_gradient)
         self.recorder = Recorder(plan, cfgs, self.engine, table, self.task, self.feed)
         self.recorder.watch(self.rows.optimizer, self.rows.attach)
-        sched = self.rows.scheduler
-        self.step_schedule = sched is not None and parse_schedule(plan.schedule)[0].per_step
+        per_step = parse_schedule(plan.schedule)[0].per_step
+        self.step_schedule = self.rows.scheduler is not None and per_step
         self.steps_left = plan.steps  # None: every batch of every epoch
-        # models whose train and eval modes differ (BatchNorm, Dropout) are evaluated on the
-        # training split in eval mode, by a pass of its own
+        # mini-batches, or modes that differ (BatchNorm, Dropout): a train pass in eval mode
         self.train_pass = self.feed.minibatch or self.engine.eval_pass
 
     def run(self) -> list[RunResult]:
@@ -191,12 +173,10 @@ class Trainer:
     def forward(self, rows: Rows, train: bool = False) -> Tensor:
         """The forward pass on a batch (``train``: in training mode), under bfloat16 autocast
         when asked; outputs in float32."""
-        kw = {"idx": rows.idx, "train": train, "x": rows.x}
         if not self.amp:
-            return self.engine.forward(rows.split, **kw)
+            return self.engine.forward(rows.split, rows.idx, train, rows.x)
         with torch.autocast(self.device.type, dtype=torch.bfloat16):
-            out = self.engine.forward(rows.split, **kw)
-        return out.float()
+            return self.engine.forward(rows.split, rows.idx, train, rows.x).float()
 
     def evaluate(self, with_train: bool) -> None:
         """Metrics on every evaluation split (and, when asked, a train pass in eval mode)."""
@@ -209,9 +189,8 @@ class Trainer:
     def evaluate_split(self, split: str, loss_key: str) -> None:
         """One split's loss (as ``loss_key``) and metrics, over its batches."""
         values = evaluate(self.feed.evaluation(split), self.forward, self.task)
-        self.recorder.eval_value(loss_key, values.pop("loss"))
         for m, v in values.items():
-            self.recorder.eval_value(f"{split}_{m}", v)
+            self.recorder.eval_value(loss_key if m == "loss" else f"{split}_{m}", v)
 
     def finish(self, pending: bool) -> None:
         """After the last epoch: the train metrics still pending (of the final weights)."""
