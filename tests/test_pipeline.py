@@ -88,11 +88,24 @@ def test_the_same_sweep_twice_gives_the_same_numbers_whatever_the_caller_draws()
         assert x.final == y.final
 
 
-def test_augmentation_is_fresh_each_epoch_so_it_changes_the_numbers():
-    """The same sweep on frozen inputs (noise 0) and on fresh noise: different trainings."""
-    fresh = wdlab.sweep(mlp, _splits(0.5), seeds=1, **SMALL)
-    frozen = wdlab.sweep(mlp, _splits(0.0), seeds=1, **SMALL)
-    assert fresh.runs[0].final["train_loss"] != frozen.runs[0].final["train_loss"]
+def test_two_epochs_train_on_different_augmented_inputs():
+    """A configuration alone (max_batch=1: the module's own forward, real tensors) sees the
+    same 80 items in both epochs, with fresh noise: the inputs of epoch 1 are not epoch 0's
+    in another order (a frozen read gave the same inputs every epoch)."""
+    seen = []
+
+    def make(seed=0):
+        model = mlp(seed)
+        model.register_forward_pre_hook(
+            lambda m, args: seen.append(args[0].detach().sum(1)) if m.training else None
+        )
+        return model
+
+    wdlab.sweep(make, _splits(0.5), seeds=1, max_batch=1, **(SMALL | {"weight_decay": 0.0}))
+    steps = seen[-10:]  # the 2 epochs' 5 steps (probes ran before, evaluation is in eval mode)
+    epoch0, epoch1 = (torch.cat(steps[:5]).sort().values, torch.cat(steps[5:]).sort().values)
+    assert len(epoch0) == len(epoch1) == 80
+    assert not torch.allclose(epoch0, epoch1)
 
 
 @pytest.mark.numerics
