@@ -61,8 +61,8 @@ def _sources(splits: Mapping[str, Any], seed: int) -> dict[str, Any]:
         x, _ = sample(k, src, seed, count=1)
         if not isinstance(x, Tensor):
             raise ValueError(
-                f"data[{k!r}]: inputs are {Layout.of(x)}; a model with several inputs needs "
-                "the streamed path, not yet in wdlab.sweep"
+                f"data[{k!r}]: inputs are {Layout.of(x)}; a model with several inputs trains "
+                "from streams (wdlab.sweep streams them; wdlab.data.stream_splits)"
             )
         n = items(src)
         if n is not None and len(x):
