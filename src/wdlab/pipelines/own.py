@@ -74,24 +74,23 @@ def sweep(
 ) -> SweepResult:
     """Sweep weight decay × lr × mode × seed for ``model`` on ``data``; choose on validation.
 
-    ``model``: a factory returning an ``nn.Module`` (called after ``torch.manual_seed(seed)``,
-    given ``seed``, ``in_dim``, ``out_dim`` by keyword where it has them, a single other
-    required parameter the seed; stopped after ``factory_timeout`` s), ``"path/file.py:make"``,
-    a :class:`~wdlab.models.ModelSpec` or a built-in kind. ``data``: ``{"train", "val",
-    "test"}`` → ``(X, y)`` tensors (held in memory: the fast path), or Datasets, DataLoaders,
-    ``IterableDataset``s and ``make_loader(split, seed, epoch)`` factories, streamed
-    (:func:`wdlab.data.stream_splits`: ``__getitem__`` afresh each epoch, memory flat; classes
-    ``n_classes``, declared, or the model's output width); or a Dataset, a source name, a
-    .csv/.parquet path (``target=``, ``features=``, ``impute=``, ``categorical=``). The recipe:
-    ``epochs`` or ``steps`` (optimizer steps in all), ``schedule`` (:mod:`wdlab.trainer.schedules`:
-    per epoch, or per step with warm-up), ``clip_grad_norm`` (each configuration's own norm),
-    ``precision="bf16"``, ``loss(outputs, targets)`` (label smoothing:
-    ``nn.CrossEntropyLoss(label_smoothing=0.1)``) and ``metric``; ``select`` chooses on
-    ``"loss"`` or a metric; ``early_stopping`` chooses each run at its best validation epoch
-    (every epoch still trains). ``rule``: which tensors decay. ``max_batch=1``: one
-    configuration at a time, the reference. ``out`` keeps the study (else a temporary one);
-    ``keep`` the trained weights it stores (``"best"``, ``"all"``, ``"none"``:
-    :meth:`SweepResult.model`). ``log``: ``"tensorboard:DIR"``, ``"mlflow[:URI]"``.
+    ``model``: a factory returning an ``nn.Module`` (after ``torch.manual_seed(seed)``, given
+    ``seed``, ``in_dim``, ``out_dim`` by keyword where it has them, or the seed to its one
+    required parameter; stopped after ``factory_timeout`` s), ``"file.py:make"``, a
+    :class:`~wdlab.models.ModelSpec` or a built-in kind. ``data``: ``{"train", "val", "test"}``
+    → ``(X, y)`` tensors (held: the fast path) or Datasets, DataLoaders, ``IterableDataset``s,
+    ``make_loader(split, seed, epoch)`` factories (streamed, :func:`wdlab.data.stream_splits`:
+    ``__getitem__`` afresh each epoch; classes ``n_classes``, declared, or the model's output
+    width); or a Dataset, a source name, a .csv/.parquet path (``target=``, ``features=``,
+    ``impute=``, ``categorical=``). The recipe: ``epochs`` or ``steps`` (in all), ``schedule``
+    (per epoch, or per step with warm-up: :mod:`wdlab.trainer.schedules`), ``clip_grad_norm``
+    (each configuration's own norm), ``precision="bf16"``, ``loss`` (label smoothing:
+    ``nn.CrossEntropyLoss(label_smoothing=0.1)``), ``metric``; ``select`` chooses on ``"loss"``
+    or a metric; ``early_stopping`` at each run's best validation epoch (every epoch still
+    trains). ``rule``: which tensors decay. ``max_batch=1``: one configuration at a time, the
+    reference. ``out`` keeps the study (else a temporary one) and, by ``keep`` (``"best"``,
+    ``"all"``, ``"none"``), trained weights (:meth:`SweepResult.model`). ``log``:
+    ``"tensorboard:DIR"``, ``"mlflow[:URI]"``.
     """
     t0 = time.perf_counter()
     checks.check_arguments(max_batch, max_memory_mb, out, factory_timeout)
@@ -111,6 +110,7 @@ def sweep(
     decay = {"modes": _listed(modes), "weight_decay": _listed(weight_decay)}
     config = validate({"train": train | {"select": chosen_on}, "decay": decay})
     kw = config.train.train_kwargs(shuffle_seed=0) | {"rule": rule, "task": task}
+    kw["keep_params"] &= out is not None  # a temporary store keeps no weights
     described = _describe(config.to_dict(), init_name, ds, (loss, metric), rule)
     identity = checks.sweep_identity(described)
     study = Study(Path(), name or "", described, identity, ds, spec, config.grid(), kw)

@@ -32,7 +32,7 @@ from typing import Any
 
 from torch import nn
 
-from wdlab.config import MAX_CONFIGS, Experiment, validate
+from wdlab.config import MAX_CONFIGS, Experiment, merge, validate
 from wdlab.data import Dataset, StreamedData, StreamError, is_data_function
 from wdlab.decay import decay_table
 from wdlab.devices import DEFAULT_MAX_MEMORY_MB, resolve_device
@@ -552,8 +552,9 @@ def run_experiment(
     max_configs: int | None = MAX_CONFIGS,
 ) -> SweepResult:
     """Train every configuration of a config and choose on validation: a sweep into a
-    temporary store, read back and returned (``wdlab run``)."""
+    temporary store, read back and returned (``wdlab run``; no trained weights are kept)."""
     t0 = time.perf_counter()
+    config = merge(config, {"train.keep": "none"})  # the store is temporary
     with tempfile.TemporaryDirectory(prefix="wdlab-run-") as tmp:
         result = run_sweep(
             config,
