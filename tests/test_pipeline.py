@@ -223,6 +223,13 @@ def test_integer_token_ids_reach_an_embedding():
     assert all(math.isfinite(x.final["val_loss"]) for x in r.runs)
 
 
+def test_a_model_that_does_not_take_the_inputs_is_one_line():
+    """Two inputs for a model of one: the model's error, in one line (not a TypeError)."""
+    data = {k: _two_input_items(32, i, False) for i, k in enumerate(("train", "val", "test"))}
+    with pytest.raises(ValueError, match=r"the model fails on inputs of shape .*: TypeError"):
+        wdlab.sweep(lambda seed: nn.Linear(6, 2), data, seeds=1, **SMALL)
+
+
 def test_a_builtin_kind_refuses_several_inputs_in_one_line():
     data = {k: _two_input_items(32, i, False) for i, k in enumerate(("train", "val", "test"))}
     with pytest.raises(ValueError, match="built-in model kinds take one tensor"):

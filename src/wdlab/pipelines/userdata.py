@@ -14,6 +14,7 @@ import torch
 from wdlab.data import Dataset, Stream, StreamedData, stream_splits
 from wdlab.data.batches import call
 from wdlab.data.streamed import count_classes
+from wdlab.inputs import shapes
 from wdlab.models import ModelSpec
 
 
@@ -51,8 +52,15 @@ def with_classes(
         )
         return ds.with_classes(max(counted, 1))
     spec, _ = resolve(model, ds, timeout)
-    with torch.no_grad():
-        out = call(spec.build(0).eval(), ds.probe[0] if ds.probe else ds.example)
+    model, x = spec.build(0).eval(), ds.probe[0] if ds.probe else ds.example
+    try:
+        with torch.no_grad():
+            out = call(model, x)
+    except Exception as exc:  # the user's module on the user's data: one line
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ValueError(
+            f"the model fails on inputs of shape {shapes(x)}: {type(exc).__name__}: {first}"
+        ) from None
     width = out.shape[-1] if isinstance(out, torch.Tensor) and out.dim() else 0
     if width < 1:
         raise ValueError(f"the model's outputs have shape {tuple(out.shape)}: no classes")
