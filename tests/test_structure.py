@@ -41,6 +41,7 @@ LAYERS = [
         "wdlab.stats",
         "wdlab.usercode",
         "wdlab.numerics",
+        "wdlab.inputs",
     },
 ]
 

@@ -6,7 +6,7 @@ An experiment has four sections; every key is optional and unknown keys are refu
               train_size, categorical
     [model]   kind, hidden, activation, layernorm, factory, batchnorm, dropout, factory_timeout
     [train]   optimizer, lr, options, schedule, epochs, batch_size, eval_every, seeds, device,
-              precision, select, early_stopping, diagnostics
+              precision, select, early_stopping, diagnostics, steps, clip_grad_norm, keep
     [decay]   modes, weight_decay, rule, exclude, include
 
 ``lr``, ``modes``, ``weight_decay`` and ``seeds`` take one value or a list (the grid is their
@@ -38,7 +38,15 @@ from typing import Any
 
 import torch
 
-from wdlab.data import SOURCES, Dataset, is_table_path, load, read_table
+from wdlab.data import (
+    SOURCES,
+    Dataset,
+    from_function,
+    is_data_function,
+    is_table_path,
+    load,
+    read_table,
+)
 from wdlab.data.arrays import subsample_train
 from wdlab.decay import (
     DEFAULT_RULE,
@@ -56,7 +64,7 @@ from wdlab.models import ACTIVATIONS, MODEL_KINDS, ModelSpec
 from wdlab.optimizers import OPTIMIZERS, optimizer_spec
 from wdlab.records import RunConfig
 from wdlab.tasks import TASKS
-from wdlab.trainer.plan import PRECISIONS
+from wdlab.trainer.plan import PRECISIONS, check_clip
 from wdlab.trainer.schedules import SCHEDULES, parse_schedule
 from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT
 
@@ -74,7 +82,7 @@ KNOWN_DIAGNOSTICS = ("rotation",)  # accepted by the config; available when regi
 LATER_KEYS = {
     "data": ("train_size", "categorical"),
     "model": ("batchnorm", "dropout"),
-    "train": ("select", "early_stopping", "diagnostics"),
+    "train": ("select", "early_stopping", "diagnostics", "steps", "clip_grad_norm"),
     "decay": ("wd_schedule", "group_wd"),
 }
 #: What ``wdlab sweep`` tries when neither the file nor the flags name a grid (none of these
@@ -85,7 +93,10 @@ SWEEP_GRID: dict[str, Any] = {
     "train.seeds": [0, 1, 2],
 }
 # Keys that change no number a run gives: never part of a study's identity.
-NOT_IDENTITY = {"model": ("factory_timeout",)}
+NOT_IDENTITY = {"model": ("factory_timeout",), "train": ("keep",)}
+#: What a sweep keeps of the trained weights in its study (``train.keep``, ``--keep``); the
+#: first two keep some.
+KEEP = ("best", "all", "none")
 
 
 def parse_float_list(text: str | float | list, key: str) -> list[float]:
@@ -224,6 +235,16 @@ def _seconds(v: Any, key: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
         raise ValueError(f"{key}: expected seconds > 0 (inf: no limit), got {v!r}")
     return float(v)
+
+
+def _clip(v: Any, key: str) -> float:
+    if isinstance(v, str):  # from the command line
+        with contextlib.suppress(ValueError):
+            v = float(v)
+    try:
+        return check_clip(v)
+    except ValueError:
+        raise ValueError(f"{key}: expected a norm > 0 (a finite number), got {_short(v)}") from None
 
 
 def _fraction(v: Any, key: str) -> float:
@@ -460,7 +481,8 @@ class DataConfig(_Section):
         "seed-noise",
         _str_or_none,
         "--data",
-        f"{', '.join(SOURCES)}, or a .csv/.parquet path",
+        f"{', '.join(SOURCES)}, a .csv/.parquet path, or file.py:make_data (a function "
+        "returning the splits: Datasets, DataLoaders or (X, y) tensors)",
     )
     seed: int = key(
         0,
@@ -503,9 +525,18 @@ class DataConfig(_Section):
         "int",
     )
 
-    def load(self) -> Dataset:
-        """The Dataset this section describes (its training split subsampled to
-        ``train_size`` rows when that is set)."""
+    def load(self, batch_size: int | None = None, progress: bool = False) -> Any:
+        """The data this section describes: a Dataset (its training split subsampled to
+        ``train_size`` rows when that is set), or, for ``file.py:make_data``, its splits held
+        or streamed (:func:`wdlab.data.from_function`; ``batch_size`` for bare Datasets,
+        ``progress`` while a split is read)."""
+        if is_data_function(self.source):
+            if self.train_size:
+                raise ValueError("data.train_size applies to built-in sources and tables")
+            return from_function(
+                self.source, seed=self.seed, batch_size=batch_size, progress=progress,
+                task=self.task,
+            )  # fmt: skip
         ds = self._load()
         if self.train_size:
             ds = subsample_train(ds, self.train_size, self.seed, "data.train_size")
@@ -568,6 +599,12 @@ class ModelConfig(_Section):
     def spec(self, ds: Dataset) -> ModelSpec:
         """The ModelSpec, sized to the data (``in_shape`` for signals and images; flat rows
         leave it empty, and a CNN reads them as one-channel signals)."""
+        several = getattr(getattr(ds, "layout", None), "kind", "tensor") != "tensor"
+        if several and self.kind == "custom":  # a model with several inputs: no sizes
+            return ModelSpec(
+                self.kind, out_dim=ds.out_dim, factory=self.factory,
+                factory_timeout=self.factory_timeout,
+            )  # fmt: skip
         return ModelSpec(
             self.kind,
             in_dim=ds.in_dim,
@@ -624,7 +661,8 @@ class TrainConfig(_Section):
         False,
         _bool,
         "--early-stopping",
-        "choose on each run's best-validation epoch instead of its last",
+        "choose on each run's best-validation epoch instead of its last (every epoch still "
+        "trains: the compute is not saved yet)",
         "flag",
     )
     diagnostics: list[str] = key(
@@ -632,6 +670,27 @@ class TrainConfig(_Section):
         _diagnostics,
         "--diagnostics",
         "opt-in recordings per layer, comma-separated (e.g. rotation)",
+    )
+
+    steps: int = key(
+        0,
+        integer(0),
+        "--steps",
+        "train N optimizer steps in all instead of --epochs (0: use --epochs)",
+        "int",
+    )
+    clip_grad_norm: float | None = key(
+        None,
+        _clip,
+        "--clip-grad-norm",
+        "clip each configuration's gradient to this total norm, as clip_grad_norm_ does alone",
+    )
+    keep: str = key(
+        "best",
+        one_of(KEEP),
+        "--keep",
+        "trained weights kept in the study: best (the chosen configurations), all, or none",
+        choices=KEEP,
     )
 
     def train_kwargs(self, shuffle_seed: int) -> dict[str, Any]:
@@ -645,6 +704,9 @@ class TrainConfig(_Section):
             "shuffle_seed": shuffle_seed,
             "precision": self.precision,
             "diagnostics": tuple(self.diagnostics),
+            "steps": self.steps or None,
+            "clip_grad_norm": self.clip_grad_norm,
+            "keep_params": self.keep in KEEP[:2],  # best, all
         }
 
 

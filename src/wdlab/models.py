@@ -31,6 +31,7 @@ from wdlab.engines import (
     Norm,
     Setup,
 )
+from wdlab.inputs import Inputs, call, rows
 from wdlab.loading import load_callable
 from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT, call_factory, factory_arguments
 from wdlab.usercode import check_module as check_module  # the trainer's check of a built module
@@ -255,9 +256,11 @@ class ModelSpec:
         return self.model_kind.describe(self)
 
 
-def activations_per_example(model: nn.Module, example: Tensor) -> int:
-    """How many activation values one example produces in a forward pass of ``model``: the
-    outputs of every leaf module, counted with forward hooks (for memory estimates)."""
+def activations_per_example(model: nn.Module, example: Inputs) -> int:
+    """How many activation values one example produces in a forward pass of ``model`` (on
+    ``example``: a tensor, or a tuple or dict of them): the outputs of every leaf module,
+    counted with forward hooks (for memory estimates), in eval mode (a BatchNorm1d cannot take
+    one example in training mode; the shapes are the same)."""
     total = 0
 
     def count(_m: nn.Module, _inp: object, out: object) -> None:
@@ -267,13 +270,15 @@ def activations_per_example(model: nn.Module, example: Tensor) -> int:
 
     leaves = [m for m in model.modules() if not any(True for _ in m.children())]
     handles = [m.register_forward_hook(count) for m in leaves]
+    was = model.training
     try:
         with torch.no_grad():
-            model(example)
+            call(model.eval(), example)
     finally:
+        model.train(was)
         for h in handles:
             h.remove()
-    return max(1, total // max(1, len(example)))
+    return max(1, total // max(1, rows(example)))
 
 
 def resolve_factory(factory: Callable[..., nn.Module] | str | None) -> Callable[..., nn.Module]:

@@ -74,6 +74,12 @@ LoaderFactory = Callable[[str, int, int], Iterable[Any]]
 _END = object()
 
 
+class StreamError(ValueError):
+    """A stream's data went wrong while it was read (a bad batch, a label outside the classes,
+    a stream that ended early): one line; a sweep then stores nothing of the batch it was
+    training (its runs go back to pending)."""
+
+
 def derive(seed: int, *labels: object) -> int:
     """A 63-bit seed from ``seed`` and labels (split, purpose, epoch): independent draws for
     each split, purpose and epoch, the same on every machine."""
@@ -329,6 +335,12 @@ class Stream:
             self.split, source, seed=self.seed, device=device, **kw, progress=self.progress
         )
 
+    def with_classes(self, n_classes: int) -> Stream:
+        """The same stream, its labels checked against ``n_classes``."""
+        copy = self.to(self.device)
+        copy.n_classes = n_classes
+        return copy
+
     @property
     def batch_size(self) -> int | None:
         """Examples per batch, when the stream has one size."""
@@ -364,7 +376,11 @@ class Stream:
                     raw = next(it, _END)
                 if raw is _END:
                     break
-                yield self._prepared(raw, f"data[{self.split!r}] batch {n} ({what})")
+                try:
+                    batch = self._prepared(raw, f"data[{self.split!r}] batch {n} ({what})")
+                except ValueError as exc:
+                    raise StreamError(str(exc)) from None
+                yield batch
                 n += 1
                 if bar is not None:
                     bar.update(1)
@@ -390,9 +406,9 @@ class Stream:
 
     def _ended(self, n: int, expected: int | None, what: str, key: str) -> None:
         if n == 0:
-            raise ValueError(f"data[{self.split!r}] gave no batches ({what})")
+            raise StreamError(f"data[{self.split!r}] gave no batches ({what})")
         if expected is not None and n < expected:
-            raise ValueError(
+            raise StreamError(
                 f"data[{self.split!r}] ended early: {n} of {expected} batches ({what})"
             )
         self._seen.setdefault(key, n)
@@ -437,6 +453,10 @@ class TensorStream:
         """The same split with its tensors on ``device`` (a fresh generator: the same orders)."""
         kw = {"batch_size": self.batch_size, "seed": self.seed, "device": device}
         return TensorStream(self.split, self.X, self.y, **kw)
+
+    def with_classes(self, n_classes: int) -> TensorStream:
+        """The same split (tensors were checked whole when the classes were counted)."""
+        return self
 
     @property
     def batches(self) -> int:

@@ -7,7 +7,6 @@ Datasets or tensors, an optional loss and metric.
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -18,19 +17,22 @@ import torch
 from torch import nn
 
 from wdlab.config import validate
-from wdlab.data import Dataset, from_splits, is_table_path, load, read_table
+from wdlab.data import Dataset, StreamedData, from_splits, is_table_path, load, read_table
 from wdlab.data.arrays import check_values
+from wdlab.data.streamed import held
 from wdlab.decay import DEFAULT_RULE, DecayRule
 from wdlab.integrations.logs import LogSpec
 from wdlab.models import ModelSpec
 from wdlab.pipelines import checks
 from wdlab.pipelines.results import SweepResult
 from wdlab.pipelines.study import DEFAULT_MAX_MEMORY_MB, Study, run_study
+from wdlab.pipelines.userdata import data_identity, data_sizes, streamed_splits, with_classes
 from wdlab.tasks import Metric, Task, custom_task, get_task
 from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT, code_fingerprint
 
 Model = Callable[..., nn.Module] | ModelSpec | str
 Data = Mapping[str, Any] | Dataset | str
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def sweep(
@@ -43,17 +45,23 @@ def sweep(
     modes: str | Sequence[str] = ("decoupled",),
     seeds: int | Sequence[int] = 1,
     epochs: int = 10,
+    steps: int | None = None,
     batch_size: int | None = 128,
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    schedule: str = "constant",
+    clip_grad_norm: float | None = None,
+    precision: str = "fp32",
+    loss: Loss | None = None,
     metric: str | Metric | Callable[[torch.Tensor, torch.Tensor], object] | None = None,
     select: str | None = None,
     max_batch: int | None = None,
     out: str | Path | None = None,
+    keep: str = "best",
     device: str | None = None,
     rule: DecayRule | str = DEFAULT_RULE,
     options: Mapping[str, Any] | None = None,
     eval_every: int = 1,
     early_stopping: bool = False,
+    n_classes: int | None = None,
     max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
     progress: bool = False,
     name: str | None = None,
@@ -66,52 +74,46 @@ def sweep(
 ) -> SweepResult:
     """Sweep weight decay × lr × mode × seed for ``model`` on ``data``; choose on validation.
 
-    ``model`` is a factory returning an ``nn.Module``, called after ``torch.manual_seed(seed)``
-    with ``seed``, ``in_dim`` and ``out_dim`` by keyword where it has parameters of those names
-    (``def make(seed=0)`` gets each seed; a single required parameter of another name gets it
-    positionally), and stopped after ``factory_timeout`` seconds (``None``: no limit); or
-    ``"path/file.py:make"``, a :class:`~wdlab.models.ModelSpec`, or a built-in kind (``"cnn"``,
-    ``"mlp"``…). ``data`` maps ``train``/``val``/``test`` to map-style Datasets of ``(x, y)``,
-    DataLoaders or ``(X, y)`` pairs (:func:`wdlab.data.from_splits`), or is a Dataset, a source
-    name or a .csv/.parquet path read with ``target=`` (required), ``features=``, ``impute=``
-    and ``categorical=`` (:func:`wdlab.data.read_table`). ``loss(outputs, targets)`` and
-    ``metric`` replace the task's own (``metric``: a recorded key such as ``"acc"``, a
-    :class:`~wdlab.tasks.Metric`, or a callable where higher is better); ``select`` chooses on
-    ``"loss"`` or a metric key (default: the metric). ``rule`` says which tensors decay: a
-    :class:`~wdlab.decay.DecayRule` or a name (``"default"``, ``"everything"``, ``"timm"``,
-    ``"nanogpt"``, ``"hf"``). ``max_batch=1`` trains the configurations one after another: the
-    reference the batched path matches. ``out`` keeps the study (resumable, reportable);
-    without it the store is temporary. ``result.engine`` says which path ran and why. ``log``:
-    ``"tensorboard:DIR"``, ``"mlflow[:URI]"`` or a list (each run as it finishes).
+    ``model``: a factory returning an ``nn.Module`` (after ``torch.manual_seed(seed)``, given
+    ``seed``, ``in_dim``, ``out_dim`` by keyword where it has them, or the seed to its one
+    required parameter; stopped after ``factory_timeout`` s), ``"file.py:make"``, a
+    :class:`~wdlab.models.ModelSpec` or a built-in kind. ``data``: ``{"train", "val", "test"}``
+    → ``(X, y)`` tensors (held: the fast path) or Datasets, DataLoaders, ``IterableDataset``s,
+    ``make_loader(split, seed, epoch)`` factories (streamed, :func:`wdlab.data.stream_splits`:
+    ``__getitem__`` afresh each epoch; classes ``n_classes``, declared, or the model's output
+    width); or a Dataset, a source name, a .csv/.parquet path (``target=``, ``features=``,
+    ``impute=``, ``categorical=``). The recipe: ``epochs`` or ``steps`` (in all), ``schedule``
+    (per epoch, or per step with warm-up: :mod:`wdlab.trainer.schedules`), ``clip_grad_norm``
+    (each configuration's own norm), ``precision="bf16"``, ``loss`` (label smoothing:
+    ``nn.CrossEntropyLoss(label_smoothing=0.1)``), ``metric``; ``select`` chooses on ``"loss"``
+    or a metric; ``early_stopping`` at each run's best validation epoch (every epoch still
+    trains). ``rule``: which tensors decay. ``max_batch=1``: one configuration at a time, the
+    reference. ``out`` keeps the study (else a temporary one) and, by ``keep`` (``"best"``,
+    ``"all"``, ``"none"``), trained weights (:meth:`SweepResult.model`). ``log``:
+    ``"tensorboard:DIR"``, ``"mlflow[:URI]"``.
     """
     t0 = time.perf_counter()
     checks.check_arguments(max_batch, max_memory_mb, out, factory_timeout)
     rule = checks.decay_rule(rule)
+    streamed = {"batch_size": batch_size, "n_classes": n_classes, "progress": progress}
     table = (target, features, impute, categorical)
-    ds = checks.checked_data(lambda d: resolve_data(d, *table), data)
+    ds = checks.checked_data(lambda d: resolve_data(d, *table, stream=streamed), data)
+    ds = with_classes(ds, model, factory_timeout, resolve_model)
     spec, init_name = resolve_model(model, ds, factory_timeout)
     task = _task(ds, loss, metric)
     chosen_on = select or (metric if isinstance(metric, str) else None) or "auto"
-    config = validate(
-        {
-            "train": {
-                "optimizer": optimizer,
-                "lr": _listed(lr),
-                "seeds": checks.seed_list(seeds),
-                "epochs": epochs,
-                "batch_size": batch_size or 0,
-                "eval_every": eval_every,
-                "options": dict(options or {}),
-                "device": device,
-                "select": chosen_on,
-                "early_stopping": early_stopping,
-            },
-            "decay": {"modes": _listed(modes), "weight_decay": _listed(weight_decay)},
-        }
-    )
+    recipe = {"steps": steps or 0, "schedule": schedule, "clip_grad_norm": clip_grad_norm}
+    recipe |= {"precision": precision, "keep": keep, "early_stopping": early_stopping}
+    grid = {"optimizer": optimizer, "lr": _listed(lr), "seeds": checks.seed_list(seeds)}
+    train = grid | recipe | {"epochs": epochs, "batch_size": batch_size or 0}
+    train |= {"eval_every": eval_every, "options": dict(options or {}), "device": device}
+    decay = {"modes": _listed(modes), "weight_decay": _listed(weight_decay)}
+    config = validate({"train": train | {"select": chosen_on}, "decay": decay})
     kw = config.train.train_kwargs(shuffle_seed=0) | {"rule": rule, "task": task}
+    kw["keep_params"] &= out is not None  # a temporary store keeps no weights
     described = _describe(config.to_dict(), init_name, ds, (loss, metric), rule)
-    study = Study(Path(), name or "", described, described, ds, spec, config.grid(), kw)
+    identity = checks.sweep_identity(described)
+    study = Study(Path(), name or "", described, identity, ds, spec, config.grid(), kw)
     return _run(study, out, name, max_batch, max_memory_mb, progress, t0, log)
 
 
@@ -158,10 +160,15 @@ def _listed(value: object) -> object:
     return list(value) if isinstance(value, (tuple, list)) else value
 
 
-def resolve_data(data: Data, *table_args: object) -> Dataset:
-    """The Dataset ``data`` names; ``table_args`` (target, features, impute, categorical, each
+def resolve_data(
+    data: Data, *table_args: object, stream: Mapping[str, Any] | None = None
+) -> Dataset | StreamedData:
+    """The data ``data`` names; ``table_args`` (target, features, impute, categorical, each
     ``None`` when not given): how to read a .csv/.parquet path (refused for any other data).
-    Inputs that are NaN, infinite or beyond float32 are refused, whatever the data came as."""
+    Inputs that are NaN, infinite or beyond float32 are refused, whatever the data came as.
+    ``stream`` (``batch_size``, ``n_classes``, ``progress``): splits given as Datasets,
+    DataLoaders or factories become streams (:func:`wdlab.data.stream_splits`); without it
+    they are read into memory (:func:`wdlab.data.from_splits`)."""
     keys = ("target", "features", "impute", "categorical")
     table = dict(zip(keys, (*table_args, None, None, None, None)[:4], strict=True))
     given = [k for k, v in table.items() if v is not None]
@@ -179,6 +186,8 @@ def resolve_data(data: Data, *table_args: object) -> Dataset:
             return read_table(data, **{k: _listed(v) for k, v in table.items()})
         return load(data)
     if isinstance(data, Mapping):
+        if stream is not None and not held(data):
+            return streamed_splits(data, **stream)
         return from_splits(data)
     raise ValueError(
         f"data must map 'train', 'val', 'test' to Datasets or (X, y), or be a wdlab Dataset, "
@@ -191,7 +200,7 @@ def resolve_model(
 ) -> tuple[ModelSpec, str]:
     """The ModelSpec for ``model``, sized to the data, and how to name the model. A factory
     becomes a ``custom`` spec: it is built the one way ``wdlab sweep --model`` builds it."""
-    sizes = {"in_dim": ds.in_dim, "out_dim": ds.out_dim, "in_shape": ds.in_shape}
+    sizes = data_sizes(ds, builtin=isinstance(model, str) and ":" not in model)
     if isinstance(model, ModelSpec):
         return model, model.describe()
     if isinstance(model, str) and ":" in model:  # "module:function" or "path/file.py:function"
@@ -207,22 +216,18 @@ def resolve_model(
 
 
 def _describe(
-    config: dict, model: str, ds: Dataset, code: tuple[object, object], rule: DecayRule
-) -> dict[str, Any]:
+    config: dict, model: str, ds: Dataset | StreamedData, code: tuple[object, object],
+    rule: DecayRule,
+) -> dict[str, Any]:  # fmt: skip
     """The study's config as stored: the grid and training keys, the decay rule, and names and
     fingerprints of the Python objects: a changed model (its fingerprint is added when it is
     built: :func:`wdlab.pipelines.study.run_study`), data, loss or metric is another study."""
-    digest = hashlib.sha256()
-    for split, (X, y) in ds.splits().items():
-        digest.update(split.encode())
-        digest.update(X.detach().cpu().float().numpy().tobytes())
-        digest.update(y.detach().cpu().numpy().tobytes())
     name = lambda f: getattr(f, "__qualname__", getattr(f, "name", repr(f)))  # noqa: E731
     loss, metric = code
     given = lambda f: {"name": name(f), "code": code_fingerprint(f)} if f else None  # noqa: E731
     return {
         "model": {"factory": model},
-        "data": {"name": ds.name, "fingerprint": digest.hexdigest()[:16], "shape": ds.in_shape},
+        "data": data_identity(ds),
         "train": config["train"] | {"loss": given(loss)},
         "decay": config["decay"] | {"metric": given(metric), "rule": checks.rule_identity(rule)},
     }

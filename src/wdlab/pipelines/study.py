@@ -32,8 +32,8 @@ from typing import Any
 
 from torch import nn
 
-from wdlab.config import MAX_CONFIGS, Experiment, validate
-from wdlab.data import Dataset
+from wdlab.config import MAX_CONFIGS, Experiment, merge, validate
+from wdlab.data import Dataset, StreamedData, StreamError, is_data_function
 from wdlab.decay import decay_table
 from wdlab.devices import DEFAULT_MAX_MEMORY_MB, resolve_device
 from wdlab.diagnostics import DIAGNOSTICS
@@ -51,6 +51,8 @@ from wdlab.pipelines.memory import (
 )
 from wdlab.pipelines.outputs import check_outputs, record_outputs
 from wdlab.pipelines.results import SweepResult
+from wdlab.pipelines.userdata import data_fingerprint
+from wdlab.pipelines.weights import kept_runs, prune_weights, save_weights
 from wdlab.records import RunConfig
 from wdlab.store import LEASE_SECONDS, Store, StoreError, hash_config, worker_id
 from wdlab.store import lease_seconds as lease_of
@@ -127,7 +129,9 @@ def check_decay_applies(config: Experiment) -> None:
             raise ValueError(f"decay.{name}: sweeps cannot apply {what}")
 
 
-def _prepare(config: Experiment, max_configs: int | None) -> tuple[Dataset, ModelSpec, dict]:
+def _prepare(
+    config: Experiment, max_configs: int | None, progress: bool = False
+) -> tuple[Dataset | StreamedData, ModelSpec, dict]:
     """Checks that need no store (grid size, diagnostics), then the data, the model spec and
     the trainer's keywords."""
     check_grid(config, max_configs)
@@ -136,7 +140,7 @@ def _prepare(config: Experiment, max_configs: int | None) -> tuple[Dataset, Mode
     if missing:
         valid = ", ".join(DIAGNOSTICS) or "none in this wdlab"
         raise ValueError(f"train.diagnostics: {missing[0]!r} is not available; valid: {valid}")
-    ds = config.data.load()
+    ds = config.data.load(config.train.batch_size or None, progress)
     spec = config.model.spec(ds)
     train_kwargs = config.train.train_kwargs(shuffle_seed=config.data.seed)
     train_kwargs["rule"] = config.decay.decay_rule()
@@ -174,16 +178,12 @@ def run_sweep(
     lease_of(lease_seconds)  # checked before anything starts
     config = validate(config)
     out = Path(out) if out is not None else default_out(config)
-    ds, spec, train_kwargs = _prepare(config, max_configs)
+    ds, spec, train_kwargs = _prepare(config, max_configs, progress)
+    identity = config.identity()
+    if is_data_function(config.data.source):  # the function's data, not only its name
+        identity["data"]["fingerprint"] = data_fingerprint(ds)
     study = Study(
-        out,
-        name or out.name,
-        config.to_dict(),
-        config.identity(),
-        ds,
-        spec,
-        config.grid(),
-        train_kwargs,
+        out, name or out.name, config.to_dict(), identity, ds, spec, config.grid(), train_kwargs
     )
     return run_study(
         study,
@@ -249,19 +249,38 @@ def run_study(
         Store(study.directory) as store,
     ):
         _init_study(store, study)
-        store.set_data({"name": ds.name, **ds.meta, "decay_table": table}, ds.task)
+        facts = {"name": ds.name, **ds.meta, "decay_table": table, "model_sizes": _sizes(spec)}
+        store.set_data(facts, ds.task)
         job = _Job(store, worker_id(), executor or LocalExecutor(), spec, ds, kw)
         job.lease, job.logs = lease, logs
-        job.steps_per_epoch = Plan(
-            spec, ds, tuple(study.configs[:1]), 1, batch_size=kw["batch_size"]
-        ).steps_per_epoch
+        job.weights = study.directory if kw.get("keep_params") else None
+        job.source = f"study {store.study()['config_hash']}"  # type: ignore[index]
+        job.pace(Plan(spec, ds, tuple(study.configs[:1]), kw["epochs"], **_pace_kw(kw)))
         job.share(len(study.configs), per_config, max_memory_mb, max_batch, progress, t0)
         counts, failures = store.counts(), store.failures()
     check_whole(study.directory, counts, failures)
     result = load_study(study.directory)
+    result.spec = spec
+    if _keep(study) == "best":  # the choice is made: the other runs' weights go
+        prune_weights(study.directory, kept_runs(result.runs, result.selection), job.source)
     logs.summary(result)  # the selection, once the study is whole
     logs.close()
     return result
+
+
+def _sizes(spec: ModelSpec) -> dict[str, Any]:
+    """The sizes a study's model was built with (to build it again: its trained weights)."""
+    return {"in_dim": spec.in_dim, "out_dim": spec.out_dim, "in_shape": list(spec.in_shape)}
+
+
+def _pace_kw(kw: Mapping[str, Any]) -> dict[str, Any]:
+    """The trainer keywords that set a plan's epochs and steps per epoch."""
+    return {"batch_size": kw["batch_size"], "steps": kw.get("steps")}
+
+
+def _keep(study: Study) -> str:
+    """What the study keeps of the trained weights (``train.keep``)."""
+    return (study.config.get("train") or {}).get("keep") or "none"
 
 
 def _template(study: Study) -> nn.Module:
@@ -370,6 +389,8 @@ class _Job:
         self.spec, self.ds, self.train_kwargs = spec, ds, train_kwargs
         self.lease = LEASE_SECONDS
         self.steps_per_epoch = 1
+        self.weights: Path | None = None  # the study folder, where runs' weights are kept
+        self.source = ""  # what the files written are recorded for
         self.bar: Any = None
         self.epochs = int(train_kwargs["epochs"])
         self.steps = 0  # optimizer steps of all configurations trained here
@@ -390,6 +411,9 @@ class _Job:
             store.retry_failed()
             self.run(*run_args)
         except STOP_NOW:
+            raise
+        except StreamError:  # the data, not the runs: they go back to pending, nothing stored
+            store.release(owner)
             raise
         except Exception as exc:
             store.mark_failed(owner, f"{type(exc).__name__}: {first_line(exc)}")
@@ -430,6 +454,8 @@ class _Job:
                         self.train_kwargs,
                         on_epoch=self._on_epoch,
                     ):
+                        if self.weights is not None:  # before the runs count as done
+                            save_weights(self.weights, results, self.source)
                         now = time.perf_counter()
                         saved = self.store.save_batch(results, seconds=now - mark, owner=self.owner)
                         self.logs.runs(saved)  # the runs this process stored, once each
@@ -443,6 +469,10 @@ class _Job:
                 self.store.add_seconds(time.perf_counter() - mark)
             if self.bar is not None:
                 self.bar.close()
+
+    def pace(self, plan: Plan) -> None:
+        """Epochs and steps per epoch of every batch (for progress and model-steps/s)."""
+        self.epochs, self.steps_per_epoch = plan.epochs, plan.steps_per_epoch or 1
 
     def _claimed(self, batches: Sequence[Batch]) -> Iterator[Batch]:
         """Each batch as it is taken, reduced to what this process could claim (nothing that
@@ -522,8 +552,9 @@ def run_experiment(
     max_configs: int | None = MAX_CONFIGS,
 ) -> SweepResult:
     """Train every configuration of a config and choose on validation: a sweep into a
-    temporary store, read back and returned (``wdlab run``)."""
+    temporary store, read back and returned (``wdlab run``; no trained weights are kept)."""
     t0 = time.perf_counter()
+    config = merge(config, {"train.keep": "none"})  # the store is temporary
     with tempfile.TemporaryDirectory(prefix="wdlab-run-") as tmp:
         result = run_sweep(
             config,

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from wdlab.data import Dataset
+from wdlab.data import Dataset, StreamedData
 from wdlab.decay import DEFAULT_RULE, DecayRule
 from wdlab.devices import exact_float32
 from wdlab.models import ModelSpec
@@ -28,7 +28,7 @@ from wdlab.trainer.setup import default_init
 
 def train(
     spec: ModelSpec,
-    data: Dataset,
+    data: Dataset | StreamedData,
     configs: Sequence[RunConfig],
     *,
     epochs: int,
@@ -47,6 +47,8 @@ def train(
     on_epoch: Callable[[int], None] | None = None,
     diagnostics: Sequence[str] = (),
     task: Task | None = None,
+    steps: int | None = None,
+    clip_grad_norm: float | None = None,
 ) -> list[RunResult]:
     """Train every configuration in ``configs`` together; one RunResult each, in order.
 
@@ -74,6 +76,8 @@ def train(
         on_epoch=on_epoch,
         diagnostics=tuple(diagnostics),
         task=task,
+        steps=steps,
+        clip_grad_norm=clip_grad_norm,
     )
     try:
         with exact_float32():

@@ -7,13 +7,14 @@ one torch parameter group over their rows.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from wdlab.data import Dataset
+from wdlab.data import Dataset, StreamedData
 from wdlab.decay import DEFAULT_RULE, WD, DecayRule, Mode, get_mode
 from wdlab.models import ModelSpec
 from wdlab.optimizers import OptimizerSpec, optimizer_spec
@@ -36,6 +37,12 @@ class Plan:
     (``ValueError`` saying why not). ``batch_size`` below the training rows trains on shuffled
     mini-batches (one permutation per epoch shared by every configuration, drawn from
     ``shuffle_seed``).
+    ``data`` is a :class:`~wdlab.data.Dataset` held in memory, or a
+    :class:`~wdlab.data.StreamedData` whose training stream gives the mini-batches (its own
+    batch size; ``batch_size`` applies to tensors). ``steps``, when given, is the number of
+    optimizer steps to train: the epochs are then ⌈steps / steps per epoch⌉, the last one cut
+    short (``epochs`` is ignored). ``clip_grad_norm`` clips each configuration's gradient to
+    that total norm, its own norm, as ``torch.nn.utils.clip_grad_norm_`` does alone.
     ``precision="bf16"`` runs the forward passes under bfloat16 autocast; weights, optimizer
     state and losses stay float32. ``keep_params`` returns the final weights. ``on_epoch`` is
     called after every epoch (progress), ``progress`` shows a bar of its own. ``diagnostics``
@@ -44,7 +51,7 @@ class Plan:
     """
 
     spec: ModelSpec
-    data: Dataset
+    data: Dataset | StreamedData
     configs: tuple[RunConfig, ...]
     epochs: int
     eval_every: int = 10
@@ -62,6 +69,8 @@ class Plan:
     on_epoch: Callable[[int], None] | None = field(default=None, compare=False)
     diagnostics: tuple[str, ...] = ()
     task: Task | None = field(default=None, compare=False)
+    steps: int | None = None
+    clip_grad_norm: float | None = None
 
     def __post_init__(self) -> None:
         if not self.configs:
@@ -70,6 +79,17 @@ class Plan:
         _positive_int("eval_every", self.eval_every)
         if self.batch_size is not None:
             _positive_int("batch_size", self.batch_size)
+        if self.clip_grad_norm is not None:
+            check_clip(self.clip_grad_norm)
+        if self.steps is not None:
+            _positive_int("steps", self.steps)
+            per = self.steps_per_epoch
+            if per is None:
+                raise ValueError(
+                    "steps= needs the number of batches per epoch: this training stream has no "
+                    "len(); give epochs= instead"
+                )
+            object.__setattr__(self, "epochs", -(-self.steps // per))
         if self.precision not in PRECISIONS:
             valid = ", ".join(PRECISIONS)
             raise ValueError(f"unknown precision {self.precision!r}; valid: {valid}")
@@ -84,20 +104,41 @@ class Plan:
 
     @property
     def minibatch(self) -> bool:
-        """Whether epochs are made of shuffled mini-batches."""
+        """Whether epochs are made of mini-batches (always, for streamed data)."""
+        if isinstance(self.data, StreamedData):
+            return True
         return self.batch_size is not None and self.batch_size < len(self.data.y_train)
 
     @property
-    def steps_per_epoch(self) -> int:
-        """Optimizer steps per epoch: 1 full batch, or the number of mini-batches."""
+    def steps_per_epoch(self) -> int | None:
+        """Optimizer steps per epoch: 1 full batch, or the number of mini-batches (for a
+        stream: its batches per epoch, ``None`` where it has no ``len()``)."""
+        if isinstance(self.data, StreamedData):
+            return self.data.streams["train"].batches
         n = len(self.data.y_train)
         return -(-n // self.batch_size) if self.minibatch else 1
+
+    @property
+    def total_steps(self) -> int | None:
+        """Optimizer steps of the whole training (``None`` where a stream's length is unknown)."""
+        if self.steps is not None:
+            return self.steps
+        per = self.steps_per_epoch
+        return None if per is None else per * self.epochs
 
     @property
     def eval_epochs(self) -> list[int]:
         """The epochs after which the model is evaluated."""
         last = self.epochs - 1
         return [e for e in range(self.epochs) if e % self.eval_every == 0 or e == last]
+
+
+def check_clip(value: object) -> float:
+    """``clip_grad_norm`` as a float > 0, else a one-line ``ValueError``."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and value > 0):  # type: ignore[arg-type]
+        raise ValueError(f"clip_grad_norm must be a finite number > 0, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
 
 
 def _positive_int(name: str, value: object) -> None:

@@ -75,7 +75,9 @@ class RowOptimizer:
             if rg.config.mode.by_wdlab
         ]
         self.driver = Driver(entries)
-        self.scheduler = make_scheduler(self.optimizer, plan.schedule, plan.epochs)
+        self.scheduler = make_scheduler(
+            self.optimizer, plan.schedule, plan.epochs, plan.total_steps
+        )
 
     def _row_group(self, g: ConfigGroup, names: list[str], k: int) -> RowGroup:
         whole = g.rows == slice(0, k)
