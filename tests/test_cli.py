@@ -15,6 +15,7 @@ from wdlab.cli import build_parser, main
 from wdlab.cli import facts as cli_facts
 from wdlab.cli.experiment import experiment_config, sweep_config
 from wdlab.cli.flags import HelpFormatter
+from wdlab.pipelines.experiment import grid_size
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -174,7 +175,7 @@ def test_a_bare_sweep_tries_a_default_grid_and_says_so(tmp_path, capsys):
     assert from_file.train.seeds == [0, 1] and from_file.decay.weight_decay == [0.0]
     assert note == ""
     run = experiment_config(COMMANDS["run"].parse_args(["--data", "wine"]))
-    assert run.grid_size() == 1
+    assert grid_size(run) == 1
     argv = ["sweep", "--data", "wine", "--model", "linear", "--epochs", "2", "--json"]
     assert main([*argv, "--out", str(tmp_path / "s")]) == 0
     out, err = capsys.readouterr()

@@ -37,6 +37,7 @@ from wdlab.decay import DEFAULT_RULE, DecayRule
 from wdlab.devices import DEFAULT_MAX_MEMORY_MB
 from wdlab.extras import require
 from wdlab.models import ModelSpec
+from wdlab.pipelines.experiment import load_data, model_spec
 from wdlab.pipelines.own import Data, Model, resolve_data, resolve_model
 
 optuna = require("optuna", "wdlab.optuna")
@@ -152,7 +153,7 @@ def search_config(
     _check_counts(n_trials, batch)
     t0 = time.perf_counter()
     t, d = config.train, config.decay
-    ds = config.data.load()
+    ds = load_data(config.data)
     settings = Settings(
         optimizer=t.optimizer,
         lr=t.lr[0],
@@ -173,7 +174,7 @@ def search_config(
         max_memory_mb=max_memory_mb,
     )
     model = config.model.factory or config.model.kind
-    runner = _Search(config.model.spec(ds), ds, space, settings, model)
+    runner = _Search(model_spec(config.model, ds), ds, space, settings, model)
     name = study_name or f"search-{ds.name}"
     runner.bind(open_study(storage, name, runner.direction, sampler, pruner))
     return _run(runner, n_trials, batch, progress, t0)

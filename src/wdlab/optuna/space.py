@@ -18,10 +18,9 @@ from optuna.distributions import (
     check_distribution_compatibility,
 )
 
-from wdlab.config import check_optimizer_options
 from wdlab.decay import DEFAULT_RULE, MODES, DecayRule
 from wdlab.devices import DEFAULT_MAX_MEMORY_MB
-from wdlab.optimizers import OPTIMIZERS
+from wdlab.optimizers import OPTIMIZERS, check_optimizer_options
 
 FLOAT32_MAX = 3.4028234663852886e38
 #: Names of the searched parameters that are not optimizer keywords, and what each sets.

@@ -13,12 +13,11 @@ from typing import Any
 from optuna.distributions import BaseDistribution
 from optuna.trial import Trial, TrialState
 
-from wdlab.config import check_optimizer_options
 from wdlab.data import Dataset
 from wdlab.decay import get_mode
 from wdlab.devices import exact_float32, resolve_device
 from wdlab.models import ModelSpec
-from wdlab.optimizers import optimizer_spec
+from wdlab.optimizers import check_optimizer_options, optimizer_spec
 from wdlab.optuna.space import PARAMS, Settings, check_identity, check_space, check_study
 from wdlab.pipelines.memory import bytes_per_config, check_budget
 from wdlab.records import RunConfig, RunResult

@@ -1,6 +1,6 @@
 """The arguments of :func:`wdlab.sweep`, checked before anything runs: each bad one is one
 ``ValueError`` line naming the argument (the command line checks its flags the same way, in
-:mod:`wdlab.config` and :mod:`wdlab.cli`)."""
+:mod:`wdlab.config_keys` and :mod:`wdlab.cli`)."""
 
 from __future__ import annotations
 

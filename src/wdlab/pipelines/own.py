@@ -23,7 +23,7 @@ from wdlab.data.streamed import held
 from wdlab.decay import DEFAULT_RULE, DecayRule
 from wdlab.integrations.logs import LogSpec
 from wdlab.models import ModelSpec
-from wdlab.pipelines import checks
+from wdlab.pipelines import checks, experiment
 from wdlab.pipelines.results import SweepResult
 from wdlab.pipelines.study import DEFAULT_MAX_MEMORY_MB, Study, run_study
 from wdlab.pipelines.userdata import data_identity, data_sizes, streamed_splits, with_classes
@@ -113,7 +113,7 @@ def sweep(
     kw["keep_params"] &= out is not None  # a temporary store keeps no weights
     described = _describe(config.to_dict(), init_name, ds, (loss, metric), rule)
     identity = checks.sweep_identity(described)
-    study = Study(Path(), name or "", described, identity, ds, spec, config.grid(), kw)
+    study = Study(Path(), name or "", described, identity, ds, spec, experiment.grid(config), kw)
     return _run(study, out, name, max_batch, max_memory_mb, progress, t0, log)
 
 

@@ -42,6 +42,7 @@ from wdlab.extras import require
 from wdlab.integrations.logs import Logs, LogSpec, open_logs
 from wdlab.jsonsafe import dumps
 from wdlab.models import ModelSpec
+from wdlab.pipelines.experiment import grid, grid_size, load_data, model_spec
 from wdlab.pipelines.memory import (
     bytes_per_config,
     check_budget,
@@ -79,7 +80,7 @@ def default_out(config: Experiment | Mapping[str, Any], root: str = "wdlab-out")
 
 def check_grid(config: Experiment, max_configs: int | None) -> None:
     """A one-line ``ValueError`` when the grid has more than ``max_configs`` configurations."""
-    n = config.grid_size()
+    n = grid_size(config)
     if max_configs is not None and n > max_configs:
         raise ValueError(
             f"the grid has {n:,} configurations, more than the limit of {max_configs:,}; "
@@ -140,8 +141,8 @@ def _prepare(
     if missing:
         valid = ", ".join(DIAGNOSTICS) or "none in this wdlab"
         raise ValueError(f"train.diagnostics: {missing[0]!r} is not available; valid: {valid}")
-    ds = config.data.load(config.train.batch_size or None, progress)
-    spec = config.model.spec(ds)
+    ds = load_data(config.data, config.train.batch_size or None, progress)
+    spec = model_spec(config.model, ds)
     train_kwargs = config.train.train_kwargs(shuffle_seed=config.data.seed)
     train_kwargs["rule"] = config.decay.decay_rule()
     return ds, spec, train_kwargs
@@ -183,7 +184,7 @@ def run_sweep(
     if is_data_function(config.data.source):  # the function's data, not only its name
         identity["data"]["fingerprint"] = data_fingerprint(ds)
     study = Study(
-        out, name or out.name, config.to_dict(), identity, ds, spec, config.grid(), train_kwargs
+        out, name or out.name, config.to_dict(), identity, ds, spec, grid(config), train_kwargs
     )
     return run_study(
         study,
