@@ -7,7 +7,7 @@ An experiment has four sections; every key is optional and unknown keys are refu
     [model]   kind, hidden, activation, layernorm, factory, batchnorm, dropout, factory_timeout
     [train]   optimizer, lr, options, schedule, epochs, batch_size, eval_every, seeds, device,
               precision, select, early_stopping, diagnostics, steps, clip_grad_norm, keep
-    [decay]   modes, weight_decay, rule, exclude, include
+    [decay]   modes, weight_decay, rule, exclude, include, wd_schedule, group_wd
 
 ``lr``, ``modes``, ``weight_decay`` and ``seeds`` take one value or a list (the grid is their
 product); ``weight_decay`` also takes ``"LO..HI:N"`` (N log-spaced values). ``seeds`` also takes
@@ -58,6 +58,7 @@ from wdlab.config_keys import (
     integer,
     key,
     one_of,
+    ordered_pairs,
 )
 from wdlab.data import SOURCES, is_table_path
 from wdlab.decay import DEFAULT_RULE, EVERYTHING, PRESETS, DecayRule
@@ -331,6 +332,16 @@ class DecayConfig(_Section):
             everything=base.everything, exclude=tuple(self.exclude), include=tuple(self.include)
         )
 
+    def train_kwargs(self) -> dict[str, Any]:
+        """The keywords of :func:`wdlab.trainer.train` this section sets (besides the grid):
+        the decay rule, the weight-decay schedule and the tensor groups' own weight decays
+        (:mod:`wdlab.trainer.decays` says how they combine with each row's weight decay)."""
+        return {
+            "rule": self.decay_rule(),
+            "wd_schedule": self.wd_schedule,
+            "group_wd": dict(self.group_wd),
+        }
+
 
 SECTIONS: dict[str, type[_Section]] = {
     "data": DataConfig,
@@ -376,6 +387,8 @@ class Experiment:
         for section, names in NOT_IDENTITY.items():
             for name in names:
                 del out[section][name]
+        if "group_wd" in out["decay"]:
+            out["decay"]["group_wd"] = ordered_pairs(out["decay"]["group_wd"])
         return out
 
 
@@ -419,16 +432,6 @@ def validate(raw: Mapping[str, Any] | Experiment) -> Experiment:
     train = sections["train"]
     train["options"] = check_optimizer_options(train["optimizer"], train["options"], train["lr"][0])
     return Experiment(**{name: SECTIONS[name](**v) for name, v in sections.items()})
-
-
-def names_grid(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> bool:
-    """Whether a raw config or its overrides name any key of the grid (:data:`SWEEP_GRID`)."""
-    for dotted in SWEEP_GRID:
-        section, _, name = dotted.partition(".")
-        table = raw.get(section)
-        if overrides.get(dotted) is not None or (isinstance(table, Mapping) and name in table):
-            return True
-    return False
 
 
 def merge(config: Experiment | Mapping[str, Any], overrides: Mapping[str, Any]) -> Experiment:

@@ -18,6 +18,7 @@ import torch
 
 from wdlab.decay import MODES
 from wdlab.decay.schedules import parse as parse_wd_schedule
+from wdlab.decay.schedules import scaled
 from wdlab.devices import check_device_name
 from wdlab.diagnostics import DIAGNOSTICS
 from wdlab.models import MODEL_KINDS
@@ -304,6 +305,7 @@ def _wd_schedule(v: Any, key: str) -> str:
         raise ValueError(f"{key}: expected cosine|linear:START:END:STEPS, got {_short(v)}")
     try:
         s = parse_wd_schedule(v)
+        scaled(s, 0.0)  # a sweep scales it to each row's weight decay: START > 0
     except ValueError as exc:
         raise ValueError(f"{key}: {exc}") from None
     _float32([s.start, s.end], key, "weight decay")
@@ -334,3 +336,10 @@ def _group_wd(v: Any, key: str) -> dict[str, float]:
             raise ValueError(f"{key}.{pattern}: expected one weight decay, got {_short(wd)}")
         out[pattern] = out[pattern][0]
     return out
+
+
+def ordered_pairs(group_wd: Mapping[str, float]) -> list[list[Any]] | dict:
+    """``group_wd`` as ``[pattern, wd]`` pairs, in order, for a study's identity (which is
+    hashed with sorted keys): the first pattern to match a tensor takes it, so the order is
+    part of what trains. None given: ``{}`` as it was."""
+    return [[p, wd] for p, wd in group_wd.items()] if group_wd else {}

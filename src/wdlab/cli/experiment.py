@@ -43,8 +43,8 @@ def sweep_config(args: argparse.Namespace) -> tuple[Experiment, str]:
 
 
 def _config(args: argparse.Namespace, default_grid: bool) -> tuple[Experiment, str]:
-    from wdlab.config import SWEEP_GRID, merge, names_grid, validate
-    from wdlab.pipelines.experiment import read_config
+    from wdlab.config import SWEEP_GRID, merge, validate
+    from wdlab.pipelines.experiment import names_grid, read_config
 
     raw = read_config(args.config) if args.config else {}
     cfg = validate(raw)  # the file's own mistakes are named before the flags are applied

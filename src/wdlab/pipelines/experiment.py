@@ -1,6 +1,6 @@
 """An experiment config made concrete: its TOML file read (a regular file only), the data its
 ``[data]`` section names loaded, the model sized to them, and its grid of configurations (mode
-× weight decay × lr × seed, with the wd = 0 reference)."""
+× weight decay × lr × seed, with the wd = 0 reference; whether a file and flags name one)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import itertools
 import os
 import stat
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from wdlab.config import DataConfig, Experiment, ModelConfig, validate
+from wdlab.config import SWEEP_GRID, DataConfig, Experiment, ModelConfig, validate
 from wdlab.data import (
     SOURCES,
     Dataset,
@@ -175,3 +176,14 @@ def grid(config: Experiment) -> list[RunConfig]:
     for mode, wd, lr, seed in itertools.product(dec.modes, dec.weight_decay, t.lr, t.seeds):
         add(mode, wd if get_mode(mode).decays else 0.0, lr, seed)
     return out
+
+
+def names_grid(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> bool:
+    """Whether a raw config or its overrides name any key of the grid
+    (:data:`wdlab.config.SWEEP_GRID`)."""
+    for dotted in SWEEP_GRID:
+        section, _, name = dotted.partition(".")
+        table = raw.get(section)
+        if overrides.get(dotted) is not None or (isinstance(table, Mapping) and name in table):
+            return True
+    return False

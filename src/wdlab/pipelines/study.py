@@ -35,6 +35,7 @@ from torch import nn
 from wdlab.config import MAX_CONFIGS, Experiment, merge, validate
 from wdlab.data import Dataset, StreamedData, StreamError, is_data_function
 from wdlab.decay import decay_table
+from wdlab.decay.rules import own_groups
 from wdlab.devices import DEFAULT_MAX_MEMORY_MB, resolve_device
 from wdlab.diagnostics import DIAGNOSTICS
 from wdlab.executors import Batch, Executor, LocalExecutor
@@ -113,30 +114,12 @@ def load_study(directory: str | Path) -> SweepResult:
     return result
 
 
-#: Decay keys the config accepts that the batched trainer cannot apply to its stacked rows yet
-#: (one decay driver for ``Decay.attach`` and the trainer will), with what to use meanwhile.
-NOT_APPLIED_YET = {
-    "wd_schedule": "a weight-decay schedule; in your own loop, wdlab.Decay(mode, wd, "
-    "schedule=...).attach(optimizer) applies it",
-    "group_wd": "per-group weight decays; in your own loop, wdlab.param_groups(model, decay, "
-    "weight_decays=...) makes the groups",
-}
-
-
-def check_decay_applies(config: Experiment) -> None:
-    """Refuse, in one line, a decay key set in ``config`` that training cannot apply yet."""
-    for name, what in NOT_APPLIED_YET.items():
-        if config.decay[name]:
-            raise ValueError(f"decay.{name}: sweeps cannot apply {what}")
-
-
 def _prepare(
     config: Experiment, max_configs: int | None, progress: bool = False
 ) -> tuple[Dataset | StreamedData, ModelSpec, dict]:
     """Checks that need no store (grid size, diagnostics), then the data, the model spec and
     the trainer's keywords."""
     check_grid(config, max_configs)
-    check_decay_applies(config)
     missing = [d for d in config.train.diagnostics if d not in DIAGNOSTICS]
     if missing:
         valid = ", ".join(DIAGNOSTICS) or "none in this wdlab"
@@ -144,7 +127,7 @@ def _prepare(
     ds = load_data(config.data, config.train.batch_size or None, progress)
     spec = model_spec(config.model, ds)
     train_kwargs = config.train.train_kwargs(shuffle_seed=config.data.seed)
-    train_kwargs["rule"] = config.decay.decay_rule()
+    train_kwargs |= config.decay.train_kwargs()  # the rule, wd schedule and groups' own wds
     return ds, spec, train_kwargs
 
 
@@ -245,6 +228,7 @@ def run_study(
     device = resolve_device(kw.get("device"), "train.device") if local else None
     check_budget(per_config, max_memory_mb, device)
     table = decay_table(model, kw["rule"]).to_dict()
+    own_groups(decay_table(model, kw["rule"]), kw.get("group_wd") or {})  # before the store
     with (
         open_logs(log, study.name, study.config) as logs,  # checked before the store is made
         Store(study.directory) as store,
