@@ -2,6 +2,7 @@
 reported per evaluation (so pruners work), told their validation value; bad input refused
 before anything is stored."""
 
+import collections
 import hashlib
 import json
 import math
@@ -9,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 optuna = pytest.importorskip("optuna")
 
@@ -167,6 +169,52 @@ def test_a_study_resumes_where_it_stopped(tmp_path):
     wo.optimize(again, "mlp", "wine", SPACE, n_trials=2, batch=2, **SMALL)
     assert len(again.trials) == 5
     assert again.user_attrs["wdlab"]["data"] == "wine"
+
+
+class Noisy(torch.utils.data.Dataset):
+    """A random transform in ``__getitem__`` (fresh noise each call), counting its calls."""
+
+    def __init__(self, X, y, noise=0.1):
+        self.X, self.y, self.noise = X, y, noise
+        self.calls = collections.Counter()
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        self.calls[i] += 1
+        return self.X[i] + self.noise * torch.randn_like(self.X[i]), self.y[i]
+
+
+def _mlp(seed=0):
+    """A factory: its output width gives the streams' classes (a built-in kind would need
+    them counted, one more read of every item)."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+
+
+def test_a_dataset_with_a_random_transform_is_read_afresh_each_epoch():
+    """Datasets stream as in wdlab.sweep (they were read into memory once, the augmentation
+    frozen): each training item is read once per epoch to train and once per evaluation pass
+    (the train split in eval mode after each epoch), plus the sample the facts are read from;
+    the stream's fingerprint joins the search's identity."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(120, 6, generator=g)
+    y = (X[:, 0] + 0.5 * X[:, 1] > 0).long()
+    data = {
+        "train": Noisy(X[:80], y[:80]),
+        "val": Noisy(X[80:100], y[80:100], 0.0),
+        "test": Noisy(X[100:], y[100:], 0.0),
+    }
+    space = {"lr": SPACE["lr"]}
+    kw = {"epochs": 2, "batch_size": 16, "eval_every": 1}
+    result = wo.optimize(study(), _mlp, data, space, n_trials=2, batch=2, **kw)
+    assert result.counts() == {"complete": 2} and result.batches == 1
+    calls = data["train"].calls
+    assert min(calls[i] for i in range(80)) >= 4  # 2 epochs x (train + evaluation)
+    assert max(calls[i] for i in range(80)) <= 5  # ... + the 32 sampled for the facts
+    assert min(data["val"].calls[i] for i in range(20)) >= 2  # evaluated each epoch
+    assert "fingerprint" in result.study.user_attrs["wdlab"]
 
 
 # -- bad input: one line, nothing stored -------------------------------------------------------

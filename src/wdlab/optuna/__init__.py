@@ -32,13 +32,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from wdlab.config import Experiment
-from wdlab.data import Dataset
+from wdlab.data import Dataset, StreamedData
 from wdlab.decay import DEFAULT_RULE, DecayRule
 from wdlab.devices import DEFAULT_MAX_MEMORY_MB
 from wdlab.extras import require
 from wdlab.models import ModelSpec
 from wdlab.pipelines.experiment import load_data, model_spec
-from wdlab.pipelines.own import Data, Model, resolve_data, resolve_model
+from wdlab.pipelines.own import Data, Model, resolve_model, user_data
+from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT
 
 optuna = require("optuna", "wdlab.optuna")
 from optuna.distributions import BaseDistribution  # noqa: E402  (after the one-line check above)
@@ -107,10 +108,13 @@ def optimize(
     ``wd``), ``mode``, ``optimizer``, or a keyword of the optimizer (``momentum``…); what it
     does not search takes the value given here. ``model`` and ``data`` are as in
     :func:`wdlab.sweep` (a factory, a ModelSpec or a built-in kind; a source name, a Dataset or
-    splits); the data need a validation split. ``select`` is what Optuna is told: the task's
-    metric (default) or ``"loss"``; the study's direction must match it.
+    splits: tensors held, Datasets and DataLoaders streamed with ``__getitem__`` afresh each
+    epoch); the data need a validation split (streams without one lend it 20% of the training
+    rows). ``select`` is what Optuna is told: the task's metric (default) or ``"loss"``; the
+    study's direction must match it.
     """
-    ds = resolve_data(data)
+    streamed = {"batch_size": batch_size, "n_classes": None, "progress": progress}
+    ds = user_data(data, (), streamed, model, DEFAULT_FACTORY_TIMEOUT)
     spec, label = resolve_model(model, ds)
     settings = Settings(
         optimizer=optimizer,
@@ -153,7 +157,7 @@ def search_config(
     _check_counts(n_trials, batch)
     t0 = time.perf_counter()
     t, d = config.train, config.decay
-    ds = load_data(config.data)
+    ds = load_data(config.data, t.batch_size or None, progress)
     settings = Settings(
         optimizer=t.optimizer,
         lr=t.lr[0],
@@ -183,7 +187,7 @@ def search_config(
 def search(
     study: Any,
     spec: ModelSpec,
-    ds: Dataset,
+    ds: Dataset | StreamedData,
     space: Mapping[str, BaseDistribution],
     settings: Settings,
     n_trials: int,
@@ -191,8 +195,8 @@ def search(
     model_name: str = "",
     progress: bool = False,
 ) -> SearchResult:
-    """The search of :func:`optimize` on a model spec and a Dataset: every check first (nothing
-    is asked or stored before they pass), then batch after batch."""
+    """The search of :func:`optimize` on a model spec and data, held or streamed: every check
+    first (nothing is asked or stored before they pass), then batch after batch."""
     t0 = time.perf_counter()
     _check_counts(n_trials, batch)
     runner = _Search(spec, ds, space, settings, model_name)

@@ -98,7 +98,7 @@ def sweep(
     checks.check_arguments(max_batch, max_memory_mb, out, factory_timeout)
     rule = checks.decay_rule(rule)
     streamed = {"batch_size": batch_size, "n_classes": n_classes, "progress": progress}
-    ds = _user_data(data, (target, features, impute, categorical), streamed, model, factory_timeout)
+    ds = user_data(data, (target, features, impute, categorical), streamed, model, factory_timeout)
     spec, init_name = resolve_model(model, ds, factory_timeout)
     task = _task(ds, loss, metric)
     chosen_on = select or (metric if isinstance(metric, str) else None) or "auto"
@@ -117,11 +117,13 @@ def sweep(
     return _run(study, out, name, max_batch, max_memory_mb, progress, t0, log)
 
 
-def _user_data(
+def user_data(
     data: Data, table: tuple, streamed: Mapping[str, Any], model: Model, timeout: float | None
 ) -> Dataset | StreamedData:
-    """The data of :func:`sweep`, checked, streamed where they are Datasets or DataLoaders
-    (``table``: how to read a .csv/.parquet path), with their classes."""
+    """The data of :func:`sweep` (and :func:`wdlab.optuna.optimize`), checked: tensors held,
+    Datasets and DataLoaders streamed (``streamed``: ``batch_size``, ``n_classes``,
+    ``progress``), with their classes; ``table``: how to read a .csv/.parquet path (target,
+    features, impute, categorical)."""
     ds = checks.checked_data(lambda d: resolve_data(d, *table, stream=streamed), data)
     return with_classes(ds, model, timeout, resolve_model)
 
