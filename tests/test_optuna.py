@@ -21,6 +21,7 @@ from optuna.distributions import (  # noqa: E402
 )
 from optuna.trial import TrialState  # noqa: E402
 
+import wdlab  # noqa: E402
 import wdlab.optuna as wo  # noqa: E402
 from wdlab.cli import main  # noqa: E402
 from wdlab.data import load  # noqa: E402
@@ -215,6 +216,52 @@ def test_a_dataset_with_a_random_transform_is_read_afresh_each_epoch():
     assert max(calls[i] for i in range(80)) <= 5  # ... + the 32 sampled for the facts
     assert min(data["val"].calls[i] for i in range(20)) >= 2  # evaluated each epoch
     assert "fingerprint" in result.study.user_attrs["wdlab"]
+
+
+def _wine_mlp(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(13, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+
+
+RECIPE = {
+    "optimizer": "adamw",
+    "lr": 0.01,
+    "batch_size": 32,
+    "steps": 20,
+    "schedule": "warmup-cosine:5",
+    "clip_grad_norm": 0.5,
+    "wd_schedule": "linear:0.01:0.1:20",
+    "group_wd": {"0.weight": 0.05},
+    "select": "loss",
+}
+
+
+def test_a_trial_trains_the_recipe_wdlab_sweep_trains():
+    """steps, warm-up, clipping, a weight-decay schedule and a group's own weight decay reach
+    the trials as they reach wdlab.sweep's runs: the trial's value is the sweep's validation
+    loss for the same configuration (one plan, one engine: the same computation), and the
+    recipe joins the study's identity."""
+    swept = wdlab.sweep(_wine_mlp, "wine", weight_decay=[0.01], modes="decoupled", **RECIPE)
+    rows = swept.to_pandas()
+    (expected,) = rows[rows.weight_decay == 0.01].val_loss
+    s = study(direction="minimize")
+    space = {"weight_decay": CategoricalDistribution([0.01])}
+    wo.optimize(s, _wine_mlp, "wine", space, n_trials=1, batch=1, mode="decoupled", **RECIPE)
+    assert math.isclose(s.trials[0].value, expected, rel_tol=1e-6)
+    ident = s.user_attrs["wdlab"]
+    assert (ident["steps"], ident["clip_grad_norm"]) == (20, 0.5)
+    assert ident["wd_schedule"] == "linear:0.01:0.1:20"
+    assert ident["group_wd"] == [["0.weight", 0.05]]
+
+
+def test_the_recipe_is_checked_by_the_config_declaration():
+    """optimize's recipe keywords are checked by the config schema's keys, with its words."""
+    space = {"weight_decay": CategoricalDistribution([0.01])}
+    with pytest.raises(ValueError, match=r"train\.clip_grad_norm") as info:
+        wo.optimize(study(), "mlp", "wine", space, n_trials=1, clip_grad_norm=-1.0, **SMALL)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match=r"decay\.wd_schedule"):
+        wo.optimize(study(), "mlp", "wine", space, n_trials=1, wd_schedule="nope", **SMALL)
 
 
 # -- bad input: one line, nothing stored -------------------------------------------------------

@@ -56,6 +56,10 @@ class Settings:
     early_stopping: bool = False
     rule: DecayRule = DEFAULT_RULE
     max_memory_mb: float = DEFAULT_MAX_MEMORY_MB
+    steps: int | None = None
+    clip_grad_norm: float | None = None
+    wd_schedule: str | None = None
+    group_wd: tuple[tuple[str, float], ...] = ()
 
     def identity(self) -> dict[str, Any]:
         """What makes two searches' trials comparable (kept with the study)."""
@@ -63,6 +67,7 @@ class Settings:
         for k in ("optimizer", "lr", "weight_decay", "mode", "options", "device"):
             d.pop(k)
         d["seeds"] = list(self.seeds)
+        d["group_wd"] = [list(g) for g in self.group_wd]
         d["rule"] = repr(self.rule)
         d.pop("max_memory_mb")
         return d

@@ -112,6 +112,10 @@ class _Search:
             shuffle_seed=s.shuffle_seed,
             precision=s.precision,
             on_epoch=on_epoch,
+            steps=s.steps,
+            clip_grad_norm=s.clip_grad_norm,
+            wd_schedule=s.wd_schedule,  # type: ignore[arg-type]  (its text is parsed by the plan)
+            group_wd=s.group_wd,
         )
 
     def run_batch(self, trials: Sequence[Trial], bar: Any) -> None:

@@ -63,6 +63,7 @@ def sweep(
     options: Mapping[str, Any] | None = None,
     eval_every: int = 1,
     early_stopping: bool = False,
+    diagnostics: Sequence[str] = (),
     n_classes: int | None = None,
     max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
     progress: bool = False,
@@ -89,7 +90,8 @@ def sweep(
     (each configuration's own norm), ``precision="bf16"``, ``loss`` (label smoothing:
     ``nn.CrossEntropyLoss(label_smoothing=0.1)``), ``metric``; ``select`` chooses on ``"loss"``
     or a metric; ``early_stopping`` at each run's best validation epoch (every epoch still
-    trains). ``rule``: which tensors decay; ``group_wd``, ``wd_schedule``: weight decays by
+    trains); ``diagnostics``: opt-in recordings (``("rotation",)``). ``rule``: which tensors
+    decay; ``group_wd``, ``wd_schedule``: weight decays by
     pattern, by step (:mod:`wdlab.trainer.decays`). ``max_batch=1``: one at a time, the
     reference. ``out`` keeps the study (else a temporary one) and, by ``keep`` (``"best"``,
     ``"all"``, ``"none"``), trained weights (:meth:`SweepResult.model`). ``log``: dashboards.
@@ -107,7 +109,8 @@ def sweep(
     grid = {"optimizer": optimizer, "lr": _listed(lr), "seeds": checks.seed_list(seeds)}
     train = grid | recipe | {"epochs": epochs, "batch_size": batch_size or 0}
     train |= {"eval_every": eval_every, "options": dict(options or {}), "device": device}
-    decay = _decay_section(modes, weight_decay, wd_schedule, group_wd)
+    train |= {"diagnostics": list(diagnostics)}
+    decay = decay_section(modes, weight_decay, wd_schedule, group_wd)
     config = validate({"train": train | {"select": chosen_on}, "decay": decay})
     kw = config.train.train_kwargs(shuffle_seed=0) | config.decay.train_kwargs()
     kw |= {"rule": rule, "task": task, "keep_params": kw["keep_params"] and out is not None}
@@ -167,7 +170,7 @@ def _run(
     return result
 
 
-def _decay_section(
+def decay_section(
     modes: object, weight_decay: object, schedule: object, group_wd: object
 ) -> dict[str, Any]:
     """The ``[decay]`` keys of :func:`sweep`'s arguments (a WDSchedule as its text,
