@@ -89,11 +89,10 @@ def sweep(
     (per epoch, or per step with warm-up: :mod:`wdlab.trainer.schedules`), ``clip_grad_norm``
     (each configuration's own norm), ``precision="bf16"``, ``loss`` (label smoothing:
     ``nn.CrossEntropyLoss(label_smoothing=0.1)``), ``metric``; ``select`` chooses on ``"loss"``
-    or a metric; ``early_stopping`` at each run's best validation epoch (every epoch still
-    trains); ``diagnostics``: opt-in recordings (``("rotation",)``). ``rule``: which tensors
-    decay; ``group_wd``, ``wd_schedule``: weight decays by
-    pattern, by step (:mod:`wdlab.trainer.decays`). ``max_batch=1``: one at a time, the
-    reference. ``out`` keeps the study (else a temporary one) and, by ``keep`` (``"best"``,
+    or a metric; ``early_stopping`` at each run's best validation epoch; ``diagnostics``:
+    opt-in recordings. ``rule``: which tensors decay; ``group_wd``, ``wd_schedule``: weight
+    decays by pattern, by step (:mod:`wdlab.trainer.decays`). ``max_batch=1``: one at a time,
+    the reference. ``out`` keeps the study (else a temporary one) and, by ``keep`` (``"best"``,
     ``"all"``, ``"none"``), trained weights (:meth:`SweepResult.model`). ``log``: dashboards.
     """
     t0 = time.perf_counter()
@@ -104,20 +103,33 @@ def sweep(
     spec, init_name = resolve_model(model, ds, factory_timeout)
     task = _task(ds, loss, metric)
     chosen_on = select or (metric if isinstance(metric, str) else None) or "auto"
-    recipe = {"steps": steps or 0, "schedule": schedule, "clip_grad_norm": clip_grad_norm}
-    recipe |= {"precision": precision, "keep": keep, "early_stopping": early_stopping}
+    recipe = _recipe(steps, schedule, clip_grad_norm, precision, keep, early_stopping, diagnostics)
     grid = {"optimizer": optimizer, "lr": _listed(lr), "seeds": checks.seed_list(seeds)}
-    train = grid | recipe | {"epochs": epochs, "batch_size": batch_size or 0}
+    train = grid | recipe | {"epochs": epochs, "batch_size": batch_size or 0, "select": chosen_on}
     train |= {"eval_every": eval_every, "options": dict(options or {}), "device": device}
-    train |= {"diagnostics": list(diagnostics)}
     decay = decay_section(modes, weight_decay, wd_schedule, group_wd)
-    config = validate({"train": train | {"select": chosen_on}, "decay": decay})
+    config = validate({"train": train, "decay": decay})
     kw = config.train.train_kwargs(shuffle_seed=0) | config.decay.train_kwargs()
     kw |= {"rule": rule, "task": task, "keep_params": kw["keep_params"] and out is not None}
     described = _describe(config.to_dict(), init_name, ds, (loss, metric), rule)
     identity = checks.sweep_identity(described)
     study = Study(Path(), name or "", described, identity, ds, spec, experiment.grid(config), kw)
     return _run(study, out, name, max_batch, max_memory_mb, progress, t0, log)
+
+
+def _recipe(
+    steps: int | None,
+    schedule: str,
+    clip_grad_norm: float | None,
+    precision: str,
+    keep: str,
+    early_stopping: bool,
+    diagnostics: Sequence[str],
+) -> dict[str, Any]:
+    """The ``[train]`` keys of :func:`sweep`'s recipe, for the config's checks."""
+    recipe = {"steps": steps or 0, "schedule": schedule, "clip_grad_norm": clip_grad_norm}
+    recipe |= {"precision": precision, "keep": keep, "early_stopping": early_stopping}
+    return recipe | {"diagnostics": list(diagnostics)}
 
 
 def user_data(
