@@ -8,7 +8,10 @@ one entry here.
 
 from __future__ import annotations
 
+import inspect
+import math
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,3 +140,65 @@ def class_name(optimizer: torch.optim.Optimizer | type | str) -> str:
         return spec.cls_name if spec else optimizer
     cls = optimizer if isinstance(optimizer, type) else type(optimizer)
     return cls.__name__
+
+
+def _short(v: Any, limit: int = 60) -> str:
+    """``repr(v)`` cut to ``limit`` characters, for messages."""
+    text = repr(v)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _option_type(name: str, value: Any, default: Any, key: str) -> Any:
+    """One optimizer keyword's value, checked against the type of torch's default; lists
+    become tuples (``betas = [0.9, 0.99]``)."""
+    number = lambda x: (  # noqa: E731
+        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    )
+    if isinstance(default, bool) or (default is None and name in ("foreach", "fused")):
+        if not isinstance(value, bool):
+            raise ValueError(f"{key}.{name}: expected true or false, got {_short(value)}")
+        return value
+    if isinstance(default, tuple):
+        if not (
+            isinstance(value, (list, tuple))
+            and len(value) == len(default)
+            and all(number(x) for x in value)
+        ):
+            raise ValueError(
+                f"{key}.{name}: expected {len(default)} numbers like {list(default)}, "
+                f"got {_short(value)}"
+            )
+        return tuple(value)
+    if number(default) and not number(value):
+        raise ValueError(
+            f"{key}.{name}: expected a number (default {default}), got {_short(value)}"
+        )
+    return value
+
+
+def check_optimizer_options(optimizer: str, options: Mapping[str, Any], lr: float) -> dict:
+    """``options`` checked for ``optimizer``: every key one of its keywords (a misspelt key is
+    refused, naming the valid ones), every value of the type its default has, and torch's own
+    checks passed on one step of a tiny tensor. Returns them normalised."""
+    cls = optimizer_spec(optimizer).cls
+    params = inspect.signature(cls.__init__).parameters
+    valid = [n for n in params if n not in ("self", "params", "lr", "weight_decay")]
+    out = {}
+    for name, value in options.items():
+        if name in ("lr", "weight_decay", "params"):
+            where = {"lr": "train.lr", "weight_decay": "decay.weight_decay"}.get(name, "wdlab")
+            raise ValueError(f"train.options: {name} is set by {where}, not in options")
+        if name not in valid:
+            raise ValueError(
+                f"train.options: {cls.__name__} has no option {name!r}; valid: {', '.join(valid)}"
+            )
+        out[name] = _option_type(name, value, params[name].default, "train.options")
+    try:  # torch's own value checks, and those only a step makes
+        p = torch.zeros(2, requires_grad=True)
+        opt = cls([p], lr=lr, **out)
+        p.grad = torch.ones(2)
+        opt.step()
+    except (TypeError, ValueError, RuntimeError, AssertionError) as exc:  # torch asserts some
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ValueError(f"train.options: {cls.__name__} refuses {out}: {first}") from None
+    return out

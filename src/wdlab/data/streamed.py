@@ -46,17 +46,9 @@ from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, IterableDataset, Subset, TensorDataset
 
 from wdlab.data.batches import Batch, Inputs, Layout, apply, as_inputs, batch_of, pair, parts
-from wdlab.data.stream import (
-    FactorySource,
-    GlobalRandom,
-    LoaderSource,
-    Stream,
-    TensorStream,
-    derive,
-    over,
-    unseeded_shuffle,
-    wrap,
-)
+from wdlab.data.loaders import FactorySource, LoaderSource, over, unseeded_shuffle, wrap
+from wdlab.data.seeds import GlobalRandom, derive
+from wdlab.data.stream import Stream, TensorStream
 from wdlab.tasks import TASKS
 
 SAMPLE = 32  # examples per split read for the facts and the fingerprint

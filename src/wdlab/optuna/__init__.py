@@ -31,13 +31,16 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from wdlab.config import Experiment
-from wdlab.data import Dataset
-from wdlab.decay import DEFAULT_RULE, DecayRule
+from wdlab.config import Experiment, validate
+from wdlab.data import Dataset, StreamedData
+from wdlab.decay import DEFAULT_RULE, DecayRule, WDSchedule
 from wdlab.devices import DEFAULT_MAX_MEMORY_MB
 from wdlab.extras import require
 from wdlab.models import ModelSpec
-from wdlab.pipelines.own import Data, Model, resolve_data, resolve_model
+from wdlab.pipelines.checks import seed_list
+from wdlab.pipelines.experiment import load_data, model_spec
+from wdlab.pipelines.own import Data, Model, decay_section, resolve_model, user_data
+from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT
 
 optuna = require("optuna", "wdlab.optuna")
 from optuna.distributions import BaseDistribution  # noqa: E402  (after the one-line check above)
@@ -69,6 +72,7 @@ __all__ = [
     "parse_range",
     "search",
     "search_config",
+    "settings_of",
 ]
 
 
@@ -90,11 +94,15 @@ def optimize(
     batch_size: int | None = 128,
     eval_every: int = 1,
     schedule: str | None = None,
+    steps: int | None = None,
+    clip_grad_norm: float | None = None,
     precision: str = "fp32",
     select: str | None = None,
     early_stopping: bool = False,
     device: str | None = None,
     rule: DecayRule = DEFAULT_RULE,
+    wd_schedule: str | WDSchedule | None = None,
+    group_wd: Mapping[str, float] | None = None,
     max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
     progress: bool = False,
 ) -> SearchResult:
@@ -106,29 +114,24 @@ def optimize(
     ``wd``), ``mode``, ``optimizer``, or a keyword of the optimizer (``momentum``…); what it
     does not search takes the value given here. ``model`` and ``data`` are as in
     :func:`wdlab.sweep` (a factory, a ModelSpec or a built-in kind; a source name, a Dataset or
-    splits); the data need a validation split. ``select`` is what Optuna is told: the task's
-    metric (default) or ``"loss"``; the study's direction must match it.
+    splits: tensors held, Datasets and DataLoaders streamed with ``__getitem__`` afresh each
+    epoch); the data need a validation split (streams without one lend it 20% of the training
+    rows). ``select`` is what Optuna is told: the task's metric (default) or ``"loss"``; the
+    study's direction must match it. The recipe (``steps``, ``schedule`` with warm-up,
+    ``clip_grad_norm``, ``precision``, ``wd_schedule``, ``group_wd``, ``rule``) is as in
+    :func:`wdlab.sweep`, checked by the same declaration (:mod:`wdlab.config`).
     """
-    ds = resolve_data(data)
+    streamed = {"batch_size": batch_size, "n_classes": None, "progress": progress}
+    ds = user_data(data, (), streamed, model, DEFAULT_FACTORY_TIMEOUT)
     spec, label = resolve_model(model, ds)
-    settings = Settings(
-        optimizer=optimizer,
-        lr=lr,
-        weight_decay=weight_decay,
-        mode=mode,
-        options=tuple(sorted((options or {}).items())),
-        seeds=tuple(range(seeds)) if isinstance(seeds, int) else tuple(seeds),
-        epochs=epochs,
-        batch_size=batch_size,
-        eval_every=eval_every,
-        schedule=schedule,
-        precision=precision,
-        device=device,
-        select=select or "auto",
-        early_stopping=early_stopping,
-        rule=rule,
-        max_memory_mb=max_memory_mb,
-    )
+    train = {"optimizer": optimizer, "lr": lr, "options": dict(options or {}), "epochs": epochs}
+    train |= {"seeds": seed_list(seeds), "steps": steps or 0, "batch_size": batch_size or 0}
+    train |= {"eval_every": eval_every, "schedule": schedule or "constant", "device": device}
+    train |= {"precision": precision, "select": select or "auto", "clip_grad_norm": clip_grad_norm}
+    train |= {"early_stopping": early_stopping}
+    decay = decay_section([mode], [weight_decay], wd_schedule, group_wd)
+    config = validate({"train": train, "decay": decay})  # the one declaration's checks
+    settings = settings_of(config, rule, max_memory_mb, shuffle_seed=0)
     return search(study, spec, ds, space, settings, n_trials, batch, label, progress)
 
 
@@ -152,8 +155,22 @@ def search_config(
     _check_counts(n_trials, batch)
     t0 = time.perf_counter()
     t, d = config.train, config.decay
-    ds = config.data.load()
-    settings = Settings(
+    ds = load_data(config.data, t.batch_size or None, progress)
+    settings = settings_of(config, d.decay_rule(), max_memory_mb, config.data.seed)
+    model = config.model.factory or config.model.kind
+    runner = _Search(model_spec(config.model, ds), ds, space, settings, model)
+    name = study_name or f"search-{ds.name}"
+    runner.bind(open_study(storage, name, runner.direction, sampler, pruner))
+    return _run(runner, n_trials, batch, progress, t0)
+
+
+def settings_of(
+    config: Experiment, rule: DecayRule, max_memory_mb: float, shuffle_seed: int
+) -> Settings:
+    """What a search's trials share, from a validated config: its first lr, weight decay and
+    mode are the values of what the space does not search; the recipe is the config's."""
+    t, d = config.train, config.decay
+    return Settings(
         optimizer=t.optimizer,
         lr=t.lr[0],
         weight_decay=d.weight_decay[0],
@@ -166,23 +183,22 @@ def search_config(
         schedule=t.schedule,
         precision=t.precision,
         device=t.device,
-        shuffle_seed=config.data.seed,
+        shuffle_seed=shuffle_seed,
         select=t.select,
         early_stopping=t.early_stopping,
-        rule=d.decay_rule(),
+        rule=rule,
         max_memory_mb=max_memory_mb,
+        steps=t.steps or None,
+        clip_grad_norm=t.clip_grad_norm,
+        wd_schedule=d.wd_schedule,
+        group_wd=tuple(d.group_wd.items()),
     )
-    model = config.model.factory or config.model.kind
-    runner = _Search(config.model.spec(ds), ds, space, settings, model)
-    name = study_name or f"search-{ds.name}"
-    runner.bind(open_study(storage, name, runner.direction, sampler, pruner))
-    return _run(runner, n_trials, batch, progress, t0)
 
 
 def search(
     study: Any,
     spec: ModelSpec,
-    ds: Dataset,
+    ds: Dataset | StreamedData,
     space: Mapping[str, BaseDistribution],
     settings: Settings,
     n_trials: int,
@@ -190,8 +206,8 @@ def search(
     model_name: str = "",
     progress: bool = False,
 ) -> SearchResult:
-    """The search of :func:`optimize` on a model spec and a Dataset: every check first (nothing
-    is asked or stored before they pass), then batch after batch."""
+    """The search of :func:`optimize` on a model spec and data, held or streamed: every check
+    first (nothing is asked or stored before they pass), then batch after batch."""
     t0 = time.perf_counter()
     _check_counts(n_trials, batch)
     runner = _Search(spec, ds, space, settings, model_name)

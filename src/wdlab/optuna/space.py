@@ -18,10 +18,9 @@ from optuna.distributions import (
     check_distribution_compatibility,
 )
 
-from wdlab.config import check_optimizer_options
 from wdlab.decay import DEFAULT_RULE, MODES, DecayRule
 from wdlab.devices import DEFAULT_MAX_MEMORY_MB
-from wdlab.optimizers import OPTIMIZERS
+from wdlab.optimizers import OPTIMIZERS, check_optimizer_options
 
 FLOAT32_MAX = 3.4028234663852886e38
 #: Names of the searched parameters that are not optimizer keywords, and what each sets.
@@ -57,6 +56,10 @@ class Settings:
     early_stopping: bool = False
     rule: DecayRule = DEFAULT_RULE
     max_memory_mb: float = DEFAULT_MAX_MEMORY_MB
+    steps: int | None = None
+    clip_grad_norm: float | None = None
+    wd_schedule: str | None = None
+    group_wd: tuple[tuple[str, float], ...] = ()
 
     def identity(self) -> dict[str, Any]:
         """What makes two searches' trials comparable (kept with the study)."""
@@ -64,6 +67,7 @@ class Settings:
         for k in ("optimizer", "lr", "weight_decay", "mode", "options", "device"):
             d.pop(k)
         d["seeds"] = list(self.seeds)
+        d["group_wd"] = [list(g) for g in self.group_wd]
         d["rule"] = repr(self.rule)
         d.pop("max_memory_mb")
         return d

@@ -13,12 +13,11 @@ from typing import Any
 from optuna.distributions import BaseDistribution
 from optuna.trial import Trial, TrialState
 
-from wdlab.config import check_optimizer_options
-from wdlab.data import Dataset
+from wdlab.data import Dataset, StreamedData
 from wdlab.decay import get_mode
 from wdlab.devices import exact_float32, resolve_device
 from wdlab.models import ModelSpec
-from wdlab.optimizers import optimizer_spec
+from wdlab.optimizers import check_optimizer_options, optimizer_spec
 from wdlab.optuna.space import PARAMS, Settings, check_identity, check_space, check_study
 from wdlab.pipelines.memory import bytes_per_config, check_budget
 from wdlab.records import RunConfig, RunResult
@@ -35,13 +34,13 @@ class _Search:
     def __init__(
         self,
         spec: ModelSpec,
-        ds: Dataset,
+        ds: Dataset | StreamedData,
         space: Mapping[str, BaseDistribution],
         settings: Settings,
         model_name: str,
     ) -> None:
         self.spec, self.ds, self.space, self.settings = spec, ds, dict(space), settings
-        if ds.y_val is None:
+        if not _has_val(ds):
             raise ValueError("a search chooses on validation: the data need a validation split")
         self.crit = _criterion(ds, settings)
         self.metric = f"val_{self.crit.key}"
@@ -113,6 +112,10 @@ class _Search:
             shuffle_seed=s.shuffle_seed,
             precision=s.precision,
             on_epoch=on_epoch,
+            steps=s.steps,
+            clip_grad_norm=s.clip_grad_norm,
+            wd_schedule=s.wd_schedule,  # type: ignore[arg-type]  (its text is parsed by the plan)
+            group_wd=s.group_wd,
         )
 
     def run_batch(self, trials: Sequence[Trial], bar: Any) -> None:
@@ -227,7 +230,13 @@ def _mean(values: Sequence[float]) -> float:
     return math.fsum(values) / len(values) if all(math.isfinite(v) for v in values) else math.nan
 
 
-def _criterion(ds: Dataset, settings: Settings) -> Criterion:
+def _has_val(ds: Dataset | StreamedData) -> bool:
+    """Whether the data have a validation split (a stream always has one: given, or lent 20%
+    of the training rows)."""
+    return "val" in ds.streams if isinstance(ds, StreamedData) else ds.y_val is not None
+
+
+def _criterion(ds: Dataset | StreamedData, settings: Settings) -> Criterion:
     """What Optuna is told, checked to be a metric the runs record."""
     task = get_task(ds.task)
     recorded = {"loss"} | ({"acc"} if task.eval_metrics else set())
@@ -240,8 +249,13 @@ def _criterion(ds: Dataset, settings: Settings) -> Criterion:
     return crit
 
 
-def _identity(settings: Settings, ds: Dataset, model_name: str) -> dict[str, Any]:
-    """The settings a study's trials share, as its storage keeps them (JSON types)."""
-    sizes = [len(ds.y_train), len(ds.y_val) if ds.y_val is not None else 0]
-    doc = settings.identity() | {"data": ds.name, "rows": sizes, "model": str(model_name)}
+def _identity(settings: Settings, ds: Dataset | StreamedData, model_name: str) -> dict[str, Any]:
+    """The settings a study's trials share, as its storage keeps them (JSON types); streamed
+    data add their fingerprint (:func:`wdlab.data.stream_splits`: a seeded sample's)."""
+    doc = settings.identity() | {"data": ds.name, "model": str(model_name)}
+    if isinstance(ds, StreamedData):
+        doc |= {"rows": [ds.meta.get("n_train"), ds.meta.get("n_val")]}
+        doc |= {"fingerprint": ds.fingerprint}
+    else:
+        doc |= {"rows": [len(ds.y_train), len(ds.y_val) if ds.y_val is not None else 0]}
     return json.loads(json.dumps(doc, default=str))

@@ -1,6 +1,6 @@
 """The arguments of :func:`wdlab.sweep`, checked before anything runs: each bad one is one
 ``ValueError`` line naming the argument (the command line checks its flags the same way, in
-:mod:`wdlab.config` and :mod:`wdlab.cli`)."""
+:mod:`wdlab.config_keys` and :mod:`wdlab.cli`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import Tensor
 
+from wdlab.config_keys import ordered_pairs
 from wdlab.data import Dataset
 from wdlab.decay import DEFAULT_RULE, EVERYTHING, PRESETS, DecayRule
 
@@ -133,4 +134,7 @@ def sweep_identity(described: Mapping[str, Any]) -> dict[str, Any]:
         for k, v in described["train"].items()
         if k not in NOT_IN_IDENTITY and not (k in LATER and v == LATER[k])
     }
-    return {**described, "train": train}
+    decay = dict(described["decay"])
+    if "group_wd" in decay:
+        decay["group_wd"] = ordered_pairs(decay["group_wd"])
+    return {**described, "train": train, "decay": decay}

@@ -20,10 +20,10 @@ from wdlab.config import validate
 from wdlab.data import Dataset, StreamedData, from_splits, is_table_path, load, read_table
 from wdlab.data.arrays import check_values
 from wdlab.data.streamed import held
-from wdlab.decay import DEFAULT_RULE, DecayRule
+from wdlab.decay import DEFAULT_RULE, DecayRule, WDSchedule
 from wdlab.integrations.logs import LogSpec
 from wdlab.models import ModelSpec
-from wdlab.pipelines import checks
+from wdlab.pipelines import checks, experiment
 from wdlab.pipelines.results import SweepResult
 from wdlab.pipelines.study import DEFAULT_MAX_MEMORY_MB, Study, run_study
 from wdlab.pipelines.userdata import data_identity, data_sizes, streamed_splits, with_classes
@@ -58,9 +58,12 @@ def sweep(
     keep: str = "best",
     device: str | None = None,
     rule: DecayRule | str = DEFAULT_RULE,
+    wd_schedule: str | WDSchedule | None = None,
+    group_wd: Mapping[str, float] | None = None,
     options: Mapping[str, Any] | None = None,
     eval_every: int = 1,
     early_stopping: bool = False,
+    diagnostics: Sequence[str] = (),
     n_classes: int | None = None,
     max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
     progress: bool = False,
@@ -86,35 +89,58 @@ def sweep(
     (per epoch, or per step with warm-up: :mod:`wdlab.trainer.schedules`), ``clip_grad_norm``
     (each configuration's own norm), ``precision="bf16"``, ``loss`` (label smoothing:
     ``nn.CrossEntropyLoss(label_smoothing=0.1)``), ``metric``; ``select`` chooses on ``"loss"``
-    or a metric; ``early_stopping`` at each run's best validation epoch (every epoch still
-    trains). ``rule``: which tensors decay. ``max_batch=1``: one configuration at a time, the
-    reference. ``out`` keeps the study (else a temporary one) and, by ``keep`` (``"best"``,
-    ``"all"``, ``"none"``), trained weights (:meth:`SweepResult.model`). ``log``:
-    ``"tensorboard:DIR"``, ``"mlflow[:URI]"``.
+    or a metric; ``early_stopping`` at each run's best validation epoch; ``diagnostics``:
+    opt-in recordings. ``rule``: which tensors decay; ``group_wd``, ``wd_schedule``: weight
+    decays by pattern, by step (:mod:`wdlab.trainer.decays`). ``max_batch=1``: one at a time,
+    the reference. ``out`` keeps the study (else a temporary one) and, by ``keep`` (``"best"``,
+    ``"all"``, ``"none"``), trained weights (:meth:`SweepResult.model`). ``log``: dashboards.
     """
     t0 = time.perf_counter()
     checks.check_arguments(max_batch, max_memory_mb, out, factory_timeout)
     rule = checks.decay_rule(rule)
     streamed = {"batch_size": batch_size, "n_classes": n_classes, "progress": progress}
-    table = (target, features, impute, categorical)
-    ds = checks.checked_data(lambda d: resolve_data(d, *table, stream=streamed), data)
-    ds = with_classes(ds, model, factory_timeout, resolve_model)
+    ds = user_data(data, (target, features, impute, categorical), streamed, model, factory_timeout)
     spec, init_name = resolve_model(model, ds, factory_timeout)
     task = _task(ds, loss, metric)
     chosen_on = select or (metric if isinstance(metric, str) else None) or "auto"
-    recipe = {"steps": steps or 0, "schedule": schedule, "clip_grad_norm": clip_grad_norm}
-    recipe |= {"precision": precision, "keep": keep, "early_stopping": early_stopping}
+    recipe = _recipe(steps, schedule, clip_grad_norm, precision, keep, early_stopping, diagnostics)
     grid = {"optimizer": optimizer, "lr": _listed(lr), "seeds": checks.seed_list(seeds)}
-    train = grid | recipe | {"epochs": epochs, "batch_size": batch_size or 0}
+    train = grid | recipe | {"epochs": epochs, "batch_size": batch_size or 0, "select": chosen_on}
     train |= {"eval_every": eval_every, "options": dict(options or {}), "device": device}
-    decay = {"modes": _listed(modes), "weight_decay": _listed(weight_decay)}
-    config = validate({"train": train | {"select": chosen_on}, "decay": decay})
-    kw = config.train.train_kwargs(shuffle_seed=0) | {"rule": rule, "task": task}
-    kw["keep_params"] &= out is not None  # a temporary store keeps no weights
+    decay = decay_section(modes, weight_decay, wd_schedule, group_wd)
+    config = validate({"train": train, "decay": decay})
+    kw = config.train.train_kwargs(shuffle_seed=0) | config.decay.train_kwargs()
+    kw |= {"rule": rule, "task": task, "keep_params": kw["keep_params"] and out is not None}
     described = _describe(config.to_dict(), init_name, ds, (loss, metric), rule)
     identity = checks.sweep_identity(described)
-    study = Study(Path(), name or "", described, identity, ds, spec, config.grid(), kw)
+    study = Study(Path(), name or "", described, identity, ds, spec, experiment.grid(config), kw)
     return _run(study, out, name, max_batch, max_memory_mb, progress, t0, log)
+
+
+def _recipe(
+    steps: int | None,
+    schedule: str,
+    clip_grad_norm: float | None,
+    precision: str,
+    keep: str,
+    early_stopping: bool,
+    diagnostics: Sequence[str],
+) -> dict[str, Any]:
+    """The ``[train]`` keys of :func:`sweep`'s recipe, for the config's checks."""
+    recipe = {"steps": steps or 0, "schedule": schedule, "clip_grad_norm": clip_grad_norm}
+    recipe |= {"precision": precision, "keep": keep, "early_stopping": early_stopping}
+    return recipe | {"diagnostics": list(diagnostics)}
+
+
+def user_data(
+    data: Data, table: tuple, streamed: Mapping[str, Any], model: Model, timeout: float | None
+) -> Dataset | StreamedData:
+    """The data of :func:`sweep` (and :func:`wdlab.optuna.optimize`), checked: tensors held,
+    Datasets and DataLoaders streamed (``streamed``: ``batch_size``, ``n_classes``,
+    ``progress``), with their classes; ``table``: how to read a .csv/.parquet path (target,
+    features, impute, categorical)."""
+    ds = checks.checked_data(lambda d: resolve_data(d, *table, stream=streamed), data)
+    return with_classes(ds, model, timeout, resolve_model)
 
 
 def _task(ds: Dataset, loss: object, metric: object) -> Task | None:
@@ -154,6 +180,21 @@ def _run(
         result = run_study(study, **kw)
     result.directory = None
     return result
+
+
+def decay_section(
+    modes: object, weight_decay: object, schedule: object, group_wd: object
+) -> dict[str, Any]:
+    """The ``[decay]`` keys of :func:`sweep`'s arguments (a WDSchedule as its text,
+    ``shape:START:END:STEPS``)."""
+    if isinstance(schedule, WDSchedule):
+        schedule = f"{schedule.shape}:{schedule.start!r}:{schedule.end!r}:{schedule.steps}"
+    return {
+        "modes": _listed(modes),
+        "weight_decay": _listed(weight_decay),
+        "wd_schedule": schedule,
+        "group_wd": dict(group_wd) if isinstance(group_wd, Mapping) else group_wd or {},
+    }
 
 
 def _listed(value: object) -> object:

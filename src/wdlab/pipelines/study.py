@@ -35,6 +35,7 @@ from torch import nn
 from wdlab.config import MAX_CONFIGS, Experiment, merge, validate
 from wdlab.data import Dataset, StreamedData, StreamError, is_data_function
 from wdlab.decay import decay_table
+from wdlab.decay.rules import own_groups
 from wdlab.devices import DEFAULT_MAX_MEMORY_MB, resolve_device
 from wdlab.diagnostics import DIAGNOSTICS
 from wdlab.executors import Batch, Executor, LocalExecutor
@@ -42,6 +43,7 @@ from wdlab.extras import require
 from wdlab.integrations.logs import Logs, LogSpec, open_logs
 from wdlab.jsonsafe import dumps
 from wdlab.models import ModelSpec
+from wdlab.pipelines.experiment import grid, grid_size, load_data, model_spec
 from wdlab.pipelines.memory import (
     bytes_per_config,
     check_budget,
@@ -79,7 +81,7 @@ def default_out(config: Experiment | Mapping[str, Any], root: str = "wdlab-out")
 
 def check_grid(config: Experiment, max_configs: int | None) -> None:
     """A one-line ``ValueError`` when the grid has more than ``max_configs`` configurations."""
-    n = config.grid_size()
+    n = grid_size(config)
     if max_configs is not None and n > max_configs:
         raise ValueError(
             f"the grid has {n:,} configurations, more than the limit of {max_configs:,}; "
@@ -112,38 +114,20 @@ def load_study(directory: str | Path) -> SweepResult:
     return result
 
 
-#: Decay keys the config accepts that the batched trainer cannot apply to its stacked rows yet
-#: (one decay driver for ``Decay.attach`` and the trainer will), with what to use meanwhile.
-NOT_APPLIED_YET = {
-    "wd_schedule": "a weight-decay schedule; in your own loop, wdlab.Decay(mode, wd, "
-    "schedule=...).attach(optimizer) applies it",
-    "group_wd": "per-group weight decays; in your own loop, wdlab.param_groups(model, decay, "
-    "weight_decays=...) makes the groups",
-}
-
-
-def check_decay_applies(config: Experiment) -> None:
-    """Refuse, in one line, a decay key set in ``config`` that training cannot apply yet."""
-    for name, what in NOT_APPLIED_YET.items():
-        if config.decay[name]:
-            raise ValueError(f"decay.{name}: sweeps cannot apply {what}")
-
-
 def _prepare(
     config: Experiment, max_configs: int | None, progress: bool = False
 ) -> tuple[Dataset | StreamedData, ModelSpec, dict]:
     """Checks that need no store (grid size, diagnostics), then the data, the model spec and
     the trainer's keywords."""
     check_grid(config, max_configs)
-    check_decay_applies(config)
     missing = [d for d in config.train.diagnostics if d not in DIAGNOSTICS]
     if missing:
         valid = ", ".join(DIAGNOSTICS) or "none in this wdlab"
         raise ValueError(f"train.diagnostics: {missing[0]!r} is not available; valid: {valid}")
-    ds = config.data.load(config.train.batch_size or None, progress)
-    spec = config.model.spec(ds)
+    ds = load_data(config.data, config.train.batch_size or None, progress)
+    spec = model_spec(config.model, ds)
     train_kwargs = config.train.train_kwargs(shuffle_seed=config.data.seed)
-    train_kwargs["rule"] = config.decay.decay_rule()
+    train_kwargs |= config.decay.train_kwargs()  # the rule, wd schedule and groups' own wds
     return ds, spec, train_kwargs
 
 
@@ -183,7 +167,7 @@ def run_sweep(
     if is_data_function(config.data.source):  # the function's data, not only its name
         identity["data"]["fingerprint"] = data_fingerprint(ds)
     study = Study(
-        out, name or out.name, config.to_dict(), identity, ds, spec, config.grid(), train_kwargs
+        out, name or out.name, config.to_dict(), identity, ds, spec, grid(config), train_kwargs
     )
     return run_study(
         study,
@@ -244,6 +228,7 @@ def run_study(
     device = resolve_device(kw.get("device"), "train.device") if local else None
     check_budget(per_config, max_memory_mb, device)
     table = decay_table(model, kw["rule"]).to_dict()
+    own_groups(decay_table(model, kw["rule"]), kw.get("group_wd") or {})  # before the store
     with (
         open_logs(log, study.name, study.config) as logs,  # checked before the store is made
         Store(study.directory) as store,

@@ -8,13 +8,13 @@ an optimizer over the stacked rows with the decay driver attached (:mod:`.rows`)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from wdlab.data import Dataset, StreamedData
-from wdlab.decay import DEFAULT_RULE, DecayRule
+from wdlab.decay import DEFAULT_RULE, DecayRule, WDSchedule
 from wdlab.devices import exact_float32
 from wdlab.models import ModelSpec
 from wdlab.records import RunConfig, RunResult
@@ -49,6 +49,8 @@ def train(
     task: Task | None = None,
     steps: int | None = None,
     clip_grad_norm: float | None = None,
+    wd_schedule: WDSchedule | str | None = None,
+    group_wd: Mapping[str, float] | None = None,
 ) -> list[RunResult]:
     """Train every configuration in ``configs`` together; one RunResult each, in order.
 
@@ -78,6 +80,8 @@ def train(
         task=task,
         steps=steps,
         clip_grad_norm=clip_grad_norm,
+        wd_schedule=wd_schedule,  # type: ignore[arg-type]  (its text is parsed by the plan)
+        group_wd=tuple((group_wd or {}).items()),
     )
     try:
         with exact_float32():

@@ -8,14 +8,16 @@ one torch parameter group over their rows.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from wdlab.data import Dataset, StreamedData
-from wdlab.decay import DEFAULT_RULE, WD, DecayRule, Mode, get_mode
+from wdlab.decay import DEFAULT_RULE, WD, DecayRule, Mode, WDSchedule, check_weight_decay, get_mode
+from wdlab.decay.schedules import parse as parse_wd_schedule
+from wdlab.decay.schedules import scaled
 from wdlab.models import ModelSpec
 from wdlab.optimizers import OptimizerSpec, optimizer_spec
 from wdlab.records import RunConfig
@@ -48,6 +50,10 @@ class Plan:
     called after every epoch (progress), ``progress`` shows a bar of its own. ``diagnostics``
     names opt-in per-layer recordings (:mod:`wdlab.diagnostics`, e.g. ``rotation``). ``task``
     replaces the data's task (a custom loss or metric, :func:`wdlab.tasks.custom_task`).
+    ``wd_schedule`` (a :class:`~wdlab.decay.WDSchedule` or ``"cosine|linear:START:END:STEPS"``)
+    and ``group_wd`` (fnmatch pattern → weight decay, in order) make each row's weight decay a
+    function of the optimizer step and give the tensors a pattern matches their own
+    (:mod:`wdlab.trainer.decays` says how they combine with a row's weight decay).
     """
 
     spec: ModelSpec
@@ -71,6 +77,8 @@ class Plan:
     task: Task | None = field(default=None, compare=False)
     steps: int | None = None
     clip_grad_norm: float | None = None
+    wd_schedule: WDSchedule | None = None
+    group_wd: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.configs:
@@ -94,8 +102,24 @@ class Plan:
             valid = ", ".join(PRECISIONS)
             raise ValueError(f"unknown precision {self.precision!r}; valid: {valid}")
         parse_schedule(self.schedule)
+        self._check_decays()
         if len({optimizer_spec(c.optimizer).cls_name for c in self.configs}) > 1:
             raise ValueError("one batch trains one optimizer class; split the sweep by optimizer")
+
+    def _check_decays(self) -> None:
+        """``wd_schedule`` parsed (its start > 0: every weight decay is scaled from it) and
+        ``group_wd`` as ordered (pattern, weight decay) pairs, each checked."""
+        schedule = self.wd_schedule
+        if isinstance(schedule, str):
+            schedule = parse_wd_schedule(schedule)
+        if schedule is not None and not isinstance(schedule, WDSchedule):
+            raise ValueError(f"wd_schedule must be a WDSchedule or its text, got {schedule!r}")
+        if schedule is not None:
+            scaled(schedule, 0.0)  # START > 0, else one line
+        pairs = self.group_wd.items() if isinstance(self.group_wd, Mapping) else self.group_wd
+        group_wd = tuple((str(p), check_weight_decay(w)) for p, w in pairs)
+        object.__setattr__(self, "wd_schedule", schedule)
+        object.__setattr__(self, "group_wd", group_wd)
 
     @property
     def optimizer(self) -> OptimizerSpec:
