@@ -41,16 +41,17 @@ class SeedMLP(nn.Module):
     """The article's model: Linear(dim, dim//2) → sigmoid → Linear(dim//2, 1) (→ sigmoid).
 
     The final sigmoid is folded into the loss (BCE on logits: the same maths, stable), so
-    ``forward`` returns logits.
+    ``forward`` returns logits. ``out_dim`` widens the last layer for data of more classes or
+    targets (the article's binary task has 1).
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, out_dim: int = 1) -> None:
         super().__init__()
         self.hidden_layer = nn.Linear(dim, dim // 2)
-        self.last_layer = nn.Linear(dim // 2, 1)
+        self.last_layer = nn.Linear(dim // 2, out_dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logits of shape (n, 1)."""
+        """Logits of shape (n, out_dim)."""
         return self.last_layer(torch.sigmoid(self.hidden_layer(x)))
 
 
@@ -144,9 +145,9 @@ def _build_custom(spec: ModelSpec, seed: int | None = None) -> nn.Module:
 _KINDS = [
     ModelKind(
         "seed-mlp",
-        "the article's MLP: Linear(d, d/2), sigmoid, Linear(d/2, 1)",
-        lambda spec, seed: SeedMLP(spec.in_dim),
-        lambda spec: f"seed-mlp {spec.in_dim}-{spec.in_dim // 2}-1 sigmoid",
+        "the article's MLP: Linear(d, d/2), sigmoid, Linear(d/2, outputs)",
+        lambda spec, seed: SeedMLP(spec.in_dim, spec.out_dim),
+        lambda spec: f"seed-mlp {spec.in_dim}-{spec.in_dim // 2}-{spec.out_dim} sigmoid",
         MLPEngine,
         lambda spec: Layout(
             ("hidden_layer.weight", "hidden_layer.bias"), (Act("sigmoid"), Head("last_layer"))
