@@ -13,9 +13,9 @@ storage, ``optuna.importance``, ``optuna.visualization`` and ``optuna-dashboard`
   default, or ``"loss"``), the mean over ``seeds`` (each trial trains one row per seed), at
   the last epoch (or each run's best epoch with ``early_stopping``). The test metric is kept
   apart, as the trial's user attribute ``test_<metric>``; it never steers the search.
-* A trial Optuna prunes is told ``PRUNED`` at once and frozen for the rest of its batch (its
-  rows still train until the batch ends; :meth:`_Watch.freeze` is where a trainer that can drop
-  rows from a batch will be told). A trial whose training diverged is told ``FAIL``.
+* A trial Optuna prunes is told ``PRUNED`` at once and its rows leave the batch
+  (:meth:`_Watch.freeze`): their compute is saved, the other trials train on unchanged. A
+  trial whose training diverged is told ``FAIL``.
 * Bad input is refused before anything is asked or stored: a study of another direction (or
   several objectives), a distribution of the wrong kind or range for its parameter, one that
   differs in kind from the study's earlier trials, or a study searched on other data, model
@@ -717,9 +717,11 @@ class _Watch:
                 self.freeze(self.rows[i])
 
     def freeze(self, rows: Sequence[int]) -> None:
-        """A pruned trial's rows: nothing more is reported or told about them. They still
-        train to the end of the batch; a trainer that can drop rows from a batch is told here
-        (one call), which then saves their compute."""
+        """A pruned trial's rows leave the batch (:meth:`wdlab.trainer.Trainer.stop`): nothing
+        more is computed, reported or told about them; the other trials' rows train on,
+        their numbers unchanged."""
+        if self.trainer is not None:
+            self.trainer.stop(rows, "pruned")
 
 
 def latest(trainer: Trainer, name: str) -> list[float]:

@@ -7,10 +7,12 @@ gradient of row k is exactly configuration k's gradient. A single run is a sweep
 The parts: the engine (:mod:`wdlab.engines`, chosen by the model kind) holds and runs the
 stacked weights; the optimizer over the rows (:mod:`.rows`) is a real ``torch.optim``
 optimizer with the decay driver attached; the recorder (:mod:`.recorder`) keeps the curves,
-norms and diagnostics, stops diverged rows and assembles the results. One epoch:
-:meth:`Trainer.step` for each (mini-)batch (forward, gradients, update), then the scheduler,
-the divergence check and :meth:`Trainer.evaluate`. Built-in models take their gradients from a
-hand-written backward; custom models and bf16 autocast use autograd.
+norms and diagnostics and assembles the results. One epoch: :meth:`Trainer.step` for each
+(mini-)batch (forward, gradients, update), then the scheduler, the divergence check and
+:meth:`Trainer.evaluate`; between epochs, rows that stop (diverged, stopped early, pruned)
+leave the batch (:meth:`Trainer.stop`), and the batch's state is checkpointed when due
+(:mod:`.state`). Built-in models take their gradients from a hand-written backward; custom
+models and bf16 autocast use autograd.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ from torch import Tensor
 from wdlab.decay import surprise_warnings
 from wdlab.devices import resolve_device
 from wdlab.func import cuda_ids
-from wdlab.records import RunResult
 from wdlab.tasks import get_task
 from wdlab.trainer.heap import trim_heap, tune_malloc
 from wdlab.trainer.plan import Plan, group_configs, order_configs
 from wdlab.trainer.recorder import Recorder
 from wdlab.trainer.rows import RowOptimizer
+from wdlab.trainer.rowstops import RowStops
 from wdlab.trainer.setup import build_engine
+from wdlab.trainer.state import Cadence, Trained, capture, restore, restore_random
 
 
 def default_device() -> torch.device:
@@ -40,7 +43,7 @@ def default_device() -> torch.device:
     return resolve_device(None)
 
 
-class Trainer:
+class Trainer(RowStops):
     """One batched training of a :class:`Plan`; :meth:`run` returns one RunResult per config."""
 
     def __init__(self, plan: Plan) -> None:
@@ -76,58 +79,73 @@ class Trainer:
         # models whose train and eval modes differ (BatchNorm, Dropout) are evaluated on the
         # training split in eval mode, by a pass of its own
         self.train_pass = plan.minibatch or self.engine.eval_pass
+        self.pending = False  # the next full-batch forward gives the last evaluation's train
+        self.epoch0, self.end = 0, plan.stop or plan.epochs  # metrics (of these weights)
+        self.shuffle = torch.Generator(device="cpu").manual_seed(plan.shuffle_seed)
+        self.cadence = Cadence(plan.checkpoint, plan.on_checkpoint is not None)
+        if plan.start is not None:
+            restore(self, plan.start)
+        self.trained = self.epoch0  # epochs trained so far
+        self.stop(plan.skip, "pruned")
 
-    def run(self) -> list[RunResult]:
-        """Train every epoch; return one RunResult per configuration, in the order given.
+    def run(self) -> Trained:
+        """Train every epoch (to ``plan.stop``); return one RunResult per configuration, in the
+        order given, with the batch's state where it paused (:class:`.state.Trained`).
 
         Random draws inside the model (Dropout masks) come from torch's global RNG, seeded with
         ``shuffle_seed`` for this run and restored after it: the same command gives the same
         numbers, and the caller's RNG is left alone.
         """
-        plan, bar = self.plan, None
+        plan, bar, state = self.plan, None, None
         if plan.progress:
             from tqdm import tqdm
 
             bar = tqdm(total=plan.epochs, desc=plan.progress_desc, unit="epoch", leave=False)
+            bar.update(self.epoch0)
         # The hand-written backward needs no autograd at all: one no_grad around the loop.
         grad_off = torch.no_grad() if self.manual else contextlib.nullcontext()
         with torch.random.fork_rng(devices=cuda_ids(self.device)), grad_off:
             torch.manual_seed(plan.shuffle_seed)
-            pending = self.epochs(bar)
-        self.finish(pending)
+            restore_random(self, plan.start)
+            self.epochs(bar)
+            self.record_pending()
+            if self.end < plan.epochs:
+                state = capture(self, self.end)
         if bar is not None:
             bar.close()
-        return self.recorder.results(self.order, self.t_start, self.note)
+        results = self.recorder.results(self.order, self.t_start, self.note, self.end)
+        return Trained(results, state, self.recorder.row_steps)
 
-    def epochs(self, bar: object | None) -> bool:
-        """Every epoch: train, schedule, check divergence, evaluate. Returns whether the train
-        metrics of the last evaluation are still to be recorded."""
+    def epochs(self, bar: object | None) -> None:
+        """Every epoch: train, schedule, check divergence, evaluate; between epochs, stop rows
+        and checkpoint (:meth:`between`)."""
         plan, rec = self.plan, self.recorder
         eval_set = set(plan.eval_epochs)
-        pending = False  # the next full-batch forward gives the train metrics of these weights
-        shuffle = torch.Generator(device="cpu").manual_seed(plan.shuffle_seed)
-        for epoch in range(plan.epochs):
+        for epoch in range(self.epoch0, self.end):
             if plan.minibatch:
-                self.train_epoch_minibatch(epoch, shuffle)
+                self.train_epoch_minibatch(epoch, self.shuffle)
             else:
-                rec.train_loss[epoch] = self.step(None, pending)
-                pending = False
+                rec.epoch_loss(epoch, self.step(None, self.pending))
+                self.pending = False
             rec.weight_norm(epoch)
             if self.rows.scheduler is not None:
                 self.rows.scheduler.step()
             if epoch in eval_set:
                 if rec.due(epoch):
-                    rec.check_divergence(epoch)
+                    self.stop_rows(rec.check_divergence(epoch), "diverged", epoch + 1)
                 self.evaluate(with_train=self.train_pass)
-                pending = not self.train_pass
+                self.pending = not self.train_pass
             rec.end_epoch(epoch)
+            self.trained = epoch + 1
+            self.between(epoch, epoch in eval_set)
             if epoch % 100 == 99:
                 trim_heap()  # keeps a long run's resident memory flat
             if bar is not None:
                 bar.update(1)
             if plan.on_epoch is not None:
                 plan.on_epoch(epoch)
-        return pending
+            if not bool(rec.alive.any()):
+                break  # every row stopped: nothing left to train
 
     def train_epoch_minibatch(self, epoch: int, shuffle: torch.Generator) -> None:
         """One pass over shuffled mini-batches; the epoch's train loss is their mean."""
@@ -135,11 +153,11 @@ class Trainer:
         perm = torch.randperm(n, generator=shuffle)  # on the CPU: the same order on every device
         if self.device.type == "cuda":  # pinned and asynchronous: no host sync
             perm = perm.pin_memory().to(self.device, non_blocking=True)
-        epoch_loss = torch.zeros(len(self.order), device=self.device)
+        epoch_loss = torch.zeros(len(self.engine), device=self.device)
         for i in range(0, n, size):
             idx = perm[i : i + size]
             epoch_loss += self.step(idx, False) * len(idx)
-        self.recorder.train_loss[epoch] = epoch_loss / n
+        self.recorder.epoch_loss(epoch, epoch_loss / n)
 
     def step(self, idx: Tensor | None, pending: bool) -> Tensor:
         """Forward, gradients and update on the training rows (``idx``: a mini-batch); returns
@@ -186,10 +204,12 @@ class Trainer:
                 rec.eval_value("train_loss_eval", self.task.loss(o, self.y))
                 rec.eval_metrics("train", o, self.y)
 
-    def finish(self, pending: bool) -> None:
-        """After the last epoch: the train metrics still pending (of the final weights)."""
-        if pending:
+    def record_pending(self) -> None:
+        """The train metrics of the last evaluation, if still to be recorded (after the last
+        epoch, or before rows stop), from a forward pass of their own."""
+        if self.pending:
             with torch.no_grad():
                 out = self.forward("train")
                 self.recorder.eval_value("train_loss_eval", self.task.loss(out, self.y))
                 self.recorder.eval_metrics("train", out, self.y)
+            self.pending = False
