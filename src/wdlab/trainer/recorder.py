@@ -110,7 +110,8 @@ class Recorder:
         self.ev.setdefault(name, []).append(self._full(values.detach()))
 
     def epoch_loss(self, epoch: int, losses: Tensor) -> None:
-        """Epoch ``epoch``'s train loss of the rows still training."""
+        """Epoch ``epoch``'s train loss of the rows that trained it (their steps counted)."""
+        self.row_steps += len(losses) * self.plan.steps_per_epoch
         if self.index is None:
             self.train_loss[epoch] = losses
         else:
@@ -135,11 +136,9 @@ class Recorder:
                 self.norm_parts[epoch][:, self.index] = parts
 
     def end_epoch(self, epoch: int) -> None:
-        """The diagnostics' values of this epoch; the steps it took are counted."""
+        """The diagnostics' values of this epoch."""
         for d in self.diagnostics:
             d.end_epoch(epoch)
-        rows = len(self.configs) if self.index is None else len(self.index)
-        self.row_steps += rows * self.plan.steps_per_epoch
 
     def check_divergence(self, upto: int) -> list[int]:
         """The rows still training whose train loss diverged up to epoch ``upto`` (NaN, inf, or
