@@ -22,7 +22,7 @@ LAYERS = [
     {"wdlab.pipelines"},
     {"wdlab.integrations"},
     {"wdlab.verify", "wdlab.auditing"},
-    {"wdlab.executors", "wdlab.store", "wdlab.report", "wdlab.config"},
+    {"wdlab.executors", "wdlab.store", "wdlab.report", "wdlab.config", "wdlab.halving"},
     {"wdlab.trainer", "wdlab.selection"},
     {"wdlab.timescale", "wdlab.diagnostics"},
     {"wdlab.models", "wdlab.data"},

@@ -6,7 +6,8 @@ An experiment has four sections; every key is optional and unknown keys are refu
               train_size, categorical
     [model]   kind, hidden, activation, layernorm, factory, batchnorm, dropout, factory_timeout
     [train]   optimizer, lr, options, schedule, epochs, batch_size, eval_every, seeds, device,
-              precision, select, early_stopping, diagnostics
+              precision, select, early_stopping, patience, diagnostics, prune, prune_eta,
+              prune_rung, checkpoint
     [decay]   modes, weight_decay, rule, exclude, include
 
 ``lr``, ``modes``, ``weight_decay`` and ``seeds`` take one value or a list (the grid is their
@@ -31,7 +32,7 @@ import math
 import os
 import stat
 import tomllib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import Field, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,7 @@ from wdlab.models import ACTIVATIONS, MODEL_KINDS, ModelSpec
 from wdlab.optimizers import OPTIMIZERS, optimizer_spec
 from wdlab.records import RunConfig
 from wdlab.tasks import TASKS
-from wdlab.trainer.plan import PRECISIONS
+from wdlab.trainer.plan import PRECISIONS, check_checkpoint
 from wdlab.trainer.schedules import SCHEDULES, parse_schedule
 from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT
 
@@ -74,7 +75,15 @@ KNOWN_DIAGNOSTICS = ("rotation",)  # accepted by the config; available when regi
 LATER_KEYS = {
     "data": ("train_size", "categorical"),
     "model": ("batchnorm", "dropout"),
-    "train": ("select", "early_stopping", "diagnostics"),
+    "train": (
+        "select",
+        "early_stopping",
+        "diagnostics",
+        "patience",
+        "prune",
+        "prune_eta",
+        "prune_rung",
+    ),
     "decay": ("wd_schedule", "group_wd"),
 }
 #: What ``wdlab sweep`` tries when neither the file nor the flags name a grid (none of these
@@ -85,7 +94,10 @@ SWEEP_GRID: dict[str, Any] = {
     "train.seeds": [0, 1, 2],
 }
 # Keys that change no number a run gives: never part of a study's identity.
-NOT_IDENTITY = {"model": ("factory_timeout",)}
+NOT_IDENTITY = {"model": ("factory_timeout",), "train": ("checkpoint",)}
+# Keys added with successive halving and early stopping's patience: left out of every study's
+# identity while at their defaults (wdlab.sweep's studies hashed every key before them).
+HALVING_KEYS = {"train": ("patience", "prune", "prune_eta", "prune_rung")}
 
 
 def parse_float_list(text: str | float | list, key: str) -> list[float]:
@@ -624,14 +636,48 @@ class TrainConfig(_Section):
         False,
         _bool,
         "--early-stopping",
-        "choose on each run's best-validation epoch instead of its last",
+        "choose on each run's best-validation epoch instead of its last, and stop training a "
+        "run whose validation metric has not improved for --patience evaluations",
         "flag",
+    )
+    patience: int = key(
+        10,
+        integer(1),
+        "--patience",
+        "early stopping: evaluations without a new best validation score before a run stops",
+        "int",
     )
     diagnostics: list[str] = key(
         [],
         _diagnostics,
         "--diagnostics",
         "opt-in recordings per layer, comma-separated (e.g. rotation)",
+    )
+    prune: bool = key(
+        False,
+        _bool,
+        "--prune",
+        "successive halving: at each rung keep the best 1/eta of the mode × lr × wd cells "
+        "(on validation) and stop training the rest",
+        "flag",
+    )
+    prune_eta: int = key(
+        3, integer(2), "--prune-eta", "successive halving: keep the best 1/ETA at each rung", "int"
+    )
+    prune_rung: int = key(
+        0,
+        integer(0),
+        "--prune-rung",
+        "successive halving: the first rung, in epochs (rungs at R, R·eta, R·eta²…; 0: "
+        "chosen from the epochs)",
+        "int",
+    )
+    checkpoint: Any = key(
+        "auto",
+        check_checkpoint,
+        "--checkpoint",
+        "save each batch's training state every N epochs, or auto (every 5 minutes of a "
+        "batch's training) or off; a killed sweep resumes from it",
     )
 
     def train_kwargs(self, shuffle_seed: int) -> dict[str, Any]:
@@ -645,6 +691,7 @@ class TrainConfig(_Section):
             "shuffle_seed": shuffle_seed,
             "precision": self.precision,
             "diagnostics": tuple(self.diagnostics),
+            "checkpoint": self.checkpoint,
         }
 
 
@@ -734,8 +781,18 @@ class Experiment:
         plain dict without the keys of :data:`LATER_KEYS` that are at their defaults, and
         without :data:`NOT_IDENTITY` (a user's factory adds its fingerprint when it is built:
         :func:`wdlab.pipelines.study.run_study`)."""
+        return self._without(LATER_KEYS)
+
+    def every_key_identity(self) -> dict[str, dict[str, Any]]:
+        """:meth:`identity` as :func:`wdlab.sweep` has always made it: every key, but those
+        of :data:`HALVING_KEYS` at their defaults (and :data:`NOT_IDENTITY`)."""
+        return self._without(HALVING_KEYS)
+
+    def _without(self, later: Mapping[str, Sequence[str]]) -> dict[str, dict[str, Any]]:
+        """The plain dict without the keys of ``later`` at their defaults, nor
+        :data:`NOT_IDENTITY`."""
         out = self.to_dict()
-        for section, names in LATER_KEYS.items():
+        for section, names in later.items():
             for f, _ in section_keys(section):
                 if f.name in names and out[section][f.name] == f.default_factory():
                     del out[section][f.name]

@@ -261,7 +261,9 @@ class Result:
     demo's settings for a demo) as a dict; ``data`` facts about the data (name, sizes, the
     teacher's Bayes-optimal alpha…); ``selection`` the weight decay chosen per (mode, lr)
     (:mod:`wdlab.selection`); ``checks`` equivalence checks by id; ``counts`` runs per status
-    (sweeps); ``seconds`` the wall time.
+    (sweeps); ``seconds`` the wall time; ``halving`` (sweeps) the compute the runs used against
+    the full grid's (``compute``: configuration-epochs and row-steps) and, where successive
+    halving pruned, its ``rungs``, ``eta`` and the ``decisions`` at each rung.
     """
 
     kind: str
@@ -276,6 +278,7 @@ class Result:
     seconds: float = 0.0
     engine: str = ""
     counts: dict[str, int] = field(default_factory=dict)
+    halving: dict[str, Any] = field(default_factory=dict)
 
     @property
     def engine_note(self) -> str:
@@ -351,6 +354,7 @@ class Result:
             "checks": {k: c.to_dict() for k, c in self.checks.items()},
             "counts": self.counts,
             "partial": self.partial,
+            "halving": self.halving,
             "runs": [r.to_dict() for r in self.runs],
         }
 
@@ -378,6 +382,7 @@ class Result:
             selection=[{k: _nan(v) for k, v in s.items()} for s in doc.get("selection") or []],
             checks={k: Check.from_dict(c) for k, c in (doc.get("checks") or {}).items()},
             seconds=doc.get("seconds") or 0.0,
+            halving=dict(doc.get("halving") or {}),
             engine=doc.get("engine") or "",
             counts=dict(doc.get("counts") or {}),
         )

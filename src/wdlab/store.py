@@ -7,10 +7,11 @@ most the batch in flight.
 **What is a wdlab store.** A store made by this wdlab carries ``PRAGMA application_id`` =
 :data:`APPLICATION_ID` and ``PRAGMA user_version`` = its schema version
 (:data:`SCHEMA_VERSION`). Schema 1 (wdlab 0.1 and 0.2, no application id) is recognised by its
-tables: it is read as it is, and migrated to schema 2 in one transaction the first time a sweep
-writes to it. Anything else — another program's SQLite file, random bytes, a store from a
-newer wdlab — is refused in one line (:class:`StoreError`), before SQLite opens it for writing,
-so its bytes stay as they were.
+tables; schema 2 lacks successive halving (the ``pruned`` status, each run's epochs trained and
+checkpoint, the rungs' decisions). Older stores are read as they are, and migrated to schema 3
+in one transaction the first time a sweep writes to them. Anything else — another program's
+SQLite file, random bytes, a store from a newer wdlab — is refused in one line
+(:class:`StoreError`), before SQLite opens it for writing, so its bytes stay as they were.
 
 **Reading never writes.** A file is recognised from its header and, where that has no
 wdlab mark, through an ``immutable`` connection, which opens no ``-wal`` or ``-shm`` file: a
@@ -52,12 +53,43 @@ from wdlab.records import Curves, RunConfig, RunResult, is_per_epoch
 
 DB_NAME = "study.db"
 STATUSES = ("pending", "running", "done", "diverged", "failed")
+PRUNED = "pruned"  # stopped at a rung by successive halving (counted only where there are some)
+FINISHED = ("done", "diverged", PRUNED)  # the runs a study's results are read from
 APPLICATION_ID = 0x77646C62  # "wdlb": marks a file as a wdlab study store
-SCHEMA_VERSION = 2  # PRAGMA user_version of the stores this wdlab writes
+SCHEMA_VERSION = 3  # PRAGMA user_version of the stores this wdlab writes
 LEASE_SECONDS = 60.0  # a worker that has not renewed its lease for this long has lost it
 LEASE_ENV = "WDLAB_LEASE_SECONDS"  # sets the lease of the sweeps started with it
 LEGACY_LEASE_SECONDS = 600.0  # workers of an earlier wdlab (no lease stored), on another host
 SQLITE_MAGIC = b"SQLite format 3\x00"
+
+# The runs (schema 3): a run waiting at a rung, or checkpointed mid-training, is ``pending``
+# with ``epochs`` trained and the ``checkpoint`` file (in checkpoints/) that holds its state.
+RUNS_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    config TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'running', 'done', 'diverged', 'failed', 'pruned')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    final TEXT,
+    best TEXT,
+    engine TEXT,
+    diverged_epoch INTEGER,
+    seconds REAL,
+    error TEXT,
+    updated REAL,
+    owner TEXT,
+    epochs INTEGER,
+    checkpoint TEXT
+);"""
+# Successive halving's decision at each rung (epochs trained): what was kept, what pruned, why.
+DECISIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS decisions (
+    rung INTEGER PRIMARY KEY,
+    made REAL NOT NULL,
+    detail TEXT NOT NULL
+);"""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS study (
@@ -71,22 +103,7 @@ CREATE TABLE IF NOT EXISTS study (
     task TEXT,
     seconds REAL NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY,
-    key TEXT NOT NULL UNIQUE,
-    config TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'pending'
-        CHECK (status IN ('pending', 'running', 'done', 'diverged', 'failed')),
-    attempts INTEGER NOT NULL DEFAULT 0,
-    final TEXT,
-    best TEXT,
-    engine TEXT,
-    diverged_epoch INTEGER,
-    seconds REAL,
-    error TEXT,
-    updated REAL,
-    owner TEXT
-);
+{RUNS}
 CREATE TABLE IF NOT EXISTS curves (
     run_id INTEGER NOT NULL REFERENCES runs(id),
     metric TEXT NOT NULL,
@@ -102,6 +119,7 @@ CREATE TABLE IF NOT EXISTS workers (
     beat REAL NOT NULL,
     lease REAL
 );
+{DECISIONS}
 """
 
 # Schema 1 kept no wall time: each batch's time (stored on each of its runs), counted once.
@@ -119,6 +137,24 @@ CREATE TABLE IF NOT EXISTS workers (
     beat REAL NOT NULL, lease REAL
 );
 UPDATE study SET seconds = ({V1_WALL_TIME});
+"""
+
+SCHEMA = SCHEMA.replace("{RUNS}", RUNS_TABLE.format(name="runs")).replace(
+    "{DECISIONS}", DECISIONS_TABLE
+)
+
+# Schema 2 -> 3: the runs table again (SQLite cannot change a CHECK), with the 'pruned' status,
+# each run's epochs and checkpoint; the decisions.
+_V2_COLUMNS = (
+    "id, key, config, status, attempts, final, best, engine, diverged_epoch, seconds, error, "
+    "updated, owner"
+)
+MIGRATE_2_TO_3 = f"""
+{RUNS_TABLE.format(name="runs_v3")}
+INSERT INTO runs_v3 ({_V2_COLUMNS}) SELECT {_V2_COLUMNS} FROM runs;
+DROP TABLE runs;
+ALTER TABLE runs_v3 RENAME TO runs;
+{DECISIONS_TABLE}
 """
 
 V1_TABLES = {
@@ -466,16 +502,17 @@ class Store:
             db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
-        elif version == 1:
+        elif version < SCHEMA_VERSION:  # one transaction: every step from its version on
+            steps = (MIGRATE_1_TO_2 if version == 1 else "") + MIGRATE_2_TO_3
             db.executescript(
-                f"BEGIN IMMEDIATE;{MIGRATE_1_TO_2}PRAGMA application_id = {APPLICATION_ID};"
+                f"BEGIN IMMEDIATE;{steps}PRAGMA application_id = {APPLICATION_ID};"
                 f"PRAGMA user_version = {SCHEMA_VERSION};COMMIT;"
             )
         columns = {row[1] for row in db.execute("PRAGMA table_info('workers')")}
         if "lease" not in columns:  # a schema-2 store of an earlier wdlab: leases are added
             db.executescript("BEGIN IMMEDIATE;ALTER TABLE workers ADD COLUMN lease REAL;COMMIT;")
         db.execute("PRAGMA journal_mode=WAL")
-        if version == 1:
+        if 0 < version < SCHEMA_VERSION:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the new marks into the header
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
@@ -658,11 +695,15 @@ class Store:
     # -- runs --------------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
-        """How many runs have each status."""
+        """How many runs have each status (``pruned`` only in a study that pruned some)."""
         out = dict.fromkeys(STATUSES, 0)
         for status, n in self.db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status"):
             out[status] = n
         return out
+
+    def _v3(self, column: str) -> str:
+        """``column`` of schema 3, or NULL in an older store opened read-only."""
+        return column if self.version >= 3 else "NULL"
 
     def failures(self) -> dict[str, int]:
         """Why runs failed: error message → how many runs."""
@@ -681,6 +722,103 @@ class Store:
                 out.append(RunConfig.from_dict(json.loads(c)))
         return out
 
+    # -- successive halving and checkpoints --------------------------------------------------
+
+    def waiting(self) -> list[tuple[RunConfig, int, str | None]]:
+        """The pending runs, in insertion order, each with the epochs it trained and the
+        checkpoint file holding its state (0 and None: from the start)."""
+        rows = self.db.execute(
+            f"SELECT id, config, COALESCE({self._v3('epochs')}, 0), {self._v3('checkpoint')} "
+            "FROM runs WHERE status = 'pending' ORDER BY id"
+        )
+        out = []
+        for run_id, c, epochs, name in rows:
+            with _rebuilt(self.path, f"run {run_id}"):
+                out.append((RunConfig.from_dict(json.loads(c)), int(epochs), name))
+        return out
+
+    def behind(self, epochs: int) -> int:
+        """How many runs are still to train ``epochs`` epochs: pending, running or failed with
+        fewer (a rung can be decided once none is)."""
+        return self.db.execute(
+            "SELECT COUNT(*) FROM runs WHERE status IN ('pending', 'running', 'failed') AND "
+            f"COALESCE({self._v3('epochs')}, 0) < ?",
+            (epochs,),
+        ).fetchone()[0]
+
+    def decisions(self) -> dict[int, dict[str, Any]]:
+        """Successive halving's decision at each rung decided so far (rung: epochs)."""
+        if self.version < 3:
+            return {}
+        out = {}
+        for rung, detail in self.db.execute("SELECT rung, detail FROM decisions ORDER BY rung"):
+            with _rebuilt(self.path, f"the decision at rung {rung}"):
+                out[int(rung)] = dict(json.loads(detail))
+        return out
+
+    def decide(
+        self, rung: int, detail: dict[str, Any], pruned: Iterable[RunConfig]
+    ) -> set[str] | None:
+        """One transaction: the decision at ``rung`` is stored and the ``pruned`` runs waiting
+        there become ``pruned``. Returns the checkpoint files those runs were in (for
+        :meth:`checkpoint_used`); None (nothing changed) where another process decided it
+        first."""
+        keys = [config_key(c) for c in pruned]
+        with self._tx():
+            if self.db.execute("SELECT 1 FROM decisions WHERE rung = ?", (rung,)).fetchone():
+                return None
+            self.db.execute(
+                "INSERT INTO decisions (rung, made, detail) VALUES (?, ?, ?)",
+                (rung, time.time(), _json(detail)),
+            )
+            files = {
+                n
+                for k in keys
+                for (n,) in self.db.execute(
+                    "SELECT checkpoint FROM runs WHERE key = ? AND checkpoint IS NOT NULL", (k,)
+                )
+            }
+            self.db.executemany(
+                "UPDATE runs SET status = 'pruned', checkpoint = NULL, owner = NULL, updated = ? "
+                "WHERE key = ? AND status = 'pending' AND epochs = ?",
+                [(time.time(), k, rung) for k in keys],
+            )
+        return files
+
+    def note_checkpoint(
+        self, configs: Iterable[RunConfig], owner: str, epochs: int, name: str
+    ) -> set[str]:
+        """One transaction: the runs ``owner`` still holds among ``configs`` have trained
+        ``epochs`` epochs and their state is in checkpoint file ``name``. Returns the files
+        they were in before (for :meth:`checkpoint_used`)."""
+        keys = [config_key(c) for c in configs]
+        with self._tx():
+            old = {
+                n
+                for k in keys
+                for (n,) in self.db.execute(
+                    "SELECT checkpoint FROM runs WHERE key = ? AND owner = ? AND "
+                    "status = 'running' AND checkpoint IS NOT NULL",
+                    (k, owner),
+                )
+            }
+            self.db.executemany(
+                "UPDATE runs SET epochs = ?, checkpoint = ? WHERE key = ? AND owner = ? AND "
+                "status = 'running'",
+                [(epochs, name, k, owner) for k in keys],
+            )
+        return old
+
+    def checkpoint_used(self, name: str) -> bool:
+        """Whether a run not finished yet (pending, running, failed) has its state in ``name``."""
+        return bool(
+            self.db.execute(
+                "SELECT 1 FROM runs WHERE checkpoint = ? AND status IN "
+                "('pending', 'running', 'failed') LIMIT 1",
+                (name,),
+            ).fetchone()
+        )
+
     def mark_failed(self, owner: str, error: str) -> int:
         """One transaction: the runs ``owner`` holds failed with ``error``; returns how many."""
         with self._tx():
@@ -696,18 +834,23 @@ class Store:
             self.db.execute("UPDATE study SET seconds = seconds + ? WHERE id = 1", (seconds,))
 
     def save_batch(
-        self, results: Sequence[RunResult], seconds: float = 0.0, owner: str | None = None
+        self,
+        results: Sequence[RunResult],
+        seconds: float = 0.0,
+        owner: str | None = None,
+        checkpoint: str | None = None,
     ) -> list[RunResult]:
         """One transaction: a finished batch's runs and all their curves, and ``seconds`` of
         wall time added to the study's. With ``owner``, only the runs it still holds are
         written (a worker that lost its lease does not overwrite the runs another took over).
-        Returns the runs written."""
+        A run ``paused`` at a rung is stored ``pending`` with its curves so far, its epochs
+        and ``checkpoint`` (the file holding its state). Returns the runs written."""
         with self._tx():
-            saved = [r for r in results if self._save_run(r, owner)]
+            saved = [r for r in results if self._save_run(r, owner, checkpoint)]
             self.db.execute("UPDATE study SET seconds = seconds + ? WHERE id = 1", (seconds,))
         return saved
 
-    def _save_run(self, r: RunResult, owner: str | None) -> bool:
+    def _save_run(self, r: RunResult, owner: str | None, checkpoint: str | None = None) -> bool:
         held = "" if owner is None else " AND owner = ? AND status = 'running'"
         row = self.db.execute(
             f"SELECT id FROM runs WHERE key = ?{held}",
@@ -718,17 +861,21 @@ class Store:
                 raise StoreError(f"{self.path}: no run {r.config.name!r} in this study")
             return False
         (run_id,) = row
+        paused = r.status == "paused"
         self.db.execute(
             "UPDATE runs SET status = ?, final = ?, best = ?, engine = ?, diverged_epoch = ?, "
-            "seconds = ?, error = NULL, owner = NULL, updated = ? WHERE id = ?",
+            "seconds = ?, error = NULL, owner = NULL, updated = ?, epochs = ?, checkpoint = ? "
+            "WHERE id = ?",
             (
-                r.status,
+                "pending" if paused else r.status,
                 _json(r.final),
                 _json(r.best),
                 r.engine,
                 r.diverged_epoch,
                 r.seconds,
                 time.time(),
+                r.epochs,
+                checkpoint if paused else None,
                 run_id,
             ),
         )
@@ -744,11 +891,23 @@ class Store:
         )
         return True
 
-    def runs(self, with_curves: bool = True) -> list[RunResult]:
-        """Every finished (done or diverged) run, rebuilt as RunResults, in insertion order."""
+    def runs(
+        self,
+        with_curves: bool = True,
+        statuses: Sequence[str] = FINISHED,
+        epochs: int | None = None,
+    ) -> list[RunResult]:
+        """Every finished (done, diverged or pruned) run, rebuilt as RunResults, in insertion
+        order; or those of ``statuses`` (with ``epochs`` trained, where given: the runs
+        waiting at a rung are ``pending`` with their curves so far)."""
+        marks = ", ".join("?" * len(statuses))
+        where, args = f"status IN ({marks})", list(statuses)
+        if epochs is not None:
+            where, args = where + f" AND {self._v3('epochs')} = ?", [*args, epochs]
         rows = self.db.execute(
-            "SELECT id, config, status, final, best, engine, diverged_epoch, seconds FROM runs "
-            "WHERE status IN ('done', 'diverged') ORDER BY id"
+            "SELECT id, config, status, final, best, engine, diverged_epoch, seconds, "
+            f"{self._v3('epochs')} FROM runs WHERE {where} ORDER BY id",
+            args,
         ).fetchall()
         out = []
         for row in rows:
@@ -757,7 +916,7 @@ class Store:
         return out
 
     def _run(self, row: tuple, with_curves: bool) -> RunResult:
-        run_id, config, status, final, best, engine_note, div, seconds = row
+        run_id, config, status, final, best, engine_note, div, seconds, epochs = row
         curves = Curves()
         if with_curves:
             for metric, epoch, value in self.db.execute(
@@ -780,15 +939,18 @@ class Store:
             best=dict(json.loads(best)) if best else {},
             seconds=seconds or 0.0,
             engine=engine_note or "",
+            epochs=epochs,
         )
 
     def run_rows(self) -> list[dict[str, Any]]:
         """Every run as a flat dict (config, status, attempts, error, final metrics)."""
         out = []
-        for run_id, config, status, attempts, final, error in self.db.execute(
-            "SELECT id, config, status, attempts, final, error FROM runs ORDER BY id"
+        for run_id, config, status, attempts, final, error, epochs in self.db.execute(
+            f"SELECT id, config, status, attempts, final, error, {self._v3('epochs')} FROM runs "
+            "ORDER BY id"
         ):
             row = {"run_id": run_id, "status": status, "attempts": attempts, "error": error}
+            row["epochs"] = epochs
             with _rebuilt(self.path, f"run {run_id}"):
                 cfg = json.loads(config)
                 row.update({k: v for k, v in cfg.items() if k != "options"})

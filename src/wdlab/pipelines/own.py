@@ -21,6 +21,7 @@ from wdlab.config import validate
 from wdlab.data import Dataset, from_splits, is_table_path, load, read_table
 from wdlab.data.arrays import check_values
 from wdlab.decay import DEFAULT_RULE, DecayRule
+from wdlab.halving import Prune, setting
 from wdlab.integrations.logs import LogSpec
 from wdlab.models import ModelSpec
 from wdlab.pipelines import checks
@@ -63,6 +64,9 @@ def sweep(
     categorical: Sequence[str] | None = None,
     factory_timeout: float | None = DEFAULT_FACTORY_TIMEOUT,
     log: LogSpec = None,
+    prune: bool | Prune | Mapping[str, Any] = False,
+    patience: int = 10,
+    checkpoint: int | str = "auto",
 ) -> SweepResult:
     """Sweep weight decay × lr × mode × seed for ``model`` on ``data``; choose on validation.
 
@@ -83,36 +87,62 @@ def sweep(
     reference the batched path matches. ``out`` keeps the study (resumable, reportable);
     without it the store is temporary. ``result.engine`` says which path ran and why. ``log``:
     ``"tensorboard:DIR"``, ``"mlflow[:URI]"`` or a list (each run as it finishes).
+    ``early_stopping`` scores each run at its best validation epoch and stops training it once
+    that has not improved for ``patience`` evaluations. ``prune=True`` (or ``Prune(eta=3,
+    first_rung=None)``, :mod:`wdlab.halving`) runs successive halving: at each rung the best
+    1/eta of the mode × lr × wd cells go on, the others stop (wd = 0 and cells within one
+    standard error of the best always go on). ``checkpoint``: the state of each batch in
+    training is saved into ``out`` every N epochs, ``"auto"`` (every 5 minutes) or ``"off"``.
     """
     t0 = time.perf_counter()
     checks.check_arguments(max_batch, max_memory_mb, out, factory_timeout)
+    pruning = setting(prune)
     rule = checks.decay_rule(rule)
     table = (target, features, impute, categorical)
     ds = checks.checked_data(lambda d: resolve_data(d, *table), data)
     spec, init_name = resolve_model(model, ds, factory_timeout)
     task = _task(ds, loss, metric)
     chosen_on = select or (metric if isinstance(metric, str) else None) or "auto"
-    config = validate(
-        {
-            "train": {
-                "optimizer": optimizer,
-                "lr": _listed(lr),
-                "seeds": checks.seed_list(seeds),
-                "epochs": epochs,
-                "batch_size": batch_size or 0,
-                "eval_every": eval_every,
-                "options": dict(options or {}),
-                "device": device,
-                "select": chosen_on,
-                "early_stopping": early_stopping,
-            },
-            "decay": {"modes": _listed(modes), "weight_decay": _listed(weight_decay)},
-        }
-    )
+    train = _train_table(optimizer, lr, seeds, epochs, batch_size, eval_every, options, device)
+    train |= {"select": chosen_on, "early_stopping": early_stopping, "patience": patience}
+    train |= {"checkpoint": checkpoint, **_prune_keys(pruning)}
+    grid = {"modes": _listed(modes), "weight_decay": _listed(weight_decay)}
+    config = validate({"train": train, "decay": grid})
     kw = config.train.train_kwargs(shuffle_seed=0) | {"rule": rule, "task": task}
     described = _describe(config.to_dict(), init_name, ds, (loss, metric), rule)
-    study = Study(Path(), name or "", described, described, ds, spec, config.grid(), kw)
+    identity = _describe(config.every_key_identity(), init_name, ds, (loss, metric), rule)
+    study = Study(Path(), name or "", described, identity, ds, spec, config.grid(), kw, pruning)
     return _run(study, out, name, max_batch, max_memory_mb, progress, t0, log)
+
+
+def _train_table(
+    optimizer: str,
+    lr: object,
+    seeds: int | Sequence[int],
+    epochs: int,
+    batch_size: int | None,
+    eval_every: int,
+    options: Mapping[str, Any] | None,
+    device: str | None,
+) -> dict[str, Any]:
+    """The ``[train]`` keys of the optimizer, the grid's lr and seeds, and the training."""
+    return {
+        "optimizer": optimizer,
+        "lr": _listed(lr),
+        "seeds": checks.seed_list(seeds),
+        "epochs": epochs,
+        "batch_size": batch_size or 0,
+        "eval_every": eval_every,
+        "options": dict(options or {}),
+        "device": device,
+    }
+
+
+def _prune_keys(pruning: Prune | None) -> dict[str, Any]:
+    """The config keys of successive halving's settings (none when it is off)."""
+    if pruning is None:
+        return {}
+    return {"prune": True, "prune_eta": pruning.eta, "prune_rung": pruning.first_rung or 0}
 
 
 def _task(ds: Dataset, loss: object, metric: object) -> Task | None:

@@ -37,24 +37,42 @@ from wdlab.data import Dataset
 from wdlab.decay import decay_table
 from wdlab.devices import DEFAULT_MAX_MEMORY_MB, resolve_device
 from wdlab.diagnostics import DIAGNOSTICS
-from wdlab.executors import Batch, Executor, LocalExecutor
+from wdlab.executors import Batch, Executor, LocalExecutor, Segment
 from wdlab.extras import require
+from wdlab.halving import Prune, from_config, summary
 from wdlab.integrations.logs import Logs, LogSpec, open_logs
 from wdlab.jsonsafe import dumps
 from wdlab.models import ModelSpec
+from wdlab.pipelines import checkpoints
 from wdlab.pipelines.memory import (
     bytes_per_config,
     check_budget,
     first_line,
     meta_build,
-    plan_batches,
 )
 from wdlab.pipelines.outputs import check_outputs, record_outputs
 from wdlab.pipelines.results import SweepResult
+from wdlab.pipelines.segments import (
+    check_files,
+    check_pruning,
+    decide_rungs,
+    opened,
+    plan_segments,
+    ready,
+)
 from wdlab.records import RunConfig
-from wdlab.store import LEASE_SECONDS, Store, StoreError, hash_config, worker_id
+from wdlab.selection import Criterion, criterion, study_metric
+from wdlab.store import (
+    FINISHED,
+    LEASE_SECONDS,
+    Store,
+    StoreError,
+    config_key,
+    hash_config,
+    worker_id,
+)
 from wdlab.store import lease_seconds as lease_of
-from wdlab.trainer import Plan
+from wdlab.trainer import EarlyStop, Plan
 from wdlab.usercode import check_seeds_differ, module_fingerprint
 from wdlab.version import __version__
 
@@ -94,6 +112,7 @@ def load_study(directory: str | Path) -> SweepResult:
             raise StoreError(f"{d}/study.db holds no study")
         runs = store.runs()
         counts = store.counts()
+        decisions = store.decisions()
     result = SweepResult(
         runs=runs,
         name=info["name"],
@@ -105,6 +124,7 @@ def load_study(directory: str | Path) -> SweepResult:
         engine=runs[0].engine if runs else "",
         counts=counts,
         directory=d,
+        halving=summary(info["config"], info["data"], runs, decisions),
     )
     result.select()
     return result
@@ -184,6 +204,7 @@ def run_sweep(
         spec,
         config.grid(),
         train_kwargs,
+        from_config(config.train),
     )
     return run_study(
         study,
@@ -211,6 +232,7 @@ class Study:
     spec: ModelSpec
     configs: list[RunConfig]
     train_kwargs: dict[str, Any]
+    prune: Prune | None = None
 
 
 def run_study(
@@ -228,7 +250,8 @@ def run_study(
     and return the whole study as read back from its store (else :class:`IncompleteStudy`)."""
     t0 = time.perf_counter() if t0 is None else t0
     lease = lease_of(lease_seconds)
-    ds, spec, kw = study.data, study.spec, study.train_kwargs
+    ds, spec = study.data, study.spec
+    kw, crit = _stopping(study)  # the rungs and early stopping: checked before anything is made
     model = _template(study)  # for memory and the table (a user's factory: checked, identified)
     per_config = bytes_per_config(
         spec,
@@ -249,12 +272,14 @@ def run_study(
         Store(study.directory) as store,
     ):
         _init_study(store, study)
-        store.set_data({"name": ds.name, **ds.meta, "decay_table": table}, ds.task)
+        steps = Plan(spec, ds, tuple(study.configs[:1]), 1, batch_size=kw["batch_size"])
+        facts = {"name": ds.name, **ds.meta, "decay_table": table}
+        store.set_data(facts | {"steps_per_epoch": steps.steps_per_epoch}, ds.task)
         job = _Job(store, worker_id(), executor or LocalExecutor(), spec, ds, kw)
-        job.lease, job.logs = lease, logs
-        job.steps_per_epoch = Plan(
-            spec, ds, tuple(study.configs[:1]), 1, batch_size=kw["batch_size"]
-        ).steps_per_epoch
+        job.lease, job.logs, job.crit, job.prune = lease, logs, crit, study.prune
+        job.directory = study.directory  # its checkpoint files are recorded as the study's:
+        job.source = f"study {store.study()['config_hash']}"  # as outputs.study_source says
+        job.steps_per_epoch = steps.steps_per_epoch
         job.share(len(study.configs), per_config, max_memory_mb, max_batch, progress, t0)
         counts, failures = store.counts(), store.failures()
     check_whole(study.directory, counts, failures)
@@ -262,6 +287,20 @@ def run_study(
     logs.summary(result)  # the selection, once the study is whole
     logs.close()
     return result
+
+
+def _stopping(study: Study) -> tuple[dict[str, Any], Criterion]:
+    """The trainer's keywords with the rungs of successive halving and early stopping, and the
+    criterion both rank on (the selection's); bad pruning settings are one ``ValueError``."""
+    ds, kw = study.data, dict(study.train_kwargs)
+    crit = criterion(ds.task, *study_metric(study.config, ds.meta))
+    rungs = check_pruning(study.prune, study.configs, ds, kw["epochs"])
+    if rungs:
+        kw["rungs"] = rungs
+    train = study.config.get("train") or {}
+    if train.get("early_stopping") and ds.y_val is not None:
+        kw["early_stop"] = EarlyStop(f"val_{crit.key}", crit.higher, int(train["patience"]))
+    return kw, crit
 
 
 def _template(study: Study) -> nn.Module:
@@ -372,6 +411,10 @@ class _Job:
         self.steps_per_epoch = 1
         self.bar: Any = None
         self.epochs = int(train_kwargs["epochs"])
+        self.rungs: tuple[int, ...] = tuple(train_kwargs.get("rungs", ()))
+        self.prune: Prune | None = None
+        self.crit: Criterion | None = None
+        self.directory, self.source = Path(), ""  # the study's folder; its files' source
         self.steps = 0  # optimizer steps of all configurations trained here
         self.shown: dict[int, float] = {}  # progress shown per batch (by id), in configurations
         self.told = False
@@ -414,53 +457,121 @@ class _Job:
         """Train every pending configuration (claiming batch by batch) until no run is pending
         or held by anyone; add this process's wall time to the study."""
         counts = self.store.counts()
+        check_files(self.store, self.directory)  # before anything is claimed or trained
         if progress:
-            self.bar = _progress(total, counts["done"] + counts["diverged"])
+            self.bar = _progress(total, sum(counts.get(k, 0) for k in FINISHED))
         self.t_train = time.perf_counter()
-        mark = t0
+        self.mark = t0
         try:
             while True:
-                todo = self.store.pending()
+                self._decide()
+                todo = self._ready()
                 if todo:
-                    batches = plan_batches(todo, per_config, max_memory_mb, max_batch)
+                    segments = plan_segments(todo, self.rungs, per_config, max_memory_mb, max_batch)
                     for batch, results in self.executor.run(
                         self.spec,
                         self.ds,
-                        self._claimed(batches),
+                        self._claimed(segments),
                         self.train_kwargs,
                         on_epoch=self._on_epoch,
+                        on_checkpoint=self._checkpoint,
                     ):
-                        now = time.perf_counter()
-                        saved = self.store.save_batch(results, seconds=now - mark, owner=self.owner)
-                        self.logs.runs(saved)  # the runs this process stored, once each
-                        mark = now
-                        self._batch_done(batch, len(results) - len(saved))
+                        self._save(batch, results)
                     continue
                 if not self._wait():
                     break
         finally:
             if self.steps or self.told:  # a process that only read the study adds no time
-                self.store.add_seconds(time.perf_counter() - mark)
+                self.store.add_seconds(time.perf_counter() - self.mark)
             if self.bar is not None:
                 self.bar.close()
 
-    def _claimed(self, batches: Sequence[Batch]) -> Iterator[Batch]:
-        """Each batch as it is taken, reduced to what this process could claim (nothing that
-        another process holds or has finished)."""
-        for batch in batches:
-            mine = self.store.claim(batch, self.owner)
-            if mine:
-                yield mine
+    def _ready(self) -> list:
+        """The pending runs that can be trained now (not waiting at an undecided rung)."""
+        return ready(self.store.waiting(), self.rungs, set(self.store.decisions()))
+
+    def _decide(self) -> None:
+        """Decide the rungs every run has reached (successive halving); the bar counts the
+        runs pruned as finished."""
+        if self.prune is None or self.crit is None:
+            return
+        for rung, files in decide_rungs(self.store, self.rungs, self.prune, self.crit).items():
+            for name in files:
+                self._forget(name)  # a batch whose runs were all pruned
+            if self.bar is not None:  # the runs pruned there are finished
+                pruned = self.store.runs(False, ("pruned",), rung)
+                self.bar.update(len(pruned) * (self.epochs - rung) / self.epochs)
+
+    def _save(self, batch: Batch, results: list) -> None:
+        """Store a trained batch (or segment) in one transaction: finished runs, and the runs
+        paused at a rung with their state's file (written first, whole); then remove the
+        checkpoint files no unfinished run needs any more."""
+        name = None
+        state = getattr(results, "state", None)
+        if state is not None and isinstance(batch, Segment):
+            checkpoints.write(self.directory, batch.name, state, self.source)
+            name = batch.name
+        now = time.perf_counter()
+        saved = self.store.save_batch(
+            results, seconds=now - self.mark, owner=self.owner, checkpoint=name
+        )
+        self.mark = now
+        self.logs.runs([r for r in saved if r.status != "paused"])  # stored once each
+        self._batch_done(batch, saved, len(getattr(batch, "live", batch)) - len(saved))
+        if isinstance(batch, Segment) and batch.source not in (None, name):
+            self._forget(batch.source)
+
+    def _checkpoint(self, batch: Batch, state: dict[str, Any]) -> None:
+        """A checkpoint of a batch in training: its file written whole, then the runs it holds
+        pointed at it (those this process still holds); the files they were in before go."""
+        if not isinstance(batch, Segment):
+            return
+        checkpoints.write(self.directory, batch.name, state, self.source)
+        old = self.store.note_checkpoint(batch.live, self.owner, state["epoch"], batch.name)
+        for name in old - {batch.name}:
+            self._forget(name)
+
+    def _forget(self, name: str) -> None:
+        """Remove checkpoint ``name`` once no unfinished run needs it."""
+        if not self.store.checkpoint_used(name):
+            checkpoints.remove(self.directory, name, self.source)
+
+    def _claimed(self, segments: Sequence[Segment]) -> Iterator[Segment]:
+        """Each segment as it is taken, reduced to what this process could claim (nothing that
+        another process holds or has finished): a new batch of the runs claimed, or the batch
+        a checkpoint holds (read now) training the runs claimed, the others skipped."""
+        for seg in segments:
+            if seg.source is not None:
+                seg = opened(seg, self.directory)
+            mine = self.store.claim(seg.live, self.owner)
+            if not mine:
+                continue
+            if seg.start is None:
+                stop = seg.stop
+                yield Segment(mine, stop=stop, name=checkpoints.name_of(mine, mine))
+                continue
+            keys = {config_key(c) for c in mine}
+            epoch = int(seg.start["epoch"])
+            yield Segment(
+                seg,
+                start=seg.start,
+                stop=next((r for r in self.rungs if r > epoch), None),
+                skip=[i for i, c in enumerate(seg) if config_key(c) not in keys],
+                name=checkpoints.name_of(seg, mine),
+                source=seg.source,
+                live=mine,
+            )
 
     def _wait(self) -> bool:
-        """Nothing pending: take over the runs of holders that are gone, then wait a moment
-        while live ones hold runs. False once no run is pending or running."""
+        """Nothing to train now: take over the runs of holders that are gone, then wait a
+        moment while live ones hold runs (runs waiting at a rung wait for them too). False once
+        no run can be trained, here or elsewhere."""
         self._took_over(self.store.reclaim())
         counts = self.store.counts()
-        if counts["pending"]:
+        if counts["pending"] and self._ready():
             return True
         if not counts["running"]:
-            return False
+            return False  # runs waiting at a rung another run failed to reach: rerun later
         held = self.store.holders(exclude=self.owner)
         if not held:  # running, yet held by no one else: this process's own, left over
             self.store.release(self.owner)
@@ -485,17 +596,21 @@ class _Job:
                 warnings.warn(f"took over {n} runs held by {name}: {why}", UserWarning, 3)
 
     def _on_epoch(self, batch: Batch, epoch: int) -> None:
-        """Per epoch of a batch (local executor): the bar advances by the batch's share."""
-        self.steps += len(batch) * self.steps_per_epoch
+        """Per epoch of a batch (local executor): the bar advances by the batch's share (of
+        the runs it trains; they finish, or wait at a rung, when it is stored)."""
+        rows = len(getattr(batch, "live", batch))
+        self.steps += rows * self.steps_per_epoch
         if self.bar is not None:
-            step = len(batch) / self.epochs
+            step = rows / self.epochs
             self.shown[id(batch)] = self.shown.get(id(batch), 0.0) + step
             self.bar.update(step)
             self._rate()
 
-    def _batch_done(self, batch: Batch, dropped: int = 0) -> None:
-        """A batch is stored: the bar shows it whole (Ray advances here only). ``dropped``:
-        runs of it another process had taken over (this one lost its lease), not stored."""
+    def _batch_done(self, batch: Batch, saved: Sequence[Any], dropped: int = 0) -> None:
+        """A batch is stored: the bar (in configurations) stands where its runs are: 1 for a
+        finished one, epochs/planned for one waiting at a rung (Ray advances here only).
+        ``dropped``: runs of it another process had taken over (this one lost its lease), not
+        stored."""
         if dropped:
             warnings.warn(
                 f"{dropped} runs trained here were not stored: this process had stopped "
@@ -503,10 +618,14 @@ class _Job:
                 UserWarning,
                 stacklevel=2,
             )
+        start = int(batch.start["epoch"]) if getattr(batch, "start", None) else 0
         if id(batch) not in self.shown:
-            self.steps += len(batch) * self.steps_per_epoch * self.epochs
+            rows = len(getattr(batch, "live", batch))
+            end = getattr(batch, "stop", None) or self.epochs
+            self.steps += rows * self.steps_per_epoch * (end - start)
         if self.bar is not None:
-            self.bar.update(len(batch) - self.shown.pop(id(batch), 0.0))
+            gain = sum((r.epochs if r.status == "paused" else self.epochs) - start for r in saved)
+            self.bar.update(gain / self.epochs - self.shown.pop(id(batch), 0.0))
             self._rate()
 
     def _rate(self) -> None:
