@@ -87,14 +87,11 @@ def write(directory: str | Path, name: str, state: Mapping[str, Any], source: st
     return path
 
 
-def read(directory: str | Path, name: str, configs: Sequence[RunConfig] | None = None) -> dict:
+def read(directory: str | Path, name: str, configs: Sequence[RunConfig] | None = None) -> Any:
     """Checkpoint ``name``'s state (tensors on the CPU), checked to be a batch state (of
     ``configs``, in order, where given); :class:`CheckpointError` otherwise."""
     path = folder(directory) / name
-    fix = (
-        f"delete it to train the runs it holds from the start (or restore it); {path} is left "
-        "as it is"
-    )
+    fix = "left as it is: delete it to train its runs from the start, or restore it"
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -103,14 +100,34 @@ def read(directory: str | Path, name: str, configs: Sequence[RunConfig] | None =
             "study that has it, or start a new study"
         ) from None
     except Exception as exc:  # truncated, not a torch file, a pickle of code: all refused
-        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:80]
         raise CheckpointError(f"checkpoint {path} is damaged ({why}); {fix}") from None
     try:
-        check(state, [c.to_dict() for c in configs] if configs is not None else state["configs"])
+        check(state, [c.to_dict() for c in configs] if configs is not None else None)
         configs_of(state)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CheckpointError(f"checkpoint {path} is not usable ({exc}); {fix}") from None
     return state
+
+
+def sweep_temporary(directory: str | Path) -> None:
+    """Remove the temporary files of writes a killed process left (``.<name>.<pid>.tmp``, its
+    process gone): never a whole checkpoint, never another program's file."""
+    where = folder(directory)
+    for path in where.glob(".*.pt.*.tmp") if where.is_dir() else []:
+        pid = path.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def configs_of(state: Mapping[str, Any]) -> list[RunConfig]:

@@ -22,11 +22,11 @@ from pathlib import Path
 from wdlab.data import Dataset
 from wdlab.executors import Segment
 from wdlab.halving import Prune, check_cells, decide
-from wdlab.pipelines.checkpoints import read
+from wdlab.pipelines.checkpoints import CheckpointError, configs_of, read, sweep_temporary
 from wdlab.pipelines.memory import plan_batches
 from wdlab.records import RunConfig
 from wdlab.selection import Criterion
-from wdlab.store import Store
+from wdlab.store import Store, config_key
 
 Waiting = tuple[RunConfig, int, str | None]  # a pending run: (config, epochs, checkpoint)
 
@@ -61,19 +61,21 @@ def ready(waiting: Sequence[Waiting], rungs: Sequence[int], decided: set[int]) -
 
 def plan_segments(
     todo: Sequence[Waiting],
+    configs: Sequence[RunConfig],
     rungs: Sequence[int],
-    per_config: int,
-    max_memory_mb: float,
-    max_batch: int | None,
+    budget: tuple[int, float, int | None],
 ) -> list[Segment]:
-    """Segments for the runs ``todo`` (ready): new batches within the memory budget for runs
-    from the start, and one segment per checkpoint file for the others (the batch they paused
-    in; its state is read when the segment is taken)."""
-    fresh = [c for c, _, name in todo if name is None]
-    out = [
-        Segment(b, stop=next_rung(0, rungs))
-        for b in plan_batches(fresh, per_config, max_memory_mb, max_batch)
-    ]
+    """Segments for the runs ``todo`` (ready): for runs from the start, the batches the memory
+    ``budget`` (bytes per configuration, MB, max batch) makes of the study's ``configs``: the
+    same batches whichever process takes them, whatever others did before, so the same
+    numbers; and one segment per checkpoint file for the others (the batch they paused in; its
+    state is read when the segment is taken)."""
+    fresh = {config_key(c) for c, _, name in todo if name is None}
+    out = []
+    for b in plan_batches(configs, *budget) if fresh else []:
+        live = [c for c in b if config_key(c) in fresh]
+        if live:
+            out.append(Segment(live, stop=next_rung(0, rungs)))
     by_file: dict[str, list[Waiting]] = {}
     for w in todo:
         if w[2] is not None:
@@ -93,9 +95,18 @@ def opened(segment: Segment, directory: Path) -> Segment:
 
 def check_files(store: Store, directory: Path) -> None:
     """Every checkpoint file a pending run needs is there and readable (one line naming the
-    first that is not, before anything is claimed, trained or stored)."""
-    for name in sorted({w[2] for w in store.waiting() if w[2] is not None}):
-        read(directory, name)
+    first that is not, before anything is claimed, trained or stored); what a killed process
+    left half-written is removed."""
+    sweep_temporary(directory)
+    waiting = store.waiting()
+    for name in sorted({w[2] for w in waiting if w[2] is not None}):
+        held = {config_key(c) for c in configs_of(read(directory, name))}
+        if any(w[2] == name and config_key(w[0]) not in held for w in waiting):
+            path = directory / "checkpoints" / name
+            raise CheckpointError(
+                f"checkpoint {path} does not hold the runs the study says it does; left as it "
+                "is: delete it to train its runs from the start, or restore it"
+            )
 
 
 def decide_rungs(

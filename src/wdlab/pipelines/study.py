@@ -277,6 +277,7 @@ def run_study(
         store.set_data(facts | {"steps_per_epoch": steps.steps_per_epoch}, ds.task)
         job = _Job(store, worker_id(), executor or LocalExecutor(), spec, ds, kw)
         job.lease, job.logs, job.crit, job.prune = lease, logs, crit, study.prune
+        job.configs = study.configs
         job.directory = study.directory  # its checkpoint files are recorded as the study's:
         job.source = f"study {store.study()['config_hash']}"  # as outputs.study_source says
         job.steps_per_epoch = steps.steps_per_epoch
@@ -415,6 +416,7 @@ class _Job:
         self.prune: Prune | None = None
         self.crit: Criterion | None = None
         self.directory, self.source = Path(), ""  # the study's folder; its files' source
+        self.configs: list[RunConfig] = []  # the study's grid: batches are planned over it
         self.steps = 0  # optimizer steps of all configurations trained here
         self.shown: dict[int, float] = {}  # progress shown per batch (by id), in configurations
         self.told = False
@@ -467,7 +469,8 @@ class _Job:
                 self._decide()
                 todo = self._ready()
                 if todo:
-                    segments = plan_segments(todo, self.rungs, per_config, max_memory_mb, max_batch)
+                    budget = (per_config, max_memory_mb, max_batch)
+                    segments = plan_segments(todo, self.configs, self.rungs, budget)
                     for batch, results in self.executor.run(
                         self.spec,
                         self.ds,
@@ -518,8 +521,9 @@ class _Job:
         self.mark = now
         self.logs.runs([r for r in saved if r.status != "paused"])  # stored once each
         self._batch_done(batch, saved, len(getattr(batch, "live", batch)) - len(saved))
-        if isinstance(batch, Segment) and batch.source not in (None, name):
-            self._forget(batch.source)
+        if isinstance(batch, Segment):  # the file it started from, its own checkpoints
+            for old in {batch.source, batch.name} - {None, "", name}:
+                self._forget(old)
 
     def _checkpoint(self, batch: Batch, state: dict[str, Any]) -> None:
         """A checkpoint of a batch in training: its file written whole, then the runs it holds
@@ -542,7 +546,12 @@ class _Job:
         a checkpoint holds (read now) training the runs claimed, the others skipped."""
         for seg in segments:
             if seg.source is not None:
-                seg = opened(seg, self.directory)
+                try:
+                    seg = opened(seg, self.directory)
+                except checkpoints.CheckpointError:
+                    if not self._still_waiting(seg.source):
+                        continue  # another process took its runs on (and removed it)
+                    raise
             mine = self.store.claim(seg.live, self.owner)
             if not mine:
                 continue
@@ -561,6 +570,10 @@ class _Job:
                 source=seg.source,
                 live=mine,
             )
+
+    def _still_waiting(self, name: str) -> bool:
+        """Whether pending runs wait on checkpoint ``name``."""
+        return any(w[2] == name for w in self.store.waiting())
 
     def _wait(self) -> bool:
         """Nothing to train now: take over the runs of holders that are gone, then wait a

@@ -92,12 +92,18 @@ def restore(trainer: Trainer, state: Mapping[str, Any]) -> None:
     trainer.epoch0 = int(state["epoch"])
 
 
-def check(state: Mapping[str, Any], configs: list[dict]) -> None:
-    """A one-line ``ValueError`` unless ``state`` is a batch state of this layout, of these
-    configurations (in this order)."""
+KEYS = ("format", "epoch", "configs", "engine", "rows", "recorder", "pending", "rng")
+
+
+def check(state: object, configs: list[dict] | None = None) -> None:
+    """A one-line ``ValueError`` unless ``state`` is a batch state of this layout (and of
+    ``configs``, in this order, where given)."""
     if not isinstance(state, Mapping) or state.get("format") != FORMAT:
         raise ValueError("not a wdlab batch state of this version")
-    if state.get("configs") != configs:
+    missing = [k for k in KEYS if k not in state]
+    if missing or not isinstance(state["configs"], list) or not state["configs"]:
+        raise ValueError(f"a batch state without {(missing or ['configurations'])[0]}")
+    if configs is not None and state["configs"] != configs:
         raise ValueError("the batch state holds other configurations than this batch")
 
 
