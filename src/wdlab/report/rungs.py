@@ -63,16 +63,18 @@ def rung_figure(
     lrs = sorted({cell[1] for cell in curves})
     for r in rungs:
         ax.axvline(r, color="0.6", lw=1, ls="--")
-    for cell, (xs, ys, fate) in sorted(curves.items(), key=lambda kv: kv[1][2] == "done"):
-        color = colors[lrs.index(cell[1]) % len(colors)] if fate == "done" else "0.7"
-        ax.plot(xs, ys, color=color, lw=1.6 if fate == "done" else 1.0, alpha=0.9)
+    # the cells trained to the end first, the stopped ones over them (thin, grey, a dot where
+    # each stopped), so that both stay visible where their curves run together
+    for cell, (xs, ys, fate) in sorted(curves.items(), key=lambda kv: kv[1][2] != "done"):
+        color = colors[lrs.index(cell[1]) % len(colors)] if fate == "done" else "0.55"
+        ax.plot(xs, ys, color=color, lw=1.8 if fate == "done" else 0.8, alpha=0.9)
         if fate != "done" and xs:
-            ax.plot([xs[-1]], [ys[-1]], marker="o", ms=3, color="0.5")
+            ax.plot([xs[-1]], [ys[-1]], marker="o", ms=3, color="0.35")
         if (chosen or {}).get(cell[:2]) == cell[2] and fate == "done":
             ax.plot([xs[-1]], [ys[-1]], marker="*", ms=14, color=color, mec="black")
     for i, lr in enumerate(lrs):
         ax.plot([], [], color=colors[i % len(colors)], label=f"lr {short(lr)}: trained to the end")
-    ax.plot([], [], color="0.7", marker="o", ms=3, label="stopped (pruned or diverged)")
+    ax.plot([], [], color="0.55", marker="o", ms=3, label="stopped (pruned or diverged)")
     ax.plot([], [], color="0.6", ls="--", label="rungs")
     ax.set_xlabel("epochs trained")
     ax.set_ylabel(f"validation {c.name} (mean over seeds)")
