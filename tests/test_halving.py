@@ -366,6 +366,22 @@ def _everything(folder):
     )
 
 
+def test_a_run_trained_on_since_its_segment_was_planned_is_not_claimed(tmp_path):
+    """Two processes plan the same segments: one that claims a run after the other trained it
+    on (to a rung, into a checkpoint) does not train it again from where it had planned."""
+    from wdlab.store import Store
+
+    c = RunConfig(mode="decoupled", weight_decay=0.1, lr=0.03, optimizer="adam", seed=0)
+    with Store(tmp_path) as store:
+        store.init_study("s", {"x": 1}, [c], "test")
+        assert store.claim([c], "a", (None, None)) == [c]  # planned from the start
+        store.note_checkpoint([c], "a", 9, "f.pt")
+        store.release("a")  # pending at 9 epochs, its state in f.pt
+        assert store.claim([c], "b", (None, None)) == []  # b planned it from the start
+        assert store.claim([c], "b", (3, "f.pt")) == []  # b read f.pt when it held 3 epochs
+        assert store.claim([c], "b", (9, "f.pt")) == [c]
+
+
 @pytest.mark.slow
 def test_a_killed_pruned_sweep_resumes_to_the_same_decisions_and_numbers(tmp_path):
     """SIGKILL after the second rung is decided, mid-segment (checkpoints every 10 epochs);

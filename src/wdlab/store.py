@@ -663,16 +663,29 @@ class Store:
                 "UPDATE runs SET status = 'pending', owner = NULL WHERE status = 'failed'"
             ).rowcount
 
-    def claim(self, configs: Iterable[RunConfig], owner: str) -> list[RunConfig]:
+    def claim(
+        self,
+        configs: Iterable[RunConfig],
+        owner: str,
+        at: tuple[int | None, str | None] | None = None,
+    ) -> list[RunConfig]:
         """One transaction: mark those of ``configs`` still pending as running under
-        ``owner``; return them (the others are held by another worker, or finished)."""
+        ``owner``; return them (the others are held by another worker, or finished). With
+        ``at`` (epochs trained, or None for any; checkpoint file, or None for none), only
+        those still where the caller planned to go on from: not a run that another process
+        has trained further since."""
+        where, extra = "", []
+        if at is not None:
+            where, extra = " AND checkpoint IS ?", [at[1]]
+            if at[0] is not None:
+                where, extra = where + " AND COALESCE(epochs, 0) = ?", [*extra, at[0]]
         claimed = []
         with self._tx():
             for c in configs:
                 n = self.db.execute(
                     "UPDATE runs SET status = 'running', owner = ?, attempts = attempts + 1, "
-                    "updated = ? WHERE key = ? AND status = 'pending'",
-                    (owner, time.time(), config_key(c)),
+                    f"updated = ? WHERE key = ? AND status = 'pending'{where}",
+                    (owner, time.time(), config_key(c), *extra),
                 ).rowcount
                 if n:
                     claimed.append(c)

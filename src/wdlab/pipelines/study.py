@@ -491,7 +491,11 @@ class _Job:
 
     def _ready(self) -> list:
         """The pending runs that can be trained now (not waiting at an undecided rung)."""
-        return ready(self.store.waiting(), self.rungs, set(self.store.decisions()))
+        return ready(self.store.waiting(), *self._rungs())
+
+    def _rungs(self) -> tuple[tuple[int, ...], set[int]]:
+        """The rungs, and those decided so far."""
+        return self.rungs, set(self.store.decisions())
 
     def _decide(self) -> None:
         """Decide the rungs every run has reached (successive halving); the bar counts the
@@ -552,12 +556,15 @@ class _Job:
                     if not self._still_waiting(seg.source):
                         continue  # another process took its runs on (and removed it)
                     raise
-            mine = self.store.claim(seg.live, self.owner)
+                if not ready([(seg[0], int(seg.start["epoch"]), seg.source)], *self._rungs()):
+                    continue  # another process trained it on to a rung not decided yet
+            # only where this segment goes on from (not what another process trained further)
+            at = (None, None) if seg.start is None else (int(seg.start["epoch"]), seg.source)
+            mine = self.store.claim(seg.live, self.owner, at)
             if not mine:
                 continue
             if seg.start is None:
-                stop = seg.stop
-                yield Segment(mine, stop=stop, name=checkpoints.name_of(mine, mine))
+                yield Segment(mine, stop=seg.stop, name=checkpoints.name_of(mine, mine))
                 continue
             keys = {config_key(c) for c in mine}
             epoch = int(seg.start["epoch"])
