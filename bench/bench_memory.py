@@ -53,6 +53,7 @@ CHILD = """
 import json, resource, sys, tempfile
 from wdlab.config import validate
 from wdlab.devices import process_rss
+from wdlab.pipelines.experiment import load_data, model_spec
 from wdlab.pipelines.study import bytes_per_config
 from wdlab.records import RunConfig
 from wdlab.store import Store
@@ -62,8 +63,8 @@ raw, k = json.loads(sys.argv[1]), int(sys.argv[2])
 cfg = validate(raw)
 t = cfg.train
 import_optimizer_runtime()
-ds = cfg.data.load()
-spec = cfg.model.spec(ds)
+ds = load_data(cfg.data)
+spec = model_spec(cfg.model, ds)
 kw = t.train_kwargs(shuffle_seed=0) | {"device": "cpu"}
 est = bytes_per_config(spec, ds, t.batch_size or None, t.epochs, t.eval_every, t.optimizer)
 configs = [

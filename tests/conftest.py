@@ -34,6 +34,10 @@ SLOW: dict[str, set[str] | None] = {
         "test_a_factory_in_the_current_directory_loads_by_module_or_by_path",
     },
     "test_lightning.py": {"test_import_wdlab_never_imports_lightning"},
+    "test_pipeline.py": {
+        "test_cli_takes_the_users_data_function",
+        "test_a_100k_lazily_generated_set_trains_in_bounded_memory",
+    },
     "test_report.py": {
         "test_rotation_figure_renders_in_a_browser",
         "test_demo_report_in_a_browser",

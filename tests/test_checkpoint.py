@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from wdlab.cli import main
-from wdlab.pipelines import run_sweep, study
+from wdlab.pipelines import job, run_sweep, study
 from wdlab.trainer import state as trainer_state
 from wdlab.trainer.state import Cadence
 
@@ -80,7 +80,7 @@ class Interrupted(KeyboardInterrupt):
 
 def _interrupt_after_checkpoints(monkeypatch, n):
     """The sweep is interrupted (Ctrl-C) right after its n-th checkpoint is stored."""
-    real = study._Job._checkpoint
+    real = job.Job._checkpoint
     seen = []
 
     def checkpoint(self, batch, state):
@@ -89,7 +89,7 @@ def _interrupt_after_checkpoints(monkeypatch, n):
         if len(seen) == n:
             raise Interrupted
 
-    monkeypatch.setattr(study._Job, "_checkpoint", checkpoint)
+    monkeypatch.setattr(job.Job, "_checkpoint", checkpoint)
     return seen
 
 

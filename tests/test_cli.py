@@ -15,6 +15,7 @@ from wdlab.cli import build_parser, main
 from wdlab.cli import facts as cli_facts
 from wdlab.cli.experiment import experiment_config, sweep_config
 from wdlab.cli.flags import HelpFormatter
+from wdlab.pipelines.experiment import grid_size
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -117,15 +118,18 @@ def test_wd_schedule_and_group_wd_exist_where_decay_is_trained_or_inspected(comm
     assert args.wd_schedule == "cosine:0.04:0.4:100" and args.group_wd == ["head.*=0.01", "a=0"]
 
 
-def test_a_run_with_a_wd_schedule_or_group_wd_is_refused_in_one_line(tmp_path, capsys):
-    """The config takes both keys (checked), but the batched trainer cannot apply them yet: a
-    run says so in one line, exit 2, before training."""
+def test_a_run_with_a_wd_schedule_or_group_wd_trains_and_bad_values_are_one_line(tmp_path, capsys):
+    """The config takes both keys (checked) and a run applies them (it refused them before
+    the trainer could: tests/test_decay_in_sweeps.py checks the numbers); a bad value is one
+    line, exit 2, before training."""
     base = ["run", "--data", "wine", "--model", "linear", "--epochs", "1", "--out", str(tmp_path)]
     cfg = experiment_config(COMMANDS["run"].parse_args([*base[1:], "--group-wd", "w*=1e-3"]))
     assert cfg.decay.group_wd == {"w*": 1e-3}
+    for extra in (["--wd-schedule", "cosine:0.04:0.4:100"], ["--group-wd", "w*=1e-3"]):
+        assert main([*base, "--wd", "0,1e-3", *extra]) == 0
+        capsys.readouterr()
     for extra, fragment in (
-        (["--wd-schedule", "cosine:0.04:0.4:100"], "decay.wd_schedule: sweeps cannot apply"),
-        (["--group-wd", "w*=1e-3"], "decay.group_wd: sweeps cannot apply"),
+        (["--wd-schedule", "cosine:0:0.4:100"], "decay.wd_schedule: weight-decay schedule"),
         (["--wd-schedule", "cosine:0.04"], "decay.wd_schedule: weight-decay schedule"),
         (["--group-wd", "w*"], "decay.group_wd: expected PATTERN=WD"),
         (["--group-wd", "w*=-1"], "decay.group_wd.w*: weight decays must be"),
@@ -174,7 +178,7 @@ def test_a_bare_sweep_tries_a_default_grid_and_says_so(tmp_path, capsys):
     assert from_file.train.seeds == [0, 1] and from_file.decay.weight_decay == [0.0]
     assert note == ""
     run = experiment_config(COMMANDS["run"].parse_args(["--data", "wine"]))
-    assert run.grid_size() == 1
+    assert grid_size(run) == 1
     argv = ["sweep", "--data", "wine", "--model", "linear", "--epochs", "2", "--json"]
     assert main([*argv, "--out", str(tmp_path / "s")]) == 0
     out, err = capsys.readouterr()

@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn.model_selection import train_test_split
 
-from numerics import ONE_PASS, assert_normwise
+from numerics import ONE_PASS, assert_normwise, per_steps
 from wdlab.data import seed_noise, seed_noise_tensors, shuffle_split
 from wdlab.engines import GramEngine, MLPEngine, Setup
 from wdlab.models import MLP, ModelSpec, SeedMLP
@@ -56,6 +56,22 @@ def test_seed_mlp_shapes():
         "last_layer.bias": (1,),
     }
     assert m(torch.randn(7, 40)).shape == (7, 1)
+
+
+def test_the_seed_mlp_has_an_output_per_class():
+    """On data of 3 classes the article's MLP ends in 3 logits (it ended in 1 whatever the
+    data, and a sweep on wine stopped on an index error); batched and alone agree."""
+    import wdlab
+
+    assert ModelSpec("seed-mlp", in_dim=13, out_dim=3).describe() == "seed-mlp 13-6-3 sigmoid"
+    kw = {"epochs": 2, "weight_decay": [0.0, 0.01], "lr": 0.1, "optimizer": "sgd"}  # 2 steps
+    batched = wdlab.sweep("seed-mlp", "wine", **kw).to_pandas()
+    alone = wdlab.sweep("seed-mlp", "wine", max_batch=1, **kw).to_pandas()
+    assert list(batched.status) == ["done", "done"]
+    for col in ("train_loss", "val_loss"):
+        assert_normwise(
+            torch.tensor(batched[col].values), torch.tensor(alone[col].values), per_steps(2)
+        )
 
 
 def _stack(modules):

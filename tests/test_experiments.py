@@ -13,9 +13,11 @@ import torch
 from numerics import assert_normwise, per_steps
 from wdlab import data as D
 from wdlab.cli import main
-from wdlab.config import load_config, merge, parse_float_list, validate
+from wdlab.config import merge, validate
+from wdlab.config_keys import parse_float_list
 from wdlab.models import ModelSpec
 from wdlab.pipelines import run_experiment
+from wdlab.pipelines.experiment import grid, load_config, load_data, model_spec
 from wdlab.records import RunConfig
 from wdlab.trainer import train
 
@@ -352,12 +354,12 @@ def test_new_config_keys_are_checked_and_reach_the_engine(tmp_path):
             "train": {"select": "loss", "early_stopping": True, "diagnostics": ["rotation"]},
         }
     )
-    ds = cfg.data.load()
-    spec = cfg.model.spec(ds)
+    ds = load_data(cfg.data)
+    spec = model_spec(cfg.model, ds)
     assert (spec.batchnorm, spec.dropout, spec.in_shape) == (True, 0.25, ())  # flat rows
     assert spec.build()(ds.X_train[:3]).shape == (3, 3)  # a CNN reads them as signals
     images = validate({"data": {"source": "digits-images"}, "model": {"kind": "cnn"}})
-    assert images.model.spec(images.data.load()).in_shape == (1, 8, 8)
+    assert model_spec(images.model, load_data(images.data)).in_shape == (1, 8, 8)
     assert cfg.train.select == "loss" and cfg.train.early_stopping is True
     assert cfg.train.train_kwargs(0)["diagnostics"] == ("rotation",)
     for raw, fragment in [
@@ -386,16 +388,16 @@ def test_new_config_keys_are_checked_and_reach_the_engine(tmp_path):
 
 
 def test_train_size_subsamples_the_training_split_only():
-    full = validate({"data": {"source": "wine"}}).data.load()
-    part = validate({"data": {"source": "wine", "train_size": 25}}).data.load()
-    again = validate({"data": {"source": "wine", "train_size": 25}}).data.load()
+    full = load_data(validate({"data": {"source": "wine"}}).data)
+    part = load_data(validate({"data": {"source": "wine", "train_size": 25}}).data)
+    again = load_data(validate({"data": {"source": "wine", "train_size": 25}}).data)
     assert len(part.y_train) == 25 and part.X_train.equal(again.X_train)  # seeded
     assert part.X_val.equal(full.X_val) and part.X_test.equal(full.X_test)
     rows = {tuple(r) for r in full.X_train.tolist()}
     assert all(tuple(r) in rows for r in part.X_train.tolist())
     assert part.meta["train_size"] == 25 and part.meta["n_train_full"] == len(full.y_train)
     with pytest.raises(ValueError, match=r"data\.train_size: 5000 is more than the 106"):
-        validate({"data": {"source": "wine", "train_size": 5000}}).data.load()
+        load_data(validate({"data": {"source": "wine", "train_size": 5000}}).data)
 
 
 def test_a_study_made_before_the_new_keys_keeps_its_identity():
@@ -420,7 +422,7 @@ def test_a_study_made_before_the_new_keys_keeps_its_identity():
 def test_optimizer_options_are_normalised():
     cfg = validate({"train": {"optimizer": "adam", "options": {"betas": [0.8, 0.99]}}})
     assert cfg.train.options == {"betas": (0.8, 0.99)}
-    assert cfg.grid()[0].options == (("betas", (0.8, 0.99)),)
+    assert grid(cfg)[0].options == (("betas", (0.8, 0.99)),)
 
 
 def test_a_factory_in_the_current_directory_loads_by_module_or_by_path(tmp_path):

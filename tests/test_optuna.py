@@ -2,6 +2,7 @@
 reported per evaluation (so pruners work), told their validation value; bad input refused
 before anything is stored."""
 
+import collections
 import hashlib
 import json
 import math
@@ -9,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 optuna = pytest.importorskip("optuna")
 
@@ -19,6 +21,7 @@ from optuna.distributions import (  # noqa: E402
 )
 from optuna.trial import TrialState  # noqa: E402
 
+import wdlab  # noqa: E402
 import wdlab.optuna as wo  # noqa: E402
 from wdlab.cli import main  # noqa: E402
 from wdlab.data import load  # noqa: E402
@@ -167,6 +170,98 @@ def test_a_study_resumes_where_it_stopped(tmp_path):
     wo.optimize(again, "mlp", "wine", SPACE, n_trials=2, batch=2, **SMALL)
     assert len(again.trials) == 5
     assert again.user_attrs["wdlab"]["data"] == "wine"
+
+
+class Noisy(torch.utils.data.Dataset):
+    """A random transform in ``__getitem__`` (fresh noise each call), counting its calls."""
+
+    def __init__(self, X, y, noise=0.1):
+        self.X, self.y, self.noise = X, y, noise
+        self.calls = collections.Counter()
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        self.calls[i] += 1
+        return self.X[i] + self.noise * torch.randn_like(self.X[i]), self.y[i]
+
+
+def _mlp(seed=0):
+    """A factory: its output width gives the streams' classes (a built-in kind would need
+    them counted, one more read of every item)."""
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+
+
+def test_a_dataset_with_a_random_transform_is_read_afresh_each_epoch():
+    """Datasets stream as in wdlab.sweep (they were read into memory once, the augmentation
+    frozen): each training item is read once per epoch to train and once per evaluation pass
+    (the train split in eval mode after each epoch), plus the sample the facts are read from;
+    the stream's fingerprint joins the search's identity."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(120, 6, generator=g)
+    y = (X[:, 0] + 0.5 * X[:, 1] > 0).long()
+    data = {
+        "train": Noisy(X[:80], y[:80]),
+        "val": Noisy(X[80:100], y[80:100], 0.0),
+        "test": Noisy(X[100:], y[100:], 0.0),
+    }
+    space = {"lr": SPACE["lr"]}
+    kw = {"epochs": 2, "batch_size": 16, "eval_every": 1}
+    result = wo.optimize(study(), _mlp, data, space, n_trials=2, batch=2, **kw)
+    assert result.counts() == {"complete": 2} and result.batches == 1
+    calls = data["train"].calls
+    assert min(calls[i] for i in range(80)) >= 4  # 2 epochs x (train + evaluation)
+    assert max(calls[i] for i in range(80)) <= 5  # ... + the 32 sampled for the facts
+    assert min(data["val"].calls[i] for i in range(20)) >= 2  # evaluated each epoch
+    assert "fingerprint" in result.study.user_attrs["wdlab"]
+
+
+def _wine_mlp(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(13, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+
+
+RECIPE = {
+    "optimizer": "adamw",
+    "lr": 0.01,
+    "batch_size": 32,
+    "steps": 20,
+    "schedule": "warmup-cosine:5",
+    "clip_grad_norm": 0.5,
+    "wd_schedule": "linear:0.01:0.1:20",
+    "group_wd": {"0.weight": 0.05},
+    "select": "loss",
+}
+
+
+def test_a_trial_trains_the_recipe_wdlab_sweep_trains():
+    """steps, warm-up, clipping, a weight-decay schedule and a group's own weight decay reach
+    the trials as they reach wdlab.sweep's runs: the trial's value is the sweep's validation
+    loss for the same configuration (one plan, one engine: the same computation), and the
+    recipe joins the study's identity."""
+    swept = wdlab.sweep(_wine_mlp, "wine", weight_decay=[0.01], modes="decoupled", **RECIPE)
+    rows = swept.to_pandas()
+    (expected,) = rows[rows.weight_decay == 0.01].val_loss
+    s = study(direction="minimize")
+    space = {"weight_decay": CategoricalDistribution([0.01])}
+    wo.optimize(s, _wine_mlp, "wine", space, n_trials=1, batch=1, mode="decoupled", **RECIPE)
+    assert math.isclose(s.trials[0].value, expected, rel_tol=1e-6)
+    ident = s.user_attrs["wdlab"]
+    assert (ident["steps"], ident["clip_grad_norm"]) == (20, 0.5)
+    assert ident["wd_schedule"] == "linear:0.01:0.1:20"
+    assert ident["group_wd"] == [["0.weight", 0.05]]
+
+
+def test_the_recipe_is_checked_by_the_config_declaration():
+    """optimize's recipe keywords are checked by the config schema's keys, with its words."""
+    space = {"weight_decay": CategoricalDistribution([0.01])}
+    with pytest.raises(ValueError, match=r"train\.clip_grad_norm") as info:
+        wo.optimize(study(), "mlp", "wine", space, n_trials=1, clip_grad_norm=-1.0, **SMALL)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match=r"decay\.wd_schedule"):
+        wo.optimize(study(), "mlp", "wine", space, n_trials=1, wd_schedule="nope", **SMALL)
 
 
 # -- bad input: one line, nothing stored -------------------------------------------------------

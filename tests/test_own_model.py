@@ -165,13 +165,22 @@ def test_any_module_batched_equals_alone(cls, path, opt, device):
         assert "bn.running_mean" in r.params  # buffers come back with the weights
 
 
-def test_dropout_masks_differ_per_configuration_and_repeat_with_the_seed():
+def test_dropout_masks_are_each_configurations_own_alone_and_repeat_with_the_seed():
+    """Changed deliberately (issue 22; it was "masks differ per configuration"): a batched
+    configuration draws the Dropout masks it draws trained alone (one mask per call, shared by
+    the rows of the batch), so twins in one batch train alike and each equals its run alone;
+    the same command still gives the same numbers, bit for bit."""
     data = _signals()
     spec = _cnn_spec(data, dropout=0.5)
     twins = [RunConfig("decoupled", 0.0, 0.05, "sgd", seed=0, label=f"twin {i}") for i in range(2)]
-    a = train(spec, data, twins, epochs=2, batch_size=32, keep_params=True, device="cpu")
-    b = train(spec, data, twins, epochs=2, batch_size=32, keep_params=True, device="cpu")
-    assert rel_dist(a[0].params, a[1].params) > 1e-3  # same init, own dropout masks
+    kw = dict(epochs=2, batch_size=32, keep_params=True, device="cpu")
+    a = train(spec, data, twins, **kw)
+    b = train(spec, data, twins, **kw)
+    alone = train(spec, data, twins[:1], **kw)[0]
+    no_drop = train(_cnn_spec(data), data, twins[:1], **kw)[0]
+    assert rel_dist(alone.params, no_drop.params) > 1e-3  # the masks were applied
+    for r in a:  # 6 steps: each twin is the run alone
+        assert_normwise(r.params, alone.params, per_steps(6), r.config.label)
     for x, y in zip(a, b, strict=True):  # the same command gives the same numbers
         assert all(torch.equal(x.params[n], y.params[n]) for n in x.params)
 

@@ -187,7 +187,8 @@ def test_result_best_lists_the_issue_fields_per_decaying_mode_and_lr():
     res = sweep_result(lrs=(0.01, 0.001))
     assert [(b["mode"], b["lr"]) for b in res.best] == [("decoupled", 0.001), ("decoupled", 0.01)]
     keys = {"mode", "lr", "weight_decay", "val", "test_mean", "test_std", "test_at_zero"}
-    assert keys | {"better_than_zero", "verdict", "use_wd"} == set(res.best[0])
+    # "weights" added deliberately (issue 22: result.best says where the trained models are)
+    assert keys | {"better_than_zero", "verdict", "use_wd", "weights"} == set(res.best[0])
     b = res.best[0]
     assert b["weight_decay"] == 1e-4 and b["better_than_zero"] is False  # 0.0316 ties
     assert b["use_wd"] == 0.0  # no measurable gain: the answer is wd = 0, not the tied 1e-4

@@ -322,6 +322,7 @@ OPEN_AT_ONCE = """
 import os, sys, time
 from pathlib import Path
 from wdlab.config import validate
+from wdlab.pipelines.experiment import grid
 from wdlab.store import Store
 cfg = validate(TINY)
 go = Path(sys.argv[2])
@@ -329,7 +330,7 @@ go = Path(sys.argv[2])
 while not go.exists():
     time.sleep(0.001)
 with Store(sys.argv[1]) as s:
-    s.init_study("race", cfg.to_dict(), cfg.grid(), "test", identity=cfg.identity())
+    s.init_study("race", cfg.to_dict(), grid(cfg), "test", identity=cfg.identity())
 print("ok")
 """
 

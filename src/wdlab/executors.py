@@ -270,8 +270,16 @@ class RayExecutor:
     ) -> Iterator[tuple[Batch, list[RunResult]]]:
         """Submit every batch as a task; yield each as it finishes (progress advances per
         batch: ``on_epoch`` is not called; nor ``on_checkpoint``: a task retried after its
-        worker died starts again from its batch's start)."""
+        worker died starts again from its batch's start). Data held in memory only: a stream
+        (a user's Dataset or DataLoader) is refused in one line."""
         import torch
+
+        if not isinstance(data, Dataset):
+            raise ValueError(
+                "the ray backend trains data held in memory ((X, y) tensors, built-in sources, "
+                "tables); streamed data (Datasets, DataLoaders, factories) train with --backend "
+                "local"
+            )
 
         ray = self._init()
         gpus = (

@@ -3,9 +3,19 @@
 Parameters *and* buffers are stacked per configuration (a leading dimension K), and one forward
 runs ``torch.func.functional_call`` under ``torch.vmap`` for all K (PyTorch's model-ensembling
 recipe). BatchNorm keeps running statistics per configuration (its in-place updates land in that
-configuration's row of the stacked buffers), in train and eval mode alike; Dropout draws
-independent masks per configuration (``randomness="different"``), from torch's global RNG,
-which the trainer seeds.
+configuration's row of the stacked buffers), in train and eval mode alike. Dropout draws,
+for every configuration, the masks that configuration draws trained alone: one mask per call,
+shared by the rows of the batch (``randomness="same"``), from torch's global RNG, which the
+trainer seeds with the data seed; under vmap that is the very draw, bit for bit and with the
+same RNG consumption, that the module's own ``F.dropout`` makes on the unbatched input. One
+detail makes it exact: alone, ``F.dropout`` fills its mask in the memory order of its input
+(``empty_like``), and vmap fills a contiguous one, which differ for a strided input (the output
+of ``nn.MultiheadAttention`` with ``batch_first=True``); :class:`SameMasks` draws the batched
+mask in the input's own layout. So a batched configuration gives the numbers it gives alone,
+Dropout included (the same masks, other kernels' rounding), and configurations that differ
+only in weight decay share their masks. On CUDA a configuration alone runs torch's fused
+dropout kernel, whose masks come from another generator: there the batch shares masks of the
+same distribution, not the very masks of each run alone.
 
 A module that ``torch.vmap`` cannot run (``.item()``, data-dependent control flow, an
 unsupported op…) is run one configuration after another instead: the same stacked tensors, the
@@ -27,8 +37,12 @@ import copy
 from collections.abc import Callable, Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
+from torch.overrides import TorchFunctionMode
+
+from wdlab.inputs import Inputs, model_args, shapes
 
 
 class FuncForward:
@@ -45,19 +59,24 @@ class FuncForward:
             isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd))
             for m in template.modules()
         )
-        self._batched = torch.vmap(self._one, in_dims=(0, 0, None), randomness="different")
+        self._batched = torch.vmap(self._one, in_dims=(0, 0, None), randomness="same")
 
-    def _one(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> Tensor:
-        return functional_call(self.template, (params, buffers), (x,))
+    def _one(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Inputs) -> Tensor:
+        args, kwargs = model_args(x)
+        return functional_call(self.template, (params, buffers), args, kwargs)
 
     def __call__(
-        self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor, train: bool
+        self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Inputs, train: bool
     ) -> Tensor:
-        """Outputs of every configuration on the shared input ``x``."""
+        """Outputs of every configuration on the shared input ``x`` (a tensor, or a tuple or
+        dict of tensors: ``model(*x)``, ``model(**x)``)."""
         self.template.train(train)
         K = len(next(iter(params.values())))
         if self.vmap and K > 1:
-            return self._batched(params, buffers, x)
+            if not train:
+                return self._batched(params, buffers, x)
+            with SameMasks():
+                return self._batched(params, buffers, x)
         # one configuration (or no vmap): the module's own kernels on row views, so a
         # configuration trained alone is exactly a plain PyTorch loop
         outs = []
@@ -66,6 +85,34 @@ class FuncForward:
             bk = {n: t[k] for n, t in buffers.items()}  # views: in-place updates land in row k
             outs.append(_ContiguousGrad.apply(self._one(pk, bk, x)))
         return torch.stack(outs)
+
+
+class SameMasks(TorchFunctionMode):
+    """Inside a vmapped training forward: ``F.dropout`` (``nn.Dropout``, attention weights)
+    draws its one shared mask as the unbatched call does, ``empty_like(input).bernoulli_(1 −
+    p)`` in the memory layout of its input (the batched input's layout without the batch
+    dimension), then ``input * mask / (1 − p)``: the very mask, values and RNG consumption of
+    the configuration run alone on the CPU (vmap's own rule fills a contiguous mask)."""
+
+    def __torch_function__(
+        self, func: object, types: object, args: tuple = (), kwargs: dict | None = None
+    ) -> object:
+        kwargs = kwargs or {}
+        if func is F.dropout:
+            return _dropout(*args, **kwargs)
+        return func(*args, **kwargs)  # type: ignore[operator]
+
+
+def _dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
+    """``F.dropout`` as torch computes it on the CPU (``_dropout_impl``), its mask laid out like
+    ``input`` (torch's ``empty_like`` rule, applied to the unbatched geometry)."""
+    if not training or p <= 0 or p >= 1 or input.numel() == 0:
+        return F.dropout(input, p, training, inplace)
+    geometry = torch.empty_strided(
+        input.shape, input.stride(), dtype=input.dtype, device=input.device
+    )
+    noise = torch.empty_like(geometry).bernoulli_(1 - p).div_(1 - p)
+    return input.mul_(noise) if inplace else input * noise
 
 
 class _ContiguousGrad(torch.autograd.Function):
@@ -153,7 +200,7 @@ def probe(
     fwd: FuncForward,
     params: dict[str, Tensor],
     buffers: dict[str, Tensor],
-    x: Tensor,
+    x: Inputs,
     loss: Callable[[Tensor], Tensor],
 ) -> str | None:
     """Try one training forward and backward and one eval forward on ``x`` (under vmap for more
@@ -165,11 +212,11 @@ def probe(
         why = _try(fwd, params, buffers, x, loss)
         if why is not None:
             fwd.vmap = False
-            alone = _try(fwd, _rows(params, 1), _rows(buffers, 1), x, loss)
+            alone = _try(fwd, _first_rows(params, 1), _first_rows(buffers, 1), x, loss)
             fwd.vmap = True
             if alone is not None:
                 raise ValueError(
-                    f"the model or its loss fails on inputs of shape {tuple(x.shape[1:])}: {alone}"
+                    f"the model or its loss fails on inputs of shape {shapes(x)}: {alone}"
                 ) from None
     finally:
         for n, b in buffers.items():
@@ -177,7 +224,8 @@ def probe(
     return why
 
 
-def _rows(tensors: dict[str, Tensor], k: int) -> dict[str, Tensor]:
+def _first_rows(tensors: dict[str, Tensor], k: int) -> dict[str, Tensor]:
+    """Rows 0..k-1 of stacked tensors (the first ``k`` configurations)."""
     return {n: t[:k] for n, t in tensors.items()}
 
 
@@ -185,10 +233,11 @@ def _try(
     fwd: FuncForward,
     params: dict[str, Tensor],
     buffers: dict[str, Tensor],
-    x: Tensor,
+    x: Inputs,
     loss: Callable[[Tensor], Tensor],
 ) -> str | None:
-    with torch.random.fork_rng(devices=cuda_ids(x.device)):
+    device = next(iter(params.values())).device
+    with torch.random.fork_rng(devices=cuda_ids(device)):
         try:
             with torch.enable_grad():
                 trial = {n: p.detach().clone().requires_grad_(True) for n, p in params.items()}

@@ -31,6 +31,7 @@ from wdlab.engines import (
     Norm,
     Setup,
 )
+from wdlab.inputs import Inputs, call, rows
 from wdlab.loading import load_callable
 from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT, call_factory, factory_arguments
 from wdlab.usercode import check_module as check_module  # the trainer's check of a built module
@@ -40,16 +41,17 @@ class SeedMLP(nn.Module):
     """The article's model: Linear(dim, dim//2) → sigmoid → Linear(dim//2, 1) (→ sigmoid).
 
     The final sigmoid is folded into the loss (BCE on logits: the same maths, stable), so
-    ``forward`` returns logits.
+    ``forward`` returns logits. ``out_dim`` widens the last layer for data of more classes or
+    targets (the article's binary task has 1).
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, out_dim: int = 1) -> None:
         super().__init__()
         self.hidden_layer = nn.Linear(dim, dim // 2)
-        self.last_layer = nn.Linear(dim // 2, 1)
+        self.last_layer = nn.Linear(dim // 2, out_dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logits of shape (n, 1)."""
+        """Logits of shape (n, out_dim)."""
         return self.last_layer(torch.sigmoid(self.hidden_layer(x)))
 
 
@@ -143,9 +145,9 @@ def _build_custom(spec: ModelSpec, seed: int | None = None) -> nn.Module:
 _KINDS = [
     ModelKind(
         "seed-mlp",
-        "the article's MLP: Linear(d, d/2), sigmoid, Linear(d/2, 1)",
-        lambda spec, seed: SeedMLP(spec.in_dim),
-        lambda spec: f"seed-mlp {spec.in_dim}-{spec.in_dim // 2}-1 sigmoid",
+        "the article's MLP: Linear(d, d/2), sigmoid, Linear(d/2, outputs)",
+        lambda spec, seed: SeedMLP(spec.in_dim, spec.out_dim),
+        lambda spec: f"seed-mlp {spec.in_dim}-{spec.in_dim // 2}-{spec.out_dim} sigmoid",
         MLPEngine,
         lambda spec: Layout(
             ("hidden_layer.weight", "hidden_layer.bias"), (Act("sigmoid"), Head("last_layer"))
@@ -255,9 +257,11 @@ class ModelSpec:
         return self.model_kind.describe(self)
 
 
-def activations_per_example(model: nn.Module, example: Tensor) -> int:
-    """How many activation values one example produces in a forward pass of ``model``: the
-    outputs of every leaf module, counted with forward hooks (for memory estimates)."""
+def activations_per_example(model: nn.Module, example: Inputs) -> int:
+    """How many activation values one example produces in a forward pass of ``model`` (on
+    ``example``: a tensor, or a tuple or dict of them): the outputs of every leaf module,
+    counted with forward hooks (for memory estimates), in eval mode (a BatchNorm1d cannot take
+    one example in training mode; the shapes are the same)."""
     total = 0
 
     def count(_m: nn.Module, _inp: object, out: object) -> None:
@@ -267,13 +271,15 @@ def activations_per_example(model: nn.Module, example: Tensor) -> int:
 
     leaves = [m for m in model.modules() if not any(True for _ in m.children())]
     handles = [m.register_forward_hook(count) for m in leaves]
+    was = model.training
     try:
         with torch.no_grad():
-            model(example)
+            call(model.eval(), example)
     finally:
+        model.train(was)
         for h in handles:
             h.remove()
-    return max(1, total // max(1, len(example)))
+    return max(1, total // max(1, rows(example)))
 
 
 def resolve_factory(factory: Callable[..., nn.Module] | str | None) -> Callable[..., nn.Module]:

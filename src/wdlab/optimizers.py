@@ -8,19 +8,26 @@ one entry here.
 
 from __future__ import annotations
 
+import inspect
+import math
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+_RENAMED = "OptimizerSpec.{} is now OptimizerSpec.{}; the old name goes in the next release"
 
 
 @dataclass(frozen=True)
 class OptimizerSpec:
     """One torch optimizer as wdlab knows it.
 
-    ``builtin`` is what its ``weight_decay=`` does (``coupled`` or ``decoupled``; ``None`` when
-    it has none). ``fused``: the engine runs torch's one-kernel-per-group implementation (the
-    same update, ~2× less per-step overhead on CPU). ``foreach``: one C++ call per update op
+    ``own_wd_mode`` is what its own ``weight_decay=`` does, as a mode (``coupled`` or
+    ``decoupled``; ``None`` when it has none): what mode ``builtin`` means with it. ``fused``:
+    the engine runs torch's one-kernel-per-group implementation (the same update, ~2× less
+    per-step overhead on CPU). ``foreach``: one C++ call per update op
     for a group's tensors. ``linear``: the update is linear in the gradient and the weights
     (plain, momentum and nesterov SGD), so the exact Gram fast path applies. ``adam_family``:
     the update divides by √v̂ (Adam, AdamW, NAdam, RAdam, Adamax), so a coupled (L2) decay term
@@ -33,7 +40,7 @@ class OptimizerSpec:
 
     name: str
     cls_name: str
-    builtin: str | None = "coupled"
+    own_wd_mode: str | None = "coupled"
     fused: bool = False
     foreach: bool = True
     linear: bool = False
@@ -44,18 +51,30 @@ class OptimizerSpec:
     @property
     def has_weight_decay(self) -> bool:
         """Whether the optimizer has a ``weight_decay`` of its own (mode ``builtin`` needs it)."""
-        return self.builtin is not None
+        return self.own_wd_mode is not None
 
     @property
     def cls(self) -> type[torch.optim.Optimizer]:
         """The ``torch.optim`` class."""
         return getattr(torch.optim, self.cls_name)
 
-    def builtin_meaning(self, options: dict[str, Any] | None = None) -> str | None:
+    def own_wd_mode_with(self, options: dict[str, Any] | None = None) -> str | None:
         """What ``weight_decay=`` means with these options (Adam's ``decoupled_weight_decay``)."""
         if options and options.get("decoupled_weight_decay"):
             return "decoupled"
-        return self.builtin
+        return self.own_wd_mode
+
+    @property
+    def builtin(self) -> str | None:
+        """Deprecated: :attr:`own_wd_mode` (``builtin`` is a mode's name); goes in the next
+        release."""
+        warnings.warn(_RENAMED.format("builtin", "own_wd_mode"), DeprecationWarning, 2)
+        return self.own_wd_mode
+
+    def builtin_meaning(self, options: dict[str, Any] | None = None) -> str | None:
+        """Deprecated: :meth:`own_wd_mode_with`; goes in the next release."""
+        warnings.warn(_RENAMED.format("builtin_meaning", "own_wd_mode_with"), DeprecationWarning, 2)
+        return self.own_wd_mode_with(options)
 
     def implementation(self, options: dict[str, Any]) -> dict[str, bool]:
         """``fused``/``foreach`` keywords for the engine, unless the user's options set one."""
@@ -75,7 +94,7 @@ _SPECS = [
     OptimizerSpec(
         "adamw",
         "AdamW",
-        builtin="decoupled",
+        own_wd_mode="decoupled",
         fused=True,
         adam_family=True,
         equilibrium="adaptive",
@@ -87,7 +106,7 @@ _SPECS = [
     OptimizerSpec("radam", "RAdam", adam_family=True),
     OptimizerSpec("asgd", "ASGD"),
     OptimizerSpec("adadelta", "Adadelta"),
-    OptimizerSpec("rprop", "Rprop", builtin=None),
+    OptimizerSpec("rprop", "Rprop", own_wd_mode=None),
 ]
 OPTIMIZERS: dict[str, OptimizerSpec] = {s.name: s for s in _SPECS}
 _BY_CLASS = {s.cls_name: s for s in _SPECS}
@@ -121,3 +140,65 @@ def class_name(optimizer: torch.optim.Optimizer | type | str) -> str:
         return spec.cls_name if spec else optimizer
     cls = optimizer if isinstance(optimizer, type) else type(optimizer)
     return cls.__name__
+
+
+def _short(v: Any, limit: int = 60) -> str:
+    """``repr(v)`` cut to ``limit`` characters, for messages."""
+    text = repr(v)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _option_type(name: str, value: Any, default: Any, key: str) -> Any:
+    """One optimizer keyword's value, checked against the type of torch's default; lists
+    become tuples (``betas = [0.9, 0.99]``)."""
+    number = lambda x: (  # noqa: E731
+        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    )
+    if isinstance(default, bool) or (default is None and name in ("foreach", "fused")):
+        if not isinstance(value, bool):
+            raise ValueError(f"{key}.{name}: expected true or false, got {_short(value)}")
+        return value
+    if isinstance(default, tuple):
+        if not (
+            isinstance(value, (list, tuple))
+            and len(value) == len(default)
+            and all(number(x) for x in value)
+        ):
+            raise ValueError(
+                f"{key}.{name}: expected {len(default)} numbers like {list(default)}, "
+                f"got {_short(value)}"
+            )
+        return tuple(value)
+    if number(default) and not number(value):
+        raise ValueError(
+            f"{key}.{name}: expected a number (default {default}), got {_short(value)}"
+        )
+    return value
+
+
+def check_optimizer_options(optimizer: str, options: Mapping[str, Any], lr: float) -> dict:
+    """``options`` checked for ``optimizer``: every key one of its keywords (a misspelt key is
+    refused, naming the valid ones), every value of the type its default has, and torch's own
+    checks passed on one step of a tiny tensor. Returns them normalised."""
+    cls = optimizer_spec(optimizer).cls
+    params = inspect.signature(cls.__init__).parameters
+    valid = [n for n in params if n not in ("self", "params", "lr", "weight_decay")]
+    out = {}
+    for name, value in options.items():
+        if name in ("lr", "weight_decay", "params"):
+            where = {"lr": "train.lr", "weight_decay": "decay.weight_decay"}.get(name, "wdlab")
+            raise ValueError(f"train.options: {name} is set by {where}, not in options")
+        if name not in valid:
+            raise ValueError(
+                f"train.options: {cls.__name__} has no option {name!r}; valid: {', '.join(valid)}"
+            )
+        out[name] = _option_type(name, value, params[name].default, "train.options")
+    try:  # torch's own value checks, and those only a step makes
+        p = torch.zeros(2, requires_grad=True)
+        opt = cls([p], lr=lr, **out)
+        p.grad = torch.ones(2)
+        opt.step()
+    except (TypeError, ValueError, RuntimeError, AssertionError) as exc:  # torch asserts some
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ValueError(f"train.options: {cls.__name__} refuses {out}: {first}") from None
+    return out

@@ -53,7 +53,6 @@ from wdlab.records import RunResult
 from wdlab.stats import t_sf
 from wdlab.tasks import get_task
 
-PRUNED = "pruned"  # the status of a run successive halving stopped at a rung
 NO_GAIN = "no measurable gain from weight decay here"
 ALL_PRUNED = "every weight decay > 0 was pruned at a rung (successive halving)"
 GAIN = "better than wd = 0"
@@ -144,9 +143,8 @@ def describe(c: Criterion, seeds: int = 0, pruned: int = 0) -> str:
     ``pruned``: weight decays stopped at a rung by successive halving."""
     epoch = "at its best validation epoch" if c.early_stopping else "at the final epoch"
     over = f"mean over {seeds} seeds" if seeds > 1 else "one seed: no noise estimate"
-    among = "among the weight decays swept for each mode" + (
-        f" whose runs finished (successive halving stopped {pruned} at a rung; they count in "
-        "the number below)" * bool(pruned)
+    among = "among the weight decays swept for each mode" + bool(pruned) * (
+        f" whose runs finished (successive halving stopped {pruned} at a rung; counted below)"
     )
     return (
         f"chosen on validation {c.name} ({over}, each run {epoch}) {among}: the smallest one "
@@ -183,7 +181,11 @@ def run_scores(run: RunResult, c: Criterion) -> tuple[float, float, int | None]:
         return math.nan, math.nan, None
     epochs = list(run.curves.eval_epoch)
     if not c.early_stopping or val_key not in run.curves.series:
-        return _num(run.final.get(val_key)), _num(run.final.get(test_key)), _last(epochs)
+        return (
+            _finite_or_nan(run.final.get(val_key)),
+            _finite_or_nan(run.final.get(test_key)),
+            _last(epochs),
+        )
     vals = run.curves[val_key]
     finite = [i for i, v in enumerate(vals) if math.isfinite(v)]
     if not finite:
@@ -192,11 +194,11 @@ def run_scores(run: RunResult, c: Criterion) -> tuple[float, float, int | None]:
     best = pick(vals[i] for i in finite)
     i = next(i for i in finite if vals[i] == best)
     tests = run.curves.series.get(test_key)
-    test = _num(tests[i]) if tests is not None else math.nan
+    test = _finite_or_nan(tests[i]) if tests is not None else math.nan
     return best, test, epochs[i] if i < len(epochs) else None
 
 
-def _num(v: Any) -> float:
+def _finite_or_nan(v: Any) -> float:
     """``v`` as a float if a finite number, else ``math.nan`` itself (so rows compare equal)."""
     return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else math.nan
 
@@ -277,9 +279,8 @@ def family(by_wd: Mapping[float, Scores], pruned: int = 0) -> int:
 def choose(
     by_wd: Mapping[float, Scores], ref: Scores | None, higher: bool, pruned: int = 0
 ) -> tuple[float, float]:
-    """(chosen weight decay, the weight decay with the best mean) among candidates whose every
-    seed has a finite validation score, by the rule of this module (``pruned``: weight decays
-    > 0 stopped at a rung, counted in m)."""
+    """(chosen weight decay, the one with the best mean) among candidates whose every seed has
+    a finite validation score, by this module's rule (``pruned``: wd > 0 stopped at a rung)."""
     cands = _candidates(by_wd)
     if not cands:
         raise ValueError("no weight decay has a finite validation score for every seed")
@@ -343,7 +344,7 @@ def select(
         by_wd = {w: {r.config.seed: run_scores(r, c) for r in rs} for w, rs in wds.items()}
         zero = _reference(groups, mode, lr)
         ref = {r.config.seed: run_scores(r, c) for r in zero} if zero else None
-        pruned = sum(w != 0 and all(r.status == PRUNED for r in rs) for w, rs in wds.items())
+        pruned = sum(w != 0 and all(r.status == "pruned" for r in rs) for w, rs in wds.items())
         try:
             chosen, best = choose(by_wd, ref, c.higher, pruned)
         except ValueError:
@@ -377,7 +378,7 @@ def _row(
     measured = measured and decays(mode)
     val, test_mean = _mean(scores), statistics.fmean(tests)
     test_zero = _mean(ref, 1) if ref is not None else math.nan
-    tau = {k: _num(runs[0].final.get(k)) for k in ("tau_iter", "tau_epoch")}
+    tau = {k: _finite_or_nan(runs[0].final.get(k)) for k in ("tau_iter", "tau_epoch")}
     return {
         "mode": mode,
         "lr": lr,
@@ -389,9 +390,9 @@ def _row(
         "better_than_zero": measured,
         "verdict": verdict,
         "val_at_zero": _mean(ref) if ref is not None else math.nan,
-        "gain": _num(test.gain),  # NaN itself when not finite
-        "gain_se": _num(test.se),
-        "p_value": _num(test.p),
+        "gain": _finite_or_nan(test.gain),  # NaN itself when not finite
+        "gain_se": _finite_or_nan(test.se),
+        "p_value": _finite_or_nan(test.p),
         "level": ALPHA / m,  # the p-value a gain must be under (ALPHA / m, Bonferroni)
         "best_mean_wd": best,
         "metric": c.key,

@@ -26,7 +26,9 @@ class Task:
     ``metric`` is the headline metric's key (``acc``, ``rmse``), ``metric_name`` its long
     name, ``higher`` whether higher is better. ``eval_metrics`` computes metrics from outputs
     at an evaluation; ``loss_metrics`` derives metrics from recorded losses at the end of a run
-    (RMSE and R² for regression) given the targets' variance.
+    (RMSE and R² for regression) given the targets' variance. ``means``: the loss and the
+    metrics are means over examples, so a split evaluated in batches is the batches' means
+    weighted by their rows (else its outputs are kept and the metrics computed once over all).
     """
 
     name: str
@@ -38,6 +40,7 @@ class Task:
     loss_grad: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
     eval_metrics: Callable[[Tensor, Tensor], dict[str, Tensor]] | None = None
     loss_metrics: Callable[[Tensor, Tensor], dict[str, Tensor]] | None = None
+    means: bool = True
 
 
 def _bce(out: Tensor, y: Tensor) -> Tensor:
@@ -205,7 +208,9 @@ def custom_task(
     metric: Metric | Callable[[Tensor, Tensor], object] | None = None,
 ) -> Task:
     """``base`` with a user's loss (``fn(outputs, targets) -> scalar tensor`` per configuration)
-    and/or metric in place of its own. A plain callable metric counts as higher-is-better."""
+    and/or metric in place of its own. A plain callable metric counts as higher-is-better.
+    A user's loss is read as a mean over examples (training averages it over mini-batches);
+    a user's metric is computed once over a whole split (``means`` False)."""
     if metric is not None and not isinstance(metric, Metric):
         metric = Metric(metric, getattr(metric, "__name__", "metric"), True)
     return Task(
@@ -218,4 +223,5 @@ def custom_task(
         loss_grad=None if loss is not None else base.loss_grad,
         eval_metrics=_metric_values(metric) if metric is not None else base.eval_metrics,
         loss_metrics=None if metric is not None else base.loss_metrics,
+        means=metric is None and base.means,
     )

@@ -45,8 +45,6 @@ from torch import nn
 
 #: A factory's time limit in seconds, unless the caller sets another (``factory_timeout``).
 DEFAULT_FACTORY_TIMEOUT = 300.0
-#: What wdlab offers a factory by name.
-OFFERED = ("seed", "in_dim", "out_dim")
 _BY_NAME = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 
@@ -255,8 +253,10 @@ def _feed(h: Any, obj: object, depth: int) -> None:
         for k, v in sorted(items, key=lambda kv: repr(kv[0])):
             h.update(repr(k).encode())
             _feed(h, v, depth + 1)
-    elif isinstance(obj, nn.Module):
+    elif isinstance(obj, nn.Module):  # and its settings (a loss module's label_smoothing…)
         h.update(module_fingerprint(obj).encode())
+        settings = {k: v for k, v in vars(obj).items() if not k.startswith("_")}
+        _feed(h, settings, depth + 1)
     elif isinstance(obj, functools.partial):
         _feed(h, (obj.func, obj.args, obj.keywords), depth + 1)
     elif _library(obj) and isinstance(obj, (type, types.FunctionType)):

@@ -43,7 +43,8 @@ def sweep_config(args: argparse.Namespace) -> tuple[Experiment, str]:
 
 
 def _config(args: argparse.Namespace, default_grid: bool) -> tuple[Experiment, str]:
-    from wdlab.config import SWEEP_GRID, merge, names_grid, read_config, validate
+    from wdlab.config import SWEEP_GRID, merge, validate
+    from wdlab.pipelines.experiment import names_grid, read_config
 
     raw = read_config(args.config) if args.config else {}
     cfg = validate(raw)  # the file's own mistakes are named before the flags are applied
@@ -56,11 +57,13 @@ def _config(args: argparse.Namespace, default_grid: bool) -> tuple[Experiment, s
 
 def grid_note(cfg: Experiment) -> str:
     """What a sweep without a grid tries, in one line."""
+    from wdlab.pipelines.experiment import grid_size
+
     d, t = cfg.decay, cfg.train
     return (
         f"no grid given (--mode, --wd, --seeds), so it tries modes {', '.join(d.modes)} × wd "
         f"{shown(d.weight_decay)} × {len(t.seeds)} seeds × lr {shown(t.lr)} "
-        f"= {cfg.grid_size()} runs"
+        f"= {grid_size(cfg)} runs"
     )
 
 

@@ -47,7 +47,8 @@ PRUNERS = {
 def cmd_search(args: argparse.Namespace) -> int:
     """Search lr, weight decay, mode… with Optuna, K trials trained as one batch; print the
     best trials, their test metric and the parameters' importance."""
-    from wdlab.config import load_config, merge, validate
+    from wdlab.config import merge, validate
+    from wdlab.pipelines.experiment import load_config
 
     space, fixed = _space(args)  # the ranges first: a bad one stores nothing
     cfg = load_config(args.config) if args.config else validate({})

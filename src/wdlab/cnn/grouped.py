@@ -110,18 +110,32 @@ class GroupedCNN:
         K = size = len(params["head.weight"])
         if tape is None and h.device.type == "cpu":
             size = max(1, EVAL_CHUNK_BYTES // (self.widest * h.shape[-1] * h.element_size()))
+        keep = self._dropout_mask(params, len(x), h.device) if train else None
         outs = [
-            self._forward(_rows(params, rows), _rows(buffers, rows), h, train, tape)
+            self._forward(_rows(params, rows), _rows(buffers, rows), h, train, tape, keep)
             for rows in (slice(i, i + size) for i in range(0, K, size))
         ]
         return (outs[0] if len(outs) == 1 else torch.cat(outs)).transpose(1, 2)  # (K, n, out)
 
+    def _dropout_mask(
+        self, params: dict[str, Tensor], n: int, device: torch.device
+    ) -> Tensor | None:
+        """The Dropout keep-mask of a training forward, (1, C, n) scaled by 1/(1 − p): drawn
+        once and shared by every configuration, as the (n, C) mask ``nn.Dropout`` draws on the
+        CNN's pooled features (``empty_like(h).bernoulli_(1 − p)``), so each configuration gets
+        the masks it gets trained alone, and a plain loop's (see :mod:`wdlab.func`)."""
+        if self.dropout <= 0:
+            return None
+        c = params["head.weight"].shape[2]
+        mask = torch.empty(n, c, device=device).bernoulli_(1 - self.dropout)
+        return mask.div_(1 - self.dropout).t().unsqueeze(0)
+
     def _forward(
         self, params: dict[str, Tensor], buffers: dict[str, Tensor], h: Tensor, train: bool,
-        tape: list | None,
+        tape: list | None, keep: Tensor | None = None,
     ) -> Tensor:  # fmt: skip
         """:meth:`forward` of one chunk of configurations, from the input ``h`` (1, C, *S, n);
-        the logits as (K, out, n)."""
+        the logits as (K, out, n). ``keep``: the Dropout mask (training)."""
         for stage in self.stages:
             if stage.kind == "conv":
                 h = self._conv(params, buffers, stage, h, train, tape)
@@ -133,9 +147,8 @@ class GroupedCNN:
                     tape.append(h)
         spatial = math.prod(h.shape[2:-1])
         feats = h.flatten(2, -2).sum(2).div_(spatial)  # (K, C, n): global average pooling
-        keep = None
-        if self.dropout > 0 and train:  # one mask per configuration, channel and example
-            keep = torch.empty_like(feats).bernoulli_(1 - self.dropout).div_(1 - self.dropout)
+        if keep is not None:  # the mask every configuration shares, as (K, C, n) views
+            keep = keep.expand(feats.shape)
             feats = feats.mul_(keep)
         if tape is not None:
             tape.append((feats, keep, h.shape))

@@ -18,10 +18,10 @@ from wdlab.data.sources import (
     teacher_classification,
     teacher_regression,
 )
-from wdlab.data.stream import Stream, TensorStream
+from wdlab.data.stream import Stream, StreamError, TensorStream
 from wdlab.data.streamed import StreamedData, stream_splits
 from wdlab.data.tables import FILE_SUFFIXES, is_table_path, read_table
-from wdlab.data.user import from_splits
+from wdlab.data.user import from_function, from_splits, is_data_function
 from wdlab.tasks import TASKS
 
 __all__ = [
@@ -32,13 +32,16 @@ __all__ = [
     "Dataset",
     "Source",
     "Stream",
+    "StreamError",
     "StreamedData",
     "TensorStream",
     "d2l",
     "digits_images",
     "from_arrays",
+    "from_function",
     "from_splits",
     "infer_task",
+    "is_data_function",
     "is_table_path",
     "load",
     "mnist1d",

@@ -5,11 +5,14 @@ tensors (``model(**x)``); ``y`` holds the targets. Inputs reach the model as it 
 integer inputs stay integer (token ids for an ``nn.Embedding``), floating inputs become
 float32. Every check here reads shapes and types on the host, before a batch is copied to the
 device, so none of them costs a device sync.
+
+The structure itself (``parts``, ``apply``, ``call``, ``rows``…) is :mod:`wdlab.inputs`, shared
+with the engines; it is re-exported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,39 +20,24 @@ import numpy as np
 import torch
 from torch import Tensor
 
-Inputs = Tensor | tuple[Tensor, ...] | dict[str, Tensor]
+from wdlab.inputs import Inputs, apply, call, model_args, parts, rows, take
+
 Batch = tuple[Inputs, Tensor]
-
-
-def parts(x: Inputs) -> list[Tensor]:
-    """The tensors of ``x`` in order (one for a tensor, each element of a tuple or dict)."""
-    if isinstance(x, Tensor):
-        return [x]
-    return list(x.values()) if isinstance(x, dict) else list(x)
-
-
-def apply(fn: Callable[[Tensor], Tensor], x: Inputs) -> Inputs:
-    """``fn`` applied to every tensor of ``x``, keeping its structure."""
-    if isinstance(x, Tensor):
-        return fn(x)
-    if isinstance(x, dict):
-        return {k: fn(v) for k, v in x.items()}
-    return tuple(fn(v) for v in x)
-
-
-def model_args(x: Inputs) -> tuple[tuple[Tensor, ...], dict[str, Tensor]]:
-    """(args, kwargs) that call a model on ``x``: ``model(x)``, ``model(*x)`` or ``model(**x)``."""
-    if isinstance(x, Tensor):
-        return (x,), {}
-    if isinstance(x, dict):
-        return (), dict(x)
-    return tuple(x), {}
-
-
-def call(model: Callable[..., Any], x: Inputs) -> Any:
-    """``model`` on ``x``, a tensor, a tuple (``model(*x)``) or a dict (``model(**x)``)."""
-    args, kwargs = model_args(x)
-    return model(*args, **kwargs)
+__all__ = [
+    "Batch",
+    "Inputs",
+    "Layout",
+    "apply",
+    "as_inputs",
+    "batch_of",
+    "call",
+    "model_args",
+    "pair",
+    "parts",
+    "rows",
+    "take",
+    "to_device",
+]
 
 
 def as_inputs(x: Inputs) -> Inputs:
@@ -64,12 +52,6 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
     x, y = batch
     move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
     return apply(move, x), move(y)
-
-
-def rows(x: Inputs) -> int:
-    """The number of examples in a batch of inputs (the first dimension of its tensors)."""
-    first = parts(x)[0]
-    return int(first.shape[0]) if first.dim() else 1
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,9 @@
 
 The protocol the trainer consumes
 ---------------------------------
+(Where a split's batches come from, a DataLoader rebuilt each epoch or a factory:
+:mod:`wdlab.data.loaders`; the seeds and the random state held apart: :mod:`wdlab.data.seeds`.)
+
 :func:`wdlab.data.stream_splits` gives a :class:`~wdlab.data.streamed.StreamedData`: the facts
 known up front (task, classes, the inputs' :class:`~wdlab.data.batches.Layout`, lengths, a
 fingerprint) and one stream per split, a :class:`Stream` or a :class:`TensorStream`.
@@ -46,247 +49,25 @@ fingerprint) and one stream per split, a :class:`Stream` or a :class:`TensorStre
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import math
-import random
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import (
-    BatchSampler,
-    DataLoader,
-    IterableDataset,
-    RandomSampler,
-    SequentialSampler,
-    SubsetRandomSampler,
-    WeightedRandomSampler,
-)
 
 from wdlab.data.arrays import check_values
 from wdlab.data.batches import Batch, Inputs, Layout, apply, as_inputs, batch_of, to_device
+from wdlab.data.loaders import FactorySource, LoaderSource, known_length
+from wdlab.data.seeds import GlobalRandom, derive
 
-LoaderFactory = Callable[[str, int, int], Iterable[Any]]
 _END = object()
 
 
-def derive(seed: int, *labels: object) -> int:
-    """A 63-bit seed from ``seed`` and labels (split, purpose, epoch): independent draws for
-    each split, purpose and epoch, the same on every machine."""
-    text = repr((int(seed), *labels)).encode()
-    return int.from_bytes(hashlib.sha256(text).digest()[:8], "little") >> 1
-
-
-def _capture(full: bool) -> tuple[Any, ...]:
-    torch_state = torch.get_rng_state()
-    return (torch_state, random.getstate(), np.random.get_state()) if full else (torch_state,)
-
-
-def _restore(state: tuple[Any, ...]) -> None:
-    torch.set_rng_state(state[0])
-    if len(state) > 1:
-        random.setstate(state[1])
-        np.random.set_state(state[2])
-
-
-class GlobalRandom:
-    """The process-wide random state a Dataset's transforms draw from in the main process
-    (torch's CPU generator, Python's ``random``, NumPy's global), held apart from the caller's:
-    :meth:`active` swaps it in and out again. CUDA generators are never touched."""
-
-    def __init__(self, seed: int) -> None:
-        outer = _capture(True)
-        torch.default_generator.manual_seed(seed)
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        self.state = _capture(True)
-        _restore(outer)
-
-    @contextmanager
-    def active(self, full: bool = True) -> Iterator[None]:
-        """Inside: this stream's random state; after: the caller's, as it was. ``full=False``
-        swaps torch's generator only (a small copy; Python's and NumPy's states are large ones):
-        enough when the transforms run in worker processes, which torch seeds itself."""
-        outer = _capture(full)
-        _restore(self.state[: len(outer)])
-        try:
-            yield
-        finally:
-            self.state = _capture(full) + self.state[len(outer) :]
-            _restore(outer)
-
-
-# -- a user's DataLoader, rebuilt with wdlab's generator -----------------------------------------
-
-_LOADER_PARAMS = set(inspect.signature(DataLoader).parameters)
-_KEPT = (
-    "num_workers",
-    "collate_fn",
-    "timeout",
-    "worker_init_fn",
-    "multiprocessing_context",
-    "prefetch_factor",
-    "pin_memory_device",
-    "in_order",
-)
-
-
-def _settings(loader: DataLoader, generator: torch.Generator | None, pin: bool) -> dict:
-    kw = {k: getattr(loader, k) for k in _KEPT if k in _LOADER_PARAMS and hasattr(loader, k)}
-    return kw | {"generator": generator, "pin_memory": bool(loader.pin_memory or pin)}
-
-
-def _seeded(sampler: Any, g: torch.Generator, evaluation: bool) -> Any:
-    """torch's random samplers rebuilt with ``g`` (for evaluation a shuffle becomes the plain
-    order); any other sampler as it is."""
-    kind = type(sampler)
-    if kind is BatchSampler:
-        inner = _seeded(sampler.sampler, g, evaluation)
-        return BatchSampler(inner, sampler.batch_size, sampler.drop_last and not evaluation)
-    if kind is RandomSampler:
-        n = getattr(sampler, "_num_samples", None)
-        if evaluation and not sampler.replacement and n is None:
-            return SequentialSampler(sampler.data_source)
-        return RandomSampler(sampler.data_source, sampler.replacement, n, generator=g)
-    if kind is SubsetRandomSampler:
-        if evaluation:
-            return [int(i) for i in sampler.indices]
-        return SubsetRandomSampler(sampler.indices, generator=g)
-    if kind is WeightedRandomSampler:
-        return WeightedRandomSampler(
-            sampler.weights, sampler.num_samples, sampler.replacement, generator=g
-        )
-    return sampler
-
-
-def rebuild(
-    loader: DataLoader, generator: torch.Generator, *, evaluation: bool = False, pin: bool = False
-) -> DataLoader:
-    """``loader`` anew with ``generator``: its dataset, batch size, sampler (re-seeded), collate_fn,
-    workers, pin_memory and drop_last; ``evaluation``: every example once, in a fixed order;
-    ``pin``: pinned batches (the device is CUDA)."""
-    kw = _settings(loader, generator, pin)
-    ds = loader.dataset
-    drop_last = loader.drop_last and not evaluation
-    if isinstance(ds, IterableDataset):
-        return DataLoader(ds, batch_size=loader.batch_size, drop_last=drop_last, **kw)
-    if loader.batch_size is None and loader.batch_sampler is not None:  # the user's own
-        batches = _seeded(loader.batch_sampler, generator, evaluation)
-        return DataLoader(ds, batch_sampler=batches, **kw)
-    sampler = _seeded(loader.sampler, generator, evaluation)
-    return DataLoader(ds, batch_size=loader.batch_size, sampler=sampler, drop_last=drop_last, **kw)
-
-
-def over(loader: DataLoader, dataset: Any) -> DataLoader:
-    """A DataLoader with ``loader``'s settings over another map-style ``dataset`` (shuffled when
-    ``loader`` shuffles); a ``ValueError`` for a sampler it cannot carry over."""
-    inner = loader.sampler
-    if loader.batch_size is None or type(inner) not in (RandomSampler, SequentialSampler):
-        raise ValueError(
-            f"a DataLoader with a {type(inner).__name__} cannot lend 20% of its rows to "
-            "validation: give data['val']"
-        )
-    kw = _settings(loader, loader.generator, False) | {"pin_memory": loader.pin_memory}
-    shuffle = type(inner) is RandomSampler
-    return DataLoader(
-        dataset, batch_size=loader.batch_size, shuffle=shuffle, drop_last=loader.drop_last, **kw
-    )
-
-
-def unseeded_shuffle(loader: DataLoader) -> bool:
-    """Whether ``loader`` shuffles with torch's RandomSampler and no generator of its own."""
-    sampler = loader.sampler if loader.batch_size is not None else loader.batch_sampler
-    sampler = getattr(sampler, "sampler", sampler)
-    return type(sampler) is RandomSampler and sampler.generator is None
-
-
-def wrap(dataset: Any, batch_size: int | None, num_workers: int = 0) -> DataLoader:
-    """A bare Dataset as a DataLoader: shuffled each epoch when map-style."""
-    iterable = isinstance(dataset, IterableDataset)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=not iterable, num_workers=num_workers)
-
-
-# -- sources: what a split gives for an epoch -----------------------------------------------------
-
-
-class LoaderSource:
-    """A split given as a DataLoader (a Dataset is wrapped in one): rebuilt each epoch with
-    wdlab's generator."""
-
-    def __init__(self, split: str, template: DataLoader, seed: int, pin: bool = False) -> None:
-        self.split, self.template, self.seed, self.pin = split, template, seed, pin
-
-    @property
-    def dataset(self) -> Any:
-        """The DataLoader's dataset."""
-        return self.template.dataset
-
-    @property
-    def batch_size(self) -> int | None:
-        """Examples per batch (``None``: the user's batch sampler decides)."""
-        return self.template.batch_size
-
-    def pinned(self, pin: bool) -> LoaderSource:
-        """The same source, its batches pinned (for a CUDA device) or not."""
-        return LoaderSource(self.split, self.template, self.seed, pin)
-
-    def build(self, epoch: int | None) -> Iterable[Any]:
-        """Epoch ``epoch``'s DataLoader (``None``: evaluation's)."""
-        which = "evaluation" if epoch is None else epoch
-        g = torch.Generator().manual_seed(derive(self.seed, self.split, "order", which))
-        return rebuild(self.template, g, evaluation=epoch is None, pin=self.pin)
-
-    def describe(self) -> dict[str, Any]:
-        """The settings that change the batches (for the fingerprint)."""
-        t = self.template
-        sampler = t.batch_sampler if t.batch_size is None else t.sampler
-        return {
-            "dataset": _qualname(t.dataset),
-            "batch_size": t.batch_size,
-            "drop_last": t.drop_last,
-            "sampler": _qualname(getattr(sampler, "sampler", sampler)),
-            "collate_fn": _qualname(t.collate_fn),
-            "num_workers": t.num_workers,
-        }
-
-
-class FactorySource:
-    """A split given by the user's ``make_loader(split, seed, epoch)``."""
-
-    dataset = None
-    batch_size = None  # the factory's loaders decide
-
-    def __init__(self, split: str, make_loader: LoaderFactory, seed: int) -> None:
-        self.split, self.make, self.seed = split, make_loader, seed
-
-    def pinned(self, pin: bool) -> FactorySource:
-        """The same source (the factory's loaders pin, or not, as they were made)."""
-        return self
-
-    def build(self, epoch: int | None) -> Iterable[Any]:
-        """What ``make_loader`` gives for ``epoch`` (evaluation: epoch 0)."""
-        return self.make(self.split, self.seed, 0 if epoch is None else epoch)
-
-    def describe(self) -> dict[str, Any]:
-        """The factory's name (for the fingerprint)."""
-        return {"make_loader": _qualname(self.make)}
-
-
-def _qualname(obj: object) -> str:
-    """A function's or class's dotted name; for any other object, its class's."""
-    named = obj if isinstance(obj, type) or inspect.isroutine(obj) else type(obj)
-    return f"{named.__module__}.{named.__qualname__}"
-
-
-def _length(iterable: Iterable[Any]) -> int | None:
-    try:
-        return len(iterable)  # type: ignore[arg-type]
-    except TypeError:
-        return None
+class StreamError(ValueError):
+    """A stream's data went wrong while it was read (a bad batch, a label outside the classes,
+    a stream that ended early): one line; a sweep then stores nothing of the batch it was
+    training (its runs go back to pending)."""
 
 
 # -- streams --------------------------------------------------------------------------------------
@@ -329,6 +110,12 @@ class Stream:
             self.split, source, seed=self.seed, device=device, **kw, progress=self.progress
         )
 
+    def with_classes(self, n_classes: int) -> Stream:
+        """The same stream, its labels checked against ``n_classes``."""
+        copy = self.to(self.device)
+        copy.n_classes = n_classes
+        return copy
+
     @property
     def batch_size(self) -> int | None:
         """Examples per batch, when the stream has one size."""
@@ -337,7 +124,7 @@ class Stream:
     @property
     def batches(self) -> int | None:
         """Mini-batches per training epoch, when known (``len()``, else a full epoch's count)."""
-        return _length(self.source.build(0)) or self._seen.get("epoch")
+        return known_length(self.source.build(0)) or self._seen.get("epoch")
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """Epoch ``epoch``'s mini-batches, in its own seeded order, transforms drawn afresh."""
@@ -352,7 +139,7 @@ class Stream:
     def _batches(
         self, iterable: Iterable[Any], rng: GlobalRandom, what: str, key: str
     ) -> Iterator[Batch]:
-        expected = _length(iterable) or self._seen.get(key)
+        expected = known_length(iterable) or self._seen.get(key)
         full = getattr(iterable, "num_workers", 0) == 0  # transforms run in this process
         with rng.active():
             it = iter(iterable)
@@ -364,7 +151,11 @@ class Stream:
                     raw = next(it, _END)
                 if raw is _END:
                     break
-                yield self._prepared(raw, f"data[{self.split!r}] batch {n} ({what})")
+                try:
+                    batch = self._prepared(raw, f"data[{self.split!r}] batch {n} ({what})")
+                except ValueError as exc:
+                    raise StreamError(str(exc)) from None
+                yield batch
                 n += 1
                 if bar is not None:
                     bar.update(1)
@@ -390,9 +181,9 @@ class Stream:
 
     def _ended(self, n: int, expected: int | None, what: str, key: str) -> None:
         if n == 0:
-            raise ValueError(f"data[{self.split!r}] gave no batches ({what})")
+            raise StreamError(f"data[{self.split!r}] gave no batches ({what})")
         if expected is not None and n < expected:
-            raise ValueError(
+            raise StreamError(
                 f"data[{self.split!r}] ended early: {n} of {expected} batches ({what})"
             )
         self._seen.setdefault(key, n)
@@ -437,6 +228,10 @@ class TensorStream:
         """The same split with its tensors on ``device`` (a fresh generator: the same orders)."""
         kw = {"batch_size": self.batch_size, "seed": self.seed, "device": device}
         return TensorStream(self.split, self.X, self.y, **kw)
+
+    def with_classes(self, n_classes: int) -> TensorStream:
+        """The same split (tensors were checked whole when the classes were counted)."""
+        return self
 
     @property
     def batches(self) -> int:

@@ -46,17 +46,9 @@ from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, IterableDataset, Subset, TensorDataset
 
 from wdlab.data.batches import Batch, Inputs, Layout, apply, as_inputs, batch_of, pair, parts
-from wdlab.data.stream import (
-    FactorySource,
-    GlobalRandom,
-    LoaderSource,
-    Stream,
-    TensorStream,
-    derive,
-    over,
-    unseeded_shuffle,
-    wrap,
-)
+from wdlab.data.loaders import FactorySource, LoaderSource, over, unseeded_shuffle, wrap
+from wdlab.data.seeds import GlobalRandom, derive
+from wdlab.data.stream import Stream, TensorStream
 from wdlab.tasks import TASKS
 
 SAMPLE = 32  # examples per split read for the facts and the fingerprint
@@ -75,11 +67,25 @@ class StreamedData:
     fingerprint: str
     example: Inputs  # one training example, batch dimension 1, on the host (float32 floats)
     meta: dict = field(default_factory=dict)
+    probe: Batch | None = None  # the training sample the facts were read from (host, checked)
 
     def to(self, device: torch.device | str) -> StreamedData:
         """A copy whose streams give their batches on ``device``."""
         streams = {k: s.to(device) for k, s in self.streams.items()}
         return replace(self, streams=streams, meta=dict(self.meta))
+
+    def with_classes(self, n_classes: int) -> StreamedData:
+        """A copy with ``n_classes`` classes, every batch's labels checked against it (for
+        data whose classes were not counted: ``stream_splits(count_classes=False)``)."""
+        if self.probe is not None and self.probe[1].numel():
+            top = int(self.probe[1].max())
+            if top >= n_classes or int(self.probe[1].min()) < 0:
+                raise ValueError(
+                    f"data['train']: label {top} is outside 0..{n_classes - 1} "
+                    f"({n_classes} classes)"
+                )
+        streams = {k: s.with_classes(n_classes) for k, s in self.streams.items()}
+        return replace(self, n_classes=n_classes, streams=streams, meta=dict(self.meta))
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -143,6 +149,12 @@ def is_pair(obj: object) -> bool:
     )
 
 
+def held(splits: Mapping[str, Any]) -> bool:
+    """Whether every split is an ``(X, y)`` pair with ``X`` one tensor or array: such data is
+    held in memory (:func:`wdlab.data.from_splits`, the fast path); anything else streams."""
+    return all(is_pair(v) and isinstance(v[0], (Tensor, np.ndarray)) for v in splits.values())
+
+
 def tensors(split: str, obj: tuple[Any, Any]) -> TensorSource:
     """A checked :class:`TensorSource` from an ``(X, y)`` pair of tensors or arrays."""
     x, y = batch_of(obj, f"data[{split!r}]")
@@ -157,9 +169,17 @@ def source(
         return tensors(split, obj)  # type: ignore[arg-type]
     if isinstance(obj, DataLoader):
         return LoaderSource(split, obj, seed, pin)
+    dataset = isinstance(obj, IterableDataset) or (
+        hasattr(obj, "__getitem__") and hasattr(obj, "__len__")
+    )
+    if dataset and batch_size is None:
+        raise ValueError(
+            f"data[{split!r}] is a Dataset ({type(obj).__name__}): give a batch size (batch_size=, "
+            "--batch-size) or a DataLoader"
+        )
     if isinstance(obj, IterableDataset):
         return LoaderSource(split, wrap(obj, batch_size, num_workers), seed, pin)
-    if hasattr(obj, "__getitem__") and hasattr(obj, "__len__"):
+    if dataset:
         if len(obj) == 0:  # type: ignore[arg-type]
             raise ValueError(f"data[{split!r}] is empty")
         return LoaderSource(split, wrap(obj, batch_size, num_workers), seed, pin)
@@ -300,11 +320,14 @@ def stream_splits(
     num_workers: int = 0,
     name: str = "data",
     progress: bool = False,
+    count_classes: bool = True,
 ) -> StreamedData:
     """The splits as streams on ``device``, with their facts (see the module docstring).
 
     ``batch_size`` and ``num_workers`` apply to splits given as Datasets (a DataLoader keeps
     its own); ``seed`` seeds every stream; ``progress`` shows a bar while a split is read.
+    ``count_classes=False``: classes that are neither given nor declared are left at 0
+    (unknown) rather than counted by a full pass; :meth:`StreamedData.with_classes` sets them.
     """
     check_keys(splits)
     train = splits["train"]
@@ -331,26 +354,38 @@ def stream_splits(
     task = task or ("regression" if samples["train"][1].is_floating_point() else "multiclass")
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
-    classes = _classes(sources, n_classes, seed, progress) if task == "multiclass" else 1
+    classes = (
+        _classes(sources, n_classes, seed, progress, count_classes) if task == "multiclass" else 1
+    )
     targets = torch.long if task == "multiclass" else torch.float32
     layout = Layout.of(as_inputs(samples["train"][0]))
-    checked = classes if task == "multiclass" else None
+    checked = classes if task == "multiclass" and classes else None
     streams = {
         k: _stream(s, dev, layout, targets, checked, batch_size, seed, progress)
         for k, s in sources.items()
     }
     meta |= {f"n_{k}": items(s) for k, s in sources.items()}
-    example = apply(lambda t: t[:1], as_inputs(samples["train"][0]))
+    x, y = as_inputs(samples["train"][0]), samples["train"][1].to(targets)
+    example = apply(lambda t: t[:1], x)
     digest = fingerprint(sources, samples)
-    return StreamedData(name, task, classes, layout, streams, digest, example, meta)
+    return StreamedData(name, task, classes, layout, streams, digest, example, meta, (x, y))
 
 
-def _classes(sources: Mapping[str, Source], given: int | None, seed: int, progress: bool) -> int:
+def _classes(
+    sources: Mapping[str, Source], given: int | None, seed: int, progress: bool, count: bool
+) -> int:
     if given is not None:
         if isinstance(given, bool) or not isinstance(given, int) or given < 1:
             raise ValueError(f"n_classes must be a positive integer, got {given!r}")
         return given
+    if not count:
+        declared = [declared_classes(_declaring(s)) for s in sources.values()]
+        return 0 if None in declared else max(declared)  # type: ignore[type-var]
     return max(count_classes(k, s, seed, progress) for k, s in sources.items())
+
+
+def _declaring(src: Source) -> object:
+    return src if isinstance(src, TensorSource) else src.dataset
 
 
 def _stream(

@@ -31,8 +31,19 @@ from wdlab.data.arrays import check_values
 from wdlab.data.batches import Layout, as_inputs, parts
 from wdlab.data.dataset import Dataset
 from wdlab.data.stream import Stream
-from wdlab.data.streamed import TensorSource, check_keys, items, sample, source
+from wdlab.data.streamed import (
+    StreamedData,
+    TensorSource,
+    check_keys,
+    held,
+    items,
+    sample,
+    source,
+    stream_splits,
+)
+from wdlab.data.tables import is_table_path
 from wdlab.devices import gib
+from wdlab.loading import load_callable
 from wdlab.tasks import TASKS
 
 MAX_BYTES = 8 << 30  # refuse to read more than 8 GiB of inputs into memory
@@ -50,8 +61,8 @@ def _sources(splits: Mapping[str, Any], seed: int) -> dict[str, Any]:
         x, _ = sample(k, src, seed, count=1)
         if not isinstance(x, Tensor):
             raise ValueError(
-                f"data[{k!r}]: inputs are {Layout.of(x)}; a model with several inputs needs "
-                "the streamed path, not yet in wdlab.sweep"
+                f"data[{k!r}]: inputs are {Layout.of(x)}; a model with several inputs trains "
+                "from streams (wdlab.sweep streams them; wdlab.data.stream_splits)"
             )
         n = items(src)
         if n is not None and len(x):
@@ -143,4 +154,44 @@ def from_splits(
         y_test=ys["test"],
         n_classes=n_classes,
         meta=facts | {f"n_{k}": len(y) for k, y in ys.items()},
+    )
+
+
+def is_data_function(name: object) -> bool:
+    """Whether a data source names a function (``file.py:make_data``, ``module:make_data``)."""
+    return isinstance(name, str) and ":" in name and not is_table_path(name)
+
+
+def from_function(
+    target: str,
+    *,
+    seed: int = 0,
+    batch_size: int | None = None,
+    progress: bool = False,
+    task: str | None = None,
+) -> Dataset | StreamedData:
+    """The splits ``make_data()`` returns (``target``: ``file.py:make_data``, loaded with its
+    folder first on ``sys.path``): ``(X, y)`` tensors held in memory, or Datasets, DataLoaders,
+    factories streamed (:func:`stream_splits`, ``batch_size`` for bare Datasets). What the
+    function raises, or returns that is not a mapping of splits, is one ``ValueError`` line."""
+    make = load_callable(target, "data function ")
+    try:
+        splits = make()
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:  # user code: one line, whatever it raised
+        text = (str(exc).strip().splitlines() or [""])[0]
+        raise ValueError(
+            f"data function {target!r} raised {type(exc).__name__}" + (f": {text}" if text else "")
+        ) from None
+    if not isinstance(splits, Mapping):
+        raise ValueError(
+            f"data function {target!r} returned a {type(splits).__name__}; it must return "
+            "{'train': ..., 'val': ..., 'test': ...} (Datasets, DataLoaders or (X, y) tensors)"
+        )
+    name = target.rpartition(":")[2]
+    if held(splits):
+        return from_splits(splits, task=task, name=name, seed=seed, progress=progress)
+    return stream_splits(
+        splits, batch_size=batch_size, seed=seed, task=task, name=name, progress=progress
     )

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from wdlab.decay.driver import after_update, at_gradient, at_update, loss_term
+from wdlab.decay.driver import after_update, at_gradient, at_update, loss_term, to_optimizer
 from wdlab.decay.findings import builtin_note, config_warnings, group_findings
 from wdlab.decay.group import ATTACHED, DecayGroup, Keys, attached, decays, step_of
 from wdlab.decay.modes import (
@@ -44,7 +44,7 @@ from wdlab.decay.modes import (
     get_mode,
     l2_penalty,
 )
-from wdlab.decay.schedules import WDSchedule, checked, parse
+from wdlab.decay.schedules import WDSchedule, checked, parse, scale
 from wdlab.optimizers import OPTIMIZERS, class_name
 
 
@@ -116,7 +116,7 @@ class Decay:
             return base
         value = checked(self.schedule, step)
         if group is not None and Keys.OWN_WD in group:
-            return value * base / self.weight_decay if self.weight_decay > 0 else base
+            return scale(value, base, self.weight_decay) if self.weight_decay > 0 else base
         return value
 
     def penalty(self, optimizer: torch.optim.Optimizer) -> Tensor:
@@ -245,10 +245,9 @@ class Attachment:
                 group[Keys.LR0] = _peak_lr(group)
                 group[Keys.STATE] = {**state, "lr0_fixed": True}
             wd = self.decay.wd_at(state["step"], group)
-            if self.mode.optimizer_wd:
-                group["weight_decay"] = wd
             self._entries.append((self.mode, DecayGroup.of(group, wd=wd, grad_scale=scale)))
             self._indices.append(i)
+        to_optimizer(self._entries)  # builtin: the optimizer's own weight_decay, this step's
 
     def _update_point(self) -> None:
         for i, (_, g) in zip(self._indices, self._entries, strict=True):

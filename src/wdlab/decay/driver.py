@@ -10,6 +10,11 @@ A step has four points, and a :class:`~wdlab.decay.modes.Mode` acts at some of t
    ``independent``, ``corrected``; ``cautious`` keeps the weights;
 4. after the update (:func:`after_update`): ``cautious``; then the group's step count moves on.
 
+A mode whose optimizer does the work (``builtin``) acts at none of them: :func:`to_optimizer`
+hands it the step's weight decay (its group's ``weight_decay``) before the step, where that
+changes (a schedule). A group's weight decay is a float, one value per row, or a function of
+its step count (:meth:`~wdlab.decay.group.DecayGroup.wd_now`).
+
 Each runs over ``(mode, group)`` entries (:class:`~wdlab.decay.group.DecayGroup`). A
 :class:`Driver` hooks points 2–4 onto an optimizer's ``step()`` (the trainer's, over its
 stacked rows); :class:`wdlab.decay.attach.Attachment` does the same on a user's optimizer, where
@@ -48,6 +53,14 @@ def loss_term(
     return total
 
 
+def to_optimizer(entries: Iterable[Entry]) -> None:
+    """Before the step: the step's weight decay into the torch group of every mode whose
+    optimizer applies it (``builtin``)."""
+    for mode, g in entries:
+        if mode.optimizer_wd:
+            g.group["weight_decay"] = g.wd_now()
+
+
 def at_gradient(entries: Iterable[Entry]) -> None:
     """Point 2: the gradient-point modes, after ``backward()``."""
     for mode, g in entries:
@@ -82,7 +95,8 @@ class Driver:
         return loss_term(self.entries, start, per_row=per_row)
 
     def attach(self, optimizer: torch.optim.Optimizer) -> Driver:
-        """Run points 2 and 3 before each ``optimizer.step()``, point 4 after it."""
+        """Run points 2 and 3 (and :func:`to_optimizer`) before each ``optimizer.step()``,
+        point 4 after it."""
         self._handles += [
             optimizer.register_step_pre_hook(self._before),
             optimizer.register_step_post_hook(self._after),
@@ -96,6 +110,7 @@ class Driver:
         self._handles = []
 
     def _before(self, opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        to_optimizer(self.entries)
         at_gradient(self.entries)
         at_update(self.entries)
 

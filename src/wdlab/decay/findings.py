@@ -41,14 +41,14 @@ class DecayLike(Protocol):
     def wd_at(self, step: int, group: dict | None = None) -> float: ...
 
 
-def builtin_meaning(name: str, group: Mapping[str, Any]) -> str | None:
+def own_wd_mode(name: str, group: Mapping[str, Any]) -> str | None:
     """What an optimizer class's own ``weight_decay`` means for this group: ``coupled``,
     ``decoupled``, ``None`` (it has none) or ``unknown`` (a class wdlab does not know)."""
     try:
         spec = optimizer_spec(name)
     except ValueError:
         return UNKNOWN if "weight_decay" in group else None
-    return spec.builtin_meaning(dict(group))
+    return spec.own_wd_mode_with(dict(group))
 
 
 def _own_wd(group: Mapping[str, Any]) -> float:
@@ -59,7 +59,7 @@ def sources(name: str, group: dict, decay: DecayLike | None) -> list[dict]:
     """What decays this param group: the optimizer's own ``weight_decay`` (by what it means for
     class ``name``) and an attached wdlab ``Decay``; one dict each (by, mode, wd, formula)."""
     out = []
-    own, meaning = _own_wd(group), builtin_meaning(name, group)
+    own, meaning = _own_wd(group), own_wd_mode(name, group)
     if own > 0 and meaning is not None:
         text = FORMULAS.get(
             meaning, "wdlab does not know whether it is coupled or decoupled; see its docs"
@@ -106,7 +106,7 @@ def adam_l2(name: str, label: str, index: int | None, group: dict) -> str | None
         spec = optimizer_spec(name)
     except ValueError:
         return None
-    if not (spec.adam_family and own > 0 and builtin_meaning(name, group) == "coupled"):
+    if not (spec.adam_family and own > 0 and own_wd_mode(name, group) == "coupled"):
         return None
     alt = f"torch.optim.AdamW(..., weight_decay={own:g})"
     if "decoupled_weight_decay" in inspect.signature(spec.cls).parameters:
@@ -121,7 +121,7 @@ def adam_l2(name: str, label: str, index: int | None, group: dict) -> str | None
 def double_decay(name: str, index: int | None, group: dict, decay: DecayLike) -> str | None:
     """``double-decay``: the optimizer's own ``weight_decay`` under an attached ``Decay``."""
     own, mode = _own_wd(group), get_mode(decay.mode)
-    if own <= 0 or mode.optimizer_wd or not decays(group) or builtin_meaning(name, group) is None:
+    if own <= 0 or mode.optimizer_wd or not decays(group) or own_wd_mode(name, group) is None:
         return None
     fix = "; set weight_decay=0 in that group (wdlab.param_groups(model, decay) does)"
     has = f"param group {index} has weight_decay={own:g} of its own"
@@ -156,7 +156,7 @@ def builtin_note(mode: str, wd: float, name: str, options: Mapping[str, Any] | N
     L2/coupled decay ``builtin`` means for SGD and Adam."""
     if not (get_mode(mode).optimizer_wd and wd > 0):
         return None
-    if builtin_meaning(name, dict(options or {})) != "decoupled":
+    if own_wd_mode(name, dict(options or {})) != "decoupled":
         return None
     return (
         f"{name}'s weight_decay is decoupled (w ← w·(1 − lr·wd)), not the L2/coupled decay of "

@@ -55,7 +55,8 @@ from wdlab.optimizers import optimizer_spec
 PointFn = Callable[[DecayGroup, WD], None]
 
 
-def _rows(wd: Tensor, p: Tensor) -> Tensor:
+def _per_row(wd: Tensor, p: Tensor) -> Tensor:
+    """One value per row of ``p`` (its first dimension), shaped to broadcast over the row."""
     return wd.view(-1, *([1] * (p.dim() - 1))).to(p.dtype)
 
 
@@ -77,7 +78,7 @@ def coupled(params: Sequence[Tensor], wd: WD) -> None:
         if p.grad is None:
             continue
         if isinstance(wd, Tensor):
-            p.grad.addcmul_(p.detach(), _rows(wd, p))
+            p.grad.addcmul_(p.detach(), _per_row(wd, p))
         else:
             p.grad.add_(p.detach(), alpha=wd)
 
@@ -89,7 +90,7 @@ def to_init(params: Sequence[Tensor], anchors: Sequence[Tensor], wd: WD) -> None
             continue
         diff = p.detach() - p0
         if isinstance(wd, Tensor):
-            p.grad.add_(diff * _rows(wd, p))
+            p.grad.add_(diff * _per_row(wd, p))
         else:
             p.grad.add_(diff, alpha=wd)
 
@@ -100,7 +101,7 @@ def shrink(params: Sequence[Tensor], factor: WD) -> None:
         for p in params:
             if p.grad is None:
                 continue
-            p.mul_(_rows(factor, p) if isinstance(factor, Tensor) else factor)
+            p.mul_(_per_row(factor, p) if isinstance(factor, Tensor) else factor)
 
 
 def decoupled_factor(lr: float, wd: WD) -> WD:
@@ -178,7 +179,7 @@ def _cautious_after(g: DecayGroup, wd: WD) -> None:
             if x is None:
                 continue
             mask = ((x - p) * x) >= 0
-            w = wd if not isinstance(wd, Tensor) else _rows(wd, p)
+            w = wd if not isinstance(wd, Tensor) else _per_row(wd, p)
             p.sub_(torch.where(mask, x, 0.0).mul_(lr * w))
 
 
@@ -367,7 +368,7 @@ def acting_mode(mode: str, optimizer: str, options: Mapping[str, object] | None 
     m = get_mode(mode)
     if not m.optimizer_wd:
         return m
-    meaning = optimizer_spec(optimizer).builtin_meaning(dict(options or {}))
+    meaning = optimizer_spec(optimizer).own_wd_mode_with(dict(options or {}))
     return get_mode(meaning or "none")
 
 

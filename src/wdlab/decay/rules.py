@@ -369,12 +369,14 @@ def param_groups(
     return groups, table
 
 
-def _group_names(
-    table: DecayTable, weight_decays: Mapping[str, float], base: float, split_normalized: bool
-) -> list[tuple[list[str], float | None, dict]]:
-    """(names, weight decay or None for no decay, extra group keys) of each group."""
+def own_groups(
+    table: DecayTable, weight_decays: Mapping[str, float]
+) -> list[tuple[str, list[str], float]]:
+    """(pattern, names, weight decay) of each pattern of ``weight_decays``, in order: the
+    decaying parameters it matches that no earlier pattern took. A pattern that takes none is
+    refused in one line."""
     decaying = [r for r in table.rows if r["decays"]]
-    out: list[tuple[list[str], float | None, dict]] = []
+    out: list[tuple[str, list[str], float]] = []
     taken: set[str] = set()
     for pattern, wd in weight_decays.items():
         check_weight_decay(wd)
@@ -392,8 +394,20 @@ def _group_names(
                 f"that an earlier pattern did not take ({why})"
             )
         taken |= set(names)
-        out.append((names, float(wd), {Keys.OWN_WD: float(wd), "pattern": pattern}))
-    rest = [r for r in decaying if r["name"] not in taken]
+        out.append((pattern, names, float(wd)))
+    return out
+
+
+def _group_names(
+    table: DecayTable, weight_decays: Mapping[str, float], base: float, split_normalized: bool
+) -> list[tuple[list[str], float | None, dict]]:
+    """(names, weight decay or None for no decay, extra group keys) of each group."""
+    out: list[tuple[list[str], float | None, dict]] = [
+        (names, wd, {Keys.OWN_WD: wd, "pattern": pattern})
+        for pattern, names, wd in own_groups(table, weight_decays)
+    ]
+    taken = {n for names, _, _ in out for n in names}
+    rest = [r for r in table.rows if r["decays"] and r["name"] not in taken]
     flags = (True, False) if split_normalized else (None,)
     for flag in flags:
         names = [r["name"] for r in rest if flag is None or r["normalized"] is flag]

@@ -4,6 +4,12 @@
 over ``steps`` steps and stay at ``end`` after (DINO ramps AdamW's weight decay from 0.04 to
 0.4 with a cosine). A schedule is written ``"cosine:START:END:STEPS"`` on the command line.
 Any callable ``step -> wd`` works too; its values are checked as they are used.
+
+A group with a weight decay of its own follows the schedule's shape: at step ``t`` its weight
+decay is ``schedule(t)·own/base`` (:func:`scale`), ``base`` being the weight decay the schedule
+is measured against: :class:`~wdlab.decay.Decay`'s ``weight_decay`` for a user's optimizer, the
+schedule's start in a sweep, where every row is such a group (:func:`scaled`: each row's weight
+decay, and each tensor group's own, is where the schedule starts and follows its shape).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from wdlab.decay.group import WD
 from wdlab.decay.modes import is_nonneg_finite
 
 
@@ -85,3 +92,22 @@ def checked(schedule: Callable[[int], float], step: int) -> float:
             "number >= 0"
         )
     return float(value)
+
+
+def scale(value: float, own: WD, base: float) -> WD:
+    """A schedule's ``value`` for a group whose own weight decay is ``own`` (a float, or one
+    per row), the schedule measured against ``base``: ``value·own/base``, in that order (the
+    same rounding for a row alone and in a batch)."""
+    return value * own / base
+
+
+def scaled(schedule: WDSchedule, own: WD) -> Callable[[int], WD]:
+    """The weight decay by step of a group (or row) whose own weight decay is ``own``, under
+    ``schedule`` measured against its start: ``own`` at step 0, then the schedule's shape.
+    Refused in one line where the schedule starts at 0 (no shape to scale)."""
+    if not schedule.start > 0:
+        raise ValueError(
+            f"weight-decay schedule {schedule.describe()}: each weight decay follows the "
+            "schedule's shape from its start, so START must be > 0"
+        )
+    return lambda step: scale(schedule(step), own, schedule.start)

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from wdlab.decay import Mode
 from wdlab.func import with_ties
+from wdlab.inputs import Inputs, rows, take
 from wdlab.optimizers import OptimizerSpec
 
 EVAL_CHUNK = 256  # rows per evaluation forward of a model run through torch.func or grouped
@@ -40,16 +41,18 @@ class Tape:
 @dataclass(frozen=True)
 class Setup:
     """What an engine is built from: the template module and its stacked parameters and
-    buffers (row k: configuration k), the inputs of every split, and what decides the engine's
-    form (the optimizer and the decay modes, full batches or not, whether the weights must be
-    read every step, ``fast_path`` asked or refused, and for the built-in MLPs their
-    :class:`~wdlab.engines.mlp.Layout`). ``probe`` runs one configuration's loss on outputs, to
-    find out whether torch.vmap runs the model."""
+        buffers (row k: configuration k), the inputs of every split, and what decides the engine's
+        form (the optimizer and the decay modes, full batches or not, whether the weights must be
+        read every step, ``fast_path`` asked or refused, and for the built-in MLPs their
+        :class:`~wdlab.engines.mlp.Layout`). ``probe`` runs one configuration's loss on outputs, to
+        find out whether torch.vmap runs the model. Streamed data hold no split in memory: ``X`` is
+    then a sample of training rows (for the probes), ``eval_X`` empty, and every forward is given
+    its batch (``x=``)."""
 
     template: nn.Module
     stacked: dict[str, Tensor]
-    X: Tensor
-    eval_X: dict[str, Tensor] = field(default_factory=dict)
+    X: Inputs
+    eval_X: dict[str, Inputs] = field(default_factory=dict)
     buffers: dict[str, Tensor] = field(default_factory=dict)
     optimizer: OptimizerSpec | None = None
     modes: Sequence[Mode] = ()
@@ -69,7 +72,7 @@ def fast_path_choice(setup: Setup, found: tuple[bool, str]) -> tuple[bool, str]:
     if not setup.full_batch:
         applies, why = False, "mini-batches"
     if setup.reads_weights:
-        applies, why = False, "diagnostics need the weights themselves"
+        applies, why = False, "diagnostics or gradient clipping need the weights themselves"
     if setup.fast_path and not applies:
         raise ValueError(f"the fast path does not apply: {why}")
     return (applies if setup.fast_path is None else bool(setup.fast_path)), why
@@ -120,6 +123,7 @@ class Engine(Protocol):
 
     hand_backward: ClassVar[bool]  # gradients by a hand-written backward (no autograd graph)
     flat_inputs: ClassVar[bool]  # reads signals and images flat
+    float_inputs: ClassVar[bool]  # reads one floating tensor (built-in kinds: ints are cast)
     eval_chunk: ClassVar[int | None]  # rows per evaluation forward (None: all at once)
     tensors: dict[str, Tensor]  # the stacked leaves the optimizer steps
     buffers: dict[str, Tensor]  # stacked too: BatchNorm's running statistics
@@ -129,9 +133,15 @@ class Engine(Protocol):
 
     def parameter(self, name: str) -> str: ...
     def forward(
-        self, split: str = "train", idx: Tensor | None = None, train: bool = True
+        self,
+        split: str = "train",
+        idx: Tensor | None = None,
+        train: bool = True,
+        x: Inputs | None = None,
     ) -> Tensor: ...
-    def forward_tape(self, idx: Tensor | None = None) -> tuple[Tensor, Tape]: ...
+    def forward_tape(
+        self, idx: Tensor | None = None, x: Inputs | None = None
+    ) -> tuple[Tensor, Tape]: ...
     def backward(self, tape: Tape, dout: Tensor) -> None: ...
     def backward_loss(self, total: Tensor) -> None: ...
     def norm_probe(self, names: Sequence[str]) -> NormProbe: ...
@@ -157,6 +167,7 @@ class Stacked:
 
     hand_backward: ClassVar[bool] = False
     flat_inputs: ClassVar[bool] = False
+    float_inputs: ClassVar[bool] = False
     eval_chunk: ClassVar[int | None] = EVAL_CHUNK
 
     def __init__(self, setup: Setup) -> None:
@@ -178,28 +189,38 @@ class Stacked:
         """The model parameter a stacked tensor stands for (here: itself)."""
         return name
 
-    def inputs(self, split: str, idx: Tensor | None = None) -> Tensor:
-        """A split's inputs (``idx``: some rows of the training split)."""
+    def inputs(self, split: str, idx: Tensor | None = None, x: Inputs | None = None) -> Inputs:
+        """A split's inputs (``idx``: some rows of the training split), or the batch ``x``
+        when one is given (streamed data)."""
+        if x is not None:
+            return x
         if split != "train":
             return self.eval_X[split]
-        return self.X if idx is None else self.X[idx]
+        return self.X if idx is None else take(self.X, idx)
 
-    def _run(self, x: Tensor, train: bool) -> Tensor:
+    def _run(self, x: Inputs, train: bool) -> Tensor:
         raise NotImplementedError
 
     def forward(
-        self, split: str = "train", idx: Tensor | None = None, train: bool = True
+        self,
+        split: str = "train",
+        idx: Tensor | None = None,
+        train: bool = True,
+        x: Inputs | None = None,
     ) -> Tensor:
-        """Outputs (K, n, out) on a split, ``train`` the module's mode. Evaluation runs in
-        chunks of rows: the same outputs (eval mode is per example), with activations small
-        enough to stay in cache (and in memory, for large splits)."""
-        x = self.inputs(split, idx)
-        chunk = self.eval_chunk
-        if train or chunk is None or len(x) <= chunk:
+        """Outputs (K, n, out) on a split, or on the batch ``x``; ``train`` the module's mode.
+        Evaluation runs in chunks of rows: the same outputs (eval mode is per example), with
+        activations small enough to stay in cache (and in memory, for large splits)."""
+        x = self.inputs(split, idx, x)
+        chunk, n = self.eval_chunk, rows(x)
+        if train or chunk is None or n <= chunk:
             return self._run(x, train)
-        return torch.cat([self._run(x[i : i + chunk], False) for i in range(0, len(x), chunk)], 1)
+        chunks = [take(x, slice(i, i + chunk)) for i in range(0, n, chunk)]
+        return torch.cat([self._run(c, False) for c in chunks], 1)
 
-    def forward_tape(self, idx: Tensor | None = None) -> tuple[Tensor, Tape]:
+    def forward_tape(
+        self, idx: Tensor | None = None, x: Inputs | None = None
+    ) -> tuple[Tensor, Tape]:
         """The training outputs and a tape for :meth:`backward` (hand-backward engines)."""
         raise NotImplementedError(f"{type(self).__name__} has no hand-written backward")
 

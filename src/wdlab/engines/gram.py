@@ -91,6 +91,7 @@ class GramEngine(Stacked):
 
     hand_backward = True
     flat_inputs = True
+    float_inputs = True
     eval_chunk = None
 
     def __init__(self, setup: Setup, note: str = "") -> None:
@@ -166,15 +167,21 @@ class GramEngine(Stacked):
         return z + bias.unsqueeze(1) if bias is not None else z.clone()
 
     def forward(
-        self, split: str = "train", idx: Tensor | None = None, train: bool = True
+        self,
+        split: str = "train",
+        idx: Tensor | None = None,
+        train: bool = True,
+        x: Tensor | None = None,
     ) -> Tensor:
-        """Outputs (K, n, out) (full batch only: ``idx`` must be None)."""
+        """Outputs (K, n, out) (full batches of held splits only: ``idx`` and ``x`` are None)."""
         return self._rest(self._coefficients(split, None), None)
 
     def _rest(self, zb: Tensor, tape: Tape | None) -> Tensor:
         return rest(self.layout.stages, self.tensors, zb, tape)
 
-    def forward_tape(self, idx: Tensor | None = None) -> tuple[Tensor, Tape]:
+    def forward_tape(
+        self, idx: Tensor | None = None, x: Tensor | None = None
+    ) -> tuple[Tensor, Tape]:
         """The training outputs and the tape of :meth:`backward`."""
         tape = Tape()
         return self._rest(self._coefficients("train", tape), tape), tape

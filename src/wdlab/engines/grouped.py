@@ -13,6 +13,7 @@ class GroupedCNNEngine(Stacked):
     """:class:`wdlab.cnn.GroupedCNN` over the stacked weights and buffers."""
 
     hand_backward = True
+    float_inputs = True
 
     def __init__(self, setup: Setup) -> None:
         super().__init__(setup)
@@ -23,10 +24,13 @@ class GroupedCNNEngine(Stacked):
     def _run(self, x: Tensor, train: bool) -> Tensor:
         return self.fwd(self.tensors, self.buffers, x, train)
 
-    def forward_tape(self, idx: Tensor | None = None) -> tuple[Tensor, Tape]:
-        """The training outputs, and the tape :meth:`backward` needs (call under no_grad)."""
+    def forward_tape(
+        self, idx: Tensor | None = None, x: Tensor | None = None
+    ) -> tuple[Tensor, Tape]:
+        """The training outputs (rows ``idx``, or the batch ``x``), and the tape
+        :meth:`backward` needs (call under no_grad)."""
         tape = Tape()
-        x = self.inputs("train", idx)
+        x = self.inputs("train", idx, x)
         return self.fwd.forward(self.tensors, self.buffers, x, True, tape.entries), tape
 
     def backward(self, tape: Tape, dout: Tensor) -> None:

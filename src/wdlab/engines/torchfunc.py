@@ -11,6 +11,7 @@ from torch import Tensor
 
 from wdlab.engines.base import Engine, Setup, Stacked, fast_path_choice
 from wdlab.func import FuncForward, probe, vmap_note
+from wdlab.inputs import Inputs, rows, take
 
 PROBE_ROWS = 8  # training rows the vmap probe runs on
 
@@ -34,12 +35,13 @@ class FuncEngine(Stacked):
         return engine
 
     def _probe(self, loss: Callable[[Tensor, Tensor], Tensor]) -> None:
-        x = self.X[: min(len(self.X), PROBE_ROWS)]
-        idx = torch.arange(len(x), device=x.device)
+        n = min(rows(self.X), PROBE_ROWS)
+        x = take(self.X, slice(0, n))
+        idx = torch.arange(n, device=next(iter(self.tensors.values())).device)
         why = probe(self.fwd, self.tensors, self.buffers, x, lambda out: loss(out, idx).sum())
         if why is not None:
             self.fwd.vmap = False
             self.note = f"one configuration after another (torch.vmap failed: {why})"
 
-    def _run(self, x: Tensor, train: bool) -> Tensor:
+    def _run(self, x: Inputs, train: bool) -> Tensor:
         return self.fwd(self.tensors, self.buffers, x, train)

@@ -6,7 +6,7 @@ from wdlab.pipelines.exports import export_to
 from wdlab.pipelines.load import build_report, load_result
 from wdlab.pipelines.memory import plan_batches
 from wdlab.pipelines.own import sweep
-from wdlab.pipelines.results import DemoResult, ExperimentResult, SweepResult
+from wdlab.pipelines.results import DemoResult, SweepResult, former_name
 from wdlab.pipelines.study import (
     DEFAULT_MAX_MEMORY_MB,
     IncompleteStudy,
@@ -23,7 +23,6 @@ __all__ = [
     "REGIMES",
     "DemoResult",
     "DemoSettings",
-    "ExperimentResult",
     "IncompleteStudy",
     "SweepResult",
     "build_report",
@@ -40,3 +39,8 @@ __all__ = [
     "seed_init",
     "sweep",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Former names, with a ``DeprecationWarning`` (``ExperimentResult``: SweepResult)."""
+    return former_name(__name__, name, stacklevel=2)

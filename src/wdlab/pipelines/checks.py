@@ -1,6 +1,6 @@
 """The arguments of :func:`wdlab.sweep`, checked before anything runs: each bad one is one
 ``ValueError`` line naming the argument (the command line checks its flags the same way, in
-:mod:`wdlab.config` and :mod:`wdlab.cli`)."""
+:mod:`wdlab.config_keys` and :mod:`wdlab.cli`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import Tensor
 
+from wdlab.config_keys import ordered_pairs
 from wdlab.data import Dataset
 from wdlab.decay import DEFAULT_RULE, EVERYTHING, PRESETS, DecayRule
 
@@ -84,9 +85,10 @@ def rule_identity(rule: DecayRule) -> str | dict[str, Any]:
     return out
 
 
-def checked_data(load: Callable[[Any], Dataset], data: Any) -> Dataset:
+def checked_data(load: Callable[[Any], Any], data: Any) -> Any:
     """``load(data)``, with inputs it cannot read as numbers, splits whose inputs and targets
-    differ in length, and empty splits each refused in one ``ValueError`` line."""
+    differ in length, and empty splits each refused in one ``ValueError`` line (streamed data
+    are checked batch by batch as they are read)."""
     if isinstance(data, Mapping):  # before loading: an empty split fails deep inside it
         for split, v in data.items():
             pair = isinstance(v, (tuple, list)) and len(v) == 2
@@ -99,6 +101,8 @@ def checked_data(load: Callable[[Any], Dataset], data: Any) -> Dataset:
         raise ValueError(
             f"data: the splits must hold numbers (tensors or arrays): {first}"
         ) from None
+    if not isinstance(ds, Dataset):
+        return ds
     for split, (X, y) in ds.splits().items():
         n_x = X.shape[0] if isinstance(X, Tensor) else len(X)
         if n_x != len(y):
@@ -113,3 +117,26 @@ def _length(v: object) -> int | None:
         return len(v)  # type: ignore[arg-type]
     except TypeError:
         return None
+
+
+#: Keys a ``wdlab.sweep`` study stores that are not part of its identity: ``keep`` and
+#: ``checkpoint`` change no number; the keys added later (the recipe's, early stopping's
+#: patience, successive halving's) count only when set (a study made before they existed keeps
+#: its identity, and resumes).
+NOT_IN_IDENTITY = {"keep": None, "checkpoint": None}
+LATER = {"steps": 0, "clip_grad_norm": None, "patience": 10}
+LATER |= {"prune": False, "prune_eta": 3, "prune_rung": 0}
+
+
+def sweep_identity(described: Mapping[str, Any]) -> dict[str, Any]:
+    """What identifies a ``wdlab.sweep`` study: its stored config without ``train.keep``, and
+    without the later recipe keys left at their defaults."""
+    train = {
+        k: v
+        for k, v in described["train"].items()
+        if k not in NOT_IN_IDENTITY and not (k in LATER and v == LATER[k])
+    }
+    decay = dict(described["decay"])
+    if "group_wd" in decay:
+        decay["group_wd"] = ordered_pairs(decay["group_wd"])
+    return {**described, "train": train, "decay": decay}

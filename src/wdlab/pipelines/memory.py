@@ -4,7 +4,11 @@ fit a memory budget (:func:`bytes_per_config`, :func:`plan_batches`, :func:`chec
 The estimate covers the stacked weights, their gradients and the optimizer's state
 (:attr:`wdlab.optimizers.OptimizerSpec.state_size`), the activations of the larger of a
 training step and an evaluation pass, and the per-epoch and per-evaluation records; not the
-process itself (Python, torch and the data: :data:`PROCESS_BASELINE_MB`).
+process itself (Python, torch and the data: :data:`PROCESS_BASELINE_MB`). Streamed data
+(:class:`~wdlab.data.StreamedData`) count the rows of one batch, whatever the data's size: a
+step's batch is its training stream's, an evaluation's the largest batch of the streams (each
+split is read batch by batch); a user's own metric also keeps each split's outputs (out × rows
+× 4 bytes per configuration), which this does not count.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from collections.abc import Sequence
 
 import torch
 
-from wdlab.data import Dataset
+from wdlab.data import Dataset, StreamedData, TensorStream
+from wdlab.data.streamed import SAMPLE
 from wdlab.devices import available_memory, gib
+from wdlab.inputs import Inputs, apply, shapes
 from wdlab.models import ModelSpec, activations_per_example
 from wdlab.optimizers import optimizer_spec
 from wdlab.records import RunConfig
@@ -46,7 +52,7 @@ def meta_build(spec: ModelSpec) -> torch.nn.Module:
 
 def bytes_per_config(
     spec: ModelSpec,
-    data: Dataset,
+    data: Dataset | StreamedData,
     batch_size: int | None,
     epochs: int = 1,
     eval_every: int = 10,
@@ -64,12 +70,7 @@ def bytes_per_config(
     n_params = sum(p.numel() for p in model.parameters())
     states = optimizer_spec(optimizer).state_size
     per_example = _activations(model, spec, data)
-    n_train = len(data.y_train)
-    minibatch = bool(batch_size) and batch_size < n_train
-    step_rows = batch_size if minibatch else n_train
-    eval_rows = max(len(data.y_test), len(data.y_val) if data.y_val is not None else 0)
-    if minibatch:  # the training split is evaluated in a pass of its own
-        eval_rows = max(eval_rows, n_train)
+    step_rows, eval_rows = _rows(data, batch_size)
     chunk = spec.model_kind.engine.eval_chunk  # rows per evaluation forward, if chunked
     if chunk is not None:
         eval_rows = min(eval_rows, chunk)
@@ -87,19 +88,45 @@ def bytes_per_config(
     )
 
 
-def _activations(model: torch.nn.Module, spec: ModelSpec, data: Dataset) -> int:
+def _rows(data: Dataset | StreamedData, batch_size: int | None) -> tuple[int, int]:
+    """(rows of a training step, rows of the largest evaluation forward before chunking)."""
+    if isinstance(data, StreamedData):  # one batch at a time, the training split evaluated too
+        sizes = [_batch_rows(s, batch_size) for s in data.streams.values()]
+        return _batch_rows(data.streams["train"], batch_size), max(sizes)
+    n_train = len(data.y_train)
+    minibatch = bool(batch_size) and batch_size < n_train
+    step_rows = batch_size if minibatch else n_train
+    eval_rows = max(len(data.y_test), len(data.y_val) if data.y_val is not None else 0)
+    if minibatch:  # the training split is evaluated in a pass of its own
+        eval_rows = max(eval_rows, n_train)
+    return step_rows, eval_rows  # type: ignore[return-value]
+
+
+def _batch_rows(stream: object, batch_size: int | None) -> int:
+    """Rows of one of a stream's batches: its own batch size; an in-memory split's whole
+    evaluation; else the sweep's batch size (a sampler of batches, a factory: unknown)."""
+    if isinstance(stream, TensorStream):
+        return max(stream.batch_size or stream.n, stream.n)
+    return getattr(stream, "batch_size", None) or batch_size or SAMPLE
+
+
+def _example(data: Dataset | StreamedData) -> Inputs:
+    return data.example if isinstance(data, StreamedData) else data.X_train[:1]
+
+
+def _activations(model: torch.nn.Module, spec: ModelSpec, data: Dataset | StreamedData) -> int:
     """Activation values per example (on the meta device when the model is there)."""
-    example = data.X_train[:1]
+    example = _example(data)
     if next(iter(model.parameters()), torch.empty(0)).is_meta:
         try:
-            return activations_per_example(model, example.to("meta"))
+            return activations_per_example(model, apply(lambda t: t.to("meta"), example))
         except (RuntimeError, NotImplementedError, TypeError, ValueError):
             model = _real(spec)  # a module the meta device cannot run
     try:
         return activations_per_example(model, example)
     except Exception as exc:  # the user's module and data: say which failed, in one line
         raise ValueError(
-            f"the model fails on inputs of shape {tuple(example.shape[1:])}: "
+            f"the model fails on inputs of shape {shapes(example)}: "
             f"{type(exc).__name__}: {first_line(exc)}"
         ) from None
 

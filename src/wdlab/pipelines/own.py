@@ -7,7 +7,6 @@ Datasets or tensors, an optional loss and metric.
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -17,21 +16,24 @@ from typing import Any
 import torch
 from torch import nn
 
-from wdlab.config import validate
-from wdlab.data import Dataset, from_splits, is_table_path, load, read_table
+from wdlab.config import Experiment, validate
+from wdlab.data import Dataset, StreamedData, from_splits, is_table_path, load, read_table
 from wdlab.data.arrays import check_values
-from wdlab.decay import DEFAULT_RULE, DecayRule
+from wdlab.data.streamed import held
+from wdlab.decay import DEFAULT_RULE, DecayRule, WDSchedule
 from wdlab.halving import Prune, setting
 from wdlab.integrations.logs import LogSpec
 from wdlab.models import ModelSpec
-from wdlab.pipelines import checks
+from wdlab.pipelines import checks, experiment
 from wdlab.pipelines.results import SweepResult
 from wdlab.pipelines.study import DEFAULT_MAX_MEMORY_MB, Study, run_study
+from wdlab.pipelines.userdata import data_identity, data_sizes, streamed_splits, with_classes
 from wdlab.tasks import Metric, Task, custom_task, get_task
 from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT, code_fingerprint
 
 Model = Callable[..., nn.Module] | ModelSpec | str
 Data = Mapping[str, Any] | Dataset | str
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def sweep(
@@ -44,17 +46,29 @@ def sweep(
     modes: str | Sequence[str] = ("decoupled",),
     seeds: int | Sequence[int] = 1,
     epochs: int = 10,
+    steps: int | None = None,
     batch_size: int | None = 128,
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    schedule: str = "constant",
+    clip_grad_norm: float | None = None,
+    precision: str = "fp32",
+    loss: Loss | None = None,
     metric: str | Metric | Callable[[torch.Tensor, torch.Tensor], object] | None = None,
     select: str | None = None,
     max_batch: int | None = None,
     out: str | Path | None = None,
+    keep: str = "best",
     device: str | None = None,
     rule: DecayRule | str = DEFAULT_RULE,
+    wd_schedule: str | WDSchedule | None = None,
+    group_wd: Mapping[str, float] | None = None,
     options: Mapping[str, Any] | None = None,
     eval_every: int = 1,
     early_stopping: bool = False,
+    patience: int = 10,
+    prune: bool | Prune | Mapping[str, Any] = False,
+    checkpoint: int | str = "auto",
+    diagnostics: Sequence[str] = (),
+    n_classes: int | None = None,
     max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
     progress: bool = False,
     name: str | None = None,
@@ -64,78 +78,65 @@ def sweep(
     categorical: Sequence[str] | None = None,
     factory_timeout: float | None = DEFAULT_FACTORY_TIMEOUT,
     log: LogSpec = None,
-    prune: bool | Prune | Mapping[str, Any] = False,
-    patience: int = 10,
-    checkpoint: int | str = "auto",
 ) -> SweepResult:
     """Sweep weight decay × lr × mode × seed for ``model`` on ``data``; choose on validation.
 
-    ``model`` is a factory returning an ``nn.Module``, called after ``torch.manual_seed(seed)``
-    with ``seed``, ``in_dim`` and ``out_dim`` by keyword where it has parameters of those names
-    (``def make(seed=0)`` gets each seed; a single required parameter of another name gets it
-    positionally), and stopped after ``factory_timeout`` seconds (``None``: no limit); or
-    ``"path/file.py:make"``, a :class:`~wdlab.models.ModelSpec`, or a built-in kind (``"cnn"``,
-    ``"mlp"``…). ``data`` maps ``train``/``val``/``test`` to map-style Datasets of ``(x, y)``,
-    DataLoaders or ``(X, y)`` pairs (:func:`wdlab.data.from_splits`), or is a Dataset, a source
-    name or a .csv/.parquet path read with ``target=`` (required), ``features=``, ``impute=``
-    and ``categorical=`` (:func:`wdlab.data.read_table`). ``loss(outputs, targets)`` and
-    ``metric`` replace the task's own (``metric``: a recorded key such as ``"acc"``, a
-    :class:`~wdlab.tasks.Metric`, or a callable where higher is better); ``select`` chooses on
-    ``"loss"`` or a metric key (default: the metric). ``rule`` says which tensors decay: a
-    :class:`~wdlab.decay.DecayRule` or a name (``"default"``, ``"everything"``, ``"timm"``,
-    ``"nanogpt"``, ``"hf"``). ``max_batch=1`` trains the configurations one after another: the
-    reference the batched path matches. ``out`` keeps the study (resumable, reportable);
-    without it the store is temporary. ``result.engine`` says which path ran and why. ``log``:
-    ``"tensorboard:DIR"``, ``"mlflow[:URI]"`` or a list (each run as it finishes).
-    ``early_stopping`` scores each run at its best validation epoch and stops training it once
-    that has not improved for ``patience`` evaluations. ``prune=True`` (or ``Prune(eta=3,
-    first_rung=None)``, :mod:`wdlab.halving`) runs successive halving: at each rung the best
-    1/eta of the mode × lr × wd cells go on, the others stop (wd = 0 and cells within one
-    standard error of the best always go on). ``checkpoint``: the state of each batch in
-    training is saved into ``out`` every N epochs, ``"auto"`` (every 5 minutes) or ``"off"``.
+    ``model``: a factory returning an ``nn.Module`` (after ``torch.manual_seed(seed)``, given
+    ``seed``, ``in_dim``, ``out_dim`` by keyword where it has them, or the seed to its one
+    required parameter; stopped after ``factory_timeout`` s), ``"file.py:make"``, a
+    :class:`~wdlab.models.ModelSpec` or a built-in kind. ``data``: ``{"train", "val", "test"}``
+    → ``(X, y)`` tensors (held: the fast path) or Datasets, DataLoaders, ``IterableDataset``s,
+    ``make_loader(split, seed, epoch)`` factories (streamed, :func:`wdlab.data.stream_splits`:
+    ``__getitem__`` afresh each epoch; classes ``n_classes``, declared, or the model's output
+    width); or a Dataset, a source name, a .csv/.parquet path (``target=``, ``features=``,
+    ``impute=``, ``categorical=``). The recipe: ``epochs`` or ``steps``, ``schedule`` (per epoch,
+    or per step with warm-up), ``clip_grad_norm`` (each configuration's own), ``precision``,
+    ``loss`` (e.g. label smoothing), ``metric``; ``select``: ``"loss"`` or a metric;
+    ``early_stopping``: at each run's best validation epoch, stopped after ``patience``
+    evaluations without a better one; ``prune``: successive halving (:mod:`wdlab.halving`);
+    ``checkpoint``: every N epochs, ``"auto"``, ``"off"``; ``diagnostics``: opt-in recordings.
+    ``rule``, ``group_wd``, ``wd_schedule``: which tensors decay, at what. ``max_batch=1``: one
+    at a time, the reference. ``out`` keeps the study (else a temporary one) and, by ``keep``
+    (best, all, none), trained weights (:meth:`SweepResult.model`). ``log``: dashboards.
     """
     t0 = time.perf_counter()
     checks.check_arguments(max_batch, max_memory_mb, out, factory_timeout)
-    pruning = setting(prune)
     rule = checks.decay_rule(rule)
-    table = (target, features, impute, categorical)
-    ds = checks.checked_data(lambda d: resolve_data(d, *table), data)
+    streamed = {"batch_size": batch_size, "n_classes": n_classes, "progress": progress}
+    ds = user_data(data, (target, features, impute, categorical), streamed, model, factory_timeout)
     spec, init_name = resolve_model(model, ds, factory_timeout)
     task = _task(ds, loss, metric)
     chosen_on = select or (metric if isinstance(metric, str) else None) or "auto"
-    train = _train_table(optimizer, lr, seeds, epochs, batch_size, eval_every, options, device)
-    train |= {"select": chosen_on, "early_stopping": early_stopping, "patience": patience}
-    train |= {"checkpoint": checkpoint, **_prune_keys(pruning)}
-    grid = {"modes": _listed(modes), "weight_decay": _listed(weight_decay)}
-    config = validate({"train": train, "decay": grid})
-    kw = config.train.train_kwargs(shuffle_seed=0) | {"rule": rule, "task": task}
-    described = _describe(config.to_dict(), init_name, ds, (loss, metric), rule)
-    identity = _describe(config.every_key_identity(), init_name, ds, (loss, metric), rule)
-    study = Study(Path(), name or "", described, identity, ds, spec, config.grid(), kw, pruning)
+    recipe = _recipe(steps, schedule, clip_grad_norm, precision, keep, early_stopping, diagnostics)
+    recipe |= {"patience": patience, "checkpoint": checkpoint, **_prune_keys(setting(prune))}
+    grid = {"optimizer": optimizer, "lr": _listed(lr), "seeds": checks.seed_list(seeds)}
+    train = grid | recipe | {"epochs": epochs, "batch_size": batch_size or 0, "select": chosen_on}
+    train |= {"eval_every": eval_every, "options": dict(options or {}), "device": device}
+    decay = decay_section(modes, weight_decay, wd_schedule, group_wd)
+    config = validate({"train": train, "decay": decay})
+    study = _study(config, ds, spec, init_name, (loss, metric), rule, task, out is not None)
     return _run(study, out, name, max_batch, max_memory_mb, progress, t0, log)
 
 
-def _train_table(
-    optimizer: str,
-    lr: object,
-    seeds: int | Sequence[int],
-    epochs: int,
-    batch_size: int | None,
-    eval_every: int,
-    options: Mapping[str, Any] | None,
-    device: str | None,
-) -> dict[str, Any]:
-    """The ``[train]`` keys of the optimizer, the grid's lr and seeds, and the training."""
-    return {
-        "optimizer": optimizer,
-        "lr": _listed(lr),
-        "seeds": checks.seed_list(seeds),
-        "epochs": epochs,
-        "batch_size": batch_size or 0,
-        "eval_every": eval_every,
-        "options": dict(options or {}),
-        "device": device,
-    }
+def _study(
+    config: Experiment,
+    ds: Dataset | StreamedData,
+    spec: ModelSpec,
+    init_name: str,
+    code: tuple[object, object],
+    rule: DecayRule,
+    task: Task | None,
+    kept: bool,
+) -> Study:
+    """The study of a :func:`sweep` (its folder and name set by :func:`_run`): the trainer's
+    keywords (weights kept only where the study is: ``kept``), the config as stored (with the
+    Python objects' names and fingerprints, ``code``: the loss and the metric) and its
+    identity."""
+    kw = config.train.train_kwargs(shuffle_seed=0) | config.decay.train_kwargs()
+    kw |= {"rule": rule, "task": task, "keep_params": kw["keep_params"] and kept}
+    described = _describe(config.to_dict(), init_name, ds, code, rule)
+    identity = checks.sweep_identity(described)
+    return Study(Path(), "", described, identity, ds, spec, experiment.grid(config), kw)
 
 
 def _prune_keys(pruning: Prune | None) -> dict[str, Any]:
@@ -143,6 +144,32 @@ def _prune_keys(pruning: Prune | None) -> dict[str, Any]:
     if pruning is None:
         return {}
     return {"prune": True, "prune_eta": pruning.eta, "prune_rung": pruning.first_rung or 0}
+
+
+def _recipe(
+    steps: int | None,
+    schedule: str,
+    clip_grad_norm: float | None,
+    precision: str,
+    keep: str,
+    early_stopping: bool,
+    diagnostics: Sequence[str],
+) -> dict[str, Any]:
+    """The ``[train]`` keys of :func:`sweep`'s recipe, for the config's checks."""
+    recipe = {"steps": steps or 0, "schedule": schedule, "clip_grad_norm": clip_grad_norm}
+    recipe |= {"precision": precision, "keep": keep, "early_stopping": early_stopping}
+    return recipe | {"diagnostics": list(diagnostics)}
+
+
+def user_data(
+    data: Data, table: tuple, streamed: Mapping[str, Any], model: Model, timeout: float | None
+) -> Dataset | StreamedData:
+    """The data of :func:`sweep` (and :func:`wdlab.optuna.optimize`), checked: tensors held,
+    Datasets and DataLoaders streamed (``streamed``: ``batch_size``, ``n_classes``,
+    ``progress``), with their classes; ``table``: how to read a .csv/.parquet path (target,
+    features, impute, categorical)."""
+    ds = checks.checked_data(lambda d: resolve_data(d, *table, stream=streamed), data)
+    return with_classes(ds, model, timeout, resolve_model)
 
 
 def _task(ds: Dataset, loss: object, metric: object) -> Task | None:
@@ -184,14 +211,34 @@ def _run(
     return result
 
 
+def decay_section(
+    modes: object, weight_decay: object, schedule: object, group_wd: object
+) -> dict[str, Any]:
+    """The ``[decay]`` keys of :func:`sweep`'s arguments (a WDSchedule as its text,
+    ``shape:START:END:STEPS``)."""
+    if isinstance(schedule, WDSchedule):
+        schedule = f"{schedule.shape}:{schedule.start!r}:{schedule.end!r}:{schedule.steps}"
+    return {
+        "modes": _listed(modes),
+        "weight_decay": _listed(weight_decay),
+        "wd_schedule": schedule,
+        "group_wd": dict(group_wd) if isinstance(group_wd, Mapping) else group_wd or {},
+    }
+
+
 def _listed(value: object) -> object:
     return list(value) if isinstance(value, (tuple, list)) else value
 
 
-def resolve_data(data: Data, *table_args: object) -> Dataset:
-    """The Dataset ``data`` names; ``table_args`` (target, features, impute, categorical, each
+def resolve_data(
+    data: Data, *table_args: object, stream: Mapping[str, Any] | None = None
+) -> Dataset | StreamedData:
+    """The data ``data`` names; ``table_args`` (target, features, impute, categorical, each
     ``None`` when not given): how to read a .csv/.parquet path (refused for any other data).
-    Inputs that are NaN, infinite or beyond float32 are refused, whatever the data came as."""
+    Inputs that are NaN, infinite or beyond float32 are refused, whatever the data came as.
+    ``stream`` (``batch_size``, ``n_classes``, ``progress``): splits given as Datasets,
+    DataLoaders or factories become streams (:func:`wdlab.data.stream_splits`); without it
+    they are read into memory (:func:`wdlab.data.from_splits`)."""
     keys = ("target", "features", "impute", "categorical")
     table = dict(zip(keys, (*table_args, None, None, None, None)[:4], strict=True))
     given = [k for k, v in table.items() if v is not None]
@@ -209,6 +256,8 @@ def resolve_data(data: Data, *table_args: object) -> Dataset:
             return read_table(data, **{k: _listed(v) for k, v in table.items()})
         return load(data)
     if isinstance(data, Mapping):
+        if stream is not None and not held(data):
+            return streamed_splits(data, **stream)
         return from_splits(data)
     raise ValueError(
         f"data must map 'train', 'val', 'test' to Datasets or (X, y), or be a wdlab Dataset, "
@@ -221,7 +270,7 @@ def resolve_model(
 ) -> tuple[ModelSpec, str]:
     """The ModelSpec for ``model``, sized to the data, and how to name the model. A factory
     becomes a ``custom`` spec: it is built the one way ``wdlab sweep --model`` builds it."""
-    sizes = {"in_dim": ds.in_dim, "out_dim": ds.out_dim, "in_shape": ds.in_shape}
+    sizes = data_sizes(ds, builtin=isinstance(model, str) and ":" not in model)
     if isinstance(model, ModelSpec):
         return model, model.describe()
     if isinstance(model, str) and ":" in model:  # "module:function" or "path/file.py:function"
@@ -237,22 +286,18 @@ def resolve_model(
 
 
 def _describe(
-    config: dict, model: str, ds: Dataset, code: tuple[object, object], rule: DecayRule
-) -> dict[str, Any]:
+    config: dict, model: str, ds: Dataset | StreamedData, code: tuple[object, object],
+    rule: DecayRule,
+) -> dict[str, Any]:  # fmt: skip
     """The study's config as stored: the grid and training keys, the decay rule, and names and
     fingerprints of the Python objects: a changed model (its fingerprint is added when it is
     built: :func:`wdlab.pipelines.study.run_study`), data, loss or metric is another study."""
-    digest = hashlib.sha256()
-    for split, (X, y) in ds.splits().items():
-        digest.update(split.encode())
-        digest.update(X.detach().cpu().float().numpy().tobytes())
-        digest.update(y.detach().cpu().numpy().tobytes())
     name = lambda f: getattr(f, "__qualname__", getattr(f, "name", repr(f)))  # noqa: E731
     loss, metric = code
     given = lambda f: {"name": name(f), "code": code_fingerprint(f)} if f else None  # noqa: E731
     return {
         "model": {"factory": model},
-        "data": {"name": ds.name, "fingerprint": digest.hexdigest()[:16], "shape": ds.in_shape},
+        "data": data_identity(ds),
         "train": config["train"] | {"loss": given(loss)},
         "decay": config["decay"] | {"metric": given(metric), "rule": checks.rule_identity(rule)},
     }

@@ -4,20 +4,25 @@ thin call into :mod:`wdlab.report`."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from matplotlib.figure import Figure
 
 from wdlab.decay import get_mode
 from wdlab.extras import require
+from wdlab.pipelines.weights import build_trained, kept_files, runs_at
 from wdlab.records import Check, Result, RunResult, use_wd
 from wdlab.report.figures import figure
 from wdlab.report.files import write_results
 from wdlab.report.text import demo_table, experiment_table, short, use_cell, verdict_text
 from wdlab.selection import metric_for, select, study_metric
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(repr=False)  # Result's repr: a one-line summary; str() is the table
@@ -95,6 +100,7 @@ class SweepResult(Result):
 
     kind: str = "sweep"
     directory: Path | None = field(default=None)
+    spec: Any = field(default=None, repr=False, compare=False)  # the model spec, in-process
 
     def __post_init__(self) -> None:
         # a results file written before the verdicts existed: choose again from its runs
@@ -113,15 +119,39 @@ class SweepResult(Result):
         """One dict per (mode, lr) that decays: ``mode``, ``lr``, ``weight_decay`` (chosen on
         validation), ``val``, ``test_mean``, ``test_std``, ``test_at_zero``,
         ``better_than_zero``, the ``verdict`` in words and ``use_wd``, the weight decay to use
-        (:func:`~wdlab.records.use_wd`: the chosen one where it beat wd = 0, else 0)."""
+        (:func:`~wdlab.records.use_wd`: the chosen one where it beat wd = 0, else 0), and
+        ``weights``: {seed: file} of the ``use_wd`` runs' trained weights the study keeps
+        (:meth:`model` builds them)."""
         keys = ("mode", "lr", "weight_decay", "val", "test_mean", "test_std", "test_at_zero")
         return [
             {k: s[k] for k in keys}
             | {"better_than_zero": bool(s["better_than_zero"]), "verdict": s["verdict"]}
             | {"use_wd": use_wd(s)}
+            | {
+                "weights": kept_files(
+                    self.directory, runs_at(self.runs, s["mode"], s["lr"], use_wd(s))
+                )
+            }
             for s in self.selection
             if get_mode(s["mode"]).decays
         ]
+
+    def model(
+        self,
+        seed: int | None = None,
+        *,
+        mode: str | None = None,
+        lr: float | None = None,
+        weight_decay: float | None = None,
+        factory: Any = None,
+    ) -> nn.Module:
+        """The trained model of the answer, ready (in eval mode): the configuration of
+        :attr:`best`'s best (mode, lr) row (or the one named) at its ``use_wd`` (or
+        ``weight_decay``), trained with ``seed`` (default: its first), rebuilt with the
+        sweep's factory (or ``factory``) and the weights the study keeps
+        (:mod:`wdlab.pipelines.weights`: ``keep="best"`` or ``"all"``); one ``ValueError``
+        line when they were not kept."""
+        return build_trained(self, seed, mode, lr, weight_decay, factory)
 
     def to_pandas(self) -> Any:
         """Tidy runs: a pandas DataFrame with one row per run (configuration, status, final
@@ -196,5 +226,19 @@ def run_row(run: RunResult) -> dict[str, Any]:
     return row | {"seconds": run.seconds, "engine": run.engine}
 
 
-#: ``wdlab run``'s result: a sweep of one experiment into a temporary store.
-ExperimentResult = SweepResult
+def former_name(module: str, name: str, stacklevel: int = 2) -> Any:
+    """``ExperimentResult``, the former name of :class:`SweepResult` (``wdlab run``'s result is
+    a SweepResult of kind ``run``), with a ``DeprecationWarning`` until the next release; an
+    ``AttributeError`` of ``module`` for any other name."""
+    if name != "ExperimentResult":
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    warnings.warn(
+        "ExperimentResult is SweepResult; the old name goes in the next release",
+        DeprecationWarning,
+        stacklevel=stacklevel + 1,
+    )
+    return SweepResult
+
+
+def __getattr__(name: str) -> Any:
+    return former_name(__name__, name)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from wdlab.data import Dataset
+from wdlab.data import Dataset, StreamedData
 from wdlab.executors import Segment
 from wdlab.halving import Prune, check_cells, decide
 from wdlab.pipelines.checkpoints import CheckpointError, configs_of, read, sweep_temporary
@@ -31,8 +31,13 @@ from wdlab.store import Store, config_key
 Waiting = tuple[RunConfig, int, str | None]  # a pending run: (config, epochs, checkpoint)
 
 
+def has_validation(ds: Dataset | StreamedData) -> bool:
+    """Whether the data has a validation split (held or streamed)."""
+    return "val" in (ds.streams if isinstance(ds, StreamedData) else ds.splits())
+
+
 def check_pruning(
-    prune: Prune | None, configs: Sequence[RunConfig], ds: Dataset, epochs: int
+    prune: Prune | None, configs: Sequence[RunConfig], ds: Dataset | StreamedData, epochs: int
 ) -> tuple[int, ...]:
     """The rungs of ``prune`` for this grid and data, or a one-line ``ValueError``: no rung
     before the last epoch, fewer than two cells to rank, no validation split to rank on."""
@@ -40,7 +45,7 @@ def check_pruning(
         return ()
     rungs = prune.rungs(epochs)
     check_cells(configs)
-    if ds.y_val is None:
+    if not has_validation(ds):
         raise ValueError(
             "prune: successive halving ranks on the validation split, and the data has none; "
             "give a validation split"
@@ -138,6 +143,7 @@ __all__ = [
     "check_files",
     "check_pruning",
     "decide_rungs",
+    "has_validation",
     "next_rung",
     "opened",
     "plan_segments",

@@ -24,60 +24,40 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from wdlab.config import MAX_CONFIGS, Experiment, validate
-from wdlab.data import Dataset
+from wdlab.config import MAX_CONFIGS, Experiment, merge, validate
+from wdlab.data import Dataset, StreamedData, is_data_function
 from wdlab.decay import decay_table
+from wdlab.decay.rules import own_groups
 from wdlab.devices import DEFAULT_MAX_MEMORY_MB, resolve_device
 from wdlab.diagnostics import DIAGNOSTICS
-from wdlab.executors import Batch, Executor, LocalExecutor, Segment
+from wdlab.executors import Executor, LocalExecutor
 from wdlab.extras import require
 from wdlab.halving import Prune, from_config, summary
-from wdlab.integrations.logs import Logs, LogSpec, open_logs
+from wdlab.integrations.logs import LogSpec, open_logs
 from wdlab.jsonsafe import dumps
 from wdlab.models import ModelSpec
-from wdlab.pipelines import checkpoints
-from wdlab.pipelines.memory import (
-    bytes_per_config,
-    check_budget,
-    first_line,
-    meta_build,
-)
+from wdlab.pipelines.experiment import grid, grid_size, load_data, model_spec
+from wdlab.pipelines.job import Job
+from wdlab.pipelines.memory import bytes_per_config, check_budget, meta_build
 from wdlab.pipelines.outputs import check_outputs, record_outputs
 from wdlab.pipelines.results import SweepResult
-from wdlab.pipelines.segments import (
-    check_files,
-    check_pruning,
-    decide_rungs,
-    opened,
-    plan_segments,
-    ready,
-)
+from wdlab.pipelines.segments import check_pruning, has_validation
+from wdlab.pipelines.userdata import data_fingerprint
+from wdlab.pipelines.weights import kept_runs, prune_weights
 from wdlab.records import RunConfig
 from wdlab.selection import Criterion, criterion, study_metric
-from wdlab.store import (
-    FINISHED,
-    LEASE_SECONDS,
-    Store,
-    StoreError,
-    config_key,
-    hash_config,
-    worker_id,
-)
+from wdlab.store import Store, StoreError, hash_config, worker_id
 from wdlab.store import lease_seconds as lease_of
 from wdlab.trainer import EarlyStop, Plan
 from wdlab.usercode import check_seeds_differ, module_fingerprint
 from wdlab.version import __version__
-
-POLL_SECONDS = 0.5  # how often a process waiting on others' batches looks at the store
-STOP_NOW = (KeyboardInterrupt, SystemExit, GeneratorExit)  # BaseExceptions that are not errors
 
 
 class IncompleteStudy(ValueError):
@@ -95,7 +75,7 @@ def default_out(config: Experiment | Mapping[str, Any], root: str = "wdlab-out")
 
 def check_grid(config: Experiment, max_configs: int | None) -> None:
     """A one-line ``ValueError`` when the grid has more than ``max_configs`` configurations."""
-    n = config.grid_size()
+    n = grid_size(config)
     if max_configs is not None and n > max_configs:
         raise ValueError(
             f"the grid has {n:,} configurations, more than the limit of {max_configs:,}; "
@@ -130,36 +110,20 @@ def load_study(directory: str | Path) -> SweepResult:
     return result
 
 
-#: Decay keys the config accepts that the batched trainer cannot apply to its stacked rows yet
-#: (one decay driver for ``Decay.attach`` and the trainer will), with what to use meanwhile.
-NOT_APPLIED_YET = {
-    "wd_schedule": "a weight-decay schedule; in your own loop, wdlab.Decay(mode, wd, "
-    "schedule=...).attach(optimizer) applies it",
-    "group_wd": "per-group weight decays; in your own loop, wdlab.param_groups(model, decay, "
-    "weight_decays=...) makes the groups",
-}
-
-
-def check_decay_applies(config: Experiment) -> None:
-    """Refuse, in one line, a decay key set in ``config`` that training cannot apply yet."""
-    for name, what in NOT_APPLIED_YET.items():
-        if config.decay[name]:
-            raise ValueError(f"decay.{name}: sweeps cannot apply {what}")
-
-
-def _prepare(config: Experiment, max_configs: int | None) -> tuple[Dataset, ModelSpec, dict]:
+def _prepare(
+    config: Experiment, max_configs: int | None, progress: bool = False
+) -> tuple[Dataset | StreamedData, ModelSpec, dict]:
     """Checks that need no store (grid size, diagnostics), then the data, the model spec and
     the trainer's keywords."""
     check_grid(config, max_configs)
-    check_decay_applies(config)
     missing = [d for d in config.train.diagnostics if d not in DIAGNOSTICS]
     if missing:
         valid = ", ".join(DIAGNOSTICS) or "none in this wdlab"
         raise ValueError(f"train.diagnostics: {missing[0]!r} is not available; valid: {valid}")
-    ds = config.data.load()
-    spec = config.model.spec(ds)
+    ds = load_data(config.data, config.train.batch_size or None, progress)
+    spec = model_spec(config.model, ds)
     train_kwargs = config.train.train_kwargs(shuffle_seed=config.data.seed)
-    train_kwargs["rule"] = config.decay.decay_rule()
+    train_kwargs |= config.decay.train_kwargs()  # the rule, wd schedule and groups' own wds
     return ds, spec, train_kwargs
 
 
@@ -194,17 +158,12 @@ def run_sweep(
     lease_of(lease_seconds)  # checked before anything starts
     config = validate(config)
     out = Path(out) if out is not None else default_out(config)
-    ds, spec, train_kwargs = _prepare(config, max_configs)
+    ds, spec, train_kwargs = _prepare(config, max_configs, progress)
+    identity = config.identity()
+    if is_data_function(config.data.source):  # the function's data, not only its name
+        identity["data"]["fingerprint"] = data_fingerprint(ds)
     study = Study(
-        out,
-        name or out.name,
-        config.to_dict(),
-        config.identity(),
-        ds,
-        spec,
-        config.grid(),
-        train_kwargs,
-        from_config(config.train),
+        out, name or out.name, config.to_dict(), identity, ds, spec, grid(config), train_kwargs
     )
     return run_study(
         study,
@@ -222,7 +181,7 @@ def run_sweep(
 class Study:
     """What a sweep trains into its store: the configurations, the data, the model and the
     trainer's keywords, with the config (stored) and its identity (hashed: the same identity,
-    the same study)."""
+    the same study); successive halving as the config sets it (:attr:`prune`)."""
 
     directory: Path
     name: str
@@ -232,7 +191,11 @@ class Study:
     spec: ModelSpec
     configs: list[RunConfig]
     train_kwargs: dict[str, Any]
-    prune: Prune | None = None
+
+    @property
+    def prune(self) -> Prune | None:
+        """Successive halving's settings (``train.prune``, ``prune_eta``, ``prune_rung``)."""
+        return from_config(self.config.get("train") or {})
 
 
 def run_study(
@@ -251,7 +214,7 @@ def run_study(
     t0 = time.perf_counter() if t0 is None else t0
     lease = lease_of(lease_seconds)
     ds, spec = study.data, study.spec
-    kw, crit = _stopping(study)  # the rungs and early stopping: checked before anything is made
+    kw, crit, pace = _stopping(study)  # the rungs and early stopping: checked before the store
     model = _template(study)  # for memory and the table (a user's factory: checked, identified)
     per_config = bytes_per_config(
         spec,
@@ -267,41 +230,62 @@ def run_study(
     device = resolve_device(kw.get("device"), "train.device") if local else None
     check_budget(per_config, max_memory_mb, device)
     table = decay_table(model, kw["rule"]).to_dict()
+    own_groups(decay_table(model, kw["rule"]), kw.get("group_wd") or {})  # before the store
     with (
         open_logs(log, study.name, study.config) as logs,  # checked before the store is made
         Store(study.directory) as store,
     ):
         _init_study(store, study)
-        steps = Plan(spec, ds, tuple(study.configs[:1]), 1, batch_size=kw["batch_size"])
-        facts = {"name": ds.name, **ds.meta, "decay_table": table}
-        store.set_data(facts | {"steps_per_epoch": steps.steps_per_epoch}, ds.task)
-        job = _Job(store, worker_id(), executor or LocalExecutor(), spec, ds, kw)
+        facts = {"name": ds.name, **ds.meta, "decay_table": table, "model_sizes": _sizes(spec)}
+        store.set_data(facts | {"steps_per_epoch": pace.steps_per_epoch}, ds.task)
+        job = Job(store, worker_id(), executor or LocalExecutor(), spec, ds, kw)
         job.lease, job.logs, job.crit, job.prune = lease, logs, crit, study.prune
-        job.configs = study.configs
+        job.configs = study.configs  # batches are planned over the whole grid
+        job.weights = study.directory if kw.get("keep_params") else None
         job.directory = study.directory  # its checkpoint files are recorded as the study's:
-        job.source = f"study {store.study()['config_hash']}"  # as outputs.study_source says
-        job.steps_per_epoch = steps.steps_per_epoch
+        job.source = f"study {store.study()['config_hash']}"  # type: ignore[index]
+        job.pace(pace)
         job.share(len(study.configs), per_config, max_memory_mb, max_batch, progress, t0)
         counts, failures = store.counts(), store.failures()
     check_whole(study.directory, counts, failures)
     result = load_study(study.directory)
+    result.spec = spec
+    if _keep(study) == "best":  # the choice is made: the other runs' weights go
+        prune_weights(study.directory, kept_runs(result.runs, result.selection), job.source)
     logs.summary(result)  # the selection, once the study is whole
     logs.close()
     return result
 
 
-def _stopping(study: Study) -> tuple[dict[str, Any], Criterion]:
-    """The trainer's keywords with the rungs of successive halving and early stopping, and the
-    criterion both rank on (the selection's); bad pruning settings are one ``ValueError``."""
+def _sizes(spec: ModelSpec) -> dict[str, Any]:
+    """The sizes a study's model was built with (to build it again: its trained weights)."""
+    return {"in_dim": spec.in_dim, "out_dim": spec.out_dim, "in_shape": list(spec.in_shape)}
+
+
+def _pace_kw(kw: Mapping[str, Any]) -> dict[str, Any]:
+    """The trainer keywords that set a plan's epochs and steps per epoch."""
+    return {"batch_size": kw["batch_size"], "steps": kw.get("steps")}
+
+
+def _stopping(study: Study) -> tuple[dict[str, Any], Criterion, Plan]:
+    """The trainer's keywords with the rungs of successive halving and early stopping, the
+    criterion both rank on (the selection's), and a plan giving every batch's epochs and steps
+    per epoch; bad pruning settings are one ``ValueError``."""
     ds, kw = study.data, dict(study.train_kwargs)
+    pace = Plan(study.spec, ds, tuple(study.configs[:1]), kw["epochs"], **_pace_kw(kw))
     crit = criterion(ds.task, *study_metric(study.config, ds.meta))
-    rungs = check_pruning(study.prune, study.configs, ds, kw["epochs"])
+    rungs = check_pruning(study.prune, study.configs, ds, pace.epochs)
     if rungs:
         kw["rungs"] = rungs
     train = study.config.get("train") or {}
-    if train.get("early_stopping") and ds.y_val is not None:
+    if train.get("early_stopping") and has_validation(ds):
         kw["early_stop"] = EarlyStop(f"val_{crit.key}", crit.higher, int(train["patience"]))
-    return kw, crit
+    return kw, crit, pace
+
+
+def _keep(study: Study) -> str:
+    """What the study keeps of the trained weights (``train.keep``)."""
+    return (study.config.get("train") or {}).get("keep") or "none"
 
 
 def _template(study: Study) -> nn.Module:
@@ -393,266 +377,6 @@ def check_whole(directory: Path, counts: Mapping[str, int], failures: Mapping[st
     )
 
 
-class _Job:
-    """One process's share of a sweep: claim batches, train them, store them; then wait for
-    what other processes hold, taking over what their holders lost."""
-
-    def __init__(
-        self,
-        store: Store,
-        owner: str,
-        executor: Executor,
-        spec: ModelSpec,
-        ds: Dataset,
-        train_kwargs: dict[str, Any],
-    ) -> None:
-        self.store, self.owner, self.executor = store, owner, executor
-        self.spec, self.ds, self.train_kwargs = spec, ds, train_kwargs
-        self.lease = LEASE_SECONDS
-        self.steps_per_epoch = 1
-        self.bar: Any = None
-        self.epochs = int(train_kwargs["epochs"])
-        self.rungs: tuple[int, ...] = tuple(train_kwargs.get("rungs", ()))
-        self.prune: Prune | None = None
-        self.crit: Criterion | None = None
-        self.directory, self.source = Path(), ""  # the study's folder; its files' source
-        self.configs: list[RunConfig] = []  # the study's grid: batches are planned over it
-        self.steps = 0  # optimizer steps of all configurations trained here
-        self.shown: dict[int, float] = {}  # progress shown per batch (by id), in configurations
-        self.told = False
-        self.logs = Logs()  # where each stored run is logged (dashboards)
-
-    def share(self, *run_args: Any) -> None:
-        """Register with a lease (kept by a thread), train (:meth:`run`), and leave: what this
-        process still holds goes back to pending, on Ctrl-C too. Runs of a batch that raised
-        are marked failed; a ``BaseException`` of the user's code (not Ctrl-C or ``sys.exit``)
-        becomes a one-line ``ValueError``."""
-        store, owner = self.store, self.owner
-        store.register(owner, self.lease)
-        keeper = store.keep_lease(owner, self.lease)
-        try:
-            self._took_over(store.reclaim())
-            store.retry_failed()
-            self.run(*run_args)
-        except STOP_NOW:
-            raise
-        except Exception as exc:
-            store.mark_failed(owner, f"{type(exc).__name__}: {first_line(exc)}")
-            raise
-        except BaseException as exc:  # a user's own BaseException subclass, while training
-            why = f"{type(exc).__name__}: {first_line(exc)}".rstrip(": ")
-            store.mark_failed(owner, why)
-            raise ValueError(f"training stopped: user code raised {why}") from None
-        finally:
-            keeper.stop()
-            store.unregister(owner)
-
-    def run(
-        self,
-        total: int,
-        per_config: int,
-        max_memory_mb: float,
-        max_batch: int | None,
-        progress: bool,
-        t0: float,
-    ) -> None:
-        """Train every pending configuration (claiming batch by batch) until no run is pending
-        or held by anyone; add this process's wall time to the study."""
-        counts = self.store.counts()
-        check_files(self.store, self.directory)  # before anything is claimed or trained
-        if progress:
-            self.bar = _progress(total, sum(counts.get(k, 0) for k in FINISHED))
-        self.t_train = time.perf_counter()
-        self.mark = t0
-        try:
-            while True:
-                self._decide()
-                todo = self._ready()
-                if todo:
-                    budget = (per_config, max_memory_mb, max_batch)
-                    segments = plan_segments(todo, self.configs, self.rungs, budget)
-                    for batch, results in self.executor.run(
-                        self.spec,
-                        self.ds,
-                        self._claimed(segments),
-                        self.train_kwargs,
-                        on_epoch=self._on_epoch,
-                        on_checkpoint=self._checkpoint,
-                    ):
-                        self._save(batch, results)
-                    continue
-                if not self._wait():
-                    break
-        finally:
-            if self.steps or self.told:  # a process that only read the study adds no time
-                self.store.add_seconds(time.perf_counter() - self.mark)
-            if self.bar is not None:
-                self.bar.close()
-
-    def _ready(self) -> list:
-        """The pending runs that can be trained now (not waiting at an undecided rung)."""
-        return ready(self.store.waiting(), *self._rungs())
-
-    def _rungs(self) -> tuple[tuple[int, ...], set[int]]:
-        """The rungs, and those decided so far."""
-        return self.rungs, set(self.store.decisions())
-
-    def _decide(self) -> None:
-        """Decide the rungs every run has reached (successive halving); the bar counts the
-        runs pruned as finished."""
-        if self.prune is None or self.crit is None:
-            return
-        for rung, files in decide_rungs(self.store, self.rungs, self.prune, self.crit).items():
-            for name in files:
-                self._forget(name)  # a batch whose runs were all pruned
-            if self.bar is not None:  # the runs pruned there are finished
-                pruned = self.store.runs(False, ("pruned",), rung)
-                self.bar.update(len(pruned) * (self.epochs - rung) / self.epochs)
-
-    def _save(self, batch: Batch, results: list) -> None:
-        """Store a trained batch (or segment) in one transaction: finished runs, and the runs
-        paused at a rung with their state's file (written first, whole); then remove the
-        checkpoint files no unfinished run needs any more."""
-        name = None
-        state = getattr(results, "state", None)
-        if state is not None and isinstance(batch, Segment):
-            checkpoints.write(self.directory, batch.name, state, self.source)
-            name = batch.name
-        now = time.perf_counter()
-        saved = self.store.save_batch(
-            results, seconds=now - self.mark, owner=self.owner, checkpoint=name
-        )
-        self.mark = now
-        self.logs.runs([r for r in saved if r.status != "paused"])  # stored once each
-        self._batch_done(batch, saved, len(getattr(batch, "live", batch)) - len(saved))
-        if isinstance(batch, Segment):  # the file it started from, its own checkpoints
-            for old in {batch.source, batch.name} - {None, "", name}:
-                self._forget(old)
-
-    def _checkpoint(self, batch: Batch, state: dict[str, Any]) -> None:
-        """A checkpoint of a batch in training: its file written whole, then the runs it holds
-        pointed at it (those this process still holds); the files they were in before go."""
-        if not isinstance(batch, Segment):
-            return
-        checkpoints.write(self.directory, batch.name, state, self.source)
-        old = self.store.note_checkpoint(batch.live, self.owner, state["epoch"], batch.name)
-        for name in old - {batch.name}:
-            self._forget(name)
-
-    def _forget(self, name: str) -> None:
-        """Remove checkpoint ``name`` once no unfinished run needs it."""
-        if not self.store.checkpoint_used(name):
-            checkpoints.remove(self.directory, name, self.source)
-
-    def _claimed(self, segments: Sequence[Segment]) -> Iterator[Segment]:
-        """Each segment as it is taken, reduced to what this process could claim (nothing that
-        another process holds or has finished): a new batch of the runs claimed, or the batch
-        a checkpoint holds (read now) training the runs claimed, the others skipped."""
-        for seg in segments:
-            if seg.source is not None:
-                try:
-                    seg = opened(seg, self.directory)
-                except checkpoints.CheckpointError:
-                    if not self._still_waiting(seg.source):
-                        continue  # another process took its runs on (and removed it)
-                    raise
-                if not ready([(seg[0], int(seg.start["epoch"]), seg.source)], *self._rungs()):
-                    continue  # another process trained it on to a rung not decided yet
-            # only where this segment goes on from (not what another process trained further)
-            at = (None, None) if seg.start is None else (int(seg.start["epoch"]), seg.source)
-            mine = self.store.claim(seg.live, self.owner, at)
-            if not mine:
-                continue
-            if seg.start is None:
-                yield Segment(mine, stop=seg.stop, name=checkpoints.name_of(mine, mine))
-                continue
-            keys = {config_key(c) for c in mine}
-            epoch = int(seg.start["epoch"])
-            yield Segment(
-                seg,
-                start=seg.start,
-                stop=next((r for r in self.rungs if r > epoch), None),
-                skip=[i for i, c in enumerate(seg) if config_key(c) not in keys],
-                name=checkpoints.name_of(seg, mine),
-                source=seg.source,
-                live=mine,
-            )
-
-    def _still_waiting(self, name: str) -> bool:
-        """Whether pending runs wait on checkpoint ``name``."""
-        return any(w[2] == name for w in self.store.waiting())
-
-    def _wait(self) -> bool:
-        """Nothing to train now: take over the runs of holders that are gone, then wait a
-        moment while live ones hold runs (runs waiting at a rung wait for them too). False once
-        no run can be trained, here or elsewhere."""
-        self._took_over(self.store.reclaim())
-        counts = self.store.counts()
-        if counts["pending"] and self._ready():
-            return True
-        if not counts["running"]:
-            return False  # runs waiting at a rung another run failed to reach: rerun later
-        held = self.store.holders(exclude=self.owner)
-        if not held:  # running, yet held by no one else: this process's own, left over
-            self.store.release(self.owner)
-            return True
-        if not self.told:
-            who = ", ".join(f"{w.rsplit(':', 1)[0]} ({n} runs)" for w, n in held.items())
-            warnings.warn(
-                f"waiting for the runs held by {who} (taken over if a holder ends or stops "
-                "renewing its lease)",
-                UserWarning,
-                stacklevel=2,
-            )
-            self.told = True
-        time.sleep(POLL_SECONDS)
-        return True
-
-    def _took_over(self, taken: Mapping[str, tuple[int, str]]) -> None:
-        """Say whose runs went back to pending, and why (its process ended, its lease)."""
-        for who, (n, why) in taken.items():
-            if who and who != self.owner:
-                name = who.rsplit(":", 1)[0]
-                warnings.warn(f"took over {n} runs held by {name}: {why}", UserWarning, 3)
-
-    def _on_epoch(self, batch: Batch, epoch: int) -> None:
-        """Per epoch of a batch (local executor): the bar advances by the batch's share (of
-        the runs it trains; they finish, or wait at a rung, when it is stored)."""
-        rows = len(getattr(batch, "live", batch))
-        self.steps += rows * self.steps_per_epoch
-        if self.bar is not None:
-            step = rows / self.epochs
-            self.shown[id(batch)] = self.shown.get(id(batch), 0.0) + step
-            self.bar.update(step)
-            self._rate()
-
-    def _batch_done(self, batch: Batch, saved: Sequence[Any], dropped: int = 0) -> None:
-        """A batch is stored: the bar (in configurations) stands where its runs are: 1 for a
-        finished one, epochs/planned for one waiting at a rung (Ray advances here only).
-        ``dropped``: runs of it another process had taken over (this one lost its lease), not
-        stored."""
-        if dropped:
-            warnings.warn(
-                f"{dropped} runs trained here were not stored: this process had stopped "
-                f"renewing its lease for over {self.lease:g} s and another took them over",
-                UserWarning,
-                stacklevel=2,
-            )
-        start = int(batch.start["epoch"]) if getattr(batch, "start", None) else 0
-        if id(batch) not in self.shown:
-            rows = len(getattr(batch, "live", batch))
-            end = getattr(batch, "stop", None) or self.epochs
-            self.steps += rows * self.steps_per_epoch * (end - start)
-        if self.bar is not None:
-            gain = sum((r.epochs if r.status == "paused" else self.epochs) - start for r in saved)
-            self.bar.update(gain / self.epochs - self.shown.pop(id(batch), 0.0))
-            self._rate()
-
-    def _rate(self) -> None:
-        rate = self.steps / max(time.perf_counter() - self.t_train, 1e-9)
-        self.bar.set_postfix_str(f"{rate:,.0f} model-steps/s", refresh=False)
-
-
 def run_experiment(
     config: Experiment | Mapping[str, Any],
     *,
@@ -661,8 +385,9 @@ def run_experiment(
     max_configs: int | None = MAX_CONFIGS,
 ) -> SweepResult:
     """Train every configuration of a config and choose on validation: a sweep into a
-    temporary store, read back and returned (``wdlab run``)."""
+    temporary store, read back and returned (``wdlab run``; no trained weights are kept)."""
     t0 = time.perf_counter()
+    config = merge(config, {"train.keep": "none"})  # the store is temporary
     with tempfile.TemporaryDirectory(prefix="wdlab-run-") as tmp:
         result = run_sweep(
             config,
@@ -674,19 +399,6 @@ def run_experiment(
     result.kind, result.name, result.directory = "run", "", None
     result.seconds = time.perf_counter() - t0
     return result
-
-
-def _progress(total: int, done: int) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        initial=done,
-        desc="sweep",
-        unit="config",
-        leave=False,
-        bar_format="{l_bar}{bar}| {n:.0f}/{total} configs [{elapsed}<{remaining}{postfix}]",
-    )
 
 
 def export_study(

@@ -8,14 +8,14 @@ an optimizer over the stacked rows with the decay driver attached (:mod:`.rows`)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from wdlab.data import Dataset
-from wdlab.decay import DEFAULT_RULE, DecayRule
+from wdlab.data import Dataset, StreamedData
+from wdlab.decay import DEFAULT_RULE, DecayRule, WDSchedule
 from wdlab.devices import exact_float32
 from wdlab.models import ModelSpec
 from wdlab.records import RunConfig, RunResult
@@ -30,7 +30,7 @@ from wdlab.trainer.state import Trained
 
 def train(
     spec: ModelSpec,
-    data: Dataset,
+    data: Dataset | StreamedData,
     configs: Sequence[RunConfig],
     *,
     epochs: int,
@@ -49,6 +49,10 @@ def train(
     on_epoch: Callable[[int], None] | None = None,
     diagnostics: Sequence[str] = (),
     task: Task | None = None,
+    steps: int | None = None,
+    clip_grad_norm: float | None = None,
+    wd_schedule: WDSchedule | str | None = None,
+    group_wd: Mapping[str, float] | None = None,
     **options: Any,
 ) -> list[RunResult]:
     """Train every configuration in ``configs`` together; one RunResult each, in order.
@@ -80,6 +84,10 @@ def train(
         on_epoch=on_epoch,
         diagnostics=tuple(diagnostics),
         task=task,
+        steps=steps,
+        clip_grad_norm=clip_grad_norm,
+        wd_schedule=wd_schedule,  # type: ignore[arg-type]  (its text is parsed by the plan)
+        group_wd=tuple((group_wd or {}).items()),
         **options,
     )
     try:

@@ -11,8 +11,10 @@ norms and diagnostics and assembles the results. One epoch: :meth:`Trainer.step`
 (mini-)batch (forward, gradients, update), then the scheduler, the divergence check and
 :meth:`Trainer.evaluate`; between epochs, rows that stop (diverged, stopped early, pruned)
 leave the batch (:meth:`Trainer.stop`), and the batch's state is checkpointed when due
-(:mod:`.state`). Built-in models take their gradients from a hand-written backward; custom
-models and bf16 autocast use autograd.
+(:mod:`.state`). The batches come from the feed (:mod:`.feed`: tensors held in memory, or the
+user's streams); it feeds each batch to the rows still training. Built-in models take their
+gradients from a hand-written backward; custom models, bf16 autocast and gradient clipping use
+autograd.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from dataclasses import replace
 
 import torch
 from torch import Tensor
@@ -29,11 +30,14 @@ from wdlab.decay import surprise_warnings
 from wdlab.devices import resolve_device
 from wdlab.func import cuda_ids
 from wdlab.tasks import get_task
+from wdlab.trainer.clipping import clip_rows
+from wdlab.trainer.feed import Rows, evaluate, feed_for
 from wdlab.trainer.heap import trim_heap, tune_malloc
 from wdlab.trainer.plan import Plan, group_configs, order_configs
 from wdlab.trainer.recorder import Recorder
 from wdlab.trainer.rows import RowOptimizer
 from wdlab.trainer.rowstops import RowStops
+from wdlab.trainer.schedules import parse_schedule
 from wdlab.trainer.setup import build_engine
 from wdlab.trainer.state import Cadence, Trained, capture, restore, restore_random
 
@@ -51,14 +55,7 @@ class Trainer(RowStops):
         tune_malloc()
         self.device = resolve_device(plan.device)
         self.task = plan.task or get_task(plan.data.task)
-        spec = plan.spec
-        if spec.in_dim == 0:
-            spec = replace(spec, in_dim=plan.data.in_dim, out_dim=plan.data.out_dim)
-        self.data = plan.data.to(self.device)
-        if spec.model_kind.engine.flat_inputs and self.data.X_train.dim() > 2:
-            self.data = self.data.flattened()  # built-in MLPs read signals and images flat
-        self.y = self.data.y_train
-        self.eval_splits = {k: v for k, v in self.data.splits().items() if k != "train"}
+        spec, self.feed = feed_for(plan, self.device)  # the data path: held or streamed
         self.amp = plan.precision == "bf16"
         for c in plan.configs:
             name = plan.optimizer.cls_name
@@ -68,24 +65,29 @@ class Trainer(RowStops):
         cfgs = [plan.configs[i] for i in self.order]
         groups = group_configs(cfgs, self.device)
         modes = [g.mode for g in groups]
-        self.engine, table = build_engine(plan, spec, cfgs, modes, self.data, self.task)
+        self.engine, table = build_engine(plan, spec, cfgs, modes, self.feed, self.task)
         self.note = self.engine.note + ("; bf16 autocast" if self.amp else "")
-        # a hand-written backward differentiates no loss term: l2 is applied as its gradient
-        self.manual = self.engine.hand_backward and not self.amp and bool(self.task.loss_grad)
+        # a hand-written backward takes l2 as its gradient; clipping, autograd's (l2 in them)
+        hand = self.engine.hand_backward and not self.amp and bool(self.task.loss_grad)
+        self.manual = hand and plan.clip_grad_norm is None
         by_gradient = set(self.engine.tensors) if self.manual else set(self.engine.by_gradient)
         self.rows = RowOptimizer(plan, self.engine, groups, table, by_gradient)
-        self.recorder = Recorder(plan, cfgs, self.engine, table, self.task, self.data)
+        self.recorder = Recorder(plan, cfgs, self.engine, table, self.task, self.feed)
         self.recorder.watch(self.rows.optimizer, self.rows.attach)
-        # models whose train and eval modes differ (BatchNorm, Dropout) are evaluated on the
-        # training split in eval mode, by a pass of its own
-        self.train_pass = plan.minibatch or self.engine.eval_pass
+        per_step = parse_schedule(plan.schedule)[0].per_step
+        self.step_schedule = self.rows.scheduler is not None and per_step
+        # mini-batches, or modes that differ (BatchNorm, Dropout): a train pass in eval mode
+        self.train_pass = self.feed.minibatch or self.engine.eval_pass
         self.pending = False  # the next full-batch forward gives the last evaluation's train
         self.epoch0, self.end = 0, plan.stop or plan.epochs  # metrics (of these weights)
-        self.shuffle = torch.Generator(device="cpu").manual_seed(plan.shuffle_seed)
         self.cadence = Cadence(plan.checkpoint, plan.on_checkpoint is not None)
         if plan.start is not None:
             restore(self, plan.start)
         self.trained = self.epoch0  # epochs trained so far
+        # steps=: the steps still to train (None: every batch of every epoch)
+        self.steps_left = (
+            None if plan.steps is None else plan.steps - self.epoch0 * (plan.steps_per_epoch or 0)
+        )
         self.stop(plan.skip, "pruned")
 
     def run(self) -> Trained:
@@ -122,13 +124,13 @@ class Trainer(RowStops):
         plan, rec = self.plan, self.recorder
         eval_set = set(plan.eval_epochs)
         for epoch in range(self.epoch0, self.end):
-            if plan.minibatch:
-                self.train_epoch_minibatch(epoch, self.shuffle)
+            if self.feed.minibatch:
+                self.train_epoch_minibatch(epoch)
             else:
-                rec.epoch_loss(epoch, self.step(None, self.pending))
+                rec.epoch_loss(epoch, self.step(next(self.feed.epoch(epoch)), self.pending))
                 self.pending = False
             rec.weight_norm(epoch)
-            if self.rows.scheduler is not None:
+            if self.rows.scheduler is not None and not self.step_schedule:
                 self.rows.scheduler.step()
             if epoch in eval_set:
                 if rec.due(epoch):
@@ -147,31 +149,35 @@ class Trainer(RowStops):
             if not bool(rec.alive.any()):
                 break  # every row stopped: nothing left to train
 
-    def train_epoch_minibatch(self, epoch: int, shuffle: torch.Generator) -> None:
-        """One pass over shuffled mini-batches; the epoch's train loss is their mean."""
-        n, size = len(self.y), self.plan.batch_size
-        perm = torch.randperm(n, generator=shuffle)  # on the CPU: the same order on every device
-        if self.device.type == "cuda":  # pinned and asynchronous: no host sync
-            perm = perm.pin_memory().to(self.device, non_blocking=True)
+    def train_epoch_minibatch(self, epoch: int) -> None:
+        """One pass over the epoch's mini-batches; the epoch's train loss is their mean,
+        weighted by their rows."""
         epoch_loss = torch.zeros(len(self.engine), device=self.device)
-        for i in range(0, n, size):
-            idx = perm[i : i + size]
-            epoch_loss += self.step(idx, False) * len(idx)
-        self.recorder.epoch_loss(epoch, epoch_loss / n)
+        n = steps = 0
+        for rows in self.feed.epoch(epoch):
+            epoch_loss += self.step(rows, False) * rows.n
+            n, steps = n + rows.n, steps + 1
+            if self.steps_left is not None:
+                self.steps_left -= 1
+                if self.steps_left == 0:  # steps=: the last epoch ends here
+                    break
+        self.recorder.epoch_loss(epoch, epoch_loss / max(n, 1), steps)
+        if self.recorder.iters_per_epoch is None:
+            self.recorder.iters_per_epoch = steps
 
-    def step(self, idx: Tensor | None, pending: bool) -> Tensor:
-        """Forward, gradients and update on the training rows (``idx``: a mini-batch); returns
-        the (K,) losses from before the update. ``pending``: also record the train metrics of
-        these weights (the previous evaluation's)."""
-        yb = self.y if idx is None else self.y[idx]
+    def step(self, rows: Rows, pending: bool) -> Tensor:
+        """Forward, gradients and update on one batch of training rows; returns the (K,)
+        losses from before the update. ``pending``: also record the train metrics of these
+        weights (the previous evaluation's)."""
+        yb = rows.y
         if self.manual:
-            out, tape = self.engine.forward_tape(idx)
+            out, tape = self.engine.forward_tape(rows.idx, rows.x)
             losses, dout = self.task.loss_grad(out, yb)
             if pending:  # metrics of these weights, before the backward
                 self.recorder.eval_metrics("train", out, yb)
             self.engine.backward(tape, dout)
         else:
-            out = self.forward("train", idx, train=True)
+            out = self.forward(rows, train=True)
             losses = self.task.loss(out, yb)
             if pending:
                 self.recorder.eval_metrics("train", out.detach(), yb)
@@ -179,37 +185,39 @@ class Trainer(RowStops):
         losses = losses.detach()
         if pending:
             self.recorder.eval_value("train_loss_eval", losses)
+        if self.plan.clip_grad_norm is not None:
+            clip_rows(self.engine.tensors.values(), self.plan.clip_grad_norm)
         self.rows.step()
+        if self.step_schedule:
+            self.rows.scheduler.step()
         return losses
 
-    def forward(self, split: str, idx: Tensor | None = None, train: bool = False) -> Tensor:
-        """The forward pass (``train``: in training mode), under bfloat16 autocast when asked;
-        outputs in float32."""
+    def forward(self, rows: Rows, train: bool = False) -> Tensor:
+        """The forward pass on a batch (``train``: in training mode), under bfloat16 autocast
+        when asked; outputs in float32."""
         if not self.amp:
-            return self.engine.forward(split, idx=idx, train=train)
+            return self.engine.forward(rows.split, rows.idx, train, rows.x)
         with torch.autocast(self.device.type, dtype=torch.bfloat16):
-            out = self.engine.forward(split, idx=idx, train=train)
-        return out.float()
+            return self.engine.forward(rows.split, rows.idx, train, rows.x).float()
 
     def evaluate(self, with_train: bool) -> None:
-        """Metrics on every evaluation split (and, when asked, a full train pass)."""
-        rec = self.recorder
+        """Metrics on every evaluation split (and, when asked, a train pass in eval mode)."""
         with torch.no_grad():
-            for split, (_, ys) in self.eval_splits.items():
-                o = self.forward(split)
-                rec.eval_value(f"{split}_loss", self.task.loss(o, ys))
-                rec.eval_metrics(split, o, ys)
+            for split in self.feed.splits:
+                self.evaluate_split(split, f"{split}_loss")
             if with_train:
-                o = self.forward("train")
-                rec.eval_value("train_loss_eval", self.task.loss(o, self.y))
-                rec.eval_metrics("train", o, self.y)
+                self.evaluate_split("train", "train_loss_eval")
+
+    def evaluate_split(self, split: str, loss_key: str) -> None:
+        """One split's loss (as ``loss_key``) and metrics, over its batches."""
+        values = evaluate(self.feed.evaluation(split), self.forward, self.task)
+        for m, v in values.items():
+            self.recorder.eval_value(loss_key if m == "loss" else f"{split}_{m}", v)
 
     def record_pending(self) -> None:
         """The train metrics of the last evaluation, if still to be recorded (after the last
         epoch, or before rows stop), from a forward pass of their own."""
         if self.pending:
             with torch.no_grad():
-                out = self.forward("train")
-                self.recorder.eval_value("train_loss_eval", self.task.loss(out, self.y))
-                self.recorder.eval_metrics("train", out, self.y)
+                self.evaluate_split("train", "train_loss_eval")
             self.pending = False

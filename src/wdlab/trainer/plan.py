@@ -7,6 +7,7 @@ one torch parameter group over their rows.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,8 +15,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from wdlab.data import Dataset
-from wdlab.decay import DEFAULT_RULE, WD, DecayRule, Mode, get_mode
+from wdlab.data import Dataset, StreamedData
+from wdlab.decay import DEFAULT_RULE, WD, DecayRule, Mode, WDSchedule, check_weight_decay, get_mode
+from wdlab.decay.schedules import parse as parse_wd_schedule
+from wdlab.decay.schedules import scaled
 from wdlab.models import ModelSpec
 from wdlab.optimizers import OptimizerSpec, optimizer_spec
 from wdlab.records import RunConfig
@@ -37,6 +40,12 @@ class Plan:
     (``ValueError`` saying why not). ``batch_size`` below the training rows trains on shuffled
     mini-batches (one permutation per epoch shared by every configuration, drawn from
     ``shuffle_seed``).
+    ``data`` is a :class:`~wdlab.data.Dataset` held in memory, or a
+    :class:`~wdlab.data.StreamedData` whose training stream gives the mini-batches (its own
+    batch size; ``batch_size`` applies to tensors). ``steps``, when given, is the number of
+    optimizer steps to train: the epochs are then ⌈steps / steps per epoch⌉, the last one cut
+    short (``epochs`` is ignored). ``clip_grad_norm`` clips each configuration's gradient to
+    that total norm, its own norm, as ``torch.nn.utils.clip_grad_norm_`` does alone.
     ``precision="bf16"`` runs the forward passes under bfloat16 autocast; weights, optimizer
     state and losses stay float32. ``keep_params`` returns the final weights. ``on_epoch`` is
     called after every epoch (progress), ``progress`` shows a bar of its own. ``diagnostics``
@@ -53,10 +62,15 @@ class Plan:
     (pruned). ``on_checkpoint(state)`` receives the batch's state every ``checkpoint`` epochs
     (an int), every :data:`~wdlab.trainer.state.CHECKPOINT_SECONDS` of training (``"auto"``),
     or never (``"off"``).
+
+    ``wd_schedule`` (a :class:`~wdlab.decay.WDSchedule` or ``"cosine|linear:START:END:STEPS"``)
+    and ``group_wd`` (fnmatch pattern → weight decay, in order) make each row's weight decay a
+    function of the optimizer step and give the tensors a pattern matches their own
+    (:mod:`wdlab.trainer.decays` says how they combine with a row's weight decay).
     """
 
     spec: ModelSpec
-    data: Dataset
+    data: Dataset | StreamedData
     configs: tuple[RunConfig, ...]
     epochs: int
     eval_every: int = 10
@@ -81,6 +95,10 @@ class Plan:
     skip: tuple[int, ...] = ()
     checkpoint: int | str = "auto"
     on_checkpoint: Callable[[dict[str, Any]], None] | None = field(default=None, compare=False)
+    steps: int | None = None
+    clip_grad_norm: float | None = None
+    wd_schedule: WDSchedule | None = None
+    group_wd: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.configs:
@@ -89,10 +107,22 @@ class Plan:
         _positive_int("eval_every", self.eval_every)
         if self.batch_size is not None:
             _positive_int("batch_size", self.batch_size)
+        if self.clip_grad_norm is not None:
+            check_clip(self.clip_grad_norm)
+        if self.steps is not None:
+            _positive_int("steps", self.steps)
+            per = self.steps_per_epoch
+            if per is None:
+                raise ValueError(
+                    "steps= needs the number of batches per epoch: this training stream has no "
+                    "len(); give epochs= instead"
+                )
+            object.__setattr__(self, "epochs", -(-self.steps // per))
         if self.precision not in PRECISIONS:
             valid = ", ".join(PRECISIONS)
             raise ValueError(f"unknown precision {self.precision!r}; valid: {valid}")
         parse_schedule(self.schedule)
+        self._check_decays()
         if len({optimizer_spec(c.optimizer).cls_name for c in self.configs}) > 1:
             raise ValueError("one batch trains one optimizer class; split the sweep by optimizer")
         self._check_segment()
@@ -112,6 +142,21 @@ class Plan:
         if self.early_stop is not None:
             _positive_int("early_stop.patience", self.early_stop.patience)
 
+    def _check_decays(self) -> None:
+        """``wd_schedule`` parsed (its start > 0: every weight decay is scaled from it) and
+        ``group_wd`` as ordered (pattern, weight decay) pairs, each checked."""
+        schedule = self.wd_schedule
+        if isinstance(schedule, str):
+            schedule = parse_wd_schedule(schedule)
+        if schedule is not None and not isinstance(schedule, WDSchedule):
+            raise ValueError(f"wd_schedule must be a WDSchedule or its text, got {schedule!r}")
+        if schedule is not None:
+            scaled(schedule, 0.0)  # START > 0, else one line
+        pairs = self.group_wd.items() if isinstance(self.group_wd, Mapping) else self.group_wd
+        group_wd = tuple((str(p), check_weight_decay(w)) for p, w in pairs)
+        object.__setattr__(self, "wd_schedule", schedule)
+        object.__setattr__(self, "group_wd", group_wd)
+
     @property
     def optimizer(self) -> OptimizerSpec:
         """The optimizer every configuration of this batch uses."""
@@ -119,14 +164,27 @@ class Plan:
 
     @property
     def minibatch(self) -> bool:
-        """Whether epochs are made of shuffled mini-batches."""
+        """Whether epochs are made of mini-batches (always, for streamed data)."""
+        if isinstance(self.data, StreamedData):
+            return True
         return self.batch_size is not None and self.batch_size < len(self.data.y_train)
 
     @property
-    def steps_per_epoch(self) -> int:
-        """Optimizer steps per epoch: 1 full batch, or the number of mini-batches."""
+    def steps_per_epoch(self) -> int | None:
+        """Optimizer steps per epoch: 1 full batch, or the number of mini-batches (for a
+        stream: its batches per epoch, ``None`` where it has no ``len()``)."""
+        if isinstance(self.data, StreamedData):
+            return self.data.streams["train"].batches
         n = len(self.data.y_train)
         return -(-n // self.batch_size) if self.minibatch else 1
+
+    @property
+    def total_steps(self) -> int | None:
+        """Optimizer steps of the whole training (``None`` where a stream's length is unknown)."""
+        if self.steps is not None:
+            return self.steps
+        per = self.steps_per_epoch
+        return None if per is None else per * self.epochs
 
     @property
     def eval_epochs(self) -> list[int]:
@@ -159,6 +217,14 @@ def check_checkpoint(value: object, key: str) -> int | str:
     ):
         return value  # type: ignore[return-value]
     raise ValueError(f"{key}: expected auto, off or a number of epochs >= 1, got {value!r}")
+
+
+def check_clip(value: object) -> float:
+    """``clip_grad_norm`` as a float > 0, else a one-line ``ValueError``."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and value > 0):  # type: ignore[arg-type]
+        raise ValueError(f"clip_grad_norm must be a finite number > 0, got {value!r}")
+    return float(value)  # type: ignore[arg-type]
 
 
 def _positive_int(name: str, value: object) -> None:

@@ -21,13 +21,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from wdlab.data import Dataset
 from wdlab.decay import DecayTable
 from wdlab.diagnostics import make as make_diagnostic
 from wdlab.engines import Engine
 from wdlab.records import Curves, RunConfig, RunResult
 from wdlab.tasks import Task
 from wdlab.timescale import timescales
+from wdlab.trainer.feed import Feed
 from wdlab.trainer.plan import Plan
 
 DIVERGENCE_CHECK_EVERY = 100  # epochs between divergence checks (and at the end)
@@ -44,11 +44,11 @@ class Recorder:
         engine: Engine,
         table: DecayTable,
         task: Task,
-        data: Dataset,
+        feed: Feed,
     ) -> None:
         self.plan, self.configs, self.engine = plan, list(configs), engine
-        self.task, self.data = task, data
-        device, epochs, K = data.X_train.device, plan.epochs, len(configs)
+        self.task, self.feed = task, feed
+        device, epochs, K = feed.device, plan.epochs, len(configs)
         self.train_loss = torch.full((epochs, K), math.nan, device=device)
         decays = {r["name"]: r["decays"] for r in table.rows}
         tensors = [n for n in engine.tensors if decays[engine.parameter(n)]]
@@ -67,6 +67,8 @@ class Recorder:
         self.best = torch.full((K,), math.nan, device=device)  # early stopping: best so far
         self.since = torch.zeros(K, dtype=torch.long, device=device)  # evaluations since
         self.optimizer: torch.optim.Optimizer | None = None  # the one watch() hooks onto
+        # M of τ_epoch: steps per epoch (a stream without len(): its first epoch's, counted)
+        self.iters_per_epoch = plan.steps_per_epoch
         weights = [n for n in tensors if engine.tensors[n].dim() >= 3]
         self.diagnostics = [
             make_diagnostic(d, weights, self.configs, plan.optimizer) for d in plan.diagnostics
@@ -109,9 +111,10 @@ class Recorder:
         """Keep one evaluation's values of ``name`` (one per row still training)."""
         self.ev.setdefault(name, []).append(self._full(values.detach()))
 
-    def epoch_loss(self, epoch: int, losses: Tensor) -> None:
-        """Epoch ``epoch``'s train loss of the rows that trained it (their steps counted)."""
-        self.row_steps += len(losses) * self.plan.steps_per_epoch
+    def epoch_loss(self, epoch: int, losses: Tensor, steps: int = 1) -> None:
+        """Epoch ``epoch``'s train loss of the rows that trained it, in ``steps`` optimizer
+        steps (counted for each of those rows)."""
+        self.row_steps += len(losses) * steps
         if self.index is None:
             self.train_loss[epoch] = losses
         else:
@@ -215,6 +218,7 @@ class Recorder:
             "params": self.params,
             "checked": self.checked,
             "row_steps": self.row_steps,
+            "iters_per_epoch": self.iters_per_epoch,
             "best": self.best.cpu(),
             "since": self.since.cpu(),
             "diagnostics": [d.state() for d in self.diagnostics],
@@ -233,6 +237,7 @@ class Recorder:
         self.ended = [tuple(e) if e is not None else None for e in state["ended"]]
         self.params = dict(state["params"])
         self.checked, self.row_steps = int(state["checked"]), int(state["row_steps"])
+        self.iters_per_epoch = state.get("iters_per_epoch", self.iters_per_epoch)
         self.best, self.since = state["best"].to(dev), state["since"].to(dev)
         for d, saved in zip(self.diagnostics, state["diagnostics"], strict=True):
             d.load_state(saved)
@@ -284,7 +289,7 @@ class Recorder:
         final = {k: curves[k][-1] for k in rows_ev}
         final["train_loss"] = final.pop("train_loss_eval")
         final["weight_norm"] = curves["weight_norm"][-1]
-        taus = timescales(self.configs[row], self.plan.steps_per_epoch)
+        taus = timescales(self.configs[row], self.iters_per_epoch or 1)
         final |= taus
         cut = self.diverged_at[row]
         if cut is not None:
@@ -307,10 +312,10 @@ class Recorder:
         """Every evaluated series as (n_eval, K), with loss-derived metrics (RMSE, R²)."""
         stacked = {k: torch.stack(v).float() for k, v in self.ev.items()}
         if self.task.loss_metrics is not None:
-            for split, (_, ys) in self.data.splits().items():
+            for split in ("train", *self.feed.splits):
                 key = "train_loss_eval" if split == "train" else f"{split}_loss"
                 if key in stacked:
-                    var = (ys - ys.mean()).pow(2).mean()
+                    var = self.feed.target_var(split)
                     for m, v in self.task.loss_metrics(stacked[key], var).items():
                         stacked[f"{split}_{m}"] = v
         return stacked

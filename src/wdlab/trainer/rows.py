@@ -8,6 +8,9 @@ any element-wise torch optimizer and lr scheduler works. Each group's decay is o
 :class:`~wdlab.decay.DecayGroup` over its decaying views, with one weight decay per row where
 the rows differ, applied by the same driver :meth:`wdlab.decay.Decay.attach` uses
 (:class:`~wdlab.decay.Driver`): a step is "gradients into the views, ``optimizer.step()``".
+Tensors with a weight decay of their own (``group_wd``) form decay groups of their own, and a
+weight-decay schedule makes each group's weight decay a function of the step
+(:mod:`.decays`).
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from wdlab.decay import DecayGroup, DecayTable, Driver
+from wdlab.decay import WD, DecayGroup, DecayTable, Driver
 from wdlab.engines import Engine
+from wdlab.trainer.decays import WeightDecays
 from wdlab.trainer.plan import ConfigGroup, Plan
 from wdlab.trainer.schedules import make_scheduler
 
@@ -36,6 +40,7 @@ class RowGroup:
     names: list[str]
     views: list[Tensor]
     whole: bool
+    own: float | None = None  # builtin: the tensors' own weight decay (group_wd), if any
 
 
 class RowOptimizer:
@@ -59,6 +64,7 @@ class RowOptimizer:
         rows = {r["name"]: r for r in table.rows}
         self.decays = {n: rows[engine.parameter(n)]["decays"] for n in self.full}
         self.normalized = {n: rows[engine.parameter(n)]["normalized"] for n in self.full}
+        self.wds = WeightDecays.of(plan, engine, table)
         self._build(groups)
 
     def _build(self, groups: Sequence[ConfigGroup]) -> None:
@@ -72,47 +78,76 @@ class RowOptimizer:
             # groups, less per-step optimizer overhead
             for flag in (True, False) if g.builtin_wd else (None,):
                 names = [n for n in self.full if flag is None or self.decays[n] is flag]
-                if names:
-                    self.rows.append(self._row_group(g, names, len(self.engine)))
-                    torch_groups.append(self._torch_group(self.rows[-1], flag))
+                for own, part in self.wds.split(names) if flag else [(None, names)]:
+                    if part:  # builtin: one torch group per weight decay of its own
+                        self.rows.append(self._row_group(g, part, len(self.engine), own))
+                        torch_groups.append(self._torch_group(self.rows[-1], flag))
         plan = self.plan
         base = {"lr": groups[0].lr, **plan.optimizer.implementation(groups[0].options)}
         self.optimizer = plan.optimizer.cls(torch_groups, **base)
-        self.entries = [
-            (rg.config.mode, self._decay_group(rg, pg, self.by_gradient))
-            for rg, pg in zip(self.rows, self.optimizer.param_groups, strict=True)
-            if rg.config.mode.by_wdlab
+        owned = [
+            (i, rg.config.mode, dg)
+            for i, (rg, pg) in enumerate(zip(self.rows, self.optimizer.param_groups, strict=True))
+            for dg in self._decay_groups(rg, pg, self.by_gradient)
         ]
+        self.entry_rows = [i for i, _, _ in owned]  # each entry's position in :attr:`rows`
+        self.entries = [(mode, dg) for _, mode, dg in owned]
         self.driver = Driver(self.entries)
-        self.scheduler = make_scheduler(self.optimizer, plan.schedule, plan.epochs)
+        self.scheduler = make_scheduler(
+            self.optimizer, plan.schedule, plan.epochs, plan.total_steps
+        )
 
-    def _row_group(self, g: ConfigGroup, names: list[str], k: int) -> RowGroup:
+    def _row_group(
+        self, g: ConfigGroup, names: list[str], k: int, own: float | None = None
+    ) -> RowGroup:
         whole = g.rows == slice(0, k)
         views = [
             self.full[n] if whole else self.full[n].detach()[g.rows].requires_grad_(True)
             for n in names
         ]
-        return RowGroup(g, names, views, whole)
+        return RowGroup(g, names, views, whole, own)
 
-    @staticmethod
-    def _torch_group(rg: RowGroup, flag: bool | None) -> dict:
+    def _torch_group(self, rg: RowGroup, flag: bool | None) -> dict:
         g = rg.config
         return {
             "params": rg.views,
             "lr": g.lr,
-            "weight_decay": g.builtin_wd if flag else 0.0,
+            "weight_decay": self.wds.at_start(g.builtin_wd, rg.own) if flag else 0.0,
             **g.options,
         }
 
-    def _decay_group(self, rg: RowGroup, pg: dict, by_gradient: set[str]) -> DecayGroup:
-        """The decay of one row group: its decaying views, one wd per row where they differ."""
+    def _decay_groups(self, rg: RowGroup, pg: dict, by_gradient: set[str]) -> list[DecayGroup]:
+        """The decay groups of one row group: for a mode wdlab applies, its decaying views by
+        their weight decay (one per row where the rows differ); for ``builtin`` under a
+        schedule, the torch group whose ``weight_decay`` the driver sets each step."""
         g = rg.config
-        decayed = [(n, v) for n, v in zip(rg.names, rg.views, strict=True) if self.decays[n]]
+        decayed = [n for n in rg.names if self.decays[n]]
+        if g.mode.optimizer_wd and self.wds.schedule is not None and g.builtin_wd and decayed:
+            return [DecayGroup(pg, rg.views, wd=self.wds.wd(g.builtin_wd, rg.own))]
+        if not g.mode.by_wdlab:
+            return []
+        return [
+            self._decay_group(rg, pg, by_gradient, part, self.wds.wd(g.wd, own))
+            for own, part in self.wds.split(decayed)
+        ]
+
+    def _decay_group(
+        self,
+        rg: RowGroup,
+        pg: dict,
+        by_gradient: set[str],
+        names: list[str],
+        wd: WD | Callable[[int], WD],
+    ) -> DecayGroup:
+        """The decay of some decaying tensors of one row group, at weight decay ``wd``."""
+        g = rg.config
+        view = dict(zip(rg.names, rg.views, strict=True))
+        decayed = [(n, view[n]) for n in names]
         loss_names = [n for n, _ in decayed if n not in by_gradient]
         return DecayGroup(
             pg,
             [v for _, v in decayed],
-            wd=g.wd,
+            wd=wd,
             lr0=g.lr,
             anchor=[v.detach().clone() for _, v in decayed] if g.mode.needs_anchor else None,
             normalized=[self.normalized[n] for n, _ in decayed],
@@ -154,7 +189,7 @@ class RowOptimizer:
         """Continue from :meth:`state` of a RowOptimizer over the same rows."""
         self.optimizer.load_state_dict(state["optimizer"])  # new param-group dicts:
         groups = self.optimizer.param_groups
-        for (_, g), i in zip(self.entries, self._decaying(), strict=True):
+        for (_, g), i in zip(self.entries, self.entry_rows, strict=True):
             g.group = groups[i]  # the decay reads the lr (as scheduled) from its group
         for (_, g), saved in zip(self.entries, state["decay"], strict=True):
             g.step = int(saved["step"])
@@ -172,15 +207,12 @@ class RowOptimizer:
         optimizer, the driver and the scheduler are rebuilt over the kept rows (hook the
         driver on again: :meth:`attach`)."""
         old_rows, old_groups = self.rows, self.optimizer.param_groups
-        old_state, old_entries = (
-            self.optimizer.state,
-            dict(zip(self._decaying(), self.entries, strict=True)),
-        )
+        old_state, old_entries = self.optimizer.state, self._entries_by_row()
         old_sched = self.scheduler.state_dict() if self.scheduler is not None else None
         self.driver.remove()
         groups, local = _kept_groups(self.groups, rows)
         self._build(groups)
-        new_entries = dict(zip(self._decaying(), self.entries, strict=True))
+        new_entries = self._entries_by_row()
         kept = [i for i, rg in enumerate(old_rows) if id(rg.config) in local]
         for j, i in enumerate(kept):
             old, new, idx = old_rows[i], self.rows[j], local[id(old_rows[i].config)]
@@ -190,8 +222,8 @@ class RowOptimizer:
                     self.optimizer.state[nv] = {
                         k: _pick(v, idx, n) for k, v in old_state[ov].items()
                     }
-            if i in old_entries:
-                _carry(old_entries[i][1], new_entries[j][1], idx)
+            for old_dg, new_dg in zip(old_entries.get(i, []), new_entries.get(j, []), strict=True):
+                _carry(old_dg, new_dg, idx)
         if old_sched is not None:
             self.scheduler.load_state_dict(_kept_lists(old_sched, kept, len(old_rows)))
         for j, i in enumerate(kept):  # the lr now (scheduled), its initial value, the options
@@ -199,9 +231,12 @@ class RowOptimizer:
                 {k: v for k, v in old_groups[i].items() if k != "params"}
             )
 
-    def _decaying(self) -> list[int]:
-        """The positions of :attr:`rows` that have a decay entry (a mode wdlab applies)."""
-        return [i for i, rg in enumerate(self.rows) if rg.config.mode.by_wdlab]
+    def _entries_by_row(self) -> dict[int, list[DecayGroup]]:
+        """The decay groups of each position of :attr:`rows` that has some, in order."""
+        out: dict[int, list[DecayGroup]] = {}
+        for i, (_, dg) in zip(self.entry_rows, self.entries, strict=True):
+            out.setdefault(i, []).append(dg)
+        return out
 
 
 def _kept_groups(

@@ -1,11 +1,21 @@
-"""Learning-rate schedules by short name: ``constant``, ``cosine``, ``step:SIZE:GAMMA``.
+"""Learning-rate schedules by short name, per epoch or per optimizer step.
 
-Adding a schedule is one entry in :data:`SCHEDULES`: a name, its argument syntax, and a
-function ``(optimizer, epochs, *args) -> LRScheduler | None``.
+Per epoch (the scheduler steps after each epoch): ``constant``, ``cosine`` (to 0 over the
+epochs), ``step:SIZE:GAMMA``. Per step, with a linear warm-up (the scheduler steps after each
+optimizer step, over the whole training's steps T; W warm-up steps, or a fraction of T written
+``0.05``): ``warmup-constant:W``, ``warmup-linear:W`` (then linearly to 0 at T) and
+``warmup-cosine:W`` (then half a cosine to 0 at T), the factors of the Hugging Face schedules
+(``get_constant_schedule_with_warmup``, ``get_linear_schedule_with_warmup``,
+``get_cosine_schedule_with_warmup``): step s < W runs at lr·s/W (the first step at 0).
+
+Adding a schedule is one entry in :data:`SCHEDULES`: a name, its argument syntax, a function
+``(optimizer, length, *args) -> LRScheduler | None`` (length: epochs, or total steps where
+``per_step``), and how its arguments are read.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,12 +26,14 @@ LRScheduler = torch.optim.lr_scheduler.LRScheduler
 
 @dataclass(frozen=True)
 class Schedule:
-    """One schedule: ``name[:ARG...]``; ``args`` converts the arguments (raising on bad ones)."""
+    """One schedule: ``name[:ARG...]``; ``args`` converts the arguments (raising on bad ones);
+    ``per_step``: it steps after every optimizer step (else after every epoch)."""
 
     name: str
     syntax: str
     make: Callable[..., LRScheduler | None]
     args: Callable[[list[str]], tuple] = lambda parts: ()
+    per_step: bool = False
 
 
 def _step_args(parts: list[str]) -> tuple[int, float]:
@@ -29,6 +41,44 @@ def _step_args(parts: list[str]) -> tuple[int, float]:
     if len(parts) != 2 or size < 1 or not gamma > 0:
         raise ValueError("step needs SIZE >= 1 and GAMMA > 0")
     return size, gamma
+
+
+def _warmup_args(parts: list[str]) -> tuple[float]:
+    """W: an integer number of steps >= 0, or a fraction of the total steps in (0, 1)."""
+    if len(parts) != 1:
+        raise ValueError("a warm-up schedule takes one argument")
+    text = parts[0].strip()
+    if text.isdigit():
+        return (float(int(text)),)
+    value = float(text)
+    if not 0 < value < 1:
+        raise ValueError("the warm-up is a number of steps or a fraction in (0, 1)")
+    return (value,)
+
+
+def warmup_steps(warmup: float, total: int) -> int:
+    """W in steps: ``warmup`` itself, or that fraction of ``total`` (rounded)."""
+    return int(warmup) if warmup >= 1 or warmup == 0 else round(warmup * total)
+
+
+def warmup_factor(kind: str, step: int, warmup: int, total: int) -> float:
+    """The lr factor of optimizer step ``step`` (0-based) under a warm-up schedule."""
+    if step < warmup:
+        return step / max(1, warmup)
+    if kind == "constant":
+        return 1.0
+    progress = (step - warmup) / max(1, total - warmup)
+    if kind == "linear":
+        return max(0.0, (total - step) / max(1, total - warmup))
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def _warmup(kind: str) -> Callable[..., LRScheduler]:
+    def make(opt: torch.optim.Optimizer, total: int, warmup: float) -> LRScheduler:
+        w = warmup_steps(warmup, total)
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_factor(kind, s, w, total))
+
+    return make
 
 
 SCHEDULES: dict[str, Schedule] = {
@@ -47,6 +97,10 @@ SCHEDULES: dict[str, Schedule] = {
             "step:SIZE:GAMMA",
             lambda opt, epochs, size, gamma: torch.optim.lr_scheduler.StepLR(opt, size, gamma),
             _step_args,
+        ),
+        *(
+            Schedule(f"warmup-{k}", f"warmup-{k}:W", _warmup(k), _warmup_args, per_step=True)
+            for k in ("constant", "linear", "cosine")
         ),
     )
 }
@@ -69,8 +123,19 @@ def parse_schedule(text: str | None) -> tuple[Schedule, tuple]:
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, schedule: str | None, epochs: int
+    optimizer: torch.optim.Optimizer,
+    schedule: str | None,
+    epochs: int,
+    total_steps: int | None = None,
 ) -> LRScheduler | None:
-    """An lr scheduler from a short spec: ``constant``, ``cosine``, ``step:SIZE:GAMMA``."""
+    """An lr scheduler from a short spec (see the module docstring): over ``epochs`` epochs,
+    or, for a per-step schedule, over ``total_steps`` optimizer steps."""
     sched, args = parse_schedule(schedule)
-    return sched.make(optimizer, epochs, *args)
+    if not sched.per_step:
+        return sched.make(optimizer, epochs, *args)
+    if total_steps is None:
+        raise ValueError(
+            f"lr schedule {schedule!r} runs per step and needs the number of steps: this "
+            "training stream has no len(); give steps= (or a per-epoch schedule)"
+        )
+    return sched.make(optimizer, total_steps, *args)

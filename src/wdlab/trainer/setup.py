@@ -8,15 +8,16 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from wdlab.data import Dataset
 from wdlab.decay import DecayTable, Mode, decay_table
 from wdlab.engines import Engine, Setup
 from wdlab.func import stack_state, tied_names
+from wdlab.inputs import call
 from wdlab.models import ModelSpec, check_module
 from wdlab.records import RunConfig
 from wdlab.tasks import Task
+from wdlab.trainer.feed import Feed
 from wdlab.trainer.plan import Plan
-from wdlab.zerograd import engine_note, noise_gradients, probe_batches
+from wdlab.zerograd import PROBE_ROWS, engine_note, noise_gradients
 
 
 def default_init(spec: ModelSpec) -> Callable[[int], nn.Module]:
@@ -35,12 +36,12 @@ def build_engine(
     spec: ModelSpec,
     configs: Sequence[RunConfig],
     modes: Sequence[Mode],
-    data: Dataset,
+    feed: Feed,
     task: Task,
 ) -> tuple[Engine, DecayTable]:
     """The engine over the configurations' initial weights (one module per distinct seed, row
     k holding configuration k's), and the decay table of the model."""
-    device = data.X_train.device
+    device = feed.device
     init = plan.init or default_init(spec)
     modules: dict[int, nn.Module] = {}
     for c in configs:
@@ -50,33 +51,37 @@ def build_engine(
     table = decay_table(template, plan.rule)
     ties = tied_names(template)
     rows = [modules[c.seed] for c in configs]
-    y = data.y_train
+    y = feed.y
     setup = Setup(
         template.to(device),
         stack_state(rows, device, nn.Module.named_parameters),
-        data.X_train,
-        {k: v[0] for k, v in data.splits().items() if k != "train"},
+        feed.X,
+        feed.eval_X,
         stack_state(rows, device),
         optimizer=plan.optimizer,
         modes=tuple(modes),
-        full_batch=not plan.minibatch,
-        reads_weights=bool(plan.diagnostics),
+        full_batch=not feed.minibatch,
+        reads_weights=bool(plan.diagnostics) or plan.clip_grad_norm is not None,
         fast_path=plan.fast_path,
-        probe=lambda out, idx: task.loss(out, y[idx]),
+        probe=None if y is None else (lambda out, idx: task.loss(out, y[idx])),
         ties=ties,
     )
     engine = spec.model_kind.make_engine(spec, setup)
     if not engine.flat_inputs:  # modules wdlab did not write: say which gradients are noise
-        engine.note += zero_grad_note(template, data, task)
+        engine.note += zero_grad_note(template, feed, task)
     return engine, table
 
 
-def zero_grad_note(template: nn.Module, data: Dataset, task: Task) -> str:
+def zero_grad_note(template: nn.Module, feed: Feed, task: Task) -> str:
     """The engine text naming parameters whose float32 gradient is rounding noise
     (:mod:`wdlab.zerograd`), from two batches of training rows; '' when there are none."""
+    batches = feed.probe_batches(PROBE_ROWS)
+    if not batches:
+        return ""
     found = noise_gradients(
         template,
-        probe_batches(data.X_train, data.y_train),
+        batches,
         lambda out, yb: task.loss(out.unsqueeze(0), yb).sum(),
+        call,
     )
     return engine_note(found)

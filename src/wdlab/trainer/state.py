@@ -4,10 +4,11 @@ plain data (``torch.save`` writes it, ``torch.load(weights_only=True)`` reads it
 :func:`capture` takes it between two epochs: the engine's rows (weights, buffers, what the
 engine derives from the initial weights), the optimizer's, the decay's and the lr scheduler's
 state, the records so far (curves, which rows stopped and why), the random states (torch's
-global generator, which Dropout draws from, CUDA's, and the mini-batch order's) and the epochs
-trained. :func:`restore` continues it in a trainer built from the same plan: the same
-configurations in the same order, so the same rows and parameter groups. Continued, it gives
-the numbers the uninterrupted training gives, bit for bit on the CPU.
+global generator, which Dropout draws from, CUDA's, and the mini-batch order's of tensors held
+in memory; a stream's epoch depends only on its number) and the epochs trained.
+:func:`restore` continues it in a trainer built from the same plan: the same configurations in
+the same order, so the same rows and parameter groups. Continued, it gives the numbers the
+uninterrupted training gives, bit for bit on the CPU.
 """
 
 from __future__ import annotations
@@ -58,7 +59,11 @@ def capture(trainer: Trainer, epochs: int) -> dict[str, Any]:
     random-state fork). On the CPU it shares memory with the trainer: write it (or copy it)
     before the next step."""
     device = trainer.device
-    rng = {"torch": torch.get_rng_state(), "shuffle": trainer.shuffle.get_state()}
+    shuffle = getattr(trainer.feed, "shuffle", None)  # held tensors: the mini-batch order
+    rng = {
+        "torch": torch.get_rng_state(),
+        "shuffle": None if shuffle is None else shuffle.get_state(),
+    }
     if device.type == "cuda":
         rng["cuda"] = [torch.cuda.get_rng_state(d) for d in cuda_ids(device)]
     return _cpu(
@@ -113,7 +118,9 @@ def restore_random(trainer: Trainer, state: Mapping[str, Any] | None) -> None:
         return
     rng = state["rng"]
     torch.set_rng_state(rng["torch"])
-    trainer.shuffle.set_state(rng["shuffle"])
+    shuffle = getattr(trainer.feed, "shuffle", None)
+    if shuffle is not None and rng["shuffle"] is not None:
+        shuffle.set_state(rng["shuffle"])
     for d, s in zip(cuda_ids(trainer.device), rng.get("cuda", []), strict=False):
         torch.cuda.set_rng_state(s, d)
 

@@ -1,0 +1,345 @@
+"""Config keys: how one key of :mod:`wdlab.config`'s schema is declared (:func:`key`: its
+default and its :class:`Key`, the checker and the command-line flag) and the checkers the
+schema's keys use. A checker takes ``(value, "section.key")`` and returns the normalised value,
+or raises a one-line ``ValueError`` naming the key and what it allows; allowed values come
+from the registries (modes, optimizers, model kinds, schedules, tasks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from wdlab.decay import MODES
+from wdlab.decay.schedules import parse as parse_wd_schedule
+from wdlab.decay.schedules import scaled
+from wdlab.devices import check_device_name
+from wdlab.diagnostics import DIAGNOSTICS
+from wdlab.models import MODEL_KINDS
+from wdlab.optimizers import OPTIMIZERS, optimizer_spec
+from wdlab.tasks import TASKS
+from wdlab.trainer.plan import check_clip
+from wdlab.trainer.schedules import SCHEDULES, parse_schedule
+
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)  # weights, lr and wd are float32 in training
+MAX_RANGE = 1_000_000  # values in one log range or seed count (a hard limit)
+MAX_SEED = 2**32 - 2  # NumPy and scikit-learn take seeds below 2**32 (the split uses seed + 1)
+SELECT_METRICS = ("acc", "rmse", "r2")  # besides "auto" and "loss"
+KNOWN_DIAGNOSTICS = ("rotation",)  # accepted by the config; available when registered
+
+
+def parse_float_list(text: str | float | list, key: str) -> list[float]:
+    """A number, a list, ``"a,b,c"`` or a log range ``"LO..HI:N"`` → list of floats."""
+    if isinstance(text, bool):
+        raise ValueError(f"{key}: expected a number, got {text!r}")
+    if isinstance(text, (int, float)):
+        return [float(text)]
+    if isinstance(text, list):
+        return [v for item in text for v in parse_float_list(item, key)]
+    if not isinstance(text, str):
+        raise ValueError(f"{key}: expected a number or a list, got {text!r}")
+    text = text.strip()
+    if ".." in text:
+        try:
+            rng, _, count = text.partition(":")
+            lo, _, hi = rng.partition("..")
+            lo_f, hi_f, n = float(lo), float(hi), int(count)
+        except ValueError:
+            raise ValueError(
+                f"{key}: expected LO..HI:N (e.g. 1e-6..1e-1:11), got {text!r}"
+            ) from None
+        if not (0 < lo_f < hi_f < math.inf) or n < 2:
+            raise ValueError(f"{key}: a log range needs 0 < LO < HI and N >= 2, got {text!r}")
+        if n > MAX_RANGE:
+            raise ValueError(f"{key}: a log range has at most {MAX_RANGE:,} values, got {n:,}")
+        step = (math.log10(hi_f) - math.log10(lo_f)) / (n - 1)
+        return [float(f"{10 ** (math.log10(lo_f) + i * step):.6g}") for i in range(n)]
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{key}: expected numbers separated by commas, got {text!r}") from None
+
+
+def _float32(values: list[float], key: str, what: str) -> list[float]:
+    """``values`` if each fits float32 (what training computes in), else one line."""
+    big = [v for v in values if abs(v) > FLOAT32_MAX]
+    if big:
+        raise ValueError(
+            f"{key}: {what} {big[0]:g} overflows float32, in which wdlab trains "
+            f"(at most {FLOAT32_MAX:.3g})"
+        )
+    return values
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkers: (value, "section.key") -> the normalised value, or ValueError naming the key.
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key's checker and its CLI flag (what it allows: its help and choices).
+
+    ``cli`` is how the flag's text is read before checking: ``str`` (the checker parses it),
+    ``int``, ``flag`` (a switch that sets True) or ``append`` (repeatable; the checker gets the
+    list). ``choices`` lists the allowed values.
+    """
+
+    check: Callable[[Any, str], Any]
+    flag: str | None = None
+    help: str = ""
+    cli: str = "str"
+    choices: tuple[str, ...] | None = None
+
+
+def key(
+    default: Any,
+    check: Callable[[Any, str], Any],
+    flag: str | None = None,
+    help: str = "",
+    cli: str = "str",
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """A config field: its default and its :class:`Key`."""
+    meta = {"key": Key(check, flag, help, cli, choices)}
+    return field(default_factory=lambda: copy.deepcopy(default), metadata=meta)
+
+
+def one_of(options: Mapping[str, Any] | tuple[str, ...]) -> Callable[[Any, str], Any]:
+    """A checker accepting one of ``options`` (a registry or a tuple of names)."""
+
+    def check(v: Any, key: str) -> Any:
+        if v not in options:
+            raise ValueError(f"{key}: {v!r} is not allowed; valid: {', '.join(options)}")
+        return v
+
+    return check
+
+
+def integer(lo: int = 0, hi: int | None = None) -> Callable[[Any, str], Any]:
+    """A checker accepting an integer ≥ ``lo`` (and ≤ ``hi``)."""
+
+    def check(v: Any, key: str) -> Any:
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ValueError(f"{key}: expected an integer >= {lo}, got {v!r}")
+        if hi is not None and v > hi:
+            raise ValueError(f"{key}: expected an integer <= {hi}, got {v!r}")
+        return v
+
+    return check
+
+
+def _dropout(v: Any, key: str) -> float:
+    if isinstance(v, str):  # from the command line
+        with contextlib.suppress(ValueError):
+            v = float(v)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+        raise ValueError(f"{key}: expected a probability in [0, 1), got {v!r}")
+    return float(v)
+
+
+def _device(v: Any, key: str) -> Any:
+    return None if v is None else check_device_name(v, key)
+
+
+def _select(v: Any, key: str) -> str:
+    valid = ("auto", "loss", *SELECT_METRICS, *(t.metric for t in TASKS.values()))
+    if not isinstance(v, str) or v not in valid:
+        raise ValueError(f"{key}: {v!r} is not allowed; valid: {', '.join(dict.fromkeys(valid))}")
+    return v
+
+
+def _diagnostics(v: Any, key: str) -> list[str]:
+    names = _str_list(v, key)
+    valid = tuple(dict.fromkeys((*DIAGNOSTICS, *KNOWN_DIAGNOSTICS)))
+    for n in names:
+        if n not in valid:
+            raise ValueError(f"{key}: unknown diagnostic {n!r}; valid: {', '.join(valid)}")
+    return list(dict.fromkeys(names))
+
+
+def _seconds(v: Any, key: str) -> float:
+    if isinstance(v, str):  # from the command line
+        with contextlib.suppress(ValueError):
+            v = float(v)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+        raise ValueError(f"{key}: expected seconds > 0 (inf: no limit), got {v!r}")
+    return float(v)
+
+
+def _clip(v: Any, key: str) -> float:
+    if isinstance(v, str):  # from the command line
+        with contextlib.suppress(ValueError):
+            v = float(v)
+    try:
+        return check_clip(v)
+    except ValueError:
+        raise ValueError(f"{key}: expected a norm > 0 (a finite number), got {_short(v)}") from None
+
+
+def _fraction(v: Any, key: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 0.9:
+        raise ValueError(f"{key}: expected a fraction in (0, 0.9), got {v!r}")
+    return float(v)
+
+
+def _str_or_none(v: Any, key: str) -> Any:
+    if v is not None and not isinstance(v, str):
+        raise ValueError(f"{key}: expected a string, got {v!r}")
+    return v
+
+
+def _str_list(v: Any, key: str) -> list[str]:
+    if isinstance(v, str):
+        v = [s.strip() for s in v.split(",") if s.strip()]
+    if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
+        raise ValueError(f"{key}: expected a list of strings, got {v!r}")
+    return v
+
+
+def _bool(v: Any, key: str) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"{key}: expected true or false, got {v!r}")
+    return v
+
+
+def _table(v: Any, key: str) -> dict:
+    if not isinstance(v, dict):
+        raise ValueError(f"{key}: expected a table of options, got {v!r}")
+    return v
+
+
+def _hidden(v: Any, key: str) -> list[int]:
+    if isinstance(v, str):
+        try:
+            v = [int(s) for s in v.split(",") if s.strip()]
+        except ValueError:
+            raise ValueError(f"{key}: expected sizes like 64,32, got {v!r}") from None
+    if not isinstance(v, list) or not all(isinstance(h, int) and h > 0 for h in v):
+        raise ValueError(f"{key}: expected a list of positive integers, got {v!r}")
+    return v
+
+
+def _model_kind(v: Any, key: str) -> str:
+    if isinstance(v, str) and ":" in v:  # module:function, a custom factory
+        return v
+    return one_of(MODEL_KINDS)(v, key)
+
+
+def _modes(v: Any, key: str) -> list[str]:
+    modes = _str_list(v, key)
+    for m in modes:
+        one_of(MODES)(m, key)
+    if not modes:
+        raise ValueError(f"{key}: give at least one mode; valid: {', '.join(MODES)}")
+    return modes
+
+
+def _wds(v: Any, key: str) -> list[float]:
+    values = parse_float_list(v, key)
+    if not values or any(not math.isfinite(w) or w < 0 for w in values):
+        raise ValueError(f"{key}: weight decays must be finite numbers >= 0, got {_short(v)}")
+    return _float32(values, key, "weight decay")
+
+
+def _lrs(v: Any, key: str) -> list[float]:
+    values = parse_float_list(v, key)
+    if not values or any(not math.isfinite(w) or w <= 0 for w in values):
+        raise ValueError(f"{key}: learning rates must be numbers > 0, got {_short(v)}")
+    return _float32(values, key, "learning rate")
+
+
+def _short(v: Any, limit: int = 60) -> str:
+    """``repr(v)`` cut to ``limit`` characters, for messages."""
+    text = repr(v)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _seeds(v: Any, key: str) -> list[int]:
+    if isinstance(v, str) and v.strip().isdigit():
+        n = int(v)
+        if n > MAX_RANGE:
+            raise ValueError(f"{key}: at most {MAX_RANGE:,} seeds, got {n:,}")
+        return list(range(n))
+    if isinstance(v, str) and "," in v:
+        with contextlib.suppress(ValueError):
+            v = [int(s) for s in v.split(",") if s.strip()]
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = [v]
+    if isinstance(v, list) and v and all(isinstance(s, int) and not isinstance(s, bool) for s in v):
+        bad = [s for s in v if not 0 <= s <= MAX_SEED]
+        if bad:
+            raise ValueError(f"{key}: seeds must be integers in 0..{MAX_SEED}, got {bad[0]}")
+        return v
+    raise ValueError(
+        f'{key}: expected a seed, a list of seeds, or a count like "3", got {_short(v)}'
+    )
+
+
+def _optimizer(v: Any, key: str) -> str:
+    try:
+        optimizer_spec(v)
+    except (ValueError, TypeError):
+        raise ValueError(
+            f"{key}: unknown optimizer {v!r}; valid: {', '.join(OPTIMIZERS)}"
+        ) from None
+    return v
+
+
+def _schedule(v: Any, key: str) -> str:
+    try:
+        parse_schedule(v if isinstance(v, str) else repr(v))
+    except ValueError:
+        valid = ", ".join(s.syntax for s in SCHEDULES.values())
+        raise ValueError(f"{key}: {v!r} is not allowed; valid: {valid}") from None
+    return v
+
+
+def _wd_schedule(v: Any, key: str) -> str:
+    if not isinstance(v, str):
+        raise ValueError(f"{key}: expected cosine|linear:START:END:STEPS, got {_short(v)}")
+    try:
+        s = parse_wd_schedule(v)
+        scaled(s, 0.0)  # a sweep scales it to each row's weight decay: START > 0
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc}") from None
+    _float32([s.start, s.end], key, "weight decay")
+    return v
+
+
+def _group_wd(v: Any, key: str) -> dict[str, float]:
+    """``{pattern: wd}``, or ``PATTERN=WD`` strings (the repeatable flag) → {pattern: wd}."""
+    if isinstance(v, str):
+        v = [v]
+    if isinstance(v, list):
+        pairs = {}
+        for item in v:
+            pattern, sep, value = item.rpartition("=") if isinstance(item, str) else ("", "", "")
+            if not sep or not pattern:
+                raise ValueError(f"{key}: expected PATTERN=WD, e.g. 'emb.*=1e-5', got {item!r}")
+            try:
+                pairs[pattern] = float(value)
+            except ValueError:
+                raise ValueError(f"{key}: {item!r}: the weight decay is not a number") from None
+        v = pairs
+    if not isinstance(v, dict) or not all(isinstance(p, str) and p for p in v):
+        raise ValueError(f"{key}: expected a table of pattern = weight decay, got {_short(v)}")
+    out = {}
+    for pattern, wd in v.items():
+        out[pattern] = _wds(wd, f"{key}.{pattern}")
+        if len(out[pattern]) != 1:
+            raise ValueError(f"{key}.{pattern}: expected one weight decay, got {_short(wd)}")
+        out[pattern] = out[pattern][0]
+    return out
+
+
+def ordered_pairs(group_wd: Mapping[str, float]) -> list[list[Any]] | dict:
+    """``group_wd`` as ``[pattern, wd]`` pairs, in order, for a study's identity (which is
+    hashed with sorted keys): the first pattern to match a tensor takes it, so the order is
+    part of what trains. None given: ``{}`` as it was."""
+    return [[p, wd] for p, wd in group_wd.items()] if group_wd else {}

@@ -1,0 +1,195 @@
+"""What a split gives for an epoch: a user's DataLoader rebuilt with wdlab's generator
+(:class:`LoaderSource`; a bare Dataset is wrapped in one), or the user's own
+``make_loader(split, seed, epoch)`` (:class:`FactorySource`). See :mod:`wdlab.data.stream` for
+the seeding they take part in."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    IterableDataset,
+    RandomSampler,
+    SequentialSampler,
+    SubsetRandomSampler,
+    WeightedRandomSampler,
+)
+
+from wdlab.data.seeds import derive
+
+LoaderFactory = Callable[[str, int, int], Iterable[Any]]
+
+
+# -- a user's DataLoader, rebuilt with wdlab's generator -----------------------------------------
+
+_LOADER_PARAMS = set(inspect.signature(DataLoader).parameters)
+_KEPT = (
+    "num_workers",
+    "collate_fn",
+    "timeout",
+    "worker_init_fn",
+    "multiprocessing_context",
+    "prefetch_factor",
+    "pin_memory_device",
+    "in_order",
+)
+
+
+def _settings(loader: DataLoader, generator: torch.Generator | None, pin: bool) -> dict:
+    kw = {k: getattr(loader, k) for k in _KEPT if k in _LOADER_PARAMS and hasattr(loader, k)}
+    return kw | {"generator": generator, "pin_memory": bool(loader.pin_memory or pin)}
+
+
+def _seeded(sampler: Any, g: torch.Generator, evaluation: bool) -> Any:
+    """torch's random samplers rebuilt with ``g`` (for evaluation a shuffle becomes the plain
+    order); any other sampler as it is."""
+    kind = type(sampler)
+    if kind is BatchSampler:
+        inner = _seeded(sampler.sampler, g, evaluation)
+        return BatchSampler(inner, sampler.batch_size, sampler.drop_last and not evaluation)
+    if kind is RandomSampler:
+        n = getattr(sampler, "_num_samples", None)
+        if evaluation and not sampler.replacement and n is None:
+            return SequentialSampler(sampler.data_source)
+        return RandomSampler(sampler.data_source, sampler.replacement, n, generator=g)
+    if kind is SubsetRandomSampler:
+        if evaluation:
+            return [int(i) for i in sampler.indices]
+        return SubsetRandomSampler(sampler.indices, generator=g)
+    if kind is WeightedRandomSampler:
+        return WeightedRandomSampler(
+            sampler.weights, sampler.num_samples, sampler.replacement, generator=g
+        )
+    return sampler
+
+
+def rebuild(
+    loader: DataLoader, generator: torch.Generator, *, evaluation: bool = False, pin: bool = False
+) -> DataLoader:
+    """``loader`` anew with ``generator``: its dataset, batch size, sampler (re-seeded), collate_fn,
+    workers, pin_memory and drop_last; ``evaluation``: every example once, in a fixed order;
+    ``pin``: pinned batches (the device is CUDA)."""
+    kw = _settings(loader, generator, pin)
+    ds = loader.dataset
+    drop_last = loader.drop_last and not evaluation
+    if isinstance(ds, IterableDataset):
+        return DataLoader(ds, batch_size=loader.batch_size, drop_last=drop_last, **kw)
+    if loader.batch_size is None and loader.batch_sampler is not None:  # the user's own
+        batches = _seeded(loader.batch_sampler, generator, evaluation)
+        return DataLoader(ds, batch_sampler=batches, **kw)
+    sampler = _seeded(loader.sampler, generator, evaluation)
+    return DataLoader(ds, batch_size=loader.batch_size, sampler=sampler, drop_last=drop_last, **kw)
+
+
+def over(loader: DataLoader, dataset: Any) -> DataLoader:
+    """A DataLoader with ``loader``'s settings over another map-style ``dataset`` (shuffled when
+    ``loader`` shuffles); a ``ValueError`` for a sampler it cannot carry over."""
+    inner = loader.sampler
+    if loader.batch_size is None or type(inner) not in (RandomSampler, SequentialSampler):
+        raise ValueError(
+            f"a DataLoader with a {type(inner).__name__} cannot lend 20% of its rows to "
+            "validation: give data['val']"
+        )
+    kw = _settings(loader, loader.generator, False) | {"pin_memory": loader.pin_memory}
+    shuffle = type(inner) is RandomSampler
+    return DataLoader(
+        dataset, batch_size=loader.batch_size, shuffle=shuffle, drop_last=loader.drop_last, **kw
+    )
+
+
+def unseeded_shuffle(loader: DataLoader) -> bool:
+    """Whether ``loader`` shuffles with torch's RandomSampler and no generator of its own."""
+    sampler = loader.sampler if loader.batch_size is not None else loader.batch_sampler
+    sampler = getattr(sampler, "sampler", sampler)
+    return type(sampler) is RandomSampler and sampler.generator is None
+
+
+def wrap(dataset: Any, batch_size: int | None, num_workers: int = 0) -> DataLoader:
+    """A bare Dataset as a DataLoader: shuffled each epoch when map-style."""
+    iterable = isinstance(dataset, IterableDataset)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=not iterable, num_workers=num_workers)
+
+
+# -- sources: what a split gives for an epoch -----------------------------------------------------
+
+
+class LoaderSource:
+    """A split given as a DataLoader (a Dataset is wrapped in one): rebuilt each epoch with
+    wdlab's generator."""
+
+    def __init__(self, split: str, template: DataLoader, seed: int, pin: bool = False) -> None:
+        self.split, self.template, self.seed, self.pin = split, template, seed, pin
+
+    @property
+    def dataset(self) -> Any:
+        """The DataLoader's dataset."""
+        return self.template.dataset
+
+    @property
+    def batch_size(self) -> int | None:
+        """Examples per batch (``None``: the user's batch sampler decides)."""
+        return self.template.batch_size
+
+    def pinned(self, pin: bool) -> LoaderSource:
+        """The same source, its batches pinned (for a CUDA device) or not."""
+        return LoaderSource(self.split, self.template, self.seed, pin)
+
+    def build(self, epoch: int | None) -> Iterable[Any]:
+        """Epoch ``epoch``'s DataLoader (``None``: evaluation's)."""
+        which = "evaluation" if epoch is None else epoch
+        g = torch.Generator().manual_seed(derive(self.seed, self.split, "order", which))
+        return rebuild(self.template, g, evaluation=epoch is None, pin=self.pin)
+
+    def describe(self) -> dict[str, Any]:
+        """The settings that change the batches (for the fingerprint)."""
+        t = self.template
+        sampler = t.batch_sampler if t.batch_size is None else t.sampler
+        return {
+            "dataset": _qualname(t.dataset),
+            "batch_size": t.batch_size,
+            "drop_last": t.drop_last,
+            "sampler": _qualname(getattr(sampler, "sampler", sampler)),
+            "collate_fn": _qualname(t.collate_fn),
+            "num_workers": t.num_workers,
+        }
+
+
+class FactorySource:
+    """A split given by the user's ``make_loader(split, seed, epoch)``."""
+
+    dataset = None
+    batch_size = None  # the factory's loaders decide
+
+    def __init__(self, split: str, make_loader: LoaderFactory, seed: int) -> None:
+        self.split, self.make, self.seed = split, make_loader, seed
+
+    def pinned(self, pin: bool) -> FactorySource:
+        """The same source (the factory's loaders pin, or not, as they were made)."""
+        return self
+
+    def build(self, epoch: int | None) -> Iterable[Any]:
+        """What ``make_loader`` gives for ``epoch`` (evaluation: epoch 0)."""
+        return self.make(self.split, self.seed, 0 if epoch is None else epoch)
+
+    def describe(self) -> dict[str, Any]:
+        """The factory's name (for the fingerprint)."""
+        return {"make_loader": _qualname(self.make)}
+
+
+def _qualname(obj: object) -> str:
+    """A function's or class's dotted name; for any other object, its class's."""
+    named = obj if isinstance(obj, type) or inspect.isroutine(obj) else type(obj)
+    return f"{named.__module__}.{named.__qualname__}"
+
+
+def known_length(iterable: Iterable[Any]) -> int | None:
+    """``len(iterable)``, or ``None`` where it has no length."""
+    try:
+        return len(iterable)  # type: ignore[arg-type]
+    except TypeError:
+        return None

@@ -1,0 +1,60 @@
+"""Seeds of the streams: independent draws per split, purpose and epoch (:func:`derive`), and
+the process-wide random state a Dataset's transforms draw from, held apart from the caller's
+(:class:`GlobalRandom`). See :mod:`wdlab.data.stream` for what they guarantee."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def derive(seed: int, *labels: object) -> int:
+    """A 63-bit seed from ``seed`` and labels (split, purpose, epoch): independent draws for
+    each split, purpose and epoch, the same on every machine."""
+    text = repr((int(seed), *labels)).encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "little") >> 1
+
+
+def _capture(full: bool) -> tuple[Any, ...]:
+    torch_state = torch.get_rng_state()
+    return (torch_state, random.getstate(), np.random.get_state()) if full else (torch_state,)
+
+
+def _restore(state: tuple[Any, ...]) -> None:
+    torch.set_rng_state(state[0])
+    if len(state) > 1:
+        random.setstate(state[1])
+        np.random.set_state(state[2])
+
+
+class GlobalRandom:
+    """The process-wide random state a Dataset's transforms draw from in the main process
+    (torch's CPU generator, Python's ``random``, NumPy's global), held apart from the caller's:
+    :meth:`active` swaps it in and out again. CUDA generators are never touched."""
+
+    def __init__(self, seed: int) -> None:
+        outer = _capture(True)
+        torch.default_generator.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        self.state = _capture(True)
+        _restore(outer)
+
+    @contextmanager
+    def active(self, full: bool = True) -> Iterator[None]:
+        """Inside: this stream's random state; after: the caller's, as it was. ``full=False``
+        swaps torch's generator only (a small copy; Python's and NumPy's states are large ones):
+        enough when the transforms run in worker processes, which torch seeds itself."""
+        outer = _capture(full)
+        _restore(self.state[: len(outer)])
+        try:
+            yield
+        finally:
+            self.state = _capture(full) + self.state[len(outer) :]
+            _restore(outer)

@@ -1,0 +1,252 @@
+"""Optuna's search, trained K trials at a time: ``wdlab.optuna``.
+
+Your Optuna study proposes the configurations (``lr``, ``weight_decay``, ``mode``,
+``optimizer`` and the optimizer's own keywords, over any Optuna distribution, with any sampler:
+TPE, CMA-ES, random, GP, QMC); :func:`optimize` asks it for ``batch`` trials at once
+(``study.ask`` K times), trains them together through the engine ``wdlab.sweep`` uses (one
+batch per optimizer class, cut to the memory budget: one batched computation each), reports
+each trial's validation metric to Optuna at every evaluation (``trial.report(value, step)``,
+step = epochs trained, so Optuna's pruners decide) and tells Optuna each trial's final value.
+The study is an ordinary Optuna study afterwards: its storage, ``optuna.importance``,
+``optuna.visualization`` and ``optuna-dashboard`` work on it.
+
+* The value told is the validation metric wdlab chooses on (``select``: the task's metric by
+  default, or ``"loss"``), the mean over ``seeds`` (each trial trains one row per seed), at
+  the last epoch (or each run's best epoch with ``early_stopping``). The test metric is kept
+  apart, as the trial's user attribute ``test_<metric>``; it never steers the search.
+* A trial Optuna prunes is told ``PRUNED`` at once and its rows leave the batch
+  (:meth:`_Watch.freeze`): their compute is saved, the other trials train on unchanged. A
+  trial whose training diverged is told ``FAIL``.
+* Bad input is refused before anything is asked or stored: a study of another direction (or
+  several objectives), a distribution of the wrong kind or range for its parameter, one that
+  differs in kind from the study's earlier trials, or a study searched on other data, model
+  or training settings.
+
+Needs ``pip install 'wdlab[optuna]'``; ``import wdlab`` never imports Optuna.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from wdlab.config import Experiment, validate
+from wdlab.data import Dataset, StreamedData
+from wdlab.decay import DEFAULT_RULE, DecayRule, WDSchedule
+from wdlab.devices import DEFAULT_MAX_MEMORY_MB
+from wdlab.extras import require
+from wdlab.models import ModelSpec
+from wdlab.pipelines.checks import seed_list
+from wdlab.pipelines.experiment import load_data, model_spec
+from wdlab.pipelines.own import Data, Model, decay_section, resolve_model, user_data
+from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT
+
+optuna = require("optuna", "wdlab.optuna")
+from optuna.distributions import BaseDistribution  # noqa: E402  (after the one-line check above)
+
+from wdlab.optuna.result import SearchResult  # noqa: E402
+from wdlab.optuna.space import (  # noqa: E402
+    ALIASES,
+    PARAMS,
+    Settings,
+    check_identity,
+    check_space,
+    check_study,
+    parse_range,
+)
+from wdlab.optuna.storage import open_study  # noqa: E402
+from wdlab.optuna.trials import _Search, latest  # noqa: E402
+
+__all__ = [
+    "ALIASES",
+    "PARAMS",
+    "SearchResult",
+    "Settings",
+    "check_identity",
+    "check_space",
+    "check_study",
+    "latest",
+    "open_study",
+    "optimize",
+    "parse_range",
+    "search",
+    "search_config",
+    "settings_of",
+]
+
+
+def optimize(
+    study: Any,
+    model: Model,
+    data: Data,
+    space: Mapping[str, BaseDistribution],
+    *,
+    n_trials: int,
+    batch: int = 16,
+    optimizer: str = "adamw",
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    mode: str = "decoupled",
+    options: Mapping[str, Any] | None = None,
+    seeds: int | Sequence[int] = 1,
+    epochs: int = 10,
+    batch_size: int | None = 128,
+    eval_every: int = 1,
+    schedule: str | None = None,
+    steps: int | None = None,
+    clip_grad_norm: float | None = None,
+    precision: str = "fp32",
+    select: str | None = None,
+    early_stopping: bool = False,
+    device: str | None = None,
+    rule: DecayRule = DEFAULT_RULE,
+    wd_schedule: str | WDSchedule | None = None,
+    group_wd: Mapping[str, float] | None = None,
+    max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
+    progress: bool = False,
+) -> SearchResult:
+    """Run ``n_trials`` trials of ``study`` over ``space``, ``batch`` asked at a time and trained
+    together (one batched computation per optimizer class and memory budget); return what was
+    done (:class:`SearchResult`).
+
+    ``space`` maps parameter names to Optuna distributions: ``lr``, ``weight_decay`` (or
+    ``wd``), ``mode``, ``optimizer``, or a keyword of the optimizer (``momentum``…); what it
+    does not search takes the value given here. ``model`` and ``data`` are as in
+    :func:`wdlab.sweep` (a factory, a ModelSpec or a built-in kind; a source name, a Dataset or
+    splits: tensors held, Datasets and DataLoaders streamed with ``__getitem__`` afresh each
+    epoch); the data need a validation split (streams without one lend it 20% of the training
+    rows). ``select`` is what Optuna is told: the task's metric (default) or ``"loss"``; the
+    study's direction must match it. The recipe (``steps``, ``schedule`` with warm-up,
+    ``clip_grad_norm``, ``precision``, ``wd_schedule``, ``group_wd``, ``rule``) is as in
+    :func:`wdlab.sweep`, checked by the same declaration (:mod:`wdlab.config`).
+    """
+    streamed = {"batch_size": batch_size, "n_classes": None, "progress": progress}
+    ds = user_data(data, (), streamed, model, DEFAULT_FACTORY_TIMEOUT)
+    spec, label = resolve_model(model, ds)
+    train = {"optimizer": optimizer, "lr": lr, "options": dict(options or {}), "epochs": epochs}
+    train |= {"seeds": seed_list(seeds), "steps": steps or 0, "batch_size": batch_size or 0}
+    train |= {"eval_every": eval_every, "schedule": schedule or "constant", "device": device}
+    train |= {"precision": precision, "select": select or "auto", "clip_grad_norm": clip_grad_norm}
+    train |= {"early_stopping": early_stopping}
+    decay = decay_section([mode], [weight_decay], wd_schedule, group_wd)
+    config = validate({"train": train, "decay": decay})  # the one declaration's checks
+    settings = settings_of(config, rule, max_memory_mb, shuffle_seed=0)
+    return search(study, spec, ds, space, settings, n_trials, batch, label, progress)
+
+
+def search_config(
+    config: Experiment,
+    space: Mapping[str, BaseDistribution],
+    *,
+    n_trials: int,
+    batch: int = 16,
+    storage: str | None = None,
+    study_name: str | None = None,
+    sampler: Any = None,
+    pruner: Any = None,
+    max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
+    progress: bool = False,
+) -> SearchResult:
+    """:func:`optimize` for a validated experiment config (``wdlab search``): its data, model
+    and training settings; its first lr, weight decay and mode where ``space`` searches none.
+    The study ``study_name`` in ``storage`` (an Optuna storage URL; None: in memory) is loaded,
+    or created in the direction of the metric, once every check has passed."""
+    _check_counts(n_trials, batch)
+    t0 = time.perf_counter()
+    t, d = config.train, config.decay
+    ds = load_data(config.data, t.batch_size or None, progress)
+    settings = settings_of(config, d.decay_rule(), max_memory_mb, config.data.seed)
+    model = config.model.factory or config.model.kind
+    runner = _Search(model_spec(config.model, ds), ds, space, settings, model)
+    name = study_name or f"search-{ds.name}"
+    runner.bind(open_study(storage, name, runner.direction, sampler, pruner))
+    return _run(runner, n_trials, batch, progress, t0)
+
+
+def settings_of(
+    config: Experiment, rule: DecayRule, max_memory_mb: float, shuffle_seed: int
+) -> Settings:
+    """What a search's trials share, from a validated config: its first lr, weight decay and
+    mode are the values of what the space does not search; the recipe is the config's."""
+    t, d = config.train, config.decay
+    return Settings(
+        optimizer=t.optimizer,
+        lr=t.lr[0],
+        weight_decay=d.weight_decay[0],
+        mode=d.modes[0],
+        options=tuple(sorted(t.options.items())),
+        seeds=tuple(t.seeds),
+        epochs=t.epochs,
+        batch_size=t.batch_size or None,
+        eval_every=t.eval_every,
+        schedule=t.schedule,
+        precision=t.precision,
+        device=t.device,
+        shuffle_seed=shuffle_seed,
+        select=t.select,
+        early_stopping=t.early_stopping,
+        rule=rule,
+        max_memory_mb=max_memory_mb,
+        steps=t.steps or None,
+        clip_grad_norm=t.clip_grad_norm,
+        wd_schedule=d.wd_schedule,
+        group_wd=tuple(d.group_wd.items()),
+    )
+
+
+def search(
+    study: Any,
+    spec: ModelSpec,
+    ds: Dataset | StreamedData,
+    space: Mapping[str, BaseDistribution],
+    settings: Settings,
+    n_trials: int,
+    batch: int,
+    model_name: str = "",
+    progress: bool = False,
+) -> SearchResult:
+    """The search of :func:`optimize` on a model spec and data, held or streamed: every check
+    first (nothing is asked or stored before they pass), then batch after batch."""
+    t0 = time.perf_counter()
+    _check_counts(n_trials, batch)
+    runner = _Search(spec, ds, space, settings, model_name)
+    runner.bind(study)
+    return _run(runner, n_trials, batch, progress, t0)
+
+
+def _run(runner: _Search, n_trials: int, batch: int, progress: bool, t0: float) -> SearchResult:
+    """Ask, train and tell, batch after batch, until ``n_trials`` trials are done."""
+    study, space = runner.study, runner.space
+    bar = _progress(n_trials) if progress else None
+    numbers: list[int] = []
+    try:
+        while len(numbers) < n_trials:
+            trials = [study.ask(dict(space)) for _ in range(min(batch, n_trials - len(numbers)))]
+            numbers += [t.number for t in trials]
+            runner.run_batch(trials, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
+    return SearchResult(
+        study=study,
+        trials=[by_number[n] for n in numbers],
+        metric=runner.metric,
+        direction=runner.direction,
+        batches=runner.batches,
+        seconds=time.perf_counter() - t0,
+        engine=runner.engine,
+    )
+
+
+def _check_counts(n_trials: int, batch: int) -> None:
+    for name, v in (("n_trials", n_trials), ("batch", batch)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+
+
+def _progress(total: int) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="search", unit="trial", leave=False)

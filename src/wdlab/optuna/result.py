@@ -1,0 +1,106 @@
+"""What a search did: :class:`SearchResult`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+
+@dataclass
+class SearchResult:
+    """What :func:`optimize` did: the study (an ordinary Optuna study), the trials it ran, the
+    metric told (``val_acc``…) and its direction, the batches trained, the wall time."""
+
+    study: Any
+    trials: list[FrozenTrial]
+    metric: str
+    direction: str
+    batches: int = 0
+    seconds: float = 0.0
+    engine: str = ""
+
+    @property
+    def best_trial(self) -> FrozenTrial | None:
+        """The study's best complete trial (of every search in it), or None."""
+        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        return self.study.best_trial if done else None
+
+    def counts(self) -> dict[str, int]:
+        """This search's trials per state (``complete``, ``pruned``, ``fail``)."""
+        out: dict[str, int] = {}
+        for t in self.trials:
+            out[t.state.name.lower()] = out.get(t.state.name.lower(), 0) + 1
+        return out
+
+    def importance(self) -> dict[str, float]:
+        """Optuna's parameter importance over the study's complete trials (empty with fewer
+        than two, or where Optuna cannot compute it)."""
+        done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if len(done) < 2:
+            return {}
+        try:
+            return dict(optuna.importance.get_param_importances(self.study))
+        except (ValueError, RuntimeError):
+            return {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary: the study, the metric, this search's trials and the best."""
+        best = self.best_trial
+        return {
+            "study": self.study.study_name,
+            "metric": self.metric,
+            "direction": self.direction,
+            "counts": self.counts(),
+            "batches": self.batches,
+            "seconds": self.seconds,
+            "engine": self.engine,
+            "best": _trial_dict(best) if best is not None else None,
+            "importance": self.importance(),
+            "trials": [_trial_dict(t) for t in self.trials],
+        }
+
+    def table(self, top: int = 10) -> str:
+        """The ``top`` trials of the study by value, one line each, and the counts."""
+        done = [t for t in self.study.get_trials(deepcopy=False) if t.value is not None]
+        done = [t for t in done if t.state == TrialState.COMPLETE]
+        done.sort(key=lambda t: t.value, reverse=self.direction == "maximize")
+        test = f"test_{self.metric.removeprefix('val_')}"
+        lines = [f"{'trial':>6}  {self.metric:>10}  {test:>10}  params"]
+        for t in done[:top]:
+            params = ", ".join(f"{k}={_short(v)}" for k, v in t.params.items())
+            lines.append(
+                f"{t.number:>6}  {t.value:>10.4f}  {t.user_attrs.get(test, math.nan):>10.4f}  "
+                f"{params}"
+            )
+        n = ", ".join(f"{v} {k}" for k, v in self.counts().items())
+        batches = f"{self.batches} batch{'es' if self.batches != 1 else ''}"
+        lines.append(f"\nthis search: {len(self.trials)} trials ({n}) in {batches}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        best = self.best_trial
+        tail = "no complete trial"
+        if best is not None:
+            params = ", ".join(f"{k}={_short(v)}" for k, v in best.params.items())
+            tail = f"best {self.metric} {best.value:.4g} (trial {best.number}: {params})"
+        n = ", ".join(f"{v} {k}" for k, v in self.counts().items())
+        return f"SearchResult({self.study.study_name!r}: {len(self.trials)} trials ({n}); {tail})"
+
+
+def _short(v: object) -> str:
+    return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def _trial_dict(t: FrozenTrial) -> dict[str, Any]:
+    return {
+        "number": t.number,
+        "state": t.state.name.lower(),
+        "value": t.value,
+        "params": dict(t.params),
+        "user_attrs": dict(t.user_attrs),
+        "last_step": t.last_step,
+    }

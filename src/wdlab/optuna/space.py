@@ -1,0 +1,230 @@
+"""The search space: what every trial shares (:class:`Settings`), the parameters a space may
+search and their checks, the checks of a study against a space, and ranges written as text
+(the command line's ``--lr``, ``--wd``, ``--mode``)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import optuna
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+    check_distribution_compatibility,
+)
+
+from wdlab.decay import DEFAULT_RULE, MODES, DecayRule
+from wdlab.devices import DEFAULT_MAX_MEMORY_MB
+from wdlab.optimizers import OPTIMIZERS, check_optimizer_options
+
+FLOAT32_MAX = 3.4028234663852886e38
+#: Names of the searched parameters that are not optimizer keywords, and what each sets.
+PARAMS = {
+    "lr": "the learning rate (> 0)",
+    "weight_decay": "the weight decay (>= 0)",
+    "mode": f"the decay mode: {', '.join(MODES)}",
+    "optimizer": f"the optimizer: {', '.join(OPTIMIZERS)}",
+}
+ALIASES = {"wd": "weight_decay"}  # the CLI's name for it
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every trial shares. ``lr``, ``weight_decay``, ``mode``, ``optimizer`` and
+    ``options`` are the values a trial takes for what the space does not search; the rest are
+    the training's settings (as in :func:`wdlab.sweep`)."""
+
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    mode: str = "decoupled"
+    options: tuple[tuple[str, Any], ...] = ()
+    seeds: tuple[int, ...] = (0,)
+    epochs: int = 10
+    batch_size: int | None = 128
+    eval_every: int = 1
+    schedule: str | None = None
+    precision: str = "fp32"
+    device: str | None = None
+    shuffle_seed: int = 0
+    select: str = "auto"
+    early_stopping: bool = False
+    rule: DecayRule = DEFAULT_RULE
+    max_memory_mb: float = DEFAULT_MAX_MEMORY_MB
+    steps: int | None = None
+    clip_grad_norm: float | None = None
+    wd_schedule: str | None = None
+    group_wd: tuple[tuple[str, float], ...] = ()
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two searches' trials comparable (kept with the study)."""
+        d = asdict(self)
+        for k in ("optimizer", "lr", "weight_decay", "mode", "options", "device"):
+            d.pop(k)
+        d["seeds"] = list(self.seeds)
+        d["group_wd"] = [list(g) for g in self.group_wd]
+        d["rule"] = repr(self.rule)
+        d.pop("max_memory_mb")
+        return d
+
+
+def _check_number(name: str, value: object, low_ok: float, strict: bool) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < low_ok or (strict and value == low_ok) or abs(value) > FLOAT32_MAX:
+        bound = "> 0" if strict else ">= 0"
+        raise ValueError(f"{name}: every value must be a finite number {bound}, got {value!r}")
+
+
+def _check_value(name: str, value: object, optimizer: str, lr: float) -> None:
+    """One value a parameter may take, checked (``ValueError`` naming the parameter)."""
+    if name == "lr":
+        _check_number(name, value, 0.0, strict=True)
+    elif name == "weight_decay":
+        _check_number(name, value, 0.0, strict=False)
+    elif name == "mode":
+        if value not in MODES:
+            raise ValueError(f"mode: {value!r} is not a decay mode; valid: {', '.join(MODES)}")
+    elif name == "optimizer":
+        if not isinstance(value, str) or value.lower() not in OPTIMIZERS:
+            raise ValueError(f"optimizer: unknown {value!r}; valid: {', '.join(OPTIMIZERS)}")
+    else:
+        try:
+            check_optimizer_options(optimizer, {name: value}, lr)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {str(exc).removeprefix('train.options: ')}") from None
+
+
+def _candidates(name: str, dist: BaseDistribution) -> list[Any]:
+    """The values that stand for a distribution in checks: its ends, or its choices."""
+    if isinstance(dist, (FloatDistribution, IntDistribution)):
+        if name in ("mode", "optimizer"):
+            raise ValueError(
+                f"{name}: a {type(dist).__name__} cannot choose {PARAMS[name].split(':')[0]}; "
+                f"use CategoricalDistribution([...])"
+            )
+        return [dist.low, dist.high]
+    if isinstance(dist, CategoricalDistribution):
+        return list(dist.choices)
+    raise ValueError(f"{name}: unsupported distribution {type(dist).__name__}")
+
+
+def check_space(space: Mapping[str, BaseDistribution], settings: Settings) -> dict[str, str]:
+    """Check every distribution against its parameter (and each optimizer the search may use);
+    return ``{name in the space: the parameter it sets}``. ``ValueError`` in one line."""
+    if not isinstance(space, Mapping) or not space:
+        raise ValueError("the space is empty: give at least one Optuna distribution to search")
+    targets = {}
+    for name, dist in space.items():
+        if not isinstance(dist, BaseDistribution):
+            raise ValueError(f"{name}: expected an Optuna distribution, got {dist!r:.60}")
+        targets[name] = ALIASES.get(name, name)
+    if len(set(targets.values())) < len(targets):
+        raise ValueError("the space names one parameter twice (wd is weight_decay)")
+    opt_dist = next((space[n] for n, t in targets.items() if t == "optimizer"), None)
+    optimizers = [settings.optimizer]
+    if opt_dist is not None:
+        optimizers = [str(c) for c in _candidates("optimizer", opt_dist)]
+        for o in optimizers:
+            _check_value("optimizer", o, o, 1e-3)
+    for name, target in targets.items():
+        for value in _candidates(target, space[name]):
+            for opt in optimizers if target not in PARAMS else optimizers[:1]:
+                _check_value(target, value, opt, settings.lr)
+    return targets
+
+
+def check_study(study: Any, space: Mapping[str, BaseDistribution], higher: bool) -> None:
+    """A study wdlab can search: one objective in the metric's direction, and distributions of
+    the same kind as its earlier trials'. ``ValueError`` in one line, nothing written."""
+    if not isinstance(study, optuna.Study):
+        raise ValueError(f"expected an optuna.Study, got {type(study).__name__}")
+    want = "maximize" if higher else "minimize"
+    directions = [d.name.lower() for d in study.directions]
+    if len(directions) != 1:
+        raise ValueError(f"the study has {len(directions)} objectives; wdlab tells one ({want})")
+    if directions[0] != want:
+        raise ValueError(
+            f"the study is set to {directions[0]}, but the metric wdlab tells it is "
+            f"{'higher' if higher else 'lower'}-is-better: use a study created with "
+            f"direction={want!r} (another study name)"
+        )
+    for trial in study.get_trials(deepcopy=False):
+        for name, dist in space.items():
+            old = trial.distributions.get(name)
+            if old is None:
+                continue
+            try:
+                check_distribution_compatibility(old, dist)
+            except ValueError as exc:
+                raise ValueError(
+                    f"{name}: {dist} does not match the study's earlier trials ({old}): "
+                    f"{str(exc).rstrip('.')}; search it in a new study"
+                ) from None
+
+
+def check_identity(study: Any, identity: Mapping[str, Any]) -> None:
+    """Refuse a study searched before on other data, model or training settings."""
+    old = study.user_attrs.get("wdlab")
+    if old is None:
+        return
+    diff = [k for k in sorted(set(old) | set(identity)) if old.get(k) != identity.get(k)]
+    if diff:
+        k = diff[0]
+        raise ValueError(
+            f"the study {study.study_name!r} was searched with {k} = {old.get(k)!r}, not "
+            f"{identity.get(k)!r}; use another study name"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranges written as text (the command line's --lr, --wd, --mode).
+
+
+def parse_range(name: str, text: str) -> Any:
+    """A parameter's values written as text: ``X`` (fixed), ``A,B,C`` (a choice),
+    ``LO..HI`` (uniform), ``LO..HI:log`` (log-uniform) or ``LO..HI:N`` (N log-spaced values to
+    choose from, as in a sweep). Returns the fixed value or an Optuna distribution."""
+    target = ALIASES.get(name, name)
+    text = text.strip()
+    if target in ("mode", "optimizer"):
+        names = [v.strip() for v in text.split(",") if v.strip()]
+        if not names:
+            raise ValueError(f"--{name}: give a name or a list like decoupled,l2")
+        return names[0] if len(names) == 1 else CategoricalDistribution(names)
+    if ".." not in text:
+        values = [_number(name, v) for v in text.split(",") if v.strip()]
+        if not values:
+            raise ValueError(f"--{name}: give a number, a list or a range like 1e-6..1:log")
+        return values[0] if len(values) == 1 else CategoricalDistribution(values)
+    rng, _, how = text.partition(":")
+    lo_text, _, hi_text = rng.partition("..")
+    lo, hi = _number(name, lo_text), _number(name, hi_text)
+    if not lo < hi:
+        raise ValueError(f"--{name} {text}: a range needs LO < HI, got {lo:g} >= {hi:g}")
+    if how in ("", "log"):
+        if how == "log" and lo <= 0:
+            raise ValueError(f"--{name} {text}: a log range needs LO > 0")
+        return FloatDistribution(lo, hi, log=how == "log")
+    if not how.isdigit() or int(how) < 2 or lo <= 0:
+        raise ValueError(
+            f"--{name} {text}: expected LO..HI, LO..HI:log or LO..HI:N (N >= 2, LO > 0)"
+        )
+    n = int(how)
+    step = (math.log10(hi) - math.log10(lo)) / (n - 1)
+    grid = [float(f"{10 ** (math.log10(lo) + i * step):.6g}") for i in range(n)]
+    return CategoricalDistribution(grid)
+
+
+def _number(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--{name}: expected a number, got {text.strip()!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"--{name}: expected a finite number, got {text.strip()!r}")
+    return value

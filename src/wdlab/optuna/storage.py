@@ -1,0 +1,62 @@
+"""The study a search asks: loaded from an Optuna storage, or created; a SQLite file that
+is not Optuna's is left as it is."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+
+def open_study(
+    storage: str | None, name: str, direction: str, sampler: Any = None, pruner: Any = None
+) -> Any:
+    """The study ``name`` in ``storage`` (loaded as it is, its direction checked later), or a
+    new one in ``direction``. A SQLite URL must name a new file or an Optuna storage; nothing
+    is written to one that is not."""
+    if storage is None:
+        return optuna.create_study(
+            study_name=name, direction=direction, sampler=sampler, pruner=pruner
+        )
+    path = _sqlite_path(storage)
+    if path is None or path.exists():
+        if path is not None:
+            _check_optuna_file(path, storage)
+        if name in optuna.study.get_all_study_names(storage):
+            return optuna.load_study(
+                study_name=name, storage=storage, sampler=sampler, pruner=pruner
+            )
+    return optuna.create_study(
+        study_name=name, storage=storage, direction=direction, sampler=sampler, pruner=pruner
+    )
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a ``sqlite:///`` URL (its folder checked), or None for other storages."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = Path(url.removeprefix("sqlite:///"))
+    if not path.parent.is_dir():
+        raise ValueError(f"--storage {url}: the folder {path.parent} does not exist")
+    return path
+
+
+def _check_optuna_file(path: Path, url: str) -> None:
+    """An existing SQLite file must hold Optuna's tables: another file is left as it is."""
+    import sqlite3
+
+    if path.is_dir():
+        raise ValueError(f"--storage {url}: {path} is a folder, not a SQLite file")
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            names = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+        finally:
+            db.close()
+    except (OSError, sqlite3.Error) as exc:
+        raise ValueError(f"--storage {url}: cannot read {path} ({exc})") from None
+    if head != b"SQLite format 3\x00" or not {"studies", "trials"} <= names:
+        raise ValueError(f"--storage {url}: {path} is not an Optuna storage; left as it is")

@@ -1,0 +1,263 @@
+"""Trials trained as one batch: :class:`_Search` (one search's checked settings; it trains the
+trials Optuna proposes, K at a time) and :class:`_Watch` (one batch in training: each
+evaluation reported, pruned trials told and frozen)."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from optuna.distributions import BaseDistribution
+from optuna.trial import Trial, TrialState
+
+from wdlab.data import Dataset, StreamedData
+from wdlab.decay import get_mode
+from wdlab.devices import exact_float32, resolve_device
+from wdlab.models import ModelSpec
+from wdlab.optimizers import check_optimizer_options, optimizer_spec
+from wdlab.optuna.space import PARAMS, Settings, check_identity, check_space, check_study
+from wdlab.pipelines.memory import bytes_per_config, check_budget
+from wdlab.records import RunConfig, RunResult
+from wdlab.selection import Criterion, criterion, run_scores
+from wdlab.tasks import get_task
+from wdlab.trainer import Plan, Trainer
+from wdlab.trainer.heap import release_memory
+
+
+class _Search:
+    """One search's checked settings (every check that needs no study, at construction);
+    :meth:`bind` checks the study; then it trains the batches of trials Optuna proposes."""
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        ds: Dataset | StreamedData,
+        space: Mapping[str, BaseDistribution],
+        settings: Settings,
+        model_name: str,
+    ) -> None:
+        self.spec, self.ds, self.space, self.settings = spec, ds, dict(space), settings
+        if not _has_val(ds):
+            raise ValueError("a search chooses on validation: the data need a validation split")
+        self.crit = _criterion(ds, settings)
+        self.metric = f"val_{self.crit.key}"
+        self.direction = "maximize" if self.crit.higher else "minimize"
+        self.targets = check_space(space, settings)
+        fixed = self.config({}, settings.seeds[0], "check")  # the fixed values, checked
+        check_optimizer_options(fixed.optimizer, dict(fixed.options), fixed.lr)
+        self.plan((fixed,), None)  # the training settings, checked by the plan itself
+        device = resolve_device(settings.device, "device")
+        per_config = bytes_per_config(
+            spec,
+            ds,
+            settings.batch_size,
+            settings.epochs,
+            settings.eval_every,
+            settings.optimizer,
+            settings.precision,
+        )
+        check_budget(per_config, settings.max_memory_mb, device)
+        self.per_trial = per_config * len(settings.seeds)
+        self.identity = _identity(settings, ds, model_name)
+        self.batches, self.engine = 0, ""
+        self.study: Any = None
+
+    def bind(self, study: Any) -> None:
+        """Check ``study`` (direction, earlier trials' distributions, what it was searched
+        with); then, every check passed, record this search's settings with it."""
+        check_study(study, self.space, self.crit.higher)
+        check_identity(study, self.identity)
+        self.study = study
+        if "wdlab" not in study.user_attrs:  # the first write
+            study.set_user_attr("wdlab", self.identity)
+
+    def config(self, params: Mapping[str, Any], seed: int, label: str) -> RunConfig:
+        """The RunConfig of a trial's ``params`` (what the space searched) and one seed."""
+        s = self.settings
+        values: dict[str, Any] = {
+            "lr": s.lr,
+            "weight_decay": s.weight_decay,
+            "mode": s.mode,
+            "optimizer": s.optimizer,
+        }
+        options = dict(s.options)
+        for name, value in params.items():
+            target = self.targets[name]
+            if target in PARAMS:
+                values[target] = value
+            else:
+                options[target] = value
+        wd = float(values["weight_decay"]) if get_mode(values["mode"]).decays else 0.0
+        opts = tuple(sorted(options.items()))
+        return RunConfig(
+            values["mode"], wd, float(values["lr"]), str(values["optimizer"]), opts, seed, label
+        )
+
+    def plan(self, configs: Sequence[RunConfig], on_epoch: Callable[[int], None] | None) -> Plan:
+        """The plan that trains ``configs`` together."""
+        s = self.settings
+        return Plan(
+            self.spec,
+            self.ds,
+            tuple(configs),
+            s.epochs,
+            eval_every=s.eval_every,
+            rule=s.rule,
+            schedule=s.schedule,
+            device=s.device,
+            batch_size=s.batch_size,
+            shuffle_seed=s.shuffle_seed,
+            precision=s.precision,
+            on_epoch=on_epoch,
+            steps=s.steps,
+            clip_grad_norm=s.clip_grad_norm,
+            wd_schedule=s.wd_schedule,  # type: ignore[arg-type]  (its text is parsed by the plan)
+            group_wd=s.group_wd,
+        )
+
+    def run_batch(self, trials: Sequence[Trial], bar: Any) -> None:
+        """Train the trials Optuna proposed, one plan per optimizer class and memory budget;
+        a trial left unfinished by an error (or Ctrl-C) is told ``FAIL``."""
+        try:
+            for chunk in self._chunks(trials):
+                self._train(chunk)
+                self.batches += 1
+                if bar is not None:
+                    bar.update(len(chunk))
+        except BaseException:
+            for t in trials:
+                self.study.tell(t, state=TrialState.FAIL, skip_if_finished=True)
+            raise
+
+    def _chunks(self, trials: Sequence[Trial]) -> list[list[Trial]]:
+        """The trials grouped by optimizer class (one per plan), each group cut to what fits
+        the memory budget."""
+        k = max(1, int(self.settings.max_memory_mb * 2**20 // max(self.per_trial, 1)))
+        groups: dict[str, list[Trial]] = {}
+        for t in trials:
+            opt = self.config(t.params, 0, "").optimizer
+            groups.setdefault(optimizer_spec(opt).cls_name, []).append(t)
+        return [g[i : i + k] for g in groups.values() for i in range(0, len(g), k)]
+
+    def _train(self, trials: Sequence[Trial]) -> None:
+        """One batched training of ``trials`` (each with a row per seed), reported to Optuna
+        at every evaluation; then each unpruned trial's final value."""
+        seeds = self.settings.seeds
+        configs, rows = [], []
+        for t in trials:
+            rows.append(list(range(len(configs), len(configs) + len(seeds))))
+            configs += [self.config(t.params, s, f"trial {t.number}") for s in seeds]
+        watch = _Watch(self.study, trials, rows, self.metric)
+        plan = self.plan(configs, watch.on_epoch)
+        watch.evals = set(plan.eval_epochs)
+        watch.trainer = Trainer(plan)
+        try:
+            with exact_float32():
+                results = watch.trainer.run()
+        finally:
+            watch.trainer = None
+            release_memory()
+        self.engine = self.engine or results[0].engine
+        for i, t in enumerate(trials):
+            if i in watch.live:
+                self._finish(t, [results[r] for r in rows[i]])
+
+    def _finish(self, trial: Trial, runs: Sequence[RunResult]) -> None:
+        """Tell Optuna a trial's value (its mean over seeds), or ``FAIL`` where it diverged."""
+        if any(r.status != "done" for r in runs):
+            trial.set_user_attr("status", "diverged")
+            self.study.tell(trial, state=TrialState.FAIL)
+            return
+        scores = [run_scores(r, self.crit) for r in runs]
+        val = _mean([s[0] for s in scores])
+        if not math.isfinite(val):
+            trial.set_user_attr("status", "no finite validation score")
+            self.study.tell(trial, state=TrialState.FAIL)
+            return
+        trial.set_user_attr(f"test_{self.crit.key}", _mean([s[1] for s in scores]))
+        if len(runs) > 1:
+            trial.set_user_attr(f"{self.metric}_std", statistics.stdev(s[0] for s in scores))
+        self.study.tell(trial, val)
+
+
+class _Watch:
+    """One batch in training: each evaluation reported to Optuna, pruned trials told and
+    frozen."""
+
+    def __init__(
+        self, study: Any, trials: Sequence[Trial], rows: list[list[int]], metric: str
+    ) -> None:
+        self.study, self.trials, self.rows, self.metric = study, trials, rows, metric
+        self.live = set(range(len(trials)))
+        self.evals: set[int] = set()
+        self.trainer: Trainer | None = None
+
+    def on_epoch(self, epoch: int) -> None:
+        """After an epoch: at an evaluation, report each live trial's value (mean over its
+        seeds) at step = epochs trained; tell and freeze those Optuna prunes."""
+        if epoch not in self.evals or self.trainer is None:
+            return
+        values = latest(self.trainer, self.metric)
+        for i in sorted(self.live):
+            trial = self.trials[i]
+            trial.report(_mean([values[r] for r in self.rows[i]]), epoch + 1)
+            if trial.should_prune():
+                self.study.tell(trial, state=TrialState.PRUNED)
+                self.live.discard(i)
+                self.freeze(self.rows[i])
+
+    def freeze(self, rows: Sequence[int]) -> None:
+        """A pruned trial's rows leave the batch (:meth:`wdlab.trainer.Trainer.stop`): nothing
+        more is computed, reported or told about them; the other trials' rows train on,
+        their numbers unchanged."""
+        if self.trainer is not None:
+            self.trainer.stop(rows, "pruned")
+
+
+def latest(trainer: Trainer, name: str) -> list[float]:
+    """The last evaluation's ``name`` (``val_acc``, ``val_loss``…) of each configuration of a
+    training in flight, in its plan's order (the one place that reads a trainer's records
+    before it returns)."""
+    values = trainer.recorder.stacked_evals()[name][-1].tolist()
+    out = [math.nan] * len(values)
+    for row, orig in enumerate(trainer.order):
+        out[orig] = values[row]
+    return out
+
+
+def _mean(values: Sequence[float]) -> float:
+    return math.fsum(values) / len(values) if all(math.isfinite(v) for v in values) else math.nan
+
+
+def _has_val(ds: Dataset | StreamedData) -> bool:
+    """Whether the data have a validation split (a stream always has one: given, or lent 20%
+    of the training rows)."""
+    return "val" in ds.streams if isinstance(ds, StreamedData) else ds.y_val is not None
+
+
+def _criterion(ds: Dataset | StreamedData, settings: Settings) -> Criterion:
+    """What Optuna is told, checked to be a metric the runs record."""
+    task = get_task(ds.task)
+    recorded = {"loss"} | ({"acc"} if task.eval_metrics else set())
+    recorded |= {"rmse", "r2"} if task.loss_metrics else set()
+    crit = criterion(ds.task, settings.select, settings.early_stopping)
+    if crit.key not in recorded:
+        raise ValueError(
+            f"select={settings.select!r}: a {ds.task} task records {', '.join(sorted(recorded))}"
+        )
+    return crit
+
+
+def _identity(settings: Settings, ds: Dataset | StreamedData, model_name: str) -> dict[str, Any]:
+    """The settings a study's trials share, as its storage keeps them (JSON types); streamed
+    data add their fingerprint (:func:`wdlab.data.stream_splits`: a seeded sample's)."""
+    doc = settings.identity() | {"data": ds.name, "model": str(model_name)}
+    if isinstance(ds, StreamedData):
+        doc |= {"rows": [ds.meta.get("n_train"), ds.meta.get("n_val")]}
+        doc |= {"fingerprint": ds.fingerprint}
+    else:
+        doc |= {"rows": [len(ds.y_train), len(ds.y_val) if ds.y_val is not None else 0]}
+    return json.loads(json.dumps(doc, default=str))

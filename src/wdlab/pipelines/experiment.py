@@ -1,0 +1,189 @@
+"""An experiment config made concrete: its TOML file read (a regular file only), the data its
+``[data]`` section names loaded, the model sized to them, and its grid of configurations (mode
+× weight decay × lr × seed, with the wd = 0 reference; whether a file and flags name one)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import stat
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from wdlab.config import SWEEP_GRID, DataConfig, Experiment, ModelConfig, validate
+from wdlab.data import (
+    SOURCES,
+    Dataset,
+    from_function,
+    is_data_function,
+    is_table_path,
+    load,
+    read_table,
+)
+from wdlab.data.arrays import subsample_train
+from wdlab.decay import REFERENCE_MODE, get_mode
+from wdlab.models import ModelSpec
+from wdlab.records import RunConfig
+
+
+def load_config(path: str | Path) -> Experiment:
+    """Read and validate a TOML experiment file."""
+    return validate(read_config(path))
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The tables of a TOML experiment file as written (not validated: the keys it gives); a
+    regular file only (a pipe or a device is refused at once, never waited on)."""
+    p = Path(path)
+    try:
+        return tomllib.loads(_read_regular(p).decode("utf-8"))
+    except FileNotFoundError:
+        raise ValueError(f"config file not found: {p}") from None
+    except IsADirectoryError:
+        raise ValueError(f"config file {p} is a folder, not a TOML file") from None
+    except OSError as exc:
+        raise ValueError(f"cannot read config file {p}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{p.name} is not valid TOML: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{p.name} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"{p.name}: arrays or tables nested too deeply to read") from None
+
+
+FILE_KINDS = {
+    stat.S_IFIFO: "a FIFO (named pipe)",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+}
+
+
+def _read_regular(p: Path) -> bytes:
+    """The bytes of ``p`` if it is a regular file; a one-line ``ValueError`` for a pipe, a
+    device or a socket (opened without blocking, checked on the open file, never read)."""
+    fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(p)
+        if not stat.S_ISREG(mode):
+            kind = FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
+            raise ValueError(f"config file {p} is {kind}, not a TOML file; wdlab reads files only")
+        return fh.read()
+
+
+def load_data(data: DataConfig, batch_size: int | None = None, progress: bool = False) -> Any:
+    """The data a config's ``[data]`` section describes: a Dataset (its training split subsampled to
+    ``train_size`` rows when that is set), or, for ``file.py:make_data``, its splits held
+    or streamed (:func:`wdlab.data.from_function`; ``batch_size`` for bare Datasets,
+    ``progress`` while a split is read)."""
+    if is_data_function(data.source):
+        if data.train_size:
+            raise ValueError("data.train_size applies to built-in sources and tables")
+        return from_function(
+            data.source, seed=data.seed, batch_size=batch_size, progress=progress,
+            task=data.task,
+        )  # fmt: skip
+    ds = _load(data)
+    if data.train_size:
+        ds = subsample_train(ds, data.train_size, data.seed, "data.train_size")
+    return ds
+
+
+def _load(data: DataConfig) -> Dataset:
+    if is_table_path(data.source):
+        return read_table(
+            data.source,
+            data.target,
+            data.features,
+            data.impute,
+            data.task,
+            seed=data.seed,
+            categorical=data.categorical,
+        )
+    options = dict(data.options)
+    source = SOURCES.get(data.source)
+    if source is not None and source.split_sizes:
+        options.setdefault("val_size", data.val_size)
+        options.setdefault("test_size", data.test_size)
+    try:
+        ds = load(data.source, seed=data.seed, **options)
+    except TypeError as exc:
+        raise ValueError(f"data.options: {exc}") from None
+    if data.task and data.task != ds.task:
+        raise ValueError(f"data.task: {data.source} is a {ds.task} data set, not {data.task}")
+    return ds
+
+
+def model_spec(model: ModelConfig, ds: Dataset) -> ModelSpec:
+    """The ModelSpec a config's ``[model]`` section describes, sized to the data (``in_shape``
+    for signals and images; flat rows leave it empty, and a CNN reads them as one-channel
+    signals)."""
+    several = getattr(getattr(ds, "layout", None), "kind", "tensor") != "tensor"
+    if several and model.kind == "custom":  # a model with several inputs: no sizes
+        return ModelSpec(
+            model.kind, out_dim=ds.out_dim, factory=model.factory,
+            factory_timeout=model.factory_timeout,
+        )  # fmt: skip
+    return ModelSpec(
+        model.kind,
+        in_dim=ds.in_dim,
+        out_dim=ds.out_dim,
+        hidden=tuple(model.hidden),
+        activation=model.activation,
+        layernorm=model.layernorm,
+        factory=model.factory,
+        batchnorm=model.batchnorm,
+        dropout=model.dropout,
+        in_shape=ds.in_shape if len(ds.in_shape) > 1 else (),
+        factory_timeout=model.factory_timeout,
+    )
+
+
+def grid_size(config: Experiment) -> int:
+    """How many configurations :func:`grid` makes, counted without making them."""
+    t, dec = config.train, config.decay
+    wds = set(dec.weight_decay)
+    per = sum(len(wds) if get_mode(m).decays else 1 for m in set(dec.modes))
+    if not (0.0 in wds or any(not get_mode(m).decays for m in dec.modes)):
+        per += 1
+    return per * len(set(t.lr)) * len(set(t.seeds))
+
+
+def grid(config: Experiment) -> list[RunConfig]:
+    """mode × weight decay × lr × seed, one RunConfig each.
+
+    Every (lr, seed) also gets the wd = 0 reference (mode ``none``) unless the grid already
+    has a zero-decay run for it: a weight decay is only worth choosing against no decay.
+    """
+    t, dec = config.train, config.decay
+    options = tuple(sorted(t.options.items()))
+    out: list[RunConfig] = []
+    seen: set[tuple] = set()
+
+    def add(mode: str, wd: float, lr: float, seed: int) -> None:
+        if (mode, wd, lr, seed) not in seen:
+            seen.add((mode, wd, lr, seed))
+            label = f"{mode} wd={wd:g}"
+            out.append(RunConfig(mode, wd, lr, t.optimizer, options, seed, label))
+
+    if not (0.0 in dec.weight_decay or any(not get_mode(m).decays for m in dec.modes)):
+        for lr, seed in itertools.product(t.lr, t.seeds):
+            add(REFERENCE_MODE, 0.0, lr, seed)
+    for mode, wd, lr, seed in itertools.product(dec.modes, dec.weight_decay, t.lr, t.seeds):
+        add(mode, wd if get_mode(mode).decays else 0.0, lr, seed)
+    return out
+
+
+def names_grid(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> bool:
+    """Whether a raw config or its overrides name any key of the grid
+    (:data:`wdlab.config.SWEEP_GRID`)."""
+    for dotted in SWEEP_GRID:
+        section, _, name = dotted.partition(".")
+        table = raw.get(section)
+        if overrides.get(dotted) is not None or (isinstance(table, Mapping) and name in table):
+            return True
+    return False

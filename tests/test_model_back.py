@@ -1,0 +1,155 @@
+"""The trained model back (issue 22 item 3): a sweep keeps the chosen configurations' trained
+weights in its study folder (``keep="best" | "all" | "none"``), ``result.best`` says where,
+``result.model()`` rebuilds the ready ``nn.Module``; it equals the configuration retrained
+alone (bit for bit on the CPU with ``max_batch=1``, norm-wise from a batch); files are written
+into the study folder only, recorded, and a corrupt one is one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import wdlab
+from numerics import assert_normwise, per_steps
+from wdlab.data import Dataset
+from wdlab.models import ModelSpec
+from wdlab.pipelines import load_study
+from wdlab.pipelines.weights import FOLDER, kept_runs, weights_path
+from wdlab.records import RunConfig
+from wdlab.trainer import train
+
+
+def _data():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(120, 6, generator=g)
+    y = (X[:, 0] + X[:, 1] > 0).long()
+    return Dataset("t", "multiclass", X[:80], y[:80], X[100:], y[100:], X[80:100], y[80:100], 2)
+
+
+def make(seed=0):
+    torch.manual_seed(seed)
+    # bias=False before the norm: a bias there gets rounding noise for a gradient (zerograd)
+    return nn.Sequential(
+        nn.Linear(6, 16, bias=False), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2)
+    )
+
+
+def _splits():
+    return dict(_data().splits())
+
+
+KW = dict(optimizer="adamw", lr=1e-2, weight_decay=[1e-3, 1e-1], seeds=3, epochs=3, batch_size=16)
+SPEC = ModelSpec("custom", factory=make, in_dim=6, out_dim=2, label="make")
+
+
+def _retrained(config: RunConfig, **kw):
+    return train(SPEC, _data(), [config], epochs=3, batch_size=16, keep_params=True, **kw)[0]
+
+
+def test_the_best_model_returned_equals_a_retrained_one(tmp_path):
+    """``max_batch=1``: every seed of the answer's runs, bit for bit, buffers included."""
+    r = wdlab.sweep(make, _splits(), out=tmp_path / "s", max_batch=1, **KW)
+    row = r.best[0]
+    assert sorted(row["weights"]) == [0, 1, 2]
+    for seed in (0, 1, 2):
+        model = r.model(seed)
+        assert isinstance(model, nn.Module) and not model.training  # ready, in eval mode
+        run = next(
+            x
+            for x in r.runs
+            if x.config.seed == seed
+            and x.config.lr == row["lr"]
+            and x.config.weight_decay == row["use_wd"]
+            and (x.config.mode == row["mode"] or row["use_wd"] == 0)
+        )
+        again = _retrained(run.config)
+        state = model.state_dict()
+        assert set(state) == set(again.params)
+        assert [n for n in state if not torch.equal(state[n], again.params[n])] == []
+
+
+@pytest.mark.numerics
+def test_the_model_from_a_batch_is_its_run_alone_normwise(tmp_path):
+    r = wdlab.sweep(make, _splits(), out=tmp_path / "s", **KW)
+    chosen = r.best[0]["weight_decay"]
+    model = r.model(1, weight_decay=chosen)
+    cfg = RunConfig(r.best[0]["mode"], chosen, r.best[0]["lr"], "adamw", seed=1)
+    cfg = next(x.config for x in r.runs if x.config.weight_decay == chosen and x.config.seed == 1)
+    again = _retrained(cfg)
+    weights = {n: t for n, t in model.state_dict().items() if t.is_floating_point()}
+    assert_normwise(weights, {n: again.params[n] for n in weights}, per_steps(15))
+
+
+def _files(folder):
+    return sorted(p.name for p in (folder / FOLDER).glob("*.pt"))
+
+
+def test_keep_chooses_what_is_kept_and_only_the_study_folder_is_written(tmp_path):
+    before = sorted(p.name for p in tmp_path.iterdir())
+    runs = {}
+    for keep in ("all", "best", "none"):
+        out = tmp_path / keep
+        r = wdlab.sweep(make, _splits(), out=out, keep=keep, **KW)
+        runs[keep] = (r, _files(out))
+    r, files = runs["all"]
+    assert len(files) == len(r.runs) == 9  # wd 0 reference + 2 wd, 3 seeds each
+    r, files = runs["best"]
+    expected = sorted(
+        weights_path(r.directory, x.config).name for x in kept_runs(r.runs, r.selection)
+    )
+    assert files == expected and 3 <= len(files) <= 6
+    manifest = json.loads((r.directory / FOLDER / ".wdlab-files.json").read_text())
+    assert sorted(manifest) == files  # recorded, and the pruned ones no longer
+    r, files = runs["none"]
+    assert files == [] and r.best[0]["weights"] == {}
+    with pytest.raises(ValueError, match=r"were not kept .*keep='none'"):
+        r.model()
+    after = sorted(p.name for p in tmp_path.iterdir())
+    assert after == sorted([*before, "all", "best", "none"])  # nothing outside the studies
+
+
+def test_a_study_read_back_builds_its_model_with_the_factory(tmp_path):
+    out = tmp_path / "s"
+    r = wdlab.sweep(make, _splits(), out=out, **KW)
+    back = load_study(out)
+    with pytest.raises(ValueError, match="cannot be built by name: give factory="):
+        back.model()
+    a, b = r.model(2).state_dict(), back.model(2, factory=make).state_dict()
+    assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_a_corrupt_weights_file_is_one_line(tmp_path):
+    out = tmp_path / "s"
+    r = wdlab.sweep(make, _splits(), out=out, **KW)
+    path = next(iter(r.best[0]["weights"].values()))
+    data = Path(path).read_bytes()
+    with open(path, "wb") as fh:  # cut short, as an interrupted copy leaves it
+        fh.write(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"^weights file .* cannot be read: [^\n]*$"):
+        r.model()
+
+
+class Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(12, 8)
+        self.head = nn.Linear(8, 12, bias=False)
+        self.head.weight = self.emb.weight
+
+    def forward(self, x):
+        return self.head(self.emb(x).mean(1))
+
+
+def test_a_tied_model_comes_back_tied(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    X = torch.randint(0, 12, (96, 5), generator=g)
+    y = X[:, 0]
+    splits = {"train": (X[:64], y[:64]), "val": (X[64:80], y[64:80]), "test": (X[80:], y[80:])}
+    r = wdlab.sweep(lambda seed: Tied(), splits, out=tmp_path / "s", **(KW | {"seeds": 1}))
+    model = r.model()
+    assert model.head.weight is model.emb.weight
+    assert not torch.equal(model.emb.weight, Tied().emb.weight)  # trained
