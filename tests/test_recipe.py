@@ -242,4 +242,9 @@ def test_the_cli_takes_the_recipe_flags(tmp_path, capsys):
     assert "--keep: invalid choice: 'every'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["sweep", "--help"])
-    assert "every epoch still trains" in " ".join(capsys.readouterr().out.split())
+    # early stopping now stops training (issue 23, deliberately changed: it said "every epoch
+    # still trains")
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert (
+        "stop training a run whose validation metric has not improved for --patience" in help_text
+    )

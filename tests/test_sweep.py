@@ -278,17 +278,17 @@ class FakeBar:
 
 
 def test_progress_advances_per_epoch_and_counts_optimizer_steps(tmp_path, monkeypatch):
-    import wdlab.pipelines.study as study
+    import wdlab.pipelines.job as job
 
     bar, jobs = FakeBar(), []
-    monkeypatch.setattr(study, "_progress", lambda total, done: bar)
-    real_run = study._Job.run
+    monkeypatch.setattr(job, "_progress", lambda total, done: bar)
+    real_run = job.Job.run
 
     def run(job, *a, **kw):
         jobs.append(job)
         return real_run(job, *a, **kw)
 
-    monkeypatch.setattr(study._Job, "run", run)
+    monkeypatch.setattr(job.Job, "run", run)
     cfg = validate(
         {
             "data": {"source": "wine"},  # 106 training rows: 4 mini-batches of 32 an epoch

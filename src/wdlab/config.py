@@ -6,7 +6,8 @@ An experiment has four sections; every key is optional and unknown keys are refu
               train_size, categorical
     [model]   kind, hidden, activation, layernorm, factory, batchnorm, dropout, factory_timeout
     [train]   optimizer, lr, options, schedule, epochs, batch_size, eval_every, seeds, device,
-              precision, select, early_stopping, diagnostics, steps, clip_grad_norm, keep
+              precision, select, early_stopping, diagnostics, steps, clip_grad_norm, keep,
+              patience, prune, prune_eta, prune_rung, checkpoint
     [decay]   modes, weight_decay, rule, exclude, include, wd_schedule, group_wd
 
 ``lr``, ``modes``, ``weight_decay`` and ``seeds`` take one value or a list (the grid is their
@@ -65,7 +66,7 @@ from wdlab.decay import DEFAULT_RULE, EVERYTHING, PRESETS, DecayRule
 from wdlab.models import ACTIVATIONS, MODEL_KINDS
 from wdlab.optimizers import OPTIMIZERS, check_optimizer_options
 from wdlab.tasks import TASKS
-from wdlab.trainer.plan import PRECISIONS
+from wdlab.trainer.plan import PRECISIONS, check_checkpoint
 from wdlab.trainer.schedules import SCHEDULES
 from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT
 
@@ -78,7 +79,10 @@ MAX_CONFIGS = 10_000  # configurations in a grid, unless the caller raises it (-
 LATER_KEYS = {
     "data": ("train_size", "categorical"),
     "model": ("batchnorm", "dropout"),
-    "train": ("select", "early_stopping", "diagnostics", "steps", "clip_grad_norm"),
+    "train": (
+        *("select", "early_stopping", "diagnostics", "steps", "clip_grad_norm", "patience"),
+        *("prune", "prune_eta", "prune_rung"),
+    ),
     "decay": ("wd_schedule", "group_wd"),
 }
 #: What ``wdlab sweep`` tries when neither the file nor the flags name a grid (none of these
@@ -89,7 +93,7 @@ SWEEP_GRID: dict[str, Any] = {
     "train.seeds": [0, 1, 2],
 }
 # Keys that change no number a run gives: never part of a study's identity.
-NOT_IDENTITY = {"model": ("factory_timeout",), "train": ("keep",)}
+NOT_IDENTITY = {"model": ("factory_timeout",), "train": ("keep", "checkpoint")}
 #: What a sweep keeps of the trained weights in its study (``train.keep``, ``--keep``); the
 #: first two keep some.
 KEEP = ("best", "all", "none")
@@ -122,18 +126,11 @@ class DataConfig(_Section):
         "returning the splits: Datasets, DataLoaders or (X, y) tensors)",
     )
     seed: int = key(
-        0,
-        integer(0, MAX_SEED),
-        "--data-seed",
-        "seed of the data draw and split",
-        "int",
+        0, integer(0, MAX_SEED), "--data-seed", "seed of the data draw and split", "int"
     )
     target: str | None = key(None, _str_or_none, "--target", "target column of a data file")
     features: list[str] | None = key(
-        None,
-        _str_list,
-        "--features",
-        "feature columns of a data file, comma-separated",
+        None, _str_list, "--features", "feature columns of a data file, comma-separated"
     )
     impute: str | None = key(
         None,
@@ -175,11 +172,7 @@ class ModelConfig(_Section):
     )
     hidden: list[int] = key([64], _hidden, "--hidden", "hidden sizes, e.g. 64,32")
     activation: str = key(
-        "relu",
-        one_of(ACTIVATIONS),
-        "--activation",
-        "activation",
-        choices=tuple(ACTIVATIONS),
+        "relu", one_of(ACTIVATIONS), "--activation", "activation", choices=tuple(ACTIVATIONS)
     )
     layernorm: bool = key(False, _bool, "--layernorm", "LayerNorm after hidden layers", "flag")
     factory: str | None = key(None, _str_or_none)
@@ -201,19 +194,10 @@ class TrainConfig(_Section):
     lr: list[float] = key([0.1], _lrs, "--lr", "learning rate(s): 0.1 or 1e-3,3e-3")
     options: dict = key({}, _table)
     schedule: str = key(
-        "constant",
-        _schedule,
-        "--schedule",
-        ", ".join(s.syntax for s in SCHEDULES.values()),
+        "constant", _schedule, "--schedule", ", ".join(s.syntax for s in SCHEDULES.values())
     )
     epochs: int = key(100, integer(1), "--epochs", "epochs", "int")
-    batch_size: int = key(
-        0,
-        integer(0),
-        "--batch-size",
-        "0: full batch (default)",
-        "int",
-    )
+    batch_size: int = key(0, integer(0), "--batch-size", "0: full batch (default)", "int")
     eval_every: int = key(10, integer(1), "--eval-every", "evaluate every N epochs", "int")
     seeds: list[int] = key([0], _seeds, "--seeds", "seeds: a count like 3, or a list like 0,1,2")
     device: str | None = key(None, _device, "--device", "cpu or cuda (default: cuda if present)")
@@ -234,8 +218,8 @@ class TrainConfig(_Section):
         False,
         _bool,
         "--early-stopping",
-        "choose on each run's best-validation epoch instead of its last (every epoch still "
-        "trains: the compute is not saved yet)",
+        "choose on each run's best-validation epoch instead of its last, and stop training a "
+        "run whose validation metric has not improved for --patience evaluations",
         "flag",
     )
     diagnostics: list[str] = key(
@@ -265,6 +249,21 @@ class TrainConfig(_Section):
         "trained weights kept in the study: best (the chosen configurations), all, or none",
         choices=KEEP,
     )
+    patience: int = key(
+        10, integer(1), "--patience", "early stopping: evaluations without a new best", "int"
+    )
+    prune: bool = key(
+        False, _bool, "--prune", "successive halving: stop the losing cells at each rung", "flag"
+    )
+    prune_eta: int = key(
+        3, integer(2), "--prune-eta", "successive halving: keep the best 1/ETA at each rung", "int"
+    )
+    prune_rung: int = key(
+        0, integer(0), "--prune-rung", "successive halving: the first rung (0: chosen)", "int"
+    )
+    checkpoint: Any = key(
+        "auto", check_checkpoint, "--checkpoint", "save training state: every N epochs, auto, off"
+    )
 
     def train_kwargs(self, shuffle_seed: int) -> dict[str, Any]:
         """The keywords of :func:`wdlab.trainer.train` this section sets."""
@@ -280,6 +279,7 @@ class TrainConfig(_Section):
             "steps": self.steps or None,
             "clip_grad_norm": self.clip_grad_norm,
             "keep_params": self.keep in KEEP[:2],  # best, all
+            "checkpoint": self.checkpoint,
         }
 
 
@@ -289,10 +289,7 @@ class DecayConfig(_Section):
 
     modes: list[str] = key(["coupled"], _modes, "--mode", "decay mode(s): coupled or l2,decoupled")
     weight_decay: list[float] = key(
-        [0.0],
-        _wds,
-        "--wd",
-        "weight decay(s): 0,1e-4,1e-3 or LO..HI:N (log-spaced)",
+        [0.0], _wds, "--wd", "weight decay(s): 0,1e-4,1e-3 or LO..HI:N (log-spaced)"
     )
     rule: str = key(
         "default",

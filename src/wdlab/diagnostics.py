@@ -4,7 +4,9 @@ Contract used by the trainer (every tensor is stacked: a leading dimension K, on
 configuration): ``make(name, weights, configs, optimizer)`` builds a diagnostic for the named
 weights; the trainer calls ``before_step(tensors)`` and ``after_step(tensors)`` around every
 optimizer step, ``end_epoch(epoch)`` after each epoch, and ``series(row)`` at the end: per-epoch
-series whose names start with ``diag.`` (stored and plotted like the train loss).
+series whose names start with ``diag.`` (stored and plotted like the train loss). When rows
+stop, ``keep(rows, k)`` says which of the K rows the tensors hold from then on (``rows``:
+their indices); ``state()`` and ``load_state()`` carry the records through a checkpoint.
 
 ``rotation`` (:class:`Rotation`) follows Kosson, Messmer & Jaggi, "Rotational Equilibrium: How
 Weight Decay Balances Learning Across Neural Networks" (ICML 2024): each neuron's weight vector
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -35,6 +37,9 @@ class Diagnostic(Protocol):
     def after_step(self, tensors: dict[str, Tensor]) -> None: ...
     def end_epoch(self, epoch: int) -> None: ...
     def series(self, row: int) -> dict[str, list[float]]: ...
+    def keep(self, rows: Tensor, k: int) -> None: ...
+    def state(self) -> dict[str, Any]: ...
+    def load_state(self, state: Mapping[str, Any]) -> None: ...
 
 
 def equilibrium(
@@ -150,6 +155,7 @@ class Rotation:
         self.rows: dict[str, list[Tensor]] = {}  # "<weight>.<kind>" -> one (K,) per epoch
         self.sizes: dict[str, int] = {}
         self._cache: dict[str, list[list[float]]] | None = None
+        self.index: Tensor | None = None  # the rows the tensors hold, where some stopped
 
     def before_step(self, tensors: dict[str, Tensor]) -> None:
         """Keep the weights before the update (and, for SGD, their gradients' scale)."""
@@ -175,16 +181,42 @@ class Rotation:
         """This epoch's values: the norm now, the angle and ĝ² averaged over its steps."""
         steps = max(self.steps, 1)
         for n in self.weights:
-            self.rows.setdefault(f"{n}.norm", []).append(rms_neuron_norm(self.last[n]))
-            self.rows.setdefault(f"{n}.angle", []).append(self.angle_sum.pop(n) / steps)
+            self._append(f"{n}.norm", rms_neuron_norm(self.last[n]))
+            self._append(f"{n}.angle", self.angle_sum.pop(n) / steps)
             if n in self.grad_sum:
-                self.rows.setdefault(f"{n}.grad_sq", []).append(self.grad_sum.pop(n) / steps)
+                self._append(f"{n}.grad_sq", self.grad_sum.pop(n) / steps)
         self.steps = 0
+
+    def _append(self, key: str, values: Tensor) -> None:
+        """One epoch's values of the rows held, as a row of all K (NaN for stopped rows)."""
+        if self.index is not None:
+            full = torch.full((len(self.configs),), math.nan, device=values.device)
+            full[self.index] = values
+            values = full
+        self.rows.setdefault(key, []).append(values)
+
+    def keep(self, rows: Tensor, k: int) -> None:
+        """From now on the tensors hold rows ``rows`` of the ``k``."""
+        self.index = rows
+
+    def state(self) -> dict[str, Any]:
+        """The records so far (on the CPU), for :meth:`load_state`."""
+        return {
+            "rows": {k: torch.stack(v).cpu() for k, v in self.rows.items()},
+            "sizes": dict(self.sizes),
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Continue the records of :meth:`state`."""
+        self.rows = {k: list(v.unbind(0)) for k, v in state["rows"].items()}
+        self.sizes = dict(state["sizes"])
 
     def series(self, row: int) -> dict[str, list[float]]:
         """Configuration ``row``'s series, measured and predicted."""
         if self._cache is None:  # one transfer for every row
-            self._cache = {k: torch.stack(v).t().cpu().tolist() for k, v in self.rows.items()}
+            self._cache = {
+                k: torch.stack([t.cpu() for t in v]).t().tolist() for k, v in self.rows.items()
+            }
         cfg, out = self.configs[row], {}
         for n in self.weights:
             norm, angle = self._cache[f"{n}.norm"][row], self._cache[f"{n}.angle"][row]

@@ -5,8 +5,11 @@ transaction. Every executor follows the :class:`Executor` protocol and is one en
 
 ``batches`` may be any iterable, read lazily: the driver hands a generator that claims each
 batch in the store just before it is taken, so two processes on one study never train the same
-configuration. ``on_epoch(batch, epoch)`` reports progress within a batch where the executor
-can (the local one, after every epoch).
+configuration. A batch may be a :class:`Segment`: trained from a saved batch state, to a rung
+(successive halving), some of its rows skipped. ``on_epoch(batch, epoch)`` reports progress
+within a batch where the executor can (the local one, after every epoch), and
+``on_checkpoint(batch, state)`` receives the batch's state when a checkpoint is due (the local
+one; a Ray task's batch starts again from its own start if its worker dies).
 
 * :class:`LocalExecutor` trains batch after batch in this process.
 * :class:`RayExecutor` runs one Ray task per batch — one call of the batched engine — on a local
@@ -30,6 +33,47 @@ from wdlab.trainer import train
 
 Batch = list[RunConfig]
 OnEpoch = Callable[[Batch, int], None]
+OnCheckpoint = Callable[[Batch, dict[str, Any]], None]
+
+
+class Segment(list):
+    """A batch of configurations (a list of them) trained from ``start`` (a batch state of
+    these configurations, in this order: :mod:`wdlab.trainer.state`; None: from the start) up
+    to ``stop`` epochs (a rung; None: to the end), without the rows ``skip`` (indices: pruned,
+    or held by another process). ``name``: the checkpoint file its state goes to; ``source``:
+    the one it starts from; ``live``: the configurations it trains."""
+
+    def __init__(
+        self,
+        configs: Iterable[RunConfig],
+        *,
+        start: dict[str, Any] | None = None,
+        stop: int | None = None,
+        skip: Iterable[int] = (),
+        name: str = "",
+        source: str | None = None,
+        live: Iterable[RunConfig] | None = None,
+    ) -> None:
+        super().__init__(configs)
+        self.start, self.stop, self.skip = start, stop, tuple(skip)
+        self.name, self.source = name, source
+        self.live = list(self) if live is None else list(live)
+
+    def train_kwargs(self) -> dict[str, Any]:
+        """The keywords of :func:`wdlab.trainer.train` this segment adds."""
+        out: dict[str, Any] = {}
+        if self.start is not None:
+            out["start"] = self.start
+        if self.stop is not None:
+            out["stop"] = self.stop
+        if self.skip:
+            out["skip"] = self.skip
+        return out
+
+
+def segment_kwargs(batch: Batch) -> dict[str, Any]:
+    """The training keywords a batch adds (a :class:`Segment`'s; none for a plain list)."""
+    return batch.train_kwargs() if isinstance(batch, Segment) else {}
 
 
 @dataclass(frozen=True)
@@ -60,6 +104,7 @@ class Executor(Protocol):
         batches: Iterable[Batch],
         train_kwargs: dict[str, Any],
         on_epoch: OnEpoch | None = None,
+        on_checkpoint: OnCheckpoint | None = None,
     ) -> Iterator[tuple[Batch, list[RunResult]]]:
         """Yield ``(batch, results)`` for every batch, in any order."""
         ...
@@ -85,12 +130,17 @@ class LocalExecutor:
         batches: Iterable[Batch],
         train_kwargs: dict[str, Any],
         on_epoch: OnEpoch | None = None,
+        on_checkpoint: OnCheckpoint | None = None,
     ) -> Iterator[tuple[Batch, list[RunResult]]]:
         """Yield each batch with its results, one after the other; ``on_epoch`` after every
-        epoch of each."""
+        epoch of each, ``on_checkpoint`` with its state when a checkpoint is due."""
         for batch in batches:
-            tick = None if on_epoch is None else (lambda e, b=batch: on_epoch(b, e))
-            yield batch, train(spec, data, batch, **train_kwargs, on_epoch=tick)
+            kw = train_kwargs | segment_kwargs(batch)
+            if on_epoch is not None:
+                kw["on_epoch"] = lambda e, b=batch: on_epoch(b, e)
+            if on_checkpoint is not None:
+                kw["on_checkpoint"] = lambda state, b=batch: on_checkpoint(b, state)
+            yield batch, train(spec, data, batch, **kw)
 
 
 def ray_available() -> bool:
@@ -216,10 +266,12 @@ class RayExecutor:
         batches: Iterable[Batch],
         train_kwargs: dict[str, Any],
         on_epoch: OnEpoch | None = None,
+        on_checkpoint: OnCheckpoint | None = None,
     ) -> Iterator[tuple[Batch, list[RunResult]]]:
         """Submit every batch as a task; yield each as it finishes (progress advances per
-        batch: ``on_epoch`` is not called). Data held in memory only: a stream (a user's
-        Dataset or DataLoader) is refused in one line."""
+        batch: ``on_epoch`` is not called; nor ``on_checkpoint``: a task retried after its
+        worker died starts again from its batch's start). Data held in memory only: a stream
+        (a user's Dataset or DataLoader) is refused in one line."""
         import torch
 
         if not isinstance(data, Dataset):
@@ -242,7 +294,8 @@ class RayExecutor:
             kwargs["device"] = "cuda" if gpus else "cpu"
         pending = {}
         for i, b in enumerate(batches):
-            pending[task.remote(spec, data_ref, list(b), kwargs, self.pid_dir, i)] = list(b)
+            kw = kwargs | segment_kwargs(b)
+            pending[task.remote(spec, data_ref, list(b), kw, self.pid_dir, i)] = b
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:

@@ -134,6 +134,13 @@ class Curves(Mapping[str, list]):
         """The epochs of series ``name``: every epoch, or the evaluation epochs."""
         return self.epoch if is_per_epoch(name) else self.eval_epoch
 
+    def upto(self, epochs: int) -> Curves:
+        """The curves of the first ``epochs`` epochs (a run that stopped there)."""
+        n_epoch = sum(e < epochs for e in self.epoch)
+        n_eval = sum(e < epochs for e in self.eval_epoch)
+        series = {k: v[: n_epoch if is_per_epoch(k) else n_eval] for k, v in self.series.items()}
+        return Curves(self.epoch[:n_epoch], self.eval_epoch[:n_eval], series)
+
     def cut(self, epoch: int) -> None:
         """NaN from ``epoch`` on (a run that diverged there)."""
         for name, values in self.series.items():
@@ -163,7 +170,11 @@ class RunResult:
     each evaluation. ``final`` holds the last evaluation (``train_loss`` there is the evaluated
     one, so ``test_loss − train_loss`` compares the same weights). ``best`` is the best
     validation (else test) loss and its epoch. ``params`` are the final weights when asked for
-    (never stored). ``seconds`` is the wall time of the batch that trained it.
+    (never stored). ``seconds`` is the wall time of the batch that trained it. ``epochs``: the
+    epochs it was trained (fewer than planned where it stopped early, was pruned or diverged;
+    None for runs stored by a wdlab that did not record it). ``status``: ``done``,
+    ``diverged``, ``pruned`` (stopped by successive halving at a rung), or, from a batch
+    trained to a rung (:attr:`wdlab.trainer.Plan.stop`), ``paused``.
     """
 
     config: RunConfig
@@ -175,6 +186,7 @@ class RunResult:
     params: dict[str, Tensor] | None = None
     seconds: float = 0.0
     engine: str = ""
+    epochs: int | None = None
 
     def __repr__(self) -> str:
         """A short summary: the configuration, the status and the final evaluated metrics (the
@@ -197,6 +209,7 @@ class RunResult:
             "best": dict(self.best),
             "engine": self.engine,
             "seconds": self.seconds,
+            "epochs": self.epochs,
             "curves": self.curves.to_dict(),
         }
 
@@ -212,6 +225,7 @@ class RunResult:
             best=dict(d.get("best") or {}),
             seconds=d.get("seconds") or 0.0,
             engine=d.get("engine") or "",
+            epochs=d.get("epochs"),
         )
 
 
@@ -247,7 +261,9 @@ class Result:
     demo's settings for a demo) as a dict; ``data`` facts about the data (name, sizes, the
     teacher's Bayes-optimal alpha…); ``selection`` the weight decay chosen per (mode, lr)
     (:mod:`wdlab.selection`); ``checks`` equivalence checks by id; ``counts`` runs per status
-    (sweeps); ``seconds`` the wall time.
+    (sweeps); ``seconds`` the wall time; ``halving`` (sweeps) the compute the runs used against
+    the full grid's (``compute``: configuration-epochs and row-steps) and, where successive
+    halving pruned, its ``rungs``, ``eta`` and the ``decisions`` at each rung.
     """
 
     kind: str
@@ -262,6 +278,7 @@ class Result:
     seconds: float = 0.0
     engine: str = ""
     counts: dict[str, int] = field(default_factory=dict)
+    halving: dict[str, Any] = field(default_factory=dict)
 
     @property
     def engine_note(self) -> str:
@@ -337,6 +354,7 @@ class Result:
             "checks": {k: c.to_dict() for k, c in self.checks.items()},
             "counts": self.counts,
             "partial": self.partial,
+            "halving": self.halving,
             "runs": [r.to_dict() for r in self.runs],
         }
 
@@ -364,6 +382,7 @@ class Result:
             selection=[{k: _nan(v) for k, v in s.items()} for s in doc.get("selection") or []],
             checks={k: Check.from_dict(c) for k, c in (doc.get("checks") or {}).items()},
             seconds=doc.get("seconds") or 0.0,
+            halving=dict(doc.get("halving") or {}),
             engine=doc.get("engine") or "",
             counts=dict(doc.get("counts") or {}),
         )

@@ -28,6 +28,8 @@ The rule (documented in the README, tested in ``tests/test_selection.py``):
   data tell it apart from a smaller one. When the best mean is better than wd = 0 (below), only
   weight decays that are themselves better than wd = 0 may take its place, so a tie-break never
   turns a measured gain into "no gain".
+* **Pruned runs** (successive halving, :mod:`wdlab.halving`) do not compete: the choice is among
+  the runs that finished. They count in m below (they were compared before they stopped).
 * **Better than zero.** ``better_than_zero`` is true when the chosen weight decay beats wd = 0
   (the ``none`` reference at that lr, or the mode's own wd = 0) in that test at level
   :data:`ALPHA` / m, m the number of weight decays > 0 competing for that (mode, lr)
@@ -52,6 +54,7 @@ from wdlab.stats import t_sf
 from wdlab.tasks import get_task
 
 NO_GAIN = "no measurable gain from weight decay here"
+ALL_PRUNED = "every weight decay > 0 was pruned at a rung (successive halving)"
 GAIN = "better than wd = 0"
 REFERENCE = "wd = 0 reference"
 TOO_FEW = "too few seeds to tell"
@@ -122,13 +125,30 @@ def settings(config: Mapping[str, Any]) -> tuple[str, bool]:
     return train.get("select") or "auto", bool(train.get("early_stopping", False))
 
 
-def describe(c: Criterion, seeds: int = 0) -> str:
-    """The rule a selection followed, in one sentence (for the terminal and the report)."""
+def study_metric(
+    config: Mapping[str, Any], data: Mapping[str, Any]
+) -> tuple[str, bool, bool | None]:
+    """(metric, early stopping, direction) a study chooses on (:func:`select`'s arguments):
+    its config's ``train.select`` and ``early_stopping``, a user's own metric's from the data."""
+    metric, early = settings(config)
+    custom = data.get("metric") or {}  # a user's own metric: its key and direction
+    if custom and metric == "auto":
+        metric = custom["key"]
+    higher = custom.get("higher") if metric == custom.get("key") else None
+    return metric, early, higher
+
+
+def describe(c: Criterion, seeds: int = 0, pruned: int = 0) -> str:
+    """The rule a selection followed, in one sentence (for the terminal and the report);
+    ``pruned``: weight decays stopped at a rung by successive halving."""
     epoch = "at its best validation epoch" if c.early_stopping else "at the final epoch"
     over = f"mean over {seeds} seeds" if seeds > 1 else "one seed: no noise estimate"
+    among = "among the weight decays swept for each mode" + bool(pruned) * (
+        f" whose runs finished (successive halving stopped {pruned} at a rung; counted below)"
+    )
     return (
-        f"chosen on validation {c.name} ({over}, each run {epoch}) among the weight decays "
-        "swept for each mode: the smallest one that the best mean does not beat in a one-sided "
+        f"chosen on validation {c.name} ({over}, each run {epoch}) {among}: the smallest one "
+        "that the best mean does not beat in a one-sided "
         f"paired t-test over seeds ({ALPHA:.0%}); 'better than wd = 0' needs at least "
         f"{MIN_SEEDS} seeds and that test at {ALPHA:.0%} / (the number of weight decays swept), "
         f"so at most a {ALPHA:.0%} chance per (mode, lr) of claiming a gain that is not there"
@@ -143,7 +163,8 @@ def selection_criterion(selection: Sequence[Mapping[str, Any]]) -> Criterion:
 
 def selection_rule(selection: Sequence[Mapping[str, Any]]) -> str:
     """:func:`describe` for a stored selection (its rows, non-empty)."""
-    return describe(selection_criterion(selection), max(s["seeds"] for s in selection))
+    pruned = sum(s.get("pruned", 0) for s in selection)
+    return describe(selection_criterion(selection), max(s["seeds"] for s in selection), pruned)
 
 
 def has_timescale(selection: Sequence[Mapping[str, Any]]) -> bool:
@@ -249,20 +270,23 @@ def _candidates(by_wd: Mapping[float, Scores]) -> dict[float, Scores]:
     return {w: s for w, s in by_wd.items() if s and all(math.isfinite(v[0]) for v in s.values())}
 
 
-def family(by_wd: Mapping[float, Scores]) -> int:
-    """m: how many weight decays > 0 compete (the Bonferroni divisor of ALPHA), at least 1."""
-    return max(1, sum(w != 0 for w in _candidates(by_wd)))
+def family(by_wd: Mapping[float, Scores], pruned: int = 0) -> int:
+    """m: how many weight decays > 0 compete (the Bonferroni divisor of ALPHA), at least 1;
+    ``pruned``: those stopped at a rung, which were compared too."""
+    return max(1, sum(w != 0 for w in _candidates(by_wd)) + pruned)
 
 
-def choose(by_wd: Mapping[float, Scores], ref: Scores | None, higher: bool) -> tuple[float, float]:
-    """(chosen weight decay, the weight decay with the best mean) among candidates whose every
-    seed has a finite validation score, by the rule of this module."""
+def choose(
+    by_wd: Mapping[float, Scores], ref: Scores | None, higher: bool, pruned: int = 0
+) -> tuple[float, float]:
+    """(chosen weight decay, the one with the best mean) among candidates whose every seed has
+    a finite validation score, by this module's rule (``pruned``: wd > 0 stopped at a rung)."""
     cands = _candidates(by_wd)
     if not cands:
         raise ValueError("no weight decay has a finite validation score for every seed")
     best = min(cands, key=lambda w: ((-1 if higher else 1) * _mean(cands[w]), w))
     tied = [w for w in cands if _ties(cands[w], cands[best], higher)]
-    m = family(cands)
+    m = family(cands, pruned)
     if ref is not None and beats_zero(cands[best], ref, higher, m):
         tied = [w for w in tied if beats_zero(cands[w], ref, higher, m)]
     return min(tied), best
@@ -320,12 +344,17 @@ def select(
         by_wd = {w: {r.config.seed: run_scores(r, c) for r in rs} for w, rs in wds.items()}
         zero = _reference(groups, mode, lr)
         ref = {r.config.seed: run_scores(r, c) for r in zero} if zero else None
+        pruned = sum(w != 0 and all(r.status == "pruned" for r in rs) for w, rs in wds.items())
         try:
-            chosen, best = choose(by_wd, ref, c.higher)
+            chosen, best = choose(by_wd, ref, c.higher, pruned)
         except ValueError:
             continue  # every weight decay diverged for some seed: nothing to choose
-        m = family(by_wd)
-        rows.append(_row(mode, lr, (chosen, best, m), by_wd[chosen], ref, wds[chosen], c))
+        m = family(by_wd, pruned)
+        row = _row(mode, lr, (chosen, best, m), by_wd[chosen], ref, wds[chosen], c)
+        row["pruned"] = pruned
+        if pruned and decays(mode) and not any(w != 0 for w in _candidates(by_wd)):
+            row["verdict"], row["better_than_zero"] = ALL_PRUNED, False
+        rows.append(row)
     return rows
 
 

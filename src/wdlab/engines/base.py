@@ -15,7 +15,7 @@ it. Each model kind has one engine (:attr:`wdlab.models.ModelKind.engine`):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
@@ -146,7 +146,19 @@ class Engine(Protocol):
     def backward_loss(self, total: Tensor) -> None: ...
     def norm_probe(self, names: Sequence[str]) -> NormProbe: ...
     def weights(self, row: int) -> dict[str, Tensor]: ...
+    def state(self) -> dict[str, Tensor]: ...
+    def load_state(self, state: Mapping[str, Tensor]) -> None: ...
+    def keep(self, rows: Tensor) -> None: ...
     def __len__(self) -> int: ...
+
+
+def _own(t: Tensor, like: Tensor) -> Tensor:
+    """``t`` as a tensor of its own (contiguous, not shared) on ``like``'s device and dtype."""
+    return (
+        t.detach()
+        .to(device=like.device, dtype=like.dtype)
+        .clone(memory_format=torch.contiguous_format)
+    )
 
 
 class Stacked:
@@ -230,6 +242,29 @@ class Stacked:
         """One configuration's weights and buffers (a state dict), by name."""
         state = {**self.tensors, **self.buffers}
         return with_ties({n: t.detach()[row].cpu().clone() for n, t in state.items()}, self.ties)
+
+    # -- the rows: the batch's state, and dropping rows from it -------------------------------
+
+    def state(self) -> dict[str, Tensor]:
+        """Every tensor the engine holds row by row (row k: its k-th configuration), by key:
+        ``param.<name>``, ``buffer.<name>``, and what a subclass derives from the initial
+        weights. Shares memory with the engine: valid until the next step."""
+        out = {f"param.{n}": t.detach() for n, t in self.tensors.items()}
+        return out | {f"buffer.{n}": t for n, t in self.buffers.items()}
+
+    def load_state(self, state: Mapping[str, Tensor]) -> None:
+        """Hold the rows of ``state`` (the keys of :meth:`state`, any number of rows) in place
+        of the current ones. The dicts :attr:`tensors` and :attr:`buffers` are updated in
+        place (new leaves under the same names)."""
+        for n, t in self.tensors.items():
+            self.tensors[n] = _own(state[f"param.{n}"], t).requires_grad_(t.requires_grad)
+        for n, t in self.buffers.items():
+            self.buffers[n] = _own(state[f"buffer.{n}"], t)
+
+    def keep(self, rows: Tensor) -> None:
+        """Keep only ``rows`` (positions of the current rows, ascending): every later step
+        computes those alone, their values unchanged."""
+        self.load_state({k: v.index_select(0, rows.to(v.device)) for k, v in self.state().items()})
 
     def __len__(self) -> int:
         return next(iter(self.tensors.values())).shape[0]

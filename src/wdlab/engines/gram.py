@@ -21,7 +21,7 @@ the weight norm is recorded from it without another GEMM.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -60,20 +60,20 @@ class GramNorm:
         self.others = DirectNorm(engine.tensors, [n for n in names if n != engine.w_name])
         self.first = engine.w_name in names
         self.parts = self.others.parts + 2 * self.first
-        # views that stay valid: the optimizer updates a and B in place
-        self._a = engine.tensors[engine.w_name + A_SUFFIX].detach()
-        self._B = engine.tensors[engine.w_name + B_SUFFIX].detach().flatten(1)
-        self._Z0 = engine.Z0["train"].flatten(1)
+        self.w0_sq = engine.w0_sq.clone()  # the rows recorded, whatever the engine keeps later
 
     def write(self, out: Tensor) -> None:
-        """This epoch's parts into ``out`` (parts, K)."""
+        """This epoch's parts of the engine's current rows into ``out`` (parts, rows)."""
         m = self.others.parts
         if m:
             self.others.write(out)
         if self.first:
-            out[m].copy_(self._a)
-            zz = torch.addcmul(self.engine.train_pre().flatten(1), self._Z0, self._a.view(-1, 1))
-            rowdot(self._B, zz, out[m + 1])
+            e = self.engine
+            a = e.tensors[e.w_name + A_SUFFIX].detach()
+            B = e.tensors[e.w_name + B_SUFFIX].detach().flatten(1)
+            out[m].copy_(a)
+            zz = torch.addcmul(e.train_pre().flatten(1), e.Z0["train"].flatten(1), a.view(-1, 1))
+            rowdot(B, zz, out[m + 1])
 
     def combine(self, parts: Tensor) -> Tensor:
         """Σ‖w‖² from recorded parts: (..., parts, K) → (..., K)."""
@@ -81,7 +81,7 @@ class GramNorm:
         total = parts[..., :m, :].sum(-2)
         if self.first:
             a, dot = parts[..., m, :], parts[..., m + 1, :]
-            total = total + a * a * self.engine.w0_sq + dot
+            total = total + a * a * self.w0_sq + dot
         return total
 
 
@@ -221,6 +221,21 @@ class GramEngine(Stacked):
         B = self.tensors[self.w_name + B_SUFFIX].detach()[row]
         out[self.w_name] = (a * self.W0[row] + B.t() @ self.X).cpu()
         return out
+
+    def state(self) -> dict[str, Tensor]:
+        """The rows' tensors (:meth:`Stacked.state`) with W₀, ‖W₀‖² and each split's X·W₀ᵀ."""
+        out = super().state() | {"gram.W0": self.W0, "gram.w0_sq": self.w0_sq}
+        return out | {f"gram.Z0.{split}": z for split, z in self.Z0.items()}
+
+    def load_state(self, state: Mapping[str, Tensor]) -> None:
+        """Hold the rows of ``state`` (:meth:`state`'s keys); the kept pre-activation goes."""
+        super().load_state(state)
+        dev = self.W0.device
+        self.W0 = state["gram.W0"].to(dev).clone()
+        self.w0_sq = state["gram.w0_sq"].to(dev).clone()
+        for split in self.Z0:
+            self.Z0[split] = state[f"gram.Z0.{split}"].to(dev).clone()
+        self._z = self._zc = None
 
     def __len__(self) -> int:
         return self.W0.shape[0]

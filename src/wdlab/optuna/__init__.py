@@ -14,9 +14,9 @@ The study is an ordinary Optuna study afterwards: its storage, ``optuna.importan
   default, or ``"loss"``), the mean over ``seeds`` (each trial trains one row per seed), at
   the last epoch (or each run's best epoch with ``early_stopping``). The test metric is kept
   apart, as the trial's user attribute ``test_<metric>``; it never steers the search.
-* A trial Optuna prunes is told ``PRUNED`` at once and frozen for the rest of its batch (its
-  rows still train until the batch ends; :meth:`_Watch.freeze` is where a trainer that can drop
-  rows from a batch will be told). A trial whose training diverged is told ``FAIL``.
+* A trial Optuna prunes is told ``PRUNED`` at once and its rows leave the batch
+  (:meth:`_Watch.freeze`): their compute is saved, the other trials train on unchanged. A
+  trial whose training diverged is told ``FAIL``.
 * Bad input is refused before anything is asked or stored: a study of another direction (or
   several objectives), a distribution of the wrong kind or range for its parameter, one that
   differs in kind from the study's earlier trials, or a study searched on other data, model

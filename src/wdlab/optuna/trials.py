@@ -210,9 +210,11 @@ class _Watch:
                 self.freeze(self.rows[i])
 
     def freeze(self, rows: Sequence[int]) -> None:
-        """A pruned trial's rows: nothing more is reported or told about them. They still
-        train to the end of the batch; a trainer that can drop rows from a batch is told here
-        (one call), which then saves their compute."""
+        """A pruned trial's rows leave the batch (:meth:`wdlab.trainer.Trainer.stop`): nothing
+        more is computed, reported or told about them; the other trials' rows train on,
+        their numbers unchanged."""
+        if self.trainer is not None:
+            self.trainer.stop(rows, "pruned")
 
 
 def latest(trainer: Trainer, name: str) -> list[float]:

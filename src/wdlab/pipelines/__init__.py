@@ -4,6 +4,7 @@ temporary store); reading results back. They return values and draw nothing."""
 from wdlab.pipelines.demo import REGIMES, DemoSettings, run_demo, seed_init
 from wdlab.pipelines.exports import export_to
 from wdlab.pipelines.load import build_report, load_result
+from wdlab.pipelines.memory import plan_batches
 from wdlab.pipelines.own import sweep
 from wdlab.pipelines.results import DemoResult, SweepResult, former_name
 from wdlab.pipelines.study import (
@@ -13,7 +14,6 @@ from wdlab.pipelines.study import (
     default_out,
     export_study,
     load_study,
-    plan_batches,
     run_experiment,
     run_sweep,
 )

@@ -119,11 +119,13 @@ def _length(v: object) -> int | None:
         return None
 
 
-#: Keys a ``wdlab.sweep`` study stores that are not part of its identity: ``keep`` changes no
-#: number; the recipe keys added later count only when set (a study made before they existed
-#: keeps its identity, and resumes).
-NOT_IN_IDENTITY = {"keep": None}
-LATER = {"steps": 0, "clip_grad_norm": None}
+#: Keys a ``wdlab.sweep`` study stores that are not part of its identity: ``keep`` and
+#: ``checkpoint`` change no number; the keys added later (the recipe's, early stopping's
+#: patience, successive halving's) count only when set (a study made before they existed keeps
+#: its identity, and resumes).
+NOT_IN_IDENTITY = {"keep": None, "checkpoint": None}
+LATER = {"steps": 0, "clip_grad_norm": None, "patience": 10}
+LATER |= {"prune": False, "prune_eta": 3, "prune_rung": 0}
 
 
 def sweep_identity(described: Mapping[str, Any]) -> dict[str, Any]:

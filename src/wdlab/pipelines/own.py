@@ -16,11 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from wdlab.config import validate
+from wdlab.config import Experiment, validate
 from wdlab.data import Dataset, StreamedData, from_splits, is_table_path, load, read_table
 from wdlab.data.arrays import check_values
 from wdlab.data.streamed import held
 from wdlab.decay import DEFAULT_RULE, DecayRule, WDSchedule
+from wdlab.halving import Prune, setting
 from wdlab.integrations.logs import LogSpec
 from wdlab.models import ModelSpec
 from wdlab.pipelines import checks, experiment
@@ -63,6 +64,9 @@ def sweep(
     options: Mapping[str, Any] | None = None,
     eval_every: int = 1,
     early_stopping: bool = False,
+    patience: int = 10,
+    prune: bool | Prune | Mapping[str, Any] = False,
+    checkpoint: int | str = "auto",
     diagnostics: Sequence[str] = (),
     n_classes: int | None = None,
     max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
@@ -85,15 +89,15 @@ def sweep(
     ``make_loader(split, seed, epoch)`` factories (streamed, :func:`wdlab.data.stream_splits`:
     ``__getitem__`` afresh each epoch; classes ``n_classes``, declared, or the model's output
     width); or a Dataset, a source name, a .csv/.parquet path (``target=``, ``features=``,
-    ``impute=``, ``categorical=``). The recipe: ``epochs`` or ``steps`` (in all), ``schedule``
-    (per epoch, or per step with warm-up: :mod:`wdlab.trainer.schedules`), ``clip_grad_norm``
-    (each configuration's own norm), ``precision="bf16"``, ``loss`` (label smoothing:
-    ``nn.CrossEntropyLoss(label_smoothing=0.1)``), ``metric``; ``select`` chooses on ``"loss"``
-    or a metric; ``early_stopping`` at each run's best validation epoch; ``diagnostics``:
-    opt-in recordings. ``rule``: which tensors decay; ``group_wd``, ``wd_schedule``: weight
-    decays by pattern, by step (:mod:`wdlab.trainer.decays`). ``max_batch=1``: one at a time,
-    the reference. ``out`` keeps the study (else a temporary one) and, by ``keep`` (``"best"``,
-    ``"all"``, ``"none"``), trained weights (:meth:`SweepResult.model`). ``log``: dashboards.
+    ``impute=``, ``categorical=``). The recipe: ``epochs`` or ``steps``, ``schedule`` (per epoch,
+    or per step with warm-up), ``clip_grad_norm`` (each configuration's own), ``precision``,
+    ``loss`` (e.g. label smoothing), ``metric``; ``select``: ``"loss"`` or a metric;
+    ``early_stopping``: at each run's best validation epoch, stopped after ``patience``
+    evaluations without a better one; ``prune``: successive halving (:mod:`wdlab.halving`);
+    ``checkpoint``: every N epochs, ``"auto"``, ``"off"``; ``diagnostics``: opt-in recordings.
+    ``rule``, ``group_wd``, ``wd_schedule``: which tensors decay, at what. ``max_batch=1``: one
+    at a time, the reference. ``out`` keeps the study (else a temporary one) and, by ``keep``
+    (best, all, none), trained weights (:meth:`SweepResult.model`). ``log``: dashboards.
     """
     t0 = time.perf_counter()
     checks.check_arguments(max_batch, max_memory_mb, out, factory_timeout)
@@ -104,17 +108,42 @@ def sweep(
     task = _task(ds, loss, metric)
     chosen_on = select or (metric if isinstance(metric, str) else None) or "auto"
     recipe = _recipe(steps, schedule, clip_grad_norm, precision, keep, early_stopping, diagnostics)
+    recipe |= {"patience": patience, "checkpoint": checkpoint, **_prune_keys(setting(prune))}
     grid = {"optimizer": optimizer, "lr": _listed(lr), "seeds": checks.seed_list(seeds)}
     train = grid | recipe | {"epochs": epochs, "batch_size": batch_size or 0, "select": chosen_on}
     train |= {"eval_every": eval_every, "options": dict(options or {}), "device": device}
     decay = decay_section(modes, weight_decay, wd_schedule, group_wd)
     config = validate({"train": train, "decay": decay})
-    kw = config.train.train_kwargs(shuffle_seed=0) | config.decay.train_kwargs()
-    kw |= {"rule": rule, "task": task, "keep_params": kw["keep_params"] and out is not None}
-    described = _describe(config.to_dict(), init_name, ds, (loss, metric), rule)
-    identity = checks.sweep_identity(described)
-    study = Study(Path(), name or "", described, identity, ds, spec, experiment.grid(config), kw)
+    study = _study(config, ds, spec, init_name, (loss, metric), rule, task, out is not None)
     return _run(study, out, name, max_batch, max_memory_mb, progress, t0, log)
+
+
+def _study(
+    config: Experiment,
+    ds: Dataset | StreamedData,
+    spec: ModelSpec,
+    init_name: str,
+    code: tuple[object, object],
+    rule: DecayRule,
+    task: Task | None,
+    kept: bool,
+) -> Study:
+    """The study of a :func:`sweep` (its folder and name set by :func:`_run`): the trainer's
+    keywords (weights kept only where the study is: ``kept``), the config as stored (with the
+    Python objects' names and fingerprints, ``code``: the loss and the metric) and its
+    identity."""
+    kw = config.train.train_kwargs(shuffle_seed=0) | config.decay.train_kwargs()
+    kw |= {"rule": rule, "task": task, "keep_params": kw["keep_params"] and kept}
+    described = _describe(config.to_dict(), init_name, ds, code, rule)
+    identity = checks.sweep_identity(described)
+    return Study(Path(), "", described, identity, ds, spec, experiment.grid(config), kw)
+
+
+def _prune_keys(pruning: Prune | None) -> dict[str, Any]:
+    """The config keys of successive halving's settings (none when it is off)."""
+    if pruning is None:
+        return {}
+    return {"prune": True, "prune_eta": pruning.eta, "prune_rung": pruning.first_rung or 0}
 
 
 def _recipe(

@@ -19,7 +19,7 @@ from wdlab.records import Check, Result, RunResult, use_wd
 from wdlab.report.figures import figure
 from wdlab.report.files import write_results
 from wdlab.report.text import demo_table, experiment_table, short, use_cell, verdict_text
-from wdlab.selection import metric_for, select, settings
+from wdlab.selection import metric_for, select, study_metric
 
 if TYPE_CHECKING:
     from torch import nn
@@ -111,12 +111,7 @@ class SweepResult(Result):
         """Choose the weight decay per (mode, lr) on validation (:func:`wdlab.selection.select`)
         with the config's ``train.select`` and ``train.early_stopping`` (and the direction of a
         user's own metric, kept in the data facts)."""
-        metric, early = settings(self.config)
-        custom = self.data.get("metric") or {}  # a user's own metric: its key and direction
-        if custom and metric == "auto":
-            metric = custom["key"]
-        higher = custom.get("higher") if metric == custom.get("key") else None
-        self.selection = select(self.runs, self.task, metric, early, higher)
+        self.selection = select(self.runs, self.task, *study_metric(self.config, self.data))
         return self.selection
 
     @property

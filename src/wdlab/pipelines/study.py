@@ -24,8 +24,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,37 +32,32 @@ from typing import Any
 from torch import nn
 
 from wdlab.config import MAX_CONFIGS, Experiment, merge, validate
-from wdlab.data import Dataset, StreamedData, StreamError, is_data_function
+from wdlab.data import Dataset, StreamedData, is_data_function
 from wdlab.decay import decay_table
 from wdlab.decay.rules import own_groups
 from wdlab.devices import DEFAULT_MAX_MEMORY_MB, resolve_device
 from wdlab.diagnostics import DIAGNOSTICS
-from wdlab.executors import Batch, Executor, LocalExecutor
+from wdlab.executors import Executor, LocalExecutor
 from wdlab.extras import require
-from wdlab.integrations.logs import Logs, LogSpec, open_logs
+from wdlab.halving import Prune, from_config, summary
+from wdlab.integrations.logs import LogSpec, open_logs
 from wdlab.jsonsafe import dumps
 from wdlab.models import ModelSpec
 from wdlab.pipelines.experiment import grid, grid_size, load_data, model_spec
-from wdlab.pipelines.memory import (
-    bytes_per_config,
-    check_budget,
-    first_line,
-    meta_build,
-    plan_batches,
-)
+from wdlab.pipelines.job import Job
+from wdlab.pipelines.memory import bytes_per_config, check_budget, meta_build
 from wdlab.pipelines.outputs import check_outputs, record_outputs
 from wdlab.pipelines.results import SweepResult
+from wdlab.pipelines.segments import check_pruning, has_validation
 from wdlab.pipelines.userdata import data_fingerprint
-from wdlab.pipelines.weights import kept_runs, prune_weights, save_weights
+from wdlab.pipelines.weights import kept_runs, prune_weights
 from wdlab.records import RunConfig
-from wdlab.store import LEASE_SECONDS, Store, StoreError, hash_config, worker_id
+from wdlab.selection import Criterion, criterion, study_metric
+from wdlab.store import Store, StoreError, hash_config, worker_id
 from wdlab.store import lease_seconds as lease_of
-from wdlab.trainer import Plan
+from wdlab.trainer import EarlyStop, Plan
 from wdlab.usercode import check_seeds_differ, module_fingerprint
 from wdlab.version import __version__
-
-POLL_SECONDS = 0.5  # how often a process waiting on others' batches looks at the store
-STOP_NOW = (KeyboardInterrupt, SystemExit, GeneratorExit)  # BaseExceptions that are not errors
 
 
 class IncompleteStudy(ValueError):
@@ -98,6 +92,7 @@ def load_study(directory: str | Path) -> SweepResult:
             raise StoreError(f"{d}/study.db holds no study")
         runs = store.runs()
         counts = store.counts()
+        decisions = store.decisions()
     result = SweepResult(
         runs=runs,
         name=info["name"],
@@ -109,6 +104,7 @@ def load_study(directory: str | Path) -> SweepResult:
         engine=runs[0].engine if runs else "",
         counts=counts,
         directory=d,
+        halving=summary(info["config"], info["data"], runs, decisions),
     )
     result.select()
     return result
@@ -185,7 +181,7 @@ def run_sweep(
 class Study:
     """What a sweep trains into its store: the configurations, the data, the model and the
     trainer's keywords, with the config (stored) and its identity (hashed: the same identity,
-    the same study)."""
+    the same study); successive halving as the config sets it (:attr:`prune`)."""
 
     directory: Path
     name: str
@@ -195,6 +191,11 @@ class Study:
     spec: ModelSpec
     configs: list[RunConfig]
     train_kwargs: dict[str, Any]
+
+    @property
+    def prune(self) -> Prune | None:
+        """Successive halving's settings (``train.prune``, ``prune_eta``, ``prune_rung``)."""
+        return from_config(self.config.get("train") or {})
 
 
 def run_study(
@@ -212,7 +213,8 @@ def run_study(
     and return the whole study as read back from its store (else :class:`IncompleteStudy`)."""
     t0 = time.perf_counter() if t0 is None else t0
     lease = lease_of(lease_seconds)
-    ds, spec, kw = study.data, study.spec, study.train_kwargs
+    ds, spec = study.data, study.spec
+    kw, crit, pace = _stopping(study)  # the rungs and early stopping: checked before the store
     model = _template(study)  # for memory and the table (a user's factory: checked, identified)
     per_config = bytes_per_config(
         spec,
@@ -235,12 +237,14 @@ def run_study(
     ):
         _init_study(store, study)
         facts = {"name": ds.name, **ds.meta, "decay_table": table, "model_sizes": _sizes(spec)}
-        store.set_data(facts, ds.task)
-        job = _Job(store, worker_id(), executor or LocalExecutor(), spec, ds, kw)
-        job.lease, job.logs = lease, logs
+        store.set_data(facts | {"steps_per_epoch": pace.steps_per_epoch}, ds.task)
+        job = Job(store, worker_id(), executor or LocalExecutor(), spec, ds, kw)
+        job.lease, job.logs, job.crit, job.prune = lease, logs, crit, study.prune
+        job.configs = study.configs  # batches are planned over the whole grid
         job.weights = study.directory if kw.get("keep_params") else None
+        job.directory = study.directory  # its checkpoint files are recorded as the study's:
         job.source = f"study {store.study()['config_hash']}"  # type: ignore[index]
-        job.pace(Plan(spec, ds, tuple(study.configs[:1]), kw["epochs"], **_pace_kw(kw)))
+        job.pace(pace)
         job.share(len(study.configs), per_config, max_memory_mb, max_batch, progress, t0)
         counts, failures = store.counts(), store.failures()
     check_whole(study.directory, counts, failures)
@@ -261,6 +265,22 @@ def _sizes(spec: ModelSpec) -> dict[str, Any]:
 def _pace_kw(kw: Mapping[str, Any]) -> dict[str, Any]:
     """The trainer keywords that set a plan's epochs and steps per epoch."""
     return {"batch_size": kw["batch_size"], "steps": kw.get("steps")}
+
+
+def _stopping(study: Study) -> tuple[dict[str, Any], Criterion, Plan]:
+    """The trainer's keywords with the rungs of successive halving and early stopping, the
+    criterion both rank on (the selection's), and a plan giving every batch's epochs and steps
+    per epoch; bad pruning settings are one ``ValueError``."""
+    ds, kw = study.data, dict(study.train_kwargs)
+    pace = Plan(study.spec, ds, tuple(study.configs[:1]), kw["epochs"], **_pace_kw(kw))
+    crit = criterion(ds.task, *study_metric(study.config, ds.meta))
+    rungs = check_pruning(study.prune, study.configs, ds, pace.epochs)
+    if rungs:
+        kw["rungs"] = rungs
+    train = study.config.get("train") or {}
+    if train.get("early_stopping") and has_validation(ds):
+        kw["early_stop"] = EarlyStop(f"val_{crit.key}", crit.higher, int(train["patience"]))
+    return kw, crit, pace
 
 
 def _keep(study: Study) -> str:
@@ -357,178 +377,6 @@ def check_whole(directory: Path, counts: Mapping[str, int], failures: Mapping[st
     )
 
 
-class _Job:
-    """One process's share of a sweep: claim batches, train them, store them; then wait for
-    what other processes hold, taking over what their holders lost."""
-
-    def __init__(
-        self,
-        store: Store,
-        owner: str,
-        executor: Executor,
-        spec: ModelSpec,
-        ds: Dataset,
-        train_kwargs: dict[str, Any],
-    ) -> None:
-        self.store, self.owner, self.executor = store, owner, executor
-        self.spec, self.ds, self.train_kwargs = spec, ds, train_kwargs
-        self.lease = LEASE_SECONDS
-        self.steps_per_epoch = 1
-        self.weights: Path | None = None  # the study folder, where runs' weights are kept
-        self.source = ""  # what the files written are recorded for
-        self.bar: Any = None
-        self.epochs = int(train_kwargs["epochs"])
-        self.steps = 0  # optimizer steps of all configurations trained here
-        self.shown: dict[int, float] = {}  # progress shown per batch (by id), in configurations
-        self.told = False
-        self.logs = Logs()  # where each stored run is logged (dashboards)
-
-    def share(self, *run_args: Any) -> None:
-        """Register with a lease (kept by a thread), train (:meth:`run`), and leave: what this
-        process still holds goes back to pending, on Ctrl-C too. Runs of a batch that raised
-        are marked failed; a ``BaseException`` of the user's code (not Ctrl-C or ``sys.exit``)
-        becomes a one-line ``ValueError``."""
-        store, owner = self.store, self.owner
-        store.register(owner, self.lease)
-        keeper = store.keep_lease(owner, self.lease)
-        try:
-            self._took_over(store.reclaim())
-            store.retry_failed()
-            self.run(*run_args)
-        except STOP_NOW:
-            raise
-        except StreamError:  # the data, not the runs: they go back to pending, nothing stored
-            store.release(owner)
-            raise
-        except Exception as exc:
-            store.mark_failed(owner, f"{type(exc).__name__}: {first_line(exc)}")
-            raise
-        except BaseException as exc:  # a user's own BaseException subclass, while training
-            why = f"{type(exc).__name__}: {first_line(exc)}".rstrip(": ")
-            store.mark_failed(owner, why)
-            raise ValueError(f"training stopped: user code raised {why}") from None
-        finally:
-            keeper.stop()
-            store.unregister(owner)
-
-    def run(
-        self,
-        total: int,
-        per_config: int,
-        max_memory_mb: float,
-        max_batch: int | None,
-        progress: bool,
-        t0: float,
-    ) -> None:
-        """Train every pending configuration (claiming batch by batch) until no run is pending
-        or held by anyone; add this process's wall time to the study."""
-        counts = self.store.counts()
-        if progress:
-            self.bar = _progress(total, counts["done"] + counts["diverged"])
-        self.t_train = time.perf_counter()
-        mark = t0
-        try:
-            while True:
-                todo = self.store.pending()
-                if todo:
-                    batches = plan_batches(todo, per_config, max_memory_mb, max_batch)
-                    for batch, results in self.executor.run(
-                        self.spec,
-                        self.ds,
-                        self._claimed(batches),
-                        self.train_kwargs,
-                        on_epoch=self._on_epoch,
-                    ):
-                        if self.weights is not None:  # before the runs count as done
-                            save_weights(self.weights, results, self.source)
-                        now = time.perf_counter()
-                        saved = self.store.save_batch(results, seconds=now - mark, owner=self.owner)
-                        self.logs.runs(saved)  # the runs this process stored, once each
-                        mark = now
-                        self._batch_done(batch, len(results) - len(saved))
-                    continue
-                if not self._wait():
-                    break
-        finally:
-            if self.steps or self.told:  # a process that only read the study adds no time
-                self.store.add_seconds(time.perf_counter() - mark)
-            if self.bar is not None:
-                self.bar.close()
-
-    def pace(self, plan: Plan) -> None:
-        """Epochs and steps per epoch of every batch (for progress and model-steps/s)."""
-        self.epochs, self.steps_per_epoch = plan.epochs, plan.steps_per_epoch or 1
-
-    def _claimed(self, batches: Sequence[Batch]) -> Iterator[Batch]:
-        """Each batch as it is taken, reduced to what this process could claim (nothing that
-        another process holds or has finished)."""
-        for batch in batches:
-            mine = self.store.claim(batch, self.owner)
-            if mine:
-                yield mine
-
-    def _wait(self) -> bool:
-        """Nothing pending: take over the runs of holders that are gone, then wait a moment
-        while live ones hold runs. False once no run is pending or running."""
-        self._took_over(self.store.reclaim())
-        counts = self.store.counts()
-        if counts["pending"]:
-            return True
-        if not counts["running"]:
-            return False
-        held = self.store.holders(exclude=self.owner)
-        if not held:  # running, yet held by no one else: this process's own, left over
-            self.store.release(self.owner)
-            return True
-        if not self.told:
-            who = ", ".join(f"{w.rsplit(':', 1)[0]} ({n} runs)" for w, n in held.items())
-            warnings.warn(
-                f"waiting for the runs held by {who} (taken over if a holder ends or stops "
-                "renewing its lease)",
-                UserWarning,
-                stacklevel=2,
-            )
-            self.told = True
-        time.sleep(POLL_SECONDS)
-        return True
-
-    def _took_over(self, taken: Mapping[str, tuple[int, str]]) -> None:
-        """Say whose runs went back to pending, and why (its process ended, its lease)."""
-        for who, (n, why) in taken.items():
-            if who and who != self.owner:
-                name = who.rsplit(":", 1)[0]
-                warnings.warn(f"took over {n} runs held by {name}: {why}", UserWarning, 3)
-
-    def _on_epoch(self, batch: Batch, epoch: int) -> None:
-        """Per epoch of a batch (local executor): the bar advances by the batch's share."""
-        self.steps += len(batch) * self.steps_per_epoch
-        if self.bar is not None:
-            step = len(batch) / self.epochs
-            self.shown[id(batch)] = self.shown.get(id(batch), 0.0) + step
-            self.bar.update(step)
-            self._rate()
-
-    def _batch_done(self, batch: Batch, dropped: int = 0) -> None:
-        """A batch is stored: the bar shows it whole (Ray advances here only). ``dropped``:
-        runs of it another process had taken over (this one lost its lease), not stored."""
-        if dropped:
-            warnings.warn(
-                f"{dropped} runs trained here were not stored: this process had stopped "
-                f"renewing its lease for over {self.lease:g} s and another took them over",
-                UserWarning,
-                stacklevel=2,
-            )
-        if id(batch) not in self.shown:
-            self.steps += len(batch) * self.steps_per_epoch * self.epochs
-        if self.bar is not None:
-            self.bar.update(len(batch) - self.shown.pop(id(batch), 0.0))
-            self._rate()
-
-    def _rate(self) -> None:
-        rate = self.steps / max(time.perf_counter() - self.t_train, 1e-9)
-        self.bar.set_postfix_str(f"{rate:,.0f} model-steps/s", refresh=False)
-
-
 def run_experiment(
     config: Experiment | Mapping[str, Any],
     *,
@@ -551,19 +399,6 @@ def run_experiment(
     result.kind, result.name, result.directory = "run", "", None
     result.seconds = time.perf_counter() - t0
     return result
-
-
-def _progress(total: int, done: int) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        initial=done,
-        desc="sweep",
-        unit="config",
-        leave=False,
-        bar_format="{l_bar}{bar}| {n:.0f}/{total} configs [{elapsed}<{remaining}{postfix}]",
-    )
 
 
 def export_study(

@@ -9,9 +9,10 @@ from wdlab.records import Result
 from wdlab.report.heatmap import HEATMAP
 from wdlab.report.plots import STANDARD, FigureSpec
 from wdlab.report.rotation import ROTATION
+from wdlab.report.rungs import RUNGS
 
 #: Every figure a report can have, in report order; each says when it applies.
-FIGURES: dict[str, FigureSpec] = {f.name: f for f in (*STANDARD, HEATMAP, ROTATION)}
+FIGURES: dict[str, FigureSpec] = {f.name: f for f in (*STANDARD, HEATMAP, RUNGS, ROTATION)}
 
 #: Short names accepted by ``result.plot(kind)``.
 PLOT_KINDS = {
@@ -20,6 +21,7 @@ PLOT_KINDS = {
     "weight_norm": "weight_norm",
     "gap": "gap",
     "rotation": "rotation",
+    "rungs": "rungs",
 }
 
 

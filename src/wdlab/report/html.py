@@ -22,7 +22,7 @@ from wdlab.decay import formula
 from wdlab.optimizers import class_name
 from wdlab.records import Result, is_reference
 from wdlab.report.figures import FIGURES
-from wdlab.report.text import short, use_cell, verdict_summary, verdict_text
+from wdlab.report.text import compute_text, short, use_cell, verdict_summary, verdict_text
 from wdlab.selection import has_timescale, metric_for, selection_rule
 
 CSS = """
@@ -128,8 +128,15 @@ def _answer_html(result: Result) -> list[str]:
         f'<p class="answer">{escape(summary[:1].upper() + summary[1:])}.</p>',
         f'<p class="meta">{escape(selection_rule(sel))}; '
         "reported on test (never used to choose).</p>",
+        *_compute_html(result),
         _table(*headline(result), marks=marks),
     ]
+
+
+def _compute_html(result: Result) -> list[str]:
+    """The compute the sweep used against the full grid's, where it used less."""
+    text = compute_text(result.halving)
+    return [f'<p class="meta">{escape(text[:1].upper() + text[1:])}.</p>'] if text else []
 
 
 def _demo_headline(result: Result) -> tuple[list[str], list[list[str]]]:

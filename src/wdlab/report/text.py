@@ -72,6 +72,9 @@ def experiment_table(result: Result, max_runs: int = MAX_RUNS) -> str:
             f"{c.mode:<12} {short(c.weight_decay):>9} {short(c.lr):>8} {c.seed:>4} {vals}{flag}"
         )
     lines += _selection_lines(result)
+    compute = compute_text(result.halving)
+    if compute:
+        lines.append(compute)
     lines.append(f"engine: {result.engine_note}")
     return "\n".join(lines)
 
@@ -144,6 +147,30 @@ def verdict_summary(sel: Sequence[Mapping[str, Any]]) -> str:
     if won == 0:
         return f"{NO_GAIN}: no (mode, lr) setting beat wd = 0 ({test}); use wd = 0"
     return f"weight decay beat wd = 0 in {won} of {len(rows)} (mode, lr) settings ({test})"
+
+
+def compute_text(halving: Mapping[str, Any]) -> str:
+    """The compute a sweep used against the full grid's, and why it is less (successive
+    halving's rungs, early stopping), in one sentence; "" where it trained the full grid."""
+    comp = halving.get("compute")
+    if not comp or comp["configuration_epochs"] >= comp["full_grid_epochs"]:
+        return ""
+    why = []
+    if halving.get("rungs"):
+        pruned = sum(d.get("pruned", 0) for d in halving.get("decisions", []))
+        rungs = ", ".join(str(r) for r in halving["rungs"])
+        why.append(
+            f"successive halving (eta = {halving['eta']}, rungs after {rungs} epochs) stopped "
+            f"{pruned} cells"
+        )
+    if halving.get("stopped_early"):
+        why.append(f"early stopping stopped {halving['stopped_early']} runs")
+    because = "".join(f"; {w}" for w in why)
+    return (
+        f"compute: {comp['configuration_epochs']:,} of the full grid's "
+        f"{comp['full_grid_epochs']:,} configuration-epochs ({comp['fraction']:.0%}), "
+        f"{comp['row_steps']:,} of {comp['full_grid_row_steps']:,} row-steps{because}"
+    )
 
 
 def short(v: Any) -> str:

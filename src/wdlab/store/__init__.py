@@ -4,17 +4,20 @@ It is the single source of truth for a sweep's results: tables, plots and export
 from here. Runs are written one batch at a time, in one transaction each, so a crash loses at
 most the batch in flight.
 
-Three modules, each importing only the ones after it: :mod:`wdlab.store.database`
-(:class:`Store`: the study, its runs and their curves) → :mod:`wdlab.store.workers` (liveness:
-worker ids, leases, the thread that keeps them, taking back the runs of workers that are gone)
-→ :mod:`wdlab.store.schema` (the file: its tables, its marks, the migration of older stores,
-recognising a store without writing to it).
+Four modules, each importing only the ones after it: :mod:`wdlab.store.database`
+(:class:`Store`: the study, its runs and their curves) → :mod:`wdlab.store.progress` (the
+epochs each run trained, its checkpoint, successive halving's decisions) →
+:mod:`wdlab.store.workers` (liveness: worker ids, leases, the thread that keeps them, taking
+back the runs of workers that are gone) → :mod:`wdlab.store.schema` (the file: its tables, its
+marks, the migration of older stores, recognising a store without writing to it).
 """
 
 from wdlab.store.database import Store, find_studies
 from wdlab.store.schema import (
     APPLICATION_ID,
     DB_NAME,
+    FINISHED,
+    PRUNED,
     SCHEMA_VERSION,
     STATUSES,
     StoreError,
@@ -34,9 +37,11 @@ from wdlab.store.workers import (
 __all__ = [
     "APPLICATION_ID",
     "DB_NAME",
+    "FINISHED",
     "LEASE_ENV",
     "LEASE_SECONDS",
     "LEGACY_LEASE_SECONDS",
+    "PRUNED",
     "SCHEMA_VERSION",
     "STATUSES",
     "LeaseKeeper",

@@ -5,7 +5,8 @@ from here. Runs are written one batch at a time, in one transaction each, so a c
 most the batch in flight.
 
 The file's format and how it is recognised are in :mod:`wdlab.store.schema`; workers and
-their leases in :mod:`wdlab.store.workers`.
+their leases in :mod:`wdlab.store.workers`; the runs' epochs, checkpoints and the rungs'
+decisions in :mod:`wdlab.store.progress`.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from wdlab.records import Curves, RunConfig, RunResult, is_per_epoch
+from wdlab.store.progress import Progress
 from wdlab.store.schema import (
     APPLICATION_ID,
     DB_NAME,
+    FINISHED,
     MIGRATE_1_TO_2,
+    MIGRATE_2_TO_3,
     SCHEMA,
     SCHEMA_VERSION,
     STATUSES,
@@ -41,12 +45,12 @@ from wdlab.store.schema import (
 from wdlab.store.workers import Workers, _dir_lock
 
 
-class Store(Workers):
+class Store(Workers, Progress):
     """One study's SQLite store. Use as a context manager, or call :meth:`close`.
 
     ``readonly=True`` opens an existing store for reading only (it never writes, migrates or
     creates anything); otherwise the directory and the store are created as needed and a
-    schema-1 store is migrated. Either way a file that is not a wdlab store is refused
+    store of an older schema is migrated. Either way a file that is not a wdlab store is refused
     (:class:`StoreError`) untouched.
     """
 
@@ -81,16 +85,17 @@ class Store(Workers):
             db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.executescript(f"BEGIN IMMEDIATE;{SCHEMA}COMMIT;")
-        elif version == 1:
+        elif version < SCHEMA_VERSION:  # one transaction: every step from its version on
+            steps = (MIGRATE_1_TO_2 if version == 1 else "") + MIGRATE_2_TO_3
             db.executescript(
-                f"BEGIN IMMEDIATE;{MIGRATE_1_TO_2}PRAGMA application_id = {APPLICATION_ID};"
+                f"BEGIN IMMEDIATE;{steps}PRAGMA application_id = {APPLICATION_ID};"
                 f"PRAGMA user_version = {SCHEMA_VERSION};COMMIT;"
             )
         columns = {row[1] for row in db.execute("PRAGMA table_info('workers')")}
         if "lease" not in columns:  # a schema-2 store of an earlier wdlab: leases are added
             db.executescript("BEGIN IMMEDIATE;ALTER TABLE workers ADD COLUMN lease REAL;COMMIT;")
         db.execute("PRAGMA journal_mode=WAL")
-        if version == 1:
+        if 0 < version < SCHEMA_VERSION:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the new marks into the header
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA foreign_keys=ON")
@@ -186,16 +191,29 @@ class Store(Workers):
                 "UPDATE runs SET status = 'pending', owner = NULL WHERE status = 'failed'"
             ).rowcount
 
-    def claim(self, configs: Iterable[RunConfig], owner: str) -> list[RunConfig]:
+    def claim(
+        self,
+        configs: Iterable[RunConfig],
+        owner: str,
+        at: tuple[int | None, str | None] | None = None,
+    ) -> list[RunConfig]:
         """One transaction: mark those of ``configs`` still pending as running under
-        ``owner``; return them (the others are held by another worker, or finished)."""
+        ``owner``; return them (the others are held by another worker, or finished). With
+        ``at`` (epochs trained, or None for any; checkpoint file, or None for none), only
+        those still where the caller planned to go on from: not a run that another process
+        has trained further since."""
+        where, extra = "", []
+        if at is not None:
+            where, extra = " AND checkpoint IS ?", [at[1]]
+            if at[0] is not None:
+                where, extra = where + " AND COALESCE(epochs, 0) = ?", [*extra, at[0]]
         claimed = []
         with self._tx():
             for c in configs:
                 n = self.db.execute(
                     "UPDATE runs SET status = 'running', owner = ?, attempts = attempts + 1, "
-                    "updated = ? WHERE key = ? AND status = 'pending'",
-                    (owner, time.time(), config_key(c)),
+                    f"updated = ? WHERE key = ? AND status = 'pending'{where}",
+                    (owner, time.time(), config_key(c), *extra),
                 ).rowcount
                 if n:
                     claimed.append(c)
@@ -204,7 +222,7 @@ class Store(Workers):
     # -- runs --------------------------------------------------------------------------------
 
     def counts(self) -> dict[str, int]:
-        """How many runs have each status."""
+        """How many runs have each status (``pruned`` only in a study that pruned some)."""
         out = dict.fromkeys(STATUSES, 0)
         for status, n in self.db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status"):
             out[status] = n
@@ -242,18 +260,23 @@ class Store(Workers):
             self.db.execute("UPDATE study SET seconds = seconds + ? WHERE id = 1", (seconds,))
 
     def save_batch(
-        self, results: Sequence[RunResult], seconds: float = 0.0, owner: str | None = None
+        self,
+        results: Sequence[RunResult],
+        seconds: float = 0.0,
+        owner: str | None = None,
+        checkpoint: str | None = None,
     ) -> list[RunResult]:
         """One transaction: a finished batch's runs and all their curves, and ``seconds`` of
         wall time added to the study's. With ``owner``, only the runs it still holds are
         written (a worker that lost its lease does not overwrite the runs another took over).
-        Returns the runs written."""
+        A run ``paused`` at a rung is stored ``pending`` with its curves so far, its epochs
+        and ``checkpoint`` (the file holding its state). Returns the runs written."""
         with self._tx():
-            saved = [r for r in results if self._save_run(r, owner)]
+            saved = [r for r in results if self._save_run(r, owner, checkpoint)]
             self.db.execute("UPDATE study SET seconds = seconds + ? WHERE id = 1", (seconds,))
         return saved
 
-    def _save_run(self, r: RunResult, owner: str | None) -> bool:
+    def _save_run(self, r: RunResult, owner: str | None, checkpoint: str | None = None) -> bool:
         held = "" if owner is None else " AND owner = ? AND status = 'running'"
         row = self.db.execute(
             f"SELECT id FROM runs WHERE key = ?{held}",
@@ -264,17 +287,21 @@ class Store(Workers):
                 raise StoreError(f"{self.path}: no run {r.config.name!r} in this study")
             return False
         (run_id,) = row
+        paused = r.status == "paused"
         self.db.execute(
             "UPDATE runs SET status = ?, final = ?, best = ?, engine = ?, diverged_epoch = ?, "
-            "seconds = ?, error = NULL, owner = NULL, updated = ? WHERE id = ?",
+            "seconds = ?, error = NULL, owner = NULL, updated = ?, epochs = ?, checkpoint = ? "
+            "WHERE id = ?",
             (
-                r.status,
+                "pending" if paused else r.status,
                 _json(r.final),
                 _json(r.best),
                 r.engine,
                 r.diverged_epoch,
                 r.seconds,
                 time.time(),
+                r.epochs,
+                checkpoint if paused else None,
                 run_id,
             ),
         )
@@ -290,11 +317,23 @@ class Store(Workers):
         )
         return True
 
-    def runs(self, with_curves: bool = True) -> list[RunResult]:
-        """Every finished (done or diverged) run, rebuilt as RunResults, in insertion order."""
+    def runs(
+        self,
+        with_curves: bool = True,
+        statuses: Sequence[str] = FINISHED,
+        epochs: int | None = None,
+    ) -> list[RunResult]:
+        """Every finished (done, diverged or pruned) run, rebuilt as RunResults, in insertion
+        order; or those of ``statuses`` (with ``epochs`` trained, where given: the runs
+        waiting at a rung are ``pending`` with their curves so far)."""
+        marks = ", ".join("?" * len(statuses))
+        where, args = f"status IN ({marks})", list(statuses)
+        if epochs is not None:
+            where, args = where + f" AND {self._v3('epochs')} = ?", [*args, epochs]
         rows = self.db.execute(
-            "SELECT id, config, status, final, best, engine, diverged_epoch, seconds FROM runs "
-            "WHERE status IN ('done', 'diverged') ORDER BY id"
+            "SELECT id, config, status, final, best, engine, diverged_epoch, seconds, "
+            f"{self._v3('epochs')} FROM runs WHERE {where} ORDER BY id",
+            args,
         ).fetchall()
         out = []
         for row in rows:
@@ -303,7 +342,7 @@ class Store(Workers):
         return out
 
     def _run(self, row: tuple, with_curves: bool) -> RunResult:
-        run_id, config, status, final, best, engine_note, div, seconds = row
+        run_id, config, status, final, best, engine_note, div, seconds, epochs = row
         curves = Curves()
         if with_curves:
             for metric, epoch, value in self.db.execute(
@@ -326,15 +365,18 @@ class Store(Workers):
             best=dict(json.loads(best)) if best else {},
             seconds=seconds or 0.0,
             engine=engine_note or "",
+            epochs=epochs,
         )
 
     def run_rows(self) -> list[dict[str, Any]]:
         """Every run as a flat dict (config, status, attempts, error, final metrics)."""
         out = []
-        for run_id, config, status, attempts, final, error in self.db.execute(
-            "SELECT id, config, status, attempts, final, error FROM runs ORDER BY id"
+        for run_id, config, status, attempts, final, error, epochs in self.db.execute(
+            f"SELECT id, config, status, attempts, final, error, {self._v3('epochs')} FROM runs "
+            "ORDER BY id"
         ):
             row = {"run_id": run_id, "status": status, "attempts": attempts, "error": error}
+            row["epochs"] = epochs
             with _rebuilt(self.path, f"run {run_id}"):
                 cfg = json.loads(config)
                 row.update({k: v for k, v in cfg.items() if k != "options"})

@@ -4,10 +4,11 @@ recognised as a wdlab store without writing to it.
 **What is a wdlab store.** A store made by this wdlab carries ``PRAGMA application_id`` =
 :data:`APPLICATION_ID` and ``PRAGMA user_version`` = its schema version
 (:data:`SCHEMA_VERSION`). Schema 1 (wdlab 0.1 and 0.2, no application id) is recognised by its
-tables: it is read as it is, and migrated to schema 2 in one transaction the first time a sweep
-writes to it. Anything else — another program's SQLite file, random bytes, a store from a
-newer wdlab — is refused in one line (:class:`StoreError`), before SQLite opens it for writing,
-so its bytes stay as they were.
+tables; schema 2 lacks successive halving (the ``pruned`` status, each run's epochs trained and
+checkpoint, the rungs' decisions). Older stores are read as they are, and migrated to schema 3
+in one transaction the first time a sweep writes to them. Anything else — another program's
+SQLite file, random bytes, a store from a newer wdlab — is refused in one line
+(:class:`StoreError`), before SQLite opens it for writing, so its bytes stay as they were.
 
 **Reading never writes.** A file is recognised from its header and, where that has no
 wdlab mark, through an ``immutable`` connection, which opens no ``-wal`` or ``-shm`` file: a
@@ -33,9 +34,40 @@ from wdlab.records import RunConfig
 
 DB_NAME = "study.db"
 STATUSES = ("pending", "running", "done", "diverged", "failed")
+PRUNED = "pruned"  # stopped at a rung by successive halving (counted only where there are some)
+FINISHED = ("done", "diverged", PRUNED)  # the runs a study's results are read from
 APPLICATION_ID = 0x77646C62  # "wdlb": marks a file as a wdlab study store
-SCHEMA_VERSION = 2  # PRAGMA user_version of the stores this wdlab writes
+SCHEMA_VERSION = 3  # PRAGMA user_version of the stores this wdlab writes
 SQLITE_MAGIC = b"SQLite format 3\x00"
+
+# The runs (schema 3): a run waiting at a rung, or checkpointed mid-training, is ``pending``
+# with ``epochs`` trained and the ``checkpoint`` file (in checkpoints/) that holds its state.
+RUNS_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    config TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending'
+        CHECK (status IN ('pending', 'running', 'done', 'diverged', 'failed', 'pruned')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    final TEXT,
+    best TEXT,
+    engine TEXT,
+    diverged_epoch INTEGER,
+    seconds REAL,
+    error TEXT,
+    updated REAL,
+    owner TEXT,
+    epochs INTEGER,
+    checkpoint TEXT
+);"""
+# Successive halving's decision at each rung (epochs trained): what was kept, what pruned, why.
+DECISIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS decisions (
+    rung INTEGER PRIMARY KEY,
+    made REAL NOT NULL,
+    detail TEXT NOT NULL
+);"""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS study (
@@ -49,22 +81,7 @@ CREATE TABLE IF NOT EXISTS study (
     task TEXT,
     seconds REAL NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY,
-    key TEXT NOT NULL UNIQUE,
-    config TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'pending'
-        CHECK (status IN ('pending', 'running', 'done', 'diverged', 'failed')),
-    attempts INTEGER NOT NULL DEFAULT 0,
-    final TEXT,
-    best TEXT,
-    engine TEXT,
-    diverged_epoch INTEGER,
-    seconds REAL,
-    error TEXT,
-    updated REAL,
-    owner TEXT
-);
+{RUNS}
 CREATE TABLE IF NOT EXISTS curves (
     run_id INTEGER NOT NULL REFERENCES runs(id),
     metric TEXT NOT NULL,
@@ -80,6 +97,7 @@ CREATE TABLE IF NOT EXISTS workers (
     beat REAL NOT NULL,
     lease REAL
 );
+{DECISIONS}
 """
 
 # Schema 1 kept no wall time: each batch's time (stored on each of its runs), counted once.
@@ -97,6 +115,24 @@ CREATE TABLE IF NOT EXISTS workers (
     beat REAL NOT NULL, lease REAL
 );
 UPDATE study SET seconds = ({V1_WALL_TIME});
+"""
+
+SCHEMA = SCHEMA.replace("{RUNS}", RUNS_TABLE.format(name="runs")).replace(
+    "{DECISIONS}", DECISIONS_TABLE
+)
+
+# Schema 2 -> 3: the runs table again (SQLite cannot change a CHECK), with the 'pruned' status,
+# each run's epochs and checkpoint; the decisions.
+_V2_COLUMNS = (
+    "id, key, config, status, attempts, final, best, engine, diverged_epoch, seconds, error, "
+    "updated, owner"
+)
+MIGRATE_2_TO_3 = f"""
+{RUNS_TABLE.format(name="runs_v3")}
+INSERT INTO runs_v3 ({_V2_COLUMNS}) SELECT {_V2_COLUMNS} FROM runs;
+DROP TABLE runs;
+ALTER TABLE runs_v3 RENAME TO runs;
+{DECISIONS_TABLE}
 """
 
 V1_TABLES = {

@@ -9,6 +9,7 @@ an optimizer over the stacked rows with the decay driver attached (:mod:`.rows`)
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -21,9 +22,10 @@ from wdlab.records import RunConfig, RunResult
 from wdlab.tasks import Task
 from wdlab.trainer.heap import release_memory
 from wdlab.trainer.loop import Trainer, default_device
-from wdlab.trainer.plan import Plan
+from wdlab.trainer.plan import EarlyStop, Plan
 from wdlab.trainer.schedules import SCHEDULES, make_scheduler, parse_schedule
 from wdlab.trainer.setup import default_init
+from wdlab.trainer.state import Trained
 
 
 def train(
@@ -51,12 +53,16 @@ def train(
     clip_grad_norm: float | None = None,
     wd_schedule: WDSchedule | str | None = None,
     group_wd: Mapping[str, float] | None = None,
+    **options: Any,
 ) -> list[RunResult]:
     """Train every configuration in ``configs`` together; one RunResult each, in order.
 
-    The keywords are those of :class:`~wdlab.trainer.plan.Plan`, which documents each. Float32
-    stays float32 while it trains (TF32 off, :func:`wdlab.devices.exact_float32`). The batch's
-    tensors are released, and freed heap handed back to the OS, before returning.
+    The keywords are those of :class:`~wdlab.trainer.plan.Plan`, which documents each (the
+    others, ``options``, too: early stopping, rungs, a saved state to continue, checkpoints).
+    Float32 stays float32 while it trains (TF32 off, :func:`wdlab.devices.exact_float32`). The
+    batch's tensors are released, and freed heap handed back to the OS, before returning. The
+    list returned is a :class:`~wdlab.trainer.state.Trained`: with the batch's state where it
+    paused at ``stop``, and the optimizer steps its rows took (``row_steps``).
     """
     plan = Plan(
         spec,
@@ -82,6 +88,7 @@ def train(
         clip_grad_norm=clip_grad_norm,
         wd_schedule=wd_schedule,  # type: ignore[arg-type]  (its text is parsed by the plan)
         group_wd=tuple((group_wd or {}).items()),
+        **options,
     )
     try:
         with exact_float32():
@@ -97,7 +104,9 @@ def import_optimizer_runtime() -> None:
 
 __all__ = [
     "SCHEDULES",
+    "EarlyStop",
     "Plan",
+    "Trained",
     "Trainer",
     "default_device",
     "default_init",

@@ -7,11 +7,14 @@ gradient of row k is exactly configuration k's gradient. A single run is a sweep
 The parts: the engine (:mod:`wdlab.engines`, chosen by the model kind) holds and runs the
 stacked weights; the optimizer over the rows (:mod:`.rows`) is a real ``torch.optim``
 optimizer with the decay driver attached; the recorder (:mod:`.recorder`) keeps the curves,
-norms and diagnostics, stops diverged rows and assembles the results. One epoch:
-:meth:`Trainer.step` for each (mini-)batch (forward, gradients, update), then the scheduler,
-the divergence check and :meth:`Trainer.evaluate`; the batches come from the feed (:mod:`.feed`:
-tensors held in memory, or the user's streams). Built-in models take their gradients from a
-hand-written backward; custom models, bf16 autocast and gradient clipping use autograd.
+norms and diagnostics and assembles the results. One epoch: :meth:`Trainer.step` for each
+(mini-)batch (forward, gradients, update), then the scheduler, the divergence check and
+:meth:`Trainer.evaluate`; between epochs, rows that stop (diverged, stopped early, pruned)
+leave the batch (:meth:`Trainer.stop`), and the batch's state is checkpointed when due
+(:mod:`.state`). The batches come from the feed (:mod:`.feed`: tensors held in memory, or the
+user's streams); it feeds each batch to the rows still training. Built-in models take their
+gradients from a hand-written backward; custom models, bf16 autocast and gradient clipping use
+autograd.
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ from torch import Tensor
 from wdlab.decay import surprise_warnings
 from wdlab.devices import resolve_device
 from wdlab.func import cuda_ids
-from wdlab.records import RunResult
 from wdlab.tasks import get_task
 from wdlab.trainer.clipping import clip_rows
 from wdlab.trainer.feed import Rows, evaluate, feed_for
@@ -34,8 +36,10 @@ from wdlab.trainer.heap import trim_heap, tune_malloc
 from wdlab.trainer.plan import Plan, group_configs, order_configs
 from wdlab.trainer.recorder import Recorder
 from wdlab.trainer.rows import RowOptimizer
+from wdlab.trainer.rowstops import RowStops
 from wdlab.trainer.schedules import parse_schedule
 from wdlab.trainer.setup import build_engine
+from wdlab.trainer.state import Cadence, Trained, capture, restore, restore_random
 
 
 def default_device() -> torch.device:
@@ -43,7 +47,7 @@ def default_device() -> torch.device:
     return resolve_device(None)
 
 
-class Trainer:
+class Trainer(RowStops):
     """One batched training of a :class:`Plan`; :meth:`run` returns one RunResult per config."""
 
     def __init__(self, plan: Plan) -> None:
@@ -72,65 +76,83 @@ class Trainer:
         self.recorder.watch(self.rows.optimizer, self.rows.attach)
         per_step = parse_schedule(plan.schedule)[0].per_step
         self.step_schedule = self.rows.scheduler is not None and per_step
-        self.steps_left = plan.steps  # None: every batch of every epoch
         # mini-batches, or modes that differ (BatchNorm, Dropout): a train pass in eval mode
         self.train_pass = self.feed.minibatch or self.engine.eval_pass
+        self.pending = False  # the next full-batch forward gives the last evaluation's train
+        self.epoch0, self.end = 0, plan.stop or plan.epochs  # metrics (of these weights)
+        self.cadence = Cadence(plan.checkpoint, plan.on_checkpoint is not None)
+        if plan.start is not None:
+            restore(self, plan.start)
+        self.trained = self.epoch0  # epochs trained so far
+        # steps=: the steps still to train (None: every batch of every epoch)
+        self.steps_left = (
+            None if plan.steps is None else plan.steps - self.epoch0 * (plan.steps_per_epoch or 0)
+        )
+        self.stop(plan.skip, "pruned")
 
-    def run(self) -> list[RunResult]:
-        """Train every epoch; return one RunResult per configuration, in the order given.
+    def run(self) -> Trained:
+        """Train every epoch (to ``plan.stop``); return one RunResult per configuration, in the
+        order given, with the batch's state where it paused (:class:`.state.Trained`).
 
         Random draws inside the model (Dropout masks) come from torch's global RNG, seeded with
         ``shuffle_seed`` for this run and restored after it: the same command gives the same
         numbers, and the caller's RNG is left alone.
         """
-        plan, bar = self.plan, None
+        plan, bar, state = self.plan, None, None
         if plan.progress:
             from tqdm import tqdm
 
             bar = tqdm(total=plan.epochs, desc=plan.progress_desc, unit="epoch", leave=False)
+            bar.update(self.epoch0)
         # The hand-written backward needs no autograd at all: one no_grad around the loop.
         grad_off = torch.no_grad() if self.manual else contextlib.nullcontext()
         with torch.random.fork_rng(devices=cuda_ids(self.device)), grad_off:
             torch.manual_seed(plan.shuffle_seed)
-            pending = self.epochs(bar)
-        self.finish(pending)
+            restore_random(self, plan.start)
+            self.epochs(bar)
+            self.record_pending()
+            if self.end < plan.epochs:
+                state = capture(self, self.end)
         if bar is not None:
             bar.close()
-        return self.recorder.results(self.order, self.t_start, self.note)
+        results = self.recorder.results(self.order, self.t_start, self.note, self.end)
+        return Trained(results, state, self.recorder.row_steps)
 
-    def epochs(self, bar: object | None) -> bool:
-        """Every epoch: train, schedule, check divergence, evaluate. Returns whether the train
-        metrics of the last evaluation are still to be recorded."""
+    def epochs(self, bar: object | None) -> None:
+        """Every epoch: train, schedule, check divergence, evaluate; between epochs, stop rows
+        and checkpoint (:meth:`between`)."""
         plan, rec = self.plan, self.recorder
         eval_set = set(plan.eval_epochs)
-        pending = False  # the next full-batch forward gives the train metrics of these weights
-        for epoch in range(plan.epochs):
+        for epoch in range(self.epoch0, self.end):
             if self.feed.minibatch:
                 self.train_epoch_minibatch(epoch)
             else:
-                rec.train_loss[epoch] = self.step(next(self.feed.epoch(epoch)), pending)
-                pending = False
+                rec.epoch_loss(epoch, self.step(next(self.feed.epoch(epoch)), self.pending))
+                self.pending = False
             rec.weight_norm(epoch)
             if self.rows.scheduler is not None and not self.step_schedule:
                 self.rows.scheduler.step()
             if epoch in eval_set:
                 if rec.due(epoch):
-                    rec.check_divergence(epoch)
+                    self.stop_rows(rec.check_divergence(epoch), "diverged", epoch + 1)
                 self.evaluate(with_train=self.train_pass)
-                pending = not self.train_pass
+                self.pending = not self.train_pass
             rec.end_epoch(epoch)
+            self.trained = epoch + 1
+            self.between(epoch, epoch in eval_set)
             if epoch % 100 == 99:
                 trim_heap()  # keeps a long run's resident memory flat
             if bar is not None:
                 bar.update(1)
             if plan.on_epoch is not None:
                 plan.on_epoch(epoch)
-        return pending
+            if not bool(rec.alive.any()):
+                break  # every row stopped: nothing left to train
 
     def train_epoch_minibatch(self, epoch: int) -> None:
         """One pass over the epoch's mini-batches; the epoch's train loss is their mean,
         weighted by their rows."""
-        epoch_loss = torch.zeros(len(self.order), device=self.device)
+        epoch_loss = torch.zeros(len(self.engine), device=self.device)
         n = steps = 0
         for rows in self.feed.epoch(epoch):
             epoch_loss += self.step(rows, False) * rows.n
@@ -139,7 +161,7 @@ class Trainer:
                 self.steps_left -= 1
                 if self.steps_left == 0:  # steps=: the last epoch ends here
                     break
-        self.recorder.train_loss[epoch] = epoch_loss / max(n, 1)
+        self.recorder.epoch_loss(epoch, epoch_loss / max(n, 1), steps)
         if self.recorder.iters_per_epoch is None:
             self.recorder.iters_per_epoch = steps
 
@@ -192,8 +214,10 @@ class Trainer:
         for m, v in values.items():
             self.recorder.eval_value(loss_key if m == "loss" else f"{split}_{m}", v)
 
-    def finish(self, pending: bool) -> None:
-        """After the last epoch: the train metrics still pending (of the final weights)."""
-        if pending:
+    def record_pending(self) -> None:
+        """The train metrics of the last evaluation, if still to be recorded (after the last
+        epoch, or before rows stop), from a forward pass of their own."""
+        if self.pending:
             with torch.no_grad():
                 self.evaluate_split("train", "train_loss_eval")
+            self.pending = False

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,6 +51,18 @@ class Plan:
     called after every epoch (progress), ``progress`` shows a bar of its own. ``diagnostics``
     names opt-in per-layer recordings (:mod:`wdlab.diagnostics`, e.g. ``rotation``). ``task``
     replaces the data's task (a custom loss or metric, :func:`wdlab.tasks.custom_task`).
+
+    Rows that stop leave the batch (:meth:`~wdlab.trainer.loop.Trainer.stop`: their compute is
+    saved): ``early_stop`` stops a configuration whose validation metric stopped improving
+    (:class:`EarlyStop`). Successive halving trains to a rung and pauses: ``rungs`` are epoch
+    counts after which every configuration is evaluated too, ``stop`` pauses the batch after
+    that many epochs (its rows ``paused``, the batch's state returned:
+    :mod:`wdlab.trainer.state`), ``start`` continues such a state (of a batch of these same
+    configurations) and ``skip`` names configurations (indices) of it not to train further
+    (pruned). ``on_checkpoint(state)`` receives the batch's state every ``checkpoint`` epochs
+    (an int), every :data:`~wdlab.trainer.state.CHECKPOINT_SECONDS` of training (``"auto"``),
+    or never (``"off"``).
+
     ``wd_schedule`` (a :class:`~wdlab.decay.WDSchedule` or ``"cosine|linear:START:END:STEPS"``)
     and ``group_wd`` (fnmatch pattern → weight decay, in order) make each row's weight decay a
     function of the optimizer step and give the tensors a pattern matches their own
@@ -75,6 +88,13 @@ class Plan:
     on_epoch: Callable[[int], None] | None = field(default=None, compare=False)
     diagnostics: tuple[str, ...] = ()
     task: Task | None = field(default=None, compare=False)
+    early_stop: EarlyStop | None = None
+    rungs: tuple[int, ...] = ()
+    stop: int | None = None
+    start: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    skip: tuple[int, ...] = ()
+    checkpoint: int | str = "auto"
+    on_checkpoint: Callable[[dict[str, Any]], None] | None = field(default=None, compare=False)
     steps: int | None = None
     clip_grad_norm: float | None = None
     wd_schedule: WDSchedule | None = None
@@ -105,6 +125,22 @@ class Plan:
         self._check_decays()
         if len({optimizer_spec(c.optimizer).cls_name for c in self.configs}) > 1:
             raise ValueError("one batch trains one optimizer class; split the sweep by optimizer")
+        self._check_segment()
+
+    def _check_segment(self) -> None:
+        """The rungs, the pause, the skipped rows and the checkpoint cadence make sense."""
+        for r in self.rungs:
+            if isinstance(r, bool) or not isinstance(r, int) or not 1 <= r < self.epochs:
+                raise ValueError(f"rungs must be epochs in 1..{self.epochs - 1}, got {r!r}")
+        if self.stop is not None and not 1 <= self.stop <= self.epochs:
+            raise ValueError(f"stop must be an epoch in 1..{self.epochs}, got {self.stop!r}")
+        if any(not 0 <= i < len(self.configs) for i in self.skip) or (
+            self.skip and self.start is None
+        ):
+            raise ValueError("skip names configurations of a batch continued from start")
+        check_checkpoint(self.checkpoint, "checkpoint")
+        if self.early_stop is not None:
+            _positive_int("early_stop.patience", self.early_stop.patience)
 
     def _check_decays(self) -> None:
         """``wd_schedule`` parsed (its start > 0: every weight decay is scaled from it) and
@@ -152,9 +188,35 @@ class Plan:
 
     @property
     def eval_epochs(self) -> list[int]:
-        """The epochs after which the model is evaluated."""
-        last = self.epochs - 1
-        return [e for e in range(self.epochs) if e % self.eval_every == 0 or e == last]
+        """The epochs after which the model is evaluated: every ``eval_every``-th, the last,
+        and the last of each rung (rung r: after r epochs, epoch r − 1)."""
+        last, rungs = self.epochs - 1, {r - 1 for r in self.rungs}
+        return [
+            e for e in range(self.epochs) if e % self.eval_every == 0 or e == last or e in rungs
+        ]
+
+
+@dataclass(frozen=True)
+class EarlyStop:
+    """Early stopping: a configuration stops once ``metric`` (a validation series, such as
+    ``val_acc`` or ``val_loss``) has not improved on its best for ``patience`` evaluations
+    (``higher``: its direction)."""
+
+    metric: str
+    higher: bool
+    patience: int
+
+
+def check_checkpoint(value: object, key: str) -> int | str:
+    """A checkpoint cadence: ``"auto"``, ``"off"`` or a number of epochs >= 1 (one line
+    naming ``key`` otherwise)."""
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if value in ("auto", "off") or (
+        isinstance(value, int) and not isinstance(value, bool) and value >= 1
+    ):
+        return value  # type: ignore[return-value]
+    raise ValueError(f"{key}: expected auto, off or a number of epochs >= 1, got {value!r}")
 
 
 def check_clip(value: object) -> float:

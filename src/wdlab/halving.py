@@ -1,0 +1,256 @@
+"""Successive halving inside the batch: rungs, and the decision at each rung.
+
+A sweep with ``prune`` trains every configuration to the first rung, then keeps the best
+1/η of them and trains those to the next rung, and so on (Jamieson & Talwalkar's successive
+halving; Optuna's ``SuccessiveHalvingPruner`` and Ray Tune's ASHA do it trial by trial). wdlab
+stops the losing rows inside the batch (:meth:`wdlab.trainer.Trainer.stop`), so the compute
+drops with them.
+
+**Rungs** (:meth:`Prune.rungs`): after r, r·η, r·η², … epochs, below the last epoch. By
+default r = epochs / η^m with m = min(3, ⌊log_η(epochs)⌋): the last rung is near a third of
+the training (η = 3), the first near 1/27 of it.
+
+**What is ranked** (:func:`decide`): the cells the selection compares, mode × lr × weight
+decay, each scored on the validation metric the selection uses (its ``Criterion``: the same
+metric and epoch rule, here applied to the curves up to the rung), as the mean over its seeds;
+all seeds of a cell go on or stop together. Kept: the best ⌈n/η⌉ of the n cells ranked, any
+cell within one standard error of the best (the paired standard error of their seed-by-seed
+differences, as the selection's test pairs seeds; none with one seed), and every wd = 0 cell
+(the reference the verdict needs: never ranked, never pruned). A cell with a seed that
+diverged (or no finite score) is pruned: the selection could not choose it. Ties in the mean
+go to the smaller weight decay, then the smaller lr.
+
+**Where the ranking happens.** Across the whole study, at a barrier: a rung is decided once
+every run still training has reached it (:func:`wdlab.pipelines.segments.decide_rungs`), so a
+cell whose seeds were split across batches by the memory budget is ranked on all of them, and
+the decision does not depend on how the grid was batched, which process trained which batch,
+or whether Ray did. The decision is stored with the study; a resumed or concurrent sweep
+reads it and never trains a pruned run again. Batches pause at each rung (their state saved in
+the study directory) and go on once it is decided.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from wdlab.records import RunConfig, RunResult
+from wdlab.selection import Criterion, Scores, decays, run_scores, se_diff
+
+MAX_RUNGS = 3  # rungs by default (with η = 3 the first is near 1/27 of the epochs)
+Cell = tuple[str, float, float]  # (mode, lr, weight decay)
+
+
+@dataclass(frozen=True)
+class Prune:
+    """Successive halving's settings: keep the best 1/``eta`` at each rung; the first rung
+    after ``first_rung`` epochs (None: chosen from the epochs, see the module docstring)."""
+
+    eta: int = 3
+    first_rung: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.eta, bool) or not isinstance(self.eta, int) or self.eta < 2:
+            raise ValueError(f"prune: eta must be an integer >= 2, got {self.eta!r}")
+        r = self.first_rung
+        if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 1):
+            raise ValueError(f"prune: the first rung must be an epoch count >= 1, got {r!r}")
+
+    def rungs(self, epochs: int) -> tuple[int, ...]:
+        """The rungs (epochs trained) below ``epochs``; ``ValueError`` when there is none."""
+        eta = self.eta
+        if self.first_rung is not None:
+            r: float = self.first_rung
+            if r >= epochs:
+                raise ValueError(
+                    f"prune: the first rung ({self.first_rung} epochs) is not before the last "
+                    f"epoch ({epochs}); choose a first rung below {epochs}"
+                )
+        else:
+            m = min(MAX_RUNGS, math.floor(math.log(epochs) / math.log(eta) + 1e-9))
+            r = epochs / eta**m
+        out = sorted({max(1, round(r * eta**k)) for k in range(64) if round(r * eta**k) < epochs})
+        if not out:
+            raise ValueError(
+                f"prune: {epochs} epochs leave no rung before the last with eta = {eta} (it "
+                f"needs at least {eta} epochs)"
+            )
+        return tuple(out)
+
+
+def setting(value: bool | Prune | Mapping[str, Any] | None) -> Prune | None:
+    """``prune=`` as given to :func:`wdlab.sweep`: True (the defaults), a :class:`Prune`, a
+    mapping of its fields, or False / None (no pruning)."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return Prune()
+    if isinstance(value, Prune):
+        return value
+    if isinstance(value, Mapping):
+        unknown = sorted(set(value) - {"eta", "first_rung"})
+        if unknown:
+            raise ValueError(f"prune: unknown setting {unknown[0]!r}; valid: eta, first_rung")
+        return Prune(**value)
+    raise ValueError(f"prune must be True, False or Prune(eta=..., first_rung=...), got {value!r}")
+
+
+def from_config(train: Any) -> Prune | None:
+    """Successive halving as a config's ``[train]`` section (or its stored table) sets it
+    (``prune``, ``prune_eta``, ``prune_rung``; None: off)."""
+    if not train.get("prune"):
+        return None
+    return Prune(
+        int(train.get("prune_eta") or Prune.eta), int(train.get("prune_rung") or 0) or None
+    )
+
+
+def cell_of(c: RunConfig) -> Cell:
+    """The cell a configuration belongs to: (mode, lr, weight decay)."""
+    return (c.mode, c.lr, c.weight_decay)
+
+
+def reference(cell: Cell) -> bool:
+    """Whether a cell is a wd = 0 reference (never ranked, never pruned)."""
+    return cell[2] == 0 or not decays(cell[0])
+
+
+def check_cells(configs: Sequence[RunConfig]) -> None:
+    """A one-line ``ValueError`` when the grid has fewer than two cells to rank."""
+    ranked = {cell_of(c) for c in configs if not reference(cell_of(c))}
+    if len(ranked) < 2:
+        raise ValueError(
+            f"prune: the grid has {len(ranked)} cell to rank (mode × lr × weight decay > 0); "
+            "successive halving needs at least 2"
+        )
+
+
+def _scores(runs: Sequence[RunResult], c: Criterion) -> Scores:
+    """Each run's validation score at the rung (its curves so far), by seed."""
+    out: Scores = {}
+    for r in runs:
+        scored = r if r.status == "diverged" else dataclasses.replace(r, status="done")
+        out[r.config.seed] = run_scores(scored, c)
+    return out
+
+
+def _mean(s: Scores) -> float:
+    vals = [v[0] for v in s.values()]
+    return statistics.fmean(vals) if vals and all(math.isfinite(v) for v in vals) else math.nan
+
+
+def decide(
+    runs: Sequence[RunResult], waiting: Sequence[RunResult], rung: int, prune: Prune, c: Criterion
+) -> tuple[dict[str, Any], list[RunConfig]]:
+    """The decision at ``rung``: which cells go on (see the module docstring).
+
+    ``waiting``: the runs waiting at the rung (curves up to it); ``runs``: the study's runs
+    that finished before it (done early, diverged), whose cells may still have seeds waiting.
+    Returns the decision (JSON-ready: every cell ranked with its score, standard error and
+    why it was kept or pruned) and the waiting runs to prune."""
+    live = {cell_of(r.config) for r in waiting}
+    by_cell: dict[Cell, list[RunResult]] = {}
+    for r in [*waiting, *runs]:
+        if cell_of(r.config) in live:
+            by_cell.setdefault(cell_of(r.config), []).append(r)
+    scores = {cell: _scores(rs, c) for cell, rs in by_cell.items()}
+    sign = -1 if c.higher else 1
+    ranked = sorted(
+        (cell for cell in by_cell if not reference(cell)),
+        key=lambda cell: (
+            math.isnan(_mean(scores[cell])),
+            sign * _mean(scores[cell]),
+            cell[2:0:-1],
+        ),
+    )
+    finite = [cell for cell in ranked if math.isfinite(_mean(scores[cell]))]
+    top = finite[: max(1, math.ceil(len(finite) / prune.eta))] if finite else []
+    rows, pruned = [], []
+    for cell in [*ranked, *(cell for cell in by_cell if reference(cell))]:
+        mean, se = _mean(scores[cell]), se_diff(scores[cell], scores[top[0]]) if top else math.nan
+        why = _why(cell, mean, se, top, scores, prune.eta)
+        rows.append(_row(cell, mean, se, why, len(by_cell[cell])))
+        if why.startswith("pruned"):
+            pruned += [r.config for r in waiting if cell_of(r.config) == cell]
+    detail = {
+        "rung": rung,
+        "eta": prune.eta,
+        "metric": c.key,
+        "higher": c.higher,
+        "early_stopping": c.early_stopping,
+        "kept": sum(not r["why"].startswith("pruned") for r in rows),
+        "pruned": sum(r["why"].startswith("pruned") for r in rows),
+        "cells": rows,
+    }
+    return detail, pruned
+
+
+def _why(
+    cell: Cell, mean: float, se: float, top: list[Cell], scores: Mapping[Cell, Scores], eta: int
+) -> str:
+    """Why a cell goes on or stops at a rung."""
+    if reference(cell):
+        return "kept: wd = 0 reference"
+    if not math.isfinite(mean):
+        return "pruned: a seed diverged or has no finite score"
+    if cell in top:
+        return "kept: best" if cell == top[0] else f"kept: in the best 1/{eta}"
+    if math.isfinite(se) and abs(mean - _mean(scores[top[0]])) <= se:
+        return "kept: within one standard error of the best"
+    return f"pruned: not in the best 1/{eta}"
+
+
+def _row(cell: Cell, mean: float, se: float, why: str, runs: int) -> dict[str, Any]:
+    mode, lr, wd = cell
+    num = lambda v: v if math.isfinite(v) else None  # noqa: E731
+    return {
+        "mode": mode,
+        "lr": lr,
+        "weight_decay": wd,
+        "score": num(mean),
+        "se": num(se),
+        "runs": runs,
+        "why": why,
+    }
+
+
+def compute(runs: Sequence[RunResult], epochs: int, steps_per_epoch: int) -> dict[str, Any]:
+    """The compute a study used against the full grid's: configuration-epochs and row-steps
+    (optimizer steps summed over configurations), trained and in full."""
+    trained = sum(epochs if r.epochs is None else r.epochs for r in runs)
+    full = len(runs) * epochs
+    return {
+        "configuration_epochs": trained,
+        "full_grid_epochs": full,
+        "row_steps": trained * steps_per_epoch,
+        "full_grid_row_steps": full * steps_per_epoch,
+        "fraction": trained / full if full else math.nan,
+    }
+
+
+def summary(
+    config: Mapping[str, Any],
+    data: Mapping[str, Any],
+    runs: Sequence[RunResult],
+    decisions: Mapping[int, Mapping[str, Any]],
+) -> dict[str, Any]:
+    """What a stored study says about its compute and its pruning (``Result.halving``): the
+    compute its finished runs used against the full grid's (:func:`compute`), and where
+    successive halving ran, its rungs, η and each rung's decision."""
+    train = config.get("train") or {}
+    epochs = int(train.get("epochs") or 0)
+    out: dict[str, Any] = {}
+    if runs and epochs:
+        out["compute"] = compute(runs, epochs, int(data.get("steps_per_epoch") or 1))
+        out["stopped_early"] = sum(
+            r.status == "done" and r.epochs is not None and r.epochs < epochs for r in runs
+        )
+    prune = from_config(train)
+    if prune is not None:
+        out |= {"eta": prune.eta, "rungs": list(prune.rungs(epochs))}
+        out["decisions"] = [dict(decisions[r]) for r in sorted(decisions)]
+    return out

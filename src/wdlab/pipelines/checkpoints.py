@@ -1,0 +1,150 @@
+"""Checkpoint files: the state of a batch in training (:mod:`wdlab.trainer.state`), kept in the
+study directory as ``checkpoints/<name>.pt``.
+
+* **Written whole or not at all**: ``torch.save`` of tensors and plain data to a temporary file
+  beside it, flushed to disk, then renamed over the old one; the store records which runs it
+  holds only after that (:meth:`wdlab.store.Store.note_checkpoint`, or the batch's save at a
+  rung), so the store never points at a file that is not there or not whole.
+* **Read safely**: ``torch.load(weights_only=True)`` (tensors and plain data only, never code),
+  then checked to be a batch state of this study's configurations. A file that cannot be read
+  or is not one is refused in one line (:class:`CheckpointError`) naming the file and what to
+  do: wdlab neither guesses nor silently trains those runs again, and nothing stored changes.
+* **Only wdlab's files**: every file written is recorded in ``checkpoints/.wdlab-files.json``
+  (:mod:`wdlab.pipelines.outputs`) for the study; a file of that name that wdlab did not write
+  there is never replaced nor removed. A file no unfinished run needs any more is removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from wdlab.pipelines.outputs import check_outputs, record_outputs
+from wdlab.records import RunConfig
+from wdlab.store import config_key
+from wdlab.trainer.state import check
+
+DIRNAME = "checkpoints"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used (one line; nothing stored is changed)."""
+
+
+def folder(directory: str | Path) -> Path:
+    """The study's checkpoint folder."""
+    return Path(directory) / DIRNAME
+
+
+def name_of(configs: Sequence[RunConfig], live: Sequence[RunConfig]) -> str:
+    """The file name of a batch of ``configs`` training ``live`` (of them): the same batch,
+    the same name; batches of other runs, other names."""
+    doc = [[config_key(c) for c in configs], sorted(config_key(c) for c in live)]
+    return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:20] + ".pt"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """One process at a time writes the folder's files and its record (flock)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def write(directory: str | Path, name: str, state: Mapping[str, Any], source: str) -> Path:
+    """Write ``state`` as checkpoint ``name`` (whole or not at all); recorded for ``source``
+    (``study HASH``). A file of that name wdlab did not write for this study is refused."""
+    where = folder(directory)
+    where.mkdir(parents=True, exist_ok=True)
+    path = where / name
+    with _locked(where):
+        check_outputs(where, [name], source, how="delete it, or choose another --out")
+        tmp = where / f".{name}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "wb") as fh:
+                torch.save(dict(state), fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        record_outputs(where, [path], source)
+    return path
+
+
+def read(directory: str | Path, name: str, configs: Sequence[RunConfig] | None = None) -> Any:
+    """Checkpoint ``name``'s state (tensors on the CPU), checked to be a batch state (of
+    ``configs``, in order, where given); :class:`CheckpointError` otherwise."""
+    path = folder(directory) / name
+    fix = "left as it is: delete it to train its runs from the start, or restore it"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"checkpoint {path} is missing; run the sweep from a copy of the "
+            "study that has it, or start a new study"
+        ) from None
+    except Exception as exc:  # truncated, not a torch file, a pickle of code: all refused
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:80]
+        raise CheckpointError(f"checkpoint {path} is damaged ({why}); {fix}") from None
+    try:
+        check(state, [c.to_dict() for c in configs] if configs is not None else None)
+        configs_of(state)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"checkpoint {path} is not usable ({exc}); {fix}") from None
+    return state
+
+
+def sweep_temporary(directory: str | Path) -> None:
+    """Remove the temporary files of writes a killed process left (``.<name>.<pid>.tmp``, its
+    process gone): never a whole checkpoint, never another program's file."""
+    where = folder(directory)
+    for path in where.glob(".*.pt.*.tmp") if where.is_dir() else []:
+        pid = path.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def configs_of(state: Mapping[str, Any]) -> list[RunConfig]:
+    """The configurations of a batch state, in its order."""
+    return [RunConfig.from_dict(d) for d in state["configs"]]
+
+
+def remove(directory: str | Path, name: str, source: str) -> None:
+    """Remove checkpoint ``name`` if wdlab wrote it for ``source`` and it is unchanged (any
+    other file is left as it is)."""
+    where = folder(directory)
+    path = where / name
+    if not path.is_file():
+        return
+    with _locked(where):
+        try:
+            check_outputs(where, [name], source)
+        except ValueError:
+            return  # not ours (or changed since): left alone
+        path.unlink(missing_ok=True)

@@ -1,0 +1,115 @@
+"""Successive halving's figure: each cell's validation score against the epochs it trained, the
+stopped cells ending at their rung, the rungs marked; and the compute the sweep used against
+the full grid's (:func:`wdlab.report.text.compute_text`). :data:`RUNGS` is its report entry."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+
+from matplotlib import rcParams
+from matplotlib.figure import Figure
+
+from wdlab.records import Result, RunResult
+from wdlab.report.literal import literal
+from wdlab.report.plots import FigureSpec, answer_cells, criterion_of
+from wdlab.report.text import compute_text, short
+from wdlab.selection import Criterion
+
+Cell = tuple[str, float, float]  # (mode, lr, weight decay)
+
+
+def cell_curves(
+    runs: Sequence[RunResult], c: Criterion
+) -> dict[Cell, tuple[list[int], list[float], str]]:
+    """Per cell: the epochs trained at each evaluation, the validation score there (mean over
+    the seeds that reached it, NaN where one was not finite) and the cell's fate (``done``,
+    ``pruned``, ``diverged``)."""
+    key = f"val_{c.key}"
+    by: dict[Cell, list[RunResult]] = {}
+    for r in runs:
+        if key in r.curves.series:
+            by.setdefault((r.config.mode, r.config.lr, r.config.weight_decay), []).append(r)
+    out = {}
+    for cell, rs in by.items():
+        n = max(len(r.curves[key]) for r in rs)
+        epochs = next(list(r.curves.eval_epoch) for r in rs if len(r.curves[key]) == n)
+        ys = []
+        for i in range(n):
+            vals = [r.curves[key][i] for r in rs if i < len(r.curves[key])]
+            ok = all(math.isfinite(v) for v in vals)
+            ys.append(statistics.fmean(vals) if ok else math.nan)
+        fates = {r.status for r in rs}
+        fate = "pruned" if "pruned" in fates else ("diverged" if "diverged" in fates else "done")
+        out[cell] = ([e + 1 for e in epochs], ys, fate)
+    return out
+
+
+@literal
+def rung_figure(
+    runs: Sequence[RunResult],
+    c: Criterion,
+    rungs: Sequence[int],
+    chosen: Mapping[tuple[str, float], float] | None = None,
+) -> Figure:
+    """Validation score (mean over seeds) of every mode × lr × weight-decay cell against the
+    epochs trained: cells trained to the end in colour (one per lr), stopped ones in grey,
+    ending where they stopped (a dot); the rungs dashed; ★ the weight decay to use."""
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
+    colors = rcParams["axes.prop_cycle"].by_key()["color"]
+    curves = cell_curves(runs, c)
+    lrs = sorted({cell[1] for cell in curves})
+    for r in rungs:
+        ax.axvline(r, color="0.6", lw=1, ls="--")
+    # the cells trained to the end first, the stopped ones over them (thin, grey, a dot where
+    # each stopped), so that both stay visible where their curves run together
+    for cell, (xs, ys, fate) in sorted(curves.items(), key=lambda kv: kv[1][2] != "done"):
+        color = colors[lrs.index(cell[1]) % len(colors)] if fate == "done" else "0.55"
+        ax.plot(xs, ys, color=color, lw=1.8 if fate == "done" else 0.8, alpha=0.9)
+        if fate != "done" and xs:
+            ax.plot([xs[-1]], [ys[-1]], marker="o", ms=3, color="0.35")
+        if (chosen or {}).get(cell[:2]) == cell[2] and fate == "done":
+            ax.plot([xs[-1]], [ys[-1]], marker="*", ms=14, color=color, mec="black")
+    for i, lr in enumerate(lrs):
+        ax.plot([], [], color=colors[i % len(colors)], label=f"lr {short(lr)}: trained to the end")
+    ax.plot([], [], color="0.55", marker="o", ms=3, label="stopped (pruned or diverged)")
+    ax.plot([], [], color="0.6", ls="--", label="rungs")
+    ax.set_xlabel("epochs trained")
+    ax.set_ylabel(f"validation {c.name} (mean over seeds)")
+    ax.set_title(
+        "Successive halving: each mode × lr × wd cell, stopped ones end at their rung", fontsize=10
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _applies(result: Result) -> bool:
+    return bool(result.halving.get("decisions")) and bool(result.runs)
+
+
+def _draw(result: Result) -> Figure:
+    c = criterion_of(result)
+    return rung_figure(result.runs, c, result.halving.get("rungs", []), answer_cells(result))
+
+
+def _caption(result: Result) -> str:
+    c = criterion_of(result)
+    curves = cell_curves(result.runs, c)
+    to_end = sum(fate == "done" for _, _, fate in curves.values())
+    rungs = ", ".join(str(r) for r in result.halving.get("rungs", []))
+    text = (
+        f"Validation {c.name} (mean over seeds) of each mode × lr × weight-decay cell against "
+        f"the epochs trained. Successive halving ranked the cells after {rungs} epochs (dashed) "
+        f"and kept the best 1/{result.halving.get('eta')} (with every wd = 0 cell and any cell "
+        f"within one standard error of the best); {to_end} of {len(curves)} cells trained to "
+        "the last epoch, the others (grey) end where they stopped. ★: the weight decay to use."
+    )
+    comp = compute_text(result.halving)
+    return f"{text} {comp[:1].upper()}{comp[1:]}." if comp else text
+
+
+RUNGS = FigureSpec("rungs", _applies, _caption, _draw)

@@ -1,0 +1,207 @@
+"""Checkpoints: a batch's training state saved into the study directory every N epochs (or by
+time), and a killed or interrupted sweep resumed mid-training to the numbers of an
+uninterrupted one, bit for bit on the CPU (the same batches, the same kernels, the saved random
+states). A checkpoint that cannot be used is refused in one line, nothing stored changed.
+"""
+
+import hashlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from wdlab.cli import main
+from wdlab.pipelines import job, run_sweep, study
+from wdlab.trainer import state as trainer_state
+from wdlab.trainer.state import Cadence
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+CFG = {
+    "data": {"source": "wine"},
+    "model": {"kind": "mlp", "hidden": [8]},
+    "train": {
+        "optimizer": "adam",
+        "lr": [0.003, 0.03],
+        "epochs": 40,
+        "eval_every": 5,
+        "seeds": [0, 1],
+        "batch_size": 64,
+        "schedule": "cosine",
+        "checkpoint": 6,
+    },
+    "decay": {"modes": ["decoupled"], "weight_decay": [0, 1e-2, 1e-1]},
+}
+FLAGS = [
+    "--data", "wine", "--model", "mlp", "--hidden", "8", "--optimizer", "adam",
+    "--lr", "0.003,0.03", "--mode", "decoupled", "--wd", "0,1e-2,1e-1", "--seeds", "2",
+    "--eval-every", "5", "--batch-size", "64", "--schedule", "cosine",
+]  # fmt: skip
+
+
+def _rows(folder, sql):
+    with sqlite3.connect(Path(folder) / "study.db", timeout=30) as db:
+        return db.execute(sql).fetchall()
+
+
+def _stored(folder):
+    """Everything a study stores about its runs: status, epochs, finals, every curve value."""
+    return (
+        _rows(folder, "SELECT key, status, epochs, final, best FROM runs ORDER BY key"),
+        _rows(
+            folder,
+            "SELECT r.key, c.metric, c.epoch, c.value FROM curves c JOIN runs r ON r.id = c.run_id "
+            "ORDER BY 1, 2, 3",
+        ),
+        _rows(folder, "SELECT rung, detail FROM decisions ORDER BY rung"),
+    )
+
+
+def test_the_cadence():
+    every = Cadence(3, True)
+    assert [e for e in range(1, 10) if every.due(e)] == [3, 6, 9]
+    assert not any(Cadence("off", True).due(e) for e in range(1, 10))
+    assert not any(Cadence(3, False).due(e) for e in range(1, 10))  # nobody receives it
+    auto = Cadence("auto", True)
+    assert not auto.due(1)  # the first after CHECKPOINT_SECONDS of training
+    auto.last -= trainer_state.CHECKPOINT_SECONDS
+    assert auto.due(2) and not auto.due(3)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, raised once a checkpoint is written."""
+
+
+def _interrupt_after_checkpoints(monkeypatch, n):
+    """The sweep is interrupted (Ctrl-C) right after its n-th checkpoint is stored."""
+    real = job.Job._checkpoint
+    seen = []
+
+    def checkpoint(self, batch, state):
+        real(self, batch, state)
+        seen.append(state["epoch"])
+        if len(seen) == n:
+            raise Interrupted
+
+    monkeypatch.setattr(job.Job, "_checkpoint", checkpoint)
+    return seen
+
+
+def test_an_interrupted_sweep_resumes_mid_training_bit_for_bit(tmp_path, monkeypatch):
+    whole = run_sweep(CFG, tmp_path / "whole")
+    seen = _interrupt_after_checkpoints(monkeypatch, 2)
+    with pytest.raises(Interrupted):
+        run_sweep(CFG, tmp_path / "cut")
+    assert seen == [6, 12]
+    held = _rows(tmp_path / "cut", "SELECT status, epochs, checkpoint FROM runs")
+    assert {(s, e) for s, e, _ in held} == {("pending", 12)} and all(n for _, _, n in held)
+    monkeypatch.undo()
+    resumed = run_sweep(CFG, tmp_path / "cut")
+    assert _stored(tmp_path / "cut") == _stored(tmp_path / "whole")
+    assert [r.final for r in resumed.runs] == [r.final for r in whole.runs]
+    assert os.listdir(tmp_path / "cut" / "checkpoints") == [".wdlab-files.json"]
+
+
+def _digest(folder):
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(Path(folder).rglob("*"))
+        if p.is_file() and not p.name.startswith("study.db")
+    }
+
+
+class Code:
+    """A pickle that would run code when loaded (weights_only refuses it)."""
+
+    def __reduce__(self):
+        return (os.system, ("echo never",))
+
+
+DAMAGE = {
+    "truncated": lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]),
+    "random bytes": lambda p: p.write_bytes(os.urandom(4096)),
+    "code": lambda p: torch.save({"format": 1, "x": Code()}, p),
+    "another state": lambda p: torch.save({"format": 1, "configs": []}, p),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_a_damaged_checkpoint_is_one_line_and_nothing_stored_changes(
+    tmp_path, monkeypatch, capsys, damage
+):
+    out = tmp_path / "s"
+    _interrupt_after_checkpoints(monkeypatch, 1)
+    with pytest.raises(Interrupted):
+        run_sweep(CFG, out)
+    monkeypatch.undo()
+    (name,) = {n for (n,) in _rows(out, "SELECT checkpoint FROM runs")}
+    path = out / "checkpoints" / name
+    DAMAGE[damage](path)
+    before, files = _stored(out), _digest(out)
+    assert main(["sweep", *FLAGS, "--epochs", "40", "--checkpoint", "6", "--out", str(out)]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and f"checkpoint {path} is" in err[0], err
+    assert "left as it is" in err[0] and "Traceback" not in err[0]
+    assert _stored(out) == before and _digest(out) == files
+
+
+def test_a_file_wdlab_did_not_write_is_never_replaced(tmp_path, capsys):
+    """A file of the user's under the checkpoint's name: refused in one line, left as is."""
+    out = tmp_path / "s"
+    run_sweep({**CFG, "train": {**CFG["train"], "epochs": 3}}, out)  # makes the study
+    configs = study.load_study(out).runs
+    from wdlab.pipelines.checkpoints import name_of
+
+    batch = [r.config for r in configs]
+    (out / "checkpoints").mkdir(exist_ok=True)
+    mine = out / "checkpoints" / name_of(batch, batch)
+    mine.write_text("the user's own file")
+    flags = [*FLAGS, "--epochs", "40", "--checkpoint", "6", "--out", str(out / "t")]
+    os.makedirs(out / "t" / "checkpoints")
+    (out / "t" / "checkpoints" / mine.name).write_text("the user's own file")
+    assert main(["sweep", *flags]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "was not written by wdlab" in err[0], err
+    assert (out / "t" / "checkpoints" / mine.name).read_text() == "the user's own file"
+
+
+@pytest.mark.slow
+def test_a_sigkilled_sweep_resumes_mid_training_bit_for_bit(tmp_path):
+    """A real SIGKILL in a subprocess, after its third checkpoint (every 7 epochs of 300);
+    run again, it takes its runs over and ends with an uninterrupted sweep's numbers."""
+    flags = [*FLAGS, "--epochs", "300", "--checkpoint", "7"]
+
+    def sweep(out):
+        cmd = [sys.executable, "-m", "wdlab.cli", "sweep", *flags, "--out", str(out), "--json"]
+        return subprocess.Popen(
+            cmd, env=ENV, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    w, p = sweep(whole), sweep(killed)
+    deadline = time.time() + 300
+    while time.time() < deadline and p.poll() is None:
+        try:
+            reached = _rows(killed, "SELECT MIN(epochs) FROM runs WHERE status = 'running'")
+        except sqlite3.Error:
+            reached = [(None,)]
+        if reached[0][0] is not None and reached[0][0] >= 21:
+            break
+        time.sleep(0.02)
+    assert p.poll() is None, "the sweep ended before it could be killed"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert {e for (e,) in _rows(killed, "SELECT epochs FROM runs")} - {None} >= {21}
+    w.communicate(timeout=600)
+    again = sweep(killed)
+    _, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    assert "took over" in err
+    assert _stored(killed) == _stored(whole)
+    assert os.listdir(killed / "checkpoints") == [".wdlab-files.json"]

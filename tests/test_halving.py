@@ -1,0 +1,450 @@
+"""Successive halving inside the batch (``prune=``): rungs, the decision at each rung, pruned
+runs stored ``pruned`` at their rung, survivors equal to the unpruned sweep's runs, the compute
+that drops, decisions that do not depend on how the grid was batched or who trained it (a
+resumed, a killed, a concurrent or a Ray sweep), the selection among finished runs, the rung
+figure, and bad input refused in one line with nothing stored.
+
+The survivors are compared with the unpruned sweep's runs norm-wise, within ``per_steps(T)``
+(:mod:`numerics`): the pruned rows leave the batch, and the batched kernels then round the
+others' numbers as they round a batch of fewer rows (tests/test_compaction.py says why no bits
+are promised there). A resumed or killed sweep continues the same batches from their saved
+state: there the numbers are the uninterrupted sweep's, bit for bit.
+"""
+
+import json
+import math
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import wdlab
+from numerics import per_steps, rel_dist
+from wdlab.cli import main
+from wdlab.halving import Prune, decide, setting
+from wdlab.pipelines import load_study, run_sweep
+from wdlab.records import Curves, RunConfig, RunResult
+from wdlab.selection import Criterion
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+
+GRID = {
+    "data": {"source": "wine"},
+    "model": {"kind": "mlp", "hidden": [8]},
+    "train": {
+        "optimizer": "adam",
+        "lr": [0.003, 0.03],
+        "epochs": 27,
+        "eval_every": 3,
+        "seeds": [0, 1, 2],
+        "prune": True,
+    },
+    "decay": {"modes": ["decoupled"], "weight_decay": [0, 1e-3, 1e-2, 1e-1, 1.0]},
+}
+FLAGS = [
+    "--data", "wine", "--model", "mlp", "--hidden", "8", "--optimizer", "adam",
+    "--lr", "0.003,0.03", "--mode", "decoupled", "--wd", "0,1e-3,1e-2,1e-1,1",
+    "--seeds", "3", "--epochs", "27", "--eval-every", "3",
+]  # fmt: skip
+
+
+def _grid(**train):
+    return {**GRID, "train": {**GRID["train"], **train}}
+
+
+def _rows(folder, sql):
+    with sqlite3.connect(Path(folder) / "study.db", timeout=30) as db:
+        return db.execute(sql).fetchall()
+
+
+# -- rungs and the decision -------------------------------------------------------------------
+
+
+def test_rungs():
+    assert Prune().rungs(27) == (1, 3, 9)
+    assert Prune().rungs(100) == (4, 11, 33)  # 100/27, 100/9, 100/3 rounded
+    assert Prune().rungs(10) == (1, 3)
+    assert Prune(eta=2, first_rung=5).rungs(40) == (5, 10, 20)
+    assert Prune(eta=4, first_rung=3).rungs(12) == (3,)
+    assert setting(True) == Prune() and setting(False) is None
+    assert setting({"eta": 2}) == Prune(eta=2)
+    with pytest.raises(ValueError, match="eta must be an integer >= 2"):
+        Prune(eta=1)
+    with pytest.raises(ValueError, match="not before the last epoch"):
+        Prune(first_rung=10).rungs(10)
+    with pytest.raises(ValueError, match="no rung before the last"):
+        Prune().rungs(2)
+
+
+def _run(mode, lr, wd, seed, vals, status="pending"):
+    """A run waiting at a rung with validation accuracy curve ``vals`` (one per evaluation)."""
+    epochs = list(range(len(vals)))
+    curves = Curves(epochs, epochs, {"val_acc": list(vals), "val_loss": [1.0] * len(vals)})
+    cfg = RunConfig(mode=mode, weight_decay=wd, lr=lr, optimizer="adam", seed=seed)
+    final = {"val_acc": vals[-1], "test_acc": vals[-1]}
+    return RunResult(cfg, curves, final, status=status, epochs=len(vals))
+
+
+def test_the_decision_keeps_the_best_third_the_reference_and_those_within_one_se():
+    """Six cells ranked on the mean over three seeds: the best ⌈6/3⌉ = 2 go on, a third within
+    one (paired) standard error of the best too, wd = 0 always, a cell with a diverged seed
+    never; all seeds of a cell go on or stop together."""
+    acc = {  # wd: the three seeds' accuracies at the rung
+        1e-4: (0.90, 0.92, 0.94),
+        1e-3: (0.89, 0.91, 0.93),  # in the best two
+        1e-2: (0.86, 0.92, 0.94),  # mean 0.9067, 0.0133 below the best; paired SE 0.0133
+        1e-1: (0.70, 0.72, 0.74),
+        1.0: (0.50, 0.52, 0.54),
+        3.0: (0.99, 0.99, None),  # one seed diverged
+    }
+    waiting = [
+        _run("decoupled", 0.01, wd, s, [0.5, a])
+        for wd, accs in acc.items()
+        for s, a in enumerate(accs)
+        if a is not None
+    ]
+    waiting += [_run("none", 0.01, 0.0, s, [0.5, 0.3]) for s in range(3)]
+    diverged = [_run("decoupled", 0.01, 3.0, 2, [0.5, math.nan], status="diverged")]
+    c = Criterion("acc", "accuracy", True)
+    detail, pruned = decide(diverged, waiting, 2, Prune(), c)
+    why = {(cell["mode"], cell["weight_decay"]): cell["why"] for cell in detail["cells"]}
+    assert why == {
+        ("decoupled", 1e-4): "kept: best",
+        ("decoupled", 1e-3): "kept: in the best 1/3",
+        ("decoupled", 1e-2): "kept: within one standard error of the best",
+        ("decoupled", 1e-1): "pruned: not in the best 1/3",
+        ("decoupled", 1.0): "pruned: not in the best 1/3",
+        ("decoupled", 3.0): "pruned: a seed diverged or has no finite score",
+        ("none", 0.0): "kept: wd = 0 reference",
+    }
+    assert sorted((c.weight_decay, c.seed) for c in pruned) == sorted(
+        [(w, s) for w in (1e-1, 1.0) for s in range(3)] + [(3.0, 0), (3.0, 1)]
+    )
+    assert (detail["kept"], detail["pruned"]) == (4, 3)
+
+
+def test_with_early_stopping_a_cell_is_ranked_at_its_best_epoch_so_far():
+    """The selection's epoch rule: with early stopping a run's score is its best validation
+    so far, not its last."""
+    waiting = [_run("decoupled", 0.01, 1e-3, s, [0.9, 0.6]) for s in range(3)]
+    waiting += [_run("decoupled", 0.01, 1e-2, s, [0.7, 0.8]) for s in range(3)]
+    waiting += [_run("decoupled", 0.01, 1e-1, s, [0.5, 0.5]) for s in range(3)]
+    last = decide([], waiting, 2, Prune(), Criterion("acc", "accuracy", True))[0]
+    best = decide([], waiting, 2, Prune(), Criterion("acc", "accuracy", True, True))[0]
+    assert last["cells"][0]["weight_decay"] == 1e-2 and best["cells"][0]["weight_decay"] == 1e-3
+
+
+# -- a pruned sweep -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """The pruned sweep and the same sweep unpruned (and the unpruned one's per-epoch steps)."""
+    root = tmp_path_factory.mktemp("halving")
+    pruned = run_sweep(GRID, root / "pruned")
+    full = run_sweep(_grid(prune=False), root / "full")
+    return pruned, full, root
+
+
+def test_pruned_runs_are_stored_pruned_at_their_rung(swept):
+    pruned, _, root = swept
+    decisions = {d["rung"]: d for d in pruned.halving["decisions"]}
+    assert pruned.halving["rungs"] == [1, 3, 9] and set(decisions) <= {1, 3, 9}
+    stopped = [r for r in pruned.runs if r.status == "pruned"]
+    assert stopped and pruned.counts["pruned"] == len(stopped)
+    for r in stopped:
+        cell = next(
+            c
+            for d in decisions.values()
+            for c in d["cells"]
+            if (c["lr"], c["weight_decay"]) == (r.config.lr, r.config.weight_decay)
+            and c["why"].startswith("pruned")
+        )
+        rung = next(d["rung"] for d in decisions.values() if cell in d["cells"])
+        assert r.epochs == rung and len(r.curves["train_loss"]) == rung
+        assert r.curves.eval_epoch[-1] == rung - 1  # evaluated at the rung, then stopped
+    for (lr, wd), rs in _cells(pruned.runs).items():  # all seeds together
+        assert len({r.status for r in rs}) == 1, (lr, wd)
+        if wd == 0:
+            assert {r.status for r in rs} == {"done"}  # the reference is never pruned
+    stored = _rows(root / "pruned", "SELECT status, epochs FROM runs WHERE status = 'pruned'")
+    assert sorted(e for _, e in stored) == sorted(r.epochs for r in stopped)
+
+
+def _cells(runs):
+    out = {}
+    for r in runs:
+        out.setdefault((r.config.lr, r.config.weight_decay), []).append(r)
+    return out
+
+
+def test_survivors_equal_the_unpruned_sweeps_runs(swept):
+    pruned, full, _ = swept
+    by = {(r.config.lr, r.config.weight_decay, r.config.seed): r for r in full.runs}
+    survivors = [r for r in pruned.runs if r.status == "done"]
+    assert survivors
+    for r in survivors:
+        other = by[(r.config.lr, r.config.weight_decay, r.config.seed)]
+        assert r.epochs == other.epochs == 27
+        d = rel_dist(r.curves["train_loss"], other.curves["train_loss"])
+        assert d <= per_steps(27), (r.config, d)
+        for key in ("val_loss", "test_loss", "train_loss"):
+            assert abs(r.final[key] - other.final[key]) <= per_steps(27) * abs(other.final[key])
+
+
+def test_compute_drops_with_the_pruned_runs(swept):
+    pruned, full, _ = swept
+    comp = pruned.halving["compute"]
+    trained = sum(r.epochs for r in pruned.runs)
+    assert comp["configuration_epochs"] == trained < comp["full_grid_epochs"] == 27 * 30
+    assert comp["row_steps"] == trained  # full batches: one step an epoch
+    assert full.halving["compute"]["fraction"] == 1.0
+    assert "compute: " in pruned.table() and "successive halving" in pruned.table()
+
+
+def test_selection_is_among_finished_runs_and_says_so(swept):
+    pruned, _, _ = swept
+    rule = wdlab.selection.selection_rule(pruned.selection)
+    n = sum(s["pruned"] for s in pruned.selection)
+    assert n and f"successive halving stopped {n} at a rung" in rule
+    finished = {(r.config.lr, r.config.weight_decay) for r in pruned.runs if r.status == "done"}
+    for s in pruned.selection:
+        assert (s["lr"], s["weight_decay"]) in finished or s["weight_decay"] == 0
+        m = sum(w > 0 for lr, w in _cells(pruned.runs) if lr == s["lr"])
+        assert s["level"] == pytest.approx(0.05 / m)  # pruned ones count in the Bonferroni m
+
+
+def test_the_report_draws_the_rungs(swept, tmp_path):
+    root = swept[2]
+    assert main(["report", str(root / "pruned"), "--out", str(tmp_path / "r")]) == 0
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert (tmp_path / "r" / "rungs.png").stat().st_size > 1000
+    assert "Successive halving ranked the cells after 1, 3, 9 epochs" in html
+    assert "configuration-epochs" in html
+    assert "rungs" not in {n for n in os.listdir(tmp_path) if n.endswith(".png")}
+
+
+def test_decisions_do_not_depend_on_the_batching(swept, tmp_path):
+    """Batches of 5 configurations (a cell's seeds split across batches): the same decisions,
+    the same runs pruned, the survivors' numbers the same to rounding."""
+    pruned, _, root = swept
+    small = run_sweep(GRID, tmp_path / "small", max_batch=5)
+    assert _decisions(tmp_path / "small") == _decisions(root / "pruned")
+    assert {_key(r): r.status for r in small.runs} == {_key(r): r.status for r in pruned.runs}
+    by = {_key(r): r for r in pruned.runs}
+    for r in small.runs:
+        assert rel_dist(r.curves["train_loss"], by[_key(r)].curves["train_loss"]) <= per_steps(27)
+
+
+def _key(r):
+    return (r.config.lr, r.config.weight_decay, r.config.seed)
+
+
+def _decisions(folder):
+    """Each rung's cells with their fate (the scores may differ by rounding)."""
+    out = {}
+    for rung, detail in _rows(folder, "SELECT rung, detail FROM decisions ORDER BY rung"):
+        cells = json.loads(detail)["cells"]
+        out[rung] = sorted((c["lr"], c["weight_decay"], c["why"]) for c in cells)
+    return out
+
+
+def test_a_resumed_sweep_never_retrains_a_pruned_run(swept):
+    _, _, root = swept
+    before = _rows(root / "pruned", "SELECT key, status, attempts, final FROM runs ORDER BY key")
+    again = run_sweep(GRID, root / "pruned")
+    after = _rows(root / "pruned", "SELECT key, status, attempts, final FROM runs ORDER BY key")
+    assert after == before and again.counts == load_study(root / "pruned").counts
+    assert os.listdir(root / "pruned" / "checkpoints") == [".wdlab-files.json"]  # all removed
+
+
+def test_the_python_api_prunes_too(tmp_path):
+    res = wdlab.sweep(
+        "mlp",
+        "wine",
+        optimizer="adam",
+        lr=[0.003, 0.03],
+        weight_decay=[0, 1e-3, 1e-2, 1e-1, 1.0],
+        seeds=3,
+        epochs=27,
+        eval_every=3,
+        batch_size=None,
+        prune=Prune(eta=3, first_rung=3),
+        out=tmp_path / "s",
+    )
+    assert res.halving["rungs"] == [3, 9] and res.counts.get("pruned", 0) > 0
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--prune", "--prune-eta", "1"], "train.prune_eta: expected an integer >= 2, got 1"),
+        (["--prune", "--prune-rung", "27"], "prune: the first rung (27 epochs) is not before"),
+        (["--prune", "--epochs", "2"], "prune: 2 epochs leave no rung before the last"),
+        (["--prune", "--lr", "0.01", "--wd", "0,1e-2"], "prune: the grid has 1 cell to rank"),
+        (["--prune", "--data", "seed-noise"], "ranks on the validation split, and the data has"),
+    ],
+)
+def test_bad_pruning_is_one_line_and_stores_nothing(tmp_path, capsys, extra, message):
+    out = tmp_path / "s"
+    assert main(["sweep", *FLAGS, *extra, "--out", str(out)]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and message in err[0], err
+    assert not out.exists() or list(out.iterdir()) == []  # no store, no file
+
+
+def test_bad_pruning_in_python_is_a_value_error(tmp_path):
+    with pytest.raises(ValueError, match="eta must be an integer >= 2"):
+        wdlab.sweep("mlp", "wine", epochs=9, prune={"eta": 1}, out=tmp_path / "s")
+    with pytest.raises(ValueError, match="the grid has 1 cell to rank"):
+        wdlab.sweep("mlp", "wine", weight_decay=[0, 1e-3], epochs=9, prune=True,
+                    out=tmp_path / "s")  # fmt: skip
+    assert not (tmp_path / "s" / "study.db").exists()
+
+
+def test_a_study_of_schema_2_is_read_and_migrated(tmp_path):
+    """A store of the previous schema (no pruned status, no epochs, no decisions) reads as it
+    is, and a sweep migrates it in place: its runs kept, resumable."""
+    from wdlab.store import SCHEMA_VERSION, Store, identify
+
+    out = tmp_path / "s"
+    cfg = _grid(prune=False, epochs=4, lr=[0.03], seeds=[0])
+    run_sweep(cfg, out)
+    db = sqlite3.connect(out / "study.db")
+    db.executescript(
+        "PRAGMA foreign_keys=OFF; BEGIN;"
+        "CREATE TABLE old AS SELECT id, key, config, status, attempts, final, best, engine, "
+        "diverged_epoch, seconds, error, updated, owner FROM runs;"
+        "DROP TABLE runs; DROP TABLE decisions;"
+        "CREATE TABLE runs (id INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, config TEXT NOT "
+        "NULL, status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'running', "
+        "'done', 'diverged', 'failed')), attempts INTEGER NOT NULL DEFAULT 0, final TEXT, best "
+        "TEXT, engine TEXT, diverged_epoch INTEGER, seconds REAL, error TEXT, updated REAL, "
+        "owner TEXT); INSERT INTO runs SELECT * FROM old; DROP TABLE old; COMMIT;"
+        "PRAGMA user_version = 2;"
+    )
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    assert identify(out / "study.db") == 2
+    old = load_study(out)  # read-only: schema 2 as it is
+    assert old.counts["done"] == len(old.runs) > 0 and all(r.epochs is None for r in old.runs)
+    again = run_sweep(cfg, out)  # resumes: nothing retrained
+    assert identify(out / "study.db") == SCHEMA_VERSION == 3
+    assert [r.final for r in again.runs] == [r.final for r in old.runs]
+    with Store(out) as store:
+        assert store.decisions() == {} and store.counts()["done"] == len(old.runs)
+
+
+# -- killed, concurrent, Ray ------------------------------------------------------------------
+
+
+def _sweep_process(out, *extra):
+    cmd = [sys.executable, "-m", "wdlab.cli", "sweep", *FLAGS, "--epochs", "243", "--prune",
+           "--out", str(out), "--json", *extra]  # fmt: skip
+    return subprocess.Popen(cmd, env=ENV, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _everything(folder):
+    return (
+        _rows(folder, "SELECT rung, detail FROM decisions ORDER BY rung"),
+        _rows(folder, "SELECT key, status, epochs, final FROM runs ORDER BY key"),
+        _rows(
+            folder,
+            "SELECT r.key, c.metric, c.epoch, c.value FROM curves c JOIN runs r ON r.id = c.run_id "
+            "ORDER BY 1, 2, 3",
+        ),
+    )
+
+
+def test_a_run_trained_on_since_its_segment_was_planned_is_not_claimed(tmp_path):
+    """Two processes plan the same segments: one that claims a run after the other trained it
+    on (to a rung, into a checkpoint) does not train it again from where it had planned."""
+    from wdlab.store import Store
+
+    c = RunConfig(mode="decoupled", weight_decay=0.1, lr=0.03, optimizer="adam", seed=0)
+    with Store(tmp_path) as store:
+        store.init_study("s", {"x": 1}, [c], "test")
+        assert store.claim([c], "a", (None, None)) == [c]  # planned from the start
+        store.note_checkpoint([c], "a", 9, "f.pt")
+        store.release("a")  # pending at 9 epochs, its state in f.pt
+        assert store.claim([c], "b", (None, None)) == []  # b planned it from the start
+        assert store.claim([c], "b", (3, "f.pt")) == []  # b read f.pt when it held 3 epochs
+        assert store.claim([c], "b", (9, "f.pt")) == [c]
+
+
+@pytest.mark.slow
+def test_a_killed_pruned_sweep_resumes_to_the_same_decisions_and_numbers(tmp_path):
+    """SIGKILL after the second rung is decided, mid-segment (checkpoints every 10 epochs);
+    run again, it ends with the uninterrupted sweep's decisions and numbers, bit for bit."""
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    w = _sweep_process(whole, "--checkpoint", "10")
+    p = _sweep_process(killed, "--checkpoint", "10")
+    deadline = time.time() + 300
+    while time.time() < deadline and p.poll() is None:
+        try:
+            decided = _rows(killed, "SELECT COUNT(*) FROM decisions")[0][0]
+            mid = _rows(killed, "SELECT COUNT(*) FROM runs WHERE status = 'running' AND "
+                                "checkpoint IS NOT NULL AND epochs > 27")[0][0]  # fmt: skip
+        except sqlite3.Error:
+            decided = mid = 0
+        if decided >= 2 and mid:
+            break
+        time.sleep(0.05)
+    assert p.poll() is None, "the sweep ended before it could be killed"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    w.communicate(timeout=600)
+    again = _sweep_process(killed, "--checkpoint", "10")
+    _, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    assert "took over" in err
+    assert _everything(killed) == _everything(whole)
+    assert os.listdir(killed / "checkpoints") == [".wdlab-files.json"]
+
+
+@pytest.mark.slow
+def test_two_sweeps_on_one_study_take_the_same_decisions(tmp_path):
+    """Two processes share a pruned study (batches of 4, planned over the whole grid, so the
+    same batches whoever takes them): each rung decided once, the decisions, pruned runs and
+    numbers of one process alone, bit for bit; both print the whole study."""
+    alone, shared = tmp_path / "alone", tmp_path / "shared"
+    a = _sweep_process(alone, "--max-batch", "4")
+    b, c = (_sweep_process(shared, "--max-batch", "4") for _ in range(2))
+    docs = []
+    for proc in (a, b, c):
+        out, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err
+        docs.append(json.loads(out))
+    runs = [[{k: r[k] for k in ("config", "status", "final", "epochs")} for r in d["runs"]]
+            for d in docs]  # fmt: skip
+    assert runs[1] == runs[2] == runs[0]
+    assert _everything(shared) == _everything(alone)
+
+
+@pytest.mark.slow
+def test_ray_takes_the_same_decisions_and_numbers(tmp_path_factory):
+    """One Ray task per segment (batches of 8, paused at each rung, their states sent back and
+    continued in the next task): the local sweep's decisions and numbers, bit for bit."""
+    pytest.importorskip("ray")
+    from wdlab.executors import RayExecutor
+
+    tmp = tmp_path_factory.mktemp("ray")  # short: Ray's socket paths have a length limit
+    local = run_sweep(_grid(epochs=81), tmp / "local", max_batch=8)
+    ex = RayExecutor(local_cpus=2, temp_dir=str(tmp / "rt"))
+    try:
+        ray = run_sweep(_grid(epochs=81), tmp / "ray_study", executor=ex, max_batch=8)
+    finally:
+        ex.close()
+        shutil.rmtree(tmp / "rt", ignore_errors=True)
+    assert ray.counts == local.counts and ray.counts.get("pruned")
+    assert _everything(tmp / "ray_study") == _everything(tmp / "local")
