@@ -16,7 +16,7 @@ load, and a newer version is refused in one line.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -295,7 +295,11 @@ class Result:
             return f"manual vs builtin: {same}"
         rows = [s for s in self.selection if not is_reference(s)]
         if not rows:
-            return "no weight decay chosen" + ("" if self.selection else " (no validation split)")
+            return (
+                no_choice(self.runs, self.counts)
+                if not self.selection
+                else "no weight decay chosen"
+            )
         answers = {use_text(s) for s in rows}
         if len(rows) > 1 and len(answers) == 1:
             n = "both" if len(rows) == 2 else f"all {len(rows)}"
@@ -385,6 +389,24 @@ def use_text(row: Mapping[str, Any]) -> str:
     if row.get("better_than_zero"):
         return f"wd {use_wd(row):g} (better than wd = 0)"
     return "wd 0 (no measurable gain)"
+
+
+def no_choice(runs: Sequence[RunResult], counts: Mapping[str, int] | None = None) -> str:
+    """Why no weight decay is chosen from ``runs`` (``counts``: runs per status, failed ones
+    too): no run finished, there is no validation split, or none has a finite score on every
+    seed."""
+    counts = {k: n for k, n in (counts or _status_counts(list(runs))).items() if n}
+    each = ", ".join(f"{n} {k}" for k, n in counts.items())
+    if not counts.get("done"):
+        ended = set(counts) <= {"diverged", "failed"} and counts
+        why = f"every run {' or '.join(counts)}" if ended else f"no run finished ({each})"
+        why = (why + (f" ({each})" if ended and len(counts) > 1 else "")) if each else "no run"
+    elif not any(k.startswith("val_") for r in runs if r.status == "done" for k in r.final):
+        why = "no validation split (the article's data has train/test only)"
+    else:
+        why = "no weight decay has a finite validation score on every seed (each diverged or "
+        why += "failed on some seed)"
+    return f"{why}: no weight decay is chosen"
 
 
 def _status_counts(runs: list[RunResult]) -> dict[str, int]:

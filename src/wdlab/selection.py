@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wdlab.decay.modes import get_mode
-from wdlab.records import RunResult
+from wdlab.records import RunResult, use_wd
 from wdlab.stats import t_sf
 from wdlab.tasks import get_task
 
@@ -146,9 +146,16 @@ def selection_rule(selection: Sequence[Mapping[str, Any]]) -> str:
     return describe(selection_criterion(selection), max(s["seeds"] for s in selection))
 
 
+def use_tau(row: Mapping[str, Any]) -> float:
+    """τ_epoch of the weight decay a row recommends (:func:`~wdlab.records.use_wd`): its
+    chosen one's where that beat wd = 0; NaN where it recommends wd = 0 (no decay, no
+    timescale), whatever the chosen one's. (The row's ``tau_epoch`` is the chosen one's.)"""
+    return _finite_or_nan(row.get("tau_epoch")) if use_wd(row) != 0 else math.nan
+
+
 def has_timescale(selection: Sequence[Mapping[str, Any]]) -> bool:
-    """Whether any row's τ_epoch is defined (a table then shows the column)."""
-    return any(math.isfinite(s.get("tau_epoch", math.nan)) for s in selection)
+    """Whether any row's :func:`use_tau` is defined (a table then shows the column)."""
+    return any(math.isfinite(use_tau(s)) for s in selection)
 
 
 def run_scores(run: RunResult, c: Criterion) -> tuple[float, float, int | None]:
