@@ -54,7 +54,7 @@ from wdlab.pipelines.memory import (
 from wdlab.pipelines.outputs import check_outputs, record_outputs
 from wdlab.pipelines.results import SweepResult
 from wdlab.pipelines.userdata import data_fingerprint
-from wdlab.pipelines.weights import kept_runs, prune_weights, save_weights
+from wdlab.pipelines.weights import factory_home, kept_runs, prune_weights, save_weights
 from wdlab.records import RunConfig
 from wdlab.store import LEASE_SECONDS, Store, StoreError, hash_config, worker_id
 from wdlab.store import lease_seconds as lease_of
@@ -235,10 +235,12 @@ def run_study(
     ):
         _init_study(store, study)
         facts = {"name": ds.name, **ds.meta, "decay_table": table, "model_sizes": _sizes(spec)}
+        facts |= factory_home(spec)  # where a factory named by a relative path is found
         store.set_data(facts, ds.task)
         job = _Job(store, worker_id(), executor or LocalExecutor(), spec, ds, kw)
         job.lease, job.logs = lease, logs
         job.weights = study.directory if kw.get("keep_params") else None
+        job.keep = _keep(study)
         job.source = f"study {store.study()['config_hash']}"  # type: ignore[index]
         job.pace(Plan(spec, ds, tuple(study.configs[:1]), kw["epochs"], **_pace_kw(kw)))
         job.share(len(study.configs), per_config, max_memory_mb, max_batch, progress, t0)
@@ -375,6 +377,7 @@ class _Job:
         self.lease = LEASE_SECONDS
         self.steps_per_epoch = 1
         self.weights: Path | None = None  # the study folder, where runs' weights are kept
+        self.keep = "none"  # train.keep: what the weights written are kept under
         self.source = ""  # what the files written are recorded for
         self.bar: Any = None
         self.epochs = int(train_kwargs["epochs"])
@@ -440,7 +443,7 @@ class _Job:
                         on_epoch=self._on_epoch,
                     ):
                         if self.weights is not None:  # before the runs count as done
-                            save_weights(self.weights, results, self.source)
+                            save_weights(self.weights, results, self.source, self.keep)
                         now = time.perf_counter()
                         saved = self.store.save_batch(results, seconds=now - mark, owner=self.owner)
                         self.logs.runs(saved)  # the runs this process stored, once each
