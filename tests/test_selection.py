@@ -11,7 +11,8 @@ from wdlab.jsonsafe import dumps
 from wdlab.pipelines import SweepResult
 from wdlab.records import Curves, Result, RunConfig, RunResult
 from wdlab.report.text import short
-from wdlab.selection import GAIN, NO_GAIN, REFERENCE, TOO_FEW, criterion, se_diff, select
+from wdlab.selection import GAIN, NO_GAIN, REFERENCE, TOO_FEW, criterion, select
+from wdlab.stats import se_diff
 
 EVALS = [0, 2, 4]
 

@@ -43,6 +43,7 @@ LAYERS = [
         "wdlab.stats",
         "wdlab.usercode",
         "wdlab.numerics",
+        "wdlab.curves",
         "wdlab.inputs",
     },
 ]

@@ -39,7 +39,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from wdlab.records import RunConfig, RunResult
-from wdlab.selection import Criterion, Scores, decays, run_scores, se_diff
+from wdlab.selection import Criterion, Scores, decays, run_scores
+from wdlab.stats import se_diff
 
 MAX_RUNGS = 3  # rungs by default (with η = 3 the first is near 1/27 of the epochs)
 Cell = tuple[str, float, float]  # (mode, lr, weight decay)

@@ -16,28 +16,21 @@ load, and a newer version is refused in one line.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from torch import Tensor
 
+from wdlab.curves import DIAGNOSTIC_PREFIX as DIAGNOSTIC_PREFIX
+from wdlab.curves import PER_EPOCH as PER_EPOCH
+from wdlab.curves import Curves as Curves
+from wdlab.curves import is_per_epoch as is_per_epoch
+from wdlab.curves import nan_of
 from wdlab.decay.modes import check_mode, check_pairing, check_weight_decay, get_mode
 
 SCHEMA = "wdlab.results"
 SCHEMA_VERSION = 2
-PER_EPOCH = ("train_loss", "weight_norm")  # recorded every epoch; the rest at evaluations
-DIAGNOSTIC_PREFIX = "diag."  # diagnostics' series (wdlab.diagnostics) are per epoch too
-
-
-def is_per_epoch(name: str) -> bool:
-    """Whether series ``name`` has one value per epoch (else one per evaluation)."""
-    return name in PER_EPOCH or name.startswith(DIAGNOSTIC_PREFIX)
-
-
-def _nan(v: Any) -> Any:
-    """JSON's null back to NaN (JSON has no NaN; results files write null)."""
-    return math.nan if v is None else v
 
 
 @dataclass(frozen=True)
@@ -94,71 +87,6 @@ class RunConfig:
             seed=d.get("seed", 0),
             label=d.get("label", ""),
         )
-
-
-@dataclass(eq=False)
-class Curves(Mapping[str, list]):
-    """A run's curves: ``series`` by name, on two epoch axes.
-
-    Series named in :data:`PER_EPOCH` (and diagnostics, ``diag.…``) have one value per
-    ``epoch``; every other series has one value per ``eval_epoch`` (the evaluations, made with
-    the weights after that epoch's update).
-    ``curves["name"]`` reads ``epoch``, ``eval_epoch`` or a series, as a dict would.
-    """
-
-    epoch: list[int] = field(default_factory=list)
-    eval_epoch: list[int] = field(default_factory=list)
-    series: dict[str, list[float]] = field(default_factory=dict)
-
-    def __getitem__(self, key: str) -> list:
-        if key == "epoch":
-            return self.epoch
-        if key == "eval_epoch":
-            return self.eval_epoch
-        return self.series[key]
-
-    def __iter__(self) -> Iterator[str]:
-        per_epoch = [k for k in self.series if is_per_epoch(k)]
-        per_eval = [k for k in self.series if not is_per_epoch(k)]
-        yield from ["epoch", *per_epoch, "eval_epoch", *per_eval]
-
-    def __len__(self) -> int:
-        return 2 + len(self.series)
-
-    def __repr__(self) -> str:
-        """A short summary: the epochs, the evaluations and the series' names."""
-        names = ", ".join(self.series)
-        return f"Curves({len(self.epoch)} epochs, {len(self.eval_epoch)} evaluations: {names})"
-
-    def axis(self, name: str) -> list[int]:
-        """The epochs of series ``name``: every epoch, or the evaluation epochs."""
-        return self.epoch if is_per_epoch(name) else self.eval_epoch
-
-    def upto(self, epochs: int) -> Curves:
-        """The curves of the first ``epochs`` epochs (a run that stopped there)."""
-        n_epoch = sum(e < epochs for e in self.epoch)
-        n_eval = sum(e < epochs for e in self.eval_epoch)
-        series = {k: v[: n_epoch if is_per_epoch(k) else n_eval] for k, v in self.series.items()}
-        return Curves(self.epoch[:n_epoch], self.eval_epoch[:n_eval], series)
-
-    def cut(self, epoch: int) -> None:
-        """NaN from ``epoch`` on (a run that diverged there)."""
-        for name, values in self.series.items():
-            self.series[name] = [
-                v if e < epoch else math.nan for e, v in zip(self.axis(name), values, strict=True)
-            ]
-
-    def to_dict(self) -> dict[str, list]:
-        """JSON-ready form: ``epoch``, the per-epoch series, ``eval_epoch``, the rest."""
-        return {k: list(self[k]) for k in self}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, list]) -> Curves:
-        """The inverse of :meth:`to_dict` (JSON nulls become NaN)."""
-        series = {
-            k: [_nan(v) for v in vs] for k, vs in d.items() if k not in ("epoch", "eval_epoch")
-        }
-        return cls(list(d.get("epoch", [])), list(d.get("eval_epoch", [])), series)
 
 
 @dataclass
@@ -219,7 +147,7 @@ class RunResult:
         return cls(
             config=RunConfig.from_dict(d["config"]),
             curves=Curves.from_dict(d.get("curves") or {}),
-            final={k: _nan(v) for k, v in (d.get("final") or {}).items()},
+            final={k: nan_of(v) for k, v in (d.get("final") or {}).items()},
             status=d.get("status", "done"),
             diverged_epoch=d.get("diverged_epoch"),
             best=dict(d.get("best") or {}),
@@ -312,7 +240,11 @@ class Result:
             return f"manual vs builtin: {same}"
         rows = [s for s in self.selection if not is_reference(s)]
         if not rows:
-            return "no weight decay chosen" + ("" if self.selection else " (no validation split)")
+            return (
+                no_choice(self.runs, self.counts)
+                if not self.selection
+                else "no weight decay chosen"
+            )
         answers = {use_text(s) for s in rows}
         if len(rows) > 1 and len(answers) == 1:
             n = "both" if len(rows) == 2 else f"all {len(rows)}"
@@ -379,7 +311,7 @@ class Result:
             config=dict(doc.get("config") or {}),
             data=dict(doc.get("data") or {}),
             decay_table=doc.get("decay_table"),
-            selection=[{k: _nan(v) for k, v in s.items()} for s in doc.get("selection") or []],
+            selection=[{k: nan_of(v) for k, v in s.items()} for s in doc.get("selection") or []],
             checks={k: Check.from_dict(c) for k, c in (doc.get("checks") or {}).items()},
             seconds=doc.get("seconds") or 0.0,
             halving=dict(doc.get("halving") or {}),
@@ -404,6 +336,24 @@ def use_text(row: Mapping[str, Any]) -> str:
     if row.get("better_than_zero"):
         return f"wd {use_wd(row):g} (better than wd = 0)"
     return "wd 0 (no measurable gain)"
+
+
+def no_choice(runs: Sequence[RunResult], counts: Mapping[str, int] | None = None) -> str:
+    """Why no weight decay is chosen from ``runs`` (``counts``: runs per status, failed ones
+    too): no run finished, there is no validation split, or none has a finite score on every
+    seed."""
+    counts = {k: n for k, n in (counts or _status_counts(list(runs))).items() if n}
+    each = ", ".join(f"{n} {k}" for k, n in counts.items())
+    if not counts.get("done"):
+        ended = set(counts) <= {"diverged", "failed"} and counts
+        why = f"every run {' or '.join(counts)}" if ended else f"no run finished ({each})"
+        why = (why + (f" ({each})" if ended and len(counts) > 1 else "")) if each else "no run"
+    elif not any(k.startswith("val_") for r in runs if r.status == "done" for k in r.final):
+        why = "no validation split (the article's data has train/test only)"
+    else:
+        why = "no weight decay has a finite validation score on every seed (each diverged or "
+        why += "failed on some seed)"
+    return f"{why}: no weight decay is chosen"
 
 
 def _status_counts(runs: list[RunResult]) -> dict[str, int]:

@@ -49,8 +49,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from wdlab.decay.modes import get_mode
-from wdlab.records import RunResult
-from wdlab.stats import t_sf
+from wdlab.records import RunResult, use_wd
+from wdlab.stats import Paired as Paired
+from wdlab.stats import paired
 from wdlab.tasks import get_task
 
 NO_GAIN = "no measurable gain from weight decay here"
@@ -63,9 +64,6 @@ ALPHA = 0.05
 #: Seeds a verdict needs: with two, the t-test has one degree of freedom and no way to see
 #: whether the differences are anywhere near normal; below it the verdict is "too few seeds".
 MIN_SEEDS = 3
-#: Seed-by-seed differences whose spread is below this fraction of the scores have none (the
-#: metrics are float32: a few units of its rounding, 1.2e-7).
-SPREAD = 1e-6
 #: Whether higher is better, for the metric keys wdlab records.
 HIGHER = {"acc": True, "r2": True, "loss": False, "rmse": False}
 #: Display names of the metric keys.
@@ -167,9 +165,16 @@ def selection_rule(selection: Sequence[Mapping[str, Any]]) -> str:
     return describe(selection_criterion(selection), max(s["seeds"] for s in selection), pruned)
 
 
+def use_tau(row: Mapping[str, Any]) -> float:
+    """τ_epoch of the weight decay a row recommends (:func:`~wdlab.records.use_wd`): its
+    chosen one's where that beat wd = 0; NaN where it recommends wd = 0 (no decay, no
+    timescale), whatever the chosen one's. (The row's ``tau_epoch`` is the chosen one's.)"""
+    return _finite_or_nan(row.get("tau_epoch")) if use_wd(row) != 0 else math.nan
+
+
 def has_timescale(selection: Sequence[Mapping[str, Any]]) -> bool:
-    """Whether any row's τ_epoch is defined (a table then shows the column)."""
-    return any(math.isfinite(s.get("tau_epoch", math.nan)) for s in selection)
+    """Whether any row's :func:`use_tau` is defined (a table then shows the column)."""
+    return any(math.isfinite(use_tau(s)) for s in selection)
 
 
 def run_scores(run: RunResult, c: Criterion) -> tuple[float, float, int | None]:
@@ -210,42 +215,6 @@ def _last(epochs: list[int]) -> int | None:
 def _mean(scores: Scores, part: int = 0) -> float:
     vals = [s[part] for s in scores.values() if math.isfinite(s[part])]
     return statistics.fmean(vals) if vals else math.nan
-
-
-def se_diff(a: Scores, b: Scores) -> float:
-    """The standard error of the seed-by-seed differences of validation scores a − b
-    (sample std over √n, over the seeds both have); NaN with fewer than two."""
-    d = [a[s][0] - b[s][0] for s in sorted(set(a) & set(b))]
-    d = [x for x in d if math.isfinite(x)]
-    return statistics.stdev(d) / math.sqrt(len(d)) if len(d) >= 2 else math.nan
-
-
-@dataclass(frozen=True)
-class Paired:
-    """A one-sided paired comparison "a beats b" over n common seeds: the mean gain (in the
-    better direction), its standard error and the p-value (NaN with fewer than two seeds)."""
-
-    n: int
-    gain: float
-    se: float
-    p: float
-
-
-def paired(a: Scores, b: Scores, higher: bool) -> Paired:
-    """The one-sided paired t-test (n − 1 degrees of freedom) that a's validation scores beat
-    b's, seed by seed (a lead with no spread beyond float32 rounding: p = 0, or 1 if none)."""
-    pairs = [(a[s][0], b[s][0]) for s in sorted(set(a) & set(b))]
-    pairs = [(x, y) for x, y in pairs if math.isfinite(x) and math.isfinite(y)]
-    d = [(x - y) if higher else (y - x) for x, y in pairs]
-    n = len(d)
-    if n < 2:
-        return Paired(n, d[0] if d else math.nan, math.nan, math.nan)
-    g, sd = statistics.fmean(d), statistics.stdev(d)
-    se = sd / math.sqrt(n)
-    tol = SPREAD * max(1e-30, *(abs(v) for pair in pairs for v in pair))
-    if sd <= tol:  # the same lead on every seed: t is ±infinite, or 0/0 (no lead at all)
-        return Paired(n, g, se, 0.0 if g > tol else 1.0)
-    return Paired(n, g, se, t_sf(g / se, n - 1))
 
 
 def _ties(a: Scores, best: Scores, higher: bool) -> bool:

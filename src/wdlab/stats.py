@@ -1,4 +1,5 @@
-"""Student's t distribution, without scipy: its upper tail and its quantiles.
+"""Student's t distribution, without scipy: its upper tail and its quantiles; the one-sided
+paired t-test over seeds that the verdicts use (:func:`paired`).
 
 The tail is the regularized incomplete beta function, ``P(T > t) = I_x(df/2, 1/2) / 2`` with
 ``x = df / (df + t²)``, evaluated by its continued fraction (modified Lentz; Numerical Recipes
@@ -10,9 +11,17 @@ to the closed forms for df = 1 and df = 2.
 from __future__ import annotations
 
 import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 _EPS = 1e-16
 _TINY = 1e-300
+#: Seed-by-seed differences whose spread is below this fraction of the scores have none (the
+#: metrics are float32: a few units of its rounding, 1.2e-7).
+SPREAD = 1e-6
+
+SeedScores = Mapping[int, Sequence[float]]  # seed -> (validation score, ...)
 
 
 def _beta_fraction(a: float, b: float, x: float) -> float:
@@ -85,3 +94,42 @@ def t_quantile(q: float, df: float) -> float:
         if hi - lo <= 1e-15 * hi:
             break
     return 0.5 * (lo + hi)
+
+
+# -- the paired comparison over seeds that wdlab.selection's verdicts use ------------------
+
+
+def se_diff(a: SeedScores, b: SeedScores) -> float:
+    """The standard error of the seed-by-seed differences of validation scores a − b
+    (sample std over √n, over the seeds both have); NaN with fewer than two."""
+    d = [a[s][0] - b[s][0] for s in sorted(set(a) & set(b))]
+    d = [x for x in d if math.isfinite(x)]
+    return statistics.stdev(d) / math.sqrt(len(d)) if len(d) >= 2 else math.nan
+
+
+@dataclass(frozen=True)
+class Paired:
+    """A one-sided paired comparison "a beats b" over n common seeds: the mean gain (in the
+    better direction), its standard error and the p-value (NaN with fewer than two seeds)."""
+
+    n: int
+    gain: float
+    se: float
+    p: float
+
+
+def paired(a: SeedScores, b: SeedScores, higher: bool) -> Paired:
+    """The one-sided paired t-test (n − 1 degrees of freedom) that a's validation scores beat
+    b's, seed by seed (a lead with no spread beyond float32 rounding: p = 0, or 1 if none)."""
+    pairs = [(a[s][0], b[s][0]) for s in sorted(set(a) & set(b))]
+    pairs = [(x, y) for x, y in pairs if math.isfinite(x) and math.isfinite(y)]
+    d = [(x - y) if higher else (y - x) for x, y in pairs]
+    n = len(d)
+    if n < 2:
+        return Paired(n, d[0] if d else math.nan, math.nan, math.nan)
+    g, sd = statistics.fmean(d), statistics.stdev(d)
+    se = sd / math.sqrt(n)
+    tol = SPREAD * max(1e-30, *(abs(v) for pair in pairs for v in pair))
+    if sd <= tol:  # the same lead on every seed: t is ±infinite, or 0/0 (no lead at all)
+        return Paired(n, g, se, 0.0 if g > tol else 1.0)
+    return Paired(n, g, se, t_sf(g / se, n - 1))

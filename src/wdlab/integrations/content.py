@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from wdlab.records import Result, RunConfig, RunResult, is_per_epoch
+from wdlab.records import Result, RunConfig, RunResult, is_per_epoch, no_choice
 
 
 def run_name(c: RunConfig) -> str:
@@ -78,7 +78,7 @@ def selection_markdown(result: Result) -> str:
         "| " + " | ".join(_cell(s.get(k)) for k, _ in SELECTION_COLUMNS) + " |"
         for s in result.selection
     ]
-    return "\n".join([head, rule, *rows]) if rows else "no selection (no validation split)"
+    return "\n".join([head, rule, *rows]) if rows else no_choice(result.runs, result.counts)
 
 
 def _cell(v: object) -> str:

@@ -54,6 +54,7 @@ class Job:
         self.lease = LEASE_SECONDS
         self.steps_per_epoch = 1
         self.weights: Path | None = None  # the study folder, where runs' weights are kept
+        self.keep = "none"  # train.keep: what the weights written are kept under
         self.bar: Any = None
         self.epochs = int(train_kwargs["epochs"])
         self.rungs: tuple[int, ...] = tuple(train_kwargs.get("rungs", ()))
@@ -170,7 +171,8 @@ class Job:
             checkpoints.write(self.directory, batch.name, state, self.source)
             name = batch.name
         if self.weights is not None:  # before the runs count as done (not those paused)
-            save_weights(self.weights, [r for r in results if r.status != "paused"], self.source)
+            finished = [r for r in results if r.status != "paused"]
+            save_weights(self.weights, finished, self.source, self.keep)
         now = time.perf_counter()
         saved = self.store.save_batch(
             results, seconds=now - self.mark, owner=self.owner, checkpoint=name

@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from wdlab.store import DB_NAME, Store, StoreError
@@ -71,16 +71,44 @@ def check_outputs(
         raise ValueError(f"{path} exists and {why}; {how}")
 
 
-def record_outputs(folder: str | Path, paths: Iterable[str | Path], source: str) -> None:
-    """Record ``paths`` (files just written into ``folder``) as written for ``source``."""
+def record_outputs(
+    folder: str | Path,
+    paths: Iterable[str | Path],
+    source: str,
+    note: Mapping[str, str] | None = None,
+) -> None:
+    """Record ``paths`` (files just written into ``folder``) as written for ``source``, with
+    ``note`` (more facts about each, e.g. the ``keep`` a weights file was written under)."""
     folder = Path(folder)
     written = _manifest(folder)
     for p in map(Path, paths):
         if p.parent.resolve() == folder.resolve() and p.is_file():
-            written[p.name] = {"source": source, "sha256": _digest(p)}
+            written[p.name] = {**(note or {}), "source": source, "sha256": _digest(p)}
+    _write_manifest(folder, written)
+
+
+def _write_manifest(folder: Path, written: Mapping[str, Mapping[str, str]]) -> None:
+    """Replace the record of ``folder`` with ``written`` (never half written)."""
     tmp = folder / f"{MANIFEST}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(written, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, folder / MANIFEST)
+
+
+def written_outputs(folder: str | Path) -> dict[str, dict[str, str]]:
+    """What the record of ``folder`` says of each file wdlab wrote there (a copy)."""
+    return _manifest(Path(folder))
+
+
+def forget_outputs(folder: str | Path, names: Iterable[str]) -> None:
+    """Drop ``names`` (files just deleted from ``folder``) from its record."""
+    folder = Path(folder)
+    written = _manifest(folder)
+    gone = [n for n in names if n in written]
+    if not gone:
+        return
+    for n in gone:
+        del written[n]
+    _write_manifest(folder, written)
 
 
 def _what(other: str, source: str) -> str:

@@ -50,7 +50,7 @@ from wdlab.pipelines.outputs import check_outputs, record_outputs
 from wdlab.pipelines.results import SweepResult
 from wdlab.pipelines.segments import check_pruning, has_validation
 from wdlab.pipelines.userdata import data_fingerprint
-from wdlab.pipelines.weights import kept_runs, prune_weights
+from wdlab.pipelines.weights import factory_home, kept_runs, prune_weights
 from wdlab.records import RunConfig
 from wdlab.selection import Criterion, criterion, study_metric
 from wdlab.store import Store, StoreError, hash_config, worker_id
@@ -237,11 +237,13 @@ def run_study(
     ):
         _init_study(store, study)
         facts = {"name": ds.name, **ds.meta, "decay_table": table, "model_sizes": _sizes(spec)}
+        facts |= factory_home(spec)  # where a factory named by a relative path is found
         store.set_data(facts | {"steps_per_epoch": pace.steps_per_epoch}, ds.task)
         job = Job(store, worker_id(), executor or LocalExecutor(), spec, ds, kw)
         job.lease, job.logs, job.crit, job.prune = lease, logs, crit, study.prune
         job.configs = study.configs  # batches are planned over the whole grid
         job.weights = study.directory if kw.get("keep_params") else None
+        job.keep = _keep(study)
         job.directory = study.directory  # its checkpoint files are recorded as the study's:
         job.source = f"study {store.study()['config_hash']}"  # type: ignore[index]
         job.pace(pace)

@@ -5,18 +5,27 @@ configuration hashed) holds that configuration's state dict as training ended: p
 buffers on the CPU (a tied tensor once, under both names), written with ``torch.save`` and read
 back with ``torch.load(weights_only=True)``: plain tensors, no pickled code runs. A file is
 written to a temporary name and renamed (never half written), and recorded in
-``weights/.wdlab-files.json`` (:mod:`wdlab.pipelines.outputs`); wdlab deletes only files it
-recorded there for this study. Nothing is written anywhere else.
+``weights/.wdlab-files.json`` (:mod:`wdlab.pipelines.outputs`) with the ``keep`` it was written
+under; wdlab deletes only files it recorded there for this study. Nothing is written anywhere
+else.
 
-``keep`` (``wdlab.sweep(keep=)``, ``train.keep``, ``--keep``):
+``keep`` (``wdlab.sweep(keep=)``, ``train.keep``, ``--keep``) decides about the runs a call
+trains, as it trains them:
 
 * ``"best"`` (default): the runs :func:`kept_runs` names, every seed of each: per (mode, lr) the
   weight decay chosen on validation and the one to use (wd = 0's runs where the chosen one
   gains nothing measurable). The choice needs every run, so each batch's files are written as
-  it finishes and the others deleted once the study is whole: the folder briefly holds every
-  run's weights.
+  it finishes (recorded as written under ``keep="best"``) and, once the study is whole, those
+  of them that the choice does not name are deleted: the folder briefly holds every run's
+  weights.
 * ``"all"``: every run's.
-* ``"none"``: none (nothing is written; files already there stay).
+* ``"none"``: none (nothing is written).
+
+Files already there stay whatever ``keep`` says: a study swept again with ``keep="best"``
+after ``keep="all"`` deletes nothing (only files written under ``keep="best"`` and not chosen
+are ever deleted), and ``keep="none"`` deletes nothing. Weights are written only while a run
+trains: a study that is already whole trains nothing again, so sweeping it again with another
+``keep`` adds no file (sweep into a new ``out=`` to have weights that were not kept).
 
 With ``early_stopping`` the runs are still chosen at their best validation epoch, but the
 weights kept are those at the end of training (every epoch trains; the compute is not saved).
@@ -37,8 +46,8 @@ from torch import Tensor, nn
 from wdlab.config import ModelConfig
 from wdlab.decay import get_mode
 from wdlab.models import MODEL_KINDS, ModelSpec
-from wdlab.pipelines.outputs import MANIFEST, _manifest, record_outputs
-from wdlab.records import RunConfig, RunResult, use_wd
+from wdlab.pipelines.outputs import forget_outputs, record_outputs, written_outputs
+from wdlab.records import RunConfig, RunResult, no_choice, use_wd
 from wdlab.store import config_key
 
 FOLDER = "weights"
@@ -51,9 +60,12 @@ def weights_path(directory: str | Path, config: RunConfig) -> Path:
     return Path(directory) / FOLDER / f"{config_key(config)}{SUFFIX}"
 
 
-def save_weights(directory: str | Path, results: Iterable[RunResult], source: str) -> list[Path]:
+def save_weights(
+    directory: str | Path, results: Iterable[RunResult], source: str, keep: str = "all"
+) -> list[Path]:
     """Write the weights of every run in ``results`` that carries them (``params``); record
-    the files as written for ``source`` (the study)."""
+    the files as written for ``source`` (the study) under ``keep`` (``"best"``: to be deleted
+    when the study is whole unless chosen, see :func:`prune_weights`)."""
     folder = Path(directory) / FOLDER
     written = []
     for r in results:
@@ -66,7 +78,7 @@ def save_weights(directory: str | Path, results: Iterable[RunResult], source: st
         os.replace(tmp, path)
         written.append(path)
     if written:
-        record_outputs(folder, written, source)
+        record_outputs(folder, written, source, {"keep": keep})
     return written
 
 
@@ -110,26 +122,33 @@ def kept_runs(runs: Sequence[RunResult], selection: Sequence[dict[str, Any]]) ->
 
 
 def prune_weights(directory: str | Path, keep: Iterable[RunResult], source: str) -> int:
-    """Delete the weights files wdlab wrote for ``source`` in the study folder except those of
-    ``keep``; returns how many were deleted."""
+    """Delete the weights files written for ``source`` under ``keep="best"`` in the study
+    folder, except those of ``keep`` (the chosen runs); returns how many were deleted. Files
+    written under ``keep="all"`` (or recorded without a ``keep``, by wdlab 0.2) stay."""
     folder = Path(directory) / FOLDER
     kept = {weights_path(directory, r.config).name for r in keep}
-    written = _manifest(folder)
-    gone = []
-    for name, entry in written.items():
-        if name not in kept and entry.get("source") == source and name.endswith(SUFFIX):
-            with contextlib.suppress(FileNotFoundError):
-                (folder / name).unlink()
-            gone.append(name)
-    if gone:
-        left = [folder / n for n in written if n not in gone and (folder / n).is_file()]
-        (folder / MANIFEST).unlink(missing_ok=True)
-        record_outputs(folder, left, source)
+    gone = [
+        name
+        for name, entry in written_outputs(folder).items()
+        if name not in kept
+        and name.endswith(SUFFIX)
+        and entry.get("source") == source
+        and entry.get("keep") == "best"
+    ]
+    for name in gone:
+        with contextlib.suppress(FileNotFoundError):
+            (folder / name).unlink()
+    forget_outputs(folder, gone)
     return len(gone)
 
 
-def pick_row(selection: Sequence[dict[str, Any]], mode: str | None, lr: float | None) -> dict:
-    """The selection row of (mode, lr); unnamed, the one with the best validation score."""
+def pick_row(
+    selection: Sequence[dict[str, Any]], mode: str | None, lr: float | None, why: str = ""
+) -> dict:
+    """The selection row of (mode, lr); unnamed, the one with the best validation score.
+    ``why``: why nothing was chosen, for the line where the selection is empty."""
+    if not selection:
+        raise ValueError(f"no trained model to return: {why or 'no weight decay is chosen'}")
     rows = [
         s
         for s in selection
@@ -153,10 +172,18 @@ def kept_files(directory: str | Path | None, runs: Sequence[RunResult]) -> dict[
     return {s: str(p) for s, p in sorted(paths.items()) if p.is_file()}
 
 
+def factory_home(spec: ModelSpec) -> dict[str, str]:
+    """The data fact ``ran_in``, the directory the sweep runs from, where the model is a
+    factory named by a string (a relative ``file.py:make`` is found there again, from any
+    folder, by :func:`model_spec`); nothing otherwise. Not part of the study's identity."""
+    return {"ran_in": os.getcwd()} if isinstance(spec.factory, str) else {}
+
+
 def model_spec(result: Any, factory: Any = None) -> ModelSpec:
     """How to build the study's model: ``factory`` (a callable or ``"file.py:make"``), else
     the spec the sweep ran with (kept in this process), else the stored config's (a built-in
-    kind, or a factory named ``file.py:make`` / ``module:make``)."""
+    kind, or a factory named ``file.py:make`` — found where the sweep ran — or
+    ``module:make``)."""
     sizes = result.data.get("model_sizes") or {}
     kw = {
         "in_dim": sizes.get("in_dim", 0),
@@ -177,10 +204,36 @@ def model_spec(result: Any, factory: Any = None) -> ModelSpec:
             layernorm=cfg.layernorm, batchnorm=cfg.batchnorm, dropout=cfg.dropout, **kw,
         )  # fmt: skip
     if isinstance(named, str) and ":" in named:
-        return ModelSpec("custom", factory=named, label=named, **kw)
+        found = factory_file(named, result.data.get("ran_in"))
+        return ModelSpec("custom", factory=found, label=named, **kw)
     raise ValueError(
         f"the study's model ({named or kind}) cannot be built by name: give factory=, the "
         "function that built it"
+    )
+
+
+GIVE_FACTORY = "give model(factory=…), the function that built it (or 'path/to/file.py:name')"
+
+
+def factory_file(named: str, ran_in: str | None) -> str:
+    """A stored factory ``file.py:make`` with a relative path, as found: in ``ran_in`` (the
+    directory the sweep ran from, where the study records it), else here; one ``ValueError``
+    line where it is in neither. Anything else as it is."""
+    where, _, name = named.rpartition(":")
+    if not where.endswith(".py") or Path(where).is_absolute():
+        return named
+    places = [Path(ran_in)] if ran_in else []
+    for place in [*places, Path.cwd()]:
+        if (place / where).is_file():
+            return f"{place / where}:{name}"
+    looked = (
+        f"in {ran_in} (where the sweep ran) or here ({Path.cwd()})"
+        if ran_in
+        else f"here ({Path.cwd()}), and the study does not record where its sweep ran"
+    )
+    raise ValueError(
+        f"cannot load the study's model factory {named!r}: no file {where} {looked}; "
+        + GIVE_FACTORY
     )
 
 
@@ -195,28 +248,89 @@ def build_trained(
     """The trained ``nn.Module`` of one run of a study (see ``SweepResult.model``)."""
     if result.directory is None:
         raise ValueError("this result has no study folder (out= was not given): no weights kept")
-    row = pick_row(result.selection, mode, lr)
+    row = pick_row(result.selection, mode, lr, no_choice(result.runs, result.counts))
     wd = use_wd(row) if weight_decay is None else float(weight_decay)
-    runs = runs_at(result.runs, row["mode"], row["lr"], wd)
-    seeds = sorted(r.config.seed for r in runs)
-    if not runs or (seed is not None and seed not in seeds):
-        raise ValueError(
-            f"no run of {row['mode']}, lr {row['lr']:g}, wd {wd:g}"
-            + (f", seed {seed}" if seed is not None else "")
-            + f" in the study (seeds: {', '.join(map(str, seeds)) or 'none'})"
-        )
-    run = next(r for r in runs if r.config.seed == (seeds[0] if seed is None else seed))
+    run = the_run(result.runs, row["mode"], row["lr"], wd, seed)
     path = weights_path(result.directory, run.config)
     if not path.is_file():
         raise ValueError(
-            f"the weights of {run.config.name} wd {wd:g} seed {run.config.seed} were not kept "
-            f"({path}): it was trained with keep='none', or keep='best' chose other runs"
+            f"the weights of {run_words(run.config)} were not kept ({path}); "
+            + kept_words(result.directory, result.runs)
         )
     state = load_weights(path)
-    module = model_spec(result, factory).build(run.config.seed)
+    spec = model_spec(result, factory)
+    try:
+        module = spec.build(run.config.seed)
+    except ValueError as exc:  # a factory named by a string that no longer loads
+        if factory is not None or result.spec is not None:
+            raise
+        raise ValueError(f"{exc}; {GIVE_FACTORY}") from None
     try:
         module.load_state_dict(state)
     except RuntimeError as exc:
         first = (str(exc).strip().splitlines() or [""])[0]
         raise ValueError(f"the weights in {path} do not fit the model built: {first}") from None
     return module.eval()
+
+
+def the_run(
+    runs: Sequence[RunResult], mode: str, lr: float, wd: float, seed: int | None
+) -> RunResult:
+    """The run of (mode, lr) at ``wd`` (:func:`runs_at`) with ``seed`` (unnamed: its first);
+    one ``ValueError`` line naming the run asked for and what the study holds there."""
+    at = sorted(runs_at(runs, mode, lr, wd), key=lambda r: r.config.seed)
+    asked = f"{mode} at lr {lr:g}, wd {wd:g}"
+    if at and at[0].config.mode != mode:  # wd = 0: the reference's runs
+        asked += f" (wd = 0: the {at[0].config.mode} reference runs)"
+    if not at:
+        raise ValueError(
+            f"no run of {asked}: the study's weight decays for {mode} at lr {lr:g} are "
+            f"{wds_words(runs, mode, lr)}"
+        )
+    seeds = [r.config.seed for r in at]
+    if seed is not None and seed not in seeds:
+        raise ValueError(
+            f"no run of {asked} with seed {seed}: its seeds are {', '.join(map(str, seeds))}"
+        )
+    return next(r for r in at if seed is None or r.config.seed == seed)
+
+
+def wds_words(runs: Sequence[RunResult], mode: str, lr: float) -> str:
+    """The weight decays the study holds for (mode, lr), in words (wd = 0 from the reference
+    runs named as such); "none" where it holds no run of (mode, lr)."""
+    own = sorted(
+        {r.config.weight_decay for r in runs if (r.config.mode, r.config.lr) == (mode, lr)}
+    )
+    words = [f"{w:g}" for w in own]
+    if 0.0 not in own:
+        ref = [r for r in runs_at(runs, mode, lr, 0.0) if r.config.mode != mode]
+        if ref:
+            words.insert(0, f"0 (the {ref[0].config.mode} reference)")
+    return ", ".join(words) or "none"
+
+
+def run_words(c: RunConfig) -> str:
+    """One run in words: ``decoupled at lr 0.003, wd 0.1, seed 2``."""
+    return f"{c.mode} at lr {c.lr:g}, wd {c.weight_decay:g}, seed {c.seed}"
+
+
+def kept_words(directory: str | Path, runs: Sequence[RunResult], limit: int = 4) -> str:
+    """Which runs' weights the study folder keeps, in words (grouped by mode, lr and weight
+    decay, with their seeds), or why it may keep none."""
+    groups: dict[tuple[str, float, float], list[int]] = {}
+    for r in runs:
+        if weights_path(directory, r.config).is_file():
+            c = r.config
+            groups.setdefault((c.mode, c.lr, c.weight_decay), []).append(c.seed)
+    if not groups:
+        return (
+            "the study keeps no run's weights: it was swept with keep='none' (or the files "
+            "were deleted); weights are written only as runs train, so sweep into a new out= "
+            "with keep='best' or 'all' to have them"
+        )
+    words = [
+        f"{m} at lr {lr:g}, wd {w:g} (seeds {', '.join(map(str, sorted(seeds)))})"
+        for (m, lr, w), seeds in sorted(groups.items())
+    ]
+    more = f"; and {len(words) - limit} more" if len(words) > limit else ""
+    return "the study keeps the weights of " + "; ".join(words[:limit]) + more

@@ -20,10 +20,17 @@ from matplotlib.figure import Figure
 
 from wdlab.decay import formula
 from wdlab.optimizers import class_name
-from wdlab.records import Result, is_reference
+from wdlab.records import Result, is_reference, no_choice
 from wdlab.report.figures import FIGURES
-from wdlab.report.text import compute_text, short, use_cell, verdict_summary, verdict_text
-from wdlab.selection import has_timescale, metric_for, selection_rule
+from wdlab.report.text import (
+    compute_text,
+    engine_line,
+    short,
+    use_cell,
+    verdict_summary,
+    verdict_text,
+)
+from wdlab.selection import has_timescale, metric_for, selection_rule, use_tau
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;
@@ -85,15 +92,15 @@ def headline(result: Result) -> tuple[list[str], list[list[str]]]:
 
 def answer_table(selection: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Per (mode, lr): the weight decay to use (short notation; wd = 0 where decay gained
-    nothing measurable; τ_epoch where defined), the verdict against wd = 0, validation and test
-    beside wd = 0's, and the seeds."""
+    nothing measurable) and its τ_epoch (none at wd = 0), the verdict against wd = 0,
+    validation and test beside wd = 0's, and the seeds."""
     name = selection[0]["metric_name"]
     taus = has_timescale(selection)
     head = ["mode", "lr", "use wd", *(["τ_epoch"] if taus else []), "verdict"]
     head += [f"val {name}", "val at wd = 0", f"test {name} (mean ± std)", "test at wd = 0"]
     rows = []
     for s in selection:
-        tau = [short(s.get("tau_epoch", math.nan))] if taus else []
+        tau = [short(use_tau(s))] if taus else []
         rows.append(
             [
                 s["mode"],
@@ -117,7 +124,8 @@ def _answer_html(result: Result) -> list[str]:
     if not sel:
         if result.kind == "demo":
             return ["<h2>Results</h2>", _table(*headline(result))]
-        note = "No validation split: no weight decay is chosen (never on test). Every run:"
+        why = no_choice(result.runs, result.counts)
+        note = f"{why[:1].upper()}{why[1:]} (never on test). Every run:"
         return ["<h2>Results</h2>", f"<p>{escape(note)}</p>", _table(*headline(result))]
     marks = [
         "ref" if is_reference(s) else ("gain" if s["better_than_zero"] else "nogain") for s in sel
@@ -220,7 +228,8 @@ def write_report(result: Result, out: str | Path) -> dict[str, Path]:
         *fig_html,
         *_checks_html(result),
         *_configuration_html(result),
-        f'<p class="meta">engine: {escape(result.engine_note)}</p></body></html>',
+        *(f'<p class="meta">{escape(e)}</p>' for e in engine_line(result)),
+        "</body></html>",
     ]
     paths["report"] = target / "report.html"
     paths["report"].write_text("\n".join(parts), encoding="utf-8")

@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from wdlab.records import Check, Result, is_reference, use_wd
+from wdlab.records import Check, Result, is_reference, no_choice, use_wd
 from wdlab.selection import (
     ALPHA,
     MIN_SEEDS,
@@ -17,6 +17,7 @@ from wdlab.selection import (
     metric_for,
     selection_criterion,
     selection_rule,
+    use_tau,
 )
 
 MAX_RUNS = 24  # runs listed one by one; more are summarised (wdlab export has each)
@@ -43,7 +44,7 @@ def demo_table(result: Result) -> str:
     lines.append(
         f"manual vs builtin: {verdict}, max |Δ| = {c.max_abs_diff:.3g} over all parameters"
     )
-    lines.append(f"engine: {result.engine_note}")
+    lines += engine_line(result)
     return "\n".join(lines)
 
 
@@ -75,20 +76,19 @@ def experiment_table(result: Result, max_runs: int = MAX_RUNS) -> str:
     compute = compute_text(result.halving)
     if compute:
         lines.append(compute)
-    lines.append(f"engine: {result.engine_note}")
+    lines += engine_line(result)
     return "\n".join(lines)
+
+
+def engine_line(result: Result) -> list[str]:
+    """``engine: …`` (how the runs were trained), or nothing where no run says (none ran)."""
+    return [f"engine: {result.engine_note}"] if result.engine_note else []
 
 
 def _selection_lines(result: Result) -> list[str]:
     sel = result.selection
-    if not sel and not any("val_loss" in r.final for r in result.runs):
-        return [
-            "",
-            "no validation split (the article's data has train/test only): "
-            "no weight decay is chosen",
-        ]
     if not sel:
-        return []
+        return ["", no_choice(result.runs, result.counts)]
     c = selection_criterion(sel)
     taus = has_timescale(sel)
     head = (
@@ -109,9 +109,10 @@ def _selection_lines(result: Result) -> list[str]:
 
 
 def answer_line(s: Mapping[str, Any], tau: bool = True) -> str:
-    """One selection row in one line: mode, lr, the wd to use (and τ_epoch), scores, verdict."""
+    """One selection row in one line: mode, lr, the wd to use (and its τ_epoch: — at wd = 0),
+    scores, verdict."""
     wd = short(use_wd(s))
-    tau_s = f"{short(s.get('tau_epoch', math.nan)):<8} " if tau else ""
+    tau_s = f"{short(use_tau(s)):<8} " if tau else ""
     test = f"{s['test_mean']:.4f} ± {s['test_std']:.4f}"
     return (
         f"{s['mode']:<12} {short(s['lr']):<7} {wd:<7} {tau_s}{s['val']:>7.4f} "

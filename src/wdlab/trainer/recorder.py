@@ -104,7 +104,8 @@ class Recorder:
         if self.index is None:
             return values
         out = torch.full((len(self.configs), *values.shape[1:]), math.nan, device=values.device)
-        out[self.index] = values.to(out.dtype)
+        if len(self.index):  # (none left: every row stopped at once, the engine kept them all)
+            out[self.index] = values.to(out.dtype)
         return out
 
     def eval_value(self, name: str, values: Tensor) -> None:
