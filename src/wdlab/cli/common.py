@@ -113,15 +113,22 @@ def device_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("--device: ")) from None
 
 
-def writable_dir(path: Path, flag: str = "--out", hint: str = "") -> Path:
+def writable_dir(path: Path, flag: str = "--out", hint: str = "", create: bool = True) -> Path:
     """Create ``path`` if needed and check that files can be written there (before any
-    training: a bad ``--out`` is said at once, not after the work). ``hint`` ends the message."""
+    training: a bad ``--out`` is said at once, not after the work). ``hint`` ends the message.
+    ``create=False``: a missing ``path`` is left for the command to make once its own checks
+    pass (a refused command leaves no empty folder); the nearest folder above it is probed."""
     tail = f"; {hint}" if hint else ""
     if path.exists() and not path.is_dir():
         raise UsageError(f"{flag} {path}: is a file, not a folder{tail}")
+    where = path
+    while not create and not where.exists() and where != where.parent:
+        where = where.parent
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".wdlab-write-test-{os.getpid()}"
+        if where.exists() and not where.is_dir():
+            raise NotADirectoryError(20, f"{where} is a file")
+        where.mkdir(parents=True, exist_ok=True)
+        probe = where / f".wdlab-write-test-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:

@@ -76,7 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = experiment_config(args)
     resolve_device(cfg.train.device, "--device")
-    out = writable_dir(Path(args.out))
+    out = writable_dir(Path(args.out), create=False)  # made when the results are written
     check_outputs(out, [*RESULT_FILES, *report_files()], "run", args.force)
     result = run_experiment(
         cfg, progress=show_progress(args), max_configs=_max_configs(args.max_configs)
@@ -111,7 +111,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     executor = make_executor(args.backend, **options)
     if args.backend == "local":
         resolve_device(cfg.train.device, "--device")
-    out = writable_dir(Path(args.out) if args.out else default_out(cfg))
+    out = writable_dir(Path(args.out) if args.out else default_out(cfg), create=False)
     source = study_source(out, hash_config(cfg.identity()))
     check_outputs(out, report_files(), source, args.force)  # before anything is trained
     try:

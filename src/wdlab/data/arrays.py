@@ -261,6 +261,24 @@ def check_values(where: str, value: object) -> None:
             )
 
 
+def check_labels(where: str, y: Tensor, n_classes: int, why: str = "") -> None:
+    """A one-line ``ValueError`` when a class label in ``y`` is outside ``0..n_classes-1``
+    (``where`` names the split, e.g. ``data['val']``; ``why`` says where the count came from)."""
+    if y.numel() == 0 or y.is_floating_point():
+        return
+    low, high = int(y.min()), int(y.max())
+    if low < 0 or high >= n_classes:
+        bad = low if low < 0 else high
+        tail = f" ({why})" if why else ""
+        raise ValueError(f"{where}: label {bad} is outside 0..{n_classes - 1}{tail}")
+
+
+def one_target_column(y: Tensor) -> Tensor:
+    """Targets of shape ``(n, 1)`` as ``(n,)``: one target per example, as the losses take
+    them (other shapes are left as they are)."""
+    return y.reshape(-1) if y.dim() == 2 and y.shape[1] == 1 else y
+
+
 def subsample_train(ds: Dataset, size: int, seed: int, key: str = "train_size") -> Dataset:
     """``ds`` with a seeded random subsample of ``size`` training rows (kept in their order);
     validation and test are unchanged. The facts (``meta``) record the sizes."""

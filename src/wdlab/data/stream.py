@@ -56,7 +56,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from wdlab.data.arrays import check_values
+from wdlab.data.arrays import check_labels, check_values
 from wdlab.data.batches import Batch, Inputs, Layout, apply, as_inputs, batch_of, to_device
 from wdlab.data.loaders import FactorySource, LoaderSource, known_length
 from wdlab.data.seeds import GlobalRandom, derive
@@ -230,7 +230,8 @@ class TensorStream:
         return TensorStream(self.split, self.X, self.y, **kw)
 
     def with_classes(self, n_classes: int) -> TensorStream:
-        """The same split (tensors were checked whole when the classes were counted)."""
+        """The same split, its labels checked against ``n_classes`` (all of them, at once)."""
+        check_labels(f"data[{self.split!r}]", self.y.cpu(), n_classes, f"{n_classes} classes")
         return self
 
     @property

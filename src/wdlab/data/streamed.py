@@ -45,6 +45,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, IterableDataset, Subset, TensorDataset
 
+from wdlab.data.arrays import check_labels, check_values, one_target_column
 from wdlab.data.batches import Batch, Inputs, Layout, apply, as_inputs, batch_of, pair, parts
 from wdlab.data.loaders import FactorySource, LoaderSource, over, unseeded_shuffle, wrap
 from wdlab.data.seeds import GlobalRandom, derive
@@ -158,7 +159,9 @@ def held(splits: Mapping[str, Any]) -> bool:
 def tensors(split: str, obj: tuple[Any, Any]) -> TensorSource:
     """A checked :class:`TensorSource` from an ``(X, y)`` pair of tensors or arrays."""
     x, y = batch_of(obj, f"data[{split!r}]")
-    return TensorSource(split, x, y)
+    check_values(f"data[{split!r}] inputs", x)  # every tensor of a tuple or a dict
+    check_values(f"data[{split!r}] targets", y)
+    return TensorSource(split, x, one_target_column(y))
 
 
 def source(
@@ -400,6 +403,8 @@ def _stream(
 ) -> Stream | TensorStream:
     if isinstance(src, TensorSource):
         y = src.y.to(targets)
+        if n_classes:
+            check_labels(f"data[{src.split!r}]", y, n_classes, f"{n_classes} classes")
         return TensorStream(src.split, src.X, y, batch_size=batch_size, seed=seed, device=device)
     return Stream(
         src.split,

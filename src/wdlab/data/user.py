@@ -15,8 +15,9 @@ augmentation each epoch, memory independent of the data's size).
 Without a validation split, one is drawn from the training rows (seeded, 20%) and the data
 facts say so: weight decay is never chosen on test. Floating inputs become float32; integer
 inputs stay integer (token ids). Targets of an integer dtype are classes (multiclass:
-cross-entropy over the model's outputs); floating targets are regression (MSE), unless ``task``
-says otherwise.
+cross-entropy over the model's outputs; labels 0..n−1, a negative one is refused); floating
+targets are regression (MSE), unless ``task`` says otherwise. Targets of shape ``(n, 1)`` are
+one target per example, as ``(n,)``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from wdlab.data.arrays import check_values
+from wdlab.data.arrays import check_labels, check_values, one_target_column
 from wdlab.data.batches import Layout, as_inputs, parts
 from wdlab.data.dataset import Dataset
 from wdlab.data.stream import Stream
@@ -75,8 +76,7 @@ def _sources(splits: Mapping[str, Any], seed: int) -> dict[str, Any]:
 def _read(split: str, src: Any, seed: int, progress: bool, room: float) -> Pair:
     """(X, y) of one split, every example once in a fixed order; ``room``: bytes left. With a
     known length the tensors are allocated once and filled (peak: the split plus one batch)."""
-    if isinstance(src, TensorSource):  # checked before float64 is rounded to float32
-        check_values(f"data[{split!r}] inputs", src.X)
+    if isinstance(src, TensorSource):  # checked (before float64 is rounded to float32)
         return as_inputs(src.X), src.y  # type: ignore[return-value]
     n = items(src)
     xs: list[Tensor] = []
@@ -141,8 +141,10 @@ def from_splits(
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
     as_y = (lambda y: y.long()) if task == "multiclass" else (lambda y: y.float())
-    ys = {k: as_y(y) for k, (_, y) in pairs.items()}
+    ys = {k: as_y(one_target_column(y)) for k, (_, y) in pairs.items()}
     n_classes = int(max(int(y.max()) for y in ys.values()) + 1) if task == "multiclass" else 1
+    for k, y in ys.items() if task == "multiclass" else ():  # classes are numbered from 0
+        check_labels(f"data[{k!r}]", y, n_classes, f"{n_classes} classes, numbered from 0")
     return Dataset(
         name=name,
         task=task,

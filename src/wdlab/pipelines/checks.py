@@ -10,7 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from wdlab.config_keys import ordered_pairs
 from wdlab.data import Dataset
@@ -56,6 +56,16 @@ def check_arguments(
             raise ValueError(f"out: expected a folder path, got {type(out).__name__}")
         if Path(out).exists() and not Path(out).is_dir():
             raise ValueError(f"out: {out} is a file, not a study folder; choose another out=")
+
+
+def check_model(model: object) -> None:
+    """A one-line ``ValueError`` for a module instance given where a factory is expected (each
+    configuration and seed builds its own model)."""
+    if isinstance(model, nn.Module):
+        raise ValueError(
+            "model must be a function that returns an nn.Module (or a ModelSpec or a kind); got "
+            f"an nn.Module instance: pass a factory, e.g. lambda: {type(model).__name__}()"
+        )
 
 
 def decay_rule(rule: object) -> DecayRule:

@@ -27,7 +27,13 @@ from wdlab.models import ModelSpec
 from wdlab.pipelines import checks, experiment
 from wdlab.pipelines.results import SweepResult
 from wdlab.pipelines.study import DEFAULT_MAX_MEMORY_MB, Study, run_study
-from wdlab.pipelines.userdata import data_identity, data_sizes, streamed_splits, with_classes
+from wdlab.pipelines.userdata import (
+    data_identity,
+    data_sizes,
+    declared,
+    streamed_splits,
+    with_classes,
+)
 from wdlab.tasks import Metric, Task, custom_task, get_task
 from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT, code_fingerprint
 
@@ -166,9 +172,12 @@ def user_data(
 ) -> Dataset | StreamedData:
     """The data of :func:`sweep` (and :func:`wdlab.optuna.optimize`), checked: tensors held,
     Datasets and DataLoaders streamed (``streamed``: ``batch_size``, ``n_classes``,
-    ``progress``), with their classes; ``table``: how to read a .csv/.parquet path (target,
-    features, impute, categorical)."""
+    ``progress``), with their classes (``n_classes`` declared for tensors: their labels checked
+    against it); ``table``: how to read a .csv/.parquet path (target, features, impute,
+    categorical)."""
+    checks.check_model(model)  # before the data are read
     ds = checks.checked_data(lambda d: resolve_data(d, *table, stream=streamed), data)
+    ds = declared(ds, streamed.get("n_classes"))
     return with_classes(ds, model, timeout, resolve_model)
 
 
@@ -270,6 +279,7 @@ def resolve_model(
 ) -> tuple[ModelSpec, str]:
     """The ModelSpec for ``model``, sized to the data, and how to name the model. A factory
     becomes a ``custom`` spec: it is built the one way ``wdlab sweep --model`` builds it."""
+    checks.check_model(model)
     sizes = data_sizes(ds, builtin=isinstance(model, str) and ":" not in model)
     if isinstance(model, ModelSpec):
         return model, model.describe()

@@ -49,7 +49,7 @@ from wdlab.pipelines.memory import bytes_per_config, check_budget, meta_build
 from wdlab.pipelines.outputs import check_outputs, record_outputs
 from wdlab.pipelines.results import SweepResult
 from wdlab.pipelines.segments import check_pruning, has_validation
-from wdlab.pipelines.userdata import data_fingerprint
+from wdlab.pipelines.userdata import data_fingerprint, fit_outputs
 from wdlab.pipelines.weights import factory_home, kept_runs, prune_weights
 from wdlab.records import RunConfig
 from wdlab.selection import Criterion, criterion, study_metric
@@ -159,12 +159,11 @@ def run_sweep(
     config = validate(config)
     out = Path(out) if out is not None else default_out(config)
     ds, spec, train_kwargs = _prepare(config, max_configs, progress)
-    identity = config.identity()
+    identity, stored = config.identity(), config.to_dict()
     if is_data_function(config.data.source):  # the function's data, not only its name
-        identity["data"]["fingerprint"] = data_fingerprint(ds)
-    study = Study(
-        out, name or out.name, config.to_dict(), identity, ds, spec, grid(config), train_kwargs
-    )
+        for d in (identity, stored):  # stored too: a changed one is named (_init_study)
+            d["data"]["fingerprint"] = data_fingerprint(ds)
+    study = Study(out, name or out.name, stored, identity, ds, spec, grid(config), train_kwargs)
     return run_study(
         study,
         executor=executor,
@@ -213,9 +212,10 @@ def run_study(
     and return the whole study as read back from its store (else :class:`IncompleteStudy`)."""
     t0 = time.perf_counter() if t0 is None else t0
     lease = lease_of(lease_seconds)
+    model = _template(study)  # for memory and the table (a user's factory: checked, identified)
+    study.data, study.train_kwargs = fit_outputs(model, study.data, study.train_kwargs)
     ds, spec = study.data, study.spec
     kw, crit, pace = _stopping(study)  # the rungs and early stopping: checked before the store
-    model = _template(study)  # for memory and the table (a user's factory: checked, identified)
     per_config = bytes_per_config(
         spec,
         ds,
@@ -351,7 +351,10 @@ def differences(stored: Mapping[str, Any], new: Mapping[str, Any], limit: int = 
 
 
 _MISSING = object()
-_MEANS = {"model.fingerprint": "the model built: its structure, initial weights or code"}
+_MEANS = {
+    "model.fingerprint": "the model built: its structure, initial weights or code",
+    "data.fingerprint": "the data: their values, splits or loaders",
+}
 
 
 def _value(v: Any) -> str:

@@ -6,16 +6,22 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import math
+import warnings
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from typing import Any
 
 import torch
+from torch import nn
 
-from wdlab.data import Dataset, Stream, StreamedData, stream_splits
+from wdlab.data import Dataset, Stream, StreamedData, TensorStream, stream_splits
+from wdlab.data.arrays import check_labels
 from wdlab.data.batches import call
 from wdlab.data.streamed import count_classes
 from wdlab.inputs import shapes
 from wdlab.models import ModelSpec
+from wdlab.tasks import TASKS
 
 
 def streamed_splits(
@@ -31,6 +37,19 @@ def streamed_splits(
     return stream_splits(
         splits, batch_size=batch_size, n_classes=n_classes, progress=progress, count_classes=False
     )
+
+
+def declared(ds: Dataset | StreamedData, n_classes: int | None) -> Dataset | StreamedData:
+    """Classes held in memory with ``n_classes`` declared: every split's labels checked
+    against it (one ``ValueError`` line naming the split and the label), and the count
+    taken (classes absent from the data keep their outputs)."""
+    if n_classes is None or not isinstance(ds, Dataset) or ds.task != "multiclass":
+        return ds
+    if isinstance(n_classes, bool) or not isinstance(n_classes, int) or n_classes < 1:
+        raise ValueError(f"n_classes must be a positive integer, got {n_classes!r}")
+    for split, (_, y) in ds.splits().items():
+        check_labels(f"data[{split!r}]", y, n_classes, f"n_classes={n_classes}")
+    return replace(ds, n_classes=n_classes, meta=dict(ds.meta))
 
 
 def with_classes(
@@ -65,6 +84,114 @@ def with_classes(
     if width < 1:
         raise ValueError(f"the model's outputs have shape {tuple(out.shape)}: no classes")
     return ds.with_classes(int(width))
+
+
+def fit_outputs(
+    model: nn.Module, ds: Dataset | StreamedData, train_kwargs: dict[str, Any]
+) -> tuple[Dataset | StreamedData, dict[str, Any]]:
+    """The data and the trainer's keywords as ``model``'s outputs fit them, checked before
+    anything is stored: one logit per class (fewer is one ``ValueError`` line naming the
+    label, more a warning), one output per regression target, and 1 output for a binary
+    target, or 2: then 2-class cross-entropy, as 0/1 class tensors train. Unchecked where the
+    user's loss reads the outputs, where the model is a built-in kind (sized to the data) and
+    where one forward fails (the memory estimate says why)."""
+    task = train_kwargs.get("task")
+    if task is not None and task.loss_grad is None:  # the user's own loss
+        return ds, train_kwargs
+    width = _output_width(model, ds)
+    if width is None:
+        return ds, train_kwargs
+    said = f"the model outputs {width} value{'s' if width > 1 else ''}"
+    if ds.task == "multiclass":
+        _fit_classes(said, width, ds)
+    elif ds.task == "binary" and width == 2 and isinstance(ds, Dataset):
+        return _two_classes(ds, train_kwargs)
+    elif ds.task == "binary" and width != 1:
+        how = "" if isinstance(ds, Dataset) else "; or give task multiclass (--task multiclass)"
+        raise ValueError(
+            f"{said}; the data have a binary target: 1 output (its logit), or 2 (2-class "
+            f"cross-entropy){how}"
+        )
+    elif ds.task == "regression":
+        y = ds.y_train if isinstance(ds, Dataset) else ds.probe[1] if ds.probe else None
+        targets = 1 if y is None or y.dim() < 2 else math.prod(y.shape[1:])
+        if width != targets:
+            plural = "s" if targets > 1 else ""
+            raise ValueError(
+                f"{said}; the data have {targets} target{plural} per example: the model's "
+                f"last layer must have {targets} output{plural}"
+            )
+    return ds, train_kwargs
+
+
+def _output_width(model: nn.Module, ds: Dataset | StreamedData) -> int | None:
+    """The width of ``model``'s outputs on one training example (None: not known, or outputs
+    that are not one row per example)."""
+    if any(p.is_meta for p in model.parameters()):  # a built-in kind: sized to the data
+        return None
+    x = ds.example if isinstance(ds, StreamedData) else ds.X_train[:1]
+    modes = {m: m.training for m in model.modules()}
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            out = call(model.eval(), x)
+    except Exception:  # the memory estimate runs it again and says why, in one line
+        return None
+    finally:
+        for m, training in modes.items():
+            m.training = training
+    if not isinstance(out, torch.Tensor) or out.dim() not in (1, 2) or out.shape[0] != 1:
+        return None
+    return 1 if out.dim() == 1 else int(out.shape[1])
+
+
+def _fit_classes(said: str, width: int, ds: Dataset | StreamedData) -> None:
+    """Refuse a model with fewer outputs than the data's classes (naming a label beyond them);
+    warn when it has more."""
+    n = ds.n_classes
+    if width > n:
+        warnings.warn(
+            f"{said}; the data have {n} classes (labels 0..{n - 1}): outputs {n}..{width - 1} "
+            "are never a target (expected only where those classes exist but are absent here)",
+            UserWarning,
+            stacklevel=4,
+        )
+    if width >= n:
+        return
+    held = _held_labels(ds)
+    top = int(held["train"].max()) if "train" in held else width
+    if top < width:  # the training labels fit: another split holds a label beyond them
+        split, bad = next((k, int(y.max())) for k, y in held.items() if y.max() >= width)
+        raise ValueError(
+            f"{said}, one per class; data[{split!r}] holds label {bad}, outside 0..{width - 1} "
+            f"(the training labels are 0..{top})"
+        )
+    raise ValueError(
+        f"{said}; the data have {n} classes (labels 0..{n - 1}): the model's last layer must "
+        f"have {n} outputs"
+    )
+
+
+def _held_labels(ds: Dataset | StreamedData) -> dict[str, torch.Tensor]:
+    """The labels of each split held in memory, by split."""
+    if isinstance(ds, Dataset):
+        return {k: y for k, (_, y) in ds.splits().items()}
+    return {k: s.y for k, s in ds.streams.items() if isinstance(s, TensorStream)}
+
+
+def _two_classes(ds: Dataset, train_kwargs: dict[str, Any]) -> tuple[Dataset, dict[str, Any]]:
+    """A binary target for a model with 2 outputs: 2 classes, cross-entropy."""
+    ys = {
+        k: getattr(ds, k).long()
+        for k in ("y_train", "y_val", "y_test")
+        if getattr(ds, k) is not None
+    }
+    two = replace(ds, task="multiclass", n_classes=2, meta=dict(ds.meta), **ys)
+    task = train_kwargs.get("task")
+    if task is None:
+        return two, train_kwargs
+    ce = TASKS["multiclass"]  # the user's metric, with cross-entropy
+    task = replace(task, name=ce.name, loss_name=ce.loss_name, loss=ce.loss, loss_grad=ce.loss_grad)
+    return two, {**train_kwargs, "task": task}
 
 
 def _parameters(fn: Callable[..., Any]) -> set[str]:

@@ -1,0 +1,345 @@
+"""A new user's mistakes with their own data and model, each refused in one line (``ValueError``
+in Python, exit status 2 on the command line) before anything is stored: labels outside the
+classes, a model whose outputs do not fit the data, NaN in inputs given as several tensors, a
+module instance where a factory goes, changed data in an existing study; and a refused command
+leaves no empty ``--out`` folder behind. A binary target trains a 2-output model as 2-class
+cross-entropy whether it comes from a table or from tensors."""
+
+import re
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import wdlab
+from wdlab.cli import main
+from wdlab.data import read_table
+
+# Two inputs (a dict: num, cat) and 3 classes; ``bad`` holds the mistakes, ``heads`` the models.
+DATA = """
+import os
+import torch
+
+def make_data():
+    g = torch.Generator().manual_seed(0)
+    num = torch.randn(200, 8, generator=g); cat = torch.randint(0, 5, (200,), generator=g)
+    y = (num[:, 0] > 0).long() + (cat > 2).long()
+    cut = int(os.environ.get("UM_TRAIN_ROWS", "120"))
+    sl = lambda a, b: ({"num": num[a:b], "cat": cat[a:b]}, y[a:b])
+    return {"train": sl(0, cut), "val": sl(120, 160), "test": sl(160, 200)}
+
+def _with(split, row, value):
+    d = make_data()
+    x, y = d[split]; y = y.clone(); y[row] = value
+    d[split] = (x, y)
+    return d
+
+def neg_val():
+    return _with("val", 7, -1)
+
+def test_only_class():
+    return _with("test", 7, 3)
+
+def regression():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(200, 6, generator=g); y = X[:, :2].sum(1, keepdim=True)
+    return {"train": (X[:120], y[:120]), "val": (X[120:160], y[120:160]),
+            "test": (X[160:], y[160:])}
+"""
+HEADS = """
+import torch
+from torch import nn
+
+class TwoIn(nn.Module):
+    def __init__(self, out=3):
+        super().__init__()
+        self.a = nn.Linear(8, 16); self.b = nn.Embedding(5, 4); self.head = nn.Linear(20, out)
+    def forward(self, num, cat):
+        return self.head(torch.cat([torch.relu(self.a(num)), self.b(cat)], 1))
+
+def make(seed=0):
+    torch.manual_seed(seed); return TwoIn()
+
+def narrow(seed=0):
+    torch.manual_seed(seed); return TwoIn(2)
+
+def wide(seed=0):
+    torch.manual_seed(seed); return TwoIn(5)
+
+def reg3(seed=0):
+    torch.manual_seed(seed); return nn.Linear(6, 3)
+
+def reg1(seed=0):
+    torch.manual_seed(seed); return nn.Linear(6, 1)
+"""
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    w = tmp_path_factory.mktemp("mistakes")
+    (w / "um_data.py").write_text(textwrap.dedent(DATA))
+    (w / "um_heads.py").write_text(textwrap.dedent(HEADS))
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(150, 4))
+    label = np.where(X[:, 0] + 0.5 * rng.normal(size=150) > 0, "yes", "no")
+    rows = "".join(
+        f"{a:.4f},{b:.4f},{c:.4f},{d:.4f},{t}\n" for (a, b, c, d), t in zip(X, label, strict=True)
+    )
+    (w / "churn.csv").write_text("a,b,c,d,churned\n" + rows)
+    return w
+
+
+def cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str]:
+    """Exit status and stderr of ``wdlab ARGV``."""
+    code = main(list(argv))
+    return code, capsys.readouterr().err
+
+
+def refused_cli(capsys, out: Path, match: str, *argv: str) -> str:
+    """``wdlab sweep ARGV --out OUT`` refused in one line containing ``match``; OUT not made."""
+    code, err = cli(capsys, "sweep", *argv, "--wd", "0,1e-3", "--epochs", "1", "--out", str(out))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and match in lines[0], err
+    assert not out.exists()  # nothing stored: no study.db, no folder
+    return lines[0]
+
+
+def _split(X, y):
+    return {
+        "train": (X[:120], y[:120]),
+        "val": (X[120:160], y[120:160]),
+        "test": (X[160:], y[160:]),
+    }
+
+
+def _blobs():
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(200, 4, generator=g)
+    return X, (X[:, 0] > 0).long() + (X[:, 1] > 0).long()  # 3 classes
+
+
+def refused(match: str, model, data, **kw) -> str:
+    with pytest.raises(ValueError) as exc:
+        wdlab.sweep(model, data, weight_decay=[0.0], epochs=1, **kw)
+    text = str(exc.value)
+    assert "\n" not in text and match in text, text
+    return text
+
+
+# -- 3: labels outside the classes ---------------------------------------------------------------
+
+
+def test_a_negative_label_in_held_tensors_is_refused_before_training(world, capsys):
+    """Before: ``IndexError: Target -1 is out of bounds`` at the first evaluation, after training,
+    and a study left with failed runs."""
+    line = refused_cli(
+        capsys, world / "neg", "data['val']: label -1 is outside 0..2",
+        "--data", f"{world}/um_data.py:neg_val", "--model", f"{world}/um_heads.py:make",
+    )  # fmt: skip
+    assert "IndexError" not in line
+    X, y = _blobs()
+    y = y.clone()
+    y[130] = -1
+    refused("data['val']: label -1 is outside 0..2", lambda: nn.Linear(4, 3), _split(X, y))
+    data = {k: ({"x": v[0]}, v[1]) for k, v in _split(X, y).items()}  # streamed: the same
+    refused("data['val']: label -1 is outside", lambda: _DictIn(), data)
+
+
+class _DictIn(nn.Module):
+    def __init__(self, out: int = 3) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, out)
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+def test_a_class_only_in_test_is_named_with_its_split(world, capsys):
+    refused_cli(
+        capsys, world / "testonly", "data['test'] holds label 3, outside 0..2",
+        "--data", f"{world}/um_data.py:test_only_class", "--model", f"{world}/um_heads.py:make",
+    )  # fmt: skip
+    X, y = _blobs()
+    y = y.clone()
+    y[170] = 3
+    text = refused("data['test'] holds label 3", lambda: nn.Linear(4, 3), _split(X, y))
+    assert text.startswith("the model outputs 3 values")
+
+
+def test_declared_classes_check_every_split_of_held_tensors():
+    X, y = _blobs()
+    refused("data['train']: label 2 is outside 0..1 (n_classes=2)", _lin3, _split(X, y),
+            n_classes=2)  # fmt: skip
+    res = wdlab.sweep(lambda: nn.Linear(4, 4), _split(X, y), weight_decay=[0.0], epochs=1,
+                      n_classes=4)  # fmt: skip
+    assert res.counts["done"] == 1  # a declared class absent from the data keeps its output
+
+
+def _lin3() -> nn.Module:
+    return nn.Linear(4, 3)
+
+
+# -- 4: a model whose outputs do not fit the data ------------------------------------------------
+
+
+def test_a_model_narrower_than_the_classes_is_refused_up_front(world, capsys):
+    """Before: ``the model or its loss fails … IndexError: Target 2 is out of bounds`` and a
+    study left with failed runs."""
+    refused_cli(
+        capsys, world / "narrow", "the model outputs 2 values; the data have 3 classes",
+        "--data", f"{world}/um_data.py:make_data", "--model", f"{world}/um_heads.py:narrow",
+    )  # fmt: skip
+    X, y = _blobs()
+    refused("the model outputs 2 values; the data have 3 classes", lambda: nn.Linear(4, 2),
+            _split(X, y))  # fmt: skip
+
+
+def test_a_model_wider_than_the_classes_trains_with_a_warning(world, capsys, tmp_path):
+    """Before: it trained silently. A head wider than the labels present can be meant (classes
+    absent from this data, a pretrained head), so it trains, and the width is said in one
+    warning (``wdlab: warning: …`` on the command line)."""
+    said = "the model outputs 5 values; the data have 3 classes (labels 0..2)"
+    argv = ["sweep", "--data", f"{world}/um_data.py:make_data", "--model",
+            f"{world}/um_heads.py:wide", "--wd", "0", "--epochs", "1"]  # fmt: skip
+    with pytest.warns(UserWarning, match=re.escape(said)):
+        code, err = cli(capsys, *argv, "--out", str(tmp_path / "wide"))
+    assert code == 0, err
+    X, y = _blobs()
+    with pytest.warns(UserWarning, match=re.escape(said)):
+        wdlab.sweep(lambda: nn.Linear(4, 5), _split(X, y), weight_decay=[0.0], epochs=1)
+
+
+def test_regression_outputs_match_the_targets(world, capsys, tmp_path):
+    """Before: ``RuntimeError: expand(...)`` mid-training for 3 outputs and targets of shape
+    (n, 1); and 1 output failed too (``size of tensor a (2) must match``): (n, 1) targets are
+    one target per example."""
+    refused_cli(
+        capsys, world / "reg3", "the model outputs 3 values; the data have 1 target",
+        "--data", f"{world}/um_data.py:regression", "--model", f"{world}/um_heads.py:reg3",
+    )  # fmt: skip
+    code, err = cli(
+        capsys, "sweep", "--data", f"{world}/um_data.py:regression",
+        "--model", f"{world}/um_heads.py:reg1", "--wd", "0", "--epochs", "1",
+        "--out", str(tmp_path / "reg1"),
+    )  # fmt: skip
+    assert code == 0, err
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(200, 4, generator=g)
+    y = X[:, :1] * 2.0
+    refused("the model outputs 3 values; the data have 1 target", lambda: nn.Linear(4, 3),
+            _split(X, y))  # fmt: skip
+    res = wdlab.sweep(lambda: nn.Linear(4, 1), _split(X, y), weight_decay=[0.0], epochs=1)
+    flat = wdlab.sweep(lambda: nn.Linear(4, 1), _split(X, y[:, 0]), weight_decay=[0.0], epochs=1)
+    assert res.runs[0].final["val_loss"] == flat.runs[0].final["val_loss"]  # the same bits
+
+
+# -- 5: a binary target and a 2-output model -----------------------------------------------------
+
+
+def test_a_binary_table_target_trains_a_two_output_model_as_two_classes(world):
+    """Before: ``Target size … must be the same as input size`` from the table (BCE on 2
+    logits), while 0/1 class tensors trained the same model with cross-entropy. Now both are
+    2-class cross-entropy, with the same numbers."""
+    csv = str(world / "churn.csv")
+
+    def make() -> nn.Module:
+        return nn.Linear(4, 2)
+
+    kw = {"weight_decay": [0.0, 1e-3], "epochs": 2, "batch_size": 32}
+    table = wdlab.sweep(make, csv, target="churned", **kw)
+    ds = read_table(csv, target="churned")
+    held = {k: (X, y.long()) for k, (X, y) in ds.splits().items()}
+    tensors = wdlab.sweep(make, held, **kw)
+    assert table.task == tensors.task == "multiclass"
+    for a, b in zip(table.runs, tensors.runs, strict=True):
+        assert a.final["val_loss"] == b.final["val_loss"]  # the same data, loss and order
+    one = wdlab.sweep(lambda: nn.Linear(4, 1), csv, target="churned", **kw)
+    assert one.task == "binary"  # one logit: BCE, as before
+
+
+# -- 6: NaN in inputs given as several tensors ---------------------------------------------------
+
+
+@pytest.mark.parametrize("form", ["tuple", "dict"])
+def test_nan_in_a_tuple_or_dict_input_is_refused(form):
+    """Before: every run diverged silently; a plain tensor X was refused."""
+    X, y = _blobs()
+    Xn = X.clone()
+    Xn[3, 1] = float("nan")
+    wrap = (lambda t: (t,)) if form == "tuple" else (lambda t: {"x": t})
+    data = {k: (wrap(v[0]), v[1]) for k, v in _split(Xn, y).items()}
+    where = "inputs[0]" if form == "tuple" else "inputs['x']"
+    refused(f"data['train'] {where}: 1 items hold NaN or infinite values (the first is item 3)",
+            lambda: _DictIn() if form == "dict" else _lin3(), data)  # fmt: skip
+
+
+# -- 12: a refused command leaves no --out folder ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("case", "argv", "match"),
+    [
+        ("wrong target", ["--data", "{w}/churn.csv", "--target", "Churned"], "not in"),
+        ("missing csv", ["--data", "{w}/nope.csv", "--target", "churned"], "not found"),
+        (
+            "bad model",
+            ["--data", "{w}/churn.csv", "--target", "churned", "--model", "um_nopkg:make"],
+            "um_nopkg",
+        ),
+        (
+            "bad features",
+            ["--data", "{w}/churn.csv", "--target", "churned", "--features", "a,zz"],
+            "zz",
+        ),
+    ],
+)
+def test_a_refused_sweep_leaves_no_out_folder(world, capsys, case, argv, match):
+    """Before: ``--out`` was made (empty) before the data and the model were checked."""
+    refused_cli(capsys, world / f"t-{case}", match, *[a.format(w=world) for a in argv])
+
+
+def test_a_bad_lease_leaves_no_out_folder(world, capsys, monkeypatch):
+    monkeypatch.setenv("WDLAB_LEASE_SECONDS", "abc")
+    refused_cli(
+        capsys, world / "lease", "WDLAB_LEASE_SECONDS",
+        "--data", f"{world}/churn.csv", "--target", "churned",
+    )  # fmt: skip
+
+
+# -- 14: changed data in an existing study -------------------------------------------------------
+
+
+def test_changed_data_from_a_data_function_is_named(world, capsys, monkeypatch):
+    """Before: ``holds another study (config …, this one …)`` without saying what differs."""
+    out = world / "chg"
+    model = f"{world}/um_heads.py:make"
+    argv = ["sweep", "--data", f"{world}/um_data.py:make_data", "--model", model,
+            "--wd", "0", "--epochs", "1", "--out", str(out)]  # fmt: skip
+    assert cli(capsys, *argv)[0] == 0
+    before = (out / "study.db").read_bytes()
+    monkeypatch.setenv("UM_TRAIN_ROWS", "100")  # the function's train slice changed
+    code, err = cli(capsys, *argv)
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "holds another study: data.fingerprint (the data" in err and "stored" in err, err
+    assert (out / "study.db").read_bytes() == before  # the stored study is left as it was
+
+
+# -- 16: a module instance where a factory goes --------------------------------------------------
+
+
+def test_a_module_instance_is_refused_as_not_a_factory():
+    """Before: ``model factory '_DictIn' raised TypeError: forward() missing 1 required
+    positional argument``."""
+    X, y = _blobs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # refused before any data are read or warned about
+        refused(
+            "model must be a function that returns an nn.Module (or a ModelSpec or a kind); got "
+            "an nn.Module instance: pass a factory, e.g. lambda: Linear()",
+            nn.Linear(4, 3),
+            _split(X, y),
+        )
