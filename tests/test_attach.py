@@ -663,3 +663,13 @@ def test_a_base_lr_below_the_schedules_peak_warns():
             _loss(model).backward()
             opt.step()
             sched.step()
+
+
+def test_attach_to_something_that_is_not_an_optimizer_is_one_line():
+    """A string, a model or a parameter list where the optimizer goes: one ValueError line
+    (it was an AttributeError on param_groups)."""
+    model = torch.nn.Linear(3, 2)
+    for wrong in ("not an optimizer", model, list(model.parameters())):
+        with pytest.raises(ValueError, match=r"attach takes a torch\.optim\.Optimizer") as info:
+            Decay("coupled", weight_decay=0.1).attach(wrong)
+        assert "\n" not in str(info.value)

@@ -376,3 +376,35 @@ def test_ctrl_c_in_user_code_while_training_stays_exit_130(tmp_path, user_code, 
     with sqlite3.connect(out / "study.db") as db:  # what it held went back to pending
         assert {s for (s,) in db.execute("SELECT status FROM runs")} == {"pending"}
     db.close()
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        ('{"mine": true}', "is not a wdlab results document (no runs, no wdlab schema)"),
+        ("[]", "results.json: a results document must be a JSON object"),
+        (
+            '{"schema": "wdlab.results", "version": 99, "kind": "run"}',
+            "results.json: results written by a newer wdlab (schema version 99)",
+        ),
+    ],
+)
+def test_report_refuses_a_results_json_it_did_not_write_naming_the_file(tmp_path, content, said):
+    """A foreign or future results.json is one line naming the file; no report is written
+    beside it (a JSON object of someone else's made a report of nothing, warnings and all)."""
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "results.json").write_text(content)
+    p = cli("report", tmp_path / "o")
+    assert p.returncode == 2 and said in p.stderr and len(p.stderr.splitlines()) == 1
+    assert sorted(x.name for x in (tmp_path / "o").iterdir()) == ["results.json"]
+
+
+@pytest.mark.parametrize(("command", "name"), [("report", "results.json"), ("show", "study.db")])
+def test_a_fifo_where_a_study_or_results_file_goes_is_refused_at_once(tmp_path, command, name):
+    """A FIFO named results.json or study.db is refused in one line (report hung reading it;
+    show said there was no study.db)."""
+    (tmp_path / "o").mkdir()
+    os.mkfifo(tmp_path / "o" / name)
+    p = cli(command, tmp_path / "o", timeout=60)
+    assert p.returncode == 2 and "is not a regular file" in p.stderr
+    assert len(p.stderr.splitlines()) == 1

@@ -138,6 +138,11 @@ class Decay:
         ``Decay`` on one optimizer is refused (it would decay twice); surprising set-ups warn.
         Returns a handle whose ``remove()`` detaches it.
         """
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise ValueError(
+                f"attach takes a torch.optim.Optimizer, got {type(optimizer).__name__}: build the "
+                "optimizer first (torch.optim.SGD(model.parameters(), lr=...)) and attach to it"
+            )
         if attached(optimizer) is not None:
             raise ValueError(
                 f"this optimizer already has a Decay attached ({attached(optimizer).describe()})"

@@ -8,7 +8,7 @@ from pathlib import Path
 from wdlab.jsonsafe import read_json
 from wdlab.pipelines.results import DemoResult, SweepResult
 from wdlab.pipelines.study import load_study
-from wdlab.records import Check, Result
+from wdlab.records import SCHEMA, Check, Result
 from wdlab.report.html import write_report
 
 
@@ -16,18 +16,18 @@ def load_result(path: str | Path) -> Result:
     """The result value stored in a folder: a sweep's study.db, or a demo's or run's
     results.json (any schema version this wdlab reads)."""
     p = Path(path)
+    for name in ("study.db", "results.json"):
+        if (p / name).exists() and not (p / name).is_file():  # a FIFO would block the read
+            raise ValueError(
+                f"{p / name} is not a regular file: wdlab reads only the files it wrote"
+            )
     if (p / "study.db").exists():
         result: Result = load_study(p)
     else:
         results = p / "results.json"
         if not results.exists():
             raise ValueError(f"nothing to report in {p}: no results.json and no study.db")
-        doc = read_json(results)
-        try:
-            base = Result.from_dict(doc)
-        except (TypeError, KeyError, AttributeError, IndexError, RecursionError) as exc:
-            why = f"{type(exc).__name__}: {exc}"
-            raise ValueError(f"{results} is not a wdlab results document ({why})") from None
+        base = _results_document(results, read_json(results))
         cls = DemoResult if base.kind == "demo" else SweepResult
         result = cls(**{k: v for k, v in vars(base).items()})
         if not result.name:
@@ -41,6 +41,19 @@ def load_result(path: str | Path) -> Result:
             why = f"{type(exc).__name__}: {exc}"
             raise ValueError(f"{verify} is not a wdlab checks document ({why})") from None
     return result
+
+
+def _results_document(path: Path, doc: object) -> Result:
+    """The result in a results.json, or one line naming the file and what is wrong with it."""
+    if isinstance(doc, dict) and doc.get("schema") != SCHEMA and "runs" not in doc:
+        raise ValueError(f"{path} is not a wdlab results document (no runs, no wdlab schema)")
+    try:
+        return Result.from_dict(doc)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    except (TypeError, KeyError, AttributeError, IndexError, RecursionError) as exc:
+        why = f"{type(exc).__name__}: {exc}"
+        raise ValueError(f"{path} is not a wdlab results document ({why})") from None
 
 
 def build_report(path: str | Path, out: str | Path | None = None) -> dict[str, Path]:

@@ -59,6 +59,8 @@ class Store(Workers, Progress):
         self.path = self.dir / DB_NAME
         self.readonly = readonly
         if readonly:
+            if self.path.exists() and not self.path.is_file():
+                raise StoreError(f"{self.path} is not a regular file: it holds no study")
             if not self.path.is_file():
                 raise StoreError(f"no study in {self.dir} (no {DB_NAME})")
             self.version = identify(self.path)
