@@ -263,6 +263,8 @@ def _short(v: Any, limit: int = 60) -> str:
 def _seeds(v: Any, key: str) -> list[int]:
     if isinstance(v, str) and v.strip().isdigit():
         n = int(v)
+        if n < 1:
+            raise ValueError(f"{key}: expected a count >= 1, got {n}")
         if n > MAX_RANGE:
             raise ValueError(f"{key}: at most {MAX_RANGE:,} seeds, got {n:,}")
         return list(range(n))

@@ -8,6 +8,7 @@ import json
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from optuna.distributions import BaseDistribution
@@ -19,6 +20,7 @@ from wdlab.devices import exact_float32, resolve_device
 from wdlab.models import ModelSpec
 from wdlab.optimizers import check_optimizer_options, optimizer_spec
 from wdlab.optuna.space import PARAMS, Settings, check_identity, check_space, check_study
+from wdlab.pipelines.checks import decay_rule
 from wdlab.pipelines.memory import bytes_per_config, check_budget
 from wdlab.records import RunConfig, RunResult
 from wdlab.selection import Criterion, criterion, run_scores
@@ -39,7 +41,10 @@ class _Search:
         settings: Settings,
         model_name: str,
     ) -> None:
+        settings = replace(settings, rule=decay_rule(settings.rule))  # "timm" → its DecayRule
         self.spec, self.ds, self.space, self.settings = spec, ds, dict(space), settings
+        if not settings.seeds:
+            raise ValueError("seeds: a search trains each trial on one seed or more, got none")
         if not _has_val(ds):
             raise ValueError("a search chooses on validation: the data need a validation split")
         self.crit = _criterion(ds, settings)
@@ -62,17 +67,25 @@ class _Search:
         check_budget(per_config, settings.max_memory_mb, device)
         self.per_trial = per_config * len(settings.seeds)
         self.identity = _identity(settings, ds, model_name)
+        # what wdlab 0.x stored for the same rule: its repr (of a name, where one was given)
+        self.former = {"rule": (repr(settings.rule), repr(self.identity["rule"]))}
         self.batches, self.engine = 0, ""
         self.study: Any = None
+        self.unrecorded = False
 
     def bind(self, study: Any) -> None:
         """Check ``study`` (direction, earlier trials' distributions, what it was searched
-        with); then, every check passed, record this search's settings with it."""
+        with). This search's settings are recorded with it at the first value told
+        (:meth:`record`): a search that fails before leaves the study open to the same call."""
         check_study(study, self.space, self.crit.higher)
-        check_identity(study, self.identity)
+        self.unrecorded = check_identity(study, self.identity, self.former)
         self.study = study
-        if "wdlab" not in study.user_attrs:  # the first write
-            study.set_user_attr("wdlab", self.identity)
+
+    def record(self) -> None:
+        """Record this search's settings with the study (once, before its first value)."""
+        if self.unrecorded:
+            self.study.set_user_attr("wdlab", self.identity)
+            self.unrecorded = False
 
     def config(self, params: Mapping[str, Any], seed: int, label: str) -> RunConfig:
         """The RunConfig of a trial's ``params`` (what the space searched) and one seed."""
@@ -150,7 +163,7 @@ class _Search:
         for t in trials:
             rows.append(list(range(len(configs), len(configs) + len(seeds))))
             configs += [self.config(t.params, s, f"trial {t.number}") for s in seeds]
-        watch = _Watch(self.study, trials, rows, self.metric)
+        watch = _Watch(self.study, trials, rows, self.metric, self.record)
         plan = self.plan(configs, watch.on_epoch)
         watch.evals = set(plan.eval_epochs)
         watch.trainer = Trainer(plan)
@@ -167,6 +180,7 @@ class _Search:
 
     def _finish(self, trial: Trial, runs: Sequence[RunResult]) -> None:
         """Tell Optuna a trial's value (its mean over seeds), or ``FAIL`` where it diverged."""
+        self.record()
         if any(r.status != "done" for r in runs):
             trial.set_user_attr("status", "diverged")
             self.study.tell(trial, state=TrialState.FAIL)
@@ -188,9 +202,15 @@ class _Watch:
     frozen."""
 
     def __init__(
-        self, study: Any, trials: Sequence[Trial], rows: list[list[int]], metric: str
+        self,
+        study: Any,
+        trials: Sequence[Trial],
+        rows: list[list[int]],
+        metric: str,
+        record: Callable[[], None],
     ) -> None:
         self.study, self.trials, self.rows, self.metric = study, trials, rows, metric
+        self.record = record  # called before the first value is reported
         self.live = set(range(len(trials)))
         self.evals: set[int] = set()
         self.trainer: Trainer | None = None
@@ -201,6 +221,7 @@ class _Watch:
         if epoch not in self.evals or self.trainer is None:
             return
         values = latest(self.trainer, self.metric)
+        self.record()
         for i in sorted(self.live):
             trial = self.trials[i]
             trial.report(_mean([values[r] for r in self.rows[i]]), epoch + 1)
