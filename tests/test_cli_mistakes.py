@@ -1,0 +1,70 @@
+"""A new user's mistakes on the command line, each answered in one line with exit status 2
+(nothing stored), or said in one ``wdlab: warning:`` line: flag abbreviations, ``--keep`` on
+``run``, warm-up schedules out of range."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from wdlab.cli import build_parser, main
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("no subcommands")
+
+
+def usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The one line a usage error prints (exit status 2)."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    return err
+
+
+# -- flags are spelt out ------------------------------------------------------------------------
+
+
+def test_no_parser_takes_an_abbreviation():
+    parser = build_parser()
+    assert parser.allow_abbrev is False
+    assert all(p.allow_abbrev is False for p in _subparsers(parser).values())
+
+
+@pytest.mark.parametrize(
+    ("argv", "meant"),
+    [
+        (["sweep", "--data", "wine", "--seed", "5"], "--seeds"),
+        (["sweep", "--data", "wine", "--clip-grad", "1"], "--clip-grad-norm"),
+        (["sweep", "--data", "wine", "--epoch", "2"], "--epochs"),
+        (["run", "--data", "wine", "--epoch", "2"], "--epochs"),
+        (["search", "--data", "wine", "--trial", "2"], "--trials"),
+    ],
+)
+def test_an_abbreviated_flag_is_refused_naming_the_flag_meant(argv, meant, capsys):
+    """argparse took a prefix of a flag for the flag (``--seed 5`` trained seeds 0..4)."""
+    err = usage_error(argv, capsys)
+    assert f"unrecognized arguments: {argv[3]}" in err and f"(did you mean {meant}?)" in err
+
+
+def test_search_seed_is_the_sampler_seed_and_seeds_the_training_seeds():
+    args = build_parser().parse_args(["search", "--seed", "7", "--seeds", "2"])
+    assert (args.seed, args.seeds) == (7, "2")
+
+
+def test_an_abbreviation_is_refused_before_torch_is_imported():
+    code = (
+        "import sys\nfrom wdlab.cli import main\n"
+        "try:\n    main(['sweep', '--data', 'wine', '--seed', '5'])\n"
+        "except SystemExit as exc:\n    print(exc.code, 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.split() == ["2", "False"], out.stderr
