@@ -68,3 +68,46 @@ def test_an_abbreviation_is_refused_before_torch_is_imported():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.split() == ["2", "False"], out.stderr
+
+
+# -- run keeps no trained weights ---------------------------------------------------------------
+
+RUN = ["run", "--data", "wine", "--model", "linear", "--epochs", "1"]
+
+
+def one_line_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The one line a refused command prints (exit status 2)."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize("keep", ["all", "best"])
+def test_run_refuses_keep_and_points_to_sweep(tmp_path, capsys, keep):
+    """run trains in a temporary study: --keep all kept nothing, silently."""
+    out = tmp_path / "run-keep"
+    err = one_line_error([*RUN, "--keep", keep, "--out", str(out)], capsys)
+    assert f"--keep {keep}: wdlab run keeps no trained weights" in err
+    assert f"wdlab sweep --out DIR --keep {keep}" in err
+    assert not out.exists()
+
+
+def wdlab(argv: list[str], cwd: object) -> subprocess.CompletedProcess[str]:
+    """The command in a fresh interpreter, as a user runs it (its warnings as they print)."""
+    cmd = [sys.executable, "-m", "wdlab.cli", *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
+
+
+def test_run_says_a_files_keep_is_not_kept(tmp_path):
+    (tmp_path / "exp.toml").write_text('[train]\nkeep = "all"\n')
+    done = wdlab(["run", "exp.toml", *RUN[1:], "--out", "o"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stderr.splitlines() if "warning" in line]
+    assert said == [
+        "wdlab: warning: exp.toml: train.keep = 'all': wdlab run keeps no trained weights (it "
+        "trains in a temporary study); to keep them: wdlab sweep --out DIR --keep all"
+    ]
+    # --keep none says what run does: no warning
+    done = wdlab(["run", "exp.toml", *RUN[1:], "--keep", "none", "--out", "p"], tmp_path)
+    assert done.returncode == 0 and "warning" not in done.stderr, done.stderr
