@@ -111,3 +111,96 @@ def test_run_says_a_files_keep_is_not_kept(tmp_path):
     # --keep none says what run does: no warning
     done = wdlab(["run", "exp.toml", *RUN[1:], "--keep", "none", "--out", "p"], tmp_path)
     assert done.returncode == 0 and "warning" not in done.stderr, done.stderr
+
+
+# -- warm-up schedules --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("w", ["1.0", "1.5", "-0.1", "x"])
+def test_a_warmup_out_of_range_says_what_w_may_be(capsys, w):
+    err = one_line_error([*RUN, "--schedule", f"warmup-cosine:{w}"], capsys)
+    assert f"'warmup-cosine:{w}' is not allowed: W is the warm-up: a number of steps" in err
+    assert "(an integer >= 0, e.g. 500) or a fraction 0 < W < 1 of the training's steps" in err
+
+
+def test_a_warmup_longer_than_the_training_is_one_warning(tmp_path):
+    """wine in one full batch, 2 epochs: 2 steps, so a warm-up of 500 never reaches the lr."""
+    argv = [*RUN[:-1], "2", "--schedule", "warmup-cosine:500", "--out", "o"]
+    done = wdlab(argv, tmp_path)
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stderr.splitlines() if "warning" in line]
+    assert said == [
+        "wdlab: warning: lr schedule 'warmup-cosine:500': a warm-up of 500 steps in a training "
+        "of 2: the lr never reaches its peak; give a shorter W (or a fraction such as 0.1)"
+    ]
+
+
+def test_a_warmup_shorter_than_the_training_says_nothing():
+    import warnings
+
+    from wdlab.trainer.schedules import check_schedule
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_schedule("warmup-cosine:1", 2)
+        check_schedule("warmup-linear:0.5", 2)
+        check_schedule("cosine", 1)
+    with pytest.warns(UserWarning, match="a warm-up of 2 steps in a training of 2"):
+        check_schedule("warmup-constant:2", 2)
+
+
+# -- per-step schedules and steps= on a stream without len() ------------------------------------
+
+
+def _stream(sized: bool):
+    import torch
+    from torch.utils.data import IterableDataset
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            g = torch.Generator().manual_seed(0)
+            for _ in range(64):
+                x = torch.randn(10, generator=g)
+                yield x, int(x[0] > 0)
+
+    class Sized(Stream):
+        def __len__(self):
+            return 64
+
+    return Sized() if sized else Stream()
+
+
+def _splits(sized: bool) -> dict:
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(32, 10, generator=g)
+    y = (X[:, 0] > 0).long()
+    return {"train": _stream(sized), "val": (X[:16], y[:16]), "test": (X[16:], y[16:])}
+
+
+def _model(seed=0):
+    import torch
+
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(10, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+
+
+def test_a_stream_without_len_gets_advice_that_leads_somewhere():
+    """A per-step schedule said "give steps=", and steps= said "give epochs=": each now says
+    what works, and neither sends the user to the other."""
+    import wdlab
+
+    kw = dict(seeds=1, batch_size=16, n_classes=2, weight_decay=0.0, epochs=2)
+    with pytest.raises(ValueError) as sched:
+        wdlab.sweep(_model, _splits(False), schedule="warmup-cosine:0.1", **kw)
+    with pytest.raises(ValueError) as steps:
+        wdlab.sweep(_model, _splits(False), steps=20, **kw)
+    for info in (sched, steps):
+        assert "\n" not in str(info.value) and "give its Dataset a __len__" in str(info.value)
+    assert "steps=" not in str(sched.value) and "per-epoch schedule (cosine" in str(sched.value)
+    assert "schedule" not in str(steps.value) and "epochs= instead of steps=" in str(steps.value)
+    # the advice followed: a stream with a length trains with both
+    r = wdlab.sweep(_model, _splits(True), schedule="warmup-cosine:0.1", steps=6, **kw)
+    assert [run.status for run in r.runs] == ["done"]
+    assert len(r.runs[0].curves["train_loss"]) == 2  # 4 batches an epoch: 6 steps, 2 epochs

@@ -294,11 +294,13 @@ def _optimizer(v: Any, key: str) -> str:
 
 
 def _schedule(v: Any, key: str) -> str:
-    try:
-        parse_schedule(v if isinstance(v, str) else repr(v))
-    except ValueError:
+    if not isinstance(v, str):
         valid = ", ".join(s.syntax for s in SCHEDULES.values())
-        raise ValueError(f"{key}: {v!r} is not allowed; valid: {valid}") from None
+        raise ValueError(f"{key}: {v!r} is not allowed; valid: {valid}")
+    try:
+        parse_schedule(v)
+    except ValueError as exc:  # "lr schedule 'X' is not allowed[: why]; valid: …"
+        raise ValueError(f"{key}: {str(exc).removeprefix('lr schedule ')}") from None
     return v
 
 
