@@ -504,3 +504,14 @@ def test_cli_search_refuses_zero_seeds_and_a_missing_database_driver(tmp_path, c
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "the database driver 'psycopg" in err
     assert "secret" not in err
+
+
+def test_the_models_decay_settings_are_checked_before_anything_is_asked(tmp_path):
+    """A group_wd pattern that matches no decaying tensor failed in training, after the trials
+    were asked (told FAIL): it is refused as wdlab.sweep refuses it, the storage untouched."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    s = study(storage=url)
+    before = digest(tmp_path / "s.db")
+    with pytest.raises(ValueError, match=r"'nomatch\.\*': the pattern matches no decaying"):
+        wo.optimize(s, "linear", "wine", WD_SPACE, group_wd={"nomatch.*": 0.0}, **TINY)
+    assert digest(tmp_path / "s.db") == before and s.trials == [] and s.user_attrs == {}

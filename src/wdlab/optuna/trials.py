@@ -15,13 +15,14 @@ from optuna.distributions import BaseDistribution
 from optuna.trial import Trial, TrialState
 
 from wdlab.data import Dataset, StreamedData
-from wdlab.decay import get_mode
+from wdlab.decay import decay_table, get_mode
+from wdlab.decay.rules import own_groups
 from wdlab.devices import exact_float32, resolve_device
 from wdlab.models import ModelSpec
 from wdlab.optimizers import check_optimizer_options, optimizer_spec
 from wdlab.optuna.space import PARAMS, Settings, check_identity, check_space, check_study
 from wdlab.pipelines.checks import decay_rule
-from wdlab.pipelines.memory import bytes_per_config, check_budget
+from wdlab.pipelines.memory import bytes_per_config, check_budget, meta_build
 from wdlab.records import RunConfig, RunResult
 from wdlab.selection import Criterion, criterion, run_scores
 from wdlab.tasks import get_task
@@ -54,24 +55,34 @@ class _Search:
         fixed = self.config({}, settings.seeds[0], "check")  # the fixed values, checked
         check_optimizer_options(fixed.optimizer, dict(fixed.options), fixed.lr)
         self.plan((fixed,), None)  # the training settings, checked by the plan itself
-        device = resolve_device(settings.device, "device")
-        per_config = bytes_per_config(
-            spec,
-            ds,
-            settings.batch_size,
-            settings.epochs,
-            settings.eval_every,
-            settings.optimizer,
-            settings.precision,
-        )
-        check_budget(per_config, settings.max_memory_mb, device)
-        self.per_trial = per_config * len(settings.seeds)
+        self.per_trial = self._per_config() * len(settings.seeds)
         self.identity = _identity(settings, ds, model_name)
         # what wdlab 0.x stored for the same rule: its repr (of a name, where one was given)
         self.former = {"rule": (repr(settings.rule), repr(self.identity["rule"]))}
         self.batches, self.engine = 0, ""
         self.study: Any = None
         self.unrecorded = False
+
+    def _per_config(self) -> int:
+        """One configuration's training memory, checked against the budget; the model's decay
+        table and ``group_wd``'s patterns checked on it (as ``wdlab.sweep`` does before its
+        store)."""
+        s = self.settings
+        model = meta_build(self.spec)
+        own_groups(decay_table(model, s.rule), dict(s.group_wd))
+        device = resolve_device(s.device, "device")
+        per_config = bytes_per_config(
+            self.spec,
+            self.ds,
+            s.batch_size,
+            s.epochs,
+            s.eval_every,
+            s.optimizer,
+            s.precision,
+            model=model,
+        )
+        check_budget(per_config, s.max_memory_mb, device)
+        return per_config
 
     def bind(self, study: Any) -> None:
         """Check ``study`` (direction, earlier trials' distributions, what it was searched
