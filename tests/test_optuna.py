@@ -415,3 +415,103 @@ def test_search_help_imports_no_optuna():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+# -- a new user's mistakes: the rule by name, a failed first search, a misspelt parameter -------
+
+WD_SPACE = {"weight_decay": FloatDistribution(1e-4, 1.0, log=True)}
+TINY = {"n_trials": 2, "batch": 2, "epochs": 1, "batch_size": 64}
+
+
+def test_a_rule_by_name_searches_as_in_sweep_and_is_recorded_by_name():
+    """rule="timm" (as wdlab.sweep and --rule take it) trains; the study records "timm", and
+    the same rule given as a DecayRule is the same search; another rule is refused."""
+    s = study()
+    result = wo.optimize(s, "linear", "wine", WD_SPACE, rule="timm", **TINY)
+    assert result.counts() == {"complete": 2}
+    assert s.user_attrs["wdlab"]["rule"] == "timm"
+    wo.optimize(s, "linear", "wine", WD_SPACE, rule=wdlab.DecayRule.preset("timm"), **TINY)
+    assert len(s.trials) == 4
+    before = (len(s.trials), s.user_attrs)
+    with pytest.raises(ValueError, match="searched with rule = 'timm', not 'default'"):
+        wo.optimize(s, "linear", "wine", WD_SPACE, **TINY)
+    with pytest.raises(ValueError, match="rule: 'timmm' is not a decay rule; valid: default"):
+        wo.optimize(s, "linear", "wine", WD_SPACE, rule="timmm", **TINY)
+    assert (len(s.trials), s.user_attrs) == before
+
+
+def test_a_search_that_fails_in_training_leaves_the_study_open(monkeypatch):
+    """An error in training after the trials were asked: they are told FAIL, but the study
+    records no settings (it compares with nothing), so the same or another call searches it."""
+    import wdlab.optuna.trials as trials
+
+    def broken(self):
+        raise RuntimeError("the device went away")
+
+    with monkeypatch.context() as m:
+        m.setattr(trials.Trainer, "run", broken)
+        s = study()
+        with pytest.raises(RuntimeError, match="went away"):
+            wo.optimize(s, "linear", "wine", WD_SPACE, rule="timm", **TINY)
+    assert [t.state for t in s.trials] == [TrialState.FAIL] * 2
+    assert "wdlab" not in s.user_attrs
+    result = wo.optimize(s, "linear", "wine", WD_SPACE, **TINY)  # another rule: nothing to compare
+    assert result.counts() == {"complete": 2} and s.user_attrs["wdlab"]["rule"] == "default"
+
+
+def test_a_study_recorded_by_the_former_form_is_still_comparable():
+    """Studies stored the rule as repr(rule) ("DecayRule(everything=False, …)", or "'timm'"
+    where a name was given): the same rule still searches them, their record left as it is;
+    one whose record came from a search that stored no value is searched under the new one."""
+    s = study()
+    wo.optimize(s, "linear", "wine", WD_SPACE, **TINY)
+    old = s.user_attrs["wdlab"] | {"rule": repr(wdlab.DecayRule())}
+    s.set_user_attr("wdlab", old)
+    wo.optimize(s, "linear", "wine", WD_SPACE, **TINY)
+    assert len(s.trials) == 4 and s.user_attrs["wdlab"] == old
+    failed = study()  # what rule="timm" left before: two FAIL trials and "'timm'"
+    failed.set_user_attr("wdlab", old | {"rule": "'timm'"})
+    for _ in range(2):
+        failed.tell(failed.ask(WD_SPACE), state=TrialState.FAIL)
+    wo.optimize(failed, "linear", "wine", WD_SPACE, **TINY)
+    assert failed.user_attrs["wdlab"]["rule"] == "default"
+
+
+@pytest.mark.parametrize(
+    ("space", "extra"),
+    [
+        ({"wdd": FloatDistribution(0.1, 1.0)}, ""),
+        ({"batch_size": IntDistribution(16, 64)}, "batch_size is a training setting"),
+    ],
+)
+def test_a_misspelt_parameter_names_what_a_space_searches(space, extra):
+    s = study()
+    with pytest.raises(ValueError) as info:
+        wo.optimize(s, "linear", "wine", space, **TINY)
+    text = str(info.value)
+    assert "\n" not in text and extra in text
+    for name in ("lr", "weight_decay (wd)", "mode", "optimizer", "betas", "eps"):
+        assert name in text
+    assert s.trials == [] and s.user_attrs == {}
+
+
+def test_cli_search_refuses_zero_seeds_and_a_missing_database_driver(tmp_path, capsys):
+    assert main([*CLI, "--trials", "2", "--batch", "2", "--seeds", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "train.seeds: expected a count >= 1, got 0" in err
+    url = "postgresql://user:secret@localhost/db"
+    assert main([*CLI, "--trials", "2", "--storage", url]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the database driver 'psycopg" in err
+    assert "secret" not in err
+
+
+def test_the_models_decay_settings_are_checked_before_anything_is_asked(tmp_path):
+    """A group_wd pattern that matches no decaying tensor failed in training, after the trials
+    were asked (told FAIL): it is refused as wdlab.sweep refuses it, the storage untouched."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    s = study(storage=url)
+    before = digest(tmp_path / "s.db")
+    with pytest.raises(ValueError, match=r"'nomatch\.\*': the pattern matches no decaying"):
+        wo.optimize(s, "linear", "wine", WD_SPACE, group_wd={"nomatch.*": 0.0}, **TINY)
+    assert digest(tmp_path / "s.db") == before and s.trials == [] and s.user_attrs == {}

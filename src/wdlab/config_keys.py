@@ -263,6 +263,8 @@ def _short(v: Any, limit: int = 60) -> str:
 def _seeds(v: Any, key: str) -> list[int]:
     if isinstance(v, str) and v.strip().isdigit():
         n = int(v)
+        if n < 1:
+            raise ValueError(f"{key}: expected a count >= 1, got {n}")
         if n > MAX_RANGE:
             raise ValueError(f"{key}: at most {MAX_RANGE:,} seeds, got {n:,}")
         return list(range(n))
@@ -292,11 +294,13 @@ def _optimizer(v: Any, key: str) -> str:
 
 
 def _schedule(v: Any, key: str) -> str:
-    try:
-        parse_schedule(v if isinstance(v, str) else repr(v))
-    except ValueError:
+    if not isinstance(v, str):
         valid = ", ".join(s.syntax for s in SCHEDULES.values())
-        raise ValueError(f"{key}: {v!r} is not allowed; valid: {valid}") from None
+        raise ValueError(f"{key}: {v!r} is not allowed; valid: {valid}")
+    try:
+        parse_schedule(v)
+    except ValueError as exc:  # "lr schedule 'X' is not allowed[: why]; valid: …"
+        raise ValueError(f"{key}: {str(exc).removeprefix('lr schedule ')}") from None
     return v
 
 

@@ -42,7 +42,10 @@ COMMANDS = [
 def build_parser() -> Parser:
     """The ``wdlab`` argument parser: one subcommand per entry of :data:`COMMANDS`."""
     parser = Parser(
-        prog="wdlab", description="The weight-decay lab for PyTorch.", formatter_class=HelpFormatter
+        prog="wdlab",
+        description="The weight-decay lab for PyTorch.",
+        formatter_class=HelpFormatter,
+        allow_abbrev=False,  # every flag spelt out, here and in each command
     )
     parser.add_argument("--version", action="version", version=f"wdlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
@@ -53,6 +56,7 @@ def build_parser() -> Parser:
             help=c.help,
             description=(c.run.__doc__ or c.help),
             formatter_class=HelpFormatter,
+            allow_abbrev=False,
         )
         c.add_flags(p)
         p.set_defaults(command_entry=c)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ from wdlab.cli import facts
 from wdlab.cli.common import (
     RESULT_FILES,
     Command,
+    UsageError,
     add_force,
     add_json,
     emit_json,
@@ -28,6 +30,8 @@ from wdlab.cli.flags import add_key, experiment_keys, overrides, shown
 
 if TYPE_CHECKING:
     from wdlab.config import Experiment
+
+KEPT = ("best", "all")  # the train.keep values that keep trained weights (a sweep's)
 
 
 def experiment_config(args: argparse.Namespace) -> Experiment:
@@ -74,6 +78,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from wdlab.pipelines.outputs import check_outputs, record_outputs
     from wdlab.report.html import write_report
 
+    check_run_keep(args)  # before anything is read or written
     cfg = experiment_config(args)
     resolve_device(cfg.train.device, "--device")
     out = writable_dir(Path(args.out), create=False)  # made when the results are written
@@ -93,6 +98,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     print_paths(paths)
     print(f"{'time':>8}: {result.seconds:.1f} s")
     return 0
+
+
+def check_run_keep(args: argparse.Namespace) -> None:
+    """``run`` keeps no trained weights (it trains in a temporary study): ``--keep best|all``
+    is refused in one line, a file's ``train.keep = "best"|"all"`` said in one warning; both
+    point to ``sweep``, which keeps them."""
+    from wdlab.pipelines.experiment import read_config
+
+    if args.keep in KEPT:
+        raise UsageError(_keeps_nothing(f"--keep {args.keep}", args.keep))
+    if args.keep is None and args.config:
+        train = read_config(args.config).get("train")
+        keep = train.get("keep") if isinstance(train, dict) else None
+        if keep in KEPT:
+            where = f"{Path(args.config).name}: train.keep = {keep!r}"
+            warnings.warn(_keeps_nothing(where, keep), stacklevel=1)
+
+
+def _keeps_nothing(where: str, keep: str) -> str:
+    return (
+        f"{where}: wdlab run keeps no trained weights (it trains in a temporary study); "
+        f"to keep them: wdlab sweep --out DIR --keep {keep}"
+    )
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

@@ -20,7 +20,9 @@ The study is an ordinary Optuna study afterwards: its storage, ``optuna.importan
 * Bad input is refused before anything is asked or stored: a study of another direction (or
   several objectives), a distribution of the wrong kind or range for its parameter, one that
   differs in kind from the study's earlier trials, or a study searched on other data, model
-  or training settings.
+  or training settings. Those settings are recorded with the study (user attribute
+  ``wdlab``) at its first value: a search that fails before (its trials told ``FAIL``)
+  leaves the study open to the same call.
 
 Needs ``pip install 'wdlab[optuna]'``; ``import wdlab`` never imports Optuna.
 """
@@ -37,7 +39,7 @@ from wdlab.decay import DEFAULT_RULE, DecayRule, WDSchedule
 from wdlab.devices import DEFAULT_MAX_MEMORY_MB
 from wdlab.extras import require
 from wdlab.models import ModelSpec
-from wdlab.pipelines.checks import seed_list
+from wdlab.pipelines.checks import decay_rule, seed_list
 from wdlab.pipelines.experiment import load_data, model_spec
 from wdlab.pipelines.own import Data, Model, decay_section, resolve_model, user_data
 from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT
@@ -100,7 +102,7 @@ def optimize(
     select: str | None = None,
     early_stopping: bool = False,
     device: str | None = None,
-    rule: DecayRule = DEFAULT_RULE,
+    rule: DecayRule | str = DEFAULT_RULE,
     wd_schedule: str | WDSchedule | None = None,
     group_wd: Mapping[str, float] | None = None,
     max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
@@ -118,9 +120,12 @@ def optimize(
     epoch); the data need a validation split (streams without one lend it 20% of the training
     rows). ``select`` is what Optuna is told: the task's metric (default) or ``"loss"``; the
     study's direction must match it. The recipe (``steps``, ``schedule`` with warm-up,
-    ``clip_grad_norm``, ``precision``, ``wd_schedule``, ``group_wd``, ``rule``) is as in
-    :func:`wdlab.sweep`, checked by the same declaration (:mod:`wdlab.config`).
+    ``clip_grad_norm``, ``precision``, ``wd_schedule``, ``group_wd``, ``rule``: a DecayRule or
+    a name such as ``"timm"``) is as in :func:`wdlab.sweep`, checked by the same declaration
+    (:mod:`wdlab.config`). The study is told nothing before every check has passed; it records
+    these settings with its first value.
     """
+    rule = decay_rule(rule)  # a DecayRule, or its name as wdlab.sweep and --rule take it
     streamed = {"batch_size": batch_size, "n_classes": None, "progress": progress}
     ds = user_data(data, (), streamed, model, DEFAULT_FACTORY_TIMEOUT)
     spec, label = resolve_model(model, ds)

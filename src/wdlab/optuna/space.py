@@ -4,9 +4,10 @@ search and their checks, the checks of a study against a space, and ranges writt
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import optuna
@@ -20,7 +21,8 @@ from optuna.distributions import (
 
 from wdlab.decay import DEFAULT_RULE, MODES, DecayRule
 from wdlab.devices import DEFAULT_MAX_MEMORY_MB
-from wdlab.optimizers import OPTIMIZERS, check_optimizer_options
+from wdlab.optimizers import OPTIMIZERS, check_optimizer_options, optimizer_spec
+from wdlab.pipelines.checks import rule_identity
 
 FLOAT32_MAX = 3.4028234663852886e38
 #: Names of the searched parameters that are not optimizer keywords, and what each sets.
@@ -68,7 +70,7 @@ class Settings:
             d.pop(k)
         d["seeds"] = list(self.seeds)
         d["group_wd"] = [list(g) for g in self.group_wd]
-        d["rule"] = repr(self.rule)
+        d["rule"] = rule_identity(self.rule)  # a name ("timm"), or the fields it changes
         d.pop("max_memory_mb")
         return d
 
@@ -93,10 +95,33 @@ def _check_value(name: str, value: object, optimizer: str, lr: float) -> None:
         if not isinstance(value, str) or value.lower() not in OPTIMIZERS:
             raise ValueError(f"optimizer: unknown {value!r}; valid: {', '.join(OPTIMIZERS)}")
     else:
+        if name not in optimizer_keywords(optimizer):
+            raise ValueError(_not_searchable(name, optimizer))
         try:
             check_optimizer_options(optimizer, {name: value}, lr)
         except ValueError as exc:
             raise ValueError(f"{name}: {str(exc).removeprefix('train.options: ')}") from None
+
+
+def optimizer_keywords(optimizer: str) -> list[str]:
+    """The keywords of ``optimizer`` a space may search (its constructor's, but for ``params``,
+    ``lr`` and ``weight_decay``: those are :data:`PARAMS`)."""
+    params = inspect.signature(optimizer_spec(optimizer).cls.__init__).parameters
+    return [n for n in params if n not in ("self", "params", "lr", "weight_decay")]
+
+
+def _not_searchable(name: str, optimizer: str) -> str:
+    """One line: ``name`` is no parameter a space may search; what it may search instead."""
+    cls = optimizer_spec(optimizer).cls.__name__
+    aliases = {v: k for k, v in ALIASES.items()}
+    ours = ", ".join(f"{p} ({aliases[p]})" if p in aliases else p for p in PARAMS)
+    shared = ""
+    if name in {f.name for f in fields(Settings)}:
+        shared = f" ({name} is a training setting every trial shares: give it to optimize)"
+    return (
+        f"{name}: {cls} has no option {name!r}{shared}; a space searches {ours}, or "
+        f"{cls}'s keywords: {', '.join(optimizer_keywords(optimizer))}"
+    )
 
 
 def _candidates(name: str, dist: BaseDistribution) -> list[Any]:
@@ -167,18 +192,36 @@ def check_study(study: Any, space: Mapping[str, BaseDistribution], higher: bool)
                 ) from None
 
 
-def check_identity(study: Any, identity: Mapping[str, Any]) -> None:
-    """Refuse a study searched before on other data, model or training settings."""
+def check_identity(
+    study: Any, identity: Mapping[str, Any], former: Mapping[str, Any] | None = None
+) -> bool:
+    """Refuse a study searched before on other data, model or training settings (``former``:
+    the values an earlier wdlab stored for the same settings, also accepted). Returns whether
+    ``identity`` is to be recorded: none is, or one is but no trial stored a value under it
+    (a search that failed before its first evaluation compares with nothing)."""
     old = study.user_attrs.get("wdlab")
     if old is None:
-        return
-    diff = [k for k in sorted(set(old) | set(identity)) if old.get(k) != identity.get(k)]
-    if diff:
-        k = diff[0]
-        raise ValueError(
-            f"the study {study.study_name!r} was searched with {k} = {old.get(k)!r}, not "
-            f"{identity.get(k)!r}; use another study name"
-        )
+        return True
+    former = former or {}
+    diff = [
+        k
+        for k in sorted(set(old) | set(identity))
+        if old.get(k) != identity.get(k) and old.get(k) not in former.get(k, ())
+    ]
+    if not diff:
+        return False
+    if not any(_valued(t) for t in study.get_trials(deepcopy=False)):
+        return True
+    k = diff[0]
+    raise ValueError(
+        f"the study {study.study_name!r} was searched with {k} = {old.get(k)!r}, not "
+        f"{identity.get(k)!r}; use another study name"
+    )
+
+
+def _valued(trial: Any) -> bool:
+    """Whether a trial stored a value (final or reported) that a later search compares with."""
+    return trial.value is not None or bool(trial.intermediate_values)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,6 +19,13 @@ def open_study(
         return optuna.create_study(
             study_name=name, direction=direction, sampler=sampler, pruner=pruner
         )
+    try:
+        return _open(storage, name, direction, sampler, pruner)
+    except ImportError as exc:  # SQLAlchemy's driver for the URL's database
+        raise ValueError(_no_driver(storage, exc)) from None
+
+
+def _open(storage: str, name: str, direction: str, sampler: Any, pruner: Any) -> Any:
     path = _sqlite_path(storage)
     if path is None or path.exists():
         if path is not None:
@@ -60,3 +67,24 @@ def _check_optuna_file(path: Path, url: str) -> None:
         raise ValueError(f"--storage {url}: cannot read {path} ({exc})") from None
     if head != b"SQLite format 3\x00" or not {"studies", "trials"} <= names:
         raise ValueError(f"--storage {url}: {path} is not an Optuna storage; left as it is")
+
+
+def _no_driver(url: str, exc: ImportError) -> str:
+    """One line: the database driver a storage URL needs is not installed (the URL's password
+    left out)."""
+    cause = exc.__cause__ if isinstance(exc.__cause__, ImportError) else exc
+    module = getattr(cause, "name", None) or str(cause)
+    shown = _hide_password(url)
+    return (
+        f"--storage {shown}: the database driver {module!r} that SQLAlchemy needs for it is not "
+        f"installed (pip install it, or use sqlite:///FILE)"
+    )
+
+
+def _hide_password(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` part written as ``***``."""
+    scheme, sep, rest = url.partition("://")
+    auth, at, host = rest.partition("@")
+    if not (sep and at and ":" in auth):
+        return url
+    return f"{scheme}://{auth.split(':', 1)[0]}:***@{host}"

@@ -8,18 +8,21 @@ import json
 import math
 import statistics
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from optuna.distributions import BaseDistribution
 from optuna.trial import Trial, TrialState
 
 from wdlab.data import Dataset, StreamedData
-from wdlab.decay import get_mode
+from wdlab.decay import decay_table, get_mode
+from wdlab.decay.rules import own_groups
 from wdlab.devices import exact_float32, resolve_device
 from wdlab.models import ModelSpec
 from wdlab.optimizers import check_optimizer_options, optimizer_spec
 from wdlab.optuna.space import PARAMS, Settings, check_identity, check_space, check_study
-from wdlab.pipelines.memory import bytes_per_config, check_budget
+from wdlab.pipelines.checks import decay_rule
+from wdlab.pipelines.memory import bytes_per_config, check_budget, meta_build
 from wdlab.records import RunConfig, RunResult
 from wdlab.selection import Criterion, criterion, run_scores
 from wdlab.tasks import get_task
@@ -39,7 +42,10 @@ class _Search:
         settings: Settings,
         model_name: str,
     ) -> None:
+        settings = replace(settings, rule=decay_rule(settings.rule))  # "timm" → its DecayRule
         self.spec, self.ds, self.space, self.settings = spec, ds, dict(space), settings
+        if not settings.seeds:
+            raise ValueError("seeds: a search trains each trial on one seed or more, got none")
         if not _has_val(ds):
             raise ValueError("a search chooses on validation: the data need a validation split")
         self.crit = _criterion(ds, settings)
@@ -49,30 +55,48 @@ class _Search:
         fixed = self.config({}, settings.seeds[0], "check")  # the fixed values, checked
         check_optimizer_options(fixed.optimizer, dict(fixed.options), fixed.lr)
         self.plan((fixed,), None)  # the training settings, checked by the plan itself
-        device = resolve_device(settings.device, "device")
-        per_config = bytes_per_config(
-            spec,
-            ds,
-            settings.batch_size,
-            settings.epochs,
-            settings.eval_every,
-            settings.optimizer,
-            settings.precision,
-        )
-        check_budget(per_config, settings.max_memory_mb, device)
-        self.per_trial = per_config * len(settings.seeds)
+        self.per_trial = self._per_config() * len(settings.seeds)
         self.identity = _identity(settings, ds, model_name)
+        # what wdlab 0.x stored for the same rule: its repr (of a name, where one was given)
+        self.former = {"rule": (repr(settings.rule), repr(self.identity["rule"]))}
         self.batches, self.engine = 0, ""
         self.study: Any = None
+        self.unrecorded = False
+
+    def _per_config(self) -> int:
+        """One configuration's training memory, checked against the budget; the model's decay
+        table and ``group_wd``'s patterns checked on it (as ``wdlab.sweep`` does before its
+        store)."""
+        s = self.settings
+        model = meta_build(self.spec)
+        own_groups(decay_table(model, s.rule), dict(s.group_wd))
+        device = resolve_device(s.device, "device")
+        per_config = bytes_per_config(
+            self.spec,
+            self.ds,
+            s.batch_size,
+            s.epochs,
+            s.eval_every,
+            s.optimizer,
+            s.precision,
+            model=model,
+        )
+        check_budget(per_config, s.max_memory_mb, device)
+        return per_config
 
     def bind(self, study: Any) -> None:
         """Check ``study`` (direction, earlier trials' distributions, what it was searched
-        with); then, every check passed, record this search's settings with it."""
+        with). This search's settings are recorded with it at the first value told
+        (:meth:`record`): a search that fails before leaves the study open to the same call."""
         check_study(study, self.space, self.crit.higher)
-        check_identity(study, self.identity)
+        self.unrecorded = check_identity(study, self.identity, self.former)
         self.study = study
-        if "wdlab" not in study.user_attrs:  # the first write
-            study.set_user_attr("wdlab", self.identity)
+
+    def record(self) -> None:
+        """Record this search's settings with the study (once, before its first value)."""
+        if self.unrecorded:
+            self.study.set_user_attr("wdlab", self.identity)
+            self.unrecorded = False
 
     def config(self, params: Mapping[str, Any], seed: int, label: str) -> RunConfig:
         """The RunConfig of a trial's ``params`` (what the space searched) and one seed."""
@@ -150,7 +174,7 @@ class _Search:
         for t in trials:
             rows.append(list(range(len(configs), len(configs) + len(seeds))))
             configs += [self.config(t.params, s, f"trial {t.number}") for s in seeds]
-        watch = _Watch(self.study, trials, rows, self.metric)
+        watch = _Watch(self.study, trials, rows, self.metric, self.record)
         plan = self.plan(configs, watch.on_epoch)
         watch.evals = set(plan.eval_epochs)
         watch.trainer = Trainer(plan)
@@ -167,6 +191,7 @@ class _Search:
 
     def _finish(self, trial: Trial, runs: Sequence[RunResult]) -> None:
         """Tell Optuna a trial's value (its mean over seeds), or ``FAIL`` where it diverged."""
+        self.record()
         if any(r.status != "done" for r in runs):
             trial.set_user_attr("status", "diverged")
             self.study.tell(trial, state=TrialState.FAIL)
@@ -188,9 +213,15 @@ class _Watch:
     frozen."""
 
     def __init__(
-        self, study: Any, trials: Sequence[Trial], rows: list[list[int]], metric: str
+        self,
+        study: Any,
+        trials: Sequence[Trial],
+        rows: list[list[int]],
+        metric: str,
+        record: Callable[[], None],
     ) -> None:
         self.study, self.trials, self.rows, self.metric = study, trials, rows, metric
+        self.record = record  # called before the first value is reported
         self.live = set(range(len(trials)))
         self.evals: set[int] = set()
         self.trainer: Trainer | None = None
@@ -201,6 +232,7 @@ class _Watch:
         if epoch not in self.evals or self.trainer is None:
             return
         values = latest(self.trainer, self.metric)
+        self.record()
         for i in sorted(self.live):
             trial = self.trials[i]
             trial.report(_mean([values[r] for r in self.rows[i]]), epoch + 1)

@@ -23,7 +23,7 @@ from wdlab.models import ModelSpec
 from wdlab.optimizers import OptimizerSpec, optimizer_spec
 from wdlab.records import RunConfig
 from wdlab.tasks import Task
-from wdlab.trainer.schedules import parse_schedule
+from wdlab.trainer.schedules import check_schedule
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -114,14 +114,15 @@ class Plan:
             per = self.steps_per_epoch
             if per is None:
                 raise ValueError(
-                    "steps= needs the number of batches per epoch: this training stream has no "
-                    "len(); give epochs= instead"
+                    "steps= needs the number of batches per epoch, which this training stream "
+                    "cannot tell (it has no len()): give its Dataset a __len__ (its DataLoader "
+                    "then has one), or train for epochs= instead of steps="
                 )
             object.__setattr__(self, "epochs", -(-self.steps // per))
         if self.precision not in PRECISIONS:
             valid = ", ".join(PRECISIONS)
             raise ValueError(f"unknown precision {self.precision!r}; valid: {valid}")
-        parse_schedule(self.schedule)
+        check_schedule(self.schedule, self.total_steps)
         self._check_decays()
         if len({optimizer_spec(c.optimizer).cls_name for c in self.configs}) > 1:
             raise ValueError("one batch trains one optimizer class; split the sweep by optimizer")

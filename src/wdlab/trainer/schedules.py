@@ -16,6 +16,7 @@ Adding a schedule is one entry in :data:`SCHEDULES`: a name, its argument syntax
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -37,22 +38,35 @@ class Schedule:
 
 
 def _step_args(parts: list[str]) -> tuple[int, float]:
-    size, gamma = int(parts[0]), float(parts[1])
+    try:
+        size, gamma = int(parts[0]), float(parts[1])
+    except (ValueError, IndexError):
+        size, gamma = 0, math.nan
     if len(parts) != 2 or size < 1 or not gamma > 0:
-        raise ValueError("step needs SIZE >= 1 and GAMMA > 0")
+        raise ValueError("step:SIZE:GAMMA takes an integer SIZE >= 1 and a GAMMA > 0")
     return size, gamma
+
+
+#: What the W of a warm-up schedule may be (said where one is refused).
+WARMUP_W = (
+    "W is the warm-up: a number of steps (an integer >= 0, e.g. 500) or a fraction "
+    "0 < W < 1 of the training's steps (e.g. 0.1)"
+)
 
 
 def _warmup_args(parts: list[str]) -> tuple[float]:
     """W: an integer number of steps >= 0, or a fraction of the total steps in (0, 1)."""
     if len(parts) != 1:
-        raise ValueError("a warm-up schedule takes one argument")
+        raise ValueError(f"a warm-up schedule takes one argument W; {WARMUP_W}")
     text = parts[0].strip()
     if text.isdigit():
         return (float(int(text)),)
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
     if not 0 < value < 1:
-        raise ValueError("the warm-up is a number of steps or a fraction in (0, 1)")
+        raise ValueError(f"{WARMUP_W}; got {text!r}")
     return (value,)
 
 
@@ -107,19 +121,45 @@ SCHEDULES: dict[str, Schedule] = {
 
 
 def parse_schedule(text: str | None) -> tuple[Schedule, tuple]:
-    """The schedule a spec names and its converted arguments; ``ValueError`` if invalid."""
+    """The schedule a spec names and its converted arguments; ``ValueError`` if invalid, in
+    one line: ``lr schedule 'TEXT' is not allowed[: what its argument may be]; valid: …``."""
     name, *parts = (text or "constant").split(":")
     schedule = SCHEDULES.get(name)
-    try:
-        if schedule is None:
-            raise ValueError
-        args = schedule.args(parts)
-        if len(args) != len(parts):  # e.g. "cosine:3"
-            raise ValueError
-        return schedule, args
-    except (ValueError, IndexError):
-        valid = ", ".join(s.syntax for s in SCHEDULES.values())
-        raise ValueError(f"unknown lr schedule {text!r}; valid: {valid}") from None
+    reason = ""
+    if schedule is not None:
+        try:
+            args = schedule.args(parts)
+        except ValueError as exc:
+            reason = str(exc)
+        else:
+            if len(args) == len(parts):
+                return schedule, args
+            reason = f"{name} takes no argument"  # e.g. "cosine:3"
+    valid = ", ".join(s.syntax for s in SCHEDULES.values())
+    because = f": {reason}" if reason else ""
+    raise ValueError(f"lr schedule {text!r} is not allowed{because}; valid: {valid}")
+
+
+def check_schedule(schedule: str | None, total_steps: int | None) -> None:
+    """A per-step schedule needs the training's steps (``ValueError`` where a stream cannot
+    tell them); a warm-up as long as the training is one warning (its lr never peaks)."""
+    sched, args = parse_schedule(schedule)
+    if not sched.per_step:
+        return
+    if total_steps is None:
+        raise ValueError(
+            f"lr schedule {schedule!r} runs per step and needs the number of steps, which this "
+            "training stream cannot tell (it has no len()): give its Dataset a __len__ (its "
+            "DataLoader then has one), or use a per-epoch schedule (cosine, step:SIZE:GAMMA)"
+        )
+    w = warmup_steps(args[0], total_steps)
+    if w >= total_steps:
+        warnings.warn(
+            f"lr schedule {schedule!r}: a warm-up of {w} steps in a training of "
+            f"{total_steps}: the lr never reaches its peak; give a shorter W (or a fraction "
+            "such as 0.1)",
+            stacklevel=3,
+        )
 
 
 def make_scheduler(
@@ -134,8 +174,5 @@ def make_scheduler(
     if not sched.per_step:
         return sched.make(optimizer, epochs, *args)
     if total_steps is None:
-        raise ValueError(
-            f"lr schedule {schedule!r} runs per step and needs the number of steps: this "
-            "training stream has no len(); give steps= (or a per-epoch schedule)"
-        )
+        check_schedule(schedule, None)  # the one line saying what to give
     return sched.make(optimizer, total_steps, *args)

@@ -1,0 +1,206 @@
+"""A new user's mistakes on the command line, each answered in one line with exit status 2
+(nothing stored), or said in one ``wdlab: warning:`` line: flag abbreviations, ``--keep`` on
+``run``, warm-up schedules out of range."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from wdlab.cli import build_parser, main
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("no subcommands")
+
+
+def usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The one line a usage error prints (exit status 2)."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    return err
+
+
+# -- flags are spelt out ------------------------------------------------------------------------
+
+
+def test_no_parser_takes_an_abbreviation():
+    parser = build_parser()
+    assert parser.allow_abbrev is False
+    assert all(p.allow_abbrev is False for p in _subparsers(parser).values())
+
+
+@pytest.mark.parametrize(
+    ("argv", "meant"),
+    [
+        (["sweep", "--data", "wine", "--seed", "5"], "--seeds"),
+        (["sweep", "--data", "wine", "--clip-grad", "1"], "--clip-grad-norm"),
+        (["sweep", "--data", "wine", "--epoch", "2"], "--epochs"),
+        (["run", "--data", "wine", "--epoch", "2"], "--epochs"),
+        (["search", "--data", "wine", "--trial", "2"], "--trials"),
+    ],
+)
+def test_an_abbreviated_flag_is_refused_naming_the_flag_meant(argv, meant, capsys):
+    """argparse took a prefix of a flag for the flag (``--seed 5`` trained seeds 0..4)."""
+    err = usage_error(argv, capsys)
+    assert f"unrecognized arguments: {argv[3]}" in err and f"(did you mean {meant}?)" in err
+
+
+def test_search_seed_is_the_sampler_seed_and_seeds_the_training_seeds():
+    args = build_parser().parse_args(["search", "--seed", "7", "--seeds", "2"])
+    assert (args.seed, args.seeds) == (7, "2")
+
+
+def test_an_abbreviation_is_refused_before_torch_is_imported():
+    code = (
+        "import sys\nfrom wdlab.cli import main\n"
+        "try:\n    main(['sweep', '--data', 'wine', '--seed', '5'])\n"
+        "except SystemExit as exc:\n    print(exc.code, 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.split() == ["2", "False"], out.stderr
+
+
+# -- run keeps no trained weights ---------------------------------------------------------------
+
+RUN = ["run", "--data", "wine", "--model", "linear", "--epochs", "1"]
+
+
+def one_line_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The one line a refused command prints (exit status 2)."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    return err
+
+
+@pytest.mark.parametrize("keep", ["all", "best"])
+def test_run_refuses_keep_and_points_to_sweep(tmp_path, capsys, keep):
+    """run trains in a temporary study: --keep all kept nothing, silently."""
+    out = tmp_path / "run-keep"
+    err = one_line_error([*RUN, "--keep", keep, "--out", str(out)], capsys)
+    assert f"--keep {keep}: wdlab run keeps no trained weights" in err
+    assert f"wdlab sweep --out DIR --keep {keep}" in err
+    assert not out.exists()
+
+
+def wdlab(argv: list[str], cwd: object) -> subprocess.CompletedProcess[str]:
+    """The command in a fresh interpreter, as a user runs it (its warnings as they print)."""
+    cmd = [sys.executable, "-m", "wdlab.cli", *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
+
+
+def test_run_says_a_files_keep_is_not_kept(tmp_path):
+    (tmp_path / "exp.toml").write_text('[train]\nkeep = "all"\n')
+    done = wdlab(["run", "exp.toml", *RUN[1:], "--out", "o"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stderr.splitlines() if "warning" in line]
+    assert said == [
+        "wdlab: warning: exp.toml: train.keep = 'all': wdlab run keeps no trained weights (it "
+        "trains in a temporary study); to keep them: wdlab sweep --out DIR --keep all"
+    ]
+    # --keep none says what run does: no warning
+    done = wdlab(["run", "exp.toml", *RUN[1:], "--keep", "none", "--out", "p"], tmp_path)
+    assert done.returncode == 0 and "warning" not in done.stderr, done.stderr
+
+
+# -- warm-up schedules --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("w", ["1.0", "1.5", "-0.1", "x"])
+def test_a_warmup_out_of_range_says_what_w_may_be(capsys, w):
+    err = one_line_error([*RUN, "--schedule", f"warmup-cosine:{w}"], capsys)
+    assert f"'warmup-cosine:{w}' is not allowed: W is the warm-up: a number of steps" in err
+    assert "(an integer >= 0, e.g. 500) or a fraction 0 < W < 1 of the training's steps" in err
+
+
+def test_a_warmup_longer_than_the_training_is_one_warning(tmp_path):
+    """wine in one full batch, 2 epochs: 2 steps, so a warm-up of 500 never reaches the lr."""
+    argv = [*RUN[:-1], "2", "--schedule", "warmup-cosine:500", "--out", "o"]
+    done = wdlab(argv, tmp_path)
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stderr.splitlines() if "warning" in line]
+    assert said == [
+        "wdlab: warning: lr schedule 'warmup-cosine:500': a warm-up of 500 steps in a training "
+        "of 2: the lr never reaches its peak; give a shorter W (or a fraction such as 0.1)"
+    ]
+
+
+def test_a_warmup_shorter_than_the_training_says_nothing():
+    import warnings
+
+    from wdlab.trainer.schedules import check_schedule
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_schedule("warmup-cosine:1", 2)
+        check_schedule("warmup-linear:0.5", 2)
+        check_schedule("cosine", 1)
+    with pytest.warns(UserWarning, match="a warm-up of 2 steps in a training of 2"):
+        check_schedule("warmup-constant:2", 2)
+
+
+# -- per-step schedules and steps= on a stream without len() ------------------------------------
+
+
+def _stream(sized: bool):
+    import torch
+    from torch.utils.data import IterableDataset
+
+    class Stream(IterableDataset):
+        def __iter__(self):
+            g = torch.Generator().manual_seed(0)
+            for _ in range(64):
+                x = torch.randn(10, generator=g)
+                yield x, int(x[0] > 0)
+
+    class Sized(Stream):
+        def __len__(self):
+            return 64
+
+    return Sized() if sized else Stream()
+
+
+def _splits(sized: bool) -> dict:
+    import torch
+
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(32, 10, generator=g)
+    y = (X[:, 0] > 0).long()
+    return {"train": _stream(sized), "val": (X[:16], y[:16]), "test": (X[16:], y[16:])}
+
+
+def _model(seed=0):
+    import torch
+
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(10, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+
+
+def test_a_stream_without_len_gets_advice_that_leads_somewhere():
+    """A per-step schedule said "give steps=", and steps= said "give epochs=": each now says
+    what works, and neither sends the user to the other."""
+    import wdlab
+
+    kw = dict(seeds=1, batch_size=16, n_classes=2, weight_decay=0.0, epochs=2)
+    with pytest.raises(ValueError) as sched:
+        wdlab.sweep(_model, _splits(False), schedule="warmup-cosine:0.1", **kw)
+    with pytest.raises(ValueError) as steps:
+        wdlab.sweep(_model, _splits(False), steps=20, **kw)
+    for info in (sched, steps):
+        assert "\n" not in str(info.value) and "give its Dataset a __len__" in str(info.value)
+    assert "steps=" not in str(sched.value) and "per-epoch schedule (cosine" in str(sched.value)
+    assert "schedule" not in str(steps.value) and "epochs= instead of steps=" in str(steps.value)
+    # the advice followed: a stream with a length trains with both
+    r = wdlab.sweep(_model, _splits(True), schedule="warmup-cosine:0.1", steps=6, **kw)
+    assert [run.status for run in r.runs] == ["done"]
+    assert len(r.runs[0].curves["train_loss"]) == 2  # 4 batches an epoch: 6 steps, 2 epochs
