@@ -204,3 +204,12 @@ def test_a_stream_without_len_gets_advice_that_leads_somewhere():
     r = wdlab.sweep(_model, _splits(True), schedule="warmup-cosine:0.1", steps=6, **kw)
     assert [run.status for run in r.runs] == ["done"]
     assert len(r.runs[0].curves["train_loss"]) == 2  # 4 batches an epoch: 6 steps, 2 epochs
+
+
+def test_inspect_refuses_builtin_with_an_optimizer_without_weight_decay(capsys):
+    """inspect said what Rprop(weight_decay=wd) does with it and exited 0; run, sweep and
+    Decay.attach refuse the pairing, and so does inspect now."""
+    code = main(["inspect", "linear", "--in-dim", "4", "--optimizer", "rprop", "--mode", "builtin"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Rprop has no weight_decay of its own" in err
+    assert len(err.strip().splitlines()) == 1

@@ -121,12 +121,14 @@ def schedule_points(schedule: WDSchedule) -> dict[int, float]:
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Print which parameters of a model decay, with what weight decay, and the formula."""
     from wdlab.decay import Decay, formula, get_mode, param_groups, surprise_warnings
+    from wdlab.decay.modes import check_pairing
     from wdlab.optimizers import class_name, optimizer_spec
 
     m = get_mode(args.mode)
     mode = m.name
     if m.needs_base_lr and args.lr is None:
         raise UsageError(f"mode {mode!r} needs the base lr: pass --lr")
+    check_pairing(mode, args.optimizer)  # as run, sweep and Decay.attach refuse it
     spec = parse_model(args)
     decay = Decay(mode, args.wd, schedule=args.wd_schedule)
     group_wds = parse_group_wds(args.group_wd)
