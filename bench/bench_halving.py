@@ -62,7 +62,8 @@ import torch.nn.functional as F
 import wdlab
 from wdlab.data import load
 from wdlab.models import ModelSpec
-from wdlab.selection import run_scores, se_diff, selection_criterion
+from wdlab.selection import run_scores, selection_criterion
+from wdlab.stats import se_diff
 from wdlab.trainer import import_optimizer_runtime
 
 
