@@ -279,3 +279,29 @@ def test_the_training_options_are_declared_once():
     searched = set(inspect.signature(optuna_mod.optimize).parameters)
     missing = [k for k in keys if OPTIMIZE_CARRIES.get(k, k) not in searched | {None}]
     assert missing == [], f"wdlab.optuna.optimize lacks {missing}"
+
+
+@pytest.mark.parametrize("path", sorted((SRC.parent / "bench").glob("*.py")), ids=lambda p: p.name)
+def test_the_bench_scripts_import_names_that_exist(path):
+    """A name a bench script imports from wdlab exists (a move inside wdlab broke one once;
+    the benches run outside the suite)."""
+    import importlib
+
+    missing = []
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("wdlab"):
+            module = importlib.import_module(node.module)
+            missing += [f"{node.module}.{a.name}" for a in node.names if not _has(module, a.name)]
+    assert missing == [], f"{path.name} imports {missing}"
+
+
+def _has(module, name):
+    import importlib
+
+    if hasattr(module, name):
+        return True
+    try:  # a submodule: `from wdlab import data`
+        importlib.import_module(f"{module.__name__}.{name}")
+    except ImportError:
+        return False
+    return True

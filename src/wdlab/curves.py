@@ -3,6 +3,7 @@ dict; what :mod:`wdlab.records` stores for each run."""
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -61,9 +62,12 @@ class Curves(Mapping[str, list]):
         return self.epoch if is_per_epoch(name) else self.eval_epoch
 
     def upto(self, epochs: int) -> Curves:
-        """The curves of the first ``epochs`` epochs (a run that stopped there)."""
-        n_epoch = sum(e < epochs for e in self.epoch)
-        n_eval = sum(e < epochs for e in self.eval_epoch)
+        """The curves of the first ``epochs`` epochs (a run that stopped there); the axes are
+        increasing, so each cut is a bisection (this runs once per run of every batch)."""
+        n_epoch = bisect.bisect_left(self.epoch, epochs)
+        n_eval = bisect.bisect_left(self.eval_epoch, epochs)
+        if n_epoch == len(self.epoch) and n_eval == len(self.eval_epoch):
+            return Curves(self.epoch, self.eval_epoch, dict(self.series))  # nothing to cut
         series = {k: v[: n_epoch if is_per_epoch(k) else n_eval] for k, v in self.series.items()}
         return Curves(self.epoch[:n_epoch], self.eval_epoch[:n_eval], series)
 

@@ -146,8 +146,8 @@ class Trainer(RowStops):
                 bar.update(1)
             if plan.on_epoch is not None:
                 plan.on_epoch(epoch)
-            if not bool(rec.alive.any()):
-                break  # every row stopped: nothing left to train
+            if rec.index is not None and len(rec.index) == 0:
+                break  # every row stopped: nothing left to train (no tensor op per epoch)
 
     def train_epoch_minibatch(self, epoch: int) -> None:
         """One pass over the epoch's mini-batches; the epoch's train loss is their mean,

@@ -264,12 +264,13 @@ class Recorder:
         rows_ev = {k: v.t().cpu().tolist() for k, v in self.stacked_evals().items()}
         alive = torch.nonzero(self.alive).flatten().tolist()
         results: list[RunResult | None] = [None] * len(self.configs)
+        epoch_axis, eval_axis = range(plan.epochs), plan.eval_epochs  # (computed once)
         for row, orig in enumerate(order):
             series = {"train_loss": rows_train_loss[row], "weight_norm": rows_weight_norm[row]}
             series |= {k: v[row] for k, v in rows_ev.items()}
             for d in self.diagnostics:
                 series |= d.series(row)
-            curves = Curves(list(range(plan.epochs)), list(plan.eval_epochs), series)
+            curves = Curves(list(epoch_axis), list(eval_axis), series)
             result = self._result(row, curves.upto(epochs), rows_ev, seconds, note)
             if plan.keep_params:
                 result.params = self.params.get(row) or self.engine.weights(alive.index(row))
