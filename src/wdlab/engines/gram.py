@@ -61,6 +61,7 @@ class GramNorm:
         self.first = engine.w_name in names
         self.parts = self.others.parts + 2 * self.first
         self.w0_sq = engine.w0_sq.clone()  # the rows recorded, whatever the engine keeps later
+        self._cache: tuple[Tensor, ...] | None = None  # (a, B, and their views: _views)
 
     def write(self, out: Tensor) -> None:
         """This epoch's parts of the engine's current rows into ``out`` (parts, rows)."""
@@ -69,11 +70,20 @@ class GramNorm:
             self.others.write(out)
         if self.first:
             e = self.engine
-            a = e.tensors[e.w_name + A_SUFFIX].detach()
-            B = e.tensors[e.w_name + B_SUFFIX].detach().flatten(1)
+            a, B, z0 = self._views()
             out[m].copy_(a)
-            zz = torch.addcmul(e.train_pre().flatten(1), e.Z0["train"].flatten(1), a.view(-1, 1))
+            zz = torch.addcmul(e.train_pre().flatten(1), z0, a.view(-1, 1))
             rowdot(B, zz, out[m + 1])
+
+    def _views(self) -> tuple[Tensor, Tensor, Tensor]:
+        """a, B (flat) and the train Z0 (flat), made once per set of rows (every epoch reads
+        them; in-place updates show through, and compaction gives new tensors)."""
+        e = self.engine
+        a_t, b_t = e.tensors[e.w_name + A_SUFFIX], e.tensors[e.w_name + B_SUFFIX]
+        if self._cache is None or self._cache[0] is not a_t or self._cache[1] is not b_t:
+            views = (a_t.detach(), b_t.detach().flatten(1), e.Z0["train"].flatten(1))
+            self._cache = (a_t, b_t, *views)
+        return self._cache[2], self._cache[3], self._cache[4]
 
     def combine(self, parts: Tensor) -> Tensor:
         """Σ‖w‖² from recorded parts: (..., parts, K) → (..., K)."""
