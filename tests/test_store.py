@@ -271,6 +271,12 @@ LONG = [
 ]  # fmt: skip
 
 
+def _ctrl_c_reaches_it() -> None:
+    """In the child: Ctrl-C's default action, as on a terminal (a suite started in the
+    background, e.g. under nohup, has SIGINT ignored, and children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_puts_the_runs_in_flight_back_to_pending(tmp_path):
     out = tmp_path / "s"
     proc = subprocess.Popen(
@@ -280,6 +286,7 @@ def test_ctrl_c_puts_the_runs_in_flight_back_to_pending(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         env=ENV,
+        preexec_fn=_ctrl_c_reaches_it,
     )  # fmt: skip
     wait_for(lambda: status_count(out, "running") > 0 or proc.poll() is not None, "a batch")
     assert proc.poll() is None, "the sweep ended before it could be interrupted"
