@@ -45,6 +45,20 @@ SLOW: dict[str, set[str] | None] = {
     "test_rules.py": {"test_inspect_bad_input_from_the_shell_has_no_traceback"},
     "test_sweep.py": {"test_sigkill_halfway_then_resume"},
     "test_transfer.py": {"test_json"},
+    "test_bad_input_data.py": {
+        "test_the_cli_refuses_a_fifo_a_mixed_column_and_nan_noise_in_one_line"
+    },
+    "test_reliability.py": {
+        "test_a_stopped_holder_loses_its_lease_and_stores_nothing_twice",
+        "test_a_survivor_takes_over_the_batch_of_a_killed_holder",
+    },
+    "test_cli_mistakes.py": {
+        "test_run_says_a_files_keep_is_not_kept",
+        "test_a_warmup_longer_than_the_training_is_one_warning",
+    },
+    "test_honest.py": {"test_the_identity_is_the_same_in_another_process"},
+    "test_bad_input_files.py": {"test_user_code_never_writes_into_the_json_document"},
+    "test_loading.py": {"test_the_cli_names_the_file_of_a_syntax_error_and_exits_2"},
 }
 
 
