@@ -41,7 +41,9 @@ class Segment(list):
     these configurations, in this order: :mod:`wdlab.trainer.state`; None: from the start) up
     to ``stop`` epochs (a rung; None: to the end), without the rows ``skip`` (indices: pruned,
     or held by another process). ``name``: the checkpoint file its state goes to; ``source``:
-    the one it starts from; ``live``: the configurations it trains."""
+    the one it starts from; ``live``: the configurations it trains; ``planned``: the epochs
+    the store said those runs had trained when the segment was planned (None: from the start,
+    or not one number)."""
 
     def __init__(
         self,
@@ -53,11 +55,13 @@ class Segment(list):
         name: str = "",
         source: str | None = None,
         live: Iterable[RunConfig] | None = None,
+        planned: int | None = None,
     ) -> None:
         super().__init__(configs)
         self.start, self.stop, self.skip = start, stop, tuple(skip)
         self.name, self.source = name, source
         self.live = list(self) if live is None else list(live)
+        self.planned = planned
 
     def train_kwargs(self) -> dict[str, Any]:
         """The keywords of :func:`wdlab.trainer.train` this segment adds."""

@@ -213,8 +213,10 @@ class Job:
                     raise
                 if not ready([(seg[0], int(seg.start["epoch"]), seg.source)], *self._rungs()):
                     continue  # another process trained it on to a rung not decided yet
-            # only where this segment goes on from (not what another process trained further)
-            at = (None, None) if seg.start is None else (int(seg.start["epoch"]), seg.source)
+            # only where the store said the runs were when this was planned (not runs another
+            # process trained further); the file may be ahead of the store, written whole by a
+            # process killed before it noted it: its state is those runs', later
+            at = (None, None) if seg.start is None else (_planned(seg), seg.source)
             mine = self.store.claim(seg.live, self.owner, at)
             if not mine:
                 continue
@@ -319,3 +321,9 @@ def _progress(total: int, done: int) -> Any:
         leave=False,
         bar_format="{l_bar}{bar}| {n:.0f}/{total} configs [{elapsed}<{remaining}{postfix}]",
     )
+
+
+def _planned(seg: Segment) -> int:
+    """The epochs a checkpoint's runs had in the store when its segment was planned (the
+    file's own epoch where they did not agree on one)."""
+    return int(seg.start["epoch"]) if seg.planned is None else seg.planned  # type: ignore[index]

@@ -86,7 +86,9 @@ def plan_segments(
         if w[2] is not None:
             by_file.setdefault(w[2], []).append(w)
     for name, runs in by_file.items():
-        out.append(Segment([], source=name, live=[c for c, _, _ in runs]))
+        epochs = {e for _, e, _ in runs}
+        planned = epochs.pop() if len(epochs) == 1 else None
+        out.append(Segment([], source=name, live=[c for c, _, _ in runs], planned=planned))
     return out
 
 
@@ -95,7 +97,8 @@ def opened(segment: Segment, directory: Path) -> Segment:
     (:class:`~wdlab.pipelines.checkpoints.CheckpointError` for a file that cannot be used)."""
     state = read(directory, segment.source)
     configs = [RunConfig.from_dict(d) for d in state["configs"]]
-    return Segment(configs, start=state, source=segment.source, live=segment.live)
+    planned = segment.planned
+    return Segment(configs, start=state, source=segment.source, live=segment.live, planned=planned)
 
 
 def check_files(store: Store, directory: Path) -> None:
