@@ -197,11 +197,70 @@ def test_a_sigkilled_sweep_resumes_mid_training_bit_for_bit(tmp_path):
     assert p.poll() is None, "the sweep ended before it could be killed"
     p.send_signal(signal.SIGKILL)
     p.wait()
-    assert {e for (e,) in _rows(killed, "SELECT epochs FROM runs")} - {None} >= {21}
+    held = {e for (e,) in _rows(killed, "SELECT epochs FROM runs")} - {None}
+    assert held and all(21 <= e < 300 for e in held), held  # mid-training, after the 3rd
     w.communicate(timeout=600)
     again = sweep(killed)
     _, err = again.communicate(timeout=600)
     assert again.returncode == 0, err
     assert "took over" in err
+    assert _stored(killed) == _stored(whole)
+    assert os.listdir(killed / "checkpoints") == [".wdlab-files.json"]
+
+
+KILL = """
+import os, signal, sys
+from wdlab.cli import main
+from wdlab.pipelines import checkpoints
+from wdlab.store import Store
+
+where, nth, flags = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+owner, name = {
+    "before the rename": (checkpoints, "expect_output"),
+    "after the rename": (checkpoints, "record_outputs"),
+    "before the store notes it": (Store, "note_checkpoint"),
+    "before the file goes": (checkpoints, "remove"),
+}[where]
+real, calls = getattr(owner, name), []
+
+def killed(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == nth:
+        if where == "before the rename":
+            real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*args, **kwargs)
+
+setattr(owner, name, killed)
+sys.exit(main(["sweep", *flags]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "where",
+    [
+        "before the rename",
+        "after the rename",
+        "before the store notes it",
+        "before the file goes",
+    ],
+)
+def test_a_sweep_killed_anywhere_in_writing_a_checkpoint_resumes_bit_for_bit(tmp_path, where):
+    """SIGKILL at each point of writing the second checkpoint (the folder's record noting the
+    new file, the rename, the record, the store pointing at it), or as the last one is removed
+    once all runs are stored: run again, the sweep takes the runs left over (never refusing its
+    own file as changed) and ends with an uninterrupted sweep's numbers, no checkpoint left."""
+    last = where == "before the file goes"
+    flags = [*FLAGS, "--epochs", "40", "--checkpoint", "6"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert main(["sweep", *flags, "--out", str(whole)]) == 0
+    cmd = [sys.executable, "-c", KILL, where, "1" if last else "2", *flags, "--out", str(killed)]
+    p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    cmd = [sys.executable, "-m", "wdlab.cli", "sweep", *flags, "--out", str(killed)]
+    again = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert ("took over" in again.stderr) != last
     assert _stored(killed) == _stored(whole)
     assert os.listdir(killed / "checkpoints") == [".wdlab-files.json"]

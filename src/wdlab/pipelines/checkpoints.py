@@ -2,7 +2,9 @@
 study directory as ``checkpoints/<name>.pt``.
 
 * **Written whole or not at all**: ``torch.save`` of tensors and plain data to a temporary file
-  beside it, flushed to disk, then renamed over the old one; the store records which runs it
+  beside it, flushed to disk, then renamed over the old one (the folder's record noting first
+  that either file under that name is wdlab's, so a kill at any point leaves a file the next
+  sweep may read and replace); the store records which runs it
   holds only after that (:meth:`wdlab.store.Store.note_checkpoint`, or the batch's save at a
   rung), so the store never points at a file that is not there or not whole.
 * **Read safely**: ``torch.load(weights_only=True)`` (tensors and plain data only, never code),
@@ -16,19 +18,24 @@ study directory as ``checkpoints/<name>.pt``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from wdlab.pipelines.outputs import check_outputs, record_outputs
+from wdlab.pipelines.outputs import (
+    check_outputs,
+    expect_output,
+    forget_outputs,
+    record_outputs,
+    written_outputs,
+)
 from wdlab.records import RunConfig
-from wdlab.store import config_key
+from wdlab.store import config_key, dir_lock
 from wdlab.trainer.state import check
 
 DIRNAME = "checkpoints"
@@ -50,29 +57,13 @@ def name_of(configs: Sequence[RunConfig], live: Sequence[RunConfig]) -> str:
     return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:20] + ".pt"
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One process at a time writes the folder's files and its record (flock)."""
-    try:
-        import fcntl
-    except ImportError:  # not POSIX
-        yield
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
 def write(directory: str | Path, name: str, state: Mapping[str, Any], source: str) -> Path:
     """Write ``state`` as checkpoint ``name`` (whole or not at all); recorded for ``source``
     (``study HASH``). A file of that name wdlab did not write for this study is refused."""
     where = folder(directory)
     where.mkdir(parents=True, exist_ok=True)
     path = where / name
-    with _locked(where):
+    with dir_lock(where):
         check_outputs(where, [name], source, how="delete it, or choose another --out")
         tmp = where / f".{name}.{os.getpid()}.tmp"
         try:
@@ -80,6 +71,7 @@ def write(directory: str | Path, name: str, state: Mapping[str, Any], source: st
                 torch.save(dict(state), fh)
                 fh.flush()
                 os.fsync(fh.fileno())
+            expect_output(where, name, tmp, source)  # a kill after the rename: still ours
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -135,6 +127,12 @@ def configs_of(state: Mapping[str, Any]) -> list[RunConfig]:
     return [RunConfig.from_dict(d) for d in state["configs"]]
 
 
+def written(directory: str | Path, source: str) -> list[str]:
+    """The names of the checkpoint files wdlab wrote for ``source`` (still recorded)."""
+    entries = written_outputs(folder(directory)).items()
+    return sorted(n for n, e in entries if e.get("source") == source and n.endswith(".pt"))
+
+
 def remove(directory: str | Path, name: str, source: str) -> None:
     """Remove checkpoint ``name`` if wdlab wrote it for ``source`` and it is unchanged (any
     other file is left as it is)."""
@@ -142,9 +140,10 @@ def remove(directory: str | Path, name: str, source: str) -> None:
     path = where / name
     if not path.is_file():
         return
-    with _locked(where):
+    with dir_lock(where):
         try:
             check_outputs(where, [name], source)
         except ValueError:
             return  # not ours (or changed since): left alone
         path.unlink(missing_ok=True)
+        forget_outputs(where, [name])

@@ -131,6 +131,8 @@ class Job:
                     continue
                 if not self._wait():
                     break
+            for name in checkpoints.written(self.directory, self.source):
+                self._forget(name)  # left by a process killed as it removed it
         finally:
             if self.steps or self.told:  # a process that only read the study adds no time
                 self.store.add_seconds(time.perf_counter() - self.mark)

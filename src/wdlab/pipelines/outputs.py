@@ -64,7 +64,7 @@ def check_outputs(
             why = "was not written by wdlab"
         elif entry.get("source") != source:
             why = f"was written by wdlab for {_what(str(entry.get('source')), source)}"
-        elif entry.get("sha256") != _digest(path):
+        elif _digest(path) not in {entry.get("sha256"), entry.get("next")} - {None}:
             why = "was changed since wdlab wrote it"
         else:
             continue
@@ -85,6 +85,18 @@ def record_outputs(
         if p.parent.resolve() == folder.resolve() and p.is_file():
             written[p.name] = {**(note or {}), "source": source, "sha256": _digest(p)}
     _write_manifest(folder, written)
+
+
+def expect_output(folder: str | Path, name: str, new: str | Path, source: str) -> None:
+    """Note that file ``new`` is about to replace ``name`` in ``folder``: until ``name`` is
+    recorded again, either file under that name is wdlab's, so a process killed between the
+    rename and the record leaves a file the next one may use and replace."""
+    folder = Path(folder)
+    written = _manifest(folder)
+    entry = dict(written.get(name) or {"source": source})
+    if entry.get("source") == source:
+        written[name] = {**entry, "next": _digest(Path(new))}
+        _write_manifest(folder, written)
 
 
 def _write_manifest(folder: Path, written: Mapping[str, Mapping[str, str]]) -> None:

@@ -30,6 +30,7 @@ from wdlab.store.workers import (
     LEASE_SECONDS,
     LEGACY_LEASE_SECONDS,
     LeaseKeeper,
+    dir_lock,
     lease_seconds,
     worker_id,
 )
@@ -48,6 +49,7 @@ __all__ = [
     "Store",
     "StoreError",
     "config_key",
+    "dir_lock",
     "find_studies",
     "hash_config",
     "identify",

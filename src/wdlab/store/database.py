@@ -42,7 +42,7 @@ from wdlab.store.schema import (
     hash_config,
     identify,
 )
-from wdlab.store.workers import Workers, _dir_lock
+from wdlab.store.workers import Workers, dir_lock
 
 
 class Store(Workers, Progress):
@@ -69,7 +69,7 @@ class Store(Workers, Progress):
             self.db = _connect_ro(self.path)
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        with _dir_lock(self.dir):
+        with dir_lock(self.dir):
             version = identify(self.path) if self.path.exists() else 0
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             try:

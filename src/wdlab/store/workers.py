@@ -33,7 +33,7 @@ LEGACY_LEASE_SECONDS = 600.0  # workers of an earlier wdlab (no lease stored), o
 
 
 @contextlib.contextmanager
-def _dir_lock(directory: Path) -> Iterator[None]:
+def dir_lock(directory: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``directory`` (flock), so that first opens and migrations of
     one store happen one process at a time; a no-op where flock is missing."""
     try:
