@@ -88,6 +88,10 @@ class Driver:
 
     def __init__(self, entries: Sequence[Entry]) -> None:
         self.entries = [(m, g) for m, g in entries if m.decays]
+        # the entries acting before the step (built once: a step reads only these)
+        self._before_step = [
+            (m, g) for m, g in self.entries if m.optimizer_wd or m.gradient or m.update
+        ]
         self._handles: list[Any] = []
 
     def loss_term(self, start: Tensor | None = None, *, per_row: bool = False) -> Tensor:
@@ -110,9 +114,10 @@ class Driver:
         self._handles = []
 
     def _before(self, opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
-        to_optimizer(self.entries)
-        at_gradient(self.entries)
-        at_update(self.entries)
+        if self._before_step:
+            to_optimizer(self._before_step)
+            at_gradient(self._before_step)
+            at_update(self._before_step)
 
     def _after(self, opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
         after_update(self.entries)

@@ -52,6 +52,11 @@ def decays(group: dict) -> bool:
     return group.get(Keys.DECAY, True)
 
 
+def row_view(values: Tensor, p: Tensor) -> Tensor:
+    """One value per row of ``p`` (its first dimension), shaped to broadcast over the row."""
+    return values.view(-1, *([1] * (p.dim() - 1))).to(p.dtype)
+
+
 @dataclass(eq=False)
 class DecayGroup:
     """The tensors one decay acts on and what it needs to act on them.
@@ -80,6 +85,7 @@ class DecayGroup:
     step: int = 0
     grad_scale: float | None = None
     prev: list[Tensor | None] | None = field(default=None, repr=False)
+    _shaped: dict[int, tuple] = field(default_factory=dict, repr=False)
 
     @property
     def lr(self) -> float:
@@ -90,6 +96,18 @@ class DecayGroup:
     def maximize(self) -> bool:
         """Whether the group ascends its objective (torch's ``maximize=True``)."""
         return bool(self.group.get("maximize", False))
+
+    def per_row(self, value: WD, params: Sequence[Tensor]) -> list[WD]:
+        """``value`` for each of ``params``: a float as it is; one value per row shaped to
+        broadcast over the tensor's row, kept while ``value`` is the same, unchanged tensor
+        (a fixed per-row weight decay is shaped once, not every step)."""
+        if not isinstance(value, Tensor):
+            return [value] * len(params)
+        hit = self._shaped.get(id(params))
+        if hit is None or hit[0] is not value or hit[1] != value._version or hit[2] is not params:
+            hit = (value, value._version, params, [row_view(value, p) for p in params])
+            self._shaped[id(params)] = hit
+        return hit[3]
 
     def wd_now(self) -> WD:
         """The weight decay at this step."""

@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from wdlab.decay.group import WD, DecayGroup
+from wdlab.decay.group import WD, DecayGroup, row_view
 from wdlab.decay.timescales import (
     BY_OPTIMIZER,
     COUPLED,
@@ -53,11 +53,6 @@ from wdlab.decay.timescales import (
 from wdlab.optimizers import optimizer_spec
 
 PointFn = Callable[[DecayGroup, WD], None]
-
-
-def _per_row(wd: Tensor, p: Tensor) -> Tensor:
-    """One value per row of ``p`` (its first dimension), shaped to broadcast over the row."""
-    return wd.view(-1, *([1] * (p.dim() - 1))).to(p.dtype)
 
 
 def l2_penalty(params: Iterable[Tensor], wd: WD, *, per_row: bool = False) -> Tensor:
@@ -72,15 +67,21 @@ def l2_penalty(params: Iterable[Tensor], wd: WD, *, per_row: bool = False) -> Te
     return 0.5 * (wd.to(total.dtype) if isinstance(wd, Tensor) else wd) * total
 
 
-def coupled(params: Sequence[Tensor], wd: WD) -> None:
-    """g ← g + wd·w, for every parameter that has a gradient (``wd`` negative: g − |wd|·w)."""
-    for p in params:
+def coupled(params: Sequence[Tensor], wd: WD, shaped: Sequence[WD] | None = None) -> None:
+    """g ← g + wd·w, for every parameter that has a gradient (``wd`` negative: g − |wd|·w);
+    ``shaped``: ``wd`` for each parameter (:meth:`DecayGroup.per_row`), where already made."""
+    for p, w in zip(params, shaped or _shape(wd, params), strict=True):
         if p.grad is None:
             continue
-        if isinstance(wd, Tensor):
-            p.grad.addcmul_(p.detach(), _per_row(wd, p))
+        if isinstance(w, Tensor):
+            p.grad.addcmul_(p.detach(), w)
         else:
-            p.grad.add_(p.detach(), alpha=wd)
+            p.grad.add_(p.detach(), alpha=w)
+
+
+def _shape(wd: WD, params: Sequence[Tensor]) -> list[WD]:
+    """``wd`` for each of ``params`` (see :meth:`DecayGroup.per_row`), made now."""
+    return [row_view(wd, p) if isinstance(wd, Tensor) else wd for p in params]
 
 
 def to_init(params: Sequence[Tensor], anchors: Sequence[Tensor], wd: WD) -> None:
@@ -90,7 +91,7 @@ def to_init(params: Sequence[Tensor], anchors: Sequence[Tensor], wd: WD) -> None
             continue
         diff = p.detach() - p0
         if isinstance(wd, Tensor):
-            p.grad.add_(diff * _per_row(wd, p))
+            p.grad.add_(diff * row_view(wd, p))
         else:
             p.grad.add_(diff, alpha=wd)
 
@@ -101,7 +102,7 @@ def shrink(params: Sequence[Tensor], factor: WD) -> None:
         for p in params:
             if p.grad is None:
                 continue
-            p.mul_(_per_row(factor, p) if isinstance(factor, Tensor) else factor)
+            p.mul_(row_view(factor, p) if isinstance(factor, Tensor) else factor)
 
 
 def decoupled_factor(lr: float, wd: WD) -> WD:
@@ -131,12 +132,14 @@ def gradient_wd(g: DecayGroup, wd: WD) -> WD:
 
 
 def _coupled(g: DecayGroup, wd: WD) -> None:
-    coupled(g.params, gradient_wd(g, wd))
+    wd = gradient_wd(g, wd)
+    coupled(g.params, wd, g.per_row(wd, g.params))
 
 
 def _l2_by_gradient(g: DecayGroup, wd: WD) -> None:
     """l2's loss term as its gradient, for the tensors no autograd loss term reaches."""
-    coupled(g.by_gradient, gradient_wd(g, wd))
+    wd = gradient_wd(g, wd)
+    coupled(g.by_gradient, wd, g.per_row(wd, g.by_gradient))
 
 
 def _to_init(g: DecayGroup, wd: WD) -> None:
@@ -179,7 +182,7 @@ def _cautious_after(g: DecayGroup, wd: WD) -> None:
             if x is None:
                 continue
             mask = ((x - p) * x) >= 0
-            w = wd if not isinstance(wd, Tensor) else _per_row(wd, p)
+            w = wd if not isinstance(wd, Tensor) else row_view(wd, p)
             p.sub_(torch.where(mask, x, 0.0).mul_(lr * w))
 
 

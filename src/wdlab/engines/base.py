@@ -80,7 +80,7 @@ def fast_path_choice(setup: Setup, found: tuple[bool, str]) -> tuple[bool, str]:
 
 def rowdot(x: Tensor, y: Tensor, out: Tensor) -> None:
     """Row-wise dot products of two (K, m) tensors into ``out`` (K,) (a BLAS dot for one row)."""
-    if len(x) == 1:
+    if x.shape[0] == 1:
         torch.dot(x[0], y[0], out=out[0])
     else:
         torch.linalg.vecdot(x, y, out=out)

@@ -141,16 +141,17 @@ class GramEngine(Stacked):
         B = self.tensors[self.w_name + B_SUFFIX].detach()
         with torch.no_grad():
             G = self.G[split]
-            if len(B) == 1 and G.device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
+            k = B.shape[0]  # (len() of a tensor goes through torch's Python dispatch)
+            if k == 1 and G.device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
                 # a·Z0 + G·B in the GEMM itself (beta = a): no separate pass over (n, h); CPU
                 # only, where reading a back (.item()) costs no device sync
                 return torch.addmm(self.Z0[split][0], G, B[0], beta=a.item()).unsqueeze(0)
-            if len(B) == 1:
+            if k == 1:
                 gb = torch.mm(G, B[0]).unsqueeze(0)
             elif B.shape[2] == 1:  # one output (linear models): one GEMM for all K, (K,n)·Gᵀ
-                gb = torch.mm(B.view(len(B), -1), G.t()).unsqueeze(2)
+                gb = torch.mm(B.view(k, -1), G.t()).unsqueeze(2)
             else:  # an explicit batched GEMM: broadcasting matmul is ~8x slower for small n
-                gb = torch.bmm(G.expand(len(B), *G.shape), B)
+                gb = torch.bmm(G.expand(k, *G.shape), B)
             # float32 from here on, also when the GEMM ran in bfloat16 under autocast
             return gb.float().addcmul_(self.Z0[split], a.view(-1, 1, 1))
 

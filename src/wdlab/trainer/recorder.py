@@ -115,7 +115,7 @@ class Recorder:
     def epoch_loss(self, epoch: int, losses: Tensor, steps: int = 1) -> None:
         """Epoch ``epoch``'s train loss of the rows that trained it, in ``steps`` optimizer
         steps (counted for each of those rows)."""
-        self.row_steps += len(losses) * steps
+        self.row_steps += losses.shape[0] * steps
         if self.index is None:
             self.train_loss[epoch] = losses
         else:
