@@ -213,3 +213,25 @@ def test_inspect_refuses_builtin_with_an_optimizer_without_weight_decay(capsys):
     err = capsys.readouterr().err
     assert code == 2 and "Rprop has no weight_decay of its own" in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "filename, source",
+    [
+        ("/x/lib/python3.11/site-packages/optuna/importance/_ped_anova/evaluator.py", "optuna"),
+        ("/x/lib/python3.11/site-packages/torch/functional.py", "torch"),
+        ("/x/lib/python3.11/site-packages/wdlab/decay/attach.py", "wdlab"),
+        ("/work/main/src/wdlab/decay/attach.py", "wdlab"),
+        ("/home/me/project/model.py", "model.py"),
+        ("<stdin>", "wdlab"),
+    ],
+)
+def test_a_warning_names_who_raised_it(filename, source):
+    """A warning on the command line says which package (or the user's file) raised it: a
+    notice from Optuna's importance is not wdlab's."""
+    from wdlab.cli import _format_warning, warning_source
+
+    assert warning_source(filename) == source
+    line = _format_warning("careful\nnow", UserWarning, filename, 1)
+    said = "" if source == "wdlab" else f"[{source}] "
+    assert line == f"wdlab: warning: {said}careful; now\n"

@@ -21,6 +21,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from wdlab.cli import audit, decay, demo, experiment, search, study, transfer
 from wdlab.cli.common import EXIT_BAD_INPUT, Command, Parser, UsageError, user_output_aside
@@ -195,4 +196,19 @@ def _silence_stdout() -> None:
 
 
 def _format_warning(message, category, filename, lineno, line=None) -> str:
-    return f"wdlab: warning: {_one_line(str(message))}\n"
+    source = warning_source(str(filename))
+    said = "" if source == "wdlab" else f"[{source}] "
+    return f"wdlab: warning: {said}{_one_line(str(message))}\n"
+
+
+def warning_source(filename: str) -> str:
+    """Who raised a warning, from the file it names: wdlab, an installed package (``optuna``,
+    ``torch``), or the user's file by its name."""
+    parts = Path(filename).parts
+    for i, part in enumerate(parts[:-1]):
+        if part in ("site-packages", "dist-packages"):
+            name = parts[i + 1]
+            return "wdlab" if name == "wdlab" else name.removesuffix(".py")
+    if "wdlab" in parts[:-1] or not filename or filename.startswith("<"):
+        return "wdlab"
+    return Path(filename).name

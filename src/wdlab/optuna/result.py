@@ -78,7 +78,7 @@ class SearchResult:
             )
         n = ", ".join(f"{v} {k}" for k, v in self.counts().items())
         batches = f"{self.batches} batch{'es' if self.batches != 1 else ''}"
-        lines.append(f"\nthis search: {len(self.trials)} trials ({n}) in {batches}")
+        lines.append(f"\nthis search: {_trials(len(self.trials))} ({n}) in {batches}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -88,7 +88,11 @@ class SearchResult:
             params = ", ".join(f"{k}={_short(v)}" for k, v in best.params.items())
             tail = f"best {self.metric} {best.value:.4g} (trial {best.number}: {params})"
         n = ", ".join(f"{v} {k}" for k, v in self.counts().items())
-        return f"SearchResult({self.study.study_name!r}: {len(self.trials)} trials ({n}); {tail})"
+        return f"SearchResult({self.study.study_name!r}: {_trials(len(self.trials))} ({n}); {tail})"
+
+
+def _trials(n: int) -> str:
+    return f"{n} trial{'s' if n != 1 else ''}"
 
 
 def _short(v: object) -> str:
