@@ -222,16 +222,26 @@ def test_inspect_refuses_builtin_with_an_optimizer_without_weight_decay(capsys):
         ("/x/lib/python3.11/site-packages/torch/functional.py", "torch"),
         ("/x/lib/python3.11/site-packages/wdlab/decay/attach.py", "wdlab"),
         ("/work/main/src/wdlab/decay/attach.py", "wdlab"),
-        ("/home/me/project/model.py", "model.py"),
+        ("/home/me/project/model.py", "wdlab"),  # wdlab's warnings name their caller's line
         ("<stdin>", "wdlab"),
     ],
 )
 def test_a_warning_names_who_raised_it(filename, source):
-    """A warning on the command line says which package (or the user's file) raised it: a
-    notice from Optuna's importance is not wdlab's."""
+    """A warning on the command line says which installed package raised it: a notice from
+    Optuna's importance is not wdlab's."""
     from wdlab.cli import _format_warning, warning_source
 
     assert warning_source(filename) == source
     line = _format_warning("careful\nnow", UserWarning, filename, 1)
     said = "" if source == "wdlab" else f"[{source}] "
     assert line == f"wdlab: warning: {said}careful; now\n"
+
+
+def test_main_leaves_python_s_warning_format_as_it_was(capsys):
+    """``main()`` in a notebook: its one-line format is for the command's own warnings only."""
+    import warnings
+
+    before = warnings.formatwarning
+    argv = ["transfer", "--wd", "0.1", "--lr", "1e-3", "--n", "5e4", "--to-n", "2e5"]
+    assert main([*argv, "--batch-size", "256"]) == 0
+    assert warnings.formatwarning is before

@@ -126,6 +126,7 @@ def _run(args: argparse.Namespace) -> int:
     if not command.light:
         load_torch()
     aside = user_output_aside() if getattr(args, "json", False) else contextlib.nullcontext()
+    shown = warnings.formatwarning
     with warnings.catch_warnings(), aside:
         warnings.simplefilter("default")
         warnings.formatwarning = _format_warning  # type: ignore[assignment]
@@ -133,6 +134,8 @@ def _run(args: argparse.Namespace) -> int:
             return func(args)
         except SystemExit as exc:
             raise UsageError(f"code called sys.exit({exc.code!r}) during {args.command}") from None
+        finally:
+            warnings.formatwarning = shown  # main() in a notebook leaves Python's format
 
 
 def load_torch() -> None:
@@ -202,13 +205,11 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def warning_source(filename: str) -> str:
-    """Who raised a warning, from the file it names: wdlab, an installed package (``optuna``,
-    ``torch``), or the user's file by its name."""
+    """Who raised a warning, from the file it names: an installed package other than wdlab
+    (``optuna``, ``torch``), else ``wdlab`` (whose warnings name the line of the code that
+    called it, which may be the user's)."""
     parts = Path(filename).parts
     for i, part in enumerate(parts[:-1]):
         if part in ("site-packages", "dist-packages"):
-            name = parts[i + 1]
-            return "wdlab" if name == "wdlab" else name.removesuffix(".py")
-    if "wdlab" in parts[:-1] or not filename or filename.startswith("<"):
-        return "wdlab"
-    return Path(filename).name
+            return parts[i + 1].removesuffix(".py")
+    return "wdlab"
