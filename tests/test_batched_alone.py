@@ -29,6 +29,7 @@ Token ids reach the models here as float32 and are cast back with ``x.long()`` i
 (exact for ids < 2²⁴): that works whether or not wdlab's data path keeps integer inputs.
 """
 
+import weakref
 from dataclasses import replace
 
 import pytest
@@ -326,3 +327,61 @@ def test_on_the_cpu_a_batch_with_convolutions_runs_one_configuration_after_anoth
 class FlatMLP(nn.Sequential):
     def __init__(self):
         super().__init__(nn.Linear(3 * 8 * 8, 8), nn.GELU(), nn.Linear(8, 3))
+
+
+class _SavedBytes:
+    """The bytes autograd holds for backward, live and at their peak (a saved tensor counts
+    from its forward until its graph is freed)."""
+
+    def __init__(self):
+        self.live = self.peak = 0
+
+    def pack(self, t):
+        box = _Box(t)
+        self.live += t.numel() * t.element_size()
+        self.peak = max(self.peak, self.live)
+        weakref.finalize(box, self._free, t.numel() * t.element_size())
+        return box
+
+    def _free(self, n):
+        self.live -= n
+
+    @staticmethod
+    def unpack(box):
+        return box.t
+
+
+class _Box:
+    def __init__(self, t):
+        self.t = t
+
+
+def _peak_saved(configs, monkeypatch):
+    """The peak of the bytes saved for backward inside the training steps (not the set-up's
+    probes)."""
+    from wdlab.trainer.loop import Trainer
+
+    seen, step, peaks = _SavedBytes(), Trainer.step, []
+
+    def counted(self, rows, pending):
+        seen.live = seen.peak = 0
+        with torch.autograd.graph.saved_tensors_hooks(seen.pack, seen.unpack):
+            out = step(self, rows, pending)
+        peaks.append(seen.peak)
+        return out
+
+    monkeypatch.setattr(Trainer, "step", counted)
+    _train(ResNetish, images(), configs, "cpu")
+    monkeypatch.undo()
+    return max(peaks)
+
+
+def test_one_configuration_after_another_holds_one_configuration_s_activations(monkeypatch):
+    """On the CPU the convolutional batch backs each configuration's loss up before the next
+    one's forward: four configurations hold at their peak what one holds alone (the saved
+    activations), not four times that."""
+    configs = _configs("sgd")
+    assert len(configs) == 4
+    alone, batch = _peak_saved(configs[:1], monkeypatch), _peak_saved(configs, monkeypatch)
+    assert alone > 0
+    assert batch < 1.5 * alone, (batch, alone)

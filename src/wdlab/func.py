@@ -34,7 +34,7 @@ so ``functional_call`` gives both names that configuration's row.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -79,12 +79,18 @@ class FuncForward:
                 return self._batched(params, buffers, x)
         # one configuration (or no vmap): the module's own kernels on row views, so a
         # configuration trained alone is exactly a plain PyTorch loop
-        outs = []
-        for k in range(K):
+        return torch.stack(list(self.each(params, buffers, x)))
+
+    def each(
+        self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Inputs
+    ) -> Iterator[Tensor]:
+        """Each configuration's outputs in turn, through the module's own kernels on its rows
+        (the module in the mode :meth:`__call__` or the caller set); the next is computed
+        when asked for, so a caller may run each one's backward in between."""
+        for k in range(len(next(iter(params.values())))):
             pk = {n: t[k] for n, t in params.items()}
             bk = {n: t[k] for n, t in buffers.items()}  # views: in-place updates land in row k
-            outs.append(_ContiguousGrad.apply(self._one(pk, bk, x)))
-        return torch.stack(outs)
+            yield _ContiguousGrad.apply(self._one(pk, bk, x))
 
 
 class SameMasks(TorchFunctionMode):

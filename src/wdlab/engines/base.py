@@ -122,6 +122,7 @@ class Engine(Protocol):
     """What the trainer uses of an engine (see the module docstring)."""
 
     hand_backward: ClassVar[bool]  # gradients by a hand-written backward (no autograd graph)
+    one_at_a_time: bool  # a step's forward and backward run one configuration at a time
     flat_inputs: ClassVar[bool]  # reads signals and images flat
     float_inputs: ClassVar[bool]  # reads one floating tensor (built-in kinds: ints are cast)
     eval_chunk: ClassVar[int | None]  # rows per evaluation forward (None: all at once)
@@ -166,6 +167,7 @@ class Stacked:
     buffers stacked beside them; a subclass runs the forward (:meth:`_run`)."""
 
     hand_backward: ClassVar[bool] = False
+    one_at_a_time: bool = False  # a training step backs up each configuration in turn
     flat_inputs: ClassVar[bool] = False
     float_inputs: ClassVar[bool] = False
     eval_chunk: ClassVar[int | None] = EVAL_CHUNK

@@ -9,6 +9,7 @@ for all K."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -59,6 +60,40 @@ class FuncEngine(Stacked):
 
     def _run(self, x: Inputs, train: bool) -> Tensor:
         return self.fwd(self.tensors, self.buffers, x, train)
+
+    @property
+    def one_at_a_time(self) -> bool:
+        """Whether a training step runs the configurations one after another (no vmap, more
+        than one): then :meth:`train_each` backs each one's loss up before the next forward."""
+        return not self.fwd.vmap and len(self) > 1
+
+    def train_each(
+        self,
+        idx: Tensor | None,
+        x: Inputs | None,
+        loss: Callable[[Tensor], Tensor],
+        amp: Callable[[], contextlib.AbstractContextManager],
+    ) -> tuple[Tensor, Tensor]:
+        """One training step's forward and backward, a configuration at a time: ``loss`` of
+        its (1, n, out) outputs, backed up at once, so that only one configuration's
+        activations are held (not K). Returns the outputs (K, n, out) and losses (K,),
+        detached; every tensor's ``.grad`` is the gradient of their sum."""
+        x = self.inputs("train", idx, x)
+        for t in self.tensors.values():
+            t.grad = None
+        self.fwd.template.train(True)
+        outs, losses = [], []
+        forwards = self.fwd.each(self.tensors, self.buffers, x)
+        while True:
+            with amp():
+                out = next(forwards, None)
+            if out is None:
+                break
+            lk = loss(out.float()[None])
+            lk.sum().backward()
+            outs.append(out.detach().float())
+            losses.append(lk.detach())
+        return torch.stack(outs), torch.cat(losses)
 
 
 def loops_faster(template: nn.Module, device: torch.device) -> str | None:

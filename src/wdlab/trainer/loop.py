@@ -176,6 +176,15 @@ class Trainer(RowStops):
             if pending:  # metrics of these weights, before the backward
                 self.recorder.eval_metrics("train", out, yb)
             self.engine.backward(tape, dout)
+        elif self.engine.one_at_a_time:  # one configuration's activations held at a time
+            out, losses = self.engine.train_each(
+                rows.idx, rows.x, lambda o: self.task.loss(o, yb), self._autocast
+            )
+            if pending:
+                self.recorder.eval_metrics("train", out, yb)
+            term = self.rows.loss_term(torch.zeros(1, device=self.device))  # l2's, if any
+            if term.requires_grad:
+                term.backward()
         else:
             out = self.forward(rows, train=True)
             losses = self.task.loss(out, yb)
@@ -191,6 +200,12 @@ class Trainer(RowStops):
         if self.step_schedule:
             self.rows.scheduler.step()
         return losses
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """bfloat16 autocast where asked (``precision="bf16"``), else nothing."""
+        if not self.amp:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def forward(self, rows: Rows, train: bool = False) -> Tensor:
         """The forward pass on a batch (``train``: in training mode), under bfloat16 autocast
