@@ -385,3 +385,21 @@ def test_one_configuration_after_another_holds_one_configuration_s_activations(m
     alone, batch = _peak_saved(configs[:1], monkeypatch), _peak_saved(configs, monkeypatch)
     assert alone > 0
     assert batch < 1.5 * alone, (batch, alone)
+
+
+@pytest.mark.parametrize("mode", ["l2", "coupled", "decoupled"])
+def test_one_after_another_is_alone_for_wdlab_s_own_decay_modes(mode):
+    """The CPU convolutional batch with wdlab's modes (``l2``'s loss term backed up on its own,
+    after the configurations' losses): each row is its run alone, bit for bit (SGD)."""
+    data = images()
+    configs = [
+        RunConfig(mode, wd, LR["sgd"], "sgd", (("momentum", 0.9),), seed=s)
+        for wd in (0.0, 0.1)
+        for s in (0, 1)
+    ]
+    batched = _train(ResNetish, data, configs, "cpu")
+    assert batched[0].engine.startswith("torch.func: one configuration after another")
+    for c, b in zip(configs, batched, strict=True):
+        alone = _train(ResNetish, data, [c], "cpu")[0]
+        unequal = [n for n in alone.params if not torch.equal(b.params[n], alone.params[n])]
+        assert unequal == [], f"{c}: batched differs from alone in {unequal}"
