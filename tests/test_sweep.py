@@ -314,3 +314,38 @@ def test_seconds_is_the_wall_time_of_the_sweep(tmp_path):
     assert res.seconds >= max(batch_times)  # covers every batch, each counted once
     again = run_sweep(cfg, tmp_path / "s")  # nothing left to train adds no time
     assert again.seconds == res.seconds and load_study(tmp_path / "s").seconds == res.seconds
+
+
+def test_a_batch_that_holds_one_configuration_s_activations_plans_more_per_batch():
+    """Convolutions on the CPU train one configuration at a time: the activations count once
+    per batch, not once per configuration, so a budget that holds them once beside 16 sets of
+    weights plans one batch of 16 (it planned 2 per batch when every configuration held its
+    own); an MLP, vmapped, still counts them per configuration."""
+    import torch
+    from torch import nn
+
+    from wdlab.data import Dataset
+    from wdlab.models import ModelSpec
+    from wdlab.pipelines.memory import memory_need, planning_bytes
+
+    def conv(seed=0):
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(8, 2))  # fmt: skip
+
+    def mlp(seed=0):
+        return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 8), nn.ReLU(), nn.Linear(8, 2))
+
+    X, y = torch.randn(64, 3, 32, 32), torch.arange(64) % 2
+    ds = Dataset("img", "multiclass", X[:32], y[:32], X[48:], y[48:], X[32:48], y[32:48], 2)
+    cpu = torch.device("cpu")
+    own, shared = memory_need(ModelSpec("custom", factory=conv), ds, 32, device=cpu)
+    assert shared > own > 0  # the activations are the bulk
+    assert memory_need(ModelSpec("custom", factory=conv), ds, 32) == (own + shared, 0)
+    budget_mb = (shared + 16 * own) / 2**20
+    cfgs = [RunConfig("decoupled", w, 0.1, seed=s) for w in (0.0, 1e-3, 1e-2, 1e-1)
+            for s in range(4)]  # fmt: skip
+    together = plan_batches(cfgs, planning_bytes(own, shared, budget_mb), budget_mb)
+    assert [len(b) for b in together] == [16]
+    assert max(len(b) for b in plan_batches(cfgs, own + shared, budget_mb)) < 16
+    m_own, m_shared = memory_need(ModelSpec("custom", factory=mlp), ds, 32, device=cpu)
+    assert m_shared == 0 and m_own > 0

@@ -132,6 +132,8 @@ class Engine(Protocol):
     eval_pass: bool  # train and eval modes differ: the train split needs a pass of its own
     by_gradient: frozenset[str]  # tensors whose l2 term is applied as its gradient, always
 
+    @classmethod
+    def shares_activations(cls, template: nn.Module, device: torch.device) -> bool: ...
     def parameter(self, name: str) -> str: ...
     def forward(
         self,
@@ -186,6 +188,12 @@ class Stacked:
         """The engine for ``setup`` (the Gram fast path is for the built-in MLPs only)."""
         fast_path_choice(setup, (False, "custom model: first layer unknown"))
         return cls(setup)
+
+    @classmethod
+    def shares_activations(cls, template: nn.Module, device: torch.device) -> bool:
+        """Whether a batch of ``template`` on ``device`` trains one configuration at a time,
+        holding one configuration's activations whatever its size (here: never)."""
+        return False
 
     def parameter(self, name: str) -> str:
         """The model parameter a stacked tensor stands for (here: itself)."""

@@ -44,6 +44,12 @@ class FuncEngine(Stacked):
             engine.note = f"torch.func: one configuration after another ({why})"
         return engine
 
+    @classmethod
+    def shares_activations(cls, template: nn.Module, device: torch.device) -> bool:
+        """Where the configurations run one after another (:func:`loops_faster`), each backed
+        up before the next: the batch holds one configuration's activations."""
+        return loops_faster(template, device) is not None
+
     @property
     def device(self) -> torch.device:
         """Where the stacked tensors are."""

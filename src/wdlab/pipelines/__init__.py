@@ -4,13 +4,12 @@ temporary store); reading results back. They return values and draw nothing."""
 from wdlab.pipelines.demo import REGIMES, DemoSettings, run_demo, seed_init
 from wdlab.pipelines.exports import export_to
 from wdlab.pipelines.load import build_report, load_result
-from wdlab.pipelines.memory import plan_batches
+from wdlab.pipelines.memory import bytes_per_config, plan_batches
 from wdlab.pipelines.own import sweep
 from wdlab.pipelines.results import DemoResult, SweepResult, former_name
 from wdlab.pipelines.study import (
     DEFAULT_MAX_MEMORY_MB,
     IncompleteStudy,
-    bytes_per_config,
     default_out,
     export_study,
     load_study,

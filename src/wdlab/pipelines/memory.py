@@ -66,6 +66,25 @@ def bytes_per_config(
     per-epoch and per-evaluation records. Activations are counted on one example
     (:func:`wdlab.models.activations_per_example`, on the meta device where it runs).
     ``model``: the spec's model when the caller has built it already."""
+    args = (spec, data, batch_size, epochs, eval_every, optimizer, precision, model)
+    return sum(memory_need(*args))
+
+
+def memory_need(
+    spec: ModelSpec,
+    data: Dataset | StreamedData,
+    batch_size: int | None,
+    epochs: int = 1,
+    eval_every: int = 10,
+    optimizer: str = "adam",
+    precision: str = "fp32",
+    model: torch.nn.Module | None = None,
+    device: torch.device | None = None,
+) -> tuple[int, int]:
+    """(bytes of each configuration, bytes the batch holds once) as :func:`bytes_per_config`
+    counts them: where the engine trains one configuration at a time on ``device``
+    (:meth:`~wdlab.engines.base.Stacked.shares_activations`), the activations are the batch's
+    once; elsewhere every configuration holds its own, and the second is 0."""
     model = meta_build(spec) if model is None else model
     n_params = sum(p.numel() for p in model.parameters())
     states = optimizer_spec(optimizer).state_size
@@ -80,12 +99,23 @@ def bytes_per_config(
         per_step * step_rows * per_example, BYTES_PER_ACTIVATION["eval"] * eval_rows * per_example
     )
     n_evals = math.ceil(epochs / max(eval_every, 1)) + 1
-    return (
+    own = (
         (BYTES_PER_PARAM + 4 * states) * n_params
-        + activations
         + BYTES_PER_EPOCH_VALUE * 2 * epochs
         + BYTES_PER_EVAL_VALUE * 8 * n_evals  # loss and metrics of each split
     )
+    shared = device is not None and spec.model_kind.engine.shares_activations(model, device)
+    return (own, activations) if shared else (own + activations, 0)
+
+
+def planning_bytes(per_config: int, shared: int, max_memory_mb: float) -> int:
+    """The bytes per configuration to plan batches with (:func:`plan_batches`) when the batch
+    also holds ``shared`` bytes once: as many configurations as fit beside it."""
+    if not shared:
+        return per_config
+    budget = max_memory_mb * 2**20
+    fit = max(1, int((budget - shared) // max(per_config, 1)))
+    return max(1, int(budget // fit))  # budget // this == fit (budget ≥ fit·(fit + 1) bytes)
 
 
 def _rows(data: Dataset | StreamedData, batch_size: int | None) -> tuple[int, int]:

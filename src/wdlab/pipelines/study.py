@@ -45,7 +45,7 @@ from wdlab.jsonsafe import dumps
 from wdlab.models import ModelSpec
 from wdlab.pipelines.experiment import grid, grid_size, load_data, model_spec
 from wdlab.pipelines.job import Job
-from wdlab.pipelines.memory import bytes_per_config, check_budget, meta_build
+from wdlab.pipelines.memory import check_budget, memory_need, meta_build, planning_bytes
 from wdlab.pipelines.outputs import check_outputs, record_outputs
 from wdlab.pipelines.results import SweepResult
 from wdlab.pipelines.segments import check_pruning, has_validation
@@ -216,7 +216,9 @@ def run_study(
     study.data, study.train_kwargs = fit_outputs(model, study.data, study.train_kwargs)
     ds, spec = study.data, study.spec
     kw, crit, pace = _stopping(study)  # the rungs and early stopping: checked before the store
-    per_config = bytes_per_config(
+    local = executor is None or isinstance(executor, LocalExecutor)  # Ray: the workers' device
+    device = resolve_device(kw.get("device"), "train.device") if local else None
+    per_config, shared = memory_need(
         spec,
         ds,
         kw["batch_size"],
@@ -225,10 +227,10 @@ def run_study(
         study.configs[0].optimizer,
         kw["precision"],
         model=model,
+        device=device,
     )
-    local = executor is None or isinstance(executor, LocalExecutor)  # Ray: the workers' device
-    device = resolve_device(kw.get("device"), "train.device") if local else None
-    check_budget(per_config, max_memory_mb, device)
+    check_budget(per_config + shared, max_memory_mb, device)
+    per_config = planning_bytes(per_config, shared, max_memory_mb)
     table = decay_table(model, kw["rule"]).to_dict()
     own_groups(decay_table(model, kw["rule"]), kw.get("group_wd") or {})  # before the store
     with (
