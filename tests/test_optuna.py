@@ -515,3 +515,36 @@ def test_the_models_decay_settings_are_checked_before_anything_is_asked(tmp_path
     with pytest.raises(ValueError, match=r"'nomatch\.\*': the pattern matches no decaying"):
         wo.optimize(s, "linear", "wine", WD_SPACE, group_wd={"nomatch.*": 0.0}, **TINY)
     assert digest(tmp_path / "s.db") == before and s.trials == [] and s.user_attrs == {}
+
+
+def test_a_conv_search_counts_its_activations_once_per_batch():
+    """Trials of a convolutional model on the CPU train one configuration at a time: the
+    memory budget holds their activations once beside every trial's weights, so a budget that
+    fits that trains the 4 trials as one batch (each trial holding its own activations, as
+    counted before, it would take 4)."""
+    from torch import nn
+
+    from wdlab.pipelines.memory import memory_need
+
+    def conv(seed=0):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                             nn.Flatten(), nn.Linear(8, 2))  # fmt: skip
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(96, 3, 32, 32, generator=g)
+    y = (X[:, 0].mean((1, 2)) > 0).long()
+    data = {"train": (X[:64], y[:64]), "val": (X[64:80], y[64:80]), "test": (X[80:], y[80:])}
+    spec = ModelSpec("custom", factory=conv)
+    ds = wdlab.data.Dataset("c", "multiclass", X[:64], y[:64], X[80:], y[80:], X[64:80],
+                            y[64:80], 2)  # fmt: skip
+    own, shared = memory_need(spec, ds, 32, 2, 1, "adamw", device=torch.device("cpu"))
+    assert shared > own > 0
+    budget = (shared + 4.5 * own) / 2**20
+    assert budget * 2**20 < 2 * (own + shared)  # one configuration's own activations each: 1
+    s = study()
+    space = {"weight_decay": FloatDistribution(1e-6, 1.0, log=True)}
+    result = wo.optimize(s, conv, data, space, n_trials=4, batch=4, epochs=2, batch_size=32,
+                         max_memory_mb=budget)  # fmt: skip
+    assert result.batches == 1
+    assert len([t for t in s.trials if t.state == TrialState.COMPLETE]) == 4

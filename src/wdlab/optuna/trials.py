@@ -22,7 +22,7 @@ from wdlab.models import ModelSpec
 from wdlab.optimizers import check_optimizer_options, optimizer_spec
 from wdlab.optuna.space import PARAMS, Settings, check_identity, check_space, check_study
 from wdlab.pipelines.checks import decay_rule
-from wdlab.pipelines.memory import bytes_per_config, check_budget, meta_build
+from wdlab.pipelines.memory import check_budget, memory_need, meta_build
 from wdlab.records import RunConfig, RunResult
 from wdlab.selection import Criterion, criterion, run_scores
 from wdlab.tasks import get_task
@@ -55,7 +55,8 @@ class _Search:
         fixed = self.config({}, settings.seeds[0], "check")  # the fixed values, checked
         check_optimizer_options(fixed.optimizer, dict(fixed.options), fixed.lr)
         self.plan((fixed,), None)  # the training settings, checked by the plan itself
-        self.per_trial = self._per_config() * len(settings.seeds)
+        own, self.shared = self._memory()  # each configuration's, and the batch's once
+        self.per_trial = own * len(settings.seeds)
         self.identity = _identity(settings, ds, model_name)
         # what wdlab 0.x stored for the same rule: its repr (of a name, where one was given)
         self.former = {"rule": (repr(settings.rule), repr(self.identity["rule"]))}
@@ -63,15 +64,16 @@ class _Search:
         self.study: Any = None
         self.unrecorded = False
 
-    def _per_config(self) -> int:
-        """One configuration's training memory, checked against the budget; the model's decay
-        table and ``group_wd``'s patterns checked on it (as ``wdlab.sweep`` does before its
-        store)."""
+    def _memory(self) -> tuple[int, int]:
+        """One configuration's training memory and what a batch holds once (see
+        :func:`~wdlab.pipelines.memory.memory_need`), checked against the budget; the model's
+        decay table and ``group_wd``'s patterns checked on it (as ``wdlab.sweep`` does before
+        its store)."""
         s = self.settings
         model = meta_build(self.spec)
         own_groups(decay_table(model, s.rule), dict(s.group_wd))
         device = resolve_device(s.device, "device")
-        per_config = bytes_per_config(
+        own, shared = memory_need(
             self.spec,
             self.ds,
             s.batch_size,
@@ -80,9 +82,10 @@ class _Search:
             s.optimizer,
             s.precision,
             model=model,
+            device=device,
         )
-        check_budget(per_config, s.max_memory_mb, device)
-        return per_config
+        check_budget(own + shared, s.max_memory_mb, device)
+        return own, shared
 
     def bind(self, study: Any) -> None:
         """Check ``study`` (direction, earlier trials' distributions, what it was searched
@@ -159,7 +162,8 @@ class _Search:
     def _chunks(self, trials: Sequence[Trial]) -> list[list[Trial]]:
         """The trials grouped by optimizer class (one per plan), each group cut to what fits
         the memory budget."""
-        k = max(1, int(self.settings.max_memory_mb * 2**20 // max(self.per_trial, 1)))
+        room = self.settings.max_memory_mb * 2**20 - self.shared
+        k = max(1, int(room // max(self.per_trial, 1)))
         groups: dict[str, list[Trial]] = {}
         for t in trials:
             opt = self.config(t.params, 0, "").optimizer
