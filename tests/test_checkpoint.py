@@ -217,7 +217,7 @@ from wdlab.store import Store
 where, nth, flags = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 owner, name = {
     "before the rename": (checkpoints, "expect_output"),
-    "after the rename": (checkpoints, "record_outputs"),
+    "after the rename": (checkpoints, "settle_output"),
     "before the store notes it": (Store, "note_checkpoint"),
     "before the file goes": (checkpoints, "remove"),
 }[where]

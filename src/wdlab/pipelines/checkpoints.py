@@ -31,7 +31,7 @@ from wdlab.pipelines.outputs import (
     check_outputs,
     expect_output,
     forget_outputs,
-    record_outputs,
+    settle_output,
     written_outputs,
 )
 from wdlab.records import RunConfig
@@ -75,7 +75,7 @@ def write(directory: str | Path, name: str, state: Mapping[str, Any], source: st
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
-        record_outputs(where, [path], source)
+        settle_output(where, name)  # the hash noted before the rename: one read of the file
     return path
 
 

@@ -90,13 +90,25 @@ def record_outputs(
 def expect_output(folder: str | Path, name: str, new: str | Path, source: str) -> None:
     """Note that file ``new`` is about to replace ``name`` in ``folder``: until ``name`` is
     recorded again, either file under that name is wdlab's, so a process killed between the
-    rename and the record leaves a file the next one may use and replace."""
+    rename and the record leaves a file the next one may use and replace (call it once
+    :func:`check_outputs` allowed the write: another source's entry is then stale)."""
     folder = Path(folder)
     written = _manifest(folder)
-    entry = dict(written.get(name) or {"source": source})
-    if entry.get("source") == source:
-        written[name] = {**entry, "next": _digest(Path(new))}
-        _write_manifest(folder, written)
+    entry = written.get(name) or {}
+    kept = entry if entry.get("source") == source else {}
+    written[name] = {**kept, "source": source, "next": _digest(Path(new))}
+    _write_manifest(folder, written)
+
+
+def settle_output(folder: str | Path, name: str) -> None:
+    """The file :func:`expect_output` noted has replaced ``name``: the hash it noted is now
+    the record's (the file is not read again)."""
+    folder = Path(folder)
+    written = _manifest(folder)
+    entry = dict(written.get(name) or {})
+    entry["sha256"] = entry.pop("next")
+    written[name] = entry
+    _write_manifest(folder, written)
 
 
 def _write_manifest(folder: Path, written: Mapping[str, Mapping[str, str]]) -> None:
