@@ -58,7 +58,7 @@ class FuncEngine(Stacked):
     def _probe(self, loss: Callable[[Tensor, Tensor], Tensor]) -> None:
         n = min(rows(self.X), PROBE_ROWS)
         x = take(self.X, slice(0, n))
-        idx = torch.arange(n, device=next(iter(self.tensors.values())).device)
+        idx = torch.arange(n, device=self.device)
         why = probe(self.fwd, self.tensors, self.buffers, x, lambda out: loss(out, idx).sum())
         if why is not None:
             self.fwd.vmap = False
