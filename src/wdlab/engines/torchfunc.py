@@ -2,10 +2,11 @@
 (:class:`wdlab.func.FuncForward`), or one configuration after another where vmap cannot run
 the module (:func:`wdlab.func.probe` finds out, and why) or would be slower
 (:func:`loops_faster`): a module with a convolution, on the CPU. There vmap turns the K
-convolutions into one grouped convolution, whose CPU kernels are 1.5–3× slower than K
-ordinary ones (forward and backward of a 2-block ResNet, 16 configurations, batch 128: 0.54 s
-batched, 0.27 s one after another); the batch still reads and augments each mini-batch once
-for all K."""
+convolutions into one grouped convolution, whose CPU kernels are slower than K ordinary
+ones for convolutions of real width (``bench/bench_vmap_vs_loops.py``: a 2-block ResNet, 16
+configurations, batch 128, one step 0.51 s batched, 0.28 s one after another; a single tiny
+convolution is the exception, 1.8× faster batched); the batch still reads and augments each
+mini-batch once for all K."""
 
 from __future__ import annotations
 
