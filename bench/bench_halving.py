@@ -2,17 +2,19 @@
 Optuna (TPE with its SuccessiveHalvingPruner, and with its HyperbandPruner) on the same search
 space, each Optuna trial one plain PyTorch training.
 
-    .venv/bin/python bench/bench_halving.py [--only d2l|digits|mnist1d|teacher] [--small]
-                                            [--device cpu|cuda]
+    .venv/bin/python bench/bench_halving.py [--only d2l|digits|mnist1d|teacher] [--seeds 3]
+                                            [--small] [--device cpu|cuda]
 
 Four tasks, each a grid of at least 32 configurations (weight decay × lr × seeds, wd = 0
-among them):
+among them), 3 seeds by default (the fewest wdlab's "better than wd = 0" verdict accepts,
+and the fewest with which the one-standard-error rule's paired SE has more than one degree of
+freedom; ``--seeds 2`` gives the grids of the first measurements):
 
-| task | model | optimizer, mode | grid |
-| d2l (d = 200, 20 rows, regression) | linear | SGD, coupled, full batch | 9 wd × 3 lr × 2 seeds |
-| digits | MLP 64-64-10 | Adam, decoupled, batches of 128 | 7 wd × 3 lr × 2 seeds |
-| mnist1d | the built-in CNN | Adam, decoupled, batches of 128 | 8 wd × 2 lr × 2 seeds |
-| teacher (ridge) | linear | SGD, coupled, full batch | 8 wd × 2 lr × 2 seeds |
+| task | model | optimizer, mode | grid (3 seeds) |
+| d2l (d = 200, 20 rows, regression) | linear | SGD, coupled, full batch | 9 wd × 3 lr: 81 |
+| digits | MLP 64-64-10 | Adam, decoupled, batches of 128 | 7 wd × 3 lr: 63 |
+| mnist1d | the built-in CNN | Adam, decoupled, batches of 128 | 8 wd × 2 lr: 48 |
+| teacher (ridge) | linear | SGD, coupled, full batch | 8 wd × 2 lr: 48 |
 
 The learning rates are ones at which the runs converge within the epochs. Where they do not
 (the teacher task at lr 0.03: its RMSE still falls 15% between epochs 81 and 243), every rung
@@ -34,7 +36,10 @@ For each, in this one process:
   >= 2 as wdlab's default rule) reporting its validation score every epoch, pruned by
   ``SuccessiveHalvingPruner(reduction_factor=3)`` or ``HyperbandPruner(reduction_factor=3)``:
   the wall time until a trial first reaches the full grid's best validation score (the best
-  cell's mean over seeds), else its best within its trials;
+  cell's mean over seeds), else its best within its trials. A trial of one seed is compared
+  with a mean over seeds, and the best of many one-seed scores is biased upwards (the
+  winner's curse), so a third search has each trial train the grid's seeds and report their
+  mean, as a cell does (TPE + SuccessiveHalvingPruner, "seeds" in the output);
 * the ratios: full grid ÷ pruned (configuration-epochs, wall time), Optuna's time to the
   target ÷ the pruned sweep's wall time.
 
@@ -96,13 +101,13 @@ TASKS = {
     t.name: t
     for t in (
         Task("d2l", "d2l", "linear", "sgd", "coupled", (0.003, 0.01, 0.03),
-             (0.0, *_log(1e-3, 10, 8)), 2, 243, None),
+             (0.0, *_log(1e-3, 10, 8)), 3, 243, None),
         Task("digits", "digits", "mlp", "adam", "decoupled", (1e-3, 3e-3, 1e-2),
-             (0.0, *_log(1e-5, 1.0, 6)), 2, 27, 128),
+             (0.0, *_log(1e-5, 1.0, 6)), 3, 27, 128),
         Task("mnist1d", "mnist1d", "cnn", "adam", "decoupled", (3e-3, 1e-2),
-             (0.0, *_log(1e-4, 1.0, 7)), 2, 27, 128, hidden=(16,)),
+             (0.0, *_log(1e-4, 1.0, 7)), 3, 27, 128, hidden=(16,)),
         Task("teacher", "teacher", "linear", "sgd", "coupled", (0.1, 0.3),
-             (0.0, *_log(1e-4, 1.0, 7)), 2, 243, None),
+             (0.0, *_log(1e-4, 1.0, 7)), 3, 243, None),
     )
 }  # fmt: skip
 SMALL = {"epochs": 9, "seeds": 2}  # --small: every task at 9 epochs (rungs after 1 and 3)
@@ -176,10 +181,11 @@ def same_or_within_se(full: Any, a: dict[str, Any], b: dict[str, Any]) -> str:
 # -- Optuna: one plain PyTorch training per trial ---------------------------------------------
 
 
-def plain_objective(task: Task, ds: Any, device: str):
+def plain_objective(task: Task, ds: Any, device: str, seeds: int = 1):
     """One plain PyTorch training per trial, the way an Optuna user writes it: the task's
     model (seed 0), optimizer and decay (on weights of dimension >= 2), its validation score
-    reported every epoch."""
+    reported every epoch. ``seeds`` > 1: the trial trains seeds 0.. side by side, an epoch of
+    each in turn, and reports the mean of their scores."""
     spec = spec_of(task, ds)
     dev = torch.device(device)
     X, y = ds.X_train.to(dev), ds.y_train.to(dev)
@@ -194,34 +200,19 @@ def plain_objective(task: Task, ds: Any, device: str):
     def objective(trial: optuna.Trial) -> float:
         lr = trial.suggest_float("lr", lo, hi, log=True)
         wd = trial.suggest_float("weight_decay", wd_lo, wd_hi, log=True)
-        torch.manual_seed(0)
-        model = spec.build(0).to(dev)
-        decay = [p for p in model.parameters() if p.dim() >= 2]
-        rest = [p for p in model.parameters() if p.dim() < 2]
-        groups = [{"params": decay, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}]
-        cls = torch.optim.AdamW if task.mode == "decoupled" else torch.optim.SGD
-        opt = cls(groups, lr=lr)
-        shuffle = torch.Generator().manual_seed(0)
+        runs = []
+        for seed in range(seeds):
+            torch.manual_seed(seed)
+            model = spec.build(seed).to(dev)
+            decay = [p for p in model.parameters() if p.dim() >= 2]
+            rest = [p for p in model.parameters() if p.dim() < 2]
+            groups = [{"params": decay, "weight_decay": wd}, {"params": rest, "weight_decay": 0.0}]
+            cls = torch.optim.AdamW if task.mode == "decoupled" else torch.optim.SGD
+            runs.append((model, cls(groups, lr=lr), torch.Generator().manual_seed(seed)))
         score = math.nan
         for epoch in range(task.epochs):
-            model.train()
-            order = torch.randperm(len(y), generator=shuffle).to(dev)
-            size = task.batch_size or len(y)
-            for i in range(0, len(y), size):
-                idx = order[i : i + size]
-                out = model(X[idx])
-                loss = loss_fn(out.squeeze(-1) if regression else out, y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            model.eval()
-            with torch.no_grad():
-                out = model(Xv)
-                score = (
-                    F.mse_loss(out.squeeze(-1), yv).sqrt().item()
-                    if regression
-                    else (out.argmax(1) == yv).float().mean().item()
-                )
+            scores = [train_epoch(*run) for run in runs]
+            score = statistics.fmean(scores)
             if not math.isfinite(score):
                 raise optuna.TrialPruned()  # diverged: no score to report
             trial.report(score, epoch + 1)
@@ -229,11 +220,34 @@ def plain_objective(task: Task, ds: Any, device: str):
                 raise optuna.TrialPruned()
         return score
 
+    def train_epoch(model: torch.nn.Module, opt: Any, shuffle: torch.Generator) -> float:
+        model.train()
+        order = torch.randperm(len(y), generator=shuffle).to(dev)
+        size = task.batch_size or len(y)
+        for i in range(0, len(y), size):
+            idx = order[i : i + size]
+            out = model(X[idx])
+            loss = loss_fn(out.squeeze(-1) if regression else out, y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            out = model(Xv)
+            return (
+                F.mse_loss(out.squeeze(-1), yv).sqrt().item()
+                if regression
+                else (out.argmax(1) == yv).float().mean().item()
+            )
+
     return objective
 
 
-def optuna_search(task: Task, ds: Any, pruner: Any, target: float, higher: bool, device: str):
-    """TPE (seed 0) with ``pruner``, the grid's number of trials: (seconds to the target or
+def optuna_search(
+    task: Task, ds: Any, pruner: Any, target: float, higher: bool, device: str, seeds: int = 1
+):
+    """TPE (seed 0) with ``pruner``, the grid's number of configurations as trials (with
+    ``seeds`` > 1, each trial the grid's seeds: its number of cells): (seconds to the target or
     None, the best value, total seconds)."""
     study = optuna.create_study(
         direction="maximize" if higher else "minimize",
@@ -241,7 +255,8 @@ def optuna_search(task: Task, ds: Any, pruner: Any, target: float, higher: bool,
         pruner=pruner,
     )
     start, t0 = datetime.now(), time.perf_counter()
-    study.optimize(plain_objective(task, ds, device), n_trials=task.configurations())
+    trials = task.configurations() // seeds
+    study.optimize(plain_objective(task, ds, device, seeds), n_trials=trials)
     total = time.perf_counter() - t0
     done = sorted(
         ((t.datetime_complete - start).total_seconds(), t.value)
@@ -278,16 +293,19 @@ def run_task(task: Task, device: str, root: Path) -> None:
           f"configuration-epochs, {t_full / t_pruned:.2f}x the wall time (full ÷ pruned); choice: "
           f"{same_or_within_se(full, a, b)}")  # fmt: skip
     target, higher = a["val"], a["higher"]
-    for name, pruner in (
-        ("SuccessiveHalvingPruner", optuna.pruners.SuccessiveHalvingPruner(reduction_factor=3)),
+    sha = lambda: optuna.pruners.SuccessiveHalvingPruner(reduction_factor=3)  # noqa: E731
+    for name, pruner, seeds in (
+        ("SuccessiveHalvingPruner", sha(), 1),
         ("HyperbandPruner", optuna.pruners.HyperbandPruner(max_resource=task.epochs,
-                                                           reduction_factor=3)),
+                                                           reduction_factor=3), 1),
+        (f"SuccessiveHalvingPruner, trials of {task.seeds} seeds (their mean)", sha(),
+         task.seeds),
     ):  # fmt: skip
-        reached, best, total = optuna_search(task, ds, pruner, target, higher, device)
+        reached, best, total = optuna_search(task, ds, pruner, target, higher, device, seeds)
         if reached is None:
-            print(f"  Optuna TPE + {name}: never reached val {target:.4f} in {n} trials (best "
-                  f"{best:.4f}, {total:.2f} s): >= {total / t_pruned:.2f}x the pruned sweep's "
-                  "wall time")  # fmt: skip
+            print(f"  Optuna TPE + {name}: never reached val {target:.4f} in {n // seeds} trials "
+                  f"(best {best:.4f}, {total:.2f} s): >= {total / t_pruned:.2f}x the pruned "
+                  "sweep's wall time")  # fmt: skip
         else:
             print(f"  Optuna TPE + {name}: val {target:.4f} after {reached:.2f} s (best "
                   f"{best:.4f}, {total:.2f} s in all): {reached / t_pruned:.2f}x the pruned "
@@ -305,6 +323,7 @@ def warm_up(device: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", choices=list(TASKS))
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3)")
     parser.add_argument("--small", action="store_true", help="check it runs: 9 epochs")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
@@ -315,6 +334,7 @@ def main() -> None:
     tasks = [TASKS[args.only]] if args.only else list(TASKS.values())
     with tempfile.TemporaryDirectory(prefix="bench-halving-") as tmp:
         for task in tasks:
+            task = Task(**{**task.__dict__, "seeds": args.seeds})
             if args.small:
                 task = Task(**{**task.__dict__, **SMALL})
             run_task(task, args.device, Path(tmp))
