@@ -346,11 +346,7 @@ def test_a_base_exception_from_user_code_while_training_is_one_line(tmp_path, us
     assert main(["sweep", *flags, "--model", f"{user_code}:explodes", "--out", str(out)]) == 2
     line = one_error_line(capsys.readouterr().err)
     assert "training stopped: user code raised Boom: the user's forward gave up" in line
-    with sqlite3.connect(out / "study.db") as db:
-        rows = db.execute("SELECT status, error FROM runs").fetchall()
-    db.close()
-    assert {s for s, _ in rows} == {"failed"} and "Boom" in rows[0][1]
-    assert not (out / "report.html").exists()
+    assert not out.exists()  # the study it made held nothing of value: out= as it was
 
 
 def test_a_base_exception_from_user_code_is_a_value_error_in_python(tmp_path, user_code):

@@ -102,7 +102,8 @@ def test_an_interrupted_sweep_resumes_mid_training_bit_for_bit(tmp_path, monkeyp
     held = _rows(tmp_path / "cut", "SELECT status, epochs, checkpoint FROM runs")
     assert {(s, e) for s, e, _ in held} == {("pending", 12)} and all(n for _, _, n in held)
     monkeypatch.undo()
-    resumed = run_sweep(CFG, tmp_path / "cut")
+    with pytest.warns(UserWarning, match=r"resuming 12 runs from their checkpoints \(epoch 12\)"):
+        resumed = run_sweep(CFG, tmp_path / "cut")
     assert _stored(tmp_path / "cut") == _stored(tmp_path / "whole")
     assert [r.final for r in resumed.runs] == [r.final for r in whole.runs]
     assert os.listdir(tmp_path / "cut" / "checkpoints") == [".wdlab-files.json"]
@@ -148,7 +149,25 @@ def test_a_damaged_checkpoint_is_one_line_and_nothing_stored_changes(
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1 and f"checkpoint {path} is" in err[0], err
     assert "left as it is" in err[0] and "Traceback" not in err[0]
+    assert "weights_only" not in err[0]  # torch's advice to unpickle it anyway is left out
     assert _stored(out) == before and _digest(out) == files
+
+
+def test_a_deleted_checkpoint_trains_its_runs_from_the_start(tmp_path, monkeypatch):
+    """The damaged-checkpoint message advises deleting it: then its runs train again from the
+    start, a warning says so, and they end with an uninterrupted sweep's numbers."""
+    whole = run_sweep(CFG, tmp_path / "whole")
+    out = tmp_path / "s"
+    _interrupt_after_checkpoints(monkeypatch, 1)
+    with pytest.raises(Interrupted):
+        run_sweep(CFG, out)
+    monkeypatch.undo()
+    (name,) = {n for (n,) in _rows(out, "SELECT checkpoint FROM runs")}
+    (out / "checkpoints" / name).unlink()
+    with pytest.warns(UserWarning, match=rf"checkpoint .*{name} is missing: its 12 runs train"):
+        resumed = run_sweep(CFG, out)
+    assert [r.final for r in resumed.runs] == [r.final for r in whole.runs]
+    assert _stored(out) == _stored(tmp_path / "whole")
 
 
 def test_a_file_wdlab_did_not_write_is_never_replaced(tmp_path, capsys):

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 import wdlab
 from numerics import per_steps, rel_dist
@@ -30,7 +31,7 @@ from wdlab.cli import main
 from wdlab.halving import Prune, decide, setting
 from wdlab.pipelines import load_study, run_sweep
 from wdlab.records import Curves, RunConfig, RunResult
-from wdlab.selection import Criterion
+from wdlab.selection import NOTHING_FINISHED, Criterion
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
@@ -448,3 +449,34 @@ def test_ray_takes_the_same_decisions_and_numbers(tmp_path_factory):
         shutil.rmtree(tmp / "rt", ignore_errors=True)
     assert ray.counts == local.counts and ray.counts.get("pruned")
     assert _everything(tmp / "ray_study") == _everything(tmp / "local")
+
+
+def test_a_setting_whose_every_run_was_pruned_is_shown_with_nothing_to_choose(tmp_path):
+    """lr 0.001's weight decays (no wd = 0 of its mode in the grid) all stop at the first
+    rung: the answer says so for that (mode, lr) instead of dropping it, and the rule counts
+    the same pruned cells as the compute line."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(300, 8, generator=g)
+    y = (X[:, :2].sum(1) > 0).long()
+
+    def make(seed=0):
+        torch.manual_seed(seed)
+        return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+
+    data = {
+        "train": (X[:200], y[:200]),
+        "val": (X[200:250], y[200:250]),
+        "test": (X[250:], y[250:]),
+    }
+    res = wdlab.sweep(make, data, optimizer="adamw", modes=["decoupled"], lr=[1e-3, 1e-2],
+                      weight_decay=[1e-4, 1e-2, 1, 3], seeds=2, epochs=27, batch_size=64,
+                      prune=True, out=tmp_path / "s")  # fmt: skip
+    (other,) = res.to_dict()["unanswered"]
+    assert (other["mode"], other["lr"], other["pruned"]) == ("decoupled", 0.001, 4)
+    assert other["verdict"] == NOTHING_FINISHED
+    assert ("decoupled", 0.001) not in {(s["mode"], s["lr"]) for s in res.selection}
+    text = str(res)
+    assert f"0.001   —       {NOTHING_FINISHED}" in text
+    cells = sum(d["pruned"] for d in res.halving["decisions"])
+    assert f"successive halving stopped {cells} at a rung" in text
+    assert f"stopped {cells} cells" in text

@@ -330,17 +330,23 @@ def short_loader(split, seed, epoch):
     return ((X[i : i + 16], y[i : i + 16]) for i in range(0, 16 * stop, 16))
 
 
-def test_a_stream_that_ends_early_is_one_line_and_its_runs_stay_pending(tmp_path):
+@pytest.mark.parametrize("checkpoint", ["auto", 1])
+def test_a_stream_that_ends_early_is_one_line_and_its_runs_stay_pending(tmp_path, checkpoint):
+    """One line; a new study with nothing of value is removed (tests/test_failed_start.py), one
+    with a checkpoint keeps its runs pending there: run it again to retry."""
     out = tmp_path / "study"
     X, y = _xy()
     data = {"train": short_loader, "val": (X[80:100], y[80:100]), "test": (X[100:], y[100:])}
     with pytest.raises(
         ValueError, match=r"data\['train'\] ended early: 3 of 5 batches \(epoch 1\)"
     ):
-        wdlab.sweep(mlp, data, seeds=1, out=out, n_classes=2, **SMALL)
+        wdlab.sweep(mlp, data, seeds=1, out=out, n_classes=2, checkpoint=checkpoint, **SMALL)
+    if checkpoint == "auto":  # none written in a second of training
+        assert not out.exists()
+        return
     with sqlite3.connect(out / "study.db") as db:
-        statuses = {s for (s,) in db.execute("SELECT status FROM runs")}
-    assert statuses == {"pending"}  # not failed, nothing stored: run it again to retry
+        rows = set(db.execute("SELECT status, epochs FROM runs"))
+    assert rows == {("pending", 1)}  # not failed, nothing finished: run it again to retry
 
 
 def test_cli_takes_the_users_data_function(tmp_path):

@@ -427,6 +427,12 @@ def validate(raw: Mapping[str, Any] | Experiment) -> Experiment:
             f"{data['val_size']:g} + {data['test_size']:g}"
         )
     train = sections["train"]
+    unset = {f.name: f.default_factory() for f, _ in section_keys("train")}
+    if not train["prune"] and any(train[k] != unset[k] for k in ("prune_eta", "prune_rung")):
+        raise ValueError(
+            "train.prune_eta / prune_rung set a successive halving that is off: add train.prune "
+            "= true (--prune, prune=True)"
+        )
     train["options"] = check_optimizer_options(train["optimizer"], train["options"], train["lr"][0])
     return Experiment(**{name: SECTIONS[name](**v) for name, v in sections.items()})
 

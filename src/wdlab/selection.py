@@ -56,6 +56,10 @@ from wdlab.tasks import get_task
 
 NO_GAIN = "no measurable gain from weight decay here"
 ALL_PRUNED = "every weight decay > 0 was pruned at a rung (successive halving)"
+NOTHING_FINISHED = (
+    "every configuration was pruned at a rung (successive halving): nothing to choose"
+)
+NOTHING_FINITE = "no weight decay has a finite validation score for every seed: nothing to choose"
 GAIN = "better than wd = 0"
 REFERENCE = "wd = 0 reference"
 TOO_FEW = "too few seeds to tell"
@@ -142,7 +146,8 @@ def describe(c: Criterion, seeds: int = 0, pruned: int = 0) -> str:
     epoch = "at its best validation epoch" if c.early_stopping else "at the final epoch"
     over = f"mean over {seeds} seeds" if seeds > 1 else "one seed: no noise estimate"
     among = "among the weight decays swept for each mode" + bool(pruned) * (
-        f" whose runs finished (successive halving stopped {pruned} at a rung; counted below)"
+        f" whose runs finished (successive halving stopped {pruned} at a rung; they count in "
+        "the test's number of weight decays swept)"
     )
     return (
         f"chosen on validation {c.name} ({over}, each run {epoch}) {among}: the smallest one "
@@ -159,9 +164,12 @@ def selection_criterion(selection: Sequence[Mapping[str, Any]]) -> Criterion:
     return Criterion(s["metric"], s["metric_name"], s["higher"], s["early_stopping"])
 
 
-def selection_rule(selection: Sequence[Mapping[str, Any]]) -> str:
-    """:func:`describe` for a stored selection (its rows, non-empty)."""
-    pruned = sum(s.get("pruned", 0) for s in selection)
+def selection_rule(
+    selection: Sequence[Mapping[str, Any]], others: Sequence[Mapping[str, Any]] = ()
+) -> str:
+    """:func:`describe` for a stored selection (its rows, non-empty; ``others``: the settings
+    with nothing to choose, :func:`unanswered`, whose pruned cells count too)."""
+    pruned = sum(s.get("pruned", 0) for s in [*selection, *others])
     return describe(selection_criterion(selection), max(s["seeds"] for s in selection), pruned)
 
 
@@ -417,3 +425,23 @@ def zero_runs(runs: Sequence[RunResult], mode: str | None, lr: float) -> list[Ru
     ``none`` reference, else any mode's wd = 0 at that lr; empty if there is none (``mode``
     None: the reference's)."""
     return _reference(_groups(runs), mode, lr) or []
+
+
+def unanswered(
+    runs: Sequence[RunResult], selection: Sequence[Mapping[str, Any]]
+) -> list[dict[str, Any]]:
+    """The (mode, lr) settings of ``runs`` that ``selection`` (non-empty) has no row for, as
+    rows of ``mode``, ``lr``, ``verdict`` (every run pruned at a rung, or no weight decay with
+    a finite score on every seed) and ``pruned`` (its cells stopped at a rung)."""
+    if not selection:
+        return []  # no validation split, or nothing finished: :func:`no_choice` says which
+    have = {(s["mode"], s["lr"]) for s in selection}
+    out = []
+    for (mode, lr), wds in sorted(_groups(runs).items()):
+        if (mode, lr) in have:
+            continue
+        pruned = sum(w != 0 and all(r.status == "pruned" for r in rs) for w, rs in wds.items())
+        every = all(r.status == "pruned" for rs in wds.values() for r in rs)
+        verdict = NOTHING_FINISHED if every else NOTHING_FINITE
+        out.append({"mode": mode, "lr": lr, "verdict": verdict, "pruned": pruned})
+    return out

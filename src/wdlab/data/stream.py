@@ -148,7 +148,7 @@ class Stream:
         try:
             while True:
                 with rng.active(full):
-                    raw = next(it, _END)
+                    raw = _next(it, f"data[{self.split!r}] batch {n} ({what})")
                 if raw is _END:
                     break
                 try:
@@ -269,3 +269,15 @@ class TensorStream:
     def evaluation(self) -> Iterator[Batch]:
         """The whole split as one batch (the trainer chunks large ones itself)."""
         yield self.X, self.y
+
+
+def _next(it: Iterator[Any], where: str) -> Any:
+    """The stream's next batch (``_END`` at its end); what the user's Dataset, sampler or
+    collate_fn raises (in this process or a worker) is one :class:`StreamError` line."""
+    try:
+        return next(it, _END)
+    except Exception as exc:
+        why = (str(exc).strip().splitlines() or [""])[0]
+        raise StreamError(
+            f"{where}: the data raised {type(exc).__name__}: {why}".rstrip(": ")
+        ) from None

@@ -177,8 +177,9 @@ def source(
     )
     if dataset and batch_size is None:
         raise ValueError(
-            f"data[{split!r}] is a Dataset ({type(obj).__name__}): give a batch size (batch_size=, "
-            "--batch-size) or a DataLoader"
+            f"data[{split!r}] is a Dataset ({type(obj).__name__}) and the batch size is the full "
+            "batch (batch_size None or 0), which a stream cannot hold: give a positive batch "
+            "size (batch_size=, --batch-size) or a DataLoader"
         )
     if isinstance(obj, IterableDataset):
         return LoaderSource(split, wrap(obj, batch_size, num_workers), seed, pin)
@@ -235,7 +236,7 @@ def sample(split: str, src: Source, seed: int, count: int = SAMPLE) -> Batch:
         rest = (torch.randperm(len(ds) - 1, generator=g)[: count - 1] + 1).tolist()
         picked = [0, *sorted(rest)]
         with rng.active():
-            items = [pair(ds[i], f"data[{split!r}] item {i}") for i in picked]
+            items = [pair(_item(ds, i, split), f"data[{split!r}] item {i}") for i in picked]
             raw = src.template.collate_fn(items)
         return batch_of(raw, f"data[{split!r}]: the collate_fn's batch")
     with rng.active():  # an IterableDataset, a factory, a sampler of batches: its first batch
@@ -243,6 +244,17 @@ def sample(split: str, src: Source, seed: int, count: int = SAMPLE) -> Batch:
     if raw is None:
         raise ValueError(f"data[{split!r}] gave no batches")
     return batch_of(raw, f"data[{split!r}] batch 0")
+
+
+def _item(ds: Any, i: int, split: str) -> Any:
+    """``ds[i]``; what the user's ``__getitem__`` raises is one ``ValueError`` line naming it."""
+    try:
+        return ds[i]
+    except Exception as exc:
+        why = (str(exc).strip().splitlines() or [""])[0]
+        raise ValueError(
+            f"data[{split!r}][{i}] raised {type(exc).__name__}: {why}".rstrip(": ")
+        ) from None
 
 
 def declared_classes(dataset: object) -> int | None:

@@ -31,6 +31,7 @@ from wdlab.pipelines.outputs import (
     check_outputs,
     expect_output,
     forget_outputs,
+    load_error,
     settle_output,
     written_outputs,
 )
@@ -92,8 +93,7 @@ def read(directory: str | Path, name: str, configs: Sequence[RunConfig] | None =
             "study that has it, or start a new study"
         ) from None
     except Exception as exc:  # truncated, not a torch file, a pickle of code: all refused
-        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:80]
-        raise CheckpointError(f"checkpoint {path} is damaged ({why}); {fix}") from None
+        raise CheckpointError(f"checkpoint {path} is damaged ({load_error(exc)}); {fix}") from None
     try:
         check(state, [c.to_dict() for c in configs] if configs is not None else None)
         configs_of(state)

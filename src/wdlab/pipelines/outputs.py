@@ -157,3 +157,21 @@ def _digest(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def load_error(exc: BaseException) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in a few words: torch's first
+    sentence, or, for its "Weights only load failed" paragraph (which suggests
+    ``weights_only=False``: no advice for a file one did not write), the reason inside it."""
+    text = str(exc).strip() or type(exc).__name__
+    if text.startswith("Weights only load failed"):
+        lines = [ln.strip() for ln in text.splitlines()[1:] if ln.strip()]
+        detail = [ln for ln in lines if not ln.startswith(("Please file", "Check the doc"))]
+        return "not plain tensors and data" + (f" ({_short(detail[0])})" if detail else "")
+    return _short(text.splitlines()[0])
+
+
+def _short(text: str) -> str:
+    """The first sentence of ``text``, at most 160 characters (cut between words)."""
+    first = text.split(". ")[0].rstrip(".")
+    return first if len(first) <= 160 else first[:160].rsplit(" ", 1)[0] + "…"

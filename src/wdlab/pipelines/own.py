@@ -265,6 +265,7 @@ def resolve_data(
             return read_table(data, **{k: _listed(v) for k, v in table.items()})
         return load(data)
     if isinstance(data, Mapping):
+        data = {k: v for k, v in data.items() if k != "val" or v is not None}  # None: no val
         if stream is not None and not held(data):
             return streamed_splits(data, **stream)
         return from_splits(data)

@@ -19,7 +19,7 @@ from wdlab.records import Check, Result, RunResult, use_wd
 from wdlab.report.figures import figure
 from wdlab.report.files import write_results
 from wdlab.report.text import demo_table, experiment_table, short, use_cell, verdict_text
-from wdlab.selection import metric_for, select, study_metric
+from wdlab.selection import metric_for, select, study_metric, unanswered
 
 if TYPE_CHECKING:
     from torch import nn
@@ -160,8 +160,11 @@ class SweepResult(Result):
         return pd.DataFrame([run_row(r) for r in self.runs])
 
     def to_dict(self) -> dict[str, Any]:
-        """The results document, with :attr:`best` beside the full selection rows."""
-        return super().to_dict() | {"best": self.best}
+        """The results document, with :attr:`best` beside the full selection rows, and the
+        (mode, lr) settings with nothing to choose (``unanswered``: every run pruned or
+        diverged)."""
+        others = unanswered(self.runs, self.selection)
+        return super().to_dict() | {"best": self.best, "unanswered": others}
 
     def table(self, max_runs: int = 24) -> str:
         """Terminal tables: every run's final metrics, then the choice per (mode, lr)."""

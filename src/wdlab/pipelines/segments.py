@@ -16,6 +16,7 @@ mid-segment (a killed sweep) goes on the same way, from its checkpoint.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -104,10 +105,20 @@ def opened(segment: Segment, directory: Path) -> Segment:
 def check_files(store: Store, directory: Path) -> None:
     """Every checkpoint file a pending run needs is there and readable (one line naming the
     first that is not, before anything is claimed, trained or stored); what a killed process
-    left half-written is removed."""
+    left half-written is removed. The runs of a file that is gone (deleted, as the message
+    for a damaged one advises) train again from the start, and a warning says so."""
     sweep_temporary(directory)
     waiting = store.waiting()
     for name in sorted({w[2] for w in waiting if w[2] is not None}):
+        path = directory / "checkpoints" / name
+        if not path.exists():
+            n = store.restart(name)
+            warnings.warn(
+                f"checkpoint {path} is missing: its {n} runs train again from the start",
+                UserWarning,
+                stacklevel=2,
+            )
+            continue
         held = {config_key(c) for c in configs_of(read(directory, name))}
         if any(w[2] == name and config_key(w[0]) not in held for w in waiting):
             path = directory / "checkpoints" / name
@@ -115,6 +126,12 @@ def check_files(store: Store, directory: Path) -> None:
                 f"checkpoint {path} does not hold the runs the study says it does; left as it "
                 "is: delete it to train its runs from the start, or restore it"
             )
+    saved = [e for _, e, name in store.waiting() if name is not None]
+    if saved:
+        at = f"epoch {min(saved)}" + (f" to {max(saved)}" if max(saved) > min(saved) else "")
+        warnings.warn(
+            f"resuming {len(saved)} runs from their checkpoints ({at})", UserWarning, stacklevel=2
+        )
 
 
 def decide_rungs(

@@ -44,6 +44,7 @@ from wdlab.integrations.logs import LogSpec, open_logs
 from wdlab.jsonsafe import dumps
 from wdlab.models import ModelSpec
 from wdlab.pipelines.experiment import grid, grid_size, load_data, model_spec
+from wdlab.pipelines.fresh import undone_on_failure
 from wdlab.pipelines.job import Job
 from wdlab.pipelines.memory import check_budget, memory_need, meta_build, planning_bytes
 from wdlab.pipelines.outputs import check_outputs, record_outputs
@@ -234,6 +235,7 @@ def run_study(
     table = decay_table(model, kw["rule"]).to_dict()
     own_groups(decay_table(model, kw["rule"]), kw.get("group_wd") or {})  # before the store
     with (
+        undone_on_failure(study.directory),  # a new study that stored nothing: removed again
         open_logs(log, study.name, study.config) as logs,  # checked before the store is made
         Store(study.directory) as store,
     ):
@@ -267,8 +269,14 @@ def _sizes(spec: ModelSpec) -> dict[str, Any]:
 
 
 def _pace_kw(kw: Mapping[str, Any]) -> dict[str, Any]:
-    """The trainer keywords that set a plan's epochs and steps per epoch."""
-    return {"batch_size": kw["batch_size"], "steps": kw.get("steps")}
+    """The trainer keywords that set a plan's epochs and steps per epoch, and the lr schedule
+    (a per-step one needs the steps: refused here, before the store, where a stream cannot
+    tell them)."""
+    return {
+        "batch_size": kw["batch_size"],
+        "steps": kw.get("steps"),
+        "schedule": kw.get("schedule"),
+    }
 
 
 def _stopping(study: Study) -> tuple[dict[str, Any], Criterion, Plan]:

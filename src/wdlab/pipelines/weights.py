@@ -46,7 +46,12 @@ from torch import Tensor, nn
 from wdlab.config import ModelConfig
 from wdlab.decay import get_mode
 from wdlab.models import MODEL_KINDS, ModelSpec
-from wdlab.pipelines.outputs import forget_outputs, record_outputs, written_outputs
+from wdlab.pipelines.outputs import (
+    forget_outputs,
+    load_error,
+    record_outputs,
+    written_outputs,
+)
 from wdlab.records import RunConfig, RunResult, no_choice, use_wd
 from wdlab.store import config_key
 
@@ -90,9 +95,8 @@ def load_weights(path: str | Path) -> dict[str, Tensor]:
         raise ValueError(f"no weights file {p}")
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a corrupt or foreign file: what torch says, in one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ValueError(f"weights file {p} cannot be read: {first}") from None
+    except Exception as exc:  # a corrupt or foreign file: what torch says, in a few words
+        raise ValueError(f"weights file {p} cannot be read: {load_error(exc)}") from None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise ValueError(f"weights file {p} holds no state dict of tensors")
     return state

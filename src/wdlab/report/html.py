@@ -30,7 +30,7 @@ from wdlab.report.text import (
     verdict_summary,
     verdict_text,
 )
-from wdlab.selection import has_timescale, metric_for, selection_rule, use_tau
+from wdlab.selection import has_timescale, metric_for, selection_rule, unanswered, use_tau
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;
@@ -72,7 +72,10 @@ def headline(result: Result) -> tuple[list[str], list[list[str]]]:
     if result.kind == "demo":
         return _demo_headline(result)
     if result.selection:
-        return answer_table(result.selection)
+        head, rows = answer_table(result.selection)
+        for s in unanswered(result.runs, result.selection):  # nothing to choose there
+            rows.append([s["mode"], short(s["lr"]), "—", s["verdict"], *["—"] * (len(head) - 4)])
+        return head, rows
     key, metric, _ = metric_for(result.task)
     head = ["mode", "wd", "lr", "seed", "train loss", "test loss", f"test {metric}"]
     rows = [
@@ -129,12 +132,12 @@ def _answer_html(result: Result) -> list[str]:
         return ["<h2>Results</h2>", f"<p>{escape(note)}</p>", _table(*headline(result))]
     marks = [
         "ref" if is_reference(s) else ("gain" if s["better_than_zero"] else "nogain") for s in sel
-    ]
+    ] + [""] * len(unanswered(result.runs, sel))
     summary = verdict_summary(sel)
     return [
         "<h2>Answer: which weight decay?</h2>",
         f'<p class="answer">{escape(summary[:1].upper() + summary[1:])}.</p>',
-        f'<p class="meta">{escape(selection_rule(sel))}; '
+        f'<p class="meta">{escape(selection_rule(sel, unanswered(result.runs, sel)))}; '
         "reported on test (never used to choose).</p>",
         *_compute_html(result),
         _table(*headline(result), marks=marks),

@@ -17,6 +17,7 @@ from wdlab.selection import (
     metric_for,
     selection_criterion,
     selection_rule,
+    unanswered,
     use_tau,
 )
 
@@ -103,8 +104,10 @@ def _selection_lines(result: Result) -> list[str]:
         head,
     ]
     lines += [answer_line(s, taus) for s in sel]
+    others = unanswered(result.runs, sel)
+    lines += [f"{s['mode']:<12} {short(s['lr']):<7} {'—':<7} {s['verdict']}" for s in others]
     lines.append(verdict_summary(sel))
-    lines.append(f"rule: {selection_rule(sel)}")
+    lines.append(f"rule: {selection_rule(sel, others)}")
     return lines
 
 

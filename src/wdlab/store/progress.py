@@ -117,6 +117,16 @@ class Progress:
             )
         return old
 
+    def restart(self, name: str) -> int:
+        """One transaction: the pending runs whose state was in checkpoint ``name`` (gone)
+        train again from the start. Returns how many."""
+        with self._tx():
+            return self.db.execute(
+                "UPDATE runs SET epochs = 0, checkpoint = NULL, updated = ? WHERE checkpoint = ? "
+                "AND status = 'pending'",
+                (time.time(), name),
+            ).rowcount
+
     def checkpoint_used(self, name: str) -> bool:
         """Whether a run not finished yet (pending, running, failed) has its state in ``name``."""
         return bool(

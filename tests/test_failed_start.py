@@ -1,0 +1,169 @@
+"""A sweep that fails before storing any result leaves ``out=`` as the user left it, so the
+fixed data or model runs into the same folder; what the user's data raises is one line naming
+the item or batch; and the other mistakes a new user made on the way (a per-step schedule on a
+stream without ``len()``, ``val: None``, a full batch for a Dataset, a prune setting without
+pruning), each one clear line."""
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import Dataset, IterableDataset
+
+import wdlab
+from wdlab.cli import main
+from wdlab.data.streamed import SAMPLE
+from wdlab.pipelines import load_study
+from wdlab.pipelines.fresh import undone_on_failure
+
+G = torch.Generator().manual_seed(0)
+X = torch.randn(120, 4, generator=G)
+Y = (X[:, 0] > 0).long()
+
+
+def make(seed=0):
+    torch.manual_seed(seed)
+    return nn.Linear(4, 2)
+
+
+class Stream(IterableDataset):
+    """``n`` examples it says it has (``len()``), of which it yields ``stop`` (default all)."""
+
+    def __init__(self, a, b, stop=None, length=True):
+        self.a, self.b, self.stop, self.length = a, b, stop, length
+
+    def __iter__(self):
+        xs, ys = X[self.a : self.b][: self.stop], Y[self.a : self.b][: self.stop]
+        yield from zip(xs, ys, strict=True)
+
+    def __len__(self):
+        if not self.length:
+            raise TypeError("no len")
+        return self.b - self.a
+
+
+class Items(Dataset):
+    """A map-style split whose ``__getitem__`` raises IndexError from item ``bad`` on, or
+    once it has been called ``calls`` times."""
+
+    def __init__(self, a, b, bad=None, calls=None):
+        self.a, self.b, self.bad, self.calls, self.n = a, b, bad, calls, 0
+
+    def __len__(self):
+        return self.b - self.a
+
+    def __getitem__(self, i):
+        self.n += 1
+        if (self.bad is not None and i >= self.bad) or (self.calls and self.n > self.calls):
+            raise IndexError(f"item {i} is not there")
+        return X[self.a + i], Y[self.a + i]
+
+
+def splits(train):
+    return {"train": train, "val": Stream(80, 100), "test": Stream(100, 120)}
+
+
+def sweep(data, out, **kw):
+    kw = {"lr": 0.1, "weight_decay": [0, 1e-3], "epochs": 2, "batch_size": 16, **kw}
+    return wdlab.sweep(make, data, n_classes=2, out=out, **kw)
+
+
+def test_a_stream_that_ends_early_leaves_no_study_and_the_fixed_one_trains(tmp_path):
+    out = tmp_path / "s"
+    with pytest.raises(ValueError, match=r"data\['train'\] ended early: 4 of 5 batches"):
+        sweep(splits(Stream(0, 80, stop=60)), out)
+    assert not out.exists()
+    assert len(sweep(splits(Stream(0, 80)), out).runs) == 2  # the same out=, fixed data
+
+
+def test_a_folder_that_existed_keeps_what_it_held(tmp_path):
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="ended early"):
+        sweep(splits(Stream(0, 80, stop=60)), out)
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
+def test_a_model_that_raises_leaves_no_study_and_the_fixed_one_trains(tmp_path):
+    class Broken(nn.Linear):
+        def forward(self, x):
+            raise RuntimeError("shape mismatch in my model")
+
+    def broken(seed=0):
+        torch.manual_seed(seed)
+        return Broken(4, 2)
+
+    out = tmp_path / "s"
+    with pytest.raises(Exception, match="shape mismatch in my model"):
+        wdlab.sweep(broken, splits(Stream(0, 80)), n_classes=2, lr=0.1, weight_decay=[0, 1e-3],
+                    epochs=2, batch_size=16, out=out)  # fmt: skip
+    assert not out.exists()
+    assert len(sweep(splits(Stream(0, 80)), out).runs) == 2
+
+
+def test_a_study_with_results_is_never_removed(tmp_path):
+    """A new study that stored results before the failure is kept whole, and so is a folder
+    that held a study before."""
+    out = tmp_path / "s"
+    with pytest.raises(RuntimeError, match="after"), undone_on_failure(out):
+        first = sweep(splits(Stream(0, 80)), out)
+        raise RuntimeError("after the runs were stored")
+    assert [r.final for r in load_study(out).runs] == [r.final for r in first.runs]
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(RuntimeError, match="later"), undone_on_failure(out):
+        (out / "new.txt").write_text("made by the failing call")
+        raise RuntimeError("a later failure")
+    assert sorted(p.name for p in out.iterdir()) == sorted([*before, "new.txt"])
+
+
+def test_what_a_datasets_getitem_raises_is_one_line_naming_the_item(tmp_path):
+    out = tmp_path / "s"
+    with pytest.raises(ValueError, match=r"^data\['train'\]\[\d+\] raised IndexError: item"):
+        sweep(splits(Items(0, 80, bad=40)), out)  # met while sampling the split
+    with pytest.raises(
+        ValueError, match=r"batch \d+ \(evaluation\): the data raised IndexError: item"
+    ):
+        sweep(splits(Items(0, 80, calls=SAMPLE + 100)), out)  # met while training
+    assert not out.exists()
+
+
+def test_a_per_step_schedule_on_a_stream_without_len_is_refused_before_the_store(tmp_path):
+    out = tmp_path / "s"
+    with pytest.raises(ValueError, match="runs per step and needs the number of steps"):
+        sweep(splits(Stream(0, 80, length=False)), out, schedule="warmup-cosine:0.1")
+    assert not out.exists()
+
+
+def test_val_none_is_no_validation_split(tmp_path):
+    data = {"train": (X[:80], Y[:80]), "val": None, "test": (X[100:], Y[100:])}
+    assert len(sweep(data, tmp_path / "s").runs) == 2
+
+
+def test_a_dataset_with_the_full_batch_names_the_batch_size(tmp_path, capsys):
+    (tmp_path / "d.py").write_text(
+        "import torch\nfrom torch.utils.data import TensorDataset\n"
+        "def make_data():\n    X = torch.randn(40, 4); y = (X[:, 0] > 0).long()\n"
+        "    return {'train': TensorDataset(X, y), 'test': (X, y)}\n"
+        "def make(seed=0):\n    torch.manual_seed(seed); return torch.nn.Linear(4, 2)\n"
+    )
+    f = str(tmp_path / "d.py")
+    flags = ["--model", f"{f}:make", "--data", f"{f}:make_data", "--batch-size", "0"]
+    assert main(["sweep", *flags, "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the batch size is the full batch" in err[0], err
+    assert "give a positive batch size" in err[0]
+
+
+@pytest.mark.parametrize("prune", [{"prune_eta": 2}, {"prune_rung": 3}])
+def test_a_prune_setting_without_pruning_is_refused(tmp_path, prune):
+    cfg = {
+        "data": {"source": "wine"},
+        "model": {"kind": "mlp", "hidden": [8]},
+        "train": {"epochs": 9, **prune},
+        "decay": {"weight_decay": [0, 1e-3]},
+    }
+    from wdlab.pipelines import run_sweep
+
+    with pytest.raises(ValueError, match=r"set a successive halving that is off: add train\.prune"):
+        run_sweep(cfg, tmp_path / "s")
+    assert not (tmp_path / "s").exists()
