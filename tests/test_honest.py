@@ -255,6 +255,10 @@ def test_another_decay_rule_loss_metric_or_model_is_refused_naming_it(tmp_path):
             wdlab.sweep(kw.pop("model"), _data(), out=out, **kw, **TINY)
         assert "holds another study" in one_line(exc) and what in str(exc.value), what
     assert _rows(out) == before  # nothing stored changed
+    smoothed = dict(loss=nn.CrossEntropyLoss(label_smoothing=0.1))
+    wdlab.sweep(make, _data(), out=tmp_path / "l", **smoothed, **TINY)
+    with pytest.raises(ValueError, match=r"train\.loss\.code \(the loss: its code or settings"):
+        wdlab.sweep(make, _data(), out=tmp_path / "l", loss=nn.CrossEntropyLoss(), **TINY)
     # a named rule is accepted and recorded by name; a fresh study with it gives other numbers
     other = wdlab.sweep(make, _data(), rule="everything", out=tmp_path / "e", **TINY)
     assert other.config["decay"]["rule"] == "everything"

@@ -21,7 +21,6 @@ but the study's store.
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections.abc import Mapping
@@ -41,10 +40,10 @@ from wdlab.executors import Executor, LocalExecutor
 from wdlab.extras import require
 from wdlab.halving import Prune, from_config, summary
 from wdlab.integrations.logs import LogSpec, open_logs
-from wdlab.jsonsafe import dumps
 from wdlab.models import ModelSpec
 from wdlab.pipelines.experiment import grid, grid_size, load_data, model_spec
 from wdlab.pipelines.fresh import undone_on_failure
+from wdlab.pipelines.identity import differences
 from wdlab.pipelines.job import Job
 from wdlab.pipelines.memory import check_budget, memory_need, meta_build, planning_bytes
 from wdlab.pipelines.outputs import check_outputs, record_outputs
@@ -339,39 +338,6 @@ def _init_study(store: Store, study: Study) -> None:
             f"{study.directory} holds another study: {changed}; choose another out= (--out) to "
             "start a new one (the stored study is left as it is)"
         ) from None
-
-
-def differences(stored: Mapping[str, Any], new: Mapping[str, Any], limit: int = 3) -> str:
-    """What differs between a stored study's config and a new one, in a few words: up to
-    ``limit`` dotted keys with both values."""
-    new = json.loads(dumps(new, sort_keys=True))
-    found: list[str] = []
-
-    def walk(a: Any, b: Any, path: str) -> None:
-        if isinstance(a, dict) and isinstance(b, dict):
-            for k in sorted(set(a) | set(b)):
-                walk(a.get(k, _MISSING), b.get(k, _MISSING), f"{path}.{k}" if path else k)
-        elif a != b:
-            what = f" ({_MEANS[path]})" if path in _MEANS else ""
-            found.append(f"{path}{what}: {_value(a)} stored, {_value(b)} now")
-
-    walk(dict(stored), new, "")
-    more = f"; and {len(found) - limit} more" if len(found) > limit else ""
-    return "; ".join(found[:limit]) + more
-
-
-_MISSING = object()
-_MEANS = {
-    "model.fingerprint": "the model built: its structure, initial weights or code",
-    "data.fingerprint": "the data: their values, splits or loaders",
-}
-
-
-def _value(v: Any) -> str:
-    if v is _MISSING:
-        return "none"
-    text = json.dumps(v, sort_keys=True)
-    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def check_whole(directory: Path, counts: Mapping[str, int], failures: Mapping[str, int]) -> None:
