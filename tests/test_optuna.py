@@ -254,6 +254,31 @@ def test_a_trial_trains_the_recipe_wdlab_sweep_trains():
     assert ident["group_wd"] == [["0.weight", 0.05]]
 
 
+def test_a_users_loss_trains_the_trials_as_it_trains_a_sweep_and_joins_the_identity():
+    """loss= (label smoothing here): the trial's value is wdlab.sweep's validation loss for
+    the same configuration and loss; the study records the loss, and another is refused; a
+    loss that is not callable is one line before anything is asked."""
+    smooth = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
+    kw = RECIPE | {"loss": smooth}
+    swept = wdlab.sweep(_wine_mlp, "wine", weight_decay=[0.01], modes="decoupled", **kw)
+    rows = swept.to_pandas()
+    (expected,) = rows[rows.weight_decay == 0.01].val_loss
+    plain = wdlab.sweep(_wine_mlp, "wine", weight_decay=[0.01], modes="decoupled", **RECIPE)
+    assert not math.isclose(expected, plain.to_pandas().val_loss.iloc[-1], rel_tol=1e-3)
+    s = study(direction="minimize")
+    space = {"weight_decay": CategoricalDistribution([0.01])}
+    wo.optimize(s, _wine_mlp, "wine", space, n_trials=1, batch=1, mode="decoupled", **kw)
+    assert math.isclose(s.trials[0].value, expected, rel_tol=1e-6)
+    assert s.user_attrs["wdlab"]["loss"]["name"] == "CrossEntropyLoss()"
+    with pytest.raises(ValueError, match="loss"):
+        wo.optimize(s, _wine_mlp, "wine", space, n_trials=1, batch=1, mode="decoupled", **RECIPE)
+    with pytest.raises(ValueError, match="loss must be a function fn"):
+        wo.optimize(study(), _wine_mlp, "wine", space, n_trials=1, batch=1, loss=3)
+    with pytest.raises(ValueError, match="loss must be a function fn"):
+        wdlab.sweep(_wine_mlp, "wine", weight_decay=[0.01], epochs=1, loss="mse")
+    assert len(s.trials) == 1
+
+
 def test_the_recipe_is_checked_by_the_config_declaration():
     """optimize's recipe keywords are checked by the config schema's keys, with its words."""
     space = {"weight_decay": CategoricalDistribution([0.01])}

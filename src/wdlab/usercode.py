@@ -233,6 +233,15 @@ def module_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def code_identity(obj: object) -> dict[str, str] | None:
+    """A loss's or metric's identity as a study keeps it: its name and
+    :func:`code_fingerprint` (None: not given)."""
+    if not obj:
+        return None
+    name = getattr(obj, "__qualname__", getattr(obj, "name", repr(obj)))
+    return {"name": str(name), "code": code_fingerprint(obj)}
+
+
 def code_fingerprint(obj: object) -> str:
     """A hash of a callable (a loss, a metric): its code (its source where Python has it,
     else its bytecode), and the values it holds or closes over."""

@@ -30,8 +30,11 @@ Needs ``pip install 'wdlab[optuna]'``; ``import wdlab`` never imports Optuna.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
+
+from torch import Tensor
 
 from wdlab.config import Experiment, validate
 from wdlab.data import Dataset, StreamedData
@@ -39,7 +42,7 @@ from wdlab.decay import DEFAULT_RULE, DecayRule, WDSchedule
 from wdlab.devices import DEFAULT_MAX_MEMORY_MB
 from wdlab.extras import require
 from wdlab.models import ModelSpec
-from wdlab.pipelines.checks import decay_rule, seed_list
+from wdlab.pipelines.checks import check_loss, decay_rule, seed_list
 from wdlab.pipelines.experiment import load_data, model_spec
 from wdlab.pipelines.own import Data, Model, decay_section, resolve_model, user_data
 from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT
@@ -107,6 +110,8 @@ def optimize(
     group_wd: Mapping[str, float] | None = None,
     max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
     progress: bool = False,
+    loss: Callable[[Tensor, Tensor], Tensor] | None = None,
+    n_classes: int | None = None,
 ) -> SearchResult:
     """Run ``n_trials`` trials of ``study`` over ``space``, ``batch`` asked at a time and trained
     together (one batched computation per optimizer class and memory budget); return what was
@@ -122,11 +127,13 @@ def optimize(
     study's direction must match it. The recipe (``steps``, ``schedule`` with warm-up,
     ``clip_grad_norm``, ``precision``, ``wd_schedule``, ``group_wd``, ``rule``: a DecayRule or
     a name such as ``"timm"``) is as in :func:`wdlab.sweep`, checked by the same declaration
-    (:mod:`wdlab.config`). The study is told nothing before every check has passed; it records
-    these settings with its first value.
+    (:mod:`wdlab.config`), and so are ``loss`` (``fn(outputs, targets) -> scalar``, e.g.
+    ``nn.CrossEntropyLoss(label_smoothing=0.1)``: what trains, and what ``select="loss"``
+    tells) and ``n_classes`` (of streamed data whose labels do not say it). The study is told
+    nothing before every check has passed; it records these settings with its first value.
     """
     rule = decay_rule(rule)  # a DecayRule, or its name as wdlab.sweep and --rule take it
-    streamed = {"batch_size": batch_size, "n_classes": None, "progress": progress}
+    streamed = {"batch_size": batch_size, "n_classes": n_classes, "progress": progress}
     ds = user_data(data, (), streamed, model, DEFAULT_FACTORY_TIMEOUT)
     spec, label = resolve_model(model, ds)
     train = {"optimizer": optimizer, "lr": lr, "options": dict(options or {}), "epochs": epochs}
@@ -137,6 +144,7 @@ def optimize(
     decay = decay_section([mode], [weight_decay], wd_schedule, group_wd)
     config = validate({"train": train, "decay": decay})  # the one declaration's checks
     settings = settings_of(config, rule, max_memory_mb, shuffle_seed=0)
+    settings = replace(settings, loss=check_loss(loss))
     return search(study, spec, ds, space, settings, n_trials, batch, label, progress)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import optuna
@@ -23,6 +23,7 @@ from wdlab.decay import DEFAULT_RULE, MODES, DecayRule
 from wdlab.devices import DEFAULT_MAX_MEMORY_MB
 from wdlab.optimizers import OPTIMIZERS, check_optimizer_options, optimizer_spec
 from wdlab.pipelines.checks import rule_identity
+from wdlab.usercode import code_identity
 
 FLOAT32_MAX = 3.4028234663852886e38
 #: Names of the searched parameters that are not optimizer keywords, and what each sets.
@@ -62,10 +63,12 @@ class Settings:
     clip_grad_norm: float | None = None
     wd_schedule: str | None = None
     group_wd: tuple[tuple[str, float], ...] = ()
+    loss: Any = None  # the user's loss (as wdlab.sweep's loss=), None: the task's own
 
     def identity(self) -> dict[str, Any]:
         """What makes two searches' trials comparable (kept with the study)."""
-        d = asdict(self)
+        d = asdict(replace(self, loss=None))
+        d["loss"] = code_identity(self.loss)
         for k in ("optimizer", "lr", "weight_decay", "mode", "options", "device"):
             d.pop(k)
         d["seeds"] = list(self.seeds)

@@ -25,7 +25,7 @@ from wdlab.pipelines.checks import decay_rule
 from wdlab.pipelines.memory import check_budget, memory_need, meta_build
 from wdlab.records import RunConfig, RunResult
 from wdlab.selection import Criterion, criterion, run_scores
-from wdlab.tasks import get_task
+from wdlab.tasks import custom_task, get_task
 from wdlab.trainer import Plan, Trainer
 from wdlab.trainer.heap import release_memory
 
@@ -143,6 +143,7 @@ class _Search:
             clip_grad_norm=s.clip_grad_norm,
             wd_schedule=s.wd_schedule,  # type: ignore[arg-type]  (its text is parsed by the plan)
             group_wd=s.group_wd,
+            task=None if s.loss is None else custom_task(get_task(self.ds.task), s.loss),
         )
 
     def run_batch(self, trials: Sequence[Trial], bar: Any) -> None:

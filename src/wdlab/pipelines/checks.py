@@ -58,6 +58,17 @@ def check_arguments(
             raise ValueError(f"out: {out} is a file, not a study folder; choose another out=")
 
 
+def check_loss(loss: object) -> Any:
+    """``loss`` as given (None: the task's own), or a one-line ``ValueError`` for one that is
+    not a callable ``fn(outputs, targets) -> scalar tensor``."""
+    if loss is not None and not callable(loss):
+        raise ValueError(
+            f"loss must be a function fn(outputs, targets) -> scalar tensor (e.g. "
+            f"nn.CrossEntropyLoss(label_smoothing=0.1)), got {type(loss).__name__} {loss!r:.40}"
+        )
+    return loss
+
+
 def check_model(model: object) -> None:
     """A one-line ``ValueError`` for a module instance given where a factory is expected (each
     configuration and seed builds its own model)."""

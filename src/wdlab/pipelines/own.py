@@ -35,7 +35,7 @@ from wdlab.pipelines.userdata import (
     with_classes,
 )
 from wdlab.tasks import Metric, Task, custom_task, get_task
-from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT, code_fingerprint
+from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT, code_identity
 
 Model = Callable[..., nn.Module] | ModelSpec | str
 Data = Mapping[str, Any] | Dataset | str
@@ -111,7 +111,7 @@ def sweep(
     streamed = {"batch_size": batch_size, "n_classes": n_classes, "progress": progress}
     ds = user_data(data, (target, features, impute, categorical), streamed, model, factory_timeout)
     spec, init_name = resolve_model(model, ds, factory_timeout)
-    task = _task(ds, loss, metric)
+    task = _task(ds, checks.check_loss(loss), metric)
     chosen_on = select or (metric if isinstance(metric, str) else None) or "auto"
     recipe = _recipe(steps, schedule, clip_grad_norm, precision, keep, early_stopping, diagnostics)
     recipe |= {"patience": patience, "checkpoint": checkpoint, **_prune_keys(setting(prune))}
@@ -303,12 +303,11 @@ def _describe(
     """The study's config as stored: the grid and training keys, the decay rule, and names and
     fingerprints of the Python objects: a changed model (its fingerprint is added when it is
     built: :func:`wdlab.pipelines.study.run_study`), data, loss or metric is another study."""
-    name = lambda f: getattr(f, "__qualname__", getattr(f, "name", repr(f)))  # noqa: E731
     loss, metric = code
-    given = lambda f: {"name": name(f), "code": code_fingerprint(f)} if f else None  # noqa: E731
     return {
         "model": {"factory": model},
         "data": data_identity(ds),
-        "train": config["train"] | {"loss": given(loss)},
-        "decay": config["decay"] | {"metric": given(metric), "rule": checks.rule_identity(rule)},
+        "train": config["train"] | {"loss": code_identity(loss)},
+        "decay": config["decay"]
+        | {"metric": code_identity(metric), "rule": checks.rule_identity(rule)},
     }
