@@ -480,3 +480,24 @@ def test_a_setting_whose_every_run_was_pruned_is_shown_with_nothing_to_choose(tm
     cells = sum(d["pruned"] for d in res.halving["decisions"])
     assert f"successive halving stopped {cells} at a rung" in text
     assert f"stopped {cells} cells" in text
+
+
+def test_a_rung_made_decidable_by_another_process_is_decided_not_given_up(tmp_path, monkeypatch):
+    """Two processes: one decides (nothing yet), the other stores the last batch at the rung
+    and moves on; the first then finds every run waiting at a rung and none running. It must
+    decide the rung and go on (it used to stop with 'the study is not whole'). Here one
+    process, each rung's first decision skipped, as if the batch had arrived just after."""
+    from wdlab.pipelines import job
+
+    real, seen = job.decide_rungs, set()
+
+    def late(store, rungs, prune, crit):
+        due = {r for r in rungs if r not in store.decisions() and not store.behind(r)}
+        if due - seen:
+            seen.update(due)
+            return {}
+        return real(store, rungs, prune, crit)
+
+    monkeypatch.setattr(job, "decide_rungs", late)
+    res = run_sweep(GRID, tmp_path / "s")
+    assert seen and res.counts["pruned"] and not res.partial

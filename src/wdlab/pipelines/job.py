@@ -250,7 +250,9 @@ class Job:
         if counts["pending"] and self._ready():
             return True
         if not counts["running"]:
-            return False  # runs waiting at a rung another run failed to reach: rerun later
+            self._decide()  # a rung another process's last batch made decidable since
+            # else runs wait at a rung another run failed to reach: rerun later
+            return bool(self.store.counts()["pending"] and self._ready())
         held = self.store.holders(exclude=self.owner)
         if not held:  # running, yet held by no one else: this process's own, left over
             self.store.release(self.owner)
