@@ -7,7 +7,7 @@ pruning), each one clear line."""
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 import wdlab
 from wdlab.cli import main
@@ -167,3 +167,65 @@ def test_a_prune_setting_without_pruning_is_refused(tmp_path, prune):
     with pytest.raises(ValueError, match=r"set a successive halving that is off: add train\.prune"):
         run_sweep(cfg, tmp_path / "s")
     assert not (tmp_path / "s").exists()
+
+
+class Jpegs(Dataset):
+    """Items from ``bad`` on raise in a DataLoader worker (as a corrupt file would)."""
+
+    def __init__(self, bad):
+        self.bad = bad
+
+    def __len__(self):
+        return 80
+
+    def __getitem__(self, i):
+        if i >= self.bad and torch.utils.data.get_worker_info() is not None:
+            raise ValueError(f"corrupt jpeg at {i}")
+        return X[i], Y[i]
+
+
+def test_what_a_worker_raises_keeps_its_message(tmp_path):
+    """A DataLoader worker's error arrives as "Caught ValueError in DataLoader worker process
+    0." with the worker's traceback: the line gives the worker's own last line."""
+    g = torch.Generator().manual_seed(0)
+    loader = DataLoader(Jpegs(40), batch_size=16, shuffle=True, num_workers=2, generator=g)
+    with pytest.raises(ValueError, match=r"the data raised ValueError: corrupt jpeg at \d+$"):
+        sweep(splits(loader), tmp_path / "s")
+
+
+def test_an_error_in_the_users_forward_names_the_users_line(tmp_path, capsys):
+    """On the command line, an exception from the user's model while training names the
+    file and line it came from, not "unexpected" (which says: a wdlab bug)."""
+    (tmp_path / "m.py").write_text(
+        "import torch\nfrom torch import nn\nN = [0]\n"
+        "class M(nn.Linear):\n"
+        "    def forward(self, x):\n"
+        "        if self.training and torch.is_grad_enabled():\n"
+        "            N[0] += 1\n"
+        "            if N[0] > 30:\n"
+        "                raise RuntimeError('boom')\n"
+        "        return super().forward(x)\n"
+        "def make(in_dim, out_dim, seed=0):\n"
+        "    torch.manual_seed(seed)\n    return M(in_dim, out_dim)\n"
+    )
+    flags = ["--data", "wine", "--model", f"{tmp_path / 'm.py'}:make", "--epochs", "20"]
+    out = tmp_path / "s"
+    assert main(["sweep", *flags, "--batch-size", "16", "--out", str(out)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"RuntimeError: boom (raised in your code, {tmp_path / 'm.py'}:9;" in line
+    assert "unexpected" not in line and not out.exists()
+
+
+def test_any_kept_run_comes_back_named_in_full(tmp_path):
+    """keep="all": the wd = 0 reference's runs (mode none, added where the grid has no wd =
+    0) come back when named by mode and lr, as any run named by mode, lr and weight_decay;
+    a mode with no answer row names the rows there are."""
+    data = {"train": (X[:80], Y[:80]), "val": (X[80:100], Y[80:100]), "test": (X[100:], Y[100:])}
+    res = wdlab.sweep(make, data, lr=[0.1], weight_decay=[1e-3, 1e-2], epochs=2, keep="all",
+                      out=tmp_path / "s")  # fmt: skip
+    assert {r.config.mode for r in res.runs} == {"decoupled", "none"}
+    ref = res.model(mode="none", lr=0.1, seed=0)
+    other = res.model(mode="decoupled", lr=0.1, weight_decay=1e-2, seed=0)
+    assert not ref.training and not torch.equal(ref.weight, other.weight)
+    with pytest.raises(ValueError, match=r"no answer for mode='l2'.*name its mode, lr and"):
+        res.model(mode="l2")

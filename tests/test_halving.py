@@ -501,3 +501,40 @@ def test_a_rung_made_decidable_by_another_process_is_decided_not_given_up(tmp_pa
     monkeypatch.setattr(job, "decide_rungs", late)
     res = run_sweep(GRID, tmp_path / "s")
     assert seen and res.counts["pruned"] and not res.partial
+
+
+def test_a_training_of_steps_counts_its_compute_in_those_steps(tmp_path):
+    """steps=13 at 4 steps per epoch: 4 epochs, the last cut short; the compute is 13 steps a
+    run of 13, nothing stopped early (it said 'early stopping stopped' every run, and counted
+    the config's default epochs as the full grid)."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(160, 4, generator=g)
+    y = (X[:, 0] > 0).long()
+    data = {"train": (X[:128], y[:128]), "val": (X[128:144], y[128:144])}
+    data["test"] = (X[144:], y[144:])
+    res = wdlab.sweep("linear", data, weight_decay=[0, 1e-3], steps=13, batch_size=32,
+                      out=tmp_path / "s")  # fmt: skip
+    comp = res.halving["compute"]
+    assert (comp["configuration_epochs"], comp["full_grid_epochs"]) == (8, 8)
+    assert (comp["row_steps"], comp["full_grid_row_steps"]) == (26, 26)
+    assert res.halving["stopped_early"] == 0 and "stopped" not in str(res)
+
+
+def test_cells_tied_with_the_last_of_the_best_third_are_kept():
+    """Nine cells, the best third is three; the 2nd to 4th score exactly alike: the cut would
+    fall between equal scores, so the fourth goes on too (the ranking's tie-break, smaller
+    weight decay first, orders them; it does not pick a winner)."""
+    acc = dict(zip([1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 0.1, 1.0, 3.0],
+                   [0.95, 0.9, 0.9, 0.9, 0.5, 0.5, 0.4, 0.3, 0.2], strict=True))  # fmt: skip
+    waiting = [
+        _run("decoupled", 0.01, wd, s, [0.5, a + 0.01 * s])
+        for wd, a in acc.items()
+        for s in range(3)
+    ]
+    detail, pruned = decide([], waiting, 2, Prune(), Criterion("acc", "accuracy", True))
+    why = {cell["weight_decay"]: cell["why"] for cell in detail["cells"]}
+    assert [why[w] for w in (1e-5, 1e-4, 3e-4, 1e-3)] == [
+        "kept: best", "kept: in the best 1/3", "kept: in the best 1/3",
+        "kept: tied with the last of the best 1/3",
+    ]  # fmt: skip
+    assert {c.weight_decay for c in pruned} == {3e-3, 1e-2, 0.1, 1.0, 3.0}

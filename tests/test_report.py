@@ -383,6 +383,10 @@ def test_results_read_well_in_a_repl():
         "use decoupled lr 0.001: wd 0 (no measurable gain); l2 lr 0.01: wd 0.01 (better than "
         "wd = 0)>"
     )
+    two = sweep_result(NO_GAIN_TABLE)
+    two.runs = [r for r in two.runs if r.config.seed < 2]
+    two.select()
+    assert repr(two).endswith("; use decoupled lr 0.01: wd 0 (too few seeds to tell)>")
     r = gain.runs[0]
     assert repr(r).startswith("RunResult(none wd=0 lr=0.01 adam seed 0: done, ")
     assert repr(r.curves) == (

@@ -13,7 +13,8 @@ the training (η = 3), the first near 1/27 of it.
 **What is ranked** (:func:`decide`): the cells the selection compares, mode × lr × weight
 decay, each scored on the validation metric the selection uses (its ``Criterion``: the same
 metric and epoch rule, here applied to the curves up to the rung), as the mean over its seeds;
-all seeds of a cell go on or stop together. Kept: the best ⌈n/η⌉ of the n cells ranked, any
+all seeds of a cell go on or stop together. Kept: the best ⌈n/η⌉ of the n cells ranked (and
+any cell whose mean equals the last of them: the cut never falls between equal scores), any
 cell within one standard error of the best (the paired standard error of their seed-by-seed
 differences, as the selection's test pairs seeds; none with one seed), and every wd = 0 cell
 (the reference the verdict needs: never ranked, never pruned). A cell with a seed that
@@ -202,6 +203,8 @@ def _why(
         return "kept: best" if cell == top[0] else f"kept: in the best 1/{eta}"
     if math.isfinite(se) and abs(mean - _mean(scores[top[0]])) <= se:
         return "kept: within one standard error of the best"
+    if mean == _mean(scores[top[-1]]):  # the cut would fall between equal scores
+        return f"kept: tied with the last of the best 1/{eta}"
     return f"pruned: not in the best 1/{eta}"
 
 
@@ -219,17 +222,21 @@ def _row(cell: Cell, mean: float, se: float, why: str, runs: int) -> dict[str, A
     }
 
 
-def compute(runs: Sequence[RunResult], epochs: int, steps_per_epoch: int) -> dict[str, Any]:
+def compute(
+    runs: Sequence[RunResult], epochs: int, steps_per_epoch: int, steps: int | None = None
+) -> dict[str, Any]:
     """The compute a study used against the full grid's: configuration-epochs and row-steps
-    (optimizer steps summed over configurations), trained and in full."""
-    trained = sum(epochs if r.epochs is None else r.epochs for r in runs)
+    (optimizer steps summed over configurations), trained and in full; ``steps``: a training
+    of that many steps (its last epoch cut short), not of whole epochs."""
+    trained_epochs = [epochs if r.epochs is None else r.epochs for r in runs]
+    cap = steps or epochs * steps_per_epoch
     full = len(runs) * epochs
     return {
-        "configuration_epochs": trained,
+        "configuration_epochs": sum(trained_epochs),
         "full_grid_epochs": full,
-        "row_steps": trained * steps_per_epoch,
-        "full_grid_row_steps": full * steps_per_epoch,
-        "fraction": trained / full if full else math.nan,
+        "row_steps": sum(min(e * steps_per_epoch, cap) for e in trained_epochs),
+        "full_grid_row_steps": len(runs) * cap,
+        "fraction": sum(trained_epochs) / full if full else math.nan,
     }
 
 
@@ -243,10 +250,11 @@ def summary(
     compute its finished runs used against the full grid's (:func:`compute`), and where
     successive halving ran, its rungs, η and each rung's decision."""
     train = config.get("train") or {}
-    epochs = int(train.get("epochs") or 0)
+    per, steps = int(data.get("steps_per_epoch") or 1), int(train.get("steps") or 0)
+    epochs = -(-steps // per) if steps else int(train.get("epochs") or 0)  # as the plan's
     out: dict[str, Any] = {}
     if runs and epochs:
-        out["compute"] = compute(runs, epochs, int(data.get("steps_per_epoch") or 1))
+        out["compute"] = compute(runs, epochs, per, steps or None)
         out["stopped_early"] = sum(
             r.status == "done" and r.epochs is not None and r.epochs < epochs for r in runs
         )

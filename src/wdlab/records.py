@@ -331,10 +331,16 @@ def use_wd(row: Mapping[str, Any]) -> float:
     return float(row["weight_decay"]) if row.get("better_than_zero") else 0.0
 
 
+TOO_FEW = "too few seeds to tell"  # the verdict's words where the seeds cannot tell
+
+
 def use_text(row: Mapping[str, Any]) -> str:
-    """``wd 0.01 (better than wd = 0)`` or ``wd 0 (no measurable gain)``: one row's answer."""
+    """``wd 0.01 (better than wd = 0)``, ``wd 0 (no measurable gain)`` or ``wd 0 (too few
+    seeds to tell)``: one row's answer."""
     if row.get("better_than_zero"):
         return f"wd {use_wd(row):g} (better than wd = 0)"
+    if str(row.get("verdict", "")).startswith(TOO_FEW):
+        return f"wd 0 ({TOO_FEW})"
     return "wd 0 (no measurable gain)"
 
 

@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wdlab.decay.modes import get_mode
+from wdlab.records import TOO_FEW as TOO_FEW
 from wdlab.records import RunResult, use_wd
 from wdlab.stats import Paired as Paired
 from wdlab.stats import paired
@@ -62,7 +63,6 @@ NOTHING_FINISHED = (
 NOTHING_FINITE = "no weight decay has a finite validation score for every seed: nothing to choose"
 GAIN = "better than wd = 0"
 REFERENCE = "wd = 0 reference"
-TOO_FEW = "too few seeds to tell"
 #: The error rate of "better than wd = 0" per (mode, lr) row, and the level of the tie test.
 ALPHA = 0.05
 #: Seeds a verdict needs: with two, the t-test has one degree of freedom and no way to see

@@ -171,7 +171,31 @@ def describe_error(exc: BaseException) -> str:
         return f"study store: {text}"
     if type(exc).__name__ == "AcceleratorError" or "CUDA" in text:
         return f"device error: {text}"
+    where = _user_frame(exc)
+    if where:  # the user's model, data or loss raised it (or called what did)
+        debug = "WDLAB_DEBUG=1 shows the traceback"
+        return f"{type(exc).__name__}: {text} (raised in your code, {where}; {debug})"
     return f"{type(exc).__name__}: {text} (unexpected; WDLAB_DEBUG=1 shows the traceback)"
+
+
+def _user_frame(exc: BaseException) -> str:
+    """``file:line`` of the innermost frame of ``exc``'s traceback that is the user's (not
+    wdlab's, an installed package's or Python's own), where it comes after wdlab's last;
+    "" where wdlab's own code is the innermost of those (then it is unexpected)."""
+    import sysconfig
+
+    ours = str(Path(__file__).resolve().parent.parent)
+    stdlib = sysconfig.get_paths()["stdlib"]
+    found = ""
+    tb = exc.__traceback__
+    while tb is not None:
+        name = str(Path(tb.tb_frame.f_code.co_filename).resolve())
+        if name.startswith(ours):
+            found = ""
+        elif not ("-packages" in name or name.startswith(stdlib) or name.startswith("<")):
+            found = f"{name}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return found
 
 
 def _is_oom(exc: BaseException) -> bool:

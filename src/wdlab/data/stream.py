@@ -277,7 +277,13 @@ def _next(it: Iterator[Any], where: str) -> Any:
     try:
         return next(it, _END)
     except Exception as exc:
-        why = (str(exc).strip().splitlines() or [""])[0]
-        raise StreamError(
-            f"{where}: the data raised {type(exc).__name__}: {why}".rstrip(": ")
-        ) from None
+        raise StreamError(f"{where}: the data raised {_why(exc)}") from None
+
+
+def _why(exc: Exception) -> str:
+    """``Type: message`` of what the data raised; for a DataLoader worker's ("Caught Type in
+    DataLoader worker process N." and the worker's traceback), the worker's own last line."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    if lines and lines[0].startswith("Caught ") and "worker" in lines[0] and len(lines) > 1:
+        return lines[-1]  # "ValueError: corrupt jpeg at 150"
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}".rstrip(": ")

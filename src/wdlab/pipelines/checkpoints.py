@@ -28,6 +28,7 @@ from typing import Any
 import torch
 
 from wdlab.pipelines.outputs import (
+    changed_since_written,
     check_outputs,
     expect_output,
     forget_outputs,
@@ -85,6 +86,10 @@ def read(directory: str | Path, name: str, configs: Sequence[RunConfig] | None =
     ``configs``, in order, where given); :class:`CheckpointError` otherwise."""
     path = folder(directory) / name
     fix = "left as it is: delete it to train its runs from the start, or restore it"
+    if changed_since_written(folder(directory), name):  # bytes flipped in tensors still load
+        raise CheckpointError(
+            f"checkpoint {path} is damaged (its bytes changed since wdlab wrote it); {fix}"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

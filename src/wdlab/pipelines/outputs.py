@@ -71,6 +71,16 @@ def check_outputs(
         raise ValueError(f"{path} exists and {why}; {how}")
 
 
+def changed_since_written(folder: str | Path, name: str) -> bool:
+    """Whether wdlab recorded writing ``name`` in ``folder`` and the file's bytes are no
+    longer the ones it recorded (the file was edited, damaged or replaced since)."""
+    entry = _manifest(Path(folder)).get(name) or {}
+    path = Path(folder) / name
+    if not entry or not path.is_file():
+        return False
+    return _digest(path) not in {entry.get("sha256"), entry.get("next")} - {None}
+
+
 def record_outputs(
     folder: str | Path,
     paths: Iterable[str | Path],
@@ -164,11 +174,18 @@ def load_error(exc: BaseException) -> str:
     sentence, or, for its "Weights only load failed" paragraph (which suggests
     ``weights_only=False``: no advice for a file one did not write), the reason inside it."""
     text = str(exc).strip() or type(exc).__name__
-    if text.startswith("Weights only load failed"):
-        lines = [ln.strip() for ln in text.splitlines()[1:] if ln.strip()]
-        detail = [ln for ln in lines if not ln.startswith(("Please file", "Check the doc"))]
-        return "not plain tensors and data" + (f" ({_short(detail[0])})" if detail else "")
-    return _short(text.splitlines()[0])
+    if not text.startswith("Weights only load failed"):
+        first = text.splitlines()[0]
+        return f"not a whole torch file ({first})" if first.startswith("[Errno") else _short(first)
+    for line in (ln.strip() for ln in text.splitlines()[1:]):
+        if "WeightsUnpickler error:" in line:
+            line = line.split("WeightsUnpickler error:", 1)[1].strip()
+        if line and not line.startswith(ADVICE):
+            return f"not plain tensors and data ({_short(line.replace('GLOBAL ', ''))})"
+    return "not plain tensors and data"
+
+
+ADVICE = ("(1)", "(2)", "Please file", "Check the doc", "In PyTorch", "Re-running", "Do it only")
 
 
 def _short(text: str) -> str:

@@ -161,11 +161,20 @@ def pick_row(
         and (lr is None or s["lr"] == lr)
     ]
     if not rows:
-        have = ", ".join(f"({s['mode']}, lr {s['lr']:g})" for s in selection) or "none"
-        raise ValueError(f"no selection row for mode={mode!r}, lr={lr!r}; the study has {have}")
+        answers = [s for s in selection if get_mode(s["mode"]).decays]
+        have = ", ".join(f"({s['mode']}, lr {s['lr']:g})" for s in answers) or "none"
+        raise ValueError(
+            f"no answer for mode={mode!r}, lr={lr!r}; the study answers {have} (any run: "
+            "name its mode, lr and weight_decay)"
+        )
     sign = 1 if rows[0].get("higher", True) else -1
     finite = [s for s in rows if math.isfinite(s["val"])] or rows
     return max(finite, key=lambda s: sign * s["val"])
+
+
+def _decays(mode: str) -> bool:
+    """Whether ``mode`` decays; a one-line ``ValueError`` for a mode wdlab does not have."""
+    return get_mode(mode).decays
 
 
 def kept_files(directory: str | Path | None, runs: Sequence[RunResult]) -> dict[int, str]:
@@ -252,9 +261,13 @@ def build_trained(
     """The trained ``nn.Module`` of one run of a study (see ``SweepResult.model``)."""
     if result.directory is None:
         raise ValueError("this result has no study folder (out= was not given): no weights kept")
-    row = pick_row(result.selection, mode, lr, no_choice(result.runs, result.counts))
-    wd = use_wd(row) if weight_decay is None else float(weight_decay)
-    run = the_run(result.runs, row["mode"], row["lr"], wd, seed)
+    if mode is not None and lr is not None and (weight_decay is not None or not _decays(mode)):
+        wd = 0.0 if weight_decay is None else float(weight_decay)  # a run named in full
+        run = the_run(result.runs, mode, lr, wd, seed)
+    else:
+        row = pick_row(result.selection, mode, lr, no_choice(result.runs, result.counts))
+        wd = use_wd(row) if weight_decay is None else float(weight_decay)
+        run = the_run(result.runs, row["mode"], row["lr"], wd, seed)
     path = weights_path(result.directory, run.config)
     if not path.is_file():
         raise ValueError(
@@ -271,9 +284,10 @@ def build_trained(
         raise ValueError(f"{exc}; {GIVE_FACTORY}") from None
     try:
         module.load_state_dict(state)
-    except RuntimeError as exc:
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise ValueError(f"the weights in {path} do not fit the model built: {first}") from None
+    except RuntimeError as exc:  # torch's heading and its first finding (a key, a shape)
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()][:2]
+        why = " ".join(lines)[:300]
+        raise ValueError(f"the weights in {path} do not fit the model built: {why}") from None
     return module.eval()
 
 
