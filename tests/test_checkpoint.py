@@ -125,6 +125,16 @@ class Code:
         return (os.system, ("echo never",))
 
 
+def _interrupted_with_a_checkpoint(monkeypatch, out):
+    """A sweep into ``out`` interrupted after its first checkpoint; that file's path."""
+    _interrupt_after_checkpoints(monkeypatch, 1)
+    with pytest.raises(Interrupted):
+        run_sweep(CFG, out)
+    monkeypatch.undo()
+    (name,) = {n for (n,) in _rows(out, "SELECT checkpoint FROM runs")}
+    return out / "checkpoints" / name
+
+
 def _flip(p):
     """200 bytes of the last tensor's data inverted: the file still loads, with other weights."""
     b = bytearray(p.read_bytes())
@@ -167,12 +177,7 @@ def test_a_damaged_checkpoint_is_one_line_and_nothing_stored_changes(
     if recorded and damage == "flipped bytes":
         pytest.skip("loads as a batch state: only the recorded hash can tell")
     out = tmp_path / "s"
-    _interrupt_after_checkpoints(monkeypatch, 1)
-    with pytest.raises(Interrupted):
-        run_sweep(CFG, out)
-    monkeypatch.undo()
-    (name,) = {n for (n,) in _rows(out, "SELECT checkpoint FROM runs")}
-    path = out / "checkpoints" / name
+    path = _interrupted_with_a_checkpoint(monkeypatch, out)
     DAMAGE[damage](path)
     if recorded:
         _rehash(path)
@@ -194,12 +199,9 @@ def test_a_deleted_checkpoint_trains_its_runs_from_the_start(tmp_path, monkeypat
     start, a warning says so, and they end with an uninterrupted sweep's numbers."""
     whole = run_sweep(CFG, tmp_path / "whole")
     out = tmp_path / "s"
-    _interrupt_after_checkpoints(monkeypatch, 1)
-    with pytest.raises(Interrupted):
-        run_sweep(CFG, out)
-    monkeypatch.undo()
-    (name,) = {n for (n,) in _rows(out, "SELECT checkpoint FROM runs")}
-    (out / "checkpoints" / name).unlink()
+    path = _interrupted_with_a_checkpoint(monkeypatch, out)
+    path.unlink()
+    name = path.name
     with pytest.warns(UserWarning, match=rf"checkpoint .*{name} is missing: its 12 runs train"):
         resumed = run_sweep(CFG, out)
     assert [r.final for r in resumed.runs] == [r.final for r in whole.runs]
