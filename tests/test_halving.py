@@ -520,10 +520,10 @@ def test_a_training_of_steps_counts_its_compute_in_those_steps(tmp_path):
     assert res.halving["stopped_early"] == 0 and "stopped" not in str(res)
 
 
-def test_cells_tied_with_the_last_of_the_best_third_are_kept():
-    """Nine cells, the best third is three; the 2nd to 4th score exactly alike: the cut would
-    fall between equal scores, so the fourth goes on too (the ranking's tie-break, smaller
-    weight decay first, orders them; it does not pick a winner)."""
+def test_cells_tied_at_the_cut_are_ranked_by_the_smaller_weight_decay():
+    """Nine cells, the best third is three; the 2nd to 4th score exactly alike: the cut takes
+    the best ⌈n/η⌉ as the issue specifies, equal means ranked by the smaller weight decay (the
+    documented tie-break), so the largest of the tied stops."""
     acc = dict(zip([1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 0.1, 1.0, 3.0],
                    [0.95, 0.9, 0.9, 0.9, 0.5, 0.5, 0.4, 0.3, 0.2], strict=True))  # fmt: skip
     waiting = [
@@ -535,6 +535,6 @@ def test_cells_tied_with_the_last_of_the_best_third_are_kept():
     why = {cell["weight_decay"]: cell["why"] for cell in detail["cells"]}
     assert [why[w] for w in (1e-5, 1e-4, 3e-4, 1e-3)] == [
         "kept: best", "kept: in the best 1/3", "kept: in the best 1/3",
-        "kept: tied with the last of the best 1/3",
+        "pruned: not in the best 1/3",
     ]  # fmt: skip
-    assert {c.weight_decay for c in pruned} == {3e-3, 1e-2, 0.1, 1.0, 3.0}
+    assert {c.weight_decay for c in pruned} == {1e-3, 3e-3, 1e-2, 0.1, 1.0, 3.0}

@@ -13,8 +13,7 @@ the training (η = 3), the first near 1/27 of it.
 **What is ranked** (:func:`decide`): the cells the selection compares, mode × lr × weight
 decay, each scored on the validation metric the selection uses (its ``Criterion``: the same
 metric and epoch rule, here applied to the curves up to the rung), as the mean over its seeds;
-all seeds of a cell go on or stop together. Kept: the best ⌈n/η⌉ of the n cells ranked (and
-any cell whose mean equals the last of them: the cut never falls between equal scores), any
+all seeds of a cell go on or stop together. Kept: the best ⌈n/η⌉ of the n cells ranked, any
 cell within one standard error of the best (the paired standard error of their seed-by-seed
 differences, as the selection's test pairs seeds; none with one seed), and every wd = 0 cell
 (the reference the verdict needs: never ranked, never pruned). A cell with a seed that
@@ -203,8 +202,6 @@ def _why(
         return "kept: best" if cell == top[0] else f"kept: in the best 1/{eta}"
     if math.isfinite(se) and abs(mean - _mean(scores[top[0]])) <= se:
         return "kept: within one standard error of the best"
-    if mean == _mean(scores[top[-1]]):  # the cut would fall between equal scores
-        return f"kept: tied with the last of the best 1/{eta}"
     return f"pruned: not in the best 1/{eta}"
 
 
