@@ -167,8 +167,7 @@ def selection_criterion(selection: Sequence[Mapping[str, Any]]) -> Criterion:
 def selection_rule(
     selection: Sequence[Mapping[str, Any]], others: Sequence[Mapping[str, Any]] = ()
 ) -> str:
-    """:func:`describe` for a stored selection (its rows, non-empty; ``others``: the settings
-    with nothing to choose, :func:`unanswered`, whose pruned cells count too)."""
+    """:func:`describe` for a stored selection (rows, non-empty) and its :func:`unanswered`."""
     pruned = sum(s.get("pruned", 0) for s in [*selection, *others])
     return describe(selection_criterion(selection), max(s["seeds"] for s in selection), pruned)
 
@@ -321,7 +320,7 @@ def select(
         by_wd = {w: {r.config.seed: run_scores(r, c) for r in rs} for w, rs in wds.items()}
         zero = _reference(groups, mode, lr)
         ref = {r.config.seed: run_scores(r, c) for r in zero} if zero else None
-        pruned = sum(w != 0 and all(r.status == "pruned" for r in rs) for w, rs in wds.items())
+        pruned = _pruned_cells(wds)
         try:
             chosen, best = choose(by_wd, ref, c.higher, pruned)
         except ValueError:
@@ -430,9 +429,8 @@ def zero_runs(runs: Sequence[RunResult], mode: str | None, lr: float) -> list[Ru
 def unanswered(
     runs: Sequence[RunResult], selection: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
-    """The (mode, lr) settings of ``runs`` that ``selection`` (non-empty) has no row for, as
-    rows of ``mode``, ``lr``, ``verdict`` (every run pruned at a rung, or no weight decay with
-    a finite score on every seed) and ``pruned`` (its cells stopped at a rung)."""
+    """The (mode, lr) settings ``selection`` (non-empty) has no row for: ``mode``, ``lr``,
+    ``verdict`` (all pruned, or no finite score on every seed) and ``pruned`` (cells stopped)."""
     if not selection:
         return []  # no validation split, or nothing finished: :func:`no_choice` says which
     have = {(s["mode"], s["lr"]) for s in selection}
@@ -440,8 +438,13 @@ def unanswered(
     for (mode, lr), wds in sorted(_groups(runs).items()):
         if (mode, lr) in have:
             continue
-        pruned = sum(w != 0 and all(r.status == "pruned" for r in rs) for w, rs in wds.items())
+        pruned = _pruned_cells(wds)
         every = all(r.status == "pruned" for rs in wds.values() for r in rs)
         verdict = NOTHING_FINISHED if every else NOTHING_FINITE
         out.append({"mode": mode, "lr": lr, "verdict": verdict, "pruned": pruned})
     return out
+
+
+def _pruned_cells(wds: Mapping[float, Sequence[RunResult]]) -> int:
+    """How many weight decays > 0 of one (mode, lr) successive halving stopped at a rung."""
+    return sum(w != 0 and all(r.status == "pruned" for r in rs) for w, rs in wds.items())

@@ -277,12 +277,13 @@ def _next(it: Iterator[Any], where: str) -> Any:
     try:
         return next(it, _END)
     except Exception as exc:
-        raise StreamError(f"{where}: the data raised {_why(exc)}") from None
+        raise StreamError(f"{where}: the data raised {raised(exc)}") from None
 
 
-def _why(exc: Exception) -> str:
-    """``Type: message`` of what the data raised; for a DataLoader worker's ("Caught Type in
-    DataLoader worker process N." and the worker's traceback), the worker's own last line."""
+def raised(exc: Exception) -> str:
+    """``Type: message`` (its first line) of what the user's data code raised; for a
+    DataLoader worker's ("Caught Type in DataLoader worker process N." and the worker's
+    traceback), the worker's own last line."""
     lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
     if lines and lines[0].startswith("Caught ") and "worker" in lines[0] and len(lines) > 1:
         return lines[-1]  # "ValueError: corrupt jpeg at 150"

@@ -49,7 +49,7 @@ from wdlab.data.arrays import check_labels, check_values, one_target_column
 from wdlab.data.batches import Batch, Inputs, Layout, apply, as_inputs, batch_of, pair, parts
 from wdlab.data.loaders import FactorySource, LoaderSource, over, unseeded_shuffle, wrap
 from wdlab.data.seeds import GlobalRandom, derive
-from wdlab.data.stream import Stream, TensorStream
+from wdlab.data.stream import Stream, TensorStream, raised
 from wdlab.tasks import TASKS
 
 SAMPLE = 32  # examples per split read for the facts and the fingerprint
@@ -251,10 +251,7 @@ def _item(ds: Any, i: int, split: str) -> Any:
     try:
         return ds[i]
     except Exception as exc:
-        why = (str(exc).strip().splitlines() or [""])[0]
-        raise ValueError(
-            f"data[{split!r}][{i}] raised {type(exc).__name__}: {why}".rstrip(": ")
-        ) from None
+        raise ValueError(f"data[{split!r}][{i}] raised {raised(exc)}") from None
 
 
 def declared_classes(dataset: object) -> int | None:

@@ -19,6 +19,7 @@ study directory as ``checkpoints/<name>.pt``.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -86,17 +87,19 @@ def read(directory: str | Path, name: str, configs: Sequence[RunConfig] | None =
     ``configs``, in order, where given); :class:`CheckpointError` otherwise."""
     path = folder(directory) / name
     fix = "left as it is: delete it to train its runs from the start, or restore it"
-    if changed_since_written(folder(directory), name):  # bytes flipped in tensors still load
-        raise CheckpointError(
-            f"checkpoint {path} is damaged (its bytes changed since wdlab wrote it); {fix}"
-        )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        raw = path.read_bytes()  # read once: hashed, then loaded
     except FileNotFoundError:
         raise CheckpointError(
             f"checkpoint {path} is missing; run the sweep from a copy of the "
             "study that has it, or start a new study"
         ) from None
+    if changed_since_written(folder(directory), name, raw):  # flipped tensor bytes still load
+        raise CheckpointError(
+            f"checkpoint {path} is damaged (its bytes changed since wdlab wrote it); {fix}"
+        )
+    try:
+        state = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, not a torch file, a pickle of code: all refused
         raise CheckpointError(f"checkpoint {path} is damaged ({load_error(exc)}); {fix}") from None
     try:

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-DB = "study.db"
+from wdlab.store import DB_NAME as DB
+from wdlab.store import Store, StoreError
 
 
 @contextmanager
@@ -36,22 +37,15 @@ def undone_on_failure(directory: Path) -> Iterator[None]:
 
 
 def _empty(db: Path) -> bool:
-    """Whether the study in ``db`` holds nothing of value: no run done, pruned, diverged or
-    checkpointed, and no process registered (another one may be training it). False where it
-    cannot be read."""
+    """Whether the study in ``db`` holds nothing of value (:meth:`Store.untouched`); False
+    where it cannot be read."""
     if not db.exists():
         return False
     try:
-        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
-            done = con.execute(
-                "SELECT COUNT(*) FROM runs WHERE status NOT IN ('pending', 'failed') "
-                "OR checkpoint IS NOT NULL OR COALESCE(epochs, 0) > 0"
-            ).fetchone()[0]
-            workers = con.execute("SELECT COUNT(*) FROM workers").fetchone()[0]
-        con.close()
-    except sqlite3.Error:
+        with Store(db.parent, readonly=True) as store:
+            return store.untouched()
+    except (StoreError, sqlite3.Error):
         return False
-    return done == 0 and workers == 0
 
 
 def _remove(directory: Path, before: set[str] | None) -> None:

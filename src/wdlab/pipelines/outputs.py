@@ -64,21 +64,29 @@ def check_outputs(
             why = "was not written by wdlab"
         elif entry.get("source") != source:
             why = f"was written by wdlab for {_what(str(entry.get('source')), source)}"
-        elif _digest(path) not in {entry.get("sha256"), entry.get("next")} - {None}:
+        elif not _recorded(entry, _digest(path)):
             why = "was changed since wdlab wrote it"
         else:
             continue
         raise ValueError(f"{path} exists and {why}; {how}")
 
 
-def changed_since_written(folder: str | Path, name: str) -> bool:
-    """Whether wdlab recorded writing ``name`` in ``folder`` and the file's bytes are no
-    longer the ones it recorded (the file was edited, damaged or replaced since)."""
+def changed_since_written(folder: str | Path, name: str, data: bytes | None = None) -> bool:
+    """Whether wdlab recorded writing ``name`` in ``folder`` and the file's bytes (``data``,
+    where the caller has read them) are no longer the ones it recorded (the file was edited,
+    damaged or replaced since)."""
     entry = _manifest(Path(folder)).get(name) or {}
     path = Path(folder) / name
     if not entry or not path.is_file():
         return False
-    return _digest(path) not in {entry.get("sha256"), entry.get("next")} - {None}
+    digest = _digest(path) if data is None else hashlib.sha256(data).hexdigest()
+    return not _recorded(entry, digest)
+
+
+def _recorded(entry: Mapping[str, str], digest: str) -> bool:
+    """Whether ``digest`` is a hash the record ``entry`` holds (the file's, or the one noted
+    for the file about to replace it)."""
+    return digest in {entry.get("sha256"), entry.get("next")} - {None}
 
 
 def record_outputs(

@@ -23,7 +23,13 @@ from pathlib import Path
 from wdlab.data import Dataset, StreamedData
 from wdlab.executors import Segment
 from wdlab.halving import Prune, check_cells, decide
-from wdlab.pipelines.checkpoints import CheckpointError, configs_of, read, sweep_temporary
+from wdlab.pipelines.checkpoints import (
+    CheckpointError,
+    configs_of,
+    folder,
+    read,
+    sweep_temporary,
+)
 from wdlab.pipelines.memory import plan_batches
 from wdlab.records import RunConfig
 from wdlab.selection import Criterion
@@ -109,9 +115,11 @@ def check_files(store: Store, directory: Path) -> None:
     for a damaged one advises) train again from the start, and a warning says so."""
     sweep_temporary(directory)
     waiting = store.waiting()
+    gone = set()
     for name in sorted({w[2] for w in waiting if w[2] is not None}):
-        path = directory / "checkpoints" / name
+        path = folder(directory) / name
         if not path.exists():
+            gone.add(name)
             n = store.restart(name)
             warnings.warn(
                 f"checkpoint {path} is missing: its {n} runs train again from the start",
@@ -121,12 +129,11 @@ def check_files(store: Store, directory: Path) -> None:
             continue
         held = {config_key(c) for c in configs_of(read(directory, name))}
         if any(w[2] == name and config_key(w[0]) not in held for w in waiting):
-            path = directory / "checkpoints" / name
             raise CheckpointError(
                 f"checkpoint {path} does not hold the runs the study says it does; left as it "
                 "is: delete it to train its runs from the start, or restore it"
             )
-    saved = [e for _, e, name in store.waiting() if name is not None]
+    saved = [e for _, e, name in waiting if name is not None and name not in gone]
     if saved:
         at = f"epoch {min(saved)}" + (f" to {max(saved)}" if max(saved) > min(saved) else "")
         warnings.warn(

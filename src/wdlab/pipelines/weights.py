@@ -44,7 +44,6 @@ import torch
 from torch import Tensor, nn
 
 from wdlab.config import ModelConfig
-from wdlab.decay import get_mode
 from wdlab.models import MODEL_KINDS, ModelSpec
 from wdlab.pipelines.outputs import (
     forget_outputs,
@@ -53,6 +52,7 @@ from wdlab.pipelines.outputs import (
     written_outputs,
 )
 from wdlab.records import RunConfig, RunResult, no_choice, use_wd
+from wdlab.selection import decays
 from wdlab.store import config_key
 
 FOLDER = "weights"
@@ -111,7 +111,7 @@ def runs_at(
     same = [r for r in ok if r.config.mode == mode and r.config.weight_decay == wd]
     if same or wd != 0:
         return same
-    return [r for r in ok if not get_mode(r.config.mode).decays]
+    return [r for r in ok if not decays(r.config.mode)]
 
 
 def kept_runs(runs: Sequence[RunResult], selection: Sequence[dict[str, Any]]) -> list[RunResult]:
@@ -156,12 +156,12 @@ def pick_row(
     rows = [
         s
         for s in selection
-        if get_mode(s["mode"]).decays
+        if decays(s["mode"])
         and (mode is None or s["mode"] == mode)
         and (lr is None or s["lr"] == lr)
     ]
     if not rows:
-        answers = [s for s in selection if get_mode(s["mode"]).decays]
+        answers = [s for s in selection if decays(s["mode"])]
         have = ", ".join(f"({s['mode']}, lr {s['lr']:g})" for s in answers) or "none"
         raise ValueError(
             f"no answer for mode={mode!r}, lr={lr!r}; the study answers {have} (any run: "
@@ -170,11 +170,6 @@ def pick_row(
     sign = 1 if rows[0].get("higher", True) else -1
     finite = [s for s in rows if math.isfinite(s["val"])] or rows
     return max(finite, key=lambda s: sign * s["val"])
-
-
-def _decays(mode: str) -> bool:
-    """Whether ``mode`` decays; a one-line ``ValueError`` for a mode wdlab does not have."""
-    return get_mode(mode).decays
 
 
 def kept_files(directory: str | Path | None, runs: Sequence[RunResult]) -> dict[int, str]:
@@ -261,7 +256,7 @@ def build_trained(
     """The trained ``nn.Module`` of one run of a study (see ``SweepResult.model``)."""
     if result.directory is None:
         raise ValueError("this result has no study folder (out= was not given): no weights kept")
-    if mode is not None and lr is not None and (weight_decay is not None or not _decays(mode)):
+    if mode is not None and lr is not None and (weight_decay is not None or not decays(mode)):
         wd = 0.0 if weight_decay is None else float(weight_decay)  # a run named in full
         run = the_run(result.runs, mode, lr, wd, seed)
     else:

@@ -130,14 +130,15 @@ def _answer_html(result: Result) -> list[str]:
         why = no_choice(result.runs, result.counts)
         note = f"{why[:1].upper()}{why[1:]} (never on test). Every run:"
         return ["<h2>Results</h2>", f"<p>{escape(note)}</p>", _table(*headline(result))]
+    others = unanswered(result.runs, sel)  # rows the headline table adds, nothing to choose
     marks = [
         "ref" if is_reference(s) else ("gain" if s["better_than_zero"] else "nogain") for s in sel
-    ] + [""] * len(unanswered(result.runs, sel))
+    ] + [""] * len(others)
     summary = verdict_summary(sel)
     return [
         "<h2>Answer: which weight decay?</h2>",
         f'<p class="answer">{escape(summary[:1].upper() + summary[1:])}.</p>',
-        f'<p class="meta">{escape(selection_rule(sel, unanswered(result.runs, sel)))}; '
+        f'<p class="meta">{escape(selection_rule(sel, others))}; '
         "reported on test (never used to choose).</p>",
         *_compute_html(result),
         _table(*headline(result), marks=marks),

@@ -127,6 +127,16 @@ class Progress:
                 (time.time(), name),
             ).rowcount
 
+    def untouched(self) -> bool:
+        """Whether the study holds nothing of value: no run done, pruned or diverged, none
+        that trained an epoch or has a checkpoint, and no process registered (another may be
+        training it)."""
+        done = self.db.execute(
+            "SELECT COUNT(*) FROM runs WHERE status NOT IN ('pending', 'failed') "
+            f"OR {self._v3('checkpoint')} IS NOT NULL OR COALESCE({self._v3('epochs')}, 0) > 0"
+        ).fetchone()[0]
+        return done == 0 and self.db.execute("SELECT COUNT(*) FROM workers").fetchone()[0] == 0
+
     def checkpoint_used(self, name: str) -> bool:
         """Whether a run not finished yet (pending, running, failed) has its state in ``name``."""
         return bool(
