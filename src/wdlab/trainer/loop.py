@@ -210,10 +210,9 @@ class Trainer(RowStops):
     def forward(self, rows: Rows, train: bool = False) -> Tensor:
         """The forward pass on a batch (``train``: in training mode), under bfloat16 autocast
         when asked; outputs in float32."""
-        if not self.amp:
-            return self.engine.forward(rows.split, rows.idx, train, rows.x)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16):
-            return self.engine.forward(rows.split, rows.idx, train, rows.x).float()
+        with self._autocast():
+            out = self.engine.forward(rows.split, rows.idx, train, rows.x)
+        return out.float() if self.amp else out
 
     def evaluate(self, with_train: bool) -> None:
         """Metrics on every evaluation split (and, when asked, a train pass in eval mode)."""
