@@ -208,6 +208,24 @@ def test_a_deleted_checkpoint_trains_its_runs_from_the_start(tmp_path, monkeypat
     assert _stored(out) == _stored(tmp_path / "whole")
 
 
+def test_what_a_killed_writer_left_half_written_is_swept_and_a_live_ones_kept(
+    tmp_path, monkeypatch
+):
+    """A process killed while writing a checkpoint or the folder's record leaves its
+    temporary file (named with its pid): the next sweep removes those of dead processes (a
+    SIGKILL in the record's write left one behind) and never a live process's."""
+    out = tmp_path / "s"
+    path = _interrupted_with_a_checkpoint(monkeypatch, out)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])  # a pid whose process is gone
+    dead.wait()
+    left = [f".wdlab-files.json.{dead.pid}.tmp", f".{path.name}.{dead.pid}.tmp"]
+    live = f".wdlab-files.json.{os.getppid()}.tmp"  # a live process other than this one
+    for name in [*left, live]:
+        (path.parent / name).write_text("half written")
+    run_sweep(CFG, out)
+    assert sorted(os.listdir(path.parent)) == sorted([".wdlab-files.json", live])
+
+
 def test_a_file_wdlab_did_not_write_is_never_replaced(tmp_path, capsys):
     """A file of the user's under the checkpoint's name: refused in one line, left as is."""
     out = tmp_path / "s"

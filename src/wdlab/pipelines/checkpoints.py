@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from wdlab.pipelines.outputs import (
+    MANIFEST,
     changed_since_written,
     check_outputs,
     expect_output,
@@ -111,10 +112,12 @@ def read(directory: str | Path, name: str, configs: Sequence[RunConfig] | None =
 
 
 def sweep_temporary(directory: str | Path) -> None:
-    """Remove the temporary files of writes a killed process left (``.<name>.<pid>.tmp``, its
-    process gone): never a whole checkpoint, never another program's file."""
+    """Remove the temporary files of writes a killed process left (``.<name>.<pid>.tmp`` of a
+    checkpoint, ``.wdlab-files.json.<pid>.tmp`` of the folder's record; its process gone):
+    never a whole checkpoint, never another program's file."""
     where = folder(directory)
-    for path in where.glob(".*.pt.*.tmp") if where.is_dir() else []:
+    left = [*where.glob(".*.pt.*.tmp"), *where.glob(f"{MANIFEST}.*.tmp")] if where.is_dir() else []
+    for path in left:
         pid = path.name.rsplit(".", 2)[-2]
         if pid.isdigit() and not _alive(int(pid)):
             path.unlink(missing_ok=True)
