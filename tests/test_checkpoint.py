@@ -226,6 +226,28 @@ def test_what_a_killed_writer_left_half_written_is_swept_and_a_live_ones_kept(
     assert sorted(os.listdir(path.parent)) == sorted([".wdlab-files.json", live])
 
 
+def test_a_killed_writers_weights_temporaries_are_swept_and_a_live_ones_kept(tmp_path, monkeypatch):
+    """The same for the weights folder: a process killed while writing a run's weights (or
+    their record) leaves ``.<key>.pt.<pid>.tmp``; the next sweep of the study removes those of
+    dead processes, keeps a live process's, and writes the weights it keeps beside them."""
+    out = tmp_path / "s"
+    _interrupted_with_a_checkpoint(monkeypatch, out)
+    folder = out / "weights"
+    folder.mkdir(exist_ok=True)
+    before = set(os.listdir(folder))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])  # a pid whose process is gone
+    dead.wait()
+    left = [f".wdlab-files.json.{dead.pid}.tmp", f".{'0' * 16}.pt.{dead.pid}.tmp"]
+    live = f".{'1' * 16}.pt.{os.getppid()}.tmp"  # a live process other than this one
+    for name in [*left, live]:
+        (folder / name).write_text("half written")
+    run_sweep(CFG, out)
+    after = set(os.listdir(folder)) - before
+    assert live in after and not set(left) & after
+    assert {n for n in after if n.startswith(".") and n != live} <= {".wdlab-files.json"}
+    assert any(n.endswith(".pt") and not n.startswith(".") for n in after)
+
+
 def test_a_file_wdlab_did_not_write_is_never_replaced(tmp_path, capsys):
     """A file of the user's under the checkpoint's name: refused in one line, left as is."""
     out = tmp_path / "s"

@@ -29,13 +29,13 @@ from typing import Any
 import torch
 
 from wdlab.pipelines.outputs import (
-    MANIFEST,
     changed_since_written,
     check_outputs,
     expect_output,
     forget_outputs,
     load_error,
     settle_output,
+    sweep_dead_writes,
     written_outputs,
 )
 from wdlab.records import RunConfig
@@ -112,25 +112,9 @@ def read(directory: str | Path, name: str, configs: Sequence[RunConfig] | None =
 
 
 def sweep_temporary(directory: str | Path) -> None:
-    """Remove the temporary files of writes a killed process left (``.<name>.<pid>.tmp`` of a
-    checkpoint, ``.wdlab-files.json.<pid>.tmp`` of the folder's record; its process gone):
-    never a whole checkpoint, never another program's file."""
-    where = folder(directory)
-    left = [*where.glob(".*.pt.*.tmp"), *where.glob(f"{MANIFEST}.*.tmp")] if where.is_dir() else []
-    for path in left:
-        pid = path.name.rsplit(".", 2)[-2]
-        if pid.isdigit() and not _alive(int(pid)):
-            path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Remove the temporary files of writes a killed process left in the checkpoint folder
+    (:func:`wdlab.pipelines.outputs.sweep_dead_writes`)."""
+    sweep_dead_writes(folder(directory))
 
 
 def configs_of(state: Mapping[str, Any]) -> list[RunConfig]:

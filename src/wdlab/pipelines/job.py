@@ -17,7 +17,7 @@ from wdlab.executors import Batch, Executor, Segment
 from wdlab.halving import Prune
 from wdlab.integrations.logs import Logs
 from wdlab.models import ModelSpec
-from wdlab.pipelines import checkpoints
+from wdlab.pipelines import checkpoints, weights
 from wdlab.pipelines.memory import first_line
 from wdlab.pipelines.segments import (
     check_files,
@@ -108,6 +108,7 @@ class Job:
         or held by anyone; add this process's wall time to the study."""
         counts = self.store.counts()
         check_files(self.store, self.directory)  # before anything is claimed or trained
+        weights.sweep_temporary(self.directory)
         if progress:
             self.bar = _progress(total, sum(counts.get(k, 0) for k in FINISHED))
         self.t_train = time.perf_counter()

@@ -153,6 +153,29 @@ def forget_outputs(folder: str | Path, names: Iterable[str]) -> None:
     _write_manifest(folder, written)
 
 
+def sweep_dead_writes(folder: str | Path, suffix: str = ".pt") -> None:
+    """Remove the temporary files that writers killed mid-write left in ``folder``
+    (``.<name><suffix>.<pid>.tmp`` of a file, ``.wdlab-files.json.<pid>.tmp`` of the record;
+    their process gone): never a whole file, never another program's."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for path in [*folder.glob(f".*{suffix}.*.tmp"), *folder.glob(f"{MANIFEST}.*.tmp")]:
+        pid = path.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _what(other: str, source: str) -> str:
     """What another source was, in words."""
     if other.startswith("study"):

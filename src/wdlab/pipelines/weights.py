@@ -4,7 +4,8 @@
 configuration hashed) holds that configuration's state dict as training ended: parameters and
 buffers on the CPU (a tied tensor once, under both names), written with ``torch.save`` and read
 back with ``torch.load(weights_only=True)``: plain tensors, no pickled code runs. A file is
-written to a temporary name and renamed (never half written), and recorded in
+written to a temporary name and renamed (never half written; the temporaries of a
+process killed mid-write are swept by the next sweep of the study), and recorded in
 ``weights/.wdlab-files.json`` (:mod:`wdlab.pipelines.outputs`) with the ``keep`` it was written
 under; wdlab deletes only files it recorded there for this study. Nothing is written anywhere
 else.
@@ -49,6 +50,7 @@ from wdlab.pipelines.outputs import (
     forget_outputs,
     load_error,
     record_outputs,
+    sweep_dead_writes,
     written_outputs,
 )
 from wdlab.records import RunConfig, RunResult, no_choice, use_wd
@@ -63,6 +65,12 @@ KEEP = ("best", "all", "none")
 def weights_path(directory: str | Path, config: RunConfig) -> Path:
     """Where a run's weights are kept in a study folder."""
     return Path(directory) / FOLDER / f"{config_key(config)}{SUFFIX}"
+
+
+def sweep_temporary(directory: str | Path) -> None:
+    """Remove the temporary files of weights (and of their record) that a process killed
+    mid-write left in the study's weights folder (their process gone)."""
+    sweep_dead_writes(Path(directory) / FOLDER, SUFFIX)
 
 
 def save_weights(
