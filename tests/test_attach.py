@@ -10,6 +10,7 @@ is bitwise (``torch.equal``); where only the maths is the same, norm-wise (tests
 import copy
 import io
 import math
+import sys
 import warnings
 
 import pytest
@@ -626,9 +627,11 @@ def test_independent_lr_multiplier_above_one_warns_once_with_the_group_and_the_f
     opt.step()  # lr₀ = 0.1 is fixed here
     opt.param_groups[1]["lr"] = 0.4
     with pytest.warns(UserWarning) as record:
+        line = sys._getframe().f_lineno + 1
         opt.step()
         opt.step()
     (msg,) = [str(w.message) for w in record]
+    assert (record[0].filename, record[0].lineno) == (__file__, line)  # the user's step
     assert msg.startswith("param group 1: mode 'independent' measures lr against lr₀ = 0.1")
     assert "multiplier 4 > 1" in msg and "Decay(..., base_lr=PEAK_LR)" in msg
 

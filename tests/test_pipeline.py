@@ -118,9 +118,11 @@ def test_batched_equals_alone_under_a_shuffled_multiworker_dataloader():
     kw = dict(SMALL, seeds=2, optimizer="sgd", lr=0.05)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        line = sys._getframe().f_lineno + 1
         batched = wdlab.sweep(mlp, data, **kw)
     told = [w for w in caught if "has no generator" in str(w.message)]
-    assert len(told) == 1  # said once
+    assert len(told) == 1  # said once, at the user's line (not inside wdlab)
+    assert (told[0].filename, told[0].lineno) == (__file__, line)
     alone = wdlab.sweep(mlp, data, max_batch=1, **kw)
     assert "vmap" in batched.engine_note and "one configuration" in alone.engine_note
     steps = 2 * 5

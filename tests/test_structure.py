@@ -45,6 +45,7 @@ LAYERS = [
         "wdlab.numerics",
         "wdlab.curves",
         "wdlab.inputs",
+        "wdlab.warn",
     },
 ]
 

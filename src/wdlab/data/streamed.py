@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -51,6 +50,7 @@ from wdlab.data.loaders import FactorySource, LoaderSource, over, unseeded_shuff
 from wdlab.data.seeds import GlobalRandom, derive
 from wdlab.data.stream import Stream, TensorStream, raised
 from wdlab.tasks import TASKS
+from wdlab.warn import warn_user
 
 SAMPLE = 32  # examples per split read for the facts and the fingerprint
 SPLITS = ("train", "val", "test")
@@ -344,11 +344,9 @@ def stream_splits(
     check_keys(splits)
     train = splits["train"]
     if isinstance(train, DataLoader) and unseeded_shuffle(train):
-        warnings.warn(
+        warn_user(
             "data['train']: DataLoader(shuffle=True) has no generator; wdlab re-seeds its order "
-            f"every epoch from the data seed ({seed})",
-            UserWarning,
-            stacklevel=2,
+            f"every epoch from the data seed ({seed})"
         )
     dev = torch.device(device)
     pin = dev.type == "cuda"

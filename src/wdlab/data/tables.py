@@ -12,7 +12,6 @@ regular files are read (a FIFO or a device is refused, never waited on).
 from __future__ import annotations
 
 import csv
-import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import numpy as np
 from wdlab.data.arrays import IMPUTERS, from_arrays
 from wdlab.data.dataset import Dataset
 from wdlab.extras import require
+from wdlab.warn import warn_user
 
 FILE_SUFFIXES = (".csv", ".parquet", ".pq")
 MAX_TABLE_BYTES = 2**30  # the one-hot encoded matrix, float64: 1 GiB
@@ -206,11 +206,7 @@ def _read(p: Path, target: str) -> Any:
     if dupes:
         said = ", ".join(f"{c!r} ({n} times)" for c, n in dupes.items())
         copies = ", ".join(repr(f"{c}.1") for c in dupes)
-        warnings.warn(
-            f"{p.name} has duplicate column names: {said}; the copies are read as {copies}…",
-            UserWarning,
-            stacklevel=3,
-        )
+        warn_user(f"{p.name} has duplicate column names: {said}; the copies are read as {copies}…")
     if target not in df.columns:
         cols = ", ".join(map(str, df.columns[:20])) + ("…" if len(df.columns) > 20 else "")
         raise ValueError(f"target column {target!r} not in {p.name}; columns: {cols}")

@@ -24,7 +24,6 @@ batched engine uses (:mod:`wdlab.decay.modes`). It stays exact in real training 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +45,7 @@ from wdlab.decay.modes import (
 )
 from wdlab.decay.schedules import WDSchedule, checked, parse, scale
 from wdlab.optimizers import OPTIMIZERS, class_name
+from wdlab.warn import warn_user
 
 
 def formula(mode: str, optimizer: str | None = None) -> str:
@@ -311,13 +311,11 @@ class Attachment:
             return
         gone = [i for i in lost if any(id(p) in self._seen for p in opt.param_groups[i]["params"])]
         if gone:
-            warnings.warn(
+            warn_user(
                 f"param group(s) {', '.join(map(str, gone))} lost the state of Decay("
                 f"'{self.mode.name}') (a state_dict saved without it was loaded): it starts "
                 "afresh from the current weights and step 0; load a state_dict saved with the "
-                "decay attached to resume it",
-                UserWarning,
-                stacklevel=4,
+                "decay attached to resume it"
             )
         self.decay._init_state(opt)
         self._seen = _param_ids(opt)
@@ -328,12 +326,10 @@ class Attachment:
         ratio = g.lr / g.lr0
         if ratio > 1 + 1e-9:
             self._warned_lr.add(index)
-            warnings.warn(
+            warn_user(
                 f"param group {index}: mode '{self.mode.name}' measures lr against lr₀ = "
                 f"{g.lr0:g}, but the lr is now {g.lr:g} (multiplier "
-                f"{ratio:.3g} > 1): pass Decay(..., base_lr=PEAK_LR) with the schedule's peak",
-                UserWarning,
-                stacklevel=5,
+                f"{ratio:.3g} > 1): pass Decay(..., base_lr=PEAK_LR) with the schedule's peak"
             )
 
 
@@ -396,4 +392,4 @@ def attach_warnings(decay: Decay, optimizer: torch.optim.Optimizer) -> list[str]
 def warn_on_attach(decay: Decay, optimizer: torch.optim.Optimizer) -> None:
     """Emit :func:`attach_warnings` for a live optimizer."""
     for msg in attach_warnings(decay, optimizer):
-        warnings.warn(msg, UserWarning, stacklevel=3)
+        warn_user(msg)

@@ -7,7 +7,6 @@ then wait for what other processes hold, taking over what their holders lost
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from wdlab.records import RunConfig
 from wdlab.selection import Criterion
 from wdlab.store import FINISHED, LEASE_SECONDS, Store, config_key
 from wdlab.trainer import Plan
+from wdlab.warn import warn_user
 
 POLL_SECONDS = 0.5  # how often a process waiting on others' batches looks at the store
 STOP_NOW = (KeyboardInterrupt, SystemExit, GeneratorExit)  # BaseExceptions that are not errors
@@ -260,11 +260,9 @@ class Job:
             return True
         if not self.told:
             who = ", ".join(f"{w.rsplit(':', 1)[0]} ({n} runs)" for w, n in held.items())
-            warnings.warn(
+            warn_user(
                 f"waiting for the runs held by {who} (taken over if a holder ends or stops "
-                "renewing its lease)",
-                UserWarning,
-                stacklevel=2,
+                "renewing its lease)"
             )
             self.told = True
         time.sleep(POLL_SECONDS)
@@ -275,7 +273,7 @@ class Job:
         for who, (n, why) in taken.items():
             if who and who != self.owner:
                 name = who.rsplit(":", 1)[0]
-                warnings.warn(f"took over {n} runs held by {name}: {why}", UserWarning, 3)
+                warn_user(f"took over {n} runs held by {name}: {why}")
 
     def _on_epoch(self, batch: Batch, epoch: int) -> None:
         """Per epoch of a batch (local executor): the bar advances by the batch's share (of
@@ -294,11 +292,9 @@ class Job:
         ``dropped``: runs of it another process had taken over (this one lost its lease), not
         stored."""
         if dropped:
-            warnings.warn(
+            warn_user(
                 f"{dropped} runs trained here were not stored: this process had stopped "
-                f"renewing its lease for over {self.lease:g} s and another took them over",
-                UserWarning,
-                stacklevel=2,
+                f"renewing its lease for over {self.lease:g} s and another took them over"
             )
         start = int(batch.start["epoch"]) if getattr(batch, "start", None) else 0
         if id(batch) not in self.shown:
@@ -332,3 +328,4 @@ def _planned(seg: Segment) -> int:
     """The epochs a checkpoint's runs had in the store when its segment was planned (the
     file's own epoch where they did not agree on one)."""
     return int(seg.start["epoch"]) if seg.planned is None else seg.planned  # type: ignore[index]
+

@@ -16,7 +16,6 @@ mid-segment (a killed sweep) goes on the same way, from its checkpoint.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from wdlab.pipelines.memory import plan_batches
 from wdlab.records import RunConfig
 from wdlab.selection import Criterion
 from wdlab.store import Store, config_key
+from wdlab.warn import warn_user
 
 Waiting = tuple[RunConfig, int, str | None]  # a pending run: (config, epochs, checkpoint)
 
@@ -121,11 +121,7 @@ def check_files(store: Store, directory: Path) -> None:
         if not path.exists():
             gone.add(name)
             n = store.restart(name)
-            warnings.warn(
-                f"checkpoint {path} is missing: its {n} runs train again from the start",
-                UserWarning,
-                stacklevel=2,
-            )
+            warn_user(f"checkpoint {path} is missing: its {n} runs train again from the start")
             continue
         held = {config_key(c) for c in configs_of(read(directory, name))}
         if any(w[2] == name and config_key(w[0]) not in held for w in waiting):
@@ -136,9 +132,7 @@ def check_files(store: Store, directory: Path) -> None:
     saved = [e for _, e, name in waiting if name is not None and name not in gone]
     if saved:
         at = f"epoch {min(saved)}" + (f" to {max(saved)}" if max(saved) > min(saved) else "")
-        warnings.warn(
-            f"resuming {len(saved)} runs from their checkpoints ({at})", UserWarning, stacklevel=2
-        )
+        warn_user(f"resuming {len(saved)} runs from their checkpoints ({at})")
 
 
 def decide_rungs(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
-import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -22,6 +21,7 @@ from wdlab.data.streamed import count_classes
 from wdlab.inputs import shapes
 from wdlab.models import ModelSpec
 from wdlab.tasks import TASKS
+from wdlab.warn import warn_user
 
 
 def streamed_splits(
@@ -149,11 +149,9 @@ def _fit_classes(said: str, width: int, ds: Dataset | StreamedData) -> None:
     warn when it has more."""
     n = ds.n_classes
     if width > n:
-        warnings.warn(
+        warn_user(
             f"{said}; the data have {n} classes (labels 0..{n - 1}): outputs {n}..{width - 1} "
-            "are never a target (expected only where those classes exist but are absent here)",
-            UserWarning,
-            stacklevel=4,
+            "are never a target (expected only where those classes exist but are absent here)"
         )
     if width >= n:
         return

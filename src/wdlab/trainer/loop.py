@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import warnings
 
 import torch
 from torch import Tensor
@@ -40,6 +39,7 @@ from wdlab.trainer.rowstops import RowStops
 from wdlab.trainer.schedules import parse_schedule
 from wdlab.trainer.setup import build_engine
 from wdlab.trainer.state import Cadence, Trained, capture, restore, restore_random
+from wdlab.warn import warn_user
 
 
 def default_device() -> torch.device:
@@ -60,7 +60,7 @@ class Trainer(RowStops):
         for c in plan.configs:
             name = plan.optimizer.cls_name
             for msg in surprise_warnings(c.mode, c.weight_decay, c.lr, name, dict(c.options)):
-                warnings.warn(msg, UserWarning, stacklevel=3)
+                warn_user(msg)
         self.order = order_configs(plan.configs)
         cfgs = [plan.configs[i] for i in self.order]
         groups = group_configs(cfgs, self.device)

@@ -16,11 +16,12 @@ Adding a schedule is one entry in :data:`SCHEDULES`: a name, its argument syntax
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+
+from wdlab.warn import warn_user
 
 LRScheduler = torch.optim.lr_scheduler.LRScheduler
 
@@ -154,11 +155,10 @@ def check_schedule(schedule: str | None, total_steps: int | None) -> None:
         )
     w = warmup_steps(args[0], total_steps)
     if w >= total_steps:
-        warnings.warn(
+        warn_user(
             f"lr schedule {schedule!r}: a warm-up of {w} steps in a training of "
             f"{total_steps}: the lr never reaches its peak; give a shorter W (or a fraction "
-            "such as 0.1)",
-            stacklevel=3,
+            "such as 0.1)"
         )
 
 

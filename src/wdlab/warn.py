@@ -1,0 +1,20 @@
+"""Warnings that point at the user's own line: the first frame outside wdlab and torch, however
+deep inside them the warning is raised (a sweep's data, its store, an optimizer's hook)."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+_OURS = (str(Path(__file__).parent), str(Path(torch.__file__).parent))
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """Warn ``message``, attributed to the innermost caller outside wdlab and torch."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_code.co_filename.startswith(_OURS):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level if frame is not None else 2)
