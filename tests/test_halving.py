@@ -538,3 +538,31 @@ def test_cells_tied_at_the_cut_are_ranked_by_the_smaller_weight_decay():
         "pruned: not in the best 1/3",
     ]  # fmt: skip
     assert {c.weight_decay for c in pruned} == {1e-3, 3e-3, 1e-2, 0.1, 1.0, 3.0}
+
+
+def test_a_process_writes_the_weights_of_the_runs_it_holds_only(tmp_path, monkeypatch):
+    """A checkpoint's runs that another process took on (and finished, keeping their weights)
+    are skipped by this one: their weights files are left as the other wrote them, never
+    replaced by this process's copy of their state at the rung."""
+    from wdlab.pipelines.weights import weights_path
+    from wdlab.store import Store, config_key
+
+    out, real, other = tmp_path / "s", Store.claim, []
+
+    def claim(self, configs, owner, at=None):
+        configs = list(configs)
+        if at is not None and at[1] is not None and not other:  # a segment from a checkpoint
+            other.append(configs.pop())  # the other process's: trained to the end, kept
+            with self._tx():
+                self.db.execute("UPDATE runs SET status = 'done' WHERE key = ?",
+                                (config_key(other[0]),))  # fmt: skip
+            path = weights_path(out, other[0])
+            path.parent.mkdir(exist_ok=True)
+            torch.save({"theirs": torch.ones(1)}, path)
+        return real(self, configs, owner, at)
+
+    monkeypatch.setattr(Store, "claim", claim)
+    run_sweep(_grid(keep="all", seeds=[0]), out)
+    assert other, "no segment started from a checkpoint"
+    kept = torch.load(weights_path(out, other[0]), weights_only=True)
+    assert list(kept) == ["theirs"]

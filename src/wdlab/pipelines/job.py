@@ -26,7 +26,7 @@ from wdlab.pipelines.segments import (
     ready,
 )
 from wdlab.pipelines.weights import save_weights
-from wdlab.records import RunConfig
+from wdlab.records import RunConfig, RunResult
 from wdlab.selection import Criterion
 from wdlab.store import FINISHED, LEASE_SECONDS, Store, config_key
 from wdlab.trainer import Plan
@@ -174,8 +174,7 @@ class Job:
             checkpoints.write(self.directory, batch.name, state, self.source)
             name = batch.name
         if self.weights is not None:  # before the runs count as done (not those paused)
-            finished = [r for r in results if r.status != "paused"]
-            save_weights(self.weights, finished, self.source, self.keep)
+            save_weights(self.weights, _trained_here(batch, results), self.source, self.keep)
         now = time.perf_counter()
         saved = self.store.save_batch(
             results, seconds=now - self.mark, owner=self.owner, checkpoint=name
@@ -329,3 +328,9 @@ def _planned(seg: Segment) -> int:
     file's own epoch where they did not agree on one)."""
     return int(seg.start["epoch"]) if seg.planned is None else seg.planned  # type: ignore[index]
 
+
+def _trained_here(batch: Batch, results: Sequence[RunResult]) -> list[RunResult]:
+    """The runs of ``results`` this process trained to their end: those it claimed, not
+    paused at a rung (not a checkpoint's runs it skipped: pruned, or another process's)."""
+    held = {config_key(c) for c in getattr(batch, "live", batch)}
+    return [r for r in results if r.status != "paused" and config_key(r.config) in held]

@@ -19,7 +19,8 @@ trains, as it trains them:
   it finishes (recorded as written under ``keep="best"``) and, once the study is whole, those
   of them that the choice does not name are deleted: the folder briefly holds every run's
   weights.
-* ``"all"``: every run's.
+* ``"all"``: every run's that trained to its end (not a run pruned at a rung: it stopped
+  there), written by the process that trained it.
 * ``"none"``: none (nothing is written).
 
 Files already there stay whatever ``keep`` says: a study swept again with ``keep="best"``
@@ -28,8 +29,9 @@ are ever deleted), and ``keep="none"`` deletes nothing. Weights are written only
 trains: a study that is already whole trains nothing again, so sweeping it again with another
 ``keep`` adds no file (sweep into a new ``out=`` to have weights that were not kept).
 
-With ``early_stopping`` the runs are still chosen at their best validation epoch, but the
-weights kept are those at the end of training (every epoch trains; the compute is not saved).
+With ``early_stopping`` the runs are chosen at their best validation epoch, and a run stops
+training once that has not improved for ``patience`` evaluations: the weights kept are those
+of the epoch it stopped at.
 """
 
 from __future__ import annotations
