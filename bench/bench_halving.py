@@ -3,7 +3,7 @@ Optuna (TPE with its SuccessiveHalvingPruner, and with its HyperbandPruner) on t
 space, each Optuna trial one plain PyTorch training.
 
     .venv/bin/python bench/bench_halving.py [--only d2l|digits|mnist1d|teacher] [--seeds 3]
-                                            [--small] [--device cpu|cuda]
+                                            [--small] [--tpe-seeds 5] [--device cpu|cuda]
 
 Four tasks, each a grid of at least 32 configurations (weight decay × lr × seeds, wd = 0
 among them), 3 seeds by default (the fewest wdlab's "better than wd = 0" verdict accepts,
@@ -30,13 +30,15 @@ For each, in this one process:
   pruned sweep's choice is the full grid's or lies within one standard error of it on
   validation (the paired SE of their seed-by-seed differences, in the full grid), and its test
   score;
-* **Optuna**: TPE (seed 0) over the same space (lr and wd log-uniform over the grid's ranges,
+* **Optuna**: TPE over the same space, one search per TPE seed (0-4, ``--tpe-seeds``: one
+  seed's search is one draw of a random time, and an early lucky trial is luck) (lr and wd log-uniform over the grid's ranges,
   the grid's mode), ``n_trials`` = the grid's configurations, each trial one plain PyTorch
   training of the same model (seed 0, the same optimizer, decay on the weights of dimension
   >= 2 as wdlab's default rule) reporting its validation score every epoch, pruned by
   ``SuccessiveHalvingPruner(reduction_factor=3)`` or ``HyperbandPruner(reduction_factor=3)``:
   the wall time until a trial first reaches the full grid's best validation score (the best
-  cell's mean over seeds), else its best within its trials. A trial of one seed is compared
+  cell's mean over seeds), and the median of that time over the TPE seeds (a search that never
+  reaches it counts as never: the median is then a bound, the median search's whole time). A trial of one seed is compared
   with a mean over seeds, and the best of many one-seed scores is biased upwards (the
   winner's curse), so a third search has each trial train the grid's seeds and report their
   mean, as a cell does (TPE + SuccessiveHalvingPruner, "seeds" in the output);
@@ -244,14 +246,15 @@ def plain_objective(task: Task, ds: Any, device: str, seeds: int = 1):
 
 
 def optuna_search(
-    task: Task, ds: Any, pruner: Any, target: float, higher: bool, device: str, seeds: int = 1
-):
-    """TPE (seed 0) with ``pruner``, the grid's number of configurations as trials (with
-    ``seeds`` > 1, each trial the grid's seeds: its number of cells): (seconds to the target or
-    None, the best value, total seconds)."""
+    task: Task, ds: Any, pruner: Any, target: float, higher: bool, device: str, seeds: int = 1,
+    sampler_seed: int = 0,
+):  # fmt: skip
+    """TPE (seed ``sampler_seed``) with ``pruner``, the grid's number of configurations as
+    trials (with ``seeds`` > 1, each trial the grid's seeds: its number of cells): (seconds to
+    the target or None, the best value, total seconds)."""
     study = optuna.create_study(
         direction="maximize" if higher else "minimize",
-        sampler=optuna.samplers.TPESampler(seed=0),
+        sampler=optuna.samplers.TPESampler(seed=sampler_seed),
         pruner=pruner,
     )
     start, t0 = datetime.now(), time.perf_counter()
@@ -268,10 +271,44 @@ def optuna_search(
     return (reached[0] if reached else None), best, total
 
 
+def optuna_searches(
+    task: Task, ds: Any, make_pruner: Any, target: float, higher: bool, device: str,
+    seeds: int, sampler_seeds: int,
+) -> tuple[list[float], list[float]]:  # fmt: skip
+    """The search of :func:`optuna_search` with TPE seeds 0 .. ``sampler_seeds`` - 1 (a fresh
+    pruner each): (seconds to the target, inf where never reached; total seconds), by seed."""
+    to_target, totals = [], []
+    for s in range(sampler_seeds):
+        reached, _, total = optuna_search(
+            task, ds, make_pruner(), target, higher, device, seeds, sampler_seed=s
+        )
+        to_target.append(math.inf if reached is None else reached)
+        totals.append(total)
+    return to_target, totals
+
+
+def optuna_line(name: str, to_target: list[float], totals: list[float], t_pruned: float) -> str:
+    """One search's line: how many of its TPE seeds reached the target, and the median time to
+    it (a search that never reached it counts as never: the median is then a bound, >= the
+    median total time, or "never" when most never reached it) against the pruned sweep's."""
+    n, hit = len(to_target), sorted(to_target)
+    reached = sum(math.isfinite(t) for t in hit)
+    med = statistics.median(hit)
+    times = ", ".join("never" if not math.isfinite(t) else f"{t:.2f}" for t in to_target)
+    if math.isfinite(med):
+        return (f"  Optuna TPE + {name}: reached the target in {reached} of {n} searches (TPE "
+                f"seeds 0-{n - 1}; s: {times}); median {med:.2f} s: {med / t_pruned:.2f}x the "
+                "pruned sweep's wall time")  # fmt: skip
+    bound = statistics.median(totals)
+    return (f"  Optuna TPE + {name}: reached the target in {reached} of {n} searches (TPE seeds "
+            f"0-{n - 1}; s: {times}): median never, >= {bound / t_pruned:.2f}x the pruned "
+            "sweep's wall time (the median search's whole time)")  # fmt: skip
+
+
 # -- the report -------------------------------------------------------------------------------
 
 
-def run_task(task: Task, device: str, root: Path) -> None:
+def run_task(task: Task, device: str, root: Path, sampler_seeds: int = 5) -> None:
     ds = load(task.source)
     n = task.configurations()
     print(f"\n## {task.name}: {task.model} on {task.source}, {task.optimizer} {task.mode}, "
@@ -293,23 +330,20 @@ def run_task(task: Task, device: str, root: Path) -> None:
           f"configuration-epochs, {t_full / t_pruned:.2f}x the wall time (full ÷ pruned); choice: "
           f"{same_or_within_se(full, a, b)}")  # fmt: skip
     target, higher = a["val"], a["higher"]
+    print(f"  Optuna's target: val {target:.4f}, the full grid's choice's (its mean over seeds)")
     sha = lambda: optuna.pruners.SuccessiveHalvingPruner(reduction_factor=3)  # noqa: E731
-    for name, pruner, seeds in (
-        ("SuccessiveHalvingPruner", sha(), 1),
-        ("HyperbandPruner", optuna.pruners.HyperbandPruner(max_resource=task.epochs,
-                                                           reduction_factor=3), 1),
-        (f"SuccessiveHalvingPruner, trials of {task.seeds} seeds (their mean)", sha(),
-         task.seeds),
-    ):  # fmt: skip
-        reached, best, total = optuna_search(task, ds, pruner, target, higher, device, seeds)
-        if reached is None:
-            print(f"  Optuna TPE + {name}: never reached val {target:.4f} in {n // seeds} trials "
-                  f"(best {best:.4f}, {total:.2f} s): >= {total / t_pruned:.2f}x the pruned "
-                  "sweep's wall time")  # fmt: skip
-        else:
-            print(f"  Optuna TPE + {name}: val {target:.4f} after {reached:.2f} s (best "
-                  f"{best:.4f}, {total:.2f} s in all): {reached / t_pruned:.2f}x the pruned "
-                  "sweep's wall time")  # fmt: skip
+    hyperband = lambda: optuna.pruners.HyperbandPruner(  # noqa: E731
+        max_resource=task.epochs, reduction_factor=3
+    )
+    for name, make_pruner, seeds in (
+        ("SuccessiveHalvingPruner", sha, 1),
+        ("HyperbandPruner", hyperband, 1),
+        (f"SuccessiveHalvingPruner, trials of {task.seeds} seeds (their mean)", sha, task.seeds),
+    ):
+        to_target, totals = optuna_searches(
+            task, ds, make_pruner, target, higher, device, seeds, sampler_seeds
+        )
+        print(optuna_line(name, to_target, totals, t_pruned))
 
 
 def warm_up(device: str) -> None:
@@ -325,6 +359,8 @@ def main() -> None:
     parser.add_argument("--only", choices=list(TASKS))
     parser.add_argument("--seeds", type=int, default=3, help="seeds per cell (default 3)")
     parser.add_argument("--small", action="store_true", help="check it runs: 9 epochs")
+    parser.add_argument("--tpe-seeds", type=int, default=5,
+                        help="Optuna searches per pruner, TPE seeds 0.. (default 5)")  # fmt: skip
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -337,7 +373,7 @@ def main() -> None:
             task = Task(**{**task.__dict__, "seeds": args.seeds})
             if args.small:
                 task = Task(**{**task.__dict__, **SMALL})
-            run_task(task, args.device, Path(tmp))
+            run_task(task, args.device, Path(tmp), 1 if args.small else args.tpe_seeds)
 
 
 if __name__ == "__main__":
