@@ -92,6 +92,33 @@ def test_custom_loss_and_metric_choose_with_their_direction():
     assert res.runs[0].engine == "hand-batched GroupedCNN"
 
 
+def _error_rate(out, y):
+    return (out.argmax(1) != y).float().mean()
+
+
+def test_a_metric_must_say_which_way_is_better(tmp_path):
+    """A plain function as metric= is refused in one line, before anything is stored (an
+    error rate read as higher-is-better chose the worst weight decay and called it a gain)."""
+    with pytest.raises(ValueError, match=r"^metric=_error_rate: a plain function does not say"):
+        wdlab.sweep("mlp", _signals(), metric=_error_rate, weight_decay=[0.1], epochs=1,
+                    out=tmp_path / "s")  # fmt: skip
+    assert not (tmp_path / "s").exists()
+
+
+def test_select_may_name_the_users_metric_and_no_other(tmp_path):
+    """select= naming the user's metric chooses on it, as select='auto' does; a metric the
+    study does not record is refused before anything trains."""
+    kw = dict(metric=wdlab.Metric(_error_rate, "err", higher=False), weight_decay=[0.0, 0.1],
+              epochs=2, batch_size=32)  # fmt: skip
+    named = wdlab.sweep("mlp", _signals(), select="err", **kw)
+    auto = wdlab.sweep("mlp", _signals(), **kw)
+    assert [r.final for r in named.runs] == [r.final for r in auto.runs]
+    assert named.selection == auto.selection and named.selection[0]["higher"] is False
+    with pytest.raises(ValueError, match=r"^select='acc': with metric=err the choice is made on"):
+        wdlab.sweep("mlp", _signals(), select="acc", out=tmp_path / "s", **kw)
+    assert not (tmp_path / "s").exists()
+
+
 @pytest.mark.parametrize(
     "model, data, fragment",
     [

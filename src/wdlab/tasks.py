@@ -208,11 +208,18 @@ def custom_task(
     metric: Metric | Callable[[Tensor, Tensor], object] | None = None,
 ) -> Task:
     """``base`` with a user's loss (``fn(outputs, targets) -> scalar tensor`` per configuration)
-    and/or metric in place of its own. A plain callable metric counts as higher-is-better.
-    A user's loss is read as a mean over examples (training averages it over mini-batches);
-    a user's metric is computed once over a whole split (``means`` False)."""
+    and/or metric in place of its own. A metric is a :class:`Metric`, which says whether
+    higher is better; a plain callable is refused (an error rate read as higher-is-better
+    would choose the worst weight decay). A user's loss is read as a mean over examples
+    (training averages it over mini-batches); a user's metric is computed once over a whole
+    split (``means`` False)."""
     if metric is not None and not isinstance(metric, Metric):
-        metric = Metric(metric, getattr(metric, "__name__", "metric"), True)
+        name = getattr(metric, "__name__", type(metric).__name__)
+        raise ValueError(
+            f"metric={name}: a plain function does not say which way is better; pass "
+            f"wdlab.Metric({name}, {name!r}, higher=False) where lower is better (an error "
+            "rate, a loss), higher=True where higher is"
+        )
     return Task(
         name=base.name,
         loss_name="loss (custom)" if loss is not None else base.loss_name,

@@ -112,7 +112,7 @@ def sweep(
     ds = user_data(data, (target, features, impute, categorical), streamed, model, factory_timeout)
     spec, init_name = resolve_model(model, ds, factory_timeout)
     task = _task(ds, checks.check_loss(loss), metric)
-    chosen_on = select or (metric if isinstance(metric, str) else None) or "auto"
+    chosen_on = _chosen_on(select, metric, task)
     recipe = _recipe(steps, schedule, clip_grad_norm, precision, keep, early_stopping, diagnostics)
     recipe |= {"patience": patience, "checkpoint": checkpoint, **_prune_keys(setting(prune))}
     grid = {"optimizer": optimizer, "lr": _listed(lr), "seeds": checks.seed_list(seeds)}
@@ -190,6 +190,22 @@ def _task(ds: Dataset, loss: object, metric: object) -> Task | None:
     task = custom_task(get_task(ds.task), loss, custom_metric)
     ds.meta["metric"] = {"key": task.metric, "higher": task.higher}
     return task
+
+
+def _chosen_on(select: str | None, metric: object, task: Task | None) -> str:
+    """What the choice is made on (``train.select``): ``select``, else a metric named by
+    ``metric``, else ``"auto"``. With a user's metric, ``select`` may name it (the task's own
+    metric: ``"auto"``) or ``"loss"``; any other is refused here, before anything trains."""
+    if task is None or isinstance(metric, str) or metric is None:
+        return select or (metric if isinstance(metric, str) else None) or "auto"
+    if select in (None, "auto", task.metric):
+        return "auto"
+    if select != "loss":
+        raise ValueError(
+            f"select={select!r}: with metric={task.metric} the choice is made on "
+            f"{task.metric!r} (select='auto') or 'loss'"
+        )
+    return select
 
 
 def _run(
