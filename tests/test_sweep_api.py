@@ -132,3 +132,46 @@ def test_bad_input_is_one_line(model, data, fragment):
     data = _splits(_signals()) if data is None else data
     with pytest.raises(ValueError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         wdlab.sweep(model, data, epochs=1, batch_size=32, weight_decay=[0.1])
+
+
+SCALE = [1.0]  # a module-level setting the model below reads in its forward
+
+
+class _Scaled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(10, 16), nn.Linear(16, 2)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x))) * SCALE[0]
+
+
+def test_a_model_changed_outside_its_code_is_another_study(tmp_path):
+    """A change the code's fingerprint cannot see (a global the forward reads, a helper it
+    calls) moves the model's outputs on the first training examples: the study folder then
+    refuses the sweep in one line, and its runs are left as they were, never returned."""
+    import sqlite3
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(300, 10, generator=g)
+    y = (X[:, 0] > 0).long()
+    data = {"train": (X[:200], y[:200]), "val": (X[200:250], y[200:250]),
+            "test": (X[250:], y[250:])}  # fmt: skip
+    kw = dict(lr=1e-2, weight_decay=[1e-2], seeds=2, epochs=2, out=tmp_path / "s")
+
+    def rows():
+        with sqlite3.connect(tmp_path / "s" / "study.db") as db:
+            return db.execute("SELECT * FROM runs ORDER BY id").fetchall()
+
+    first = wdlab.sweep(_Scaled, data, **kw)
+    assert [r.final for r in wdlab.sweep(_Scaled, data, **kw).runs] == [
+        r.final for r in first.runs
+    ]  # the same model: the same study, read back
+    before = rows()
+    SCALE[0] = 0.0
+    try:
+        with pytest.raises(ValueError, match=r"holds another study: model\.probe \(the model's"):
+            wdlab.sweep(_Scaled, data, **kw)
+    finally:
+        SCALE[0] = 1.0
+    assert rows() == before

@@ -1,13 +1,27 @@
 """What differs between a stored study's config and a new one, in a few words (the line that
-refuses a sweep into a folder holding another study)."""
+refuses a sweep into a folder holding another study), and the model's outputs on the first
+training examples: a check of what the code's fingerprint cannot see (a global the model
+reads, a helper function it calls), compared norm-wise, not hashed, so that the same model on
+another CPU's kernels (or a GPU's) is the same study."""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
+import torch
+from torch import nn
+
+from wdlab.data import Dataset, StreamedData
+from wdlab.inputs import call, take
 from wdlab.jsonsafe import dumps
+
+PROBE_EXAMPLES = 8
+# a changed model moves its outputs by far more; float32 kernels of other CPUs or a GPU by
+# ~1e-6 relative (the same weights, the same inputs, a forward pass in eval mode)
+PROBE_TOLERANCE = 1e-3
 
 
 def differences(stored: Mapping[str, Any], new: Mapping[str, Any], limit: int = 3) -> str:
@@ -35,6 +49,7 @@ _MEANS = {
     "data.fingerprint": "the data: their values, splits or loaders",
     "train.loss.code": "the loss: its code or settings, such as label_smoothing",
     "decay.metric.code": "the metric: its code or the values it holds",
+    "model.probe": "the model's outputs on the first training examples",
 }
 
 
@@ -43,3 +58,45 @@ def _value(v: Any) -> str:
         return "none"
     text = json.dumps(v, sort_keys=True)
     return text if len(text) <= 40 else text[:39] + "…"
+
+
+def output_probe(model: nn.Module, ds: Dataset | StreamedData) -> list[float] | None:
+    """Per example of the first training examples: the mean and the root-mean-square of
+    ``model``'s outputs in eval mode (no gradient; its modes and the caller's RNG left as they
+    were); None where the model gives no tensor or fails (the memory estimate says why)."""
+    if isinstance(ds, StreamedData):
+        x = take(ds.probe[0], slice(0, PROBE_EXAMPLES)) if ds.probe else ds.example
+    else:
+        x = ds.X_train[:PROBE_EXAMPLES]
+    modes = {m: m.training for m in model.modules()}
+    try:
+        with torch.random.fork_rng(devices=[]), torch.no_grad():
+            out = call(model.eval(), x)
+    except Exception:
+        return None
+    finally:
+        for m, training in modes.items():
+            m.training = training
+    if not isinstance(out, torch.Tensor) or out.dim() == 0 or not out.is_floating_point():
+        return None
+    v = out.detach().float().cpu().reshape(out.shape[0], -1)
+    pairs = torch.stack([v.mean(1), v.pow(2).mean(1).sqrt()], 1).flatten().tolist()
+    return [float(f"{p:.7g}") for p in pairs]
+
+
+def probe_difference(stored: Mapping[str, Any], new: Mapping[str, Any]) -> str:
+    """What :func:`differences` says of two configs' model probes (:func:`output_probe`) whose
+    relative distance exceeds ``PROBE_TOLERANCE`` (the model changed); "" where they agree or
+    either is missing (a study stored before probes)."""
+    a = (stored.get("model") or {}).get("probe")
+    b = (new.get("model") or {}).get("probe")
+    if not a or not b or len(a) != len(b):
+        return ""
+    diff = math.dist(a, b)
+    scale = max(math.hypot(*a), math.hypot(*b), 1e-12)
+    if diff <= PROBE_TOLERANCE * scale:  # (False for NaN: not comparable, so changed)
+        return ""
+    return (
+        f"model.probe ({_MEANS['model.probe']}: relative difference {diff / scale:.3g}; the "
+        "model's code, or a global or helper it reads, changed)"
+    )

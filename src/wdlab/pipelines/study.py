@@ -43,7 +43,7 @@ from wdlab.integrations.logs import LogSpec, open_logs
 from wdlab.models import ModelSpec
 from wdlab.pipelines.experiment import grid, grid_size, load_data, model_spec
 from wdlab.pipelines.fresh import undone_on_failure
-from wdlab.pipelines.identity import differences
+from wdlab.pipelines.identity import differences, output_probe, probe_difference
 from wdlab.pipelines.job import Job
 from wdlab.pipelines.memory import check_budget, memory_need, meta_build, planning_bytes
 from wdlab.pipelines.outputs import check_outputs, record_outputs
@@ -315,6 +315,7 @@ def _template(study: Study) -> nn.Module:
     fp = module_fingerprint(first)
     for d in (study.config, study.identity):
         d["model"] = {**d.get("model", {}), "fingerprint": fp}
+    study.config["model"]["probe"] = output_probe(first, study.data)  # not in the identity's hash
     return first
 
 
@@ -334,10 +335,18 @@ def _init_study(store: Store, study: Study) -> None:
         changed = differences(info["config"], study.config)
         if not changed:
             raise
-        raise ValueError(
-            f"{study.directory} holds another study: {changed}; choose another out= (--out) to "
-            "start a new one (the stored study is left as it is)"
-        ) from None
+        _another(study, changed)
+    changed = probe_difference((store.study() or {}).get("config") or {}, study.config)
+    if changed:
+        _another(study, changed)
+
+
+def _another(study: Study, changed: str) -> None:
+    """Refuse a sweep into a folder holding another study, naming what differs."""
+    raise ValueError(
+        f"{study.directory} holds another study: {changed}; choose another out= (--out) to "
+        "start a new one (the stored study is left as it is)"
+    ) from None
 
 
 def check_whole(directory: Path, counts: Mapping[str, int], failures: Mapping[str, int]) -> None:
