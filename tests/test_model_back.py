@@ -18,7 +18,7 @@ from numerics import assert_normwise, per_steps
 from wdlab.data import Dataset
 from wdlab.models import ModelSpec
 from wdlab.pipelines import load_study
-from wdlab.pipelines.weights import FOLDER, kept_runs, weights_path
+from wdlab.pipelines.weights import FOLDER, kept_runs, load_weights, weights_path
 from wdlab.records import RunConfig
 from wdlab.trainer import train
 
@@ -129,8 +129,23 @@ def test_a_corrupt_weights_file_is_one_line(tmp_path):
     data = Path(path).read_bytes()
     with open(path, "wb") as fh:  # cut short, as an interrupted copy leaves it
         fh.write(data[: len(data) // 2])
-    with pytest.raises(ValueError, match=r"^weights file .* cannot be read: [^\n]*$"):
+    with pytest.raises(ValueError, match=r"^weights file .* changed since wdlab wrote it"):
         r.model()
+    loose = tmp_path / "loose.pt"  # a file wdlab has no record of: read, and refused if corrupt
+    loose.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"^weights file .* cannot be read: [^\n]*$"):
+        load_weights(loose)
+
+
+def test_a_weights_file_replaced_by_another_runs_is_refused(tmp_path):
+    """The folder's record holds each file's hash: one run's weights copied over another's
+    (a valid state dict, the wrong run) is refused in one line, not loaded as that run."""
+    out = tmp_path / "s"
+    r = wdlab.sweep(make, _splits(), out=out, keep="all", **KW)
+    (s0, f0), (_, f1) = list(r.best[0]["weights"].items())[:2]
+    Path(f0).write_bytes(Path(f1).read_bytes())
+    with pytest.raises(ValueError, match=r"^weights file .* changed since wdlab wrote it"):
+        r.model(s0)
 
 
 class Tied(nn.Module):

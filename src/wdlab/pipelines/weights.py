@@ -37,6 +37,7 @@ of the epoch it stopped at.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 from collections.abc import Iterable, Sequence
@@ -49,6 +50,7 @@ from torch import Tensor, nn
 from wdlab.config import ModelConfig
 from wdlab.models import MODEL_KINDS, ModelSpec
 from wdlab.pipelines.outputs import (
+    changed_since_written,
     forget_outputs,
     load_error,
     record_outputs,
@@ -99,12 +101,19 @@ def save_weights(
 
 def load_weights(path: str | Path) -> dict[str, Tensor]:
     """A state dict written by :func:`save_weights` (``weights_only=True``); a file that is
-    missing, corrupt or not such a dict is one ``ValueError`` line."""
+    missing, corrupt, not such a dict, or not the bytes wdlab recorded writing (replaced or
+    edited since) is one ``ValueError`` line."""
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"no weights file {p}")
+    data = p.read_bytes()
+    if changed_since_written(p.parent, p.name, data):
+        raise ValueError(
+            f"weights file {p} changed since wdlab wrote it (its bytes are not those recorded "
+            "in weights/.wdlab-files.json): restore it, or sweep into a new out= to train again"
+        )
     try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt or foreign file: what torch says, in a few words
         raise ValueError(f"weights file {p} cannot be read: {load_error(exc)}") from None
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
