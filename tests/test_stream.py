@@ -409,6 +409,17 @@ def test_bad_streams_are_one_line():
     _one_line(r"data\['train'\] is empty", lambda: stream_splits(splits([])))
 
 
+def test_items_of_different_shapes_are_one_line_naming_the_split():
+    """Items the default collate_fn cannot stack (a RuntimeError of torch's) are one line
+    naming the split and what torch said, for a Dataset and for a user's DataLoader."""
+    ragged = [(torch.zeros(8 if i < 10 else 4), i % 2) for i in range(20)]
+    for train in (ragged, DataLoader(ragged, batch_size=16)):
+        _one_line(
+            r"^data\['train'\]: its collate_fn raised RuntimeError: stack expects each tensor",
+            lambda t=train: stream_splits(splits(t), batch_size=16, n_classes=2),
+        )
+
+
 def test_inputs_that_change_structure_mid_stream_are_one_line():
     def make_loader(split, seed, epoch):
         return [(torch.zeros(2, 3), torch.zeros(2).long()), ((torch.zeros(2, 3),), torch.zeros(2))]

@@ -237,13 +237,26 @@ def sample(split: str, src: Source, seed: int, count: int = SAMPLE) -> Batch:
         picked = [0, *sorted(rest)]
         with rng.active():
             items = [pair(_item(ds, i, split), f"data[{split!r}] item {i}") for i in picked]
-            raw = src.template.collate_fn(items)
+            raw = _user_call(src.template.collate_fn, items, f"data[{split!r}]: its collate_fn")
         return batch_of(raw, f"data[{split!r}]: the collate_fn's batch")
     with rng.active():  # an IterableDataset, a factory, a sampler of batches: its first batch
-        raw = next(iter(src.build(None)), None)
+        raw = _user_call(
+            lambda: next(iter(src.build(None)), None), None, f"data[{split!r}] batch 0"
+        )
     if raw is None:
         raise ValueError(f"data[{split!r}] gave no batches")
     return batch_of(raw, f"data[{split!r}] batch 0")
+
+
+def _user_call(fn: Any, arg: Any, what: str) -> Any:
+    """``fn(arg)`` (``fn()`` where ``arg`` is None): what the user's code raises (a collate_fn
+    stacking items of different shapes, a loader's worker) is one ``ValueError`` line."""
+    try:
+        return fn() if arg is None else fn(arg)
+    except ValueError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"{what} raised {raised(exc)}") from None
 
 
 def _item(ds: Any, i: int, split: str) -> Any:
