@@ -110,6 +110,26 @@ def test_an_interrupted_sweep_resumes_mid_training_bit_for_bit(tmp_path, monkeyp
     assert os.listdir(tmp_path / "cut" / "checkpoints") == [".wdlab-files.json"]
 
 
+def test_an_interrupted_early_stopping_sweep_keeps_the_uninterrupted_weights(tmp_path, monkeypatch):
+    """With early stopping each run's weights at its best evaluation are part of the batch's
+    state: interrupted after a checkpoint and resumed, the sweep keeps the weights files of
+    an uninterrupted one, bit for bit (and they are not all the last epoch's)."""
+    train = {**CFG["train"], "early_stopping": True, "patience": 2, "keep": "all", "lr": [0.3]}
+    cfg = {**CFG, "train": train}
+    run_sweep(cfg, tmp_path / "whole")
+    _interrupt_after_checkpoints(monkeypatch, 2)
+    with pytest.raises(Interrupted):
+        run_sweep(cfg, tmp_path / "cut")
+    monkeypatch.undo()
+    run_sweep(cfg, tmp_path / "cut")
+    files = sorted(p.name for p in (tmp_path / "whole" / "weights").glob("*.pt"))
+    assert files and files == sorted(p.name for p in (tmp_path / "cut" / "weights").glob("*.pt"))
+    for name in files:
+        a = torch.load(tmp_path / "whole" / "weights" / name, weights_only=True)
+        b = torch.load(tmp_path / "cut" / "weights" / name, weights_only=True)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
 def _digest(folder):
     return {
         p.name: hashlib.sha256(p.read_bytes()).hexdigest()

@@ -168,3 +168,34 @@ def test_a_tied_model_comes_back_tied(tmp_path):
     model = r.model()
     assert model.head.weight is model.emb.weight
     assert not torch.equal(model.emb.weight, Tied().emb.weight)  # trained
+
+
+def test_with_early_stopping_the_model_back_is_the_one_of_the_reported_epoch(tmp_path):
+    """Early stopping reports each run at its best validation epoch, and stops it `patience`
+    evaluations later: the model handed back is the one of that best epoch (as Keras's
+    restore_best_weights), so it scores what the answer says, not the stopped epoch's."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(200, 20, generator=g)
+    y = (X[:, :3].sum(1) > 0).long()
+    noisy = y.clone()  # label noise: the training set is overfitted within the epochs
+    noisy[torch.randperm(200, generator=g)[:60]] = torch.randint(0, 2, (60,), generator=g)
+    data = {"train": (X[:100], noisy[:100]), "val": (X[100:150], y[100:150]),
+            "test": (X[150:], y[150:])}  # fmt: skip
+
+    def net(seed=0):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 2))
+
+    r = wdlab.sweep(net, data, lr=3e-2, weight_decay=[1e-3, 1e-1], seeds=3, epochs=60,
+                    batch_size=32, early_stopping=True, patience=3, out=tmp_path / "s",
+                    keep="all")  # fmt: skip
+    assert any(run.status == "early" or run.epochs < 60 for run in r.runs)
+    row = r.best[0]
+
+    def acc(model, a, b):
+        with torch.no_grad():
+            return float((model(X[a:b]).argmax(1) == y[a:b]).float().mean())
+
+    models = [r.model(s) for s in row["weights"]]
+    assert abs(sum(acc(m, 100, 150) for m in models) / len(models) - row["val"]) < 1e-6
+    assert abs(sum(acc(m, 150, 200) for m in models) / len(models) - row["test_mean"]) < 1e-6

@@ -31,7 +31,8 @@ trains: a study that is already whole trains nothing again, so sweeping it again
 
 With ``early_stopping`` the runs are chosen at their best validation epoch, and a run stops
 training once that has not improved for ``patience`` evaluations: the weights kept are those
-of the epoch it stopped at.
+of its best validation epoch, the one its numbers are reported at (not those of the epoch
+it stopped at, ``patience`` evaluations later).
 """
 
 from __future__ import annotations

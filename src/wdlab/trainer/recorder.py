@@ -62,6 +62,8 @@ class Recorder:
         self.diverged_at: list[int | None] = [None] * K
         self.ended: list[tuple[str, int] | None] = [None] * K  # (why, epochs trained)
         self.params: dict[int, dict[str, Tensor]] = {}  # stopped rows' weights (keep_params)
+        # early stopping (keep_params): each row's weights at its best evaluation so far
+        self.best_params: dict[int, dict[str, Tensor]] = {}
         self.checked = 0  # epochs before this one have been checked for divergence
         self.row_steps = 0  # optimizer steps taken, summed over the rows that took them
         self.best = torch.full((K,), math.nan, device=device)  # early stopping: best so far
@@ -177,18 +179,23 @@ class Recorder:
         better = better | (torch.isnan(self.best) & ~torch.isnan(v))
         self.best = torch.where(better, v, self.best)
         self.since = torch.where(better, torch.zeros_like(self.since), self.since + 1)
+        if self.plan.keep_params:  # the weights handed back: those of the epoch chosen
+            training = torch.nonzero(self.alive).flatten()
+            for pos in torch.nonzero(better[training]).flatten().tolist():
+                self.best_params[int(training[pos])] = self.engine.weights(pos)
         return torch.nonzero(self.alive & (self.since >= patience)).flatten().tolist()
 
     def stop(self, rows: Sequence[int], why: str, epochs: int) -> Tensor:
         """Rows ``rows`` stop after ``epochs`` epochs (``why``: diverged, early, pruned);
         returns the positions, among the rows training until now, of those that go on (what
         the engine and the optimizer keep). A stopped row's weights are kept first when asked
-        (``keep_params``; a diverged one's are zeros, as its numbers mean nothing)."""
+        (``keep_params``; a diverged one's are zeros, as its numbers mean nothing; with early
+        stopping, those of its best evaluation, the epoch its numbers are reported at)."""
         before = torch.nonzero(self.alive).flatten()
         for k in rows:
             if self.plan.keep_params:
                 pos = int((before == k).nonzero()[0, 0])
-                w = self.engine.weights(pos)
+                w = self.best_params.get(k) or self.engine.weights(pos)
                 self.params[k] = (
                     {n: torch.zeros_like(t) for n, t in w.items()} if (why == "diverged") else w
                 )
@@ -217,6 +224,7 @@ class Recorder:
             "diverged_at": list(self.diverged_at),
             "ended": [list(e) if e is not None else None for e in self.ended],
             "params": self.params,
+            "best_params": self.best_params,
             "checked": self.checked,
             "row_steps": self.row_steps,
             "iters_per_epoch": self.iters_per_epoch,
@@ -237,6 +245,7 @@ class Recorder:
         self.diverged_at = list(state["diverged_at"])
         self.ended = [tuple(e) if e is not None else None for e in state["ended"]]
         self.params = dict(state["params"])
+        self.best_params = dict(state.get("best_params") or {})  # (none in wdlab 0.2's files)
         self.checked, self.row_steps = int(state["checked"]), int(state["row_steps"])
         self.iters_per_epoch = state.get("iters_per_epoch", self.iters_per_epoch)
         self.best, self.since = state["best"].to(dev), state["since"].to(dev)
@@ -273,7 +282,11 @@ class Recorder:
             curves = Curves(list(epoch_axis), list(eval_axis), series)
             result = self._result(row, curves.upto(epochs), rows_ev, seconds, note)
             if plan.keep_params:
-                result.params = self.params.get(row) or self.engine.weights(alive.index(row))
+                result.params = (
+                    self.params.get(row)
+                    or self.best_params.get(row)
+                    or self.engine.weights(alive.index(row))
+                )
             results[orig] = result
         return results  # type: ignore[return-value]
 
