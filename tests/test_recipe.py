@@ -248,3 +248,24 @@ def test_the_cli_takes_the_recipe_flags(tmp_path, capsys):
     assert (
         "stop training a run whose validation metric has not improved for --patience" in help_text
     )
+
+
+def test_epochs_and_steps_together_are_refused(tmp_path, capsys):
+    """epochs= and steps= both given: one would be ignored, so it is one line (exit 2 on the
+    command line), in Python, in wdlab.optuna and in an experiment file; steps alone decides."""
+    with pytest.raises(ValueError, match=r"^epochs=2 and steps=10: give one"):
+        wdlab.sweep("mlp", "wine", weight_decay=[0.1], epochs=2, steps=10)
+    optuna = pytest.importorskip("optuna")
+    from wdlab.optuna import optimize
+
+    with pytest.raises(ValueError, match=r"^epochs=2 and steps=10: give one"):
+        optimize(optuna.create_study(), "mlp", "wine", {}, n_trials=1, epochs=2, steps=10)
+    assert main(["sweep", "--data", "wine", "--epochs", "2", "--steps", "10"]) == 2
+    assert "--epochs and --steps: give one" in capsys.readouterr().err
+    (tmp_path / "e.toml").write_text("[train]\nepochs = 2\nsteps = 10\n")
+    assert main(["sweep", str(tmp_path / "e.toml"), "--data", "wine"]) == 2
+    assert "train.epochs and train.steps: give one" in capsys.readouterr().err
+    assert (
+        wdlab.sweep("mlp", "wine", weight_decay=[0.1], steps=10, batch_size=None).runs[0].epochs
+        == 10
+    )

@@ -53,6 +53,13 @@ def _config(args: argparse.Namespace, default_grid: bool) -> tuple[Experiment, s
     raw = read_config(args.config) if args.config else {}
     cfg = validate(raw)  # the file's own mistakes are named before the flags are applied
     given = run_overrides(args)
+    in_file = raw.get("train") if isinstance(raw.get("train"), dict) else {}
+    for epochs, steps, said in (
+        (in_file.get("epochs"), in_file.get("steps"), "train.epochs and train.steps"),
+        (given.get("train.epochs"), given.get("train.steps"), "--epochs and --steps"),
+    ):
+        if epochs is not None and steps:
+            raise ValueError(f"{said}: give one (steps trains that many optimizer steps in all)")
     if default_grid and not names_grid(raw, given):
         cfg = merge(cfg, {**given, **SWEEP_GRID})
         return cfg, grid_note(cfg)

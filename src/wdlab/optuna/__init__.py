@@ -42,7 +42,7 @@ from wdlab.decay import DEFAULT_RULE, DecayRule, WDSchedule
 from wdlab.devices import DEFAULT_MAX_MEMORY_MB
 from wdlab.extras import require
 from wdlab.models import ModelSpec
-from wdlab.pipelines.checks import check_loss, decay_rule, seed_list
+from wdlab.pipelines.checks import check_loss, decay_rule, epochs_or_steps, seed_list
 from wdlab.pipelines.experiment import load_data, model_spec
 from wdlab.pipelines.own import Data, Model, decay_section, resolve_model, user_data
 from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT
@@ -95,7 +95,7 @@ def optimize(
     mode: str = "decoupled",
     options: Mapping[str, Any] | None = None,
     seeds: int | Sequence[int] = 1,
-    epochs: int = 10,
+    epochs: int | None = None,
     batch_size: int | None = 128,
     eval_every: int = 1,
     schedule: str | None = None,
@@ -133,6 +133,7 @@ def optimize(
     nothing before every check has passed; it records these settings with its first value.
     """
     rule = decay_rule(rule)  # a DecayRule, or its name as wdlab.sweep and --rule take it
+    epochs = epochs_or_steps(epochs, steps)
     streamed = {"batch_size": batch_size, "n_classes": n_classes, "progress": progress}
     ds = user_data(data, (), streamed, model, DEFAULT_FACTORY_TIMEOUT)
     spec, label = resolve_model(model, ds)

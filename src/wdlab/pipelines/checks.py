@@ -58,6 +58,20 @@ def check_arguments(
             raise ValueError(f"out: {out} is a file, not a study folder; choose another out=")
 
 
+DEFAULT_EPOCHS = 10  # wdlab.sweep's and wdlab.optuna.optimize's, where neither is given
+
+
+def epochs_or_steps(epochs: int | None, steps: int | None) -> int:
+    """The epochs of a training given ``epochs`` or ``steps`` (``steps`` then decides; both
+    given is refused in one line: one would be ignored)."""
+    if epochs is not None and steps:
+        raise ValueError(
+            f"epochs={epochs} and steps={steps}: give one (steps trains that many optimizer "
+            "steps in all, whatever the epochs)"
+        )
+    return DEFAULT_EPOCHS if epochs is None else epochs
+
+
 def check_loss(loss: object) -> Any:
     """``loss`` as given (None: the task's own), or a one-line ``ValueError`` for one that is
     not a callable ``fn(outputs, targets) -> scalar tensor``."""

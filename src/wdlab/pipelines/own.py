@@ -51,7 +51,7 @@ def sweep(
     weight_decay: float | Sequence[float] | str = "1e-5..1e-1:5",
     modes: str | Sequence[str] = ("decoupled",),
     seeds: int | Sequence[int] = 1,
-    epochs: int = 10,
+    epochs: int | None = None,
     steps: int | None = None,
     batch_size: int | None = 128,
     schedule: str = "constant",
@@ -95,9 +95,9 @@ def sweep(
     ``make_loader(split, seed, epoch)`` factories (streamed, :func:`wdlab.data.stream_splits`:
     ``__getitem__`` afresh each epoch; classes ``n_classes``, declared, or the model's output
     width); or a Dataset, a source name, a .csv/.parquet path (``target=``, ``features=``,
-    ``impute=``, ``categorical=``). The recipe: ``epochs`` or ``steps``, ``schedule`` (per epoch,
-    or per step with warm-up), ``clip_grad_norm`` (each configuration's own), ``precision``,
-    ``loss`` (e.g. label smoothing), ``metric``; ``select``: ``"loss"`` or a metric;
+    ``impute=``, ``categorical=``). The recipe: ``epochs`` (10) or ``steps``, ``schedule``
+    (per epoch, or per step with warm-up), ``clip_grad_norm`` (each configuration's own),
+    ``precision``, ``loss`` (e.g. label smoothing), ``metric``; ``select``: ``"loss"`` or a metric;
     ``early_stopping``: at each run's best validation epoch, stopped after ``patience``
     evaluations without a better one; ``prune``: successive halving (:mod:`wdlab.halving`);
     ``checkpoint``: every N epochs, ``"auto"``, ``"off"``; ``diagnostics``: opt-in recordings.
@@ -107,6 +107,7 @@ def sweep(
     """
     t0 = time.perf_counter()
     checks.check_arguments(max_batch, max_memory_mb, out, factory_timeout)
+    epochs = checks.epochs_or_steps(epochs, steps)
     rule = checks.decay_rule(rule)
     streamed = {"batch_size": batch_size, "n_classes": n_classes, "progress": progress}
     ds = user_data(data, (target, features, impute, categorical), streamed, model, factory_timeout)
