@@ -105,9 +105,8 @@ def sweep(
     at a time, the reference. ``out`` keeps the study (else a temporary one) and, by ``keep``
     (best, all, none), trained weights (:meth:`SweepResult.model`). ``log``: dashboards.
     """
-    t0 = time.perf_counter()
+    t0, epochs = time.perf_counter(), checks.epochs_or_steps(epochs, steps)
     checks.check_arguments(max_batch, max_memory_mb, out, factory_timeout)
-    epochs = checks.epochs_or_steps(epochs, steps)
     rule = checks.decay_rule(rule)
     streamed = {"batch_size": batch_size, "n_classes": n_classes, "progress": progress}
     ds = user_data(data, (target, features, impute, categorical), streamed, model, factory_timeout)
