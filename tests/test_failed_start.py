@@ -218,8 +218,9 @@ def test_an_error_in_the_users_forward_names_the_users_line(tmp_path, capsys):
 
 def test_any_kept_run_comes_back_named_in_full(tmp_path):
     """keep="all": the wd = 0 reference's runs (mode none, added where the grid has no wd =
-    0) come back when named by mode and lr, as any run named by mode, lr and weight_decay;
-    a mode with no answer row names the rows there are."""
+    0) come back when named by mode and lr, as any run named by mode, lr and weight_decay
+    (the lr may go unnamed where the mode has one); a mode with no answer row names the rows
+    there are."""
     data = {"train": (X[:80], Y[:80]), "val": (X[80:100], Y[80:100]), "test": (X[100:], Y[100:])}
     res = wdlab.sweep(make, data, lr=[0.1], weight_decay=[1e-3, 1e-2], epochs=2, keep="all",
                       out=tmp_path / "s")  # fmt: skip
@@ -227,5 +228,8 @@ def test_any_kept_run_comes_back_named_in_full(tmp_path):
     ref = res.model(mode="none", lr=0.1, seed=0)
     other = res.model(mode="decoupled", lr=0.1, weight_decay=1e-2, seed=0)
     assert not ref.training and not torch.equal(ref.weight, other.weight)
+    # the study's one lr need not be named
+    assert torch.equal(res.model(mode="none", weight_decay=0, seed=0).weight, ref.weight)
+    assert torch.equal(res.model(mode="decoupled", weight_decay=1e-2, seed=0).weight, other.weight)
     with pytest.raises(ValueError, match=r"no answer for mode='l2'.*name its mode, lr and"):
         res.model(mode="l2")
