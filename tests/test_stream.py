@@ -420,6 +420,18 @@ def test_items_of_different_shapes_are_one_line_naming_the_split():
         )
 
 
+def test_nan_in_a_streamed_batch_names_its_row_of_that_batch():
+    """A NaN in a streamed batch is named by its row of that batch (the dataset's index is not
+    known there), and said to be a row, not an item."""
+    items = [(torch.full((3,), float("nan") if i == 5 else 1.0), i % 2) for i in range(12)]
+    data = stream_splits(splits(DataLoader(items, batch_size=4)), n_classes=2)
+    _one_line(
+        r"^data\['train'\] batch 1 \(epoch 0\) inputs: 1 items hold NaN or infinite values "
+        r"\(the first is row 1 of that batch \(a DataLoader's rows are not the dataset's",
+        lambda: list(data.streams["train"].epoch(0)),
+    )
+
+
 def test_inputs_that_change_structure_mid_stream_are_one_line():
     def make_loader(split, seed, epoch):
         return [(torch.zeros(2, 3), torch.zeros(2).long()), ((torch.zeros(2, 3),), torch.zeros(2))]

@@ -227,17 +227,18 @@ def check_float32(X: np.ndarray, columns: list[str] | None = None) -> None:
     )
 
 
-def check_values(where: str, value: object) -> None:
+def check_values(where: str, value: object, item: str = "item {}") -> None:
     """A one-line ``ValueError`` when a floating tensor or array in ``value`` (or in a tuple,
     list or dict of them) holds NaN, ±inf or values beyond float32's range; ``where`` names it
-    (e.g. ``data['train'] inputs``). Integer tensors (classes, token ids) pass as they are."""
+    (e.g. ``data['train'] inputs``), ``item`` the first bad row (a batch's rows are not the
+    dataset's items). Integer tensors (classes, token ids) pass as they are."""
     if isinstance(value, dict):
         for k, v in value.items():
-            check_values(f"{where}[{k!r}]", v)
+            check_values(f"{where}[{k!r}]", v, item)
         return
     if isinstance(value, (tuple, list)):
         for k, v in enumerate(value):
-            check_values(f"{where}[{k}]", v)
+            check_values(f"{where}[{k}]", v, item)
         return
     t = torch.as_tensor(value) if isinstance(value, np.ndarray) else value
     if not isinstance(t, Tensor) or not t.is_floating_point() or t.numel() == 0:
@@ -247,8 +248,8 @@ def check_values(where: str, value: object) -> None:
     if bad.any():
         first = int(bad.nonzero()[0])
         raise ValueError(
-            f"{where}: {int(bad.sum())} items hold NaN or infinite values (the first is item "
-            f"{first}); training cannot use them: drop or fill them first"
+            f"{where}: {int(bad.sum())} items hold NaN or infinite values (the first is "
+            f"{item.format(first)}); training cannot use them: drop or fill them first"
         )
     if t.dtype == torch.float64:
         big = (rows.abs() > FLOAT32_MAX).any(1)
@@ -256,7 +257,7 @@ def check_values(where: str, value: object) -> None:
             first = int(big.nonzero()[0])
             raise ValueError(
                 f"{where}: {int(big.sum())} items hold values beyond float32's range "
-                f"(±{FLOAT32_MAX:.3g}; the first is item {first}); training computes in "
+                f"(±{FLOAT32_MAX:.3g}; the first is {item.format(first)}); training computes in "
                 "float32: rescale them"
             )
 

@@ -168,7 +168,8 @@ class Stream:
         x, y = batch_of(raw, where)
         if self.layout is not None:
             self.layout.check(x, where)
-        check_values(f"{where} inputs", x)  # before float64 is rounded to float32
+        row = "row {} of that batch (a DataLoader's rows are not the dataset's indices)"
+        check_values(f"{where} inputs", x, row)  # before float64 is rounded to float32
         x = as_inputs(x)
         if self.targets is not None:
             y = y.to(self.targets)
