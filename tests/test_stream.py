@@ -2,6 +2,7 @@
 afresh each epoch, seeded by wdlab, memory independent of the data's size."""
 
 import random
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -430,6 +431,30 @@ def test_nan_in_a_streamed_batch_names_its_row_of_that_batch():
         r"\(the first is row 1 of that batch \(a DataLoader's rows are not the dataset's",
         lambda: list(data.streams["train"].epoch(0)),
     )
+
+
+def test_a_sampler_with_a_generator_of_its_own_is_said_to_change_the_order():
+    """A sampler wdlab cannot re-seed (not torch's, holding its own torch.Generator) is named
+    in a warning, once: its order changes from run to run; torch's samplers are not."""
+
+    class OwnGen(torch.utils.data.Sampler):
+        def __init__(self, n):
+            self.n, self.g = n, torch.Generator()
+
+        def __len__(self):
+            return self.n
+
+        def __iter__(self):
+            return iter(torch.randperm(self.n, generator=self.g).tolist())
+
+    items = [(torch.ones(3), i % 2) for i in range(12)]
+    with pytest.warns(UserWarning, match=r"the DataLoader's sampler \(OwnGen\) draws from a gen"):
+        stream_splits(splits(DataLoader(items, batch_size=4, sampler=OwnGen(12))), n_classes=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        g = torch.Generator().manual_seed(0)
+        stream_splits(splits(DataLoader(items, batch_size=4, shuffle=True, generator=g)),
+                      n_classes=2)  # fmt: skip
 
 
 def test_inputs_that_change_structure_mid_stream_are_one_line():

@@ -102,6 +102,22 @@ def over(loader: DataLoader, dataset: Any) -> DataLoader:
     )
 
 
+_RESEEDED = (BatchSampler, RandomSampler, SubsetRandomSampler, WeightedRandomSampler)
+
+
+def own_generator(loader: DataLoader) -> str | None:
+    """The class name of ``loader``'s sampler where it is not one of torch's that wdlab
+    re-seeds and holds a ``torch.Generator`` of its own (its order then changes from run to
+    run: wdlab seeds torch's global RNG, not that generator); else None."""
+    sampler = loader.sampler if loader.batch_size is not None else loader.batch_sampler
+    if type(sampler) is BatchSampler:
+        sampler = sampler.sampler
+    if type(sampler) in (*_RESEEDED, SequentialSampler):
+        return None
+    held = vars(sampler).values() if hasattr(sampler, "__dict__") else ()
+    return type(sampler).__name__ if any(isinstance(v, torch.Generator) for v in held) else None
+
+
 def unseeded_shuffle(loader: DataLoader) -> bool:
     """Whether ``loader`` shuffles with torch's RandomSampler and no generator of its own."""
     sampler = loader.sampler if loader.batch_size is not None else loader.batch_sampler

@@ -46,7 +46,14 @@ from torch.utils.data import ConcatDataset, DataLoader, IterableDataset, Subset,
 
 from wdlab.data.arrays import check_labels, check_values, one_target_column
 from wdlab.data.batches import Batch, Inputs, Layout, apply, as_inputs, batch_of, pair, parts
-from wdlab.data.loaders import FactorySource, LoaderSource, over, unseeded_shuffle, wrap
+from wdlab.data.loaders import (
+    FactorySource,
+    LoaderSource,
+    over,
+    own_generator,
+    unseeded_shuffle,
+    wrap,
+)
 from wdlab.data.seeds import GlobalRandom, derive
 from wdlab.data.stream import Stream, TensorStream, raised
 from wdlab.tasks import TASKS
@@ -358,8 +365,15 @@ def stream_splits(
     train = splits["train"]
     if isinstance(train, DataLoader) and unseeded_shuffle(train):
         warn_user(
-            "data['train']: DataLoader(shuffle=True) has no generator; wdlab re-seeds its order "
-            f"every epoch from the data seed ({seed})"
+            "data['train']: the DataLoader's RandomSampler (shuffle=True) has no generator; "
+            f"wdlab re-seeds its order every epoch from the data seed ({seed})"
+        )
+    if isinstance(train, DataLoader) and own_generator(train):
+        warn_user(
+            f"data['train']: the DataLoader's sampler ({own_generator(train)}) draws from a "
+            "generator of its own, which wdlab cannot re-seed: its order changes from run to "
+            "run (and between configurations trained apart); draw from torch's global RNG "
+            "(wdlab seeds it) or give a make_loader(split, seed, epoch) factory"
         )
     dev = torch.device(device)
     pin = dev.type == "cuda"
