@@ -195,7 +195,7 @@ def test_a_stream_without_len_gets_advice_that_leads_somewhere():
     with pytest.raises(ValueError) as sched:
         wdlab.sweep(_model, _splits(False), schedule="warmup-cosine:0.1", **kw)
     with pytest.raises(ValueError) as steps:
-        wdlab.sweep(_model, _splits(False), steps=20, **kw)
+        wdlab.sweep(_model, _splits(False), steps=20, **{**kw, "epochs": None})
     for info in (sched, steps):
         assert "\n" not in str(info.value) and "give its Dataset a __len__" in str(info.value)
     assert "steps=" not in str(sched.value) and "per-epoch schedule (cosine" in str(sched.value)
