@@ -411,3 +411,24 @@ def test_the_identity_is_the_same_in_another_process(tmp_path):
     assert len(config["model"]["fingerprint"]) == 16
     assert config["train"]["loss"]["name"] == "<lambda>" and config["train"]["loss"]["code"]
     assert config["decay"]["metric"]["code"] and config["decay"]["rule"] == "default"
+
+
+def test_a_partial_study_without_its_wd0_runs_advises_nothing_yet():
+    """A study whose wd = 0 runs are not done yet (killed early) has nothing to compare with:
+    its row says so, and neither the table's verdict nor the one-line answer says "use wd = 0"
+    (advice about a weight decay it has not trained)."""
+    from wdlab.records import Curves, RunConfig, RunResult, use_text
+    from wdlab.report.text import verdict_text
+    from wdlab.selection import select
+
+    runs = []
+    for wd in (0.01, 0.1):
+        for seed in range(3):
+            cfg = RunConfig(mode="decoupled", weight_decay=wd, lr=0.01, optimizer="adam", seed=seed)
+            acc = 0.8 + wd + 0.01 * seed
+            curves = Curves([0], [0], {"val_acc": [acc], "val_loss": [1.0]})
+            runs.append(RunResult(cfg, curves, {"val_acc": acc, "test_acc": acc}, status="done"))
+    (row,) = select(runs, "multiclass")
+    assert row["verdict"] == "no wd = 0 run to compare with" and row["weight_decay"] == 0.1
+    assert "use wd = 0" not in verdict_text(row) and verdict_text(row).endswith("yet")
+    assert use_text(row) == "wd 0.1 chosen, no wd = 0 run to compare with yet"

@@ -332,6 +332,7 @@ def use_wd(row: Mapping[str, Any]) -> float:
 
 
 TOO_FEW = "too few seeds to tell"  # the verdict's words where the seeds cannot tell
+NO_REFERENCE = "no wd = 0 run to compare with"  # (a partial study: its wd = 0 runs not done)
 
 
 def use_text(row: Mapping[str, Any]) -> str:
@@ -341,6 +342,8 @@ def use_text(row: Mapping[str, Any]) -> str:
         return f"wd {use_wd(row):g} (better than wd = 0)"
     if str(row.get("verdict", "")).startswith(TOO_FEW):
         return f"wd 0 ({TOO_FEW})"
+    if row.get("verdict") == NO_REFERENCE:  # nothing to advise yet
+        return f"wd {row['weight_decay']:g} chosen, {NO_REFERENCE} yet"
     return "wd 0 (no measurable gain)"
 
 

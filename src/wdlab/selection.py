@@ -49,8 +49,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from wdlab.decay.modes import get_mode
+from wdlab.records import NO_REFERENCE, RunResult, use_wd
 from wdlab.records import TOO_FEW as TOO_FEW
-from wdlab.records import RunResult, use_wd
 from wdlab.stats import Paired as Paired
 from wdlab.stats import paired
 from wdlab.tasks import get_task
@@ -394,7 +394,7 @@ def _verdict(mode: str, has_ref: bool, n: int, measured: bool) -> str:
     if not decays(mode):
         return REFERENCE
     if not has_ref:
-        return "no wd = 0 run to compare with"
+        return NO_REFERENCE
     if n < MIN_SEEDS:
         return too_few(n)
     return GAIN if measured else NO_GAIN

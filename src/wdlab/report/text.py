@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from wdlab.records import Check, Result, is_reference, no_choice, use_wd
+from wdlab.records import NO_REFERENCE, Check, Result, is_reference, no_choice, use_wd
 from wdlab.selection import (
     ALPHA,
     MIN_SEEDS,
@@ -128,6 +128,8 @@ def verdict_text(s: Mapping[str, Any]) -> str:
     (a weight decay that gains nothing is no answer, however small)."""
     if is_reference(s) or s.get("better_than_zero"):
         return str(s["verdict"])
+    if s["verdict"] == NO_REFERENCE:  # a partial study: no advice before wd = 0 is trained
+        return f"{NO_REFERENCE} yet"
     return f"{s['verdict']}: use wd = 0"
 
 
