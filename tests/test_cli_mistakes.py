@@ -201,7 +201,8 @@ def test_a_stream_without_len_gets_advice_that_leads_somewhere():
     assert "steps=" not in str(sched.value) and "per-epoch schedule (cosine" in str(sched.value)
     assert "schedule" not in str(steps.value) and "epochs= instead of steps=" in str(steps.value)
     # the advice followed: a stream with a length trains with both
-    r = wdlab.sweep(_model, _splits(True), schedule="warmup-cosine:0.1", steps=6, **kw)
+    r = wdlab.sweep(_model, _splits(True), schedule="warmup-cosine:0.1", steps=6,
+                    **{**kw, "epochs": None})  # fmt: skip
     assert [run.status for run in r.runs] == ["done"]
     assert len(r.runs[0].curves["train_loss"]) == 2  # 4 batches an epoch: 6 steps, 2 epochs
 

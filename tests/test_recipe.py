@@ -231,7 +231,7 @@ def test_the_cli_takes_the_recipe_flags(tmp_path, capsys):
         }
     )
     assert ok.train.clip_grad_norm == 1.5 and ok.train.steps == 50
-    argv = ["sweep", "--data", "seed-noise", "--epochs", "1", "--wd", "0", "--seeds", "1"]
+    argv = ["sweep", "--data", "seed-noise", "--wd", "0", "--seeds", "1"]
     argv += ["--steps", "3", "--clip-grad-norm", "1", "--schedule", "warmup-linear:1"]
     argv += ["--keep", "none", "--out", str(tmp_path / "s"), "--json"]
     assert main(argv) == 0

@@ -21,6 +21,7 @@ from torch.utils.data import (
 )
 
 from wdlab.data.seeds import derive
+from wdlab.warn import warn_user
 
 LoaderFactory = Callable[[str, int, int], Iterable[Any]]
 
@@ -123,6 +124,24 @@ def unseeded_shuffle(loader: DataLoader) -> bool:
     sampler = loader.sampler if loader.batch_size is not None else loader.batch_sampler
     sampler = getattr(sampler, "sampler", sampler)
     return type(sampler) is RandomSampler and sampler.generator is None
+
+
+def warn_about_order(loader: DataLoader, seed: int) -> None:
+    """Say how the training DataLoader's order is seeded where the user may not expect it: a
+    shuffle without a generator (wdlab re-seeds it), a sampler wdlab cannot re-seed."""
+    if unseeded_shuffle(loader):
+        warn_user(
+            "data['train']: the DataLoader's RandomSampler (shuffle=True) has no generator; "
+            f"wdlab re-seeds its order every epoch from the data seed ({seed})"
+        )
+    own = own_generator(loader)
+    if own:
+        warn_user(
+            f"data['train']: the DataLoader's sampler ({own}) draws from a generator of its "
+            "own, which wdlab cannot re-seed: its order changes from run to run (and between "
+            "configurations trained apart); draw from torch's global RNG (wdlab seeds it) or "
+            "give a make_loader(split, seed, epoch) factory"
+        )
 
 
 def wrap(dataset: Any, batch_size: int | None, num_workers: int = 0) -> DataLoader:

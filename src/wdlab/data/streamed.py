@@ -46,18 +46,10 @@ from torch.utils.data import ConcatDataset, DataLoader, IterableDataset, Subset,
 
 from wdlab.data.arrays import check_labels, check_values, one_target_column
 from wdlab.data.batches import Batch, Inputs, Layout, apply, as_inputs, batch_of, pair, parts
-from wdlab.data.loaders import (
-    FactorySource,
-    LoaderSource,
-    over,
-    own_generator,
-    unseeded_shuffle,
-    wrap,
-)
+from wdlab.data.loaders import FactorySource, LoaderSource, over, warn_about_order, wrap
 from wdlab.data.seeds import GlobalRandom, derive
 from wdlab.data.stream import Stream, TensorStream, raised
 from wdlab.tasks import TASKS
-from wdlab.warn import warn_user
 
 SAMPLE = 32  # examples per split read for the facts and the fingerprint
 SPLITS = ("train", "val", "test")
@@ -363,18 +355,8 @@ def stream_splits(
     """
     check_keys(splits)
     train = splits["train"]
-    if isinstance(train, DataLoader) and unseeded_shuffle(train):
-        warn_user(
-            "data['train']: the DataLoader's RandomSampler (shuffle=True) has no generator; "
-            f"wdlab re-seeds its order every epoch from the data seed ({seed})"
-        )
-    if isinstance(train, DataLoader) and own_generator(train):
-        warn_user(
-            f"data['train']: the DataLoader's sampler ({own_generator(train)}) draws from a "
-            "generator of its own, which wdlab cannot re-seed: its order changes from run to "
-            "run (and between configurations trained apart); draw from torch's global RNG "
-            "(wdlab seeds it) or give a make_loader(split, seed, epoch) factory"
-        )
+    if isinstance(train, DataLoader):
+        warn_about_order(train, seed)
     dev = torch.device(device)
     pin = dev.type == "cuda"
     kw = {"batch_size": batch_size, "seed": seed, "num_workers": num_workers, "pin": pin}
