@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -82,6 +83,12 @@ def test_rungs():
         Prune(first_rung=10).rungs(10)
     with pytest.raises(ValueError, match="no rung before the last"):
         Prune().rungs(2)
+    # on evaluations (after epochs 1, 4, 7, … with eval_every 3): moved to the next one
+    assert Prune().rungs(27, 3) == (1, 4, 10) and Prune().rungs(100, 10) == (11, 41)
+    assert Prune(eta=np.int64(2)).eta == 2 and type(Prune(eta=np.int64(2)).eta) is int
+    assert setting(0) is None
+    with pytest.raises(ValueError, match="and an evaluation every 10 epochs"):
+        Prune(first_rung=5).rungs(10, 10)
 
 
 def _run(mode, lr, wd, seed, vals, status="pending"):
@@ -184,6 +191,26 @@ def _cells(runs):
     for r in runs:
         out.setdefault((r.config.lr, r.config.weight_decay), []).append(r)
     return out
+
+
+def test_with_early_stopping_survivors_equal_the_unpruned_sweeps_runs(tmp_path):
+    """Early stopping counts evaluations: a rung between two (an evaluation the unpruned sweep
+    does not make) counted towards a survivor's patience and could become its best epoch.
+    Rungs fall on evaluations then, and every survivor (the wd = 0 reference included) stops
+    where it stops unpruned, with its numbers."""
+    grid = _grid(early_stopping=True, patience=2, lr=[0.03, 0.1], epochs=30, eval_every=4)
+    pruned = run_sweep(grid, tmp_path / "p")
+    full = run_sweep({**grid, "train": {**grid["train"], "prune": False}}, tmp_path / "f")
+    assert pruned.halving["rungs"] == [1, 5, 13]  # 30/27, 30/9, 30/3 on the evaluations
+    by = {(r.config.lr, r.config.weight_decay, r.config.seed): r for r in full.runs}
+    survivors = [r for r in pruned.runs if r.status != "pruned"]
+    assert survivors and any(r.epochs < 30 for r in survivors)  # early stopping stopped some
+    for r in survivors:
+        other = by[(r.config.lr, r.config.weight_decay, r.config.seed)]
+        assert (r.epochs, r.curves.eval_epoch) == (other.epochs, other.curves.eval_epoch)
+        assert abs(r.final["val_loss"] - other.final["val_loss"]) <= per_steps(30) * abs(
+            other.final["val_loss"]
+        )
 
 
 def test_survivors_equal_the_unpruned_sweeps_runs(swept):
@@ -566,3 +593,19 @@ def test_a_process_writes_the_weights_of_the_runs_it_holds_only(tmp_path, monkey
     assert other, "no segment started from a checkpoint"
     kept = torch.load(weights_path(out, other[0]), weights_only=True)
     assert list(kept) == ["theirs"]
+
+
+def test_a_partial_studys_compute_is_against_the_whole_grid():
+    """While runs are unfinished, the full grid is still the grid's configurations × epochs
+    (it counted the finished runs only), and the line says the count is the finished runs'."""
+    from wdlab.halving import compute
+    from wdlab.report.text import compute_text
+
+    runs = [_run("decoupled", 0.01, wd, 0, [0.5] * 3, status="done") for wd in (0.0, 0.1)]
+    part = compute(runs, 60, 1, None, configurations=36)
+    assert part["full_grid_epochs"] == 36 * 60 and part["finished_only"]
+    assert part["fraction"] == pytest.approx(6 / 2160)
+    assert "6 (the finished runs' so far) of the full grid's 2,160" in compute_text(
+        {"compute": part}
+    )
+    assert not compute(runs, 60, 1)["finished_only"]

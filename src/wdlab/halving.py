@@ -8,7 +8,11 @@ drops with them.
 
 **Rungs** (:meth:`Prune.rungs`): after r, r·η, r·η², … epochs, below the last epoch. By
 default r = epochs / η^m with m = min(3, ⌊log_η(epochs)⌋): the last rung is near a third of
-the training (η = 3), the first near 1/27 of it.
+the training (η = 3), the first near 1/27 of it. Every configuration is evaluated at each
+rung. With early stopping a rung falls on an evaluation (``eval_every``; one between two moves
+to the next, :func:`rung_spacing`): an extra evaluation would count towards a survivor's
+patience and could become its best epoch, so its numbers would differ from the unpruned
+sweep's. Without early stopping an extra evaluation changes no number.
 
 **What is ranked** (:func:`decide`): the cells the selection compares, mode × lr × weight
 decay, each scored on the validation metric the selection uses (its ``Criterion``: the same
@@ -55,14 +59,18 @@ class Prune:
     first_rung: int | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.eta, bool) or not isinstance(self.eta, int) or self.eta < 2:
+        eta, r = _integer(self.eta), _integer(self.first_rung)
+        if eta is None or eta < 2:
             raise ValueError(f"prune: eta must be an integer >= 2, got {self.eta!r}")
-        r = self.first_rung
-        if r is not None and (isinstance(r, bool) or not isinstance(r, int) or r < 1):
+        if self.first_rung is not None and (r is None or r < 1):
             raise ValueError(f"prune: the first rung must be an epoch count >= 1, got {r!r}")
+        object.__setattr__(self, "eta", eta)  # a NumPy integer as Python's
+        object.__setattr__(self, "first_rung", r)
 
-    def rungs(self, epochs: int) -> tuple[int, ...]:
-        """The rungs (epochs trained) below ``epochs``; ``ValueError`` when there is none."""
+    def rungs(self, epochs: int, eval_every: int = 1) -> tuple[int, ...]:
+        """The rungs (epochs trained) below ``epochs``, each on an evaluation (after epoch
+        1, 1 + ``eval_every``, …: one between two moves to the next); ``ValueError`` when
+        there is none."""
         eta = self.eta
         if self.first_rung is not None:
             r: float = self.first_rung
@@ -74,19 +82,35 @@ class Prune:
         else:
             m = min(MAX_RUNGS, math.floor(math.log(epochs) / math.log(eta) + 1e-9))
             r = epochs / eta**m
-        out = sorted({max(1, round(r * eta**k)) for k in range(64) if round(r * eta**k) < epochs})
+        raw = {max(1, round(r * eta**k)) for k in range(64) if round(r * eta**k) < epochs}
+        evaluated = {1 + -(-(e - 1) // eval_every) * eval_every for e in raw}
+        out = sorted(e for e in evaluated if e < epochs)
         if not out:
+            every = f" and an evaluation every {eval_every} epochs" if eval_every > 1 else ""
             raise ValueError(
-                f"prune: {epochs} epochs leave no rung before the last with eta = {eta} (it "
-                f"needs at least {eta} epochs)"
+                f"prune: {epochs} epochs leave no rung before the last with eta = {eta}{every}; "
+                "train more epochs, or set a first rung (prune_rung, --prune-rung)"
             )
         return tuple(out)
+
+
+def rung_spacing(train: Mapping[str, Any]) -> int:
+    """The epochs between the evaluations a rung must fall on, for a config's ``[train]``
+    (its table, or its keywords): ``eval_every`` with early stopping, else 1 (any epoch)."""
+    return int(train.get("eval_every") or 1) if train.get("early_stopping") else 1
+
+
+def _integer(v: object) -> int | None:
+    """``v`` as a Python int where it is an integer (a NumPy one too), else None."""
+    if v is None or isinstance(v, bool) or not hasattr(v, "__index__"):
+        return None
+    return int(v.__index__())  # type: ignore[attr-defined]
 
 
 def setting(value: bool | Prune | Mapping[str, Any] | None) -> Prune | None:
     """``prune=`` as given to :func:`wdlab.sweep`: True (the defaults), a :class:`Prune`, a
     mapping of its fields, or False / None (no pruning)."""
-    if value is None or value is False:
+    if value is None or value is False or (value == 0 and not isinstance(value, Prune)):
         return None
     if value is True:
         return Prune()
@@ -220,20 +244,27 @@ def _row(cell: Cell, mean: float, se: float, why: str, runs: int) -> dict[str, A
 
 
 def compute(
-    runs: Sequence[RunResult], epochs: int, steps_per_epoch: int, steps: int | None = None
+    runs: Sequence[RunResult],
+    epochs: int,
+    steps_per_epoch: int,
+    steps: int | None = None,
+    configurations: int | None = None,
 ) -> dict[str, Any]:
-    """The compute a study used against the full grid's: configuration-epochs and row-steps
+    """The compute ``runs`` used against the full grid's: configuration-epochs and row-steps
     (optimizer steps summed over configurations), trained and in full; ``steps``: a training
-    of that many steps (its last epoch cut short), not of whole epochs."""
+    of that many steps (its last epoch cut short), not of whole epochs; ``configurations``:
+    the grid's (default: the runs'), and ``finished_only`` says whether runs are missing."""
     trained_epochs = [epochs if r.epochs is None else r.epochs for r in runs]
     cap = steps or epochs * steps_per_epoch
-    full = len(runs) * epochs
+    n = max(configurations or 0, len(runs))
+    full = n * epochs
     return {
         "configuration_epochs": sum(trained_epochs),
         "full_grid_epochs": full,
         "row_steps": sum(min(e * steps_per_epoch, cap) for e in trained_epochs),
-        "full_grid_row_steps": len(runs) * cap,
+        "full_grid_row_steps": n * cap,
         "fraction": sum(trained_epochs) / full if full else math.nan,
+        "finished_only": n > len(runs),
     }
 
 
@@ -242,21 +273,23 @@ def summary(
     data: Mapping[str, Any],
     runs: Sequence[RunResult],
     decisions: Mapping[int, Mapping[str, Any]],
+    configurations: int | None = None,
 ) -> dict[str, Any]:
     """What a stored study says about its compute and its pruning (``Result.halving``): the
-    compute its finished runs used against the full grid's (:func:`compute`), and where
-    successive halving ran, its rungs, η and each rung's decision."""
+    compute its finished runs used against the full grid's (:func:`compute`; the grid's
+    ``configurations``, where a partial study has fewer runs finished), and where successive
+    halving ran, its rungs, η and each rung's decision."""
     train = config.get("train") or {}
     per, steps = int(data.get("steps_per_epoch") or 1), int(train.get("steps") or 0)
     epochs = -(-steps // per) if steps else int(train.get("epochs") or 0)  # as the plan's
     out: dict[str, Any] = {}
     if runs and epochs:
-        out["compute"] = compute(runs, epochs, per, steps or None)
+        out["compute"] = compute(runs, epochs, per, steps or None, configurations)
         out["stopped_early"] = sum(
             r.status == "done" and r.epochs is not None and r.epochs < epochs for r in runs
         )
     prune = from_config(train)
     if prune is not None:
-        out |= {"eta": prune.eta, "rungs": list(prune.rungs(epochs))}
+        out |= {"eta": prune.eta, "rungs": list(prune.rungs(epochs, rung_spacing(train)))}
         out["decisions"] = [dict(decisions[r]) for r in sorted(decisions)]
     return out

@@ -44,13 +44,18 @@ def has_validation(ds: Dataset | StreamedData) -> bool:
 
 
 def check_pruning(
-    prune: Prune | None, configs: Sequence[RunConfig], ds: Dataset | StreamedData, epochs: int
+    prune: Prune | None,
+    configs: Sequence[RunConfig],
+    ds: Dataset | StreamedData,
+    epochs: int,
+    eval_every: int = 1,
 ) -> tuple[int, ...]:
-    """The rungs of ``prune`` for this grid and data, or a one-line ``ValueError``: no rung
-    before the last epoch, fewer than two cells to rank, no validation split to rank on."""
+    """The rungs of ``prune`` for this grid and data (on evaluations every ``eval_every``
+    epochs), or a one-line ``ValueError``: no rung before the last epoch, fewer than two cells
+    to rank, no validation split to rank on."""
     if prune is None:
         return ()
-    rungs = prune.rungs(epochs)
+    rungs = prune.rungs(epochs, eval_every)
     check_cells(configs)
     if not has_validation(ds):
         raise ValueError(

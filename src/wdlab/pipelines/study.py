@@ -38,7 +38,7 @@ from wdlab.devices import DEFAULT_MAX_MEMORY_MB, resolve_device
 from wdlab.diagnostics import DIAGNOSTICS
 from wdlab.executors import Executor, LocalExecutor
 from wdlab.extras import require
-from wdlab.halving import Prune, from_config, summary
+from wdlab.halving import Prune, from_config, rung_spacing, summary
 from wdlab.integrations.logs import LogSpec, open_logs
 from wdlab.models import ModelSpec
 from wdlab.pipelines.experiment import grid, grid_size, load_data, model_spec
@@ -104,7 +104,7 @@ def load_study(directory: str | Path) -> SweepResult:
         engine=runs[0].engine if runs else "",
         counts=counts,
         directory=d,
-        halving=summary(info["config"], info["data"], runs, decisions),
+        halving=summary(info["config"], info["data"], runs, decisions, sum(counts.values())),
     )
     result.select()
     return result
@@ -285,10 +285,10 @@ def _stopping(study: Study) -> tuple[dict[str, Any], Criterion, Plan]:
     ds, kw = study.data, dict(study.train_kwargs)
     pace = Plan(study.spec, ds, tuple(study.configs[:1]), kw["epochs"], **_pace_kw(kw))
     crit = criterion(ds.task, *study_metric(study.config, ds.meta))
-    rungs = check_pruning(study.prune, study.configs, ds, pace.epochs)
+    train = study.config.get("train") or {}
+    rungs = check_pruning(study.prune, study.configs, ds, pace.epochs, rung_spacing(train))
     if rungs:
         kw["rungs"] = rungs
-    train = study.config.get("train") or {}
     if train.get("early_stopping") and has_validation(ds):
         kw["early_stop"] = EarlyStop(f"val_{crit.key}", crit.higher, int(train["patience"]))
     return kw, crit, pace

@@ -166,14 +166,16 @@ def compute_text(halving: Mapping[str, Any]) -> str:
         pruned = sum(d.get("pruned", 0) for d in halving.get("decisions", []))
         rungs = ", ".join(str(r) for r in halving["rungs"])
         why.append(
-            f"successive halving (eta = {halving['eta']}, rungs after {rungs} epochs) stopped "
+            f"successive halving (eta = {halving['eta']}, rungs after {rungs} "
+            f"epoch{'s' if halving['rungs'][-1] != 1 else ''}) stopped "
             f"{pruned} cells"
         )
     if halving.get("stopped_early"):
         why.append(f"early stopping stopped {halving['stopped_early']} runs")
     because = "".join(f"; {w}" for w in why)
+    so_far = " (the finished runs' so far)" if comp.get("finished_only") else ""
     return (
-        f"compute: {comp['configuration_epochs']:,} of the full grid's "
+        f"compute: {comp['configuration_epochs']:,}{so_far} of the full grid's "
         f"{comp['full_grid_epochs']:,} configuration-epochs ({comp['fraction']:.0%}), "
         f"{comp['row_steps']:,} of {comp['full_grid_row_steps']:,} row-steps{because}"
     )
