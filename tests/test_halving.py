@@ -31,8 +31,8 @@ from numerics import per_steps, rel_dist
 from wdlab.cli import main
 from wdlab.halving import Prune, decide, setting
 from wdlab.pipelines import load_study, run_sweep
-from wdlab.records import Curves, RunConfig, RunResult
-from wdlab.selection import NOTHING_FINISHED, Criterion
+from wdlab.records import ALL_PRUNED, Curves, RunConfig, RunResult
+from wdlab.selection import Criterion
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
@@ -480,8 +480,9 @@ def test_ray_takes_the_same_decisions_and_numbers(tmp_path_factory):
 
 def test_a_setting_whose_every_run_was_pruned_is_shown_with_nothing_to_choose(tmp_path):
     """lr 0.001's weight decays (no wd = 0 of its mode in the grid) all stop at the first
-    rung: the answer says so for that (mode, lr) instead of dropping it, and the rule counts
-    the same pruned cells as the compute line."""
+    rung: the answer says so for that (mode, lr) instead of dropping it, as where wd = 0 is
+    in the grid (its runs are the reference's, which trained on: not "every configuration
+    was pruned"), and the rule counts the same pruned cells as the compute line."""
     g = torch.Generator().manual_seed(0)
     X = torch.randn(300, 8, generator=g)
     y = (X[:, :2].sum(1) > 0).long()
@@ -500,10 +501,17 @@ def test_a_setting_whose_every_run_was_pruned_is_shown_with_nothing_to_choose(tm
                       prune=True, out=tmp_path / "s")  # fmt: skip
     (other,) = res.to_dict()["unanswered"]
     assert (other["mode"], other["lr"], other["pruned"]) == ("decoupled", 0.001, 4)
-    assert other["verdict"] == NOTHING_FINISHED
+    assert other["verdict"] == ALL_PRUNED
     assert ("decoupled", 0.001) not in {(s["mode"], s["lr"]) for s in res.selection}
     text = str(res)
-    assert f"0.001   —       {NOTHING_FINISHED}" in text
+    assert f"0.001   —       {ALL_PRUNED}" in text
+    with_zero = wdlab.sweep(make, data, optimizer="adamw", modes=["decoupled"], lr=[1e-3, 1e-2],
+                            weight_decay=[0, 1e-4, 1e-2, 1, 3], seeds=2, epochs=27,
+                            batch_size=64, prune=True)  # fmt: skip
+    (row,) = [s for s in with_zero.selection if s["lr"] == 0.001]
+    assert row["verdict"] == ALL_PRUNED and not row["better_than_zero"]
+    assert math.isnan(row["p_value"])  # no test was made (it said p = 1.0)
+    assert "use wd = 0" not in str(with_zero).split("0.001", 1)[1].splitlines()[0]
     cells = sum(d["pruned"] for d in res.halving["decisions"])
     assert f"successive halving stopped {cells} at a rung" in text
     assert f"stopped {cells} cells" in text

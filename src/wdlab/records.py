@@ -333,6 +333,10 @@ def use_wd(row: Mapping[str, Any]) -> float:
 
 TOO_FEW = "too few seeds to tell"  # the verdict's words where the seeds cannot tell
 NO_REFERENCE = "no wd = 0 run to compare with"  # (a partial study: its wd = 0 runs not done)
+ALL_PRUNED = (  # no test was made: no advice at this (mode, lr), no p-value
+    "every weight decay > 0 was pruned at a rung (successive halving): none was compared with "
+    "wd = 0 here"
+)
 
 
 def use_text(row: Mapping[str, Any]) -> str:
@@ -342,6 +346,8 @@ def use_text(row: Mapping[str, Any]) -> str:
         return f"wd {use_wd(row):g} (better than wd = 0)"
     if str(row.get("verdict", "")).startswith(TOO_FEW):
         return f"wd 0 ({TOO_FEW})"
+    if row.get("verdict") == ALL_PRUNED:
+        return "every wd > 0 pruned, none compared with wd = 0"
     if row.get("verdict") == NO_REFERENCE:  # nothing to advise yet
         return f"wd {row['weight_decay']:g} chosen, {NO_REFERENCE} yet"
     return "wd 0 (no measurable gain)"

@@ -49,14 +49,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from wdlab.decay.modes import get_mode
-from wdlab.records import NO_REFERENCE, RunResult, use_wd
+from wdlab.records import ALL_PRUNED, NO_REFERENCE, RunResult, use_wd
 from wdlab.records import TOO_FEW as TOO_FEW
 from wdlab.stats import Paired as Paired
 from wdlab.stats import paired
 from wdlab.tasks import get_task
 
 NO_GAIN = "no measurable gain from weight decay here"
-ALL_PRUNED = "every weight decay > 0 was pruned at a rung (successive halving)"
 NOTHING_FINISHED = (
     "every configuration was pruned at a rung (successive halving): nothing to choose"
 )
@@ -329,7 +328,8 @@ def select(
         row = _row(mode, lr, (chosen, best, m), by_wd[chosen], ref, wds[chosen], c)
         row["pruned"] = pruned
         if pruned and decays(mode) and not any(w != 0 for w in _candidates(by_wd)):
-            row["verdict"], row["better_than_zero"] = ALL_PRUNED, False
+            row |= {"verdict": ALL_PRUNED, "better_than_zero": False, "p_value": math.nan}
+            row |= {"gain": math.nan, "gain_se": math.nan}
         rows.append(row)
     return rows
 
@@ -441,6 +441,9 @@ def unanswered(
         pruned = _pruned_cells(wds)
         every = all(r.status == "pruned" for rs in wds.values() for r in rs)
         verdict = NOTHING_FINISHED if every else NOTHING_FINITE
+        reference = _reference(_groups(runs), mode, lr)
+        if every and decays(mode) and any(r.status == "done" for r in reference or ()):
+            verdict = ALL_PRUNED  # its wd = 0 runs are the reference's, which trained on
         out.append({"mode": mode, "lr": lr, "verdict": verdict, "pruned": pruned})
     return out
 

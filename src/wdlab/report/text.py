@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from wdlab.records import NO_REFERENCE, Check, Result, is_reference, no_choice, use_wd
+from wdlab.records import ALL_PRUNED, NO_REFERENCE, Check, Result, is_reference, no_choice, use_wd
 from wdlab.selection import (
     ALPHA,
     MIN_SEEDS,
@@ -130,6 +130,8 @@ def verdict_text(s: Mapping[str, Any]) -> str:
         return str(s["verdict"])
     if s["verdict"] == NO_REFERENCE:  # a partial study: no advice before wd = 0 is trained
         return f"{NO_REFERENCE} yet"
+    if s["verdict"] == ALL_PRUNED:  # nothing was compared: no advice at this (mode, lr)
+        return ALL_PRUNED
     return f"{s['verdict']}: use wd = 0"
 
 
