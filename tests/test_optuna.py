@@ -573,3 +573,22 @@ def test_a_conv_search_counts_its_activations_once_per_batch():
                          max_memory_mb=budget)  # fmt: skip
     assert result.batches == 1
     assert len([t for t in s.trials if t.state == TrialState.COMPLETE]) == 4
+
+
+@pytest.mark.parametrize(
+    "flags, said",
+    [
+        (["--prune"], "train.prune (--prune): successive halving is wdlab sweep's"),
+        (["--prune", "--prune-rung", "1"], "train.prune (--prune)"),
+        (["--checkpoint", "1"], "train.checkpoint (--checkpoint): a search trains"),
+        (["--keep", "all"], "train.keep (--keep): a search keeps no trained weights"),
+    ],
+)
+def test_search_refuses_the_sweep_only_flags_it_would_ignore(tmp_path, capsys, flags, said):
+    """--prune, --prune-eta/-rung, --checkpoint and --keep mean nothing to a search: each is
+    one line and exit 2, nothing stored (they were accepted and silently ignored)."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    assert main([*CLI, "--trials", "2", "--batch", "2", "--storage", url, *flags]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and said in err[0], err
+    assert not (tmp_path / "s.db").exists()

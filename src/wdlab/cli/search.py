@@ -15,6 +15,14 @@ from wdlab.cli.flags import overrides as flag_overrides
 
 # The flags this command reads as ranges (the sweep's grid flags of the same names).
 RANGE_FLAGS = {"lr": "train.lr", "wd": "decay.weight_decay", "mode": "decay.modes"}
+_HALVING = "successive halving is wdlab sweep's; a search prunes its trials with --pruner"
+SWEEP_ONLY = {  # run flags a search has no use for: refused, not silently ignored
+    "train.prune": _HALVING,
+    "train.prune_eta": _HALVING,
+    "train.prune_rung": _HALVING,
+    "train.checkpoint": "a search trains each batch of trials from the start (no checkpoints)",
+    "train.keep": "a search keeps no trained weights (wdlab sweep --keep does)",
+}
 DEFAULT_SPACE = ("wd", "1e-6..1:log")  # searched when no flag or file gives a range
 
 
@@ -54,6 +62,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else validate({})
     keys = [(dotted, to) for dotted, to in experiment_keys() if to not in RANGE_FLAGS]
     overrides: dict[str, object] = flag_overrides(args, keys)
+    for dotted, why in SWEEP_ONLY.items():
+        if overrides.get(dotted) is not None or (dotted == "train.prune" and cfg.train.prune):
+            raise ValueError(f"{dotted} (--{dotted.split('.')[1].replace('_', '-')}): {why}")
     overrides |= fixed
     if args.eval_every is None:
         overrides["train.eval_every"] = 1  # every epoch reported, so pruners decide early
