@@ -466,3 +466,20 @@ def test_report_screenshots_show_one_answer(browser, tmp_path, which):
     assert "as in the answer table" in page.inner_text("#fig-wd_curve figcaption")
     answer = page.inner_text("p.answer")
     assert ("use wd = 0" in answer) == (which == "no gain")
+
+
+def test_the_curves_compare_decay_with_none_on_a_run_that_trained_to_its_end():
+    """Where the answer is wd = 0, the figures show the nearest swept weight decay beside it:
+    the smallest that trained to its end, not one pruned at a rung (its 'last value' is an
+    early epoch's, drawn beside the others' last)."""
+    from wdlab.records import Curves, RunConfig, RunResult
+    from wdlab.report.plots import answer_runs
+
+    def run(wd, status, epochs):
+        cfg = RunConfig(mode="decoupled", weight_decay=wd, lr=0.01, optimizer="adam", seed=0)
+        curves = Curves(list(range(epochs)), [epochs - 1], {"val_acc": [0.5]})
+        return RunResult(cfg, curves, {"val_acc": 0.5}, status=status, epochs=epochs)
+
+    runs = [run(0.0, "done", 9), run(1e-4, "pruned", 1), run(1e-3, "done", 9)]
+    row = {"mode": "decoupled", "lr": 0.01, "weight_decay": 0.0, "better_than_zero": False}
+    assert [r.config.weight_decay for r in answer_runs(runs, [row])] == [0.0, 1e-3]

@@ -287,7 +287,8 @@ def shown(result: Result) -> list[RunResult]:
 def answer_runs(runs: Sequence[RunResult], rows: Sequence[Mapping[str, Any]]) -> list[RunResult]:
     """For the first seed: wd = 0 once per lr, then each (mode, lr)'s run at the weight decay
     to use (:func:`~wdlab.records.use_wd`); where that is wd = 0, the run at the nearest swept
-    weight decay instead, so the curves still compare decay with none."""
+    weight decay that trained to its end instead (not one pruned at a rung: its last value is
+    an early epoch's), so the curves still compare decay with none."""
     if not runs:
         return []
     seed = min(r.config.seed for r in runs)
@@ -299,7 +300,7 @@ def answer_runs(runs: Sequence[RunResult], rows: Sequence[Mapping[str, Any]]) ->
         if is_reference(row):
             continue
         own = [r for r in first if (r.config.mode, r.config.lr) == (row["mode"], row["lr"])]
-        swept = [r.config.weight_decay for r in own if r.config.weight_decay > 0]
+        swept = [w for r in own if (w := r.config.weight_decay) > 0 and r.status != "pruned"]
         wd = use_wd(row) or min(swept, default=None)
         picked += [
             r for r in own if r.config.weight_decay == wd and all(r is not p for p in picked)
