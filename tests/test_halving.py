@@ -617,3 +617,14 @@ def test_a_partial_studys_compute_is_against_the_whole_grid():
         {"compute": part}
     )
     assert not compute(runs, 60, 1)["finished_only"]
+
+
+def test_ls_counts_the_pruned_runs(swept, capsys):
+    """`wdlab ls` has a pruned column: its columns add up to the runs (they did not)."""
+    pruned, _, root = swept
+    assert main(["ls", str(root), "--json"]) == 0
+    (row,) = [r for r in json.loads(capsys.readouterr().out)["studies"] if "pruned" in r["study"]]
+    assert row["pruned"] == pruned.counts["pruned"] > 0
+    assert row["runs"] == sum(row[k] for k in ("done", "diverged", "pruned", "failed", "pending"))
+    assert main(["ls", str(root)]) == 0
+    assert " pruned " in capsys.readouterr().out.splitlines()[0]

@@ -66,6 +66,7 @@ def study_row(d: Path) -> dict[str, object]:
         "runs": sum(counts.values()),
         "done": counts["done"],
         "diverged": counts["diverged"],
+        "pruned": counts.get("pruned", 0),
         "failed": counts["failed"],
         "pending": counts["pending"] + counts["running"],
     }
@@ -88,7 +89,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     w = max(len("study"), *(len(str(r["study"])) for r in rows))
     print(
         f"{'study':<{w}}  {'created':<19}  {'data':<14} {'runs':>5} {'done':>5} {'div':>4} "
-        f"{'fail':>4} {'todo':>5}"
+        f"{'pruned':>6} {'fail':>4} {'todo':>5}"
     )
     for r in rows:
         if "error" in r:
@@ -96,7 +97,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
             continue
         print(
             f"{r['study']:<{w}}  {r['created']:<19}  {r['data']!s:<14} {r['runs']:>5} "
-            f"{r['done']:>5} {r['diverged']:>4} {r['failed']:>4} {r['pending']:>5}"
+            f"{r['done']:>5} {r['diverged']:>4} {r['pruned']:>6} {r['failed']:>4} "
+            f"{r['pending']:>5}"
         )
     return 0
 
