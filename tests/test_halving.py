@@ -628,3 +628,10 @@ def test_ls_counts_the_pruned_runs(swept, capsys):
     assert row["runs"] == sum(row[k] for k in ("done", "diverged", "pruned", "failed", "pending"))
     assert main(["ls", str(root)]) == 0
     assert " pruned " in capsys.readouterr().out.splitlines()[0]
+
+
+def test_going_on_from_a_rung_is_no_new_attempt(swept):
+    """A run that went on from two rungs was started once: attempts 1 (it read 3, as if it
+    had failed twice)."""
+    root = swept[2]
+    assert {a for (a,) in _rows(root / "pruned", "SELECT attempts FROM runs")} == {1}

@@ -200,7 +200,8 @@ class Store(Workers, Progress):
         at: tuple[int | None, str | None] | None = None,
     ) -> list[RunConfig]:
         """One transaction: mark those of ``configs`` still pending as running under
-        ``owner``; return them (the others are held by another worker, or finished). With
+        ``owner`` (a start from the beginning counts as an attempt; going on from a rung or a
+        checkpoint does not); return them (the others are held by another worker, or finished). With
         ``at`` (epochs trained, or None for any; checkpoint file, or None for none), only
         those still where the caller planned to go on from: not a run that another process
         has trained further since."""
@@ -213,7 +214,8 @@ class Store(Workers, Progress):
         with self._tx():
             for c in configs:
                 n = self.db.execute(
-                    "UPDATE runs SET status = 'running', owner = ?, attempts = attempts + 1, "
+                    "UPDATE runs SET status = 'running', owner = ?, attempts = attempts + "
+                    "(checkpoint IS NULL), "  # a start, not a rung's or checkpoint's going on
                     f"updated = ? WHERE key = ? AND status = 'pending'{where}",
                     (owner, time.time(), config_key(c), *extra),
                 ).rowcount
