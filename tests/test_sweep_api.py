@@ -175,3 +175,24 @@ def test_a_model_changed_outside_its_code_is_another_study(tmp_path):
     finally:
         SCALE[0] = 1.0
     assert rows() == before
+
+
+def test_a_last_batch_of_one_example_for_batchnorm_is_one_line(tmp_path):
+    """257 training rows in batches of 64 leave a last batch of 1, which BatchNorm cannot
+    train on: refused in one line naming the sizes, before anything is stored (torch stopped
+    the sweep after the first epoch with a message naming no batch)."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(457, 10, generator=g)
+    y = (X[:, 0] > 0).long()
+    data = {"train": (X[:257], y[:257]), "val": (X[257:357], y[257:357]),
+            "test": (X[357:], y[357:])}  # fmt: skip
+
+    def make(seed=0):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Linear(10, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 2))
+
+    with pytest.raises(ValueError, match=r"^data\['train'\]: its last mini-batch holds 1 example "
+                                         r"\(257 = 4 × 64 \+ 1\)"):  # fmt: skip
+        wdlab.sweep(make, data, weight_decay=[1e-2], epochs=1, batch_size=64, out=tmp_path / "s")
+    assert not (tmp_path / "s").exists()
+    assert wdlab.sweep(make, data, weight_decay=[1e-2], epochs=1, batch_size=50).runs

@@ -49,7 +49,7 @@ from wdlab.pipelines.memory import check_budget, memory_need, meta_build, planni
 from wdlab.pipelines.outputs import check_outputs, record_outputs
 from wdlab.pipelines.results import SweepResult
 from wdlab.pipelines.segments import check_pruning, has_validation
-from wdlab.pipelines.userdata import data_fingerprint, fit_outputs
+from wdlab.pipelines.userdata import check_last_batch, data_fingerprint, fit_outputs
 from wdlab.pipelines.weights import factory_home, kept_runs, prune_weights
 from wdlab.records import RunConfig
 from wdlab.selection import Criterion, criterion, study_metric
@@ -214,6 +214,7 @@ def run_study(
     lease = lease_of(lease_seconds)
     model = _template(study)  # for memory and the table (a user's factory: checked, identified)
     study.data, study.train_kwargs = fit_outputs(model, study.data, study.train_kwargs)
+    check_last_batch(model, study.data, study.train_kwargs.get("batch_size") or 0)
     ds, spec = study.data, study.spec
     kw, crit, pace = _stopping(study)  # the rungs and early stopping: checked before the store
     local = executor is None or isinstance(executor, LocalExecutor)  # Ray: the workers' device

@@ -124,6 +124,22 @@ def fit_outputs(
     return ds, train_kwargs
 
 
+def check_last_batch(model: nn.Module, ds: Dataset | StreamedData, batch_size: int) -> None:
+    """A one-line ``ValueError`` where the held training split's last mini-batch holds one
+    example and the model has BatchNorm, which needs two in training (torch would stop the
+    sweep at the end of the first epoch with its own message, naming no batch)."""
+    n = len(ds.y_train) if isinstance(ds, Dataset) else 0
+    norms = nn.modules.batchnorm._BatchNorm
+    if not batch_size or n <= batch_size or n % batch_size != 1:
+        return
+    if any(isinstance(m, norms) and m.training for m in model.modules()):
+        raise ValueError(
+            f"data['train']: its last mini-batch holds 1 example ({n} = {n // batch_size} × "
+            f"{batch_size} + 1), and the model's BatchNorm needs 2 or more in training: choose "
+            "another batch_size, or give a DataLoader with drop_last=True"
+        )
+
+
 def _output_width(model: nn.Module, ds: Dataset | StreamedData) -> int | None:
     """The width of ``model``'s outputs on one training example (None: not known, or outputs
     that are not one row per example)."""
