@@ -483,3 +483,22 @@ def test_the_curves_compare_decay_with_none_on_a_run_that_trained_to_its_end():
     runs = [run(0.0, "done", 9), run(1e-4, "pruned", 1), run(1e-3, "done", 9)]
     row = {"mode": "decoupled", "lr": 0.01, "weight_decay": 0.0, "better_than_zero": False}
     assert [r.config.weight_decay for r in answer_runs(runs, [row])] == [0.0, 1e-3]
+
+
+def test_the_rung_figure_tells_modes_apart():
+    """Two modes at one lr: one colour and one legend entry per (mode, lr) (they were one per
+    lr, so the two modes' lines shared a colour and a label)."""
+    from wdlab.records import Curves, RunConfig, RunResult
+    from wdlab.report.rungs import rung_figure
+    from wdlab.selection import Criterion
+
+    runs = []
+    for mode in ("decoupled", "l2"):
+        for wd in (0.0, 0.1):
+            cfg = RunConfig(mode=mode, weight_decay=wd, lr=0.01, optimizer="adam", seed=0)
+            curves = Curves([0, 1, 2], [0, 2], {"val_acc": [0.5, 0.6]})
+            runs.append(RunResult(cfg, curves, {"val_acc": 0.6}, status="done", epochs=3))
+    fig = rung_figure(runs, Criterion("acc", "accuracy", True), [1])
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "decoupled, lr 0.01: trained to the end" in labels
+    assert "l2, lr 0.01: trained to the end" in labels

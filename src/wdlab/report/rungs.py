@@ -54,26 +54,28 @@ def rung_figure(
     chosen: Mapping[tuple[str, float], float] | None = None,
 ) -> Figure:
     """Validation score (mean over seeds) of every mode × lr × weight-decay cell against the
-    epochs trained: cells trained to the end in colour (one per lr), stopped ones in grey,
+    epochs trained: cells trained to the end in colour (one per mode and lr), stopped ones in grey,
     ending where they stopped (a dot); the rungs dashed; ★ the weight decay to use."""
     fig = Figure(figsize=(8, 4.5))
     ax = fig.subplots()
     colors = rcParams["axes.prop_cycle"].by_key()["color"]
     curves = cell_curves(runs, c)
-    lrs = sorted({cell[1] for cell in curves})
+    settings = sorted({cell[:2] for cell in curves})  # (mode, lr): one colour each
+    modes = {mode for mode, _ in settings}
     for r in rungs:
         ax.axvline(r, color="0.6", lw=1, ls="--")
     # the cells trained to the end first, the stopped ones over them (thin, grey, a dot where
     # each stopped), so that both stay visible where their curves run together
     for cell, (xs, ys, fate) in sorted(curves.items(), key=lambda kv: kv[1][2] != "done"):
-        color = colors[lrs.index(cell[1]) % len(colors)] if fate == "done" else "0.55"
+        color = colors[settings.index(cell[:2]) % len(colors)] if fate == "done" else "0.55"
         ax.plot(xs, ys, color=color, lw=1.8 if fate == "done" else 0.8, alpha=0.9)
         if fate != "done" and xs:
             ax.plot([xs[-1]], [ys[-1]], marker="o", ms=3, color="0.35")
         if (chosen or {}).get(cell[:2]) == cell[2] and fate == "done":
             ax.plot([xs[-1]], [ys[-1]], marker="*", ms=14, color=color, mec="black")
-    for i, lr in enumerate(lrs):
-        ax.plot([], [], color=colors[i % len(colors)], label=f"lr {short(lr)}: trained to the end")
+    for i, (mode, lr) in enumerate(settings):
+        name = f"{mode}, lr {short(lr)}" if len(modes) > 1 else f"lr {short(lr)}"
+        ax.plot([], [], color=colors[i % len(colors)], label=f"{name}: trained to the end")
     ax.plot([], [], color="0.55", marker="o", ms=3, label="stopped (pruned or diverged)")
     ax.plot([], [], color="0.6", ls="--", label="rungs")
     ax.set_xlabel("epochs trained")
@@ -105,8 +107,14 @@ def _caption(result: Result) -> str:
         f"Validation {c.name} (mean over seeds) of each mode × lr × weight-decay cell against "
         f"the epochs trained. Successive halving ranked the cells after {rungs} epochs (dashed) "
         f"and kept the best 1/{result.halving.get('eta')} (with every wd = 0 cell and any cell "
-        f"within one standard error of the best); {to_end} of {len(curves)} cells trained to "
-        "the last epoch, the others (grey) end where they stopped. ★: the weight decay to use."
+        f"within one standard error of the best); "
+        + (
+            f"all {to_end} cells trained to the last epoch: none was stopped."
+            if to_end == len(curves)
+            else f"{to_end} of {len(curves)} cells trained to the last epoch, the others (grey) "
+            "end where they stopped."
+        )
+        + " ★: the weight decay to use."
     )
     comp = compute_text(result.halving)
     return f"{text} {comp[:1].upper()}{comp[1:]}." if comp else text
