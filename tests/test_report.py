@@ -502,3 +502,23 @@ def test_the_rung_figure_tells_modes_apart():
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert "decoupled, lr 0.01: trained to the end" in labels
     assert "l2, lr 0.01: trained to the end" in labels
+
+
+def test_the_wd_curve_names_a_setting_left_with_wd_0_only():
+    """An lr whose every weight decay > 0 was pruned keeps its wd = 0 point in the legend (it
+    was drawn, starred, and named nowhere)."""
+    from wdlab.records import Curves, RunConfig, RunResult
+    from wdlab.report.plots import wd_curve
+    from wdlab.selection import Criterion
+
+    runs = []
+    for lr, wds in ((0.01, (0.0, 0.1, 1.0)), (0.001, (0.0,))):
+        for wd in wds:
+            for seed in range(2):
+                cfg = RunConfig(mode="decoupled", weight_decay=wd, lr=lr, optimizer="adam",
+                                seed=seed)  # fmt: skip
+                final = {"val_acc": 0.5 + wd / 10, "test_acc": 0.5}
+                runs.append(RunResult(cfg, Curves([0], [0], {}), final, status="done", epochs=1))
+    fig = wd_curve(runs, Criterion("acc", "accuracy", True))
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "decoupled, lr 0.001 val (wd = 0 only)" in labels

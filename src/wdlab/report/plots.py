@@ -193,7 +193,10 @@ def _draw_split(
     if 0.0 in by:
         z = by[0.0]
         err = [[max(0.0, mean[0.0] - min(z))], [max(0.0, max(z) - mean[0.0])]]  # rounding
-        ax.errorbar([x0], [mean[0.0]], yerr=err, color=color, marker="o", ms=4, capsize=3)
+        ax.errorbar(  # labelled where it is the series' only point (every wd > 0 pruned)
+            [x0], [mean[0.0]], yerr=err, color=color, marker="o", ms=4, capsize=3,
+            label=None if pos else f"{label} (wd = 0 only)",
+        )  # fmt: skip
         if pos:
             ax.plot([x0, pos[0]], [mean[0.0], mean[pos[0]]], ls=":", color=color, lw=0.9)
 
