@@ -433,18 +433,15 @@ def unanswered(
     ``verdict`` (all pruned, or no finite score on every seed) and ``pruned`` (cells stopped)."""
     if not selection:
         return []  # no validation split, or nothing finished: :func:`no_choice` says which
-    have = {(s["mode"], s["lr"]) for s in selection}
-    out = []
-    for (mode, lr), wds in sorted(_groups(runs).items()):
+    have, groups, out = {(s["mode"], s["lr"]) for s in selection}, _groups(runs), []
+    for (mode, lr), wds in sorted(groups.items()):
         if (mode, lr) in have:
             continue
-        pruned = _pruned_cells(wds)
         every = all(r.status == "pruned" for rs in wds.values() for r in rs)
         verdict = NOTHING_FINISHED if every else NOTHING_FINITE
-        reference = _reference(_groups(runs), mode, lr)
-        if every and decays(mode) and any(r.status == "done" for r in reference or ()):
+        if every and any(r.status == "done" for r in _reference(groups, mode, lr) or ()):
             verdict = ALL_PRUNED  # its wd = 0 runs are the reference's, which trained on
-        out.append({"mode": mode, "lr": lr, "verdict": verdict, "pruned": pruned})
+        out.append({"mode": mode, "lr": lr, "verdict": verdict, "pruned": _pruned_cells(wds)})
     return out
 
 
