@@ -30,18 +30,18 @@ For each, in this one process:
   pruned sweep's choice is the full grid's or lies within one standard error of it on
   validation (the paired SE of their seed-by-seed differences, in the full grid), and its test
   score;
-* **Optuna**: TPE over the same space, one search per TPE seed (0-4, ``--tpe-seeds``: one
-  seed's search is one draw of a random time, and an early lucky trial is luck) (lr and wd log-uniform over the grid's ranges,
-  the grid's mode), ``n_trials`` = the grid's configurations, each trial one plain PyTorch
-  training of the same model (seed 0, the same optimizer, decay on the weights of dimension
-  >= 2 as wdlab's default rule) reporting its validation score every epoch, pruned by
-  ``SuccessiveHalvingPruner(reduction_factor=3)`` or ``HyperbandPruner(reduction_factor=3)``:
+* **Optuna**: TPE over the same space, one search per TPE seed (0-4, ``--tpe-seeds``: one seed's
+  search is one draw of a random time, and an early lucky trial is luck) (lr and wd log-uniform
+  over the grid's ranges, the grid's mode), ``n_trials`` = the grid's configurations, each trial
+  one plain PyTorch training of the same model (seed 0, the same optimizer, decay on the weights
+  of dimension >= 2 as wdlab's default rule) reporting its validation score every epoch, pruned
+  by ``SuccessiveHalvingPruner(reduction_factor=3)`` or ``HyperbandPruner(reduction_factor=3)``:
   the wall time until a trial first reaches the full grid's best validation score (the best
   cell's mean over seeds), and the median of that time over the TPE seeds (a search that never
-  reaches it counts as never: the median is then a bound, the median search's whole time). A trial of one seed is compared
-  with a mean over seeds, and the best of many one-seed scores is biased upwards (the
-  winner's curse), so a third search has each trial train the grid's seeds and report their
-  mean, as a cell does (TPE + SuccessiveHalvingPruner, "seeds" in the output);
+  reaches it counts as never: the median is then a bound, the median search's whole time). A
+  trial of one seed is compared with a mean over seeds, and the best of many one-seed scores is
+  biased upwards (the winner's curse), so a third search has each trial train the grid's seeds
+  and report their mean, as a cell does (TPE + SuccessiveHalvingPruner, "seeds" in the output);
 * the ratios: full grid ÷ pruned (configuration-epochs, wall time), Optuna's time to the
   target ÷ the pruned sweep's wall time.
 
