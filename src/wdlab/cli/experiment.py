@@ -48,18 +48,15 @@ def sweep_config(args: argparse.Namespace) -> tuple[Experiment, str]:
 
 def _config(args: argparse.Namespace, default_grid: bool) -> tuple[Experiment, str]:
     from wdlab.config import SWEEP_GRID, merge, validate
+    from wdlab.pipelines.checks import epochs_or_steps
     from wdlab.pipelines.experiment import names_grid, read_config
 
     raw = read_config(args.config) if args.config else {}
     cfg = validate(raw)  # the file's own mistakes are named before the flags are applied
     given = run_overrides(args)
     in_file = raw.get("train") if isinstance(raw.get("train"), dict) else {}
-    for epochs, steps, said in (
-        (in_file.get("epochs"), in_file.get("steps"), "train.epochs and train.steps"),
-        (given.get("train.epochs"), given.get("train.steps"), "--epochs and --steps"),
-    ):
-        if epochs is not None and steps:
-            raise ValueError(f"{said}: give one (steps trains that many optimizer steps in all)")
+    epochs_or_steps(in_file.get("epochs"), in_file.get("steps"), "train.epochs and train.steps")
+    epochs_or_steps(given.get("train.epochs"), given.get("train.steps"), "--epochs and --steps")
     if default_grid and not names_grid(raw, given):
         cfg = merge(cfg, {**given, **SWEEP_GRID})
         return cfg, grid_note(cfg)

@@ -62,9 +62,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     cfg = load_config(args.config) if args.config else validate({})
     keys = [(dotted, to) for dotted, to in experiment_keys() if to not in RANGE_FLAGS]
     overrides: dict[str, object] = flag_overrides(args, keys)
+    flags = {k["key"]: k["flag"] for k in facts.load()["experiment"]}
     for dotted, why in SWEEP_ONLY.items():
         if overrides.get(dotted) is not None or (dotted == "train.prune" and cfg.train.prune):
-            raise ValueError(f"{dotted} (--{dotted.split('.')[1].replace('_', '-')}): {why}")
+            raise ValueError(f"{dotted} ({flags[dotted]}): {why}")
     overrides |= fixed
     if args.eval_every is None:
         overrides["train.eval_every"] = 1  # every epoch reported, so pruners decide early

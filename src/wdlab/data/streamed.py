@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -236,22 +237,23 @@ def sample(split: str, src: Source, seed: int, count: int = SAMPLE) -> Batch:
         picked = [0, *sorted(rest)]
         with rng.active():
             items = [pair(_item(ds, i, split), f"data[{split!r}] item {i}") for i in picked]
-            raw = _user_call(src.template.collate_fn, items, f"data[{split!r}]: its collate_fn")
+            with _user_errors(f"data[{split!r}]: its collate_fn"):
+                raw = src.template.collate_fn(items)
         return batch_of(raw, f"data[{split!r}]: the collate_fn's batch")
-    with rng.active():  # an IterableDataset, a factory, a sampler of batches: its first batch
-        raw = _user_call(
-            lambda: next(iter(src.build(None)), None), None, f"data[{split!r}] batch 0"
-        )
+    # an IterableDataset, a factory, a sampler of batches: its first batch
+    with rng.active(), _user_errors(f"data[{split!r}] batch 0"):
+        raw = next(iter(src.build(None)), None)
     if raw is None:
         raise ValueError(f"data[{split!r}] gave no batches")
     return batch_of(raw, f"data[{split!r}] batch 0")
 
 
-def _user_call(fn: Any, arg: Any, what: str) -> Any:
-    """``fn(arg)`` (``fn()`` where ``arg`` is None): what the user's code raises (a collate_fn
-    stacking items of different shapes, a loader's worker) is one ``ValueError`` line."""
+@contextmanager
+def _user_errors(what: str) -> Iterator[None]:
+    """What the user's code raises inside (a collate_fn stacking items of different shapes, a
+    loader's worker) as one ``ValueError`` line naming ``what``; a ``ValueError`` as it is."""
     try:
-        return fn() if arg is None else fn(arg)
+        yield
     except ValueError:
         raise
     except Exception as exc:

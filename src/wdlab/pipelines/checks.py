@@ -61,13 +61,14 @@ def check_arguments(
 DEFAULT_EPOCHS = 10  # wdlab.sweep's and wdlab.optuna.optimize's, where neither is given
 
 
-def epochs_or_steps(epochs: int | None, steps: int | None) -> int:
+def epochs_or_steps(epochs: int | None, steps: int | None, said: str = "") -> int:
     """The epochs of a training given ``epochs`` or ``steps`` (``steps`` then decides; both
-    given is refused in one line: one would be ignored)."""
+    given is refused in one line naming them as ``said``, else ``epochs=E and steps=S``: one
+    would be ignored)."""
     if epochs is not None and steps:
         raise ValueError(
-            f"epochs={epochs} and steps={steps}: give one (steps trains that many optimizer "
-            "steps in all, whatever the epochs)"
+            f"{said or f'epochs={epochs} and steps={steps}'}: give one (steps trains that many "
+            "optimizer steps in all, whatever the epochs)"
         )
     return DEFAULT_EPOCHS if epochs is None else epochs
 

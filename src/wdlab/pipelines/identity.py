@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from wdlab.data import Dataset, StreamedData
-from wdlab.inputs import call, take
+from wdlab.inputs import take
 from wdlab.jsonsafe import dumps
+from wdlab.pipelines.userdata import eval_outputs
 
 PROBE_EXAMPLES = 8
 # a changed model moves its outputs by far more; float32 kernels of other CPUs or a GPU by
@@ -62,22 +63,13 @@ def _value(v: Any) -> str:
 
 def output_probe(model: nn.Module, ds: Dataset | StreamedData) -> list[float] | None:
     """Per example of the first training examples: the mean and the root-mean-square of
-    ``model``'s outputs in eval mode (no gradient; its modes and the caller's RNG left as they
-    were); None where the model gives no tensor or fails (the memory estimate says why)."""
+    ``model``'s outputs in eval mode (:func:`~wdlab.pipelines.userdata.eval_outputs`); None
+    where the model gives no floating tensor or fails (the memory estimate says why)."""
     if isinstance(ds, StreamedData):
         x = take(ds.probe[0], slice(0, PROBE_EXAMPLES)) if ds.probe else ds.example
     else:
         x = ds.X_train[:PROBE_EXAMPLES]
-    modes = {m: m.training for m in model.modules()}
-    try:
-        with torch.random.fork_rng(devices=[]), torch.no_grad():
-            torch.manual_seed(0)  # a forward that draws (noise in eval mode) draws the same
-            out = call(model.eval(), x)
-    except Exception:
-        return None
-    finally:
-        for m, training in modes.items():
-            m.training = training
+    out = eval_outputs(model, x)
     if not isinstance(out, torch.Tensor) or out.dim() == 0 or not out.is_floating_point():
         return None
     v = out.detach().float().cpu().reshape(out.shape[0], -1)

@@ -145,19 +145,26 @@ def _output_width(model: nn.Module, ds: Dataset | StreamedData) -> int | None:
     that are not one row per example)."""
     if any(p.is_meta for p in model.parameters()):  # a built-in kind: sized to the data
         return None
-    x = ds.example if isinstance(ds, StreamedData) else ds.X_train[:1]
+    out = eval_outputs(model, ds.example if isinstance(ds, StreamedData) else ds.X_train[:1])
+    if not isinstance(out, torch.Tensor) or out.dim() not in (1, 2) or out.shape[0] != 1:
+        return None
+    return 1 if out.dim() == 1 else int(out.shape[1])
+
+
+def eval_outputs(model: nn.Module, x: Any) -> Any:
+    """``model``'s outputs on inputs ``x`` in eval mode, without gradients, under torch's RNG
+    seeded in a fork (its modes and the caller's RNG left as they were); None where the
+    forward fails (the memory estimate runs it again and says why, in one line)."""
     modes = {m: m.training for m in model.modules()}
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
-            out = call(model.eval(), x)
-    except Exception:  # the memory estimate runs it again and says why, in one line
+            torch.manual_seed(0)  # a forward that draws (noise in eval mode) draws the same
+            return call(model.eval(), x)
+    except Exception:
         return None
     finally:
         for m, training in modes.items():
             m.training = training
-    if not isinstance(out, torch.Tensor) or out.dim() not in (1, 2) or out.shape[0] != 1:
-        return None
-    return 1 if out.dim() == 1 else int(out.shape[1])
 
 
 def _fit_classes(said: str, width: int, ds: Dataset | StreamedData) -> None:
