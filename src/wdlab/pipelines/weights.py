@@ -276,9 +276,9 @@ def build_trained(
     """The trained ``nn.Module`` of one run of a study (see ``SweepResult.model``)."""
     if result.directory is None:
         raise ValueError("this result has no study folder (out= was not given): no weights kept")
-    lrs = {r.config.lr for r in result.runs if r.config.mode == mode}
-    if mode is not None and lr is None and len(lrs) == 1:
-        lr = lrs.pop()  # one lr for this mode: naming it adds nothing
+    if mode is not None and lr is None:  # the mode's one lr, where it has one: naming it adds
+        lrs = {r.config.lr for r in result.runs if r.config.mode == mode}  # nothing
+        lr = lrs.pop() if len(lrs) == 1 else None
     if mode is not None and lr is not None and (weight_decay is not None or not decays(mode)):
         wd = 0.0 if weight_decay is None else float(weight_decay)  # a run named in full
         run = the_run(result.runs, mode, lr, wd, seed)
