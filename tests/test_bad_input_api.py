@@ -65,6 +65,16 @@ def test_seeds_that_are_not_a_count_or_a_list():
     refused("seeds", seeds=None)
 
 
+def test_a_seed_count_means_the_same_in_python_a_config_file_and_on_the_command_line():
+    from wdlab.config import validate
+
+    for given in (3, "3", [0, 1, 2], "0,1,2"):
+        assert validate({"train": {"seeds": given}}).train.seeds == [0, 1, 2], given
+    assert validate({"train": {"seeds": [3]}}).train.seeds == [3]
+    with pytest.raises(ValueError, match=r"train\.seeds: expected a count >= 1, got 0"):
+        validate({"train": {"seeds": 0}})
+
+
 def test_out_an_existing_file(tmp_path):
     f = tmp_path / "notes.txt"
     f.write_text("mine")

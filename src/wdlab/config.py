@@ -10,9 +10,10 @@ An experiment has four sections; every key is optional and unknown keys are refu
               patience, prune, prune_eta, prune_rung, checkpoint
     [decay]   modes, weight_decay, rule, exclude, include, wd_schedule, group_wd
 
-``lr``, ``modes``, ``weight_decay`` and ``seeds`` take one value or a list (the grid is their
-product); ``weight_decay`` also takes ``"LO..HI:N"`` (N log-spaced values). ``seeds`` also takes
-an integer count written as ``"N"`` (seeds 0..N−1). Numbers the engine computes with must fit
+``lr``, ``modes`` and ``weight_decay`` take one value or a list (the grid is their product with
+the seeds); ``weight_decay`` also takes ``"LO..HI:N"`` (N log-spaced values). ``seeds`` is a
+count, ``N`` or ``"N"`` (seeds 0..N−1, as ``seeds=N`` and ``--seeds N`` mean), or a list of
+seeds (``[3]``: seed 3 alone). Numbers the engine computes with must fit
 float32; a log range or a seed count has at most :data:`wdlab.config_keys.MAX_RANGE` values,
 and a grid more than :data:`MAX_CONFIGS` configurations is refused unless the caller raises
 that limit.

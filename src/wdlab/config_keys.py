@@ -261,7 +261,10 @@ def _short(v: Any, limit: int = 60) -> str:
 
 
 def _seeds(v: Any, key: str) -> list[int]:
-    if isinstance(v, str) and v.strip().isdigit():
+    # a count (3 or "3": seeds 0..2), as ``seeds=3`` in Python and ``--seeds 3`` mean
+    if (isinstance(v, str) and v.strip().isdigit()) or (
+        isinstance(v, int) and not isinstance(v, bool)
+    ):
         n = int(v)
         if n < 1:
             raise ValueError(f"{key}: expected a count >= 1, got {n}")
@@ -271,15 +274,13 @@ def _seeds(v: Any, key: str) -> list[int]:
     if isinstance(v, str) and "," in v:
         with contextlib.suppress(ValueError):
             v = [int(s) for s in v.split(",") if s.strip()]
-    if isinstance(v, int) and not isinstance(v, bool):
-        v = [v]
     if isinstance(v, list) and v and all(isinstance(s, int) and not isinstance(s, bool) for s in v):
         bad = [s for s in v if not 0 <= s <= MAX_SEED]
         if bad:
             raise ValueError(f"{key}: seeds must be integers in 0..{MAX_SEED}, got {bad[0]}")
         return v
     raise ValueError(
-        f'{key}: expected a seed, a list of seeds, or a count like "3", got {_short(v)}'
+        f"{key}: expected a count like 3 or a list of seeds like [0, 1, 2], got {_short(v)}"
     )
 
 
