@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 
@@ -111,6 +112,21 @@ def test_run_says_a_files_keep_is_not_kept(tmp_path):
     # --keep none says what run does: no warning
     done = wdlab(["run", "exp.toml", *RUN[1:], "--keep", "none", "--out", "p"], tmp_path)
     assert done.returncode == 0 and "warning" not in done.stderr, done.stderr
+
+
+def test_another_name_for_an_existing_study_says_the_study_keeps_its_own(tmp_path):
+    sweep = ["sweep", *RUN[1:], "--wd", "0", "--seeds", "1", "--out", "s"]
+    assert wdlab([*sweep, "--name", "first"], tmp_path).returncode == 0
+    done = wdlab([*sweep, "--name", "second", "--json"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    said = [line for line in done.stderr.splitlines() if "warning" in line]
+    assert said == [
+        "wdlab: warning: name 'second' is not used: the study in s keeps the name 'first' it "
+        "was made with"
+    ]
+    assert json.loads(done.stdout)["name"] == "first"
+    again = wdlab(sweep, tmp_path)  # no --name: the folder's study, whatever its name
+    assert again.returncode == 0 and "warning" not in again.stderr, again.stderr
 
 
 # -- warm-up schedules --------------------------------------------------------------------------

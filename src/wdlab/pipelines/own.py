@@ -228,6 +228,7 @@ def _run(
     }
     if out is not None:
         study.directory, study.name = Path(out), name or Path(out).name
+        study.named = name is not None
         return run_study(study, **kw)
     with tempfile.TemporaryDirectory(prefix="wdlab-sweep-") as tmp:
         study.directory, study.name = Path(tmp) / "study", name or study.data.name

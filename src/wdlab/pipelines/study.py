@@ -58,6 +58,7 @@ from wdlab.store import lease_seconds as lease_of
 from wdlab.trainer import EarlyStop, Plan
 from wdlab.usercode import check_seeds_differ, module_fingerprint
 from wdlab.version import __version__
+from wdlab.warn import warn_user
 
 
 class IncompleteStudy(ValueError):
@@ -164,6 +165,7 @@ def run_sweep(
         for d in (identity, stored):  # stored too: a changed one is named (_init_study)
             d["data"]["fingerprint"] = data_fingerprint(ds)
     study = Study(out, name or out.name, stored, identity, ds, spec, grid(config), train_kwargs)
+    study.named = name is not None
     return run_study(
         study,
         executor=executor,
@@ -190,6 +192,7 @@ class Study:
     spec: ModelSpec
     configs: list[RunConfig]
     train_kwargs: dict[str, Any]
+    named: bool = False  # the name was given (name=, --name), not the folder's
 
     @property
     def prune(self) -> Prune | None:
@@ -337,9 +340,15 @@ def _init_study(store: Store, study: Study) -> None:
         if not changed:
             raise
         _another(study, changed)
-    changed = probe_difference((store.study() or {}).get("config") or {}, study.config)
+    info = store.study() or {}
+    changed = probe_difference(info.get("config") or {}, study.config)
     if changed:
         _another(study, changed)
+    if study.named and info.get("name") not in (None, study.name):
+        warn_user(
+            f"name {study.name!r} is not used: the study in {study.directory} keeps the name "
+            f"{info['name']!r} it was made with"
+        )
 
 
 def _another(study: Study, changed: str) -> None:
