@@ -619,6 +619,21 @@ def test_a_partial_studys_compute_is_against_the_whole_grid():
     assert not compute(runs, 60, 1)["finished_only"]
 
 
+def test_a_training_in_steps_gives_its_rungs_in_steps_too():
+    """A sweep given ``steps`` reads its rungs in epochs of the stream and in its own steps."""
+    from wdlab.halving import summary
+    from wdlab.report.text import compute_text
+
+    runs = [_run("decoupled", 0.01, wd, 0, [0.5] * 3, status="done") for wd in (0.0, 0.1)]
+    runs.append(_run("decoupled", 0.01, 1.0, 0, [0.9], status="pruned"))
+    train = {"steps": 60, "prune": True, "prune_eta": 3}
+    told = summary({"train": train}, {"steps_per_epoch": 7}, runs, {})
+    assert told["rungs"] == [1, 3] and told["rung_steps"] == [7, 21]
+    assert "rungs after 1, 3 epochs (7, 21 steps))" in compute_text(told)
+    epochs = summary({"train": {"epochs": 9, "prune": True}}, {"steps_per_epoch": 7}, runs, {})
+    assert "rung_steps" not in epochs and "epochs)" in compute_text(epochs)
+
+
 def test_ls_counts_the_pruned_runs(swept, capsys):
     """`wdlab ls` has a pruned column: its columns add up to the runs (they did not)."""
     pruned, _, root = swept

@@ -291,5 +291,7 @@ def summary(
     prune = from_config(train)
     if prune is not None:
         out |= {"eta": prune.eta, "rungs": list(prune.rungs(epochs, rung_spacing(train)))}
+        if steps:  # a training given in steps: its rungs in steps too
+            out["rung_steps"] = [r * per for r in out["rungs"]]
         out["decisions"] = [dict(decisions[r]) for r in sorted(decisions)]
     return out

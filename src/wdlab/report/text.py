@@ -167,9 +167,11 @@ def compute_text(halving: Mapping[str, Any]) -> str:
     if halving.get("rungs"):
         pruned = sum(d.get("pruned", 0) for d in halving.get("decisions", []))
         rungs = ", ".join(str(r) for r in halving["rungs"])
+        rungs += f" epoch{'s' if halving['rungs'][-1] != 1 else ''}"
+        if halving.get("rung_steps"):
+            rungs += f" ({', '.join(f'{s:,}' for s in halving['rung_steps'])} steps)"
         why.append(
-            f"successive halving (eta = {halving['eta']}, rungs after {rungs} "
-            f"epoch{'s' if halving['rungs'][-1] != 1 else ''}) stopped "
+            f"successive halving (eta = {halving['eta']}, rungs after {rungs}) stopped "
             f"{pruned} cells"
         )
     if halving.get("stopped_early"):
