@@ -199,3 +199,14 @@ def test_with_early_stopping_the_model_back_is_the_one_of_the_reported_epoch(tmp
     models = [r.model(s) for s in row["weights"]]
     assert abs(sum(acc(m, 100, 150) for m in models) / len(models) - row["val"]) < 1e-6
     assert abs(sum(acc(m, 150, 200) for m in models) / len(models) - row["test_mean"]) < 1e-6
+    # each run says the same: its best is that epoch on the metric stopped on (it named the
+    # lowest validation loss's epoch), and its numbers there are the model's
+    chosen = next(s for s in r.selection if s["lr"] == row["lr"] and s["mode"] == row["mode"])
+    for seed, model in zip(row["weights"], models, strict=True):
+        run = next(x for x in r.runs if x.config.seed == seed and x.config.weight_decay
+                   == row["use_wd"] and x.config.lr == row["lr"])  # fmt: skip
+        assert run.best["metric"] == "val_acc"
+        assert run.best["epoch"] == chosen["epochs"][sorted(row["weights"]).index(seed)]
+        assert run.reported["test_acc"] == pytest.approx(acc(model, 150, 200), abs=1e-6)
+        frame = r.to_pandas().query("seed == @seed and weight_decay == @run.config.weight_decay")
+        assert frame["best_epoch_test_acc"].item() == run.reported["test_acc"]

@@ -97,12 +97,14 @@ class RunResult:
     ``weight_norm`` every epoch; ``train_loss_eval`` and ``<split>_loss``/``<split>_acc``/… at
     each evaluation. ``final`` holds the last evaluation (``train_loss`` there is the evaluated
     one, so ``test_loss − train_loss`` compares the same weights). ``best`` is the best
-    validation (else test) loss and its epoch. ``params`` are the final weights when asked for
-    (never stored). ``seconds`` is the wall time of the batch that trained it. ``epochs``: the
-    epochs it was trained (fewer than planned where it stopped early, was pruned or diverged;
-    None for runs stored by a wdlab that did not record it). ``status``: ``done``,
-    ``diverged``, ``pruned`` (stopped by successive halving at a rung), or, from a batch
-    trained to a rung (:attr:`wdlab.trainer.Plan.stop`), ``paused``.
+    validation (else test) loss and its epoch; with early stopping, the best of its metric, and
+    in ``best["at"]`` every evaluated metric at that epoch: the run's reported numbers, whose
+    weights are kept (``final`` stays the last evaluation; :attr:`reported` merges them).
+    ``params`` are the final weights when asked for (never stored). ``seconds`` is the wall time
+    of the batch that trained it. ``epochs``: the epochs it was trained (fewer than planned
+    where it stopped early, was pruned or diverged; None for runs stored by a wdlab that did not
+    record it). ``status``: ``done``, ``diverged``, ``pruned`` (stopped by successive halving at
+    a rung), or, from a batch trained to a rung (:attr:`wdlab.trainer.Plan.stop`), ``paused``.
     """
 
     config: RunConfig
@@ -115,6 +117,12 @@ class RunResult:
     seconds: float = 0.0
     engine: str = ""
     epochs: int | None = None
+
+    @property
+    def reported(self) -> dict[str, float]:
+        """The run's numbers as the selection reads them: ``final``, or with early stopping
+        the evaluated metrics at its best epoch (``best["at"]``) in place of the last's."""
+        return {**self.final, **(self.best.get("at") or {})}
 
     def __repr__(self) -> str:
         """A short summary: the configuration, the status and the final evaluated metrics (the

@@ -226,6 +226,8 @@ def run_row(run: RunResult) -> dict[str, Any]:
     }
     row |= dict(run.final)
     row |= {"best_metric": run.best.get("metric"), "best_epoch": run.best.get("epoch")}
+    # with early stopping: the numbers at that epoch, which the run is reported at
+    row |= {f"best_epoch_{k}": v for k, v in (run.best.get("at") or {}).items()}
     return row | {"seconds": run.seconds, "engine": run.engine}
 
 

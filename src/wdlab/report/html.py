@@ -84,9 +84,9 @@ def headline(result: Result) -> tuple[list[str], list[list[str]]]:
             short(r.config.weight_decay),
             short(r.config.lr),
             str(r.config.seed),
-            _f(r.final.get("train_loss")),
-            _f(r.final.get("test_loss")),
-            _f(r.final.get(f"test_{key}")),
+            _f(r.reported.get("train_loss")),
+            _f(r.reported.get("test_loss")),
+            _f(r.reported.get(f"test_{key}")),
         ]
         for r in result.runs
     ]

@@ -68,11 +68,13 @@ def experiment_table(result: Result, max_runs: int = MAX_RUNS) -> str:
         lines = [f"{len(runs)} runs (wdlab show --json or wdlab export for each one)"]
     for r in runs if len(runs) <= max_runs else []:
         c = r.config
-        vals = " ".join(f"{r.final.get(k, math.nan):>10.4f}" for k, _ in cols)
+        vals = " ".join(f"{r.reported.get(k, math.nan):>10.4f}" for k, _ in cols)
         flag = "" if r.status == "done" else f"  {r.status}"
         lines.append(
             f"{c.mode:<12} {short(c.weight_decay):>9} {short(c.lr):>8} {c.seed:>4} {vals}{flag}"
         )
+    if any(r.best.get("at") for r in runs) and len(runs) <= max_runs:
+        lines.append("(early stopping: each run's numbers at its best validation epoch)")
     lines += _selection_lines(result)
     compute = compute_text(result.halving)
     if compute:

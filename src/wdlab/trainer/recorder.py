@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from wdlab.curves import is_per_epoch
 from wdlab.decay import DecayTable
 from wdlab.diagnostics import make as make_diagnostic
 from wdlab.engines import Engine
@@ -28,7 +29,7 @@ from wdlab.records import Curves, RunConfig, RunResult
 from wdlab.tasks import Task
 from wdlab.timescale import timescales
 from wdlab.trainer.feed import Feed
-from wdlab.trainer.plan import Plan
+from wdlab.trainer.plan import EarlyStop, Plan
 
 DIVERGENCE_CHECK_EVERY = 100  # epochs between divergence checks (and at the end)
 BLOWUP = 1000.0  # a train loss above BLOWUP × max(first epoch's loss, 1) has diverged
@@ -317,7 +318,7 @@ class Recorder:
             final=final,
             status=status,
             diverged_epoch=cut,
-            best=_best(curves),
+            best=_best(curves, self.plan.early_stop),
             seconds=seconds,
             engine=note,
             epochs=trained,
@@ -342,12 +343,24 @@ def _no_grad() -> contextlib.AbstractContextManager:
     return torch.no_grad() if torch.is_grad_enabled() else contextlib.nullcontext()
 
 
-def _best(curves: Curves) -> dict[str, float]:
-    """The lowest finite validation (else test) loss and its epoch."""
-    key = "val_loss" if "val_loss" in curves else "test_loss"
+def _best(curves: Curves, stop: EarlyStop | None = None) -> dict[str, Any]:
+    """The lowest finite validation (else test) loss and its epoch; with early stopping, the
+    best of its metric (the earliest on ties: the epoch the run's numbers are reported at and
+    its weights kept), and every evaluated metric at that epoch (``at``)."""
+    key, higher = "val_loss" if "val_loss" in curves else "test_loss", False
+    if stop is not None and stop.metric in curves:
+        key, higher = stop.metric, stop.higher
     values = curves.get(key)
-    finite = [(v, i) for i, v in enumerate(values or []) if math.isfinite(v)]
+    finite = [(-v if higher else v, i) for i, v in enumerate(values or []) if math.isfinite(v)]
     if not finite:
         return {}
-    v, i = min(finite)
-    return {"metric": key, "value": v, "epoch": curves["eval_epoch"][i]}
+    _, i = min(finite)  # the smallest index among equal values: the earliest epoch
+    best = {"metric": key, "value": values[i], "epoch": curves["eval_epoch"][i]}
+    if stop is not None:
+        at = {k: curves[k][i] for k in curves.series if not is_per_epoch(k)}
+        at["train_loss"] = at.pop("train_loss_eval", math.nan)  # named as ``final`` names it
+        norms, epoch = curves.get("weight_norm") or [], best["epoch"]
+        if 0 <= epoch < len(norms):
+            at["weight_norm"] = norms[epoch]
+        best["at"] = at
+    return best
