@@ -259,6 +259,69 @@ def test_a_binary_table_target_trains_a_two_output_model_as_two_classes(world):
         assert a.final["val_loss"] == b.final["val_loss"]  # the same data, loss and order
     one = wdlab.sweep(lambda: nn.Linear(4, 1), csv, target="churned", **kw)
     assert one.task == "binary"  # one logit: BCE, as before
+    # 0/1 class tensors train the one-logit model the same way (they were refused)
+    tensors_one = wdlab.sweep(lambda: nn.Linear(4, 1), held, **kw)
+    assert tensors_one.task == "binary"
+    for a, b in zip(one.runs, tensors_one.runs, strict=True):
+        assert (
+            a.final["val_loss"] == b.final["val_loss"] and a.final["val_acc"] == b.final["val_acc"]
+        )
+
+
+def _logit_accuracy(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float(((model(X).squeeze(-1) > 0).long() == y).float().mean())
+
+
+def test_one_logit_with_the_users_loss_is_scored_as_a_logit(tmp_path):
+    """Before: a ``Linear(d, 1)`` trained with the user's BCE on 0/1 labels was scored by the
+    argmax of its one output, class 0 always: every accuracy was the share of label 0 and the
+    choice and the verdict were made on it. Now its accuracy reads the logit (> 0: class 1)."""
+    X, y = _blobs()
+    y = (y > 0).long()
+    data = _split(X, y)
+
+    def make(seed=0):
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+
+    def bce(out, t):
+        return nn.functional.binary_cross_entropy_with_logits(out.squeeze(-1), t.float())
+
+    res = wdlab.sweep(make, data, loss=bce, weight_decay=[0.1], epochs=3, batch_size=32,
+                      out=tmp_path / "s", keep="all")  # fmt: skip
+    run = next(r for r in res.runs if r.config.weight_decay == 0.1)
+    model = res.model(seed=0, weight_decay=0.1)
+    for split in ("val", "test"):
+        Xs, ys = data[split]
+        assert run.final[f"{split}_acc"] == pytest.approx(_logit_accuracy(model, Xs, ys), abs=1e-6)
+    assert run.final["val_acc"] != pytest.approx(float((data["val"][1] == 0).float().mean()))
+
+
+def test_fewer_outputs_than_classes_with_the_users_loss_is_refused():
+    """Accuracy over 3 classes from 2 outputs (the user's loss reads them, wdlab's accuracy
+    takes the largest) would never predict class 2: one line, unless a metric reads them."""
+    X, y = _blobs()
+
+    def ce(out, t):
+        return nn.functional.cross_entropy(out, t.clamp(max=1))
+
+    refused("the model outputs 2 values; accuracy over the data's 3 classes reads one output per "
+            "class", lambda: nn.Linear(4, 2), _split(X, y), loss=ce)  # fmt: skip
+    either = wdlab.Metric(lambda out, t: float((out.argmax(1) == t.clamp(max=1)).float().mean()),
+                          "acc01", higher=True)  # fmt: skip
+    res = wdlab.sweep(lambda: nn.Linear(4, 2), _split(X, y), loss=ce, metric=either,
+                      weight_decay=[0.0], epochs=1)  # fmt: skip
+    assert res.counts["done"] == 1
+
+
+def test_declared_classes_beyond_the_models_outputs_are_one_line():
+    """Before: ``StopIteration`` from the label check when every split's labels fit the model
+    and ``n_classes`` did not."""
+    X, y = _blobs()
+    y = (y > 0).long()
+    refused("the model outputs 2 values; the data have 3 classes (labels 0..2)",
+            lambda: nn.Linear(4, 2), _split(X, y), n_classes=3)  # fmt: skip
 
 
 # -- 6: NaN in inputs given as several tensors ---------------------------------------------------

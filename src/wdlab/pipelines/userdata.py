@@ -91,29 +91,33 @@ def fit_outputs(
 ) -> tuple[Dataset | StreamedData, dict[str, Any]]:
     """The data and the trainer's keywords as ``model``'s outputs fit them, checked before
     anything is stored: one logit per class (fewer is one ``ValueError`` line naming the
-    label, more a warning), one output per regression target, and 1 output for a binary
-    target, or 2: then 2-class cross-entropy, as 0/1 class tensors train. Unchecked where the
-    user's loss reads the outputs, where the model is a built-in kind (sized to the data) and
-    where one forward fails (the memory estimate says why)."""
-    task = train_kwargs.get("task")
-    if task is not None and task.loss_grad is None:  # the user's own loss
-        return ds, train_kwargs
+    label, more a warning), one output per regression target, and for two classes (a binary
+    target, or 0/1 class labels) 1 output, its logit (BCE), or 2 (2-class cross-entropy).
+    With the user's loss only the accuracy is fitted (:func:`_fit_accuracy`). Unchecked where
+    the model is a built-in kind (sized to the data) and where one forward fails (the memory
+    estimate says why)."""
     width = _output_width(model, ds)
     if width is None:
         return ds, train_kwargs
     said = f"the model outputs {width} value{'s' if width > 1 else ''}"
+    task = train_kwargs.get("task")
+    if task is not None and task.loss_grad is None:  # the user's own loss reads the outputs
+        return ds, _fit_accuracy(said, width, ds, train_kwargs)
+    held = isinstance(ds, Dataset)
+    if ds.task == "multiclass" and width == 1 and ds.n_classes == 2 and held:
+        return _retarget(ds, train_kwargs, "binary")
     if ds.task == "multiclass":
         _fit_classes(said, width, ds)
-    elif ds.task == "binary" and width == 2 and isinstance(ds, Dataset):
-        return _two_classes(ds, train_kwargs)
+    elif ds.task == "binary" and width == 2 and held:
+        return _retarget(ds, train_kwargs, "multiclass")
     elif ds.task == "binary" and width != 1:
-        how = "" if isinstance(ds, Dataset) else "; or give task multiclass (--task multiclass)"
+        how = "" if held else "; or give task multiclass (--task multiclass)"
         raise ValueError(
             f"{said}; the data have a binary target: 1 output (its logit), or 2 (2-class "
             f"cross-entropy){how}"
         )
     elif ds.task == "regression":
-        y = ds.y_train if isinstance(ds, Dataset) else ds.probe[1] if ds.probe else None
+        y = ds.y_train if held else ds.probe[1] if ds.probe else None
         targets = 1 if y is None or y.dim() < 2 else math.prod(y.shape[1:])
         if width != targets:
             plural = "s" if targets > 1 else ""
@@ -122,6 +126,27 @@ def fit_outputs(
                 f"last layer must have {targets} output{plural}"
             )
     return ds, train_kwargs
+
+
+def _fit_accuracy(
+    said: str, width: int, ds: Dataset | StreamedData, train_kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """With the user's loss, accuracy (where it is the metric) reads the outputs as it would
+    with the data's own loss: one output for two classes as its logit (> 0: class 1), else
+    one logit per class; fewer outputs than classes would never predict the classes beyond
+    them, and are one ``ValueError`` line."""
+    task, n = train_kwargs["task"], ds.n_classes
+    if ds.task != "multiclass" or task.eval_metrics is not TASKS["multiclass"].eval_metrics:
+        return train_kwargs
+    if width == 1 and n == 2:
+        return {**train_kwargs, "task": replace(task, eval_metrics=TASKS["binary"].eval_metrics)}
+    if width < n:
+        raise ValueError(
+            f"{said}; accuracy over the data's {n} classes reads one output per class (the "
+            f"largest is the prediction): give the model {n} outputs, or a metric= "
+            "(wdlab.Metric) that reads yours"
+        )
+    return train_kwargs
 
 
 def check_last_batch(model: nn.Module, ds: Dataset | StreamedData, batch_size: int) -> None:
@@ -180,8 +205,9 @@ def _fit_classes(said: str, width: int, ds: Dataset | StreamedData) -> None:
         return
     held = _held_labels(ds)
     top = int(held["train"].max()) if "train" in held else width
-    if top < width:  # the training labels fit: another split holds a label beyond them
-        split, bad = next((k, int(y.max())) for k, y in held.items() if y.max() >= width)
+    beyond = next(((k, int(y.max())) for k, y in held.items() if y.max() >= width), None)
+    if top < width and beyond is not None:  # the training labels fit, another split's do not
+        split, bad = beyond
         raise ValueError(
             f"{said}, one per class; data[{split!r}] holds label {bad}, outside 0..{width - 1} "
             f"(the training labels are 0..{top})"
@@ -199,19 +225,24 @@ def _held_labels(ds: Dataset | StreamedData) -> dict[str, torch.Tensor]:
     return {k: s.y for k, s in ds.streams.items() if isinstance(s, TensorStream)}
 
 
-def _two_classes(ds: Dataset, train_kwargs: dict[str, Any]) -> tuple[Dataset, dict[str, Any]]:
-    """A binary target for a model with 2 outputs: 2 classes, cross-entropy."""
+def _retarget(
+    ds: Dataset, train_kwargs: dict[str, Any], task_name: str
+) -> tuple[Dataset, dict[str, Any]]:
+    """Two classes as the model's outputs read them: 1 output, a binary target (its logit,
+    BCE, float 0/1 labels); 2, 2-class cross-entropy (long labels). The user's metric, if
+    any, stays."""
+    cast = torch.Tensor.long if task_name == "multiclass" else torch.Tensor.float
     ys = {
-        k: getattr(ds, k).long()
+        k: cast(getattr(ds, k))
         for k in ("y_train", "y_val", "y_test")
         if getattr(ds, k) is not None
     }
-    two = replace(ds, task="multiclass", n_classes=2, meta=dict(ds.meta), **ys)
+    two = replace(ds, task=task_name, n_classes=2, meta=dict(ds.meta), **ys)
     task = train_kwargs.get("task")
     if task is None:
         return two, train_kwargs
-    ce = TASKS["multiclass"]  # the user's metric, with cross-entropy
-    task = replace(task, name=ce.name, loss_name=ce.loss_name, loss=ce.loss, loss_grad=ce.loss_grad)
+    to = TASKS[task_name]
+    task = replace(task, name=to.name, loss_name=to.loss_name, loss=to.loss, loss_grad=to.loss_grad)
     return two, {**train_kwargs, "task": task}
 
 
