@@ -151,6 +151,23 @@ def test_a_warmup_longer_than_the_training_is_one_warning(tmp_path):
     ]
 
 
+def test_a_warmup_warning_in_python_names_the_callers_line():
+    """It named ``<string>:33``, the line of a dataclass's generated ``__init__`` inside
+    wdlab (a file of its own, so it was not recognised as wdlab's)."""
+    import torch
+    from torch import nn
+
+    import wdlab
+
+    X = torch.randn(60, 4, generator=torch.Generator().manual_seed(0))
+    y = (X[:, 0] > 0).long()
+    data = {"train": (X[:40], y[:40]), "val": (X[40:50], y[40:50]), "test": (X[50:], y[50:])}
+    with pytest.warns(UserWarning, match="never reaches its peak") as said:
+        wdlab.sweep(lambda seed: nn.Linear(4, 2), data, epochs=2, batch_size=16,
+                    weight_decay=[0.0], schedule="warmup-cosine:100")  # fmt: skip
+    assert [w.filename for w in said if "peak" in str(w.message)] == [__file__]
+
+
 def test_a_warmup_shorter_than_the_training_says_nothing():
     import warnings
 

@@ -4,17 +4,26 @@ deep inside them the warning is raised (a sweep's data, its store, an optimizer'
 from __future__ import annotations
 
 import sys
+import types
 import warnings
 from pathlib import Path
 
 import torch
 
 _OURS = (str(Path(__file__).parent), str(Path(torch.__file__).parent))
+_PACKAGES = ("wdlab", "torch")
 
 
 def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
     """Warn ``message``, attributed to the innermost caller outside wdlab and torch."""
     frame, level = sys._getframe(1), 2
-    while frame is not None and frame.f_code.co_filename.startswith(_OURS):
+    while frame is not None and _ours(frame):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level if frame is not None else 2)
+
+
+def _ours(frame: types.FrameType) -> bool:
+    """A frame of wdlab's or torch's: by its file, or by its module where code was generated
+    with no file of its own (a dataclass's ``__init__``, file ``<string>``)."""
+    module = str(frame.f_globals.get("__name__", ""))
+    return frame.f_code.co_filename.startswith(_OURS) or module.split(".")[0] in _PACKAGES

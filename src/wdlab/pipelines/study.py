@@ -288,6 +288,7 @@ def _stopping(study: Study) -> tuple[dict[str, Any], Criterion, Plan]:
     per epoch; bad pruning settings are one ``ValueError``."""
     ds, kw = study.data, dict(study.train_kwargs)
     pace = Plan(study.spec, ds, tuple(study.configs[:1]), kw["epochs"], **_pace_kw(kw))
+    kw["said"] = True  # its warnings: given once, not again by each batch's plan
     crit = criterion(ds.task, *study_metric(study.config, ds.meta))
     train = study.config.get("train") or {}
     rungs = check_pruning(study.prune, study.configs, ds, pace.epochs, rung_spacing(train))

@@ -67,6 +67,8 @@ class Plan:
     and ``group_wd`` (fnmatch pattern → weight decay, in order) make each row's weight decay a
     function of the optimizer step and give the tensors a pattern matches their own
     (:mod:`wdlab.trainer.decays` says how they combine with a row's weight decay).
+    ``said``: the plan's warnings (a warm-up as long as the training) were given already, by
+    the sweep that plans its batches: not repeated for each batch.
     """
 
     spec: ModelSpec
@@ -99,6 +101,7 @@ class Plan:
     clip_grad_norm: float | None = None
     wd_schedule: WDSchedule | None = None
     group_wd: tuple[tuple[str, float], ...] = ()
+    said: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.configs:
@@ -122,7 +125,7 @@ class Plan:
         if self.precision not in PRECISIONS:
             valid = ", ".join(PRECISIONS)
             raise ValueError(f"unknown precision {self.precision!r}; valid: {valid}")
-        check_schedule(self.schedule, self.total_steps)
+        check_schedule(self.schedule, self.total_steps, warn=not self.said)
         self._check_decays()
         if len({optimizer_spec(c.optimizer).cls_name for c in self.configs}) > 1:
             raise ValueError("one batch trains one optimizer class; split the sweep by optimizer")
