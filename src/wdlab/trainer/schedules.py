@@ -72,8 +72,9 @@ def _warmup_args(parts: list[str]) -> tuple[float]:
 
 
 def warmup_steps(warmup: float, total: int) -> int:
-    """W in steps: ``warmup`` itself, or that fraction of ``total`` (rounded)."""
-    return int(warmup) if warmup >= 1 or warmup == 0 else round(warmup * total)
+    """W in steps: ``warmup`` itself, or that fraction of ``total`` rounded up, as the Hugging
+    Face Trainer's ``warmup_ratio`` is (``math.ceil(total * ratio)``)."""
+    return int(warmup) if warmup >= 1 or warmup == 0 else math.ceil(total * warmup)
 
 
 def warmup_factor(kind: str, step: int, warmup: int, total: int) -> float:
@@ -141,9 +142,10 @@ def parse_schedule(text: str | None) -> tuple[Schedule, tuple]:
     raise ValueError(f"lr schedule {text!r} is not allowed{because}; valid: {valid}")
 
 
-def check_schedule(schedule: str | None, total_steps: int | None) -> None:
+def check_schedule(schedule: str | None, total_steps: int | None, warn: bool = True) -> None:
     """A per-step schedule needs the training's steps (``ValueError`` where a stream cannot
-    tell them); a warm-up as long as the training is one warning (its lr never peaks)."""
+    tell them); a warm-up as long as the training is one warning (its lr never peaks; not
+    given where ``warn`` is False)."""
     sched, args = parse_schedule(schedule)
     if not sched.per_step:
         return
@@ -154,7 +156,7 @@ def check_schedule(schedule: str | None, total_steps: int | None) -> None:
             "DataLoader then has one), or use a per-epoch schedule (cosine, step:SIZE:GAMMA)"
         )
     w = warmup_steps(args[0], total_steps)
-    if w >= total_steps:
+    if warn and w >= total_steps:
         warn_user(
             f"lr schedule {schedule!r}: a warm-up of {w} steps in a training of "
             f"{total_steps}: the lr never reaches its peak; give a shorter W (or a fraction "
