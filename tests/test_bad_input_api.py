@@ -107,3 +107,49 @@ def test_empty_or_mismatched_splits_and_string_inputs():
     words = np.array([["a", "b", "c", "d"]] * 40)
     refused("data: the splits must hold numbers", data=d | {"train": (words, y)})
     refused("data: the splits must hold numbers", data=d | {"train": (X, np.array(["yes"] * 40))})
+
+
+# -- a new user's trial: arguments that were a traceback or dropped without a word -------------
+
+
+@pytest.mark.parametrize(
+    "kw, said",
+    [
+        ({"weight_decay": None}, "decay.weight_decay: expected a number or a list, got None"),
+        ({"lr": None}, "train.lr: expected a number or a list, got None"),
+        ({"diagnostics": None}, "train.diagnostics: expected a list of strings, got None"),
+        ({"seeds": [0, 1, 1]}, "train.seeds: seed 1 is given twice; each seed is one run"),
+        ({"patience": 3}, "train.patience = 3 sets an early stopping that is off: add "
+                          "train.early_stopping = true"),
+        ({"target": "y"}, "target= applies to a .csv/.parquet file"),
+    ],
+)  # fmt: skip
+def test_arguments_that_were_a_traceback_or_dropped_are_one_line(kw, said):
+    """Before: ``TypeError`` for None; seeds [0, 1, 1] trained 2 seeds, patience without early
+    stopping nothing, both silently; 'target= apply to'."""
+    refused(said, **kw)
+
+
+def test_numpy_and_torch_numbers_are_the_numbers_they_hold():
+    """A notebook's ``np.int64(2)``, ``np.logspace(...)`` and ``torch.tensor([...])`` were
+    refused ("expected an integer >= 1, got np.int64(2)") though NumPy data are taken."""
+    a = wdlab.sweep(make, _data(), epochs=np.int64(2), seeds=np.int64(2), lr=np.float64(0.01),
+                    weight_decay=np.array([0.0, 0.1]), batch_size=np.int32(16))  # fmt: skip
+    b = wdlab.sweep(make, _data(), epochs=2, seeds=2, weight_decay=[0.0, 0.1], lr=0.01,
+                    batch_size=16)  # fmt: skip
+    assert [r.final for r in a.runs] == [r.final for r in b.runs]
+    c = wdlab.sweep(make, _data(), epochs=2, seeds=2, lr=0.01, batch_size=16,
+                    weight_decay=torch.tensor([0.0, 0.1], dtype=torch.float64))  # fmt: skip
+    assert [r.config for r in c.runs] == [r.config for r in b.runs]
+
+
+def test_one_diagnostic_by_name_is_that_diagnostic():
+    """``diagnostics="rotation"`` was read letter by letter: ``unknown diagnostic 'r'``."""
+    res = wdlab.sweep(make, _data(), epochs=1, weight_decay=[0.0], diagnostics="rotation")
+    assert any(k.startswith("diag.rotation") for k in res.runs[0].curves.series)
+
+
+def test_a_budget_below_a_mib_is_said_in_kib():
+    """It said a configuration needs "about 0 MiB"."""
+    text = refused("more than", max_memory_mb=0.001)
+    assert " 0 MiB" not in text and "KiB" in text, text

@@ -457,6 +457,27 @@ def test_a_sampler_with_a_generator_of_its_own_is_said_to_change_the_order():
                       n_classes=2)  # fmt: skip
 
 
+def test_a_batch_size_a_dataloader_does_not_use_is_said():
+    """``batch_size=`` batches Datasets and tensors; a DataLoader keeps its own: given another,
+    it was dropped silently. Not given (the default), nothing is said."""
+    import wdlab
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(60, 3, generator=g)
+    items = [(X[i], int(X[i, 0] > 0)) for i in range(60)]
+    y = (X[:, 0] > 0).long()
+    data = {"train": DataLoader(items[:40], batch_size=10), "val": (X[40:50], y[40:50]),
+            "test": (X[50:], y[50:])}  # fmt: skip
+    kw = dict(weight_decay=[0.0], epochs=1, n_classes=2)
+    with pytest.warns(UserWarning, match=r"batch_size=16 is not used for data\['train'\]: a "
+                      r"DataLoader batches as it was made \(batch_size=10\)"):  # fmt: skip
+        wdlab.sweep(lambda seed: nn.Linear(3, 2), data, batch_size=16, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        wdlab.sweep(lambda seed: nn.Linear(3, 2), data, **kw)  # the default: nothing said
+        wdlab.sweep(lambda seed: nn.Linear(3, 2), data, batch_size=10, **kw)
+
+
 def test_inputs_that_change_structure_mid_stream_are_one_line():
     def make_loader(split, seed, epoch):
         return [(torch.zeros(2, 3), torch.zeros(2).long()), ((torch.zeros(2, 3),), torch.zeros(2))]

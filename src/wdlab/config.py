@@ -411,8 +411,10 @@ def validate(raw: Mapping[str, Any] | Experiment) -> Experiment:
             raise ValueError(f"unknown key {section}.{bad[0]}; valid: {', '.join(names)}")
         values = {}
         for f, k in section_keys(section):
-            value = copy.deepcopy(given[f.name]) if f.name in given else f.default_factory()
-            values[f.name] = value if value is None else k.check(value, f"{section}.{f.name}")
+            default = f.default_factory()
+            value = copy.deepcopy(given[f.name]) if f.name in given else default
+            optional = value is None and default is None  # None: not set, where it may be
+            values[f.name] = value if optional else k.check(value, f"{section}.{f.name}")
         sections[section] = values
     model = sections["model"]
     if ":" in model["kind"]:
@@ -433,6 +435,11 @@ def validate(raw: Mapping[str, Any] | Experiment) -> Experiment:
         raise ValueError(
             "train.prune_eta / prune_rung set a successive halving that is off: add train.prune "
             "= true (--prune, prune=True)"
+        )
+    if not train["early_stopping"] and train["patience"] != unset["patience"]:
+        raise ValueError(
+            f"train.patience = {train['patience']} sets an early stopping that is off: add "
+            "train.early_stopping = true (--early-stopping, early_stopping=True)"
         )
     train["options"] = check_optimizer_options(train["optimizer"], train["options"], train["lr"][0])
     return Experiment(**{name: SECTIONS[name](**v) for name, v in sections.items()})

@@ -278,6 +278,9 @@ def _seeds(v: Any, key: str) -> list[int]:
         bad = [s for s in v if not 0 <= s <= MAX_SEED]
         if bad:
             raise ValueError(f"{key}: seeds must be integers in 0..{MAX_SEED}, got {bad[0]}")
+        twice = next((s for i, s in enumerate(v) if s in v[:i]), None)
+        if twice is not None:  # one run per seed: a repeat would be dropped, not run again
+            raise ValueError(f"{key}: seed {twice} is given twice; each seed is one run")
         return v
     raise ValueError(
         f"{key}: expected a count like 3 or a list of seeds like [0, 1, 2], got {_short(v)}"

@@ -109,10 +109,12 @@ def process_rss() -> int | None:
 
 
 def gib(n: float) -> str:
-    """A byte count for messages: ``6.7 GiB``, ``512 MiB``."""
+    """A byte count for messages: ``6.7 GiB``, ``512 MiB``, ``40 KiB``."""
     if n >= 2**30:
         return f"{n / 2**30:.1f} GiB"
-    return f"{n / 2**20:.0f} MiB"
+    if n >= 2**20:
+        return f"{n / 2**20:.0f} MiB"
+    return f"{n / 2**10:.0f} KiB"
 
 
 def check_fits(nbytes: float, what: str, device: object = None) -> None:

@@ -42,7 +42,14 @@ from wdlab.decay import DEFAULT_RULE, DecayRule, WDSchedule
 from wdlab.devices import DEFAULT_MAX_MEMORY_MB
 from wdlab.extras import require
 from wdlab.models import ModelSpec
-from wdlab.pipelines.checks import check_loss, decay_rule, epochs_or_steps, seed_list
+from wdlab.pipelines.checks import (
+    DEFAULT_BATCH_SIZE,
+    check_loss,
+    decay_rule,
+    epochs_or_steps,
+    plain_numbers,
+    seed_list,
+)
 from wdlab.pipelines.experiment import load_data, model_spec
 from wdlab.pipelines.own import Data, Model, decay_section, resolve_model, user_data
 from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT
@@ -81,6 +88,7 @@ __all__ = [
 ]
 
 
+@plain_numbers
 def optimize(
     study: Any,
     model: Model,
@@ -96,7 +104,7 @@ def optimize(
     options: Mapping[str, Any] | None = None,
     seeds: int | Sequence[int] = 1,
     epochs: int | None = None,
-    batch_size: int | None = 128,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
     eval_every: int = 1,
     schedule: str | None = None,
     steps: int | None = None,

@@ -4,17 +4,71 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import numpy as np
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 from wdlab.config_keys import ordered_pairs
 from wdlab.data import Dataset
 from wdlab.decay import DEFAULT_RULE, EVERYTHING, PRESETS, DecayRule
+from wdlab.warn import warn_user
+
+
+class BatchSize(int):
+    """The default ``batch_size=`` of :func:`wdlab.sweep` and :func:`wdlab.optuna.optimize`:
+    an int that says it was not given (a DataLoader's own batch size then says nothing)."""
+
+
+#: 128, not given.
+DEFAULT_BATCH_SIZE = BatchSize(128)
+
+
+def unused_batch_size(data: object, size: object) -> None:
+    """Warn where ``batch_size=`` was given and a split is a DataLoader of another batch size:
+    a DataLoader batches as it was made (``batch_size=`` batches Datasets and tensors)."""
+    if not isinstance(data, Mapping) or isinstance(size, BatchSize) or not size:
+        return
+    for split, loader in data.items():
+        made = getattr(loader, "batch_size", None) if isinstance(loader, DataLoader) else None
+        if made is not None and made != size:
+            warn_user(
+                f"batch_size={size} is not used for data[{split!r}]: a DataLoader batches as "
+                f"it was made (batch_size={made}); batch_size= batches Datasets and tensors"
+            )
+            return
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def plain_numbers(fn: F) -> F:
+    """``fn`` with its keyword arguments' NumPy and torch numbers as Python's: a scalar
+    (``np.int64(3)``) as a number, a vector (``np.logspace(-5, -1, 5)``) as a list, so a
+    notebook's values are read as the same values written out."""
+
+    @functools.wraps(fn)
+    def plain(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **{k: _plain(v) for k, v in kwargs.items()})
+
+    return plain  # type: ignore[return-value]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (np.ndarray, Tensor)) and value.ndim <= 1:
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return type(value)(v.item() if isinstance(v, np.generic) else v for v in value)
+    return value
+
 
 #: The decay rules ``rule=`` takes by name (those of ``--rule``, and the other libraries').
 RULE_NAMES: dict[str, DecayRule] = {"default": DEFAULT_RULE, "everything": EVERYTHING, **PRESETS}

@@ -42,6 +42,7 @@ Data = Mapping[str, Any] | Dataset | str
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+@checks.plain_numbers
 def sweep(
     model: Model,
     data: Data,
@@ -53,7 +54,7 @@ def sweep(
     seeds: int | Sequence[int] = 1,
     epochs: int | None = None,
     steps: int | None = None,
-    batch_size: int | None = 128,
+    batch_size: int | None = checks.DEFAULT_BATCH_SIZE,
     schedule: str = "constant",
     clip_grad_norm: float | None = None,
     precision: str = "fp32",
@@ -164,7 +165,7 @@ def _recipe(
     """The ``[train]`` keys of :func:`sweep`'s recipe, for the config's checks."""
     recipe = {"steps": steps or 0, "schedule": schedule, "clip_grad_norm": clip_grad_norm}
     recipe |= {"precision": precision, "keep": keep, "early_stopping": early_stopping}
-    return recipe | {"diagnostics": list(diagnostics)}
+    return recipe | {"diagnostics": _listed(diagnostics)}
 
 
 def user_data(
@@ -176,6 +177,7 @@ def user_data(
     against it); ``table``: how to read a .csv/.parquet path (target, features, impute,
     categorical)."""
     checks.check_model(model)  # before the data are read
+    checks.unused_batch_size(data, streamed.get("batch_size"))
     ds = checks.checked_data(lambda d: resolve_data(d, *table, stream=streamed), data)
     ds = declared(ds, streamed.get("n_classes"))
     return with_classes(ds, model, timeout, resolve_model)
@@ -271,7 +273,8 @@ def resolve_data(
     if given and not (isinstance(data, str) and is_table_path(data)):
         what = repr(data) if isinstance(data, str) else f"a {type(data).__name__}"
         keys = ", ".join(f"{k}=" for k in given)
-        raise ValueError(f"{keys} apply to a .csv/.parquet file, and data is {what}")
+        verb = "applies" if len(given) == 1 else "apply"
+        raise ValueError(f"{keys} {verb} to a .csv/.parquet file, and data is {what}")
     if isinstance(data, Dataset):
         for split, (X, y) in data.splits().items():
             check_values(f"data {split} inputs", X)
