@@ -57,6 +57,7 @@ from wdlab.config_keys import (
     _table,
     _wd_schedule,
     _wds,
+    check_switches,
     integer,
     key,
     one_of,
@@ -430,17 +431,7 @@ def validate(raw: Mapping[str, Any] | Experiment) -> Experiment:
             f"{data['val_size']:g} + {data['test_size']:g}"
         )
     train = sections["train"]
-    unset = {f.name: f.default_factory() for f, _ in section_keys("train")}
-    if not train["prune"] and any(train[k] != unset[k] for k in ("prune_eta", "prune_rung")):
-        raise ValueError(
-            "train.prune_eta / prune_rung set a successive halving that is off: add train.prune "
-            "= true (--prune, prune=True)"
-        )
-    if not train["early_stopping"] and train["patience"] != unset["patience"]:
-        raise ValueError(
-            f"train.patience = {train['patience']} sets an early stopping that is off: add "
-            "train.early_stopping = true (--early-stopping, early_stopping=True)"
-        )
+    check_switches(train, {f.name: f.default_factory() for f, _ in section_keys("train")})
     train["options"] = check_optimizer_options(train["optimizer"], train["options"], train["lr"][0])
     return Experiment(**{name: SECTIONS[name](**v) for name, v in sections.items()})
 

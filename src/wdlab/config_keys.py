@@ -351,3 +351,18 @@ def ordered_pairs(group_wd: Mapping[str, float]) -> list[list[Any]] | dict:
     hashed with sorted keys): the first pattern to match a tensor takes it, so the order is
     part of what trains. None given: ``{}`` as it was."""
     return [[p, wd] for p, wd in group_wd.items()] if group_wd else {}
+
+
+def check_switches(train: Mapping[str, Any], unset: Mapping[str, Any]) -> None:
+    """A one-line ``ValueError`` for a setting of a switch that is off: successive halving's
+    ``prune_eta`` / ``prune_rung`` without ``prune``, ``patience`` without early stopping."""
+    if not train["prune"] and any(train[k] != unset[k] for k in ("prune_eta", "prune_rung")):
+        raise ValueError(
+            "train.prune_eta / prune_rung set a successive halving that is off: add train.prune "
+            "= true (--prune, prune=True)"
+        )
+    if not train["early_stopping"] and train["patience"] != unset["patience"]:
+        raise ValueError(
+            f"train.patience = {train['patience']} sets an early stopping that is off: add "
+            "train.early_stopping = true (--early-stopping, early_stopping=True)"
+        )
