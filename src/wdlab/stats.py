@@ -120,7 +120,10 @@ class Paired:
 
 def paired(a: SeedScores, b: SeedScores, higher: bool) -> Paired:
     """The one-sided paired t-test (n − 1 degrees of freedom) that a's validation scores beat
-    b's, seed by seed (a lead with no spread beyond float32 rounding: p = 0, or 1 if none)."""
+    b's, seed by seed. A lead the same on every seed (no spread beyond float32 rounding: an
+    accuracy moves in steps of 1/rows, so a small lead often is) has no t; its p-value is the
+    exact sign-flip test's, 1/2^n (under no effect each seed's sign is a fair coin), or 1 where
+    there is no lead."""
     pairs = [(a[s][0], b[s][0]) for s in sorted(set(a) & set(b))]
     pairs = [(x, y) for x, y in pairs if math.isfinite(x) and math.isfinite(y)]
     d = [(x - y) if higher else (y - x) for x, y in pairs]
@@ -131,5 +134,5 @@ def paired(a: SeedScores, b: SeedScores, higher: bool) -> Paired:
     se = sd / math.sqrt(n)
     tol = SPREAD * max(1e-30, *(abs(v) for pair in pairs for v in pair))
     if sd <= tol:  # the same lead on every seed: t is ±infinite, or 0/0 (no lead at all)
-        return Paired(n, g, se, 0.0 if g > tol else 1.0)
+        return Paired(n, g, se, 0.5**n if g > tol else 1.0)
     return Paired(n, g, se, t_sf(g / se, n - 1))
