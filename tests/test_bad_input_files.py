@@ -189,6 +189,32 @@ def test_sweep_refuses_to_replace_a_report_it_did_not_write(tmp_path, capsys):
     assert main(["report", str(out)]) == 0
 
 
+def test_a_sweep_killed_while_writing_its_report_runs_again(tmp_path, capsys, monkeypatch):
+    """A new user's trial: ``kill -9`` as ``losses.png`` appeared left files not yet recorded,
+    and every rerun was refused ("losses.png exists and was not written by wdlab"). The files
+    are now claimed for the study before they are written."""
+    import wdlab.report.html as html
+
+    out = tmp_path / "s"
+    real = html.write_report
+
+    def killed(result, folder):
+        (Path(folder) / "losses.png").write_bytes(b"\x89PNG half")
+        raise KeyboardInterrupt  # the process ends here, as under kill -9 (or Ctrl-C)
+
+    monkeypatch.setattr(html, "write_report", killed)
+    assert main(["sweep", *TINY_FLAGS, "--out", str(out)]) != 0
+    monkeypatch.setattr(html, "write_report", real)
+    capsys.readouterr()
+    assert main(["sweep", *TINY_FLAGS, "--out", str(out)]) == 0, capsys.readouterr().err
+    assert (out / "losses.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    other = tmp_path / "other"  # the claim is the study's: another study's export is refused
+    run_sweep(validate({**TINY, "train": {**TINY["train"], "lr": [0.02]}}), other)
+    assert main(["export", str(other), "--out", str(out)]) == 0  # runs.csv: not the report's
+    assert main(["report", str(other), "--out", str(out)]) == 2
+    assert "was written by wdlab for another study" in one_error_line(capsys.readouterr().err)
+
+
 def test_export_and_report_refuse_files_of_others(tmp_path, study, capsys):
     before = digest(study)
     target = tmp_path / "e"
@@ -404,3 +430,47 @@ def test_a_fifo_where_a_study_or_results_file_goes_is_refused_at_once(tmp_path, 
     p = cli(command, tmp_path / "o", timeout=60)
     assert p.returncode == 2 and "is not a regular file" in p.stderr
     assert len(p.stderr.splitlines()) == 1
+
+
+def test_a_damaged_record_of_wdlabs_files_is_named(tmp_path, study, capsys):
+    """A truncated ``.wdlab-files.json`` was reported as "report.html exists and was not
+    written by wdlab": the file named was not the one damaged."""
+    out = tmp_path / "r"
+    assert main(["report", str(study), "--out", str(out)]) == 0
+    (out / ".wdlab-files.json").write_text('{"report.html": {"sou')
+    before = digest(out)
+    capsys.readouterr()
+    assert main(["report", str(study), "--out", str(out)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"{out / '.wdlab-files.json'}, wdlab's record of the files it wrote there" in line
+    assert digest(out) == before
+    assert main(["report", str(study), "--out", str(out), "--force"]) == 0
+    assert main(["report", str(study), "--out", str(out)]) == 0  # the record is whole again
+
+
+def test_a_damaged_store_is_named_and_ls_of_no_folder_is_an_error(tmp_path, capsys):
+    out = tmp_path / "s"
+    assert main(["sweep", *TINY_FLAGS, "--out", str(out)]) == 0
+    with open(out / "study.db", "r+b") as fh:
+        fh.truncate(4096)
+    before = digest(out)
+    capsys.readouterr()
+    assert main(["sweep", *TINY_FLAGS, "--out", str(out)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"study store {out / 'study.db'}: " in line, line  # it named no file
+    assert digest(out) == before
+    assert main(["ls", str(tmp_path / "nope")]) == 2  # it said "no studies under" and exit 0
+    assert one_error_line(capsys.readouterr().err).endswith("nope: no such folder")
+
+
+@pytest.mark.parametrize(
+    "model, said",
+    [("mymodel.py", "'mymodel.py' names a file; name the function that builds the model too: "
+                    "mymodel.py:FUNCTION"),
+     ("resnet", "'resnet' is not a model; valid: seed-mlp, mlp, linear, cnn, or FILE.py:FUNCTION")],
+)  # fmt: skip
+def test_a_model_that_is_not_one_says_how_to_name_your_own(tmp_path, capsys, model, said):
+    """It listed the built-in kinds and 'custom' (not a value a flag takes), never FILE.py:F."""
+    assert main(["sweep", "--data", "wine", "--model", model, "--out", str(tmp_path / "s")]) == 2
+    assert said in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "s").exists()

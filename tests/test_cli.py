@@ -91,6 +91,20 @@ def test_loading_torch_is_said_on_a_terminal_only(terminal, said):
     assert proc.stdout.strip() == f"True {said}"
 
 
+@pytest.mark.parametrize("out, err, shown", [(True, False, False), (False, True, True)])
+def test_progress_is_shown_where_the_bar_is_drawn(monkeypatch, out, err, shown):
+    """tqdm draws on stderr: a bar is shown when stderr is a terminal, whatever stdout is (it
+    followed stdout: ``2> log`` on a terminal filled the log with bar updates)."""
+    import argparse
+
+    from wdlab.cli.common import show_progress
+
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: out, raising=False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: err, raising=False)
+    assert show_progress(argparse.Namespace()) is shown
+    assert show_progress(argparse.Namespace(json=True)) is False
+
+
 @pytest.mark.parametrize("command", ["demo", "inspect", "run", "sweep", "transfer"])
 def test_wd_and_weight_decay_are_one_flag_everywhere(command):
     """Every command with a weight decay spells it --wd and accepts --weight-decay."""

@@ -129,6 +129,23 @@ def test_another_name_for_an_existing_study_says_the_study_keeps_its_own(tmp_pat
     assert again.returncode == 0 and "warning" not in again.stderr, again.stderr
 
 
+@pytest.mark.parametrize(
+    "data, select, recorded",
+    [("d2l", "acc", "regression task record loss, rmse, r2"),
+     ("wine", "r2", "multiclass task record loss, acc")],
+)  # fmt: skip
+def test_a_select_the_runs_do_not_record_is_refused_before_training(
+    tmp_path, capsys, data, select, recorded
+):
+    """Before: the sweep trained and stored every run, then said "select='acc': no run
+    recorded it", and show, report and a rerun of that study failed the same way."""
+    out = tmp_path / "s"
+    argv = ["sweep", "--data", data, "--model", "linear", "--epochs", "1", "--select", select]
+    err = one_line_error([*argv, "--out", str(out)], capsys)
+    assert f"select={select!r}: the runs of this {recorded}" in err
+    assert not out.exists()
+
+
 # -- warm-up schedules --------------------------------------------------------------------------
 
 

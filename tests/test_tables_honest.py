@@ -127,5 +127,5 @@ def test_a_table_without_its_target_is_one_line(tmp_path):
 
 
 def test_table_keywords_on_other_data_are_one_line():
-    with pytest.raises(ValueError, match=r"target= apply to a \.csv/\.parquet file"):
+    with pytest.raises(ValueError, match=r"target= applies to a \.csv/\.parquet file"):
         wdlab.sweep(make, "wine", target="y", epochs=1)

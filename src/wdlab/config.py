@@ -184,7 +184,7 @@ class ModelConfig(_Section):
         DEFAULT_FACTORY_TIMEOUT,
         _seconds,
         "--factory-timeout",
-        f"stop a model factory that has not returned after S seconds ({DEFAULT_FACTORY_TIMEOUT:g})",
+        "stop a model factory that has not returned after S seconds",
     )
 
 

@@ -228,7 +228,19 @@ def _hidden(v: Any, key: str) -> list[int]:
 def _model_kind(v: Any, key: str) -> str:
     if isinstance(v, str) and ":" in v:  # module:function, a custom factory
         return v
-    return one_of(MODEL_KINDS)(v, key)
+    if isinstance(v, str) and v.endswith(".py"):  # a file, without the function to call
+        raise ValueError(
+            f"{key}: {v!r} names a file; name the function that builds the model too: "
+            f"{v}:FUNCTION (e.g. {v}:make)"
+        )
+    kinds = [k for k in MODEL_KINDS if k != "custom"]
+    try:
+        return one_of(MODEL_KINDS)(v, key)
+    except ValueError:
+        raise ValueError(
+            f"{key}: {v!r} is not a model; valid: {', '.join(kinds)}, or FILE.py:FUNCTION "
+            "(your own)"
+        ) from None
 
 
 def _modes(v: Any, key: str) -> list[str]:

@@ -41,6 +41,7 @@ class Task:
     eval_metrics: Callable[[Tensor, Tensor], dict[str, Tensor]] | None = None
     loss_metrics: Callable[[Tensor, Tensor], dict[str, Tensor]] | None = None
     means: bool = True
+    metrics: tuple[str, ...] = ()  # the metrics a split's evaluation records, besides the loss
 
 
 def _bce(out: Tensor, y: Tensor) -> Tensor:
@@ -104,7 +105,17 @@ def regression_metrics(mse: Tensor, var: Tensor) -> dict[str, Tensor]:
 TASKS: dict[str, Task] = {
     t.name: t
     for t in (
-        Task("binary", "loss (BCE)", "acc", "accuracy", True, _bce, _bce_grad, _binary_acc),
+        Task(
+            "binary",
+            "loss (BCE)",
+            "acc",
+            "accuracy",
+            True,
+            _bce,
+            _bce_grad,
+            _binary_acc,
+            metrics=("acc",),
+        ),
         Task(
             "multiclass",
             "loss (cross-entropy)",
@@ -114,6 +125,7 @@ TASKS: dict[str, Task] = {
             _ce,
             _ce_grad,
             _multiclass_acc,
+            metrics=("acc",),
         ),
         Task(
             "regression",
@@ -124,6 +136,7 @@ TASKS: dict[str, Task] = {
             _mse,
             _mse_grad,
             loss_metrics=regression_metrics,
+            metrics=("rmse", "r2"),
         ),
     )
 }
@@ -231,4 +244,16 @@ def custom_task(
         eval_metrics=_metric_values(metric) if metric is not None else base.eval_metrics,
         loss_metrics=None if metric is not None else base.loss_metrics,
         means=metric is None and base.means,
+        metrics=(metric.name,) if metric is not None else base.metrics,
     )
+
+
+def check_recorded(task: Task, key: str, said: object) -> None:
+    """A one-line ``ValueError`` where the choice would be made on a metric ``task``'s runs do
+    not record (``said``: the ``select`` given), before anything is trained."""
+    recorded = ("loss", *task.metrics)
+    if key not in recorded:
+        raise ValueError(
+            f"select={said!r}: the runs of this {task.name} task record "
+            f"{', '.join(recorded)}; choose on one of them (or auto)"
+        )

@@ -168,7 +168,7 @@ def describe_error(exc: BaseException) -> str:
         where = f"{exc.filename}: " if exc.filename else ""
         return f"{where}{exc.strerror or text or type(exc).__name__}"
     if isinstance(exc, sqlite3.Error):
-        return f"study store: {text}"
+        return f"study store{_store_path(exc)}: {text}"
     if type(exc).__name__ == "AcceleratorError" or "CUDA" in text:
         return f"device error: {text}"
     where = _user_frame(exc)
@@ -176,6 +176,20 @@ def describe_error(exc: BaseException) -> str:
         debug = "WDLAB_DEBUG=1 shows the traceback"
         return f"{type(exc).__name__}: {text} (raised in your code, {where}; {debug})"
     return f"{type(exc).__name__}: {text} (unexpected; WDLAB_DEBUG=1 shows the traceback)"
+
+
+def _store_path(exc: BaseException) -> str:
+    """`` PATH``: the study store a SQLite error came from (a frame of its in the traceback),
+    else nothing."""
+    from wdlab.store import Store
+
+    tb = exc.__traceback__
+    while tb is not None:
+        owner = tb.tb_frame.f_locals.get("self")
+        if isinstance(owner, Store):
+            return f" {owner.path}"
+        tb = tb.tb_next
+    return ""
 
 
 def _user_frame(exc: BaseException) -> str:

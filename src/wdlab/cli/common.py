@@ -145,8 +145,9 @@ def writable_dir(path: Path, flag: str = "--out", hint: str = "", create: bool =
 
 
 def show_progress(args: argparse.Namespace) -> bool:
-    """Progress bars only on a terminal, and never with --json."""
-    return sys.stdout.isatty() and not getattr(args, "json", False)
+    """Progress bars only on a terminal, and never with --json: the terminal they are drawn
+    on, stderr (``2> file`` holds no bar; ``> file`` on a terminal still shows one)."""
+    return sys.stderr.isatty() and not getattr(args, "json", False)
 
 
 _JSON_OUT: list[TextIO] = []  # the real stdout while a --json command runs (user_output_aside)

@@ -29,7 +29,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Reproduce the article's experiment and check manual ≡ builtin."""
     from wdlab.devices import check_fits, resolve_device
     from wdlab.pipelines import DemoSettings, run_demo
-    from wdlab.pipelines.outputs import check_outputs, record_outputs
+    from wdlab.pipelines.outputs import check_outputs, claim_outputs, record_outputs
     from wdlab.report.html import write_report
 
     settings = DemoSettings(
@@ -52,6 +52,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         fast_path=False if args.no_fast_path else None,
         precision=args.precision,
     )
+    claim_outputs(out, [*RESULT_FILES, *report_files()], "demo")
     paths = result.write(out)
     figures = write_report(result, out)
     paths["report"] = figures["report"]

@@ -79,7 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Run one experiment from a TOML file and/or flags."""
     from wdlab.devices import resolve_device
     from wdlab.pipelines import run_experiment
-    from wdlab.pipelines.outputs import check_outputs, record_outputs
+    from wdlab.pipelines.outputs import check_outputs, claim_outputs, record_outputs
     from wdlab.report.html import write_report
 
     check_run_keep(args)  # before anything is read or written
@@ -90,6 +90,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = run_experiment(
         cfg, progress=show_progress(args), max_configs=_max_configs(args.max_configs)
     )
+    claim_outputs(out, [*RESULT_FILES, *report_files()], "run")
     paths = result.write(out)
     figures = write_report(result, out)
     paths["report"] = figures["report"]
@@ -132,7 +133,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from wdlab.devices import resolve_device
     from wdlab.executors import EXECUTORS, make_executor
     from wdlab.pipelines import default_out, run_sweep
-    from wdlab.pipelines.outputs import check_outputs, record_outputs, study_source
+    from wdlab.pipelines.outputs import check_outputs, claim_outputs, record_outputs, study_source
     from wdlab.report.html import write_report
     from wdlab.store import hash_config
 
@@ -160,8 +161,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         )
     finally:
         executor.close()
+    source = study_source(out)  # the hash the store holds
+    claim_outputs(out, report_files(), source)
     written = write_report(result, out)
-    record_outputs(out, written.values(), study_source(out))  # the hash the store holds
+    record_outputs(out, written.values(), source)
     report = written["report"]
     extra = {"report": str(report)} | ({"grid": note} if note else {})
     emit_study(result, out, args.json, extra)

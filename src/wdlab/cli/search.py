@@ -56,8 +56,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     """Search lr, weight decay, mode… with Optuna, K trials trained as one batch; print the
     best trials, their test metric and the parameters' importance."""
     from wdlab.config import merge, validate
+    from wdlab.extras import require
     from wdlab.pipelines.experiment import load_config
 
+    require("optuna", "wdlab search")  # one line naming the extra, before Optuna is imported
     space, fixed = _space(args)  # the ranges first: a bad one stores nothing
     cfg = load_config(args.config) if args.config else validate({})
     keys = [(dotted, to) for dotted, to in experiment_keys() if to not in RANGE_FLAGS]

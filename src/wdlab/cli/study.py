@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 def cmd_report(args: argparse.Namespace) -> int:
     """Make report.html and the PNGs from a demo/run folder or a study."""
     from wdlab.pipelines import load_result
-    from wdlab.pipelines.outputs import check_outputs, record_outputs, study_source
+    from wdlab.pipelines.outputs import check_outputs, claim_outputs, record_outputs, study_source
     from wdlab.report.html import write_report
 
     result = load_result(args.path)  # read-only; refuses a folder with nothing to report
@@ -37,6 +37,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     study = (Path(args.path) / "study.db").exists()
     source = study_source(args.path) if study else result.kind
     check_outputs(out, report_files(), source, args.force)
+    claim_outputs(out, report_files(), source)
     paths = write_report(result, out)
     record_outputs(out, paths.values(), source)
     if args.json:
@@ -79,6 +80,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
     root = Path(args.root)
     if root.exists() and not root.is_dir():
         raise UsageError(f"{root} is a file, not a folder of studies")
+    if not root.exists():
+        raise UsageError(f"{root}: no such folder")
     rows = [study_row(d) for d in find_studies(root)]
     if args.json:
         emit_json({"studies": rows})

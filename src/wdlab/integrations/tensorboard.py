@@ -28,8 +28,8 @@ class TensorBoardLog:
     folder must be new or empty (an export never mixes with earlier files)."""
 
     def __init__(self, directory: str, study: str, config: Mapping[str, Any], fresh: bool) -> None:
+        require("tensorboard", "logging to TensorBoard")  # first: torch's module needs it
         self.tb = require("torch.utils.tensorboard", "logging to TensorBoard")
-        require("tensorboard", "logging to TensorBoard")
         self.root = Path(directory) / safe_name(study)
         _check_writable(Path(directory), self.root, fresh)
         self.where = str(self.root)

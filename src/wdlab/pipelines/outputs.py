@@ -55,16 +55,20 @@ def check_outputs(
         return
     folder = Path(folder)
     written = _manifest(folder)
-    for name in names:
+    present = [n for n in names if (folder / n).exists() or (folder / n).is_symlink()]
+    if present and not written and _damaged(folder):
+        raise ValueError(
+            f"{folder / MANIFEST}, wdlab's record of the files it wrote there, cannot be read "
+            f"(damaged), so {present[0]} cannot be told apart from a file of yours; {how}"
+        )
+    for name in present:
         path = folder / name
-        if not (path.exists() or path.is_symlink()):
-            continue
         entry = written.get(name) or {}
         if not entry or not path.is_file() or path.is_symlink():
             why = "was not written by wdlab"
         elif entry.get("source") != source:
             why = f"was written by wdlab for {_what(str(entry.get('source')), source)}"
-        elif not _recorded(entry, _digest(path)):
+        elif not entry.get("pending") and not _recorded(entry, _digest(path)):
             why = "was changed since wdlab wrote it"
         else:
             continue
@@ -87,6 +91,21 @@ def _recorded(entry: Mapping[str, str], digest: str) -> bool:
     """Whether ``digest`` is a hash the record ``entry`` holds (the file's, or the one noted
     for the file about to replace it)."""
     return digest in {entry.get("sha256"), entry.get("next")} - {None}
+
+
+def claim_outputs(folder: str | Path, names: Iterable[str], source: str) -> None:
+    """Note that ``names`` are about to be written into ``folder`` for ``source`` (the folder
+    made where it is not): until :func:`record_outputs` records them, a file of that name is
+    ``source``'s, whole or not, so a process killed while writing them leaves files the next
+    one for the same source may replace (call it once :func:`check_outputs` allowed them)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = _manifest(folder)
+    for name in names:
+        entry = written.get(name) or {}
+        kept = entry if entry.get("source") == source else {}
+        written[name] = {**kept, "source": source, "pending": "writing"}
+    _write_manifest(folder, written)
 
 
 def record_outputs(
@@ -190,6 +209,17 @@ def _manifest(folder: Path) -> dict[str, dict[str, str]]:
         if isinstance(doc, dict):
             return {k: v for k, v in doc.items() if isinstance(v, dict)}
     return {}
+
+
+def _damaged(folder: Path) -> bool:
+    """Whether ``folder`` has a record that cannot be read as one."""
+    path = folder / MANIFEST
+    if not (path.exists() or path.is_symlink()):
+        return False
+    try:
+        return not isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+    except (OSError, ValueError, RecursionError):
+        return True
 
 
 def _digest(path: Path) -> str:

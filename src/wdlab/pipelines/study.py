@@ -46,15 +46,16 @@ from wdlab.pipelines.fresh import undone_on_failure
 from wdlab.pipelines.identity import differences, output_probe, probe_difference
 from wdlab.pipelines.job import Job
 from wdlab.pipelines.memory import check_budget, memory_need, meta_build, planning_bytes
-from wdlab.pipelines.outputs import check_outputs, record_outputs
+from wdlab.pipelines.outputs import check_outputs, claim_outputs, record_outputs
 from wdlab.pipelines.results import SweepResult
 from wdlab.pipelines.segments import check_pruning, has_validation
 from wdlab.pipelines.userdata import check_last_batch, data_fingerprint, fit_outputs
 from wdlab.pipelines.weights import factory_home, kept_runs, prune_weights
 from wdlab.records import RunConfig
-from wdlab.selection import Criterion, criterion, study_metric
+from wdlab.selection import Criterion, criterion, settings, study_metric
 from wdlab.store import Store, StoreError, hash_config, worker_id
 from wdlab.store import lease_seconds as lease_of
+from wdlab.tasks import check_recorded, get_task
 from wdlab.trainer import EarlyStop, Plan
 from wdlab.usercode import check_seeds_differ, module_fingerprint
 from wdlab.version import __version__
@@ -290,6 +291,7 @@ def _stopping(study: Study) -> tuple[dict[str, Any], Criterion, Plan]:
     pace = Plan(study.spec, ds, tuple(study.configs[:1]), kw["epochs"], **_pace_kw(kw))
     kw["said"] = True  # its warnings: given once, not again by each batch's plan
     crit = criterion(ds.task, *study_metric(study.config, ds.meta))
+    check_recorded(kw.get("task") or get_task(ds.task), crit.key, settings(study.config)[0])
     train = study.config.get("train") or {}
     rungs = check_pruning(study.prune, study.configs, ds, pace.epochs, rung_spacing(train))
     if rungs:
@@ -424,8 +426,10 @@ def export_study(
         check_outputs(target, [f"runs.{fmt}", f"curves.{fmt}"], source, force)
         runs = pd.DataFrame(store.run_rows())
         curves = pd.DataFrame(store.curve_rows(), columns=["run_id", "metric", "epoch", "value"])
-    target.mkdir(parents=True, exist_ok=True)
+    if fmt == "parquet":  # one line naming the extra, before anything is written
+        require("pyarrow", "wdlab export --format parquet")
     paths = {"runs": target / f"runs.{fmt}", "curves": target / f"curves.{fmt}"}
+    claim_outputs(target, [p.name for p in paths.values()], source)
     for name, df in (("runs", runs), ("curves", curves)):
         if fmt == "csv":
             df.to_csv(paths[name], index=False)
