@@ -296,3 +296,34 @@ def test_main_leaves_python_s_warning_format_as_it_was(capsys):
     argv = ["transfer", "--wd", "0.1", "--lr", "1e-3", "--n", "5e4", "--to-n", "2e5"]
     assert main([*argv, "--batch-size", "256"]) == 0
     assert warnings.formatwarning is before
+
+
+@pytest.mark.parametrize(
+    "module, argv, said",
+    [
+        ("optuna", ["search", "--data", "wine", "--model", "linear"],
+         "wdlab search needs optuna: pip install 'wdlab[optuna]'"),
+        ("tensorboard", ["sweep", *RUN[1:], "--wd", "0", "--log", "tensorboard:tb", "--out", "o"],
+         "logging to TensorBoard needs tensorboard: pip install 'wdlab[tensorboard]'"),
+    ],
+)  # fmt: skip
+def test_a_missing_extra_is_named_in_one_line(tmp_path, capsys, monkeypatch, module, argv, said):
+    """Without the extra: "ModuleNotFoundError: No module named 'optuna' (unexpected…)", and
+    TensorBoard's line named the extra 'wdlab[torch]', which does not exist."""
+    monkeypatch.setitem(sys.modules, module, None)  # ``import module`` fails, as uninstalled
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    monkeypatch.chdir(tmp_path)
+    assert said in one_line_error(argv, capsys)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_parquet_export_without_pyarrow_is_one_line_and_writes_nothing(
+    tmp_path, capsys, monkeypatch
+):
+    assert main(["sweep", *RUN[1:], "--wd", "0", "--out", str(tmp_path / "s")]) == 0
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    capsys.readouterr()
+    argv = ["export", str(tmp_path / "s"), "--format", "parquet", "--out", str(tmp_path / "pq")]
+    err = one_line_error(argv, capsys)  # it was pandas' 485 characters, and an empty pq/ left
+    assert "wdlab export --format parquet needs pyarrow: pip install 'wdlab[parquet]'" in err
+    assert not (tmp_path / "pq").exists()

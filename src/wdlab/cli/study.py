@@ -129,6 +129,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         Path(args.out or args.study),
         "--out" if args.out else "study folder",
         "" if args.out else "write the files elsewhere with --out DIR",
+        create=False,  # made when the files are written
     )
     paths = export_study(args.study, args.format, args.out, force=args.force)
     if args.json:

@@ -419,6 +419,8 @@ def export_study(
     d = Path(directory)
     if fmt not in ("csv", "parquet"):
         raise ValueError(f"unknown format {fmt!r}; valid: csv, parquet")
+    if fmt == "parquet":  # one line naming the extra, before anything is written
+        require("pyarrow", "wdlab export --format parquet")
     target = Path(out) if out else d
     with Store(d, readonly=True) as store:
         info = store.study()
@@ -426,8 +428,6 @@ def export_study(
         check_outputs(target, [f"runs.{fmt}", f"curves.{fmt}"], source, force)
         runs = pd.DataFrame(store.run_rows())
         curves = pd.DataFrame(store.curve_rows(), columns=["run_id", "metric", "epoch", "value"])
-    if fmt == "parquet":  # one line naming the extra, before anything is written
-        require("pyarrow", "wdlab export --format parquet")
     paths = {"runs": target / f"runs.{fmt}", "curves": target / f"curves.{fmt}"}
     claim_outputs(target, [p.name for p in paths.values()], source)
     for name, df in (("runs", runs), ("curves", curves)):
