@@ -474,3 +474,27 @@ def test_a_model_that_is_not_one_says_how_to_name_your_own(tmp_path, capsys, mod
     assert main(["sweep", "--data", "wine", "--model", model, "--out", str(tmp_path / "s")]) == 2
     assert said in one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "s").exists()
+
+
+def test_timescale_and_verify_keep_files_they_did_not_write(tmp_path, capsys):
+    """Both wrote their files over whatever was there (a file of the user's included), and
+    left an empty --out folder behind when refused."""
+    out = tmp_path / "t"
+    out.mkdir()
+    (out / "timescale.json").write_text("mine")
+    (out / "verify.json").write_text("mine too")
+    small = ["--smallest", "64", "--seeds", "1", "--epochs", "2", "--out", str(out)]
+    assert main(["timescale", *small]) == 2
+    assert "timescale.json exists and was not written by wdlab" in one_error_line(
+        capsys.readouterr().err
+    )
+    assert main(["verify", "--out", str(out)]) == 2  # refused before any check runs
+    assert "verify.json exists and was not written by wdlab" in one_error_line(
+        capsys.readouterr().err
+    )
+    assert (out / "timescale.json").read_text() == "mine"
+    assert (out / "verify.json").read_text() == "mine too"
+    assert main(["timescale", *small, "--force"]) == 0
+    assert main(["timescale", *small]) == 0  # its own files: replaced
+    assert main(["timescale", "--data", "nope", "--out", str(tmp_path / "none")]) == 2
+    assert not (tmp_path / "none").exists()

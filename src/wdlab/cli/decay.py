@@ -11,6 +11,7 @@ from wdlab.cli import facts
 from wdlab.cli.common import (
     Command,
     UsageError,
+    add_force,
     add_json,
     emit_json,
     hidden_sizes,
@@ -30,14 +31,19 @@ if TYPE_CHECKING:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Run every equivalence check; exit 1 if any fails."""
+    from wdlab.pipelines.outputs import check_outputs, claim_outputs, record_outputs
     from wdlab.report.text import checks_table
     from wdlab.verify import run_checks
 
-    out = writable_dir(Path(args.out)) if args.out else None
+    out = writable_dir(Path(args.out), create=False) if args.out else None
+    if out is not None:  # a file of the user's, or wdlab's for another command: kept
+        check_outputs(out, ["verify.json"], "verify", args.force)
     checks = run_checks(progress=show_progress(args))
     doc = {"checks": [c.to_dict() for c in checks], "passed": all(c.passed for c in checks)}
     if out is not None:
+        claim_outputs(out, ["verify.json"], "verify")
         (out / "verify.json").write_text(dumps(doc, indent=1) + "\n")
+        record_outputs(out, [out / "verify.json"], "verify")
     if args.json:
         emit_json(doc)
     else:
@@ -194,6 +200,7 @@ def add_rule_flags(p: argparse.ArgumentParser) -> None:
 def add_verify_flags(p: argparse.ArgumentParser) -> None:
     """--out, --json."""
     p.add_argument("--out", help="also write verify.json here (that folder's report shows it)")
+    add_force(p)
     add_json(p)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from wdlab.cli import facts
 from wdlab.cli.common import (
     Command,
+    add_force,
     add_json,
     device_name,
     emit_json,
@@ -20,6 +21,8 @@ from wdlab.cli.common import (
 )
 from wdlab.cli.flags import names
 from wdlab.jsonsafe import dumps
+
+TIMESCALE_FILES = ("timescale.json", "timescale.png")  # what --out receives
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
@@ -87,6 +90,7 @@ def cmd_timescale(args: argparse.Namespace) -> int:
     """Check the transfer rule: sweep AdamW's weight decay at N, 2N and 4N training rows
     (several seeds, one batched training per size) and measure whether keeping τ_epoch
     predicts the best λ at 4N better than keeping λ, in decades."""
+    from wdlab.pipelines.outputs import check_outputs, claim_outputs, record_outputs
     from wdlab.pipelines.timescale import TimescaleSettings, run_timescale
 
     settings = TimescaleSettings(
@@ -99,14 +103,18 @@ def cmd_timescale(args: argparse.Namespace) -> int:
         hidden=args.hidden,
         data_seed=args.data_seed,
     )  # checked before --out is made
-    out = writable_dir(Path(args.out)) if args.out else None
+    out = writable_dir(Path(args.out), create=False) if args.out else None
+    if out is not None:  # files of the user's, or wdlab's for another command: kept
+        check_outputs(out, TIMESCALE_FILES, "timescale", args.force)
     result = run_timescale(settings, device=args.device)
     doc = result.to_dict()
     paths: dict[str, Path] = {}
     if out is not None:
+        claim_outputs(out, TIMESCALE_FILES, "timescale")
         paths = {"results": out / "timescale.json", "figure": out / "timescale.png"}
         paths["results"].write_text(dumps(doc, indent=1) + "\n")
         result.plot().savefig(paths["figure"], dpi=110, bbox_inches="tight")
+        record_outputs(out, paths.values(), "timescale")
     if args.json:
         emit_json(doc)
         return 0
@@ -143,6 +151,7 @@ def add_timescale_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--device", type=device_name, default=None, help="cpu or cuda (default: cuda if present)"
     )
+    add_force(p)
     add_json(p)
 
 
