@@ -7,6 +7,7 @@ bad streams one line with nothing stored."""
 
 from __future__ import annotations
 
+import json
 import math
 import sqlite3
 import subprocess
@@ -349,6 +350,44 @@ def test_a_stream_that_ends_early_is_one_line_and_its_runs_stay_pending(tmp_path
     with sqlite3.connect(out / "study.db") as db:
         rows = set(db.execute("SELECT status, epochs FROM runs"))
     assert rows == {("pending", 1)}  # not failed, nothing finished: run it again to retry
+
+
+def every_split(split, seed, epoch):
+    """One ``make_loader`` for train, val and test (the README's factory form)."""
+    X, y = _xy()
+    part = {"train": slice(0, 80), "val": slice(80, 100), "test": slice(100, 120)}[split]
+    ds = Noisy(X[part], y[part], 0.1 if split == "train" else 0.0)
+    g = torch.Generator().manual_seed(seed * 1000 + epoch)
+    return DataLoader(ds, batch_size=16, shuffle=split == "train", generator=g)
+
+
+def test_one_make_loader_is_the_data_of_every_split(tmp_path, capsys):
+    """``wdlab.sweep(make, make_loader)``, and a ``make_data`` returning it on the command
+    line, train as ``{split: make_loader for split in (train, val, test)}`` does (it was
+    refused: 'data must map ...; got function'); another callable is one line naming the
+    factory form."""
+    from wdlab.cli import main
+
+    every = {k: every_split for k in ("train", "val", "test")}
+    one = wdlab.sweep(mlp, every_split, seeds=1, **SMALL)
+    mapped = wdlab.sweep(mlp, every, seeds=1, **SMALL)
+    assert [r.final for r in one.runs] == [r.final for r in mapped.runs]
+    with pytest.raises(ValueError, match=r"^data is mlp, a callable that does not take \(split"):
+        wdlab.sweep(mlp, mlp, seeds=1, **SMALL)
+    (tmp_path / "factory_data.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_pipeline import every_split, mlp\n\ndef make_data():\n    return every_split\n"
+    )
+    f = tmp_path / "factory_data.py"
+    flags = ["--model", f"{f}:mlp", "--data", f"{f}:make_data", "--optimizer", "adamw"]
+    flags += ["--mode", "decoupled"]
+    flags += ["--lr", "1e-2", "--wd", "0,0.1", "--epochs", "2", "--batch-size", "16"]
+    flags += ["--seeds", "1", "--out", str(tmp_path / "s"), "--json"]
+    assert main(["sweep", *flags]) == 0, capsys.readouterr().err
+    cli = json.loads(capsys.readouterr().out)["runs"]
+    assert {(r["config"]["weight_decay"], r["final"]["test_loss"]) for r in cli} == {
+        (r.config.weight_decay, r.final["test_loss"]) for r in one.runs
+    }
 
 
 def test_cli_takes_the_users_data_function(tmp_path):

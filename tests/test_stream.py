@@ -208,6 +208,35 @@ def test_make_loader_factory():
     assert calls == [("train", 7, 3)]
 
 
+def _every_split_loader(split, seed, epoch):
+    g = torch.Generator().manual_seed(seed * 1000 + epoch)
+    offset = {"train": 1, "val": 2, "test": 3}[split]
+    return DataLoader(Augmented(20, offset=offset), batch_size=5, shuffle=True, generator=g)
+
+
+def test_one_make_loader_is_the_factory_of_every_split():
+    """``stream_splits(make_loader)`` and ``from_splits(make_loader)`` give what the same
+    factory given for train, val and test gives; another callable is one line naming the
+    factory form (it was ``TypeError: 'function' object is not iterable``)."""
+    every = {k: _every_split_loader for k in ("train", "val", "test")}
+    one, mapped = stream_splits(_every_split_loader, seed=7), stream_splits(every, seed=7)
+    assert one.fingerprint == mapped.fingerprint and one.meta == mapped.meta
+    for k in ("train", "val", "test"):
+        assert same(collect(one.streams[k].epoch(1)), collect(mapped.streams[k].epoch(1)))
+    held_one, held_mapped = from_splits(_every_split_loader), from_splits(every)
+    assert torch.equal(held_one.X_val, held_mapped.X_val)
+    assert torch.equal(held_one.y_test, held_mapped.y_test)
+    _one_line(
+        r"^data is make_data, a callable that does not take \(split, seed, epoch\): a callable "
+        r"given as data is make_loader\(split, seed, epoch\), the factory of every split",
+        lambda: stream_splits(make_data),
+    )
+
+
+def make_data():
+    return {}
+
+
 def test_evaluation_is_in_a_fixed_order_and_the_same_every_time():
     ds = Augmented(30)
     loader = DataLoader(ds, batch_size=8, shuffle=True, drop_last=True)

@@ -6,7 +6,7 @@ the seeding they take part in."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -192,6 +192,35 @@ class LoaderSource:
             "collate_fn": _qualname(t.collate_fn),
             "num_workers": t.num_workers,
         }
+
+
+def every_split(data: Any, what: str = "data") -> Any:
+    """``data`` as splits: one ``make_loader(split, seed, epoch)`` is the factory of every split
+    (train, val, test); any other callable (a class, a function of other arguments) is one
+    ``ValueError`` line naming ``what`` it is; anything else is returned as it is."""
+    if not callable(data) or isinstance(data, Mapping) or hasattr(data, "__getitem__"):
+        return data
+    if isinstance(data, type) or not _takes_split_seed_epoch(data):
+        name = getattr(data, "__qualname__", type(data).__name__)
+        raise ValueError(
+            f"{what} is {name}, a callable that does not take (split, seed, epoch): a callable "
+            "given as data is make_loader(split, seed, epoch), the factory of every split; "
+            "else give {'train': ..., 'val': ..., 'test': ...}"
+        )
+    return {split: data for split in ("train", "val", "test")}
+
+
+def _takes_split_seed_epoch(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn(split, seed, epoch)`` binds (a signature that cannot be read: assumed)."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return True
+    try:
+        signature.bind("train", 0, 0)
+    except TypeError:
+        return False
+    return True
 
 
 class FactorySource:

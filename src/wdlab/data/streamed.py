@@ -47,7 +47,15 @@ from torch.utils.data import ConcatDataset, DataLoader, IterableDataset, Subset,
 
 from wdlab.data.arrays import check_labels, check_values, one_target_column
 from wdlab.data.batches import Batch, Inputs, Layout, apply, as_inputs, batch_of, pair, parts
-from wdlab.data.loaders import FactorySource, LoaderSource, over, warn_about_order, wrap
+from wdlab.data.loaders import (
+    FactorySource,
+    LoaderFactory,
+    LoaderSource,
+    every_split,
+    over,
+    warn_about_order,
+    wrap,
+)
 from wdlab.data.seeds import GlobalRandom, derive
 from wdlab.data.stream import Stream, TensorStream, raised
 from wdlab.tasks import TASKS
@@ -336,7 +344,7 @@ def items(src: Source) -> int | None:
 
 
 def stream_splits(
-    splits: Mapping[str, Any],
+    splits: Mapping[str, Any] | LoaderFactory,
     *,
     batch_size: int | None = 128,
     seed: int = 0,
@@ -354,7 +362,9 @@ def stream_splits(
     its own); ``seed`` seeds every stream; ``progress`` shows a bar while a split is read.
     ``count_classes=False``: classes that are neither given nor declared are left at 0
     (unknown) rather than counted by a full pass; :meth:`StreamedData.with_classes` sets them.
+    ``splits`` may be one ``make_loader(split, seed, epoch)``: the factory of every split.
     """
+    splits = every_split(splits)
     check_keys(splits)
     train = splits["train"]
     if isinstance(train, DataLoader):

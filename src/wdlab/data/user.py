@@ -31,6 +31,7 @@ from torch import Tensor
 from wdlab.data.arrays import check_labels, check_values, one_target_column
 from wdlab.data.batches import Layout, as_inputs, parts
 from wdlab.data.dataset import Dataset
+from wdlab.data.loaders import LoaderFactory, every_split
 from wdlab.data.stream import Stream
 from wdlab.data.streamed import (
     StreamedData,
@@ -110,14 +111,16 @@ def _pairs(splits: Mapping[str, Any], seed: int, progress: bool) -> dict[str, Pa
 
 
 def from_splits(
-    splits: Mapping[str, Any],
+    splits: Mapping[str, Any] | LoaderFactory,
     *,
     task: str | None = None,
     name: str = "data",
     seed: int = 0,
     progress: bool = False,
 ) -> Dataset:
-    """A Dataset from the user's train / val / test splits (see the module docstring)."""
+    """A Dataset from the user's train / val / test splits (see the module docstring); one
+    ``make_loader(split, seed, epoch)`` is the factory of every split."""
+    splits = every_split(splits)
     check_keys(splits)
     pairs = _pairs(splits, seed, progress)
     for k, (X, y) in pairs.items():  # NaN, inf or beyond float32: refused, never trained on
@@ -186,10 +189,12 @@ def from_function(
         raise ValueError(
             f"data function {target!r} raised {type(exc).__name__}" + (f": {text}" if text else "")
         ) from None
+    splits = every_split(splits, f"what data function {target!r} returned")
     if not isinstance(splits, Mapping):
         raise ValueError(
             f"data function {target!r} returned a {type(splits).__name__}; it must return "
-            "{'train': ..., 'val': ..., 'test': ...} (Datasets, DataLoaders or (X, y) tensors)"
+            "{'train': ..., 'val': ..., 'test': ...} (Datasets, DataLoaders, factories or "
+            "(X, y) tensors) or one make_loader(split, seed, epoch), the factory of every split"
         )
     name = target.rpartition(":")[2]
     if held(splits):

@@ -19,6 +19,7 @@ from torch import nn
 from wdlab.config import Experiment, validate
 from wdlab.data import Dataset, StreamedData, from_splits, is_table_path, load, read_table
 from wdlab.data.arrays import check_values
+from wdlab.data.loaders import every_split
 from wdlab.data.streamed import held
 from wdlab.decay import DEFAULT_RULE, DecayRule, WDSchedule
 from wdlab.halving import Prune, setting
@@ -38,7 +39,7 @@ from wdlab.tasks import Metric, Task, custom_task, get_task
 from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT, code_identity
 
 Model = Callable[..., nn.Module] | ModelSpec | str
-Data = Mapping[str, Any] | Dataset | str
+Data = Mapping[str, Any] | Dataset | str | Callable[[str, int, int], Any]
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -89,22 +90,22 @@ def sweep(
     """Sweep weight decay × lr × mode × seed for ``model`` on ``data``; choose on validation.
 
     ``model``: a factory returning an ``nn.Module`` (after ``torch.manual_seed(seed)``, given
-    ``seed``, ``in_dim``, ``out_dim`` by keyword where it has them, or the seed to its one
-    required parameter; stopped after ``factory_timeout`` s), ``"file.py:make"``, a
-    :class:`~wdlab.models.ModelSpec` or a built-in kind. ``data``: ``{"train", "val", "test"}``
-    → ``(X, y)`` tensors (held: the fast path) or Datasets, DataLoaders, ``IterableDataset``s,
+    ``seed``, ``in_dim``, ``out_dim`` by keyword where it has them, or the seed to its one required
+    parameter; stopped after ``factory_timeout`` s), ``"file.py:make"``, a
+    :class:`~wdlab.models.ModelSpec` or a built-in kind. ``data``: ``{"train", "val", "test"}`` →
+    ``(X, y)`` tensors (held: the fast path) or Datasets, DataLoaders, ``IterableDataset``s,
     ``make_loader(split, seed, epoch)`` factories (streamed, :func:`wdlab.data.stream_splits`:
-    ``__getitem__`` afresh each epoch; classes ``n_classes``, declared, or the model's output
-    width); or a Dataset, a source name, a .csv/.parquet path (``target=``, ``features=``,
-    ``impute=``, ``categorical=``). The recipe: ``epochs`` (10) or ``steps``, ``schedule``
-    (per epoch, or per step with warm-up), ``clip_grad_norm`` (each configuration's own),
-    ``precision``, ``loss`` (e.g. label smoothing), ``metric``; ``select``: ``"loss"`` or a metric;
-    ``early_stopping``: at each run's best validation epoch, stopped after ``patience``
+    ``__getitem__`` afresh each epoch; classes ``n_classes``, declared, or the model's output width;
+    one alone: every split's); or a Dataset, a source name, a .csv/.parquet path (``target=``,
+    ``features=``, ``impute=``, ``categorical=``). The recipe: ``epochs`` (10) or ``steps``,
+    ``schedule`` (per epoch, or per step with warm-up), ``clip_grad_norm`` (each configuration's
+    own), ``precision``, ``loss`` (e.g. label smoothing), ``metric``; ``select``: ``"loss"`` or a
+    metric; ``early_stopping``: at each run's best validation epoch, stopped after ``patience``
     evaluations without a better one; ``prune``: successive halving (:mod:`wdlab.halving`);
     ``checkpoint``: every N epochs, ``"auto"``, ``"off"``; ``diagnostics``: opt-in recordings.
-    ``rule``, ``group_wd``, ``wd_schedule``: which tensors decay, at what. ``max_batch=1``: one
-    at a time, the reference. ``out`` keeps the study (else a temporary one) and, by ``keep``
-    (best, all, none), trained weights (:meth:`SweepResult.model`). ``log``: dashboards.
+    ``rule``, ``group_wd``, ``wd_schedule``: which tensors decay, at what. ``max_batch=1``: one at a
+    time, the reference. ``out`` keeps the study (else a temporary one) and, by ``keep`` (best, all,
+    none), trained weights (:meth:`SweepResult.model`). ``log``: dashboards.
     """
     t0, epochs = time.perf_counter(), checks.epochs_or_steps(epochs, steps)
     checks.check_arguments(max_batch, max_memory_mb, out, factory_timeout)
@@ -177,6 +178,7 @@ def user_data(
     against it); ``table``: how to read a .csv/.parquet path (target, features, impute,
     categorical)."""
     checks.check_model(model)  # before the data are read
+    data = every_split(data)  # one make_loader(split, seed, epoch): every split's factory
     checks.unused_batch_size(data, streamed.get("batch_size"))
     ds = checks.checked_data(lambda d: resolve_data(d, *table, stream=streamed), data)
     ds = declared(ds, streamed.get("n_classes"))
@@ -290,7 +292,8 @@ def resolve_data(
             return streamed_splits(data, **stream)
         return from_splits(data)
     raise ValueError(
-        f"data must map 'train', 'val', 'test' to Datasets or (X, y), or be a wdlab Dataset, "
+        "data must map 'train', 'val', 'test' to Datasets, DataLoaders, factories or (X, y), or "
+        "be one make_loader(split, seed, epoch) (the factory of every split), a wdlab Dataset, "
         f"a source name or a .csv/.parquet path; got {type(data).__name__}"
     )
 
