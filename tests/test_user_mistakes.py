@@ -18,6 +18,7 @@ from torch import nn
 import wdlab
 from wdlab.cli import main
 from wdlab.data import read_table
+from wdlab.loading import load_callable
 
 # Two inputs (a dict: num, cat) and 3 classes; ``bad`` holds the mistakes, ``heads`` the models.
 DATA = """
@@ -49,6 +50,29 @@ def regression():
     X = torch.randn(200, 6, generator=g); y = X[:, :2].sum(1, keepdim=True)
     return {"train": (X[:120], y[:120]), "val": (X[120:160], y[120:160]),
             "test": (X[160:], y[160:])}
+
+READS = [0]
+
+class Counted(torch.utils.data.Dataset):
+    # 3 classes, streamed; every read counted
+    def __init__(self, n, offset, stray=None):
+        g = torch.Generator().manual_seed(offset)
+        self.X = torch.randn(n, 4, generator=g)
+        self.y = (self.X[:, 0] > 0).long() + (self.X[:, 1] > 0).long()
+        if stray is not None:
+            self.y[stray] = 7
+    def __len__(self):
+        return len(self.y)
+    def __getitem__(self, i):
+        READS[0] += 1
+        return self.X[i], self.y[i]
+
+def stray_label():
+    return {"train": Counted(200, 0, stray=77), "val": Counted(64, 1), "test": Counted(64, 2)}
+
+def reads():
+    n, READS[0] = READS[0], 0
+    return n
 """
 HEADS = """
 import torch
@@ -75,6 +99,9 @@ def reg3(seed=0):
 
 def reg1(seed=0):
     torch.manual_seed(seed); return nn.Linear(6, 1)
+
+def lin3(seed=0):
+    torch.manual_seed(seed); return nn.Linear(4, 3)
 """
 
 
@@ -168,6 +195,27 @@ def test_a_class_only_in_test_is_named_with_its_split(world, capsys):
     y[170] = 3
     text = refused("data['test'] holds label 3", lambda: nn.Linear(4, 3), _split(X, y))
     assert text.startswith("the model outputs 3 values")
+
+
+def test_a_stray_label_in_streamed_data_is_named_alike_by_the_cli_and_python(world, capsys):
+    """Before: ``wdlab sweep --model file.py:make`` was taken for no factory: every split was
+    read once more to count classes (8, from a stray label 7) and the model was blamed ('the
+    model's last layer must have 8 outputs'). Now the classes are the model's 3 outputs, as in
+    Python: the same line naming the label, after the same reads."""
+    reads = load_callable(f"{world}/um_data.py:reads")
+    reads()
+    line = refused_cli(
+        capsys, world / "stray", "label 7 is outside 0..2", "--batch-size", "32",
+        "--data", f"{world}/um_data.py:stray_label", "--model", f"{world}/um_heads.py:lin3",
+    )  # fmt: skip
+    cli_reads = reads()
+    data = load_callable(f"{world}/um_data.py:stray_label")()
+    text = refused("label 7 is outside 0..2", load_callable(f"{world}/um_heads.py:lin3"), data,
+                   batch_size=32)  # fmt: skip
+    assert line == f"wdlab sweep: error: {text}" and text.startswith("data['train'] batch ")
+    assert cli_reads == reads() < 200 + 64 + 64  # no pass over every split
+    named = f"{world}/um_heads.py:lin3"  # wdlab.sweep given the factory's name: the same
+    assert refused("label 7", named, data, batch_size=32) == text and reads() == cli_reads
 
 
 def test_declared_classes_check_every_split_of_held_tensors():

@@ -174,11 +174,13 @@ def from_function(
     batch_size: int | None = None,
     progress: bool = False,
     task: str | None = None,
+    count_classes: bool = True,
 ) -> Dataset | StreamedData:
     """The splits ``make_data()`` returns (``target``: ``file.py:make_data``, loaded with its
     folder first on ``sys.path``): ``(X, y)`` tensors held in memory, or Datasets, DataLoaders,
-    factories streamed (:func:`stream_splits`, ``batch_size`` for bare Datasets). What the
-    function raises, or returns that is not a mapping of splits, is one ``ValueError`` line."""
+    factories streamed (:func:`stream_splits`, ``batch_size`` for bare Datasets,
+    ``count_classes`` as there). What the function raises, or returns that is not a mapping of
+    splits, is one ``ValueError`` line."""
     make = load_callable(target, "data function ")
     try:
         splits = make()
@@ -200,5 +202,6 @@ def from_function(
     if held(splits):
         return from_splits(splits, task=task, name=name, seed=seed, progress=progress)
     return stream_splits(
-        splits, batch_size=batch_size, seed=seed, task=task, name=name, progress=progress
-    )
+        splits, batch_size=batch_size, seed=seed, task=task, name=name, progress=progress,
+        count_classes=count_classes,
+    )  # fmt: skip

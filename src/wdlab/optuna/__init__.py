@@ -177,7 +177,7 @@ def search_config(
     _check_counts(n_trials, batch)
     t0 = time.perf_counter()
     t, d = config.train, config.decay
-    ds = load_data(config.data, t.batch_size or None, progress)
+    ds = load_data(config.data, t.batch_size or None, progress, model=config.model)
     settings = settings_of(config, d.decay_rule(), max_memory_mb, config.data.seed)
     model = config.model.factory or config.model.kind
     runner = _Search(model_spec(config.model, ds), ds, space, settings, model)

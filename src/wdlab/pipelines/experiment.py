@@ -25,6 +25,7 @@ from wdlab.data import (
 from wdlab.data.arrays import subsample_train
 from wdlab.decay import REFERENCE_MODE, get_mode
 from wdlab.models import ModelSpec
+from wdlab.pipelines.userdata import with_classes
 from wdlab.records import RunConfig
 
 
@@ -75,18 +76,33 @@ def _read_regular(p: Path) -> bytes:
         return fh.read()
 
 
-def load_data(data: DataConfig, batch_size: int | None = None, progress: bool = False) -> Any:
+def load_data(
+    data: DataConfig,
+    batch_size: int | None = None,
+    progress: bool = False,
+    *,
+    model: ModelConfig | None = None,
+) -> Any:
     """The data a config's ``[data]`` section describes: a Dataset (its training split subsampled to
     ``train_size`` rows when that is set), or, for ``file.py:make_data``, its splits held
     or streamed (:func:`wdlab.data.from_function`; ``batch_size`` for bare Datasets,
-    ``progress`` while a split is read)."""
+    ``progress`` while a split is read). Streamed classes that are not declared are found from
+    ``model`` as :func:`wdlab.sweep` finds them (:func:`wdlab.pipelines.userdata.with_classes`;
+    ``None``: counted)."""
     if is_data_function(data.source):
         if data.train_size:
             raise ValueError("data.train_size applies to built-in sources and tables")
-        return from_function(
+        ds = from_function(
             data.source, seed=data.seed, batch_size=batch_size, progress=progress,
-            task=data.task,
+            task=data.task, count_classes=model is None,
         )  # fmt: skip
+        if model is None:
+            return ds
+
+        def spec(_model: object, d: Any, _timeout: object) -> tuple[ModelSpec, str]:
+            return model_spec(model, d), model.factory or model.kind
+
+        return with_classes(ds, model.factory or model.kind, model.factory_timeout, spec)
     ds = _load(data)
     if data.train_size:
         ds = subsample_train(ds, data.train_size, data.seed, "data.train_size")

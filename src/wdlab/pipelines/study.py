@@ -122,7 +122,7 @@ def _prepare(
     if missing:
         valid = ", ".join(DIAGNOSTICS) or "none in this wdlab"
         raise ValueError(f"train.diagnostics: {missing[0]!r} is not available; valid: {valid}")
-    ds = load_data(config.data, config.train.batch_size or None, progress)
+    ds = load_data(config.data, config.train.batch_size or None, progress, model=config.model)
     spec = model_spec(config.model, ds)
     train_kwargs = config.train.train_kwargs(shuffle_seed=config.data.seed)
     train_kwargs |= config.decay.train_kwargs()  # the rule, wd schedule and groups' own wds

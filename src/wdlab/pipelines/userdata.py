@@ -19,7 +19,7 @@ from wdlab.data.arrays import check_labels
 from wdlab.data.batches import call
 from wdlab.data.streamed import count_classes
 from wdlab.inputs import shapes
-from wdlab.models import ModelSpec
+from wdlab.models import ModelSpec, resolve_factory
 from wdlab.tasks import TASKS
 from wdlab.warn import warn_user
 
@@ -61,7 +61,7 @@ def with_classes(
     ``resolve(model, ds, timeout)`` gives the model's spec."""
     if not isinstance(ds, StreamedData) or ds.task != "multiclass" or ds.n_classes:
         return ds
-    factory = model if callable(model) and not isinstance(model, ModelSpec) else None
+    factory = _factory(model)
     if factory is None or "out_dim" in _parameters(factory):
         counted = max(
             count_classes(k, s.source, s.seed, s.progress)
@@ -84,6 +84,14 @@ def with_classes(
     if width < 1:
         raise ValueError(f"the model's outputs have shape {tuple(out.shape)}: no classes")
     return ds.with_classes(int(width))
+
+
+def _factory(model: Any) -> Callable[..., Any] | None:
+    """The user's factory ``model`` is or names (``file.py:make``, as ``wdlab sweep --model``
+    gives it); None for a built-in kind or a ModelSpec."""
+    if isinstance(model, str) and ":" in model:
+        return resolve_factory(model)
+    return model if callable(model) and not isinstance(model, ModelSpec) else None
 
 
 def fit_outputs(
