@@ -87,7 +87,7 @@ def test_rungs():
     assert Prune().rungs(27, 3) == (1, 4, 10) and Prune().rungs(100, 10) == (11, 41)
     assert Prune(eta=np.int64(2)).eta == 2 and type(Prune(eta=np.int64(2)).eta) is int
     assert setting(0) is None
-    with pytest.raises(ValueError, match="and an evaluation every 10 epochs"):
+    with pytest.raises(ValueError, match="and one every 10 epochs leaves none before the last"):
         Prune(first_rung=5).rungs(10, 10)
 
 
@@ -184,6 +184,9 @@ def test_pruned_runs_are_stored_pruned_at_their_rung(swept):
             assert {r.status for r in rs} == {"done"}  # the reference is never pruned
     stored = _rows(root / "pruned", "SELECT status, epochs FROM runs WHERE status = 'pruned'")
     assert sorted(e for _, e in stored) == sorted(r.epochs for r in stopped)
+    df = pruned.to_pandas()  # the epochs each run trained, a pruned one's its rung
+    assert sorted(df[df.status == "pruned"].epochs) == sorted(r.epochs for r in stopped)
+    assert set(df[df.status == "done"].epochs) == {27}
 
 
 def _cells(runs):
@@ -319,6 +322,24 @@ def test_the_python_api_prunes_too(tmp_path):
         (["--prune", "--prune-eta", "1"], "train.prune_eta: expected an integer >= 2, got 1"),
         (["--prune", "--prune-rung", "27"], "prune: the first rung (27 epochs) is not before"),
         (["--prune", "--epochs", "2"], "prune: 2 epochs leave no rung before the last"),
+        (
+            ["--prune", "--epochs", "1"],
+            "prune: a rung falls between two epochs, and the training is 1 epoch; train 2 or more",
+        ),
+        (
+            [
+                "--prune",
+                "--early-stopping",
+                "--eval-every",
+                "5",
+                "--epochs",
+                "6",
+                "--prune-rung",
+                "2",
+            ],
+            "a rung falls on an evaluation, and one every 5 epochs leaves none before the "
+            "last of 6 epochs; evaluate more often",
+        ),
         (["--prune", "--lr", "0.01", "--wd", "0,1e-2"], "prune: the grid has 1 cell to rank"),
         (["--prune", "--data", "seed-noise"], "ranks on the validation split, and the data has"),
     ],
@@ -329,6 +350,37 @@ def test_bad_pruning_is_one_line_and_stores_nothing(tmp_path, capsys, extra, mes
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1 and message in err[0], err
     assert not out.exists() or list(out.iterdir()) == []  # no store, no file
+
+
+def test_a_first_rung_moved_onto_an_evaluation_is_said(tmp_path):
+    """With early stopping a rung falls on an evaluation: a first rung of 2 with evaluations
+    after epochs 1, 6, 11 is at 6, and a warning says so (it moved silently)."""
+    with pytest.warns(UserWarning, match="the first rung moves from epoch 2 to 6"):
+        res = wdlab.sweep("mlp", "wine", lr=0.01, weight_decay=[0, 1e-3, 1e-2, 1e-1],
+                          epochs=12, early_stopping=True, eval_every=5,
+                          prune={"first_rung": 2}, out=tmp_path / "s")  # fmt: skip
+    assert res.halving["rungs"] == [6]
+
+
+def test_a_pruned_sweep_that_stopped_nothing_says_so():
+    """The compute line of a pruned sweep that kept every cell: the full grid's compute, and
+    "stopped no cell" (it printed nothing, as for a sweep without pruning)."""
+    from wdlab.report.text import compute_text
+
+    comp = {"configuration_epochs": 36, "full_grid_epochs": 36, "row_steps": 72}
+    comp |= {"full_grid_row_steps": 72, "fraction": 1.0}
+    halving = {"compute": comp, "eta": 3, "rungs": [6], "decisions": [{"pruned": 0}]}
+    line = compute_text(halving)
+    assert line.startswith("compute: 36 of the full grid's 36 configuration-epochs (100%)")
+    assert line.endswith("successive halving (eta = 3, rungs after 6 epochs) stopped no cell")
+    assert compute_text({"compute": comp}) == ""  # no pruning, the full grid: nothing to say
+    halving["decisions"] = [{"pruned": 1}]
+    assert compute_text(halving).endswith("stopped 1 cell")
+
+
+def test_prune_takes_1_and_0_as_true_and_false():
+    assert setting(1) == setting(True) == Prune() and setting(0) is setting(False) is None
+    assert setting(np.int64(1)) == Prune()
 
 
 def test_bad_pruning_in_python_is_a_value_error(tmp_path):
@@ -573,6 +625,64 @@ def test_cells_tied_at_the_cut_are_ranked_by_the_smaller_weight_decay():
         "pruned: not in the best 1/3",
     ]  # fmt: skip
     assert {c.weight_decay for c in pruned} == {1e-3, 3e-3, 1e-2, 0.1, 1.0, 3.0}
+
+
+def test_equal_cells_of_two_modes_are_cut_by_the_modes_name_not_the_order_given():
+    """SGD's coupled and builtin decay are the same runs: of a cell of each scoring alike at
+    the cut, the documented tie-break keeps the mode first by name, whichever mode was listed
+    first (the first listed went on and the other stopped, found by a new-user trial)."""
+    acc = {1e-4: 0.9, 1e-3: 0.8, 1e-2: 0.5, 0.1: 0.4}  # 8 cells: the best 3 split a pair
+    grid = [(m, wd, a) for wd, a in acc.items() for m in ("coupled", "builtin")]
+
+    def decision(order):
+        waiting = [
+            _run(m, 0.01, wd, s, [0.5, a + 0.01 * s])
+            for m, wd, a in sorted(grid, key=lambda g: order.index(g[0]))
+            for s in range(3)
+        ]
+        detail, _ = decide([], waiting, 2, Prune(), Criterion("acc", "accuracy", True))
+        return {(c["mode"], c["weight_decay"]): c["why"] for c in detail["cells"]}
+
+    first, second = decision(["coupled", "builtin"]), decision(["builtin", "coupled"])
+    assert first == second
+    assert first[("builtin", 1e-3)] == "kept: in the best 1/3"
+    assert first[("coupled", 1e-3)] == "pruned: not in the best 1/3"
+
+
+def test_means_equal_but_for_float32_rounding_are_tied():
+    """Accuracies held in float32: 335 and 339 right of 360 average to 337/360 a few float32
+    ulps away from 337 and 337's; a cell is not ranked ahead of an equal one by that
+    rounding, so the smaller weight decay is first, as the tie rule says."""
+    f32 = lambda n: float(torch.tensor(n / 360, dtype=torch.float32))  # noqa: E731
+    seeds = {1e-5: (337, 337), 1e-4: (337, 337), 1.0: (335, 339), 0.1: (300, 300)}
+    waiting = [
+        _run("decoupled", 0.01, wd, s, [0.5, f32(n)])
+        for wd, ns in seeds.items()
+        for s, n in enumerate(ns)
+    ]
+    detail, _ = decide([], waiting, 2, Prune(eta=4), Criterion("acc", "accuracy", True))
+    assert [c["weight_decay"] for c in detail["cells"][:3]] == [1e-5, 1e-4, 1.0]
+    assert detail["cells"][0]["why"] == "kept: best"
+
+
+def test_a_pruned_cell_whose_other_seeds_stopped_early_counts_in_the_bonferroni_m():
+    """Early stopping and pruning: a cell whose seeds 0 and 2 stopped early (``done``) before
+    the rung that pruned seed 1 was stopped at a rung; it counts in m as every pruned cell does
+    (it was left out: 0.05/2 where the unpruned sweep has 0.05/3, found by a new-user trial).
+    A cell with a diverged seed is no candidate, pruned or not."""
+    from wdlab.selection import select
+
+    done = ("done", "done")
+    status = {1e-4: done, 1e-3: done, 1.0: ("done", "pruned"), 3.0: ("pruned", "diverged")}
+    runs = [_run("none", 0.01, 0.0, s, [0.5, 0.8], "done") for s in range(3)]
+    runs += [
+        _run("decoupled", 0.01, w, s, [0.5, 0.9 - w / 10], st[s % 2])
+        for w, st in status.items()
+        for s in range(3)
+    ]
+    (row,) = [r for r in select(runs, "multiclass") if r["mode"] == "decoupled"]
+    assert row["pruned"] == 1
+    assert row["level"] == pytest.approx(0.05 / 3)
 
 
 def test_a_process_writes_the_weights_of_the_runs_it_holds_only(tmp_path, monkeypatch):

@@ -21,8 +21,12 @@ all seeds of a cell go on or stop together. Kept: the best ⌈n/η⌉ of the n c
 cell within one standard error of the best (the paired standard error of their seed-by-seed
 differences, as the selection's test pairs seeds; none with one seed), and every wd = 0 cell
 (the reference the verdict needs: never ranked, never pruned). A cell with a seed that
-diverged (or no finite score) is pruned: the selection could not choose it. Ties in the mean
-go to the smaller weight decay, then the smaller lr.
+diverged (or no finite score) is pruned: the selection could not choose it. Means are ranked
+to six significant digits (:func:`_level`), so two cells with the same count of the same rows
+right are equal whatever float32 rounding their means took; equal means go to the smaller
+weight decay, then the smaller lr, then the mode's name (not the order the modes were given),
+so the cut keeps exactly ⌈n/η⌉ (ties at a small validation split's accuracy are common, and
+keeping every tie would keep most of the grid).
 
 **Where the ranking happens.** Across the whole study, at a barrier: a rung is decided once
 every run still training has reached it (:func:`wdlab.pipelines.segments.decide_rungs`), so a
@@ -86,12 +90,26 @@ class Prune:
         evaluated = {1 + -(-(e - 1) // eval_every) * eval_every for e in raw}
         out = sorted(e for e in evaluated if e < epochs)
         if not out:
-            every = f" and an evaluation every {eval_every} epochs" if eval_every > 1 else ""
-            raise ValueError(
-                f"prune: {epochs} epochs leave no rung before the last with eta = {eta}{every}; "
-                "train more epochs, or set a first rung (prune_rung, --prune-rung)"
-            )
+            raise self._no_rung(epochs, eval_every)
         return tuple(out)
+
+    def _no_rung(self, epochs: int, eval_every: int) -> ValueError:
+        """Why ``epochs`` leave no rung, and what would give one."""
+        n = f"{epochs} epoch" + "s" * (epochs != 1)
+        if epochs < 2:
+            why = f"a rung falls between two epochs, and the training is {n}; train 2 or more"
+        elif eval_every > 1:
+            why = (
+                f"with early stopping a rung falls on an evaluation, and one every {eval_every} "
+                f"epochs leaves none before the last of {n}; evaluate more often (eval_every, "
+                "--eval-every) or train more epochs"
+            )
+        else:
+            why = (
+                f"{n} leave no rung before the last with eta = {self.eta}; train more epochs, "
+                "or set a first rung (prune_rung, --prune-rung)"
+            )
+        return ValueError(f"prune: {why}")
 
 
 def rung_spacing(train: Mapping[str, Any]) -> int:
@@ -108,11 +126,11 @@ def _integer(v: object) -> int | None:
 
 
 def setting(value: bool | Prune | Mapping[str, Any] | None) -> Prune | None:
-    """``prune=`` as given to :func:`wdlab.sweep`: True (the defaults), a :class:`Prune`, a
-    mapping of its fields, or False / None (no pruning)."""
-    if value is None or value is False or (value == 0 and not isinstance(value, Prune)):
+    """``prune=`` as given to :func:`wdlab.sweep`: True or 1 (the defaults), a :class:`Prune`,
+    a mapping of its fields, or False, 0 or None (no pruning)."""
+    if value is None or value is False or _integer(value) == 0:
         return None
-    if value is True:
+    if value is True or _integer(value) == 1:
         return Prune()
     if isinstance(value, Prune):
         return value
@@ -149,7 +167,8 @@ def check_cells(configs: Sequence[RunConfig]) -> None:
     ranked = {cell_of(c) for c in configs if not reference(cell_of(c))}
     if len(ranked) < 2:
         raise ValueError(
-            f"prune: the grid has {len(ranked)} cell to rank (mode × lr × weight decay > 0); "
+            f"prune: the grid has {len(ranked)} cell{'s' * (len(ranked) != 1)} to rank "
+            "(mode × lr × weight decay > 0); "
             "successive halving needs at least 2"
         )
 
@@ -161,6 +180,12 @@ def _scores(runs: Sequence[RunResult], c: Criterion) -> Scores:
         scored = r if r.status == "diverged" else dataclasses.replace(r, status="done")
         out[r.config.seed] = run_scores(scored, c)
     return out
+
+
+def _level(mean: float) -> float:
+    """A score as ranked: to six significant digits, so two cells that score alike (the same
+    count of the same rows right) are equal whatever float32 rounding their means took."""
+    return float(f"{mean:.6g}") if math.isfinite(mean) else math.nan
 
 
 def _mean(s: Scores) -> float:
@@ -184,15 +209,12 @@ def decide(
             by_cell.setdefault(cell_of(r.config), []).append(r)
     scores = {cell: _scores(rs, c) for cell, rs in by_cell.items()}
     sign = -1 if c.higher else 1
+    level = {cell: sign * _level(_mean(scores[cell])) for cell in by_cell}
     ranked = sorted(
         (cell for cell in by_cell if not reference(cell)),
-        key=lambda cell: (
-            math.isnan(_mean(scores[cell])),
-            sign * _mean(scores[cell]),
-            cell[2:0:-1],
-        ),
+        key=lambda cell: (math.isnan(level[cell]), level[cell], cell[2], cell[1], cell[0]),
     )
-    finite = [cell for cell in ranked if math.isfinite(_mean(scores[cell]))]
+    finite = [cell for cell in ranked if math.isfinite(level[cell])]
     top = finite[: max(1, math.ceil(len(finite) / prune.eta))] if finite else []
     rows, pruned = [], []
     for cell in [*ranked, *(cell for cell in by_cell if reference(cell))]:

@@ -18,9 +18,8 @@ The rule (documented in the README, tested in ``tests/test_selection.py``):
   weight decay. Weight decay *a* is compared with *b* by a **one-sided paired t-test** on their
   seed-by-seed differences (over the seeds both have): ``t = mean(d) / (stdev(d) / √n)`` with
   n − 1 degrees of freedom (:mod:`wdlab.stats`, no scipy). Differences with no spread beyond
-  float32 rounding make t infinite: the same lead on every seed counts (p = 0), no lead at all
-  is a tie (p = 1). (Seeds that duplicate each other would make such spurious leads: a model
-  factory that gives two seeds the same weights is refused at the start.)
+  float32 rounding: the same lead on every seed takes the exact sign-flip test, p = 1/2^n; no
+  lead is a tie (p = 1). (Two seeds with the same weights are refused at the start.)
 * **Ties.** A weight decay ties with the best mean unless the best beats it in that test at
   level :data:`ALPHA` (with one seed: unless the means differ at all). Among the weight decays
   that tie with the best mean, the **smallest** is chosen (wd = 0 included when the mode's grid
@@ -150,9 +149,9 @@ def describe(c: Criterion, seeds: int = 0, pruned: int = 0) -> str:
     )
     return (
         f"chosen on validation {c.name} ({over}, each run {epoch}) {among}: the smallest one "
-        "that the best mean does not beat in a one-sided "
-        f"paired t-test over seeds ({ALPHA:.0%}); 'better than wd = 0' needs at least "
-        f"{MIN_SEEDS} seeds and that test at {ALPHA:.0%} / (the number of weight decays swept), "
+        f"that the best mean does not beat in a one-sided paired t-test over seeds ({ALPHA:.0%}); "
+        f"'better than wd = 0' needs at least {MIN_SEEDS} seeds and that test at {ALPHA:.0%} / "
+        "(the number of weight decays swept), "
         f"so at most a {ALPHA:.0%} chance per (mode, lr) of claiming a gain that is not there"
     )
 
@@ -246,8 +245,7 @@ def _candidates(by_wd: Mapping[float, Scores]) -> dict[float, Scores]:
 
 
 def family(by_wd: Mapping[float, Scores], pruned: int = 0) -> int:
-    """m: how many weight decays > 0 compete (the Bonferroni divisor of ALPHA), at least 1;
-    ``pruned``: those stopped at a rung, which were compared too."""
+    """m, the Bonferroni divisor: the weight decays > 0 competing and ``pruned`` ones, >= 1."""
     return max(1, sum(w != 0 for w in _candidates(by_wd)) + pruned)
 
 
@@ -446,5 +444,7 @@ def unanswered(
 
 
 def _pruned_cells(wds: Mapping[float, Sequence[RunResult]]) -> int:
-    """How many weight decays > 0 of one (mode, lr) successive halving stopped at a rung."""
-    return sum(w != 0 and all(r.status == "pruned" for r in rs) for w, rs in wds.items())
+    """How many weight decays > 0 of one (mode, lr) successive halving stopped at a rung: a
+    cell with a run stored ``pruned`` (seeds may have stopped early first), none diverged."""
+    stats = [{r.status for r in rs} for w, rs in wds.items() if w != 0]
+    return sum("pruned" in s and "diverged" not in s for s in stats)

@@ -154,8 +154,8 @@ class SweepResult(Result):
         return build_trained(self, seed, mode, lr, weight_decay, factory)
 
     def to_pandas(self) -> Any:
-        """Tidy runs: a pandas DataFrame with one row per run (configuration, status, final
-        metrics including ``tau_iter``/``tau_epoch``, best epoch, seconds)."""
+        """Tidy runs: a pandas DataFrame with one row per run (configuration, status, epochs
+        trained, final metrics including ``tau_iter``/``tau_epoch``, best epoch, seconds)."""
         pd = require("pandas", "SweepResult.to_pandas()")
         return pd.DataFrame([run_row(r) for r in self.runs])
 
@@ -211,7 +211,8 @@ class SweepResult(Result):
 
 
 def run_row(run: RunResult) -> dict[str, Any]:
-    """One run as a flat dict: configuration, status, final metrics, best epoch, seconds."""
+    """One run as a flat dict: configuration, status, epochs trained, final metrics, best
+    epoch, seconds."""
     c = run.config
     row: dict[str, Any] = {
         "mode": c.mode,
@@ -222,6 +223,7 @@ def run_row(run: RunResult) -> dict[str, Any]:
         "label": c.name,
         **{f"option_{k}": v for k, v in c.options},
         "status": run.status,
+        "epochs": run.epochs,  # epochs trained (fewer where pruned or stopped early)
         "diverged_epoch": run.diverged_epoch,
     }
     row |= dict(run.final)

@@ -161,9 +161,11 @@ def verdict_summary(sel: Sequence[Mapping[str, Any]]) -> str:
 
 def compute_text(halving: Mapping[str, Any]) -> str:
     """The compute a sweep used against the full grid's, and why it is less (successive
-    halving's rungs, early stopping), in one sentence; "" where it trained the full grid."""
+    halving's rungs, early stopping), in one sentence; "" where it trained the full grid
+    without pruning (a pruned sweep that stopped nothing says so)."""
     comp = halving.get("compute")
-    if not comp or comp["configuration_epochs"] >= comp["full_grid_epochs"]:
+    full = comp and comp["configuration_epochs"] >= comp["full_grid_epochs"]
+    if not comp or (full and not halving.get("rungs")):
         return ""
     why = []
     if halving.get("rungs"):
@@ -174,10 +176,10 @@ def compute_text(halving: Mapping[str, Any]) -> str:
             rungs += f" ({', '.join(f'{s:,}' for s in halving['rung_steps'])} steps)"
         why.append(
             f"successive halving (eta = {halving['eta']}, rungs after {rungs}) stopped "
-            f"{pruned} cells"
+            f"{_count(pruned, 'cell')}"
         )
     if halving.get("stopped_early"):
-        why.append(f"early stopping stopped {halving['stopped_early']} runs")
+        why.append(f"early stopping stopped {_count(halving['stopped_early'], 'run')}")
     because = "".join(f"; {w}" for w in why)
     so_far = " (the finished runs' so far)" if comp.get("finished_only") else ""
     return (
@@ -185,6 +187,11 @@ def compute_text(halving: Mapping[str, Any]) -> str:
         f"{comp['full_grid_epochs']:,} configuration-epochs ({comp['fraction']:.0%}), "
         f"{comp['row_steps']:,} of {comp['full_grid_row_steps']:,} row-steps{because}"
     )
+
+
+def _count(n: int, noun: str) -> str:
+    """``n`` of ``noun``: "no cell", "1 cell", "16 cells"."""
+    return f"no {noun}" if n == 0 else f"{n:,} {noun}{'s' * (n != 1)}"
 
 
 def short(v: Any) -> str:
