@@ -516,6 +516,27 @@ def test_inputs_that_change_structure_mid_stream_are_one_line():
         r"batch 1 \(epoch 0\): inputs are tuple \(3 float32\), the first were tensor 3 float32",
         lambda: list(data.streams["train"].epoch(0)),
     )
+    _one_line(  # another split is held to the training split's inputs, and says so
+        r"^data\['val'\] batch 1 \(evaluation\): inputs are tuple \(3 float32\), data\['train'\]'s "
+        r"were tensor 3 float32: every split must give its inputs the same way",
+        lambda: list(data.streams["val"].evaluation()),
+    )
+
+
+def test_splits_whose_inputs_come_differently_name_the_split_they_differ_from():
+    """Only the training DataLoader's collate_fn makes a dict: the line names data['train'] as
+    the split whose inputs were a dict (it said 'the first were'), and asks for one way."""
+
+    def as_dict(items):
+        xs, ys = zip(*items, strict=True)
+        return {"x": torch.stack(xs)}, torch.stack(ys)
+
+    train = DataLoader(Augmented(20), batch_size=5, collate_fn=as_dict)
+    _one_line(
+        r"^data\['val'\]: inputs are tensor 6 float32, data\['train'\]'s were dict \{x: 6 "
+        r"float32\}: every split must give its inputs the same way \(the same collate_fn\)$",
+        lambda: stream_splits(splits(train), n_classes=2),
+    )
 
 
 # -- CUDA ------------------------------------------------------------------------------------------

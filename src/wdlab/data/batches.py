@@ -77,12 +77,19 @@ class Layout:
             tuple(p.dtype for p in ps),
         )
 
-    def check(self, x: Inputs, where: str) -> None:
-        """A one-line ``ValueError`` when ``x`` is not structured like the first batch (shapes
-        may vary: sequences of another length)."""
+    def check(self, x: Inputs, where: str, split: str | None = None) -> None:
+        """A one-line ``ValueError`` when ``x`` is not structured like the first batch, or like
+        split ``split``'s inputs, which this layout was read from (shapes may vary: sequences
+        of another length)."""
         other = Layout.of(x)
-        if (other.kind, other.names) != (self.kind, self.names):
+        if (other.kind, other.names) == (self.kind, self.names):
+            return
+        if split is None:
             raise ValueError(f"{where}: inputs are {other.describe()}, the first were {self}")
+        raise ValueError(
+            f"{where}: inputs are {other.describe()}, data[{split!r}]'s were {self}: every split "
+            "must give its inputs the same way (the same collate_fn)"
+        )
 
     @property
     def in_shape(self) -> tuple[int, ...]:

@@ -167,7 +167,7 @@ class Stream:
     def _prepared(self, raw: object, where: str) -> Batch:
         x, y = batch_of(raw, where)
         if self.layout is not None:
-            self.layout.check(x, where)
+            self.layout.check(x, where, None if self.split == "train" else "train")
         row = "row {} of that batch (a DataLoader's rows are not the dataset's indices)"
         check_values(f"{where} inputs", x, row)  # before float64 is rounded to float32
         x = as_inputs(x)

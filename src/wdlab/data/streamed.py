@@ -381,7 +381,7 @@ def stream_splits(
     samples = {k: sample(k, s, seed) for k, s in sources.items()}
     layout = Layout.of(samples["train"][0])
     for k, (x, _) in samples.items():
-        layout.check(x, f"data[{k!r}]")
+        layout.check(x, f"data[{k!r}]", "train")
     task = task or ("regression" if samples["train"][1].is_floating_point() else "multiclass")
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
