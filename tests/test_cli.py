@@ -153,6 +153,26 @@ def test_a_run_with_a_wd_schedule_or_group_wd_trains_and_bad_values_are_one_line
         assert fragment in err and err.count("\n") == 1, err
 
 
+def test_no_weight_decay_or_lr_given_is_said_in_one_line(tmp_path, capsys):
+    """An empty list of weight decays (or of learning rates) is named as none given, from
+    Python, flags and a TOML file alike (it said 'weight decays must be finite numbers >= 0,
+    got []'); nothing is written."""
+    import wdlab
+
+    none = "decay.weight_decay: no weight decay was given; give at least one"
+    with pytest.raises(ValueError, match=f"^{none}"):
+        wdlab.sweep("linear", "wine", weight_decay=[], epochs=1)
+    with pytest.raises(ValueError, match=r"^train\.lr: no learning rate was given"):
+        wdlab.sweep("linear", "wine", lr=[], epochs=1)
+    (tmp_path / "empty.toml").write_text("[decay]\nweight_decay = []\n")
+    out = str(tmp_path / "s")
+    for argv in (["--wd="], [str(tmp_path / "empty.toml")]):
+        assert main(["sweep", "--data", "wine", "--epochs", "1", "--out", out, *argv]) == 2
+        err = capsys.readouterr().err
+        assert err == f"wdlab sweep: error: {none}, e.g. [0, 1e-4]\n"
+    assert not (tmp_path / "s").exists()
+
+
 def test_every_default_is_shown_in_help():
     """Each flag with a default says it in its help: ``(default: …)``; the experiment flags
     show the schema's default (their own argparse default is None: a given flag wins)."""

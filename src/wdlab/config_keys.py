@@ -254,14 +254,18 @@ def _modes(v: Any, key: str) -> list[str]:
 
 def _wds(v: Any, key: str) -> list[float]:
     values = parse_float_list(v, key)
-    if not values or any(not math.isfinite(w) or w < 0 for w in values):
+    if not values:
+        raise ValueError(f"{key}: no weight decay was given; give at least one, e.g. [0, 1e-4]")
+    if any(not math.isfinite(w) or w < 0 for w in values):
         raise ValueError(f"{key}: weight decays must be finite numbers >= 0, got {_short(v)}")
     return _float32(values, key, "weight decay")
 
 
 def _lrs(v: Any, key: str) -> list[float]:
     values = parse_float_list(v, key)
-    if not values or any(not math.isfinite(w) or w <= 0 for w in values):
+    if not values:
+        raise ValueError(f"{key}: no learning rate was given; give at least one, e.g. [1e-3]")
+    if any(not math.isfinite(w) or w <= 0 for w in values):
         raise ValueError(f"{key}: learning rates must be numbers > 0, got {_short(v)}")
     return _float32(values, key, "learning rate")
 
