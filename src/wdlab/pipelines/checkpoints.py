@@ -10,7 +10,8 @@ study directory as ``checkpoints/<name>.pt``.
 * **Read safely**: ``torch.load(weights_only=True)`` (tensors and plain data only, never code),
   then checked to be a batch state of this study's configurations. A file that cannot be read
   or is not one is refused in one line (:class:`CheckpointError`) naming the file and what to
-  do: wdlab neither guesses nor silently trains those runs again, and nothing stored changes.
+  do: wdlab neither guesses nor silently trains those runs again, and nothing stored changes
+  but the release of a dead process's claim on its runs (the takeover that found the file).
 * **Only wdlab's files**: every file written is recorded in ``checkpoints/.wdlab-files.json``
   (:mod:`wdlab.pipelines.outputs`) for the study; a file of that name that wdlab did not write
   there is never replaced nor removed. A file no unfinished run needs any more is removed.
@@ -46,7 +47,8 @@ DIRNAME = "checkpoints"
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file that cannot be used (one line; nothing stored is changed)."""
+    """A checkpoint file that cannot be used (one line; nothing stored is changed but a dead
+    process's claim on its runs, released)."""
 
 
 def folder(directory: str | Path) -> Path:
