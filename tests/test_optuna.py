@@ -218,6 +218,28 @@ def test_a_dataset_with_a_random_transform_is_read_afresh_each_epoch():
     assert "fingerprint" in result.study.user_attrs["wdlab"]
 
 
+def test_one_make_loader_is_the_data_of_every_split():
+    """A single ``make_loader(split, seed, epoch)`` given as data is the factory of every split,
+    as in wdlab.sweep: the trials are told what the mapping of the three splits to it gives."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(120, 6, generator=g)
+    y = (X[:, 0] + 0.5 * X[:, 1] > 0).long()
+
+    def make_loader(split, seed, epoch):
+        part = {"train": slice(0, 80), "val": slice(80, 100), "test": slice(100, 120)}[split]
+        order = torch.Generator().manual_seed(seed * 1000 + epoch)
+        ds = torch.utils.data.TensorDataset(X[part], y[part])
+        return torch.utils.data.DataLoader(ds, batch_size=16, shuffle=False, generator=order)
+
+    every = {split: make_loader for split in ("train", "val", "test")}
+    told = [
+        [t.value for t in wo.optimize(study(), _mlp, data, {"lr": SPACE["lr"]}, n_trials=2,
+                                      batch=2, epochs=2).study.trials]
+        for data in (make_loader, every)
+    ]  # fmt: skip
+    assert told[0] == told[1] and all(math.isfinite(v) for v in told[0])
+
+
 def _wine_mlp(seed=0):
     torch.manual_seed(seed)
     return torch.nn.Sequential(torch.nn.Linear(13, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
