@@ -20,6 +20,7 @@ from wdlab.pipelines.timescale import (
     run_timescale,
 )
 from wdlab.records import RunConfig
+from wdlab.report.timescale import timescale_figure
 from wdlab.timescale import explain, timescales
 from wdlab.trainer import train
 
@@ -240,6 +241,10 @@ def test_timescale_cli_writes_json_and_figure(tmp_path, capsys):
     assert doc["settings"]["sizes"] == [40, 80, 160] and len(doc["runs"]) == 3 * 15 * 2
     assert (tmp_path / "timescale.png").stat().st_size > 0
     assert json.loads((tmp_path / "timescale.json").read_text())["kind"] == "timescale"
+    fig = timescale_figure(doc)  # its log axes are labelled in numbers, not mathtext as code
+    fig.savefig(tmp_path / "again.png")
+    ticks = [t.get_text() for ax in fig.axes for t in ax.get_xticklabels() + ax.get_yticklabels()]
+    assert any(ticks) and not any("mathdefault" in t or "$" in t for t in ticks)
     assert main(["timescale", "--smallest", "5000"]) == 2
     assert "largest size" in capsys.readouterr().err
     for bad in (["--hidden", "64,x"], ["--hidden", "0"], ["--seeds", "0"], ["--lr", "nan"]):
