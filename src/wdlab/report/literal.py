@@ -12,7 +12,7 @@ from typing import ParamSpec, TypeVar
 
 from matplotlib import rc_context
 from matplotlib.figure import Figure
-from matplotlib.ticker import LogFormatter
+from matplotlib.ticker import LogFormatter, LogFormatterMathtext
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -34,9 +34,11 @@ def literal(draw: Callable[P, R]) -> Callable[P, R]:
 
 
 def _plain_log_ticks(fig: Figure) -> None:
-    """Every log axis of ``fig`` labelled by matplotlib's plain-text log formatter."""
+    """Every log axis of ``fig`` that matplotlib labels in mathtext labelled by its plain-text
+    log formatter instead (a figure's own formatter is kept)."""
     for ax in fig.axes:
         for axis in (ax.xaxis, ax.yaxis):
-            if axis.get_scale() in ("log", "symlog"):
+            if isinstance(axis.get_major_formatter(), LogFormatterMathtext):
                 axis.set_major_formatter(LogFormatter())
+            if isinstance(axis.get_minor_formatter(), LogFormatterMathtext):
                 axis.set_minor_formatter(LogFormatter(labelOnlyBase=False))
