@@ -16,7 +16,7 @@ from wdlab.pipelines import DemoSettings, SweepResult, build_report, run_demo, r
 from wdlab.records import Check, Result, use_wd
 from wdlab.report.figures import FIGURES
 from wdlab.report.html import write_report
-from wdlab.report.text import short, verdict_summary
+from wdlab.report.text import short, verdict_summary, verdict_text
 from wdlab.selection import GAIN, NO_GAIN
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -328,6 +328,11 @@ def test_the_table_the_wd_plot_and_the_heatmap_mark_the_same_cells():
     rows = [ln.split() for ln in answer.splitlines() if ln.startswith(("l2 ", "decoupled "))]
     assert [r[2] for r in rows] == ["0"] * 4 and text.count(": use wd = 0") == 4
     assert "use wd = 0" in verdict_summary(none.selection)
+    # the val and test a "use wd 0" row shows are the chosen 1e-4's: the row names it (a
+    # new-user trial read them as wd = 0's)
+    assert text.count("(val and test: wd 0.0001): use wd = 0") == 4
+    zero = {**none.selection[0], "weight_decay": 0.0}
+    assert "val and test" not in verdict_text(zero)  # shown are wd = 0's own: nothing to name
 
 
 def test_each_heatmap_panel_has_its_own_colour_scale_and_the_caption_gives_it():

@@ -127,14 +127,17 @@ def answer_line(s: Mapping[str, Any], tau: bool = True) -> str:
 
 def verdict_text(s: Mapping[str, Any]) -> str:
     """A row's verdict, ending in what to do where decay gained nothing measurable: use wd = 0
-    (a weight decay that gains nothing is no answer, however small)."""
+    (a weight decay that gains nothing is no answer, however small), naming the weight decay
+    whose numbers the row shows where that is another."""
     if is_reference(s) or s.get("better_than_zero"):
         return str(s["verdict"])
     if s["verdict"] == NO_REFERENCE:  # a partial study: no advice before wd = 0 is trained
         return f"{NO_REFERENCE} yet"
     if s["verdict"] == ALL_PRUNED:  # nothing was compared: no advice at this (mode, lr)
         return ALL_PRUNED
-    return f"{s['verdict']}: use wd = 0"
+    chosen = s["weight_decay"]  # the row's val and test: the chosen one's, named where not 0
+    shown = f" (val and test: wd {short(chosen)})" if chosen != use_wd(s) else ""
+    return f"{s['verdict']}{shown}: use wd = 0"
 
 
 def use_cell(s: Mapping[str, Any]) -> str:
