@@ -247,3 +247,20 @@ def test_short_notation():
         "1e3",
         "—",
     ]
+
+
+def test_a_mode_swept_at_wd_0_only_says_no_weight_decay_was_swept():
+    """A decaying mode with only wd = 0 in its grid compared nothing with wd = 0: its row says
+    so, with no p-value and no "use wd = 0" advice (it said "no measurable gain", a verdict
+    no test had made; found by a new-user trial), and so does the summary."""
+    from wdlab.records import NONE_SWEPT, use_text
+    from wdlab.report.text import verdict_summary, verdict_text
+
+    runs = [run("coupled", 0.0, s, 0.8 + 0.01 * s) for s in range(3)]
+    (r,) = select(runs, "multiclass")
+    assert r["verdict"] == NONE_SWEPT and not r["better_than_zero"]
+    assert math.isnan(r["p_value"]) and verdict_text(r) == NONE_SWEPT
+    assert use_text(r) == "no wd > 0 swept, none compared with wd = 0"
+    assert verdict_summary([r]).startswith("no weight decay > 0 was swept")
+    swept = select([*runs, *(run("coupled", 0.1, s, 0.8) for s in range(3))], "multiclass")
+    assert swept[0]["verdict"] != NONE_SWEPT  # with a wd > 0 in the grid: tested as ever

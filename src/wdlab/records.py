@@ -345,6 +345,8 @@ ALL_PRUNED = (  # no test was made: no advice at this (mode, lr), no p-value
     "every weight decay > 0 was pruned at a rung (successive halving): none was compared with "
     "wd = 0 here"
 )
+NONE_SWEPT = "no weight decay > 0 was swept here: nothing was compared with wd = 0"
+UNTESTED = (ALL_PRUNED, NONE_SWEPT)  # verdicts of rows where no test was made: no advice
 
 
 def use_text(row: Mapping[str, Any]) -> str:
@@ -356,6 +358,8 @@ def use_text(row: Mapping[str, Any]) -> str:
         return f"wd 0 ({TOO_FEW})"
     if row.get("verdict") == ALL_PRUNED:
         return "every wd > 0 pruned, none compared with wd = 0"
+    if row.get("verdict") == NONE_SWEPT:
+        return "no wd > 0 swept, none compared with wd = 0"
     if row.get("verdict") == NO_REFERENCE:  # nothing to advise yet
         return f"wd {row['weight_decay']:g} chosen, {NO_REFERENCE} yet"
     return "wd 0 (no measurable gain)"

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wdlab.decay.modes import get_mode
-from wdlab.records import ALL_PRUNED, NO_REFERENCE, RunResult, use_wd
+from wdlab.records import ALL_PRUNED, NO_REFERENCE, NONE_SWEPT, RunResult, use_wd
 from wdlab.records import TOO_FEW as TOO_FEW
 from wdlab.stats import Paired as Paired
 from wdlab.stats import paired
@@ -325,9 +325,10 @@ def select(
         m = family(by_wd, pruned)
         row = _row(mode, lr, (chosen, best, m), by_wd[chosen], ref, wds[chosen], c)
         row["pruned"] = pruned
-        if pruned and decays(mode) and not any(w != 0 for w in _candidates(by_wd)):
-            row |= {"verdict": ALL_PRUNED, "better_than_zero": False, "p_value": math.nan}
-            row |= {"gain": math.nan, "gain_se": math.nan}
+        untested = decays(mode) and not any(w != 0 for w in _candidates(by_wd))
+        if untested and (pruned or not any(w != 0 for w in wds)):  # no test was made
+            row |= {"verdict": ALL_PRUNED if pruned else NONE_SWEPT, "better_than_zero": False}
+            row |= {"p_value": math.nan, "gain": math.nan, "gain_se": math.nan}
         rows.append(row)
     return rows
 
@@ -418,9 +419,8 @@ def representative(runs: Sequence[RunResult]) -> list[RunResult]:
 
 
 def zero_runs(runs: Sequence[RunResult], mode: str | None, lr: float) -> list[RunResult]:
-    """The wd = 0 runs (every seed) that (mode, lr) is compared with: the mode's own, else the
-    ``none`` reference, else any mode's wd = 0 at that lr; empty if there is none (``mode``
-    None: the reference's)."""
+    """The wd = 0 runs (every seed) that (mode, lr) is compared with, as :func:`_reference`
+    finds them (``mode`` None: the reference's); empty if there is none."""
     return _reference(_groups(runs), mode, lr) or []
 
 

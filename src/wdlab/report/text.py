@@ -7,7 +7,16 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from wdlab.records import ALL_PRUNED, NO_REFERENCE, Check, Result, is_reference, no_choice, use_wd
+from wdlab.records import (
+    NO_REFERENCE,
+    NONE_SWEPT,
+    UNTESTED,
+    Check,
+    Result,
+    is_reference,
+    no_choice,
+    use_wd,
+)
 from wdlab.selection import (
     ALPHA,
     MIN_SEEDS,
@@ -133,8 +142,8 @@ def verdict_text(s: Mapping[str, Any]) -> str:
         return str(s["verdict"])
     if s["verdict"] == NO_REFERENCE:  # a partial study: no advice before wd = 0 is trained
         return f"{NO_REFERENCE} yet"
-    if s["verdict"] == ALL_PRUNED:  # nothing was compared: no advice at this (mode, lr)
-        return ALL_PRUNED
+    if s["verdict"] in UNTESTED:  # nothing was compared: no advice at this (mode, lr)
+        return str(s["verdict"])
     chosen = s["weight_decay"]  # the row's val and test: the chosen one's, named where not 0
     shown = f" (val and test: wd {short(chosen)})" if chosen != use_wd(s) else ""
     return f"{s['verdict']}{shown}: use wd = 0"
@@ -154,6 +163,8 @@ def verdict_summary(sel: Sequence[Mapping[str, Any]]) -> str:
     won = sum(bool(s["better_than_zero"]) for s in rows)
     if not rows:
         return "only the wd = 0 reference was trained: nothing to choose"
+    if all(s["verdict"] == NONE_SWEPT for s in rows):
+        return "no weight decay > 0 was swept: give some (--wd, weight_decay=) to compare"
     if all(s["verdict"].startswith(TOO_FEW) for s in rows):
         return f"{TOO_FEW} whether weight decay beats wd = 0: run {MIN_SEEDS} or more seeds"
     test = f"one-sided paired t-test over seeds, {ALPHA:.0%} error rate per setting"
