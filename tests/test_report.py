@@ -333,6 +333,7 @@ def test_the_table_the_wd_plot_and_the_heatmap_mark_the_same_cells():
     assert text.count("(val and test: wd 0.0001): use wd = 0") == 4
     zero = {**none.selection[0], "weight_decay": 0.0}
     assert "val and test" not in verdict_text(zero)  # shown are wd = 0's own: nothing to name
+    assert "(★ the weight decay to use)" in none.plot("wd").axes[0].get_title()  # not "chosen"
 
 
 def test_each_heatmap_panel_has_its_own_colour_scale_and_the_caption_gives_it():

@@ -109,7 +109,8 @@ def wd_curve(
 
     One colour per (mode, lr); the band spans the seeds' min..max around their mean. wd = 0
     has its own place, a tick ``0`` left of the log range behind a dotted break, so a wd = 0
-    choice can be starred like any other; the weight decay chosen on validation is starred.
+    choice can be starred like any other; ``chosen`` (per (mode, lr): the weight decay to use,
+    the answer table's) is starred.
     """
     fig = Figure(figsize=(8, 4.5))
     ax = fig.subplots()
@@ -135,7 +136,7 @@ def wd_curve(
     _zero_axis(ax, pos, x0)
     ax.set_xlabel("weight decay (log scale; 0 left of the break)")
     ax.set_ylabel(c.name)
-    ax.set_title(title or f"{c.name} against weight decay (★ chosen on validation)", fontsize=10)
+    ax.set_title(title or f"{c.name} against weight decay (★ the weight decay to use)", fontsize=10)
     ax.grid(alpha=0.3, which="major")
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()
