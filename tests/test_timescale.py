@@ -251,3 +251,28 @@ def test_timescale_cli_writes_json_and_figure(tmp_path, capsys):
         with pytest.raises(SystemExit) as exc:
             main(["timescale", *bad])
         assert exc.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+
+
+def test_the_check_calls_a_tie_a_tie_and_no_spread_unresolved():
+    """The same iterations per epoch at both sizes make the two rules one prediction: "neither"
+    (keep λ won the tie); seeds that agree exactly, as optima pinned at the grid's edge do, do
+    not resolve the comparison, and an optimum at the edge never does (both said "the seeds
+    resolve it"; found by a new-user trial)."""
+    from wdlab.pipelines.timescale import _better, _paired, _verdict
+
+    assert _better(0.3, 0.3) == "neither" and _better(0.1, 0.3) == "keep τ_epoch"
+    assert _better(0.3, 0.1) == "keep λ"
+    assert _paired([0.6, 0.6, 0.6])["resolved"] is False  # no spread: nothing to test against
+    assert _paired([0.5, 0.6, 0.7])["resolved"] is True
+    pred = {"better": "neither", "to_n": 1024, "from_n": 256, "keep_tau_decades": 0.0}
+    pred |= {"keep_wd_decades": 0.0, "seeds_keep_tau_better": 0, **_paired([0.0, 0.0])}
+    text = _verdict(pred, {"value": 0.0}, 2, edge=False)
+    assert text.startswith("keep τ_epoch and keep λ predict the best λ at N=1024 from N=256 alike")
+    assert "the seeds agree exactly" in text and "resolve it" not in text
+    pred |= {"better": "keep λ", **_paired([0.6, 0.6, 0.6])}
+    edge = _verdict(pred, {"value": 0.0}, 3, edge=True)
+    assert edge.startswith("keep λ predicts") and "the edge of the λ grid" in edge
+    assert "the seeds resolve it" not in edge
+    assert "the seeds resolve it" in _verdict(
+        pred | _paired([0.5, 0.6, 0.7]), {"value": 0}, 3, False
+    )

@@ -23,7 +23,7 @@ import itertools
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -301,7 +301,7 @@ def _prediction(optima: list[dict], curves: list[dict]) -> dict[str, Any]:
         "keep_wd_wd": keep_wd,
         "keep_tau_decades": err_tau,
         "keep_wd_decades": err_wd,
-        "better": "keep τ_epoch" if err_tau < err_wd else "keep λ",
+        "better": _better(err_tau, err_wd),
         "best_val_loss": _loss_at(largest, b["best_wd"]),
         "keep_tau_val_loss": _loss_at(largest, keep_tau),
         "keep_wd_val_loss": _loss_at(largest, keep_wd),
@@ -312,16 +312,25 @@ def _prediction(optima: list[dict], curves: list[dict]) -> dict[str, Any]:
     }
 
 
+def _better(err_tau: float, err_wd: float) -> str:
+    """Which rule's prediction is nearer the measured optimum: "neither" where both are as
+    near (the same iterations per epoch at both sizes make them one prediction)."""
+    if math.isclose(err_tau, err_wd, rel_tol=1e-9, abs_tol=1e-12):
+        return "neither"
+    return "keep τ_epoch" if err_tau < err_wd else "keep λ"
+
+
 def _paired(gains: list[float]) -> dict[str, Any]:
     """Keep τ_epoch's advantage in decades, seed by seed: mean, standard error, and whether the
-    mean is more than two standard errors from 0 (the seeds resolve the comparison)."""
+    mean is more than two standard errors from 0 (the seeds resolve the comparison; seeds
+    that agree exactly, as optima pinned at the grid's edge do, leave no spread to resolve it)."""
     finite = [g for g in gains if math.isfinite(g)]
     mean = _mean(finite)
     se = _sd(finite) / math.sqrt(len(finite)) if len(finite) > 1 else math.nan
     return {
         "seed_advantage_decades": mean,
         "seed_advantage_se": se,
-        "resolved": bool(math.isfinite(se) and abs(mean) > 2 * se),
+        "resolved": bool(math.isfinite(se) and se > 0 and abs(mean) > 2 * se),
     }
 
 
@@ -349,21 +358,34 @@ def analyse(rows: list[dict[str, Any]], s: TimescaleSettings) -> TimescaleResult
     optima = _optima(rows, curves, s)
     pred = _prediction(optima, curves)
     slope = _slope(optima)
-    seeds = len(s.seeds)
-    verdict = (
-        f"{pred['better']} predicts the best λ at N={pred['to_n']} from N={pred['from_n']} "
-        f"better: off by {pred['keep_tau_decades']:.2f} decades (keep τ_epoch) vs "
+    verdict = _verdict(pred, slope, len(s.seeds), any(o["at_edge"] for o in optima))
+    return TimescaleResult(s.to_dict(), rows, curves, optima, pred, slope, verdict)
+
+
+def _verdict(pred: Mapping[str, Any], slope: Mapping[str, Any], seeds: int, edge: bool) -> str:
+    """The check's answer in one paragraph: which rule predicts better (or neither), seed by
+    seed, the slope, and whether the seeds resolve it (never where an optimum is at the
+    grid's edge: the seeds then agree because the grid stops them)."""
+    at = f"the best λ at N={pred['to_n']} from N={pred['from_n']}"
+    head = (
+        f"keep τ_epoch and keep λ predict {at} alike (the same iterations per epoch)"
+        if pred["better"] == "neither"
+        else f"{pred['better']} predicts {at} better"
+    )
+    spread = f"{pred['seed_advantage_decades']:+.2f} ± {pred['seed_advantage_se']:.2f} decades"
+    if edge:
+        resolved = "not resolved: an optimum lies at the edge of the λ grid (widen it)"
+    elif pred["resolved"]:
+        resolved = "the seeds resolve it"
+    elif pred["seed_advantage_se"] == 0:
+        resolved = f"not resolved: the seeds agree exactly ({spread}), no spread to test against"
+    else:
+        resolved = (
+            f"not resolved: the seed-by-seed advantage {spread} is within two standard errors of 0"
+        )
+    return (
+        f"{head}: off by {pred['keep_tau_decades']:.2f} decades (keep τ_epoch) vs "
         f"{pred['keep_wd_decades']:.2f} (keep λ); seed by seed keep τ_epoch wins "
         f"{pred['seeds_keep_tau_better']}/{seeds}; slope of log λ* on log N "
-        f"{slope['value']:.2f} (keep τ_epoch: −1, keep λ: 0); "
-        + (
-            "the seeds resolve it"
-            if pred["resolved"]
-            else "not resolved: the seed-by-seed advantage "
-            f"{pred['seed_advantage_decades']:+.2f} ± {pred['seed_advantage_se']:.2f} decades "
-            "is within two standard errors of 0"
-        )
+        f"{slope['value']:.2f} (keep τ_epoch: −1, keep λ: 0); {resolved}"
     )
-    if any(o["at_edge"] for o in optima):
-        verdict += "; an optimum lies at the edge of the λ grid"
-    return TimescaleResult(s.to_dict(), rows, curves, optima, pred, slope, verdict)
