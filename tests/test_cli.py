@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -230,3 +231,17 @@ def test_an_unknown_flag_is_named_with_the_flags_it_resembles(capsys):
         "wdlab sweep: error: unrecognized arguments: --weigth-decay "
         "(did you mean --weight-decay?)\n"
     )
+
+
+def test_run_lists_every_file_it_wrote(tmp_path, capsys):
+    """wdlab run's closing list names each file it wrote, figures included (gap.png and
+    weight_norm.png were written and not named; found by a new-user trial), aligned."""
+    out = tmp_path / "r"
+    flags = ["--data", "wine", "--model", "mlp", "--hidden", "8", "--optimizer", "adamw"]
+    flags += ["--mode", "decoupled", "--wd", "0,0.1", "--seeds", "1", "--epochs", "2"]
+    assert main(["run", *flags, "--out", str(out)]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if f": {out}" in ln]
+    named = {Path(ln.split(": ", 1)[1]).name for ln in lines}
+    written = {p.name for p in out.iterdir() if not p.name.startswith(".")}
+    assert named == written and {"gap.png", "report.html"} <= named
+    assert len({ln.index(":") for ln in lines}) == 1  # one column of labels

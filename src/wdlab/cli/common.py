@@ -191,10 +191,19 @@ def user_output_aside() -> Iterator[None]:
                 real.close()
 
 
-def print_paths(paths: dict[str, Path], width: int = 8) -> None:
-    """One ``label: path`` line per written file."""
+def print_paths(paths: dict[str, Path], width: int = 8) -> int:
+    """One ``label: path`` line per written file; returns the labels' width (for more lines)."""
+    width = max(width, *(len(label) for label in paths))
     for label, path in paths.items():
         print(f"{label:>{width}}: {path}")
+    return width
+
+
+def with_report(paths: dict[str, Path], written: dict[str, Path]) -> dict[str, Path]:
+    """The result's files, then every figure the report wrote and the report last: each file
+    a command wrote, for its list (it named the report and omitted figures)."""
+    figures = {k: v for k, v in written.items() if k != "report"}
+    return paths | figures | {"report": written["report"]}
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from wdlab.cli.common import (
     report_files,
     seed,
     show_progress,
+    with_report,
     writable_dir,
 )
 from wdlab.cli.flags import names
@@ -55,15 +56,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     claim_outputs(out, [*RESULT_FILES, *report_files()], "demo")
     paths = result.write(out)
     figures = write_report(result, out)
-    paths["report"] = figures["report"]
+    paths = with_report(paths, figures)
     record_outputs(out, [*paths.values(), *figures.values()], "demo")
     if args.json:
         emit_json(result.to_dict())
     else:
         print(result.table())
         print()
-        print_paths(paths)
-        print(f"{'time':>8}: {result.seconds:.1f} s")
+        width = print_paths(paths)
+        print(f"{'time':>{width}}: {result.seconds:.1f} s")
     if not result.check.identical:
         sys.stderr.write(
             "\n!!! manual and builtin weight decay DIFFER: max |Δ| = "

@@ -23,6 +23,7 @@ from wdlab.cli.common import (
     print_paths,
     report_files,
     show_progress,
+    with_report,
     writable_dir,
 )
 from wdlab.cli.facts import OPTION_TYPES
@@ -93,15 +94,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     claim_outputs(out, [*RESULT_FILES, *report_files()], "run")
     paths = result.write(out)
     figures = write_report(result, out)
-    paths["report"] = figures["report"]
+    paths = with_report(paths, figures)
     record_outputs(out, [*paths.values(), *figures.values()], "run")
     if args.json:
         emit_json(result.to_dict())
         return 0
     print(result.table())
     print()
-    print_paths(paths)
-    print(f"{'time':>8}: {result.seconds:.1f} s")
+    width = print_paths(paths)
+    print(f"{'time':>{width}}: {result.seconds:.1f} s")
     return 0
 
 
