@@ -6,6 +6,7 @@ import collections
 import hashlib
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -23,6 +24,7 @@ from optuna.trial import TrialState  # noqa: E402
 
 import wdlab  # noqa: E402
 import wdlab.optuna as wo  # noqa: E402
+import wdlab.optuna.trials as wo_trials  # noqa: E402
 from wdlab.cli import main  # noqa: E402
 from wdlab.data import load  # noqa: E402
 from wdlab.models import ModelSpec  # noqa: E402
@@ -334,6 +336,36 @@ def test_a_bad_space_is_refused_before_anything_is_stored(tmp_path, space, messa
         wo.optimize(s, "mlp", "wine", space, n_trials=2, batch=2, **SMALL)
     assert "\n" not in str(info.value)
     assert digest(tmp_path / "s.db") == before and s.trials == [] and s.user_attrs == {}
+
+
+def test_a_study_resumed_with_other_fixed_values_is_refused(tmp_path):
+    """What the space does not search is the study's too: resumed with another optimizer,
+    weight decay, mode or optimizer option, a search is refused in one line with the storage
+    unchanged (all four were accepted and mixed trials no parameter told apart; found by a
+    new-user trial). A study recorded before these were kept resumes as before."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    lr_only = {"lr": SPACE["lr"]}
+    wo.optimize(study(storage=url), "mlp", "wine", lr_only, n_trials=2, batch=2, **SMALL)
+    before = digest(tmp_path / "s.db")
+    for other, said in [
+        ({"optimizer": "sgd"}, "optimizer = 'adamw', not 'sgd'"),
+        ({"weight_decay": 0.5}, "weight_decay = 0.0, not 0.5"),
+        ({"mode": "l2", "weight_decay": 0.0}, "mode = 'decoupled', not 'l2'"),
+        ({"options": {"betas": (0.5, 0.6)}}, "options = {}, not {'betas': [0.5, 0.6]}"),
+    ]:
+        s = optuna.load_study(study_name=study_name(url), storage=url)
+        with pytest.raises(ValueError, match=re.escape(said)):
+            wo.optimize(s, "mlp", "wine", lr_only, n_trials=2, batch=2, **SMALL, **other)
+        assert digest(tmp_path / "s.db") == before
+    s = optuna.load_study(study_name=study_name(url), storage=url)
+    attrs = dict(s.user_attrs["wdlab"])
+    s.set_user_attr("wdlab", {k: v for k, v in attrs.items() if k not in wo_trials.FIXED})
+    wo.optimize(s, "mlp", "wine", lr_only, n_trials=2, batch=2, **SMALL)  # former: accepted
+    assert len(s.trials) == 4
+
+
+def study_name(url):
+    return optuna.get_all_study_names(url)[0]
 
 
 def test_another_direction_or_distribution_or_setting_is_refused(tmp_path):

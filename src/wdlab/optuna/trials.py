@@ -57,9 +57,11 @@ class _Search:
         self.plan((fixed,), None)  # the training settings, checked by the plan itself
         own, self.shared = self._memory()  # each configuration's, and the batch's once
         self.per_trial = own * len(settings.seeds)
-        self.identity = _identity(settings, ds, model_name)
-        # what wdlab 0.x stored for the same rule: its repr (of a name, where one was given)
+        self.identity = _identity(settings, ds, model_name) | _fixed(fixed, self.targets)
+        # what wdlab 0.x stored for the same rule: its repr (of a name, where one was given);
+        # a study recorded before the values the space does not search were: none
         self.former = {"rule": (repr(settings.rule), repr(self.identity["rule"]))}
+        self.former |= {k: (None,) for k in FIXED}
         self.batches, self.engine = 0, ""
         self.study: Any = None
         self.unrecorded = False
@@ -298,3 +300,17 @@ def _identity(settings: Settings, ds: Dataset | StreamedData, model_name: str) -
     else:
         doc |= {"rows": [len(ds.y_train), len(ds.y_val) if ds.y_val is not None else 0]}
     return json.loads(json.dumps(doc, default=str))
+
+
+FIXED = ("optimizer", "lr", "weight_decay", "mode", "options")  # a trial's, where not searched
+
+
+def _fixed(c: RunConfig, targets: Mapping[str, str]) -> dict[str, Any]:
+    """What every trial takes that the space does not search (the optimizer, lr, weight
+    decay, mode and options given to the search), as the study keeps it: a study searched
+    with other values is another study."""
+    searched = set(targets.values())
+    options = {k: v for k, v in c.options if k not in searched}
+    values = dict(zip(FIXED, (c.optimizer, c.lr, c.weight_decay, c.mode, options), strict=True))
+    kept = {k: v for k, v in values.items() if k not in searched}
+    return json.loads(json.dumps(kept, default=str))
