@@ -167,3 +167,17 @@ def test_cli_backend_ray_and_its_refusals(executor, tmp_path, capsys, monkeypatc
     monkeypatch.setattr(ex, "ray_available", lambda: False)
     assert main(["sweep", "--data", "wine", "--backend", "ray", "--out", str(tmp_path / "e")]) == 2
     assert "pip install 'wdlab[ray]'" in capsys.readouterr().err
+
+
+def test_an_address_nothing_answers_at_is_one_line_before_anything_is_stored(tmp_path, capsys):
+    """--address of no cluster: one line and exit 2 within seconds, no study folder (Ray's own
+    connect retried for minutes, silently, after the store was made; found by a new-user
+    trial); an address that is not HOST:PORT is named."""
+    out = tmp_path / "s"
+    flags = ["--data", "wine", "--epochs", "2", "--wd", "0,1e-2", "--backend", "ray"]
+    assert main(["sweep", *flags, "--address", "127.0.0.1:1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no Ray cluster answers at 127.0.0.1:1 within 5 s" in err[0]
+    assert not out.exists()
+    with pytest.raises(ValueError, match="expected HOST:PORT of a Ray cluster"):
+        RayExecutor(address="nowhere")

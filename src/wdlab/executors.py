@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -230,6 +231,8 @@ class RayExecutor:
             os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         if not ray_available():
             raise ValueError(RAY_MISSING)
+        if address and address != "auto":
+            _check_reachable(address)  # Ray's own connect retries for minutes, silently
         self.address, self.num_cpus, self.max_retries = address, num_cpus, max_retries
         self.num_gpus = num_gpus
         self.local_cpus, self.temp_dir, self.pid_dir = local_cpus, temp_dir, pid_dir
@@ -308,6 +311,22 @@ class RayExecutor:
 
 #: Every executor by name.
 EXECUTORS: dict[str, type] = {e.name: e for e in (LocalExecutor, RayExecutor)}
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """A one-line ``ValueError`` where nothing answers at a Ray cluster's ``HOST:PORT`` (or
+    ``ray://HOST:PORT``) within ``timeout`` seconds."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"address {address!r}: expected HOST:PORT of a Ray cluster")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        why = e.strerror or str(e) or type(e).__name__
+        raise ValueError(
+            f"no Ray cluster answers at {address} within {timeout:g} s ({why}); start one "
+            "(ray start --head) or leave the address out for a local runtime"
+        ) from None
 
 
 def make_executor(name: str, **options: Any) -> Executor:
