@@ -676,3 +676,27 @@ def test_attach_to_something_that_is_not_an_optimizer_is_one_line():
         with pytest.raises(ValueError, match=r"attach takes a torch\.optim\.Optimizer") as info:
             Decay("coupled", weight_decay=0.1).attach(wrong)
         assert "\n" not in str(info.value)
+
+
+def test_l2_attached_without_its_penalty_says_it_decays_nothing():
+    """``l2`` decays through the loss: attached with no ``decay.penalty(opt)`` in the loss it
+    decays nothing, and one warning says so (it was silent; found by a new-user trial); with
+    the penalty, nothing is said."""
+    def steps(penalty):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 2)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        decay = Decay("l2", 0.5)
+        decay.attach(opt)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            for _ in range(3):
+                loss = model(torch.ones(3, 4)).pow(2).mean()
+                loss = loss + decay.penalty(opt) if penalty else loss
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        return [str(x.message) for x in said if "decays through the loss" in str(x.message)]
+
+    assert len(steps(penalty=False)) == 1
+    assert steps(penalty=True) == []

@@ -47,6 +47,8 @@ from wdlab.decay.schedules import WDSchedule, checked, parse, scale
 from wdlab.optimizers import OPTIMIZERS, class_name
 from wdlab.warn import warn_user
 
+PENALIZED = "_wdlab_penalty_given"  # set on an optimizer whose decay.penalty() was taken
+
 
 def formula(mode: str, optimizer: str | None = None) -> str:
     """The update of ``mode``; for ``builtin`` with a known optimizer, what it does with wd."""
@@ -124,6 +126,7 @@ class Decay:
 
         Negated for ``maximize=True`` groups: their objective rises, so its penalty falls.
         """
+        setattr(optimizer, PENALIZED, True)  # seen by an attachment's step (see _pre_hook)
         entries = [
             (self._mode, DecayGroup.of(g, wd=self.wd_at(step_of(g), g)))
             for g in _decaying(optimizer)
@@ -202,6 +205,7 @@ class Attachment:
         self.decay, self.optimizer = decay, optimizer
         self.mode = decay._mode
         self._warned_lr: set[int] = set()
+        self._no_penalty_said = False
         self._skipped = False
         self._entries: list[tuple[Mode, DecayGroup]] = []
         self._indices: list[int] = []
@@ -221,6 +225,7 @@ class Attachment:
 
     def _pre_hook(self, opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> Any:
         self._restore_state(opt)
+        self._say_no_penalty(opt)
         self._skipped = _found_inf(opt)
         if self._skipped:  # a fused optimizer under GradScaler skips this step: so do we
             return None
@@ -235,6 +240,19 @@ class Attachment:
         if "closure" in kwargs:
             return args, {**kwargs, "closure": wrapped}
         return (args[0], wrapped, *args[2:]), kwargs
+
+    def _say_no_penalty(self, opt: torch.optim.Optimizer) -> None:
+        """``l2`` decays through the loss: a step before any ``decay.penalty(opt)`` decayed
+        nothing (attach alone applies no term); said once."""
+        if self._no_penalty_said or not self.mode.penalty or getattr(opt, PENALIZED, False):
+            return
+        if self.decay.weight_decay > 0 or self.decay.schedule is not None:
+            self._no_penalty_said = True
+            warn_user(
+                f"Decay({self.decay.mode!r}) decays through the loss, and no decay.penalty(opt) "
+                "was added to it: this step decays nothing (loss = loss + decay.penalty(opt) "
+                "before backward())"
+            )
 
     def _start_step(self, opt: torch.optim.Optimizer) -> None:
         """This step's decay groups: lr₀ fixed at the first step (schedulers exist by now), the
