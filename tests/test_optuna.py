@@ -473,6 +473,18 @@ def test_cli_bad_input_is_one_line_and_stores_nothing(tmp_path, capsys, extra, m
         assert not fresh.exists()
 
 
+def test_cli_a_storage_that_is_not_a_url_is_named(tmp_path, capsys, monkeypatch):
+    """--storage foo: one line naming the flag and the forms it takes (it was SQLAlchemy's
+    ArgumentError blamed on "your code"; found by a new-user trial); nothing is made."""
+    monkeypatch.chdir(tmp_path)
+    for bad in ("foo", "sqlite:/x.db"):
+        assert main([*CLI, "--trials", "1", "--storage", bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--storage {bad}: not a storage URL" in err
+        assert "your code" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cli_leaves_a_foreign_file_alone(tmp_path, capsys):
     import sqlite3
 

@@ -19,10 +19,19 @@ def open_study(
         return optuna.create_study(
             study_name=name, direction=direction, sampler=sampler, pruner=pruner
         )
+    if "://" not in storage:
+        raise ValueError(
+            f"--storage {_hide_password(storage)}: not a storage URL; give sqlite:///FILE or a "
+            "database URL (postgresql://USER@HOST/DB, mysql://…)"
+        )
+    from sqlalchemy.exc import ArgumentError
+
     try:
         return _open(storage, name, direction, sampler, pruner)
     except ImportError as exc:  # SQLAlchemy's driver for the URL's database
         raise ValueError(_no_driver(storage, exc)) from None
+    except ArgumentError as exc:  # a URL SQLAlchemy cannot parse
+        raise ValueError(f"--storage {_hide_password(storage)}: {exc}") from None
 
 
 def _open(storage: str, name: str, direction: str, sampler: Any, pruner: Any) -> Any:
