@@ -245,3 +245,23 @@ def test_run_lists_every_file_it_wrote(tmp_path, capsys):
     written = {p.name for p in out.iterdir() if not p.name.startswith(".")}
     assert named == written and {"gap.png", "report.html"} <= named
     assert len({ln.index(":") for ln in lines}) == 1  # one column of labels
+
+
+@pytest.mark.parametrize(
+    ("flag", "said"),
+    [
+        (["--wd", "0,,1"], "decay.weight_decay: expected numbers separated by commas"),
+        (["--seeds", "0,,1"], "train.seeds: an empty value between commas in '0,,1'"),
+        (["--hidden", "8,,4"], "model.hidden: an empty value between commas in '8,,4'"),
+    ],
+)
+def test_an_empty_value_between_commas_is_refused(tmp_path, capsys, flag, said):
+    """``--wd 0,,1`` was read as [0, 1]: one line now, nothing made; a trailing comma is a
+    one-value list (``--seeds 3,`` is seed 3 alone, ``--seeds 3`` three seeds)."""
+    out = tmp_path / "s"
+    assert main(["sweep", "--data", "wine", "--epochs", "1", *flag, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and said in err[0] and not out.exists()
+    sweep = COMMANDS["sweep"]
+    assert sweep_config(sweep.parse_args(["--seeds", "3,"]))[0].train.seeds == [3]
+    assert sweep_config(sweep.parse_args(["--seeds", "3"]))[0].train.seeds == [0, 1, 2]

@@ -61,9 +61,20 @@ def parse_float_list(text: str | float | list, key: str) -> list[float]:
         step = (math.log10(hi_f) - math.log10(lo_f)) / (n - 1)
         return [float(f"{10 ** (math.log10(lo_f) + i * step):.6g}") for i in range(n)]
     try:
-        return [float(v) for v in text.split(",") if v.strip()]
+        return [float(v) for v in _items(text, key)]
     except ValueError:
         raise ValueError(f"{key}: expected numbers separated by commas, got {text!r}") from None
+
+
+def _items(text: str, key: str) -> list[str]:
+    """The values of a comma list (one trailing comma allowed: ``3,`` is the list [3]); an
+    empty value between commas is refused, not dropped (``0,,1`` is not ``0,1``)."""
+    parts = text.split(",")
+    if len(parts) > 1 and not parts[-1].strip():
+        parts = parts[:-1]
+    if any(not p.strip() for p in parts):
+        raise ValueError(f"{key}: an empty value between commas in {text!r}")
+    return [p.strip() for p in parts]
 
 
 def _float32(values: list[float], key: str, what: str) -> list[float]:
@@ -217,8 +228,10 @@ def _table(v: Any, key: str) -> dict:
 def _hidden(v: Any, key: str) -> list[int]:
     if isinstance(v, str):
         try:
-            v = [int(s) for s in v.split(",") if s.strip()]
-        except ValueError:
+            v = [int(s) for s in _items(v, key)]
+        except ValueError as e:
+            if "between commas" in str(e):
+                raise
             raise ValueError(f"{key}: expected sizes like 64,32, got {v!r}") from None
     if not isinstance(v, list) or not all(isinstance(h, int) and h > 0 for h in v):
         raise ValueError(f"{key}: expected a list of positive integers, got {v!r}")
@@ -288,8 +301,9 @@ def _seeds(v: Any, key: str) -> list[int]:
             raise ValueError(f"{key}: at most {MAX_RANGE:,} seeds, got {n:,}")
         return list(range(n))
     if isinstance(v, str) and "," in v:
+        items = _items(v, key)  # an empty value between commas is refused, not dropped
         with contextlib.suppress(ValueError):
-            v = [int(s) for s in v.split(",") if s.strip()]
+            v = [int(s) for s in items]
     if isinstance(v, list) and v and all(isinstance(s, int) and not isinstance(s, bool) for s in v):
         bad = [s for s in v if not 0 <= s <= MAX_SEED]
         if bad:
