@@ -69,6 +69,8 @@ def parse_float_list(text: str | float | list, key: str) -> list[float]:
 def _items(text: str, key: str) -> list[str]:
     """The values of a comma list (one trailing comma allowed: ``3,`` is the list [3]); an
     empty value between commas is refused, not dropped (``0,,1`` is not ``0,1``)."""
+    if not text.strip():
+        return []  # nothing given: the key's own check says so
     parts = text.split(",")
     if len(parts) > 1 and not parts[-1].strip():
         parts = parts[:-1]
