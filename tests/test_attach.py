@@ -682,6 +682,7 @@ def test_l2_attached_without_its_penalty_says_it_decays_nothing():
     """``l2`` decays through the loss: attached with no ``decay.penalty(opt)`` in the loss it
     decays nothing, and one warning says so (it was silent; found by a new-user trial); with
     the penalty, nothing is said."""
+
     def steps(penalty):
         torch.manual_seed(0)
         model = torch.nn.Linear(4, 2)
