@@ -229,11 +229,10 @@ def _table(v: Any, key: str) -> dict:
 
 def _hidden(v: Any, key: str) -> list[int]:
     if isinstance(v, str):
+        items = _items(v, key)  # an empty value between commas: its own line
         try:
-            v = [int(s) for s in _items(v, key)]
-        except ValueError as e:
-            if "between commas" in str(e):
-                raise
+            v = [int(s) for s in items]
+        except ValueError:
             raise ValueError(f"{key}: expected sizes like 64,32, got {v!r}") from None
     if not isinstance(v, list) or not all(isinstance(h, int) and h > 0 for h in v):
         raise ValueError(f"{key}: expected a list of positive integers, got {v!r}")
