@@ -213,3 +213,13 @@ def test_the_cli_refuses_a_fifo_a_mixed_column_and_nan_noise_in_one_line(tmp_pat
     (tmp_path / "nan.toml").write_text('[data]\nsource = "teacher"\noptions = { noise = nan }\n')
     line = _one_line(_cli(tmp_path, "run", "nan.toml", "--out", "o2"))
     assert "noise must be a finite number, got nan" in line
+
+
+def test_a_data_files_keys_with_another_source_are_refused_not_ignored(tmp_path):
+    """``--target`` / ``--features`` / ``--impute`` / ``--categorical`` read a data file's
+    columns; with a built-in source they were silently ignored."""
+    for flag, value in (("--target", "y"), ("--features", "a,b"), ("--impute", "mean")):
+        line = _one_line(_cli(tmp_path, "run", "--data", "digits", flag, value, "--epochs", "1"))
+        key = flag.removeprefix("--")
+        assert f"data.{key}: names columns of a CSV or Parquet file, and 'digits'" in line
+    assert not any(tmp_path.iterdir())  # nothing made

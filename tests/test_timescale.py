@@ -253,6 +253,26 @@ def test_timescale_cli_writes_json_and_figure(tmp_path, capsys):
         assert exc.value.code == 2 and capsys.readouterr().err.count("\n") == 1
 
 
+def test_timescale_reads_a_data_files_target_column(tmp_path, capsys):
+    """``--data file.csv`` said to name the target with ``--target``, a flag timescale did not
+    have (found by a new-user trial); it now has it, and refuses it for a built-in source."""
+    pytest.importorskip("pandas")
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 2, generator=g)
+    rows = ["a,b,y"] + [f"{a:.4f},{b:.4f},{int(a + b > 0)}" for a, b in x.tolist()]
+    (tmp_path / "t.csv").write_text("\n".join(rows) + "\n")
+    tiny = ["--smallest", "16", "--seeds", "2", "--epochs", "2"]
+    assert main(["timescale", "--data", str(tmp_path / "t.csv"), "--target", "y", *tiny]) == 0
+    assert "keep τ_epoch" in capsys.readouterr().out
+    for bad, says in (
+        (["--data", str(tmp_path / "t.csv")], "target: a data file needs the target column"),
+        (["--target", "y"], "target: names columns of a CSV or Parquet file, and 'digits'"),
+    ):
+        assert main(["timescale", *bad, *tiny]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and says in err
+
+
 def test_the_check_calls_a_tie_a_tie_and_no_spread_unresolved():
     """The same iterations per epoch at both sizes make the two rules one prediction: "neither"
     (keep λ won the tie); seeds that agree exactly, as optima pinned at the grid's edge do, do

@@ -63,7 +63,8 @@ from wdlab.config_keys import (
     one_of,
     ordered_pairs,
 )
-from wdlab.data import SOURCES, is_table_path
+from wdlab.data import SOURCES
+from wdlab.data.tables import check_table_keys
 from wdlab.decay import DEFAULT_RULE, EVERYTHING, PRESETS, DecayRule
 from wdlab.models import ACTIVATIONS, MODEL_KINDS
 from wdlab.optimizers import OPTIMIZERS, check_optimizer_options
@@ -422,9 +423,8 @@ def validate(raw: Mapping[str, Any] | Experiment) -> Experiment:
         model["kind"], model["factory"] = "custom", model["kind"]
     if model["kind"] == "custom" and not model["factory"]:
         raise ValueError("model.factory: model kind 'custom' needs factory = 'module:function'")
-    if is_table_path(sections["data"]["source"] or "") and not sections["data"]["target"]:
-        raise ValueError("data.target: a data file needs the target column")
     data = sections["data"]
+    check_table_keys(data)
     if data["val_size"] + data["test_size"] > 0.9:
         raise ValueError(
             f"data.val_size + data.test_size must leave >= 10% for training, got "
@@ -445,3 +445,4 @@ def merge(config: Experiment | Mapping[str, Any], overrides: Mapping[str, Any]) 
         section, _, name = dotted.partition(".")
         raw.setdefault(section, {})[name] = value
     return validate(raw)
+

@@ -19,7 +19,7 @@ from wdlab.cli.common import (
     print_paths,
     writable_dir,
 )
-from wdlab.cli.flags import names
+from wdlab.cli.flags import add_key, names
 from wdlab.jsonsafe import dumps
 
 TIMESCALE_FILES = ("timescale.json", "timescale.png")  # what --out receives
@@ -95,6 +95,7 @@ def cmd_timescale(args: argparse.Namespace) -> int:
 
     settings = TimescaleSettings(
         data=args.data,
+        target=args.target,
         smallest=args.smallest,
         seeds=tuple(range(args.seeds)),
         epochs=args.epochs,
@@ -137,6 +138,7 @@ def add_timescale_flags(p: argparse.ArgumentParser) -> None:
     """The check's size, and where to write it."""
     p.add_argument("--out", help="write timescale.json and timescale.png here")
     p.add_argument("--data", default="digits", help="a classification data source")
+    add_key(p, "data.target")
     p.add_argument("--smallest", type=positive_int, default=256, help="N, the smallest")
     p.add_argument("--seeds", type=positive_int, default=5, help="seeds per setting")
     p.add_argument("--epochs", type=positive_int, default=100, help="epochs")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,22 @@ MAX_TABLE_BYTES = 2**30  # the one-hot encoded matrix, float64: 1 GiB
 def is_table_path(name: str) -> bool:
     """Whether ``name`` is a path to a CSV or Parquet file (by its suffix)."""
     return isinstance(name, str) and name.lower().endswith(FILE_SUFFIXES)
+
+
+def check_table_keys(data: Mapping[str, Any], prefix: str = "data.") -> None:
+    """The ``[data]`` section's keys that read a file's columns (named ``prefix`` + key): a
+    data file needs ``target``, and any other source refuses them all, since it would ignore
+    them."""
+    table = is_table_path(data.get("source") or "")
+    if table and not data.get("target"):
+        raise ValueError(f"{prefix}target: a data file needs the target column")
+    keys = ("target", "features", "impute", "categorical")
+    given = [k for k in keys if data.get(k) and not table]
+    if given:
+        raise ValueError(
+            f"{prefix}{given[0]}: names columns of a CSV or Parquet file, and "
+            f"{data.get('source')!r} is not one"
+        )
 
 
 def read_table(

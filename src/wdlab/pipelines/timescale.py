@@ -32,6 +32,7 @@ from matplotlib.figure import Figure
 
 from wdlab.config import MAX_SEED
 from wdlab.data import load
+from wdlab.data.tables import check_table_keys
 from wdlab.models import ModelSpec
 from wdlab.records import RunConfig
 from wdlab.report.timescale import timescale_figure, timescale_table
@@ -46,9 +47,11 @@ DEFAULT_WEIGHT_DECAYS = tuple(float(f"{10 ** (k / 4):.4g}") for k in range(-8, 7
 class TimescaleSettings:
     """What :func:`run_timescale` trains: AdamW at ``lr`` with mini-batches of ``batch_size``
     for ``epochs`` epochs (``schedule``), an MLP (``hidden``, ``activation``), on ``smallest``
-    × each of ``factors`` training rows of ``data``, for every weight decay and seed."""
+    × each of ``factors`` training rows of ``data`` (a data file's ``target`` column), for
+    every weight decay and seed."""
 
     data: str = "digits"
+    target: str | None = None
     smallest: int = 256
     factors: tuple[int, ...] = (1, 2, 4)
     weight_decays: tuple[float, ...] = DEFAULT_WEIGHT_DECAYS
@@ -72,6 +75,7 @@ class TimescaleSettings:
             raise ValueError("weight_decays needs >= 3 values, each > 0 (a log grid)")
         if not self.seeds:
             raise ValueError("seeds: give at least one")
+        check_table_keys({"source": self.data, "target": self.target}, prefix="")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         seed = self.data_seed
@@ -143,7 +147,7 @@ def run_timescale(
     """Sweep λ for AdamW at each size (one batched training per size) and analyse it."""
     s = settings or TimescaleSettings()
     t0 = time.perf_counter()
-    ds = load(s.data, seed=s.data_seed)
+    ds = load(s.data, seed=s.data_seed, **({"target": s.target} if s.target else {}))
     if ds.task != "multiclass" and ds.task != "binary":
         raise ValueError(f"the timescale check needs a classification data set, not {ds.task}")
     if ds.X_val is None:
