@@ -445,4 +445,3 @@ def merge(config: Experiment | Mapping[str, Any], overrides: Mapping[str, Any]) 
         section, _, name = dotted.partition(".")
         raw.setdefault(section, {})[name] = value
     return validate(raw)
-
