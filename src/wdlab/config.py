@@ -203,7 +203,9 @@ class TrainConfig(_Section):
     batch_size: int = key(0, integer(0), "--batch-size", "0: full batch (default)", "int")
     eval_every: int = key(10, integer(1), "--eval-every", "evaluate every N epochs", "int")
     seeds: list[int] = key([0], _seeds, "--seeds", "seeds: a count like 3, or a list like 0,1,2")
-    device: str | None = key(None, _device, "--device", "cpu or cuda (default: cuda if present)")
+    device: str | None = key(
+        None, _device, "--device", "cpu, cuda, cuda:N or mps (default: cuda if present)"
+    )
     precision: str = key(
         "fp32",
         one_of(PRECISIONS),

@@ -233,8 +233,8 @@ def transfer(
     the batches divide the data); ``mode="independent"`` (τ_iter = 1/λ) drops the η factors
     (``lr_in_rate``: the mode's fact, read from the registry when not given).
     A ``to_*`` left out keeps its value. ``to_epochs`` (needs ``epochs``) keeps τ as the same
-    *fraction of the run*: τ_epoch' = τ_epoch·E'/E, i.e. N·E, the examples seen, takes the
-    place of N (as the tokens trained do in single-epoch LLM training), so λ' gains E/E'.
+    *fraction of the run*: τ_epoch' = τ_epoch·E'/E, i.e. M·E, the steps of the run, takes the
+    place of M (as the tokens trained do in single-epoch LLM training), so λ' gains E/E'.
     Every input must be a positive finite number, and a batch no larger than its data; the
     answer is computed in logs where plain floats would overflow, and refused (one line) where
     it lies beyond float range.

@@ -227,6 +227,14 @@ def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document")
 
 
+def add_device(p: argparse.ArgumentParser) -> None:
+    """``--device``, checked by its form, with the config key's help (one text everywhere)."""
+    from wdlab.cli import facts
+
+    help_text = facts.key("train.device")["help"]
+    p.add_argument("--device", type=device_name, default=None, help=help_text)
+
+
 def add_force(p: argparse.ArgumentParser) -> None:
     """--force."""
     p.add_argument(

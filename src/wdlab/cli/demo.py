@@ -9,9 +9,9 @@ from pathlib import Path
 from wdlab.cli.common import (
     RESULT_FILES,
     Command,
+    add_device,
     add_force,
     add_json,
-    device_name,
     emit_json,
     nonneg_float,
     positive_float,
@@ -96,9 +96,7 @@ def add_demo_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=seed, default=0, help="torch seed for data and init")
     p.add_argument("--eval-every", type=positive_int, default=10, help="evaluate every N epochs")
     p.add_argument("--out", default="wdlab-out/demo", help="output folder")
-    p.add_argument(
-        "--device", type=device_name, default=None, help="cpu or cuda (default: cuda if present)"
-    )
+    add_device(p)
     p.add_argument(
         "--no-fast-path", action="store_true", help="the standard path even where Gram applies"
     )

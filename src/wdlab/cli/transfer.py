@@ -9,9 +9,9 @@ from pathlib import Path
 from wdlab.cli import facts
 from wdlab.cli.common import (
     Command,
+    add_device,
     add_force,
     add_json,
-    device_name,
     emit_json,
     hidden_sizes,
     positive_float,
@@ -29,8 +29,8 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     """Carry a tuned weight decay to a new lr, data size, batch size or epoch count, keeping
     the averaging timescale τ_epoch = 1/(η·λ·M), M = ⌈N/B⌉ steps per epoch (Wang & Aitchison,
     ICML 2025), and print the formula used. N and B are in the same unit (examples, or tokens).
-    --to-epochs (with --epochs) keeps τ as the same fraction of the run: N·E takes the place of
-    N. A result beyond float range is refused."""
+    --to-epochs (with --epochs) keeps τ as the same fraction of the run: M·E, the steps of the
+    run, takes the place of M. A result beyond float range is refused."""
     from wdlab.timescale import transfer
 
     t = transfer(
@@ -150,9 +150,7 @@ def add_timescale_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data-seed", type=int, default=0, help="seed of the split, subsets and batches"
     )
-    p.add_argument(
-        "--device", type=device_name, default=None, help="cpu or cuda (default: cuda if present)"
-    )
+    add_device(p)
     add_force(p)
     add_json(p)
 
