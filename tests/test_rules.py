@@ -351,6 +351,12 @@ def test_inspect_rule_presets(capsys):
 
 
 def test_inspect_shows_schedule_group_wds_and_adamc_column(capsys):
+    """inspect shows the weight decays run and sweep train with the same flags: each follows
+    the schedule's shape from the run's --wd (it showed the schedule's own values, 0.04, and
+    0.004 on the head; found by a new-user trial), and nothing decays at --wd 0."""
+    from wdlab.decay.schedules import parse
+    from wdlab.trainer.decays import WeightDecays
+
     # --layernorm: AdamC's normalized layers are those that feed a norm (none without one)
     args = ["inspect", "mlp", "--in-dim", "6", "--hidden", "4,4", "--layernorm"]
     args += ["--mode", "corrected", "--lr", "0.1", "--weight-decay", "0.1"]
@@ -360,15 +366,23 @@ def test_inspect_shows_schedule_group_wds_and_adamc_column(capsys):
     header = out.splitlines()[1].split()
     assert header[-2:] == ["wd", "AdamC-normalized"]
     rows = {line.split()[0]: line.split() for line in out.splitlines()[2:12]}
-    assert rows["layers.0.weight"][-2:] == ["0.04", "yes"]  # the schedule's wd at step 0
-    assert rows["head.weight"][-2:] == ["0.004", "no"]  # 0.01 · 0.04 / 0.1; the output layer
+    trained = WeightDecays({}, parse("cosine:0.04:0.4:100"))  # what the trainer applies
+    assert rows["layers.0.weight"][-2:] == [f"{trained.at_start(0.1, None):g}", "yes"]
+    assert rows["head.weight"][-2:] == [f"{trained.at_start(0.1, 0.01):g}", "no"]  # the head
     assert rows["head.bias"][-2:] == ["-", "-"]
-    assert "schedule cosine 0.04 → 0.4 over 100 steps" in out
-    assert "wd by step: 0: 0.04, 25: 0.09272, 50: 0.22, 75: 0.3473, 100: 0.4" in out
+    assert "schedule cosine 0.1 → 1 over 100 steps" in out
     assert main([*args, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["wd_at_step"]["100"] == pytest.approx(0.4)
+    by_step = trained.wd(0.1, None)
+    for step, wd in doc["wd_at_step"].items():  # the same maths, rounded in another order
+        assert wd == pytest.approx(by_step(int(step)), rel=1e-12)
     assert [r["normalized"] for r in doc["parameters"] if r["decays"]] == [True, True, False]
+    zero = [*args]
+    zero[zero.index("--weight-decay") + 1] = "0"  # the reference runs
+    assert main([*zero, "--group-wd", "head.*=0.01", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["wd_at_step"] is None
+    assert {r["wd"] for r in doc["parameters"] if r["decays"]} == {0.0}
 
 
 def _exit_and_stderr(args: list[str], capsys) -> tuple[int, str]:
@@ -386,6 +400,7 @@ def _exit_and_stderr(args: list[str], capsys) -> tuple[int, str]:
         (["--rule", "hf", "--decay-all"], "--rule hf is a whole rule; drop --decay-all"),
         (["--wd-schedule", "cosine:0.1:-1:10"], "schedule end must be a finite number >= 0"),
         (["--wd-schedule", "cosine:1"], "expected cosine|linear:START:END:STEPS"),
+        (["--wd-schedule", "cosine:0:1:10"], "START must be > 0"),  # as run refuses it
         (["--group-wd", "nothing.*=1e-5"], "matches no decaying parameter"),
         (["--group-wd", "head.*"], "expected PATTERN=WD"),
         (["--group-wd", "head.*=-1"], "must be >= 0"),

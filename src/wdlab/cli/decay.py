@@ -118,6 +118,21 @@ def parse_group_wds(items: list[str] | None) -> dict[str, float]:
     return out
 
 
+def as_in_runs(text: str | None, wd: float) -> WDSchedule | None:
+    """``--wd-schedule`` as ``run`` and ``sweep`` apply it to a run of weight decay ``wd``:
+    the schedule's shape from ``wd`` (its START must be > 0); none at wd = 0, where nothing
+    decays."""
+    from wdlab.decay.schedules import WDSchedule, parse, scaled
+
+    if text is None:
+        return None
+    schedule = parse(text)
+    scaled(schedule, 0.0)  # START > 0, else one line
+    if wd == 0:
+        return None
+    return WDSchedule(schedule.shape, wd, schedule.end * wd / schedule.start, schedule.steps)
+
+
 def schedule_points(schedule: WDSchedule) -> dict[int, float]:
     """The schedule's weight decay at its start, quarters and end (what ``inspect`` shows)."""
     steps = sorted({round(schedule.steps * q / 4) for q in range(5)})
@@ -136,8 +151,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         raise UsageError(f"mode {mode!r} needs the base lr: pass --lr")
     check_pairing(mode, args.optimizer)  # as run, sweep and Decay.attach refuse it
     spec = parse_model(args)
-    decay = Decay(mode, args.wd, schedule=args.wd_schedule)
-    group_wds = parse_group_wds(args.group_wd)
+    decay = Decay(mode, args.wd, schedule=as_in_runs(args.wd_schedule, args.wd))
+    # as in run and sweep: a pattern's weight decay in the runs that decay, 0 at wd = 0
+    group_wds = {p: w * (args.wd > 0) for p, w in parse_group_wds(args.group_wd).items()}
     groups, table = param_groups(spec.build(), decay, parse_rule(args), group_wds)
     if group_wds:
         table = table.with_weight_decays(groups, decay)
