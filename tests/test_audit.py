@@ -132,6 +132,27 @@ def test_parameters_missing_from_every_group():
     assert _rows(audit(opt, model))["head.weight"]["groups"] == []
 
 
+def test_a_frozen_tensor_in_a_group_does_not_decay():
+    """torch's optimizers skip a tensor without a gradient, so a frozen one in a decaying group
+    is not decayed: the audit said "decays yes" and named its bias (found by a new-user
+    trial); one real AdamW step shows what happens."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    model[0].requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=0.1)
+    report = audit(opt, model)
+    rows = _rows(report)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model(torch.randn(5, 3)).sum().backward()
+    opt.step()
+    for name, p in model.named_parameters():
+        assert rows[name]["decays"] == (not torch.equal(p, before[name]))
+        assert rows[name]["frozen"] == name.startswith("0.")
+    assert _only(report, "decayed-bias").params == ("2.bias",)
+    text = report.to_text()
+    assert "AdamW: 2 of 4 tensors decay" in text and text.count("no (frozen)") == 2
+
+
 def test_a_parameter_in_two_groups_or_two_optimizers():
     model = Net()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)

@@ -16,6 +16,10 @@ decay. It names the known mistakes (:data:`CHECKS`):
 * ``redundant-bias``: a bias that feeds only a norm which subtracts it again (a Conv's bias
   before a BatchNorm): its gradient is rounding noise (:mod:`wdlab.zerograd`).
 
+A frozen tensor (``requires_grad=False``) in a group decays under no rule: torch's optimizers
+and wdlab's decay skip a tensor without a gradient. It is listed as ``no (frozen)`` and never
+counted in a finding about tensors that decay.
+
 The per-group rules (``adam-l2``, ``lr-wd``, ``double-decay``) are :mod:`wdlab.decay.findings`,
 which :meth:`wdlab.Decay.attach` and the trainer warn in the same words; the per-tensor ones
 (which need the model) are here.
@@ -99,7 +103,7 @@ class AuditReport:
                 "×".join(map(str, r["shape"])) or "scalar",
                 ",".join(map(str, r["groups"])) or "-",
                 r["kind"],
-                "yes" if r["decays"] else "no",
+                "yes" if r["decays"] else "no (frozen)" if r["frozen"] else "no",
                 " + ".join(f"{d['wd']:g}" for d in r["decay"]) or "0",
                 " + ".join(d["mode"] for d in r["decay"]) or "-",
             )
@@ -154,7 +158,7 @@ def audit(
                 row = rows.setdefault(id(p), _row(name, p, kinds.get(id(p))))
                 row["groups"].append(gi)
                 row["decay"] += entries
-                row["decays"] = bool(row["decay"])
+                row["decays"] = bool(row["decay"]) and not row["frozen"]  # torch skips it
             findings += [
                 _finding(code, msg, group=gi)
                 for code, msg in group_findings(class_name(opt), label, gi, group, decay)
@@ -206,6 +210,7 @@ def _row(name: str, p: torch.Tensor, kind: str | None) -> dict:
         "numel": p.numel(),
         "kind": kind,
         "groups": [],
+        "frozen": not p.requires_grad,  # no gradient: no optimizer updates or decays it
         "decays": False,
         "decay": [],
     }
