@@ -375,7 +375,7 @@ def test_new_config_keys_are_checked_and_reach_the_engine(tmp_path):
             validate(raw)
     # the flags are generated from the schema like every other key
     args = [
-        "--data", "wine", "--model", "linear", "--batchnorm", "--dropout", "0.5", "--select",
+        "--data", "wine", "--model", "cnn", "--batchnorm", "--dropout", "0.5", "--select",
         "acc", "--early-stopping", "--diagnostics", "rotation", "--train-size", "30",
     ]  # fmt: skip
     from wdlab.cli import build_parser
@@ -385,6 +385,35 @@ def test_new_config_keys_are_checked_and_reach_the_engine(tmp_path):
     assert merged.model.batchnorm and merged.model.dropout == 0.5
     assert merged.train.select == "acc" and merged.train.early_stopping
     assert merged.train.diagnostics == ["rotation"] and merged.data.train_size == 30
+    # a kind that has no such option refuses it: linear has no BatchNorm (it was ignored)
+    with pytest.raises(ValueError, match=r"model\.batchnorm: the linear model has no batchnorm"):
+        validate({"model": {"kind": "linear", "batchnorm": True}})
+
+
+def test_a_model_option_its_kind_does_not_read_is_refused_not_recorded(capsys):
+    """``--model seed-mlp --hidden 5 --layernorm`` trained the article's 64-32-10 MLP and wrote
+    ``hidden [5], layernorm true`` into results.json (found by a new-user trial). Each kind
+    names the options it reads (``ModelKind.options``); another one set away from its default
+    is refused, in the config, the CLI and ModelSpec alike."""
+    from wdlab.cli import main
+    from wdlab.models import MODEL_KINDS, MODEL_OPTIONS, ModelSpec
+
+    assert all(set(k.options) <= set(MODEL_OPTIONS) for k in MODEL_KINDS.values())
+    for kind, option, value in [
+        ("seed-mlp", "hidden", [5]),
+        ("seed-mlp", "layernorm", True),
+        ("linear", "activation", "gelu"),
+        ("cnn", "layernorm", True),
+        ("mlp", "dropout", 0.5),
+        ("tests/custom_model.py:make", "hidden", [8]),
+    ]:
+        with pytest.raises(ValueError, match=rf"model\.{option}: the \S+ model has no {option}"):
+            validate({"model": {"kind": kind, option: value}})
+    validate({"model": {"kind": "seed-mlp", "hidden": [64]}})  # the default: nothing set
+    with pytest.raises(ValueError, match="hidden: the linear model has no hidden"):
+        ModelSpec("linear", in_dim=3, hidden=(4,))
+    assert main(["inspect", "seed-mlp", "--in-dim", "3", "--hidden", "5"]) == 2
+    assert "hidden: the seed-mlp model has no hidden" in capsys.readouterr().err
 
 
 def test_train_size_subsamples_the_training_split_only():

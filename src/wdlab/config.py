@@ -64,9 +64,9 @@ from wdlab.config_keys import (
     ordered_pairs,
 )
 from wdlab.data import SOURCES
-from wdlab.data.tables import check_table_keys
+from wdlab.data.tables import check_data_keys
 from wdlab.decay import DEFAULT_RULE, EVERYTHING, PRESETS, DecayRule
-from wdlab.models import ACTIVATIONS, MODEL_KINDS
+from wdlab.models import ACTIVATIONS, MODEL_KINDS, check_model_options
 from wdlab.optimizers import OPTIMIZERS, check_optimizer_options
 from wdlab.tasks import TASKS
 from wdlab.trainer.plan import PRECISIONS, check_checkpoint
@@ -404,7 +404,8 @@ def validate(raw: Mapping[str, Any] | Experiment) -> Experiment:
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
         raise ValueError(f"unknown section [{unknown[0]}]; valid: {', '.join(SECTIONS)}")
-    sections = {}
+    sections: dict[str, dict[str, Any]] = {}
+    defaults: dict[str, dict[str, Any]] = {}
     for section, cls in SECTIONS.items():
         given = raw.get(section, {})
         if not isinstance(given, Mapping):
@@ -416,6 +417,7 @@ def validate(raw: Mapping[str, Any] | Experiment) -> Experiment:
         values = {}
         for f, k in section_keys(section):
             default = f.default_factory()
+            defaults.setdefault(section, {})[f.name] = f.default_factory()
             value = copy.deepcopy(given[f.name]) if f.name in given else default
             optional = value is None and default is None  # None: not set, where it may be
             values[f.name] = value if optional else k.check(value, f"{section}.{f.name}")
@@ -425,15 +427,10 @@ def validate(raw: Mapping[str, Any] | Experiment) -> Experiment:
         model["kind"], model["factory"] = "custom", model["kind"]
     if model["kind"] == "custom" and not model["factory"]:
         raise ValueError("model.factory: model kind 'custom' needs factory = 'module:function'")
-    data = sections["data"]
-    check_table_keys(data)
-    if data["val_size"] + data["test_size"] > 0.9:
-        raise ValueError(
-            f"data.val_size + data.test_size must leave >= 10% for training, got "
-            f"{data['val_size']:g} + {data['test_size']:g}"
-        )
+    check_model_options(model["kind"], model, defaults["model"], "model.")
+    check_data_keys(sections["data"])
     train = sections["train"]
-    check_switches(train, {f.name: f.default_factory() for f, _ in section_keys("train")})
+    check_switches(train, defaults["train"])
     train["options"] = check_optimizer_options(train["optimizer"], train["options"], train["lr"][0])
     return Experiment(**{name: SECTIONS[name](**v) for name, v in sections.items()})
 

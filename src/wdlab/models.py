@@ -11,8 +11,9 @@ factory) runs through ``torch.func``.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -98,6 +99,7 @@ class ModelKind:
     describe: Callable[[ModelSpec], str]
     engine: type[Engine] = FuncEngine
     layout: Callable[[ModelSpec], Layout] | None = None
+    options: tuple[str, ...] = ()  # the :data:`MODEL_OPTIONS` this kind reads
 
     @property
     def hand_backward(self) -> bool:
@@ -164,6 +166,7 @@ _KINDS = [
         ),
         MLPEngine,
         _mlp_layout,
+        ("hidden", "activation", "layernorm"),
     ),
     ModelKind(
         "linear",
@@ -190,6 +193,7 @@ _KINDS = [
             + (f" +dropout {spec.dropout:g}" if spec.dropout else "")
         ),
         GroupedCNNEngine,
+        options=("hidden", "batchnorm", "dropout"),
     ),
     ModelKind(
         "custom",
@@ -201,6 +205,35 @@ _KINDS = [
 
 #: Every model kind by name.
 MODEL_KINDS: dict[str, ModelKind] = {k.name: k for k in _KINDS}
+
+#: The sizes and switches of the built-in kinds; each kind reads those in its ``options``.
+MODEL_OPTIONS = ("hidden", "activation", "layernorm", "batchnorm", "dropout")
+
+
+def check_model_options(
+    kind: str, values: Mapping[str, Any], defaults: Mapping[str, Any], prefix: str = ""
+) -> None:
+    """Refuse an option of :data:`MODEL_OPTIONS` set away from its default (``values``
+    against ``defaults``, each named ``prefix`` + option) for a kind that does not read it:
+    the model would be built without it, and the settings would say otherwise."""
+    takes = MODEL_KINDS[kind].options
+
+    def same(a: Any, b: Any) -> bool:
+        return (tuple(a) == tuple(b)) if isinstance(a, (list, tuple)) else a == b
+
+    for name in MODEL_OPTIONS:
+        if name not in takes and name in values and not same(values[name], defaults[name]):
+            raise ValueError(
+                f"{prefix}{name}: the {kind} model has no {name} (its options: "
+                f"{', '.join(takes) or 'none'})"
+            )
+
+
+def kind_options(kind: str, source: object) -> dict[str, Any]:
+    """The options ``kind`` reads, from ``source``'s attributes (a ``[model]`` section): a
+    ModelSpec's keywords."""
+    out = {k: getattr(source, k) for k in MODEL_KINDS[kind].options}
+    return out | ({"hidden": tuple(out["hidden"])} if "hidden" in out else {})
 
 
 @dataclass(frozen=True)
@@ -240,6 +273,8 @@ class ModelSpec:
             )
         if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        defaults = {f.name: f.default for f in fields(self) if f.name in MODEL_OPTIONS}
+        check_model_options(self.kind, {k: getattr(self, k) for k in defaults}, defaults)
 
     @property
     def model_kind(self) -> ModelKind:

@@ -57,17 +57,17 @@ def parse_model(args: argparse.Namespace) -> ModelSpec:
 
     name = args.model
     hidden = tuple(args.hidden)
-    if ":" in name:
-        return ModelSpec("custom", in_dim=args.in_dim, out_dim=args.out_dim, factory=name)
     if name == "mlp" and not hidden:
         raise UsageError("--model mlp needs --hidden, e.g. --hidden 64,32")
+    custom = ":" in name  # the options a kind does not read are refused (ModelSpec)
     return ModelSpec(
-        name,
+        "custom" if custom else name,
         in_dim=args.in_dim,
         out_dim=args.out_dim,
         hidden=hidden,
         activation=args.activation,
         layernorm=args.layernorm,
+        factory=name if custom else None,
     )
 
 

@@ -33,10 +33,10 @@ def is_table_path(name: str) -> bool:
     return isinstance(name, str) and name.lower().endswith(FILE_SUFFIXES)
 
 
-def check_table_keys(data: Mapping[str, Any], prefix: str = "data.") -> None:
-    """The ``[data]`` section's keys that read a file's columns (named ``prefix`` + key): a
-    data file needs ``target``, and any other source refuses them all, since it would ignore
-    them."""
+def check_data_keys(data: Mapping[str, Any], prefix: str = "data.") -> None:
+    """The ``[data]`` section's rules between keys (each named ``prefix`` + key): a data file
+    needs ``target``, and any other source refuses the keys that read a file's columns, since
+    it would ignore them; ``val_size`` + ``test_size`` leave >= 10% for training."""
     table = is_table_path(data.get("source") or "")
     if table and not data.get("target"):
         raise ValueError(f"{prefix}target: a data file needs the target column")
@@ -46,6 +46,12 @@ def check_table_keys(data: Mapping[str, Any], prefix: str = "data.") -> None:
         raise ValueError(
             f"{prefix}{given[0]}: names columns of a CSV or Parquet file, and "
             f"{data.get('source')!r} is not one"
+        )
+    val, test = data.get("val_size", 0.0), data.get("test_size", 0.0)
+    if val + test > 0.9:
+        raise ValueError(
+            f"{prefix}val_size + {prefix}test_size must leave >= 10% for training, got "
+            f"{val:g} + {test:g}"
         )
 
 

@@ -24,7 +24,7 @@ from wdlab.data import (
 )
 from wdlab.data.arrays import subsample_train
 from wdlab.decay import REFERENCE_MODE, get_mode
-from wdlab.models import ModelSpec
+from wdlab.models import ModelSpec, kind_options
 from wdlab.pipelines.userdata import with_classes
 from wdlab.records import RunConfig
 
@@ -148,14 +148,10 @@ def model_spec(model: ModelConfig, ds: Dataset) -> ModelSpec:
         model.kind,
         in_dim=ds.in_dim,
         out_dim=ds.out_dim,
-        hidden=tuple(model.hidden),
-        activation=model.activation,
-        layernorm=model.layernorm,
         factory=model.factory,
-        batchnorm=model.batchnorm,
-        dropout=model.dropout,
         in_shape=ds.in_shape if len(ds.in_shape) > 1 else (),
         factory_timeout=model.factory_timeout,
+        **kind_options(model.kind, model),
     )
 
 

@@ -32,7 +32,7 @@ from matplotlib.figure import Figure
 
 from wdlab.config import MAX_SEED
 from wdlab.data import load
-from wdlab.data.tables import check_table_keys
+from wdlab.data.tables import check_data_keys
 from wdlab.models import ModelSpec
 from wdlab.records import RunConfig
 from wdlab.report.timescale import timescale_figure, timescale_table
@@ -75,7 +75,7 @@ class TimescaleSettings:
             raise ValueError("weight_decays needs >= 3 values, each > 0 (a log grid)")
         if not self.seeds:
             raise ValueError("seeds: give at least one")
-        check_table_keys({"source": self.data, "target": self.target}, prefix="")
+        check_data_keys({"source": self.data, "target": self.target}, prefix="")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         seed = self.data_seed

@@ -49,7 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from wdlab.config import ModelConfig
-from wdlab.models import MODEL_KINDS, ModelSpec
+from wdlab.models import MODEL_KINDS, ModelSpec, kind_options
 from wdlab.pipelines.outputs import (
     changed_since_written,
     forget_outputs,
@@ -227,10 +227,7 @@ def model_spec(result: Any, factory: Any = None) -> ModelSpec:
     if kind in MODEL_KINDS and kind != "custom":
         fields = {k: v for k, v in stored.items() if k in ModelConfig.__dataclass_fields__}
         cfg = ModelConfig(**fields)
-        return ModelSpec(
-            kind, hidden=tuple(cfg.hidden), activation=cfg.activation,
-            layernorm=cfg.layernorm, batchnorm=cfg.batchnorm, dropout=cfg.dropout, **kw,
-        )  # fmt: skip
+        return ModelSpec(kind, **kind_options(kind, cfg), **kw)
     if isinstance(named, str) and ":" in named:
         found = factory_file(named, result.data.get("ran_in"))
         return ModelSpec("custom", factory=found, label=named, **kw)
