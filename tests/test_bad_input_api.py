@@ -153,3 +153,24 @@ def test_a_budget_below_a_mib_is_said_in_kib():
     """It said a configuration needs "about 0 MiB"."""
     text = refused("more than", max_memory_mb=0.001)
     assert " 0 MiB" not in text and "KiB" in text, text
+
+
+def test_decay_and_param_groups_refuse_bad_input_as_value_errors():
+    """Found by a new-user trial: a string base_lr was a TypeError, a list of tensors given to
+    param_groups an AttributeError, an anchor of the wrong shape passed attach and failed at
+    the first step, and NumPy's float32 weight decay was refused while float64 was taken."""
+    from wdlab.decay.group import Keys
+
+    with pytest.raises(ValueError, match="base_lr must be a positive number, got '1'"):
+        wdlab.Decay("independent", 0.1, base_lr="1")
+    with pytest.raises(ValueError, match=r"take the nn\.Module, got list"):
+        wdlab.param_groups([torch.zeros(2, requires_grad=True)], wdlab.Decay("coupled", 0.1))
+    model = torch.nn.Linear(3, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    anchor = [torch.zeros(3), torch.zeros(3)]
+    with pytest.raises(ValueError, match=r"anchor\[0\] is \(3,\), but its parameter's shape"):
+        wdlab.Decay("to_init", 0.1, anchor=anchor).attach(opt)
+    assert not {Keys.STATE, Keys.LR0, Keys.ANCHOR} & set(opt.param_groups[0])  # nothing set
+    for wd in (np.float32(0.1), np.float64(0.1), np.int64(1)):
+        d = wdlab.Decay("coupled", wd)
+        assert type(d.weight_decay) is float and d.weight_decay == float(wd)

@@ -23,7 +23,6 @@ batched engine uses (:mod:`wdlab.decay.modes`). It stays exact in real training 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +40,7 @@ from wdlab.decay.modes import (
     check_pairing,
     check_weight_decay,
     get_mode,
+    is_nonneg_finite,
     l2_penalty,
 )
 from wdlab.decay.schedules import WDSchedule, checked, parse, scale
@@ -85,9 +85,11 @@ class Decay:
 
     def __post_init__(self) -> None:
         get_mode(self.mode)
-        check_weight_decay(self.weight_decay)
-        if self.base_lr is not None and not (self.base_lr > 0 and math.isfinite(self.base_lr)):
-            raise ValueError(f"base_lr must be a positive number, got {self.base_lr!r}")
+        object.__setattr__(self, "weight_decay", check_weight_decay(self.weight_decay))
+        if self.base_lr is not None:
+            if not (is_nonneg_finite(self.base_lr) and self.base_lr > 0):
+                raise ValueError(f"base_lr must be a positive number, got {self.base_lr!r}")
+            object.__setattr__(self, "base_lr", float(self.base_lr))
         if isinstance(self.schedule, str):
             object.__setattr__(self, "schedule", parse(self.schedule))
         elif self.schedule is not None and not callable(self.schedule):
@@ -174,9 +176,8 @@ class Decay:
         """The state each decaying group carries, unless a loaded state_dict brought it."""
         groups = list(_decaying(optimizer))
         anchors = list(self.anchor) if self.anchor is not None else None
-        if anchors is not None and len(anchors) != sum(len(g["params"]) for g in groups):
-            n = sum(len(g["params"]) for g in groups)
-            raise ValueError(f"anchor has {len(anchors)} tensors but the optimizer has {n}")
+        if anchors is not None:
+            _check_anchors(anchors, [p for g in groups for p in g["params"]])
         it = iter(anchors or [])
         for group in groups:
             fresh = {"mode": self.mode, "step": 0, "lr0_fixed": False}
@@ -191,6 +192,17 @@ class Decay:
                 group[Keys.ANCHOR] = [a.detach().clone() for a in src]
             if self._mode.optimizer_wd:
                 group["weight_decay"] = self.wd_at(state["step"], group)
+
+
+def _check_anchors(anchors: list[Any], params: list[Tensor]) -> None:
+    """One anchor per decaying parameter, a tensor of its shape (refused at attach, in one
+    line, not at the first step)."""
+    if len(anchors) != len(params):
+        raise ValueError(f"anchor has {len(anchors)} tensors but the optimizer has {len(params)}")
+    for i, (a, p) in enumerate(zip(anchors, params, strict=True)):
+        if not isinstance(a, Tensor) or a.shape != p.shape:
+            got = tuple(a.shape) if isinstance(a, Tensor) else type(a).__name__
+            raise ValueError(f"anchor[{i}] is {got}, but its parameter's shape is {tuple(p.shape)}")
 
 
 class Attachment:

@@ -35,6 +35,7 @@ equilibrium predicts it…); adding a mode is one entry in :data:`MODES` (and it
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -353,8 +354,10 @@ def check_pairing(mode: str, optimizer: str) -> None:
 
 
 def is_nonneg_finite(v: object) -> bool:
-    """Whether ``v`` is a real number (not a bool), finite and ≥ 0: a valid weight decay."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+    """Whether ``v`` is a real number (not a bool; NumPy's scalars too), finite and ≥ 0: a
+    valid weight decay."""
+    real = isinstance(v, numbers.Real) and not isinstance(v, bool)
+    return real and math.isfinite(v) and v >= 0
 
 
 def check_weight_decay(wd: float) -> float:

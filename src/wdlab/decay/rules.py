@@ -316,6 +316,11 @@ class DecayTable:
 def decay_table(model: nn.Module, rule: DecayRule = DEFAULT_RULE) -> DecayTable:
     """The table of which parameters of ``model`` decay under ``rule`` (and which of them
     AdamC's ``corrected`` mode treats as normalized layers)."""
+    if not isinstance(model, nn.Module):  # the rule reads names and module types
+        raise ValueError(
+            f"param_groups and decay_table take the nn.Module, got {type(model).__name__}: "
+            "the rule reads its parameters' names and module types"
+        )
     reasons = rule.reasons(model)
     normalized = rule.normalized_names(model, [n for n, (d, _) in reasons.items() if d])
     rows = [
