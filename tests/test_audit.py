@@ -250,6 +250,13 @@ def clean():
 
 def not_a_pair():
     return 3
+
+def refuses():
+    raise ValueError("nope")
+
+def hangs():
+    import time
+    time.sleep(60)
 """
 
 
@@ -284,9 +291,26 @@ def test_cli_text_json_and_exit_status(setup_module, capsys):
         ("mytrain_audit:nothing", "cannot load 'mytrain_audit:nothing'"),
         ("mytrain_audit:not_a_pair", "must return (model, optimizer), got int"),
         ("missing_file.py:setup", "no file missing_file.py"),
+        # the user's own error is named as theirs (it read as wdlab's: "error: nope")
+        ("mytrain_audit:refuses", "setup function 'mytrain_audit:refuses' raised ValueError: nope"),
     ],
 )
 def test_cli_bad_target_is_one_line_and_exit_2(setup_module, capsys, target, fragment):
     assert main(["audit", target]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and fragment in err[0], err
+
+
+def test_a_setup_or_factory_that_hangs_is_stopped_by_its_time_limit(setup_module, capsys):
+    """audit called setup() with no time limit, and inspect gave a factory 300 s with no
+    --factory-timeout to change it, although its message named that flag (found by a new-user
+    trial): both take --factory-timeout, as run and sweep do."""
+    (setup_module / "hang_factory.py").write_text(
+        "import time\n\ndef make():\n    time.sleep(60)\n"
+    )
+    assert main(["audit", "mytrain_audit:hangs", "--factory-timeout", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "setup function 'mytrain_audit:hangs' did not return within 0.5 s" in err
+    assert main(["inspect", "hang_factory.py:make", "--factory-timeout", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "model factory 'hang_factory.py:make' did not return within 0.5 s" in err

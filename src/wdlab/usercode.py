@@ -94,19 +94,32 @@ def call_factory(
     raises, a non-module or a broken module it returns, and running out of time each become one
     ``ValueError`` line naming the factory."""
     label = name if isinstance(name, str) else getattr(factory, "__qualname__", repr(factory))
+    return check_module(call_user(factory, label, args, kwargs, timeout), label)
+
+
+def call_user(
+    func: Callable[..., Any],
+    label: str,
+    args: Sequence[object] = (),
+    kwargs: dict[str, object] | None = None,
+    timeout: float | None = None,
+    what: str = "model factory",
+) -> Any:
+    """``func(*args, **kwargs)``, a user's function (``what`` names its role in messages),
+    within ``timeout`` seconds (None: no limit): anything it raises and running out of time
+    are each one ``ValueError`` line naming it; Ctrl-C still stops wdlab."""
     try:
         with time_limit(timeout):
-            model = factory(*args, **(kwargs or {}))
+            return func(*args, **(kwargs or {}))
     except KeyboardInterrupt:
         raise
     except FactoryTimeout:
         raise ValueError(
-            f"model factory {label!r} did not return within {timeout:g} s; if it needs longer, "
+            f"{what} {label!r} did not return within {timeout:g} s; if it needs longer, "
             "raise factory_timeout (--factory-timeout, model.factory_timeout)"
         ) from None
     except BaseException as exc:  # user code: SystemExit and BaseException subclasses too
-        raise ValueError(f"model factory {label!r} {_what_it_raised(exc)}") from None
-    return check_module(model, label)
+        raise ValueError(f"{what} {label!r} {_what_it_raised(exc)}") from None
 
 
 def _what_it_raised(exc: BaseException) -> str:

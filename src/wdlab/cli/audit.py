@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from wdlab.cli.common import Command, UsageError, add_json, emit_json
+from wdlab.cli.common import Command, UsageError, add_factory_timeout, add_json, emit_json
 from wdlab.loading import load_callable
 
 
-def load_setup(target: str) -> tuple[Any, Any]:
+def load_setup(target: str, timeout: float | None) -> tuple[Any, Any]:
     """Call ``MODULE:FUNCTION`` (or ``path/to/file.py:FUNCTION``), a zero-argument function
-    returning ``(model, optimizer)``, and return what it returns."""
+    returning ``(model, optimizer)``, within ``timeout`` seconds, and return what it returns
+    (what it raises is one line naming it, as a model factory's is)."""
+    from wdlab.usercode import call_user
+
     func = load_callable(target)
-    result = func()
+    result = call_user(func, target, timeout=timeout, what="setup function")
     if not (isinstance(result, tuple) and len(result) == 2):
         raise UsageError(f"{target}() must return (model, optimizer), got {type(result).__name__}")
     return result
@@ -24,7 +27,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     and the known mistakes. Exit 1 if any warning is found."""
     from wdlab.auditing import audit
 
-    model, optimizer = load_setup(args.target)
+    model, optimizer = load_setup(args.target, args.factory_timeout)
     report = audit(optimizer, model)
     if args.json:
         emit_json(report.to_dict())
@@ -41,6 +44,7 @@ def add_audit_flags(p: argparse.ArgumentParser) -> None:
         help="a zero-argument function returning (model, optimizer), e.g. mytrain:setup or "
         "path/to/train.py:setup",
     )
+    add_factory_timeout(p)
     add_json(p)
 
 

@@ -227,6 +227,27 @@ def add_json(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON document")
 
 
+def seconds(text: str) -> float:
+    """A time limit in seconds: a number > 0, ``inf`` for none (as ``--factory-timeout`` takes
+    it in every command)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0 (inf: no limit), got {text!r}")
+    return value
+
+
+def add_factory_timeout(p: argparse.ArgumentParser) -> None:
+    """``--factory-timeout``: the time limit of the user's function, with the config key's
+    help and default."""
+    from wdlab.cli import facts
+
+    k = facts.key("model.factory_timeout")
+    p.add_argument("--factory-timeout", type=seconds, default=k["default"], help=k["help"])
+
+
 def add_device(p: argparse.ArgumentParser) -> None:
     """``--device``, checked by its form, with the config key's help (one text everywhere)."""
     from wdlab.cli import facts

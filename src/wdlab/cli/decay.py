@@ -11,6 +11,7 @@ from wdlab.cli import facts
 from wdlab.cli.common import (
     Command,
     UsageError,
+    add_factory_timeout,
     add_force,
     add_json,
     emit_json,
@@ -68,6 +69,7 @@ def parse_model(args: argparse.Namespace) -> ModelSpec:
         activation=args.activation,
         layernorm=args.layernorm,
         factory=name if custom else None,
+        factory_timeout=args.factory_timeout,
     )
 
 
@@ -188,6 +190,7 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--activation", default="sigmoid", choices=known["activations"])
     p.add_argument("--layernorm", action="store_true", help="LayerNorm after each hidden layer")
+    add_factory_timeout(p)
 
 
 def add_rule_flags(p: argparse.ArgumentParser) -> None:
