@@ -327,3 +327,23 @@ def test_a_parquet_export_without_pyarrow_is_one_line_and_writes_nothing(
     err = one_line_error(argv, capsys)  # it was pandas' 485 characters, and an empty pq/ left
     assert "wdlab export --format parquet needs pyarrow: pip install 'wdlab[parquet]'" in err
     assert not (tmp_path / "pq").exists()
+
+
+def test_empty_values_an_empty_out_and_too_small_a_timescale_are_refused(capsys):
+    """Found by a new-user trial: ``--hidden 4,,4`` was read as 4,4 (inspect, timescale),
+    ``verify --out ""`` wrote nothing without a word, and ``timescale --smallest 1`` trained
+    subsets that cannot hold every class."""
+    for args, says in [
+        (["inspect", "mlp", "--in-dim", "3", "--hidden", "4,,4"], "an empty value between commas"),
+        (["timescale", "--hidden", "4,,4"], "an empty value between commas"),
+        (["verify", "--out", ""], "--out: expected a folder, got an empty path"),
+        (["sweep", "--data", "digits", "--out", " "], "--out: expected a folder, got an empty"),
+    ]:
+        with pytest.raises(SystemExit) as exc:
+            main(args)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and err.count("\n") == 1 and says in err, err
+    pytest.importorskip("sklearn")
+    assert main(["timescale", "--smallest", "9", "--seeds", "1", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "smallest 9 < the 10 classes" in err

@@ -61,12 +61,12 @@ def parse_float_list(text: str | float | list, key: str) -> list[float]:
         step = (math.log10(hi_f) - math.log10(lo_f)) / (n - 1)
         return [float(f"{10 ** (math.log10(lo_f) + i * step):.6g}") for i in range(n)]
     try:
-        return [float(v) for v in _items(text, key)]
+        return [float(v) for v in comma_items(text, key)]
     except ValueError:
         raise ValueError(f"{key}: expected numbers separated by commas, got {text!r}") from None
 
 
-def _items(text: str, key: str) -> list[str]:
+def comma_items(text: str, key: str) -> list[str]:
     """The values of a comma list (one trailing comma allowed: ``3,`` is the list [3]); an
     empty value between commas is refused, not dropped (``0,,1`` is not ``0,1``)."""
     if not text.strip():
@@ -229,7 +229,7 @@ def _table(v: Any, key: str) -> dict:
 
 def _hidden(v: Any, key: str) -> list[int]:
     if isinstance(v, str):
-        items = _items(v, key)  # an empty value between commas: its own line
+        items = comma_items(v, key)  # an empty value between commas: its own line
         try:
             v = [int(s) for s in items]
         except ValueError:
@@ -302,7 +302,7 @@ def _seeds(v: Any, key: str) -> list[int]:
             raise ValueError(f"{key}: at most {MAX_RANGE:,} seeds, got {n:,}")
         return list(range(n))
     if isinstance(v, str) and "," in v:
-        items = _items(v, key)  # an empty value between commas is refused, not dropped
+        items = comma_items(v, key)  # an empty value between commas is refused, not dropped
         with contextlib.suppress(ValueError):
             v = [int(s) for s in items]
     if isinstance(v, list) and v and all(isinstance(s, int) and not isinstance(s, bool) for s in v):

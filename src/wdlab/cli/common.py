@@ -98,9 +98,16 @@ def _float(text: str) -> float:
 
 
 def hidden_sizes(text: str) -> tuple[int, ...]:
-    """Hidden sizes like ``64,32``: positive integers."""
+    """Hidden sizes like ``64,32``: positive integers (an empty value between commas is
+    refused, as in every comma list)."""
+    from wdlab.config_keys import comma_items
+
     try:
-        sizes = tuple(int(s) for s in text.split(",") if s.strip())
+        items = comma_items(text, "hidden sizes")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    try:
+        sizes = tuple(int(s) for s in items)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected sizes like 64,32, got {text!r}") from None
     if any(s < 1 for s in sizes):
@@ -225,6 +232,14 @@ class Command:
 def add_json(p: argparse.ArgumentParser) -> None:
     """--json."""
     p.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def folder(text: str) -> str:
+    """A folder's path, as ``--out`` takes it: not empty (``""`` would silently be no folder,
+    or this one)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder, got an empty path")
+    return text
 
 
 def seconds(text: str) -> float:

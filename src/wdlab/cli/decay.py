@@ -15,6 +15,7 @@ from wdlab.cli.common import (
     add_force,
     add_json,
     emit_json,
+    folder,
     hidden_sizes,
     nonneg_float,
     positive_float,
@@ -218,7 +219,9 @@ def add_rule_flags(p: argparse.ArgumentParser) -> None:
 
 def add_verify_flags(p: argparse.ArgumentParser) -> None:
     """--out, --json."""
-    p.add_argument("--out", help="also write verify.json here (that folder's report shows it)")
+    p.add_argument(
+        "--out", type=folder, help="also write verify.json here (that folder's report shows it)"
+    )
     add_force(p)
     add_json(p)
 

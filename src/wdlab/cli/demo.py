@@ -13,6 +13,7 @@ from wdlab.cli.common import (
     add_force,
     add_json,
     emit_json,
+    folder,
     nonneg_float,
     positive_float,
     positive_int,
@@ -95,7 +96,7 @@ def add_demo_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=seed, default=0, help="torch seed for data and init")
     p.add_argument("--eval-every", type=positive_int, default=10, help="evaluate every N epochs")
-    p.add_argument("--out", default="wdlab-out/demo", help="output folder")
+    p.add_argument("--out", type=folder, default="wdlab-out/demo", help="output folder")
     add_device(p)
     p.add_argument(
         "--no-fast-path", action="store_true", help="the standard path even where Gram applies"

@@ -18,6 +18,7 @@ from wdlab.cli.common import (
     add_json,
     emit_json,
     emit_study,
+    folder,
     positive_float,
     positive_int,
     print_paths,
@@ -211,7 +212,7 @@ def run_overrides(args: argparse.Namespace) -> dict[str, object]:
 def add_run_flags(p: argparse.ArgumentParser) -> None:
     """The experiment flags, --out and --json."""
     add_experiment_flags(p)
-    p.add_argument("--out", default="wdlab-out/run", help="output folder")
+    p.add_argument("--out", type=folder, default="wdlab-out/run", help="output folder")
     add_max_configs(p)
     add_force(p)
     add_json(p)
@@ -220,7 +221,9 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
 def add_sweep_flags(p: argparse.ArgumentParser) -> None:
     """The experiment flags, the study, the budget and the backend with its options."""
     add_experiment_flags(p, sweep=True)
-    p.add_argument("--out", help="study folder (default: wdlab-out/sweep-DATA-CONFIGHASH)")
+    p.add_argument(
+        "--out", type=folder, help="study folder (default: wdlab-out/sweep-DATA-CONFIGHASH)"
+    )
     p.add_argument(
         "--max-memory",
         type=positive_float,

@@ -13,6 +13,7 @@ from wdlab.cli.common import (
     add_json,
     emit_json,
     emit_study,
+    folder,
     print_paths,
     report_files,
     writable_dir,
@@ -159,7 +160,7 @@ def _export_to(args: argparse.Namespace) -> int:
 def add_report_flags(p: argparse.ArgumentParser) -> None:
     """PATH, --out, --json."""
     p.add_argument("path", help="output folder or study folder")
-    p.add_argument("--out", default=None, help="where to write (default: PATH)")
+    p.add_argument("--out", type=folder, default=None, help="where to write (default: PATH)")
     add_force(p)
     add_json(p)
 
@@ -180,7 +181,9 @@ def add_export_flags(p: argparse.ArgumentParser) -> None:
     """STUDY, --format, --out, --json."""
     p.add_argument("study", help="study folder")
     p.add_argument("--format", choices=["csv", "parquet"], default="csv")
-    p.add_argument("--out", default=None, help="folder for the files (default: the study)")
+    p.add_argument(
+        "--out", type=folder, default=None, help="folder for the files (default: the study)"
+    )
     p.add_argument(
         "--to",
         nargs="+",

@@ -13,6 +13,7 @@ from wdlab.cli.common import (
     add_force,
     add_json,
     emit_json,
+    folder,
     hidden_sizes,
     positive_float,
     positive_int,
@@ -136,7 +137,7 @@ def sizes(text: str) -> tuple[int, ...]:
 
 def add_timescale_flags(p: argparse.ArgumentParser) -> None:
     """The check's size, and where to write it."""
-    p.add_argument("--out", help="write timescale.json and timescale.png here")
+    p.add_argument("--out", type=folder, help="write timescale.json and timescale.png here")
     p.add_argument("--data", default="digits", help="a classification data source")
     add_key(p, "data.target")
     p.add_argument("--smallest", type=positive_int, default=256, help="N, the smallest")

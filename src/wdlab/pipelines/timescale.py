@@ -154,6 +154,9 @@ def run_timescale(
         raise ValueError(f"data {s.data!r} has no validation split to choose λ on")
     if max(s.sizes) > len(ds.y_train):
         raise ValueError(f"largest size {max(s.sizes)} > the {len(ds.y_train)} training rows")
+    classes = len(ds.y_train.unique())
+    if s.smallest < classes:  # the nested subsets are class-stratified from the smallest on
+        raise ValueError(f"smallest {s.smallest} < the {classes} classes: each size needs them all")
     order = nested_order(ds.y_train, s.data_seed)
     spec = ModelSpec("mlp", hidden=s.hidden, activation=s.activation)
     rows = []
