@@ -457,10 +457,51 @@ def test_a_damaged_store_is_named_and_ls_of_no_folder_is_an_error(tmp_path, caps
     capsys.readouterr()
     assert main(["sweep", *TINY_FLAGS, "--out", str(out)]) == 2
     line = one_error_line(capsys.readouterr().err)
-    assert f"study store {out / 'study.db'}: " in line, line  # it named no file
+    assert f"{out / 'study.db'}: the study store is damaged" in line, line  # it named no file
     assert digest(out) == before
     assert main(["ls", str(tmp_path / "nope")]) == 2  # it said "no studies under" and exit 0
     assert one_error_line(capsys.readouterr().err).endswith("nope: no such folder")
+
+
+def test_a_store_damaged_inside_is_refused_not_read_in_part(tmp_path, capsys):
+    """Bytes overwritten inside study.db (not cut short) were read silently: show and report
+    exited 0 with a run's curves missing, and sweep failed with a KeyError after rewriting
+    wdlab's record (found by a new-user trial). SQLite's quick_check now runs on every open."""
+    out = tmp_path / "s"
+    assert main(["sweep", *TINY_FLAGS, "--out", str(out)]) == 0
+    db = sqlite3.connect(out / "study.db")
+    page = db.execute("PRAGMA page_size").fetchone()[0]
+    root = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'curves'").fetchone()[0]
+    db.close()
+    with open(out / "study.db", "r+b") as fh:  # the curves table's b-tree page header
+        fh.seek((root - 1) * page)
+        fh.write(b"X" * 16)
+    before = digest(out)
+    for command in (["show", str(out)], ["report", str(out)], ["sweep", *TINY_FLAGS]):
+        capsys.readouterr()
+        args = [*command, "--out", str(out)] if command[0] == "sweep" else command
+        assert main(args) == 2
+        line = one_error_line(capsys.readouterr().err)
+        assert f"{out / 'study.db'}: the study store is damaged (" in line, line
+        assert digest(out) == before
+
+
+@pytest.mark.parametrize("sub", ["checkpoints", "weights"])
+def test_a_damaged_record_of_checkpoints_or_weights_stops_the_sweep_first(tmp_path, capsys, sub):
+    """A damaged checkpoints/ or weights/ record was replaced by an empty one: the resumed
+    runs then failed as "not written by wdlab" on every retry, and kept weights went unchecked
+    and undeleted (found by a new-user trial). It is one line before anything runs."""
+    out = tmp_path / "s"
+    assert main(["sweep", *TINY_FLAGS, "--out", str(out)]) == 0
+    (out / sub).mkdir(exist_ok=True)
+    (out / sub / ".wdlab-files.json").write_text('{"broken')
+    before = digest(out)
+    capsys.readouterr()
+    assert main(["sweep", *TINY_FLAGS, "--out", str(out)]) == 2
+    line = one_error_line(capsys.readouterr().err)
+    assert f"{out / sub / '.wdlab-files.json'}, wdlab's record of the " in line, line
+    assert "cannot be read (damaged)" in line and f"or delete {out / sub}" in line
+    assert digest(out) == before
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ import torch
 from wdlab.pipelines.outputs import (
     changed_since_written,
     check_outputs,
+    check_record,
     expect_output,
     forget_outputs,
     load_error,
@@ -44,6 +45,14 @@ from wdlab.store import config_key, dir_lock
 from wdlab.trainer.state import check
 
 DIRNAME = "checkpoints"
+
+
+def check_checkpoint_record(directory: str | Path) -> None:
+    """The record of the study's checkpoints, readable (one line before anything runs, where
+    it is damaged: writing would replace it, and every checkpoint be refused)."""
+    folder = Path(directory) / DIRNAME
+    how = f"restore it, or delete {folder} (its runs then train from the start)"
+    check_record(folder, "checkpoints", how)
 
 
 class CheckpointError(ValueError):

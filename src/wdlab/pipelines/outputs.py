@@ -75,6 +75,18 @@ def check_outputs(
         raise ValueError(f"{path} exists and {why}; {how}")
 
 
+def check_record(folder: str | Path, what: str, how: str) -> None:
+    """A one-line ``ValueError`` where ``folder``'s record cannot be read (damaged): the files
+    there (``what``) cannot be told apart from others', and writing would replace the record;
+    ``how`` says what to do."""
+    folder = Path(folder)
+    if _damaged(folder):
+        raise ValueError(
+            f"{folder / MANIFEST}, wdlab's record of the {what} it wrote there, cannot be read "
+            f"(damaged), so they cannot be told apart from files of yours; {how}"
+        )
+
+
 def changed_since_written(folder: str | Path, name: str, data: bytes | None = None) -> bool:
     """Whether wdlab recorded writing ``name`` in ``folder`` and the file's bytes (``data``,
     where the caller has read them) are no longer the ones it recorded (the file was edited,

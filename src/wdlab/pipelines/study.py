@@ -41,6 +41,7 @@ from wdlab.extras import require
 from wdlab.halving import Prune, from_config, rung_spacing, summary
 from wdlab.integrations.logs import LogSpec, open_logs
 from wdlab.models import ModelSpec
+from wdlab.pipelines.checkpoints import check_checkpoint_record
 from wdlab.pipelines.experiment import grid, grid_size, load_data, model_spec
 from wdlab.pipelines.fresh import undone_on_failure
 from wdlab.pipelines.identity import differences, output_probe, probe_difference
@@ -50,7 +51,7 @@ from wdlab.pipelines.outputs import check_outputs, claim_outputs, record_outputs
 from wdlab.pipelines.results import SweepResult
 from wdlab.pipelines.segments import check_pruning, has_validation
 from wdlab.pipelines.userdata import check_last_batch, data_fingerprint, fit_outputs
-from wdlab.pipelines.weights import factory_home, kept_runs, prune_weights
+from wdlab.pipelines.weights import check_weights_record, factory_home, kept_runs, prune_weights
 from wdlab.records import RunConfig
 from wdlab.selection import Criterion, criterion, settings, study_metric
 from wdlab.store import Store, StoreError, hash_config, worker_id
@@ -238,6 +239,8 @@ def run_study(
     per_config = planning_bytes(per_config, shared, max_memory_mb)
     table = decay_table(model, kw["rule"]).to_dict()
     own_groups(decay_table(model, kw["rule"]), kw.get("group_wd") or {})  # before the store
+    check_checkpoint_record(study.directory)  # readable before anything runs
+    check_weights_record(study.directory)
     with (
         undone_on_failure(study.directory),  # a new study that stored nothing: removed again
         open_logs(log, study.name, study.config) as logs,  # checked before the store is made

@@ -52,6 +52,7 @@ from wdlab.config import ModelConfig
 from wdlab.models import MODEL_KINDS, ModelSpec, kind_options
 from wdlab.pipelines.outputs import (
     changed_since_written,
+    check_record,
     forget_outputs,
     load_error,
     record_outputs,
@@ -65,6 +66,14 @@ from wdlab.store import config_key
 FOLDER = "weights"
 SUFFIX = ".pt"
 KEEP = ("best", "all", "none")
+
+
+def check_weights_record(directory: str | Path) -> None:
+    """The record of the study's kept weights, readable (one line before anything runs, where
+    it is damaged: writing would replace it, and the files it names go unchecked)."""
+    folder = Path(directory) / FOLDER
+    how = f"restore it, or delete {folder} (the kept weights are then gone)"
+    check_record(folder, "weights files", how)
 
 
 def weights_path(directory: str | Path, config: RunConfig) -> Path:

@@ -67,17 +67,32 @@ class Store(Workers, Progress):
             if self.version == 0:
                 raise StoreError(f"{self.path} is empty: it holds no study")
             self.db = _connect_ro(self.path)
+            self._check_intact()
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         with dir_lock(self.dir):
             version = identify(self.path) if self.path.exists() else 0
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             try:
+                if version:
+                    self._check_intact()
                 self._prepare(version)
             except BaseException:
                 self.db.close()
                 raise
         self.version = SCHEMA_VERSION
+
+    def _check_intact(self) -> None:
+        """SQLite's ``quick_check`` (every page's structure, in time linear in the file): a
+        damaged store is one :class:`StoreError` before anything reads a part of it or writes;
+        it is closed and left as is."""
+        try:
+            found = self.db.execute("PRAGMA quick_check(1)").fetchone()[0]
+        except sqlite3.Error as exc:
+            found = str(exc)
+        if found != "ok":
+            self.db.close()
+            raise StoreError(f"{self.path}: the study store is damaged ({found}); left as is")
 
     def _prepare(self, version: int) -> None:
         """Create (version 0) or migrate the store, then WAL mode."""
