@@ -347,3 +347,34 @@ def test_empty_values_an_empty_out_and_too_small_a_timescale_are_refused(capsys)
     assert main(["timescale", "--smallest", "9", "--seeds", "1", "--epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "smallest 9 < the 10 classes" in err
+
+
+def test_a_ctrl_c_swallowed_on_the_way_is_still_an_interrupt(monkeypatch, capsys):
+    """Ctrl-C while numpy or matplotlib was being imported could be swallowed there, and the
+    half-imported module failed next: exit 2 with a RecursionError "raised in your code,
+    <frozen importlib._bootstrap>" (found by a new-user trial). An error after a Ctrl-C is the
+    interrupt's: one line, exit 130; and a <frozen …> frame is nobody's code."""
+    import os
+    import signal
+    import time
+
+    import wdlab.cli
+
+    def swallowing(_args):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)  # the handler runs here
+        except KeyboardInterrupt:
+            pass  # as an import cut short may leave it
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(wdlab.cli, "_run", swallowing)
+    assert main(["transfer", "--wd", "0.1", "--lr", "0.1", "--n", "10", "--batch-size", "1"]) == 130
+    assert capsys.readouterr().err == "wdlab transfer: interrupted\n"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    code = compile("raise RuntimeError('x')", "<frozen importlib._bootstrap>", "exec")
+    try:
+        exec(code)
+    except RuntimeError as exc:
+        said = wdlab.cli.describe_error(exc)  # the innermost frame that is code: this test's
+        assert "<frozen" not in said and f"{__file__}:" in said, said

@@ -18,9 +18,11 @@ import argparse
 import contextlib
 import difflib
 import os
+import signal
 import sys
+import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from wdlab.cli import audit, decay, demo, experiment, search, study, transfer
@@ -72,24 +74,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     line too, also while torch is still being imported). ``WDLAB_DEBUG=1`` shows tracebacks.
     """
     prog = "wdlab"
+    with _sigint_noted() as interrupted:
+        try:
+            parser = build_parser()
+            args = parse(parser, argv)  # --help, --version and usage errors exit here
+            prog = f"wdlab {args.command}"
+            code = _run(args)
+            sys.stdout.flush()  # a reader that left shows up here, not at interpreter exit
+            return code
+        except KeyboardInterrupt:
+            sys.stderr.write(f"{prog}: interrupted\n")
+            return 130
+        except BrokenPipeError:  # e.g. `wdlab ls | head -1`: the reader left; not ours
+            _silence_stdout()
+            return 0
+        except Exception as exc:
+            if interrupted:  # a Ctrl-C that code swallowed (an import cut short) and what broke
+                sys.stderr.write(f"{prog}: interrupted\n")
+                return 130
+            if os.environ.get("WDLAB_DEBUG"):
+                raise
+            sys.stderr.write(f"{prog}: error: {describe_error(exc)}\n")
+            return EXIT_BAD_INPUT
+
+
+@contextlib.contextmanager
+def _sigint_noted() -> Iterator[list[bool]]:
+    """Ctrl-C raises ``KeyboardInterrupt`` as Python's own handler does, and is noted (the
+    list yielded is not empty once it came): an error that follows a Ctrl-C swallowed on the
+    way, say inside an import it cut short, is the interrupt's doing. Only where Python's
+    handler is the one set, in the main thread; the handler before is restored."""
+    noted: list[bool] = []
+    main_thread = threading.current_thread() is threading.main_thread()
+    if not main_thread or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield noted
+        return
+
+    def on_sigint(signum: int, frame: object) -> None:
+        noted.append(True)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
     try:
-        parser = build_parser()
-        args = parse(parser, argv)  # --help, --version and usage errors exit here
-        prog = f"wdlab {args.command}"
-        code = _run(args)
-        sys.stdout.flush()  # a reader that left shows up here, not at interpreter exit
-        return code
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{prog}: interrupted\n")
-        return 130
-    except BrokenPipeError:  # e.g. `wdlab ls | head -1`: the reader left; not an error of ours
-        _silence_stdout()
-        return 0
-    except Exception as exc:
-        if os.environ.get("WDLAB_DEBUG"):
-            raise
-        sys.stderr.write(f"{prog}: error: {describe_error(exc)}\n")
-        return EXIT_BAD_INPUT
+        yield noted
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def parse(parser: Parser, argv: Sequence[str] | None) -> argparse.Namespace:
@@ -203,7 +232,8 @@ def _user_frame(exc: BaseException) -> str:
     found = ""
     tb = exc.__traceback__
     while tb is not None:
-        name = str(Path(tb.tb_frame.f_code.co_filename).resolve())
+        raw = tb.tb_frame.f_code.co_filename
+        name = raw if raw.startswith("<") else str(Path(raw).resolve())  # <frozen importlib…>
         if name.startswith(ours):
             found = ""
         elif not ("-packages" in name or name.startswith(stdlib) or name.startswith("<")):
