@@ -504,6 +504,24 @@ def test_a_damaged_record_of_checkpoints_or_weights_stops_the_sweep_first(tmp_pa
     assert digest(out) == before
 
 
+def test_a_sweep_leaves_no_claim_on_figures_it_did_not_draw(tmp_path):
+    """Every sweep left ``"pending": "writing"`` entries for heatmap.png, rotation.png and
+    rungs.png, which it had no data to draw, so a file of the user's by such a name passed as
+    wdlab's unfinished write (found by a new-user trial)."""
+    from wdlab.pipelines.outputs import check_outputs, study_source, written_outputs
+
+    out = tmp_path / "s"
+    assert main(["sweep", *TINY_FLAGS, "--out", str(out)]) == 0
+    record = written_outputs(out)
+    assert record and not [n for n, e in record.items() if e.get("pending")]
+    assert all((out / n).is_file() for n in record)
+    drawn = {n for n in record if n.endswith(".png")}
+    mine = next(n for n in ("rotation.png", "rungs.png", "heatmap.png") if n not in drawn)
+    (out / mine).write_bytes(b"the user's")
+    with pytest.raises(ValueError, match=f"{mine} exists and was not written by wdlab"):
+        check_outputs(out, [mine], study_source(out))
+
+
 @pytest.mark.parametrize(
     "model, said",
     [("mymodel.py", "'mymodel.py' names a file; name the function that builds the model too: "

@@ -210,3 +210,20 @@ def test_with_early_stopping_the_model_back_is_the_one_of_the_reported_epoch(tmp
         assert run.reported["test_acc"] == pytest.approx(acc(model, 150, 200), abs=1e-6)
         frame = r.to_pandas().query("seed == @seed and weight_decay == @run.config.weight_decay")
         assert frame["best_epoch_test_acc"].item() == run.reported["test_acc"]
+
+
+def test_kept_weights_files_are_the_same_bytes_from_two_sweeps(tmp_path):
+    """Each weights file's zip archive was named after its temporary file, which holds the
+    process id, so two identical studies kept files that differed in bytes while their
+    tensors were equal (found by a new-user trial)."""
+    from wdlab.cli import main
+
+    flags = ["--data", "wine", "--model", "linear", "--optimizer", "adam", "--lr", "0.01"]
+    flags += ["--mode", "decoupled", "--wd", "0,1e-2", "--epochs", "2", "--keep", "all"]
+    for name in ("a", "b"):
+        assert main(["sweep", *flags, "--out", str(tmp_path / name)]) == 0
+    files = sorted(p.name for p in (tmp_path / "a" / FOLDER).glob("*.pt"))
+    assert files and files == sorted(p.name for p in (tmp_path / "b" / FOLDER).glob("*.pt"))
+    for name in files:
+        a, b = (tmp_path / d / FOLDER / name for d in ("a", "b"))
+        assert a.read_bytes() == b.read_bytes(), name

@@ -127,12 +127,18 @@ def record_outputs(
     note: Mapping[str, str] | None = None,
 ) -> None:
     """Record ``paths`` (files just written into ``folder``) as written for ``source``, with
-    ``note`` (more facts about each, e.g. the ``keep`` a weights file was written under)."""
+    ``note`` (more facts about each, e.g. the ``keep`` a weights file was written under).
+    ``source``'s claims on names that are not there (figures a report had no data for) are
+    dropped: a file of the user's by such a name is the user's again."""
     folder = Path(folder)
     written = _manifest(folder)
     for p in map(Path, paths):
         if p.parent.resolve() == folder.resolve() and p.is_file():
             written[p.name] = {**(note or {}), "source": source, "sha256": _digest(p)}
+    for name, entry in list(written.items()):
+        claimed = entry.get("pending") and entry.get("source") == source
+        if claimed and not ((folder / name).exists() or (folder / name).is_symlink()):
+            del written[name]
     _write_manifest(folder, written)
 
 

@@ -101,7 +101,8 @@ def save_weights(
         folder.mkdir(parents=True, exist_ok=True)
         path = weights_path(directory, r.config)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        torch.save(dict(r.params), tmp)
+        with open(tmp, "wb") as fh:  # a handle: the archive's inner name is not the tmp's
+            torch.save(dict(r.params), fh)
         os.replace(tmp, path)
         written.append(path)
     if written:
