@@ -116,3 +116,13 @@ def test_python_api_validates(bad):
         transfer(bad, 1e-3, 1000, 10)
     with pytest.raises(ValueError, match="positive finite number"):
         transfer(0.1, 1e-3, 1000, 10, to_n=bad) if bad is not None else transfer(0.1, 0, 1, 1)
+
+
+def test_transfer_takes_any_double_it_computes_with(capsys):
+    """``--to-n 1e308`` was refused as overflowing float32, "in which wdlab trains": transfer
+    trains nothing and computes in logs (found by a new-user trial)."""
+
+    args = ["transfer", "--wd", "0.1", "--lr", "0.1", "--n", "100", "--batch-size", "10"]
+    assert main([*args, "--to-n", "1e308", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["to"]["weight_decay"] == pytest.approx(1e-307, rel=1e-12)

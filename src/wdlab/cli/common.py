@@ -75,6 +75,14 @@ def positive_float(text: str) -> float:
     return value
 
 
+def positive_real(text: str) -> float:
+    """A finite number > 0, any double (a setting wdlab computes with, never trains in)."""
+    value = _float(text, float32=False)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
 def nonneg_float(text: str) -> float:
     """A finite number ≥ 0."""
     value = _float(text)
@@ -83,14 +91,14 @@ def nonneg_float(text: str) -> float:
     return value
 
 
-def _float(text: str) -> float:
+def _float(text: str, float32: bool = True) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    if abs(value) > FLOAT32_MAX:
+    if float32 and abs(value) > FLOAT32_MAX:
         raise argparse.ArgumentTypeError(
             f"{text} overflows float32, in which wdlab trains (at most {FLOAT32_MAX:.3g})"
         )

@@ -17,6 +17,7 @@ from wdlab.cli.common import (
     hidden_sizes,
     positive_float,
     positive_int,
+    positive_real,
     print_paths,
     writable_dir,
 )
@@ -68,16 +69,16 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 def add_transfer_flags(p: argparse.ArgumentParser) -> None:
     """The tuned setting (required) and what changes (optional)."""
     g = p.add_argument_group("the setting the weight decay was tuned for")
-    g.add_argument(*names("--wd"), dest="wd", type=positive_float, required=True, help="λ")
-    g.add_argument("--lr", type=positive_float, required=True, help="η (the peak lr)")
-    g.add_argument("--n", type=positive_float, required=True, help="training set size N")
-    g.add_argument("--batch-size", type=positive_float, required=True, help="batch size B")
-    g.add_argument("--epochs", type=positive_float, help="epochs E (needed for --to-epochs)")
+    g.add_argument(*names("--wd"), dest="wd", type=positive_real, required=True, help="λ")
+    g.add_argument("--lr", type=positive_real, required=True, help="η (the peak lr)")
+    g.add_argument("--n", type=positive_real, required=True, help="training set size N")
+    g.add_argument("--batch-size", type=positive_real, required=True, help="batch size B")
+    g.add_argument("--epochs", type=positive_real, help="epochs E (needed for --to-epochs)")
     t = p.add_argument_group("the new setting (each defaults to the old value)")
-    t.add_argument("--to-lr", type=positive_float, help="η'")
-    t.add_argument("--to-n", type=positive_float, help="N'")
-    t.add_argument("--to-batch-size", type=positive_float, help="B'")
-    t.add_argument("--to-epochs", type=positive_float, help="E' (τ kept as a fraction of the run)")
+    t.add_argument("--to-lr", type=positive_real, help="η'")
+    t.add_argument("--to-n", type=positive_real, help="N'")
+    t.add_argument("--to-batch-size", type=positive_real, help="B'")
+    t.add_argument("--to-epochs", type=positive_real, help="E' (τ kept as a fraction of the run)")
     p.add_argument(
         "--mode",
         choices=list(facts.load()["transfer_modes"]),
