@@ -370,3 +370,18 @@ def test_the_driver_over_stacked_rows_is_attach_row_by_row(mode):
             w.grad = grad[k].clone()
             alone.step()
         assert_normwise(stacked.detach()[k], w.detach(), per_steps(5), f"{mode} row {k}")
+
+
+def test_a_subpackage_is_there_after_import_wdlab():
+    """The README's ``wdlab.decay.cosine(...)`` raised AttributeError right after ``import
+    wdlab`` (found by a new-user trial); an unknown name still does, and loads no torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, wdlab\n"
+        "assert not hasattr(wdlab, 'nothing_of_that_name') and 'torch' not in sys.modules\n"
+        "print(wdlab.decay.cosine(0.04, 0.4, 10)(10))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "0.4"

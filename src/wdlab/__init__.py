@@ -10,6 +10,7 @@ the command line imports it inside ``main``, where Ctrl-C is one line, not a tra
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from typing import TYPE_CHECKING, Any
 
 from wdlab.version import __version__
@@ -77,10 +78,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """Import an exported name on first use."""
+    """Import an exported name, or a subpackage (``wdlab.decay.cosine`` after ``import
+    wdlab``, as after ``import torch`` ``torch.nn``), on first use."""
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'wdlab' has no attribute {name!r}")
+        if name.startswith("_") or importlib.util.find_spec(f"wdlab.{name}") is None:
+            raise AttributeError(f"module 'wdlab' has no attribute {name!r}")
+        return importlib.import_module(f"wdlab.{name}")  # the import sets the attribute
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value  # next time without __getattr__
     return value
