@@ -375,8 +375,6 @@ def test_the_driver_over_stacked_rows_is_attach_row_by_row(mode):
 def test_a_subpackage_is_there_after_import_wdlab():
     """The README's ``wdlab.decay.cosine(...)`` raised AttributeError right after ``import
     wdlab`` (found by a new-user trial); an unknown name still does, and loads no torch."""
-    import subprocess
-    import sys
 
     code = (
         "import sys, wdlab\n"
