@@ -263,6 +263,7 @@ def hangs():
 @pytest.fixture
 def setup_module(tmp_path, monkeypatch):
     (tmp_path / "mytrain_audit.py").write_text(textwrap.dedent(SETUP))
+    (tmp_path / "a_folder.py").mkdir()
     monkeypatch.chdir(tmp_path)
     yield tmp_path
     sys.modules.pop("mytrain_audit", None)
@@ -291,6 +292,7 @@ def test_cli_text_json_and_exit_status(setup_module, capsys):
         ("mytrain_audit:nothing", "cannot load 'mytrain_audit:nothing'"),
         ("mytrain_audit:not_a_pair", "must return (model, optimizer), got int"),
         ("missing_file.py:setup", "no file missing_file.py"),
+        ("a_folder.py:setup", "a_folder.py is not a regular file"),  # it said "no file"
         # the user's own error is named as theirs (it read as wdlab's: "error: nope")
         ("mytrain_audit:refuses", "setup function 'mytrain_audit:refuses' raised ValueError: nope"),
     ],

@@ -36,7 +36,8 @@ def import_module(where: str) -> ModuleType:
 def _import_file(path: Path) -> ModuleType:
     """Load ``path`` as Python runs a script's imports: its folder first on ``sys.path``."""
     if not path.is_file():
-        raise ImportError(f"no file {path}")
+        there = path.exists() or path.is_symlink()  # a folder or a FIFO is not code to run
+        raise ImportError(f"{path} is not a regular file" if there else f"no file {path}")
     path = path.resolve()
     _importable(str(path.parent))
     name = path.stem
