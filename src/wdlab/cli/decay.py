@@ -187,9 +187,14 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--in-dim", type=positive_int, default=1000, help="input features")
     p.add_argument("--out-dim", type=positive_int, default=1, help="outputs")
     p.add_argument(
-        "--hidden", type=hidden_sizes, default=(), help="hidden sizes for mlp, e.g. 64,32"
+        "--hidden",
+        type=hidden_sizes,
+        default=(),
+        help="hidden sizes for mlp, e.g. 64,32 (default: none; mlp needs them)",
     )
-    p.add_argument("--activation", default="sigmoid", choices=known["activations"])
+    p.add_argument(
+        "--activation", default="sigmoid", choices=known["activations"], help="mlp's activation"
+    )
     p.add_argument("--layernorm", action="store_true", help="LayerNorm after each hidden layer")
     add_factory_timeout(p)
 
@@ -233,7 +238,10 @@ def add_inspect_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", default="coupled", help="decay mode")
     p.add_argument(*names("--wd"), dest="wd", type=nonneg_float, default=0.01, help="weight decay")
     p.add_argument("--optimizer", default="sgd", help="optimizer name")
-    p.add_argument("--lr", type=positive_float, default=None, help="learning rate")
+    p.add_argument(
+        "--lr", type=positive_float, default=None,
+        help="learning rate (default: none; independent and corrected need it)",
+    )  # fmt: skip
     add_key(p, "decay.wd_schedule")
     add_key(p, "decay.group_wd")
     add_json(p)
