@@ -369,9 +369,14 @@ def test_a_ctrl_c_swallowed_on_the_way_is_still_an_interrupt(monkeypatch, capsys
         raise RecursionError("maximum recursion depth exceeded")
 
     monkeypatch.setattr(wdlab.cli, "_run", swallowing)
-    assert main(["transfer", "--wd", "0.1", "--lr", "0.1", "--n", "10", "--batch-size", "1"]) == 130
-    assert capsys.readouterr().err == "wdlab transfer: interrupted\n"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's, as in a shell
+    try:
+        args = ["transfer", "--wd", "0.1", "--lr", "0.1", "--n", "10", "--batch-size", "1"]
+        assert main(args) == 130
+        assert capsys.readouterr().err == "wdlab transfer: interrupted\n"
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(signal.SIGINT, before)  # whatever an earlier test left
     code = compile("raise RuntimeError('x')", "<frozen importlib._bootstrap>", "exec")
     try:
         exec(code)
