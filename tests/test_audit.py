@@ -134,8 +134,9 @@ def test_parameters_missing_from_every_group():
 
 def test_a_frozen_tensor_in_a_group_does_not_decay():
     """torch's optimizers skip a tensor without a gradient, so a frozen one in a decaying group
-    is not decayed: the audit said "decays yes" and named its bias (found by a new-user
-    trial); one real AdamW step shows what happens."""
+    is not decayed: the audit said "decays yes" (found by a new-user trial); one real AdamW
+    step shows what happens. Its bias still counts in the finding, said to be frozen now: it
+    decays once unfrozen (gradual unfreezing keeps such tensors in the optimizer)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
     model[0].requires_grad_(False)
@@ -148,7 +149,11 @@ def test_a_frozen_tensor_in_a_group_does_not_decay():
     for name, p in model.named_parameters():
         assert rows[name]["decays"] == (not torch.equal(p, before[name]))
         assert rows[name]["frozen"] == name.startswith("0.")
-    assert _only(report, "decayed-bias").params == ("2.bias",)
+    finding = _only(report, "decayed-bias")
+    assert (
+        finding.params == ("0.bias", "2.bias")
+        and "(1 frozen now: from when they" in finding.message
+    )
     text = report.to_text()
     assert "AdamW: 2 of 4 tensors decay" in text and text.count("no (frozen)") == 2
 

@@ -337,7 +337,7 @@ def test_empty_values_an_empty_out_and_too_small_a_timescale_are_refused(capsys)
         (["inspect", "mlp", "--in-dim", "3", "--hidden", "4,,4"], "an empty value between commas"),
         (["timescale", "--hidden", "4,,4"], "an empty value between commas"),
         (["verify", "--out", ""], "--out: expected a folder, got an empty path"),
-        (["sweep", "--data", "digits", "--out", " "], "--out: expected a folder, got an empty"),
+        (["sweep", "--data", "digits", "--out", " "], "--out: expected a folder, got a blank"),
     ]:
         with pytest.raises(SystemExit) as exc:
             main(args)

@@ -378,7 +378,8 @@ def test_a_subpackage_is_there_after_import_wdlab():
 
     code = (
         "import sys, wdlab\n"
-        "assert not hasattr(wdlab, 'nothing_of_that_name') and 'torch' not in sys.modules\n"
+        "assert not hasattr(wdlab, 'nothing_of_that_name') and not hasattr(wdlab, 'x.y')\n"
+        "assert not hasattr(wdlab, 'decay.nope') and 'torch' not in sys.modules\n"
         "print(wdlab.decay.cosine(0.04, 0.4, 10)(10))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

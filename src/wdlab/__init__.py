@@ -82,7 +82,8 @@ def __getattr__(name: str) -> Any:
     wdlab``, as after ``import torch`` ``torch.nn``), on first use."""
     module = _EXPORTS.get(name)
     if module is None:
-        if name.startswith("_") or importlib.util.find_spec(f"wdlab.{name}") is None:
+        sub = name.isidentifier() and not name.startswith("_")  # "x.y" is no attribute
+        if not sub or importlib.util.find_spec(f"wdlab.{name}") is None:
             raise AttributeError(f"module 'wdlab' has no attribute {name!r}")
         return importlib.import_module(f"wdlab.{name}")  # the import sets the attribute
     value = getattr(importlib.import_module(module), name)

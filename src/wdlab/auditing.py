@@ -16,9 +16,10 @@ decay. It names the known mistakes (:data:`CHECKS`):
 * ``redundant-bias``: a bias that feeds only a norm which subtracts it again (a Conv's bias
   before a BatchNorm): its gradient is rounding noise (:mod:`wdlab.zerograd`).
 
-A frozen tensor (``requires_grad=False``) in a group decays under no rule: torch's optimizers
-and wdlab's decay skip a tensor without a gradient. It is listed as ``no (frozen)`` and never
-counted in a finding about tensors that decay.
+A frozen tensor (``requires_grad=False``) in a group does not decay now: torch's optimizers
+and wdlab's decay skip a tensor without a gradient. It is listed as ``no (frozen)``, with the
+weight decay it gets once it trains (gradual unfreezing), and a finding about it says it is
+frozen now.
 
 The per-group rules (``adam-l2``, ``lr-wd``, ``double-decay``) are :mod:`wdlab.decay.findings`,
 which :meth:`wdlab.Decay.attach` and the trainer warn in the same words; the per-tensor ones
@@ -239,12 +240,15 @@ def _tensor_findings(rows: list[dict]) -> list[Finding]:
         "do not (DecayRule(embeddings=False))",
     }
     for kind, why in fixes.items():
-        hit = [r for r in rows if r["decays"] and r["kind"] == kind]
+        hit = [r for r in rows if r["decay"] and r["kind"] == kind]  # frozen: once unfrozen
         if hit:
             n, hit_names = sum(r["numel"] for r in hit), [r["name"] for r in hit]
             keep = "" if kind == "embedding" else "; keep them out with wdlab.param_groups(model)"
             verb = "decays" if len(hit) == 1 else "decay"
-            message = f"{_count(len(hit), kind)} ({n:,} parameters) {verb}: {_listed(hit_names)}"
+            frozen = sum(r["frozen"] for r in hit)
+            now = f" ({frozen} frozen now: from when they train)" if frozen else ""
+            message = f"{_count(len(hit), kind)} ({n:,} parameters) {verb}{now}: "
+            message += _listed(hit_names)
             out.append(_finding(f"decayed-{kind}", f"{message}; {why}{keep}", hit_names))
     twice = [r for r in rows if len(r["groups"]) > 1]
     if twice:

@@ -66,12 +66,13 @@ from wdlab.config_keys import (
 from wdlab.data import SOURCES
 from wdlab.data.tables import check_data_keys
 from wdlab.decay import DEFAULT_RULE, EVERYTHING, PRESETS, DecayRule
-from wdlab.models import ACTIVATIONS, MODEL_KINDS, check_model_options
+from wdlab.models import ACTIVATIONS, MODEL_KINDS, unread_options
 from wdlab.optimizers import OPTIMIZERS, check_optimizer_options
 from wdlab.tasks import TASKS
 from wdlab.trainer.plan import PRECISIONS, check_checkpoint
 from wdlab.trainer.schedules import SCHEDULES
 from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT
+from wdlab.warn import warn_user
 
 #: The rules ``decay.rule`` (``--rule``) names: wdlab's default, everything, and the presets of
 #: other libraries (:data:`wdlab.decay.PRESETS`: timm, nanoGPT, the Hugging Face Trainer).
@@ -427,7 +428,8 @@ def validate(raw: Mapping[str, Any] | Experiment) -> Experiment:
         model["kind"], model["factory"] = "custom", model["kind"]
     if model["kind"] == "custom" and not model["factory"]:
         raise ValueError("model.factory: model kind 'custom' needs factory = 'module:function'")
-    check_model_options(model["kind"], model, defaults["model"], "model.")
+    for line in unread_options(model["kind"], model, defaults["model"], "model."):
+        warn_user(line)
     check_data_keys(sections["data"])
     train = sections["train"]
     check_switches(train, defaults["train"])

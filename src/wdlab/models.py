@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -210,23 +210,25 @@ MODEL_KINDS: dict[str, ModelKind] = {k.name: k for k in _KINDS}
 MODEL_OPTIONS = ("hidden", "activation", "layernorm", "batchnorm", "dropout")
 
 
-def check_model_options(
+def unread_options(
     kind: str, values: Mapping[str, Any], defaults: Mapping[str, Any], prefix: str = ""
-) -> None:
-    """Refuse an option of :data:`MODEL_OPTIONS` set away from its default (``values``
-    against ``defaults``, each named ``prefix`` + option) for a kind that does not read it:
-    the model would be built without it, and the settings would say otherwise."""
+) -> list[str]:
+    """One line per option of :data:`MODEL_OPTIONS` set away from its default (``values``
+    against ``defaults``, each named ``prefix`` + option) that ``kind`` does not read: the
+    model is built without it (a warning; the same file with another ``--model`` still runs,
+    and a study made with it still resumes)."""
     takes = MODEL_KINDS[kind].options
 
     def same(a: Any, b: Any) -> bool:
         return (tuple(a) == tuple(b)) if isinstance(a, (list, tuple)) else a == b
 
-    for name in MODEL_OPTIONS:
-        if name not in takes and name in values and not same(values[name], defaults[name]):
-            raise ValueError(
-                f"{prefix}{name}: the {kind} model has no {name} (its options: "
-                f"{', '.join(takes) or 'none'})"
-            )
+    whose = "a model factory's" if kind == "custom" else f"the {kind} model's"
+    return [
+        f"{prefix}{name} is not one of {whose} options ({', '.join(takes) or 'it has none'}): "
+        "ignored"
+        for name in MODEL_OPTIONS
+        if name not in takes and name in values and not same(values[name], defaults[name])
+    ]
 
 
 def kind_options(kind: str, source: object) -> dict[str, Any]:
@@ -273,8 +275,6 @@ class ModelSpec:
             )
         if not (isinstance(self.dropout, (int, float)) and 0 <= self.dropout < 1):
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        defaults = {f.name: f.default for f in fields(self) if f.name in MODEL_OPTIONS}
-        check_model_options(self.kind, {k: getattr(self, k) for k in defaults}, defaults)
 
     @property
     def model_kind(self) -> ModelKind:

@@ -246,7 +246,9 @@ def folder(text: str) -> str:
     """A folder's path, as ``--out`` takes it: not empty (``""`` would silently be no folder,
     or this one)."""
     if not text.strip():
-        raise argparse.ArgumentTypeError("expected a folder, got an empty path")
+        raise argparse.ArgumentTypeError(
+            f"expected a folder, got {'a blank' if text else 'an empty'} path"
+        )
     return text
 
 

@@ -55,15 +55,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def parse_model(args: argparse.Namespace) -> ModelSpec:
     """A ModelSpec from the model flags of ``inspect``."""
-    from wdlab.models import ModelSpec
+    from wdlab.models import MODEL_KINDS, ModelSpec, unread_options
 
     name = args.model
     hidden = tuple(args.hidden)
     if name == "mlp" and not hidden:
-        raise UsageError("--model mlp needs --hidden, e.g. --hidden 64,32")
-    custom = ":" in name  # the options a kind does not read are refused (ModelSpec)
+        raise UsageError("mlp needs --hidden, e.g. --hidden 64,32")
+    custom = ":" in name
+    kind = "custom" if custom else name
+    if kind in MODEL_KINDS:  # an unknown one: ModelSpec's line
+        given = {"hidden": hidden, "activation": args.activation, "layernorm": args.layernorm}
+        for line in unread_options(kind, given, {"hidden": (), **_MODEL_FLAG_DEFAULTS}, "--"):
+            sys.stderr.write(f"wdlab: warning: {line}\n")
     return ModelSpec(
-        "custom" if custom else name,
+        kind,
         in_dim=args.in_dim,
         out_dim=args.out_dim,
         hidden=hidden,
@@ -179,6 +184,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+_MODEL_FLAG_DEFAULTS = {"activation": "sigmoid", "layernorm": False}  # inspect's own
+
+
 def add_model_flags(p: argparse.ArgumentParser) -> None:
     """The model of ``inspect``: a kind or module:factory, its sizes and activation."""
     known = facts.load()
@@ -193,7 +201,10 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
         help="hidden sizes for mlp, e.g. 64,32 (default: none; mlp needs them)",
     )
     p.add_argument(
-        "--activation", default="sigmoid", choices=known["activations"], help="mlp's activation"
+        "--activation",
+        default=_MODEL_FLAG_DEFAULTS["activation"],
+        choices=known["activations"],
+        help="mlp's activation",
     )
     p.add_argument("--layernorm", action="store_true", help="LayerNorm after each hidden layer")
     add_factory_timeout(p)
