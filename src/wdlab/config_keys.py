@@ -176,13 +176,23 @@ def _diagnostics(v: Any, key: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def _seconds(v: Any, key: str) -> float:
-    if isinstance(v, str):  # from the command line
+def positive_seconds(v: Any) -> float:
+    """A time limit: seconds > 0 (``inf``: no limit), a number or its text (from the command
+    line); else one ``ValueError`` line showing what was given."""
+    given = v
+    if isinstance(v, str):
         with contextlib.suppress(ValueError):
             v = float(v)
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-        raise ValueError(f"{key}: expected seconds > 0 (inf: no limit), got {v!r}")
+        raise ValueError(f"expected seconds > 0 (inf: no limit), got {given!r}")
     return float(v)
+
+
+def _seconds(v: Any, key: str) -> float:
+    try:
+        return positive_seconds(v)
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc}") from None
 
 
 def _clip(v: Any, key: str) -> float:

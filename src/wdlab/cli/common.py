@@ -253,15 +253,14 @@ def folder(text: str) -> str:
 
 
 def seconds(text: str) -> float:
-    """A time limit in seconds: a number > 0, ``inf`` for none (as ``--factory-timeout`` takes
-    it in every command)."""
+    """A time limit in seconds: a number > 0, ``inf`` for none, checked as the config key
+    ``model.factory_timeout`` is (:func:`wdlab.config_keys.positive_seconds`)."""
+    from wdlab.config_keys import positive_seconds
+
     try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected seconds > 0 (inf: no limit), got {text!r}")
-    return value
+        return positive_seconds(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_factory_timeout(p: argparse.ArgumentParser) -> None:

@@ -56,11 +56,8 @@ def check_outputs(
     folder = Path(folder)
     written = _manifest(folder)
     present = [n for n in names if (folder / n).exists() or (folder / n).is_symlink()]
-    if present and not written and _damaged(folder):
-        raise ValueError(
-            f"{folder / MANIFEST}, wdlab's record of the files it wrote there, cannot be read "
-            f"(damaged), so {present[0]} cannot be told apart from a file of yours; {how}"
-        )
+    if present and not written:
+        check_record(folder, "files", how, present[0])
     for name in present:
         path = folder / name
         entry = written.get(name) or {}
@@ -75,15 +72,20 @@ def check_outputs(
         raise ValueError(f"{path} exists and {why}; {how}")
 
 
-def check_record(folder: str | Path, what: str, how: str) -> None:
+def check_record(folder: str | Path, what: str, how: str, name: str | None = None) -> None:
     """A one-line ``ValueError`` where ``folder``'s record cannot be read (damaged): the files
-    there (``what``) cannot be told apart from others', and writing would replace the record;
-    ``how`` says what to do."""
+    there (``what``; ``name``, the one in the way) cannot be told apart from others', and
+    writing would replace the record; ``how`` says what to do."""
     folder = Path(folder)
     if _damaged(folder):
+        which = (
+            f"{name} cannot be told apart from a file"
+            if name
+            else ("they cannot be told apart from files")
+        )
         raise ValueError(
             f"{folder / MANIFEST}, wdlab's record of the {what} it wrote there, cannot be read "
-            f"(damaged), so they cannot be told apart from files of yours; {how}"
+            f"(damaged), so {which} of yours; {how}"
         )
 
 
