@@ -15,6 +15,10 @@ weight decays × 2 learning rates × 2 seeds), AdamW, mini-batches of ``--batch`
    wd)`` over that same DataLoader (each reads and augments every image itself);
 2. **wdlab**: ``wdlab.sweep`` given that DataLoader: all 16 at once, each mini-batch read and
    augmented once for the 16.
+3. **wdlab, side by side**: the same with ``parallel=2`` (two configurations at a time, one
+   thread each: :mod:`wdlab.sidebyside`), and with ``channels_last=True`` too (the images
+   handed to the model in ``torch.channels_last``). Against the last, a fourth side: the 16
+   plain loops handing their model channels_last images too (the same kernels).
 
 Both evaluate the validation and test splits (and the training split, in eval mode) after the
 first and the last epoch. Each side runs in a fresh process, so its peak resident memory
@@ -131,7 +135,7 @@ def splits(a: argparse.Namespace, n: int) -> dict[str, object]:
     return {"train": train, "val": Images(n // 4, 10**6), "test": Images(n // 4, 2 * 10**6)}
 
 
-def evaluate(model: nn.Module, data: dict, a: argparse.Namespace) -> None:
+def evaluate(model: nn.Module, data: dict, a: argparse.Namespace, fmt=torch.contiguous_format):
     model.eval()
     with torch.no_grad():
         for split, src in data.items():
@@ -139,7 +143,7 @@ def evaluate(model: nn.Module, data: dict, a: argparse.Namespace) -> None:
                 src, batch_size=a.batch
             )  # fmt: skip
             for x, y in loader:
-                F.cross_entropy(model(x), y).item()
+                F.cross_entropy(model(x.contiguous(memory_format=fmt)), y).item()
     model.train()
 
 
@@ -152,10 +156,14 @@ def read_once(a: argparse.Namespace, n: int) -> tuple[dict, list[list]]:
     return {"train": epochs[0], **held}, epochs
 
 
-def plain(a: argparse.Namespace, make, n: int, configs: list[tuple], once: bool = False) -> int:
+def plain(
+    a: argparse.Namespace, make, n: int, configs: list[tuple], once: bool = False, cl=False
+) -> int:
     """The loops, one after another over the same DataLoader; returns optimizer steps.
     ``once``: every mini-batch read once for all the loops (:func:`read_once`), so what is left
-    is the 16 models' own compute: what sharing the data gains, with the same kernels."""
+    is the 16 models' own compute: what sharing the data gains, with the same kernels.
+    ``cl``: the inputs converted to ``torch.channels_last`` (what wdlab's opt-in does)."""
+    fmt = torch.channels_last if cl else torch.contiguous_format  # contiguous: x itself
     data, epochs = read_once(a, n) if once else (splits(a, n), None)
     steps = 0
     for wd, lr, seed in configs:
@@ -164,11 +172,11 @@ def plain(a: argparse.Namespace, make, n: int, configs: list[tuple], once: bool 
         for epoch in range(a.epochs):
             for x, y in data["train"] if epochs is None else epochs[epoch]:
                 opt.zero_grad()
-                F.cross_entropy(model(x), y).backward()
+                F.cross_entropy(model(x.contiguous(memory_format=fmt)), y).backward()
                 opt.step()
                 steps += 1
             if epoch in (0, a.epochs - 1):
-                evaluate(model, data, a)
+                evaluate(model, data, a, fmt)
     return steps
 
 
@@ -183,6 +191,7 @@ def ours(a: argparse.Namespace, make, n: int, configs: list[tuple]) -> int:
         make, splits(a, n), optimizer="adamw", modes=["decoupled"], weight_decay=wds, lr=lrs,
         seeds=seeds, epochs=a.epochs, eval_every=max(1, a.epochs - 1), n_classes=CLASSES,
         keep="none", device=a.device, max_memory_mb=a.max_memory,
+        parallel=1 if a.side == "wdlab" else a.parallel, channels_last=a.side == "wdlab-fast",
     )  # fmt: skip
     assert len(r.runs) == len(configs), len(r.runs)
     return len(configs) * a.epochs * -(-n // a.batch)
@@ -197,9 +206,9 @@ def side(a: argparse.Namespace) -> None:
     make = small if scale else resnet
     grid = [(wd, lr, s) for wd in WDS for lr in LRS for s in SEEDS]
     configs = grid[:1] if a.side == "scale-plain" else grid[:2] if scale else grid
-    run = plain if a.side.endswith("plain") else ours
-    if a.side == "once":
-        run = lambda *args: plain(*args, once=True)  # noqa: E731
+    run = plain if a.side.endswith("plain") else ours  # wdlab, wdlab-parallel, wdlab-fast
+    if a.side in ("once", "plain-cl"):
+        run = lambda *args: plain(*args, once=a.side == "once", cl=a.side == "plain-cl")  # noqa: E731
     if scale:
         a.epochs = 1
     t0 = time.perf_counter()
@@ -211,7 +220,8 @@ def side(a: argparse.Namespace) -> None:
 
 def launch(a: argparse.Namespace, which: str) -> dict:
     argv = [sys.executable, __file__, "--side", which]
-    for k in ("n", "epochs", "batch", "workers", "scale_n", "threads", "device", "max_memory"):
+    keys = ("n", "epochs", "batch", "workers", "scale_n", "threads", "device", "max_memory")
+    for k in (*keys, "parallel"):
         argv += [f"--{k.replace('_', '-')}", str(getattr(a, k))]
     out = subprocess.run(argv, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -229,26 +239,43 @@ def main() -> None:
     ap.add_argument(
         "--max-memory", type=float, default=2048, help="wdlab's training memory per batch (MB)"
     )
+    ap.add_argument(
+        "--parallel", type=int, default=2, help="wdlab's second run: configurations side by side"
+    )
     ap.add_argument("--side", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.side:
         return side(a)
     print(f"torch {torch.__version__}, {a.device}, {torch.get_num_threads()} threads")
     p, w, o = launch(a, "plain"), launch(a, "wdlab"), launch(a, "once")
+    wp, wf, pc = launch(a, "wdlab-parallel"), launch(a, "wdlab-fast"), launch(a, "plain-cl")
     rate = lambda r: r["steps"] / r["seconds"]  # noqa: E731
     print(
         f"ResNet-style CNN, augmented 3x32x32, {a.n} images, {a.epochs} epochs, batch "
         f"{a.batch}, {a.workers} workers, 16 configurations:\n"
-        f"  16 plain loops: {rate(p):8.1f} model-steps/s, peak RSS {p['peak_mib']:6.0f} MiB\n"
-        f"  wdlab.sweep:    {rate(w):8.1f} model-steps/s, peak RSS {w['peak_mib']:6.0f} MiB\n"
-        f"  wdlab / plain loops: {rate(w) / rate(p):.2f}x speed (goal >= 3x), "
-        f"{w['peak_mib'] / p['peak_mib']:.2f}x peak RSS (goal <= 1.5x)\n"
+        f"  16 plain loops: {rate(p):8.1f} model-steps/s, peak RSS {p['peak_mib']:6.0f} MiB"
+    )
+    for name, r in [
+        ("wdlab.sweep", w),
+        (f"wdlab.sweep(parallel={a.parallel})", wp),
+        (f"wdlab.sweep(parallel={a.parallel}, channels_last=True)", wf),
+    ]:
+        print(
+            f"  {name}: {rate(r):.1f} model-steps/s, peak RSS {r['peak_mib']:.0f} MiB: "
+            f"{rate(r) / rate(p):.2f}x the plain loops' speed (goal >= 3x), "
+            f"{r['peak_mib'] / p['peak_mib']:.2f}x their peak RSS (goal <= 1.5x)"
+        )
+    print(
+        f"  16 plain loops with channels_last inputs: {rate(pc):.1f} model-steps/s "
+        f"({rate(pc) / rate(p):.2f}x the plain loops); wdlab with both {rate(wf) / rate(pc):.2f}x "
+        "that\n"
         f"  16 plain loops over mini-batches read once for all of them (the data paid once, "
         f"as wdlab pays it): {rate(o):.1f} model-steps/s,\n"
         f"    {rate(o) / rate(p):.2f}x the plain loops; wdlab {rate(w) / rate(o):.2f}x that "
         "(what is left is the 16 models' own kernels)"
     )
     sp, sw = launch(a, "scale-plain"), launch(a, "scale-wdlab")
+    swp = launch(a, "scale-wdlab-parallel")
     print(
         f"scale case, {a.scale_n:,} lazily made 3x32x32 items, one epoch, a small CNN:\n"
         f"  plain DataLoader loop (1 configuration): {sp['seconds']:7.1f} s per epoch, "
@@ -256,7 +283,10 @@ def main() -> None:
         f"  wdlab.sweep (2 configurations):          {sw['seconds']:7.1f} s per epoch, "
         f"peak RSS {sw['peak_mib']:6.0f} MiB\n"
         f"  wdlab / plain: {sw['seconds'] / sp['seconds']:.2f}x time per epoch (2 "
-        f"configurations against 1), {sw['peak_mib'] / sp['peak_mib']:.2f}x peak RSS"
+        f"configurations against 1), {sw['peak_mib'] / sp['peak_mib']:.2f}x peak RSS\n"
+        f"  wdlab.sweep(parallel={a.parallel}): {swp['seconds']:.1f} s per epoch, "
+        f"peak RSS {swp['peak_mib']:.0f} MiB: "
+        f"{swp['seconds'] / sp['seconds']:.2f}x, {swp['peak_mib'] / sp['peak_mib']:.2f}x"
     )
 
 

@@ -46,6 +46,7 @@ LAYERS = [
         "wdlab.curves",
         "wdlab.inputs",
         "wdlab.warn",
+        "wdlab.sidebyside",
     },
 ]
 

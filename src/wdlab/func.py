@@ -34,7 +34,8 @@ so ``functional_call`` gives both names that configuration's row.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -43,6 +44,9 @@ from torch.func import functional_call
 from torch.overrides import TorchFunctionMode
 
 from wdlab.inputs import Inputs, model_args, shapes
+from wdlab.sidebyside import SideBySide
+
+T = TypeVar("T")
 
 
 class FuncForward:
@@ -60,10 +64,10 @@ class FuncForward:
             for m in template.modules()
         )
         self._batched = torch.vmap(self._one, in_dims=(0, 0, None), randomness="same")
+        self.side: SideBySide | None = None  # configurations side by side (parallel > 1)
 
     def _one(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Inputs) -> Tensor:
-        args, kwargs = model_args(x)
-        return functional_call(self.template, (params, buffers), args, kwargs)
+        return _call(self.template, params, buffers, x)
 
     def __call__(
         self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Inputs, train: bool
@@ -79,18 +83,39 @@ class FuncForward:
                 return self._batched(params, buffers, x)
         # one configuration (or no vmap): the module's own kernels on row views, so a
         # configuration trained alone is exactly a plain PyTorch loop
-        return torch.stack(list(self.each(params, buffers, x)))
+        return torch.stack(self.map(params, buffers, x, lambda forward: forward(), train))
 
-    def each(
-        self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Inputs
-    ) -> Iterator[Tensor]:
-        """Each configuration's outputs in turn, through the module's own kernels on its rows
-        (the module in the mode :meth:`__call__` or the caller set); the next is computed
-        when asked for, so a caller may run each one's backward in between."""
-        for k in range(len(next(iter(params.values())))):
+    def map(
+        self,
+        params: dict[str, Tensor],
+        buffers: dict[str, Tensor],
+        x: Inputs,
+        job: Callable[[Callable[[], Tensor]], T],
+        train: bool = True,
+    ) -> list[T]:
+        """``job(forward)`` for each configuration, in order, where ``forward()`` gives its
+        outputs through the module's own kernels on its rows (the module in the mode
+        :meth:`__call__` or the caller set): one configuration after another, so that a job may
+        run its backward before the next forward, or side by side (:attr:`side`; ``train``: a
+        forward drawing random numbers is refused there)."""
+
+        def one(k: int, module: nn.Module) -> T:
             pk = {n: t[k] for n, t in params.items()}
             bk = {n: t[k] for n, t in buffers.items()}  # views: in-place updates land in row k
-            yield _ContiguousGrad.apply(self._one(pk, bk, x))
+            return job(lambda: _ContiguousGrad.apply(_call(module, pk, bk, x)))
+
+        count = len(next(iter(params.values())))
+        if self.side is None:
+            return [one(k, self.template) for k in range(count)]
+        return self.side.map(count, one, draws=not train)
+
+
+def _call(
+    module: nn.Module, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Inputs
+) -> Tensor:
+    """``module`` run on ``x`` with the given parameters and buffers."""
+    args, kwargs = model_args(x)
+    return functional_call(module, (params, buffers), args, kwargs)
 
 
 class SameMasks(TorchFunctionMode):

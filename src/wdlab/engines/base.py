@@ -62,6 +62,8 @@ class Setup:
     layout: object = None
     probe: Callable[[Tensor, Tensor], Tensor] | None = None
     ties: dict[str, str] = field(default_factory=dict)  # alias -> first name: func.tied_names
+    parallel: int = 1  # configurations side by side where they run one after another
+    channels_last: bool = False  # 4-D float inputs in torch.channels_last (a user's module)
 
 
 def fast_path_choice(setup: Setup, found: tuple[bool, str]) -> tuple[bool, str]:
@@ -123,6 +125,8 @@ class Engine(Protocol):
 
     hand_backward: ClassVar[bool]  # gradients by a hand-written backward (no autograd graph)
     one_at_a_time: bool  # a step's forward and backward run one configuration at a time
+    lanes: int  # configurations run side by side (wdlab.sidebyside)
+    channels_last: bool  # 4-D float inputs given to the model in channels_last
     flat_inputs: ClassVar[bool]  # reads signals and images flat
     float_inputs: ClassVar[bool]  # reads one floating tensor (built-in kinds: ints are cast)
     eval_chunk: ClassVar[int | None]  # rows per evaluation forward (None: all at once)
@@ -170,6 +174,8 @@ class Stacked:
 
     hand_backward: ClassVar[bool] = False
     one_at_a_time: bool = False  # a training step backs up each configuration in turn
+    lanes: int = 1  # configurations run side by side (wdlab.sidebyside)
+    channels_last: bool = False  # 4-D float inputs given to the model in channels_last
     flat_inputs: ClassVar[bool] = False
     float_inputs: ClassVar[bool] = False
     eval_chunk: ClassVar[int | None] = EVAL_CHUNK

@@ -17,8 +17,9 @@ import torch
 from torch import Tensor, nn
 
 from wdlab.engines.base import Engine, Setup, Stacked, fast_path_choice
-from wdlab.func import FuncForward, probe, vmap_note
-from wdlab.inputs import Inputs, rows, take
+from wdlab.func import FuncForward, meta_copy, probe, vmap_note
+from wdlab.inputs import Inputs, apply, rows, take
+from wdlab.sidebyside import SideBySide
 
 PROBE_ROWS = 8  # training rows the vmap probe runs on
 
@@ -37,12 +38,19 @@ class FuncEngine(Stacked):
         """The engine, vmapped where torch.vmap runs one training step of the module."""
         fast_path_choice(setup, (False, "custom model: first layer unknown"))
         engine = cls(setup)
+        engine.channels_last = setup.channels_last
         if setup.probe is not None:
             engine._probe(setup.probe)
         why = loops_faster(setup.template, engine.device) if len(engine) > 1 else None
         if engine.fwd.vmap and why is not None:
             engine.fwd.vmap = False
             engine.note = f"torch.func: one configuration after another ({why})"
+        if setup.parallel > 1 and engine.one_at_a_time and engine.device.type == "cpu":
+            engine.fwd.side = SideBySide(engine.fwd.template, setup.parallel, meta_copy)
+            engine.lanes = len(engine.fwd.side)
+            engine.note += f"; {engine.fwd.side.note()}"
+        if engine.channels_last:
+            engine.note += "; channels_last inputs"
         return engine
 
     @classmethod
@@ -58,7 +66,7 @@ class FuncEngine(Stacked):
 
     def _probe(self, loss: Callable[[Tensor, Tensor], Tensor]) -> None:
         n = min(rows(self.X), PROBE_ROWS)
-        x = take(self.X, slice(0, n))
+        x = self.inputs("train", None, take(self.X, slice(0, n)))  # as the training gets them
         idx = torch.arange(n, device=self.device)
         why = probe(self.fwd, self.tensors, self.buffers, x, lambda out: loss(out, idx).sum())
         if why is not None:
@@ -67,6 +75,13 @@ class FuncEngine(Stacked):
 
     def _run(self, x: Inputs, train: bool) -> Tensor:
         return self.fwd(self.tensors, self.buffers, x, train)
+
+    def inputs(self, split: str, idx: Tensor | None = None, x: Inputs | None = None) -> Inputs:
+        """A split's inputs or the batch ``x`` (:meth:`Stacked.inputs`), its 4-D float tensors
+        in ``torch.channels_last`` where asked (``channels_last=True``): what a plain loop
+        gives the model after ``x.to(memory_format=torch.channels_last)``."""
+        x = super().inputs(split, idx, x)
+        return apply(_channels_last, x) if self.channels_last else x
 
     @property
     def one_at_a_time(self) -> bool:
@@ -89,18 +104,23 @@ class FuncEngine(Stacked):
         for t in self.tensors.values():
             t.grad = None
         self.fwd.template.train(True)
-        outs, losses = [], []
-        forwards = self.fwd.each(self.tensors, self.buffers, x)
-        while True:
+
+        def one(forward: Callable[[], Tensor]) -> tuple[Tensor, Tensor]:
             with amp():
-                out = next(forwards, None)
-            if out is None:
-                break
+                out = forward()
             lk = loss(out.float()[None])
             lk.sum().backward()
-            outs.append(out.detach().float())
-            losses.append(lk.detach())
-        return torch.stack(outs), torch.cat(losses)
+            return out.detach().float(), lk.detach()
+
+        done = self.fwd.map(self.tensors, self.buffers, x, one)
+        return torch.stack([o for o, _ in done]), torch.cat([lk for _, lk in done])
+
+
+def _channels_last(t: Tensor) -> Tensor:
+    """``t`` in ``torch.channels_last`` if it is a 4-D floating tensor (an image batch)."""
+    if t.dim() == 4 and t.is_floating_point():
+        return t.contiguous(memory_format=torch.channels_last)
+    return t
 
 
 def loops_faster(template: nn.Module, device: torch.device) -> str | None:

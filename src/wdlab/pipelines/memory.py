@@ -80,11 +80,13 @@ def memory_need(
     precision: str = "fp32",
     model: torch.nn.Module | None = None,
     device: torch.device | None = None,
+    parallel: int = 1,
 ) -> tuple[int, int]:
     """(bytes of each configuration, bytes the batch holds once) as :func:`bytes_per_config`
     counts them: where the engine trains one configuration at a time on ``device``
     (:meth:`~wdlab.engines.base.Stacked.shares_activations`), the activations are the batch's
-    once; elsewhere every configuration holds its own, and the second is 0."""
+    once (``parallel`` times: so many side by side); elsewhere every configuration holds its
+    own, and the second is 0."""
     model = meta_build(spec) if model is None else model
     n_params = sum(p.numel() for p in model.parameters())
     states = optimizer_spec(optimizer).state_size
@@ -105,7 +107,7 @@ def memory_need(
         + BYTES_PER_EVAL_VALUE * 8 * n_evals  # loss and metrics of each split
     )
     shared = device is not None and spec.model_kind.engine.shares_activations(model, device)
-    return (own, activations) if shared else (own + activations, 0)
+    return (own, activations * parallel) if shared else (own + activations, 0)
 
 
 def planning_bytes(per_config: int, shared: int, max_memory_mb: float) -> int:

@@ -63,6 +63,8 @@ def sweep(
     metric: str | Metric | Callable[[torch.Tensor, torch.Tensor], object] | None = None,
     select: str | None = None,
     max_batch: int | None = None,
+    parallel: int = 1,
+    channels_last: bool = False,
     out: str | Path | None = None,
     keep: str = "best",
     device: str | None = None,
@@ -89,32 +91,30 @@ def sweep(
 ) -> SweepResult:
     """Sweep weight decay × lr × mode × seed for ``model`` on ``data``; choose on validation.
 
-    ``model``: a factory returning an ``nn.Module`` (after ``torch.manual_seed(seed)``, given
-    ``seed``, ``in_dim``, ``out_dim`` by keyword where it has them, or the seed to its one required
-    parameter; stopped after ``factory_timeout`` s), ``"file.py:make"``, a
-    :class:`~wdlab.models.ModelSpec` or a built-in kind. ``data``: ``{"train", "val", "test"}`` →
-    ``(X, y)`` tensors (held: the fast path) or Datasets, DataLoaders, ``IterableDataset``s,
-    ``make_loader(split, seed, epoch)`` factories (streamed, :func:`wdlab.data.stream_splits`:
-    ``__getitem__`` afresh each epoch; classes ``n_classes``, declared, or the model's output width;
-    one alone: every split's); or a Dataset, a source name, a .csv/.parquet path (``target=``,
-    ``features=``, ``impute=``, ``categorical=``). The recipe: ``epochs`` (10) or ``steps``,
-    ``schedule`` (per epoch, or per step with warm-up), ``clip_grad_norm`` (each configuration's
-    own), ``precision``, ``loss`` (e.g. label smoothing), ``metric``; ``select``: ``"loss"`` or a
-    metric; ``early_stopping``: at each run's best validation epoch, stopped after ``patience``
-    evaluations without a better one; ``prune``: successive halving (:mod:`wdlab.halving`);
-    ``checkpoint``: every N epochs, ``"auto"``, ``"off"``; ``diagnostics``: opt-in recordings.
-    ``rule``, ``group_wd``, ``wd_schedule``: which tensors decay, at what. ``max_batch=1``: one at a
-    time, the reference. ``out`` keeps the study (else a temporary one) and, by ``keep`` (best, all,
-    none), trained weights (:meth:`SweepResult.model`). ``log``: dashboards.
+    ``model``: a factory of an ``nn.Module`` (seeded by ``torch.manual_seed(seed)``; given the
+    ``seed``, ``in_dim``, ``out_dim`` it takes; ``factory_timeout`` s at most), ``"file.py:make"``,
+    a :class:`~wdlab.models.ModelSpec` or a built-in kind. ``data``: ``{"train", "val", "test"}`` →
+    ``(X, y)`` tensors (held) or Datasets, DataLoaders, ``IterableDataset``s, ``make_loader(split,
+    seed, epoch)`` factories (streamed afresh each epoch, :func:`wdlab.data.stream_splits`; classes:
+    ``n_classes`` or the model's output width); or a Dataset, a source name, a .csv/.parquet path
+    (read by ``target``, ``features``, ``impute``, ``categorical``). The recipe: ``epochs`` (10) or
+    ``steps``, ``schedule`` (per epoch, or per step with warm-up), ``clip_grad_norm`` (each
+    configuration's own), ``precision``, ``loss``, ``metric``, ``select`` (``"loss"`` or a metric);
+    ``early_stopping``: each run at its best validation epoch, stopped after ``patience``
+    evaluations without a better one; ``prune``: successive halving; ``checkpoint``: N epochs,
+    ``"auto"``, ``"off"``; ``diagnostics``: opt-in recordings. ``rule``, ``group_wd``,
+    ``wd_schedule``: what decays, by how much. ``max_batch=1``: one at a time, the reference;
+    ``parallel`` (configurations side by side: :mod:`wdlab.sidebyside`) and ``channels_last`` (image
+    inputs): faster CPU runs. ``out`` keeps the study (else it is temporary), and weights by
+    ``keep`` (best, all, none: :meth:`SweepResult.model`); ``log``: dashboards.
     """
     t0, epochs = time.perf_counter(), checks.epochs_or_steps(epochs, steps)
     checks.check_arguments(max_batch, max_memory_mb, out, factory_timeout)
-    rule = checks.decay_rule(rule)
+    rule, how = checks.decay_rule(rule), checks.running(parallel, channels_last)
     streamed = {"batch_size": batch_size, "n_classes": n_classes, "progress": progress}
     ds = user_data(data, (target, features, impute, categorical), streamed, model, factory_timeout)
     spec, init_name = resolve_model(model, ds, factory_timeout)
-    task = _task(ds, checks.check_loss(loss), metric)
-    chosen_on = _chosen_on(select, metric, task)
+    task, chosen_on = _selection(ds, loss, metric, select)
     recipe = _recipe(steps, schedule, clip_grad_norm, precision, keep, early_stopping, diagnostics)
     recipe |= {"patience": patience, "checkpoint": checkpoint, **_prune_keys(setting(prune))}
     grid = {"optimizer": optimizer, "lr": _listed(lr), "seeds": checks.seed_list(seeds)}
@@ -123,7 +123,7 @@ def sweep(
     decay = decay_section(modes, weight_decay, wd_schedule, group_wd)
     config = validate({"train": train, "decay": decay})
     study = _study(config, ds, spec, init_name, (loss, metric), rule, task, out is not None)
-    return _run(study, out, name, max_batch, max_memory_mb, progress, t0, log)
+    return _run(study, out, name, how | {"max_batch": max_batch}, max_memory_mb, progress, t0, log)
 
 
 def _study(
@@ -185,6 +185,12 @@ def user_data(
     return with_classes(ds, model, timeout, resolve_model)
 
 
+def _selection(ds: Dataset, loss: object, metric: object, select: str | None) -> tuple:
+    """The task (with the user's loss and metric, checked) and what the choice is made on."""
+    task = _task(ds, checks.check_loss(loss), metric)
+    return task, _chosen_on(select, metric, task)
+
+
 def _task(ds: Dataset, loss: object, metric: object) -> Task | None:
     """The data's task with the user's loss and metric (None: neither given); the metric's key
     and direction join the data facts (the choice is read back with them)."""
@@ -216,15 +222,16 @@ def _run(
     study: Study,
     out: str | Path | None,
     name: str | None,
-    max_batch: int | None,
+    how: Mapping[str, Any],
     max_memory_mb: float,
     progress: bool,
     t0: float,
     log: LogSpec = None,
 ) -> SweepResult:
-    """Train ``study`` into ``out`` (kept), or into a temporary store that is then deleted."""
+    """Train ``study`` into ``out`` (kept), or into a temporary store that is then deleted;
+    ``how``: the batches' size and how they run (max_batch, parallel, channels_last)."""
     kw = {
-        "max_batch": max_batch,
+        **how,
         "max_memory_mb": max_memory_mb,
         "progress": progress,
         "t0": t0,

@@ -14,9 +14,8 @@ gradients and optimizer state, the activations of the largest forward, the per-e
 and the results the batch returns (:mod:`wdlab.pipelines.memory`, measured). It does not cover
 the process itself (Python, torch and the data: ``memory.PROCESS_BASELINE_MB``).
 
-``wdlab run`` is the same pipeline into a temporary store (:func:`run_experiment`).
-Returns :class:`~wdlab.pipelines.results.SweepResult` values; draws nothing and writes no file
-but the study's store.
+``wdlab run`` is the same pipeline into a temporary store (:func:`run_experiment`). Returns
+:class:`~wdlab.pipelines.results.SweepResult`; draws nothing, writes only the study's store.
 """
 
 from __future__ import annotations
@@ -42,6 +41,7 @@ from wdlab.halving import Prune, from_config, rung_spacing, summary
 from wdlab.integrations.logs import LogSpec, open_logs
 from wdlab.models import ModelSpec
 from wdlab.pipelines.checkpoints import check_checkpoint_record
+from wdlab.pipelines.checks import running
 from wdlab.pipelines.experiment import grid, grid_size, load_data, model_spec
 from wdlab.pipelines.fresh import undone_on_failure
 from wdlab.pipelines.identity import differences, output_probe, probe_difference
@@ -142,6 +142,8 @@ def run_sweep(
     max_configs: int | None = MAX_CONFIGS,
     log: LogSpec = None,
     lease_seconds: float | None = None,
+    parallel: int = 1,
+    channels_last: bool = False,
 ) -> SweepResult:
     """Train every configuration of a config that the store does not hold yet, batch by batch,
     and return the study as read back from the store.
@@ -154,8 +156,9 @@ def run_sweep(
     ``log`` logs each run to a dashboard as its batch is stored, then the selection
     (``"tensorboard:DIR"``, ``"mlflow[:URI]"`` or a list: :mod:`wdlab.integrations.logs`).
     ``lease_seconds`` (default ``$WDLAB_LEASE_SECONDS``, else 60): how long this process's
-    claims outlive its last renewal (:func:`wdlab.store.lease_seconds`). Raises
-    :class:`IncompleteStudy` when runs are left unfinished (failed in another process).
+    claims outlive its last renewal (:func:`wdlab.store.lease_seconds`). ``parallel``,
+    ``channels_last``: how batches run (:func:`wdlab.sweep`). Raises :class:`IncompleteStudy`
+    when runs are left unfinished (failed in another process).
     """
     t0 = time.perf_counter()
     lease_of(lease_seconds)  # checked before anything starts
@@ -177,6 +180,8 @@ def run_sweep(
         t0=t0,
         log=log,
         lease_seconds=lease_seconds,
+        parallel=parallel,
+        channels_last=channels_last,
     )
 
 
@@ -212,6 +217,8 @@ def run_study(
     t0: float | None = None,
     log: LogSpec = None,
     lease_seconds: float | None = None,
+    parallel: int = 1,
+    channels_last: bool = False,
 ) -> SweepResult:
     """Train what ``study``'s store does not hold yet, batch by batch (see :func:`run_sweep`),
     and return the whole study as read back from its store (else :class:`IncompleteStudy`)."""
@@ -222,6 +229,7 @@ def run_study(
     check_last_batch(model, study.data, study.train_kwargs.get("batch_size") or 0)
     ds, spec = study.data, study.spec
     kw, crit, pace = _stopping(study)  # the rungs and early stopping: checked before the store
+    kw |= running(parallel, channels_last)  # how it runs, not what: not in the identity
     local = executor is None or isinstance(executor, LocalExecutor)  # Ray: the workers' device
     device = resolve_device(kw.get("device"), "train.device") if local else None
     per_config, shared = memory_need(
@@ -234,6 +242,7 @@ def run_study(
         kw["precision"],
         model=model,
         device=device,
+        parallel=kw["parallel"],
     )
     check_budget(per_config + shared, max_memory_mb, device)
     per_config = planning_bytes(per_config, shared, max_memory_mb)
@@ -279,11 +288,7 @@ def _pace_kw(kw: Mapping[str, Any]) -> dict[str, Any]:
     """The trainer keywords that set a plan's epochs and steps per epoch, and the lr schedule
     (a per-step one needs the steps: refused here, before the store, where a stream cannot
     tell them)."""
-    return {
-        "batch_size": kw["batch_size"],
-        "steps": kw.get("steps"),
-        "schedule": kw.get("schedule"),
-    }
+    return {k: kw.get(k) for k in ("batch_size", "steps", "schedule")}
 
 
 def _stopping(study: Study) -> tuple[dict[str, Any], Criterion, Plan]:

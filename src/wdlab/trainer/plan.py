@@ -22,6 +22,7 @@ from wdlab.decay.schedules import scaled
 from wdlab.models import ModelSpec
 from wdlab.optimizers import OptimizerSpec, optimizer_spec
 from wdlab.records import RunConfig
+from wdlab.sidebyside import check_parallel
 from wdlab.tasks import Task
 from wdlab.trainer.schedules import check_schedule
 
@@ -68,7 +69,11 @@ class Plan:
     function of the optimizer step and give the tensors a pattern matches their own
     (:mod:`wdlab.trainer.decays` says how they combine with a row's weight decay).
     ``said``: the plan's warnings (a warm-up as long as the training) were given already, by
-    the sweep that plans its batches: not repeated for each batch.
+    the sweep that plans its batches: not repeated for each batch. ``parallel``: configurations
+    trained one after another (a convolutional model on the CPU) run that many side by side,
+    in threads (:mod:`wdlab.sidebyside`); elsewhere it is unused, and the engine's note says so.
+    ``channels_last``: a user's module gets its 4-D float inputs in ``torch.channels_last``
+    (oneDNN's NHWC convolutions on the CPU): the numbers of a plain loop that converts them so.
     """
 
     spec: ModelSpec
@@ -102,12 +107,17 @@ class Plan:
     wd_schedule: WDSchedule | None = None
     group_wd: tuple[tuple[str, float], ...] = ()
     said: bool = field(default=False, compare=False)
+    parallel: int = 1
+    channels_last: bool = False
 
     def __post_init__(self) -> None:
         if not self.configs:
             raise ValueError("no configurations to train")
         _positive_int("epochs", self.epochs)
         _positive_int("eval_every", self.eval_every)
+        check_parallel(self.parallel)
+        if not isinstance(self.channels_last, bool):
+            raise ValueError(f"channels_last must be True or False, got {self.channels_last!r}")
         if self.batch_size is not None:
             _positive_int("batch_size", self.batch_size)
         if self.clip_grad_norm is not None:

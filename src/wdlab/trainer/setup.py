@@ -65,6 +65,8 @@ def build_engine(
         fast_path=plan.fast_path,
         probe=None if y is None else (lambda out, idx: task.loss(out, y[idx])),
         ties=ties,
+        parallel=plan.parallel,
+        channels_last=plan.channels_last,
     )
     engine = spec.model_kind.make_engine(spec, setup)
     if not engine.flat_inputs:  # modules wdlab did not write: say which gradients are noise
