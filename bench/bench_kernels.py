@@ -15,7 +15,9 @@ once for all of them, a sweep's speed is this step's. Two levers were measured a
    weight gradient's reduction is split another way.
 
 Prints ms per model-step of each and the ratios against the plain NCHW step with torch's
-threads (the baseline, as a user's loop runs it).
+threads (the baseline, as a user's loop runs it). wdlab offers both as opt-ins, off by default
+for that reason: ``channels_last=True`` and ``parallel=2`` (``bench/bench_pipeline.py`` measures
+them in a sweep).
 """
 
 from __future__ import annotations
