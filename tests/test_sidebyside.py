@@ -187,14 +187,19 @@ def test_parallel_must_be_a_whole_number_of_at_least_one(bad):
         _train(_configs("sgd")[:2], parallel=bad)
 
 
-def test_cli_parallel_zero_is_one_line_and_exit_2(tmp_path):
+@pytest.mark.parametrize("command", ["sweep", "search"])
+@pytest.mark.parametrize("value", ["0", "abc"])
+def test_cli_bad_parallel_is_one_line_and_exit_2(tmp_path, command, value):
+    """--parallel means the same in sweep and search, and is checked the same way."""
     out = subprocess.run(
-        [sys.executable, "-m", "wdlab.cli", "sweep", "--parallel", "0", "--out", str(tmp_path)],
+        [sys.executable, "-m", "wdlab.cli", command, "--parallel", value, "--out", str(tmp_path)],
         capture_output=True,
         text=True,
+        cwd=tmp_path,
     )
     assert out.returncode == 2
-    assert "--parallel" in out.stderr and "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--parallel" in lines[0], lines
     assert list(tmp_path.iterdir()) == []
 
 
@@ -330,3 +335,35 @@ def test_cli_sweep_takes_parallel_and_channels_last(tmp_path):
     assert out.returncode == 0, out.stderr
     text = out.stdout
     assert "2 configurations side by side" in text and "channels_last inputs" in text
+
+
+def test_an_optuna_search_runs_side_by_side_as_one_after_another():
+    """wdlab.optuna.optimize takes parallel and channels_last as wdlab.sweep does: the values
+    told are those of parallel=1 with the lane's threads, and a study searched one way takes
+    more trials the other way (how the trials run is not what they are)."""
+    optuna = pytest.importorskip("optuna")
+    from wdlab.optuna import optimize
+
+    data = images()
+    splits = {
+        "train": (data.X_train, data.y_train),
+        "val": (data.X_val, data.y_val),
+        "test": (data.X_test, data.y_test),
+    }
+    space = {"weight_decay": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
+    kw = dict(n_trials=4, batch=4, epochs=1, batch_size=BATCH, select="loss")
+
+    def search(study=None, **how):
+        study = study or optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+        optimize(study, lambda seed: Net(), splits, space, **kw, **how)
+        return study
+
+    ours = search(parallel=2, channels_last=True)
+    before = torch.get_num_threads()
+    torch.set_num_threads(_share())
+    try:
+        ref = search(channels_last=True)
+    finally:
+        torch.set_num_threads(before)
+    assert [t.value for t in ours.trials] == [t.value for t in ref.trials]
+    assert len(search(ours).trials) == 8  # the same study, searched on without them

@@ -280,6 +280,24 @@ def add_device(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=device_name, default=None, help=help_text)
 
 
+def add_running(p: argparse.ArgumentParser) -> None:
+    """--parallel and --channels-last: how a batch runs on the CPU (sweep and search alike)."""
+    p.add_argument(
+        "--parallel",
+        type=positive_int,
+        default=1,
+        help="train N configurations side by side, each with its share of torch's threads, "
+        "where a batch runs them one after another (convolutions on the CPU); the numbers are "
+        "those of 1 with that share of threads (default: 1)",
+    )
+    p.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="give your model its image inputs in torch.channels_last (faster convolutions on "
+        "the CPU; the numbers of a plain loop that converts them so)",
+    )
+
+
 def add_force(p: argparse.ArgumentParser) -> None:
     """--force."""
     p.add_argument(

@@ -16,6 +16,7 @@ from wdlab.cli.common import (
     UsageError,
     add_force,
     add_json,
+    add_running,
     emit_json,
     emit_study,
     folder,
@@ -234,20 +235,7 @@ def add_sweep_flags(p: argparse.ArgumentParser) -> None:
         "comes on top",
     )
     p.add_argument("--max-batch", type=positive_int, help="at most N configurations per batch")
-    p.add_argument(
-        "--parallel",
-        type=positive_int,
-        default=1,
-        help="train N configurations side by side, each with its share of torch's threads, "
-        "where a batch runs them one after another (convolutions on the CPU); the numbers are "
-        "those of 1 with that share of threads (default: 1)",
-    )
-    p.add_argument(
-        "--channels-last",
-        action="store_true",
-        help="give your model its image inputs in torch.channels_last (faster convolutions on "
-        "the CPU; the numbers of a plain loop that converts them so)",
-    )
+    add_running(p)
     add_max_configs(p)
     p.add_argument("--name", help="the study's name in tables and reports (default: folder)")
     p.add_argument(

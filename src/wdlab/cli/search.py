@@ -9,7 +9,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from wdlab.cli import facts
-from wdlab.cli.common import Command, add_json, emit_json, positive_float, positive_int, seed
+from wdlab.cli.common import (
+    Command,
+    add_json,
+    add_running,
+    emit_json,
+    positive_float,
+    positive_int,
+    seed,
+)
 from wdlab.cli.flags import add_key, experiment_keys
 from wdlab.cli.flags import overrides as flag_overrides
 
@@ -101,6 +109,8 @@ def _search(args: argparse.Namespace, cfg: Any, space: dict[str, Any]) -> int:
         pruner=PRUNERS[args.pruner].make(optuna, args.seed, cfg.train.epochs),
         max_memory_mb=args.max_memory,
         progress=show_progress(args),
+        parallel=args.parallel,
+        channels_last=args.channels_last,
     )
     if args.json:
         emit_json(result.to_dict() | {"storage": args.storage})
@@ -170,6 +180,7 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
         default=facts.load()["max_memory_mb"],
         help="training memory per batch in MB",
     )
+    add_running(s)
     g = p.add_argument_group("data, model and training (as in sweep)")
     for dotted, to in experiment_keys():
         if to not in RANGE_FLAGS:

@@ -48,6 +48,7 @@ from wdlab.pipelines.checks import (
     decay_rule,
     epochs_or_steps,
     plain_numbers,
+    running,
     seed_list,
 )
 from wdlab.pipelines.experiment import load_data, model_spec
@@ -120,6 +121,8 @@ def optimize(
     progress: bool = False,
     loss: Callable[[Tensor, Tensor], Tensor] | None = None,
     n_classes: int | None = None,
+    parallel: int = 1,
+    channels_last: bool = False,
 ) -> SearchResult:
     """Run ``n_trials`` trials of ``study`` over ``space``, ``batch`` asked at a time and trained
     together (one batched computation per optimizer class and memory budget); return what was
@@ -137,8 +140,9 @@ def optimize(
     a name such as ``"timm"``) is as in :func:`wdlab.sweep`, checked by the same declaration
     (:mod:`wdlab.config`), and so are ``loss`` (``fn(outputs, targets) -> scalar``, e.g.
     ``nn.CrossEntropyLoss(label_smoothing=0.1)``: what trains, and what ``select="loss"``
-    tells) and ``n_classes`` (of streamed data whose labels do not say it). The study is told
-    nothing before every check has passed; it records these settings with its first value.
+    tells), ``n_classes`` (of streamed data whose labels do not say it), ``parallel`` and
+    ``channels_last``. The study is told nothing before every check has passed; it records these
+    settings with its first value (not ``parallel`` and ``channels_last``: how the trials run).
     """
     rule = decay_rule(rule)  # a DecayRule, or its name as wdlab.sweep and --rule take it
     epochs = epochs_or_steps(epochs, steps)
@@ -153,7 +157,7 @@ def optimize(
     decay = decay_section([mode], [weight_decay], wd_schedule, group_wd)
     config = validate({"train": train, "decay": decay})  # the one declaration's checks
     settings = settings_of(config, rule, max_memory_mb, shuffle_seed=0)
-    settings = replace(settings, loss=check_loss(loss))
+    settings = replace(settings, loss=check_loss(loss), **running(parallel, channels_last))
     return search(study, spec, ds, space, settings, n_trials, batch, label, progress)
 
 
@@ -169,16 +173,20 @@ def search_config(
     pruner: Any = None,
     max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
     progress: bool = False,
+    parallel: int = 1,
+    channels_last: bool = False,
 ) -> SearchResult:
     """:func:`optimize` for a validated experiment config (``wdlab search``): its data, model
     and training settings; its first lr, weight decay and mode where ``space`` searches none.
     The study ``study_name`` in ``storage`` (an Optuna storage URL; None: in memory) is loaded,
-    or created in the direction of the metric, once every check has passed."""
+    or created in the direction of the metric, once every check has passed. ``parallel``,
+    ``channels_last``: how each batch runs (:func:`wdlab.sweep`)."""
     _check_counts(n_trials, batch)
     t0 = time.perf_counter()
     t, d = config.train, config.decay
     ds = load_data(config.data, t.batch_size or None, progress, model=config.model)
     settings = settings_of(config, d.decay_rule(), max_memory_mb, config.data.seed)
+    settings = replace(settings, **running(parallel, channels_last))
     model = config.model.factory or config.model.kind
     runner = _Search(model_spec(config.model, ds), ds, space, settings, model)
     name = study_name or f"search-{ds.name}"

@@ -64,6 +64,8 @@ class Settings:
     wd_schedule: str | None = None
     group_wd: tuple[tuple[str, float], ...] = ()
     loss: Any = None  # the user's loss (as wdlab.sweep's loss=), None: the task's own
+    parallel: int = 1  # how a batch runs (wdlab.sweep's): not in the identity
+    channels_last: bool = False
 
     def identity(self) -> dict[str, Any]:
         """What makes two searches' trials comparable (kept with the study)."""
@@ -74,7 +76,8 @@ class Settings:
         d["seeds"] = list(self.seeds)
         d["group_wd"] = [list(g) for g in self.group_wd]
         d["rule"] = rule_identity(self.rule)  # a name ("timm"), or the fields it changes
-        d.pop("max_memory_mb")
+        for k in ("max_memory_mb", "parallel", "channels_last"):
+            d.pop(k)  # how the trials run, not what they are
         return d
 
 

@@ -85,6 +85,7 @@ class _Search:
             s.precision,
             model=model,
             device=device,
+            parallel=s.parallel,
         )
         check_budget(own + shared, s.max_memory_mb, device)
         return own, shared
@@ -146,6 +147,8 @@ class _Search:
             wd_schedule=s.wd_schedule,  # type: ignore[arg-type]  (its text is parsed by the plan)
             group_wd=s.group_wd,
             task=None if s.loss is None else custom_task(get_task(self.ds.task), s.loss),
+            parallel=s.parallel,
+            channels_last=s.channels_last,
         )
 
     def run_batch(self, trials: Sequence[Trial], bar: Any) -> None:
