@@ -8,6 +8,7 @@ share of threads, bit for bit, so ``parallel=2`` equals ``parallel=1`` run with 
 torch's own thread count the numbers are the same maths, rounded by other kernels' splits.
 """
 
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -367,3 +368,34 @@ def test_an_optuna_search_runs_side_by_side_as_one_after_another():
         torch.set_num_threads(before)
     assert [t.value for t in ours.trials] == [t.value for t in ref.trials]
     assert len(search(ours).trials) == 8  # the same study, searched on without them
+
+
+def test_a_refusal_side_by_side_leaves_a_study_s_runs_pending(tmp_path, monkeypatch):
+    """A study whose second batch waits (the sweep was interrupted there), resumed with
+    parallel=2 and a Dropout model: refused in one ValueError, the waiting runs still pending
+    (not failed: the setting, not the runs, was wrong); resumed with parallel=1 it finishes."""
+    from wdlab.trainer.loop import Trainer
+
+    data = images()
+    splits = {"train": (data.X_train, data.y_train), "test": (data.X_test, data.y_test)}
+    kw = dict(lr=0.05, weight_decay=[0.0, 0.1], seeds=2, epochs=1, batch_size=BATCH)
+    kw |= dict(out=tmp_path / "s", max_batch=2)
+    run, calls = Trainer.run, []
+
+    def second_interrupted(self):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return run(self)
+
+    monkeypatch.setattr(Trainer, "run", second_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        wdlab.sweep(lambda seed: Net(dropout=0.5), splits, **kw)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="draws random numbers"):
+        wdlab.sweep(lambda seed: Net(dropout=0.5), splits, parallel=2, **kw)
+    with sqlite3.connect(tmp_path / "s" / "study.db") as db:
+        statuses = sorted(s for (s,) in db.execute("SELECT status FROM runs"))
+    db.close()
+    assert statuses == ["done", "done", "pending", "pending"]
+    assert len(wdlab.sweep(lambda seed: Net(dropout=0.5), splits, **kw).runs) == 4

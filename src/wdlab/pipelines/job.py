@@ -28,6 +28,7 @@ from wdlab.pipelines.segments import (
 from wdlab.pipelines.weights import save_weights
 from wdlab.records import RunConfig, RunResult
 from wdlab.selection import Criterion
+from wdlab.sidebyside import RandomDraws
 from wdlab.store import FINISHED, LEASE_SECONDS, Store, config_key
 from wdlab.trainer import Plan
 from wdlab.warn import warn_user
@@ -81,7 +82,8 @@ class Job:
             self.run(*run_args)
         except STOP_NOW:
             raise
-        except StreamError:  # the data, not the runs: they go back to pending, nothing stored
+        except (StreamError, RandomDraws):  # the data or how it runs, not the runs: they go
+            # back to pending, nothing stored
             store.release(owner)
             raise
         except Exception as exc:
