@@ -224,11 +224,55 @@ def test_a_lane_s_error_is_raised_by_the_caller_after_every_lane_stopped():
     assert side.map(5, lambda k, m: k * k) == [0, 1, 4, 9, 16]
 
 
-def test_random_draws_in_a_training_lane_are_refused():
+def test_random_draws_in_a_lane_are_refused():
     side = SideBySide(nn.Linear(2, 2), 2, lambda m: nn.Linear(2, 2))
     with pytest.raises(RandomDraws):
-        side.map(2, lambda k, m: torch.rand(1), draws=False)
-    side.map(2, lambda k, m: torch.rand(1), draws=True)  # evaluation: not checked
+        side.map(2, lambda k, m: torch.rand(1))
+    assert side.map(2, lambda k, m: torch.ones(1).sum().item()) == [1.0, 1.0]
+
+
+class NoisyEval(Net):
+    """Net that adds noise to its outputs in eval mode only (no draws while training)."""
+
+    def forward(self, x):
+        out = super().forward(x)
+        return out if self.training else out + 0.1 * torch.randn_like(out)
+
+
+def test_a_model_drawing_random_numbers_in_evaluation_is_refused_too():
+    with pytest.raises(ValueError, match="draws random numbers"):
+        _train(_configs("sgd"), parallel=2, model=NoisyEval)
+
+
+def test_lanes_are_at_most_the_batch_s_configurations():
+    """parallel=8 over four configurations runs four side by side, and says four."""
+    runs = _train(_configs("sgd"), parallel=8)
+    assert f"4 configurations side by side, {_share(4)} thread" in runs[0].engine
+
+
+def test_parallel_counts_memory_only_for_lanes_that_run(tmp_path):
+    """The budget counts the lanes a batch can run: none beside a batch of one (max_batch=1,
+    one configuration); and a refusal by the lanes' memory names parallel."""
+    from wdlab.pipelines import memory
+
+    data = images()
+    splits = {"train": (data.X_train, data.y_train), "test": (data.X_test, data.y_test)}
+    seen = []
+
+    def spy(*args, **kw):
+        seen.append(kw.get("parallel", 1))
+        return need(*args, **kw)
+
+    need = memory.memory_need
+    kw = dict(lr=0.05, epochs=1, batch_size=BATCH, parallel=4)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr("wdlab.pipelines.study.memory_need", spy)
+        wdlab.sweep(lambda seed: Net(), splits, weight_decay=[0.0, 0.1], max_batch=1, **kw)
+        wdlab.sweep(lambda seed: Net(), splits, weight_decay=[0.0], **kw)
+        wdlab.sweep(lambda seed: Net(), splits, weight_decay=[0.0, 0.1], **kw)
+    assert seen == [1, 1, 2]
+    with pytest.raises(ValueError, match=r"2 configurations side by side need .*parallel=2"):
+        memory.check_budget(3 * 2**20, 2, lanes=2)
 
 
 def test_memory_counts_the_activations_of_every_lane():
@@ -298,13 +342,15 @@ def test_channels_last_side_by_side_is_channels_last_one_after_another():
 
 
 def test_channels_last_leaves_other_inputs_and_built_in_models_alone():
-    """Token ids (2-D) reach a model as they are; a built-in model says it is unused."""
+    """Token ids (2-D) reach a model as they are, and the note says channels_last is unused
+    there; a built-in model says it is unused."""
     from test_batched_alone import TokenTransformer, tokens
 
     data = tokens()
     spec = ModelSpec("custom", factory=TokenTransformer, in_dim=data.in_dim, out_dim=3)
     runs = train(spec, data, _configs("sgd")[:2], epochs=1, batch_size=BATCH, channels_last=True)
     assert all(r.final["val_loss"] == r.final["val_loss"] for r in runs)  # trained, not NaN
+    assert "channels_last unused (no images)" in runs[0].engine
     r = wdlab.sweep("mlp", "wine", weight_decay=[0, 1e-3], epochs=1, channels_last=True)
     assert "channels_last unused" in r.engine_note
 
@@ -399,3 +445,21 @@ def test_a_refusal_side_by_side_leaves_a_study_s_runs_pending(tmp_path, monkeypa
     db.close()
     assert statuses == ["done", "done", "pending", "pending"]
     assert len(wdlab.sweep(lambda seed: Net(dropout=0.5), splits, **kw).runs) == 4
+
+
+class Flattens(nn.Module):
+    """A convolution flattened with .view, which its channels_last output refuses."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3, padding=1)
+        self.fc = nn.Linear(2 * 8 * 8, 3)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).view(len(x), -1))
+
+
+def test_a_model_failing_on_channels_last_inputs_is_told_so():
+    _train(_configs("sgd")[:2], model=Flattens)  # NCHW: it trains
+    with pytest.raises(ValueError, match=r"view.*inputs in torch\.channels_last"):
+        _train(_configs("sgd")[:2], channels_last=True, model=Flattens)

@@ -83,7 +83,7 @@ class FuncForward:
                 return self._batched(params, buffers, x)
         # one configuration (or no vmap): the module's own kernels on row views, so a
         # configuration trained alone is exactly a plain PyTorch loop
-        return torch.stack(self.map(params, buffers, x, lambda forward: forward(), train))
+        return torch.stack(self.map(params, buffers, x, lambda forward: forward()))
 
     def map(
         self,
@@ -91,13 +91,12 @@ class FuncForward:
         buffers: dict[str, Tensor],
         x: Inputs,
         job: Callable[[Callable[[], Tensor]], T],
-        train: bool = True,
     ) -> list[T]:
         """``job(forward)`` for each configuration, in order, where ``forward()`` gives its
         outputs through the module's own kernels on its rows (the module in the mode
         :meth:`__call__` or the caller set): one configuration after another, so that a job may
-        run its backward before the next forward, or side by side (:attr:`side`; ``train``: a
-        forward drawing random numbers is refused there)."""
+        run its backward before the next forward, or side by side (:attr:`side`, where a
+        forward drawing random numbers is refused)."""
 
         def one(k: int, module: nn.Module) -> T:
             pk = {n: t[k] for n, t in params.items()}
@@ -107,7 +106,7 @@ class FuncForward:
         count = len(next(iter(params.values())))
         if self.side is None:
             return [one(k, self.template) for k in range(count)]
-        return self.side.map(count, one, draws=not train)
+        return self.side.map(count, one)
 
 
 def _call(

@@ -3,8 +3,8 @@ another (a convolutional model on the CPU, :mod:`wdlab.engines.torchfunc`) runs 
 ``n`` threads instead, each with its share of torch's threads (``parallel=n``).
 
 Why: a small convolution does not keep two cores busy. ``bench/bench_kernels.py`` measured the
-pipeline bench's ResNet step at 1.2–1.65× faster as two configurations side by side with one
-thread each than one after another with torch's two threads.
+pipeline bench's ResNet step at 1.20–1.65× faster (four runs) as two configurations side by
+side with one thread each than one after another with torch's two threads.
 
 What it keeps: lane ``w`` runs configurations ``w, w + n, w + 2n, …`` in order, each through its
 own copy of the module (``functional_call`` swaps tensors into the module it is given, so two
@@ -14,7 +14,9 @@ threads (``torch.set_num_threads``), bit for bit: a configuration's kernels run 
 of Python, and its gradient lands in its own rows of the stacked tensors (the other rows get
 exact zeros, whatever the order). What it cannot keep: random draws inside the model (Dropout)
 come from torch's one global generator, in whichever order the lanes reach it; such a model is
-refused (:class:`RandomDraws`) rather than trained irreproducibly.
+refused (:class:`RandomDraws`, in training or evaluation) rather than trained irreproducibly.
+Nor can it see what a model keeps in Python (a counter it increments, a generator of its own):
+each lane's copy keeps its own, where one after another all configurations share one.
 """
 
 from __future__ import annotations
@@ -61,10 +63,10 @@ class SideBySide:
         each = "1 thread" if self.threads == 1 else f"{self.threads} threads"
         return f"{len(self)} configurations side by side, {each} each (parallel={len(self)})"
 
-    def map(self, count: int, job: Callable[[int, nn.Module], T], draws: bool = True) -> list[T]:
+    def map(self, count: int, job: Callable[[int, nn.Module], T]) -> list[T]:
         """``job(k, module)`` for k in ``range(count)``, lane ``k % n`` running it on its copy
-        of the module (set to the first one's mode); results in the order of k. ``draws``
-        False: a job that drew from torch's global generator is a :class:`RandomDraws`."""
+        of the module (set to the first one's mode); results in the order of k. Jobs that drew
+        from torch's global generator are a :class:`RandomDraws`, in training or evaluation."""
         n, mode = len(self), self.templates[0].training
         out: list = [None] * count
         stop = threading.Event()
@@ -81,7 +83,7 @@ class SideBySide:
                     out[k] = job(k, module)
 
         before = torch.get_num_threads()
-        rng = None if draws else torch.default_generator.get_state()
+        rng = torch.default_generator.get_state()
         futures: list[Future] = [_pool(n - 1).submit(lane, w) for w in range(1, min(n, count))]
         try:
             lane(0)
@@ -93,7 +95,7 @@ class SideBySide:
             torch.set_num_threads(before)
         for f in futures:
             f.result()  # a lane's error, raised here
-        if rng is not None and not torch.equal(rng, torch.default_generator.get_state()):
+        if not torch.equal(rng, torch.default_generator.get_state()):
             raise RandomDraws(
                 "the model draws random numbers in its forward (Dropout?): side by side "
                 "(parallel > 1) their order would change from run to run; use parallel=1"

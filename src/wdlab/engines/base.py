@@ -127,6 +127,7 @@ class Engine(Protocol):
     one_at_a_time: bool  # a step's forward and backward run one configuration at a time
     lanes: int  # configurations run side by side (wdlab.sidebyside)
     channels_last: bool  # 4-D float inputs given to the model in channels_last
+    takes_channels_last: bool  # a user's module, which may take them so
     flat_inputs: ClassVar[bool]  # reads signals and images flat
     float_inputs: ClassVar[bool]  # reads one floating tensor (built-in kinds: ints are cast)
     eval_chunk: ClassVar[int | None]  # rows per evaluation forward (None: all at once)
@@ -176,6 +177,7 @@ class Stacked:
     one_at_a_time: bool = False  # a training step backs up each configuration in turn
     lanes: int = 1  # configurations run side by side (wdlab.sidebyside)
     channels_last: bool = False  # 4-D float inputs given to the model in channels_last
+    takes_channels_last: ClassVar[bool] = False  # a user's module, which may take them so
     flat_inputs: ClassVar[bool] = False
     float_inputs: ClassVar[bool] = False
     eval_chunk: ClassVar[int | None] = EVAL_CHUNK

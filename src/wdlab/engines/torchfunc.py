@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -27,6 +28,8 @@ PROBE_ROWS = 8  # training rows the vmap probe runs on
 class FuncEngine(Stacked):
     """:class:`wdlab.func.FuncForward` over the stacked weights and buffers; autograd."""
 
+    takes_channels_last: ClassVar[bool] = True
+
     def __init__(self, setup: Setup) -> None:
         super().__init__(setup)
         self.fwd = FuncForward(setup.template)
@@ -38,20 +41,27 @@ class FuncEngine(Stacked):
         """The engine, vmapped where torch.vmap runs one training step of the module."""
         fast_path_choice(setup, (False, "custom model: first layer unknown"))
         engine = cls(setup)
-        engine.channels_last = setup.channels_last
+        engine.channels_last = setup.channels_last and _has_images(setup.X)
         if setup.probe is not None:
             engine._probe(setup.probe)
         why = loops_faster(setup.template, engine.device) if len(engine) > 1 else None
         if engine.fwd.vmap and why is not None:
             engine.fwd.vmap = False
             engine.note = f"torch.func: one configuration after another ({why})"
-        if setup.parallel > 1 and engine.one_at_a_time and engine.device.type == "cpu":
-            engine.fwd.side = SideBySide(engine.fwd.template, setup.parallel, meta_copy)
-            engine.lanes = len(engine.fwd.side)
-            engine.note += f"; {engine.fwd.side.note()}"
-        if engine.channels_last:
-            engine.note += "; channels_last inputs"
+        engine._side_by_side(setup.parallel)
+        if setup.channels_last:
+            cl = engine.channels_last
+            engine.note += "; channels_last inputs" if cl else "; channels_last unused (no images)"
         return engine
+
+    def _side_by_side(self, parallel: int) -> None:
+        """Run the configurations ``parallel`` at a time (at most all of them) where they run
+        one after another on the CPU (:mod:`wdlab.sidebyside`)."""
+        n = min(parallel, len(self))
+        if n > 1 and self.one_at_a_time and self.device.type == "cpu":
+            self.fwd.side = SideBySide(self.fwd.template, n, meta_copy)
+            self.lanes = n
+            self.note += f"; {self.fwd.side.note()}"
 
     @classmethod
     def shares_activations(cls, template: nn.Module, device: torch.device) -> bool:
@@ -68,7 +78,12 @@ class FuncEngine(Stacked):
         n = min(rows(self.X), PROBE_ROWS)
         x = self.inputs("train", None, take(self.X, slice(0, n)))  # as the training gets them
         idx = torch.arange(n, device=self.device)
-        why = probe(self.fwd, self.tensors, self.buffers, x, lambda out: loss(out, idx).sum())
+        try:
+            why = probe(self.fwd, self.tensors, self.buffers, x, lambda out: loss(out, idx).sum())
+        except ValueError as exc:
+            if not self.channels_last:
+                raise
+            raise ValueError(f"{exc} (inputs in torch.channels_last: channels_last=True)") from None
         if why is not None:
             self.fwd.vmap = False
             self.note = f"one configuration after another (torch.vmap failed: {why})"
@@ -114,6 +129,13 @@ class FuncEngine(Stacked):
 
         done = self.fwd.map(self.tensors, self.buffers, x, one)
         return torch.stack([o for o, _ in done]), torch.cat([lk for _, lk in done])
+
+
+def _has_images(x: Inputs) -> bool:
+    """Whether ``x`` holds a 4-D floating tensor (what channels_last converts)."""
+    found: list[bool] = []
+    apply(lambda t: found.append(t.dim() == 4 and t.is_floating_point()) or t, x)
+    return any(found)
 
 
 def _channels_last(t: Tensor) -> Tensor:

@@ -191,22 +191,26 @@ def plan_batches(
     return out
 
 
-def check_budget(per_config: int, max_memory_mb: float, device: object = None) -> None:
-    """A one-line ``ValueError`` when one configuration alone exceeds the budget, or the
-    memory ``device`` has free (the host's by default; not checked where unknown)."""
+def check_budget(
+    per_config: int, max_memory_mb: float, device: object = None, lanes: int = 1
+) -> None:
+    """A one-line ``ValueError`` when one configuration alone (``lanes`` side by side: they
+    hold their activations at once) exceeds the budget, or the memory ``device`` has free (the
+    host's by default; not checked where unknown)."""
     budget = max_memory_mb * 2**20
+    who = "one configuration needs" if lanes == 1 else f"{lanes} configurations side by side need"
+    fix = "" if lanes == 1 else f", or lower parallel={lanes}"
     if per_config > budget:
         raise ValueError(
-            f"one configuration needs about {gib(per_config)} (weights, optimizer state, "
-            f"activations, records), more than --max-memory {max_memory_mb:g} MB; raise it, "
-            "or make the model, the data or the epochs smaller"
+            f"{who} about {gib(per_config)} (weights, optimizer state, activations, records), "
+            f"more than --max-memory {max_memory_mb:g} MB; raise it{fix}, or make the model, "
+            "the data or the epochs smaller"
         )
     free = available_memory(device)
     if free is not None and per_config > free:
         where = f" on {device}" if device is not None else ""
         raise ValueError(
-            f"one configuration needs about {gib(per_config)}, more than the {gib(free)} of "
-            f"memory free{where}"
+            f"{who} about {gib(per_config)}, more than the {gib(free)} of memory free{where}"
         )
 
 

@@ -232,6 +232,7 @@ def run_study(
     kw |= running(parallel, channels_last)  # how it runs, not what: not in the identity
     local = executor is None or isinstance(executor, LocalExecutor)  # Ray: the workers' device
     device = resolve_device(kw.get("device"), "train.device") if local else None
+    lanes = min(kw["parallel"], max_batch or len(study.configs))  # side by side, at most
     per_config, shared = memory_need(
         spec,
         ds,
@@ -242,9 +243,9 @@ def run_study(
         kw["precision"],
         model=model,
         device=device,
-        parallel=kw["parallel"],
+        parallel=lanes,
     )
-    check_budget(per_config + shared, max_memory_mb, device)
+    check_budget(per_config + shared, max_memory_mb, device, lanes if shared else 1)
     per_config = planning_bytes(per_config, shared, max_memory_mb)
     table = decay_table(model, kw["rule"]).to_dict()
     own_groups(decay_table(model, kw["rule"]), kw.get("group_wd") or {})  # before the store

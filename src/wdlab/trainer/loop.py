@@ -69,7 +69,7 @@ class Trainer(RowStops):
         self.note = self.engine.note + ("; bf16 autocast" if self.amp else "")
         if plan.parallel > 1 and self.engine.lanes == 1:
             self.note += f"; parallel={plan.parallel} unused (not one after another on the CPU)"
-        if plan.channels_last and not self.engine.channels_last:
+        if plan.channels_last and not self.engine.takes_channels_last:
             self.note += "; channels_last unused (a built-in model)"
         # a hand-written backward takes l2 as its gradient; clipping, autograd's (l2 in them)
         hand = self.engine.hand_backward and not self.amp and bool(self.task.loss_grad)
