@@ -463,3 +463,27 @@ def test_a_model_failing_on_channels_last_inputs_is_told_so():
     _train(_configs("sgd")[:2], model=Flattens)  # NCHW: it trains
     with pytest.raises(ValueError, match=r"view.*inputs in torch\.channels_last"):
         _train(_configs("sgd")[:2], channels_last=True, model=Flattens)
+
+
+def _lanes_in_child(queue):
+    side = SideBySide(nn.Linear(2, 2), 2, lambda m: nn.Linear(2, 2))
+    queue.put(side.map(4, lambda k, m: k + 1))
+
+
+def test_a_forked_child_runs_lanes_of_its_own():
+    """A process forked after lanes ran (a DataLoader worker, multiprocessing) gets threads of
+    its own when it runs lanes; the parent's pool would wait on threads it does not have."""
+    import multiprocessing
+
+    side = SideBySide(nn.Linear(2, 2), 2, lambda m: nn.Linear(2, 2))
+    assert side.map(2, lambda k, m: k) == [0, 1]  # the parent's pool exists now
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_lanes_in_child, args=(queue,))
+    child.start()
+    child.join(60)
+    alive = child.is_alive()
+    if alive:
+        child.kill()
+    assert not alive and child.exitcode == 0
+    assert queue.get(timeout=5) == [1, 2, 3, 4]

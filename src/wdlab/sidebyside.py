@@ -22,6 +22,7 @@ each lane's copy keeps its own, where one after another all configurations share
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -34,6 +35,17 @@ T = TypeVar("T")
 
 _POOL: list[ThreadPoolExecutor] = []  # one pool for the process, grown as asked
 _POOL_LOCK = threading.Lock()
+
+
+def _forked() -> None:
+    """In a forked child: the parent's lane threads are not there (a pool that thinks they
+    are idle would never run a job), so the child makes its own when it needs them."""
+    global _POOL_LOCK
+    _POOL.clear()
+    _POOL_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 class RandomDraws(ValueError):
