@@ -286,6 +286,7 @@ def add_running(p: argparse.ArgumentParser) -> None:
         "--parallel",
         type=positive_int,
         default=1,
+        metavar="N",
         help="train N configurations side by side, each with its share of torch's threads, "
         "where a batch runs them one after another (convolutions on the CPU); the numbers are "
         "those of 1 with that share of threads (default: 1)",
