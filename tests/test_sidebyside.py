@@ -487,3 +487,30 @@ def test_a_forked_child_runs_lanes_of_its_own():
         child.kill()
     assert not alive and child.exitcode == 0
     assert queue.get(timeout=5) == [1, 2, 3, 4]
+
+
+def test_an_optuna_search_counts_memory_for_the_lanes_a_batch_of_trials_can_run(monkeypatch):
+    """parallel=4 with batches of one trial of two seeds: two rows, so two lanes counted."""
+    optuna = pytest.importorskip("optuna")
+    from wdlab.optuna import optimize, trials
+
+    seen, need = [], trials.memory_need
+
+    def spy(*args, **kw):
+        seen.append(kw["parallel"])
+        return need(*args, **kw)
+
+    monkeypatch.setattr(trials, "memory_need", spy)
+    data = images()
+    splits = {
+        "train": (data.X_train, data.y_train),
+        "val": (data.X_val, data.y_val),
+        "test": (data.X_test, data.y_test),
+    }
+    space = {"weight_decay": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    optimize(
+        study, lambda seed: Net(), splits, space, n_trials=1, batch=1, seeds=2, epochs=1,
+        batch_size=BATCH, select="loss", parallel=4,
+    )  # fmt: skip
+    assert seen == [2]

@@ -188,6 +188,7 @@ def search_config(
     settings = settings_of(config, d.decay_rule(), max_memory_mb, config.data.seed)
     settings = replace(settings, **running(parallel, channels_last))
     model = config.model.factory or config.model.kind
+    settings = _lanes(settings, batch)
     runner = _Search(model_spec(config.model, ds), ds, space, settings, model)
     name = study_name or f"search-{ds.name}"
     runner.bind(open_study(storage, name, runner.direction, sampler, pruner))
@@ -240,7 +241,7 @@ def search(
     first (nothing is asked or stored before they pass), then batch after batch."""
     t0 = time.perf_counter()
     _check_counts(n_trials, batch)
-    runner = _Search(spec, ds, space, settings, model_name)
+    runner = _Search(spec, ds, space, _lanes(settings, batch), model_name)
     runner.bind(study)
     return _run(runner, n_trials, batch, progress, t0)
 
@@ -268,6 +269,12 @@ def _run(runner: _Search, n_trials: int, batch: int, progress: bool, t0: float) 
         seconds=time.perf_counter() - t0,
         engine=runner.engine,
     )
+
+
+def _lanes(settings: Settings, batch: int) -> Settings:
+    """``settings`` with at most as many lanes side by side as a batch of ``batch`` trials has
+    rows (one per seed): the memory budget counts no lane that cannot run."""
+    return replace(settings, parallel=min(settings.parallel, batch * len(settings.seeds)))
 
 
 def _check_counts(n_trials: int, batch: int) -> None:

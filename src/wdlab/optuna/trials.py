@@ -87,7 +87,7 @@ class _Search:
             device=device,
             parallel=s.parallel,
         )
-        check_budget(own + shared, s.max_memory_mb, device)
+        check_budget(own + shared, s.max_memory_mb, device, s.parallel if shared else 1)
         return own, shared
 
     def bind(self, study: Any) -> None:
