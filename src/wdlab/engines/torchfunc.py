@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from wdlab.engines.base import Engine, Setup, Stacked, fast_path_choice
 from wdlab.func import FuncForward, meta_copy, probe, vmap_note
-from wdlab.inputs import Inputs, apply, rows, take
+from wdlab.inputs import Inputs, apply, parts, rows, take
 from wdlab.sidebyside import SideBySide
 
 PROBE_ROWS = 8  # training rows the vmap probe runs on
@@ -131,18 +131,19 @@ class FuncEngine(Stacked):
         return torch.stack([o for o, _ in done]), torch.cat([lk for _, lk in done])
 
 
+def _is_images(t: Tensor) -> bool:
+    """Whether ``t`` is a 4-D floating tensor (a batch of images: what channels_last converts)."""
+    return t.dim() == 4 and t.is_floating_point()
+
+
 def _has_images(x: Inputs) -> bool:
-    """Whether ``x`` holds a 4-D floating tensor (what channels_last converts)."""
-    found: list[bool] = []
-    apply(lambda t: found.append(t.dim() == 4 and t.is_floating_point()) or t, x)
-    return any(found)
+    """Whether ``x`` holds a batch of images."""
+    return any(_is_images(t) for t in parts(x))
 
 
 def _channels_last(t: Tensor) -> Tensor:
-    """``t`` in ``torch.channels_last`` if it is a 4-D floating tensor (an image batch)."""
-    if t.dim() == 4 and t.is_floating_point():
-        return t.contiguous(memory_format=torch.channels_last)
-    return t
+    """``t`` in ``torch.channels_last`` if it is a batch of images."""
+    return t.contiguous(memory_format=torch.channels_last) if _is_images(t) else t
 
 
 def loops_faster(template: nn.Module, device: torch.device) -> str | None:

@@ -48,11 +48,11 @@ from wdlab.pipelines.checks import (
     decay_rule,
     epochs_or_steps,
     plain_numbers,
-    running,
     seed_list,
 )
 from wdlab.pipelines.experiment import load_data, model_spec
 from wdlab.pipelines.own import Data, Model, decay_section, resolve_model, user_data
+from wdlab.trainer.plan import running
 from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT
 
 optuna = require("optuna", "wdlab.optuna")
@@ -186,9 +186,8 @@ def search_config(
     t, d = config.train, config.decay
     ds = load_data(config.data, t.batch_size or None, progress, model=config.model)
     settings = settings_of(config, d.decay_rule(), max_memory_mb, config.data.seed)
-    settings = replace(settings, **running(parallel, channels_last))
+    settings = _lanes(replace(settings, **running(parallel, channels_last)), batch)
     model = config.model.factory or config.model.kind
-    settings = _lanes(settings, batch)
     runner = _Search(model_spec(config.model, ds), ds, space, settings, model)
     name = study_name or f"search-{ds.name}"
     runner.bind(open_study(storage, name, runner.direction, sampler, pruner))

@@ -18,7 +18,6 @@ from torch.utils.data import DataLoader
 from wdlab.config_keys import ordered_pairs
 from wdlab.data import Dataset
 from wdlab.decay import DEFAULT_RULE, EVERYTHING, PRESETS, DecayRule
-from wdlab.sidebyside import check_parallel
 from wdlab.warn import warn_user
 
 
@@ -231,12 +230,3 @@ def sweep_identity(described: Mapping[str, Any]) -> dict[str, Any]:
     if "group_wd" in decay:
         decay["group_wd"] = ordered_pairs(decay["group_wd"])
     return {**described, "train": train, "decay": decay}
-
-
-def running(parallel: object, channels_last: object) -> dict[str, Any]:
-    """How a sweep runs its batches, checked (one ``ValueError`` each): configurations side by
-    side (``parallel``, :mod:`wdlab.sidebyside`) and ``channels_last`` inputs. The trainer's
-    keywords; not the study's identity (they change how, not what, it trains)."""
-    if not isinstance(channels_last, bool):
-        raise ValueError(f"channels_last must be True or False, got {channels_last!r}")
-    return {"parallel": check_parallel(parallel), "channels_last": channels_last}

@@ -36,6 +36,7 @@ from wdlab.pipelines.userdata import (
     with_classes,
 )
 from wdlab.tasks import Metric, Task, custom_task, get_task
+from wdlab.trainer.plan import running
 from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT, code_identity
 
 Model = Callable[..., nn.Module] | ModelSpec | str
@@ -110,7 +111,7 @@ def sweep(
     """
     t0, epochs = time.perf_counter(), checks.epochs_or_steps(epochs, steps)
     checks.check_arguments(max_batch, max_memory_mb, out, factory_timeout)
-    rule, how = checks.decay_rule(rule), checks.running(parallel, channels_last)
+    rule, how = checks.decay_rule(rule), running(parallel, channels_last)
     streamed = {"batch_size": batch_size, "n_classes": n_classes, "progress": progress}
     ds = user_data(data, (target, features, impute, categorical), streamed, model, factory_timeout)
     spec, init_name = resolve_model(model, ds, factory_timeout)

@@ -41,7 +41,6 @@ from wdlab.halving import Prune, from_config, rung_spacing, summary
 from wdlab.integrations.logs import LogSpec, open_logs
 from wdlab.models import ModelSpec
 from wdlab.pipelines.checkpoints import check_checkpoint_record
-from wdlab.pipelines.checks import running
 from wdlab.pipelines.experiment import grid, grid_size, load_data, model_spec
 from wdlab.pipelines.fresh import undone_on_failure
 from wdlab.pipelines.identity import differences, output_probe, probe_difference
@@ -58,6 +57,7 @@ from wdlab.store import Store, StoreError, hash_config, worker_id
 from wdlab.store import lease_seconds as lease_of
 from wdlab.tasks import check_recorded, get_task
 from wdlab.trainer import EarlyStop, Plan
+from wdlab.trainer.plan import running
 from wdlab.usercode import check_seeds_differ, module_fingerprint
 from wdlab.version import __version__
 from wdlab.warn import warn_user

@@ -29,6 +29,15 @@ from wdlab.trainer.schedules import check_schedule
 PRECISIONS = ("fp32", "bf16")
 
 
+def running(parallel: object, channels_last: object) -> dict[str, Any]:
+    """How a batch runs, checked (one ``ValueError`` each): configurations side by side
+    (``parallel``, :mod:`wdlab.sidebyside`) and ``channels_last`` inputs, as :class:`Plan`'s
+    keywords. Not a study's identity: they change how, not what, it trains."""
+    if not isinstance(channels_last, bool):
+        raise ValueError(f"channels_last must be True or False, got {channels_last!r}")
+    return {"parallel": check_parallel(parallel), "channels_last": channels_last}
+
+
 @dataclass(frozen=True)
 class Plan:
     """Train every configuration in ``configs`` together for ``epochs`` epochs.
@@ -115,9 +124,7 @@ class Plan:
             raise ValueError("no configurations to train")
         _positive_int("epochs", self.epochs)
         _positive_int("eval_every", self.eval_every)
-        check_parallel(self.parallel)
-        if not isinstance(self.channels_last, bool):
-            raise ValueError(f"channels_last must be True or False, got {self.channels_last!r}")
+        running(self.parallel, self.channels_last)
         if self.batch_size is not None:
             _positive_int("batch_size", self.batch_size)
         if self.clip_grad_norm is not None:
