@@ -135,6 +135,15 @@ def tokens(vocab=12, label="count"):
     return _split(X.float(), y, 3 if label == "count" else vocab)
 
 
+SPLITS = ("train", "val", "test")
+
+
+def image_splits(*names):
+    """``images()`` as ``wdlab.sweep`` takes them: split name -> (X, y) (default: all three)."""
+    data = images()
+    return {n: (getattr(data, f"X_{n}"), getattr(data, f"y_{n}")) for n in names or SPLITS}
+
+
 SHAPES = {"resnet": (ResNetish, images), "transformer": (TokenTransformer, tokens)}
 
 
@@ -232,12 +241,7 @@ def test_alone_is_the_plain_loop_and_batched_is_alone(shape, opt, device, vmappe
 def test_sweep_max_batch_1_is_the_plain_loop(vmapped):
     """Through ``wdlab.sweep``: ``max_batch=1`` says so in the engine text, and its final
     losses are the batched run's to per_steps."""
-    data = images()
-    splits = {
-        "train": (data.X_train, data.y_train),
-        "val": (data.X_val, data.y_val),
-        "test": (data.X_test, data.y_test),
-    }
+    splits = image_splits()
     kw = dict(lr=0.05, weight_decay=[0.0, 0.1], seeds=2, epochs=EPOCHS, batch_size=BATCH)
     alone = wdlab.sweep(lambda seed: ResNetish(), splits, max_batch=1, **kw)
     batched = wdlab.sweep(lambda seed: ResNetish(), splits, **kw)

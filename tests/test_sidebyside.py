@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import wdlab
-from test_batched_alone import _configs, images
+from test_batched_alone import _configs, image_splits, images
 from wdlab.models import ModelSpec
 from wdlab.pipelines.memory import memory_need
 from wdlab.sidebyside import RandomDraws, SideBySide, check_parallel
@@ -152,12 +152,7 @@ def test_parallel_is_unused_where_the_configurations_run_together():
 def test_sweep_takes_parallel_and_keeps_one_study():
     """wdlab.sweep(parallel=2) trains as parallel=1 with the lane's threads, and it is how the
     study runs, not what it is: the same folder resumes either way."""
-    data = images()
-    splits = {
-        "train": (data.X_train, data.y_train),
-        "val": (data.X_val, data.y_val),
-        "test": (data.X_test, data.y_test),
-    }
+    splits = image_splits()
     kw = dict(lr=0.05, weight_decay=[0.0, 0.1], seeds=2, epochs=EPOCHS, batch_size=BATCH)
     ours = wdlab.sweep(lambda seed: Net(), splits, parallel=2, **kw)
     assert "side by side" in ours.engine_note
@@ -172,8 +167,7 @@ def test_sweep_takes_parallel_and_keeps_one_study():
 
 
 def test_resuming_with_another_parallel_is_the_same_study(tmp_path):
-    data = images()
-    splits = {"train": (data.X_train, data.y_train), "test": (data.X_test, data.y_test)}
+    splits = image_splits("train", "test")
     kw = dict(lr=0.05, weight_decay=[0.0, 0.1], epochs=1, batch_size=BATCH, out=tmp_path / "s")
     first = wdlab.sweep(lambda seed: Net(), splits, parallel=2, **kw)
     again = wdlab.sweep(lambda seed: Net(), splits, **kw)
@@ -255,8 +249,7 @@ def test_parallel_counts_memory_only_for_lanes_that_run(tmp_path):
     one configuration); and a refusal by the lanes' memory names parallel."""
     from wdlab.pipelines import memory
 
-    data = images()
-    splits = {"train": (data.X_train, data.y_train), "test": (data.X_test, data.y_test)}
+    splits = image_splits("train", "test")
     seen = []
 
     def spy(*args, **kw):
@@ -391,12 +384,7 @@ def test_an_optuna_search_runs_side_by_side_as_one_after_another():
     optuna = pytest.importorskip("optuna")
     from wdlab.optuna import optimize
 
-    data = images()
-    splits = {
-        "train": (data.X_train, data.y_train),
-        "val": (data.X_val, data.y_val),
-        "test": (data.X_test, data.y_test),
-    }
+    splits = image_splits()
     space = {"weight_decay": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
     kw = dict(n_trials=4, batch=4, epochs=1, batch_size=BATCH, select="loss")
 
@@ -422,8 +410,7 @@ def test_a_refusal_side_by_side_leaves_a_study_s_runs_pending(tmp_path, monkeypa
     (not failed: the setting, not the runs, was wrong); resumed with parallel=1 it finishes."""
     from wdlab.trainer.loop import Trainer
 
-    data = images()
-    splits = {"train": (data.X_train, data.y_train), "test": (data.X_test, data.y_test)}
+    splits = image_splits("train", "test")
     kw = dict(lr=0.05, weight_decay=[0.0, 0.1], seeds=2, epochs=1, batch_size=BATCH)
     kw |= dict(out=tmp_path / "s", max_batch=2)
     run, calls = Trainer.run, []
@@ -501,12 +488,7 @@ def test_an_optuna_search_counts_memory_for_the_lanes_a_batch_of_trials_can_run(
         return need(*args, **kw)
 
     monkeypatch.setattr(trials, "memory_need", spy)
-    data = images()
-    splits = {
-        "train": (data.X_train, data.y_train),
-        "val": (data.X_val, data.y_val),
-        "test": (data.X_test, data.y_test),
-    }
+    splits = image_splits()
     space = {"weight_decay": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     optimize(
