@@ -186,14 +186,14 @@ CASES = [
      "cannot load model factory"),
     # memory
     ("epochs 1e12", ["run", "--data", "wine", "--epochs", "1000000000000", "--out", "{w}/o"], 2,
-     "more than --max-memory"),
+     "more than max_memory_mb=2048 (--max-memory)"),
     ("demo dim 300000", ["demo", "--dim", "300000", "--out", "{w}/o"], 2, "needs about"),
     ("demo epochs 1e12", ["demo", "--epochs", "1000000000000", "--out", "{w}/o"], 2,
      "needs about"),
     ("in-dim 1e11", ["inspect", "--in-dim", "1e11"], 2, "expected a positive integer"),
     ("in-dim 10^11", ["inspect", "--in-dim", "100000000000"], 2, "out of memory"),
     ("tiny budget", ["sweep", *tiny("--max-memory", "0.001", "--out", "{w}/o")], 2,
-     "more than --max-memory 0.001 MB"),
+     "more than max_memory_mb=0.001 (--max-memory)"),
     # devices
     ("run device bogus", ["run", *tiny("--device", "bogus", "--out", "{w}/o")], 2,
      "unknown device 'bogus'"),

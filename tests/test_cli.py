@@ -265,3 +265,19 @@ def test_an_empty_value_between_commas_is_refused(tmp_path, capsys, flag, said):
     sweep = COMMANDS["sweep"]
     assert sweep_config(sweep.parse_args(["--seeds", "3,"]))[0].train.seeds == [3]
     assert sweep_config(sweep.parse_args(["--seeds", "3"]))[0].train.seeds == [0, 1, 2]
+
+
+def test_model_flags_default_the_same_in_inspect_run_and_sweep():
+    """--hidden, --activation, --layernorm: inspect shows the model run and sweep train."""
+    from wdlab.config import ModelConfig
+
+    shown = COMMANDS["inspect"].parse_args([])
+    m = ModelConfig()
+    assert (list(shown.hidden), shown.activation, shown.layernorm) == (
+        m.hidden,
+        m.activation,
+        m.layernorm,
+    )
+    for command in ("run", "sweep"):
+        (act,) = [a for a in COMMANDS[command]._actions if "--activation" in a.option_strings]
+        assert f"default: {m.activation}" in act.help

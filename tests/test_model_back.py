@@ -227,3 +227,23 @@ def test_kept_weights_files_are_the_same_bytes_from_two_sweeps(tmp_path):
     for name in files:
         a, b = (tmp_path / d / FOLDER / name for d in ("a", "b"))
         assert a.read_bytes() == b.read_bytes(), name
+
+
+def test_a_builtin_kind_named_in_python_is_the_clis_and_comes_back_by_name(tmp_path):
+    """``wdlab.sweep("mlp", ...)`` builds the model ``wdlab sweep --model mlp`` builds (the
+    ``[model]`` section's defaults: 64 hidden units, relu), and the study read back rebuilds it
+    by that name."""
+    from wdlab.config import ModelConfig
+    from wdlab.pipelines.experiment import model_spec
+    from wdlab.pipelines.own import resolve_model
+
+    ds = _data()
+    spec, cli = resolve_model("mlp", ds)[0], model_spec(ModelConfig(kind="mlp"), ds)
+    assert spec.describe() == cli.describe() == "mlp 6-64-2 relu"
+    a, b = (torch.manual_seed(0) and s.build().state_dict() for s in (spec, cli))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    r = wdlab.sweep("mlp", ds, weight_decay=[0.0], lr=[0.01], seeds=1, epochs=1, out=tmp_path)
+    back = load_study(tmp_path).model()
+    assert [p.shape for p in back.parameters()] == [(64, 6), (64,), (2, 64), (2,)]
+    for a, b in zip(back.state_dict().values(), r.model().state_dict().values(), strict=True):
+        assert torch.equal(a, b)

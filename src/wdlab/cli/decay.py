@@ -59,13 +59,11 @@ def parse_model(args: argparse.Namespace) -> ModelSpec:
 
     name = args.model
     hidden = tuple(args.hidden)
-    if name == "mlp" and not hidden:
-        raise UsageError("mlp needs --hidden, e.g. --hidden 64,32")
     custom = ":" in name
     kind = "custom" if custom else name
     if kind in MODEL_KINDS:  # an unknown one: ModelSpec's line
         given = {"hidden": hidden, "activation": args.activation, "layernorm": args.layernorm}
-        for line in unread_options(kind, given, {"hidden": (), **_MODEL_FLAG_DEFAULTS}, "--"):
+        for line in unread_options(kind, given, _model_flag_defaults(), "--"):
             sys.stderr.write(f"wdlab: warning: {line}\n")
     return ModelSpec(
         kind,
@@ -184,27 +182,33 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-_MODEL_FLAG_DEFAULTS = {"activation": "sigmoid", "layernorm": False}  # inspect's own
+def _model_flag_defaults() -> dict[str, object]:
+    """--hidden, --activation and --layernorm default as in ``run`` and ``sweep`` (the
+    ``[model]`` section's keys)."""
+    keys = ("hidden", "activation", "layernorm")
+    return {k: facts.key(f"model.{k}")["default"] for k in keys}
 
 
 def add_model_flags(p: argparse.ArgumentParser) -> None:
     """The model of ``inspect``: a kind or module:factory, its sizes and activation."""
     known = facts.load()
     kinds = ", ".join(known["model_kinds"])
+    defaults = _model_flag_defaults()
+    hidden = ",".join(map(str, defaults["hidden"]))
     p.add_argument("model", nargs="?", default="seed-mlp", help=f"{kinds} or module:factory")
     p.add_argument("--in-dim", type=positive_int, default=1000, help="input features")
     p.add_argument("--out-dim", type=positive_int, default=1, help="outputs")
     p.add_argument(
         "--hidden",
         type=hidden_sizes,
-        default=(),
-        help="hidden sizes for mlp, e.g. 64,32 (default: none; mlp needs them)",
+        default=tuple(defaults["hidden"]),
+        help=f"mlp's hidden sizes, e.g. 64,32 (default: {hidden}, as in run and sweep)",
     )
     p.add_argument(
         "--activation",
-        default=_MODEL_FLAG_DEFAULTS["activation"],
+        default=defaults["activation"],
         choices=known["activations"],
-        help="mlp's activation",
+        help=f"mlp's activation (default: {defaults['activation']}, as in run and sweep)",
     )
     p.add_argument("--layernorm", action="store_true", help="LayerNorm after each hidden layer")
     add_factory_timeout(p)

@@ -176,7 +176,7 @@ def plan_batches(
 ) -> list[list[RunConfig]]:
     """Split configurations into batches: one optimizer class each, within the budget."""
     if not max_memory_mb > 0:
-        raise ValueError(f"--max-memory must be > 0 MB, got {max_memory_mb}")
+        raise ValueError(f"max_memory_mb= (--max-memory) must be > 0 MB, got {max_memory_mb}")
     if max_batch is not None and max_batch < 1:  # would plan no batch, and wait forever
         raise ValueError(f"max_batch must be >= 1 (or None), got {max_batch}")
     k = max(1, int(max_memory_mb * 2**20 // max(per_config, 1)))
@@ -203,8 +203,8 @@ def check_budget(
     if per_config > budget:
         raise ValueError(
             f"{who} about {gib(per_config)} (weights, optimizer state, activations, records), "
-            f"more than --max-memory {max_memory_mb:g} MB; raise it{fix}, or make the model, "
-            "the data or the epochs smaller"
+            f"more than max_memory_mb={max_memory_mb:g} (--max-memory); raise it{fix}, or make the "
+            "model, the data or the epochs smaller"
         )
     free = available_memory(device)
     if free is not None and per_config > free:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from wdlab.config import Experiment, validate
+from wdlab.config import Experiment, ModelConfig, validate
 from wdlab.data import Dataset, StreamedData, from_splits, is_table_path, load, read_table
 from wdlab.data.arrays import check_values
 from wdlab.data.loaders import every_split
@@ -24,7 +24,7 @@ from wdlab.data.streamed import held
 from wdlab.decay import DEFAULT_RULE, DecayRule, WDSchedule
 from wdlab.halving import Prune, setting
 from wdlab.integrations.logs import LogSpec
-from wdlab.models import ModelSpec
+from wdlab.models import MODEL_KINDS, ModelSpec, kind_options
 from wdlab.pipelines import checks, experiment
 from wdlab.pipelines.results import SweepResult
 from wdlab.pipelines.study import DEFAULT_MAX_MEMORY_MB, Study, run_study
@@ -94,7 +94,8 @@ def sweep(
 
     ``model``: a factory of an ``nn.Module`` (seeded by ``torch.manual_seed(seed)``; given the
     ``seed``, ``in_dim``, ``out_dim`` it takes; ``factory_timeout`` s at most), ``"file.py:make"``,
-    a :class:`~wdlab.models.ModelSpec` or a built-in kind. ``data``: ``{"train", "val", "test"}`` →
+    a :class:`~wdlab.models.ModelSpec` or a built-in kind (built as ``wdlab sweep --model KIND``
+    builds it: ``"mlp"`` is 64 hidden units, relu). ``data``: ``{"train", "val", "test"}`` →
     ``(X, y)`` tensors (held) or Datasets, DataLoaders, ``IterableDataset``s, ``make_loader(split,
     seed, epoch)`` factories (streamed afresh each epoch, :func:`wdlab.data.stream_splits`; classes:
     ``n_classes`` or the model's output width); or a Dataset, a source name, a .csv/.parquet path
@@ -318,8 +319,9 @@ def resolve_model(
     if isinstance(model, str) and ":" in model:  # "module:function" or "path/file.py:function"
         spec = ModelSpec("custom", factory=model, factory_timeout=timeout, label=model, **sizes)
         return spec, model
-    if isinstance(model, str):
-        return ModelSpec(model, **sizes), model
+    if isinstance(model, str):  # a built-in kind: the [model] section's defaults, as the CLI's
+        options = kind_options(model, ModelConfig()) if model in MODEL_KINDS else {}
+        return ModelSpec(model, **sizes, **options), model
     if not callable(model):
         raise ValueError(f"model must be a factory, a ModelSpec or a model kind, got {model!r}")
     label = getattr(model, "__qualname__", type(model).__name__)

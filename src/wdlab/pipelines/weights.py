@@ -234,6 +234,8 @@ def model_spec(result: Any, factory: Any = None) -> ModelSpec:
         return result.spec
     stored = dict(result.config.get("model") or {})
     kind, named = stored.get("kind"), stored.get("factory")
+    if kind is None and named in MODEL_KINDS:  # wdlab.sweep("mlp", ...): the kind's defaults
+        kind = named
     if kind in MODEL_KINDS and kind != "custom":
         fields = {k: v for k, v in stored.items() if k in ModelConfig.__dataclass_fields__}
         cfg = ModelConfig(**fields)
