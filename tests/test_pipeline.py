@@ -506,3 +506,44 @@ def test_cuda_streamed_training_steps_do_not_sync_with_the_host():
         return sum("synchroniz" in str(w.message) for w in caught)
 
     assert syncs(4) == syncs(8)
+
+
+def test_a_data_function_named_in_python_is_what_data_takes_on_the_cli(tmp_path, monkeypatch):
+    """``wdlab.sweep(model, "file.py:make_data")`` calls that function for its splits, as
+    ``--data file.py:make_data`` does; the same numbers as the splits given directly."""
+    (tmp_path / "mydata.py").write_text(
+        textwrap.dedent("""
+        import torch
+
+        def make_data():
+            g = torch.Generator().manual_seed(0)
+            X = torch.randn(90, 4, generator=g)
+            y = (X[:, 0] > 0).long()
+            return {"train": (X[:60], y[:60]), "val": (X[60:75], y[60:75]),
+                    "test": (X[75:], y[75:])}
+        """)
+    )
+    monkeypatch.chdir(tmp_path)
+    named = wdlab.sweep("linear", "mydata.py:make_data", seeds=1, **SMALL)
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import mydata
+    finally:
+        sys.path.remove(str(tmp_path))
+    given = wdlab.sweep("linear", mydata.make_data(), seeds=1, **SMALL)
+    assert [r.final for r in named.runs] == [r.final for r in given.runs]
+    with pytest.raises(ValueError, match=r"cannot load data function 'none\.py:make_data'"):
+        wdlab.sweep("linear", "none.py:make_data", seeds=1, **SMALL)
+
+
+def test_a_modelspec_is_sized_to_the_data_or_refused_in_one_line():
+    """A ModelSpec left at in_dim=0 takes the data's sizes; one sized otherwise is refused
+    before training (it failed inside a loss with a raw RuntimeError)."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(90, 5, generator=g)
+    y = torch.randint(0, 3, (90,), generator=g)
+    data = {"train": (X[:60], y[:60]), "val": (X[60:75], y[60:75]), "test": (X[75:], y[75:])}
+    r = wdlab.sweep(ModelSpec("mlp", hidden=(8,)), data, seeds=1, **SMALL)
+    assert all(math.isfinite(x.final["val_loss"]) for x in r.runs)
+    with pytest.raises(ValueError, match="the ModelSpec has out_dim=1; the data need out_dim=3"):
+        wdlab.sweep(ModelSpec("mlp", in_dim=5, hidden=(8,)), data, seeds=1, **SMALL)

@@ -350,4 +350,7 @@ def load(name: str, *, seed: int = 0, **options: object) -> Dataset:
         return SOURCES[name].load(seed=seed, **options)
     if is_table_path(name):
         return read_table(name, seed=seed, **options)
-    raise ValueError(f"unknown data {name!r}; valid: {', '.join(SOURCES)}, or a .csv/.parquet path")
+    raise ValueError(
+        f"unknown data {name!r}; valid: {', '.join(SOURCES)}, a .csv/.parquet path or "
+        "file.py:make_data"
+    )

@@ -181,6 +181,20 @@ def from_function(
     factories streamed (:func:`stream_splits`, ``batch_size`` for bare Datasets,
     ``count_classes`` as there). What the function raises, or returns that is not a mapping of
     splits, is one ``ValueError`` line."""
+    splits = function_splits(target)
+    name = target.rpartition(":")[2]
+    if held(splits):
+        return from_splits(splits, task=task, name=name, seed=seed, progress=progress)
+    return stream_splits(
+        splits, batch_size=batch_size, seed=seed, task=task, name=name, progress=progress,
+        count_classes=count_classes,
+    )  # fmt: skip
+
+
+def function_splits(target: str) -> Mapping[str, Any]:
+    """What ``make_data()`` returns (``target``: ``file.py:make_data``, loaded with its folder
+    first on ``sys.path``), as splits; what it raises, or returns that is not a mapping of
+    splits, is one ``ValueError`` line."""
     make = load_callable(target, "data function ")
     try:
         splits = make()
@@ -198,10 +212,4 @@ def from_function(
             "{'train': ..., 'val': ..., 'test': ...} (Datasets, DataLoaders, factories or "
             "(X, y) tensors) or one make_loader(split, seed, epoch), the factory of every split"
         )
-    name = target.rpartition(":")[2]
-    if held(splits):
-        return from_splits(splits, task=task, name=name, seed=seed, progress=progress)
-    return stream_splits(
-        splits, batch_size=batch_size, seed=seed, task=task, name=name, progress=progress,
-        count_classes=count_classes,
-    )  # fmt: skip
+    return splits

@@ -7,6 +7,7 @@ Datasets or tensors, an optional loss and metric.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -17,10 +18,19 @@ import torch
 from torch import nn
 
 from wdlab.config import Experiment, ModelConfig, validate
-from wdlab.data import Dataset, StreamedData, from_splits, is_table_path, load, read_table
+from wdlab.data import (
+    Dataset,
+    StreamedData,
+    from_splits,
+    is_data_function,
+    is_table_path,
+    load,
+    read_table,
+)
 from wdlab.data.arrays import check_values
 from wdlab.data.loaders import every_split
 from wdlab.data.streamed import held
+from wdlab.data.user import function_splits
 from wdlab.decay import DEFAULT_RULE, DecayRule, WDSchedule
 from wdlab.halving import Prune, setting
 from wdlab.integrations.logs import LogSpec
@@ -99,7 +109,8 @@ def sweep(
     ``(X, y)`` tensors (held) or Datasets, DataLoaders, ``IterableDataset``s, ``make_loader(split,
     seed, epoch)`` factories (streamed afresh each epoch, :func:`wdlab.data.stream_splits`; classes:
     ``n_classes`` or the model's output width); or a Dataset, a source name, a .csv/.parquet path
-    (read by ``target``, ``features``, ``impute``, ``categorical``). The recipe: ``epochs`` (10) or
+    (read by ``target``, ``features``, ``impute``, ``categorical``), or ``"file.py:make_data"``
+    (the function that returns the splits, as ``--data`` takes it). The recipe: ``epochs`` (10) or
     ``steps``, ``schedule`` (per epoch, or per step with warm-up), ``clip_grad_norm`` (each
     configuration's own), ``precision``, ``loss``, ``metric``, ``select`` (``"loss"`` or a metric);
     ``early_stopping``: each run at its best validation epoch, stopped after ``patience``
@@ -180,6 +191,8 @@ def user_data(
     against it); ``table``: how to read a .csv/.parquet path (target, features, impute,
     categorical)."""
     checks.check_model(model)  # before the data are read
+    if is_data_function(data):  # "file.py:make_data", as --data takes it
+        data = function_splits(data)
     data = every_split(data)  # one make_loader(split, seed, epoch): every split's factory
     checks.unused_batch_size(data, streamed.get("batch_size"))
     ds = checks.checked_data(lambda d: resolve_data(d, *table, stream=streamed), data)
@@ -315,7 +328,8 @@ def resolve_model(
     checks.check_model(model)
     sizes = data_sizes(ds, builtin=isinstance(model, str) and ":" not in model)
     if isinstance(model, ModelSpec):
-        return model, model.describe()
+        spec = sized(model, sizes)
+        return spec, spec.describe()
     if isinstance(model, str) and ":" in model:  # "module:function" or "path/file.py:function"
         spec = ModelSpec("custom", factory=model, factory_timeout=timeout, label=model, **sizes)
         return spec, model
@@ -327,6 +341,23 @@ def resolve_model(
     label = getattr(model, "__qualname__", type(model).__name__)
     spec = ModelSpec("custom", factory=model, factory_timeout=timeout, label=label, **sizes)
     return spec, label
+
+
+def sized(spec: ModelSpec, sizes: Mapping[str, Any]) -> ModelSpec:
+    """``spec`` sized to the data: left at ``in_dim=0``, it takes the data's ``in_dim``,
+    ``out_dim`` and ``in_shape``; a built-in kind given other sizes than the data's is one
+    ``ValueError`` (it would fail in training)."""
+    if spec.in_dim == 0:
+        return dataclasses.replace(spec, **sizes)
+    wrong = [k for k in ("in_dim", "out_dim") if getattr(spec, k) != sizes[k]]
+    if wrong and spec.kind != "custom" and sizes["in_dim"]:
+        given = ", ".join(f"{k}={getattr(spec, k)}" for k in wrong)
+        data = ", ".join(f"{k}={sizes[k]}" for k in wrong)
+        raise ValueError(
+            f"the ModelSpec has {given}; the data need {data} (leave in_dim=0 to size it to the "
+            "data)"
+        )
+    return spec
 
 
 def _describe(
