@@ -62,7 +62,10 @@ def test_told_values_are_the_batch_runs_values():
     result = wo.optimize(s, "mlp", "wine", SPACE, n_trials=4, batch=4, **SMALL)
     assert result.batches == 1 and result.counts() == {"complete": 4}
     ds = load("wine")
-    spec = ModelSpec("mlp", in_dim=ds.in_dim, out_dim=ds.out_dim, in_shape=ds.in_shape)
+    spec = ModelSpec(  # "mlp" as named: the [model] defaults, as --model mlp builds it
+        "mlp", in_dim=ds.in_dim, out_dim=ds.out_dim, in_shape=ds.in_shape, hidden=(64,),
+        activation="relu",
+    )  # fmt: skip
     configs = [
         RunConfig(t.params["mode"], t.params["weight_decay"], t.params["lr"], "adamw", (), 0, "x")
         for t in result.trials
@@ -589,7 +592,7 @@ def test_a_misspelt_parameter_names_what_a_space_searches(space, extra):
 def test_cli_search_refuses_zero_seeds_and_a_missing_database_driver(tmp_path, capsys):
     assert main([*CLI, "--trials", "2", "--batch", "2", "--seeds", "0"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "train.seeds: expected a count >= 1, got 0" in err
+    assert err.count("\n") == 1 and "train.seeds (--seeds): expected a count >= 1, got 0" in err
     url = "postgresql://user:secret@localhost/db"
     assert main([*CLI, "--trials", "2", "--storage", url]) == 2
     err = capsys.readouterr().err
@@ -658,3 +661,33 @@ def test_search_refuses_the_sweep_only_flags_it_would_ignore(tmp_path, capsys, f
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1 and said in err[0], err
     assert not (tmp_path / "s.db").exists()
+
+
+def test_a_study_searched_on_another_network_is_refused(tmp_path, capsys):
+    """The network is part of what a study searched: --hidden (a built-in kind's options) and
+    a factory of the same name that builds another network are refused, nothing stored
+    changed (they added trials of another network to the study)."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    flags = [*CLI, "--wd", "1e-4..1:log", "--trials", "2", "--batch", "2", "--storage", url]
+    assert main([*flags, "--hidden", "8"]) == 0
+    before = digest(tmp_path / "s.db")
+    capsys.readouterr()
+    assert main([*flags, "--hidden", "16"]) == 2
+    assert "was searched with network = {'kind': 'mlp', 'hidden': [8]" in capsys.readouterr().err
+    assert digest(tmp_path / "s.db") == before
+
+    def make(seed=0):
+        torch.manual_seed(seed)
+        return torch.nn.Sequential(torch.nn.Linear(13, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+
+    s = study()
+    wo.optimize(s, make, "wine", WD_SPACE, **TINY)
+    assert len(s.trials) == 2
+
+    def make(seed=0):  # another network under the same name
+        torch.manual_seed(seed)
+        return torch.nn.Linear(13, 3)
+
+    with pytest.raises(ValueError, match=r"was searched with network = \{'fingerprint'"):
+        wo.optimize(s, make, "wine", WD_SPACE, **TINY)
+    assert len(s.trials) == 2

@@ -18,7 +18,7 @@ from wdlab.data import Dataset, StreamedData
 from wdlab.decay import decay_table, get_mode
 from wdlab.decay.rules import own_groups
 from wdlab.devices import exact_float32, resolve_device
-from wdlab.models import ModelSpec
+from wdlab.models import ModelSpec, kind_options
 from wdlab.optimizers import check_optimizer_options, optimizer_spec
 from wdlab.optuna.space import PARAMS, Settings, check_identity, check_space, check_study
 from wdlab.pipelines.checks import decay_rule
@@ -28,6 +28,7 @@ from wdlab.selection import Criterion, criterion, run_scores
 from wdlab.tasks import custom_task, get_task
 from wdlab.trainer import Plan, Trainer
 from wdlab.trainer.heap import release_memory
+from wdlab.usercode import module_fingerprint
 
 
 class _Search:
@@ -58,10 +59,12 @@ class _Search:
         own, self.shared = self._memory()  # each configuration's, and the batch's once
         self.per_trial = own * len(settings.seeds)
         self.identity = _identity(settings, ds, model_name) | _fixed(fixed, self.targets)
+        self.identity["network"] = network_identity(spec, settings.seeds[0])
         # what wdlab 0.x stored for the same rule: its repr (of a name, where one was given);
-        # a study recorded before the values the space does not search were: none
+        # a study recorded before the values the space does not search, or the network, were:
+        # none
         self.former = {"rule": (repr(settings.rule), repr(self.identity["rule"]))}
-        self.former |= {k: (None,) for k in FIXED}
+        self.former |= {k: (None,) for k in (*FIXED, "network")}
         self.batches, self.engine = 0, ""
         self.study: Any = None
         self.unrecorded = False
@@ -303,6 +306,16 @@ def _identity(settings: Settings, ds: Dataset | StreamedData, model_name: str) -
     else:
         doc |= {"rows": [len(ds.y_train), len(ds.y_val) if ds.y_val is not None else 0]}
     return json.loads(json.dumps(doc, default=str))
+
+
+def network_identity(spec: ModelSpec, seed: int) -> dict[str, Any]:
+    """The network a study's trials train: a built-in kind's options (``--hidden``,
+    ``--activation``…), a factory's build at ``seed`` fingerprinted as :func:`wdlab.sweep`
+    fingerprints it (a study searched on another network is another study)."""
+    if spec.kind == "custom":
+        return {"fingerprint": module_fingerprint(spec.build(seed))}
+    options = kind_options(spec.kind, spec)
+    return json.loads(json.dumps({"kind": spec.kind, **options}))
 
 
 FIXED = ("optimizer", "lr", "weight_decay", "mode", "options")  # a trial's, where not searched
