@@ -262,6 +262,43 @@ def test_the_report_draws_the_rungs(swept, tmp_path):
     assert "rungs" not in {n for n in os.listdir(tmp_path) if n.endswith(".png")}
 
 
+def test_the_wd_figure_draws_no_line_across_a_pruned_weight_decay(swept):
+    """A weight decay with no finished run (pruned) is a gap in its line and band, not a
+    segment drawn across it as if measured; the caption says what a gap is."""
+    import dataclasses
+
+    from wdlab.report.plots import STANDARD, answer_cells, criterion_of, wd_curve
+
+    r = load_study(swept[2] / "pruned")
+    lr = max(x.config.lr for x in r.runs)  # its middle weight decay made pruned, at a rung
+    wds = sorted({x.config.weight_decay for x in r.runs if x.config.lr == lr})
+    gone = wds[2]
+    runs = [
+        dataclasses.replace(x, status="pruned", curves=x.curves.upto(1))
+        if (x.config.lr, x.config.weight_decay) == (lr, gone)
+        else dataclasses.replace(x, status="done")
+        for x in r.runs
+    ]
+    fig = wd_curve(runs, criterion_of(r), answer_cells(r))
+    lines = [ln for ln in fig.axes[0].lines if str(ln.get_label()).endswith(" val")]
+    line = next(ln for ln in lines if f"lr {lr:g}" in ln.get_label() or len(lines) == 1)
+    ys = dict(zip(line.get_xdata(), line.get_ydata(), strict=True))
+    assert math.isnan(ys[gone]) and all(math.isfinite(ys[w]) for w in wds[1:] if w != gone)
+    (spec,) = [f for f in STANDARD if f.name == "wd_curve"]
+    caption = spec.caption(dataclasses.replace(r, runs=runs))
+    assert "A gap (or a blank cell) is a weight decay with no finished score" in caption
+
+
+def test_the_model_of_a_pruned_run_says_it_was_pruned(swept):
+    """Asked for a pruned run's model: one line saying it was pruned at its rung and that such
+    weights are never kept (it said "not kept", which under keep="all" reads as a bug)."""
+    r = load_study(swept[2] / "pruned")
+    run = next(x for x in r.runs if x.status == "pruned")
+    c = run.config
+    with pytest.raises(ValueError, match=rf"was pruned at epoch {run.epochs}: its weights are ne"):
+        r.model(c.seed, mode=c.mode, lr=c.lr, weight_decay=c.weight_decay)
+
+
 def test_decisions_do_not_depend_on_the_batching(swept, tmp_path):
     """Batches of 5 configurations (a cell's seeds split across batches): the same decisions,
     the same runs pruned, the survivors' numbers the same to rounding."""
@@ -313,13 +350,35 @@ def test_the_python_api_prunes_too(tmp_path):
     assert res.halving["rungs"] == [3, 9] and res.counts.get("pruned", 0) > 0
 
 
+def test_a_run_that_diverged_before_a_rung_is_diverged_there_and_stops(tmp_path):
+    """A NaN loss by the first rung: its run is stored ``diverged`` at that rung (not
+    ``pruned`` on the score its NaN outputs happened to get), and a wd = 0 reference that
+    diverged stops there too (it trained on to the last epoch)."""
+    res = wdlab.sweep(
+        "mlp", "wine", optimizer="sgd", modes=["decoupled"], lr=[0.01, 1e6],
+        weight_decay=[0, 1e-3, 1e-2], seeds=2, epochs=12, batch_size=None,
+        prune=Prune(eta=2, first_rung=2), out=tmp_path / "s",
+    )  # fmt: skip
+    blown = [r for r in res.runs if r.config.lr == 1e6]
+    assert len(blown) == 6
+    assert {(r.status, r.epochs) for r in blown} == {("diverged", 2)}
+    assert all(r.diverged_epoch is not None for r in blown)
+    assert {r.status for r in res.runs if r.config.lr == 0.01} <= {"done", "pruned"}
+
+
 # -- bad input --------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--prune", "--prune-eta", "1"], "train.prune_eta: expected an integer >= 2, got 1"),
+        (
+            ["--prune", "--prune-eta", "1"],
+            "(--prune-eta): expected an integer >= 2, got 1",
+        ),
+        # a flag of a switch that is off, even at its default value (it ran unpruned)
+        (["--prune-eta", "3"], "train.prune_eta / prune_rung set a successive halving that is off"),
+        (["--patience", "10"], "train.patience = 10 sets an early stopping that is off"),
         (["--prune", "--prune-rung", "27"], "prune: the first rung (27 epochs) is not before"),
         (["--prune", "--epochs", "2"], "prune: 2 epochs leave no rung before the last"),
         (
@@ -552,6 +611,7 @@ def test_a_setting_whose_every_run_was_pruned_is_shown_with_nothing_to_choose(tm
                       weight_decay=[1e-4, 1e-2, 1, 3], seeds=2, epochs=27, batch_size=64,
                       prune=True, out=tmp_path / "s")  # fmt: skip
     (other,) = res.to_dict()["unanswered"]
+    assert res.unanswered == [other]  # beside result.best, which has no row for it
     assert (other["mode"], other["lr"], other["pruned"]) == ("decoupled", 0.001, 4)
     assert other["verdict"] == ALL_PRUNED
     assert ("decoupled", 0.001) not in {(s["mode"], s["lr"]) for s in res.selection}

@@ -121,7 +121,8 @@ class SweepResult(Result):
         ``better_than_zero``, the ``verdict`` in words and ``use_wd``, the weight decay to use
         (:func:`~wdlab.records.use_wd`: the chosen one where it beat wd = 0, else 0), and
         ``weights``: {seed: file} of the ``use_wd`` runs' trained weights the study keeps
-        (:meth:`model` builds them)."""
+        (:meth:`model` builds them). A (mode, lr) with nothing to choose (every run pruned or
+        diverged) has no row here: :attr:`unanswered` names it."""
         keys = ("mode", "lr", "weight_decay", "val", "test_mean", "test_std", "test_at_zero")
         return [
             {k: s[k] for k in keys}
@@ -135,6 +136,12 @@ class SweepResult(Result):
             for s in self.selection
             if get_mode(s["mode"]).decays
         ]
+
+    @property
+    def unanswered(self) -> list[dict[str, Any]]:
+        """The (mode, lr) settings :attr:`best` has no row for, with why: ``mode``, ``lr``,
+        ``verdict`` (every run pruned, or no finite score) and ``pruned`` (cells stopped)."""
+        return unanswered(self.runs, self.selection)
 
     def model(
         self,
@@ -163,8 +170,7 @@ class SweepResult(Result):
         """The results document, with :attr:`best` beside the full selection rows, and the
         (mode, lr) settings with nothing to choose (``unanswered``: every run pruned or
         diverged)."""
-        others = unanswered(self.runs, self.selection)
-        return super().to_dict() | {"best": self.best, "unanswered": others}
+        return super().to_dict() | {"best": self.best, "unanswered": self.unanswered}
 
     def table(self, max_runs: int = 24) -> str:
         """Terminal tables: every run's final metrics, then the choice per (mode, lr)."""

@@ -296,6 +296,12 @@ def build_trained(
         wd = use_wd(row) if weight_decay is None else float(weight_decay)
         run = the_run(result.runs, row["mode"], row["lr"], wd, seed)
     path = weights_path(result.directory, run.config)
+    if not path.is_file() and run.status in ("pruned", "diverged"):
+        when = f"at epoch {run.epochs}" if run.status == "pruned" else "(its numbers mean nothing)"
+        raise ValueError(
+            f"{run_words(run.config)} was {run.status} {when}: its weights are never kept; "
+            + kept_words(result.directory, result.runs)
+        )
     if not path.is_file():
         raise ValueError(
             f"the weights of {run_words(run.config)} were not kept ({path}); "

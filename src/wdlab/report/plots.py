@@ -126,7 +126,7 @@ def wd_curve(
         for part, (split, ls) in enumerate((("val", "-"), ("test", "--"))):
             by = {w: [s[part] for s in v if math.isfinite(s[part])] for w, v in scores.items()}
             by = {w: v for w, v in by.items() if v}
-            _draw_split(ax, by, x0, color, ls, f"{label} {split}")
+            _draw_split(ax, by, pos, x0, color, ls, f"{label} {split}")
         w = (chosen or {}).get((mode, lr))
         vals = [s[0] for s in scores.get(w, []) if math.isfinite(s[0])] if w is not None else []
         if vals:
@@ -181,16 +181,27 @@ def wd_scores(
 
 
 def _draw_split(
-    ax: Any, by: dict[float, list[float]], x0: float, color: str, ls: str, label: str
+    ax: Any,
+    by: dict[float, list[float]],
+    swept: Sequence[float],
+    x0: float,
+    color: str,
+    ls: str,
+    label: str,
 ) -> None:
     """One (mode, lr, split) series: the positive weight decays as a line with a min..max
-    band, wd = 0 as a point with its range, joined by a dotted segment across the break."""
+    band, wd = 0 as a point with its range, joined by a dotted segment across the break. The
+    line and band break at a weight decay of ``swept`` with no finished score (pruned at a
+    rung, or diverged): no line is drawn across a value that was not measured."""
     pos = sorted(w for w in by if w > 0)
     mean = {w: statistics.fmean(v) for w, v in by.items()}
     if pos:
-        ax.plot(pos, [mean[w] for w in pos], ls=ls, color=color, marker="o", ms=3, label=label)
-        lo, hi = [min(by[w]) for w in pos], [max(by[w]) for w in pos]
-        ax.fill_between(pos, lo, hi, color=color, alpha=0.15, lw=0)
+        at = [w for w in swept if pos[0] <= w <= pos[-1]]
+        ys = [mean.get(w, math.nan) for w in at]
+        ax.plot(at, ys, ls=ls, color=color, marker="o", ms=3, label=label)
+        lo = [min(by[w]) if w in by else math.nan for w in at]
+        hi = [max(by[w]) if w in by else math.nan for w in at]
+        ax.fill_between(at, lo, hi, color=color, alpha=0.15, lw=0)
     if 0.0 in by:
         z = by[0.0]
         err = [[max(0.0, mean[0.0] - min(z))], [max(0.0, max(z) - mean[0.0])]]  # rounding
@@ -389,7 +400,17 @@ def _wd_caption(r: Result) -> str:
     c = criterion_of(r)
     return (
         f"Validation (solid) and test (dashed) {c.name} against weight decay (log axis; wd = 0 "
-        f"left of the dotted break), mean over seeds with a min..max band; {ANSWER_MARK}."
+        f"left of the dotted break), mean over seeds with a min..max band; {ANSWER_MARK}." + gaps(r)
+    )
+
+
+def gaps(r: Result) -> str:
+    """What a gap in the figure means, where the result has one."""
+    if not any(x.status in ("pruned", "diverged") for x in r.runs):
+        return ""
+    return (
+        " A gap (or a blank cell) is a weight decay with no finished score: pruned at a rung "
+        "or diverged."
     )
 
 
