@@ -232,7 +232,7 @@ CASES = [
     ("toml latin-1", ["run", "{w}/latin1.toml", "--out", "{w}/o"], 2, "not UTF-8"),
     ("toml unknown key", ["run", "{w}/unknown.toml", "--out", "{w}/o"], 2, "unknown key"),
     ("toml seed", ["run", "{w}/seed.toml", "--out", "{w}/o"], 2,
-     "data.seed: expected an integer"),
+     "data.seed (--data-seed): expected an integer"),
     ("toml splits", ["run", "{w}/splits.toml", "--out", "{w}/o"], 2, "must leave >= 10%"),
     # the grid
     ("log range 1e8", ["sweep", *tiny("--wd", "1e-6..1:100000000", "--out", "{w}/o")], 2,

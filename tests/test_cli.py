@@ -144,9 +144,9 @@ def test_a_run_with_a_wd_schedule_or_group_wd_trains_and_bad_values_are_one_line
         assert main([*base, "--wd", "0,1e-3", *extra]) == 0
         capsys.readouterr()
     for extra, fragment in (
-        (["--wd-schedule", "cosine:0:0.4:100"], "decay.wd_schedule: weight-decay schedule"),
-        (["--wd-schedule", "cosine:0.04"], "decay.wd_schedule: weight-decay schedule"),
-        (["--group-wd", "w*"], "decay.group_wd: expected PATTERN=WD"),
+        (["--wd-schedule", "cosine:0:0.4:100"], "decay.wd_schedule (--wd-schedule): weight-decay"),
+        (["--wd-schedule", "cosine:0.04"], "decay.wd_schedule (--wd-schedule): weight-decay"),
+        (["--group-wd", "w*"], "decay.group_wd (--group-wd): expected PATTERN=WD"),
         (["--group-wd", "w*=-1"], "decay.group_wd.w*: weight decays must be"),
     ):
         assert main([*base, *extra]) == 2
@@ -170,7 +170,8 @@ def test_no_weight_decay_or_lr_given_is_said_in_one_line(tmp_path, capsys):
     for argv in (["--wd="], [str(tmp_path / "empty.toml")]):
         assert main(["sweep", "--data", "wine", "--epochs", "1", "--out", out, *argv]) == 2
         err = capsys.readouterr().err
-        assert err == f"wdlab sweep: error: {none}, e.g. [0, 1e-4]\n"
+        flagged = none.replace("decay.weight_decay:", "decay.weight_decay (--wd):")
+        assert err == f"wdlab sweep: error: {flagged}, e.g. [0, 1e-4]\n"
     assert not (tmp_path / "s").exists()
 
 
@@ -250,9 +251,9 @@ def test_run_lists_every_file_it_wrote(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("flag", "said"),
     [
-        (["--wd", "0,,1"], "decay.weight_decay: expected numbers separated by commas"),
-        (["--seeds", "0,,1"], "train.seeds: an empty value between commas in '0,,1'"),
-        (["--hidden", "8,,4"], "model.hidden: an empty value between commas in '8,,4'"),
+        (["--wd", "0,,1"], "decay.weight_decay (--wd): expected numbers separated by commas"),
+        (["--seeds", "0,,1"], "train.seeds (--seeds): an empty value between commas in '0,,1'"),
+        (["--hidden", "8,,4"], "model.hidden (--hidden): an empty value between commas in '8,,4'"),
     ],
 )
 def test_an_empty_value_between_commas_is_refused(tmp_path, capsys, flag, said):
@@ -281,3 +282,28 @@ def test_model_flags_default_the_same_in_inspect_run_and_sweep():
     for command in ("run", "sweep"):
         (act,) = [a for a in COMMANDS[command]._actions if "--activation" in a.option_strings]
         assert f"default: {m.activation}" in act.help
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["transfer", "--wd", "x", "--lr", "1", "--n", "1", "--batch-size", "1", "--json"],
+        ["transfer", "--wd", "1e-320", "--lr", "0.1", "--n", "9", "--batch-size", "3", "--json"],
+        ["show", "no-such-study", "--json"],
+        ["ls", "--json", "--bogus"],
+    ],
+    ids=["usage", "value", "missing", "unknown flag"],
+)
+def test_under_json_a_refusal_is_one_json_document_too(argv, tmp_path, monkeypatch, capsys):
+    """--json prints exactly one JSON document, a refusal's too: {"error", "status"} on
+    stdout, the same line on stderr, exit status 2."""
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # a usage error exits from argparse
+        code = exc.code
+    out, err = capsys.readouterr()
+    assert code == 2
+    doc = json.loads(out)
+    assert doc == {"error": doc["error"], "status": 2} and doc["error"]
+    assert err.splitlines() == [f"wdlab {argv[0]}: error: {doc['error']}"]

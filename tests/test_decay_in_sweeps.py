@@ -250,7 +250,10 @@ def test_run_and_sweep_train_them_and_refuse_bad_ones_in_one_line(tmp_path, caps
     assert main(["run", *base, *argv]) == 0
     capsys.readouterr()
     for extra, fragment in (
-        (["--wd-schedule", "linear:0:0.01:4"], "decay.wd_schedule: weight-decay schedule linear"),
+        (
+            ["--wd-schedule", "linear:0:0.01:4"],
+            "(--wd-schedule): weight-decay schedule linear",
+        ),
         (["--group-wd", "nothing.*=0.1"], "weight decay for 'nothing.*': the pattern matches no"),
     ):
         out = tmp_path / "study"

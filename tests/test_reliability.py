@@ -251,8 +251,11 @@ def test_runs_failed_by_another_process_end_the_sweep_non_zero_in_one_line(
     argv = ["sweep", *TINY_FLAGS, "--max-batch", "1", "--out", str(out), "--json"]
     assert main(argv) == 2
     captured = capsys.readouterr()
-    assert captured.out == ""  # no answer printed
-    (line,) = errors(captured.err)
+    (line,) = errors(captured.err)  # no answer printed: the refusal's document alone
+    assert json.loads(captured.out) == {
+        "error": line.removeprefix("wdlab sweep: error: "),
+        "status": 2,
+    }
     assert line == (
         f"wdlab sweep: error: the study in {out} is not whole: 1 of 3 runs unfinished "
         "(1 failed: RuntimeError: boom elsewhere); run the same sweep again to finish them"

@@ -247,10 +247,27 @@ def test_timescale_cli_writes_json_and_figure(tmp_path, capsys):
     assert any(ticks) and not any("mathdefault" in t or "$" in t for t in ticks)
     assert main(["timescale", "--smallest", "5000"]) == 2
     assert "largest size" in capsys.readouterr().err
-    for bad in (["--hidden", "64,x"], ["--hidden", "0"], ["--seeds", "0"], ["--lr", "nan"]):
+    for bad in (["--hidden", "64,x"], ["--hidden", "0"], ["--lr", "nan"]):
         with pytest.raises(SystemExit) as exc:
             main(["timescale", *bad])
         assert exc.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+    for bad in ("0", "1,1", "x"):  # the seeds as run and sweep read them, refused alike
+        assert main(["timescale", "--seeds", bad]) == 2
+        assert capsys.readouterr().err.startswith("wdlab timescale: error: seeds: ")
+
+
+def test_timescale_takes_seeds_as_the_sweeps_do():
+    """A count (seeds 0..N−1) or distinct seeds, in Python (a count crashed with a TypeError)
+    and on the command line (``--seeds 2,`` is seed 2 alone, as in run and sweep)."""
+    from wdlab.cli import build_parser
+    from wdlab.pipelines.timescale import TimescaleSettings
+
+    assert TimescaleSettings(seeds=3).seeds == (0, 1, 2)
+    assert TimescaleSettings(seeds=(4, 7)).seeds == (4, 7)
+    args = build_parser().parse_args(["timescale", "--seeds", "2,"])
+    assert TimescaleSettings(seeds=args.seeds).seeds == (2,)
+    with pytest.raises(ValueError, match="seeds: seed 0 is given twice"):
+        TimescaleSettings(seeds=(0, 0))
 
 
 def test_timescale_reads_a_data_files_target_column(tmp_path, capsys):

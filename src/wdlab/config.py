@@ -50,7 +50,6 @@ from wdlab.config_keys import (
     _optimizer,
     _schedule,
     _seconds,
-    _seeds,
     _select,
     _str_list,
     _str_or_none,
@@ -62,6 +61,7 @@ from wdlab.config_keys import (
     key,
     one_of,
     ordered_pairs,
+    seed_values,
 )
 from wdlab.data import SOURCES
 from wdlab.data.tables import check_data_keys
@@ -203,7 +203,9 @@ class TrainConfig(_Section):
     epochs: int = key(100, integer(1), "--epochs", "epochs", "int")
     batch_size: int = key(0, integer(0), "--batch-size", "0: full batch (default)", "int")
     eval_every: int = key(10, integer(1), "--eval-every", "evaluate every N epochs", "int")
-    seeds: list[int] = key([0], _seeds, "--seeds", "seeds: a count like 3, or a list like 0,1,2")
+    seeds: list[int] = key(
+        [0], seed_values, "--seeds", "seeds: a count like 3, or a list like 0,1,2 (default: seed 0)"
+    )
     device: str | None = key(
         None, _device, "--device", "cpu, cuda, cuda:N or mps (default: cuda if present)"
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -300,8 +300,10 @@ def _short(v: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _seeds(v: Any, key: str) -> list[int]:
-    # a count (3 or "3": seeds 0..2), as ``seeds=3`` in Python and ``--seeds 3`` mean
+def seed_values(v: Any, key: str) -> list[int]:
+    """Seeds as every command takes them: a count (3 or "3": seeds 0..2, as ``seeds=3`` and
+    ``--seeds 3`` mean), or distinct seeds (a list, or "3," / "0,1,2"); else a ``ValueError``
+    naming ``key``."""
     if (isinstance(v, str) and v.strip().isdigit()) or (
         isinstance(v, int) and not isinstance(v, bool)
     ):
@@ -394,15 +396,23 @@ def ordered_pairs(group_wd: Mapping[str, float]) -> list[list[Any]] | dict:
     return [[p, wd] for p, wd in group_wd.items()] if group_wd else {}
 
 
-def check_switches(train: Mapping[str, Any], unset: Mapping[str, Any]) -> None:
+def check_switches(
+    train: Mapping[str, Any], unset: Mapping[str, Any], given: Collection[str] = ()
+) -> None:
     """A one-line ``ValueError`` for a setting of a switch that is off: successive halving's
-    ``prune_eta`` / ``prune_rung`` without ``prune``, ``patience`` without early stopping."""
-    if not train["prune"] and any(train[k] != unset[k] for k in ("prune_eta", "prune_rung")):
+    ``prune_eta`` / ``prune_rung`` without ``prune``, ``patience`` without early stopping. A
+    setting is a value other than ``unset``'s, or a key named in ``given`` (a file's key or a
+    flag, even at its default value)."""
+    if not train["prune"] and any(
+        train[k] != unset[k] or k in given for k in ("prune_eta", "prune_rung")
+    ):
         raise ValueError(
             "train.prune_eta / prune_rung set a successive halving that is off: add train.prune "
             "= true (--prune, prune=True)"
         )
-    if not train["early_stopping"] and train["patience"] != unset["patience"]:
+    if not train["early_stopping"] and (
+        train["patience"] != unset["patience"] or "patience" in given
+    ):
         raise ValueError(
             f"train.patience = {train['patience']} sets an early stopping that is off: add "
             "train.early_stopping = true (--early-stopping, early_stopping=True)"

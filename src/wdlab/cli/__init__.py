@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import difflib
 import os
+import re
 import signal
 import sys
 import threading
@@ -25,8 +26,16 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from wdlab.cli import audit, decay, demo, experiment, search, study, transfer
-from wdlab.cli.common import EXIT_BAD_INPUT, Command, Parser, UsageError, user_output_aside
+from wdlab.cli import audit, decay, demo, experiment, facts, search, study, transfer
+from wdlab.cli.common import (
+    EXIT_BAD_INPUT,
+    Command,
+    Parser,
+    UsageError,
+    UsageExit,
+    emit_error_json,
+    user_output_aside,
+)
 from wdlab.cli.flags import HelpFormatter
 from wdlab.version import __version__
 
@@ -74,28 +83,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     line too, also while torch is still being imported). ``WDLAB_DEBUG=1`` shows tracebacks.
     """
     prog = "wdlab"
+    argv = sys.argv[1:] if argv is None else list(argv)
+    as_json = "--json" in argv  # a refusal is a JSON document too (before the flags parse)
     with _sigint_noted() as interrupted:
         try:
             parser = build_parser()
             args = parse(parser, argv)  # --help, --version and usage errors exit here
-            prog = f"wdlab {args.command}"
+            prog, as_json = f"wdlab {args.command}", bool(getattr(args, "json", False))
             code = _run(args)
             sys.stdout.flush()  # a reader that left shows up here, not at interpreter exit
             return code
+        except UsageExit as exc:
+            if as_json:
+                emit_error_json(exc.message, EXIT_BAD_INPUT)
+            raise
         except KeyboardInterrupt:
-            sys.stderr.write(f"{prog}: interrupted\n")
-            return 130
+            return _refused(prog, "interrupted", 130, as_json, "")
         except BrokenPipeError:  # e.g. `wdlab ls | head -1`: the reader left; not ours
             _silence_stdout()
             return 0
         except Exception as exc:
             if interrupted:  # a Ctrl-C that code swallowed (an import cut short) and what broke
-                sys.stderr.write(f"{prog}: interrupted\n")
-                return 130
+                return _refused(prog, "interrupted", 130, as_json, "")
             if os.environ.get("WDLAB_DEBUG"):
                 raise
-            sys.stderr.write(f"{prog}: error: {describe_error(exc)}\n")
-            return EXIT_BAD_INPUT
+            return _refused(prog, describe_error(exc), EXIT_BAD_INPUT, as_json)
+
+
+def _refused(prog: str, line: str, status: int, as_json: bool, kind: str = "error: ") -> int:
+    """One line on stderr (and under ``--json`` one error document on stdout); ``status``."""
+    sys.stderr.write(f"{prog}: {kind}{line}\n")
+    if as_json:
+        with contextlib.suppress(OSError):  # a reader that left: the status still says it
+            emit_error_json(line, status)
+    return status
 
 
 @contextlib.contextmanager
@@ -190,7 +211,7 @@ def describe_error(exc: BaseException) -> str:
 
     text = _one_line(str(exc))
     if isinstance(exc, (UsageError, ValueError)):
-        return text or type(exc).__name__
+        return _with_flag(text) or type(exc).__name__
     if isinstance(exc, MemoryError) or _is_oom(exc):
         return f"out of memory ({text or type(exc).__name__}); try a smaller --max-memory or data"
     if isinstance(exc, OSError):
@@ -205,6 +226,22 @@ def describe_error(exc: BaseException) -> str:
         debug = "WDLAB_DEBUG=1 shows the traceback"
         return f"{type(exc).__name__}: {text} (raised in your code, {where}; {debug})"
     return f"{type(exc).__name__}: {text} (unexpected; WDLAB_DEBUG=1 shows the traceback)"
+
+
+_KEY = re.compile(r"^([a-z]+\.[a-z_]+)(?=[: ])")
+
+
+def _with_flag(text: str) -> str:
+    """A line that opens with a config key (``train.lr: …``) names its flag too (``train.lr
+    (--lr): …``): the key is what a file sets, the flag what the command line does."""
+    m = _KEY.match(text)
+    if m is None or m.group(1) not in _flags_of_keys():
+        return text
+    return f"{m.group(1)} ({_flags_of_keys()[m.group(1)]}){text[m.end() :]}"
+
+
+def _flags_of_keys() -> dict[str, str]:
+    return {k["key"]: k["flag"] for k in facts.load()["experiment"] if k.get("flag")}
 
 
 def _store_path(exc: BaseException) -> str:

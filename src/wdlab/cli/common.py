@@ -36,9 +36,17 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        """Print ``prog: error: message`` and exit 2."""
+        """Print ``prog: error: message`` and exit 2 (:class:`UsageExit`)."""
         sys.stderr.write(f"{self.prog}: error: {message}\n")
-        raise SystemExit(EXIT_BAD_INPUT)
+        raise UsageExit(message)
+
+
+class UsageExit(SystemExit):
+    """A usage error's exit (status 2), with its message (for ``--json``'s error document)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(EXIT_BAD_INPUT)
+        self.message = message
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,6 +174,12 @@ def show_progress(args: argparse.Namespace) -> bool:
 
 
 _JSON_OUT: list[TextIO] = []  # the real stdout while a --json command runs (user_output_aside)
+
+
+def emit_error_json(message: str, status: int) -> None:
+    """Under ``--json``, a refusal is one JSON document too: ``{"error": message, "status":
+    status}`` on stdout (the same line goes to stderr)."""
+    emit_json({"error": message, "status": status})
 
 
 def emit_json(doc: object) -> None:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from wdlab.cli import facts
 from wdlab.cli.common import (
@@ -62,8 +63,21 @@ def _config(args: argparse.Namespace, default_grid: bool) -> tuple[Experiment, s
     epochs_or_steps(given.get("train.epochs"), given.get("train.steps"), "--epochs and --steps")
     if default_grid and not names_grid(raw, given):
         cfg = merge(cfg, {**given, **SWEEP_GRID})
-        return cfg, grid_note(cfg)
-    return merge(cfg, given), ""
+        return _switched(cfg, in_file, given), grid_note(cfg)
+    return _switched(merge(cfg, given), in_file, given), ""
+
+
+def _switched(cfg: Experiment, in_file: Mapping[str, Any], flags: Mapping[str, Any]) -> Experiment:
+    """``cfg``, once no key of the file and no flag sets a switch that is off (``--prune-eta 3``
+    without ``--prune``, ``patience`` without early stopping), even to its default value."""
+    from wdlab.config_keys import check_switches
+
+    named = {
+        k.partition(".")[2] for k, v in flags.items() if k.startswith("train.") and v is not None
+    }
+    train = vars(cfg.train)
+    check_switches(train, train, {*in_file, *named})  # values away from the defaults: validate's
+    return cfg
 
 
 def grid_note(cfg: Experiment) -> str:

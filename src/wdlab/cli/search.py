@@ -167,13 +167,15 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
     r.add_argument("--wd", "--weight-decay", dest="wd", help="weight decay, e.g. 1e-6..1:log")
     r.add_argument("--mode", help="decay mode(s) to choose from, e.g. decoupled,l2")
     s = p.add_argument_group("the study")
-    s.add_argument("--trials", type=positive_int, default=32, help="trials to run (32)")
-    s.add_argument("--batch", type=positive_int, default=16, help="trials per batch (16)")
-    s.add_argument("--storage", help="Optuna storage URL, e.g. sqlite:///search.db (memory)")
+    s.add_argument("--trials", type=positive_int, default=32, help="trials to run")
+    s.add_argument("--batch", type=positive_int, default=16, help="trials per batch")
+    s.add_argument(
+        "--storage", help="Optuna storage URL, e.g. sqlite:///search.db (default: in memory)"
+    )
     s.add_argument("--study-name", help="the study's name (default: search-DATA)")
-    s.add_argument("--sampler", choices=list(SAMPLERS), default="tpe", help="(tpe)")
-    s.add_argument("--pruner", choices=list(PRUNERS), default="median", help="(median)")
-    s.add_argument("--seed", type=seed, default=0, help="the sampler's seed (0)")
+    s.add_argument("--sampler", choices=list(SAMPLERS), default="tpe", help="Optuna's sampler")
+    s.add_argument("--pruner", choices=list(PRUNERS), default="median", help="Optuna's pruner")
+    s.add_argument("--seed", type=seed, default=0, help="the sampler's seed")
     s.add_argument(
         "--max-memory",
         type=positive_float,

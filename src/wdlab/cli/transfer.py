@@ -99,7 +99,7 @@ def cmd_timescale(args: argparse.Namespace) -> int:
         data=args.data,
         target=args.target,
         smallest=args.smallest,
-        seeds=tuple(range(args.seeds)),
+        seeds=args.seeds,
         epochs=args.epochs,
         lr=args.lr,
         batch_size=args.batch_size,
@@ -142,7 +142,9 @@ def add_timescale_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default="digits", help="a classification data source")
     add_key(p, "data.target")
     p.add_argument("--smallest", type=positive_int, default=256, help="N, the smallest")
-    p.add_argument("--seeds", type=positive_int, default=5, help="seeds per setting")
+    p.add_argument(
+        "--seeds", default="5", help="seeds per setting: a count like 5, or a list like 0,1,2"
+    )
     p.add_argument("--epochs", type=positive_int, default=100, help="epochs")
     p.add_argument("--lr", type=positive_float, default=0.01, help="AdamW's lr")
     p.add_argument("--batch-size", type=positive_int, default=32, help="batch size")

@@ -31,6 +31,7 @@ import torch
 from matplotlib.figure import Figure
 
 from wdlab.config import MAX_SEED
+from wdlab.config_keys import seed_values
 from wdlab.data import load
 from wdlab.data.tables import check_data_keys
 from wdlab.models import ModelSpec
@@ -73,8 +74,8 @@ class TimescaleSettings:
             raise ValueError(f"factors needs >= 2 sizes, each >= 1, got {self.factors!r}")
         if len(self.weight_decays) < 3 or min(self.weight_decays) <= 0:
             raise ValueError("weight_decays needs >= 3 values, each > 0 (a log grid)")
-        if not self.seeds:
-            raise ValueError("seeds: give at least one")
+        given = list(self.seeds) if isinstance(self.seeds, (tuple, range)) else self.seeds
+        object.__setattr__(self, "seeds", tuple(seed_values(given, "seeds")))
         check_data_keys({"source": self.data, "target": self.target}, prefix="")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
