@@ -221,5 +221,5 @@ def test_a_data_files_keys_with_another_source_are_refused_not_ignored(tmp_path)
     for flag, value in (("--target", "y"), ("--features", "a,b"), ("--impute", "mean")):
         line = _one_line(_cli(tmp_path, "run", "--data", "digits", flag, value, "--epochs", "1"))
         key = flag.removeprefix("--")
-        assert f"data.{key}: names columns of a CSV or Parquet file, and 'digits'" in line
+        assert f"data.{key} ({flag}): names columns of a CSV or Parquet file, and 'digits'" in line
     assert not any(tmp_path.iterdir())  # nothing made

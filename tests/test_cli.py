@@ -307,3 +307,29 @@ def test_under_json_a_refusal_is_one_json_document_too(argv, tmp_path, monkeypat
     doc = json.loads(out)
     assert doc == {"error": doc["error"], "status": 2} and doc["error"]
     assert err.splitlines() == [f"wdlab {argv[0]}: error: {doc['error']}"]
+
+
+def test_inspect_builds_a_factory_at_its_own_sizes_unless_given(tmp_path, monkeypatch, capsys):
+    """``wdlab inspect file.py:make`` shows what the factory builds: its own in_dim/out_dim
+    defaults (it was given 1000 and 1), the flags' where given; a factory that requires a
+    size nobody gives is one line (not the seed in the size's place)."""
+    (tmp_path / "mymodel.py").write_text(
+        textwrap.dedent("""
+        from torch import nn
+
+        def make(seed=0, in_dim=10, out_dim=2):
+            return nn.Sequential(nn.Linear(in_dim, 32), nn.ReLU(), nn.Linear(32, out_dim))
+
+        def need(in_dim):
+            return nn.Linear(in_dim, 2)
+        """)
+    )
+    monkeypatch.chdir(tmp_path)
+    assert main(["inspect", "mymodel.py:make", "--json"]) == 0
+    shapes = {t["name"]: t["shape"] for t in json.loads(capsys.readouterr().out)["parameters"]}
+    assert shapes["0.weight"] == [32, 10] and shapes["2.weight"] == [2, 32]
+    assert main(["inspect", "mymodel.py:make", "--in-dim", "5", "--json"]) == 0
+    shapes = {t["name"]: t["shape"] for t in json.loads(capsys.readouterr().out)["parameters"]}
+    assert shapes["0.weight"] == [32, 5]
+    assert main(["inspect", "mymodel.py:need"]) == 2
+    assert "requires in_dim, which is not known here" in capsys.readouterr().err

@@ -530,3 +530,17 @@ def test_the_wd_curve_names_a_setting_left_with_wd_0_only():
     fig = wd_curve(runs, Criterion("acc", "accuracy", True))
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert "decoupled, lr 0.001 val (wd = 0 only)" in labels
+
+
+def test_the_figures_of_a_study_with_nothing_finished_warn_nothing():
+    """A report while a sweep still trains (nothing finished yet) draws empty figures without
+    matplotlib's legend warning on stderr."""
+    import warnings
+
+    from wdlab.report.plots import gap_curves, wd_curve
+    from wdlab.selection import criterion
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        wd_curve([], criterion("multiclass"))
+        gap_curves([])

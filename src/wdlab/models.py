@@ -137,7 +137,8 @@ def _build_custom(spec: ModelSpec, seed: int | None = None) -> nn.Module:
     factory = resolve_factory(spec.factory)
     label = spec.factory if isinstance(spec.factory, str) else spec.label
     seed = 0 if seed is None else seed
-    offered = {"seed": seed, "in_dim": spec.in_dim, "out_dim": spec.out_dim}
+    sizes = {"in_dim": spec.in_dim, "out_dim": spec.out_dim}
+    offered = {"seed": seed} | {k: v for k, v in sizes.items() if v}  # 0: not known, not offered
     args, kwargs = factory_arguments(factory, label, offered)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

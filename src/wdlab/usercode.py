@@ -73,8 +73,14 @@ def factory_arguments(
         return (), kwargs
     first = next(iter(params.values()))
     positional = required[0] is first and first.kind in _POSITIONAL
-    if len(required) == 1 and "seed" not in kwargs and positional:
+    sizes = [p.name for p in required if p.name in ("in_dim", "out_dim")]
+    if len(required) == 1 and "seed" not in kwargs and positional and not sizes:
         return (offered["seed"],), kwargs
+    if sizes:  # a size the data (or the flags) do not give: not the seed in its place
+        raise ValueError(
+            f"model factory {label!r} requires {', '.join(sizes)}, which is not known here (the "
+            "inputs are several tensors, or no size was given): give it a default"
+        )
     names = ", ".join(p.name for p in required)
     raise ValueError(
         f"model factory {label!r} requires {names}: wdlab gives a factory only seed, in_dim and "

@@ -228,7 +228,7 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text} (unexpected; WDLAB_DEBUG=1 shows the traceback)"
 
 
-_KEY = re.compile(r"^([a-z]+\.[a-z_]+)(?=[: ])")
+_KEY = re.compile(r"^([a-z]+\.[a-z_]+)(?=:)")
 
 
 def _with_flag(text: str) -> str:

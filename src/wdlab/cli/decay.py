@@ -67,8 +67,10 @@ def parse_model(args: argparse.Namespace) -> ModelSpec:
             sys.stderr.write(f"wdlab: warning: {line}\n")
     return ModelSpec(
         kind,
-        in_dim=args.in_dim,
-        out_dim=args.out_dim,
+        # a factory builds at its own sizes unless the flags give them; a built-in kind at
+        # 1000 inputs and 1 output unless they do
+        in_dim=args.in_dim or (0 if custom else 1000),
+        out_dim=args.out_dim or (0 if custom else 1),
         hidden=hidden,
         activation=args.activation,
         layernorm=args.layernorm,
@@ -196,8 +198,14 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     defaults = _model_flag_defaults()
     hidden = ",".join(map(str, defaults["hidden"]))
     p.add_argument("model", nargs="?", default="seed-mlp", help=f"{kinds} or module:factory")
-    p.add_argument("--in-dim", type=positive_int, default=1000, help="input features")
-    p.add_argument("--out-dim", type=positive_int, default=1, help="outputs")
+    p.add_argument(
+        "--in-dim", type=positive_int, default=None,
+        help="input features (default: 1000; a factory's own, where it has in_dim)",
+    )  # fmt: skip
+    p.add_argument(
+        "--out-dim", type=positive_int, default=None,
+        help="outputs (default: 1; a factory's own, where it has out_dim)",
+    )  # fmt: skip
     p.add_argument(
         "--hidden",
         type=hidden_sizes,

@@ -104,19 +104,17 @@ def sweep(
 
     ``model``: a factory of an ``nn.Module`` (seeded by ``torch.manual_seed(seed)``; given the
     ``seed``, ``in_dim``, ``out_dim`` it takes; ``factory_timeout`` s at most), ``"file.py:make"``,
-    a :class:`~wdlab.models.ModelSpec` or a built-in kind (built as ``wdlab sweep --model KIND``
-    builds it: ``"mlp"`` is 64 hidden units, relu). ``data``: ``{"train", "val", "test"}`` →
-    ``(X, y)`` tensors (held) or Datasets, DataLoaders, ``IterableDataset``s, ``make_loader(split,
-    seed, epoch)`` factories (streamed afresh each epoch, :func:`wdlab.data.stream_splits`; classes:
-    ``n_classes`` or the model's output width); or a Dataset, a source name, a .csv/.parquet path
-    (read by ``target``, ``features``, ``impute``, ``categorical``), or ``"file.py:make_data"``
-    (the function that returns the splits, as ``--data`` takes it). The recipe: ``epochs`` (10) or
-    ``steps``, ``schedule`` (per epoch, or per step with warm-up), ``clip_grad_norm`` (each
-    configuration's own), ``precision``, ``loss``, ``metric``, ``select`` (``"loss"`` or a metric);
-    ``early_stopping``: each run at its best validation epoch, stopped after ``patience``
-    evaluations without a better one; ``prune``: successive halving; ``checkpoint``: N epochs,
-    ``"auto"``, ``"off"``; ``diagnostics``: opt-in recordings. ``rule``, ``group_wd``,
-    ``wd_schedule``: what decays, by how much. ``max_batch=1``: one at a time, the reference;
+    a :class:`~wdlab.models.ModelSpec` or a built-in kind (as ``--model KIND`` builds it).
+    ``data``: ``{"train", "val", "test"}`` → ``(X, y)`` tensors (held) or Datasets, DataLoaders,
+    ``IterableDataset``s, ``make_loader(split, seed, epoch)`` factories (streamed afresh each
+    epoch: :func:`wdlab.data.stream_splits`; classes: ``n_classes`` or the model's outputs); or
+    a Dataset, a source, a .csv/.parquet path (``target``, ``features``, ``impute``,
+    ``categorical``), ``"file.py:make_data"``. The recipe: ``epochs`` (10) or ``steps``,
+    ``schedule`` (per epoch, or per step with warm-up), ``clip_grad_norm`` (each configuration's
+    own), ``precision``, ``loss``, ``metric``, ``select``; ``early_stopping``: each run at its best
+    validation epoch, stopped after ``patience`` evaluations without a better one; ``prune``:
+    successive halving; ``checkpoint``: N epochs, ``"auto"``, ``"off"``; ``diagnostics``:
+    opt-in recordings. ``rule``, ``group_wd``, ``wd_schedule``: what decays, by how much. ``max_batch=1``: one at a time, the reference;
     ``parallel`` (configurations side by side: :mod:`wdlab.sidebyside`) and ``channels_last`` (image
     inputs): faster CPU runs. ``out`` keeps the study (else it is temporary), and weights by
     ``keep`` (best, all, none: :meth:`SweepResult.model`); ``log``: dashboards.

@@ -93,7 +93,7 @@ def loss_curves(
     ax.set_ylabel(ylabel)
     ax.set_title(title or "Loss curves", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
+    legend(ax, ncol=2)
     fig.tight_layout()
     return fig
 
@@ -138,9 +138,16 @@ def wd_curve(
     ax.set_ylabel(c.name)
     ax.set_title(title or f"{c.name} against weight decay (★ the weight decay to use)", fontsize=10)
     ax.grid(alpha=0.3, which="major")
-    ax.legend(fontsize=8, ncol=2)
+    legend(ax, ncol=2)
     fig.tight_layout()
     return fig
+
+
+def legend(ax: Any, **kw: Any) -> None:
+    """The axes' legend, where something is labelled (an unfinished study may have nothing
+    drawn yet: matplotlib would warn on stderr)."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, **kw)
 
 
 def _zero_position(pos: Sequence[float]) -> float:
@@ -236,7 +243,7 @@ def gap_curves(
     ax.set_ylabel(f"{split} loss − train loss")
     ax.set_title("Generalisation gap", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
+    legend(ax, ncol=2)
     fig.tight_layout()
     return fig
 
@@ -262,7 +269,7 @@ def weight_norm_curves(runs: Sequence[RunResult], labels: Sequence[str] | None =
     ax.set_ylabel("‖w‖ of the decayed tensors")
     ax.set_title("Weight norm", fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
+    legend(ax, ncol=2)
     fig.tight_layout()
     return fig
 

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from wdlab.records import Result, RunResult
 from wdlab.report.literal import literal
-from wdlab.report.plots import FigureSpec, answer_cells, criterion_of
+from wdlab.report.plots import FigureSpec, answer_cells, criterion_of, legend
 from wdlab.report.text import compute_text, short
 from wdlab.selection import Criterion
 
@@ -84,7 +84,7 @@ def rung_figure(
         "Successive halving: each mode × lr × wd cell, stopped ones end at their rung", fontsize=10
     )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    legend(ax)
     fig.tight_layout()
     return fig
 
