@@ -114,9 +114,9 @@ def sweep(
     own), ``precision``, ``loss``, ``metric``, ``select``; ``early_stopping``: each run at its best
     validation epoch, stopped after ``patience`` evaluations without a better one; ``prune``:
     successive halving; ``checkpoint``: N epochs, ``"auto"``, ``"off"``; ``diagnostics``:
-    opt-in recordings. ``rule``, ``group_wd``, ``wd_schedule``: what decays, by how much. ``max_batch=1``: one at a time, the reference;
-    ``parallel`` (configurations side by side: :mod:`wdlab.sidebyside`) and ``channels_last`` (image
-    inputs): faster CPU runs. ``out`` keeps the study (else it is temporary), and weights by
+    opt-in recordings. ``rule``, ``group_wd``, ``wd_schedule``: what decays, by how much.
+    ``max_batch=1``: one at a time, the reference; ``parallel`` (:mod:`wdlab.sidebyside`) and
+    ``channels_last``: faster CPU runs. ``out`` keeps the study (else temporary) and weights by
     ``keep`` (best, all, none: :meth:`SweepResult.model`); ``log``: dashboards.
     """
     t0, epochs = time.perf_counter(), checks.epochs_or_steps(epochs, steps)
