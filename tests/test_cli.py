@@ -313,7 +313,7 @@ def test_inspect_builds_a_factory_at_its_own_sizes_unless_given(tmp_path, monkey
     """``wdlab inspect file.py:make`` shows what the factory builds: its own in_dim/out_dim
     defaults (it was given 1000 and 1), the flags' where given; a factory that requires a
     size nobody gives is one line (not the seed in the size's place)."""
-    (tmp_path / "mymodel.py").write_text(
+    (tmp_path / "sized_factory.py").write_text(
         textwrap.dedent("""
         from torch import nn
 
@@ -325,11 +325,11 @@ def test_inspect_builds_a_factory_at_its_own_sizes_unless_given(tmp_path, monkey
         """)
     )
     monkeypatch.chdir(tmp_path)
-    assert main(["inspect", "mymodel.py:make", "--json"]) == 0
+    assert main(["inspect", "sized_factory.py:make", "--json"]) == 0
     shapes = {t["name"]: t["shape"] for t in json.loads(capsys.readouterr().out)["parameters"]}
     assert shapes["0.weight"] == [32, 10] and shapes["2.weight"] == [2, 32]
-    assert main(["inspect", "mymodel.py:make", "--in-dim", "5", "--json"]) == 0
+    assert main(["inspect", "sized_factory.py:make", "--in-dim", "5", "--json"]) == 0
     shapes = {t["name"]: t["shape"] for t in json.loads(capsys.readouterr().out)["parameters"]}
     assert shapes["0.weight"] == [32, 5]
-    assert main(["inspect", "mymodel.py:need"]) == 2
+    assert main(["inspect", "sized_factory.py:need"]) == 2
     assert "requires in_dim, which is not known here" in capsys.readouterr().err

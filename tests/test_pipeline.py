@@ -393,7 +393,7 @@ def test_one_make_loader_is_the_data_of_every_split(tmp_path, capsys):
 def test_cli_takes_the_users_data_function(tmp_path):
     """``wdlab sweep --model file.py:make --data file.py:make_data``: the function's folder is
     importable, its Datasets stream; a function that raises is one line, exit status 2."""
-    (tmp_path / "mydata.py").write_text(
+    (tmp_path / "named_data.py").write_text(
         textwrap.dedent(
             """
             import torch
@@ -511,7 +511,7 @@ def test_cuda_streamed_training_steps_do_not_sync_with_the_host():
 def test_a_data_function_named_in_python_is_what_data_takes_on_the_cli(tmp_path, monkeypatch):
     """``wdlab.sweep(model, "file.py:make_data")`` calls that function for its splits, as
     ``--data file.py:make_data`` does; the same numbers as the splits given directly."""
-    (tmp_path / "mydata.py").write_text(
+    (tmp_path / "named_data.py").write_text(
         textwrap.dedent("""
         import torch
 
@@ -524,13 +524,11 @@ def test_a_data_function_named_in_python_is_what_data_takes_on_the_cli(tmp_path,
         """)
     )
     monkeypatch.chdir(tmp_path)
-    named = wdlab.sweep("linear", "mydata.py:make_data", seeds=1, **SMALL)
-    sys.path.insert(0, str(tmp_path))
-    try:
-        import mydata
-    finally:
-        sys.path.remove(str(tmp_path))
-    given = wdlab.sweep("linear", mydata.make_data(), seeds=1, **SMALL)
+    named = wdlab.sweep("linear", "named_data.py:make_data", seeds=1, **SMALL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import named_data
+
+    given = wdlab.sweep("linear", named_data.make_data(), seeds=1, **SMALL)
     assert [r.final for r in named.runs] == [r.final for r in given.runs]
     with pytest.raises(ValueError, match=r"cannot load data function 'none\.py:make_data'"):
         wdlab.sweep("linear", "none.py:make_data", seeds=1, **SMALL)
