@@ -123,6 +123,9 @@ def test_every_run_diverged_is_said_and_not_blamed_on_the_split(tmp_path):
     html = write_report(res, tmp_path)["report"].read_text()
     assert "Every run diverged: no weight decay is chosen" in html
     assert "validation split" not in html and "engine:" not in html
+    # every run's table says each one's status and the validation metric a choice reads
+    assert '<th class="">status</th>' in html and '<th class="">val accuracy</th>' in html
+    assert html.count('<td class="">diverged</td>') == 6
     assert selection_markdown(res) == "every run diverged: no weight decay is chosen"
 
 

@@ -77,14 +77,18 @@ def headline(result: Result) -> tuple[list[str], list[list[str]]]:
             rows.append([s["mode"], short(s["lr"]), "—", s["verdict"], *["—"] * (len(head) - 4)])
         return head, rows
     key, metric, _ = metric_for(result.task)
-    head = ["mode", "wd", "lr", "seed", "train loss", "test loss", f"test {metric}"]
+    head = ["mode", "wd", "lr", "seed", "status", "epochs", "train loss", f"val {metric}"]
+    head += ["test loss", f"test {metric}"]
     rows = [
         [
             r.config.mode,
             short(r.config.weight_decay),
             short(r.config.lr),
             str(r.config.seed),
+            r.status,  # a partial study's: pruned, running, pending beside done
+            "—" if r.epochs is None else str(r.epochs),
             _f(r.reported.get("train_loss")),
+            _f(r.reported.get(f"val_{key}")),  # what a rung or the choice reads
             _f(r.reported.get("test_loss")),
             _f(r.reported.get(f"test_{key}")),
         ]
