@@ -207,12 +207,19 @@ def test_a_bare_sweep_tries_a_default_grid_and_says_so(tmp_path, capsys):
     assert cfg.train.seeds == [0, 1, 2]
     assert note.startswith("no grid given") and note.endswith("= 36 runs")
     given, note = sweep_config(sweep.parse_args(["--data", "wine", "--wd", "0.1"]))
-    assert given.decay.modes == ["coupled"] and given.train.seeds == [0] and note == ""
+    assert given.decay.modes == ["coupled"] and given.train.seeds == [0]
+    # part of the grid given: the rest is said, as it differs from the no-grid sweep's
+    assert note == (
+        "it tries modes coupled × wd 0.1 × 1 seed × lr 0.1 = 2 runs (--mode, --seeds not "
+        "given: the default of each, not the no-grid sweep's)"
+    )
     toml = tmp_path / "e.toml"
     toml.write_text('[train]\nseeds = "2"\n')
     from_file, note = sweep_config(sweep.parse_args([str(toml)]))
     assert from_file.train.seeds == [0, 1] and from_file.decay.weight_decay == [0.0]
-    assert note == ""
+    assert "(--mode, --wd not given" in note
+    whole = ["--data", "wine", "--mode", "l2", "--wd", "0,1", "--seeds", "2"]
+    assert sweep_config(sweep.parse_args(whole))[1] == ""  # the whole grid given: nothing to say
     run = experiment_config(COMMANDS["run"].parse_args(["--data", "wine"]))
     assert grid_size(run) == 1
     argv = ["sweep", "--data", "wine", "--model", "linear", "--epochs", "2", "--json"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -64,7 +64,18 @@ def _config(args: argparse.Namespace, default_grid: bool) -> tuple[Experiment, s
     if default_grid and not names_grid(raw, given):
         cfg = merge(cfg, {**given, **SWEEP_GRID})
         return _switched(cfg, in_file, given), grid_note(cfg)
-    return _switched(merge(cfg, given), in_file, given), ""
+    cfg = _switched(merge(cfg, given), in_file, given)
+    unnamed = [k for k in SWEEP_GRID if not names_grid(_only(raw, k), _only(given, k))]
+    return cfg, (grid_note(cfg, unnamed) if default_grid and unnamed else "")
+
+
+def _only(keys: Mapping[str, Any], dotted: str) -> dict[str, Any]:
+    """``keys`` (a raw config's sections, or flags by dotted key) reduced to ``dotted``'s."""
+    section, _, name = dotted.partition(".")
+    if dotted in keys:
+        return {dotted: keys[dotted]}
+    table = keys.get(section)
+    return {section: {name: table[name]}} if isinstance(table, Mapping) and name in table else {}
 
 
 def _switched(cfg: Experiment, in_file: Mapping[str, Any], flags: Mapping[str, Any]) -> Experiment:
@@ -80,16 +91,21 @@ def _switched(cfg: Experiment, in_file: Mapping[str, Any], flags: Mapping[str, A
     return cfg
 
 
-def grid_note(cfg: Experiment) -> str:
-    """What a sweep without a grid tries, in one line."""
+def grid_note(cfg: Experiment, unnamed: Sequence[str] = ()) -> str:
+    """What a sweep tries, in one line: with no grid given (``unnamed`` empty: the default
+    grid), or with part of it given (``unnamed``: the grid keys that take the file's or the
+    schema's value, not the no-grid default's)."""
     from wdlab.pipelines.experiment import grid_size
 
     d, t = cfg.decay, cfg.train
-    return (
-        f"no grid given (--mode, --wd, --seeds), so it tries modes {', '.join(d.modes)} × wd "
-        f"{shown(d.weight_decay)} × {len(t.seeds)} seeds × lr {shown(t.lr)} "
-        f"= {grid_size(cfg)} runs"
+    grid = (
+        f"modes {', '.join(d.modes)} × wd {shown(d.weight_decay)} × {len(t.seeds)} seed"
+        f"{'s' * (len(t.seeds) != 1)} × lr {shown(t.lr)} = {grid_size(cfg)} runs"
     )
+    if not unnamed:
+        return f"no grid given (--mode, --wd, --seeds), so it tries {grid}"
+    flags = ", ".join(facts.key(k)["flag"] for k in unnamed)
+    return f"it tries {grid} ({flags} not given: the default of each, not the no-grid sweep's)"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
