@@ -284,9 +284,19 @@ def test_the_wd_figure_draws_no_line_across_a_pruned_weight_decay(swept):
     line = next(ln for ln in lines if f"lr {lr:g}" in ln.get_label() or len(lines) == 1)
     ys = dict(zip(line.get_xdata(), line.get_ydata(), strict=True))
     assert math.isnan(ys[gone]) and all(math.isfinite(ys[w]) for w in wds[1:] if w != gone)
+    # the first swept weight decay pruned: no dotted segment from wd = 0 across it either
+    first = [
+        dataclasses.replace(x, status="pruned", curves=x.curves.upto(1))
+        if x.config.weight_decay == wds[1]
+        else dataclasses.replace(x, status="done")
+        for x in r.runs
+    ]
+    drawn = wd_curve(first, criterion_of(r), answer_cells(r)).axes[0].lines
+    assert not any(ln.get_linestyle() == ":" for ln in drawn)
+    assert any(ln.get_linestyle() == ":" for ln in fig.axes[0].lines)  # drawn where measured
     (spec,) = [f for f in STANDARD if f.name == "wd_curve"]
     caption = spec.caption(dataclasses.replace(r, runs=runs))
-    assert "A gap (or a blank cell) is a weight decay with no finished score" in caption
+    assert "A gap is a weight decay with no finished score" in caption
 
 
 def test_the_model_of_a_pruned_run_says_it_was_pruned(swept):

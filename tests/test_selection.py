@@ -264,3 +264,42 @@ def test_a_mode_swept_at_wd_0_only_says_no_weight_decay_was_swept():
     assert verdict_summary([r]).startswith("no weight decay > 0 was swept")
     swept = select([*runs, *(run("coupled", 0.1, s, 0.8) for s in range(3))], "multiclass")
     assert swept[0]["verdict"] != NONE_SWEPT  # with a wd > 0 in the grid: tested as ever
+
+
+def test_the_summary_counts_only_the_settings_compared_with_wd_0():
+    """Rows where nothing was compared (every wd > 0 pruned, too few seeds) make no "use wd =
+    0" claim in the one-sentence summary: it said "no measurable gain … use wd = 0" when no
+    row had been compared at all (found by a new-user trial)."""
+    from wdlab.records import ALL_PRUNED
+    from wdlab.report.text import verdict_summary
+    from wdlab.selection import NO_GAIN, TOO_FEW
+
+    def row(lr, verdict, won=False):
+        return {"mode": "decoupled", "lr": lr, "verdict": verdict, "better_than_zero": won}
+
+    pruned, few = row(0.1, ALL_PRUNED), row(0.01, f"{TOO_FEW} (1 seed)")
+    assert verdict_summary([pruned, few]) == (
+        "no (mode, lr) setting could be compared with wd = 0: see each row's verdict"
+    )
+    said = verdict_summary([pruned, few, row(1.0, NO_GAIN)])
+    assert said.startswith(f"{NO_GAIN}: none of the 1 (mode, lr) settings compared beat wd = 0")
+    assert said.endswith("use wd = 0; 2 more could not be compared (see their verdicts)")
+    said = verdict_summary([pruned, row(1.0, "better than wd = 0", won=True)])
+    assert said.startswith("weight decay beat wd = 0 in 1 of 1 (mode, lr) settings compared")
+    # every row compared: the sentence as before
+    assert verdict_summary([row(1.0, NO_GAIN)]).startswith(f"{NO_GAIN}: no (mode, lr) setting")
+
+
+def test_a_setting_whose_runs_were_pruned_or_diverged_says_so():
+    """At one lr every wd > 0 was pruned (finite scores at its rung) and wd = 0 diverged: the
+    setting has nothing to choose, because nothing finished (it said no weight decay had a
+    finite score, though the pruned ones had)."""
+    from wdlab.selection import ALL_DIVERGED, PRUNED_OR_DIVERGED, unanswered
+
+    runs = [run("none", 0.0, s, 0.9, lr=0.01) for s in range(3)]
+    runs += [run("decoupled", 0.1, s, 0.9 + 0.01 * s, lr=0.01) for s in range(3)]
+    runs += [run("none", 0.0, s, math.nan, lr=1.0, status="diverged") for s in range(3)]
+    runs += [run("decoupled", w, s, 0.6, lr=1.0, status="pruned") for w in (0.1, 1) for s in (0, 1)]
+    sel = select(runs, "multiclass")
+    said = {(u["mode"], u["lr"]): u["verdict"] for u in unanswered(runs, sel)}
+    assert said == {("decoupled", 1.0): PRUNED_OR_DIVERGED, ("none", 1.0): ALL_DIVERGED}

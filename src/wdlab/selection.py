@@ -59,6 +59,10 @@ NOTHING_FINISHED = (
     "every configuration was pruned at a rung (successive halving): nothing to choose"
 )
 NOTHING_FINITE = "no weight decay has a finite validation score for every seed: nothing to choose"
+ALL_DIVERGED = "every run diverged: nothing to choose"
+PRUNED_OR_DIVERGED = (
+    "every run was pruned at a rung (successive halving) or diverged: nothing to choose"
+)
 GAIN = "better than wd = 0"
 REFERENCE = "wd = 0 reference"
 #: The error rate of "better than wd = 0" per (mode, lr) row, and the level of the tie test.
@@ -428,19 +432,31 @@ def unanswered(
     runs: Sequence[RunResult], selection: Sequence[Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
     """The (mode, lr) settings ``selection`` (non-empty) has no row for: ``mode``, ``lr``,
-    ``verdict`` (all pruned, or no finite score on every seed) and ``pruned`` (cells stopped)."""
+    ``verdict`` (all pruned, pruned or diverged, or no finite score on every seed) and
+    ``pruned`` (cells stopped)."""
     if not selection:
         return []  # no validation split, or nothing finished: :func:`no_choice` says which
     have, groups, out = {(s["mode"], s["lr"]) for s in selection}, _groups(runs), []
     for (mode, lr), wds in sorted(groups.items()):
         if (mode, lr) in have:
             continue
-        every = all(r.status == "pruned" for rs in wds.values() for r in rs)
-        verdict = NOTHING_FINISHED if every else NOTHING_FINITE
-        if every and any(r.status == "done" for r in _reference(groups, mode, lr) or ()):
-            verdict = ALL_PRUNED  # its wd = 0 runs are the reference's, which trained on
+        verdict = _why_unanswered(wds, _reference(groups, mode, lr) or ())
         out.append({"mode": mode, "lr": lr, "verdict": verdict, "pruned": _pruned_cells(wds)})
     return out
+
+
+def _why_unanswered(wds: Mapping[float, Sequence[RunResult]], ref: Sequence[RunResult]) -> str:
+    """Why one (mode, lr) has nothing to choose, from its runs' statuses and those of the
+    wd = 0 reference at its lr."""
+    statuses = {r.status for rs in wds.values() for r in rs}
+    ref_statuses = {r.status for r in ref}
+    if statuses == {"pruned"} and "done" in ref_statuses:
+        return ALL_PRUNED  # its wd = 0 runs are the reference's, which trained on
+    if statuses == {"pruned"} and not ref_statuses <= {"diverged"}:
+        return NOTHING_FINISHED
+    if "pruned" in statuses and statuses <= {"pruned", "diverged"}:
+        return PRUNED_OR_DIVERGED  # its own or its reference's wd = 0 runs diverged
+    return ALL_DIVERGED if statuses == {"diverged"} else NOTHING_FINITE
 
 
 def _pruned_cells(wds: Mapping[float, Sequence[RunResult]]) -> int:

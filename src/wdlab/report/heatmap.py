@@ -140,7 +140,7 @@ def _heatmap_caption(r: Result) -> str:
         f"Validation {c.name} (mean over seeds) over lr × weight decay, one panel per mode, each "
         f"on its own colour scale ({'; '.join(ranges) or 'no finite score'}); the first column "
         f"is wd = 0. {ANSWER_MARK}: {'; '.join(cells) or 'none'}."
-    ) + gaps(r)
+    ) + gaps(r, "A blank cell")
 
 
 HEATMAP = FigureSpec("heatmap", _heatmap_applies, _heatmap_caption, _draw_heatmap)

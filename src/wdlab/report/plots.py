@@ -216,7 +216,7 @@ def _draw_split(
             [x0], [mean[0.0]], yerr=err, color=color, marker="o", ms=4, capsize=3,
             label=None if pos else f"{label} (wd = 0 only)",
         )  # fmt: skip
-        if pos:
+        if pos and pos[0] == swept[0]:  # across the break, to a measured first weight decay
             ax.plot([x0, pos[0]], [mean[0.0], mean[pos[0]]], ls=":", color=color, lw=0.9)
 
 
@@ -411,14 +411,11 @@ def _wd_caption(r: Result) -> str:
     )
 
 
-def gaps(r: Result) -> str:
-    """What a gap in the figure means, where the result has one."""
+def gaps(r: Result, what: str = "A gap") -> str:
+    """What ``what`` (a gap in a line, a blank cell) means, where the result has one."""
     if not any(x.status in ("pruned", "diverged") for x in r.runs):
         return ""
-    return (
-        " A gap (or a blank cell) is a weight decay with no finished score: pruned at a rung "
-        "or diverged."
-    )
+    return f" {what} is a weight decay with no finished score: pruned at a rung or diverged."
 
 
 #: The standard figures, in report order (:mod:`wdlab.report.figures` is the registry).

@@ -168,9 +168,22 @@ def verdict_summary(sel: Sequence[Mapping[str, Any]]) -> str:
     if all(s["verdict"].startswith(TOO_FEW) for s in rows):
         return f"{TOO_FEW} whether weight decay beats wd = 0: run {MIN_SEEDS} or more seeds"
     test = f"one-sided paired t-test over seeds, {ALPHA:.0%} error rate per setting"
+    tested = [s for s in rows if _tested(s)]
+    if not tested:  # pruned, too few seeds, no reference: nothing was compared
+        return "no (mode, lr) setting could be compared with wd = 0: see each row's verdict"
+    untested = len(rows) - len(tested)
+    rest = f"; {untested} more could not be compared (see their verdicts)" if untested else ""
+    settings = "(mode, lr) settings" + (" compared" if untested else "")
     if won == 0:
-        return f"{NO_GAIN}: no (mode, lr) setting beat wd = 0 ({test}); use wd = 0"
-    return f"weight decay beat wd = 0 in {won} of {len(rows)} (mode, lr) settings ({test})"
+        none = f"none of the {len(tested)} {settings}" if untested else "no (mode, lr) setting"
+        return f"{NO_GAIN}: {none} beat wd = 0 ({test}); use wd = 0{rest}"
+    return f"weight decay beat wd = 0 in {won} of {len(tested)} {settings} ({test}){rest}"
+
+
+def _tested(row: Mapping[str, Any]) -> bool:
+    """Whether a row's verdict came from the test against wd = 0."""
+    verdict = row["verdict"]
+    return verdict not in (*UNTESTED, NO_REFERENCE) and not verdict.startswith(TOO_FEW)
 
 
 def compute_text(halving: Mapping[str, Any]) -> str:
