@@ -243,6 +243,9 @@ def test_a_builtin_kind_named_in_python_is_the_clis_and_comes_back_by_name(tmp_p
     a, b = (torch.manual_seed(0) and s.build().state_dict() for s in (spec, cli))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     r = wdlab.sweep("mlp", ds, weight_decay=[0.0], lr=[0.01], seeds=1, epochs=1, out=tmp_path)
+    # the study records the network the name built: a study of another "mlp" is another
+    stored = load_study(tmp_path).config["model"]
+    assert (stored["hidden"], stored["activation"], stored["layernorm"]) == ([64], "relu", False)
     back = load_study(tmp_path).model()
     assert [p.shape for p in back.parameters()] == [(64, 6), (64,), (2, 64), (2,)]
     for a, b in zip(back.state_dict().values(), r.model().state_dict().values(), strict=True):

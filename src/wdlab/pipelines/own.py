@@ -34,6 +34,7 @@ from wdlab.data.user import function_splits
 from wdlab.decay import DEFAULT_RULE, DecayRule, WDSchedule
 from wdlab.halving import Prune, setting
 from wdlab.integrations.logs import LogSpec
+from wdlab.jsonsafe import json_safe
 from wdlab.models import MODEL_KINDS, ModelSpec, kind_options
 from wdlab.pipelines import checks, experiment
 from wdlab.pipelines.results import SweepResult
@@ -154,6 +155,8 @@ def _study(
     kw = config.train.train_kwargs(shuffle_seed=0) | config.decay.train_kwargs()
     kw |= {"rule": rule, "task": task, "keep_params": kw["keep_params"] and kept}
     described = _describe(config.to_dict(), init_name, ds, code, rule)
+    if init_name in MODEL_KINDS and spec.kind == init_name:  # "mlp": the network it names
+        described["model"] |= json_safe(kind_options(spec.kind, spec))
     identity = checks.sweep_identity(described)
     return Study(Path(), "", described, identity, ds, spec, experiment.grid(config), kw)
 
