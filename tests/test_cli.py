@@ -239,6 +239,14 @@ def test_an_unknown_flag_is_named_with_the_flags_it_resembles(capsys):
         "wdlab sweep: error: unrecognized arguments: --weigth-decay "
         "(did you mean --weight-decay?)\n"
     )
+    with pytest.raises(SystemExit):  # the command's own flag before it: where it goes
+        main(["--json", "ls"])
+    out, err = capsys.readouterr()
+    assert (
+        err == "wdlab ls: error: unrecognized arguments: --json (--json goes after the "
+        "command: wdlab ls …)\n"
+    )
+    assert json.loads(out)["status"] == 2
 
 
 def test_run_lists_every_file_it_wrote(tmp_path, capsys):

@@ -688,6 +688,12 @@ def test_a_study_searched_on_another_network_is_refused(tmp_path, capsys):
         torch.manual_seed(seed)
         return torch.nn.Linear(13, 3)
 
-    with pytest.raises(ValueError, match=r"was searched with network = \{'fingerprint'"):
+    with pytest.raises(ValueError, match="was searched with network = a factory's network"):
         wo.optimize(s, make, "wine", WD_SPACE, **TINY)
     assert len(s.trials) == 2
+    # a study recorded before the network was: taken as this search's, said, and recorded
+    # from then on, so that another network is refused next time
+    s.set_user_attr("wdlab", {k: v for k, v in s.user_attrs["wdlab"].items() if k != "network"})
+    with pytest.warns(UserWarning, match="searched before wdlab recorded its network"):
+        wo.optimize(s, make, "wine", WD_SPACE, **TINY)
+    assert len(s.trials) == 4 and "network" in s.user_attrs["wdlab"]

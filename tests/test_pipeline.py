@@ -545,3 +545,5 @@ def test_a_modelspec_is_sized_to_the_data_or_refused_in_one_line():
     assert all(math.isfinite(x.final["val_loss"]) for x in r.runs)
     with pytest.raises(ValueError, match="the ModelSpec has out_dim=1; the data need out_dim=3"):
         wdlab.sweep(ModelSpec("mlp", in_dim=5, hidden=(8,)), data, seeds=1, **SMALL)
+    with pytest.raises(ValueError, match="the ModelSpec has out_dim=7; the data need out_dim=3"):
+        wdlab.sweep(ModelSpec("mlp", out_dim=7, hidden=(8,)), data, seeds=1, **SMALL)

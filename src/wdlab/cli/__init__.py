@@ -148,10 +148,13 @@ def parse(parser: Parser, argv: Sequence[str] | None) -> argparse.Namespace:
     args, extra = parser.parse_known_args(argv)
     if extra:
         sub = _subparser(parser, args.command)
-        unknown = [a for a in extra if a.startswith("--")]
+        unknown = [a.split("=")[0] for a in extra if a.startswith("--")]
         known = [o for a in sub._actions for o in a.option_strings]
-        close = [m for a in unknown for m in _resembling(a.split("=")[0], known)]
+        before = [a for a in unknown if a in known]  # `wdlab --json sweep`: the command's own
+        close = [m for a in unknown if a not in known for m in _resembling(a, known)]
         hint = f" (did you mean {' or '.join(dict.fromkeys(close))}?)" if close else ""
+        if before:
+            hint = f" ({', '.join(before)} goes after the command: wdlab {args.command} …)"
         sub.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
     return args
 

@@ -24,6 +24,7 @@ from wdlab.devices import DEFAULT_MAX_MEMORY_MB
 from wdlab.optimizers import OPTIMIZERS, check_optimizer_options, optimizer_spec
 from wdlab.pipelines.checks import rule_identity
 from wdlab.usercode import code_identity
+from wdlab.warn import warn_user
 
 FLOAT32_MAX = 3.4028234663852886e38
 #: Names of the searched parameters that are not optimizer keywords, and what each sets.
@@ -204,7 +205,9 @@ def check_identity(
     """Refuse a study searched before on other data, model or training settings (``former``:
     the values an earlier wdlab stored for the same settings, also accepted). Returns whether
     ``identity`` is to be recorded: none is, or one is but no trial stored a value under it
-    (a search that failed before its first evaluation compares with nothing)."""
+    (a search that failed before its first evaluation compares with nothing), or one an
+    earlier wdlab stored lacks a setting this one records (then said in a warning, and
+    recorded from now on: the study's later searches are held to it)."""
     old = study.user_attrs.get("wdlab")
     if old is None:
         return True
@@ -214,15 +217,30 @@ def check_identity(
         for k in sorted(set(old) | set(identity))
         if old.get(k) != identity.get(k) and old.get(k) not in former.get(k, ())
     ]
+    unrecorded = sorted(k for k in identity if k not in old)
     if not diff:
-        return False
+        if unrecorded:
+            warn_user(
+                f"the study {study.study_name!r} was searched before wdlab recorded its "
+                f"{', '.join(unrecorded)}: its earlier trials are taken as this search's; "
+                "from now on they are recorded"
+            )
+        return bool(unrecorded)
     if not any(_valued(t) for t in study.get_trials(deepcopy=False)):
         return True
     k = diff[0]
     raise ValueError(
-        f"the study {study.study_name!r} was searched with {k} = {old.get(k)!r}, not "
-        f"{identity.get(k)!r}; use another study name"
+        f"the study {study.study_name!r} was searched with {k} = {_shown(k, old.get(k))}, not "
+        f"{_shown(k, identity.get(k))}; use another study name"
     )
+
+
+def _shown(key: str, value: Any) -> str:
+    """A recorded setting as a refusal names it: a factory's network by what its fingerprint
+    stands for."""
+    if key == "network" and isinstance(value, dict) and "fingerprint" in value:
+        return f"a factory's network {value['fingerprint']} (its code, structure or weights)"
+    return repr(value)
 
 
 def _valued(trial: Any) -> bool:

@@ -348,17 +348,16 @@ def sized(spec: ModelSpec, sizes: Mapping[str, Any]) -> ModelSpec:
     """``spec`` sized to the data: left at ``in_dim=0``, it takes the data's ``in_dim``,
     ``out_dim`` and ``in_shape``; a built-in kind given other sizes than the data's is one
     ``ValueError`` (it would fail in training)."""
-    if spec.in_dim == 0:
-        return dataclasses.replace(spec, **sizes)
-    wrong = [k for k in ("in_dim", "out_dim") if getattr(spec, k) != sizes[k]]
+    checked = ("in_dim", "out_dim") if spec.in_dim else ("out_dim",) if spec.out_dim != 1 else ()
+    wrong = [k for k in checked if getattr(spec, k) != sizes[k]]  # out_dim 1: the default
     if wrong and spec.kind != "custom" and sizes["in_dim"]:
         given = ", ".join(f"{k}={getattr(spec, k)}" for k in wrong)
         data = ", ".join(f"{k}={sizes[k]}" for k in wrong)
         raise ValueError(
-            f"the ModelSpec has {given}; the data need {data} (leave in_dim=0 to size it to the "
-            "data)"
+            f"the ModelSpec has {given}; the data need {data} (leave in_dim and out_dim at "
+            "their defaults to size it to the data)"
         )
-    return spec
+    return dataclasses.replace(spec, **sizes) if spec.in_dim == 0 else spec
 
 
 def _describe(
