@@ -481,7 +481,7 @@ def test_the_curves_compare_decay_with_none_on_a_run_that_trained_to_its_end():
     the smallest that trained to its end, not one pruned at a rung (its 'last value' is an
     early epoch's, drawn beside the others' last)."""
     from wdlab.records import Curves, RunConfig, RunResult
-    from wdlab.report.plots import answer_runs
+    from wdlab.report.shown import answer_runs
 
     def run(wd, status, epochs):
         cfg = RunConfig(mode="decoupled", weight_decay=wd, lr=0.01, optimizer="adam", seed=0)

@@ -408,20 +408,6 @@ def too_few(n: int) -> str:
     return f"{TOO_FEW} ({n} seed{'s' if n != 1 else ''}; the test needs {MIN_SEEDS} or more)"
 
 
-def representative(runs: Sequence[RunResult]) -> list[RunResult]:
-    """At most 8 runs to plot: for seed 0, the smallest and largest wd of each mode."""
-    if len(runs) <= 8:
-        return list(runs)
-    picked: list[RunResult] = []
-    for mode in dict.fromkeys(r.config.mode for r in runs):
-        rs = sorted(
-            (r for r in runs if r.config.mode == mode and r.config.seed == runs[0].config.seed),
-            key=lambda r: r.config.weight_decay,
-        )
-        picked += [rs[0], rs[-1]] if len(rs) > 1 else rs
-    return picked[:8]
-
-
 def zero_runs(runs: Sequence[RunResult], mode: str | None, lr: float) -> list[RunResult]:
     """The wd = 0 runs (every seed) that (mode, lr) is compared with, as :func:`_reference`
     finds them (``mode`` None: the reference's); empty if there is none."""
@@ -447,16 +433,13 @@ def unanswered(
 
 def _why_unanswered(wds: Mapping[float, Sequence[RunResult]], ref: Sequence[RunResult]) -> str:
     """Why one (mode, lr) has nothing to choose, from its runs' statuses and those of the
-    wd = 0 reference at its lr."""
-    statuses = {r.status for rs in wds.values() for r in rs}
-    ref_statuses = {r.status for r in ref}
-    if statuses == {"pruned"} and "done" in ref_statuses:
-        return ALL_PRUNED  # its wd = 0 runs are the reference's, which trained on
-    if statuses == {"pruned"} and not ref_statuses <= {"diverged"}:
-        return NOTHING_FINISHED
-    if "pruned" in statuses and statuses <= {"pruned", "diverged"}:
+    wd = 0 reference at its lr (done: its wd = 0 runs are the reference's, which trained on)."""
+    own, zero = {r.status for rs in wds.values() for r in rs}, {r.status for r in ref}
+    if own == {"pruned"} and not (zero and zero <= {"diverged"}):
+        return ALL_PRUNED if "done" in zero else NOTHING_FINISHED
+    if "pruned" in own and own <= {"pruned", "diverged"}:
         return PRUNED_OR_DIVERGED  # its own or its reference's wd = 0 runs diverged
-    return ALL_DIVERGED if statuses == {"diverged"} else NOTHING_FINITE
+    return ALL_DIVERGED if own == {"diverged"} else NOTHING_FINITE
 
 
 def _pruned_cells(wds: Mapping[float, Sequence[RunResult]]) -> int:

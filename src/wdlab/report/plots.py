@@ -8,22 +8,22 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from matplotlib import rcParams
 from matplotlib.figure import Figure
 
-from wdlab.records import Result, RunResult, is_reference, use_wd
+from wdlab.records import Result, RunResult, use_wd
 from wdlab.report.literal import literal
+from wdlab.report.shown import shown
 from wdlab.report.text import short
 from wdlab.selection import (
     Criterion,
     decays,
     eval_split,
     metric_for,
-    representative,
     run_scores,
     selection_criterion,
     zero_runs,
@@ -293,41 +293,6 @@ def _loss_title(result: Result) -> str:
         )
     split = eval_split(result.runs)
     return f"{result.data.get('name', '')}: train (solid) and {split} (dashed) loss"
-
-
-MAX_SHOWN = 10  # runs drawn in the curve figures (one colour each)
-
-
-def shown(result: Result) -> list[RunResult]:
-    """The runs the curve figures draw: :func:`answer_runs`, or, where nothing was chosen,
-    every run (at most :data:`MAX_SHOWN`, a spread of them)."""
-    if result.selection:
-        return answer_runs(result.runs, result.selection)[:MAX_SHOWN]
-    return result.runs if len(result.runs) <= MAX_SHOWN else representative(result.runs)
-
-
-def answer_runs(runs: Sequence[RunResult], rows: Sequence[Mapping[str, Any]]) -> list[RunResult]:
-    """For the first seed: wd = 0 once per lr, then each (mode, lr)'s run at the weight decay
-    to use (:func:`~wdlab.records.use_wd`); where that is wd = 0, the run at the nearest swept
-    weight decay that trained to its end instead (not one pruned at a rung: its last value is
-    an early epoch's), so the curves still compare decay with none."""
-    if not runs:
-        return []
-    seed = min(r.config.seed for r in runs)
-    first = [r for r in runs if r.config.seed == seed]
-    picked: list[RunResult] = []
-    for lr in dict.fromkeys(row["lr"] for row in rows):
-        picked += zero_runs(first, None, lr)
-    for row in rows:
-        if is_reference(row):
-            continue
-        own = [r for r in first if (r.config.mode, r.config.lr) == (row["mode"], row["lr"])]
-        swept = [w for r in own if (w := r.config.weight_decay) > 0 and r.status != "pruned"]
-        wd = use_wd(row) or min(swept, default=None)
-        picked += [
-            r for r in own if r.config.weight_decay == wd and all(r is not p for p in picked)
-        ]
-    return picked
 
 
 def criterion_of(result: Result) -> Criterion:

@@ -16,7 +16,7 @@ from wdlab.diagnostics import PREFIX
 from wdlab.records import Result, RunResult
 from wdlab.report.literal import literal
 from wdlab.report.plots import FigureSpec
-from wdlab.selection import representative
+from wdlab.report.shown import representative
 
 KINDS = (("norm", "RMS neuron norm ‖ω‖"), ("angle", "mean angle per step (rad)"))
 TOLERANCE = 0.2  # "at equilibrium": the trailing 5-epoch mean within 20% of the prediction
