@@ -2,6 +2,7 @@
 reported per evaluation (so pruners work), told their validation value; bad input refused
 before anything is stored."""
 
+import argparse
 import collections
 import hashlib
 import json
@@ -651,16 +652,29 @@ def test_a_conv_search_counts_its_activations_once_per_batch():
         (["--prune", "--prune-rung", "1"], "train.prune (--prune)"),
         (["--checkpoint", "1"], "train.checkpoint (--checkpoint): a search trains"),
         (["--keep", "all"], "train.keep (--keep): a search keeps no trained weights"),
+        (["--early-stopping", "--patience", "3"], "train.patience (--patience): a search never"),
     ],
 )
 def test_search_refuses_the_sweep_only_flags_it_would_ignore(tmp_path, capsys, flags, said):
-    """--prune, --prune-eta/-rung, --checkpoint and --keep mean nothing to a search: each is
-    one line and exit 2, nothing stored (they were accepted and silently ignored)."""
+    """--prune, --prune-eta/-rung, --checkpoint, --keep and --patience mean nothing to a
+    search: each is one line and exit 2, nothing stored (they were accepted and silently
+    ignored); its --help does not offer them."""
+    flag, usage = flags[-2] if len(flags) > 2 else flags[0], _search_help()
+    assert f"[{flag}]" not in usage and f"[{flag} " not in usage
     url = f"sqlite:///{tmp_path / 's.db'}"
     assert main([*CLI, "--trials", "2", "--batch", "2", "--storage", url, *flags]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1 and said in err[0], err
     assert not (tmp_path / "s.db").exists()
+
+
+def _search_help() -> str:
+    from wdlab.cli import COMMANDS as ALL
+
+    (search,) = [c for c in ALL if c.name == "search"]
+    p = argparse.ArgumentParser(prog="wdlab search")
+    search.add_flags(p)
+    return p.format_help()
 
 
 def test_a_study_searched_on_another_network_is_refused(tmp_path, capsys):
