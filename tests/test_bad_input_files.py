@@ -463,6 +463,17 @@ def test_a_damaged_store_is_named_and_ls_of_no_folder_is_an_error(tmp_path, caps
     assert one_error_line(capsys.readouterr().err).endswith("nope: no such folder")
 
 
+def test_ls_before_any_sweep_lists_no_study(tmp_path, capsys, monkeypatch):
+    """The default folder (wdlab-out) not made yet: no study yet, exit 0 (a folder given
+    that does not exist stays an error)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["ls"]) == 0
+    assert capsys.readouterr().out == "no studies under wdlab-out\n"
+    assert main(["ls", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"studies": []}
+    assert not (tmp_path / "wdlab-out").exists()  # nothing made
+
+
 def test_a_store_damaged_inside_is_refused_not_read_in_part(tmp_path, capsys):
     """Bytes overwritten inside study.db (not cut short) were read silently: show and report
     exited 0 with a run's curves missing, and sweep failed with a KeyError after rewriting

@@ -74,21 +74,24 @@ def study_row(d: Path) -> dict[str, object]:
     }
 
 
+DEFAULT_ROOT = "wdlab-out"  # where sweeps put their studies when --out is not given
+
+
 def cmd_ls(args: argparse.Namespace) -> int:
     """List the studies under a folder (those that cannot be read are marked, not fatal)."""
     from wdlab.store import find_studies
 
-    root = Path(args.root)
+    root = Path(args.root or DEFAULT_ROOT)
     if root.exists() and not root.is_dir():
         raise UsageError(f"{root} is a file, not a folder of studies")
-    if not root.exists():
+    if not root.exists() and args.root:  # the default folder not made yet: no study yet
         raise UsageError(f"{root}: no such folder")
-    rows = [study_row(d) for d in find_studies(root)]
+    rows = [study_row(d) for d in find_studies(root)] if root.exists() else []
     if args.json:
         emit_json({"studies": rows})
         return 0
     if not rows:
-        print(f"no studies under {args.root}")
+        print(f"no studies under {root}")
         return 0
     w = max(len("study"), *(len(str(r["study"])) for r in rows))
     print(
@@ -167,7 +170,9 @@ def add_report_flags(p: argparse.ArgumentParser) -> None:
 
 def add_ls_flags(p: argparse.ArgumentParser) -> None:
     """ROOT, --json."""
-    p.add_argument("root", nargs="?", default="wdlab-out", help="folder of studies")
+    p.add_argument(
+        "root", nargs="?", default=None, help=f"folder of studies (default: {DEFAULT_ROOT})"
+    )
     add_json(p)
 
 
