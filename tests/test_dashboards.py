@@ -129,7 +129,7 @@ def check_mlflow(uri: str, name: str, result) -> None:
 def test_export_to_mlflow_round_trip(study_dir, mlflow_uri, capsys):
     assert main(["export", str(study_dir), "--to", "mlflow", mlflow_uri, "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc["to"] == "mlflow" and doc["runs"] == "6"
+    assert doc["to"] == "mlflow" and doc["runs"] == 6  # a count, not a string
     check_mlflow(mlflow_uri, "wine-study", load_study(study_dir))
     # a second export into the same experiment is refused, the store left as it is
     db = Path(mlflow_uri.removeprefix("sqlite:///"))
@@ -231,6 +231,11 @@ def test_export_to_flags(study_dir, tmp_path, capsys):
     assert "--to takes a dashboard and one target" in capsys.readouterr().err
     assert main(["export", str(study_dir), "--to", "tensorboard", str(tmp_path), "--out", "y"]) == 2
     assert "--out and --format are for files" in capsys.readouterr().err
+    # --format csv (its default value) beside --to was ignored; it is refused as any --format
+    to = ["export", str(study_dir), "--to", "tensorboard", str(tmp_path / "tb")]
+    assert main([*to, "--format", "csv"]) == 2
+    assert "--out and --format are for files" in capsys.readouterr().err
+    assert not (tmp_path / "tb").exists()
 
 
 def test_import_wdlab_imports_no_dashboard_or_optuna():

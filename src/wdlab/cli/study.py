@@ -135,7 +135,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         "" if args.out else "write the files elsewhere with --out DIR",
         create=False,  # made when the files are written
     )
-    paths = export_study(args.study, args.format, args.out, force=args.force)
+    paths = export_study(args.study, args.format or "csv", args.out, force=args.force)
     if args.json:
         emit_json({k: str(v) for k, v in paths.items()})
     else:
@@ -149,7 +149,7 @@ def _export_to(args: argparse.Namespace) -> int:
 
     if len(args.to) > 2:
         raise UsageError(f"--to takes a dashboard and one target, got {' '.join(args.to)}")
-    if args.out is not None or args.format != "csv":
+    if args.out is not None or args.format is not None:
         raise UsageError("--to writes where its target says; --out and --format are for files")
     to, target = args.to[0], (args.to[1] if len(args.to) > 1 else None)
     done = export_to(args.study, to, target)
@@ -185,7 +185,9 @@ def add_show_flags(p: argparse.ArgumentParser) -> None:
 def add_export_flags(p: argparse.ArgumentParser) -> None:
     """STUDY, --format, --out, --json."""
     p.add_argument("study", help="study folder")
-    p.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    p.add_argument(
+        "--format", choices=["csv", "parquet"], default=None, help="the files' (default: csv)"
+    )
     p.add_argument(
         "--out", type=folder, default=None, help="folder for the files (default: the study)"
     )

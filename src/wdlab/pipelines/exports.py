@@ -9,12 +9,13 @@ written (:mod:`wdlab.integrations.logs`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from wdlab.integrations.logs import open_log
 from wdlab.pipelines.study import load_study
 
 
-def export_to(directory: str | Path, to: str, target: str | None = None) -> dict[str, str]:
+def export_to(directory: str | Path, to: str, target: str | None = None) -> dict[str, Any]:
     """Log the study in ``directory`` to dashboard ``to`` (``tensorboard``: ``target`` a
     folder; ``mlflow``: ``target`` a tracking URI, MLflow's default when None). Returns where
     it went and how many runs."""
@@ -26,4 +27,4 @@ def export_to(directory: str | Path, to: str, target: str | None = None) -> dict
         log.log_summary(result)
     finally:
         log.close()
-    return {"to": to, "where": log.where, "runs": str(len(result.runs))}
+    return {"to": to, "where": log.where, "runs": len(result.runs)}
