@@ -18,7 +18,7 @@ from wdlab.cli.common import (
     positive_int,
     seed,
 )
-from wdlab.cli.flags import add_key, dest, experiment_keys
+from wdlab.cli.flags import add_key, experiment_keys
 from wdlab.cli.flags import overrides as flag_overrides
 
 # The flags this command reads as ranges (the sweep's grid flags of the same names).
@@ -32,6 +32,10 @@ SWEEP_ONLY = {  # run flags a search has no use for: refused, not silently ignor
     "train.keep": "a search keeps no trained weights (wdlab sweep --keep does)",
     "train.patience": "a search never stops a trial early: --early-stopping tells Optuna each "
     "trial's best epoch, and its --pruner stops trials",
+}
+SEARCH_HELP = {  # run flags that mean something else in a search: their help says what
+    "train.early_stopping": "tell Optuna each trial's best validation epoch, not its last (a "
+    "search stops no trial early: its --pruner stops trials)",
 }
 DEFAULT_SPACE = ("wd", "1e-6..1:log")  # searched when no flag or file gives a range
 
@@ -189,15 +193,10 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
     for dotted, to in experiment_keys():
         if to not in RANGE_FLAGS:
             add_key(g, dotted)
-    hidden = {to for dotted, to in experiment_keys() if dotted in SWEEP_ONLY}
-    for action in p._actions:  # parsed, to be refused with the reason, but not offered
-        if action.dest in hidden:
-            action.help = argparse.SUPPRESS
-        elif action.dest == dest("--early-stopping"):
-            action.help = (
-                "tell Optuna each trial's best validation epoch, not its last (a search stops "
-                "no trial early: its --pruner stops trials)"
-            )
+    helps = {to: SEARCH_HELP[d] for d, to in experiment_keys() if d in SEARCH_HELP}
+    helps |= {to: argparse.SUPPRESS for d, to in experiment_keys() if d in SWEEP_ONLY}
+    for action in p._actions:  # SWEEP_ONLY: parsed, to be refused with the reason, not offered
+        action.help = helps.get(action.dest, action.help)
     add_json(p)
 
 
