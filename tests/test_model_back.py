@@ -250,3 +250,18 @@ def test_a_builtin_kind_named_in_python_is_the_clis_and_comes_back_by_name(tmp_p
     assert [p.shape for p in back.parameters()] == [(64, 6), (64,), (2, 64), (2,)]
     for a, b in zip(back.state_dict().values(), r.model().state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_a_diverged_runs_model_is_refused_not_handed_back_as_zeros(tmp_path):
+    """keep="all" writes a diverged run's file (its weights zeroed): asking for its model is
+    one line saying it diverged, and the runs offered instead leave it out (it came back as a
+    model of zeros)."""
+    r = wdlab.sweep(
+        "linear", "wine", optimizer="sgd", modes=["coupled"], lr=[0.01, 1e6],
+        weight_decay=[1e-3], seeds=1, epochs=3, batch_size=None, keep="all", out=tmp_path,
+    )  # fmt: skip
+    (bad,) = [x for x in r.runs if x.status == "diverged" and x.config.mode == "coupled"]
+    c = bad.config
+    with pytest.raises(ValueError, match="diverged \\(its numbers mean nothing\\)") as exc:
+        r.model(c.seed, mode=c.mode, lr=c.lr, weight_decay=c.weight_decay)
+    assert "lr 1e+06" not in str(exc.value).split("keeps the weights of", 1)[-1]

@@ -711,3 +711,22 @@ def test_a_study_searched_on_another_network_is_refused(tmp_path, capsys):
     with pytest.warns(UserWarning, match="searched before wdlab recorded its network"):
         wo.optimize(s, make, "wine", WD_SPACE, **TINY)
     assert len(s.trials) == 4 and "network" in s.user_attrs["wdlab"]
+
+
+def test_a_file_shared_with_sweep_has_its_sweep_only_keys_warned_not_ignored(tmp_path, capsys):
+    """An experiment file may serve wdlab sweep too: its keep, patience, prune… keys are not
+    read by a search, and each is a warning (they ran silently; with patience and no early
+    stopping the file's refusal sent the user in a circle)."""
+    toml = tmp_path / "e.toml"
+    toml.write_text(
+        '[data]\nsource = "wine"\n[train]\noptimizer = "adamw"\nepochs = 2\nbatch_size = 64\n'
+        'patience = 3\nkeep = "all"\nprune_eta = 2\n'
+    )
+    with pytest.warns(UserWarning) as seen:
+        assert main(["search", str(toml), "--trials", "2", "--batch", "2"]) == 0
+    said = [str(w.message) for w in seen if "is not read" in str(w.message)]
+    assert [m.split(" = ")[0] for m in said] == [
+        f"{toml}: train.prune_eta",
+        f"{toml}: train.keep",
+        f"{toml}: train.patience",
+    ]

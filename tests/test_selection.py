@@ -282,10 +282,13 @@ def test_the_summary_counts_only_the_settings_compared_with_wd_0():
         "no (mode, lr) setting could be compared with wd = 0: see each row's verdict"
     )
     said = verdict_summary([pruned, few, row(1.0, NO_GAIN)])
-    assert said.startswith(f"{NO_GAIN}: none of the 1 (mode, lr) settings compared beat wd = 0")
-    assert said.endswith("use wd = 0; 2 more could not be compared (see their verdicts)")
+    assert said.startswith(f"{NO_GAIN}: none of the 1 (mode, lr) setting compared beat wd = 0")
+    assert said.endswith("use wd = 0 there; 2 more could not be compared (see their verdicts)")
     said = verdict_summary([pruned, row(1.0, "better than wd = 0", won=True)])
-    assert said.startswith("weight decay beat wd = 0 in 1 of 1 (mode, lr) settings compared")
+    assert said.startswith("weight decay beat wd = 0 in 1 of 1 (mode, lr) setting compared")
+    # a setting with nothing to choose at all (every run diverged: no row) counts apart too
+    said = verdict_summary([row(1.0, NO_GAIN)], [row(3.0, "every run diverged: nothing")])
+    assert said.endswith("use wd = 0 there; 1 more could not be compared (see their verdicts)")
     # every row compared: the sentence as before
     assert verdict_summary([row(1.0, NO_GAIN)]).startswith(f"{NO_GAIN}: no (mode, lr) setting")
 

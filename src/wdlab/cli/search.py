@@ -71,16 +71,15 @@ def cmd_search(args: argparse.Namespace) -> int:
     best trials, their test metric and the parameters' importance."""
     from wdlab.config import merge, validate
     from wdlab.extras import require
-    from wdlab.pipelines.experiment import load_config
 
     require("optuna", "wdlab search")  # one line naming the extra, before Optuna is imported
     space, fixed = _space(args)  # the ranges first: a bad one stores nothing
-    cfg = load_config(args.config) if args.config else validate({})
+    cfg = validate(_search_file(args.config))
     keys = [(dotted, to) for dotted, to in experiment_keys() if to not in RANGE_FLAGS]
     overrides: dict[str, object] = flag_overrides(args, keys)
     flags = {k["key"]: k["flag"] for k in facts.load()["experiment"]}
     for dotted, why in SWEEP_ONLY.items():
-        if overrides.get(dotted) is not None or (dotted == "train.prune" and cfg.train.prune):
+        if overrides.get(dotted) is not None:
             raise ValueError(f"{dotted} ({flags[dotted]}): {why}")
     overrides |= fixed
     if args.eval_every is None:
@@ -94,6 +93,22 @@ def cmd_search(args: argparse.Namespace) -> int:
     if not space:
         space[DEFAULT_SPACE[0]] = _parse(*DEFAULT_SPACE)
     return _search(args, cfg, space)
+
+
+def _search_file(path: str | None) -> dict[str, Any]:
+    """The experiment file's keys, less those a search has no use for (:data:`SWEEP_ONLY`: a
+    file shared with ``wdlab sweep`` may set them); each one dropped is a warning, never
+    silently ignored (a flag of theirs is refused)."""
+    from wdlab.pipelines.experiment import read_config
+    from wdlab.warn import warn_user
+
+    raw = read_config(path) if path else {}
+    train = raw.get("train")
+    for dotted, why in SWEEP_ONLY.items():
+        name = dotted.partition(".")[2]
+        if isinstance(train, dict) and name in train:
+            warn_user(f"{path}: {dotted} = {train.pop(name)!r} is not read: {why}")
+    return raw
 
 
 def _search(args: argparse.Namespace, cfg: Any, space: dict[str, Any]) -> int:

@@ -296,11 +296,11 @@ def build_trained(
         wd = use_wd(row) if weight_decay is None else float(weight_decay)
         run = the_run(result.runs, row["mode"], row["lr"], wd, seed)
     path = weights_path(result.directory, run.config)
-    if not path.is_file() and run.status in ("pruned", "diverged"):
+    if run.status in ("pruned", "diverged"):  # a diverged run's weights are zeros, if kept
         when = f"at epoch {run.epochs}" if run.status == "pruned" else "(its numbers mean nothing)"
         raise ValueError(
-            f"{run_words(run.config)} was {run.status} {when}: its weights are never kept; "
-            + kept_words(result.directory, result.runs)
+            f"{run_words(run.config)} was {run.status} {when}: its weights are never handed "
+            "back; " + kept_words(result.directory, result.runs)
         )
     if not path.is_file():
         raise ValueError(
@@ -369,8 +369,8 @@ def kept_words(directory: str | Path, runs: Sequence[RunResult], limit: int = 4)
     """Which runs' weights the study folder keeps, in words (grouped by mode, lr and weight
     decay, with their seeds), or why it may keep none."""
     groups: dict[tuple[str, float, float], list[int]] = {}
-    for r in runs:
-        if weights_path(directory, r.config).is_file():
+    for r in runs:  # a diverged run's file (keep="all") holds zeros: not offered
+        if r.status != "diverged" and weights_path(directory, r.config).is_file():
             c = r.config
             groups.setdefault((c.mode, c.lr, c.weight_decay), []).append(c.seed)
     if not groups:

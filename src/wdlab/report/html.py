@@ -138,7 +138,7 @@ def _answer_html(result: Result) -> list[str]:
     marks = [
         "ref" if is_reference(s) else ("gain" if s["better_than_zero"] else "nogain") for s in sel
     ] + [""] * len(others)
-    summary = verdict_summary(sel)
+    summary = verdict_summary(sel, others)
     return [
         "<h2>Answer: which weight decay?</h2>",
         f'<p class="answer">{escape(summary[:1].upper() + summary[1:])}.</p>',

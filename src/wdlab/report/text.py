@@ -117,7 +117,7 @@ def _selection_lines(result: Result) -> list[str]:
     lines += [answer_line(s, taus) for s in sel]
     others = unanswered(result.runs, sel)
     lines += [f"{s['mode']:<12} {short(s['lr']):<7} {'—':<7} {s['verdict']}" for s in others]
-    lines.append(verdict_summary(sel))
+    lines.append(verdict_summary(sel, others))
     lines.append(f"rule: {selection_rule(sel, others)}")
     return lines
 
@@ -157,27 +157,32 @@ def use_cell(s: Mapping[str, Any]) -> str:
     return short(wd) + (f" (highest mean: {short(best)})" if best != wd else "")
 
 
-def verdict_summary(sel: Sequence[Mapping[str, Any]]) -> str:
-    """How many (mode, lr) settings beat wd = 0 in the test, in one sentence."""
+def verdict_summary(sel: Sequence[Mapping[str, Any]], others: Sequence[Mapping] = ()) -> str:
+    """How many (mode, lr) settings beat wd = 0 in the test, in one sentence; the settings not
+    compared with wd = 0 (pruned, too few seeds, and ``others``: :func:`unanswered`'s, with
+    nothing to choose) are counted apart."""
     rows = [s for s in sel if not is_reference(s)]
+    extra = len([s for s in others if not is_reference(s)])
     won = sum(bool(s["better_than_zero"]) for s in rows)
-    if not rows:
+    if not rows and not extra:
         return "only the wd = 0 reference was trained: nothing to choose"
-    if all(s["verdict"] == NONE_SWEPT for s in rows):
+    if rows and not extra and all(s["verdict"] == NONE_SWEPT for s in rows):
         return "no weight decay > 0 was swept: give some (--wd, weight_decay=) to compare"
-    if all(s["verdict"].startswith(TOO_FEW) for s in rows):
+    if rows and not extra and all(s["verdict"].startswith(TOO_FEW) for s in rows):
         return f"{TOO_FEW} whether weight decay beats wd = 0: run {MIN_SEEDS} or more seeds"
     test = f"one-sided paired t-test over seeds, {ALPHA:.0%} error rate per setting"
     tested = [s for s in rows if _tested(s)]
-    if not tested:  # pruned, too few seeds, no reference: nothing was compared
+    if not tested:  # pruned, diverged, too few seeds, no reference: nothing was compared
         return "no (mode, lr) setting could be compared with wd = 0: see each row's verdict"
-    untested = len(rows) - len(tested)
+    untested = len(rows) - len(tested) + extra
     rest = f"; {untested} more could not be compared (see their verdicts)" if untested else ""
-    settings = "(mode, lr) settings" + (" compared" if untested else "")
+    n = len(tested)
+    settings = f"{n} (mode, lr) setting{'s' * (n != 1)}" + (" compared" if untested else "")
+    if won == 0 and not untested:
+        return f"{NO_GAIN}: no (mode, lr) setting beat wd = 0 ({test}); use wd = 0"
     if won == 0:
-        none = f"none of the {len(tested)} {settings}" if untested else "no (mode, lr) setting"
-        return f"{NO_GAIN}: {none} beat wd = 0 ({test}); use wd = 0{rest}"
-    return f"weight decay beat wd = 0 in {won} of {len(tested)} {settings} ({test}){rest}"
+        return f"{NO_GAIN}: none of the {settings} beat wd = 0 ({test}); use wd = 0 there{rest}"
+    return f"weight decay beat wd = 0 in {won} of {settings} ({test}){rest}"
 
 
 def _tested(row: Mapping[str, Any]) -> bool:
