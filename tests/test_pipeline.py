@@ -393,7 +393,7 @@ def test_one_make_loader_is_the_data_of_every_split(tmp_path, capsys):
 def test_cli_takes_the_users_data_function(tmp_path):
     """``wdlab sweep --model file.py:make --data file.py:make_data``: the function's folder is
     importable, its Datasets stream; a function that raises is one line, exit status 2."""
-    (tmp_path / "named_data.py").write_text(
+    (tmp_path / "mydata.py").write_text(
         textwrap.dedent(
             """
             import torch
