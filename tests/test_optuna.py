@@ -730,3 +730,19 @@ def test_a_file_shared_with_sweep_has_its_sweep_only_keys_warned_not_ignored(tmp
         f"{toml}: train.keep",
         f"{toml}: train.patience",
     ]
+
+
+def test_a_resumed_cli_search_draws_new_trials_not_its_first_ones_again(tmp_path):
+    """`wdlab search … --storage` run twice: the second run's sampler is seeded past the
+    trials the study holds (--seed + their count), so it does not repeat them (trials 3–5
+    repeated 0–2); a new study still draws what --seed draws."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    flags = [*CLI, "--trials", "3", "--batch", "3", "--epochs", "1", "--storage", url]
+    assert main(flags) == 0 and main(flags) == 0
+    s = optuna.load_study(study_name="search-wine", storage=url)
+    wds = [t.params["wd"] for t in s.trials]
+    assert len(wds) == 6 and len(set(wds)) == 6
+    again = f"sqlite:///{tmp_path / 'again.db'}"
+    assert main([*flags[:-1], again]) == 0
+    first = optuna.load_study(study_name="search-wine", storage=again)
+    assert [t.params["wd"] for t in first.trials] == wds[:3]  # --seed, for a new study

@@ -126,7 +126,9 @@ def _search(args: argparse.Namespace, cfg: Any, space: dict[str, Any]) -> int:
         batch=args.batch,
         storage=args.storage,
         study_name=args.study_name,
-        sampler=SAMPLERS[args.sampler].make(optuna, args.seed, cfg.train.epochs),
+        sampler=lambda held: SAMPLERS[args.sampler].make(
+            optuna, (args.seed + held) % 2**32, cfg.train.epochs
+        ),  # a resumed study's sampler seeded past its trials: it draws new ones
         pruner=PRUNERS[args.pruner].make(optuna, args.seed, cfg.train.epochs),
         max_memory_mb=args.max_memory,
         progress=show_progress(args),
@@ -196,7 +198,10 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
     s.add_argument("--study-name", help="the study's name (default: search-DATA)")
     s.add_argument("--sampler", choices=list(SAMPLERS), default="tpe", help="Optuna's sampler")
     s.add_argument("--pruner", choices=list(PRUNERS), default="median", help="Optuna's pruner")
-    s.add_argument("--seed", type=seed, default=0, help="the sampler's seed")
+    s.add_argument(
+        "--seed", type=seed, default=0,
+        help="the sampler's seed (a resumed study's: SEED + the trials it holds)",
+    )  # fmt: skip
     s.add_argument(
         "--max-memory",
         type=positive_float,

@@ -179,8 +179,11 @@ def search_config(
     """:func:`optimize` for a validated experiment config (``wdlab search``): its data, model
     and training settings; its first lr, weight decay and mode where ``space`` searches none.
     The study ``study_name`` in ``storage`` (an Optuna storage URL; None: in memory) is loaded,
-    or created in the direction of the metric, once every check has passed. ``parallel``,
-    ``channels_last``: how each batch runs (:func:`wdlab.sweep`)."""
+    or created in the direction of the metric, once every check has passed. ``sampler`` may
+    be ``make(trials_held)``: a resumed study's sampler is then made knowing how many trials
+    the study holds (``wdlab search`` seeds it at ``--seed`` + that count, so that it does not
+    draw the first trials again). ``parallel``, ``channels_last``: how each batch runs
+    (:func:`wdlab.sweep`)."""
     _check_counts(n_trials, batch)
     t0 = time.perf_counter()
     t, d = config.train, config.decay
@@ -190,7 +193,11 @@ def search_config(
     model = config.model.factory or config.model.kind
     runner = _Search(model_spec(config.model, ds), ds, space, settings, model)
     name = study_name or f"search-{ds.name}"
-    runner.bind(open_study(storage, name, runner.direction, sampler, pruner))
+    made = callable(sampler) and not isinstance(sampler, optuna.samplers.BaseSampler)
+    study = open_study(storage, name, runner.direction, None if made else sampler, pruner)
+    if made:
+        study.sampler = sampler(len(study.get_trials(deepcopy=False)))
+    runner.bind(study)
     return _run(runner, n_trials, batch, progress, t0)
 
 
