@@ -239,6 +239,9 @@ def test_an_unknown_flag_is_named_with_the_flags_it_resembles(capsys):
         "wdlab sweep: error: unrecognized arguments: --weigth-decay "
         "(did you mean --weight-decay?)\n"
     )
+    with pytest.raises(SystemExit):  # a flag the command refuses is not suggested
+        main(["search", "--patinece", "3"])
+    assert capsys.readouterr().err == "wdlab search: error: unrecognized arguments: --patinece\n"
     with pytest.raises(SystemExit):  # the command's own flag before it: where it goes
         main(["--json", "ls"])
     out, err = capsys.readouterr()

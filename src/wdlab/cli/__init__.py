@@ -149,7 +149,8 @@ def parse(parser: Parser, argv: Sequence[str] | None) -> argparse.Namespace:
     if extra:
         sub = _subparser(parser, args.command)
         unknown = [a.split("=")[0] for a in extra if a.startswith("--")]
-        known = [o for a in sub._actions for o in a.option_strings]
+        offered = [a for a in sub._actions if a.help != argparse.SUPPRESS]  # not refused ones
+        known = [o for a in offered for o in a.option_strings]
         before = [a for a in unknown if a in known]  # `wdlab --json sweep`: the command's own
         close = [m for a in unknown if a not in known for m in _resembling(a, known)]
         hint = f" (did you mean {' or '.join(dict.fromkeys(close))}?)" if close else ""
