@@ -239,9 +239,8 @@ def _with_flag(text: str) -> str:
     """A line that opens with a config key (``train.lr: …``) names its flag too (``train.lr
     (--lr): …``): the key is what a file sets, the flag what the command line does."""
     m = _KEY.match(text)
-    if m is None or m.group(1) not in _flags_of_keys():
-        return text
-    return f"{m.group(1)} ({_flags_of_keys()[m.group(1)]}){text[m.end() :]}"
+    flag = _flags_of_keys().get(m.group(1)) if m else None
+    return text if flag is None else f"{m.group(1)} ({flag}){text[m.end() :]}"
 
 
 def _flags_of_keys() -> dict[str, str]:

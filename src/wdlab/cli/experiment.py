@@ -53,7 +53,7 @@ def sweep_config(args: argparse.Namespace) -> tuple[Experiment, str]:
 def _config(args: argparse.Namespace, default_grid: bool) -> tuple[Experiment, str]:
     from wdlab.config import SWEEP_GRID, merge, validate
     from wdlab.pipelines.checks import epochs_or_steps
-    from wdlab.pipelines.experiment import names_grid, read_config
+    from wdlab.pipelines.experiment import grid_keys_named, read_config
 
     raw = read_config(args.config) if args.config else {}
     cfg = validate(raw)  # the file's own mistakes are named before the flags are applied
@@ -61,33 +61,25 @@ def _config(args: argparse.Namespace, default_grid: bool) -> tuple[Experiment, s
     in_file = raw.get("train") if isinstance(raw.get("train"), dict) else {}
     epochs_or_steps(in_file.get("epochs"), in_file.get("steps"), "train.epochs and train.steps")
     epochs_or_steps(given.get("train.epochs"), given.get("train.steps"), "--epochs and --steps")
-    if default_grid and not names_grid(raw, given):
+    named = grid_keys_named(raw, given)
+    if default_grid and not named:
         cfg = merge(cfg, {**given, **SWEEP_GRID})
         return _switched(cfg, in_file, given), grid_note(cfg)
     cfg = _switched(merge(cfg, given), in_file, given)
-    unnamed = [k for k in SWEEP_GRID if not names_grid(_only(raw, k), _only(given, k))]
+    unnamed = [k for k in SWEEP_GRID if k not in named]
     return cfg, (grid_note(cfg, unnamed) if default_grid and unnamed else "")
-
-
-def _only(keys: Mapping[str, Any], dotted: str) -> dict[str, Any]:
-    """``keys`` (a raw config's sections, or flags by dotted key) reduced to ``dotted``'s."""
-    section, _, name = dotted.partition(".")
-    if dotted in keys:
-        return {dotted: keys[dotted]}
-    table = keys.get(section)
-    return {section: {name: table[name]}} if isinstance(table, Mapping) and name in table else {}
 
 
 def _switched(cfg: Experiment, in_file: Mapping[str, Any], flags: Mapping[str, Any]) -> Experiment:
     """``cfg``, once no key of the file and no flag sets a switch that is off (``--prune-eta 3``
     without ``--prune``, ``patience`` without early stopping), even to its default value."""
+    from wdlab.config import TrainConfig
     from wdlab.config_keys import check_switches
 
     named = {
         k.partition(".")[2] for k, v in flags.items() if k.startswith("train.") and v is not None
     }
-    train = vars(cfg.train)
-    check_switches(train, train, {*in_file, *named})  # values away from the defaults: validate's
+    check_switches(vars(cfg.train), vars(TrainConfig()), {*in_file, *named})
     return cfg
 
 

@@ -190,12 +190,13 @@ def grid(config: Experiment) -> list[RunConfig]:
     return out
 
 
-def names_grid(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> bool:
-    """Whether a raw config or its overrides name any key of the grid
-    (:data:`wdlab.config.SWEEP_GRID`)."""
+def grid_keys_named(raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> list[str]:
+    """The keys of the grid (:data:`wdlab.config.SWEEP_GRID`) that a raw config or its
+    overrides name."""
+    named = []
     for dotted in SWEEP_GRID:
         section, _, name = dotted.partition(".")
         table = raw.get(section)
         if overrides.get(dotted) is not None or (isinstance(table, Mapping) and name in table):
-            return True
-    return False
+            named.append(dotted)
+    return named

@@ -140,7 +140,8 @@ class SweepResult(Result):
     @property
     def unanswered(self) -> list[dict[str, Any]]:
         """The (mode, lr) settings :attr:`best` has no row for, with why: ``mode``, ``lr``,
-        ``verdict`` (every run pruned, or no finite score) and ``pruned`` (cells stopped)."""
+        ``verdict`` (every run pruned, pruned or diverged, all diverged, or no finite score)
+        and ``pruned`` (cells stopped)."""
         return unanswered(self.runs, self.selection)
 
     def model(

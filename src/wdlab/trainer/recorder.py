@@ -212,8 +212,8 @@ class Recorder:
         """Whether the divergence check is due after ``epoch`` (an evaluation epoch): at the
         end, at a rung (a diverged run is ``diverged`` there, not ranked on its score) and
         every :data:`DIVERGENCE_CHECK_EVERY` epochs."""
-        last = epoch == self.plan.epochs - 1 or epoch + 1 in self.plan.rungs
-        return last or epoch + 1 - self.checked >= DIVERGENCE_CHECK_EVERY
+        at_end_or_rung = epoch == self.plan.epochs - 1 or epoch + 1 in self.plan.rungs
+        return at_end_or_rung or epoch + 1 - self.checked >= DIVERGENCE_CHECK_EVERY
 
     # -- the state of a batch in training (checkpoints) --------------------------------------
 
