@@ -701,3 +701,31 @@ def test_l2_attached_without_its_penalty_says_it_decays_nothing():
 
     assert len(steps(penalty=False)) == 1
     assert steps(penalty=True) == []
+
+
+@pytest.mark.parametrize("penalty", [True, False])
+def test_l2_penalty_added_inside_a_closure_is_seen(penalty):
+    """``opt.step(closure)`` (Lightning's automatic optimization, LBFGS): the closure adds
+    ``decay.penalty(opt)`` when it runs, inside the step. The check waits for it (it ran
+    before the closure and said "decays nothing" of a decayed step; found by a new-user
+    trial); a closure without the penalty is still said once."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    x, y = torch.randn(8, 4), torch.randn(8, 2)
+    decay = Decay("l2", 0.5)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    decay.attach(opt)
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss = loss + decay.penalty(opt) if penalty else loss
+        loss.backward()
+        return loss
+
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            opt.step(closure)
+    told = [x for x in said if "decays through the loss" in str(x.message)]
+    assert len(told) == (0 if penalty else 1)

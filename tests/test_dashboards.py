@@ -16,7 +16,7 @@ import wdlab
 from wdlab.cli import main
 from wdlab.integrations.content import run_name, safe_name
 from wdlab.pipelines import export_to, load_study
-from wdlab.records import is_per_epoch
+from wdlab.records import is_per_epoch, use_wd
 
 SWEEP = {"weight_decay": [0.0, 1e-3, 1e-1], "seeds": 2, "epochs": 3, "batch_size": 64}
 
@@ -55,7 +55,7 @@ def check_tensorboard(root: Path, result) -> None:
     TensorBoard reads them back."""
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    assert sorted(p.name for p in root.iterdir()) == sorted(
+    assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == sorted(
         [safe_name(run_name(r.config)) for r in result.runs] + ["selection"]
     )
     for run in result.runs:
@@ -73,9 +73,11 @@ def check_tensorboard(root: Path, result) -> None:
     sel = accumulator(root / "selection")
     text = sel.Tensors("selection/text_summary")[0].tensor_proto.string_val[0].decode()
     (row,) = result.selection
-    assert row["verdict"] in text and "| chosen wd |" in text
+    assert row["verdict"] in text and "| use wd | chosen wd |" in text
     (chosen,) = sel.Scalars("chosen_wd/decoupled/lr=0.001")
     assert chosen.value == f32(row["weight_decay"])
+    (use,) = sel.Scalars("use_wd/decoupled/lr=0.001")  # the answer, as the report gives it
+    assert use.value == f32(use_wd(row))
 
 
 def test_export_to_tensorboard_round_trip(study_dir, tmp_path, capsys):
@@ -120,7 +122,11 @@ def check_mlflow(uri: str, name: str, result) -> None:
     report = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert "report/report.html" in report
     path = client.download_artifacts(parent.info.run_id, "selection.json")
-    assert json.loads(Path(path).read_text())[0]["verdict"] == result.selection[0]["verdict"]
+    strict = json.loads(Path(path).read_text(), parse_constant=pytest.fail)  # no NaN in it
+    assert strict[0]["verdict"] == result.selection[0]["verdict"]
+    assert strict[0]["use_wd"] == use_wd(result.selection[0])
+    key = f"use_wd/decoupled/lr_{result.selection[0]['lr']:g}"
+    assert parent.data.metrics[key] == use_wd(result.selection[0])
     db = Path(uri.removeprefix("sqlite:///"))
     artifacts = Path(parent.info.artifact_uri.removeprefix("file://"))
     assert artifacts.is_relative_to(db.parent / "mlruns")  # beside the store, not in the cwd
@@ -152,6 +158,37 @@ def test_live_logs_during_a_sweep(tmp_path, mlflow_uri, capsys):
     result = load_study(out)
     check_tensorboard(tmp_path / "tb" / "live-study", result)
     check_mlflow(mlflow_uri, "live-study", result)
+
+
+def test_live_logs_keep_studies_apart_and_resume_in_place(tmp_path, mlflow_uri):
+    """Another study of the same name logs beside the first (TensorBoard: ``<name>-2``, as
+    Lightning takes a new version; MLflow: a parent run of its own), never into it; the same
+    study again logs nothing twice (no run is trained again, its summary is there)."""
+    pytest.importorskip("tensorboard")
+    from mlflow import MlflowClient
+
+    logs = [f"tensorboard:{tmp_path / 'tb'}", f"mlflow:{mlflow_uri}"]
+    kw = {"weight_decay": [0.0, 1e-3], "epochs": 2, "log": logs, "name": "same"}
+    first = wdlab.sweep("mlp", "wine", out=tmp_path / "a", **kw)
+    events = sorted((tmp_path / "tb").rglob("events.*"))
+    with pytest.warns(UserWarning, match="holds another study's logs; this study's go to"):
+        other = wdlab.sweep("mlp", "wine", out=tmp_path / "b", **(kw | {"epochs": 3}))
+    check_tensorboard(tmp_path / "tb" / "same", first)
+    check_tensorboard(tmp_path / "tb" / "same-2", other)
+    wdlab.sweep("mlp", "wine", out=tmp_path / "a", **kw)  # the first study again: all stored
+    assert sorted((tmp_path / "tb" / "same").rglob("events.*")) == [
+        e for e in events if e.is_relative_to(tmp_path / "tb" / "same")
+    ]
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    exp = client.get_experiment_by_name("same")
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 2  # one per study, none for the rerun
+    for parent, result in zip(
+        sorted(parents, key=lambda r: r.info.start_time), (first, other), strict=True
+    ):
+        kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert len(kids) == len(result.runs)
 
 
 def test_python_sweep_log(tmp_path):

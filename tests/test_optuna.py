@@ -746,3 +746,94 @@ def test_a_resumed_cli_search_draws_new_trials_not_its_first_ones_again(tmp_path
     assert main([*flags[:-1], again]) == 0
     first = optuna.load_study(study_name="search-wine", storage=again)
     assert [t.params["wd"] for t in first.trials] == wds[:3]  # --seed, for a new study
+
+
+def test_a_study_that_searched_a_value_refuses_a_search_that_fixes_it(tmp_path, capsys):
+    """What a space searched is recorded as searched: a later search that fixes it (``lr``
+    given, not searched) is another study, and the reverse; refused in one line, the storage
+    unchanged (it was taken as a study "searched before wdlab recorded its lr", with a
+    warning, and recorded the fixed value; found by a new-user trial). A study stored by the
+    wdlab that left searched values out is read the same way."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    lr_and_wd = {"lr": SPACE["lr"], **WD_SPACE}
+    wo.optimize(study(storage=url), "mlp", "wine", lr_and_wd, **TINY)
+    before = digest(tmp_path / "s.db")
+    s = optuna.load_study(study_name=study_name(url), storage=url)
+    assert s.user_attrs["wdlab"]["lr"] == "searched"
+    with pytest.raises(ValueError, match=r"lr = a range \(the space searched it\), not 0\.05"):
+        wo.optimize(s, "mlp", "wine", WD_SPACE, lr=0.05, **TINY)
+    assert digest(tmp_path / "s.db") == before
+    left_out = {k: v for k, v in s.user_attrs["wdlab"].items() if v != "searched"}
+    s.set_user_attr("wdlab", left_out)  # as the wdlab before this record stored it
+    with pytest.raises(ValueError, match=r"lr = a range \(the space searched it\), not 0\.05"):
+        wo.optimize(s, "mlp", "wine", WD_SPACE, lr=0.05, **TINY)
+    wo.optimize(s, "mlp", "wine", lr_and_wd, **TINY)  # the same space: the same study
+    assert len(s.trials) == 4
+    # the CLI: searched --mode, then no --mode (mode fixed at its default)
+    cli = f"sqlite:///{tmp_path / 'cli.db'}"
+    flags = [*CLI, "--epochs", "1", "--trials", "2", "--batch", "2", "--storage", cli]
+    assert main([*flags, "--wd", "1e-6..1:log", "--mode", "decoupled,l2"]) == 0
+    capsys.readouterr()
+    assert main([*flags, "--wd", "1e-6..1:log"]) == 2
+    assert "searched with mode = a range (the space searched it), not" in capsys.readouterr().err
+
+
+def test_wd_and_weight_decay_are_one_parameter_in_a_study():
+    """The CLI names the weight decay ``wd``, the README's Python space ``weight_decay``: a
+    study searched under one name is searched under it by the other (the study held two
+    parameters, its sampler's history and importance split between them; found by a
+    new-user trial)."""
+    s = study()
+    wo.optimize(s, "mlp", "wine", {"wd": WD_SPACE["weight_decay"]}, **TINY)
+    wo.optimize(s, "mlp", "wine", WD_SPACE, **TINY)
+    assert [set(t.params) for t in s.trials] == [{"wd"}] * 4
+
+
+def test_cli_search_with_every_value_fixed_is_refused_not_overruled(capsys):
+    """``--wd 0`` and no range: the default space (wd over 1e-6..1) replaced the value given
+    and trained other weight decays without a word (found by a new-user trial). It is
+    refused in one line; with a range given, the values not searched are said with the
+    answer."""
+    assert main([*CLI, "--lr", "0.1", "--wd", "0", "--mode", "coupled", "--trials", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "nothing to search: the weight decay is fixed at 0" in err
+    assert main([*CLI, "--wd", "1e-4..1:log", "--trials", "2", "--batch", "2"]) == 0
+    assert "fixed (not searched): optimizer adamw, lr 0.1, mode coupled" in capsys.readouterr().out
+    assert main([*CLI, "--wd", "1e-4..1:log", "--trials", "2", "--batch", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["fixed"] == {
+        "optimizer": "adamw", "lr": 0.1, "mode": "coupled"
+    }  # fmt: skip
+
+
+def test_cli_search_evaluates_every_epoch_unless_told_and_says_so(tmp_path):
+    """A search reports every epoch (its pruners decide early): its help said "default: 10",
+    and a file's ``train.eval_every`` was overruled by that 1 (found by a new-user trial)."""
+    assert "evaluate every N epochs (default: 1 in a search)" in " ".join(_search_help().split())
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    base = [*CLI, "--epochs", "4", "--trials", "1", "--batch", "1", "--wd", "1e-4..1:log"]
+    assert main([*base, "--storage", url]) == 0
+    (trial,) = optuna.load_study(study_name="search-wine", storage=url).trials
+    assert sorted(trial.intermediate_values) == [1, 2, 3, 4]
+    cfg = tmp_path / "every2.toml"
+    cfg.write_text("[train]\neval_every = 2\n")
+    other = f"sqlite:///{tmp_path / 'o.db'}"
+    assert main([*base, str(cfg), "--storage", other]) == 0
+    (trial,) = optuna.load_study(study_name="search-wine", storage=other).trials
+    assert sorted(trial.intermediate_values) == [1, 3, 4]  # after epochs 1, 1 + 2, the last
+
+
+def test_a_two_output_binary_model_searches_as_it_sweeps(tmp_path):
+    """A 2-output model on binary data trains as 2-class cross-entropy in a search, as in a
+    sweep (the search failed with "Target size … must be the same as input size" and left a
+    FAIL trial; found by a new-user trial)."""
+    ds = load("breast_cancer")
+
+    def make(seed=0):
+        torch.manual_seed(seed)
+        return torch.nn.Sequential(torch.nn.Linear(ds.in_dim, 8), torch.nn.ReLU(),
+                                   torch.nn.Linear(8, 2))  # fmt: skip
+
+    s = study()
+    res = wo.optimize(s, make, "breast_cancer", WD_SPACE, **TINY)
+    assert [t.state for t in s.trials] == [TrialState.COMPLETE] * 2
+    assert res.metric == "val_acc"

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +18,7 @@ from wdlab.cli.common import (
     positive_int,
     seed,
 )
-from wdlab.cli.flags import add_key, experiment_keys
+from wdlab.cli.flags import add_key, experiment_keys, shown
 from wdlab.cli.flags import overrides as flag_overrides
 
 # The flags this command reads as ranges (the sweep's grid flags of the same names).
@@ -38,6 +38,7 @@ SEARCH_HELP = {  # run flags that mean something else in a search: their help sa
     "search stops no trial early: its --pruner stops trials)",
 }
 DEFAULT_SPACE = ("wd", "1e-6..1:log")  # searched when no flag or file gives a range
+SEARCH_DEFAULTS = {"train.eval_every": 1}  # every epoch reported, so pruners decide early
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     require("optuna", "wdlab search")  # one line naming the extra, before Optuna is imported
     space, fixed = _space(args)  # the ranges first: a bad one stores nothing
-    cfg = validate(_search_file(args.config))
+    raw = _search_file(args.config)
+    cfg = validate(raw)
+    in_file = {f"{sec}.{k}" for sec, keys in raw.items() if isinstance(keys, dict) for k in keys}
     keys = [(dotted, to) for dotted, to in experiment_keys() if to not in RANGE_FLAGS]
     overrides: dict[str, object] = flag_overrides(args, keys)
     flags = {k["key"]: k["flag"] for k in facts.load()["experiment"]}
@@ -82,8 +85,9 @@ def cmd_search(args: argparse.Namespace) -> int:
         if overrides.get(dotted) is not None:
             raise ValueError(f"{dotted} ({flags[dotted]}): {why}")
     overrides |= fixed
-    if args.eval_every is None:
-        overrides["train.eval_every"] = 1  # every epoch reported, so pruners decide early
+    for dotted, value in SEARCH_DEFAULTS.items():
+        if overrides.get(dotted) is None and dotted not in in_file:
+            overrides[dotted] = value
     cfg = merge(cfg, overrides)
     for flag, dotted in RANGE_FLAGS.items():  # a list in the file (no flag): a choice
         section, _, key = dotted.partition(".")
@@ -91,8 +95,27 @@ def cmd_search(args: argparse.Namespace) -> int:
         if flag not in space and f"{dotted}" not in fixed and len(values) > 1:
             space[flag] = _choice(values)
     if not space:
+        wd = RANGE_FLAGS[DEFAULT_SPACE[0]]
+        if wd in fixed or wd in in_file:  # the default space would overrule the value given
+            raise ValueError(
+                f"nothing to search: the weight decay is fixed at {cfg.decay.weight_decay[0]:g} "
+                "and no range is given; give one (--wd 1e-6..1:log, --lr 1e-4..1e-1:log, "
+                "--mode coupled,decoupled), or train it with wdlab run"
+            )
         space[DEFAULT_SPACE[0]] = _parse(*DEFAULT_SPACE)
     return _search(args, cfg, space)
+
+
+def fixed_values(cfg: Any, space: Mapping[str, Any]) -> dict[str, Any]:
+    """What every trial takes that the space does not search (the file's or the flags'
+    values, else the schema's defaults): said with the answer, as a sweep's grid line."""
+    values = {
+        "optimizer": cfg.train.optimizer,
+        "lr": cfg.train.lr[0],
+        "wd": cfg.decay.weight_decay[0],
+        "mode": cfg.decay.modes[0],
+    }
+    return {k: v for k, v in values.items() if k not in space}
 
 
 def _search_file(path: str | None) -> dict[str, Any]:
@@ -135,10 +158,12 @@ def _search(args: argparse.Namespace, cfg: Any, space: dict[str, Any]) -> int:
         parallel=args.parallel,
         channels_last=args.channels_last,
     )
+    fixed = fixed_values(cfg, space)
     if args.json:
-        emit_json(result.to_dict() | {"storage": args.storage})
+        emit_json(result.to_dict() | {"storage": args.storage, "fixed": fixed})
         return 0
     print(result.table())
+    print("fixed (not searched): " + ", ".join(f"{k} {shown(v)}" for k, v in fixed.items()))
     importance = result.importance()
     if importance:
         print("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in importance.items()))
@@ -211,7 +236,9 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
     add_running(s)
     g = p.add_argument_group("data, model and training (as in sweep)")
     for dotted, to in experiment_keys():
-        if to not in RANGE_FLAGS:
+        if dotted in SEARCH_DEFAULTS:
+            add_key(g, dotted, " in a search", SEARCH_DEFAULTS[dotted])
+        elif to not in RANGE_FLAGS:
             add_key(g, dotted)
     helps = {to: SEARCH_HELP[d] for d, to in experiment_keys() if d in SEARCH_HELP}
     helps |= {to: argparse.SUPPRESS for d, to in experiment_keys() if d in SWEEP_ONLY}

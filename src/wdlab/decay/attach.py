@@ -237,7 +237,6 @@ class Attachment:
 
     def _pre_hook(self, opt: torch.optim.Optimizer, args: tuple, kwargs: dict) -> Any:
         self._restore_state(opt)
-        self._say_no_penalty(opt)
         self._skipped = _found_inf(opt)
         if self._skipped:  # a fused optimizer under GradScaler skips this step: so do we
             return None
@@ -245,10 +244,11 @@ class Attachment:
         # torch passes step's own arguments: (optimizer, closure?) and keywords
         closure = kwargs.get("closure", args[1] if len(args) > 1 else None)
         if closure is None:
+            self._say_no_penalty(opt)
             at_gradient(self._entries)
             self._update_point()
             return None
-        wrapped = self._wrap(closure)
+        wrapped = self._wrap(closure, opt)
         if "closure" in kwargs:
             return args, {**kwargs, "closure": wrapped}
         return (args[0], wrapped, *args[2:]), kwargs
@@ -289,8 +289,9 @@ class Attachment:
             self._warn_lr_multiplier(i, g)
         at_update(self._entries)
 
-    def _wrap(self, closure: Callable[[], Any]) -> Callable[[], Any]:
-        """The closure, then gradient-point decay each time, update-point decay once.
+    def _wrap(self, closure: Callable[[], Any], opt: torch.optim.Optimizer) -> Callable[[], Any]:
+        """The closure, then gradient-point decay each time, update-point decay once (and,
+        for ``l2``, the check that the closure added ``decay.penalty(opt)`` to its loss).
 
         A gradient-point mode also adds its loss term ((wd/2)·‖w‖², or ‖w − w₀‖² for
         ``to_init``) to the loss the closure returns, so that an optimizer that reads the loss
@@ -305,6 +306,7 @@ class Attachment:
                 loss = loss + self._objective_term()
             if first[0]:
                 first[0] = False
+                self._say_no_penalty(opt)  # after the closure: it may add the penalty
                 self._update_point()
             return loss
 

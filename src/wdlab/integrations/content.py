@@ -8,7 +8,8 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from wdlab.records import Result, RunConfig, RunResult, is_per_epoch, no_choice
+from wdlab.jsonsafe import json_safe
+from wdlab.records import Result, RunConfig, RunResult, is_per_epoch, no_choice, use_wd
 
 
 def run_name(c: RunConfig) -> str:
@@ -60,6 +61,7 @@ def finals(run: RunResult) -> dict[str, float]:
 SELECTION_COLUMNS = (
     ("mode", "mode"),
     ("lr", "lr"),
+    ("use_wd", "use wd"),
     ("weight_decay", "chosen wd"),
     ("val", "val"),
     ("test_mean", "test mean"),
@@ -70,17 +72,34 @@ SELECTION_COLUMNS = (
 )
 
 
+def selection_rows(result: Result) -> list[dict[str, Any]]:
+    """The selection's rows as a dashboard keeps them: each with ``use_wd``, the weight decay
+    the answer says to use (the chosen one where it beat wd = 0, else 0), and as strict JSON
+    (no NaN: null)."""
+    return [json_safe(dict(s) | {"use_wd": use_wd(s)}) for s in result.selection]
+
+
+def selection_scalars(result: Result, sep: str) -> list[tuple[str, float]]:
+    """Per (mode, lr): ``use_wd/<mode>/lr<sep><lr>`` (the answer) and ``chosen_wd/…`` (the
+    weight decay chosen on validation, which the answer uses only where it beat wd = 0)."""
+    out = []
+    for s in result.selection:
+        where = f"{s['mode']}/lr{sep}{s['lr']:g}"
+        out += [(f"use_wd/{where}", use_wd(s)), (f"chosen_wd/{where}", float(s["weight_decay"]))]
+    return out
+
+
 def selection_markdown(result: Result) -> str:
     """The selection as a Markdown table (what the report's table says)."""
     head = "| " + " | ".join(h for _, h in SELECTION_COLUMNS) + " |"
     rule = "|" + "---|" * len(SELECTION_COLUMNS)
     rows = [
         "| " + " | ".join(_cell(s.get(k)) for k, _ in SELECTION_COLUMNS) + " |"
-        for s in result.selection
+        for s in selection_rows(result)
     ]
     return "\n".join([head, rule, *rows]) if rows else no_choice(result.runs, result.counts)
 
 
 def _cell(v: object) -> str:
-    text = f"{v:.4g}" if isinstance(v, float) else str(v)
+    text = f"{v:.4g}" if isinstance(v, float) else "" if v is None else str(v)
     return text.replace("|", "\\|")

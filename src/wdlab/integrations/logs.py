@@ -43,19 +43,21 @@ class Dashboard:
     extra: str
     target: str
     needs_target: bool
-    open: Callable[[str | None, str, Mapping[str, Any], bool], RunLog]
+    open: Callable[[str | None, str, Mapping[str, Any], bool, str | None], RunLog]
 
 
-def _tensorboard(target: str | None, name: str, config: Mapping, fresh: bool) -> RunLog:
+def _tensorboard(
+    target: str | None, name: str, config: Mapping, fresh: bool, key: str | None
+) -> RunLog:
     from wdlab.integrations.tensorboard import TensorBoardLog
 
-    return TensorBoardLog(str(target), name, config, fresh)
+    return TensorBoardLog(str(target), name, config, fresh, key)
 
 
-def _mlflow(target: str | None, name: str, config: Mapping, fresh: bool) -> RunLog:
+def _mlflow(target: str | None, name: str, config: Mapping, fresh: bool, key: str | None) -> RunLog:
     from wdlab.integrations.mlflow import MlflowLog
 
-    return MlflowLog(target, name, config, fresh)
+    return MlflowLog(target, name, config, fresh, key)
 
 
 DASHBOARDS = {
@@ -92,17 +94,23 @@ def parse_log(spec: str) -> tuple[str, str | None]:
 
 
 def open_log(
-    to: str, target: str | None, name: str, config: Mapping[str, Any], fresh: bool = False
+    to: str,
+    target: str | None,
+    name: str,
+    config: Mapping[str, Any],
+    fresh: bool = False,
+    key: str | None = None,
 ) -> RunLog:
-    """A log of study ``name`` on dashboard ``to`` at ``target``. ``fresh``: the target must
-    not hold this study's logs already (an export), else they are added to (a live log of a
-    resumed sweep)."""
+    """A log of study ``name`` (``key``: its identity's hash) on dashboard ``to`` at
+    ``target``. ``fresh``: the target must not hold this study's logs already (an export).
+    Else a study's logs are added to when it is resumed (its ``key`` recorded with them), and
+    another study of the same name logs beside them, never into them."""
     dash = DASHBOARDS.get(to)
     if dash is None:
         raise ValueError(f"unknown dashboard {to!r}; valid: {', '.join(DASHBOARDS)}")
     if dash.needs_target and not target:
         raise ValueError(f"{dash.name} needs {dash.target}")
-    return dash.open(target, name, config, fresh)
+    return dash.open(target, name, config, fresh, key)
 
 
 class Logs:
@@ -110,17 +118,22 @@ class Logs:
 
     def __init__(self, logs: Sequence[RunLog] = ()) -> None:
         self.logs = list(logs)
+        self.logged = False  # whether a run was logged by this sweep
 
     def runs(self, runs: Sequence[RunResult]) -> None:
         """Runs just stored."""
         for log in self.logs:
             for run in runs:
                 log.log_run(run)
+        self.logged = self.logged or bool(runs)
 
     def summary(self, result: Result) -> None:
-        """The study, whole."""
+        """The study, whole: logged where this sweep logged runs, or where the log holds no
+        summary of the study yet (a sweep that found every run stored logs it once)."""
         for log in self.logs:
-            log.log_summary(result)
+            held = getattr(log, "has_summary", lambda: False)()
+            if self.logged or not held:
+                log.log_summary(result)
 
     def close(self) -> None:
         """Close every log."""
@@ -144,9 +157,10 @@ class Logs:
 LogSpec = str | RunLog | Sequence[str | RunLog] | None
 
 
-def open_logs(log: LogSpec, name: str, config: Mapping[str, Any]) -> Logs:
+def open_logs(log: LogSpec, name: str, config: Mapping[str, Any], key: str | None = None) -> Logs:
     """The logs a sweep's ``log=`` names: ``"tensorboard:DIR"``, ``"mlflow[:URI]"``, a
-    :class:`RunLog`, or a list of them. Each is opened (and checked) now."""
+    :class:`RunLog`, or a list of them, for the study ``name`` whose identity hashes to
+    ``key``. Each is opened (and checked) now."""
     items = [] if log is None else [log] if isinstance(log, str) or _is_log(log) else list(log)
     opened: list[RunLog] = []
     try:
@@ -155,7 +169,7 @@ def open_logs(log: LogSpec, name: str, config: Mapping[str, Any]) -> Logs:
                 opened.append(item)  # type: ignore[arg-type]
                 continue
             to, target = parse_log(item)  # type: ignore[arg-type]
-            opened.append(open_log(to, target, name, config))
+            opened.append(open_log(to, target, name, config, key=key))
     except BaseException:
         Logs(opened).close()
         raise

@@ -4,9 +4,10 @@ child run per wdlab run.
 Each child run has the configuration as parameters, its curves as metrics with step = epoch
 (``train_loss``, ``val_acc``…), its final metrics as ``final/<key>`` and its status as the tag
 ``wdlab.status`` (a diverged run ends ``FAILED``). The parent run holds the study's config as
-parameters, the selection (``selection.json``, ``selection.md``, and ``chosen_wd/<mode>/lr_<lr>``
-metrics) and the report (``report/report.html`` and its figures) as artifacts, which a new
-experiment on a SQLite store keeps in ``mlruns/`` beside the file.
+parameters, the selection (``selection.json``, ``selection.md``, and ``use_wd/<mode>/lr_<lr>``,
+the answer, and ``chosen_wd/<mode>/lr_<lr>`` metrics) and the report (``report/report.html``
+and its figures) as artifacts, which a new experiment on a SQLite store keeps in ``mlruns/``
+beside the file.
 
 The tracking URI is MLflow's: ``sqlite:///mlflow.db`` (a local file, no server), a server's
 ``http://host:5000`` (``mlflow server``; checked reachable within a few seconds before
@@ -28,7 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from wdlab.extras import require
-from wdlab.integrations.content import finals, hparams, run_name, scalars
+from wdlab.integrations.content import (
+    finals,
+    hparams,
+    run_name,
+    scalars,
+    selection_rows,
+    selection_scalars,
+)
 from wdlab.integrations.content import selection_markdown as markdown
 from wdlab.records import Result, RunResult
 from wdlab.report.html import write_report
@@ -40,9 +48,19 @@ MLFLOW_TABLES = {"experiments", "runs", "metrics", "params"}
 
 class MlflowLog:
     """Logs a study into the MLflow experiment named after it, at tracking URI ``uri`` (None:
-    MLflow's default). ``fresh``: the experiment must not hold runs already (an export)."""
+    MLflow's default). ``fresh``: the experiment must not hold runs already (an export).
+    Else (a live log) the parent run carries the study's ``key`` (its identity's hash) as the
+    tag ``wdlab.study``: the same study resumed logs under the same parent run, and another
+    study of the same name under a parent of its own."""
 
-    def __init__(self, uri: str | None, study: str, config: Mapping[str, Any], fresh: bool) -> None:
+    def __init__(
+        self,
+        uri: str | None,
+        study: str,
+        config: Mapping[str, Any],
+        fresh: bool,
+        key: str | None = None,
+    ) -> None:
         self.mlflow = require("mlflow", "logging to MLflow")
         self.entities = require("mlflow.entities", "logging to MLflow")
         self.uri = uri or self.mlflow.get_tracking_uri()
@@ -60,7 +78,12 @@ class MlflowLog:
                     "export there with another study name, or to another tracking URI"
                 )
         self.experiment = found.experiment_id if found else None
-        self.parent: str | None = None  # made with the first thing logged
+        self.key = key
+        self.parent: str | None = None  # made (or found: the study resumed) on first use
+        if found and key is not None:
+            with self._errors():
+                self.parent = self._parent_of(found.experiment_id, key)
+        self.resumed = self.parent is not None
         self.where = f"{self.uri} (experiment {self.study!r})"
 
     @property
@@ -77,10 +100,25 @@ class MlflowLog:
                 self.experiment = self.client.create_experiment(
                     self.study, artifact_location=_artifacts(self.uri)
                 )
-            run = self.client.create_run(self.experiment, run_name=self.study)
+            tags = {} if self.key is None else {"wdlab.study": self.key}
+            run = self.client.create_run(self.experiment, run_name=self.study, tags=tags)
             self.parent = run.info.run_id
             self._log(self.parent, params=_flatten(self.config))
         return self.parent
+
+    def _parent_of(self, experiment: str, key: str) -> str | None:
+        """The parent run a live log of study ``key`` made in ``experiment`` before, if any."""
+        found = self.client.search_runs(
+            [experiment], filter_string=f"tags.`wdlab.study` = '{key}'", max_results=1
+        )
+        return found[0].info.run_id if found else None
+
+    def has_summary(self) -> bool:
+        """Whether this study's parent run holds its summary already (a resumed sweep's)."""
+        if not self.resumed:
+            return False
+        with self._errors():
+            return any(a.path == "selection.json" for a in self.client.list_artifacts(self.parent))
 
     def log_run(self, run: RunResult) -> None:
         """One child run: parameters, metrics per epoch, final metrics, status."""
@@ -103,12 +141,9 @@ class MlflowLog:
         """The selection and the report, on the parent run."""
         with self._errors():
             parent = self._start()
-            self.client.log_dict(parent, result.selection, "selection.json")
+            self.client.log_dict(parent, selection_rows(result), "selection.json")
             self.client.log_text(parent, markdown(result), "selection.md")
-            points = [
-                (f"chosen_wd/{s['mode']}/lr_{s['lr']:g}", 0, float(s["weight_decay"]))
-                for s in result.selection
-            ]
+            points = [(k, 0, v) for k, v in selection_scalars(result, "_")]
             self._log(parent, metrics=points)
             with tempfile.TemporaryDirectory(prefix="wdlab-mlflow-") as tmp:
                 write_report(result, tmp)

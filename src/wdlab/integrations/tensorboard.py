@@ -3,7 +3,8 @@
 Each run's curves are scalars per epoch (``train_loss``, ``weight_norm``, ``val_acc``…, step =
 epoch), its final metrics scalars ``final/<key>``, and its configuration hyperparameters of
 TensorBoard's HParams dashboard (with the final metrics as the metrics there). The selection is
-a text summary (the report's table, in Markdown) and scalars ``chosen_wd/<mode>/lr=<lr>`` in
+a text summary (the report's table, in Markdown) and scalars ``use_wd/<mode>/lr=<lr>`` (the
+weight decay the answer says to use) and ``chosen_wd/<mode>/lr=<lr>`` (chosen on validation) in
 ``DIR/<study>/selection``. Written with ``torch.utils.tensorboard`` (``pip install
 'wdlab[tensorboard]'``); read back with TensorBoard's own ``EventAccumulator``. Open it with
 ``tensorboard --logdir DIR``.
@@ -17,22 +18,51 @@ from pathlib import Path
 from typing import Any
 
 from wdlab.extras import require
-from wdlab.integrations.content import finals, hparams, run_name, safe_name, scalars
+from wdlab.integrations.content import (
+    finals,
+    hparams,
+    run_name,
+    safe_name,
+    scalars,
+    selection_scalars,
+)
 from wdlab.integrations.content import selection_markdown as markdown
 from wdlab.records import Result, RunResult
 from wdlab.selection import selection_rule
+from wdlab.warn import warn_user
 
 
 class TensorBoardLog:
     """Logs a study into ``DIR/<study name>/`` (checked writable when opened). ``fresh``: that
-    folder must be new or empty (an export never mixes with earlier files)."""
+    folder must be new or empty (an export never mixes with earlier files). Else (a live log)
+    the folder records the study's ``key`` (its identity's hash): the same study resumed adds
+    to it; another study of the same name logs into ``DIR/<study name>-2/`` (-3…), as
+    Lightning's loggers take a new version, and a warning says where."""
 
-    def __init__(self, directory: str, study: str, config: Mapping[str, Any], fresh: bool) -> None:
+    def __init__(
+        self,
+        directory: str,
+        study: str,
+        config: Mapping[str, Any],
+        fresh: bool,
+        key: str | None = None,
+    ) -> None:
         require("tensorboard", "logging to TensorBoard")  # first: torch's module needs it
         self.tb = require("torch.utils.tensorboard", "logging to TensorBoard")
-        self.root = Path(directory) / safe_name(study)
+        first = Path(directory) / safe_name(study)
+        self.root = first if fresh else _study_root(first, key)
         _check_writable(Path(directory), self.root, fresh)
+        if key is not None:
+            _write_marker(self.root, key)
+        if self.root != first:
+            warn_user(
+                f"tensorboard: {first} holds another study's logs; this study's go to {self.root}"
+            )
         self.where = str(self.root)
+
+    def has_summary(self) -> bool:
+        """Whether the folder holds this study's summary (a resumed sweep's log)."""
+        return (self.root / "selection").is_dir()
 
     def log_run(self, run: RunResult) -> None:
         """One run folder: curves, final metrics, hyperparameters."""
@@ -52,19 +82,48 @@ class TensorBoardLog:
             writer.close()
 
     def log_summary(self, result: Result) -> None:
-        """The selection: its table as text, each chosen weight decay as a scalar."""
+        """The selection: its table as text, each answer and chosen weight decay as a scalar."""
         writer = self.tb.SummaryWriter(str(self.root / "selection"))
         try:
             writer.add_text("selection", markdown(result), 0)
             if result.selection:
                 writer.add_text("rule", selection_rule(result.selection), 0)
-            for s in result.selection:
-                writer.add_scalar(f"chosen_wd/{s['mode']}/lr={s['lr']:g}", s["weight_decay"], 0)
+            for key, value in selection_scalars(result, "="):
+                writer.add_scalar(key, value, 0)
         finally:
             writer.close()
 
     def close(self) -> None:
         """Nothing held open between runs."""
+
+
+MARKER = ".wdlab-study"  # in a study's log folder: the key of the study it holds
+
+
+def _study_root(first: Path, key: str | None) -> Path:
+    """The folder a live log of study ``key`` goes to: ``first`` if it is new, empty or holds
+    this study's logs, else the first of ``first-2``, ``first-3``… that is."""
+    for n in range(1, 10_000):
+        root = first if n == 1 else first.with_name(f"{first.name}-{n}")
+        if not root.is_dir() or not any(root.iterdir()):
+            return root
+        if key is not None and _read_marker(root) == key:
+            return root
+    raise ValueError(f"tensorboard: {first}: no free folder name beside it")
+
+
+def _read_marker(root: Path) -> str | None:
+    try:
+        return (root / MARKER).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _write_marker(root: Path, key: str) -> None:
+    try:
+        (root / MARKER).write_text(key + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise ValueError(f"tensorboard: cannot write to {root} ({exc.strerror or exc})") from None
 
 
 def _check_writable(directory: Path, root: Path, fresh: bool) -> None:

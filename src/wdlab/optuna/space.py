@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -35,6 +35,7 @@ PARAMS = {
     "optimizer": f"the optimizer: {', '.join(OPTIMIZERS)}",
 }
 ALIASES = {"wd": "weight_decay"}  # the CLI's name for it
+SEARCHED = "searched"  # a study's record of a value its space searched (not fixed)
 
 
 @dataclass(frozen=True)
@@ -200,17 +201,22 @@ def check_study(study: Any, space: Mapping[str, BaseDistribution], higher: bool)
 
 
 def check_identity(
-    study: Any, identity: Mapping[str, Any], former: Mapping[str, Any] | None = None
+    study: Any,
+    identity: Mapping[str, Any],
+    former: Mapping[str, Any] | None = None,
+    read: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
 ) -> bool:
     """Refuse a study searched before on other data, model or training settings (``former``:
     the values an earlier wdlab stored for the same settings, also accepted). Returns whether
     ``identity`` is to be recorded: none is, or one is but no trial stored a value under it
     (a search that failed before its first evaluation compares with nothing), or one an
     earlier wdlab stored lacks a setting this one records (then said in a warning, and
-    recorded from now on: the study's later searches are held to it)."""
+    recorded from now on: the study's later searches are held to it). ``read``: what a
+    stored identity says, where an earlier wdlab left something implied."""
     old = study.user_attrs.get("wdlab")
     if old is None:
         return True
+    old = read(dict(old)) if read is not None else old
     former = former or {}
     diff = [
         k
@@ -240,6 +246,8 @@ def _shown(key: str, value: Any) -> str:
     stands for."""
     if key == "network" and isinstance(value, dict) and "fingerprint" in value:
         return f"a factory's network {value['fingerprint']} (its code, structure or weights)"
+    if value == SEARCHED:
+        return "a range (the space searched it)"
     return repr(value)
 
 

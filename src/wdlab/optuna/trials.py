@@ -20,9 +20,18 @@ from wdlab.decay.rules import own_groups
 from wdlab.devices import exact_float32, resolve_device
 from wdlab.models import ModelSpec, kind_options
 from wdlab.optimizers import check_optimizer_options, optimizer_spec
-from wdlab.optuna.space import PARAMS, Settings, check_identity, check_space, check_study
+from wdlab.optuna.space import (
+    ALIASES,
+    PARAMS,
+    SEARCHED,
+    Settings,
+    check_identity,
+    check_space,
+    check_study,
+)
 from wdlab.pipelines.checks import decay_rule
 from wdlab.pipelines.memory import check_budget, memory_need, meta_build
+from wdlab.pipelines.userdata import fit_outputs
 from wdlab.records import RunConfig, RunResult
 from wdlab.selection import Criterion, criterion, run_scores
 from wdlab.tasks import custom_task, get_task
@@ -49,6 +58,10 @@ class _Search:
             raise ValueError("seeds: a search trains each trial on one seed or more, got none")
         if not _has_val(ds):
             raise ValueError("a search chooses on validation: the data need a validation split")
+        task = None if settings.loss is None else custom_task(get_task(ds.task), settings.loss)
+        built = meta_build(spec) if spec.kind != "custom" else spec.build(settings.seeds[0])
+        ds, fitted = fit_outputs(built, ds, {"task": task})  # 2 outputs, 2 classes: as a sweep
+        self.ds, self.task = ds, fitted["task"]
         self.crit = _criterion(ds, settings)
         self.metric = f"val_{self.crit.key}"
         self.direction = "maximize" if self.crit.higher else "minimize"
@@ -97,8 +110,11 @@ class _Search:
         """Check ``study`` (direction, earlier trials' distributions, what it was searched
         with). This search's settings are recorded with it at the first value told
         (:meth:`record`): a search that fails before leaves the study open to the same call."""
+        names = _study_names(study, self.targets)  # "wd" where its trials named it so
+        self.space = {names.get(n, n): d for n, d in self.space.items()}
+        self.targets = {names.get(n, n): t for n, t in self.targets.items()}
         check_study(study, self.space, self.crit.higher)
-        self.unrecorded = check_identity(study, self.identity, self.former)
+        self.unrecorded = check_identity(study, self.identity, self.former, _searched_read)
         self.study = study
 
     def record(self) -> None:
@@ -149,7 +165,7 @@ class _Search:
             clip_grad_norm=s.clip_grad_norm,
             wd_schedule=s.wd_schedule,  # type: ignore[arg-type]  (its text is parsed by the plan)
             group_wd=s.group_wd,
-            task=None if s.loss is None else custom_task(get_task(self.ds.task), s.loss),
+            task=self.task,
             parallel=s.parallel,
             channels_last=s.channels_last,
         )
@@ -323,10 +339,32 @@ FIXED = ("optimizer", "lr", "weight_decay", "mode", "options")  # a trial's, whe
 
 def _fixed(c: RunConfig, targets: Mapping[str, str]) -> dict[str, Any]:
     """What every trial takes that the space does not search (the optimizer, lr, weight
-    decay, mode and options given to the search), as the study keeps it: a study searched
-    with other values is another study."""
+    decay, mode and options given to the search), and :data:`SEARCHED` for what it searches,
+    as the study keeps it: a study searched with other values, or that searched what this
+    search fixes (or the reverse), is another study."""
     searched = set(targets.values())
     options = {k: v for k, v in c.options if k not in searched}
     values = dict(zip(FIXED, (c.optimizer, c.lr, c.weight_decay, c.mode, options), strict=True))
-    kept = {k: v for k, v in values.items() if k not in searched}
+    kept = {k: (SEARCHED if k in searched else v) for k, v in values.items()}
     return json.loads(json.dumps(kept, default=str))
+
+
+def _study_names(study: Any, targets: Mapping[str, str]) -> dict[str, str]:
+    """{a name in this space: the other name the study's earlier trials gave the same
+    parameter} (``wd`` and ``weight_decay``, :data:`ALIASES`): one parameter, one name, in
+    the study's history (its sampler's model, its importance)."""
+    used = {n for t in study.get_trials(deepcopy=False) for n in t.distributions}
+    out = {}
+    for name, target in targets.items():
+        other = sorted(u for u in used if u != name and ALIASES.get(u, u) == target)
+        if other and name not in used:
+            out[name] = other[0]
+    return out
+
+
+def _searched_read(stored: dict[str, Any]) -> dict[str, Any]:
+    """A study's stored identity, where the wdlab that stored it left out what its space
+    searched (it recorded only the fixed values: one of :data:`FIXED` present, one absent)."""
+    if any(k in stored for k in FIXED):
+        stored |= {k: SEARCHED for k in FIXED if k not in stored}
+    return stored

@@ -253,7 +253,7 @@ def run_study(
     check_weights_record(study.directory)
     with (
         undone_on_failure(study.directory),  # a new study that stored nothing: removed again
-        open_logs(log, study.name, study.config) as logs,  # checked before the store is made
+        open_logs(log, study.name, study.config, hash_config(study.identity)) as logs,
         Store(study.directory) as store,
     ):
         _init_study(store, study)
