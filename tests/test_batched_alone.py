@@ -407,3 +407,69 @@ def test_one_after_another_is_alone_for_wdlab_s_own_decay_modes(mode):
         alone = _train(ResNetish, data, [c], "cpu")[0]
         unequal = [n for n in alone.params if not torch.equal(b.params[n], alone.params[n])]
         assert unequal == [], f"{c}: batched differs from alone in {unequal}"
+
+
+class DropoutResNet(ResNetish):
+    """The CNN with Dropout before its head (a batch runs it one configuration after another
+    on the CPU)."""
+
+    def __init__(self):
+        super().__init__()
+        self.drop = nn.Dropout(0.3)
+
+    def forward(self, x):
+        return self.fc(self.drop(self.block(self.stem(x)).mean((2, 3))))
+
+
+class FrozenStemUnusedHead(ResNetish):
+    """A frozen stem (``requires_grad_(False)``, as in fine-tuning) and a head ``forward``
+    never uses."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem.requires_grad_(False)
+        self.aux = nn.Linear(8, 5)
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adamw"])
+def test_one_after_another_each_configuration_draws_its_own_masks_alone(opt):
+    """One configuration after another (a CNN on the CPU), each draws the Dropout masks it
+    draws alone: every forward starts from the step's RNG state (each drew the next masks
+    instead: weights 0.019 to 0.079 apart from alone; found by a new-user trial). Bit for
+    bit alone, and alone is the plain loop."""
+    data = images()
+    off = (("foreach", False), ("fused", False)) if opt == "adamw" else None
+    configs = [replace(c, options=off) for c in _configs(opt)] if off else _configs(opt)
+    batched = _train(DropoutResNet, data, configs, "cpu")
+    assert "one configuration after another" in batched[0].engine
+    for c, b in zip(configs, batched, strict=True):
+        alone = _train(DropoutResNet, data, [c], "cpu")[0]
+        unequal = [n for n in alone.params if not torch.equal(b.params[n], alone.params[n])]
+        assert unequal == [], f"{c}: batched differs from alone in {unequal}"
+        assert b.final["val_loss"] == alone.final["val_loss"]
+    plain, _ = plain_loop(DropoutResNet, data, _configs(opt)[0], "cpu")
+    _assert_plain(_train(DropoutResNet, data, _configs(opt)[:1], "cpu")[0].params, plain, "cpu",
+                  "dropout CNN alone")  # fmt: skip
+
+
+@pytest.mark.parametrize("vmap", [False, True])
+def test_frozen_and_unused_parameters_stay_as_built(vmap, monkeypatch):
+    """A frozen tensor (``requires_grad=False``) is never trained, and one the forward never
+    uses has no gradient and is not stepped, batched (vmap or one after another) and alone,
+    as in a plain loop (the frozen stem moved, and an unused head failed with "'NoneType'
+    object is not subscriptable" in a batch; found by a new-user trial)."""
+    if vmap:
+        monkeypatch.setattr(torchfunc, "loops_faster", lambda template, device: None)
+    data = images()
+    configs = _configs("adamw")
+    torch.manual_seed(configs[0].seed)
+    built = FrozenStemUnusedHead().state_dict()
+    for runs in (_train(FrozenStemUnusedHead, data, configs, "cpu"),
+                 _train(FrozenStemUnusedHead, data, configs[:1], "cpu")):  # fmt: skip
+        first = runs[0].params
+        for name in ("stem.0.weight", "stem.1.weight", "stem.1.bias", "aux.weight", "aux.bias"):
+            assert torch.equal(first[name], built[name]), name
+        assert not torch.equal(first["fc.weight"], built["fc.weight"])  # the rest trains
+    plain, _ = plain_loop(FrozenStemUnusedHead, data, configs[0], "cpu")
+    alone = _train(FrozenStemUnusedHead, data, configs[:1], "cpu")[0]
+    _assert_plain(alone.params, plain, "cpu", "frozen stem, unused head")

@@ -285,6 +285,43 @@ def test_another_decay_rule_loss_metric_or_model_is_refused_naming_it(tmp_path):
     ]
 
 
+SMOOTHING = 0.0  # a module-level setting the loss below reads
+
+
+def _smoothed_loss(out, target):
+    return nn.functional.cross_entropy(out, target, label_smoothing=SMOOTHING)
+
+
+class _Dropped(nn.Module):
+    """A model whose dropout rate is a plain attribute, read by ``F.dropout`` in forward."""
+
+    def __init__(self, p):
+        super().__init__()
+        self.p = p
+        self.lin = nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.lin(nn.functional.dropout(x, self.p, self.training))
+
+
+def test_a_setting_the_loss_or_model_reads_outside_its_code_is_part_of_the_study(
+    tmp_path, monkeypatch
+):
+    """A global the loss reads (``label_smoothing=SMOOTHING``) and a plain attribute of the
+    user's module (``self.p`` for ``F.dropout``) are part of the study: changed, the sweep
+    into the same folder is refused (it resumed the old study and handed back its numbers;
+    found by a new-user trial). Unchanged, it resumes."""
+    wdlab.sweep("linear", _data(), loss=_smoothed_loss, out=tmp_path / "l", **TINY)
+    wdlab.sweep("linear", _data(), loss=_smoothed_loss, out=tmp_path / "l", **TINY)
+    monkeypatch.setattr(sys.modules[__name__], "SMOOTHING", 0.5)
+    with pytest.raises(ValueError, match=r"holds another study.*train\.loss\.code"):
+        wdlab.sweep("linear", _data(), loss=_smoothed_loss, out=tmp_path / "l", **TINY)
+    wdlab.sweep(lambda seed: _Dropped(0.0), _data(), out=tmp_path / "m", **TINY)
+    wdlab.sweep(lambda seed: _Dropped(0.0), _data(), out=tmp_path / "m", **TINY)
+    with pytest.raises(ValueError, match=r"holds another study.*model\.fingerprint"):
+        wdlab.sweep(lambda seed: _Dropped(0.9), _data(), out=tmp_path / "m", **TINY)
+
+
 def test_a_changed_model_file_is_another_study_from_the_command_line(tmp_path, capsys):
     src = "import torch\nfrom torch import nn\ndef make(seed):\n    return nn.Linear(13, {})\n"
     (tmp_path / "net.py").write_text(src.format(3))

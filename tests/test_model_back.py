@@ -20,6 +20,7 @@ from wdlab.models import ModelSpec
 from wdlab.pipelines import load_study
 from wdlab.pipelines.weights import FOLDER, kept_runs, load_weights, weights_path
 from wdlab.records import RunConfig
+from wdlab.store import config_key
 from wdlab.trainer import train
 
 
@@ -265,3 +266,30 @@ def test_a_diverged_runs_model_is_refused_not_handed_back_as_zeros(tmp_path):
     with pytest.raises(ValueError, match="diverged \\(its numbers mean nothing\\)") as exc:
         r.model(c.seed, mode=c.mode, lr=c.lr, weight_decay=c.weight_decay)
     assert "lr 1e+06" not in str(exc.value).split("keeps the weights of", 1)[-1]
+
+
+def test_a_sweep_without_out_hands_its_model_back_from_memory(tmp_path, monkeypatch):
+    """No ``out=``: the kept weights are read into the result before its temporary study
+    goes, so ``result.model()`` builds the answer's model in the notebook, equal to a
+    retrained one (it said no weights were kept, after training; found by a new-user
+    trial); ``keep="none"`` keeps none and says so."""
+    monkeypatch.chdir(tmp_path)
+    r = wdlab.sweep(make, _splits(), max_batch=1, **KW)
+    assert r.directory is None and not list(tmp_path.iterdir())  # nothing written here
+    row = r.best[0]
+    model = r.model(1)
+    run = next(
+        x
+        for x in r.runs
+        if (x.config.seed, x.config.lr, x.config.weight_decay) == (1, row["lr"], row["use_wd"])
+    )
+    again = _retrained(run.config).params
+    assert [n for n, t in model.state_dict().items() if not torch.equal(t, again[n])] == []
+    kept = {x.config for x in kept_runs(r.runs, r.selection)}
+    other = next(x for x in r.runs if x.config not in kept)
+    assert set(r.held) == {config_key(c) for c in kept}
+    with pytest.raises(ValueError, match=r"were not kept \(held in memory: the sweep had no out="):
+        r.model(mode=other.config.mode, lr=other.config.lr, weight_decay=other.config.weight_decay)
+    none = wdlab.sweep(make, _splits(), keep="none", **KW)
+    with pytest.raises(ValueError, match="swept without out= and with keep='none'"):
+        none.model()

@@ -352,6 +352,28 @@ def test_a_stream_that_ends_early_is_one_line_and_its_runs_stay_pending(tmp_path
     assert rows == {("pending", 1)}  # not failed, nothing finished: run it again to retry
 
 
+class _Understated(torch.utils.data.IterableDataset):
+    """A stream of 48 items whose ``len()`` says 16 (one batch of 16, where it gives 3)."""
+
+    def __iter__(self):
+        X, y = _xy(48)
+        return iter(list(zip(X, y, strict=True)))
+
+    def __len__(self):
+        return 16
+
+
+def test_a_training_stream_longer_than_its_length_is_one_line(tmp_path):
+    """A per-step schedule and ``steps=`` count an epoch's steps from the stream's length: one
+    that yields more batches than it says trained all of them on a schedule built for fewer
+    (warm-up + cosine restarting every step; found by a new-user trial). One line."""
+    X, y = _xy()
+    train = DataLoader(_Understated(), batch_size=16)
+    data = {"train": train, "val": (X[80:100], y[80:100]), "test": (X[100:], y[100:])}
+    with pytest.raises(ValueError, match=r"data\['train'\] gave 3 batches, more than the 1"):
+        wdlab.sweep(mlp, data, seeds=1, n_classes=2, schedule="warmup-cosine:1", **SMALL)
+
+
 def every_split(split, seed, epoch):
     """One ``make_loader`` for train, val and test (the README's factory form)."""
     X, y = _xy()

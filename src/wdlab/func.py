@@ -105,8 +105,25 @@ class FuncForward:
 
         count = len(next(iter(params.values())))
         if self.side is None:
-            return [one(k, self.template) for k in range(count)]
+            device = next(iter(params.values())).device
+            return same_draws(count, lambda k: one(k, self.template), cuda_ids(device))
         return self.side.map(count, one)
+
+
+def same_draws(count: int, run: Callable[[int], T], cuda: list[int]) -> list[T]:
+    """``run(k)`` for k < ``count``, each from the RNG state the first started from (torch's
+    CPU generator and the ``cuda`` devices'): each configuration draws the Dropout masks it
+    draws alone, where one after another would give each the next draw. The generators end
+    where one run leaves them, as a configuration alone does (the runs draw alike)."""
+    start = torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in cuda]
+    out = []
+    for k in range(count):
+        if k:
+            torch.set_rng_state(start[0])
+            for d, state in zip(cuda, start[1], strict=True):
+                torch.cuda.set_rng_state(state, d)
+        out.append(run(k))
+    return out
 
 
 def _call(

@@ -249,7 +249,27 @@ def module_fingerprint(model: nn.Module) -> str:
     for cls in sorted(classes, key=lambda c: f"{c.__module__}.{c.__qualname__}"):
         if not _library(cls):
             h.update(_source(cls).encode())
+    settings = [
+        (name, _settings(vars(m)))
+        for name, m in model.named_modules()
+        if not _library(type(m)) and _settings(vars(m))
+    ]  # a user module's own numbers (self.p = 0.3 read by F.dropout): its repr omits them
+    if settings:
+        h.update(repr(settings).encode())
     return h.hexdigest()[:16]
+
+
+def _settings(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The plain values (numbers, text, and tuples of them) among an object's attributes."""
+    return {
+        k: v for k, v in attrs.items() if not k.startswith("_") and k != "training" and _plain(v)
+    }
+
+
+def _plain(v: object) -> bool:
+    if isinstance(v, (tuple, list)):
+        return all(_plain(x) for x in v)
+    return v is None or isinstance(v, (bool, int, float, str))
 
 
 def code_identity(obj: object) -> dict[str, str] | None:
@@ -294,6 +314,9 @@ def _feed(h: Any, obj: object, depth: int) -> None:
         h.update(_source(fn).encode())
         cells = [c.cell_contents for c in fn.__closure__ or () if _filled(c)]
         _feed(h, (cells, getattr(obj, "__self__", None)), depth + 1)
+        read = {n: fn.__globals__[n] for n in fn.__code__.co_names if n in fn.__globals__}
+        if _settings(read):  # the module-level numbers it reads (label_smoothing=LS)
+            _feed(h, _settings(read), depth + 1)
     elif isinstance(obj, type):
         h.update(_source(obj).encode())
     elif isinstance(obj, (types.BuiltinFunctionType, types.ModuleType)):

@@ -187,6 +187,12 @@ class Stream:
             raise StreamError(
                 f"data[{self.split!r}] ended early: {n} of {expected} batches ({what})"
             )
+        if expected is not None and n > expected and self.split == "train":
+            raise StreamError(  # the steps of an epoch (lr schedules, steps=) count from it
+                f"data['train'] gave {n} batches, more than the {expected} its length (or its "
+                f"first epoch) says ({what}): the schedule and steps count from that length; "
+                "make len() match what it yields"
+            )
         self._seen.setdefault(key, n)
 
 

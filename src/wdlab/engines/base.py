@@ -64,6 +64,7 @@ class Setup:
     ties: dict[str, str] = field(default_factory=dict)  # alias -> first name: func.tied_names
     parallel: int = 1  # configurations side by side where they run one after another
     channels_last: bool = False  # 4-D float inputs in torch.channels_last (a user's module)
+    frozen: frozenset[str] = frozenset()  # the template's requires_grad=False: never trained
 
 
 def fast_path_choice(setup: Setup, found: tuple[bool, str]) -> tuple[bool, str]:
@@ -183,7 +184,8 @@ class Stacked:
     eval_chunk: ClassVar[int | None] = EVAL_CHUNK
 
     def __init__(self, setup: Setup) -> None:
-        self.tensors = {n: t.requires_grad_(True) for n, t in setup.stacked.items()}
+        frozen = setup.frozen  # requires_grad=False in the template: no gradient, no step
+        self.tensors = {n: t.requires_grad_(n not in frozen) for n, t in setup.stacked.items()}
         self.buffers = setup.buffers
         self.X, self.eval_X = setup.X, setup.eval_X
         self.ties = setup.ties  # a tied tensor is stacked once, under its first name

@@ -46,6 +46,7 @@ from wdlab.pipelines.userdata import (
     streamed_splits,
     with_classes,
 )
+from wdlab.pipelines.weights import held_weights
 from wdlab.tasks import Metric, Task, custom_task, get_task
 from wdlab.trainer.plan import running
 from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT, code_identity
@@ -134,7 +135,7 @@ def sweep(
     train |= {"eval_every": eval_every, "options": dict(options or {}), "device": device}
     decay = decay_section(modes, weight_decay, wd_schedule, group_wd)
     config = validate({"train": train, "decay": decay})
-    study = _study(config, ds, spec, init_name, (loss, metric), rule, task, out is not None)
+    study = _study(config, ds, spec, init_name, (loss, metric), rule, task)
     return _run(study, out, name, how | {"max_batch": max_batch}, max_memory_mb, progress, t0, log)
 
 
@@ -146,14 +147,12 @@ def _study(
     code: tuple[object, object],
     rule: DecayRule,
     task: Task | None,
-    kept: bool,
 ) -> Study:
     """The study of a :func:`sweep` (its folder and name set by :func:`_run`): the trainer's
-    keywords (weights kept only where the study is: ``kept``), the config as stored (with the
-    Python objects' names and fingerprints, ``code``: the loss and the metric) and its
-    identity."""
+    keywords, the config as stored (with the Python objects' names and fingerprints,
+    ``code``: the loss and the metric) and its identity."""
     kw = config.train.train_kwargs(shuffle_seed=0) | config.decay.train_kwargs()
-    kw |= {"rule": rule, "task": task, "keep_params": kw["keep_params"] and kept}
+    kw |= {"rule": rule, "task": task}
     described = _describe(config.to_dict(), init_name, ds, code, rule)
     if init_name in MODEL_KINDS and spec.kind == init_name:  # "mlp": the network it names
         described["model"] |= json_safe(kind_options(spec.kind, spec))
@@ -260,6 +259,7 @@ def _run(
     with tempfile.TemporaryDirectory(prefix="wdlab-sweep-") as tmp:
         study.directory, study.name = Path(tmp) / "study", name or study.data.name
         result = run_study(study, **kw)
+        result.held = held_weights(study.directory, result.runs)  # model() builds from them
     result.directory = None
     return result
 

@@ -101,6 +101,9 @@ class SweepResult(Result):
     kind: str = "sweep"
     directory: Path | None = field(default=None)
     spec: Any = field(default=None, repr=False, compare=False)  # the model spec, in-process
+    #: a sweep without a study folder: the weights it kept, by run key, read before its
+    #: temporary folder went (what :meth:`model` builds from)
+    held: dict[str, dict[str, Any]] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # a results file written before the verdicts existed: choose again from its runs

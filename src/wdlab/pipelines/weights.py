@@ -283,8 +283,10 @@ def build_trained(
     factory: Any = None,
 ) -> nn.Module:
     """The trained ``nn.Module`` of one run of a study (see ``SweepResult.model``)."""
-    if result.directory is None:
-        raise ValueError("this result has no study folder (out= was not given): no weights kept")
+    if result.directory is None and not result.held:
+        raise ValueError(
+            "this result keeps no weights: it was swept without out= and with keep='none'"
+        )
     if mode is not None and lr is None:  # the mode's one lr, where it has one: naming it adds
         lrs = {r.config.lr for r in result.runs if r.config.mode == mode}  # nothing
         lr = lrs.pop() if len(lrs) == 1 else None
@@ -295,19 +297,20 @@ def build_trained(
         row = pick_row(result.selection, mode, lr, no_choice(result.runs, result.counts))
         wd = use_wd(row) if weight_decay is None else float(weight_decay)
         run = the_run(result.runs, row["mode"], row["lr"], wd, seed)
-    path = weights_path(result.directory, run.config)
+    kept = Kept(result.directory, result.held)
     if run.status in ("pruned", "diverged"):  # a diverged run's weights are zeros, if kept
         when = f"at epoch {run.epochs}" if run.status == "pruned" else "(its numbers mean nothing)"
         raise ValueError(
             f"{run_words(run.config)} was {run.status} {when}: its weights are never handed "
-            "back; " + kept_words(result.directory, result.runs)
+            "back; " + kept_words(kept, result.runs)
         )
-    if not path.is_file():
+    if not kept.has(run.config):
         raise ValueError(
-            f"the weights of {run_words(run.config)} were not kept ({path}); "
-            + kept_words(result.directory, result.runs)
+            f"the weights of {run_words(run.config)} were not kept ({kept.where(run.config)}); "
+            + kept_words(kept, result.runs)
         )
-    state = load_weights(path)
+    state = kept.load(run.config)
+    path = kept.where(run.config)
     spec = model_spec(result, factory)
     try:
         module = spec.build(run.config.seed)
@@ -365,12 +368,45 @@ def run_words(c: RunConfig) -> str:
     return f"{c.mode} at lr {c.lr:g}, wd {c.weight_decay:g}, seed {c.seed}"
 
 
-def kept_words(directory: str | Path, runs: Sequence[RunResult], limit: int = 4) -> str:
+class Kept:
+    """The weights a result keeps: the files of its study folder, or (a sweep without
+    ``out=``) those read into memory before its temporary folder went (``held``)."""
+
+    def __init__(self, directory: str | Path | None, held: dict[str, Any] | None = None):
+        self.directory, self.held = directory, held or {}
+
+    def has(self, config: RunConfig) -> bool:
+        """Whether the run's weights are kept."""
+        if self.directory is None:
+            return config_key(config) in self.held
+        return weights_path(self.directory, config).is_file()
+
+    def load(self, config: RunConfig) -> dict[str, Tensor]:
+        """The run's state dict (a file: checked, as :func:`load_weights` reads it)."""
+        if self.directory is None:
+            return self.held[config_key(config)]
+        return load_weights(weights_path(self.directory, config))
+
+    def where(self, config: RunConfig) -> str:
+        """Where the run's weights are (or would be) kept, in words."""
+        if self.directory is None:
+            return "held in memory: the sweep had no out="
+        return str(weights_path(self.directory, config))
+
+
+def held_weights(directory: str | Path, runs: Sequence[RunResult]) -> dict[str, Any]:
+    """{run key: state dict} of the runs whose weights the study folder keeps, read (a sweep
+    without ``out=``, before its temporary folder goes)."""
+    kept = Kept(directory)
+    return {config_key(r.config): kept.load(r.config) for r in runs if kept.has(r.config)}
+
+
+def kept_words(kept: Kept, runs: Sequence[RunResult], limit: int = 4) -> str:
     """Which runs' weights the study folder keeps, in words (grouped by mode, lr and weight
     decay, with their seeds), or why it may keep none."""
     groups: dict[tuple[str, float, float], list[int]] = {}
     for r in runs:  # a diverged run's file (keep="all") holds zeros: not offered
-        if r.status != "diverged" and weights_path(directory, r.config).is_file():
+        if r.status != "diverged" and kept.has(r.config):
             c = r.config
             groups.setdefault((c.mode, c.lr, c.weight_decay), []).append(c.seed)
     if not groups:

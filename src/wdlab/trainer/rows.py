@@ -77,7 +77,11 @@ class RowOptimizer:
             # split by decay only where torch applies weight decay itself (builtin): fewer
             # groups, less per-step optimizer overhead
             for flag in (True, False) if g.builtin_wd else (None,):
-                names = [n for n in self.full if flag is None or self.decays[n] is flag]
+                names = [
+                    n
+                    for n in self.full
+                    if self.full[n].requires_grad and (flag is None or self.decays[n] is flag)
+                ]  # a frozen tensor (requires_grad=False) is in no group: never trained
                 for own, part in self.wds.split(names) if flag else [(None, names)]:
                     if part:  # builtin: one torch group per weight decay of its own
                         self.rows.append(self._row_group(g, part, len(self.engine), own))
@@ -170,7 +174,8 @@ class RowOptimizer:
             for rg in self.rows:
                 if not rg.whole:
                     for n, v in zip(rg.names, rg.views, strict=True):
-                        v.grad = self.full[n].grad[rg.config.rows]
+                        grad = self.full[n].grad  # None: unused by the forward, not stepped
+                        v.grad = None if grad is None else grad[rg.config.rows]
             self.optimizer.step()
 
     # -- the rows: the state, and dropping rows ---------------------------------------------

@@ -67,6 +67,7 @@ def build_engine(
         ties=ties,
         parallel=plan.parallel,
         channels_last=plan.channels_last,
+        frozen=frozenset(n for n, p in template.named_parameters() if not p.requires_grad),
     )
     engine = spec.model_kind.make_engine(spec, setup)
     if not engine.flat_inputs:  # modules wdlab did not write: say which gradients are noise
