@@ -283,3 +283,17 @@ def test_import_wdlab_imports_no_dashboard_or_optuna():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_early_stopping_runs_log_the_numbers_they_are_reported_at(tmp_path):
+    """With early stopping a run is reported (and chosen) at its best epoch: the dashboards
+    get that epoch's numbers as ``best/<metric>`` beside ``final/<metric>`` (they had only
+    the last evaluation's; found by a new-user trial)."""
+    pytest.importorskip("tensorboard")
+    result = wdlab.sweep("mlp", "wine", lr=0.3, weight_decay=[0.0, 1e-3], epochs=8,
+                         eval_every=1, early_stopping=True, patience=2, name="es",
+                         log=f"tensorboard:{tmp_path}")  # fmt: skip
+    for run in result.runs:
+        ea = accumulator(tmp_path / "es" / safe_name(run_name(run.config)))
+        assert ea.Scalars("best/val_loss")[0].value == f32(run.best["at"]["val_loss"])
+        assert ea.Scalars("final/val_loss")[0].value == f32(run.final["val_loss"])

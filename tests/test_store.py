@@ -470,3 +470,28 @@ def test_a_read_only_study_can_be_read_and_is_not_written(tmp_path):
     by = {Path(s["study"]).name: s for s in listed["studies"]}
     assert by["s"]["done"] == 3 and "not a wdlab study store" in by["broken"]["error"]
     assert digest(study) == before
+
+
+def test_an_export_carries_the_numbers_early_stopping_reports(tmp_path):
+    """With early stopping a run is reported at its best epoch: the export's runs file has
+    that epoch and its numbers (``best_epoch``, ``best_epoch_val_loss``…) beside the last
+    evaluation's ``final_*`` (it had only the latter; found by a new-user trial)."""
+    import wdlab
+    from wdlab.pipelines import export_study
+
+    pd = pytest.importorskip("pandas")
+    out = tmp_path / "s"
+    result = wdlab.sweep("mlp", "wine", lr=0.3, weight_decay=[0.0, 1e-3], epochs=12,
+                         eval_every=1, early_stopping=True, patience=2, out=out)  # fmt: skip
+    paths = export_study(out, "csv", tmp_path / "e")
+    runs = pd.read_csv(paths["runs"])
+    assert len(runs) == len(result.runs)
+    for run in result.runs:
+        c = run.config
+        row = runs[(runs["weight_decay"] == c.weight_decay) & (runs["seed"] == c.seed)]
+        row = row[row["mode"] == c.mode]
+        (epoch,) = row["best_epoch"]
+        assert epoch == run.best["epoch"]
+        assert row["best_epoch_val_loss"].item() == pytest.approx(
+            run.best["at"]["val_loss"], rel=1e-12
+        )

@@ -50,12 +50,12 @@ def scalars(run: RunResult) -> Iterator[tuple[str, int, float]]:
 
 
 def finals(run: RunResult) -> dict[str, float]:
-    """A run's finite final metrics."""
-    return {
-        k: float(v)
-        for k, v in run.final.items()
-        if isinstance(v, (int, float)) and math.isfinite(v)
-    }
+    """A run's finite final metrics as a dashboard names them: ``final/<key>`` (the last
+    evaluation's) and, where early stopping reports the run at its best epoch,
+    ``best/<key>`` (that epoch's numbers, which the selection used)."""
+    out = {f"final/{k}": v for k, v in run.final.items()}
+    out |= {f"best/{k}": v for k, v in (run.best.get("at") or {}).items()}
+    return {k: float(v) for k, v in out.items() if isinstance(v, (int, float)) and math.isfinite(v)}
 
 
 SELECTION_COLUMNS = (

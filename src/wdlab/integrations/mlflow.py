@@ -133,7 +133,7 @@ class MlflowLog:
             )
             rid = child.info.run_id
             last = max(run.curves.epoch, default=0)
-            points = [*scalars(run), *((f"final/{k}", last, v) for k, v in finals(run).items())]
+            points = [*scalars(run), *((k, last, v) for k, v in finals(run).items())]
             self._log(rid, params=hparams(run), metrics=points)
             self.client.set_terminated(rid, "FINISHED" if run.status == "done" else "FAILED")
 

@@ -73,7 +73,7 @@ class TensorBoardLog:
             for key, epoch, value in scalars(run):
                 writer.add_scalar(key, value, epoch)
             last = max(run.curves.epoch, default=0)
-            final = {f"final/{k}": v for k, v in finals(run).items()}
+            final = finals(run)
             for key, value in final.items():
                 writer.add_scalar(key, value, last)
             for summary in hparams_summary(hparams(run), final):

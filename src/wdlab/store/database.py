@@ -388,11 +388,12 @@ class Store(Workers, Progress):
         )
 
     def run_rows(self) -> list[dict[str, Any]]:
-        """Every run as a flat dict (config, status, attempts, error, final metrics)."""
+        """Every run as a flat dict (config, status, attempts, error, final metrics, and the
+        best epoch's: with early stopping, the numbers the run is reported at)."""
         out = []
-        for run_id, config, status, attempts, final, error, epochs in self.db.execute(
-            f"SELECT id, config, status, attempts, final, error, {self._v3('epochs')} FROM runs "
-            "ORDER BY id"
+        for run_id, config, status, attempts, final, error, epochs, best in self.db.execute(
+            f"SELECT id, config, status, attempts, final, error, {self._v3('epochs')}, best "
+            "FROM runs ORDER BY id"
         ):
             row = {"run_id": run_id, "status": status, "attempts": attempts, "error": error}
             row["epochs"] = epochs
@@ -402,6 +403,9 @@ class Store(Workers, Progress):
                 row.update({f"opt_{k}": v for k, v in dict(cfg.get("options") or {}).items()})
                 done = json.loads(final) if final else {}
                 row.update({f"final_{k}": v for k, v in done.items()})
+                top = json.loads(best) if best else {}
+                row |= {"best_metric": top.get("metric"), "best_epoch": top.get("epoch")}
+                row.update({f"best_epoch_{k}": v for k, v in (top.get("at") or {}).items()})
             out.append(row)
         return out
 
