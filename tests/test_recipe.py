@@ -272,3 +272,16 @@ def test_epochs_and_steps_together_are_refused(tmp_path, capsys):
         wdlab.sweep("mlp", "wine", weight_decay=[0.1], steps=10, batch_size=None).runs[0].epochs
         == 10
     )
+
+
+def test_early_stopping_that_cannot_stop_a_run_is_said(tmp_path, capsys):
+    """``--early-stopping --patience 1`` over 4 epochs with the default ``--eval-every 10``
+    evaluates after epochs 1 and 4 only: it can stop no run before its end, and ran without a
+    word (found by a new-user trial). Said in one warning; evaluating each epoch, nothing."""
+    flags = ["sweep", "--data", "wine", "--epochs", "4", "--early-stopping", "--patience", "1"]
+    flags += ["--wd", "0,0.1", "--seeds", "1", "--json"]
+    assert main([*flags, "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    assert "early stopping can stop no run before its end" in err and "gives 2 in all" in err
+    assert main([*flags, "--out", str(tmp_path / "b"), "--eval-every", "1"]) == 0
+    assert "can stop no run" not in capsys.readouterr().err

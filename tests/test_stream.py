@@ -507,6 +507,32 @@ def test_a_batch_size_a_dataloader_does_not_use_is_said():
         wdlab.sweep(lambda seed: nn.Linear(3, 2), data, batch_size=10, **kw)
 
 
+LOADERS = """
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+def make_data():
+    X = torch.randn(60, 3, generator=torch.Generator().manual_seed(0))
+    y = (X[:, 0] > 0).long()
+    part = lambda a, b: DataLoader(TensorDataset(X[a:b], y[a:b]), batch_size=10)
+    return {"train": part(0, 40), "val": part(40, 50), "test": part(50, 60)}
+"""
+
+
+def test_the_command_line_says_a_batch_size_its_dataloaders_do_not_use(tmp_path, capsys):
+    """``--batch-size 16`` with ``--data file.py:make_data`` returning DataLoaders: said, as
+    ``wdlab.sweep`` says it (it was dropped without a word, and stored); not given, nothing."""
+    from wdlab.cli import main
+
+    (tmp_path / "loaders.py").write_text(LOADERS)
+    flags = ["sweep", "--data", f"{tmp_path}/loaders.py:make_data", "--epochs", "1"]
+    flags += ["--wd", "0", "--seeds", "1", "--json"]
+    assert main([*flags, "--out", str(tmp_path / "a"), "--batch-size", "16"]) == 0
+    assert "batch_size=16 is not used for data['train']" in capsys.readouterr().err
+    assert main([*flags, "--out", str(tmp_path / "b")]) == 0
+    assert "is not used" not in capsys.readouterr().err
+
+
 def test_inputs_that_change_structure_mid_stream_are_one_line():
     def make_loader(split, seed, epoch):
         return [(torch.zeros(2, 3), torch.zeros(2).long()), ((torch.zeros(2, 3),), torch.zeros(2))]

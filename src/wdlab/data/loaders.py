@@ -257,3 +257,27 @@ def known_length(iterable: Iterable[Any]) -> int | None:
         return len(iterable)  # type: ignore[arg-type]
     except TypeError:
         return None
+
+
+class BatchSize(int):
+    """The default ``batch_size=`` of :func:`wdlab.sweep` and :func:`wdlab.optuna.optimize`:
+    an int that says it was not given (a DataLoader's own batch size then says nothing)."""
+
+
+#: 128, not given.
+DEFAULT_BATCH_SIZE = BatchSize(128)
+
+
+def unused_batch_size(data: object, size: object) -> None:
+    """Warn where ``batch_size=`` was given and a split is a DataLoader of another batch size:
+    a DataLoader batches as it was made (``batch_size=`` batches Datasets and tensors)."""
+    if not isinstance(data, Mapping) or isinstance(size, BatchSize) or not size:
+        return
+    for split, loader in data.items():
+        made = getattr(loader, "batch_size", None) if isinstance(loader, DataLoader) else None
+        if made is not None and made != size:
+            warn_user(
+                f"batch_size={size} is not used for data[{split!r}]: a DataLoader batches as "
+                f"it was made (batch_size={made}); batch_size= batches Datasets and tensors"
+            )
+            return

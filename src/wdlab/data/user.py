@@ -31,7 +31,7 @@ from torch import Tensor
 from wdlab.data.arrays import check_labels, check_values, one_target_column
 from wdlab.data.batches import Layout, as_inputs, parts
 from wdlab.data.dataset import Dataset
-from wdlab.data.loaders import LoaderFactory, every_split
+from wdlab.data.loaders import LoaderFactory, every_split, unused_batch_size
 from wdlab.data.stream import Stream
 from wdlab.data.streamed import (
     StreamedData,
@@ -183,6 +183,7 @@ def from_function(
     splits, is one ``ValueError`` line."""
     splits = function_splits(target)
     name = target.rpartition(":")[2]
+    unused_batch_size(splits, batch_size)  # given (train.batch_size, --batch-size): said
     if held(splits):
         return from_splits(splits, task=task, name=name, seed=seed, progress=progress)
     return stream_splits(

@@ -38,12 +38,12 @@ from torch import Tensor
 
 from wdlab.config import Experiment, validate
 from wdlab.data import Dataset, StreamedData
+from wdlab.data.loaders import DEFAULT_BATCH_SIZE
 from wdlab.decay import DEFAULT_RULE, DecayRule, WDSchedule
 from wdlab.devices import DEFAULT_MAX_MEMORY_MB
 from wdlab.extras import require
 from wdlab.models import ModelSpec
 from wdlab.pipelines.checks import (
-    DEFAULT_BATCH_SIZE,
     check_loss,
     decay_rule,
     epochs_or_steps,

@@ -13,37 +13,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
 from wdlab.config_keys import ordered_pairs
 from wdlab.data import Dataset
 from wdlab.decay import DEFAULT_RULE, EVERYTHING, PRESETS, DecayRule
 from wdlab.warn import warn_user
-
-
-class BatchSize(int):
-    """The default ``batch_size=`` of :func:`wdlab.sweep` and :func:`wdlab.optuna.optimize`:
-    an int that says it was not given (a DataLoader's own batch size then says nothing)."""
-
-
-#: 128, not given.
-DEFAULT_BATCH_SIZE = BatchSize(128)
-
-
-def unused_batch_size(data: object, size: object) -> None:
-    """Warn where ``batch_size=`` was given and a split is a DataLoader of another batch size:
-    a DataLoader batches as it was made (``batch_size=`` batches Datasets and tensors)."""
-    if not isinstance(data, Mapping) or isinstance(size, BatchSize) or not size:
-        return
-    for split, loader in data.items():
-        made = getattr(loader, "batch_size", None) if isinstance(loader, DataLoader) else None
-        if made is not None and made != size:
-            warn_user(
-                f"batch_size={size} is not used for data[{split!r}]: a DataLoader batches as "
-                f"it was made (batch_size={made}); batch_size= batches Datasets and tensors"
-            )
-            return
-
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -230,3 +204,16 @@ def sweep_identity(described: Mapping[str, Any]) -> dict[str, Any]:
     if "group_wd" in decay:
         decay["group_wd"] = ordered_pairs(decay["group_wd"])
     return {**described, "train": train, "decay": decay}
+
+
+def can_stop(epochs: int, patience: int, every: int) -> None:
+    """Warn where early stopping can stop no run before its last evaluation (which ends it
+    anyway): it stops after ``patience`` evaluations without improvement on the first's, and
+    a run of ``epochs`` is evaluated after epochs 1, 1 + ``every``, … and the last."""
+    evaluations = len({*range(0, epochs, every), epochs - 1})
+    if evaluations - 2 < patience:
+        warn_user(
+            f"early stopping can stop no run before its end: it waits {patience} evaluation(s) "
+            f"without improvement, and evaluating every {every} epoch(s) gives {evaluations} in "
+            "all; evaluate more often (eval_every, --eval-every) or lower the patience"
+        )

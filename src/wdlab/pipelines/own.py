@@ -28,7 +28,7 @@ from wdlab.data import (
     read_table,
 )
 from wdlab.data.arrays import check_values
-from wdlab.data.loaders import every_split
+from wdlab.data.loaders import DEFAULT_BATCH_SIZE, every_split, unused_batch_size
 from wdlab.data.streamed import held
 from wdlab.data.user import function_splits
 from wdlab.decay import DEFAULT_RULE, DecayRule, WDSchedule
@@ -68,7 +68,7 @@ def sweep(
     seeds: int | Sequence[int] = 1,
     epochs: int | None = None,
     steps: int | None = None,
-    batch_size: int | None = checks.DEFAULT_BATCH_SIZE,
+    batch_size: int | None = DEFAULT_BATCH_SIZE,
     schedule: str = "constant",
     clip_grad_norm: float | None = None,
     precision: str = "fp32",
@@ -194,7 +194,7 @@ def user_data(
     if is_data_function(data):  # "file.py:make_data", as --data takes it
         data = function_splits(data)
     data = every_split(data)  # one make_loader(split, seed, epoch): every split's factory
-    checks.unused_batch_size(data, streamed.get("batch_size"))
+    unused_batch_size(data, streamed.get("batch_size"))
     ds = checks.checked_data(lambda d: resolve_data(d, *table, stream=streamed), data)
     ds = declared(ds, streamed.get("n_classes"))
     return with_classes(ds, model, timeout, resolve_model)

@@ -41,6 +41,7 @@ from wdlab.halving import Prune, from_config, rung_spacing, summary
 from wdlab.integrations.logs import LogSpec, open_logs
 from wdlab.models import ModelSpec
 from wdlab.pipelines.checkpoints import check_checkpoint_record
+from wdlab.pipelines.checks import can_stop
 from wdlab.pipelines.experiment import grid, grid_size, load_data, model_spec
 from wdlab.pipelines.fresh import undone_on_failure
 from wdlab.pipelines.identity import differences, output_probe, probe_difference
@@ -303,10 +304,10 @@ def _stopping(study: Study) -> tuple[dict[str, Any], Criterion, Plan]:
     check_recorded(kw.get("task") or get_task(ds.task), crit.key, settings(study.config)[0])
     train = study.config.get("train") or {}
     rungs = check_pruning(study.prune, study.configs, ds, pace.epochs, rung_spacing(train))
-    if rungs:
-        kw["rungs"] = rungs
+    kw |= {"rungs": rungs} if rungs else {}
     if train.get("early_stopping") and has_validation(ds):
         kw["early_stop"] = EarlyStop(f"val_{crit.key}", crit.higher, int(train["patience"]))
+        can_stop(pace.epochs, int(train["patience"]), int(train["eval_every"]))
     return kw, crit, pace
 
 

@@ -39,6 +39,7 @@ from wdlab.store.schema import (
     _rebuilt,
     _unnan,
     config_key,
+    flat_run,
     hash_config,
     identify,
 )
@@ -398,14 +399,7 @@ class Store(Workers, Progress):
             row = {"run_id": run_id, "status": status, "attempts": attempts, "error": error}
             row["epochs"] = epochs
             with _rebuilt(self.path, f"run {run_id}"):
-                cfg = json.loads(config)
-                row.update({k: v for k, v in cfg.items() if k != "options"})
-                row.update({f"opt_{k}": v for k, v in dict(cfg.get("options") or {}).items()})
-                done = json.loads(final) if final else {}
-                row.update({f"final_{k}": v for k, v in done.items()})
-                top = json.loads(best) if best else {}
-                row |= {"best_metric": top.get("metric"), "best_epoch": top.get("epoch")}
-                row.update({f"best_epoch_{k}": v for k, v in (top.get("at") or {}).items()})
+                row |= flat_run(config, final, best)
             out.append(row)
         return out
 

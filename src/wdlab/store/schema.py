@@ -287,3 +287,15 @@ def identify(path: str | Path) -> int:
     raise StoreError(
         f"{path} is an SQLite database but not a wdlab study store ({found}); left as is"
     )
+
+
+def flat_run(config: str, final: str | None, best: str | None) -> dict[str, Any]:
+    """A stored run's config, final metrics and best epoch (its numbers: with early stopping,
+    those the run is reported at), from their JSON, as one flat row."""
+    cfg = json.loads(config)
+    row = {k: v for k, v in cfg.items() if k != "options"}
+    row |= {f"opt_{k}": v for k, v in dict(cfg.get("options") or {}).items()}
+    row |= {f"final_{k}": v for k, v in (json.loads(final) if final else {}).items()}
+    top = json.loads(best) if best else {}
+    row |= {"best_metric": top.get("metric"), "best_epoch": top.get("epoch")}
+    return row | {f"best_epoch_{k}": v for k, v in (top.get("at") or {}).items()}
