@@ -174,3 +174,33 @@ def test_decay_and_param_groups_refuse_bad_input_as_value_errors():
     for wd in (np.float32(0.1), np.float64(0.1), np.int64(1)):
         d = wdlab.Decay("coupled", wd)
         assert type(d.weight_decay) is float and d.weight_decay == float(wd)
+
+
+class _WithAux(nn.Module):
+    """Logits and an auxiliary output (``return logits, aux`` or a dict of them)."""
+
+    def __init__(self, as_dict=False):
+        super().__init__()
+        self.lin, self.as_dict = nn.Linear(13, 3), as_dict
+
+    def forward(self, x):
+        logits = self.lin(x)
+        return {"logits": logits} if self.as_dict else (logits, x.sum())
+
+
+@pytest.mark.parametrize(("as_dict", "kind"), [(False, "tuple"), (True, "dict")])
+def test_a_model_that_returns_more_than_a_tensor_is_told_what_to_return(as_dict, kind):
+    """It said "'tuple' object has no attribute 'view_as'" (found by a new-user trial)."""
+    with pytest.raises(ValueError, match=f"the model returns a {kind}, not one tensor: return"):
+        wdlab.sweep(lambda seed: _WithAux(as_dict), "wine", weight_decay=[0.0, 0.1], epochs=1)
+
+
+def test_batch_size_0_with_bare_datasets_is_wdlabs_line():
+    """``batch_size=0`` (the full batch, as None) with bare Datasets: wdlab's line naming the
+    split and what to give (torch's own message came through)."""
+    X = torch.randn(60, 13, generator=torch.Generator().manual_seed(0))
+    y = (X[:, 0] > 0).long()
+    data = {k: torch.utils.data.TensorDataset(X[a:b], y[a:b])
+            for k, a, b in (("train", 0, 40), ("val", 40, 50), ("test", 50, 60))}  # fmt: skip
+    with pytest.raises(ValueError, match=r"data\['train'\] is a Dataset .* give a positive batch"):
+        wdlab.sweep(lambda seed: nn.Linear(13, 2), data, weight_decay=[0.0], batch_size=0)

@@ -183,7 +183,7 @@ def source(
     dataset = isinstance(obj, IterableDataset) or (
         hasattr(obj, "__getitem__") and hasattr(obj, "__len__")
     )
-    if dataset and batch_size is None:
+    if dataset and not batch_size:  # None or 0: the full batch
         raise ValueError(
             f"data[{split!r}] is a Dataset ({type(obj).__name__}) and the batch size is the full "
             "batch (batch_size None or 0), which a stream cannot hold: give a positive batch "
