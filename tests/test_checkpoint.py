@@ -7,12 +7,14 @@ states). A checkpoint that cannot be used is refused in one line, nothing stored
 import hashlib
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -381,3 +383,68 @@ def test_a_sweep_killed_anywhere_in_writing_a_checkpoint_resumes_bit_for_bit(tmp
     assert ("took over" in again.stderr) != last
     assert _stored(killed) == _stored(whole)
     assert os.listdir(killed / "checkpoints") == [".wdlab-files.json"]
+
+
+def test_a_checkpoint_missing_from_the_record_is_refused_before_training(
+    tmp_path, monkeypatch, capsys
+):
+    """The checkpoints' record deleted: the sweep resumed from a file it would not replace,
+    trained, was refused at its next checkpoint and stored every run ``failed``, again at
+    each try (found by a new-user trial). One line before anything trains; nothing stored
+    changes."""
+    out = tmp_path / "s"
+    path = _interrupted_with_a_checkpoint(monkeypatch, out)
+    (path.parent / ".wdlab-files.json").unlink()
+    before, files = _stored(out), _digest(out)
+    flags = ["sweep", *FLAGS, "--epochs", "40", "--checkpoint", "6", "--out", str(out)]
+    assert main(flags) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and f"checkpoint {path} is not in wdlab's record" in err[0], err
+    assert _stored(out) == before and _digest(out) == files
+
+
+@pytest.mark.parametrize("where", ["weights", "checkpoints"])
+def test_a_file_where_a_study_folder_goes_is_one_line_before_training(tmp_path, capsys, where):
+    """A file named ``weights`` (or ``checkpoints``) in the study folder: training ran to the
+    end and failed writing there, every run stored ``failed`` (found by a new-user trial)."""
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / where).write_text("x")
+    flags = ["sweep", *FLAGS, "--epochs", "12", "--checkpoint", "6", "--out", str(out)]
+    assert main([*flags, "--keep", "all"]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and f"{out / where} is a file, not a folder" in err[0], err
+    assert not (out / "study.db").exists() and (out / where).read_text() == "x"
+
+
+def test_a_users_file_where_a_runs_weights_go_is_never_replaced(tmp_path, capsys):
+    """A file wdlab did not write, under the name a run's kept weights take: it was replaced
+    by the weights (found by a new-user trial). One line before anything trains."""
+    from wdlab.pipelines.weights import weights_path
+
+    out = tmp_path / "s"
+    cfg = {**CFG, "train": {**CFG["train"], "epochs": 3, "keep": "all"}}
+    first = run_sweep(cfg, tmp_path / "first")
+    mine = weights_path(out, first.runs[0].config)
+    mine.parent.mkdir(parents=True)
+    mine.write_text("my data")
+    flags = ["sweep", *FLAGS, "--epochs", "3", "--checkpoint", "6", "--keep", "all"]
+    assert main([*flags, "--out", str(out)]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and f"{mine} exists and was not written by wdlab" in err[0], err
+    assert mine.read_text() == "my data"
+
+
+def test_a_full_disk_while_writing_is_one_line_naming_the_file(tmp_path):
+    """torch's archive writer, out of space, says "unexpected pos …": the line names the file
+    and the space left (the disk is faked full)."""
+    from wdlab.pipelines.outputs import write_error
+
+    path = tmp_path / "checkpoints" / "a.pt"
+    exc = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 6016 vs 5910")
+    with mock.patch("shutil.disk_usage", return_value=shutil._ntuple_diskusage(10, 10, 0)):
+        line = write_error(path, exc)
+    assert line == f"cannot write {path}: no space left on its device (0 bytes free)"
+    assert write_error(path, OSError(28, "No space left on device")) == (
+        f"cannot write {path}: No space left on device"
+    )

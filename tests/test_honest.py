@@ -486,3 +486,16 @@ def test_a_partial_study_without_its_wd0_runs_advises_nothing_yet():
     assert row["verdict"] == "no wd = 0 run to compare with" and row["weight_decay"] == 0.1
     assert "use wd = 0" not in verdict_text(row) and verdict_text(row).endswith("yet")
     assert use_text(row) == "wd 0.1 chosen, no wd = 0 run to compare with yet"
+
+
+def test_another_study_is_named_by_what_identifies_it_only(tmp_path):
+    """``keep`` and ``checkpoint`` are no part of a study's identity: beside a real
+    difference, the refusal listed them too, and a user could change the wrong one (found by
+    a new-user trial)."""
+    wdlab.sweep("linear", _data(), out=tmp_path / "s", **TINY)
+    with pytest.raises(ValueError, match="holds another study") as exc:
+        wdlab.sweep("linear", _data(), out=tmp_path / "s", keep="none", checkpoint=1,
+                    **(TINY | {"epochs": 3}))  # fmt: skip
+    line = one_line(exc)
+    assert "train.epochs: 2 stored, 3 now" in line
+    assert "train.keep" not in line and "train.checkpoint" not in line

@@ -20,7 +20,8 @@ same distribution, not the very masks of each run alone.
 A module that ``torch.vmap`` cannot run (``.item()``, data-dependent control flow, an
 unsupported op…) is run one configuration after another instead: the same stacked tensors, the
 same trainer, K forwards per step, each from the RNG state the first started from
-(:func:`same_draws`: each configuration draws the masks it draws alone). :func:`probe` finds out which, and why.
+(:func:`same_draws`: each configuration draws the masks it draws alone). :func:`probe` finds
+out which, and why.
 
 A batch of one configuration runs that way too, through the module's own kernels, and hands the
 module the contiguous output gradient a plain loop's loss would: ``max_batch=1`` is then a

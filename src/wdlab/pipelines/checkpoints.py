@@ -38,6 +38,7 @@ from wdlab.pipelines.outputs import (
     load_error,
     settle_output,
     sweep_dead_writes,
+    write_error,
     written_outputs,
 )
 from wdlab.records import RunConfig
@@ -82,10 +83,13 @@ def write(directory: str | Path, name: str, state: Mapping[str, Any], source: st
         check_outputs(where, [name], source, how="delete it, or choose another --out")
         tmp = where / f".{name}.{os.getpid()}.tmp"
         try:
-            with open(tmp, "wb") as fh:
-                torch.save(dict(state), fh)
-                fh.flush()
-                os.fsync(fh.fileno())
+            try:
+                with open(tmp, "wb") as fh:
+                    torch.save(dict(state), fh)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except (OSError, RuntimeError) as exc:  # a full disk: torch's archive error
+                raise ValueError(write_error(path, exc)) from None
             expect_output(where, name, tmp, source)  # a kill after the rename: still ours
             os.replace(tmp, path)
         finally:
@@ -106,6 +110,11 @@ def read(directory: str | Path, name: str, configs: Sequence[RunConfig] | None =
             f"checkpoint {path} is missing; run the sweep from a copy of the "
             "study that has it, or start a new study"
         ) from None
+    if name not in written_outputs(folder(directory)):  # wdlab records a file before it is
+        raise CheckpointError(  # there: one it would not replace is not its to resume from
+            f"checkpoint {path} is not in wdlab's record of the checkpoints it wrote "
+            f"({DIRNAME}/.wdlab-files.json); {fix}"
+        )
     if changed_since_written(folder(directory), name, raw):  # flipped tensor bytes still load
         raise CheckpointError(
             f"checkpoint {path} is damaged (its bytes changed since wdlab wrote it); {fix}"

@@ -17,6 +17,7 @@ from torch import nn
 from wdlab.data import Dataset, StreamedData
 from wdlab.inputs import take
 from wdlab.jsonsafe import dumps
+from wdlab.pipelines.checks import NOT_IN_IDENTITY
 from wdlab.pipelines.userdata import eval_outputs
 
 PROBE_EXAMPLES = 8
@@ -27,11 +28,15 @@ PROBE_TOLERANCE = 1e-3
 
 def differences(stored: Mapping[str, Any], new: Mapping[str, Any], limit: int = 3) -> str:
     """What differs between a stored study's config and a new one, in a few words: up to
-    ``limit`` dotted keys with both values."""
+    ``limit`` dotted keys with both values (not the keys no study's identity holds, such as
+    ``train.keep``: changed alone, they make no other study)."""
     new = json.loads(dumps(new, sort_keys=True))
     found: list[str] = []
+    unidentifying = {f"train.{k}" for k in NOT_IN_IDENTITY}
 
     def walk(a: Any, b: Any, path: str) -> None:
+        if path in unidentifying:
+            return
         if isinstance(a, dict) and isinstance(b, dict):
             for k in sorted(set(a) | set(b)):
                 walk(a.get(k, _MISSING), b.get(k, _MISSING), f"{path}.{k}" if path else k)

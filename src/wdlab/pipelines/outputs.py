@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -48,9 +49,11 @@ def check_outputs(
     source: str,
     force: bool = False,
     how: str = "pass --force to replace it, or choose another --out",
+    changed_ok: bool = False,
 ) -> None:
     """A one-line ``ValueError`` for the first of ``names`` in ``folder`` that wdlab may not
-    replace (see the module docstring); nothing with ``force``."""
+    replace (see the module docstring); nothing with ``force``. ``changed_ok``: a file wdlab
+    wrote for ``source`` passes even if changed since (its reader says so)."""
     if force:
         return
     folder = Path(folder)
@@ -65,7 +68,7 @@ def check_outputs(
             why = "was not written by wdlab"
         elif entry.get("source") != source:
             why = f"was written by wdlab for {_what(str(entry.get('source')), source)}"
-        elif not entry.get("pending") and not _recorded(entry, _digest(path)):
+        elif not changed_ok and not entry.get("pending") and not _recorded(entry, _digest(path)):
             why = "was changed since wdlab wrote it"
         else:
             continue
@@ -75,8 +78,14 @@ def check_outputs(
 def check_record(folder: str | Path, what: str, how: str, name: str | None = None) -> None:
     """A one-line ``ValueError`` where ``folder``'s record cannot be read (damaged): the files
     there (``what``; ``name``, the one in the way) cannot be told apart from others', and
-    writing would replace the record; ``how`` says what to do."""
+    writing would replace the record; ``how`` says what to do. A file where the folder goes
+    is one line too (found only when writing there, after the training)."""
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(
+            f"{folder} is a file, not a folder: the study keeps its {what} there; move it, "
+            "or choose another --out"
+        )
     if _damaged(folder):
         which = (
             f"{name} cannot be told apart from a file"
@@ -264,6 +273,21 @@ def load_error(exc: BaseException) -> str:
         if line and not line.startswith(ADVICE):
             return f"not plain tensors and data ({_short(line.replace('GLOBAL ', ''))})"
     return "not plain tensors and data"
+
+
+def write_error(path: str | Path, exc: BaseException) -> str:
+    """Why a file could not be written, in one line naming it: the system's reason, or (torch's
+    archive writer says "unexpected pos" for a full disk) the space left where it goes."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"cannot write {path}: {exc.strerror}"
+    try:
+        free = shutil.disk_usage(Path(path).parent).free
+    except OSError:
+        free = None
+    if free is not None and free < 2**20:
+        return f"cannot write {path}: no space left on its device ({free:,} bytes free)"
+    text = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+    return f"cannot write {path}: {_short(text)}"
 
 
 ADVICE = ("(1)", "(2)", "Please file", "Check the doc", "In PyTorch", "Re-running", "Do it only")

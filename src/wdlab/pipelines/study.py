@@ -51,7 +51,7 @@ from wdlab.pipelines.outputs import check_outputs, claim_outputs, record_outputs
 from wdlab.pipelines.results import SweepResult
 from wdlab.pipelines.segments import check_pruning, has_validation
 from wdlab.pipelines.userdata import check_last_batch, data_fingerprint, fit_outputs
-from wdlab.pipelines.weights import check_weights_record, factory_home, kept_runs, prune_weights
+from wdlab.pipelines.weights import check_weights, factory_home, kept_runs, prune_weights
 from wdlab.records import RunConfig
 from wdlab.selection import Criterion, criterion, settings, study_metric
 from wdlab.store import Store, StoreError, hash_config, worker_id
@@ -251,7 +251,8 @@ def run_study(
     table = decay_table(model, kw["rule"]).to_dict()
     own_groups(decay_table(model, kw["rule"]), kw.get("group_wd") or {})  # before the store
     check_checkpoint_record(study.directory)  # readable before anything runs
-    check_weights_record(study.directory)
+    kept = study.configs if kw.get("keep_params") else ()
+    check_weights(study.directory, kept, f"study {hash_config(study.identity)}")
     with (
         undone_on_failure(study.directory),  # a new study that stored nothing: removed again
         open_logs(log, study.name, study.config, hash_config(study.identity)) as logs,

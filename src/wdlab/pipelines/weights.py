@@ -52,11 +52,13 @@ from wdlab.config import ModelConfig
 from wdlab.models import MODEL_KINDS, ModelSpec, kind_options
 from wdlab.pipelines.outputs import (
     changed_since_written,
+    check_outputs,
     check_record,
     forget_outputs,
     load_error,
     record_outputs,
     sweep_dead_writes,
+    write_error,
     written_outputs,
 )
 from wdlab.records import RunConfig, RunResult, no_choice, use_wd
@@ -74,6 +76,16 @@ def check_weights_record(directory: str | Path) -> None:
     folder = Path(directory) / FOLDER
     how = f"restore it, or delete {folder} (the kept weights are then gone)"
     check_record(folder, "weights files", how)
+
+
+def check_weights(directory: str | Path, configs: Iterable[RunConfig], source: str) -> None:
+    """Before anything trains: the record of the kept weights readable, and no file where a
+    run of ``configs`` keeps its weights that wdlab did not write for this study (``source``;
+    it was replaced when the run's weights were saved). One ``ValueError`` line."""
+    check_weights_record(directory)
+    names = [weights_path(directory, c).name for c in configs]
+    how = "move it, or choose another --out"
+    check_outputs(Path(directory) / FOLDER, names, source, how=how, changed_ok=True)
 
 
 def weights_path(directory: str | Path, config: RunConfig) -> Path:
@@ -101,8 +113,12 @@ def save_weights(
         folder.mkdir(parents=True, exist_ok=True)
         path = weights_path(directory, r.config)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:  # a handle: the archive's inner name is not the tmp's
-            torch.save(dict(r.params), fh)
+        try:
+            with open(tmp, "wb") as fh:  # a handle: the archive's inner name is not the tmp's
+                torch.save(dict(r.params), fh)
+        except (OSError, RuntimeError) as exc:  # a full disk: torch's archive error
+            tmp.unlink(missing_ok=True)
+            raise ValueError(write_error(path, exc)) from None
         os.replace(tmp, path)
         written.append(path)
     if written:
