@@ -251,14 +251,15 @@ def run_study(
     table = decay_table(model, kw["rule"]).to_dict()
     own_groups(decay_table(model, kw["rule"]), kw.get("group_wd") or {})  # before the store
     check_checkpoint_record(study.directory)  # readable before anything runs
-    kept = study.configs if kw.get("keep_params") else ()
-    check_weights(study.directory, kept, f"study {hash_config(study.identity)}")
+    check_weights(study.directory)
     with (
         undone_on_failure(study.directory),  # a new study that stored nothing: removed again
         open_logs(log, study.name, study.config, hash_config(study.identity)) as logs,
         Store(study.directory) as store,
     ):
-        _init_study(store, study)
+        _init_study(store, study)  # another study: said before the files in its way are
+        source = f"study {store.study()['config_hash']}"  # type: ignore[index]
+        check_weights(study.directory, study.configs if kw.get("keep_params") else (), source)
         facts = {"name": ds.name, **ds.meta, "decay_table": table, "model_sizes": _sizes(spec)}
         facts |= factory_home(spec)  # where a factory named by a relative path is found
         store.set_data(facts | {"steps_per_epoch": pace.steps_per_epoch}, ds.task)
@@ -267,8 +268,7 @@ def run_study(
         job.configs = study.configs  # batches are planned over the whole grid
         job.weights = study.directory if kw.get("keep_params") else None
         job.keep = _keep(study)
-        job.directory = study.directory  # its checkpoint files are recorded as the study's:
-        job.source = f"study {store.study()['config_hash']}"  # type: ignore[index]
+        job.directory, job.source = study.directory, source  # its files: recorded as its own
         job.pace(pace)
         job.share(len(study.configs), per_config, max_memory_mb, max_batch, progress, t0)
         counts, failures = store.counts(), store.failures()

@@ -78,7 +78,9 @@ def check_weights_record(directory: str | Path) -> None:
     check_record(folder, "weights files", how)
 
 
-def check_weights(directory: str | Path, configs: Iterable[RunConfig], source: str) -> None:
+def check_weights(
+    directory: str | Path, configs: Iterable[RunConfig] = (), source: str = ""
+) -> None:
     """Before anything trains: the record of the kept weights readable, and no file where a
     run of ``configs`` keeps its weights that wdlab did not write for this study (``source``;
     it was replaced when the run's weights were saved). One ``ValueError`` line."""
