@@ -437,14 +437,20 @@ def test_a_users_file_where_a_runs_weights_go_is_never_replaced(tmp_path, capsys
 
 def test_a_full_disk_while_writing_is_one_line_naming_the_file(tmp_path):
     """torch's archive writer, out of space, says "unexpected pos …": the line names the file
-    and the space left (the disk is faked full)."""
-    from wdlab.pipelines.outputs import write_error
+    and the space left (the disk is faked full), and the temporary file is gone."""
+    from wdlab.pipelines.outputs import save_to
 
-    path = tmp_path / "checkpoints" / "a.pt"
-    exc = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 6016 vs 5910")
-    with mock.patch("shutil.disk_usage", return_value=shutil._ntuple_diskusage(10, 10, 0)):
-        line = write_error(path, exc)
-    assert line == f"cannot write {path}: no space left on its device (0 bytes free)"
-    assert write_error(path, OSError(28, "No space left on device")) == (
-        f"cannot write {path}: No space left on device"
-    )
+    path, tmp = tmp_path / "a.pt", tmp_path / ".a.pt.tmp"
+    full = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 6016 vs 5910")
+    for raised, line in (
+        (full, f"cannot write {path}: no space left on its device (0 bytes free)"),
+        (OSError(28, "No space left on device"), f"cannot write {path}: No space left on device"),
+    ):
+        with (
+            mock.patch("torch.save", side_effect=raised),
+            mock.patch("shutil.disk_usage", return_value=shutil._ntuple_diskusage(10, 10, 0)),
+            pytest.raises(ValueError) as said,
+        ):
+            save_to(tmp, {"w": torch.zeros(2)}, path, sync=True)
+        assert str(said.value) == line
+        assert not tmp.exists()

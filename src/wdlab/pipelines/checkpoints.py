@@ -36,9 +36,9 @@ from wdlab.pipelines.outputs import (
     expect_output,
     forget_outputs,
     load_error,
+    save_to,
     settle_output,
     sweep_dead_writes,
-    write_error,
     written_outputs,
 )
 from wdlab.records import RunConfig
@@ -83,13 +83,7 @@ def write(directory: str | Path, name: str, state: Mapping[str, Any], source: st
         check_outputs(where, [name], source, how="delete it, or choose another --out")
         tmp = where / f".{name}.{os.getpid()}.tmp"
         try:
-            try:
-                with open(tmp, "wb") as fh:
-                    torch.save(dict(state), fh)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            except (OSError, RuntimeError) as exc:  # a full disk: torch's archive error
-                raise ValueError(write_error(path, exc)) from None
+            save_to(tmp, dict(state), path, sync=True)
             expect_output(where, name, tmp, source)  # a kill after the rename: still ours
             os.replace(tmp, path)
         finally:

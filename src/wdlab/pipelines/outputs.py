@@ -18,6 +18,8 @@ import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+import torch
+
 from wdlab.store import DB_NAME, Store, StoreError
 
 MANIFEST = ".wdlab-files.json"
@@ -275,7 +277,22 @@ def load_error(exc: BaseException) -> str:
     return "not plain tensors and data"
 
 
-def write_error(path: str | Path, exc: BaseException) -> str:
+def save_to(tmp: Path, obj: object, named: Path, sync: bool = False) -> None:
+    """``torch.save`` of ``obj`` into ``tmp`` (through a handle: the archive's inner name is not
+    the temporary's), flushed to disk with ``sync``; a failure (a full disk) removes ``tmp`` and
+    is one ``ValueError`` line naming ``named``, the file it was to become."""
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            if sync:
+                fh.flush()
+                os.fsync(fh.fileno())
+    except (OSError, RuntimeError) as exc:  # torch's archive writer, out of space: RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise ValueError(_write_error(named, exc)) from None
+
+
+def _write_error(path: str | Path, exc: BaseException) -> str:
     """Why a file could not be written, in one line naming it: the system's reason, or (torch's
     archive writer says "unexpected pos" for a full disk) the space left where it goes."""
     if isinstance(exc, OSError) and exc.strerror:

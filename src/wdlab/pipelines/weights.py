@@ -57,8 +57,8 @@ from wdlab.pipelines.outputs import (
     forget_outputs,
     load_error,
     record_outputs,
+    save_to,
     sweep_dead_writes,
-    write_error,
     written_outputs,
 )
 from wdlab.records import RunConfig, RunResult, no_choice, use_wd
@@ -115,12 +115,7 @@ def save_weights(
         folder.mkdir(parents=True, exist_ok=True)
         path = weights_path(directory, r.config)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "wb") as fh:  # a handle: the archive's inner name is not the tmp's
-                torch.save(dict(r.params), fh)
-        except (OSError, RuntimeError) as exc:  # a full disk: torch's archive error
-            tmp.unlink(missing_ok=True)
-            raise ValueError(write_error(path, exc)) from None
+        save_to(tmp, dict(r.params), path)
         os.replace(tmp, path)
         written.append(path)
     if written:
