@@ -13,6 +13,7 @@ from typing import Any
 
 from optuna.distributions import BaseDistribution
 from optuna.trial import Trial, TrialState
+from torch import nn
 
 from wdlab.data import Dataset, StreamedData
 from wdlab.decay import decay_table, get_mode
@@ -60,6 +61,7 @@ class _Search:
             raise ValueError("a search chooses on validation: the data need a validation split")
         task = None if settings.loss is None else custom_task(get_task(ds.task), settings.loss)
         built = meta_build(spec) if spec.kind != "custom" else spec.build(settings.seeds[0])
+        network = network_identity(spec, built)  # fingerprinted before any forward, as a sweep
         ds, fitted = fit_outputs(built, ds, {"task": task})  # 2 outputs, 2 classes: as a sweep
         self.ds, self.task = ds, fitted["task"]
         self.crit = _criterion(ds, settings)
@@ -72,7 +74,7 @@ class _Search:
         own, self.shared = self._memory()  # each configuration's, and the batch's once
         self.per_trial = own * len(settings.seeds)
         self.identity = _identity(settings, ds, model_name) | _fixed(fixed, self.targets)
-        self.identity["network"] = network_identity(spec, settings.seeds[0])
+        self.identity["network"] = network
         # what wdlab 0.x stored for the same rule: its repr (of a name, where one was given);
         # a study recorded before the values the space does not search, or the network, were:
         # none
@@ -324,12 +326,13 @@ def _identity(settings: Settings, ds: Dataset | StreamedData, model_name: str) -
     return json.loads(json.dumps(doc, default=str))
 
 
-def network_identity(spec: ModelSpec, seed: int) -> dict[str, Any]:
+def network_identity(spec: ModelSpec, built: nn.Module) -> dict[str, Any]:
     """The network a study's trials train: a built-in kind's options (``--hidden``,
-    ``--activation``…), a factory's build at ``seed`` fingerprinted as :func:`wdlab.sweep`
-    fingerprints it (a study searched on another network is another study)."""
+    ``--activation``…), a factory's build at the first seed (``built``) fingerprinted as
+    :func:`wdlab.sweep` fingerprints it (a study searched on another network is another
+    study)."""
     if spec.kind == "custom":
-        return {"fingerprint": module_fingerprint(spec.build(seed))}
+        return {"fingerprint": module_fingerprint(built)}
     options = kind_options(spec.kind, spec)
     return json.loads(json.dumps({"kind": spec.kind, **options}))
 
