@@ -250,9 +250,9 @@ def module_fingerprint(model: nn.Module) -> str:
         if not _library(cls):
             h.update(_source(cls).encode())
     settings = [
-        (name, _settings(vars(m)))
+        (name, own)
         for name, m in model.named_modules()
-        if not _library(type(m)) and _settings(vars(m))
+        if not _library(type(m)) and (own := _settings(vars(m)))
     ]  # a user module's own numbers (self.p = 0.3 read by F.dropout): its repr omits them
     if settings:
         h.update(repr(settings).encode())
@@ -315,8 +315,8 @@ def _feed(h: Any, obj: object, depth: int) -> None:
         cells = [c.cell_contents for c in fn.__closure__ or () if _filled(c)]
         _feed(h, (cells, getattr(obj, "__self__", None)), depth + 1)
         read = {n: fn.__globals__[n] for n in fn.__code__.co_names if n in fn.__globals__}
-        if _settings(read):  # the module-level numbers it reads (label_smoothing=LS)
-            _feed(h, _settings(read), depth + 1)
+        if numbers := _settings(read):  # the module-level numbers it reads (label_smoothing=LS)
+            _feed(h, numbers, depth + 1)
     elif isinstance(obj, type):
         h.update(_source(obj).encode())
     elif isinstance(obj, (types.BuiltinFunctionType, types.ModuleType)):
