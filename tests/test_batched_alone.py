@@ -154,6 +154,13 @@ def _configs(opt):
     ]
 
 
+def _single_tensor(opt):
+    """:func:`_configs`, AdamW as torch's single-tensor implementation (see
+    :func:`test_on_the_cpu_a_batch_with_convolutions_runs_one_configuration_after_another`)."""
+    off = (("foreach", False), ("fused", False)) if opt == "adamw" else None
+    return [replace(c, options=off) for c in _configs(opt)] if off else _configs(opt)
+
+
 def plain_loop(cls, data, cfg, device):
     """What a user writes, drawing mini-batches as wdlab does: the model built after
     ``torch.manual_seed(seed)``; torch's RNG seeded with the data seed (0) for the run; one
@@ -313,8 +320,7 @@ def test_on_the_cpu_a_batch_with_convolutions_runs_one_configuration_after_anoth
     rows rather than one, rounds the last elements of the first row in its vectorised body
     instead of its scalar tail (1 ulp; measured 1.5e-8 on the first row, 0 on the last)."""
     data = images()
-    off = (("foreach", False), ("fused", False)) if opt == "adamw" else None
-    configs = [replace(c, options=off) for c in _configs(opt)] if off else _configs(opt)
+    configs = _single_tensor(opt)
     batched = _train(ResNetish, data, configs, "cpu")
     assert batched[0].engine.startswith("torch.func: one configuration after another")
     assert "convolutions on the CPU" in batched[0].engine
@@ -438,8 +444,7 @@ def test_one_after_another_each_configuration_draws_its_own_masks_alone(opt):
     instead: weights 0.019 to 0.079 apart from alone; found by a new-user trial). Bit for
     bit alone, and alone is the plain loop."""
     data = images()
-    off = (("foreach", False), ("fused", False)) if opt == "adamw" else None
-    configs = [replace(c, options=off) for c in _configs(opt)] if off else _configs(opt)
+    configs = _single_tensor(opt)
     batched = _train(DropoutResNet, data, configs, "cpu")
     assert "one configuration after another" in batched[0].engine
     for c, b in zip(configs, batched, strict=True):
