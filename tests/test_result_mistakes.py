@@ -260,7 +260,7 @@ def test_model_of_a_study_with_no_choice_says_why(tmp_path):
 
 
 def test_the_answer_row_shows_the_tau_of_the_wd_it_recommends(tmp_path):
-    nogain = sweep_result()  # use wd 0 (the highest mean: 0.032, τ_epoch 12.5)
+    nogain = sweep_result()  # use wd 0 (the best mean: 0.0316, τ_epoch 12.5)
     (row,) = [s for s in nogain.selection if s["mode"] == "decoupled"]
     assert row["verdict"] == NO_GAIN and row["tau_epoch"] == 12.5
     assert "12" not in answer_line(row).split("  ")[0]
@@ -274,4 +274,4 @@ def test_the_answer_row_shows_the_tau_of_the_wd_it_recommends(tmp_path):
     head = next(ln for ln in lines if ln.startswith("mode") and "τ_epoch" in ln)
     mine = next(ln for ln in lines[lines.index(head) :] if ln.startswith("decoupled"))
     ref = next(ln for ln in lines[lines.index(head) :] if ln.startswith("none"))
-    assert mine.split()[2:4] == ["0.001", "12"] and ref.split()[2:4] == ["0", "—"]
+    assert mine.split()[2:4] == ["0.001", "12.5"] and ref.split()[2:4] == ["0", "—"]

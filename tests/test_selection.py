@@ -239,8 +239,8 @@ def test_to_pandas_has_one_tidy_row_per_run():
 
 def test_short_notation():
     assert [short(v) for v in (0.0316228, 3.16228e-05, 0.0, 1e-4, 0.003, 1e3, math.nan)] == [
-        "0.032",
-        "3.2e-5",
+        "0.0316",
+        "3.16e-5",
         "0",
         "0.0001",
         "0.003",
@@ -282,7 +282,7 @@ def test_the_summary_counts_only_the_settings_compared_with_wd_0():
         "no (mode, lr) setting could be compared with wd = 0: see each row's verdict"
     )
     said = verdict_summary([pruned, few, row(1.0, NO_GAIN)])
-    assert said.startswith(f"{NO_GAIN}: none of the 1 (mode, lr) setting compared beat wd = 0")
+    assert said.startswith(f"{NO_GAIN}: the 1 (mode, lr) setting compared did not beat wd = 0")
     assert said.endswith("use wd = 0 there; 2 more could not be compared (see their verdicts)")
     said = verdict_summary([pruned, row(1.0, "better than wd = 0", won=True)])
     assert said.startswith("weight decay beat wd = 0 in 1 of 1 (mode, lr) setting compared")

@@ -38,7 +38,8 @@ class RunConfig:
     """One configuration: decay mode and strength, optimizer and its settings, seed.
 
     ``options`` are extra optimizer keywords as sorted ``(name, value)`` pairs, e.g.
-    ``(("momentum", 0.9),)``. ``label`` names the run in tables (default: the mode).
+    ``(("momentum", 0.9),)`` (a dict is taken as its sorted pairs). ``label`` names the run
+    in tables (default: the mode).
     """
 
     mode: str = "none"
@@ -55,6 +56,10 @@ class RunConfig:
         if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         check_pairing(self.mode, self.optimizer)
+        if isinstance(self.options, Mapping):  # frozen: set once, as its sorted pairs
+            object.__setattr__(self, "options", tuple(sorted(self.options.items())))
+        if not all(isinstance(o, tuple) and len(o) == 2 for o in self.options):
+            raise ValueError(f"options must be (name, value) pairs or a dict, got {self.options!r}")
         if any(k in ("lr", "weight_decay", "params") for k, _ in self.options):
             raise ValueError("lr and weight_decay are set by the config, not in options")
 
@@ -224,13 +229,16 @@ class Result:
     def __repr__(self) -> str:
         """A short summary in one line: the kind, the name, the runs per status and the answer
         (``str()`` is the table; ``to_dict()`` holds everything)."""
-        counts = self.counts or _status_counts(self.runs)
-        statuses = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
         name = f" {self.name!r}" if self.name else ""
-        return (
-            f"<{type(self).__name__} {self.kind}{name}: {len(self.runs)} runs ({statuses}); "
-            f"{self.answer()}>"
-        )
+        return f"<{type(self).__name__} {self.kind}{name}: {self.runs_text()}; {self.answer()}>"
+
+    def runs_text(self) -> str:
+        """``9 runs (2 done, 1 failed, 6 pending)``: every run of the study by status (the
+        unfinished ones too, as ``wdlab ls`` counts them)."""
+        counts = self.counts or _status_counts(self.runs)
+        total = sum(counts.values()) or len(self.runs)
+        statuses = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
+        return f"{total} run{'s' if total != 1 else ''}" + (f" ({statuses})" if statuses else "")
 
     def __str__(self) -> str:
         return repr(self)
@@ -346,7 +354,10 @@ ALL_PRUNED = (  # no test was made: no advice at this (mode, lr), no p-value
     "wd = 0 here"
 )
 NONE_SWEPT = "no weight decay > 0 was swept here: nothing was compared with wd = 0"
-UNTESTED = (ALL_PRUNED, NONE_SWEPT)  # verdicts of rows where no test was made: no advice
+NOT_YET = (  # a partial study whose weight decays > 0 are swept but none finished yet
+    "no weight decay > 0 trained yet (a partial study): nothing was compared with wd = 0"
+)
+UNTESTED = (ALL_PRUNED, NONE_SWEPT, NOT_YET)  # verdicts of rows where no test was made
 
 
 def use_text(row: Mapping[str, Any]) -> str:
@@ -360,6 +371,8 @@ def use_text(row: Mapping[str, Any]) -> str:
         return "every wd > 0 pruned, none compared with wd = 0"
     if row.get("verdict") == NONE_SWEPT:
         return "no wd > 0 swept, none compared with wd = 0"
+    if row.get("verdict") == NOT_YET:
+        return "no wd > 0 trained yet, none compared with wd = 0"
     if row.get("verdict") == NO_REFERENCE:  # nothing to advise yet
         return f"wd {row['weight_decay']:g} chosen, {NO_REFERENCE} yet"
     return "wd 0 (no measurable gain)"

@@ -15,11 +15,12 @@ from matplotlib.figure import Figure
 from wdlab.decay import get_mode
 from wdlab.extras import require
 from wdlab.pipelines.weights import build_trained, kept_files, runs_at
-from wdlab.records import Check, Result, RunResult, use_wd
+from wdlab.records import NONE_SWEPT, NOT_YET, Check, Result, RunResult, use_wd
 from wdlab.report.figures import figure
 from wdlab.report.files import write_results
-from wdlab.report.text import demo_table, experiment_table, short, use_cell, verdict_text
-from wdlab.selection import metric_for, select, study_metric, unanswered
+from wdlab.report.html import headline_html
+from wdlab.report.text import demo_table, experiment_table
+from wdlab.selection import select, study_metric, unanswered
 
 if TYPE_CHECKING:
     from torch import nn
@@ -115,6 +116,11 @@ class SweepResult(Result):
         with the config's ``train.select`` and ``train.early_stopping`` (and the direction of a
         user's own metric, kept in the data facts)."""
         self.selection = select(self.runs, self.task, *study_metric(self.config, self.data))
+        swept = self.config.get("decay", {}).get("weight_decay") or []
+        if self.partial and any(w > 0 for w in swept):  # its wd > 0 runs are not done yet
+            for s in self.selection:
+                if s["verdict"] == NONE_SWEPT:
+                    s["verdict"] = NOT_YET
         return self.selection
 
     @property
@@ -193,31 +199,9 @@ class SweepResult(Result):
         return write_results(self, out)
 
     def _repr_html_(self) -> str:
-        """The choice per (mode, lr) as an HTML table, for notebooks."""
-        name = self.selection[0]["metric_name"] if self.selection else metric_for(self.task)[1]
-        head = "".join(
-            f"<th>{escape(h)}</th>"
-            for h in (
-                "mode",
-                "lr",
-                "use wd",
-                f"val {name}",
-                f"test {name} (mean ± std)",
-                "test at wd=0",
-                "verdict",
-                "seeds",
-            )
-        )
-        rows = "".join(
-            f"<tr><td>{escape(s['mode'])}</td><td>{short(s['lr'])}</td>"
-            f"<td>{escape(use_cell(s))}</td><td>{s['val']:.4f}</td>"
-            f"<td>{s['test_mean']:.4f} ± {s['test_std']:.4f}</td>"
-            f"<td>{s['test_at_zero']:.4f}</td><td>{escape(verdict_text(s))}</td>"
-            f"<td>{s['seeds']}</td></tr>"
-            for s in self.selection
-        )
-        title = escape(f"{self.data.get('name', '')}: {len(self.runs)} runs")
-        return f"<table><caption>{title}</caption><tr>{head}</tr>{rows}</table>"
+        """The report's answer table (every run where nothing was chosen), for notebooks."""
+        partial = f" ({self.partial_note()})" if self.partial else ""
+        return headline_html(self, f"{self.data.get('name', '')}: {self.runs_text()}{partial}")
 
 
 def run_row(run: RunResult) -> dict[str, Any]:

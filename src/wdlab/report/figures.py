@@ -22,12 +22,16 @@ PLOT_KINDS = {
     "gap": "gap",
     "rotation": "rotation",
     "rungs": "rungs",
+    "heatmap": "heatmap",
 }
 
 
 def figure(result: Result, kind: str) -> Figure:
-    """The figure ``kind`` (a :data:`FIGURES` name or a :data:`PLOT_KINDS` short name)."""
+    """The figure ``kind`` (a :data:`FIGURES` name or a :data:`PLOT_KINDS` short name); a
+    ``ValueError`` where it does not apply to ``result`` (as the report leaves it out)."""
     spec = FIGURES.get(PLOT_KINDS.get(kind, kind))
     if spec is None:
         raise ValueError(f"unknown plot {kind!r}; valid: {', '.join(PLOT_KINDS)}")
+    if not spec.applies(result):
+        raise ValueError(f"no {kind!r} figure for this result: it needs {spec.needs}")
     return spec.draw(result)

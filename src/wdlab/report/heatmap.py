@@ -143,4 +143,10 @@ def _heatmap_caption(r: Result) -> str:
     ) + gaps(r, "A blank cell")
 
 
-HEATMAP = FigureSpec("heatmap", _heatmap_applies, _heatmap_caption, _draw_heatmap)
+HEATMAP = FigureSpec(
+    "heatmap",
+    _heatmap_applies,
+    _heatmap_caption,
+    _draw_heatmap,
+    "two weight decays > 0 and two lrs swept, and a weight decay chosen on validation",
+)

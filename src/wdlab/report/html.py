@@ -19,6 +19,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from wdlab.decay import formula
+from wdlab.decay.rules import DecayTable, own_groups
 from wdlab.optimizers import class_name
 from wdlab.records import Result, is_reference, no_choice
 from wdlab.report.figures import FIGURES
@@ -125,6 +126,12 @@ def answer_table(selection: list[dict[str, Any]]) -> tuple[list[str], list[list[
     return [*head, "seeds"], rows
 
 
+def headline_html(result: Result, caption: str = "") -> str:
+    """:func:`headline` as one HTML table, as the report shows it (a notebook's view of a
+    result), under ``caption``."""
+    return _table(*headline(result), caption=caption)
+
+
 def _answer_html(result: Result) -> list[str]:
     """The page's opening: the verdict in one sentence, the rule, and the answer table."""
     sel = result.selection
@@ -183,12 +190,26 @@ def formulas(result: Result) -> list[list[str]]:
     return [[m, formula(m, opt)] for m in modes]
 
 
+def _own_wds(table: dict[str, Any], group_wd: dict[str, float]) -> dict[str, str]:
+    """The tensors that ``group_wd`` (pattern: weight decay) gives a weight decay of their own
+    instead of the swept one, as :func:`wdlab.decay.rules.own_groups` matches them."""
+    if not group_wd:
+        return {}
+    rows = DecayTable(table.get("parameters", []), str(table.get("rule", "")))
+    try:
+        matched = own_groups(rows, group_wd)
+    except ValueError:  # a study stored with another rule's names: nothing to say here
+        return {}
+    return {n: f"{wd:g} (group_wd {pattern})" for pattern, names, wd in matched for n in names}
+
+
 def _table(
     head: list[str],
     rows: list[list[str]],
     first_left: bool = True,
     marks: list[str] | None = None,
     left: tuple[str, ...] = ("verdict",),
+    caption: str = "",
 ) -> str:
     lefts = {i for i, h in enumerate(head) if (i == 0 and first_left) or h in left}
     th = "".join(
@@ -204,7 +225,8 @@ def _table(
         + "</tr>"
         for row, mark in zip(rows, marks, strict=True)
     )
-    return f'<table class="headline"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
+    cap = f"<caption>{escape(caption)}</caption>" if caption else ""
+    return f'<table class="headline">{cap}<thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def write_report(result: Result, out: str | Path) -> dict[str, Path]:
@@ -230,7 +252,7 @@ def write_report(result: Result, out: str | Path) -> dict[str, Path]:
         f"<title>{escape(name)} — wdlab report</title><style>{CSS}</style></head><body>",
         f"<h1>{escape(name)}</h1>",
         f'<p class="meta">wdlab report · {escape(result.kind)} · task {escape(result.task)} · '
-        f"{len(result.runs)} runs · data {escape(str(result.data.get('name', '')))}</p>",
+        f"{escape(result.runs_text())} · data {escape(str(result.data.get('name', '')))}</p>",
         *_answer_html(result),
         "<h2>Figures</h2>",
         *fig_html,
@@ -272,6 +294,7 @@ def _configuration_html(result: Result) -> list[str]:
             f"parameters) decay; {t.get('kept_tensors', '?')} tensors "
             f"({t.get('kept_parameters', 0):,} parameters) do not.{note}</p>"
         )
+        own = _own_wds(t, result.config.get("decay", {}).get("group_wd") or {})
         rows = [
             [
                 r["name"],
@@ -279,11 +302,18 @@ def _configuration_html(result: Result) -> list[str]:
                 f"{r['numel']:,}",
                 "yes" if r["decays"] else "no",
                 r["why"],
+                *([own.get(r["name"], "the swept wd" if r["decays"] else "—")] if own else []),
             ]
             for r in t.get("parameters", [])
         ]
-        parts.append(_table(["parameter", "shape", "count", "decays", "why"], rows))
+        wd = ["wd"] if own else []
+        parts.append(_table(["parameter", "shape", "count", "decays", "why", *wd], rows))
+        if own and len(own) == t.get("decayed_tensors"):
+            parts.append(
+                '<p class="meta">Every decaying tensor has its own weight decay (group_wd): '
+                "the runs of the grid's weight decays > 0 train alike.</p>"
+            )
     if result.config:
-        config = escape(json.dumps(result.config, indent=1, default=str))
+        config = escape(json.dumps(result.config, indent=1, default=str, ensure_ascii=False))
         parts.append(f"<details><summary>Full configuration</summary><pre>{config}</pre></details>")
     return parts

@@ -159,13 +159,27 @@ def _zero_position(pos: Sequence[float]) -> float:
     return pos[0] / 10 ** max(0.6, 0.12 * decades)
 
 
+def _spaced_labels(ticks: Sequence[float], labels: Sequence[str]) -> list[str]:
+    """``labels`` with those too close on the log axis to the last one shown left blank (a
+    tick still marks each swept weight decay), so that 0.55 and 0.56 do not print over each
+    other; the first and the last are always shown."""
+    logs = [math.log10(t) for t in ticks]
+    gap = (logs[-1] - logs[0]) / 12 if len(logs) > 1 else 0.0
+    out, last = [], -math.inf
+    for i, (x, label) in enumerate(zip(logs, labels, strict=True)):
+        near_end = i < len(logs) - 1 and logs[-1] - x < gap
+        keep = x - last >= gap and not near_end
+        out.append(label if keep or i == len(logs) - 1 else "")
+        last = x if keep or i == len(logs) - 1 else last
+    return out
+
+
 def _zero_axis(ax: Any, pos: Sequence[float], x0: float) -> None:
     """Ticks at 0 and at each swept weight decay (short notation), a dotted break between."""
     from matplotlib.ticker import NullLocator
 
     ticks = [x0, *pos]
-    every = max(1, math.ceil(len(ticks) / 12))
-    ax.set_xticks(ticks[::every], ["0", *(short(w) for w in pos)][::every], fontsize=8)
+    ax.set_xticks(ticks, _spaced_labels(ticks, ["0", *(short(w) for w in pos)]), fontsize=8)
     ax.xaxis.set_minor_locator(NullLocator())
     if pos:
         ax.axvline(math.sqrt(x0 * pos[0]), color="0.55", lw=1.0, ls=(0, (1, 2)))
@@ -276,12 +290,14 @@ def weight_norm_curves(runs: Sequence[RunResult], labels: Sequence[str] | None =
 
 @dataclass(frozen=True)
 class FigureSpec:
-    """One report figure: its file stem, when it applies, its caption and how to draw it."""
+    """One report figure: its file stem, when it applies (``needs`` says it in words), its
+    caption and how to draw it."""
 
     name: str
     applies: Callable[[Result], bool]
     caption: Callable[[Result], str]
     draw: Callable[[Result], Figure]
+    needs: str = ""
 
 
 def _loss_title(result: Result) -> str:
@@ -408,5 +424,11 @@ STANDARD: tuple[FigureSpec, ...] = (
         ),
         lambda r: weight_norm_curves(shown(r)),
     ),
-    FigureSpec("wd_curve", swept, _wd_caption, _draw_wd),
+    FigureSpec(
+        "wd_curve",
+        swept,
+        _wd_caption,
+        _draw_wd,
+        "two weight decays > 0 swept and one chosen on validation",
+    ),
 )

@@ -113,4 +113,5 @@ ROTATION = FigureSpec(
     _has_rotation,
     lambda r: CAPTION,
     lambda r: rotation_figure(representative(r.runs)),
+    "runs trained with diagnostics=('rotation',)",
 )

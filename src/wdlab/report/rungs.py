@@ -120,4 +120,6 @@ def _caption(result: Result) -> str:
     return f"{text} {comp[:1].upper()}{comp[1:]}." if comp else text
 
 
-RUNGS = FigureSpec("rungs", _applies, _caption, _draw)
+RUNGS = FigureSpec(
+    "rungs", _applies, _caption, _draw, "a sweep pruned by successive halving (prune=True)"
+)

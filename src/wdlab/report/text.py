@@ -10,6 +10,7 @@ from typing import Any
 from wdlab.records import (
     NO_REFERENCE,
     NONE_SWEPT,
+    NOT_YET,
     UNTESTED,
     Check,
     Result,
@@ -150,11 +151,12 @@ def verdict_text(s: Mapping[str, Any]) -> str:
 
 
 def use_cell(s: Mapping[str, Any]) -> str:
-    """The weight decay to use (:func:`~wdlab.records.use_wd`), with the highest mean beside it
-    where that is another weight decay (it did not beat the one to use measurably)."""
+    """The weight decay to use (:func:`~wdlab.records.use_wd`), with the one of the best mean
+    (the highest accuracy, the lowest loss or RMSE) beside it where that is another weight
+    decay (it did not beat the one to use measurably)."""
     wd = use_wd(s)
     best = s.get("best_mean_wd", s["weight_decay"])
-    return short(wd) + (f" (highest mean: {short(best)})" if best != wd else "")
+    return short(wd) + (f" (best mean: {short(best)})" if best != wd else "")
 
 
 def verdict_summary(sel: Sequence[Mapping[str, Any]], others: Sequence[Mapping] = ()) -> str:
@@ -168,6 +170,8 @@ def verdict_summary(sel: Sequence[Mapping[str, Any]], others: Sequence[Mapping] 
         return "only the wd = 0 reference was trained: nothing to choose"
     if rows and not extra and all(s["verdict"] == NONE_SWEPT for s in rows):
         return "no weight decay > 0 was swept: give some (--wd, weight_decay=) to compare"
+    if rows and not extra and all(s["verdict"] == NOT_YET for s in rows):
+        return "no weight decay > 0 trained yet: resume the sweep to compare with wd = 0"
     if rows and not extra and all(s["verdict"].startswith(TOO_FEW) for s in rows):
         return f"{TOO_FEW} whether weight decay beats wd = 0: run {MIN_SEEDS} or more seeds"
     test = f"one-sided paired t-test over seeds, {ALPHA:.0%} error rate per setting"
@@ -181,7 +185,9 @@ def verdict_summary(sel: Sequence[Mapping[str, Any]], others: Sequence[Mapping] 
     if won == 0 and not untested:
         return f"{NO_GAIN}: no (mode, lr) setting beat wd = 0 ({test}); use wd = 0"
     if won == 0:
-        return f"{NO_GAIN}: none of the {settings} beat wd = 0 ({test}); use wd = 0 there{rest}"
+        none = "the" if n == 1 else "none of the"
+        verb = "did not beat" if n == 1 else "beat"
+        return f"{NO_GAIN}: {none} {settings} {verb} wd = 0 ({test}); use wd = 0 there{rest}"
     return f"weight decay beat wd = 0 in {won} of {settings} ({test}){rest}"
 
 
@@ -227,10 +233,11 @@ def _count(n: int, noun: str) -> str:
 
 
 def short(v: Any) -> str:
-    """A number in at most two significant digits: ``0.032``, ``3.2e-5``, ``0`` (— if none)."""
+    """A number in at most three significant digits: ``0.0316``, ``1.04``, ``100``, ``3.2e-5``,
+    ``0`` (— if none); three, so that grids such as 0.55, 0.56 or 1.04, 1.06 read apart."""
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         return "—"
-    s = f"{v:.2g}"
+    s = f"{v:.3g}"
     if "e" in s:
         mantissa, exp = s.split("e")
         s = f"{mantissa}e{int(exp)}"

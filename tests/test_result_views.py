@@ -1,0 +1,126 @@
+"""What a user sees of a result says what the numbers say: the "use wd" cell, a partial study's
+verdict and run count, the notebook table, the figures a result has, weight decays that read
+apart, and a pattern's own weight decay in the report. Each from a new-user trial (stop 36).
+Built from hand-made runs (no training)."""
+
+import itertools
+import math
+
+import pytest
+
+from test_selection import run, sweep_result
+from wdlab.pipelines import SweepResult
+from wdlab.records import NOT_YET, use_text
+from wdlab.report.html import write_report
+from wdlab.report.plots import _spaced_labels, _zero_position
+from wdlab.report.text import short, use_cell, verdict_summary
+
+
+def _loss_rows():
+    """wd = 1.04 has the lowest mean validation loss and does not beat wd = 0 measurably."""
+    res = sweep_result(table={0.0: [0.80, 0.81, 0.79], 0.55: [0.70] * 3, 1.04: [0.805, 0.80, 0.80]})
+    res.config = {"train": {"select": "loss"}}
+    res.select()
+    return [s for s in res.selection if s["mode"] == "decoupled"]
+
+
+def test_the_use_cell_names_the_best_mean_not_the_highest():
+    """Where lower is better (loss, RMSE) the cell read "highest mean: 1", the worst."""
+    (s,) = _loss_rows()
+    assert s["higher"] is False and s["best_mean_wd"] == 1.04 and not s["better_than_zero"]
+    assert use_cell(s) == "0 (best mean: 1.04)"
+
+
+def test_swept_weight_decays_read_apart():
+    """Two significant digits printed 1.04 as "1" and 0.0101 and 0.0104 both as "0.01"."""
+    assert short(1.04) != short(1.06) and short(0.0101) != short(0.0104)
+    assert (short(100), short(0.0316228), short(3.2e-5), short(0.0)) == (
+        "100",
+        "0.0316",
+        "3.2e-5",
+        "0",
+    )
+    pos = [0.55, 0.56, 1.04, 1.06]
+    ticks = [_zero_position(pos), *pos]
+    labels = _spaced_labels(ticks, ["0", *map(short, pos)])
+    shown = [math.log10(t) for t, lab in zip(ticks, labels, strict=True) if lab]
+    assert labels[0] == "0" and labels[-1] == "1.06"
+    gap = (math.log10(ticks[-1]) - math.log10(ticks[0])) / 12
+    assert all(b - a >= gap for a, b in itertools.pairwise(shown))
+    wide = [10.0**-k for k in range(6, 0, -1)]  # a decade apart: every label shown
+    assert all(_spaced_labels([_zero_position(wide), *wide], ["0", *map(short, wide)]))
+
+
+def _partial(pending=6, failed=1, swept=(0.0, 0.01, 0.1)):
+    """Only the wd = 0 runs finished (stored under the mode, as a sweep stores them)."""
+    runs = [run("decoupled", 0.0, seed, v) for seed, v in enumerate([0.8, 0.81, 0.79])]
+    res = SweepResult(runs=runs, name="flaky", task="multiclass")
+    res.config = {"decay": {"weight_decay": list(swept)}}
+    res.data = {"name": "wine"}
+    res.counts = {"pending": pending, "running": 0, "done": 3, "failed": failed}
+    res.select()
+    return res
+
+
+def test_a_partial_study_says_its_weight_decays_are_not_trained_yet():
+    """It said "no weight decay > 0 was swept: give some (--wd …)" of a grid that swept them
+    and had not trained them yet."""
+    res = _partial()
+    (s,) = res.selection
+    assert s["verdict"] == NOT_YET and not s["better_than_zero"]
+    assert use_text(s) == "no wd > 0 trained yet, none compared with wd = 0"
+    assert verdict_summary(res.selection).startswith("no weight decay > 0 trained yet")
+    assert "swept" not in repr(res)
+    whole = _partial(pending=0, failed=0, swept=(0.0,))  # a whole study that swept none
+    assert "was swept" in whole.selection[0]["verdict"]
+    assert "no wd > 0 swept" in repr(whole)
+
+
+def test_every_view_counts_the_same_runs(tmp_path):
+    """The report said "2 runs", the repr "2 runs (6 pending, …)" and ``ls`` 9."""
+    res = _partial()
+    assert "10 runs (6 pending, 3 done, 1 failed)" in repr(res)
+    html = write_report(res, tmp_path)["report"].read_text()
+    assert "10 runs (6 pending, 3 done, 1 failed)" in html
+    note = res.partial_note()
+    assert note and note in res._repr_html_() and "10 runs" in res._repr_html_()
+
+
+def test_the_notebook_table_is_the_reports():
+    res = sweep_result()
+    nb = res._repr_html_()
+    for head in ("use wd", "val at wd = 0", "test at wd = 0", "verdict", "seeds"):
+        assert head in nb
+    assert "<img" not in nb and len(nb) < 5000
+
+
+def test_a_figure_the_result_does_not_have_is_refused():
+    """``plot("rungs")`` drew a successive-halving figure for a sweep never pruned."""
+    res = sweep_result(lrs=(0.01, 0.001))
+    with pytest.raises(
+        ValueError, match="no 'rungs' figure for this result: it needs a sweep pruned"
+    ):
+        res.plot("rungs")
+    assert res.plot("heatmap") is not None  # listed now, as the report draws it
+    with pytest.raises(ValueError, match=r"valid: .*heatmap"):
+        res.plot("pie")
+
+
+def test_the_report_shows_a_patterns_own_weight_decay(tmp_path):
+    """With group_wd taking every decaying tensor, the runs of every wd > 0 train alike; the
+    report's table said only "decays: yes"."""
+    res = sweep_result()
+    res.config = {"decay": {"group_wd": {"layers.0.*": 0.5}}}
+    params = [
+        {
+            "name": "layers.0.weight",
+            "shape": [4, 4],
+            "numel": 16,
+            "decays": True,
+            "why": "ndim >= 2",
+        },
+        {"name": "layers.0.bias", "shape": [4], "numel": 4, "decays": False, "why": "bias"},
+    ]
+    res.decay_table = {"rule": "default", "parameters": params, "decayed_tensors": 1}
+    html = write_report(res, tmp_path)["report"].read_text()
+    assert "0.5 (group_wd layers.0.*)" in html and "train alike" in html
