@@ -237,6 +237,7 @@ def test_every_check_code_can_be_produced():
         "lr-wd",
         "double-decay",
         "redundant-bias",  # produced in test_zerograd.py
+        "bad-wd",  # produced in test_decay_truths.py
     }
 
 

@@ -96,7 +96,6 @@ def test_every_input_is_validated(flag, value, capsys):
     ("extra", "message"),
     [
         (["--to-epochs", "3"], "needs epochs"),
-        (["--to-batch-size", "60000"], "larger than"),
         (["--mode", "cautious"], "invalid choice"),
     ],
 )
@@ -126,3 +125,23 @@ def test_transfer_takes_any_double_it_computes_with(capsys):
     assert main([*args, "--to-n", "1e308", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["to"]["weight_decay"] == pytest.approx(1e-307, rel=1e-12)
+
+
+def test_a_batch_larger_than_the_data_is_one_full_batch():
+    """B > N is what a DataLoader turns into one batch of N: M = 1, as ``steps_per_epoch``
+    says; it was refused (found by a new-user trial)."""
+    t = transfer(0.1, 1e-3, 100, 256, to_n=1000)
+    assert t.source.iters_per_epoch == 1 and t.target.iters_per_epoch == 4
+    assert t.weight_decay == pytest.approx(0.1 / 4, rel=1e-15)
+    assert transfer(0.1, 1e-3, 1000, 100, to_batch_size=5000).weight_decay == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("to_b", ["1e-308", "1e-320"])
+def test_steps_per_epoch_beyond_a_float_are_said_as_their_power_of_ten(to_b, capsys):
+    """M' = 1e308 / 1e-308 overflows a float: the refusal named "about 1e-inf", not the
+    1e-616 it computes in logs (found by a new-user trial)."""
+    args = ["--n", "1000", "--batch-size", "100", "--to-n", "1e308", "--to-batch-size", to_b]
+    assert main(["transfer", "--wd", "0.1", "--lr", "1e-3", *args]) == 2
+    err = capsys.readouterr().err
+    expected = "1e-616" if to_b == "1e-308" else "1e-628"
+    assert f"weight decay would be about {expected}," in err and "inf" not in err

@@ -13,6 +13,8 @@ decay. It names the known mistakes (:data:`CHECKS`):
 * ``duplicate``: a parameter in two groups (or twice in one, or in two optimizers);
 * ``lr-wd``: lr·wd ≥ 1, so a step multiplies the weights by 1 − lr·wd ≤ 0;
 * ``double-decay``: the optimizer's own ``weight_decay`` under an attached wdlab ``Decay``;
+* ``bad-wd``: a group's own ``weight_decay`` that is negative, NaN or infinite (torch checks
+  only the constructor's default), which grows the weights or makes them NaN;
 * ``redundant-bias``: a bias that feeds only a norm which subtracts it again (a Conv's bias
   before a BatchNorm): its gradient is rounding noise (:mod:`wdlab.zerograd`).
 
@@ -21,9 +23,9 @@ and wdlab's decay skip a tensor without a gradient. It is listed as ``no (frozen
 weight decay it gets once it trains (gradual unfreezing), and a finding about it says it is
 frozen now.
 
-The per-group rules (``adam-l2``, ``lr-wd``, ``double-decay``) are :mod:`wdlab.decay.findings`,
-which :meth:`wdlab.Decay.attach` and the trainer warn in the same words; the per-tensor ones
-(which need the model) are here.
+The per-group rules (``adam-l2``, ``lr-wd``, ``double-decay``, ``bad-wd``) are
+:mod:`wdlab.decay.findings`, which :meth:`wdlab.Decay.attach` and the trainer warn in the same
+words; the per-tensor ones (which need the model) are here.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ CHECKS: dict[str, str] = {
     "lr-wd": "warning",
     "double-decay": "warning",
     "redundant-bias": "warning",
+    "bad-wd": "warning",
 }
 _NORM_NAME = re.compile(r"norm|(?:^|\.)(?:ln|bn|gn)[_\d]*\.")
 SHOWN = 4  # names listed in one finding before "…"
@@ -77,6 +80,9 @@ class AuditReport:
     optimizer: str
     rows: list[dict]
     findings: list[Finding] = field(default_factory=list)
+    #: with several optimizers, what each group number (counted across them) is, e.g.
+    #: ``AdamW #1's group 0``; empty for one optimizer
+    groups: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -93,6 +99,7 @@ class AuditReport:
             "optimizer": self.optimizer,
             "parameters": self.rows,
             "findings": [asdict(f) | {"params": list(f.params)} for f in self.findings],
+            "groups": self.groups,
             "ok": self.ok,
         }
 
@@ -120,6 +127,11 @@ class AuditReport:
             f"{d['by']} is {d['mode']}: {d['formula']}" for r in self.rows for d in r["decay"]
         }
         lines += sorted(formulas)
+        if self.groups:
+            lines.append(
+                "groups are numbered across the optimizers: "
+                + "; ".join(f"{i} = {g}" for i, g in enumerate(self.groups))
+            )
         n_dec = sum(r["decays"] for r in self.rows)
         lines.append(f"{self.optimizer}: {n_dec} of {len(self.rows)} tensors decay")
         lines += [f"{f.severity}: [{f.code}] {f.message}" for f in self.findings]
@@ -148,11 +160,11 @@ def audit(
     names, kinds = _names_and_kinds(model)
     rows: dict[int, dict] = {}
     findings: list[Finding] = []
-    gi = 0
+    gi, where = 0, []
     for opt in opts:
         label = class_name(opt) if len(opts) == 1 else f"{class_name(opt)} #{opts.index(opt)}"
         decay = attached(opt)
-        for group in opt.param_groups:
+        for local, group in enumerate(opt.param_groups):
             entries = sources(class_name(opt), group, decay)
             for j, p in enumerate(group["params"]):
                 name = names.get(id(p), f"group{gi}.params[{j}]")
@@ -164,13 +176,15 @@ def audit(
                 _finding(code, msg, group=gi)
                 for code, msg in group_findings(class_name(opt), label, gi, group, decay)
             ]
+            where.append(f"{label}'s group {local}")
             gi += 1
     for name, p in model.named_parameters() if model is not None else ():
         if p.requires_grad and id(p) not in rows:  # in no group: listed, and a finding
             rows[id(p)] = _row(name, p, kinds.get(id(p)))
     table = list(rows.values())
     findings = _tensor_findings(table) + findings + _redundant_bias_findings(model)
-    return AuditReport(" + ".join(class_name(o) for o in opts), table, findings)
+    groups = where if len(opts) > 1 else []
+    return AuditReport(" + ".join(class_name(o) for o in opts), table, findings, groups)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -286,8 +300,9 @@ def _redundant_bias_findings(model: nn.Module | None) -> list[Finding]:
     return [
         _finding(
             "redundant-bias",
-            f"redundant bias before a norm ({where}): its gradient is rounding noise; Adam "
-            "turns it into lr-sized steps; use bias=False (as torchvision and timm models do)",
+            f"redundant bias before a norm ({where}): its gradient is rounding noise; "
+            "adaptive optimizers (Adam, RMSprop) turn it into lr-sized steps; use bias=False "
+            "(as torchvision and timm models do)",
             names,
         )
     ]

@@ -29,7 +29,9 @@ class OptimizerSpec:
     the engine runs torch's one-kernel-per-group implementation (the same update, ~2× less
     per-step overhead on CPU). ``foreach``: one C++ call per update op
     for a group's tensors. ``linear``: the update is linear in the gradient and the weights
-    (plain, momentum and nesterov SGD), so the exact Gram fast path applies. ``adam_family``:
+    (plain, momentum and nesterov SGD), so the exact Gram fast path applies. ``plain_step``:
+    a coupled decay term is stepped as the gradient is, with one step size for every coordinate
+    (SGD, ASGD), so it has one timescale; ``adam_family``:
     the update divides by √v̂ (Adam, AdamW, NAdam, RAdam, Adamax), so a coupled (L2) decay term
     is rescaled per coordinate and barely decays weights with large gradients.
     ``equilibrium``: which rotational-equilibrium formula of Kosson et al. applies
@@ -44,6 +46,7 @@ class OptimizerSpec:
     fused: bool = False
     foreach: bool = True
     linear: bool = False
+    plain_step: bool = False
     adam_family: bool = False
     equilibrium: str | None = None
     state_size: int = 2
@@ -89,7 +92,15 @@ class OptimizerSpec:
 # differently from wdlab's coupled mode (the demo checks their bits), and for a handful of
 # tensors its plain loop is the fastest.
 _SPECS = [
-    OptimizerSpec("sgd", "SGD", foreach=False, linear=True, equilibrium="momentum", state_size=1),
+    OptimizerSpec(
+        "sgd",
+        "SGD",
+        foreach=False,
+        linear=True,
+        plain_step=True,
+        equilibrium="momentum",
+        state_size=1,
+    ),
     OptimizerSpec("adam", "Adam", fused=True, adam_family=True, equilibrium="adaptive"),
     OptimizerSpec(
         "adamw",
@@ -104,7 +115,7 @@ _SPECS = [
     OptimizerSpec("adamax", "Adamax", adam_family=True),
     OptimizerSpec("nadam", "NAdam", adam_family=True),
     OptimizerSpec("radam", "RAdam", adam_family=True),
-    OptimizerSpec("asgd", "ASGD"),
+    OptimizerSpec("asgd", "ASGD", plain_step=True),  # steps by lr/(1 + lambd·lr·t)^alpha
     OptimizerSpec("adadelta", "Adadelta"),
     OptimizerSpec("rprop", "Rprop", own_wd_mode=None),
 ]

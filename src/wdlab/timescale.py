@@ -235,9 +235,9 @@ def transfer(
     A ``to_*`` left out keeps its value. ``to_epochs`` (needs ``epochs``) keeps τ as the same
     *fraction of the run*: τ_epoch' = τ_epoch·E'/E, i.e. M·E, the steps of the run, takes the
     place of M (as the tokens trained do in single-epoch LLM training), so λ' gains E/E'.
-    Every input must be a positive finite number, and a batch no larger than its data; the
-    answer is computed in logs where plain floats would overflow, and refused (one line) where
-    it lies beyond float range.
+    Every input must be a positive finite number (a batch larger than its data is one full
+    batch, M = 1, as a DataLoader gives it); the answer is computed in logs where plain floats
+    would overflow, and refused (one line) where it lies beyond float range.
     """
     if lr_in_rate is None:
         modes = transfer_modes()
@@ -259,16 +259,15 @@ def transfer(
     n2 = src.n if to_n is None else _positive("to-n", to_n)
     b2 = src.batch_size if to_batch_size is None else _positive("to-batch-size", to_batch_size)
     e2 = src.epochs if to_epochs is None else _positive("to-epochs", to_epochs)
-    for what, b, size in (("", src.batch_size, src.n), ("to-", b2, n2)):
-        if b > size:
-            raise ValueError(f"{what}batch size {b:g} is larger than {what}n {size:g}")
     factors = [(src.weight_decay, 1.0), (steps_per_epoch(src.n, src.batch_size), 1.0)]
     factors.append((1.0, steps_per_epoch(n2, b2)))  # keeps η·λ·M (and λ·M·E, with epochs)
     if lr_in_rate:
         factors.append((src.lr, lr2))
     if src.epochs and e2:
         factors.append((src.epochs, e2))
-    log_wd2 = math.fsum(math.log10(a) - math.log10(b) for a, b in factors)
+    log_m = log10_steps(src.n, src.batch_size) - log10_steps(n2, b2)  # M may overflow a float
+    log_wd2 = log_m + math.fsum(math.log10(a) - math.log10(b) for a, b in factors[3:])
+    log_wd2 += math.log10(src.weight_decay)
     plain = 1.0
     for a, b in factors:
         plain = plain * a / b

@@ -54,6 +54,12 @@ class FactoryTimeout(BaseException):
     factory's own ``except Exception`` cannot swallow it)."""
 
 
+def a_type(obj: object) -> str:
+    """``a dict``, ``an int``: the type of ``obj`` with its article, for one-line errors."""
+    name = type(obj).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
 def factory_arguments(
     factory: Callable[..., object], label: str, offered: dict[str, object]
 ) -> tuple[tuple[object, ...], dict[str, object]]:
@@ -143,14 +149,12 @@ def check_module(model: object, what: object) -> nn.Module:
     ``ValueError``: not a module, a module (or submodule) whose ``__init__`` skipped
     ``super().__init__()``, or weights on the meta device (no data)."""
     if not isinstance(model, nn.Module):
-        raise ValueError(
-            f"model factory {what!r} returned a {type(model).__name__}, not a torch.nn.Module"
-        )
+        raise ValueError(f"model factory {what!r} returned {a_type(model)}, not a torch.nn.Module")
     broken = _without_init(model)
     if broken is not None:
         part = f"submodule {broken[0]} ({broken[1]})" if broken[0] else "__init__"
         raise ValueError(
-            f"model factory {what!r} returned a {type(model).__name__} whose {part} never "
+            f"model factory {what!r} returned {a_type(model)} whose {part} never "
             "called super().__init__(): make that the first line of its __init__"
         )
     tensors = [*model.named_parameters(), *model.named_buffers()]

@@ -147,6 +147,16 @@ def schedule_points(schedule: WDSchedule) -> dict[int, float]:
     return {s: schedule(s) for s in steps}
 
 
+WD_ZERO_NOTE = (
+    "at wd 0 nothing decays: the rows say which tensors the rule decays at a wd > 0, and run "
+    "and sweep train their wd = 0 runs as the reference, with no decay at all"
+)
+GROUP_WD_AT_ZERO = (
+    " (--group-wd too; in your own loop, param_groups(model, Decay(mode, 0), weight_decays=...) "
+    "does decay the patterns' tensors at their own weight decay)"
+)
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     """Print which parameters of a model decay, with what weight decay, and the formula."""
     from wdlab.decay import Decay, formula, get_mode, param_groups, surprise_warnings
@@ -168,6 +178,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     opt_name = class_name(optimizer_spec(args.optimizer).cls_name)
     notes = surprise_warnings(mode, args.wd, args.lr or 0.0, opt_name)
     points = schedule_points(decay.schedule) if decay.schedule is not None else None
+    if args.wd == 0:  # the table still says which tensors the rule would decay
+        notes.append(WD_ZERO_NOTE + (GROUP_WD_AT_ZERO if group_wds else ""))
     if args.json:
         doc = {"model": spec.describe(), "mode": mode, "weight_decay": args.wd}
         doc |= {"formula": formula(mode, opt_name), "warnings": notes}

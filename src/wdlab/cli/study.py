@@ -186,7 +186,7 @@ def add_export_flags(p: argparse.ArgumentParser) -> None:
     """STUDY, --format, --out, --json."""
     p.add_argument("study", help="study folder")
     p.add_argument(
-        "--format", choices=["csv", "parquet"], default=None, help="the files' (default: csv)"
+        "--format", choices=["csv", "parquet"], default=None, help="file format (default: csv)"
     )
     p.add_argument(
         "--out", type=folder, default=None, help="folder for the files (default: the study)"

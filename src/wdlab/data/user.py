@@ -47,6 +47,7 @@ from wdlab.data.tables import is_table_path
 from wdlab.devices import gib
 from wdlab.loading import load_callable
 from wdlab.tasks import TASKS
+from wdlab.usercode import a_type
 
 MAX_BYTES = 8 << 30  # refuse to read more than 8 GiB of inputs into memory
 READ_BATCH = 256  # examples per batch while a Dataset is read
@@ -209,7 +210,7 @@ def function_splits(target: str) -> Mapping[str, Any]:
     splits = every_split(splits, f"what data function {target!r} returned")
     if not isinstance(splits, Mapping):
         raise ValueError(
-            f"data function {target!r} returned a {type(splits).__name__}; it must return "
+            f"data function {target!r} returned {a_type(splits)}; it must return "
             "{'train': ..., 'val': ..., 'test': ...} (Datasets, DataLoaders, factories or "
             "(X, y) tensors) or one make_loader(split, seed, epoch), the factory of every split"
         )

@@ -7,7 +7,9 @@
   :func:`wdlab.decay.modes.decay_rate`: lr·wd, or wd for ``independent``);
 * ``adam-l2``: an Adam-family optimizer's own (coupled) ``weight_decay``, which it rescales by
   √v̂, where AdamW was likely meant;
-* ``double-decay``: the optimizer's own ``weight_decay`` under an attached wdlab ``Decay``.
+* ``double-decay``: the optimizer's own ``weight_decay`` under an attached wdlab ``Decay``;
+* ``bad-wd``: a group's own ``weight_decay`` that is negative, NaN or infinite (torch checks
+  only the constructor's default): it grows the weights, or turns them into NaN.
 
 :func:`sources` says what decays a group (the optimizer's own ``weight_decay``, by what it
 means for that class, and an attached ``Decay``); :func:`group_findings` applies the rules.
@@ -18,6 +20,7 @@ optimizer), plus the one note about mode ``builtin`` itself.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -60,7 +63,7 @@ def sources(name: str, group: dict, decay: DecayLike | None) -> list[dict]:
     class ``name``) and an attached wdlab ``Decay``; one dict each (by, mode, wd, formula)."""
     out = []
     own, meaning = _own_wd(group), own_wd_mode(name, group)
-    if own > 0 and meaning is not None:
+    if own != 0 and meaning is not None:  # negative and NaN too: they act (bad-wd says so)
         text = FORMULAS.get(
             meaning, "wdlab does not know whether it is coupled or decoupled; see its docs"
         )
@@ -96,6 +99,24 @@ def lr_wd(name: str, index: int | None, group: dict, source: dict) -> str | None
         f"{_where(index)}{what} = {rate:g} ≥ 1 ({source['by']}, {mode}): for SGD and decoupled "
         f"decay a step multiplies the weights by {1 - rate:g} ≤ 0, which flips or zeroes them; "
         "use a smaller lr or weight decay"
+    )
+
+
+def bad_wd(index: int | None, group: dict, source: dict) -> str | None:
+    """``bad-wd``: a weight decay that is negative, NaN or infinite."""
+    wd = source["wd"]
+    if wd >= 0 and math.isfinite(wd):
+        return None
+    what = "NaN" if math.isnan(wd) else "infinite" if math.isinf(wd) else "negative"
+    lr = float(group.get("lr", 0.0))
+    effect = (
+        f"each step multiplies the weights by about {1 - lr * wd:g} > 1, growing them"
+        if what == "negative"
+        else "one step turns every weight it decays into NaN or inf"
+    )
+    return (
+        f"{_where(index)}weight_decay={wd:g} ({source['by']}) is {what}: {effect}; a weight "
+        "decay must be a finite number ≥ 0"
     )
 
 
@@ -144,7 +165,9 @@ def group_findings(
     if msg := adam_l2(name, label, index, group):
         out.append(("adam-l2", msg))
     for source in sources(name, group, decay):
-        if msg := lr_wd(name, index, group, source):
+        if msg := bad_wd(index, group, source):
+            out.append(("bad-wd", msg))
+        elif msg := lr_wd(name, index, group, source):
             out.append(("lr-wd", msg))
     if decay is not None and (msg := double_decay(name, index, group, decay)):
         out.append(("double-decay", msg))

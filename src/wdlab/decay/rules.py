@@ -40,22 +40,24 @@ def is_norm_layer(module: nn.Module) -> bool:
     return isinstance(module, NORM_TYPES) or named
 
 
-def is_weight_layer(module: nn.Module) -> bool:
-    """A layer with a weight matrix whose scale a later normalization cancels: ``nn.Linear``,
-    a convolution, or any other module owning a >= 2-D ``weight`` (transformers' ``Conv1D``),
-    except embeddings and norms."""
-    if isinstance(module, (nn.Linear, nn.modules.conv._ConvNd)):
-        return True
-    weight = module._parameters.get("weight")
-    embedding = isinstance(module, (nn.Embedding, nn.EmbeddingBag))
-    return weight is not None and weight.dim() >= 2 and not embedding and not is_norm_layer(module)
+def layer_weights(module: nn.Module) -> list[str]:
+    """The weight matrices of a layer whose scale a later normalization cancels: the >= 2-D
+    parameters it owns whose names end in ``weight``: ``nn.Linear``'s and a convolution's
+    ``weight``, transformers' ``Conv1D``'s, ``nn.MultiheadAttention``'s ``in_proj_weight``
+    (or ``q_proj_weight``, ``k_proj_weight``, ``v_proj_weight``); none of embeddings and
+    norms."""
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) or is_norm_layer(module):
+        return []
+    own = module._parameters.items()
+    return [n for n, p in own if p is not None and p.dim() >= 2 and n.endswith("weight")]
 
 
 def norm_fed_weights(model: nn.Module) -> list[str]:
     """AdamC's normalized layers by default: the weights of the layers that feed a normalization
     layer, i.e. the weight layers declared before the model's last normalization layer (in a
     Transformer every projection before the final norm; in a CNN every convolution before the
-    last BatchNorm; never the head after it). Modules are read in the order they are declared,
+    last BatchNorm; never the head after it; torch's attention's ``in_proj_weight`` too).
+    Modules are read in the order they are declared,
     which is forward order in ``nn.Sequential``, torchvision, timm and Hugging Face models. A
     model without normalization layers has none."""
     names: list[str] = []
@@ -63,8 +65,8 @@ def norm_fed_weights(model: nn.Module) -> list[str]:
     for mod_name, mod in model.named_modules():
         if is_norm_layer(mod):
             fed = list(names)
-        elif is_weight_layer(mod):
-            names.append(f"{mod_name}.weight" if mod_name else "weight")
+        else:
+            names += [f"{mod_name}.{n}" if mod_name else n for n in layer_weights(mod)]
     return fed
 
 
@@ -229,6 +231,10 @@ PRESET_TEXT = {
 }
 
 
+def _n(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' if n != 1 else ''}"
+
+
 @dataclass
 class DecayTable:
     """Which parameters decay: one row per parameter, printable and JSON-able."""
@@ -255,7 +261,8 @@ class DecayTable:
         frozen = sum(r["why"] == FROZEN for r in self.rows)
         of_which = f" ({frozen} frozen)" if frozen else ""
         return (
-            f"decayed: {dt} tensors, {dn:,} parameters; not decayed: {kt} tensors{of_which}, "
+            f"decayed: {_n(dt, 'tensor')}, {dn:,} parameters; not decayed: "
+            f"{_n(kt, 'tensor')}{of_which}, "
             f"{kn:,} parameters ({self.rule})"
         )
 
@@ -353,6 +360,11 @@ def param_groups(
     ``"wdlab_wd"`` set. For mode ``corrected``, decaying groups are split into AdamC's normalized
     layers and the rest (``"normalized": True/False``).
     """
+    if decay is not None and not isinstance(decay, Decay):
+        raise ValueError(
+            f"param_groups' decay must be a wdlab.Decay, e.g. Decay('decoupled', 0.1), got "
+            f"{type(decay).__name__} {decay!r}"
+        )
     table = decay_table(model, rule)
     by_name = dict(model.named_parameters())
     base = decay.weight_decay if decay is not None else 0.0

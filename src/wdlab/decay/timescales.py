@@ -46,15 +46,16 @@ def _coupled_rate(
 ) -> tuple[float, str]:
     """Only (momentum) SGD leaves a coupled decay term unscaled: momentum μ and dampening d
     carry it like a gradient, r = lr·wd·(1 − d)/(1 − μ), exact to first order in r (the slow
-    eigenvalue of the momentum recursion)."""
-    if not spec.linear:
+    eigenvalue of the momentum recursion). ASGD steps it as plain SGD does, by a step size
+    that starts at lr and falls slowly (lr/(1 + lambd·lr·t)^alpha)."""
+    if not spec.plain_step:
         return math.nan, (
             f"{spec.cls_name} rescales the coupled decay term per coordinate by its gradient "
             "statistics: no single timescale"
         )
     mu, damp = float(opts.get("momentum", 0.0)), float(opts.get("dampening", 0.0))
     if mu == 0.0 or not through_momentum:
-        return lr * wd, "SGD: g + wd·w shrinks w by lr·wd each step"
+        return lr * wd, f"{spec.cls_name}: g + wd·w shrinks w by lr·wd each step"
     if mu >= 1.0:
         return math.nan, f"SGD momentum {mu:g} >= 1 never forgets: no timescale"
     return lr * wd * (1.0 - damp) / (1.0 - mu), (

@@ -41,9 +41,9 @@ def timescale_table(doc: Mapping[str, Any]) -> str:
         f"predicting the best λ at N={p['to_n']} from N={p['from_n']} "
         f"(measured {p['measured_wd']:.3g}, val loss {p['best_val_loss']:.4f}):",
         f"  keep τ_epoch  λ = {p['keep_tau_wd']:.3g}  off by {p['keep_tau_decades']:.2f} decades"
-        f"  (val loss {p['keep_tau_val_loss']:.4f})",
+        f"  {_loss_there(p['keep_tau_val_loss'])}",
         f"  keep λ        λ = {p['keep_wd_wd']:.3g}  off by {p['keep_wd_decades']:.2f} decades"
-        f"  (val loss {p['keep_wd_val_loss']:.4f})",
+        f"  {_loss_there(p['keep_wd_val_loss'])}",
         f"  seed by seed, keep τ_epoch is closer in {p['seeds_keep_tau_better']} of "
         f"{len(s['seeds'])}; its advantage {p['seed_advantage_decades']:+.2f} ± "
         f"{p['seed_advantage_se']:.2f} decades (mean ± se)",
@@ -129,3 +129,8 @@ def timescale_figure(doc: Mapping[str, Any]) -> Figure:
     )
     fig.tight_layout()
     return fig
+
+
+def _loss_there(loss: float) -> str:
+    """The validation loss at a predicted λ, read off the grid's curve (none outside it)."""
+    return f"(val loss {loss:.4f})" if math.isfinite(loss) else "(outside the λ grid: no val loss)"
