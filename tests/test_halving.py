@@ -81,6 +81,8 @@ def test_rungs():
         Prune(eta=1)
     with pytest.raises(ValueError, match="not before the last epoch"):
         Prune(first_rung=10).rungs(10)
+    with pytest.raises(ValueError, match="the training is 1 epoch; train 2 or more"):
+        Prune(first_rung=2).rungs(1)  # not "choose a first rung below 1"
     with pytest.raises(ValueError, match="no rung before the last"):
         Prune().rungs(2)
     # on evaluations (after epochs 1, 4, 7, … with eval_every 3): moved to the next one
@@ -217,13 +219,20 @@ def test_with_early_stopping_survivors_equal_the_unpruned_sweeps_runs(tmp_path):
 
 
 def test_survivors_equal_the_unpruned_sweeps_runs(swept):
-    pruned, full, _ = swept
+    """Their numbers, and their evaluations: rungs 3 and 9 fall between two evaluations (every
+    3 epochs from the first); the extra evaluation there is for the decision, and a survivor
+    kept it in its curves and could take its best epoch from it (found by a new-user trial)."""
+    pruned, full, root = swept
     by = {(r.config.lr, r.config.weight_decay, r.config.seed): r for r in full.runs}
     survivors = [r for r in pruned.runs if r.status == "done"]
+    stored = {_key(r): r for r in load_study(root / "pruned").runs}
     assert survivors
     for r in survivors:
         other = by[(r.config.lr, r.config.weight_decay, r.config.seed)]
         assert r.epochs == other.epochs == 27
+        for mine in (r, stored[_key(r)]):
+            assert mine.curves.eval_epoch == other.curves.eval_epoch == [*range(0, 27, 3), 26]
+            assert mine.best["epoch"] == other.best["epoch"]
         d = rel_dist(r.curves["train_loss"], other.curves["train_loss"])
         assert d <= per_steps(27), (r.config, d)
         for key in ("val_loss", "test_loss", "train_loss"):

@@ -253,7 +253,7 @@ def test_bad_models_are_one_line():
         raise RuntimeError("no GPU here\nsecond line")
 
     cases = [
-        (lambda: 42, "returned a int, not a torch.nn.Module"),
+        (lambda: 42, "returned an int, not a torch.nn.Module"),
         (raises, "raised RuntimeError: no GPU here$"),
         (lambda: nn.Linear(3, 2), r"fails on inputs of shape \(1, 16\)"),
     ]

@@ -51,7 +51,7 @@ def test_notebook_objects(tmp_path):
     res = run_sweep(validate(SMALL), tmp_path / "s")
     html = res._repr_html_()
     # "use wd": the column the terminal and the report name so too
-    assert html.startswith("<table>") and "decoupled" in html and "use wd" in html
+    assert html.startswith("<table") and "decoupled" in html and "use wd" in html
     assert isinstance(res.plot("wd"), Figure) and isinstance(res.plot("loss"), Figure)
     with pytest.raises(ValueError, match="unknown plot"):
         res.plot("pie")

@@ -122,7 +122,7 @@ def test_select_may_name_the_users_metric_and_no_other(tmp_path):
 @pytest.mark.parametrize(
     "model, data, fragment",
     [
-        (lambda s: 3, None, "returned a int, not a torch.nn.Module"),
+        (lambda s: 3, None, "returned an int, not a torch.nn.Module"),
         (lambda s: nn.Linear(2, 2), None, "fails on inputs of shape"),
         (make_model, {"train": [1, 2], "test": [3]}, "not an (x, y) pair"),
         (make_model, 42, "data must map"),

@@ -12,7 +12,9 @@ the training (η = 3), the first near 1/27 of it. Every configuration is evaluat
 rung. With early stopping a rung falls on an evaluation (``eval_every``; one between two moves
 to the next, :func:`rung_spacing`): an extra evaluation would count towards a survivor's
 patience and could become its best epoch, so its numbers would differ from the unpruned
-sweep's. Without early stopping an extra evaluation changes no number.
+sweep's. Without early stopping a rung may fall between evaluations: the extra evaluation there
+is for the decision only, and a run that finishes drops it (its curves and best epoch are the
+unpruned sweep's; :attr:`wdlab.trainer.plan.Plan.rung_only_evals`).
 
 **What is ranked** (:func:`decide`): the cells the selection compares, mode × lr × weight
 decay, each scored on the validation metric the selection uses (its ``Criterion``: the same
@@ -78,6 +80,8 @@ class Prune:
         eta = self.eta
         if self.first_rung is not None:
             r: float = self.first_rung
+            if epochs < 2:
+                raise self._no_rung(epochs, eval_every)
             if r >= epochs:
                 raise ValueError(
                     f"prune: the first rung ({self.first_rung} epochs) is not before the last "

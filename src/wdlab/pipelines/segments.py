@@ -58,8 +58,9 @@ def check_pruning(
     rungs = prune.rungs(epochs, eval_every)
     if prune.first_rung not in (None, rungs[0]):
         warn_user(
-            f"prune: the first rung moves from epoch {prune.first_rung} to {rungs[0]}: with "
-            f"early stopping a rung falls on an evaluation (one every {eval_every} epochs)"
+            f"prune: the first rung moves from epoch {prune.first_rung} to {rungs[0]} (rungs "
+            f"after {', '.join(map(str, rungs))} epochs): with early stopping a rung falls on "
+            f"an evaluation (one every {eval_every} epochs)"
         )
     check_cells(configs)
     if not has_validation(ds):

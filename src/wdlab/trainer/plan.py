@@ -216,6 +216,15 @@ class Plan:
             e for e in range(self.epochs) if e % self.eval_every == 0 or e == last or e in rungs
         ]
 
+    @property
+    def rung_only_evals(self) -> frozenset[int]:
+        """The evaluations made only for a rung, off the ``eval_every`` schedule: a run that
+        finishes drops them, so its curves and best epoch are the unpruned sweep's."""
+        last = self.epochs - 1
+        return frozenset(
+            r - 1 for r in self.rungs if (r - 1) % self.eval_every != 0 and r - 1 != last
+        )
+
 
 @dataclass(frozen=True)
 class EarlyStop:

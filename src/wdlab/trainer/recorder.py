@@ -304,6 +304,8 @@ class Recorder:
         if ended is not None and ended[0] != "diverged":
             curves = curves.upto(trained)
             status = "pruned" if ended[0] == "pruned" else "done"
+        if status == "done":  # a survivor: its rungs' extra evaluations are not its numbers
+            curves = curves.without_evals(self.plan.rung_only_evals)
         final = {k: curves[k][-1] for k in rows_ev}
         final["train_loss"] = final.pop("train_loss_eval")
         final["weight_norm"] = curves["weight_norm"][-1]
