@@ -43,8 +43,10 @@ def test_a_groups_own_bad_weight_decay_is_a_finding(wd):
     assert row["decays"] and (row["decay"][0]["wd"] == wd or math.isnan(wd))
     if wd < 0:
         grown = _one_step_factor(torch.optim.AdamW, wd, lr=0.1)  # what the message says
-        assert "about 1.05 > 1, growing them" in f.message
+        assert "pushes the weights away from 0, growing them" in f.message
         assert torch.allclose(grown, torch.full((3,), 1.05))
+        adam = torch.optim.Adam([{"params": [m.weight], "weight_decay": wd}], lr=0.1)
+        assert [f.code for f in audit(adam, m).findings].count("bad-wd") == 1
     else:
         assert "NaN or inf" in f.message
 
@@ -63,10 +65,11 @@ def test_asgd_has_the_timescale_of_plain_sgd():
     """ASGD adds wd·w to the gradient and steps every coordinate by one step size: its τ was
     reported undefined, "rescaled per coordinate", as under Adam."""
     lr, wd = 0.1, 0.01
-    factor = _one_step_factor(torch.optim.ASGD, wd, lr=lr, lambd=0.0)
-    rate, why = COUPLED.rate(lr, wd, optimizer_spec("asgd"), {}, True)
-    assert torch.allclose(factor, torch.full((3,), 1 - rate), rtol=0, atol=1e-7)
-    assert rate == pytest.approx(lr * wd) and why.startswith("ASGD")
+    for opts in ({}, {"lambd": 0.0}, {"lambd": 0.01}):  # its own lambd shrinks too (1e-4)
+        factor = _one_step_factor(torch.optim.ASGD, wd, lr=lr, **opts)
+        rate, why = COUPLED.rate(lr, wd, optimizer_spec("asgd"), opts, True)
+        assert torch.allclose(factor, torch.full((3,), 1 - rate), rtol=0, atol=1e-7), opts
+        assert rate == pytest.approx(lr * (wd + opts.get("lambd", 1e-4))) and "ASGD" in why
     assert math.isnan(COUPLED.rate(lr, wd, optimizer_spec("adam"), {}, True)[0])
 
 

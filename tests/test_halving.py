@@ -219,9 +219,10 @@ def test_with_early_stopping_survivors_equal_the_unpruned_sweeps_runs(tmp_path):
 
 
 def test_survivors_equal_the_unpruned_sweeps_runs(swept):
-    """Their numbers, and their evaluations: rungs 3 and 9 fall between two evaluations (every
-    3 epochs from the first); the extra evaluation there is for the decision, and a survivor
-    kept it in its curves and could take its best epoch from it (found by a new-user trial)."""
+    """Their numbers, and their best epoch: rungs 3 and 9 fall between two evaluations (every
+    3 epochs from the first). The extra evaluation there is for the decision; a survivor took
+    its best epoch from it (found by a new-user trial). It stays in the curves, which the rung
+    figure draws through it."""
     pruned, full, root = swept
     by = {(r.config.lr, r.config.weight_decay, r.config.seed): r for r in full.runs}
     survivors = [r for r in pruned.runs if r.status == "done"]
@@ -230,13 +231,41 @@ def test_survivors_equal_the_unpruned_sweeps_runs(swept):
     for r in survivors:
         other = by[(r.config.lr, r.config.weight_decay, r.config.seed)]
         assert r.epochs == other.epochs == 27
+        assert other.curves.eval_epoch == [*range(0, 27, 3), 26]
         for mine in (r, stored[_key(r)]):
-            assert mine.curves.eval_epoch == other.curves.eval_epoch == [*range(0, 27, 3), 26]
+            assert mine.curves.eval_epoch == sorted({*other.curves.eval_epoch, 2, 8})
             assert mine.best["epoch"] == other.best["epoch"]
         d = rel_dist(r.curves["train_loss"], other.curves["train_loss"])
         assert d <= per_steps(27), (r.config, d)
         for key in ("val_loss", "test_loss", "train_loss"):
             assert abs(r.final[key] - other.final[key]) <= per_steps(27) * abs(other.final[key])
+
+
+def test_a_rung_between_evaluations_is_never_a_survivors_best_epoch(tmp_path):
+    """Digits overfits within a few epochs: the lowest validation loss of every survivor is
+    at a rung (epochs 3 and 6), evaluated for the decision only (every 10 epochs otherwise).
+    Its best epoch was taken from there, 2 where the unpruned sweep says 10 or 11 (found by a
+    new-user trial); it is the unpruned sweep's now."""
+    grid = {
+        "data": {"source": "digits"},
+        "model": {"kind": "mlp", "hidden": [128]},
+        "train": {"optimizer": "adam", "lr": [0.01], "epochs": 12, "eval_every": 10,
+                  "batch_size": 32, "seeds": [0, 1], "prune": True, "prune_eta": 2,
+                  "prune_rung": 3},
+        "decay": {"modes": ["decoupled"], "weight_decay": [0, 1e-4, 1e-3]},
+    }  # fmt: skip
+    pruned = run_sweep(grid, tmp_path / "p")
+    unpruned = {k: v for k, v in grid["train"].items() if not k.startswith("prune")}
+    full = run_sweep({**grid, "train": unpruned}, tmp_path / "f")
+    assert pruned.halving["rungs"] == [3, 6]
+    by = {_key(r): r for r in full.runs}
+    survivors = [r for r in pruned.runs if r.status == "done"]
+    at_rung = 0
+    for r in survivors:
+        loss = r.curves["val_loss"]
+        at_rung += r.curves.eval_epoch[min(range(len(loss)), key=loss.__getitem__)] in (2, 5)
+        assert r.best["epoch"] == by[_key(r)].best["epoch"] in (0, 10, 11)
+    assert survivors and at_rung == len(survivors)  # the case the test is about
 
 
 def test_compute_drops_with_the_pruned_runs(swept):

@@ -7,8 +7,11 @@ import itertools
 import math
 
 import pytest
+from torch import nn
 
 from test_selection import run, sweep_result
+from wdlab.decay import DEFAULT_RULE
+from wdlab.decay.rules import stored_table
 from wdlab.pipelines import SweepResult
 from wdlab.records import NOT_YET, use_text
 from wdlab.report.html import write_report
@@ -108,19 +111,14 @@ def test_a_figure_the_result_does_not_have_is_refused():
 
 def test_the_report_shows_a_patterns_own_weight_decay(tmp_path):
     """With group_wd taking every decaying tensor, the runs of every wd > 0 train alike; the
-    report's table said only "decays: yes"."""
+    report's table said only "decays: yes". Read from the table the study stores, patterns in
+    the order given (its config is stored with sorted keys: a new-user trial saw the report
+    match the patterns in that order, not the one that trained)."""
     res = sweep_result()
-    res.config = {"decay": {"group_wd": {"layers.0.*": 0.5}}}
-    params = [
-        {
-            "name": "layers.0.weight",
-            "shape": [4, 4],
-            "numel": 16,
-            "decays": True,
-            "why": "ndim >= 2",
-        },
-        {"name": "layers.0.bias", "shape": [4], "numel": 4, "decays": False, "why": "bias"},
-    ]
-    res.decay_table = {"rule": "default", "parameters": params, "decayed_tensors": 1}
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4), nn.Linear(4, 2))
+    with pytest.raises(ValueError, match="the pattern matches no decaying parameter"):
+        stored_table(model, DEFAULT_RULE, {"*": 0.5, "2.*": 0.01})  # the first takes all
+    res.decay_table = stored_table(model, DEFAULT_RULE, {"3.*": 0.01, "*": 0.5})
     html = write_report(res, tmp_path)["report"].read_text()
-    assert "0.5 (group_wd layers.0.*)" in html and "train alike" in html
+    assert "0.01 (group_wd 3.*)" in html and html.count("0.5 (group_wd *)") == 2
+    assert "train alike" in html and "3 tensors (" in html

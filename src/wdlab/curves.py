@@ -71,14 +71,6 @@ class Curves(Mapping[str, list]):
         series = {k: v[: n_epoch if is_per_epoch(k) else n_eval] for k, v in self.series.items()}
         return Curves(self.epoch[:n_epoch], self.eval_epoch[:n_eval], series)
 
-    def without_evals(self, epochs: frozenset[int] | set[int]) -> Curves:
-        """These curves without the evaluations after ``epochs`` (the per-epoch series kept)."""
-        keep = [i for i, e in enumerate(self.eval_epoch) if e not in epochs]
-        if len(keep) == len(self.eval_epoch):
-            return self
-        series = {k: v if is_per_epoch(k) else [v[i] for i in keep] for k, v in self.series.items()}
-        return Curves(self.epoch, [self.eval_epoch[i] for i in keep], series)
-
     def cut(self, epoch: int) -> None:
         """NaN from ``epoch`` on (a run that diverged there)."""
         for name, values in self.series.items():

@@ -13,8 +13,8 @@ rung. With early stopping a rung falls on an evaluation (``eval_every``; one bet
 to the next, :func:`rung_spacing`): an extra evaluation would count towards a survivor's
 patience and could become its best epoch, so its numbers would differ from the unpruned
 sweep's. Without early stopping a rung may fall between evaluations: the extra evaluation there
-is for the decision only, and a run that finishes drops it (its curves and best epoch are the
-unpruned sweep's; :attr:`wdlab.trainer.plan.Plan.rung_only_evals`).
+stays in the curves (the rung figure draws it) but is never a run's best epoch, which stays the
+unpruned sweep's (:attr:`wdlab.trainer.plan.Plan.rung_only_evals`).
 
 **What is ranked** (:func:`decide`): the cells the selection compares, mode × lr × weight
 decay, each scored on the validation metric the selection uses (its ``Criterion``: the same

@@ -31,7 +31,9 @@ class OptimizerSpec:
     for a group's tensors. ``linear``: the update is linear in the gradient and the weights
     (plain, momentum and nesterov SGD), so the exact Gram fast path applies. ``plain_step``:
     a coupled decay term is stepped as the gradient is, with one step size for every coordinate
-    (SGD, ASGD), so it has one timescale; ``adam_family``:
+    (SGD, ASGD), so it has one timescale; ``own_shrink``: (option, default) by which the
+    optimizer shrinks the weights itself each step, w·(1 − η·option) (ASGD's ``lambd``), which
+    adds to that timescale's rate; ``adam_family``:
     the update divides by √v̂ (Adam, AdamW, NAdam, RAdam, Adamax), so a coupled (L2) decay term
     is rescaled per coordinate and barely decays weights with large gradients.
     ``equilibrium``: which rotational-equilibrium formula of Kosson et al. applies
@@ -47,6 +49,7 @@ class OptimizerSpec:
     foreach: bool = True
     linear: bool = False
     plain_step: bool = False
+    own_shrink: tuple[str, float] | None = None
     adam_family: bool = False
     equilibrium: str | None = None
     state_size: int = 2
@@ -115,7 +118,8 @@ _SPECS = [
     OptimizerSpec("adamax", "Adamax", adam_family=True),
     OptimizerSpec("nadam", "NAdam", adam_family=True),
     OptimizerSpec("radam", "RAdam", adam_family=True),
-    OptimizerSpec("asgd", "ASGD", plain_step=True),  # steps by lr/(1 + lambd·lr·t)^alpha
+    # steps by η_t = lr/(1 + lambd·lr·t)^alpha, and shrinks w by 1 − lambd·η_t itself
+    OptimizerSpec("asgd", "ASGD", plain_step=True, own_shrink=("lambd", 1e-4)),
     OptimizerSpec("adadelta", "Adadelta"),
     OptimizerSpec("rprop", "Rprop", own_wd_mode=None),
 ]

@@ -58,6 +58,8 @@ class RunConfig:
         check_pairing(self.mode, self.optimizer)
         if isinstance(self.options, Mapping):  # frozen: set once, as its sorted pairs
             object.__setattr__(self, "options", tuple(sorted(self.options.items())))
+        if all(isinstance(o, (tuple, list)) and len(o) == 2 for o in self.options):  # hashable
+            object.__setattr__(self, "options", tuple(tuple(o) for o in self.options))
         if not all(isinstance(o, tuple) and len(o) == 2 for o in self.options):
             raise ValueError(f"options must be (name, value) pairs or a dict, got {self.options!r}")
         if any(k in ("lr", "weight_decay", "params") for k, _ in self.options):

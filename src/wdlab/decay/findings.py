@@ -102,15 +102,14 @@ def lr_wd(name: str, index: int | None, group: dict, source: dict) -> str | None
     )
 
 
-def bad_wd(index: int | None, group: dict, source: dict) -> str | None:
+def bad_wd(index: int | None, source: dict) -> str | None:
     """``bad-wd``: a weight decay that is negative, NaN or infinite."""
     wd = source["wd"]
     if wd >= 0 and math.isfinite(wd):
         return None
     what = "NaN" if math.isnan(wd) else "infinite" if math.isinf(wd) else "negative"
-    lr = float(group.get("lr", 0.0))
     effect = (
-        f"each step multiplies the weights by about {1 - lr * wd:g} > 1, growing them"
+        "each step pushes the weights away from 0, growing them"
         if what == "negative"
         else "one step turns every weight it decays into NaN or inf"
     )
@@ -165,7 +164,7 @@ def group_findings(
     if msg := adam_l2(name, label, index, group):
         out.append(("adam-l2", msg))
     for source in sources(name, group, decay):
-        if msg := bad_wd(index, group, source):
+        if msg := bad_wd(index, source):
             out.append(("bad-wd", msg))
         elif msg := lr_wd(name, index, group, source):
             out.append(("lr-wd", msg))

@@ -231,10 +231,6 @@ PRESET_TEXT = {
 }
 
 
-def _n(n: int, noun: str) -> str:
-    return f"{n} {noun}{'s' if n != 1 else ''}"
-
-
 @dataclass
 class DecayTable:
     """Which parameters decay: one row per parameter, printable and JSON-able."""
@@ -261,8 +257,8 @@ class DecayTable:
         frozen = sum(r["why"] == FROZEN for r in self.rows)
         of_which = f" ({frozen} frozen)" if frozen else ""
         return (
-            f"decayed: {_n(dt, 'tensor')}, {dn:,} parameters; not decayed: "
-            f"{_n(kt, 'tensor')}{of_which}, "
+            f"decayed: {dt} tensor{'s' * (dt != 1)}, {dn:,} parameters; not decayed: "
+            f"{kt} tensor{'s' * (kt != 1)}{of_which}, "
             f"{kn:,} parameters ({self.rule})"
         )
 
@@ -342,6 +338,19 @@ def decay_table(model: nn.Module, rule: DecayRule = DEFAULT_RULE) -> DecayTable:
         for name, p in model.named_parameters()
     ]
     return DecayTable(rows, rule.describe(), rule.normalized_note(model, normalized))
+
+
+def stored_table(model: nn.Module, rule: DecayRule, group_wd: Mapping[str, float] | None) -> dict:
+    """:func:`decay_table`'s JSON form as a study stores it, each row of a ``group_wd``
+    pattern's tensors with its ``own_wd``: [pattern, weight decay] (patterns in the order given,
+    the first to match a tensor taking it; a pattern that takes none is refused)."""
+    table = decay_table(model, rule)
+    own = {n: [p, wd] for p, names, wd in own_groups(table, group_wd or {}) for n in names}
+    doc = table.to_dict()
+    for row in doc["parameters"]:
+        if row["name"] in own:
+            row["own_wd"] = own[row["name"]]
+    return doc
 
 
 def param_groups(

@@ -47,7 +47,8 @@ def _coupled_rate(
     """Only (momentum) SGD leaves a coupled decay term unscaled: momentum μ and dampening d
     carry it like a gradient, r = lr·wd·(1 − d)/(1 − μ), exact to first order in r (the slow
     eigenvalue of the momentum recursion). ASGD steps it as plain SGD does, by a step size
-    that starts at lr and falls slowly (lr/(1 + lambd·lr·t)^alpha)."""
+    that starts at lr and falls slowly (lr/(1 + lambd·lr·t)^alpha), and shrinks the weights by
+    its own lambd too: r = lr·(wd + lambd) at its first steps."""
     if not spec.plain_step:
         return math.nan, (
             f"{spec.cls_name} rescales the coupled decay term per coordinate by its gradient "
@@ -55,7 +56,11 @@ def _coupled_rate(
         )
     mu, damp = float(opts.get("momentum", 0.0)), float(opts.get("dampening", 0.0))
     if mu == 0.0 or not through_momentum:
-        return lr * wd, f"{spec.cls_name}: g + wd·w shrinks w by lr·wd each step"
+        why = f"{spec.cls_name}: g + wd·w shrinks w by lr·wd each step"
+        if spec.own_shrink is None:
+            return lr * wd, why
+        name, default = spec.own_shrink  # ASGD's lambd shrinks w by lr·lambd more
+        return lr * (wd + float(opts.get(name, default))), f"{why}, its own {name} by lr·{name}"
     if mu >= 1.0:
         return math.nan, f"SGD momentum {mu:g} >= 1 never forgets: no timescale"
     return lr * wd * (1.0 - damp) / (1.0 - mu), (

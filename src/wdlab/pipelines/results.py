@@ -201,7 +201,8 @@ class SweepResult(Result):
     def _repr_html_(self) -> str:
         """The report's answer table (every run where nothing was chosen), for notebooks."""
         partial = f" ({self.partial_note()})" if self.partial else ""
-        return headline_html(self, f"{self.data.get('name', '')}: {self.runs_text()}{partial}")
+        name = self.name or self.data.get("name", "")  # as the repr and the report name it
+        return headline_html(self, f"{name}: {self.runs_text()}{partial}")
 
 
 def run_row(run: RunResult) -> dict[str, Any]:

@@ -31,8 +31,7 @@ from torch import nn
 
 from wdlab.config import MAX_CONFIGS, Experiment, merge, validate
 from wdlab.data import Dataset, StreamedData, is_data_function
-from wdlab.decay import decay_table
-from wdlab.decay.rules import own_groups
+from wdlab.decay.rules import stored_table
 from wdlab.devices import DEFAULT_MAX_MEMORY_MB, resolve_device
 from wdlab.diagnostics import DIAGNOSTICS
 from wdlab.executors import Executor, LocalExecutor
@@ -248,8 +247,7 @@ def run_study(
     )
     check_budget(per_config + shared, max_memory_mb, device, lanes if shared else 1)
     per_config = planning_bytes(per_config, shared, max_memory_mb)
-    table = decay_table(model, kw["rule"]).to_dict()
-    own_groups(decay_table(model, kw["rule"]), kw.get("group_wd") or {})  # before the store
+    table = stored_table(model, kw["rule"], kw.get("group_wd"))  # checked before the store
     check_checkpoint_record(study.directory)  # readable before anything runs
     check_weights(study.directory)
     with (

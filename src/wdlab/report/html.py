@@ -19,7 +19,6 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from wdlab.decay import formula
-from wdlab.decay.rules import DecayTable, own_groups
 from wdlab.optimizers import class_name
 from wdlab.records import Result, is_reference, no_choice
 from wdlab.report.figures import FIGURES
@@ -190,19 +189,6 @@ def formulas(result: Result) -> list[list[str]]:
     return [[m, formula(m, opt)] for m in modes]
 
 
-def _own_wds(table: dict[str, Any], group_wd: dict[str, float]) -> dict[str, str]:
-    """The tensors that ``group_wd`` (pattern: weight decay) gives a weight decay of their own
-    instead of the swept one, as :func:`wdlab.decay.rules.own_groups` matches them."""
-    if not group_wd:
-        return {}
-    rows = DecayTable(table.get("parameters", []), str(table.get("rule", "")))
-    try:
-        matched = own_groups(rows, group_wd)
-    except ValueError:  # a study stored with another rule's names: nothing to say here
-        return {}
-    return {n: f"{wd:g} (group_wd {pattern})" for pattern, names, wd in matched for n in names}
-
-
 def _table(
     head: list[str],
     rows: list[list[str]],
@@ -288,13 +274,18 @@ def _configuration_html(result: Result) -> list[str]:
     t = result.decay_table
     if t:
         note = f' <span class="meta">{escape(t["note"])}</span>' if t.get("note") else ""
+        dt, kt = t.get("decayed_tensors", "?"), t.get("kept_tensors", "?")
         parts.append(
             f"<p>Which parameters decay: {escape(t.get('rule', ''))}. "
-            f"{t.get('decayed_tensors', '?')} tensors ({t.get('decayed_parameters', 0):,} "
-            f"parameters) decay; {t.get('kept_tensors', '?')} tensors "
+            f"{dt} tensor{'s' * (dt != 1)} ({t.get('decayed_parameters', 0):,} "
+            f"parameters) decay; {kt} tensor{'s' * (kt != 1)} "
             f"({t.get('kept_parameters', 0):,} parameters) do not.{note}</p>"
         )
-        own = _own_wds(t, result.config.get("decay", {}).get("group_wd") or {})
+        own = {  # group_wd's tensors (a study stored before wdlab recorded them: none)
+            r["name"]: f"{r['own_wd'][1]:g} (group_wd {r['own_wd'][0]})"
+            for r in t.get("parameters", [])
+            if r.get("own_wd")
+        }
         rows = [
             [
                 r["name"],

@@ -218,8 +218,8 @@ class Plan:
 
     @property
     def rung_only_evals(self) -> frozenset[int]:
-        """The evaluations made only for a rung, off the ``eval_every`` schedule: a run that
-        finishes drops them, so its curves and best epoch are the unpruned sweep's."""
+        """The evaluations made only for a rung, off the ``eval_every`` schedule: never a run's
+        best epoch, so a survivor's is the unpruned sweep's (its curves keep them)."""
         last = self.epochs - 1
         return frozenset(
             r - 1 for r in self.rungs if (r - 1) % self.eval_every != 0 and r - 1 != last

@@ -304,8 +304,6 @@ class Recorder:
         if ended is not None and ended[0] != "diverged":
             curves = curves.upto(trained)
             status = "pruned" if ended[0] == "pruned" else "done"
-        if status == "done":  # a survivor: its rungs' extra evaluations are not its numbers
-            curves = curves.without_evals(self.plan.rung_only_evals)
         final = {k: curves[k][-1] for k in rows_ev}
         final["train_loss"] = final.pop("train_loss_eval")
         final["weight_norm"] = curves["weight_norm"][-1]
@@ -322,7 +320,8 @@ class Recorder:
             final=final,
             status=status,
             diverged_epoch=cut,
-            best=_best(curves, self.plan.early_stop),
+            # a survivor's rung-only evaluations (for the decision) are never its best epoch
+            best=_best(curves, self.plan.early_stop, self.plan.rung_only_evals),
             seconds=seconds,
             engine=note,
             epochs=trained,
@@ -347,15 +346,21 @@ def _no_grad() -> contextlib.AbstractContextManager:
     return torch.no_grad() if torch.is_grad_enabled() else contextlib.nullcontext()
 
 
-def _best(curves: Curves, stop: EarlyStop | None = None) -> dict[str, Any]:
-    """The lowest finite validation (else test) loss and its epoch; with early stopping, the
-    best of its metric (the earliest on ties: the epoch the run's numbers are reported at and
-    its weights kept), and every evaluated metric at that epoch (``at``)."""
+def _best(
+    curves: Curves, stop: EarlyStop | None = None, skip: frozenset[int] = frozenset()
+) -> dict[str, Any]:
+    """The lowest finite validation (else test) loss and its epoch, among the evaluations not
+    after an epoch in ``skip``; with early stopping, the best of its metric (the earliest on
+    ties: the epoch the run's numbers are reported at and its weights kept), and every
+    evaluated metric at that epoch (``at``)."""
     key, higher = "val_loss" if "val_loss" in curves else "test_loss", False
     if stop is not None and stop.metric in curves:
         key, higher = stop.metric, stop.higher
     values = curves.get(key)
-    finite = [(-v if higher else v, i) for i, v in enumerate(values or []) if math.isfinite(v)]
+    on = [e not in skip for e in curves["eval_epoch"]]
+    finite = [
+        (-v if higher else v, i) for i, v in enumerate(values or []) if math.isfinite(v) and on[i]
+    ]
     if not finite:
         return {}
     _, i = min(finite)  # the smallest index among equal values: the earliest epoch
