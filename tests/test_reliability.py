@@ -288,7 +288,10 @@ def test_a_study_that_is_not_whole_is_marked_partial_wherever_it_is_shown(tmp_pa
     capsys.readouterr()
     assert main(["ls", str(tmp_path), "--json"]) == 0
     (listed,) = json.loads(capsys.readouterr().out)["studies"]
-    assert listed["pending"] == 1
+    assert (listed["running"], listed["pending"]) == (1, 0)  # ls counted it as to do
+    assert main(["ls", str(tmp_path)]) == 0
+    head, line = capsys.readouterr().out.splitlines()
+    assert head.split()[-2:] == ["running", "todo"] and line.split()[-2:] == ["1", "0"]
 
 
 def test_a_lease_that_is_not_a_number_of_seconds_is_refused_before_anything(

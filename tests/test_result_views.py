@@ -107,6 +107,9 @@ def test_a_figure_the_result_does_not_have_is_refused():
     assert res.plot("heatmap") is not None  # listed now, as the report draws it
     with pytest.raises(ValueError, match=r"valid: .*heatmap"):
         res.plot("pie")
+    partial = _partial()  # its wd > 0 are swept, not trained yet: said so
+    with pytest.raises(ValueError, match=r"among its finished runs: partial: 7 of 10 runs"):
+        partial.plot("wd")
 
 
 def test_the_report_shows_a_patterns_own_weight_decay(tmp_path):

@@ -70,7 +70,8 @@ def study_row(d: Path) -> dict[str, object]:
         "diverged": counts["diverged"],
         "pruned": counts.get("pruned", 0),
         "failed": counts["failed"],
-        "pending": counts["pending"] + counts["running"],
+        "running": counts["running"],
+        "pending": counts["pending"],
     }
 
 
@@ -96,7 +97,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
     w = max(len("study"), *(len(str(r["study"])) for r in rows))
     print(
         f"{'study':<{w}}  {'created':<19}  {'data':<14} {'runs':>5} {'done':>5} {'div':>4} "
-        f"{'pruned':>6} {'fail':>4} {'todo':>5}"
+        f"{'pruned':>6} {'fail':>4} {'running':>7} {'todo':>5}"
     )
     for r in rows:
         if "error" in r:
@@ -105,7 +106,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
         print(
             f"{r['study']:<{w}}  {r['created']:<19}  {r['data']!s:<14} {r['runs']:>5} "
             f"{r['done']:>5} {r['diverged']:>4} {r['pruned']:>6} {r['failed']:>4} "
-            f"{r['pending']:>5}"
+            f"{r['running']:>7} {r['pending']:>5}"
         )
     return 0
 

@@ -33,5 +33,6 @@ def figure(result: Result, kind: str) -> Figure:
     if spec is None:
         raise ValueError(f"unknown plot {kind!r}; valid: {', '.join(PLOT_KINDS)}")
     if not spec.applies(result):
-        raise ValueError(f"no {kind!r} figure for this result: it needs {spec.needs}")
+        yet = f" (among its finished runs: {result.partial_note()})" if result.partial else ""
+        raise ValueError(f"no {kind!r} figure for this result: it needs {spec.needs}{yet}")
     return spec.draw(result)
