@@ -193,6 +193,28 @@ def test_every_default_is_shown_in_help():
         assert fragment in " ".join(sweep_help.split())
 
 
+def _flag_help(command: str, flag: str) -> str:
+    (action,) = [a for a in COMMANDS[command]._actions if flag in a.option_strings]
+    return " ".join(HelpFormatter(prog=command)._get_help_string(action).split())
+
+
+def test_each_commands_help_says_the_default_it_takes(capsys):
+    """Found by a new-user trial: ``sweep --help`` said "--seeds (default: seed 0)" where a
+    bare sweep runs 3 seeds; ``run --help`` said "--keep (default: best)", a value run refuses;
+    ``search --help`` gave no default for --lr, --wd or --mode; ``demo --dim 1`` named no
+    flag."""
+    seeds = _flag_help("sweep", "--seeds")
+    assert "(default: 0,1,2 when no grid key is given)" in seeds and "seed 0" not in seeds
+    assert _flag_help("run", "--seeds").endswith("(default: seed 0)")
+    assert "(default: none in run: it trains in a temporary study)" in _flag_help("run", "--keep")
+    assert _flag_help("sweep", "--keep").endswith("or none (default: best)")
+    assert "(default: 0.1, not searched)" in _flag_help("search", "--lr")
+    assert "(default: 1e-6..1:log when no range is given)" in _flag_help("search", "--wd")
+    assert "(default: coupled, not searched)" in _flag_help("search", "--mode")
+    assert main(["demo", "--dim", "1"]) == 2
+    assert "dim (--dim) must be >= 4, got 1" in capsys.readouterr().err
+
+
 def test_a_bare_sweep_tries_a_default_grid_and_says_so(tmp_path, capsys):
     """`wdlab sweep --data X` with no grid key sweeps several modes, a log range of weight
     decays with 0, over 3 seeds, and says so with its answer (and at the start, on a

@@ -263,12 +263,13 @@ def test_a_finite_blow_up_is_stored_as_diverged_and_not_retrained(tmp_path):
 
 
 class FakeBar:
-    def __init__(self):
-        self.n, self.updates, self.postfix = 0.0, [], ""
+    def __init__(self, total=math.inf):
+        self.n, self.updates, self.postfix, self.total = 0.0, [], "", total
 
     def update(self, k):
         self.n += k
         self.updates.append(k)
+        assert self.n <= self.total  # tqdm warns "clamping frac" and shows a negative ETA
 
     def set_postfix_str(self, text, refresh=True):
         self.postfix = text
@@ -280,7 +281,7 @@ class FakeBar:
 def test_progress_advances_per_epoch_and_counts_optimizer_steps(tmp_path, monkeypatch):
     import wdlab.pipelines.job as job
 
-    bar, jobs = FakeBar(), []
+    bar, jobs = FakeBar(4), []
     monkeypatch.setattr(job, "_progress", lambda total, done: bar)
     real_run = job.Job.run
 
@@ -302,6 +303,26 @@ def test_progress_advances_per_epoch_and_counts_optimizer_steps(tmp_path, monkey
     assert len([u for u in bar.updates if u > 0]) >= 2 * 5
     assert bar.n == pytest.approx(4) and "model-steps/s" in bar.postfix
     assert jobs[0].steps == 4 * 5 * 4  # configurations × epochs × optimizer steps per epoch
+
+
+def test_the_bar_ends_at_its_total_never_past_it(tmp_path, monkeypatch):
+    """18 rows over 60 epochs add 18/60 a time: 18.00000000000002 in floats, past the total
+    (tqdm then warned "clamping frac to range [0, 1]" above the table; a new-user trial)."""
+    import wdlab.pipelines.job as job
+
+    bar = FakeBar()
+    monkeypatch.setattr(job, "_progress", lambda total, done: setattr(bar, "total", total) or bar)
+    cfg = validate(
+        {
+            "data": {"source": "wine"},
+            "model": {"kind": "linear"},
+            "train": {"optimizer": "sgd", "lr": [0.01], "epochs": 60, "seeds": [0, 1, 2]},
+            "decay": {"modes": ["coupled"], "weight_decay": [1e-3, 1e-2, 1e-1, 0.3, 1.0]},
+        }
+    )
+    run_sweep(cfg, tmp_path / "s", progress=True)
+    assert sum(18 / 60 for _ in range(60)) > 18  # the floats' sum
+    assert bar.n == 18 and len(bar.updates) >= 60
 
 
 def test_seconds_is_the_wall_time_of_the_sweep(tmp_path):

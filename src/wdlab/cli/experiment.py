@@ -216,6 +216,10 @@ def add_max_configs(p: argparse.ArgumentParser) -> None:
     )
 
 
+#: run flags whose default is another than sweep's: (value, why), as their help says
+RUN_SHOWN = {"train.keep": ("none", " in run: it trains in a temporary study")}
+
+
 def add_experiment_flags(p: argparse.ArgumentParser, sweep: bool = False) -> None:
     """A TOML file and one flag per config key that has one (each wins over the file); a
     sweep's grid keys show the grid it tries when none is given."""
@@ -225,6 +229,8 @@ def add_experiment_flags(p: argparse.ArgumentParser, sweep: bool = False) -> Non
     for dotted, _ in experiment_keys():
         if dotted in grid:
             add_key(g, dotted, " when no grid key is given", grid[dotted])
+        elif not sweep and dotted in RUN_SHOWN:
+            add_key(g, dotted, RUN_SHOWN[dotted][1], RUN_SHOWN[dotted][0])
         else:
             add_key(g, dotted)
 

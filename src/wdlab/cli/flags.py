@@ -5,6 +5,7 @@ accepts), help that shows each default, and the flags of config keys (read from
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -64,7 +65,8 @@ def add_key(
     its help shows the schema's default, or ``shown_default`` with ``default_note``)."""
     k = facts.key(dotted)
     value = k["default"] if shown_default is None else shown_default
-    help_text = with_default(k["help"], value, default_note).replace("%", "%%")
+    text = k["help"] if shown_default is None else re.sub(r"\s*\(default:[^)]*\)", "", k["help"])
+    help_text = with_default(text, value, default_note).replace("%", "%%")
     flag, to = k["flag"], dest(k["flag"])
     if k["cli"] == "flag":
         group.add_argument(*names(flag), dest=to, action="store_true", default=None, help=help_text)

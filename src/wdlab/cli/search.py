@@ -211,9 +211,21 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
     model and training flags."""
     p.add_argument("config", nargs="?", help="experiment TOML file (optional)")
     r = p.add_argument_group("search space: X, A,B,C, LO..HI, LO..HI:log or LO..HI:N")
-    r.add_argument("--lr", help="learning rate, e.g. 1e-4..1e-1:log")
-    r.add_argument("--wd", "--weight-decay", dest="wd", help="weight decay, e.g. 1e-6..1:log")
-    r.add_argument("--mode", help="decay mode(s) to choose from, e.g. decoupled,l2")
+    lr, modes = facts.key("train.lr")["default"], facts.key("decay.modes")["default"]
+    r.add_argument(
+        "--lr", help=f"learning rate, e.g. 1e-4..1e-1:log (default: {shown(lr)}, not searched)"
+    )
+    r.add_argument(
+        "--wd",
+        "--weight-decay",
+        dest="wd",
+        help=f"weight decay, e.g. 1e-6..1:log (default: {DEFAULT_SPACE[1]} when no range is given)",
+    )
+    r.add_argument(
+        "--mode",
+        help="decay mode(s) to choose from, e.g. decoupled,l2 "
+        f"(default: {shown(modes)}, not searched)",
+    )
     s = p.add_argument_group("the study")
     s.add_argument("--trials", type=positive_int, default=32, help="trials to run")
     s.add_argument("--batch", type=positive_int, default=16, help="trials per batch")

@@ -46,11 +46,12 @@ class DemoSettings:
         for name in ("epochs", "dim", "eval_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                flag = name.replace("_", "-")
+                raise ValueError(f"{name} (--{flag}) must be a positive integer, got {value!r}")
         if self.dim < 4:
-            raise ValueError(f"dim must be >= 4, got {self.dim}")
+            raise ValueError(f"dim (--dim) must be >= 4, got {self.dim}")
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+            raise ValueError(f"lr (--lr) must be a positive number, got {self.lr!r}")
         check_weight_decay(self.weight_decay)
 
 

@@ -6,6 +6,7 @@ then wait for what other processes hold, taking over what their holders lost
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -136,6 +137,7 @@ class Job:
                     break
             for name in checkpoints.written(self.directory, self.source):
                 self._forget(name)  # left by a process killed as it removed it
+            self._advance(math.inf)  # every run finished: the bar ends full, then goes
         finally:
             if self.steps or self.told:  # a process that only read the study adds no time
                 self.store.add_seconds(time.perf_counter() - self.mark)
@@ -164,7 +166,7 @@ class Job:
                 self._forget(name)  # a batch whose runs were all pruned
             if self.bar is not None:  # the runs pruned there are finished
                 pruned = self.store.runs(False, ("pruned",), rung)
-                self.bar.update(len(pruned) * (self.epochs - rung) / self.epochs)
+                self._advance(len(pruned) * (self.epochs - rung) / self.epochs)
 
     def _save(self, batch: Batch, results: list) -> None:
         """Store a trained batch (or segment) in one transaction: finished runs, and the runs
@@ -284,7 +286,7 @@ class Job:
         if self.bar is not None:
             step = rows / self.epochs
             self.shown[id(batch)] = self.shown.get(id(batch), 0.0) + step
-            self.bar.update(step)
+            self._advance(step)
             self._rate()
 
     def _batch_done(self, batch: Batch, saved: Sequence[Any], dropped: int = 0) -> None:
@@ -304,8 +306,14 @@ class Job:
             self.steps += rows * self.steps_per_epoch * (end - start)
         if self.bar is not None:
             gain = sum((r.epochs if r.status == "paused" else self.epochs) - start for r in saved)
-            self.bar.update(gain / self.epochs - self.shown.pop(id(batch), 0.0))
+            self._advance(gain / self.epochs - self.shown.pop(id(batch), 0.0))
             self._rate()
+
+    def _advance(self, configs: float) -> None:
+        """Move the bar by ``configs`` (a share of the grid), never past its total: shares of
+        1/epochs summed in floats overshoot it (18 rows over 60 epochs: 18.00000000000002)."""
+        if self.bar is not None:
+            self.bar.update(min(configs, self.bar.total - self.bar.n))
 
     def _rate(self) -> None:
         rate = self.steps / max(time.perf_counter() - self.t_train, 1e-9)
