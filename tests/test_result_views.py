@@ -50,6 +50,8 @@ def test_swept_weight_decays_read_apart():
     assert labels[0] == "0" and labels[-1] == "1.06"
     gap = (math.log10(ticks[-1]) - math.log10(ticks[0])) / 12
     assert all(b - a >= gap for a, b in itertools.pairwise(shown))
+    starred = _spaced_labels(ticks, ["0", *map(short, pos)], always=[3])  # 1.04: the answer
+    assert starred[3] == "1.04" and starred[-1] == "1.06"  # what is starred is named
     wide = [10.0**-k for k in range(6, 0, -1)]  # a decade apart: every label shown
     assert all(_spaced_labels([_zero_position(wide), *wide], ["0", *map(short, wide)]))
 
@@ -125,3 +127,11 @@ def test_the_report_shows_a_patterns_own_weight_decay(tmp_path):
     html = write_report(res, tmp_path)["report"].read_text()
     assert "0.01 (group_wd 3.*)" in html and html.count("0.5 (group_wd *)") == 2
     assert "train alike" in html and "3 tensors (" in html
+
+
+def test_load_study_is_where_a_notebook_looks_first():
+    """``wdlab.load_study`` raised AttributeError; it lives in ``wdlab.pipelines`` (a trial)."""
+    import wdlab
+    import wdlab.pipelines
+
+    assert wdlab.load_study is wdlab.pipelines.load_study and "load_study" in dir(wdlab)

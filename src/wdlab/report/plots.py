@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,7 +133,7 @@ def wd_curve(
             x = x0 if w == 0 else w
             ax.plot([x], [statistics.fmean(vals)], marker="*", ms=15, color=color, mec="black")
     ax.set_xscale("log")
-    _zero_axis(ax, pos, x0)
+    _zero_axis(ax, pos, x0, set((chosen or {}).values()))
     ax.set_xlabel("weight decay (log scale; 0 left of the break)")
     ax.set_ylabel(c.name)
     ax.set_title(title or f"{c.name} against weight decay (★ the weight decay to use)", fontsize=10)
@@ -159,27 +159,30 @@ def _zero_position(pos: Sequence[float]) -> float:
     return pos[0] / 10 ** max(0.6, 0.12 * decades)
 
 
-def _spaced_labels(ticks: Sequence[float], labels: Sequence[str]) -> list[str]:
-    """``labels`` with those too close on the log axis to the last one shown left blank (a
-    tick still marks each swept weight decay), so that 0.55 and 0.56 do not print over each
-    other; the first and the last are always shown."""
+def _spaced_labels(
+    ticks: Sequence[float], labels: Sequence[str], always: Collection[int] = ()
+) -> list[str]:
+    """``labels`` with those too close on the log axis to one shown left blank (a tick still
+    marks each swept weight decay), so that 0.55 and 0.56 do not print over each other; the
+    first, the last and those at indices ``always`` (the starred weight decays) are shown."""
     logs = [math.log10(t) for t in ticks]
     gap = (logs[-1] - logs[0]) / 12 if len(logs) > 1 else 0.0
-    out, last = [], -math.inf
-    for i, (x, label) in enumerate(zip(logs, labels, strict=True)):
-        near_end = i < len(logs) - 1 and logs[-1] - x < gap
-        keep = x - last >= gap and not near_end
-        out.append(label if keep or i == len(logs) - 1 else "")
-        last = x if keep or i == len(logs) - 1 else last
-    return out
+    shown = {0, len(logs) - 1, *always}
+    for i, x in enumerate(logs):
+        if i not in shown and all(abs(x - logs[j]) >= gap for j in shown):
+            shown.add(i)
+    return [label if i in shown else "" for i, label in enumerate(labels)]
 
 
-def _zero_axis(ax: Any, pos: Sequence[float], x0: float) -> None:
-    """Ticks at 0 and at each swept weight decay (short notation), a dotted break between."""
+def _zero_axis(ax: Any, pos: Sequence[float], x0: float, starred: Collection[float] = ()) -> None:
+    """Ticks at 0 and at each swept weight decay (short notation), a dotted break between;
+    the ``starred`` weight decays' labels always shown."""
     from matplotlib.ticker import NullLocator
 
     ticks = [x0, *pos]
-    ax.set_xticks(ticks, _spaced_labels(ticks, ["0", *(short(w) for w in pos)]), fontsize=8)
+    always = [0 if w == 0 else 1 + pos.index(w) for w in starred if w == 0 or w in pos]
+    labels = _spaced_labels(ticks, ["0", *(short(w) for w in pos)], always)
+    ax.set_xticks(ticks, labels, fontsize=8)
     ax.xaxis.set_minor_locator(NullLocator())
     if pos:
         ax.axvline(math.sqrt(x0 * pos[0]), color="0.55", lw=1.0, ls=(0, (1, 2)))
