@@ -129,3 +129,62 @@ def test_a_table_without_its_target_is_one_line(tmp_path):
 def test_table_keywords_on_other_data_are_one_line():
     with pytest.raises(ValueError, match=r"target= applies to a \.csv/\.parquet file"):
         wdlab.sweep(make, "wine", target="y", epochs=1)
+
+
+def test_a_changed_table_file_is_another_study_on_the_command_line(tmp_path, capsys):
+    """The command line's identity held the file's name, not its contents: a sweep into the
+    same --out after editing one value of the CSV trained nothing and returned the old runs
+    (found by a new-user trial; the Python API refused it already)."""
+    from wdlab.cli import main
+
+    frame = _frame().fillna(0.0)
+    path, out = tmp_path / "t.csv", tmp_path / "s"
+    frame.to_csv(path, index=False)
+    args = ["sweep", "--data", str(path), "--target", "y", "--model", "linear", "--epochs", "2"]
+    args += ["--wd", "0,0.01", "--mode", "decoupled", "--seeds", "1", "--out", str(out)]
+    assert main([*args, "--json"]) == 0
+    stored = (out / "study.db").read_bytes()
+    assert main([*args, "--json"]) == 0  # the same file: the same study, nothing to train
+    frame.loc[3, "a"] += 1.0
+    frame.to_csv(path, index=False)
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "holds another study: data.fingerprint" in err and err.count("\n") == 1
+    assert (out / "study.db").read_bytes() == stored  # nothing stored changed
+
+
+def _refusal(tmp_path, frame, capsys, *extra, suffix=".csv"):
+    from wdlab.cli import main
+
+    path = tmp_path / f"t{suffix}"
+    frame.to_parquet(path) if suffix == ".parquet" else frame.to_csv(path, index=False)
+    args = ["run", "--data", str(path), "--target", "y", "--model", "linear", "--epochs", "1"]
+    assert main([*args, *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    return err
+
+
+def test_what_a_table_cannot_be_is_said_for_what_it_is(tmp_path, capsys):
+    """Each from a new-user trial: a text category "NA" read as missing was told to impute,
+    which then refused; a Parquet datetime column "holds numbers but 0 of its 60 cells are
+    not numbers"; a stratified split too small gave scikit-learn's "test_size = 1 should be
+    greater or equal to the number of classes = 2"; an integer price, 60 classes of 1 row,
+    was not told it may be a regression."""
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(30), np.ones(30)].astype(int)
+    regions = pd.DataFrame({"x": rng.normal(size=60), "region": ["NA", "EU", "None"] * 20})
+    err = _refusal(tmp_path, regions.assign(y=y), capsys)
+    assert "text columns (region) cannot be imputed" in err and "pandas reads NA" in err
+    err = _refusal(tmp_path, regions.assign(y=y), capsys, "--impute", "mean")
+    assert "text columns (region) cannot be imputed" in err
+    when = pd.DataFrame({"x": rng.normal(size=60), "when": pd.date_range("2024-01-01", periods=60)})
+    err = _refusal(tmp_path, when.assign(y=y), capsys, suffix=".parquet")
+    assert "column 'when' holds dates or times" in err
+    six = pd.DataFrame({"x": rng.normal(size=6), "y": [0, 1] * 3})
+    err = _refusal(tmp_path, six, capsys)
+    assert "6 rows are too few to split into train, validation and test" in err
+    price = pd.DataFrame({"x": rng.normal(size=60)}).assign(y=rng.permutation(60) * 1000 + 7)
+    err = _refusal(tmp_path, price, capsys)
+    assert "60 numbers may be a quantity: task='regression' (--task regression)" in err

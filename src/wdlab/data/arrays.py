@@ -49,17 +49,28 @@ def infer_task(y: np.ndarray) -> str:
 def split_indices(
     n: int, y: np.ndarray | None, val_size: float, test_size: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One seeded train / val / test split, stratified on ``y`` when it is given."""
+    """One seeded train / val / test split, stratified on ``y`` when it is given (too few rows
+    to hold each class in each split: one line saying so, not scikit-learn's)."""
     train_test_split = require("sklearn.model_selection", "a stratified split").train_test_split
 
     idx = np.arange(n)
-    rest, test = train_test_split(
-        idx, test_size=test_size, random_state=seed, stratify=None if y is None else y
-    )
-    rel_val = val_size / (1.0 - test_size)
-    train, val = train_test_split(
-        rest, test_size=rel_val, random_state=seed + 1, stratify=None if y is None else y[rest]
-    )
+    try:
+        rest, test = train_test_split(
+            idx, test_size=test_size, random_state=seed, stratify=None if y is None else y
+        )
+        rel_val = val_size / (1.0 - test_size)
+        train, val = train_test_split(
+            rest, test_size=rel_val, random_state=seed + 1, stratify=None if y is None else y[rest]
+        )
+    except ValueError as exc:
+        if y is None or "greater or equal to the number of classes" not in str(exc):
+            raise
+        k = len(np.unique(y))
+        raise ValueError(
+            f"{n} rows are too few to split into train, validation and test with each of the "
+            f"{k} classes in each (val_size {val_size:g}, test_size {test_size:g} of the rows); "
+            f"give more rows (at least {k} per split)"
+        ) from None
     return train, val, test
 
 
@@ -319,8 +330,10 @@ def _encode_target(y: np.ndarray, task: str) -> tuple[np.ndarray | None, np.ndar
     counts = np.bincount(y_idx)
     if counts.min() < 3:
         rare = plain(classes[counts.argmin()])
+        many = len(classes) > 20 and y.dtype.kind in "iuf"  # a quantity, perhaps
+        hint = f"; {len(classes)} numbers may be a quantity: task='regression' (--task regression)"
         raise ValueError(
             f"class {rare!r} has {int(counts.min())} rows; each class needs >= 3 "
-            "to appear in train, validation and test"
+            "to appear in train, validation and test" + (hint if many else "")
         )
     return classes, y_idx

@@ -97,18 +97,22 @@ def read_table(
     if na.any().any():
         cols = [f"{c} ({int(na[c].sum())})" for c in features if na[c].any()]
         rows = int(na.any(axis=1).sum())
-        if impute is None:
-            raise ValueError(
-                f"missing values in {rows} rows, columns: {', '.join(cols)}; "
-                "pass --impute mean|median or clean the file"
-            )
         non_num = [
             str(c)
             for c in features
             if na[c].any() and (c in categorical or not pd.api.types.is_numeric_dtype(X[c]))
         ]
+        text = (  # pandas reads these words as missing too: a category named "NA" is one
+            f"; text columns ({', '.join(non_num)}) cannot be imputed: fill their empty cells "
+            "in the file (pandas reads NA, N/A, None, null and NaN there as missing too)"
+        )
+        if impute is None:
+            raise ValueError(
+                f"missing values in {rows} rows, columns: {', '.join(cols)}; "
+                + (text[2:] if non_num else "pass --impute mean|median or clean the file")
+            )
         if non_num:
-            raise ValueError(f"cannot impute non-numeric columns: {', '.join(non_num)}")
+            raise ValueError(f"missing values in {rows} rows{text}")
     one_hot = [c for c in features if c in categorical or not pd.api.types.is_numeric_dtype(X[c])]
     if one_hot:
         _check_one_hot(X, one_hot, p.name)
@@ -167,6 +171,11 @@ def _check_cells(X: Any, categorical: list[str]) -> None:
         col = X[c]
         if pd.api.types.is_numeric_dtype(col):
             continue
+        if pd.api.types.is_datetime64_any_dtype(col) or pd.api.types.is_timedelta64_dtype(col):
+            raise ValueError(
+                f"column {c!r} holds dates or times, which wdlab does not turn into features; "
+                "convert it to numbers (e.g. days since a date) or leave it out (--features)"
+            )
         nested = col.map(lambda v: isinstance(v, (list, tuple, dict, set, np.ndarray)))
         if nested.any():
             i = int(np.flatnonzero(nested.to_numpy())[0])

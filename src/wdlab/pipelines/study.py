@@ -30,7 +30,7 @@ from typing import Any
 from torch import nn
 
 from wdlab.config import MAX_CONFIGS, Experiment, merge, validate
-from wdlab.data import Dataset, StreamedData, is_data_function
+from wdlab.data import Dataset, StreamedData, is_data_function, is_table_path
 from wdlab.decay.rules import stored_table
 from wdlab.devices import DEFAULT_MAX_MEMORY_MB, resolve_device
 from wdlab.diagnostics import DIAGNOSTICS
@@ -166,7 +166,8 @@ def run_sweep(
     out = Path(out) if out is not None else default_out(config)
     ds, spec, train_kwargs = _prepare(config, max_configs, progress)
     identity, stored = config.identity(), config.to_dict()
-    if is_data_function(config.data.source):  # the function's data, not only its name
+    source = config.data.source  # a function's data or a file's contents, not only the name
+    if is_data_function(source) or is_table_path(source):
         for d in (identity, stored):  # stored too: a changed one is named (_init_study)
             d["data"]["fingerprint"] = data_fingerprint(ds)
     study = Study(out, name or out.name, stored, identity, ds, spec, grid(config), train_kwargs)
