@@ -144,7 +144,9 @@ def test_a_changed_table_file_is_another_study_on_the_command_line(tmp_path, cap
     args += ["--wd", "0,0.01", "--mode", "decoupled", "--seeds", "1", "--out", str(out)]
     assert main([*args, "--json"]) == 0
     stored = (out / "study.db").read_bytes()
-    assert main([*args, "--json"]) == 0  # the same file: the same study, nothing to train
+    capsys.readouterr()
+    assert main(args) == 0  # the same file: the same study, nothing to train
+    assert "task: binary, from column 'y' (--task sets it)" in capsys.readouterr().out
     frame.loc[3, "a"] += 1.0
     frame.to_csv(path, index=False)
     capsys.readouterr()

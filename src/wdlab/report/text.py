@@ -89,6 +89,8 @@ def experiment_table(result: Result, max_runs: int = MAX_RUNS) -> str:
     compute = compute_text(result.halving)
     if compute:
         lines.append(compute)
+    if result.data.get("file") and result.data.get("target"):  # a table: the task it read
+        lines.append(f"task: {result.task}, from column {result.data['target']!r} (--task sets it)")
     lines += engine_line(result)
     return "\n".join(lines)
 
