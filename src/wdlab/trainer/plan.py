@@ -211,19 +211,19 @@ class Plan:
     def eval_epochs(self) -> list[int]:
         """The epochs after which the model is evaluated: every ``eval_every``-th, the last,
         and the last of each rung (rung r: after r epochs, epoch r − 1)."""
-        last, rungs = self.epochs - 1, {r - 1 for r in self.rungs}
-        return [
-            e for e in range(self.epochs) if e % self.eval_every == 0 or e == last or e in rungs
-        ]
+        rungs = {r - 1 for r in self.rungs}
+        return [e for e in range(self.epochs) if self._scheduled(e) or e in rungs]
 
     @property
     def rung_only_evals(self) -> frozenset[int]:
         """The evaluations made only for a rung, off the ``eval_every`` schedule: never a run's
         best epoch, so a survivor's is the unpruned sweep's (its curves keep them)."""
-        last = self.epochs - 1
-        return frozenset(
-            r - 1 for r in self.rungs if (r - 1) % self.eval_every != 0 and r - 1 != last
-        )
+        return frozenset(r - 1 for r in self.rungs if not self._scheduled(r - 1))
+
+    def _scheduled(self, epoch: int) -> bool:
+        """Whether ``epoch`` is on the evaluation schedule, rungs aside: every
+        ``eval_every``-th epoch and the last."""
+        return epoch % self.eval_every == 0 or epoch == self.epochs - 1
 
 
 @dataclass(frozen=True)
