@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
 from wdlab.data import from_splits, stream_splits
 from wdlab.data.batches import call, rows
+from wdlab.data.seeds import derive
 from wdlab.data.stream import TensorStream
 
 # -- datasets written the way users write them ----------------------------------------------------
@@ -142,6 +143,28 @@ def test_same_seed_same_batches_whatever_the_caller_draws_between_them():
     assert np.array_equal(before[2], after[2])
     other = stream_splits(splits(Augmented(50)), batch_size=8, seed=4, n_classes=2)
     assert not same(run(1)[:7], collect(other.streams["train"].epoch(0)))
+
+
+class DrawsEverywhere(Augmented):
+    """Augmented, its transform drawing from torch's, Python's and NumPy's global RNGs."""
+
+    def __getitem__(self, i: int):
+        x, y = super().__getitem__(i)
+        return x + random.random() + float(np.random.rand()), y
+
+
+def test_the_readmes_recipe_replays_a_stream_in_a_plain_loop():
+    """The README says how to replay epoch e of a split in one's own loop: the sampler's
+    generator from derive(seed, split, "order", e), the global random state from
+    derive(seed, split, "random", e) (NumPy's mod 2**32)."""
+    ds = DrawsEverywhere(40)
+    stream = stream_splits(splits(ds), batch_size=8, seed=3, n_classes=2).streams["train"]
+    for e in (0, 2):
+        r = derive(3, "train", "random", e)
+        torch.manual_seed(r), random.seed(r), np.random.seed(r % 2**32)
+        order = torch.Generator().manual_seed(derive(3, "train", "order", e))
+        plain = collect(DataLoader(ds, batch_size=8, shuffle=True, generator=order))
+        assert same(collect(stream.epoch(e)), plain)
 
 
 def test_a_copy_for_another_device_gives_the_same_batches():
@@ -452,9 +475,22 @@ def test_items_of_different_shapes_are_one_line_naming_the_split():
 
 def test_nan_in_a_streamed_batch_names_its_row_of_that_batch():
     """A NaN in a streamed batch is named by its row of that batch (the dataset's index is not
-    known there), and said to be a row, not an item."""
-    items = [(torch.full((3,), float("nan") if i == 5 else 1.0), i % 2) for i in range(12)]
-    data = stream_splits(splits(DataLoader(items, batch_size=4)), n_classes=2)
+    known there), and said to be a row, not an item. (Here item 5 turns NaN after its first
+    read: read among the sample of each split, NaN is refused there, naming the item.)"""
+
+    class LaterNaN(Dataset):
+        def __init__(self) -> None:
+            self.reads: Counter = Counter()
+
+        def __len__(self) -> int:
+            return 12
+
+        def __getitem__(self, i: int):
+            self.reads[i] += 1
+            bad = i == 5 and self.reads[i] > 1
+            return torch.full((3,), float("nan") if bad else 1.0), i % 2
+
+    data = stream_splits(splits(DataLoader(LaterNaN(), batch_size=4)), n_classes=2)
     _one_line(
         r"^data\['train'\] batch 1 \(epoch 0\) inputs: 1 items hold NaN or infinite values "
         r"\(the first is row 1 of that batch \(a DataLoader's rows are not the dataset's",

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -238,11 +240,12 @@ def check_float32(X: np.ndarray, columns: list[str] | None = None) -> None:
     )
 
 
-def check_values(where: str, value: object, item: str = "item {}") -> None:
+def check_values(where: str, value: object, item: str | Callable[[int], str] = "item {}") -> None:
     """A one-line ``ValueError`` when a floating tensor or array in ``value`` (or in a tuple,
     list or dict of them) holds NaN, ±inf or values beyond float32's range; ``where`` names it
-    (e.g. ``data['train'] inputs``), ``item`` the first bad row (a batch's rows are not the
-    dataset's items). Integer tensors (classes, token ids) pass as they are."""
+    (e.g. ``data['train'] inputs``), ``item`` the first bad row (a format string or a function
+    of the row: a batch's rows are not the dataset's items). Integer tensors (classes, token
+    ids) pass as they are."""
     if isinstance(value, dict):
         for k, v in value.items():
             check_values(f"{where}[{k!r}]", v, item)
@@ -260,7 +263,7 @@ def check_values(where: str, value: object, item: str = "item {}") -> None:
         first = int(bad.nonzero()[0])
         raise ValueError(
             f"{where}: {int(bad.sum())} items hold NaN or infinite values (the first is "
-            f"{item.format(first)}); training cannot use them: drop or fill them first"
+            f"{_row(item, first)}); training cannot use them: drop or fill them first"
         )
     if t.dtype == torch.float64:
         big = (rows.abs() > FLOAT32_MAX).any(1)
@@ -268,9 +271,21 @@ def check_values(where: str, value: object, item: str = "item {}") -> None:
             first = int(big.nonzero()[0])
             raise ValueError(
                 f"{where}: {int(big.sum())} items hold values beyond float32's range "
-                f"(±{FLOAT32_MAX:.3g}; the first is {item.format(first)}); training computes in "
+                f"(±{FLOAT32_MAX:.3g}; the first is {_row(item, first)}); training computes in "
                 "float32: rescale them"
             )
+
+
+def check_pair(where: str, batch: Any, item: str | Callable[[int], str] = "item {}") -> Any:
+    """``batch``, an ``(inputs, targets)`` pair, once :func:`check_values` passed both
+    (``where`` names the split: ``data['train']``)."""
+    check_values(f"{where} inputs", batch[0], item)  # every tensor of a tuple or a dict
+    check_values(f"{where} targets", batch[1], item)
+    return batch
+
+
+def _row(item: str | Callable[[int], str], row: int) -> str:
+    return item(row) if callable(item) else item.format(row)
 
 
 def check_labels(where: str, y: Tensor, n_classes: int, why: str = "") -> None:
@@ -283,6 +298,21 @@ def check_labels(where: str, y: Tensor, n_classes: int, why: str = "") -> None:
         bad = low if low < 0 else high
         tail = f" ({why})" if why else ""
         raise ValueError(f"{where}: label {bad} is outside 0..{n_classes - 1}{tail}")
+
+
+def as_targets(where: str, y: Tensor, dtype: torch.dtype) -> Tensor:
+    """``y`` as ``dtype``; class labels (an integer ``dtype``) given as floats must be whole
+    numbers (0.7 would be truncated to class 0): else a one-line ``ValueError``."""
+    if not dtype.is_floating_point and y.is_floating_point() and y.numel():
+        bad = ~(torch.isfinite(y) & (y == y.round()))
+        if bad.any():
+            raise ValueError(
+                f"{where}: label {float(y[bad][0]):g} is not a class (a whole number): the "
+                "task is multiclass, as the training split's integer labels say; give every "
+                "split whole-number labels, or task='regression' (--task regression) for a "
+                "numeric target"
+            )
+    return y.to(dtype)
 
 
 def one_target_column(y: Tensor) -> Tensor:

@@ -56,7 +56,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from wdlab.data.arrays import check_labels, check_values
+from wdlab.data.arrays import as_targets, check_labels, check_values
 from wdlab.data.batches import Batch, Inputs, Layout, apply, as_inputs, batch_of, to_device
 from wdlab.data.loaders import FactorySource, LoaderSource, known_length
 from wdlab.data.seeds import GlobalRandom, derive
@@ -172,7 +172,7 @@ class Stream:
         check_values(f"{where} inputs", x, row)  # before float64 is rounded to float32
         x = as_inputs(x)
         if self.targets is not None:
-            y = y.to(self.targets)
+            y = as_targets(where, y, self.targets)
         if self.n_classes is not None and y.device.type == "cpu" and y.numel():
             low, high = int(y.min()), int(y.max())
             if low < 0 or high >= self.n_classes:

@@ -45,7 +45,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, IterableDataset, Subset, TensorDataset
 
-from wdlab.data.arrays import check_labels, check_values, one_target_column
+from wdlab.data.arrays import as_targets, check_labels, check_pair, one_target_column
 from wdlab.data.batches import Batch, Inputs, Layout, apply, as_inputs, batch_of, pair, parts
 from wdlab.data.loaders import (
     FactorySource,
@@ -77,6 +77,7 @@ class StreamedData:
     example: Inputs  # one training example, batch dimension 1, on the host (float32 floats)
     meta: dict = field(default_factory=dict)
     probe: Batch | None = None  # the training sample the facts were read from (host, checked)
+    others: dict = field(default_factory=dict)  # val's and test's first example, as ``example``
 
     def to(self, device: torch.device | str) -> StreamedData:
         """A copy whose streams give their batches on ``device``."""
@@ -166,9 +167,7 @@ def held(splits: Mapping[str, Any]) -> bool:
 
 def tensors(split: str, obj: tuple[Any, Any]) -> TensorSource:
     """A checked :class:`TensorSource` from an ``(X, y)`` pair of tensors or arrays."""
-    x, y = batch_of(obj, f"data[{split!r}]")
-    check_values(f"data[{split!r}] inputs", x)  # every tensor of a tuple or a dict
-    check_values(f"data[{split!r}] targets", y)
+    x, y = check_pair(f"data[{split!r}]", batch_of(obj, f"data[{split!r}]"))
     return TensorSource(split, x, one_target_column(y))
 
 
@@ -247,13 +246,15 @@ def sample(split: str, src: Source, seed: int, count: int = SAMPLE) -> Batch:
             items = [pair(_item(ds, i, split), f"data[{split!r}] item {i}") for i in picked]
             with _user_errors(f"data[{split!r}]: its collate_fn"):
                 raw = src.template.collate_fn(items)
-        return batch_of(raw, f"data[{split!r}]: the collate_fn's batch")
+        batch = batch_of(raw, f"data[{split!r}]: the collate_fn's batch")
+        return check_pair(f"data[{split!r}]", batch, lambda row: f"item {picked[row]}")
     # an IterableDataset, a factory, a sampler of batches: its first batch
     with rng.active(), _user_errors(f"data[{split!r}] batch 0"):
         raw = next(iter(src.build(None)), None)
     if raw is None:
         raise ValueError(f"data[{split!r}] gave no batches")
-    return batch_of(raw, f"data[{split!r}] batch 0")
+    where = f"data[{split!r}]"
+    return check_pair(where, batch_of(raw, f"{where} batch 0"), "row {} of batch 0")
 
 
 @contextmanager
@@ -385,21 +386,25 @@ def stream_splits(
     task = task or ("regression" if samples["train"][1].is_floating_point() else "multiclass")
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
+    targets = torch.long if task == "multiclass" else torch.float32
+    ys = {k: as_targets(f"data[{k!r}]", s[1], targets) for k, s in samples.items()}
     classes = (
         _classes(sources, n_classes, seed, progress, count_classes) if task == "multiclass" else 1
     )
-    targets = torch.long if task == "multiclass" else torch.float32
-    layout = Layout.of(as_inputs(samples["train"][0]))
+    x = as_inputs(samples["train"][0])
+    layout = Layout.of(x)
     checked = classes if task == "multiclass" and classes else None
     streams = {
         k: _stream(s, dev, layout, targets, checked, batch_size, seed, progress)
         for k, s in sources.items()
     }
     meta |= {f"n_{k}": items(s) for k, s in sources.items()}
-    x, y = as_inputs(samples["train"][0]), samples["train"][1].to(targets)
-    example = apply(lambda t: t[:1], x)
     digest = fingerprint(sources, samples)
-    return StreamedData(name, task, classes, layout, streams, digest, example, meta, (x, y))
+    first = {k: apply(lambda t: t[:1], as_inputs(s[0])) for k, s in samples.items()}
+    others = {k: first.pop(k) for k in ("val", "test")}
+    return StreamedData(
+        name, task, classes, layout, streams, digest, first["train"], meta, (x, ys["train"]), others
+    )
 
 
 def _classes(
@@ -410,13 +415,12 @@ def _classes(
             raise ValueError(f"n_classes must be a positive integer, got {given!r}")
         return given
     if not count:
-        declared = [declared_classes(_declaring(s)) for s in sources.values()]
+        declared = [
+            declared_classes(s if isinstance(s, TensorSource) else s.dataset)
+            for s in sources.values()
+        ]
         return 0 if None in declared else max(declared)  # type: ignore[type-var]
     return max(count_classes(k, s, seed, progress) for k, s in sources.items())
-
-
-def _declaring(src: Source) -> object:
-    return src if isinstance(src, TensorSource) else src.dataset
 
 
 def _stream(
@@ -430,7 +434,7 @@ def _stream(
     progress: bool,
 ) -> Stream | TensorStream:
     if isinstance(src, TensorSource):
-        y = src.y.to(targets)
+        y = as_targets(f"data[{src.split!r}]", src.y, targets)
         if n_classes:
             check_labels(f"data[{src.split!r}]", y, n_classes, f"{n_classes} classes")
         return TensorStream(src.split, src.X, y, batch_size=batch_size, seed=seed, device=device)

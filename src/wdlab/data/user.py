@@ -22,13 +22,14 @@ one target per example, as ``(n,)``.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from wdlab.data.arrays import check_labels, check_values, one_target_column
+from wdlab.data.arrays import as_targets, check_labels, check_pair, one_target_column
 from wdlab.data.batches import Layout, as_inputs, parts
 from wdlab.data.dataset import Dataset
 from wdlab.data.loaders import LoaderFactory, every_split, unused_batch_size
@@ -125,8 +126,9 @@ def from_splits(
     check_keys(splits)
     pairs = _pairs(splits, seed, progress)
     for k, (X, y) in pairs.items():  # NaN, inf or beyond float32: refused, never trained on
-        check_values(f"data[{k!r}] inputs", X)
-        check_values(f"data[{k!r}] targets", y)
+        if len(y) == 0:
+            raise ValueError(f"data: the {k} split is empty")
+        check_pair(f"data[{k!r}]", (X, y))
     facts: dict[str, Any] = {}
     if "val" not in pairs:
         X, y = pairs["train"]
@@ -144,8 +146,8 @@ def from_splits(
     task = task or ("regression" if y_train.is_floating_point() else "multiclass")
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
-    as_y = (lambda y: y.long()) if task == "multiclass" else (lambda y: y.float())
-    ys = {k: as_y(one_target_column(y)) for k, (_, y) in pairs.items()}
+    dtype = torch.long if task == "multiclass" else torch.float32
+    ys = {k: as_targets(f"data[{k!r}]", one_target_column(y), dtype) for k, (_, y) in pairs.items()}
     n_classes = int(max(int(y.max()) for y in ys.values()) + 1) if task == "multiclass" else 1
     for k, y in ys.items() if task == "multiclass" else ():  # classes are numbered from 0
         check_labels(f"data[{k!r}]", y, n_classes, f"{n_classes} classes, numbered from 0")
@@ -193,11 +195,31 @@ def from_function(
     )  # fmt: skip
 
 
+def _takes_nothing(make: Any, target: str) -> None:
+    """A data function that needs arguments (``make_loader(split, seed, epoch)`` given as the
+    data function itself) is one ``ValueError`` line saying what ``--data`` calls."""
+    try:
+        needed = [
+            n
+            for n, p in inspect.signature(make).parameters.items()
+            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+    except (TypeError, ValueError):  # no signature (a builtin): calling it says
+        return
+    if needed:
+        raise ValueError(
+            f"data function {target!r} takes arguments ({', '.join(needed)}), and it is called "
+            "with none: give a make_data() that returns the splits, or returns your "
+            "make_loader(split, seed, epoch) (the factory of every split)"
+        )
+
+
 def function_splits(target: str) -> Mapping[str, Any]:
     """What ``make_data()`` returns (``target``: ``file.py:make_data``, loaded with its folder
     first on ``sys.path``), as splits; what it raises, or returns that is not a mapping of
     splits, is one ``ValueError`` line."""
     make = load_callable(target, "data function ")
+    _takes_nothing(make, target)
     try:
         splits = make()
     except KeyboardInterrupt:

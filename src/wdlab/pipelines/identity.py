@@ -40,7 +40,7 @@ def differences(stored: Mapping[str, Any], new: Mapping[str, Any], limit: int = 
         if isinstance(a, dict) and isinstance(b, dict):
             for k in sorted(set(a) | set(b)):
                 walk(a.get(k, _MISSING), b.get(k, _MISSING), f"{path}.{k}" if path else k)
-        elif a != b:
+        elif a != b and not (_unset(a) and _unset(b)):  # null stored, key absent now: alike
             what = f" ({_MEANS[path]})" if path in _MEANS else ""
             found.append(f"{path}{what}: {_value(a)} stored, {_value(b)} now")
 
@@ -50,6 +50,12 @@ def differences(stored: Mapping[str, Any], new: Mapping[str, Any], limit: int = 
 
 
 _MISSING = object()
+
+
+def _unset(v: Any) -> bool:
+    return v is None or v is _MISSING
+
+
 _MEANS = {
     "model.fingerprint": "the model built: its structure, initial weights or code",
     "data.fingerprint": "the data: their values, splits or loaders",
@@ -69,7 +75,8 @@ def _value(v: Any) -> str:
 def output_probe(model: nn.Module, ds: Dataset | StreamedData) -> list[float] | None:
     """Per example of the first training examples: the mean and the root-mean-square of
     ``model``'s outputs in eval mode (:func:`~wdlab.pipelines.userdata.eval_outputs`); None
-    where the model gives no floating tensor or fails (the memory estimate says why)."""
+    where the model gives no floating tensor, fails (the memory estimate says why) or gives
+    NaN or ±inf (not comparable: the study then compares no probe)."""
     if isinstance(ds, StreamedData):
         x = take(ds.probe[0], slice(0, PROBE_EXAMPLES)) if ds.probe else ds.example
     else:
@@ -78,6 +85,8 @@ def output_probe(model: nn.Module, ds: Dataset | StreamedData) -> list[float] | 
     if not isinstance(out, torch.Tensor) or out.dim() == 0 or not out.is_floating_point():
         return None
     v = out.detach().float().cpu().reshape(out.shape[0], -1)
+    if not torch.isfinite(v).all():
+        return None
     pairs = torch.stack([v.mean(1), v.pow(2).mean(1).sqrt()], 1).flatten().tolist()
     return [float(f"{p:.7g}") for p in pairs]
 
@@ -88,11 +97,11 @@ def probe_difference(stored: Mapping[str, Any], new: Mapping[str, Any]) -> str:
     either is missing (a study stored before probes)."""
     a = (stored.get("model") or {}).get("probe")
     b = (new.get("model") or {}).get("probe")
-    if not a or not b or len(a) != len(b):
-        return ""
+    if not a or not b or len(a) != len(b) or not all(isinstance(v, float | int) for v in a + b):
+        return ""  # (a probe stored with NaN as null: not comparable)
     diff = math.dist(a, b)
     scale = max(math.hypot(*a), math.hypot(*b), 1e-12)
-    if diff <= PROBE_TOLERANCE * scale:  # (False for NaN: not comparable, so changed)
+    if diff <= PROBE_TOLERANCE * scale:
         return ""
     return (
         f"model.probe ({_MEANS['model.probe']}: relative difference {diff / scale:.3g}; the "

@@ -27,7 +27,7 @@ from wdlab.data import (
     load,
     read_table,
 )
-from wdlab.data.arrays import check_values
+from wdlab.data.arrays import check_pair
 from wdlab.data.loaders import DEFAULT_BATCH_SIZE, every_split, unused_batch_size
 from wdlab.data.streamed import held
 from wdlab.data.user import function_splits
@@ -302,8 +302,7 @@ def resolve_data(
         raise ValueError(f"{keys} {verb} to a .csv/.parquet file, and data is {what}")
     if isinstance(data, Dataset):
         for split, (X, y) in data.splits().items():
-            check_values(f"data {split} inputs", X)
-            check_values(f"data {split} targets", y)
+            check_pair(f"data {split}", (X, y))
         return data
     if isinstance(data, str):
         if is_table_path(data):

@@ -16,7 +16,7 @@ from torch import nn
 
 from wdlab.data import Dataset, Stream, StreamedData, TensorStream, stream_splits
 from wdlab.data.arrays import check_labels
-from wdlab.data.batches import call
+from wdlab.data.batches import Layout, call
 from wdlab.data.streamed import count_classes
 from wdlab.inputs import shapes
 from wdlab.models import ModelSpec, resolve_factory
@@ -101,12 +101,14 @@ def fit_outputs(
     anything is stored: one logit per class (fewer is one ``ValueError`` line naming the
     label, more a warning), one output per regression target, and for two classes (a binary
     target, or 0/1 class labels) 1 output, its logit (BCE), or 2 (2-class cross-entropy).
-    With the user's loss only the accuracy is fitted (:func:`_fit_accuracy`). Unchecked where
+    With the user's loss only the accuracy is fitted (:func:`_fit_accuracy`); the model must
+    run on every streamed split's first example (:func:`_check_other_splits`). Unchecked where
     the model is a built-in kind (sized to the data) and where one forward fails (the memory
     estimate says why)."""
     width = _output_width(model, ds)
     if width is None:
         return ds, train_kwargs
+    _check_other_splits(model, ds)
     said = f"the model outputs {width} value{'s' if width > 1 else ''}"
     task = train_kwargs.get("task")
     if task is not None and task.loss_grad is None:  # the user's own loss reads the outputs
@@ -188,16 +190,37 @@ def eval_outputs(model: nn.Module, x: Any) -> Any:
     """``model``'s outputs on inputs ``x`` in eval mode, without gradients, under torch's RNG
     seeded in a fork (its modes and the caller's RNG left as they were); None where the
     forward fails (the memory estimate runs it again and says why, in one line)."""
+    try:
+        return _eval_forward(model, x)
+    except Exception:
+        return None
+
+
+def _eval_forward(model: nn.Module, x: Any) -> Any:
     modes = {m: m.training for m in model.modules()}
     try:
         with torch.random.fork_rng(devices=[]), torch.no_grad():
             torch.manual_seed(0)  # a forward that draws (noise in eval mode) draws the same
             return call(model.eval(), x)
-    except Exception:
-        return None
     finally:
         for m, training in modes.items():
             m.training = training
+
+
+def _check_other_splits(model: nn.Module, ds: Dataset | StreamedData) -> None:
+    """A one-line ``ValueError`` where the model, which runs on a training example, fails on
+    validation's or test's first example: streamed splits' shapes are not compared up front
+    (sequences vary in length), so inputs of another width would fail at the first evaluation,
+    deep in the model."""
+    for split, x in ds.others.items() if isinstance(ds, StreamedData) else ():
+        try:
+            _eval_forward(model, x)
+        except Exception as exc:  # the user's module on the user's data: one line
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise ValueError(
+                f"the model runs on data['train']'s inputs ({ds.layout}) but fails on "
+                f"data[{split!r}]'s ({Layout.of(x)}): {type(exc).__name__}: {first}"
+            ) from None
 
 
 def _fit_classes(said: str, width: int, ds: Dataset | StreamedData) -> None:
