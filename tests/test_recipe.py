@@ -273,6 +273,40 @@ def test_epochs_and_steps_together_are_refused(tmp_path, capsys):
         wdlab.sweep("mlp", "wine", weight_decay=[0.1], steps=10, batch_size=None).runs[0].epochs
         == 10
     )
+    # search too (a new-user trial: it trained --steps and ignored --epochs, without a word)
+    pytest.importorskip("optuna")
+    search = ["search", "--data", "wine", "--trials", "1", "--wd", "0,0.1"]
+    assert main([*search, "--epochs", "2", "--steps", "10"]) == 2
+    assert "--epochs and --steps: give one" in capsys.readouterr().err
+    assert main([*search, str(tmp_path / "e.toml")]) == 2
+    assert "train.epochs and train.steps: give one" in capsys.readouterr().err
+
+
+def test_steps_0_in_python_is_refused_not_read_as_the_default_epochs():
+    """A new-user trial: ``steps=0`` trained the default 10 epochs without a word, and
+    ``steps=0, epochs=3`` passed the "give one" rule. On the command line ``--steps 0`` is the
+    documented way to say "use --epochs" (and the config's default)."""
+    with pytest.raises(ValueError, match=r"^steps=0: give steps >= 1, or steps=None"):
+        wdlab.sweep("mlp", "wine", weight_decay=[0.1], steps=0)
+    optuna = pytest.importorskip("optuna")
+    from wdlab.optuna import optimize
+
+    with pytest.raises(ValueError, match=r"^steps=0: give steps >= 1"):
+        optimize(optuna.create_study(), "mlp", "wine", {}, n_trials=1, steps=0, epochs=3)
+
+
+def test_a_clip_norm_given_as_text_is_refused_outside_the_command_line(tmp_path, capsys):
+    """``clip_grad_norm="0.3"`` was read as 0.3 in Python and in a file, where every other
+    number given as text (``steps = "13"``) is refused; the flag's text is parsed as a float."""
+    with pytest.raises(ValueError, match=r"clip_grad_norm: expected a norm > 0 .* got '0\.3'"):
+        wdlab.sweep("mlp", "wine", weight_decay=[0.1], epochs=1, clip_grad_norm="0.3")
+    (tmp_path / "c.toml").write_text('[train]\nclip_grad_norm = "0.3"\n')
+    assert main(["run", str(tmp_path / "c.toml"), "--data", "wine"]) == 2
+    assert "expected a norm > 0 (a finite number), got '0.3'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as bad:
+        main(["run", "--data", "wine", "--clip-grad-norm", "abc"])
+    assert bad.value.code == 2
+    assert "argument --clip-grad-norm: invalid float value: 'abc'" in capsys.readouterr().err
 
 
 def test_early_stopping_that_cannot_stop_a_run_is_said(tmp_path, capsys):

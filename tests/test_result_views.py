@@ -135,3 +135,20 @@ def test_load_study_is_where_a_notebook_looks_first():
     import wdlab.pipelines
 
     assert wdlab.load_study is wdlab.pipelines.load_study and "load_study" in dir(wdlab)
+
+
+def test_early_stopped_runs_show_their_best_epoch_and_the_epochs_they_trained():
+    """A new-user trial: early stopping was said only as a total ("stopped 1 run"); which run
+    stopped, and where, was nowhere in the table."""
+    from dataclasses import replace
+
+    from wdlab.report.text import experiment_table
+
+    res = sweep_result()
+    assert "epochs" not in experiment_table(res).splitlines()[0]  # no early stopping: no column
+    stopped = replace(res.runs[0], best=res.runs[0].best | {"epoch": 2, "at": {}}, epochs=5)
+    stopped.best["at"] = {"val_acc": 0.5}
+    res.runs[0] = stopped
+    lines = experiment_table(res).splitlines()
+    assert lines[0].split()[-1] == "epochs" and lines[2].split()[-1] == "3/5"
+    assert any("epochs: the epochs trained by then / in all" in line for line in lines)

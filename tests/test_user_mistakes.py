@@ -454,3 +454,14 @@ def test_a_module_instance_is_refused_as_not_a_factory():
             nn.Linear(4, 3),
             _split(X, y),
         )
+
+
+def test_a_key_stored_as_null_and_absent_now_is_no_difference():
+    """A new-user trial: "holds another study" listed ``data.categorical: null stored, none
+    now`` (and features, impute) first, before the real difference."""
+    from wdlab.pipelines.identity import differences
+
+    stored = {"data": {"categorical": None, "name": "a"}, "train": {"lr": 0.1}}
+    assert differences(stored, {"data": {"name": "a"}, "train": {"lr": 0.2}}) == (
+        "train.lr: 0.1 stored, 0.2 now"
+    )

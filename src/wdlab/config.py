@@ -249,6 +249,7 @@ class TrainConfig(_Section):
         _clip,
         "--clip-grad-norm",
         "clip each configuration's gradient to this total norm, as clip_grad_norm_ does alone",
+        "float",
     )
     keep: str = key(
         "best",

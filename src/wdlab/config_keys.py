@@ -99,8 +99,8 @@ class Key:
     """One config key's checker and its CLI flag (what it allows: its help and choices).
 
     ``cli`` is how the flag's text is read before checking: ``str`` (the checker parses it),
-    ``int``, ``flag`` (a switch that sets True) or ``append`` (repeatable; the checker gets the
-    list). ``choices`` lists the allowed values.
+    ``int``, ``float``, ``flag`` (a switch that sets True) or ``append`` (repeatable; the
+    checker gets the list). ``choices`` lists the allowed values.
     """
 
     check: Callable[[Any, str], Any]
@@ -196,9 +196,6 @@ def _seconds(v: Any, key: str) -> float:
 
 
 def _clip(v: Any, key: str) -> float:
-    if isinstance(v, str):  # from the command line
-        with contextlib.suppress(ValueError):
-            v = float(v)
     try:
         return check_clip(v)
     except ValueError:

@@ -52,15 +52,13 @@ def sweep_config(args: argparse.Namespace) -> tuple[Experiment, str]:
 
 def _config(args: argparse.Namespace, default_grid: bool) -> tuple[Experiment, str]:
     from wdlab.config import SWEEP_GRID, merge, validate
-    from wdlab.pipelines.checks import epochs_or_steps
     from wdlab.pipelines.experiment import grid_keys_named, read_config
 
     raw = read_config(args.config) if args.config else {}
     cfg = validate(raw)  # the file's own mistakes are named before the flags are applied
     given = run_overrides(args)
     in_file = raw.get("train") if isinstance(raw.get("train"), dict) else {}
-    epochs_or_steps(in_file.get("epochs"), in_file.get("steps"), "train.epochs and train.steps")
-    epochs_or_steps(given.get("train.epochs"), given.get("train.steps"), "--epochs and --steps")
+    both_given(in_file, given)
     named = grid_keys_named(raw, given)
     if default_grid and not named:
         cfg = merge(cfg, {**given, **SWEEP_GRID})
@@ -68,6 +66,16 @@ def _config(args: argparse.Namespace, default_grid: bool) -> tuple[Experiment, s
     cfg = _switched(merge(cfg, given), in_file, given)
     unnamed = [k for k in SWEEP_GRID if k not in named]
     return cfg, (grid_note(cfg, unnamed) if default_grid and unnamed else "")
+
+
+def both_given(in_file: Mapping[str, Any], flags: Mapping[str, Any]) -> None:
+    """One line where the file's ``[train]`` or the flags give both epochs and steps."""
+    from wdlab.pipelines.checks import epochs_or_steps
+
+    said = "train.epochs and train.steps"
+    epochs_or_steps(in_file.get("epochs"), in_file.get("steps"), said, zero_is_unset=True)
+    epochs, steps = flags.get("train.epochs"), flags.get("train.steps")
+    epochs_or_steps(epochs, steps, "--epochs and --steps", zero_is_unset=True)
 
 
 def _switched(cfg: Experiment, in_file: Mapping[str, Any], flags: Mapping[str, Any]) -> Experiment:

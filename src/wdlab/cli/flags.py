@@ -73,7 +73,7 @@ def add_key(
     elif k["cli"] == "append":
         group.add_argument(*names(flag), dest=to, action="append", help=help_text)
     else:
-        kind = int if k["cli"] == "int" else None
+        kind = {"int": int, "float": float}.get(k["cli"])
         group.add_argument(*names(flag), dest=to, type=kind, choices=k["choices"], help=help_text)
 
 

@@ -18,6 +18,7 @@ from wdlab.cli.common import (
     positive_int,
     seed,
 )
+from wdlab.cli.experiment import both_given
 from wdlab.cli.flags import add_key, experiment_keys, shown
 from wdlab.cli.flags import overrides as flag_overrides
 
@@ -80,6 +81,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     in_file = {f"{sec}.{k}" for sec, keys in raw.items() if isinstance(keys, dict) for k in keys}
     keys = [(dotted, to) for dotted, to in experiment_keys() if to not in RANGE_FLAGS]
     overrides: dict[str, object] = flag_overrides(args, keys)
+    both_given(raw.get("train") if isinstance(raw.get("train"), dict) else {}, overrides)
     flags = {k["key"]: k["flag"] for k in facts.load()["experiment"]}
     for dotted, why in SWEEP_ONLY.items():
         if overrides.get(dotted) is not None:

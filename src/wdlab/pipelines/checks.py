@@ -89,10 +89,15 @@ def check_arguments(
 DEFAULT_EPOCHS = 10  # wdlab.sweep's and wdlab.optuna.optimize's, where neither is given
 
 
-def epochs_or_steps(epochs: int | None, steps: int | None, said: str = "") -> int:
+def epochs_or_steps(
+    epochs: int | None, steps: int | None, said: str = "", zero_is_unset: bool = False
+) -> int:
     """The epochs of a training given ``epochs`` or ``steps`` (``steps`` then decides; both
     given is refused in one line naming them as ``said``, else ``epochs=E and steps=S``: one
-    would be ignored)."""
+    would be ignored). ``steps=0`` is refused too (it would train the default epochs, silently)
+    unless ``zero_is_unset`` (the config's and the command line's way to say "use epochs")."""
+    if steps == 0 and not zero_is_unset and not isinstance(steps, bool):
+        raise ValueError("steps=0: give steps >= 1, or steps=None to train epochs")
     if epochs is not None and steps:
         raise ValueError(
             f"{said or f'epochs={epochs} and steps={steps}'}: give one (steps trains that many "

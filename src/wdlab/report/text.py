@@ -14,6 +14,7 @@ from wdlab.records import (
     UNTESTED,
     Check,
     Result,
+    RunResult,
     is_reference,
     no_choice,
     use_wd,
@@ -72,19 +73,25 @@ def experiment_table(result: Result, max_runs: int = MAX_RUNS) -> str:
         ("weight_norm", "|w|"),
     ]
     cols = [(k, h) for k, h in cols if any(k in r.final for r in runs)]
+    early = any(r.best.get("at") for r in runs)
     head = f"{'mode':<12} {'wd':>9} {'lr':>8} {'seed':>4} " + " ".join(f"{h:>10}" for _, h in cols)
+    head += f" {'epochs':>9}" if early else ""
     lines = [head, "-" * len(head)]
     if len(runs) > max_runs:
         lines = [f"{len(runs)} runs (wdlab show --json or wdlab export for each one)"]
     for r in runs if len(runs) <= max_runs else []:
         c = r.config
         vals = " ".join(f"{r.reported.get(k, math.nan):>10.4f}" for k, _ in cols)
+        vals += f" {_best_of(r):>9}" if early else ""
         flag = "" if r.status == "done" else f"  {r.status}"
         lines.append(
             f"{c.mode:<12} {short(c.weight_decay):>9} {short(c.lr):>8} {c.seed:>4} {vals}{flag}"
         )
-    if any(r.best.get("at") for r in runs) and len(runs) <= max_runs:
-        lines.append("(early stopping: each run's numbers at its best validation epoch)")
+    if early and len(runs) <= max_runs:
+        lines.append(
+            "(early stopping: each run's numbers at its best validation epoch; epochs: the "
+            "epochs trained by then / in all)"
+        )
     lines += _selection_lines(result)
     compute = compute_text(result.halving)
     if compute:
@@ -93,6 +100,14 @@ def experiment_table(result: Result, max_runs: int = MAX_RUNS) -> str:
         lines.append(f"task: {result.task}, from column {result.data['target']!r} (--task sets it)")
     lines += engine_line(result)
     return "\n".join(lines)
+
+
+def _best_of(run: RunResult) -> str:
+    """``best/trained``: the epochs a run had trained at its best evaluation, and in all."""
+    best, trained = run.best.get("epoch"), run.epochs
+    if best is None:
+        return "-"
+    return f"{best + 1}/{trained}" if trained is not None else f"{best + 1}"
 
 
 def engine_line(result: Result) -> list[str]:
