@@ -22,10 +22,11 @@ examples last, so that every op runs on large blocks of whole ``n``-vectors:
 
 :meth:`GroupedCNN.backward` is the hand-written backward: the kernels autograd would call
 (``native_batch_norm_backward``, ``threshold_backward``, GEMMs) on the same layout. Where
-autograd is needed (a custom loss, bf16 autocast) the whole network is one
-``torch.autograd.Function`` whose backward is that one. Each configuration computes what its
-own ``CNN`` computes, to float rounding (tested against autograd through each ``CNN``, values
-and gradients).
+autograd is needed (a custom loss) the whole network is one ``torch.autograd.Function`` whose
+backward is that one. Under bf16 autocast the engine runs the :class:`CNN` module instead
+(:class:`~wdlab.engines.grouped.GroupedCNNEngine`): autocast sets each op's dtype there.
+Each configuration computes what its own ``CNN`` computes, to float rounding (tested against
+autograd through each ``CNN``, values and gradients).
 """
 
 from wdlab.cnn.grouped import EVAL_CHUNK_BYTES, GroupedCNN

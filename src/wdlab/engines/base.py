@@ -65,15 +65,20 @@ class Setup:
     parallel: int = 1  # configurations side by side where they run one after another
     channels_last: bool = False  # 4-D float inputs in torch.channels_last (a user's module)
     frozen: frozenset[str] = frozenset()  # the template's requires_grad=False: never trained
+    autocast: bool = False  # forward passes under bfloat16 autocast (precision="bf16")
 
 
 def fast_path_choice(setup: Setup, found: tuple[bool, str]) -> tuple[bool, str]:
     """Whether to take the exact Gram fast path, and why (not), from ``found`` (whether it
-    applies to the model, optimizer and modes): not for mini-batches nor where the weights must
-    be read every step; ``fast_path=True`` insists (``ValueError`` saying why not)."""
+    applies to the model, optimizer and modes): not for mini-batches, where the weights must
+    be read every step, nor under bf16 autocast (a plain loop rounds X·Wᵀ with W itself in
+    bfloat16; the fast path never forms W); ``fast_path=True`` insists (``ValueError`` saying
+    why not)."""
     applies, why = found
     if not setup.full_batch:
         applies, why = False, "mini-batches"
+    if setup.autocast:
+        applies, why = False, "bf16 autocast: the fast path is exact in float32 only"
     if setup.reads_weights:
         applies, why = False, "diagnostics or gradient clipping need the weights themselves"
     if setup.fast_path and not applies:

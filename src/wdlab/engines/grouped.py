@@ -1,12 +1,14 @@
 """The built-in CNN's engine: K configurations through :class:`wdlab.cnn.GroupedCNN`, a
-hand-written batched forward and backward on a (K, C, *spatial, n) layout."""
+hand-written batched forward and backward on a (K, C, *spatial, n) layout; under bf16 autocast,
+:class:`~wdlab.engines.torchfunc.FuncEngine` over the module instead."""
 
 from __future__ import annotations
 
 from torch import Tensor
 
 from wdlab.cnn import GroupedCNN
-from wdlab.engines.base import Setup, Stacked, Tape
+from wdlab.engines.base import Engine, Setup, Stacked, Tape
+from wdlab.engines.torchfunc import FuncEngine
 
 
 class GroupedCNNEngine(Stacked):
@@ -20,6 +22,18 @@ class GroupedCNNEngine(Stacked):
         self.fwd = GroupedCNN(setup.template)
         self.eval_pass = self.fwd.mode_dependent  # BatchNorm, Dropout
         self.note = "hand-batched GroupedCNN"
+
+    @classmethod
+    def build(cls, setup: Setup) -> Engine:
+        """This engine; under bf16 autocast, torch.func over the CNN module (torch's autocast
+        decides each op's dtype, as in a plain loop; the hand-written ops would compute in
+        float32 between the GEMMs)."""
+        if not setup.autocast:
+            return super().build(setup)
+        engine = FuncEngine.build(setup)
+        said = "the CNN module itself under bf16 (autocast sets each op's dtype)"
+        engine.note = f"{said}: {engine.note}"
+        return engine
 
     def _run(self, x: Tensor, train: bool) -> Tensor:
         return self.fwd(self.tensors, self.buffers, x, train)

@@ -33,7 +33,8 @@ class MLPEngine(Stacked):
         if use:
             return GramEngine(setup, why)
         engine = cls(setup)
-        engine.note = "standard path" + (f" ({why})" if not found[0] else "")
+        said = not found[0] or (setup.autocast and setup.fast_path is None)
+        engine.note = "standard path" + (f" ({why})" if said else "")
         return engine
 
     def forward(

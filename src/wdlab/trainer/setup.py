@@ -67,6 +67,7 @@ def build_engine(
         ties=ties,
         parallel=plan.parallel,
         channels_last=plan.channels_last,
+        autocast=plan.precision == "bf16",
         frozen=frozenset(n for n, p in template.named_parameters() if not p.requires_grad),
     )
     engine = spec.model_kind.make_engine(spec, setup)
