@@ -221,7 +221,7 @@ def test_unwritable_tensorboard_folder(study_dir, tmp_path, capsys):
     blocker.write_text("not a folder")
     for target, message in (
         (blocker, "is a file, not a folder"),
-        (blocker / "sub", "cannot write"),
+        (blocker / "sub", f"{blocker} is a file, not a folder"),
     ):
         assert main(["export", str(study_dir), "--to", "tensorboard", str(target)]) == 2
         err = capsys.readouterr().err
@@ -229,7 +229,7 @@ def test_unwritable_tensorboard_folder(study_dir, tmp_path, capsys):
     out = tmp_path / "never"
     args = ["sweep", "--data", "wine", "--epochs", "2", "--out", str(out)]
     assert main([*args, "--log", f"tensorboard:{blocker / 'sub'}"]) == 2
-    assert "cannot write" in capsys.readouterr().err
+    assert "is a file, not a folder" in capsys.readouterr().err
     assert not (out / "study.db").exists() and blocker.read_text() == "not a folder"
 
 
@@ -297,3 +297,88 @@ def test_early_stopping_runs_log_the_numbers_they_are_reported_at(tmp_path):
         ea = accumulator(tmp_path / "es" / safe_name(run_name(run.config)))
         assert ea.Scalars("best/val_loss")[0].value == f32(run.best["at"]["val_loss"])
         assert ea.Scalars("final/val_loss")[0].value == f32(run.final["val_loss"])
+
+
+# -- found by a new-user trial (stop 37) ------------------------------------------------------
+
+
+def test_run_names_keep_close_weight_decays_apart():
+    """Names rounded to 6 digits put wd 0.001 and 0.0010000001 into one TensorBoard folder,
+    their curves interleaved; a number that reads back as itself keeps its short form."""
+    from wdlab.records import RunConfig
+
+    a, b = (RunConfig("decoupled", wd, 1e-3, "adamw") for wd in (0.001, 0.0010000001))
+    assert run_name(a) == "decoupled_wd=0.001_lr=0.001_adamw_seed=0"
+    assert run_name(b) == "decoupled_wd=0.0010000001_lr=0.001_adamw_seed=0"
+
+
+def test_live_logs_get_the_runs_pruned_at_a_rung(tmp_path, mlflow_uri):
+    """Runs stopped by successive halving never reached a live log (only an export had them):
+    they are logged when their rung is decided, and end KILLED in MLflow."""
+    pytest.importorskip("tensorboard")
+    from mlflow import MlflowClient
+
+    logs = [f"tensorboard:{tmp_path / 'tb'}", f"mlflow:{mlflow_uri}"]
+    result = wdlab.sweep("mlp", "wine", lr=[0.03, 3.0], weight_decay=[0.0, 1e-3, 1e-2, 1e-1],
+                         epochs=9, eval_every=1, prune=True, name="pruned", log=logs)  # fmt: skip
+    pruned = [r for r in result.runs if r.status == "pruned"]
+    assert pruned and len(pruned) < len(result.runs)
+    folders = {p.name for p in (tmp_path / "tb" / "pruned").iterdir() if p.is_dir()}
+    assert folders == {safe_name(run_name(r.config)) for r in result.runs} | {"selection"}
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    exp = client.get_experiment_by_name("pruned")
+    kids = {
+        r.info.run_name: r
+        for r in client.search_runs([exp.experiment_id], max_results=100)
+        if "mlflow.parentRunId" in r.data.tags
+    }
+    assert len(kids) == len(result.runs)
+    for run in pruned:
+        kid = kids[run_name(run.config)]
+        assert kid.info.status == "KILLED" and kid.data.tags["wdlab.status"] == "pruned"
+        history = client.get_metric_history(kid.info.run_id, "val_acc")
+        assert sorted(m.step for m in history) == run.curves.eval_epoch  # up to its rung
+
+
+def test_group_wd_patterns_reach_mlflow_as_one_parameter(tmp_path, mlflow_uri):
+    """``layers.*`` is no MLflow parameter name: the sweep trained, was stored, then stopped
+    with MLflow's error, and every later log of the study failed alike."""
+    from mlflow import MlflowClient
+
+    wdlab.sweep("mlp", "wine", weight_decay=[0.0, 1e-2], epochs=2, group_wd={"layers.*": 1e-5},
+                name="groups", out=tmp_path / "s", log=f"mlflow:{mlflow_uri}")  # fmt: skip
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    exp = client.get_experiment_by_name("groups")
+    (parent,) = [
+        r
+        for r in client.search_runs([exp.experiment_id], max_results=100)
+        if "mlflow.parentRunId" not in r.data.tags
+    ]
+    assert json.loads(parent.data.params["decay.group_wd"]) == {"layers.*": 1e-5}
+
+
+def test_a_sweep_refused_after_its_logs_were_opened_leaves_nothing_there(tmp_path, capsys):
+    """Another study in ``--out``: refused, but the TensorBoard log had made its folder and
+    marker already (``tb/<study>-2/.wdlab-study``), and a new MLflow SQLite file was made."""
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("mlflow")
+    args = ["sweep", "--data", "wine", "--epochs", "2", "--out", str(tmp_path / "s")]
+    assert main([*args, "--wd", "0,0.01", "--seeds", "1"]) == 0
+    capsys.readouterr()
+    logs = ["--log", f"tensorboard:{tmp_path / 'tb'}", "--log", f"mlflow:sqlite:///{tmp_path}/m.db"]
+    assert main([*args, "--wd", "0,0.1", "--seeds", "1", *logs]) == 2
+    assert "holds another study" in capsys.readouterr().err
+    assert not (tmp_path / "tb").exists() and not (tmp_path / "m.db").exists()
+
+
+def test_log_and_study_of_the_wrong_kind_are_one_line():
+    with pytest.raises(ValueError, match=r"^log: expected 'tensorboard:DIR'.* got 5$"):
+        wdlab.sweep("mlp", "wine", epochs=1, log=5)
+    pytest.importorskip("optuna")
+    from optuna.distributions import FloatDistribution
+
+    from wdlab.optuna import optimize
+
+    space = {"lr": FloatDistribution(1e-3, 1e-1)}
+    with pytest.raises(ValueError, match=r"^study must be an optuna\.Study .* got a str$"):
+        optimize("study", "mlp", "wine", space, n_trials=1)

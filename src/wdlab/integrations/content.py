@@ -13,9 +13,16 @@ from wdlab.records import Result, RunConfig, RunResult, is_per_epoch, no_choice,
 
 
 def run_name(c: RunConfig) -> str:
-    """A run's name on a dashboard: readable and unique within its study."""
-    opts = "".join(f"_{k}={v:g}" if isinstance(v, float) else f"_{k}={v}" for k, v in c.options)
-    return f"{c.mode}_wd={c.weight_decay:g}_lr={c.lr:g}_{c.optimizer}{opts}_seed={c.seed}"
+    """A run's name on a dashboard: readable and unique within its study (numbers as ``:g``
+    writes them where that reads back as the same number, else every digit: 0.001 and
+    0.0010000001 are two runs, and two folders)."""
+    opts = "".join(f"_{k}={_num(v)}" if isinstance(v, float) else f"_{k}={v}" for k, v in c.options)
+    return f"{c.mode}_wd={_num(c.weight_decay)}_lr={_num(c.lr)}_{c.optimizer}{opts}_seed={c.seed}"
+
+
+def _num(v: float) -> str:
+    text = f"{v:g}"
+    return text if float(text) == v else repr(float(v))
 
 
 def safe_name(text: str) -> str:

@@ -161,7 +161,13 @@ def open_logs(log: LogSpec, name: str, config: Mapping[str, Any], key: str | Non
     """The logs a sweep's ``log=`` names: ``"tensorboard:DIR"``, ``"mlflow[:URI]"``, a
     :class:`RunLog`, or a list of them, for the study ``name`` whose identity hashes to
     ``key``. Each is opened (and checked) now."""
-    items = [] if log is None else [log] if isinstance(log, str) or _is_log(log) else list(log)
+    items = [] if log is None else [log] if isinstance(log, str) or _is_log(log) else log
+    ok = isinstance(items, list | tuple) and all(isinstance(i, str) or _is_log(i) for i in items)
+    if not ok:
+        raise ValueError(
+            "log: expected 'tensorboard:DIR', 'mlflow[:URI]', a log object (log_run, "
+            f"log_summary) or a list of them, got {log!r:.60}"
+        )
     opened: list[RunLog] = []
     try:
         for item in items:

@@ -3,11 +3,12 @@ child run per wdlab run.
 
 Each child run has the configuration as parameters, its curves as metrics with step = epoch
 (``train_loss``, ``val_acc``…), its final metrics as ``final/<key>`` and its status as the tag
-``wdlab.status`` (a diverged run ends ``FAILED``). The parent run holds the study's config as
-parameters, the selection (``selection.json``, ``selection.md``, and ``use_wd/<mode>/lr_<lr>``,
-the answer, and ``chosen_wd/<mode>/lr_<lr>`` metrics) and the report (``report/report.html``
-and its figures) as artifacts, which a new experiment on a SQLite store keeps in ``mlruns/``
-beside the file.
+``wdlab.status`` (a diverged run ends ``FAILED``, a pruned one ``KILLED``). The parent run
+holds the study's config as parameters (a mapping whose keys MLflow refuses as names, such as
+``group_wd``'s patterns, as one JSON parameter), the selection (``selection.json``,
+``selection.md``, and ``use_wd/<mode>/lr_<lr>``, the answer, and ``chosen_wd/<mode>/lr_<lr>``
+metrics) and the report (``report/report.html`` and its figures) as artifacts, which a new
+experiment on a SQLite store keeps in ``mlruns/`` beside the file.
 
 The tracking URI is MLflow's: ``sqlite:///mlflow.db`` (a local file, no server), a server's
 ``http://host:5000`` (``mlflow server``; checked reachable within a few seconds before
@@ -18,6 +19,7 @@ MLflow through ``MlflowClient`` only (no global active run); ``pip install 'wdla
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import tempfile
 import time
@@ -43,6 +45,8 @@ from wdlab.report.html import write_report
 
 REACH_TIMEOUT = 5.0  # seconds to wait for a tracking server's answer before giving up
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
+# a run's end as MLflow says it: a pruned run was stopped (KILLED), a diverged one FAILED
+MLFLOW_STATUS = {"done": "FINISHED", "pruned": "KILLED"}
 MLFLOW_TABLES = {"experiments", "runs", "metrics", "params"}
 
 
@@ -74,8 +78,9 @@ class MlflowLog:
                 found = self.client.get_experiment_by_name(self.study)
             if fresh and found and self.client.search_runs([found.experiment_id], max_results=1):
                 raise ValueError(
-                    f"mlflow: the experiment {self.study!r} at {self.uri} holds runs already; "
-                    "export there with another study name, or to another tracking URI"
+                    f"mlflow: the experiment {self.study!r} at {self.uri} holds runs already "
+                    "(an earlier export?); export to another tracking URI, or delete that "
+                    "experiment there first"
                 )
         self.experiment = found.experiment_id if found else None
         self.key = key
@@ -135,7 +140,7 @@ class MlflowLog:
             last = max(run.curves.epoch, default=0)
             points = [*scalars(run), *((k, last, v) for k, v in finals(run).items())]
             self._log(rid, params=hparams(run), metrics=points)
-            self.client.set_terminated(rid, "FINISHED" if run.status == "done" else "FAILED")
+            self.client.set_terminated(rid, MLFLOW_STATUS.get(run.status, "FAILED"))
 
     def log_summary(self, result: Result) -> None:
         """The selection and the report, on the parent run."""
@@ -189,8 +194,12 @@ class _OneLine:
     def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
         self.quiet.__exit__(kind, exc, tb)
         if exc is not None and isinstance(exc, self.error):
-            first = " ".join(str(exc).split()).split(". ")[0]
-            raise ValueError(f"mlflow ({self.uri}): {first}") from None
+            text = " ".join(str(exc).split())  # one line, its advice kept (an env var to set)
+            raise ValueError(f"mlflow ({self.uri}): {_cut(text, 600)}") from None
+
+
+def _cut(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def check_uri(uri: str) -> bool:
@@ -208,10 +217,11 @@ def check_uri(uri: str) -> bool:
                 f"mlflow: the tracking server {uri} is unreachable ({reason})"
             ) from None
     elif uri.startswith("sqlite:///"):
-        _check_sqlite(Path(uri.removeprefix("sqlite:///")), uri)
+        return _check_sqlite(Path(uri.removeprefix("sqlite:///")), uri)
+    return False
 
 
-def _check_sqlite(path: Path, uri: str) -> None:
+def _check_sqlite(path: Path, uri: str) -> bool:
     if not path.parent.is_dir():
         raise ValueError(f"mlflow: {uri}: the folder {path.parent} does not exist")
     if not path.exists():
@@ -221,7 +231,7 @@ def _check_sqlite(path: Path, uri: str) -> None:
             probe.unlink()
         except OSError as exc:
             raise ValueError(f"mlflow: {uri}: cannot write there ({exc.strerror})") from None
-        return
+        return True
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
@@ -232,6 +242,7 @@ def _check_sqlite(path: Path, uri: str) -> None:
         raise ValueError(f"mlflow: {uri}: cannot read {path} ({exc})") from None
     if not names >= MLFLOW_TABLES:
         raise ValueError(f"mlflow: {uri}: {path} is not an MLflow store; left as it is")
+    return False
 
 
 def _artifacts(uri: str) -> str | None:
@@ -243,15 +254,19 @@ def _artifacts(uri: str) -> str | None:
 
 
 def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested config as ``section.key`` parameters."""
+    """A nested config as ``section.key`` parameters; a mapping whose keys MLflow would refuse
+    in a parameter's name (``group_wd``'s patterns: ``layers.*``) is one parameter, as JSON."""
     out: dict[str, Any] = {}
     for k, v in config.items():
         key = f"{prefix}{k}"
-        if isinstance(v, Mapping) and v:
+        if isinstance(v, Mapping) and v and all(_PARAM_NAME.fullmatch(str(n)) for n in v):
             out |= _flatten(v, key + ".")
         else:
             out[key] = v
     return out
+
+
+_PARAM_NAME = re.compile(r"[\w\-. /:]{1,200}")  # what MLflow allows in a name (and <= 250)
 
 
 def _value(v: object) -> str:

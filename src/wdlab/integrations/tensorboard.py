@@ -52,13 +52,25 @@ class TensorBoardLog:
         first = Path(directory) / safe_name(study)
         self.root = first if fresh else _study_root(first, key)
         _check_writable(Path(directory), self.root, fresh)
-        if key is not None:
-            _write_marker(self.root, key)
-        if self.root != first:
-            warn_user(
-                f"tensorboard: {first} holds another study's logs; this study's go to {self.root}"
-            )
+        self.key, self.first = key, first
         self.where = str(self.root)
+
+    def _open(self) -> None:
+        """The study's folder and its marker, made with the first thing logged: a sweep
+        refused after its logs were opened (another study in its folder) leaves nothing."""
+        if self.key is None and self.root.is_dir():
+            return
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"tensorboard: cannot write to {self.root} ({exc.strerror})") from None
+        if self.key is not None and _read_marker(self.root) != self.key:
+            _write_marker(self.root, self.key)
+            if self.first != self.root:
+                warn_user(
+                    f"tensorboard: {self.first} holds another study's logs; this study's go to "
+                    f"{self.root}"
+                )
 
     def has_summary(self) -> bool:
         """Whether the folder holds this study's summary (a resumed sweep's log)."""
@@ -68,6 +80,7 @@ class TensorBoardLog:
         """One run folder: curves, final metrics, hyperparameters."""
         from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+        self._open()
         writer = self.tb.SummaryWriter(str(self.root / safe_name(run_name(run.config))))
         try:
             for key, epoch, value in scalars(run):
@@ -83,6 +96,7 @@ class TensorBoardLog:
 
     def log_summary(self, result: Result) -> None:
         """The selection: its table as text, each answer and chosen weight decay as a scalar."""
+        self._open()
         writer = self.tb.SummaryWriter(str(self.root / "selection"))
         try:
             writer.add_text("selection", markdown(result), 0)
@@ -127,17 +141,20 @@ def _write_marker(root: Path, key: str) -> None:
 
 
 def _check_writable(directory: Path, root: Path, fresh: bool) -> None:
-    """A folder files can be written to (made if missing); ``fresh``: ``root`` new or empty.
-    One-line ``ValueError`` otherwise, before anything is written."""
+    """A folder files can be written to (``root`` made with the first thing logged: here the
+    nearest folder that exists is tried); ``fresh``: ``root`` new or empty. One-line
+    ``ValueError`` otherwise, before anything is written."""
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"tensorboard: {directory} is a file, not a folder")
     if fresh and root.exists() and any(root.iterdir()):
         raise ValueError(
             f"tensorboard: {root} holds logs already; export into another folder or remove it"
         )
+    there = next(p for p in (root, *root.parents) if p.exists())
+    if not there.is_dir():
+        raise ValueError(f"tensorboard: {there} is a file, not a folder")
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        probe = root / f".wdlab-write-test-{os.getpid()}"
+        probe = there / f".wdlab-write-test-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:

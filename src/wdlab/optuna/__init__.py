@@ -53,7 +53,7 @@ from wdlab.pipelines.checks import (
 from wdlab.pipelines.experiment import load_data, model_spec
 from wdlab.pipelines.own import Data, Model, decay_section, resolve_model, user_data
 from wdlab.trainer.plan import running
-from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT
+from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT, a_type
 
 optuna = require("optuna", "wdlab.optuna")
 from optuna.distributions import BaseDistribution  # noqa: E402  (after the one-line check above)
@@ -144,6 +144,10 @@ def optimize(
     ``channels_last``. The study is told nothing before every check has passed; it records these
     settings with its first value (not ``parallel`` and ``channels_last``: how the trials run).
     """
+    if not all(hasattr(study, a) for a in ("ask", "tell", "get_trials")):
+        raise ValueError(
+            f"study must be an optuna.Study (optuna.create_study(...)), got {a_type(study)}"
+        )
     rule = decay_rule(rule)  # a DecayRule, or its name as wdlab.sweep and --rule take it
     epochs = epochs_or_steps(epochs, steps)
     streamed = {"batch_size": batch_size, "n_classes": n_classes, "progress": progress}

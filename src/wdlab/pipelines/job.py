@@ -157,16 +157,19 @@ class Job:
         return self.rungs, set(self.store.decisions())
 
     def _decide(self) -> None:
-        """Decide the rungs every run has reached (successive halving); the bar counts the
-        runs pruned as finished."""
+        """Decide the rungs every run has reached (successive halving); the runs pruned there
+        are finished: the bar counts them, the dashboards get them (once: here, where the
+        rung was decided)."""
         if self.prune is None or self.crit is None:
             return
         for rung, files in decide_rungs(self.store, self.rungs, self.prune, self.crit).items():
             for name in files:
                 self._forget(name)  # a batch whose runs were all pruned
-            if self.bar is not None:  # the runs pruned there are finished
-                pruned = self.store.runs(False, ("pruned",), rung)
-                self._advance(len(pruned) * (self.epochs - rung) / self.epochs)
+            if self.bar is not None or self.logs.logs:
+                pruned = self.store.runs(bool(self.logs.logs), ("pruned",), rung)
+                self.logs.runs(pruned)
+                if self.bar is not None:
+                    self._advance(len(pruned) * (self.epochs - rung) / self.epochs)
 
     def _save(self, batch: Batch, results: list) -> None:
         """Store a trained batch (or segment) in one transaction: finished runs, and the runs
