@@ -229,7 +229,7 @@ def test_the_cli_takes_the_recipe_flags(tmp_path, capsys):
             "train": {
                 "schedule": "warmup-cosine:100",
                 "steps": 50,
-                "clip_grad_norm": "1.5",
+                "clip_grad_norm": 1.5,  # a float: the flag reads one (text is refused)
                 "keep": "all",
             }
         }
