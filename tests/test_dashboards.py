@@ -382,3 +382,17 @@ def test_log_and_study_of_the_wrong_kind_are_one_line():
     space = {"lr": FloatDistribution(1e-3, 1e-1)}
     with pytest.raises(ValueError, match=r"^study must be an optuna\.Study .* got a str$"):
         optimize("study", "mlp", "wine", space, n_trials=1)
+
+
+def test_two_studies_of_one_name_opened_together_log_apart(tmp_path):
+    """A checking helper's finding: with the folder made only at the first run logged, a second
+    study opened before then took the same folder, its marker overwriting the first's."""
+    pytest.importorskip("tensorboard")
+    from wdlab.integrations.tensorboard import TensorBoardLog
+
+    first = TensorBoardLog(str(tmp_path), "same", {}, fresh=False, key="a")
+    with pytest.warns(UserWarning, match="holds another study's logs; this study's go to"):
+        second = TensorBoardLog(str(tmp_path), "same", {}, fresh=False, key="b")
+    assert (first.root.name, second.root.name) == ("same", "same-2")
+    second.close()  # nothing logged: its folder goes, the first's stays taken
+    assert not second.root.exists() and (first.root / ".wdlab-study").read_text() == "a\n"

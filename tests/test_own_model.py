@@ -217,6 +217,10 @@ def test_the_built_in_cnn_under_bf16_is_the_plain_autocast_loop():
     batched = train(spec, data, [config, replace(config, seed=0)], **kw)[0]
     bf16_effect = rel_dist(fp32.params, alone.params)  # bf16's own rounding over 6 steps
     assert bf16_effect > 0 and rel_dist(batched.params, alone.params) <= bf16_effect
+    # parallel= is unused there, as for the hand-written CNN (it refused Dropout side by side)
+    spec = _cnn_spec(data, batchnorm=True, dropout=0.2)
+    runs = train(spec, data, [config, replace(config, seed=0)], **(kw | {"parallel": 2}))
+    assert "parallel=2 unused" in runs[0].engine
 
 
 def test_custom_loss_and_metric():

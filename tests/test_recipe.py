@@ -6,6 +6,7 @@ the CPU, and a batched configuration is its run alone, norm-wise."""
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 
@@ -280,6 +281,16 @@ def test_epochs_and_steps_together_are_refused(tmp_path, capsys):
     assert "--epochs and --steps: give one" in capsys.readouterr().err
     assert main([*search, str(tmp_path / "e.toml")]) == 2
     assert "train.epochs and train.steps: give one" in capsys.readouterr().err
+
+
+def test_epochs_on_the_command_line_win_over_a_files_steps(tmp_path, capsys):
+    """A flag overrides the file: ``--epochs 3`` over a file's ``steps = 5`` trained the 5
+    steps without a word (a checking helper's finding)."""
+    (tmp_path / "s.toml").write_text("[train]\nsteps = 5\n")
+    args = ["run", str(tmp_path / "s.toml"), "--data", "wine", "--epochs", "3", "--json"]
+    assert main([*args, "--out", str(tmp_path / "r")]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["config"]["train"]["steps"] == 0 and doc["runs"][0]["epochs"] == 3
 
 
 def test_steps_0_in_python_is_refused_not_read_as_the_default_epochs():

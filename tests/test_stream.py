@@ -498,6 +498,31 @@ def test_nan_in_a_streamed_batch_names_its_row_of_that_batch():
     )
 
 
+def test_nan_read_first_through_a_collate_that_changes_the_rows_names_a_row():
+    """A collate_fn that concatenates items of 3 rows each: a row of the sample is not an item,
+    so the message names the row (it raised IndexError mapping rows to items)."""
+
+    class Triples(Dataset):
+        def __len__(self) -> int:
+            return 20
+
+        def __getitem__(self, i: int):
+            x = torch.ones(3, 4)
+            if i == 0:
+                x[2, 1] = float("nan")
+            return x, torch.full((3,), i % 2)
+
+    def cat(items):
+        return torch.cat([x for x, _ in items]), torch.cat([y for _, y in items])
+
+    loader = DataLoader(Triples(), batch_size=4, collate_fn=cat)
+    _one_line(
+        r"^data\['train'\] \(20 items read first\) inputs: 1 items hold NaN or infinite values "
+        r"\(the first is row 2 of the sample\)",
+        lambda: stream_splits(splits(loader), n_classes=2),
+    )
+
+
 def test_a_sampler_with_a_generator_of_its_own_is_said_to_change_the_order():
     """A sampler wdlab cannot re-seed (not torch's, holding its own torch.Generator) is named
     in a warning, once: its order changes from run to run; torch's samplers are not."""

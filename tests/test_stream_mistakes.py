@@ -81,8 +81,8 @@ def test_nan_in_the_first_training_items_is_refused_naming_the_item(tmp_path):
     X = data["train"].X.clone()
     X[5, 3] = float("nan")
     data["train"] = Items(X, data["train"].y)
-    refused("data['train'] inputs: 1 items hold NaN or infinite values (the first is item 5)",
-            _make, data, tmp_path)  # fmt: skip
+    refused("data['train'] (32 items read first) inputs: 1 items hold NaN or infinite values "
+            "(the first is item 5)", _make, data, tmp_path)  # fmt: skip
 
 
 def test_a_probe_that_is_not_finite_is_not_compared():
@@ -130,7 +130,7 @@ def _frozen(seed: int = 0) -> nn.Module:
 def test_a_model_with_nothing_to_train_is_refused(tmp_path, factory, why):
     """Before: ``RuntimeError: generator raised StopIteration``, or torch's "optimizer got an
     empty parameter list"."""
-    text = refused("with no parameters to train", factory, _data(), tmp_path)
+    text = refused("has no parameters to train", factory, _data(), tmp_path)
     assert why in text and "nothing to decay" in text
 
 
@@ -172,3 +172,13 @@ def test_a_data_function_mistake_is_one_line_on_the_cli(tmp_path, capsys, functi
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and match.format(w=tmp_path) in err[0], err
     assert not out.exists()
+
+
+def test_inspect_still_shows_a_frozen_model(tmp_path, capsys):
+    """A checking helper's finding: the "nothing to train" refusal sat in the check every
+    built model passes, so ``wdlab inspect`` refused a frozen model it used to list."""
+    (tmp_path / "frozen.py").write_text(
+        "import torch\ndef make(seed=0):\n    return torch.nn.Linear(6, 2).requires_grad_(False)\n"
+    )
+    assert main(["inspect", f"{tmp_path}/frozen.py:make"]) == 0
+    assert "frozen" in capsys.readouterr().out

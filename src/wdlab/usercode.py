@@ -147,8 +147,7 @@ def _what_it_raised(exc: BaseException) -> str:
 def check_module(model: object, what: object) -> nn.Module:
     """``model`` if it is an ``nn.Module`` that wdlab can train, else a one-line
     ``ValueError``: not a module, a module (or submodule) whose ``__init__`` skipped
-    ``super().__init__()``, weights on the meta device (no data), or nothing to train (no
-    parameters, or every one frozen)."""
+    ``super().__init__()``, or weights on the meta device (no data)."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"model factory {what!r} returned {a_type(model)}, not a torch.nn.Module")
     broken = _without_init(model)
@@ -165,12 +164,19 @@ def check_module(model: object, what: object) -> nn.Module:
             f"model factory {what!r} returned a model on the meta device ({meta} has no data): "
             "build it on the CPU, or call .to_empty(device='cpu') and initialise its weights"
         )
+    return model
+
+
+def check_trainable(model: nn.Module) -> nn.Module:
+    """``model`` if it has a parameter to train, else a one-line ``ValueError`` (no
+    parameters, or every one frozen): checked before a sweep or a search trains it, not where
+    a model is only shown (``wdlab inspect`` lists a frozen model's tensors)."""
     params = list(model.parameters())
     if not any(p.requires_grad for p in params):
         why = f"all {len(params)} have requires_grad=False" if params else "it has none"
         raise ValueError(
-            f"model factory {what!r} returned {a_type(model)} with no parameters to train "
-            f"({why}): there is nothing to decay"
+            f"the model ({a_type(model)}) has no parameters to train ({why}): there is "
+            "nothing to decay"
         )
     return model
 

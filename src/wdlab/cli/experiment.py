@@ -58,7 +58,7 @@ def _config(args: argparse.Namespace, default_grid: bool) -> tuple[Experiment, s
     cfg = validate(raw)  # the file's own mistakes are named before the flags are applied
     given = run_overrides(args)
     in_file = raw.get("train") if isinstance(raw.get("train"), dict) else {}
-    both_given(in_file, given)
+    given = both_given(in_file, given)
     named = grid_keys_named(raw, given)
     if default_grid and not named:
         cfg = merge(cfg, {**given, **SWEEP_GRID})
@@ -68,14 +68,19 @@ def _config(args: argparse.Namespace, default_grid: bool) -> tuple[Experiment, s
     return cfg, (grid_note(cfg, unnamed) if default_grid and unnamed else "")
 
 
-def both_given(in_file: Mapping[str, Any], flags: Mapping[str, Any]) -> None:
-    """One line where the file's ``[train]`` or the flags give both epochs and steps."""
+def both_given(in_file: Mapping[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
+    """``flags``, once neither the file's ``[train]`` nor the flags give both epochs and steps
+    (one line where they do); ``--epochs`` over a file's ``steps`` trains the epochs, as a
+    flag overrides the file (the file's steps would have won, without a word)."""
     from wdlab.pipelines.checks import epochs_or_steps
 
     said = "train.epochs and train.steps"
     epochs_or_steps(in_file.get("epochs"), in_file.get("steps"), said, zero_is_unset=True)
     epochs, steps = flags.get("train.epochs"), flags.get("train.steps")
     epochs_or_steps(epochs, steps, "--epochs and --steps", zero_is_unset=True)
+    if epochs is not None and steps is None and in_file.get("steps"):
+        return flags | {"train.steps": 0}  # --steps given too was refused just above
+    return flags
 
 
 def _switched(cfg: Experiment, in_file: Mapping[str, Any], flags: Mapping[str, Any]) -> Experiment:

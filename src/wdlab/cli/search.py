@@ -80,8 +80,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     cfg = validate(raw)
     in_file = {f"{sec}.{k}" for sec, keys in raw.items() if isinstance(keys, dict) for k in keys}
     keys = [(dotted, to) for dotted, to in experiment_keys() if to not in RANGE_FLAGS]
-    overrides: dict[str, object] = flag_overrides(args, keys)
-    both_given(raw.get("train") if isinstance(raw.get("train"), dict) else {}, overrides)
+    in_train = raw.get("train") if isinstance(raw.get("train"), dict) else {}
+    overrides: dict[str, object] = both_given(in_train, flag_overrides(args, keys))
     flags = {k["key"]: k["flag"] for k in facts.load()["experiment"]}
     for dotted, why in SWEEP_ONLY.items():
         if overrides.get(dotted) is not None:

@@ -276,11 +276,14 @@ def check_values(where: str, value: object, item: str | Callable[[int], str] = "
             )
 
 
-def check_pair(where: str, batch: Any, item: str | Callable[[int], str] = "item {}") -> Any:
-    """``batch``, an ``(inputs, targets)`` pair, once :func:`check_values` passed both
-    (``where`` names the split: ``data['train']``)."""
+def check_pair(
+    where: str, batch: Any, item: str | Callable[[int], str] = "item {}", targets: bool = True
+) -> Any:
+    """``batch``, an ``(inputs, targets)`` pair, once :func:`check_values` passed both (the
+    inputs alone where not ``targets``; ``where`` names the split: ``data['train']``)."""
     check_values(f"{where} inputs", batch[0], item)  # every tensor of a tuple or a dict
-    check_values(f"{where} targets", batch[1], item)
+    if targets:
+        check_values(f"{where} targets", batch[1], item)
     return batch
 
 
@@ -307,10 +310,9 @@ def as_targets(where: str, y: Tensor, dtype: torch.dtype) -> Tensor:
         bad = ~(torch.isfinite(y) & (y == y.round()))
         if bad.any():
             raise ValueError(
-                f"{where}: label {float(y[bad][0]):g} is not a class (a whole number): the "
-                "task is multiclass, as the training split's integer labels say; give every "
-                "split whole-number labels, or task='regression' (--task regression) for a "
-                "numeric target"
+                f"{where}: label {float(y[bad][0]):g} is not a class (a whole number), and the "
+                "task is multiclass: give every split whole-number labels, or task='regression' "
+                "(--task regression) for a numeric target"
             )
     return y.to(dtype)
 

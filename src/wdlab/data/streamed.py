@@ -46,7 +46,7 @@ from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, IterableDataset, Subset, TensorDataset
 
 from wdlab.data.arrays import as_targets, check_labels, check_pair, one_target_column
-from wdlab.data.batches import Batch, Inputs, Layout, apply, as_inputs, batch_of, pair, parts
+from wdlab.data.batches import Batch, Inputs, Layout, apply, as_inputs, batch_of, pair, parts, rows
 from wdlab.data.loaders import (
     FactorySource,
     LoaderFactory,
@@ -238,23 +238,23 @@ def sample(split: str, src: Source, seed: int, count: int = SAMPLE) -> Batch:
         return src.X, src.y
     rng = GlobalRandom(derive(seed, split, "sample"))
     if _map_style(src) and src.template.batch_size is not None:
-        ds = src.dataset
         g = torch.Generator().manual_seed(derive(seed, split, "positions"))
-        rest = (torch.randperm(len(ds) - 1, generator=g)[: count - 1] + 1).tolist()
+        rest = (torch.randperm(len(src.dataset) - 1, generator=g)[: count - 1] + 1).tolist()
         picked = [0, *sorted(rest)]
         with rng.active():
-            items = [pair(_item(ds, i, split), f"data[{split!r}] item {i}") for i in picked]
+            items = [pair(_item(src.dataset, i, split), f"data[{split!r}][{i}]") for i in picked]
             with _user_errors(f"data[{split!r}]: its collate_fn"):
                 raw = src.template.collate_fn(items)
-        batch = batch_of(raw, f"data[{split!r}]: the collate_fn's batch")
-        return check_pair(f"data[{split!r}]", batch, lambda row: f"item {picked[row]}")
+        x, y = batch_of(raw, f"data[{split!r}]: the collate_fn's batch")
+        row = "row {} of the sample" if rows(x) != len(picked) else lambda r: f"item {picked[r]}"
+        return check_pair(f"data[{split!r}] ({len(picked)} items read first)", (x, y), row, False)
     # an IterableDataset, a factory, a sampler of batches: its first batch
     with rng.active(), _user_errors(f"data[{split!r}] batch 0"):
         raw = next(iter(src.build(None)), None)
     if raw is None:
         raise ValueError(f"data[{split!r}] gave no batches")
-    where = f"data[{split!r}]"
-    return check_pair(where, batch_of(raw, f"{where} batch 0"), "row {} of batch 0")
+    where = f"data[{split!r}] batch 0"
+    return check_pair(where, batch_of(raw, where), "row {} of that batch", targets=False)
 
 
 @contextmanager

@@ -77,8 +77,8 @@ def fast_path_choice(setup: Setup, found: tuple[bool, str]) -> tuple[bool, str]:
     applies, why = found
     if not setup.full_batch:
         applies, why = False, "mini-batches"
-    if setup.autocast:
-        applies, why = False, "bf16 autocast: the fast path is exact in float32 only"
+    if setup.autocast and applies:
+        applies, why = False, "the fast path is exact in float32, not under bf16"
     if setup.reads_weights:
         applies, why = False, "diagnostics or gradient clipping need the weights themselves"
     if setup.fast_path and not applies:

@@ -4,6 +4,8 @@ hand-written batched forward and backward on a (K, C, *spatial, n) layout; under
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from torch import Tensor
 
 from wdlab.cnn import GroupedCNN
@@ -27,10 +29,11 @@ class GroupedCNNEngine(Stacked):
     def build(cls, setup: Setup) -> Engine:
         """This engine; under bf16 autocast, torch.func over the CNN module (torch's autocast
         decides each op's dtype, as in a plain loop; the hand-written ops would compute in
-        float32 between the GEMMs)."""
+        float32 between the GEMMs), its configurations not side by side (``parallel`` is for
+        a user's module; the built-in CNN does not take it in float32 either)."""
         if not setup.autocast:
             return super().build(setup)
-        engine = FuncEngine.build(setup)
+        engine = FuncEngine.build(replace(setup, parallel=1))
         said = "the CNN module itself under bf16 (autocast sets each op's dtype)"
         engine.note = f"{said}: {engine.note}"
         return engine

@@ -194,12 +194,16 @@ class _OneLine:
     def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
         self.quiet.__exit__(kind, exc, tb)
         if exc is not None and isinstance(exc, self.error):
-            text = " ".join(str(exc).split())  # one line, its advice kept (an env var to set)
-            raise ValueError(f"mlflow ({self.uri}): {_cut(text, 600)}") from None
+            raise ValueError(f"mlflow ({self.uri}): {_gist(str(exc))}") from None
 
 
-def _cut(text: str, n: int) -> str:
-    return text if len(text) <= n else text[: n - 1] + "…"
+def _gist(text: str) -> str:
+    """MLflow's error in one short line: its first sentence, and any sentence that names an
+    ``MLFLOW_`` setting (its own advice, e.g. ``MLFLOW_ALLOW_FILE_STORE=true``)."""
+    sentences = re.split(r"(?<=[.!?])\s+", " ".join(text.split()))
+    kept = [sentences[0], *(s for s in sentences[1:] if "MLFLOW_" in s)]
+    gist = " ".join(kept)
+    return gist if len(gist) <= 300 else gist[:299] + "…"
 
 
 def check_uri(uri: str) -> bool:

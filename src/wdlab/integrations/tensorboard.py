@@ -37,7 +37,10 @@ class TensorBoardLog:
     folder must be new or empty (an export never mixes with earlier files). Else (a live log)
     the folder records the study's ``key`` (its identity's hash): the same study resumed adds
     to it; another study of the same name logs into ``DIR/<study name>-2/`` (-3…), as
-    Lightning's loggers take a new version, and a warning says where."""
+    Lightning's loggers take a new version, and a warning says where. The folder and its
+    marker are made when the log is opened (a study opened next sees them taken) and removed
+    again on :meth:`close` where nothing was logged into them (a sweep refused after its logs
+    were opened leaves nothing)."""
 
     def __init__(
         self,
@@ -51,26 +54,17 @@ class TensorBoardLog:
         self.tb = require("torch.utils.tensorboard", "logging to TensorBoard")
         first = Path(directory) / safe_name(study)
         self.root = first if fresh else _study_root(first, key)
+        made = [p for p in (self.root, *self.root.parents) if not p.exists()]
         _check_writable(Path(directory), self.root, fresh)
-        self.key, self.first = key, first
+        self.made, self.marked, self.logged = made, False, False
+        if key is not None and _read_marker(self.root) != key:
+            _write_marker(self.root, key)
+            self.marked = True
+        if self.root != first:
+            warn_user(
+                f"tensorboard: {first} holds another study's logs; this study's go to {self.root}"
+            )
         self.where = str(self.root)
-
-    def _open(self) -> None:
-        """The study's folder and its marker, made with the first thing logged: a sweep
-        refused after its logs were opened (another study in its folder) leaves nothing."""
-        if self.key is None and self.root.is_dir():
-            return
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ValueError(f"tensorboard: cannot write to {self.root} ({exc.strerror})") from None
-        if self.key is not None and _read_marker(self.root) != self.key:
-            _write_marker(self.root, self.key)
-            if self.first != self.root:
-                warn_user(
-                    f"tensorboard: {self.first} holds another study's logs; this study's go to "
-                    f"{self.root}"
-                )
 
     def has_summary(self) -> bool:
         """Whether the folder holds this study's summary (a resumed sweep's log)."""
@@ -80,7 +74,7 @@ class TensorBoardLog:
         """One run folder: curves, final metrics, hyperparameters."""
         from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-        self._open()
+        self.logged = True
         writer = self.tb.SummaryWriter(str(self.root / safe_name(run_name(run.config))))
         try:
             for key, epoch, value in scalars(run):
@@ -96,7 +90,7 @@ class TensorBoardLog:
 
     def log_summary(self, result: Result) -> None:
         """The selection: its table as text, each answer and chosen weight decay as a scalar."""
-        self._open()
+        self.logged = True
         writer = self.tb.SummaryWriter(str(self.root / "selection"))
         try:
             writer.add_text("selection", markdown(result), 0)
@@ -108,7 +102,17 @@ class TensorBoardLog:
             writer.close()
 
     def close(self) -> None:
-        """Nothing held open between runs."""
+        """Nothing held open between runs; what opening made (the marker, the folders) is
+        removed where nothing was logged, unless another process has logged there since."""
+        if self.logged:
+            return
+        if self.marked:
+            (self.root / MARKER).unlink(missing_ok=True)
+        for folder in self.made:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:  # not empty (another process's logs), or gone
+                break
 
 
 MARKER = ".wdlab-study"  # in a study's log folder: the key of the study it holds
@@ -141,9 +145,8 @@ def _write_marker(root: Path, key: str) -> None:
 
 
 def _check_writable(directory: Path, root: Path, fresh: bool) -> None:
-    """A folder files can be written to (``root`` made with the first thing logged: here the
-    nearest folder that exists is tried); ``fresh``: ``root`` new or empty. One-line
-    ``ValueError`` otherwise, before anything is written."""
+    """A folder files can be written to (``root``, made if missing); ``fresh``: ``root`` new or
+    empty. One-line ``ValueError`` otherwise, before anything is written."""
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"tensorboard: {directory} is a file, not a folder")
     if fresh and root.exists() and any(root.iterdir()):
@@ -154,7 +157,8 @@ def _check_writable(directory: Path, root: Path, fresh: bool) -> None:
     if not there.is_dir():
         raise ValueError(f"tensorboard: {there} is a file, not a folder")
     try:
-        probe = there / f".wdlab-write-test-{os.getpid()}"
+        root.mkdir(parents=True, exist_ok=True)
+        probe = root / f".wdlab-write-test-{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as exc:

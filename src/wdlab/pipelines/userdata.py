@@ -21,6 +21,7 @@ from wdlab.data.streamed import count_classes
 from wdlab.inputs import shapes
 from wdlab.models import ModelSpec, resolve_factory
 from wdlab.tasks import TASKS
+from wdlab.usercode import check_trainable
 from wdlab.warn import warn_user
 
 
@@ -105,7 +106,7 @@ def fit_outputs(
     run on every streamed split's first example (:func:`_check_other_splits`). Unchecked where
     the model is a built-in kind (sized to the data) and where one forward fails (the memory
     estimate says why)."""
-    width = _output_width(model, ds)
+    width = _output_width(check_trainable(model), ds)
     if width is None:
         return ds, train_kwargs
     _check_other_splits(model, ds)

@@ -17,6 +17,7 @@ from wdlab.records import RunConfig
 from wdlab.tasks import Task
 from wdlab.trainer.feed import Feed
 from wdlab.trainer.plan import Plan
+from wdlab.usercode import check_trainable
 from wdlab.zerograd import PROBE_ROWS, engine_note, noise_gradients
 
 
@@ -46,7 +47,7 @@ def build_engine(
     modules: dict[int, nn.Module] = {}
     for c in configs:
         if c.seed not in modules:
-            modules[c.seed] = check_module(init(c.seed), c.seed)
+            modules[c.seed] = check_trainable(check_module(init(c.seed), c.seed))
     template = modules[configs[0].seed]
     table = decay_table(template, plan.rule)
     ties = tied_names(template)
