@@ -238,11 +238,11 @@ def sample(split: str, src: Source, seed: int, count: int = SAMPLE) -> Batch:
         return src.X, src.y
     rng = GlobalRandom(derive(seed, split, "sample"))
     if _map_style(src) and src.template.batch_size is not None:
-        g = torch.Generator().manual_seed(derive(seed, split, "positions"))
-        rest = (torch.randperm(len(src.dataset) - 1, generator=g)[: count - 1] + 1).tolist()
+        g, ds = torch.Generator().manual_seed(derive(seed, split, "positions")), src.dataset
+        rest = (torch.randperm(len(ds) - 1, generator=g)[: count - 1] + 1).tolist()
         picked = [0, *sorted(rest)]
         with rng.active():
-            items = [pair(_item(src.dataset, i, split), f"data[{split!r}][{i}]") for i in picked]
+            items = [pair(_item(ds, i, split), f"data[{split!r}] item {i}") for i in picked]
             with _user_errors(f"data[{split!r}]: its collate_fn"):
                 raw = src.template.collate_fn(items)
         x, y = batch_of(raw, f"data[{split!r}]: the collate_fn's batch")
