@@ -385,6 +385,52 @@ def test_a_sweep_killed_anywhere_in_writing_a_checkpoint_resumes_bit_for_bit(tmp
     assert os.listdir(killed / "checkpoints") == [".wdlab-files.json"]
 
 
+KILL_SAVE = """
+import os, signal, sys
+import wdlab.pipelines.weights as weights
+from wdlab.cli import main
+from wdlab.store import Store
+
+where, flags = sys.argv[1], sys.argv[2:]
+owner, name = (Store, "save_batch") if where == "rung" else (weights, "record_outputs")
+real = getattr(owner, name)
+
+def killed(*args, **kwargs):
+    if where == "weights" or kwargs.get("checkpoint"):  # a batch paused at a rung
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(*args, **kwargs)
+
+setattr(owner, name, killed)
+sys.exit(main(["sweep", *flags]))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["rung", "weights"])
+def test_a_sweep_killed_while_storing_a_batch_resumes_bit_for_bit(tmp_path, where):
+    """A crash-safety trial's findings. ``rung``: SIGKILL after a batch's state at a rung was
+    written, before the store took it; that file was the one the store pointed the runs at
+    (an earlier epoch's), now ahead of the store at an undecided rung: every resume spun
+    forever. ``weights``: SIGKILL after the weights files were renamed into place, before they
+    were recorded: every resume refused them as "not written by wdlab"."""
+    flags = [*FLAGS, "--epochs", "40", "--checkpoint", "6", "--keep", "all"]
+    flags += ["--prune"] if where == "rung" else []
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert main(["sweep", *flags, "--out", str(whole)]) == 0
+    cmd = [sys.executable, "-c", KILL_SAVE, where, *flags, "--out", str(killed)]
+    p = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert p.returncode == -signal.SIGKILL, p.stderr
+    cmd = [sys.executable, "-m", "wdlab.cli", "sweep", *flags, "--out", str(killed)]
+    again = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert _stored(killed) == _stored(whole)
+    weights = [sorted(os.listdir(d / "weights")) for d in (whole, killed)]
+    assert weights[0] == weights[1] and len(weights[0]) > 1
+    for name in (n for n in weights[0] if n.endswith(".pt")):  # the same bytes
+        assert (whole / "weights" / name).read_bytes() == (killed / "weights" / name).read_bytes()
+    assert os.listdir(killed / "checkpoints") == [".wdlab-files.json"]
+
+
 def test_a_checkpoint_missing_from_the_record_is_refused_before_training(
     tmp_path, monkeypatch, capsys
 ):

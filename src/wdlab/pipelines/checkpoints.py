@@ -73,6 +73,11 @@ def name_of(configs: Sequence[RunConfig], live: Sequence[RunConfig]) -> str:
     return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:20] + ".pt"
 
 
+def at_epoch(name: str, epoch: int) -> str:
+    """Checkpoint ``name`` of a batch paused at epoch ``epoch`` (a rung), as its own file."""
+    return f"{name.removesuffix('.pt')}-epoch{epoch}.pt"
+
+
 def write(directory: str | Path, name: str, state: Mapping[str, Any], source: str) -> Path:
     """Write ``state`` as checkpoint ``name`` (whole or not at all); recorded for ``source``
     (``study HASH``). A file of that name wdlab did not write for this study is refused."""

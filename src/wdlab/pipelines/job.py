@@ -173,13 +173,15 @@ class Job:
 
     def _save(self, batch: Batch, results: list) -> None:
         """Store a trained batch (or segment) in one transaction: finished runs, and the runs
-        paused at a rung with their state's file (written first, whole); then remove the
-        checkpoint files no unfinished run needs any more."""
+        paused at a rung with their state's file (written first, whole, under a name of its
+        own: never the file the store points these runs at, which a kill before the store
+        update would leave ahead of the store at an undecided rung, where no process can go
+        on from it); then remove the checkpoint files no unfinished run needs any more."""
         name = None
         state = getattr(results, "state", None)
         if state is not None and isinstance(batch, Segment):
-            checkpoints.write(self.directory, batch.name, state, self.source)
-            name = batch.name
+            name = checkpoints.at_epoch(batch.name, int(state["epoch"]))
+            checkpoints.write(self.directory, name, state, self.source)
         if self.weights is not None:  # before the runs count as done (not those paused)
             save_weights(self.weights, _trained_here(batch, results), self.source, self.keep)
         now = time.perf_counter()

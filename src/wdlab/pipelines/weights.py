@@ -54,6 +54,7 @@ from wdlab.pipelines.outputs import (
     changed_since_written,
     check_outputs,
     check_record,
+    expect_output,
     forget_outputs,
     load_error,
     record_outputs,
@@ -106,7 +107,9 @@ def save_weights(
 ) -> list[Path]:
     """Write the weights of every run in ``results`` that carries them (``params``); record
     the files as written for ``source`` (the study) under ``keep`` (``"best"``: to be deleted
-    when the study is whole unless chosen, see :func:`prune_weights`)."""
+    when the study is whole unless chosen, see :func:`prune_weights`). Each file is noted as
+    expected before its rename, so a process killed before the record leaves files the next
+    one knows as its own (it said they were "not written by wdlab", and would not resume)."""
     folder = Path(directory) / FOLDER
     written = []
     for r in results:
@@ -116,6 +119,7 @@ def save_weights(
         path = weights_path(directory, r.config)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         save_to(tmp, dict(r.params), path)
+        expect_output(folder, path.name, tmp, source)
         os.replace(tmp, path)
         written.append(path)
     if written:
