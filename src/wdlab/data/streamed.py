@@ -21,8 +21,7 @@ for how each is iterated. The facts, without a full read:
   read under a seeded random state. The same data gives the same fingerprint whatever the
   caller's RNG did before (augmentation included), for 32 reads per split instead of a full
   pass; two datasets that agree on all of that but differ elsewhere share it, the price of not
-  reading everything.
-  Tensors are hashed whole, as they are in memory anyway.
+  reading everything. Tensors are hashed whole, as they are in memory anyway.
 * **No size limit**: nothing here holds more than a few examples.
 
 Without a validation split, 20% of the training rows (the positions ``from_splits`` picks: the
@@ -391,8 +390,8 @@ def stream_splits(
     classes = (
         _classes(sources, n_classes, seed, progress, count_classes) if task == "multiclass" else 1
     )
-    x = as_inputs(samples["train"][0])
-    layout = Layout.of(x)
+    inputs = {k: as_inputs(s[0]) for k, s in samples.items()}
+    layout = Layout.of(inputs["train"])
     checked = classes if task == "multiclass" and classes else None
     streams = {
         k: _stream(s, dev, layout, targets, checked, batch_size, seed, progress)
@@ -400,10 +399,11 @@ def stream_splits(
     }
     meta |= {f"n_{k}": items(s) for k, s in sources.items()}
     digest = fingerprint(sources, samples)
-    first = {k: apply(lambda t: t[:1], as_inputs(s[0])) for k, s in samples.items()}
+    first = {k: apply(lambda t: t[:1], x) for k, x in inputs.items()}
     others = {k: first.pop(k) for k in ("val", "test")}
+    probe = (inputs["train"], ys["train"])
     return StreamedData(
-        name, task, classes, layout, streams, digest, first["train"], meta, (x, ys["train"]), others
+        name, task, classes, layout, streams, digest, first["train"], meta, probe, others
     )
 
 
@@ -434,7 +434,7 @@ def _stream(
     progress: bool,
 ) -> Stream | TensorStream:
     if isinstance(src, TensorSource):
-        y = as_targets(f"data[{src.split!r}]", src.y, targets)
+        y = src.y.to(targets)  # whole numbers: checked as its sample (the whole split) was
         if n_classes:
             check_labels(f"data[{src.split!r}]", y, n_classes, f"{n_classes} classes")
         return TensorStream(src.split, src.X, y, batch_size=batch_size, seed=seed, device=device)

@@ -103,16 +103,16 @@ def read_table(
             if na[c].any() and (c in categorical or not pd.api.types.is_numeric_dtype(X[c]))
         ]
         text = (  # pandas reads these words as missing too: a category named "NA" is one
-            f"; text columns ({', '.join(non_num)}) cannot be imputed: fill their empty cells "
+            f"text columns ({', '.join(non_num)}) cannot be imputed: fill their empty cells "
             "in the file (pandas reads NA, N/A, None, null and NaN there as missing too)"
         )
         if impute is None:
             raise ValueError(
                 f"missing values in {rows} rows, columns: {', '.join(cols)}; "
-                + (text[2:] if non_num else "pass --impute mean|median or clean the file")
+                + (text if non_num else "pass --impute mean|median or clean the file")
             )
         if non_num:
-            raise ValueError(f"missing values in {rows} rows{text}")
+            raise ValueError(f"missing values in {rows} rows; {text}")
     one_hot = [c for c in features if c in categorical or not pd.api.types.is_numeric_dtype(X[c])]
     if one_hot:
         _check_one_hot(X, one_hot, p.name)

@@ -17,6 +17,7 @@ from torch import nn
 from wdlab.data import Dataset, Stream, StreamedData, TensorStream, stream_splits
 from wdlab.data.arrays import check_labels
 from wdlab.data.batches import Layout, call
+from wdlab.data.stream import raised
 from wdlab.data.streamed import count_classes
 from wdlab.inputs import shapes
 from wdlab.models import ModelSpec, resolve_factory
@@ -106,7 +107,8 @@ def fit_outputs(
     run on every streamed split's first example (:func:`_check_other_splits`). Unchecked where
     the model is a built-in kind (sized to the data) and where one forward fails (the memory
     estimate says why)."""
-    width = _output_width(check_trainable(model), ds)
+    check_trainable(model)
+    width = _output_width(model, ds)
     if width is None:
         return ds, train_kwargs
     _check_other_splits(model, ds)
@@ -217,10 +219,9 @@ def _check_other_splits(model: nn.Module, ds: Dataset | StreamedData) -> None:
         try:
             _eval_forward(model, x)
         except Exception as exc:  # the user's module on the user's data: one line
-            first = (str(exc).strip().splitlines() or [""])[0]
             raise ValueError(
                 f"the model runs on data['train']'s inputs ({ds.layout}) but fails on "
-                f"data[{split!r}]'s ({Layout.of(x)}): {type(exc).__name__}: {first}"
+                f"data[{split!r}]'s ({Layout.of(x)}): {raised(exc)}"
             ) from None
 
 
