@@ -29,6 +29,8 @@ import wdlab
 from wdlab.cli import main
 from wdlab.config import validate
 from wdlab.pipelines import run_sweep
+from wdlab.store import Store
+from wdlab.store.workers import worker_id
 
 ENV = dict(os.environ, OMP_NUM_THREADS="1")  # one torch thread per process: CI has 2 cores
 HOST = socket.gethostname()
@@ -273,9 +275,7 @@ def test_runs_failed_by_another_process_end_the_sweep_non_zero_in_one_line(
 def test_a_study_that_is_not_whole_is_marked_partial_wherever_it_is_shown(tmp_path, capsys):
     out = tmp_path / "s"
     run_sweep(validate(TINY), out)
-    with sqlite3.connect(out / "study.db") as db:  # as while another process trains it
-        db.execute("UPDATE runs SET status = 'running' WHERE id = 3")
-    db.close()
+    hold(out, 3, worker_id())  # as while another live process trains it
     assert main(["show", str(out), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["partial"] is True and doc["counts"]["running"] == 1
@@ -292,6 +292,36 @@ def test_a_study_that_is_not_whole_is_marked_partial_wherever_it_is_shown(tmp_pa
     assert main(["ls", str(tmp_path)]) == 0
     head, line = capsys.readouterr().out.splitlines()
     assert head.split()[-2:] == ["running", "todo"] and line.split()[-2:] == ["1", "0"]
+
+
+def hold(out: Path, run_id: int, owner: str) -> None:
+    """Mark run ``run_id`` as being trained by the worker ``owner``, registered with a lease."""
+    with Store(out) as store:
+        store.register(owner, 600.0)
+    with sqlite3.connect(out / "study.db") as db:
+        db.execute("UPDATE runs SET status = 'running', owner = ? WHERE id = ?", (owner, run_id))
+    db.close()
+
+
+def test_runs_held_by_a_process_that_ended_are_shown_as_to_do_not_running(tmp_path, capsys):
+    """A sweep killed with SIGKILL leaves its runs marked running; every view counts them as
+    to do (the next sweep takes them back), not as being trained, and changes nothing."""
+    out = tmp_path / "s"
+    run_sweep(validate(TINY), out)
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], text=True,
+                           capture_output=True, check=True)  # fmt: skip
+    hold(out, 3, f"{HOST}:{int(ended.stdout)}:?")
+    before = (out / "study.db").read_bytes()
+    assert main(["ls", str(tmp_path), "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)["studies"]
+    assert (listed["running"], listed["pending"]) == (0, 1)
+    assert main(["show", str(out)]) == 0
+    shown = capsys.readouterr().out
+    assert "(1 pending, 2 done)" in shown and "incomplete: 1 run not trained yet" in shown
+    assert wdlab.load_study(out).counts["running"] == 0
+    assert (out / "study.db").read_bytes() == before  # read-only views: nothing written
+    with Store(out) as store:
+        assert store.counts() == store.counts(live=True) | {"running": 1, "pending": 0}
 
 
 def test_a_lease_that_is_not_a_number_of_seconds_is_refused_before_anything(

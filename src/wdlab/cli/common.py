@@ -362,4 +362,5 @@ def emit_study(
         print(f"failed: {n} run{'s' if n > 1 else ''}: {error} (run the sweep again to retry)")
     unfinished = result.counts.get("pending", 0) + result.counts.get("running", 0)
     if unfinished:
-        print(f"incomplete: {unfinished} runs not trained yet; the table is partial")
+        runs = "run" if unfinished == 1 else "runs"
+        print(f"incomplete: {unfinished} {runs} not trained yet; the table is partial")

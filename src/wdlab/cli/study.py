@@ -59,7 +59,7 @@ def study_row(d: Path) -> dict[str, object]:
     try:
         with Store(d, readonly=True) as store:
             info = store.study() or {}
-            counts = store.counts()
+            counts = store.counts(live=True)
     except (ValueError, OSError, sqlite3.Error) as exc:
         return row | {"error": " ".join(str(exc).split()) or type(exc).__name__}
     return row | {

@@ -94,7 +94,7 @@ def load_study(directory: str | Path) -> SweepResult:
         if info is None:
             raise StoreError(f"{d}/study.db holds no study")
         runs = store.runs()
-        counts = store.counts()
+        counts = store.counts(live=True)
         decisions = store.decisions()
     result = SweepResult(
         runs=runs,
