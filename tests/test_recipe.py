@@ -59,6 +59,7 @@ def test_warmup_schedules_are_the_hugging_face_factors(kind):
         for step in range(total + 1):
             assert warmup_factor(kind, step, warmup, total) == hf(kind, step, warmup, total)
     assert warmup_steps(0.1, 1000) == 100 and warmup_steps(7, 1000) == 7
+    assert parse_schedule(f"warmup-{kind}:0.0") == parse_schedule(f"warmup-{kind}:0")  # none
     # a fraction rounds up, as transformers' TrainingArguments.get_warmup_steps does (it was
     # rounded to the nearest: 2 steps where Hugging Face warms up for 3)
     assert warmup_steps(0.3, 7) == 3 and warmup_steps(0.5, 7) == 4 and warmup_steps(0.01, 7) == 1

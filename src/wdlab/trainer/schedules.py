@@ -66,6 +66,8 @@ def _warmup_args(parts: list[str]) -> tuple[float]:
         value = float(text)
     except ValueError:
         value = math.nan
+    if value == 0:  # "0.0": no warm-up, as "0" (1.0 stays refused: one step, or all of them?)
+        return (0.0,)
     if not 0 < value < 1:
         raise ValueError(f"{WARMUP_W}; got {text!r}")
     return (value,)
