@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from wdlab.errors import first_line
+
 _RENAMED = "OptimizerSpec.{} is now OptimizerSpec.{}; the old name goes in the next release"
 
 
@@ -214,6 +216,6 @@ def check_optimizer_options(optimizer: str, options: Mapping[str, Any], lr: floa
         p.grad = torch.ones(2)
         opt.step()
     except (TypeError, ValueError, RuntimeError, AssertionError) as exc:  # torch asserts some
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise ValueError(f"train.options: {cls.__name__} refuses {out}: {first}") from None
+        why = first_line(exc)
+        raise ValueError(f"train.options: {cls.__name__} refuses {out}: {why}") from None
     return out

@@ -43,6 +43,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from wdlab.errors import gist
+
 #: A factory's time limit in seconds, unless the caller sets another (``factory_timeout``).
 DEFAULT_FACTORY_TIMEOUT = 300.0
 _BY_NAME = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
@@ -141,7 +143,7 @@ def _what_it_raised(exc: BaseException) -> str:
     if isinstance(exc, AttributeError) and "before Module.__init__() call" in text:
         hint = "a module's __init__ must call super().__init__() first"
         return f"raised AttributeError: {text} ({hint})"
-    return f"raised {type(exc).__name__}" + (f": {text.splitlines()[0]}" if text else "")
+    return f"raised {gist(exc)}"
 
 
 def check_module(model: object, what: object) -> nn.Module:

@@ -21,6 +21,7 @@ import numpy as np
 
 from wdlab.data.arrays import IMPUTERS, from_arrays
 from wdlab.data.dataset import Dataset
+from wdlab.errors import first_line
 from wdlab.extras import require
 from wdlab.warn import warn_user
 
@@ -230,8 +231,7 @@ def _read(p: Path, target: str) -> Any:
             df = pd.read_parquet(p)
             header = [str(c) for c in df.columns]
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise ValueError(f"cannot read {p.name}: {first}") from None
+        raise ValueError(f"cannot read {p.name}: {first_line(exc)}") from None
     dupes = {c: n for c, n in Counter(header).items() if n > 1}
     if target in dupes:
         raise ValueError(f"{p.name} has {dupes[target]} columns named {target!r} (the target)")

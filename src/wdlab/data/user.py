@@ -46,6 +46,7 @@ from wdlab.data.streamed import (
 )
 from wdlab.data.tables import is_table_path
 from wdlab.devices import gib
+from wdlab.errors import gist
 from wdlab.loading import load_callable
 from wdlab.tasks import TASKS
 from wdlab.usercode import a_type
@@ -225,10 +226,7 @@ def function_splits(target: str) -> Mapping[str, Any]:
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # user code: one line, whatever it raised
-        text = (str(exc).strip().splitlines() or [""])[0]
-        raise ValueError(
-            f"data function {target!r} raised {type(exc).__name__}" + (f": {text}" if text else "")
-        ) from None
+        raise ValueError(f"data function {target!r} raised {gist(exc)}") from None
     splits = every_split(splits, f"what data function {target!r} returned")
     if not isinstance(splits, Mapping):
         raise ValueError(

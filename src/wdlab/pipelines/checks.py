@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from wdlab.config_keys import ordered_pairs
 from wdlab.data import Dataset
 from wdlab.decay import DEFAULT_RULE, EVERYTHING, PRESETS, DecayRule
+from wdlab.errors import first_line
 from wdlab.warn import warn_user
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -166,9 +167,8 @@ def checked_data(load: Callable[[Any], Any], data: Any) -> Any:
     try:
         ds = load(data)
     except TypeError as exc:  # e.g. numpy arrays of strings: torch cannot hold them
-        first = (str(exc).strip().splitlines() or [""])[0]
         raise ValueError(
-            f"data: the splits must hold numbers (tensors or arrays): {first}"
+            f"data: the splits must hold numbers (tensors or arrays): {first_line(exc)}"
         ) from None
     if not isinstance(ds, Dataset):
         return ds

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from wdlab.data import Dataset, StreamedData, StreamError
+from wdlab.errors import gist
 from wdlab.executors import Batch, Executor, Segment
 from wdlab.halving import Prune
 from wdlab.integrations.logs import Logs
 from wdlab.models import ModelSpec
 from wdlab.pipelines import checkpoints, weights
-from wdlab.pipelines.memory import first_line
 from wdlab.pipelines.segments import (
     check_files,
     decide_rungs,
@@ -88,10 +88,10 @@ class Job:
             store.release(owner)
             raise
         except Exception as exc:
-            store.mark_failed(owner, f"{type(exc).__name__}: {first_line(exc)}")
+            store.mark_failed(owner, gist(exc))
             raise
         except BaseException as exc:  # a user's own BaseException subclass, while training
-            why = f"{type(exc).__name__}: {first_line(exc)}".rstrip(": ")
+            why = gist(exc)
             store.mark_failed(owner, why)
             raise ValueError(f"training stopped: user code raised {why}") from None
         finally:

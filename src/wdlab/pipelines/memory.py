@@ -21,6 +21,7 @@ import torch
 from wdlab.data import Dataset, StreamedData, TensorStream
 from wdlab.data.streamed import SAMPLE
 from wdlab.devices import available_memory, gib
+from wdlab.errors import gist
 from wdlab.inputs import Inputs, apply, shapes
 from wdlab.models import ModelSpec, activations_per_example
 from wdlab.optimizers import optimizer_spec
@@ -157,10 +158,8 @@ def _activations(model: torch.nn.Module, spec: ModelSpec, data: Dataset | Stream
     try:
         return activations_per_example(model, example)
     except Exception as exc:  # the user's module and data: say which failed, in one line
-        raise ValueError(
-            f"the model fails on inputs of shape {shapes(example)}: "
-            f"{type(exc).__name__}: {first_line(exc)}"
-        ) from None
+        where = shapes(example)
+        raise ValueError(f"the model fails on inputs of shape {where}: {gist(exc)}") from None
 
 
 def _real(spec: ModelSpec) -> torch.nn.Module:
@@ -212,8 +211,3 @@ def check_budget(
         raise ValueError(
             f"{who} about {gib(per_config)}, more than the {gib(free)} of memory free{where}"
         )
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (for one-line errors)."""
-    return (str(exc).strip().splitlines() or [""])[0]

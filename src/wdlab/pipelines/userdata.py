@@ -19,6 +19,7 @@ from wdlab.data.arrays import check_labels
 from wdlab.data.batches import Layout, call
 from wdlab.data.stream import raised
 from wdlab.data.streamed import count_classes
+from wdlab.errors import gist
 from wdlab.inputs import shapes
 from wdlab.models import ModelSpec, resolve_factory
 from wdlab.tasks import TASKS
@@ -78,10 +79,7 @@ def with_classes(
         with torch.no_grad():
             out = call(model, x)
     except Exception as exc:  # the user's module on the user's data: one line
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise ValueError(
-            f"the model fails on inputs of shape {shapes(x)}: {type(exc).__name__}: {first}"
-        ) from None
+        raise ValueError(f"the model fails on inputs of shape {shapes(x)}: {gist(exc)}") from None
     width = out.shape[-1] if isinstance(out, torch.Tensor) and out.dim() else 0
     if width < 1:
         raise ValueError(f"the model's outputs have shape {tuple(out.shape)}: no classes")

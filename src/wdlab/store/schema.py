@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from wdlab.errors import gist
 from wdlab.jsonsafe import dumps
 from wdlab.records import RunConfig
 
@@ -194,8 +195,7 @@ def _rebuilt(path: Path, what: str) -> Iterator[None]:
 def _why(exc: BaseException) -> str:
     if isinstance(exc, RecursionError):
         return "nested too deeply"
-    text = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return gist(exc)
 
 
 # ---------------------------------------------------------------------------------------------
