@@ -285,6 +285,50 @@ def test_regression_outputs_match_the_targets(world, capsys, tmp_path):
     assert res.runs[0].final["val_loss"] == flat.runs[0].final["val_loss"]  # the same bits
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["tensors", "dataset"])
+def test_several_regression_targets_are_nn_mse_loss_and_r2_is_sklearns(tmp_path, streamed):
+    """Before: targets of shape (n, 4), and (n, 1) read from a Dataset, crashed the default
+    loss (``size of tensor a (2) must match``), and a streamed R² divided the sum of every
+    target by the number of rows (0.75 reported where it was -1.8). Now the loss is
+    ``nn.MSELoss``'s mean over every element and R² is scikit-learn's ``variance_weighted``,
+    recomputed here from the model handed back."""
+    from sklearn.metrics import r2_score
+    from torch.utils.data import TensorDataset
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(200, 6, generator=g)
+    y = X[:, :4] @ torch.randn(4, 4, generator=g) + torch.tensor([0.0, 3.0, -2.0, 10.0])
+    data = _split(X, y)
+    if streamed:
+        data = {k: TensorDataset(*v) for k, v in data.items()}
+    res = wdlab.sweep(lambda: nn.Linear(6, 4), data, weight_decay=[0.0], epochs=3,
+                      batch_size=32, out=tmp_path / "s")  # fmt: skip
+    model = res.model()
+    with torch.no_grad():
+        out = model(X[120:160])
+    final = res.runs[0].final
+    mse = nn.functional.mse_loss(out, y[120:160]).item()
+    assert final["val_loss"] == pytest.approx(mse, rel=1e-5)  # float32 sums in another order
+    r2 = r2_score(y[120:160].numpy(), out.numpy(), multioutput="variance_weighted")
+    assert final["val_r2"] == pytest.approx(r2, rel=1e-5) and final["val_r2"] < 1
+
+
+def test_one_target_as_an_n_by_1_column_of_a_dataset_trains_as_a_flat_one():
+    """Before: ``y`` of shape (n, 1) from a Dataset crashed the default MSE; it is one target,
+    with the numbers of the same targets held flat."""
+    from torch.utils.data import TensorDataset
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(200, 4, generator=g)
+    y = X[:, :1] * 2.0
+    col = {k: TensorDataset(*v) for k, v in _split(X, y).items()}
+    flat = {k: TensorDataset(*v) for k, v in _split(X, y[:, 0]).items()}
+    kw = {"weight_decay": [0.0, 1e-2], "epochs": 2, "batch_size": 32}
+    a = wdlab.sweep(lambda: nn.Linear(4, 1), col, **kw)
+    b = wdlab.sweep(lambda: nn.Linear(4, 1), flat, **kw)
+    assert [r.final for r in a.runs] == [r.final for r in b.runs]  # the same bits
+
+
 # -- 5: a binary target and a 2-output model -----------------------------------------------------
 
 

@@ -87,10 +87,17 @@ def _multiclass_acc(out: Tensor, y: Tensor) -> dict[str, Tensor]:
 
 
 def _mse(out: Tensor, y: Tensor) -> Tensor:
+    if y.dim() > 1:  # several targets per example, (n, t): the mean over every element
+        return (out - y).pow(2).flatten(1).mean(1)  # as nn.MSELoss gives each configuration
     return (out.squeeze(-1) - y).pow(2).mean(1)
 
 
 def _mse_grad(out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    if y.dim() > 1:  # (K, n, t) outputs against (n, t) targets
+        r = out - y
+        m = r[0].numel()
+        flat = r.flatten(1)
+        return torch.linalg.vecdot(flat, flat).div_(m), r.mul_(2 / m)
     n = out.shape[1]
     r = out.squeeze(-1) - y
     losses = torch.linalg.vecdot(r, r).div_(n)  # the mean square: 2 kernels, not 3
@@ -98,7 +105,8 @@ def _mse_grad(out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def regression_metrics(mse: Tensor, var: Tensor) -> dict[str, Tensor]:
-    """RMSE and R² from mean squared errors (any shape) and the targets' variance."""
+    """RMSE and R² from mean squared errors (any shape) and the targets' variance (for several
+    targets the mean of each one's variance: R² is scikit-learn's ``variance_weighted``)."""
     return {"rmse": mse.sqrt(), "r2": 1 - mse / var}
 
 

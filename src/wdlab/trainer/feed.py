@@ -101,9 +101,9 @@ class TensorFeed:
         return _two(self.X, self.y, count)
 
     def target_var(self, split: str) -> Tensor:
-        """The variance of a split's targets (for R²)."""
+        """The variance of a split's targets (for R²; several targets: each about its mean)."""
         ys = self.targets[split]
-        return (ys - ys.mean()).pow(2).mean()
+        return (ys - ys.mean(0)).pow(2).mean()
 
 
 def _float_copy(data: Dataset) -> Dataset:
@@ -169,10 +169,10 @@ class StreamFeed:
 
     def _moments_of(self, split: str, y: Tensor) -> None:
         m = self._moments.setdefault(split, [0, 0.0, 0.0])
-        y64 = y.double()
+        y64 = y.double().reshape(len(y), -1)  # one column per target
         m[0] += len(y)
-        m[1] = m[1] + y64.sum()
-        m[2] = m[2] + y64.pow(2).sum()
+        m[1] = m[1] + y64.sum(0)
+        m[2] = m[2] + y64.pow(2).sum(0)
 
     def probe_batches(self, count: int = 64) -> list[tuple[Inputs, Tensor]]:
         """Batches of the training sample (the rows the stream's facts were read from)."""
@@ -186,7 +186,7 @@ class StreamFeed:
         if not n:
             return torch.tensor(math.nan, device=self.device)
         mean = s1 / n
-        return torch.as_tensor(s2 / n - mean * mean, device=self.device).float()
+        return torch.as_tensor(s2 / n - mean * mean, device=self.device).mean().float()
 
 
 Feed = TensorFeed | StreamFeed
