@@ -157,6 +157,29 @@ def refused(match: str, model, data, **kw) -> str:
     return text
 
 
+@pytest.mark.parametrize("seeds", [1, 2])
+def test_a_lazy_model_is_refused_in_one_line_and_runs_once_called(seeds, tmp_path):
+    """Before: torch's ``Attempted to use an uninitialized parameter`` (one seed), or ``Can't
+    access the shape of an uninitialized parameter`` (two), out of wdlab's internals."""
+    X, y = _blobs()
+
+    def lazy() -> nn.Module:
+        return nn.Sequential(nn.LazyLinear(8), nn.ReLU(), nn.Linear(8, 3))
+
+    said = refused("returned a model whose 0.weight is not initialised yet", lazy, _split(X, y),
+                   seeds=seeds, out=tmp_path / "s")  # fmt: skip
+    assert "call the model once on an example inside the factory" in said
+    assert not (tmp_path / "s").exists()
+
+    def called() -> nn.Module:
+        model = lazy()
+        model(torch.zeros(1, 4))
+        return model
+
+    res = wdlab.sweep(called, _split(X, y), weight_decay=[0.0], epochs=1, seeds=seeds)
+    assert [r.status for r in res.runs] == ["done"] * seeds
+
+
 # -- 3: labels outside the classes ---------------------------------------------------------------
 
 

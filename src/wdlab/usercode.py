@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from wdlab.errors import gist
 
@@ -149,7 +150,8 @@ def _what_it_raised(exc: BaseException) -> str:
 def check_module(model: object, what: object) -> nn.Module:
     """``model`` if it is an ``nn.Module`` that wdlab can train, else a one-line
     ``ValueError``: not a module, a module (or submodule) whose ``__init__`` skipped
-    ``super().__init__()``, or weights on the meta device (no data)."""
+    ``super().__init__()``, lazy weights not initialised yet, or weights on the meta device
+    (no data)."""
     if not isinstance(model, nn.Module):
         raise ValueError(f"model factory {what!r} returned {a_type(model)}, not a torch.nn.Module")
     broken = _without_init(model)
@@ -160,6 +162,13 @@ def check_module(model: object, what: object) -> nn.Module:
             "called super().__init__(): make that the first line of its __init__"
         )
     tensors = [*model.named_parameters(), *model.named_buffers()]
+    lazy = next((n for n, t in tensors if is_lazy(t)), None)
+    if lazy is not None:
+        raise ValueError(
+            f"model factory {what!r} returned a model whose {lazy} is not initialised yet "
+            "(nn.LazyLinear and kin): call the model once on an example inside the factory "
+            "(e.g. model(torch.zeros(1, n_features))), so its weights exist"
+        )
     meta = next((n for n, t in tensors if t.is_meta), None)
     if meta is not None:
         raise ValueError(
