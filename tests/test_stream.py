@@ -270,6 +270,55 @@ def test_evaluation_is_in_a_fixed_order_and_the_same_every_time():
     assert torch.equal(torch.cat([y for _, y in a]), ds.y)  # every example once, in order
 
 
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        lambda ds: torch.utils.data.WeightedRandomSampler(torch.linspace(0.1, 1.0, len(ds)), 50),
+        lambda ds: torch.utils.data.RandomSampler(ds, replacement=True),
+        lambda ds: torch.utils.data.RandomSampler(ds, num_samples=12),
+    ],
+    ids=["weighted", "replacement", "num_samples"],
+)
+def test_evaluation_reads_every_example_once_whatever_torchs_sampler_draws(sampler):
+    """Before: a WeightedRandomSampler's evaluation read 50 rows (a weighted resample), and
+    ``num_samples=12`` evaluated 12 of 30 examples; the README says every example once."""
+    ds = Augmented(30)
+    loader = DataLoader(ds, batch_size=8, sampler=sampler(ds))
+    stream = stream_splits(splits(loader), n_classes=2).streams["train"]
+    ds.calls.clear()
+    ys = torch.cat([y for _, y in stream.evaluation()])
+    assert torch.equal(ys, ds.y) and ds.calls == Counter(dict.fromkeys(range(30), 1))
+
+
+class LazyRandomBatches(torch.utils.data.Sampler):
+    """Batches of indices drawn with Python's ``random`` when the loader asks for the next."""
+
+    def __init__(self, n: int, size: int) -> None:
+        self.n, self.size = n, size
+
+    def __iter__(self):
+        for _ in range(len(self)):
+            yield random.sample(range(self.n), self.size)
+
+    def __len__(self) -> int:
+        return self.n // self.size
+
+
+def test_a_sampler_drawing_from_pythons_random_is_seeded_with_workers_too():
+    """Before: with ``num_workers=2`` only torch's generator was the stream's own around each
+    read, so a batch sampler drawing from ``random`` followed the caller's state (the same
+    sweep gave other numbers; batched and ``max_batch=1`` differed)."""
+
+    def run(caller: int) -> list[tuple]:
+        random.seed(caller)
+        loader = DataLoader(Augmented(48), batch_sampler=LazyRandomBatches(48, 8), num_workers=2)
+        data = stream_splits(splits(loader), n_classes=2)
+        return collect(data.streams["train"].epoch(0))
+
+    first, second = run(1), run(2)
+    assert same(first, second) and len(first) == 6
+
+
 # -- inputs as the model wants them --------------------------------------------------------------
 
 

@@ -47,16 +47,19 @@ def _settings(loader: DataLoader, generator: torch.Generator | None, pin: bool) 
 
 
 def _seeded(sampler: Any, g: torch.Generator, evaluation: bool) -> Any:
-    """torch's random samplers rebuilt with ``g`` (for evaluation a shuffle becomes the plain
-    order); any other sampler as it is."""
+    """torch's random samplers rebuilt with ``g``; for evaluation every example once in the
+    plain order (a subset's in its own), whatever they draw (a shuffle, with replacement,
+    weighted, ``num_samples``); any other sampler as it is."""
     kind = type(sampler)
     if kind is BatchSampler:
         inner = _seeded(sampler.sampler, g, evaluation)
         return BatchSampler(inner, sampler.batch_size, sampler.drop_last and not evaluation)
+    if evaluation and kind is RandomSampler:
+        return SequentialSampler(sampler.data_source)
+    if evaluation and kind is WeightedRandomSampler:  # one weight per example
+        return SequentialSampler(range(len(sampler.weights)))
     if kind is RandomSampler:
         n = getattr(sampler, "_num_samples", None)
-        if evaluation and not sampler.replacement and n is None:
-            return SequentialSampler(sampler.data_source)
         return RandomSampler(sampler.data_source, sampler.replacement, n, generator=g)
     if kind is SubsetRandomSampler:
         if evaluation:

@@ -25,8 +25,8 @@ fingerprint) and one stream per split, a :class:`Stream` or a :class:`TensorStre
   the workers' seeds (a DataLoader seeds worker ``i`` with ``base_seed + i``, ``base_seed`` drawn
   from that generator) and the global random state (torch's CPU generator, Python's ``random``,
   NumPy's) that a Dataset's transforms draw from in the main process. The stream swaps that
-  global state in around each read and out again (torch's alone when workers do the reading),
-  so its batches do not depend on what the model draws between reads: a batch of K
+  global state in around each read and out again (workers or not: a sampler draws in this
+  process), so its batches do not depend on what the model draws between reads: a batch of K
   configurations and K runs of ``max_batch=1`` with the same seed see the same batches, and
   resuming at epoch ``e`` needs only ``e``.
 * **A user's DataLoader** is rebuilt each epoch from its dataset and settings (batch size,
@@ -140,14 +140,13 @@ class Stream:
         self, iterable: Iterable[Any], rng: GlobalRandom, what: str, key: str
     ) -> Iterator[Batch]:
         expected = known_length(iterable) or self._seen.get(key)
-        full = getattr(iterable, "num_workers", 0) == 0  # transforms run in this process
         with rng.active():
             it = iter(iterable)
         bar = _bar(self.progress, expected, f"{self.split} {what}")
         n = 0
         try:
             while True:
-                with rng.active(full):
+                with rng.active():  # a sampler runs here, workers or not
                     raw = _next(it, f"data[{self.split!r}] batch {n} ({what})")
                 if raw is _END:
                     break
