@@ -91,6 +91,10 @@ def test_rungs():
     assert setting(0) is None
     with pytest.raises(ValueError, match="and one every 10 epochs leaves none before the last"):
         Prune(first_rung=5).rungs(10, 10)
+    # a huge eta: the rungs end before eta**k exceeds a float (before: OverflowError)
+    with pytest.raises(ValueError, match="27 epochs leave no rung before the last"):
+        Prune(eta=10**5).rungs(27)
+    assert Prune(eta=10**5, first_rung=2).rungs(27) == (2,)
 
 
 def _run(mode, lr, wd, seed, vals, status="pending"):

@@ -90,7 +90,10 @@ class Prune:
         else:
             m = min(MAX_RUNGS, math.floor(math.log(epochs) / math.log(eta) + 1e-9))
             r = epochs / eta**m
-        raw = {max(1, round(r * eta**k)) for k in range(64) if round(r * eta**k) < epochs}
+        raw, k = set(), 0
+        while (rung := round(r * eta**k)) < epochs:  # r >= 1: ends before eta**k overflows
+            raw.add(max(1, rung))
+            k += 1
         evaluated = {1 + -(-(e - 1) // eval_every) * eval_every for e in raw}
         out = sorted(e for e in evaluated if e < epochs)
         if not out:
