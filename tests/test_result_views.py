@@ -13,7 +13,7 @@ from test_selection import run, sweep_result
 from wdlab.decay import DEFAULT_RULE
 from wdlab.decay.rules import stored_table
 from wdlab.pipelines import SweepResult
-from wdlab.records import NOT_YET, use_text
+from wdlab.records import ALL_PRUNED, NOT_YET, use_text
 from wdlab.report.html import write_report
 from wdlab.report.plots import _spaced_labels, _zero_position
 from wdlab.report.text import short, use_cell, verdict_summary
@@ -73,12 +73,33 @@ def test_a_partial_study_says_its_weight_decays_are_not_trained_yet():
     res = _partial()
     (s,) = res.selection
     assert s["verdict"] == NOT_YET and not s["better_than_zero"]
-    assert use_text(s) == "no wd > 0 trained yet, none compared with wd = 0"
-    assert verdict_summary(res.selection).startswith("no weight decay > 0 trained yet")
+    assert use_text(s) == "no wd > 0 finished yet, none compared with wd = 0"
+    assert verdict_summary(res.selection).startswith("no weight decay > 0 finished yet")
     assert "swept" not in repr(res)
     whole = _partial(pending=0, failed=0, swept=(0.0,))  # a whole study that swept none
     assert "was swept" in whole.selection[0]["verdict"]
     assert "no wd > 0 swept" in repr(whole)
+
+
+def test_a_partial_pruned_study_never_says_every_weight_decay_was_pruned_too_soon():
+    """A pruned sweep killed while its one surviving cell trained said "every weight decay > 0
+    was pruned at a rung" of its (mode, lr); that cell was still training. Where every wd > 0
+    of a (mode, lr) is stored pruned and another (mode, lr) is unfinished, it is said."""
+    zero = [
+        run("decoupled", 0.0, s, v, lr=lr) for lr in (0.01, 0.1) for s, v in enumerate([0.8, 0.81])
+    ]
+    pruned = [
+        run("decoupled", 0.1, s, 0.5, status="pruned", lr=lr) for lr in (0.01, 0.1) for s in (0, 1)
+    ]
+    res = SweepResult(runs=zero + pruned, name="halved", task="multiclass")
+    res.config = {"decay": {"weight_decay": [0.0, 0.001, 0.1]}}  # 0.001 of lr 0.01 trains still
+    res.runs += [run("decoupled", 0.001, s, 0.8, lr=0.1, status="pruned") for s in (0, 1)]
+    res.counts = {"pending": 0, "running": 2, "done": 4, "pruned": 6}
+    verdicts = {s["lr"]: s["verdict"] for s in res.select()}
+    assert verdicts[0.01] == NOT_YET and verdicts[0.1] == ALL_PRUNED
+    res.counts = {"pending": 0, "running": 0, "done": 4, "pruned": 8}  # whole: as it reads
+    res.runs += [run("decoupled", 0.001, s, 0.5, status="pruned") for s in (0, 1)]
+    assert {s["verdict"] for s in res.select()} == {ALL_PRUNED}
 
 
 def test_every_view_counts_the_same_runs(tmp_path):

@@ -357,7 +357,7 @@ ALL_PRUNED = (  # no test was made: no advice at this (mode, lr), no p-value
 )
 NONE_SWEPT = "no weight decay > 0 was swept here: nothing was compared with wd = 0"
 NOT_YET = (  # a partial study whose weight decays > 0 are swept but none finished yet
-    "no weight decay > 0 trained yet (a partial study): nothing was compared with wd = 0"
+    "no weight decay > 0 finished yet (a partial study): nothing was compared with wd = 0"
 )
 UNTESTED = (ALL_PRUNED, NONE_SWEPT, NOT_YET)  # verdicts of rows where no test was made
 
@@ -374,7 +374,7 @@ def use_text(row: Mapping[str, Any]) -> str:
     if row.get("verdict") == NONE_SWEPT:
         return "no wd > 0 swept, none compared with wd = 0"
     if row.get("verdict") == NOT_YET:
-        return "no wd > 0 trained yet, none compared with wd = 0"
+        return "no wd > 0 finished yet, none compared with wd = 0"
     if row.get("verdict") == NO_REFERENCE:  # nothing to advise yet
         return f"wd {row['weight_decay']:g} chosen, {NO_REFERENCE} yet"
     return "wd 0 (no measurable gain)"

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from wdlab.decay import get_mode
 from wdlab.extras import require
 from wdlab.pipelines.weights import build_trained, kept_files, runs_at
-from wdlab.records import NONE_SWEPT, NOT_YET, Check, Result, RunResult, use_wd
+from wdlab.records import ALL_PRUNED, NONE_SWEPT, NOT_YET, Check, Result, RunResult, use_wd
 from wdlab.report.figures import figure
 from wdlab.report.files import write_results
 from wdlab.report.html import headline_html
@@ -116,11 +116,13 @@ class SweepResult(Result):
         with the config's ``train.select`` and ``train.early_stopping`` (and the direction of a
         user's own metric, kept in the data facts)."""
         self.selection = select(self.runs, self.task, *study_metric(self.config, self.data))
-        swept = self.config.get("decay", {}).get("weight_decay") or []
-        if self.partial and any(w > 0 for w in swept):  # its wd > 0 runs are not done yet
-            for s in self.selection:
-                if s["verdict"] == NONE_SWEPT:
-                    s["verdict"] = NOT_YET
+        swept = {w for w in self.config.get("decay", {}).get("weight_decay") or [] if w > 0}
+        if not (self.partial and swept):
+            return self.selection
+        for s in self.selection:  # a partial study: wd > 0 cells may be training still
+            seen = {r.config.weight_decay for r in self.runs if _cell(r) == (s["mode"], s["lr"])}
+            if s["verdict"] == NONE_SWEPT or (s["verdict"] == ALL_PRUNED and swept - seen):
+                s["verdict"] = NOT_YET
         return self.selection
 
     @property
@@ -226,6 +228,11 @@ def run_row(run: RunResult) -> dict[str, Any]:
     # with early stopping: the numbers at that epoch, which the run is reported at
     row |= {f"best_epoch_{k}": v for k, v in (run.best.get("at") or {}).items()}
     return row | {"seconds": run.seconds, "engine": run.engine}
+
+
+def _cell(run: RunResult) -> tuple[str, float]:
+    """The (mode, lr) of a selection row that ``run`` belongs to."""
+    return run.config.mode, run.config.lr
 
 
 def former_name(module: str, name: str, stacklevel: int = 2) -> Any:

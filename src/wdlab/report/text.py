@@ -188,7 +188,7 @@ def verdict_summary(sel: Sequence[Mapping[str, Any]], others: Sequence[Mapping] 
     if rows and not extra and all(s["verdict"] == NONE_SWEPT for s in rows):
         return "no weight decay > 0 was swept: give some (--wd, weight_decay=) to compare"
     if rows and not extra and all(s["verdict"] == NOT_YET for s in rows):
-        return "no weight decay > 0 trained yet: resume the sweep to compare with wd = 0"
+        return "no weight decay > 0 finished yet: resume the sweep to compare with wd = 0"
     if rows and not extra and all(s["verdict"].startswith(TOO_FEW) for s in rows):
         return f"{TOO_FEW} whether weight decay beats wd = 0: run {MIN_SEEDS} or more seeds"
     test = f"one-sided paired t-test over seeds, {ALPHA:.0%} error rate per setting"
