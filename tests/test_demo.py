@@ -130,7 +130,7 @@ def test_json_contract_and_files(tmp_path, capsys):
     assert isinstance(doc["seconds"], float)
     assert json.loads((out / "results.json").read_text())["runs"] == doc["runs"]
     lines = (out / "curves.csv").read_text().splitlines()
-    assert lines[0].startswith("regime,epoch,train_loss,weight_norm")
+    assert lines[0].startswith("regime,mode,weight_decay,lr,seed,epoch,train_loss,weight_norm")
     assert len(lines) == 1 + 3 * 21
     assert (out / "losses.png").stat().st_size > 10_000
 

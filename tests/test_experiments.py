@@ -1,5 +1,6 @@
 """Data sources, tasks, models, splits and experiment configs (`wdlab run`)."""
 
+import csv
 import json
 import re
 import subprocess
@@ -224,6 +225,10 @@ def test_examples_run_at_reduced_size(path, tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc["runs"] and all(r["status"] == "done" for r in doc["runs"])
     assert (tmp_path / "losses.png").exists() and (tmp_path / "curves.csv").exists()
+    with (tmp_path / "curves.csv").open() as fh:  # each run's rows are told apart
+        rows = list(csv.DictReader(fh))
+    named = {tuple(r[k] for k in ("mode", "weight_decay", "lr", "seed")) for r in rows}
+    assert len(named) == len(doc["runs"]) and len(rows) == 3 * len(doc["runs"])
 
 
 @pytest.mark.parametrize(

@@ -32,20 +32,25 @@ def write_results(
     return paths
 
 
+RUN_COLUMNS = ("mode", "weight_decay", "lr", "seed")  # which run a row of curves.csv is
+
+
 def write_curves_csv(runs: list[RunResult], path: Path) -> None:
-    """Tidy curves: one row per (run, epoch); per-epoch series (the loss, the weight norm,
-    diagnostics) fill every row, evaluated columns are blank between evaluations."""
+    """Tidy curves: one row per (run, epoch), the run named by its regime, mode, weight decay,
+    lr and seed; per-epoch series (the loss, the weight norm, diagnostics) fill every row,
+    evaluated columns are blank between evaluations."""
     names = sorted({k for r in runs for k in r.curves.series})
     extra = [k for k in names if is_per_epoch(k) and k not in PER_EPOCH]
     per_eval = [k for k in names if not is_per_epoch(k)]
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["regime", "epoch", *PER_EPOCH, *extra, *per_eval])
+        w.writerow(["regime", *RUN_COLUMNS, "epoch", *PER_EPOCH, *extra, *per_eval])
         for r in runs:
             c = r.curves
             at = {e: i for i, e in enumerate(c.eval_epoch)}
+            run = [r.config.label, *(getattr(r.config, k) for k in RUN_COLUMNS)]
             for i, e in enumerate(c.epoch):
-                row = [r.config.label, e, *(c[k][i] for k in PER_EPOCH)]
+                row = [*run, e, *(c[k][i] for k in PER_EPOCH)]
                 row += [c[k][i] if k in c.series else "" for k in extra]
                 j = at.get(e)
                 row += [("" if j is None else c[k][j]) for k in per_eval]
