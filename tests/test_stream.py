@@ -319,6 +319,39 @@ def test_a_sampler_drawing_from_pythons_random_is_seeded_with_workers_too():
     assert same(first, second) and len(first) == 6
 
 
+class Sharded(IterableDataset):
+    """n examples with a length, each worker yielding its own share (or all, ``shard=False``)."""
+
+    def __init__(self, n: int, shard: bool = True) -> None:
+        self.n, self.shard = n, shard
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        start, step = (info.id, info.num_workers) if info and self.shard else (0, 1)
+        for i in range(start, self.n, step):
+            yield torch.full((4,), float(i)), i % 3
+
+
+def test_a_sharded_iterable_dataset_may_give_a_partial_batch_per_worker():
+    """Before: 160 items in 2 workers' shares of 80, batches of 32, gave 6 batches where
+    ``len(DataLoader)`` says 5 and were refused ("make len() match what it yields"): each
+    worker ends its share with a partial batch, as a plain loop trains them. Every item is read
+    once; an IterableDataset that does not shard is still refused, and told why."""
+    loader = DataLoader(Sharded(160), batch_size=32, num_workers=2)
+    stream = stream_splits(splits(loader), n_classes=3).streams["train"]
+    batches = collect(stream.epoch(0))
+    assert len(batches) == 6 and sorted(torch.cat([x[:, 0] for x, _ in batches]).tolist()) == [
+        float(i) for i in range(160)
+    ]
+    twice = DataLoader(Sharded(160, shard=False), batch_size=32, num_workers=2)
+    stream = stream_splits(splits(twice), n_classes=3).streams["train"]
+    with pytest.raises(ValueError, match=r"gave 10 batches, more than the 5 .*get_worker_info"):
+        collect(stream.epoch(0))
+
+
 # -- inputs as the model wants them --------------------------------------------------------------
 
 

@@ -161,7 +161,7 @@ class Stream:
         finally:
             if bar is not None:
                 bar.close()
-        self._ended(n, expected, what, key)
+        self._ended(n, expected, what, key, _worker_slack(iterable))
 
     def _prepared(self, raw: object, where: str) -> Batch:
         x, y = batch_of(raw, where)
@@ -179,20 +179,36 @@ class Stream:
                 raise ValueError(f"{where}: label {bad} is outside 0..{self.n_classes - 1}")
         return to_device((x, y), self.device)
 
-    def _ended(self, n: int, expected: int | None, what: str, key: str) -> None:
+    def _ended(self, n: int, expected: int | None, what: str, key: str, slack: int) -> None:
+        """``slack``: batches a length may miscount (an IterableDataset's workers each end
+        their share with a batch of their own, which ``len(DataLoader)`` does not count)."""
         if n == 0:
             raise StreamError(f"data[{self.split!r}] gave no batches ({what})")
-        if expected is not None and n < expected:
+        if expected is not None and n < expected - slack:
             raise StreamError(
                 f"data[{self.split!r}] ended early: {n} of {expected} batches ({what})"
             )
-        if expected is not None and n > expected and self.split == "train":
+        if expected is not None and n > expected + slack and self.split == "train":
+            shard = (
+                "; with workers, an IterableDataset must give each its own share of the items "
+                "(torch.utils.data.get_worker_info()), or every worker yields them all"
+                if slack
+                else ""
+            )
             raise StreamError(  # the steps of an epoch (lr schedules, steps=) count from it
                 f"data['train'] gave {n} batches, more than the {expected} its length (or its "
                 f"first epoch) says ({what}): the schedule and steps count from that length; "
-                "make len() match what it yields"
+                f"make len() match what it yields{shard}"
             )
         self._seen.setdefault(key, n)
+
+
+def _worker_slack(iterable: Iterable[Any]) -> int:
+    """How many batches more or fewer than ``len()`` a DataLoader over an IterableDataset with
+    W workers may give: W - 1 (each worker's last batch is partial, or dropped); else 0."""
+    workers = getattr(iterable, "num_workers", 0)
+    iterable_ds = isinstance(getattr(iterable, "dataset", None), torch.utils.data.IterableDataset)
+    return max(0, workers - 1) if iterable_ds else 0
 
 
 def _bar(progress: bool, total: int | None, desc: str) -> Any:

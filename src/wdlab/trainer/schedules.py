@@ -85,8 +85,8 @@ def warmup_factor(kind: str, step: int, warmup: int, total: int) -> float:
         return step / max(1, warmup)
     if kind == "constant":
         return 1.0
-    progress = (step - warmup) / max(1, total - warmup)
-    if kind == "linear":
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))  # a step past the total
+    if kind == "linear":  # (an IterableDataset's workers may give a batch or two more)
         return max(0.0, (total - step) / max(1, total - warmup))
     return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
 
