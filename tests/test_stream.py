@@ -348,8 +348,34 @@ def test_a_sharded_iterable_dataset_may_give_a_partial_batch_per_worker():
     ]
     twice = DataLoader(Sharded(160, shard=False), batch_size=32, num_workers=2)
     stream = stream_splits(splits(twice), n_classes=3).streams["train"]
-    with pytest.raises(ValueError, match=r"gave 10 batches, more than the 5 .*get_worker_info"):
+    said = r"gave more than 6 batches, while its length .* says 5 \(\+1 for .*get_worker_info"
+    with pytest.raises(ValueError, match=said):
         collect(stream.epoch(0))
+
+
+class Endless(IterableDataset):
+    """A stream that never ends (bounded here only as a safety net), claiming 40 items."""
+
+    def __init__(self) -> None:
+        self.read = 0
+
+    def __len__(self) -> int:
+        return 40
+
+    def __iter__(self):
+        for i in range(10**6):
+            self.read += 1
+            yield torch.full((4,), float(i % 7)), i % 3
+
+
+def test_an_endless_stream_is_refused_at_the_batch_past_its_length():
+    """Before: the refusal came when the epoch ended, so an endless stream with a length trained
+    forever, silently. Now the batch past the length is refused before it trains."""
+    ds = Endless()
+    stream = stream_splits(splits(DataLoader(ds, batch_size=8)), n_classes=3).streams["train"]
+    with pytest.raises(ValueError, match=r"gave more than 5 batches, .*itertools\.islice"):
+        collect(stream.epoch(0))
+    assert ds.read <= 6 * 8 + 32  # the sample read first, then 6 batches
 
 
 # -- inputs as the model wants them --------------------------------------------------------------

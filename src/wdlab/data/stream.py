@@ -140,6 +140,8 @@ class Stream:
         self, iterable: Iterable[Any], rng: GlobalRandom, what: str, key: str
     ) -> Iterator[Batch]:
         expected = known_length(iterable) or self._seen.get(key)
+        slack = _worker_slack(iterable)
+        most = None if expected is None or self.split != "train" else expected + slack
         with rng.active():
             it = iter(iterable)
         bar = _bar(self.progress, expected, f"{self.split} {what}")
@@ -150,6 +152,8 @@ class Stream:
                     raw = _next(it, f"data[{self.split!r}] batch {n} ({what})")
                 if raw is _END:
                     break
+                if most is not None and n == most:  # before training it (an endless stream)
+                    raise _too_many(most, expected, what, slack)
                 try:
                     batch = self._prepared(raw, f"data[{self.split!r}] batch {n} ({what})")
                 except ValueError as exc:
@@ -161,7 +165,7 @@ class Stream:
         finally:
             if bar is not None:
                 bar.close()
-        self._ended(n, expected, what, key, _worker_slack(iterable))
+        self._ended(n, expected, what, key, slack)
 
     def _prepared(self, raw: object, where: str) -> Batch:
         x, y = batch_of(raw, where)
@@ -188,19 +192,25 @@ class Stream:
             raise StreamError(
                 f"data[{self.split!r}] ended early: {n} of {expected} batches ({what})"
             )
-        if expected is not None and n > expected + slack and self.split == "train":
-            shard = (
-                "; with workers, an IterableDataset must give each its own share of the items "
-                "(torch.utils.data.get_worker_info()), or every worker yields them all"
-                if slack
-                else ""
-            )
-            raise StreamError(  # the steps of an epoch (lr schedules, steps=) count from it
-                f"data['train'] gave {n} batches, more than the {expected} its length (or its "
-                f"first epoch) says ({what}): the schedule and steps count from that length; "
-                f"make len() match what it yields{shard}"
-            )
         self._seen.setdefault(key, n)
+
+
+def _too_many(most: int, expected: int, what: str, slack: int) -> StreamError:
+    """The refusal of a training stream giving more batches than its length says (the steps of
+    an epoch, for lr schedules and ``steps=``, count from it), before the extra one trains."""
+    shard = (
+        f" (+{slack} for its workers' last batches); with workers, an IterableDataset must "
+        "give each its own share of the items (torch.utils.data.get_worker_info()), or every "
+        "worker yields them all"
+        if slack
+        else ""
+    )
+    return StreamError(
+        f"data['train'] gave more than {most} batches, while its length (or its first epoch) "
+        f"says {expected}{shard} ({what}): the schedule and steps count from that length; "
+        "make len() match what it yields (an endless stream: end each epoch after len() "
+        "batches, e.g. itertools.islice)"
+    )
 
 
 def _worker_slack(iterable: Iterable[Any]) -> int:
