@@ -226,7 +226,7 @@ def test_model_lines_name_the_run_asked_for_and_what_the_study_holds(tmp_path):
     with pytest.raises(ValueError) as exc:
         r.model()
     line = str(exc.value)
-    assert "at lr 0.01, wd 0, seed 0 were not kept" in line and "wd=0 wd" not in line
+    assert "of the wd = 0 run at lr 0.01, seed 0 were not kept" in line and "none at" not in line
     assert "keeps no run's weights" in line and "keep='none'" in line
     r = wdlab.sweep(make, _splits(), out=tmp_path / "best", **KW)
     with pytest.raises(ValueError) as exc:

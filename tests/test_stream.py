@@ -3,7 +3,7 @@ afresh each epoch, seeded by wdlab, memory independent of the data's size."""
 
 import random
 import warnings
-from collections import Counter
+from collections import Counter, namedtuple
 
 import numpy as np
 import pytest
@@ -555,6 +555,11 @@ def test_bad_streams_are_one_line():
     _one_line(
         r"item 0 is a tuple of 3, not an \(x, y\) pair: a model with several inputs takes",
         lambda: stream_splits(splits(triples)),
+    )
+    Ex = namedtuple("Ex", "x y w")  # said as a tuple, its class beside ("is a Ex of 3" before)
+    _one_line(
+        r"item 0 is a tuple of 3 \(Ex\), not an \(x, y\) pair",
+        lambda: stream_splits(splits([Ex(torch.zeros(2), 0, 1.0)] * 4)),
     )
     claims = {"train": Claims(30, length=50), "val": Noisy(9), "test": Noisy(9)}
     short = stream_splits(claims, batch_size=8, n_classes=3)

@@ -115,8 +115,11 @@ class Layout:
 
 
 def _what(obj: object) -> str:
-    if isinstance(obj, tuple | list):
+    if type(obj) in (tuple, list):
         return f"a {type(obj).__name__} of {len(obj)}"
+    if isinstance(obj, tuple | list):  # a namedtuple, a list subclass: named beside
+        kind = "tuple" if isinstance(obj, tuple) else "list"
+        return f"a {kind} of {len(obj)} ({type(obj).__name__})"
     return type(obj).__name__
 
 

@@ -381,7 +381,10 @@ def wds_words(runs: Sequence[RunResult], mode: str, lr: float) -> str:
 
 
 def run_words(c: RunConfig) -> str:
-    """One run in words: ``decoupled at lr 0.003, wd 0.1, seed 2``."""
+    """One run in words: ``decoupled at lr 0.003, wd 0.1, seed 2`` (``the wd = 0 run at lr
+    0.003, seed 2`` for the reference, whose mode, none, decays nothing)."""
+    if not decays(c.mode):
+        return f"the wd = 0 run at lr {c.lr:g}, seed {c.seed}"
     return f"{c.mode} at lr {c.lr:g}, wd {c.weight_decay:g}, seed {c.seed}"
 
 
