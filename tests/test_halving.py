@@ -286,7 +286,7 @@ def test_selection_is_among_finished_runs_and_says_so(swept):
     pruned, _, _ = swept
     rule = wdlab.selection.selection_rule(pruned.selection)
     n = sum(s["pruned"] for s in pruned.selection)
-    assert n and f"successive halving stopped {n} at a rung" in rule
+    assert n and f"successive halving stopped {n} weight decays at a rung" in rule
     finished = {(r.config.lr, r.config.weight_decay) for r in pruned.runs if r.status == "done"}
     for s in pruned.selection:
         assert (s["lr"], s["weight_decay"]) in finished or s["weight_decay"] == 0
@@ -677,7 +677,7 @@ def test_a_setting_whose_every_run_was_pruned_is_shown_with_nothing_to_choose(tm
     assert math.isnan(row["p_value"])  # no test was made (it said p = 1.0)
     assert "use wd = 0" not in str(with_zero).split("0.001", 1)[1].splitlines()[0]
     cells = sum(d["pruned"] for d in res.halving["decisions"])
-    assert f"successive halving stopped {cells} at a rung" in text
+    assert f"successive halving stopped {cells} weight decays at a rung" in text
     assert f"stopped {cells} cells" in text
 
 

@@ -109,10 +109,10 @@ def _caption(result: Result) -> str:
         f"and kept the best 1/{result.halving.get('eta')} (with every wd = 0 cell and any cell "
         f"within one standard error of the best); "
         + (
-            f"all {to_end} cells trained to the last epoch: none was stopped."
+            f"all {to_end} cells finished: none was stopped."
             if to_end == len(curves)
-            else f"{to_end} of {len(curves)} cells trained to the last epoch, the others (grey) "
-            "end where they stopped."
+            else f"{to_end} of {len(curves)} cells finished (none of them pruned), the others "
+            "(grey) end where they stopped."
         )
         + " ★: the weight decay to use."
     )
