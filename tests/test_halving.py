@@ -29,8 +29,10 @@ import torch
 import wdlab
 from numerics import per_steps, rel_dist
 from wdlab.cli import main
+from wdlab.config import validate
 from wdlab.halving import Prune, decide, setting
 from wdlab.pipelines import load_study, run_sweep
+from wdlab.pipelines.experiment import read_config
 from wdlab.records import ALL_PRUNED, Curves, RunConfig, RunResult
 from wdlab.selection import Criterion
 
@@ -461,6 +463,27 @@ def test_bad_pruning_is_one_line_and_stores_nothing(tmp_path, capsys, extra, mes
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1 and message in err[0], err
     assert not out.exists() or list(out.iterdir()) == []  # no store, no file
+
+
+def test_a_file_that_turns_a_switch_off_keeps_its_settings_unused(tmp_path, capsys):
+    """``prune = false`` beside ``prune_eta`` (and ``early_stopping = false`` beside
+    ``patience``) turns pruning off in a file without deleting its settings (it was refused);
+    a flag setting a switch that is off is still refused, as ``--prune-eta`` alone is."""
+    file = tmp_path / "off.toml"
+    file.write_text(
+        '[data]\nsource = "wine"\n[model]\nkind = "linear"\n[decay]\nweight_decay = [0, 0.01]\n'
+        "[train]\nepochs = 2\nprune = false\nprune_eta = 2\nearly_stopping = false\n"
+        "patience = 5\n"
+    )
+    cfg = validate(read_config(file))
+    assert not cfg.train.prune and cfg.train.prune_eta == 2 and not cfg.train.early_stopping
+    assert main(["sweep", str(file), "--out", str(tmp_path / "s"), "--json"]) == 0
+    done = json.loads(capsys.readouterr().out)
+    assert "rungs" not in done["halving"] and all(r["status"] == "done" for r in done["runs"])
+    assert main(["sweep", str(file), "--prune-eta", "3", "--out", str(tmp_path / "t")]) == 2
+    assert "set a successive halving that is off" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="set a successive halving that is off"):
+        validate({"train": {"prune_eta": 2}})  # no switch named: refused as before
 
 
 def test_a_first_rung_moved_onto_an_evaluation_is_said(tmp_path):

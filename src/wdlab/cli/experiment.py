@@ -92,7 +92,9 @@ def _switched(cfg: Experiment, in_file: Mapping[str, Any], flags: Mapping[str, A
     named = {
         k.partition(".")[2] for k, v in flags.items() if k.startswith("train.") and v is not None
     }
-    check_switches(vars(cfg.train), vars(TrainConfig()), {*in_file, *named})
+    settings = {"prune": ("prune_eta", "prune_rung"), "early_stopping": ("patience",)}
+    off = {s for s, keys in settings.items() if s in in_file and not named & {s, *keys}}
+    check_switches(vars(cfg.train), vars(TrainConfig()), {*in_file, *named}, off)
     return cfg
 
 
