@@ -336,6 +336,27 @@ def test_several_regression_targets_are_nn_mse_loss_and_r2_is_sklearns(tmp_path,
     assert final["val_r2"] == pytest.approx(r2, rel=1e-5) and final["val_r2"] < 1
 
 
+def test_multi_label_targets_with_ones_own_loss_say_what_is_chosen_on():
+    """0/1 float targets with ``loss=BCEWithLogitsLoss()`` are read as regression: the choice
+    was made on the RMSE of the logits without a word. One warning says so, unless a metric
+    reads the outputs; real-valued targets with a loss of one's own say nothing."""
+    from torch.utils.data import TensorDataset
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(200, 6, generator=g)
+    labels = (X[:, :3] > 0).float()  # 3 labels per example
+    data = {k: TensorDataset(*v) for k, v in _split(X, labels).items()}
+    kw = {"weight_decay": [0.0], "epochs": 1, "batch_size": 32, "loss": nn.BCEWithLogitsLoss()}
+    with pytest.warns(UserWarning, match=r"floats of 0 and 1 only \(multi-label\?\)"):
+        wdlab.sweep(lambda: nn.Linear(6, 3), data, **kw)
+    exact = wdlab.Metric(lambda o, y: ((o > 0).float() == y).float().mean(), "label_acc")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        wdlab.sweep(lambda: nn.Linear(6, 3), data, **kw, metric=exact)
+        real = _split(X, X[:, :3] * 2.0)
+        wdlab.sweep(lambda: nn.Linear(6, 3), real, **kw | {"loss": nn.MSELoss()})
+
+
 def test_one_target_as_an_n_by_1_column_of_a_dataset_trains_as_a_flat_one():
     """Before: ``y`` of shape (n, 1) from a Dataset crashed the default MSE; it is one target,
     with the numbers of the same targets held flat."""

@@ -113,6 +113,7 @@ def fit_outputs(
     said = f"the model outputs {width} value{'s' if width > 1 else ''}"
     task = train_kwargs.get("task")
     if task is not None and task.loss_grad is None:  # the user's own loss reads the outputs
+        _say_zero_one_targets(ds, task)
         return ds, _fit_accuracy(said, width, ds, train_kwargs)
     held = isinstance(ds, Dataset)
     if ds.task == "multiclass" and width == 1 and ds.n_classes == 2 and held:
@@ -158,6 +159,21 @@ def _fit_accuracy(
             "(wdlab.Metric) that reads yours"
         )
     return train_kwargs
+
+
+def _say_zero_one_targets(ds: Dataset | StreamedData, task: Any) -> None:
+    """One warning where the user's loss meets float targets that are all 0 or 1 (multi-label,
+    read as regression): weight decay would be chosen on the RMSE of the raw outputs."""
+    held = isinstance(ds, Dataset)
+    y = ds.y_train if held else ds.probe[1] if ds.probe else None
+    if ds.task != "regression" or task.loss_metrics is None or y is None or not y.numel():
+        return
+    if bool(((y == 0) | (y == 1)).all()):
+        warn_user(
+            "the targets are floats of 0 and 1 only (multi-label?) and loss= is your own: they "
+            "are read as regression, so weight decay is chosen on the validation RMSE of the "
+            "raw outputs; give metric= (wdlab.Metric) that reads your outputs, or select='loss'"
+        )
 
 
 def check_last_batch(model: nn.Module, ds: Dataset | StreamedData, batch_size: int) -> None:
