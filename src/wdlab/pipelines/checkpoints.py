@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from wdlab.pipelines.outputs import (
+    MANIFEST,
     changed_since_written,
     check_outputs,
     check_record,
@@ -145,6 +146,18 @@ def written(directory: str | Path, source: str) -> list[str]:
     """The names of the checkpoint files wdlab wrote for ``source`` (still recorded)."""
     entries = written_outputs(folder(directory)).items()
     return sorted(n for n, e in entries if e.get("source") == source and n.endswith(".pt"))
+
+
+def tidy(directory: str | Path) -> None:
+    """Remove the checkpoint folder of a whole study where it holds nothing but wdlab's empty
+    record of it (its last checkpoint went with the last run); anything else keeps it."""
+    where = folder(directory)
+    try:
+        if [p.name for p in where.iterdir()] == [MANIFEST] and not written_outputs(where):
+            (where / MANIFEST).unlink()
+            where.rmdir()
+    except (OSError, ValueError):
+        return  # not there, or not as wdlab left it: left alone
 
 
 def remove(directory: str | Path, name: str, source: str) -> None:

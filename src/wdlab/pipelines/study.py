@@ -39,7 +39,7 @@ from wdlab.extras import require
 from wdlab.halving import Prune, from_config, rung_spacing, summary
 from wdlab.integrations.logs import LogSpec, open_logs
 from wdlab.models import ModelSpec
-from wdlab.pipelines.checkpoints import check_checkpoint_record
+from wdlab.pipelines.checkpoints import check_checkpoint_record, tidy
 from wdlab.pipelines.checks import can_stop
 from wdlab.pipelines.experiment import grid, grid_size, load_data, model_spec
 from wdlab.pipelines.fresh import undone_on_failure
@@ -272,6 +272,7 @@ def run_study(
         job.share(len(study.configs), per_config, max_memory_mb, max_batch, progress, t0)
         counts, failures = store.counts(), store.failures()
     check_whole(study.directory, counts, failures)
+    tidy(study.directory)  # the last checkpoint went with the last run: no empty folder left
     result = load_study(study.directory)
     result.spec = spec
     if _keep(study) == "best":  # the choice is made: the other runs' weights go
