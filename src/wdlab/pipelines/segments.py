@@ -66,7 +66,7 @@ def check_pruning(
     if not has_validation(ds):
         raise ValueError(
             "prune: successive halving ranks on the validation split, and the data has none; "
-            "give a validation split"
+            "give data with a validation split (data['val']), or sweep without pruning"
         )
     return rungs
 
