@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
 
+import wdlab
 from wdlab.data import from_splits, stream_splits
 from wdlab.data.batches import call, rows
 from wdlab.data.seeds import derive
@@ -346,11 +347,20 @@ def test_a_sharded_iterable_dataset_may_give_a_partial_batch_per_worker():
     assert len(batches) == 6 and sorted(torch.cat([x[:, 0] for x, _ in batches]).tolist()) == [
         float(i) for i in range(160)
     ]
-    twice = DataLoader(Sharded(160, shard=False), batch_size=32, num_workers=2)
-    stream = stream_splits(splits(twice), n_classes=3).streams["train"]
-    said = r"gave more than 6 batches, while its length .* says 5 \(\+1 for .*get_worker_info"
-    with pytest.raises(ValueError, match=said):
-        collect(stream.epoch(0))
+    said = r"gave more than the 160 items its IterableDataset's len\(\) says .*get_worker_info"
+    for size in (32, 160):  # one batch in all: the batches' count could not tell
+        twice = DataLoader(Sharded(160, shard=False), batch_size=size, num_workers=2)
+        stream = stream_splits(splits(twice), n_classes=3).streams["train"]
+        with pytest.raises(ValueError, match=said):
+            collect(stream.epoch(0))
+        with pytest.raises(ValueError, match=said):
+            collect(stream.evaluation())  # evaluation too: each example once
+    data = {"train": loader, "val": Sharded(30), "test": Sharded(30)}
+    kw = {"weight_decay": [0.0], "n_classes": 3}
+    (run,) = wdlab.sweep(lambda: nn.Linear(4, 3), data, epochs=2, **kw).runs
+    assert run.status == "done" and run.epochs == 2
+    with pytest.raises(ValueError, match=r"steps= counts an epoch's steps from len\(DataLoader\)"):
+        wdlab.sweep(lambda: nn.Linear(4, 3), data, steps=8, **kw)  # it went 2 epochs past 8
 
 
 class Endless(IterableDataset):

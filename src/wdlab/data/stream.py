@@ -57,7 +57,16 @@ import torch
 from torch import Tensor
 
 from wdlab.data.arrays import as_targets, check_labels, check_values
-from wdlab.data.batches import Batch, Inputs, Layout, apply, as_inputs, batch_of, to_device
+from wdlab.data.batches import (
+    Batch,
+    Inputs,
+    Layout,
+    apply,
+    as_inputs,
+    batch_of,
+    rows,
+    to_device,
+)
 from wdlab.data.loaders import FactorySource, LoaderSource, known_length
 from wdlab.data.seeds import GlobalRandom, derive
 
@@ -126,6 +135,12 @@ class Stream:
         """Mini-batches per training epoch, when known (``len()``, else a full epoch's count)."""
         return known_length(self.source.build(0)) or self._seen.get("epoch")
 
+    @property
+    def exact(self) -> bool:
+        """Whether ``len()`` gives every epoch's batches exactly (an IterableDataset read by W
+        workers may give up to W - 1 more or fewer: each ends its share with its own batch)."""
+        return _worker_slack(self.source.build(0)) == 0
+
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """Epoch ``epoch``'s mini-batches, in its own seeded order, transforms drawn afresh."""
         rng = GlobalRandom(derive(self.seed, self.split, "random", epoch))
@@ -140,7 +155,7 @@ class Stream:
         self, iterable: Iterable[Any], rng: GlobalRandom, what: str, key: str
     ) -> Iterator[Batch]:
         expected = known_length(iterable) or self._seen.get(key)
-        slack = _worker_slack(iterable)
+        slack, items, seen = _worker_slack(iterable), _items(iterable), 0
         most = None if expected is None or self.split != "train" else expected + slack
         with rng.active():
             it = iter(iterable)
@@ -158,6 +173,9 @@ class Stream:
                     batch = self._prepared(raw, f"data[{self.split!r}] batch {n} ({what})")
                 except ValueError as exc:
                     raise StreamError(str(exc)) from None
+                seen += rows(batch[0]) if items is not None else 0
+                if items is not None and seen > items:  # a dataset read once per worker
+                    raise _too_many_items(self.split, items, what)
                 yield batch
                 n += 1
                 if bar is not None:
@@ -211,6 +229,24 @@ def _too_many(most: int, expected: int, what: str, slack: int) -> StreamError:
         "make len() match what it yields (an endless stream: end each epoch after len() "
         "batches, e.g. itertools.islice)"
     )
+
+
+def _too_many_items(split: str, items: int, what: str) -> StreamError:
+    """The refusal of an IterableDataset giving more items than its ``len()`` says."""
+    return StreamError(
+        f"data[{split!r}] gave more than the {items} items its IterableDataset's len() says "
+        f"({what}): with workers, it must give each its own share of the items "
+        "(torch.utils.data.get_worker_info()), or every worker yields them all; make len() "
+        "match what it yields"
+    )
+
+
+def _items(iterable: Iterable[Any]) -> int | None:
+    """The items a DataLoader over an IterableDataset with a ``len()`` gives an epoch."""
+    ds = getattr(iterable, "dataset", None)
+    if not isinstance(ds, torch.utils.data.IterableDataset):
+        return None
+    return known_length(ds)
 
 
 def _worker_slack(iterable: Iterable[Any]) -> int:
@@ -289,6 +325,8 @@ class TensorStream:
         size = self.batch_size or self.n
         for i in range(0, self.n, size):
             yield perm[i : i + size]
+
+    exact = True  # a permutation of held rows: its length is every epoch's
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         """Epoch ``epoch``'s mini-batches ``(X[idx], y[idx])``."""

@@ -138,6 +138,12 @@ class Plan:
                     "cannot tell (it has no len()): give its Dataset a __len__ (its DataLoader "
                     "then has one), or train for epochs= instead of steps="
                 )
+            if isinstance(self.data, StreamedData) and not self.data.streams["train"].exact:
+                raise ValueError(
+                    "steps= counts an epoch's steps from len(DataLoader), which an "
+                    "IterableDataset read by several workers gives only roughly (each ends its "
+                    "share with a batch of its own): train for epochs=, or read it with one worker"
+                )
             object.__setattr__(self, "epochs", -(-self.steps // per))
         if self.precision not in PRECISIONS:
             valid = ", ".join(PRECISIONS)
