@@ -102,6 +102,24 @@ def test_a_partial_pruned_study_never_says_every_weight_decay_was_pruned_too_soo
     assert {s["verdict"] for s in res.select()} == {ALL_PRUNED}
 
 
+def test_a_partial_pruned_study_without_a_row_says_none_finished_yet():
+    """The same without wd = 0 in the grid (the ``none`` reference alone): the (mode, lr) has
+    no row, and its line in show, the report and ``unanswered`` said "every weight decay > 0
+    was pruned" while its surviving cell trained."""
+    zero = [run("none", 0.0, s, v) for s, v in enumerate([0.8, 0.81])]
+    pruned = [run("decoupled", 0.1, s, 0.5, status="pruned") for s in (0, 1)]
+    res = SweepResult(runs=zero + pruned, name="halved", task="multiclass")
+    res.config = {"decay": {"weight_decay": [0.001, 0.1]}}
+    res.counts = {"pending": 0, "running": 2, "done": 2, "pruned": 2}  # 0.001 trains still
+    res.select()
+    (line,) = res.unanswered
+    assert line["verdict"] == NOT_YET and NOT_YET in res.table()
+    res.counts = {"pending": 0, "running": 0, "done": 2, "pruned": 4}  # whole: all pruned
+    res.runs += [run("decoupled", 0.001, s, 0.5, status="pruned") for s in (0, 1)]
+    res.select()
+    assert [s["verdict"] for s in res.unanswered] == [ALL_PRUNED]
+
+
 def test_every_view_counts_the_same_runs(tmp_path):
     """The report said "2 runs", the repr "2 runs (6 pending, …)" and ``ls`` 9."""
     res = _partial()

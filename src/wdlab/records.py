@@ -281,6 +281,12 @@ class Result:
         """Whether the study is not whole: its answer and report are then marked partial."""
         return self.unfinished > 0
 
+    def waiting(self) -> set[float]:
+        """The weight decays > 0 swept, where the study is partial (their runs may be training
+        still, and a (mode, lr) missing one has not finished); else none."""
+        swept = (self.config or {}).get("decay", {}).get("weight_decay") or []
+        return {float(w) for w in swept if w > 0} if self.partial else set()
+
     def partial_note(self) -> str:
         """``partial: N of M runs unfinished``, or "" for a whole study."""
         if not self.partial:

@@ -12,23 +12,21 @@ The rule (documented in the README, tested in ``tests/test_selection.py``):
   (the earliest one on ties) and its test metric is read at that same epoch.
 * **Candidates.** The weight decays swept for that (mode, lr), wd = 0 among them only when the
   grid lists it (the ``none`` reference is the yardstick, not a candidate). A weight decay
-  competes only if every seed finished (status ``done``) with a finite score: a setting that
-  diverged for one seed is not chosen on its lucky seeds.
+  competes only if every seed finished (status ``done``) with a finite score (not on the lucky
+  seeds of a setting that diverged for one).
 * **Noise.** Seeds are paired: seed *s* has the same initial weights and data order at every
   weight decay. Weight decay *a* is compared with *b* by a **one-sided paired t-test** on their
   seed-by-seed differences (over the seeds both have): ``t = mean(d) / (stdev(d) / √n)`` with
   n − 1 degrees of freedom (:mod:`wdlab.stats`, no scipy). Differences with no spread beyond
   float32 rounding: the same lead on every seed takes the exact sign-flip test, p = 1/2^n; no
-  lead is a tie (p = 1). (Two seeds with the same weights are refused at the start.)
+  lead is a tie (p = 1). Two seeds with the same weights are refused at the start.
 * **Ties.** A weight decay ties with the best mean unless the best beats it in that test at
   level :data:`ALPHA` (with one seed: unless the means differ at all). Among the weight decays
   that tie with the best mean, the **smallest** is chosen (wd = 0 included when the mode's grid
-  has it): the burden of proof is on decay, so a larger weight decay is chosen only when the
-  data tell it apart from a smaller one. When the best mean is better than wd = 0 (below), only
-  weight decays that are themselves better than wd = 0 may take its place, so a tie-break never
+  has it): the burden of proof is on decay. When the best mean is better than wd = 0 (below),
+  only weight decays themselves better than wd = 0 may take its place, so a tie-break never
   turns a measured gain into "no gain".
-* **Pruned runs** (successive halving, :mod:`wdlab.halving`) do not compete: the choice is among
-  the runs that finished. They count in m below (they were compared before they stopped).
+* **Pruned runs** (successive halving) do not compete; they count in m below.
 * **Better than zero.** ``better_than_zero`` is true when the chosen weight decay beats wd = 0
   (the ``none`` reference at that lr, or the mode's own wd = 0) in that test at level
   :data:`ALPHA` / m, m the number of weight decays > 0 competing for that (mode, lr)
@@ -43,12 +41,12 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from typing import Any
 
 from wdlab.decay.modes import get_mode
-from wdlab.records import ALL_PRUNED, NO_REFERENCE, NONE_SWEPT, RunResult, use_wd
+from wdlab.records import ALL_PRUNED, NO_REFERENCE, NONE_SWEPT, NOT_YET, RunResult, use_wd
 from wdlab.records import TOO_FEW as TOO_FEW
 from wdlab.stats import Paired as Paired
 from wdlab.stats import paired
@@ -416,18 +414,20 @@ def zero_runs(runs: Sequence[RunResult], mode: str | None, lr: float) -> list[Ru
 
 
 def unanswered(
-    runs: Sequence[RunResult], selection: Sequence[Mapping[str, Any]]
+    runs: Sequence[RunResult],
+    selection: Sequence[Mapping[str, Any]],
+    waiting: Set[float] = frozenset(),
 ) -> list[dict[str, Any]]:
-    """The (mode, lr) settings ``selection`` (non-empty) has no row for: ``mode``, ``lr``,
-    ``verdict`` (all pruned, pruned or diverged, or no finite score on every seed) and
-    ``pruned`` (cells stopped)."""
-    if not selection:
-        return []  # no validation split, or nothing finished: :func:`no_choice` says which
+    """The (mode, lr) settings ``selection`` has no row for, with ``verdict`` (why) and
+    ``pruned``; one missing a weight decay of ``waiting`` (a partial study's): none finished."""
+    if not selection:  # no validation split, or nothing finished: :func:`no_choice` says which
+        return []
     have, groups, out = {(s["mode"], s["lr"]) for s in selection}, _groups(runs), []
     for (mode, lr), wds in sorted(groups.items()):
         if (mode, lr) in have:
             continue
         verdict = _why_unanswered(wds, _reference(groups, mode, lr) or ())
+        verdict = NOT_YET if waiting - set(wds) and "pruned" in verdict else verdict
         out.append({"mode": mode, "lr": lr, "verdict": verdict, "pruned": _pruned_cells(wds)})
     return out
 

@@ -116,10 +116,8 @@ class SweepResult(Result):
         with the config's ``train.select`` and ``train.early_stopping`` (and the direction of a
         user's own metric, kept in the data facts)."""
         self.selection = select(self.runs, self.task, *study_metric(self.config, self.data))
-        swept = {w for w in self.config.get("decay", {}).get("weight_decay") or [] if w > 0}
-        if not (self.partial and swept):
-            return self.selection
-        for s in self.selection:  # a partial study: wd > 0 cells may be training still
+        swept = self.waiting()  # a partial study's wd > 0: their cells may be training still
+        for s in self.selection if swept else ():
             seen = {r.config.weight_decay for r in self.runs if _cell(r) == (s["mode"], s["lr"])}
             if s["verdict"] == NONE_SWEPT or (s["verdict"] == ALL_PRUNED and swept - seen):
                 s["verdict"] = NOT_YET
@@ -153,7 +151,7 @@ class SweepResult(Result):
         """The (mode, lr) settings :attr:`best` has no row for, with why: ``mode``, ``lr``,
         ``verdict`` (every run pruned, pruned or diverged, all diverged, or no finite score)
         and ``pruned`` (cells stopped)."""
-        return unanswered(self.runs, self.selection)
+        return unanswered(self.runs, self.selection, self.waiting())
 
     def model(
         self,

@@ -73,7 +73,7 @@ def headline(result: Result) -> tuple[list[str], list[list[str]]]:
         return _demo_headline(result)
     if result.selection:
         head, rows = answer_table(result.selection)
-        for s in unanswered(result.runs, result.selection):  # nothing to choose there
+        for s in unanswered(result.runs, result.selection, result.waiting()):  # nothing chosen
             rows.append([s["mode"], short(s["lr"]), "—", s["verdict"], *["—"] * (len(head) - 4)])
         return head, rows
     key, metric, _ = metric_for(result.task)
@@ -140,7 +140,7 @@ def _answer_html(result: Result) -> list[str]:
         why = no_choice(result.runs, result.counts)
         note = f"{why[:1].upper()}{why[1:]} (never on test). Every run:"
         return ["<h2>Results</h2>", f"<p>{escape(note)}</p>", _table(*headline(result))]
-    others = unanswered(result.runs, sel)  # rows the headline table adds, nothing to choose
+    others = unanswered(result.runs, sel, result.waiting())  # the headline table's added rows
     marks = [
         "ref" if is_reference(s) else ("gain" if s["better_than_zero"] else "nogain") for s in sel
     ] + [""] * len(others)

@@ -133,7 +133,7 @@ def _selection_lines(result: Result) -> list[str]:
         head,
     ]
     lines += [answer_line(s, taus) for s in sel]
-    others = unanswered(result.runs, sel)
+    others = unanswered(result.runs, sel, result.waiting())
     lines += [f"{s['mode']:<12} {short(s['lr']):<7} {'—':<7} {s['verdict']}" for s in others]
     lines.append(verdict_summary(sel, others))
     lines.append(f"rule: {selection_rule(sel, others)}")
