@@ -357,6 +357,22 @@ def test_multi_label_targets_with_ones_own_loss_say_what_is_chosen_on():
         wdlab.sweep(lambda: nn.Linear(6, 3), real, **kw | {"loss": nn.MSELoss()})
 
 
+@pytest.mark.parametrize("kind", ["mlp", "linear"])
+def test_built_in_models_take_several_regression_targets(kind, tmp_path):
+    """Before: the built-in kinds (and a factory's ``out_dim``) had 1 output for any regression
+    data, and several targets crashed (``Expected size … [2, 3] but got: [2, 1]``)."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(200, 6, generator=g)
+    y = X[:, :3] @ torch.randn(3, 3, generator=g)
+    res = wdlab.sweep(kind, _split(X, y), optimizer="adamw", lr=0.05, weight_decay=[0.0],
+                      epochs=3, batch_size=32, out=tmp_path / "s")  # fmt: skip
+    with torch.no_grad():
+        out = res.model()(X[120:160])
+    assert out.shape == (40, 3)
+    mse = nn.functional.mse_loss(out, y[120:160]).item()
+    assert res.runs[0].final["val_loss"] == pytest.approx(mse, rel=1e-5)
+
+
 def test_one_target_as_an_n_by_1_column_of_a_dataset_trains_as_a_flat_one():
     """Before: ``y`` of shape (n, 1) from a Dataset crashed the default MSE; it is one target,
     with the numbers of the same targets held flat."""

@@ -9,6 +9,12 @@ import torch
 from torch import Tensor
 
 
+def target_width(y: Tensor | None) -> int:
+    """Regression targets per example: 1 for targets of shape ``(n,)`` (or none read), else
+    the product of their trailing dimensions (``(n, t)``: t)."""
+    return 1 if y is None or y.dim() < 2 else math.prod(y.shape[1:])
+
+
 @dataclass
 class Dataset:
     """Splits as float32 tensors. ``y`` is float for binary/regression, long for multiclass.
@@ -46,8 +52,9 @@ class Dataset:
 
     @property
     def out_dim(self) -> int:
-        """Model outputs: 1 for binary and regression, the class count for multiclass."""
-        return self.n_classes if self.task == "multiclass" else 1
+        """Model outputs: the class count for multiclass, else the targets per example (1 for
+        binary; several for regression targets of shape ``(n, t)``)."""
+        return self.n_classes if self.task == "multiclass" else target_width(self.y_train)
 
     def splits(self) -> dict[str, tuple[Tensor, Tensor]]:
         """The available splits by name: train, val (if any), test."""

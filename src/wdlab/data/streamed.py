@@ -12,17 +12,15 @@ for how each is iterated. The facts, without a full read:
   example (``TensorDataset``'s targets, the ``targets`` or ``classes`` attribute of
   torchvision's datasets, through ``Subset`` and ``ConcatDataset``); else one pass over that
   split's batches, shown with a progress bar (the only full read; ``n_classes=`` skips it).
-  Taking the model's output width instead would turn a label out of range into a CUDA device
-  assert mid-training; with a count, every batch's labels are checked on the host, before the
-  copy, and a bad one is a one-line error.
+  With a count (not the model's output width), every batch's labels are checked on the host,
+  before the copy: a label out of range is a one-line error, not a CUDA device assert.
 * **Fingerprint** (the data's part of the study's identity): a hash of each split's kind and
   settings (dataset type, length, batch size, ``drop_last``, sampler, ``collate_fn``, workers:
   all change the batches) and of up to 32 examples (the first, the rest at seeded positions),
   read under a seeded random state. The same data gives the same fingerprint whatever the
   caller's RNG did before (augmentation included), for 32 reads per split instead of a full
-  pass; two datasets that agree on all of that but differ elsewhere share it, the price of not
-  reading everything. Tensors are hashed whole, as they are in memory anyway.
-* **No size limit**: nothing here holds more than a few examples.
+  pass; two datasets that agree on all of that but differ elsewhere share it. Tensors are
+  hashed whole. **No size limit**: nothing here holds more than a few examples.
 
 Without a validation split, 20% of the training rows (the positions ``from_splits`` picks: the
 same seed, the same rows) become one: a map-style training set is split by ``Subset``, so the
@@ -46,6 +44,7 @@ from torch.utils.data import ConcatDataset, DataLoader, IterableDataset, Subset,
 
 from wdlab.data.arrays import as_targets, check_labels, check_pair, one_target_column
 from wdlab.data.batches import Batch, Inputs, Layout, apply, as_inputs, batch_of, pair, parts, rows
+from wdlab.data.dataset import target_width
 from wdlab.data.loaders import (
     FactorySource,
     LoaderFactory,
@@ -108,8 +107,9 @@ class StreamedData:
 
     @property
     def out_dim(self) -> int:
-        """Model outputs: the class count for multiclass, else 1."""
-        return self.n_classes if self.task == "multiclass" else 1
+        """Model outputs: the class count for multiclass, else the targets per example (1)."""
+        y = self.probe[1] if self.probe is not None else None  # the sample read
+        return self.n_classes if self.task == "multiclass" else target_width(y)
 
     def __repr__(self) -> str:
         classes = f", {self.n_classes} classes" if self.task == "multiclass" else ""
