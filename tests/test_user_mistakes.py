@@ -373,6 +373,35 @@ def test_built_in_models_take_several_regression_targets(kind, tmp_path):
     assert res.runs[0].final["val_loss"] == pytest.approx(mse, rel=1e-5)
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["tensors", "dataset"])
+def test_rmse_and_r2_come_from_the_outputs_with_ones_own_loss(tmp_path, streamed):
+    """Before: with ``loss=`` on regression, RMSE was the square root of the user's loss and R²
+    1 - loss / variance (an L1 loss gave the RMSE of nothing; ``o.mean()`` gave NaN and R² 16.8).
+    They are the outputs' RMSE and R², recomputed here from the model handed back."""
+    from sklearn.metrics import r2_score
+    from torch.utils.data import TensorDataset
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(200, 4, generator=g)
+    y = X @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 4.0
+    data = _split(X, y)
+    if streamed:
+        data = {k: TensorDataset(*v) for k, v in data.items()}
+
+    def l1(out, target):
+        return (out.squeeze(-1) - target).abs().mean()
+
+    res = wdlab.sweep(lambda: nn.Linear(4, 1), data, loss=l1, weight_decay=[0.0], epochs=3,
+                      batch_size=32, out=tmp_path / "s")  # fmt: skip
+    with torch.no_grad():
+        out = res.model()(X[120:160]).squeeze(-1)
+    final = res.runs[0].final
+    rmse = (out - y[120:160]).pow(2).mean().sqrt().item()
+    assert final["val_loss"] == pytest.approx((out - y[120:160]).abs().mean().item(), rel=1e-5)
+    assert final["val_rmse"] == pytest.approx(rmse, rel=1e-5)
+    assert final["val_r2"] == pytest.approx(r2_score(y[120:160], out), rel=1e-5)
+
+
 def test_one_target_as_an_n_by_1_column_of_a_dataset_trains_as_a_flat_one():
     """Before: ``y`` of shape (n, 1) from a Dataset crashed the default MSE; it is one target,
     with the numbers of the same targets held flat."""

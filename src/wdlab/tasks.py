@@ -29,6 +29,8 @@ class Task:
     (RMSE and R² for regression) given the targets' variance. ``means``: the loss and the
     metrics are means over examples, so a split evaluated in batches is the batches' means
     weighted by their rows (else its outputs are kept and the metrics computed once over all).
+    ``derived_from``: the recorded series ``loss_metrics`` read: the loss, or, where the loss
+    is the user's, the outputs' MSE (``mse``, recorded by ``eval_metrics``).
     """
 
     name: str
@@ -42,6 +44,7 @@ class Task:
     loss_metrics: Callable[[Tensor, Tensor], dict[str, Tensor]] | None = None
     means: bool = True
     metrics: tuple[str, ...] = ()  # the metrics a split's evaluation records, besides the loss
+    derived_from: str = "loss"
 
 
 def _bce(out: Tensor, y: Tensor) -> Tensor:
@@ -102,6 +105,11 @@ def _mse_grad(out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     r = out.squeeze(-1) - y
     losses = torch.linalg.vecdot(r, r).div_(n)  # the mean square: 2 kernels, not 3
     return losses, r.mul_(2 / n).unsqueeze(-1)
+
+
+def _mse_values(out: Tensor, y: Tensor) -> dict[str, Tensor]:
+    """The outputs' MSE, as a metric (RMSE and R² derive from it where the loss is the user's)."""
+    return {"mse": _mse(out, y)}
 
 
 def regression_metrics(mse: Tensor, var: Tensor) -> dict[str, Tensor]:
@@ -241,6 +249,8 @@ def custom_task(
             f"wdlab.Metric({name}, {name!r}, higher=False) where lower is better (an error "
             "rate, a loss), higher=True where higher is"
         )
+    derived = loss is not None and metric is None and base.loss_metrics is not None
+    evals = _metric_values(metric) if metric is not None else base.eval_metrics
     return Task(
         name=base.name,
         loss_name="loss (custom)" if loss is not None else base.loss_name,
@@ -249,10 +259,11 @@ def custom_task(
         higher=metric.higher if metric is not None else base.higher,
         loss=_batched_loss(loss) if loss is not None else base.loss,
         loss_grad=None if loss is not None else base.loss_grad,
-        eval_metrics=_metric_values(metric) if metric is not None else base.eval_metrics,
+        eval_metrics=_mse_values if derived else evals,
         loss_metrics=None if metric is not None else base.loss_metrics,
         means=metric is None and base.means,
         metrics=(metric.name,) if metric is not None else base.metrics,
+        derived_from="mse" if derived else "loss",  # RMSE and R² never from the user's loss
     )
 
 

@@ -332,7 +332,8 @@ class Recorder:
         stacked = {k: torch.stack(v).float() for k, v in self.ev.items()}
         if self.task.loss_metrics is not None:
             for split in ("train", *self.feed.splits):
-                key = "train_loss_eval" if split == "train" else f"{split}_loss"
+                key = f"{split}_{self.task.derived_from}"
+                key = "train_loss_eval" if key == "train_loss" else key
                 if key in stacked:
                     var = self.feed.target_var(split)
                     for m, v in self.task.loss_metrics(stacked[key], var).items():
