@@ -301,8 +301,11 @@ def build_trained(
 ) -> nn.Module:
     """The trained ``nn.Module`` of one run of a study (see ``SweepResult.model``)."""
     if result.directory is None and not result.held:
+        keep = ((result.config or {}).get("train") or {}).get("keep") or "none"
+        why = "with keep='none'" if keep == "none" else f"keep={keep!r} kept none (nothing chosen)"
         raise ValueError(
-            "this result keeps no weights: it was swept without out= and with keep='none'"
+            f"this result keeps no weights: it was swept without out= and {why}; sweep with "
+            "out= to keep them in the study, or keep='all'"
         )
     if mode is not None and lr is None:  # the mode's one lr, where it has one: naming it adds
         lrs = {r.config.lr for r in result.runs if r.config.mode == mode}  # nothing
