@@ -475,11 +475,15 @@ def test_a_file_that_turns_a_switch_off_keeps_its_settings_unused(tmp_path, caps
         "[train]\nepochs = 2\nprune = false\nprune_eta = 2\nearly_stopping = false\n"
         "patience = 5\n"
     )
-    cfg = validate(read_config(file))
-    assert not cfg.train.prune and cfg.train.prune_eta == 2 and not cfg.train.early_stopping
+    cfg = validate(read_config(file))  # the settings of a switch turned off are dropped
+    assert not cfg.train.prune and cfg.train.prune_eta == 3 and cfg.train.patience == 10
     assert main(["sweep", str(file), "--out", str(tmp_path / "s"), "--json"]) == 0
     done = json.loads(capsys.readouterr().out)
     assert "rungs" not in done["halving"] and all(r["status"] == "done" for r in done["runs"])
+    plain = tmp_path / "plain.toml"  # the same study without those lines: not another study
+    plain.write_text(file.read_text().split("prune = false")[0])
+    assert main(["sweep", str(plain), "--out", str(tmp_path / "s"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["runs"] == done["runs"]
     assert main(["sweep", str(file), "--prune-eta", "3", "--out", str(tmp_path / "t")]) == 2
     assert "set a successive halving that is off" in capsys.readouterr().err
     with pytest.raises(ValueError, match="set a successive halving that is off"):

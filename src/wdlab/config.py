@@ -400,8 +400,8 @@ class Experiment:
 def validate(raw: Mapping[str, Any] | Experiment) -> Experiment:
     """Check every section and key; return the typed config with defaults filled and values
     normalised. Raises ``ValueError`` naming the key and what it allows."""
-    typed = isinstance(raw, Experiment)  # checked when it was made: a file's switch may be off
-    raw = raw.to_dict() if typed else raw
+    if isinstance(raw, Experiment):
+        raw = raw.to_dict()
     if not isinstance(raw, Mapping):
         raise ValueError("an experiment config must be a table")
     unknown = sorted(set(raw) - set(SECTIONS))
@@ -434,7 +434,7 @@ def validate(raw: Mapping[str, Any] | Experiment) -> Experiment:
         warn_user(line)
     check_data_keys(sections["data"])
     train = sections["train"]
-    check_switches(train, defaults["train"], off=raw["train"] if typed else raw.get("train", {}))
+    check_switches(train, defaults["train"])
     train["options"] = check_optimizer_options(train["optimizer"], train["options"], train["lr"][0])
     return Experiment(**{name: SECTIONS[name](**v) for name, v in sections.items()})
 

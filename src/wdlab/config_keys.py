@@ -393,30 +393,37 @@ def ordered_pairs(group_wd: Mapping[str, float]) -> list[list[Any]] | dict:
     return [[p, wd] for p, wd in group_wd.items()] if group_wd else {}
 
 
+#: A switch of ``[train]`` and the keys that set it (a file that turns it off drops them).
+SWITCHES = {"prune": ("prune_eta", "prune_rung"), "early_stopping": ("patience",)}
+
+
+def switched_off(doc: dict[str, Any]) -> dict[str, Any]:
+    """A config file's tables, less the settings of a switch the file turns off by name
+    (``prune = false`` beside ``prune_eta``): unused, and no part of the study's identity."""
+    train = doc.get("train")
+    if isinstance(train, dict):
+        for switch, keys in SWITCHES.items():
+            if train.get(switch) is False:
+                doc["train"] = train = {k: v for k, v in train.items() if k not in keys}
+    return doc
+
+
 def check_switches(
-    train: Mapping[str, Any],
-    unset: Mapping[str, Any],
-    given: Collection[str] = (),
-    off: Collection[str] = (),
+    train: Mapping[str, Any], unset: Mapping[str, Any], given: Collection[str] = ()
 ) -> None:
     """A one-line ``ValueError`` for a setting of a switch that is off: successive halving's
     ``prune_eta`` / ``prune_rung`` without ``prune``, ``patience`` without early stopping. A
     setting is a value other than ``unset``'s, or a key named in ``given`` (a file's key or a
-    flag, even at its default value). A switch in ``off`` was turned off where its settings
-    were given (a file's ``prune = false`` beside its ``prune_eta``): they stand unused."""
-    if (
-        not train["prune"]
-        and "prune" not in off
-        and any(train[k] != unset[k] or k in given for k in ("prune_eta", "prune_rung"))
+    flag, even at its default value)."""
+    if not train["prune"] and any(
+        train[k] != unset[k] or k in given for k in ("prune_eta", "prune_rung")
     ):
         raise ValueError(
             "train.prune_eta / prune_rung set a successive halving that is off: add train.prune "
             "= true (--prune, prune=True)"
         )
-    if (
-        not train["early_stopping"]
-        and "early_stopping" not in off
-        and (train["patience"] != unset["patience"] or "patience" in given)
+    if not train["early_stopping"] and (
+        train["patience"] != unset["patience"] or "patience" in given
     ):
         raise ValueError(
             f"train.patience = {train['patience']} sets an early stopping that is off: add "

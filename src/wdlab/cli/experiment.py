@@ -92,9 +92,7 @@ def _switched(cfg: Experiment, in_file: Mapping[str, Any], flags: Mapping[str, A
     named = {
         k.partition(".")[2] for k, v in flags.items() if k.startswith("train.") and v is not None
     }
-    settings = {"prune": ("prune_eta", "prune_rung"), "early_stopping": ("patience",)}
-    off = {s for s, keys in settings.items() if s in in_file and not named & {s, *keys}}
-    check_switches(vars(cfg.train), vars(TrainConfig()), {*in_file, *named}, off)
+    check_switches(vars(cfg.train), vars(TrainConfig()), {*in_file, *named})
     return cfg
 
 

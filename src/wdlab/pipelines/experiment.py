@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from wdlab.config import SWEEP_GRID, DataConfig, Experiment, ModelConfig, validate
+from wdlab.config_keys import switched_off
 from wdlab.data import (
     SOURCES,
     Dataset,
@@ -35,11 +36,12 @@ def load_config(path: str | Path) -> Experiment:
 
 
 def read_config(path: str | Path) -> dict[str, Any]:
-    """The tables of a TOML experiment file as written (not validated: the keys it gives); a
-    regular file only (a pipe or a device is refused at once, never waited on)."""
+    """The tables of a TOML experiment file as written (not validated: the keys it gives, less
+    those of a switch it turns off); a regular file only (a pipe or a device is refused at
+    once, never waited on)."""
     p = Path(path)
     try:
-        return tomllib.loads(_read_regular(p).decode("utf-8"))
+        return switched_off(tomllib.loads(_read_regular(p).decode("utf-8")))
     except FileNotFoundError:
         raise ValueError(f"config file not found: {p}") from None
     except IsADirectoryError:
