@@ -46,10 +46,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from wdlab.decay.modes import get_mode
-from wdlab.records import ALL_PRUNED, NO_REFERENCE, NONE_SWEPT, NOT_YET, RunResult, use_wd
-from wdlab.records import TOO_FEW as TOO_FEW
-from wdlab.stats import Paired as Paired
-from wdlab.stats import paired
+from wdlab.records import ALL_PRUNED, NO_REFERENCE, NONE_SWEPT, NOT_YET, TOO_FEW, RunResult, use_wd
+from wdlab.stats import Paired, paired
 from wdlab.tasks import get_task
 
 NO_GAIN = "no measurable gain from weight decay here"
@@ -61,6 +59,7 @@ ALL_DIVERGED = "every run diverged: nothing to choose"
 PRUNED_OR_DIVERGED = (
     "every run was pruned at a rung (successive halving) or diverged: nothing to choose"
 )
+_PRUNED = (ALL_PRUNED, NOTHING_FINISHED, PRUNED_OR_DIVERGED)  # verdicts that say cells were pruned
 GAIN = "better than wd = 0"
 REFERENCE = "wd = 0 reference"
 #: The error rate of "better than wd = 0" per (mode, lr) row, and the level of the tie test.
@@ -300,12 +299,12 @@ def select(
     metric: str | None = "auto",
     early_stopping: bool = False,
     higher: bool | None = None,
+    waiting: Set[float] = frozenset(),
 ) -> list[dict[str, Any]]:
     """For each (mode, lr): the weight decay chosen on validation by this module's rule, its
     test metric (mean ± std over seeds), wd = 0's beside it, and whether it beat wd = 0.
-
-    Without a validation split nothing is chosen (an empty list): never on test.
-    """
+    Without a validation split nothing is chosen (an empty list): never on test. ``waiting``:
+    a partial study's weight decays > 0 (a row missing one has none finished yet)."""
     c = criterion(task, metric, early_stopping, higher)
     if not any(f"val_{c.key}" in r.final for r in runs):
         if metric not in (None, "auto") and any(
@@ -330,7 +329,8 @@ def select(
         row["pruned"] = pruned
         untested = decays(mode) and not any(w != 0 for w in _candidates(by_wd))
         if untested and (pruned or not any(w != 0 for w in wds)):  # no test was made
-            row |= {"verdict": ALL_PRUNED if pruned else NONE_SWEPT, "better_than_zero": False}
+            said = NOT_YET if waiting - set(wds) else ALL_PRUNED if pruned else NONE_SWEPT
+            row |= {"verdict": said, "better_than_zero": False}
             row |= {"p_value": math.nan, "gain": math.nan, "gain_se": math.nan}
         rows.append(row)
     return rows
@@ -427,7 +427,7 @@ def unanswered(
         if (mode, lr) in have:
             continue
         verdict = _why_unanswered(wds, _reference(groups, mode, lr) or ())
-        verdict = NOT_YET if waiting - set(wds) and "pruned" in verdict else verdict
+        verdict = NOT_YET if waiting - set(wds) and verdict in _PRUNED else verdict
         out.append({"mode": mode, "lr": lr, "verdict": verdict, "pruned": _pruned_cells(wds)})
     return out
 

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from wdlab.decay import get_mode
 from wdlab.extras import require
 from wdlab.pipelines.weights import build_trained, kept_files, runs_at
-from wdlab.records import ALL_PRUNED, NONE_SWEPT, NOT_YET, Check, Result, RunResult, use_wd
+from wdlab.records import Check, Result, RunResult, use_wd
 from wdlab.report.figures import figure
 from wdlab.report.files import write_results
 from wdlab.report.html import headline_html
@@ -115,12 +115,8 @@ class SweepResult(Result):
         """Choose the weight decay per (mode, lr) on validation (:func:`wdlab.selection.select`)
         with the config's ``train.select`` and ``train.early_stopping`` (and the direction of a
         user's own metric, kept in the data facts)."""
-        self.selection = select(self.runs, self.task, *study_metric(self.config, self.data))
-        swept = self.waiting()  # a partial study's wd > 0: their cells may be training still
-        for s in self.selection if swept else ():
-            seen = {r.config.weight_decay for r in self.runs if _cell(r) == (s["mode"], s["lr"])}
-            if s["verdict"] == NONE_SWEPT or (s["verdict"] == ALL_PRUNED and swept - seen):
-                s["verdict"] = NOT_YET
+        how = study_metric(self.config, self.data)
+        self.selection = select(self.runs, self.task, *how, waiting=self.waiting())
         return self.selection
 
     @property
@@ -226,11 +222,6 @@ def run_row(run: RunResult) -> dict[str, Any]:
     # with early stopping: the numbers at that epoch, which the run is reported at
     row |= {f"best_epoch_{k}": v for k, v in (run.best.get("at") or {}).items()}
     return row | {"seconds": run.seconds, "engine": run.engine}
-
-
-def _cell(run: RunResult) -> tuple[str, float]:
-    """The (mode, lr) of a selection row that ``run`` belongs to."""
-    return run.config.mode, run.config.lr
 
 
 def former_name(module: str, name: str, stacklevel: int = 2) -> Any:
