@@ -243,13 +243,13 @@ class Store(Workers, Progress):
 
     def counts(self, live: bool = False) -> dict[str, int]:
         """How many runs have each status (``pruned`` only in a study that pruned some); with
-        ``live``, runs held by a process that is gone count as pending, as the next sweep
-        takes them (a view never shows a dead sweep's runs as being trained)."""
+        ``live``, runs no live worker holds (:meth:`holders`) count as pending, as the next
+        sweep takes them (a view never shows a dead sweep's runs as being trained)."""
         out = dict.fromkeys(STATUSES, 0)
         for status, n in self.db.execute("SELECT status, COUNT(*) FROM runs GROUP BY status"):
             out[status] = n
-        orphans = self.orphaned() if live and out["running"] else 0
-        return out | {"running": out["running"] - orphans, "pending": out["pending"] + orphans}
+        held = sum(self.holders().values()) if live and out["running"] else out["running"]
+        return out | {"running": held, "pending": out["pending"] + out["running"] - held}
 
     def failures(self) -> dict[str, int]:
         """Why runs failed: error message → how many runs."""

@@ -242,18 +242,6 @@ class Workers:
             )
         return {w: (n, gone.get(w, "no longer registered")) for w, n in rows}
 
-    def orphaned(self) -> int:
-        """How many ``running`` runs no live worker holds (their process ended or lost its
-        lease): the next sweep takes them back (:meth:`reclaim`); nothing is changed here."""
-        live = set(self.holders())
-        return sum(
-            n
-            for (owner, n) in self.db.execute(
-                "SELECT COALESCE(owner, ''), COUNT(*) FROM runs WHERE status = 'running' GROUP BY 1"
-            )
-            if owner not in live
-        )
-
     def holders(self, exclude: str | None = None) -> dict[str, int]:
         """Live workers (other than ``exclude``) holding running runs: worker id → runs."""
         rows = self.db.execute(
