@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -129,8 +128,7 @@ def fit_outputs(
             f"cross-entropy){how}"
         )
     elif ds.task == "regression":
-        y = ds.y_train if held else ds.probe[1] if ds.probe else None
-        targets = 1 if y is None or y.dim() < 2 else math.prod(y.shape[1:])
+        targets = ds.out_dim  # per example, from the training targets (or their sample)
         if width != targets:
             plural = "s" if targets > 1 else ""
             raise ValueError(
