@@ -173,9 +173,10 @@ class Stream:
                     batch = self._prepared(raw, f"data[{self.split!r}] batch {n} ({what})")
                 except ValueError as exc:
                     raise StreamError(str(exc)) from None
-                seen += rows(batch[0]) if items is not None else 0
-                if items is not None and seen > items:  # a dataset read once per worker
-                    raise _too_many_items(self.split, items, what)
+                if items is not None:  # more: a dataset read once per worker
+                    seen += rows(batch[0])
+                    if seen > items:
+                        raise _too_many_items(self.split, items, what)
                 yield batch
                 n += 1
                 if bar is not None:
@@ -241,20 +242,24 @@ def _too_many_items(split: str, items: int, what: str) -> StreamError:
     )
 
 
+def _iterable_dataset(iterable: Iterable[Any]) -> torch.utils.data.IterableDataset | None:
+    """The IterableDataset a DataLoader reads, if it reads one."""
+    ds = getattr(iterable, "dataset", None)
+    return ds if isinstance(ds, torch.utils.data.IterableDataset) else None
+
+
 def _items(iterable: Iterable[Any]) -> int | None:
     """The items a DataLoader over an IterableDataset with a ``len()`` gives an epoch."""
-    ds = getattr(iterable, "dataset", None)
-    if not isinstance(ds, torch.utils.data.IterableDataset):
-        return None
-    return known_length(ds)
+    ds = _iterable_dataset(iterable)
+    return None if ds is None else known_length(ds)
 
 
 def _worker_slack(iterable: Iterable[Any]) -> int:
     """How many batches more or fewer than ``len()`` a DataLoader over an IterableDataset with
     W workers may give: W - 1 (each worker's last batch is partial, or dropped); else 0."""
-    workers = getattr(iterable, "num_workers", 0)
-    iterable_ds = isinstance(getattr(iterable, "dataset", None), torch.utils.data.IterableDataset)
-    return max(0, workers - 1) if iterable_ds else 0
+    if _iterable_dataset(iterable) is None:
+        return 0
+    return max(0, getattr(iterable, "num_workers", 0) - 1)
 
 
 def _bar(progress: bool, total: int | None, desc: str) -> Any:

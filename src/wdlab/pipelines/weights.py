@@ -302,8 +302,11 @@ def build_trained(
     """The trained ``nn.Module`` of one run of a study (see ``SweepResult.model``)."""
     if result.directory is None and not result.held:
         keep = ((result.config or {}).get("train") or {}).get("keep")
-        why = f"keep={keep!r} kept none (nothing chosen)" if keep in ("best", "all") else ""
-        why = why or "with keep='none'"
+        why = (
+            f"keep={keep!r} kept none (nothing chosen)"
+            if keep in ("best", "all")
+            else "with keep='none'"
+        )
         raise ValueError(
             f"this result keeps no weights: it was swept without out= and {why}; sweep with "
             "out= to keep them in the study, or keep='all'"
