@@ -383,3 +383,43 @@ def test_a_ctrl_c_swallowed_on_the_way_is_still_an_interrupt(monkeypatch, capsys
     except RuntimeError as exc:
         said = wdlab.cli.describe_error(exc)  # the innermost frame that is code: this test's
         assert "<frozen" not in said and f"{__file__}:" in said, said
+
+
+def test_a_ctrl_c_python_could_only_print_still_interrupts(monkeypatch, capsys):
+    """Found by a new-user trial: a Ctrl-C that arrived while a DataLoader forked its workers
+    was raised in a fork hook, where Python only prints it ("Exception ignored in:
+    <function _releaseLock>"), and ``wdlab search`` went on to train every trial and exit 0.
+    Such an interrupt is delivered again once the hook has returned: one line, exit 130."""
+    import gc
+    import os
+    import signal
+    import time
+
+    import wdlab.cli
+
+    class InAHook:  # a __del__ is, like a fork hook, a place Python cannot raise from
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the handler runs here, inside __del__
+                pass
+
+    finished = []
+
+    def training(_args):
+        InAHook()
+        gc.collect()
+        for _ in range(500):  # the training goes on: the interrupt must come back here
+            time.sleep(0.01)
+        finished.append(True)
+        return 0
+
+    monkeypatch.setattr(wdlab.cli, "_run", training)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's, as in a shell
+    hook = sys.unraisablehook
+    try:
+        args = ["transfer", "--wd", "0.1", "--lr", "0.1", "--n", "10", "--batch-size", "1"]
+        assert main(args) == 130
+        assert capsys.readouterr().err == "wdlab transfer: interrupted\n"
+        assert not finished and sys.unraisablehook is hook  # restored
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -396,3 +396,32 @@ def test_two_studies_of_one_name_opened_together_log_apart(tmp_path):
     assert (first.root.name, second.root.name) == ("same", "same-2")
     second.close()  # nothing logged: its folder goes, the first's stays taken
     assert not second.root.exists() and (first.root / ".wdlab-study").read_text() == "a\n"
+
+
+HOT_JOURNAL = """
+import os, sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None)
+db.execute("PRAGMA cache_size=1")
+db.execute("BEGIN IMMEDIATE")
+db.execute("UPDATE metrics SET value = value + 1")
+os.kill(os.getpid(), 9)  # dies mid-write: its journal stays behind, hot
+"""
+
+
+def test_a_store_left_mid_write_by_a_kill_is_still_logged_to(study_dir, tmp_path):
+    """Found by a new-user trial: a sweep killed (kill -9) while MLflow wrote its SQLite store
+    left a hot journal there, and the same command again was refused ("cannot read …: attempt
+    to write a readonly database"): the store was checked read-only, and a read-only connection
+    may not roll a journal back. It is checked from the file as it is; MLflow rolls it back."""
+    from mlflow import MlflowClient
+
+    path = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{path}"
+    assert main(["export", str(study_dir), "--to", "mlflow", uri]) == 0
+    subprocess.run([sys.executable, "-c", HOT_JOURNAL, str(path)], check=False)
+    assert Path(f"{path}-journal").stat().st_size > 0  # hot: a reader must roll it back
+    kw = {"weight_decay": [0.0, 1e-3], "epochs": 2, "log": f"mlflow:{uri}"}
+    result = wdlab.sweep("mlp", "wine", out=tmp_path / "again", **kw)
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(result.name)
+    assert len(client.search_runs([exp.experiment_id])) == 1 + len(result.runs)

@@ -25,6 +25,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from wdlab.cli import audit, decay, demo, experiment, facts, search, study, transfer
 from wdlab.cli.common import (
@@ -135,10 +136,23 @@ def _sigint_noted() -> Iterator[list[bool]]:
         noted.append(True)
         raise KeyboardInterrupt
 
+    hook = sys.unraisablehook
+
+    def on_unraisable(unraisable: Any) -> None:
+        """A Ctrl-C raised where Python can only print it (a fork's hook as a DataLoader
+        starts its workers, a ``__del__``): delivered again, from another thread, so that it
+        interrupts the main thread's own code once that hook has returned."""
+        if noted and unraisable.exc_type is KeyboardInterrupt:
+            threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGINT)).start()
+            return
+        hook(unraisable)
+
     signal.signal(signal.SIGINT, on_sigint)
+    sys.unraisablehook = on_unraisable
     try:
         yield noted
     finally:
+        sys.unraisablehook = hook
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 

@@ -236,17 +236,35 @@ def _check_sqlite(path: Path, uri: str) -> bool:
         except OSError as exc:
             raise ValueError(f"mlflow: {uri}: cannot write there ({exc.strerror})") from None
         return True
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            names = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        raise ValueError(f"mlflow: {uri}: cannot read {path} ({exc})") from None
+    names = _read_tables(path, uri)
     if not names >= MLFLOW_TABLES:
         raise ValueError(f"mlflow: {uri}: {path} is not an MLflow store; left as it is")
     return False
+
+
+def _read_tables(path: Path, uri: str) -> set[str]:
+    """The names in a SQLite file's schema, read without writing the file. A write cut short
+    (kill -9) leaves a hot journal that a read-only connection may not roll back: the names
+    are then read from the file as it is (MLflow's own client rolls the journal back when it
+    opens the store)."""
+    hot = path.with_name(path.name + "-journal").exists()
+    try:
+        try:
+            return _tables(path, "mode=ro")
+        except sqlite3.OperationalError:
+            if not hot:
+                raise
+            return _tables(path, "immutable=1")
+    except sqlite3.Error as exc:
+        raise ValueError(f"mlflow: {uri}: cannot read {path} ({exc})") from None
+
+
+def _tables(path: Path, how: str) -> set[str]:
+    db = sqlite3.connect(f"file:{path}?{how}", uri=True)
+    try:
+        return {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    finally:
+        db.close()
 
 
 def _artifacts(uri: str) -> str | None:
