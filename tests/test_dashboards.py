@@ -425,3 +425,50 @@ def test_a_store_left_mid_write_by_a_kill_is_still_logged_to(study_dir, tmp_path
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(result.name)
     assert len(client.search_runs([exp.experiment_id])) == 1 + len(result.runs)
+
+
+def test_runs_a_killed_sweep_stored_but_did_not_log_are_logged_when_it_resumes(
+    tmp_path, mlflow_uri, monkeypatch
+):
+    """Found by a new-user trial: a sweep killed while it logged left its dashboards without
+    the runs it had stored but not yet logged (the resumed sweep logs what it trains), and
+    with half-logged ones (an MLflow child run left RUNNING, part of a run's events). The
+    sweep that resumes it alone logs what they lack, once each: here after a stop inside
+    TensorBoard's third run, then inside MLflow's logging of a run."""
+    pytest.importorskip("tensorboard")
+    from mlflow import MlflowClient
+
+    import wdlab.integrations.tensorboard as tb
+
+    def stop_at(module, name, n):
+        calls, real = [], getattr(module, name)
+
+        def counted(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == n:
+                raise KeyboardInterrupt  # as a kill there would leave it
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, counted)
+
+    out = tmp_path / "killed"
+    logs = [f"tensorboard:{tmp_path / 'tb'}", f"mlflow:{mlflow_uri}"]
+    kw = {"weight_decay": [0.0, 1e-3, 1e-1], "seeds": 2, "epochs": 3, "batch_size": 64}
+    kw |= {"lr": 0.001, "max_batch": 2, "log": logs, "name": "killed"}
+    stop_at(tb, "finals", 3)  # after the third run's curves were written
+    with pytest.raises(KeyboardInterrupt):
+        wdlab.sweep("mlp", "wine", optimizer="adamw", out=out, **kw)
+    monkeypatch.undo()
+    stop_at(MlflowClient, "set_terminated", 1)  # a child run's metrics logged, not finished
+    with pytest.raises(KeyboardInterrupt):
+        wdlab.sweep("mlp", "wine", optimizer="adamw", out=out, **kw)
+    monkeypatch.undo()
+    result = wdlab.sweep("mlp", "wine", optimizer="adamw", out=out, **kw)
+    check_tensorboard(tmp_path / "tb" / "killed", result)
+    check_mlflow(mlflow_uri, "killed", result)
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    exp = client.get_experiment_by_name("killed")
+    assert len(client.search_runs([exp.experiment_id])) == 1 + len(result.runs)  # once each
+    for run in result.runs:  # once each: one events file per run
+        folder = tmp_path / "tb" / "killed" / safe_name(run_name(run.config))
+        assert len(list(folder.glob("events.out.tfevents.*"))) == 1

@@ -25,7 +25,8 @@ class RunLog(Protocol):
     where: str
 
     def log_run(self, run: RunResult) -> None:
-        """One finished run: hyperparameters, curves, final metrics."""
+        """One finished run: hyperparameters, curves, final metrics. (A log may also offer
+        ``unlogged(runs)``: those of ``runs`` it does not hold whole; see :meth:`Logs.catch_up`.)"""
 
     def log_summary(self, result: Result) -> None:
         """The study's selection (and report) once its runs are logged."""
@@ -126,6 +127,21 @@ class Logs:
             for run in runs:
                 log.log_run(run)
         self.logged = self.logged or bool(runs)
+
+    def catch_up(self, runs: Sequence[RunResult]) -> int:
+        """Stored runs a log does not hold whole (a sweep killed between storing runs and
+        logging them, or while logging one), logged now, where the log can tell (its
+        ``unlogged``: what it lacks, with any half-logged trace removed). The caller makes
+        sure no other process is logging this study. Returns how many runs were logged."""
+        n = 0
+        for log in self.logs:
+            unlogged = getattr(log, "unlogged", None)
+            missing = list(unlogged(runs)) if unlogged is not None else []
+            for run in missing:
+                log.log_run(run)
+            n += len(missing)
+        self.logged = self.logged or bool(n)
+        return n
 
     def summary(self, result: Result) -> None:
         """The study, whole: logged where this sweep logged runs, or where the log holds no

@@ -142,6 +142,36 @@ class MlflowLog:
             self._log(rid, params=hparams(run), metrics=points)
             self.client.set_terminated(rid, MLFLOW_STATUS.get(run.status, "FAILED"))
 
+    def unlogged(self, runs: Sequence[RunResult]) -> list[RunResult]:
+        """Those of ``runs`` the study's parent run has no finished child run of; a child
+        still ``RUNNING`` (a process killed while it logged it) is deleted."""
+        if self.parent is None:
+            return list(runs)
+        held = set()
+        with self._errors():
+            for child in self._children():
+                if child.info.status == "RUNNING":
+                    self.client.delete_run(child.info.run_id)
+                else:
+                    held.add(child.info.run_name)
+        return [r for r in runs if run_name(r.config) not in held]
+
+    def _children(self) -> list[Any]:
+        """The study's child runs (every page of them)."""
+        found: list[Any] = []
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment],
+                filter_string=f"tags.`mlflow.parentRunId` = '{self.parent}'",
+                max_results=1000,
+                page_token=token,
+            )
+            found += list(page)
+            token = page.token
+            if not token:
+                return found
+
     def log_summary(self, result: Result) -> None:
         """The selection and the report, on the parent run."""
         with self._errors():

@@ -13,7 +13,7 @@ weight decay the answer says to use) and ``chosen_wd/<mode>/lr=<lr>`` (chosen on
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +87,20 @@ class TensorBoardLog:
                 writer.file_writer.add_summary(summary)
         finally:
             writer.close()
+        (self.root / safe_name(run_name(run.config)) / LOGGED).touch()  # the run is whole
+
+    def unlogged(self, runs: Sequence[RunResult]) -> list[RunResult]:
+        """Those of ``runs`` whose folder was not logged whole (no :data:`LOGGED` mark: a
+        process killed while or before it wrote them); their event files are removed."""
+        out = []
+        for run in runs:
+            folder = self.root / safe_name(run_name(run.config))
+            if (folder / LOGGED).exists():
+                continue
+            for events in folder.glob("events.out.tfevents.*"):
+                events.unlink()
+            out.append(run)
+        return out
 
     def log_summary(self, result: Result) -> None:
         """The selection: its table as text, each answer and chosen weight decay as a scalar."""
@@ -116,6 +130,7 @@ class TensorBoardLog:
 
 
 MARKER = ".wdlab-study"  # in a study's log folder: the key of the study it holds
+LOGGED = ".wdlab-logged"  # in a run's folder: its events were written whole
 
 
 def _study_root(first: Path, key: str | None) -> Path:

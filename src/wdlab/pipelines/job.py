@@ -80,6 +80,8 @@ class Job:
         try:
             self._took_over(store.reclaim())
             store.retry_failed()
+            if self.logs.logs and not store.others(owner):  # no one else logs it now
+                self.logs.catch_up(store.runs())
             self.run(*run_args)
         except STOP_NOW:
             raise

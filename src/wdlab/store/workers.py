@@ -242,6 +242,12 @@ class Workers:
             )
         return {w: (n, gone.get(w, "no longer registered")) for w, n in rows}
 
+    def others(self, owner: str) -> list[str]:
+        """The live workers of the study other than ``owner``."""
+        now = time.time()
+        rows = self.db.execute("SELECT id, beat, lease FROM workers WHERE id != ?", (owner,))
+        return [w for w, beat, lease in rows.fetchall() if _gone(w, beat, lease, now) is None]
+
     def holders(self, exclude: str | None = None) -> dict[str, int]:
         """Live workers (other than ``exclude``) holding running runs: worker id → runs."""
         rows = self.db.execute(
