@@ -132,3 +132,29 @@ def test_import_wdlab_never_imports_lightning():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_a_warning_of_the_callback_points_at_the_users_fit():
+    """Found by a new-user trial: the callback's warning (plain ``self.parameters()``: biases
+    and norms decay too) was attributed to Lightning's own ``trainer/call.py``. It points at
+    the line that called ``trainer.fit``, outside wdlab, torch and Lightning."""
+
+    class Plain(Module):
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.net.parameters(), lr=0.05)
+
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_steps=1,
+        callbacks=[WeightDecay(Decay("coupled", 0.1))],
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.fit(Plain(None), DataLoader(TensorDataset(X, Y), batch_size=8))
+    ours = [w for w in caught if "decay" in str(w.message).lower()]
+    assert ours and {w.filename for w in ours} == {__file__}, [w.filename for w in ours]
