@@ -765,3 +765,17 @@ def test_cuda_batches_are_pinned_copies_without_a_host_sync():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert all(x.is_cuda and y.is_cuda for x, y in batches)
+
+
+def test_an_empty_tensor_split_beside_datasets_is_refused_in_one_line(tmp_path):
+    """Found by a new-user trial: an empty ``(X, y)`` split beside Dataset splits (streamed)
+    reached training and failed in its evaluation ("cannot reshape tensor of 0 elements",
+    "unexpected"); ``wdlab.sweep`` refused it only where every split was tensors."""
+    X, y = torch.randn(10, 6), torch.zeros(10, dtype=torch.long)
+    for split in ("train", "val", "test"):
+        data = splits(Augmented()) | {split: (X[:0], y[:0])}
+        with pytest.raises(ValueError, match=rf"^data: the {split} split is empty$"):
+            stream_splits(data, batch_size=8)
+    with pytest.raises(ValueError, match=r"^data: the val split is empty$"):
+        wdlab.sweep("mlp", splits(Augmented()) | {"val": (X[:0], y[:0])}, out=tmp_path / "s")
+    assert not (tmp_path / "s").exists()

@@ -276,6 +276,13 @@ def check_values(where: str, value: object, item: str | Callable[[int], str] = "
             )
 
 
+def nonempty(split: str, y: Tensor) -> Tensor:
+    """The targets of split ``split``; a ``ValueError`` line where it holds no example."""
+    if len(y) == 0:
+        raise ValueError(f"data: the {split} split is empty")
+    return y
+
+
 def check_pair(
     where: str, batch: Any, item: str | Callable[[int], str] = "item {}", targets: bool = True
 ) -> Any:

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, IterableDataset, Subset, TensorDataset
 
-from wdlab.data.arrays import as_targets, check_labels, check_pair, one_target_column
+from wdlab.data.arrays import as_targets, check_labels, check_pair, nonempty, one_target_column
 from wdlab.data.batches import Batch, Inputs, Layout, apply, as_inputs, batch_of, pair, parts, rows
 from wdlab.data.dataset import target_width
 from wdlab.data.loaders import (
@@ -165,9 +165,9 @@ def held(splits: Mapping[str, Any]) -> bool:
 
 
 def tensors(split: str, obj: tuple[Any, Any]) -> TensorSource:
-    """A checked :class:`TensorSource` from an ``(X, y)`` pair of tensors or arrays."""
+    """A checked :class:`TensorSource` from a non-empty ``(X, y)`` pair of tensors or arrays."""
     x, y = check_pair(f"data[{split!r}]", batch_of(obj, f"data[{split!r}]"))
-    return TensorSource(split, x, one_target_column(y))
+    return TensorSource(split, x, one_target_column(nonempty(split, y)))
 
 
 def source(
