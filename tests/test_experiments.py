@@ -427,6 +427,21 @@ def test_a_model_option_its_kind_does_not_read_is_said_to_be_ignored(capsys):
     assert "--hidden is not one of the seed-mlp model's options" in capsys.readouterr().err
 
 
+def test_a_factory_in_the_file_names_the_model_unless_a_built_in_kind_is_named():
+    """Found by a new-user trial: ``[model] factory = "file.py:make"`` with no ``kind``
+    trained the built-in MLP (kind's default) in silence, and ``model()`` gave it back. A
+    factory with no kind is kind ``custom``; beside a built-in kind named in the file (or by
+    ``--model mlp`` over such a file) it is not read, and one warning says so."""
+    cfg = validate({"model": {"factory": "tests/custom_model.py:make"}})
+    assert (cfg.model.kind, cfg.model.factory) == ("custom", "tests/custom_model.py:make")
+    with pytest.warns(UserWarning, match=r"model\.factory '.*' is not read: kind 'mlp' is a"):
+        cfg = validate({"model": {"kind": "mlp", "factory": "tests/custom_model.py:make"}})
+    assert cfg.model.kind == "mlp"
+    file = validate({"model": {"factory": "tests/custom_model.py:make"}})
+    with pytest.warns(UserWarning, match="is not read: kind 'linear'"):
+        merge(file, {"model.kind": "linear"})
+
+
 def test_train_size_subsamples_the_training_split_only():
     full = load_data(validate({"data": {"source": "wine"}}).data)
     part = load_data(validate({"data": {"source": "wine", "train_size": 25}}).data)

@@ -65,7 +65,7 @@ from wdlab.config_keys import (
 from wdlab.data import SOURCES
 from wdlab.data.tables import check_data_keys
 from wdlab.decay import DEFAULT_RULE, EVERYTHING, PRESETS, DecayRule
-from wdlab.models import ACTIVATIONS, MODEL_KINDS, unread_options
+from wdlab.models import ACTIVATIONS, MODEL_KINDS, factory_kind, unread_options
 from wdlab.optimizers import OPTIMIZERS, check_optimizer_options
 from wdlab.tasks import TASKS
 from wdlab.trainer.plan import PRECISIONS, check_checkpoint
@@ -426,11 +426,8 @@ def validate(raw: Mapping[str, Any] | Experiment) -> Experiment:
             values[f.name] = value if optional else k.check(value, f"{section}.{f.name}")
         sections[section] = values
     model = sections["model"]
-    if ":" in model["kind"]:
-        model["kind"], model["factory"] = "custom", model["kind"]
-    if model["kind"] == "custom" and not model["factory"]:
-        raise ValueError("model.factory: model kind 'custom' needs factory = 'module:function'")
-    for line in unread_options(model["kind"], model, defaults["model"], "model."):
+    said = factory_kind(model, "kind" in (raw.get("model") or {}))
+    for line in said + unread_options(model["kind"], model, defaults["model"], "model."):
         warn_user(line)
     check_data_keys(sections["data"])
     train = sections["train"]

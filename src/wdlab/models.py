@@ -232,6 +232,26 @@ def unread_options(
     ]
 
 
+def factory_kind(values: dict[str, Any], kind_given: bool) -> list[str]:
+    """A ``[model]`` section's kind and factory made one (``values`` updated): ``kind =
+    "file.py:make"`` is kind ``custom`` with that factory, and so is a factory given with no
+    kind; a factory beside a built-in kind the section names is not read (one warning line
+    returned). ``ValueError`` for kind ``custom`` without a factory."""
+    kind, factory = values["kind"], values["factory"]
+    if ":" in kind:
+        values["kind"], values["factory"] = "custom", kind
+    elif factory and kind != "custom" and not kind_given:
+        values["kind"] = "custom"  # the factory names the model
+    elif factory and kind != "custom":
+        return [
+            f"model.factory {factory!r} is not read: kind {kind!r} is a built-in model (leave "
+            "kind out, or set it to 'custom', to train the factory's model): ignored"
+        ]
+    if values["kind"] == "custom" and not values["factory"]:
+        raise ValueError("model.factory: model kind 'custom' needs factory = 'module:function'")
+    return []
+
+
 def kind_options(kind: str, source: object) -> dict[str, Any]:
     """The options ``kind`` reads, from ``source``'s attributes (a ``[model]`` section): a
     ModelSpec's keywords."""
