@@ -285,6 +285,9 @@ def test_a_study_that_is_not_whole_is_marked_partial_wherever_it_is_shown(tmp_pa
     assert main(["report", str(out), "--out", str(tmp_path / "r")]) == 0
     html = (tmp_path / "r" / "report.html").read_text()
     assert "<h1>sweep: s (partial: 1 of 3 runs unfinished)</h1>" in html
+    # and above the answer, as show says it (found by a new-user trial: only the title did)
+    notice = "Partial study (partial: 1 of 3 runs unfinished): the answer below is not final."
+    assert html.split('<p class="answer">')[1].startswith(notice)  # the answer's first line
     capsys.readouterr()
     assert main(["ls", str(tmp_path), "--json"]) == 0
     (listed,) = json.loads(capsys.readouterr().out)["studies"]
@@ -292,6 +295,22 @@ def test_a_study_that_is_not_whole_is_marked_partial_wherever_it_is_shown(tmp_pa
     assert main(["ls", str(tmp_path)]) == 0
     head, line = capsys.readouterr().out.splitlines()
     assert head.split()[-2:] == ["running", "todo"] and line.split()[-2:] == ["1", "0"]
+
+
+def test_a_study_with_no_finished_run_reports_that_and_draws_nothing(tmp_path, capsys):
+    """Found by a new-user trial: a study killed before its first batch was stored reported
+    three empty figures, an empty run table and an empty table of modes. The report says no
+    run has finished; no figure is drawn (or written); the modes come from the grid."""
+    out = tmp_path / "s"
+    run_sweep(validate(TINY), out)
+    with sqlite3.connect(out / "study.db") as db:
+        db.execute("UPDATE runs SET status = 'pending'")  # as a sweep killed at its start
+    db.close()
+    assert main(["report", str(out), "--out", str(tmp_path / "r")]) == 0
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert "No run has finished yet (partial: 3 of 3 runs unfinished)." in html
+    assert "<img" not in html and not list((tmp_path / "r").glob("*.png"))
+    assert '<td class="l">decoupled</td><td class="">w ← w·(1 − lr_t·wd)' in html  # the grid's
 
 
 def hold(out: Path, run_id: int, owner: str) -> None:

@@ -15,20 +15,17 @@ def write_results(
     result: Result, out: str | Path, doc: dict[str, Any] | None = None
 ) -> dict[str, Path]:
     """results.json (``doc``, default the result's document), curves.csv (tidy curves) and
-    losses.png in ``out``; wd_curve.png too for a weight-decay grid. Returns their paths."""
+    losses.png in ``out`` (none before a run has finished); wd_curve.png too for a
+    weight-decay grid. Returns their paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "results": out / "results.json",
-        "curves": out / "curves.csv",
-        "losses": out / "losses.png",
-    }
+    paths = {"results": out / "results.json", "curves": out / "curves.csv"}
     paths["results"].write_text(dumps(doc or result.to_dict(), indent=1) + "\n")
     write_curves_csv(result.runs, paths["curves"])
-    figure(result, "loss").savefig(paths["losses"], dpi=110, bbox_inches="tight")
-    if FIGURES["wd_curve"].applies(result):
-        paths["wd_curve"] = out / "wd_curve.png"
-        figure(result, "wd").savefig(paths["wd_curve"], dpi=110, bbox_inches="tight")
+    for name, kind in (("losses", "loss"), ("wd_curve", "wd")):
+        if FIGURES[name].applies(result):
+            paths[name] = out / f"{name}.png"
+            figure(result, kind).savefig(paths[name], dpi=110, bbox_inches="tight")
     return paths
 
 

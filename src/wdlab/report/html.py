@@ -44,6 +44,7 @@ figcaption{color:#445;font-size:.92em}.pass{color:#11703a;font-weight:600}
 .fail{color:#b3161b;font-weight:700}code{background:#f4f4f7;padding:0 .25em}
 .meta{color:#556;font-size:.9em}.answer{font-size:1.08em;font-weight:600}
 tr.gain td{background:#eaf6ee}tr.nogain td{background:#fbf4e6}tr.ref td{color:#556}
+.scroll{overflow-x:auto}
 """
 
 
@@ -137,8 +138,16 @@ def _answer_html(result: Result) -> list[str]:
     if not sel:
         if result.kind == "demo":
             return ["<h2>Results</h2>", _table(*headline(result))]
+        if not result.runs:
+            note = f"No run has finished yet ({result.partial_note()})."
+            return ["<h2>Results</h2>", f"<p>{escape(note)}</p>"]
         why = no_choice(result.runs, result.counts)
-        note = f"{why[:1].upper()}{why[1:]} (never on test). Every run:"
+        every = (
+            f"Every finished run ({result.unfinished} not finished yet)"
+            if result.partial
+            else "Every run"
+        )
+        note = f"{why[:1].upper()}{why[1:]} (never on test). {every}:"
         return ["<h2>Results</h2>", f"<p>{escape(note)}</p>", _table(*headline(result))]
     others = unanswered(result.runs, sel, result.waiting())  # the headline table's added rows
     marks = [
@@ -147,12 +156,21 @@ def _answer_html(result: Result) -> list[str]:
     summary = verdict_summary(sel, others)
     return [
         "<h2>Answer: which weight decay?</h2>",
+        *_partial_html(result),
         f'<p class="answer">{escape(summary[:1].upper() + summary[1:])}.</p>',
         f'<p class="meta">{escape(selection_rule(sel, others))}; '
         "reported on test (never used to choose).</p>",
         *_compute_html(result),
         _table(*headline(result), marks=marks),
     ]
+
+
+def _partial_html(result: Result) -> list[str]:
+    """A partial study's notice, above its answer (as ``wdlab show`` prints it)."""
+    if not result.partial:
+        return []
+    note = f"Partial study ({result.partial_note()}): the answer below is not final"
+    return [f'<p class="answer">{escape(note)}.</p>']
 
 
 def _compute_html(result: Result) -> list[str]:
@@ -184,9 +202,11 @@ def _demo_headline(result: Result) -> tuple[list[str], list[list[str]]]:
 
 def formulas(result: Result) -> list[list[str]]:
     """Each mode of the result and the update it makes with the result's optimizer."""
-    opt = class_name(result.runs[0].config.optimizer) if result.runs else "SGD"
-    modes = dict.fromkeys(r.config.mode for r in result.runs)
-    return [[m, formula(m, opt)] for m in modes]
+    config = result.config or {}  # with no finished run: the grid's
+    runs = [r.config for r in result.runs]
+    opt = runs[0].optimizer if runs else config.get("train", {}).get("optimizer") or "sgd"
+    modes = dict.fromkeys(c.mode for c in runs) or config.get("decay", {}).get("modes", [])
+    return [[m, formula(m, class_name(opt))] for m in modes]
 
 
 def _table(
@@ -212,7 +232,9 @@ def _table(
         for row, mark in zip(rows, marks, strict=True)
     )
     cap = f"<caption>{escape(caption)}</caption>" if caption else ""
-    return f'<table class="headline">{cap}<thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
+    table = f"{cap}<thead><tr>{th}</tr></thead><tbody>{body}</tbody>"
+    # in a narrow window the table scrolls, not the page
+    return f'<div class="scroll"><table class="headline">{table}</table></div>'
 
 
 def write_report(result: Result, out: str | Path) -> dict[str, Path]:
@@ -234,14 +256,14 @@ def write_report(result: Result, out: str | Path) -> dict[str, Path]:
         )
     name = title(result)
     parts = [
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{escape(name)} — wdlab report</title><style>{CSS}</style></head><body>",
         f"<h1>{escape(name)}</h1>",
         f'<p class="meta">wdlab report · {escape(result.kind)} · task {escape(result.task)} · '
         f"{escape(result.runs_text())} · data {escape(str(result.data.get('name', '')))}</p>",
         *_answer_html(result),
-        "<h2>Figures</h2>",
-        *fig_html,
+        *(["<h2>Figures</h2>", *fig_html] if fig_html else []),
         *_checks_html(result),
         *_configuration_html(result),
         *(f'<p class="meta">{escape(e)}</p>' for e in engine_line(result)),

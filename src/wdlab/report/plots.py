@@ -363,8 +363,14 @@ def _which_runs(result: Result) -> str:
 
 def _loss_caption(r: Result) -> str:
     split = eval_split(r.runs)
+    solid = "train loss (solid)"
+    if any("train_loss_eval" in run.curves for run in r.runs):
+        solid = (
+            "train loss (solid: the mean over each epoch's mini-batches as they trained, not "
+            "the end-of-epoch evaluation that the tables' train loss and the gap figure use)"
+        )
     return (
-        f"{_which_runs(r)}: train loss (solid) and {split} loss (dashed) on one epoch axis; "
+        f"{_which_runs(r)}: {solid} and {split} loss (dashed) on one epoch axis; "
         f"dots mark each run's lowest {split} loss."
     )
 
@@ -402,30 +408,38 @@ def gaps(r: Result, what: str = "A gap") -> str:
     return f" {what} is a weight decay with no finished score: pruned at a rung or diverged."
 
 
+def ran(result: Result) -> bool:
+    """Whether a result has a finished run to draw (a study killed before any has none)."""
+    return bool(result.runs)
+
+
 #: The standard figures, in report order (:mod:`wdlab.report.figures` is the registry).
 STANDARD: tuple[FigureSpec, ...] = (
     FigureSpec(
         "losses",
-        lambda r: True,
+        ran,
         _loss_caption,
         lambda r: loss_curves(
             shown(r), _loss_title(r), eval_split(r.runs), get_task(r.task).loss_name
         ),
+        "a finished run",
     ),
     FigureSpec(
         "gap",
-        lambda r: True,
+        ran,
         _gap_caption,
         lambda r: gap_curves(shown(r), eval_split(r.runs)),
+        "a finished run",
     ),
     FigureSpec(
         "weight_norm",
-        lambda r: True,
+        ran,
         lambda r: (
             "L2 norm of the decayed tensors over epochs, same runs."
             + _last_values(r, "weight_norm")
         ),
         lambda r: weight_norm_curves(shown(r)),
+        "a finished run",
     ),
     FigureSpec(
         "wd_curve",
