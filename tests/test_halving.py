@@ -288,7 +288,7 @@ def test_selection_is_among_finished_runs_and_says_so(swept):
     pruned, _, _ = swept
     rule = wdlab.selection.selection_rule(pruned.selection)
     n = sum(s["pruned"] for s in pruned.selection)
-    assert n and f"successive halving stopped {n} weight decays at a rung" in rule
+    assert n and f"successive halving stopped {n} mode × lr × weight-decay cells at a rung" in rule
     finished = {(r.config.lr, r.config.weight_decay) for r in pruned.runs if r.status == "done"}
     for s in pruned.selection:
         assert (s["lr"], s["weight_decay"]) in finished or s["weight_decay"] == 0
@@ -304,6 +304,33 @@ def test_the_report_draws_the_rungs(swept, tmp_path):
     assert "Successive halving ranked the cells after 1, 3, 9 epochs" in html
     assert "configuration-epochs" in html
     assert "rungs" not in {n for n in os.listdir(tmp_path) if n.endswith(".png")}
+
+
+def test_a_partial_pruned_studys_rung_figure_says_what_it_draws(swept, tmp_path):
+    """Found by a new-user trial: on a pruned study killed part-way the rung figure had legend
+    entries "trained to the end" for colours it did not draw, marked and named rungs not yet
+    decided, counted only the cells drawn, and promised a ★ it did not draw. Here the last
+    rung is undecided and the cells that go on are still training (stored pending)."""
+    from wdlab.report.figures import figure
+
+    out = tmp_path / "partial"
+    shutil.copytree(swept[2] / "pruned", out)
+    with sqlite3.connect(out / "study.db") as db:
+        db.execute("DELETE FROM decisions WHERE rung = 9")
+        db.execute("UPDATE runs SET status = 'pending' WHERE status = 'done'")
+    db.close()
+    result = load_study(out)
+    assert result.partial and result.runs and all(r.status == "pruned" for r in result.runs)
+    assert main(["report", str(out), "--out", str(tmp_path / "r")]) == 0
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert "Successive halving ranked the cells after 1, 3 epochs" in html
+    assert "The cells still training are not drawn (partial: " in html
+    assert "★" not in html.split('id="fig-rungs"')[1].split("</figure>")[0]
+    ax = figure(result, "rungs").axes[0]
+    labels = ax.get_legend_handles_labels()[1]
+    assert not any("trained to the end" in label for label in labels)
+    dashed = [line.get_xdata() for line in ax.lines if line.get_linestyle() == "--"]
+    assert {float(x[0]) for x in dashed if len(x)} == {1.0, 3.0}  # the rungs decided, not 9
 
 
 def test_the_wd_figure_draws_no_line_across_a_pruned_weight_decay(swept):
@@ -704,7 +731,7 @@ def test_a_setting_whose_every_run_was_pruned_is_shown_with_nothing_to_choose(tm
     assert math.isnan(row["p_value"])  # no test was made (it said p = 1.0)
     assert "use wd = 0" not in str(with_zero).split("0.001", 1)[1].splitlines()[0]
     cells = sum(d["pruned"] for d in res.halving["decisions"])
-    assert f"successive halving stopped {cells} weight decays at a rung" in text
+    assert f"successive halving stopped {cells} mode × lr × weight-decay cells at a rung" in text
     assert f"stopped {cells} cells" in text
 
 

@@ -141,13 +141,13 @@ def study_metric(
 
 def describe(c: Criterion, seeds: int = 0, pruned: int = 0) -> str:
     """The rule a selection followed, in one sentence (for the terminal and the report);
-    ``pruned``: weight decays stopped at a rung by successive halving."""
+    ``pruned``: mode × lr × weight-decay cells stopped at a rung by successive halving."""
     epoch = "at its best validation epoch" if c.early_stopping else "at the final epoch"
     over = f"mean over {seeds} seeds" if seeds > 1 else "one seed: no noise estimate"
     among = "among the weight decays swept for each mode" + bool(pruned) * (
-        f" whose runs finished (successive halving stopped {pruned} weight decay"
-        f"{'s' if pruned != 1 else ''} at a rung; they count in the test's number of weight "
-        "decays swept)"
+        f" whose runs finished (successive halving stopped {pruned} mode × lr × weight-decay "
+        f"cell{'s' if pruned != 1 else ''} at a rung; they count in the test's number of "
+        "weight decays swept)"
     )
     return (
         f"chosen on validation {c.name} ({over}, each run {epoch}) {among}: the smallest one "

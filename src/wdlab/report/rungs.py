@@ -73,9 +73,11 @@ def rung_figure(
             ax.plot([xs[-1]], [ys[-1]], marker="o", ms=3, color="0.35")
         if (chosen or {}).get(cell[:2]) == cell[2] and fate == "done":
             ax.plot([xs[-1]], [ys[-1]], marker="*", ms=14, color=color, mec="black")
+    drawn = {cell[:2] for cell, (_, _, fate) in curves.items() if fate == "done"}
     for i, (mode, lr) in enumerate(settings):
         name = f"{mode}, lr {short(lr)}" if len(modes) > 1 else f"lr {short(lr)}"
-        ax.plot([], [], color=colors[i % len(colors)], label=f"{name}: trained to the end")
+        if (mode, lr) in drawn:  # a legend entry for what is drawn in that colour only
+            ax.plot([], [], color=colors[i % len(colors)], label=f"{name}: trained to the end")
     ax.plot([], [], color="0.55", marker="o", ms=3, label="stopped (pruned or diverged)")
     ax.plot([], [], color="0.6", ls="--", label="rungs")
     ax.set_xlabel("epochs trained")
@@ -93,16 +95,23 @@ def _applies(result: Result) -> bool:
     return bool(result.halving.get("decisions")) and bool(result.runs)
 
 
+def _decided(result: Result) -> list[int]:
+    """The rungs decided so far (all of them in a whole study)."""
+    return [int(d["rung"]) for d in result.halving.get("decisions", [])]
+
+
 def _draw(result: Result) -> Figure:
     c = criterion_of(result)
-    return rung_figure(result.runs, c, result.halving.get("rungs", []), answer_cells(result))
+    return rung_figure(result.runs, c, _decided(result), answer_cells(result))
 
 
 def _caption(result: Result) -> str:
     c = criterion_of(result)
     curves = cell_curves(result.runs, c)
     to_end = sum(fate == "done" for _, _, fate in curves.values())
-    rungs = ", ".join(str(r) for r in result.halving.get("rungs", []))
+    rungs = ", ".join(str(r) for r in _decided(result))
+    chosen = answer_cells(result)
+    star = any(chosen.get(cell[:2]) == cell[2] and f == "done" for cell, (*_, f) in curves.items())
     text = (
         f"Validation {c.name} (mean over seeds) of each mode × lr × weight-decay cell against "
         f"the epochs trained. Successive halving ranked the cells after {rungs} epochs (dashed) "
@@ -111,10 +120,15 @@ def _caption(result: Result) -> str:
         + (
             f"all {to_end} cells finished: none was stopped."
             if to_end == len(curves)
-            else f"{to_end} of {len(curves)} cells finished (none of them pruned), the others "
-            "(grey) end where they stopped."
+            else f"{to_end} of the {len(curves)} cells drawn trained to the end; the others "
+            "(grey) stopped at a rung or diverged, and end there."
         )
-        + " ★: the weight decay to use."
+        + (
+            f" The cells still training are not drawn ({result.partial_note()})."
+            if result.partial
+            else ""
+        )
+        + (" ★: the weight decay to use." if star else "")
     )
     comp = compute_text(result.halving)
     return f"{text} {comp[:1].upper()}{comp[1:]}." if comp else text
