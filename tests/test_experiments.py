@@ -5,6 +5,7 @@ import json
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -440,6 +441,29 @@ def test_a_factory_in_the_file_names_the_model_unless_a_built_in_kind_is_named()
     file = validate({"model": {"factory": "tests/custom_model.py:make"}})
     with pytest.warns(UserWarning, match="is not read: kind 'linear'"):
         merge(file, {"model.kind": "linear"})
+
+
+def test_split_keys_a_data_function_does_not_read_are_said_to_be_ignored(tmp_path):
+    """Found by a new-user trial: ``val_size = 0.5`` with ``source = "file.py:make_data"``
+    (no val split returned) was accepted and stored, and 20% of the training rows were held
+    out. The keys that build splits from a built-in source or a table are one warning there."""
+    from wdlab.pipelines.experiment import load_data
+
+    (tmp_path / "d.py").write_text(
+        "import torch\n"
+        "def make_data():\n"
+        "    g = torch.Generator().manual_seed(0)\n"
+        "    x, y = torch.randn(50, 3, generator=g), torch.randint(0, 2, (50,), generator=g)\n"
+        "    return {'train': (x[:40], y[:40]), 'test': (x[40:], y[40:])}\n"
+    )
+    source = f"{tmp_path / 'd.py'}:make_data"
+    cfg = validate({"data": {"source": source, "val_size": 0.5, "options": {"n": 5}}})
+    with pytest.warns(UserWarning, match=r"^data\.val_size, data\.options: not read for "):
+        ds = load_data(cfg.data)
+    assert len(ds.y_val) == 8  # 20% of the 40 training rows: val_size was not read
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_data(validate({"data": {"source": source}}).data)  # nothing set: nothing said
 
 
 def test_train_size_subsamples_the_training_split_only():

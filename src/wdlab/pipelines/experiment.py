@@ -28,6 +28,7 @@ from wdlab.decay import REFERENCE_MODE, get_mode
 from wdlab.models import ModelSpec, kind_options
 from wdlab.pipelines.userdata import with_classes
 from wdlab.records import RunConfig
+from wdlab.warn import warn_user
 
 
 def load_config(path: str | Path) -> Experiment:
@@ -94,6 +95,7 @@ def load_data(
     if is_data_function(data.source):
         if data.train_size:
             raise ValueError("data.train_size applies to built-in sources and tables")
+        _unread_by_a_function(data)
         ds = from_function(
             data.source, seed=data.seed, batch_size=batch_size, progress=progress,
             task=data.task, count_classes=model is None,
@@ -109,6 +111,22 @@ def load_data(
     if data.train_size:
         ds = subsample_train(ds, data.train_size, data.seed, "data.train_size")
     return ds
+
+
+#: The [data] keys that build splits from a built-in source or a table; a data function
+#: returns its own (``train_size`` is refused there: its runs would differ from what it says).
+SPLIT_KEYS = ("target", "features", "impute", "categorical", "val_size", "test_size", "options")
+
+
+def _unread_by_a_function(data: DataConfig) -> None:
+    """One warning naming the [data] keys set that a ``file.py:make_data`` does not read."""
+    default = DataConfig()
+    unread = [f"data.{k}" for k in SPLIT_KEYS if getattr(data, k) != getattr(default, k)]
+    if unread:
+        warn_user(
+            f"{', '.join(unread)}: not read for {data.source} (its function returns the "
+            "splits; without a val split, 20% of the training rows are held out): ignored"
+        )
 
 
 def _load(data: DataConfig) -> Dataset:
