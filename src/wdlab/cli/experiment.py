@@ -278,7 +278,10 @@ def add_sweep_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch", type=positive_int, help="at most N configurations per batch")
     add_running(p)
     add_max_configs(p)
-    p.add_argument("--name", help="the study's name in tables and reports (default: folder)")
+    p.add_argument(
+        "--name",
+        help="the study's name in its report, --json and dashboards (default: its folder's)",
+    )
     p.add_argument(
         "--log",
         action="append",
