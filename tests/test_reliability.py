@@ -300,9 +300,12 @@ def test_a_study_that_is_not_whole_is_marked_partial_wherever_it_is_shown(tmp_pa
 def test_a_study_with_no_finished_run_reports_that_and_draws_nothing(tmp_path, capsys):
     """Found by a new-user trial: a study killed before its first batch was stored reported
     three empty figures, an empty run table and an empty table of modes. The report says no
-    run has finished; no figure is drawn (or written); the modes come from the grid."""
+    run has finished; no figure is drawn (or written, and those an earlier report of the study
+    wrote there go); the modes come from the grid."""
     out = tmp_path / "s"
     run_sweep(validate(TINY), out)
+    assert main(["report", str(out), "--out", str(tmp_path / "r")]) == 0
+    assert list((tmp_path / "r").glob("*.png"))  # the whole study's figures
     with sqlite3.connect(out / "study.db") as db:
         db.execute("UPDATE runs SET status = 'pending'")  # as a sweep killed at its start
     db.close()

@@ -26,7 +26,13 @@ if TYPE_CHECKING:
 def cmd_report(args: argparse.Namespace) -> int:
     """Make report.html and the PNGs from a demo/run folder or a study."""
     from wdlab.pipelines import load_result
-    from wdlab.pipelines.outputs import check_outputs, claim_outputs, record_outputs, study_source
+    from wdlab.pipelines.outputs import (
+        check_outputs,
+        claim_outputs,
+        forget_outputs,
+        record_outputs,
+        study_source,
+    )
     from wdlab.report.html import write_report
 
     result = load_result(args.path)  # read-only; refuses a folder with nothing to report
@@ -41,6 +47,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     claim_outputs(out, report_files(), source)
     paths = write_report(result, out)
     record_outputs(out, paths.values(), source)
+    stale = [n for n in report_files() if n not in {p.name for p in paths.values()}]
+    for name in stale:  # an earlier report's figure this one has not: checked ours above
+        (out / name).unlink(missing_ok=True)
+    forget_outputs(out, stale)
     if args.json:
         emit_json({k: str(v) for k, v in paths.items()})
     else:
