@@ -44,7 +44,7 @@ figcaption{color:#445;font-size:.92em}.pass{color:#11703a;font-weight:600}
 .fail{color:#b3161b;font-weight:700}code{background:#f4f4f7;padding:0 .25em}
 .meta{color:#556;font-size:.9em}.answer{font-size:1.08em;font-weight:600}
 tr.gain td{background:#eaf6ee}tr.nogain td{background:#fbf4e6}tr.ref td{color:#556}
-.scroll{overflow-x:auto}
+table.headline{display:block;max-width:100%;overflow-x:auto}
 """
 
 
@@ -232,9 +232,7 @@ def _table(
         for row, mark in zip(rows, marks, strict=True)
     )
     cap = f"<caption>{escape(caption)}</caption>" if caption else ""
-    table = f"{cap}<thead><tr>{th}</tr></thead><tbody>{body}</tbody>"
-    # in a narrow window the table scrolls, not the page
-    return f'<div class="scroll"><table class="headline">{table}</table></div>'
+    return f'<table class="headline">{cap}<thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
 
 
 def write_report(result: Result, out: str | Path) -> dict[str, Path]:

@@ -293,8 +293,7 @@ def weight_norm_curves(runs: Sequence[RunResult], labels: Sequence[str] | None =
 
 @dataclass(frozen=True)
 class FigureSpec:
-    """One report figure: its file stem, when it applies (``needs`` says it in words), its
-    caption and how to draw it."""
+    """One report figure: file stem, when it applies (``needs``, in words), caption, drawing."""
 
     name: str
     applies: Callable[[Result], bool]
