@@ -472,3 +472,10 @@ def test_runs_a_killed_sweep_stored_but_did_not_log_are_logged_when_it_resumes(
     for run in result.runs:  # once each: one events file per run
         folder = tmp_path / "tb" / "killed" / safe_name(run_name(run.config))
         assert len(list(folder.glob("events.out.tfevents.*"))) == 1
+    # a log written before runs were marked whole: its runs again, not its summary (a
+    # checking helper found the summary logged twice)
+    for mark in (tmp_path / "tb" / "killed").rglob(".wdlab-logged"):
+        mark.unlink()
+    wdlab.sweep("mlp", "wine", optimizer="adamw", out=out, **kw)
+    check_tensorboard(tmp_path / "tb" / "killed", result)
+    assert len(list((tmp_path / "tb" / "killed" / "selection").glob("events.*"))) == 1

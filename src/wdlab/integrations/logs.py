@@ -131,8 +131,10 @@ class Logs:
     def catch_up(self, runs: Sequence[RunResult]) -> int:
         """Stored runs a log does not hold whole (a sweep killed between storing runs and
         logging them, or while logging one), logged now, where the log can tell (its
-        ``unlogged``: what it lacks, with any half-logged trace removed). The caller makes
-        sure no other process is logging this study. Returns how many runs were logged."""
+        ``unlogged``: what it lacks, with any half-logged trace of them removed). The caller
+        makes sure no other process was logging this study when it read ``runs``. A log's
+        summary is not logged again for it (a summary there was logged once the study was
+        whole). Returns how many runs were logged."""
         n = 0
         for log in self.logs:
             unlogged = getattr(log, "unlogged", None)
@@ -140,7 +142,6 @@ class Logs:
             for run in missing:
                 log.log_run(run)
             n += len(missing)
-        self.logged = self.logged or bool(n)
         return n
 
     def summary(self, result: Result) -> None:

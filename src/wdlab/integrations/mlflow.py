@@ -143,15 +143,17 @@ class MlflowLog:
             self.client.set_terminated(rid, MLFLOW_STATUS.get(run.status, "FAILED"))
 
     def unlogged(self, runs: Sequence[RunResult]) -> list[RunResult]:
-        """Those of ``runs`` the study's parent run has no finished child run of; a child
-        still ``RUNNING`` (a process killed while it logged it) is deleted."""
+        """Those of ``runs`` the study's parent run has no finished child run of; a child of
+        one of ``runs`` still ``RUNNING`` (a process killed while it logged it) is deleted,
+        never another run's (a process that started since may be logging it)."""
         if self.parent is None:
             return list(runs)
-        held = set()
+        held, names = set(), {run_name(r.config) for r in runs}
         with self._errors():
             for child in self._children():
                 if child.info.status == "RUNNING":
-                    self.client.delete_run(child.info.run_id)
+                    if child.info.run_name in names:
+                        self.client.delete_run(child.info.run_id)
                 else:
                     held.add(child.info.run_name)
         return [r for r in runs if run_name(r.config) not in held]
