@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from wdlab.data.arrays import as_targets, check_labels, check_pair, one_target_column
+from wdlab.data.arrays import as_targets, check_labels, check_pair, nonempty, one_target_column
 from wdlab.data.batches import Layout, as_inputs, parts
 from wdlab.data.dataset import Dataset
 from wdlab.data.loaders import LoaderFactory, every_split, unused_batch_size
@@ -127,9 +127,7 @@ def from_splits(
     check_keys(splits)
     pairs = _pairs(splits, seed, progress)
     for k, (X, y) in pairs.items():  # NaN, inf or beyond float32: refused, never trained on
-        if len(y) == 0:
-            raise ValueError(f"data: the {k} split is empty")
-        check_pair(f"data[{k!r}]", (X, y))
+        check_pair(f"data[{k!r}]", (X, nonempty(k, y)))
     facts: dict[str, Any] = {}
     if "val" not in pairs:
         X, y = pairs["train"]

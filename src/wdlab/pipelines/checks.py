@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from wdlab.config_keys import ordered_pairs
 from wdlab.data import Dataset
+from wdlab.data.arrays import nonempty
 from wdlab.decay import DEFAULT_RULE, EVERYTHING, PRESETS, DecayRule
 from wdlab.errors import first_line
 from wdlab.warn import warn_user
@@ -176,8 +177,7 @@ def checked_data(load: Callable[[Any], Any], data: Any) -> Any:
         n_x = X.shape[0] if isinstance(X, Tensor) else len(X)
         if n_x != len(y):
             raise ValueError(f"data: the {split} split has {n_x} inputs but {len(y)} targets")
-        if len(y) == 0:
-            raise ValueError(f"data: the {split} split is empty")
+        nonempty(split, y)
     return ds
 
 
