@@ -779,3 +779,18 @@ def test_an_empty_tensor_split_beside_datasets_is_refused_in_one_line(tmp_path):
     with pytest.raises(ValueError, match=r"^data: the val split is empty$"):
         wdlab.sweep("mlp", splits(Augmented()) | {"val": (X[:0], y[:0])}, out=tmp_path / "s")
     assert not (tmp_path / "s").exists()
+
+
+def test_an_empty_dataloader_split_beside_datasets_is_refused_in_one_line(tmp_path):
+    """Found by a checking helper: a DataLoader over an empty Dataset (beside Dataset splits)
+    failed in ``torch.randperm(-1)`` while its sample was read ("unexpected") where the
+    splits reached :func:`stream_splits` unchecked; an empty Dataset was refused there. Both
+    are one line naming the split, and a sweep stores nothing."""
+    for split in ("train", "val", "test"):
+        for empty in ([], DataLoader([], batch_size=4)):
+            with pytest.raises(ValueError, match=rf"^data\['{split}'\] is empty$"):
+                stream_splits(splits(Augmented()) | {split: empty}, batch_size=8)
+    with pytest.raises(ValueError, match=r"^data: the val split is empty$"):
+        data = splits(Augmented()) | {"val": DataLoader([], batch_size=4)}
+        wdlab.sweep("mlp", data, out=tmp_path / "s", batch_size=8)
+    assert not (tmp_path / "s").exists()

@@ -20,7 +20,7 @@ for how each is iterated. The facts, without a full read:
   read under a seeded random state. The same data gives the same fingerprint whatever the
   caller's RNG did before (augmentation included), for 32 reads per split instead of a full
   pass; two datasets that agree on all of that but differ elsewhere share it. Tensors are
-  hashed whole. **No size limit**: nothing here holds more than a few examples.
+  hashed whole. No size limit: nothing here holds more than a few examples.
 
 Without a validation split, 20% of the training rows (the positions ``from_splits`` picks: the
 same seed, the same rows) become one: a map-style training set is split by ``Subset``, so the
@@ -176,6 +176,9 @@ def source(
     """What split ``split`` is, as a source of batches; a ``ValueError`` for anything else."""
     if is_pair(obj):
         return tensors(split, obj)  # type: ignore[arg-type]
+    inner = obj.dataset if isinstance(obj, DataLoader) else obj  # a DataLoader's, too
+    if not isinstance(inner, IterableDataset) and hasattr(inner, "__len__") and not len(inner):
+        raise ValueError(f"data[{split!r}] is empty")
     if isinstance(obj, DataLoader):
         return LoaderSource(split, obj, seed, pin)
     dataset = isinstance(obj, IterableDataset) or (
@@ -190,8 +193,6 @@ def source(
     if isinstance(obj, IterableDataset):
         return LoaderSource(split, wrap(obj, batch_size, num_workers), seed, pin)
     if dataset:
-        if len(obj) == 0:  # type: ignore[arg-type]
-            raise ValueError(f"data[{split!r}] is empty")
         return LoaderSource(split, wrap(obj, batch_size, num_workers), seed, pin)
     if callable(obj):
         return FactorySource(split, obj, seed)  # type: ignore[arg-type]
@@ -300,9 +301,8 @@ def declared_classes(dataset: object) -> int | None:
 
 
 def _label_count(y: Tensor) -> int | None:
-    if y.is_floating_point() or y.is_complex() or y.numel() == 0:
-        return None
-    return int(y.max()) + 1
+    counted = not (y.is_floating_point() or y.is_complex()) and y.numel() > 0
+    return int(y.max()) + 1 if counted else None
 
 
 def count_classes(split: str, src: Source, seed: int, progress: bool) -> int:
