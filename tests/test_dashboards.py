@@ -479,3 +479,37 @@ def test_runs_a_killed_sweep_stored_but_did_not_log_are_logged_when_it_resumes(
     wdlab.sweep("mlp", "wine", optimizer="adamw", out=out, **kw)
     check_tensorboard(tmp_path / "tb" / "killed", result)
     assert len(list((tmp_path / "tb" / "killed" / "selection").glob("events.*"))) == 1
+
+
+KILLED_WHILE_MADE = """
+import os, sys
+import mlflow.store.db.utils as db
+import wdlab
+db._upgrade_db = lambda engine: os.kill(os.getpid(), 9)  # dies while MLflow makes its tables
+wdlab.sweep("mlp", "wine", out=sys.argv[1], weight_decay=[0.0, 1e-3], epochs=3,
+            log="mlflow:sqlite:///" + sys.argv[2])
+"""
+
+
+def test_a_kill_while_mlflow_makes_its_store_leaves_no_store_behind(tmp_path):
+    """Found by a checking helper: a sweep killed (kill -9) while MLflow made a new SQLite store
+    left a half-made file under the store's name, and every later sweep was refused ("is not
+    an MLflow store"). The store is made in a file of the process's own and takes its name
+    whole; what a killed maker left is removed by the next one."""
+    from mlflow import MlflowClient
+
+    path = tmp_path / "mlflow.db"
+    out = tmp_path / "s"
+    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_MADE, str(out), str(path)])
+    assert killed.returncode == -9
+    left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".wdlab-new-")]
+    assert left and not path.exists()  # the half-made tables are in the killed process's file
+    uri = f"sqlite:///{path}"
+    result = wdlab.sweep(
+        "mlp", "wine", out=out, weight_decay=[0.0, 1e-3], epochs=3, log=f"mlflow:{uri}"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "mlruns") == ["mlflow.db", "s"]
+    check_mlflow(uri, result.name, result)
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(result.name)
+    assert len(client.search_runs([exp.experiment_id])) == 1 + len(result.runs)

@@ -19,8 +19,10 @@ MLflow through ``MlflowClient`` only (no global active run); ``pip install 'wdla
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
+import sys
 import tempfile
 import time
 import urllib.error
@@ -42,6 +44,7 @@ from wdlab.integrations.content import (
 from wdlab.integrations.content import selection_markdown as markdown
 from wdlab.records import Result, RunResult
 from wdlab.report.html import write_report
+from wdlab.store.workers import alive
 
 REACH_TIMEOUT = 5.0  # seconds to wait for a tracking server's answer before giving up
 BATCH = 1000  # MLflow's limit of metrics per log_batch call
@@ -68,7 +71,7 @@ class MlflowLog:
         self.mlflow = require("mlflow", "logging to MLflow")
         self.entities = require("mlflow.entities", "logging to MLflow")
         self.uri = uri or self.mlflow.get_tracking_uri()
-        new_file = check_uri(self.uri)
+        self.new_file = new_file = check_uri(self.uri)
         self.error = self.mlflow.exceptions.MlflowException
         self.study, self.config = study or "wdlab", config
         self._client: Any = None
@@ -93,8 +96,11 @@ class MlflowLog:
 
     @property
     def client(self) -> Any:
-        """The MlflowClient (made on first use: it creates a SQLite store's file)."""
+        """The MlflowClient (made on first use, a new SQLite store's file with it)."""
         if self._client is None:
+            if self.new_file:
+                with self._errors():
+                    _make_store(Path(self.uri.removeprefix("sqlite:///")), self.mlflow)
             self._client = self.mlflow.MlflowClient(tracking_uri=self.uri)
         return self._client
 
@@ -272,6 +278,41 @@ def _check_sqlite(path: Path, uri: str) -> bool:
     if not names >= MLFLOW_TABLES:
         raise ValueError(f"mlflow: {uri}: {path} is not an MLflow store; left as it is")
     return False
+
+
+def _make_store(path: Path, mlflow: Any) -> None:
+    """A new SQLite store at ``path``, whole or not at all: MLflow makes its tables in a file
+    of this process beside it, which then takes the store's name unless another process made
+    the store first. A process killed meanwhile leaves only its own file, removed here by the
+    next one (MLflow's tables made in place, a kill left a store it would not open again)."""
+    for old in path.parent.glob(f".wdlab-new-*-{path.name}*"):
+        pid = old.name.split("-")[2]
+        if pid.isdigit() and not alive(int(pid)):
+            old.unlink(missing_ok=True)
+    tmp = path.with_name(f".wdlab-new-{os.getpid()}-{path.name}")
+    uri = f"sqlite:///{tmp}"
+    try:
+        mlflow.MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
+        _forget_engine(mlflow, uri)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:  # another process made it first: that one is the store
+            pass
+        except OSError:  # no hard links there: moved, unless made meanwhile
+            if not path.exists():
+                os.replace(tmp, path)
+    finally:
+        for made in (tmp, tmp.with_name(tmp.name + "-journal")):
+            made.unlink(missing_ok=True)
+
+
+def _forget_engine(mlflow: Any, uri: str) -> None:
+    """Close the connections MLflow keeps to the store just made in a file of its own."""
+    store = sys.modules.get("mlflow.store.tracking.sqlalchemy_store")
+    engines = getattr(getattr(store, "SqlAlchemyStore", None), "_engine_map", {})
+    engine = engines.pop(uri, None)
+    if engine is not None:
+        engine.dispose()
 
 
 def _read_tables(path: Path, uri: str) -> set[str]:

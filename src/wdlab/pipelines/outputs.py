@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from wdlab.store import DB_NAME, Store, StoreError
+from wdlab.store.workers import alive
 
 MANIFEST = ".wdlab-files.json"
 
@@ -212,18 +213,8 @@ def sweep_dead_writes(folder: str | Path, suffix: str = ".pt") -> None:
         return
     for path in [*folder.glob(f".*{suffix}.*.tmp"), *folder.glob(f"{MANIFEST}.*.tmp")]:
         pid = path.name.rsplit(".", 2)[-2]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid)):
             path.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _what(other: str, source: str) -> str:

@@ -32,6 +32,17 @@ LEASE_ENV = "WDLAB_LEASE_SECONDS"  # sets the lease of the sweeps started with i
 LEGACY_LEASE_SECONDS = 600.0  # workers of an earlier wdlab (no lease stored), on another host
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host is running (or not ours to signal)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextlib.contextmanager
 def dir_lock(directory: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``directory`` (flock), so that first opens and migrations of
