@@ -22,6 +22,7 @@ import re
 import signal
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -131,10 +132,19 @@ def _sigint_noted() -> Iterator[list[bool]]:
     if not main_thread or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield noted
         return
+    lock, state = threading.Lock(), {"closing": False, "sent": False}
+    main_id = threading.get_ident()
 
     def on_sigint(signum: int, frame: object) -> None:
         noted.append(True)
-        raise KeyboardInterrupt
+        if not state["closing"]:  # once the command has ended, only noted
+            raise KeyboardInterrupt
+
+    def again() -> None:
+        with lock:  # never once the command has ended: its answer is given
+            if not state["closing"]:
+                state["sent"] = True
+                signal.pthread_kill(main_id, signal.SIGINT)
 
     hook = sys.unraisablehook
 
@@ -143,7 +153,7 @@ def _sigint_noted() -> Iterator[list[bool]]:
         starts its workers, a ``__del__``): delivered again, from another thread, so that it
         interrupts the main thread's own code once that hook has returned."""
         if noted and unraisable.exc_type is KeyboardInterrupt:
-            threading.Timer(0.01, os.kill, (os.getpid(), signal.SIGINT)).start()
+            threading.Timer(0.01, again).start()
             return
         hook(unraisable)
 
@@ -152,6 +162,11 @@ def _sigint_noted() -> Iterator[list[bool]]:
     try:
         yield noted
     finally:
+        state["closing"] = True  # first: a Ctrl-C sent just before is only noted from here
+        with lock:  # and one being sent is sent before this goes on
+            pass
+        if state["sent"]:  # one sent as the command ended lands here, not after its answer
+            time.sleep(0.05)
         sys.unraisablehook = hook
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
