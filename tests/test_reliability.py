@@ -316,6 +316,23 @@ def test_a_study_with_no_finished_run_reports_that_and_draws_nothing(tmp_path, c
     assert '<td class="l">decoupled</td><td class="">w ← w·(1 − lr_t·wd)' in html  # the grid's
 
 
+def test_a_partial_study_with_nothing_chosen_names_the_ends_of_the_runs_it_lists(tmp_path):
+    """Found by a checking helper: a partial study with nothing chosen listed its pruned runs
+    under "Every finished run (27 not finished yet)". The runs listed are named by how they
+    ended (done, pruned at a rung, diverged)."""
+    out = tmp_path / "s"
+    run_sweep(validate(TINY), out)
+    with sqlite3.connect(out / "study.db") as db:  # as a pruned sweep killed before its end
+        db.execute("UPDATE runs SET status = 'pruned' WHERE id IN (2, 3)")
+        db.execute("UPDATE runs SET status = 'pending' WHERE id = 1")
+    db.close()
+    assert main(["report", str(out), "--out", str(tmp_path / "r")]) == 0
+    html = (tmp_path / "r" / "report.html").read_text()
+    said = "Every run that has ended (2 pruned; 1 not finished yet):</p>"
+    assert said in html and "finished run" not in html
+    assert html.count('<td class="">pruned</td>') == 2
+
+
 def hold(out: Path, run_id: int, owner: str) -> None:
     """Mark run ``run_id`` as being trained by the worker ``owner``, registered with a lease."""
     with Store(out) as store:

@@ -12,6 +12,7 @@ import base64
 import io
 import json
 import math
+from collections import Counter
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -142,8 +143,10 @@ def _answer_html(result: Result) -> list[str]:
             note = f"No run has finished yet ({result.partial_note()})."
             return ["<h2>Results</h2>", f"<p>{escape(note)}</p>"]
         why = no_choice(result.runs, result.counts)
+        ended = Counter(r.status for r in result.runs)  # done, pruned at a rung, diverged
+        ended_text = ", ".join(f"{n} {status}" for status, n in ended.items())
         every = (
-            f"Every finished run ({result.unfinished} not finished yet)"
+            f"Every run that has ended ({ended_text}; {result.unfinished} not finished yet)"
             if result.partial
             else "Every run"
         )
