@@ -443,6 +443,25 @@ def test_a_factory_in_the_file_names_the_model_unless_a_built_in_kind_is_named()
         merge(file, {"model.kind": "linear"})
 
 
+def test_a_cli_command_says_each_warning_once(tmp_path):
+    """Found by a checking helper: ``wdlab sweep c.toml`` printed "model.factory … is not
+    read" twice (the file's config is checked, then checked again with the flags applied).
+    A command says each warning line once."""
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[data]\nsource = "wine"\n[model]\nkind = "mlp"\n'
+        f'factory = "{Path("tests/custom_model.py").resolve()}:make"\n'
+        "[train]\nepochs = 1\n[decay]\nweight_decay = [0.0, 0.01]\n"
+    )
+    argv = ["sweep", str(config), "--out", str(tmp_path / "s"), "--seeds", "1"]
+    done = subprocess.run(
+        [sys.executable, "-m", "wdlab.cli", *argv], capture_output=True, text=True, timeout=600
+    )  # as a shell runs it: pytest records warnings in process
+    assert done.returncode == 0, done.stderr
+    lines = done.stderr.splitlines()
+    assert sum("model.factory" in line and "is not read" in line for line in lines) == 1
+
+
 def test_split_keys_a_data_function_does_not_read_are_said_to_be_ignored(tmp_path):
     """Found by a new-user trial: ``val_size = 0.5`` with ``source = "file.py:make_data"``
     (no val split returned) was accepted and stored, and 20% of the training rows were held

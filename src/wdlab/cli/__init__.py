@@ -209,10 +209,20 @@ def _run(args: argparse.Namespace) -> int:
     if not command.light:
         load_torch()
     aside = user_output_aside() if getattr(args, "json", False) else contextlib.nullcontext()
-    shown = warnings.formatwarning
+    shown, said = warnings.formatwarning, set()
+
+    def once(message, category, filename, lineno, line=None) -> str:  # type: ignore[no-untyped-def]
+        """The line of a warning not said yet in this command (a config checked again once
+        the flags are applied warns again; the filters' own once-only is reset whenever
+        code leaves a ``catch_warnings`` block), else nothing."""
+        text = _format_warning(message, category, filename, lineno, line)
+        new = text not in said
+        said.add(text)
+        return text if new else ""
+
     with warnings.catch_warnings(), aside:
         warnings.simplefilter("default")
-        warnings.formatwarning = _format_warning  # type: ignore[assignment]
+        warnings.formatwarning = once  # type: ignore[assignment]
         try:
             return func(args)
         except SystemExit as exc:
