@@ -458,3 +458,44 @@ def test_a_ctrl_c_python_printed_as_the_command_ended_does_not_come_after_its_an
         assert capsys.readouterr().err == "wdlab transfer: interrupted\n"
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_a_ctrl_c_a_forked_worker_could_only_print_is_not_delivered_to_it_again(monkeypatch):
+    """A DataLoader's worker is forked from the command with its handlers, and the Ctrl-C
+    reaches it too: a KeyboardInterrupt it can only print (in a ``__del__``) is not delivered
+    to the worker again (a second interrupt there, outside torch's own handling, printed the
+    worker's traceback); the command itself is interrupted, and says so."""
+    import os
+    import signal
+    import time
+
+    import wdlab.cli
+
+    class InAHook:
+        def __del__(self):
+            raise KeyboardInterrupt
+
+    def training(_args):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        except KeyboardInterrupt:  # noted; the command carries on to fork its worker
+            pass
+        child = os.fork()
+        if child == 0:  # the worker
+            try:
+                InAHook()
+                time.sleep(0.3)  # a re-delivery would interrupt this
+                os._exit(0)
+            except BaseException:
+                os._exit(1)
+        _, status = os.waitpid(child, 0)
+        return os.waitstatus_to_exitcode(status)
+
+    monkeypatch.setattr(wdlab.cli, "_run", training)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's, as in a shell
+    try:
+        args = ["transfer", "--wd", "0.1", "--lr", "0.1", "--n", "10", "--batch-size", "1"]
+        assert main(args) == 0  # the worker ran its sleep to the end
+    finally:
+        signal.signal(signal.SIGINT, before)

@@ -133,7 +133,7 @@ def _sigint_noted() -> Iterator[list[bool]]:
         yield noted
         return
     lock, state = threading.Lock(), {"closing": False, "sent": False}
-    main_id = threading.get_ident()
+    main_id, pid = threading.get_ident(), os.getpid()
 
     def on_sigint(signum: int, frame: object) -> None:
         noted.append(True)
@@ -151,9 +151,12 @@ def _sigint_noted() -> Iterator[list[bool]]:
     def on_unraisable(unraisable: Any) -> None:
         """A Ctrl-C raised where Python can only print it (a fork's hook as a DataLoader
         starts its workers, a ``__del__``): delivered again, from another thread, so that it
-        interrupts the main thread's own code once that hook has returned."""
+        interrupts the main thread's own code once that hook has returned. In a process forked
+        from the command (a DataLoader's worker, which the Ctrl-C reached too) it is dropped:
+        the command is interrupted, and says so."""
         if noted and unraisable.exc_type is KeyboardInterrupt:
-            threading.Timer(0.01, again).start()
+            if os.getpid() == pid:
+                threading.Timer(0.01, again).start()
             return
         hook(unraisable)
 
