@@ -572,6 +572,33 @@ def test_changed_data_from_a_data_function_is_named(world, capsys, monkeypatch):
     assert (out / "study.db").read_bytes() == before  # the stored study is left as it was
 
 
+def test_the_same_files_spelt_otherwise_resume_the_same_study(world, capsys, monkeypatch):
+    """Found by a new-user trial: a study made with ``--model ./m.py:make`` was "another
+    study" to ``--model m.py:make`` (and to the file's absolute path), the same file. Spelt
+    otherwise from the same folder, it resumes; a file that is another from here stays
+    another study, its stored spelling named."""
+    monkeypatch.chdir(world)
+    out = world / "spelt"
+    grid = ["--wd", "0", "--epochs", "1", "--out", str(out)]
+    made = ["sweep", "--data", "./um_data.py:make_data", "--model", "./um_heads.py:make", *grid]
+    assert cli(capsys, *made)[0] == 0
+    before = (out / "study.db").read_bytes()
+    for data, model in [
+        ("um_data.py:make_data", "um_heads.py:make"),
+        (f"{world}/um_data.py:make_data", f"{world}/../{world.name}/um_heads.py:make"),
+    ]:
+        code, err = cli(capsys, "sweep", "--data", data, "--model", model, *grid)
+        assert code == 0, err
+        assert (out / "study.db").read_bytes() == before  # resumed: nothing to train
+    monkeypatch.chdir(world.parent)  # ./um_heads.py is another file from here
+    model = f"{world.name}/um_heads.py:make"
+    code, err = cli(
+        capsys, "sweep", "--data", f"{world}/um_data.py:make_data", "--model", model, *grid
+    )
+    assert code == 2 and 'model.factory: "./um_heads.py:make" stored' in err, err
+    assert (out / "study.db").read_bytes() == before
+
+
 # -- 16: a module instance where a factory goes --------------------------------------------------
 
 

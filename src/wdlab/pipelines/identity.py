@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -50,6 +51,26 @@ def differences(stored: Mapping[str, Any], new: Mapping[str, Any], limit: int = 
 
 
 _MISSING = object()
+CODE_KEYS = (("model", "factory"), ("data", "source"))  # where a config names a user's file
+
+
+def respell(stored: Mapping[str, Any], *configs: dict[str, Any]) -> None:
+    """A code file ``configs`` name as the stored study spelt it, where both name the same
+    file from here (``./m.py:make`` and ``m.py:make``, or its absolute path): one study,
+    however its file is spelt; a file that is another from here stays another study."""
+    for section, key in CODE_KEYS:
+        old = (stored.get(section) or {}).get(key)
+        for config in configs:
+            new = (config.get(section) or {}).get(key)
+            if isinstance(old, str) and isinstance(new, str) and _same_code(old, new):
+                config[section][key] = old
+
+
+def _same_code(a: str, b: str) -> bool:
+    (file_a, _, name_a), (file_b, _, name_b) = a.rpartition(":"), b.rpartition(":")
+    if name_a != name_b or not (file_a.endswith(".py") and file_b.endswith(".py")):
+        return False
+    return Path(file_a).resolve() == Path(file_b).resolve()
 
 
 def _unset(v: Any) -> bool:
