@@ -293,6 +293,11 @@ class Result:
             return ""
         return f"partial: {self.unfinished} of {sum(self.counts.values())} runs unfinished"
 
+    def partial_notice(self) -> str:
+        """The line above a partial study's answer (``wdlab show``, the report), or ""."""
+        note = f"Partial study ({self.partial_note()}): the answer below is not final"
+        return note if self.partial else ""
+
     def to_dict(self) -> dict[str, Any]:
         """The versioned JSON document (results.json, ``--json``)."""
         return {

@@ -355,7 +355,7 @@ def emit_study(
         emit_json(result.to_dict() | where)
         return
     if result.partial:  # the table's title: never a partial answer shown as the whole one
-        print(f"PARTIAL STUDY ({result.partial_note()}): the answer below is not final\n")
+        print(result.partial_notice().replace("Partial study", "PARTIAL STUDY", 1) + "\n")
     print(result.table())
     print(f"\nstudy: {directory}  ({counts_line(result.counts)})")
     for error, n in failures.items():

@@ -172,8 +172,7 @@ def _partial_html(result: Result) -> list[str]:
     """A partial study's notice, above its answer (as ``wdlab show`` prints it)."""
     if not result.partial:
         return []
-    note = f"Partial study ({result.partial_note()}): the answer below is not final"
-    return [f'<p class="answer">{escape(note)}.</p>']
+    return [f'<p class="answer">{escape(result.partial_notice())}.</p>']
 
 
 def _compute_html(result: Result) -> list[str]:
