@@ -286,10 +286,12 @@ def test_epochs_and_steps_together_are_refused(tmp_path, capsys):
 
 def test_epochs_on_the_command_line_win_over_a_files_steps(tmp_path, capsys):
     """A flag overrides the file: ``--epochs 3`` over a file's ``steps = 5`` trained the 5
-    steps without a word (a checking helper's finding)."""
+    steps without a word (a checking helper's finding). It trains the epochs, and a new-user
+    trial found that silent too: one warning says the flag replaced the file's steps."""
     (tmp_path / "s.toml").write_text("[train]\nsteps = 5\n")
     args = ["run", str(tmp_path / "s.toml"), "--data", "wine", "--epochs", "3", "--json"]
-    assert main([*args, "--out", str(tmp_path / "r")]) == 0
+    with pytest.warns(UserWarning, match=r"^--epochs 3 replaces the file's steps = 5$"):
+        assert main([*args, "--out", str(tmp_path / "r")]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["config"]["train"]["steps"] == 0 and doc["runs"][0]["epochs"] == 3
 

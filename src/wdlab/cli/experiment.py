@@ -71,7 +71,7 @@ def _config(args: argparse.Namespace, default_grid: bool) -> tuple[Experiment, s
 def both_given(in_file: Mapping[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
     """``flags``, once neither the file's ``[train]`` nor the flags give both epochs and steps
     (one line where they do); ``--epochs`` over a file's ``steps`` trains the epochs, as a
-    flag overrides the file (the file's steps would have won, without a word)."""
+    flag overrides the file (the file's steps would have won), and says so in a warning."""
     from wdlab.pipelines.checks import epochs_or_steps
 
     said = "train.epochs and train.steps"
@@ -79,6 +79,9 @@ def both_given(in_file: Mapping[str, Any], flags: dict[str, Any]) -> dict[str, A
     epochs, steps = flags.get("train.epochs"), flags.get("train.steps")
     epochs_or_steps(epochs, steps, "--epochs and --steps", zero_is_unset=True)
     if epochs is not None and steps is None and in_file.get("steps"):
+        from wdlab.warn import warn_user
+
+        warn_user(f"--epochs {epochs} replaces the file's steps = {in_file['steps']}")
         return flags | {"train.steps": 0}  # --steps given too was refused just above
     return flags
 
