@@ -583,6 +583,11 @@ def test_bad_streams_are_one_line():
     )
     _one_line(r"data\['train'\]: expected a map-style Dataset", lambda: stream_splits(splits(5)))
     _one_line(r"data\['train'\] is empty", lambda: stream_splits(splits([])))
+    _one_line(  # a new-user trial: "6 inputs but 1 targets" said nothing of why
+        r"data\['train'\] batch 0: 6 inputs but 1 targets \(one example, not a batch: a "
+        r"DataLoader with batch_size=None\?\)$",
+        lambda: stream_splits(splits(DataLoader(ds, batch_size=None)), n_classes=2),
+    )
 
 
 def test_items_of_different_shapes_are_one_line_naming_the_split():

@@ -161,5 +161,6 @@ def batch_of(obj: object, where: str) -> Batch:
     inputs = sorted({size(t) for t in parts(x)})
     if len(inputs) > 1 or inputs[0] != size(y):
         n_x = " or ".join(map(str, inputs))
-        raise ValueError(f"{where}: {n_x} inputs but {size(y)} targets")
+        one = "" if y.dim() else " (one example, not a batch: a DataLoader with batch_size=None?)"
+        raise ValueError(f"{where}: {n_x} inputs but {size(y)} targets{one}")
     return x, y
