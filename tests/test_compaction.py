@@ -244,6 +244,25 @@ def test_a_diverged_row_leaves_the_batch_and_its_compute_stops():
     assert all(v == 0 for t in runs[1].params.values() for v in t.flatten().tolist())
 
 
+def test_a_batch_whose_every_row_diverged_ends_there_and_stores_them_diverged():
+    """Found by a checking helper: a batch whose every row diverged at the check after ~100
+    epochs ended there (nothing left to train), but its results were read to the planned
+    epochs (evaluations after 100 that never ran), and every run failed ("zip() argument 2 is
+    shorter than argument 1"); 101 epochs or fewer passed. Each run is stored diverged, with
+    its curves to the epoch the batch ended, NaN from its divergence on."""
+    data = D.load("diabetes")
+    spec = ModelSpec("mlp", in_dim=data.in_dim, hidden=(8,), activation="tanh")
+    bad = [RunConfig(mode="coupled", weight_decay=w, lr=3.0) for w in (0.0, 1e-3)]
+    runs = _train(spec, data, bad, epochs=128, eval_every=10)
+    assert [r.status for r in runs] == ["diverged", "diverged"]
+    assert [r.epochs for r in runs] == [101, 101] and runs.row_steps == 2 * 101
+    for r in runs:
+        assert r.curves.epoch == list(range(101)) and r.curves.eval_epoch[-1] == 100
+        for name in r.curves.series:
+            assert len(r.curves[name]) == len(r.curves.axis(name))
+        assert math.isnan(r.curves["val_loss"][-1]) and math.isnan(r.final["val_loss"])
+
+
 # -- streamed data: the stream goes on for the rows left ----------------------------------------
 
 

@@ -119,7 +119,8 @@ class Trainer(RowStops):
                 state = capture(self, self.end)
         if bar is not None:
             bar.close()
-        results = self.recorder.results(self.order, self.t_start, self.note, self.end)
+        # the epochs trained: self.end, or fewer where every row stopped before it
+        results = self.recorder.results(self.order, self.t_start, self.note, self.trained)
         return Trained(results, state, self.recorder.row_steps)
 
     def epochs(self, bar: object | None) -> None:
