@@ -319,7 +319,8 @@ def test_a_study_with_no_finished_run_reports_that_and_draws_nothing(tmp_path, c
 def test_a_partial_study_with_nothing_chosen_names_the_ends_of_the_runs_it_lists(tmp_path):
     """Found by a checking helper: a partial study with nothing chosen listed its pruned runs
     under "Every finished run (27 not finished yet)". The runs listed are named by how they
-    ended (done, pruned at a rung, diverged)."""
+    ended (done, pruned at a rung, diverged), and those not listed by why (pending, running,
+    failed: a checking helper found failed runs counted as "not finished yet", unnamed)."""
     out = tmp_path / "s"
     run_sweep(validate(TINY), out)
     with sqlite3.connect(out / "study.db") as db:  # as a pruned sweep killed before its end
@@ -328,9 +329,15 @@ def test_a_partial_study_with_nothing_chosen_names_the_ends_of_the_runs_it_lists
     db.close()
     assert main(["report", str(out), "--out", str(tmp_path / "r")]) == 0
     html = (tmp_path / "r" / "report.html").read_text()
-    said = "Every run that has ended (2 pruned; 1 not finished yet):</p>"
+    said = "Every run with results (2 pruned; not yet: 1 pending):</p>"
     assert said in html and "finished run" not in html
     assert html.count('<td class="">pruned</td>') == 2
+    with sqlite3.connect(out / "study.db") as db:  # a run that failed is not done either
+        db.execute("UPDATE runs SET status = 'failed', error = 'boom' WHERE id = 3")
+    db.close()
+    assert main(["report", str(out), "--out", str(tmp_path / "r")]) == 0
+    html = (tmp_path / "r" / "report.html").read_text()
+    assert "Every run with results (1 pruned; not yet: 1 pending, 1 failed):</p>" in html
 
 
 def hold(out: Path, run_id: int, owner: str) -> None:

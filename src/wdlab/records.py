@@ -31,6 +31,7 @@ from wdlab.decay.modes import check_mode, check_pairing, check_weight_decay, get
 
 SCHEMA = "wdlab.results"
 SCHEMA_VERSION = 2
+UNFINISHED = ("pending", "running", "failed")  # a study with runs in these is partial
 
 
 @dataclass(frozen=True)
@@ -274,7 +275,7 @@ class Result:
     @property
     def unfinished(self) -> int:
         """Runs of the study not finished (pending, running or failed; 0 for a whole one)."""
-        return sum(self.counts.get(k, 0) for k in ("pending", "running", "failed"))
+        return sum(self.counts.get(k, 0) for k in UNFINISHED)
 
     @property
     def partial(self) -> bool:
@@ -289,9 +290,8 @@ class Result:
 
     def partial_note(self) -> str:
         """``partial: N of M runs unfinished``, or "" for a whole study."""
-        if not self.partial:
-            return ""
-        return f"partial: {self.unfinished} of {sum(self.counts.values())} runs unfinished"
+        note = f"partial: {self.unfinished} of {sum(self.counts.values())} runs unfinished"
+        return note if self.partial else ""
 
     def partial_notice(self) -> str:
         """The line above a partial study's answer (``wdlab show``, the report), or ""."""

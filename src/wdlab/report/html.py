@@ -21,7 +21,7 @@ from matplotlib.figure import Figure
 
 from wdlab.decay import formula
 from wdlab.optimizers import class_name
-from wdlab.records import Result, is_reference, no_choice
+from wdlab.records import UNFINISHED, Result, is_reference, no_choice
 from wdlab.report.figures import FIGURES
 from wdlab.report.text import (
     compute_text,
@@ -145,8 +145,9 @@ def _answer_html(result: Result) -> list[str]:
         why = no_choice(result.runs, result.counts)
         ended = Counter(r.status for r in result.runs)  # done, pruned at a rung, diverged
         ended_text = ", ".join(f"{n} {status}" for status, n in ended.items())
+        to_do = ", ".join(f"{result.counts[k]} {k}" for k in UNFINISHED if result.counts.get(k))
         every = (
-            f"Every run that has ended ({ended_text}; {result.unfinished} not finished yet)"
+            f"Every run with results ({ended_text}; not yet: {to_do})"
             if result.partial
             else "Every run"
         )
