@@ -786,6 +786,22 @@ def test_an_empty_tensor_split_beside_datasets_is_refused_in_one_line(tmp_path):
     assert not (tmp_path / "s").exists()
 
 
+def test_a_drop_last_split_smaller_than_a_batch_is_evaluated_or_named(tmp_path):
+    """Found by a checking helper: a DataLoader over 3 rows with ``batch_size=8,
+    drop_last=True`` as the val split was "empty" to ``wdlab.sweep`` (its batches were
+    counted) and was evaluated on its 3 rows from the command line. It holds examples, and
+    evaluation reads every one; as the training split (no batch to train on) it is one line
+    naming ``drop_last``, with nothing stored."""
+    small = DataLoader(Augmented(3, offset=5), batch_size=8, drop_last=True)
+    result = wdlab.sweep("mlp", splits(Augmented()) | {"val": small}, batch_size=8, epochs=1)
+    assert all(r.status == "done" for r in result.runs)
+    assert {round(r.final["val_acc"] * 3, 3) for r in result.runs} <= {0, 1, 2, 3}  # 3 rows
+    said = r"^data\['train'\] gave no batches \(epoch 0\): drop_last=True dropped its one"
+    with pytest.raises(ValueError, match=said):
+        wdlab.sweep("mlp", splits(small), batch_size=8, epochs=1, out=tmp_path / "s")
+    assert not (tmp_path / "s").exists()  # a new study that trained nothing is not left
+
+
 def test_an_empty_dataloader_split_beside_datasets_is_refused_in_one_line(tmp_path):
     """Found by a checking helper: a DataLoader over an empty Dataset (beside Dataset splits)
     failed in ``torch.randperm(-1)`` while its sample was read ("unexpected") where the

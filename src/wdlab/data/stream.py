@@ -206,7 +206,11 @@ class Stream:
         """``slack``: batches a length may miscount (an IterableDataset's workers each end
         their share with a batch of their own, which ``len(DataLoader)`` does not count)."""
         if n == 0:
-            raise StreamError(f"data[{self.split!r}] gave no batches ({what})")
+            loader = getattr(self.source, "template", None)
+            why = ""
+            if getattr(loader, "drop_last", False):  # fewer examples than one batch
+                why = f": drop_last=True dropped its one batch (< {loader.batch_size} examples)"
+            raise StreamError(f"data[{self.split!r}] gave no batches ({what}){why}")
         if expected is not None and n < expected - slack:
             raise StreamError(
                 f"data[{self.split!r}] ended early: {n} of {expected} batches ({what})"

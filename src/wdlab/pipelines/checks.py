@@ -182,8 +182,10 @@ def checked_data(load: Callable[[Any], Any], data: Any) -> Any:
 
 
 def _length(v: object) -> int | None:
+    """Examples in a split, where known: a DataLoader's dataset's (not its batches: with
+    ``drop_last`` a split smaller than one batch holds examples, and is evaluated whole)."""
     try:
-        return len(v)  # type: ignore[arg-type]
+        return len(getattr(v, "dataset", v))  # type: ignore[arg-type]
     except TypeError:
         return None
 
