@@ -500,3 +500,27 @@ def test_a_full_disk_while_writing_is_one_line_naming_the_file(tmp_path):
             save_to(tmp, {"w": torch.zeros(2)}, path, sync=True)
         assert str(said.value) == line
         assert not tmp.exists()
+
+
+def test_a_checkpoint_noted_and_never_written_leaves_no_folder_once_the_study_is_whole(tmp_path):
+    """A pruned sweep's kill test (under load) found the checkpoint folder left after the
+    resumed sweep ended whole: a process killed before its rename had noted a file (a rung's,
+    under a name no resume wrote again) that was never there, and the record kept it. Once the
+    study is whole, the record forgets such names and the folder goes; a file of the user's
+    there keeps it."""
+    from wdlab.pipelines.outputs import expect_output
+
+    out = tmp_path / "s"
+    flags = [*FLAGS, "--epochs", "12", "--checkpoint", "5", "--out", str(out)]
+    assert main(["sweep", *flags]) == 0
+    where = out / "checkpoints"
+    for mine in (False, True):
+        where.mkdir()
+        (where / ".x-epoch9.pt.99999999.tmp").write_bytes(b"half")
+        expect_output(where, "x-epoch9.pt", where / ".x-epoch9.pt.99999999.tmp", "study s")
+        (where / ".x-epoch9.pt.99999999.tmp").unlink()  # as the next sweep removes it
+        if mine:
+            (where / "notes.txt").write_text("mine")
+        assert main(["sweep", *flags]) == 0
+        assert where.exists() == mine
+    assert sorted(p.name for p in where.iterdir()) == [".wdlab-files.json", "notes.txt"]

@@ -149,10 +149,14 @@ def written(directory: str | Path, source: str) -> list[str]:
 
 
 def tidy(directory: str | Path) -> None:
-    """Remove the checkpoint folder of a whole study where it holds nothing but wdlab's empty
-    record of it (its last checkpoint went with the last run); anything else keeps it."""
+    """Remove the checkpoint folder of a whole study where it holds nothing but wdlab's record
+    of it (its last checkpoint went with the last run), once the record forgets the files a
+    process killed before their rename noted and never wrote (a name no resume wrote again,
+    such as a rung's); anything else keeps it."""
     where = folder(directory)
     try:
+        with dir_lock(where):  # no run is left to write one: a file not there never will be
+            forget_outputs(where, [n for n in written_outputs(where) if not (where / n).exists()])
         if [p.name for p in where.iterdir()] == [MANIFEST] and not written_outputs(where):
             (where / MANIFEST).unlink()
             where.rmdir()
