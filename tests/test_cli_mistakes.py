@@ -499,3 +499,71 @@ def test_a_ctrl_c_a_forked_worker_could_only_print_is_not_delivered_to_it_again(
         assert main(args) == 0  # the worker ran its sleep to the end
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_what_a_dataloader_cut_short_by_a_ctrl_c_raises_in_its_clean_up_is_not_printed(
+    monkeypatch, capsys
+):
+    """Found by a checking helper: after a Ctrl-C while a DataLoader started its workers,
+    ``Exception ignored in: <function _MultiProcessingDataLoaderIter.__del__>`` and an
+    ``AttributeError`` (its ``__init__`` cut short) followed the one line. After a Ctrl-C,
+    what torch's data loading raises as it is cleaned up is not printed; before one (or
+    anyone else's), it is, as Python prints it."""
+    import gc
+    import os
+    import signal
+    import time
+
+    import wdlab.cli
+
+    class Iter:  # as torch's iterator: its __del__ is a function of torch.utils.data
+        def __del__(self):
+            raise AttributeError("'Iter' object has no attribute '_workers_status'")
+
+    Iter.__del__.__module__ = "torch.utils.data.dataloader"
+
+    def training(_args):
+        Iter()
+        gc.collect()  # before a Ctrl-C: printed
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        except KeyboardInterrupt:
+            Iter()
+            gc.collect()
+            raise
+        return 0
+
+    printed = []  # Python's own hook, as a shell has it (pytest's records them otherwise)
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: printed.append(str(u.exc_value)))
+    monkeypatch.setattr(wdlab.cli, "_run", training)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's, as in a shell
+    try:
+        args = ["transfer", "--wd", "0.1", "--lr", "0.1", "--n", "10", "--batch-size", "1"]
+        assert main(args) == 130
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert printed == ["'Iter' object has no attribute '_workers_status'"]  # the one before
+    assert capsys.readouterr().err == "wdlab transfer: interrupted\n"
+
+
+def test_a_command_shows_no_resource_warning_python_hides():
+    """Found by a checking helper: ``wdlab: warning: unclosed file <…worker.py>`` after a
+    Ctrl-C (a ResourceWarning, which Python's own filters hide): a command shows its warnings
+    once each, and hides those Python hides."""
+    import argparse
+    import types
+    import warnings
+
+    from wdlab.cli import _run
+
+    def command(_args):
+        warnings.warn("unclosed file <_io.TextIOWrapper>", ResourceWarning, stacklevel=1)
+        warnings.warn("a warning of the user's", UserWarning, stacklevel=1)
+        return 0
+
+    entry = types.SimpleNamespace(run=command, light=True, name="x")
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        assert _run(argparse.Namespace(command_entry=entry, command="x")) == 0
+    assert [w.category for w in shown] == [UserWarning]

@@ -41,6 +41,7 @@ from wdlab.cli.common import (
 from wdlab.cli.flags import HelpFormatter
 from wdlab.version import __version__
 
+TORCH_DATA = "torch.utils.data"  # DataLoader's modules: their clean-up after a Ctrl-C
 #: Every command, in the order ``wdlab --help`` lists them.
 COMMANDS = [
     *demo.COMMANDS,
@@ -153,10 +154,13 @@ def _sigint_noted() -> Iterator[list[bool]]:
         starts its workers, a ``__del__``): delivered again, from another thread, so that it
         interrupts the main thread's own code once that hook has returned. In a process forked
         from the command (a DataLoader's worker, which the Ctrl-C reached too) it is dropped:
-        the command is interrupted, and says so."""
+        the command is interrupted, and says so. After a Ctrl-C, what a DataLoader cut short by
+        it raises as it is cleaned up is the interrupt's doing, and not printed either."""
         if noted and unraisable.exc_type is KeyboardInterrupt:
             if os.getpid() == pid:
                 threading.Timer(0.01, again).start()
+            return
+        if noted and str(getattr(unraisable.object, "__module__", "")).startswith(TORCH_DATA):
             return
         hook(unraisable)
 
@@ -225,6 +229,7 @@ def _run(args: argparse.Namespace) -> int:
 
     with warnings.catch_warnings(), aside:
         warnings.simplefilter("default")
+        warnings.simplefilter("ignore", ResourceWarning)  # hidden by Python's own filters too
         warnings.formatwarning = once  # type: ignore[assignment]
         try:
             return func(args)
