@@ -485,7 +485,11 @@ KILLED_WHILE_MADE = """
 import os, sys
 import mlflow.store.db.utils as db
 import wdlab
-db._upgrade_db = lambda engine: os.kill(os.getpid(), 9)  # dies while MLflow makes its tables
+if sys.argv[3] == "tables":
+    db._upgrade_db = lambda engine: os.kill(os.getpid(), 9)  # dies while MLflow makes them
+else:  # dies once the store has its name, before its other name goes
+    link = os.link
+    os.link = lambda *a: (link(*a), os.kill(os.getpid(), 9))
 wdlab.sweep("mlp", "wine", out=sys.argv[1], weight_decay=[0.0, 1e-3], epochs=3,
             log="mlflow:sqlite:///" + sys.argv[2])
 """
@@ -495,13 +499,13 @@ def test_a_kill_while_mlflow_makes_its_store_leaves_no_store_behind(tmp_path):
     """Found by a checking helper: a sweep killed (kill -9) while MLflow made a new SQLite store
     left a half-made file under the store's name, and every later sweep was refused ("is not
     an MLflow store"). The store is made in a file of the process's own and takes its name
-    whole; what a killed maker left is removed by the next one."""
+    whole; what a killed maker left is removed by the next sweep that logs there."""
     from mlflow import MlflowClient
 
     path = tmp_path / "mlflow.db"
     out = tmp_path / "s"
-    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_MADE, str(out), str(path)])
-    assert killed.returncode == -9
+    kill = [sys.executable, "-c", KILLED_WHILE_MADE, str(out), str(path)]
+    assert subprocess.run([*kill, "tables"]).returncode == -9
     left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".wdlab-new-")]
     assert left and not path.exists()  # the half-made tables are in the killed process's file
     uri = f"sqlite:///{path}"
@@ -513,3 +517,11 @@ def test_a_kill_while_mlflow_makes_its_store_leaves_no_store_behind(tmp_path):
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name(result.name)
     assert len(client.search_runs([exp.experiment_id])) == 1 + len(result.runs)
+    two = tmp_path / "two"  # and a kill once a new store had its name, before its other went:
+    two.mkdir()
+    kill = [sys.executable, "-c", KILLED_WHILE_MADE, str(two / "s"), str(two / "mlflow.db")]
+    assert subprocess.run([*kill, "link"]).returncode == -9  # a second name of the store
+    assert any(p.name.startswith(".wdlab-new-") for p in two.iterdir())
+    log = f"mlflow:sqlite:///{two / 'mlflow.db'}"
+    wdlab.sweep("mlp", "wine", out=two / "t", weight_decay=[0.0], epochs=1, log=log)
+    assert not any(p.name.startswith(".wdlab-new-") for p in two.iterdir())

@@ -247,8 +247,9 @@ def _gist(text: str) -> str:
 def check_uri(uri: str) -> bool:
     """A tracking URI that can take the logs, checked before anything is written: a server
     answers within :data:`REACH_TIMEOUT` seconds; a SQLite file is new (in a folder that
-    exists) or MLflow's own. ``ValueError`` in one line. Returns whether it names a SQLite
-    file that does not exist yet."""
+    exists) or MLflow's own (and what a process killed as it made it left beside it is
+    removed). ``ValueError`` in one line. Returns whether it names a SQLite file that does
+    not exist yet."""
     if uri.startswith(("http://", "https://")):
         try:
             with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=REACH_TIMEOUT):
@@ -266,6 +267,7 @@ def check_uri(uri: str) -> bool:
 def _check_sqlite(path: Path, uri: str) -> bool:
     if not path.parent.is_dir():
         raise ValueError(f"mlflow: {uri}: the folder {path.parent} does not exist")
+    _remove_leftovers(path)
     if not path.exists():
         probe = path.parent / f".wdlab-write-test-{path.name}"
         try:
@@ -285,10 +287,6 @@ def _make_store(path: Path, mlflow: Any) -> None:
     of this process beside it, which then takes the store's name unless another process made
     the store first. A process killed meanwhile leaves only its own file, removed here by the
     next one (MLflow's tables made in place, a kill left a store it would not open again)."""
-    for old in path.parent.glob(f".wdlab-new-*-{path.name}*"):
-        pid = old.name.split("-")[2]
-        if pid.isdigit() and not alive(int(pid)):
-            old.unlink(missing_ok=True)
     tmp = path.with_name(f".wdlab-new-{os.getpid()}-{path.name}")
     uri = f"sqlite:///{tmp}"
     try:
@@ -304,6 +302,15 @@ def _make_store(path: Path, mlflow: Any) -> None:
     finally:
         for made in (tmp, tmp.with_name(tmp.name + "-journal")):
             made.unlink(missing_ok=True)
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Remove the files :func:`_make_store` left beside the store at ``path`` in a process
+    killed meanwhile (half-made tables, or a second name of the store made)."""
+    for old in path.parent.glob(f".wdlab-new-*-{path.name}*"):
+        pid = old.name.split("-")[2]
+        if pid.isdigit() and not alive(int(pid)):
+            old.unlink(missing_ok=True)
 
 
 def _forget_engine(mlflow: Any, uri: str) -> None:
