@@ -29,7 +29,10 @@ class Curves(Mapping[str, list]):
 
     Series named in :data:`PER_EPOCH` (and diagnostics, ``diag.…``) have one value per
     ``epoch``; every other series has one value per ``eval_epoch`` (the evaluations, made with
-    the weights after that epoch's update).
+    the weights after that epoch's update). ``train_loss`` is the epoch's mean over its
+    mini-batches, each weighted by its examples (a short last batch counts for what it holds);
+    ``train_loss_eval`` is the evaluation's, over the training split with the weights after
+    the update, as the tables report it.
     ``curves["name"]`` reads ``epoch``, ``eval_epoch`` or a series, as a dict would.
     """
 
