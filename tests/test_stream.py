@@ -583,11 +583,14 @@ def test_bad_streams_are_one_line():
     )
     _one_line(r"data\['train'\]: expected a map-style Dataset", lambda: stream_splits(splits(5)))
     _one_line(r"data\['train'\] is empty", lambda: stream_splits(splits([])))
-    _one_line(  # a new-user trial: "6 inputs but 1 targets" said nothing of why
-        r"data\['train'\] batch 0: 6 inputs but 1 targets \(one example, not a batch: a "
-        r"DataLoader with batch_size=None\?\)$",
-        lambda: stream_splits(splits(DataLoader(ds, batch_size=None)), n_classes=2),
-    )
+    for d in (6, 1):  # a new-user trial: "6 inputs but 1 targets" said nothing of why, and
+        # a checking helper: one feature passed as "1 input", to fail in the model
+        one = DataLoader(Augmented(20, d=d), batch_size=None)
+        _one_line(
+            r"data\['train'\] batch 0: its target is one number \(one example, not a batch: a "
+            r"DataLoader with batch_size=None\?\)$",
+            lambda one=one: stream_splits(splits(one), n_classes=2),
+        )
 
 
 def test_items_of_different_shapes_are_one_line_naming_the_split():

@@ -157,10 +157,12 @@ def batch_of(obj: object, where: str) -> Batch:
     y = _tensor(y, f"{where}: y")
     if not parts(x):
         raise ValueError(f"{where}: x is an empty {type(x).__name__}")
+    if not y.dim():
+        hint = "one example, not a batch: a DataLoader with batch_size=None?"
+        raise ValueError(f"{where}: its target is one number ({hint})")
     size = lambda t: int(t.shape[0]) if t.dim() else 1  # noqa: E731
     inputs = sorted({size(t) for t in parts(x)})
     if len(inputs) > 1 or inputs[0] != size(y):
         n_x = " or ".join(map(str, inputs))
-        one = "" if y.dim() else " (one example, not a batch: a DataLoader with batch_size=None?)"
-        raise ValueError(f"{where}: {n_x} inputs but {size(y)} targets{one}")
+        raise ValueError(f"{where}: {n_x} inputs but {size(y)} targets")
     return x, y
