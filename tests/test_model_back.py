@@ -266,6 +266,12 @@ def test_a_diverged_runs_model_is_refused_not_handed_back_as_zeros(tmp_path):
     with pytest.raises(ValueError, match="diverged \\(its numbers mean nothing\\)") as exc:
         r.model(c.seed, mode=c.mode, lr=c.lr, weight_decay=c.weight_decay)
     assert "lr 1e+06" not in str(exc.value).split("keeps the weights of", 1)[-1]
+    only = [x for x in r.runs if x.status == "diverged"]  # as a study whose every run diverged
+    with pytest.raises(ValueError, match="keeps the weights of diverged runs only") as exc:
+        type(r)(runs=only, name=r.name, task=r.task, directory=r.directory).model(
+            c.seed, mode=c.mode, lr=c.lr, weight_decay=c.weight_decay
+        )
+    assert "keep='none'" not in str(exc.value)  # a checking helper: it said it was swept so
 
 
 def test_a_sweep_without_out_hands_its_model_back_from_memory(tmp_path, monkeypatch):

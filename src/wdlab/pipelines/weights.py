@@ -422,20 +422,20 @@ class Kept:
 
 
 def held_weights(directory: str | Path, runs: Sequence[RunResult]) -> dict[str, Any]:
-    """{run key: state dict} of the runs whose weights the study folder keeps, read (a sweep
-    without ``out=``, before its temporary folder goes)."""
+    """{run key: state dict} of the kept weights, read (before a temporary study goes)."""
     kept = Kept(directory)
     return {config_key(r.config): kept.load(r.config) for r in runs if kept.has(r.config)}
 
 
 def kept_words(kept: Kept, runs: Sequence[RunResult], limit: int = 4) -> str:
-    """Which runs' weights the study folder keeps, in words (grouped by mode, lr and weight
-    decay, with their seeds), or why it may keep none."""
+    """Which runs' weights the study keeps, in words (by mode, lr, wd: seeds), or why none."""
     groups: dict[tuple[str, float, float], list[int]] = {}
     for r in runs:  # a diverged run's file (keep="all") holds zeros: not offered
         if r.status != "diverged" and kept.has(r.config):
             c = r.config
             groups.setdefault((c.mode, c.lr, c.weight_decay), []).append(c.seed)
+    if not groups and any(r.status == "diverged" and kept.has(r.config) for r in runs):
+        return "the study keeps the weights of diverged runs only (never handed back)"
     if not groups:
         return (
             "the study keeps no run's weights: it was swept with keep='none' (or the files "
