@@ -221,6 +221,7 @@ def can_stop(epochs: int, patience: int, every: int) -> None:
     if evaluations - 2 < patience:
         warn_user(
             f"early stopping can stop no run before its end: it waits {patience} evaluation(s) "
-            f"without improvement, and evaluating every {every} epoch(s) gives {evaluations} in "
-            "all; evaluate more often (eval_every, --eval-every) or lower the patience"
+            f"without improvement, and a run of {epochs} epoch(s) evaluated every {every} has "
+            f"{evaluations} evaluations; evaluate more often (eval_every, --eval-every) or lower "
+            "the patience"
         )
