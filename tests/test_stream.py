@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, TensorDataset
 
 import wdlab
 from wdlab.data import from_splits, stream_splits
@@ -814,7 +814,8 @@ def test_an_empty_dataloader_split_beside_datasets_is_refused_in_one_line(tmp_pa
         for empty in ([], DataLoader([], batch_size=4)):
             with pytest.raises(ValueError, match=rf"^data\['{split}'\] is empty$"):
                 stream_splits(splits(Augmented()) | {split: empty}, batch_size=8)
-    with pytest.raises(ValueError, match=r"^data: the val split is empty$"):
-        data = splits(Augmented()) | {"val": DataLoader([], batch_size=4)}
-        wdlab.sweep("mlp", data, out=tmp_path / "s", batch_size=8)
+    for empty in (DataLoader([], batch_size=4), Subset(Augmented(), [])):  # a Subset's own length
+        with pytest.raises(ValueError, match=r"^data: the val split is empty$"):
+            data = splits(Augmented()) | {"val": empty}
+            wdlab.sweep("mlp", data, out=tmp_path / "s", batch_size=8)
     assert not (tmp_path / "s").exists()

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 from wdlab.config_keys import ordered_pairs
 from wdlab.data import Dataset
@@ -185,7 +186,7 @@ def _length(v: object) -> int | None:
     """Examples in a split, where known: a DataLoader's dataset's (not its batches: with
     ``drop_last`` a split smaller than one batch holds examples, and is evaluated whole)."""
     try:
-        return len(getattr(v, "dataset", v))  # type: ignore[arg-type]
+        return len(v.dataset if isinstance(v, DataLoader) else v)  # type: ignore[arg-type]
     except TypeError:
         return None
 
