@@ -5,6 +5,7 @@ import json
 import math
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -145,3 +146,53 @@ def test_steps_per_epoch_beyond_a_float_are_said_as_their_power_of_ten(to_b, cap
     err = capsys.readouterr().err
     expected = "1e-616" if to_b == "1e-308" else "1e-628"
     assert f"weight decay would be about {expected}," in err and "inf" not in err
+
+
+def test_numpy_and_torch_numbers_are_numbers():
+    """A data size taken from ``len(np_array)`` arithmetic is an ``np.int64``, an lr read from a
+    tensor a 0-d tensor: both were refused as "must be a positive finite number, got
+    np.float32(0.1)"; an int beyond a double (10**400) raised a bare OverflowError."""
+    import numpy as np
+    import torch
+
+    plain = transfer(0.1, 1e-3, 50_000, 256, to_lr=3e-3)
+    mixed = transfer(
+        np.float64(0.1),
+        torch.tensor(1e-3, dtype=torch.float64),
+        np.int64(50_000),
+        np.int32(256),
+        to_lr=3e-3,
+    )
+    assert mixed.weight_decay == plain.weight_decay
+    for bad in (10**400, np.bool_(True), torch.tensor([0.1, 0.2]), "0.1", None):
+        with pytest.raises(ValueError, match="weight decay must be a positive finite number"):
+            transfer(bad, 1e-3, 100, 10)
+
+
+def test_a_setting_with_lr_times_wd_at_least_one_is_warned():
+    """η·λ ≥ 1 is outside the rule's regime (each step multiplies the weights by 1 − η·λ ≤ 0):
+    carrying λ = 0.1 from batch 1 to a full batch of 50,000 gave λ' = 5000 without a word. The
+    tuned setting and the new one are each checked; inside the regime nothing is said."""
+    with pytest.warns(UserWarning, match=r"the new setting's η·λ = 5 ≥ 1 \(τ_iter = 0.2 steps\)"):
+        t = transfer(0.1, 1e-3, 50_000, 1, to_batch_size=50_000)
+    assert t.weight_decay == pytest.approx(5000) and len(t.to_dict()["caveats"]) == 1
+    with pytest.warns(UserWarning, match="the tuned setting's λ = 2 ≥ 1"):
+        transfer(2.0, 1e-3, 100, 10, to_n=1000, mode="independent")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert transfer(0.1, 1e-3, 50_000, 256, to_lr=3e-3).caveats == []
+
+
+def test_cli_says_a_weight_decay_that_underflows_and_warns_outside_the_regime(capsys):
+    """``--wd 1e-330`` is a positive number that a double holds as 0: it said "must be > 0, got
+    1e-330"; a setting with η·λ ≥ 1 is printed with its warning on stderr, exit 0."""
+    with pytest.raises(SystemExit) as exc:
+        main(["transfer", "--wd", "1e-330", "--lr", "1e-3", "--n", "10", "--batch-size", "1"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and "1e-330 underflows to 0" in err
+    args = ["transfer", "--wd", "1500", "--lr", "1e-3", "--n", "1000", "--batch-size", "10"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "wdlab.cli", *args], capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and "weight decay: 1500 → 1500" in proc.stdout
+    assert proc.stderr.count("η·λ = 1.5 ≥ 1") == 2  # the tuned setting and the new one

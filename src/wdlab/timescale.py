@@ -41,7 +41,9 @@ schedules (constant, cosine, step) is the peak:
 from __future__ import annotations
 
 import math
+import numbers
 import sys
+import warnings
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -122,11 +124,30 @@ def explain(config: RunConfig) -> str:
 
 
 def _positive(name: str, value: object) -> float:
-    """``value`` as a float if it is a finite number > 0, else a one-line ``ValueError``."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not ok or not math.isfinite(value) or value <= 0:  # type: ignore[arg-type]
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)  # type: ignore[arg-type]
+    """``value`` as a float if it is a finite number > 0 (a Python or NumPy number, or a
+    one-element tensor or array), else a one-line ``ValueError``."""
+    item = getattr(value, "item", None)  # a tensor's or array's one number
+    number = value.item() if callable(item) and _size(value) == 1 else value  # type: ignore[attr-defined]
+    ok = isinstance(number, numbers.Real) and not isinstance(number, bool)
+    try:
+        x = float(number) if ok else math.nan  # type: ignore[arg-type]
+    except OverflowError:  # an int beyond a double: 10**400
+        x = math.inf
+    if not math.isfinite(x) or x <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {_shown(value)}")
+    return x
+
+
+def _size(value: object) -> int:
+    """How many numbers a tensor (``numel()``) or array (``size``) holds."""
+    numel = getattr(value, "numel", None)
+    return int(numel() if callable(numel) else getattr(value, "size", 0))
+
+
+def _shown(value: object) -> str:
+    """``repr(value)``, cut to 40 characters (10**400 has 401 digits)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @dataclass(frozen=True)
@@ -199,6 +220,21 @@ class Transfer:
         """The new setting's τ_epoch (epochs): the old one, or scaled by E'/E with epochs."""
         return self.target.tau_epoch
 
+    @property
+    def caveats(self) -> list[str]:
+        """Where a setting lies outside the rule's regime: η·λ ≥ 1 (τ_iter ≤ 1 step), where a
+        step no longer shrinks the weights a little but flips or zeroes them."""
+        out = []
+        for whose, s in (("the tuned setting's", self.source), ("the new setting's", self.target)):
+            if s.log10_tau_iter <= 0:
+                rate = "η·λ" if s.lr_in_rate else "λ"
+                out.append(
+                    f"{whose} {rate} = {_pow10(-s.log10_tau_iter):.3g} ≥ 1 (τ_iter = "
+                    f"{s.tau_iter:.3g} steps): each step multiplies the weights by 1 − {rate} ≤ 0, "
+                    f"outside the moving-average regime the τ_epoch rule is about ({rate} ≪ 1)"
+                )
+        return out
+
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form: ``weight_decay``, ``tau_iter``, ``tau_epoch``, ``formula``…"""
         return {
@@ -210,6 +246,7 @@ class Transfer:
             "mode": self.source.mode,
             "from": self.source.to_dict(),
             "to": self.target.to_dict(),
+            "caveats": self.caveats,
         }
 
 
@@ -237,7 +274,8 @@ def transfer(
     place of M (as the tokens trained do in single-epoch LLM training), so λ' gains E/E'.
     Every input must be a positive finite number (a batch larger than its data is one full
     batch, M = 1, as a DataLoader gives it); the answer is computed in logs where plain floats
-    would overflow, and refused (one line) where it lies beyond float range.
+    would overflow, and refused (one line) where it lies beyond float range. A setting with
+    η·λ ≥ 1 (τ_iter ≤ 1 step) is outside the rule's regime: warned, and listed in ``caveats``.
     """
     if lr_in_rate is None:
         modes = transfer_modes()
@@ -274,7 +312,10 @@ def transfer(
     target = Setting(_in_range(plain, log_wd2), lr2, n2, b2, e2, mode, lr_in_rate)
     _check_range(src, "the tuned setting's", math.log10(src.weight_decay))
     _check_range(target, "the new setting's", log_wd2)
-    return Transfer(src, target, *_formula(src, target))
+    result = Transfer(src, target, *_formula(src, target))
+    for caveat in result.caveats:
+        warnings.warn(caveat, stacklevel=2)
+    return result
 
 
 def _check_range(s: Setting, whose: str, log_wd: float) -> None:
@@ -306,7 +347,7 @@ def _formula(a: Setting, b: Setting) -> tuple[str, str]:
     rule = f"λ' = λ·({'·'.join(t for t in top if t)})/({'·'.join(t for t in bottom if t)})"
     num = "·".join(f"{v:g}" for v in vals_top if v is not None)
     den = "·".join(f"{v:g}" for v in vals_bot if v is not None)
-    keep = "τ_epoch·E'/E (the same fraction of the run)" if ep else "τ_epoch"
+    keep = "τ_epoch/E (the same fraction of the run)" if ep else "τ_epoch"
     tau = "1/(η·λ·M)" if eta else "1/(λ·M)"
     rule += f", M = ⌈N/B⌉   keeps {keep}, τ_epoch = {tau}"
     return rule, f"λ' = {a.weight_decay:g}·({num})/({den}) = {b.weight_decay:.6g}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import decimal
 import math
 import os
 import sys
@@ -86,6 +87,8 @@ def positive_float(text: str) -> float:
 def positive_real(text: str) -> float:
     """A finite number > 0, any double (a setting wdlab computes with, never trains in)."""
     value = _float(text, float32=False)
+    if value == 0 and decimal.Decimal(text.strip()) > 0:  # 1e-330: not 0, but a double's 0
+        raise argparse.ArgumentTypeError(f"{text} underflows to 0 (a double's least is 5e-324)")
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value

@@ -83,7 +83,11 @@ def add_transfer_flags(p: argparse.ArgumentParser) -> None:
         "--mode",
         choices=list(facts.load()["transfer_modes"]),
         default="decoupled",
-        help="decoupled (AdamW: τ_iter = 1/(η·λ); default) or independent (τ_iter = 1/λ)",
+        help=(
+            "decoupled (τ_iter = 1/(η·λ)): AdamW, cautious, corrected, and coupled or "
+            "l2 decay under plain SGD; independent (τ_iter = 1/λ). Coupled or l2 decay under "
+            "Adam has no timescale: the rule does not apply"
+        ),
     )
     add_json(p)
 
