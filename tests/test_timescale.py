@@ -308,8 +308,33 @@ def test_the_check_calls_a_tie_a_tie_and_no_spread_unresolved():
     assert "the seeds agree exactly" in text and "resolve it" not in text
     pred |= {"better": "keep λ", **_paired([0.6, 0.6, 0.6])}
     edge = _verdict(pred, {"value": 0.0}, 3, edge=True)
-    assert edge.startswith("keep λ predicts") and "the edge of the λ grid" in edge
+    assert edge.startswith("on the seeds' mean curve, keep λ predicts")
+    assert "the edge of the λ grid" in edge
     assert "the seeds resolve it" not in edge
     assert "the seeds resolve it" in _verdict(
         pred | _paired([0.5, 0.6, 0.7]), {"value": 0}, 3, False
     )
+
+
+def test_the_seeds_resolve_by_a_t_test_for_their_count_and_say_for_which_rule():
+    """ "Resolved" is a two-sided paired t-test at 5% with n − 1 degrees of freedom: 2 seeds
+    need the mean 12.7 standard errors from 0, not 2 (a 2-seed run was declared resolved at 11),
+    and the sentence names the rule the seeds favour, which can differ from the mean curve's
+    (the headline said keep λ and "the seeds resolve it" while they favoured keep τ_epoch);
+    one seed has no spread to test, said so (it printed "± nan"). Found by a new-user trial."""
+    from wdlab.pipelines.timescale import _paired, _verdict
+
+    assert _paired([0.5, 0.6])["resolved"] is False  # t = 11 < 12.71 (df 1)
+    assert _paired([0.5, 0.6, 0.7])["resolved"] is True  # t = 10.4 > 4.30 (df 2)
+    ten = [1.7] * 5 + [-0.3] * 5  # mean 0.7, se 1/3: t = 2.1, under 2.262 (df 9)
+    p = _paired(ten)
+    t = p["seed_advantage_decades"] / p["seed_advantage_se"]
+    assert 2 < t < 2.262 and p["resolved"] is False  # the old "2 standard errors" said resolved
+    pred = {"better": "keep λ", "to_n": 1024, "from_n": 256, "keep_tau_decades": 0.5}
+    pred |= {"keep_wd_decades": 0.4, "seeds_keep_tau_better": 3, **_paired([0.5, 0.6, 0.7])}
+    text = _verdict(pred, {"value": -0.5}, 3, edge=False)
+    assert "keep λ predicts" in text and "the seeds resolve it for keep τ_epoch" in text
+    against = _verdict(pred | _paired([-0.5, -0.6, -0.7]), {"value": 0}, 3, False)
+    assert "the seeds resolve it for keep λ" in against
+    one = _verdict(pred | _paired([0.5]), {"value": 0}, 1, False)
+    assert "one seed has no spread to test" in one and "nan" not in one

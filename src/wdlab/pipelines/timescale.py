@@ -37,6 +37,7 @@ from wdlab.data.tables import check_data_keys
 from wdlab.models import ModelSpec
 from wdlab.records import RunConfig
 from wdlab.report.timescale import timescale_figure, timescale_table
+from wdlab.stats import t_quantile
 from wdlab.timescale import steps_per_epoch, timescales
 from wdlab.trainer import train
 
@@ -328,17 +329,25 @@ def _better(err_tau: float, err_wd: float) -> str:
     return "keep τ_epoch" if err_tau < err_wd else "keep λ"
 
 
+ALPHA = 0.05  # the two-sided level at which the seeds resolve the comparison
+
+
 def _paired(gains: list[float]) -> dict[str, Any]:
     """Keep τ_epoch's advantage in decades, seed by seed: mean, standard error, and whether the
-    mean is more than two standard errors from 0 (the seeds resolve the comparison; seeds
-    that agree exactly, as optima pinned at the grid's edge do, leave no spread to resolve it)."""
+    seeds resolve the comparison: a two-sided paired t-test at 5% (n − 1 degrees of freedom:
+    with 2 seeds the mean must be 12.7 standard errors from 0, with 10 seeds 2.26). Seeds that
+    agree exactly, as optima pinned at the grid's edge do, leave no spread to resolve it."""
     finite = [g for g in gains if math.isfinite(g)]
     mean = _mean(finite)
-    se = _sd(finite) / math.sqrt(len(finite)) if len(finite) > 1 else math.nan
+    n = len(finite)
+    se = _sd(finite) / math.sqrt(n) if n > 1 else math.nan
+    cut = t_quantile(1 - ALPHA / 2, n - 1) if n > 1 else math.inf
     return {
         "seed_advantage_decades": mean,
         "seed_advantage_se": se,
-        "resolved": bool(math.isfinite(se) and se > 0 and abs(mean) > 2 * se),
+        "seed_count": n,
+        "resolved": bool(math.isfinite(se) and se > 0 and abs(mean) > cut * se),
+        "seeds_favour": "keep τ_epoch" if mean > 0 else "keep λ",
     }
 
 
@@ -378,22 +387,33 @@ def _verdict(pred: Mapping[str, Any], slope: Mapping[str, Any], seeds: int, edge
     head = (
         f"keep τ_epoch and keep λ predict {at} alike (the same iterations per epoch)"
         if pred["better"] == "neither"
-        else f"{pred['better']} predicts {at} better"
+        else f"on the seeds' mean curve, {pred['better']} predicts {at} better"
     )
-    spread = f"{pred['seed_advantage_decades']:+.2f} ± {pred['seed_advantage_se']:.2f} decades"
-    if edge:
-        resolved = "not resolved: an optimum lies at the edge of the λ grid (widen it)"
-    elif pred["resolved"]:
-        resolved = "the seeds resolve it"
-    elif pred["seed_advantage_se"] == 0:
-        resolved = f"not resolved: the seeds agree exactly ({spread}), no spread to test against"
-    else:
-        resolved = (
-            f"not resolved: the seed-by-seed advantage {spread} is within two standard errors of 0"
-        )
+    resolved = _resolved(pred, edge)
     return (
         f"{head}: off by {pred['keep_tau_decades']:.2f} decades (keep τ_epoch) vs "
         f"{pred['keep_wd_decades']:.2f} (keep λ); seed by seed keep τ_epoch wins "
         f"{pred['seeds_keep_tau_better']}/{seeds}; slope of log λ* on log N "
         f"{slope['value']:.2f} (keep τ_epoch: −1, keep λ: 0); {resolved}"
+    )
+
+
+def _resolved(pred: Mapping[str, Any], edge: bool) -> str:
+    """Whether the seeds resolve the comparison, and for which rule (the seed-by-seed mean can
+    favour the other rule than the mean curve's optimum does)."""
+    spread = f"{pred['seed_advantage_decades']:+.2f} ± {pred['seed_advantage_se']:.2f} decades"
+    if edge:
+        return "not resolved: an optimum lies at the edge of the λ grid (widen it)"
+    if pred["seed_count"] < 2:
+        return "not resolved: one seed has no spread to test (give --seeds 3 or more)"
+    if pred["resolved"]:
+        return (
+            f"the seeds resolve it for {pred['seeds_favour']} ({spread}; a two-sided paired "
+            f"t-test at 5% over {pred['seed_count']} seeds)"
+        )
+    if pred["seed_advantage_se"] == 0:
+        return f"not resolved: the seeds agree exactly ({spread}), no spread to test against"
+    return (
+        f"not resolved: the seed-by-seed advantage {spread} is within the 5% two-sided t-test's "
+        f"bound of 0 for {pred['seed_count']} seeds"
     )
