@@ -259,7 +259,7 @@ def load_error(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     if not text.startswith("Weights only load failed"):
         first = text.splitlines()[0]
-        return f"not a whole torch file ({first})" if first.startswith("[Errno") else _short(first)
+        return f"not a whole torch file ({_short(first)})"  # cut short: "negative seek value"
     for line in (ln.strip() for ln in text.splitlines()[1:]):
         if "WeightsUnpickler error:" in line:
             line = line.split("WeightsUnpickler error:", 1)[1].strip()

@@ -443,7 +443,7 @@ def kept_words(kept: Kept, runs: Sequence[RunResult], limit: int = 4) -> str:
             "with keep='best' or 'all' to have them"
         )
     words = [
-        f"{m} at lr {lr:g}, wd {w:g} (seeds {', '.join(map(str, sorted(seeds)))})"
+        f"mode {m} at lr {lr:g}, wd {w:g} (seeds {', '.join(map(str, sorted(seeds)))})"
         for (m, lr, w), seeds in sorted(groups.items())
     ]
     more = f"; and {len(words) - limit} more" if len(words) > limit else ""
