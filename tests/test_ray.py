@@ -181,3 +181,61 @@ def test_an_address_nothing_answers_at_is_one_line_before_anything_is_stored(tmp
     assert not out.exists()
     with pytest.raises(ValueError, match="expected HOST:PORT of a Ray cluster"):
         RayExecutor(address="nowhere")
+
+
+MAKE = """
+import torch
+from torch import nn
+
+def make(seed=0):
+    if seed == 2:
+        raise RuntimeError("seed 2 breaks")
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(13, 8), nn.ReLU(), nn.Linear(8, 3))
+"""
+
+
+def test_a_batch_that_fails_on_a_worker_fails_alone_and_says_why_in_one_line(
+    executor, tmp_path, monkeypatch
+):
+    """A factory that raises on a Ray worker: the user's own error, one line (it was Ray's
+    remote traceback, coloured and cut before the cause); only that batch's runs are stored
+    failed, with that error, and the batches still in flight go back to pending, as on the
+    local backend (every unfinished run was stored failed, "RayTaskError(ValueError): ray::…").
+    The factory file is named relative to the folder the sweep runs in, which is not the
+    folder the runtime started in: the task runs in the driver's folder (it was "no file")."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.py").write_text(MAKE)
+    cfg = validate(
+        {
+            "data": {"source": "wine"},
+            "model": {"kind": "m.py:make"},
+            "train": {"optimizer": "adamw", "lr": [0.01], "epochs": 2, "seeds": [0, 1, 2]},
+            "decay": {"modes": ["decoupled"], "weight_decay": [0.0, 1e-3, 1e-2]},
+        }
+    )
+    with pytest.raises(ValueError) as exc:
+        run_sweep(cfg, tmp_path / "s", max_batch=1, executor=executor)
+    line = str(exc.value)
+    assert "\n" not in line and "raised RuntimeError: seed 2 breaks" in line
+    assert "ray::" not in line and "\x1b" not in line
+    db = sqlite3.connect(next((tmp_path / "s").glob("*.db")))
+    rows = db.execute("SELECT status, COALESCE(error, '') FROM runs").fetchall()
+    failed = [e for s, e in rows if s == "failed"]
+    assert len(failed) == 1 and "seed 2 breaks" in failed[0] and "RayTaskError" not in failed[0]
+    assert {s for s, _ in rows} <= {"done", "pending", "failed"} and len(rows) == 9
+
+
+def test_without_an_address_a_new_local_runtime_starts_quietly(monkeypatch):
+    """No --address: ``ray.init(address="local")``, a runtime of wdlab's own (plain
+    ``ray.init()`` joined a cluster that ``ray start --head`` had recorded on the machine and
+    then refused wdlab's num_cpus); Ray's INFO and WARNING lines are not printed (an error exit
+    was not one line)."""
+    import logging
+
+    seen = {}
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: seen.update(kw))
+    RayExecutor(local_cpus=2)._init()
+    assert seen["address"] == "local" and seen["num_cpus"] == 2
+    assert seen["logging_level"] == logging.ERROR and seen["log_to_driver"] is False

@@ -20,6 +20,8 @@ one; a Ray task's batch starts again from its own start if its worker dies).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 import socket
@@ -33,6 +35,17 @@ from wdlab.records import RunConfig, RunResult
 from wdlab.trainer import train
 
 Batch = list[RunConfig]
+
+
+class BatchError(Exception):
+    """One batch of several in flight failed (a Ray task): only its runs failed; the others
+    go back to pending. ``cause``: what the batch's training raised, as it raised it."""
+
+    def __init__(self, batch: Batch, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.batch, self.cause = batch, cause
+
+
 OnEpoch = Callable[[Batch, int], None]
 OnCheckpoint = Callable[[Batch, dict[str, Any]], None]
 
@@ -167,12 +180,16 @@ def _train_task(
     train_kwargs: dict[str, Any],
     pid_dir: str | None,
     index: int,
+    cwd: str,
 ) -> list[RunResult]:
-    """The body of one Ray task: one call of the batched engine."""
+    """The body of one Ray task: one call of the batched engine, in the driver's folder
+    ``cwd`` where this node has it (``--model file.py:make`` and dotted modules name files
+    from there), else in the worker's own."""
     if pid_dir:  # lets operators (and the fault test) see which worker runs which batch
         with open(os.path.join(pid_dir, f"batch-{index}-{os.getpid()}.pid"), "w") as fh:
             fh.write(str(os.getpid()))
-    return train(spec, data, batch, **train_kwargs)
+    with contextlib.chdir(cwd) if os.path.isdir(cwd) else contextlib.nullcontext():
+        return train(spec, data, batch, **train_kwargs)
 
 
 def _check_resources(num_cpus: float, num_gpus: float | None, max_retries: int) -> None:
@@ -243,14 +260,15 @@ class RayExecutor:
 
         if ray.is_initialized():
             return ray
+        quiet = {"log_to_driver": False, "logging_level": logging.ERROR}  # no INFO lines
         if self.address:
-            ray.init(address=self.address, log_to_driver=False)
-        else:
-            kwargs: dict[str, Any] = {
+            ray.init(address=self.address, **quiet)
+        else:  # "local": a new runtime, not a cluster `ray start` left recorded on this machine
+            kwargs: dict[str, Any] = quiet | {
+                "address": "local",
                 "num_cpus": self.local_cpus or os.cpu_count() or 1,
                 "include_dashboard": False,
                 "_node_ip_address": "127.0.0.1",
-                "log_to_driver": False,
             }
             if self.temp_dir:
                 kwargs["_temp_dir"] = self.temp_dir
@@ -299,14 +317,22 @@ class RayExecutor:
         kwargs = dict(train_kwargs)
         if kwargs.get("device") is None:
             kwargs["device"] = "cuda" if gpus else "cpu"
-        pending = {}
+        pending, cwd = {}, os.getcwd()
         for i, b in enumerate(batches):
             kw = kwargs | segment_kwargs(b)
-            pending[task.remote(spec, data_ref, list(b), kw, self.pid_dir, i)] = b
+            pending[task.remote(spec, data_ref, list(b), kw, self.pid_dir, i, cwd)] = b
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
-                yield pending.pop(ref), ray.get(ref)
+                batch = pending.pop(ref)
+                try:
+                    results = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:  # the user's error, not Ray's
+                    for other in pending:  # as the local executor: no batch after a failure
+                        ray.cancel(other)
+                    cause = exc.cause if isinstance(exc.cause, Exception) else exc
+                    raise BatchError(batch, cause) from None
+                yield batch, results
 
 
 #: Every executor by name.

@@ -14,7 +14,7 @@ from typing import Any
 
 from wdlab.data import Dataset, StreamedData, StreamError
 from wdlab.errors import gist
-from wdlab.executors import Batch, Executor, Segment
+from wdlab.executors import Batch, BatchError, Executor, Segment
 from wdlab.halving import Prune
 from wdlab.integrations.logs import Logs
 from wdlab.models import ModelSpec
@@ -89,6 +89,10 @@ class Job:
             # back to pending, nothing stored
             store.release(owner)
             raise
+        except BatchError as exc:  # one of several batches in flight (Ray): only its runs
+            store.mark_failed(owner, gist(exc.cause), only=exc.batch)
+            store.release(owner)
+            raise exc.cause from None
         except Exception as exc:
             store.mark_failed(owner, gist(exc))
             raise

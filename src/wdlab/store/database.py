@@ -268,14 +268,14 @@ class Store(Workers, Progress):
                 out.append(RunConfig.from_dict(json.loads(c)))
         return out
 
-    def mark_failed(self, owner: str, error: str) -> int:
-        """One transaction: the runs ``owner`` holds failed with ``error``; returns how many."""
+    def mark_failed(self, owner: str, error: str, only: Iterable[RunConfig] | None = None) -> int:
+        """One transaction: the runs ``owner`` holds (of ``only``, if given) failed with
+        ``error``; returns how many."""
+        sql = "UPDATE runs SET status = 'failed', error = ?, owner = NULL, updated = ? WHERE "
+        sql += "owner = ? AND status = 'running'" + ("" if only is None else " AND key = ?")
+        keys = [()] if only is None else [(config_key(c),) for c in only]
         with self._tx():
-            return self.db.execute(
-                "UPDATE runs SET status = 'failed', error = ?, owner = NULL, updated = ? "
-                "WHERE owner = ? AND status = 'running'",
-                (error, time.time(), owner),
-            ).rowcount
+            return sum(self.db.execute(sql, (error, time.time(), owner, *k)).rowcount for k in keys)
 
     def add_seconds(self, seconds: float) -> None:
         """Add wall time spent on the study (by the process calling)."""
