@@ -10,6 +10,7 @@ import math
 import re
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -425,7 +426,8 @@ def test_bad_ranges(text, message):
 
 # -- the command line --------------------------------------------------------------------------
 
-CLI = ["search", "--data", "wine", "--optimizer", "adamw", "--epochs", "2", "--batch-size", "64"]
+CLI = ["search", "--data", "wine", "--optimizer", "adamw", "--mode", "decoupled"]
+CLI += ["--epochs", "2", "--batch-size", "64"]
 
 
 def test_cli_search_into_a_sqlite_storage(tmp_path, capsys):
@@ -798,10 +800,12 @@ def test_cli_search_with_every_value_fixed_is_refused_not_overruled(capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "nothing to search: the weight decay is fixed at 0" in err
     assert main([*CLI, "--wd", "1e-4..1:log", "--trials", "2", "--batch", "2"]) == 0
-    assert "fixed (not searched): optimizer adamw, lr 0.1, mode coupled" in capsys.readouterr().out
+    assert (
+        "fixed (not searched): optimizer adamw, lr 0.1, mode decoupled" in capsys.readouterr().out
+    )
     assert main([*CLI, "--wd", "1e-4..1:log", "--trials", "2", "--batch", "2", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["fixed"] == {
-        "optimizer": "adamw", "lr": 0.1, "mode": "coupled"
+        "optimizer": "adamw", "lr": 0.1, "mode": "decoupled"
     }  # fmt: skip
 
 
@@ -837,3 +841,60 @@ def test_a_two_output_binary_model_searches_as_it_sweeps(tmp_path):
     res = wo.optimize(s, make, "breast_cancer", WD_SPACE, **TINY)
     assert [t.state for t in s.trials] == [TrialState.COMPLETE] * 2
     assert res.metric == "val_acc"
+
+
+def test_a_factory_that_ignores_its_seed_is_refused_as_in_a_sweep(tmp_path, capsys):
+    """``--seeds 2`` with a factory that builds the same weights for every seed: each trial's
+    mean over seeds was one run counted twice (std 0); a sweep refused it, the search now does,
+    before anything is stored."""
+    (tmp_path / "m.py").write_text(
+        "import torch\nfrom torch import nn\n"
+        "def make(seed=0):\n    torch.manual_seed(0)\n    return nn.Linear(13, 3)\n"
+    )
+    db = tmp_path / "s.db"
+    flags = [*CLI, "--model", f"{tmp_path / 'm.py'}:make", "--seeds", "2", "--trials", "2"]
+    assert main([*flags, "--storage", f"sqlite:///{db}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "built the same initial weights for seeds 0 and 1" in err
+    assert not db.exists()
+
+
+def test_a_list_with_an_empty_value_is_refused_as_in_a_sweep():
+    """``--mode decoupled,,l2`` searched decoupled and l2; ``--wd 0,,0.1`` the same: a sweep
+    refuses an empty value between commas, and so does a search."""
+    for name, text in (("mode", "decoupled,,l2"), ("wd", "0,,0.1")):
+        with pytest.raises(ValueError, match=f"--{name}: an empty value between commas"):
+            wo.parse_range(name, text)
+
+
+def test_a_search_that_leaves_the_weight_decay_at_0_or_adamw_coupled_says_so(capsys):
+    """Searching only the mode (or the lr) left the weight decay at its default 0, where every
+    mode trains alike, without a word; ``--optimizer adamw`` without ``--mode`` trains the
+    default mode coupled, Adam's L2, not AdamW's decay: both are warned, in a sweep too."""
+    base = ["search", "--data", "wine", "--epochs", "1", "--trials", "2", "--batch", "2"]
+    said = "the weight decay is 0 in every trial: mode searched, not it (every mode trains"
+    with pytest.warns(UserWarning, match=re.escape(said)):
+        assert main([*base, "--mode", "decoupled,l2"]) == 0
+    said = "--optimizer adamw trains mode coupled (--mode not given: its default), which AdamW"
+    with pytest.warns(UserWarning, match=re.escape(said)) as seen:
+        assert main([*base, "--optimizer", "adamw"]) == 0
+    assert not [w for w in seen if "weight decay is 0" in str(w.message)]
+    with pytest.warns(UserWarning, match=re.escape(said)):
+        assert main(["sweep", "--data", "wine", "--epochs", "1", "--optimizer", "adamw",
+                     "--wd", "0,1e-3", "--seeds", "1"]) == 0  # fmt: skip
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert main([*base, "--optimizer", "adam"]) == 0  # Adam's own weight_decay is coupled
+    assert not [w for w in seen if "--optimizer" in str(w.message)]
+    capsys.readouterr()
+
+
+def test_a_users_own_wdlab_attribute_is_named_not_overwritten():
+    """A study whose own user attribute ``wdlab`` is not wdlab's record: one line naming it
+    (it failed with "dictionary update sequence element #0 has length 1")."""
+    for own in ("my own note", {"note": "mine"}):
+        s = study()
+        s.set_user_attr("wdlab", own)
+        with pytest.raises(ValueError, match="has a user attribute 'wdlab' that wdlab did not"):
+            wo.optimize(s, "mlp", "wine", WD_SPACE, **TINY)
+        assert s.user_attrs["wdlab"] == own and not s.trials

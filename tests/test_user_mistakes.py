@@ -625,3 +625,25 @@ def test_a_key_stored_as_null_and_absent_now_is_no_difference():
     assert differences(stored, {"data": {"name": "a"}, "train": {"lr": 0.2}}) == (
         "train.lr: 0.1 stored, 0.2 now"
     )
+
+
+def test_one_output_on_streamed_binary_labels_says_how_to_train_its_logit():
+    """A 1-output model on streamed 0/1 labels: streamed classes are counted from the outputs,
+    so it read as one class and the data were blamed ("label 1 is outside 0..0 (1 classes)");
+    the line now names the two ways that train it (held tensors train it as a logit)."""
+    from torch.utils.data import Dataset
+
+    class Rows(Dataset):  # a Dataset of the user's own, read item by item
+        def __init__(self, n, seed):
+            self.X = torch.randn(n, 4, generator=torch.Generator().manual_seed(seed))
+
+        def __len__(self):
+            return len(self.X)
+
+        def __getitem__(self, i):
+            return self.X[i], int(self.X[i, 0] > 0)
+
+    data = {"train": Rows(96, 0), "val": Rows(32, 1), "test": Rows(32, 2)}
+    text = refused("the model outputs 1 value, and streamed labels are counted from the outputs",
+                   lambda: nn.Linear(4, 1), data, batch_size=32)  # fmt: skip
+    assert "2 outputs" in text and "--task binary" in text

@@ -64,6 +64,8 @@ def _config(args: argparse.Namespace, default_grid: bool) -> tuple[Experiment, s
         cfg = merge(cfg, {**given, **SWEEP_GRID})
         return _switched(cfg, in_file, given), grid_note(cfg)
     cfg = _switched(merge(cfg, given), in_file, given)
+    if "decay.modes" not in named:
+        own_decay_unused(cfg)
     unnamed = [k for k in SWEEP_GRID if k not in named]
     return cfg, (grid_note(cfg, unnamed) if default_grid and unnamed else "")
 
@@ -97,6 +99,23 @@ def _switched(cfg: Experiment, in_file: Mapping[str, Any], flags: Mapping[str, A
     }
     check_switches(vars(cfg.train), vars(TrainConfig()), {*in_file, *named})
     return cfg
+
+
+def own_decay_unused(cfg: Experiment) -> None:
+    """Warn where the mode, not named, is the default one and an Adam-type optimizer's own
+    weight decay is another (AdamW's is decoupled; the default, coupled, is Adam's L2 there)."""
+    from wdlab.optimizers import optimizer_spec
+    from wdlab.warn import warn_user
+
+    spec, modes = optimizer_spec(cfg.train.optimizer), list(cfg.decay.modes)
+    if not spec.adam_family or spec.own_wd_mode is None or spec.own_wd_mode in modes:
+        return
+    own, these = spec.own_wd_mode, ",".join(modes)
+    warn_user(
+        f"--optimizer {cfg.train.optimizer} trains mode {these} (--mode not given: its "
+        f"default), which {spec.cls_name} rescales per coordinate as Adam's L2 does; "
+        f"{spec.cls_name}'s own weight decay is --mode {own} (compare: --mode {these},{own})"
+    )
 
 
 def grid_note(cfg: Experiment, unnamed: Sequence[str] = ()) -> str:

@@ -18,7 +18,7 @@ from wdlab.cli.common import (
     positive_int,
     seed,
 )
-from wdlab.cli.experiment import both_given
+from wdlab.cli.experiment import both_given, own_decay_unused
 from wdlab.cli.flags import add_key, experiment_keys, shown
 from wdlab.cli.flags import overrides as flag_overrides
 
@@ -96,6 +96,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         values = cfg[section][key]
         if flag not in space and f"{dotted}" not in fixed and len(values) > 1:
             space[flag] = _choice(values)
+    if "mode" not in space and "decay.modes" not in {*fixed, *in_file}:
+        own_decay_unused(cfg)
     if not space:
         wd = RANGE_FLAGS[DEFAULT_SPACE[0]]
         if wd in fixed or wd in in_file:  # the default space would overrule the value given
@@ -105,7 +107,21 @@ def cmd_search(args: argparse.Namespace) -> int:
                 "--mode coupled,decoupled), or train it with wdlab run"
             )
         space[DEFAULT_SPACE[0]] = _parse(*DEFAULT_SPACE)
+    elif DEFAULT_SPACE[0] not in space and not any(cfg.decay.weight_decay):
+        _no_decay_searched(space)
     return _search(args, cfg, space)
+
+
+def _no_decay_searched(space: Mapping[str, Any]) -> None:
+    """Warn that every trial trains without weight decay: a range was given, not for it, and
+    its value is 0 (a search of modes alone then compares modes that all do nothing)."""
+    from wdlab.warn import warn_user
+
+    alike = " (every mode trains alike at wd 0)" if "mode" in space else ""
+    warn_user(
+        f"the weight decay is 0 in every trial: {', '.join(space)} searched, not it{alike}; "
+        "search it too with --wd 1e-6..1:log, or fix it with --wd VALUE"
+    )
 
 
 def fixed_values(cfg: Any, space: Mapping[str, Any]) -> dict[str, Any]:

@@ -90,7 +90,7 @@ class StreamedData:
             if top >= n_classes or int(self.probe[1].min()) < 0:
                 raise ValueError(
                     f"data['train']: label {top} is outside 0..{n_classes - 1} "
-                    f"({n_classes} classes)"
+                    f"({n_classes} class{'es' * (n_classes != 1)})"
                 )
         streams = {k: s.with_classes(n_classes) for k, s in self.streams.items()}
         return replace(self, n_classes=n_classes, streams=streams, meta=dict(self.meta))

@@ -19,6 +19,7 @@ from optuna.distributions import (
     check_distribution_compatibility,
 )
 
+from wdlab.config_keys import comma_items
 from wdlab.decay import DEFAULT_RULE, MODES, DecayRule
 from wdlab.devices import DEFAULT_MAX_MEMORY_MB
 from wdlab.optimizers import OPTIMIZERS, check_optimizer_options, optimizer_spec
@@ -216,6 +217,12 @@ def check_identity(
     old = study.user_attrs.get("wdlab")
     if old is None:
         return True
+    if not isinstance(old, dict) or (old and not set(old) & set(identity)):  # the user's own
+        raise ValueError(
+            f"the study {study.study_name!r} has a user attribute 'wdlab' that wdlab did not "
+            "write: wdlab records its search settings under that name; rename yours, or use "
+            "another study"
+        )
     old = read(dict(old)) if read is not None else old
     former = former or {}
     diff = [
@@ -267,12 +274,14 @@ def parse_range(name: str, text: str) -> Any:
     target = ALIASES.get(name, name)
     text = text.strip()
     if target in ("mode", "optimizer"):
-        names = [v.strip() for v in text.split(",") if v.strip()]
+        names = comma_items(text, f"--{name}")  # decoupled,,l2: refused, as in a sweep
+        for n in names:  # named now: before any warning about the search is said
+            _check_value(target, n, "", 0.0)
         if not names:
             raise ValueError(f"--{name}: give a name or a list like decoupled,l2")
         return names[0] if len(names) == 1 else CategoricalDistribution(names)
     if ".." not in text:
-        values = [_number(name, v) for v in text.split(",") if v.strip()]
+        values = [_number(name, v) for v in comma_items(text, f"--{name}")]
         if not values:
             raise ValueError(f"--{name}: give a number, a list or a range like 1e-6..1:log")
         return values[0] if len(values) == 1 else CategoricalDistribution(values)

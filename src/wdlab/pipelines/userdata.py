@@ -82,6 +82,13 @@ def with_classes(
     width = out.shape[-1] if isinstance(out, torch.Tensor) and out.dim() else 0
     if width < 1:
         raise ValueError(f"the model's outputs have shape {tuple(out.shape)}: no classes")
+    labels = ds.probe[1] if ds.probe is not None else torch.zeros(0)
+    if width == 1 and labels.numel() and not labels.is_floating_point() and int(labels.max()) == 1:
+        raise ValueError(  # "label 1 is outside 0..0 (1 classes)" said it as the data's fault
+            "the model outputs 1 value, and streamed labels are counted from the outputs (one "
+            "per class): 0/1 labels need 2 outputs (2-class cross-entropy), or the task named "
+            "binary (--task binary) to train the one output as their logit"
+        )
     return ds.with_classes(int(width))
 
 
