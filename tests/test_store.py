@@ -299,6 +299,76 @@ def test_ctrl_c_puts_the_runs_in_flight_back_to_pending(tmp_path):
     assert rows(out, "SELECT COUNT(*) FROM workers")[0][0] == 0
 
 
+def test_sigterm_puts_the_runs_in_flight_back_to_pending_and_says_so(tmp_path):
+    """SIGTERM (a scheduler's stop, ``timeout``): the process died silently with exit 143 and
+    its runs stayed ``running`` until its lease was found dead. It is now unwound as a Ctrl-C
+    is: one line, exit 143, the runs back to pending, this worker gone; the next run resumes
+    (found by a new-user trial of ``wdlab search``, whose batch stayed RUNNING in Optuna)."""
+    out = tmp_path / "s"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wdlab.cli", "sweep", *LONG, "--epochs", "5000", "--max-batch",
+         "2", "--out", str(out), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+    )  # fmt: skip
+    wait_for(lambda: status_count(out, "running") > 0 or proc.poll() is not None, "a batch")
+    assert proc.poll() is None, "the sweep ended before it could be stopped"
+    proc.send_signal(signal.SIGTERM)
+    stdout, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143
+    assert one_error_line(err) == "wdlab sweep: terminated"
+    assert json.loads(stdout) == {"error": "terminated", "status": 143}
+    statuses = [s for _, s, _ in rows(out)]
+    assert "running" not in statuses and statuses.count("pending") >= 2
+    assert rows(out, "SELECT COUNT(*) FROM workers")[0][0] == 0
+
+
+WORKERS_DATA = """
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+class Noisy(Dataset):
+    def __init__(self, n, seed):
+        self.X = torch.randn(n, 8, generator=torch.Generator().manual_seed(seed))
+    def __len__(self):
+        return len(self.X)
+    def __getitem__(self, i):
+        return self.X[i] + 0.1 * torch.randn(8), int(self.X[i, 0] > 0)
+
+def make_data():
+    train = DataLoader(Noisy(256, 0), batch_size=32, shuffle=True, num_workers=2)
+    return {"train": train, "val": Noisy(64, 1), "test": Noisy(64, 2)}
+"""
+
+
+def test_sigterm_to_the_process_group_with_dataloader_workers_leaves_no_run_held(tmp_path):
+    """A scheduler's SIGTERM reaches the DataLoader's workers too: they died first and torch's
+    SIGCHLD handler raised its own error inside the clean-up, which left runs ``running``
+    (2 of 8 tries) and said "interrupted", exit 130 (4 of 8). Now: exit 143, "terminated",
+    the runs in flight back to pending."""
+    (tmp_path / "wdata.py").write_text(WORKERS_DATA)
+    out = tmp_path / "s"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wdlab.cli", "sweep", "--data", "wdata.py:make_data", "--model",
+         "mlp", "--epochs", "5000", "--wd", "0,0.01,0.1", "--seeds", "1", "--max-batch", "2",
+         "--batch-size", "32", "--out", str(out)],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV,
+        start_new_session=True,
+    )  # fmt: skip
+    wait_for(lambda: status_count(out, "running") > 0 or proc.poll() is not None, "a batch")
+    time.sleep(1)  # into the epochs, workers up
+    assert proc.poll() is None, "the sweep ended before it could be stopped"
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "wdlab sweep: terminated" and "Traceback" not in err
+    statuses = [s for _, s, _ in rows(out)]
+    assert "running" not in statuses and statuses.count("pending") >= 2
+    assert rows(out, "SELECT COUNT(*) FROM workers")[0][0] == 0
+
+
 SWEEP_JSON = [*LONG, "--epochs", "200", "--max-batch", "1", "--json"]
 
 

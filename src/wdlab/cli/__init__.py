@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = "wdlab"
     argv = sys.argv[1:] if argv is None else list(argv)
     as_json = "--json" in argv  # a refusal is a JSON document too (before the flags parse)
-    with _sigint_noted() as interrupted:
+    with _sigint_noted() as interrupted, _sigterm_unwound(interrupted):
         try:
             parser = build_parser()
             args = parse(parser, argv)  # --help, --version and usage errors exit here
@@ -100,17 +100,79 @@ def main(argv: Sequence[str] | None = None) -> int:
             if as_json:
                 emit_error_json(exc.message, EXIT_BAD_INPUT)
             raise
-        except KeyboardInterrupt:
-            return _refused(prog, "interrupted", 130, as_json, "")
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (Terminated)
+            return _refused(prog, *_stopped(interrupted), as_json, "")
         except BrokenPipeError:  # e.g. `wdlab ls | head -1`: the reader left; not ours
             _silence_stdout()
             return 0
         except Exception as exc:
             if interrupted:  # a Ctrl-C that code swallowed (an import cut short) and what broke
-                return _refused(prog, "interrupted", 130, as_json, "")
+                return _refused(prog, *_stopped(interrupted), as_json, "")  # (a DataLoader's
+                # worker killed by the same SIGTERM, first)
             if os.environ.get("WDLAB_DEBUG"):
                 raise
             return _refused(prog, describe_error(exc), EXIT_BAD_INPUT, as_json)
+
+
+def _stopped(noted: Sequence[object]) -> tuple[str, int]:
+    """What stopped the command, and its exit status: "terminated", 143, once a SIGTERM came
+    (:class:`Terminated`); else "interrupted", 130 (Ctrl-C)."""
+    return ("terminated", 143) if TERM in noted else ("interrupted", 130)
+
+
+TERM = "SIGTERM"  # noted by _on_sigterm (a Ctrl-C notes True)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop, ``timeout``, ``kill``): unwound as a Ctrl-C is, so that
+    the runs in flight go back to pending and the command says so (exit 143)."""
+
+
+def _on_sigterm(pid: int, state: dict[str, Any], noted: list[object]) -> Callable[..., None]:
+    """The SIGTERM handler of the command's process ``pid``: raises :class:`Terminated`
+    (once: a second SIGTERM ends the process at once, as its default does), only noted once
+    the command has ended (``state["closing"]``); in a process forked from it the default.
+    The SIGCHLD handler is set aside (``state["chld"]``): a DataLoader's workers killed by
+    the same SIGTERM (a scheduler's, sent to the process group) make torch's raise an error
+    of its own at any point of the clean-up, which then leaves runs held."""
+
+    def handler(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if os.getpid() != pid:
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        state.setdefault("chld", signal.signal(signal.SIGCHLD, _no_op))  # (not SIG_DFL: one
+        # pending already would be "ignored due to race condition", printed)
+        noted.append(TERM)
+        if not state["closing"]:
+            raise Terminated
+
+    return handler
+
+
+def _no_op(signum: int, frame: object) -> None:
+    """A signal handler that does nothing."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwound(noted: list[object]) -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` while the command runs (:func:`_on_sigterm`), also
+    where Ctrl-C is ignored (a job started in the background, under nohup or a scheduler).
+    Only in the main thread, where SIGTERM has its default action; that, and the SIGCHLD
+    handler set aside, are restored after."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    if not main_thread or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    state: dict[str, Any] = {"closing": False}
+    signal.signal(signal.SIGTERM, _on_sigterm(os.getpid(), state, noted))
+    try:
+        yield
+    finally:
+        state["closing"] = True
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if "chld" in state:
+            signal.signal(signal.SIGCHLD, state["chld"])
 
 
 def _refused(prog: str, line: str, status: int, as_json: bool, kind: str = "error: ") -> int:
@@ -123,12 +185,12 @@ def _refused(prog: str, line: str, status: int, as_json: bool, kind: str = "erro
 
 
 @contextlib.contextmanager
-def _sigint_noted() -> Iterator[list[bool]]:
+def _sigint_noted() -> Iterator[list[object]]:
     """Ctrl-C raises ``KeyboardInterrupt`` as Python's own handler does, and is noted (the
     list yielded is not empty once it came): an error that follows a Ctrl-C swallowed on the
     way, say inside an import it cut short, is the interrupt's doing. Only where Python's
     handler is the one set, in the main thread; the handler before is restored."""
-    noted: list[bool] = []
+    noted: list[object] = []
     main_thread = threading.current_thread() is threading.main_thread()
     if not main_thread or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         yield noted
@@ -136,10 +198,11 @@ def _sigint_noted() -> Iterator[list[bool]]:
     lock, state = threading.Lock(), {"closing": False, "sent": False}
     main_id, pid = threading.get_ident(), os.getpid()
 
-    def on_sigint(signum: int, frame: object) -> None:
+    def on_sigint(signum: int, frame: object) -> None:  # (or one delivered again, below)
+        stop = Terminated if TERM in noted else KeyboardInterrupt
         noted.append(True)
         if not state["closing"]:  # once the command has ended, only noted
-            raise KeyboardInterrupt
+            raise stop
 
     def again() -> None:
         with lock:  # never once the command has ended: its answer is given
@@ -156,7 +219,7 @@ def _sigint_noted() -> Iterator[list[bool]]:
         from the command (a DataLoader's worker, which the Ctrl-C reached too) it is dropped:
         the command is interrupted, and says so. After a Ctrl-C, what a DataLoader cut short by
         it raises as it is cleaned up is the interrupt's doing, and not printed either."""
-        if noted and unraisable.exc_type is KeyboardInterrupt:
+        if noted and unraisable.exc_type in (KeyboardInterrupt, Terminated):
             if os.getpid() == pid:
                 threading.Timer(0.01, again).start()
             return
