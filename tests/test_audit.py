@@ -41,7 +41,7 @@ def test_decayed_norms_biases_and_embeddings_are_named():
     norm = _only(report, "decayed-norm")
     assert norm.severity == "warning" and norm.params == ("norm.weight", "norm.bias")
     assert norm.message.startswith("2 norm tensors (8 parameters) decay: norm.weight, norm.bias")
-    assert "wdlab.param_groups(model)" in norm.message
+    assert 'wdlab.param_groups(model, wdlab.Decay("builtin", ' in norm.message
     bias = _only(report, "decayed-bias")
     assert bias.params == ("fc.bias", "head.bias") and bias.severity == "warning"
     emb = _only(report, "decayed-embedding")
@@ -238,6 +238,8 @@ def test_every_check_code_can_be_produced():
         "double-decay",
         "redundant-bias",  # produced in test_zerograd.py
         "bad-wd",  # produced in test_decay_truths.py
+        "wd-overridden",
+        "decayed-listed",
     }
 
 
@@ -296,7 +298,7 @@ def test_cli_text_json_and_exit_status(setup_module, capsys):
         ("mytrain_audit", "expected MODULE:FUNCTION"),
         ("no_such_module_xyz:setup", "cannot load 'no_such_module_xyz:setup'"),
         ("mytrain_audit:nothing", "cannot load 'mytrain_audit:nothing'"),
-        ("mytrain_audit:not_a_pair", "must return (model, optimizer), got int"),
+        ("mytrain_audit:not_a_pair", "must return (model, optimizer) or (model, optimizer, sc"),
         ("missing_file.py:setup", "no file missing_file.py"),
         ("a_folder.py:setup", "a_folder.py is not a regular file"),  # it said "no file"
         # the user's own error is named as theirs (it read as wdlab's: "error: nope")
@@ -322,3 +324,55 @@ def test_a_setup_or_factory_that_hangs_is_stopped_by_its_time_limit(setup_module
     assert main(["inspect", "hang_factory.py:make", "--factory-timeout", "0.5"]) == 2
     err = capsys.readouterr().err
     assert "model factory 'hang_factory.py:make' did not return within 0.5 s" in err
+
+
+class _ViT(nn.Module):
+    """A ViT's parameters as timm names them: what its ``no_weight_decay()`` lists."""
+
+    def __init__(self):
+        super().__init__()
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, 8))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 5, 8))
+        self.proj = nn.Linear(8, 8)
+        self.norm = nn.LayerNorm(8)
+
+    def no_weight_decay(self):
+        return {"cls_token", "pos_embed"}
+
+
+def test_the_audits_advice_keeps_decay_on_and_a_decay_turned_off_is_named():
+    """The advice "keep them out with wdlab.param_groups(model)", followed, built groups that
+    set weight_decay=0 everywhere: AdamW(groups, weight_decay=0.05) decayed nothing and the
+    audit found no mistake. The advice now names the call that decays the rest by the
+    optimizer's own weight decay, and a constructor's weight decay that no group keeps is a
+    warning; the model's own no_weight_decay() tensors that decay are a note (found by a
+    new-user trial)."""
+    model = _ViT()
+    plain = audit(torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05), model)
+    listed = _only(plain, "decayed-listed")
+    assert listed.params == ("cls_token", "pos_embed") and listed.severity == "note"
+    fix = 'wdlab.param_groups(model, wdlab.Decay("builtin", 0.05))'
+    assert fix in _only(plain, "decayed-norm").message
+    off = torch.optim.AdamW(param_groups(model)[0], lr=1e-3, weight_decay=0.05)
+    report = audit(off, model)
+    assert report.codes() == ["wd-overridden"] and not report.ok
+    assert "AdamW(weight_decay=0.05) decays nothing" in report.findings[0].message
+    followed = param_groups(model, Decay("builtin", 0.05))[0]
+    report = audit(torch.optim.AdamW(followed, lr=1e-3, weight_decay=0.05), model)
+    assert report.findings == [] and {r["name"] for r in report.rows if r["decays"]} == {
+        "proj.weight"
+    }
+
+
+def test_lr_wd_reads_the_schedulers_peak_lr():
+    """OneCycleLR starts at max_lr/25: SGD(weight_decay=0.5) under max_lr 4 multiplies the
+    weights by −1 at the peak, and the audit (which read the starting lr, 0.16) said
+    nothing. It reads ``max_lr`` (and ``initial_lr``) where a scheduler set them."""
+    model = nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.5)
+    torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=4.0, total_steps=10)
+    msg = _only(audit(opt, model), "lr-wd").message
+    assert "lr·wd = 2 ≥ 1 at the scheduler's max_lr 4" in msg
+    calm = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.5)
+    torch.optim.lr_scheduler.OneCycleLR(calm, max_lr=1.0, total_steps=10)
+    assert "lr-wd" not in audit(calm, model).codes()

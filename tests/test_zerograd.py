@@ -166,6 +166,5 @@ def test_audit_flags_a_bias_a_norm_removes(case):
     assert f.severity == "warning" and list(f.params) == expected
     assert f.message.startswith("redundant bias before a norm")
     assert (
-        "its gradient is rounding noise; adaptive optimizers (Adam, RMSprop) turn it into "
-        "lr-sized steps; use bias=False"
+        "its gradient is rounding noise, and AdamW turns it into lr-sized steps; use bias=False"
     ) in f.message

@@ -16,7 +16,11 @@ decay. It names the known mistakes (:data:`CHECKS`):
 * ``bad-wd``: a group's own ``weight_decay`` that is negative, NaN or infinite (torch checks
   only the constructor's default), which grows the weights or makes them NaN;
 * ``redundant-bias``: a bias that feeds only a norm which subtracts it again (a Conv's bias
-  before a BatchNorm): its gradient is rounding noise (:mod:`wdlab.zerograd`).
+  before a BatchNorm): its gradient is rounding noise (:mod:`wdlab.zerograd`);
+* ``wd-overridden``: ``weight_decay`` given to the optimizer's constructor, but every group
+  sets its own 0 and no ``Decay`` is attached, so nothing decays;
+* ``decayed-listed``: tensors that decay although the model lists them in its
+  ``no_weight_decay()`` (timm's convention: a ViT's ``cls_token``, ``pos_embed``), a note.
 
 A frozen tensor (``requires_grad=False``) in a group does not decay now: torch's optimizers
 and wdlab's decay skip a tensor without a gradient. It is listed as ``no (frozen)``, with the
@@ -40,7 +44,7 @@ from torch import nn
 from wdlab.decay import NORM_TYPES
 from wdlab.decay.findings import group_findings, sources
 from wdlab.decay.group import attached
-from wdlab.optimizers import class_name
+from wdlab.optimizers import class_name, optimizer_spec
 from wdlab.zerograd import biases_before_norms
 
 #: Every finding code and its severity (``warning``: almost surely a mistake; ``note``: a
@@ -56,6 +60,8 @@ CHECKS: dict[str, str] = {
     "double-decay": "warning",
     "redundant-bias": "warning",
     "bad-wd": "warning",
+    "wd-overridden": "warning",
+    "decayed-listed": "note",
 }
 _NORM_NAME = re.compile(r"norm|(?:^|\.)(?:ln|bn|gn)[_\d]*\.")
 SHOWN = 4  # names listed in one finding before "…"
@@ -182,7 +188,8 @@ def audit(
         if p.requires_grad and id(p) not in rows:  # in no group: listed, and a finding
             rows[id(p)] = _row(name, p, kinds.get(id(p)))
     table = list(rows.values())
-    findings = _tensor_findings(table) + findings + _redundant_bias_findings(model)
+    findings = _tensor_findings(table) + _listed_findings(table, model) + findings
+    findings += _overridden_findings(opts, rows) + _redundant_bias_findings(model, opts)
     groups = where if len(opts) > 1 else []
     return AuditReport(" + ".join(class_name(o) for o in opts), table, findings, groups)
 
@@ -248,7 +255,7 @@ def _tensor_findings(rows: list[dict]) -> list[Finding]:
     """Norms, biases and embeddings that decay; parameters in no group or in two."""
     out = []
     fixes = {
-        "norm": "norm gains decay toward 0, against what the normalisation learns",
+        "norm": "a norm's gain (and shift) decays toward 0, against what it learns",
         "bias": "biases set offsets, not capacity; decaying them only pulls them to 0",
         "embedding": "a choice: nanoGPT and timm decay embeddings, many fine-tuning recipes "
         "do not (DecayRule(embeddings=False))",
@@ -257,7 +264,7 @@ def _tensor_findings(rows: list[dict]) -> list[Finding]:
         hit = [r for r in rows if r["decay"] and r["kind"] == kind]  # frozen: once unfrozen
         if hit:
             n, hit_names = sum(r["numel"] for r in hit), [r["name"] for r in hit]
-            keep = "" if kind == "embedding" else "; keep them out with wdlab.param_groups(model)"
+            keep = "" if kind == "embedding" else _keep_out(_wd_of(hit))
             verb = "decays" if len(hit) == 1 else "decay"
             frozen = sum(r["frozen"] for r in hit)
             now = f" ({frozen} frozen now: from when they train)" if frozen else ""
@@ -289,7 +296,9 @@ def _tensor_findings(rows: list[dict]) -> list[Finding]:
     return out
 
 
-def _redundant_bias_findings(model: nn.Module | None) -> list[Finding]:
+def _redundant_bias_findings(
+    model: nn.Module | None, opts: Sequence[torch.optim.Optimizer]
+) -> list[Finding]:
     """Biases that feed only a BatchNorm/LayerNorm/GroupNorm which removes them again
     (:func:`wdlab.zerograd.biases_before_norms`, read from the model's ``torch.fx`` graph)."""
     found = biases_before_norms(model) if model is not None else []
@@ -297,12 +306,83 @@ def _redundant_bias_findings(model: nn.Module | None) -> list[Finding]:
         return []
     names = [z.name for z in found]
     where = "; ".join(f"{z.name}: {z.why}" for z in found[:SHOWN])
+    adaptive = [class_name(o) for o in opts if _adaptive(class_name(o))]
+    effect = (
+        f"{', '.join(dict.fromkeys(adaptive))} turns it into lr-sized steps"
+        if adaptive
+        else "it trains nothing"
+    )
     return [
         _finding(
             "redundant-bias",
-            f"redundant bias before a norm ({where}): its gradient is rounding noise; "
-            "adaptive optimizers (Adam, RMSprop) turn it into lr-sized steps; use bias=False "
-            "(as torchvision and timm models do)",
+            f"redundant bias before a norm ({where}): its gradient is rounding noise, and "
+            f"{effect}; use bias=False (as torchvision and timm models do)",
             names,
         )
     ]
+
+
+def _adaptive(name: str) -> bool:
+    """Whether optimizer class ``name`` divides its steps by √v (the Adam family)."""
+    try:
+        return optimizer_spec(name).adam_family
+    except ValueError:  # a class wdlab does not know
+        return False
+
+
+def _listed_findings(rows: list[dict], model: nn.Module | None) -> list[Finding]:
+    """Tensors that decay although the model's ``no_weight_decay()`` lists them (timm's
+    convention; :class:`wdlab.DecayRule` honours it)."""
+    hook = getattr(model, "no_weight_decay", None)
+    try:
+        listed = set(hook()) if callable(hook) else set()
+    except Exception:  # the model's own method: not ours to fail on
+        listed = set()
+    hit = [r for r in rows if r["decay"] and r["name"] in listed]
+    if not hit:
+        return []
+    names = [r["name"] for r in hit]
+    return [
+        _finding(
+            "decayed-listed",
+            f"{_count(len(hit), 'listed')} decay although the model's no_weight_decay() names "
+            f"them: {_listed(names)}; timm's optimizer factory and wdlab.param_groups leave "
+            f"them out{_keep_out(_wd_of(hit))}",
+            names,
+        )
+    ]
+
+
+def _overridden_findings(
+    opts: Sequence[torch.optim.Optimizer], rows: dict[int, dict]
+) -> list[Finding]:
+    """An optimizer given ``weight_decay`` > 0 whose every group sets 0, nothing attached."""
+    out = []
+    for opt in opts:
+        given = opt.defaults.get("weight_decay", 0)
+        ids = {id(p) for g in opt.param_groups for p in g["params"]}
+        decayed = any(rows[i]["decay"] for i in ids)
+        if isinstance(given, (int, float)) and given > 0 and not decayed and ids:
+            out.append(
+                _finding(
+                    "wd-overridden",
+                    f"{class_name(opt)}(weight_decay={given:g}) decays nothing: every param "
+                    "group sets its own weight_decay=0 (wdlab.param_groups(model) without a "
+                    f"Decay does){_keep_out(given, 'to decay by it, norms and biases left out')}",
+                )
+            )
+    return out
+
+
+def _keep_out(wd: float, lead: str = "keep them out") -> str:
+    """How to keep norms, biases and ``no_weight_decay()`` tensors out while the rest decays
+    by the optimizer's own ``weight_decay`` (``wd``)."""
+    return (
+        f'; {lead}: groups, _ = wdlab.param_groups(model, wdlab.Decay("builtin", {wd:g})), '
+        "then the optimizer on groups"
+    )
+
+
+def _wd_of(rows: Sequence[dict]) -> float:
+    """The weight decay the first of ``rows`` decays by."""
+    return float(rows[0]["decay"][0]["wd"]) if rows and rows[0]["decay"] else 0.0

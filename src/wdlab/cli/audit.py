@@ -11,15 +11,20 @@ from wdlab.loading import load_callable
 
 def load_setup(target: str, timeout: float | None) -> tuple[Any, Any]:
     """Call ``MODULE:FUNCTION`` (or ``path/to/file.py:FUNCTION``), a zero-argument function
-    returning ``(model, optimizer)``, within ``timeout`` seconds, and return what it returns
-    (what it raises is one line naming it, as a model factory's is)."""
+    returning ``(model, optimizer)`` or ``(model, optimizer, scheduler)`` (made, it has set
+    its peak lr in the groups), within ``timeout`` seconds, and return the model and the
+    optimizer (what it raises is one line naming it, as a model factory's is)."""
     from wdlab.usercode import call_user
 
     func = load_callable(target)
     result = call_user(func, target, timeout=timeout, what="setup function")
-    if not (isinstance(result, tuple) and len(result) == 2):
-        raise UsageError(f"{target}() must return (model, optimizer), got {type(result).__name__}")
-    return result
+    if not (isinstance(result, tuple) and len(result) in (2, 3)):
+        shape = f"{len(result)} values" if isinstance(result, tuple) else type(result).__name__
+        raise UsageError(
+            f"{target}() must return (model, optimizer) or (model, optimizer, scheduler), "
+            f"got {shape}"
+        )
+    return result[0], result[1]
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -41,7 +46,8 @@ def add_audit_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "target",
         metavar="MODULE:FUNCTION",
-        help="a zero-argument function returning (model, optimizer), e.g. mytrain:setup or "
+        help="a zero-argument function returning (model, optimizer) or (model, optimizer, "
+        "scheduler), e.g. mytrain:setup or "
         "path/to/train.py:setup",
     )
     add_factory_timeout(p)

@@ -82,8 +82,11 @@ def _where(index: int | None) -> str:
 
 
 def lr_wd(name: str, index: int | None, group: dict, source: dict) -> str | None:
-    """``lr-wd``: one step of this decay multiplies the weights by 1 − r ≤ 0."""
-    lr, wd, mode = float(group.get("lr", 0.0)), source["wd"], source["mode"]
+    """``lr-wd``: one step of this decay multiplies the weights by 1 − r ≤ 0, at the group's
+    peak lr (a scheduler's ``max_lr`` or ``initial_lr`` where it set one: OneCycleLR starts
+    at max_lr/25)."""
+    lr, peak = _peak_lr(group)
+    wd, mode = source["wd"], source["mode"]
     if mode == UNKNOWN:  # assume the plain factor 1 − lr·wd
         rate, what = decay_rate("decoupled", lr, wd)[0], "lr·wd"
     else:
@@ -96,10 +99,21 @@ def lr_wd(name: str, index: int | None, group: dict, source: dict) -> str | None
     if not rate >= 1:
         return None
     return (
-        f"{_where(index)}{what} = {rate:g} ≥ 1 ({source['by']}, {mode}): for SGD and decoupled "
-        f"decay a step multiplies the weights by {1 - rate:g} ≤ 0, which flips or zeroes them; "
-        "use a smaller lr or weight decay"
+        f"{_where(index)}{what} = {rate:g} ≥ 1{peak} ({source['by']}, {mode}): for SGD and "
+        f"decoupled decay a step multiplies the weights by {1 - rate:g} ≤ 0, which flips or "
+        "zeroes them; use a smaller lr or weight decay"
     )
+
+
+def _peak_lr(group: dict) -> tuple[float, str]:
+    """The group's highest lr, now or as its scheduler set it (``max_lr``, ``initial_lr``),
+    and where it comes from ("" for the group's own lr)."""
+    now = float(group.get("lr", 0.0))
+    set_by = {k: float(group[k]) for k in ("max_lr", "initial_lr") if k in group}
+    key = max(set_by, key=lambda k: set_by[k], default=None)
+    if key is None or not set_by[key] > now:
+        return now, ""
+    return set_by[key], f" at the scheduler's {key} {set_by[key]:g}"
 
 
 def bad_wd(index: int | None, source: dict) -> str | None:
