@@ -544,3 +544,17 @@ def test_the_figures_of_a_study_with_nothing_finished_warn_nothing():
         warnings.simplefilter("error")
         wd_curve([], criterion("multiclass"))
         gap_curves([])
+
+
+def test_the_full_configuration_shows_only_the_model_options_its_kind_reads():
+    """A factory's study showed the built-in MLP's hidden, activation and layernorm in the
+    report's full configuration, which the factory never used (found by a new-user trial)."""
+    from wdlab.report.html import _read_config
+
+    model = {"kind": "custom", "factory": "m.py:make", "hidden": [64], "activation": "relu"}
+    model |= {"layernorm": False, "batchnorm": False, "dropout": 0.0, "factory_timeout": 60}
+    shown = _read_config({"model": model, "train": {"lr": [0.1]}})
+    assert shown["model"] == {"kind": "custom", "factory": "m.py:make", "factory_timeout": 60}
+    assert shown["train"] == {"lr": [0.1]}
+    cnn = _read_config({"model": model | {"kind": "cnn"}})["model"]
+    assert {"hidden", "batchnorm", "dropout"} <= set(cnn) and "activation" not in cnn

@@ -20,6 +20,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from wdlab.decay import formula
+from wdlab.models import MODEL_KINDS, MODEL_OPTIONS
 from wdlab.optimizers import class_name
 from wdlab.records import UNFINISHED, Result, is_reference, no_choice
 from wdlab.report.figures import FIGURES
@@ -328,6 +329,18 @@ def _configuration_html(result: Result) -> list[str]:
                 "the runs of the grid's weight decays > 0 train alike.</p>"
             )
     if result.config:
-        config = escape(json.dumps(result.config, indent=1, default=str, ensure_ascii=False))
+        shown = json.dumps(_read_config(result.config), indent=1, default=str, ensure_ascii=False)
+        config = escape(shown)
         parts.append(f"<details><summary>Full configuration</summary><pre>{config}</pre></details>")
     return parts
+
+
+def _read_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The configuration without the model options its kind does not read (a factory's study
+    showed the built-in MLP's ``hidden``, ``activation``… it never used)."""
+    model = config.get("model")
+    kind = MODEL_KINDS.get(model.get("kind", "")) if isinstance(model, dict) else None
+    if kind is None:
+        return config
+    unread = set(MODEL_OPTIONS) - set(kind.options)
+    return config | {"model": {k: v for k, v in model.items() if k not in unread}}
