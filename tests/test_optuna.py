@@ -892,7 +892,7 @@ def test_a_search_that_leaves_the_weight_decay_at_0_or_adamw_coupled_says_so(cap
 def test_a_users_own_wdlab_attribute_is_named_not_overwritten():
     """A study whose own user attribute ``wdlab`` is not wdlab's record: one line naming it
     (it failed with "dictionary update sequence element #0 has length 1")."""
-    for own in ("my own note", {"note": "mine"}):
+    for own in ("my own note", {"note": "mine"}, {}, {"data": "my data"}, [1, 2]):
         s = study()
         s.set_user_attr("wdlab", own)
         with pytest.raises(ValueError, match="has a user attribute 'wdlab' that wdlab did not"):

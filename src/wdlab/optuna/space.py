@@ -201,6 +201,11 @@ def check_study(study: Any, space: Mapping[str, BaseDistribution], higher: bool)
                 ) from None
 
 
+#: The keys every search's record holds (what wdlab stores under the study's "wdlab"
+#: attribute): a dict without them is the user's own.
+WRITTEN = frozenset({"data", "model", "rows"})
+
+
 def check_identity(
     study: Any,
     identity: Mapping[str, Any],
@@ -217,7 +222,7 @@ def check_identity(
     old = study.user_attrs.get("wdlab")
     if old is None:
         return True
-    if not isinstance(old, dict) or (old and not set(old) & set(identity)):  # the user's own
+    if not isinstance(old, dict) or not set(old) >= WRITTEN:  # the user's own, not a record
         raise ValueError(
             f"the study {study.study_name!r} has a user attribute 'wdlab' that wdlab did not "
             "write: wdlab records its search settings under that name; rename yours, or use "
