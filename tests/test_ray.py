@@ -239,3 +239,43 @@ def test_without_an_address_a_new_local_runtime_starts_quietly(monkeypatch):
     RayExecutor(local_cpus=2)._init()
     assert seen["address"] == "local" and seen["num_cpus"] == 2
     assert seen["logging_level"] == logging.ERROR and seen["log_to_driver"] is False
+
+
+DIES = """
+import os
+import sys
+import time
+
+import torch
+from torch import nn
+
+def make(seed=0):
+    if seed == 1 and "worker" in sys.argv[0]:  # a Ray worker's process, not the driver
+        time.sleep(3)  # the other batches finish first: the study is kept
+        os._exit(7)
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(13, 8), nn.ReLU(), nn.Linear(8, 3))
+"""
+
+
+def test_a_worker_that_dies_fails_its_batch_alone_in_one_line(executor, tmp_path, monkeypatch):
+    """A worker process that dies (os._exit, out of memory) with no retry left: Ray's
+    WorkerCrashedError failed every unfinished run, "(unexpected; WDLAB_DEBUG=1 …)"; now its
+    batch alone, one line saying Ray lost the task, the others back to pending."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d.py").write_text(DIES)
+    cfg = validate(
+        {
+            "data": {"source": "wine"},
+            "model": {"kind": "d.py:make"},
+            "train": {"optimizer": "adamw", "lr": [0.01], "epochs": 2, "seeds": [0, 1, 2]},
+            "decay": {"modes": ["decoupled"], "weight_decay": [0.0, 1e-2]},
+        }
+    )
+    ex = RayExecutor(max_retries=0)  # joins the module's runtime
+    with pytest.raises(ValueError, match=r"^Ray lost the batch's task: WorkerCrashedError: ") as e:
+        run_sweep(cfg, tmp_path / "s", max_batch=1, executor=ex)
+    assert "\n" not in str(e.value)
+    db = sqlite3.connect(next((tmp_path / "s").glob("*.db")))
+    statuses = [s for (s,) in db.execute("SELECT status FROM runs")]
+    assert statuses.count("failed") == 1 and "running" not in statuses

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from wdlab.data import Dataset
+from wdlab.errors import gist
 from wdlab.models import ModelSpec
 from wdlab.records import RunConfig, RunResult
 from wdlab.trainer import train
@@ -327,12 +328,24 @@ class RayExecutor:
                 batch = pending.pop(ref)
                 try:
                     results = ray.get(ref)
-                except ray.exceptions.RayTaskError as exc:  # the user's error, not Ray's
+                except ray.exceptions.RayError as exc:  # the user's error, or a lost worker
                     for other in pending:  # as the local executor: no batch after a failure
                         ray.cancel(other)
-                    cause = exc.cause if isinstance(exc.cause, Exception) else exc
-                    raise BatchError(batch, cause) from None
+                    raise BatchError(batch, _cause(ray, exc, self.max_retries)) from None
                 yield batch, results
+
+
+def _cause(ray: Any, exc: Exception, retries: int) -> Exception:
+    """What a Ray task's failure was: the user's own exception, raised in the task, or a
+    ``ValueError`` line saying that Ray lost the task (its worker died, it was cancelled)."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(cause, Exception):
+        if not isinstance(cause, ray.exceptions.RayError):  # (a KeyboardInterrupt in the
+            return cause  # task is Ray's TaskCancelledError)
+        exc = cause
+    died = isinstance(exc, ray.exceptions.WorkerCrashedError) and retries
+    tries = f" after {retries} retr{'y' if retries == 1 else 'ies'}" if died else ""
+    return ValueError(f"Ray lost the batch's task{tries}: {gist(exc)}")
 
 
 #: Every executor by name.
