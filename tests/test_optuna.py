@@ -873,9 +873,13 @@ def test_a_search_that_leaves_the_weight_decay_at_0_or_adamw_coupled_says_so(cap
     default mode coupled, Adam's L2, not AdamW's decay: both are warned, in a sweep too."""
     base = ["search", "--data", "wine", "--epochs", "1", "--trials", "2", "--batch", "2"]
     said = "the weight decay is 0 in every trial: mode searched, not it (every mode trains"
-    with pytest.warns(UserWarning, match=re.escape(said)):
+    with pytest.warns(UserWarning, match=re.escape(said)) as seen:
         assert main([*base, "--mode", "decoupled,l2"]) == 0
-    said = "--optimizer adamw trains mode coupled (--mode not given: its default), which AdamW"
+    assert "or fix it with --wd VALUE" in str(seen[0].message)
+    with pytest.warns(UserWarning, match=re.escape(said)) as seen:  # --wd 0 given: not "fix it"
+        assert main([*base, "--mode", "decoupled,l2", "--wd", "0"]) == 0
+    assert "fix it" not in str(next(w.message for w in seen if said in str(w.message)))
+    said = "optimizer adamw trains mode coupled (no mode given: the default), which AdamW"
     with pytest.warns(UserWarning, match=re.escape(said)) as seen:
         assert main([*base, "--optimizer", "adamw"]) == 0
     assert not [w for w in seen if "weight decay is 0" in str(w.message)]
@@ -885,7 +889,7 @@ def test_a_search_that_leaves_the_weight_decay_at_0_or_adamw_coupled_says_so(cap
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         assert main([*base, "--optimizer", "adam"]) == 0  # Adam's own weight_decay is coupled
-    assert not [w for w in seen if "--optimizer" in str(w.message)]
+    assert not [w for w in seen if "optimizer adam " in str(w.message)]
     capsys.readouterr()
 
 

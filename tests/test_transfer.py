@@ -1,6 +1,7 @@
 """``wdlab transfer`` and ``wdlab.timescale.transfer``: λ' = λ·(η·M)/(η'·M'), M = ⌈N/B⌉ (the
 paper's λ·(η·N·B')/(η'·N'·B) where the batches divide the data)."""
 
+import decimal
 import json
 import math
 import subprocess
@@ -164,9 +165,14 @@ def test_numpy_and_torch_numbers_are_numbers():
         to_lr=3e-3,
     )
     assert mixed.weight_decay == plain.weight_decay
-    for bad in (10**400, np.bool_(True), torch.tensor([0.1, 0.2]), "0.1", None):
+    for bad in (np.bool_(True), torch.tensor([0.1, 0.2]), "0.1", None):
         with pytest.raises(ValueError, match="weight decay must be a positive finite number"):
             transfer(bad, 1e-3, 100, 10)
+    with pytest.raises(ValueError, match="is beyond a double's range"):
+        transfer(10**400, 1e-3, 100, 10)
+    with pytest.raises(ValueError, match=r"Decimal\('1E-400'\) underflows to 0 as a double"):
+        transfer(decimal.Decimal("1e-400"), 1e-3, 100, 10)
+    assert transfer(decimal.Decimal("0.1"), 1e-3, 100, 10).weight_decay == 0.1
 
 
 def test_a_setting_with_lr_times_wd_at_least_one_is_warned():

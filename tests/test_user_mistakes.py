@@ -647,3 +647,8 @@ def test_one_output_on_streamed_binary_labels_says_how_to_train_its_logit():
     text = refused("the model outputs 1 value, and streamed labels are counted from the outputs",
                    lambda: nn.Linear(4, 1), data, batch_size=32)  # fmt: skip
     assert "2 outputs" in text and "--task binary" in text
+    from torch.utils.data import TensorDataset  # labels counted first: the same way out named
+
+    tensors = {k: TensorDataset(d.X, (d.X[:, 0] > 0).long()) for k, d in data.items()}
+    refused("must have 2 outputs (or, for 1 output, the task named binary: --task binary)",
+            lambda: nn.Linear(4, 1), tensors, batch_size=32)  # fmt: skip

@@ -40,6 +40,7 @@ schedules (constant, cosine, step) is the peak:
 
 from __future__ import annotations
 
+import decimal
 import math
 import numbers
 import sys
@@ -128,11 +129,13 @@ def _positive(name: str, value: object) -> float:
     one-element tensor or array), else a one-line ``ValueError``."""
     item = getattr(value, "item", None)  # a tensor's or array's one number
     number = value.item() if callable(item) and _size(value) == 1 else value  # type: ignore[attr-defined]
-    ok = isinstance(number, numbers.Real) and not isinstance(number, bool)
+    ok = isinstance(number, (numbers.Real, decimal.Decimal)) and not isinstance(number, bool)
     try:
         x = float(number) if ok else math.nan  # type: ignore[arg-type]
     except OverflowError:  # an int beyond a double: 10**400
-        x = math.inf
+        raise ValueError(f"{name} {_shown(value)} is beyond a double's range") from None
+    if x == 0 and ok and number > 0:  # type: ignore[operator]
+        raise ValueError(f"{name} {_shown(value)} underflows to 0 as a double") from None
     if not math.isfinite(x) or x <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {_shown(value)}")
     return x
@@ -230,7 +233,8 @@ class Transfer:
                 rate = "η·λ" if s.lr_in_rate else "λ"
                 out.append(
                     f"{whose} {rate} = {_pow10(-s.log10_tau_iter):.3g} ≥ 1 (τ_iter = "
-                    f"{s.tau_iter:.3g} steps): each step multiplies the weights by 1 − {rate} ≤ 0, "
+                    f"{s.tau_iter:.3g} step{'s' * (s.tau_iter != 1)}): each step multiplies the "
+                    f"weights by 1 − {rate} ≤ 0, "
                     f"outside the moving-average regime the τ_epoch rule is about ({rate} ≪ 1)"
                 )
         return out

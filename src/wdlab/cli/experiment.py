@@ -101,20 +101,24 @@ def _switched(cfg: Experiment, in_file: Mapping[str, Any], flags: Mapping[str, A
     return cfg
 
 
-def own_decay_unused(cfg: Experiment) -> None:
+def own_decay_unused(cfg: Experiment, wd_searched: bool = False) -> None:
     """Warn where the mode, not named, is the default one and an Adam-type optimizer's own
-    weight decay is another (AdamW's is decoupled; the default, coupled, is Adam's L2 there)."""
+    weight decay is another (AdamW's is decoupled; the default, coupled, is Adam's L2 there);
+    not where every weight decay trained is 0 (``wd_searched``: a search's are not known)."""
     from wdlab.optimizers import optimizer_spec
     from wdlab.warn import warn_user
 
     spec, modes = optimizer_spec(cfg.train.optimizer), list(cfg.decay.modes)
     if not spec.adam_family or spec.own_wd_mode is None or spec.own_wd_mode in modes:
         return
+    if not wd_searched and not any(cfg.decay.weight_decay):  # the mode changes nothing
+        return
     own, these = spec.own_wd_mode, ",".join(modes)
     warn_user(
-        f"--optimizer {cfg.train.optimizer} trains mode {these} (--mode not given: its "
-        f"default), which {spec.cls_name} rescales per coordinate as Adam's L2 does; "
-        f"{spec.cls_name}'s own weight decay is --mode {own} (compare: --mode {these},{own})"
+        f"optimizer {cfg.train.optimizer} trains mode {these} (no mode given: the default), "
+        f"which {spec.cls_name} rescales per coordinate as Adam's L2 does; "
+        f"{spec.cls_name}'s own weight decay is mode {own} (--mode {own}; compare: "
+        f"--mode {these},{own})"
     )
 
 

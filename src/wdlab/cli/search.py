@@ -96,8 +96,6 @@ def cmd_search(args: argparse.Namespace) -> int:
         values = cfg[section][key]
         if flag not in space and f"{dotted}" not in fixed and len(values) > 1:
             space[flag] = _choice(values)
-    if "mode" not in space and "decay.modes" not in {*fixed, *in_file}:
-        own_decay_unused(cfg)
     if not space:
         wd = RANGE_FLAGS[DEFAULT_SPACE[0]]
         if wd in fixed or wd in in_file:  # the default space would overrule the value given
@@ -108,19 +106,22 @@ def cmd_search(args: argparse.Namespace) -> int:
             )
         space[DEFAULT_SPACE[0]] = _parse(*DEFAULT_SPACE)
     elif DEFAULT_SPACE[0] not in space and not any(cfg.decay.weight_decay):
-        _no_decay_searched(space)
+        _no_decay_searched(space, given=RANGE_FLAGS["wd"] in {*fixed, *in_file})
+    if "mode" not in space and "decay.modes" not in {*fixed, *in_file}:
+        own_decay_unused(cfg, wd_searched=DEFAULT_SPACE[0] in space)
     return _search(args, cfg, space)
 
 
-def _no_decay_searched(space: Mapping[str, Any]) -> None:
+def _no_decay_searched(space: Mapping[str, Any], given: bool) -> None:
     """Warn that every trial trains without weight decay: a range was given, not for it, and
     its value is 0 (a search of modes alone then compares modes that all do nothing)."""
     from wdlab.warn import warn_user
 
     alike = " (every mode trains alike at wd 0)" if "mode" in space else ""
+    fix = "" if given else ", or fix it with --wd VALUE"
     warn_user(
         f"the weight decay is 0 in every trial: {', '.join(space)} searched, not it{alike}; "
-        "search it too with --wd 1e-6..1:log, or fix it with --wd VALUE"
+        f"search it too with --wd 1e-6..1:log{fix}"
     )
 
 

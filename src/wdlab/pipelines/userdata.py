@@ -264,9 +264,11 @@ def _fit_classes(said: str, width: int, ds: Dataset | StreamedData) -> None:
             f"{said}, one per class; data[{split!r}] holds label {bad}, outside 0..{width - 1} "
             f"(the training labels are 0..{top})"
         )
+    binary = width == 1 and n == 2  # streamed: 1 output trains as a logit with --task binary
+    logit = " (or, for 1 output, the task named binary: --task binary)" if binary else ""
     raise ValueError(
         f"{said}; the data have {n} classes (labels 0..{n - 1}): the model's last layer must "
-        f"have {n} outputs"
+        f"have {n} outputs{logit}"
     )
 
 
