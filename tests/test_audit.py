@@ -376,3 +376,26 @@ def test_lr_wd_reads_the_schedulers_peak_lr():
     calm = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.5)
     torch.optim.lr_scheduler.OneCycleLR(calm, max_lr=1.0, total_steps=10)
     assert "lr-wd" not in audit(calm, model).codes()
+
+
+def test_wd_overridden_is_not_said_for_a_default_the_user_never_gave():
+    """``AdamW([{"params": …, "weight_decay": 0.0}])``: no decay, chosen; the constructor's
+    0.01 is only AdamW's default, which the user may never have written, so it is not a
+    warning (it said "AdamW(weight_decay=0.01) decays nothing"). Given, it is."""
+    model = nn.Linear(4, 2)
+    chosen = torch.optim.AdamW([{"params": model.parameters(), "weight_decay": 0.0}], lr=1e-3)
+    assert "wd-overridden" not in audit(chosen, model).codes()
+    given = torch.optim.AdamW(param_groups(model)[0], lr=1e-3, weight_decay=0.05)
+    assert "wd-overridden" in audit(given, model).codes()
+
+
+def test_lr_wd_of_a_rate_without_lr_names_no_peak_lr():
+    """``independent``'s rate is λ alone: its lr-wd finding said "at the scheduler's max_lr"."""
+    model = nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.001)
+    torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.01, total_steps=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Decay("independent", 2.0).attach(opt)
+    msg = _only(audit(opt, model), "lr-wd").message
+    assert "wd = 2 ≥ 1 (wdlab Decay" in msg and "max_lr" not in msg

@@ -558,3 +558,12 @@ def test_the_full_configuration_shows_only_the_model_options_its_kind_reads():
     assert shown["train"] == {"lr": [0.1]}
     cnn = _read_config({"model": model | {"kind": "cnn"}})["model"]
     assert {"hidden", "batchnorm", "dropout"} <= set(cnn) and "activation" not in cnn
+
+
+def test_the_full_configuration_of_a_hand_edited_model_kind_is_shown_as_stored():
+    """A stored model kind that is not a name (a list, by hand) failed the report with
+    "unhashable type: 'list'" (found by a checking helper): shown as stored."""
+    from wdlab.report.html import _read_config
+
+    for odd in ({"kind": ["mlp"], "hidden": [8]}, None, "mlp", {"hidden": [8]}):
+        assert _read_config({"model": odd}) == {"model": odd}

@@ -34,6 +34,7 @@ words; the per-tensor ones (which need the model) are here.
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -362,7 +363,8 @@ def _overridden_findings(
         given = opt.defaults.get("weight_decay", 0)
         ids = {id(p) for g in opt.param_groups for p in g["params"]}
         decayed = any(rows[i]["decay"] for i in ids)
-        if isinstance(given, (int, float)) and given > 0 and not decayed and ids:
+        own = isinstance(given, (int, float)) and given > 0 and given != _default_wd(opt)
+        if own and not decayed and ids:  # (AdamW's default 0.01: maybe never given)
             out.append(
                 _finding(
                     "wd-overridden",
@@ -372,6 +374,14 @@ def _overridden_findings(
                 )
             )
     return out
+
+
+def _default_wd(opt: torch.optim.Optimizer) -> object:
+    """The ``weight_decay`` the optimizer's class takes when none is given (AdamW: 0.01)."""
+    try:
+        return inspect.signature(type(opt)).parameters["weight_decay"].default
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _keep_out(wd: float, lead: str = "keep them out") -> str:

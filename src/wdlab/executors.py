@@ -337,7 +337,8 @@ class RayExecutor:
 
 def _cause(ray: Any, exc: Exception, retries: int) -> Exception:
     """What a Ray task's failure was: the user's own exception, raised in the task, or a
-    ``ValueError`` line saying that Ray lost the task (its worker died, it was cancelled)."""
+    ``ValueError`` line saying that the task ended without results (its worker died, it was
+    cancelled: a KeyboardInterrupt in it)."""
     cause = getattr(exc, "cause", None)
     if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(cause, Exception):
         if not isinstance(cause, ray.exceptions.RayError):  # (a KeyboardInterrupt in the
@@ -345,7 +346,7 @@ def _cause(ray: Any, exc: Exception, retries: int) -> Exception:
         exc = cause
     died = isinstance(exc, ray.exceptions.WorkerCrashedError) and retries
     tries = f" after {retries} retr{'y' if retries == 1 else 'ies'}" if died else ""
-    return ValueError(f"Ray lost the batch's task{tries}: {gist(exc)}")
+    return ValueError(f"the batch's Ray task ended without results{tries}: {gist(exc)}")
 
 
 #: Every executor by name.

@@ -98,6 +98,7 @@ def lr_wd(name: str, index: int | None, group: dict, source: dict) -> str | None
         what = "lr·wd" if acting_mode(mode, name, group).timescale.lr_in_rate else "wd"
     if not rate >= 1:
         return None
+    peak = peak if what == "lr·wd" else ""  # (independent's rate has no lr in it)
     return (
         f"{_where(index)}{what} = {rate:g} ≥ 1{peak} ({source['by']}, {mode}): for SGD and "
         f"decoupled decay a step multiplies the weights by {1 - rate:g} ≤ 0, which flips or "

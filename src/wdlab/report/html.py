@@ -339,7 +339,8 @@ def _read_config(config: dict[str, Any]) -> dict[str, Any]:
     """The configuration without the model options its kind does not read (a factory's study
     showed the built-in MLP's ``hidden``, ``activation``… it never used)."""
     model = config.get("model")
-    kind = MODEL_KINDS.get(model.get("kind", "")) if isinstance(model, dict) else None
+    name = model.get("kind") if isinstance(model, dict) else None
+    kind = MODEL_KINDS.get(name) if isinstance(name, str) else None
     if kind is None:
         return config
     unread = set(MODEL_OPTIONS) - set(kind.options)
