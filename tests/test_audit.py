@@ -399,3 +399,27 @@ def test_lr_wd_of_a_rate_without_lr_names_no_peak_lr():
         Decay("independent", 2.0).attach(opt)
     msg = _only(audit(opt, model), "lr-wd").message
     assert "wd = 2 ≥ 1 (wdlab Decay" in msg and "max_lr" not in msg
+
+
+def test_lr_wd_reads_a_cyclic_schedulers_peak_when_it_is_given(tmp_path, capsys, monkeypatch):
+    """CyclicLR keeps its max_lr on the scheduler, not in the groups: SGD(weight_decay=0.5)
+    cycling up to lr 4 (×−1 per step at the peak) passed the audit. Given the scheduler (a
+    ``setup()`` returning it too), the audit checks lr·wd there; without it, it cannot see it."""
+    model = nn.Linear(4, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.5)
+    sched = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=0.1, max_lr=4.0)
+    assert "lr-wd" not in audit(opt, model).codes()
+    msg = _only(audit(opt, model, sched), "lr-wd").message
+    assert "lr·wd = 2 ≥ 1 at the scheduler's max_lr 4" in msg
+    assert "max_lr" not in opt.param_groups[0]  # read, not written
+    (tmp_path / "cyc.py").write_text(
+        "import torch\nfrom torch import nn\n\ndef setup():\n    m = nn.Linear(4, 2)\n"
+        "    o = torch.optim.SGD(m.parameters(), lr=0.1, weight_decay=0.5)\n"
+        "    return m, o, torch.optim.lr_scheduler.CyclicLR(o, base_lr=0.1, max_lr=4.0)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    assert main(["audit", "cyc.py:setup"]) == 1
+    assert (
+        "[lr-wd] param group 0: lr·wd = 2 ≥ 1 at the scheduler's max_lr 4"
+        in capsys.readouterr().out
+    )

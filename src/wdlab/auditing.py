@@ -156,9 +156,12 @@ class AuditReport:
 def audit(
     optimizer: torch.optim.Optimizer | Sequence[torch.optim.Optimizer],
     model: nn.Module | None = None,
+    scheduler: object = None,
 ) -> AuditReport:
     """Lint the weight decay of ``optimizer`` (one, or several sharing ``model``): per tensor
-    whether and how it decays, and the known mistakes (see the module docstring)."""
+    whether and how it decays, and the known mistakes (see the module docstring).
+    ``scheduler``: an lr scheduler of the (first) optimizer that keeps its peak lrs to itself
+    (CyclicLR's ``max_lrs``): ``lr-wd`` is checked at them."""
     opts = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
     if not opts or not all(isinstance(o, torch.optim.Optimizer) for o in opts):
         raise ValueError("audit needs a torch.optim optimizer (or a list of them)")
@@ -181,7 +184,9 @@ def audit(
                 row["decays"] = bool(row["decay"]) and not row["frozen"]  # torch skips it
             findings += [
                 _finding(code, msg, group=gi)
-                for code, msg in group_findings(class_name(opt), label, gi, group, decay)
+                for code, msg in group_findings(
+                    class_name(opt), label, gi, _with_peak(group, scheduler, opt, local), decay
+                )
             ]
             where.append(f"{label}'s group {local}")
             gi += 1
@@ -196,6 +201,15 @@ def audit(
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def _with_peak(group: dict, scheduler: object, opt: torch.optim.Optimizer, i: int) -> dict:
+    """``group``, with the peak lr its scheduler keeps to itself (CyclicLR's ``max_lrs``) as
+    ``max_lr``, where ``scheduler`` drives ``opt`` (the group itself is not changed)."""
+    peaks = getattr(scheduler, "max_lrs", None)
+    if getattr(scheduler, "optimizer", None) is not opt or not isinstance(peaks, (list, tuple)):
+        return group
+    return group | {"max_lr": peaks[i]} if i < len(peaks) else group
 
 
 def _names_and_kinds(model: nn.Module | None) -> tuple[dict[int, str], dict[int, str]]:

@@ -9,11 +9,12 @@ from wdlab.cli.common import Command, UsageError, add_factory_timeout, add_json,
 from wdlab.loading import load_callable
 
 
-def load_setup(target: str, timeout: float | None) -> tuple[Any, Any]:
+def load_setup(target: str, timeout: float | None) -> tuple[Any, Any, Any]:
     """Call ``MODULE:FUNCTION`` (or ``path/to/file.py:FUNCTION``), a zero-argument function
     returning ``(model, optimizer)`` or ``(model, optimizer, scheduler)`` (made, it has set
     its peak lr in the groups), within ``timeout`` seconds, and return the model and the
-    optimizer (what it raises is one line naming it, as a model factory's is)."""
+    optimizer, and the scheduler or None (what it raises is one line naming it, as a model
+    factory's is)."""
     from wdlab.usercode import call_user
 
     func = load_callable(target)
@@ -24,7 +25,7 @@ def load_setup(target: str, timeout: float | None) -> tuple[Any, Any]:
             f"{target}() must return (model, optimizer) or (model, optimizer, scheduler), "
             f"got {shape}"
         )
-    return result[0], result[1]
+    return result[0], result[1], (result[2] if len(result) == 3 else None)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -32,8 +33,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     and the known mistakes. Exit 1 if any warning is found."""
     from wdlab.auditing import audit
 
-    model, optimizer = load_setup(args.target, args.factory_timeout)
-    report = audit(optimizer, model)
+    model, optimizer, scheduler = load_setup(args.target, args.factory_timeout)
+    report = audit(optimizer, model, scheduler)
     if args.json:
         emit_json(report.to_dict())
     else:
