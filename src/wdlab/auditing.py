@@ -45,7 +45,7 @@ from torch import nn
 from wdlab.decay import NORM_TYPES
 from wdlab.decay.findings import group_findings, sources
 from wdlab.decay.group import attached
-from wdlab.optimizers import class_name, optimizer_spec
+from wdlab.optimizers import class_name, known_spec
 from wdlab.zerograd import biases_before_norms
 
 #: Every finding code and its severity (``warning``: almost surely a mistake; ``note``: a
@@ -321,7 +321,9 @@ def _redundant_bias_findings(
         return []
     names = [z.name for z in found]
     where = "; ".join(f"{z.name}: {z.why}" for z in found[:SHOWN])
-    adaptive = [class_name(o) for o in opts if _adaptive(class_name(o))]
+    adaptive = [
+        class_name(o) for o in opts if (spec := known_spec(class_name(o))) and spec.adam_family
+    ]
     effect = (
         f"{', '.join(dict.fromkeys(adaptive))} turns it into lr-sized steps"
         if adaptive
@@ -335,14 +337,6 @@ def _redundant_bias_findings(
             names,
         )
     ]
-
-
-def _adaptive(name: str) -> bool:
-    """Whether optimizer class ``name`` divides its steps by √v (the Adam family)."""
-    try:
-        return optimizer_spec(name).adam_family
-    except ValueError:  # a class wdlab does not know
-        return False
 
 
 def _listed_findings(rows: list[dict], model: nn.Module | None) -> list[Finding]:

@@ -11,7 +11,7 @@ factory) runs through ``torch.func``.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -34,7 +34,12 @@ from wdlab.engines import (
 )
 from wdlab.inputs import Inputs, call, rows
 from wdlab.loading import load_callable
-from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT, call_factory, factory_arguments
+from wdlab.usercode import (
+    DEFAULT_FACTORY_TIMEOUT,
+    call_factory,
+    check_seeds_differ,
+    factory_arguments,
+)
 from wdlab.usercode import check_module as check_module  # the trainer's check of a built module
 
 
@@ -135,7 +140,7 @@ def _build_custom(spec: ModelSpec, seed: int | None = None) -> nn.Module:
     sizes given by name where it asks for them (:func:`wdlab.usercode.factory_arguments`),
     within ``spec.factory_timeout``."""
     factory = resolve_factory(spec.factory)
-    label = spec.factory if isinstance(spec.factory, str) else spec.label
+    label = spec.factory_label
     seed = 0 if seed is None else seed
     sizes = {"in_dim": spec.in_dim, "out_dim": spec.out_dim}
     offered = {"seed": seed} | {k: v for k, v in sizes.items() if v}  # 0: not known, not offered
@@ -311,6 +316,18 @@ class ModelSpec:
     def describe(self) -> str:
         """A short human name, e.g. ``mlp 64-32-10 relu``."""
         return self.model_kind.describe(self)
+
+    @property
+    def factory_label(self) -> str:
+        """The factory as messages name it: its ``file.py:make`` text, or :attr:`label`."""
+        return self.factory if isinstance(self.factory, str) else self.label
+
+    def check_seeds(self, first: nn.Module, seeds: Sequence[int]) -> None:
+        """A user's factory built at the first two of ``seeds`` (``first``: the first's build)
+        that gives the same initial weights for both is refused in one line (the seeds would
+        repeat one run: :func:`wdlab.usercode.check_seeds_differ`); built-in kinds pass."""
+        if self.kind == "custom" and len(seeds) > 1:
+            check_seeds_differ(first, self.build(seeds[1]), seeds[:2], self.factory_label)
 
 
 def activations_per_example(model: nn.Module, example: Inputs) -> int:

@@ -145,6 +145,14 @@ def optimizer_spec(name: str) -> OptimizerSpec:
     return spec
 
 
+def known_spec(name: str) -> OptimizerSpec | None:
+    """:func:`optimizer_spec`, or None for a class wdlab does not know (a user's own)."""
+    try:
+        return optimizer_spec(name)
+    except ValueError:
+        return None
+
+
 def optimizer_class(name: str) -> type[torch.optim.Optimizer]:
     """The torch optimizer class for a short name or a class name."""
     return optimizer_spec(name).cls

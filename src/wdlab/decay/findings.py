@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from wdlab.decay.group import decays, step_of
 from wdlab.decay.modes import FORMULAS, acting_mode, decay_rate, get_mode
-from wdlab.optimizers import optimizer_spec
+from wdlab.optimizers import known_spec, optimizer_spec
 
 UNKNOWN = "unknown"  # what the weight_decay of an optimizer class wdlab does not know means
 
@@ -47,9 +47,8 @@ class DecayLike(Protocol):
 def own_wd_mode(name: str, group: Mapping[str, Any]) -> str | None:
     """What an optimizer class's own ``weight_decay`` means for this group: ``coupled``,
     ``decoupled``, ``None`` (it has none) or ``unknown`` (a class wdlab does not know)."""
-    try:
-        spec = optimizer_spec(name)
-    except ValueError:
+    spec = known_spec(name)
+    if spec is None:
         return UNKNOWN if "weight_decay" in group else None
     return spec.own_wd_mode_with(dict(group))
 
@@ -90,9 +89,7 @@ def lr_wd(name: str, index: int | None, group: dict, source: dict) -> str | None
     if mode == UNKNOWN:  # assume the plain factor 1 − lr·wd
         rate, what = decay_rate("decoupled", lr, wd)[0], "lr·wd"
     else:
-        try:
-            optimizer_spec(name)
-        except ValueError:
+        if known_spec(name) is None:
             name = "sgd"  # a class wdlab does not know: take the plain (SGD) factor
         rate, _ = decay_rate(mode, lr, wd, name, group, through_momentum=False)
         what = "lr·wd" if acting_mode(mode, name, group).timescale.lr_in_rate else "wd"
@@ -136,10 +133,8 @@ def bad_wd(index: int | None, source: dict) -> str | None:
 
 def adam_l2(name: str, label: str, index: int | None, group: dict) -> str | None:
     """``adam-l2``: an Adam-family optimizer's own coupled ``weight_decay``."""
-    own = _own_wd(group)
-    try:
-        spec = optimizer_spec(name)
-    except ValueError:
+    own, spec = _own_wd(group), known_spec(name)
+    if spec is None:
         return None
     if not (spec.adam_family and own > 0 and own_wd_mode(name, group) == "coupled"):
         return None

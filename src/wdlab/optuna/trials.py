@@ -38,7 +38,7 @@ from wdlab.selection import Criterion, criterion, run_scores
 from wdlab.tasks import custom_task, get_task
 from wdlab.trainer import Plan, Trainer
 from wdlab.trainer.heap import release_memory
-from wdlab.usercode import check_seeds_differ, module_fingerprint
+from wdlab.usercode import module_fingerprint
 
 
 class _Search:
@@ -61,9 +61,7 @@ class _Search:
             raise ValueError("a search chooses on validation: the data need a validation split")
         task = None if settings.loss is None else custom_task(get_task(ds.task), settings.loss)
         built = meta_build(spec) if spec.kind != "custom" else spec.build(settings.seeds[0])
-        if spec.kind == "custom" and len(settings.seeds) > 1:  # as a sweep: no duplicate seeds
-            label = spec.factory if isinstance(spec.factory, str) else spec.label
-            check_seeds_differ(built, spec.build(settings.seeds[1]), settings.seeds[:2], label)
+        spec.check_seeds(built, settings.seeds)  # as a sweep: no seed repeats another's run
         network = network_identity(spec, built)  # fingerprinted before any forward, as a sweep
         ds, fitted = fit_outputs(built, ds, {"task": task})  # 2 outputs, 2 classes: as a sweep
         self.ds, self.task = ds, fitted["task"]

@@ -58,7 +58,7 @@ from wdlab.store import lease_seconds as lease_of
 from wdlab.tasks import check_recorded, get_task
 from wdlab.trainer import EarlyStop, Plan
 from wdlab.trainer.plan import running
-from wdlab.usercode import check_seeds_differ, module_fingerprint
+from wdlab.usercode import module_fingerprint
 from wdlab.version import __version__
 from wdlab.warn import warn_user
 
@@ -327,9 +327,7 @@ def _template(study: Study) -> nn.Module:
         return meta_build(spec)
     seeds = list(dict.fromkeys(c.seed for c in study.configs))
     first = spec.build(seeds[0])
-    if len(seeds) > 1:
-        label = spec.factory if isinstance(spec.factory, str) else spec.label
-        check_seeds_differ(first, spec.build(seeds[1]), seeds[:2], label)
+    spec.check_seeds(first, seeds)
     fp = module_fingerprint(first)
     for d in (study.config, study.identity):
         d["model"] = {**d.get("model", {}), "fingerprint": fp}
