@@ -116,11 +116,10 @@ def sigint_noted() -> Iterator[list[object]]:
     lock, state = threading.Lock(), {"closing": False, "sent": False}
     main_id, pid = threading.get_ident(), os.getpid()
 
-    def on_sigint(signum: int, frame: object) -> None:  # (or one delivered again, below)
-        stop = Terminated if TERM in noted else KeyboardInterrupt
+    def on_sigint(signum: int, frame: object) -> None:  # (what it says: :func:`stopped`)
         noted.append(True)
         if not state["closing"]:  # once the command has ended, only noted
-            raise stop
+            raise KeyboardInterrupt
 
     def again() -> None:
         with lock:  # never once the command has ended: its answer is given
@@ -137,7 +136,7 @@ def sigint_noted() -> Iterator[list[object]]:
         from the command (a DataLoader's worker, which the Ctrl-C reached too) it is dropped:
         the command is interrupted, and says so. After a Ctrl-C, what a DataLoader cut short by
         it raises as it is cleaned up is the interrupt's doing, and not printed either."""
-        if noted and unraisable.exc_type in (KeyboardInterrupt, Terminated):
+        if noted and unraisable.exc_type is KeyboardInterrupt:  # (Terminated: sigterm_unwound)
             if os.getpid() == pid:
                 threading.Timer(0.01, again).start()
             return
