@@ -385,21 +385,19 @@ def test_a_ctrl_c_swallowed_on_the_way_is_still_an_interrupt(monkeypatch, capsys
         assert "<frozen" not in said and f"{__file__}:" in said, said
 
 
-def test_a_ctrl_c_python_could_only_print_still_interrupts(monkeypatch, capsys):
-    """Found by a new-user trial: a Ctrl-C that arrived while a DataLoader forked its workers
-    was raised in a fork hook, where Python only prints it ("Exception ignored in:
-    <function _releaseLock>"), and ``wdlab search`` went on to train every trial and exit 0.
-    Such an interrupt is delivered again once the hook has returned: one line, exit 130."""
+def _stopped_in_a_hook(monkeypatch, signum) -> list:
+    """The command's work (``wdlab.cli._run``) made a training that sends itself ``signum``
+    inside a ``__del__`` (like a fork hook, a place Python cannot raise from), then goes on for
+    5 s; the list it returns gets True if that training ran to its end."""
     import gc
     import os
-    import signal
     import time
 
     import wdlab.cli
 
-    class InAHook:  # a __del__ is, like a fork hook, a place Python cannot raise from
+    class InAHook:
         def __del__(self):
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signum)
             for _ in range(1000):  # the handler runs here, inside __del__
                 pass
 
@@ -408,12 +406,23 @@ def test_a_ctrl_c_python_could_only_print_still_interrupts(monkeypatch, capsys):
     def training(_args):
         InAHook()
         gc.collect()
-        for _ in range(500):  # the training goes on: the interrupt must come back here
+        for _ in range(500):  # the training goes on: the signal must come back here
             time.sleep(0.01)
         finished.append(True)
         return 0
 
     monkeypatch.setattr(wdlab.cli, "_run", training)
+    return finished
+
+
+def test_a_ctrl_c_python_could_only_print_still_interrupts(monkeypatch, capsys):
+    """Found by a new-user trial: a Ctrl-C that arrived while a DataLoader forked its workers
+    was raised in a fork hook, where Python only prints it ("Exception ignored in:
+    <function _releaseLock>"), and ``wdlab search`` went on to train every trial and exit 0.
+    Such an interrupt is delivered again once the hook has returned: one line, exit 130."""
+    import signal
+
+    finished = _stopped_in_a_hook(monkeypatch, signal.SIGINT)
     before = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's, as in a shell
     hook = sys.unraisablehook
     try:
@@ -575,30 +584,9 @@ def test_a_sigterm_python_could_only_print_still_stops_the_command(monkeypatch, 
     scheduler): ``wdlab search`` went on and exited 0 with "Exception ignored … raise
     Terminated" (found by a checking helper, 3 of 12 tries). It is raised again once that code
     has returned: one line, exit 143; the handlers and the unraisable hook are restored."""
-    import gc
-    import os
     import signal
-    import time
 
-    import wdlab.cli
-
-    class InAHook:
-        def __del__(self):
-            os.kill(os.getpid(), signal.SIGTERM)
-            for _ in range(1000):  # the handler runs here, inside __del__
-                pass
-
-    finished = []
-
-    def training(_args):
-        InAHook()
-        gc.collect()
-        for _ in range(500):
-            time.sleep(0.01)
-        finished.append(True)
-        return 0
-
-    monkeypatch.setattr(wdlab.cli, "_run", training)
+    finished = _stopped_in_a_hook(monkeypatch, signal.SIGTERM)
     before = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a background job
     hook = sys.unraisablehook
     try:

@@ -183,6 +183,18 @@ def test_an_address_nothing_answers_at_is_one_line_before_anything_is_stored(tmp
         RayExecutor(address="nowhere")
 
 
+def _factory_config(model: str, weight_decays: list[float]):
+    """A sweep of a factory file's model on wine: AdamW, decoupled, 2 epochs, seeds 0, 1, 2."""
+    return validate(
+        {
+            "data": {"source": "wine"},
+            "model": {"kind": model},
+            "train": {"optimizer": "adamw", "lr": [0.01], "epochs": 2, "seeds": [0, 1, 2]},
+            "decay": {"modes": ["decoupled"], "weight_decay": weight_decays},
+        }
+    )
+
+
 MAKE = """
 import torch
 from torch import nn
@@ -206,14 +218,7 @@ def test_a_batch_that_fails_on_a_worker_fails_alone_and_says_why_in_one_line(
     folder the runtime started in: the task runs in the driver's folder (it was "no file")."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "m.py").write_text(MAKE)
-    cfg = validate(
-        {
-            "data": {"source": "wine"},
-            "model": {"kind": "m.py:make"},
-            "train": {"optimizer": "adamw", "lr": [0.01], "epochs": 2, "seeds": [0, 1, 2]},
-            "decay": {"modes": ["decoupled"], "weight_decay": [0.0, 1e-3, 1e-2]},
-        }
-    )
+    cfg = _factory_config("m.py:make", [0.0, 1e-3, 1e-2])
     with pytest.raises(ValueError) as exc:
         run_sweep(cfg, tmp_path / "s", max_batch=1, executor=executor)
     line = str(exc.value)
@@ -264,14 +269,7 @@ def test_a_worker_that_dies_fails_its_batch_alone_in_one_line(executor, tmp_path
     batch alone, one line saying its task ended without results, the others back to pending."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "d.py").write_text(DIES)
-    cfg = validate(
-        {
-            "data": {"source": "wine"},
-            "model": {"kind": "d.py:make"},
-            "train": {"optimizer": "adamw", "lr": [0.01], "epochs": 2, "seeds": [0, 1, 2]},
-            "decay": {"modes": ["decoupled"], "weight_decay": [0.0, 1e-2]},
-        }
-    )
+    cfg = _factory_config("d.py:make", [0.0, 1e-2])
     ex = RayExecutor(max_retries=0)  # joins the module's runtime
     with pytest.raises(
         ValueError, match=r"^the batch's Ray task ended without results: WorkerCrashedError"
