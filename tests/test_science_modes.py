@@ -254,3 +254,25 @@ def test_ridge_check_without_scikit_learn(monkeypatch):
         monkeypatch.delitem(sys.modules, "sklearn.linear_model")
         theirs, source = verify.ridge_reference(X, y, 6.0)
         assert source == "sklearn Ridge" and rel_dist(closed, theirs) < 1e-12
+
+
+def test_verify_leaves_the_callers_random_state(monkeypatch):
+    """The checks seed torch, and a reference may draw from ``random`` or NumPy: after
+    ``run_checks`` the caller's generators are where they were (checked by their next draws)."""
+    import random
+
+    import numpy as np
+
+    real = verify.check_ridge
+
+    def ridge_and_draws():
+        random.seed(1), np.random.seed(1)
+        return real(n=60, d=3, wd=0.05, steps=200)
+
+    monkeypatch.setattr(verify, "all_checks", lambda: [ridge_and_draws])
+    torch.manual_seed(123), random.seed(123), np.random.seed(123)
+    verify.run_checks()
+    after = torch.rand(3), random.random(), np.random.rand()
+    torch.manual_seed(123), random.seed(123), np.random.seed(123)
+    assert torch.equal(after[0], torch.rand(3))
+    assert after[1:] == (random.random(), np.random.rand())

@@ -31,6 +31,17 @@ def _restore(state: tuple[Any, ...]) -> None:
     np.random.set_state(state[2])
 
 
+@contextmanager
+def kept_random() -> Iterator[None]:
+    """Inside: anything may draw from or seed the process-wide random state (torch's CPU
+    generator, Python's ``random``, NumPy's global); after: the caller's, as it was."""
+    outer = _capture()
+    try:
+        yield
+    finally:
+        _restore(outer)
+
+
 class GlobalRandom:
     """The process-wide random state a Dataset's transforms draw from in the main process
     (torch's CPU generator, Python's ``random``, NumPy's global), held apart from the caller's:

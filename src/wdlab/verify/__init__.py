@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from wdlab.data.seeds import kept_random
 from wdlab.records import Check
 from wdlab.report.text import checks_table
 from wdlab.verify.compare import compare, max_diffs
@@ -120,7 +121,8 @@ def all_checks() -> list[Callable[[], Check]]:
 
 
 def run_checks(progress: bool = False) -> list[Check]:
-    """Run every check and return the results (the ``wdlab verify`` API)."""
+    """Run every check and return the results (the ``wdlab verify`` API); the caller's random
+    state (torch's CPU generator, ``random``, NumPy's) is as it was after."""
     checks = all_checks()
     out = []
     bar = None
@@ -129,7 +131,8 @@ def run_checks(progress: bool = False) -> list[Check]:
 
         bar = tqdm(total=len(checks), desc="verify", unit="check", leave=False)
     for fn in checks:
-        out.append(fn())
+        with kept_random():
+            out.append(fn())
         if bar is not None:
             bar.update(1)
     if bar is not None:
