@@ -19,6 +19,7 @@ from unittest import mock
 import pytest
 import torch
 
+import wdlab
 from wdlab.cli import main
 from wdlab.pipelines import job, run_sweep, study
 from wdlab.trainer import state as trainer_state
@@ -110,6 +111,29 @@ def test_an_interrupted_sweep_resumes_mid_training_bit_for_bit(tmp_path, monkeyp
     assert _stored(tmp_path / "cut") == _stored(tmp_path / "whole")
     assert [r.final for r in resumed.runs] == [r.final for r in whole.runs]
     assert not (tmp_path / "cut" / "checkpoints").exists()  # every one removed, and the folder
+
+
+def test_an_interrupted_study_says_where_its_runs_stand(tmp_path, monkeypatch, capsys):
+    """Interrupted after its first checkpoint, a study's views say its runs are saved mid-way
+    (not "not trained yet"), its notebook view says no run has finished (not an empty table),
+    and an export of it warns that it is partial, its integer columns kept whole."""
+    cfg = {**CFG, "train": {**CFG["train"], "epochs": 12}}
+    _interrupt_after_checkpoints(monkeypatch, 1)
+    with pytest.raises(Interrupted):
+        run_sweep(cfg, tmp_path / "cut")
+    assert main(["show", str(tmp_path / "cut")]) == 0
+    assert (
+        "incomplete: 12 runs not finished (12 saved at epoch 6 in checkpoints: run the sweep "
+        "again to resume them)" in capsys.readouterr().out
+    )
+    html = wdlab.load_study(tmp_path / "cut")._repr_html_()
+    assert "12 runs (12 pending)" in html and "no run has finished yet" in html
+    assert "<table" not in html
+    with pytest.warns(UserWarning, match=r"partial \(12 of 12 runs unfinished\): runs.csv lists"):
+        wdlab.pipelines.export_study(tmp_path / "cut", "csv", tmp_path / "e")
+    header, first = (tmp_path / "e" / "runs.csv").read_text().splitlines()[:2]
+    row = dict(zip(header.split(","), first.split(","), strict=False))
+    assert (row["status"], row["epochs"], row["seed"]) == ("pending", "6", "0")
 
 
 def test_an_interrupted_early_stopping_sweep_keeps_the_uninterrupted_weights(tmp_path, monkeypatch):

@@ -363,7 +363,7 @@ def test_runs_held_by_a_process_that_ended_are_shown_as_to_do_not_running(tmp_pa
     assert (listed["running"], listed["pending"]) == (0, 1)
     assert main(["show", str(out)]) == 0
     shown = capsys.readouterr().out
-    assert "(1 pending, 2 done)" in shown and "incomplete: 1 run not trained yet" in shown
+    assert "(1 pending, 2 done)" in shown and "incomplete: 1 run not finished" in shown
     assert wdlab.load_study(out).counts["running"] == 0
     assert (out / "study.db").read_bytes() == before  # read-only views: nothing written
     with Store(out) as store:

@@ -347,11 +347,12 @@ def emit_study(
 ) -> None:
     """A study's answer: one JSON document (the result, its folder, ``extra``, the failed runs
     grouped by error), or its table, the runs per status, how many failed and why (a rerun
-    retries them) and how many are not trained yet (the table is then partial)."""
+    retries them) and how many are not finished (and where a checkpoint holds them; the table
+    is then partial)."""
     from wdlab.store import Store
 
     with Store(directory, readonly=True) as store:
-        failures = store.failures()
+        failures, saved = store.failures(), store.saved()
     if as_json:
         failed = [{"error": e, "runs": n} for e, n in failures.items()]
         where = {"directory": str(directory), **(extra or {}), "failed": failed}
@@ -366,4 +367,17 @@ def emit_study(
     unfinished = result.counts.get("pending", 0) + result.counts.get("running", 0)
     if unfinished:
         runs = "run" if unfinished == 1 else "runs"
-        print(f"incomplete: {unfinished} {runs} not trained yet; the table is partial")
+        print(
+            f"incomplete: {unfinished} {runs} not finished{_saved_text(saved)}; the table "
+            "is partial"
+        )
+
+
+def _saved_text(saved: dict[int, int]) -> str:
+    """Where the unfinished runs a checkpoint holds stand, e.g. `` (6 saved at epoch 45 in a
+    checkpoint: run the sweep again to resume them)``; "" for none."""
+    if not saved:
+        return ""
+    n, low, high = sum(saved.values()), min(saved), max(saved)
+    at = f"epoch {low}" + (f" to {high}" if high > low else "")
+    return f" ({n} saved at {at} in checkpoints: run the sweep again to resume them)"

@@ -2,7 +2,7 @@
 temporary store); reading results back. They return values and draw nothing."""
 
 from wdlab.pipelines.demo import REGIMES, DemoSettings, run_demo, seed_init
-from wdlab.pipelines.exports import export_to
+from wdlab.pipelines.exports import export_study, export_to
 from wdlab.pipelines.load import build_report, load_result
 from wdlab.pipelines.memory import bytes_per_config, plan_batches
 from wdlab.pipelines.own import sweep
@@ -11,7 +11,6 @@ from wdlab.pipelines.study import (
     DEFAULT_MAX_MEMORY_MB,
     IncompleteStudy,
     default_out,
-    export_study,
     load_study,
     run_experiment,
     run_sweep,

@@ -198,6 +198,10 @@ class SweepResult(Result):
         """The report's answer table (every run where nothing was chosen), for notebooks."""
         partial = f" ({self.partial_note()})" if self.partial else ""
         name = self.name or self.data.get("name", "")  # as the repr and the report name it
+        if not self.runs:  # nothing to tabulate yet: the caption alone, said as such
+            return (
+                f"<p>{escape(f'{name}: {self.runs_text()}{partial}')}: no run has finished yet</p>"
+            )
         return headline_html(self, f"{name}: {self.runs_text()}{partial}")
 
 

@@ -35,7 +35,6 @@ from wdlab.decay.rules import stored_table
 from wdlab.devices import DEFAULT_MAX_MEMORY_MB, resolve_device
 from wdlab.diagnostics import DIAGNOSTICS
 from wdlab.executors import Executor, LocalExecutor
-from wdlab.extras import require
 from wdlab.halving import Prune, from_config, rung_spacing, summary
 from wdlab.integrations.logs import LogSpec, open_logs
 from wdlab.models import ModelSpec
@@ -46,7 +45,6 @@ from wdlab.pipelines.fresh import undone_on_failure
 from wdlab.pipelines.identity import differences, output_probe, probe_difference, respell
 from wdlab.pipelines.job import Job
 from wdlab.pipelines.memory import check_budget, memory_need, meta_build, planning_bytes
-from wdlab.pipelines.outputs import check_outputs, claim_outputs, record_outputs
 from wdlab.pipelines.results import SweepResult
 from wdlab.pipelines.segments import check_pruning, has_validation
 from wdlab.pipelines.userdata import check_last_batch, data_fingerprint, fit_outputs
@@ -410,38 +408,3 @@ def run_experiment(
     result.kind, result.name, result.directory = "run", "", None
     result.seconds = time.perf_counter() - t0
     return result
-
-
-def export_study(
-    directory: str | Path,
-    fmt: str = "csv",
-    out: str | Path | None = None,
-    force: bool = False,
-) -> dict[str, Path]:
-    """Write ``runs.<fmt>`` (one row per run) and ``curves.<fmt>`` (run_id, metric, epoch,
-    value) from a study's store (opened read-only). A file of that name already in ``out``
-    is replaced only if wdlab exported it from this study (else a one-line ``ValueError``
-    before anything is written; ``force`` replaces it: :mod:`wdlab.pipelines.outputs`)."""
-    pd = require("pandas", "wdlab export")
-
-    d = Path(directory)
-    if fmt not in ("csv", "parquet"):
-        raise ValueError(f"unknown format {fmt!r}; valid: csv, parquet")
-    if fmt == "parquet":  # one line naming the extra, before anything is written
-        require("pyarrow", "wdlab export --format parquet")
-    target = Path(out) if out else d
-    with Store(d, readonly=True) as store:
-        info = store.study()
-        source = f"study {info['config_hash'] if info else '?'}"
-        check_outputs(target, [f"runs.{fmt}", f"curves.{fmt}"], source, force)
-        runs = pd.DataFrame(store.run_rows())
-        curves = pd.DataFrame(store.curve_rows(), columns=["run_id", "metric", "epoch", "value"])
-    paths = {"runs": target / f"runs.{fmt}", "curves": target / f"curves.{fmt}"}
-    claim_outputs(target, [p.name for p in paths.values()], source)
-    for name, df in (("runs", runs), ("curves", curves)):
-        if fmt == "csv":
-            df.to_csv(paths[name], index=False)
-        else:
-            df.to_parquet(paths[name], index=False)
-    record_outputs(target, paths.values(), source)
-    return paths

@@ -45,6 +45,15 @@ class Progress:
                 out.append((RunConfig.from_dict(json.loads(c)), int(epochs), name))
         return out
 
+    def saved(self) -> dict[int, int]:
+        """The unfinished runs (pending or running) a checkpoint holds, counted by the epochs
+        they trained: where a rerun of the sweep resumes them."""
+        rows = self.db.execute(
+            f"SELECT {self._v3('epochs')}, COUNT(*) FROM runs WHERE status IN ('pending', "
+            f"'running') AND {self._v3('checkpoint')} IS NOT NULL GROUP BY 1 ORDER BY 1"
+        )
+        return {int(epochs): n for epochs, n in rows}
+
     def behind(self, epochs: int) -> int:
         """How many runs are still to train ``epochs`` epochs: pending, running or failed with
         fewer (a rung can be decided once none is)."""
