@@ -196,3 +196,29 @@ def test_a_last_batch_of_one_example_for_batchnorm_is_one_line(tmp_path):
         wdlab.sweep(make, data, weight_decay=[1e-2], epochs=1, batch_size=64, out=tmp_path / "s")
     assert not (tmp_path / "s").exists()
     assert wdlab.sweep(make, data, weight_decay=[1e-2], epochs=1, batch_size=50).runs
+
+
+def test_a_seeded_source_shuffles_as_the_cli_does_with_its_data_seed(tmp_path):
+    """``wdlab.sweep(model, wdlab.data.load("wine", seed=1))`` is ``wdlab run --data wine
+    --data-seed 1``: the data seed orders the mini-batches in both (it shuffled with 0 in
+    Python), bit for bit; the seed is part of the study, so seed 0's study is another."""
+    cfg = {
+        "data": {"source": "wine", "seed": 1},
+        "model": {"kind": "mlp", "hidden": [8]},
+        "train": {"optimizer": "sgd", "lr": [0.05], "epochs": 3, "batch_size": 32},
+        "decay": {"modes": ["coupled"], "weight_decay": [0, 0.01]},
+    }
+    cli = wdlab.pipelines.run_sweep(cfg, tmp_path / "cli")
+    spec = wdlab.models.ModelSpec("mlp", hidden=(8,), activation="relu")  # the config's default
+    kw = dict(optimizer="sgd", lr=0.05, epochs=3, batch_size=32, modes=["coupled"])
+    api = wdlab.sweep(spec, wdlab.data.load("wine", seed=1), weight_decay=[0, 0.01], **kw)
+    assert [r.final for r in api.runs] == [r.final for r in cli.runs]
+    seed0 = wdlab.sweep(spec, wdlab.data.load("wine"), weight_decay=[0, 0.01], **kw)
+    assert [r.final for r in seed0.runs] != [r.final for r in api.runs]
+    wdlab.sweep(
+        spec, wdlab.data.load("wine", seed=1), weight_decay=[0, 0.01], out=tmp_path / "a", **kw
+    )
+    with pytest.raises(ValueError, match="holds another study"):  # the same tensors, but …
+        d = wdlab.data.load("wine", seed=1)
+        d.meta["seed"] = 2  # … said to be seeded otherwise: another order
+        wdlab.sweep(spec, d, weight_decay=[0, 0.01], out=tmp_path / "a", **kw)

@@ -121,7 +121,7 @@ def from_arrays(
     classes, y_num = _encode_target(y, task)
     stratify = y_num if classes is not None else None
     train, val, test = split_indices(len(y), stratify, val_size, test_size, seed)
-    info = dict(meta or {})
+    info = dict(meta or {}) | {"seed": seed}  # the split's, and a sweep's shuffle's
     if impute is not None:
         X = _impute(X, train, impute, columns)
         info["impute"] = f"{impute}, fitted on the training split"

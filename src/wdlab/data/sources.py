@@ -260,7 +260,13 @@ def digits_images(seed: int = 0, val_size: float = 0.2, test_size: float = 0.2) 
         X_test=X[test],
         y_test=y[test],
         n_classes=10,
-        meta={"n_train": len(train), "n_val": len(val), "n_test": len(test), "scaled": "/16"},
+        meta={
+            "n_train": len(train),
+            "n_val": len(val),
+            "n_test": len(test),
+            "scaled": "/16",
+            "seed": seed,
+        },
     )
 
 

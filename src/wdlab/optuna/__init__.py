@@ -52,6 +52,7 @@ from wdlab.pipelines.checks import (
 )
 from wdlab.pipelines.experiment import load_data, model_spec
 from wdlab.pipelines.own import Data, Model, decay_section, resolve_model, user_data
+from wdlab.pipelines.userdata import data_seed
 from wdlab.trainer.plan import running
 from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT, a_type
 
@@ -160,7 +161,7 @@ def optimize(
     train |= {"early_stopping": early_stopping}
     decay = decay_section([mode], [weight_decay], wd_schedule, group_wd)
     config = validate({"train": train, "decay": decay})  # the one declaration's checks
-    settings = settings_of(config, rule, max_memory_mb, shuffle_seed=0)
+    settings = settings_of(config, rule, max_memory_mb, shuffle_seed=data_seed(ds))
     settings = replace(settings, loss=check_loss(loss), **running(parallel, channels_last))
     return search(study, spec, ds, space, settings, n_trials, batch, label, progress)
 

@@ -41,6 +41,7 @@ from wdlab.pipelines.results import SweepResult
 from wdlab.pipelines.study import DEFAULT_MAX_MEMORY_MB, Study, run_study
 from wdlab.pipelines.userdata import (
     data_identity,
+    data_seed,
     data_sizes,
     declared,
     streamed_splits,
@@ -111,9 +112,11 @@ def sweep(
     ``IterableDataset``s, ``make_loader(split, seed, epoch)`` factories (streamed afresh each
     epoch: :func:`wdlab.data.stream_splits`; classes: ``n_classes`` or the model's outputs); or
     a Dataset, a source, a .csv/.parquet path (``target``, ``features``, ``impute``,
-    ``categorical``), ``"file.py:make_data"``. The recipe: ``epochs`` (10) or ``steps``,
-    ``schedule`` (per epoch, or per step with warm-up), ``clip_grad_norm`` (each configuration's
-    own), ``precision``, ``loss``, ``metric``, ``select``; ``early_stopping``: each run at its best
+    ``categorical``), ``"file.py:make_data"``; held mini-batches are shuffled with the seed a
+    Dataset was made with (``wdlab.data.load(name, seed=s)``, as ``--data-seed s``), else 0.
+    The recipe: ``epochs`` (10) or ``steps``, ``schedule`` (per epoch, or per step with
+    warm-up), ``clip_grad_norm`` (each configuration's own), ``precision``, ``loss``,
+    ``metric``, ``select``; ``early_stopping``: each run at its best
     validation epoch, stopped after ``patience`` evaluations without a better one; ``prune``:
     successive halving; ``checkpoint``: N epochs, ``"auto"``, ``"off"``; ``diagnostics``:
     opt-in recordings. ``rule``, ``group_wd``, ``wd_schedule``: what decays, by how much.
@@ -151,9 +154,12 @@ def _study(
     """The study of a :func:`sweep` (its folder and name set by :func:`_run`): the trainer's
     keywords, the config as stored (with the Python objects' names and fingerprints,
     ``code``: the loss and the metric) and its identity."""
-    kw = config.train.train_kwargs(shuffle_seed=0) | config.decay.train_kwargs()
+    shuffle = data_seed(ds)  # wdlab.data.load(name, seed=s): as `--data-seed s` shuffles
+    kw = config.train.train_kwargs(shuffle_seed=shuffle) | config.decay.train_kwargs()
     kw |= {"rule": rule, "task": task}
     described = _describe(config.to_dict(), init_name, ds, code, rule)
+    if shuffle:  # another order, another study (0 left out: the identity of earlier studies)
+        described["data"]["seed"] = shuffle
     if init_name in MODEL_KINDS and spec.kind == init_name:  # "mlp": the network it names
         described["model"] |= json_safe(kind_options(spec.kind, spec))
     identity = checks.sweep_identity(described)

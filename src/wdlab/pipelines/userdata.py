@@ -331,6 +331,14 @@ def data_identity(ds: Dataset | StreamedData) -> dict[str, Any]:
     return {"name": ds.name, "fingerprint": digest.hexdigest()[:16], "shape": ds.in_shape}
 
 
+def data_seed(ds: Dataset | StreamedData) -> int:
+    """The seed a Dataset was made with (``meta["seed"]``: wdlab's sources and tables; their
+    split's), which a sweep's shuffle takes as ``--data-seed`` gives it to both; 0 for any
+    other data (a user's tensors, streams: they are seeded by the stream's own seed)."""
+    seed = ds.meta.get("seed", 0) if isinstance(ds, Dataset) else 0
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
+
+
 def data_fingerprint(ds: Dataset | StreamedData) -> str:
     """The data's fingerprint (see :func:`data_identity`)."""
     return data_identity(ds)["fingerprint"]
