@@ -112,17 +112,15 @@ def sweep(
     ``IterableDataset``s, ``make_loader(split, seed, epoch)`` factories (streamed afresh each
     epoch: :func:`wdlab.data.stream_splits`; classes: ``n_classes`` or the model's outputs); or
     a Dataset, a source, a .csv/.parquet path (``target``, ``features``, ``impute``,
-    ``categorical``), ``"file.py:make_data"``; held mini-batches are shuffled with the seed a
-    Dataset was made with (``wdlab.data.load(name, seed=s)``, as ``--data-seed s``), else 0.
+    ``categorical``), ``"file.py:make_data"`` (shuffled with a Dataset's seed, as --data-seed).
     The recipe: ``epochs`` (10) or ``steps``, ``schedule`` (per epoch, or per step with
-    warm-up), ``clip_grad_norm`` (each configuration's own), ``precision``, ``loss``,
-    ``metric``, ``select``; ``early_stopping``: each run at its best
-    validation epoch, stopped after ``patience`` evaluations without a better one; ``prune``:
-    successive halving; ``checkpoint``: N epochs, ``"auto"``, ``"off"``; ``diagnostics``:
-    opt-in recordings. ``rule``, ``group_wd``, ``wd_schedule``: what decays, by how much.
-    ``max_batch=1``: one at a time, the reference; ``parallel`` (:mod:`wdlab.sidebyside`) and
-    ``channels_last``: faster CPU runs. ``out`` keeps the study (else temporary) and weights by
-    ``keep`` (best, all, none: :meth:`SweepResult.model`); ``log``: dashboards.
+    warm-up), ``clip_grad_norm`` (each configuration's own), ``precision``, ``loss``, ``metric``,
+    ``select``; ``early_stopping``: each run at its best validation epoch, stopped after
+    ``patience`` evaluations without a better one; ``prune``: successive halving;
+    ``checkpoint``: N epochs, ``"auto"``, ``"off"``; ``diagnostics``: opt-in recordings.
+    ``rule``, ``group_wd``, ``wd_schedule``: what decays, by how much. ``max_batch=1``: one at
+    a time, the reference; ``parallel``, ``channels_last``: faster CPU runs. ``out`` keeps the
+    study (else temporary), weights by ``keep`` (:meth:`SweepResult.model`); ``log``: dashboards.
     """
     t0, epochs = time.perf_counter(), checks.epochs_or_steps(epochs, steps)
     checks.check_arguments(max_batch, max_memory_mb, out, factory_timeout)
