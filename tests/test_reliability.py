@@ -393,3 +393,55 @@ def test_a_sweep_started_while_another_creates_the_store_trains(tmp_path, capsys
     doc = json.loads(capsys.readouterr().out)
     assert doc["counts"]["done"] == 3 and doc["partial"] is False
     assert main(["sweep", *TINY_FLAGS, "--out", str(out)]) == 0  # its report: replaced quietly
+
+
+class _CtrlCInAHook(torch.utils.data.Dataset):
+    """A Dataset whose first read takes a Ctrl-C inside a ``__del__`` (where Python can only
+    print it, as in the fork hook a DataLoader runs as it starts its workers), then goes on
+    reading for up to 5 s; ``read_on`` counts the reads after it."""
+
+    def __init__(self):
+        g = torch.Generator().manual_seed(0)
+        self.x, self.y = torch.randn(64, 4, generator=g), torch.randint(0, 2, (64,), generator=g)
+        self.hit, self.read_on = False, 0
+
+    def __len__(self):
+        return 64
+
+    def __getitem__(self, i):
+        if not self.hit:
+            self.hit = True
+
+            class InAHook:
+                def __del__(self):
+                    os.kill(os.getpid(), signal.SIGINT)
+                    for _ in range(1000):  # the handler runs here, inside __del__
+                        pass
+
+            InAHook()
+            for _ in range(500):  # the training goes on: the Ctrl-C must come back here
+                time.sleep(0.01)
+                self.read_on += 1
+        return self.x[i], self.y[i]
+
+
+def test_a_ctrl_c_python_could_only_print_stops_a_sweep_in_python(tmp_path):
+    """Found by a new-user trial: a Ctrl-C that landed while a DataLoader started its workers
+    (a fork hook: Python printed "Exception ignored in: <function _releaseLock>") was lost in
+    ``wdlab.sweep``, which trained on to its end (the command line raised it again already).
+    It is raised again once the hook has returned: ``KeyboardInterrupt``, the runs pending."""
+    data = _CtrlCInAHook()
+    splits = {"train": data, "val": (data.x, data.y), "test": (data.x, data.y)}
+    before, hook = signal.signal(signal.SIGINT, signal.default_int_handler), sys.unraisablehook
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            wdlab.sweep(lambda: nn.Linear(4, 2), splits, weight_decay=[0, 0.1], epochs=2,
+                        batch_size=16, out=tmp_path / "s")  # fmt: skip
+        assert data.hit and data.read_on < 400  # stopped within a second or so, not 5 s on
+        assert sys.unraisablehook is hook and signal.getsignal(signal.SIGINT) is (
+            signal.default_int_handler
+        )
+    finally:
+        signal.signal(signal.SIGINT, before)
+    with Store(tmp_path / "s") as store:
+        assert store.counts(live=True)["running"] == 0

@@ -47,6 +47,7 @@ LAYERS = [
         "wdlab.inputs",
         "wdlab.warn",
         "wdlab.sidebyside",
+        "wdlab.interrupts",
     },
     {"wdlab.errors"},
 ]

@@ -42,6 +42,7 @@ from wdlab.data.loaders import DEFAULT_BATCH_SIZE
 from wdlab.decay import DEFAULT_RULE, DecayRule, WDSchedule
 from wdlab.devices import DEFAULT_MAX_MEMORY_MB
 from wdlab.extras import require
+from wdlab.interrupts import interruptible
 from wdlab.models import ModelSpec
 from wdlab.pipelines.checks import (
     check_loss,
@@ -90,6 +91,7 @@ __all__ = [
 ]
 
 
+@interruptible
 @plain_numbers
 def optimize(
     study: Any,
@@ -166,6 +168,7 @@ def optimize(
     return search(study, spec, ds, space, settings, n_trials, batch, label, progress)
 
 
+@interruptible
 def search_config(
     config: Experiment,
     space: Mapping[str, BaseDistribution],

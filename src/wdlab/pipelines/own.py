@@ -34,6 +34,7 @@ from wdlab.data.user import function_splits
 from wdlab.decay import DEFAULT_RULE, DecayRule, WDSchedule
 from wdlab.halving import Prune, setting
 from wdlab.integrations.logs import LogSpec
+from wdlab.interrupts import interruptible
 from wdlab.jsonsafe import json_safe
 from wdlab.models import MODEL_KINDS, ModelSpec, kind_options
 from wdlab.pipelines import checks, experiment
@@ -57,6 +58,7 @@ Data = Mapping[str, Any] | Dataset | str | Callable[[str, int, int], Any]
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+@interruptible
 @checks.plain_numbers
 def sweep(
     model: Model,

@@ -37,6 +37,7 @@ from wdlab.diagnostics import DIAGNOSTICS
 from wdlab.executors import Executor, LocalExecutor
 from wdlab.halving import Prune, from_config, rung_spacing, summary
 from wdlab.integrations.logs import LogSpec, open_logs
+from wdlab.interrupts import interruptible
 from wdlab.models import ModelSpec
 from wdlab.pipelines.checkpoints import check_checkpoint_record, tidy
 from wdlab.pipelines.checks import can_stop
@@ -128,6 +129,7 @@ def _prepare(
     return ds, spec, train_kwargs
 
 
+@interruptible
 def run_sweep(
     config: Experiment | Mapping[str, Any],
     out: str | Path | None = None,
