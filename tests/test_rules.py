@@ -6,6 +6,7 @@ import math
 import subprocess
 import sys
 import warnings
+from html import escape as html_escape
 
 import pytest
 import torch
@@ -431,3 +432,65 @@ def test_param_groups_quiet_for_presets():
             decay = Decay("decoupled", 0.1)
             groups, _ = param_groups(Mixed(), decay, DecayRule.preset(name))
             decay.attach(torch.optim.Adam(groups, lr=1e-3))
+
+
+class _Listed(nn.Module):
+    """A model whose ``no_weight_decay()`` names a tensor it has and one it has not, with a
+    0-D parameter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+        self.scale = nn.Parameter(torch.tensor(1.0))
+
+    def no_weight_decay(self):
+        return {"fc.weight", "fc.wieght"}
+
+
+def test_what_a_rule_names_that_is_not_there_is_said():
+    """Found by a new-user trial: a misspelled exclude or include pattern, or a name
+    ``no_weight_decay()`` gives that no parameter has, changed nothing without a word (a
+    group-wd pattern that matches nothing is refused); a preset's patterns are its rule."""
+    model = _Listed()
+    rule = DecayRule(exclude=("fc.bais",), include=("sc*", "head.*"))
+    said = rule.unmatched(model)
+    assert [line.split(" (check")[0] for line in said] == [
+        "the rule's include pattern 'head.*' matches no parameter",
+        "the rule's exclude pattern 'fc.bais' matches no parameter",
+        "the model's no_weight_decay() names 'fc.wieght': no parameter is",
+    ]
+    assert DecayRule.preset("timm").unmatched(nn.Linear(2, 2, bias=False)) == []
+    assert DecayRule(use_model_hook=False).unmatched(model) == []
+    why = {r["name"]: r["why"] for r in decay_table(model, DecayRule(use_model_hook=False)).rows}
+    assert why["scale"] == "ndim 0 (a scalar)" and why["fc.bias"] == "ndim < 2 (bias)"
+
+
+def test_a_sweep_says_what_its_rule_and_modes_leave_undone(tmp_path):
+    """A sweep warns where its rule names what is not there, where no tensor decays under it
+    (every weight decay trains as wd = 0), and where its modes never decay (its weight decays
+    were dropped without a word: only wd = 0 trained)."""
+    from wdlab.pipelines import run_sweep
+
+    base = {
+        "data": {"source": "wine"},
+        "model": {"kind": "mlp", "hidden": [4]},
+        "train": {"epochs": 1},
+    }
+    cfg = base | {"decay": {"weight_decay": [0.1], "exclude": ["*"], "include": ["nomatch*"]}}
+    with pytest.warns(UserWarning) as caught:
+        run_sweep(cfg, tmp_path / "a")
+    said = [str(w.message) for w in caught]
+    assert any(s.startswith("the rule's include pattern 'nomatch*' matches no") for s in said)
+    assert any(s.startswith("no tensor of the model decays under the rule") for s in said)
+    cfg = base | {"decay": {"modes": ["none"], "weight_decay": [0.1, 1]}}
+    with pytest.warns(UserWarning, match=r"mode none trains without weight decay: weight decays "
+                      r"0.1, 1 are not swept, only wd = 0 trains"):  # fmt: skip
+        assert len(run_sweep(cfg, tmp_path / "b").runs) == 1
+
+
+def test_a_decay_table_reads_in_a_notebook():
+    """Its repr is one line (the summary), its HTML the table, escaped."""
+    table = decay_table(nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4)))
+    assert repr(table) == f"DecayTable({table.summary()})"
+    assert table._repr_html_() == f"<pre>{html_escape(table.to_text())}</pre>"
+    assert "&gt;=" in table._repr_html_()

@@ -172,11 +172,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     decay = Decay(mode, args.wd, schedule=as_in_runs(args.wd_schedule, args.wd))
     # as in run and sweep: a pattern's weight decay in the runs that decay, 0 at wd = 0
     group_wds = {p: w * (args.wd > 0) for p, w in parse_group_wds(args.group_wd).items()}
-    groups, table = param_groups(spec.build(), decay, parse_rule(args), group_wds)
+    model, rule = spec.build(), parse_rule(args)
+    groups, table = param_groups(model, decay, rule, group_wds)
     if group_wds:
         table = table.with_weight_decays(groups, decay)
     opt_name = class_name(optimizer_spec(args.optimizer).cls_name)
-    notes = surprise_warnings(mode, args.wd, args.lr or 0.0, opt_name)
+    notes = surprise_warnings(mode, args.wd, args.lr or 0.0, opt_name) + rule.unmatched(model)
     points = schedule_points(decay.schedule) if decay.schedule is not None else None
     if args.wd == 0:  # the table still says which tensors the rule would decay
         notes.append(WD_ZERO_NOTE + (GROUP_WD_AT_ZERO if group_wds else ""))

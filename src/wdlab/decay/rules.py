@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from torch import nn
 
 from wdlab.decay.attach import Decay
-from wdlab.decay.group import Keys, decays
+from wdlab.decay.group import Keys
 from wdlab.decay.modes import check_weight_decay, get_mode
+from wdlab.decay.table import FROZEN, DecayTable
+from wdlab.warn import warn_user
 
 NORM_TYPES: tuple[type[nn.Module], ...] = (
     nn.LayerNorm,
@@ -160,8 +162,27 @@ class DecayRule:
                 out[name] = (True, "ndim >= 2")
             else:
                 norm = mod is not None and is_norm_layer(mod)
-                out[name] = (False, "norm" if norm else "ndim < 2 (bias)")
+                bias = "ndim < 2 (bias)" if p.dim() else "ndim 0 (a scalar)"
+                out[name] = (False, "norm" if norm else bias)
         return out
+
+    def unmatched(self, model: nn.Module) -> list[str]:
+        """One line for each of this rule's own patterns (not a preset's: timm's ``*.bias`` on
+        a model without biases is the rule) that matches no parameter of ``model``, and for
+        each name the model's ``no_weight_decay()`` gives that none is: a typo decays as if it
+        were not there. Empty where every one matches."""
+        names = [n for n, _ in model.named_parameters()]
+        out = []
+        for key, patterns in (("include", self.include), ("exclude", self.exclude)):
+            for pat in patterns if not self.name else ():
+                if not any(fnmatch.fnmatchcase(n, pat) for n in names):
+                    out.append(f"the rule's {key} pattern {pat!r} matches no parameter")
+        if self.use_model_hook and hasattr(model, "no_weight_decay"):
+            for h in sorted(map(str, model.no_weight_decay())):
+                if not any(n == h or fnmatch.fnmatchcase(n, h) for n in names):
+                    out.append(f"the model's no_weight_decay() names {h!r}: no parameter is")
+        hint = " (check the names with `wdlab inspect` or model.named_parameters())"
+        return [line + hint for line in out]
 
     def _excluded_type(self, name: str, modules: dict[str, nn.Module]) -> str:
         """The name of an ``exclude_types`` class that holds parameter ``name`` at any depth
@@ -193,12 +214,12 @@ class DecayRule:
                 "decays every tensor as decoupled does"
             )
         return (
-            f"AdamC-normalized: {len(normalized)} weights that feed a normalization layer; the "
+            f"AdamC-normalized: {len(normalized)} weight{'s' * (len(normalized) != 1)} that "
+            f"feed{'s' * (len(normalized) == 1)} a normalization layer; the "
             "layers after the last one (the head) decay as decoupled does"
         )
 
 
-FROZEN = "frozen, not decayed (requires_grad=False)"
 DEFAULT_RULE = DecayRule()
 EVERYTHING = DecayRule(everything=True)
 
@@ -231,91 +252,6 @@ PRESET_TEXT = {
 }
 
 
-@dataclass
-class DecayTable:
-    """Which parameters decay: one row per parameter, printable and JSON-able."""
-
-    rows: list[dict]
-    rule: str
-    normalized_note: str = ""
-
-    @property
-    def decayed(self) -> tuple[int, int]:
-        """(tensors, elements) that decay."""
-        rows = [r for r in self.rows if r["decays"]]
-        return len(rows), sum(r["numel"] for r in rows)
-
-    @property
-    def kept(self) -> tuple[int, int]:
-        """(tensors, elements) that do not decay."""
-        rows = [r for r in self.rows if not r["decays"]]
-        return len(rows), sum(r["numel"] for r in rows)
-
-    def summary(self) -> str:
-        """The nanoGPT-style line: how many tensors and parameters decay."""
-        (dt, dn), (kt, kn) = self.decayed, self.kept
-        frozen = sum(r["why"] == FROZEN for r in self.rows)
-        of_which = f" ({frozen} frozen)" if frozen else ""
-        return (
-            f"decayed: {dt} tensor{'s' * (dt != 1)}, {dn:,} parameters; not decayed: "
-            f"{kt} tensor{'s' * (kt != 1)}{of_which}, "
-            f"{kn:,} parameters ({self.rule})"
-        )
-
-    def to_text(self, normalized: bool = False) -> str:
-        """A fixed-width table of the rows and the summary line; with ``normalized``, a column
-        saying which decaying tensors AdamC (mode ``corrected``) treats as normalized layers;
-        a ``wd`` column when the rows carry their weight decay (:meth:`with_weight_decays`)."""
-        w = max([len("parameter")] + [len(r["name"]) for r in self.rows])
-        why_w = max([len("why")] + [len(r["why"]) for r in self.rows])
-        has_wd = any("wd" in r for r in self.rows)
-        head = f"{'parameter':<{w}}  {'shape':<14} {'count':>10}  decays  {'why':<{why_w}}"
-        head += "  wd" + " " * 8 if has_wd else ""
-        lines = [(head + ("  AdamC-normalized" if normalized else "")).rstrip()]
-        for r in self.rows:
-            shape = "×".join(map(str, r["shape"])) or "scalar"
-            line = (
-                f"{r['name']:<{w}}  {shape:<14} {r['numel']:>10,}  "
-                f"{'yes' if r['decays'] else 'no':<6}  {r['why']:<{why_w}}"
-            )
-            if has_wd:
-                wd = r.get("wd")
-                line += f"  {'-' if wd is None else f'{wd:g}':<10}"
-            if normalized:
-                line += "  " + (("yes" if r.get("normalized") else "no") if r["decays"] else "-")
-            lines.append(line.rstrip())
-        lines.append(self.summary())
-        if normalized and self.normalized_note:
-            lines.append(self.normalized_note)
-        return "\n".join(lines)
-
-    def with_weight_decays(self, groups: list[dict], decay: Decay, step: int = 0) -> DecayTable:
-        """This table with each row's weight decay at optimizer step ``step``, from
-        :func:`param_groups`' groups (``None`` where the tensor does not decay)."""
-        wd_of: dict[str, float | None] = {}
-        for g in groups:
-            for name in g.get("names", []):
-                wd_of[name] = decay.wd_at(step, g) if decays(g) else None
-        rows = [{**r, "wd": wd_of.get(r["name"])} for r in self.rows]
-        return DecayTable(rows, self.rule, self.normalized_note)
-
-    def __str__(self) -> str:
-        return self.to_text()
-
-    def to_dict(self) -> dict:
-        """JSON-ready form."""
-        (dt, dn), (kt, kn) = self.decayed, self.kept
-        return {
-            "rule": self.rule,
-            "parameters": self.rows,
-            "decayed_tensors": dt,
-            "decayed_parameters": dn,
-            "kept_tensors": kt,
-            "kept_parameters": kn,
-            "normalized_note": self.normalized_note,
-        }
-
-
 def decay_table(model: nn.Module, rule: DecayRule = DEFAULT_RULE) -> DecayTable:
     """The table of which parameters of ``model`` decay under ``rule`` (and which of them
     AdamC's ``corrected`` mode treats as normalized layers)."""
@@ -343,9 +279,17 @@ def decay_table(model: nn.Module, rule: DecayRule = DEFAULT_RULE) -> DecayTable:
 def stored_table(model: nn.Module, rule: DecayRule, group_wd: Mapping[str, float] | None) -> dict:
     """:func:`decay_table`'s JSON form as a study stores it, each row of a ``group_wd``
     pattern's tensors with its ``own_wd``: [pattern, weight decay] (patterns in the order given,
-    the first to match a tensor taking it; a pattern that takes none is refused)."""
+    the first to match a tensor taking it; a pattern that takes none is refused). A pattern of
+    the rule that matches nothing, and a rule under which nothing decays, are warned."""
     table = decay_table(model, rule)
     own = {n: [p, wd] for p, names, wd in own_groups(table, group_wd or {}) for n in names}
+    for line in rule.unmatched(model):
+        warn_user(line)
+    if not table.decayed[0]:
+        warn_user(
+            "no tensor of the model decays under the rule: every weight decay trains as wd = 0 "
+            f"({rule.describe()})"
+        )
     doc = table.to_dict()
     for row in doc["parameters"]:
         if row["name"] in own:

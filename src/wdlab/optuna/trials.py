@@ -16,8 +16,8 @@ from optuna.trial import Trial, TrialState
 from torch import nn
 
 from wdlab.data import Dataset, StreamedData
-from wdlab.decay import decay_table, get_mode
-from wdlab.decay.rules import own_groups
+from wdlab.decay import get_mode
+from wdlab.decay.rules import stored_table
 from wdlab.devices import exact_float32, resolve_device
 from wdlab.models import ModelSpec, kind_options
 from wdlab.optimizers import check_optimizer_options, optimizer_spec
@@ -92,7 +92,7 @@ class _Search:
         its store)."""
         s = self.settings
         model = meta_build(self.spec)
-        own_groups(decay_table(model, s.rule), dict(s.group_wd))
+        stored_table(model, s.rule, dict(s.group_wd))  # (warned: what the rule misses)
         device = resolve_device(s.device, "device")
         own, shared = memory_need(
             self.spec,

@@ -192,6 +192,13 @@ def grid(config: Experiment) -> list[RunConfig]:
     has a zero-decay run for it: a weight decay is only worth choosing against no decay.
     """
     t, dec = config.train, config.decay
+    if any(dec.weight_decay) and not any(get_mode(m).decays for m in dec.modes):
+        given = [f"{w:g}" for w in dec.weight_decay if w]
+        these = f"decays {', '.join(given)} are" if len(given) > 1 else f"decay {given[0]} is"
+        warn_user(
+            f"mode {', '.join(dec.modes)} trains without weight decay: weight {these} not "
+            "swept, only wd = 0 trains; add a mode that decays (--mode, modes=)"
+        )
     options = tuple(sorted(t.options.items()))
     out: list[RunConfig] = []
     seen: set[tuple] = set()
