@@ -92,6 +92,23 @@ def test_another_config_in_the_same_folder_is_refused(tmp_path, capsys):
     assert rc == 2 and "holds another study" in capsys.readouterr().err
 
 
+def test_an_optimizer_spelt_otherwise_is_the_same_study(tmp_path):
+    """Found by a new-user trial: ``--optimizer SGD`` and ``--optimizer sgd`` train the same
+    runs, but the name was stored as spelt: the second was refused as another study, and
+    each had a default folder of its own. The short name is stored, however it is spelt."""
+    assert [validate({"train": {"optimizer": o}}).train.optimizer for o in ("SGD", "AdamW")] == [
+        "sgd",
+        "adamw",
+    ]
+    first = run_sweep(
+        validate(dict(SMALL, train=dict(SMALL["train"], optimizer="SGD"))), tmp_path / "s"
+    )
+    again = run_sweep(
+        validate(dict(SMALL, train=dict(SMALL["train"], optimizer="sgd"))), tmp_path / "s"
+    )
+    assert [r.final for r in again.runs] == [r.final for r in first.runs]
+
+
 def test_ls_show_export_cli(tmp_path, capsys):
     root = tmp_path / "studies"
     assert (

@@ -328,13 +328,14 @@ def seed_values(v: Any, key: str) -> list[int]:
 
 
 def _optimizer(v: Any, key: str) -> str:
+    """An optimizer's short name, however it was spelt (``SGD``, ``sgd``: one study)."""
     try:
-        optimizer_spec(v)
+        spec = optimizer_spec(v)
     except (ValueError, TypeError):
         raise ValueError(
             f"{key}: unknown optimizer {v!r}; valid: {', '.join(OPTIMIZERS)}"
         ) from None
-    return v
+    return next(name for name, known in OPTIMIZERS.items() if known is spec)
 
 
 def _schedule(v: Any, key: str) -> str:
