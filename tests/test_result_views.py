@@ -5,6 +5,7 @@ Built from hand-made runs (no training)."""
 
 import itertools
 import math
+from html import escape
 
 import pytest
 from torch import nn
@@ -191,3 +192,32 @@ def test_early_stopped_runs_show_their_best_epoch_and_the_epochs_they_trained():
     lines = experiment_table(res).splitlines()
     assert lines[0].split()[-1] == "epochs" and lines[2].split()[-1] == "3/5"
     assert any("epochs: the epochs trained by then / in all" in line for line in lines)
+
+
+def test_every_result_reads_in_a_notebook():
+    """Found by a new-user trial: an audit, a transfer, a timescale check (test_timescale.py)
+    and a search, left
+    as a cell's last line, printed a dataclass of hundreds to 39,000 characters on one line.
+    Each has a one-line repr saying what it found, and its printed table as HTML (escaped)."""
+    import optuna
+    import torch
+
+    import wdlab
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.LayerNorm(4))
+    report = wdlab.audit(torch.optim.AdamW(model.parameters(), weight_decay=0.1), model)
+    t = wdlab.transfer(0.1, 1e-3, 50_000, 128, to_n=100_000)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize")
+    study.optimize(lambda trial: trial.suggest_float("wd", 0, 1), n_trials=2)
+    search = wdlab.optuna.SearchResult(study, study.trials, "val_acc", "maximize")
+    views = [
+        (report, "AdamW: 4 of 4 tensors decay; "),
+        (t, f"Transfer({t.substituted})"),
+        (search, "SearchResult("),
+    ]
+    for value, head in views:
+        assert "\n" not in repr(value) and len(repr(value)) < 300 and head in repr(value)
+        html = value._repr_html_()
+        assert html.startswith("<pre>") and escape(str(value)) in html
+    assert str(t).startswith("weight decay: 0.1 → 0.05\nformula:")

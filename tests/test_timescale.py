@@ -185,6 +185,16 @@ def test_analysis_recovers_a_fixed_lambda():
     assert "keep λ predicts" in r.verdict
 
 
+def test_a_timescale_check_reads_in_a_notebook():
+    """A one-line repr (its sizes and verdict), its table as str() and, escaped, as HTML."""
+    from html import escape
+
+    r = analyse(*_synthetic("wd"))
+    sizes = ", ".join(str(o["n"]) for o in r.optima)
+    assert repr(r) == f"TimescaleResult(N = {sizes}: {r.verdict})" and str(r) == r.table()
+    assert r._repr_html_() == f"<pre>{escape(r.table())}</pre>"
+
+
 def test_timescale_check_runs_end_to_end(tmp_path):
     pytest.importorskip("sklearn")
     s = TimescaleSettings(

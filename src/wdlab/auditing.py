@@ -38,6 +38,7 @@ import inspect
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from html import escape
 
 import torch
 from torch import nn
@@ -151,6 +152,15 @@ class AuditReport:
 
     def __str__(self) -> str:
         return self.to_text()
+
+    def __repr__(self) -> str:
+        n_dec = sum(r["decays"] for r in self.rows)
+        found = "no weight-decay mistakes found" if not self.findings else self._tally()
+        return f"AuditReport({self.optimizer}: {n_dec} of {len(self.rows)} tensors decay; {found})"
+
+    def _repr_html_(self) -> str:
+        """The table and the findings, for notebooks."""
+        return f"<pre>{escape(self.to_text())}</pre>"
 
 
 def audit(

@@ -46,6 +46,7 @@ import numbers
 import sys
 import warnings
 from dataclasses import asdict, dataclass
+from html import escape
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # transfer() is arithmetic: `wdlab transfer` runs without torch
@@ -238,6 +239,35 @@ class Transfer:
                     f"outside the moving-average regime the τ_epoch rule is about ({rate} ≪ 1)"
                 )
         return out
+
+    def to_text(self) -> str:
+        """What ``wdlab transfer`` prints: λ → λ', the formula with its numbers, and both
+        settings with their τ_iter and τ_epoch (its caveats are warned)."""
+        a, b = self.source, self.target
+        lines = [
+            f"weight decay: {a.weight_decay:g} → {b.weight_decay:.6g}",
+            f"formula:      {self.formula}",
+            f"              {self.substituted}",
+            f"{'':14}{'lr':>10} {'N':>12} {'batch':>8} {'M':>8} {'epochs':>7} {'τ_iter':>12} "
+            f"{'τ_epoch':>10}",
+        ]
+        for label, x in (("from", a), ("to", b)):
+            epochs = f"{x.epochs:g}" if x.epochs else "-"
+            lines.append(
+                f"{label:<14}{x.lr:>10g} {x.n:>12g} {x.batch_size:>8g} {x.iters_per_epoch:>8g} "
+                f"{epochs:>7} {x.tau_iter:>12.6g} {x.tau_epoch:>10.4g}"
+            )
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def __repr__(self) -> str:
+        return f"Transfer({self.substituted})"
+
+    def _repr_html_(self) -> str:
+        """The transfer as ``wdlab transfer`` prints it, for notebooks."""
+        return f"<pre>{escape(self.to_text())}</pre>"
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form: ``weight_decay``, ``tau_iter``, ``tau_epoch``, ``formula``…"""

@@ -51,18 +51,7 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     if args.json:
         emit_json(t.to_dict())
         return 0
-    a, b = t.source, t.target
-    print(f"weight decay: {a.weight_decay:g} → {b.weight_decay:.6g}")
-    print(f"formula:      {t.formula}")
-    print(f"              {t.substituted}")
-    head = f"{'lr':>10} {'N':>12} {'batch':>8} {'M':>8} {'epochs':>7}"
-    print(f"{'':14}{head} {'τ_iter':>12} {'τ_epoch':>10}")
-    for label, x in (("from", a), ("to", b)):
-        epochs = f"{x.epochs:g}" if x.epochs else "-"
-        print(
-            f"{label:<14}{x.lr:>10g} {x.n:>12g} {x.batch_size:>8g} {x.iters_per_epoch:>8g} "
-            f"{epochs:>7} {x.tau_iter:>12.6g} {x.tau_epoch:>10.4g}"
-        )
+    print(t.to_text())
     return 0
 
 

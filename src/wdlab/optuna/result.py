@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from html import escape
 from typing import Any
 
 import optuna
@@ -89,6 +90,13 @@ class SearchResult:
             tail = f"best {self.metric} {best.value:.4g} (trial {best.number}: {params})"
         n = ", ".join(f"{v} {k}" for k, v in self.counts().items())
         return f"SearchResult({self.study.study_name!r}: {_trials(len(self.trials))} ({n}); {tail})"
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def _repr_html_(self) -> str:
+        """The study's best trials and this search's counts, for notebooks."""
+        return f"<pre>{escape(repr(self))}\n\n{escape(self.table())}</pre>"
 
 
 def _trials(n: int) -> str:

@@ -25,6 +25,7 @@ import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from html import escape
 from typing import Any
 
 import torch
@@ -98,7 +99,7 @@ class TimescaleSettings:
         return asdict(self) | {"sizes": self.sizes}
 
 
-@dataclass
+@dataclass(repr=False)  # a one-line repr; str() is the table
 class TimescaleResult:
     """The check's outcome: ``runs`` (one row per size, λ and seed), ``curves`` (per size, the
     seed-mean validation loss per λ), ``optima`` (per size), ``prediction`` (keep τ_epoch vs
@@ -124,6 +125,17 @@ class TimescaleResult:
     def plot(self) -> Figure:
         """The figure: loss against λ and against τ_epoch per size; λ* and τ*_epoch against N."""
         return timescale_figure(self.to_dict())
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(str(o.get("n", "?")) for o in self.optima)
+        return f"TimescaleResult(N = {sizes}: {self.verdict})"
+
+    def _repr_html_(self) -> str:
+        """The terminal summary, for notebooks."""
+        return f"<pre>{escape(self.table())}</pre>"
 
 
 def nested_order(y: torch.Tensor, seed: int) -> torch.Tensor:
