@@ -267,11 +267,13 @@ def test_export_to_flags(study_dir, tmp_path, capsys):
     assert main(args) == 2
     assert "--to takes a dashboard and one target" in capsys.readouterr().err
     assert main(["export", str(study_dir), "--to", "tensorboard", str(tmp_path), "--out", "y"]) == 2
-    assert "--out and --format are for files" in capsys.readouterr().err
+    assert "--out, --format and --force are for files" in capsys.readouterr().err
     # --format csv (its default value) beside --to was ignored; it is refused as any --format
     to = ["export", str(study_dir), "--to", "tensorboard", str(tmp_path / "tb")]
     assert main([*to, "--format", "csv"]) == 2
-    assert "--out and --format are for files" in capsys.readouterr().err
+    assert "--out, --format and --force are for files" in capsys.readouterr().err
+    assert main([*to, "--force"]) == 2  # (it was taken and did nothing; found by a new user)
+    assert "never over this study's logs there" in capsys.readouterr().err
     assert not (tmp_path / "tb").exists()
 
 

@@ -160,8 +160,11 @@ def _export_to(args: argparse.Namespace) -> int:
 
     if len(args.to) > 2:
         raise UsageError(f"--to takes a dashboard and one target, got {' '.join(args.to)}")
-    if args.out is not None or args.format is not None:
-        raise UsageError("--to writes where its target says; --out and --format are for files")
+    if args.out is not None or args.format is not None or args.force:
+        raise UsageError(
+            "--to writes where its target says, and never over this study's logs there; "
+            "--out, --format and --force are for files"
+        )
     to, target = args.to[0], (args.to[1] if len(args.to) > 1 else None)
     done = export_to(args.study, to, target)
     if args.json:
