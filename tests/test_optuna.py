@@ -305,6 +305,11 @@ def test_a_users_loss_trains_the_trials_as_it_trains_a_sweep_and_joins_the_ident
         wo.optimize(study(), _wine_mlp, "wine", space, n_trials=1, batch=1, loss=3)
     with pytest.raises(ValueError, match="loss must be a function fn"):
         wdlab.sweep(_wine_mlp, "wine", weight_decay=[0.01], epochs=1, loss="mse")
+    bad = torch.nn.CrossEntropyLoss(label_smoothing=1.5)  # torch refused it only as it trained
+    with pytest.raises(ValueError, match=r"label_smoothing=1.5\): label smoothing must be between"):
+        wdlab.sweep(_wine_mlp, "wine", weight_decay=[0.01], epochs=1, loss=bad)
+    with pytest.raises(ValueError, match=r"label_smoothing=1.5\)"):
+        wo.optimize(study(), _wine_mlp, "wine", space, n_trials=1, batch=1, loss=bad)
     assert len(s.trials) == 1
 
 

@@ -117,6 +117,12 @@ def check_loss(loss: object) -> Any:
             f"loss must be a function fn(outputs, targets) -> scalar tensor (e.g. "
             f"nn.CrossEntropyLoss(label_smoothing=0.1)), got {type(loss).__name__} {loss!r:.40}"
         )
+    smoothing = getattr(loss, "label_smoothing", None)  # torch's CrossEntropyLoss: refused
+    if isinstance(smoothing, (int, float)) and not 0.0 <= smoothing <= 1.0:  # only as it runs
+        raise ValueError(
+            f"loss: {type(loss).__name__}(label_smoothing={smoothing:g}): label smoothing "
+            "must be between 0 and 1"
+        )
     return loss
 
 
