@@ -296,6 +296,25 @@ def test_epochs_on_the_command_line_win_over_a_files_steps(tmp_path, capsys):
     assert doc["config"]["train"]["steps"] == 0 and doc["runs"][0]["epochs"] == 3
 
 
+def test_steps_on_the_command_line_win_over_a_files_epochs_and_say_so(
+    tmp_path, capsys, monkeypatch
+):
+    """The other way round (a new-user trial): ``--steps 7`` over a file's ``epochs = 5``
+    trained the steps without a word, and stored epochs = 5 beside them, a config its own
+    file reader refuses ("give one"). It says so, and stores what a file of steps alone does."""
+    (tmp_path / "e.toml").write_text("[train]\nepochs = 5\n")
+    (tmp_path / "s.toml").write_text("[train]\nsteps = 7\n")
+    monkeypatch.chdir(tmp_path)  # run's results: wdlab-out/run here
+    args = ["run", "--data", "wine", "--batch-size", "32", "--json"]
+    with pytest.warns(UserWarning, match=r"^--steps 7 replaces the file's epochs = 5$"):
+        assert main(["run", str(tmp_path / "e.toml"), *args[1:], "--steps", "7"]) == 0
+    flagged = json.loads(capsys.readouterr().out)
+    assert main(["run", str(tmp_path / "s.toml"), *args[1:]]) == 0
+    filed = json.loads(capsys.readouterr().out)
+    assert flagged["config"] == filed["config"]
+    assert [r["final"] for r in flagged["runs"]] == [r["final"] for r in filed["runs"]]
+
+
 def test_steps_0_in_python_is_refused_not_read_as_the_default_epochs():
     """A new-user trial: ``steps=0`` trained the default 10 epochs without a word, and
     ``steps=0, epochs=3`` passed the "give one" rule. On the command line ``--steps 0`` is the

@@ -73,18 +73,25 @@ def _config(args: argparse.Namespace, default_grid: bool) -> tuple[Experiment, s
 def both_given(in_file: Mapping[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
     """``flags``, once neither the file's ``[train]`` nor the flags give both epochs and steps
     (one line where they do); ``--epochs`` over a file's ``steps`` trains the epochs, as a
-    flag overrides the file (the file's steps would have won), and says so in a warning."""
+    flag overrides the file (the file's steps would have won), and says so in a warning;
+    ``--steps`` over a file's ``epochs`` says so too, and the config is a file's of steps
+    alone (its epochs the default, unread: not the file's, beside the steps)."""
     from wdlab.pipelines.checks import epochs_or_steps
 
     said = "train.epochs and train.steps"
     epochs_or_steps(in_file.get("epochs"), in_file.get("steps"), said, zero_is_unset=True)
     epochs, steps = flags.get("train.epochs"), flags.get("train.steps")
     epochs_or_steps(epochs, steps, "--epochs and --steps", zero_is_unset=True)
-    if epochs is not None and steps is None and in_file.get("steps"):
-        from wdlab.warn import warn_user
+    from wdlab.warn import warn_user
 
+    if epochs is not None and steps is None and in_file.get("steps"):
         warn_user(f"--epochs {epochs} replaces the file's steps = {in_file['steps']}")
         return flags | {"train.steps": 0}  # --steps given too was refused just above
+    if steps and epochs is None and in_file.get("epochs"):  # stored as a file of steps alone
+        from wdlab.config import TrainConfig
+
+        warn_user(f"--steps {steps} replaces the file's epochs = {in_file['epochs']}")
+        return flags | {"train.epochs": TrainConfig().epochs}
     return flags
 
 
