@@ -482,6 +482,10 @@ def test_a_run_that_diverged_before_a_rung_is_diverged_there_and_stops(tmp_path)
         ),
         (["--prune", "--lr", "0.01", "--wd", "0,1e-2"], "prune: the grid has 1 cell to rank"),
         (["--prune", "--data", "seed-noise"], "ranks on the validation split, and the data has"),
+        (  # it was ignored without a word (a new-user trial)
+            ["--early-stopping", "--data", "seed-noise"],
+            "early_stopping: each run stops at its best validation epoch, and the data has no",
+        ),
     ],
 )
 def test_bad_pruning_is_one_line_and_stores_nothing(tmp_path, capsys, extra, message):

@@ -297,7 +297,8 @@ def _pace_kw(kw: Mapping[str, Any]) -> dict[str, Any]:
 def _stopping(study: Study) -> tuple[dict[str, Any], Criterion, Plan]:
     """The trainer's keywords with the rungs of successive halving and early stopping, the
     criterion both rank on (the selection's), and a plan giving every batch's epochs and steps
-    per epoch; bad pruning settings are one ``ValueError``."""
+    per epoch; bad pruning settings, and early stopping without a validation split, are one
+    ``ValueError``."""
     ds, kw = study.data, dict(study.train_kwargs)
     pace = Plan(study.spec, ds, tuple(study.configs[:1]), kw["epochs"], **_pace_kw(kw))
     kw["said"] = True  # its warnings: given once, not again by each batch's plan
@@ -306,7 +307,12 @@ def _stopping(study: Study) -> tuple[dict[str, Any], Criterion, Plan]:
     train = study.config.get("train") or {}
     rungs = check_pruning(study.prune, study.configs, ds, pace.epochs, rung_spacing(train))
     kw |= {"rungs": rungs} if rungs else {}
-    if train.get("early_stopping") and has_validation(ds):
+    if train.get("early_stopping"):
+        if not has_validation(ds):  # it was ignored without a word
+            raise ValueError(
+                "early_stopping: each run stops at its best validation epoch, and the data has "
+                "no validation split; give data with one (data['val']), or train without it"
+            )
         kw["early_stop"] = EarlyStop(f"val_{crit.key}", crit.higher, int(train["patience"]))
         can_stop(pace.epochs, int(train["patience"]), int(train["eval_every"]))
     return kw, crit, pace
