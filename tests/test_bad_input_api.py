@@ -119,6 +119,9 @@ def test_empty_or_mismatched_splits_and_string_inputs():
         ({"lr": None}, "train.lr: expected a number or a list, got None"),
         ({"diagnostics": None}, "train.diagnostics: expected a list of strings, got None"),
         ({"seeds": [0, 1, 1]}, "train.seeds: seed 1 is given twice; each seed is one run"),
+        ({"weight_decay": [0.1, 0.1]}, "decay.weight_decay: weight decay 0.1 is given twice"),
+        ({"lr": [0.1, 0.01, 0.1]}, "train.lr: learning rate 0.1 is given twice; give each once"),
+        ({"modes": ["l2", "l2"]}, "decay.modes: mode l2 is given twice; give each once"),
         ({"patience": 3}, "train.patience = 3 sets an early stopping that is off: add "
                           "train.early_stopping = true"),
         ({"target": "y"}, "target= applies to a .csv/.parquet file"),
@@ -126,7 +129,8 @@ def test_empty_or_mismatched_splits_and_string_inputs():
 )  # fmt: skip
 def test_arguments_that_were_a_traceback_or_dropped_are_one_line(kw, said):
     """Before: ``TypeError`` for None; seeds [0, 1, 1] trained 2 seeds, patience without early
-    stopping nothing, both silently; 'target= apply to'."""
+    stopping nothing, both silently; 'target= apply to'; a weight decay, lr or mode given
+    twice was dropped once, silently, where a seed given twice was refused."""
     refused(said, **kw)
 
 

@@ -264,13 +264,23 @@ def _model_kind(v: Any, key: str) -> str:
         ) from None
 
 
+def _once(values: list[Any], key: str, what: str) -> list[Any]:
+    """``values``, each given once (a repeat was dropped without a word: refused, as a seed
+    given twice is)."""
+    twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    if twice is not None:
+        shown = f"{twice:g}" if isinstance(twice, float) else str(twice)
+        raise ValueError(f"{key}: {what} {shown} is given twice; give each once")
+    return values
+
+
 def _modes(v: Any, key: str) -> list[str]:
     modes = _str_list(v, key)
     for m in modes:
         one_of(MODES)(m, key)
     if not modes:
         raise ValueError(f"{key}: give at least one mode; valid: {', '.join(MODES)}")
-    return modes
+    return _once(modes, key, "mode")
 
 
 def _wds(v: Any, key: str) -> list[float]:
@@ -279,7 +289,7 @@ def _wds(v: Any, key: str) -> list[float]:
         raise ValueError(f"{key}: no weight decay was given; give at least one, e.g. [0, 1e-4]")
     if any(not math.isfinite(w) or w < 0 for w in values):
         raise ValueError(f"{key}: weight decays must be finite numbers >= 0, got {_short(v)}")
-    return _float32(values, key, "weight decay")
+    return _once(_float32(values, key, "weight decay"), key, "weight decay")
 
 
 def _lrs(v: Any, key: str) -> list[float]:
@@ -288,7 +298,7 @@ def _lrs(v: Any, key: str) -> list[float]:
         raise ValueError(f"{key}: no learning rate was given; give at least one, e.g. [1e-3]")
     if any(not math.isfinite(w) or w <= 0 for w in values):
         raise ValueError(f"{key}: learning rates must be numbers > 0, got {_short(v)}")
-    return _float32(values, key, "learning rate")
+    return _once(_float32(values, key, "learning rate"), key, "learning rate")
 
 
 def _short(v: Any, limit: int = 60) -> str:
