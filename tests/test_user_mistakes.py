@@ -627,6 +627,20 @@ def test_a_key_stored_as_null_and_absent_now_is_no_difference():
     )
 
 
+def test_the_models_outputs_on_other_data_are_no_difference_of_their_own():
+    """A new-user trial: changed data were refused with the model's outputs on the first
+    training examples beside them, 400 characters of numbers that only repeat the change.
+    They are named where the data are the same (the model changed outside its code)."""
+    from wdlab.pipelines.identity import differences
+
+    stored = {"data": {"fingerprint": "a"}, "model": {"probe": [0.5, 0.25]}}
+    other = {"data": {"fingerprint": "b"}, "model": {"probe": [0.75, 0.5]}}
+    said = differences(stored, other)
+    assert said.startswith("data.fingerprint (") and "model.probe" not in said
+    same_data = {"data": {"fingerprint": "a"}, "model": {"probe": [0.75, 0.5]}}
+    assert differences(stored, same_data).startswith("model.probe (")
+
+
 def test_one_output_on_streamed_binary_labels_says_how_to_train_its_logit():
     """A 1-output model on streamed 0/1 labels: streamed classes are counted from the outputs,
     so it read as one class and the data were blamed ("label 1 is outside 0..0 (1 classes)");

@@ -30,7 +30,8 @@ PROBE_TOLERANCE = 1e-3
 def differences(stored: Mapping[str, Any], new: Mapping[str, Any], limit: int = 3) -> str:
     """What differs between a stored study's config and a new one, in a few words: up to
     ``limit`` dotted keys with both values (not the keys no study's identity holds, such as
-    ``train.keep``: changed alone, they make no other study)."""
+    ``train.keep``: changed alone, they make no other study; nor the model's outputs on the
+    first training examples where those examples differ)."""
     new = json.loads(dumps(new, sort_keys=True))
     found: list[str] = []
     unidentifying = {f"train.{k}" for k in NOT_IN_IDENTITY}
@@ -46,6 +47,8 @@ def differences(stored: Mapping[str, Any], new: Mapping[str, Any], limit: int = 
             found.append(f"{path}{what}: {_value(a)} stored, {_value(b)} now")
 
     walk(dict(stored), new, "")
+    if any(f.startswith("data.fingerprint") for f in found):  # the probe runs on the data:
+        found = [f for f in found if not f.startswith("model.probe")]  # it differs with them
     more = f"; and {len(found) - limit} more" if len(found) > limit else ""
     return "; ".join(found[:limit]) + more
 
