@@ -48,6 +48,7 @@ LAYERS = [
         "wdlab.warn",
         "wdlab.sidebyside",
         "wdlab.interrupts",
+        "wdlab.progress",
     },
     {"wdlab.errors"},
 ]

@@ -387,3 +387,23 @@ def test_a_batch_that_holds_one_configuration_s_activations_plans_more_per_batch
     assert max(len(b) for b in plan_batches(cfgs, own + shared, budget_mb)) < 16
     m_own, m_shared = memory_need(ModelSpec("custom", factory=mlp), ds, 32, device=cpu)
     assert m_shared == 0 and m_own > 0
+
+
+def test_bars_are_drawn_as_the_environment_draws_them():
+    """A new-user trial: in a notebook the bars were terminal text (cursor-up escapes that the
+    output area stacks into dozens of lines), and the sweep's count of configs jumped 0 → 1 →
+    3 → 4 of 4 (shares of an epoch, rounded). tqdm.auto's bars (a widget in a notebook), and
+    the count with its share: 1.3 of 4."""
+    import io
+
+    from tqdm.auto import tqdm
+
+    import wdlab.pipelines.job as job
+    from wdlab.progress import progress_bar
+
+    assert isinstance(progress_bar(3, "x", "y", file=io.StringIO()), tqdm)
+    bar = job._progress(4, 0)
+    bar.fp = io.StringIO()
+    bar.update(4 / 3)
+    assert " 1.3/4 configs " in str(bar)
+    bar.close()

@@ -69,6 +69,7 @@ from wdlab.data.batches import (
 )
 from wdlab.data.loaders import FactorySource, LoaderSource, known_length
 from wdlab.data.seeds import GlobalRandom, derive
+from wdlab.progress import progress_bar
 
 _END = object()
 
@@ -269,9 +270,7 @@ def _worker_slack(iterable: Iterable[Any]) -> int:
 def _bar(progress: bool, total: int | None, desc: str) -> Any:
     if not progress:
         return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="batch", leave=False)
+    return progress_bar(total, desc, "batch")
 
 
 class TensorStream:

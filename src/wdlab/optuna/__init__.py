@@ -72,6 +72,7 @@ from wdlab.optuna.space import (  # noqa: E402
 )
 from wdlab.optuna.storage import open_study  # noqa: E402
 from wdlab.optuna.trials import _Search, latest  # noqa: E402
+from wdlab.progress import progress_bar  # noqa: E402
 
 __all__ = [
     "ALIASES",
@@ -298,6 +299,4 @@ def _check_counts(n_trials: int, batch: int) -> None:
 
 
 def _progress(total: int) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="search", unit="trial", leave=False)
+    return progress_bar(total, "search", "trial")

@@ -27,6 +27,7 @@ from wdlab.pipelines.segments import (
     ready,
 )
 from wdlab.pipelines.weights import save_weights
+from wdlab.progress import progress_bar
 from wdlab.records import RunConfig, RunResult
 from wdlab.selection import Criterion
 from wdlab.sidebyside import RandomDraws
@@ -332,15 +333,12 @@ class Job:
 
 
 def _progress(total: int, done: int) -> Any:
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
+    return progress_bar(  # configs done in shares of their epochs: 1.3 of 4, not 1
+        total,
+        "sweep",
+        "config",
         initial=done,
-        desc="sweep",
-        unit="config",
-        leave=False,
-        bar_format="{l_bar}{bar}| {n:.0f}/{total} configs [{elapsed}<{remaining}{postfix}]",
+        bar_format="{l_bar}{bar}| {n:.1f}/{total} configs [{elapsed}<{remaining}{postfix}]",
     )
 
 

@@ -28,6 +28,7 @@ from torch import Tensor
 from wdlab.decay import surprise_warnings
 from wdlab.devices import resolve_device
 from wdlab.func import cuda_ids
+from wdlab.progress import progress_bar
 from wdlab.tasks import get_task
 from wdlab.trainer.clipping import clip_rows
 from wdlab.trainer.feed import Rows, evaluate, feed_for
@@ -104,9 +105,7 @@ class Trainer(RowStops):
         """
         plan, bar, state = self.plan, None, None
         if plan.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=plan.epochs, desc=plan.progress_desc, unit="epoch", leave=False)
+            bar = progress_bar(plan.epochs, plan.progress_desc, "epoch")
             bar.update(self.epoch0)
         # The hand-written backward needs no autograd at all: one no_grad around the loop.
         grad_off = torch.no_grad() if self.manual else contextlib.nullcontext()

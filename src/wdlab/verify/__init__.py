@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from wdlab.data.seeds import kept_random
+from wdlab.progress import progress_bar
 from wdlab.records import Check
 from wdlab.report.text import checks_table
 from wdlab.verify.compare import compare, max_diffs
@@ -127,9 +128,7 @@ def run_checks(progress: bool = False) -> list[Check]:
     out = []
     bar = None
     if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(checks), desc="verify", unit="check", leave=False)
+        bar = progress_bar(len(checks), "verify", "check")
     for fn in checks:
         with kept_random():
             out.append(fn())
