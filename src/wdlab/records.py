@@ -175,7 +175,10 @@ class RunResult:
 
 @dataclass
 class Check:
-    """One equivalence check: what was compared with what, and how far apart they ended."""
+    """One equivalence check: what was compared with what, and how far apart they ended:
+    ``max_abs_diff``, the largest |Δ| of an element; ``max_rel_diff``, the norm-wise
+    ‖ours − theirs‖/‖theirs‖ over every element (the table's ``rel``: the name, kept for the
+    files written with it, is no maximum)."""
 
     name: str
     reference: str

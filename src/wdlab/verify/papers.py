@@ -143,14 +143,15 @@ def adamc_as_timm(
 
 
 def check_corrected_timm() -> Check:
-    """``corrected`` + AdamW ≡ torch's AdamW with timm's per-step weight decay (cosine)."""
+    """``corrected`` + AdamW ≡ torch's AdamW with timm's per-step weight decay (cosine), as
+    :func:`adamc_as_timm` writes timm's rule out (timm is not a dependency)."""
     factory, X, y, loss = _problem("ln")
     lr, wd = 0.01, 0.5
     ours = train_module(factory, X, y, loss, "adamw", lr, Decay("corrected", wd), schedule="cosine")
     theirs = adamc_as_timm(factory, X, y, loss, lr, wd, "cosine")
     return compare(
         "corrected ≡ timm's AdamC",
-        "AdamW, wd·lr_t/lr_max on normalized layers (timm)",
+        "AdamW, wd·lr_t/lr_max on normalized layers (timm's rule)",
         ours,
         theirs,
         tolerance=ROUNDING,
