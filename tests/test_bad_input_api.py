@@ -60,8 +60,10 @@ def test_a_negative_max_batch_is_refused_not_looped_on():
 
 
 def test_seeds_that_are_not_a_count_or_a_list():
-    refused("seeds: expected a count (an integer >= 1) or a list of seeds, got 2.5", seeds=2.5)
-    refused("seeds: expected a count >= 1, got 0", seeds=0)
+    """Each names the config key, as seeds=[] and seeds=[0, 0] do (it said "seeds:" here)."""
+    said = "train.seeds: expected a count (an integer >= 1) or a list of seeds, got 2.5"
+    assert refused(said, seeds=2.5).startswith(said)
+    assert refused("train.seeds: expected a count >= 1, got 0", seeds=0).startswith("train.")
     refused("seeds", seeds=None)
 
 

@@ -56,13 +56,15 @@ def seed_list(seeds: object) -> list[int] | str:
     (``"3"``, ``"0,1,2"``) for the config to read; anything else is one ``ValueError`` line."""
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         if seeds < 1:
-            raise ValueError(f"seeds: expected a count >= 1, got {seeds}")
+            raise ValueError(f"train.seeds: expected a count >= 1, got {seeds}")
         return list(range(seeds))
     if isinstance(seeds, str):
         return seeds
     if isinstance(seeds, (list, tuple, range)):
         return list(seeds)
-    raise ValueError(f"seeds: expected a count (an integer >= 1) or a list of seeds, got {seeds!r}")
+    raise ValueError(
+        f"train.seeds: expected a count (an integer >= 1) or a list of seeds, got {seeds!r}"
+    )
 
 
 def check_arguments(
