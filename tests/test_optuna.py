@@ -451,6 +451,9 @@ def test_cli_search_into_a_sqlite_storage(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "this search: 3 trials (" in out and ") in 1 batch\n" in out
     assert len(optuna.load_study(study_name="search-wine", storage=url).trials) == 9
+    # --name names the study, as in sweep and run (a new-user trial: only --study-name did)
+    assert main([*args, "--trials", "1", "--batch", "1", "--storage", url, "--name", "b"]) == 0
+    assert sorted(optuna.get_all_study_names(url)) == ["b", "search-wine"]
 
 
 def test_cli_default_space_is_weight_decay(capsys):

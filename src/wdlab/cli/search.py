@@ -251,7 +251,10 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
     s.add_argument(
         "--storage", help="Optuna storage URL, e.g. sqlite:///search.db (default: in memory)"
     )
-    s.add_argument("--study-name", help="the study's name (default: search-DATA)")
+    s.add_argument(  # --name, as sweep and run call a study's name
+        "--study-name", "--name", dest="study_name",
+        help="the Optuna study's name (default: search-DATA); --name is the same",
+    )  # fmt: skip
     s.add_argument("--sampler", choices=list(SAMPLERS), default="tpe", help="Optuna's sampler")
     s.add_argument("--pruner", choices=list(PRUNERS), default="median", help="Optuna's pruner")
     s.add_argument(
