@@ -289,6 +289,17 @@ def test_a_toml_file_nested_3000_deep_is_one_line(tmp_path, capsys):
     )
 
 
+def test_a_toml_file_with_a_byte_order_mark_reads_as_without(tmp_path):
+    """A new-user trial: a file saved by a Windows editor (UTF-8 with a BOM) was "not valid
+    TOML: Invalid statement (at line 1, column 1)", which never said why."""
+    from wdlab.pipelines.experiment import read_config
+
+    text = '[data]\nsource = "wine"\n[train]\nepochs = 2\n'
+    (tmp_path / "bom.toml").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    (tmp_path / "plain.toml").write_text(text)
+    assert read_config(tmp_path / "bom.toml") == read_config(tmp_path / "plain.toml")
+
+
 def test_a_results_json_nested_100000_deep_is_one_line_naming_it(tmp_path, capsys):
     folder = tmp_path / "r"
     folder.mkdir()

@@ -39,10 +39,11 @@ def load_config(path: str | Path) -> Experiment:
 def read_config(path: str | Path) -> dict[str, Any]:
     """The tables of a TOML experiment file as written (not validated: the keys it gives, less
     those of a switch it turns off); a regular file only (a pipe or a device is refused at
-    once, never waited on)."""
+    once, never waited on), UTF-8 with or without a byte-order mark."""
     p = Path(path)
     try:
-        return switched_off(tomllib.loads(_read_regular(p).decode("utf-8")))
+        text = _read_regular(p).decode("utf-8-sig")  # a BOM (Windows editors) is no key
+        return switched_off(tomllib.loads(text))
     except FileNotFoundError:
         raise ValueError(f"config file not found: {p}") from None
     except IsADirectoryError:
