@@ -494,3 +494,15 @@ def test_a_decay_table_reads_in_a_notebook():
     assert repr(table) == f"DecayTable({table.summary()})"
     assert table._repr_html_() == f"<pre>{html_escape(table.to_text())}</pre>"
     assert "&gt;=" in table._repr_html_()
+
+
+def test_inspect_names_a_model_as_run_and_sweep_do(capsys):
+    """A new-user trial: ``wdlab inspect models.py`` said "unknown model 'models.py'; valid:
+    …, custom" (and ``custom`` alone fails again); run and sweep say to name the function."""
+    assert main(["inspect", "models.py"]) == 2
+    assert "'models.py' names a file; name the function that builds the model too: " \
+        "models.py:FUNCTION" in capsys.readouterr().err  # fmt: skip
+    assert main(["inspect", "mlpx"]) == 2
+    assert "'mlpx' is not a model; valid: seed-mlp, mlp, linear, cnn, or FILE.py:FUNCTION" in (
+        capsys.readouterr().err
+    )

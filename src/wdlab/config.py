@@ -44,7 +44,6 @@ from wdlab.config_keys import (
     _group_wd,
     _hidden,
     _lrs,
-    _model_kind,
     _modes,
     _optimizer,
     _schedule,
@@ -58,6 +57,7 @@ from wdlab.config_keys import (
     check_switches,
     integer,
     key,
+    model_kind,
     one_of,
     ordered_pairs,
     seed_values,
@@ -169,7 +169,7 @@ class ModelConfig(_Section):
 
     kind: str = key(
         "mlp",
-        _model_kind,
+        model_kind,
         "--model",
         f"{', '.join(k for k in MODEL_KINDS if k != 'custom')} or module:factory",
     )

@@ -246,7 +246,9 @@ def _hidden(v: Any, key: str) -> list[int]:
     return v
 
 
-def _model_kind(v: Any, key: str) -> str:
+def model_kind(v: Any, key: str) -> str:
+    """A model's name as every command takes it: a built-in kind or ``FILE.py:FUNCTION`` (a
+    file without its function, or an unknown kind, is one line naming ``key``)."""
     if isinstance(v, str) and ":" in v:  # module:function, a custom factory
         return v
     if isinstance(v, str) and v.endswith(".py"):  # a file, without the function to call

@@ -55,9 +55,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def parse_model(args: argparse.Namespace) -> ModelSpec:
     """A ModelSpec from the model flags of ``inspect``."""
+    from wdlab.config_keys import model_kind
     from wdlab.models import MODEL_KINDS, ModelSpec, unread_options
 
-    name = args.model
+    name = model_kind(args.model, "model")  # a file without its function: said as run says it
     hidden = tuple(args.hidden)
     custom = ":" in name
     kind = "custom" if custom else name
