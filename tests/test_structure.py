@@ -310,3 +310,34 @@ def _has(module, name):
     except ImportError:
         return False
     return True
+
+
+def _public_api():
+    """Every function and class the documented packages export (``__all__``)."""
+    import importlib
+    import inspect
+
+    for package in ("wdlab", "wdlab.pipelines", "wdlab.data", "wdlab.decay", "wdlab.optuna"):
+        module = importlib.import_module(package)
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if inspect.isfunction(obj) or inspect.isclass(obj):
+                yield f"{package}.{name}", obj
+
+
+def test_the_public_api_has_type_hints_and_a_one_line_summary():
+    """help() and a notebook's tooltip show a docstring's first line: a whole sentence (one
+    was cut mid-sentence: "…batch by batch,"); every parameter and return is typed."""
+    import inspect
+
+    bad = []
+    for name, obj in _public_api():
+        first = (inspect.getdoc(obj) or "").split("\n")[0].rstrip()
+        if not first.endswith((".", ":", ")")):
+            bad.append(f"{name}: {first!r}")
+        if inspect.isfunction(obj):
+            sig = inspect.signature(obj)
+            untyped = [p for p, v in sig.parameters.items() if v.annotation is v.empty]
+            if untyped or sig.return_annotation is sig.empty:
+                bad.append(f"{name}: untyped {untyped or 'return'}")
+    assert bad == []

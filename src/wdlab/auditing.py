@@ -168,8 +168,9 @@ def audit(
     model: nn.Module | None = None,
     scheduler: object = None,
 ) -> AuditReport:
-    """Lint the weight decay of ``optimizer`` (one, or several sharing ``model``): per tensor
-    whether and how it decays, and the known mistakes (see the module docstring).
+    """Lint the weight decay of ``optimizer``: how each tensor decays, and the mistakes.
+
+    ``optimizer``: one, or several sharing ``model``; the mistakes are the module docstring's.
     ``scheduler``: an lr scheduler of the (first) optimizer that keeps its peak lrs to itself
     (CyclicLR's ``max_lrs``): ``lr-wd`` is checked at them."""
     opts = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]

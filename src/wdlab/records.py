@@ -175,10 +175,7 @@ class RunResult:
 
 @dataclass
 class Check:
-    """One equivalence check: what was compared with what, and how far apart they ended:
-    ``max_abs_diff``, the largest |Δ| of an element; ``max_rel_diff``, the norm-wise
-    ‖ours − theirs‖/‖theirs‖ over every element (the table's ``rel``: the name, kept for the
-    files written with it, is no maximum)."""
+    """One equivalence check, and how far apart it ended (``max_rel_diff``: ‖Δ‖/‖ref‖)."""
 
     name: str
     reference: str

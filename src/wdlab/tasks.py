@@ -182,8 +182,9 @@ def per_config_loss_grad(task: str, out: Tensor, y: Tensor) -> tuple[Tensor, Ten
 
 @dataclass(frozen=True)
 class Metric:
-    """A user's metric: ``fn(outputs, targets) -> number`` for one configuration (outputs
-    ``(n, out)``), its name, and whether higher is better."""
+    """A user's metric, its name, and whether higher is better.
+
+    ``fn(outputs, targets) -> number`` for one configuration (outputs ``(n, out)``)."""
 
     fn: Callable[[Tensor, Tensor], object]
     name: str = "metric"

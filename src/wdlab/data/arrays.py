@@ -51,8 +51,9 @@ def infer_task(y: np.ndarray) -> str:
 def split_indices(
     n: int, y: np.ndarray | None, val_size: float, test_size: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One seeded train / val / test split, stratified on ``y`` when it is given (too few rows
-    to hold each class in each split: one line saying so, not scikit-learn's)."""
+    """One seeded train / val / test split, stratified on ``y`` when it is given.
+
+    Too few rows to hold each class in each split: one line saying so, not scikit-learn's."""
     train_test_split = require("sklearn.model_selection", "a stratified split").train_test_split
 
     idx = np.arange(n)

@@ -132,8 +132,9 @@ def teacher_classification(
     seed: int = 0,
     n_test: int = 1000,
 ) -> Dataset:
-    """A logistic teacher: only ``informative`` features carry signal; labels flipped with
-    probability ``label_noise``."""
+    """A logistic teacher: only ``informative`` features carry signal.
+
+    Labels are flipped with probability ``label_noise``."""
     _check_sizes(n=n, d=d, n_test=n_test)
     _check_finite(label_noise=label_noise)
     if not 1 <= informative <= d:
@@ -198,10 +199,11 @@ def _check_finite(**values: float) -> None:
 
 
 def mnist1d(seed: int = 0, num_samples: int = 5000, val_size: float = 0.2) -> Dataset:
-    """MNIST-1D (Greydanus, 2020): 10 classes of 1-D signals of length 40, made with the
-    ``mnist1d`` package's generator (never its download). ``num_samples`` are split 80/20 into
-    train and test by the generator; ``val_size`` of the training rows (stratified, seeded)
-    become the validation split. Inputs are (1, 40) signals."""
+    """MNIST-1D (Greydanus, 2020): 10 classes of 1-D signals of length 40.
+
+    Made with the ``mnist1d`` package's generator (never its download). ``num_samples`` are
+    split 80/20 into train and test by the generator; ``val_size`` of the training rows
+    (stratified, seeded) become the validation split. Inputs are (1, 40) signals."""
     _check_sizes(num_samples=num_samples)
     if num_samples < 100:
         raise ValueError(
@@ -243,8 +245,9 @@ def mnist1d(seed: int = 0, num_samples: int = 5000, val_size: float = 0.2) -> Da
 
 
 def digits_images(seed: int = 0, val_size: float = 0.2, test_size: float = 0.2) -> Dataset:
-    """scikit-learn's digits as 1×8×8 images with values in [0, 1] (pixel / 16), split
-    60/20/20, stratified and seeded like the other scikit-learn sets."""
+    """scikit-learn's digits as 1×8×8 images with values in [0, 1] (pixel / 16).
+
+    Split 60/20/20, stratified and seeded like the other scikit-learn sets."""
     datasets = require("sklearn.datasets", "data set 'digits-images'")
     bunch = datasets.load_digits()
     X = torch.from_numpy(bunch.data / 16.0).float().view(-1, 1, 8, 8)

@@ -75,9 +75,10 @@ _END = object()
 
 
 class StreamError(ValueError):
-    """A stream's data went wrong while it was read (a bad batch, a label outside the classes,
-    a stream that ended early): one line; a sweep then stores nothing of the batch it was
-    training (its runs go back to pending)."""
+    """A stream's data went wrong while it was read; its message is one line.
+
+    Raised for a bad batch, a label outside the classes, a stream that ended early. A sweep then
+    stores nothing of the batch it was training (its runs go back to pending)."""
 
 
 # -- streams --------------------------------------------------------------------------------------
@@ -274,9 +275,11 @@ def _bar(progress: bool, total: int | None, desc: str) -> Any:
 
 
 class TensorStream:
-    """A split held as tensors ``X`` (a tensor, a tuple or a dict of tensors) and ``y``: the
-    in-memory fast path. Each epoch is a permutation from one generator seeded once with
-    ``seed``, epochs drawn in turn; ``batch_size=None`` gives the whole split as one batch."""
+    """A split held as tensors ``X`` and ``y``: the in-memory fast path.
+
+    ``X`` is a tensor, a tuple or a dict of tensors. Each epoch is a permutation from one
+    generator seeded once with ``seed``, epochs drawn in turn; ``batch_size=None`` gives the
+    whole split as one batch."""
 
     def __init__(
         self,

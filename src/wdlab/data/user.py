@@ -121,8 +121,9 @@ def from_splits(
     seed: int = 0,
     progress: bool = False,
 ) -> Dataset:
-    """A Dataset from the user's train / val / test splits (see the module docstring); one
-    ``make_loader(split, seed, epoch)`` is the factory of every split."""
+    """A Dataset from the user's train / val / test splits (see the module docstring).
+
+    One ``make_loader(split, seed, epoch)`` is the factory of every split."""
     splits = every_split(splits)
     check_keys(splits)
     pairs = _pairs(splits, seed, progress)
@@ -178,11 +179,12 @@ def from_function(
     task: str | None = None,
     count_classes: bool = True,
 ) -> Dataset | StreamedData:
-    """The splits ``make_data()`` returns (``target``: ``file.py:make_data``, loaded with its
-    folder first on ``sys.path``): ``(X, y)`` tensors held in memory, or Datasets, DataLoaders,
-    factories streamed (:func:`stream_splits`, ``batch_size`` for bare Datasets,
-    ``count_classes`` as there). What the function raises, or returns that is not a mapping of
-    splits, is one ``ValueError`` line."""
+    """The splits ``make_data()`` returns, held in memory or streamed.
+
+    ``target`` is ``file.py:make_data``, loaded with its folder first on ``sys.path``. ``(X, y)``
+    tensors are held in memory; Datasets, DataLoaders, factories are streamed
+    (:func:`stream_splits`, ``batch_size`` for bare Datasets, ``count_classes`` as there). What
+    the function raises, or returns that is not a mapping of splits, is one ``ValueError`` line."""
     splits = function_splits(target)
     name = target.rpartition(":")[2]
     unused_batch_size(splits, batch_size)  # given (train.batch_size, --batch-size): said

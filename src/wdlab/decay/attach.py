@@ -206,9 +206,10 @@ def _check_anchors(anchors: list[Any], params: list[Tensor]) -> None:
 
 
 class Attachment:
-    """A :class:`Decay` attached to one optimizer: the decay driver's points
-    (:mod:`wdlab.decay.driver`) on its step hooks, with closures, GradScaler and state_dict
-    handled (see the module docstring).
+    """A :class:`Decay` attached to one optimizer through its step hooks.
+
+    The decay driver's points (:mod:`wdlab.decay.driver`) run on those hooks, with closures,
+    GradScaler and state_dict handled (see the module docstring).
 
     ``remove()`` detaches it (the state stays in the param groups).
     """
@@ -391,9 +392,10 @@ def _found_inf(opt: torch.optim.Optimizer) -> bool:
 def surprise_warnings(
     mode: str, wd: float, lr: float, optimizer: str, options: dict[str, Any] | None = None
 ) -> list[str]:
-    """Warnings for one configuration's settings (``options``: the optimizer's keywords) that do
-    something other than the user probably expects: audit's findings for the group it trains
-    in, in the same words."""
+    """Warnings for one configuration's settings that do other than the user probably expects.
+
+    ``options``: the optimizer's keywords. The warnings are audit's findings for the group the
+    configuration trains in, in the same words."""
     return config_warnings(mode, wd, lr, optimizer, options)
 
 

@@ -69,7 +69,8 @@ def l2_penalty(params: Iterable[Tensor], wd: WD, *, per_row: bool = False) -> Te
 
 
 def coupled(params: Sequence[Tensor], wd: WD, shaped: Sequence[WD] | None = None) -> None:
-    """g ← g + wd·w, for every parameter that has a gradient (``wd`` negative: g − |wd|·w);
+    """g ← g + wd·w, for every parameter that has a gradient (``wd`` negative: g − |wd|·w).
+
     ``shaped``: ``wd`` for each parameter (:meth:`DecayGroup.per_row`), where already made."""
     for p, w in zip(params, shaped or _shape(wd, params), strict=True):
         if p.grad is None:
@@ -409,8 +410,10 @@ def decay_rate(
 
 
 def apply_param_point(mode: str, group: dict, wd: WD) -> None:
-    """A mode's parameter-point update on one torch param group (its state read from the
-    group's keys): what ``decoupled``, ``independent``, ``corrected`` do before the update."""
+    """A mode's parameter-point update on one torch param group.
+
+    Its state is read from the group's keys. This is what ``decoupled``, ``independent``,
+    ``corrected`` do before the update."""
     m = get_mode(mode)
     if m.update is not None and m.after is None:
         m.update(DecayGroup.of(group), wd)

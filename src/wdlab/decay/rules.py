@@ -253,8 +253,9 @@ PRESET_TEXT = {
 
 
 def decay_table(model: nn.Module, rule: DecayRule = DEFAULT_RULE) -> DecayTable:
-    """The table of which parameters of ``model`` decay under ``rule`` (and which of them
-    AdamC's ``corrected`` mode treats as normalized layers)."""
+    """The table of which parameters of ``model`` decay under ``rule``.
+
+    It also says which of them AdamC's ``corrected`` mode treats as normalized layers."""
     if not isinstance(model, nn.Module):  # the rule reads names and module types
         raise ValueError(
             f"param_groups and decay_table take the nn.Module, got {type(model).__name__}: "

@@ -128,9 +128,10 @@ def optimize(
     parallel: int = 1,
     channels_last: bool = False,
 ) -> SearchResult:
-    """Run ``n_trials`` trials of ``study`` over ``space``, ``batch`` asked at a time and trained
-    together (one batched computation per optimizer class and memory budget); return what was
-    done (:class:`SearchResult`).
+    """Run ``n_trials`` trials of ``study`` over ``space``; return a :class:`SearchResult`.
+
+    ``batch`` trials are asked at a time and trained together (one batched computation per
+    optimizer class and memory budget); the result says what was done.
 
     ``space`` maps parameter names to Optuna distributions: ``lr``, ``weight_decay`` (or
     ``wd``), ``mode``, ``optimizer``, or a keyword of the optimizer (``momentum``…); what it
@@ -185,14 +186,15 @@ def search_config(
     parallel: int = 1,
     channels_last: bool = False,
 ) -> SearchResult:
-    """:func:`optimize` for a validated experiment config (``wdlab search``): its data, model
-    and training settings; its first lr, weight decay and mode where ``space`` searches none.
-    The study ``study_name`` in ``storage`` (an Optuna storage URL; None: in memory) is loaded,
-    or created in the direction of the metric, once every check has passed. ``sampler`` may
-    be ``make(trials_held)``: a resumed study's sampler is then made knowing how many trials
-    the study holds (``wdlab search`` seeds it at ``--seed`` + that count, so that it does not
-    draw the first trials again). ``parallel``, ``channels_last``: how each batch runs
-    (:func:`wdlab.sweep`)."""
+    """:func:`optimize` for a validated experiment config (``wdlab search``).
+
+    It takes the config's data, model and training settings, and its first lr, weight decay and
+    mode where ``space`` searches none. The study ``study_name`` in ``storage`` (an Optuna
+    storage URL; None: in memory) is loaded, or created in the direction of the metric, once
+    every check has passed. ``sampler`` may be ``make(trials_held)``: a resumed study's sampler
+    is then made knowing how many trials the study holds (``wdlab search`` seeds it at
+    ``--seed`` + that count, so that it does not draw the first trials again). ``parallel``,
+    ``channels_last``: how each batch runs (:func:`wdlab.sweep`)."""
     _check_counts(n_trials, batch)
     t0 = time.perf_counter()
     t, d = config.train, config.decay
@@ -213,8 +215,10 @@ def search_config(
 def settings_of(
     config: Experiment, rule: DecayRule, max_memory_mb: float, shuffle_seed: int
 ) -> Settings:
-    """What a search's trials share, from a validated config: its first lr, weight decay and
-    mode are the values of what the space does not search; the recipe is the config's."""
+    """What a search's trials share, from a validated config.
+
+    Its first lr, weight decay and mode are the values of what the space does not search; the
+    recipe is the config's."""
     t, d = config.train, config.decay
     return Settings(
         optimizer=t.optimizer,
@@ -252,8 +256,9 @@ def search(
     model_name: str = "",
     progress: bool = False,
 ) -> SearchResult:
-    """The search of :func:`optimize` on a model spec and data, held or streamed: every check
-    first (nothing is asked or stored before they pass), then batch after batch."""
+    """The search of :func:`optimize` on a model spec and data, held or streamed.
+
+    Every check first (nothing is asked or stored before they pass), then batch after batch."""
     t0 = time.perf_counter()
     _check_counts(n_trials, batch)
     runner = _Search(spec, ds, space, _lanes(settings, batch), model_name)

@@ -13,8 +13,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 @dataclass
 class SearchResult:
-    """What :func:`optimize` did: the study (an ordinary Optuna study), the trials it ran, the
-    metric told (``val_acc``…) and its direction, the batches trained, the wall time."""
+    """What :func:`optimize` did.
+
+    It holds the study (an ordinary Optuna study), the trials it ran, the metric told
+    (``val_acc``…) and its direction, the batches trained, the wall time."""
 
     study: Any
     trials: list[FrozenTrial]

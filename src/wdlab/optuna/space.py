@@ -41,9 +41,11 @@ SEARCHED = "searched"  # a study's record of a value its space searched (not fix
 
 @dataclass(frozen=True)
 class Settings:
-    """What every trial shares. ``lr``, ``weight_decay``, ``mode``, ``optimizer`` and
-    ``options`` are the values a trial takes for what the space does not search; the rest are
-    the training's settings (as in :func:`wdlab.sweep`)."""
+    """What every trial shares.
+
+    ``lr``, ``weight_decay``, ``mode``, ``optimizer`` and ``options`` are the values a trial
+    takes for what the space does not search; the rest are the training's settings (as in
+    :func:`wdlab.sweep`)."""
 
     optimizer: str = "adamw"
     lr: float = 1e-3
@@ -148,8 +150,9 @@ def _candidates(name: str, dist: BaseDistribution) -> list[Any]:
 
 
 def check_space(space: Mapping[str, BaseDistribution], settings: Settings) -> dict[str, str]:
-    """Check every distribution against its parameter (and each optimizer the search may use);
-    return ``{name in the space: the parameter it sets}``. ``ValueError`` in one line."""
+    """Check every distribution against its parameter (and each optimizer the search may use).
+
+    Return ``{name in the space: the parameter it sets}``. ``ValueError`` in one line."""
     if not isinstance(space, Mapping) or not space:
         raise ValueError("the space is empty: give at least one Optuna distribution to search")
     targets = {}
@@ -173,8 +176,10 @@ def check_space(space: Mapping[str, BaseDistribution], settings: Settings) -> di
 
 
 def check_study(study: Any, space: Mapping[str, BaseDistribution], higher: bool) -> None:
-    """A study wdlab can search: one objective in the metric's direction, and distributions of
-    the same kind as its earlier trials'. ``ValueError`` in one line, nothing written."""
+    """Check that wdlab can search ``study``: ``ValueError`` in one line, nothing written.
+
+    A study wdlab can search has one objective in the metric's direction, and distributions of
+    the same kind as its earlier trials'."""
     if not isinstance(study, optuna.Study):
         raise ValueError(f"expected an optuna.Study, got {type(study).__name__}")
     want = "maximize" if higher else "minimize"
@@ -273,9 +278,10 @@ def _valued(trial: Any) -> bool:
 
 
 def parse_range(name: str, text: str) -> Any:
-    """A parameter's values written as text: ``X`` (fixed), ``A,B,C`` (a choice),
-    ``LO..HI`` (uniform), ``LO..HI:log`` (log-uniform) or ``LO..HI:N`` (N log-spaced values to
-    choose from, as in a sweep). Returns the fixed value or an Optuna distribution."""
+    """A parameter's values written as text, read into a fixed value or an Optuna distribution.
+
+    The text is ``X`` (fixed), ``A,B,C`` (a choice), ``LO..HI`` (uniform), ``LO..HI:log``
+    (log-uniform) or ``LO..HI:N`` (N log-spaced values to choose from, as in a sweep)."""
     target = ALIASES.get(name, name)
     text = text.strip()
     if target in ("mode", "optimizer"):

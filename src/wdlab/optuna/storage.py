@@ -12,9 +12,10 @@ import optuna
 def open_study(
     storage: str | None, name: str, direction: str, sampler: Any = None, pruner: Any = None
 ) -> Any:
-    """The study ``name`` in ``storage`` (loaded as it is, its direction checked later), or a
-    new one in ``direction``. A SQLite URL must name a new file or an Optuna storage; nothing
-    is written to one that is not."""
+    """The study ``name`` in ``storage``, or a new one in ``direction``.
+
+    A study found is loaded as it is (its direction is checked later). A SQLite URL must name a
+    new file or an Optuna storage; nothing is written to one that is not."""
     if storage is None:
         return optuna.create_study(
             study_name=name, direction=direction, sampler=sampler, pruner=pruner

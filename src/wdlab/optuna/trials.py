@@ -282,9 +282,10 @@ class _Watch:
 
 
 def latest(trainer: Trainer, name: str) -> list[float]:
-    """The last evaluation's ``name`` (``val_acc``, ``val_loss``…) of each configuration of a
-    training in flight, in its plan's order (the one place that reads a trainer's records
-    before it returns)."""
+    """The last evaluation's ``name`` of each configuration of a training in flight.
+
+    ``name`` is ``val_acc``, ``val_loss``…; the values are in the training plan's order. This is
+    the one place that reads a trainer's records before it returns."""
     values = trainer.recorder.stacked_evals()[name][-1].tolist()
     out = [math.nan] * len(values)
     for row, orig in enumerate(trainer.order):

@@ -23,9 +23,10 @@ from wdlab.warn import warn_user
 
 
 def export_to(directory: str | Path, to: str, target: str | None = None) -> dict[str, Any]:
-    """Log the study in ``directory`` to dashboard ``to`` (``tensorboard``: ``target`` a
-    folder; ``mlflow``: ``target`` a tracking URI, MLflow's default when None). Returns where
-    it went and how many runs."""
+    """Log the study in ``directory`` to dashboard ``to`` (``tensorboard`` or ``mlflow``).
+
+    ``tensorboard``: ``target`` a folder; ``mlflow``: ``target`` a tracking URI, MLflow's default
+    when None. Returns where it went and how many runs."""
     result = load_study(directory)  # a study, read-only, before anything is written
     if result.partial:
         warn_user(
@@ -47,10 +48,12 @@ def export_study(
     out: str | Path | None = None,
     force: bool = False,
 ) -> dict[str, Path]:
-    """Write ``runs.<fmt>`` (one row per run) and ``curves.<fmt>`` (run_id, metric, epoch,
-    value) from a study's store (opened read-only). A file of that name already in ``out``
-    is replaced only if wdlab exported it from this study (else a one-line ``ValueError``
-    before anything is written; ``force`` replaces it: :mod:`wdlab.pipelines.outputs`)."""
+    """Write ``runs.<fmt>`` and ``curves.<fmt>`` from a study's store (opened read-only).
+
+    ``runs`` has one row per run; ``curves`` has the columns run_id, metric, epoch, value. A file
+    of that name already in ``out`` is replaced only if wdlab exported it from this study (else a
+    one-line ``ValueError`` before anything is written; ``force`` replaces it:
+    :mod:`wdlab.pipelines.outputs`)."""
     pd = require("pandas", "wdlab export")
 
     d = Path(directory)

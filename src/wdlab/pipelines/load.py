@@ -13,8 +13,10 @@ from wdlab.report.html import write_report
 
 
 def load_result(path: str | Path) -> Result:
-    """The result value stored in a folder: a sweep's study.db, or a demo's or run's
-    results.json (any schema version this wdlab reads)."""
+    """The result value stored in a folder.
+
+    It is read from a sweep's study.db, or a demo's or run's results.json (any schema version
+    this wdlab reads)."""
     p = Path(path)
     for name in ("study.db", "results.json"):
         if (p / name).exists() and not (p / name).is_file():  # a FIFO would block the read

@@ -61,11 +61,12 @@ def bytes_per_config(
     precision: str = "fp32",
     model: torch.nn.Module | None = None,
 ) -> int:
-    """One configuration's memory in a batch, as measured on the engine: the weights, their
-    gradients and the optimizer's state; the activations of the larger of a training step
-    (its rows, kept for the backward) and an evaluation pass (the largest split); and the
-    per-epoch and per-evaluation records. Activations are counted on one example
-    (:func:`wdlab.models.activations_per_example`, on the meta device where it runs).
+    """One configuration's memory in a batch, as measured on the engine.
+
+    It counts the weights, their gradients and the optimizer's state; the activations of the
+    larger of a training step (its rows, kept for the backward) and an evaluation pass (the
+    largest split); and the per-epoch and per-evaluation records. Activations are counted on one
+    example (:func:`wdlab.models.activations_per_example`, on the meta device where it runs).
     ``model``: the spec's model when the caller has built it already."""
     args = (spec, data, batch_size, epochs, eval_every, optimizer, precision, model)
     return sum(memory_need(*args))

@@ -96,8 +96,9 @@ class DemoResult(Result):
 
 @dataclass(repr=False)  # Result's repr: a one-line summary; str() is the table
 class SweepResult(Result):
-    """Runs of an experiment or sweep, with the weight decay chosen on validation per
-    (mode, lr) and reported on test. ``directory`` is the study folder (sweeps)."""
+    """Runs of an experiment or sweep, with the weight decay chosen per (mode, lr).
+
+    Chosen on validation and reported on test. ``directory`` is the study folder (sweeps)."""
 
     kind: str = "sweep"
     directory: Path | None = field(default=None)

@@ -63,8 +63,9 @@ from wdlab.warn import warn_user
 
 
 class IncompleteStudy(ValueError):
-    """A sweep ended with runs not finished (failed, or not trained): one line saying how many
-    and how to finish them."""
+    """A sweep ended with runs not finished (failed, or not trained).
+
+    Its message is one line saying how many and how to finish them."""
 
 
 def default_out(config: Experiment | Mapping[str, Any], root: str = "wdlab-out") -> Path:
@@ -145,8 +146,9 @@ def run_sweep(
     parallel: int = 1,
     channels_last: bool = False,
 ) -> SweepResult:
-    """Train every configuration of a config that the store does not hold yet, batch by batch,
-    and return the study as read back from the store.
+    """Train what a config's study does not hold yet, batch by batch; return the whole study.
+
+    The study is read back from its store in ``out``.
 
     ``executor`` trains the batches (default: :class:`~wdlab.executors.LocalExecutor`, in this
     process; :class:`~wdlab.executors.RayExecutor` for a Ray cluster). Each batch's results
@@ -401,8 +403,9 @@ def run_experiment(
     max_memory_mb: float = DEFAULT_MAX_MEMORY_MB,
     max_configs: int | None = MAX_CONFIGS,
 ) -> SweepResult:
-    """Train every configuration of a config and choose on validation: a sweep into a
-    temporary store, read back and returned (``wdlab run``; no trained weights are kept)."""
+    """Train every configuration of a config and choose on validation (``wdlab run``).
+
+    A sweep into a temporary store, read back and returned; no trained weights are kept."""
     t0 = time.perf_counter()
     config = merge(config, {"train.keep": "none"})  # the store is temporary
     with tempfile.TemporaryDirectory(prefix="wdlab-run-") as tmp:
