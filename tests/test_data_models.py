@@ -171,3 +171,42 @@ def test_hand_written_backward_equals_autograd(spec, task):
         for n in ta:
             assert_normwise(th[n].grad, ta[n].grad, ONE_PASS, n)
             assert th[n].grad.abs().sum() > 0 or ta[n].grad.abs().sum() == 0
+
+
+def test_each_source_takes_the_options_its_registry_entry_lists():
+    """The registry says which ``[data] options`` a source takes: each is taken (with a small
+    valid value), and those of a source whose loader names its keywords are all of them."""
+    import inspect
+
+    from wdlab.data import load
+    from wdlab.data.sources import SOURCES
+
+    small = {"dim": 8, "n": 40, "d": 6, "informative": 2, "n_test": 20, "n_train": 10, "n_val": 10,
+             "num_samples": 200, "noise": 0.5, "sigma_w": 1.0, "label_noise": 0.1,
+             "val_size": 0.2, "test_size": 0.3, "standardize": False}  # fmt: skip
+    for name, source in SOURCES.items():
+        if name == "mnist1d":
+            pytest.importorskip("mnist1d")
+        load(name, **{k: small[k] for k in source.options})
+        params = inspect.signature(source.load).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            assert set(source.options) == set(params) - {"seed"}, name
+
+
+@pytest.mark.parametrize(
+    "options, said",
+    [
+        ("{dimm = 10}", "data.options: seed-noise has no option 'dimm'; valid: dim, test_size"),
+        ("{dim = -10}", "data.options.dim must be >= 4, got -10"),
+    ],
+)
+def test_a_sources_option_is_named_as_the_file_names_it(tmp_path, capsys, options, said):
+    """A new-user trial: an unknown option read "seed_noise() got an unexpected keyword
+    argument 'dimm'" (a Python signature, no valid options), an out-of-range one "dim must be
+    >= 4" (no key)."""
+    from wdlab.cli import main
+
+    toml = tmp_path / "e.toml"
+    toml.write_text(f'[data]\nsource = "seed-noise"\noptions = {options}\n[train]\nepochs = 1\n')
+    assert main(["run", str(toml), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err == f"wdlab run: error: {said}\n"

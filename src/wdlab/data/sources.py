@@ -286,8 +286,9 @@ def _whole(name: str, value: object) -> int:
 class Source:
     """One data source: its name, task, a one-line description and how to load it.
 
-    ``load`` takes ``seed`` and the source's options as keywords; ``split_sizes``: it also
-    takes ``val_size`` and ``test_size`` (sources split by wdlab, not by their generator).
+    ``load`` takes ``seed`` and the source's ``options`` as keywords (``[data] options``);
+    ``split_sizes``: it also takes ``val_size`` and ``test_size`` (sources split by wdlab, not
+    by their generator).
     """
 
     name: str
@@ -295,6 +296,10 @@ class Source:
     help: str
     load: Callable[..., Dataset]
     split_sizes: bool = False
+    options: tuple[str, ...] = ()
+
+
+_SKLEARN_OPTIONS = ("val_size", "test_size", "standardize")  # from_arrays' keywords
 
 
 def _sklearn(name: str) -> Callable[..., Dataset]:
@@ -307,22 +312,36 @@ _SOURCES = [
         "binary",
         "the article's data: N(0,1) dim x dim, random half-0/half-1 labels, its 67/33 split",
         lambda seed=0, dim=1000, **kw: seed_noise(_whole("dim", dim), seed, **kw),
+        options=("dim", "test_size"),
     ),
     Source(
         "teacher",
         "regression",
         "y = X w* + noise; the Bayes-optimal ridge alpha is stored (options n, d, noise, ...)",
         teacher_regression,
+        options=("n", "d", "noise", "sigma_w", "n_test"),
     ),
     Source(
         "teacher-classification",
         "binary",
         "a logistic teacher with a few informative features (options n, d, informative, ...)",
         teacher_classification,
+        options=("n", "d", "informative", "label_noise", "n_test"),
     ),
-    Source("d2l", "regression", "Dive into Deep Learning's setting: d = 200, 20 rows", d2l),
     Source(
-        "digits", "multiclass", "scikit-learn's 8x8 digits, 10 classes", _sklearn("digits"), True
+        "d2l",
+        "regression",
+        "Dive into Deep Learning's setting: d = 200, 20 rows",
+        d2l,
+        options=("n_train", "n_val", "n_test", "d"),
+    ),
+    Source(
+        "digits",
+        "multiclass",
+        "scikit-learn's 8x8 digits, 10 classes",
+        _sklearn("digits"),
+        True,
+        _SKLEARN_OPTIONS,
     ),
     Source(
         "breast_cancer",
@@ -330,15 +349,31 @@ _SOURCES = [
         "scikit-learn's breast cancer set",
         _sklearn("breast_cancer"),
         True,
+        _SKLEARN_OPTIONS,
     ),
-    Source("wine", "multiclass", "scikit-learn's wine set, 3 classes", _sklearn("wine"), True),
-    Source("diabetes", "regression", "scikit-learn's diabetes set", _sklearn("diabetes"), True),
+    Source(
+        "wine",
+        "multiclass",
+        "scikit-learn's wine set, 3 classes",
+        _sklearn("wine"),
+        True,
+        _SKLEARN_OPTIONS,
+    ),
+    Source(
+        "diabetes",
+        "regression",
+        "scikit-learn's diabetes set",
+        _sklearn("diabetes"),
+        True,
+        _SKLEARN_OPTIONS,
+    ),
     Source(
         "mnist1d",
         "multiclass",
         "MNIST-1D: 10 classes of length-40 signals, from the mnist1d generator (option "
         "num_samples)",
         mnist1d,
+        options=("num_samples", "val_size"),
     ),
     Source(
         "digits-images",
@@ -346,6 +381,7 @@ _SOURCES = [
         "scikit-learn's digits as 1x8x8 images",
         digits_images,
         True,
+        ("val_size", "test_size"),
     ),
 ]
 

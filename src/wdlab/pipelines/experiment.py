@@ -143,6 +143,12 @@ def _load(data: DataConfig) -> Dataset:
         )
     options = dict(data.options)
     source = SOURCES.get(data.source)
+    unknown = [k for k in options if source is not None and k not in source.options]
+    if unknown:  # (it was Python's "seed_noise() got an unexpected keyword argument")
+        valid = ", ".join(source.options) or "none"  # type: ignore[union-attr]
+        raise ValueError(
+            f"data.options: {data.source} has no option {unknown[0]!r}; valid: {valid}"
+        )
     if source is not None and source.split_sizes:
         options.setdefault("val_size", data.val_size)
         options.setdefault("test_size", data.test_size)
@@ -150,6 +156,10 @@ def _load(data: DataConfig) -> Dataset:
         ds = load(data.source, seed=data.seed, **options)
     except TypeError as exc:
         raise ValueError(f"data.options: {exc}") from None
+    except ValueError as exc:  # "dim must be >= 4": the option named as the file names it
+        if not str(exc).startswith(tuple(f"{k} " for k in data.options)):
+            raise
+        raise ValueError(f"data.options.{exc}") from None
     if data.task and data.task != ds.task:
         raise ValueError(f"data.task: {data.source} is a {ds.task} data set, not {data.task}")
     return ds
