@@ -222,3 +222,17 @@ def test_a_seeded_source_shuffles_as_the_cli_does_with_its_data_seed(tmp_path):
         d = wdlab.data.load("wine", seed=1)
         d.meta["seed"] = 2  # … said to be seeded otherwise: another order
         wdlab.sweep(spec, d, weight_decay=[0, 0.01], out=tmp_path / "a", **kw)
+
+
+def test_a_settings_warning_is_given_once_per_sweep_not_per_seed():
+    """A new-user trial: with every warning shown (a notebook's filters, ``always``), Adam's
+    L2 warning and lr·wd ≥ 1 came once for each seed of the configuration."""
+    import warnings
+
+    d = _signals()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        wdlab.sweep(make_model, d, optimizer="adam", modes="builtin", weight_decay=[0.1],
+                    seeds=3, epochs=1, batch_size=32)  # fmt: skip
+    said = [str(w.message) for w in caught if str(w.message).startswith("Adam(weight_decay")]
+    assert len(said) == 1

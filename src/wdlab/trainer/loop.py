@@ -58,10 +58,12 @@ class Trainer(RowStops):
         self.task = plan.task or get_task(plan.data.task)
         spec, self.feed = feed_for(plan, self.device)  # the data path: held or streamed
         self.amp = plan.precision == "bf16"
+        name, said = plan.optimizer.cls_name, set()  # each once: not again for every seed
         for c in plan.configs:
-            name = plan.optimizer.cls_name
             for msg in surprise_warnings(c.mode, c.weight_decay, c.lr, name, dict(c.options)):
-                warn_user(msg)
+                if msg not in said:
+                    said.add(msg)
+                    warn_user(msg)
         self.order = order_configs(plan.configs)
         cfgs = [plan.configs[i] for i in self.order]
         groups = group_configs(cfgs, self.device)
