@@ -5,6 +5,7 @@ Built from hand-made runs (no training)."""
 
 import itertools
 import math
+from dataclasses import replace
 from html import escape
 
 import pytest
@@ -15,7 +16,7 @@ from wdlab.decay import DEFAULT_RULE
 from wdlab.decay.rules import stored_table
 from wdlab.pipelines import SweepResult
 from wdlab.records import ALL_PRUNED, NOT_YET, use_text
-from wdlab.report.html import write_report
+from wdlab.report.html import headline, write_report
 from wdlab.report.plots import _spaced_labels, _zero_position
 from wdlab.report.text import short, use_cell, verdict_summary
 
@@ -221,3 +222,35 @@ def test_every_result_reads_in_a_notebook():
         html = value._repr_html_()
         assert html.startswith("<pre>") and escape(str(value)) in html
     assert str(t).startswith("weight decay: 0.1 → 0.05\nformula:")
+
+
+def test_a_partial_study_lists_every_setting_of_its_grid():
+    """A browser trial: a study killed before any decoupled run finished said "the 1 (mode,
+    lr) setting compared …" of a grid of 2 modes: the other had no row and no count."""
+    res = _partial()
+    res.config |= {"decay": {"weight_decay": [0.0, 0.01], "modes": ["decoupled", "l2"]},
+                   "train": {"lr": [0.01]}}  # fmt: skip
+    res.select()
+    assert [(s["mode"], s["verdict"]) for s in res.unanswered] == [("l2", NOT_YET)]
+    _, rows = headline(res)
+    assert [r[0] for r in rows] == ["decoupled", "l2"]
+
+
+def test_rows_with_nothing_chosen_keep_each_cell_under_its_column():
+    """A browser trial: with a τ_epoch column, "every run diverged: nothing to choose" stood
+    under τ_epoch and the verdict cell read "—"; a diverged run's epochs said the planned 20."""
+    gain = {0.0: [0.80, 0.81, 0.79], 1e-4: [0.90, 0.92, 0.91]}  # decay wins: τ_epoch shown
+    res = sweep_result(gain, lrs=(0.01, 0.1))
+    res.runs = [
+        replace(r, status="diverged", diverged_epoch=2, epochs=20) if r.config.lr == 0.1 else r
+        for r in res.runs
+    ]
+    res.select()
+    head, rows = headline(res)
+    assert "τ_epoch" in head
+    (row,) = [r for r in rows if r[:2] == ["decoupled", "0.1"]]
+    assert row[head.index("verdict")] == "every run diverged: nothing to choose"
+    assert row[head.index("τ_epoch")] == "—"
+    res.selection = []  # the table of every run: a diverged run's epochs before it diverged
+    head, rows = headline(res)
+    assert {r[head.index("epochs")] for r in rows if r[4] == "diverged"} == {"2, diverged"}

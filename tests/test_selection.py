@@ -297,7 +297,7 @@ def test_a_setting_whose_runs_were_pruned_or_diverged_says_so():
     """At one lr every wd > 0 was pruned (finite scores at its rung) and wd = 0 diverged: the
     setting has nothing to choose, because nothing finished (it said no weight decay had a
     finite score, though the pruned ones had)."""
-    from wdlab.selection import ALL_DIVERGED, PRUNED_OR_DIVERGED, unanswered
+    from wdlab.unanswered import ALL_DIVERGED, PRUNED_OR_DIVERGED, unanswered
 
     runs = [run("none", 0.0, s, 0.9, lr=0.01) for s in range(3)]
     runs += [run("decoupled", 0.1, s, 0.9 + 0.01 * s, lr=0.01) for s in range(3)]

@@ -25,6 +25,7 @@ LAYERS = [
     {"wdlab.verify", "wdlab.auditing"},
     {"wdlab.executors", "wdlab.store", "wdlab.report", "wdlab.config", "wdlab.halving"},
     {"wdlab.config_keys"},
+    {"wdlab.unanswered"},
     {"wdlab.trainer", "wdlab.selection"},
     {"wdlab.timescale", "wdlab.diagnostics"},
     {"wdlab.models", "wdlab.data"},

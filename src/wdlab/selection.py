@@ -51,15 +51,6 @@ from wdlab.stats import Paired, paired
 from wdlab.tasks import get_task
 
 NO_GAIN = "no measurable gain from weight decay here"
-NOTHING_FINISHED = (
-    "every configuration was pruned at a rung (successive halving): nothing to choose"
-)
-NOTHING_FINITE = "no weight decay has a finite validation score for every seed: nothing to choose"
-ALL_DIVERGED = "every run diverged: nothing to choose"
-PRUNED_OR_DIVERGED = (
-    "every run was pruned at a rung (successive halving) or diverged: nothing to choose"
-)
-_PRUNED = (ALL_PRUNED, NOTHING_FINISHED, PRUNED_OR_DIVERGED)  # verdicts that say cells were pruned
 GAIN = "better than wd = 0"
 REFERENCE = "wd = 0 reference"
 #: The error rate of "better than wd = 0" per (mode, lr) row, and the level of the tie test.
@@ -267,7 +258,10 @@ def choose(
     return min(tied), best
 
 
-def _groups(runs: Sequence[RunResult]) -> dict[tuple[str, float], dict[float, list[RunResult]]]:
+def by_setting(
+    runs: Sequence[RunResult],
+) -> dict[tuple[str, float], dict[float, list[RunResult]]]:
+    """The runs by (mode, lr), then by weight decay."""
     by: dict[tuple[str, float], dict[float, list[RunResult]]] = {}
     for r in runs:
         c = r.config
@@ -280,7 +274,7 @@ def decays(mode: str) -> bool:
     return get_mode(mode).decays
 
 
-def _reference(
+def reference_runs(
     groups: Mapping[tuple[str, float], Mapping[float, list[RunResult]]], mode: str | None, lr: float
 ) -> list[RunResult] | None:
     """wd = 0's runs for (mode, lr): the mode's own, else the reference's (a mode that does
@@ -313,13 +307,13 @@ def select(
             have = sorted({k[4:] for r in runs for k in r.final if k.startswith("val_")})
             raise ValueError(f"select={metric!r}: no run recorded it; valid: {', '.join(have)}")
         return []
-    groups = _groups(runs)
+    groups = by_setting(runs)
     rows = []
     for (mode, lr), wds in sorted(groups.items()):
         by_wd = {w: {r.config.seed: run_scores(r, c) for r in rs} for w, rs in wds.items()}
-        zero = _reference(groups, mode, lr)
+        zero = reference_runs(groups, mode, lr)
         ref = {r.config.seed: run_scores(r, c) for r in zero} if zero else None
-        pruned = _pruned_cells(wds)
+        pruned = pruned_cells(wds)
         try:
             chosen, best = choose(by_wd, ref, c.higher, pruned)
         except ValueError:
@@ -408,42 +402,12 @@ def too_few(n: int) -> str:
 
 
 def zero_runs(runs: Sequence[RunResult], mode: str | None, lr: float) -> list[RunResult]:
-    """The wd = 0 runs (every seed) that (mode, lr) is compared with, as :func:`_reference`
+    """The wd = 0 runs (every seed) that (mode, lr) is compared with, as :func:`reference_runs`
     finds them (``mode`` None: the reference's); empty if there is none."""
-    return _reference(_groups(runs), mode, lr) or []
+    return reference_runs(by_setting(runs), mode, lr) or []
 
 
-def unanswered(
-    runs: Sequence[RunResult],
-    selection: Sequence[Mapping[str, Any]],
-    waiting: Set[float] = frozenset(),
-) -> list[dict[str, Any]]:
-    """The (mode, lr) settings ``selection`` has no row for, with ``verdict`` (why) and
-    ``pruned``; one missing a weight decay of ``waiting`` (a partial study's): none finished."""
-    if not selection:  # no validation split, or nothing finished: :func:`no_choice` says which
-        return []
-    have, groups, out = {(s["mode"], s["lr"]) for s in selection}, _groups(runs), []
-    for (mode, lr), wds in sorted(groups.items()):
-        if (mode, lr) in have:
-            continue
-        verdict = _why_unanswered(wds, _reference(groups, mode, lr) or ())
-        verdict = NOT_YET if waiting - set(wds) and verdict in _PRUNED else verdict
-        out.append({"mode": mode, "lr": lr, "verdict": verdict, "pruned": _pruned_cells(wds)})
-    return out
-
-
-def _why_unanswered(wds: Mapping[float, Sequence[RunResult]], ref: Sequence[RunResult]) -> str:
-    """Why one (mode, lr) has nothing to choose, from its runs' statuses and those of the
-    wd = 0 reference at its lr (done: its wd = 0 runs are the reference's, which trained on)."""
-    own, zero = {r.status for rs in wds.values() for r in rs}, {r.status for r in ref}
-    if own == {"pruned"} and not (zero and zero <= {"diverged"}):
-        return ALL_PRUNED if "done" in zero else NOTHING_FINISHED
-    if "pruned" in own and own <= {"pruned", "diverged"}:
-        return PRUNED_OR_DIVERGED  # its own or its reference's wd = 0 runs diverged
-    return ALL_DIVERGED if own == {"diverged"} else NOTHING_FINITE
-
-
-def _pruned_cells(wds: Mapping[float, Sequence[RunResult]]) -> int:
+def pruned_cells(wds: Mapping[float, Sequence[RunResult]]) -> int:
     """How many weight decays > 0 of one (mode, lr) successive halving stopped at a rung: a
     cell with a run stored ``pruned`` (seeds may have stopped early first), none diverged."""
     stats = [{r.status for r in rs} for w, rs in wds.items() if w != 0]

@@ -20,7 +20,8 @@ from wdlab.report.figures import figure
 from wdlab.report.files import write_results
 from wdlab.report.html import headline_html
 from wdlab.report.text import demo_table, experiment_table
-from wdlab.selection import select, study_metric, unanswered
+from wdlab.selection import select, study_metric
+from wdlab.unanswered import unanswered
 
 if TYPE_CHECKING:
     from torch import nn
@@ -148,7 +149,7 @@ class SweepResult(Result):
         """The (mode, lr) settings :attr:`best` has no row for, with why: ``mode``, ``lr``,
         ``verdict`` (every run pruned, pruned or diverged, all diverged, or no finite score)
         and ``pruned`` (cells stopped)."""
-        return unanswered(self.runs, self.selection, self.waiting())
+        return unanswered(self.runs, self.selection, self.waiting(), self.config)
 
     def model(
         self,

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from wdlab.decay import formula
 from wdlab.models import MODEL_KINDS, MODEL_OPTIONS
 from wdlab.optimizers import class_name
-from wdlab.records import UNFINISHED, Result, is_reference, no_choice
+from wdlab.records import UNFINISHED, Result, RunResult, is_reference, no_choice
 from wdlab.report.figures import FIGURES
 from wdlab.report.text import (
     compute_text,
@@ -32,7 +32,8 @@ from wdlab.report.text import (
     verdict_summary,
     verdict_text,
 )
-from wdlab.selection import has_timescale, metric_for, selection_rule, unanswered, use_tau
+from wdlab.selection import has_timescale, metric_for, selection_rule, use_tau
+from wdlab.unanswered import unanswered
 
 CSS = """
 body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;
@@ -76,8 +77,10 @@ def headline(result: Result) -> tuple[list[str], list[list[str]]]:
         return _demo_headline(result)
     if result.selection:
         head, rows = answer_table(result.selection)
-        for s in unanswered(result.runs, result.selection, result.waiting()):  # nothing chosen
-            rows.append([s["mode"], short(s["lr"]), "—", s["verdict"], *["—"] * (len(head) - 4)])
+        for s in unanswered(result.runs, result.selection, result.waiting(), result.config):
+            row = ["—"] * len(head)  # each cell under its column (a τ_epoch column shifted it)
+            row[:2], row[head.index("verdict")] = [s["mode"], short(s["lr"])], s["verdict"]
+            rows.append(row)
         return head, rows
     key, metric, _ = metric_for(result.task)
     head = ["mode", "wd", "lr", "seed", "status", "epochs", "train loss", f"val {metric}"]
@@ -89,7 +92,7 @@ def headline(result: Result) -> tuple[list[str], list[list[str]]]:
             short(r.config.lr),
             str(r.config.seed),
             r.status,  # a partial study's: pruned, running, pending beside done
-            "—" if r.epochs is None else str(r.epochs),
+            _epochs(r),
             _f(r.reported.get("train_loss")),
             _f(r.reported.get(f"val_{key}")),  # what a rung or the choice reads
             _f(r.reported.get("test_loss")),
@@ -98,6 +101,14 @@ def headline(result: Result) -> tuple[list[str], list[list[str]]]:
         for r in result.runs
     ]
     return head, rows
+
+
+def _epochs(run: RunResult) -> str:
+    """The epochs a run trained; a diverged run's, before it diverged (it may have trained on
+    to the next check, as NaN)."""
+    if run.diverged_epoch is not None:
+        return f"{run.diverged_epoch}, diverged"
+    return "—" if run.epochs is None else str(run.epochs)
 
 
 def answer_table(selection: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
@@ -154,7 +165,7 @@ def _answer_html(result: Result) -> list[str]:
         )
         note = f"{why[:1].upper()}{why[1:]} (never on test). {every}:"
         return ["<h2>Results</h2>", f"<p>{escape(note)}</p>", _table(*headline(result))]
-    others = unanswered(result.runs, sel, result.waiting())  # the headline table's added rows
+    others = unanswered(result.runs, sel, result.waiting(), result.config)  # added rows
     marks = [
         "ref" if is_reference(s) else ("gain" if s["better_than_zero"] else "nogain") for s in sel
     ] + [""] * len(others)

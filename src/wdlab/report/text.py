@@ -28,9 +28,9 @@ from wdlab.selection import (
     metric_for,
     selection_criterion,
     selection_rule,
-    unanswered,
     use_tau,
 )
+from wdlab.unanswered import unanswered
 
 MAX_RUNS = 24  # runs listed one by one; more are summarised (wdlab export has each)
 
@@ -133,7 +133,7 @@ def _selection_lines(result: Result) -> list[str]:
         head,
     ]
     lines += [answer_line(s, taus) for s in sel]
-    others = unanswered(result.runs, sel, result.waiting())
+    others = unanswered(result.runs, sel, result.waiting(), result.config)
     lines += [f"{s['mode']:<12} {short(s['lr']):<7} {'—':<7} {s['verdict']}" for s in others]
     lines.append(verdict_summary(sel, others))
     lines.append(f"rule: {selection_rule(sel, others)}")
