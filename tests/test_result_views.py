@@ -254,3 +254,15 @@ def test_rows_with_nothing_chosen_keep_each_cell_under_its_column():
     res.selection = []  # the table of every run: a diverged run's epochs before it diverged
     head, rows = headline(res)
     assert {r[head.index("epochs")] for r in rows if r[4] == "diverged"} == {"2, diverged"}
+
+
+def test_the_answer_tables_numbers_name_their_weight_decay_where_it_is_not_the_one_to_use():
+    """A browser trial: "use wd 0" rows showed the chosen weight decay's val and test beside
+    it, read as wd = 0's (only the verdict's small print said whose)."""
+    res = sweep_result()  # no measurable gain: use wd 0; the numbers are wd 1e-4's
+    head, rows = headline(res)
+    (row,) = [r for r in rows if r[0] == "decoupled"]
+    whose = f" (wd {short(1e-4)})"
+    assert row[head.index("val accuracy")].endswith(whose)
+    assert row[head.index("test accuracy (mean ± std)")].endswith(whose)
+    assert not row[head.index("val at wd = 0")].endswith(")")

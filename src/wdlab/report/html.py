@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from wdlab.decay import formula
 from wdlab.models import MODEL_KINDS, MODEL_OPTIONS
 from wdlab.optimizers import class_name
-from wdlab.records import UNFINISHED, Result, RunResult, is_reference, no_choice
+from wdlab.records import UNFINISHED, Result, RunResult, is_reference, no_choice, use_wd
 from wdlab.report.figures import FIGURES
 from wdlab.report.text import (
     compute_text,
@@ -122,6 +122,9 @@ def answer_table(selection: list[dict[str, Any]]) -> tuple[list[str], list[list[
     rows = []
     for s in selection:
         tau = [short(use_tau(s))] if taus else []
+        # the val and test numbers are the chosen weight decay's: named where it is not the
+        # one to use (a browser trial read them as wd = 0's beside "use wd 0")
+        whose = f" (wd {short(s['weight_decay'])})" if s["weight_decay"] != use_wd(s) else ""
         rows.append(
             [
                 s["mode"],
@@ -129,9 +132,9 @@ def answer_table(selection: list[dict[str, Any]]) -> tuple[list[str], list[list[
                 use_cell(s),
                 *tau,
                 verdict_text(s),
-                _f(s["val"]),
+                _f(s["val"]) + whose,
                 _f(s["val_at_zero"]),
-                f"{_f(s['test_mean'])} ± {_f(s['test_std'])}",
+                f"{_f(s['test_mean'])} ± {_f(s['test_std'])}{whose}",
                 _f(s["test_at_zero"]),
                 str(s["seeds"]),
             ]
