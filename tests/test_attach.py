@@ -729,3 +729,67 @@ def test_l2_penalty_added_inside_a_closure_is_seen(penalty):
             opt.step(closure)
     told = [x for x in said if "decays through the loss" in str(x.message)]
     assert len(told) == (0 if penalty else 1)
+
+
+def _zero_grad_step(model: nn.Module, opt: torch.optim.Optimizer) -> torch.Tensor:
+    """One step with zero gradients: the factor it multiplies the first weight by (decay
+    alone), elementwise."""
+    w = model[0].weight.detach().clone()
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    return model[0].weight.detach() / w
+
+
+@pytest.mark.parametrize("mode", ["builtin", "decoupled"])
+def test_remove_stops_the_decay(mode):
+    """A new-user trial: after ``handle.remove()`` a ``builtin`` decay went on (the group
+    kept the weight_decay it was handed); param_groups' groups get 0, others theirs."""
+    model = _mlp()
+    groups, _ = param_groups(model, Decay(mode, 0.5))
+    opt = torch.optim.SGD(groups, lr=0.1)
+    Decay(mode, 0.5).attach(opt).remove()
+    assert torch.equal(_zero_grad_step(model, opt), torch.ones(8, 4))
+    own = torch.optim.SGD(_mlp().parameters(), lr=0.1, weight_decay=0.01)  # the user's own wd
+    _quiet_attach(Decay("builtin", 0.5), own).remove()
+    assert own.param_groups[0]["weight_decay"] == 0.01
+
+
+def test_a_decay_attached_again_takes_its_own_settings():
+    """A new-user trial: attached after another was removed, a Decay kept the old one's lr₀
+    (``base_lr`` ignored: 10× the decay asked for) and ``to_init`` anchor."""
+    model = _mlp()
+    groups, _ = param_groups(model, Decay("decoupled", 0.5))
+    opt = torch.optim.SGD(groups, lr=0.1)
+    first = Decay("decoupled", 0.5).attach(opt)
+    _zero_grad_step(model, opt)
+    first.remove()
+    Decay("independent", 0.5, base_lr=1.0).attach(opt)  # factor 1 − wd·lr/lr₀ = 0.95
+    assert_normwise(_zero_grad_step(model, opt), torch.full((8, 4), 0.95), per_steps(1))
+    model = _mlp()
+    groups, _ = param_groups(model, Decay("to_init", 0.5))
+    opt = torch.optim.SGD(groups, lr=0.1)
+    first = Decay("to_init", 0.5).attach(opt)
+    _zero_grad_step(model, opt)
+    first.remove()
+    zeros = [torch.zeros_like(p) for g in groups if g["decay"] for p in g["params"]]
+    Decay("to_init", 0.5, anchor=zeros).attach(opt)  # toward 0: the factor 1 − lr·wd
+    assert_normwise(_zero_grad_step(model, opt), torch.full((8, 4), 0.95), per_steps(1))
+
+
+@pytest.mark.parametrize("mode", ["independent", "corrected"])
+def test_an_lr_of_zero_at_the_first_step_is_one_line(mode):
+    """A warm-up from 0 written by hand: lr₀ (the first step's lr) was 0, and the step raised
+    ZeroDivisionError from inside the hook."""
+    model = _mlp()
+    groups, _ = param_groups(model, Decay(mode, 0.1))
+    opt = torch.optim.AdamW(groups, lr=0.0)
+    Decay(mode, 0.1).attach(opt)
+    with pytest.raises(ValueError, match=rf"mode '{mode}' measures the lr against lr₀.*base_lr"):
+        _zero_grad_step(model, opt)
+
+
+def test_penalty_of_a_model_is_one_line():
+    """``decay.penalty(model)`` raised torch's AttributeError ('no attribute param_groups')."""
+    with pytest.raises(ValueError, match=r"penalty takes the torch\.optim\.Optimizer"):
+        Decay("l2", 0.1).penalty(_mlp())

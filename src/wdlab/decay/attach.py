@@ -128,6 +128,11 @@ class Decay:
 
         Negated for ``maximize=True`` groups: their objective rises, so its penalty falls.
         """
+        if not isinstance(optimizer, torch.optim.Optimizer):  # (a model: torch's AttributeError)
+            raise ValueError(
+                f"penalty takes the torch.optim.Optimizer the decay is attached to, got "
+                f"{type(optimizer).__name__}: loss = loss + decay.penalty(optimizer)"
+            )
         setattr(optimizer, PENALIZED, True)  # seen by an attachment's step (see _pre_hook)
         entries = [
             (self._mode, DecayGroup.of(g, wd=self.wd_at(step_of(g), g)))
@@ -156,9 +161,10 @@ class Decay:
         if _known(optimizer):
             check_pairing(self.mode, class_name(optimizer))
         self._check_schedule(optimizer)
+        before = [g.get("weight_decay") for g in optimizer.param_groups]  # remove() restores
         self._init_state(optimizer)
         warn_on_attach(self, optimizer)
-        return Attachment(self, optimizer)
+        return Attachment(self, optimizer, before)
 
     def _check_schedule(self, optimizer: torch.optim.Optimizer) -> None:
         """A schedule's first value, and a base for groups with their own weight decay."""
@@ -181,14 +187,16 @@ class Decay:
         it = iter(anchors or [])
         for group in groups:
             fresh = {"mode": self.mode, "step": 0, "lr0_fixed": False}
+            if group.get(Keys.STATE, fresh)["mode"] != self.mode:  # another decay's, removed
+                _ = [group.pop(key, None) for key in (Keys.STATE, Keys.LR0, Keys.ANCHOR)]
             state = group.setdefault(Keys.STATE, fresh)
-            if self.base_lr is not None and not state["lr0_fixed"]:
-                state["lr0_fixed"] = True
+            if self.base_lr is not None:  # given: it is lr₀ (a loaded or earlier state's too)
+                group[Keys.STATE] = state = {**state, "lr0_fixed": True}
                 group[Keys.LR0] = self.base_lr
             if not state["lr0_fixed"]:
                 group[Keys.LR0] = _peak_lr(group)
             src = [next(it) for _ in group["params"]] if anchors else group["params"]
-            if self._mode.needs_anchor and Keys.ANCHOR not in group:
+            if self._mode.needs_anchor and (anchors or Keys.ANCHOR not in group):
                 group[Keys.ANCHOR] = [a.detach().clone() for a in src]
             if self._mode.optimizer_wd:
                 group["weight_decay"] = self.wd_at(state["step"], group)
@@ -211,11 +219,13 @@ class Attachment:
     The decay driver's points (:mod:`wdlab.decay.driver`) run on those hooks, with closures,
     GradScaler and state_dict handled (see the module docstring).
 
-    ``remove()`` detaches it (the state stays in the param groups).
-    """
+    ``remove()`` detaches it (``builtin``: a param_groups group's ``weight_decay`` 0, another's
+    as before); the state stays (the same mode attached again goes on from it, another not)."""
 
-    def __init__(self, decay: Decay, optimizer: torch.optim.Optimizer) -> None:
-        self.decay, self.optimizer = decay, optimizer
+    def __init__(
+        self, decay: Decay, optimizer: torch.optim.Optimizer, before: list[Any] | None = None
+    ) -> None:
+        self.decay, self.optimizer, self._before = decay, optimizer, before or []
         self.mode = decay._mode
         self._warned_lr: set[int] = set()
         self._no_penalty_said = False
@@ -228,9 +238,13 @@ class Attachment:
         setattr(optimizer, ATTACHED, decay)
 
     def remove(self) -> None:
-        """Detach the decay from the optimizer."""
+        """Detach the decay from the optimizer (its groups' weight decays as before attach)."""
         self._pre.remove()
         self._post.remove()
+        if self.mode.optimizer_wd:  # builtin: the optimizer's own weight_decay was the decay
+            for group, wd in zip(self.optimizer.param_groups, self._before, strict=False):
+                if decays(group) and wd is not None:  # param_groups' set it for the decay: 0
+                    group["weight_decay"] = 0.0 if Keys.DECAY in group else wd
         if attached(self.optimizer) is self.decay:
             delattr(self.optimizer, ATTACHED)
 
@@ -280,6 +294,12 @@ class Attachment:
             if not state["lr0_fixed"]:
                 group[Keys.LR0] = _peak_lr(group)
                 group[Keys.STATE] = {**state, "lr0_fixed": True}
+            if self.mode.needs_base_lr and not group[Keys.LR0] > 0:  # it divides by lr₀
+                raise ValueError(
+                    f"param group {i}: mode '{self.mode.name}' measures the lr against lr₀, "
+                    f"the lr at the first step, which is {group[Keys.LR0]:g} (a warm-up from 0 "
+                    "written by hand?): pass Decay(..., base_lr=PEAK_LR)"
+                )
             wd = self.decay.wd_at(state["step"], group)
             self._entries.append((self.mode, DecayGroup.of(group, wd=wd, grad_scale=scale)))
             self._indices.append(i)
