@@ -506,3 +506,34 @@ def test_inspect_names_a_model_as_run_and_sweep_do(capsys):
     assert "'mlpx' is not a model; valid: seed-mlp, mlp, linear, cnn, or FILE.py:FUNCTION" in (
         capsys.readouterr().err
     )
+
+
+def test_a_rule_may_be_named_in_python_as_on_the_command_line():
+    """A new-user trial: ``param_groups(model, decay, rule="timm")`` raised AttributeError
+    ('str' object has no attribute 'reasons'); ``--rule timm`` and ``wdlab.sweep(rule=…)``
+    take the name."""
+    model = Mixed()
+    by_name = decay_table(model, "timm").to_dict()
+    assert by_name == decay_table(model, DecayRule.preset("timm")).to_dict()
+    groups, _ = param_groups(model, Decay("decoupled", 0.1), rule="hf")
+    assert (
+        sum(len(g["params"]) for g in groups if g["decay"]) == decay_table(model, "hf").decayed[0]
+    )
+    with pytest.raises(ValueError, match=r"^rule: 'keras' is not a decay rule; valid: default, "):
+        param_groups(model, Decay("decoupled", 0.1), rule="keras")
+
+
+def test_a_compiled_models_tensors_match_the_patterns_of_the_eager_one():
+    """A new-user trial: ``torch.compile`` names the tensors ``_orig_mod.…``: an exclude
+    pattern written for the model stopped matching (its tensors decayed, silently), and a
+    group-wd pattern was refused."""
+    model = nn.Sequential(nn.Linear(6, 8), nn.LayerNorm(8), nn.Linear(8, 3))
+    compiled = torch.compile(model)  # compiled on its first call only: never called here
+    rule = DecayRule(exclude=("2.*",))
+    eager = [r["decays"] for r in decay_table(model, rule).rows]
+    assert [r["decays"] for r in decay_table(compiled, rule).rows] == eager == [
+        True, False, False, False, False, False,
+    ]  # fmt: skip
+    assert rule.unmatched(compiled) == []
+    groups, _ = param_groups(compiled, Decay("decoupled", 0.1), weight_decays={"0.*": 0.01})
+    assert groups[0]["names"] == ["_orig_mod.0.weight"]

@@ -35,6 +35,16 @@ NORM_TYPES: tuple[type[nn.Module], ...] = (
 NORM_NAME = re.compile(r"Norm(?:[123][dD])?$")
 
 
+def _plain(name: str) -> str:
+    """A parameter's name without ``torch.compile``'s ``_orig_mod.``: the eager model's."""
+    return name.replace("_orig_mod.", "")
+
+
+def _match(name: str, pattern: str) -> bool:
+    """Whether a parameter's name (a compiled model's as the eager one's) matches ``pattern``."""
+    return fnmatch.fnmatchcase(_plain(name), pattern) or fnmatch.fnmatchcase(name, pattern)
+
+
 def is_norm_layer(module: nn.Module) -> bool:
     """Whether ``module`` normalizes its input (torch's norm layers, or one named like them)."""
     name = type(module).__name__
@@ -144,13 +154,13 @@ class DecayRule:
             mod = owner.get(name)
             if not p.requires_grad:  # no gradient, no update: decaying it would only shrink it
                 out[name] = (False, FROZEN)
-            elif any(fnmatch.fnmatchcase(name, pat) for pat in self.include):
+            elif any(_match(name, pat) for pat in self.include):
                 out[name] = (True, "include pattern")
-            elif any(fnmatch.fnmatchcase(name, pat) for pat in self.exclude):
+            elif any(_match(name, pat) for pat in self.exclude):
                 out[name] = (False, "exclude pattern")
-            elif any(re.search(pat, name.lower()) for pat in self.exclude_regex):
+            elif any(re.search(pat, _plain(name).lower()) for pat in self.exclude_regex):
                 out[name] = (False, "exclude regex")
-            elif name in hook_names or any(fnmatch.fnmatchcase(name, h) for h in hook_names):
+            elif _plain(name) in hook_names or any(_match(name, h) for h in hook_names):
                 out[name] = (False, "model.no_weight_decay()")
             elif excluded := self._excluded_type(name, modules):
                 out[name] = (False, f"type {excluded}")
@@ -175,11 +185,11 @@ class DecayRule:
         out = []
         for key, patterns in (("include", self.include), ("exclude", self.exclude)):
             for pat in patterns if not self.name else ():
-                if not any(fnmatch.fnmatchcase(n, pat) for n in names):
+                if not any(_match(n, pat) for n in names):
                     out.append(f"the rule's {key} pattern {pat!r} matches no parameter")
         if self.use_model_hook and hasattr(model, "no_weight_decay"):
             for h in sorted(map(str, model.no_weight_decay())):
-                if not any(n == h or fnmatch.fnmatchcase(n, h) for n in names):
+                if not any(_plain(n) == h or _match(n, h) for n in names):
                     out.append(f"the model's no_weight_decay() names {h!r}: no parameter is")
         hint = " (check the names with `wdlab inspect` or model.named_parameters())"
         return [line + hint for line in out]
@@ -199,7 +209,7 @@ class DecayRule:
     def normalized_names(self, model: nn.Module, decaying: list[str]) -> set[str]:
         """The decaying tensors AdamC (mode ``corrected``) treats as normalized layers."""
         if self.normalized:
-            return {n for n in decaying if any(fnmatch.fnmatchcase(n, p) for p in self.normalized)}
+            return {n for n in decaying if any(_match(n, p) for p in self.normalized)}
         return set(norm_fed_weights(model)) & set(decaying)
 
     def normalized_note(self, model: nn.Module, normalized: set[str]) -> str:
@@ -252,8 +262,23 @@ PRESET_TEXT = {
 }
 
 
-def decay_table(model: nn.Module, rule: DecayRule = DEFAULT_RULE) -> DecayTable:
-    """The table of which parameters of ``model`` decay under ``rule``.
+#: The rules by name, as ``rule=`` and ``--rule`` take them.
+RULE_NAMES: dict[str, DecayRule] = {"default": DEFAULT_RULE, "everything": EVERYTHING, **PRESETS}
+
+
+def as_rule(rule: DecayRule | str) -> DecayRule:
+    """``rule`` as a DecayRule: one, or a name of :data:`RULE_NAMES` (``"timm"``…)."""
+    if isinstance(rule, DecayRule):
+        return rule
+    if isinstance(rule, str) and rule in RULE_NAMES:
+        return RULE_NAMES[rule]
+    raise ValueError(
+        f"rule: {rule!r} is not a decay rule; valid: {', '.join(RULE_NAMES)}, or a wdlab.DecayRule"
+    )
+
+
+def decay_table(model: nn.Module, rule: DecayRule | str = DEFAULT_RULE) -> DecayTable:
+    """The table of which parameters of ``model`` decay under ``rule`` (a DecayRule or a name).
 
     It also says which of them AdamC's ``corrected`` mode treats as normalized layers."""
     if not isinstance(model, nn.Module):  # the rule reads names and module types
@@ -261,6 +286,7 @@ def decay_table(model: nn.Module, rule: DecayRule = DEFAULT_RULE) -> DecayTable:
             f"param_groups and decay_table take the nn.Module, got {type(model).__name__}: "
             "the rule reads its parameters' names and module types"
         )
+    rule = as_rule(rule)
     reasons = rule.reasons(model)
     normalized = rule.normalized_names(model, [n for n, (d, _) in reasons.items() if d])
     rows = [
@@ -301,7 +327,7 @@ def stored_table(model: nn.Module, rule: DecayRule, group_wd: Mapping[str, float
 def param_groups(
     model: nn.Module,
     decay: Decay | None = None,
-    rule: DecayRule = DEFAULT_RULE,
+    rule: DecayRule | str = DEFAULT_RULE,
     weight_decays: Mapping[str, float] | None = None,
     **group_options: object,
 ) -> tuple[list[dict], DecayTable]:
@@ -351,10 +377,10 @@ def own_groups(
     taken: set[str] = set()
     for pattern, wd in weight_decays.items():
         check_weight_decay(wd)
-        names = [r["name"] for r in decaying if fnmatch.fnmatchcase(r["name"], pattern)]
+        names = [r["name"] for r in decaying if _match(r["name"], pattern)]
         names = [n for n in names if n not in taken]
         if not names:
-            others = [r["name"] for r in table.rows if fnmatch.fnmatchcase(r["name"], pattern)]
+            others = [r["name"] for r in table.rows if _match(r["name"], pattern)]
             why = (
                 f"it matches only {len(others)} tensors that do not decay under the rule"
                 if others

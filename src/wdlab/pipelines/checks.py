@@ -18,7 +18,8 @@ from torch.utils.data import DataLoader
 from wdlab.config_keys import ordered_pairs
 from wdlab.data import Dataset
 from wdlab.data.arrays import nonempty
-from wdlab.decay import DEFAULT_RULE, EVERYTHING, PRESETS, DecayRule
+from wdlab.decay import DEFAULT_RULE, DecayRule
+from wdlab.decay.rules import RULE_NAMES, as_rule
 from wdlab.errors import first_line
 from wdlab.warn import warn_user
 
@@ -48,7 +49,6 @@ def _plain(value: Any) -> Any:
 
 
 #: The decay rules ``rule=`` takes by name (those of ``--rule``, and the other libraries').
-RULE_NAMES: dict[str, DecayRule] = {"default": DEFAULT_RULE, "everything": EVERYTHING, **PRESETS}
 
 
 def seed_list(seeds: object) -> list[int] | str:
@@ -140,13 +140,7 @@ def check_model(model: object) -> None:
 
 def decay_rule(rule: object) -> DecayRule:
     """``rule`` as a DecayRule: one, or one of :data:`RULE_NAMES`."""
-    if isinstance(rule, DecayRule):
-        return rule
-    if isinstance(rule, str) and rule in RULE_NAMES:
-        return RULE_NAMES[rule]
-    raise ValueError(
-        f"rule: {rule!r} is not a decay rule; valid: {', '.join(RULE_NAMES)}, or a wdlab.DecayRule"
-    )
+    return as_rule(rule)  # type: ignore[arg-type]
 
 
 def rule_identity(rule: DecayRule) -> str | dict[str, Any]:
