@@ -793,3 +793,11 @@ def test_penalty_of_a_model_is_one_line():
     """``decay.penalty(model)`` raised torch's AttributeError ('no attribute param_groups')."""
     with pytest.raises(ValueError, match=r"penalty takes the torch\.optim\.Optimizer"):
         Decay("l2", 0.1).penalty(_mlp())
+
+
+def test_an_anchor_given_as_a_state_dict_says_to_give_its_tensors():
+    """A new-user trial: ``anchor=model.state_dict()`` said "anchor[0] is str" only."""
+    model = _mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=r"anchor\[0\] is str \(a state_dict's key: give its"):
+        Decay("to_init", 0.1, anchor=model.state_dict()).attach(opt)

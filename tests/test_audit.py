@@ -203,6 +203,19 @@ def test_lr_times_wd_through_an_attached_decay():
     assert "(wdlab Decay, decoupled)" in _only(audit(opt, model), "lr-wd").message
 
 
+def test_lr_times_wd_names_the_mode_that_decays_not_another():
+    """A new-user trial: ``independent`` (rate wd, no lr in it) was told "for SGD and
+    decoupled decay a step multiplies the weights by …"."""
+    model = Net()
+    opt = torch.optim.SGD(param_groups(model)[0], lr=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Decay("independent", 2.0).attach(opt)
+    msg = _only(audit(opt, model), "lr-wd").message
+    assert "wd = 2 ≥ 1 (wdlab Decay, independent): a step of this decay multiplies" in msg
+    assert "decoupled" not in msg
+
+
 def test_clean_setup_and_without_a_model():
     model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 1))
     decay = Decay("decoupled", 0.01)

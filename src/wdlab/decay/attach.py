@@ -129,10 +129,8 @@ class Decay:
         Negated for ``maximize=True`` groups: their objective rises, so its penalty falls.
         """
         if not isinstance(optimizer, torch.optim.Optimizer):  # (a model: torch's AttributeError)
-            raise ValueError(
-                f"penalty takes the torch.optim.Optimizer the decay is attached to, got "
-                f"{type(optimizer).__name__}: loss = loss + decay.penalty(optimizer)"
-            )
+            what = type(optimizer).__name__
+            raise ValueError(f"penalty takes the torch.optim.Optimizer it decays, got {what}")
         setattr(optimizer, PENALIZED, True)  # seen by an attachment's step (see _pre_hook)
         entries = [
             (self._mode, DecayGroup.of(g, wd=self.wd_at(step_of(g), g)))
@@ -210,6 +208,7 @@ def _check_anchors(anchors: list[Any], params: list[Tensor]) -> None:
     for i, (a, p) in enumerate(zip(anchors, params, strict=True)):
         if not isinstance(a, Tensor) or a.shape != p.shape:
             got = tuple(a.shape) if isinstance(a, Tensor) else type(a).__name__
+            got += " (a state_dict's key: give its tensors, in order)" * isinstance(a, str)
             raise ValueError(f"anchor[{i}] is {got}, but its parameter's shape is {tuple(p.shape)}")
 
 

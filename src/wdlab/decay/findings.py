@@ -97,9 +97,9 @@ def lr_wd(name: str, index: int | None, group: dict, source: dict) -> str | None
         return None
     peak = peak if what == "lr·wd" else ""  # (independent's rate has no lr in it)
     return (
-        f"{_where(index)}{what} = {rate:g} ≥ 1{peak} ({source['by']}, {mode}): for SGD and "
-        f"decoupled decay a step multiplies the weights by {1 - rate:g} ≤ 0, which flips or "
-        "zeroes them; use a smaller lr or weight decay"
+        f"{_where(index)}{what} = {rate:g} ≥ 1{peak} ({source['by']}, {mode}): a step of this "
+        f"decay multiplies the weights by {1 - rate:g} ≤ 0, which flips or zeroes them; use a "
+        "smaller lr or weight decay"
     )
 
 
