@@ -436,3 +436,16 @@ def test_lr_wd_reads_a_cyclic_schedulers_peak_when_it_is_given(tmp_path, capsys,
         "[lr-wd] param group 0: lr·wd = 2 ≥ 1 at the scheduler's max_lr 4"
         in capsys.readouterr().out
     )
+
+
+def test_the_advice_keeps_the_decay_that_is_attached():
+    """A new-user trial: with ``Decay("decoupled", 0.05)`` attached, the advice for decayed
+    biases was ``wdlab.Decay("builtin", 0.05)``: another mode than the user's."""
+    model = Net()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Decay("decoupled", 0.05).attach(opt)
+    msg = _only(audit(opt, model), "decayed-bias").message
+    assert 'wdlab.param_groups(model, wdlab.Decay("decoupled", 0.05)), then the optimizer on ' \
+        "groups, the decay on it" in msg  # fmt: skip

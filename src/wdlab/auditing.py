@@ -290,7 +290,7 @@ def _tensor_findings(rows: list[dict]) -> list[Finding]:
         hit = [r for r in rows if r["decay"] and r["kind"] == kind]  # frozen: once unfrozen
         if hit:
             n, hit_names = sum(r["numel"] for r in hit), [r["name"] for r in hit]
-            keep = "" if kind == "embedding" else _keep_out(_wd_of(hit))
+            keep = "" if kind == "embedding" else _keep_out(*_decay_of(hit))
             verb = "decays" if len(hit) == 1 else "decay"
             frozen = sum(r["frozen"] for r in hit)
             now = f" ({frozen} frozen now: from when they train)" if frozen else ""
@@ -367,7 +367,7 @@ def _listed_findings(rows: list[dict], model: nn.Module | None) -> list[Finding]
             "decayed-listed",
             f"{_count(len(hit), 'listed')} decay although the model's no_weight_decay() names "
             f"them: {_listed(names)}; timm's optimizer factory and wdlab.param_groups leave "
-            f"them out{_keep_out(_wd_of(hit))}",
+            f"them out{_keep_out(*_decay_of(hit))}",
             names,
         )
     ]
@@ -389,7 +389,7 @@ def _overridden_findings(
                     "wd-overridden",
                     f"{class_name(opt)}(weight_decay={given:g}) decays nothing: every param "
                     "group sets its own weight_decay=0 (wdlab.param_groups(model) without a "
-                    f"Decay does){_keep_out(given, 'to decay by it, norms and biases left out')}",
+                    f"Decay does){_keep_out(given, lead='to decay by it, norms and biases out')}",
                 )
             )
     return out
@@ -403,15 +403,17 @@ def _default_wd(opt: torch.optim.Optimizer) -> object:
         return None
 
 
-def _keep_out(wd: float, lead: str = "keep them out") -> str:
+def _keep_out(wd: float, mode: str = "builtin", lead: str = "keep them out") -> str:
     """How to keep norms, biases and ``no_weight_decay()`` tensors out while the rest decays
-    by the optimizer's own ``weight_decay`` (``wd``)."""
-    return (
-        f'; {lead}: groups, _ = wdlab.param_groups(model, wdlab.Decay("builtin", {wd:g})), '
-        "then the optimizer on groups"
-    )
+    as now: by ``wd`` in ``mode`` (``builtin``: the optimizer's own ``weight_decay``; another:
+    the wdlab Decay attached, which the new optimizer takes again)."""
+    then = "then the optimizer on groups" + ("" if mode == "builtin" else ", the decay on it")
+    return f'; {lead}: groups, _ = wdlab.param_groups(model, wdlab.Decay("{mode}", {wd:g})), {then}'
 
 
-def _wd_of(rows: Sequence[dict]) -> float:
-    """The weight decay the first of ``rows`` decays by."""
-    return float(rows[0]["decay"][0]["wd"]) if rows and rows[0]["decay"] else 0.0
+def _decay_of(rows: Sequence[dict]) -> tuple[float, str]:
+    """The weight decay the first of ``rows`` decays by, and the mode (``builtin`` where the
+    optimizer does it)."""
+    first = rows[0]["decay"][0] if rows and rows[0]["decay"] else {}
+    mode = first.get("mode", "builtin") if first.get("by") == "wdlab Decay" else "builtin"
+    return float(first.get("wd", 0.0)), mode
