@@ -801,3 +801,23 @@ def test_an_anchor_given_as_a_state_dict_says_to_give_its_tensors():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ValueError, match=r"anchor\[0\] is str \(a state_dict's key: give its"):
         Decay("to_init", 0.1, anchor=model.state_dict()).attach(opt)
+
+
+def test_a_group_added_after_attach_is_warned_as_attach_warns():
+    """A new-user trial: ``opt.add_param_group`` after attach took AdamW's default
+    weight_decay=0.01 on top of the decay (and decayed a bias): only ``audit`` said so."""
+    model = _mlp()
+    extra = nn.Linear(3, 2)
+    groups, _ = param_groups(model, Decay("decoupled", 0.1))
+    opt = torch.optim.AdamW(groups, lr=1e-3)
+    Decay("decoupled", 0.1).attach(opt)
+    opt.add_param_group({"params": list(extra.parameters())})  # AdamW's weight_decay=0.01
+    with pytest.warns(UserWarning) as caught:
+        _zero_grad_step(model, opt)
+    said = [str(w.message) for w in caught]
+    assert any(s.startswith(f"param group {len(groups)} decays twice: AdamW(weight_decay)")
+               for s in said)  # fmt: skip
+    assert any("decays 1 tensor with ndim < 2" in s for s in said)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # said once: not again at every step
+        _zero_grad_step(model, opt)

@@ -186,7 +186,7 @@ def test_surprise_warnings():
         decay = Decay("decoupled", 0.01)
         groups, _ = param_groups(model, decay)
         decay.attach(torch.optim.Adam(groups, lr=1e-3))
-    with pytest.warns(UserWarning, match=r"decays 1 tensors with ndim < 2 \(1 parameters"):
+    with pytest.warns(UserWarning, match=r"decays 1 tensor with ndim < 2 \(1 parameter:"):
         Decay("decoupled", 0.01).attach(torch.optim.Adam(model.parameters(), lr=1e-3))
 
 

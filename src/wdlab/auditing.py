@@ -43,7 +43,7 @@ from html import escape
 import torch
 from torch import nn
 
-from wdlab.decay import NORM_TYPES
+from wdlab.decay import NORM_TYPES, get_mode
 from wdlab.decay.findings import group_findings, sources
 from wdlab.decay.group import attached
 from wdlab.optimizers import class_name, known_spec
@@ -407,7 +407,8 @@ def _keep_out(wd: float, mode: str = "builtin", lead: str = "keep them out") -> 
     """How to keep norms, biases and ``no_weight_decay()`` tensors out while the rest decays
     as now: by ``wd`` in ``mode`` (``builtin``: the optimizer's own ``weight_decay``; another:
     the wdlab Decay attached, which the new optimizer takes again)."""
-    then = "then the optimizer on groups" + ("" if mode == "builtin" else ", the decay on it")
+    on_it = "" if get_mode(mode).optimizer_wd else ", the decay on it"  # (builtin: the groups)
+    then = "then the optimizer on groups" + on_it
     return f'; {lead}: groups, _ = wdlab.param_groups(model, wdlab.Decay("{mode}", {wd:g})), {then}'
 
 

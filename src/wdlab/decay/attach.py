@@ -31,12 +31,11 @@ import torch
 from torch import Tensor
 
 from wdlab.decay.driver import after_update, at_gradient, at_update, loss_term, to_optimizer
-from wdlab.decay.findings import builtin_note, config_warnings, group_findings
+from wdlab.decay.findings import builtin_note, config_warnings, group_findings, known_class
 from wdlab.decay.group import ATTACHED, DecayGroup, Keys, attached, decays, step_of
 from wdlab.decay.modes import (
     FORMULAS,
     Mode,
-    acting_mode,
     check_pairing,
     check_weight_decay,
     get_mode,
@@ -44,24 +43,10 @@ from wdlab.decay.modes import (
     l2_penalty,
 )
 from wdlab.decay.schedules import WDSchedule, checked, parse, scale
-from wdlab.optimizers import OPTIMIZERS, class_name
+from wdlab.optimizers import class_name
 from wdlab.warn import warn_user
 
 PENALIZED = "_wdlab_penalty_given"  # set on an optimizer whose decay.penalty() was taken
-
-
-def formula(mode: str, optimizer: str | None = None) -> str:
-    """The update of ``mode``; for ``builtin`` with a known optimizer, what it does with wd."""
-    m = get_mode(mode)
-    if m.optimizer_wd and optimizer is not None and _known(optimizer):
-        meaning = acting_mode(mode, class_name(optimizer))
-        if meaning.decays:
-            return f"{class_name(optimizer)}(weight_decay=wd) is {meaning.name}: {meaning.formula}"
-    return FORMULAS[mode]
-
-
-def _known(optimizer: torch.optim.Optimizer | type | str) -> bool:
-    return class_name(optimizer) in {s.cls_name for s in OPTIMIZERS.values()}
 
 
 @dataclass(frozen=True)
@@ -156,7 +141,7 @@ class Decay:
                 f"this optimizer already has a Decay attached ({attached(optimizer).describe()})"
                 "; a second would decay twice — remove the first (handle.remove()) or use one"
             )
-        if _known(optimizer):
+        if known_class(optimizer):
             check_pairing(self.mode, class_name(optimizer))
         self._check_schedule(optimizer)
         before = [g.get("weight_decay") for g in optimizer.param_groups]  # remove() restores
@@ -371,6 +356,8 @@ class Attachment:
             )
         self.decay._init_state(opt)
         self._seen = _param_ids(opt)
+        for msg in attach_warnings(self.decay, opt, [i for i in lost if i not in gone]):
+            warn_user(msg)  # a group added since: what attach says (its own weight_decay…)
 
     def _warn_lr_multiplier(self, index: int, g: DecayGroup) -> None:
         if not self.mode.needs_base_lr or index in self._warned_lr:
@@ -418,28 +405,36 @@ def surprise_warnings(
     return config_warnings(mode, wd, lr, optimizer, options)
 
 
-def attach_warnings(decay: Decay, optimizer: torch.optim.Optimizer) -> list[str]:
+def attach_warnings(
+    decay: Decay, optimizer: torch.optim.Optimizer, only: Sequence[int] | None = None
+) -> list[str]:
     """What attaching ``decay`` to ``optimizer`` does that the user probably does not mean:
     audit's findings for each param group (lr·wd ≥ 1, Adam's L2, the optimizer's own weight
-    decay on top), the ``builtin`` note, and biases or norm weights decayed unasked."""
+    decay on top), the ``builtin`` note, and biases or norm weights decayed unasked; ``only``:
+    for those groups (added since attach), without the note."""
     out = []
-    name = class_name(optimizer)
-    for i, group in enumerate(optimizer.param_groups):
+    name, groups = class_name(optimizer), list(enumerate(optimizer.param_groups))
+    groups = groups if only is None else [groups[i] for i in only]
+    for i, group in groups:
         out += [msg for _, msg in group_findings(name, name, i, group, decay)]
-    first = optimizer.param_groups[0] if optimizer.param_groups else {}
-    note = builtin_note(decay.mode, decay.weight_decay, name, first) if _known(name) else None
-    out += [note] if note else []
+    first = optimizer.param_groups[0] if optimizer.param_groups and only is None else None
+    note = builtin_note(decay.mode, decay.weight_decay, name, first) if first is not None else None
+    out += [note] if note and known_class(name) else []
     decaying = decay._mode.decays and (decay.weight_decay > 0 or decay.schedule is not None)
-    for i, group in enumerate(optimizer.param_groups):
+    for i, group in groups:
         small = [p for p in group["params"] if p.dim() < 2]
         if decaying and Keys.DECAY not in group and small:
             out.append(
-                f"Decay('{decay.mode}') decays {len(small)} tensors with ndim < 2 "
-                f"({sum(p.numel() for p in small):,} parameters: biases, norm weights) in param "
-                f"group {i}; build the groups with wdlab.param_groups(model, decay) to keep them "
-                "out, or with DecayRule(everything=True) if you mean it"
+                f"Decay('{decay.mode}') decays {_count(len(small), 'tensor')} with ndim < 2 ("
+                f"{_count(sum(p.numel() for p in small), 'parameter')}: biases, norm weights) in "
+                f"param group {i}; build the groups with wdlab.param_groups(model, decay) to keep "
+                "them out, or with DecayRule(everything=True) if you mean it"
             )
     return out
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n:,} {what}{'s' * (n != 1)}"
 
 
 def warn_on_attach(decay: Decay, optimizer: torch.optim.Optimizer) -> None:

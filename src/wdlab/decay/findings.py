@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from wdlab.decay.group import decays, step_of
 from wdlab.decay.modes import FORMULAS, acting_mode, decay_rate, get_mode
-from wdlab.optimizers import known_spec, optimizer_spec
+from wdlab.optimizers import OPTIMIZERS, class_name, known_spec, optimizer_spec
 
 UNKNOWN = "unknown"  # what the weight_decay of an optimizer class wdlab does not know means
 
@@ -223,3 +223,18 @@ def config_warnings(
     out = [msg for _, msg in group_findings(name, name, None, group, decay)]
     note = builtin_note(mode, wd, name, options)
     return [*out, note] if note else out
+
+
+def known_class(optimizer: Any) -> bool:
+    """Whether ``optimizer`` (one, its class or its class name) is a torch optimizer wdlab knows."""
+    return class_name(optimizer) in {s.cls_name for s in OPTIMIZERS.values()}
+
+
+def formula(mode: str, optimizer: str | None = None) -> str:
+    """The update of ``mode``; for ``builtin`` with a known optimizer, what it does with wd."""
+    m = get_mode(mode)
+    if m.optimizer_wd and optimizer is not None and known_class(optimizer):
+        meaning = acting_mode(mode, class_name(optimizer))
+        if meaning.decays:
+            return f"{class_name(optimizer)}(weight_decay=wd) is {meaning.name}: {meaning.formula}"
+    return FORMULAS[mode]
