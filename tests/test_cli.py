@@ -373,3 +373,20 @@ def test_inspect_builds_a_factory_at_its_own_sizes_unless_given(tmp_path, monkey
     assert shapes["0.weight"] == [32, 5]
     assert main(["inspect", "sized_factory.py:need"]) == 2
     assert "requires in_dim, which is not known here" in capsys.readouterr().err
+
+
+def test_python_dash_m_wdlab_is_the_command_line():
+    """A new-user trial: ``python -m wdlab`` failed ("'wdlab' is a package and cannot be
+    directly executed"); only the ``wdlab`` script and ``python -m wdlab.cli`` ran."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import wdlab
+
+    src = str(Path(wdlab.__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": src}
+    done = subprocess.run([sys.executable, "-m", "wdlab", "--version"], capture_output=True,
+                          text=True, env=env, timeout=120)  # fmt: skip
+    assert done.returncode == 0 and done.stdout.strip() == f"wdlab {wdlab.__version__}"
