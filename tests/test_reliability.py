@@ -281,12 +281,12 @@ def test_a_study_that_is_not_whole_is_marked_partial_wherever_it_is_shown(tmp_pa
     assert doc["partial"] is True and doc["counts"]["running"] == 1
     assert main(["show", str(out)]) == 0
     shown = capsys.readouterr().out
-    assert shown.startswith("PARTIAL STUDY (partial: 1 of 3 runs unfinished)")
+    assert shown.startswith("PARTIAL STUDY (1 of 3 runs unfinished)")
     assert main(["report", str(out), "--out", str(tmp_path / "r")]) == 0
     html = (tmp_path / "r" / "report.html").read_text()
     assert "<h1>sweep: s (partial: 1 of 3 runs unfinished)</h1>" in html
     # and above the answer, as show says it (found by a new-user trial: only the title did)
-    notice = "Partial study (partial: 1 of 3 runs unfinished): the answer below is not final."
+    notice = "Partial study (1 of 3 runs unfinished): the answer below is not final."
     assert html.split('<p class="answer">')[1].startswith(notice)  # the answer's first line
     capsys.readouterr()
     assert main(["ls", str(tmp_path), "--json"]) == 0

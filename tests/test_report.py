@@ -165,6 +165,26 @@ def test_report_shows_wdlab_verify_checks(tmp_path, capsys, monkeypatch):
     assert main(["verify", "--out", str(tmp_path)]) == 0
     html = build_report(tmp_path)["report"].read_text()
     assert "Verification" in html and "to_init → w₀" in html
+    assert '<td class="pass">pass</td>' in html  # drawn as passed (the CSS's .pass was unused)
+
+
+@browser_only
+def test_a_long_name_and_a_long_path_stay_within_the_page(browser, tmp_path):
+    """A browser trial: a 250-character study name made the page 4784 px wide at 1280 px."""
+    cfg = validate(
+        {
+            "data": {"source": "wine"},
+            "model": {"kind": "linear"},
+            "train": {"epochs": 2},
+            "decay": {"modes": ["decoupled"], "weight_decay": [0, 1e-2]},
+        }
+    )
+    out = tmp_path / "study"
+    run_sweep(cfg, out, name="A" * 250)
+    paths = build_report(out)
+    page, errors, _, _ = open_report(browser, paths["report"], tmp_path / "l.png")
+    assert errors == []
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
 
 
 def test_report_cli_and_bad_input(tmp_path, capsys):

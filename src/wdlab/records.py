@@ -295,8 +295,8 @@ class Result:
 
     def partial_notice(self) -> str:
         """The line above a partial study's answer (``wdlab show``, the report), or ""."""
-        note = f"Partial study ({self.partial_note()}): the answer below is not final"
-        return note if self.partial else ""
+        n = self.partial_note().removeprefix("partial: ")  # "N of M runs unfinished"
+        return f"Partial study ({n}): the answer below is not final" if self.partial else ""
 
     def to_dict(self) -> dict[str, Any]:
         """The versioned JSON document (results.json, ``--json``)."""

@@ -47,7 +47,9 @@ figcaption{color:#445;font-size:.92em}.pass{color:#11703a;font-weight:600}
 .fail{color:#b3161b;font-weight:700}code{background:#f4f4f7;padding:0 .25em}
 .meta{color:#556;font-size:.9em}.answer{font-size:1.08em;font-weight:600}
 tr.gain td{background:#eaf6ee}tr.nogain td{background:#fbf4e6}tr.ref td{color:#556}
-table.headline{display:block;max-width:100%;overflow-x:auto}
+table.headline{display:block;max-width:100%;overflow-x:auto}td:not(.l){white-space:nowrap}
+h1,h2,p,caption,summary,pre{overflow-wrap:anywhere}pre{white-space:pre-wrap}
+@media print{tr,figure{break-inside:avoid}h2{break-after:avoid}}
 """
 
 
@@ -227,6 +229,11 @@ def formulas(result: Result) -> list[list[str]]:
     return [[m, formula(m, class_name(opt))] for m in modes]
 
 
+def _result_class(column: str, cell: object) -> str:
+    """A verification's result cell drawn as passed or failed (the CSS's .pass, .fail)."""
+    return {"pass": "pass", "FAIL": "fail"}.get(str(cell), "") if column == "result" else ""
+
+
 def _table(
     head: list[str],
     rows: list[list[str]],
@@ -243,7 +250,7 @@ def _table(
     body = "".join(
         f'<tr class="{escape(mark)}">'
         + "".join(
-            f'<td class="{"l" if i in lefts else ""}">{escape(str(c))}</td>'
+            f'<td class="{"l" if i in lefts else _result_class(head[i], c)}">{escape(str(c))}</td>'
             for i, c in enumerate(row)
         )
         + "</tr>"
