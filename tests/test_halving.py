@@ -338,7 +338,8 @@ def test_the_wd_figure_draws_no_line_across_a_pruned_weight_decay(swept):
     segment drawn across it as if measured; the caption says what a gap is."""
     import dataclasses
 
-    from wdlab.report.plots import STANDARD, answer_cells, criterion_of, wd_curve
+    from wdlab.report.plots import answer_cells, criterion_of, wd_curve
+    from wdlab.report.standard import STANDARD
 
     r = load_study(swept[2] / "pruned")
     lr = max(x.config.lr for x in r.runs)  # its middle weight decay made pruned, at a rung

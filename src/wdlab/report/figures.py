@@ -7,9 +7,10 @@ from matplotlib.figure import Figure
 
 from wdlab.records import Result
 from wdlab.report.heatmap import HEATMAP
-from wdlab.report.plots import STANDARD, FigureSpec
+from wdlab.report.plots import FigureSpec
 from wdlab.report.rotation import ROTATION
 from wdlab.report.rungs import RUNGS
+from wdlab.report.standard import STANDARD
 
 #: Every figure a report can have, in report order; each says when it applies.
 FIGURES: dict[str, FigureSpec] = {f.name: f for f in (*STANDARD, HEATMAP, RUNGS, ROTATION)}

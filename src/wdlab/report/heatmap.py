@@ -12,15 +12,8 @@ from matplotlib.figure import Figure
 
 from wdlab.records import Result, RunResult
 from wdlab.report.literal import literal
-from wdlab.report.plots import (
-    ANSWER_MARK,
-    FigureSpec,
-    answer_cells,
-    criterion_of,
-    gaps,
-    swept,
-    wd_scores,
-)
+from wdlab.report.plots import FigureSpec, answer_cells, criterion_of, swept, wd_scores
+from wdlab.report.standard import ANSWER_MARK, gaps
 from wdlab.report.text import short
 from wdlab.selection import Criterion
 

@@ -1,7 +1,7 @@
 """Matplotlib figures. Every function returns a ``Figure`` and never shows it.
 
-The drawing functions take runs; :data:`STANDARD` lists the standard figures of a report, each
-drawn from a result value with its caption (:mod:`wdlab.report.figures` is the registry).
+The drawing functions take runs; :mod:`wdlab.report.standard` draws the standard figures of a
+report from a result value, each with its caption (:mod:`wdlab.report.figures` is the registry).
 """
 
 from __future__ import annotations
@@ -17,18 +17,15 @@ from matplotlib.figure import Figure
 
 from wdlab.records import Result, RunResult, use_wd
 from wdlab.report.literal import literal
-from wdlab.report.shown import shown
 from wdlab.report.text import short
 from wdlab.selection import (
     Criterion,
     decays,
-    eval_split,
     metric_for,
     run_scores,
     selection_criterion,
     zero_runs,
 )
-from wdlab.tasks import get_task
 
 
 def run_labels(runs: Sequence[RunResult]) -> list[str]:
@@ -302,17 +299,6 @@ class FigureSpec:
     needs: str = ""
 
 
-def _loss_title(result: Result) -> str:
-    if result.kind == "demo":
-        s = result.config
-        return (
-            f"The article's experiment: random labels, dim {s['dim']}, SGD lr {s['lr']:g}, "
-            f"wd {s['weight_decay']:g}, {s['epochs'] + 1} steps"
-        )
-    split = eval_split(result.runs)
-    return f"{result.data.get('name', '')}: train (solid) and {split} (dashed) loss"
-
-
 def criterion_of(result: Result) -> Criterion:
     """The criterion the result's selection used (the task's headline metric by default)."""
     if result.selection:
@@ -331,120 +317,3 @@ def swept(result: Result) -> bool:
     """Whether a result swept weight decay (two values besides 0) and chose one."""
     wds = {r.config.weight_decay for r in result.runs}
     return len(wds - {0.0}) >= 2 and bool(result.selection)
-
-
-def _draw_wd(result: Result) -> Figure:
-    return wd_curve(result.runs, criterion_of(result), answer_cells(result))
-
-
-def _last_values(result: Result, series: str, fmt: str = ".3g") -> str:
-    """'label value; …' at each shown run's last epoch (empty for more than 6 runs)."""
-    runs = shown(result)
-    if len(runs) > 6:
-        return ""
-    parts = []
-    for label, r in zip(run_labels(runs), runs, strict=True):
-        vals = [v for v in r.curves.series.get(series, []) if math.isfinite(v)]
-        if vals:
-            parts.append(f"{label} {format(vals[-1], fmt)}")
-    return f" Last value: {'; '.join(parts)}." if parts else ""
-
-
-def _which_runs(result: Result) -> str:
-    if not result.selection:
-        return "Every run" if len(shown(result)) == len(result.runs) else "A spread of the runs"
-    seed = min(r.config.seed for r in result.runs)
-    return (
-        f"Seed {seed}: wd = 0, and for each (mode, lr) the run at the weight decay to use (the "
-        "nearest swept one where the answer is wd = 0)"
-    )
-
-
-def _loss_caption(r: Result) -> str:
-    split = eval_split(r.runs)
-    solid = "train loss (solid)"
-    if any("train_loss_eval" in run.curves for run in r.runs):
-        solid = (
-            "train loss (solid: the mean over each epoch's mini-batches as they trained, not "
-            "the end-of-epoch evaluation that the tables' train loss and the gap figure use)"
-        )
-    return (
-        f"{_which_runs(r)}: {solid} and {split} loss (dashed) on one epoch axis; "
-        f"dots mark each run's lowest {split} loss."
-    )
-
-
-def _gap_caption(r: Result) -> str:
-    split = eval_split(r.runs)
-    gaps, runs = [], shown(r)
-    for label, run in zip(run_labels(runs), runs, strict=True):
-        f = run.final
-        if f"{split}_loss" in f and "train_loss" in f and len(runs) <= 6:
-            gaps.append(f"{label} {f[f'{split}_loss'] - f['train_loss']:.3g}")
-    last = f" At the last evaluation: {'; '.join(gaps)}." if gaps else ""
-    return f"Generalisation gap ({split} loss − train loss) over epochs, same runs.{last}"
-
-
-#: What the ★ of the wd plot and the heatmap mark, in their captions.
-ANSWER_MARK = (
-    "★ the weight decay to use for each (mode, lr), as in the answer table: the one chosen on "
-    "validation where it beat wd = 0 measurably, else wd = 0"
-)
-
-
-def _wd_caption(r: Result) -> str:
-    c = criterion_of(r)
-    return (
-        f"Validation (solid) and test (dashed) {c.name} against weight decay (log axis; wd = 0 "
-        f"left of the dotted break), mean over seeds with a min..max band; {ANSWER_MARK}." + gaps(r)
-    )
-
-
-def gaps(r: Result, what: str = "A gap") -> str:
-    """What ``what`` (a gap in a line, a blank cell) means, where the result has one."""
-    if not any(x.status in ("pruned", "diverged") for x in r.runs):
-        return ""
-    return f" {what} is a weight decay with no finished score: pruned at a rung or diverged."
-
-
-def ran(result: Result) -> bool:
-    """Whether a result has a finished run to draw (a study killed before any has none)."""
-    return bool(result.runs)
-
-
-#: The standard figures, in report order (:mod:`wdlab.report.figures` is the registry).
-STANDARD: tuple[FigureSpec, ...] = (
-    FigureSpec(
-        "losses",
-        ran,
-        _loss_caption,
-        lambda r: loss_curves(
-            shown(r), _loss_title(r), eval_split(r.runs), get_task(r.task).loss_name
-        ),
-        "a finished run",
-    ),
-    FigureSpec(
-        "gap",
-        ran,
-        _gap_caption,
-        lambda r: gap_curves(shown(r), eval_split(r.runs)),
-        "a finished run",
-    ),
-    FigureSpec(
-        "weight_norm",
-        ran,
-        lambda r: (
-            "L2 norm of the decayed tensors over epochs, same runs."
-            + _last_values(r, "weight_norm")
-        ),
-        lambda r: weight_norm_curves(shown(r)),
-        "a finished run",
-    ),
-    FigureSpec(
-        "wd_curve",
-        swept,
-        _wd_caption,
-        _draw_wd,
-        "two weight decays > 0 swept and one chosen on validation",
-    ),
-)
