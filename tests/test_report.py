@@ -587,3 +587,21 @@ def test_the_full_configuration_of_a_hand_edited_model_kind_is_shown_as_stored()
 
     for odd in ({"kind": ["mlp"], "hidden": [8]}, None, "mlp", {"hidden": [8]}):
         assert _read_config({"model": odd}) == {"model": odd}
+
+
+def test_a_run_that_diverged_after_one_evaluation_is_drawn_and_epochs_are_whole():
+    """A browser trial: the gap figure of a sweep whose runs diverged after their first
+    evaluation was blank (a line through one point draws nothing) and its axis ran −0.04 to
+    0.04; epoch axes had ticks at 0.2 or 2.5."""
+    import math
+
+    from wdlab.report.plots import gap_curves, loss_curves
+
+    lone = run("decoupled", 0.1, 0, 0.5)
+    for k, v in lone.curves.series.items():
+        lone.curves.series[k] = [v[0], *[math.nan] * (len(v) - 1)]
+    for fig in (gap_curves([lone], "val"), loss_curves([lone], split="val")):
+        ax = fig.axes[0]
+        drawn = [line for line in ax.get_lines() if line.get_label() == lone.config.label]
+        assert drawn and drawn[0].get_marker() == "o"
+        assert all(float(t).is_integer() for t in ax.get_xticks())

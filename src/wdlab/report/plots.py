@@ -14,6 +14,7 @@ from typing import Any
 
 from matplotlib import rcParams
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from wdlab.records import Result, RunResult, use_wd
 from wdlab.report.literal import literal
@@ -79,14 +80,14 @@ def loss_curves(
         color = colors[i % len(colors)]
         twin = any(o.curves["train_loss"] == c["train_loss"] for o in runs[i + 1 :])
         style = {"color": color, **_style(twin)}
-        ax.plot(c["epoch"], c["train_loss"], **style, label=labels[i])
+        ax.plot(c["epoch"], c["train_loss"], **style, **_lone(c["train_loss"]), label=labels[i])
         if key in c:
-            ax.plot(c["eval_epoch"], c[key], ls="--", **style)
+            ax.plot(c["eval_epoch"], c[key], ls="--", **style, **_lone(c[key]))
             if r.best.get("metric") == key:
                 ax.plot([r.best["epoch"]], [r.best["value"]], marker="o", color=color, ms=5)
     ax.plot([], [], color="0.3", label="train")
     ax.plot([], [], color="0.3", ls="--", label=split)
-    ax.set_xlabel("epoch")
+    epoch_axis(ax)
     ax.set_ylabel(ylabel)
     ax.set_title(title or "Loss curves", fontsize=10)
     ax.grid(alpha=0.3)
@@ -138,6 +139,22 @@ def wd_curve(
     legend(ax, ncol=2)
     fig.tight_layout()
     return fig
+
+
+def epoch_axis(ax: Any) -> None:
+    """An x axis of epochs (once drawn): labelled, its ticks whole epochs (not 2.5 or 0.2),
+    two epochs wide at least (one point's axis ran −0.04 to 0.04)."""
+    ax.set_xlabel("epoch")
+    lo, hi = ax.get_xlim()
+    if hi - lo < 2:
+        ax.set_xlim((lo + hi) / 2 - 1, (lo + hi) / 2 + 1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _lone(values: Sequence[float]) -> dict[str, Any]:
+    """A marker where a curve has one finite point (a line through one point draws nothing:
+    a run that diverged after its first evaluation)."""
+    return {"marker": "o", "ms": 4} if sum(map(math.isfinite, values)) == 1 else {}
 
 
 def legend(ax: Any, **kw: Any) -> None:
@@ -249,11 +266,10 @@ def gap_curves(
             continue
         gap = [a - b for a, b in zip(c[f"{split}_loss"], c["train_loss_eval"], strict=True)]
         twin = any(o.curves.get(f"{split}_loss") == c[f"{split}_loss"] for o in runs[i + 1 :])
-        ax.plot(
-            c["eval_epoch"], gap, color=colors[i % len(colors)], **_style(twin), label=labels[i]
-        )
+        style = {"color": colors[i % len(colors)], **_style(twin), **_lone(gap)}
+        ax.plot(c["eval_epoch"], gap, **style, label=labels[i])
     ax.axhline(0, color="black", lw=0.6)
-    ax.set_xlabel("epoch")
+    epoch_axis(ax)
     ax.set_ylabel(f"{split} loss − train loss")
     ax.set_title("Generalisation gap", fontsize=10)
     ax.grid(alpha=0.3)
@@ -277,9 +293,10 @@ def weight_norm_curves(runs: Sequence[RunResult], labels: Sequence[str] | None =
             c["weight_norm"],
             color=colors[i % len(colors)],
             **_style(twin),
+            **_lone(c["weight_norm"]),
             label=labels[i],
         )
-    ax.set_xlabel("epoch")
+    epoch_axis(ax)
     ax.set_ylabel("‖w‖ of the decayed tensors")
     ax.set_title("Weight norm", fontsize=10)
     ax.grid(alpha=0.3)

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from wdlab.diagnostics import PREFIX
 from wdlab.records import Result, RunResult
 from wdlab.report.literal import literal
-from wdlab.report.plots import FigureSpec
+from wdlab.report.plots import FigureSpec, epoch_axis
 from wdlab.report.shown import representative
 
 KINDS = (("norm", "RMS neuron norm ‖ω‖"), ("angle", "mean angle per step (rad)"))
@@ -95,7 +95,7 @@ def rotation_figure(runs: Sequence[RunResult]) -> Figure:
         for row, (_, label) in enumerate(KINDS):
             ax = axes[row][j]
             ax.set_yscale("log")
-            ax.set_xlabel("epoch")
+            epoch_axis(ax)
             ax.set_ylabel(label if j == 0 else "")
             ax.grid(alpha=0.3, which="both")
     axes[0][0].legend(fontsize=7)
