@@ -352,7 +352,12 @@ def test_the_wd_figure_draws_no_line_across_a_pruned_weight_decay(swept):
         for x in r.runs
     ]
     fig = wd_curve(runs, criterion_of(r), answer_cells(r))
-    lines = [ln for ln in fig.axes[0].lines if str(ln.get_label()).endswith(" val")]
+    lines = [  # the validation lines: solid, each named by its (mode, lr)
+        ln
+        for ln in fig.axes[0].lines
+        if ln.get_linestyle() == "-" and ln.get_label() != "validation"
+        and not str(ln.get_label()).startswith("_")
+    ]  # fmt: skip
     line = next(ln for ln in lines if f"lr {lr:g}" in ln.get_label() or len(lines) == 1)
     ys = dict(zip(line.get_xdata(), line.get_ydata(), strict=True))
     assert math.isnan(ys[gone]) and all(math.isfinite(ys[w]) for w in wds[1:] if w != gone)

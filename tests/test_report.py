@@ -549,7 +549,7 @@ def test_the_wd_curve_names_a_setting_left_with_wd_0_only():
                 runs.append(RunResult(cfg, Curves([0], [0], {}), final, status="done", epochs=1))
     fig = wd_curve(runs, Criterion("acc", "accuracy", True))
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert "decoupled, lr 0.001 val (wd = 0 only)" in labels
+    assert "decoupled, lr 0.001 (wd = 0 only)" in labels
 
 
 def test_the_figures_of_a_study_with_nothing_finished_warn_nothing():
@@ -605,3 +605,27 @@ def test_a_run_that_diverged_after_one_evaluation_is_drawn_and_epochs_are_whole(
         drawn = [line for line in ax.get_lines() if line.get_label() == lone.config.label]
         assert drawn and drawn[0].get_marker() == "o"
         assert all(float(t).is_integer() for t in ax.get_xticks())
+
+
+def test_the_wd_curve_of_many_settings_keeps_them_apart_and_its_legend_off_the_curves():
+    """A browser trial: 15 (mode, lr) settings gave 30 legend entries over half the plot (the
+    wd = 0 points under them), and colours repeated after 10 (two settings drawn alike)."""
+    from wdlab.records import Curves, RunConfig, RunResult
+    from wdlab.report.plots import wd_curve
+    from wdlab.selection import Criterion
+
+    runs = []
+    for mode in ("coupled", "l2", "decoupled"):
+        for lr in (0.01, 0.03, 0.1, 0.3, 1.0):
+            for wd in (0.0, 0.01, 0.1):
+                cfg = RunConfig(mode=mode, weight_decay=wd, lr=lr, optimizer="adam", seed=0)
+                final = {"val_acc": 0.5 + wd, "test_acc": 0.5}
+                runs.append(RunResult(cfg, Curves([0], [0], {}), final, status="done", epochs=1))
+    ax = wd_curve(runs, Criterion("acc", "accuracy", True)).axes[0]
+    named = [ln for ln in ax.lines if not str(ln.get_label()).startswith("_")]
+    settings = [ln for ln in named if ln.get_label() not in ("validation", "test")]
+    assert len(settings) == 15 and {"validation", "test"} <= {ln.get_label() for ln in named}
+    assert len({tuple(ln.get_color()) if not isinstance(ln.get_color(), str) else ln.get_color()
+                for ln in settings}) == 15  # fmt: skip
+    box = ax.get_legend().get_bbox_to_anchor().transformed(ax.transAxes.inverted())
+    assert box.x0 >= 1.0  # beside the axes

@@ -12,7 +12,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from matplotlib import rcParams
+from matplotlib import colormaps, rcParams
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -112,19 +112,19 @@ def wd_curve(
     """
     fig = Figure(figsize=(8, 4.5))
     ax = fig.subplots()
-    colors = rcParams["axes.prop_cycle"].by_key()["color"]
     keys = list(dict.fromkeys((r.config.mode, r.config.lr) for r in runs))
     keys = [k for k in keys if decays(k[0])] or keys
+    colors = _colors(len(keys))
     pos = sorted({r.config.weight_decay for r in runs if r.config.weight_decay > 0})
     x0 = _zero_position(pos)
     for i, (mode, lr) in enumerate(keys):
-        color = colors[i % len(colors)]
+        color = colors[i]
         label = f"{mode}, lr {short(lr)}" if len({k[1] for k in keys}) > 1 else mode
         scores = wd_scores(runs, mode, lr, c)
-        for part, (split, ls) in enumerate((("val", "-"), ("test", "--"))):
+        for part, ls in enumerate(("-", "--")):  # validation, test
             by = {w: [s[part] for s in v if math.isfinite(s[part])] for w, v in scores.items()}
             by = {w: v for w, v in by.items() if v}
-            _draw_split(ax, by, pos, x0, color, ls, f"{label} {split}")
+            _draw_split(ax, by, pos, x0, color, ls, label if part == 0 else None)
         w = (chosen or {}).get((mode, lr))
         vals = [s[0] for s in scores.get(w, []) if math.isfinite(s[0])] if w is not None else []
         if vals:
@@ -136,9 +136,21 @@ def wd_curve(
     ax.set_ylabel(c.name)
     ax.set_title(title or f"{c.name} against weight decay (★ the weight decay to use)", fontsize=10)
     ax.grid(alpha=0.3, which="major")
-    legend(ax, ncol=2)
+    ax.plot([], [], color="0.3", label="validation")  # one entry per (mode, lr), and the styles
+    ax.plot([], [], color="0.3", ls="--", label="test")
+    outside = len(keys) > 4  # beside the axes, never over the curves
+    legend(ax, **({"loc": "upper left", "bbox_to_anchor": (1.01, 1)} if outside else {"ncol": 2}))
     fig.tight_layout()
     return fig
+
+
+def _colors(n: int) -> list[Any]:
+    """``n`` colours, each its own: matplotlib's cycle (10), else tab20, else a spectrum."""
+    cycle = rcParams["axes.prop_cycle"].by_key()["color"]
+    if n <= len(cycle):
+        return list(cycle[:n])
+    cmap = colormaps["tab20"] if n <= 20 else colormaps["nipy_spectral"]
+    return [cmap(i / max(n - 1, 1) if n > 20 else i) for i in range(n)]
 
 
 def epoch_axis(ax: Any) -> None:
@@ -223,9 +235,9 @@ def _draw_split(
     by: dict[float, list[float]],
     swept: Sequence[float],
     x0: float,
-    color: str,
+    color: Any,
     ls: str,
-    label: str,
+    label: str | None,
 ) -> None:
     """One (mode, lr, split) series: the positive weight decays as a line with a min..max
     band, wd = 0 as a point with its range, joined by a dotted segment across the break. The
@@ -245,7 +257,7 @@ def _draw_split(
         err = [[max(0.0, mean[0.0] - min(z))], [max(0.0, max(z) - mean[0.0])]]  # rounding
         ax.errorbar(  # labelled where it is the series' only point (every wd > 0 pruned)
             [x0], [mean[0.0]], yerr=err, color=color, marker="o", ms=4, capsize=3,
-            label=None if pos else f"{label} (wd = 0 only)",
+            label=None if pos or label is None else f"{label} (wd = 0 only)",
         )  # fmt: skip
         if pos and pos[0] == swept[0]:  # across the break, to a measured first weight decay
             ax.plot([x0, pos[0]], [mean[0.0], mean[pos[0]]], ls=":", color=color, lw=0.9)
