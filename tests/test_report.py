@@ -629,3 +629,11 @@ def test_the_wd_curve_of_many_settings_keeps_them_apart_and_its_legend_off_the_c
                 for ln in settings}) == 15  # fmt: skip
     box = ax.get_legend().get_bbox_to_anchor().transformed(ax.transAxes.inverted())
     assert box.x0 >= 1.0  # beside the axes
+
+
+def test_a_folder_with_verify_json_alone_says_where_it_is_shown(tmp_path, capsys):
+    """A browser trial: ``verify --out F`` then ``report F`` said only "nothing to report",
+    though verify's help said "that folder's report shows it"."""
+    (tmp_path / "verify.json").write_text('{"checks": []}')
+    assert main(["report", str(tmp_path)]) == 2
+    assert "(verify.json shows in the report of a run or study there)" in capsys.readouterr().err

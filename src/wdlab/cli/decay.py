@@ -262,7 +262,9 @@ def add_rule_flags(p: argparse.ArgumentParser) -> None:
 def add_verify_flags(p: argparse.ArgumentParser) -> None:
     """--out, --json."""
     p.add_argument(
-        "--out", type=folder, help="also write verify.json here (that folder's report shows it)"
+        "--out",
+        type=folder,
+        help="also write verify.json here (the report of a run or study in that folder shows it)",
     )
     add_force(p)
     add_json(p)

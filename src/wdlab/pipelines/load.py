@@ -28,7 +28,11 @@ def load_result(path: str | Path) -> Result:
     else:
         results = p / "results.json"
         if not results.exists():
-            raise ValueError(f"nothing to report in {p}: no results.json and no study.db")
+            alone = (
+                " (verify.json shows in the report of a run or study there)"
+                * (p / "verify.json").exists()
+            )
+            raise ValueError(f"nothing to report in {p}: no results.json and no study.db{alone}")
         base = _results_document(results, read_json(results))
         cls = DemoResult if base.kind == "demo" else SweepResult
         result = cls(**{k: v for k, v in vars(base).items()})
