@@ -368,6 +368,11 @@ def test_each_heatmap_panel_has_its_own_colour_scale_and_the_caption_gives_it():
     assert images["l2"].norm.vmin == 0.5 and images["l2"].norm.vmax == pytest.approx(0.905)
     assert images["decoupled"].norm.vmax == pytest.approx(0.515)  # not washed out by l2's range
     assert len([ax for ax in fig.axes if ax.get_label() == "<colorbar>"]) == 2
+    # a colour map of its own per panel (a browser trial read one colour as one value in
+    # both), and every colour bar says so
+    assert images["l2"].get_cmap().name != images["decoupled"].get_cmap().name
+    bars = [ax.get_ylabel() for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert all(b.endswith("(brighter is better; this panel's own scale)") for b in bars)
     caption = FIGURES["heatmap"].caption(res)
     assert "l2 0.5 to 0.905" in caption and "decoupled 0.5 to 0.515" in caption
 

@@ -17,6 +17,9 @@ from wdlab.report.standard import ANSWER_MARK, gaps
 from wdlab.report.text import short
 from wdlab.selection import Criterion
 
+#: The heatmap panels' colour maps, in turn (each panel its own: :func:`lr_wd_heatmap`).
+MAPS = ("viridis", "plasma", "cividis", "magma")
+
 
 def heatmap_grid(
     runs: Sequence[RunResult], mode: str, lrs: Sequence[float], wds: Sequence[float], c: Criterion
@@ -77,7 +80,7 @@ def lr_wd_heatmap(
     chosen: Mapping[tuple[str, float], float] | None = None,
 ) -> Figure:
     """Validation score (mean over seeds) over lr × weight decay, one panel per mode, each on
-    its own colour scale (brighter is better; its colour bar gives its range); column 0 is
+    its own colour scale and map (brighter is better; its colour bar gives its range); column 0 is
     wd = 0; ★ marks the weight decay to use for each (mode, lr) in ``chosen``."""
     from matplotlib.colors import Normalize
 
@@ -90,7 +93,8 @@ def lr_wd_heatmap(
     for k, (ax, mode, grid) in enumerate(zip(axes, modes, grids, strict=False)):
         span = panel_range(grid)
         norm = Normalize(*span) if span and span[0] < span[1] else None
-        cmap = "viridis" if c.higher else "viridis_r"
+        # a colour map of its own per panel: one colour is one value only within a panel
+        cmap = MAPS[k % len(MAPS)] + ("" if c.higher else "_r")
         image = ax.imshow(grid, aspect="auto", origin="lower", cmap=cmap, norm=norm)
         ax.axvline(0.5, color="white", lw=3)  # wd = 0 is its own column, apart from the rest
         for i, j in marks.get(mode, []):
@@ -101,7 +105,7 @@ def lr_wd_heatmap(
         if k == 0:
             ax.set_ylabel("lr")
         ax.set_title(mode, fontsize=10)
-        label = f"val {c.name}, mean over seeds" + (f" ({better})" if k == n - 1 else "")
+        label = f"val {c.name}, mean over seeds ({better}; this panel's own scale)"
         fig.colorbar(image, ax=ax, label=label)
     return fig
 
