@@ -192,7 +192,7 @@ def _check_anchors(anchors: list[Any], params: list[Tensor]) -> None:
         raise ValueError(f"anchor has {len(anchors)} tensors but the optimizer has {len(params)}")
     for i, (a, p) in enumerate(zip(anchors, params, strict=True)):
         if not isinstance(a, Tensor) or a.shape != p.shape:
-            got = tuple(a.shape) if isinstance(a, Tensor) else type(a).__name__
+            got = str(tuple(a.shape)) if isinstance(a, Tensor) else type(a).__name__
             got += " (a state_dict's key: give its tensors, in order)" * isinstance(a, str)
             raise ValueError(f"anchor[{i}] is {got}, but its parameter's shape is {tuple(p.shape)}")
 
