@@ -821,3 +821,43 @@ def test_a_group_added_after_attach_is_warned_as_attach_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # said once: not again at every step
         _zero_grad_step(model, opt)
+
+
+def test_remove_makes_the_optimizer_plain_again_groups_added_since_too():
+    """A checker: a group added after attach kept builtin's weight decay after remove(), and
+    a Decay attached after remove() without a base_lr or anchor of its own took the removed
+    one's (lr₀ 1.0 in place of the peak lr 0.1; a zero anchor)."""
+    model = _mlp()
+    groups, _ = param_groups(model[0], Decay("builtin", 0.5))
+    opt = torch.optim.SGD(groups, lr=0.1)
+    handle = _quiet_attach(Decay("builtin", 0.5), opt)
+    opt.add_param_group({"params": list(model[2].parameters())})  # SGD's own weight_decay 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _zero_grad_step(model, opt)
+    handle.remove()
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.0, 0.0, 0.0]
+    assert not any(k.startswith("wdlab") or k in ("lr0", "anchor") for g in opt.param_groups
+                   for k in g if k not in ("weight_decay",))  # fmt: skip
+    model = _mlp()
+    groups, _ = param_groups(model, Decay("independent", 0.5))
+    opt = torch.optim.SGD(groups, lr=0.1)
+    Decay("independent", 0.5, base_lr=1.0).attach(opt).remove()
+    Decay("independent", 0.5).attach(opt)  # lr₀ the peak lr 0.1: the factor 1 − 0.5
+    assert_normwise(_zero_grad_step(model, opt), torch.full((8, 4), 0.5), per_steps(1))
+
+
+def test_a_group_added_after_a_to_init_decay_with_its_anchor_anchors_at_its_weights():
+    """A checker: ``to_init`` with an explicit anchor, then ``add_param_group``: the next step
+    raised "anchor has 1 tensors but the optimizer has 2" (the anchor was checked again)."""
+    model = _mlp()
+    first = list(model[0].parameters())
+    opt = torch.optim.SGD([{"params": first}], lr=0.1)
+    _quiet_attach(Decay("to_init", 0.5, anchor=[torch.zeros_like(p) for p in first]), opt)
+    opt.add_param_group({"params": list(model[2].parameters())})
+    w2 = model[2].weight.detach().clone()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        factor = _zero_grad_step(model, opt)  # toward 0: the anchor given
+    assert_normwise(factor, torch.full((8, 4), 0.95), per_steps(1))
+    assert torch.equal(model[2].weight.detach(), w2)  # toward its own weights: not moved

@@ -161,10 +161,11 @@ class Decay:
                 "schedule(step) / weight_decay: give the Decay its base weight_decay > 0"
             )
 
-    def _init_state(self, optimizer: torch.optim.Optimizer) -> None:
-        """The state each decaying group carries, unless a loaded state_dict brought it."""
-        groups = list(_decaying(optimizer))
-        anchors = list(self.anchor) if self.anchor is not None else None
+    def _init_state(self, optimizer: torch.optim.Optimizer, added: bool = False) -> None:
+        """The state each decaying group carries, unless a loaded state_dict brought it;
+        ``added``: groups added since attach only (their anchor: the weights now)."""
+        groups = [g for g in _decaying(optimizer) if not added or Keys.STATE not in g]
+        anchors = list(self.anchor) if self.anchor is not None and not added else None
         if anchors is not None:
             _check_anchors(anchors, [p for g in groups for p in g["params"]])
         it = iter(anchors or [])
@@ -203,8 +204,8 @@ class Attachment:
     The decay driver's points (:mod:`wdlab.decay.driver`) run on those hooks, with closures,
     GradScaler and state_dict handled (see the module docstring).
 
-    ``remove()`` detaches it (``builtin``: a param_groups group's ``weight_decay`` 0, another's
-    as before); the state stays (the same mode attached again goes on from it, another not)."""
+    ``remove()`` detaches it: the optimizer is plain again (its groups hold no decay state, and
+    ``builtin``'s weight decay is 0 in a param_groups group, another's as before)."""
 
     def __init__(
         self, decay: Decay, optimizer: torch.optim.Optimizer, before: list[Any] | None = None
@@ -225,10 +226,11 @@ class Attachment:
         """Detach the decay from the optimizer (its groups' weight decays as before attach)."""
         self._pre.remove()
         self._post.remove()
-        if self.mode.optimizer_wd:  # builtin: the optimizer's own weight_decay was the decay
-            for group, wd in zip(self.optimizer.param_groups, self._before, strict=False):
-                if decays(group) and wd is not None:  # param_groups' set it for the decay: 0
-                    group["weight_decay"] = 0.0 if Keys.DECAY in group else wd
+        for group, wd in zip(self.optimizer.param_groups, self._before, strict=False):
+            for key in (Keys.STATE, Keys.LR0, Keys.ANCHOR):  # plain again: a Decay attached
+                group.pop(key, None)  # later starts afresh
+            if self.mode.optimizer_wd and decays(group) and wd is not None:  # builtin's
+                group["weight_decay"] = 0.0 if Keys.DECAY in group else wd  # param_groups': 0
         if attached(self.optimizer) is self.decay:
             delattr(self.optimizer, ATTACHED)
 
@@ -354,7 +356,8 @@ class Attachment:
                 "afresh from the current weights and step 0; load a state_dict saved with the "
                 "decay attached to resume it"
             )
-        self.decay._init_state(opt)
+        self._before += [g.get("weight_decay") for g in opt.param_groups[len(self._before) :]]
+        self.decay._init_state(opt, added=True)
         self._seen = _param_ids(opt)
         for msg in attach_warnings(self.decay, opt, [i for i in lost if i not in gone]):
             warn_user(msg)  # a group added since: what attach says (its own weight_decay…)
