@@ -348,3 +348,15 @@ def test_the_seeds_resolve_by_a_t_test_for_their_count_and_say_for_which_rule():
     assert "the seeds resolve it for keep λ" in against
     one = _verdict(pred | _paired([0.5]), {"value": 0}, 1, False)
     assert "one seed has no spread to test" in one and "nan" not in one
+
+
+def test_a_size_whose_every_run_diverged_is_one_line_not_a_winner():
+    """A checker: with every run diverged (lr 1e6) the check still said which rule predicts
+    better, "off by nan decades", blaming the grid's edge."""
+    rows, s = _synthetic("tau")
+    largest = max(s.sizes)
+    for r in rows:
+        if r["n"] == largest:
+            r.update({k: math.nan for k in ("val_loss", "val_acc", "test_loss", "test_acc")})
+    with pytest.raises(ValueError, match=rf"^every run diverged at N = {largest} \(lr "):
+        analyse(rows, s)

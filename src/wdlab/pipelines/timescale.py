@@ -384,6 +384,14 @@ def _slope(optima: list[dict]) -> dict[str, Any]:
 def analyse(rows: list[dict[str, Any]], s: TimescaleSettings) -> TimescaleResult:
     """The optima, the two predictions and the slope from the trained rows."""
     curves = _curves(rows, s)
+    lost = [
+        n for n in s.sizes if not any(math.isfinite(c["val_loss"]) for c in curves if c["n"] == n)
+    ]
+    if lost:  # (it named a winner among NaNs, "off by nan decades")
+        raise ValueError(
+            f"every run diverged at N = {', '.join(map(str, lost))} (lr {s.lr:g}): no best λ "
+            "to compare; lower the lr"
+        )
     optima = _optima(rows, curves, s)
     pred = _prediction(optima, curves)
     slope = _slope(optima)
