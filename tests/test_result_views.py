@@ -251,6 +251,10 @@ def test_rows_with_nothing_chosen_keep_each_cell_under_its_column():
     (row,) = [r for r in rows if r[:2] == ["decoupled", "0.1"]]
     assert row[head.index("verdict")] == "every run diverged: nothing to choose"
     assert row[head.index("τ_epoch")] == "—"
+    lines = res.table().splitlines()  # the terminal's table too (a checker)
+    at = [ln for ln in lines if ln.startswith("mode ")][-1].index("verdict")  # the answer's
+    (line,) = [ln for ln in lines if ln.startswith("decoupled    0.1 ")]
+    assert line.index("every run diverged") == at
     res.selection = []  # the table of every run: a diverged run's epochs before it diverged
     head, rows = headline(res)
     assert {r[head.index("epochs")] for r in rows if r[4] == "diverged"} == {"2, diverged"}

@@ -134,7 +134,8 @@ def _selection_lines(result: Result) -> list[str]:
     ]
     lines += [answer_line(s, taus) for s in sel]
     others = unanswered(result.runs, sel, result.waiting(), result.config)
-    lines += [f"{s['mode']:<12} {short(s['lr']):<7} {'—':<7} {s['verdict']}" for s in others]
+    blank = f"{'—':<8} " * taus + f"{'—':>7} {'—':>7}   {'—':<17} {'—':>7}  "  # under its column
+    lines += [f"{s['mode']:<12} {short(s['lr']):<7} {'—':<7} {blank}{s['verdict']}" for s in others]
     lines.append(verdict_summary(sel, others))
     lines.append(f"rule: {selection_rule(sel, others)}")
     return lines
