@@ -482,6 +482,11 @@ def test_a_sweep_says_what_its_rule_and_modes_leave_undone(tmp_path):
     said = [str(w.message) for w in caught]
     assert any(s.startswith("the rule's include pattern 'nomatch*' matches no") for s in said)
     assert any(s.startswith("no tensor of the model decays under the rule") for s in said)
+    quiet = base | {"decay": {"weight_decay": [0], "exclude": ["*"]}}  # no decay asked for
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_sweep(quiet, tmp_path / "q")
+    assert not [w for w in caught if "no tensor of the model decays" in str(w.message)]
     cfg = base | {"decay": {"modes": ["none"], "weight_decay": [0.1, 1]}}
     with pytest.warns(UserWarning, match=r"mode none trains without weight decay: weight decays "
                       r"0.1, 1 are not swept, only wd = 0 trains"):  # fmt: skip

@@ -303,16 +303,19 @@ def decay_table(model: nn.Module, rule: DecayRule | str = DEFAULT_RULE) -> Decay
     return DecayTable(rows, rule.describe(), rule.normalized_note(model, normalized))
 
 
-def stored_table(model: nn.Module, rule: DecayRule, group_wd: Mapping[str, float] | None) -> dict:
+def stored_table(
+    model: nn.Module, rule: DecayRule, group_wd: Mapping[str, float] | None, decaying: bool = True
+) -> dict:
     """:func:`decay_table`'s JSON form as a study stores it, each row of a ``group_wd``
     pattern's tensors with its ``own_wd``: [pattern, weight decay] (patterns in the order given,
     the first to match a tensor taking it; a pattern that takes none is refused). A pattern of
-    the rule that matches nothing, and a rule under which nothing decays, are warned."""
+    the rule that matches nothing, and a rule under which nothing decays where a weight decay
+    is asked for (``decaying``), are warned."""
     table = decay_table(model, rule)
     own = {n: [p, wd] for p, names, wd in own_groups(table, group_wd or {}) for n in names}
     for line in rule.unmatched(model):
         warn_user(line)
-    if not table.decayed[0]:
+    if decaying and not table.decayed[0]:
         warn_user(
             "no tensor of the model decays under the rule: every weight decay trains as wd = 0 "
             f"({rule.describe()})"

@@ -51,7 +51,7 @@ from wdlab.pipelines.segments import check_pruning, has_validation
 from wdlab.pipelines.userdata import check_last_batch, data_fingerprint, fit_outputs
 from wdlab.pipelines.weights import check_weights, factory_home, kept_runs, prune_weights
 from wdlab.records import RunConfig
-from wdlab.selection import Criterion, criterion, settings, study_metric
+from wdlab.selection import Criterion, criterion, decays, settings, study_metric
 from wdlab.store import Store, StoreError, hash_config, worker_id
 from wdlab.store import lease_seconds as lease_of
 from wdlab.tasks import check_recorded, get_task
@@ -250,7 +250,8 @@ def run_study(
     )
     check_budget(per_config + shared, max_memory_mb, device, lanes if shared else 1)
     per_config = planning_bytes(per_config, shared, max_memory_mb)
-    table = stored_table(model, kw["rule"], kw.get("group_wd"))  # checked before the store
+    asked = any(c.weight_decay > 0 and decays(c.mode) for c in study.configs)
+    table = stored_table(model, kw["rule"], kw.get("group_wd"), asked)  # before the store
     check_checkpoint_record(study.directory)  # readable before anything runs
     check_weights(study.directory)
     with (
