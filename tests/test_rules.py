@@ -542,3 +542,19 @@ def test_a_compiled_models_tensors_match_the_patterns_of_the_eager_one():
     assert rule.unmatched(compiled) == []
     groups, _ = param_groups(compiled, Decay("decoupled", 0.1), weight_decays={"0.*": 0.01})
     assert groups[0]["names"] == ["_orig_mod.0.weight"]
+
+
+def test_a_pattern_that_names_a_tied_weight_says_which_name_rules_it():
+    """A checker: ``exclude=("lm_head.*",)`` on a head tied to the embedding was "matches no
+    parameter", though ``lm_head.weight`` is there: the tensor is listed as ``wte.weight``."""
+
+    class Tied(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.wte = nn.Embedding(10, 4)
+            self.lm_head = nn.Linear(4, 10, bias=False)
+            self.lm_head.weight = self.wte.weight
+
+    (said,) = DecayRule(exclude=("lm_head.*",)).unmatched(Tied())
+    head = "the rule's exclude pattern 'lm_head.*' matches only 'lm_head.weight', a tied name"
+    assert said.startswith(f"{head} of 'wte.weight': the tensor is ruled by that name")

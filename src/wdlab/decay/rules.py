@@ -182,10 +182,18 @@ class DecayRule:
         each name the model's ``no_weight_decay()`` gives that none is: a typo decays as if it
         were not there. Empty where every one matches."""
         names = [n for n, _ in model.named_parameters()]
+        first = {id(p): n for n, p in reversed(list(model.named_parameters()))}
+        tied = {n: first[id(p)] for n, p in model.named_parameters(remove_duplicate=False)}
         out = []
         for key, patterns in (("include", self.include), ("exclude", self.exclude)):
             for pat in patterns if not self.name else ():
-                if not any(_match(n, pat) for n in names):
+                alias = next((n for n in tied if n not in names and _match(n, pat)), None)
+                if alias is not None and not any(_match(n, pat) for n in names):
+                    out.append(
+                        f"the rule's {key} pattern {pat!r} matches only {alias!r}, a tied "
+                        f"name of {tied[alias]!r}: the tensor is ruled by that name"
+                    )
+                elif not any(_match(n, pat) for n in names):
                     out.append(f"the rule's {key} pattern {pat!r} matches no parameter")
         if self.use_model_hook and hasattr(model, "no_weight_decay"):
             for h in sorted(map(str, model.no_weight_decay())):
