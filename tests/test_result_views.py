@@ -222,6 +222,14 @@ def test_every_result_reads_in_a_notebook():
         html = value._repr_html_()
         assert html.startswith("<pre>") and escape(str(value)) in html
     assert str(t).startswith("weight decay: 0.1 → 0.05\nformula:")
+    empty = optuna.create_study()  # no trial, then one without parameters (a checker)
+    assert repr(wdlab.optuna.SearchResult(empty, [], "val_acc", "maximize")).endswith(
+        ": 0 trials; no complete trial)"
+    )
+    empty.optimize(lambda trial: 0.5, n_trials=1)
+    assert repr(wdlab.optuna.SearchResult(empty, empty.trials, "val_acc", "maximize")).endswith(
+        "1 trial (1 complete); best val_acc 0.5 (trial 0))"
+    )
 
 
 def test_a_partial_study_lists_every_setting_of_its_grid():

@@ -89,9 +89,11 @@ class SearchResult:
         tail = "no complete trial"
         if best is not None:
             params = ", ".join(f"{k}={_short(v)}" for k, v in best.params.items())
-            tail = f"best {self.metric} {best.value:.4g} (trial {best.number}: {params})"
+            tail = f"best {self.metric} {best.value:.4g} (trial {best.number}"
+            tail += f": {params})" if params else ")"
         n = ", ".join(f"{v} {k}" for k, v in self.counts().items())
-        return f"SearchResult({self.study.study_name!r}: {_trials(len(self.trials))} ({n}); {tail})"
+        done = _trials(len(self.trials)) + (f" ({n})" if n else "")
+        return f"SearchResult({self.study.study_name!r}: {done}; {tail})"
 
     def __str__(self) -> str:
         return self.table()
