@@ -172,7 +172,7 @@ class Decay:
         for group in groups:
             fresh = {"mode": self.mode, "step": 0, "lr0_fixed": False}
             if group.get(Keys.STATE, fresh)["mode"] != self.mode:  # another decay's, removed
-                _ = [group.pop(key, None) for key in (Keys.STATE, Keys.LR0, Keys.ANCHOR)]
+                _forget(group)
             state = group.setdefault(Keys.STATE, fresh)
             if self.base_lr is not None:  # given: it is lr₀ (a loaded or earlier state's too)
                 group[Keys.STATE] = state = {**state, "lr0_fixed": True}
@@ -184,6 +184,11 @@ class Decay:
                 group[Keys.ANCHOR] = [a.detach().clone() for a in src]
             if self._mode.optimizer_wd:
                 group["weight_decay"] = self.wd_at(state["step"], group)
+
+
+def _forget(group: dict) -> None:  # drop the decay state a group carries (mode, step, lr₀…)
+    for key in (Keys.STATE, Keys.LR0, Keys.ANCHOR):
+        group.pop(key, None)
 
 
 def _check_anchors(anchors: list[Any], params: list[Tensor]) -> None:
@@ -227,10 +232,9 @@ class Attachment:
         self._pre.remove()
         self._post.remove()
         for group, wd in zip(self.optimizer.param_groups, self._before, strict=False):
-            for key in (Keys.STATE, Keys.LR0, Keys.ANCHOR):  # plain again: a Decay attached
-                group.pop(key, None)  # later starts afresh
-            if self.mode.optimizer_wd and decays(group) and wd is not None:  # builtin's
-                group["weight_decay"] = 0.0 if Keys.DECAY in group else wd  # param_groups': 0
+            _forget(group)  # plain again: a Decay attached later starts afresh; builtin's wd:
+            if self.mode.optimizer_wd and decays(group) and wd is not None:  # param_groups' 0
+                group["weight_decay"] = 0.0 if Keys.DECAY in group else wd
         if attached(self.optimizer) is self.decay:
             delattr(self.optimizer, ATTACHED)
 

@@ -182,7 +182,7 @@ class DecayRule:
         each name the model's ``no_weight_decay()`` gives that none is: a typo decays as if it
         were not there. Empty where every one matches."""
         names = [n for n, _ in model.named_parameters()]
-        first = {id(p): n for n, p in reversed(list(model.named_parameters()))}
+        first = {id(p): n for n, p in model.named_parameters()}  # a tied tensor's first name
         tied = {n: first[id(p)] for n, p in model.named_parameters(remove_duplicate=False)}
         out = []
         for key, patterns in (("include", self.include), ("exclude", self.exclude)):
