@@ -755,23 +755,25 @@ def test_remove_stops_the_decay(mode):
     assert own.param_groups[0]["weight_decay"] == 0.01
 
 
+def _stepped_then_removed(mode: str) -> tuple[nn.Module, list[dict], torch.optim.Optimizer]:
+    """SGD on ``param_groups(model, Decay(mode, 0.5))``: the decay attached, one step taken,
+    then removed."""
+    model = _mlp()
+    groups, _ = param_groups(model, Decay(mode, 0.5))
+    opt = torch.optim.SGD(groups, lr=0.1)
+    first = Decay(mode, 0.5).attach(opt)
+    _zero_grad_step(model, opt)
+    first.remove()
+    return model, groups, opt
+
+
 def test_a_decay_attached_again_takes_its_own_settings():
     """A new-user trial: attached after another was removed, a Decay kept the old one's lr₀
     (``base_lr`` ignored: 10× the decay asked for) and ``to_init`` anchor."""
-    model = _mlp()
-    groups, _ = param_groups(model, Decay("decoupled", 0.5))
-    opt = torch.optim.SGD(groups, lr=0.1)
-    first = Decay("decoupled", 0.5).attach(opt)
-    _zero_grad_step(model, opt)
-    first.remove()
+    model, _, opt = _stepped_then_removed("decoupled")
     Decay("independent", 0.5, base_lr=1.0).attach(opt)  # factor 1 − wd·lr/lr₀ = 0.95
     assert_normwise(_zero_grad_step(model, opt), torch.full((8, 4), 0.95), per_steps(1))
-    model = _mlp()
-    groups, _ = param_groups(model, Decay("to_init", 0.5))
-    opt = torch.optim.SGD(groups, lr=0.1)
-    first = Decay("to_init", 0.5).attach(opt)
-    _zero_grad_step(model, opt)
-    first.remove()
+    model, groups, opt = _stepped_then_removed("to_init")
     zeros = [torch.zeros_like(p) for g in groups if g["decay"] for p in g["params"]]
     Decay("to_init", 0.5, anchor=zeros).attach(opt)  # toward 0: the factor 1 − lr·wd
     assert_normwise(_zero_grad_step(model, opt), torch.full((8, 4), 0.95), per_steps(1))

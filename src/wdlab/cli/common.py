@@ -374,10 +374,11 @@ def emit_study(
 
 
 def _saved_text(saved: dict[int, int]) -> str:
-    """Where the unfinished runs a checkpoint holds stand, e.g. `` (6 saved at epoch 45 in a
-    checkpoint: run the sweep again to resume them)``; "" for none."""
+    """Where the unfinished runs checkpoints hold stand, e.g. `` (6 saved at epoch 45 in
+    checkpoints: run the sweep again to resume them)``; "" for none."""
+    from wdlab.pipelines.segments import epoch_span
+
     if not saved:
         return ""
-    n, low, high = sum(saved.values()), min(saved), max(saved)
-    at = f"epoch {low}" + (f" to {high}" if high > low else "")
+    n, at = sum(saved.values()), epoch_span(saved)
     return f" ({n} saved at {at} in checkpoints: run the sweep again to resume them)"

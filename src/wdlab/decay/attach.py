@@ -424,9 +424,9 @@ def attach_warnings(
     groups = groups if only is None else [groups[i] for i in only]
     for i, group in groups:
         out += [msg for _, msg in group_findings(name, name, i, group, decay)]
-    first = optimizer.param_groups[0] if optimizer.param_groups and only is None else None
-    note = builtin_note(decay.mode, decay.weight_decay, name, first) if first is not None else None
-    out += [note] if note and known_class(name) else []
+    first = optimizer.param_groups[0] if optimizer.param_groups else {}
+    note = builtin_note(decay.mode, decay.weight_decay, name, first) if only is None else None
+    out += [note] if note and known_class(name) else []  # (the note: at attach alone)
     decaying = decay._mode.decays and (decay.weight_decay > 0 or decay.schedule is not None)
     for i, group in groups:
         small = [p for p in group["params"] if p.dim() < 2]

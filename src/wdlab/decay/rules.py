@@ -187,14 +187,15 @@ class DecayRule:
         out = []
         for key, patterns in (("include", self.include), ("exclude", self.exclude)):
             for pat in patterns if not self.name else ():
-                alias = next((n for n in tied if n not in names and _match(n, pat)), None)
-                if alias is not None and not any(_match(n, pat) for n in names):
-                    out.append(
-                        f"the rule's {key} pattern {pat!r} matches only {alias!r}, a tied "
-                        f"name of {tied[alias]!r}: the tensor is ruled by that name"
-                    )
-                elif not any(_match(n, pat) for n in names):
-                    out.append(f"the rule's {key} pattern {pat!r} matches no parameter")
+                if any(_match(n, pat) for n in names):
+                    continue
+                alias = next((n for n in tied if _match(n, pat)), None)  # a tied second name
+                out.append(
+                    f"the rule's {key} pattern {pat!r} matches no parameter"
+                    if alias is None
+                    else f"the rule's {key} pattern {pat!r} matches only {alias!r}, a tied "
+                    f"name of {tied[alias]!r}: the tensor is ruled by that name"
+                )
         if self.use_model_hook and hasattr(model, "no_weight_decay"):
             for h in sorted(map(str, model.no_weight_decay())):
                 if not any(_plain(n) == h or _match(n, h) for n in names):

@@ -16,7 +16,7 @@ mid-segment (a killed sweep) goes on the same way, from its checkpoint.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from wdlab.data import Dataset, StreamedData
@@ -142,8 +142,13 @@ def check_files(store: Store, directory: Path) -> None:
             )
     saved = [e for _, e, name in waiting if name is not None and name not in gone]
     if saved:
-        at = f"epoch {min(saved)}" + (f" to {max(saved)}" if max(saved) > min(saved) else "")
-        warn_user(f"resuming {len(saved)} runs from their checkpoints ({at})")
+        warn_user(f"resuming {len(saved)} runs from their checkpoints ({epoch_span(saved)})")
+
+
+def epoch_span(epochs: Collection[int]) -> str:
+    """``epoch 12``, or ``epoch 6 to 12``: where runs saved in checkpoints stand."""
+    low, high = min(epochs), max(epochs)
+    return f"epoch {low}" + (f" to {high}" if high > low else "")
 
 
 def decide_rungs(
