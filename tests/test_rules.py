@@ -3,6 +3,7 @@ weight-decay schedules, and what ``wdlab inspect`` shows of them."""
 
 import json
 import math
+import re
 import subprocess
 import sys
 import warnings
@@ -150,6 +151,44 @@ def test_exclude_types_reaches_parameters_at_any_depth():
         ("0.inner.weight", False, "type Block"),
         ("0.inner.bias", False, "type Block"),
     ]
+
+
+def test_one_pattern_or_type_alone_is_one_not_its_characters():
+    """``exclude="head.*"`` is the pattern ``head.*`` (as a tuple of one), not the characters
+    h, e, a, d, ., * (of which ``*`` would stop every tensor decaying), and a module class
+    alone is one type: each equals the tuple written out."""
+    model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 2))
+    for alone, written in [
+        (DecayRule(exclude="1.*"), DecayRule(exclude=("1.*",))),
+        (DecayRule(include="0.bias"), DecayRule(include=("0.bias",))),
+        (DecayRule(exclude_regex=r"^1\."), DecayRule(exclude_regex=(r"^1\.",))),
+        (DecayRule(exclude_types=nn.Linear), DecayRule(exclude_types=(nn.Linear,))),
+        (DecayRule(exclude=["1.*"]), DecayRule(exclude=("1.*",))),
+    ]:
+        assert alone == written
+        assert decay_table(model, alone).rows == decay_table(model, written).rows
+    decays = [r["decays"] for r in decay_table(model, DecayRule(exclude="1.*")).rows]
+    assert decays == [True, False, False, False]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"exclude": 3}, "DecayRule exclude: 3 is not a name pattern (str)"),
+        ({"include": ["a", None]}, "DecayRule include: None is not a name pattern (str)"),
+        (
+            {"exclude_types": int},
+            "DecayRule exclude_types: <class 'int'> is not an nn.Module class",
+        ),
+        (
+            {"exclude_types": ["Linear"]},
+            "DecayRule exclude_types: 'Linear' is not an nn.Module class",
+        ),
+    ],
+)
+def test_a_rule_field_of_the_wrong_kind_is_one_clear_line(kwargs, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        DecayRule(**kwargs)
 
 
 # -- per-group weight decay -------------------------------------------------------------------

@@ -14,7 +14,8 @@ from torch import nn
 from wdlab.cli import main
 from wdlab.data import Dataset
 from wdlab.decay import DEFAULT_RULE, Decay, DecayRule, decay_table, param_groups
-from wdlab.decay.rules import FROZEN, norm_fed_weights
+from wdlab.decay.norms import norm_fed_weights
+from wdlab.decay.rules import FROZEN
 from wdlab.models import ModelSpec
 from wdlab.pipelines.timescale import TimescaleSettings
 from wdlab.records import RunConfig

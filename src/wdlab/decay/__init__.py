@@ -29,10 +29,10 @@ from wdlab.decay.modes import (
     shrink,
     to_init,
 )
+from wdlab.decay.norms import NORM_TYPES
 from wdlab.decay.rules import (
     DEFAULT_RULE,
     EVERYTHING,
-    NORM_TYPES,
     PRESETS,
     DecayRule,
     DecayTable,

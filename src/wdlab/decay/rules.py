@@ -18,21 +18,9 @@ from torch import nn
 from wdlab.decay.attach import Decay
 from wdlab.decay.group import Keys
 from wdlab.decay.modes import check_weight_decay, get_mode
+from wdlab.decay.norms import is_norm_layer, norm_fed_weights
 from wdlab.decay.table import FROZEN, DecayTable
 from wdlab.warn import warn_user
-
-NORM_TYPES: tuple[type[nn.Module], ...] = (
-    nn.LayerNorm,
-    nn.GroupNorm,
-    nn.LocalResponseNorm,
-    nn.modules.batchnorm._BatchNorm,
-    nn.modules.instancenorm._InstanceNorm,
-    *((nn.RMSNorm,) if hasattr(nn, "RMSNorm") else ()),
-)
-#: A normalization layer that is not one of torch's: a class named like Hugging Face's
-#: ``LlamaRMSNorm`` or ``T5LayerNorm``, apex's ``FusedLayerNorm``, timm's ``LayerNorm2d``
-#: (``FrozenBatchNorm2d`` only rescales by fixed statistics: not a normalization).
-NORM_NAME = re.compile(r"Norm(?:[123][dD])?$")
 
 
 def _plain(name: str) -> str:
@@ -45,41 +33,18 @@ def _match(name: str, pattern: str) -> bool:
     return fnmatch.fnmatchcase(_plain(name), pattern) or fnmatch.fnmatchcase(name, pattern)
 
 
-def is_norm_layer(module: nn.Module) -> bool:
-    """Whether ``module`` normalizes its input (torch's norm layers, or one named like them)."""
-    name = type(module).__name__
-    named = bool(NORM_NAME.search(name)) and not name.startswith("Frozen")
-    return isinstance(module, NORM_TYPES) or named
-
-
-def layer_weights(module: nn.Module) -> list[str]:
-    """The weight matrices of a layer whose scale a later normalization cancels: the >= 2-D
-    parameters it owns whose names end in ``weight``: ``nn.Linear``'s and a convolution's
-    ``weight``, transformers' ``Conv1D``'s, ``nn.MultiheadAttention``'s ``in_proj_weight``
-    (or ``q_proj_weight``, ``k_proj_weight``, ``v_proj_weight``); none of embeddings and
-    norms."""
-    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) or is_norm_layer(module):
-        return []
-    own = module._parameters.items()
-    return [n for n, p in own if p is not None and p.dim() >= 2 and n.endswith("weight")]
-
-
-def norm_fed_weights(model: nn.Module) -> list[str]:
-    """AdamC's normalized layers by default: the weights of the layers that feed a normalization
-    layer, i.e. the weight layers declared before the model's last normalization layer (in a
-    Transformer every projection before the final norm; in a CNN every convolution before the
-    last BatchNorm; never the head after it; torch's attention's ``in_proj_weight`` too).
-    Modules are read in the order they are declared,
-    which is forward order in ``nn.Sequential``, torchvision, timm and Hugging Face models. A
-    model without normalization layers has none."""
-    names: list[str] = []
-    fed: list[str] = []
-    for mod_name, mod in model.named_modules():
-        if is_norm_layer(mod):
-            fed = list(names)
-        else:
-            names += [f"{mod_name}.{n}" if mod_name else n for n in layer_weights(mod)]
-    return fed
+def _several(key: str, value: object, kind: type) -> tuple:
+    """A rule's field as a tuple: one pattern (or module type) alone is a tuple of one, not
+    its characters; anything but those, or an iterable of them, is a ``ValueError``."""
+    items = (value,) if isinstance(value, kind) else value
+    try:
+        out = tuple(items)  # type: ignore[call-overload]
+    except TypeError:
+        out = (value,)
+    if bad := [v for v in out if not isinstance(v, kind)]:
+        what = "a name pattern (str)" if kind is str else "an nn.Module class"
+        raise ValueError(f"DecayRule {key}: {bad[0]!r} is not {what}")
+    return out
 
 
 @dataclass(frozen=True)
@@ -109,6 +74,15 @@ class DecayRule:
     exclude_regex: tuple[str, ...] = ()
     normalized: tuple[str, ...] = ()
     name: str = ""
+
+    def __post_init__(self) -> None:
+        for key in ("exclude", "include", "exclude_regex", "normalized"):
+            object.__setattr__(self, key, _several(key, getattr(self, key), str))
+        object.__setattr__(
+            self, "exclude_types", _several("exclude_types", self.exclude_types, type)
+        )
+        if bad := [t for t in self.exclude_types if not issubclass(t, nn.Module)]:
+            raise ValueError(f"DecayRule exclude_types: {bad[0]!r} is not an nn.Module class")
 
     @staticmethod
     def preset(name: str) -> DecayRule:
