@@ -194,3 +194,30 @@ def test_demo_checks_device_memory_and_out_before_training(tmp_path, capsys, mon
         assert main(["demo", "--device", "cuda", "--out", str(tmp_path)]) == 2
         assert "CPU-only" in capsys.readouterr().err
     assert ran == []
+
+
+def test_a_diverged_demo_is_not_called_identical(tmp_path, capsys):
+    """At lr 1e10 every regime diverges; a diverged row's weights are zeroed, not kept, so
+    "identical (bitwise), max |Δ| = 0" would compare nothing: the check says it was not made,
+    fails, and the command exits 1 with one line saying why; the JSON and a reloaded
+    results.json say the same (null, not 0)."""
+    from wdlab.records import Result
+
+    result = run_demo(DemoSettings(dim=40, epochs=20, lr=1e10), device="cpu")
+    assert [r.status for r in result.runs] == ["diverged"] * 3
+    c = result.check
+    assert not c.identical and not c.passed and math.isnan(c.max_abs_diff)
+    assert c.verdict().startswith("not compared: manual and builtin diverged")
+    text = result.table()
+    assert "diverged (a non-finite loss): none, manual, builtin" in text
+    assert "IDENTICAL" not in text and "NOT COMPARED: manual and builtin diverged" in text
+    back = Result.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert back.answer() == result.answer() == f"manual vs builtin: {c.verdict()}"
+    out = tmp_path / "o"
+    args = ["demo", "--dim", "40", "--epochs", "20", "--lr", "1e10", "--out", str(out)]
+    capsys.readouterr()
+    assert main([*args, "--json"]) == 1
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["checks"]["manual_equals_builtin"]["max_abs_diff"] is None
+    shouted = [line for line in captured.err.splitlines() if line.startswith("!!!")]
+    assert shouted == [f"!!! manual vs builtin {c.verdict()}; lower --lr !!!"]

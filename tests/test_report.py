@@ -215,7 +215,7 @@ def test_report_cli_and_bad_input(tmp_path, capsys):
 
 def test_notebook_views_of_demo_and_run(tmp_path):
     demo = run_demo(DemoSettings(epochs=10, dim=32), device="cpu")
-    assert "<table>" in demo._repr_html_() and "bitwise identical" in demo._repr_html_()
+    assert "<table>" in demo._repr_html_() and "identical (bitwise)" in demo._repr_html_()
     assert isinstance(demo.plot(), Figure) and isinstance(demo.plot("weight_norm"), Figure)
 
 

@@ -137,8 +137,8 @@ class RunResult:
         curves stay in ``curves``, everything in :meth:`to_dict`)."""
         c = self.config
         named = c.label and c.label != c.mode and not c.label.startswith(f"{c.mode} wd=")
-        head = f"{c.label if named else c.mode} wd={c.weight_decay:g} lr={c.lr:g} {c.optimizer}"
-        head += f" seed {c.seed}"
+        run = f"wd={c.weight_decay:g} lr={c.lr:g} {c.optimizer} seed {c.seed}"
+        head = f"{c.label if named else c.mode} {run}"
         shown = [k for k in self.final if k.startswith(("val_", "test_"))][:4]
         metrics = "".join(f", {k} {self.final[k]:.4g}" for k in shown)
         return f"RunResult({head}: {self.status}{metrics})"
@@ -190,11 +190,20 @@ class Check:
         """JSON-ready form."""
         return asdict(self)
 
+    def verdict(self) -> str:
+        """In words: identical (bitwise), DIFFERENT by how much, or not compared and why."""
+        if self.identical:
+            return "identical (bitwise)"
+        d = self.max_abs_diff
+        return (
+            f"DIFFERENT (max |Δ| {d:.3g})" if math.isfinite(d) else f"not compared: {self.detail}"
+        )
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Check:
         """The inverse of :meth:`to_dict`."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        kept = {k: v for k, v in d.items() if k in {f.name for f in fields(cls)}}
+        return cls(**{k: nan_of(v) if k.startswith("max_") else v for k, v in kept.items()})
 
 
 @dataclass
@@ -250,20 +259,11 @@ class Result:
         """The answer in words: the weight decay to use per (mode, lr) (wd = 0 where decay
         gave no measurable gain), the demo's check, or why there is none."""
         if "manual_equals_builtin" in self.checks:
-            c = self.checks["manual_equals_builtin"]
-            same = (
-                "identical (bitwise)"
-                if c.identical
-                else f"DIFFERENT (max |Δ| {c.max_abs_diff:.3g})"
-            )
-            return f"manual vs builtin: {same}"
+            return f"manual vs builtin: {self.checks['manual_equals_builtin'].verdict()}"
         rows = [s for s in self.selection if not is_reference(s)]
         if not rows:
-            return (
-                no_choice(self.runs, self.counts)
-                if not self.selection
-                else "no weight decay chosen"
-            )
+            chosen = self.selection  # rows, but only wd = 0 references: nothing chosen
+            return "no weight decay chosen" if chosen else no_choice(self.runs, self.counts)
         answers = {use_text(s) for s in rows}
         if len(rows) > 1 and len(answers) == 1:
             n = "both" if len(rows) == 2 else f"all {len(rows)}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -66,6 +67,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print()
         width = print_paths(paths)
         print(f"{'time':>{width}}: {result.seconds:.1f} s")
+    if not result.check.identical and not math.isfinite(result.check.max_abs_diff):
+        sys.stderr.write(f"\n!!! manual vs builtin {result.check.verdict()}; lower --lr !!!\n")
+        return 1
     if not result.check.identical:
         sys.stderr.write(
             "\n!!! manual and builtin weight decay DIFFER: max |Δ| = "

@@ -24,7 +24,7 @@ from wdlab.data import Dataset, seed_noise, seed_noise_tensors
 from wdlab.decay import EVERYTHING, check_weight_decay, decay_table, get_mode
 from wdlab.models import ModelSpec
 from wdlab.pipelines.results import DemoResult
-from wdlab.records import RunConfig
+from wdlab.records import Check, RunConfig
 from wdlab.trainer import import_optimizer_runtime, train
 from wdlab.verify import compare
 
@@ -122,14 +122,18 @@ def run_demo(
         for config in configs
     ]
     by = {r.config.label: r for r in runs}
+    detail = f"SGD lr {s.lr:g}, wd {s.weight_decay:g}, {s.epochs + 1} steps, same init"
     check = compare(
         "manual ≡ builtin",
         "torch.optim.SGD(weight_decay=wd)",
         by["manual"].params,
         by["builtin"].params,
         tolerance=0.0,
-        detail=f"SGD lr {s.lr:g}, wd {s.weight_decay:g}, {s.epochs + 1} steps, same init",
+        detail=detail,
     )
+    if gone := [k for k in ("manual", "builtin") if by[k].status == "diverged"]:
+        why = f"{' and '.join(gone)} diverged (a non-finite loss; {detail}): no weights to compare"
+        check = Check(check.name, check.reference, math.nan, math.nan, False, 0.0, False, why)
     table = decay_table(seed_init(s.dim)(s.seed), EVERYTHING).to_dict()
     table["note"] = "the article's rule: every tensor decays, biases included"
     return DemoResult(

@@ -84,7 +84,7 @@ class DemoResult(Result):
             f"<td>{r.final['weight_norm']:.3f}</td></tr>"
             for r in self.runs
         )
-        verdict = "bitwise identical" if self.check.identical else "DIFFERENT"
+        verdict = escape(self.check.verdict())
         return (
             f"<table><caption>The article's experiment; manual vs builtin: {verdict}"
             f"</caption><tr>{head}</tr>{rows}</table>"

@@ -305,7 +305,11 @@ def _checks_html(result: Result) -> list[str]:
             c.name,
             c.reference,
             f"{c.max_abs_diff:.3g}",
-            "identical (bitwise)" if c.identical else f"rel {c.max_rel_diff:.3g}",
+            "identical (bitwise)"
+            if c.identical
+            else f"rel {c.max_rel_diff:.3g}"
+            if math.isfinite(c.max_rel_diff)
+            else "not compared",
             "pass" if c.passed else "FAIL",
         ]
         for c in result.checks.values()

@@ -51,10 +51,14 @@ def demo_table(result: Result) -> str:
             f"{r.best.get('epoch', -1):>10}"
         )
     c = result.checks["manual_equals_builtin"]
+    if diverged := [r.config.label for r in result.runs if r.status == "diverged"]:
+        lines.append(f"diverged (a non-finite loss): {', '.join(diverged)}")
     verdict = "IDENTICAL (bitwise)" if c.identical else "DIFFERENT"
     lines.append("")
     lines.append(
         f"manual vs builtin: {verdict}, max |Δ| = {c.max_abs_diff:.3g} over all parameters"
+        if math.isfinite(c.max_abs_diff)
+        else f"manual vs builtin: NOT COMPARED: {c.detail}"
     )
     lines += engine_line(result)
     return "\n".join(lines)
