@@ -182,3 +182,56 @@ def test_inspect_still_shows_a_frozen_model(tmp_path, capsys):
     )
     assert main(["inspect", f"{tmp_path}/frozen.py:make"]) == 0
     assert "frozen" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("form", ["tensors", "datasets"])
+def test_task_binary_refuses_labels_beyond_one(tmp_path, form, capsys, monkeypatch):
+    """A new-user trial: ``--task binary`` on labels 0..2 trained a 1-output logit with BCE
+    against target 2 (no label 2 could ever be right), exit 0. Binary targets are 0/1 labels
+    or probabilities, in [0, 1]: beyond is one line, exit 2, nothing written."""
+    (tmp_path / "mine.py").write_text(
+        textwrap.dedent(
+            """
+            import torch
+            from torch.utils.data import TensorDataset
+            g = torch.Generator().manual_seed(0)
+            X, y = torch.randn(90, 6, generator=g), torch.randint(0, 3, (90,), generator=g)
+            CUTS = {"train": (0, 50), "val": (50, 70), "test": (70, 90)}
+            def tensors():
+                return {k: (X[a:b], y[a:b]) for k, (a, b) in CUTS.items()}
+            def datasets():
+                return {k: TensorDataset(X[a:b], y[a:b]) for k, (a, b) in CUTS.items()}
+            def one():
+                return torch.nn.Linear(6, 1)
+            """
+        )
+    )
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "study"
+    args = ["sweep", "--model", "mine.py:one", "--data", f"mine.py:{form}", "--task", "binary"]
+    args += ["--batch-size", "16", "--epochs", "1", "--seeds", "1", "--wd", "0,0.1", "--out"]
+    assert main([*args, str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    where = "data['train']" + (" batch 0 (epoch 0)" if form == "datasets" else "")
+    assert err == (
+        f"wdlab sweep: error: {where}: target 2 is outside [0, 1], and the task is binary (BCE "
+        "reads a 0/1 label or a probability): labels 0, 1, 2, … are the task multiclass "
+        "(--task multiclass)"
+    )
+    assert not out.exists()
+
+
+def test_task_binary_takes_probabilities():
+    """Soft binary targets in [0, 1] (BCE's probabilities) stay accepted, held and streamed."""
+    from torch.utils.data import TensorDataset
+
+    g = torch.Generator().manual_seed(0)
+    X, p = torch.randn(60, 6, generator=g), torch.rand(60, generator=g)
+    splits = {"train": (X[:40], p[:40]), "val": (X[40:50], p[40:50]), "test": (X[50:], p[50:])}
+    held = wdlab.data.from_splits(splits, task="binary")
+    assert held.task == "binary" and torch.equal(held.y_val, p[40:50])
+    streamed = wdlab.data.stream_splits(
+        {k: TensorDataset(*v) for k, v in splits.items()}, task="binary", batch_size=16
+    )
+    ys = torch.cat([y for _, y in streamed.streams["train"].epoch(0)])
+    assert ys.min() >= 0 and ys.max() <= 1 and len(ys) == 40

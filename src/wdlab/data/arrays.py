@@ -301,8 +301,18 @@ def _row(item: str | Callable[[int], str], row: int) -> str:
 
 def check_labels(where: str, y: Tensor, n_classes: int, why: str = "") -> None:
     """A one-line ``ValueError`` when a class label in ``y`` is outside ``0..n_classes-1``
-    (``where`` names the split, e.g. ``data['val']``; ``why`` says where the count came from)."""
-    if y.numel() == 0 or y.is_floating_point():
+    (``where`` names the split, e.g. ``data['val']``; ``why`` says where the count came from),
+    or, for 2 classes as a binary task's float targets, outside [0, 1]."""
+    if y.numel() == 0:
+        return
+    if y.is_floating_point():
+        outside = (y < 0) | (y > 1) | y.isnan()
+        if n_classes == 2 and outside.any():
+            raise ValueError(
+                f"{where}: target {float(y[outside][0]):g} is outside [0, 1], and the task is "
+                "binary (BCE reads a 0/1 label or a probability): labels 0, 1, 2, … are the "
+                "task multiclass (--task multiclass)"
+            )
         return
     low, high = int(y.min()), int(y.max())
     if low < 0 or high >= n_classes:

@@ -197,11 +197,8 @@ class Stream:
         x = as_inputs(x)
         if self.targets is not None:
             y = as_targets(where, y, self.targets)
-        if self.n_classes is not None and y.device.type == "cpu" and y.numel():
-            low, high = int(y.min()), int(y.max())
-            if low < 0 or high >= self.n_classes:
-                bad = low if low < 0 else high
-                raise ValueError(f"{where}: label {bad} is outside 0..{self.n_classes - 1}")
+        if self.n_classes is not None and y.device.type == "cpu":
+            check_labels(where, y, self.n_classes)  # a binary task's targets: 2, in [0, 1]
         return to_device((x, y), self.device)
 
     def _ended(self, n: int, expected: int | None, what: str, key: str, slack: int) -> None:

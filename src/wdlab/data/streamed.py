@@ -392,7 +392,7 @@ def stream_splits(
     )
     inputs = {k: as_inputs(s[0]) for k, s in samples.items()}
     layout = Layout.of(inputs["train"])
-    checked = classes if task == "multiclass" and classes else None
+    checked = 2 if task == "binary" else classes if task == "multiclass" and classes else None
     streams = {
         k: _stream(s, dev, layout, targets, checked, batch_size, seed, progress)
         for k, s in sources.items()

@@ -151,6 +151,8 @@ def from_splits(
     n_classes = int(max(int(y.max()) for y in ys.values()) + 1) if task == "multiclass" else 1
     for k, y in ys.items() if task == "multiclass" else ():  # classes are numbered from 0
         check_labels(f"data[{k!r}]", y, n_classes, f"{n_classes} classes, numbered from 0")
+    for k, y in ys.items() if task == "binary" else ():  # a 0/1 label or a probability
+        check_labels(f"data[{k!r}]", y, 2)
     return Dataset(
         name=name,
         task=task,
