@@ -94,23 +94,38 @@ def test_run_refuses_keep_and_points_to_sweep(tmp_path, capsys, keep):
     assert not out.exists()
 
 
+def test_run_refuses_a_checkpoint_and_points_to_sweep(tmp_path, capsys):
+    """A new-user trial: run --checkpoint 1 wrote training state into a temporary study that
+    nothing can resume from, silently, while --keep all was refused for the same reason."""
+    out = tmp_path / "run-checkpoint"
+    err = one_line_error([*RUN, "--checkpoint", "1", "--out", str(out)], capsys)
+    assert err == (
+        "wdlab run: error: --checkpoint 1: wdlab run resumes nothing (it trains in a temporary "
+        "study); to resume: wdlab sweep --out DIR --checkpoint 1\n"
+    )
+    assert not out.exists()
+
+
 def wdlab(argv: list[str], cwd: object) -> subprocess.CompletedProcess[str]:
     """The command in a fresh interpreter, as a user runs it (its warnings as they print)."""
     cmd = [sys.executable, "-m", "wdlab.cli", *argv]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
 
 
-def test_run_says_a_files_keep_is_not_kept(tmp_path):
-    (tmp_path / "exp.toml").write_text('[train]\nkeep = "all"\n')
+def test_run_says_a_files_keep_and_checkpoint_do_nothing(tmp_path):
+    (tmp_path / "exp.toml").write_text('[train]\nkeep = "all"\ncheckpoint = 2\n')
     done = wdlab(["run", "exp.toml", *RUN[1:], "--out", "o"], tmp_path)
     assert done.returncode == 0, done.stderr
     said = [line for line in done.stderr.splitlines() if "warning" in line]
     assert said == [
         "wdlab: warning: exp.toml: train.keep = 'all': wdlab run keeps no trained weights (it "
-        "trains in a temporary study); to keep them: wdlab sweep --out DIR --keep all"
+        "trains in a temporary study); to keep them: wdlab sweep --out DIR --keep all",
+        "wdlab: warning: exp.toml: train.checkpoint = 2: wdlab run resumes nothing (it trains in "
+        "a temporary study); to resume: wdlab sweep --out DIR --checkpoint 2",
     ]
-    # --keep none says what run does: no warning
-    done = wdlab(["run", "exp.toml", *RUN[1:], "--keep", "none", "--out", "p"], tmp_path)
+    # --keep none and --checkpoint off say what run does: no warning
+    flags = ["--keep", "none", "--checkpoint", "off"]
+    done = wdlab(["run", "exp.toml", *RUN[1:], *flags, "--out", "p"], tmp_path)
     assert done.returncode == 0 and "warning" not in done.stderr, done.stderr
 
 
@@ -597,3 +612,24 @@ def test_a_sigterm_python_could_only_print_still_stops_the_command(monkeypatch, 
         assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_a_data_file_without_its_function_or_a_folder_is_named_so(tmp_path, capsys):
+    """A new-user trial: ``--data mydata.py`` listed the built-in sources, as if the name
+    were misspelt, where ``--model mymodel.py`` said to name the function; ``--data
+    /tmp:make_data`` said "No module named '/tmp'". The help names file.py:factory too."""
+    out = str(tmp_path / "o")
+    err = one_line_error(["sweep", "--data", "mydata.py", "--out", out], capsys)
+    assert err == (
+        "wdlab sweep: error: data 'mydata.py' names a file; name the function that returns "
+        "the splits too: mydata.py:FUNCTION (e.g. mydata.py:make_data)\n"
+    )
+    err = one_line_error(["sweep", "--data", f"{tmp_path}:make_data", "--out", out], capsys)
+    assert err == (
+        f"wdlab sweep: error: cannot load data function '{tmp_path}:make_data': "
+        f"'{tmp_path}' is a path, not a FILE.py\n"
+    )
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    assert "cnn, file.py:factory or module:factory" in " ".join(capsys.readouterr().out.split())

@@ -171,7 +171,7 @@ class ModelConfig(_Section):
         "mlp",
         model_kind,
         "--model",
-        f"{', '.join(k for k in MODEL_KINDS if k != 'custom')} or module:factory",
+        f"{', '.join(k for k in MODEL_KINDS if k != 'custom')}, file.py:factory or module:factory",
     )
     hidden: list[int] = key([64], _hidden, "--hidden", "hidden sizes, e.g. 64,32")
     activation: str = key(

@@ -87,6 +87,8 @@ def load_callable(target: object, what: str = "") -> Any:
             f"expected MODULE:FUNCTION or FILE.py:FUNCTION for {what or 'the target '}"
             f"(e.g. mytrain:setup), got {target!r}"
         )
+    if "/" in where and not where.endswith(".py"):  # a folder or a file that is not Python
+        raise ValueError(f"cannot load {what}{target!r}: {where!r} is a path, not a FILE.py")
     try:
         module = import_module(where)
     except (KeyboardInterrupt, GeneratorExit):

@@ -211,7 +211,9 @@ def add_model_flags(p: argparse.ArgumentParser) -> None:
     kinds = ", ".join(known["model_kinds"])
     defaults = _model_flag_defaults()
     hidden = ",".join(map(str, defaults["hidden"]))
-    p.add_argument("model", nargs="?", default="seed-mlp", help=f"{kinds} or module:factory")
+    p.add_argument(
+        "model", nargs="?", default="seed-mlp", help=f"{kinds}, file.py:factory or module:factory"
+    )
     p.add_argument(
         "--in-dim", type=positive_int, default=None,
         help="input features (default: 1000; a factory's own, where it has in_dim)",

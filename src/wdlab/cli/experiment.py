@@ -177,25 +177,36 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def check_run_keep(args: argparse.Namespace) -> None:
-    """``run`` keeps no trained weights (it trains in a temporary study): ``--keep best|all``
-    is refused in one line, a file's ``train.keep = "best"|"all"`` said in one warning; both
-    point to ``sweep``, which keeps them."""
+    """``run`` keeps no trained weights and resumes nothing (it trains in a temporary study):
+    ``--keep best|all`` and ``--checkpoint N`` are refused in one line, a file's
+    ``train.keep = "best"|"all"`` or ``train.checkpoint = N`` said in one warning; each points
+    to ``sweep``, which keeps and resumes."""
     from wdlab.pipelines.experiment import read_config
 
-    if args.keep in KEPT:
-        raise UsageError(_keeps_nothing(f"--keep {args.keep}", args.keep))
-    if args.keep is None and args.config:
-        train = read_config(args.config).get("train")
-        keep = train.get("keep") if isinstance(train, dict) else None
-        if keep in KEPT:
-            where = f"{Path(args.config).name}: train.keep = {keep!r}"
-            warnings.warn(_keeps_nothing(where, keep), stacklevel=1)
+    given = {"keep": args.keep, "checkpoint": args.checkpoint}
+    for name, value in given.items():
+        if _sweeps_only(name, value):
+            raise UsageError(_keeps_nothing(f"--{name} {value}", name, value))
+    train = read_config(args.config).get("train") if args.config else None
+    for name, value in (train or {}).items() if isinstance(train, dict) else ():
+        if given.get(name, "") is None and _sweeps_only(name, value):
+            where = f"{Path(args.config).name}: train.{name} = {value!r}"
+            warnings.warn(_keeps_nothing(where, name, value), stacklevel=1)
 
 
-def _keeps_nothing(where: str, keep: str) -> str:
+def _sweeps_only(name: str, value: object) -> bool:
+    """Whether ``train.<name> = value`` asks for what only a sweep's study does: weights kept
+    (``keep`` best or all) or training state saved to resume from (``checkpoint`` N)."""
+    if name == "checkpoint":
+        return value is not None and str(value) not in ("auto", "off")
+    return name == "keep" and value in KEPT
+
+
+def _keeps_nothing(where: str, name: str, value: object) -> str:
+    does = "keeps no trained weights" if name == "keep" else "resumes nothing"
     return (
-        f"{where}: wdlab run keeps no trained weights (it trains in a temporary study); "
-        f"to keep them: wdlab sweep --out DIR --keep {keep}"
+        f"{where}: wdlab run {does} (it trains in a temporary study); "
+        f"to {'keep them' if name == 'keep' else 'resume'}: wdlab sweep --out DIR --{name} {value}"
     )
 
 

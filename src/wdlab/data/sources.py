@@ -395,6 +395,11 @@ def load(name: str, *, seed: int = 0, **options: object) -> Dataset:
         return SOURCES[name].load(seed=seed, **options)
     if is_table_path(name):
         return read_table(name, seed=seed, **options)
+    if name.endswith(".py"):  # a file, without the function that returns the splits
+        raise ValueError(
+            f"data {name!r} names a file; name the function that returns the splits too: "
+            f"{name}:FUNCTION (e.g. {name}:make_data)"
+        )
     raise ValueError(
         f"unknown data {name!r}; valid: {', '.join(SOURCES)}, a .csv/.parquet path or "
         "file.py:make_data"
