@@ -264,7 +264,9 @@ def test_a_stream_without_len_gets_advice_that_leads_somewhere():
     for info in (sched, steps):
         assert "\n" not in str(info.value) and "give its Dataset a __len__" in str(info.value)
     assert "steps=" not in str(sched.value) and "per-epoch schedule (cosine" in str(sched.value)
-    assert "schedule" not in str(steps.value) and "epochs= instead of steps=" in str(steps.value)
+    assert "schedule" not in str(
+        steps.value
+    ) and "train for epochs (epochs=, --epochs) instead" in str(steps.value)
     # the advice followed: a stream with a length trains with both
     r = wdlab.sweep(_model, _splits(True), schedule="warmup-cosine:0.1", steps=6,
                     **{**kw, "epochs": None})  # fmt: skip

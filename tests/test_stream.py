@@ -690,8 +690,9 @@ def test_a_batch_size_a_dataloader_does_not_use_is_said():
     data = {"train": DataLoader(items[:40], batch_size=10), "val": (X[40:50], y[40:50]),
             "test": (X[50:], y[50:])}  # fmt: skip
     kw = dict(weight_decay=[0.0], epochs=1, n_classes=2)
-    with pytest.warns(UserWarning, match=r"batch_size=16 is not used for data\['train'\]: a "
-                      r"DataLoader batches as it was made \(batch_size=10\)"):  # fmt: skip
+    unused = r"batch size 16 \(batch_size=, --batch-size\) is not used for data\['train'\]"
+    with pytest.warns(UserWarning, match=unused + r": a DataLoader batches as it was made "
+                      r"\(batch_size=10\)"):  # fmt: skip
         wdlab.sweep(lambda seed: nn.Linear(3, 2), data, batch_size=16, **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -719,7 +720,10 @@ def test_the_command_line_says_a_batch_size_its_dataloaders_do_not_use(tmp_path,
     (tmp_path / "loaders.py").write_text(LOADERS)
     flags = ["sweep", "--data", f"{tmp_path}/loaders.py:make_data", "--epochs", "1"]
     flags += ["--wd", "0", "--seeds", "1", "--json"]
-    with pytest.warns(UserWarning, match=r"batch_size=16 is not used for data\['train'\]"):
+    with pytest.warns(
+        UserWarning,
+        match=r"batch size 16 \(batch_size=, --batch-size\) is not used for data\['train'\]",
+    ):
         assert main([*flags, "--out", str(tmp_path / "a"), "--batch-size", "16"]) == 0
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")

@@ -280,7 +280,8 @@ def unused_batch_size(data: object, size: object) -> None:
         made = getattr(loader, "batch_size", None) if isinstance(loader, DataLoader) else None
         if made is not None and made != size:
             warn_user(
-                f"batch_size={size} is not used for data[{split!r}]: a DataLoader batches as "
-                f"it was made (batch_size={made}); batch_size= batches Datasets and tensors"
+                f"batch size {size} (batch_size=, --batch-size) is not used for data[{split!r}]: "
+                f"a DataLoader batches as it was made (batch_size={made}); the batch size "
+                "batches Datasets and tensors"
             )
             return

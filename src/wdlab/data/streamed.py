@@ -187,8 +187,8 @@ def source(
     if dataset and not batch_size:  # None or 0: the full batch
         raise ValueError(
             f"data[{split!r}] is a Dataset ({type(obj).__name__}) and the batch size is the full "
-            "batch (batch_size None or 0), which a stream cannot hold: give a positive batch "
-            "size (batch_size=, --batch-size) or a DataLoader"
+            "batch (batch_size None or 0, --batch-size 0), which a stream cannot hold: give a "
+            "positive batch size (batch_size=, --batch-size) or a DataLoader"
         )
     if isinstance(obj, IterableDataset):
         return LoaderSource(split, wrap(obj, batch_size, num_workers), seed, pin)

@@ -95,7 +95,10 @@ def load_data(
     ``None``: counted)."""
     if is_data_function(data.source):
         if data.train_size:
-            raise ValueError("data.train_size applies to built-in sources and tables")
+            raise ValueError(
+                "data.train_size (--train-size) applies to built-in sources and tables, not to "
+                f"a data function ({data.source}): subsample in it"
+            )
         _unread_by_a_function(data)
         ds = from_function(
             data.source, seed=data.seed, batch_size=batch_size, progress=progress,

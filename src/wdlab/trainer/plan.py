@@ -134,9 +134,10 @@ class Plan:
             per = self.steps_per_epoch
             if per is None:
                 raise ValueError(
-                    "steps= needs the number of batches per epoch, which this training stream "
-                    "cannot tell (it has no len()): give its Dataset a __len__ (its DataLoader "
-                    "then has one), or train for epochs= instead of steps="
+                    "steps (steps=, --steps) needs the number of batches per epoch, which this "
+                    "training stream cannot tell (it has no len()): give its Dataset a __len__ "
+                    "(its DataLoader then has one), or train for epochs (epochs=, --epochs) "
+                    "instead"
                 )
             if isinstance(self.data, StreamedData) and not self.data.streams["train"].exact:
                 raise ValueError(
