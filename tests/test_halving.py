@@ -157,6 +157,35 @@ def test_with_early_stopping_a_cell_is_ranked_at_its_best_epoch_so_far():
     assert last["cells"][0]["weight_decay"] == 1e-2 and best["cells"][0]["weight_decay"] == 1e-3
 
 
+def test_a_cell_that_finished_before_the_rung_is_listed_not_ranked():
+    """A new-user trial: with early stopping, a cell whose every seed stopped before a rung
+    was missing from the decision, so the decision did not account for every cell. It is not
+    ranked (as Optuna's pruners rank only the trials that reached the rung, and n in ⌈n/η⌉
+    counts the cells ranked), but it is listed with its score and why; a cell with one seed
+    still training is ranked on all its seeds."""
+    c = Criterion("acc", "accuracy", True, True)
+    waiting = [_run("decoupled", 0.01, wd, s, [0.5, a]) for wd, a in ((1e-4, 0.9), (1e-3, 0.8),
+               (1e-2, 0.7)) for s in range(2)]  # fmt: skip
+    waiting.append(_run("decoupled", 0.01, 1.0, 1, [0.5, 0.95]))  # seed 0 stopped early
+    finished = [_run("decoupled", 0.01, 1.0, 0, [0.97], status="done")]
+    finished += [_run("decoupled", 0.01, 0.1, s, [0.6], status="done") for s in range(2)]
+    finished += [_run("decoupled", 0.01, 3.0, 0, [math.nan], status="diverged")]
+    detail, pruned = decide(finished, waiting, 2, Prune(), c)
+    why = {cell["weight_decay"]: (cell["why"], cell["runs"]) for cell in detail["cells"]}
+    assert why == {
+        1.0: ("kept: best", 2),  # ranked on both seeds: 0.96
+        1e-4: ("kept: in the best 1/3", 2),  # ⌈4/3⌉ = 2 of the 4 cells ranked
+        1e-3: ("pruned: not in the best 1/3", 2),
+        1e-2: ("pruned: not in the best 1/3", 2),
+        0.1: ("finished before the rung (stopped early): not ranked", 2),
+        3.0: ("finished before the rung (diverged): not ranked", 1),
+    }
+    assert (detail["kept"], detail["pruned"], detail["finished"]) == (2, 2, 2)
+    assert detail["cells"][-2]["score"] == pytest.approx(0.6)
+    assert sorted((c.weight_decay, c.seed) for c in pruned) == [(1e-3, 0), (1e-3, 1),
+                                                                (1e-2, 0), (1e-2, 1)]  # fmt: skip
+
+
 # -- a pruned sweep -------------------------------------------------------------------------------
 
 

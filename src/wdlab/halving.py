@@ -23,12 +23,16 @@ all seeds of a cell go on or stop together. Kept: the best ⌈n/η⌉ of the n c
 cell within one standard error of the best (the paired standard error of their seed-by-seed
 differences, as the selection's test pairs seeds; none with one seed), and every wd = 0 cell
 (the reference the verdict needs: never ranked, never pruned). A cell with a seed that
-diverged (or no finite score) is pruned: the selection could not choose it. Means are ranked
-to six significant digits (:func:`_level`), so two cells with the same count of the same rows
-right are equal whatever float32 rounding their means took; equal means go to the smaller
-weight decay, then the smaller lr, then the mode's name (not the order the modes were given),
-so the cut keeps exactly ⌈n/η⌉ (ties at a small validation split's accuracy are common, and
-keeping every tie would keep most of the grid).
+diverged (or no finite score) is pruned: the selection could not choose it. A cell whose every
+seed finished before the rung (early stopping, or diverged) is not ranked there, as Optuna's
+pruners rank only the trials that reached a rung: the decision lists it (``finished before
+the rung``), and the answer compares it as any finished cell; a cell with a seed still
+training is ranked on all its seeds, those that stopped early scored at their best epoch.
+Means are ranked to six significant digits (:func:`_level`), so two cells with the same count
+of the same rows right are equal whatever float32 rounding their means took; equal means go to
+the smaller weight decay, then the smaller lr, then the mode's name (not the order the modes
+were given), so the cut keeps exactly ⌈n/η⌉ (ties at a small validation split's accuracy are
+common, and keeping every tie would keep most of the grid).
 
 **Where the ranking happens.** Across the whole study, at a barrier: a rung is decided once
 every run still training has reached it (:func:`wdlab.pipelines.segments.decide_rungs`), so a
@@ -230,17 +234,35 @@ def decide(
         rows.append(_row(cell, mean, se, why, len(by_cell[cell])))
         if why.startswith("pruned"):
             pruned += [r.config for r in waiting if cell_of(r.config) == cell]
+    gone = _finished_before(runs, live, c)
     detail = {
         "rung": rung,
         "eta": prune.eta,
         "metric": c.key,
         "higher": c.higher,
         "early_stopping": c.early_stopping,
-        "kept": sum(not r["why"].startswith("pruned") for r in rows),
+        "kept": sum(r["why"].startswith("kept") for r in rows),
         "pruned": sum(r["why"].startswith("pruned") for r in rows),
-        "cells": rows,
+        "finished": len(gone),
+        "cells": rows + gone,
     }
     return detail, pruned
+
+
+def _finished_before(runs: Sequence[RunResult], live: set[Cell], c: Criterion) -> list[dict]:
+    """The cells compared by the answer that no seed reached the rung with (every one stopped
+    early or diverged before it): not ranked, as Optuna's pruners rank only the trials that
+    reached a rung; listed, so that the decision accounts for every cell."""
+    by_cell: dict[Cell, list[RunResult]] = {}
+    for r in runs:
+        if cell_of(r.config) not in live and not reference(cell_of(r.config)):
+            by_cell.setdefault(cell_of(r.config), []).append(r)
+    rows = []
+    for cell, rs in sorted(by_cell.items()):
+        how = "diverged" if any(r.status == "diverged" for r in rs) else "stopped early"
+        why = f"finished before the rung ({how}): not ranked"
+        rows.append(_row(cell, _mean(_scores(rs, c)), math.nan, why, len(rs)))
+    return rows
 
 
 def _why(
