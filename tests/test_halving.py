@@ -11,6 +11,7 @@ are promised there). A resumed or killed sweep continues the same batches from t
 state: there the numbers are the uninterrupted sweep's, bit for bit.
 """
 
+import itertools
 import json
 import math
 import os
@@ -34,6 +35,7 @@ from wdlab.halving import Prune, decide, setting
 from wdlab.pipelines import load_study, run_sweep
 from wdlab.pipelines.experiment import read_config
 from wdlab.records import ALL_PRUNED, Curves, RunConfig, RunResult
+from wdlab.report.text import short
 from wdlab.selection import Criterion
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -335,6 +337,33 @@ def test_the_report_draws_the_rungs(swept, tmp_path):
     assert "rungs" not in {n for n in os.listdir(tmp_path) if n.endswith(".png")}
 
 
+def test_the_rung_figure_names_each_line_its_star_and_the_compute(swept):
+    """A new-user trial: the compute used was only in the caption, lines were told apart by
+    lr only, and ★s of several lrs at one point showed as one. Now the title says the
+    compute, each line never pruned is named by its weight decay where it ends (the names
+    moved apart, inside the axes), and each lr's legend entry names its ★."""
+    from wdlab.report.figures import figure
+    from wdlab.report.plots import answer_cells
+
+    result = swept[0]
+    ax = figure(result, "rungs").axes[0]
+    comp = result.halving["compute"]
+    assert ax.get_title().endswith(
+        f"compute used: {comp['fraction']:.0%} of the full grid's configuration-epochs "
+        f"({comp['configuration_epochs']:,} of {comp['full_grid_epochs']:,})"
+    )
+    done = {(r.config.lr, r.config.weight_decay) for r in result.runs if r.status == "done"}
+    names = sorted(t.get_text() for t in ax.texts)
+    assert names == sorted(f"wd {short(wd)}" for _, wd in done)
+    heights = sorted(t.get_position()[1] for t in ax.texts)
+    low, high = ax.get_ylim()
+    assert all(b - a >= 0.044 * (high - low) for a, b in itertools.pairwise(heights))
+    assert heights[-1] <= high
+    labels = ax.get_legend_handles_labels()[1]
+    for (_, lr), wd in answer_cells(result).items():
+        assert f"lr {short(lr)}: never pruned, ★ wd {short(wd)}" in labels
+
+
 def test_a_partial_pruned_studys_rung_figure_says_what_it_draws(swept, tmp_path):
     """Found by a new-user trial: on a pruned study killed part-way the rung figure had legend
     entries "trained to the end" for colours it did not draw, marked and named rungs not yet
@@ -357,7 +386,7 @@ def test_a_partial_pruned_studys_rung_figure_says_what_it_draws(swept, tmp_path)
     assert "★" not in html.split('id="fig-rungs"')[1].split("</figure>")[0]
     ax = figure(result, "rungs").axes[0]
     labels = ax.get_legend_handles_labels()[1]
-    assert not any("trained to the end" in label for label in labels)
+    assert not any("never pruned" in label for label in labels)
     dashed = [line.get_xdata() for line in ax.lines if line.get_linestyle() == "--"]
     assert {float(x[0]) for x in dashed if len(x)} == {1.0, 3.0}  # the rungs decided, not 9
 
@@ -573,13 +602,31 @@ def test_a_pruned_sweep_that_stopped_nothing_says_so():
 
     comp = {"configuration_epochs": 36, "full_grid_epochs": 36, "row_steps": 72}
     comp |= {"full_grid_row_steps": 72, "fraction": 1.0}
-    halving = {"compute": comp, "eta": 3, "rungs": [6], "decisions": [{"pruned": 0}]}
+    halving = {"compute": comp, "eta": 3, "rungs": [6], "decisions": [{"rung": 6, "pruned": 0}]}
     line = compute_text(halving)
     assert line.startswith("compute: 36 of the full grid's 36 configuration-epochs (100%)")
     assert line.endswith("successive halving (eta = 3, rungs after 6 epochs) stopped no cell")
     assert compute_text({"compute": comp}) == ""  # no pruning, the full grid: nothing to say
-    halving["decisions"] = [{"pruned": 1}]
+    halving["decisions"] = [{"rung": 6, "pruned": 1}]
     assert compute_text(halving).endswith("stopped 1 cell")
+
+
+def test_a_rung_no_run_reached_is_said_so():
+    """A new-user trial: with early stopping every run had stopped before the last rung (55),
+    which then had no decision and no dashed line, while the compute line listed it as a rung
+    after which halving ranked; it now says no run was training there (a partial study's
+    rung still ahead: not reached yet)."""
+    from wdlab.report.text import compute_text
+
+    comp = {"configuration_epochs": 30, "full_grid_epochs": 60, "row_steps": 60}
+    comp |= {"full_grid_row_steps": 120, "fraction": 0.5}
+    decisions = [{"rung": r, "pruned": 1} for r in (4, 7, 19)]
+    halving = {"compute": comp, "eta": 3, "rungs": [4, 7, 19, 55], "decisions": decisions}
+    assert "rungs after 4, 7, 19, 55 epochs; 55: no run was training there) stopped 3 cells" in (
+        compute_text(halving)
+    )
+    halving["compute"] = comp | {"finished_only": True}
+    assert "55 epochs; 55: not reached yet)" in compute_text(halving)
 
 
 def test_prune_takes_1_and_0_as_true_and_false():
@@ -943,10 +990,12 @@ def test_a_training_in_steps_gives_its_rungs_in_steps_too():
     runs = [_run("decoupled", 0.01, wd, 0, [0.5] * 3, status="done") for wd in (0.0, 0.1)]
     runs.append(_run("decoupled", 0.01, 1.0, 0, [0.9], status="pruned"))
     train = {"steps": 60, "prune": True, "prune_eta": 3}
-    told = summary({"train": train}, {"steps_per_epoch": 7}, runs, {})
+    decided = {r: {"rung": r, "pruned": int(r == 1)} for r in (1, 3)}
+    told = summary({"train": train}, {"steps_per_epoch": 7}, runs, decided)
     assert told["rungs"] == [1, 3] and told["rung_steps"] == [7, 21]
     assert "rungs after 1, 3 epochs (7, 21 steps))" in compute_text(told)
-    epochs = summary({"train": {"epochs": 9, "prune": True}}, {"steps_per_epoch": 7}, runs, {})
+    nine = {"train": {"epochs": 9, "prune": True}}
+    epochs = summary(nine, {"steps_per_epoch": 7}, runs, decided)
     assert "rung_steps" not in epochs and "epochs)" in compute_text(epochs)
 
 

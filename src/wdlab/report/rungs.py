@@ -7,8 +7,10 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from matplotlib import rcParams
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from wdlab.records import Result, RunResult
@@ -52,10 +54,13 @@ def rung_figure(
     c: Criterion,
     rungs: Sequence[int],
     chosen: Mapping[tuple[str, float], float] | None = None,
+    compute: str = "",
 ) -> Figure:
     """Validation score (mean over seeds) of every mode × lr × weight-decay cell against the
-    epochs trained: cells trained to the end in colour (one per mode and lr), stopped ones in grey,
-    ending where they stopped (a dot); the rungs dashed; ★ the weight decay to use."""
+    epochs trained: cells never pruned in colour (one per mode and lr, each named by its weight
+    decay where it ends), stopped ones in grey, ending where they stopped (a dot); the rungs
+    dashed; ★ the weight decay to use (named in the legend too, as ★s may coincide);
+    ``compute``, the compute used, under the title."""
     fig = Figure(figsize=(8, 4.5))
     ax = fig.subplots()
     colors = rcParams["axes.prop_cycle"].by_key()["color"]
@@ -66,29 +71,53 @@ def rung_figure(
         ax.axvline(r, color="0.6", lw=1, ls="--")
     # the cells trained to the end first, the stopped ones over them (thin, grey, a dot where
     # each stopped), so that both stay visible where their curves run together
+    ends: list[tuple[float, float, str, str]] = []  # where each cell never pruned ends
     for cell, (xs, ys, fate) in sorted(curves.items(), key=lambda kv: kv[1][2] != "done"):
         color = colors[settings.index(cell[:2]) % len(colors)] if fate == "done" else "0.55"
         ax.plot(xs, ys, color=color, lw=1.8 if fate == "done" else 0.8, alpha=0.9)
         if fate != "done" and xs:
             ax.plot([xs[-1]], [ys[-1]], marker="o", ms=3, color="0.35")
+        if fate == "done" and xs and math.isfinite(ys[-1]):
+            ends.append((xs[-1], ys[-1], f"wd {short(cell[2])}", color))
         if (chosen or {}).get(cell[:2]) == cell[2] and fate == "done":
             ax.plot([xs[-1]], [ys[-1]], marker="*", ms=14, color=color, mec="black")
     drawn = {cell[:2] for cell, (_, _, fate) in curves.items() if fate == "done"}
     for i, (mode, lr) in enumerate(settings):
         name = f"{mode}, lr {short(lr)}" if len(modes) > 1 else f"lr {short(lr)}"
+        wd = (chosen or {}).get((mode, lr))
+        star = (
+            f", ★ wd {short(wd)}"
+            if (mode, lr, wd) in curves and curves[(mode, lr, wd)][2] == "done"
+            else ""
+        )
         if (mode, lr) in drawn:  # a legend entry for what is drawn in that colour only
-            ax.plot([], [], color=colors[i % len(colors)], label=f"{name}: trained to the end")
+            ax.plot([], [], color=colors[i % len(colors)], label=f"{name}: never pruned{star}")
     ax.plot([], [], color="0.55", marker="o", ms=3, label="stopped (pruned or diverged)")
     ax.plot([], [], color="0.6", ls="--", label="rungs")
     ax.set_xlabel("epochs trained")
     ax.set_ylabel(f"validation {c.name} (mean over seeds)")
-    ax.set_title(
-        "Successive halving: each mode × lr × wd cell, stopped ones end at their rung", fontsize=10
-    )
+    title = "Successive halving: each mode × lr × wd cell, stopped ones end at their rung"
+    ax.set_title(title + (f"\n{compute}" if compute else ""), fontsize=10)
+    ax.margins(x=0.12)  # room for the weight decays named where the lines end
+    _name_ends(ax, ends)
     ax.grid(alpha=0.3)
     legend(ax)
     fig.tight_layout()
     return fig
+
+
+def _name_ends(ax: Axes, ends: list[tuple[float, float, str, str]]) -> None:
+    """Each line never pruned named by its weight decay right of its end, the names moved
+    apart (bottom to top) where the lines end together, as they often do near the best."""
+    low, high = ax.get_ylim()
+    gap, at = 0.045 * (high - low), [-math.inf]
+    ends = sorted(ends, key=lambda e: e[1])
+    for _, y, _, _ in ends:
+        at.append(max(y, at[-1] + gap))
+    over = max(0.0, at[-1] - (high - gap / 2)) if ends else 0.0  # kept inside the axes
+    for (x, y, text, color), label_y in zip(ends, at[1:], strict=True):
+        ax.annotate(text, (x, y), xytext=(9, label_y - over), textcoords=("offset points", "data"),
+                    fontsize=7, color=color, va="center", annotation_clip=False)  # fmt: skip
 
 
 def _applies(result: Result) -> bool:
@@ -102,7 +131,19 @@ def _decided(result: Result) -> list[int]:
 
 def _draw(result: Result) -> Figure:
     c = criterion_of(result)
-    return rung_figure(result.runs, c, _decided(result), answer_cells(result))
+    used = _used(result.halving.get("compute") or {})
+    return rung_figure(result.runs, c, _decided(result), answer_cells(result), used)
+
+
+def _used(comp: Mapping[str, Any]) -> str:
+    """The compute used, in the figure's words (the caption has the whole sentence)."""
+    if not comp:
+        return ""
+    so_far = " so far" if comp.get("finished_only") else ""
+    return (
+        f"compute used{so_far}: {comp['fraction']:.0%} of the full grid's configuration-epochs "
+        f"({comp['configuration_epochs']:,} of {comp['full_grid_epochs']:,})"
+    )
 
 
 def _caption(result: Result) -> str:
@@ -118,10 +159,11 @@ def _caption(result: Result) -> str:
         f"and kept the best 1/{result.halving.get('eta')} (with every wd = 0 cell and any cell "
         f"within one standard error of the best); "
         + (
-            f"all {to_end} cells finished: none was stopped."
+            f"all {to_end} cells finished: none was pruned."
             if to_end == len(curves)
-            else f"{to_end} of the {len(curves)} cells drawn trained to the end; the others "
-            "(grey) stopped at a rung or diverged, and end there."
+            else f"{to_end} of the {len(curves)} cells drawn were never pruned (each named by "
+            "its weight decay where it ends); the others (grey) stopped at a rung or diverged, "
+            "and end there."
         )
         + (
             f" The cells still training are not drawn ({result.partial_note()})."

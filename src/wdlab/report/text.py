@@ -234,6 +234,11 @@ def compute_text(halving: Mapping[str, Any]) -> str:
         rungs += f" epoch{'s' if halving['rungs'][-1] != 1 else ''}"
         if halving.get("rung_steps"):
             rungs += f" ({', '.join(f'{s:,}' for s in halving['rung_steps'])} steps)"
+        decided = {d.get("rung") for d in halving.get("decisions", [])}
+        if unreached := [str(r) for r in halving["rungs"] if r not in decided]:
+            rungs += f"; {', '.join(unreached)}: " + (
+                "not reached yet" if comp.get("finished_only") else "no run was training there"
+            )
         why.append(
             f"successive halving (eta = {halving['eta']}, rungs after {rungs}) stopped "
             f"{_count(pruned, 'cell')}"
