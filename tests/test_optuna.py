@@ -687,6 +687,19 @@ def _search_help() -> str:
     return p.format_help()
 
 
+def test_a_full_batch_is_named_so_when_a_study_is_refused(tmp_path, capsys):
+    """A new-user trial: leaving --batch-size out on a study searched with 128 said "was
+    searched with batch_size = 128, not None"; None is the full batch, said so."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    flags = [*CLI, "--wd", "1e-4..1:log", "--trials", "2", "--batch", "2", "--storage", url]
+    assert main([*flags, "--batch-size", "16"]) == 0
+    capsys.readouterr()
+    assert main([*flags, "--batch-size", "0"]) == 2  # the last --batch-size given counts
+    assert "was searched with batch_size = 16, not the full batch (--batch-size 0); use " in (
+        capsys.readouterr().err
+    )
+
+
 def test_a_study_searched_on_another_network_is_refused(tmp_path, capsys):
     """The network is part of what a study searched: --hidden (a built-in kind's options) and
     a factory of the same name that builds another network are refused, nothing stored

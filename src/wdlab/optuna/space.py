@@ -265,6 +265,8 @@ def _shown(key: str, value: Any) -> str:
         return f"a factory's network {value['fingerprint']} (its code, structure or weights)"
     if value == SEARCHED:
         return "a range (the space searched it)"
+    if key == "batch_size" and not value:  # None and 0 are both the full batch
+        return "the full batch (--batch-size 0)"
     return repr(value)
 
 
