@@ -121,6 +121,14 @@ def test_callback_refuses_bad_input():
         WeightDecay("decoupled")
     with pytest.raises(ValueError, match="no optimizer 1; the fit has 1"):
         _fit(Module(lambda g: torch.optim.SGD(g, lr=0.1)), 1, [WeightDecay(Decay(), [1])])
+    # one index alone is one (it raised TypeError: 'int' object is not iterable)
+    assert WeightDecay(Decay(), 0).indices == (0,) and WeightDecay(Decay(), [1, 0]).indices == (
+        1,
+        0,
+    )
+    for bad, shown in ((1.5, "1.5"), (["0"], "'0'"), ([True], "True")):
+        with pytest.raises(ValueError, match=rf"^WeightDecay optimizers: {shown} is not an "):
+            WeightDecay(Decay(), bad)
 
 
 def test_import_wdlab_never_imports_lightning():
