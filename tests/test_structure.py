@@ -342,3 +342,27 @@ def test_the_public_api_has_type_hints_and_a_one_line_summary():
             if untyped or sig.return_annotation is sig.empty:
                 bad.append(f"{name}: untyped {untyped or 'return'}")
     assert bad == []
+
+
+def test_the_public_apis_type_hints_resolve_at_run_time():
+    """A new-user trial: ``typing.get_type_hints`` (typeguard, pydantic, IDE helpers) raised
+    NameError on ``wdlab.timescales`` and ``SweepResult.model``: their hints named types
+    imported only under TYPE_CHECKING. Every public function, class and their public methods'
+    hints resolve."""
+    import inspect
+    import typing
+
+    bad = []
+    for name, obj in _public_api():
+        members = [(name, obj)]
+        if inspect.isclass(obj):
+            for key, v in vars(obj).items():
+                v = v.fget if isinstance(v, property) else v
+                if inspect.isfunction(v) and not key.startswith("_"):
+                    members.append((f"{name}.{key}", v))
+        for where, member in members:
+            try:
+                typing.get_type_hints(member)
+            except NameError as exc:
+                bad.append(f"{where}: {exc}")
+    assert bad == []

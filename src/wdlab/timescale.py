@@ -47,10 +47,23 @@ import sys
 import warnings
 from dataclasses import asdict, dataclass
 from html import escape
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:  # transfer() is arithmetic: `wdlab transfer` runs without torch
-    from wdlab.records import RunConfig
+
+class ConfigLike(Protocol):
+    """What τ reads of a configuration: a :class:`wdlab.records.RunConfig` (not imported, as
+    it imports torch, and ``wdlab transfer`` is arithmetic that runs without it)."""
+
+    @property
+    def mode(self) -> str: ...
+    @property
+    def lr(self) -> float: ...
+    @property
+    def weight_decay(self) -> float: ...
+    @property
+    def optimizer(self) -> str: ...
+    @property
+    def options(self) -> tuple[tuple[str, object], ...]: ...
 
 
 def transfer_modes() -> dict[str, bool]:
@@ -101,7 +114,7 @@ def _tau(rate: float) -> float:
     return math.inf if rate == 0 else 1.0 / rate
 
 
-def timescales(config: RunConfig, iters_per_epoch: float) -> dict[str, float]:
+def timescales(config: ConfigLike, iters_per_epoch: float) -> dict[str, float]:
     """τ_iter and τ_epoch of one configuration (NaN where not defined, see the module)."""
     from wdlab.decay.modes import decay_rate
 
@@ -113,7 +126,7 @@ def timescales(config: RunConfig, iters_per_epoch: float) -> dict[str, float]:
     return {"tau_iter": tau, "tau_epoch": tau / m}
 
 
-def explain(config: RunConfig) -> str:
+def explain(config: ConfigLike) -> str:
     """Why τ is what it is for this configuration (or why it is not defined), in one line."""
     from wdlab.decay.modes import decay_rate
 

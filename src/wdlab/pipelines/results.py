@@ -8,9 +8,10 @@ import warnings
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from matplotlib.figure import Figure
+from torch import nn
 
 from wdlab.decay import get_mode
 from wdlab.extras import require
@@ -22,9 +23,6 @@ from wdlab.report.html import headline_html
 from wdlab.report.text import demo_table, experiment_table
 from wdlab.selection import select, study_metric
 from wdlab.unanswered import unanswered
-
-if TYPE_CHECKING:
-    from torch import nn
 
 
 @dataclass(repr=False)  # Result's repr: a one-line summary; str() is the table
