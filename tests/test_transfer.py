@@ -202,3 +202,25 @@ def test_cli_says_a_weight_decay_that_underflows_and_warns_outside_the_regime(ca
     )
     assert proc.returncode == 0 and "weight decay: 1500 → 1500" in proc.stdout
     assert proc.stderr.count("η·λ = 1.5 ≥ 1") == 2  # the tuned setting and the new one
+
+
+def test_a_timescale_longer_than_the_run_is_a_caveat():
+    """A new-user trial: τ_epoch = 1000 epochs for a 10-epoch run (tau_run 100) was carried
+    without a word, the regime the README blames for the rule failing. Now warned and listed
+    in caveats, for each setting with its epochs; none within the run."""
+    import warnings
+
+    from wdlab import transfer
+
+    with pytest.warns(UserWarning, match=r"tuned setting's τ_epoch = 1000 epochs is 100× its "
+                      r"10-epoch run: the weights stay far from"):  # fmt: skip
+        t = transfer(0.1, 1e-3, 100, 10, epochs=10, to_epochs=20)
+    assert [c.split(" τ_epoch")[0] for c in t.caveats] == [
+        "the tuned setting's",
+        "the new setting's",
+    ]
+    assert "= 2000 epochs is 100× its 20-epoch run" in t.caveats[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert transfer(0.1, 1e-3, 100, 10, epochs=1000).caveats == []  # τ_epoch 1000 ≤ 1000
+        assert transfer(0.1, 1e-3, 100, 10).caveats == []  # no epochs: no run to compare with

@@ -240,9 +240,17 @@ class Transfer:
     @property
     def caveats(self) -> list[str]:
         """Where a setting lies outside the rule's regime: η·λ ≥ 1 (τ_iter ≤ 1 step), where a
-        step no longer shrinks the weights a little but flips or zeroes them."""
+        step no longer shrinks the weights a little but flips or zeroes them; or, with epochs
+        given, τ_epoch longer than the run, whose weights never forget their start."""
         out = []
         for whose, s in (("the tuned setting's", self.source), ("the new setting's", self.target)):
+            if s.epochs and s.tau_epoch > s.epochs:
+                out.append(
+                    f"{whose} τ_epoch = {s.tau_epoch:.4g} epochs is {s.tau_epoch / s.epochs:.3g}× "
+                    f"its {s.epochs:g}-epoch run: the weights stay far from the moving average "
+                    "of updates the rule is about (τ_epoch shorter than the run), so λ barely "
+                    "acts and keeping τ_epoch carries little"
+                )
             if s.log10_tau_iter <= 0:
                 rate = "η·λ" if s.lr_in_rate else "λ"
                 out.append(
@@ -268,7 +276,7 @@ class Transfer:
             epochs = f"{x.epochs:g}" if x.epochs else "-"
             lines.append(
                 f"{label:<14}{x.lr:>10g} {x.n:>12g} {x.batch_size:>8g} {x.iters_per_epoch:>8g} "
-                f"{epochs:>7} {x.tau_iter:>12.6g} {x.tau_epoch:>10.4g}"
+                f"{epochs:>7} {x.tau_iter:>12.6g} {x.tau_epoch:>10.6g}"
             )
         return "\n".join(lines)
 
