@@ -7,6 +7,7 @@ into the study folder only, recorded, and a corrupt one is one line."""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -136,6 +137,32 @@ def test_a_corrupt_weights_file_is_one_line(tmp_path):
     loose.write_bytes(data[: len(data) // 2])
     with pytest.raises(ValueError, match=r"^weights file .* cannot be read: [^\n]*$"):
         load_weights(loose)
+
+
+def test_show_warns_of_a_damaged_kept_weights_file(tmp_path):
+    """A new-user trial: a kept weights file cut short went unsaid by ``wdlab show`` (and a
+    re-run sweep), exit 0, ``best.weights`` still naming it; only ``model()`` found it. Now
+    each command that shows the answer warns of it, in one line, and changes nothing."""
+    from wdlab.cli import main
+
+    out = tmp_path / "s"
+    r = wdlab.sweep(make, _splits(), out=out, **KW)
+    path = next(iter(r.best[0]["weights"].values()))
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        assert main(["show", str(out)]) == 0
+    assert said == []
+    data = Path(path).read_bytes()
+    Path(path).write_bytes(data[:500])
+    for argv in (["show", str(out)], ["show", str(out), "--json"]):
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            assert main(argv) == 0
+        assert [str(w.message) for w in said] == [
+            f"weights file {path} changed since wdlab wrote it (its bytes are not those "
+            "recorded): model() refuses it; restore it, or sweep into a new --out to train again"
+        ]
+    assert Path(path).read_bytes() == data[:500]
 
 
 def test_a_weights_file_replaced_by_another_runs_is_refused(tmp_path):

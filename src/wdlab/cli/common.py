@@ -353,6 +353,7 @@ def emit_study(
 
     with Store(directory, readonly=True) as store:
         failures, saved = store.failures(), store.saved()
+    said_changed_weights(result)
     if as_json:
         failed = [{"error": e, "runs": n} for e, n in failures.items()]
         where = {"directory": str(directory), **(extra or {}), "failed": failed}
@@ -371,6 +372,22 @@ def emit_study(
             f"incomplete: {unfinished} {runs} not finished{_saved_text(saved)}; the table "
             "is partial"
         )
+
+
+def said_changed_weights(result: Result) -> None:
+    """Warn of each kept weights file of the answer whose bytes are no longer those wdlab
+    recorded writing (damaged, edited or replaced): ``model()`` refuses it."""
+    from wdlab.pipelines.outputs import changed_since_written
+    from wdlab.warn import warn_user
+
+    files = [Path(f) for row in getattr(result, "best", []) for f in row["weights"].values()]
+    for path in files:
+        if changed_since_written(path.parent, path.name):
+            warn_user(
+                f"weights file {path} changed since wdlab wrote it (its bytes are not those "
+                "recorded): model() refuses it; restore it, or sweep into a new --out to train "
+                "again"
+            )
 
 
 def _saved_text(saved: dict[int, int]) -> str:
