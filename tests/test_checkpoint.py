@@ -240,6 +240,38 @@ def test_a_damaged_checkpoint_is_one_line_and_nothing_stored_changes(
     assert _stored(out) == before and _digest(out) == files
 
 
+def test_a_damaged_checkpoint_of_a_dead_process_is_refused_before_its_runs_are_taken_over(
+    tmp_path, monkeypatch, capsys
+):
+    """A new-user trial: a sweep killed with -9 holds its runs ``running``; the next sweep
+    took them over (back to pending, the dead process's row deleted) and warned so, then
+    refused the damaged checkpoint: two lines, and the study changed. The checkpoints of the
+    runs a dead process held are now read first: one line, nothing stored changed."""
+    import socket
+
+    out = tmp_path / "s"
+    path = _interrupted_with_a_checkpoint(monkeypatch, out)
+    dead = f"{socket.gethostname()}:999999999:1"  # no such process: gone
+    with sqlite3.connect(out / "study.db") as db:
+        db.execute(
+            "UPDATE runs SET status = 'running', owner = ? WHERE status = 'pending'", (dead,)
+        )
+        db.execute(
+            "INSERT INTO workers (id, host, pid, started, beat, lease) VALUES (?,?,?,?,?,?)",
+            (dead, socket.gethostname(), 999999999, 0.0, 0.0, 60.0),
+        )
+    db.close()
+    DAMAGE["truncated"](path)
+    before = _stored(out), _rows(out, "SELECT key, status, owner FROM runs ORDER BY key")
+    workers = _rows(out, "SELECT * FROM workers")
+    assert main(["sweep", *FLAGS, "--epochs", "40", "--checkpoint", "6", "--out", str(out)]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and f"checkpoint {path} is damaged" in err[0], err
+    after = _stored(out), _rows(out, "SELECT key, status, owner FROM runs ORDER BY key")
+    assert after == before and _rows(out, "SELECT * FROM workers") == workers
+    assert {status for _, status, _ in before[1]} >= {"running"}
+
+
 def test_a_deleted_checkpoint_trains_its_runs_from_the_start(tmp_path, monkeypatch):
     """The damaged-checkpoint message advises deleting it: then its runs train again from the
     start, a warning says so, and they end with an uninterrupted sweep's numbers."""

@@ -25,6 +25,7 @@ from wdlab.pipelines.segments import (
     opened,
     plan_segments,
     ready,
+    verify_files,
 )
 from wdlab.pipelines.weights import save_weights
 from wdlab.progress import progress_bar
@@ -76,6 +77,7 @@ class Job:
         are marked failed; a ``BaseException`` of the user's code (not Ctrl-C or ``sys.exit``)
         becomes a one-line ``ValueError``."""
         store, owner = self.store, self.owner
+        verify_files(store, self.directory)  # a refused checkpoint: nothing written before
         store.register(owner, self.lease)
         keeper = store.keep_lease(owner, self.lease)
         try:
@@ -117,7 +119,7 @@ class Job:
         """Train every pending configuration (claiming batch by batch) until no run is pending
         or held by anyone; add this process's wall time to the study."""
         counts = self.store.counts()
-        check_files(self.store, self.directory)  # before anything is claimed or trained
+        check_files(self.store, self.directory)  # read by verify_files: now claimed or trained
         weights.sweep_temporary(self.directory)
         if progress:
             self.bar = _progress(total, sum(counts.get(k, 0) for k in FINISHED))

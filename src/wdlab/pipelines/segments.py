@@ -119,11 +119,28 @@ def opened(segment: Segment, directory: Path) -> Segment:
     return Segment(configs, start=state, source=segment.source, live=segment.live, planned=planned)
 
 
+def verify_files(store: Store, directory: Path) -> None:
+    """Every checkpoint file a run to train needs (a pending one, or one a dead process held,
+    which this sweep takes over) that is there is readable and holds those runs: else one
+    line naming the first that is not, before the store is written to (read only)."""
+    waiting = store.waiting(orphans=True)
+    for name in sorted({w[2] for w in waiting if w[2] is not None}):
+        path = folder(directory) / name
+        if not path.exists():
+            continue  # gone: check_files trains its runs again from the start
+        held = {config_key(c) for c in configs_of(read(directory, name))}
+        if any(w[2] == name and config_key(w[0]) not in held for w in waiting):
+            raise CheckpointError(
+                f"checkpoint {path} does not hold the runs the study says it does; left as it "
+                "is: delete it to train its runs from the start, or restore it"
+            )
+
+
 def check_files(store: Store, directory: Path) -> None:
-    """Every checkpoint file a pending run needs is there and readable (one line naming the
-    first that is not, before anything is claimed, trained or stored); what a killed process
-    left half-written is removed. The runs of a file that is gone (deleted, as the message
-    for a damaged one advises) train again from the start, and a warning says so."""
+    """After :func:`verify_files`, before anything is claimed or trained: what a killed
+    process left half-written is removed; the runs of a checkpoint that is gone (deleted, as
+    the message for a damaged one advises) train again from the start, and a warning says
+    so, as another says which runs resume from where."""
     sweep_temporary(directory)
     waiting = store.waiting()
     gone = set()
@@ -133,13 +150,6 @@ def check_files(store: Store, directory: Path) -> None:
             gone.add(name)
             n = store.restart(name)
             warn_user(f"checkpoint {path} is missing: its {n} runs train again from the start")
-            continue
-        held = {config_key(c) for c in configs_of(read(directory, name))}
-        if any(w[2] == name and config_key(w[0]) not in held for w in waiting):
-            raise CheckpointError(
-                f"checkpoint {path} does not hold the runs the study says it does; left as it "
-                "is: delete it to train its runs from the start, or restore it"
-            )
     saved = [e for _, e, name in waiting if name is not None and name not in gone]
     if saved:
         warn_user(f"resuming {len(saved)} runs from their checkpoints ({epoch_span(saved)})")
@@ -185,4 +195,5 @@ __all__ = [
     "opened",
     "plan_segments",
     "ready",
+    "verify_files",
 ]

@@ -32,12 +32,17 @@ class Progress:
         """``column`` of schema 3, or NULL in an older store opened read-only."""
         return column if self.version >= 3 else "NULL"
 
-    def waiting(self) -> list[tuple[RunConfig, int, str | None]]:
+    def waiting(self, orphans: bool = False) -> list[tuple[RunConfig, int, str | None]]:
         """The pending runs, in insertion order, each with the epochs it trained and the
-        checkpoint file holding its state (0 and None: from the start)."""
+        checkpoint file holding its state (0 and None: from the start); ``orphans``: with the
+        runs held by no live worker too, which the next sweep takes over (read only)."""
+        live = self.others("") if orphans else []  # type: ignore[attr-defined]
+        held = f"owner IS NULL OR owner NOT IN ({', '.join('?' * len(live))})" if live else "1"
+        orphaned = f" OR (status = 'running' AND ({held}))" if orphans else ""
         rows = self.db.execute(
             f"SELECT id, config, COALESCE({self._v3('epochs')}, 0), {self._v3('checkpoint')} "
-            "FROM runs WHERE status = 'pending' ORDER BY id"
+            f"FROM runs WHERE status = 'pending'{orphaned} ORDER BY id",
+            live,
         )
         out = []
         for run_id, c, epochs, name in rows:
