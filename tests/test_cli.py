@@ -372,7 +372,8 @@ def test_inspect_builds_a_factory_at_its_own_sizes_unless_given(tmp_path, monkey
     shapes = {t["name"]: t["shape"] for t in json.loads(capsys.readouterr().out)["parameters"]}
     assert shapes["0.weight"] == [32, 5]
     assert main(["inspect", "sized_factory.py:need"]) == 2
-    assert "requires in_dim, which is not known here" in capsys.readouterr().err
+    err = capsys.readouterr().err  # and where to give it (a new-user trial found no word)
+    assert "requires in_dim, which is not known here" in err and "--in-dim" in err
 
 
 def test_python_dash_m_wdlab_is_the_command_line():

@@ -88,7 +88,8 @@ def factory_arguments(
     if sizes:  # a size the data (or the flags) do not give: not the seed in its place
         raise ValueError(
             f"model factory {label!r} requires {', '.join(sizes)}, which is not known here (the "
-            "inputs are several tensors, or no size was given): give it a default"
+            "inputs are several tensors, or no size was given, as inspect's --in-dim and "
+            "--out-dim give them): give it a default, or the size"
         )
     names = ", ".join(p.name for p in required)
     raise ValueError(
