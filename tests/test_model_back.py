@@ -139,6 +139,17 @@ def test_a_corrupt_weights_file_is_one_line(tmp_path):
         load_weights(loose)
 
 
+def test_weights_not_kept_name_no_file_that_is_not_there(tmp_path):
+    """A new-user trial: a run whose weights keep="best" did not keep was refused naming a
+    path, as if the file were there; it says there is no file."""
+    out = tmp_path / "s"
+    r = wdlab.sweep(make, _splits(), out=out, **KW)
+    kept = {x.config for x in kept_runs(r.runs, r.selection)}
+    other = next(x for x in r.runs if x.config not in kept).config
+    with pytest.raises(ValueError, match=r"were not kept \(no file .*\.pt\); the study keeps"):
+        r.model(other.seed, mode=other.mode, lr=other.lr, weight_decay=other.weight_decay)
+
+
 def test_show_warns_of_a_damaged_kept_weights_file(tmp_path):
     """A new-user trial: a kept weights file cut short went unsaid by ``wdlab show`` (and a
     re-run sweep), exit 0, ``best.weights`` still naming it; only ``model()`` found it. Now
@@ -321,7 +332,7 @@ def test_a_sweep_without_out_hands_its_model_back_from_memory(tmp_path, monkeypa
     kept = {x.config for x in kept_runs(r.runs, r.selection)}
     other = next(x for x in r.runs if x.config not in kept)
     assert set(r.held) == {config_key(c) for c in kept}
-    with pytest.raises(ValueError, match=r"were not kept \(held in memory: the sweep had no out="):
+    with pytest.raises(ValueError, match=r"were not kept \(none held in memory: the sweep had "):
         r.model(mode=other.config.mode, lr=other.config.lr, weight_decay=other.config.weight_decay)
     none = wdlab.sweep(make, _splits(), keep="none", **KW)
     with pytest.raises(ValueError, match="swept without out= and with keep='none'"):

@@ -302,11 +302,8 @@ def build_trained(
     """The trained ``nn.Module`` of one run of a study (see ``SweepResult.model``)."""
     if result.directory is None and not result.held:
         keep = ((result.config or {}).get("train") or {}).get("keep")
-        why = (
-            f"keep={keep!r} kept none (nothing chosen)"
-            if keep in ("best", "all")
-            else "with keep='none'"
-        )
+        kept_any = keep in ("best", "all")
+        why = f"keep={keep!r} kept none (nothing chosen)" if kept_any else "with keep='none'"
         raise ValueError(
             f"this result keeps no weights: it was swept without out= and {why}; sweep with "
             "out= to keep them in the study, or keep='all'"
@@ -415,10 +412,11 @@ class Kept:
         return load_weights(weights_path(self.directory, config))
 
     def where(self, config: RunConfig) -> str:
-        """Where the run's weights are (or would be) kept, in words."""
+        """Where the run's weights are kept, in words (or, not kept, why none is there)."""
+        held = self.has(config)
         if self.directory is None:
-            return "held in memory: the sweep had no out="
-        return str(weights_path(self.directory, config))
+            return f"{'' if held else 'none '}held in memory: the sweep had no out="
+        return f"{'' if held else 'no file '}{weights_path(self.directory, config)}"
 
 
 def held_weights(directory: str | Path, runs: Sequence[RunResult]) -> dict[str, Any]:
