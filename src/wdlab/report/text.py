@@ -83,6 +83,8 @@ def experiment_table(result: Result, max_runs: int = MAX_RUNS) -> str:
     lines = [head, "-" * len(head)]
     if len(runs) > max_runs:
         lines = [f"{len(runs)} runs (wdlab show --json or wdlab export for each one)"]
+    if not runs:  # a study killed before its first run finished: no header over nothing
+        lines = []
     for r in runs if len(runs) <= max_runs else []:
         c = r.config
         vals = " ".join(f"{r.reported.get(k, math.nan):>10.4f}" for k, _ in cols)
@@ -103,7 +105,7 @@ def experiment_table(result: Result, max_runs: int = MAX_RUNS) -> str:
     if result.data.get("file") and result.data.get("target"):  # a table: the task it read
         lines.append(f"task: {result.task}, from column {result.data['target']!r} (--task sets it)")
     lines += engine_line(result)
-    return "\n".join(lines)
+    return "\n".join(lines).lstrip("\n")
 
 
 def _best_of(run: RunResult) -> str:
