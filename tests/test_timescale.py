@@ -229,7 +229,7 @@ def test_a_bad_timescale_data_seed_is_one_line_before_out_is_made(tmp_path, caps
     out = tmp_path / "never"
     assert main(["timescale", "--data-seed", "-5", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "data_seed must be an integer in 0.." in err
+    assert err.count("\n") == 1 and "data_seed (--data-seed) must be an integer in 0.." in err
     assert not out.exists()
 
 

@@ -83,7 +83,9 @@ class TimescaleSettings:
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         seed = self.data_seed
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
-            raise ValueError(f"data_seed must be an integer in 0..{MAX_SEED}, got {seed!r}")
+            raise ValueError(
+                f"data_seed (--data-seed) must be an integer in 0..{MAX_SEED}, got {seed!r}"
+            )
 
     @property
     def sizes(self) -> list[int]:
