@@ -206,7 +206,9 @@ def test_a_per_step_schedule_or_steps_need_a_stream_with_a_length():
     kw = dict(seeds=1, batch_size=16, n_classes=2, weight_decay=0.0)
     with pytest.raises(ValueError, match="runs per step and needs the number of steps"):
         wdlab.sweep(lambda seed: make(), data, schedule="warmup-cosine:2", **kw)
-    with pytest.raises(ValueError, match="steps= needs the number of batches per epoch"):
+    with pytest.raises(
+        ValueError, match=r"steps \(steps=, --steps\) needs the number of batches per epoch"
+    ):
         wdlab.sweep(lambda seed: make(), data, steps=5, **kw)
 
 
