@@ -18,6 +18,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -445,3 +446,40 @@ def test_a_ctrl_c_python_could_only_print_stops_a_sweep_in_python(tmp_path):
         signal.signal(signal.SIGINT, before)
     with Store(tmp_path / "s") as store:
         assert store.counts(live=True)["running"] == 0
+
+
+def test_an_interrupt_that_left_a_lock_held_does_not_hang_the_exit(tmp_path):
+    """A SIGTERM to a sweep's process group hung it in 1 of about 10 tries under load: the
+    interrupt landed while a DataLoader's queue held its lock, and the iterator's finalizer
+    (run when main let the interrupt's traceback go) waited on that lock forever. The console
+    script now holds that traceback and exits at once, after the one line. Here a finalizer
+    that takes a lock the interrupt left held stands in for the DataLoader's."""
+    script = tmp_path / "held.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys, threading
+            import wdlab.cli as cli
+
+            LOCK = threading.Lock()
+
+            class Finalizer:
+                def __del__(self):
+                    LOCK.acquire()  # as _shutdown_workers' Queue.put does
+
+            def interrupted(args):
+                held = Finalizer()
+                LOCK.acquire()
+                raise KeyboardInterrupt
+
+            cli._run = interrupted
+            sys.argv = ["wdlab", "ls", sys.argv[1]]
+            cli.entry()
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "wdlab ls: interrupted"

@@ -1,5 +1,5 @@
 """``python -m wdlab``: the command line, as the ``wdlab`` script (and ``python -m wdlab.cli``)."""
 
-from wdlab.cli import main
+from wdlab.cli import entry
 
-raise SystemExit(main())
+entry()

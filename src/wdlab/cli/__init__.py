@@ -23,6 +23,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from wdlab.cli import audit, decay, demo, experiment, facts, search, study, transfer
 from wdlab.cli.common import (
@@ -74,12 +75,32 @@ def build_parser() -> Parser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``wdlab`` console script.
+def entry() -> NoReturn:
+    """The ``wdlab`` console script (and ``python -m wdlab``): :func:`main`, then exit; after
+    a Ctrl-C or SIGTERM, at once. The interrupt may have landed while a DataLoader's queue held
+    its lock, and the iterator's finalizer (its workers' shutdown, run when the interrupt's
+    traceback is let go) then waits on that lock forever: 1 SIGTERM in about 10 under load.
+    So the traceback is held (never let go) and the process ends without finalizers, once
+    the study is left as it should be (its runs back to pending) and the line is written."""
+    code = main(hold_interrupt=True)
+    if _HELD:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+    raise SystemExit(code)
+
+
+_HELD: list[BaseException] = []  # the interrupt entry() exits on, its frames never finalized
+
+
+def main(argv: Sequence[str] | None = None, *, hold_interrupt: bool = False) -> int:
+    """Entry point of the command line (``entry`` is the console script's).
 
     Exit status 0 on success (1 where a command's check fails, e.g. ``verify``), 2 with one
     line on stderr for anything that went wrong (:func:`describe_error`), 130 on Ctrl-C (one
     line too, also while torch is still being imported). ``WDLAB_DEBUG=1`` shows tracebacks.
+    ``hold_interrupt``: keep an interrupt's traceback from being let go (see :func:`entry`).
     """
     prog = "wdlab"
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -96,15 +117,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             if as_json:
                 emit_error_json(exc.message, EXIT_BAD_INPUT)
             raise
-        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (Terminated)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
+            _HELD.extend([exc] if hold_interrupt else [])
             return _refused(prog, *stopped(interrupted), as_json, "")
         except BrokenPipeError:  # e.g. `wdlab ls | head -1`: the reader left; not ours
             _silence_stdout()
             return 0
         except Exception as exc:
             if interrupted:  # a Ctrl-C that code swallowed (an import cut short) and what broke
-                return _refused(prog, *stopped(interrupted), as_json, "")  # (a DataLoader's
-                # worker killed by the same SIGTERM, first)
+                _HELD.extend([exc] if hold_interrupt else [])  # (a DataLoader's worker killed
+                return _refused(prog, *stopped(interrupted), as_json, "")  # by a SIGTERM, first)
             if os.environ.get("WDLAB_DEBUG"):
                 raise
             return _refused(prog, describe_error(exc), EXIT_BAD_INPUT, as_json)
