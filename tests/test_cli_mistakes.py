@@ -104,6 +104,9 @@ def test_run_refuses_a_checkpoint_and_points_to_sweep(tmp_path, capsys):
         "study); to resume: wdlab sweep --out DIR --checkpoint 1\n"
     )
     assert not out.exists()
+    for bad in ("0", "foo"):  # not a cadence: said by its check, not pointed to a sweep
+        err = one_line_error([*RUN, "--checkpoint", bad, "--out", str(out)], capsys)
+        assert "expected auto, off or a number of epochs >= 1" in err and "sweep" not in err
 
 
 def wdlab(argv: list[str], cwd: object) -> subprocess.CompletedProcess[str]:

@@ -172,6 +172,7 @@ def test_a_cell_that_finished_before_the_rung_is_listed_not_ranked():
     finished = [_run("decoupled", 0.01, 1.0, 0, [0.97], status="done")]
     finished += [_run("decoupled", 0.01, 0.1, s, [0.6], status="done") for s in range(2)]
     finished += [_run("decoupled", 0.01, 3.0, 0, [math.nan], status="diverged")]
+    finished += [_run("none", 0.01, 0.0, 0, [0.5, 0.6], status="done")]  # stopped at the rung
     detail, pruned = decide(finished, waiting, 2, Prune(), c)
     why = {cell["weight_decay"]: (cell["why"], cell["runs"]) for cell in detail["cells"]}
     assert why == {
@@ -179,11 +180,13 @@ def test_a_cell_that_finished_before_the_rung_is_listed_not_ranked():
         1e-4: ("kept: in the best 1/3", 2),  # ⌈4/3⌉ = 2 of the 4 cells ranked
         1e-3: ("pruned: not in the best 1/3", 2),
         1e-2: ("pruned: not in the best 1/3", 2),
-        0.1: ("finished before the rung (stopped early): not ranked", 2),
-        3.0: ("finished before the rung (diverged): not ranked", 1),
+        0.1: ("finished by the rung (stopped early): not ranked", 2),
+        3.0: ("finished by the rung (diverged): not ranked", 1),
+        0.0: ("finished by the rung (stopped early): not ranked", 1),
     }
-    assert (detail["kept"], detail["pruned"], detail["finished"]) == (2, 2, 2)
-    assert detail["cells"][-2]["score"] == pytest.approx(0.6)
+    assert (detail["kept"], detail["pruned"], detail["finished"]) == (2, 2, 3)
+    scores = [c["score"] for c in detail["cells"][-3:]]  # wd 0.1, 3 (diverged: null), wd 0
+    assert scores[1] is None and scores[0] == scores[2] == pytest.approx(0.6)
     assert sorted((c.weight_decay, c.seed) for c in pruned) == [(1e-3, 0), (1e-3, 1),
                                                                 (1e-2, 0), (1e-2, 1)]  # fmt: skip
 

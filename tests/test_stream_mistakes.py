@@ -4,6 +4,7 @@ anything is stored: class labels that are not whole numbers, NaN among the first
 items, a model with nothing to train, validation inputs the model cannot take, an empty split
 from a data function, and a ``make_loader`` given where ``--data`` calls ``make_data()``."""
 
+import math
 import textwrap
 from pathlib import Path
 
@@ -219,6 +220,19 @@ def test_task_binary_refuses_labels_beyond_one(tmp_path, form, capsys, monkeypat
         "(--task multiclass)"
     )
     assert not out.exists()
+
+
+def test_a_binary_target_below_0_or_not_a_number_is_not_called_a_class():
+    """A checker's finding: NaN or -0.5 was refused with the hint that labels 0, 1, 2, … are
+    the task multiclass, which only a whole number above 1 suggests."""
+    from wdlab.data.arrays import check_labels
+
+    for y, said in ((torch.tensor([0.0, -0.5]), "-0.5"), (torch.tensor([1.0, math.nan]), "nan")):
+        with pytest.raises(ValueError, match=rf"^data\['val'\]: target {said} is outside") as e:
+            check_labels("data['val']", y, 2)
+        assert str(e.value).endswith("(BCE reads a 0/1 label or a probability)")
+    with pytest.raises(ValueError, match=r"3 is outside .*: labels 0, 1, 2, … are the task mult"):
+        check_labels("data['val']", torch.tensor([3.0]), 2)
 
 
 def test_task_binary_takes_probabilities():

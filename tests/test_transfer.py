@@ -212,14 +212,20 @@ def test_a_timescale_longer_than_the_run_is_a_caveat():
 
     from wdlab import transfer
 
-    with pytest.warns(UserWarning, match=r"tuned setting's τ_epoch = 1000 epochs is 100× its "
-                      r"10-epoch run: the weights stay far from"):  # fmt: skip
+    with pytest.warns(UserWarning, match=r"tuned setting's τ_epoch = 1000 epochs is longer than "
+                      r"its 10-epoch run \(100×\): the weights stay far from"):  # fmt: skip
         t = transfer(0.1, 1e-3, 100, 10, epochs=10, to_epochs=20)
     assert [c.split(" τ_epoch")[0] for c in t.caveats] == [
         "the tuned setting's",
         "the new setting's",
     ]
-    assert "= 2000 epochs is 100× its 20-epoch run" in t.caveats[1]
+    assert "= 2000 epochs is longer than its 20-epoch run (100×)" in t.caveats[1]
+    with pytest.warns(
+        UserWarning,
+        match=r"= 1111.11 epochs is longer than its 1111-epoch run "
+        r"\(1×\)",
+    ):  # fmt: skip (to six digits, as the table prints it)
+        transfer(0.03, 3e-3, 1000, 100, epochs=1111)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert transfer(0.1, 1e-3, 100, 10, epochs=1000).caveats == []  # τ_epoch 1000 ≤ 1000

@@ -25,8 +25,8 @@ differences, as the selection's test pairs seeds; none with one seed), and every
 (the reference the verdict needs: never ranked, never pruned). A cell with a seed that
 diverged (or no finite score) is pruned: the selection could not choose it. A cell whose every
 seed finished before the rung (early stopping, or diverged) is not ranked there, as Optuna's
-pruners rank only the trials that reached a rung: the decision lists it (``finished before
-the rung``), and the answer compares it as any finished cell; a cell with a seed still
+pruners rank only the trials that go on at a rung: the decision lists it (``finished by the
+rung``, wd = 0 cells too), and the answer compares it as any finished cell; a cell with a seed still
 training is ranked on all its seeds, those that stopped early scored at their best epoch.
 Means are ranked to six significant digits (:func:`_level`), so two cells with the same count
 of the same rows right are equal whatever float32 rounding their means took; equal means go to
@@ -250,17 +250,17 @@ def decide(
 
 
 def _finished_before(runs: Sequence[RunResult], live: set[Cell], c: Criterion) -> list[dict]:
-    """The cells compared by the answer that no seed reached the rung with (every one stopped
-    early or diverged before it): not ranked, as Optuna's pruners rank only the trials that
-    reached a rung; listed, so that the decision accounts for every cell."""
+    """The cells compared by the answer (wd = 0 too) none of whose seeds trains on from the
+    rung (every one stopped early or diverged by it): not ranked, as Optuna's pruners rank only
+    the trials that go on at a rung; listed, so that the decision accounts for every cell."""
     by_cell: dict[Cell, list[RunResult]] = {}
     for r in runs:
-        if cell_of(r.config) not in live and not reference(cell_of(r.config)):
+        if cell_of(r.config) not in live:
             by_cell.setdefault(cell_of(r.config), []).append(r)
     rows = []
     for cell, rs in sorted(by_cell.items()):
         how = "diverged" if any(r.status == "diverged" for r in rs) else "stopped early"
-        why = f"finished before the rung ({how}): not ranked"
+        why = f"finished by the rung ({how}): not ranked"
         rows.append(_row(cell, _mean(_scores(rs, c)), math.nan, why, len(rs)))
     return rows
 

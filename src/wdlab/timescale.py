@@ -246,10 +246,10 @@ class Transfer:
         for whose, s in (("the tuned setting's", self.source), ("the new setting's", self.target)):
             if s.epochs and s.tau_epoch > s.epochs:
                 out.append(
-                    f"{whose} τ_epoch = {s.tau_epoch:.4g} epochs is {s.tau_epoch / s.epochs:.3g}× "
-                    f"its {s.epochs:g}-epoch run: the weights stay far from the moving average "
-                    "of updates the rule is about (τ_epoch shorter than the run), so λ barely "
-                    "acts and keeping τ_epoch carries little"
+                    f"{whose} τ_epoch = {s.tau_epoch:.6g} epochs is longer than its "
+                    f"{s.epochs:g}-epoch run ({s.tau_epoch / s.epochs:.3g}×): the weights stay far "
+                    "from the moving average of updates the rule is about, one a run spans many "
+                    "times, so λ barely acts and keeping τ_epoch carries little"
                 )
             if s.log10_tau_iter <= 0:
                 rate = "η·λ" if s.lr_in_rate else "λ"

@@ -197,8 +197,8 @@ def check_run_keep(args: argparse.Namespace) -> None:
 def _sweeps_only(name: str, value: object) -> bool:
     """Whether ``train.<name> = value`` asks for what only a sweep's study does: weights kept
     (``keep`` best or all) or training state saved to resume from (``checkpoint`` N)."""
-    if name == "checkpoint":
-        return value is not None and str(value) not in ("auto", "off")
+    if name == "checkpoint":  # a number of epochs: a value that is none is said by its check
+        return isinstance(value, int | str) and str(value).strip().isdigit() and int(value) >= 1
     return name == "keep" and value in KEPT
 
 

@@ -308,10 +308,16 @@ def check_labels(where: str, y: Tensor, n_classes: int, why: str = "") -> None:
     if y.is_floating_point():
         outside = (y < 0) | (y > 1) | y.isnan()
         if n_classes == 2 and outside.any():
+            bad = float(y[outside][0])
+            classes = bad > 1 and bad == round(bad)  # 2, 3, …: classes, perhaps
             raise ValueError(
-                f"{where}: target {float(y[outside][0]):g} is outside [0, 1], and the task is "
-                "binary (BCE reads a 0/1 label or a probability): labels 0, 1, 2, … are the "
-                "task multiclass (--task multiclass)"
+                f"{where}: target {bad:g} is outside [0, 1], and the task is binary (BCE reads "
+                "a 0/1 label or a probability)"
+                + (
+                    ": labels 0, 1, 2, … are the task multiclass (--task multiclass)"
+                    if classes
+                    else ""
+                )
             )
         return
     low, high = int(y.min()), int(y.max())
