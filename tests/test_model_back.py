@@ -158,7 +158,7 @@ def test_show_warns_of_a_damaged_kept_weights_file(tmp_path):
 
     out = tmp_path / "s"
     r = wdlab.sweep(make, _splits(), out=out, **KW)
-    path = next(iter(r.best[0]["weights"].values()))
+    seed, path = next(iter(r.best[0]["weights"].items()))
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
         assert main(["show", str(out)]) == 0
@@ -174,6 +174,16 @@ def test_show_warns_of_a_damaged_kept_weights_file(tmp_path):
             "recorded): model() refuses it; restore it, or sweep into a new --out to train again"
         ]
     assert Path(path).read_bytes() == data[:500]
+    Path(path).unlink()  # deleted: said so too, and by model()
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        assert main(["show", str(out)]) == 0
+    assert [str(w.message) for w in said] == [
+        f"1 weights file wdlab wrote in {out / 'weights'} is gone ({Path(path).name}): model() "
+        "cannot build those runs; sweep into a new --out to train them again"
+    ]
+    with pytest.raises(ValueError, match=r"were not kept \(no file .* \(wdlab wrote it; del"):
+        wdlab.load_study(out).model(seed, factory=make)
 
 
 def test_a_weights_file_replaced_by_another_runs_is_refused(tmp_path):

@@ -413,10 +413,11 @@ class Kept:
 
     def where(self, config: RunConfig) -> str:
         """Where the run's weights are kept, in words (or, not kept, why none is there)."""
-        held = self.has(config)
+        held, path = self.has(config), weights_path(self.directory or ".", config)
         if self.directory is None:
             return f"{'' if held else 'none '}held in memory: the sweep had no out="
-        return f"{'' if held else 'no file '}{weights_path(self.directory, config)}"
+        gone = not held and path.name in written_outputs(path.parent)  # kept, then deleted
+        return f"{'' if held else 'no file '}{path}{' (wdlab wrote it; deleted since)' * gone}"
 
 
 def held_weights(directory: str | Path, runs: Sequence[RunResult]) -> dict[str, Any]:
