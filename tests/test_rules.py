@@ -184,6 +184,15 @@ def test_one_pattern_or_type_alone_is_one_not_its_characters():
             {"exclude_types": ["Linear"]},
             "DecayRule exclude_types: 'Linear' is not an nn.Module class",
         ),
+        ({"exclude_types": "Norm"}, "DecayRule exclude_types: 'Norm' is not an nn.Module class"),
+        ({"exclude": b"head"}, "DecayRule exclude: b'head' is not a name pattern (str)"),
+        ({"everything": "no"}, "DecayRule everything: expected True or False, got 'no'"),
+        ({"embeddings": 0}, "DecayRule embeddings: expected True or False, got 0"),
+        (
+            {"exclude_regex": "("},
+            "DecayRule exclude_regex: '(' is not a regular expression (missing ), unterminated "
+            "subpattern at position 0)",
+        ),
     ],
 )
 def test_a_rule_field_of_the_wrong_kind_is_one_clear_line(kwargs, message):

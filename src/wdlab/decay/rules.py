@@ -36,7 +36,7 @@ def _match(name: str, pattern: str) -> bool:
 def _several(key: str, value: object, kind: type) -> tuple:
     """A rule's field as a tuple: one pattern (or module type) alone is a tuple of one, not
     its characters; anything but those, or an iterable of them, is a ``ValueError``."""
-    items = (value,) if isinstance(value, kind) else value
+    items = (value,) if isinstance(value, (kind, str, bytes)) else value  # a word, not letters
     try:
         out = tuple(items)  # type: ignore[call-overload]
     except TypeError:
@@ -83,6 +83,18 @@ class DecayRule:
         )
         if bad := [t for t in self.exclude_types if not issubclass(t, nn.Module)]:
             raise ValueError(f"DecayRule exclude_types: {bad[0]!r} is not an nn.Module class")
+        for key in ("everything", "embeddings", "use_model_hook"):
+            if not isinstance(getattr(self, key), bool):  # "no" would be true
+                raise ValueError(
+                    f"DecayRule {key}: expected True or False, got {getattr(self, key)!r}"
+                )
+        for pattern in self.exclude_regex:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"DecayRule exclude_regex: {pattern!r} is not a regular expression ({exc})"
+                ) from None
 
     @staticmethod
     def preset(name: str) -> DecayRule:
