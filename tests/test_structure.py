@@ -50,6 +50,7 @@ LAYERS = [
         "wdlab.sidebyside",
         "wdlab.interrupts",
         "wdlab.progress",
+        "wdlab.arguments",
     },
     {"wdlab.errors"},
 ]

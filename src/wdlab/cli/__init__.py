@@ -118,15 +118,17 @@ def main(argv: Sequence[str] | None = None, *, hold_interrupt: bool = False) -> 
                 emit_error_json(exc.message, EXIT_BAD_INPUT)
             raise
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
-            _HELD.extend([exc] if hold_interrupt else [])
+            if hold_interrupt:
+                _HELD.append(exc)
             return _refused(prog, *stopped(interrupted), as_json, "")
         except BrokenPipeError:  # e.g. `wdlab ls | head -1`: the reader left; not ours
             _silence_stdout()
             return 0
         except Exception as exc:
             if interrupted:  # a Ctrl-C that code swallowed (an import cut short) and what broke
-                _HELD.extend([exc] if hold_interrupt else [])  # (a DataLoader's worker killed
-                return _refused(prog, *stopped(interrupted), as_json, "")  # by a SIGTERM, first)
+                if hold_interrupt:  # (a DataLoader's worker killed by the same SIGTERM, first)
+                    _HELD.append(exc)
+                return _refused(prog, *stopped(interrupted), as_json, "")
             if os.environ.get("WDLAB_DEBUG"):
                 raise
             return _refused(prog, describe_error(exc), EXIT_BAD_INPUT, as_json)

@@ -377,18 +377,18 @@ def emit_study(
 def said_changed_weights(result: Result) -> None:
     """Warn of each kept weights file of the answer whose bytes are no longer those wdlab
     recorded writing (damaged, edited or replaced): ``model()`` refuses it."""
-    from wdlab.pipelines.outputs import changed_since_written, written_outputs
+    from wdlab.pipelines.outputs import changed_since_written, deleted_since_written
+    from wdlab.pipelines.weights import FOLDER
     from wdlab.warn import warn_user
 
     files = [Path(f) for row in getattr(result, "best", []) for f in row["weights"].values()]
-    folder = Path(getattr(result, "directory", None) or ".") / "weights"
-    written = written_outputs(folder) if getattr(result, "directory", None) else {}
-    if gone := sorted(n for n in written if not (folder / n).exists()):
+    directory = getattr(result, "directory", None)
+    folder = Path(directory or ".") / FOLDER
+    if gone := deleted_since_written(folder) if directory else []:
         warn_user(
             f"{len(gone)} weights file{'s' * (len(gone) > 1)} wdlab wrote in {folder} "
             f"{'are' if len(gone) > 1 else 'is'} gone ({gone[0]}{', …' * (len(gone) > 1)}): "
-            "model() cannot build "
-            "those runs; sweep into a new --out to train them again"
+            "model() cannot build those runs; sweep into a new --out to train them again"
         )
     for path in files:
         if changed_since_written(path.parent, path.name):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from wdlab.arguments import one_or_several
 from wdlab.decay.attach import Decay
 from wdlab.decay.group import Keys
 from wdlab.decay.modes import check_weight_decay, get_mode
@@ -33,18 +34,7 @@ def _match(name: str, pattern: str) -> bool:
     return fnmatch.fnmatchcase(_plain(name), pattern) or fnmatch.fnmatchcase(name, pattern)
 
 
-def _several(key: str, value: object, kind: type) -> tuple:
-    """A rule's field as a tuple: one pattern (or module type) alone is a tuple of one, not
-    its characters; anything but those, or an iterable of them, is a ``ValueError``."""
-    items = (value,) if isinstance(value, (kind, str, bytes)) else value  # a word, not letters
-    try:
-        out = tuple(items)  # type: ignore[call-overload]
-    except TypeError:
-        out = (value,)
-    if bad := [v for v in out if not isinstance(v, kind)]:
-        what = "a name pattern (str)" if kind is str else "an nn.Module class"
-        raise ValueError(f"DecayRule {key}: {bad[0]!r} is not {what}")
-    return out
+_PATTERN, _MODULE = "a name pattern (str)", "an nn.Module class"
 
 
 @dataclass(frozen=True)
@@ -76,13 +66,13 @@ class DecayRule:
     name: str = ""
 
     def __post_init__(self) -> None:
-        for key in ("exclude", "include", "exclude_regex", "normalized"):
-            object.__setattr__(self, key, _several(key, getattr(self, key), str))
-        object.__setattr__(
-            self, "exclude_types", _several("exclude_types", self.exclude_types, type)
-        )
+        for key in ("exclude", "include", "exclude_regex", "normalized"):  # one pattern alone
+            patterns = one_or_several(getattr(self, key), str, f"DecayRule {key}", _PATTERN)
+            object.__setattr__(self, key, patterns)
+        types = one_or_several(self.exclude_types, type, "DecayRule exclude_types", _MODULE)
+        object.__setattr__(self, "exclude_types", types)
         if bad := [t for t in self.exclude_types if not issubclass(t, nn.Module)]:
-            raise ValueError(f"DecayRule exclude_types: {bad[0]!r} is not an nn.Module class")
+            raise ValueError(f"DecayRule exclude_types: {bad[0]!r} is not {_MODULE}")
         for key in ("everything", "embeddings", "use_model_hook"):
             if not isinstance(getattr(self, key), bool):  # "no" would be true
                 raise ValueError(

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from wdlab.arguments import one_or_several
 from wdlab.decay import Attachment, Decay
 from wdlab.extras import require
 
@@ -46,7 +47,8 @@ class WeightDecay(_pl.Callback):
         if not isinstance(decay, Decay):
             raise ValueError(f"WeightDecay needs a wdlab.Decay, got {type(decay).__name__}")
         self.decay = decay
-        self.indices = None if optimizers is None else _indices(optimizers)
+        where, what = "WeightDecay optimizers", "an optimizer's index (int)"
+        self.indices = None if optimizers is None else one_or_several(optimizers, int, where, what)
         self.handles: list[Attachment] = []
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
@@ -64,16 +66,3 @@ class WeightDecay(_pl.Callback):
         for handle in self.handles:
             handle.remove()
         self.handles = []
-
-
-def _indices(optimizers: object) -> tuple[int, ...]:
-    """``optimizers`` as indices: one index alone is one; anything but whole numbers, or an
-    iterable of them, is one ``ValueError`` line."""
-    items = (optimizers,) if isinstance(optimizers, int) else optimizers
-    try:
-        out = tuple(items)  # type: ignore[call-overload]
-    except TypeError:
-        out = (optimizers,)
-    if bad := [i for i in out if isinstance(i, bool) or not isinstance(i, int)]:
-        raise ValueError(f"WeightDecay optimizers: {bad[0]!r} is not an optimizer's index (int)")
-    return out

@@ -113,6 +113,11 @@ def changed_since_written(folder: str | Path, name: str, data: bytes | None = No
     return not _recorded(entry, digest)
 
 
+def deleted_since_written(folder: str | Path) -> list[str]:
+    """The files wdlab recorded writing in ``folder`` that are no longer there, by name."""
+    return sorted(n for n in _manifest(Path(folder)) if not (Path(folder) / n).exists())
+
+
 def _recorded(entry: Mapping[str, str], digest: str) -> bool:
     """Whether ``digest`` is a hash the record ``entry`` holds (the file's, or the one noted
     for the file about to replace it)."""

@@ -54,6 +54,7 @@ from wdlab.pipelines.outputs import (
     changed_since_written,
     check_outputs,
     check_record,
+    deleted_since_written,
     expect_output,
     forget_outputs,
     load_error,
@@ -416,7 +417,7 @@ class Kept:
         held, path = self.has(config), weights_path(self.directory or ".", config)
         if self.directory is None:
             return f"{'' if held else 'none '}held in memory: the sweep had no out="
-        gone = not held and path.name in written_outputs(path.parent)  # kept, then deleted
+        gone = not held and path.name in deleted_since_written(path.parent)  # kept, then not
         return f"{'' if held else 'no file '}{path}{' (wdlab wrote it; deleted since)' * gone}"
 
 
