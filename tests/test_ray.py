@@ -231,6 +231,78 @@ def test_a_batch_that_fails_on_a_worker_fails_alone_and_says_why_in_one_line(
     assert {s for s, _ in rows} <= {"done", "pending", "failed"} and len(rows) == 9
 
 
+HALF = {  # a package whose import takes 4 s, its first submodule reading the second later
+    "halfpkg/__init__.py": "from . import first\nimport time\ntime.sleep(4)\nfrom . import second",
+    "halfpkg/first.py": "import halfpkg\n\n\ndef width():\n    return halfpkg.second.WIDTH\n",
+    "halfpkg/second.py": "WIDTH = 8\n",
+}
+
+CANCELLED = """
+import sys
+import time
+
+import torch
+from torch import nn
+
+def make(seed=0):
+    if seed == 0 and BREAKS and "worker" in sys.argv[0]:  # a Ray worker, not the driver
+        time.sleep(1.5)  # seed 1's batch is inside `import halfpkg` by then
+        raise RuntimeError("seed 0 breaks")
+    import halfpkg.first
+
+    torch.manual_seed(seed)
+    width = halfpkg.first.width()
+    return nn.Sequential(nn.Linear(13, width), nn.ReLU(), nn.Linear(width, 3))
+"""
+
+
+def test_a_batch_cancelled_mid_import_leaves_no_half_imported_worker_behind(
+    executor, tmp_path, monkeypatch
+):
+    """After one batch fails, the others in flight are cancelled. A cancel was a
+    KeyboardInterrupt inside the task: one landing in the middle of an import (torch.optim's
+    first optimizer imports torch._dynamo for ~1 s) left the worker with half a package, and
+    Ray gave that worker the next sweep's task, which failed with "partially initialized
+    module 'torch._dynamo' has no attribute 'decorators'" (a CI run). A cancelled batch's
+    worker is now ended with it: the next sweep in the same runtime trains."""
+    monkeypatch.chdir(tmp_path)
+    for name, text in HALF.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    (tmp_path / "b.py").write_text("BREAKS = True\n" + CANCELLED)
+    (tmp_path / "ok.py").write_text("BREAKS = False\n" + CANCELLED)
+    monkeypatch.syspath_prepend(str(tmp_path))  # (the workers find halfpkg in their cwd)
+    pid_dir = executor.pid_dir
+    before = set(os.listdir(pid_dir))
+    with pytest.raises(ValueError, match="seed 0 breaks"):
+        run_sweep(
+            _factory_config("b.py:make", [0.0]), tmp_path / "s", max_batch=1, executor=executor
+        )
+    cancelled = [
+        int(f.rsplit("-", 1)[1].split(".")[0])
+        for f in set(os.listdir(pid_dir)) - before
+        if f.startswith("batch-1-")
+    ]
+    assert cancelled, "seed 1's batch never started"
+    deadline = time.time() + 30
+    while time.time() < deadline and any(_alive(pid) for pid in cancelled):
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in cancelled)
+    res = run_sweep(
+        _factory_config("ok.py:make", [0.0]), tmp_path / "t", max_batch=1, executor=executor
+    )
+    assert res.counts["done"] == 3 and not res.counts.get("failed")  # seeds 0, 1, 2
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie counts as ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_without_an_address_a_new_local_runtime_starts_quietly(monkeypatch):
     """No --address: ``ray.init(address="local")``, a runtime of wdlab's own (plain
     ``ray.init()`` joined a cluster that ``ray start --head`` had recorded on the machine and

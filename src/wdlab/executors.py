@@ -329,8 +329,10 @@ class RayExecutor:
                 try:
                     results = ray.get(ref)
                 except ray.exceptions.RayError as exc:  # the user's error, or a lost worker
-                    for other in pending:  # as the local executor: no batch after a failure
-                        ray.cancel(other)
+                    for other in pending:  # as the local executor: no batch after a failure;
+                        # its worker ends too: a cancel is a KeyboardInterrupt wherever the task
+                        # is, and one inside an import left half a package for the next task
+                        ray.cancel(other, force=True)
                     raise BatchError(batch, _cause(ray, exc, self.max_retries)) from None
                 yield batch, results
 
