@@ -232,12 +232,14 @@ def test_a_batch_that_fails_on_a_worker_fails_alone_and_says_why_in_one_line(
 
 
 HALF = {  # a package whose import takes 4 s, its first submodule reading the second later
-    "halfpkg/__init__.py": "from . import first\nimport time\ntime.sleep(4)\nfrom . import second",
+    "halfpkg/__init__.py": "from . import first\nimport time\nopen('in', 'w')\ntime.sleep(4)\n"
+    "from . import second",
     "halfpkg/first.py": "import halfpkg\n\n\ndef width():\n    return halfpkg.second.WIDTH\n",
     "halfpkg/second.py": "WIDTH = 8\n",
 }
 
 CANCELLED = """
+import os
 import sys
 import time
 
@@ -246,7 +248,9 @@ from torch import nn
 
 def make(seed=0):
     if seed == 0 and BREAKS and "worker" in sys.argv[0]:  # a Ray worker, not the driver
-        time.sleep(1.5)  # seed 1's batch is inside `import halfpkg` by then
+        deadline = time.time() + 60
+        while not os.path.exists("in") and time.time() < deadline:
+            time.sleep(0.05)  # until seed 1's batch is inside `import halfpkg`
         raise RuntimeError("seed 0 breaks")
     import halfpkg.first
 
