@@ -449,3 +449,73 @@ def test_the_advice_keeps_the_decay_that_is_attached():
     msg = _only(audit(opt, model), "decayed-bias").message
     assert 'wdlab.param_groups(model, wdlab.Decay("decoupled", 0.05)), then the optimizer on ' \
         "groups, the decay on it" in msg  # fmt: skip
+
+
+def test_the_advice_keeps_the_attached_decay_over_the_optimizers_own():
+    """A new-user trial: ``AdamW(model.parameters())`` (its default 0.01) with
+    ``Decay("decoupled", 0.05)`` attached is a double decay, and the advice for its decayed
+    biases said ``Decay("builtin", 0.01)``, dropping the user's own decay."""
+    model = Net()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Decay("decoupled", 0.05).attach(opt)
+    report = audit(opt, model)
+    assert "double-decay" in report.codes()
+    assert 'wdlab.Decay("decoupled", 0.05)' in _only(report, "decayed-bias").message
+
+
+def test_no_advice_names_a_weight_decay_that_would_be_refused():
+    """A new-user trial: a group's ``weight_decay=-0.5`` gave the advice
+    ``wdlab.Decay("builtin", -0.5)``, which raises; ``bad-wd`` says what is wrong instead."""
+    model = Net()
+    opt = torch.optim.SGD([{"params": model.parameters(), "weight_decay": -0.5}], lr=0.1)
+    report = audit(opt, model)  # (torch checks only the constructor's weight_decay)
+    assert "bad-wd" in report.codes()
+    assert "-0.5" not in _only(report, "decayed-bias").message
+
+
+def test_a_group_with_lr_0_is_not_said_to_decay():
+    """A new-user trial: ``AdamW([{"params": [emb.weight], "lr": 0.0, "weight_decay": 0.1}])``
+    was listed "decays yes", though 1 − 0·0.1 = 1 decays nothing. A scheduler whose warm-up
+    starts at lr 0 (LambdaLR, its ``initial_lr`` kept in the group) still decays."""
+    model = Net()
+    lr_zero = [model.emb.weight]
+    rest = [p for p in model.parameters() if p is not model.emb.weight]
+    groups = [{"params": lr_zero, "lr": 0.0, "weight_decay": 0.1}, {"params": rest}]
+    report = audit(torch.optim.AdamW(groups, lr=1e-3), model)
+    row = _rows(report)["emb.weight"]
+    assert row["decays"] is False and row["lr_zero"] is True
+    assert "emb.weight" in report.to_text() and "no (lr 0)" in report.to_text()
+    assert "decayed-embedding" not in report.codes()
+    warm = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    torch.optim.lr_scheduler.LambdaLR(warm, lambda step: step / 10)  # lr 0 at step 0
+    assert warm.param_groups[0]["lr"] == 0.0 and _rows(audit(warm, model))["fc.weight"]["decays"]
+
+
+def test_lr_wd_reads_the_peak_of_a_weight_decay_schedule():
+    """A new-user trial: ``Decay("decoupled", 0.05, schedule="cosine:0.05:0.5:100")`` under
+    SGD(lr=3) reaches lr·wd = 1.5 (the weights flip sign each step) with no warning at attach,
+    and the audit passed until the step count got there."""
+    model = nn.Linear(4, 4, bias=False)
+    decay = Decay("decoupled", 0.05, schedule="cosine:0.05:0.5:100")
+    groups, _ = param_groups(model, decay)
+    opt = torch.optim.SGD(groups, lr=3.0)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        decay.attach(opt)
+    said = "lr·wd = 1.5 ≥ 1 at the weight-decay schedule's peak 0.5"
+    assert any(said in str(w.message) for w in seen)
+    assert said in _only(audit(opt, model), "lr-wd").message
+    calm = torch.optim.SGD(param_groups(model, decay)[0], lr=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # peak lr·wd = 0.5: nothing to say
+        Decay("decoupled", 0.05, schedule="cosine:0.05:0.5:100").attach(calm)
+
+
+def test_the_optimizer_and_model_given_the_wrong_way_round_say_so():
+    """``audit(model, optimizer)`` said only that audit needs an optimizer."""
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=r"the optimizer first$"):
+        audit(model, opt)  # type: ignore[arg-type]

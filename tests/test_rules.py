@@ -606,3 +606,48 @@ def test_a_pattern_that_names_a_tied_weight_says_which_name_rules_it():
     (said,) = DecayRule(exclude=("lm_head.*",)).unmatched(Tied())
     head = "the rule's exclude pattern 'lm_head.*' matches only 'lm_head.weight', a tied name"
     assert said.startswith(f"{head} of 'wte.weight': the tensor is ruled by that name")
+
+
+class _TiedHeadFirst(nn.Module):
+    """A language model whose output Linear is declared before the embedding it ties to, and a
+    learned 1-D gain."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(16, 50, bias=False)
+        self.tok = nn.Embedding(50, 16)
+        self.tok.weight = self.head.weight
+        self.gain = nn.Parameter(torch.ones(16))
+        self.fc = nn.Linear(16, 16)
+
+
+def test_embeddings_false_keeps_out_a_table_tied_under_a_linears_name():
+    """A new-user trial: with the head declared first, the tied table's name is
+    ``head.weight`` and its module a Linear, so ``DecayRule(embeddings=False)`` decayed the
+    embedding table (declared the other way round, it was kept out)."""
+    table = decay_table(_TiedHeadFirst(), DecayRule(embeddings=False))
+    why = {r["name"]: r["why"] for r in table.rows}
+    assert why["head.weight"] == "embedding" and why["fc.weight"] == "ndim >= 2"
+    groups, _ = param_groups(_TiedHeadFirst(), Decay("decoupled", 0.1), "default")
+    decaying = next(g for g in groups if g["decay"])
+    assert decaying["names"] == ["head.weight", "fc.weight"]  # embeddings=True: both decay
+
+
+def test_a_1d_tensor_that_is_no_bias_is_not_called_one():
+    """A learned ``gain`` vector was listed "ndim < 2 (bias)"."""
+    why = {r["name"]: r["why"] for r in decay_table(_TiedHeadFirst()).rows}
+    assert why["gain"] == "ndim 1"
+
+
+def test_param_groups_warns_a_pattern_that_matches_nothing():
+    """A new-user trial: ``wdlab inspect --exclude 'enc.*.nrm*'`` said the pattern matched no
+    parameter; ``param_groups`` in Python, the same rule, was silent (a typo decays as if it
+    were not there), and so on a tied name, which the tensor's first name rules."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        param_groups(_TiedHeadFirst(), Decay("decoupled", 0.1), DecayRule(exclude=("tok.*",)))
+    (line,) = [str(w.message) for w in seen]
+    assert "exclude pattern 'tok.*' matches only 'tok.weight', a tied name of 'head.weight'" in line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        param_groups(_TiedHeadFirst(), Decay("decoupled", 0.1), DecayRule(exclude=("fc.*",)))

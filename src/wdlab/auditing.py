@@ -35,6 +35,7 @@ words; the per-tensor ones (which need the model) are here.
 from __future__ import annotations
 
 import inspect
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -44,8 +45,9 @@ import torch
 from torch import nn
 
 from wdlab.decay import NORM_TYPES, get_mode
-from wdlab.decay.findings import group_findings, sources
+from wdlab.decay.findings import group_findings, sources, still
 from wdlab.decay.group import attached
+from wdlab.decay.rules import EMBEDDINGS
 from wdlab.optimizers import class_name, known_spec
 from wdlab.zerograd import biases_before_norms
 
@@ -119,7 +121,7 @@ class AuditReport:
                 "×".join(map(str, r["shape"])) or "scalar",
                 ",".join(map(str, r["groups"])) or "-",
                 r["kind"],
-                "yes" if r["decays"] else "no (frozen)" if r["frozen"] else "no",
+                "yes" if r["decays"] else "no (frozen)" if r["frozen"] else _no(r),
                 " + ".join(f"{d['wd']:g}" for d in r["decay"]) or "0",
                 " + ".join(d["mode"] for d in r["decay"]) or "-",
             )
@@ -175,7 +177,9 @@ def audit(
     (CyclicLR's ``max_lrs``): ``lr-wd`` is checked at them."""
     opts = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
     if not opts or not all(isinstance(o, torch.optim.Optimizer) for o in opts):
-        raise ValueError("audit needs a torch.optim optimizer (or a list of them)")
+        swapped = isinstance(model, torch.optim.Optimizer) and isinstance(optimizer, nn.Module)
+        order = ": audit(optimizer, model), the optimizer first" if swapped else ""
+        raise ValueError(f"audit needs a torch.optim optimizer (or a list of them){order}")
     if model is not None and not isinstance(model, nn.Module):
         raise ValueError(f"audit's model must be a torch.nn.Module, got {type(model).__name__}")
     names, kinds = _names_and_kinds(model)
@@ -186,12 +190,14 @@ def audit(
         label = class_name(opt) if len(opts) == 1 else f"{class_name(opt)} #{opts.index(opt)}"
         decay = attached(opt)
         for local, group in enumerate(opt.param_groups):
-            entries = sources(class_name(opt), group, decay)
+            every = sources(class_name(opt), group, decay)
+            entries = [] if still(group) else every
             for j, p in enumerate(group["params"]):
                 name = names.get(id(p), f"group{gi}.params[{j}]")
                 row = rows.setdefault(id(p), _row(name, p, kinds.get(id(p))))
                 row["groups"].append(gi)
                 row["decay"] += entries
+                row["lr_zero"] |= len(entries) < len(every)  # decays that its lr of 0 stills
                 row["decays"] = bool(row["decay"]) and not row["frozen"]  # torch skips it
             findings += [
                 _finding(code, msg, group=gi)
@@ -242,7 +248,7 @@ def _kind(name: str, p: torch.Tensor, owner: nn.Module) -> str:
     last = name.rsplit(".", 1)[-1].lower()
     if isinstance(owner, NORM_TYPES) or (p.dim() <= 1 and _NORM_NAME.search(name.lower())):
         return "norm"
-    if isinstance(owner, (nn.Embedding, nn.EmbeddingBag)):
+    if isinstance(owner, EMBEDDINGS):
         return "embedding"
     if last == "bias" or (p.dim() <= 1 and "bias" in last):
         return "bias"
@@ -261,7 +267,12 @@ def _row(name: str, p: torch.Tensor, kind: str | None) -> dict:
         "frozen": not p.requires_grad,  # no gradient: no optimizer updates or decays it
         "decays": False,
         "decay": [],
+        "lr_zero": False,  # in a group whose lr is 0 (and no scheduler raises it): none acts
     }
+
+
+def _no(row: dict) -> str:
+    return "no (lr 0)" if row["lr_zero"] else "no"
 
 
 def _finding(code: str, message: str, params: Sequence[str] = (), group: int | None = None):
@@ -406,7 +417,10 @@ def _default_wd(opt: torch.optim.Optimizer) -> object:
 def _keep_out(wd: float, mode: str = "builtin", lead: str = "keep them out") -> str:
     """How to keep norms, biases and ``no_weight_decay()`` tensors out while the rest decays
     as now: by ``wd`` in ``mode`` (``builtin``: the optimizer's own ``weight_decay``; another:
-    the wdlab Decay attached, which the new optimizer takes again)."""
+    the wdlab Decay attached, which the new optimizer takes again). Nothing where ``wd`` is
+    no weight decay (negative, NaN: ``bad-wd`` says so)."""
+    if not (wd >= 0 and math.isfinite(wd)):
+        return ""
     on_it = "" if get_mode(mode).optimizer_wd else ", the decay on it"  # (builtin: the groups)
     then = "then the optimizer on groups" + on_it
     return f'; {lead}: groups, _ = wdlab.param_groups(model, wdlab.Decay("{mode}", {wd:g})), {then}'
@@ -415,6 +429,8 @@ def _keep_out(wd: float, mode: str = "builtin", lead: str = "keep them out") -> 
 def _decay_of(rows: Sequence[dict]) -> tuple[float, str]:
     """The weight decay the first of ``rows`` decays by, and the mode (``builtin`` where the
     optimizer does it)."""
-    first = rows[0]["decay"][0] if rows and rows[0]["decay"] else {}
+    decay = rows[0]["decay"] if rows else []
+    ours = [d for d in decay if d.get("by") == "wdlab Decay"]  # kept in the advice
+    first = (ours or decay or [{}])[0]
     mode = first.get("mode", "builtin") if first.get("by") == "wdlab Decay" else "builtin"
     return float(first.get("wd", 0.0)), mode

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -174,7 +175,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     # as in run and sweep: a pattern's weight decay in the runs that decay, 0 at wd = 0
     group_wds = {p: w * (args.wd > 0) for p, w in parse_group_wds(args.group_wd).items()}
     model, rule = spec.build(), parse_rule(args)
-    groups, table = param_groups(model, decay, rule, group_wds)
+    with warnings.catch_warnings():  # its unmatched patterns: among the notes below
+        warnings.simplefilter("ignore")
+        groups, table = param_groups(model, decay, rule, group_wds)
     if group_wds:
         table = table.with_weight_decays(groups, decay)
     opt_name = class_name(optimizer_spec(args.optimizer).cls_name)

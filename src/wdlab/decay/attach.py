@@ -434,8 +434,8 @@ def attach_warnings(
             out.append(
                 f"Decay('{decay.mode}') decays {_count(len(small), 'tensor')} with ndim < 2 ("
                 f"{_count(sum(p.numel() for p in small), 'parameter')}: biases, norm weights) in "
-                f"param group {i}; build the groups with wdlab.param_groups(model, decay) to keep "
-                "them out, or with DecayRule(everything=True) if you mean it"
+                f"param group {i}; give such a group 'decay': False (wdlab.param_groups(model, "
+                "decay) does), or build it with DecayRule(everything=True) if you mean it"
             )
     return out
 

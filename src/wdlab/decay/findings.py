@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from wdlab.decay.group import decays, step_of
 from wdlab.decay.modes import FORMULAS, acting_mode, decay_rate, get_mode
+from wdlab.decay.schedules import WDSchedule
 from wdlab.optimizers import OPTIMIZERS, class_name, known_spec, optimizer_spec
 
 UNKNOWN = "unknown"  # what the weight_decay of an optimizer class wdlab does not know means
@@ -70,10 +71,17 @@ def sources(name: str, group: dict, decay: DecayLike | None) -> list[dict]:
     if decay is not None and decays(group) and get_mode(decay.mode).by_wdlab:
         wd = decay.wd_at(step_of(group), group)
         if wd > 0 or decay.schedule is not None:
-            out.append(
-                {"by": "wdlab Decay", "mode": decay.mode, "wd": wd, "formula": decay.formula}
-            )
+            source = {"by": "wdlab Decay", "mode": decay.mode, "wd": wd, "formula": decay.formula}
+            if isinstance(decay.schedule, WDSchedule):  # its peak is known: lr-wd looks there
+                source["peak_wd"] = decay.wd_at(decay.schedule.peak_step(), group)
+            out.append(source)
     return out
+
+
+def still(group: dict) -> bool:
+    """Whether no decay acts on the group: its lr is 0 and no scheduler raises it (the step of
+    every decay scales with the lr: ``independent``'s by lr_t/lr₀)."""
+    return _peak_lr(group)[0] == 0
 
 
 def _where(index: int | None) -> str:
@@ -86,6 +94,12 @@ def lr_wd(name: str, index: int | None, group: dict, source: dict) -> str | None
     at max_lr/25)."""
     lr, peak = _peak_lr(group)
     wd, mode = source["wd"], source["mode"]
+    wd_peak = ""
+    if source.get("peak_wd", 0.0) > wd:  # a weight-decay schedule rises to it later
+        wd, wd_peak = (
+            source["peak_wd"],
+            f" at the weight-decay schedule's peak {source['peak_wd']:g}",
+        )
     if mode == UNKNOWN:  # assume the plain factor 1 − lr·wd
         rate, what = decay_rate("decoupled", lr, wd)[0], "lr·wd"
     else:
@@ -95,7 +109,7 @@ def lr_wd(name: str, index: int | None, group: dict, source: dict) -> str | None
         what = "lr·wd" if acting_mode(mode, name, group).timescale.lr_in_rate else "wd"
     if not rate >= 1:
         return None
-    peak = peak if what == "lr·wd" else ""  # (independent's rate has no lr in it)
+    peak = (peak if what == "lr·wd" else "") + wd_peak  # (independent's rate has no lr in it)
     return (
         f"{_where(index)}{what} = {rate:g} ≥ 1{peak} ({source['by']}, {mode}): a step of this "
         f"decay multiplies the weights by {1 - rate:g} ≤ 0, which flips or zeroes them; use a "

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from torch import nn
+from torch import Tensor, nn
 
 from wdlab.arguments import one_or_several
 from wdlab.decay.attach import Decay
@@ -22,6 +22,8 @@ from wdlab.decay.modes import check_weight_decay, get_mode
 from wdlab.decay.norms import is_norm_layer, norm_fed_weights
 from wdlab.decay.table import FROZEN, DecayTable
 from wdlab.warn import warn_user
+
+EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)  # the modules whose table is an embedding
 
 
 def _plain(name: str) -> str:
@@ -125,6 +127,9 @@ class DecayRule:
         hook_names: set[str] = set()
         if self.use_model_hook and hasattr(model, "no_weight_decay"):
             hook_names = set(model.no_weight_decay())
+        tables = {  # an embedding's table, under whichever name a tie gives it first
+            id(p) for m in modules.values() if isinstance(m, EMBEDDINGS) for p in m.parameters()
+        }
         out: dict[str, tuple[bool, str]] = {}
         for name, p in model.named_parameters():
             mod = owner.get(name)
@@ -140,7 +145,7 @@ class DecayRule:
                 out[name] = (False, "model.no_weight_decay()")
             elif excluded := self._excluded_type(name, modules):
                 out[name] = (False, f"type {excluded}")
-            elif not self.embeddings and isinstance(mod, nn.Embedding):
+            elif not self.embeddings and id(p) in tables:
                 out[name] = (False, "embedding")
             elif self.everything:
                 out[name] = (True, "everything")
@@ -148,8 +153,7 @@ class DecayRule:
                 out[name] = (True, "ndim >= 2")
             else:
                 norm = mod is not None and is_norm_layer(mod)
-                bias = "ndim < 2 (bias)" if p.dim() else "ndim 0 (a scalar)"
-                out[name] = (False, "norm" if norm else bias)
+                out[name] = (False, "norm" if norm else _small(name, p))
         return out
 
     def unmatched(self, model: nn.Module) -> list[str]:
@@ -262,6 +266,13 @@ def as_rule(rule: DecayRule | str) -> DecayRule:
     )
 
 
+def _small(name: str, p: Tensor) -> str:
+    """Why a tensor of ndim < 2 outside a norm layer does not decay, in the table's words."""
+    if not p.dim():
+        return "ndim 0 (a scalar)"
+    return "ndim < 2 (bias)" if name.rsplit(".", 1)[-1] == "bias" else "ndim 1"
+
+
 def decay_table(model: nn.Module, rule: DecayRule | str = DEFAULT_RULE) -> DecayTable:
     """The table of which parameters of ``model`` decay under ``rule`` (a DecayRule or a name).
 
@@ -326,7 +337,8 @@ def param_groups(
     ``weight_decays`` maps fnmatch patterns of parameter names to their own weight decay (e.g.
     ``{"emb.*": 1e-5}``): the decaying tensors a pattern matches get a group of their own with
     ``"wdlab_wd"`` set. For mode ``corrected``, decaying groups are split into AdamC's normalized
-    layers and the rest (``"normalized": True/False``).
+    layers and the rest (``"normalized": True/False``). A pattern of the rule that matches no
+    parameter is warned: a typo decays as if it were not there.
     """
     if decay is not None and not isinstance(decay, Decay):
         raise ValueError(
@@ -334,6 +346,8 @@ def param_groups(
             f"{type(decay).__name__} {decay!r}"
         )
     table = decay_table(model, rule)
+    for line in as_rule(rule).unmatched(model):
+        warn_user(line)
     by_name = dict(model.named_parameters())
     base = decay.weight_decay if decay is not None else 0.0
     mode = get_mode(decay.mode) if decay is not None else None

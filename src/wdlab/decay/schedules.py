@@ -53,6 +53,10 @@ class WDSchedule:
         t = min(max(step, 0) / self.steps, 1.0)
         return self.start + (self.end - self.start) * SHAPES[self.shape](t)
 
+    def peak_step(self) -> int:
+        """The step where the weight decay is highest: the start, or the end of the ramp."""
+        return 0 if self.start >= self.end else self.steps
+
     def describe(self) -> str:
         """E.g. ``cosine 0.04 → 0.4 over 1000 steps``."""
         return f"{self.shape} {self.start:g} → {self.end:g} over {self.steps} steps"
