@@ -642,3 +642,30 @@ def test_a_folder_with_verify_json_alone_says_where_it_is_shown(tmp_path, capsys
     (tmp_path / "verify.json").write_text('{"checks": []}')
     assert main(["report", str(tmp_path)]) == 2
     assert "(verify.json shows in the report of a run or study there)" in capsys.readouterr().err
+
+
+def test_past_18_answer_runs_the_caption_says_how_many_more_and_no_colour_repeats():
+    """A new-user trial: 3 modes × 3 lrs drew 10 of 12 answer runs (the legend lacked two
+    (mode, lr) settings, the caption said nothing) and their colours came round again after
+    10. Up to 18 are drawn, each its own colour and none grey; past that the caption says how
+    many more the table has."""
+    from matplotlib.colors import to_rgb
+
+    from wdlab.report.figures import FIGURES
+
+    modes, lrs = ("l2", "decoupled", "coupled"), (0.1, 0.03, 0.01)
+    res = sweep_result(GAIN_TABLE, lrs=lrs, modes=modes)
+    fig = res.plot("loss")
+    named = [t for t in _legend(fig) if t not in ("train", "val")]
+    assert len(named) == 12  # 3 wd = 0 runs, and one per (mode, lr)
+    colours = {to_rgb(line.get_color()) for line in fig.axes[0].get_lines() if line.get_label()
+               in named}  # fmt: skip
+    assert len(colours) == 12 and all(len(set(c)) > 1 for c in colours)  # none grey
+    caption = FIGURES["losses"].caption(res)
+    assert "more in the table" not in caption
+    wide = sweep_result(
+        GAIN_TABLE, lrs=(0.1, 0.03, 0.01, 0.003), modes=(*modes, "to_init", "cautious")
+    )
+    caption = FIGURES["losses"].caption(wide)  # 4 + 5 × 4 = 24 answer runs
+    assert "the first 18 of these drawn, 6 more in the table" in caption
+    assert len([t for t in _legend(wide.plot("loss")) if t not in ("train", "val")]) == 18

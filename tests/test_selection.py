@@ -122,6 +122,10 @@ def test_one_seed_has_no_noise_estimate():
     # exact ties still go to the smaller weight decay (wd = 0 when the mode's grid has it)
     tie = [run("decoupled", 0.0, 0, 0.8), run("decoupled", 1e-2, 0, 0.8)]
     assert row(select(tie, "multiclass"))["weight_decay"] == 0.0
+    # and its test score has no spread to show (a trial read "± 0.0000" as a measured one)
+    from wdlab.report.text import answer_line
+
+    assert "0.9500 ± —" in answer_line(r)
 
 
 def test_a_weight_decay_that_diverged_for_one_seed_is_not_chosen():

@@ -565,3 +565,19 @@ def test_an_export_carries_the_numbers_early_stopping_reports(tmp_path):
         assert row["best_epoch_val_loss"].item() == pytest.approx(
             run.best["at"]["val_loss"], rel=1e-12
         )
+
+
+def test_a_study_given_as_a_file_or_a_missing_folder_says_which(tmp_path):
+    """A new-user trial: ``wdlab show FILE`` and ``wdlab show MISSING`` both said "no study in
+    X (no study.db)"; ``ls`` told them apart."""
+
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "empty").mkdir()
+    said = {}
+    for name in ("afile", "missing", "empty"):
+        with pytest.raises(StoreError) as e:
+            Store(tmp_path / name, readonly=True)
+        said[name] = str(e.value).rsplit("(", 1)[1]
+    assert said == {"afile": "a file, not a folder)", "missing": "no such folder)",
+                    "empty": "no study.db)"}  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "empty"]  # nothing made

@@ -38,9 +38,9 @@ class DecayTable:
         frozen = sum(r["why"] == FROZEN for r in self.rows)
         of_which = f" ({frozen} frozen)" if frozen else ""
         return (
-            f"decayed: {dt} tensor{'s' * (dt != 1)}, {dn:,} parameters; not decayed: "
-            f"{kt} tensor{'s' * (kt != 1)}{of_which}, "
-            f"{kn:,} parameters ({self.rule})"
+            f"decayed: {dt} tensor{'s' * (dt != 1)}, {dn:,} parameter{'s' * (dn != 1)}; not "
+            f"decayed: {kt} tensor{'s' * (kt != 1)}{of_which}, "
+            f"{kn:,} parameter{'s' * (kn != 1)} ({self.rule})"
         )
 
     def to_text(self, normalized: bool = False) -> str:

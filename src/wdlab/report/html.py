@@ -28,6 +28,7 @@ from wdlab.report.text import (
     compute_text,
     engine_line,
     short,
+    spread,
     use_cell,
     verdict_summary,
     verdict_text,
@@ -51,6 +52,11 @@ table.headline{display:block;max-width:100%;overflow-x:auto}td:not(.l){white-spa
 h1,h2,p,caption,summary,pre{overflow-wrap:anywhere}pre{white-space:pre-wrap}
 @media print{tr,figure{break-inside:avoid}h2{break-after:avoid}}
 """
+
+
+def _n(n: Any, word: str) -> str:
+    """``n`` words, one word for one (a count an old study lacks: "?")."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s" if isinstance(n, int) else f"? {word}s"
 
 
 def _f(v: Any, fmt: str = ".4f") -> str:
@@ -136,7 +142,7 @@ def answer_table(selection: list[dict[str, Any]]) -> tuple[list[str], list[list[
                 verdict_text(s),
                 _f(s["val"]) + whose,
                 _f(s["val_at_zero"]),
-                f"{_f(s['test_mean'])} ± {_f(s['test_std'])}{whose}",
+                f"{_f(s['test_mean'])} ± {spread(s, '.4f')}{whose}",
                 _f(s["test_at_zero"]),
                 str(s["seeds"]),
             ]
@@ -326,9 +332,9 @@ def _configuration_html(result: Result) -> list[str]:
         dt, kt = t.get("decayed_tensors", "?"), t.get("kept_tensors", "?")
         parts.append(
             f"<p>Which parameters decay: {escape(t.get('rule', ''))}. "
-            f"{dt} tensor{'s' * (dt != 1)} ({t.get('decayed_parameters', 0):,} "
-            f"parameters) decay; {kt} tensor{'s' * (kt != 1)} "
-            f"({t.get('kept_parameters', 0):,} parameters) do not.{note}</p>"
+            f"{_n(dt, 'tensor')} ({_n(t.get('decayed_parameters', 0), 'parameter')}) "
+            f"decay{'s' * (dt == 1)}; {_n(kt, 'tensor')} "
+            f"({_n(t.get('kept_parameters', 0), 'parameter')}) do{'es' * (kt == 1)} not.{note}</p>"
         )
         own = {  # group_wd's tensors (a study stored before wdlab recorded them: none)
             r["name"]: f"{r['own_wd'][1]:g} (group_wd {r['own_wd'][0]})"

@@ -12,12 +12,12 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from matplotlib import colormaps, rcParams
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from wdlab.records import Result, RunResult, use_wd
 from wdlab.report.literal import literal
+from wdlab.report.palette import colors as palette
 from wdlab.report.text import short
 from wdlab.selection import (
     Criterion,
@@ -72,12 +72,12 @@ def loss_curves(
     """
     fig = Figure(figsize=(8, 4.5))  # no pyplot: no global figure state, no GUI backend
     ax = fig.subplots()
-    colors = rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = palette(len(runs))
     labels = list(labels) if labels is not None else run_labels(runs)
     key = f"{split}_loss"
     for i, r in enumerate(runs):
         c = r.curves
-        color = colors[i % len(colors)]
+        color = colors[i]
         twin = any(o.curves["train_loss"] == c["train_loss"] for o in runs[i + 1 :])
         style = {"color": color, **_style(twin)}
         ax.plot(c["epoch"], c["train_loss"], **style, **_lone(c["train_loss"]), label=labels[i])
@@ -114,7 +114,7 @@ def wd_curve(
     ax = fig.subplots()
     keys = list(dict.fromkeys((r.config.mode, r.config.lr) for r in runs))
     keys = [k for k in keys if decays(k[0])] or keys
-    colors = _colors(len(keys))
+    colors = palette(len(keys))
     pos = sorted({r.config.weight_decay for r in runs if r.config.weight_decay > 0})
     x0 = _zero_position(pos)
     for i, (mode, lr) in enumerate(keys):
@@ -142,15 +142,6 @@ def wd_curve(
     legend(ax, **({"loc": "upper left", "bbox_to_anchor": (1.01, 1)} if outside else {"ncol": 2}))
     fig.tight_layout()
     return fig
-
-
-def _colors(n: int) -> list[Any]:
-    """``n`` colours, each its own: matplotlib's cycle (10), else tab20, else a spectrum."""
-    cycle = rcParams["axes.prop_cycle"].by_key()["color"]
-    if n <= len(cycle):
-        return list(cycle[:n])
-    cmap = colormaps["tab20"] if n <= 20 else colormaps["nipy_spectral"]
-    return [cmap(i / max(n - 1, 1) if n > 20 else i) for i in range(n)]
 
 
 def epoch_axis(ax: Any) -> None:
@@ -270,7 +261,7 @@ def gap_curves(
     """``split`` loss − train loss (the same weights, after each evaluated epoch) per run."""
     fig = Figure(figsize=(8, 3.6))
     ax = fig.subplots()
-    colors = rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = palette(len(runs))
     labels = list(labels) if labels is not None else run_labels(runs)
     for i, r in enumerate(runs):
         c = r.curves
@@ -278,7 +269,7 @@ def gap_curves(
             continue
         gap = [a - b for a, b in zip(c[f"{split}_loss"], c["train_loss_eval"], strict=True)]
         twin = any(o.curves.get(f"{split}_loss") == c[f"{split}_loss"] for o in runs[i + 1 :])
-        style = {"color": colors[i % len(colors)], **_style(twin), **_lone(gap)}
+        style = {"color": colors[i], **_style(twin), **_lone(gap)}
         ax.plot(c["eval_epoch"], gap, **style, label=labels[i])
     ax.axhline(0, color="black", lw=0.6)
     epoch_axis(ax)
@@ -295,7 +286,7 @@ def weight_norm_curves(runs: Sequence[RunResult], labels: Sequence[str] | None =
     """The L2 norm of the decayed tensors, every epoch, per run."""
     fig = Figure(figsize=(8, 3.6))
     ax = fig.subplots()
-    colors = rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = palette(len(runs))
     labels = list(labels) if labels is not None else run_labels(runs)
     for i, r in enumerate(runs):
         c = r.curves
@@ -303,7 +294,7 @@ def weight_norm_curves(runs: Sequence[RunResult], labels: Sequence[str] | None =
         ax.plot(
             c["epoch"],
             c["weight_norm"],
-            color=colors[i % len(colors)],
+            color=colors[i],
             **_style(twin),
             **_lone(c["weight_norm"]),
             label=labels[i],

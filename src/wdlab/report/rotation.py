@@ -9,12 +9,12 @@ import math
 import statistics
 from collections.abc import Sequence
 
-from matplotlib import rcParams
 from matplotlib.figure import Figure
 
 from wdlab.diagnostics import PREFIX
 from wdlab.records import Result, RunResult
 from wdlab.report.literal import literal
+from wdlab.report.palette import colors as palette
 from wdlab.report.plots import FigureSpec, epoch_axis
 from wdlab.report.shown import representative
 
@@ -76,11 +76,11 @@ def rotation_figure(runs: Sequence[RunResult]) -> Figure:
         )
     fig = Figure(figsize=(3.4 * len(layers) + 1.0, 6.2))
     axes = fig.subplots(2, len(layers), squeeze=False)
-    colors = rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = palette(len(runs))
     for j, layer in enumerate(layers):
         for i, run in enumerate(runs):
             s, epochs = run.curves.series, run.curves.epoch
-            color = colors[i % len(colors)]
+            color = colors[i]
             for row, (kind, _) in enumerate(KINDS):
                 ax = axes[row][j]
                 key = f"{PREFIX}{layer}.{kind}"

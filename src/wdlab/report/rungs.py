@@ -9,12 +9,12 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from matplotlib import rcParams
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from wdlab.records import Result, RunResult
 from wdlab.report.literal import literal
+from wdlab.report.palette import colors as palette
 from wdlab.report.plots import FigureSpec, answer_cells, criterion_of, legend
 from wdlab.report.text import compute_text, short
 from wdlab.selection import Criterion
@@ -63,9 +63,9 @@ def rung_figure(
     ``compute``, the compute used, under the title."""
     fig = Figure(figsize=(8, 4.5))
     ax = fig.subplots()
-    colors = rcParams["axes.prop_cycle"].by_key()["color"]
     curves = cell_curves(runs, c)
     settings = sorted({cell[:2] for cell in curves})  # (mode, lr): one colour each
+    colors = palette(len(settings))
     modes = {mode for mode, _ in settings}
     for r in rungs:
         ax.axvline(r, color="0.6", lw=1, ls="--")
@@ -73,7 +73,7 @@ def rung_figure(
     # each stopped), so that both stay visible where their curves run together
     ends: list[tuple[float, float, str, str]] = []  # where each cell never pruned ends
     for cell, (xs, ys, fate) in sorted(curves.items(), key=lambda kv: kv[1][2] != "done"):
-        color = colors[settings.index(cell[:2]) % len(colors)] if fate == "done" else "0.55"
+        color = colors[settings.index(cell[:2])] if fate == "done" else "0.55"
         ax.plot(xs, ys, color=color, lw=1.8 if fate == "done" else 0.8, alpha=0.9)
         if fate != "done" and xs:
             ax.plot([xs[-1]], [ys[-1]], marker="o", ms=3, color="0.35")
@@ -91,7 +91,7 @@ def rung_figure(
             else ""
         )
         if (mode, lr) in drawn:  # a legend entry for what is drawn in that colour only
-            ax.plot([], [], color=colors[i % len(colors)], label=f"{name}: never pruned{star}")
+            ax.plot([], [], color=colors[i], label=f"{name}: never pruned{star}")
     ax.plot([], [], color="0.55", marker="o", ms=3, label="stopped (pruned or diverged)")
     ax.plot([], [], color="0.6", ls="--", label="rungs")
     ax.set_xlabel("epochs trained")

@@ -8,15 +8,23 @@ from typing import Any
 from wdlab.records import Result, RunResult, is_reference, use_wd
 from wdlab.selection import zero_runs
 
-MAX_SHOWN = 10  # runs drawn in the curve figures (one colour each)
+MAX_SHOWN = 18  # runs drawn in the curve figures (one colour each, none grey: palette.py)
 
 
 def shown(result: Result) -> list[RunResult]:
-    """The runs the curve figures draw: :func:`answer_runs`, or, where nothing was chosen,
-    every run (at most :data:`MAX_SHOWN`, a spread of them)."""
+    """The runs the curve figures draw: :func:`answer_runs` (the first :data:`MAX_SHOWN`,
+    :func:`left_out` says how many more), or, where nothing was chosen, every run (a spread of
+    them where there are more)."""
     if result.selection:
         return answer_runs(result.runs, result.selection)[:MAX_SHOWN]
     return result.runs if len(result.runs) <= MAX_SHOWN else representative(result.runs)
+
+
+def left_out(result: Result) -> int:
+    """How many of the answer's runs the curve figures leave out (beyond :data:`MAX_SHOWN`)."""
+    if not result.selection:
+        return 0
+    return max(0, len(answer_runs(result.runs, result.selection)) - MAX_SHOWN)
 
 
 def answer_runs(runs: Sequence[RunResult], rows: Sequence[Mapping[str, Any]]) -> list[RunResult]:

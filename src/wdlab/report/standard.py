@@ -20,7 +20,7 @@ from wdlab.report.plots import (
     wd_curve,
     weight_norm_curves,
 )
-from wdlab.report.shown import shown
+from wdlab.report.shown import MAX_SHOWN, left_out, shown
 from wdlab.selection import eval_split
 from wdlab.tasks import get_task
 
@@ -57,9 +57,11 @@ def _which_runs(result: Result) -> str:
     if not result.selection:
         return "Every run" if len(shown(result)) == len(result.runs) else "A spread of the runs"
     seed = min(r.config.seed for r in result.runs)
+    more = left_out(result)
+    cut = f"; the first {MAX_SHOWN} of these drawn, {more} more in the table" if more else ""
     return (
         f"Seed {seed}: wd = 0, and for each (mode, lr) the run at the weight decay to use (the "
-        "nearest swept one where the answer is wd = 0)"
+        f"nearest swept one where the answer is wd = 0){cut}"
     )
 
 

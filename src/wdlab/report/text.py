@@ -147,12 +147,18 @@ def _selection_lines(result: Result) -> list[str]:
     return lines
 
 
+def spread(s: Mapping[str, Any], fmt: str) -> str:
+    """A selection row's test std over seeds, "—" for one seed (which has none)."""
+    std = s["test_std"]
+    return format(std, fmt) if s.get("seeds", 2) > 1 and math.isfinite(std) else "—"
+
+
 def answer_line(s: Mapping[str, Any], tau: bool = True) -> str:
     """One selection row in one line: mode, lr, the wd to use (and its τ_epoch: — at wd = 0),
     scores, verdict."""
     wd = short(use_wd(s))
     tau_s = f"{short(use_tau(s)):<8} " if tau else ""
-    test = f"{s['test_mean']:.4f} ± {s['test_std']:.4f}"
+    test = f"{s['test_mean']:.4f} ± {spread(s, '.4f')}"
     return (
         f"{s['mode']:<12} {short(s['lr']):<7} {wd:<7} {tau_s}{s['val']:>7.4f} "
         f"{s['val_at_zero']:>7.4f}   {test:<17} {s['test_at_zero']:>7.4f}  {verdict_text(s)}"

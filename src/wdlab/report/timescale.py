@@ -7,10 +7,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from matplotlib import rcParams
 from matplotlib.figure import Figure
 
 from wdlab.report.literal import literal
+from wdlab.report.palette import colors as palette
 
 
 def _setup(s: Mapping[str, Any]) -> str:
@@ -57,12 +57,12 @@ def timescale_table(doc: Mapping[str, Any]) -> str:
 
 
 def _loss_panel(ax: Any, doc: Mapping[str, Any], x_key: str, xlabel: str) -> None:
-    colors = rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = palette(len(doc["optima"]))
     for i, o in enumerate(doc["optima"]):
         c = sorted((r for r in doc["curves"] if r["n"] == o["n"]), key=lambda r: r[x_key])
         xs, ys = [r[x_key] for r in c], [r["val_loss"] for r in c]
         sd = [r["val_loss_sd"] if math.isfinite(r["val_loss_sd"]) else 0.0 for r in c]
-        color = colors[i % len(colors)]
+        color = colors[i]
         ax.plot(xs, ys, marker="o", ms=3, color=color, label=f"N = {o['n']}")
         low = [y - d for y, d in zip(ys, sd, strict=True)]
         high = [y + d for y, d in zip(ys, sd, strict=True)]

@@ -63,7 +63,9 @@ class Store(Workers, Progress):
             if self.path.exists() and not self.path.is_file():
                 raise StoreError(f"{self.path} is not a regular file: it holds no study")
             if not self.path.is_file():
-                raise StoreError(f"no study in {self.dir} (no {DB_NAME})")
+                why = "a file, not a folder" if self.dir.is_file() else f"no {DB_NAME}"
+                why = why if self.dir.exists() else "no such folder"
+                raise StoreError(f"no study in {self.dir} ({why})")
             self.version = identify(self.path)
             if self.version == 0:
                 raise StoreError(f"{self.path} is empty: it holds no study")
