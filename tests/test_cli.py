@@ -201,12 +201,17 @@ def _flag_help(command: str, flag: str) -> str:
 def test_each_commands_help_says_the_default_it_takes(capsys):
     """Found by a new-user trial: ``sweep --help`` said "--seeds (default: seed 0)" where a
     bare sweep runs 3 seeds; ``run --help`` said "--keep (default: best)", a value run refuses;
+    (a new-user trial then found ``--keep {best,all,none}`` and ``--checkpoint`` offered by
+    ``run --help``, which refuses them: hidden there now, still refused with the reason);
     ``search --help`` gave no default for --lr, --wd or --mode; ``demo --dim 1`` named no
     flag."""
     seeds = _flag_help("sweep", "--seeds")
     assert "(default: 0,1,2 when no grid key is given)" in seeds and "seed 0" not in seeds
     assert _flag_help("run", "--seeds").endswith("(default: seed 0)")
-    assert "(default: none in run: it trains in a temporary study)" in _flag_help("run", "--keep")
+    hidden = [
+        a for a in COMMANDS["run"]._actions if {"--keep", "--checkpoint"} & set(a.option_strings)
+    ]
+    assert [a.help for a in hidden] == [argparse.SUPPRESS] * 2  # refused by run: not offered
     assert _flag_help("sweep", "--keep").endswith("or none (default: best)")
     assert "(default: 0.1, not searched)" in _flag_help("search", "--lr")
     assert "(default: 1e-6..1:log when no range is given)" in _flag_help("search", "--wd")

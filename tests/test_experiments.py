@@ -549,3 +549,44 @@ def test_a_factory_in_the_current_directory_loads_by_module_or_by_path(tmp_path)
         assert proc.returncode == 0, proc.stderr
         runs = json.loads(proc.stdout)["runs"]
         assert {r["config"]["seed"] for r in runs} == {0, 1}
+
+
+@pytest.mark.parametrize("kind", ["mlp", "linear", "seed-mlp"])
+def test_the_flat_built_in_models_train_on_images(kind, tmp_path):
+    """A new-user trial: ``wdlab run --data digits-images`` (the default model, mlp) was
+    refused, "the model fails on inputs of shape (1, 8, 8)": the trainer feeds a built-in MLP
+    its images flat, but the memory estimate's forward gave it one unflattened. Now the
+    estimate reads the example as the trainer feeds it, and the run trains."""
+    cfg = {
+        "data": {"source": "digits-images", "train_size": 64},
+        "model": {"kind": kind},
+        "train": {"epochs": 1, "lr": [0.01], "seeds": [0]},
+        "decay": {"modes": ["decoupled"], "weight_decay": [1e-3]},
+    }
+    res = run_experiment(cfg)
+    assert res.counts["done"] == sum(res.counts.values()) == 2  # wd 1e-3 and wd = 0
+
+
+def test_a_flag_switches_off_what_the_file_switched_on(tmp_path, capsys):
+    """A new-user trial: a file's ``early_stopping = true`` (or batchnorm, layernorm, prune)
+    could not be switched off from the command line: the flags only set true. Each has its
+    ``--no-`` form, and a flag given neither way leaves the file's value."""
+    toml = tmp_path / "on.toml"
+    toml.write_text(
+        '[data]\nsource = "wine"\n[model]\nkind = "mlp"\nhidden = [4]\nbatchnorm = true\n'
+        "[train]\nepochs = 2\nseeds = 1\nlr = [0.01]\nearly_stopping = true\n"
+        "[decay]\nweight_decay = [0.001]\n"
+    )
+    for extra, expected in (([], True), (["--no-early-stopping", "--no-batchnorm"], False)):
+        assert main(["run", str(toml), "--json", *extra]) == 0
+        config = json.loads(capsys.readouterr().out)["config"]
+        assert config["train"]["early_stopping"] is expected
+        assert config["model"]["batchnorm"] is expected
+
+
+def test_a_key_written_at_the_top_of_a_file_is_told_its_section():
+    """A new-user trial: a file starting ``epochs = 3`` was told "unknown section [epochs]"."""
+    with pytest.raises(ValueError, match=r"^epochs is a key of \[train\], not a section"):
+        validate({"epochs": 3})
+    with pytest.raises(ValueError, match=r"^unknown section \[trian\]; valid: data, model"):
+        validate({"trian": {"epochs": 3}})

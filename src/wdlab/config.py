@@ -404,9 +404,11 @@ def validate(raw: Mapping[str, Any] | Experiment) -> Experiment:
         raw = raw.to_dict()
     if not isinstance(raw, Mapping):
         raise ValueError("an experiment config must be a table")
-    unknown = sorted(set(raw) - set(SECTIONS))
-    if unknown:
-        raise ValueError(f"unknown section [{unknown[0]}]; valid: {', '.join(SECTIONS)}")
+    if unknown := sorted(set(raw) - set(SECTIONS)):  # a key at the top names its section
+        home = [s for s in SECTIONS for f, _ in section_keys(s) if f.name == unknown[0]][:1]
+        what = f"unknown section [{unknown[0]}]" if not home else f"{unknown[0]} is a key of"
+        where = f" [{home[0]}], not a section" if home else ""
+        raise ValueError(f"{what}{where}; valid: {', '.join(SECTIONS)}")
     sections: dict[str, dict[str, Any]] = {}
     defaults: dict[str, dict[str, Any]] = {}
     for section, cls in SECTIONS.items():

@@ -273,8 +273,9 @@ def add_max_configs(p: argparse.ArgumentParser) -> None:
     )
 
 
-#: run flags whose default is another than sweep's: (value, why), as their help says
-RUN_SHOWN = {"train.keep": ("none", " in run: it trains in a temporary study")}
+#: run flags only a sweep's study has use for (weights kept, checkpoints to resume from):
+#: parsed, to be refused with the reason (:func:`check_run_keep`), not offered in run's help
+RUN_HIDDEN = ("train.keep", "train.checkpoint")
 
 
 def add_experiment_flags(p: argparse.ArgumentParser, sweep: bool = False) -> None:
@@ -286,10 +287,11 @@ def add_experiment_flags(p: argparse.ArgumentParser, sweep: bool = False) -> Non
     for dotted, _ in experiment_keys():
         if dotted in grid:
             add_key(g, dotted, " when no grid key is given", grid[dotted])
-        elif not sweep and dotted in RUN_SHOWN:
-            add_key(g, dotted, RUN_SHOWN[dotted][1], RUN_SHOWN[dotted][0])
         else:
             add_key(g, dotted)
+    hidden = {to for dotted, to in experiment_keys() if dotted in RUN_HIDDEN and not sweep}
+    for action in p._actions:
+        action.help = argparse.SUPPRESS if action.dest in hidden else action.help
 
 
 def run_overrides(args: argparse.Namespace) -> dict[str, object]:

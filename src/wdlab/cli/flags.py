@@ -68,8 +68,9 @@ def add_key(
     text = k["help"] if shown_default is None else re.sub(r"\s*\(default:[^)]*\)", "", k["help"])
     help_text = with_default(text, value, default_note).replace("%", "%%")
     flag, to = k["flag"], dest(k["flag"])
-    if k["cli"] == "flag":
-        group.add_argument(*names(flag), dest=to, action="store_true", default=None, help=help_text)
+    if k["cli"] == "flag":  # --prune, and --no-prune to switch off a file's true
+        on_off = argparse.BooleanOptionalAction
+        group.add_argument(*names(flag), dest=to, action=on_off, default=None, help=help_text)
     elif k["cli"] == "append":
         group.add_argument(*names(flag), dest=to, action="append", help=help_text)
     else:

@@ -144,13 +144,16 @@ def _batch_rows(stream: object, batch_size: int | None) -> int:
     return getattr(stream, "batch_size", None) or batch_size or SAMPLE
 
 
-def _example(data: Dataset | StreamedData) -> Inputs:
-    return data.example if isinstance(data, StreamedData) else data.X_train[:1]
+def _example(data: Dataset | StreamedData, flat: bool) -> Inputs:
+    """One training example as the model reads it (``flat``: per row, as a built-in MLP does:
+    the trainer's feed flattens signals and images for it)."""
+    x = data.example if isinstance(data, StreamedData) else data.X_train[:1]
+    return x.flatten(1) if flat and isinstance(x, torch.Tensor) and x.dim() > 2 else x
 
 
 def _activations(model: torch.nn.Module, spec: ModelSpec, data: Dataset | StreamedData) -> int:
     """Activation values per example (on the meta device when the model is there)."""
-    example = _example(data)
+    example = _example(data, spec.model_kind.engine.flat_inputs)
     if next(iter(model.parameters()), torch.empty(0)).is_meta:
         try:
             return activations_per_example(model, apply(lambda t: t.to("meta"), example))
