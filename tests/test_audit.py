@@ -504,7 +504,7 @@ def test_lr_wd_reads_the_peak_of_a_weight_decay_schedule():
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         decay.attach(opt)
-    said = "lr·wd = 1.5 ≥ 1 at the weight-decay schedule's peak 0.5"
+    said = "lr·wd = 1.5 ≥ 1 at the weight-decay schedule's peak wd 0.5 (wdlab Decay"
     assert any(said in str(w.message) for w in seen)
     assert said in _only(audit(opt, model), "lr-wd").message
     calm = torch.optim.SGD(param_groups(model, decay)[0], lr=1.0)
@@ -519,3 +519,69 @@ def test_the_optimizer_and_model_given_the_wrong_way_round_say_so():
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ValueError, match=r"the optimizer first$"):
         audit(model, opt)  # type: ignore[arg-type]
+
+
+def test_the_peaks_of_an_lr_and_a_weight_decay_schedule_are_a_bound():
+    """A checker: OneCycleLR's lr peaks near 30% of the run, a rising weight decay at its end;
+    the finding multiplied the two peaks as if one step had both. It says it is a bound."""
+    model = nn.Linear(4, 4, bias=False)
+    decay = Decay("decoupled", 0.1, schedule="cosine:0.1:15:100")
+    opt = torch.optim.SGD(param_groups(model, decay)[0], lr=0.1)
+    torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        decay.attach(opt)
+    msg = _only(audit(opt, model), "lr-wd").message
+    assert "at the scheduler's max_lr 0.1 and the weight-decay schedule's peak wd 15" in msg
+    assert "(a bound: the two peaks may not meet)" in msg
+
+
+def test_a_sweep_warns_lr_wd_at_its_weight_decay_schedules_peak(tmp_path):
+    """A checker: ``wdlab run --wd 0.1 --lr 0.5 --wd-schedule linear:0.1:5:3`` reaches
+    lr·wd = 2.5 and said nothing (attach and audit did, the sweep read the starting wd)."""
+    from wdlab.pipelines import run_sweep
+
+    cfg = {
+        "data": {"source": "wine"},
+        "model": {"kind": "linear"},
+        "train": {"optimizer": "sgd", "lr": [0.5], "epochs": 1, "seeds": [0]},
+        "decay": {"modes": ["decoupled"], "weight_decay": [0.1], "wd_schedule": "linear:0.1:5:3"},
+    }
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        run_sweep(cfg, tmp_path / "s")
+    said = [str(w.message) for w in seen if "lr·wd" in str(w.message)]
+    assert len(said) == 1 and "lr·wd = 2.5 ≥ 1 at the weight-decay schedule's peak wd 5" in said[0]
+
+
+def test_lr_0_reads_a_cyclic_schedulers_peak_and_is_no_override():
+    """A checker: CyclicLR from base_lr 0 (given to the audit) was "no (lr 0)", though it
+    cycles up to 0.1; and ``AdamW(lr=0, weight_decay=0.1)`` was told its weight decay "decays
+    nothing: every param group sets its own weight_decay=0"."""
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0, weight_decay=0.1)
+    sched = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=0.0, max_lr=0.1)
+    assert _rows(audit(opt, model, sched))["fc.weight"]["decays"] is True
+    still = audit(torch.optim.AdamW(model.parameters(), lr=0.0, weight_decay=0.1), model)
+    assert _rows(still)["fc.weight"]["lr_zero"] and "wd-overridden" not in still.codes()
+
+
+def test_a_table_tied_under_a_linears_name_is_an_embedding_and_a_scalar_is_one():
+    """A checker: the audit called a tied embedding table "weight" where the decay table said
+    "embedding", and a 0-D parameter "1-D"."""
+
+    class Tied(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Linear(4, 10, bias=False)
+            self.tok = nn.Embedding(10, 4)
+            self.tok.weight = self.head.weight
+            self.temperature = nn.Parameter(torch.tensor(1.0))
+
+    model = Tied()
+    kinds = {
+        r["name"]: r["kind"] for r in audit(torch.optim.SGD(model.parameters(), lr=0.1), model).rows
+    }
+    assert kinds == {"head.weight": "embedding", "temperature": "scalar"}
+    with pytest.raises(ValueError, match=r"the optimizer first$"):
+        audit(model, [torch.optim.SGD(model.parameters(), lr=0.1)])  # type: ignore[arg-type]

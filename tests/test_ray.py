@@ -232,8 +232,8 @@ def test_a_batch_that_fails_on_a_worker_fails_alone_and_says_why_in_one_line(
 
 
 HALF = {  # a package whose import takes 4 s, its first submodule reading the second later
-    "halfpkg/__init__.py": "from . import first\nimport time\nopen('in', 'w')\ntime.sleep(4)\n"
-    "from . import second",
+    "halfpkg/__init__.py": "from . import first\nimport sys, time\n"  # the marker: in a worker
+    "open('in', 'w') if 'worker' in sys.argv[0] else None\ntime.sleep(4)\nfrom . import second",
     "halfpkg/first.py": "import halfpkg\n\n\ndef width():\n    return halfpkg.second.WIDTH\n",
     "halfpkg/second.py": "WIDTH = 8\n",
 }

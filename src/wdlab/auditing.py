@@ -177,7 +177,9 @@ def audit(
     (CyclicLR's ``max_lrs``): ``lr-wd`` is checked at them."""
     opts = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
     if not opts or not all(isinstance(o, torch.optim.Optimizer) for o in opts):
-        swapped = isinstance(model, torch.optim.Optimizer) and isinstance(optimizer, nn.Module)
+        given = list(model) if isinstance(model, (list, tuple)) else [model]
+        optimizers = all(isinstance(o, torch.optim.Optimizer) for o in given)
+        swapped = optimizers and isinstance(optimizer, nn.Module)
         order = ": audit(optimizer, model), the optimizer first" if swapped else ""
         raise ValueError(f"audit needs a torch.optim optimizer (or a list of them){order}")
     if model is not None and not isinstance(model, nn.Module):
@@ -190,8 +192,9 @@ def audit(
         label = class_name(opt) if len(opts) == 1 else f"{class_name(opt)} #{opts.index(opt)}"
         decay = attached(opt)
         for local, group in enumerate(opt.param_groups):
+            peaked = _with_peak(group, scheduler, opt, local)  # (CyclicLR's max_lrs)
             every = sources(class_name(opt), group, decay)
-            entries = [] if still(group) else every
+            entries = [] if still(peaked) else every
             for j, p in enumerate(group["params"]):
                 name = names.get(id(p), f"group{gi}.params[{j}]")
                 row = rows.setdefault(id(p), _row(name, p, kinds.get(id(p))))
@@ -201,9 +204,7 @@ def audit(
                 row["decays"] = bool(row["decay"]) and not row["frozen"]  # torch skips it
             findings += [
                 _finding(code, msg, group=gi)
-                for code, msg in group_findings(
-                    class_name(opt), label, gi, _with_peak(group, scheduler, opt, local), decay
-                )
+                for code, msg in group_findings(class_name(opt), label, gi, peaked, decay)
             ]
             where.append(f"{label}'s group {local}")
             gi += 1
@@ -230,17 +231,19 @@ def _with_peak(group: dict, scheduler: object, opt: torch.optim.Optimizer, i: in
 
 
 def _names_and_kinds(model: nn.Module | None) -> tuple[dict[int, str], dict[int, str]]:
-    """Each parameter's name and kind (norm, bias, embedding, 1-D, weight) by ``id``."""
+    """Each parameter's name and kind (norm, bias, embedding, 1-D, scalar, weight) by ``id``;
+    an embedding's table is one under whichever name a tie gives it first."""
     if model is None:
         return {}, {}
     names, kinds = {}, {}
+    tables = {id(p) for m in model.modules() if isinstance(m, EMBEDDINGS) for p in m.parameters()}
     for mod_name, mod in model.named_modules():
         for p_name, p in mod.named_parameters(recurse=False):
             full = f"{mod_name}.{p_name}" if mod_name else p_name
             if id(p) in names:
                 continue
             names[id(p)] = full
-            kinds[id(p)] = _kind(full, p, mod)
+            kinds[id(p)] = "embedding" if id(p) in tables else _kind(full, p, mod)
     return names, kinds
 
 
@@ -248,16 +251,18 @@ def _kind(name: str, p: torch.Tensor, owner: nn.Module) -> str:
     last = name.rsplit(".", 1)[-1].lower()
     if isinstance(owner, NORM_TYPES) or (p.dim() <= 1 and _NORM_NAME.search(name.lower())):
         return "norm"
-    if isinstance(owner, EMBEDDINGS):
-        return "embedding"
     if last == "bias" or (p.dim() <= 1 and "bias" in last):
         return "bias"
-    return "1-D" if p.dim() < 2 else "weight"
+    return _shape_kind(p)
+
+
+def _shape_kind(p: torch.Tensor) -> str:
+    return "weight" if p.dim() >= 2 else "1-D" if p.dim() else "scalar"
 
 
 def _row(name: str, p: torch.Tensor, kind: str | None) -> dict:
     if kind is None:
-        kind = "1-D" if p.dim() < 2 else "weight"
+        kind = _shape_kind(p)
     return {
         "name": name,
         "shape": list(p.shape),
@@ -392,7 +397,7 @@ def _overridden_findings(
     for opt in opts:
         given = opt.defaults.get("weight_decay", 0)
         ids = {id(p) for g in opt.param_groups for p in g["params"]}
-        decayed = any(rows[i]["decay"] for i in ids)
+        decayed = any(rows[i]["decay"] or rows[i]["lr_zero"] for i in ids)  # (lr 0: stilled)
         own = isinstance(given, (int, float)) and given > 0 and given != _default_wd(opt)
         if own and not decayed and ids:  # (AdamW's default 0.01: maybe never given)
             out.append(

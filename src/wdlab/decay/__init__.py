@@ -7,11 +7,10 @@ from wdlab.decay.attach import (
     Attachment,
     Decay,
     attach_warnings,
-    surprise_warnings,
     warn_on_attach,
 )
 from wdlab.decay.driver import Driver
-from wdlab.decay.findings import formula
+from wdlab.decay.findings import formula, surprise_warnings
 from wdlab.decay.group import WD, DecayGroup, Keys
 from wdlab.decay.modes import (
     FORMULAS,

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from wdlab.decay.driver import after_update, at_gradient, at_update, loss_term, to_optimizer
-from wdlab.decay.findings import builtin_note, config_warnings, group_findings, known_class
+from wdlab.decay.findings import builtin_note, group_findings, known_class
 from wdlab.decay.group import ATTACHED, DecayGroup, Keys, attached, decays, step_of
 from wdlab.decay.modes import (
     FORMULAS,
@@ -400,16 +400,6 @@ def _found_inf(opt: torch.optim.Optimizer) -> bool:
 
 # ---------------------------------------------------------------------------------------------
 # Guarding the user: the rules of wdlab.decay.findings (audit's findings), as warnings.
-
-
-def surprise_warnings(
-    mode: str, wd: float, lr: float, optimizer: str, options: dict[str, Any] | None = None
-) -> list[str]:
-    """Warnings for one configuration's settings that do other than the user probably expects.
-
-    ``options``: the optimizer's keywords. The warnings are audit's findings for the group the
-    configuration trains in, in the same words."""
-    return config_warnings(mode, wd, lr, optimizer, options)
 
 
 def attach_warnings(

@@ -13,7 +13,7 @@
 
 :func:`sources` says what decays a group (the optimizer's own ``weight_decay``, by what it
 means for that class, and an attached ``Decay``); :func:`group_findings` applies the rules.
-:func:`config_warnings` runs them on one configuration (a mode, wd, lr and optimizer, no live
+:func:`surprise_warnings` runs them on one configuration (a mode, wd, lr and optimizer, no live
 optimizer), plus the one note about mode ``builtin`` itself.
 """
 
@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from wdlab.decay.group import decays, step_of
 from wdlab.decay.modes import FORMULAS, acting_mode, decay_rate, get_mode
-from wdlab.decay.schedules import WDSchedule
+from wdlab.decay.schedules import WDSchedule, scale
 from wdlab.optimizers import OPTIMIZERS, class_name, known_spec, optimizer_spec
 
 UNKNOWN = "unknown"  # what the weight_decay of an optimizer class wdlab does not know means
@@ -92,14 +92,10 @@ def lr_wd(name: str, index: int | None, group: dict, source: dict) -> str | None
     """``lr-wd``: one step of this decay multiplies the weights by 1 − r ≤ 0, at the group's
     peak lr (a scheduler's ``max_lr`` or ``initial_lr`` where it set one: OneCycleLR starts
     at max_lr/25)."""
-    lr, peak = _peak_lr(group)
+    lr, lr_peak = _peak_lr(group)
     wd, mode = source["wd"], source["mode"]
-    wd_peak = ""
-    if source.get("peak_wd", 0.0) > wd:  # a weight-decay schedule rises to it later
-        wd, wd_peak = (
-            source["peak_wd"],
-            f" at the weight-decay schedule's peak {source['peak_wd']:g}",
-        )
+    scheduled = source.get("peak_wd", 0.0) > wd  # a weight-decay schedule rises to it later
+    wd = source["peak_wd"] if scheduled else wd
     if mode == UNKNOWN:  # assume the plain factor 1 − lr·wd
         rate, what = decay_rate("decoupled", lr, wd)[0], "lr·wd"
     else:
@@ -109,9 +105,13 @@ def lr_wd(name: str, index: int | None, group: dict, source: dict) -> str | None
         what = "lr·wd" if acting_mode(mode, name, group).timescale.lr_in_rate else "wd"
     if not rate >= 1:
         return None
-    peak = (peak if what == "lr·wd" else "") + wd_peak  # (independent's rate has no lr in it)
+    peaks = [lr_peak] if lr_peak and what == "lr·wd" else []  # (independent's: no lr in it)
+    if scheduled:
+        peaks.append(f"the weight-decay schedule's peak{f' wd {wd:g}' if what == 'lr·wd' else ''}")
+    at = f" at {' and '.join(peaks)}" if peaks else ""
+    at += " (a bound: the two peaks may not meet)" if len(peaks) > 1 else ""
     return (
-        f"{_where(index)}{what} = {rate:g} ≥ 1{peak} ({source['by']}, {mode}): a step of this "
+        f"{_where(index)}{what} = {rate:g} ≥ 1{at} ({source['by']}, {mode}): a step of this "
         f"decay multiplies the weights by {1 - rate:g} ≤ 0, which flips or zeroes them; use a "
         "smaller lr or weight decay"
     )
@@ -125,7 +125,7 @@ def _peak_lr(group: dict) -> tuple[float, str]:
     key = max(set_by, key=lambda k: set_by[k], default=None)
     if key is None or not set_by[key] > now:
         return now, ""
-    return set_by[key], f" at the scheduler's {key} {set_by[key]:g}"
+    return set_by[key], f"the scheduler's {key} {set_by[key]:g}"
 
 
 def bad_wd(index: int | None, source: dict) -> str | None:
@@ -211,29 +211,39 @@ def builtin_note(mode: str, wd: float, name: str, options: Mapping[str, Any] | N
 
 
 class _Config:
-    """A configuration as a :class:`DecayLike` (its Decay has no schedule)."""
+    """A configuration as a :class:`DecayLike`: its Decay, and its weight-decay schedule scaled
+    to it (each row's weight decay is where the schedule starts: :func:`scaled`)."""
 
-    def __init__(self, mode: str, wd: float) -> None:
-        self.mode, self.weight_decay, self.schedule = mode, wd, None
+    def __init__(self, mode: str, wd: float, schedule: WDSchedule | None) -> None:
+        self.mode, self.weight_decay, self.schedule = mode, wd, schedule
 
     @property
     def formula(self) -> str:
         return FORMULAS[self.mode]
 
     def wd_at(self, step: int, group: dict | None = None) -> float:
-        return self.weight_decay
+        if self.schedule is None or not self.schedule.start > 0:
+            return self.weight_decay
+        return float(scale(self.schedule(step), self.weight_decay, self.schedule.start))
 
 
-def config_warnings(
-    mode: str, wd: float, lr: float, optimizer: str, options: Mapping[str, Any] | None = None
+def surprise_warnings(
+    mode: str,
+    wd: float,
+    lr: float,
+    optimizer: str,
+    options: Mapping[str, Any] | None = None,
+    schedule: WDSchedule | None = None,
 ) -> list[str]:
-    """The rules' words for one configuration (no live optimizer): the group it would train
-    in, with ``weight_decay`` handed to the optimizer for ``builtin``."""
+    """Warnings for one configuration's settings that do other than the user probably expects:
+    audit's findings for the group it trains in (``options``: the optimizer's keywords;
+    ``schedule``: a sweep's weight-decay schedule, ``lr-wd`` read at its peak), in the same
+    words, and the note about mode ``builtin`` itself."""
     name = optimizer_spec(optimizer).cls_name
     m = get_mode(mode)
     group = {"params": [None], "lr": lr, "weight_decay": wd if m.optimizer_wd else 0.0}
     group |= dict(options or {})
-    decay = _Config(mode, wd) if m.by_wdlab else None
+    decay = _Config(mode, wd, schedule) if m.by_wdlab else None
     out = [msg for _, msg in group_findings(name, name, None, group, decay)]
     note = builtin_note(mode, wd, name, options)
     return [*out, note] if note else out

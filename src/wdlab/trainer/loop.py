@@ -59,8 +59,9 @@ class Trainer(RowStops):
         spec, self.feed = feed_for(plan, self.device)  # the data path: held or streamed
         self.amp = plan.precision == "bf16"
         name, said = plan.optimizer.cls_name, set()  # each once: not again for every seed
-        for c in plan.configs:
-            for msg in surprise_warnings(c.mode, c.weight_decay, c.lr, name, dict(c.options)):
+        for c in plan.configs:  # lr-wd read at the weight-decay schedule's peak, if any
+            args = (c.mode, c.weight_decay, c.lr, name, dict(c.options), plan.wd_schedule)
+            for msg in surprise_warnings(*args):
                 if msg not in said:
                     said.add(msg)
                     warn_user(msg)
