@@ -278,3 +278,13 @@ def test_the_answer_tables_numbers_name_their_weight_decay_where_it_is_not_the_o
     assert row[head.index("val accuracy")].endswith(whose)
     assert row[head.index("test accuracy (mean ± std)")].endswith(whose)
     assert not row[head.index("val at wd = 0")].endswith(")")
+
+
+def test_a_partial_studys_repr_and_print_say_it_is_not_final():
+    """A new-user trial: ``repr(result)`` and ``print(result)`` of a partial study gave "use wd
+    0" as if final (``wdlab show`` and the notebook view said PARTIAL STUDY)."""
+    res = _partial()
+    assert "; partial, not final: " in repr(res)
+    assert str(res).startswith("PARTIAL STUDY (7 of 10 runs unfinished): the answer below is")
+    whole = _partial(pending=0, failed=0, swept=(0.0,))
+    assert "not final" not in repr(whole) and "PARTIAL" not in str(whole)

@@ -249,3 +249,24 @@ def test_task_binary_takes_probabilities():
     )
     ys = torch.cat([y for _, y in streamed.streams["train"].epoch(0)])
     assert ys.min() >= 0 and ys.max() <= 1 and len(ys) == 40
+
+
+class _WithAux(nn.Module):
+    """Logits and an auxiliary output, as many research models return them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor):
+        return self.fc(x), x.mean()
+
+
+def test_a_model_returning_a_tuple_on_streamed_data_is_one_line(tmp_path):
+    """A new-user trial: held tensors refused a model returning (logits, aux) in one line;
+    a streamed Dataset whose classes are read off the model's output raised AttributeError
+    "'tuple' object has no attribute 'shape'"."""
+    text = refused(
+        "the model returns a tuple, not one tensor", lambda: _WithAux(), _data(), tmp_path
+    )
+    assert text.startswith("the model fails on inputs of shape (6,)")

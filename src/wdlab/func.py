@@ -103,7 +103,7 @@ class FuncForward:
         def one(k: int, module: nn.Module) -> T:
             pk = {n: t[k] for n, t in params.items()}
             bk = {n: t[k] for n, t in buffers.items()}  # views: in-place updates land in row k
-            return job(lambda: _ContiguousGrad.apply(_one_tensor(_call(module, pk, bk, x))))
+            return job(lambda: _ContiguousGrad.apply(one_tensor(_call(module, pk, bk, x))))
 
         count = len(next(iter(params.values())))
         if self.side is None:
@@ -128,7 +128,7 @@ def same_draws(count: int, run: Callable[[int], T], cuda: list[int]) -> list[T]:
     return out
 
 
-def _one_tensor(out: object) -> Tensor:
+def one_tensor(out: object) -> Tensor:
     """A forward's output, which wdlab's losses and metrics read: one tensor (a tuple or a
     dict, an auxiliary output beside the logits, is a ``TypeError`` saying what to return)."""
     if not isinstance(out, Tensor):

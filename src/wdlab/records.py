@@ -239,10 +239,10 @@ class Result:
         return self.engine or (self.runs[0].engine if self.runs else "")
 
     def __repr__(self) -> str:
-        """A short summary in one line: the kind, the name, the runs per status and the answer
-        (``str()`` is the table; ``to_dict()`` holds everything)."""
-        name = f" {self.name!r}" if self.name else ""
-        return f"<{type(self).__name__} {self.kind}{name}: {self.runs_text()}; {self.answer()}>"
+        """One line: the kind, the name, the runs per status, the answer (``str()``: a table)."""
+        name, final = f" {self.name!r}" if self.name else "", "partial, not final: " * self.partial
+        head = f"{type(self).__name__} {self.kind}{name}: {self.runs_text()}"
+        return f"<{head}; {final}{self.answer()}>"
 
     def runs_text(self) -> str:
         """``9 runs (2 done, 1 failed, 6 pending)``: every run of the study by status (the

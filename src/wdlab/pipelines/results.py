@@ -46,7 +46,12 @@ class DemoResult(Result):
         return demo_table(self)
 
     def __str__(self) -> str:
-        return self.table()
+        notice = self.partial_notice()  # as `wdlab show` heads a study that is not whole
+        return (
+            f"{notice.replace('Partial study', 'PARTIAL STUDY', 1)}\n\n{self.table()}"
+            if notice
+            else self.table()
+        )
 
     def plot(self, kind: str = "loss") -> Figure:
         """A matplotlib Figure: ``loss`` curves or ``weight_norm``."""
@@ -183,7 +188,12 @@ class SweepResult(Result):
         return experiment_table(self, max_runs)
 
     def __str__(self) -> str:
-        return self.table()
+        notice = self.partial_notice()  # as `wdlab show` heads a study that is not whole
+        return (
+            f"{notice.replace('Partial study', 'PARTIAL STUDY', 1)}\n\n{self.table()}"
+            if notice
+            else self.table()
+        )
 
     def plot(self, kind: str = "wd") -> Figure:
         """A matplotlib Figure: ``wd`` (metric against weight decay), ``loss`` (the chosen runs

@@ -19,6 +19,7 @@ from wdlab.data.batches import Layout, call
 from wdlab.data.stream import raised
 from wdlab.data.streamed import count_classes
 from wdlab.errors import gist
+from wdlab.func import one_tensor
 from wdlab.inputs import shapes
 from wdlab.models import ModelSpec, resolve_factory
 from wdlab.tasks import TASKS
@@ -76,10 +77,10 @@ def with_classes(
     model, x = spec.build(0).eval(), ds.probe[0] if ds.probe else ds.example
     try:
         with torch.no_grad():
-            out = call(model, x)
+            out = one_tensor(call(model, x))  # (a tuple or a dict: what to return instead)
     except Exception as exc:  # the user's module on the user's data: one line
         raise ValueError(f"the model fails on inputs of shape {shapes(x)}: {gist(exc)}") from None
-    width = out.shape[-1] if isinstance(out, torch.Tensor) and out.dim() else 0
+    width = out.shape[-1] if out.dim() else 0
     if width < 1:
         raise ValueError(f"the model's outputs have shape {tuple(out.shape)}: no classes")
     labels = ds.probe[1] if ds.probe is not None else torch.zeros(0)
