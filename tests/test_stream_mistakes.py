@@ -270,3 +270,13 @@ def test_a_model_returning_a_tuple_on_streamed_data_is_one_line(tmp_path):
         "the model returns a tuple, not one tensor", lambda: _WithAux(), _data(), tmp_path
     )
     assert text.startswith("the model fails on inputs of shape (6,)")
+
+
+def test_float_class_labels_are_told_to_be_integers(tmp_path):
+    """A new-user trial: labels 0., 1., 2. as floats (a regression, by their type) against a
+    3-output model said only that the model must have 1 output."""
+    data = _data(stream=False)
+    data = {k: (X, y.float() * 2) for k, (X, y) in data.items()}  # 0. and 2.
+    make = lambda: nn.Linear(6, 3)  # noqa: E731
+    text = refused("give them as integers (y.long())", make, data, tmp_path)
+    assert "class labels (whole numbers 0 to 2)" in text

@@ -141,9 +141,23 @@ def fit_outputs(
             plural = "s" if targets > 1 else ""
             raise ValueError(
                 f"{said}; the data have {targets} target{plural} per example: the model's "
-                f"last layer must have {targets} output{plural}"
+                f"last layer must have {targets} output{plural}{_labels_hint(ds, width)}"
             )
     return ds, train_kwargs
+
+
+def _labels_hint(ds: Dataset | StreamedData, width: int) -> str:
+    """Where float targets hold the class numbers 0..width-1 (a regression by their type): how
+    to give them as classes."""
+    y = ds.y_train if isinstance(ds, Dataset) else None
+    if y is None or width < 2 or y.dim() != 1 or not y.numel():
+        return ""
+    if not (bool((y == y.round()).all()) and float(y.min()) >= 0 and float(y.max()) < width):
+        return ""
+    return (
+        "; or, if these float targets are class labels (whole numbers 0 to "
+        f"{int(y.max())}), give them as integers (y.long()): floats are regression targets"
+    )
 
 
 def _fit_accuracy(
