@@ -651,3 +651,11 @@ def test_param_groups_warns_a_pattern_that_matches_nothing():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         param_groups(_TiedHeadFirst(), Decay("decoupled", 0.1), DecayRule(exclude=("fc.*",)))
+
+
+def test_inspect_warns_lr_wd_at_the_weight_decay_schedules_peak(capsys):
+    """inspect said nothing of ``--lr 0.5 --wd 0.1 --wd-schedule linear:0.1:5:3`` (lr·wd
+    reaches 2.5), where run, sweep, attach and the audit read the schedule's peak."""
+    args = ["inspect", "mlp", "--in-dim", "6", "--mode", "decoupled", "--lr", "0.5"]
+    assert main([*args, "--weight-decay", "0.1", "--wd-schedule", "linear:0.1:5:3"]) == 0
+    assert "lr·wd = 2.5 ≥ 1 at the weight-decay schedule's peak wd 5" in capsys.readouterr().err

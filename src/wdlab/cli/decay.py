@@ -181,7 +181,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if group_wds:
         table = table.with_weight_decays(groups, decay)
     opt_name = class_name(optimizer_spec(args.optimizer).cls_name)
-    notes = surprise_warnings(mode, args.wd, args.lr or 0.0, opt_name) + rule.unmatched(model)
+    notes = surprise_warnings(mode, args.wd, args.lr or 0.0, opt_name, None, decay.schedule)
+    notes += rule.unmatched(model)
     points = schedule_points(decay.schedule) if decay.schedule is not None else None
     if args.wd == 0:  # the table still says which tensors the rule would decay
         notes.append(WD_ZERO_NOTE + (GROUP_WD_AT_ZERO if group_wds else ""))
