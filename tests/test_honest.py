@@ -499,3 +499,15 @@ def test_another_study_is_named_by_what_identifies_it_only(tmp_path):
     line = one_line(exc)
     assert "train.epochs: 2 stored, 3 now" in line
     assert "train.keep" not in line and "train.checkpoint" not in line
+
+
+def test_a_loss_given_since_is_named_by_its_name_not_its_code(tmp_path):
+    """A new-user trial: a loss given where the stored study had none was said as
+    ``{"code": "cfe7ed2c5c5d3969", "name": "C…`` (its JSON, cut at 40 characters)."""
+    from torch import nn
+
+    make = lambda: nn.Linear(13, 3)  # noqa: E731
+    wdlab.sweep(make, "wine", out=tmp_path / "s", **TINY)
+    with pytest.raises(ValueError, match="holds another study") as exc:
+        wdlab.sweep(make, "wine", out=tmp_path / "s", loss=nn.CrossEntropyLoss(), **TINY)
+    assert 'train.loss: null stored, "CrossEntropyLoss()" now' in one_line(exc)

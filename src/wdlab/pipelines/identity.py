@@ -92,6 +92,8 @@ _MEANS = {
 def _value(v: Any) -> str:
     if v is _MISSING:
         return "none"
+    if isinstance(v, dict) and isinstance(v.get("name"), str):  # a loss or metric of one's own
+        v = v["name"]  # (its code's hash says nothing to a reader)
     text = json.dumps(v, sort_keys=True)
     return text if len(text) <= 40 else text[:39] + "…"
 
