@@ -82,7 +82,9 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 out, wall, rss = run_child(
                     [
-                        str(ROOT / ".venv/bin/wdlab"),
+                        sys.executable,  # the Python this bench runs under, wherever it is
+                        "-m",
+                        "wdlab",
                         "demo",
                         "--json",
                         "--epochs",

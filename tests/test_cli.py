@@ -396,3 +396,16 @@ def test_python_dash_m_wdlab_is_the_command_line():
     done = subprocess.run([sys.executable, "-m", "wdlab", "--version"], capture_output=True,
                           text=True, env=env, timeout=120)  # fmt: skip
     assert done.returncode == 0 and done.stdout.strip() == f"wdlab {wdlab.__version__}"
+
+
+def test_run_takes_the_max_memory_its_refusal_names(tmp_path, capsys):
+    """A README check: run's memory refusal said "(--max-memory); raise it", a flag only sweep
+    and search had ("unrecognized arguments" in run). Every command has it, with one text."""
+    out = tmp_path / "r"
+    assert (
+        main(["run", "--data", "wine", "--epochs", "1", "--max-memory", "0.001", "--out", str(out)])
+        == 2
+    )
+    assert "more than max_memory_mb=0.001 (--max-memory); raise it" in capsys.readouterr().err
+    helps = {c: _flag_help(c, "--max-memory") for c in ("run", "sweep", "search")}
+    assert len(set(helps.values())) == 1

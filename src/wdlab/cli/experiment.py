@@ -159,7 +159,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     out = writable_dir(Path(args.out), create=False)  # made when the results are written
     check_outputs(out, [*RESULT_FILES, *report_files()], "run", args.force)
     result = run_experiment(
-        cfg, progress=show_progress(args), max_configs=_max_configs(args.max_configs)
+        cfg,
+        progress=show_progress(args),
+        max_memory_mb=args.max_memory,
+        max_configs=_max_configs(args.max_configs),
     )
     claim_outputs(out, [*RESULT_FILES, *report_files()], "run")
     paths = result.write(out)
@@ -303,9 +306,21 @@ def add_run_flags(p: argparse.ArgumentParser) -> None:
     """The experiment flags, --out and --json."""
     add_experiment_flags(p)
     p.add_argument("--out", type=folder, default="wdlab-out/run", help="output folder")
+    add_max_memory(p)  # (the memory refusal names it, in run as in sweep)
     add_max_configs(p)
     add_force(p)
     add_json(p)
+
+
+def add_max_memory(p: argparse.ArgumentParser) -> None:
+    """``--max-memory MB``: one batch's training memory."""
+    p.add_argument(
+        "--max-memory",
+        type=positive_float,
+        default=facts.load()["max_memory_mb"],
+        help="training memory per batch in MB; the process itself (Python, torch, the data) "
+        "comes on top",
+    )
 
 
 def add_sweep_flags(p: argparse.ArgumentParser) -> None:
@@ -314,13 +329,7 @@ def add_sweep_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--out", type=folder, help="study folder (default: wdlab-out/sweep-DATA-CONFIGHASH)"
     )
-    p.add_argument(
-        "--max-memory",
-        type=positive_float,
-        default=facts.load()["max_memory_mb"],
-        help="training memory per batch in MB; the process itself (Python, torch, the data) "
-        "comes on top",
-    )
+    add_max_memory(p)
     p.add_argument("--max-batch", type=positive_int, help="at most N configurations per batch")
     add_running(p)
     add_max_configs(p)

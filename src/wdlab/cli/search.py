@@ -14,11 +14,10 @@ from wdlab.cli.common import (
     add_json,
     add_running,
     emit_json,
-    positive_float,
     positive_int,
     seed,
 )
-from wdlab.cli.experiment import both_given, own_decay_unused
+from wdlab.cli.experiment import add_max_memory, both_given, own_decay_unused
 from wdlab.cli.flags import add_key, experiment_keys, shown
 from wdlab.cli.flags import overrides as flag_overrides
 
@@ -261,12 +260,7 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
         "--seed", type=seed, default=0,
         help="the sampler's seed (a resumed study's: SEED + the trials it holds)",
     )  # fmt: skip
-    s.add_argument(
-        "--max-memory",
-        type=positive_float,
-        default=facts.load()["max_memory_mb"],
-        help="training memory per batch in MB",
-    )
+    add_max_memory(s)  # one text in every command
     add_running(s)
     g = p.add_argument_group("data, model and training (as in sweep)")
     for dotted, to in experiment_keys():
