@@ -560,6 +560,25 @@ def test_a_full_disk_while_writing_is_one_line_naming_the_file(tmp_path):
         assert not tmp.exists()
 
 
+def test_a_full_disk_while_recording_a_file_is_one_line_and_leaves_no_temporary(tmp_path):
+    """A crash-safety trial: a full disk as the checkpoints' record (.wdlab-files.json) was
+    written gave "No space left on device" with no path, and left its temporary file."""
+    from wdlab.pipelines.outputs import MANIFEST, claim_outputs
+
+    real = Path.write_text
+
+    def full(self, *args, **kw):
+        if self.name.startswith(f"{MANIFEST}."):
+            real(self, "", encoding="utf-8")  # the temporary is made, then the disk is full
+            raise OSError(28, "No space left on device")
+        return real(self, *args, **kw)
+
+    with mock.patch.object(Path, "write_text", full), pytest.raises(ValueError) as said:
+        claim_outputs(tmp_path, ["a.pt"], "sweep")
+    assert str(said.value) == f"cannot write {tmp_path / MANIFEST}: No space left on device"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_checkpoint_noted_and_never_written_leaves_no_folder_once_the_study_is_whole(tmp_path):
     """A pruned sweep's kill test (under load) found the checkpoint folder left after the
     resumed sweep ended whole: a process killed before its rename had noted a file (a rung's,

@@ -186,10 +186,15 @@ def settle_output(folder: str | Path, name: str) -> None:
 
 
 def _write_manifest(folder: Path, written: Mapping[str, Mapping[str, str]]) -> None:
-    """Replace the record of ``folder`` with ``written`` (never half written)."""
+    """Replace the record of ``folder`` with ``written`` (never half written); a failure (a
+    full disk) removes the temporary and is one ``ValueError`` line naming the record."""
     tmp = folder / f"{MANIFEST}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(written, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / MANIFEST)
+    try:
+        tmp.write_text(json.dumps(written, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, folder / MANIFEST)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise ValueError(_write_error(folder / MANIFEST, exc)) from None
 
 
 def written_outputs(folder: str | Path) -> dict[str, dict[str, str]]:
