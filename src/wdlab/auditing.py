@@ -47,7 +47,7 @@ from torch import nn
 from wdlab.decay import NORM_TYPES, get_mode
 from wdlab.decay.findings import group_findings, sources, still
 from wdlab.decay.group import attached
-from wdlab.decay.rules import EMBEDDINGS
+from wdlab.decay.rules import embedding_tables
 from wdlab.optimizers import class_name, known_spec
 from wdlab.zerograd import biases_before_norms
 
@@ -236,7 +236,7 @@ def _names_and_kinds(model: nn.Module | None) -> tuple[dict[int, str], dict[int,
     if model is None:
         return {}, {}
     names, kinds = {}, {}
-    tables = {id(p) for m in model.modules() if isinstance(m, EMBEDDINGS) for p in m.parameters()}
+    tables = embedding_tables(model)
     for mod_name, mod in model.named_modules():
         for p_name, p in mod.named_parameters(recurse=False):
             full = f"{mod_name}.{p_name}" if mod_name else p_name

@@ -349,6 +349,7 @@ def emit_study(
     grouped by error), or its table, the runs per status, how many failed and why (a rerun
     retries them) and how many are not finished (and where a checkpoint holds them; the table
     is then partial)."""
+    from wdlab.pipelines.results import headed
     from wdlab.store import Store
 
     with Store(directory, readonly=True) as store:
@@ -359,9 +360,7 @@ def emit_study(
         where = {"directory": str(directory), **(extra or {}), "failed": failed}
         emit_json(result.to_dict() | where)
         return
-    if result.partial:  # the table's title: never a partial answer shown as the whole one
-        print(result.partial_notice().replace("Partial study", "PARTIAL STUDY", 1) + "\n")
-    print(result.table())
+    print(headed(result, result.table()))  # a partial study's notice above its table
     print(f"\nstudy: {directory}  ({counts_line(result.counts)})")
     for error, n in failures.items():
         print(f"failed: {n} run{'s' if n > 1 else ''}: {error} (run the sweep again to retry)")

@@ -30,7 +30,7 @@ from wdlab.cli.common import (
     writable_dir,
 )
 from wdlab.cli.facts import OPTION_TYPES
-from wdlab.cli.flags import add_key, experiment_keys, overrides, shown
+from wdlab.cli.flags import add_key, experiment_keys, overrides, replace_helps, shown
 
 if TYPE_CHECKING:
     from wdlab.config import Experiment
@@ -186,7 +186,7 @@ def check_run_keep(args: argparse.Namespace) -> None:
     to ``sweep``, which keeps and resumes."""
     from wdlab.pipelines.experiment import read_config
 
-    given = {"keep": args.keep, "checkpoint": args.checkpoint}
+    given = {to: getattr(args, to) for d, to in experiment_keys() if d in RUN_HIDDEN}
     for name, value in given.items():
         if _sweeps_only(name, value):
             raise UsageError(_keeps_nothing(f"--{name} {value}", name, value))
@@ -292,9 +292,8 @@ def add_experiment_flags(p: argparse.ArgumentParser, sweep: bool = False) -> Non
             add_key(g, dotted, " when no grid key is given", grid[dotted])
         else:
             add_key(g, dotted)
-    hidden = {to for dotted, to in experiment_keys() if dotted in RUN_HIDDEN and not sweep}
-    for action in p._actions:
-        action.help = argparse.SUPPRESS if action.dest in hidden else action.help
+    if not sweep:
+        replace_helps(p, {to: argparse.SUPPRESS for d, to in experiment_keys() if d in RUN_HIDDEN})
 
 
 def run_overrides(args: argparse.Namespace) -> dict[str, object]:

@@ -78,6 +78,13 @@ def add_key(
         group.add_argument(*names(flag), dest=to, type=kind, choices=k["choices"], help=help_text)
 
 
+def replace_helps(p: argparse.ArgumentParser, helps: Mapping[str, str]) -> None:
+    """Each of ``p``'s flags whose dest ``helps`` names takes that help (``argparse.SUPPRESS``:
+    parsed, to be refused with its reason, not offered)."""
+    for action in p._actions:
+        action.help = helps.get(action.dest, action.help)
+
+
 def experiment_keys() -> list[tuple[str, str]]:
     """(section.key, argparse dest) of every config key that has a flag."""
     return [(k["key"], dest(k["flag"])) for k in facts.load()["experiment"]]

@@ -18,7 +18,7 @@ from wdlab.cli.common import (
     seed,
 )
 from wdlab.cli.experiment import add_max_memory, both_given, own_decay_unused
-from wdlab.cli.flags import add_key, experiment_keys, shown
+from wdlab.cli.flags import add_key, experiment_keys, replace_helps, shown
 from wdlab.cli.flags import overrides as flag_overrides
 
 # The flags this command reads as ranges (the sweep's grid flags of the same names).
@@ -270,8 +270,7 @@ def add_search_flags(p: argparse.ArgumentParser) -> None:
             add_key(g, dotted)
     helps = {to: SEARCH_HELP[d] for d, to in experiment_keys() if d in SEARCH_HELP}
     helps |= {to: argparse.SUPPRESS for d, to in experiment_keys() if d in SWEEP_ONLY}
-    for action in p._actions:  # SWEEP_ONLY: parsed, to be refused with the reason, not offered
-        action.help = helps.get(action.dest, action.help)
+    replace_helps(p, helps)
     add_json(p)
 
 

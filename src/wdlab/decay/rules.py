@@ -26,6 +26,12 @@ from wdlab.warn import warn_user
 EMBEDDINGS = (nn.Embedding, nn.EmbeddingBag)  # the modules whose table is an embedding
 
 
+def embedding_tables(model: nn.Module) -> set[int]:
+    """The ``id`` of each embedding's table in ``model``, under whichever name a tie gives it
+    first (a head declared before the embedding it ties to owns the name)."""
+    return {id(p) for m in model.modules() if isinstance(m, EMBEDDINGS) for p in m.parameters()}
+
+
 def _plain(name: str) -> str:
     """A parameter's name without ``torch.compile``'s ``_orig_mod.``: the eager model's."""
     return name.replace("_orig_mod.", "")
@@ -127,9 +133,7 @@ class DecayRule:
         hook_names: set[str] = set()
         if self.use_model_hook and hasattr(model, "no_weight_decay"):
             hook_names = set(model.no_weight_decay())
-        tables = {  # an embedding's table, under whichever name a tie gives it first
-            id(p) for m in modules.values() if isinstance(m, EMBEDDINGS) for p in m.parameters()
-        }
+        tables = embedding_tables(model)
         out: dict[str, tuple[bool, str]] = {}
         for name, p in model.named_parameters():
             mod = owner.get(name)

@@ -46,12 +46,7 @@ class DemoResult(Result):
         return demo_table(self)
 
     def __str__(self) -> str:
-        notice = self.partial_notice()  # as `wdlab show` heads a study that is not whole
-        return (
-            f"{notice.replace('Partial study', 'PARTIAL STUDY', 1)}\n\n{self.table()}"
-            if notice
-            else self.table()
-        )
+        return self.table()
 
     def plot(self, kind: str = "loss") -> Figure:
         """A matplotlib Figure: ``loss`` curves or ``weight_norm``."""
@@ -188,12 +183,7 @@ class SweepResult(Result):
         return experiment_table(self, max_runs)
 
     def __str__(self) -> str:
-        notice = self.partial_notice()  # as `wdlab show` heads a study that is not whole
-        return (
-            f"{notice.replace('Partial study', 'PARTIAL STUDY', 1)}\n\n{self.table()}"
-            if notice
-            else self.table()
-        )
+        return headed(self, self.table())
 
     def plot(self, kind: str = "wd") -> Figure:
         """A matplotlib Figure: ``wd`` (metric against weight decay), ``loss`` (the chosen runs
@@ -213,6 +203,13 @@ class SweepResult(Result):
                 f"<p>{escape(f'{name}: {self.runs_text()}{partial}')}: no run has finished yet</p>"
             )
         return headline_html(self, f"{name}: {self.runs_text()}{partial}")
+
+
+def headed(result: Result, table: str) -> str:
+    """``table`` under a partial study's notice (``PARTIAL STUDY (…)``), as ``wdlab show`` and
+    ``print(result)`` give it: never a partial answer shown as the whole one."""
+    notice = result.partial_notice().replace("Partial study", "PARTIAL STUDY", 1)
+    return f"{notice}\n\n{table}" if notice else table
 
 
 def run_row(run: RunResult) -> dict[str, Any]:
