@@ -211,7 +211,7 @@ def test_a_store_from_a_newer_wdlab_is_refused_in_one_line(tmp_path, capsys):
 # Failed runs are retried; diverged ones stay
 
 
-def test_failed_runs_are_retried_and_show_says_why(tmp_path, capsys, monkeypatch):
+def test_failed_runs_are_retried_and_show_and_the_report_say_why(tmp_path, capsys, monkeypatch):
     import wdlab.executors as ex
 
     cfg2 = validate(
@@ -241,6 +241,9 @@ def test_failed_runs_are_retried_and_show_says_why(tmp_path, capsys, monkeypatch
     assert main(["show", str(out2)]) == 0
     shown = capsys.readouterr().out
     assert f"failed: {failed} runs: RuntimeError: CUDA out of memory (simulated)" in shown
+    assert main(["report", str(out2), "--out", str(tmp_path / "rep")]) == 0  # the report too
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert f"failed: {failed} runs: RuntimeError: CUDA out of memory (simulated)" in page
     diverged_before = rows(out2, "SELECT key, attempts FROM runs WHERE status = 'diverged'")
     proc = cli("sweep", "--out", out2, *_flags(cfg2))  # the rerun, a real process
     assert proc.returncode == 0, proc.stderr

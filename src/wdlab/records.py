@@ -216,7 +216,8 @@ class Result:
     (:mod:`wdlab.selection`); ``checks`` equivalence checks by id; ``counts`` runs per status
     (sweeps); ``seconds`` the wall time; ``halving`` (sweeps) the compute the runs used against
     the full grid's (``compute``: configuration-epochs and row-steps) and, where successive
-    halving pruned, its ``rungs``, ``eta`` and the ``decisions`` at each rung.
+    halving pruned, its ``rungs``, ``eta`` and the ``decisions`` at each rung; ``failures``
+    (sweeps, read from the store) why runs failed: error message → how many runs.
     """
 
     kind: str
@@ -232,6 +233,7 @@ class Result:
     engine: str = ""
     counts: dict[str, int] = field(default_factory=dict)
     halving: dict[str, Any] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)
 
     @property
     def engine_note(self) -> str:
@@ -371,6 +373,8 @@ NOT_YET = (  # a partial study whose weight decays > 0 are swept but none finish
     "no weight decay > 0 finished yet (a partial study): nothing was compared with wd = 0"
 )
 UNTESTED = (ALL_PRUNED, NONE_SWEPT, NOT_YET)  # verdicts of rows where no test was made
+_UNTESTED_TEXT = {ALL_PRUNED: "every wd > 0 pruned", NONE_SWEPT: "no wd > 0 swept"}
+_UNTESTED_TEXT[NOT_YET] = "no wd > 0 finished yet"
 
 
 def use_text(row: Mapping[str, Any]) -> str:
@@ -380,12 +384,8 @@ def use_text(row: Mapping[str, Any]) -> str:
         return f"wd {use_wd(row):g} (better than wd = 0)"
     if str(row.get("verdict", "")).startswith(TOO_FEW):
         return f"wd 0 ({TOO_FEW})"
-    if row.get("verdict") == ALL_PRUNED:
-        return "every wd > 0 pruned, none compared with wd = 0"
-    if row.get("verdict") == NONE_SWEPT:
-        return "no wd > 0 swept, none compared with wd = 0"
-    if row.get("verdict") == NOT_YET:
-        return "no wd > 0 finished yet, none compared with wd = 0"
+    if row.get("verdict") in _UNTESTED_TEXT:
+        return f"{_UNTESTED_TEXT[row['verdict']]}, none compared with wd = 0"
     if row.get("verdict") == NO_REFERENCE:  # nothing to advise yet
         return f"wd {row['weight_decay']:g} chosen, {NO_REFERENCE} yet"
     return "wd 0 (no measurable gain)"

@@ -350,6 +350,7 @@ def emit_study(
     retries them) and how many are not finished (and where a checkpoint holds them; the table
     is then partial)."""
     from wdlab.pipelines.results import headed
+    from wdlab.report.text import failed_lines
     from wdlab.store import Store
 
     with Store(directory, readonly=True) as store:
@@ -362,8 +363,8 @@ def emit_study(
         return
     print(headed(result, result.table()))  # a partial study's notice above its table
     print(f"\nstudy: {directory}  ({counts_line(result.counts)})")
-    for error, n in failures.items():
-        print(f"failed: {n} run{'s' if n > 1 else ''}: {error} (run the sweep again to retry)")
+    for line in failed_lines(failures):
+        print(line)
     unfinished = result.counts.get("pending", 0) + result.counts.get("running", 0)
     if unfinished:
         runs = "run" if unfinished == 1 else "runs"

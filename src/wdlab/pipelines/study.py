@@ -95,7 +95,7 @@ def load_study(directory: str | Path) -> SweepResult:
             raise StoreError(f"{d}/study.db holds no study")
         runs = store.runs()
         counts = store.counts(live=True)
-        decisions = store.decisions()
+        decisions, failures = store.decisions(), store.failures()
     result = SweepResult(
         runs=runs,
         name=info["name"],
@@ -106,6 +106,7 @@ def load_study(directory: str | Path) -> SweepResult:
         seconds=info["seconds"],  # the wall time of the sweeps that trained it
         engine=runs[0].engine if runs else "",
         counts=counts,
+        failures=failures,
         directory=d,
         halving=summary(info["config"], info["data"], runs, decisions, sum(counts.values())),
     )

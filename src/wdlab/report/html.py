@@ -27,6 +27,7 @@ from wdlab.report.figures import FIGURES
 from wdlab.report.text import (
     compute_text,
     engine_line,
+    failed_lines,
     short,
     spread,
     use_cell,
@@ -175,7 +176,8 @@ def _answer_html(result: Result) -> list[str]:
             else "Every run"
         )
         note = f"{why[:1].upper()}{why[1:]} (never on test). {every}:"
-        return ["<h2>Results</h2>", f"<p>{escape(note)}</p>", _table(*headline(result))]
+        table = _table(*headline(result))
+        return ["<h2>Results</h2>", f"<p>{escape(note)}</p>", *_failed_html(result), table]
     others = unanswered(result.runs, sel, result.waiting(), result.config)  # added rows
     marks = [
         "ref" if is_reference(s) else ("gain" if s["better_than_zero"] else "nogain") for s in sel
@@ -188,6 +190,7 @@ def _answer_html(result: Result) -> list[str]:
         f'<p class="meta">{escape(selection_rule(sel, others))}; '
         "reported on test (never used to choose).</p>",
         *_compute_html(result),
+        *_failed_html(result),
         _table(*headline(result), marks=marks),
     ]
 
@@ -197,6 +200,11 @@ def _partial_html(result: Result) -> list[str]:
     if not result.partial:
         return []
     return [f'<p class="answer">{escape(result.partial_notice())}.</p>']
+
+
+def _failed_html(result: Result) -> list[str]:
+    """Why runs failed, one line per error (as ``wdlab show`` prints it)."""
+    return [f'<p class="meta">{escape(line)}</p>' for line in failed_lines(result.failures)]
 
 
 def _compute_html(result: Result) -> list[str]:

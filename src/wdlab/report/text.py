@@ -262,6 +262,12 @@ def compute_text(halving: Mapping[str, Any]) -> str:
     )
 
 
+def failed_lines(failures: Mapping[str, int]) -> list[str]:
+    """``failed: 2 runs: <error> (run the sweep again to retry)``: one line per error."""
+    again = "(run the sweep again to retry)"
+    return [f"failed: {_count(n, 'run')}: {error} {again}" for error, n in failures.items()]
+
+
 def _count(n: int, noun: str) -> str:
     """``n`` of ``noun``: "no cell", "1 cell", "16 cells"."""
     return f"no {noun}" if n == 0 else f"{n:,} {noun}{'s' * (n != 1)}"
