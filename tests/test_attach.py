@@ -781,14 +781,40 @@ def test_a_decay_attached_again_takes_its_own_settings():
 
 @pytest.mark.parametrize("mode", ["independent", "corrected"])
 def test_an_lr_of_zero_at_the_first_step_is_one_line(mode):
-    """A warm-up from 0 written by hand: lr₀ (the first step's lr) was 0, and the step raised
-    ZeroDivisionError from inside the hook."""
+    """An optimizer built at lr 0 (a warm-up from 0 written by hand): lr₀ (the lr at attach)
+    was 0, and the step raised ZeroDivisionError from inside the hook."""
     model = _mlp()
     groups, _ = param_groups(model, Decay(mode, 0.1))
     opt = torch.optim.AdamW(groups, lr=0.0)
     Decay(mode, 0.1).attach(opt)
     with pytest.raises(ValueError, match=rf"mode '{mode}' measures the lr against lr₀.*base_lr"):
         _zero_grad_step(model, opt)
+
+
+@pytest.mark.parametrize("mode", ["independent", "corrected"])
+def test_a_warm_up_written_by_hand_measures_the_lr_against_the_lr_at_attach(mode):
+    """A new-user trial (nanoGPT's loop: the optimizer built at the peak lr, the warm-up set by
+    hand in the loop): lr₀ was the first step's lr, 1/10 of the peak, so wd·lr_t/lr₀ reached
+    1 at step 10 and zeroed the weights. lr₀ is now the lr at attach: the weights are those of
+    ``base_lr=`` the peak, bit for bit, and nothing is warned."""
+
+    def trained(base_lr):
+        torch.manual_seed(0)
+        w = torch.nn.Parameter(torch.randn(4, 3))
+        opt = torch.optim.AdamW([w], lr=1e-2, weight_decay=0.0)
+        Decay(mode, 0.1, base_lr=base_lr).attach(opt)
+        for it in range(20):
+            for g in opt.param_groups:
+                g["lr"] = 1e-2 * min(1.0, (it + 1) / 10)
+            w.grad = torch.zeros_like(w)
+            opt.step()
+        return w.detach()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "the lr is now above lr₀" warning
+        got = trained(None)
+    assert torch.equal(got, trained(1e-2))
+    assert got.abs().min() > 0.5 * trained(1e-2).abs().min()  # not zeroed
 
 
 def test_penalty_of_a_model_is_one_line():

@@ -59,6 +59,14 @@ def test_non_integer_sizes_round_to_the_batches_taken():
     assert steps_per_epoch(1e-200, 1e-300) == 1e100
 
 
+def test_whole_counts_take_their_last_short_batch_however_large():
+    """Token counts: N a few past a multiple of B still has its short last batch (M = ⌈N/B⌉
+    exactly, where a relative tolerance on N/B would round it away)."""
+    assert steps_per_epoch(10**10 + 5, 10**6) == 10_001
+    assert steps_per_epoch(2 * 10**9 + 1, 10**6) == 2_001
+    assert steps_per_epoch(2 * 10**9, 10**6) == 2_000
+
+
 # -- transfer in logs -------------------------------------------------------------------------
 
 

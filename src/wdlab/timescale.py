@@ -16,7 +16,7 @@ thousands) the two agree to a fraction of a percent.
 Wang & Aitchison find the best τ_epoch roughly constant as model and data size change, so λ
 must be rescaled whenever η, N or B changes: keeping τ_epoch fixed gives
 
-    λ' = λ·(η·M)/(η'·M'),   i.e. λ·(η·N·B')/(η'·N'·B) where B divides N  (:func:`transfer`).
+    λ' = λ·(η·M)/(η'·M'),   i.e. λ·(η·N·B')/(η'·N'·B) where B | N, B' | N' (:func:`transfer`).
 
 :func:`timescales` gives every run's τ from its mode's per-step rate r
 (:func:`wdlab.decay.modes.decay_rate`, τ_iter = 1/r), always at the base lr, which for wdlab's
@@ -83,6 +83,8 @@ def steps_per_epoch(n: float, batch_size: float) -> float:
     log_m = math.log10(n) - math.log10(batch_size)
     if log_m > 15:
         return _pow10(log_m)
+    if all(float(v).is_integer() and abs(v) < 2**53 for v in (n, batch_size)):
+        return max(1.0, float(-(-int(n) // int(batch_size))))  # whole counts: exactly
     q = n / batch_size
     whole = round(q)  # 3/0.1 is 30.000000000000004 in floats: 30 batches, not 31
     return max(1.0, float(whole if abs(q - whole) <= 1e-9 * q else math.ceil(q)))

@@ -14,7 +14,8 @@ batched engine uses (:mod:`wdlab.decay.modes`). It stays exact in real training 
 * ``maximize=True``: decay stays decay (see :mod:`wdlab.decay.modes`);
 * lr schedulers created before or after :meth:`Decay.attach`: lr₀ (the peak lr ``independent``
   and ``corrected`` measure against) is fixed at the first step, from the group's ``max_lr``
-  (OneCycleLR), else its ``initial_lr``, else its lr then;
+  (OneCycleLR), else its ``initial_lr``, else its lr at attach (a warm-up written by hand in
+  the loop lowers the lr after the optimizer was built at its peak);
 * its state (lr₀, the ``to_init`` anchor, the step count) lives in the optimizer's param groups,
   so it round-trips through ``optimizer.state_dict()`` whichever of ``load_state_dict`` and
   ``attach`` comes first (a group added later, or one whose state a plain state_dict replaced,
@@ -281,14 +282,14 @@ class Attachment:
             if not decays(group):
                 continue
             state = group[Keys.STATE]
-            if not state["lr0_fixed"]:
-                group[Keys.LR0] = _peak_lr(group)
+            if not state["lr0_fixed"]:  # a scheduler's peak, else the lr at attach
+                group[Keys.LR0] = _peak_lr(group, group.get(Keys.LR0))
                 group[Keys.STATE] = {**state, "lr0_fixed": True}
             if self.mode.needs_base_lr and not group[Keys.LR0] > 0:  # it divides by lr₀
                 raise ValueError(
                     f"param group {i}: mode '{self.mode.name}' measures the lr against lr₀, "
-                    f"the lr at the first step, which is {group[Keys.LR0]:g} (a warm-up from 0 "
-                    "written by hand?): pass Decay(..., base_lr=PEAK_LR)"
+                    f"which is {group[Keys.LR0]:g} here (no scheduler's peak, and the lr was 0 "
+                    "at attach?): pass Decay(..., base_lr=PEAK_LR)"
                 )
             wd = self.decay.wd_at(state["step"], group)
             self._entries.append((self.mode, DecayGroup.of(group, wd=wd, grad_scale=scale)))
@@ -387,9 +388,10 @@ def _param_ids(optimizer: torch.optim.Optimizer) -> set[int]:
     return {id(p) for g in _decaying(optimizer) for p in g["params"]}
 
 
-def _peak_lr(group: dict) -> float:
-    """lr₀: the schedule's peak (OneCycleLR's ``max_lr``), else its base lr, else the lr now."""
-    return group.get("max_lr") or group.get("initial_lr") or group["lr"]
+def _peak_lr(group: dict, at_attach: float | None = None) -> float:
+    """lr₀: the schedule's peak (OneCycleLR's ``max_lr``), else its base lr, else the lr at
+    attach (``at_attach``), else the lr now."""
+    return group.get("max_lr") or group.get("initial_lr") or at_attach or group["lr"]
 
 
 def _found_inf(opt: torch.optim.Optimizer) -> bool:
