@@ -56,6 +56,27 @@ def test_an_abbreviated_flag_is_refused_naming_the_flag_meant(argv, meant, capsy
     assert f"unrecognized arguments: {argv[3]}" in err and f"(did you mean {meant}?)" in err
 
 
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["transfer", "--wd", "0.1", "--lr", "-1e-3", "--n", "10", "--batch-size", "1"], "> 0"),
+        (["transfer", "--wd", "-1e-3", "--lr", "0.1", "--n", "10", "--batch-size", "1"], "> 0"),
+        (["run", "--data", "wine", "--lr", "-1e-3,0.1"], "learning rates must be numbers > 0"),
+        (["sweep", "--data", "wine", "--wd", "-.5"], "weight decay"),
+    ],
+)
+def test_a_negative_number_is_read_as_a_value_and_refused_for_what_it_is(argv, said, capsys):
+    """A new-user trial: ``--lr -1e-3`` said "argument --lr: expected one argument" (argparse
+    took "-1e-3" for a flag), not that a learning rate must be positive."""
+    try:
+        code = main(argv)  # refused after parsing: main returns 2
+    except SystemExit as stop:  # refused by the flag's type: argparse exits 2
+        code = stop.code
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "expected one argument" not in err and said in err, err
+
+
 def test_search_seed_is_the_sampler_seed_and_seeds_the_training_seeds():
     args = build_parser().parse_args(["search", "--seed", "7", "--seeds", "2"])
     assert (args.seed, args.seeds) == (7, "2")

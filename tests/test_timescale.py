@@ -2,6 +2,7 @@
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -175,6 +176,18 @@ def test_analysis_recovers_a_tau_law():
     assert r.prediction["keep_wd_decades"] == pytest.approx(math.log10(4))
     assert r.prediction["better"] == "keep τ_epoch" and r.slope["value"] == pytest.approx(-1)
     assert r.prediction["seeds_keep_tau_better"] == len(s.seeds)
+
+
+def test_keeping_tau_predicts_the_slope_the_steps_per_epoch_give():
+    """A new-user trial: with B ≥ 4N (M = 1 at every size) the check said "keep τ_epoch
+    predicts −1": keeping τ_epoch keeps λ there, a slope of 0."""
+    rows, s = _synthetic("tau")
+    assert analyse(rows, s).slope["keep_tau"] == pytest.approx(-1)  # 64 | N: M ∝ N
+    assert "(keep τ_epoch: −1, keep λ: 0)" in analyse(rows, s).verdict
+    full = replace(s, batch_size=4 * s.sizes[-1])  # one step per epoch at every size
+    r = analyse(rows, full)
+    assert r.slope["keep_tau"] == 0 and "(keep τ_epoch: 0, keep λ: 0)" in r.verdict
+    assert "keep τ_epoch predicts 0, keep λ 0" in r.table()
 
 
 def test_analysis_recovers_a_fixed_lambda():

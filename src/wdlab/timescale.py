@@ -45,6 +45,7 @@ import math
 import numbers
 import sys
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from html import escape
 from typing import Protocol
@@ -94,6 +95,12 @@ def log10_steps(n: float, batch_size: float) -> float:
     """log10 of M = ⌈N/B⌉ (:func:`steps_per_epoch`), finite for any positive finite N and B."""
     log_m = math.log10(n) - math.log10(batch_size)
     return math.log10(steps_per_epoch(n, batch_size)) if log_m <= 15 else log_m
+
+
+def keep_tau_slope(slope: Mapping[str, float]) -> str:
+    """What keeping τ_epoch predicts for the slope, in words: ``−1``, ``0``, ``−0.93``."""
+    v = slope.get("keep_tau", -1.0)  # (a result written before it was stored: B divided N)
+    return f"{round(v, 2) + 0.0:g}".replace("-", "−")
 
 
 def _pow10(x: float) -> float:

@@ -8,6 +8,7 @@ import contextlib
 import decimal
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,6 +36,9 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        # "-1e-3" and "-0.1,0.2" are values, as Python 3.14's argparse reads them (3.11 read
+        # them as flags: "--lr -1e-3" said "expected one argument", not what was wrong)
+        self._negative_number_matcher = re.compile(r"-\.?\d")
 
     def error(self, message: str) -> None:  # type: ignore[override]
         """Print ``prog: error: message`` and exit 2 (:class:`UsageExit`)."""

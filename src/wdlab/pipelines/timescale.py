@@ -39,7 +39,7 @@ from wdlab.models import ModelSpec
 from wdlab.records import RunConfig
 from wdlab.report.timescale import timescale_figure, timescale_table
 from wdlab.stats import t_quantile
-from wdlab.timescale import steps_per_epoch, timescales
+from wdlab.timescale import keep_tau_slope, steps_per_epoch, timescales
 from wdlab.trainer import train
 
 #: 0.01 … 31.6, four points a decade.
@@ -366,7 +366,9 @@ def _paired(gains: list[float]) -> dict[str, Any]:
 
 
 def _slope(optima: list[dict]) -> dict[str, Any]:
-    """Least-squares slope of log10 λ* on log10 N: −1 if τ_epoch is kept, 0 if λ is."""
+    """Least-squares slope of log10 λ* on log10 N, and what keeping τ_epoch predicts for it:
+    λ* ∝ 1/M, so minus the slope of log10 M (−1 where B divides every N, 0 where M = 1 at
+    every size); keeping λ predicts 0."""
 
     def fit(ys: list[float]) -> float:
         xs = [math.log10(o["n"]) for o in optima]
@@ -380,6 +382,7 @@ def _slope(optima: list[dict]) -> dict[str, Any]:
         "value": fit([math.log10(o["best_wd"]) for o in optima]),
         "seed_values": per_seed,
         "seed_sd": _sd(per_seed),
+        "keep_tau": -fit([math.log10(o["iters_per_epoch"]) for o in optima]) + 0.0,
     }
 
 
@@ -416,7 +419,7 @@ def _verdict(pred: Mapping[str, Any], slope: Mapping[str, Any], seeds: int, edge
         f"{head}: off by {pred['keep_tau_decades']:.2f} decades (keep τ_epoch) vs "
         f"{pred['keep_wd_decades']:.2f} (keep λ); seed by seed keep τ_epoch wins "
         f"{pred['seeds_keep_tau_better']}/{seeds}; slope of log λ* on log N "
-        f"{slope['value']:.2f} (keep τ_epoch: −1, keep λ: 0); {resolved}"
+        f"{slope['value']:.2f} (keep τ_epoch: {keep_tau_slope(slope)}, keep λ: 0); {resolved}"
     )
 
 

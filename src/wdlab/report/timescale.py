@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from wdlab.report.literal import literal
 from wdlab.report.palette import colors as palette
+from wdlab.timescale import keep_tau_slope
 
 
 def _setup(s: Mapping[str, Any]) -> str:
@@ -48,7 +49,7 @@ def timescale_table(doc: Mapping[str, Any]) -> str:
         f"{len(s['seeds'])}; its advantage {p['seed_advantage_decades']:+.2f} ± "
         f"{p['seed_advantage_se']:.2f} decades (mean ± se)",
         f"slope of log10 λ* on log10 N: {sl['value']:.2f} (per seed sd {sl['seed_sd']:.2f}); "
-        "keep τ_epoch predicts −1, keep λ 0",
+        f"keep τ_epoch predicts {keep_tau_slope(sl)}, keep λ 0",
         "",
         doc["verdict"],
         f"time: {doc['seconds']:.1f} s",
