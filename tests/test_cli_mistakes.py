@@ -77,6 +77,15 @@ def test_a_negative_number_is_read_as_a_value_and_refused_for_what_it_is(argv, s
     assert "expected one argument" not in err and said in err, err
 
 
+def test_transfers_batch_size_0_says_what_a_full_batch_is_there(capsys):
+    """A new-user trial: ``run --batch-size 0`` is a full batch; ``transfer``'s said only
+    "must be > 0"."""
+    err = usage_error(
+        ["transfer", "--wd", "1", "--lr", "1", "--n", "9", "--batch-size", "0"], capsys
+    )
+    assert "must be > 0, got 0 (a full batch: give B ≥ N)" in err
+
+
 def test_search_seed_is_the_sampler_seed_and_seeds_the_training_seeds():
     args = build_parser().parse_args(["search", "--seed", "7", "--seeds", "2"])
     assert (args.seed, args.seeds) == (7, "2")

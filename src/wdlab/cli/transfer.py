@@ -55,18 +55,31 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     return 0
 
 
+def batch_size(text: str) -> float:
+    """A batch size > 0 (``run``'s 0 means a full batch: here a full batch is B ≥ N)."""
+    try:
+        return positive_real(text)
+    except argparse.ArgumentTypeError as e:
+        zero = text.strip() in {"0", "0.0"}
+        raise argparse.ArgumentTypeError(
+            f"{e} (a full batch: give B ≥ N)" if zero else str(e)
+        ) from None
+
+
 def add_transfer_flags(p: argparse.ArgumentParser) -> None:
     """The tuned setting (required) and what changes (optional)."""
     g = p.add_argument_group("the setting the weight decay was tuned for")
     g.add_argument(*names("--wd"), dest="wd", type=positive_real, required=True, help="λ")
     g.add_argument("--lr", type=positive_real, required=True, help="η (the peak lr)")
     g.add_argument("--n", type=positive_real, required=True, help="training set size N")
-    g.add_argument("--batch-size", type=positive_real, required=True, help="batch size B")
+    g.add_argument(
+        "--batch-size", type=batch_size, required=True, help="batch size B (a full batch: B ≥ N)"
+    )
     g.add_argument("--epochs", type=positive_real, help="epochs E (needed for --to-epochs)")
     t = p.add_argument_group("the new setting (each defaults to the old value)")
     t.add_argument("--to-lr", type=positive_real, help="η'")
     t.add_argument("--to-n", type=positive_real, help="N'")
-    t.add_argument("--to-batch-size", type=positive_real, help="B'")
+    t.add_argument("--to-batch-size", type=batch_size, help="B' (a full batch: B' ≥ N')")
     t.add_argument("--to-epochs", type=positive_real, help="E' (τ kept as a fraction of the run)")
     p.add_argument(
         "--mode",
