@@ -145,6 +145,28 @@ def test_export_to_mlflow_round_trip(study_dir, mlflow_uri, capsys):
     assert digest(db) == before
 
 
+def test_a_deleted_mlflow_experiment_is_refused_before_anything_is_stored(
+    study_dir, tmp_path, capsys
+):
+    """A new-user trial: deleted as the refusal said (MLflow keeps a deleted experiment's name
+    until ``mlflow gc``), the experiment passed the checks; a sweep then trained every run and
+    failed at its first logged run ("must be in the 'active' state"), and so did every rerun."""
+    MlflowClient = pytest.importorskip("mlflow").MlflowClient
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # its own store
+    export_to(study_dir, "mlflow", mlflow_uri)
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    client.delete_experiment(client.get_experiment_by_name("wine-study").experiment_id)
+    db = Path(mlflow_uri.removeprefix("sqlite:///"))
+    before = digest(db)
+    with pytest.raises(ValueError, match=r"is deleted but not purged.*restore it.*mlflow gc"):
+        export_to(study_dir, "mlflow", mlflow_uri)
+    out = tmp_path / "again"
+    args = ["sweep", "--data", "wine", "--epochs", "2", "--wd", "0,0.1", "--out", str(out)]
+    assert main([*args, "--name", "wine-study", "--log", f"mlflow:{mlflow_uri}"]) == 2
+    assert "is deleted but not purged" in capsys.readouterr().err
+    assert not (out / "study.db").exists() and digest(db) == before
+
+
 def test_live_logs_during_a_sweep(tmp_path, mlflow_uri, capsys):
     """--log during a sweep logs what an export of the finished study logs."""
     pytest.importorskip("tensorboard")

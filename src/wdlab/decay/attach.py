@@ -228,12 +228,15 @@ class Attachment:
         self._post = optimizer.register_step_post_hook(self._post_hook)
         setattr(optimizer, ATTACHED, decay)
 
-    def remove(self) -> None:
-        """Detach the decay from the optimizer (its groups' weight decays as before attach)."""
+    def remove(self, keep_state: bool = False) -> None:
+        """Detach the decay from the optimizer (its groups' weight decays as before attach);
+        ``keep_state``: its state stays in the groups, so that a checkpoint saved after (a
+        Lightning fit's end) resumes it exactly when the same decay is attached again."""
         self._pre.remove()
         self._post.remove()
         for group, wd in zip(self.optimizer.param_groups, self._before, strict=False):
-            _forget(group)  # plain again: a Decay attached later starts afresh; builtin's wd:
+            if not keep_state:
+                _forget(group)  # plain again: a Decay attached later starts afresh; builtin's:
             if self.mode.optimizer_wd and decays(group) and wd is not None:  # param_groups' 0
                 group["weight_decay"] = 0.0 if Keys.DECAY in group else wd
         if attached(self.optimizer) is self.decay:

@@ -62,7 +62,9 @@ class WeightDecay(_pl.Callback):
             self.handles.append(self.decay.attach(opt))
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
-        """Detach, so that the optimizers are plain again after the fit."""
+        """Detach, so that the optimizers do not decay after the fit; the decay's state stays
+        in their groups, so a checkpoint saved after the fit (``trainer.save_checkpoint``)
+        resumes it exactly."""
         for handle in self.handles:
-            handle.remove()
+            handle.remove(keep_state=True)
         self.handles = []
