@@ -817,6 +817,18 @@ def test_a_warm_up_written_by_hand_measures_the_lr_against_the_lr_at_attach(mode
     assert got.abs().min() > 0.5 * trained(1e-2).abs().min()  # not zeroed
 
 
+def test_an_attachment_reads_in_a_notebook():
+    """A new-user trial: ``attach``'s handle showed ``<… object at 0x…>``."""
+    groups, _ = param_groups(_mlp(), Decay("decoupled", 0.1))
+    opt = torch.optim.AdamW(groups, lr=1e-3)
+    handle = Decay("decoupled", 0.1).attach(opt)
+    n = len(opt.param_groups)
+    assert repr(handle).startswith("<Attachment Decay(mode='decoupled', weight_decay=0.1")
+    assert repr(handle).endswith(f" on AdamW (1 of {n} groups decay)>")
+    handle.remove()
+    assert repr(handle).endswith(" on AdamW (removed)>")
+
+
 def test_penalty_of_a_model_is_one_line():
     """``decay.penalty(model)`` raised torch's AttributeError ('no attribute param_groups')."""
     with pytest.raises(ValueError, match=r"penalty takes the torch\.optim\.Optimizer"):

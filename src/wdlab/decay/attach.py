@@ -205,13 +205,11 @@ def _check_anchors(anchors: list[Any], params: list[Tensor]) -> None:
 
 
 class Attachment:
-    """A :class:`Decay` attached to one optimizer through its step hooks.
-
-    The decay driver's points (:mod:`wdlab.decay.driver`) run on those hooks, with closures,
-    GradScaler and state_dict handled (see the module docstring).
-
-    ``remove()`` detaches it: the optimizer is plain again (its groups hold no decay state, and
-    ``builtin``'s weight decay is 0 in a param_groups group, another's as before)."""
+    """A :class:`Decay` attached to one optimizer through its step hooks, which run the decay
+    driver's points (:mod:`wdlab.decay.driver`), with closures, GradScaler and state_dict
+    handled (see the module docstring). ``remove()`` detaches it: the optimizer is plain again
+    (its groups hold no decay state, and ``builtin``'s weight decay is 0 in a param_groups
+    group, another's as before)."""
 
     def __init__(
         self, decay: Decay, optimizer: torch.optim.Optimizer, before: list[Any] | None = None
@@ -227,6 +225,12 @@ class Attachment:
         self._pre = optimizer.register_step_pre_hook(self._pre_hook)
         self._post = optimizer.register_step_post_hook(self._post_hook)
         setattr(optimizer, ATTACHED, decay)
+
+    def __repr__(self) -> str:
+        """``<Attachment Decay(...) on AdamW (2 of 3 groups decay)>``, or ``removed``."""
+        n, on = len(_decaying(self.optimizer)), attached(self.optimizer) is self.decay
+        where = f"{n} of {len(self.optimizer.param_groups)} groups decay" if on else "removed"
+        return f"<Attachment {self.decay!r} on {type(self.optimizer).__name__} ({where})>"
 
     def remove(self, keep_state: bool = False) -> None:
         """Detach the decay from the optimizer (its groups' weight decays as before attach);
