@@ -55,6 +55,8 @@ def test_independent_mode_drops_the_lr():
     t = transfer(0.1, 1e-3, 10_000, 100, to_lr=1e-2, to_n=20_000, mode="independent")
     assert t.weight_decay == pytest.approx(0.05)
     assert t.tau_iter == pytest.approx(20.0) and "η" not in t.formula.split("keeps")[0]
+    assert t.formula.startswith("λ' = λ·M/M', M = ⌈N/B⌉")  # no parentheses round one factor
+    assert t.substituted == "λ' = 0.1·100/200 = 0.05"
 
 
 def test_the_formula_is_printed_with_its_numbers(capsys):

@@ -45,7 +45,7 @@ import math
 import numbers
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from html import escape
 from typing import Protocol
@@ -408,10 +408,16 @@ def _formula(a: Setting, b: Setting) -> tuple[str, str]:
     bottom = ["η'" if eta else "", "M'", "E'" if ep else ""]
     vals_top = [a.lr if eta else None, a.iters_per_epoch, a.epochs if ep else None]
     vals_bot = [b.lr if eta else None, b.iters_per_epoch, b.epochs if ep else None]
-    rule = f"λ' = λ·({'·'.join(t for t in top if t)})/({'·'.join(t for t in bottom if t)})"
-    num = "·".join(f"{v:g}" for v in vals_top if v is not None)
-    den = "·".join(f"{v:g}" for v in vals_bot if v is not None)
+    rule = f"λ' = λ·{_product(t for t in top if t)}/{_product(t for t in bottom if t)}"
+    num = _product(f"{v:g}" for v in vals_top if v is not None)
+    den = _product(f"{v:g}" for v in vals_bot if v is not None)
     keep = "τ_epoch/E (the same fraction of the run)" if ep else "τ_epoch"
     tau = "1/(η·λ·M)" if eta else "1/(λ·M)"
     rule += f", M = ⌈N/B⌉   keeps {keep}, τ_epoch = {tau}"
-    return rule, f"λ' = {a.weight_decay:g}·({num})/({den}) = {b.weight_decay:.6g}"
+    return rule, f"λ' = {a.weight_decay:g}·{num}/{den} = {b.weight_decay:.6g}"
+
+
+def _product(factors: Iterable[str]) -> str:
+    """``(η·M)`` for several factors, ``M`` for one (no parentheses around a lone factor)."""
+    terms = list(factors)
+    return "·".join(terms) if len(terms) == 1 else f"({'·'.join(terms)})"
