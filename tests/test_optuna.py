@@ -923,3 +923,107 @@ def test_a_users_own_wdlab_attribute_is_named_not_overwritten():
         with pytest.raises(ValueError, match="has a user attribute 'wdlab' that wdlab did not"):
             wo.optimize(s, "mlp", "wine", WD_SPACE, **TINY)
         assert s.user_attrs["wdlab"] == own and not s.trials
+
+
+def test_a_duplicate_value_is_one_choice_and_one_value_is_fixed(capsys):
+    """A new-user trial: ``--wd 0.1,0.1`` searched "a choice" of one value, three identical
+    trials and an importance of 1.00 for a parameter that never varied. Duplicates are one
+    choice (as a file's list is), and a single value is fixed: here, nothing to search."""
+    assert wo.parse_range("wd", "0.1,1e-1") == 0.1
+    assert wo.parse_range("mode", "decoupled,decoupled") == "decoupled"
+    assert wo.parse_range("wd", "0.1,0.1,0.2") == CategoricalDistribution([0.1, 0.2])
+    assert main([*CLI, "--wd", "0.1,0.1", "--trials", "3"]) == 2
+    assert "nothing to search: the weight decay is fixed at 0.1" in capsys.readouterr().err
+
+
+def test_a_bad_lr_or_wd_range_is_the_one_line_said(capsys):
+    """A new-user trial: ``--lr 0..0.1`` printed "the weight decay is 0 in every trial…" before
+    the refusal of the lr: two lines on stderr. The range is refused as it is read."""
+    base = ["search", "--data", "wine", "--epochs", "1", "--trials", "2"]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert main([*base, "--lr", "0..0.1"]) == 2
+        assert main([*base, "--wd=-1..1"]) == 2
+    assert [str(w.message) for w in seen] == []
+    err = capsys.readouterr().err.splitlines()
+    assert [line.split(": ", 2)[-1][:27] for line in err] == [
+        "lr: every value must be a f",
+        "weight_decay: every value m",
+    ]
+
+
+def test_torchs_switches_are_not_searched_and_say_why():
+    """A new-user trial: AdamW's searchable keywords listed maximize, foreach, capturable,
+    differentiable and fused: how a step is computed, not hyperparameters."""
+    from wdlab.optuna.space import optimizer_keywords
+
+    keywords = optimizer_keywords("adamw")
+    assert "amsgrad" in keywords and not {"maximize", "foreach", "fused"} & set(keywords)
+    space = {"fused": CategoricalDistribution([True, False])}
+    with pytest.raises(ValueError, match="AdamW's 'fused' switches how a step is computed"):
+        wo.optimize(study(), "mlp", "wine", space, n_trials=1, **SMALL)
+
+
+def test_best_params_and_best_value_are_the_studys(tmp_path):
+    """What an Optuna user reaches for: ``result.best_params`` and ``best_value``, those of
+    ``study.best_trial`` (of every search in the study), None before any trial completes."""
+    s = study()
+    res = wo.optimize(s, "mlp", "wine", SPACE, n_trials=2, batch=2, **SMALL)
+    assert res.best_params == s.best_params and res.best_value == s.best_value
+
+
+def test_an_interrupt_while_trials_are_asked_leaves_none_running(monkeypatch):
+    """A new-user trial: Ctrl-C while a batch's trials were being asked left those asked
+    RUNNING for good (the FAIL that training's interrupt tells did not cover asking)."""
+    s = study()
+    real, asked = s.ask, []
+
+    def ask(*a, **kw):
+        if len(asked) == 2:
+            raise KeyboardInterrupt
+        asked.append(real(*a, **kw))
+        return asked[-1]
+
+    monkeypatch.setattr(s, "ask", ask)
+    with pytest.raises(KeyboardInterrupt):
+        wo.optimize(s, "mlp", "wine", SPACE, n_trials=4, batch=4, **SMALL)
+    assert [t.state for t in s.trials] == [TrialState.FAIL] * 2
+
+
+def test_hyperband_under_steps_sizes_itself_from_what_is_reported(tmp_path):
+    """A new-user trial: ``--steps 40 --pruner hyperband`` built Hyperband for the default
+    100 epochs (rungs at 27 and 81 never reached) while trials reported 10 epochs."""
+    from wdlab.cli.search import PRUNERS, _epochs_known
+    from wdlab.config import merge, validate
+
+    cfg = validate({"train": {"epochs": 100}})
+    assert _epochs_known(cfg) == 100
+    assert _epochs_known(merge(cfg, {"train.steps": 40})) is None
+    assert PRUNERS["hyperband"].make(optuna, 0, None)._max_resource == "auto"
+
+
+def test_show_reads_a_search_back_without_training(tmp_path, capsys):
+    """A new-user trial: ``wdlab show search.db`` said "no study in search.db (a file, not a
+    folder)" and ``show sqlite:///search.db`` named "sqlite:/search.db": a search's summary
+    could not be printed again without more trials. ``show`` reads a search's storage as it
+    is (its bytes unchanged): its trials by value, as ``search`` printed them."""
+    db = tmp_path / "search.db"
+    url = f"sqlite:///{db}"
+    args = [*CLI, "--wd", "1e-4..1:log", "--trials", "2", "--batch", "2", "--storage", url]
+    assert main([*args, "--json"]) == 0
+    searched = json.loads(capsys.readouterr().out)
+    before = digest(db)
+    for where in (str(db), url):
+        assert main(["show", where, "--json"]) == 0
+        shown = json.loads(capsys.readouterr().out)
+        assert shown["trials"] == searched["trials"] and shown["best"] == searched["best"]
+        assert shown["metric"] == "val_acc" and shown["storage"] == where
+    assert main(["show", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "this search: 2 trials (2 complete)" in out and f"'search-wine' in {db}" in out
+    assert main(["show", str(db), "--name", "other"]) == 2
+    assert "holds no study 'other'; it holds: search-wine" in capsys.readouterr().err
+    assert main(["show", f"sqlite:///{tmp_path / 'none.db'}"]) == 2
+    assert "none.db: no such file" in capsys.readouterr().err
+    assert digest(db) == before and not (tmp_path / "none.db").exists()
+    assert wo.load_search(url).best_params == searched["best"]["params"]

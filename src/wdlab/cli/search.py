@@ -60,8 +60,9 @@ SAMPLERS = {
 PRUNERS = {
     "median": Choice(lambda o, _, __: o.pruners.MedianPruner(), "below the median: stop"),
     "halving": Choice(lambda o, _, __: o.pruners.SuccessiveHalvingPruner(), "ASHA"),
-    "hyperband": Choice(
-        lambda o, _, e: o.pruners.HyperbandPruner(min_resource=1, max_resource=e), "Hyperband"
+    "hyperband": Choice(  # its rungs up to the epochs; with --steps, the last one reported
+        lambda o, _, e: o.pruners.HyperbandPruner(min_resource=1, max_resource=e or "auto"),
+        "Hyperband",
     ),
     "none": Choice(lambda o, _, __: o.pruners.NopPruner(), "every trial runs to the end"),
 }
@@ -170,7 +171,7 @@ def _search(args: argparse.Namespace, cfg: Any, space: dict[str, Any]) -> int:
         sampler=lambda held: SAMPLERS[args.sampler].make(
             optuna, (args.seed + held) % 2**32, cfg.train.epochs
         ),  # a resumed study's sampler seeded past its trials: it draws new ones
-        pruner=PRUNERS[args.pruner].make(optuna, args.seed, cfg.train.epochs),
+        pruner=PRUNERS[args.pruner].make(optuna, args.seed, _epochs_known(cfg)),
         max_memory_mb=args.max_memory,
         progress=show_progress(args),
         parallel=args.parallel,
@@ -192,6 +193,12 @@ def _search(args: argparse.Namespace, cfg: Any, space: dict[str, Any]) -> int:
     else:
         print("study: in memory (keep it with --storage sqlite:///search.db)")
     return 0
+
+
+def _epochs_known(cfg: Any) -> int | None:
+    """The epochs a trial reports, where known before the data: not under ``--steps`` (the
+    data's steps per epoch tell them)."""
+    return None if cfg.train.steps else cfg.train.epochs
 
 
 def _parse(name: str, text: str) -> Any:

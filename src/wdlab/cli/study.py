@@ -123,11 +123,45 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """Print a study's result table from its store (read-only), with how many runs failed
-    and why."""
+    and why; or a ``wdlab search`` storage's trials."""
     from wdlab.pipelines import load_study
 
+    if _search_storage(args.study):
+        return _show_search(args)
+    if args.name is not None:
+        raise UsageError(f"--name: names a study in a search's storage; {args.study} is not one")
     result: Result = load_study(args.study)
     emit_study(result, args.study, args.json)
+    return 0
+
+
+def _search_storage(where: str) -> bool:
+    """Whether ``where`` is an Optuna storage (a URL, or a SQLite file with Optuna's tables)."""
+    if "://" not in where and not Path(where).is_file():
+        return False
+    from wdlab.extras import require
+
+    require("optuna", "wdlab show of a search")
+    from wdlab.optuna.storage import storage_url
+
+    return storage_url(where) is not None
+
+
+def _show_search(args: argparse.Namespace) -> int:
+    """A search's trials by value, the importance of its parameters and its study's name."""
+    from wdlab.optuna import load_search
+    from wdlab.optuna.storage import storage_url
+
+    url = storage_url(args.study) or args.study
+    result = load_search(url, args.name)
+    if args.json:
+        emit_json(result.to_dict() | {"storage": args.study})
+        return 0
+    print(result.table())
+    importance = result.importance()
+    if importance:
+        print("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in importance.items()))
+    print(f"study: {result.study.study_name!r} in {args.study}")
     return 0
 
 
@@ -191,8 +225,11 @@ def add_ls_flags(p: argparse.ArgumentParser) -> None:
 
 
 def add_show_flags(p: argparse.ArgumentParser) -> None:
-    """STUDY, --json."""
-    p.add_argument("study", help="study folder")
+    """STUDY, --name, --json."""
+    p.add_argument(
+        "study", help="study folder, or a `wdlab search` storage (sqlite:///FILE, FILE, a URL)"
+    )
+    p.add_argument("--name", help="the study's name in a search's storage that holds several")
     add_json(p)
 
 

@@ -70,7 +70,7 @@ from wdlab.optuna.space import (  # noqa: E402
     check_study,
     parse_range,
 )
-from wdlab.optuna.storage import open_study  # noqa: E402
+from wdlab.optuna.storage import open_study, read_study  # noqa: E402
 from wdlab.optuna.trials import _Search, latest  # noqa: E402
 from wdlab.progress import progress_bar  # noqa: E402
 
@@ -83,6 +83,7 @@ __all__ = [
     "check_space",
     "check_study",
     "latest",
+    "load_search",
     "open_study",
     "optimize",
     "parse_range",
@@ -273,7 +274,7 @@ def _run(runner: _Search, n_trials: int, batch: int, progress: bool, t0: float) 
     numbers: list[int] = []
     try:
         while len(numbers) < n_trials:
-            trials = [study.ask(dict(space)) for _ in range(min(batch, n_trials - len(numbers)))]
+            trials = _ask(study, space, min(batch, n_trials - len(numbers)))
             numbers += [t.number for t in trials]
             runner.run_batch(trials, bar)
     finally:
@@ -289,6 +290,34 @@ def _run(runner: _Search, n_trials: int, batch: int, progress: bool, t0: float) 
         seconds=time.perf_counter() - t0,
         engine=runner.engine,
     )
+
+
+def load_search(storage: str, name: str | None = None) -> SearchResult:
+    """A stored search (``wdlab search --storage``, :func:`optimize` on a stored study) read
+    back without training: every trial of the study ``name`` (the storage's one study when
+    None), its metric read from the trials (``value`` where they do not say it)."""
+    study = read_study(storage, name)
+    trials = study.get_trials(deepcopy=False)
+    tests = {k for t in trials for k in t.user_attrs if k.startswith("test_")}
+    metric = f"val_{tests.pop().removeprefix('test_')}" if len(tests) == 1 else "value"
+    direction = study.direction.name.lower()
+    return SearchResult(study=study, trials=list(trials), metric=metric, direction=direction)
+
+
+def _ask(study: Any, space: dict[str, Any], k: int) -> list[Any]:
+    """``k`` trials asked of ``study``; those asked are told ``FAIL`` if asking stops (Ctrl-C,
+    an enqueued value Optuna refuses), not left ``RUNNING``."""
+    from optuna.trial import TrialState
+
+    trials: list[Any] = []
+    try:
+        for _ in range(k):
+            trials.append(study.ask(dict(space)))
+    except BaseException:
+        for t in trials:
+            study.tell(t, state=TrialState.FAIL, skip_if_finished=True)
+        raise
+    return trials
 
 
 def _lanes(settings: Settings, batch: int) -> Settings:

@@ -32,6 +32,18 @@ class SearchResult:
         done = self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         return self.study.best_trial if done else None
 
+    @property
+    def best_params(self) -> dict[str, Any] | None:
+        """The best trial's parameters (``study.best_params``: of every search), or None."""
+        best = self.best_trial
+        return None if best is None else dict(best.params)
+
+    @property
+    def best_value(self) -> float | None:
+        """The best trial's value (``study.best_value``: of every search), or None."""
+        best = self.best_trial
+        return None if best is None else best.value
+
     def counts(self) -> dict[str, int]:
         """This search's trials per state (``complete``, ``pruned``, ``fail``)."""
         out: dict[str, int] = {}
@@ -80,8 +92,8 @@ class SearchResult:
                 f"{params}"
             )
         n = ", ".join(f"{v} {k}" for k, v in self.counts().items())
-        batches = f"{self.batches} batch{'es' if self.batches != 1 else ''}"
-        lines.append(f"\nthis search: {_trials(len(self.trials))} ({n}) in {batches}")
+        batches = f" in {self.batches} batch{'es' * (self.batches != 1)}" if self.batches else ""
+        lines.append(f"\nthis search: {_trials(len(self.trials))} ({n}){batches}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -114,11 +114,17 @@ def _check_value(name: str, value: object, optimizer: str, lr: float) -> None:
             raise ValueError(f"{name}: {str(exc).removeprefix('train.options: ')}") from None
 
 
+#: torch.optim's keywords that choose how a step is computed (or its sign), not a
+#: hyperparameter: never searched
+STEP_SWITCHES = ("maximize", "foreach", "capturable", "differentiable", "fused")
+
+
 def optimizer_keywords(optimizer: str) -> list[str]:
     """The keywords of ``optimizer`` a space may search (its constructor's, but for ``params``,
-    ``lr`` and ``weight_decay``: those are :data:`PARAMS`)."""
+    ``lr`` and ``weight_decay``: those are :data:`PARAMS`; and torch's :data:`STEP_SWITCHES`)."""
     params = inspect.signature(optimizer_spec(optimizer).cls.__init__).parameters
-    return [n for n in params if n not in ("self", "params", "lr", "weight_decay")]
+    skip = ("self", "params", "lr", "weight_decay", *STEP_SWITCHES)
+    return [n for n in params if n not in skip]
 
 
 def _not_searchable(name: str, optimizer: str) -> str:
@@ -129,9 +135,12 @@ def _not_searchable(name: str, optimizer: str) -> str:
     shared = ""
     if name in {f.name for f in fields(Settings)}:
         shared = f" ({name} is a training setting every trial shares: give it to optimize)"
+    what = f"{cls} has no option {name!r}{shared}"
+    if name in STEP_SWITCHES:
+        what = f"{cls}'s {name!r} switches how a step is computed, no hyperparameter"
     return (
-        f"{name}: {cls} has no option {name!r}{shared}; a space searches {ours}, or "
-        f"{cls}'s keywords: {', '.join(optimizer_keywords(optimizer))}"
+        f"{name}: {what}; a space searches {ours}, or {cls}'s keywords: "
+        f"{', '.join(optimizer_keywords(optimizer))}"
     )
 
 
@@ -287,14 +296,15 @@ def parse_range(name: str, text: str) -> Any:
     target = ALIASES.get(name, name)
     text = text.strip()
     if target in ("mode", "optimizer"):
-        names = comma_items(text, f"--{name}")  # decoupled,,l2: refused, as in a sweep
+        names = list(dict.fromkeys(comma_items(text, f"--{name}")))  # decoupled,,l2: refused
         for n in names:  # named now: before any warning about the search is said
             _check_value(target, n, "", 0.0)
         if not names:
             raise ValueError(f"--{name}: give a name or a list like decoupled,l2")
         return names[0] if len(names) == 1 else CategoricalDistribution(names)
     if ".." not in text:
-        values = [_number(name, v) for v in comma_items(text, f"--{name}")]
+        values = list(dict.fromkeys(_number(name, v) for v in comma_items(text, f"--{name}")))
+        _check_ends(target, values)
         if not values:
             raise ValueError(f"--{name}: give a number, a list or a range like 1e-6..1:log")
         return values[0] if len(values) == 1 else CategoricalDistribution(values)
@@ -303,6 +313,7 @@ def parse_range(name: str, text: str) -> Any:
     lo, hi = _number(name, lo_text), _number(name, hi_text)
     if not lo < hi:
         raise ValueError(f"--{name} {text}: a range needs LO < HI, got {lo:g} >= {hi:g}")
+    _check_ends(target, [lo, hi])
     if how in ("", "log"):
         if how == "log" and lo <= 0:
             raise ValueError(f"--{name} {text}: a log range needs LO > 0")
@@ -315,6 +326,14 @@ def parse_range(name: str, text: str) -> Any:
     step = (math.log10(hi) - math.log10(lo)) / (n - 1)
     grid = [float(f"{10 ** (math.log10(lo) + i * step):.6g}") for i in range(n)]
     return CategoricalDistribution(grid)
+
+
+def _check_ends(target: str, values: list[float]) -> None:
+    """The lr's and the weight decay's values checked as they are read (before any warning
+    about the search is said); other keywords are checked against their optimizer later."""
+    if target in ("lr", "weight_decay"):
+        for v in values:
+            _check_value(target, v, "", 0.0)
 
 
 def _number(name: str, text: str) -> float:

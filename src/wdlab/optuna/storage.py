@@ -79,6 +79,47 @@ def _check_optuna_file(path: Path, url: str) -> None:
         raise ValueError(f"--storage {url}: {path} is not an Optuna storage; left as it is")
 
 
+def storage_url(where: str) -> str | None:
+    """The storage URL ``where`` names: a URL as given, or ``sqlite:///`` of a file that holds
+    Optuna's tables; None for anything else (a study folder)."""
+    if "://" in where:
+        return where
+    path = Path(where)
+    try:
+        _check_optuna_file(path, where)
+    except ValueError:
+        return None
+    return f"sqlite:///{path.resolve()}"
+
+
+def read_study(url: str, name: str | None = None) -> Any:
+    """The search study ``name`` in the storage at ``url`` (the one there when ``name`` is
+    None), read as it is: no table is made or migrated."""
+    try:
+        path = _sqlite_path(url)
+        if path is not None and not path.exists():
+            raise ValueError(f"{url}: no such file")
+        if path is not None:
+            _check_optuna_file(path, url)
+    except ValueError as exc:  # (said as for --storage)
+        raise ValueError(str(exc).removeprefix("--storage ")) from None
+    try:
+        storage = optuna.storages.RDBStorage(
+            url, skip_compatibility_check=True, skip_table_creation=True
+        )
+        names = optuna.study.get_all_study_names(storage)
+    except ImportError as exc:
+        raise ValueError(_no_driver(url, exc)) from None
+    if name is None and len(names) != 1:
+        there = f"{len(names)} studies ({', '.join(names)})" if names else "no study"
+        raise ValueError(f"{_hide_password(url)} holds {there}: name one with --name NAME")
+    if name is not None and name not in names:
+        raise ValueError(
+            f"{_hide_password(url)} holds no study {name!r}; it holds: {', '.join(names) or 'none'}"
+        )
+    return optuna.load_study(study_name=name or names[0], storage=storage)
+
+
 def _no_driver(url: str, exc: ImportError) -> str:
     """One line: the database driver a storage URL needs is not installed (the URL's password
     left out)."""
