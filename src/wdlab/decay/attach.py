@@ -205,11 +205,11 @@ def _check_anchors(anchors: list[Any], params: list[Tensor]) -> None:
 
 
 class Attachment:
-    """A :class:`Decay` attached to one optimizer through its step hooks, which run the decay
-    driver's points (:mod:`wdlab.decay.driver`), with closures, GradScaler and state_dict
-    handled (see the module docstring). ``remove()`` detaches it: the optimizer is plain again
-    (its groups hold no decay state, and ``builtin``'s weight decay is 0 in a param_groups
-    group, another's as before)."""
+    """A :class:`Decay` attached to one optimizer through its step hooks.
+
+    They run the decay driver's points (:mod:`wdlab.decay.driver`), closures, GradScaler and
+    state_dict handled. ``remove()`` detaches it: the optimizer is plain again (no decay
+    state in its groups; ``builtin``'s weight decay 0 in a param_groups group, else as before)."""
 
     def __init__(
         self, decay: Decay, optimizer: torch.optim.Optimizer, before: list[Any] | None = None

@@ -293,9 +293,10 @@ def _run(runner: _Search, n_trials: int, batch: int, progress: bool, t0: float) 
 
 
 def load_search(storage: str, name: str | None = None) -> SearchResult:
-    """A stored search (``wdlab search --storage``, :func:`optimize` on a stored study) read
-    back without training: every trial of the study ``name`` (the storage's one study when
-    None), its metric read from the trials (``value`` where they do not say it)."""
+    """A stored search (``wdlab search --storage``), read back without training.
+
+    Every trial of the study ``name`` (the storage's one study when None), its metric read
+    from the trials (``value`` where they do not say it)."""
     study = read_study(storage, name)
     trials = study.get_trials(deepcopy=False)
     tests = {k for t in trials for k in t.user_attrs if k.startswith("test_")}
