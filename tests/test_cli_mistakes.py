@@ -668,3 +668,24 @@ def test_a_data_file_without_its_function_or_a_folder_is_named_so(tmp_path, caps
     with pytest.raises(SystemExit):
         main(["sweep", "--help"])
     assert "cnn, file.py:factory or module:factory" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_ctrl_c_after_the_json_answer_is_only_noted(monkeypatch, capsys):
+    """A new-user trial: a Ctrl-C just after ``--json``'s document was written exited 130,
+    "interrupted", with the success document on stdout. Once the document is out, a Ctrl-C is
+    only noted: the command ends as its answer says."""
+    import signal
+
+    import wdlab.interrupts as interrupts
+
+    real, said = interrupts.answered, []
+
+    def answered_then_ctrl_c():
+        real()
+        said.append(True)
+        signal.raise_signal(signal.SIGINT)  # lands in the main thread, here
+
+    monkeypatch.setattr(interrupts, "answered", answered_then_ctrl_c)
+    argv = ["transfer", "--wd", "0.1", "--lr", "1e-3", "--n", "100", "--batch-size", "10"]
+    assert main([*argv, "--to-lr", "2e-3", "--json"]) == 0
+    assert said == [True] and json.loads(capsys.readouterr().out)["weight_decay"] == 0.05

@@ -64,9 +64,11 @@ def sigint_noted() -> Iterator[list[object]]:
 
     signal.signal(signal.SIGINT, on_sigint)
     sys.unraisablehook = on_unraisable
+    _STATES.append(state)
     try:
         yield noted
     finally:
+        _STATES.remove(state)
         state["closing"] = True  # first: a Ctrl-C sent just before is only noted from here
         with lock:  # and one being sent is sent before this goes on
             pass
@@ -74,6 +76,16 @@ def sigint_noted() -> Iterator[list[object]]:
             time.sleep(0.05)
         sys.unraisablehook = hook
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+_STATES: list[dict[str, bool]] = []  # the commands under sigint_noted, innermost last
+
+
+def answered() -> None:
+    """The command's answer is out (its one JSON document): a Ctrl-C from here on is only
+    noted, never "interrupted" after an answer that says otherwise."""
+    for state in _STATES:
+        state["closing"] = True
 
 
 def interruptible(fn: F) -> F:

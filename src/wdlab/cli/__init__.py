@@ -19,6 +19,7 @@ import contextlib
 import difflib
 import os
 import re
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -83,6 +84,8 @@ def entry() -> NoReturn:
     So the traceback is held (never let go) and the process ends without finalizers, once
     the study is left as it should be (its runs back to pending) and the line is written."""
     code = main(hold_interrupt=True)
+    with contextlib.suppress(ValueError):  # (not the main thread: nothing to ignore)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the answer is out: the exit is not cut
     if _HELD:
         with contextlib.suppress(OSError, ValueError):
             sys.stdout.flush()

@@ -191,9 +191,12 @@ def emit_error_json(message: str, status: int) -> None:
 
 def emit_json(doc: object) -> None:
     """Print exactly one JSON document on stdout (NaN/inf become null)."""
+    from wdlab.interrupts import answered
+
     out = _JSON_OUT[-1] if _JSON_OUT else sys.stdout
     out.write(dumps(doc) + "\n")
     out.flush()
+    answered()  # a Ctrl-C from here on is only noted: the document is the answer
 
 
 @contextlib.contextmanager
