@@ -641,6 +641,29 @@ def test_the_models_outputs_on_other_data_are_no_difference_of_their_own():
     assert differences(stored, same_data).startswith("model.probe (")
 
 
+def test_a_narrow_head_on_streamed_labels_names_the_head_not_the_data():
+    """A new-user trial: a 3-output model on a Dataset of 4 classes that does not declare
+    them (counted from the outputs) was refused as "data['train']: label 3 is outside 0..2":
+    the data blamed for the model's head. The line names the head and the ways out."""
+    from torch.utils.data import Dataset
+
+    class Rows(Dataset):
+        def __init__(self, n, seed):
+            self.X = torch.randn(n, 4, generator=torch.Generator().manual_seed(seed))
+
+        def __len__(self):
+            return len(self.X)
+
+        def __getitem__(self, i):
+            return self.X[i], i % 4
+
+    data = {"train": Rows(96, 0), "val": Rows(32, 1), "test": Rows(32, 2)}
+    text = refused("the model outputs 3 values, and streamed labels are counted from the outputs",
+                   lambda: nn.Linear(4, 3), data, batch_size=32)  # fmt: skip
+    assert "label 3, so the model's last layer needs 4 outputs or more" in text
+    assert "n_classes=" in text
+
+
 def test_one_output_on_streamed_binary_labels_says_how_to_train_its_logit():
     """A 1-output model on streamed 0/1 labels: streamed classes are counted from the outputs,
     so it read as one class and the data were blamed ("label 1 is outside 0..0 (1 classes)");

@@ -90,6 +90,13 @@ def with_classes(
             "per class): 0/1 labels need 2 outputs (2-class cross-entropy), or the task named "
             "binary (--task binary) to train the one output as their logit"
         )
+    top = int(labels.max()) if labels.numel() and not labels.is_floating_point() else -1
+    if top >= width:  # ("label 3 is outside 0..2" said it as the data's fault)
+        raise ValueError(
+            f"the model outputs {width} values, and streamed labels are counted from the outputs "
+            f"(one per class): data['train'] has label {top}, so the model's last layer needs "
+            f"{top + 1} outputs or more (or give the classes: n_classes=, a dataset's classes)"
+        )
     return ds.with_classes(int(width))
 
 
