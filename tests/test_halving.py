@@ -148,6 +148,22 @@ def test_the_decision_keeps_the_best_third_the_reference_and_those_within_one_se
     assert (detail["kept"], detail["pruned"]) == (4, 3)
 
 
+@pytest.mark.parametrize("seeds", [1, 3])
+def test_an_exact_tie_with_the_best_goes_to_the_tie_break_whatever_the_seeds(seeds):
+    """A new-user trial: cells tying the best exactly were pruned with one seed (no standard
+    error) but all kept with three whose seeds agreed (paired SE 0, and 0 <= 0), so a rung of
+    six tied cells pruned nothing. An SE of 0 measured no noise to protect from: the tie goes
+    to the tie-break in both, the cut keeps ⌈6/3⌉ = 2, the smallest weight decays."""
+    wds = (1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+    waiting = [_run("decoupled", 0.01, wd, s, [0.5, 0.9111]) for wd in wds for s in range(seeds)]
+    detail, pruned = decide([], waiting, 2, Prune(), Criterion("acc", "accuracy", True))
+    why = {cell["weight_decay"]: cell["why"] for cell in detail["cells"]}
+    assert [why[w] for w in wds] == ["kept: best", "kept: in the best 1/3"] + [
+        "pruned: not in the best 1/3"
+    ] * 4
+    assert len(pruned) == 4 * seeds
+
+
 def test_with_early_stopping_a_cell_is_ranked_at_its_best_epoch_so_far():
     """The selection's epoch rule: with early stopping a run's score is its best validation
     so far, not its last."""
@@ -363,8 +379,11 @@ def test_the_rung_figure_names_each_line_its_star_and_the_compute(swept):
     assert all(b - a >= 0.044 * (high - low) for a, b in itertools.pairwise(heights))
     assert heights[-1] <= high
     labels = ax.get_legend_handles_labels()[1]
-    for (_, lr), wd in answer_cells(result).items():
-        assert f"lr {short(lr)}: never pruned, ★ wd {short(wd)}" in labels
+    for (_, lr), wd in answer_cells(result).items():  # each entry names the wds it draws
+        kept = sorted(w for (r, w) in done if r == lr)
+        entry = f"lr {short(lr)}: wd {', '.join(short(w) for w in kept[:4])}"
+        entry += f", … ({len(kept)})" if len(kept) > 4 else ""
+        assert f"{entry} never pruned, ★ wd {short(wd)}" in labels
 
 
 def test_a_partial_pruned_studys_rung_figure_says_what_it_draws(swept, tmp_path):

@@ -533,8 +533,8 @@ def test_the_rung_figure_tells_modes_apart():
             runs.append(RunResult(cfg, curves, {"val_acc": 0.6}, status="done", epochs=3))
     fig = rung_figure(runs, Criterion("acc", "accuracy", True), [1])
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert "decoupled, lr 0.01: never pruned" in labels
-    assert "l2, lr 0.01: never pruned" in labels
+    assert "decoupled, lr 0.01: wd 0, 0.1 never pruned" in labels
+    assert "l2, lr 0.01: wd 0, 0.1 never pruned" in labels
 
 
 def test_the_wd_curve_names_a_setting_left_with_wd_0_only():

@@ -21,7 +21,9 @@ decay, each scored on the validation metric the selection uses (its ``Criterion`
 metric and epoch rule, here applied to the curves up to the rung), as the mean over its seeds;
 all seeds of a cell go on or stop together. Kept: the best ⌈n/η⌉ of the n cells ranked, any
 cell within one standard error of the best (the paired standard error of their seed-by-seed
-differences, as the selection's test pairs seeds; none with one seed), and every wd = 0 cell
+differences, as the selection's test pairs seeds; none with one seed, and none where it is
+0: every seed agreed, and an exact tie goes to the tie-break below whatever the seeds), and
+every wd = 0 cell
 (the reference the verdict needs: never ranked, never pruned). A cell with a seed that
 diverged (or no finite score) is pruned: the selection could not choose it. A cell whose every
 seed finished before the rung (early stopping, or diverged) is not ranked there, as Optuna's
@@ -275,8 +277,8 @@ def _why(
         return "pruned: a seed diverged or has no finite score"
     if cell in top:
         return "kept: best" if cell == top[0] else f"kept: in the best 1/{eta}"
-    if math.isfinite(se) and abs(mean - _mean(scores[top[0]])) <= se:
-        return "kept: within one standard error of the best"
+    if math.isfinite(se) and se > 0 and abs(mean - _mean(scores[top[0]])) <= se:
+        return "kept: within one standard error of the best"  # (SE 0: a tie, as one seed's)
     return f"pruned: not in the best 1/{eta}"
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from matplotlib.axes import Axes
@@ -59,7 +59,8 @@ def rung_figure(
     """Validation score (mean over seeds) of every mode × lr × weight-decay cell against the
     epochs trained: cells never pruned in colour (one per mode and lr, each named by its weight
     decay where it ends), stopped ones in grey, ending where they stopped (a dot); the rungs
-    dashed; ★ the weight decay to use (named in the legend too, as ★s may coincide);
+    dashed; ★ the weight decay to use (named in the legend too, as ★s may coincide, beside
+    the weight decays of that colour never pruned);
     ``compute``, the compute used, under the title."""
     fig = Figure(figsize=(8, 4.5))
     ax = fig.subplots()
@@ -91,7 +92,10 @@ def rung_figure(
             else ""
         )
         if (mode, lr) in drawn:  # a legend entry for what is drawn in that colour only
-            ax.plot([], [], color=colors[i], label=f"{name}: never pruned{star}")
+            kept = _wds(
+                cell[2] for cell, v in curves.items() if cell[:2] == (mode, lr) and v[2] == "done"
+            )
+            ax.plot([], [], color=colors[i], label=f"{name}: {kept} never pruned{star}")
     ax.plot([], [], color="0.55", marker="o", ms=3, label="stopped (pruned or diverged)")
     ax.plot([], [], color="0.6", ls="--", label="rungs")
     ax.set_xlabel("epochs trained")
@@ -104,6 +108,13 @@ def rung_figure(
     legend(ax)
     fig.tight_layout()
     return fig
+
+
+def _wds(wds: Iterable[float], most: int = 4) -> str:
+    """``wd 0, 0.001``: the weight decays of a legend entry, the first ``most`` and a count."""
+    shown = sorted(wds)
+    more = f", … ({len(shown)})" if len(shown) > most else ""
+    return "wd " + ", ".join(short(w) for w in shown[:most]) + more
 
 
 def _name_ends(ax: Axes, ends: list[tuple[float, float, str, str]]) -> None:
