@@ -149,10 +149,16 @@ def check_files(store: Store, directory: Path) -> None:
         if not path.exists():
             gone.add(name)
             n = store.restart(name)
-            warn_user(f"checkpoint {path} is missing: its {n} runs train again from the start")
+            runs = f"its {n} runs train" if n != 1 else "its run trains"
+            warn_user(f"checkpoint {path} is missing: {runs} again from the start")
     saved = [e for _, e, name in waiting if name is not None and name not in gone]
     if saved:
-        warn_user(f"resuming {len(saved)} runs from their checkpoints ({epoch_span(saved)})")
+        runs = (
+            f"{len(saved)} runs from their checkpoints"
+            if len(saved) != 1
+            else "1 run from its checkpoint"
+        )
+        warn_user(f"resuming {runs} ({epoch_span(saved)})")
 
 
 def epoch_span(epochs: Collection[int]) -> str:
