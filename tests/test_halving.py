@@ -582,6 +582,30 @@ def test_bad_pruning_is_one_line_and_stores_nothing(tmp_path, capsys, extra, mes
     assert not out.exists() or list(out.iterdir()) == []  # no store, no file
 
 
+def test_a_first_rung_given_as_the_one_chosen_is_the_same_study(tmp_path, capsys):
+    """A new-user trial: a pruned study rerun with ``--prune-rung`` set to the rung it had
+    chosen from its epochs (the same rungs) was refused as "another study: train.prune_rung:
+    0 stored, 1 now". It resumes the study (nothing trained again), either way round; a rung
+    that moves the rungs is still another study."""
+    small = ["--data", "wine", "--model", "linear", "--wd", "0,1e-3,1e-2,0.1", "--seeds", "1"]
+    small += ["--epochs", "9", "--prune"]  # rungs after 1 and 3 epochs, chosen
+    out = tmp_path / "s"
+    assert main(["sweep", *small, "--out", str(out), "--json"]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["halving"]["rungs"] == [1, 3]
+    before = sqlite3.connect(out / "study.db").execute("SELECT id, attempts FROM runs").fetchall()
+    assert main(["sweep", *small, "--prune-rung", "1", "--out", str(out), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["runs"] == first["runs"]
+    after = sqlite3.connect(out / "study.db").execute("SELECT id, attempts FROM runs").fetchall()
+    assert after == before  # nothing trained again
+    assert main(["sweep", *small, "--prune-rung", "2", "--out", str(out)]) == 2
+    assert "train.prune_rung: 0 stored, 2 now" in capsys.readouterr().err
+    other = tmp_path / "given"  # the reverse: made with the rung given, rerun without it
+    assert main(["sweep", *small, "--prune-rung", "1", "--out", str(other)]) == 0
+    assert main(["sweep", *small, "--out", str(other)]) == 0
+
+
 def test_a_file_that_turns_a_switch_off_keeps_its_settings_unused(tmp_path, capsys):
     """``prune = false`` beside ``prune_eta`` (and ``early_stopping = false`` beside
     ``patience``) turns pruning off in a file without deleting its settings (it was refused);

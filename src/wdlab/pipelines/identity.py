@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from wdlab.data import Dataset, StreamedData
+from wdlab.halving import Prune, rung_spacing
 from wdlab.inputs import take
 from wdlab.jsonsafe import dumps
 from wdlab.pipelines.checks import NOT_IN_IDENTITY
@@ -67,6 +68,30 @@ def respell(stored: Mapping[str, Any], *configs: dict[str, Any]) -> None:
             new = (config.get(section) or {}).get(key)
             if isinstance(old, str) and isinstance(new, str) and _same_code(old, new):
                 config[section][key] = old
+
+
+def same_rungs(stored: Mapping[str, Any], config: dict[str, Any], *also: dict[str, Any]) -> None:
+    """A first rung given as the stored study's (in ``config`` and the dicts ``also`` that
+    hold it: the identity), where the two give the same rungs (``3`` where the study chose 3
+    from its epochs, or the reverse): one study, as it was spelt."""
+    old, train = stored.get("train") or {}, config.get("train") or {}
+    a, b = old.get("prune_rung"), train.get("prune_rung")
+    same = ("prune", "prune_eta", "epochs", "early_stopping", "eval_every", "steps")
+    if a == b or not train.get("prune") or train.get("steps"):
+        return
+    if any(old.get(k) != train.get(k) for k in same):
+        return
+    epochs, spacing = train.get("epochs"), rung_spacing(train)
+    try:
+        rungs = {Prune(train["prune_eta"], r or None).rungs(epochs, spacing) for r in (a, b)}
+    except (ValueError, TypeError, KeyError):  # not rungs at all: another study
+        return
+    if len(rungs) == 1:
+        config["train"]["prune_rung"] = a
+        for d in also:  # an identity: a rung chosen from the epochs (0, the default) is left out
+            d.setdefault("train", {})["prune_rung"] = a
+            if not a:
+                del d["train"]["prune_rung"]
 
 
 def _same_code(a: str, b: str) -> bool:

@@ -43,7 +43,13 @@ from wdlab.pipelines.checkpoints import check_checkpoint_record, tidy
 from wdlab.pipelines.checks import can_stop
 from wdlab.pipelines.experiment import grid, grid_size, load_data, model_spec
 from wdlab.pipelines.fresh import undone_on_failure
-from wdlab.pipelines.identity import differences, output_probe, probe_difference, respell
+from wdlab.pipelines.identity import (
+    differences,
+    output_probe,
+    probe_difference,
+    respell,
+    same_rungs,
+)
 from wdlab.pipelines.job import Job
 from wdlab.pipelines.memory import check_budget, memory_need, meta_build, planning_bytes
 from wdlab.pipelines.results import SweepResult
@@ -348,7 +354,9 @@ def _template(study: Study) -> nn.Module:
 def _init_study(store: Store, study: Study) -> None:
     """Create the study in its store, or check that the store holds this same study: another
     is refused in one line naming what differs (nothing stored is changed)."""
-    respell((store.study() or {}).get("config") or {}, study.config, study.identity)
+    stored = (store.study() or {}).get("config") or {}
+    respell(stored, study.config, study.identity)
+    same_rungs(stored, study.config, study.identity)
     try:
         store.init_study(
             study.name, study.config, study.configs, __version__, identity=study.identity
