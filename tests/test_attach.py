@@ -20,6 +20,7 @@ from torch import nn
 from numerics import assert_normwise, per_steps
 from wdlab.data import Dataset
 from wdlab.decay import EVERYTHING, Decay, param_groups
+from wdlab.decay.group import Keys
 from wdlab.models import ModelSpec
 from wdlab.records import RunConfig
 from wdlab.trainer import train
@@ -780,7 +781,7 @@ def test_a_decay_attached_again_takes_its_own_settings():
 
 
 @pytest.mark.parametrize("mode", ["independent", "corrected"])
-def test_an_lr_of_zero_at_the_first_step_is_one_line(mode):
+def test_an_lr_of_zero_at_attach_is_one_line(mode):
     """An optimizer built at lr 0 (a warm-up from 0 written by hand): lr₀ (the lr at attach)
     was 0, and the step raised ZeroDivisionError from inside the hook."""
     model = _mlp()
@@ -788,6 +789,12 @@ def test_an_lr_of_zero_at_the_first_step_is_one_line(mode):
     opt = torch.optim.AdamW(groups, lr=0.0)
     Decay(mode, 0.1).attach(opt)
     with pytest.raises(ValueError, match=rf"mode '{mode}' measures the lr against lr₀.*base_lr"):
+        _zero_grad_step(model, opt)
+    opt = torch.optim.AdamW(groups, lr=0.0)  # a checker: warmed up by hand from 0, lr₀ was
+    Decay(mode, 0.1).attach(opt)  # the first step's (1/10 of the peak), and the weights zeroed
+    for g in opt.param_groups:
+        g["lr"] = 6e-5
+    with pytest.raises(ValueError, match=r"which is 0 here .*the lr was 0 at attach"):
         _zero_grad_step(model, opt)
 
 
@@ -827,6 +834,29 @@ def test_an_attachment_reads_in_a_notebook():
     assert repr(handle).endswith(f" on AdamW (1 of {n} groups decay)>")
     handle.remove()
     assert repr(handle).endswith(" on AdamW (removed)>")
+
+
+def test_a_state_kept_at_remove_resumes_its_decay_and_no_other():
+    """``remove(keep_state=True)`` (the Lightning callback's teardown) leaves the state in the
+    groups; a checker found that a *different* Decay of the same mode attached later took it
+    over (the old fit's anchor and step count). It starts afresh; the same Decay resumes."""
+    torch.manual_seed(0)
+    w = torch.nn.Parameter(torch.randn(4, 3))
+    opt = torch.optim.SGD([w], lr=0.1)
+
+    def steps(decay, n):
+        handle = decay.attach(opt)
+        for _ in range(n):
+            w.grad = torch.zeros_like(w)
+            opt.step()
+        handle.remove(keep_state=True)
+        return dict(opt.param_groups[0][Keys.STATE])
+
+    assert steps(Decay("to_init", 0.5), 4)["step"] == 4
+    assert steps(Decay("to_init", 0.5), 2)["step"] == 6  # the same Decay: it resumes
+    now = w.detach().clone()
+    assert steps(Decay("to_init", 0.1), 0)["step"] == 0  # another: afresh
+    assert torch.equal(opt.param_groups[0][Keys.ANCHOR][0], now)
 
 
 def test_penalty_of_a_model_is_one_line():

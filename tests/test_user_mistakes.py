@@ -663,6 +663,14 @@ def test_a_narrow_head_on_streamed_labels_names_the_head_not_the_data():
     assert "label 3, so the model's last layer needs 4 outputs or more" in text
     assert "n_classes=" in text
 
+    class Late(Rows):  # label 3 at the last row only: not among the 32 rows sampled first
+        def __getitem__(self, i):
+            return self.X[i], 3 if i == len(self.X) - 1 else i % 3
+
+    late = {"train": Late(2000, 0), "val": Rows(32, 1), "test": Rows(32, 2)}
+    said = "label 3 is outside 0..2 (the classes counted from the model's 3 outputs: it needs "
+    refused(said + "more, or n_classes=)", lambda: nn.Linear(4, 3), late, batch_size=32)
+
 
 def test_one_output_on_streamed_binary_labels_says_how_to_train_its_logit():
     """A 1-output model on streamed 0/1 labels: streamed classes are counted from the outputs,

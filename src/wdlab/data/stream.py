@@ -107,6 +107,7 @@ class Stream:
         self.device = torch.device(device)
         self.layout, self.targets, self.n_classes = layout, targets, n_classes
         self.progress = progress
+        self.classes_why = ""  # where n_classes came from, when the labels cannot say it
         self._seen: dict[str, int] = {}  # batches of the first full pass, where len() is unknown
 
     def __repr__(self) -> str:
@@ -117,14 +118,17 @@ class Stream:
         device = torch.device(device)
         source = self.source.pinned(device.type == "cuda")
         kw = {"layout": self.layout, "targets": self.targets, "n_classes": self.n_classes}
-        return Stream(
+        copy = Stream(
             self.split, source, seed=self.seed, device=device, **kw, progress=self.progress
         )
+        copy.classes_why = self.classes_why
+        return copy
 
-    def with_classes(self, n_classes: int) -> Stream:
-        """The same stream, its labels checked against ``n_classes``."""
+    def with_classes(self, n_classes: int, why: str = "") -> Stream:
+        """The same stream, its labels checked against ``n_classes`` (``why``: where that
+        count came from, said with a label outside it)."""
         copy = self.to(self.device)
-        copy.n_classes = n_classes
+        copy.n_classes, copy.classes_why = n_classes, why
         return copy
 
     @property
@@ -198,7 +202,7 @@ class Stream:
         if self.targets is not None:
             y = as_targets(where, y, self.targets)
         if self.n_classes is not None and y.device.type == "cpu":
-            check_labels(where, y, self.n_classes)  # a binary task's targets: 2, in [0, 1]
+            check_labels(where, y, self.n_classes, self.classes_why)  # binary: 2, in [0, 1]
         return to_device((x, y), self.device)
 
     def _ended(self, n: int, expected: int | None, what: str, key: str, slack: int) -> None:
@@ -305,9 +309,10 @@ class TensorStream:
         kw = {"batch_size": self.batch_size, "seed": self.seed, "device": device}
         return TensorStream(self.split, self.X, self.y, **kw)
 
-    def with_classes(self, n_classes: int) -> TensorStream:
+    def with_classes(self, n_classes: int, why: str = "") -> TensorStream:
         """The same split, its labels checked against ``n_classes`` (all of them, at once)."""
-        check_labels(f"data[{self.split!r}]", self.y.cpu(), n_classes, f"{n_classes} classes")
+        where = f"data[{self.split!r}]"
+        check_labels(where, self.y.cpu(), n_classes, why or f"{n_classes} classes")
         return self
 
     @property

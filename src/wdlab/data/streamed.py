@@ -82,7 +82,7 @@ class StreamedData:
         streams = {k: s.to(device) for k, s in self.streams.items()}
         return replace(self, streams=streams, meta=dict(self.meta))
 
-    def with_classes(self, n_classes: int) -> StreamedData:
+    def with_classes(self, n_classes: int, why: str = "") -> StreamedData:
         """A copy with ``n_classes`` classes, every batch's labels checked against it (for
         data whose classes were not counted: ``stream_splits(count_classes=False)``)."""
         if self.probe is not None and self.probe[1].numel():
@@ -92,7 +92,7 @@ class StreamedData:
                     f"data['train']: label {top} is outside 0..{n_classes - 1} "
                     f"({n_classes} class{'es' * (n_classes != 1)})"
                 )
-        streams = {k: s.with_classes(n_classes) for k, s in self.streams.items()}
+        streams = {k: s.with_classes(n_classes, why) for k, s in self.streams.items()}
         return replace(self, n_classes=n_classes, streams=streams, meta=dict(self.meta))
 
     @property

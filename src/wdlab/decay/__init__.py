@@ -3,14 +3,9 @@ their points of a step (:mod:`.driver`, over :mod:`.group`'s decay groups), whic
 decay (:mod:`.rules`), attaching a decay to any torch optimizer (:mod:`.attach`) and the
 mistakes it warns about (:mod:`.findings`)."""
 
-from wdlab.decay.attach import (
-    Attachment,
-    Decay,
-    attach_warnings,
-    warn_on_attach,
-)
+from wdlab.decay.attach import Attachment, Decay, warn_on_attach
 from wdlab.decay.driver import Driver
-from wdlab.decay.findings import formula, surprise_warnings
+from wdlab.decay.findings import attach_warnings, formula, surprise_warnings
 from wdlab.decay.group import WD, DecayGroup, Keys
 from wdlab.decay.modes import (
     FORMULAS,

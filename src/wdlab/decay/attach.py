@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from wdlab.decay.driver import after_update, at_gradient, at_update, loss_term, to_optimizer
-from wdlab.decay.findings import builtin_note, group_findings, known_class
+from wdlab.decay.findings import attach_warnings, known_class
 from wdlab.decay.group import ATTACHED, DecayGroup, Keys, attached, decays, step_of
 from wdlab.decay.modes import (
     FORMULAS,
@@ -170,9 +170,11 @@ class Decay:
         if anchors is not None:
             _check_anchors(anchors, [p for g in groups for p in g["params"]])
         it = iter(anchors or [])
+        key = f"{self.describe()}, base_lr {self.base_lr}"  # which Decay a state is of
         for group in groups:
-            fresh = {"mode": self.mode, "step": 0, "lr0_fixed": False}
-            if group.get(Keys.STATE, fresh)["mode"] != self.mode:  # another decay's, removed
+            fresh = {"mode": self.mode, "step": 0, "lr0_fixed": False, "of": key}
+            old = group.get(Keys.STATE, fresh)  # (a state saved before "of": this Decay's)
+            if old["mode"] != self.mode or old.get("of", key) != key:  # another Decay's: gone
                 _forget(group)
             state = group.setdefault(Keys.STATE, fresh)
             if self.base_lr is not None:  # given: it is lr₀ (a loaded or earlier state's too)
@@ -398,49 +400,14 @@ def _param_ids(optimizer: torch.optim.Optimizer) -> set[int]:
 def _peak_lr(group: dict, at_attach: float | None = None) -> float:
     """lr₀: the schedule's peak (OneCycleLR's ``max_lr``), else its base lr, else the lr at
     attach (``at_attach``), else the lr now."""
-    return group.get("max_lr") or group.get("initial_lr") or at_attach or group["lr"]
+    peak = group.get("max_lr") or group.get("initial_lr")
+    return peak or (at_attach if at_attach is not None else group["lr"])  # 0: refused after
 
 
 def _found_inf(opt: torch.optim.Optimizer) -> bool:
     """Whether GradScaler told this (fused) optimizer to skip its step."""
     found = getattr(opt, "found_inf", None)
     return found is not None and bool(found.item() > 0)
-
-
-# ---------------------------------------------------------------------------------------------
-# Guarding the user: the rules of wdlab.decay.findings (audit's findings), as warnings.
-
-
-def attach_warnings(
-    decay: Decay, optimizer: torch.optim.Optimizer, only: Sequence[int] | None = None
-) -> list[str]:
-    """What attaching ``decay`` to ``optimizer`` does that the user probably does not mean:
-    audit's findings for each param group (lr·wd ≥ 1, Adam's L2, the optimizer's own weight
-    decay on top), the ``builtin`` note, and biases or norm weights decayed unasked; ``only``:
-    for those groups (added since attach), without the note."""
-    out = []
-    name, groups = class_name(optimizer), list(enumerate(optimizer.param_groups))
-    groups = groups if only is None else [groups[i] for i in only]
-    for i, group in groups:
-        out += [msg for _, msg in group_findings(name, name, i, group, decay)]
-    first = optimizer.param_groups[0] if optimizer.param_groups else {}
-    note = builtin_note(decay.mode, decay.weight_decay, name, first) if only is None else None
-    out += [note] if note and known_class(name) else []  # (the note: at attach alone)
-    decaying = decay._mode.decays and (decay.weight_decay > 0 or decay.schedule is not None)
-    for i, group in groups:
-        small = [p for p in group["params"] if p.dim() < 2]
-        if decaying and Keys.DECAY not in group and small:
-            out.append(
-                f"Decay('{decay.mode}') decays {_count(len(small), 'tensor')} with ndim < 2 ("
-                f"{_count(sum(p.numel() for p in small), 'parameter')}: biases, norm weights) in "
-                f"param group {i}; give such a group 'decay': False (wdlab.param_groups(model, "
-                "decay) does), or build it with DecayRule(everything=True) if you mean it"
-            )
-    return out
-
-
-def _count(n: int, what: str) -> str:
-    return f"{n:,} {what}{'s' * (n != 1)}"
 
 
 def warn_on_attach(decay: Decay, optimizer: torch.optim.Optimizer) -> None:

@@ -14,20 +14,26 @@
 :func:`sources` says what decays a group (the optimizer's own ``weight_decay``, by what it
 means for that class, and an attached ``Decay``); :func:`group_findings` applies the rules.
 :func:`surprise_warnings` runs them on one configuration (a mode, wd, lr and optimizer, no live
-optimizer), plus the one note about mode ``builtin`` itself.
+optimizer), plus the one note about mode ``builtin`` itself; :func:`attach_warnings` on a live
+optimizer a ``Decay`` is attached to.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
-from wdlab.decay.group import decays, step_of
+from wdlab.decay.group import Keys, decays, step_of
 from wdlab.decay.modes import FORMULAS, acting_mode, decay_rate, get_mode
 from wdlab.decay.schedules import WDSchedule, scale
 from wdlab.optimizers import OPTIMIZERS, class_name, known_spec, optimizer_spec
+
+if TYPE_CHECKING:
+    import torch
+
+    from wdlab.decay.attach import Decay
 
 UNKNOWN = "unknown"  # what the weight_decay of an optimizer class wdlab does not know means
 
@@ -262,3 +268,39 @@ def formula(mode: str, optimizer: str | None = None) -> str:
         if meaning.decays:
             return f"{class_name(optimizer)}(weight_decay=wd) is {meaning.name}: {meaning.formula}"
     return FORMULAS[mode]
+
+
+# ---------------------------------------------------------------------------------------------
+# Guarding the user: the rules of wdlab.decay.findings (audit's findings), as warnings.
+
+
+def attach_warnings(
+    decay: Decay, optimizer: torch.optim.Optimizer, only: Sequence[int] | None = None
+) -> list[str]:
+    """What attaching ``decay`` to ``optimizer`` does that the user probably does not mean:
+    audit's findings for each param group (lr·wd ≥ 1, Adam's L2, the optimizer's own weight
+    decay on top), the ``builtin`` note, and biases or norm weights decayed unasked; ``only``:
+    for those groups (added since attach), without the note."""
+    out = []
+    name, groups = class_name(optimizer), list(enumerate(optimizer.param_groups))
+    groups = groups if only is None else [groups[i] for i in only]
+    for i, group in groups:
+        out += [msg for _, msg in group_findings(name, name, i, group, decay)]
+    first = optimizer.param_groups[0] if optimizer.param_groups else {}
+    note = builtin_note(decay.mode, decay.weight_decay, name, first) if only is None else None
+    out += [note] if note and known_class(name) else []  # (the note: at attach alone)
+    decaying = decay._mode.decays and (decay.weight_decay > 0 or decay.schedule is not None)
+    for i, group in groups:
+        small = [p for p in group["params"] if p.dim() < 2]
+        if decaying and Keys.DECAY not in group and small:
+            out.append(
+                f"Decay('{decay.mode}') decays {_count(len(small), 'tensor')} with ndim < 2 ("
+                f"{_count(sum(p.numel() for p in small), 'parameter')}: biases, norm weights) in "
+                f"param group {i}; give such a group 'decay': False (wdlab.param_groups(model, "
+                "decay) does), or build it with DecayRule(everything=True) if you mean it"
+            )
+    return out
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n:,} {what}{'s' * (n != 1)}"

@@ -97,7 +97,8 @@ def with_classes(
             f"(one per class): data['train'] has label {top}, so the model's last layer needs "
             f"{top + 1} outputs or more (or give the classes: n_classes=, a dataset's classes)"
         )
-    return ds.with_classes(int(width))
+    why = f"the classes counted from the model's {width} outputs: it needs more, or n_classes="
+    return ds.with_classes(int(width), why)
 
 
 def _factory(model: Any) -> Callable[..., Any] | None:
