@@ -23,17 +23,14 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
+
+import torch
 
 from wdlab.decay.group import Keys, decays, step_of
 from wdlab.decay.modes import FORMULAS, acting_mode, decay_rate, get_mode
 from wdlab.decay.schedules import WDSchedule, scale
 from wdlab.optimizers import OPTIMIZERS, class_name, known_spec, optimizer_spec
-
-if TYPE_CHECKING:
-    import torch
-
-    from wdlab.decay.attach import Decay
 
 UNKNOWN = "unknown"  # what the weight_decay of an optimizer class wdlab does not know means
 
@@ -275,7 +272,7 @@ def formula(mode: str, optimizer: str | None = None) -> str:
 
 
 def attach_warnings(
-    decay: Decay, optimizer: torch.optim.Optimizer, only: Sequence[int] | None = None
+    decay: DecayLike, optimizer: torch.optim.Optimizer, only: Sequence[int] | None = None
 ) -> list[str]:
     """What attaching ``decay`` to ``optimizer`` does that the user probably does not mean:
     audit's findings for each param group (lr·wd ≥ 1, Adam's L2, the optimizer's own weight
@@ -289,7 +286,9 @@ def attach_warnings(
     first = optimizer.param_groups[0] if optimizer.param_groups else {}
     note = builtin_note(decay.mode, decay.weight_decay, name, first) if only is None else None
     out += [note] if note and known_class(name) else []  # (the note: at attach alone)
-    decaying = decay._mode.decays and (decay.weight_decay > 0 or decay.schedule is not None)
+    decaying = get_mode(decay.mode).decays and (
+        decay.weight_decay > 0 or decay.schedule is not None
+    )
     for i, group in groups:
         small = [p for p in group["params"] if p.dim() < 2]
         if decaying and Keys.DECAY not in group and small:
