@@ -58,7 +58,8 @@ def test_asked_for_as_categorical_the_column_is_one_hot_encoded(tmp_path):
     cells = _numbers()
     cells[7] = "abc"
     ds = read_table(_csv(tmp_path, "mixed.csv", cells), "y", categorical=["a"])
-    assert ds.in_dim == 60 and ds.meta["one_hot"] == ["a"]
+    # 60 distinct cells: one column for each of the 36 the training split holds
+    assert ds.in_dim == ds.meta["n_train"] == 36 and ds.meta["one_hot"] == ["a"]
     # an integer-coded column, asked for as categories, is one-hot too
     codes = [str(i % 3) for i in range(N)]
     ds = read_table(_csv(tmp_path, "codes.csv", codes), "y", categorical=["a"])

@@ -48,6 +48,39 @@ def test_validation_and_test_rows_do_not_move_the_training_rows(tmp_path, impute
     assert "training split" in one.meta["impute"] and "training split" in one.meta["standardized"]
 
 
+def test_a_category_only_held_out_rows_have_does_not_move_the_training(tmp_path):
+    """A new-user trial: one-hot categories were collected from every row before the split,
+    so a category in 3 test rows added an input column (another width, other initial
+    weights: another run). They are the training split's: such a row is all zeros there."""
+    df = _frame().assign(plan=lambda d: np.where(d.index % 2 == 0, "basic", "pro"))
+    test = _splits(df["y"].to_numpy())[2]
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    df.to_csv(a, index=False)
+    df.loc[test[:3], "plan"] = "enterprise"  # a plan no training row has
+    df.to_csv(b, index=False)
+    one, two = read_table(str(a), "y", impute="mean"), read_table(str(b), "y", impute="mean")
+    assert one.meta["features"] == two.meta["features"] == ["a", "b", "c", "plan_basic", "plan_pro"]
+    assert torch.equal(one.X_train, two.X_train) and torch.equal(one.X_val, two.X_val)
+    rows = [list(map(int, test)).index(i) for i in test[:3]]
+    zero = one.X_train[:, -2:].min(0).values  # a 0 of each plan column, standardised
+    assert torch.equal(two.X_test[rows][:, -2:], zero.expand(3, 2))  # unseen: no plan set
+
+
+def test_a_files_split_sizes_are_taken_and_its_options_refused(tmp_path):
+    """A new-user trial: ``data.val_size`` / ``test_size`` did nothing for a CSV file (60/20/20
+    whatever they said), and ``data.options`` was taken, ignored, into the study's identity."""
+    from wdlab.config import validate
+    from wdlab.pipelines.experiment import load_data
+
+    path = tmp_path / "t.csv"
+    _frame().to_csv(path, index=False)
+    data = {"source": str(path), "target": "y", "impute": "mean"}
+    ds = load_data(validate({"data": data | {"val_size": 0.3, "test_size": 0.1}}).data)
+    assert (ds.meta["n_train"], ds.meta["n_val"], ds.meta["n_test"]) == (36, 18, 6)
+    with pytest.raises(ValueError, match=r"data.options: a CSV or Parquet file takes none"):
+        load_data(validate({"data": data | {"options": {"foo": 1}}}).data)
+
+
 @pytest.mark.parametrize("impute, fit", [("mean", np.nanmean), ("median", np.nanmedian)])
 def test_missing_values_are_filled_with_the_training_rows_statistic(impute, fit):
     df = _frame()

@@ -119,9 +119,7 @@ def from_arrays(
         )
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; valid: {', '.join(TASKS)}")
-    classes, y_num = _encode_target(y, task)
-    stratify = y_num if classes is not None else None
-    train, val, test = split_indices(len(y), stratify, val_size, test_size, seed)
+    classes, y_num, (train, val, test) = _split(y, task, val_size, test_size, seed)
     info = dict(meta or {}) | {"seed": seed}  # the split's, and a sweep's shuffle's
     if impute is not None:
         X = _impute(X, train, impute, columns)
@@ -153,6 +151,27 @@ def from_arrays(
         n_classes=len(classes) if classes is not None else 1,
         meta=info | {"n_train": len(train), "n_val": len(val), "n_test": len(test)},
     )
+
+
+def _split(
+    y: np.ndarray, task: str, val_size: float, test_size: float, seed: int
+) -> tuple[np.ndarray | None, np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The classes, the encoded target, and the seeded split (stratified for classes)."""
+    classes, y_num = _encode_target(y, task)
+    stratify = y_num if classes is not None else None
+    return classes, y_num, split_indices(len(y), stratify, val_size, test_size, seed)
+
+
+def training_rows(
+    y: np.ndarray, task: str | None, val_size: float = 0.2, test_size: float = 0.2, seed: int = 0
+) -> np.ndarray | None:
+    """The rows :func:`from_arrays` trains on for these arguments (what a table's one-hot
+    categories are fitted on), or None where it would refuse the target (it says why)."""
+    try:
+        task = task or infer_task(y)
+        return _split(y, task, val_size, test_size, seed)[2][0] if task in TASKS else None
+    except ValueError:
+        return None
 
 
 def _impute(X: np.ndarray, train: np.ndarray, how: str, columns: list[str] | None) -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from wdlab.data.arrays import IMPUTERS, from_arrays
+from wdlab.data.arrays import IMPUTERS, from_arrays, training_rows
 from wdlab.data.dataset import Dataset
 from wdlab.errors import first_line
 from wdlab.extras import require
@@ -64,14 +64,18 @@ def read_table(
     task: str | None = None,
     seed: int = 0,
     categorical: list[str] | None = None,
+    val_size: float = 0.2,
+    test_size: float = 0.2,
 ) -> Dataset:
     """A CSV or Parquet file: ``target`` column, optional ``features`` (default: the rest).
 
     Numeric columns are used as they are; non-numeric feature columns, and those named in
-    ``categorical``, are one-hot encoded. Missing values are refused (the message names the
-    columns and counts the rows) unless ``impute`` is ``mean`` or ``median`` of the numeric
-    column over the *training split* only (as the standardisation is; rows with a missing
-    target are always refused).
+    ``categorical``, are one-hot encoded, their categories those of the *training split* (a
+    category only held-out rows have is all zeros there: those rows never move the training).
+    ``val_size`` and ``test_size`` are the split's fractions. Missing values are refused (the
+    message names the columns and counts the rows) unless ``impute`` is ``mean`` or
+    ``median`` of the numeric column over the *training split* only (as the standardisation
+    is; rows with a missing target are always refused).
     """
     pd = require("pandas", "reading CSV and Parquet files")
     p = Path(path)
@@ -114,19 +118,22 @@ def read_table(
             )
         if non_num:
             raise ValueError(f"missing values in {rows} rows; {text}")
+    y = df[target].to_numpy()
+    if y.dtype == object:  # mixed text and numbers: compare them as text
+        y = y.astype(str)
     one_hot = [c for c in features if c in categorical or not pd.api.types.is_numeric_dtype(X[c])]
     if one_hot:
         _check_one_hot(X, one_hot, p.name)
         X = X.astype({c: str for c in categorical})  # the values as categories: 1 and 2 too
+        train = training_rows(y, task, val_size, test_size, seed)  # None: refused below
+        seen = X if train is None else X.iloc[train]
+        X = X.assign(**{c: pd.Categorical(X[c], sorted(seen[c].unique())) for c in one_hot})
         X = pd.get_dummies(X, columns=one_hot, dtype=float)
     columns = list(map(str, X.columns))
     meta = {"file": p.name, "target": target, "features": columns, "one_hot": one_hot}
-    y = df[target].to_numpy()
-    if y.dtype == object:  # mixed text and numbers: compare them as text
-        y = y.astype(str)
     values = X.to_numpy(np.float64)
     kw = {"task": task, "name": p.name, "seed": seed, "meta": meta, "columns": columns}
-    return from_arrays(values, y, impute=impute, **kw)
+    return from_arrays(values, y, impute=impute, val_size=val_size, test_size=test_size, **kw)
 
 
 def _features(df: Any, target: str, features: list[str] | None, name: str) -> list[str]:

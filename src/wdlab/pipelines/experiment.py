@@ -135,6 +135,11 @@ def _unread_by_a_function(data: DataConfig) -> None:
 
 def _load(data: DataConfig) -> Dataset:
     if is_table_path(data.source):
+        if data.options:  # (it was taken, ignored, into the study's identity)
+            raise ValueError(
+                f"data.options: a CSV or Parquet file takes none, got {sorted(data.options)}; "
+                "its settings are data.target, features, categorical, impute and the sizes"
+            )
         return read_table(
             data.source,
             data.target,
@@ -143,6 +148,8 @@ def _load(data: DataConfig) -> Dataset:
             data.task,
             seed=data.seed,
             categorical=data.categorical,
+            val_size=data.val_size,
+            test_size=data.test_size,
         )
     options = dict(data.options)
     source = SOURCES.get(data.source)
