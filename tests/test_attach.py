@@ -859,6 +859,25 @@ def test_a_state_kept_at_remove_resumes_its_decay_and_no_other():
     assert torch.equal(opt.param_groups[0][Keys.ANCHOR][0], now)
 
 
+def test_a_handle_removed_twice_leaves_a_later_attach_guarded():
+    """A checker: ``h1.remove()`` a second time, after the same Decay was attached again as
+    ``h2``, cleared the guard and ``h2``'s state; a third attach was then let through and a
+    step decayed twice (factor 0.9025, not 0.95). A removed handle does nothing, and says so."""
+    w = torch.nn.Parameter(torch.ones(2, 2))
+    opt = torch.optim.SGD([w], lr=0.1)
+    decay = Decay("decoupled", 0.5)
+    h1 = decay.attach(opt)
+    h1.remove()
+    h2 = decay.attach(opt)
+    h1.remove()
+    assert repr(h1).endswith("(removed)>") and repr(h2).endswith("(1 of 1 groups decay)>")
+    with pytest.raises(ValueError, match="already has"):
+        decay.attach(opt)
+    w.grad = torch.zeros_like(w)
+    opt.step()
+    assert torch.equal(w.detach(), torch.full((2, 2), 0.95))
+
+
 def test_penalty_of_a_model_is_one_line():
     """``decay.penalty(model)`` raised torch's AttributeError ('no attribute param_groups')."""
     with pytest.raises(ValueError, match=r"penalty takes the torch\.optim\.Optimizer"):

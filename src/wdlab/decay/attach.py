@@ -223,21 +223,27 @@ class Attachment:
         self._skipped = False
         self._entries: list[tuple[Mode, DecayGroup]] = []
         self._indices: list[int] = []
-        self._seen = _param_ids(optimizer)
+        self._seen, self._live = _param_ids(optimizer), True
         self._pre = optimizer.register_step_pre_hook(self._pre_hook)
         self._post = optimizer.register_step_post_hook(self._post_hook)
         setattr(optimizer, ATTACHED, decay)
 
     def __repr__(self) -> str:
         """``<Attachment Decay(...) on AdamW (2 of 3 groups decay)>``, or ``removed``."""
-        n, on = len(_decaying(self.optimizer)), attached(self.optimizer) is self.decay
-        where = f"{n} of {len(self.optimizer.param_groups)} groups decay" if on else "removed"
+        n = len(_decaying(self.optimizer))
+        where = (
+            f"{n} of {len(self.optimizer.param_groups)} groups decay" if self._live else "removed"
+        )
         return f"<Attachment {self.decay!r} on {type(self.optimizer).__name__} ({where})>"
 
     def remove(self, keep_state: bool = False) -> None:
         """Detach the decay from the optimizer (its groups' weight decays as before attach);
         ``keep_state``: its state stays in the groups, so that a checkpoint saved after (a
-        Lightning fit's end) resumes it exactly when the same decay is attached again."""
+        Lightning fit's end) resumes it exactly when the same decay is attached again. Once
+        removed, a handle does nothing (a later attach of the same Decay keeps its guard)."""
+        if not self._live:
+            return
+        self._live = False
         self._pre.remove()
         self._post.remove()
         for group, wd in zip(self.optimizer.param_groups, self._before, strict=False):
