@@ -84,6 +84,9 @@ def test_transfers_batch_size_0_says_what_a_full_batch_is_there(capsys):
         ["transfer", "--wd", "1", "--lr", "1", "--n", "9", "--batch-size", "0"], capsys
     )
     assert "must be > 0, got 0 (a full batch: give B ≥ N)" in err
+    argv = ["transfer", "--wd", "1", "--lr", "1", "--n", "9", "--batch-size", "3"]
+    err = usage_error([*argv, "--to-batch-size", "0e0"], capsys)  # a checker: 0e0, 00, -0 too
+    assert "got 0e0 (a full batch: give B' ≥ N')" in err
 
 
 def test_search_seed_is_the_sampler_seed_and_seeds_the_training_seeds():

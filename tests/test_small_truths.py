@@ -65,6 +65,8 @@ def test_whole_counts_take_their_last_short_batch_however_large():
     assert steps_per_epoch(10**10 + 5, 10**6) == 10_001
     assert steps_per_epoch(2 * 10**9 + 1, 10**6) == 2_001
     assert steps_per_epoch(2 * 10**9, 10**6) == 2_000
+    assert steps_per_epoch(10**16 + 1, 10) == 10**15 + 1  # a checker: past 1e15 too
+    assert steps_per_epoch(2**53 + 1, 2) == 2**52 + 1  # (it gave 4503599627370490.5)
 
 
 # -- transfer in logs -------------------------------------------------------------------------

@@ -81,14 +81,20 @@ def steps_per_epoch(n: float, batch_size: float) -> float:
     """M = ⌈N/B⌉: optimizer steps per epoch of ``n`` examples in batches of ``batch_size`` (the
     last batch may be short); 1 for a full batch (B ≥ N). Where N/B is beyond 2⁵³ every float
     is a whole number, and N/B is M itself (``inf`` where it overflows)."""
+    if all(_whole(v) for v in (n, batch_size)):  # whole counts: exactly, however large
+        m = -(-int(n) // int(batch_size))
+        return max(1.0, float(m)) if m < 10**308 else math.inf
     log_m = math.log10(n) - math.log10(batch_size)
     if log_m > 15:
         return _pow10(log_m)
-    if all(float(v).is_integer() and abs(v) < 2**53 for v in (n, batch_size)):
-        return max(1.0, float(-(-int(n) // int(batch_size))))  # whole counts: exactly
     q = n / batch_size
     whole = round(q)  # 3/0.1 is 30.000000000000004 in floats: 30 batches, not 31
     return max(1.0, float(whole if abs(q - whole) <= 1e-9 * q else math.ceil(q)))
+
+
+def _whole(v: float) -> bool:
+    """A finite whole number (an int, or a float holding one)."""
+    return isinstance(v, int) or (math.isfinite(v) and float(v).is_integer())
 
 
 def log10_steps(n: float, batch_size: float) -> float:

@@ -4,6 +4,8 @@ count (keeping τ_epoch); ``wdlab timescale``: check that rule on real data."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 from pathlib import Path
 
 from wdlab.cli import facts
@@ -55,15 +57,15 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     return 0
 
 
-def batch_size(text: str) -> float:
+def batch_size(text: str, full: str = "B ≥ N") -> float:
     """A batch size > 0 (``run``'s 0 means a full batch: here a full batch is B ≥ N)."""
     try:
         return positive_real(text)
     except argparse.ArgumentTypeError as e:
-        zero = text.strip() in {"0", "0.0"}
-        raise argparse.ArgumentTypeError(
-            f"{e} (a full batch: give B ≥ N)" if zero else str(e)
-        ) from None
+        with contextlib.suppress(ValueError):
+            if float(text) == 0:  # 0, 00, 0e0, -0
+                raise argparse.ArgumentTypeError(f"{e} (a full batch: give {full})") from None
+        raise
 
 
 def add_transfer_flags(p: argparse.ArgumentParser) -> None:
@@ -79,7 +81,11 @@ def add_transfer_flags(p: argparse.ArgumentParser) -> None:
     t = p.add_argument_group("the new setting (each defaults to the old value)")
     t.add_argument("--to-lr", type=positive_real, help="η'")
     t.add_argument("--to-n", type=positive_real, help="N'")
-    t.add_argument("--to-batch-size", type=batch_size, help="B' (a full batch: B' ≥ N')")
+    t.add_argument(
+        "--to-batch-size",
+        type=functools.partial(batch_size, full="B' ≥ N'"),
+        help="B' (a full batch: B' ≥ N')",
+    )
     t.add_argument("--to-epochs", type=positive_real, help="E' (τ kept as a fraction of the run)")
     p.add_argument(
         "--mode",
