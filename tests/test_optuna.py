@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import re
+import sqlite3
 import subprocess
 import sys
 import warnings
@@ -1027,3 +1028,10 @@ def test_show_reads_a_search_back_without_training(tmp_path, capsys):
     assert "none.db: no such file" in capsys.readouterr().err
     assert digest(db) == before and not (tmp_path / "none.db").exists()
     assert wo.load_search(url).best_params == searched["best"]["params"]
+    assert main(["show", "sqlite://"]) == 2  # a checker: an internal error of SQLAlchemy's
+    assert "an in-memory storage holds nothing" in capsys.readouterr().err
+    other = tmp_path / "other.db"  # another SQLite file: no study, and no -wal/-shm made
+    sqlite3.connect(other).execute("CREATE TABLE t (a)").connection.commit()
+    assert main(["show", str(other)]) == 2
+    assert "(a file, not a folder)" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("other")) == ["other.db"]

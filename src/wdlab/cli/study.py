@@ -136,15 +136,15 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _search_storage(where: str) -> bool:
-    """Whether ``where`` is an Optuna storage (a URL, or a SQLite file with Optuna's tables)."""
-    if "://" not in where and not Path(where).is_file():
-        return False
+    """Whether ``where`` is an Optuna storage (a URL, or a SQLite file with Optuna's tables);
+    one needs optuna installed to be read."""
     from wdlab.extras import require
+    from wdlab.store.schema import is_optuna_file
 
+    if "://" not in where and not is_optuna_file(where):
+        return False
     require("optuna", "wdlab show of a search")
-    from wdlab.optuna.storage import storage_url
-
-    return storage_url(where) is not None
+    return True
 
 
 def _show_search(args: argparse.Namespace) -> int:

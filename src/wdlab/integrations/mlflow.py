@@ -80,17 +80,19 @@ class MlflowLog:
             if not new_file:  # a new SQLite file is made with the first thing logged
                 found = self.client.get_experiment_by_name(self.study)
             if found and found.lifecycle_stage == "deleted":  # MLflow keeps its name till gc
+                uri, eid = self.uri, found.experiment_id
                 raise ValueError(
-                    f"mlflow: the experiment {self.study!r} at {self.uri} is deleted but not "
-                    "purged, and MLflow keeps its name: restore it "
-                    "(MlflowClient().restore_experiment), purge it (mlflow gc "
-                    "--backend-store-uri URI) or log to another tracking URI"
+                    f"mlflow: the experiment {self.study!r} at {uri} is deleted but not purged, "
+                    f"and MLflow keeps its name: restore it (MlflowClient({uri!r})"
+                    f".restore_experiment({eid!r})), purge it (mlflow gc --backend-store-uri "
+                    f"{uri} --tracking-uri {uri} --experiment-ids {eid}) or log to another URI"
                 )
             if fresh and found and self.client.search_runs([found.experiment_id], max_results=1):
                 raise ValueError(
                     f"mlflow: the experiment {self.study!r} at {self.uri} holds runs already "
                     "(an earlier export?); export to another tracking URI, or delete that "
-                    "experiment there and purge it (mlflow gc) first"
+                    "experiment there and purge it (mlflow gc --backend-store-uri URI "
+                    "--tracking-uri URI) first"
                 )
         self.experiment = found.experiment_id if found else None
         self.key = key

@@ -3,10 +3,13 @@ is not Optuna's is left as it is."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import optuna
+
+from wdlab.store.schema import is_optuna_file
 
 
 def open_study(
@@ -61,21 +64,11 @@ def _sqlite_path(url: str) -> Path | None:
 
 def _check_optuna_file(path: Path, url: str) -> None:
     """An existing SQLite file must hold Optuna's tables: another file is left as it is."""
-    import sqlite3
-
     if path.is_dir():
         raise ValueError(f"--storage {url}: {path} is a folder, not a SQLite file")
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            names = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
-        finally:
-            db.close()
-    except (OSError, sqlite3.Error) as exc:
-        raise ValueError(f"--storage {url}: cannot read {path} ({exc})") from None
-    if head != b"SQLite format 3\x00" or not {"studies", "trials"} <= names:
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"--storage {url}: cannot read {path}")
+    if not is_optuna_file(path):
         raise ValueError(f"--storage {url}: {path} is not an Optuna storage; left as it is")
 
 
@@ -84,17 +77,14 @@ def storage_url(where: str) -> str | None:
     Optuna's tables; None for anything else (a study folder)."""
     if "://" in where:
         return where
-    path = Path(where)
-    try:
-        _check_optuna_file(path, where)
-    except ValueError:
-        return None
-    return f"sqlite:///{path.resolve()}"
+    return f"sqlite:///{Path(where).resolve()}" if is_optuna_file(where) else None
 
 
 def read_study(url: str, name: str | None = None) -> Any:
     """The search study ``name`` in the storage at ``url`` (the one there when ``name`` is
     None), read as it is: no table is made or migrated."""
+    if url.rstrip("/") == "sqlite:" or url.endswith(":memory:"):
+        raise ValueError(f"{url}: an in-memory storage holds nothing once its search ended")
     try:
         path = _sqlite_path(url)
         if path is not None and not path.exists():
@@ -108,8 +98,8 @@ def read_study(url: str, name: str | None = None) -> Any:
             url, skip_compatibility_check=True, skip_table_creation=True
         )
         names = optuna.study.get_all_study_names(storage)
-    except ImportError as exc:
-        raise ValueError(_no_driver(url, exc)) from None
+    except ImportError as exc:  # (said as for --storage)
+        raise ValueError(_no_driver(url, exc).removeprefix("--storage ")) from None
     if name is None and len(names) != 1:
         there = f"{len(names)} studies ({', '.join(names)})" if names else "no study"
         raise ValueError(f"{_hide_password(url)} holds {there}: name one with --name NAME")

@@ -232,6 +232,29 @@ def _tables(db: sqlite3.Connection) -> dict[str, set[str]]:
     return {n: {row[1] for row in db.execute(f"PRAGMA table_info('{n}')")} for n in names}
 
 
+def sqlite_tables(path: str | Path) -> set[str] | None:
+    """The table names of the SQLite file at ``path``, read through an ``immutable``
+    connection (no ``-wal`` or ``-shm`` made); None for a file that is not SQLite (or not a
+    file)."""
+    path = Path(path)
+    try:
+        if not path.is_file() or not _header(path).startswith(SQLITE_MAGIC):
+            return None
+        db = _connect_immutable(path)
+        try:
+            return set(_tables(db))
+        finally:
+            db.close()
+    except (OSError, sqlite3.Error):
+        return None
+
+
+def is_optuna_file(path: str | Path) -> bool:
+    """Whether ``path`` is an SQLite file holding Optuna's tables (a ``wdlab search``
+    storage), read as it is."""
+    return {"studies", "trials"} <= (sqlite_tables(path) or set())
+
+
 def _connect_immutable(path: Path) -> sqlite3.Connection:
     """A connection that reads the database file alone: it opens no ``-wal`` or ``-shm`` file
     (so it sees nothing that is only in another program's write-ahead log)."""
