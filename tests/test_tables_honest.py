@@ -223,3 +223,28 @@ def test_what_a_table_cannot_be_is_said_for_what_it_is(tmp_path, capsys):
     price = pd.DataFrame({"x": rng.normal(size=60)}).assign(y=rng.permutation(60) * 1000 + 7)
     err = _refusal(tmp_path, price, capsys)
     assert "60 numbers may be a quantity: task='regression' (--task regression)" in err
+
+
+def test_a_files_names_and_separator_are_said_as_they_are(tmp_path, monkeypatch):
+    """A new-user trial: a numeric ``plan_basic`` beside a categorical ``plan`` made two
+    features of one name, unsaid; a ';'-separated file was one column, with no word of the
+    separator; a column name of NUL bytes was printed raw; a relative path not found did not
+    say where it was looked for."""
+    df = _frame().fillna(0.0).assign(plan=["basic", "pro"] * (N // 2), plan_basic=1.0)
+    clash = tmp_path / "clash.csv"
+    df.to_csv(clash, index=False)
+    with pytest.raises(ValueError, match=r"one-hot column 'plan_basic' has the name of another"):
+        read_table(str(clash), "y")
+    semi = tmp_path / "semi.csv"
+    _frame().fillna(0.0).to_csv(semi, index=False, sep=";")
+    with pytest.raises(ValueError, match=r"columns: 'a;b;c;y'; the file looks ';'-separated"):
+        read_table(str(semi), "y")
+    nul = tmp_path / "nul.csv"
+    nul.write_bytes(b"\x00\x00,z\n1,2\n3,4\n5,6\n7,8\n9,0\n")
+    with pytest.raises(ValueError, match=r"columns: '\\x00\\x00', 'z'"):
+        read_table(str(nul), "y")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(
+        ValueError, match=rf"data file not found: gone.csv \(looked in {tmp_path}\)"
+    ):
+        read_table("gone.csv", "y")

@@ -130,6 +130,12 @@ def read_table(
         X = X.assign(**{c: pd.Categorical(X[c], sorted(seen[c].unique())) for c in one_hot})
         X = pd.get_dummies(X, columns=one_hot, dtype=float)
     columns = list(map(str, X.columns))
+    clash = [c for c, n in Counter(columns).items() if n > 1]  # plan_basic: a column's, a value's
+    if clash:
+        raise ValueError(
+            f"{p.name}: the one-hot column {clash[0]!r} has the name of another column; rename "
+            "one of them"
+        )
     meta = {"file": p.name, "target": target, "features": columns, "one_hot": one_hot}
     values = X.to_numpy(np.float64)
     kw = {"task": task, "name": p.name, "seed": seed, "meta": meta, "columns": columns}
@@ -221,8 +227,9 @@ def _read(p: Path, target: str) -> Any:
     """The table at ``p`` as a DataFrame, with its target column checked; duplicate column
     names are said (a warning), or refused where the target is one of them."""
     pd = require("pandas", "reading CSV and Parquet files")
-    if not p.exists():
-        raise ValueError(f"data file not found: {p}")
+    if not p.exists():  # (a relative path is the current folder's, not a config file's)
+        where = "" if p.is_absolute() else f" (looked in {Path.cwd()})"
+        raise ValueError(f"data file not found: {p}{where}")
     if p.is_dir():
         raise ValueError(f"data file {p} is a folder")
     if not p.is_file():  # checked without opening it: a FIFO would block the read forever
@@ -247,8 +254,11 @@ def _read(p: Path, target: str) -> Any:
         copies = ", ".join(repr(f"{c}.1") for c in dupes)
         warn_user(f"{p.name} has duplicate column names: {said}; the copies are read as {copies}…")
     if target not in df.columns:
-        cols = ", ".join(map(str, df.columns[:20])) + ("…" if len(df.columns) > 20 else "")
-        raise ValueError(f"target column {target!r} not in {p.name}; columns: {cols}")
+        shown = [_shown(str(c)) for c in df.columns[:20]]  # (a NUL byte: its escape)
+        cols = ", ".join(shown) + ("…" if len(df.columns) > 20 else "")
+        semi = len(df.columns) == 1 and ";" in str(df.columns[0])
+        hint = "; the file looks ';'-separated: wdlab reads commas (save it as such)" * semi
+        raise ValueError(f"target column {target!r} not in {p.name}; columns: {cols}{hint}")
     return df
 
 
