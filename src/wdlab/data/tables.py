@@ -125,21 +125,28 @@ def read_table(
     if one_hot:
         _check_one_hot(X, one_hot, p.name)
         X = X.astype({c: str for c in categorical})  # the values as categories: 1 and 2 too
-        train = training_rows(y, task, val_size, test_size, seed)  # None: refused below
-        seen = X if train is None else X.iloc[train]
-        X = X.assign(**{c: pd.Categorical(X[c], sorted(seen[c].unique())) for c in one_hot})
-        X = pd.get_dummies(X, columns=one_hot, dtype=float)
+        X = _one_hot(X, one_hot, training_rows(y, task, val_size, test_size, seed), p.name)
     columns = list(map(str, X.columns))
-    clash = [c for c, n in Counter(columns).items() if n > 1]  # plan_basic: a column's, a value's
-    if clash:
-        raise ValueError(
-            f"{p.name}: the one-hot column {clash[0]!r} has the name of another column; rename "
-            "one of them"
-        )
     meta = {"file": p.name, "target": target, "features": columns, "one_hot": one_hot}
     values = X.to_numpy(np.float64)
     kw = {"task": task, "name": p.name, "seed": seed, "meta": meta, "columns": columns}
     return from_arrays(values, y, impute=impute, val_size=val_size, test_size=test_size, **kw)
+
+
+def _one_hot(X: Any, one_hot: list[str], train: np.ndarray | None, name: str) -> Any:
+    """``X`` with the ``one_hot`` columns one-hot encoded over the categories of the ``train``
+    rows (all rows where None: the target is refused after); a clash of names refused."""
+    pd = require("pandas", "reading CSV and Parquet files")
+    seen = X if train is None else X.iloc[train]
+    X = X.assign(**{c: pd.Categorical(X[c], sorted(seen[c].unique())) for c in one_hot})
+    X = pd.get_dummies(X, columns=one_hot, dtype=float)
+    clash = [c for c, n in Counter(map(str, X.columns)).items() if n > 1]  # plan_basic: twice
+    if clash:
+        raise ValueError(
+            f"{name}: the one-hot column {clash[0]!r} has the name of another column; rename "
+            "one of them"
+        )
+    return X
 
 
 def _features(df: Any, target: str, features: list[str] | None, name: str) -> list[str]:
