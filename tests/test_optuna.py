@@ -1021,7 +1021,7 @@ def test_show_reads_a_search_back_without_training(tmp_path, capsys):
         assert shown["metric"] == "val_acc" and shown["storage"] == where
     assert main(["show", str(db)]) == 0
     out = capsys.readouterr().out
-    assert "this search: 2 trials (2 complete)" in out and f"'search-wine' in {db}" in out
+    assert "the study: 2 trials (2 complete)" in out and f"'search-wine' in {db}" in out
     assert main(["show", str(db), "--name", "other"]) == 2
     assert "holds no study 'other'; it holds: search-wine" in capsys.readouterr().err
     assert main(["show", f"sqlite:///{tmp_path / 'none.db'}"]) == 2

@@ -248,3 +248,16 @@ def test_a_files_names_and_separator_are_said_as_they_are(tmp_path, monkeypatch)
         ValueError, match=rf"data file not found: gone.csv \(looked in {tmp_path}\)"
     ):
         read_table("gone.csv", "y")
+
+
+@pytest.mark.parametrize("name", ["x.tsv", "Book1.XLSX"])
+def test_a_table_of_another_format_is_said_for_what_it_is(tmp_path, capsys, name):
+    """A new-user trial: ``--data x.tsv --target y`` said --target "names columns of a CSV or
+    Parquet file, and 'x.tsv' is not one"; without --target, "unknown data"."""
+    from wdlab.cli import main
+
+    for extra in ([], ["--target", "y"]):
+        assert main(["run", "--data", name, *extra, "--out", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err
+        assert f"wdlab reads .csv and .parquet files, not {name[name.rindex('.') :].lower()}" in err
+    assert not (tmp_path / "o").exists()

@@ -29,6 +29,9 @@ FILE_SUFFIXES = (".csv", ".parquet", ".pq")
 MAX_TABLE_BYTES = 2**30  # the one-hot encoded matrix, float64: 1 GiB
 
 
+OTHER_TABLES = (".tsv", ".txt", ".xlsx", ".xls", ".json", ".jsonl", ".feather", ".h5")
+
+
 def is_table_path(name: str) -> bool:
     """Whether ``name`` is a path to a CSV or Parquet file (by its suffix)."""
     return isinstance(name, str) and name.lower().endswith(FILE_SUFFIXES)
@@ -38,7 +41,14 @@ def check_data_keys(data: Mapping[str, Any], prefix: str = "data.") -> None:
     """The ``[data]`` section's rules between keys (each named ``prefix`` + key): a data file
     needs ``target``, and any other source refuses the keys that read a file's columns, since
     it would ignore them; ``val_size`` + ``test_size`` leave >= 10% for training."""
-    table = is_table_path(data.get("source") or "")
+    source = data.get("source") or ""
+    table = is_table_path(source)
+    suffix = Path(source).suffix.lower() if isinstance(source, str) else ""
+    if suffix in OTHER_TABLES:  # (it was told "unknown data", or that --target needs a file)
+        raise ValueError(
+            f"{prefix}source: wdlab reads .csv and .parquet files, not {suffix}: save "
+            f"{Path(source).name} as CSV (pandas: read it, then .to_csv)"
+        )
     if table and not data.get("target"):
         raise ValueError(f"{prefix}target: a data file needs the target column")
     keys = ("target", "features", "impute", "categorical")

@@ -302,7 +302,7 @@ def load_search(storage: str, name: str | None = None) -> SearchResult:
     tests = {k for t in trials for k in t.user_attrs if k.startswith("test_")}
     metric = f"val_{tests.pop().removeprefix('test_')}" if len(tests) == 1 else "value"
     direction = study.direction.name.lower()
-    return SearchResult(study=study, trials=list(trials), metric=metric, direction=direction)
+    return SearchResult(study, list(trials), metric, direction, scope="the study")
 
 
 def _ask(study: Any, space: dict[str, Any], k: int) -> list[Any]:

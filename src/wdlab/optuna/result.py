@@ -16,7 +16,8 @@ class SearchResult:
     """What :func:`optimize` did.
 
     It holds the study (an ordinary Optuna study), the trials it ran, the metric told
-    (``val_acc``…) and its direction, the batches trained, the wall time."""
+    (``val_acc``…) and its direction, the batches trained, the wall time; ``scope`` names
+    the trials in its table ("this search", or "the study" read back by ``load_search``)."""
 
     study: Any
     trials: list[FrozenTrial]
@@ -25,6 +26,7 @@ class SearchResult:
     batches: int = 0
     seconds: float = 0.0
     engine: str = ""
+    scope: str = "this search"
 
     @property
     def best_trial(self) -> FrozenTrial | None:
@@ -93,7 +95,7 @@ class SearchResult:
             )
         n = ", ".join(f"{v} {k}" for k, v in self.counts().items())
         batches = f" in {self.batches} batch{'es' * (self.batches != 1)}" if self.batches else ""
-        lines.append(f"\nthis search: {_trials(len(self.trials))} ({n}){batches}")
+        lines.append(f"\n{self.scope}: {_trials(len(self.trials))} ({n}){batches}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
