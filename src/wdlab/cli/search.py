@@ -183,9 +183,8 @@ def _search(args: argparse.Namespace, cfg: Any, space: dict[str, Any]) -> int:
         return 0
     print(result.table())
     print("fixed (not searched): " + ", ".join(f"{k} {shown(v)}" for k, v in fixed.items()))
-    importance = result.importance()
-    if importance:
-        print("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in importance.items()))
+    if line := result.importance_line():
+        print(line)
     print(f"time: {result.seconds:.1f} s  ({result.engine})")
     if args.storage:
         print(f"study: {result.study.study_name!r} in {args.storage}")

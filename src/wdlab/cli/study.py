@@ -126,8 +126,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     and why; or a ``wdlab search`` storage's trials."""
     from wdlab.pipelines import load_study
 
-    if _search_storage(args.study):
-        return _show_search(args)
+    url = _search_url(args.study)
+    if url is not None:
+        return _show_search(args, url)
     if args.name is not None:
         raise UsageError(f"--name: names a study in a search's storage; {args.study} is not one")
     result: Result = load_study(args.study)
@@ -135,32 +136,33 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _search_storage(where: str) -> bool:
-    """Whether ``where`` is an Optuna storage (a URL, or a SQLite file with Optuna's tables);
-    one needs optuna installed to be read."""
+def _search_url(where: str) -> str | None:
+    """The URL of the Optuna storage ``where`` names (a URL as given, ``sqlite:///`` of a
+    SQLite file with Optuna's tables), or None (a study folder); one needs optuna to be read."""
     from wdlab.extras import require
     from wdlab.store.schema import is_optuna_file
 
-    if "://" not in where and not is_optuna_file(where):
-        return False
+    if "://" in where:
+        url = where
+    elif is_optuna_file(where):
+        url = f"sqlite:///{Path(where).resolve()}"
+    else:
+        return None
     require("optuna", "wdlab show of a search")
-    return True
+    return url
 
 
-def _show_search(args: argparse.Namespace) -> int:
+def _show_search(args: argparse.Namespace, url: str) -> int:
     """A search's trials by value, the importance of its parameters and its study's name."""
     from wdlab.optuna import load_search
-    from wdlab.optuna.storage import storage_url
 
-    url = storage_url(args.study) or args.study
     result = load_search(url, args.name)
     if args.json:
         emit_json(result.to_dict() | {"storage": args.study})
         return 0
     print(result.table())
-    importance = result.importance()
-    if importance:
-        print("importance: " + ", ".join(f"{k} {v:.2f}" for k, v in importance.items()))
+    if line := result.importance_line():
+        print(line)
     print(f"study: {result.study.study_name!r} in {args.study}")
     return 0
 

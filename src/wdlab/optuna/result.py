@@ -64,6 +64,13 @@ class SearchResult:
         except (ValueError, RuntimeError):
             return {}
 
+    def importance_line(self) -> str:
+        """``importance: lr 0.90, wd 0.07``, or "" where :meth:`importance` has none."""
+        shares = self.importance()
+        return (
+            "importance: " + ", ".join(f"{k} {v:.2f}" for k, v in shares.items()) if shares else ""
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready summary: the study, the metric, this search's trials and the best."""
         best = self.best_trial

@@ -52,32 +52,25 @@ def _open(storage: str, name: str, direction: str, sampler: Any, pruner: Any) ->
     )
 
 
-def _sqlite_path(url: str) -> Path | None:
-    """The file of a ``sqlite:///`` URL (its folder checked), or None for other storages."""
+def _sqlite_path(url: str, flag: str = "--storage ") -> Path | None:
+    """The file of a ``sqlite:///`` URL (its folder checked), or None for other storages;
+    ``flag`` opens a refusal (the flag that gave the URL, or none)."""
     if not url.startswith("sqlite:///"):
         return None
     path = Path(url.removeprefix("sqlite:///"))
     if not path.parent.is_dir():
-        raise ValueError(f"--storage {url}: the folder {path.parent} does not exist")
+        raise ValueError(f"{flag}{url}: the folder {path.parent} does not exist")
     return path
 
 
-def _check_optuna_file(path: Path, url: str) -> None:
+def _check_optuna_file(path: Path, url: str, flag: str = "--storage ") -> None:
     """An existing SQLite file must hold Optuna's tables: another file is left as it is."""
     if path.is_dir():
-        raise ValueError(f"--storage {url}: {path} is a folder, not a SQLite file")
+        raise ValueError(f"{flag}{url}: {path} is a folder, not a SQLite file")
     if not os.access(path, os.R_OK):
-        raise ValueError(f"--storage {url}: cannot read {path}")
+        raise ValueError(f"{flag}{url}: cannot read {path}")
     if not is_optuna_file(path):
-        raise ValueError(f"--storage {url}: {path} is not an Optuna storage; left as it is")
-
-
-def storage_url(where: str) -> str | None:
-    """The storage URL ``where`` names: a URL as given, or ``sqlite:///`` of a file that holds
-    Optuna's tables; None for anything else (a study folder)."""
-    if "://" in where:
-        return where
-    return f"sqlite:///{Path(where).resolve()}" if is_optuna_file(where) else None
+        raise ValueError(f"{flag}{url}: {path} is not an Optuna storage; left as it is")
 
 
 def read_study(url: str, name: str | None = None) -> Any:
@@ -85,21 +78,18 @@ def read_study(url: str, name: str | None = None) -> Any:
     None), read as it is: no table is made or migrated."""
     if url.rstrip("/") == "sqlite:" or url.endswith(":memory:"):
         raise ValueError(f"{url}: an in-memory storage holds nothing once its search ended")
-    try:
-        path = _sqlite_path(url)
-        if path is not None and not path.exists():
+    path = _sqlite_path(url, flag="")
+    if path is not None:
+        if not path.exists():
             raise ValueError(f"{url}: no such file")
-        if path is not None:
-            _check_optuna_file(path, url)
-    except ValueError as exc:  # (said as for --storage)
-        raise ValueError(str(exc).removeprefix("--storage ")) from None
+        _check_optuna_file(path, url, flag="")
     try:
         storage = optuna.storages.RDBStorage(
             url, skip_compatibility_check=True, skip_table_creation=True
         )
         names = optuna.study.get_all_study_names(storage)
-    except ImportError as exc:  # (said as for --storage)
-        raise ValueError(_no_driver(url, exc).removeprefix("--storage ")) from None
+    except ImportError as exc:  # SQLAlchemy's driver for the URL's database
+        raise ValueError(_no_driver(url, exc, flag="")) from None
     if name is None and len(names) != 1:
         there = f"{len(names)} studies ({', '.join(names)})" if names else "no study"
         raise ValueError(f"{_hide_password(url)} holds {there}: name one with --name NAME")
@@ -110,14 +100,14 @@ def read_study(url: str, name: str | None = None) -> Any:
     return optuna.load_study(study_name=name or names[0], storage=storage)
 
 
-def _no_driver(url: str, exc: ImportError) -> str:
-    """One line: the database driver a storage URL needs is not installed (the URL's password
-    left out)."""
+def _no_driver(url: str, exc: ImportError, flag: str = "--storage ") -> str:
+    """One line, opened by ``flag``: the database driver a storage URL needs is not installed
+    (the URL's password left out)."""
     cause = exc.__cause__ if isinstance(exc.__cause__, ImportError) else exc
     module = getattr(cause, "name", None) or str(cause)
     shown = _hide_password(url)
     return (
-        f"--storage {shown}: the database driver {module!r} that SQLAlchemy needs for it is not "
+        f"{flag}{shown}: the database driver {module!r} that SQLAlchemy needs for it is not "
         f"installed (pip install it, or use sqlite:///FILE)"
     )
 
