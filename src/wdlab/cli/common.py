@@ -361,16 +361,16 @@ def emit_study(
     from wdlab.store import Store
 
     with Store(directory, readonly=True) as store:
-        failures, saved = store.failures(), store.saved()
+        saved = store.saved()
     said_changed_weights(result)
-    if as_json:
-        failed = [{"error": e, "runs": n} for e, n in failures.items()]
+    if as_json:  # the failed runs: as the result read them from the store (load_study)
+        failed = [{"error": e, "runs": n} for e, n in result.failures.items()]
         where = {"directory": str(directory), **(extra or {}), "failed": failed}
         emit_json(result.to_dict() | where)
         return
     print(headed(result, result.table()))  # a partial study's notice above its table
     print(f"\nstudy: {directory}  ({counts_line(result.counts)})")
-    for line in failed_lines(failures):
+    for line in failed_lines(result.failures):
         print(line)
     unfinished = result.counts.get("pending", 0) + result.counts.get("running", 0)
     if unfinished:
