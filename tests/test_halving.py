@@ -322,6 +322,13 @@ def test_a_rung_between_evaluations_is_never_a_survivors_best_epoch(tmp_path):
         at_rung += r.curves.eval_epoch[min(range(len(loss)), key=loss.__getitem__)] in (2, 5)
         assert r.best["epoch"] == by[_key(r)].best["epoch"] in (0, 10, 11)
     assert survivors and at_rung == len(survivors)  # the case the test is about
+    # a pruned run has no unpruned twin: its best epoch is its curve's lowest, rungs counted
+    # (it said 0 for a curve lowest at a rung, found by a later new-user trial)
+    stopped = [r for r in pruned.runs if r.status == "pruned"]
+    for r in stopped:
+        loss = r.curves["val_loss"]
+        assert r.best["epoch"] == r.curves.eval_epoch[min(range(len(loss)), key=loss.__getitem__)]
+    assert any(r.best["epoch"] in (2, 5) for r in stopped)  # the case it is about
 
 
 def test_compute_drops_with_the_pruned_runs(swept):

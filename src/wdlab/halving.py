@@ -13,8 +13,9 @@ rung. With early stopping a rung falls on an evaluation (``eval_every``; one bet
 to the next, :func:`rung_spacing`): an extra evaluation would count towards a survivor's
 patience and could become its best epoch, so its numbers would differ from the unpruned
 sweep's. Without early stopping a rung may fall between evaluations: the extra evaluation there
-stays in the curves (the rung figure draws it) but is never a run's best epoch, which stays the
-unpruned sweep's (:attr:`wdlab.trainer.plan.Plan.rung_only_evals`).
+stays in the curves (the rung figure draws it) but is never a survivor's best epoch, which stays
+the unpruned sweep's (:attr:`wdlab.trainer.plan.Plan.rung_only_evals`; a pruned run's best
+epoch is its curve's best, its rungs counted).
 
 **What is ranked** (:func:`decide`): the cells the selection compares, mode × lr × weight
 decay, each scored on the validation metric the selection uses (its ``Criterion``: the same

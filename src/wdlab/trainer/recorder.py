@@ -320,12 +320,17 @@ class Recorder:
             final=final,
             status=status,
             diverged_epoch=cut,
-            # a survivor's rung-only evaluations (for the decision) are never its best epoch
-            best=_best(curves, self.plan.early_stop, self.plan.rung_only_evals),
+            best=_best(curves, self.plan.early_stop, self._skipped(status)),
             seconds=seconds,
             engine=note,
             epochs=trained,
         )
+
+    def _skipped(self, status: str) -> frozenset[int]:
+        """The evaluations never a run's best epoch: a finished run's rung-only ones (made for
+        the decision), so a survivor's best is the unpruned sweep's; none of a run paused at a
+        rung, which is stored so and pruned there or trained on (its best then taken again)."""
+        return frozenset() if status in ("paused", "pruned") else self.plan.rung_only_evals
 
     def stacked_evals(self) -> dict[str, Tensor]:
         """Every evaluated series as (n_eval, K), with loss-derived metrics (RMSE, R²)."""
