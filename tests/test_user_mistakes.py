@@ -308,6 +308,35 @@ def test_regression_outputs_match_the_targets(world, capsys, tmp_path):
     assert res.runs[0].final["val_loss"] == flat.runs[0].final["val_loss"]  # the same bits
 
 
+class _Squeezed(nn.Module):
+    """A head whose ``squeeze()`` also drops the batch dimension of one example."""
+
+    def __init__(self, outputs: int) -> None:
+        super().__init__()
+        self.head = nn.Linear(4, outputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x).squeeze()
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["tensors", "dataset"])
+def test_outputs_flattened_across_the_batch_are_named_by_their_shape(streamed):
+    """Before: ``the model or its loss fails on inputs of shape (4,): RuntimeError: The size of
+    tensor a (24) must match the size of tensor b (8)``, the model's outputs unnamed. A
+    ``squeeze()`` that mixes nothing but one example's batch dimension still trains."""
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(200, 4, generator=g)
+    for y, k in ((X[:, 0] * 2.0, 1), ((X[:, 0] > 0).long() + (X[:, 1] > 0).long(), 3)):
+        data = _split(X, y)
+        if streamed:
+            data = {s: torch.utils.data.TensorDataset(*xy) for s, xy in data.items()}
+        flat = lambda: nn.Sequential(nn.Linear(4, 3), nn.Flatten(0))  # noqa: E731
+        text = refused("the model's outputs have shape", flat, data)
+        assert "shape (6,) for 2 examples: the loss needs one row per example" in text
+        res = wdlab.sweep(lambda k=k: _Squeezed(k), data, weight_decay=[0.0], epochs=1)
+        assert res.runs[0].status == "done"
+
+
 @pytest.mark.parametrize("streamed", [False, True], ids=["tensors", "dataset"])
 def test_several_regression_targets_are_nn_mse_loss_and_r2_is_sklearns(tmp_path, streamed):
     """Before: targets of shape (n, 4), and (n, 1) read from a Dataset, crashed the default

@@ -20,7 +20,7 @@ from wdlab.data.stream import raised
 from wdlab.data.streamed import count_classes
 from wdlab.errors import gist
 from wdlab.func import one_tensor
-from wdlab.inputs import shapes
+from wdlab.inputs import rows, shapes, take
 from wdlab.models import ModelSpec, resolve_factory
 from wdlab.tasks import TASKS
 from wdlab.usercode import check_trainable
@@ -121,13 +121,14 @@ def fit_outputs(
     the model is a built-in kind (sized to the data) and where one forward fails (the memory
     estimate says why)."""
     check_trainable(model)
-    width = _output_width(model, ds)
+    task = train_kwargs.get("task")
+    own_loss = task is not None and task.loss_grad is None  # the user's loss reads the outputs
+    width = _output_width(model, ds, own_loss)
     if width is None:
         return ds, train_kwargs
     _check_other_splits(model, ds)
     said = f"the model outputs {width} value{'s' if width > 1 else ''}"
-    task = train_kwargs.get("task")
-    if task is not None and task.loss_grad is None:  # the user's own loss reads the outputs
+    if own_loss:
         _say_zero_one_targets(ds, task)
         return ds, _fit_accuracy(said, width, ds, train_kwargs)
     held = isinstance(ds, Dataset)
@@ -220,15 +221,34 @@ def check_last_batch(model: nn.Module, ds: Dataset | StreamedData, batch_size: i
         )
 
 
-def _output_width(model: nn.Module, ds: Dataset | StreamedData) -> int | None:
-    """The width of ``model``'s outputs on one training example (None: not known, or outputs
-    that are not one row per example)."""
+def _output_width(model: nn.Module, ds: Dataset | StreamedData, own_loss: bool) -> int | None:
+    """The width of ``model``'s outputs on two training examples (one where only one is at
+    hand). None: not known, or outputs that are not one row per example, which only the user's
+    ``loss`` may read; for wdlab's loss, two examples' outputs not in two rows are a
+    ``ValueError`` naming their shape (one example's may be squeezed: ``squeeze()`` is common
+    and harmless but on a last batch of one)."""
     if any(p.is_meta for p in model.parameters()):  # a built-in kind: sized to the data
         return None
-    out = eval_outputs(model, ds.example if isinstance(ds, StreamedData) else ds.X_train[:1])
-    if not isinstance(out, torch.Tensor) or out.dim() not in (1, 2) or out.shape[0] != 1:
+    x = _two_examples(ds)
+    out, n = eval_outputs(model, x), rows(x)
+    if not isinstance(out, torch.Tensor) or out.dim() > 2:
         return None
+    if out.dim() == 0 or out.shape[0] != n:
+        if own_loss or n == 1:
+            return None
+        raise ValueError(  # (the loss said "size of tensor a (24) must match … b (8)")
+            f"the model's outputs have shape {tuple(out.shape)} for {n} examples: the loss "
+            "needs one row per example, (n, outputs) or (n,); a Flatten(0) or a view(-1) "
+            "across the batch mixes the examples"
+        )
     return 1 if out.dim() == 1 else int(out.shape[1])
+
+
+def _two_examples(ds: Dataset | StreamedData) -> Any:
+    """The first two training examples (the streamed sample's; its one example without it)."""
+    if isinstance(ds, Dataset):
+        return take(ds.X_train, slice(0, 2))
+    return take(ds.probe[0], slice(0, 2)) if ds.probe is not None else ds.example
 
 
 def eval_outputs(model: nn.Module, x: Any) -> Any:
