@@ -118,6 +118,8 @@ def test_sweep_report_escapes_a_hostile_name(browser, tmp_path):
     n_rows = page.eval_on_selector("table.headline tbody", "b => b.rows.length")
     assert n_rows == 3 * 2  # (none, l2, decoupled) × 2 learning rates
     assert "Verification" not in page.inner_text("body")  # no checks were run for it
+    caption = page.inner_text("#fig-losses figcaption")  # full-batch: no mini-batches to say
+    assert "train loss (solid: the loss of each epoch's one full-batch step, before it" in caption
     for stem in ("losses", "gap", "weight_norm", "wd_curve", "heatmap"):
         assert paths[stem].stat().st_size > 5_000
 
@@ -238,7 +240,7 @@ def test_report_opens_with_the_answer_in_short_notation(tmp_path):
     html = write_report(res, tmp_path)["report"].read_text()
     body = html[html.index("<body>") :]
     assert body.index("Answer") < body.index("<figure")  # the answer comes first
-    assert NO_GAIN in body and "(best mean: 0.0316)" in body
+    assert NO_GAIN in body and "(best mean at wd 0.0316)" in body
     # wd = 0 is the answer everywhere: no decay timescale to show (not the chosen wd's 12.5)
     assert "τ_epoch" not in body
     assert "0.0316228" not in body and "3.16228" not in body and "0.0316" in body
@@ -499,6 +501,26 @@ def test_report_screenshots_show_one_answer(browser, tmp_path, which):
     assert "as in the answer table" in page.inner_text("#fig-wd_curve figcaption")
     answer = page.inner_text("p.answer")
     assert ("use wd = 0" in answer) == (which == "no gain")
+
+
+@browser_only
+def test_the_answer_table_fits_the_page_on_screen_and_in_print(browser, tmp_path):
+    """A browser trial: the answer table's number cells did not wrap, so at 1280 px its last
+    column needed a sideways scroll and its verdicts were squeezed to a few words a line; in
+    print (kept scrollable) the test columns were cut off the page."""
+    _, none = _gain_and_no_gain()
+    paths = write_report(none, tmp_path / "r")
+    page, errors, _, _ = open_report(browser, paths["report"], tmp_path / "t.png")
+    assert errors == []
+    fits = "t => t.scrollWidth <= t.clientWidth"
+    for media in ("screen", "print"):
+        page.emulate_media(media=media)
+        assert page.eval_on_selector("table.headline", fits), media
+    verdict = page.eval_on_selector(
+        "table.headline tbody td.l:nth-child(4)", "c => c.getBoundingClientRect().width"
+    )
+    assert verdict > 150  # a readable column, not a few words a line
+    assert "(best mean at wd " in page.inner_text("table.headline")
 
 
 def test_the_curves_compare_decay_with_none_on_a_run_that_trained_to_its_end():

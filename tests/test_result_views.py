@@ -33,7 +33,7 @@ def test_the_use_cell_names_the_best_mean_not_the_highest():
     """Where lower is better (loss, RMSE) the cell read "highest mean: 1", the worst."""
     (s,) = _loss_rows()
     assert s["higher"] is False and s["best_mean_wd"] == 1.04 and not s["better_than_zero"]
-    assert use_cell(s) == "0 (best mean: 1.04)"
+    assert use_cell(s) == "0 (best mean at wd 1.04)"
 
 
 def test_swept_weight_decays_read_apart():
@@ -166,7 +166,7 @@ def test_the_report_shows_a_patterns_own_weight_decay(tmp_path):
         stored_table(model, DEFAULT_RULE, {"*": 0.5, "2.*": 0.01})  # the first takes all
     res.decay_table = stored_table(model, DEFAULT_RULE, {"3.*": 0.01, "*": 0.5})
     html = write_report(res, tmp_path)["report"].read_text()
-    assert "0.01 (group_wd 3.*)" in html and html.count("0.5 (group_wd *)") == 2
+    assert "0.01 <br>(group_wd 3.*)" in html and html.count("0.5 <br>(group_wd *)") == 2
     assert "train alike" in html and "3 tensors (" in html
 
 

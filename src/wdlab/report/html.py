@@ -12,6 +12,7 @@ import base64
 import io
 import json
 import math
+import re
 from collections import Counter
 from html import escape
 from pathlib import Path
@@ -51,7 +52,8 @@ figcaption{color:#445;font-size:.92em}.pass{color:#11703a;font-weight:600}
 tr.gain td{background:#eaf6ee}tr.nogain td{background:#fbf4e6}tr.ref td{color:#556}
 table.headline{display:block;max-width:100%;overflow-x:auto}td:not(.l){white-space:nowrap}
 h1,h2,p,caption,summary,pre{overflow-wrap:anywhere}pre{white-space:pre-wrap}
-@media print{tr,figure{break-inside:avoid}h2{break-after:avoid}}
+@media print{tr,figure{break-inside:avoid}h2{break-after:avoid}
+table.headline{display:table;overflow:visible;font-size:.8em}td:not(.l){white-space:normal}}
 """
 
 
@@ -264,7 +266,8 @@ def _table(
     body = "".join(
         f'<tr class="{escape(mark)}">'
         + "".join(
-            f'<td class="{"l" if i in lefts else _result_class(head[i], c)}">{escape(str(c))}</td>'
+            f'<td class="{"l" if i in lefts else _result_class(head[i], c)}">'
+            f"{_cell(c, i in lefts)}</td>"
             for i, c in enumerate(row)
         )
         + "</tr>"
@@ -272,6 +275,16 @@ def _table(
     )
     cap = f"<caption>{escape(caption)}</caption>" if caption else ""
     return f'<table class="headline">{cap}<thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
+
+
+_NUMBER = re.compile(r"[-−]?\d")
+
+
+def _cell(c: Any, left: bool) -> str:
+    """A cell's text, escaped; a number's note in parentheses (``0.9444 (wd 0.0001)``) on a line
+    of its own, so the table fits the page and its verdicts are not squeezed."""
+    text = escape(str(c))
+    return text.replace(" (", " <br>(", 1) if not left and _NUMBER.match(text) else text
 
 
 def write_report(result: Result, out: str | Path) -> dict[str, Path]:

@@ -69,9 +69,14 @@ def _loss_caption(r: Result) -> str:
     split = eval_split(r.runs)
     solid = "train loss (solid)"
     if any("train_loss_eval" in run.curves for run in r.runs):
+        steps = (
+            "the loss of each epoch's one full-batch step, before it"
+            if r.data.get("steps_per_epoch") == 1
+            else "the mean over each epoch's mini-batches as they trained"
+        )
         solid = (
-            "train loss (solid: the mean over each epoch's mini-batches as they trained, not "
-            "the end-of-epoch evaluation that the tables' train loss and the gap figure use)"
+            f"train loss (solid: {steps}, not the end-of-epoch evaluation that the tables' "
+            "train loss and the gap figure use)"
         )
     return (
         f"{_which_runs(r)}: {solid} and {split} loss (dashed) on one epoch axis; "

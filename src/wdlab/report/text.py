@@ -186,7 +186,7 @@ def use_cell(s: Mapping[str, Any]) -> str:
     decay (it did not beat the one to use measurably)."""
     wd = use_wd(s)
     best = s.get("best_mean_wd", s["weight_decay"])
-    return short(wd) + (f" (best mean: {short(best)})" if best != wd else "")
+    return short(wd) + (f" (best mean at wd {short(best)})" if best != wd else "")
 
 
 def verdict_summary(sel: Sequence[Mapping[str, Any]], others: Sequence[Mapping] = ()) -> str:
