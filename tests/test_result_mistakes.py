@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from dataclasses import replace
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ from wdlab.integrations.content import selection_markdown
 from wdlab.pipelines import SweepResult, load_study
 from wdlab.pipelines.outputs import MANIFEST, record_outputs
 from wdlab.pipelines.weights import FOLDER, prune_weights, save_weights, weights_path
-from wdlab.records import Curves, RunConfig, RunResult
+from wdlab.records import ALL_PRUNED, Curves, RunConfig, RunResult
 from wdlab.report.html import write_report
 from wdlab.report.text import answer_line
 from wdlab.selection import GAIN, NO_GAIN
@@ -127,6 +128,33 @@ def test_every_run_diverged_is_said_and_not_blamed_on_the_split(tmp_path):
     assert '<th class="">status</th>' in html and '<th class="">val accuracy</th>' in html
     assert html.count('<td class="">diverged</td>') == 6
     assert selection_markdown(res) == "every run diverged: no weight decay is chosen"
+
+
+def test_the_one_line_answer_names_the_settings_with_nothing_to_choose():
+    """A browser trial: ``repr`` of a study whose lr 1e4 diverged on every run gave only the
+    answer at lr 0.1 (``show`` and the report named lr 1e4); and a setting whose every wd > 0
+    was pruned read "use decoupled lr 0.001: every wd > 0 pruned", advice where none is."""
+    cells = (("none", 0.0), ("decoupled", 0.01))
+    runs = [run(m, wd, s, 0.8) for m, wd in cells for s in range(3)]
+    runs += [_diverged(m, wd, s) for m, wd in cells for s in range(3)]
+    for r in runs[6:]:
+        r.config = replace(r.config, lr=1e4)
+    res = SweepResult(runs=runs, task="multiclass", counts={"done": 6, "diverged": 6})
+    res.select()
+    assert [(u["mode"], u["lr"]) for u in res.unanswered] == [("decoupled", 1e4), ("none", 1e4)]
+    assert repr(res).endswith(
+        "; use decoupled lr 0.01: wd 0 (no measurable gain); decoupled lr 10000: every run "
+        "diverged>"
+    )  # the wd = 0 reference's own setting is not one to advise on
+    pruned = {"mode": "decoupled", "lr": 1e-3, "verdict": ALL_PRUNED}
+    res.selection.append(pruned)
+    assert res.answer() == (
+        "use decoupled lr 0.01: wd 0 (no measurable gain); decoupled lr 0.001: every wd > 0 "
+        "pruned, none compared with wd = 0; decoupled lr 10000: every run diverged"
+    )  # the advice under one "use", then where there is none
+    alone = SweepResult(runs=[], task="multiclass")
+    alone.selection = [pruned]
+    assert alone.answer() == "decoupled lr 0.001: every wd > 0 pruned, none compared with wd = 0"
 
 
 def test_failed_and_diverged_runs_are_counted_and_no_split_is_still_said():

@@ -266,13 +266,25 @@ class Result:
         if not rows:
             chosen = self.selection  # rows, but only wd = 0 references: nothing chosen
             return "no weight decay chosen" if chosen else no_choice(self.runs, self.counts)
+        rows += [u for u in self.unanswered_rows() if not is_reference(u)]
         answers = {use_text(s) for s in rows}
         if len(rows) > 1 and len(answers) == 1:
             n = "both" if len(rows) == 2 else f"all {len(rows)}"
-            return f"use {answers.pop()} in {n} (mode, lr) settings"
+            one = answers.pop()
+            return (
+                f"{one}, in {n} (mode, lr) settings"
+                if _untested(rows[0])
+                else (f"use {one} in {n} (mode, lr) settings")
+            )
+        rows.sort(key=_untested)  # the advice first, under one "use"; then where there is none
         parts = [f"{s['mode']} lr {s['lr']:g}: {use_text(s)}" for s in rows[:limit]]
         more = f"; … {len(rows) - limit} more" if len(rows) > limit else ""
-        return "use " + "; ".join(parts) + more
+        return ("use " if not _untested(rows[0]) else "") + "; ".join(parts) + more
+
+    def unanswered_rows(self) -> list[dict[str, Any]]:
+        """The (mode, lr) settings with nothing to choose, each with its ``verdict`` (why):
+        none here (a sweep's result names them)."""
+        return []
 
     @property
     def unfinished(self) -> int:
@@ -377,6 +389,16 @@ _UNTESTED_TEXT = {ALL_PRUNED: "every wd > 0 pruned", NONE_SWEPT: "no wd > 0 swep
 _UNTESTED_TEXT[NOT_YET] = "no wd > 0 finished yet"
 
 
+NOTHING = ": nothing to choose"  # how the verdict of a setting with nothing to choose ends
+
+
+def _untested(row: Mapping[str, Any]) -> bool:
+    """Whether a row's answer is no advice: nothing was compared with wd = 0 there, or there
+    was nothing to choose (an unanswered setting's row)."""
+    verdict = str(row.get("verdict", ""))
+    return verdict in _UNTESTED_TEXT or verdict.endswith(NOTHING)
+
+
 def use_text(row: Mapping[str, Any]) -> str:
     """``wd 0.01 (better than wd = 0)``, ``wd 0 (no measurable gain)`` or ``wd 0 (too few
     seeds to tell)``: one row's answer."""
@@ -386,6 +408,8 @@ def use_text(row: Mapping[str, Any]) -> str:
         return f"wd 0 ({TOO_FEW})"
     if row.get("verdict") in _UNTESTED_TEXT:
         return f"{_UNTESTED_TEXT[row['verdict']]}, none compared with wd = 0"
+    if str(row.get("verdict", "")).endswith(NOTHING):  # (every run diverged: nothing to choose)
+        return str(row["verdict"]).removesuffix(NOTHING)
     if row.get("verdict") == NO_REFERENCE:  # nothing to advise yet
         return f"wd {row['weight_decay']:g} chosen, {NO_REFERENCE} yet"
     return "wd 0 (no measurable gain)"

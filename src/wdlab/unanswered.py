@@ -8,17 +8,13 @@ from collections.abc import Mapping, Sequence, Set
 from typing import Any
 
 from wdlab.decay.modes import get_mode
-from wdlab.records import ALL_PRUNED, NOT_YET, RunResult
+from wdlab.records import ALL_PRUNED, NOT_YET, NOTHING, RunResult
 from wdlab.selection import by_setting, pruned_cells, reference_runs
 
-NOTHING_FINISHED = (
-    "every configuration was pruned at a rung (successive halving): nothing to choose"
-)
-NOTHING_FINITE = "no weight decay has a finite validation score for every seed: nothing to choose"
-ALL_DIVERGED = "every run diverged: nothing to choose"
-PRUNED_OR_DIVERGED = (
-    "every run was pruned at a rung (successive halving) or diverged: nothing to choose"
-)
+NOTHING_FINISHED = "every configuration was pruned at a rung (successive halving)" + NOTHING
+NOTHING_FINITE = "no weight decay has a finite validation score for every seed" + NOTHING
+ALL_DIVERGED = "every run diverged" + NOTHING
+PRUNED_OR_DIVERGED = "every run was pruned at a rung (successive halving) or diverged" + NOTHING
 _PRUNED = (ALL_PRUNED, NOTHING_FINISHED, PRUNED_OR_DIVERGED)  # verdicts that say cells were pruned
 
 

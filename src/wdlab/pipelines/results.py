@@ -149,6 +149,10 @@ class SweepResult(Result):
         and ``pruned`` (cells stopped)."""
         return unanswered(self.runs, self.selection, self.waiting(), self.config)
 
+    def unanswered_rows(self) -> list[dict[str, Any]]:
+        """:attr:`unanswered`, for the one-line answer (``repr``)."""
+        return self.unanswered
+
     def model(
         self,
         seed: int | None = None,
