@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+from html import escape
 from pathlib import Path
 
 import pytest
@@ -501,6 +502,25 @@ def test_report_screenshots_show_one_answer(browser, tmp_path, which):
     assert "as in the answer table" in page.inner_text("#fig-wd_curve figcaption")
     answer = page.inner_text("p.answer")
     assert ("use wd = 0" in answer) == (which == "no gain")
+
+
+def test_a_weight_decay_to_use_at_the_grids_edge_is_said(tmp_path):
+    """A new-user trial: on d2l every setting chose wd 3, the largest swept, and nothing said
+    that a larger one might do better. Now ``show``, the report and the row say it; not where
+    a larger weight decay was swept and lost, nor where the answer is wd = 0."""
+    gain, none = _gain_and_no_gain()
+    edge = "the weight decay to use is the largest swept in 4 (mode, lr) settings (wd 0.01): a "
+    edge += "larger one may do better (sweep beyond it)"
+    assert all(s["largest_swept"] for s in gain.selection if s["mode"] != "none")
+    assert edge in gain.table()
+    assert escape(edge[:1].upper() + edge[1:]) in write_report(gain, tmp_path)["report"].read_text()
+    assert "sweep beyond it" not in none.table()  # wd 0 to use: no edge to speak of
+    inner = sweep_result({**GAIN_TABLE, 0.1: [0.7, 0.71, 0.72]}, modes=("l2",))
+    (row,) = [s for s in inner.selection if s["mode"] == "l2"]
+    assert row["weight_decay"] == 1e-2 and not row["largest_swept"]
+    assert "sweep beyond it" not in inner.table()
+    one = sweep_result(GAIN_TABLE, modes=("l2",))
+    assert "the weight decay to use is the largest swept in l2 lr 0.01 (wd 0.01)" in one.table()
 
 
 @browser_only

@@ -27,6 +27,7 @@ from wdlab.records import UNFINISHED, Result, RunResult, is_reference, no_choice
 from wdlab.report.figures import FIGURES
 from wdlab.report.text import (
     compute_text,
+    edge_lines,
     engine_line,
     failed_lines,
     short,
@@ -189,6 +190,10 @@ def _answer_html(result: Result) -> list[str]:
         "<h2>Answer: which weight decay?</h2>",
         *_partial_html(result),
         f'<p class="answer">{escape(summary[:1].upper() + summary[1:])}.</p>',
+        *(
+            f'<p class="answer">{escape(line[:1].upper() + line[1:])}.</p>'
+            for line in edge_lines(sel)
+        ),
         f'<p class="meta">{escape(selection_rule(sel, others))}; '
         "reported on test (never used to choose).</p>",
         *_compute_html(result),

@@ -143,8 +143,25 @@ def _selection_lines(result: Result) -> list[str]:
     blank = f"{'—':<8} " * taus + f"{'—':>7} {'—':>7}   {'—':<17} {'—':>7}  "  # under its column
     lines += [f"{s['mode']:<12} {short(s['lr']):<7} {'—':<7} {blank}{s['verdict']}" for s in others]
     lines.append(verdict_summary(sel, others))
+    lines += edge_lines(sel)
     lines.append(f"rule: {selection_rule(sel, others)}")
     return lines
+
+
+def edge_lines(sel: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One line where the weight decay to use is the largest one swept: a larger one may do
+    better, which the grid cannot tell; none where it is not."""
+    rows = [s for s in sel if s.get("largest_swept") and s.get("better_than_zero")]
+    if not rows:
+        return []
+    wds = ", ".join(short(w) for w in sorted({s["weight_decay"] for s in rows}))
+    where = f"{rows[0]['mode']} lr {short(rows[0]['lr'])}"
+    if len(rows) > 1:
+        where = f"{len(rows)} (mode, lr) settings"
+    return [
+        f"the weight decay to use is the largest swept in {where} (wd {wds}): a larger one may "
+        "do better (sweep beyond it)"
+    ]
 
 
 def spread(s: Mapping[str, Any], fmt: str) -> str:
