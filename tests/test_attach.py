@@ -527,7 +527,7 @@ def _run_resumable(decay: Decay, split: int | None, order: str = "", steps: int 
     [
         Decay("to_init", 0.5),
         Decay("independent", WD),
-        Decay("decoupled", WD, schedule="cosine:0.04:0.4:12"),
+        Decay("decoupled", WD, schedule="cosine:0.1:1:12"),
         Decay("l2", WD, schedule=lambda s: 0.01 * s),
     ],
     ids=["to_init", "independent", "decoupled-cosine-wd", "l2-callable-wd"],

@@ -298,13 +298,16 @@ def test_cosine_equals_dinos_schedule():
 
 
 @pytest.mark.parametrize(
-    "schedule", [cosine(0.04, 0.4, 8), lambda step: 0.05 * (step % 3)], ids=["cosine", "callable"]
+    "schedule, base",
+    [(cosine(0.04, 0.4, 8), 0.04), (lambda step: 0.05 * (step % 3), 0.1)],
+    ids=["cosine", "callable-from-0"],
 )
-def test_scheduled_decay_equals_adamw_with_the_wd_set_each_step(schedule):
+def test_scheduled_decay_equals_adamw_with_the_wd_set_each_step(schedule, base):
     """DINO's loop sets ``param_group["weight_decay"] = wd_schedule[it]`` before each AdamW
     step; a Decay with that schedule gives the same weights, bitwise. A group with its own
-    weight decay follows the schedule's shape: wd_group · schedule(step) / weight_decay."""
-    decay = Decay("decoupled", 0.1, schedule=schedule)
+    weight decay follows the schedule's shape: wd_group · schedule(step) / weight_decay (the
+    schedule's start, or any base where the schedule starts at 0)."""
+    decay = Decay("decoupled", base, schedule=schedule)
     model = Tiny()
     groups, _ = param_groups(model, decay, weight_decays={"emb.*": 0.01})
     opt = torch.optim.Adam(groups, lr=0.05)
@@ -312,11 +315,11 @@ def test_scheduled_decay_equals_adamw_with_the_wd_set_each_step(schedule):
     ours = _fit(model, opt)
 
     ref = Tiny()
-    ref_groups, _ = param_groups(ref, Decay("builtin", 0.1), weight_decays={"emb.*": 0.01})
+    ref_groups, _ = param_groups(ref, Decay("builtin", base), weight_decays={"emb.*": 0.01})
     adamw = torch.optim.AdamW(ref_groups, lr=0.05)
 
     def set_wd(step):
-        adamw.param_groups[0]["weight_decay"] = 0.01 * schedule(step) / 0.1
+        adamw.param_groups[0]["weight_decay"] = 0.01 * schedule(step) / base
         adamw.param_groups[1]["weight_decay"] = schedule(step)
 
     assert torch.equal(ours, _fit(ref, adamw, before_step=set_wd))
@@ -355,6 +358,25 @@ def test_a_bad_schedule_value_is_one_clear_line(schedule, fragment):
 def test_bad_schedule_specs(schedule, fragment):
     with pytest.raises(ValueError, match=fragment):
         Decay("decoupled", 0.1, schedule=schedule)
+
+
+def test_a_weight_decay_beside_a_schedule_starting_elsewhere_is_refused():
+    """A new-user trial: ``Decay("decoupled", 0.2, schedule="cosine:0.1:1:4")`` decayed at
+    0.1, 0.2 ignored, and a group's own 0.01 started at 0.005 (0.01 · 0.1 / 0.2). Refused in
+    one line, a string's schedule when made, a callable's at attach; the start, or a ramp from
+    0, or no weight_decay (the schedule alone) are taken."""
+    with pytest.raises(ValueError, match=r"weight_decay 0\.2 with a schedule that starts at 0\.1"):
+        Decay("decoupled", 0.2, schedule="cosine:0.1:1:4")
+    late = Decay("decoupled", 0.2, schedule=lambda step: 0.1)
+    with pytest.raises(ValueError, match=r"give weight_decay=0\.1, its start") as info:
+        late.attach(torch.optim.SGD(Tiny().parameters(), lr=0.1))
+    assert "\n" not in str(info.value)
+    for ok in (
+        Decay("decoupled", 0.1, schedule="cosine:0.1:1:4"),
+        Decay("decoupled", 0.2, schedule="linear:0:1:4"),
+        Decay("decoupled", schedule="cosine:0.1:1:4"),
+    ):
+        ok.attach(torch.optim.SGD(Tiny().parameters(), lr=0.1))
 
 
 def test_schedule_with_group_weight_decays_needs_a_base():

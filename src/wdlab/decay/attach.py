@@ -80,6 +80,21 @@ class Decay:
             object.__setattr__(self, "schedule", parse(self.schedule))
         elif self.schedule is not None and not callable(self.schedule):
             raise ValueError(f"schedule must be a callable step -> wd, got {self.schedule!r}")
+        if isinstance(self.schedule, WDSchedule):  # (a callable's start: at attach)
+            self._check_start(self.schedule.start)
+
+    def _check_start(self, first: float) -> None:
+        """A weight_decay > 0 beside a schedule starting at another one > 0 is refused: the
+        schedule gives the weight decay, so the weight_decay said would be ignored (and a
+        group's own wd, scaled by ``schedule(step) / weight_decay``, would not start at its
+        own)."""
+        wd = self.weight_decay
+        if wd > 0 and first > 0 and abs(first - wd) > 1e-12 * max(first, wd):
+            raise ValueError(
+                f"Decay weight_decay {wd:g} with a schedule that starts at {first:g}: the "
+                "schedule gives the weight decay at each step (a group's own wd follows "
+                f"schedule(step) / weight_decay), so give weight_decay={first:g}, its start"
+            )
 
     @property
     def formula(self) -> str:
@@ -154,7 +169,7 @@ class Decay:
         """A schedule's first value, and a base for groups with their own weight decay."""
         if self.schedule is None:
             return
-        checked(self.schedule, 0)
+        self._check_start(checked(self.schedule, 0))
         own = [i for i, g in enumerate(optimizer.param_groups) if Keys.OWN_WD in g]
         if own and self.weight_decay == 0:
             raise ValueError(
