@@ -32,8 +32,25 @@ def linear(norm, bias=True):
     return nn.Sequential(nn.Linear(10, 8, bias=bias), norm, nn.ReLU(), nn.Linear(8, 3))
 
 
+class Twice(nn.Module):
+    """One Linear called twice: into a BatchNorm each time, or (``skip``) once past it, where
+    its bias trains (a new-user trial: the audit read the first call only and said bias=False,
+    which would change this model)."""
+
+    def __init__(self, skip: bool) -> None:
+        super().__init__()
+        self.skip, self.lin = skip, nn.Linear(10, 8)
+        self.bn, self.bn2, self.head = nn.BatchNorm1d(8), nn.BatchNorm1d(8), nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        other = self.lin(x) if self.skip else self.bn2(self.lin(x))
+        return self.head(self.bn(self.lin(x)) + other)
+
+
 # (model, input shape, the names whose every element is noise) — every norm the audit names
 CASES = {
+    "linear called twice, once past the norm": (lambda: Twice(skip=True), (10,), []),
+    "linear called twice, into a norm each time": (lambda: Twice(skip=False), (10,), ["lin.bias"]),
     "conv+bias+BatchNorm1d": (lambda: conv(nn.BatchNorm1d(4)), (1, 16), ["0.bias"]),
     "conv+BatchNorm1d, bias=False": (lambda: conv(nn.BatchNorm1d(4), False), (1, 16), []),
     "linear+bias+BatchNorm1d": (lambda: linear(nn.BatchNorm1d(8)), (10,), ["0.bias"]),

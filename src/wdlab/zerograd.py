@@ -33,6 +33,7 @@ import copy
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -216,19 +217,29 @@ def _bias_before_norm(model: nn.Module) -> list[ZeroGrad]:
     except Exception:  # data-dependent control flow and the like: no graph to read
         return []
     modules = dict(model.named_modules())
-    found = []
+    calls: dict[str, list[str | None]] = {}  # each call of a layer: why its bias is lost there
     for node in graph.nodes:
         producer = modules.get(node.target) if node.op == "call_module" else None
-        if not isinstance(producer, (nn.Linear, nn.modules.conv._ConvNd)):
-            continue
-        if producer.bias is None or len(node.users) != 1:
-            continue
-        (user,) = node.users
-        norm = modules.get(user.target) if user.op == "call_module" else None
-        if isinstance(norm, _NORMS) and removes_bias(norm, producer):
-            why = f"it feeds only {type(norm).__name__} {user.target}, which subtracts it"
-            found.append(ZeroGrad(_join(node.target, "bias"), producer.bias.numel(), 0, why))
+        if isinstance(producer, (nn.Linear, nn.modules.conv._ConvNd)) and producer.bias is not None:
+            calls.setdefault(node.target, []).append(_lost_in(node, producer, modules))
+    found = []
+    for target, whys in calls.items():  # a layer called twice: lost only if lost in each call
+        if all(whys):
+            bias = modules[target].bias
+            found.append(ZeroGrad(_join(target, "bias"), bias.numel(), 0, str(whys[0])))
     return found
+
+
+def _lost_in(node: Any, producer: nn.Module, modules: dict[str, nn.Module]) -> str | None:
+    """Why the bias of this call of ``producer`` is lost (its output feeds only a norm that
+    subtracts it), or None."""
+    if len(node.users) != 1:
+        return None
+    (user,) = node.users
+    norm = modules.get(user.target) if user.op == "call_module" else None
+    if isinstance(norm, _NORMS) and removes_bias(norm, producer):
+        return f"it feeds only {type(norm).__name__} {user.target}, which subtracts it"
+    return None
 
 
 def _join(module: str, param: str) -> str:
