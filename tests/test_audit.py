@@ -63,6 +63,9 @@ def test_adam_weight_decay_where_adamw_was_meant():
     f = _only(report, "adam-l2")
     assert f.group == 0 and f.message.startswith("param group 0: Adam(weight_decay=0.01)")
     assert "AdamW was likely meant: torch.optim.AdamW(..., weight_decay=0.01)" in f.message
+    assert "which Adam then divides by √v, so" in f.message
+    adamax = _only(audit(torch.optim.Adamax(weights, weight_decay=0.01), model), "adam-l2")
+    assert "which Adamax then divides by the running max of |g|, so" in adamax.message  # not √v
     for fine in (
         torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01),
         torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=0.01, decoupled_weight_decay=1),

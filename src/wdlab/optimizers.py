@@ -36,8 +36,9 @@ class OptimizerSpec:
     (SGD, ASGD), so it has one timescale; ``own_shrink``: (option, default) by which the
     optimizer shrinks the weights itself each step, w·(1 − η·option) (ASGD's ``lambd``), which
     adds to that timescale's rate; ``adam_family``:
-    the update divides by √v̂ (Adam, AdamW, NAdam, RAdam, Adamax), so a coupled (L2) decay term
-    is rescaled per coordinate and barely decays weights with large gradients.
+    the update divides by a per-coordinate gradient scale, ``divides_by`` (√v for Adam, AdamW,
+    NAdam, RAdam; Adamax's running max of |g|), so a coupled (L2) decay term is rescaled per
+    coordinate and barely decays weights with large gradients.
     ``equilibrium``: which rotational-equilibrium formula of Kosson et al. applies
     (:data:`wdlab.diagnostics.EQUILIBRIA`: ``adaptive`` for Adam/AdamW, ``momentum`` for SGD),
     ``None`` for none. ``state_size``: optimizer-state values kept per parameter (memory
@@ -53,6 +54,7 @@ class OptimizerSpec:
     plain_step: bool = False
     own_shrink: tuple[str, float] | None = None
     adam_family: bool = False
+    divides_by: str = "√v"
     equilibrium: str | None = None
     state_size: int = 2
 
@@ -117,7 +119,7 @@ _SPECS = [
     ),
     OptimizerSpec("rmsprop", "RMSprop", state_size=3),
     OptimizerSpec("adagrad", "Adagrad", state_size=1),
-    OptimizerSpec("adamax", "Adamax", adam_family=True),
+    OptimizerSpec("adamax", "Adamax", adam_family=True, divides_by="the running max of |g|"),
     OptimizerSpec("nadam", "NAdam", adam_family=True),
     OptimizerSpec("radam", "RAdam", adam_family=True),
     # steps by η_t = lr/(1 + lambd·lr·t)^alpha, and shrinks w by 1 − lambd·η_t itself

@@ -160,7 +160,8 @@ def adam_l2(name: str, label: str, index: int | None, group: dict) -> str | None
         alt += f" or {name}(..., decoupled_weight_decay=True)"
     return (
         f"{_where(index)}{label}(weight_decay={own:g}) adds wd·w to the gradient, which {name} "
-        f"then divides by √v, so weights with large gradients barely decay; AdamW was likely "
+        f"then divides by {spec.divides_by}, so weights with large gradients barely decay; "
+        "AdamW was likely "
         f"meant: {alt} (in wdlab: mode 'decoupled')"
     )
 
