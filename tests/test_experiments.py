@@ -297,8 +297,14 @@ def test_run_cli_custom_model_and_table(tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        (["--data", "mnist"], "unknown data 'mnist'"),
+        # each named by its key and flag, as the README says (a new-user trial: the first and
+        # the group_wd were not)
+        (["--data", "mnist"], "data.source (--data): unknown data 'mnist'"),
         (["--data", "/nonexistent/x.csv", "--target", "y"], "data file not found"),
+        (
+            ["--data", "wine", "--group-wd", "zzz.*=1e-3"],
+            "decay.group_wd (--group-wd): weight decay for 'zzz.*': the pattern matches no",
+        ),
         (["--data", "wine", "--mode", "bogus"], "decay.modes"),
         (["--data", "wine", "--wd", "-1"], "decay.weight_decay"),
         (["--data", "wine", "--model", "nomodule:make"], "cannot load model factory"),

@@ -117,13 +117,25 @@ class _Section:
         return getattr(self, name, default)
 
 
+def _source(v: Any, key: str) -> Any:
+    """``data.source``: a built-in source by name; a path or ``file.py:FUNCTION`` is read (and
+    any refusal made) where it is loaded."""
+    v = _str_or_none(v, key)
+    if v is None or v in SOURCES or ":" in v or "/" in v or "." in v:
+        return v
+    raise ValueError(  # (said without its key where the data were loaded)
+        f"{key}: unknown data {v!r}; valid: {', '.join(SOURCES)}, a .csv/.parquet path or "
+        "file.py:make_data"
+    )
+
+
 @dataclass(frozen=True)
 class DataConfig(_Section):
     """[data]: which data, its seed and split."""
 
     source: str = key(
         "seed-noise",
-        _str_or_none,
+        _source,
         "--data",
         f"{', '.join(SOURCES)}, a .csv/.parquet path, or file.py:make_data (a function "
         "returning the splits: Datasets, DataLoaders or (X, y) tensors)",

@@ -312,7 +312,11 @@ def stored_table(
     the rule that matches nothing, and a rule under which nothing decays where a weight decay
     is asked for (``decaying``), are warned."""
     table = decay_table(model, rule)
-    own = {n: [p, wd] for p, names, wd in own_groups(table, group_wd or {}) for n in names}
+    try:
+        groups = own_groups(table, group_wd or {})
+    except ValueError as exc:  # a study's group_wd: named by its config key (and its flag)
+        raise ValueError(f"decay.group_wd: {exc}") from None
+    own = {n: [p, wd] for p, names, wd in groups for n in names}
     for line in rule.unmatched(model):
         warn_user(line)
     if decaying and not table.decayed[0]:
