@@ -162,6 +162,8 @@ def test_decay_lowers_test_error_on_d2l():
     )
     assert rmse[3.0] < 0.5 * rmse[0.0]  # measured here: 0.14 vs 0.50
     assert res.selection[0]["best_wd"] == 3.0 and res.selection[0]["chosen_on"] == "val"
+    head = res.table().splitlines()[0].split()  # the metric's columns by its key: not "RMS"
+    assert head[-4:] == ["rmse", "test", "rmse", "|w|"] and "RMS" not in head
 
 
 def test_decay_lowers_test_error_on_teacher_regression():
