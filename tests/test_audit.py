@@ -74,6 +74,22 @@ def test_adam_weight_decay_where_adamw_was_meant():
         assert "adam-l2" not in audit(fine, model).codes()
 
 
+def test_lightnings_configure_optimizers_dict_is_audited_as_its_optimizer():
+    """A new-user trial: a setup returning Lightning's dict was told "audit needs a torch.optim
+    optimizer". Its optimizer is audited, at its scheduler's peaks (CyclicLR keeps them)."""
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, weight_decay=0.5)
+    cyclic = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=0.01, max_lr=4.0)
+    plain = audit(opt, model, cyclic)
+    for form in (
+        {"optimizer": opt, "lr_scheduler": cyclic},
+        {"optimizer": opt, "lr_scheduler": {"scheduler": cyclic, "interval": "step"}},
+    ):
+        assert audit(form, model).to_dict() == plain.to_dict()
+    assert "lr-wd" in plain.codes()  # the peak was read from the scheduler
+    assert "lr-wd" not in audit({"optimizer": opt}, model).codes()
+
+
 def test_effective_formula_per_optimizer_class():
     model = Net()
     cases = {

@@ -37,9 +37,10 @@ from __future__ import annotations
 import inspect
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from html import escape
+from typing import Any
 
 import torch
 from torch import nn
@@ -174,7 +175,9 @@ def audit(
 
     ``optimizer``: one, or several sharing ``model``; the mistakes are the module docstring's.
     ``scheduler``: an lr scheduler of the (first) optimizer that keeps its peak lrs to itself
-    (CyclicLR's ``max_lrs``): ``lr-wd`` is checked at them."""
+    (CyclicLR's ``max_lrs``): ``lr-wd`` is checked at them. Lightning's
+    ``configure_optimizers`` dict (``{"optimizer": …, "lr_scheduler": …}``) is taken too."""
+    optimizer, scheduler = _unpacked(optimizer, scheduler)
     opts = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
     if not opts or not all(isinstance(o, torch.optim.Optimizer) for o in opts):
         given = list(model) if isinstance(model, (list, tuple)) else [model]
@@ -219,6 +222,16 @@ def audit(
 
 
 # ---------------------------------------------------------------------------------------------
+
+
+def _unpacked(optimizer: Any, scheduler: object) -> tuple[Any, object]:
+    """The optimizer and scheduler of Lightning's ``configure_optimizers`` dict (its
+    ``lr_scheduler`` a scheduler or a dict with one under ``scheduler``); else as given."""
+    if not isinstance(optimizer, Mapping) or "optimizer" not in optimizer:
+        return optimizer, scheduler
+    given = optimizer.get("lr_scheduler")
+    inner = given.get("scheduler") if isinstance(given, Mapping) else given
+    return optimizer["optimizer"], scheduler if scheduler is not None else inner
 
 
 def _with_peak(group: dict, scheduler: object, opt: torch.optim.Optimizer, i: int) -> dict:
