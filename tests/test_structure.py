@@ -32,6 +32,7 @@ LAYERS = [
     {"wdlab.engines"},
     {"wdlab.cnn", "wdlab.func", "wdlab.zerograd"},
     {"wdlab.records"},
+    {"wdlab.answers"},
     {"wdlab.decay"},
     {
         "wdlab.optimizers",

@@ -37,16 +37,15 @@ from __future__ import annotations
 import inspect
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from html import escape
-from typing import Any
 
 import torch
 from torch import nn
 
 from wdlab.decay import NORM_TYPES, get_mode
-from wdlab.decay.findings import group_findings, sources, still
+from wdlab.decay.findings import group_findings, sources, still, unpacked_setup, with_peak
 from wdlab.decay.group import attached
 from wdlab.decay.rules import embedding_tables
 from wdlab.optimizers import class_name, known_spec
@@ -177,7 +176,7 @@ def audit(
     ``scheduler``: an lr scheduler of the (first) optimizer that keeps its peak lrs to itself
     (CyclicLR's ``max_lrs``): ``lr-wd`` is checked at them. Lightning's
     ``configure_optimizers`` dict (``{"optimizer": …, "lr_scheduler": …}``) is taken too."""
-    optimizer, scheduler = _unpacked(optimizer, scheduler)
+    optimizer, scheduler = unpacked_setup(optimizer, scheduler)
     opts = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
     if not opts or not all(isinstance(o, torch.optim.Optimizer) for o in opts):
         given = list(model) if isinstance(model, (list, tuple)) else [model]
@@ -195,7 +194,7 @@ def audit(
         label = class_name(opt) if len(opts) == 1 else f"{class_name(opt)} #{opts.index(opt)}"
         decay = attached(opt)
         for local, group in enumerate(opt.param_groups):
-            peaked = _with_peak(group, scheduler, opt, local)  # (CyclicLR's max_lrs)
+            peaked = with_peak(group, scheduler, opt, local)  # (CyclicLR's max_lrs)
             every = sources(class_name(opt), group, decay)
             entries = [] if still(peaked) else every
             for j, p in enumerate(group["params"]):
@@ -222,25 +221,6 @@ def audit(
 
 
 # ---------------------------------------------------------------------------------------------
-
-
-def _unpacked(optimizer: Any, scheduler: object) -> tuple[Any, object]:
-    """The optimizer and scheduler of Lightning's ``configure_optimizers`` dict (its
-    ``lr_scheduler`` a scheduler or a dict with one under ``scheduler``); else as given."""
-    if not isinstance(optimizer, Mapping) or "optimizer" not in optimizer:
-        return optimizer, scheduler
-    given = optimizer.get("lr_scheduler")
-    inner = given.get("scheduler") if isinstance(given, Mapping) else given
-    return optimizer["optimizer"], scheduler if scheduler is not None else inner
-
-
-def _with_peak(group: dict, scheduler: object, opt: torch.optim.Optimizer, i: int) -> dict:
-    """``group``, with the peak lr its scheduler keeps to itself (CyclicLR's ``max_lrs``) as
-    ``max_lr``, where ``scheduler`` drives ``opt`` (the group itself is not changed)."""
-    peaks = getattr(scheduler, "max_lrs", None)
-    if getattr(scheduler, "optimizer", None) is not opt or not isinstance(peaks, (list, tuple)):
-        return group
-    return group | {"max_lr": peaks[i]} if i < len(peaks) else group
 
 
 def _names_and_kinds(model: nn.Module | None) -> tuple[dict[int, str], dict[int, str]]:

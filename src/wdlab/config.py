@@ -63,6 +63,7 @@ from wdlab.config_keys import (
     seed_values,
 )
 from wdlab.data import SOURCES
+from wdlab.data.sources import check_source
 from wdlab.data.tables import check_data_keys
 from wdlab.decay import DEFAULT_RULE, EVERYTHING, PRESETS, DecayRule
 from wdlab.models import ACTIVATIONS, MODEL_KINDS, factory_kind, unread_options
@@ -117,25 +118,13 @@ class _Section:
         return getattr(self, name, default)
 
 
-def _source(v: Any, key: str) -> Any:
-    """``data.source``: a built-in source by name; a path or ``file.py:FUNCTION`` is read (and
-    any refusal made) where it is loaded."""
-    v = _str_or_none(v, key)
-    if v is None or v in SOURCES or ":" in v or "/" in v or "." in v:
-        return v
-    raise ValueError(  # (said without its key where the data were loaded)
-        f"{key}: unknown data {v!r}; valid: {', '.join(SOURCES)}, a .csv/.parquet path or "
-        "file.py:make_data"
-    )
-
-
 @dataclass(frozen=True)
 class DataConfig(_Section):
     """[data]: which data, its seed and split."""
 
     source: str = key(
         "seed-noise",
-        _source,
+        check_source,
         "--data",
         f"{', '.join(SOURCES)}, a .csv/.parquet path, or file.py:make_data (a function "
         "returning the splits: Datasets, DataLoaders or (X, y) tensors)",

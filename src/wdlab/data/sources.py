@@ -389,6 +389,23 @@ _SOURCES = [
 SOURCES: dict[str, Source] = {s.name: s for s in _SOURCES}
 
 
+def check_source(v: object, key: str) -> object:
+    """``data.source`` checked as a config key: a built-in source by name (or None); a path or
+    ``file.py:FUNCTION`` is read (and any refusal made) where it is loaded."""
+    if v is not None and not isinstance(v, str):
+        raise ValueError(f"{key}: expected a string, got {v!r}")
+    if v is None or v in SOURCES or ":" in v or "/" in v or "." in v:
+        return v
+    raise ValueError(f"{key}: {_unknown(v)}")  # (said without its key where it is loaded)
+
+
+def _unknown(name: str) -> str:
+    return (
+        f"unknown data {name!r}; valid: {', '.join(SOURCES)}, a .csv/.parquet path or "
+        "file.py:make_data"
+    )
+
+
 def load(name: str, *, seed: int = 0, **options: object) -> Dataset:
     """Any data source by name (see :data:`SOURCES`), or a .csv / .parquet path."""
     if name in SOURCES:
@@ -400,7 +417,4 @@ def load(name: str, *, seed: int = 0, **options: object) -> Dataset:
             f"data {name!r} names a file; name the function that returns the splits too: "
             f"{name}:FUNCTION (e.g. {name}:make_data)"
         )
-    raise ValueError(
-        f"unknown data {name!r}; valid: {', '.join(SOURCES)}, a .csv/.parquet path or "
-        "file.py:make_data"
-    )
+    raise ValueError(_unknown(name))

@@ -81,6 +81,25 @@ def sources(name: str, group: dict, decay: DecayLike | None) -> list[dict]:
     return out
 
 
+def unpacked_setup(optimizer: Any, scheduler: object) -> tuple[Any, object]:
+    """The optimizer and scheduler of Lightning's ``configure_optimizers`` dict (its
+    ``lr_scheduler`` a scheduler or a dict with one under ``scheduler``); else as given."""
+    if not isinstance(optimizer, Mapping) or "optimizer" not in optimizer:
+        return optimizer, scheduler
+    given = optimizer.get("lr_scheduler")
+    inner = given.get("scheduler") if isinstance(given, Mapping) else given
+    return optimizer["optimizer"], scheduler if scheduler is not None else inner
+
+
+def with_peak(group: dict, scheduler: object, opt: torch.optim.Optimizer, i: int) -> dict:
+    """``group``, with the peak lr its scheduler keeps to itself (CyclicLR's ``max_lrs``) as
+    ``max_lr``, where ``scheduler`` drives ``opt`` (the group itself is not changed)."""
+    peaks = getattr(scheduler, "max_lrs", None)
+    if getattr(scheduler, "optimizer", None) is not opt or not isinstance(peaks, (list, tuple)):
+        return group
+    return group | {"max_lr": peaks[i]} if i < len(peaks) else group
+
+
 def still(group: dict) -> bool:
     """Whether no decay acts on the group: its lr is 0 and no scheduler raises it (the step of
     every decay scales with the lr: ``independent``'s by lr_t/lr₀)."""
