@@ -494,6 +494,25 @@ def test_inspect_bad_input_from_the_shell_has_no_traceback():
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+def test_a_tied_tensor_is_one_row_that_names_its_other_names():
+    """A new-user trial: a GPT's ``lm_head.weight = wte.weight`` was listed as ``wte.weight``
+    only, so under ``--no-embeddings`` the output head stopped decaying unseen. One tensor is
+    one row (one decision), and its row names the others."""
+
+    class GPT(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.wte, self.lm_head = nn.Embedding(50, 16), nn.Linear(16, 50, bias=False)
+            self.lm_head.weight = self.wte.weight
+
+    for rule, decays in ((DecayRule(), True), (DecayRule(embeddings=False), False)):
+        (row,) = decay_table(GPT(), rule).rows
+        assert row["name"] == "wte.weight" and row["decays"] is decays
+        assert row["why"].endswith(" (tied: also lm_head.weight)")
+    (row,) = [r for r in decay_table(nn.Linear(3, 2)).rows if r["name"] == "weight"]
+    assert "tied" not in row["why"]
+
+
 def test_param_groups_quiet_for_presets():
     """Groups built by param_groups under any preset attach without a warning."""
     with warnings.catch_warnings():
@@ -649,7 +668,8 @@ def test_embeddings_false_keeps_out_a_table_tied_under_a_linears_name():
     embedding table (declared the other way round, it was kept out)."""
     table = decay_table(_TiedHeadFirst(), DecayRule(embeddings=False))
     why = {r["name"]: r["why"] for r in table.rows}
-    assert why["head.weight"] == "embedding" and why["fc.weight"] == "ndim >= 2"
+    assert why["head.weight"] == "embedding (tied: also tok.weight)"
+    assert why["fc.weight"] == "ndim >= 2"
     groups, _ = param_groups(_TiedHeadFirst(), Decay("decoupled", 0.1), "default")
     decaying = next(g for g in groups if g["decay"])
     assert decaying["names"] == ["head.weight", "fc.weight"]  # embeddings=True: both decay

@@ -289,18 +289,27 @@ def decay_table(model: nn.Module, rule: DecayRule | str = DEFAULT_RULE) -> Decay
     rule = as_rule(rule)
     reasons = rule.reasons(model)
     normalized = rule.normalized_names(model, [n for n, (d, _) in reasons.items() if d])
+    names: dict[int, list[str]] = {}  # a tied tensor's every name (listed once, its first)
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(name)
     rows = [
         {
             "name": name,
             "shape": list(p.shape),
             "numel": p.numel(),
             "decays": reasons[name][0],
-            "why": reasons[name][1],
+            "why": reasons[name][1] + _tied(names[id(p)][1:]),
             "normalized": name in normalized,
         }
         for name, p in model.named_parameters()
     ]
     return DecayTable(rows, rule.describe(), rule.normalized_note(model, normalized))
+
+
+def _tied(others: list[str]) -> str:
+    """`` (tied: also lm_head.weight)``: the other names of a tensor shared by several
+    modules, whose row is its first name's (one tensor, one decision); "" for one name."""
+    return f" (tied: also {', '.join(others)})" if others else ""
 
 
 def stored_table(
