@@ -173,6 +173,13 @@ CASES = [
     ("data is a folder", ["run", "--data", "{w}/folder.csv", "--target", "y", "--out", "{w}/o"],
      2, "is a folder"),
     ("report of nothing", ["report", "{w}/afile"], 2, "nothing to report"),
+    # a study's own file, and an empty path, which read as the current folder (new-user trial)
+    ("report of a study.db", ["report", "{w}/studies/study/study.db"], 2,
+     "study.db (a file, not a folder): give its folder"),
+    ("report of ''", ["report", ""], 2, "argument path: expected a folder, got an empty path"),
+    ("show of ''", ["show", ""], 2, "argument study: expected a folder, got an empty path"),
+    ("export of ''", ["export", ""], 2, "argument study: expected a folder, got an empty path"),
+    ("ls of ''", ["ls", ""], 2, "argument root: expected a folder, got an empty path"),
     # user model factories
     ("factory raises", ["run", *tiny("--model", "badfactories:raises", "--out", "{w}/o")], 2,
      "boom from the factory"),

@@ -212,7 +212,7 @@ def _export_to(args: argparse.Namespace) -> int:
 
 def add_report_flags(p: argparse.ArgumentParser) -> None:
     """PATH, --out, --json."""
-    p.add_argument("path", help="output folder or study folder")
+    p.add_argument("path", type=folder, help="output folder or study folder")
     p.add_argument("--out", type=folder, default=None, help="where to write (default: PATH)")
     add_force(p)
     add_json(p)
@@ -221,7 +221,11 @@ def add_report_flags(p: argparse.ArgumentParser) -> None:
 def add_ls_flags(p: argparse.ArgumentParser) -> None:
     """ROOT, --json."""
     p.add_argument(
-        "root", nargs="?", default=None, help=f"folder of studies (default: {DEFAULT_ROOT})"
+        "root",
+        nargs="?",
+        type=folder,
+        default=None,
+        help=f"folder of studies (default: {DEFAULT_ROOT})",
     )
     add_json(p)
 
@@ -229,7 +233,9 @@ def add_ls_flags(p: argparse.ArgumentParser) -> None:
 def add_show_flags(p: argparse.ArgumentParser) -> None:
     """STUDY, --name, --json."""
     p.add_argument(
-        "study", help="study folder, or a `wdlab search` storage (sqlite:///FILE, FILE, a URL)"
+        "study",
+        type=folder,
+        help="study folder, or a `wdlab search` storage (sqlite:///FILE, FILE, a URL)",
     )
     p.add_argument("--name", help="the study's name in a search's storage that holds several")
     add_json(p)
@@ -237,7 +243,7 @@ def add_show_flags(p: argparse.ArgumentParser) -> None:
 
 def add_export_flags(p: argparse.ArgumentParser) -> None:
     """STUDY, --format, --out, --json."""
-    p.add_argument("study", help="study folder")
+    p.add_argument("study", type=folder, help="study folder")
     p.add_argument(
         "--format", choices=["csv", "parquet"], default=None, help="file format (default: csv)"
     )

@@ -18,6 +18,8 @@ def load_result(path: str | Path) -> Result:
     It is read from a sweep's study.db, or a demo's or run's results.json (any schema version
     this wdlab reads)."""
     p = Path(path)
+    if p.is_file():  # (it said "no results.json and no study.db" of a study.db itself)
+        raise ValueError(f"nothing to report in {p} (a file, not a folder): give its folder")
     for name in ("study.db", "results.json"):
         if (p / name).exists() and not (p / name).is_file():  # a FIFO would block the read
             raise ValueError(
