@@ -13,6 +13,7 @@ import math
 import signal
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 
@@ -181,6 +182,68 @@ def test_an_address_nothing_answers_at_is_one_line_before_anything_is_stored(tmp
     assert not out.exists()
     with pytest.raises(ValueError, match="expected HOST:PORT of a Ray cluster"):
         RayExecutor(address="nowhere")
+
+
+@pytest.mark.parametrize(
+    "flag, says",
+    [
+        (
+            ["--cpus-per-task", "3"],
+            "--cpus-per-task (num_cpus) 3: the local Ray runtime has 2 CPUs",
+        ),
+        (["--gpus-per-task", "0.5"], "--gpus-per-task (num_gpus) 0.5: the local Ray runtime has 0"),
+    ],
+)
+def test_a_task_the_local_runtime_cannot_take_is_refused_before_anything_is_stored(
+    flag, says, tmp_path, capsys, monkeypatch
+):
+    """A new-user trial: ``--cpus-per-task 3`` on 2 CPUs (or a GPU on a CPU-only machine) hung
+    for ever, silently, with the runs held: no node could take a task, and Ray's warning was
+    not shown. One line, exit 2, no study folder."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 0)
+    out = tmp_path / "s"
+    flags = ["--data", "wine", "--epochs", "2", "--wd", "0,1e-2", "--backend", "ray", *flag]
+    assert main(["sweep", *flags, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0] and "so no task could start" in err[0]
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_ray_sweep_is_said_as_terminated(tmp_path):
+    """A new-user trial: Ray's driver sets its own SIGTERM handler, which exits through
+    ``sys.exit(1)`` with a C++ stack dump: the sweep said "code called sys.exit(1)", or died
+    of SIGABRT. The command's own handler is kept: "terminated", exit 143, runs pending."""
+    out = tmp_path / "s"
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "wdlab.cli", "sweep", "--data", "wine", "--model", "mlp",
+         "--mode", "decoupled", "--wd", "0,1e-3,1e-2,1e-1", "--seeds", "2", "--epochs", "20000",
+         "--max-batch", "2", "--backend", "ray", "--out", str(out)],
+        stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 180
+    while proc.poll() is None and time.monotonic() < deadline and not _held(out):
+        time.sleep(0.3)
+    assert proc.poll() is None, "the sweep ended before it could be stopped"
+    time.sleep(2)  # the tasks submitted and training
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "wdlab sweep: terminated", err
+    assert "sys.exit" not in err and "SIGTERM received" not in err
+
+
+def _held(out) -> bool:
+    """Whether a study's runs are held (a Ray driver marks them as it submits)."""
+    try:
+        with sqlite3.connect(f"file:{out}/study.db?mode=ro", uri=True, timeout=1) as db:
+            return (
+                db.execute("SELECT COUNT(*) FROM runs WHERE status = 'running'").fetchone()[0] > 0
+            )
+    except sqlite3.Error:
+        return False
 
 
 def _factory_config(model: str, weight_decays: list[float]):

@@ -24,7 +24,9 @@ import contextlib
 import logging
 import math
 import os
+import signal
 import socket
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -207,6 +209,39 @@ def _check_resources(num_cpus: float, num_gpus: float | None, max_retries: int) 
         raise ValueError(f"--max-retries must be an integer >= 0, got {max_retries}")
 
 
+@contextlib.contextmanager
+def _own_sigterm() -> Iterator[None]:
+    """The SIGTERM handler as it was before ``ray.init`` (in the main thread): Ray's driver
+    sets its own, which exits through ``sys.exit(1)`` (said as user code calling it) with a
+    C++ stack dump, where the command unwinds a SIGTERM and says "terminated" (exit 143)."""
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.getsignal(signal.SIGTERM) if main else None
+    try:
+        yield
+    finally:
+        if before is not None:
+            signal.signal(signal.SIGTERM, before)
+
+
+def _check_local_fit(num_cpus: float, num_gpus: float | None, cpus: int) -> None:
+    """A one-line ``ValueError`` where a task's resources exceed the local runtime's (this
+    machine's CPUs, and the GPUs torch sees): no task could ever start."""
+    import torch
+
+    if num_cpus > cpus:
+        raise ValueError(
+            f"--cpus-per-task (num_cpus) {num_cpus:g}: the local Ray runtime has {cpus} CPUs "
+            "(this machine's), so no task could start; give at most that, or join a cluster "
+            "(--address)"
+        )
+    gpus = torch.cuda.device_count()
+    if num_gpus is not None and num_gpus > gpus:
+        raise ValueError(
+            f"--gpus-per-task (num_gpus) {num_gpus:g}: the local Ray runtime has {gpus} GPUs, so "
+            "no task could start; give 0 (CPU) or at most that, or join a cluster (--address)"
+        )
+
+
 class RayExecutor:
     """One Ray task per batch; see the module docstring.
 
@@ -251,6 +286,8 @@ class RayExecutor:
             raise ValueError(RAY_MISSING)
         if address and address != "auto":
             _check_reachable(address)  # Ray's own connect retries for minutes, silently
+        if address is None:  # Ray waits for ever, silently, on a task no node can take
+            _check_local_fit(num_cpus, num_gpus, local_cpus or os.cpu_count() or 1)
         self.address, self.num_cpus, self.max_retries = address, num_cpus, max_retries
         self.num_gpus = num_gpus
         self.local_cpus, self.temp_dir, self.pid_dir = local_cpus, temp_dir, pid_dir
@@ -262,19 +299,20 @@ class RayExecutor:
         if ray.is_initialized():
             return ray
         quiet = {"log_to_driver": False, "logging_level": logging.ERROR}  # no INFO lines
-        if self.address:
-            ray.init(address=self.address, **quiet)
-        else:  # "local": a new runtime, not a cluster `ray start` left recorded on this machine
-            kwargs: dict[str, Any] = quiet | {
-                "address": "local",
-                "num_cpus": self.local_cpus or os.cpu_count() or 1,
-                "include_dashboard": False,
-                "_node_ip_address": "127.0.0.1",
-            }
-            if self.temp_dir:
-                kwargs["_temp_dir"] = self.temp_dir
-            ray.init(**kwargs)
-            self.started = True
+        with _own_sigterm():
+            if self.address:
+                ray.init(address=self.address, **quiet)
+            else:  # "local": a new runtime, not a cluster `ray start` left recorded here
+                kwargs: dict[str, Any] = quiet | {
+                    "address": "local",
+                    "num_cpus": self.local_cpus or os.cpu_count() or 1,
+                    "include_dashboard": False,
+                    "_node_ip_address": "127.0.0.1",
+                }
+                if self.temp_dir:
+                    kwargs["_temp_dir"] = self.temp_dir
+                ray.init(**kwargs)
+                self.started = True
         return ray
 
     def close(self) -> None:
