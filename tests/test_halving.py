@@ -148,6 +148,23 @@ def test_the_decision_keeps_the_best_third_the_reference_and_those_within_one_se
     assert (detail["kept"], detail["pruned"]) == (4, 3)
 
 
+@pytest.mark.parametrize("seeds, right", [(3, 18), (5, 19)])
+def test_one_seed_one_example_behind_is_within_one_se_whatever_the_rounding(seeds, right):
+    """A new-user trial: a cell whose one seed has one validation example fewer right than the
+    best is exactly one paired SE behind it, for any count of seeds; the float sums came out
+    1.9e-17 over (pruned) or under (kept) at random. Rounding decides it no more: kept."""
+    n = 36  # validation examples; accuracies as float32 gives them
+    best, behind = float(np.float32(right / n)), float(np.float32((right - 1) / n))
+    waiting = [_run("decoupled", 0.01, 1e-4, s, [0.5, best]) for s in range(seeds)]
+    waiting += [_run("decoupled", 0.01, 1e-3, s, [0.5, behind if s == 0 else best])
+                for s in range(seeds)]  # fmt: skip
+    waiting += [_run("decoupled", 0.01, 1e-1, s, [0.5, 0.2]) for s in range(seeds)]
+    detail, _ = decide([], waiting, 2, Prune(), Criterion("acc", "accuracy", True))
+    (cell,) = [c for c in detail["cells"] if c["weight_decay"] == 1e-3]
+    assert abs(cell["score"] - best) > cell["se"]  # the rounding the test is about
+    assert cell["why"] == "kept: within one standard error of the best"
+
+
 @pytest.mark.parametrize("seeds", [1, 3])
 def test_an_exact_tie_with_the_best_goes_to_the_tie_break_whatever_the_seeds(seeds):
     """A new-user trial: cells tying the best exactly were pruned with one seed (no standard

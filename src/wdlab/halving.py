@@ -278,9 +278,16 @@ def _why(
         return "pruned: a seed diverged or has no finite score"
     if cell in top:
         return "kept: best" if cell == top[0] else f"kept: in the best 1/{eta}"
-    if math.isfinite(se) and se > 0 and abs(mean - _mean(scores[top[0]])) <= se:
+    if math.isfinite(se) and se > 0 and _within(abs(mean - _mean(scores[top[0]])), se):
         return "kept: within one standard error of the best"  # (SE 0: a tie, as one seed's)
     return f"pruned: not in the best 1/{eta}"
+
+
+def _within(gap: float, se: float) -> bool:
+    """``gap <= se``, equal where they are equal but for float rounding: one seed one example
+    behind the best makes the gap exactly one SE, for any count of seeds, and the rounding of
+    the two sums decided it (± 1e-16) either way."""
+    return gap <= se or math.isclose(gap, se, rel_tol=1e-9)
 
 
 def _row(cell: Cell, mean: float, se: float, why: str, runs: int) -> dict[str, Any]:
