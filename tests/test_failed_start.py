@@ -193,9 +193,11 @@ def test_what_a_worker_raises_keeps_its_message(tmp_path):
         sweep(splits(loader), tmp_path / "s")
 
 
-def test_an_error_in_the_users_forward_names_the_users_line(tmp_path, capsys):
+@pytest.mark.parametrize("error", ["RuntimeError", "ValueError"])
+def test_an_error_in_the_users_forward_names_the_users_line(error, tmp_path, capsys):
     """On the command line, an exception from the user's model while training names the
-    file and line it came from, not "unexpected" (which says: a wdlab bug)."""
+    file and line it came from, not "unexpected" (which says: a wdlab bug); a ValueError too,
+    which read as a refusal of wdlab's own: "error: boom" alone (a new-user trial)."""
     (tmp_path / "m.py").write_text(
         "import torch\nfrom torch import nn\nN = [0]\n"
         "class M(nn.Linear):\n"
@@ -203,7 +205,7 @@ def test_an_error_in_the_users_forward_names_the_users_line(tmp_path, capsys):
         "        if self.training and torch.is_grad_enabled():\n"
         "            N[0] += 1\n"
         "            if N[0] > 30:\n"
-        "                raise RuntimeError('boom')\n"
+        f"                raise {error}('boom')\n"
         "        return super().forward(x)\n"
         "def make(in_dim, out_dim, seed=0):\n"
         "    torch.manual_seed(seed)\n    return M(in_dim, out_dim)\n"
@@ -212,7 +214,7 @@ def test_an_error_in_the_users_forward_names_the_users_line(tmp_path, capsys):
     out = tmp_path / "s"
     assert main(["sweep", *flags, "--batch-size", "16", "--out", str(out)]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert f"RuntimeError: boom (raised in your code, {tmp_path / 'm.py'}:9;" in line
+    assert f"{error}: boom (raised in your code, {tmp_path / 'm.py'}:9;" in line
     assert "unexpected" not in line and not out.exists()
 
 

@@ -229,7 +229,8 @@ def describe_error(exc: BaseException) -> str:
     import sqlite3
 
     text = _one_line(str(exc))
-    if isinstance(exc, (UsageError, ValueError)):
+    mine = isinstance(exc, UsageError) or not _user_frame(exc)  # (a user's own ValueError: not
+    if isinstance(exc, (UsageError, ValueError)) and mine:  # a refusal, "late boom" alone)
         return _with_flag(text) or type(exc).__name__
     if isinstance(exc, MemoryError) or _is_oom(exc):
         return f"out of memory ({text or type(exc).__name__}); try a smaller --max-memory or data"
