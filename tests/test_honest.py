@@ -276,6 +276,13 @@ def test_another_decay_rule_loss_metric_or_model_is_refused_naming_it(tmp_path):
     wdlab.sweep(make, _data(), out=tmp_path / "l", **smoothed, **TINY)
     with pytest.raises(ValueError, match=r"train\.loss\.code \(the loss: its code or settings"):
         wdlab.sweep(make, _data(), out=tmp_path / "l", loss=nn.CrossEntropyLoss(), **TINY)
+    # a batch size of 0 is the full batch: said so ("0 stored, 7 now" read oddly)
+    full = dict(batch_size=None, **smoothed)
+    wdlab.sweep(make, _data(), out=tmp_path / "f", **full, **TINY)
+    with pytest.raises(ValueError, match=r"train\.batch_size \(0: the full batch\): 0 stored, 7"):
+        wdlab.sweep(make, _data(), out=tmp_path / "f", batch_size=7, **smoothed, **TINY)
+    with pytest.raises(ValueError, match=r"train\.batch_size: 128 stored, 7 now"):
+        wdlab.sweep(make, _data(), out=tmp_path / "l", batch_size=7, **smoothed, **TINY)
     # a named rule is accepted and recorded by name; a fresh study with it gives other numbers
     other = wdlab.sweep(make, _data(), rule="everything", out=tmp_path / "e", **TINY)
     assert other.config["decay"]["rule"] == "everything"

@@ -44,7 +44,8 @@ def differences(stored: Mapping[str, Any], new: Mapping[str, Any], limit: int = 
             for k in sorted(set(a) | set(b)):
                 walk(a.get(k, _MISSING), b.get(k, _MISSING), f"{path}.{k}" if path else k)
         elif a != b and not (_unset(a) and _unset(b)):  # null stored, key absent now: alike
-            what = f" ({_MEANS[path]})" if path in _MEANS else ""
+            means = _MEANS.get(path) or (_ZERO_MEANS.get(path) if 0 in (a, b) else None)
+            what = f" ({means})" if means else ""
             found.append(f"{path}{what}: {_value(a)} stored, {_value(b)} now")
 
     walk(dict(stored), new, "")
@@ -112,6 +113,8 @@ _MEANS = {
     "decay.metric.code": "the metric: its code or the values it holds",
     "model.probe": "the model's outputs on the first training examples",
 }
+_ZERO_MEANS = {"train.batch_size": "0: the full batch"}  # said where one side is 0 ("0 stored,
+# 7 now" read oddly)
 
 
 def _value(v: Any) -> str:
