@@ -294,6 +294,37 @@ def test_a_batch_that_fails_on_a_worker_fails_alone_and_says_why_in_one_line(
     assert {s for s, _ in rows} <= {"done", "pending", "failed"} and len(rows) == 9
 
 
+LATE = """
+import sys
+from torch import nn
+
+CALLS = [0]
+
+class Late(nn.Linear):
+    def forward(self, x):
+        CALLS[0] += 1
+        if "worker" in sys.argv[0] and CALLS[0] > 8:  # on a Ray worker, past the checks
+            raise ValueError("late boom")
+        return super().forward(x)
+
+def make(in_dim, out_dim, seed=0):
+    return Late(in_dim, out_dim)
+"""
+
+
+def test_a_users_error_on_a_worker_names_the_users_line(executor, tmp_path, capsys, monkeypatch):
+    """A review: the user's exception comes back from a Ray task without its traceback, so a
+    ValueError from the user's forward read as wdlab's own refusal ("error: late boom"). The
+    task records where the user's code raised it: the line names it, as on the local backend."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "m.py").write_text(LATE)
+    flags = ["--data", "wine", "--model", "m.py:make", "--wd", "0,1e-2", "--epochs", "2"]
+    assert main(["sweep", *flags, "--backend", "ray", "--out", str(tmp_path / "s")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    where = f"{(tmp_path / 'm.py').resolve()}:11"
+    assert f"ValueError: late boom (raised in your code, {where};" in line, line
+
+
 HALF = {  # a package whose import takes 4 s, its first submodule reading the second later
     "halfpkg/__init__.py": "from . import first\nimport sys, time\n"  # the marker: in a worker
     "open('in', 'w') if 'worker' in sys.argv[0] else None\ntime.sleep(4)\nfrom . import second",

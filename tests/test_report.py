@@ -18,7 +18,7 @@ from wdlab.records import Check, Result, use_wd
 from wdlab.report.figures import FIGURES
 from wdlab.report.html import write_report
 from wdlab.report.text import short, verdict_summary, verdict_text
-from wdlab.selection import GAIN, NO_GAIN
+from wdlab.selection import GAIN, NO_GAIN, select
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 HAVE_BROWSER = os.path.exists(CHROMIUM)
@@ -414,13 +414,13 @@ def test_results_read_well_in_a_repl():
     mixed.runs += grid(NO_GAIN_TABLE, lr=0.001)
     mixed.select()
     assert repr(mixed).endswith(
-        "use decoupled lr 0.001: wd 0 (no measurable gain); l2 lr 0.01: wd 0.01 (better than "
-        "wd = 0)>"
+        "decoupled lr 0.001: use wd 0 (no measurable gain); l2 lr 0.01: use wd 0.01 (better "
+        "than wd = 0)>"
     )
     two = sweep_result(NO_GAIN_TABLE)
     two.runs = [r for r in two.runs if r.config.seed < 2]
     two.select()
-    assert repr(two).endswith("; use decoupled lr 0.01: wd 0 (too few seeds to tell)>")
+    assert repr(two).endswith("; decoupled lr 0.01: use wd 0 (too few seeds to tell)>")
     r = gain.runs[0]
     assert repr(r).startswith("RunResult(none wd=0 lr=0.01 adam seed 0: done, ")
     assert repr(r.curves) == (
@@ -521,6 +521,9 @@ def test_a_weight_decay_to_use_at_the_grids_edge_is_said(tmp_path):
     assert "sweep beyond it" not in inner.table()
     one = sweep_result(GAIN_TABLE, modes=("l2",))
     assert "the weight decay to use is the largest swept in l2 lr 0.01 (wd 0.01)" in one.table()
+    # a partial study whose larger weight decays are still training: not the edge (a review)
+    rows = select(one.runs, "multiclass", waiting={0.1})
+    assert not any(s["largest_swept"] for s in rows)
 
 
 @browser_only

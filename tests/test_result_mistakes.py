@@ -133,7 +133,9 @@ def test_every_run_diverged_is_said_and_not_blamed_on_the_split(tmp_path):
 def test_the_one_line_answer_names_the_settings_with_nothing_to_choose():
     """A browser trial: ``repr`` of a study whose lr 1e4 diverged on every run gave only the
     answer at lr 0.1 (``show`` and the report named lr 1e4); and a setting whose every wd > 0
-    was pruned read "use decoupled lr 0.001: every wd > 0 pruned", advice where none is."""
+    was pruned read "use decoupled lr 0.001: every wd > 0 pruned", advice where none is. Each
+    setting now says "use" only where it advises; one where only the wd = 0 reference trained
+    is named too (a review: it said "no weight decay chosen")."""
     cells = (("none", 0.0), ("decoupled", 0.01))
     runs = [run(m, wd, s, 0.8) for m, wd in cells for s in range(3)]
     runs += [_diverged(m, wd, s) for m, wd in cells for s in range(3)]
@@ -143,18 +145,23 @@ def test_the_one_line_answer_names_the_settings_with_nothing_to_choose():
     res.select()
     assert [(u["mode"], u["lr"]) for u in res.unanswered] == [("decoupled", 1e4), ("none", 1e4)]
     assert repr(res).endswith(
-        "; use decoupled lr 0.01: wd 0 (no measurable gain); decoupled lr 10000: every run "
+        "; decoupled lr 0.01: use wd 0 (no measurable gain); decoupled lr 10000: every run "
         "diverged>"
     )  # the wd = 0 reference's own setting is not one to advise on
     pruned = {"mode": "decoupled", "lr": 1e-3, "verdict": ALL_PRUNED}
     res.selection.append(pruned)
     assert res.answer() == (
-        "use decoupled lr 0.01: wd 0 (no measurable gain); decoupled lr 0.001: every wd > 0 "
+        "decoupled lr 0.01: use wd 0 (no measurable gain); decoupled lr 0.001: every wd > 0 "
         "pruned, none compared with wd = 0; decoupled lr 10000: every run diverged"
-    )  # the advice under one "use", then where there is none
+    )
     alone = SweepResult(runs=[], task="multiclass")
     alone.selection = [pruned]
     assert alone.answer() == "decoupled lr 0.001: every wd > 0 pruned, none compared with wd = 0"
+    only_zero = [run("none", 0.0, s, 0.8) for s in range(3)]
+    only_zero += [_diverged("decoupled", 0.01, s) for s in range(3)]
+    res = SweepResult(runs=only_zero, task="multiclass", counts={"done": 3, "diverged": 3})
+    res.select()
+    assert res.answer() == "decoupled lr 0.01: every run diverged"
 
 
 def test_failed_and_diverged_runs_are_counted_and_no_split_is_still_said():

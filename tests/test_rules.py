@@ -363,18 +363,21 @@ def test_bad_schedule_specs(schedule, fragment):
 def test_a_weight_decay_beside_a_schedule_starting_elsewhere_is_refused():
     """A new-user trial: ``Decay("decoupled", 0.2, schedule="cosine:0.1:1:4")`` decayed at
     0.1, 0.2 ignored, and a group's own 0.01 started at 0.005 (0.01 · 0.1 / 0.2). Refused in
-    one line, a string's schedule when made, a callable's at attach; the start, or a ramp from
-    0, or no weight_decay (the schedule alone) are taken."""
-    with pytest.raises(ValueError, match=r"weight_decay 0\.2 with a schedule that starts at 0\.1"):
+    one line where the ramp says its start; its start (also as float32 gives it), a ramp from
+    0, no weight_decay (the schedule alone), or a callable (its base may be any: a warm-up
+    ramp from 0.001 against a base of 0.1) are taken."""
+    with pytest.raises(
+        ValueError, match=r"weight_decay 0\.2 with a schedule that starts at 0\.1"
+    ) as info:
         Decay("decoupled", 0.2, schedule="cosine:0.1:1:4")
-    late = Decay("decoupled", 0.2, schedule=lambda step: 0.1)
-    with pytest.raises(ValueError, match=r"give weight_decay=0\.1, its start") as info:
-        late.attach(torch.optim.SGD(Tiny().parameters(), lr=0.1))
-    assert "\n" not in str(info.value)
+    assert "\n" not in str(info.value) and "give weight_decay=0.1, its start" in str(info.value)
+    f32 = float(torch.tensor(0.04))  # 0.03999999910593033
     for ok in (
         Decay("decoupled", 0.1, schedule="cosine:0.1:1:4"),
+        Decay("decoupled", 0.04, schedule=cosine(f32, 0.4, 4)),
         Decay("decoupled", 0.2, schedule="linear:0:1:4"),
         Decay("decoupled", schedule="cosine:0.1:1:4"),
+        Decay("decoupled", 0.1, schedule=lambda s: 0.1 * min(1, (s + 1) / 100)),
     ):
         ok.attach(torch.optim.SGD(Tiny().parameters(), lr=0.1))
 

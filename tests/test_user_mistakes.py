@@ -332,7 +332,7 @@ def test_outputs_flattened_across_the_batch_are_named_by_their_shape(streamed):
             data = {s: torch.utils.data.TensorDataset(*xy) for s, xy in data.items()}
         flat = lambda: nn.Sequential(nn.Linear(4, 3), nn.Flatten(0))  # noqa: E731
         text = refused("the model's outputs have shape", flat, data)
-        assert "shape (6,) for 2 examples: the loss needs one row per example" in text
+        assert "shape (9,) for 3 examples: the loss needs one row per example" in text
         res = wdlab.sweep(lambda k=k: _Squeezed(k), data, weight_decay=[0.0], epochs=1)
         assert res.runs[0].status == "done"
 

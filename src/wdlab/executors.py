@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from wdlab.data import Dataset
-from wdlab.errors import gist
+from wdlab.errors import USER_FRAME, gist, user_frame
 from wdlab.models import ModelSpec
 from wdlab.records import RunConfig, RunResult
 from wdlab.trainer import train
@@ -192,7 +192,12 @@ def _train_task(
         with open(os.path.join(pid_dir, f"batch-{index}-{os.getpid()}.pid"), "w") as fh:
             fh.write(str(os.getpid()))
     with contextlib.chdir(cwd) if os.path.isdir(cwd) else contextlib.nullcontext():
-        return train(spec, data, batch, **train_kwargs)
+        try:
+            return train(spec, data, batch, **train_kwargs)
+        except Exception as exc:  # its traceback stays here: where the user's code raised it
+            with contextlib.suppress(AttributeError):
+                setattr(exc, USER_FRAME, user_frame(exc))
+            raise
 
 
 def _check_resources(num_cpus: float, num_gpus: float | None, max_retries: int) -> None:
@@ -212,8 +217,10 @@ def _check_resources(num_cpus: float, num_gpus: float | None, max_retries: int) 
 @contextlib.contextmanager
 def _own_sigterm() -> Iterator[None]:
     """The SIGTERM handler as it was before ``ray.init`` (in the main thread): Ray's driver
-    sets its own, which exits through ``sys.exit(1)`` (said as user code calling it) with a
-    C++ stack dump, where the command unwinds a SIGTERM and says "terminated" (exit 143)."""
+    sets its own, which exits through ``sys.exit`` (said as user code calling it) after a C++
+    stack dump, where the command unwinds a SIGTERM and says "terminated" (exit 143). In a
+    plain script (no handler of the command's) the default comes back: the process ends, and
+    its runs go back to pending when another process finds its lease dead."""
     main = threading.current_thread() is threading.main_thread()
     before = signal.getsignal(signal.SIGTERM) if main else None
     try:

@@ -287,7 +287,7 @@ def _within(gap: float, se: float) -> bool:
     """``gap <= se``, equal where they are equal but for float rounding: one seed one example
     behind the best makes the gap exactly one SE, for any count of seeds, and the rounding of
     the two sums decided it (± 1e-16) either way."""
-    return gap <= se or math.isclose(gap, se, rel_tol=1e-9)
+    return gap <= se or math.isclose(gap, se, rel_tol=1e-9, abs_tol=1e-12)
 
 
 def _row(cell: Cell, mean: float, se: float, why: str, runs: int) -> dict[str, Any]:

@@ -274,23 +274,17 @@ class Result:
         if "manual_equals_builtin" in self.checks:
             return f"manual vs builtin: {self.checks['manual_equals_builtin'].verdict()}"
         rows = [s for s in self.selection if not is_reference(s)]
+        rows += [u for u in self.unanswered_rows() if not is_reference(u)]  # nothing to choose
         if not rows:
             chosen = self.selection  # rows, but only wd = 0 references: nothing chosen
             return "no weight decay chosen" if chosen else no_choice(self.runs, self.counts)
-        rows += [u for u in self.unanswered_rows() if not is_reference(u)]
-        answers = {use_text(s) for s in rows}
-        if len(rows) > 1 and len(answers) == 1:
+        answers = {_said(s) for s in rows}
+        if len(rows) > 1 and len(answers) == 1:  # one answer everywhere
             n = "both" if len(rows) == 2 else f"all {len(rows)}"
-            one = answers.pop()
-            return (
-                f"{one}, in {n} (mode, lr) settings"
-                if no_advice(rows[0])
-                else (f"use {one} in {n} (mode, lr) settings")
-            )
-        rows.sort(key=no_advice)  # the advice first, under one "use"; then where there is none
-        parts = [f"{s['mode']} lr {s['lr']:g}: {use_text(s)}" for s in rows[:limit]]
+            return f"{answers.pop()} in {n} (mode, lr) settings"
+        parts = [f"{s['mode']} lr {s['lr']:g}: {_said(s)}" for s in rows[:limit]]
         more = f"; … {len(rows) - limit} more" if len(rows) > limit else ""
-        return ("use " if not no_advice(rows[0]) else "") + "; ".join(parts) + more
+        return "; ".join(parts) + more
 
     def unanswered_rows(self) -> list[dict[str, Any]]:
         """The (mode, lr) settings with nothing to choose, each with its ``verdict`` (why):
@@ -372,6 +366,12 @@ class Result:
             engine=doc.get("engine") or "",
             counts=dict(doc.get("counts") or {}),
         )
+
+
+def _said(row: Mapping[str, Any]) -> str:
+    """One row's answer in the one-line answer: ``use wd 0.01 (…)`` where it advises, else
+    why not (``every run diverged``), with no "use" before it."""
+    return use_text(row) if no_advice(row) else f"use {use_text(row)}"
 
 
 def no_choice(runs: Sequence[RunResult], counts: Mapping[str, int] | None = None) -> str:

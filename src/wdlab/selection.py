@@ -321,7 +321,7 @@ def select(
         m = family(by_wd, pruned)
         row = _row(mode, lr, (chosen, best, m), by_wd[chosen], ref, wds[chosen], c)
         row["pruned"] = pruned
-        row["largest_swept"] = chosen > 0 and chosen == max(wds)  # the optimum may lie beyond
+        row["largest_swept"] = chosen > 0 and chosen == max({*wds, *waiting})  # (beyond: more?)
         untested = decays(mode) and not any(w != 0 for w in _candidates(by_wd))
         if untested and (pruned or not any(w != 0 for w in wds)):  # no test was made
             said = NOT_YET if waiting - set(wds) else ALL_PRUNED if pruned else NONE_SWEPT

@@ -38,6 +38,7 @@ from wdlab.cli.common import (
 )
 from wdlab.cli.flags import HelpFormatter
 from wdlab.cli.signals import sigint_noted, sigterm_unwound, stopped
+from wdlab.errors import user_frame
 from wdlab.version import __version__
 
 #: Every command, in the order ``wdlab --help`` lists them.
@@ -229,7 +230,8 @@ def describe_error(exc: BaseException) -> str:
     import sqlite3
 
     text = _one_line(str(exc))
-    mine = isinstance(exc, UsageError) or not _user_frame(exc)  # (a user's own ValueError: not
+    where = user_frame(exc)
+    mine = isinstance(exc, UsageError) or not where  # (a user's own ValueError: not
     if isinstance(exc, (UsageError, ValueError)) and mine:  # a refusal, "late boom" alone)
         return _with_flag(text) or type(exc).__name__
     if isinstance(exc, MemoryError) or _is_oom(exc):
@@ -241,7 +243,6 @@ def describe_error(exc: BaseException) -> str:
         return f"study store{_store_path(exc)}: {text}"
     if type(exc).__name__ == "AcceleratorError" or "CUDA" in text:
         return f"device error: {text}"
-    where = _user_frame(exc)
     if where:  # the user's model, data or loss raised it (or called what did)
         debug = "WDLAB_DEBUG=1 shows the traceback"
         return f"{type(exc).__name__}: {text} (raised in your code, {where}; {debug})"
@@ -275,27 +276,6 @@ def _store_path(exc: BaseException) -> str:
             return f" {owner.path}"
         tb = tb.tb_next
     return ""
-
-
-def _user_frame(exc: BaseException) -> str:
-    """``file:line`` of the innermost frame of ``exc``'s traceback that is the user's (not
-    wdlab's, an installed package's or Python's own), where it comes after wdlab's last;
-    "" where wdlab's own code is the innermost of those (then it is unexpected)."""
-    import sysconfig
-
-    ours = str(Path(__file__).resolve().parent.parent)
-    stdlib = sysconfig.get_paths()["stdlib"]
-    found = ""
-    tb = exc.__traceback__
-    while tb is not None:
-        raw = tb.tb_frame.f_code.co_filename
-        name = raw if raw.startswith("<") else str(Path(raw).resolve())  # <frozen importlib…>
-        if name.startswith(ours):
-            found = ""
-        elif not ("-packages" in name or name.startswith(stdlib) or name.startswith("<")):
-            found = f"{name}:{tb.tb_lineno}"
-        tb = tb.tb_next
-    return found
 
 
 def _is_oom(exc: BaseException) -> bool:

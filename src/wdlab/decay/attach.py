@@ -24,6 +24,7 @@ batched engine uses (:mod:`wdlab.decay.modes`). It stays exact in real training 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,7 +61,8 @@ class Decay:
     function of the optimizer step: a callable ``step -> wd``, a :class:`WDSchedule`
     (:func:`wdlab.decay.schedules.cosine`, ``linear``) or ``"cosine:START:END:STEPS"``; a group
     with its own weight decay (``param_groups(..., weight_decays=...)``) is scaled by
-    ``schedule(step) / weight_decay``.
+    ``schedule(step) / weight_decay``; a ramp said by its START (a string, ``cosine``,
+    ``linear``) takes ``weight_decay`` = START or none (another > 0 is refused).
     """
 
     mode: str = "none"
@@ -80,20 +82,19 @@ class Decay:
             object.__setattr__(self, "schedule", parse(self.schedule))
         elif self.schedule is not None and not callable(self.schedule):
             raise ValueError(f"schedule must be a callable step -> wd, got {self.schedule!r}")
-        if isinstance(self.schedule, WDSchedule):  # (a callable's start: at attach)
-            self._check_start(self.schedule.start)
+        if isinstance(self.schedule, WDSchedule):  # START:END:STEPS said: a mismatch is one
+            self._check_start(self.schedule.start)  # (a callable's base may be any: a ramp)
 
-    def _check_start(self, first: float) -> None:
-        """A weight_decay > 0 beside a schedule starting at another one > 0 is refused: the
-        schedule gives the weight decay, so the weight_decay said would be ignored (and a
-        group's own wd, scaled by ``schedule(step) / weight_decay``, would not start at its
-        own)."""
+    def _check_start(self, start: float) -> None:
+        """A weight_decay > 0 beside a ramp said to start at another one > 0 is refused: the
+        ramp gives the weight decay, so the weight_decay said would be ignored (and a group's
+        own wd, scaled by ``schedule(step) / weight_decay``, would not start at its own)."""
         wd = self.weight_decay
-        if wd > 0 and first > 0 and abs(first - wd) > 1e-12 * max(first, wd):
+        if wd > 0 and start > 0 and not math.isclose(start, wd, rel_tol=1e-6):
             raise ValueError(
-                f"Decay weight_decay {wd:g} with a schedule that starts at {first:g}: the "
+                f"Decay weight_decay {wd!r} with a schedule that starts at {start!r}: the "
                 "schedule gives the weight decay at each step (a group's own wd follows "
-                f"schedule(step) / weight_decay), so give weight_decay={first:g}, its start"
+                f"schedule(step) / weight_decay), so give weight_decay={start!r}, its start"
             )
 
     @property
@@ -169,7 +170,7 @@ class Decay:
         """A schedule's first value, and a base for groups with their own weight decay."""
         if self.schedule is None:
             return
-        self._check_start(checked(self.schedule, 0))
+        checked(self.schedule, 0)
         own = [i for i, g in enumerate(optimizer.param_groups) if Keys.OWN_WD in g]
         if own and self.weight_decay == 0:
             raise ValueError(

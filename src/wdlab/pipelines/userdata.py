@@ -222,14 +222,15 @@ def check_last_batch(model: nn.Module, ds: Dataset | StreamedData, batch_size: i
 
 
 def _output_width(model: nn.Module, ds: Dataset | StreamedData, own_loss: bool) -> int | None:
-    """The width of ``model``'s outputs on two training examples (one where only one is at
-    hand). None: not known, or outputs that are not one row per example, which only the user's
-    ``loss`` may read; for wdlab's loss, two examples' outputs not in two rows are a
-    ``ValueError`` naming their shape (one example's may be squeezed: ``squeeze()`` is common
-    and harmless but on a last batch of one)."""
+    """The width of ``model``'s outputs on three training examples (fewer where fewer are at
+    hand; a batch-mixing head of two outputs gives (2,) for two). None: not known, or outputs
+    that are not one row per example, which only the user's ``loss`` may read; for wdlab's
+    loss, n examples' outputs not in n rows are a ``ValueError`` naming their shape (one
+    example's may be squeezed: ``squeeze()`` is common and harmless but on a last batch of
+    one)."""
     if any(p.is_meta for p in model.parameters()):  # a built-in kind: sized to the data
         return None
-    x = _two_examples(ds)
+    x = _first_examples(ds)
     out, n = eval_outputs(model, x), rows(x)
     if not isinstance(out, torch.Tensor) or out.dim() > 2:
         return None
@@ -244,11 +245,11 @@ def _output_width(model: nn.Module, ds: Dataset | StreamedData, own_loss: bool) 
     return 1 if out.dim() == 1 else int(out.shape[1])
 
 
-def _two_examples(ds: Dataset | StreamedData) -> Any:
-    """The first two training examples (the streamed sample's; its one example without it)."""
+def _first_examples(ds: Dataset | StreamedData) -> Any:
+    """The first three training examples (the streamed sample's; its one example without)."""
     if isinstance(ds, Dataset):
-        return take(ds.X_train, slice(0, 2))
-    return take(ds.probe[0], slice(0, 2)) if ds.probe is not None else ds.example
+        return take(ds.X_train, slice(0, 3))
+    return take(ds.probe[0], slice(0, 3)) if ds.probe is not None else ds.example
 
 
 def eval_outputs(model: nn.Module, x: Any) -> Any:
