@@ -248,6 +248,12 @@ def test_a_files_names_and_separator_are_said_as_they_are(tmp_path, monkeypatch)
         ValueError, match=rf"data file not found: gone.csv \(looked in {tmp_path}\)"
     ):
         read_table("gone.csv", "y")
+    latin = tmp_path / "latin.csv"  # Excel's cp1252: Python's decode error alone said it
+    latin.write_bytes(
+        b"name,y\n" + "".join(f"caf\u00e9{i},{i % 2}\n" for i in range(9)).encode("cp1252")
+    )
+    with pytest.raises(ValueError, match=r"can't decode byte 0xe9 .* \(not UTF-8 text: save the"):
+        read_table(str(latin), "y")
 
 
 @pytest.mark.parametrize("name", ["x.tsv", "Book1.XLSX"])

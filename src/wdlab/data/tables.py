@@ -262,7 +262,8 @@ def _read(p: Path, target: str) -> Any:
             df = pd.read_parquet(p)
             header = [str(c) for c in df.columns]
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise ValueError(f"cannot read {p.name}: {first_line(exc)}") from None
+        hint = " (not UTF-8 text: save the file as UTF-8)" * isinstance(exc, UnicodeDecodeError)
+        raise ValueError(f"cannot read {p.name}: {first_line(exc)}{hint}") from None
     dupes = {c: n for c, n in Counter(header).items() if n > 1}
     if target in dupes:
         raise ValueError(f"{p.name} has {dupes[target]} columns named {target!r} (the target)")
