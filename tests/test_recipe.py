@@ -247,7 +247,7 @@ def test_the_cli_takes_the_recipe_flags(tmp_path, capsys):
     with pytest.raises(SystemExit) as bad:
         main([*argv[:-3], "--keep", "every", "--out", str(tmp_path / "t")])
     assert bad.value.code == 2
-    assert "--keep: invalid choice: 'every'" in capsys.readouterr().err
+    assert "train.keep (--keep): invalid choice: 'every'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["sweep", "--help"])
     # early stopping now stops training (issue 23, deliberately changed: it said "every epoch
@@ -317,7 +317,7 @@ def test_steps_on_the_command_line_win_over_a_files_epochs_and_say_so(
     assert [r["final"] for r in flagged["runs"]] == [r["final"] for r in filed["runs"]]
 
 
-def test_steps_0_in_python_is_refused_not_read_as_the_default_epochs():
+def test_steps_0_in_python_is_refused_not_read_as_the_default_epochs(capsys):
     """A new-user trial: ``steps=0`` trained the default 10 epochs without a word, and
     ``steps=0, epochs=3`` passed the "give one" rule. On the command line ``--steps 0`` is the
     documented way to say "use --epochs" (and the config's default)."""
@@ -328,6 +328,13 @@ def test_steps_0_in_python_is_refused_not_read_as_the_default_epochs():
 
     with pytest.raises(ValueError, match=r"^steps=0: give steps >= 1"):
         optimize(optuna.create_study(), "mlp", "wine", {}, n_trials=1, steps=0, epochs=3)
+    # a negative count is said as one, in Python as steps=0 is, and on the command line
+    # before the "give one" rule (a new-user trial: --steps -1 beside --epochs said "give one")
+    with pytest.raises(ValueError, match=r"^steps=-1: give steps >= 1, or steps=None"):
+        wdlab.sweep("mlp", "wine", weight_decay=[0.1], steps=-1, epochs=2)
+    assert main(["sweep", "--data", "wine", "--epochs", "2", "--steps", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "train.steps (--steps): expected an integer >= 0 (0: the epochs), got -1" in err
 
 
 def test_a_clip_norm_given_as_text_is_refused_outside_the_command_line(tmp_path, capsys):
@@ -341,7 +348,8 @@ def test_a_clip_norm_given_as_text_is_refused_outside_the_command_line(tmp_path,
     with pytest.raises(SystemExit) as bad:
         main(["run", "--data", "wine", "--clip-grad-norm", "abc"])
     assert bad.value.code == 2
-    assert "argument --clip-grad-norm: invalid float value: 'abc'" in capsys.readouterr().err
+    err = capsys.readouterr().err  # argparse's words, under the key and flag (a new-user trial)
+    assert "train.clip_grad_norm (--clip-grad-norm): invalid float value: 'abc'" in err
 
 
 def test_early_stopping_that_cannot_stop_a_run_is_said(tmp_path, capsys):

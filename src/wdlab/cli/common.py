@@ -41,9 +41,26 @@ class Parser(argparse.ArgumentParser):
         self._negative_number_matcher = re.compile(r"-\.?\d")
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        """Print ``prog: error: message`` and exit 2 (:class:`UsageExit`)."""
+        """Print ``prog: error: message`` and exit 2 (:class:`UsageExit`); a config key's flag
+        is named with its key (``train.precision (--precision): invalid choice…``), as every
+        other refusal of a setting is."""
+        message = _keyed(message)
         sys.stderr.write(f"{self.prog}: error: {message}\n")
         raise UsageExit(message)
+
+
+_ARGUMENT = re.compile(r"^argument (--[\w-]+): ")
+
+
+def _keyed(message: str) -> str:
+    """argparse's ``argument --flag: …`` as ``key (--flag): …`` where the flag sets a config
+    key (facts.json: no torch imported), else as it is."""
+    from wdlab.cli import facts
+
+    m = _ARGUMENT.match(message)
+    keys = {k["flag"]: k["key"] for k in facts.load()["experiment"] if k.get("flag")} if m else {}
+    key = keys.get(m.group(1)) if m else None
+    return f"{key} ({m.group(1)}): {message[m.end() :]}" if m and key else message
 
 
 class UsageExit(SystemExit):

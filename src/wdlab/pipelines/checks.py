@@ -101,8 +101,13 @@ def epochs_or_steps(
     given is refused in one line naming them as ``said``, else ``epochs=E and steps=S``: one
     would be ignored). ``steps=0`` is refused too (it would train the default epochs, silently)
     unless ``zero_is_unset`` (the config's and the command line's way to say "use epochs")."""
-    if steps == 0 and not zero_is_unset and not isinstance(steps, bool):
-        raise ValueError("steps=0: give steps >= 1, or steps=None to train epochs")
+    whole = isinstance(steps, int) and not isinstance(steps, bool)
+    if steps is not None and (not whole or steps < 0 or (steps == 0 and not zero_is_unset)):
+        if zero_is_unset:  # (checked before "give one": --steps -1 beside --epochs said that)
+            raise ValueError(
+                f"train.steps: expected an integer >= 0 (0: the epochs), got {steps!r}"
+            )
+        raise ValueError(f"steps={steps!r}: give steps >= 1, or steps=None to train epochs")
     if epochs is not None and steps:
         raise ValueError(
             f"{said or f'epochs={epochs} and steps={steps}'}: give one (steps trains that many "
