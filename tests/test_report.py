@@ -1,6 +1,8 @@
 """The HTML report, opened in a real headless Chromium (Debian's, driven by Playwright)."""
 
+import copy
 import json
+import math
 import os
 import shutil
 from html import escape
@@ -502,6 +504,33 @@ def test_report_screenshots_show_one_answer(browser, tmp_path, which):
     assert "as in the answer table" in page.inner_text("#fig-wd_curve figcaption")
     answer = page.inner_text("p.answer")
     assert ("use wd = 0" in answer) == (which == "no gain")
+
+
+def test_curves_that_would_hide_each_other_are_drawn_so_both_show():
+    """A browser trial: wd = 0's curve lay exactly under the nearest weight decay's (equal to
+    the figure's eye, not to the bit), so one run in the legend had no line to see. Curves
+    within 1/1000 of their range are drawn wide and pale under the other, as equal ones were;
+    the wd plot's legend sits beside the axes, never over a curve."""
+    from wdlab.report.plots import coincide, loss_curves, wd_curve
+    from wdlab.selection import Criterion
+
+    gain, _ = _gain_and_no_gain()
+    a, b = gain.runs[0], copy.deepcopy(gain.runs[0])
+    b.curves.series["train_loss"] = [v * (1 + 1e-7) for v in a.curves["train_loss"]]
+    assert a.curves["train_loss"] != b.curves["train_loss"]
+    assert coincide(a.curves["train_loss"], b.curves["train_loss"])
+    lines = loss_curves([a, b], labels=["a", "b"]).axes[0].lines
+    widths = [ln.get_linewidth() for ln in lines if ln.get_label() in ("a", "b")]
+    assert widths == [5.0, 1.6]  # the first, under the second
+    far = copy.deepcopy(a)
+    far.curves.series["train_loss"] = [v + 0.5 for v in a.curves["train_loss"]]
+    assert not coincide(a.curves["train_loss"], far.curves["train_loss"])
+    assert coincide([1.0, math.nan], [1.0, math.nan]) and not coincide([1.0, 2.0], [1.0])
+    fig = wd_curve(gain.runs, Criterion("acc", "accuracy", True))
+    box = (
+        fig.axes[0].get_legend().get_bbox_to_anchor().transformed(fig.axes[0].transAxes.inverted())
+    )
+    assert box.x0 > 1.0  # beside the axes
 
 
 def test_a_weight_decay_to_use_at_the_grids_edge_is_said(tmp_path):

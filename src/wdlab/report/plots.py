@@ -51,9 +51,23 @@ def run_labels(runs: Sequence[RunResult]) -> list[str]:
 
 
 def _style(twin: bool) -> dict[str, float]:
-    """Runs whose curves equal a later run's (manual ≡ builtin) are drawn wide and pale
-    underneath, so both stay visible instead of one hiding the other."""
+    """Runs whose curves equal a later run's (manual ≡ builtin), or come as near as the figure
+    can show (:func:`coincide`), are drawn wide and pale underneath, so both stay visible
+    instead of one hiding the other."""
     return {"lw": 5.0, "alpha": 0.35} if twin else {"lw": 1.6, "alpha": 1.0}
+
+
+def coincide(a: Sequence[float] | None, b: Sequence[float] | None) -> bool:
+    """Whether two curves would be drawn one over the other: the same length, and apart by no
+    more than 1/1000 of their joint range anywhere (NaN where the other is NaN)."""
+    if a is None or b is None or len(a) != len(b):
+        return False
+    pairs = [(x, y) for x, y in zip(a, b, strict=True) if not (math.isnan(x) and math.isnan(y))]
+    if any(math.isnan(x) or math.isnan(y) for x, y in pairs):
+        return False
+    finite = [v for p in pairs for v in p if math.isfinite(v)]
+    span = max(finite) - min(finite) if finite else 0.0
+    return all(x == y or abs(x - y) <= 1e-3 * span for x, y in pairs)
 
 
 @literal
@@ -78,7 +92,7 @@ def loss_curves(
     for i, r in enumerate(runs):
         c = r.curves
         color = colors[i]
-        twin = any(o.curves["train_loss"] == c["train_loss"] for o in runs[i + 1 :])
+        twin = any(coincide(o.curves["train_loss"], c["train_loss"]) for o in runs[i + 1 :])
         style = {"color": color, **_style(twin)}
         ax.plot(c["epoch"], c["train_loss"], **style, **_lone(c["train_loss"]), label=labels[i])
         if key in c:
@@ -138,8 +152,8 @@ def wd_curve(
     ax.grid(alpha=0.3, which="major")
     ax.plot([], [], color="0.3", label="validation")  # one entry per (mode, lr), and the styles
     ax.plot([], [], color="0.3", ls="--", label="test")
-    outside = len(keys) > 4  # beside the axes, never over the curves
-    legend(ax, **({"loc": "upper left", "bbox_to_anchor": (1.01, 1)} if outside else {"ncol": 2}))
+    legend(ax, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the axes, never over a
+    # curve or a band (inside, "best" put it over a peak at the grid's edge: a browser trial)
     fig.tight_layout()
     return fig
 
@@ -268,7 +282,9 @@ def gap_curves(
         if f"{split}_loss" not in c or "train_loss_eval" not in c:
             continue
         gap = [a - b for a, b in zip(c[f"{split}_loss"], c["train_loss_eval"], strict=True)]
-        twin = any(o.curves.get(f"{split}_loss") == c[f"{split}_loss"] for o in runs[i + 1 :])
+        twin = any(
+            coincide(o.curves.get(f"{split}_loss"), c[f"{split}_loss"]) for o in runs[i + 1 :]
+        )
         style = {"color": colors[i], **_style(twin), **_lone(gap)}
         ax.plot(c["eval_epoch"], gap, **style, label=labels[i])
     ax.axhline(0, color="black", lw=0.6)
@@ -290,7 +306,9 @@ def weight_norm_curves(runs: Sequence[RunResult], labels: Sequence[str] | None =
     labels = list(labels) if labels is not None else run_labels(runs)
     for i, r in enumerate(runs):
         c = r.curves
-        twin = any(o.curves.get("weight_norm") == c.get("weight_norm") for o in runs[i + 1 :])
+        twin = any(
+            coincide(o.curves.get("weight_norm"), c.get("weight_norm")) for o in runs[i + 1 :]
+        )
         ax.plot(
             c["epoch"],
             c["weight_norm"],
