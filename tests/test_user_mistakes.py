@@ -337,18 +337,6 @@ def test_outputs_flattened_across_the_batch_are_named_by_their_shape(streamed):
         assert res.runs[0].status == "done"
 
 
-def test_a_loss_refused_in_the_trial_step_warns_nothing_before_its_line():
-    """A new-user trial: ``loss=nn.MSELoss()`` on class labels printed torch's size warning
-    three times (once per trial of the step) before the one-line refusal."""
-    g = torch.Generator().manual_seed(0)
-    X, y = torch.randn(200, 10, generator=g), torch.randint(0, 2, (200,), generator=g)
-    with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
-        refused("the model or its loss fails on inputs of shape (10,)", lambda: nn.Linear(10, 2),
-                _split(X, y), loss=nn.MSELoss())  # fmt: skip
-    assert [str(w.message) for w in seen] == []
-
-
 @pytest.mark.parametrize("streamed", [False, True], ids=["tensors", "dataset"])
 def test_several_regression_targets_are_nn_mse_loss_and_r2_is_sklearns(tmp_path, streamed):
     """Before: targets of shape (n, 4), and (n, 1) read from a Dataset, crashed the default

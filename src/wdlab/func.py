@@ -36,7 +36,6 @@ so ``functional_call`` gives both names that configuration's row.
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
@@ -298,9 +297,7 @@ def _try(
     loss: Callable[[Tensor], Tensor],
 ) -> str | None:
     device = next(iter(params.values())).device
-    with torch.random.fork_rng(devices=cuda_ids(device)), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a trial: training warns again where it runs, and a
-        # failure is said in one line (torch's size warning came first, once per trial)
+    with torch.random.fork_rng(devices=cuda_ids(device)):
         try:
             with torch.enable_grad():
                 trial = {n: p.detach().clone().requires_grad_(True) for n, p in params.items()}
