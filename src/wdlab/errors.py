@@ -3,7 +3,6 @@ first line of its message, so that wdlab's own refusal stays one line."""
 
 from __future__ import annotations
 
-import sysconfig
 from pathlib import Path
 
 USER_FRAME = "wdlab_user_frame"  # set on an exception raised elsewhere (a Ray task)
@@ -25,6 +24,8 @@ def user_frame(exc: BaseException) -> str:
     wdlab's, an installed package's or Python's own), where it comes after wdlab's last; ""
     where wdlab's own code is the innermost of those. An exception raised in another process
     (a Ray task) carries it as set there (:data:`USER_FRAME`): its traceback did not come."""
+    import sysconfig  # (here: not at every import of wdlab, for a command that fails)
+
     ours = str(Path(__file__).resolve().parent)
     stdlib = sysconfig.get_paths()["stdlib"]
     found = ""

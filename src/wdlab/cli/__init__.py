@@ -256,12 +256,8 @@ def _with_flag(text: str) -> str:
     """A line that opens with a config key (``train.lr: …``) names its flag too (``train.lr
     (--lr): …``): the key is what a file sets, the flag what the command line does."""
     m = _KEY.match(text)
-    flag = _flags_of_keys().get(m.group(1)) if m else None
+    flag = facts.flags().get(m.group(1)) if m else None
     return text if flag is None else f"{m.group(1)} ({flag}){text[m.end() :]}"
-
-
-def _flags_of_keys() -> dict[str, str]:
-    return {k["key"]: k["flag"] for k in facts.load()["experiment"] if k.get("flag")}
 
 
 def _store_path(exc: BaseException) -> str:

@@ -58,7 +58,7 @@ def _keyed(message: str) -> str:
     from wdlab.cli import facts
 
     m = _ARGUMENT.match(message)
-    keys = {k["flag"]: k["key"] for k in facts.load()["experiment"] if k.get("flag")} if m else {}
+    keys = {flag: key for key, flag in facts.flags().items()} if m else {}
     key = keys.get(m.group(1)) if m else None
     return f"{key} ({m.group(1)}): {message[m.end() :]}" if m and key else message
 

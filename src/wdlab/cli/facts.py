@@ -80,6 +80,11 @@ def load() -> dict[str, Any]:
     return json.loads(FACTS_FILE.read_text(encoding="utf-8"))
 
 
+def flags() -> dict[str, str]:
+    """Each config key's flag, by key (``train.lr``: ``--lr``), for the keys that have one."""
+    return {k["key"]: k["flag"] for k in load()["experiment"] if k.get("flag")}
+
+
 def key(dotted: str) -> dict[str, Any]:
     """The facts of config key ``section.name``."""
     for k in load()["experiment"]:
