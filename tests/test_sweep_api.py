@@ -92,6 +92,23 @@ def test_custom_loss_and_metric_choose_with_their_direction():
     assert res.runs[0].engine == "hand-batched GroupedCNN"
 
 
+@pytest.mark.parametrize("loss", [nn.MSELoss(), F.l1_loss, nn.HuberLoss()])
+def test_a_pointwise_loss_that_would_broadcast_is_refused(tmp_path, loss):
+    """torch's MSELoss of (n, 1) outputs against (n,) targets only warns and trains on an
+    (n, n) loss; it is refused in one line naming both shapes, before anything is stored.
+    Outputs of the targets' shape train."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 5, generator=g), torch.randn(40, generator=g)
+    splits = {"train": (x, y), "val": (x, y), "test": (x, y)}
+    kw = dict(loss=loss, weight_decay=[0.0, 0.1], lr=0.1, epochs=1)
+    match = r"outputs have shape \(8, 1\) and the targets \(8,\); torch would broadcast"
+    with pytest.raises(ValueError, match=match):
+        wdlab.sweep(lambda: nn.Linear(5, 1), splits, out=tmp_path / "s", **kw)
+    assert not (tmp_path / "s").exists()
+    flat = wdlab.sweep(lambda: nn.Sequential(nn.Linear(5, 1), nn.Flatten(0)), splits, **kw)
+    assert all(r.status == "done" for r in flat.runs)
+
+
 def _error_rate(out, y):
     return (out.argmax(1) != y).float().mean()
 

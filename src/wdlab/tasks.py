@@ -198,6 +198,7 @@ def _batched_loss(fn: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, T
     state = {"vmap": True}
 
     def loss(out: Tensor, y: Tensor) -> Tensor:
+        _check_broadcast(fn, out, y)
         if state["vmap"]:
             try:
                 values = vmapped(out, y)
@@ -212,6 +213,29 @@ def _batched_loss(fn: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, T
         return values
 
     return loss
+
+
+# torch's pointwise losses that broadcast outputs against targets of another shape, with only
+# a warning: (n, 1) outputs against (n,) targets give an (n, n) loss, a wrong one
+_BROADCASTING = (torch.nn.MSELoss, torch.nn.L1Loss, torch.nn.SmoothL1Loss, torch.nn.HuberLoss)
+_BROADCASTING_FNS = (F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss)
+
+
+def _check_broadcast(fn: Callable[[Tensor, Tensor], Tensor], out: Tensor, y: Tensor) -> None:
+    """A one-line ``ValueError`` where ``fn`` is one of torch's pointwise losses and one
+    configuration's outputs (``out[0]``) and the targets differ in shape (torch would warn and
+    broadcast them)."""
+    if not (isinstance(fn, _BROADCASTING) or fn in _BROADCASTING_FNS):
+        return
+    if not isinstance(y, Tensor) or out.shape[1:] == y.shape:
+        return
+    name = getattr(fn, "__name__", type(fn).__name__)
+    one, target = tuple(out.shape[1:]), tuple(y.shape)
+    raise ValueError(
+        f"loss {name}: the model's outputs have shape {one} and the targets {target}; torch "
+        "would broadcast them into a wrong loss: make them the same shape (squeeze the "
+        "outputs, or give the targets the outputs' shape)"
+    )
 
 
 def _metric_values(metric: Metric) -> Callable[[Tensor, Tensor], dict[str, Tensor]]:
