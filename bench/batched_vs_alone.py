@@ -349,7 +349,7 @@ def _rel(a: dict, b: dict) -> float:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--part", choices=["resnet", "transformer", "noise", "all"], default="all")
     args = ap.parse_args()
     torch.set_num_threads(1)

@@ -69,7 +69,7 @@ def per_step(steps: list[Callable[[], None]], n: int, threads: bool) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=30, help="steps per configuration and side")
     a = ap.parse_args()
     threads = torch.get_num_threads()

@@ -100,7 +100,7 @@ def time_to(points: list[tuple[float, float]], target: float) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=20)

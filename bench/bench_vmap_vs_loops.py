@@ -76,7 +76,7 @@ def steps(make, shape, k: int, n: int):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--k", type=int, default=16, help="configurations")
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--repeat", type=int, default=5)
