@@ -485,6 +485,26 @@ def test_ls_before_any_sweep_lists_no_study(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "wdlab-out").exists()  # nothing made
 
 
+def test_ls_lines_up_a_data_name_longer_than_its_column(tmp_path, capsys, monkeypatch):
+    """A data name over 14 characters pushed that line's counts out of their columns."""
+    import wdlab.cli.study as study
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "study.db").touch()
+    rows = {"a": "digits", "b": "customer_churn_2026_q3"}
+    counts = dict(runs=12, done=9, diverged=1, pruned=0, failed=2, running=0, pending=0)
+
+    def row(d):
+        return {"study": str(d), "created": "2026-12-08 10:00:00", "data": rows[d.name], **counts}
+
+    monkeypatch.setattr(study, "study_row", row)
+    monkeypatch.setattr("wdlab.store.find_studies", lambda root: sorted(root.iterdir()))
+    assert main(["ls", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and len({len(line) for line in lines}) == 1, lines
+
+
 def test_a_store_damaged_inside_is_refused_not_read_in_part(tmp_path, capsys):
     """Bytes overwritten inside study.db (not cut short) were read silently: show and report
     exited 0 with a run's curves missing, and sweep failed with a KeyError after rewriting

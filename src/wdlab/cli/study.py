@@ -105,8 +105,9 @@ def cmd_ls(args: argparse.Namespace) -> int:
         print(f"no studies under {root}")
         return 0
     w = max(len("study"), *(len(str(r["study"])) for r in rows))
+    dw = max(14, *(len(str(r.get("data", ""))) for r in rows))  # long data names line up too
     print(
-        f"{'study':<{w}}  {'created':<19}  {'data':<14} {'runs':>5} {'done':>5} {'div':>4} "
+        f"{'study':<{w}}  {'created':<19}  {'data':<{dw}} {'runs':>5} {'done':>5} {'div':>4} "
         f"{'pruned':>6} {'fail':>4} {'running':>7} {'todo':>5}"
     )
     for r in rows:
@@ -114,7 +115,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
             print(f"{r['study']:<{w}}  unreadable: {r['error']}")
             continue
         print(
-            f"{r['study']:<{w}}  {r['created']:<19}  {r['data']!s:<14} {r['runs']:>5} "
+            f"{r['study']:<{w}}  {r['created']:<19}  {r['data']!s:<{dw}} {r['runs']:>5} "
             f"{r['done']:>5} {r['diverged']:>4} {r['pruned']:>6} {r['failed']:>4} "
             f"{r['running']:>7} {r['pending']:>5}"
         )
