@@ -90,6 +90,31 @@ def test_lightnings_configure_optimizers_dict_is_audited_as_its_optimizer():
     assert "lr-wd" not in audit({"optimizer": opt}, model).codes()
 
 
+def test_every_return_of_lightnings_configure_optimizers_is_audited_at_its_peaks():
+    """A new-user trial: Lightning's most common return, ``([opt], [sched])``, passed the lint
+    with CyclicLR's peak lr·wd = 2.5 unread (as did a list of dicts, and ``audit([opt], m,
+    [sched])``); a scheduler that is not one was taken silently."""
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, weight_decay=0.5)
+    cyclic = torch.optim.lr_scheduler.CyclicLR(opt, base_lr=0.01, max_lr=5.0)
+    plain = audit(opt, model, cyclic)
+    assert "lr-wd" in plain.codes()
+    as_dict = {"scheduler": cyclic, "interval": "step"}
+    for form, scheduler in (
+        (([opt], [cyclic]), None),
+        (([opt], [as_dict]), None),
+        ([{"optimizer": opt, "lr_scheduler": cyclic}], None),
+        ([opt], [cyclic]),
+        ([opt], [as_dict]),
+        (opt, as_dict),
+    ):
+        assert audit(form, model, scheduler).to_dict() == plain.to_dict(), form
+    with pytest.raises(ValueError, match=r"^scheduler: expected a torch lr scheduler .*'cosine'"):
+        audit(opt, model, "cosine")
+    with pytest.raises(ValueError, match=r"configure_optimizers returns; got tuple$"):
+        audit((model, [opt]), model)
+
+
 def test_effective_formula_per_optimizer_class():
     model = Net()
     cases = {
@@ -291,6 +316,15 @@ def clean():
 def not_a_pair():
     return 3
 
+def swapped():
+    model = nn.Linear(4, 1)
+    return torch.optim.AdamW(model.parameters()), model
+
+def lists():  # Lightning's ([optimizers], [schedulers]), after the model
+    model = nn.Linear(4, 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.05)
+    return model, [opt], [torch.optim.lr_scheduler.CyclicLR(opt, 0.01, 50.0)]
+
 def refuses():
     raise ValueError("nope")
 
@@ -322,6 +356,8 @@ def test_cli_text_json_and_exit_status(setup_module, capsys):
     assert doc["parameters"][0]["decay"][0]["mode"] == "coupled" and doc["ok"] is False
     assert main(["audit", str(setup_module / "mytrain_audit.py") + ":clean"]) == 0
     assert "no weight-decay mistakes found" in capsys.readouterr().out
+    assert main(["audit", "mytrain_audit:lists"]) == 1  # CyclicLR's peak: lr·wd = 2.5
+    assert "[lr-wd]" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -331,6 +367,7 @@ def test_cli_text_json_and_exit_status(setup_module, capsys):
         ("no_such_module_xyz:setup", "cannot load 'no_such_module_xyz:setup'"),
         ("mytrain_audit:nothing", "cannot load 'mytrain_audit:nothing'"),
         ("mytrain_audit:not_a_pair", "must return (model, optimizer) or (model, optimizer, sc"),
+        ("mytrain_audit:swapped", "returned the model second: return (model, optimizer)"),
         ("missing_file.py:setup", "no file missing_file.py"),
         ("a_folder.py:setup", "a_folder.py is not a regular file"),  # it said "no file"
         # the user's own error is named as theirs (it read as wdlab's: "error: nope")

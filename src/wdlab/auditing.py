@@ -172,18 +172,22 @@ def audit(
 ) -> AuditReport:
     """Lint the weight decay of ``optimizer``: how each tensor decays, and the mistakes.
 
-    ``optimizer``: one, or several sharing ``model``; the mistakes are the module docstring's.
-    ``scheduler``: an lr scheduler of the (first) optimizer that keeps its peak lrs to itself
-    (CyclicLR's ``max_lrs``): ``lr-wd`` is checked at them. Lightning's
-    ``configure_optimizers`` dict (``{"optimizer": …, "lr_scheduler": …}``) is taken too."""
-    optimizer, scheduler = unpacked_setup(optimizer, scheduler)
+    ``optimizer``: one, or several sharing ``model``, or what Lightning's
+    ``configure_optimizers`` returns (``([optimizers], [schedulers])``, ``{"optimizer": …,
+    "lr_scheduler": …}``, a list of such dicts); the mistakes are the module docstring's.
+    ``scheduler``: lr schedulers (one or a list) that keep their peak lrs to themselves
+    (CyclicLR's ``max_lrs``): ``lr-wd`` is checked at them."""
+    optimizer, schedulers = unpacked_setup(optimizer, scheduler)
     opts = list(optimizer) if isinstance(optimizer, (list, tuple)) else [optimizer]
     if not opts or not all(isinstance(o, torch.optim.Optimizer) for o in opts):
         given = list(model) if isinstance(model, (list, tuple)) else [model]
         optimizers = all(isinstance(o, torch.optim.Optimizer) for o in given)
         swapped = optimizers and isinstance(optimizer, nn.Module)
         order = ": audit(optimizer, model), the optimizer first" if swapped else ""
-        raise ValueError(f"audit needs a torch.optim optimizer (or a list of them){order}")
+        raise ValueError(
+            "audit needs a torch.optim optimizer, a list of them or what Lightning's "
+            f"configure_optimizers returns; got {type(optimizer).__name__}{order}"
+        )
     if model is not None and not isinstance(model, nn.Module):
         raise ValueError(f"audit's model must be a torch.nn.Module, got {type(model).__name__}")
     names, kinds = _names_and_kinds(model)
@@ -194,7 +198,7 @@ def audit(
         label = class_name(opt) if len(opts) == 1 else f"{class_name(opt)} #{opts.index(opt)}"
         decay = attached(opt)
         for local, group in enumerate(opt.param_groups):
-            peaked = with_peak(group, scheduler, opt, local)  # (CyclicLR's max_lrs)
+            peaked = with_peak(group, schedulers, opt, local)  # (CyclicLR's max_lrs)
             every = sources(class_name(opt), group, decay)
             entries = [] if still(peaked) else every
             for j, p in enumerate(group["params"]):

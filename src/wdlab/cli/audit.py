@@ -15,6 +15,8 @@ def load_setup(target: str, timeout: float | None) -> tuple[Any, Any, Any]:
     its peak lr in the groups), within ``timeout`` seconds, and return the model and the
     optimizer, and the scheduler or None (what it raises is one line naming it, as a model
     factory's is)."""
+    from torch import nn
+
     from wdlab.usercode import call_user
 
     func = load_callable(target)
@@ -25,6 +27,8 @@ def load_setup(target: str, timeout: float | None) -> tuple[Any, Any, Any]:
             f"{target}() must return (model, optimizer) or (model, optimizer, scheduler), "
             f"got {shape}"
         )
+    if isinstance(result[1], nn.Module) and not isinstance(result[0], nn.Module):
+        raise UsageError(f"{target}() returned the model second: return (model, optimizer)")
     return result[0], result[1], (result[2] if len(result) == 3 else None)
 
 

@@ -81,23 +81,66 @@ def sources(name: str, group: dict, decay: DecayLike | None) -> list[dict]:
     return out
 
 
-def unpacked_setup(optimizer: Any, scheduler: object) -> tuple[Any, object]:
-    """The optimizer and scheduler of Lightning's ``configure_optimizers`` dict (its
-    ``lr_scheduler`` a scheduler or a dict with one under ``scheduler``); else as given."""
-    if not isinstance(optimizer, Mapping) or "optimizer" not in optimizer:
-        return optimizer, scheduler
-    given = optimizer.get("lr_scheduler")
+def unpacked_setup(optimizer: Any, scheduler: object) -> tuple[Any, list[object]]:
+    """The optimizers and the schedulers of what Lightning's ``configure_optimizers`` returns
+    (an optimizer, a list of them, ``([optimizers], [schedulers])``, a dict ``{"optimizer": …,
+    "lr_scheduler": …}`` or a list of such dicts; a scheduler may be a dict with it under
+    ``scheduler``), plus ``scheduler`` (one, a list, or such dicts); a one-line
+    ``ValueError`` for a scheduler that is not one."""
+    found: list[object] = []
+    if isinstance(optimizer, Mapping) and "optimizer" in optimizer:
+        optimizer, found = optimizer["optimizer"], [optimizer.get("lr_scheduler")]
+    elif _two_lists(optimizer):
+        optimizer, found = list(optimizer[0]), _listed(optimizer[1])
+    elif _dicts(optimizer):
+        found = [d.get("lr_scheduler") for d in optimizer]
+        optimizer = [d["optimizer"] for d in optimizer]
+    schedulers = [_scheduler(s) for s in [*found, *_listed(scheduler)] if s is not None]
+    return optimizer, [s for s in schedulers if s is not None]
+
+
+def _dicts(conf: Any) -> bool:
+    """Lightning's list of ``{"optimizer": …}`` dicts."""
+    return (
+        isinstance(conf, (list, tuple))
+        and bool(conf)
+        and all(isinstance(d, Mapping) and "optimizer" in d for d in conf)
+    )
+
+
+def _two_lists(conf: Any) -> bool:
+    """Lightning's ``([optimizers], [schedulers])``."""
+    return (
+        isinstance(conf, (list, tuple))
+        and len(conf) == 2
+        and isinstance(conf[0], (list, tuple))
+        and all(isinstance(o, torch.optim.Optimizer) for o in conf[0])
+    )
+
+
+def _listed(given: object) -> list[object]:
+    return list(given) if isinstance(given, (list, tuple)) else [given]
+
+
+def _scheduler(given: object) -> object:
+    """A scheduler, or Lightning's dict with one under ``scheduler``; None for None."""
     inner = given.get("scheduler") if isinstance(given, Mapping) else given
-    return optimizer["optimizer"], scheduler if scheduler is not None else inner
+    if inner is None or (hasattr(inner, "optimizer") and hasattr(inner, "step")):
+        return inner
+    raise ValueError(
+        f"scheduler: expected a torch lr scheduler (or Lightning's {{'scheduler': …}} dict), "
+        f"got {type(inner).__name__} {inner!r:.40}"
+    )
 
 
-def with_peak(group: dict, scheduler: object, opt: torch.optim.Optimizer, i: int) -> dict:
+def with_peak(group: dict, schedulers: list[object], opt: torch.optim.Optimizer, i: int) -> dict:
     """``group``, with the peak lr its scheduler keeps to itself (CyclicLR's ``max_lrs``) as
-    ``max_lr``, where ``scheduler`` drives ``opt`` (the group itself is not changed)."""
-    peaks = getattr(scheduler, "max_lrs", None)
-    if getattr(scheduler, "optimizer", None) is not opt or not isinstance(peaks, (list, tuple)):
-        return group
-    return group | {"max_lr": peaks[i]} if i < len(peaks) else group
+    ``max_lr``, where one of ``schedulers`` drives ``opt`` (the group itself is not changed)."""
+    for scheduler in schedulers:
+        peaks = getattr(scheduler, "max_lrs", None)
+        if getattr(scheduler, "optimizer", None) is opt and isinstance(peaks, (list, tuple)):
+            return group | {"max_lr": peaks[i]} if i < len(peaks) else group
+    return group
 
 
 def still(group: dict) -> bool:
