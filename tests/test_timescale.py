@@ -233,6 +233,16 @@ def test_timescale_settings_are_validated():
         {"seeds": ()},
         {"data_seed": -5},
         {"data_seed": 2**40},
+        # a new-user trial: these were taken (hidden=(0,) trained and reported optima) or
+        # failed with a TypeError about slice indices (1.5)
+        {"hidden": (0,)},
+        {"hidden": ()},
+        {"activation": "nope"},
+        {"factors": (1, 1)},
+        {"factors": (1.5, 3)},
+        {"factors": (4, 2)},
+        {"weight_decays": (1e-3, math.inf, 1.0)},
+        {"weight_decays": (1e-1, 1e-2, 1e-3)},
     ):
         with pytest.raises(ValueError):
             TimescaleSettings(**bad)
@@ -373,3 +383,17 @@ def test_a_size_whose_every_run_diverged_is_one_line_not_a_winner():
             r.update({k: math.nan for k in ("val_loss", "val_acc", "test_loss", "test_acc")})
     with pytest.raises(ValueError, match=rf"^every run diverged at N = {largest} \(lr "):
         analyse(rows, s)
+
+
+def test_wd_sets_the_grid_and_one_seed_prints_no_nan(capsys):
+    """A new-user trial: the verdict said "widen" the λ grid, which no flag set, and one
+    seed's spreads printed as "± nan" and "sd nan" (the table says "-")."""
+    argv = ["timescale", "--seeds", "7,", "--epochs", "1", "--wd", "0.1..10:3", "--json"]
+    assert main(argv) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert sorted({r["weight_decay"] for r in doc["runs"]}) == [0.1, 1.0, 10.0]
+    assert main(argv[:-1]) == 0
+    text = capsys.readouterr().out
+    assert "nan" not in text and "± - decades" in text and "per seed sd -)" in text
+    assert main(["timescale", "--wd", "1,0.1,0.01"]) == 2
+    assert "weight_decays (--wd) needs >= 3" in capsys.readouterr().err

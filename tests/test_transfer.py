@@ -11,7 +11,7 @@ import warnings
 import pytest
 
 from wdlab.cli import main
-from wdlab.timescale import transfer
+from wdlab.timescale import steps_per_epoch, transfer
 
 BASE = ["transfer", "--wd", "0.1", "--lr", "1e-3", "--n", "50000", "--batch-size", "256"]
 
@@ -177,12 +177,35 @@ def test_numpy_and_torch_numbers_are_numbers():
     assert transfer(decimal.Decimal("0.1"), 1e-3, 100, 10).weight_decay == 0.1
 
 
+@pytest.mark.parametrize(
+    "n, b, fragment",
+    [(10, 0, "batch size must be"), (math.nan, 1, "n must be"), (0, 10, "n must be"),
+     (-1, 1, "n must be"), (10, -2, "batch size must be")],
+)  # fmt: skip
+def test_steps_per_epoch_refuses_what_is_no_count(n, b, fragment):
+    """A new-user trial: (10, 0) raised ZeroDivisionError and (0, 10), (-1, 1), (10, -2) were
+    one step per epoch."""
+    with pytest.raises(ValueError, match=f"^{fragment} a positive finite number"):
+        steps_per_epoch(n, b)
+
+
+def test_the_mode_alone_says_whether_lr_is_in_the_rate():
+    """A new-user trial: ``lr_in_rate=True`` beside ``mode="independent"`` used the η factors
+    while the result said independent; the mode's fact now comes from the registry only."""
+    with pytest.raises(TypeError, match="lr_in_rate"):
+        transfer(0.1, 1e-3, 100, 10, to_lr=2e-3, mode="independent", lr_in_rate=True)
+    assert transfer(0.1, 1e-3, 100, 10, to_lr=2e-3, mode="independent").weight_decay == 0.1
+
+
 def test_a_setting_with_lr_times_wd_at_least_one_is_warned():
     """η·λ ≥ 1 is outside the rule's regime (each step multiplies the weights by 1 − η·λ ≤ 0):
     carrying λ = 0.1 from batch 1 to a full batch of 50,000 gave λ' = 5000 without a word. The
     tuned setting and the new one are each checked; inside the regime nothing is said."""
-    with pytest.warns(UserWarning, match=r"the new setting's η·λ = 5 ≥ 1 \(τ_iter = 0.2 steps\)"):
+    with pytest.warns(
+        UserWarning, match=r"the new setting's η·λ = 5 ≥ 1 \(τ_iter = 0.2 steps\)"
+    ) as w:
         t = transfer(0.1, 1e-3, 50_000, 1, to_batch_size=50_000)
+    assert w[0].filename == __file__  # the caller's line, not wdlab's
     assert t.weight_decay == pytest.approx(5000) and len(t.to_dict()["caveats"]) == 1
     with pytest.warns(UserWarning, match="the tuned setting's λ = 2 ≥ 1"):
         transfer(2.0, 1e-3, 100, 10, to_n=1000, mode="independent")

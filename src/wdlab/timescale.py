@@ -80,7 +80,9 @@ def transfer_modes() -> dict[str, bool]:
 def steps_per_epoch(n: float, batch_size: float) -> float:
     """M = ⌈N/B⌉: optimizer steps per epoch of ``n`` examples in batches of ``batch_size`` (the
     last batch may be short); 1 for a full batch (B ≥ N). Where N/B is beyond 2⁵³ every float
-    is a whole number, and N/B is M itself (``inf`` where it overflows)."""
+    is a whole number, and N/B is M itself (``inf`` where it overflows). Each must be a
+    positive finite number (else a one-line ``ValueError``)."""
+    _positive("n", n), _positive("batch size", batch_size)
     if all(_whole(v) for v in (n, batch_size)):  # whole counts: exactly, however large
         m = -(-int(n) // int(batch_size))
         return max(1.0, float(m)) if m < 10**308 else math.inf
@@ -332,13 +334,11 @@ def transfer(
     epochs: float | None = None,
     to_epochs: float | None = None,
     mode: str = "decoupled",
-    lr_in_rate: bool | None = None,
 ) -> Transfer:
     """Carry weight decay λ tuned at (η, N, B) to (η', N', B') keeping τ_epoch = 1/(η·λ·M).
 
     λ' = λ·(η·M)/(η'·M') with M = ⌈N/B⌉ (:func:`steps_per_epoch`; λ·(η·N·B')/(η'·N'·B) where
-    the batches divide the data); ``mode="independent"`` (τ_iter = 1/λ) drops the η factors
-    (``lr_in_rate``: the mode's fact, read from the registry when not given).
+    the batches divide the data); ``mode="independent"`` (τ_iter = 1/λ) drops the η factors.
     A ``to_*`` left out keeps its value. ``to_epochs`` (needs ``epochs``) keeps τ as the same
     *fraction of the run*: τ_epoch' = τ_epoch·E'/E, i.e. M·E, the steps of the run, takes the
     place of M (as the tokens trained do in single-epoch LLM training), so λ' gains E/E'.
@@ -347,11 +347,27 @@ def transfer(
     would overflow, and refused (one line) where it lies beyond float range. A setting with
     η·λ ≥ 1 (τ_iter ≤ 1 step) is outside the rule's regime: warned, and listed in ``caveats``.
     """
-    if lr_in_rate is None:
-        modes = transfer_modes()
-        if mode not in modes:
-            raise ValueError(f"transfer mode must be one of {', '.join(modes)}, got {mode!r}")
-        lr_in_rate = modes[mode]
+    modes = transfer_modes()
+    if mode not in modes:
+        raise ValueError(f"transfer mode must be one of {', '.join(modes)}, got {mode!r}")
+    to = {"lr": to_lr, "n": to_n, "batch_size": to_batch_size, "epochs": to_epochs}
+    return carry(weight_decay, lr, n, batch_size, to, epochs, mode, modes[mode], stacklevel=3)
+
+
+def carry(
+    weight_decay: float,
+    lr: float,
+    n: float,
+    batch_size: float,
+    to: dict[str, float | None],
+    epochs: float | None,
+    mode: str,
+    lr_in_rate: bool,
+    stacklevel: int = 2,
+) -> Transfer:
+    """:func:`transfer` with the mode's fact ``lr_in_rate`` (its rate scales with η) given, as
+    the command line reads it from its facts without importing torch; ``to``: the ``to_*``."""
+    to_lr, to_n, to_batch_size, to_epochs = to["lr"], to["n"], to["batch_size"], to["epochs"]
     if to_epochs is not None and epochs is None:
         raise ValueError("to_epochs (--to-epochs) needs epochs (--epochs), the epochs tuned for")
     src = Setting(
@@ -384,7 +400,7 @@ def transfer(
     _check_range(target, "the new setting's", log_wd2)
     result = Transfer(src, target, *_formula(src, target))
     for caveat in result.caveats:
-        warnings.warn(caveat, stacklevel=2)
+        warnings.warn(caveat, stacklevel=stacklevel)
     return result
 
 

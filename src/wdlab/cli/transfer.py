@@ -35,20 +35,18 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     ICML 2025), and print the formula used. N and B are in the same unit (examples, or tokens).
     --to-epochs (with --epochs) keeps τ as the same fraction of the run: M·E, the steps of the
     run, takes the place of M. A result beyond float range is refused."""
-    from wdlab.timescale import transfer
+    from wdlab.timescale import carry
 
-    t = transfer(
+    to = {"lr": args.to_lr, "n": args.to_n, "batch_size": args.to_batch_size}
+    t = carry(
         args.wd,
         args.lr,
         args.n,
         args.batch_size,
-        to_lr=args.to_lr,
-        to_n=args.to_n,
-        to_batch_size=args.to_batch_size,
-        epochs=args.epochs,
-        to_epochs=args.to_epochs,
-        mode=args.mode,
-        lr_in_rate=facts.load()["transfer_modes"][args.mode],  # the registry's, without torch
+        to | {"epochs": args.to_epochs},
+        args.epochs,
+        args.mode,
+        facts.load()["transfer_modes"][args.mode],  # the registry's, without importing torch
     )
     if args.json:
         emit_json(t.to_dict())
@@ -117,6 +115,7 @@ def cmd_timescale(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         hidden=args.hidden,
         data_seed=args.data_seed,
+        **({"weight_decays": args.wd} if args.wd else {}),
     )  # checked before --out is made
     out = writable_dir(Path(args.out), create=False) if args.out else None
     if out is not None:  # files of the user's, or wdlab's for another command: kept
@@ -148,6 +147,16 @@ def sizes(text: str) -> tuple[int, ...]:
     return out
 
 
+def wd_grid(text: str) -> tuple[float, ...]:
+    """``--wd``'s λ grid: ``LO..HI:N`` (log-spaced) or a comma list, as ``sweep --wd``."""
+    from wdlab.config_keys import parse_float_list
+
+    try:
+        return tuple(parse_float_list(text, "--wd"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--wd: ")) from None
+
+
 def add_timescale_flags(p: argparse.ArgumentParser) -> None:
     """The check's size, and where to write it."""
     p.add_argument("--out", type=folder, help="write timescale.json and timescale.png here")
@@ -159,6 +168,13 @@ def add_timescale_flags(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--epochs", type=positive_int, default=100, help="epochs")
     p.add_argument("--lr", type=positive_float, default=0.01, help="AdamW's lr")
+    p.add_argument(
+        "--wd",
+        "--weight-decay",
+        type=wd_grid,
+        help="the λ grid swept at each size, rising, 3 or more: LO..HI:N (log-spaced) or a "
+        "list like 0.01,0.1,1 (default: 0.01..31.6:15)",
+    )
     p.add_argument("--batch-size", type=positive_int, default=32, help="batch size")
     p.add_argument(
         "--hidden", type=sizes, default=(64,), help="the MLP's hidden sizes, e.g. 128,128"

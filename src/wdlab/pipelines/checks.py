@@ -1,10 +1,11 @@
-"""The arguments of :func:`wdlab.sweep`, checked before anything runs: each bad one is one
-``ValueError`` line naming the argument (the command line checks its flags the same way, in
-:mod:`wdlab.config_keys` and :mod:`wdlab.cli`)."""
+"""The arguments of :func:`wdlab.sweep` (and of :class:`wdlab.TimescaleSettings`), checked
+before anything runs: each bad one is one ``ValueError`` line naming the argument (the command
+line checks its flags the same way, in :mod:`wdlab.config_keys` and :mod:`wdlab.cli`)."""
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import fields
@@ -233,3 +234,29 @@ def can_stop(epochs: int, patience: int, every: int) -> None:
             f"{evaluations} evaluations; evaluate more often (eval_every, --eval-every) or lower "
             "the patience"
         )
+
+
+def rising_grid(name: str, values: object, at_least: int, whole: bool = False) -> None:
+    """A one-line ``ValueError`` unless ``values`` holds ``at_least`` finite numbers > 0 (whole
+    ones where ``whole``: a size factor), each larger than the one before."""
+    given = list(values) if isinstance(values, (list, tuple, range)) else None
+    kinds = (int,) if whole else (int, float)
+    numbers = given is not None and all(
+        isinstance(v, kinds) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+        for v in given
+    )
+    if not numbers or len(given) < at_least or any(b <= a for a, b in itertools.pairwise(given)):
+        what = "whole numbers >= 1" if whole else "finite numbers > 0"
+        raise ValueError(
+            f"{name} needs >= {at_least} {what}, each larger than the one before, got {values!r}"
+        )
+
+
+def check_mlp(hidden: object, activation: object, activations: Mapping[str, Any]) -> None:
+    """A one-line ``ValueError`` unless ``hidden`` is one or more layer widths >= 1 and
+    ``activation`` one of ``activations``."""
+    widths = list(hidden) if isinstance(hidden, (list, tuple)) else []
+    if not widths or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in widths):
+        raise ValueError(f"hidden needs one or more layer widths >= 1, got {hidden!r}")
+    if activation not in activations:
+        raise ValueError(f"activation must be one of {', '.join(activations)}, got {activation!r}")

@@ -35,7 +35,8 @@ from wdlab.config import MAX_SEED
 from wdlab.config_keys import seed_values
 from wdlab.data import load
 from wdlab.data.tables import check_data_keys
-from wdlab.models import ModelSpec
+from wdlab.models import ACTIVATIONS, ModelSpec
+from wdlab.pipelines.checks import check_mlp, rising_grid
 from wdlab.records import RunConfig
 from wdlab.report.timescale import timescale_figure, timescale_table
 from wdlab.stats import t_quantile
@@ -72,10 +73,9 @@ class TimescaleSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if len(self.factors) < 2 or any(f < 1 for f in self.factors):
-            raise ValueError(f"factors needs >= 2 sizes, each >= 1, got {self.factors!r}")
-        if len(self.weight_decays) < 3 or min(self.weight_decays) <= 0:
-            raise ValueError("weight_decays needs >= 3 values, each > 0 (a log grid)")
+        rising_grid("factors", self.factors, 2, whole=True)  # sizes: smallest × each
+        rising_grid("weight_decays (--wd)", self.weight_decays, 3)  # a log grid
+        check_mlp(self.hidden, self.activation, ACTIVATIONS)
         given = list(self.seeds) if isinstance(self.seeds, (tuple, range)) else self.seeds
         object.__setattr__(self, "seeds", tuple(seed_values(given, "seeds")))
         check_data_keys({"source": self.data, "target": self.target}, prefix="")
@@ -169,7 +169,10 @@ def run_timescale(
     if ds.X_val is None:
         raise ValueError(f"data {s.data!r} has no validation split to choose λ on")
     if max(s.sizes) > len(ds.y_train):
-        raise ValueError(f"largest size {max(s.sizes)} > the {len(ds.y_train)} training rows")
+        raise ValueError(
+            f"largest size {max(s.sizes)} > the {len(ds.y_train)} training rows: give a "
+            "smaller --smallest (smallest=)"
+        )
     classes = len(ds.y_train.unique())
     if s.smallest < classes:  # the nested subsets are class-stratified from the smallest on
         raise ValueError(f"smallest {s.smallest} < the {classes} classes: each size needs them all")
@@ -428,7 +431,10 @@ def _resolved(pred: Mapping[str, Any], edge: bool) -> str:
     favour the other rule than the mean curve's optimum does)."""
     spread = f"{pred['seed_advantage_decades']:+.2f} ± {pred['seed_advantage_se']:.2f} decades"
     if edge:
-        return "not resolved: an optimum lies at the edge of the λ grid (widen it)"
+        return (
+            "not resolved: an optimum lies at the edge of the λ grid (widen it: --wd, or "
+            "weight_decays= in Python)"
+        )
     if pred["seed_count"] < 2:
         return "not resolved: one seed has no spread to test (give --seeds 3 or more)"
     if pred["resolved"]:

@@ -47,14 +47,19 @@ def timescale_table(doc: Mapping[str, Any]) -> str:
         f"  {_loss_there(p['keep_wd_val_loss'])}",
         f"  seed by seed, keep τ_epoch is closer in {p['seeds_keep_tau_better']} of "
         f"{len(s['seeds'])}; its advantage {p['seed_advantage_decades']:+.2f} ± "
-        f"{p['seed_advantage_se']:.2f} decades (mean ± se)",
-        f"slope of log10 λ* on log10 N: {sl['value']:.2f} (per seed sd {sl['seed_sd']:.2f}); "
+        f"{_spread(p['seed_advantage_se'])} decades (mean ± se)",
+        f"slope of log10 λ* on log10 N: {sl['value']:.2f} (per seed sd {_spread(sl['seed_sd'])}); "
         f"keep τ_epoch predicts {keep_tau_slope(sl)}, keep λ 0",
         "",
         doc["verdict"],
         f"time: {doc['seconds']:.1f} s",
     ]
     return "\n".join(lines)
+
+
+def _spread(value: float | None) -> str:
+    """A standard error or deviation to 2 decimals; "-" where one seed has none (NaN)."""
+    return "-" if value is None or math.isnan(value) else f"{value:.2f}"
 
 
 def _loss_panel(ax: Any, doc: Mapping[str, Any], x_key: str, xlabel: str) -> None:
