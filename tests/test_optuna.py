@@ -512,6 +512,29 @@ def test_cli_leaves_a_foreign_file_alone(tmp_path, capsys):
     assert main([*CLI, "--storage", f"sqlite:///{path}"]) == 2
     assert "is not an Optuna storage; left as it is" in capsys.readouterr().err
     assert digest(path) == before
+    # a new-user trial: a query string hid the file from the check, and Optuna's tables
+    # were written into it
+    assert main([*CLI, "--storage", f"sqlite:///{path}?timeout=30"]) == 2
+    assert "is not an Optuna storage; left as it is" in capsys.readouterr().err
+    assert digest(path) == before
+
+
+def test_a_storage_url_with_a_query_resumes_and_memory_is_not_offered_to_a_dashboard(
+    tmp_path, capsys
+):
+    """A new-user trial: the same search again with ``?timeout=30`` on its URL failed with
+    "DuplicatedStudyError … (unexpected)"; ``sqlite://`` printed a dashboard command for a
+    study that was gone."""
+    url = f"sqlite:///{tmp_path / 's.db'}?timeout=30"
+    for _ in range(2):
+        assert main([*CLI, "--trials", "1", "--batch", "1", "--storage", url]) == 0
+    assert len(optuna.load_study(study_name="search-wine", storage=url).trials) == 2
+    assert f"dashboard: optuna-dashboard {url}" in capsys.readouterr().out
+    assert main([*CLI, "--trials", "1", "--batch", "1", "--storage", "sqlite://"]) == 0
+    out = capsys.readouterr().out
+    assert "dashboard" not in out and "study: in memory" in out
+    hidden = "postgresql://me:secret@db/x"
+    assert wdlab.optuna.storage.shown_url(hidden) == "postgresql://me:***@db/x"
 
 
 def test_search_help_imports_no_optuna():

@@ -159,6 +159,7 @@ def _search(args: argparse.Namespace, cfg: Any, space: dict[str, Any]) -> int:
 
     from wdlab.cli.common import show_progress
     from wdlab.optuna import search_config
+    from wdlab.optuna.storage import in_memory, shown_url
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial otherwise
     result = search_config(
@@ -178,17 +179,19 @@ def _search(args: argparse.Namespace, cfg: Any, space: dict[str, Any]) -> int:
         channels_last=args.channels_last,
     )
     fixed = fixed_values(cfg, space)
+    where = args.storage and not in_memory(args.storage)  # a file or a database: it is kept
+    url = shown_url(args.storage) if where else None
     if args.json:
-        emit_json(result.to_dict() | {"storage": args.storage, "fixed": fixed})
+        emit_json(result.to_dict() | {"storage": url, "fixed": fixed})
         return 0
     print(result.table())
     print("fixed (not searched): " + ", ".join(f"{k} {shown(v)}" for k, v in fixed.items()))
     if line := result.importance_line():
         print(line)
     print(f"time: {result.seconds:.1f} s  ({result.engine})")
-    if args.storage:
-        print(f"study: {result.study.study_name!r} in {args.storage}")
-        print(f"dashboard: optuna-dashboard {args.storage}")
+    if where:
+        print(f"study: {result.study.study_name!r} in {url}")
+        print(f"dashboard: optuna-dashboard {url}")
     else:
         print("study: in memory (keep it with --storage sqlite:///search.db)")
     return 0

@@ -57,7 +57,12 @@ def _sqlite_path(url: str, flag: str = "--storage ") -> Path | None:
     ``flag`` opens a refusal (the flag that gave the URL, or none)."""
     if not url.startswith("sqlite:///"):
         return None
-    path = Path(url.removeprefix("sqlite:///"))
+    from sqlalchemy.engine import make_url
+
+    database = make_url(url).database  # (without a query string: ?timeout=30)
+    if not database or database == ":memory:":
+        return None
+    path = Path(database)
     if not path.parent.is_dir():
         raise ValueError(f"{flag}{url}: the folder {path.parent} does not exist")
     return path
@@ -76,7 +81,7 @@ def _check_optuna_file(path: Path, url: str, flag: str = "--storage ") -> None:
 def read_study(url: str, name: str | None = None) -> Any:
     """The search study ``name`` in the storage at ``url`` (the one there when ``name`` is
     None), read as it is: no table is made or migrated."""
-    if url.rstrip("/") == "sqlite:" or url.endswith(":memory:"):
+    if in_memory(url):
         raise ValueError(f"{url}: an in-memory storage holds nothing once its search ended")
     path = _sqlite_path(url, flag="")
     if path is not None:
@@ -110,6 +115,16 @@ def _no_driver(url: str, exc: ImportError, flag: str = "--storage ") -> str:
         f"{flag}{shown}: the database driver {module!r} that SQLAlchemy needs for it is not "
         f"installed (pip install it, or use sqlite:///FILE)"
     )
+
+
+def in_memory(url: str) -> bool:
+    """Whether a storage URL is SQLite in memory (``sqlite://``, ``sqlite:///:memory:``)."""
+    return url.split("?")[0].rstrip("/") == "sqlite:" or url.split("?")[0].endswith(":memory:")
+
+
+def shown_url(url: str) -> str:
+    """A storage URL as printed: its password written as ``***``."""
+    return _hide_password(url)
 
 
 def _hide_password(url: str) -> str:
