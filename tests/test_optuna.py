@@ -1058,3 +1058,40 @@ def test_show_reads_a_search_back_without_training(tmp_path, capsys):
     assert main(["show", str(other)]) == 2
     assert "(a file, not a folder)" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("other")) == ["other.db"]
+
+
+@pytest.mark.parametrize("log", [False, True])
+def test_a_refused_enqueued_trial_fails_alone_and_the_search_goes_on(log):
+    """A new-user trial: an enqueued ``lr=-0.01`` failed the whole batch (its valid trials
+    stored FAIL) where Optuna only warned it out of range, and was left RUNNING where Optuna
+    refused it on a log range. That trial alone is FAIL now, warned, and counts as a trial."""
+    space = {"lr": FloatDistribution(1e-4, 1e-1, log=log), **{k: SPACE[k] for k in ("mode",)}}
+    s = study()
+    s.enqueue_trial({"lr": -0.01})
+    s.enqueue_trial({"lr": 0.01})
+    with pytest.warns(UserWarning, match=r"trial 0: .*-0.01.*; told FAIL, the search goes on"):
+        res = wo.optimize(s, "mlp", "wine", space, n_trials=3, batch=3, **SMALL)
+    assert [t.state for t in s.trials] == [TrialState.FAIL] + [TrialState.COMPLETE] * 2
+    assert len(res.trials) == 3 and s.trials[1].params["lr"] == 0.01
+
+
+def test_a_grid_sampler_that_runs_out_stops_the_search_with_its_trials_stored():
+    """A new-user trial: GridSampler's ``study.stop()`` once its grid was used up raised
+    "Study.stop is supposed to be invoked inside an objective function" and no result came
+    back. The search stops there, says so, and returns its trials."""
+    grid = optuna.samplers.GridSampler({"lr": [1e-3, 1e-2], "weight_decay": [0.0, 1e-2]}, seed=0)
+    s = study(sampler=grid)
+    space = {"lr": FloatDistribution(1e-4, 1e-1), "weight_decay": FloatDistribution(0.0, 1.0)}
+    with pytest.warns(UserWarning, match="the sampler stopped the search after 4 of 6 trials"):
+        res = wo.optimize(s, "mlp", "wine", space, n_trials=6, batch=4, **SMALL)
+    assert [t.state for t in s.trials] == [TrialState.COMPLETE] * 4 and len(res.trials) == 4
+
+
+def test_an_enqueued_name_the_search_does_not_search_is_warned():
+    """A new-user trial: ``weight_decay`` enqueued into a study whose trials name it ``wd``
+    was ignored by Optuna without a word."""
+    s = study()
+    space = {"lr": SPACE["lr"], "wd": SPACE["weight_decay"]}
+    s.enqueue_trial({"lr": 0.01, "weight_decay": 1e-5})
+    with pytest.warns(UserWarning, match=r"enqueued weight_decay, .*\(it searches lr, wd\)"):
+        wo.optimize(s, "mlp", "wine", space, n_trials=1, batch=1, **SMALL)

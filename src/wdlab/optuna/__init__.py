@@ -71,8 +71,9 @@ from wdlab.optuna.space import (  # noqa: E402
     parse_range,
 )
 from wdlab.optuna.storage import open_study, read_study  # noqa: E402
-from wdlab.optuna.trials import _Search, latest  # noqa: E402
+from wdlab.optuna.trials import _Search, latest, tell  # noqa: E402
 from wdlab.progress import progress_bar  # noqa: E402
+from wdlab.warn import warn_user  # noqa: E402
 
 __all__ = [
     "ALIASES",
@@ -273,13 +274,20 @@ def _run(runner: _Search, n_trials: int, batch: int, progress: bool, t0: float) 
     bar = _progress(n_trials) if progress else None
     numbers: list[int] = []
     try:
-        while len(numbers) < n_trials:
-            trials = _ask(study, space, min(batch, n_trials - len(numbers)))
-            numbers += [t.number for t in trials]
+        while len(numbers) < n_trials and not runner.stopped:
+            trials, refused = _ask(study, space, min(batch, n_trials - len(numbers)))
+            numbers += [*refused, *(t.number for t in trials)]
+            if bar is not None and refused:
+                bar.update(len(refused))
             runner.run_batch(trials, bar)
     finally:
         if bar is not None:
             bar.close()
+    if runner.stopped and len(numbers) < n_trials:
+        warn_user(
+            f"the sampler stopped the search after {len(numbers)} of {n_trials} trials "
+            "(a grid sampler: every point tried)"
+        )
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
     return SearchResult(
         study=study,
@@ -305,20 +313,57 @@ def load_search(storage: str, name: str | None = None) -> SearchResult:
     return SearchResult(study, list(trials), metric, direction, scope="the study")
 
 
-def _ask(study: Any, space: dict[str, Any], k: int) -> list[Any]:
-    """``k`` trials asked of ``study``; those asked are told ``FAIL`` if asking stops (Ctrl-C,
-    an enqueued value Optuna refuses), not left ``RUNNING``."""
+def _ask(study: Any, space: dict[str, Any], k: int) -> tuple[list[Any], list[int]]:
+    """``k`` trials asked of ``study``: those to train, and the numbers of enqueued ones whose
+    values Optuna refused as it asked (``-0.01`` on a log range), each told ``FAIL`` and
+    warned, not left ``RUNNING``; if asking stops (Ctrl-C) those asked are told ``FAIL``."""
     from optuna.trial import TrialState
 
     trials: list[Any] = []
+    refused: list[int] = []
     try:
-        for _ in range(k):
-            trials.append(study.ask(dict(space)))
+        while len(trials) + len(refused) < k:
+            waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            try:
+                trials.append(study.ask(dict(space)))
+            except ValueError as exc:
+                refused.append(_refused(study, waiting, exc))
+                continue
+            _say_unsearched(trials[-1].number, waiting, space)
     except BaseException:
         for t in trials:
-            study.tell(t, state=TrialState.FAIL, skip_if_finished=True)
+            tell(study, t, state=TrialState.FAIL, skip_if_finished=True)
         raise
-    return trials
+    return trials, refused
+
+
+def _refused(study: Any, waiting: Sequence[Any], exc: ValueError) -> int:
+    """The number of the enqueued trial (of ``waiting``) that Optuna took and then refused
+    with ``exc``, told ``FAIL`` and warned; ``exc`` again where no enqueued trial was taken."""
+    from optuna.trial import TrialState
+
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    taken = [t for t in waiting if t.number in running]
+    if not taken:
+        raise exc
+    trial = taken[0]
+    tell(study, trial.number, state=TrialState.FAIL)
+    given = trial.system_attrs.get("fixed_params", {})
+    said = str(exc).rstrip(".")
+    warn_user(f"trial {trial.number}: enqueued {given}: {said}; told FAIL, the search goes on")
+    return trial.number
+
+
+def _say_unsearched(number: int, waiting: Sequence[Any], space: Mapping[str, Any]) -> None:
+    """A warning where trial ``number`` was enqueued with a parameter this search does not
+    search (``weight_decay`` in a study whose trials name it ``wd``): Optuna ignores it."""
+    for t in waiting:
+        extra = sorted(set(t.system_attrs.get("fixed_params", {})) - set(space))
+        if t.number == number and extra:
+            warn_user(
+                f"trial {number}: enqueued {', '.join(extra)}, which this search does not "
+                f"search (it searches {', '.join(space)}): Optuna ignores it"
+            )
 
 
 def _lanes(settings: Settings, batch: int) -> Settings:

@@ -39,6 +39,7 @@ from wdlab.tasks import custom_task, get_task
 from wdlab.trainer import Plan, Trainer
 from wdlab.trainer.heap import release_memory
 from wdlab.usercode import module_fingerprint
+from wdlab.warn import warn_user
 
 
 class _Search:
@@ -84,6 +85,12 @@ class _Search:
         self.batches, self.engine = 0, ""
         self.study: Any = None
         self.unrecorded = False
+        self.stopped = False  # the sampler stopped the search (its grid is used up)
+
+    def tell(self, trial: Trial, *args: Any, **kwargs: Any) -> None:
+        """:func:`tell`, noting where the sampler stopped the search."""
+        if not tell(self.study, trial, *args, **kwargs):
+            self.stopped = True
 
     def _memory(self) -> tuple[int, int]:
         """One configuration's training memory and what a batch holds once (see
@@ -174,8 +181,12 @@ class _Search:
         )
 
     def run_batch(self, trials: Sequence[Trial], bar: Any) -> None:
-        """Train the trials Optuna proposed, one plan per optimizer class and memory budget;
-        a trial left unfinished by an error (or Ctrl-C) is told ``FAIL``."""
+        """Train the trials Optuna proposed, one plan per optimizer class and memory budget
+        (without those whose values make no configuration: :meth:`_valid`); a trial left
+        unfinished by an error (or Ctrl-C) is told ``FAIL``."""
+        given, trials = len(trials), [t for t in trials if self._valid(t)]
+        if bar is not None and given > len(trials):
+            bar.update(given - len(trials))
         try:
             for chunk in self._chunks(trials):
                 self._train(chunk)
@@ -184,8 +195,22 @@ class _Search:
                     bar.update(len(chunk))
         except BaseException:
             for t in trials:
-                self.study.tell(t, state=TrialState.FAIL, skip_if_finished=True)
+                self.tell(t, state=TrialState.FAIL, skip_if_finished=True)
             raise
+
+    def _valid(self, trial: Trial) -> bool:
+        """Whether ``trial``'s values make a configuration; one that does not (an enqueued lr
+        of -0.01, which Optuna only warns is out of its range) is told ``FAIL`` with why and
+        warned, and the batch trains without it."""
+        try:
+            c = self.config(trial.params, 0, "")
+            check_optimizer_options(c.optimizer, dict(c.options), c.lr)
+        except ValueError as exc:
+            trial.set_user_attr("status", f"refused: {exc}")
+            warn_user(f"trial {trial.number}: {exc}; told FAIL, the search goes on")
+            self.tell(trial, state=TrialState.FAIL)
+            return False
+        return True
 
     def _chunks(self, trials: Sequence[Trial]) -> list[list[Trial]]:
         """The trials grouped by optimizer class (one per plan), each group cut to what fits
@@ -206,7 +231,7 @@ class _Search:
         for t in trials:
             rows.append(list(range(len(configs), len(configs) + len(seeds))))
             configs += [self.config(t.params, s, f"trial {t.number}") for s in seeds]
-        watch = _Watch(self.study, trials, rows, self.metric, self.record)
+        watch = _Watch(self.tell, trials, rows, self.metric, self.record)
         plan = self.plan(configs, watch.on_epoch)
         watch.evals = set(plan.eval_epochs)
         watch.trainer = Trainer(plan)
@@ -226,18 +251,18 @@ class _Search:
         self.record()
         if any(r.status != "done" for r in runs):
             trial.set_user_attr("status", "diverged")
-            self.study.tell(trial, state=TrialState.FAIL)
+            self.tell(trial, state=TrialState.FAIL)
             return
         scores = [run_scores(r, self.crit) for r in runs]
         val = _mean([s[0] for s in scores])
         if not math.isfinite(val):
             trial.set_user_attr("status", "no finite validation score")
-            self.study.tell(trial, state=TrialState.FAIL)
+            self.tell(trial, state=TrialState.FAIL)
             return
         trial.set_user_attr(f"test_{self.crit.key}", _mean([s[1] for s in scores]))
         if len(runs) > 1:
             trial.set_user_attr(f"{self.metric}_std", statistics.stdev(s[0] for s in scores))
-        self.study.tell(trial, val)
+        self.tell(trial, val)
 
 
 class _Watch:
@@ -246,13 +271,13 @@ class _Watch:
 
     def __init__(
         self,
-        study: Any,
+        tell: Callable[..., None],
         trials: Sequence[Trial],
         rows: list[list[int]],
         metric: str,
         record: Callable[[], None],
     ) -> None:
-        self.study, self.trials, self.rows, self.metric = study, trials, rows, metric
+        self.tell, self.trials, self.rows, self.metric = tell, trials, rows, metric
         self.record = record  # called before the first value is reported
         self.live = set(range(len(trials)))
         self.evals: set[int] = set()
@@ -269,7 +294,7 @@ class _Watch:
             trial = self.trials[i]
             trial.report(_mean([values[r] for r in self.rows[i]]), epoch + 1)
             if trial.should_prune():
-                self.study.tell(trial, state=TrialState.PRUNED)
+                self.tell(trial, state=TrialState.PRUNED)
                 self.live.discard(i)
                 self.freeze(self.rows[i])
 
@@ -279,6 +304,20 @@ class _Watch:
         their numbers unchanged."""
         if self.trainer is not None:
             self.trainer.stop(rows, "pruned")
+
+
+def tell(study: Any, trial: Trial | int, *args: Any, **kwargs: Any) -> bool:
+    """``study.tell``; False where the sampler stopped the search as the trial was told
+    (GridSampler and BruteForceSampler call ``study.stop()`` once every point is tried, which
+    only Optuna's own ``optimize`` loop takes: elsewhere a RuntimeError). The trial is stored
+    either way (Optuna stores it in a ``finally``)."""
+    try:
+        study.tell(trial, *args, **kwargs)
+    except RuntimeError as exc:
+        if "Study.stop" not in str(exc):
+            raise
+        return False
+    return True
 
 
 def latest(trainer: Trainer, name: str) -> list[float]:
