@@ -488,6 +488,24 @@ def test_fingerprint_ignores_the_callers_rng_and_follows_the_data():
     assert stream_splits(splits(batched), n_classes=2).fingerprint != prints[0]
 
 
+def test_a_tensordatasets_fingerprint_reads_every_row():
+    """A new-user trial: one training label fixed in a 200-row TensorDataset left its
+    fingerprint (32 sampled rows) as it was, so the same command into the same folder showed
+    the old study's numbers as this data's."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(200, 4, generator=g), torch.randint(0, 2, (200,), generator=g)
+    fixed = y.clone()
+    fixed[7] = 1 - fixed[7]
+
+    def fp(labels, loader=False):
+        ds = TensorDataset(x, labels)
+        train = DataLoader(ds, batch_size=16) if loader else ds
+        return stream_splits({"train": train, "val": ds, "test": ds}).fingerprint
+
+    assert fp(y) == fp(y.clone()) and fp(y, True) == fp(y.clone(), True)
+    assert fp(fixed) != fp(y) and fp(fixed, True) != fp(y, True)
+
+
 def test_tensor_stream_keeps_the_trainers_order():
     """Epoch e's order is the e-th permutation of one generator seeded once (the trainer's fast
     path), in any order of access."""

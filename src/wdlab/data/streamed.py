@@ -17,15 +17,13 @@ for how each is iterated. The facts, without a full read:
 * **Fingerprint** (the data's part of the study's identity): a hash of each split's kind and
   settings (dataset type, length, batch size, ``drop_last``, sampler, ``collate_fn``, workers:
   all change the batches) and of up to 32 examples (the first, the rest at seeded positions),
-  read under a seeded random state. The same data gives the same fingerprint whatever the
-  caller's RNG did before (augmentation included), for 32 reads per split instead of a full
-  pass; two datasets that agree on all of that but differ elsewhere share it. Tensors are
-  hashed whole. No size limit: nothing here holds more than a few examples.
+  read under a seeded random state: the same data, the same fingerprint, whatever the caller's
+  RNG did before, for 32 reads per split; two datasets that agree on all that but differ
+  elsewhere share it. Tensors, and a ``TensorDataset``'s, are hashed whole.
 
-Without a validation split, 20% of the training rows (the positions ``from_splits`` picks: the
-same seed, the same rows) become one: a map-style training set is split by ``Subset``, so the
-validation rows go through the training set's transforms; an ``IterableDataset``, a factory or
-a DataLoader with a sampler of its own needs ``data['val']``.
+Without a validation split, 20% of the training rows (as ``from_splits`` picks them) become one:
+a map-style training set is split by ``Subset`` (its transforms apply to them); an
+``IterableDataset``, a factory or a DataLoader with a sampler of its own needs ``data['val']``.
 """
 
 from __future__ import annotations
@@ -318,12 +316,14 @@ def count_classes(split: str, src: Source, seed: int, progress: bool) -> int:
 
 
 def fingerprint(sources: Mapping[str, Source], samples: Mapping[str, Batch]) -> str:
-    """16 hex digits over each split's kind, settings, length and sampled examples."""
+    """16 hex digits over each split's kind, settings, length and sampled examples (a
+    TensorDataset's tensors whole: a label fixed is other data)."""
     digest = hashlib.sha256()
     for split, src in sources.items():
         digest.update(repr((split, src.describe(), items(src))).encode())
         x, y = samples[split]
-        for t in [*parts(x), y]:
+        held = src.dataset.tensors if isinstance(src.dataset, TensorDataset) else ()
+        for t in [*parts(x), y, *held]:
             t = t.detach().cpu().contiguous()
             digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
             digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
