@@ -253,3 +253,37 @@ def test_a_settings_warning_is_given_once_per_sweep_not_per_seed():
                     seeds=3, epochs=1, batch_size=32)  # fmt: skip
     said = [str(w.message) for w in caught if str(w.message).startswith("Adam(weight_decay")]
     assert len(said) == 1
+
+
+def test_labels_that_read_as_classes_are_said_and_a_binary_stream_is_taken(tmp_path):
+    """A new-user trial: float 0/1 targets trained as regression without a word; the
+    refusal of a 1-output model on 0/1 class labels in a Dataset named only --task binary
+    (wdlab.sweep took no StreamedData); int one-hot labels failed in the probe with torch's
+    "repeat dims" message."""
+    from torch.utils.data import TensorDataset
+
+    from wdlab.data import stream_splits
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(96, 6, generator=g)
+    y = (x[:, 0] > 0).long()
+
+    def splits(labels):
+        ds = TensorDataset(x, labels)
+        return {"train": ds, "val": ds, "test": ds}
+
+    kw = dict(weight_decay=[0.0, 0.01], lr=0.1, epochs=1)
+    with pytest.warns(UserWarning, match="floats of 0 and 1 only: they train as regression"):
+        wdlab.sweep(lambda: nn.Linear(6, 1), splits(y.float()), **kw)
+    with pytest.raises(ValueError, match=r"stream_splits\(splits, task='binary'\)"):
+        wdlab.sweep(lambda: nn.Linear(6, 1), splits(y), **kw)
+    binary = stream_splits(splits(y.float()), task="binary", batch_size=32)
+    res = wdlab.sweep(lambda: nn.Linear(6, 1), binary, **kw)
+    assert "val_acc" in res.runs[0].final and "val_rmse" not in res.runs[0].final
+    with pytest.warns(UserWarning, match="batch size 16 .* is not used: a StreamedData"):
+        wdlab.sweep(lambda: nn.Linear(6, 1), binary, batch_size=16, **kw)
+    onehot = torch.nn.functional.one_hot(y, 2)
+    for data in (splits(onehot), {"train": (x, onehot), "test": (x, onehot)}):
+        with pytest.raises(ValueError, match=r"class labels shaped \(2,\) per example: .*argmax"):
+            wdlab.sweep(lambda: nn.Linear(6, 2), data, out=tmp_path / "s", **kw)
+    assert not (tmp_path / "s").exists()

@@ -724,5 +724,5 @@ def test_one_output_on_streamed_binary_labels_says_how_to_train_its_logit():
     from torch.utils.data import TensorDataset  # labels counted first: the same way out named
 
     tensors = {k: TensorDataset(d.X, (d.X[:, 0] > 0).long()) for k, d in data.items()}
-    refused("must have 2 outputs (or, for 1 output, the task named binary: --task binary)",
+    refused("must have 2 outputs (or, for 1 output, the task binary: wdlab.data.stream_splits(",
             lambda: nn.Linear(4, 1), tensors, batch_size=32)  # fmt: skip

@@ -348,7 +348,13 @@ def check_labels(where: str, y: Tensor, n_classes: int, why: str = "") -> None:
 
 def as_targets(where: str, y: Tensor, dtype: torch.dtype) -> Tensor:
     """``y`` as ``dtype``; class labels (an integer ``dtype``) given as floats must be whole
-    numbers (0.7 would be truncated to class 0): else a one-line ``ValueError``."""
+    numbers (0.7 would be truncated to class 0), one per example (not one-hot rows): else a
+    one-line ``ValueError``."""
+    if not dtype.is_floating_point and y.dim() > 1 and y[0].numel() > 1:
+        raise ValueError(
+            f"{where}: class labels shaped {tuple(y.shape[1:])} per example: give one class "
+            "number per example (one-hot rows: y.argmax(1)), or float targets for regression"
+        )
     if not dtype.is_floating_point and y.is_floating_point() and y.numel():
         bad = ~(torch.isfinite(y) & (y == y.round()))
         if bad.any():

@@ -28,7 +28,7 @@ from wdlab.data import (
     read_table,
 )
 from wdlab.data.arrays import check_pair
-from wdlab.data.loaders import DEFAULT_BATCH_SIZE, every_split, unused_batch_size
+from wdlab.data.loaders import DEFAULT_BATCH_SIZE, BatchSize, every_split, unused_batch_size
 from wdlab.data.streamed import held
 from wdlab.data.user import function_splits
 from wdlab.decay import DEFAULT_RULE, DecayRule, WDSchedule
@@ -52,6 +52,7 @@ from wdlab.pipelines.weights import held_weights
 from wdlab.tasks import Metric, Task, custom_task, get_task
 from wdlab.trainer.plan import running
 from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT, code_identity
+from wdlab.warn import warn_user
 
 Model = Callable[..., nn.Module] | ModelSpec | str
 Data = Mapping[str, Any] | Dataset | str | Callable[[str, int, int], Any]
@@ -113,8 +114,8 @@ def sweep(
     ``data``: ``{"train", "val", "test"}`` → ``(X, y)`` tensors (held) or Datasets, DataLoaders,
     ``IterableDataset``s, ``make_loader(split, seed, epoch)`` factories (streamed afresh each
     epoch: :func:`wdlab.data.stream_splits`; classes: ``n_classes`` or the model's outputs); or
-    a Dataset, a source, a .csv/.parquet path (``target``, ``features``, ``impute``,
-    ``categorical``), ``"file.py:make_data"`` (shuffled with a Dataset's seed, as --data-seed).
+    a wdlab Dataset or StreamedData (as made), a source, a .csv/.parquet path (``target``,
+    ``features``, ``impute``, ``categorical``), ``"file.py:make_data"`` (as ``--data``).
     The recipe: ``epochs`` (10) or ``steps``, ``schedule`` (per epoch, or per step with
     warm-up), ``clip_grad_norm`` (each configuration's own), ``precision``, ``loss``, ``metric``,
     ``select``; ``early_stopping``: each run at its best validation epoch, stopped after
@@ -200,7 +201,13 @@ def user_data(
     if is_data_function(data):  # "file.py:make_data", as --data takes it
         data = function_splits(data)
     data = every_split(data)  # one make_loader(split, seed, epoch): every split's factory
-    unused_batch_size(data, streamed.get("batch_size"))
+    size = streamed.get("batch_size")
+    unused_batch_size(data, size)
+    if isinstance(data, StreamedData) and size and not isinstance(size, BatchSize):
+        warn_user(
+            f"batch size {size} (batch_size=) is not used: a StreamedData batches as "
+            "stream_splits made it (its batch_size=)"
+        )
     ds = checks.checked_data(lambda d: resolve_data(d, *table, stream=streamed), data)
     ds = declared(ds, streamed.get("n_classes"))
     return with_classes(ds, model, timeout, resolve_model)
@@ -310,6 +317,8 @@ def resolve_data(
         for split, (X, y) in data.splits().items():
             check_pair(f"data {split}", (X, y))
         return data
+    if isinstance(data, StreamedData):  # stream_splits(..., task=, seed=): as it was made
+        return data
     if isinstance(data, str):
         if is_table_path(data):
             return read_table(data, **{k: _listed(v) for k, v in table.items()})
@@ -321,8 +330,8 @@ def resolve_data(
         return from_splits(data)
     raise ValueError(
         "data must map 'train', 'val', 'test' to Datasets, DataLoaders, factories or (X, y), or "
-        "be one make_loader(split, seed, epoch) (the factory of every split), a wdlab Dataset, "
-        f"a source name or a .csv/.parquet path; got {type(data).__name__}"
+        "be one make_loader(split, seed, epoch) (the factory of every split), a wdlab Dataset "
+        f"or StreamedData, a source name or a .csv/.parquet path; got {type(data).__name__}"
     )
 
 

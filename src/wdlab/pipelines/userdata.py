@@ -26,6 +26,10 @@ from wdlab.tasks import TASKS
 from wdlab.usercode import check_trainable
 from wdlab.warn import warn_user
 
+# how a streamed split's labels are read as one binary target (its logit), in Python and on the
+# command line (wdlab.sweep has no task=: the data say their task)
+BINARY_TASK = "the task binary: wdlab.data.stream_splits(splits, task='binary'), --task binary"
+
 
 def streamed_splits(
     splits: Mapping[str, Any], batch_size: int | None, n_classes: int | None, progress: bool
@@ -87,8 +91,8 @@ def with_classes(
     if width == 1 and labels.numel() and not labels.is_floating_point() and int(labels.max()) == 1:
         raise ValueError(  # "label 1 is outside 0..0 (1 classes)" said it as the data's fault
             "the model outputs 1 value, and streamed labels are counted from the outputs (one "
-            "per class): 0/1 labels need 2 outputs (2-class cross-entropy), or the task named "
-            "binary (--task binary) to train the one output as their logit"
+            f"per class): 0/1 labels need 2 outputs (2-class cross-entropy), or {BINARY_TASK} "
+            "to train the one output as their logit"
         )
     top = int(labels.max()) if labels.numel() and not labels.is_floating_point() else -1
     if top >= width:  # ("label 3 is outside 0..2" said it as the data's fault)
@@ -146,7 +150,9 @@ def fit_outputs(
         )
     elif ds.task == "regression":
         targets = ds.out_dim  # per example, from the training targets (or their sample)
-        if width != targets:
+        if width == targets:
+            _say_zero_one_regression(ds)
+        else:
             plural = "s" if targets > 1 else ""
             raise ValueError(
                 f"{said}; the data have {targets} target{plural} per example: the model's "
@@ -308,11 +314,24 @@ def _fit_classes(said: str, width: int, ds: Dataset | StreamedData) -> None:
             f"{said}, one per class; data[{split!r}] holds label {bad}, outside 0..{width - 1} "
             f"(the training labels are 0..{top})"
         )
-    binary = width == 1 and n == 2  # streamed: 1 output trains as a logit with --task binary
-    logit = " (or, for 1 output, the task named binary: --task binary)" if binary else ""
+    binary = width == 1 and n == 2  # streamed: 1 output trains as a logit as task binary
+    logit = f" (or, for 1 output, {BINARY_TASK})" if binary else ""
     raise ValueError(
         f"{said}; the data have {n} classes (labels 0..{n - 1}): the model's last layer must "
         f"have {n} outputs{logit}"
+    )
+
+
+def _say_zero_one_regression(ds: Dataset | StreamedData) -> None:
+    """One warning where float targets of 0 and 1 only train as regression with wdlab's loss
+    (MSE, chosen on RMSE), although they read as a binary label."""
+    y = ds.y_train if isinstance(ds, Dataset) else ds.probe[1] if ds.probe else None
+    if y is None or not y.numel() or not bool(((y == 0) | (y == 1)).all()):
+        return
+    warn_user(
+        "the targets are floats of 0 and 1 only: they train as regression (MSE; weight decay "
+        "chosen on RMSE); for class labels give them as integers (y.long(); one-hot rows: "
+        f"y.argmax(1)), or {BINARY_TASK}"
     )
 
 
