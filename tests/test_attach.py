@@ -783,18 +783,18 @@ def test_a_decay_attached_again_takes_its_own_settings():
 @pytest.mark.parametrize("mode", ["independent", "corrected"])
 def test_an_lr_of_zero_at_attach_is_one_line(mode):
     """An optimizer built at lr 0 (a warm-up from 0 written by hand): lr₀ (the lr at attach)
-    was 0, and the step raised ZeroDivisionError from inside the hook."""
+    was 0, and the step raised ZeroDivisionError from inside the hook. A step at lr 0 decays
+    nothing; one at an lr above 0 is refused, naming base_lr."""
     model = _mlp()
     groups, _ = param_groups(model, Decay(mode, 0.1))
     opt = torch.optim.AdamW(groups, lr=0.0)
     Decay(mode, 0.1).attach(opt)
-    with pytest.raises(ValueError, match=rf"mode '{mode}' measures the lr against lr₀.*base_lr"):
-        _zero_grad_step(model, opt)
+    assert torch.equal(_zero_grad_step(model, opt), torch.ones_like(model[0].weight))
     opt = torch.optim.AdamW(groups, lr=0.0)  # a checker: warmed up by hand from 0, lr₀ was
     Decay(mode, 0.1).attach(opt)  # the first step's (1/10 of the peak), and the weights zeroed
     for g in opt.param_groups:
         g["lr"] = 6e-5
-    with pytest.raises(ValueError, match=r"which is 0 here .*the lr was 0 at attach"):
+    with pytest.raises(ValueError, match=rf"mode '{mode}' measures .*is 0 here .*base_lr="):
         _zero_grad_step(model, opt)
 
 
@@ -950,3 +950,89 @@ def test_a_group_added_after_a_to_init_decay_with_its_anchor_anchors_at_its_weig
         factor = _zero_grad_step(model, opt)  # toward 0: the anchor given
     assert_normwise(factor, torch.full((8, 4), 0.95), per_steps(1))
     assert torch.equal(model[2].weight.detach(), w2)  # toward its own weights: not moved
+
+
+def test_a_frozen_matrix_decays_once_it_is_unfrozen():
+    """A new-user trial: ``param_groups`` put a frozen matrix in the no-decay group, so after
+    ``requires_grad_(True)`` (gradual unfreezing, the optimizer built once) it trained without
+    decay for good. It is in the decaying group: untouched while frozen, then AdamW's decay."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 1))
+    twin = copy.deepcopy(model)
+    model[0].weight.requires_grad_(False)
+    decay = Decay("decoupled", 0.1)
+    opt = torch.optim.AdamW(param_groups(model, decay)[0], lr=0.05, weight_decay=0.0)
+    decay.attach(opt)
+    plain = torch.optim.AdamW(
+        [{"params": [twin[0].weight, twin[1].weight]}, {"params": [twin[0].bias, twin[1].bias],
+         "weight_decay": 0.0}], lr=0.05, weight_decay=0.1)  # fmt: skip
+    twin[0].weight.requires_grad_(False)
+    g = torch.Generator().manual_seed(1)
+    batches = [torch.randn(8, 4, generator=g) for _ in range(6)]
+    start = model[0].weight.detach().clone()
+    for i, x in enumerate(batches):
+        if i == 3:
+            model[0].weight.requires_grad_(True)
+            twin[0].weight.requires_grad_(True)
+        for m, o in ((model, opt), (twin, plain)):
+            o.zero_grad()
+            (m(x) ** 2).mean().backward()
+            o.step()
+        if i == 2:
+            assert torch.equal(model[0].weight, start)  # frozen: neither updated nor decayed
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_group_frozen_by_lr_0_decays_nothing_until_it_trains_at_its_initial_lr():
+    """A new-user trial: a backbone group with lr 0 stopped ``independent`` and ``corrected``
+    at the first step ("lr₀ … is 0 … pass base_lr"), and base_lr= would set every group's.
+    Such a group decays nothing while its lr is 0; unfrozen, its lr₀ is its 'initial_lr' (a
+    first lr above 0 is no peak: a warm-up from 0 would divide by its first, small step)."""
+    for mode in ("independent", "corrected"):
+        torch.manual_seed(0)
+        body, head = nn.Linear(4, 4), nn.Linear(4, 1)
+        opt = torch.optim.SGD(
+            [{"params": body.parameters(), "lr": 0.0}, {"params": head.parameters()}], lr=0.1
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            Decay(mode, 0.1).attach(opt)
+        start = body.weight.detach().clone()
+        for step in range(4):
+            if step == 2:
+                opt.param_groups[0]["lr"] = 0.05
+                with pytest.raises(ValueError, match="or set this group's 'initial_lr'"):
+                    opt.step()
+                opt.param_groups[0]["initial_lr"] = 0.05
+            opt.zero_grad()
+            (head(body(torch.randn(8, 4))) ** 2).mean().backward()
+            opt.step()
+            if step == 1:
+                assert torch.equal(body.weight, start)
+        assert opt.param_groups[0]["lr0"] == 0.05 and not torch.equal(body.weight, start)
+
+
+@pytest.mark.parametrize("mode", ["coupled", "to_init"])
+def test_a_gradient_mode_on_a_sparse_gradient_is_one_line(mode):
+    """A new-user trial: torch's "add(sparse, dense) is not supported" came from inside the
+    step hook with a traceback."""
+    emb = nn.Embedding(5, 2, sparse=True)
+    opt = torch.optim.SGD(emb.parameters(), lr=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        Decay(mode, 0.1).attach(opt)
+    emb(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(ValueError, match=f"mode '{mode}' adds to the gradient, and this one is"):
+        opt.step()
+
+
+def test_builtins_formula_reads_the_optimizers_own_options():
+    """A new-user trial: formula('builtin', Adam(decoupled_weight_decay=True)) said coupled."""
+    from wdlab.decay.findings import formula
+
+    params = nn.Linear(2, 2).parameters()
+    assert "is decoupled" in formula(
+        "builtin", torch.optim.Adam(params, decoupled_weight_decay=True)
+    )
+    assert "is coupled" in formula("builtin", torch.optim.Adam(nn.Linear(2, 2).parameters()))

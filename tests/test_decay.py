@@ -337,6 +337,14 @@ def test_builtin_is_refused_for_an_optimizer_without_weight_decay(capsys):
     with pytest.raises(ValueError, match=fragment):
         Decay("builtin", 0.01).attach(torch.optim.Rprop(nn.Linear(2, 1).parameters()))
     RunConfig(mode="decoupled", weight_decay=0.01, optimizer="rprop")  # this one works
+    # a new-user trial: classes wdlab's registry does not list were not checked; LBFGS and
+    # SparseAdam took weight_decay=0.01 into their groups and never read it
+    model = nn.Linear(2, 1)
+    for opt in (torch.optim.LBFGS(model.parameters()), torch.optim.SparseAdam([nn.Parameter(
+            torch.zeros(3, 2))])):  # fmt: skip
+        name = type(opt).__name__
+        with pytest.raises(ValueError, match=f"{name} has no weight_decay of its own"):
+            Decay("builtin", 0.01).attach(opt)
     argv = ["run", "--optimizer", "rprop", "--mode", "builtin", "--wd", "0.01,1.0"]
     assert main([*argv, "--epochs", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

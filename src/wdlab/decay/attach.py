@@ -159,8 +159,8 @@ class Decay:
                 f"this optimizer already has a Decay attached ({attached(optimizer).describe()})"
                 "; a second would decay twice — remove the first (handle.remove()) or use one"
             )
-        if known_class(optimizer):
-            check_pairing(self.mode, class_name(optimizer))
+        own = None if known_class(optimizer) else "weight_decay" in optimizer.defaults
+        check_pairing(self.mode, class_name(optimizer), own)  # (LBFGS: none, ignored silently)
         self._check_schedule(optimizer)
         before = [g.get("weight_decay") for g in optimizer.param_groups]  # remove() restores
         self._init_state(optimizer)
@@ -316,12 +316,16 @@ class Attachment:
             state = group[Keys.STATE]
             if not state["lr0_fixed"]:  # a scheduler's peak, else the lr at attach
                 group[Keys.LR0] = _peak_lr(group, group.get(Keys.LR0))
-                group[Keys.STATE] = {**state, "lr0_fixed": True}
+                fixed = group[Keys.LR0] > 0 or not self.mode.needs_base_lr  # (0: read again)
+                group[Keys.STATE] = state = {**state, "lr0_fixed": fixed}
+            if self.mode.needs_base_lr and not group[Keys.LR0] > 0 and group["lr"] == 0:
+                continue  # a group frozen by lr 0 decays nothing (while its lr is 0)
             if self.mode.needs_base_lr and not group[Keys.LR0] > 0:  # it divides by lr₀
                 raise ValueError(
                     f"param group {i}: mode '{self.mode.name}' measures the lr against lr₀, "
                     f"which is {group[Keys.LR0]:g} here (no scheduler's peak, and the lr was 0 "
-                    "at attach?): pass Decay(..., base_lr=PEAK_LR)"
+                    "at attach?): pass Decay(..., base_lr=PEAK_LR), or set this group's "
+                    "'initial_lr' to its peak lr"
                 )
             wd = self.decay.wd_at(state["step"], group)
             self._entries.append((self.mode, DecayGroup.of(group, wd=wd, grad_scale=scale)))

@@ -62,9 +62,16 @@ def to_optimizer(entries: Iterable[Entry]) -> None:
 
 
 def at_gradient(entries: Iterable[Entry]) -> None:
-    """Point 2: the gradient-point modes, after ``backward()``."""
+    """Point 2: the gradient-point modes, after ``backward()`` (a sparse gradient, which
+    takes no dense wd·w, refused in one line)."""
     for mode, g in entries:
         if mode.gradient is not None:
+            if any(p.grad is not None and p.grad.is_sparse for p in g.params):
+                raise ValueError(
+                    f"mode '{mode.name}' adds to the gradient, and this one is sparse "
+                    "(Embedding(sparse=True)): torch cannot add a dense wd·w to it; use mode "
+                    "'decoupled' (it decays every row, also those the batch did not touch)"
+                )
             mode.gradient(g, g.wd_now())
 
 

@@ -271,8 +271,8 @@ def builtin_note(mode: str, wd: float, name: str, options: Mapping[str, Any] | N
     if own_wd_mode(name, dict(options or {})) != "decoupled":
         return None
     return (
-        f"{name}'s weight_decay is decoupled (w ← w·(1 − lr·wd)), not the L2/coupled decay of "
-        "SGD and Adam; mode 'decoupled' says this explicitly"
+        f"{name}'s weight_decay is decoupled here (w ← w·(1 − lr·wd)), not the L2/coupled "
+        "decay of SGD's and of Adam's by default; mode 'decoupled' says this explicitly"
     )
 
 
@@ -320,11 +320,13 @@ def known_class(optimizer: Any) -> bool:
     return class_name(optimizer) in {s.cls_name for s in OPTIMIZERS.values()}
 
 
-def formula(mode: str, optimizer: str | None = None) -> str:
-    """The update of ``mode``; for ``builtin`` with a known optimizer, what it does with wd."""
+def formula(mode: str, optimizer: str | torch.optim.Optimizer | None = None) -> str:
+    """The update of ``mode``; for ``builtin`` with a known optimizer, what it does with wd
+    (an instance's options read: ``Adam(decoupled_weight_decay=True)`` is decoupled)."""
     m = get_mode(mode)
     if m.optimizer_wd and optimizer is not None and known_class(optimizer):
-        meaning = acting_mode(mode, class_name(optimizer))
+        options = optimizer.defaults if isinstance(optimizer, torch.optim.Optimizer) else None
+        meaning = acting_mode(mode, class_name(optimizer), options)
         if meaning.decays:
             return f"{class_name(optimizer)}(weight_decay=wd) is {meaning.name}: {meaning.formula}"
     return FORMULAS[mode]

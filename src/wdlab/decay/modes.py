@@ -341,16 +341,21 @@ def check_mode(mode: str) -> str:
     return get_mode(mode).name
 
 
-def check_pairing(mode: str, optimizer: str) -> None:
+def check_pairing(mode: str, optimizer: str, has_weight_decay: bool | None = None) -> None:
     """Refuse a mode that cannot act with this optimizer (``builtin`` with an optimizer that
-    has no ``weight_decay`` of its own, e.g. Rprop), naming the modes that do work with it."""
-    m, spec = get_mode(mode), optimizer_spec(optimizer)
-    if m.optimizer_wd and not spec.has_weight_decay:
+    has no ``weight_decay`` of its own, e.g. Rprop), naming the modes that do work with it.
+    ``has_weight_decay``: for a class wdlab does not know (LBFGS, SparseAdam, a user's own),
+    whether its defaults hold one; None: the registry says."""
+    m = get_mode(mode)
+    if has_weight_decay is None:
+        spec = optimizer_spec(optimizer)
+        optimizer, has_weight_decay = spec.cls_name, spec.has_weight_decay
+    if m.optimizer_wd and not has_weight_decay:
         works = ", ".join(n for n, other in MODES.items() if other.by_wdlab)
         raise ValueError(
-            f"mode {m.name!r} hands weight_decay to the optimizer, but {spec.cls_name} has no "
+            f"mode {m.name!r} hands weight_decay to the optimizer, but {optimizer} has no "
             f"weight_decay of its own (the decay would be ignored); modes that work with "
-            f"{spec.cls_name}: {works}"
+            f"{optimizer}: {works}"
         )
 
 

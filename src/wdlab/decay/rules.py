@@ -123,8 +123,9 @@ class DecayRule:
             extra.append("types excluded: " + ", ".join(t.__name__ for t in self.exclude_types))
         return base + ("; " + "; ".join(extra) if extra else "")
 
-    def reasons(self, model: nn.Module) -> dict[str, tuple[bool, str]]:
-        """For each parameter name: (decays?, why)."""
+    def reasons(self, model: nn.Module, unfreezing: bool = False) -> dict[str, tuple[bool, str]]:
+        """For each parameter name: (decays?, why); ``unfreezing``: a frozen tensor as the rule
+        says it would decay once it trains (an optimizer's groups hold it for then)."""
         owner: dict[str, nn.Module] = {}
         modules = dict(model.named_modules())
         for mod_name, mod in modules.items():
@@ -137,7 +138,7 @@ class DecayRule:
         out: dict[str, tuple[bool, str]] = {}
         for name, p in model.named_parameters():
             mod = owner.get(name)
-            if not p.requires_grad:  # no gradient, no update: decaying it would only shrink it
+            if not p.requires_grad and not unfreezing:  # no gradient, no update, no decay
                 out[name] = (False, FROZEN)
             elif any(_match(name, pat) for pat in self.include):
                 out[name] = (True, "include pattern")
@@ -277,17 +278,24 @@ def _small(name: str, p: Tensor) -> str:
     return "ndim < 2 (bias)" if name.rsplit(".", 1)[-1] == "bias" else "ndim 1"
 
 
-def decay_table(model: nn.Module, rule: DecayRule | str = DEFAULT_RULE) -> DecayTable:
+def decay_table(
+    model: nn.Module, rule: DecayRule | str = DEFAULT_RULE, unfreezing: bool = False
+) -> DecayTable:
     """The table of which parameters of ``model`` decay under ``rule`` (a DecayRule or a name).
 
-    It also says which of them AdamC's ``corrected`` mode treats as normalized layers."""
+    It also says which of them AdamC's ``corrected`` mode treats as normalized layers. A frozen
+    tensor does not decay; with ``unfreezing`` (an optimizer's groups), it is placed as the rule
+    says it would decay once it trains: no optimizer updates or decays it while it is frozen."""
     if not isinstance(model, nn.Module):  # the rule reads names and module types
         raise ValueError(
             f"param_groups and decay_table take the nn.Module, got {type(model).__name__}: "
             "the rule reads its parameters' names and module types"
         )
     rule = as_rule(rule)
-    reasons = rule.reasons(model)
+    reasons = rule.reasons(model, unfreezing)
+    for name, p in model.named_parameters() if unfreezing else ():
+        if not p.requires_grad and reasons[name][0]:
+            reasons[name] = (True, f"{reasons[name][1]}; frozen now: decays once it trains")
     normalized = rule.normalized_names(model, [n for n, (d, _) in reasons.items() if d])
     names: dict[int, list[str]] = {}  # a tied tensor's every name (listed once, its first)
     for name, p in model.named_parameters(remove_duplicate=False):
@@ -362,7 +370,7 @@ def param_groups(
             f"param_groups' decay must be a wdlab.Decay, e.g. Decay('decoupled', 0.1), got "
             f"{type(decay).__name__} {decay!r}"
         )
-    table = decay_table(model, rule)
+    table = decay_table(model, rule, unfreezing=True)  # a frozen matrix decays once unfrozen
     for line in as_rule(rule).unmatched(model):
         warn_user(line)
     by_name = dict(model.named_parameters())
