@@ -432,6 +432,41 @@ def test_report_refuses_a_results_json_it_did_not_write_naming_the_file(tmp_path
     assert sorted(x.name for x in (tmp_path / "o").iterdir()) == ["results.json"]
 
 
+def test_a_damaged_results_json_is_refused_and_nothing_beside_it_changes(tmp_path, capsys):
+    """A new-user trial: ``"selection": null`` made a report that said no weight decay had a
+    finite score (every run was done and finite) and deleted wd_curve.png; ``runs`` removed
+    made one of "9 runs (9 done)" and no figures; a test mean of "x" said "Unknown format code
+    'f'", a curve cut short gave matplotlib's "x and y must have same first dimension"."""
+    out = tmp_path / "r"
+    argv = ["run", "--data", "wine", "--epochs", "2", "--wd", "0,0.01", "--seeds", "1"]
+    assert main([*argv, "--out", str(out)]) == 0
+    good = json.loads((out / "results.json").read_text())
+
+    def damaged(doc):
+        doc["runs"][0]["curves"]["val_acc"].pop()
+
+    cases = {
+        "selection is null, not a list": lambda doc: doc.update(selection=None),
+        "runs is not a list of runs": lambda doc: doc.pop("runs"),
+        "selection[0].test_mean is not a number": lambda doc: doc["selection"][0].update(
+            test_mean="x"
+        ),
+        "runs[0]: curve val_acc is not one value per epoch": damaged,
+    }
+    for said, change in cases.items():
+        doc = json.loads(json.dumps(good))
+        change(doc)
+        (out / "results.json").write_text(json.dumps(doc))
+        before = digest(out)
+        capsys.readouterr()
+        assert main(["report", str(out)]) == 2
+        line = one_error_line(capsys.readouterr().err)
+        assert line.endswith(
+            f"results.json is damaged: {said}; run the command again to rewrite it"
+        )
+        assert digest(out) == before
+
+
 @pytest.mark.parametrize(("command", "name"), [("report", "results.json"), ("show", "study.db")])
 def test_a_fifo_where_a_study_or_results_file_goes_is_refused_at_once(tmp_path, command, name):
     """A FIFO named results.json or study.db is refused in one line (report hung reading it;
