@@ -549,3 +549,39 @@ def test_a_kill_while_mlflow_makes_its_store_leaves_no_store_behind(tmp_path):
     log = f"mlflow:sqlite:///{two / 'mlflow.db'}"
     wdlab.sweep("mlp", "wine", out=two / "t", weight_decay=[0.0], epochs=1, log=log)
     assert not any(p.name.startswith(".wdlab-new-") for p in two.iterdir())
+
+
+def test_a_partial_study_is_marked_partial_in_the_dashboards_and_an_empty_one_refused(
+    study_dir, tmp_path, mlflow_uri, capsys
+):
+    """A new-user trial: a study stopped part-way and exported looked final in the dashboards
+    (a FINISHED parent run with use_wd, a selection text without a word of it); only the
+    terminal warned. A study without a finished run wrote an empty log that then blocked the
+    real export."""
+    import shutil
+    import sqlite3
+
+    part = tmp_path / "part"
+    shutil.copytree(study_dir, part)
+    with sqlite3.connect(part / "study.db") as db:
+        db.execute("UPDATE runs SET status = 'pending' WHERE id IN (SELECT id FROM runs LIMIT 3)")
+    db.close()
+    with pytest.warns(UserWarning, match=r"partial \(3 of 6 runs unfinished\): tensorboard gets"):
+        export_to(part, "tensorboard", str(tmp_path / "tb"))
+    sel = accumulator(tmp_path / "tb" / "wine-study" / "selection")
+    text = sel.Tensors("selection/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert text.startswith("**Partial study (3 of 6 runs unfinished): the answer below is not")
+    with pytest.warns(UserWarning, match="the study is partial"):
+        export_to(part, "mlflow", mlflow_uri.replace("mlflow.db", "partial.db"))
+    import mlflow
+
+    client = mlflow.MlflowClient(mlflow_uri.replace("mlflow.db", "partial.db"))
+    (exp,) = [e for e in client.search_experiments() if e.name == "wine-study"]
+    tags = [r.data.tags.get("partial") for r in client.search_runs([exp.experiment_id])]
+    assert "partial: 3 of 6 runs unfinished" in tags
+    with sqlite3.connect(part / "study.db") as db:
+        db.execute("UPDATE runs SET status = 'pending'")
+    db.close()
+    with pytest.raises(ValueError, match="no run of the study has results yet: nothing to export"):
+        export_to(part, "tensorboard", str(tmp_path / "tb2"))
+    assert not (tmp_path / "tb2").exists()

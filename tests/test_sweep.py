@@ -71,6 +71,15 @@ def test_divergence_is_stored_and_the_batch_goes_on(tmp_path):
     assert by[50.0].status == "diverged" and by[50.0].diverged_epoch is not None
     assert by[0.01].status == "done" and by[0.01].final["test_rmse"] < 1.0
     assert res.counts == {"pending": 0, "running": 0, "done": 1, "diverged": 1, "failed": 0}
+    # runs.csv says when (a new-user trial: only show --json and to_pandas did)
+    pd = pytest.importorskip("pandas")
+    from wdlab.pipelines import export_study
+
+    runs = pd.read_csv(export_study(tmp_path / "d", "csv", tmp_path / "e")["runs"])
+    assert runs.set_index("lr")["diverged_epoch"].fillna(-1).to_dict() == {
+        0.01: -1,
+        50.0: by[50.0].diverged_epoch,
+    }
 
 
 def test_plan_batches_respects_the_budget():

@@ -104,7 +104,9 @@ def selection_markdown(result: Result) -> str:
         "| " + " | ".join(_cell(s.get(k)) for k, _ in SELECTION_COLUMNS) + " |"
         for s in selection_rows(result)
     ]
-    return "\n".join([head, rule, *rows]) if rows else no_choice(result.runs, result.counts)
+    table = "\n".join([head, rule, *rows]) if rows else no_choice(result.runs, result.counts)
+    notice = result.partial_notice()  # a dashboard is read instead of the terminal's warning
+    return f"**{notice}**\n\n{table}" if notice else table
 
 
 def _cell(v: object) -> str:

@@ -195,6 +195,8 @@ class MlflowLog:
             parent = self._start()
             self.client.log_dict(parent, selection_rows(result), "selection.json")
             self.client.log_text(parent, markdown(result), "selection.md")
+            if result.partial:  # a tag the runs table shows: this answer is not final
+                self.client.set_tag(parent, "partial", result.partial_note())
             points = [(k, 0, v) for k, v in selection_scalars(result, "_")]
             self._log(parent, metrics=points)
             with tempfile.TemporaryDirectory(prefix="wdlab-mlflow-") as tmp:

@@ -28,10 +28,11 @@ def export_to(directory: str | Path, to: str, target: str | None = None) -> dict
     ``tensorboard``: ``target`` a folder; ``mlflow``: ``target`` a tracking URI, MLflow's default
     when None. Returns where it went and how many runs."""
     result = load_study(directory)  # a study, read-only, before anything is written
+    if not result.runs:  # (a dashboard of nothing blocked the real export later)
+        raise ValueError(f"{directory}: no run of the study has results yet: nothing to export")
     if result.partial:
-        warn_user(
-            f"the study is partial ({result.partial_note()}): {to} gets the runs with results"
-        )
+        n = result.partial_note().removeprefix("partial: ")  # "N of M runs unfinished"
+        warn_user(f"the study is partial ({n}): {to} gets the runs with results, its answer marked")
     log = open_log(to, target, result.name, result.config, fresh=True)
     try:
         for run in result.runs:

@@ -394,15 +394,15 @@ class Store(Workers, Progress):
         )
 
     def run_rows(self) -> list[dict[str, Any]]:
-        """Every run as a flat dict (config, status, attempts, error, final metrics, and the
-        best epoch's: with early stopping, the numbers the run is reported at)."""
+        """Every run as a flat dict (config, status, attempts, error, the epoch it diverged at,
+        final metrics, and the best epoch's: with early stopping, the numbers it is reported at)."""
         out = []
-        for run_id, config, status, attempts, final, error, epochs, best in self.db.execute(
-            f"SELECT id, config, status, attempts, final, error, {self._v3('epochs')}, best "
-            "FROM runs ORDER BY id"
+        for run_id, config, status, attempts, final, error, epochs, best, div in self.db.execute(
+            f"SELECT id, config, status, attempts, final, error, {self._v3('epochs')}, best, "
+            "diverged_epoch FROM runs ORDER BY id"
         ):
             row = {"run_id": run_id, "status": status, "attempts": attempts, "error": error}
-            row["epochs"] = epochs
+            row |= {"epochs": epochs, "diverged_epoch": div}
             with _rebuilt(self.path, f"run {run_id}"):
                 row |= flat_run(config, final, best)
             out.append(row)
