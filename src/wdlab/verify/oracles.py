@@ -217,9 +217,10 @@ def check_ridge(n: int = 200, d: int = 6, wd: float = 0.02, steps: int = 3000) -
 
 def _decay_only(
     decay: Decay, lr: float, schedule: str | None, steps: int
-) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """(weights after ``steps`` SGD steps whose loss gradient is zero — only the decay acts,
-    the initial weights)."""
+) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor], list[float]]:
+    """Weights after ``steps`` SGD steps whose loss gradient is zero (only the decay acts), the
+    initial weights (``to_init``'s anchor), the weights the steps start from (for ``to_init``,
+    moved away from the anchor by N(0, 1) noise) and the lr of each step."""
     factory, X, _, _ = _problem("mlp")
     model = factory()
     start = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -231,39 +232,54 @@ def _decay_only(
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(torch.randn_like(p))
+    moved, lrs = {n: p.detach().clone() for n, p in model.named_parameters()}, []
     for _ in range(steps):
         opt.zero_grad()
         (0.0 * model(X).sum()).backward()  # gradients exist and are zero
+        lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         if sched is not None:
             sched.step()
-    return {n: p.detach().clone() for n, p in model.named_parameters()}, start
+    return {n: p.detach().clone() for n, p in model.named_parameters()}, start, moved, lrs
 
 
 def check_independent() -> Check:
-    """``independent``: the base lr does not change the per-step decay factor."""
-    a, _ = _decay_only(Decay("independent", 0.05), 0.1, "cosine", STEPS)
-    b, _ = _decay_only(Decay("independent", 0.05), 0.01, "cosine", STEPS)
+    """``independent``: each step multiplies the weights by 1 − wd·lr_t/lr₀, the formula
+    written out in float64 over a cosine schedule, at base lrs 0.1 and 0.01 (the base lr
+    does not change the factors)."""
+    ours, theirs, wd = {}, {}, 0.05
+    for lr0 in (0.1, 0.01):
+        final, start, _, lrs = _decay_only(Decay("independent", wd), lr0, "cosine", STEPS)
+        factor = 1.0
+        for lr_t in lrs:
+            factor *= 1.0 - wd * lr_t / lr0
+        ours |= {f"lr₀ {lr0:g}: {n}": w for n, w in final.items()}
+        theirs |= {f"lr₀ {lr0:g}: {n}": w.double() * factor for n, w in start.items()}
     return compare(
-        "independent: base lr ×10",
-        "same weights (factor 1 − wd·lr_t/lr₀)",
-        a,
-        b,
+        "independent: factor 1 − wd·lr_t/lr₀",
+        "the factors multiplied out in float64",
+        ours,
+        theirs,
         tolerance=ROUNDING,
-        detail=f"zero loss gradient, cosine schedule, lr₀ 0.1 vs 0.01, {STEPS} steps",
+        detail=f"zero loss gradient, cosine schedule, lr₀ 0.1 and 0.01, wd {wd:g}, {STEPS} steps",
     )
 
 
 def check_to_init() -> Check:
-    """``to_init``: with a zero loss gradient the weights return to the anchor w₀."""
-    ours, anchor = _decay_only(Decay("to_init", 1.0), 0.5, None, STEPS)
+    """``to_init``: with a zero loss gradient each step takes lr·wd of the way back to the
+    anchor w₀: w₀ + (w − w₀)·(1 − lr·wd)^T, written out in float64."""
+    lr, wd = 0.1, 0.5
+    ours, anchor, moved, _ = _decay_only(Decay("to_init", wd), lr, None, STEPS)
+    back = (1.0 - lr * wd) ** STEPS
+    theirs = {n: a.double() + (moved[n].double() - a.double()) * back for n, a in anchor.items()}
     return compare(
         "to_init → w₀",
-        "the initial weights",
+        "w₀ + (w − w₀)·(1 − lr·wd)^T in float64",
         ours,
-        anchor,
+        theirs,
         tolerance=ROUNDING,
-        detail=f"weights moved by N(0,1) noise, zero loss gradient, lr 0.5, wd 1, {STEPS} steps",
+        detail=f"weights moved by N(0,1) noise, zero loss gradient, lr {lr:g}, wd {wd:g}, "
+        f"{STEPS} steps",
     )
 
 
