@@ -26,6 +26,9 @@ from wdlab.cli import main
 from wdlab.config import validate
 from wdlab.pipelines import run_sweep
 
+# what an interrupted sweep says it keeps
+RESUMES = "; the study keeps its finished runs and checkpoints: the same command resumes"
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
 TINY = {
@@ -405,7 +408,7 @@ def test_ctrl_c_in_user_code_while_training_stays_exit_130(tmp_path, user_code, 
     out = tmp_path / "s"
     flags = ["--data", "wine", "--epochs", "2", "--wd", "0.01", "--mode", "decoupled"]
     assert main(["sweep", *flags, "--model", f"{user_code}:interrupted", "--out", str(out)]) == 130
-    assert one_error_line(capsys.readouterr().err) == "wdlab sweep: interrupted"
+    assert one_error_line(capsys.readouterr().err) == "wdlab sweep: interrupted" + RESUMES
     with sqlite3.connect(out / "study.db") as db:  # what it held went back to pending
         assert {s for (s,) in db.execute("SELECT status FROM runs")} == {"pending"}
     db.close()

@@ -24,6 +24,9 @@ from wdlab.config import validate
 from wdlab.pipelines import load_study, run_sweep
 from wdlab.store import APPLICATION_ID, SCHEMA_VERSION, Store, StoreError, identify
 
+# what an interrupted sweep says it keeps
+RESUMES = "; the study keeps its finished runs and checkpoints: the same command resumes"
+
 ROOT = Path(__file__).resolve().parents[1]
 # One torch thread per process: CI has 2 cores, and these tests run several processes at once
 # (oversubscribed intra-op threads make small steps ~10x slower; no result here depends on it).
@@ -296,7 +299,7 @@ def test_ctrl_c_puts_the_runs_in_flight_back_to_pending(tmp_path):
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
-    assert one_error_line(err) == "wdlab sweep: interrupted"
+    assert one_error_line(err) == "wdlab sweep: interrupted" + RESUMES
     statuses = [s for _, s, _ in rows(out)]
     assert "running" not in statuses and statuses.count("pending") >= 2
     assert rows(out, "SELECT COUNT(*) FROM workers")[0][0] == 0
@@ -321,8 +324,8 @@ def test_sigterm_puts_the_runs_in_flight_back_to_pending_and_says_so(tmp_path):
     proc.send_signal(signal.SIGTERM)
     stdout, err = proc.communicate(timeout=120)
     assert proc.returncode == 143
-    assert one_error_line(err) == "wdlab sweep: terminated"
-    assert json.loads(stdout) == {"error": "terminated", "status": 143}
+    assert one_error_line(err) == "wdlab sweep: terminated" + RESUMES
+    assert json.loads(stdout) == {"error": "terminated" + RESUMES, "status": 143}
     statuses = [s for _, s, _ in rows(out)]
     assert "running" not in statuses and statuses.count("pending") >= 2
     assert rows(out, "SELECT COUNT(*) FROM workers")[0][0] == 0
@@ -366,7 +369,10 @@ def test_sigterm_to_the_process_group_with_dataloader_workers_leaves_no_run_held
     os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
-    assert err.strip().splitlines()[-1] == "wdlab sweep: terminated" and "Traceback" not in err
+    assert (
+        err.strip().splitlines()[-1] == "wdlab sweep: terminated" + RESUMES
+        and "Traceback" not in err
+    )
     statuses = [s for _, s, _ in rows(out)]
     assert "running" not in statuses and statuses.count("pending") >= 2
     assert rows(out, "SELECT COUNT(*) FROM workers")[0][0] == 0

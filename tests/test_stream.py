@@ -600,7 +600,7 @@ def test_bad_streams_are_one_line():
         lambda: list(stream_splits(splits(ds), n_classes=1).streams["train"].epoch(0)),
     )
     _one_line(r"data\['train'\]: expected a map-style Dataset", lambda: stream_splits(splits(5)))
-    _one_line(r"data\['train'\] is empty", lambda: stream_splits(splits([])))
+    _one_line(r"data: the train split is empty", lambda: stream_splits(splits([])))
     for d in (6, 1):  # a new-user trial: "6 inputs but 1 targets" said nothing of why, and
         # a checking helper: one feature passed as "1 input", to fail in the model
         one = DataLoader(Augmented(20, d=d), batch_size=None)
@@ -834,7 +834,7 @@ def test_an_empty_dataloader_split_beside_datasets_is_refused_in_one_line(tmp_pa
     are one line naming the split, and a sweep stores nothing."""
     for split in ("train", "val", "test"):
         for empty in ([], DataLoader([], batch_size=4)):
-            with pytest.raises(ValueError, match=rf"^data\['{split}'\] is empty$"):
+            with pytest.raises(ValueError, match=rf"^data: the {split} split is empty$"):
                 stream_splits(splits(Augmented()) | {split: empty}, batch_size=8)
     for empty in (DataLoader([], batch_size=4), Subset(Augmented(), [])):  # a Subset's own length
         with pytest.raises(ValueError, match=r"^data: the val split is empty$"):

@@ -109,11 +109,13 @@ def main(argv: Sequence[str] | None = None, *, hold_interrupt: bool = False) -> 
     prog = "wdlab"
     argv = sys.argv[1:] if argv is None else list(argv)
     as_json = "--json" in argv  # a refusal is a JSON document too (before the flags parse)
+    resumes = ""  # what an interrupted command keeps (its Command's), once it is known
     with sigint_noted() as interrupted, sigterm_unwound(interrupted):
         try:
             parser = build_parser()
             args = parse(parser, argv)  # --help, --version and usage errors exit here
             prog, as_json = f"wdlab {args.command}", bool(getattr(args, "json", False))
+            resumes = args.command_entry.resumes
             code = _run(args)
             sys.stdout.flush()  # a reader that left shows up here, not at interpreter exit
             return code
@@ -124,7 +126,8 @@ def main(argv: Sequence[str] | None = None, *, hold_interrupt: bool = False) -> 
         except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
             if hold_interrupt:
                 _HELD.append(exc)
-            return _refused(prog, *stopped(interrupted), as_json, "")
+            said, status = stopped(interrupted)
+            return _refused(prog, f"{said}; {resumes}" if resumes else said, status, as_json, "")
         except BrokenPipeError:  # e.g. `wdlab ls | head -1`: the reader left; not ours
             _silence_stdout()
             return 0
@@ -132,7 +135,9 @@ def main(argv: Sequence[str] | None = None, *, hold_interrupt: bool = False) -> 
             if interrupted:  # a Ctrl-C that code swallowed (an import cut short) and what broke
                 if hold_interrupt:  # (a DataLoader's worker killed by the same SIGTERM, first)
                     _HELD.append(exc)
-                return _refused(prog, *stopped(interrupted), as_json, "")
+                said, status = stopped(interrupted)
+                line = f"{said}; {resumes}" if resumes else said
+                return _refused(prog, line, status, as_json, "")
             if os.environ.get("WDLAB_DEBUG"):
                 raise
             return _refused(prog, describe_error(exc), EXIT_BAD_INPUT, as_json)

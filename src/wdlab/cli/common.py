@@ -268,7 +268,8 @@ class Command:
 
     ``light`` commands run without torch; for the others the command line imports torch
     before running them, saying so on a terminal. ``add_flags`` must not import torch (the
-    registries' facts come from :mod:`wdlab.cli.facts`).
+    registries' facts come from :mod:`wdlab.cli.facts`). ``resumes``: what an interrupted
+    run of it keeps, said after "interrupted" ("" where nothing is kept to resume).
     """
 
     name: str
@@ -276,6 +277,7 @@ class Command:
     add_flags: Callable[[argparse.ArgumentParser], None]
     run: Callable[[argparse.Namespace], int]
     light: bool = False
+    resumes: str = ""
 
 
 def add_json(p: argparse.ArgumentParser) -> None:

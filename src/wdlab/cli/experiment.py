@@ -357,6 +357,10 @@ def add_sweep_flags(p: argparse.ArgumentParser) -> None:
 COMMANDS = [
     Command("run", "run an experiment (TOML file and/or flags)", add_run_flags, cmd_run),
     Command(
-        "sweep", "sweep wd × lr × mode × seed into a resumable study", add_sweep_flags, cmd_sweep
+        "sweep",
+        "sweep wd × lr × mode × seed into a resumable study",
+        add_sweep_flags,
+        cmd_sweep,
+        resumes="the study keeps its finished runs and checkpoints: the same command resumes",
     ),
 ]

@@ -176,7 +176,7 @@ def source(
         return tensors(split, obj)  # type: ignore[arg-type]
     inner = obj.dataset if isinstance(obj, DataLoader) else obj  # a DataLoader's, too
     if not isinstance(inner, IterableDataset) and hasattr(inner, "__len__") and not len(inner):
-        raise ValueError(f"data[{split!r}] is empty")
+        raise ValueError(f"data: the {split} split is empty")
     if isinstance(obj, DataLoader):
         return LoaderSource(split, obj, seed, pin)
     dataset = isinstance(obj, IterableDataset) or (
