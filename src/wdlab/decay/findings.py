@@ -321,8 +321,9 @@ def known_class(optimizer: Any) -> bool:
 
 
 def formula(mode: str, optimizer: str | torch.optim.Optimizer | None = None) -> str:
-    """The update of ``mode``; for ``builtin`` with a known optimizer, what it does with wd
-    (an instance's options read: ``Adam(decoupled_weight_decay=True)`` is decoupled)."""
+    """The update of ``mode``; for ``builtin`` with a known optimizer, what it does with wd.
+
+    An instance's options are read: ``Adam(decoupled_weight_decay=True)`` is decoupled."""
     m = get_mode(mode)
     if m.optimizer_wd and optimizer is not None and known_class(optimizer):
         options = optimizer.defaults if isinstance(optimizer, torch.optim.Optimizer) else None
