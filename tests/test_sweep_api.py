@@ -95,18 +95,26 @@ def test_custom_loss_and_metric_choose_with_their_direction():
 @pytest.mark.parametrize("loss", [nn.MSELoss(), F.l1_loss, nn.HuberLoss()])
 def test_a_pointwise_loss_that_would_broadcast_is_refused(tmp_path, loss):
     """torch's MSELoss of (n, 1) outputs against (n,) targets only warns and trains on an
-    (n, n) loss; it is refused in one line naming both shapes, before anything is stored.
-    Outputs of the targets' shape train."""
+    (n, n) loss. One output per example reads its target as (n, 1), whichever shape the
+    targets came in (wdlab keeps them as (n,)): the same numbers as a flat head. Shapes that
+    differ otherwise are refused in one line naming both, before anything is stored."""
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(40, 5, generator=g), torch.randn(40, generator=g)
-    splits = {"train": (x, y), "val": (x, y), "test": (x, y)}
     kw = dict(loss=loss, weight_decay=[0.0, 0.1], lr=0.1, epochs=1)
-    match = r"outputs have shape \(8, 1\) and the targets \(8,\); torch would broadcast"
+
+    def runs(make, targets):
+        splits = {"train": (x, targets), "val": (x, targets), "test": (x, targets)}
+        return [r.final["train_loss"] for r in wdlab.sweep(make, splits, **kw).runs]
+
+    flat = runs(lambda: nn.Sequential(nn.Linear(5, 1), nn.Flatten(0)), y)
+    for targets in (y, y[:, None]):
+        torch.manual_seed(0)
+        assert runs(lambda: nn.Linear(5, 1), targets) == flat
+    splits = {"train": (x, y), "val": (x, y), "test": (x, y)}
+    match = r"outputs have shape \(8, 2\) and the targets \(8,\); torch would broadcast"
     with pytest.raises(ValueError, match=match):
-        wdlab.sweep(lambda: nn.Linear(5, 1), splits, out=tmp_path / "s", **kw)
+        wdlab.sweep(lambda: nn.Linear(5, 2), splits, out=tmp_path / "s", **kw)
     assert not (tmp_path / "s").exists()
-    flat = wdlab.sweep(lambda: nn.Sequential(nn.Linear(5, 1), nn.Flatten(0)), splits, **kw)
-    assert all(r.status == "done" for r in flat.runs)
 
 
 def _error_rate(out, y):

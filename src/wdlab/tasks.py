@@ -198,7 +198,7 @@ def _batched_loss(fn: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, T
     state = {"vmap": True}
 
     def loss(out: Tensor, y: Tensor) -> Tensor:
-        _check_broadcast(fn, out, y)
+        y = _check_broadcast(fn, out, y)
         if state["vmap"]:
             try:
                 values = vmapped(out, y)
@@ -221,14 +221,17 @@ _BROADCASTING = (torch.nn.MSELoss, torch.nn.L1Loss, torch.nn.SmoothL1Loss, torch
 _BROADCASTING_FNS = (F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss)
 
 
-def _check_broadcast(fn: Callable[[Tensor, Tensor], Tensor], out: Tensor, y: Tensor) -> None:
-    """A one-line ``ValueError`` where ``fn`` is one of torch's pointwise losses and one
-    configuration's outputs (``out[0]``) and the targets differ in shape (torch would warn and
-    broadcast them)."""
+def _check_broadcast(fn: Callable[[Tensor, Tensor], Tensor], out: Tensor, y: Tensor) -> Tensor:
+    """The targets as one of torch's pointwise losses ``fn`` reads them against one
+    configuration's outputs (``out[0]``): (n,) targets of (n, 1) outputs as (n, 1) (wdlab
+    keeps one target per example as (n,)); a one-line ``ValueError`` for other shapes that
+    differ (torch would warn and broadcast them)."""
     if not (isinstance(fn, _BROADCASTING) or fn in _BROADCASTING_FNS):
-        return
+        return y
     if not isinstance(y, Tensor) or out.shape[1:] == y.shape:
-        return
+        return y
+    if out.shape[1:] == (*y.shape, 1):
+        return y.unsqueeze(-1)
     name = getattr(fn, "__name__", type(fn).__name__)
     one, target = tuple(out.shape[1:]), tuple(y.shape)
     raise ValueError(
