@@ -37,13 +37,18 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     run, takes the place of M. A result beyond float range is refused."""
     from wdlab.timescale import carry
 
-    to = {"lr": args.to_lr, "n": args.to_n, "batch_size": args.to_batch_size}
+    to = {
+        "lr": args.to_lr,
+        "n": args.to_n,
+        "batch_size": args.to_batch_size,
+        "epochs": args.to_epochs,
+    }
     t = carry(
         args.wd,
         args.lr,
         args.n,
         args.batch_size,
-        to | {"epochs": args.to_epochs},
+        to,
         args.epochs,
         args.mode,
         facts.load()["transfer_modes"][args.mode],  # the registry's, without importing torch

@@ -25,7 +25,7 @@ def open_study(
         )
     if "://" not in storage:
         raise ValueError(
-            f"--storage {_hide_password(storage)}: not a storage URL; give sqlite:///FILE or a "
+            f"--storage {shown_url(storage)}: not a storage URL; give sqlite:///FILE or a "
             "database URL (postgresql://USER@HOST/DB, mysql://…)"
         )
     from sqlalchemy.exc import ArgumentError
@@ -35,7 +35,7 @@ def open_study(
     except ImportError as exc:  # SQLAlchemy's driver for the URL's database
         raise ValueError(_no_driver(storage, exc)) from None
     except ArgumentError as exc:  # a URL SQLAlchemy cannot parse
-        raise ValueError(f"--storage {_hide_password(storage)}: {exc}") from None
+        raise ValueError(f"--storage {shown_url(storage)}: {exc}") from None
 
 
 def _open(storage: str, name: str, direction: str, sampler: Any, pruner: Any) -> Any:
@@ -97,10 +97,10 @@ def read_study(url: str, name: str | None = None) -> Any:
         raise ValueError(_no_driver(url, exc, flag="")) from None
     if name is None and len(names) != 1:
         there = f"{len(names)} studies ({', '.join(names)})" if names else "no study"
-        raise ValueError(f"{_hide_password(url)} holds {there}: name one with --name NAME")
+        raise ValueError(f"{shown_url(url)} holds {there}: name one with --name NAME")
     if name is not None and name not in names:
         raise ValueError(
-            f"{_hide_password(url)} holds no study {name!r}; it holds: {', '.join(names) or 'none'}"
+            f"{shown_url(url)} holds no study {name!r}; it holds: {', '.join(names) or 'none'}"
         )
     return optuna.load_study(study_name=name or names[0], storage=storage)
 
@@ -110,7 +110,7 @@ def _no_driver(url: str, exc: ImportError, flag: str = "--storage ") -> str:
     (the URL's password left out)."""
     cause = exc.__cause__ if isinstance(exc.__cause__, ImportError) else exc
     module = getattr(cause, "name", None) or str(cause)
-    shown = _hide_password(url)
+    shown = shown_url(url)
     return (
         f"{flag}{shown}: the database driver {module!r} that SQLAlchemy needs for it is not "
         f"installed (pip install it, or use sqlite:///FILE)"
@@ -123,12 +123,7 @@ def in_memory(url: str) -> bool:
 
 
 def shown_url(url: str) -> str:
-    """A storage URL as printed: its password written as ``***``."""
-    return _hide_password(url)
-
-
-def _hide_password(url: str) -> str:
-    """``url`` with the password of its ``user:password@`` part written as ``***``."""
+    """A storage URL as printed: its ``user:password@`` part's password written as ``***``."""
     scheme, sep, rest = url.partition("://")
     auth, at, host = rest.partition("@")
     if not (sep and at and ":" in auth):
