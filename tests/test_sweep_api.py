@@ -295,3 +295,22 @@ def test_labels_that_read_as_classes_are_said_and_a_binary_stream_is_taken(tmp_p
         with pytest.raises(ValueError, match=r"class labels shaped \(2,\) per example: .*argmax"):
             wdlab.sweep(lambda: nn.Linear(6, 2), data, out=tmp_path / "s", **kw)
     assert not (tmp_path / "s").exists()
+
+
+def test_a_streamed_data_as_made_is_its_own_batch_size_and_seed_in_the_study(tmp_path):
+    """A StreamedData given as made batches and is seeded as stream_splits made it: another
+    batch size or seed into the same ``out=`` is another study (it resumed the first one's
+    runs), and the stored config says the stream's batch size, not the sweep's default."""
+    from wdlab.data import stream_splits
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 4, generator=g), torch.randn(64, generator=g)
+    splits = {"train": (x, y), "val": (x[:16], y[:16]), "test": (x[:16], y[:16])}
+    kw = dict(weight_decay=[0.0, 0.01], lr=0.05, epochs=1, out=tmp_path / "s")
+    res = wdlab.sweep(lambda: nn.Linear(4, 1), stream_splits(splits, batch_size=8), **kw)
+    assert res.config["train"]["batch_size"] == 8
+    for other in ({"batch_size": 32}, {"batch_size": 8, "seed": 1}):
+        with pytest.raises(ValueError, match=r"holds another study: (train.batch_size|data.seed)"):
+            wdlab.sweep(lambda: nn.Linear(4, 1), stream_splits(splits, **other), **kw)
+    again = wdlab.sweep(lambda: nn.Linear(4, 1), stream_splits(splits, batch_size=8), **kw)
+    assert [r.final for r in again.runs] == [r.final for r in res.runs]

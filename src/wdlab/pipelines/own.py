@@ -45,6 +45,7 @@ from wdlab.pipelines.userdata import (
     data_seed,
     data_sizes,
     declared,
+    stream_settings,
     streamed_splits,
     with_classes,
 )
@@ -159,8 +160,12 @@ def _study(
     kw = config.train.train_kwargs(shuffle_seed=shuffle) | config.decay.train_kwargs()
     kw |= {"rule": rule, "task": task}
     described = _describe(config.to_dict(), init_name, ds, code, rule)
+    streamed = stream_settings(ds)  # a StreamedData as made: its own batch size and seed
+    shuffle = streamed.get("seed", shuffle)
     if shuffle:  # another order, another study (0 left out: the identity of earlier studies)
         described["data"]["seed"] = shuffle
+    if "batch_size" in streamed:
+        described["train"]["batch_size"] = streamed["batch_size"]
     if init_name in MODEL_KINDS and spec.kind == init_name:  # "mlp": the network it names
         described["model"] |= json_safe(kind_options(spec.kind, spec))
     identity = checks.sweep_identity(described)

@@ -394,6 +394,19 @@ def data_identity(ds: Dataset | StreamedData) -> dict[str, Any]:
     return {"name": ds.name, "fingerprint": digest.hexdigest()[:16], "shape": ds.in_shape}
 
 
+def stream_settings(ds: Dataset | StreamedData) -> dict[str, int]:
+    """How a StreamedData given as made batches and is seeded (a study's identity and stored
+    config: a sweep's own ``batch_size`` is not used), ``{}`` for held data; a DataLoader's
+    batch sampler keeps no batch size (its settings are in the fingerprint)."""
+    if not isinstance(ds, StreamedData):
+        return {}
+    train = ds.streams["train"]
+    said = {"seed": train.seed}
+    if isinstance(train, TensorStream) or train.batch_size is not None:
+        said["batch_size"] = train.batch_size or 0  # 0: the full batch
+    return said
+
+
 def data_seed(ds: Dataset | StreamedData) -> int:
     """The seed a Dataset was made with (``meta["seed"]``: wdlab's sources and tables; their
     split's), which a sweep's shuffle takes as ``--data-seed`` gives it to both; 0 for any
