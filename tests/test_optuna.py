@@ -1073,6 +1073,25 @@ def test_a_refused_enqueued_trial_fails_alone_and_the_search_goes_on(log):
         res = wo.optimize(s, "mlp", "wine", space, n_trials=3, batch=3, **SMALL)
     assert [t.state for t in s.trials] == [TrialState.FAIL] + [TrialState.COMPLETE] * 2
     assert len(res.trials) == 3 and s.trials[1].params["lr"] == 0.01
+    assert s.trials[0].user_attrs["status"].startswith("refused: ")
+
+
+def test_a_refused_enqueued_trial_is_told_apart_from_one_another_process_took():
+    """The final review: the enqueued trial Optuna refused was taken to be the first enqueued
+    one running, which may be a valid trial another process sharing the study has just taken
+    (told FAIL under it). Only a trial whose values the space refuses is failed."""
+    space = {"lr": FloatDistribution(1e-4, 1e-1, log=True)}
+    s = study()
+    s.enqueue_trial({"lr": 0.01})
+    s.enqueue_trial({"lr": -0.01})
+    waiting = s.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    other = s.ask(dict(space))  # another process takes trial 0, a valid one
+    with pytest.raises(ValueError) as refused:
+        s.ask(dict(space))
+    with pytest.warns(UserWarning, match=r"trial 1: enqueued \{'lr': -0.01\}"):
+        assert wo._refused(s, waiting, space, refused.value) == 1
+    assert [t.state for t in s.trials] == [TrialState.RUNNING, TrialState.FAIL]
+    assert other.number == 0 and "status" not in s.trials[0].user_attrs
 
 
 def test_a_grid_sampler_that_runs_out_stops_the_search_with_its_trials_stored():

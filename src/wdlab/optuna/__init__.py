@@ -327,7 +327,7 @@ def _ask(study: Any, space: dict[str, Any], k: int) -> tuple[list[Any], list[int
             try:
                 trials.append(study.ask(dict(space)))
             except ValueError as exc:
-                refused.append(_refused(study, waiting, exc))
+                refused.append(_refused(study, waiting, space, exc))
                 continue
             _say_unsearched(trials[-1].number, waiting, space)
     except BaseException:
@@ -337,21 +337,34 @@ def _ask(study: Any, space: dict[str, Any], k: int) -> tuple[list[Any], list[int
     return trials, refused
 
 
-def _refused(study: Any, waiting: Sequence[Any], exc: ValueError) -> int:
+def _refused(study: Any, waiting: Sequence[Any], space: Mapping[str, Any], exc: ValueError) -> int:
     """The number of the enqueued trial (of ``waiting``) that Optuna took and then refused
-    with ``exc``, told ``FAIL`` and warned; ``exc`` again where no enqueued trial was taken."""
-    from optuna.trial import TrialState
+    with ``exc``, told ``FAIL`` with its ``status`` and warned; ``exc`` again where no enqueued
+    trial was taken. Only a trial with a value ``space`` refuses is one: another process
+    sharing the study may have taken a valid one meanwhile."""
+    from optuna.trial import Trial, TrialState
 
     running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    taken = [t for t in waiting if t.number in running]
+    taken = [t for t in waiting if t.number in running and _outside(t, space)]
     if not taken:
         raise exc
-    trial = taken[0]
-    tell(study, trial.number, state=TrialState.FAIL)
+    trial, said = taken[0], str(exc).rstrip(".")
+    Trial(study, trial._trial_id).set_user_attr("status", f"refused: {said}")
+    tell(study, trial.number, state=TrialState.FAIL, skip_if_finished=True)
     given = trial.system_attrs.get("fixed_params", {})
-    said = str(exc).rstrip(".")
     warn_user(f"trial {trial.number}: enqueued {given}: {said}; told FAIL, the search goes on")
     return trial.number
+
+
+def _outside(trial: Any, space: Mapping[str, Any]) -> bool:
+    """Whether an enqueued ``trial`` holds a value its parameter's distribution refuses."""
+    for name, value in trial.system_attrs.get("fixed_params", {}).items():
+        if name in space:
+            try:
+                space[name].to_internal_repr(value)
+            except (ValueError, TypeError):
+                return True
+    return False
 
 
 def _say_unsearched(number: int, waiting: Sequence[Any], space: Mapping[str, Any]) -> None:

@@ -307,9 +307,10 @@ class _Watch:
 
 
 def tell(study: Any, trial: Trial | int, *args: Any, **kwargs: Any) -> bool:
-    """``study.tell``; False where the sampler stopped the search as the trial was told
-    (GridSampler and BruteForceSampler call ``study.stop()`` once every point is tried, which
-    only Optuna's own ``optimize`` loop takes: elsewhere a RuntimeError). The trial is stored
+    """Tell ``study`` how ``trial`` ended; False where the sampler stopped the search.
+
+    GridSampler and BruteForceSampler call ``study.stop()`` once every point is tried, which
+    only Optuna's own ``optimize`` loop takes (elsewhere a RuntimeError). The trial is stored
     either way (Optuna stores it in a ``finally``)."""
     try:
         study.tell(trial, *args, **kwargs)
