@@ -506,6 +506,31 @@ def test_a_tensordatasets_fingerprint_reads_every_row():
     assert fp(fixed) != fp(y) and fp(fixed, True) != fp(y, True)
 
 
+@pytest.mark.parametrize("given", ["auto val", "subset"])
+def test_a_tensordataset_under_subset_is_fingerprinted_whole(given):
+    """The final review: the rows of a TensorDataset under ``Subset`` (the user's, or the 20%
+    validation split wdlab takes without ``val``) were sampled, not hashed whole: a label fixed
+    at an unsampled row was the same data."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(200, 4, generator=g), torch.randint(0, 2, (200,), generator=g)
+
+    test = TensorDataset(x, y)  # the same whatever the training labels
+
+    def fp(labels, rows=range(200)):
+        ds = TensorDataset(x, labels)
+        if given == "auto val":
+            return stream_splits({"train": ds, "test": test}).fingerprint
+        return stream_splits({"train": Subset(ds, list(rows)), "test": test}).fingerprint
+
+    for row in range(0, 200, 37):
+        fixed = y.clone()
+        fixed[row] = 1 - fixed[row]
+        assert fp(fixed) != fp(y), row
+    assert fp(y) == fp(y.clone())
+    if given == "subset":
+        assert fp(y, range(150)) != fp(y, range(1, 151))
+
+
 def test_tensor_stream_keeps_the_trainers_order():
     """Epoch e's order is the e-th permutation of one generator seeded once (the trainer's fast
     path), in any order of access."""

@@ -19,7 +19,8 @@ for how each is iterated. The facts, without a full read:
   all change the batches) and of up to 32 examples (the first, the rest at seeded positions),
   read under a seeded random state: the same data, the same fingerprint, whatever the caller's
   RNG did before, for 32 reads per split; two datasets that agree on all that but differ
-  elsewhere share it. Tensors, and a ``TensorDataset``'s, are hashed whole.
+  elsewhere share it. Tensors, and a ``TensorDataset``'s (under ``Subset`` too), are hashed
+  whole (:mod:`wdlab.data.fingerprints`).
 
 Without a validation split, 20% of the training rows (as ``from_splits`` picks them) become one:
 a map-style training set is split by ``Subset`` (its transforms apply to them); an
@@ -28,7 +29,6 @@ a map-style training set is split by ``Subset`` (its transforms apply to them); 
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -41,8 +41,9 @@ from torch import Tensor
 from torch.utils.data import ConcatDataset, DataLoader, IterableDataset, Subset, TensorDataset
 
 from wdlab.data.arrays import as_targets, check_labels, check_pair, nonempty, one_target_column
-from wdlab.data.batches import Batch, Inputs, Layout, apply, as_inputs, batch_of, pair, parts, rows
+from wdlab.data.batches import Batch, Inputs, Layout, apply, as_inputs, batch_of, pair, rows
 from wdlab.data.dataset import target_width
+from wdlab.data.fingerprints import fingerprint
 from wdlab.data.loaders import (
     FactorySource,
     LoaderFactory,
@@ -315,21 +316,6 @@ def count_classes(split: str, src: Source, seed: int, progress: bool) -> int:
     return top + 1
 
 
-def fingerprint(sources: Mapping[str, Source], samples: Mapping[str, Batch]) -> str:
-    """16 hex digits over each split's kind, settings, length and sampled examples (a
-    TensorDataset's tensors whole: a label fixed is other data)."""
-    digest = hashlib.sha256()
-    for split, src in sources.items():
-        digest.update(repr((split, src.describe(), items(src))).encode())
-        x, y = samples[split]
-        held = src.dataset.tensors if isinstance(src.dataset, TensorDataset) else ()
-        for t in [*parts(x), y, *held]:
-            t = t.detach().cpu().contiguous()
-            digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
-            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
 def items(src: Source) -> int | None:
     """Examples in a split, when known without reading it."""
     if isinstance(src, TensorSource):
@@ -398,7 +384,7 @@ def stream_splits(
         for k, s in sources.items()
     }
     meta |= {f"n_{k}": items(s) for k, s in sources.items()}
-    digest = fingerprint(sources, samples)
+    digest = fingerprint(sources, samples, {k: items(s) for k, s in sources.items()})
     first = {k: apply(lambda t: t[:1], x) for k, x in inputs.items()}
     others = {k: first.pop(k) for k in ("val", "test")}
     probe = (inputs["train"], ys["train"])
