@@ -1036,3 +1036,25 @@ def test_builtins_formula_reads_the_optimizers_own_options():
         "builtin", torch.optim.Adam(params, decoupled_weight_decay=True)
     )
     assert "is coupled" in formula("builtin", torch.optim.Adam(nn.Linear(2, 2).parameters()))
+
+
+def test_a_group_held_at_lr_0_counts_its_steps_for_the_wd_schedule():
+    """The final review: a group held at lr 0 (frozen, then unfrozen) did not count the steps
+    it was held, so its weight-decay schedule lagged the optimizer's (and its lr schedule's)
+    by as many steps once it trained."""
+    torch.manual_seed(0)
+    body, head = nn.Linear(4, 4, bias=False), nn.Linear(4, 1, bias=False)
+    groups = [{"params": body.parameters(), "lr": 0.0}]
+    opt = torch.optim.SGD([*groups, {"params": head.parameters()}], lr=0.1)
+    Decay("independent", 0.1, schedule=lambda step: 0.1 / (1 + step)).attach(opt)
+    for step in range(5):
+        if step == 3:  # unfrozen, at the lr it trains at
+            opt.param_groups[0]["lr"] = opt.param_groups[0]["initial_lr"] = 0.05
+        opt.zero_grad()
+        (head(body(torch.randn(8, 4))) ** 2).mean().backward()
+        before = body.weight.detach().clone()
+        opt.step()
+    assert [g[Keys.STATE]["step"] for g in opt.param_groups] == [5, 5]
+    # the last step (4): w·(1 − (lr / lr₀)·wd(4)) − lr·g, wd(4) = 0.1 / 5
+    expected = before * (1 - 0.1 / 5) - 0.05 * body.weight.grad
+    assert torch.allclose(body.weight, expected, rtol=0, atol=1e-7)

@@ -240,6 +240,7 @@ class Attachment:
         self._skipped = False
         self._entries: list[tuple[Mode, DecayGroup]] = []
         self._indices: list[int] = []
+        self._held: list[dict] = []  # groups held at lr 0 this step: their step still counts
         self._seen, self._live = _param_ids(optimizer), True
         self._pre = optimizer.register_step_pre_hook(self._pre_hook)
         self._post = optimizer.register_step_post_hook(self._post_hook)
@@ -309,7 +310,7 @@ class Attachment:
         weight decay of the step (handed to the optimizer for ``builtin``)."""
         scale = getattr(opt, "grad_scale", None)  # fused + GradScaler: still-scaled gradients
         scale = None if scale is None else float(scale)
-        self._entries, self._indices = [], []
+        self._entries, self._indices, self._held = [], [], []
         for i, group in enumerate(opt.param_groups):
             if not decays(group):
                 continue
@@ -319,7 +320,8 @@ class Attachment:
                 fixed = group[Keys.LR0] > 0 or not self.mode.needs_base_lr  # (0: read again)
                 group[Keys.STATE] = state = {**state, "lr0_fixed": fixed}
             if self.mode.needs_base_lr and not group[Keys.LR0] > 0 and group["lr"] == 0:
-                continue  # a group frozen by lr 0 decays nothing (while its lr is 0)
+                self._held.append(group)  # frozen by lr 0: decays nothing, its step counts
+                continue
             if self.mode.needs_base_lr and not group[Keys.LR0] > 0:  # it divides by lr₀
                 raise ValueError(
                     f"param group {i}: mode '{self.mode.name}' measures the lr against lr₀, "
@@ -381,7 +383,9 @@ class Attachment:
         for _, g in self._entries:
             # a new dict, not a change in place: a state_dict() taken earlier keeps its step
             g.group[Keys.STATE] = {**g.group[Keys.STATE], "step": g.step}
-        self._entries = []
+        for group in self._held:  # a wd schedule runs on the optimizer's steps, as lr's do
+            group[Keys.STATE] = {**group[Keys.STATE], "step": group[Keys.STATE]["step"] + 1}
+        self._entries, self._held = [], []
 
     def _restore_state(self, opt: torch.optim.Optimizer) -> None:
         """Groups added since attach, or whose state a loaded state_dict without it removed,
