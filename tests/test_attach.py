@@ -1058,3 +1058,29 @@ def test_a_group_held_at_lr_0_counts_its_steps_for_the_wd_schedule():
     # the last step (4): w·(1 − (lr / lr₀)·wd(4)) − lr·g, wd(4) = 0.1 / 5
     expected = before * (1 - 0.1 / 5) - 0.05 * body.weight.grad
     assert torch.allclose(body.weight, expected, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize("mode", ["decoupled", "independent", "coupled", "to_init"])
+def test_a_tensor_frozen_with_a_zero_gradient_is_decayed_as_torch_decays_it(mode):
+    """The README's word on freezing mid-training with ``zero_grad(set_to_none=False)``: the
+    zero gradient is one, so torch's AdamW still decays the tensor, and so does every mode
+    (``decoupled`` bitwise as AdamW's own); with torch's default ``set_to_none`` nothing moves."""
+    for to_none in (False, True):
+        moved = {}
+        for how in ("builtin", mode):
+            torch.manual_seed(0)
+            m = nn.Linear(3, 3, bias=False)
+            own = 0.1 if how == "builtin" else 0.0
+            opt = torch.optim.AdamW(m.parameters(), lr=0.1, weight_decay=own)
+            if how != "builtin":
+                Decay(how, 0.1).attach(opt)
+            m(torch.randn(2, 3)).sum().backward()
+            opt.step()
+            m.weight.requires_grad_(False)
+            opt.zero_grad(set_to_none=to_none)
+            before = m.weight.clone()
+            opt.step()
+            moved[how] = m.weight - before
+        assert bool(moved[mode].abs().max() > 0) is not to_none
+        if mode == "decoupled":
+            assert torch.equal(moved[mode], moved["builtin"])
