@@ -2,8 +2,9 @@
 
 import json
 import math
-from dataclasses import replace
+from dataclasses import asdict, replace
 
+import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
@@ -244,6 +245,19 @@ def test_timescale_settings_are_validated():
         {"weight_decays": (1e-3, math.inf, 1.0)},
         {"weight_decays": (1e-1, 1e-2, 1e-3)},
     ):
+        with pytest.raises(ValueError):
+            TimescaleSettings(**bad)
+
+
+def test_timescale_grids_may_be_numpy_arrays():
+    """The final review: ``np.logspace(-2, 1, 5)`` as ``weight_decays`` (or an int array as
+    ``factors``) was refused as not numbers; it is taken and held as a tuple of Python
+    numbers (the settings are stored as JSON)."""
+    s = TimescaleSettings(factors=np.array([1, 2, 4]), weight_decays=np.logspace(-2, 1, 5))
+    assert s.factors == (1, 2, 4) and all(type(f) is int for f in s.factors)
+    assert s.weight_decays == tuple(np.logspace(-2, 1, 5).tolist())
+    json.dumps(asdict(s))
+    for bad in ({"factors": np.array([1.5, 3.0])}, {"weight_decays": np.ones((1, 3))}):
         with pytest.raises(ValueError):
             TimescaleSettings(**bad)
 

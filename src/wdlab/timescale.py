@@ -365,8 +365,10 @@ def carry(
     lr_in_rate: bool,
     stacklevel: int = 2,
 ) -> Transfer:
-    """:func:`transfer` with the mode's fact ``lr_in_rate`` (its rate scales with η) given, as
-    the command line reads it from its facts without importing torch; ``to``: the ``to_*``."""
+    """Carry a tuned weight decay to another setting, as :func:`transfer` does.
+
+    The mode's fact ``lr_in_rate`` (its rate scales with η) is given, as the command line reads
+    it from its facts without importing torch; ``to``: the ``to_*``. Use :func:`transfer`."""
     to_lr, to_n, to_batch_size, to_epochs = to["lr"], to["n"], to["batch_size"], to["epochs"]
     if to_epochs is not None and epochs is None:
         raise ValueError("to_epochs (--to-epochs) needs epochs (--epochs), the epochs tuned for")

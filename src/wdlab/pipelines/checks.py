@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import fields
 from pathlib import Path
@@ -236,27 +237,35 @@ def can_stop(epochs: int, patience: int, every: int) -> None:
         )
 
 
-def rising_grid(name: str, values: object, at_least: int, whole: bool = False) -> None:
-    """A one-line ``ValueError`` unless ``values`` holds ``at_least`` finite numbers > 0 (whole
-    ones where ``whole``: a size factor), each larger than the one before."""
-    given = list(values) if isinstance(values, (list, tuple, range)) else None
-    kinds = (int,) if whole else (int, float)
-    numbers = given is not None and all(
+def rising_grid(name: str, values: object, at_least: int, whole: bool = False) -> tuple[float, ...]:
+    """Check that ``values`` rise: ``at_least`` finite numbers > 0, each above the one before.
+
+    Whole ones where ``whole`` (a size factor); a list, tuple, range or NumPy array; returned
+    as a tuple of Python numbers. Anything else is a one-line ``ValueError``."""
+    listed = isinstance(values, (list, tuple, range)) or (
+        isinstance(values, np.ndarray) and values.ndim == 1
+    )
+    given = list(values.tolist() if isinstance(values, np.ndarray) else values) if listed else []
+    kinds = (numbers.Integral,) if whole else (numbers.Real,)
+    ok = all(
         isinstance(v, kinds) and not isinstance(v, bool) and math.isfinite(v) and v > 0
         for v in given
     )
-    if not numbers or len(given) < at_least or any(b <= a for a, b in itertools.pairwise(given)):
+    if not ok or len(given) < at_least or any(b <= a for a, b in itertools.pairwise(given)):
         what = "whole numbers >= 1" if whole else "finite numbers > 0"
         raise ValueError(
             f"{name} needs >= {at_least} {what}, each larger than the one before, got {values!r}"
         )
+    return tuple(int(v) if whole else float(v) for v in given)
 
 
 def check_mlp(hidden: object, activation: object, activations: Mapping[str, Any]) -> None:
-    """A one-line ``ValueError`` unless ``hidden`` is one or more layer widths >= 1 and
-    ``activation`` one of ``activations``."""
+    """Check an MLP's ``hidden`` widths (one or more, each >= 1) and its ``activation``.
+
+    Anything else is a one-line ``ValueError`` (``activation``: one of ``activations``)."""
     widths = list(hidden) if isinstance(hidden, (list, tuple)) else []
-    if not widths or any(isinstance(h, bool) or not isinstance(h, int) or h < 1 for h in widths):
+    bad = (isinstance(h, bool) or not isinstance(h, numbers.Integral) or h < 1 for h in widths)
+    if not widths or any(bad):
         raise ValueError(f"hidden needs one or more layer widths >= 1, got {hidden!r}")
     if activation not in activations:
         raise ValueError(f"activation must be one of {', '.join(activations)}, got {activation!r}")

@@ -10,12 +10,9 @@ class-stratified subsets of the training split of N, 2N and 4N rows, several see
   parabola through it and its neighbours in log10 λ (cross-entropy, not accuracy: accuracy on a
   few hundred rows moves in steps and ties), with each seed's own best beside it;
 * whether "keep τ_epoch" (λ' = λ·M/M') or "keep λ" predicts the best λ at the largest size from
-  the smallest better, in decades (|log10 predicted − log10 measured|), on the seed-mean curve
-  and seed by seed;
+  the smallest better, in decades (|log10 predicted − log10 measured|), seed-mean and per seed;
 * the slope of log10 λ* against log10 N (keep τ_epoch: −1, keep λ: 0).
-
-It returns a :class:`TimescaleResult` value; it draws nothing and writes no file.
-"""
+It returns a :class:`TimescaleResult` value; it draws nothing and writes no file."""
 
 from __future__ import annotations
 
@@ -73,8 +70,10 @@ class TimescaleSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        rising_grid("factors", self.factors, 2, whole=True)  # sizes: smallest × each
-        rising_grid("weight_decays (--wd)", self.weight_decays, 3)  # a log grid
+        factors = rising_grid("factors", self.factors, 2, whole=True)  # sizes: smallest × each
+        wds = rising_grid("weight_decays (--wd)", self.weight_decays, 3)  # a log grid
+        object.__setattr__(self, "factors", factors)
+        object.__setattr__(self, "weight_decays", wds)
         check_mlp(self.hidden, self.activation, ACTIVATIONS)
         given = list(self.seeds) if isinstance(self.seeds, (tuple, range)) else self.seeds
         object.__setattr__(self, "seeds", tuple(seed_values(given, "seeds")))
