@@ -27,7 +27,7 @@ from wdlab.config import validate
 from wdlab.pipelines import run_sweep
 
 # what an interrupted sweep says it keeps
-RESUMES = "; the study keeps its finished runs and checkpoints: the same command resumes"
+RESUMES = "; the study keeps its finished runs and any checkpoints: the same command resumes"
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, OMP_NUM_THREADS="1")

@@ -29,7 +29,7 @@ ray = pytest.importorskip("ray") if not os.environ.get("CI") else __import__("ra
 from wdlab.executors import RayExecutor  # noqa: E402
 
 # what an interrupted sweep says it keeps
-RESUMES = "; the study keeps its finished runs and checkpoints: the same command resumes"
+RESUMES = "; the study keeps its finished runs and any checkpoints: the same command resumes"
 
 CFG = {
     "data": {"source": "wine"},

@@ -25,7 +25,7 @@ from wdlab.pipelines import load_study, run_sweep
 from wdlab.store import APPLICATION_ID, SCHEMA_VERSION, Store, StoreError, identify
 
 # what an interrupted sweep says it keeps
-RESUMES = "; the study keeps its finished runs and checkpoints: the same command resumes"
+RESUMES = "; the study keeps its finished runs and any checkpoints: the same command resumes"
 
 ROOT = Path(__file__).resolve().parents[1]
 # One torch thread per process: CI has 2 cores, and these tests run several processes at once

@@ -361,6 +361,6 @@ COMMANDS = [
         "sweep wd × lr × mode × seed into a resumable study",
         add_sweep_flags,
         cmd_sweep,
-        resumes="the study keeps its finished runs and checkpoints: the same command resumes",
+        resumes="the study keeps its finished runs and any checkpoints: the same command resumes",
     ),
 ]
