@@ -113,6 +113,24 @@ def test_an_interrupted_sweep_resumes_mid_training_bit_for_bit(tmp_path, monkeyp
     assert not (tmp_path / "cut" / "checkpoints").exists()  # every one removed, and the folder
 
 
+def test_a_resumed_runs_seconds_count_the_training_before_the_interruption(tmp_path, monkeypatch):
+    """A new-user trial: a run resumed from a checkpoint said only the seconds trained after
+    the resume. The checkpoint holds the seconds so far (here made 1000 s), which count."""
+    import types
+
+    _interrupt_after_checkpoints(monkeypatch, 1)
+    slow = types.SimpleNamespace(
+        perf_counter=lambda: time.perf_counter() + 1000.0, monotonic=time.monotonic
+    )
+    monkeypatch.setattr(trainer_state, "time", slow)  # 1000 s before the first checkpoint
+    with pytest.raises(Interrupted):
+        run_sweep(CFG, tmp_path / "cut")
+    monkeypatch.undo()
+    with pytest.warns(UserWarning, match="resuming 12 runs from their checkpoints"):
+        resumed = run_sweep(CFG, tmp_path / "cut")
+    assert all(r.seconds >= 1000.0 for r in resumed.runs)
+
+
 def test_an_interrupted_study_says_where_its_runs_stand(tmp_path, monkeypatch, capsys):
     """Interrupted after its first checkpoint, a study's views say its runs are saved mid-way
     (not "not trained yet"), its notebook view says no run has finished (not an empty table),

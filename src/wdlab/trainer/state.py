@@ -76,6 +76,7 @@ def capture(trainer: Trainer, epochs: int) -> dict[str, Any]:
             "recorder": trainer.recorder.state(),
             "pending": trainer.pending,
             "rng": rng,
+            "seconds": time.perf_counter() - trainer.t_start,  # trained so far (resumed: too)
         }
     )
 
@@ -95,6 +96,7 @@ def restore(trainer: Trainer, state: Mapping[str, Any]) -> None:
     rec.watch(trainer.rows.optimizer, trainer.rows.attach)
     trainer.pending = bool(state["pending"])
     trainer.epoch0 = int(state["epoch"])
+    trainer.t_start -= float(state.get("seconds", 0.0))  # a run's seconds: every session's
 
 
 KEYS = ("format", "epoch", "configs", "engine", "rows", "recorder", "pending", "rng")
