@@ -6,12 +6,13 @@ from a data function, and a ``make_loader`` given where ``--data`` calls ``make_
 
 import math
 import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import wdlab
 from wdlab.cli import main
@@ -280,3 +281,19 @@ def test_float_class_labels_are_told_to_be_integers(tmp_path):
     make = lambda: nn.Linear(6, 3)  # noqa: E731
     text = refused("give them as integers (y.long())", make, data, tmp_path)
     assert "class labels (whole numbers 0 to 2)" in text
+
+
+def test_a_dataloaders_own_generator_is_said_to_be_replaced():
+    """A new-user trial: ``DataLoader(..., shuffle=True, generator=Generator().manual_seed(42))``
+    had its generator replaced by wdlab's seeding without a word: its seed changed nothing.
+    It is said, once; without a shuffle nothing is said."""
+    from wdlab.data import stream_splits
+
+    x, y = torch.randn(40, 3), torch.arange(40) % 2
+    ds = TensorDataset(x, y)
+    g = torch.Generator().manual_seed(42)
+    with pytest.warns(UserWarning, match="has a generator of its own, which wdlab replaces"):
+        stream_splits({"train": DataLoader(ds, 8, shuffle=True, generator=g), "test": ds})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        stream_splits({"train": DataLoader(ds, 8, generator=g), "test": ds})

@@ -124,18 +124,31 @@ def own_generator(loader: DataLoader) -> str | None:
 
 def unseeded_shuffle(loader: DataLoader) -> bool:
     """Whether ``loader`` shuffles with torch's RandomSampler and no generator of its own."""
+    sampler = _shuffler(loader)
+    return sampler is not None and sampler.generator is None
+
+
+def _shuffler(loader: DataLoader) -> RandomSampler | None:
+    """``loader``'s RandomSampler (under its BatchSampler too), if it shuffles with one."""
     sampler = loader.sampler if loader.batch_size is not None else loader.batch_sampler
     sampler = getattr(sampler, "sampler", sampler)
-    return type(sampler) is RandomSampler and sampler.generator is None
+    return sampler if type(sampler) is RandomSampler else None
 
 
 def warn_about_order(loader: DataLoader, seed: int) -> None:
     """Say how the training DataLoader's order is seeded where the user may not expect it: a
-    shuffle without a generator (wdlab re-seeds it), a sampler wdlab cannot re-seed."""
+    shuffle with or without a generator (wdlab re-seeds it), a sampler wdlab cannot re-seed."""
     if unseeded_shuffle(loader):
         warn_user(
             "data['train']: the DataLoader's RandomSampler (shuffle=True) has no generator; "
             f"wdlab re-seeds its order every epoch from the data seed ({seed})"
+        )
+    elif _shuffler(loader) is not None:  # the user's generator: replaced, so said
+        warn_user(
+            "data['train']: the DataLoader's RandomSampler has a generator of its own, which "
+            f"wdlab replaces: its order is re-seeded every epoch from the data seed ({seed}), "
+            "whatever that generator's seed (a make_loader(split, seed, epoch) factory keeps "
+            "your own)"
         )
     own = own_generator(loader)
     if own:
