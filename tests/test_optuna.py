@@ -379,6 +379,36 @@ def study_name(url):
     return optuna.get_all_study_names(url)[0]
 
 
+def test_a_streamed_data_as_made_is_its_own_batch_size_and_seed_in_the_search(tmp_path):
+    """The final review: a StreamedData given as made batches and is seeded as stream_splits
+    made it, but the search recorded optimize's batch_size (default 128) and no seed: one
+    study took trials at batch 8 and at batch 32 (or another seed) as one search."""
+    from wdlab.data import stream_splits
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 4, generator=g), torch.randint(0, 2, (64,), generator=g)
+    splits = {"train": (x, y), "val": (x[:16], y[:16]), "test": (x[:16], y[:16])}
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    lr_only = {"lr": SPACE["lr"]}
+
+    def search(s, **made):
+        return wo.optimize(s, "mlp", stream_splits(splits, **made), lr_only, n_trials=2, epochs=1)
+
+    search(study(storage=url), batch_size=8)
+    s = optuna.load_study(study_name=study_name(url), storage=url)
+    assert s.user_attrs["wdlab"]["batch_size"] == 8
+    before = digest(tmp_path / "s.db")
+    for other, said in (
+        ({"batch_size": 32}, "batch_size = 8, not 32"),
+        ({"seed": 5}, "stream_seed"),
+    ):
+        with pytest.raises(ValueError, match=said):
+            search(s, **{"batch_size": 8} | other)
+        assert digest(tmp_path / "s.db") == before
+    search(s, batch_size=8)
+    assert len(s.trials) == 4
+
+
 def test_another_direction_or_distribution_or_setting_is_refused(tmp_path):
     url = f"sqlite:///{tmp_path / 's.db'}"
     s = study(direction="minimize", storage=url)

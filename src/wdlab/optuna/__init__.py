@@ -53,7 +53,7 @@ from wdlab.pipelines.checks import (
 )
 from wdlab.pipelines.experiment import load_data, model_spec
 from wdlab.pipelines.own import Data, Model, decay_section, resolve_model, user_data
-from wdlab.pipelines.userdata import data_seed
+from wdlab.pipelines.userdata import data_seed, stream_settings
 from wdlab.trainer.plan import running
 from wdlab.usercode import DEFAULT_FACTORY_TIMEOUT, a_type
 
@@ -161,14 +161,17 @@ def optimize(
     ds = user_data(data, (), streamed, model, DEFAULT_FACTORY_TIMEOUT)
     spec, label = resolve_model(model, ds)
     train = {"optimizer": optimizer, "lr": lr, "options": dict(options or {}), "epochs": epochs}
-    train |= {"seeds": seed_list(seeds), "steps": steps or 0, "batch_size": batch_size or 0}
+    made = stream_settings(data)  # a StreamedData as made: its own batch size and seed
+    size = made.get("batch_size", batch_size or 0)
+    train |= {"seeds": seed_list(seeds), "steps": steps or 0, "batch_size": size}
     train |= {"eval_every": eval_every, "schedule": schedule or "constant", "device": device}
     train |= {"precision": precision, "select": select or "auto", "clip_grad_norm": clip_grad_norm}
     train |= {"early_stopping": early_stopping}
     decay = decay_section([mode], [weight_decay], wd_schedule, group_wd)
     config = validate({"train": train, "decay": decay})  # the one declaration's checks
     settings = settings_of(config, rule, max_memory_mb, shuffle_seed=data_seed(ds))
-    settings = replace(settings, loss=check_loss(loss), **running(parallel, channels_last))
+    settings = replace(settings, loss=check_loss(loss), stream_seed=made.get("seed", 0))
+    settings = replace(settings, **running(parallel, channels_last))
     return search(study, spec, ds, space, settings, n_trials, batch, label, progress)
 
 

@@ -69,6 +69,7 @@ class Settings:
     wd_schedule: str | None = None
     group_wd: tuple[tuple[str, float], ...] = ()
     loss: Any = None  # the user's loss (as wdlab.sweep's loss=), None: the task's own
+    stream_seed: int = 0  # a StreamedData given as made: its own seed (0: none said)
     parallel: int = 1  # how a batch runs (wdlab.sweep's): not in the identity
     channels_last: bool = False
 
@@ -83,6 +84,8 @@ class Settings:
         d["rule"] = rule_identity(self.rule)  # a name ("timm"), or the fields it changes
         for k in ("max_memory_mb", "parallel", "channels_last"):
             d.pop(k)  # how the trials run, not what they are
+        if not self.stream_seed:  # (left out: the identity of earlier searches)
+            d.pop("stream_seed")
         return d
 
 

@@ -140,7 +140,8 @@ def sweep(
     train |= {"eval_every": eval_every, "options": dict(options or {}), "device": device}
     decay = decay_section(modes, weight_decay, wd_schedule, group_wd)
     config = validate({"train": train, "decay": decay})
-    study = _study(config, ds, spec, init_name, (loss, metric), rule, task)
+    made = stream_settings(data)  # a StreamedData as made: its own batch size and seed
+    study = _study(config, ds, spec, init_name, (loss, metric), rule, task, made)
     return _run(study, out, name, how | {"max_batch": max_batch}, max_memory_mb, progress, t0, log)
 
 
@@ -152,20 +153,21 @@ def _study(
     code: tuple[object, object],
     rule: DecayRule,
     task: Task | None,
+    made: Mapping[str, int],
 ) -> Study:
     """The study of a :func:`sweep` (its folder and name set by :func:`_run`): the trainer's
     keywords, the config as stored (with the Python objects' names and fingerprints,
-    ``code``: the loss and the metric) and its identity."""
+    ``code``: the loss and the metric) and its identity; ``made``: the batch size and seed
+    of a StreamedData given as made."""
     shuffle = data_seed(ds)  # wdlab.data.load(name, seed=s): as `--data-seed s` shuffles
     kw = config.train.train_kwargs(shuffle_seed=shuffle) | config.decay.train_kwargs()
     kw |= {"rule": rule, "task": task}
     described = _describe(config.to_dict(), init_name, ds, code, rule)
-    streamed = stream_settings(ds)  # a StreamedData as made: its own batch size and seed
-    shuffle = streamed.get("seed", shuffle)
-    if shuffle:  # another order, another study (0 left out: the identity of earlier studies)
-        described["data"]["seed"] = shuffle
-    if "batch_size" in streamed:
-        described["train"]["batch_size"] = streamed["batch_size"]
+    seed = made.get("seed", shuffle)  # ``made``: a StreamedData's own (stream_settings)
+    if seed:  # another order, another study (0 left out: the identity of earlier studies)
+        described["data"]["seed"] = seed
+    if "batch_size" in made:
+        described["train"]["batch_size"] = made["batch_size"]
     if init_name in MODEL_KINDS and spec.kind == init_name:  # "mlp": the network it names
         described["model"] |= json_safe(kind_options(spec.kind, spec))
     identity = checks.sweep_identity(described)

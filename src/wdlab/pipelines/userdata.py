@@ -394,13 +394,15 @@ def data_identity(ds: Dataset | StreamedData) -> dict[str, Any]:
     return {"name": ds.name, "fingerprint": digest.hexdigest()[:16], "shape": ds.in_shape}
 
 
-def stream_settings(ds: Dataset | StreamedData) -> dict[str, int]:
-    """How a StreamedData given as made batches and is seeded (a study's identity and stored
-    config: a sweep's own ``batch_size`` is not used), ``{}`` for held data; a DataLoader's
-    batch sampler keeps no batch size (its settings are in the fingerprint)."""
-    if not isinstance(ds, StreamedData):
+def stream_settings(data: object) -> dict[str, int]:
+    """The batch size and seed of a StreamedData given as made (``{}`` for anything else).
+
+    A sweep's and a search's own ``batch_size`` is not used there, so the study's identity and
+    stored config take these; a DataLoader's batch sampler keeps no batch size (its settings
+    are in the fingerprint). Splits a sweep streams itself are batched and seeded as it says."""
+    if not isinstance(data, StreamedData):
         return {}
-    train = ds.streams["train"]
+    train = data.streams["train"]
     said = {"seed": train.seed}
     if isinstance(train, TensorStream) or train.batch_size is not None:
         said["batch_size"] = train.batch_size or 0  # 0: the full batch
