@@ -9,7 +9,16 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset, TensorDataset
+from torch.utils.data import (
+    ConcatDataset,
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    Subset,
+    SubsetRandomSampler,
+    TensorDataset,
+    WeightedRandomSampler,
+)
 
 import wdlab
 from wdlab.data import from_splits, stream_splits
@@ -529,6 +538,34 @@ def test_a_tensordataset_under_subset_is_fingerprinted_whole(given):
     assert fp(y) == fp(y.clone())
     if given == "subset":
         assert fp(y, range(150)) != fp(y, range(1, 151))
+
+
+def test_concatenated_tensordatasets_and_a_samplers_rows_are_fingerprinted():
+    """The final review: a label fixed in a ConcatDataset of TensorDatasets (also under
+    Subset), or another SubsetRandomSampler's rows or WeightedRandomSampler's weights, left
+    the fingerprint as it was: another training resumed this one's study."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(200, 4, generator=g), torch.randint(0, 2, (200,), generator=g)
+    test = TensorDataset(x, y)
+
+    def fp(train):
+        return stream_splits({"train": train, "val": test, "test": test}).fingerprint
+
+    def concat(labels):
+        return ConcatDataset(
+            [TensorDataset(x[:100], labels[:100]), TensorDataset(x[100:], labels[100:])]
+        )
+
+    fixed = y.clone()
+    fixed[151] = 1 - fixed[151]
+    assert fp(concat(fixed)) != fp(concat(y)) == fp(concat(y.clone()))
+    assert fp(Subset(concat(fixed), range(200))) != fp(Subset(concat(y), range(200)))
+    ds = TensorDataset(x, y)
+    rows = [DataLoader(ds, 8, sampler=SubsetRandomSampler(r)) for r in (range(150), range(50, 200))]
+    assert fp(rows[0]) != fp(rows[1])
+    w = torch.ones(200)
+    weighted = [DataLoader(ds, 8, sampler=WeightedRandomSampler(v, 200)) for v in (w, w.cumsum(0))]
+    assert fp(weighted[0]) != fp(weighted[1])
 
 
 def test_tensor_stream_keeps_the_trainers_order():

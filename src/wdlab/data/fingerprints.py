@@ -1,7 +1,8 @@
 """A streamed data's fingerprint, the data's part of a study's identity (see
 :mod:`wdlab.data.streamed`): each split's kind, settings and length, and sampled examples;
-tensors held by a ``TensorDataset`` (also under ``Subset``, with the rows it takes) are hashed
-whole, so a label fixed anywhere is other data."""
+tensors held by a ``TensorDataset`` (also under ``Subset``, with the rows it takes, and
+``ConcatDataset``) and a sampler's rows and weights are hashed whole, so a label fixed anywhere
+is other data."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import Subset, TensorDataset
+from torch.utils.data import ConcatDataset, Subset, TensorDataset
 
 from wdlab.data.batches import Batch, parts
 
@@ -24,7 +25,8 @@ def fingerprint(
     for split, src in sources.items():
         digest.update(repr((split, src.describe(), sizes[split])).encode())
         x, y = samples[split]
-        for t in [*parts(x), y, *held_tensors(getattr(src, "dataset", None))]:
+        held = held_tensors(getattr(src, "dataset", None)) + _sampler_tensors(src)
+        for t in [*parts(x), y, *held]:
             t = t.detach().cpu().contiguous()
             digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
             digest.update(t.reshape(-1).view(torch.uint8).numpy())  # no copy: the buffer
@@ -32,10 +34,25 @@ def fingerprint(
 
 
 def held_tensors(dataset: object) -> list[Tensor]:
-    """A ``TensorDataset``'s tensors and, under ``Subset``\\ s, the rows each takes; none for
-    any other dataset (it is sampled)."""
-    taken: list[Tensor] = []
-    while isinstance(dataset, Subset):
-        taken.append(torch.as_tensor(dataset.indices, dtype=torch.long))
-        dataset = dataset.dataset
-    return [*dataset.tensors, *taken] if isinstance(dataset, TensorDataset) else []
+    """The tensors a dataset holds, hashed whole: a ``TensorDataset``'s, under ``Subset``.
+
+    Under ``Subset`` the rows it takes join them; under ``ConcatDataset``, each part's. None
+    for any other dataset (it is sampled)."""
+    if isinstance(dataset, Subset):
+        inner = held_tensors(dataset.dataset)
+        return [*inner, torch.as_tensor(dataset.indices, dtype=torch.long)] if inner else []
+    if isinstance(dataset, ConcatDataset):
+        return [t for part in dataset.datasets for t in held_tensors(part)]
+    return list(dataset.tensors) if isinstance(dataset, TensorDataset) else []
+
+
+def _sampler_tensors(src: object) -> list[Tensor]:
+    """The rows a DataLoader's sampler draws from (``SubsetRandomSampler``'s indices) and
+    their weights (``WeightedRandomSampler``'s): other rows or weights are other training."""
+    loader = getattr(src, "template", None)
+    if loader is None:
+        return []
+    sampler = loader.sampler if loader.batch_size is not None else loader.batch_sampler
+    sampler = getattr(sampler, "sampler", sampler)  # under a BatchSampler
+    said = [getattr(sampler, k, None) for k in ("indices", "weights")]
+    return [torch.as_tensor(v) for v in said if v is not None]
