@@ -1063,7 +1063,7 @@ def test_a_group_held_at_lr_0_counts_its_steps_for_the_wd_schedule():
 @pytest.mark.parametrize("mode", ["decoupled", "independent", "coupled", "to_init"])
 def test_a_tensor_frozen_with_a_zero_gradient_is_decayed_as_torch_decays_it(mode):
     """The README's word on freezing mid-training with ``zero_grad(set_to_none=False)``: the
-    zero gradient is one, so torch's AdamW still decays the tensor, and so does every mode
+    zero gradient is one, so torch's AdamW still decays the tensor, and so do these four modes
     (``decoupled`` bitwise as AdamW's own); with torch's default ``set_to_none`` nothing moves."""
     for to_none in (False, True):
         moved = {}

@@ -1144,3 +1144,27 @@ def test_an_enqueued_name_the_search_does_not_search_is_warned():
     s.enqueue_trial({"lr": 0.01, "weight_decay": 1e-5})
     with pytest.warns(UserWarning, match=r"enqueued weight_decay, .*\(it searches lr, wd\)"):
         wo.optimize(s, "mlp", "wine", space, n_trials=1, batch=1, **SMALL)
+
+
+def test_a_refused_trial_another_process_told_first_is_passed_over(monkeypatch):
+    """The final review: two processes that each took a refused enqueued trial both picked the
+    first, and the second's own was left RUNNING (its search stopped on Optuna's "cannot
+    update a finished trial"). One the other process told first is passed over."""
+    space = {"lr": FloatDistribution(1e-4, 1e-1, log=True)}
+    s = study()
+    s.enqueue_trial({"lr": -0.01})
+    s.enqueue_trial({"lr": -0.02})
+    waiting = s.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    for _ in range(2):  # both taken and refused, one by each process
+        with pytest.raises(ValueError) as refused:
+            s.ask(dict(space))
+    running = s.get_trials(deepcopy=True, states=(TrialState.RUNNING,))  # read, and then
+    s.tell(0, state=TrialState.FAIL)  # the other process tells its own (trial 0) first
+    real = s.get_trials
+    monkeypatch.setattr(
+        s, "get_trials", lambda deepcopy=False, states=None: running if states else real()
+    )
+    with pytest.warns(UserWarning, match="trial 1: "):
+        assert wo._refused(s, waiting, space, refused.value) == 1
+    assert [t.state for t in real()] == [TrialState.FAIL] * 2
+    assert real()[1].user_attrs["status"].startswith("refused: ")

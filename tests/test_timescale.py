@@ -252,9 +252,12 @@ def test_timescale_settings_are_validated():
 def test_timescale_grids_may_be_numpy_arrays():
     """The final review: ``np.logspace(-2, 1, 5)`` as ``weight_decays`` (or an int array as
     ``factors``) was refused as not numbers; it is taken and held as a tuple of Python
-    numbers (the settings are stored as JSON)."""
-    s = TimescaleSettings(factors=np.array([1, 2, 4]), weight_decays=np.logspace(-2, 1, 5))
+    numbers, as NumPy ints in ``hidden`` are (the settings are stored as JSON)."""
+    s = TimescaleSettings(
+        factors=np.array([1, 2, 4]), weight_decays=np.logspace(-2, 1, 5), hidden=(np.int64(8),)
+    )
     assert s.factors == (1, 2, 4) and all(type(f) is int for f in s.factors)
+    assert s.hidden == (8,) and type(s.hidden[0]) is int
     assert s.weight_decays == tuple(np.logspace(-2, 1, 5).tolist())
     json.dumps(asdict(s))
     for bad in ({"factors": np.array([1.5, 3.0])}, {"weight_decays": np.ones((1, 3))}):

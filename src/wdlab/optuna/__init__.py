@@ -348,15 +348,17 @@ def _refused(study: Any, waiting: Sequence[Any], space: Mapping[str, Any], exc: 
     from optuna.trial import Trial, TrialState
 
     running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
-    taken = [t for t in waiting if t.number in running and _outside(t, space)]
-    if not taken:
-        raise exc
-    trial, said = taken[0], str(exc).rstrip(".")
-    Trial(study, trial._trial_id).set_user_attr("status", f"refused: {said}")
-    tell(study, trial.number, state=TrialState.FAIL, skip_if_finished=True)
-    given = trial.system_attrs.get("fixed_params", {})
-    warn_user(f"trial {trial.number}: enqueued {given}: {said}; told FAIL, the search goes on")
-    return trial.number
+    said = str(exc).rstrip(".")
+    for trial in [t for t in waiting if t.number in running and _outside(t, space)]:
+        try:  # (another process refused the same may have told it first: the next is ours)
+            Trial(study, trial._trial_id).set_user_attr("status", f"refused: {said}")
+            tell(study, trial.number, state=TrialState.FAIL)
+        except (RuntimeError, ValueError):
+            continue
+        given = trial.system_attrs.get("fixed_params", {})
+        warn_user(f"trial {trial.number}: enqueued {given}: {said}; told FAIL, the search goes on")
+        return trial.number
+    raise exc
 
 
 def _outside(trial: Any, space: Mapping[str, Any]) -> bool:

@@ -237,7 +237,9 @@ def can_stop(epochs: int, patience: int, every: int) -> None:
         )
 
 
-def rising_grid(name: str, values: object, at_least: int, whole: bool = False) -> tuple[float, ...]:
+def rising_grid(
+    name: str, values: object, at_least: int, whole: bool = False
+) -> tuple[int | float, ...]:
     """Check that ``values`` rise: ``at_least`` finite numbers > 0, each above the one before.
 
     Whole ones where ``whole`` (a size factor); a list, tuple, range or NumPy array; returned

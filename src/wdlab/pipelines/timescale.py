@@ -75,6 +75,7 @@ class TimescaleSettings:
         object.__setattr__(self, "factors", factors)
         object.__setattr__(self, "weight_decays", wds)
         check_mlp(self.hidden, self.activation, ACTIVATIONS)
+        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))  # (JSON's)
         given = list(self.seeds) if isinstance(self.seeds, (tuple, range)) else self.seeds
         object.__setattr__(self, "seeds", tuple(seed_values(given, "seeds")))
         check_data_keys({"source": self.data, "target": self.target}, prefix="")
