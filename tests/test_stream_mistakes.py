@@ -12,7 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    SubsetRandomSampler,
+    TensorDataset,
+    WeightedRandomSampler,
+)
 
 import wdlab
 from wdlab.cli import main
@@ -292,8 +298,14 @@ def test_a_dataloaders_own_generator_is_said_to_be_replaced():
     x, y = torch.randn(40, 3), torch.arange(40) % 2
     ds = TensorDataset(x, y)
     g = torch.Generator().manual_seed(42)
-    with pytest.warns(UserWarning, match="has a generator of its own, which wdlab replaces"):
+    with pytest.warns(UserWarning, match="RandomSampler has a generator of its own, which wd"):
         stream_splits({"train": DataLoader(ds, 8, shuffle=True, generator=g), "test": ds})
+    for sampler in (
+        SubsetRandomSampler(range(30), g),
+        WeightedRandomSampler(torch.ones(40), 40, generator=g),
+    ):
+        with pytest.warns(UserWarning, match=f"{type(sampler).__name__} has a generator of its"):
+            stream_splits({"train": DataLoader(ds, 8, sampler=sampler), "val": ds, "test": ds})
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         stream_splits({"train": DataLoader(ds, 8, generator=g), "test": ds})

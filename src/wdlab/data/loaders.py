@@ -124,15 +124,16 @@ def own_generator(loader: DataLoader) -> str | None:
 
 def unseeded_shuffle(loader: DataLoader) -> bool:
     """Whether ``loader`` shuffles with torch's RandomSampler and no generator of its own."""
-    sampler = _shuffler(loader)
-    return sampler is not None and sampler.generator is None
+    sampler = _random_sampler(loader)
+    return type(sampler) is RandomSampler and sampler.generator is None
 
 
-def _shuffler(loader: DataLoader) -> RandomSampler | None:
-    """``loader``'s RandomSampler (under its BatchSampler too), if it shuffles with one."""
+def _random_sampler(loader: DataLoader) -> Any:
+    """``loader``'s sampler (under its BatchSampler too) where it is one of torch's random
+    samplers, which wdlab re-seeds; else None."""
     sampler = loader.sampler if loader.batch_size is not None else loader.batch_sampler
     sampler = getattr(sampler, "sampler", sampler)
-    return sampler if type(sampler) is RandomSampler else None
+    return sampler if type(sampler) in _RESEEDED[1:] else None
 
 
 def warn_about_order(loader: DataLoader, seed: int) -> None:
@@ -143,12 +144,13 @@ def warn_about_order(loader: DataLoader, seed: int) -> None:
             "data['train']: the DataLoader's RandomSampler (shuffle=True) has no generator; "
             f"wdlab re-seeds its order every epoch from the data seed ({seed})"
         )
-    elif _shuffler(loader) is not None:  # the user's generator: replaced, so said
+    sampler = _random_sampler(loader)
+    if sampler is not None and sampler.generator is not None:  # the user's: replaced, so said
         warn_user(
-            "data['train']: the DataLoader's RandomSampler has a generator of its own, which "
-            f"wdlab replaces: its order is re-seeded every epoch from the data seed ({seed}), "
-            "whatever that generator's seed (a make_loader(split, seed, epoch) factory keeps "
-            "your own)"
+            f"data['train']: the DataLoader's {type(sampler).__name__} has a generator of its "
+            "own, which wdlab replaces: its order is re-seeded every epoch from the data seed "
+            f"({seed}), whatever that generator's seed (a make_loader(split, seed, epoch) "
+            "factory keeps your own)"
         )
     own = own_generator(loader)
     if own:
