@@ -154,6 +154,27 @@ def test_an_interrupted_study_says_where_its_runs_stand(tmp_path, monkeypatch, c
     header, first = (tmp_path / "e" / "runs.csv").read_text().splitlines()[:2]
     row = dict(zip(header.split(","), first.split(","), strict=False))
     assert (row["status"], row["epochs"], row["seed"]) == ("pending", "6", "0")
+    # a new-user trial: the numbers stored with the checkpoint (epoch 6 of 12) were written as
+    # the run's final_* and best_*: no results yet are written as none
+    results = {k: v for k, v in row.items() if k.startswith(("final_", "best_"))}
+    assert results and not any(results.values()), results
+
+
+def test_an_export_writes_no_results_for_a_run_paused_mid_training(tmp_path):
+    """A new-user trial: a pruned sweep killed while its runs waited at a rung exported the
+    numbers stored at the rung (epoch 2 of 12) as the runs' final_* and best_epoch: run 1's
+    final test loss 0.28, 0.058 once finished. An unfinished run's results are left empty."""
+    cfg = {**CFG, "train": {**CFG["train"], "epochs": 4}}
+    run_sweep(cfg, tmp_path / "s")
+    with sqlite3.connect(tmp_path / "s" / "study.db") as db:  # as a rung's pause leaves it
+        db.execute("UPDATE runs SET status = 'running', epochs = 2 WHERE id = 1")
+    with pytest.warns(UserWarning, match=r"partial \(1 of 12 runs unfinished\)"):
+        wdlab.pipelines.export_study(tmp_path / "s", "csv", tmp_path / "e")
+    pd = pytest.importorskip("pandas")
+    runs = pd.read_csv(tmp_path / "e" / "runs.csv").set_index("run_id")
+    results = [c for c in runs.columns if c.startswith(("final_", "best_"))]
+    assert runs.loc[2, ["final_test_loss", "best_epoch"]].notna().all()
+    assert runs.loc[1, results].isna().all() and runs.loc[1, "status"] == "running"
 
 
 def test_an_interrupted_early_stopping_sweep_keeps_the_uninterrupted_weights(tmp_path, monkeypatch):

@@ -67,7 +67,7 @@ def export_study(
         info = store.study()
         source = f"study {info['config_hash'] if info else '?'}"
         check_outputs(target, [f"runs.{fmt}", f"curves.{fmt}"], source, force)
-        rows = store.run_rows()
+        rows = [_no_results_yet(r) for r in store.run_rows()]
         runs = pd.DataFrame(rows)
         curves = pd.DataFrame(store.curve_rows(), columns=["run_id", "metric", "epoch", "value"])
     for column in _whole_numbers(rows):  # not 10.0 beside the empty cells of pending runs
@@ -87,6 +87,14 @@ def export_study(
             df.to_parquet(paths[name], index=False)
     record_outputs(target, paths.values(), source)
     return paths
+
+
+def _no_results_yet(row: dict[str, Any]) -> dict[str, Any]:
+    """A run's row, its ``final_*`` and ``best_*`` left empty while it is unfinished: the
+    numbers stored with a checkpoint or at a rung are mid-training, no run's results."""
+    if row["status"] not in ("pending", "running"):
+        return row
+    return {k: None if k.startswith(("final_", "best_")) else v for k, v in row.items()}
 
 
 def _whole_numbers(rows: list[dict[str, Any]]) -> list[str]:
