@@ -743,3 +743,18 @@ def test_past_18_answer_runs_the_caption_says_how_many_more_and_no_colour_repeat
     caption = FIGURES["losses"].caption(wide)  # 4 + 5 × 4 = 24 answer runs
     assert "the first 18 of these drawn, 6 more in the table" in caption
     assert len([t for t in _legend(wide.plot("loss")) if t not in ("train", "val")]) == 18
+
+
+def test_a_study_with_no_run_finished_is_drawn_on_the_metric_it_chooses_on():
+    """A new-user trial: a pruned study killed before any run finished drew its rungs on the
+    task's headline metric (validation accuracy, or "validation RMSE" over nothing for a
+    custom metric) while its decisions ranked on ``select="loss"`` or the user's metric."""
+    from wdlab.report.plots import criterion_of
+
+    res = sweep_result(config={"train": {"select": "loss"}})
+    res.selection = []  # no run finished yet
+    assert (criterion_of(res).key, criterion_of(res).higher) == ("loss", False)
+    res.config, res.data = {}, {"metric": {"key": "mae", "higher": False}}
+    assert (criterion_of(res).key, criterion_of(res).higher) == ("mae", False)
+    res.data = {}
+    assert criterion_of(res).key == "acc"  # nothing said: the task's headline

@@ -6,9 +6,10 @@ report from a result value, each with its caption (:mod:`wdlab.report.figures` i
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,10 +22,12 @@ from wdlab.report.palette import colors as palette
 from wdlab.report.text import short
 from wdlab.selection import (
     Criterion,
+    criterion,
     decays,
     metric_for,
     run_scores,
     selection_criterion,
+    study_metric,
     zero_runs,
 )
 
@@ -338,9 +341,14 @@ class FigureSpec:
 
 
 def criterion_of(result: Result) -> Criterion:
-    """The criterion the result's selection used (the task's headline metric by default)."""
+    """The criterion the result's selection used; with none yet (no run finished), the one it
+    will use (the study's ``select``, a user's own metric), else the task's headline metric."""
     if result.selection:
         return selection_criterion(result.selection)
+    config, data = getattr(result, "config", None), getattr(result, "data", None)
+    if isinstance(config, Mapping) and isinstance(data, Mapping):
+        with contextlib.suppress(ValueError):  # (a direction not stored: the headline's)
+            return criterion(result.task, *study_metric(config, data))
     key, name, higher = metric_for(result.task)
     return Criterion(key, name, higher)
 
