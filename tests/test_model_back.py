@@ -345,5 +345,5 @@ def test_a_sweep_without_out_hands_its_model_back_from_memory(tmp_path, monkeypa
     with pytest.raises(ValueError, match=r"were not kept \(none held in memory: the sweep had "):
         r.model(mode=other.config.mode, lr=other.config.lr, weight_decay=other.config.weight_decay)
     none = wdlab.sweep(make, _splits(), keep="none", **KW)
-    with pytest.raises(ValueError, match="swept without out= and with keep='none'"):
+    with pytest.raises(ValueError, match="with keep='none'; sweep with keep='best' or keep='all'"):
         none.model()

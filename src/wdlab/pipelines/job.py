@@ -290,7 +290,7 @@ class Job:
         for who, (n, why) in taken.items():
             if who and who != self.owner:
                 name = who.rsplit(":", 1)[0]
-                warn_user(f"took over {n} runs held by {name}: {why}")
+                warn_user(f"took over {n} run{'s' * (n != 1)} held by {name}: {why}")
 
     def _on_epoch(self, batch: Batch, epoch: int) -> None:
         """Per epoch of a batch (local executor): the bar advances by the batch's share (of

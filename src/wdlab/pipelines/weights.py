@@ -305,9 +305,10 @@ def build_trained(
         keep = ((result.config or {}).get("train") or {}).get("keep")
         kept_any = keep in ("best", "all")
         why = f"keep={keep!r} kept none (nothing chosen)" if kept_any else "with keep='none'"
+        fix = "keep='all', or out= with it" if kept_any else "keep='best' or keep='all'"
         raise ValueError(
             f"this result keeps no weights: it was swept without out= and {why}; sweep with "
-            "out= to keep them in the study, or keep='all'"
+            f"{fix} (out= keeps them in the study)"
         )
     if mode is not None and lr is None:  # the mode's one lr, where it has one: naming it adds
         lrs = {r.config.lr for r in result.runs if r.config.mode == mode}  # nothing
