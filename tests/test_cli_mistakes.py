@@ -692,3 +692,38 @@ def test_a_ctrl_c_after_the_json_answer_is_only_noted(monkeypatch, capsys):
     argv = ["transfer", "--wd", "0.1", "--lr", "1e-3", "--n", "100", "--batch-size", "10"]
     assert main([*argv, "--to-lr", "2e-3", "--json"]) == 0
     assert said == [True] and json.loads(capsys.readouterr().out)["weight_decay"] == 0.05
+
+
+@pytest.mark.parametrize(
+    "argv, said",
+    [
+        (["run", "--wd", "1e-5...1e-1:3"], "'1e-5...1e-1' has three dots; a range is LO..HI"),
+        (["search", "--lr", "1e-4...1e-1:log"], "--lr: '1e-4...1e-1' has three dots"),
+        (
+            ["run", "--group-wd", "layers.*=0.1", "--group-wd", "layers.*=0.2"],
+            "the pattern 'layers.*' is given twice; give each once",
+        ),
+        (
+            ["inspect", "mlp", "--in-dim", "4", "--group-wd", "a=0.1", "--group-wd", "a=0.2"],
+            "--group-wd: the pattern 'a' is given twice",
+        ),
+    ],
+)
+def test_a_range_with_three_dots_and_a_pattern_given_twice_are_refused(argv, said, capsys):
+    """A new-user trial: ``1e-5...1e-1:3`` ran wd [1e-05, 0.000316, 0.01] (HI read as
+    ``.1e-1``), and a ``--group-wd`` pattern given twice took the last weight decay, without
+    a word either time. Both are one line, exit status 2."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and said in err, err
+
+
+def test_a_seed_given_twice_among_many_is_found_in_one_pass():
+    """A new-user trial: ``--seeds`` and ``--wd`` grids of 100,000 values spun for minutes
+    before the grid's size limit (a pairwise search for a repeat); the repeat is still named."""
+    from wdlab.config_keys import parse_float_list, seed_values
+
+    with pytest.raises(ValueError, match="seed 7 is given twice"):
+        seed_values([*range(100_000), 7], "seeds")
+    assert len(seed_values(list(range(100_000)), "seeds")) == 100_000
+    assert len(parse_float_list("1e-5..1e-1:100000", "wd")) == 100_000

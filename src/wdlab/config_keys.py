@@ -46,9 +46,9 @@ def parse_float_list(text: str | float | list, key: str) -> list[float]:
         raise ValueError(f"{key}: expected a number or a list, got {text!r}")
     text = text.strip()
     if ".." in text:
+        rng, _, count = text.partition(":")
+        lo, hi = range_ends(rng, key)
         try:
-            rng, _, count = text.partition(":")
-            lo, _, hi = rng.partition("..")
             lo_f, hi_f, n = float(lo), float(hi), int(count)
         except ValueError:
             raise ValueError(
@@ -64,6 +64,16 @@ def parse_float_list(text: str | float | list, key: str) -> list[float]:
         return [float(v) for v in comma_items(text, key)]
     except ValueError:
         raise ValueError(f"{key}: expected numbers separated by commas, got {text!r}") from None
+
+
+def range_ends(text: str, key: str) -> tuple[str, str]:
+    """The two ends of a range ``LO..HI`` as written; three dots are refused, in one line.
+
+    (``1e-5...1e-1`` split at its first two dots read HI as ``.1e-1``: 0.01, silently.)"""
+    if "..." in text:
+        raise ValueError(f"{key}: {text!r} has three dots; a range is LO..HI, two dots")
+    lo, _, hi = text.partition("..")
+    return lo, hi
 
 
 def comma_items(text: str, key: str) -> list[str]:
@@ -269,7 +279,8 @@ def model_kind(v: Any, key: str) -> str:
 def _once(values: list[Any], key: str, what: str) -> list[Any]:
     """``values``, each given once (a repeat was dropped without a word: refused, as a seed
     given twice is)."""
-    twice = next((v for i, v in enumerate(values) if v in values[:i]), None)
+    seen: set[Any] = set()  # (one pass: a grid of 100,000 spun for minutes, pairwise)
+    twice = next((v for v in values if v in seen or seen.add(v)), None)
     if twice is not None:
         shown = f"{twice:g}" if isinstance(twice, float) else str(twice)
         raise ValueError(f"{key}: {what} {shown} is given twice; give each once")
@@ -330,7 +341,8 @@ def seed_values(v: Any, key: str) -> list[int]:
         bad = [s for s in v if not 0 <= s <= MAX_SEED]
         if bad:
             raise ValueError(f"{key}: seeds must be integers in 0..{MAX_SEED}, got {bad[0]}")
-        twice = next((s for i, s in enumerate(v) if s in v[:i]), None)
+        seen: set[int] = set()  # (one pass: pairwise, 100,000 seeds spun for minutes)
+        twice = next((s for s in v if s in seen or seen.add(s)), None)
         if twice is not None:  # one run per seed: a repeat would be dropped, not run again
             raise ValueError(f"{key}: seed {twice} is given twice; each seed is one run")
         return v
@@ -383,6 +395,8 @@ def _group_wd(v: Any, key: str) -> dict[str, float]:
             pattern, sep, value = item.rpartition("=") if isinstance(item, str) else ("", "", "")
             if not sep or not pattern:
                 raise ValueError(f"{key}: expected PATTERN=WD, e.g. 'emb.*=1e-5', got {item!r}")
+            if pattern in pairs:  # the last one took it, without a word
+                raise ValueError(f"{key}: the pattern {pattern!r} is given twice; give each once")
             try:
                 pairs[pattern] = float(value)
             except ValueError:

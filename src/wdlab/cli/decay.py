@@ -121,6 +121,8 @@ def parse_group_wds(items: list[str] | None) -> dict[str, float]:
         pattern, sep, value = item.rpartition("=")
         if not sep or not pattern:
             raise UsageError(f"--group-wd {item!r}: expected PATTERN=WD, e.g. 'emb.*=1e-5'")
+        if pattern in out:  # the last one took it, without a word
+            raise UsageError(f"--group-wd: the pattern {pattern!r} is given twice; give each once")
         try:
             out[pattern] = nonneg_float(value)
         except argparse.ArgumentTypeError as exc:

@@ -19,7 +19,7 @@ from optuna.distributions import (
     check_distribution_compatibility,
 )
 
-from wdlab.config_keys import comma_items
+from wdlab.config_keys import comma_items, range_ends
 from wdlab.decay import DEFAULT_RULE, MODES, DecayRule
 from wdlab.devices import DEFAULT_MAX_MEMORY_MB
 from wdlab.optimizers import OPTIMIZERS, check_optimizer_options, optimizer_spec
@@ -312,7 +312,7 @@ def parse_range(name: str, text: str) -> Any:
             raise ValueError(f"--{name}: give a number, a list or a range like 1e-6..1:log")
         return values[0] if len(values) == 1 else CategoricalDistribution(values)
     rng, _, how = text.partition(":")
-    lo_text, _, hi_text = rng.partition("..")
+    lo_text, hi_text = range_ends(rng, f"--{name}")
     lo, hi = _number(name, lo_text), _number(name, hi_text)
     if not lo < hi:
         raise ValueError(f"--{name} {text}: a range needs LO < HI, got {lo:g} >= {hi:g}")
