@@ -101,6 +101,16 @@ def test_a_factory_time_limit_that_is_not_positive():
         refused("factory_timeout: expected seconds > 0", factory_timeout=bad)
 
 
+def test_a_time_limit_of_ten_billion_seconds_is_none_not_the_factorys_error():
+    """A new-user trial: ``--factory-timeout 1e10`` said "model factory '…' raised
+    OverflowError: timestamp out of range": wdlab's own timer overflowed, not the factory.
+    A limit over three years is none."""
+    from wdlab.usercode import call_user
+
+    for seconds in (1e10, float("inf")):
+        assert call_user(lambda: 3, "make", (), {}, seconds) == 3
+
+
 def test_empty_or_mismatched_splits_and_string_inputs():
     d = _data()
     X, y = d["train"]

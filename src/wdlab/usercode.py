@@ -30,7 +30,6 @@ import contextlib
 import functools
 import hashlib
 import inspect
-import math
 import re
 import signal
 import sys
@@ -45,6 +44,9 @@ from torch import nn
 from torch.nn.parameter import is_lazy
 
 from wdlab.errors import gist
+
+#: A time limit this long (over three years) or longer is none (the timer would overflow).
+NO_LIMIT = 1e8
 
 #: A factory's time limit in seconds, unless the caller sets another (``factory_timeout``).
 DEFAULT_FACTORY_TIMEOUT = 300.0
@@ -217,7 +219,7 @@ def time_limit(seconds: float | None) -> Iterator[None]:
     previous handler, and what is left of a timer set before, are restored."""
     usable = (
         seconds is not None
-        and math.isfinite(seconds)
+        and seconds < NO_LIMIT  # (longer: setitimer's OverflowError, said as the user's)
         and hasattr(signal, "setitimer")
         and threading.current_thread() is threading.main_thread()
         and signal.getsignal(signal.SIGALRM) is not None  # None: a handler set outside Python
