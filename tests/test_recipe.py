@@ -367,3 +367,21 @@ def test_early_stopping_that_cannot_stop_a_run_is_said(tmp_path, capsys):
         warnings.simplefilter("always")
         assert main([*flags, "--out", str(tmp_path / "b"), "--eval-every", "1"]) == 0
     assert not [w for w in said if "can stop no run" in str(w.message)]
+
+
+def test_a_step_schedule_that_overflows_float32_is_refused_before_training(capsys):
+    """A new-user trial: ``--schedule step:1:10 --epochs 60`` (and ``step:1:1e30``) failed
+    mid-training with torch's "value cannot be converted to type float without overflow",
+    called unexpected. It is refused before training, in one line; a rise that fits trains."""
+    from wdlab.cli import main
+    from wdlab.trainer.schedules import check_peak
+
+    for gamma in ("10", "1e30"):
+        argv = ["run", "--data", "wine", "--schedule", f"step:1:{gamma}", "--epochs", "60"]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "-fold within 60 epochs, beyond float32" in err, err
+    check_peak("step:1:10", 38, 1.0)  # lr 1e37 at its last epoch: fits
+    check_peak("step:1:0.1", 10_000, 1.0)  # falling: never refused
+    with pytest.raises(ValueError, match="rises 10\\^39-fold"):
+        check_peak("step:1:10", 40, 1.0)

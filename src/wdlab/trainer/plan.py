@@ -24,7 +24,7 @@ from wdlab.optimizers import OptimizerSpec, optimizer_spec
 from wdlab.records import RunConfig
 from wdlab.sidebyside import check_parallel
 from wdlab.tasks import Task
-from wdlab.trainer.schedules import check_schedule
+from wdlab.trainer.schedules import check_peak, check_schedule
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -150,6 +150,7 @@ class Plan:
             valid = ", ".join(PRECISIONS)
             raise ValueError(f"unknown precision {self.precision!r}; valid: {valid}")
         check_schedule(self.schedule, self.total_steps, warn=not self.said)
+        check_peak(self.schedule, self.epochs, max(c.lr for c in self.configs))
         self._check_decays()
         if len({optimizer_spec(c.optimizer).cls_name for c in self.configs}) > 1:
             raise ValueError("one batch trains one optimizer class; split the sweep by optimizer")

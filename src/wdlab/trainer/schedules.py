@@ -36,6 +36,9 @@ class Schedule:
     make: Callable[..., LRScheduler | None]
     args: Callable[[list[str]], tuple] = lambda parts: ()
     per_step: bool = False
+    # log10 of the largest lr factor over ``epochs`` epochs, given the arguments (0: it never
+    # rises above the lr given)
+    log_peak: Callable[..., float] = lambda epochs, *args: 0.0
 
 
 def _step_args(parts: list[str]) -> tuple[int, float]:
@@ -115,6 +118,8 @@ SCHEDULES: dict[str, Schedule] = {
             "step:SIZE:GAMMA",
             lambda opt, epochs, size, gamma: torch.optim.lr_scheduler.StepLR(opt, size, gamma),
             _step_args,
+            # StepLR: lr·GAMMA^(epoch // SIZE), the last epoch's largest where GAMMA > 1
+            log_peak=lambda epochs, size, gamma: max(0, (epochs - 1) // size * math.log10(gamma)),
         ),
         *(
             Schedule(f"warmup-{k}", f"warmup-{k}:W", _warmup(k), _warmup_args, per_step=True)
@@ -163,6 +168,20 @@ def check_schedule(schedule: str | None, total_steps: int | None, warn: bool = T
             f"lr schedule {schedule!r}: a warm-up of {w} steps in a training of "
             f"{total_steps}: the lr never reaches its peak; give a shorter W (or a fraction "
             "such as 0.1)"
+        )
+
+
+def check_peak(schedule: str | None, epochs: int, lr: float) -> None:
+    """Refuse a schedule that takes ``lr`` beyond float32 within ``epochs`` (``step:1:10``
+    over 60 epochs failed mid-training with torch's overflow error)."""
+    sched, args = parse_schedule(schedule)
+    rise = sched.log_peak(epochs, *args)
+    top = float(torch.finfo(torch.float32).max)  # what training computes the lr in
+    if lr > 0 and math.log10(lr) + rise > math.log10(top):
+        raise ValueError(
+            f"lr schedule {schedule!r}: lr {lr:g} rises 10^{rise:.0f}-fold within {epochs} "
+            f"epochs, beyond float32 (at most {top:.3g}), in which wdlab trains; give a "
+            "smaller GAMMA or fewer epochs"
         )
 
 
