@@ -1168,3 +1168,12 @@ def test_a_refused_trial_another_process_told_first_is_passed_over(monkeypatch):
         assert wo._refused(s, waiting, space, refused.value) == 1
     assert [t.state for t in real()] == [TrialState.FAIL] * 2
     assert real()[1].user_attrs["status"].startswith("refused: ")
+
+
+def test_data_without_a_validation_split_are_named_with_data_that_have_one(capsys):
+    """A new-user trial: ``wdlab search`` with no arguments always failed (its default data,
+    seed-noise, have no validation split) with a line that named neither the data nor a way
+    on."""
+    assert main(["search", "--trials", "1", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'seed-noise' has none (e.g. --data wine" in err, err

@@ -59,7 +59,11 @@ class _Search:
         if not settings.seeds:
             raise ValueError("seeds: a search trains each trial on one seed or more, got none")
         if not _has_val(ds):
-            raise ValueError("a search chooses on validation: the data need a validation split")
+            raise ValueError(
+                "a search chooses on validation: the data need a validation split, and "
+                f"{ds.name!r} has none (e.g. --data wine or digits have one; your own splits: "
+                "a 'val' split, or a stream, which lends 20% of its training rows)"
+            )
         task = None if settings.loss is None else custom_task(get_task(ds.task), settings.loss)
         built = meta_build(spec) if spec.kind != "custom" else spec.build(settings.seeds[0])
         spec.check_seeds(built, settings.seeds)  # as a sweep: no seed repeats another's run
