@@ -721,7 +721,8 @@ def test_a_range_with_three_dots_and_a_pattern_given_twice_are_refused(argv, sai
 def test_a_seed_given_twice_among_many_is_found_in_one_pass():
     """A new-user trial: ``--seeds`` and ``--wd`` grids of 100,000 values spun for minutes
     before the grid's size limit (a pairwise search for a repeat); the repeat is still named."""
-    from wdlab.config_keys import parse_float_list, seed_values
+    from wdlab.config_keys import seed_values
+    from wdlab.textlists import parse_float_list
 
     with pytest.raises(ValueError, match="seed 7 is given twice"):
         seed_values([*range(100_000), 7], "seeds")

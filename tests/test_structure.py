@@ -52,6 +52,7 @@ LAYERS = [
         "wdlab.interrupts",
         "wdlab.progress",
         "wdlab.arguments",
+        "wdlab.textlists",
     },
     {"wdlab.errors"},
 ]

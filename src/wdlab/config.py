@@ -14,7 +14,7 @@ An experiment has four sections; every key is optional and unknown keys are refu
 the seeds); ``weight_decay`` also takes ``"LO..HI:N"`` (N log-spaced values). ``seeds`` is a
 count, ``N`` or ``"N"`` (seeds 0..N−1, as ``seeds=N`` and ``--seeds N`` mean), or a list of
 seeds (``[3]``: seed 3 alone). Numbers the engine computes with must fit float32; a log range
-or a seed count has at most :data:`wdlab.config_keys.MAX_RANGE` values, and a grid more than
+or a seed count has at most :data:`wdlab.textlists.MAX_RANGE` values, and a grid more than
 :data:`MAX_CONFIGS` configurations is refused unless the caller raises that limit.
 
 The section dataclasses below *are* the schema: each field carries its default, its checker,

@@ -140,7 +140,7 @@ def _float(text: str, float32: bool = True) -> float:
 def hidden_sizes(text: str) -> tuple[int, ...]:
     """Hidden sizes like ``64,32``: positive integers (an empty value between commas is
     refused, as in every comma list)."""
-    from wdlab.config_keys import comma_items
+    from wdlab.textlists import comma_items
 
     try:
         items = comma_items(text, "hidden sizes")

@@ -154,7 +154,7 @@ def sizes(text: str) -> tuple[int, ...]:
 
 def wd_grid(text: str) -> tuple[float, ...]:
     """``--wd``'s λ grid: ``LO..HI:N`` (log-spaced) or a comma list, as ``sweep --wd``."""
-    from wdlab.config_keys import parse_float_list
+    from wdlab.textlists import parse_float_list
 
     try:
         return tuple(parse_float_list(text, "--wd"))

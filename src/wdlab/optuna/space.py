@@ -19,11 +19,11 @@ from optuna.distributions import (
     check_distribution_compatibility,
 )
 
-from wdlab.config_keys import comma_items, range_ends
 from wdlab.decay import DEFAULT_RULE, MODES, DecayRule
 from wdlab.devices import DEFAULT_MAX_MEMORY_MB
 from wdlab.optimizers import OPTIMIZERS, check_optimizer_options, optimizer_spec
 from wdlab.pipelines.checks import rule_identity
+from wdlab.textlists import comma_items, range_ends
 from wdlab.usercode import code_identity
 from wdlab.warn import warn_user
 

@@ -140,8 +140,7 @@ def sweep(
     train |= {"eval_every": eval_every, "options": dict(options or {}), "device": device}
     decay = decay_section(modes, weight_decay, wd_schedule, group_wd)
     config = validate({"train": train, "decay": decay})
-    made = stream_settings(data)  # a StreamedData as made: its own batch size and seed
-    study = _study(config, ds, spec, init_name, (loss, metric), rule, task, made)
+    study = _study(config, ds, spec, init_name, (loss, metric), rule, task, stream_settings(data))
     return _run(study, out, name, how | {"max_batch": max_batch}, max_memory_mb, progress, t0, log)
 
 

@@ -306,10 +306,8 @@ def build_trained(
         kept_any = keep in ("best", "all")
         why = f"keep={keep!r} kept none (nothing chosen)" if kept_any else "with keep='none'"
         fix = "keep='all', or out= with it" if kept_any else "keep='best' or keep='all'"
-        raise ValueError(
-            f"this result keeps no weights: it was swept without out= and {why}; sweep with "
-            f"{fix} (out= keeps them in the study)"
-        )
+        raise ValueError(f"this result keeps no weights: it was swept without out= and {why}; "
+                         f"sweep with {fix} (out= keeps them in the study)")  # fmt: skip
     if mode is not None and lr is None:  # the mode's one lr, where it has one: naming it adds
         lrs = {r.config.lr for r in result.runs if r.config.mode == mode}  # nothing
         lr = lrs.pop() if len(lrs) == 1 else None
