@@ -1177,3 +1177,12 @@ def test_data_without_a_validation_split_are_named_with_data_that_have_one(capsy
     assert main(["search", "--trials", "1", "--epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "'seed-noise' has none (e.g. --data wine" in err, err
+
+
+def test_a_value_given_twice_in_a_search_is_refused_as_in_a_sweep(capsys):
+    """A new-user trial: ``wdlab search --mode coupled,coupled`` (or ``--lr 0.1,0.1``) dropped
+    the repeat without a word, where run and sweep refuse it."""
+    for flag, given, said in (("--mode", "coupled,coupled", "coupled"), ("--lr", "0.1,0.1", "0.1")):
+        assert main(["search", "--data", "wine", flag, given, "--trials", "1"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{flag}: {said} is given twice; give each once" in err

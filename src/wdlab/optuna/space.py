@@ -299,14 +299,14 @@ def parse_range(name: str, text: str) -> Any:
     target = ALIASES.get(name, name)
     text = text.strip()
     if target in ("mode", "optimizer"):
-        names = list(dict.fromkeys(comma_items(text, f"--{name}")))  # decoupled,,l2: refused
+        names = _once(name, comma_items(text, f"--{name}"))  # decoupled,,l2: refused
         for n in names:  # named now: before any warning about the search is said
             _check_value(target, n, "", 0.0)
         if not names:
             raise ValueError(f"--{name}: give a name or a list like decoupled,l2")
         return names[0] if len(names) == 1 else CategoricalDistribution(names)
     if ".." not in text:
-        values = list(dict.fromkeys(_number(name, v) for v in comma_items(text, f"--{name}")))
+        values = _once(name, [_number(name, v) for v in comma_items(text, f"--{name}")])
         _check_ends(target, values)
         if not values:
             raise ValueError(f"--{name}: give a number, a list or a range like 1e-6..1:log")
@@ -329,6 +329,17 @@ def parse_range(name: str, text: str) -> Any:
     step = (math.log10(hi) - math.log10(lo)) / (n - 1)
     grid = [float(f"{10 ** (math.log10(lo) + i * step):.6g}") for i in range(n)]
     return CategoricalDistribution(grid)
+
+
+def _once(name: str, values: list[Any]) -> list[Any]:
+    """``values``, each given once; a repeat is refused as run and sweep refuse it (it was
+    dropped without a word)."""
+    seen: set[Any] = set()
+    twice = next((v for v in values if v in seen or seen.add(v)), None)
+    if twice is not None:
+        shown = f"{twice:g}" if isinstance(twice, float) else str(twice)
+        raise ValueError(f"--{name}: {shown} is given twice; give each once")
+    return values
 
 
 def _check_ends(target: str, values: list[float]) -> None:
