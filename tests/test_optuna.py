@@ -979,14 +979,16 @@ def test_a_users_own_wdlab_attribute_is_named_not_overwritten():
         assert s.user_attrs["wdlab"] == own and not s.trials
 
 
-def test_a_duplicate_value_is_one_choice_and_one_value_is_fixed(capsys):
+def test_a_duplicate_value_is_refused_and_one_value_is_fixed(capsys):
     """A new-user trial: ``--wd 0.1,0.1`` searched "a choice" of one value, three identical
-    trials and an importance of 1.00 for a parameter that never varied. Duplicates are one
-    choice (as a file's list is), and a single value is fixed: here, nothing to search."""
-    assert wo.parse_range("wd", "0.1,1e-1") == 0.1
-    assert wo.parse_range("mode", "decoupled,decoupled") == "decoupled"
-    assert wo.parse_range("wd", "0.1,0.1,0.2") == CategoricalDistribution([0.1, 0.2])
-    assert main([*CLI, "--wd", "0.1,0.1", "--trials", "3"]) == 2
+    trials and an importance of 1.00 for a parameter that never varied. A later trial: the
+    duplicate was then dropped without a word, where run and sweep refuse it; it is refused
+    as they refuse it, and a single value is fixed: here, nothing to search."""
+    for name, text in (("wd", "0.1,1e-1"), ("mode", "decoupled,decoupled"), ("wd", "0.1,0.1,0.2")):
+        with pytest.raises(ValueError, match="is given twice; give each once"):
+            wo.parse_range(name, text)
+    assert wo.parse_range("wd", "0.1,0.2") == CategoricalDistribution([0.1, 0.2])
+    assert main([*CLI, "--wd", "0.1", "--trials", "3"]) == 2
     assert "nothing to search: the weight decay is fixed at 0.1" in capsys.readouterr().err
 
 
