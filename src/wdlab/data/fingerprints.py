@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.utils.data import ConcatDataset, Subset, TensorDataset
 
 from wdlab.data.batches import Batch, parts
+from wdlab.data.loaders import inner_sampler
 
 
 def fingerprint(
@@ -52,7 +53,6 @@ def _sampler_tensors(src: object) -> list[Tensor]:
     loader = getattr(src, "template", None)
     if loader is None:
         return []
-    sampler = loader.sampler if loader.batch_size is not None else loader.batch_sampler
-    sampler = getattr(sampler, "sampler", sampler)  # under a BatchSampler
+    sampler = inner_sampler(loader)
     said = [getattr(sampler, k, None) for k in ("indices", "weights")]
     return [torch.as_tensor(v) for v in said if v is not None]

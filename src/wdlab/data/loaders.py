@@ -106,7 +106,8 @@ def over(loader: DataLoader, dataset: Any) -> DataLoader:
     )
 
 
-_RESEEDED = (BatchSampler, RandomSampler, SubsetRandomSampler, WeightedRandomSampler)
+_RANDOM = (RandomSampler, SubsetRandomSampler, WeightedRandomSampler)  # torch's: re-seeded
+_RESEEDED = (BatchSampler, *_RANDOM)
 
 
 def own_generator(loader: DataLoader) -> str | None:
@@ -122,30 +123,22 @@ def own_generator(loader: DataLoader) -> str | None:
     return type(sampler).__name__ if any(isinstance(v, torch.Generator) for v in held) else None
 
 
-def unseeded_shuffle(loader: DataLoader) -> bool:
-    """Whether ``loader`` shuffles with torch's RandomSampler and no generator of its own."""
-    sampler = _random_sampler(loader)
-    return type(sampler) is RandomSampler and sampler.generator is None
-
-
-def _random_sampler(loader: DataLoader) -> Any:
-    """``loader``'s sampler (under its BatchSampler too) where it is one of torch's random
-    samplers, which wdlab re-seeds; else None."""
+def inner_sampler(loader: DataLoader) -> Any:
+    """The sampler ``loader`` draws its examples' order from (under its batch sampler)."""
     sampler = loader.sampler if loader.batch_size is not None else loader.batch_sampler
-    sampler = getattr(sampler, "sampler", sampler)
-    return sampler if type(sampler) in _RESEEDED[1:] else None
+    return getattr(sampler, "sampler", sampler)
 
 
 def warn_about_order(loader: DataLoader, seed: int) -> None:
     """Say how the training DataLoader's order is seeded where the user may not expect it: a
     shuffle with or without a generator (wdlab re-seeds it), a sampler wdlab cannot re-seed."""
-    if unseeded_shuffle(loader):
+    sampler = inner_sampler(loader)
+    if type(sampler) is RandomSampler and sampler.generator is None:
         warn_user(
             "data['train']: the DataLoader's RandomSampler (shuffle=True) has no generator; "
             f"wdlab re-seeds its order every epoch from the data seed ({seed})"
         )
-    sampler = _random_sampler(loader)
-    if sampler is not None and sampler.generator is not None:  # the user's: replaced, so said
+    elif type(sampler) in _RANDOM and sampler.generator is not None:  # the user's: replaced
         warn_user(
             f"data['train']: the DataLoader's {type(sampler).__name__} has a generator of its "
             "own, which wdlab replaces: its order is re-seeded every epoch from the data seed "
