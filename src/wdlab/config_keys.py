@@ -24,7 +24,7 @@ from wdlab.diagnostics import DIAGNOSTICS
 from wdlab.models import MODEL_KINDS
 from wdlab.optimizers import OPTIMIZERS, optimizer_spec
 from wdlab.tasks import TASKS
-from wdlab.textlists import MAX_RANGE, comma_items, parse_float_list
+from wdlab.textlists import MAX_RANGE, comma_items, first_repeat, parse_float_list
 from wdlab.trainer.plan import check_clip
 from wdlab.trainer.schedules import SCHEDULES, parse_schedule
 
@@ -224,8 +224,7 @@ def model_kind(v: Any, key: str) -> str:
 def _once(values: list[Any], key: str, what: str) -> list[Any]:
     """``values``, each given once (a repeat was dropped without a word: refused, as a seed
     given twice is)."""
-    seen: set[Any] = set()  # (one pass: a grid of 100,000 spun for minutes, pairwise)
-    twice = next((v for v in values if v in seen or seen.add(v)), None)
+    twice = first_repeat(values)  # (one pass: a grid of 100,000 spun for minutes, pairwise)
     if twice is not None:
         shown = f"{twice:g}" if isinstance(twice, float) else str(twice)
         raise ValueError(f"{key}: {what} {shown} is given twice; give each once")
@@ -286,8 +285,7 @@ def seed_values(v: Any, key: str) -> list[int]:
         bad = [s for s in v if not 0 <= s <= MAX_SEED]
         if bad:
             raise ValueError(f"{key}: seeds must be integers in 0..{MAX_SEED}, got {bad[0]}")
-        seen: set[int] = set()  # (one pass: pairwise, 100,000 seeds spun for minutes)
-        twice = next((s for s in v if s in seen or seen.add(s)), None)
+        twice = first_repeat(v)
         if twice is not None:  # one run per seed: a repeat would be dropped, not run again
             raise ValueError(f"{key}: seed {twice} is given twice; each seed is one run")
         return v

@@ -5,6 +5,7 @@ Each refusal is one ``ValueError`` line naming the key."""
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable, Iterable
 
 MAX_RANGE = 1_000_000  # values in one log range or seed count (a hard limit)
 
@@ -62,3 +63,13 @@ def comma_items(text: str, key: str) -> list[str]:
     if any(not p.strip() for p in parts):
         raise ValueError(f"{key}: an empty value between commas in {text!r}")
     return [p.strip() for p in parts]
+
+
+def first_repeat(values: Iterable[Hashable]) -> Hashable | None:
+    """The first value that repeats an earlier one, found in one pass; None if none does."""
+    seen: set[Hashable] = set()
+    for v in values:
+        if v in seen:
+            return v
+        seen.add(v)
+    return None

@@ -23,7 +23,7 @@ from wdlab.decay import DEFAULT_RULE, MODES, DecayRule
 from wdlab.devices import DEFAULT_MAX_MEMORY_MB
 from wdlab.optimizers import OPTIMIZERS, check_optimizer_options, optimizer_spec
 from wdlab.pipelines.checks import rule_identity
-from wdlab.textlists import comma_items, range_ends
+from wdlab.textlists import comma_items, first_repeat, range_ends
 from wdlab.usercode import code_identity
 from wdlab.warn import warn_user
 
@@ -334,8 +334,7 @@ def parse_range(name: str, text: str) -> Any:
 def _once(name: str, values: list[Any]) -> list[Any]:
     """``values``, each given once; a repeat is refused as run and sweep refuse it (it was
     dropped without a word)."""
-    seen: set[Any] = set()
-    twice = next((v for v in values if v in seen or seen.add(v)), None)
+    twice = first_repeat(values)
     if twice is not None:
         shown = f"{twice:g}" if isinstance(twice, float) else str(twice)
         raise ValueError(f"--{name}: {shown} is given twice; give each once")
